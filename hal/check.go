@@ -1,0 +1,194 @@
+package hal
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// CheckRule is the validation every driver starts from: it checks that r is
+// well formed (returning a *RuleError) and that every field and action it
+// uses is in caps (returning an *UnsupportedError). Drivers add their own
+// device-specific checks after it.
+func CheckRule(caps *Capabilities, r *Rule) error {
+	if err := CheckShape(r); err != nil {
+		return err
+	}
+	return CheckCapabilities(caps, r)
+}
+
+func invalid(field, format string, args ...any) error {
+	return &RuleError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// CheckShape checks that r is well formed whatever the NIC.
+func CheckShape(r *Rule) error {
+	if r.ID == 0 {
+		return invalid("id", "rule ID 0 is reserved")
+	}
+	m := &r.Match
+	k, mk := &m.Key, &m.Mask
+	isIP := k.EthType == EtherTypeIPv4 || k.EthType == EtherTypeIPv6
+	if (nonzero16(mk.IPSrc) || nonzero16(mk.IPDst)) && (mk.EthType != 0xffff || !isIP) {
+		return invalid("match.ip", "an IP address match needs eth_type IPv4 or IPv6")
+	}
+	if mk.Proto != 0 && (mk.EthType != 0xffff || !isIP) {
+		return invalid("match.proto", "an IP protocol match needs eth_type IPv4 or IPv6")
+	}
+	if (mk.L4Src != 0 || mk.L4Dst != 0) && mk.Proto != 0xff {
+		return invalid("match.l4", "a port match needs an exact ip_proto")
+	}
+	if (mk.VNI != 0 || nonzero16(mk.TunSrc) || nonzero16(mk.TunDst)) && (mk.TunKind != 0xff || k.TunKind == EncapNone) {
+		return invalid("match.tunnel", "a VNI or tunnel address match needs a tunnel kind")
+	}
+	if k.VNI > 0xffffff {
+		return invalid("match.vni", "VNI %d does not fit 24 bits", k.VNI)
+	}
+	if len(r.Actions) == 0 {
+		return invalid("actions", "no actions: a rule needs a terminal action (output, drop or to_host)")
+	}
+	const (
+		stageDecap = iota
+		stageRewrite
+		stageEncap
+		stageEnd
+	)
+	stage := stageDecap
+	tunnelled := mk.TunKind == 0xff && k.TunKind != EncapNone
+	family := k.EthType
+	for i := range r.Actions {
+		a := &r.Actions[i]
+		field := fmt.Sprintf("actions[%d] %s", i, a.Kind)
+		if stage == stageEnd {
+			return invalid(field, "follows the terminal action")
+		}
+		switch a.Kind {
+		case ActionDecap:
+			if stage != stageDecap || i != 0 {
+				return invalid(field, "decap must be the first action")
+			}
+			if !tunnelled {
+				return invalid(field, "decap needs a match on the tunnel kind")
+			}
+			stage = stageRewrite
+		case ActionSetEthSrc, ActionSetEthDst, ActionDecTTL, ActionPushVLAN, ActionPopVLAN:
+			if stage > stageRewrite {
+				return invalid(field, "header rewrites must come before encap")
+			}
+			if a.Kind == ActionPushVLAN && a.VLAN > 0x0fff {
+				return invalid(field, "VLAN ID %d does not fit 12 bits", a.VLAN)
+			}
+			if a.Kind == ActionDecTTL && (mk.EthType != 0xffff || !isIP) {
+				return invalid(field, "dec_ttl needs a match on eth_type IPv4 or IPv6")
+			}
+			stage = stageRewrite
+		case ActionSetIPSrc, ActionSetIPDst:
+			if stage > stageRewrite {
+				return invalid(field, "header rewrites must come before encap")
+			}
+			if mk.EthType != 0xffff || !isIP {
+				return invalid(field, "an IP rewrite needs a match on eth_type IPv4 or IPv6")
+			}
+			if !a.Addr.IsValid() || (a.Addr.Is4() != (family == EtherTypeIPv4)) || a.Addr.Zone() != "" {
+				return invalid(field, "address %v is not of the matched family", a.Addr)
+			}
+			stage = stageRewrite
+		case ActionSetL4Src, ActionSetL4Dst:
+			if stage > stageRewrite {
+				return invalid(field, "header rewrites must come before encap")
+			}
+			if mk.Proto != 0xff || (k.Proto != ProtoTCP && k.Proto != ProtoUDP) {
+				return invalid(field, "a port rewrite needs a match on ip_proto TCP or UDP")
+			}
+			stage = stageRewrite
+		case ActionEncap:
+			if stage >= stageEncap {
+				return invalid(field, "at most one encap per rule")
+			}
+			if err := checkEncap(field, &a.Encap); err != nil {
+				return err
+			}
+			stage = stageEncap
+		case ActionCount:
+		case ActionOutput:
+			if a.OutPort == 0 {
+				return invalid(field, "port 0 is not a port")
+			}
+			stage = stageEnd
+		case ActionDrop, ActionToHost:
+			if a.Reason >= NumReasons {
+				return invalid(field, "unknown reason %d", a.Reason)
+			}
+			stage = stageEnd
+		default:
+			return invalid(field, "unknown action kind %d", a.Kind)
+		}
+	}
+	if stage != stageEnd {
+		return invalid("actions", "the last action must be output, drop or to_host")
+	}
+	return nil
+}
+
+func checkEncap(field string, e *Encap) error {
+	switch e.Kind {
+	case EncapVXLAN, EncapGeneve, EncapNVGRE:
+	default:
+		return invalid(field, "unknown encapsulation %s", e.Kind)
+	}
+	if e.VNI > 0xffffff {
+		return invalid(field, "VNI %d does not fit 24 bits", e.VNI)
+	}
+	if !e.Src.IsValid() || !e.Dst.IsValid() || e.Src.Is4() != e.Dst.Is4() || e.Src.Zone() != "" || e.Dst.Zone() != "" {
+		return invalid(field, "outer addresses %v -> %v must both be IPv4 or both IPv6", e.Src, e.Dst)
+	}
+	if e.Src.Is4In6() || e.Dst.Is4In6() {
+		return invalid(field, "outer addresses must not be IPv4-mapped IPv6")
+	}
+	if len(e.GeneveOptions) > 0 {
+		if e.Kind != EncapGeneve {
+			return invalid(field, "geneve options on %s", e.Kind)
+		}
+		if len(e.GeneveOptions)%4 != 0 || len(e.GeneveOptions) > 252 {
+			return invalid(field, "geneve options are %d bytes; want a multiple of 4, at most 252", len(e.GeneveOptions))
+		}
+	}
+	if e.FlowID != 0 && e.Kind != EncapNVGRE {
+		return invalid(field, "flow ID is NVGRE's")
+	}
+	return nil
+}
+
+// CheckCapabilities checks every field and action of r against caps.
+func CheckCapabilities(caps *Capabilities, r *Rule) error {
+	used := r.Match.Fields()
+	if missing := used &^ caps.MatchFields; missing != 0 {
+		return Unsupported(caps.Driver, "match."+missing.String(), "the NIC cannot match on it")
+	}
+	if partial := r.Match.PartialFields() &^ caps.MaskedFields; partial != 0 {
+		return Unsupported(caps.Driver, "match."+partial.String(), "the NIC matches this field exactly or not at all, not with a partial mask")
+	}
+	if (r.Scope != 0 || r.Generation != 0) && !caps.Generations {
+		return Unsupported(caps.Driver, "generation", "the NIC has no generations (scope %d gen %d)", r.Scope, r.Generation)
+	}
+	for i := range r.Actions {
+		a := &r.Actions[i]
+		field := fmt.Sprintf("actions[%d] %s", i, a.Kind)
+		if !caps.Actions.Has(a.Kind) {
+			return Unsupported(caps.Driver, field, "the NIC has no such action")
+		}
+		switch a.Kind {
+		case ActionEncap:
+			if !caps.Encaps.Has(a.Encap.Kind) {
+				return Unsupported(caps.Driver, field+" "+a.Encap.Kind.String(), "the NIC cannot encapsulate in %s", a.Encap.Kind)
+			}
+		case ActionDecap:
+			if !caps.Decaps.Has(r.Match.Key.TunKind) {
+				return Unsupported(caps.Driver, field+" "+r.Match.Key.TunKind.String(), "the NIC cannot decapsulate %s", r.Match.Key.TunKind)
+			}
+		}
+	}
+	return nil
+}
+
+// MustPrefix parses a prefix for constants; it panics on a bad one.
+func MustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

@@ -1,0 +1,141 @@
+package hal
+
+import "context"
+
+// PortKind says what a port is for.
+type PortKind uint8
+
+const (
+	PortVPort  PortKind = iota + 1 // a VM's port
+	PortUplink                     // the port to the physical network
+)
+
+func (k PortKind) String() string {
+	switch k {
+	case PortVPort:
+		return "vport"
+	case PortUplink:
+		return "uplink"
+	}
+	return "unknown"
+}
+
+// Port describes one port of a NIC.
+type Port struct {
+	ID   PortID
+	Name string // e.g. the Linux interface, or a name given to softnic
+	Kind PortKind
+	MAC  MAC
+	MTU  int
+}
+
+// PortCounters are one port's traffic counters.
+type PortCounters struct {
+	Rx, Tx     Counters
+	Drops      uint64 // frames dropped on this port, any reason
+	Exceptions uint64 // frames from this port handed to the host
+}
+
+// Stats are NIC-wide counters of the exception path and of drops, by reason.
+type Stats struct {
+	Exceptions [NumReasons]uint64
+	Drops      [NumReasons]uint64
+}
+
+// RuleTable is the flow table.
+type RuleTable interface {
+	// Validate says whether the NIC can take r, without programming it.
+	// A refusal wraps ErrNotSupported (an *UnsupportedError naming the field
+	// or action) or ErrInvalidRule.
+	Validate(r *Rule) error
+
+	// Apply runs a batch of operations, filling results[i] for ops[i]
+	// (results must be at least as long as ops). It returns nil when every
+	// operation landed and a *BatchError otherwise; see the package doc.
+	Apply(ctx context.Context, ops []Op, results []OpResult) error
+
+	// Dump calls fn for every installed rule, live or not, with where it
+	// really lives. fn must not call back into the NIC. A non-nil error from
+	// fn stops the dump and is returned.
+	Dump(ctx context.Context, fn func(*RuleInfo) error) error
+}
+
+// AtomicApplier is implemented by NICs that can apply a batch all or
+// nothing: either every operation lands or the table is left as it was and
+// every result carries an error (the failing ones their own, the others
+// ErrNotApplied).
+type AtomicApplier interface {
+	ApplyAtomic(ctx context.Context, ops []Op, results []OpResult) error
+}
+
+// Generations switches which rules are live. Activate makes the rules of gen
+// live for scope and the scope's other generations not live, in one step
+// whose cost does not depend on how many rules change.
+type Generations interface {
+	Activate(ctx context.Context, scope Scope, gen Generation) error
+	ActiveGeneration(scope Scope) (Generation, error)
+}
+
+// Exception is one packet on the exception path. The NIC copies the frame,
+// as it arrived, into the caller's Buf.
+type Exception struct {
+	InPort PortID
+	Reason Reason
+	VNI    uint32 // the VNI when the frame arrived tunnelled
+	Rule   RuleID // the rule whose ToHost action sent it; 0 on a miss
+	Buf    []byte // caller-owned; the frame is Buf[:Len]
+	Len    int
+	// Truncated is set when the frame was longer than Buf; Len is then
+	// len(Buf).
+	Truncated bool
+}
+
+// Frame returns the frame bytes.
+func (e *Exception) Frame() []byte { return e.Buf[:e.Len] }
+
+// ExceptionPath connects the NIC and the host's slow path.
+type ExceptionPath interface {
+	// ReadExceptions fills batch with up to len(batch) exception packets,
+	// each into its caller-owned Buf, and returns how many it filled. It
+	// blocks until at least one is there or ctx is done.
+	ReadExceptions(ctx context.Context, batch []Exception) (int, error)
+
+	// Inject sends frames out of port as they are, bypassing the flow table
+	// (the host's reinjection of a packet it has processed).
+	Inject(ctx context.Context, port PortID, frames [][]byte) error
+}
+
+// CounterReader reads counters.
+type CounterReader interface {
+	// RuleCounters fills out[i] with the counters of ids[i].
+	RuleCounters(ctx context.Context, ids []RuleID, out []Counters) error
+	PortCounters(ctx context.Context, port PortID) (PortCounters, error)
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// NIC is what a driver implements and what the vswitch programs.
+type NIC interface {
+	Capabilities() Capabilities
+	Ports() []Port
+	RuleTable
+	Generations
+	ExceptionPath
+	CounterReader
+	// Close removes everything the NIC installed on the device and releases
+	// it. Later calls return ErrClosed.
+	Close() error
+}
+
+// SealedAddresses is implemented by NICs with the crypto capability: they
+// open sealed-address frames (EtherType 0x88B5) on their fast path with a
+// key precomputed per VM, and never hand the clear address to the host.
+type SealedAddresses interface {
+	// SealPublicKey is the NIC's Curve25519 public key that VMs seal to.
+	SealPublicKey() [32]byte
+	// RegisterSealKey accepts sealed frames from port under keyID, from a VM
+	// whose public key is vmPublic. Two keys may be registered per port at
+	// once so that a VM can rotate without losing traffic.
+	RegisterSealKey(ctx context.Context, port PortID, keyID uint8, vmPublic [32]byte) error
+	// RevokeSealKey stops accepting keyID on port.
+	RevokeSealKey(ctx context.Context, port PortID, keyID uint8) error
+}
