@@ -1,0 +1,708 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+type item[T any] struct {
+	v T
+	o *origin
+}
+
+// Builder assembles a State through the Go API. Add* only record; Build runs
+// every check the document loader runs and returns either a complete State
+// or an ErrorList (and no State). A Builder can be reused after Build to
+// make a modified version.
+type Builder struct {
+	file      string
+	routerMAC item[MAC]
+	hosts     []item[Host]
+	gateways  []item[Gateway]
+	tenants   []item[Tenant]
+	vnets     []item[VNET]
+	vms       []item[VM]
+	routes    []item[Route]
+	gwRules   []item[GatewayRule]
+	acls      []item[ACL]
+	shadows   []item[Shadow]
+	acts      []item[Activation]
+}
+
+// NewBuilder returns an empty Builder.
+func NewBuilder() *Builder { return &Builder{} }
+
+func add[T any](list *[]item[T], name string, v T) {
+	*list = append(*list, item[T]{v, &origin{path: fmt.Sprintf("%s[%d]", name, len(*list))}})
+}
+
+// SetRouterMAC sets the source MAC of routed packets (default
+// DefaultRouterMAC).
+func (b *Builder) SetRouterMAC(m MAC) {
+	b.routerMAC = item[MAC]{m, &origin{path: "router_mac"}}
+}
+
+// AddHost adds a host.
+func (b *Builder) AddHost(h Host) { add(&b.hosts, "hosts", h) }
+
+// AddGateway adds a virtualization gateway.
+func (b *Builder) AddGateway(g Gateway) { add(&b.gateways, "gateways", g) }
+
+// AddTenant adds a tenant.
+func (b *Builder) AddTenant(t Tenant) { add(&b.tenants, "tenants", t) }
+
+// AddVNET adds a VNET to the tenant it names.
+func (b *Builder) AddVNET(v VNET) {
+	v.Subnets = slices.Clone(v.Subnets)
+	add(&b.vnets, "vnets", v)
+}
+
+// AddVM adds a VM (and so one mapping per CA) to the VNET it names.
+func (b *Builder) AddVM(v VM) {
+	v.CAs = slices.Clone(v.CAs)
+	add(&b.vms, "vms", v)
+}
+
+// AddRoute adds an explicit route to the tenant it names. Origin and Rule
+// are ignored (explicit routes are RouteExplicit).
+func (b *Builder) AddRoute(r Route) {
+	r.Origin, r.Rule = RouteExplicit, ""
+	add(&b.routes, "routes", r)
+}
+
+// AddGatewayRule adds a gateway rule to the tenant it names.
+func (b *Builder) AddGatewayRule(g GatewayRule) { add(&b.gwRules, "gateway_rules", g) }
+
+// AddACL adds an ACL to the tenant it names.
+func (b *Builder) AddACL(a ACL) {
+	a.Src, a.Dst = slices.Clone(a.Src), slices.Clone(a.Dst)
+	a.SrcPorts, a.DstPorts = slices.Clone(a.SrcPorts), slices.Clone(a.DstPorts)
+	add(&b.acls, "acls", a)
+}
+
+// AddShadow adds a shadow mapping (PA is taken from the host).
+func (b *Builder) AddShadow(s Shadow) { add(&b.shadows, "shadows", s) }
+
+// AddActivation selects the live generation of a VM with a shadow.
+func (b *Builder) AddActivation(a Activation) { add(&b.acts, "activations", a) }
+
+// Builder returns a Builder holding everything in s, so that a caller can
+// add to it and build a new version. Activations are carried over.
+func (s *State) Builder() *Builder {
+	b := NewBuilder()
+	if s.routerMAC != DefaultRouterMAC {
+		b.SetRouterMAC(s.routerMAC)
+	}
+	for _, h := range s.hosts {
+		b.AddHost(h)
+	}
+	for _, g := range s.gateways {
+		b.AddGateway(g)
+	}
+	for _, t := range s.tenants {
+		b.AddTenant(t)
+	}
+	for _, v := range s.vnets {
+		b.AddVNET(v)
+	}
+	for _, v := range s.vms {
+		b.AddVM(v)
+	}
+	for ti := range s.tenants {
+		for _, r := range s.routes[ti] {
+			if r.Origin == RouteExplicit {
+				b.AddRoute(r)
+			}
+		}
+		for _, g := range s.gwRules[ti] {
+			b.AddGatewayRule(g)
+		}
+		for _, a := range s.acls[ti] {
+			b.AddACL(a)
+		}
+	}
+	for _, sh := range s.shadows {
+		b.AddShadow(sh)
+	}
+	for _, a := range s.Activations() {
+		b.AddActivation(a)
+	}
+	return b
+}
+
+type checker struct {
+	file string
+	errs ErrorList
+}
+
+func (c *checker) errf(o *origin, field, format string, args ...any) {
+	path, p := o.field(field)
+	c.errs = append(c.errs, &LoadError{File: c.file, Line: p.line, Column: p.col, Field: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// addr checks an address that must be a usable unicast address without zone.
+func (c *checker) addr(o *origin, field string, a netip.Addr, what string) bool {
+	switch {
+	case !a.IsValid():
+		c.errf(o, field, "missing %s", what)
+	case a.Zone() != "":
+		c.errf(o, field, "%s %s must not have a zone", what, a)
+	case a.Is4In6():
+		c.errf(o, field, "%s %s is an IPv4-mapped IPv6 address; write it as IPv4", what, a)
+	case a.IsUnspecified() || a.IsMulticast():
+		c.errf(o, field, "%s %s is not a unicast address", what, a)
+	default:
+		return true
+	}
+	return false
+}
+
+func (c *checker) prefix(o *origin, field string, p netip.Prefix, what string) bool {
+	switch {
+	case !p.IsValid():
+		c.errf(o, field, "missing or invalid %s", what)
+	case p.Addr().Zone() != "":
+		c.errf(o, field, "%s %s must not have a zone", what, p)
+	case p.Addr().Is4In6():
+		c.errf(o, field, "%s %s is IPv4-mapped; write it as IPv4", what, p)
+	case p.Masked() != p:
+		c.errf(o, field, "%s %s has host bits set (did you mean %s?)", what, p, p.Masked())
+	default:
+		return true
+	}
+	return false
+}
+
+func (c *checker) name(o *origin, field, n, what string) bool {
+	if n == "" {
+		c.errf(o, field, "missing %s", what)
+		return false
+	}
+	return true
+}
+
+// Build checks everything and returns the State, or an ErrorList.
+func (b *Builder) Build() (*State, error) {
+	c := &checker{file: b.file}
+	s := &State{
+		routerMAC: DefaultRouterMAC,
+		hostIdx:   map[string]int{},
+		hostByPA:  map[netip.Addr]int{},
+		gwIdx:     map[string]int{},
+		gwByPA:    map[netip.Addr]int{},
+		tenantIdx: map[string]int{},
+		vnetIdx:   map[VNETKey]int{},
+		vnetByVNI: map[uint32]int{},
+		vmIdx:     make(map[string]int, len(b.vms)),
+		localVMs:  map[string][]int{},
+		shadowIdx: map[string]int{},
+		active:    map[string]uint64{},
+	}
+	if o := b.routerMAC.o; o != nil {
+		if m := b.routerMAC.v; m.IsZero() || m.IsMulticast() {
+			c.errf(o, "", "router MAC %s must be a non-zero unicast MAC", m)
+		} else {
+			s.routerMAC = m
+		}
+	}
+
+	for _, it := range b.hosts {
+		h, o := it.v, it.o
+		okName := c.name(o, "name", h.Name, "host name")
+		if _, dup := s.hostIdx[h.Name]; dup && okName {
+			c.errf(o, "name", "duplicate host %q", h.Name)
+			continue
+		}
+		if c.addr(o, "pa", h.PA, "provider address") {
+			if j, dup := s.hostByPA[h.PA]; dup {
+				c.errf(o, "pa", "provider address %s is already host %s's", h.PA, s.hosts[j].Name)
+			}
+		}
+		if !okName {
+			continue
+		}
+		s.hostIdx[h.Name] = len(s.hosts)
+		s.hostByPA[h.PA] = len(s.hosts)
+		s.hosts = append(s.hosts, h)
+	}
+
+	for _, it := range b.tenants {
+		t, o := it.v, it.o
+		if !c.name(o, "name", t.Name, "tenant name") {
+			continue
+		}
+		if _, dup := s.tenantIdx[t.Name]; dup {
+			c.errf(o, "name", "duplicate tenant %q", t.Name)
+			continue
+		}
+		s.tenantIdx[t.Name] = len(s.tenants)
+		s.tenants = append(s.tenants, t)
+	}
+	nt := len(s.tenants)
+	s.routes = make([][]Route, nt)
+	s.acls = make([][]ACL, nt)
+	s.gwRules = make([][]GatewayRule, nt)
+
+	for _, it := range b.gateways {
+		g, o := it.v, it.o
+		if !c.name(o, "name", g.Name, "gateway name") {
+			continue
+		}
+		if _, dup := s.gwIdx[g.Name]; dup {
+			c.errf(o, "name", "duplicate gateway %q", g.Name)
+			continue
+		}
+		if c.addr(o, "pa", g.PA, "provider address") {
+			if j, dup := s.hostByPA[g.PA]; dup {
+				c.errf(o, "pa", "provider address %s is already host %s's", g.PA, s.hosts[j].Name)
+			} else if j, dup := s.gwByPA[g.PA]; dup {
+				c.errf(o, "pa", "provider address %s is already gateway %s's", g.PA, s.gateways[j].Name)
+			}
+		}
+		if g.Tenant != "" {
+			if _, ok := s.tenantIdx[g.Tenant]; !ok {
+				c.errf(o, "tenant", "unknown tenant %q", g.Tenant)
+			}
+		}
+		s.gwIdx[g.Name] = len(s.gateways)
+		s.gwByPA[g.PA] = len(s.gateways)
+		s.gateways = append(s.gateways, g)
+	}
+
+	b.buildVNETs(c, s)
+	b.buildVMs(c, s)
+	b.buildRoutes(c, s)
+	b.buildACLs(c, s)
+	b.buildShadows(c, s)
+
+	if len(c.errs) > 0 {
+		c.errs.sort()
+		return nil, c.errs
+	}
+	return s, nil
+}
+
+func (b *Builder) buildVNETs(c *checker, s *State) {
+	type subnetOwner struct {
+		p    netip.Prefix
+		vnet string
+	}
+	subnets := make([][]subnetOwner, len(s.tenants))
+	for _, it := range b.vnets {
+		v, o := it.v, it.o
+		ti, ok := s.tenantIdx[v.Tenant]
+		if !ok {
+			c.errf(o, "tenant", "unknown tenant %q", v.Tenant)
+			continue
+		}
+		if !c.name(o, "name", v.Name, "VNET name") {
+			continue
+		}
+		key := VNETKey{v.Tenant, v.Name}
+		if _, dup := s.vnetIdx[key]; dup {
+			c.errf(o, "name", "duplicate VNET %q in tenant %s", v.Name, v.Tenant)
+			continue
+		}
+		switch {
+		case v.VNI == 0 || v.VNI > 0xFFFFFF:
+			c.errf(o, "vni", "VNI %d is outside 1..16777215", v.VNI)
+		default:
+			if j, dup := s.vnetByVNI[v.VNI]; dup {
+				other := s.vnets[j]
+				c.errf(o, "vni", "VNI %d is already VNET %s of tenant %s", v.VNI, other.Name, other.Tenant)
+			} else {
+				s.vnetByVNI[v.VNI] = len(s.vnets)
+			}
+		}
+		if len(v.Subnets) == 0 {
+			c.errf(o, "subnets", "a VNET needs at least one subnet")
+		}
+		for i, p := range v.Subnets {
+			f := fmt.Sprintf("subnets[%d]", i)
+			if !c.prefix(o, f, p, "subnet") {
+				continue
+			}
+			for _, other := range subnets[ti] {
+				if other.p.Overlaps(p) {
+					c.errf(o, f, "subnet %s overlaps %s of VNET %s in tenant %s's routing domain", p, other.p, other.vnet, v.Tenant)
+					break
+				}
+			}
+			subnets[ti] = append(subnets[ti], subnetOwner{p, v.Name})
+		}
+		s.vnetIdx[key] = len(s.vnets)
+		s.vnets = append(s.vnets, v)
+	}
+}
+
+func (b *Builder) buildVMs(c *checker, s *State) {
+	n := 0
+	for _, it := range b.vms {
+		n += len(it.v.CAs)
+	}
+	s.table = newMappingTable(n)
+	s.vms = make([]VM, 0, len(b.vms))
+	s.vmVNET = make([]int32, 0, len(b.vms))
+	for _, it := range b.vms {
+		v, o := it.v, it.o
+		if !c.name(o, "name", v.Name, "VM name") {
+			continue
+		}
+		if _, dup := s.vmIdx[v.Name]; dup {
+			c.errf(o, "name", "duplicate VM %q", v.Name)
+			continue
+		}
+		vi, ok := s.vnetIdx[VNETKey{v.Tenant, v.VNET}]
+		if !ok {
+			if _, ok := s.tenantIdx[v.Tenant]; !ok {
+				c.errf(o, "tenant", "unknown tenant %q", v.Tenant)
+			} else {
+				c.errf(o, "vnet", "unknown VNET %q in tenant %s", v.VNET, v.Tenant)
+			}
+			continue
+		}
+		hi, ok := s.hostIdx[v.Host]
+		if !ok {
+			c.errf(o, "host", "unknown host %q", v.Host)
+			continue
+		}
+		if v.MAC.IsZero() || v.MAC.IsMulticast() {
+			c.errf(o, "mac", "MAC %s must be a non-zero unicast MAC", v.MAC)
+		}
+		if v.Generation == 0 {
+			v.Generation = 1
+		}
+		if len(v.CAs) == 0 {
+			c.errf(o, "ca", "a VM needs at least one customer address")
+		}
+		vnet := &s.vnets[vi]
+		idx := len(s.vms)
+		for i, ca := range v.CAs {
+			f := fmt.Sprintf("ca[%d]", i)
+			if !c.addr(o, f, ca, "customer address") {
+				continue
+			}
+			if !anyContains(vnet.Subnets, ca) {
+				c.errf(o, f, "customer address %s is outside the subnets of VNET %s", ca, vnet.Name)
+				continue
+			}
+			at, added := s.table.insert(makeEntry(vnet.VNI, ca, hi, idx, v.MAC))
+			if !added {
+				owner := s.vms[s.table.entries[at].vm].Name
+				if owner == v.Name {
+					c.errf(o, f, "customer address %s is listed twice", ca)
+				} else {
+					c.errf(o, f, "duplicate customer address %s in VNET %s: already VM %s's", ca, vnet.Name, owner)
+				}
+			}
+		}
+		s.vmIdx[v.Name] = idx
+		s.localVMs[v.Host] = append(s.localVMs[v.Host], idx)
+		s.vms = append(s.vms, v)
+		s.vmVNET = append(s.vmVNET, int32(vi))
+	}
+}
+
+// gatewayFor checks that a tenant may use a gateway.
+func (c *checker) gatewayFor(s *State, o *origin, field, gw, tenant string) bool {
+	gi, ok := s.gwIdx[gw]
+	if !ok {
+		c.errf(o, field, "unknown gateway %q", gw)
+		return false
+	}
+	if t := s.gateways[gi].Tenant; t != "" && t != tenant {
+		c.errf(o, field, "gateway %s is dedicated to tenant %s, not %s", gw, t, tenant)
+		return false
+	}
+	return true
+}
+
+func (b *Builder) buildRoutes(c *checker, s *State) {
+	explicit := make([]map[netip.Prefix]*origin, len(s.tenants))
+	for i := range explicit {
+		explicit[i] = map[netip.Prefix]*origin{}
+	}
+	for _, it := range b.routes {
+		r, o := it.v, it.o
+		ti, ok := s.tenantIdx[r.Tenant]
+		if !ok {
+			c.errf(o, "tenant", "unknown tenant %q", r.Tenant)
+			continue
+		}
+		if !c.prefix(o, "prefix", r.Prefix, "route prefix") {
+			continue
+		}
+		if _, dup := explicit[ti][r.Prefix]; dup {
+			c.errf(o, "prefix", "duplicate route %s in tenant %s", r.Prefix, r.Tenant)
+			continue
+		}
+		nh := r.NextHop
+		good := true
+		switch nh.Kind {
+		case NextHopVNET:
+			if _, ok := s.vnetIdx[VNETKey{r.Tenant, nh.VNET}]; !ok {
+				c.errf(o, "next_hop.vnet", "unknown VNET %q in tenant %s", nh.VNET, r.Tenant)
+				good = false
+			}
+		case NextHopAddress:
+			if good = c.addr(o, "next_hop.via", nh.Via, "next-hop address"); good && nh.Via.Is4() != r.Prefix.Addr().Is4() {
+				c.errf(o, "next_hop.via", "next-hop address %s is not of the family of %s", nh.Via, r.Prefix)
+				good = false
+			}
+		case NextHopGateway:
+			good = c.gatewayFor(s, o, "next_hop.gateway", nh.Gateway, r.Tenant)
+			if nh.NAT.IsValid() {
+				c.errf(o, "next_hop.nat", "NAT belongs in a gateway rule, not a route")
+				good = false
+			}
+		case NextHopDrop, NextHopHost:
+		default:
+			c.errf(o, "next_hop", "missing or unknown next hop")
+			good = false
+		}
+		explicit[ti][r.Prefix] = o
+		if good {
+			s.routes[ti] = append(s.routes[ti], r)
+		}
+	}
+	for _, it := range b.gwRules {
+		g, o := it.v, it.o
+		ti, ok := s.tenantIdx[g.Tenant]
+		if !ok {
+			c.errf(o, "tenant", "unknown tenant %q", g.Tenant)
+			continue
+		}
+		if !c.name(o, "name", g.Name, "gateway rule name") {
+			continue
+		}
+		if slices.ContainsFunc(s.gwRules[ti], func(x GatewayRule) bool { return x.Name == g.Name }) {
+			c.errf(o, "name", "duplicate gateway rule %q in tenant %s", g.Name, g.Tenant)
+			continue
+		}
+		good := c.prefix(o, "prefix", g.Prefix, "gateway rule prefix")
+		if good {
+			if _, dup := explicit[ti][g.Prefix]; dup {
+				c.errf(o, "prefix", "prefix %s is already routed in tenant %s", g.Prefix, g.Tenant)
+				good = false
+			}
+		}
+		good = c.gatewayFor(s, o, "gateway", g.Gateway, g.Tenant) && good
+		if g.NAT.IsValid() || g.NAT != (netip.Prefix{}) {
+			if c.prefix(o, "nat", g.NAT, "NAT prefix") && good {
+				if g.NAT.Addr().Is4() != g.Prefix.Addr().Is4() || g.NAT.Bits() != g.Prefix.Bits() {
+					c.errf(o, "nat", "NAT prefix %s must have the family and length of %s", g.NAT, g.Prefix)
+					good = false
+				}
+			} else {
+				good = false
+			}
+		}
+		if !good {
+			continue
+		}
+		explicit[ti][g.Prefix] = o
+		s.gwRules[ti] = append(s.gwRules[ti], g)
+		s.routes[ti] = append(s.routes[ti], Route{
+			Tenant: g.Tenant, Prefix: g.Prefix, Origin: RouteGatewayRule, Rule: g.Name,
+			NextHop: NextHop{Kind: NextHopGateway, Gateway: g.Gateway, NAT: g.NAT},
+		})
+	}
+	// Implicit subnet routes, unless an explicit route of the same prefix
+	// overrides them.
+	for _, v := range s.vnets {
+		ti := s.tenantIdx[v.Tenant]
+		for _, p := range v.Subnets {
+			if !p.IsValid() || p.Masked() != p {
+				continue
+			}
+			if _, over := explicit[ti][p]; over {
+				continue
+			}
+			s.routes[ti] = append(s.routes[ti], Route{
+				Tenant: v.Tenant, Prefix: p, Origin: RouteSubnet,
+				NextHop: NextHop{Kind: NextHopVNET, VNET: v.Name},
+			})
+		}
+	}
+	for ti := range s.routes {
+		slices.SortStableFunc(s.routes[ti], compareRoutes)
+	}
+
+	// Next-hop addresses are routed again; every chain must end at a VM.
+	for _, it := range b.routes {
+		r, o := it.v, it.o
+		ti, ok := s.tenantIdx[r.Tenant]
+		if !ok || r.NextHop.Kind != NextHopAddress || !slices.Contains(s.routes[ti], r) {
+			continue
+		}
+		c.checkVia(s, o, ti, r)
+	}
+}
+
+// compareRoutes orders longest prefix first, IPv4 before IPv6, then by
+// address, so that a linear scan finds the longest match and the order is
+// deterministic.
+func compareRoutes(a, b Route) int {
+	return cmp.Or(
+		cmp.Compare(b.Prefix.Bits(), a.Prefix.Bits()),
+		a.Prefix.Addr().Compare(b.Prefix.Addr()),
+	)
+}
+
+func (c *checker) checkVia(s *State, o *origin, ti int, r Route) {
+	chain := []string{r.Prefix.String()}
+	seen := map[netip.Prefix]bool{r.Prefix: true}
+	cur := r
+	var via netip.Addr
+	for cur.NextHop.Kind == NextHopAddress {
+		via = cur.NextHop.Via
+		chain = append(chain, "via "+via.String())
+		next, ok := lpm(s.routes[ti], via)
+		if !ok {
+			c.errf(o, "next_hop.via", "next-hop address %s has no route", via)
+			return
+		}
+		chain = append(chain, next.Prefix.String())
+		if seen[next.Prefix] {
+			c.errf(o, "next_hop.via", "route loop: %s", strings.Join(chain, " -> "))
+			return
+		}
+		seen[next.Prefix] = true
+		cur = next
+	}
+	if cur.NextHop.Kind != NextHopVNET {
+		c.errf(o, "next_hop.via", "next-hop address %s leads to route %s (%s), not to a VM", r.NextHop.Via, cur.Prefix, cur.NextHop)
+		return
+	}
+	vnet := s.vnets[s.vnetIdx[VNETKey{cur.Tenant, cur.NextHop.VNET}]]
+	if _, ok := s.table.lookup(vnet.VNI, via); !ok {
+		c.errf(o, "next_hop.via", "next-hop address %s is no VM's address in VNET %s", via, vnet.Name)
+	}
+}
+
+func (b *Builder) buildACLs(c *checker, s *State) {
+	for _, it := range b.acls {
+		a, o := it.v, it.o
+		ti, ok := s.tenantIdx[a.Tenant]
+		if !ok {
+			c.errf(o, "tenant", "unknown tenant %q", a.Tenant)
+			continue
+		}
+		if !c.name(o, "id", a.ID, "ACL id") {
+			continue
+		}
+		if slices.ContainsFunc(s.acls[ti], func(x ACL) bool { return x.ID == a.ID }) {
+			c.errf(o, "id", "duplicate ACL %q in tenant %s", a.ID, a.Tenant)
+			continue
+		}
+		good := true
+		if a.Direction != In && a.Direction != Out {
+			c.errf(o, "direction", "direction must be in or out")
+			good = false
+		}
+		if a.Action != Allow && a.Action != Deny {
+			c.errf(o, "action", "action must be allow or deny")
+			good = false
+		}
+		if a.VNET != "" {
+			if _, ok := s.vnetIdx[VNETKey{a.Tenant, a.VNET}]; !ok {
+				c.errf(o, "vnet", "unknown VNET %q in tenant %s", a.VNET, a.Tenant)
+				good = false
+			}
+		}
+		for i, p := range a.Src {
+			good = c.prefix(o, fmt.Sprintf("src[%d]", i), p, "source prefix") && good
+		}
+		for i, p := range a.Dst {
+			good = c.prefix(o, fmt.Sprintf("dst[%d]", i), p, "destination prefix") && good
+		}
+		for _, pr := range []struct {
+			name string
+			rs   []PortRange
+		}{{"src_ports", a.SrcPorts}, {"dst_ports", a.DstPorts}} {
+			if len(pr.rs) > 0 && !hasPorts(a.Protocol) {
+				c.errf(o, pr.name, "ports need protocol tcp, udp or sctp")
+				good = false
+			}
+			for i, r := range pr.rs {
+				if r.Lo > r.Hi {
+					c.errf(o, fmt.Sprintf("%s[%d]", pr.name, i), "port range %d-%d is empty", r.Lo, r.Hi)
+					good = false
+				}
+			}
+		}
+		if good {
+			s.acls[ti] = append(s.acls[ti], a)
+		}
+	}
+	for ti := range s.acls {
+		slices.SortStableFunc(s.acls[ti], func(x, y ACL) int {
+			return cmp.Or(
+				cmp.Compare(x.Priority, y.Priority),
+				cmp.Compare(y.Action, x.Action), // Deny (2) before Allow (1)
+				strings.Compare(x.ID, y.ID),
+			)
+		})
+	}
+}
+
+func (b *Builder) buildShadows(c *checker, s *State) {
+	for _, it := range b.shadows {
+		sh, o := it.v, it.o
+		vi, ok := s.vmIdx[sh.VM]
+		if !ok {
+			c.errf(o, "vm", "shadow mapping for unknown VM %q", sh.VM)
+			continue
+		}
+		if _, dup := s.shadowIdx[sh.VM]; dup {
+			c.errf(o, "vm", "VM %s already has a shadow mapping", sh.VM)
+			continue
+		}
+		vm := &s.vms[vi]
+		hi, ok := s.hostIdx[sh.Host]
+		if !ok {
+			c.errf(o, "host", "unknown host %q", sh.Host)
+			continue
+		}
+		if sh.Host == vm.Host {
+			c.errf(o, "host", "VM %s already runs on %s", sh.VM, sh.Host)
+			continue
+		}
+		if sh.Generation == 0 || sh.Generation == vm.Generation {
+			c.errf(o, "generation", "shadow generation %d must be non-zero and differ from VM %s's generation %d", sh.Generation, sh.VM, vm.Generation)
+			continue
+		}
+		sh.PA = s.hosts[hi].PA
+		s.shadowIdx[sh.VM] = len(s.shadows)
+		s.shadows = append(s.shadows, sh)
+		s.active[sh.VM] = vm.Generation
+	}
+	seen := map[string]bool{}
+	for _, it := range b.acts {
+		a, o := it.v, it.o
+		vi, ok := s.vmIdx[a.VM]
+		if !ok {
+			c.errf(o, "vm", "activation for unknown VM %q", a.VM)
+			continue
+		}
+		si, ok := s.shadowIdx[a.VM]
+		if !ok {
+			c.errf(o, "vm", "VM %s has no shadow mapping to activate", a.VM)
+			continue
+		}
+		if seen[a.VM] {
+			c.errf(o, "vm", "VM %s is activated twice", a.VM)
+			continue
+		}
+		seen[a.VM] = true
+		if a.Generation != s.vms[vi].Generation && a.Generation != s.shadows[si].Generation {
+			c.errf(o, "generation", "VM %s has generations %d (current) and %d (shadow), not %d",
+				a.VM, s.vms[vi].Generation, s.shadows[si].Generation, a.Generation)
+			continue
+		}
+		s.active[a.VM] = a.Generation
+	}
+}

@@ -1,0 +1,319 @@
+package policy
+
+import (
+	"fmt"
+	"iter"
+	"maps"
+	"net/netip"
+	"slices"
+)
+
+// State is one checked version of the desired state. It is immutable: every
+// accessor returns values or slices the caller must not modify, and a State
+// may be shared by any number of goroutines. Activate returns a new State.
+type State struct {
+	routerMAC MAC
+
+	hosts    []Host
+	hostIdx  map[string]int
+	hostByPA map[netip.Addr]int
+
+	gateways []Gateway
+	gwIdx    map[string]int
+	gwByPA   map[netip.Addr]int
+
+	tenants   []Tenant
+	tenantIdx map[string]int
+
+	vnets     []VNET
+	vnetIdx   map[VNETKey]int
+	vnetByVNI map[uint32]int
+
+	vms      []VM
+	vmVNET   []int32 // index into vnets, parallel to vms
+	vmIdx    map[string]int
+	localVMs map[string][]int // host name → VM indexes (current location)
+
+	// Per tenant, indexed like tenants.
+	routes  [][]Route // effective routing table, longest prefix first
+	acls    [][]ACL   // evaluation order
+	gwRules [][]GatewayRule
+
+	shadows   []Shadow
+	shadowIdx map[string]int // VM name → index
+
+	// active holds the selected generation of every VM with a shadow.
+	active map[string]uint64
+
+	table *mappingTable
+}
+
+// RouterMAC is the source MAC of routed packets.
+func (s *State) RouterMAC() MAC { return s.routerMAC }
+
+// Hosts returns all hosts in document order.
+func (s *State) Hosts() []Host { return s.hosts }
+
+// Host returns the host named name.
+func (s *State) Host(name string) (Host, bool) {
+	i, ok := s.hostIdx[name]
+	if !ok {
+		return Host{}, false
+	}
+	return s.hosts[i], true
+}
+
+// HostByPA returns the host whose provider address is pa.
+func (s *State) HostByPA(pa netip.Addr) (Host, bool) {
+	i, ok := s.hostByPA[pa]
+	if !ok {
+		return Host{}, false
+	}
+	return s.hosts[i], true
+}
+
+// Gateways returns all virtualization gateways in document order.
+func (s *State) Gateways() []Gateway { return s.gateways }
+
+// Gateway returns the gateway named name.
+func (s *State) Gateway(name string) (Gateway, bool) {
+	i, ok := s.gwIdx[name]
+	if !ok {
+		return Gateway{}, false
+	}
+	return s.gateways[i], true
+}
+
+// Tenants returns all tenants in document order.
+func (s *State) Tenants() []Tenant { return s.tenants }
+
+// Tenant returns the tenant named name.
+func (s *State) Tenant(name string) (Tenant, bool) {
+	i, ok := s.tenantIdx[name]
+	if !ok {
+		return Tenant{}, false
+	}
+	return s.tenants[i], true
+}
+
+// VNETs returns all VNETs, grouped by tenant in document order.
+func (s *State) VNETs() []VNET { return s.vnets }
+
+// VNET returns a tenant's VNET by name.
+func (s *State) VNET(tenant, name string) (VNET, bool) {
+	i, ok := s.vnetIdx[VNETKey{tenant, name}]
+	if !ok {
+		return VNET{}, false
+	}
+	return s.vnets[i], true
+}
+
+// VNETByVNI returns the VNET carried with VNI vni (VNIs are unique across
+// tenants).
+func (s *State) VNETByVNI(vni uint32) (VNET, bool) {
+	i, ok := s.vnetByVNI[vni]
+	if !ok {
+		return VNET{}, false
+	}
+	return s.vnets[i], true
+}
+
+// VMs returns all VMs in document order.
+func (s *State) VMs() []VM { return s.vms }
+
+// VM returns the VM named name. Its Host is where it runs in its own
+// generation; see Location for where it runs now.
+func (s *State) VM(name string) (VM, bool) {
+	i, ok := s.vmIdx[name]
+	if !ok {
+		return VM{}, false
+	}
+	return s.vms[i], true
+}
+
+// Location returns the host, PA and generation where a VM runs now: its
+// shadow's if the shadow's generation is active, its own otherwise.
+func (s *State) Location(vm string) (host string, pa netip.Addr, gen uint64, ok bool) {
+	i, ok := s.vmIdx[vm]
+	if !ok {
+		return "", netip.Addr{}, 0, false
+	}
+	h, pa, gen := s.location(i)
+	return h, pa, gen, true
+}
+
+func (s *State) location(vmi int) (string, netip.Addr, uint64) {
+	v := &s.vms[vmi]
+	if len(s.shadows) > 0 {
+		if si, ok := s.shadowIdx[v.Name]; ok && s.active[v.Name] == s.shadows[si].Generation {
+			sh := &s.shadows[si]
+			return sh.Host, sh.PA, sh.Generation
+		}
+	}
+	return v.Host, s.hosts[s.hostIdx[v.Host]].PA, v.Generation
+}
+
+// LocalVMs returns the VMs that run on host now (shadow activations
+// applied), in document order.
+func (s *State) LocalVMs(host string) []VM {
+	var out []VM
+	for _, i := range s.localVMs[host] {
+		if h, _, _ := s.location(i); h == host {
+			out = append(out, s.vms[i])
+		}
+	}
+	for _, sh := range s.shadows {
+		if sh.Host == host && s.active[sh.VM] == sh.Generation {
+			out = append(out, s.vms[s.vmIdx[sh.VM]])
+		}
+	}
+	return out
+}
+
+// MappingCount returns the number of CA→PA mappings.
+func (s *State) MappingCount() int { return len(s.table.entries) }
+
+// Lookup returns the mapping for customer address ca in the VNET with VNI
+// vni, with the VM's current location (shadow activation applied). It does
+// not allocate.
+func (s *State) Lookup(vni uint32, ca netip.Addr) (Mapping, bool) {
+	i, ok := s.table.lookup(vni, ca)
+	if !ok {
+		return Mapping{}, false
+	}
+	return s.mappingAt(i, true), true
+}
+
+func (s *State) mappingAt(i int, current bool) Mapping {
+	e := &s.table.entries[i]
+	v := &s.vms[e.vm]
+	m := Mapping{
+		VNI:        e.vni,
+		CA:         e.addr(),
+		MAC:        e.mac,
+		PA:         s.hosts[e.host].PA,
+		Host:       s.hosts[e.host].Name,
+		VM:         v.Name,
+		Tenant:     v.Tenant,
+		VNET:       v.VNET,
+		Generation: v.Generation,
+	}
+	if current {
+		m.Host, m.PA, m.Generation = s.location(int(e.vm))
+	}
+	return m
+}
+
+// Mappings yields every mapping with the VM's own location (not shadows),
+// in document order.
+func (s *State) Mappings() iter.Seq[Mapping] {
+	return func(yield func(Mapping) bool) {
+		for i := range s.table.entries {
+			if !yield(s.mappingAt(i, false)) {
+				return
+			}
+		}
+	}
+}
+
+// Routes returns a tenant's effective routing table (implicit subnet
+// routes, explicit routes and gateway-rule routes), longest prefix first.
+func (s *State) Routes(tenant string) []Route {
+	i, ok := s.tenantIdx[tenant]
+	if !ok {
+		return nil
+	}
+	return s.routes[i]
+}
+
+// LookupRoute returns the route a tenant's routing domain picks for dst by
+// longest prefix match.
+func (s *State) LookupRoute(tenant string, dst netip.Addr) (Route, bool) {
+	i, ok := s.tenantIdx[tenant]
+	if !ok {
+		return Route{}, false
+	}
+	return lpm(s.routes[i], dst)
+}
+
+// lpm scans a table sorted longest prefix first: the first hit is the
+// longest match. A linear scan keeps the oracle obviously right; routing
+// tables are per tenant and small.
+func lpm(routes []Route, dst netip.Addr) (Route, bool) {
+	for _, r := range routes {
+		if r.Prefix.Contains(dst) {
+			return r, true
+		}
+	}
+	return Route{}, false
+}
+
+// ACLs returns a tenant's ACLs in evaluation order (ascending priority, deny
+// before allow at equal priority, then by ID).
+func (s *State) ACLs(tenant string) []ACL {
+	i, ok := s.tenantIdx[tenant]
+	if !ok {
+		return nil
+	}
+	return s.acls[i]
+}
+
+// GatewayRules returns a tenant's gateway rules in document order.
+func (s *State) GatewayRules(tenant string) []GatewayRule {
+	i, ok := s.tenantIdx[tenant]
+	if !ok {
+		return nil
+	}
+	return s.gwRules[i]
+}
+
+// Shadows returns all shadow mappings in document order.
+func (s *State) Shadows() []Shadow { return s.shadows }
+
+// Shadow returns the shadow of a VM.
+func (s *State) Shadow(vm string) (Shadow, bool) {
+	i, ok := s.shadowIdx[vm]
+	if !ok {
+		return Shadow{}, false
+	}
+	return s.shadows[i], true
+}
+
+// ActiveGeneration returns the generation that is live for a VM: its
+// shadow's once activated, its own otherwise.
+func (s *State) ActiveGeneration(vm string) (uint64, bool) {
+	_, _, g, ok := s.Location(vm)
+	return g, ok
+}
+
+// Activations returns the generation selected for every VM that has a
+// shadow, sorted by VM name.
+func (s *State) Activations() []Activation {
+	out := make([]Activation, 0, len(s.active))
+	for _, vm := range slices.Sorted(maps.Keys(s.active)) {
+		out = append(out, Activation{VM: vm, Generation: s.active[vm]})
+	}
+	return out
+}
+
+// Activate returns a new State in which generation gen is live for vm: the
+// generation of its shadow (the migration happens) or its own (roll back).
+// The receiver is unchanged; the new State shares everything else with it.
+func (s *State) Activate(vm string, gen uint64) (*State, error) {
+	vi, ok := s.vmIdx[vm]
+	if !ok {
+		return nil, fmt.Errorf("activate: unknown VM %q", vm)
+	}
+	si, ok := s.shadowIdx[vm]
+	if !ok {
+		return nil, fmt.Errorf("activate: VM %q has no shadow mapping", vm)
+	}
+	if gen != s.vms[vi].Generation && gen != s.shadows[si].Generation {
+		return nil, fmt.Errorf("activate: VM %q has generations %d (current) and %d (shadow), not %d",
+			vm, s.vms[vi].Generation, s.shadows[si].Generation, gen)
+	}
+	ns := *s
+	ns.active = maps.Clone(s.active)
+	ns.active[vm] = gen
+	return &ns, nil
+}
