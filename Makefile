@@ -1,0 +1,58 @@
+# nicpath — see README.md. Every target works on a fresh machine; the
+# privileged tiers (namespaces, XDP, the tc-flower VM) run when invoked as root
+# and skip with a stated reason otherwise.
+
+GO        ?= go
+PKGS      ?= ./...
+# The race detector and the VM tier are slow on two cores; this bounds the whole run.
+TEST_TIMEOUT ?= 45m
+FUZZTIME  ?= 30s
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all test unit race benchsmoke fmtcheck vet lint bench fuzz demo deps generate
+
+all: test
+
+## test: every tier that exists: format and vet checks, the unit tests under the
+## race detector (as root this includes namespaces, XDP and the tc-flower VM),
+## and every benchmark once so that they keep compiling and running.
+test: deps fmtcheck vet race benchsmoke
+
+deps:
+	@bash scripts/install-deps.sh
+
+fmtcheck:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+unit:
+	$(GO) test -count=1 $(PKGS)
+
+race:
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+benchsmoke:
+	$(GO) test -run '^$$' -bench . -benchtime=1x -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+## lint: gofmt, go vet and staticcheck.
+lint: fmtcheck vet
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+## bench: the figures of DESIGN.md, one a line: name value unit target.
+bench:
+	$(GO) run ./internal/benchfig $(BENCHFLAGS)
+
+## fuzz: a short run of every fuzz target (FUZZTIME each).
+fuzz:
+	@bash scripts/fuzz.sh $(FUZZTIME)
+
+## demo: the vswitch demo on an embedded default; no setup needed.
+demo:
+	$(GO) run ./examples/demo
+
+## generate: rebuild generated code (BPF objects need clang).
+generate:
+	$(GO) generate ./...

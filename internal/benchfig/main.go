@@ -1,0 +1,165 @@
+// Command benchfig runs nicpath's benchmarks and prints the figures named in
+// DESIGN.md, one a line, as "name value unit target", so that runs can be
+// compared side by side.
+//
+// A figure comes from a metric that a benchmark reports (b.ReportMetric or the
+// standard ns/op, allocs/op). A figure whose benchmark does not exist yet, or
+// that needs root when not run as root, is absent from the output rather than
+// replaced by a constant; a note on stderr says why.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// figure maps one benchmark metric to a named figure.
+type figure struct {
+	Name   string // as in DESIGN.md
+	Pkg    string // package path relative to the module root
+	Bench  string // benchmark name, without "Benchmark" and the -N suffix; sub-benchmarks with '/'
+	Metric string // the unit of the metric on the benchmark line
+	Unit   string // the unit printed
+	Target string // the target, printed after the value
+	Root   bool   // needs root (namespaces, BPF, the VM)
+}
+
+// figures lists every figure make bench prints, in DESIGN.md's order.
+var figures = []figure{
+	{Name: "softnic.hit_encap_ns", Pkg: "./drivers/softnic", Bench: "HitEncap/uniform", Metric: "ns/pkt", Unit: "ns", Target: "<= 40"},
+	{Name: "softnic.hit_encap_ns.hotset", Pkg: "./drivers/softnic", Bench: "HitEncap/hotset", Metric: "ns/pkt", Unit: "ns", Target: "<= 40"},
+	{Name: "softnic.allocs_per_packet", Pkg: "./drivers/softnic", Bench: "HitEncap/uniform", Metric: "allocs/pkt", Unit: "allocs", Target: "0"},
+	{Name: "softnic.rule_ops_per_s", Pkg: "./drivers/softnic", Bench: "RuleOps", Metric: "ops/s", Unit: "ops/s", Target: ">= 10000000"},
+	{Name: "softnic.bytes_per_rule", Pkg: "./drivers/softnic", Bench: "RuleMemory", Metric: "bytes/rule", Unit: "bytes", Target: "reported"},
+	{Name: "softnic.bytes_per_mapping", Pkg: "./policy", Bench: "LoadMappings", Metric: "bytes/mapping", Unit: "bytes", Target: "<= 64"},
+	{Name: "policy.mappings_per_s", Pkg: "./policy", Bench: "LoadMappings", Metric: "mappings/s", Unit: "mappings/s", Target: ">= 1000000"},
+	{Name: "policy.lookup_ns", Pkg: "./policy", Bench: "Lookup", Metric: "ns/op", Unit: "ns", Target: "reported"},
+	{Name: "xdp.hit_encap_ns", Pkg: "./drivers/xdp", Bench: "HitEncap", Metric: "ns/pkt", Unit: "ns", Target: "<= 40", Root: true},
+	{Name: "xdp.rule_ops_per_s", Pkg: "./drivers/xdp", Bench: "RuleOps", Metric: "ops/s", Unit: "ops/s", Target: ">= 2000000", Root: true},
+	{Name: "tcflower.rule_rate_vs_tc_batch", Pkg: "./drivers/tcflower", Bench: "VMRuleRate", Metric: "vs_tc_batch", Unit: "x", Target: ">= 1", Root: true},
+	{Name: "vswitch.slowpath_flows_per_s", Pkg: "./vswitch", Bench: "SlowPath", Metric: "flows/s", Unit: "flows/s", Target: ">= 500000"},
+	{Name: "vswitch.first_packet_p50_us", Pkg: "./vswitch", Bench: "FirstPacketLatency", Metric: "p50_us", Unit: "us", Target: "reported"},
+	{Name: "vswitch.first_packet_p99_us", Pkg: "./vswitch", Bench: "FirstPacketLatency", Metric: "p99_us", Unit: "us", Target: "reported"},
+	{Name: "shadow.activate_1m_us.softnic", Pkg: "./vswitch", Bench: "ShadowActivate/1M", Metric: "us/activate", Unit: "us", Target: "<= 100"},
+	{Name: "shadow.activate_1m_us.xdp", Pkg: "./drivers/xdp", Bench: "Activate/1M", Metric: "us/activate", Unit: "us", Target: "<= 1000", Root: true},
+	{Name: "shadow.activate_1m_us.tcflower", Pkg: "./drivers/tcflower", Bench: "VMActivate", Metric: "us/activate", Unit: "us", Target: "<= 1000", Root: true},
+	{Name: "sealed.open_vs_secretbox", Pkg: "./securechan", Bench: "SealedOpen", Metric: "open_vs_secretbox", Unit: "x", Target: "<= 1.1"},
+	{Name: "sealed.allocs_per_open", Pkg: "./securechan", Bench: "SealedOpen", Metric: "allocs/op", Unit: "allocs", Target: "0"},
+	{Name: "securechan.msgs_per_s", Pkg: "./securechan", Bench: "ChannelUnix", Metric: "msgs/s", Unit: "msgs/s", Target: ">= 500000"},
+	{Name: "veth.xdp_vs_kernel_vxlan", Pkg: "./drivers/xdp", Bench: "VethVsKernel", Metric: "xdp_vs_kernel", Unit: "x", Target: ">= 2", Root: true},
+	{Name: "migration.downtime_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10", Root: true},
+}
+
+func main() {
+	benchtime := flag.String("benchtime", "", "passed to go test -benchtime (default: the benchmarks' own)")
+	only := flag.String("only", "", "run only figures whose name contains this")
+	verbose := flag.Bool("v", false, "echo the benchmark output on stderr")
+	flag.Parse()
+
+	root := os.Geteuid() == 0
+	byPkg := map[string][]figure{}
+	for _, f := range figures {
+		if *only != "" && !strings.Contains(f.Name, *only) {
+			continue
+		}
+		if f.Root && !root {
+			fmt.Fprintf(os.Stderr, "# %s: absent: needs root\n", f.Name)
+			continue
+		}
+		byPkg[f.Pkg] = append(byPkg[f.Pkg], f)
+	}
+	pkgs := make([]string, 0, len(byPkg))
+	for p := range byPkg {
+		pkgs = append(pkgs, p)
+	}
+	sort.Strings(pkgs)
+
+	results := map[string]string{}
+	for _, pkg := range pkgs {
+		if _, err := os.Stat(pkg); err != nil {
+			for _, f := range byPkg[pkg] {
+				fmt.Fprintf(os.Stderr, "# %s: absent: %s does not exist yet\n", f.Name, pkg)
+			}
+			continue
+		}
+		names := map[string]bool{}
+		for _, f := range byPkg[pkg] {
+			names[strings.SplitN(f.Bench, "/", 2)[0]] = true
+		}
+		var top []string
+		for n := range names {
+			top = append(top, regexp.QuoteMeta(n))
+		}
+		sort.Strings(top)
+		args := []string{"test", "-run", "^$", "-bench", "^Benchmark(" + strings.Join(top, "|") + ")$", "-benchmem", "-count", "1"}
+		if *benchtime != "" {
+			args = append(args, "-benchtime", *benchtime)
+		}
+		args = append(args, pkg)
+		out, err := run(args, *verbose)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "# %s: go %s: %v\n", pkg, strings.Join(args, " "), err)
+		}
+		lines := parse(out)
+		for _, f := range byPkg[pkg] {
+			v, ok := lines[f.Bench][f.Metric]
+			if !ok {
+				fmt.Fprintf(os.Stderr, "# %s: absent: no metric %q from Benchmark%s\n", f.Name, f.Metric, f.Bench)
+				continue
+			}
+			results[f.Name] = v
+		}
+	}
+	for _, f := range figures {
+		if v, ok := results[f.Name]; ok {
+			fmt.Printf("%-34s %14s %-8s target %s\n", f.Name, v, f.Unit, f.Target)
+		}
+	}
+}
+
+func run(args []string, verbose bool) ([]byte, error) {
+	cmd := exec.Command("go", args...)
+	var buf bytes.Buffer
+	cmd.Stdout = &buf
+	if verbose {
+		cmd.Stderr = os.Stderr
+	} else {
+		cmd.Stderr = &buf
+	}
+	err := cmd.Run()
+	if verbose {
+		os.Stderr.Write(buf.Bytes())
+	}
+	return buf.Bytes(), err
+}
+
+var benchLine = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+\d+\s+(.*)$`)
+
+// parse reads "go test -bench" output into benchmark name -> unit -> value.
+func parse(out []byte) map[string]map[string]string {
+	res := map[string]map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		m := benchLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		fields := strings.Fields(m[3])
+		metrics := map[string]string{}
+		for i := 0; i+1 < len(fields); i += 2 {
+			if _, err := strconv.ParseFloat(fields[i], 64); err == nil {
+				metrics[fields[i+1]] = fields[i]
+			}
+		}
+		res[m[1]] = metrics
+	}
+	return res
+}

@@ -1,0 +1,24 @@
+package main
+
+import "testing"
+
+func TestParse(t *testing.T) {
+	out := []byte(`goos: linux
+BenchmarkHitEncap/uniform-2   	 1000000	        41.50 ns/op	        38.20 ns/pkt	         0 allocs/pkt	       0 B/op	       0 allocs/op
+BenchmarkRuleOps   	       1	 95000000 ns/op	  12500000 ops/s
+PASS
+`)
+	got := parse(out)
+	if v := got["HitEncap/uniform"]["ns/pkt"]; v != "38.20" {
+		t.Fatalf("ns/pkt = %q", v)
+	}
+	if v := got["HitEncap/uniform"]["allocs/pkt"]; v != "0" {
+		t.Fatalf("allocs/pkt = %q", v)
+	}
+	if v := got["RuleOps"]["ops/s"]; v != "12500000" {
+		t.Fatalf("ops/s = %q", v)
+	}
+	if _, ok := got["Missing"]; ok {
+		t.Fatal("invented a benchmark")
+	}
+}
