@@ -1,0 +1,116 @@
+package vmtest
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCPIOLayout(t *testing.T) {
+	var buf bytes.Buffer
+	cw := &cpioWriter{w: &buf}
+	cw.Dir("bin", 0o755)
+	cw.File("bin/x", 0o755, []byte("hello"))
+	cw.Symlink("sh", "bin/x")
+	if err := cw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	if len(b)%4 != 0 {
+		t.Fatalf("archive length %d is not a multiple of 4", len(b))
+	}
+	if !bytes.HasPrefix(b, []byte("070701")) {
+		t.Fatalf("missing newc magic: %q", b[:6])
+	}
+	// Second entry: header (110) + "bin\0" padded to 116 = 116 bytes in.
+	second := b[116:]
+	if !bytes.HasPrefix(second, []byte("070701")) {
+		t.Fatalf("second header misaligned: %q", second[:10])
+	}
+	if got := string(second[54:62]); got != "00000005" {
+		t.Fatalf("file size field = %s, want 00000005", got)
+	}
+	if !bytes.Contains(b, []byte("TRAILER!!!\x00")) {
+		t.Fatal("no trailer")
+	}
+}
+
+func TestResolveModulesOrder(t *testing.T) {
+	dir := t.TempDir()
+	dep := "kernel/a.ko: kernel/b.ko.xz kernel/c.ko\nkernel/b.ko.xz: kernel/c.ko\nkernel/c.ko:\n"
+	if err := os.WriteFile(filepath.Join(dir, "modules.dep"), []byte(dep), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/d.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mods, err := resolveModules(kernel{release: "test", modDir: dir}, []string{"a", "d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range mods {
+		names = append(names, m.name)
+	}
+	if got := strings.Join(names, ","); got != "c,b,a" {
+		t.Fatalf("load order %s, want c,b,a", got)
+	}
+	if _, err := resolveModules(kernel{release: "test", modDir: dir}, []string{"nope"}); err == nil {
+		t.Fatal("unknown module accepted")
+	}
+}
+
+// TestInsideVM runs only inside a VM: it checks what the init script
+// promised (modules loaded, environment, iproute2 present).
+func TestInsideVM(t *testing.T) {
+	if !InVM() {
+		t.Skip("runs inside a vmtest VM only (started by TestBootVM)")
+	}
+	if _, err := os.Stat("/sys/module/veth"); err != nil {
+		t.Errorf("veth module not loaded: %v", err)
+	}
+	if _, err := os.Stat("/usr/sbin/ip"); err != nil {
+		t.Errorf("ip not copied: %v", err)
+	}
+}
+
+// TestBootVM boots the VM with this package's own test binary and checks
+// that TestInsideVM passed in it.
+func TestBootVM(t *testing.T) {
+	if InVM() {
+		t.Skip("already inside the VM")
+	}
+	if testing.Short() {
+		t.Skip("boots a VM: not in -short mode")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the kernel image under /boot is readable by root only")
+	}
+	if err := Available(); err != nil {
+		t.Skipf("VM tier unavailable: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "vmtest.test")
+	if err := BuildTestBinary(ctx, ".", bin); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(ctx, Config{
+		TestBinary:  bin,
+		Args:        []string{"-test.run", "^TestInsideVM$", "-test.v"},
+		Modules:     []string{"veth"},
+		Executables: []string{"/usr/sbin/ip"},
+		Timeout:     4 * time.Minute,
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.Output)
+	}
+	t.Logf("kernel %s, boot %v, total %v", res.Kernel, res.Boot.Round(time.Millisecond), res.Total.Round(time.Millisecond))
+	if !res.Passed() || !strings.Contains(res.Output, "--- PASS: TestInsideVM") {
+		t.Fatalf("in-VM test failed (exit %d):\n%s", res.ExitCode, res.Output)
+	}
+}
