@@ -136,6 +136,9 @@ func (s *State) Builder() *Builder {
 type checker struct {
 	file string
 	errs ErrorList
+	// inLoop marks routes already reported as part of a loop, so that a
+	// loop of n routes is reported once, at its first route.
+	inLoop map[RouteKey]bool
 }
 
 func (c *checker) errf(o *origin, field, format string, args ...any) {
@@ -553,6 +556,9 @@ func compareRoutes(a, b Route) int {
 }
 
 func (c *checker) checkVia(s *State, o *origin, ti int, r Route) {
+	if c.inLoop[RouteKey{r.Tenant, r.Prefix}] {
+		return
+	}
 	chain := []string{r.Prefix.String()}
 	seen := map[netip.Prefix]bool{r.Prefix: true}
 	cur := r
@@ -568,6 +574,12 @@ func (c *checker) checkVia(s *State, o *origin, ti int, r Route) {
 		chain = append(chain, next.Prefix.String())
 		if seen[next.Prefix] {
 			c.errf(o, "next_hop.via", "route loop: %s", strings.Join(chain, " -> "))
+			if c.inLoop == nil {
+				c.inLoop = map[RouteKey]bool{}
+			}
+			for p := range seen {
+				c.inLoop[RouteKey{r.Tenant, p}] = true
+			}
 			return
 		}
 		seen[next.Prefix] = true
