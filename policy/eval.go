@@ -107,38 +107,48 @@ func (e *evaluation) outbound(vmName string) Verdict {
 	}
 
 	srcVNET := &s.vnets[s.vmVNET[vi]]
-	tenant := s.tenantIdx[src.Tenant]
-	target := p.Dst
-	routed := false
+	r, target, via, ok := e.resolve(s.tenantIdx[src.Tenant], src.Tenant, p.Dst)
+	if !ok {
+		return e.v
+	}
+	switch r.NextHop.Kind {
+	case NextHopDrop:
+		return e.drop(ReasonRouteDrop, "route %s drops", r.Prefix)
+	case NextHopHost:
+		return e.toHost(ReasonRouteToHost, "route %s sends to the host", r.Prefix)
+	case NextHopGateway:
+		return e.toGateway(srcVNET, r)
+	case NextHopVNET:
+		dv := &s.vnets[s.vnetIdx[VNETKey{src.Tenant, r.NextHop.VNET}]]
+		return e.toVNET(dv, target, via || dv != srcVNET)
+	}
+	return e.drop(ReasonNoRoute, "route %s has no usable next hop", r.Prefix)
+}
+
+// resolve routes dst in a tenant's routing domain, following next-hop
+// addresses, to the first route whose next hop is not an address. It
+// returns that route, the address it must be applied to (dst, or the last
+// next-hop address) and whether an address was followed. When !ok, e.v is
+// already the drop verdict.
+func (e *evaluation) resolve(tenant int, tenantName string, dst netip.Addr) (r Route, target netip.Addr, via bool, ok bool) {
+	target = dst
 	for depth := 0; ; depth++ {
 		if depth > maxViaDepth {
-			return e.drop(ReasonRouteLoop, "gave up after %d next-hop addresses", maxViaDepth)
+			e.drop(ReasonRouteLoop, "gave up after %d next-hop addresses", maxViaDepth)
+			return Route{}, target, via, false
 		}
-		r, ok := lpm(s.routes[tenant], target)
+		r, ok = lpm(e.s.routes[tenant], target)
 		if !ok {
-			return e.drop(ReasonNoRoute, "no route of tenant %s covers %s", src.Tenant, target)
+			e.drop(ReasonNoRoute, "no route of tenant %s covers %s", tenantName, target)
+			return Route{}, target, via, false
 		}
 		e.v.Routes = append(e.v.Routes, r)
 		e.step("route %s (%s) -> %s", r.Prefix, r.Origin, r.NextHop)
-		switch r.NextHop.Kind {
-		case NextHopDrop:
-			return e.drop(ReasonRouteDrop, "route %s drops", r.Prefix)
-		case NextHopHost:
-			return e.toHost(ReasonRouteToHost, "route %s sends to the host", r.Prefix)
-		case NextHopAddress:
-			routed = true
-			target = r.NextHop.Via
-			continue
-		case NextHopGateway:
-			return e.toGateway(src, srcVNET, r)
-		case NextHopVNET:
-			dv := &s.vnets[s.vnetIdx[VNETKey{src.Tenant, r.NextHop.VNET}]]
-			if dv != srcVNET {
-				routed = true
-			}
-			return e.toVNET(dv, target, routed)
+		if r.NextHop.Kind != NextHopAddress {
+			return r, target, via, true
 		}
-		return e.drop(ReasonNoRoute, "route %s has no usable next hop", r.Prefix)
+		via = true
+		target = r.NextHop.Via
 	}
 }
 
@@ -186,7 +196,7 @@ func (e *evaluation) toVNET(dv *VNET, target netip.Addr, routed bool) Verdict {
 	return e.v
 }
 
-func (e *evaluation) toGateway(src *VM, srcVNET *VNET, r Route) Verdict {
+func (e *evaluation) toGateway(srcVNET *VNET, r Route) Verdict {
 	gw, _ := e.s.Gateway(r.NextHop.Gateway)
 	if v, ok := e.routedRewrite(); !ok {
 		return v
@@ -216,9 +226,21 @@ func (e *evaluation) inbound(in InPort) Verdict {
 		return v
 	}
 	p := e.pkt
-	ti, ok := s.table.lookup(dv.VNI, p.Dst)
+	// The receiver routes the inner destination the way the sender did, so
+	// that a packet sent to an appliance (a next-hop address) reaches the
+	// appliance, and a route through an appliance cannot be bypassed by
+	// sending straight to the final VM's host.
+	tenant := s.tenantIdx[dv.Tenant]
+	r, target, _, ok := e.resolve(tenant, dv.Tenant, p.Dst)
 	if !ok {
-		return e.drop(ReasonUnknownDestination, "vnet %s has no mapping for %s", dv.Name, p.Dst)
+		return e.v
+	}
+	if r.NextHop.Kind != NextHopVNET || r.NextHop.VNET != dv.Name {
+		return e.drop(ReasonUnknownDestination, "tenant %s routes %s to %s, not into vnet %s", dv.Tenant, p.Dst, r.NextHop, dv.Name)
+	}
+	ti, ok := s.table.lookup(dv.VNI, target)
+	if !ok {
+		return e.drop(ReasonUnknownDestination, "vnet %s has no mapping for %s", dv.Name, target)
 	}
 	m := s.mappingAt(ti, true)
 	if m.Host != e.host {
@@ -230,7 +252,6 @@ func (e *evaluation) inbound(in InPort) Verdict {
 	// gateway serving the tenant that the tenant's routes send that address
 	// to. Anything else would let one tenant (or a stale host) inject into
 	// another.
-	tenant := s.tenantIdx[dv.Tenant]
 	if gi, ok := s.gwByPA[in.OuterSrc]; ok && s.gatewayServes(gi, dv.Tenant) {
 		gw := &s.gateways[gi]
 		e.step("outer source is gateway %s", gw.Name)

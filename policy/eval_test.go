@@ -254,6 +254,19 @@ func TestEvaluateInbound(t *testing.T) {
 		// blue-web-1: red's 10.0.0.10 is red-app-1 on host-b.
 		wantDrop(t, s.Evaluate("host-a", FromUplink(2001, hostB), p), ReasonNotLocal)
 	})
+	t.Run("the appliance receives what is routed through it", func(t *testing.T) {
+		p := flow(t, s, "red-app-1", "203.0.113.9", ProtoTCP, 40000, 22)
+		out := s.Evaluate("host-b", FromVM("red-app-1"), p)
+		if out.Action != Encap || out.VM != "red-fw" || out.PA != hostA || out.VNI != 2001 {
+			t.Fatalf("sender: %s", out)
+		}
+		v := s.Evaluate("host-a", FromUplink(2001, hostB), out.Rewrite.Apply(p))
+		if v.Action != Deliver || v.VM != "red-fw" {
+			t.Fatalf("receiver: %s\n%s", v, v.Explain())
+		}
+		// The same destination arriving in blue's VNI is not red's to route.
+		wantDrop(t, s.Evaluate("host-a", FromUplink(1001, hostB), out.Rewrite.Apply(p)), ReasonUnknownDestination)
+	})
 	t.Run("gateway replies are translated back", func(t *testing.T) {
 		gw := netip.MustParseAddr("198.18.0.101")
 		p := Packet{EtherType: EtherTypeIPv4, Src: netip.MustParseAddr("198.51.100.20"), Dst: netip.MustParseAddr("10.0.0.10"),
