@@ -60,7 +60,18 @@ func vlanTag(v uint16) (uint16, bool) {
 	return v & 0x0fff, true
 }
 
-// Build builds the frame spec describes.
+// MinFrameLen is the shortest Ethernet frame without FCS (ETH_ZLEN); Build
+// pads shorter frames to it with zeros, as a NIC does on transmit.
+const MinFrameLen = 60
+
+func pad(b []byte) []byte {
+	for len(b) < MinFrameLen {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// Build builds the frame spec describes, padded to MinFrameLen.
 func Build(spec FrameSpec) []byte {
 	b := make([]byte, 0, 128+len(spec.Payload)+len(spec.IPOptions))
 	b = append(b, spec.DstMAC[:]...)
@@ -75,16 +86,16 @@ func Build(spec FrameSpec) []byte {
 	}
 	if !spec.Src.IsValid() {
 		b = binary.BigEndian.AppendUint16(b, spec.EthType)
-		return append(b, spec.Payload...)
+		return pad(append(b, spec.Payload...))
 	}
 	v4 := spec.Src.Is4()
 	l4 := buildL4(&spec, v4)
 	if v4 {
 		b = binary.BigEndian.AppendUint16(b, hal.EtherTypeIPv4)
-		return appendIPv4(b, &spec, l4)
+		return pad(appendIPv4(b, &spec, l4))
 	}
 	b = binary.BigEndian.AppendUint16(b, hal.EtherTypeIPv6)
-	return appendIPv6(b, &spec, l4)
+	return pad(appendIPv6(b, &spec, l4))
 }
 
 func laterFragment(spec *FrameSpec) bool { return spec.FragOffset != 0 }

@@ -109,6 +109,69 @@ func (l *Layout) unsupported(layer Layer, off int, inner bool, msg string) error
 // the IP protocol, with no ports; the other failures leave k partly filled.
 func Parse(frame []byte, inPort hal.PortID, k *hal.FlowKey, l *Layout) error {
 	*k = hal.FlowKey{InPort: inPort}
+	// Fast path: the frames a NIC sees most, an untagged or once-tagged
+	// Ethernet frame with an option-less, unfragmented IPv4 header and TCP
+	// or UDP (not a tunnel port), are keyed in one straight-line function.
+	// Everything else, and every error, goes through the general walk below,
+	// which the fast path never contradicts: it falls back before deciding.
+	if len(frame) >= 14+20+20 {
+		off := 14
+		et := binary.BigEndian.Uint16(frame[12:14])
+		vlan := uint16(0)
+		if et == hal.EtherTypeVLAN {
+			vlan = hal.VLANPresent | binary.BigEndian.Uint16(frame[14:16])&0x0fff
+			et = binary.BigEndian.Uint16(frame[16:18])
+			off = 18
+		}
+		ip := frame[off:]
+		if et == hal.EtherTypeIPv4 && len(ip) >= 40 && ip[0] == 0x45 && binary.BigEndian.Uint16(ip[6:8])&0x3fff == 0 {
+			tot := int(binary.BigEndian.Uint16(ip[2:4]))
+			acc := uint64(binary.BigEndian.Uint32(ip[0:4])) + uint64(binary.BigEndian.Uint32(ip[4:8])) +
+				uint64(binary.BigEndian.Uint32(ip[8:12])) + uint64(binary.BigEndian.Uint32(ip[12:16])) +
+				uint64(binary.BigEndian.Uint32(ip[16:20]))
+			proto := ip[9]
+			if tot <= len(ip) && Fold(fold64(acc)) == 0 {
+				l4 := ip[20:tot]
+				sp := binary.BigEndian.Uint16(ip[20:22])
+				dp := binary.BigEndian.Uint16(ip[22:24])
+				hl := 0
+				switch proto {
+				case hal.ProtoUDP:
+					if len(l4) >= 8 {
+						if ul := int(binary.BigEndian.Uint16(l4[4:6])); ul >= 8 && ul <= len(l4) && dp != hal.PortVXLAN && dp != hal.PortGeneve {
+							hl = 8
+							if l4[6]|l4[7] == 0 {
+								hl = -8
+							}
+						}
+					}
+				case hal.ProtoTCP:
+					if len(l4) >= 20 {
+						if d := int(l4[12]>>4) << 2; d >= 20 && d <= len(l4) {
+							hl = d
+						}
+					}
+				}
+				if hl != 0 {
+					var fl Flags
+					if hl < 0 {
+						hl, fl = -hl, FlagUDPZeroCsum
+					}
+					k.EthDst = hal.MAC(frame[0:6])
+					k.EthSrc = hal.MAC(frame[6:12])
+					k.EthType, k.VLAN, k.Proto, k.L4Src, k.L4Dst = et, vlan, proto, sp, dp
+					k.IPSrc[10], k.IPSrc[11], k.IPDst[10], k.IPDst[11] = 0xff, 0xff, 0xff, 0xff
+					*(*[4]byte)(k.IPSrc[12:16]) = [4]byte(ip[12:16])
+					*(*[4]byte)(k.IPDst[12:16]) = [4]byte(ip[16:20])
+					l.L2, l.L3, l.L4, l.Payload, l.End = 0, off, off+20, off+20+hl, off+tot
+					l.VLANs, l.IPHdrLen, l.EthType, l.Proto, l.Flags = (off-14)>>2, 20, et, proto, fl
+					l.OuterL3, l.OuterL4, l.Tunnel = -1, -1, -1
+					l.OuterVLANs, l.OuterEthType, l.OuterFlags = 0, 0, 0
+					return nil
+				}
+			}
+		}
+	}
 	l.OuterL3, l.OuterL4, l.Tunnel = -1, -1, -1
 	l.OuterVLANs, l.OuterEthType, l.OuterFlags, l.Flags = 0, 0, 0, 0
 	return parseFrame(frame, 0, len(frame), k, l, false)
