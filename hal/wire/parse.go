@@ -130,7 +130,7 @@ func Parse(frame []byte, inPort hal.PortID, k *hal.FlowKey, l *Layout) error {
 				uint64(binary.BigEndian.Uint32(ip[8:12])) + uint64(binary.BigEndian.Uint32(ip[12:16])) +
 				uint64(binary.BigEndian.Uint32(ip[16:20]))
 			proto := ip[9]
-			if tot <= len(ip) && Fold(fold64(acc)) == 0 {
+			if tot >= 20 && tot <= len(ip) && Fold(fold64(acc)) == 0 {
 				l4 := ip[20:tot]
 				sp := binary.BigEndian.Uint16(ip[20:22])
 				dp := binary.BigEndian.Uint16(ip[22:24])
