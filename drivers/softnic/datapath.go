@@ -1,0 +1,464 @@
+package softnic
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+)
+
+// A packet's fate within a burst.
+const (
+	fatePending uint8 = iota // parsed, looking for a rule
+	fateDrop
+	fateHost
+	fateOut
+	fateSent // fateOut, delivered to its ring
+)
+
+const noRule = ^uint32(0)
+
+// burst is the per-call working state of the datapath, pooled so that the
+// fast path allocates nothing.
+type burst struct {
+	bufs  [][]byte // Send's copies, with Headroom in front
+	sizes []int
+
+	keys  [MaxBurst]hal.FlowKey
+	lays  [MaxBurst]wire.Layout
+	w     [MaxBurst]words
+	hash  [MaxBurst]uint64
+	best  [MaxBurst]uint32
+	prio  [MaxBurst]int32
+	fate  [MaxBurst]uint8
+	why   [MaxBurst]hal.Reason
+	rule  [MaxBurst]hal.RuleID
+	out   [MaxBurst]*Port
+	start [MaxBurst]int
+	end   [MaxBurst]int
+	sink  uint64 // keeps the prefetching loads alive
+
+	tally [2][hal.NumReasons]uint64
+}
+
+func newBurst(bufLen int) *burst {
+	b := &burst{bufs: make([][]byte, MaxBurst), sizes: make([]int, MaxBurst)}
+	back := make([]byte, MaxBurst*bufLen)
+	for i := range b.bufs {
+		b.bufs[i] = back[i*bufLen : (i+1)*bufLen : (i+1)*bufLen]
+	}
+	return b
+}
+
+func (n *NIC) getBurst() *burst { return n.pool.Get().(*burst) }
+
+var errOffset = fmt.Errorf("%s: process: offset below Headroom (%d)", DriverName, Headroom)
+
+// Process runs frames that arrived on port through the NIC, on the
+// caller's goroutine: frame i is bufs[i][offset:offset+sizes[i]], and
+// offset must leave Headroom bytes for encapsulation. The frames are
+// rewritten in place (the buffers are the caller's scratch space); what the
+// NIC sends out is copied into the destination ports' rings, what goes to
+// the host into the exception queue. It allocates nothing.
+func (n *NIC) Process(port hal.PortID, bufs [][]byte, sizes []int, offset int) error {
+	if n.closed.Load() {
+		return hal.ErrClosed
+	}
+	p := n.port(port)
+	if p == nil {
+		return fmt.Errorf("%s: process: port %d: %w", DriverName, port, hal.ErrNotFound)
+	}
+	if offset < Headroom {
+		return errOffset
+	}
+	if len(sizes) < len(bufs) {
+		return fmt.Errorf("%s: process: %d sizes for %d buffers", DriverName, len(sizes), len(bufs))
+	}
+	b := n.getBurst()
+	for done := 0; done < len(bufs); done += MaxBurst {
+		k := min(len(bufs)-done, MaxBurst)
+		n.process(b, p, bufs[done:done+k], sizes[done:done+k], offset)
+	}
+	n.pool.Put(b)
+	return nil
+}
+
+// process runs one burst of at most MaxBurst frames.
+func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int) {
+	k := len(bufs)
+	maxIn := in.info.MTU + l2Allowance
+	var rxBytes uint64
+
+	// Parse every frame first: the keys are then ready for the bulk lookup.
+	for i := 0; i < k; i++ {
+		size := sizes[i]
+		rxBytes += uint64(max(size, 0))
+		b.best[i], b.prio[i], b.rule[i] = noRule, -1, 0
+		if size > maxIn || size < 0 || offset+size > len(bufs[i]) {
+			b.fate[i], b.why[i] = fateDrop, hal.ReasonMalformed
+			continue
+		}
+		key, lay := &b.keys[i], &b.lays[i]
+		if err := wire.Parse(bufs[i][offset:offset+size], in.info.ID, key, lay); err != nil {
+			r := parseReason(err)
+			if r == hal.ReasonMalformed {
+				b.fate[i], b.why[i] = fateDrop, r
+			} else {
+				b.fate[i], b.why[i] = fateHost, r
+			}
+			continue
+		}
+		if key.TunKind != hal.EncapNone && !n.caps.Decaps.Has(key.TunKind) {
+			b.fate[i], b.why[i] = fateHost, hal.ReasonUnsupported
+			continue
+		}
+		if key.EthType == hal.EtherTypeSealed {
+			b.fate[i], b.why[i] = n.sealedFrame()
+			continue
+		}
+		b.fate[i] = fatePending
+		loadWords(key, &b.w[i])
+	}
+
+	s := n.rcu.enter()
+	v := &n.rcu.views[s]
+	for _, tab := range v.tabs {
+		n.lookup(b, v, tab, k)
+	}
+
+	// Execute, inside the read section: the rule counters belong to entries
+	// that a writer may reuse once no reader is left.
+	var lastCount uint32 = noRule
+	var cntPkts, cntBytes uint64
+	for i := 0; i < k; i++ {
+		if b.fate[i] != fatePending {
+			continue
+		}
+		if b.best[i] == noRule {
+			b.fate[i], b.why[i] = fateHost, hal.ReasonMiss
+			continue
+		}
+		idx := b.best[i]
+		e := &v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
+		p := v.progs[e.prog]
+		if p.count {
+			if idx != lastCount {
+				if lastCount != noRule {
+					c := &v.chunks[lastCount>>chunkShift].c[lastCount&(chunkSize-1)]
+					c.pkts.Add(cntPkts)
+					c.bytes.Add(cntBytes)
+				}
+				lastCount, cntPkts, cntBytes = idx, 0, 0
+			}
+			cntPkts++
+			cntBytes += uint64(sizes[i])
+		}
+		b.rule[i] = e.id
+		n.execute(b, i, p, bufs[i], offset, sizes[i])
+	}
+	if lastCount != noRule {
+		c := &v.chunks[lastCount>>chunkShift].c[lastCount&(chunkSize-1)]
+		c.pkts.Add(cntPkts)
+		c.bytes.Add(cntBytes)
+	}
+	n.rcu.exit(s)
+
+	n.deliver(b, in, bufs, sizes, offset, rxBytes)
+}
+
+func parseReason(err error) hal.Reason {
+	var pe *wire.ParseError
+	if errors.As(err, &pe) {
+		return pe.Reason
+	}
+	return hal.ReasonMalformed
+}
+
+// lookup probes one tuple for every packet that a rule of this tuple could
+// still win: hashes for the whole burst first, then the buckets, then the
+// entries, so that the cache misses of different packets overlap (DPDK's
+// bulk lookup).
+func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
+	sh := tab.shape
+	ht := &tab.ht
+	if ht.used == 0 {
+		return
+	}
+	floor := int32(tab.maxPrio)
+	var sink uint64
+	for i := 0; i < k; i++ {
+		if b.fate[i] != fatePending || b.prio[i] > floor {
+			continue
+		}
+		h := sh.hashPacket(&b.w[i])
+		b.hash[i] = h
+		sink += uint64(ht.b[h&ht.mask].sig[0])
+	}
+	for i := 0; i < k; i++ {
+		if b.fate[i] != fatePending || b.prio[i] > floor {
+			continue
+		}
+		h := b.hash[i]
+		bk := &ht.b[h&ht.mask]
+		sig := sigOf(h)
+		for s := 0; s < 8; s++ {
+			if bk.sig[s] == sig {
+				idx := bk.idx[s]
+				sink += v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)].key[0]
+				break
+			}
+		}
+	}
+	b.sink += sink
+	for i := 0; i < k; i++ {
+		if b.fate[i] != fatePending || b.prio[i] > floor {
+			continue
+		}
+		h := b.hash[i]
+		sig := sigOf(h)
+		w := &b.w[i]
+		for bi := h & ht.mask; ; bi = (bi + 1) & ht.mask {
+			bk := &ht.b[bi]
+			empty := false
+			for s := 0; s < 8; s++ {
+				x := bk.sig[s]
+				if x != sig {
+					empty = empty || x == sigEmpty
+					continue
+				}
+				idx := bk.idx[s]
+				e := &v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
+				if !sh.equal(w, &e.key) || v.gens[e.scope] != e.gen {
+					continue
+				}
+				pr := int32(e.prio)
+				if pr > b.prio[i] || (pr == b.prio[i] && e.id < v.chunks[b.best[i]>>chunkShift].e[b.best[i]&(chunkSize-1)].id) {
+					b.best[i], b.prio[i] = idx, pr
+				}
+			}
+			if empty {
+				break
+			}
+		}
+	}
+}
+
+// execute runs program p on packet i. Whatever can send the packet to the
+// host instead (TTL, MTU, a VLAN to pop that is not there) is checked before
+// the frame is touched, so that the host gets the frame as it arrived.
+func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int) {
+	switch p.term {
+	case hal.ActionDrop:
+		b.fate[i], b.why[i] = fateDrop, p.reason
+		return
+	case hal.ActionToHost:
+		b.fate[i], b.why[i] = fateHost, p.reason
+		return
+	}
+	l := &b.lays[i]
+	tunnelled := l.Tunnel >= 0
+	start, end := offset, offset+size
+	tags := l.VLANs
+	if tunnelled {
+		if p.decap {
+			start, end = offset+l.L2, offset+outerEnd(buf[offset:offset+size], l)
+		} else {
+			tags = l.OuterVLANs
+			if len(p.steps) > 0 {
+				// The rewrites address the inner headers; with the outer
+				// ones kept, their checksums would go stale.
+				b.fate[i], b.why[i] = fateHost, hal.ReasonUnsupported
+				return
+			}
+		}
+	}
+	frame := buf[offset : offset+size]
+	if p.decTTL {
+		ttl := frame[l.L3+8]
+		if l.EthType == hal.EtherTypeIPv6 {
+			ttl = frame[l.L3+7]
+		}
+		if ttl <= 1 {
+			b.fate[i], b.why[i] = fateHost, hal.ReasonTTL
+			return
+		}
+	}
+	if p.pops > 0 && !popsFit(p, tags) {
+		b.fate[i], b.why[i] = fateHost, hal.ReasonUnsupported
+		return
+	}
+	tags += p.pushes - p.pops
+	ln := end - start + wire.VLANTagLen*(p.pushes-p.pops)
+	l3 := ln - wire.EthHeaderLen - wire.VLANTagLen*tags
+	if p.encap != nil {
+		l3 = ln + p.encap.Len() - wire.EthHeaderLen
+	}
+	if l3 > p.out.info.MTU {
+		b.fate[i], b.why[i] = fateHost, hal.ReasonMTU
+		return
+	}
+	var err error
+	for si := range p.steps {
+		st := &p.steps[si]
+		switch st.kind {
+		case hal.ActionSetEthSrc:
+			wire.SetEthSrc(frame, l, st.mac)
+		case hal.ActionSetEthDst:
+			wire.SetEthDst(frame, l, st.mac)
+		case hal.ActionSetIPSrc:
+			err = wire.SetIPSrc(frame, l, st.addr)
+		case hal.ActionSetIPDst:
+			err = wire.SetIPDst(frame, l, st.addr)
+		case hal.ActionSetL4Src:
+			err = wire.SetL4Src(frame, l, st.port)
+		case hal.ActionSetL4Dst:
+			err = wire.SetL4Dst(frame, l, st.port)
+		case hal.ActionDecTTL:
+			_, err = wire.DecTTL(frame, l)
+		}
+		if err != nil {
+			break
+		}
+	}
+	// VLAN tags last: they move the MACs, not the L3 headers, so doing
+	// them after the other rewrites gives the same frame.
+	for si := 0; err == nil && si < len(p.steps); si++ {
+		switch st := &p.steps[si]; st.kind {
+		case hal.ActionPushVLAN:
+			start, err = wire.PushVLAN(buf, start, end, st.port)
+		case hal.ActionPopVLAN:
+			start, err = wire.PopVLAN(buf, start, end)
+		}
+	}
+	if err == nil && p.encap != nil {
+		start, err = p.encap.Push(buf, start, end, wire.FlowHash(&b.keys[i]))
+	}
+	if err != nil {
+		// Validation rules this out; if it happens the frame may be half
+		// rewritten, so it is dropped rather than handed on.
+		b.fate[i], b.why[i] = fateDrop, hal.ReasonUnsupported
+		return
+	}
+	b.fate[i], b.out[i], b.start[i], b.end[i] = fateOut, p.out, start, end
+}
+
+// outerEnd is where the outer IP packet of a tunnelled frame ends: the
+// inner frame runs from its Ethernet header to there, with any padding the
+// sender gave it (Layout.End would cut that), but without padding of the
+// outer frame.
+func outerEnd(frame []byte, l *wire.Layout) int {
+	o := l.OuterL3
+	var n int
+	if l.OuterEthType == hal.EtherTypeIPv6 {
+		n = o + wire.IPv6HeaderLen + int(binary.BigEndian.Uint16(frame[o+4:]))
+	} else {
+		n = o + int(binary.BigEndian.Uint16(frame[o+2:]))
+	}
+	return min(max(n, l.End), len(frame))
+}
+
+// popsFit reports whether every pop of p finds a tag, starting from tags.
+func popsFit(p *program, tags int) bool {
+	for si := range p.steps {
+		switch p.steps[si].kind {
+		case hal.ActionPushVLAN:
+			tags++
+		case hal.ActionPopVLAN:
+			if tags == 0 {
+				return false
+			}
+			tags--
+		}
+	}
+	return true
+}
+
+// deliver moves the burst's results out: frames into the transmit rings
+// (one lock per destination port), exceptions into the queue, and the
+// counters, once per burst.
+func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int, rxBytes uint64) {
+	k := len(bufs)
+	in.rxPkts.Add(uint64(k))
+	in.rxBytes.Add(rxBytes)
+	var inDrops, inExc uint64
+	hasExc := false
+	for i := 0; i < k; i++ {
+		switch b.fate[i] {
+		case fateDrop:
+			b.tally[1][b.why[i]]++
+			inDrops++
+		case fateHost:
+			hasExc = true
+		}
+	}
+	if hasExc {
+		q := &n.exc
+		q.mu.Lock()
+		for i := 0; i < k; i++ {
+			if b.fate[i] != fateHost {
+				continue
+			}
+			m := hal.Exception{InPort: in.info.ID, Reason: b.why[i], VNI: b.keys[i].VNI, Rule: b.rule[i]}
+			if b.why[i] == hal.ReasonMalformed || b.why[i] == hal.ReasonUnsupported {
+				m.VNI = 0 // the key may be half parsed
+				if b.keys[i].TunKind != hal.EncapNone {
+					m.VNI = b.keys[i].VNI
+				}
+			}
+			if q.putExc(bufs[i][offset:offset+sizes[i]], m) {
+				b.tally[0][b.why[i]]++
+				inExc++
+			} else {
+				b.tally[1][hal.ReasonQueueFull]++
+				inDrops++
+			}
+		}
+		q.mu.Unlock()
+		q.wake()
+	}
+	// Outputs, grouped by port.
+	for i := 0; i < k; i++ {
+		if b.fate[i] != fateOut {
+			continue
+		}
+		p := b.out[i]
+		var pkts, bytes, full uint64
+		p.tx.mu.Lock()
+		for j := i; j < k; j++ {
+			if b.fate[j] != fateOut || b.out[j] != p {
+				continue
+			}
+			b.fate[j] = fateSent
+			f := bufs[j][b.start[j]:b.end[j]]
+			if p.tx.put(f) {
+				pkts++
+				bytes += uint64(len(f))
+			} else {
+				full++
+			}
+		}
+		p.tx.mu.Unlock()
+		p.txPkts.Add(pkts)
+		p.txBytes.Add(bytes)
+		if full > 0 {
+			p.drops.Add(full)
+			b.tally[1][hal.ReasonQueueFull] += full
+		}
+	}
+	if inDrops > 0 {
+		in.drops.Add(inDrops)
+	}
+	if inExc > 0 {
+		in.excs.Add(inExc)
+	}
+	for d := 0; d < 2; d++ {
+		for r := range b.tally[d] {
+			if c := b.tally[d][r]; c > 0 {
+				n.stats[d][r].Add(c)
+				b.tally[d][r] = 0
+			}
+		}
+	}
+}

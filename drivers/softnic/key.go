@@ -1,0 +1,180 @@
+package softnic
+
+import (
+	"encoding/binary"
+	"math/bits"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// A FlowKey is handled as numWords 64-bit words, so that masking, hashing
+// and comparing are a few word operations instead of a walk over fields.
+// The word layout is softnic's own (not Go's struct layout):
+//
+//	0-1 TunSrc   2-3 TunDst   4-5 IPSrc   6-7 IPDst
+//	8   InPort | VNI<<32
+//	9   EthSrc | EthDst[0:2]<<48
+//	10  EthDst[2:6] | EthType<<32 | VLAN<<48
+//	11  L4Src | L4Dst<<16 | Proto<<32 | TunKind<<40
+const numWords = 12
+
+type words [numWords]uint64
+
+// Words 4 and 6 hold bytes 0-7 of the inner addresses, always zero in the
+// IPv4-mapped form of an IPv4 packet: a tuple that pins EthType to IPv4
+// leaves them out of its compare and its hash.
+const (
+	wordIPSrcHigh = 4
+	wordIPDstHigh = 6
+	wordEthType   = 10
+	ethTypeShift  = 32
+)
+
+func loadWords(k *hal.FlowKey, w *words) {
+	le := binary.LittleEndian
+	w[0] = le.Uint64(k.TunSrc[0:8])
+	w[1] = le.Uint64(k.TunSrc[8:16])
+	w[2] = le.Uint64(k.TunDst[0:8])
+	w[3] = le.Uint64(k.TunDst[8:16])
+	w[4] = le.Uint64(k.IPSrc[0:8])
+	w[5] = le.Uint64(k.IPSrc[8:16])
+	w[6] = le.Uint64(k.IPDst[0:8])
+	w[7] = le.Uint64(k.IPDst[8:16])
+	w[8] = uint64(k.InPort) | uint64(k.VNI)<<32
+	s, d := &k.EthSrc, &k.EthDst
+	w[9] = uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 | uint64(s[4])<<32 |
+		uint64(s[5])<<40 | uint64(d[0])<<48 | uint64(d[1])<<56
+	w[10] = uint64(d[2]) | uint64(d[3])<<8 | uint64(d[4])<<16 | uint64(d[5])<<24 |
+		uint64(k.EthType)<<32 | uint64(k.VLAN)<<48
+	w[11] = uint64(k.L4Src) | uint64(k.L4Dst)<<16 | uint64(k.Proto)<<32 | uint64(k.TunKind)<<40
+}
+
+func storeWords(w *words, k *hal.FlowKey) {
+	le := binary.LittleEndian
+	le.PutUint64(k.TunSrc[0:8], w[0])
+	le.PutUint64(k.TunSrc[8:16], w[1])
+	le.PutUint64(k.TunDst[0:8], w[2])
+	le.PutUint64(k.TunDst[8:16], w[3])
+	le.PutUint64(k.IPSrc[0:8], w[4])
+	le.PutUint64(k.IPSrc[8:16], w[5])
+	le.PutUint64(k.IPDst[0:8], w[6])
+	le.PutUint64(k.IPDst[8:16], w[7])
+	k.InPort, k.VNI = hal.PortID(w[8]), uint32(w[8]>>32)
+	for i := 0; i < 6; i++ {
+		k.EthSrc[i] = byte(w[9] >> (8 * i))
+	}
+	k.EthDst[0], k.EthDst[1] = byte(w[9]>>48), byte(w[9]>>56)
+	for i := 0; i < 4; i++ {
+		k.EthDst[2+i] = byte(w[10] >> (8 * i))
+	}
+	k.EthType, k.VLAN = uint16(w[10]>>32), uint16(w[10]>>48)
+	k.L4Src, k.L4Dst = uint16(w[11]), uint16(w[11]>>16)
+	k.Proto, k.TunKind = uint8(w[11]>>32), hal.EncapKind(w[11]>>40)
+}
+
+// tupleKey identifies a tuple: the rules that share one mask. v4 marks
+// tuples whose rules all pin EthType to IPv4 (see wordIPSrcHigh).
+type tupleKey struct {
+	mask words
+	v4   bool
+}
+
+// tupleShape is the immutable part of a tuple that the datapath reads: which
+// words it compares, and their masks, packed.
+type tupleShape struct {
+	n     int
+	idx   [numWords]uint8
+	pmask [numWords]uint64
+}
+
+func newShape(tk *tupleKey) tupleShape {
+	var s tupleShape
+	for i := 0; i < numWords; i++ {
+		if tk.mask[i] == 0 || (tk.v4 && (i == wordIPSrcHigh || i == wordIPDstHigh)) {
+			continue
+		}
+		s.idx[s.n] = uint8(i)
+		s.pmask[s.n] = tk.mask[i]
+		s.n++
+	}
+	return s
+}
+
+const (
+	hashSeed = 0x2d358dccaa6c78a5
+	hashMul1 = 0x9E3779B97F4A7C15
+	hashMul2 = 0xC2B2AE3D27D4EB4F
+)
+
+func mix(h, v uint64) uint64 {
+	h ^= v * hashMul1
+	return bits.RotateLeft64(h, 31) * hashMul2
+}
+
+func finish(h uint64) uint64 {
+	h ^= h >> 33
+	h *= hashMul2
+	h ^= h >> 29
+	return h
+}
+
+// hashPacket hashes a packet's words as seen through s, the same value
+// hashPacked gives for a rule key packed with s.
+func (s *tupleShape) hashPacket(w *words) uint64 {
+	h := uint64(hashSeed)
+	for j := 0; j < s.n; j++ {
+		h = mix(h, w[s.idx[j]]&s.pmask[j])
+	}
+	return finish(h)
+}
+
+func (s *tupleShape) hashPacked(pk *words) uint64 {
+	h := uint64(hashSeed)
+	for j := 0; j < s.n; j++ {
+		h = mix(h, pk[j])
+	}
+	return finish(h)
+}
+
+// equal reports whether the packet's words, masked, are the packed key pk.
+func (s *tupleShape) equal(w *words, pk *words) bool {
+	for j := 0; j < s.n; j++ {
+		if w[s.idx[j]]&s.pmask[j] != pk[j] {
+			return false
+		}
+	}
+	return true
+}
+
+// ruleKey turns a rule's match into its tuple key and packed key.
+func ruleKey(m hal.Match) (tupleKey, words) {
+	m.Normalize()
+	var tk tupleKey
+	var kw words
+	loadWords(&m.Mask, &tk.mask)
+	loadWords(&m.Key, &kw)
+	et := tk.mask[wordEthType] >> ethTypeShift & 0xffff
+	if et == 0xffff && m.Key.EthType == hal.EtherTypeIPv4 &&
+		kw[wordIPSrcHigh]&tk.mask[wordIPSrcHigh] == 0 && kw[wordIPDstHigh]&tk.mask[wordIPDstHigh] == 0 {
+		tk.v4 = true
+	}
+	s := newShape(&tk)
+	var pk words
+	for j := 0; j < s.n; j++ {
+		pk[j] = kw[s.idx[j]] & s.pmask[j]
+	}
+	return tk, pk
+}
+
+// unpackMatch rebuilds the hal.Match of a rule from its tuple and packed key.
+func unpackMatch(tk *tupleKey, s *tupleShape, pk *words) hal.Match {
+	var kw words
+	for j := 0; j < s.n; j++ {
+		kw[s.idx[j]] = pk[j]
+	}
+	var m hal.Match
+	mask := tk.mask
+	storeWords(&mask, &m.Mask)
+	storeWords(&kw, &m.Key)
+	return m
+}

@@ -1,0 +1,274 @@
+package softnic
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// Port is the far side of one NIC port: what the VM behind a vport, or the
+// wire behind an uplink, sees. Send puts frames into the NIC on this port;
+// Recv takes the frames the NIC sent out of it. Both are safe for
+// concurrent use.
+type Port struct {
+	nic  *NIC
+	info hal.Port
+	tx   ring
+
+	rxPkts, rxBytes atomic.Uint64
+	txPkts, txBytes atomic.Uint64
+	drops, excs     atomic.Uint64
+}
+
+// ID is the port's hal.PortID.
+func (p *Port) ID() hal.PortID { return p.info.ID }
+
+// Info describes the port.
+func (p *Port) Info() hal.Port { return p.info }
+
+// Send hands frames to the NIC as if they arrived on this port. They are
+// processed on the caller's goroutine before Send returns (run to
+// completion, like a poll-mode driver): outputs are in the destination
+// ports' rings, exceptions in the exception queue, drops counted. Frames
+// are copied; the caller keeps them. It returns how many frames the NIC
+// took, which is all of them unless it is closed.
+func (p *Port) Send(frames [][]byte) (int, error) {
+	n := p.nic
+	if n.closed.Load() {
+		return 0, hal.ErrClosed
+	}
+	b := n.getBurst()
+	defer n.pool.Put(b)
+	for done := 0; done < len(frames); {
+		k := min(len(frames)-done, MaxBurst)
+		for i := 0; i < k; i++ {
+			f := frames[done+i]
+			buf := b.bufs[i]
+			if len(f) > len(buf)-Headroom {
+				// Longer than any port's MTU allows: keep only a
+				// prefix, which process counts as oversized.
+				b.sizes[i] = len(f)
+				copy(buf[Headroom:], f)
+				continue
+			}
+			b.sizes[i] = copy(buf[Headroom:], f)
+		}
+		n.process(b, p, b.bufs[:k], b.sizes[:k], Headroom)
+		done += k
+	}
+	return len(frames), nil
+}
+
+// Recv moves up to len(bufs) frames that the NIC sent out of this port into
+// bufs, setting sizes[i] to each frame's length, and returns how many. It
+// does not block: 0 means the ring is empty. A frame longer than its buffer
+// stays in the ring and Recv returns io.ErrShortBuffer with the frames
+// before it.
+func (p *Port) Recv(bufs [][]byte, sizes []int) (int, error) {
+	if len(sizes) < len(bufs) {
+		return 0, fmt.Errorf("%s: recv: %d sizes for %d buffers", DriverName, len(sizes), len(bufs))
+	}
+	r := &p.tx
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := 0
+	for ; i < len(bufs) && r.n > 0; i++ {
+		s := r.head
+		l := r.lens[s]
+		if l > len(bufs[i]) {
+			return i, io.ErrShortBuffer
+		}
+		sizes[i] = copy(bufs[i], r.slots[s][:l])
+		r.head = (r.head + 1) % len(r.slots)
+		r.n--
+	}
+	return i, nil
+}
+
+// Pending returns how many frames wait in the port's transmit ring.
+func (p *Port) Pending() int {
+	p.tx.mu.Lock()
+	defer p.tx.mu.Unlock()
+	return p.tx.n
+}
+
+// Discard empties the port's transmit ring and returns how many frames it
+// held (for benchmarks and for tests that look only at counters).
+func (p *Port) Discard() int {
+	p.tx.mu.Lock()
+	defer p.tx.mu.Unlock()
+	k := p.tx.n
+	p.tx.head, p.tx.n = 0, 0
+	return k
+}
+
+func (p *Port) counters() hal.PortCounters {
+	return hal.PortCounters{
+		Rx:         hal.Counters{Packets: p.rxPkts.Load(), Bytes: p.rxBytes.Load()},
+		Tx:         hal.Counters{Packets: p.txPkts.Load(), Bytes: p.txBytes.Load()},
+		Drops:      p.drops.Load(),
+		Exceptions: p.excs.Load(),
+	}
+}
+
+// ring is a bounded queue of frames in preallocated slots.
+type ring struct {
+	mu    sync.Mutex
+	slots [][]byte
+	lens  []int
+	head  int
+	n     int
+}
+
+func (r *ring) init(size, frameCap int) {
+	back := make([]byte, size*frameCap)
+	r.slots = make([][]byte, size)
+	for i := range r.slots {
+		r.slots[i] = back[i*frameCap : (i+1)*frameCap : (i+1)*frameCap]
+	}
+	r.lens = make([]int, size)
+}
+
+// put copies f into the ring; r.mu must be held. It reports false when the
+// ring is full or f does not fit a slot.
+func (r *ring) put(f []byte) bool {
+	if r.n == len(r.slots) {
+		return false
+	}
+	s := (r.head + r.n) % len(r.slots)
+	if len(f) > len(r.slots[s]) {
+		return false
+	}
+	r.lens[s] = copy(r.slots[s], f)
+	r.n++
+	return true
+}
+
+// excQueue is the exception path: a bounded queue of frames with metadata.
+type excQueue struct {
+	ring
+	meta   []hal.Exception // Buf unused
+	notify chan struct{}
+	done   chan struct{}
+}
+
+func (q *excQueue) init(size, frameCap int) {
+	q.ring.init(size, frameCap)
+	q.meta = make([]hal.Exception, size)
+	q.notify = make(chan struct{}, 1)
+	q.done = make(chan struct{})
+}
+
+func (q *excQueue) close() { close(q.done) }
+
+// putExc queues one exception; q.mu must be held.
+func (q *excQueue) putExc(f []byte, m hal.Exception) bool {
+	s := (q.head + q.n) % len(q.slots)
+	if !q.put(f) {
+		return false
+	}
+	q.meta[s] = m
+	return true
+}
+
+func (q *excQueue) wake() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// ReadExceptions fills batch with queued exception packets (see
+// hal.ExceptionPath). It blocks until one is there, ctx is done or the NIC
+// is closed.
+func (n *NIC) ReadExceptions(ctx context.Context, batch []hal.Exception) (int, error) {
+	q := &n.exc
+	for {
+		if n.closed.Load() {
+			return 0, hal.ErrClosed
+		}
+		if k := q.take(batch); k > 0 || len(batch) == 0 {
+			return k, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-q.done:
+			return 0, hal.ErrClosed
+		case <-q.notify:
+		}
+	}
+}
+
+func (q *excQueue) take(batch []hal.Exception) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	i := 0
+	for ; i < len(batch) && q.n > 0; i++ {
+		s := q.head
+		m := q.meta[s]
+		f := q.slots[s][:q.lens[s]]
+		m.Buf = batch[i].Buf
+		m.Len = copy(m.Buf, f)
+		m.Truncated = m.Len < len(f)
+		batch[i] = m
+		q.head = (q.head + 1) % len(q.slots)
+		q.n--
+	}
+	if q.n > 0 {
+		q.wake() // more for the next reader
+	}
+	return i
+}
+
+// Inject sends frames out of port as they are, bypassing the flow table.
+// A frame shorter than an Ethernet header or longer than the port's MTU
+// allows is refused (counted as malformed or MTU drops); frames that find
+// the ring full are dropped with ReasonQueueFull. Either way the others are
+// sent and Inject says how many were not.
+func (n *NIC) Inject(ctx context.Context, port hal.PortID, frames [][]byte) error {
+	if n.closed.Load() {
+		return hal.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p := n.port(port)
+	if p == nil {
+		return fmt.Errorf("%s: inject: port %d: %w", DriverName, port, hal.ErrNotFound)
+	}
+	var bad, full int
+	var pkts, bytes uint64
+	p.tx.mu.Lock()
+	for _, f := range frames {
+		switch {
+		case len(f) < 14:
+			n.countStat(true, hal.ReasonMalformed, 1)
+			bad++
+		case len(f) > p.info.MTU+l2Allowance:
+			n.countStat(true, hal.ReasonMTU, 1)
+			bad++
+		case !p.tx.put(f):
+			full++
+		default:
+			pkts++
+			bytes += uint64(len(f))
+		}
+	}
+	p.tx.mu.Unlock()
+	p.txPkts.Add(pkts)
+	p.txBytes.Add(bytes)
+	if bad+full > 0 {
+		p.drops.Add(uint64(bad + full))
+		n.countStat(true, hal.ReasonQueueFull, uint64(full))
+		if full > 0 {
+			return fmt.Errorf("%s: inject on port %d: %d of %d frames dropped (%d invalid): %w", DriverName, port, bad+full, len(frames), bad, ErrRingFull)
+		}
+		return fmt.Errorf("%s: inject on port %d: %d of %d frames refused: shorter than an Ethernet header or over the MTU", DriverName, port, bad, len(frames))
+	}
+	return nil
+}

@@ -1,0 +1,144 @@
+package softnic
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+)
+
+// program is a rule's action list compiled for the datapath. Rules with the
+// same actions share one program (a host has far fewer distinct actions,
+// e.g. remote hosts to encapsulate to, than flows), so that per-rule memory
+// stays a fixed-size entry.
+type program struct {
+	idx     uint32
+	hash    uint64
+	refs    int
+	actions []hal.Action // as given, for Dump
+
+	decap  bool
+	steps  []step // header rewrites, in order
+	encap  *wire.EncapTemplate
+	count  bool
+	term   hal.ActionKind
+	out    *Port
+	reason hal.Reason
+	pushes int // VLAN tags pushed
+	pops   int // VLAN tags popped
+	decTTL bool
+}
+
+type step struct {
+	kind hal.ActionKind
+	mac  hal.MAC
+	addr [16]byte
+	port uint16
+}
+
+// compile builds a program from actions that validate accepted.
+func (n *NIC) compile(acts []hal.Action) (*program, error) {
+	p := &program{actions: cloneActions(acts)}
+	for i := range acts {
+		a := &acts[i]
+		switch a.Kind {
+		case hal.ActionDecap:
+			p.decap = true
+		case hal.ActionSetEthSrc, hal.ActionSetEthDst:
+			p.steps = append(p.steps, step{kind: a.Kind, mac: a.MAC})
+		case hal.ActionSetIPSrc, hal.ActionSetIPDst:
+			p.steps = append(p.steps, step{kind: a.Kind, addr: a.Addr.As16()})
+		case hal.ActionSetL4Src, hal.ActionSetL4Dst:
+			p.steps = append(p.steps, step{kind: a.Kind, port: a.L4Port})
+		case hal.ActionDecTTL:
+			p.decTTL = true
+			p.steps = append(p.steps, step{kind: a.Kind})
+		case hal.ActionPushVLAN:
+			p.pushes++
+			p.steps = append(p.steps, step{kind: a.Kind, port: a.VLAN})
+		case hal.ActionPopVLAN:
+			p.pops++
+			p.steps = append(p.steps, step{kind: a.Kind})
+		case hal.ActionEncap:
+			t, err := wire.NewEncapTemplate(&a.Encap)
+			if err != nil {
+				return nil, &hal.RuleError{Field: fmt.Sprintf("actions[%d] encap", i), Reason: err.Error()}
+			}
+			p.encap = t
+		case hal.ActionCount:
+			p.count = true
+		case hal.ActionOutput:
+			p.term, p.out = a.Kind, n.port(a.OutPort)
+		case hal.ActionDrop, hal.ActionToHost:
+			p.term, p.reason = a.Kind, a.Reason
+		}
+	}
+	return p, nil
+}
+
+func cloneActions(acts []hal.Action) []hal.Action {
+	out := append([]hal.Action(nil), acts...)
+	for i := range out {
+		if o := out[i].Encap.GeneveOptions; o != nil {
+			out[i].Encap.GeneveOptions = append([]byte(nil), o...)
+		}
+	}
+	return out
+}
+
+// hashActions fingerprints an action list for interning.
+func hashActions(acts []hal.Action) uint64 {
+	h := uint64(hashSeed) ^ uint64(len(acts))
+	var b [16]byte
+	for i := range acts {
+		a := &acts[i]
+		h = mix(h, uint64(a.Kind)|uint64(a.L4Port)<<8|uint64(a.VLAN)<<24|uint64(a.OutPort)<<40|uint64(a.Reason)<<56)
+		h = mix(h, macWord(a.MAC))
+		if a.Addr.IsValid() {
+			b = a.Addr.As16()
+			h = mix(h, binary.LittleEndian.Uint64(b[:8])^1)
+			h = mix(h, binary.LittleEndian.Uint64(b[8:]))
+		}
+		if a.Kind == hal.ActionEncap {
+			e := &a.Encap
+			h = mix(h, uint64(e.Kind)|uint64(e.VNI)<<8|uint64(e.TTL)<<32|uint64(e.DstPort)<<40|uint64(e.FlowID)<<56)
+			b = e.Src.As16()
+			h = mix(h, binary.LittleEndian.Uint64(b[:8]))
+			h = mix(h, binary.LittleEndian.Uint64(b[8:]))
+			b = e.Dst.As16()
+			h = mix(h, binary.LittleEndian.Uint64(b[:8]))
+			h = mix(h, binary.LittleEndian.Uint64(b[8:]))
+			h = mix(h, macWord(e.SrcMAC)^macWord(e.DstMAC)<<1)
+			for _, o := range e.GeneveOptions {
+				h = mix(h, uint64(o))
+			}
+		}
+	}
+	return finish(h)
+}
+
+func macWord(m hal.MAC) uint64 {
+	return uint64(m[0]) | uint64(m[1])<<8 | uint64(m[2])<<16 | uint64(m[3])<<24 | uint64(m[4])<<32 | uint64(m[5])<<40
+}
+
+// sameActions compares two action lists by the fields each kind uses.
+func sameActions(a, b []hal.Action) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := &a[i], &b[i]
+		if x.Kind != y.Kind || x.MAC != y.MAC || x.Addr != y.Addr || x.L4Port != y.L4Port || x.VLAN != y.VLAN ||
+			x.OutPort != y.OutPort || x.Reason != y.Reason {
+			return false
+		}
+		ex, ey := &x.Encap, &y.Encap
+		if ex.Kind != ey.Kind || ex.VNI != ey.VNI || ex.Src != ey.Src || ex.Dst != ey.Dst || ex.SrcMAC != ey.SrcMAC ||
+			ex.DstMAC != ey.DstMAC || ex.TTL != ey.TTL || ex.DstPort != ey.DstPort || ex.FlowID != ey.FlowID ||
+			string(ex.GeneveOptions) != string(ey.GeneveOptions) {
+			return false
+		}
+	}
+	return true
+}

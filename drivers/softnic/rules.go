@@ -1,0 +1,419 @@
+package softnic
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// writerState is the control plane's bookkeeping; only writers (under
+// NIC.wmu) touch it. The datapath reads the views built from it.
+type writerState struct {
+	n      *NIC
+	byID   map[hal.RuleID]uint32 // rule → entry index
+	tuples map[tupleKey]*tuple
+	live   int
+
+	chunks []*chunk
+	// entryTuple is the tuple of each entry; entries do not store it, to
+	// stay at 128 bytes.
+	entryTuple []*tuple
+	free       []uint32 // entry indices free for reuse
+	next   uint32   // first entry index never used
+
+	progs      []*program
+	progByHash map[uint64][]*program
+	freeProgs  []uint32
+
+	scopes   map[hal.Scope]uint32 // scope → index in the generation arrays
+	scopeOf  []hal.Scope          // index → scope
+	scopeGen []hal.Generation     // index → active generation
+
+	// scratch of one batch, kept to avoid reallocating
+	muts     []mutation
+	undo     []undoRec
+	retired  []uint32   // entries that leave the table in this batch
+	carry    [][2]uint32 // modify: counters move from [0] to [1]
+	newProgs []*program
+}
+
+type undoRec struct {
+	kind     hal.OpKind
+	id       hal.RuleID
+	old, new uint32
+}
+
+func (w *writerState) init(n *NIC) {
+	w.n = n
+	w.byID = map[hal.RuleID]uint32{}
+	w.tuples = map[tupleKey]*tuple{}
+	w.progByHash = map[uint64][]*program{}
+	w.scopes = map[hal.Scope]uint32{0: 0}
+	w.scopeOf = []hal.Scope{0}
+	w.scopeGen = []hal.Generation{0}
+	w.chunks, w.entryTuple, w.free, w.next, w.live = nil, nil, nil, 0, 0
+	w.progs, w.freeProgs = nil, nil
+}
+
+// reset forgets every rule (Close).
+func (w *writerState) reset() { w.init(w.n) }
+
+func (w *writerState) entry(idx uint32) *entry {
+	return &w.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
+}
+
+func (w *writerState) counter(idx uint32) *counter {
+	return &w.chunks[idx>>chunkShift].c[idx&(chunkSize-1)]
+}
+
+func (w *writerState) allocEntry() uint32 {
+	if k := len(w.free); k > 0 {
+		idx := w.free[k-1]
+		w.free = w.free[:k-1]
+		return idx
+	}
+	idx := w.next
+	if int(idx>>chunkShift) == len(w.chunks) {
+		w.chunks = append(w.chunks, new(chunk))
+		w.entryTuple = append(w.entryTuple, make([]*tuple, chunkSize)...)
+	}
+	w.next++
+	return idx
+}
+
+// Validate says whether the NIC can take r: hal.CheckRule against the
+// capabilities, then softnic's own limits (output ports that exist, at most
+// two pushed VLAN tags, tunnel matches only on kinds it decapsulates).
+func (n *NIC) Validate(r *hal.Rule) error {
+	if n.closed.Load() {
+		return hal.ErrClosed
+	}
+	return n.validate(r)
+}
+
+func (n *NIC) validate(r *hal.Rule) error {
+	if err := hal.CheckRule(&n.caps, r); err != nil {
+		return err
+	}
+	if r.Match.Mask.TunKind != 0 && r.Match.Key.TunKind != hal.EncapNone && !n.caps.Decaps.Has(r.Match.Key.TunKind) {
+		return hal.Unsupported(DriverName, "match.tun_kind "+r.Match.Key.TunKind.String(),
+			"the NIC does not parse %s tunnels", r.Match.Key.TunKind)
+	}
+	pushes := 0
+	for i := range r.Actions {
+		a := &r.Actions[i]
+		switch a.Kind {
+		case hal.ActionOutput:
+			if n.port(a.OutPort) == nil {
+				return fmt.Errorf("%s: actions[%d] output: port %d: %w", DriverName, i, a.OutPort, hal.ErrNotFound)
+			}
+		case hal.ActionPushVLAN:
+			if pushes++; pushes > 2 {
+				return hal.Unsupported(DriverName, fmt.Sprintf("actions[%d] push_vlan", i), "softnic pushes at most two tags")
+			}
+		}
+	}
+	return nil
+}
+
+// Apply runs a batch. Operations are independent: each gets its own result
+// and a failing one does not stop the others. Whatever landed becomes
+// visible to packets in one step when Apply returns. An operation sees the
+// effect of the ones before it (add then delete of one ID in a batch works).
+func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
+	return n.apply(ctx, ops, results, false)
+}
+
+// ApplyAtomic runs a batch all or nothing: when any operation fails, the
+// table is left as it was, the failing operations carry their own error and
+// the others hal.ErrNotApplied. Packets see the table before or after the
+// whole batch.
+func (n *NIC) ApplyAtomic(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
+	return n.apply(ctx, ops, results, true)
+}
+
+func failAll(results []hal.OpResult, err error) error {
+	for i := range results {
+		results[i].Err = err
+	}
+	return hal.Summarize(results)
+}
+
+func (n *NIC) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult, atomicBatch bool) error {
+	if len(results) < len(ops) {
+		return fmt.Errorf("%s: apply: %d results for %d operations", DriverName, len(results), len(ops))
+	}
+	results = results[:len(ops)]
+	if err := ctx.Err(); err != nil {
+		return failAll(results, err)
+	}
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	if n.closed.Load() {
+		return failAll(results, hal.ErrClosed)
+	}
+	if len(ops) > n.maxBatch {
+		return failAll(results, fmt.Errorf("%w: %d operations, at most %d", ErrBatchTooLarge, len(ops), n.maxBatch))
+	}
+	w := &n.w
+	w.muts, w.undo, w.retired, w.carry, w.newProgs = w.muts[:0], w.undo[:0], w.retired[:0], w.carry[:0], w.newProgs[:0]
+	failed := false
+	for i := range ops {
+		results[i].Err = w.do(&ops[i])
+		failed = failed || results[i].Err != nil
+	}
+	if atomicBatch && failed {
+		w.rollback()
+		for i := range results {
+			if results[i].Err == nil {
+				results[i].Err = hal.ErrNotApplied
+			}
+		}
+		return hal.Summarize(results)
+	}
+	if len(w.muts) > 0 {
+		w.publish(func(v *view, side int) { w.applyMutations(v, side, w.muts) })
+	}
+	w.settle()
+	return hal.Summarize(results)
+}
+
+// publish makes a change visible: both views, the inactive one first.
+func (w *writerState) publish(fn func(v *view, side int)) {
+	w.n.rcu.update(fn)
+}
+
+// do plans one operation on the writer state, recording the table
+// mutations and how to undo it.
+func (w *writerState) do(op *hal.Op) error {
+	r := &op.Rule
+	switch op.Kind {
+	case hal.OpAdd, hal.OpModify:
+		if err := w.n.validate(r); err != nil {
+			return err
+		}
+		old, exists := w.byID[r.ID]
+		if op.Kind == hal.OpAdd && exists {
+			return fmt.Errorf("%s: add rule %d: %w", DriverName, r.ID, hal.ErrExists)
+		}
+		if op.Kind == hal.OpModify && !exists {
+			return fmt.Errorf("%s: modify rule %d: %w", DriverName, r.ID, hal.ErrNotFound)
+		}
+		if op.Kind == hal.OpAdd && w.live >= w.n.maxRules {
+			return fmt.Errorf("%s: add rule %d: %d rules installed: %w", DriverName, r.ID, w.live, hal.ErrTableFull)
+		}
+		scope, err := w.scopeIndex(r.Scope)
+		if err != nil {
+			return err
+		}
+		prog, err := w.intern(r.Actions)
+		if err != nil {
+			return err
+		}
+		tk, pk := ruleKey(r.Match)
+		t := w.tuples[tk]
+		if t == nil {
+			t = &tuple{key: tk, shape: newShape(&tk), prios: map[uint16]int{}}
+			w.tuples[tk] = t
+		}
+		idx := w.allocEntry()
+		e := w.entry(idx)
+		*e = entry{prog: prog.idx, scope: scope, gen: uint32(r.Generation), prio: r.Priority, id: r.ID, key: pk, cook: r.Cookie}
+		w.entryTuple[idx] = t
+		c := w.counter(idx)
+		c.pkts.Store(0)
+		c.bytes.Store(0)
+		t.addPrio(r.Priority)
+		w.muts = append(w.muts, mutation{t: t, hash: t.shape.hashPacked(&pk), idx: idx, add: true})
+		w.byID[r.ID] = idx
+		if op.Kind == hal.OpModify {
+			w.removeEntry(old)
+			w.carry = append(w.carry, [2]uint32{old, idx})
+			w.undo = append(w.undo, undoRec{kind: hal.OpModify, id: r.ID, old: old, new: idx})
+		} else {
+			w.live++
+			w.undo = append(w.undo, undoRec{kind: hal.OpAdd, id: r.ID, new: idx})
+		}
+		return nil
+	case hal.OpDelete:
+		old, ok := w.byID[r.ID]
+		if !ok {
+			return fmt.Errorf("%s: delete rule %d: %w", DriverName, r.ID, hal.ErrNotFound)
+		}
+		w.removeEntry(old)
+		delete(w.byID, r.ID)
+		w.live--
+		w.undo = append(w.undo, undoRec{kind: hal.OpDelete, id: r.ID, old: old})
+		return nil
+	}
+	return &hal.RuleError{Field: "op", Reason: fmt.Sprintf("unknown operation %s", op.Kind)}
+}
+
+// removeEntry plans the removal of entry idx from its tuple.
+func (w *writerState) removeEntry(idx uint32) {
+	e := w.entry(idx)
+	t := w.entryTuple[idx]
+	t.delPrio(e.prio)
+	w.muts = append(w.muts, mutation{t: t, hash: t.shape.hashPacked(&e.key), idx: idx})
+	w.retired = append(w.retired, idx)
+}
+
+// rollback undoes the planned operations of the batch, newest first.
+func (w *writerState) rollback() {
+	for i := len(w.undo) - 1; i >= 0; i-- {
+		u := &w.undo[i]
+		switch u.kind {
+		case hal.OpAdd:
+			w.dropNew(u.new)
+			delete(w.byID, u.id)
+			w.live--
+		case hal.OpModify:
+			w.dropNew(u.new)
+			w.restore(u.old)
+			w.byID[u.id] = u.old
+		case hal.OpDelete:
+			w.restore(u.old)
+			w.byID[u.id] = u.old
+			w.live++
+		}
+	}
+	w.muts, w.retired, w.carry = w.muts[:0], w.retired[:0], w.carry[:0]
+	w.dropEmptyTuples()
+}
+
+// dropNew forgets an entry planned in this batch and never published.
+func (w *writerState) dropNew(idx uint32) {
+	e := w.entry(idx)
+	w.entryTuple[idx].delPrio(e.prio)
+	w.entryTuple[idx] = nil
+	w.release(w.progs[e.prog])
+	w.free = append(w.free, idx)
+}
+
+// restore puts back an entry whose removal was planned in this batch.
+func (w *writerState) restore(idx uint32) {
+	e := w.entry(idx)
+	w.entryTuple[idx].addPrio(e.prio)
+}
+
+// settle runs after a batch is visible in both views: entries and programs
+// no view refers to any more are freed, modified rules keep their counts.
+func (w *writerState) settle() {
+	for _, c := range w.carry {
+		from, to := w.counter(c[0]), w.counter(c[1])
+		to.pkts.Add(from.pkts.Load())
+		to.bytes.Add(from.bytes.Load())
+	}
+	for _, idx := range w.retired {
+		e := w.entry(idx)
+		w.release(w.progs[e.prog])
+		w.entryTuple[idx] = nil
+		w.free = append(w.free, idx)
+	}
+	w.dropEmptyTuples()
+	w.muts, w.retired, w.carry = w.muts[:0], w.retired[:0], w.carry[:0]
+}
+
+func (w *writerState) dropEmptyTuples() {
+	for k, t := range w.tuples {
+		if t.rules == 0 && (t.tabs[0] == nil || t.tabs[0].ht.used == 0) && (t.tabs[1] == nil || t.tabs[1].ht.used == 0) {
+			delete(w.tuples, k)
+		}
+	}
+}
+
+// intern returns the program for acts, sharing one with identical actions.
+func (w *writerState) intern(acts []hal.Action) (*program, error) {
+	h := hashActions(acts)
+	for _, p := range w.progByHash[h] {
+		if sameActions(p.actions, acts) {
+			p.refs++
+			return p, nil
+		}
+	}
+	p, err := w.n.compile(acts)
+	if err != nil {
+		return nil, err
+	}
+	p.hash, p.refs = h, 1
+	if k := len(w.freeProgs); k > 0 {
+		p.idx = w.freeProgs[k-1]
+		w.freeProgs = w.freeProgs[:k-1]
+		w.progs[p.idx] = p
+	} else {
+		p.idx = uint32(len(w.progs))
+		w.progs = append(w.progs, p)
+	}
+	w.progByHash[h] = append(w.progByHash[h], p)
+	return p, nil
+}
+
+func (w *writerState) release(p *program) {
+	if p.refs--; p.refs > 0 {
+		return
+	}
+	list := w.progByHash[p.hash]
+	for i, q := range list {
+		if q == p {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(w.progByHash, p.hash)
+	} else {
+		w.progByHash[p.hash] = list
+	}
+	w.progs[p.idx] = nil
+	w.freeProgs = append(w.freeProgs, p.idx)
+}
+
+// scopeIndex returns the generation-array index of scope, adding it.
+func (w *writerState) scopeIndex(s hal.Scope) (uint32, error) {
+	if i, ok := w.scopes[s]; ok {
+		return i, nil
+	}
+	if len(w.scopeOf) >= w.n.maxScopes {
+		return 0, fmt.Errorf("%s: scope %d: %d scopes in use: %w", DriverName, s, len(w.scopeOf), hal.ErrTableFull)
+	}
+	i := uint32(len(w.scopeOf))
+	w.scopes[s] = i
+	w.scopeOf = append(w.scopeOf, s)
+	w.scopeGen = append(w.scopeGen, 0)
+	return i, nil
+}
+
+// Dump calls fn for every installed rule, in no particular order, with its
+// liveness and counters. Writers wait while it runs.
+func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	if n.closed.Load() {
+		return hal.ErrClosed
+	}
+	w := &n.w
+	var info hal.RuleInfo
+	for id, idx := range w.byID {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		e := w.entry(idx)
+		t := w.entryTuple[idx]
+		c := w.counter(idx)
+		info = hal.RuleInfo{
+			Rule: hal.Rule{
+				ID: id, Priority: e.prio, Match: unpackMatch(&t.key, &t.shape, &e.key),
+				Actions: cloneActions(w.progs[e.prog].actions), Cookie: e.cook,
+				Scope: w.scopeOf[e.scope], Generation: hal.Generation(e.gen),
+			},
+			Location: hal.LocationUser,
+			Live:     w.scopeGen[e.scope] == hal.Generation(e.gen),
+			Counters: hal.Counters{Packets: c.pkts.Load(), Bytes: c.bytes.Load()},
+		}
+		if err := fn(&info); err != nil {
+			return err
+		}
+	}
+	return nil
+}

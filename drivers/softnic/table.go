@@ -1,0 +1,293 @@
+package softnic
+
+import (
+	"runtime"
+	"sort"
+	"sync/atomic"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// The rule table, and how the datapath reads it without locks.
+//
+// Rules live in entries (fixed 128-byte records in chunks that never move),
+// found through one hash table per tuple (per distinct mask). The hash
+// tables and the active-generation array exist twice, as two views: a
+// left-right scheme. Readers (the datapath) always read the active view;
+// writers (Apply, Activate) change the inactive one, switch the active view
+// with one atomic store, wait until no reader is left on the old view, and
+// make the same change to it. So a burst of packets sees the whole table as
+// it was before an Apply batch or an Activate, or as it is after, never a
+// mix; readers never wait, and a writer waits only for bursts already in
+// flight (microseconds). Entries and programs that a batch removes are freed
+// only after both views stopped referring to them.
+
+// entry is one installed rule. Its fields do not change while any view
+// refers to it; a modify writes a new entry.
+type entry struct {
+	prog  uint32 // index in the program table
+	scope uint32 // index in the generation array
+	gen   uint32
+	prio  uint16
+	_     uint16
+	id    hal.RuleID
+	key   words // packed by the tuple's shape
+	cook  hal.Cookie
+}
+
+// counter is a rule's packet and byte count, kept beside the entry so that
+// rules that count do not dirty the lines that lookups read.
+type counter struct {
+	pkts, bytes atomic.Uint64
+}
+
+const (
+	chunkShift = 10
+	chunkSize  = 1 << chunkShift
+)
+
+type chunk struct {
+	e [chunkSize]entry
+	c [chunkSize]counter
+}
+
+// bucket is 64 bytes: eight signature/index pairs, so that a probe reads
+// one cache line. A signature is the high half of the hash with the values
+// 0 (empty) and 1 (deleted) reserved.
+type bucket struct {
+	sig [8]uint32
+	idx [8]uint32
+}
+
+const (
+	sigEmpty = 0
+	sigTomb  = 1
+	// maxLoadNum/maxLoadDen is the slot load at which a table grows: at
+	// 3/4, a bucket of eight is rarely full, so most lookups read one line.
+	maxLoadNum = 3
+	maxLoadDen = 4
+)
+
+func sigOf(h uint64) uint32 {
+	s := uint32(h >> 32)
+	if s < 2 {
+		s += 2
+	}
+	return s
+}
+
+// htab is an open-addressing table of buckets with linear probing bucket by
+// bucket. Keys may repeat (one match in several generations); a lookup
+// walks the probe chain until a bucket that still has an empty slot.
+type htab struct {
+	b     []bucket
+	mask  uint64
+	used  int
+	tombs int
+}
+
+func (t *htab) init(nbuckets int) {
+	t.b = make([]bucket, nbuckets)
+	t.mask = uint64(nbuckets - 1)
+	t.used, t.tombs = 0, 0
+}
+
+func (t *htab) insert(h uint64, idx uint32) {
+	sig := sigOf(h)
+	for bi := h & t.mask; ; bi = (bi + 1) & t.mask {
+		b := &t.b[bi]
+		for s := 0; s < 8; s++ {
+			if x := b.sig[s]; x == sigEmpty || x == sigTomb {
+				if x == sigTomb {
+					t.tombs--
+				}
+				b.idx[s] = idx
+				b.sig[s] = sig
+				t.used++
+				return
+			}
+		}
+	}
+}
+
+func (t *htab) remove(h uint64, idx uint32) bool {
+	sig := sigOf(h)
+	for bi, n := h&t.mask, 0; n <= int(t.mask); bi, n = (bi+1)&t.mask, n+1 {
+		b := &t.b[bi]
+		empty := false
+		for s := 0; s < 8; s++ {
+			if b.sig[s] == sig && b.idx[s] == idx {
+				b.sig[s] = sigTomb
+				t.used--
+				t.tombs++
+				return true
+			}
+			empty = empty || b.sig[s] == sigEmpty
+		}
+		if empty {
+			return false
+		}
+	}
+	return false
+}
+
+// tupleTab is one view's hash table of one tuple.
+type tupleTab struct {
+	tup     *tuple
+	shape   *tupleShape
+	maxPrio uint16
+	ht      htab
+}
+
+// view is what a reader sees.
+type view struct {
+	tabs   []*tupleTab // tuples with rules, by decreasing maximum priority
+	gens   []uint32    // active generation by scope index
+	chunks []*chunk
+	progs  []*program
+}
+
+type paddedCount struct {
+	n atomic.Int64
+	_ [56]byte
+}
+
+type leftRight struct {
+	active  atomic.Uint32
+	_       [60]byte
+	readers [2]paddedCount
+	views   [2]view
+}
+
+func (lr *leftRight) init(n *NIC) {
+	for i := range lr.views {
+		lr.views[i].gens = make([]uint32, 1)
+	}
+}
+
+// enter registers a reader and returns the view it may read until exit.
+func (lr *leftRight) enter() uint32 {
+	for {
+		s := lr.active.Load()
+		lr.readers[s].n.Add(1)
+		if lr.active.Load() == s {
+			return s
+		}
+		lr.readers[s].n.Add(-1)
+	}
+}
+
+func (lr *leftRight) exit(s uint32) { lr.readers[s].n.Add(-1) }
+
+// update applies fn to both views, the inactive one first, so that readers
+// switch from the old table to the new one in one step. Only writers (under
+// NIC.wmu) call it.
+func (lr *leftRight) update(fn func(v *view, side int)) {
+	s := lr.active.Load()
+	o := 1 - s
+	fn(&lr.views[o], int(o))
+	lr.active.Store(o)
+	for lr.readers[s].n.Load() != 0 {
+		runtime.Gosched()
+	}
+	fn(&lr.views[s], int(s))
+}
+
+func (lr *leftRight) publishEmpty() {
+	lr.update(func(v *view, _ int) { *v = view{gens: make([]uint32, 1)} })
+}
+
+// tuple is the writer's record of one mask.
+type tuple struct {
+	key   tupleKey
+	shape tupleShape
+	rules int
+	prios map[uint16]int
+	max   uint16
+	tabs  [2]*tupleTab
+}
+
+func (t *tuple) addPrio(p uint16) {
+	t.rules++
+	t.prios[p]++
+	if t.rules == 1 || p > t.max {
+		t.max = p
+	}
+}
+
+func (t *tuple) delPrio(p uint16) {
+	t.rules--
+	if t.prios[p]--; t.prios[p] == 0 {
+		delete(t.prios, p)
+		if p == t.max {
+			t.max = 0
+			for q := range t.prios {
+				t.max = max(t.max, q)
+			}
+		}
+	}
+}
+
+// mutation is one change to the hash tables, replayed on both views.
+type mutation struct {
+	t    *tuple
+	hash uint64
+	idx  uint32
+	add  bool
+}
+
+// applyMutations changes view v (side) as muts say and reorders its tuples.
+func (w *writerState) applyMutations(v *view, side int, muts []mutation) {
+	for i := range muts {
+		m := &muts[i]
+		tab := m.t.tabs[side]
+		if tab == nil {
+			tab = &tupleTab{tup: m.t, shape: &m.t.shape}
+			tab.ht.init(8)
+			m.t.tabs[side] = tab
+		}
+		if m.add {
+			if (tab.ht.used+tab.ht.tombs+1)*maxLoadDen > len(tab.ht.b)*8*maxLoadNum {
+				w.grow(tab)
+			}
+			tab.ht.insert(m.hash, m.idx)
+		} else {
+			tab.ht.remove(m.hash, m.idx)
+		}
+	}
+	v.chunks = w.chunks
+	v.progs = w.progs
+	for len(v.gens) < len(w.scopeGen) {
+		v.gens = append(v.gens, uint32(w.scopeGen[len(v.gens)]))
+	}
+	tabs := v.tabs[:0:0]
+	for _, t := range w.tuples {
+		if t.rules > 0 && t.tabs[side] != nil {
+			t.tabs[side].maxPrio = t.max
+			tabs = append(tabs, t.tabs[side])
+		}
+	}
+	sort.Slice(tabs, func(i, j int) bool { return tabs[i].maxPrio > tabs[j].maxPrio })
+	v.tabs = tabs
+}
+
+// grow rebuilds tab's hash table, twice as large unless deleted slots were
+// most of the load, from the entries it holds.
+func (w *writerState) grow(tab *tupleTab) {
+	old := tab.ht
+	nb := len(old.b)
+	if old.used*2 >= nb*8*maxLoadNum/maxLoadDen {
+		nb *= 2
+	}
+	tab.ht.init(nb)
+	for bi := range old.b {
+		b := &old.b[bi]
+		for s := 0; s < 8; s++ {
+			if b.sig[s] >= 2 {
+				idx := b.idx[s]
+				e := &w.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
+				tab.ht.insert(tab.shape.hashPacked(&e.key), idx)
+			}
+		}
+	}
+}
