@@ -209,7 +209,9 @@ func (t *EncapTemplate) Push(buf []byte, start, end int, hash uint32) (int, erro
 	h := buf[s:start:start]
 	_ = h[n-1]
 	l4len := n - t.l4 + inner
-	if l4len > 0xffff {
+	// The IPv4 total length counts the IP header too; the IPv6 payload
+	// length is l4len. Either must fit 16 bits.
+	if l4len > 0xffff || !t.v6 && n-EthHeaderLen+inner > 0xffff {
 		return start, ErrTooBig
 	}
 	copy(h, t.hdr[:n])
