@@ -1,0 +1,41 @@
+// Package conformance is nicpath's driver-agnostic conformance suite: the
+// same cases run against every NIC behind package hal, as cilium/ebpf's
+// testLink runs the same subtests for every link type, and as vendors run
+// DPDK's flow tests or SONiC DASH's PTF suites against their hardware.
+//
+// A [Target] brings a NIC in through a factory (Open) together with a
+// [Harness] that injects frames into each port from the outside and captures
+// what each port emits. The package imports hal only; it never imports a
+// driver, and it builds and decodes frames with gopacket rather than with
+// nicpath's own hal/wire, so that a bug shared by our builders and our
+// parsers cannot hide itself.
+//
+// # What the suite checks
+//
+// Every advertised capability is verified with traffic and every missing one
+// must be refused by Validate with hal.ErrNotSupported: match fields, partial
+// masks, priorities, every action, every encapsulation (outer headers decoded
+// field by field, checksums verified by the suite's own arithmetic, inner
+// frame byte for byte) and decapsulation. Rule add/modify/delete and their
+// error sentinels, batches and atomic batches, counters (packets and bytes,
+// L2 or L3 as Capabilities.Counters says), the exception path (misses,
+// to_host, TTL expiry, fragments and sealed frames with their reasons),
+// a full table, generation switches (no frame sees a mix, checked while
+// traffic flows), Close (ErrClosed afterwards, no leaks through an optional
+// [LeakChecker]) and malformed frames (never delivered, always counted, no
+// harm done).
+//
+// Each case opens a fresh NIC; a case the NIC cannot run (no uplink, a
+// prerequisite match missing) is skipped with its reason.
+//
+// # Running it
+//
+// A driver's own tests call [Run] with a *testing.T; the nicconform runner
+// (cmd/nicconform) and tests of the suite itself call [RunSuite], which
+// returns a [Report] that [WriteJUnit], [WriteJSON] and [WriteMarkdown]
+// write out. Both share the same case code through the [T] interface.
+// [Differential] sends the same rules and frames to the reference NIC and to
+// a target and compares what comes out of each port byte for byte;
+// differences a target documents in Target.Documented are reported, not
+// failed.
+package conformance

@@ -1,0 +1,257 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// caseDef is one top-level case.
+type caseDef struct {
+	name string
+	doc  string
+	run  func(t T, tg *Target)
+}
+
+// cases lists the suite in the order it runs. It is filled by the cases_*.go
+// files' init functions, in file order, then sorted by registration order.
+var cases []caseDef
+
+func register(name, doc string, run func(t T, tg *Target)) {
+	cases = append(cases, caseDef{name: name, doc: doc, run: run})
+}
+
+// Cases lists the names and descriptions of the suite's top-level cases.
+func Cases() [][2]string {
+	out := make([][2]string, len(cases))
+	for i, c := range cases {
+		out[i] = [2]string{c.name, c.doc}
+	}
+	return out
+}
+
+// Options tune RunSuite.
+type Options struct {
+	// Run selects the cases whose name, or the name of one of whose
+	// subcases, matches; nil runs every case. Subcases of a selected case
+	// whose names do not match still run.
+	Run *regexp.Regexp
+	// Progress, when set, gets one line per finished case or subcase.
+	Progress io.Writer
+	// CaseTimeout bounds one top-level case (default 3 minutes).
+	CaseTimeout time.Duration
+}
+
+func (o *Options) caseTimeout() time.Duration {
+	if o.CaseTimeout > 0 {
+		return o.CaseTimeout
+	}
+	return 3 * time.Minute
+}
+
+// selected reports whether c runs under o.Run. A pattern such as
+// "match/vlan" selects the "match" case: the case decides its subcases at
+// run time, so the filter can only be applied to whole cases and to the
+// top-level prefix of a pattern.
+func (o *Options) selected(c caseDef) bool {
+	if o.Run == nil {
+		return true
+	}
+	if o.Run.MatchString(c.name) {
+		return true
+	}
+	return strings.HasPrefix(o.Run.String(), c.name+"/") || strings.HasPrefix(o.Run.String(), "^"+c.name+"/")
+}
+
+// Run runs the whole suite against target as subtests of t, one subtest per
+// case and per subcase, as a driver's own tests do:
+//
+//	func TestConformance(t *testing.T) { conformance.Run(t, target) }
+//
+// A failing case fails t; a case that matches one of target.Documented is
+// skipped with the documented reason; a case the NIC cannot run (no
+// capability, no such port) is skipped with its reason.
+func Run(t *testing.T, target Target) {
+	t.Helper()
+	if target.Open == nil {
+		t.Fatal("conformance: Target.Open is nil")
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rec := runCase(t.Context(), &target, c, &Options{})
+			replay(t, &target, rec)
+		})
+	}
+}
+
+// runCase runs one top-level case on a fresh record.
+func runCase(ctx context.Context, tg *Target, c caseDef, o *Options) *record {
+	ctx, cancel := context.WithTimeout(ctx, o.caseTimeout())
+	defer cancel()
+	rec := newRecord(ctx, c.name)
+	rec.exec(func(r *record) { c.run(r, tg) }, o.caseTimeout()+5*time.Second)
+	return rec
+}
+
+// replay reports a recorded case to a *testing.T, subcases as subtests.
+func replay(t *testing.T, tg *Target, r *record) {
+	t.Helper()
+	res := resultOf(tg, r)
+	r.mu.Lock()
+	logs, children := append([]string(nil), r.logs...), append([]*record(nil), r.children...)
+	r.mu.Unlock()
+	for _, l := range logs {
+		t.Log(l)
+	}
+	for _, c := range children {
+		short := c.name[strings.LastIndex(c.name, "/")+1:]
+		t.Run(short, func(t *testing.T) { replay(t, tg, c) })
+	}
+	switch res.Status {
+	case StatusFail:
+		if r.ownFailed() {
+			t.Fail()
+		}
+	case StatusDocumented:
+		t.Skip("documented difference: " + res.Reason)
+	case StatusSkip:
+		t.Skip(res.Reason)
+	}
+}
+
+func (r *record) ownFailed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed
+}
+
+// resultOf computes a record's status: its own failures (documented or
+// not), then its subcases' (a documented subcase does not fail its parent),
+// then a skip.
+func resultOf(tg *Target, r *record) CaseResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := CaseResult{Name: r.name, Seconds: r.dur.Seconds(), Log: append([]string(nil), r.logs...)}
+	childFailed := false
+	allSkipped := len(r.children) > 0
+	for _, c := range r.children {
+		cr := resultOf(tg, c)
+		if cr.Status == StatusFail {
+			childFailed = true
+		}
+		if cr.Status != StatusSkip {
+			allSkipped = false
+		}
+	}
+	switch {
+	case r.failed:
+		res.Status = StatusFail
+		res.Reason = strings.Join(r.failures, "; ")
+		if d, ok := tg.documented(r.name); ok {
+			res.Status = StatusDocumented
+			res.Reason = d.Reason + " (failures: " + res.Reason + ")"
+		}
+	case childFailed:
+		res.Status = StatusFail
+		res.Reason = "a subcase failed"
+	case r.skipped:
+		res.Status = StatusSkip
+		res.Reason = r.skip
+	case allSkipped:
+		res.Status = StatusSkip
+		res.Reason = "every subcase skipped"
+	default:
+		res.Status = StatusPass
+	}
+	return res
+}
+
+// flatten lists r and its subcases, depth first.
+func flatten(tg *Target, r *record, out []CaseResult) []CaseResult {
+	out = append(out, resultOf(tg, r))
+	r.mu.Lock()
+	children := append([]*record(nil), r.children...)
+	r.mu.Unlock()
+	for _, c := range children {
+		out = flatten(tg, c, out)
+	}
+	return out
+}
+
+// RunSuite runs the suite against target without package testing, for the
+// runner binary and for tests that check the suite itself, and returns the
+// report. It never panics on a driver's failure; an error opening the target
+// is reported in Report.Error and as a failed "open" case.
+func RunSuite(ctx context.Context, target Target, opts Options) *Report {
+	rep := &Report{Target: target.Name, Mode: ModeSuite, Started: time.Now().UTC()}
+	begin := time.Now()
+	defer func() { rep.Seconds = time.Since(begin).Seconds() }()
+	caps, err := probeCaps(ctx, &target)
+	if err != nil {
+		rep.Error = err.Error()
+		rep.Cases = append(rep.Cases, CaseResult{Name: "open", Status: StatusFail, Reason: err.Error()})
+		rep.summarize()
+		progress(opts.Progress, rep.Cases[0])
+		return rep
+	}
+	rep.Capabilities = &caps
+	for _, c := range cases {
+		if !opts.selected(c) {
+			continue
+		}
+		rec := runCase(ctx, &target, c, &opts)
+		for _, res := range flatten(&target, rec, nil) {
+			rep.Cases = append(rep.Cases, res)
+			progress(opts.Progress, res)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	rep.Matrix = matrix(&caps, rep.Cases)
+	rep.summarize()
+	return rep
+}
+
+// probeCaps opens the target once to read what it advertises.
+func probeCaps(ctx context.Context, tg *Target) (hal.Capabilities, error) {
+	if tg.Open == nil {
+		return hal.Capabilities{}, fmt.Errorf("target %q has no Open", tg.Name)
+	}
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	nic, h, err := tg.Open(octx)
+	if err != nil {
+		return hal.Capabilities{}, fmt.Errorf("opening %s: %w", tg.Name, err)
+	}
+	caps := nic.Capabilities()
+	err = nic.Close()
+	if herr := h.Close(); err == nil {
+		err = herr
+	}
+	if err != nil {
+		return caps, fmt.Errorf("closing %s after reading its capabilities: %w", tg.Name, err)
+	}
+	return caps, nil
+}
+
+func progress(w io.Writer, r CaseResult) {
+	if w == nil {
+		return
+	}
+	line := fmt.Sprintf("%-10s %s (%.3fs)", strings.ToUpper(string(r.Status)), r.Name, r.Seconds)
+	if r.Reason != "" && r.Status != StatusPass {
+		reason := r.Reason
+		if len(reason) > 160 {
+			reason = reason[:160] + "…"
+		}
+		line += ": " + strings.ReplaceAll(reason, "\n", " ")
+	}
+	fmt.Fprintln(w, line)
+}

@@ -1,0 +1,103 @@
+package conformance
+
+import (
+	"context"
+	"path"
+	"time"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// Target is what the suite runs against: a way to open a fresh NIC together
+// with a harness to the far side of its ports.
+type Target struct {
+	// Name identifies the target in reports ("softnic", "xdp on veth0,veth1").
+	Name string
+
+	// Open returns a fresh NIC with no rules installed, and the harness that
+	// injects frames into its ports and captures what they emit. It needs at
+	// least two ports; cases that need a vport and an uplink, or two vports,
+	// skip with a reason when the NIC lacks them. Every case opens its own NIC
+	// and closes both the NIC and the harness when it ends.
+	Open func(ctx context.Context) (hal.NIC, Harness, error)
+
+	// Documented lists differences from the reference (softnic) that the
+	// driver documents. A failing case or differential scenario whose name
+	// matches one is reported as "documented" with the reason, not failed.
+	Documented []Difference
+
+	// Timeout bounds how long the suite waits for a frame that must arrive
+	// (default 2s). Quiet is how long it listens before it concludes that a
+	// frame did not arrive (default 100ms; slower datapaths such as a VM want
+	// more).
+	Timeout time.Duration
+	Quiet   time.Duration
+
+	// FillLimit is the largest MaxRules for which the full-table case fills
+	// the table (default 4096); above it the case skips and says so.
+	FillLimit int
+}
+
+// Harness reaches the far side of a NIC's ports: what a cable, a veth peer or
+// a test's in-memory port would see.
+type Harness interface {
+	// Send makes frames enter the NIC on port, from outside.
+	Send(port hal.PortID, frames ...[]byte) error
+	// Recv returns up to max frames the NIC emitted on port since the last
+	// Recv, waiting until at least one is there or ctx is done; it returns
+	// what it has (possibly nothing, with a nil error) when ctx is done.
+	Recv(ctx context.Context, port hal.PortID, max int) ([][]byte, error)
+	// Close releases the harness.
+	Close() error
+}
+
+// LeakChecker is an optional ability of a Harness: after the NIC was closed,
+// CheckLeaks reports anything the driver left behind on the device (BPF
+// programs still attached, tc filters, maps, file descriptors, goroutines).
+type LeakChecker interface {
+	CheckLeaks() error
+}
+
+// Difference is a documented difference between a driver and the reference.
+type Difference struct {
+	// Case is a case or scenario name, or a path.Match pattern over names
+	// ("diff/encap-*").
+	Case string
+	// Reason says why the driver differs, in words a reader of the report
+	// understands.
+	Reason string
+}
+
+// documented returns the difference that covers the case named name.
+func (t *Target) documented(name string) (Difference, bool) {
+	for _, d := range t.Documented {
+		if d.Case == name {
+			return d, true
+		}
+		if ok, _ := path.Match(d.Case, name); ok {
+			return d, true
+		}
+	}
+	return Difference{}, false
+}
+
+func (t *Target) timeout() time.Duration {
+	if t.Timeout > 0 {
+		return t.Timeout
+	}
+	return 2 * time.Second
+}
+
+func (t *Target) quiet() time.Duration {
+	if t.Quiet > 0 {
+		return t.Quiet
+	}
+	return 100 * time.Millisecond
+}
+
+func (t *Target) fillLimit() int {
+	if t.FillLimit > 0 {
+		return t.FillLimit
+	}
+	return 4096
+}
