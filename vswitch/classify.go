@@ -1,0 +1,498 @@
+package vswitch
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/policy"
+)
+
+// maxViaDepth bounds next-hop address chains, as the policy's evaluator does.
+const maxViaDepth = 8
+
+// verdict is what the layer walk decides for one flow key. It holds the
+// policy outcome plus what the flow derives from (for revalidation) and the
+// connection-tracking work the walk implies.
+type verdict struct {
+	action policy.Action
+	reason policy.Reason
+	rw     policy.Rewrite
+	port   hal.PortID // Deliver: the local VM's vport
+	pa     netip.Addr // Encap/ToGateway: outer destination
+	vni    uint32     // Encap/ToGateway: VNI to encapsulate with
+	decap  bool       // the flow came in tunnelled from the uplink
+	// routed: the walk crossed the virtual router, so a packet with TTL ≤ 1
+	// is dropped (the NIC's dec_ttl hands it to the host, which drops it).
+	routed bool
+
+	// What the flow derives from.
+	tenant  uint32 // id of the tenant whose policy decided (0: none)
+	srcVM   uint32 // sending VM (local vport or remote sender)
+	dstVM   uint32 // receiving VM
+	scopeVM string // the VM whose location the flow embeds; its scope
+	gateway bool   // a gateway was involved
+
+	// Connection tracking: layers whose stateful allow opens a connection
+	// (committed only if the verdict is not Drop), and established
+	// connections the walk relied on.
+	records [2]connKey
+	nrec    int
+	used    [2]connKey
+	nused   int
+	// denied is the ACL layer and packet a deny happened at, so that a
+	// later connection through that layer re-evaluates the flow.
+	denied    connKey
+	hasDenied bool
+}
+
+// tracer collects the walk in words for Explain; nil on the data path, so
+// callers test for nil before formatting anything.
+type tracer struct{ steps []string }
+
+func (t *tracer) step(format string, args ...any) {
+	t.steps = append(t.steps, fmt.Sprintf(format, args...))
+}
+
+// packetOf turns a parsed key into the packet the policy layers look at.
+func packetOf(k *hal.FlowKey, ttl uint8) policy.Packet {
+	p := policy.Packet{
+		SrcMAC: policy.MAC(k.EthSrc), DstMAC: policy.MAC(k.EthDst),
+		EtherType: k.EthType, Protocol: k.Proto, TTL: ttl,
+	}
+	switch k.EthType {
+	case hal.EtherTypeIPv4:
+		p.Src, p.Dst = hal.AddrFrom16(k.IPSrc), hal.AddrFrom16(k.IPDst)
+	case hal.EtherTypeIPv6:
+		p.Src, p.Dst = netip.AddrFrom16(k.IPSrc), netip.AddrFrom16(k.IPDst)
+	default:
+		p.Protocol = 0
+		return p
+	}
+	switch k.Proto {
+	case policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP:
+		p.SrcPort, p.DstPort = k.L4Src, k.L4Dst
+	case policy.ProtoICMP, policy.ProtoICMPv6:
+		p.ICMPType, p.ICMPCode = uint8(k.L4Src), uint8(k.L4Dst)
+	}
+	return p
+}
+
+// walk is one classification in progress.
+type walk struct {
+	c   *compiled
+	ct  *conntrack
+	tr  *tracer
+	p   policy.Packet
+	v   *verdict
+	ttl uint8
+}
+
+func (w *walk) drop(r policy.Reason) {
+	w.v.action, w.v.reason = policy.Drop, r
+}
+
+func (w *walk) toHost(r policy.Reason) {
+	w.v.action, w.v.reason = policy.ToHost, r
+}
+
+// classify walks the layers for key k (arriving on uplink when k.InPort is
+// the uplink) and fills v. ttl is only used for the routed-TTL check (the
+// flow itself does not depend on it; pass 64 to classify a flow).
+func (c *compiled) classify(k *hal.FlowKey, uplink hal.PortID, ttl uint8, ct *conntrack, tr *tracer, v *verdict) {
+	*v = verdict{}
+	w := walk{c: c, ct: ct, tr: tr, p: packetOf(k, ttl), v: v, ttl: ttl}
+	if !c.hostKnown {
+		if tr != nil {
+			tr.step("host %q is not in the policy", c.host)
+		}
+		w.drop(policy.ReasonUnknownHost)
+		return
+	}
+	if k.InPort == uplink {
+		w.inbound(k)
+		return
+	}
+	vm := c.byPort[k.InPort]
+	if vm == nil {
+		if tr != nil {
+			tr.step("in-port %d is not the vport of any VM", k.InPort)
+		}
+		w.drop(policy.ReasonUnknownPort)
+		return
+	}
+	w.outbound(vm)
+}
+
+func (w *walk) checkL3() bool {
+	p := &w.p
+	switch p.EtherType {
+	case policy.EtherTypeARP:
+		if w.tr != nil {
+			w.tr.step("ARP: answered by the host from the mappings")
+		}
+		w.toHost(policy.ReasonAddressResolution)
+		return false
+	case policy.EtherTypeIPv4:
+		if !p.Src.Is4() || !p.Dst.Is4() {
+			w.drop(policy.ReasonMalformed)
+			return false
+		}
+	case policy.EtherTypeIPv6:
+		if !p.Src.Is6() || !p.Dst.Is6() || p.Src.Is4In6() || p.Dst.Is4In6() {
+			w.drop(policy.ReasonMalformed)
+			return false
+		}
+		if p.Protocol == policy.ProtoICMPv6 && p.ICMPType >= 133 && p.ICMPType <= 137 {
+			if w.tr != nil {
+				w.tr.step("ICMPv6 neighbor discovery type %d: answered by the host", p.ICMPType)
+			}
+			w.toHost(policy.ReasonAddressResolution)
+			return false
+		}
+	default:
+		if w.tr != nil {
+			w.tr.step("EtherType %#04x is not IPv4, IPv6 or ARP", p.EtherType)
+		}
+		w.drop(policy.ReasonUnsupportedEtherType)
+		return false
+	}
+	return true
+}
+
+func (w *walk) outbound(src *vmInfo) {
+	c, v := w.c, w.v
+	v.srcVM = src.id
+	v.tenant = src.tenant.id
+	if !src.local {
+		if w.tr != nil {
+			w.tr.step("VM %s does not run on %s now", src.name, c.host)
+		}
+		w.drop(policy.ReasonUnknownPort)
+		return
+	}
+	if w.tr != nil {
+		w.tr.step("from VM %s (tenant %s, vnet %s) on %s", src.name, src.tenant.name, src.vnet.name, c.host)
+	}
+	if !w.checkL3() {
+		return
+	}
+	p := &w.p
+	if hal.MAC(p.SrcMAC) != src.mac {
+		if w.tr != nil {
+			w.tr.step("source MAC %s is not VM %s's %s", hal.MAC(p.SrcMAC), src.name, src.mac)
+		}
+		w.drop(policy.ReasonSpoofedSource)
+		return
+	}
+	own := false
+	for _, a := range src.cas {
+		if a == p.Src {
+			own = true
+			break
+		}
+	}
+	if !own {
+		if w.tr != nil {
+			w.tr.step("source address %s is not one of VM %s's addresses", p.Src, src.name)
+		}
+		w.drop(policy.ReasonSpoofedSource)
+		return
+	}
+	if !w.aclLayer(src, policy.Out, p) {
+		w.drop(policy.ReasonACLDeny)
+		return
+	}
+	r, target, via := w.resolve(src.tenant, p.Dst)
+	if r == nil {
+		return
+	}
+	switch r.hop.Kind {
+	case policy.NextHopDrop:
+		w.drop(policy.ReasonRouteDrop)
+	case policy.NextHopHost:
+		w.toHost(policy.ReasonRouteToHost)
+	case policy.NextHopGateway:
+		w.toGateway(src, r)
+	case policy.NextHopVNET:
+		w.toVNET(r.vnet, target, via || r.vnet != src.vnet)
+	default:
+		w.drop(policy.ReasonNoRoute)
+	}
+}
+
+// resolve routes dst in the tenant's routing domain, following next-hop
+// addresses, to the first route whose next hop is not an address. It
+// returns nil (with the drop verdict set) when there is none.
+func (w *walk) resolve(t *tenantInfo, dst netip.Addr) (r *routeInfo, target netip.Addr, via bool) {
+	target = dst
+	for depth := 0; ; depth++ {
+		if depth > maxViaDepth {
+			if w.tr != nil {
+				w.tr.step("routing domain of %s: gave up after %d next-hop addresses", t.name, maxViaDepth)
+			}
+			w.drop(policy.ReasonRouteLoop)
+			return nil, target, via
+		}
+		r = t.lpm(target)
+		if r == nil {
+			if w.tr != nil {
+				w.tr.step("routing domain of %s: no route covers %s", t.name, target)
+			}
+			w.drop(policy.ReasonNoRoute)
+			return nil, target, via
+		}
+		if w.tr != nil {
+			w.tr.step("routing domain of %s: route %s (%s) -> %s", t.name, r.prefix, r.origin, r.hop)
+		}
+		if r.hop.Kind != policy.NextHopAddress {
+			return r, target, via
+		}
+		via = true
+		target = r.hop.Via
+	}
+}
+
+func (w *walk) routedRewrite() bool {
+	w.v.routed = true
+	if w.ttl <= 1 {
+		if w.tr != nil {
+			w.tr.step("routed packet with TTL %d", w.ttl)
+		}
+		w.drop(policy.ReasonTTLExpired)
+		return false
+	}
+	w.v.rw.SrcMAC = policy.MAC(w.c.routerMAC)
+	w.v.rw.DecTTL = true
+	return true
+}
+
+func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
+	c, v := w.c, w.v
+	m, ok := c.st.Lookup(dv.vni, target)
+	if !ok {
+		if w.tr != nil {
+			w.tr.step("VNET mapping: vnet %s (vni %d) has no mapping for %s", dv.name, dv.vni, target)
+		}
+		w.drop(policy.ReasonUnknownDestination)
+		return
+	}
+	if w.tr != nil {
+		w.tr.step("VNET mapping: vni %d %s -> VM %s mac %s on %s (%s, generation %d)", m.VNI, m.CA, m.VM, m.MAC, m.Host, m.PA, m.Generation)
+	}
+	dst := c.vms[m.VM]
+	v.dstVM = dst.id
+	v.scopeVM = dst.name
+	if routed && !w.routedRewrite() {
+		return
+	}
+	v.rw.DstMAC = m.MAC
+	if m.Host == c.host {
+		q := v.rw.Apply(w.p)
+		if !w.aclLayer(dst, policy.In, &q) {
+			w.drop(policy.ReasonACLDeny)
+			return
+		}
+		if dst.port == 0 {
+			// The policy places the VM here but this switch was given no
+			// vport for it: nothing can be delivered.
+			if w.tr != nil {
+				w.tr.step("local VM %s has no vport on this switch", dst.name)
+			}
+			w.drop(policy.ReasonUnknownPort)
+			return
+		}
+		v.action, v.port = policy.Deliver, dst.port
+		if w.tr != nil {
+			w.tr.step("deliver to local VM %s on port %d", dst.name, dst.port)
+		}
+		return
+	}
+	v.action, v.pa, v.vni = policy.Encap, m.PA, m.VNI
+	if w.tr != nil {
+		w.tr.step("encapsulate with vni %d toward %s (%s)", m.VNI, m.Host, m.PA)
+	}
+}
+
+func (w *walk) toGateway(src *vmInfo, r *routeInfo) {
+	v := w.v
+	v.gateway = true
+	if !w.routedRewrite() {
+		return
+	}
+	if r.hop.NAT.IsValid() {
+		v.rw.Dst = translate(w.p.Dst, r.prefix, r.hop.NAT)
+		if w.tr != nil {
+			w.tr.step("gateway/NAT: rule %s: destination %s -> %s", r.rule, w.p.Dst, v.rw.Dst)
+		}
+	}
+	v.action, v.pa, v.vni = policy.ToGateway, r.gw.pa, src.vnet.vni
+	if w.tr != nil {
+		w.tr.step("gateway/NAT: encapsulate with vni %d (vnet %s) toward gateway %s (%s)", src.vnet.vni, src.vnet.name, r.gw.name, r.gw.pa)
+	}
+}
+
+func (w *walk) inbound(k *hal.FlowKey) {
+	c, v := w.c, w.v
+	v.decap = k.TunKind != hal.EncapNone
+	outer := hal.AddrFrom16(k.TunSrc)
+	if w.tr != nil {
+		w.tr.step("from uplink: %s vni %d, outer source %s, on %s", k.TunKind, k.VNI, outer, c.host)
+	}
+	if !v.decap {
+		if w.tr != nil {
+			w.tr.step("frame from the uplink is not encapsulated")
+		}
+		w.drop(policy.ReasonUnknownVNI)
+		return
+	}
+	dv := c.vnetByVNI[k.VNI]
+	if dv == nil {
+		w.drop(policy.ReasonUnknownVNI)
+		return
+	}
+	v.tenant = dv.tenant.id
+	if w.tr != nil {
+		w.tr.step("vni %d is vnet %s of tenant %s", k.VNI, dv.name, dv.tenant.name)
+	}
+	if !w.checkL3() {
+		return
+	}
+	p := w.p
+	// The receiver routes the inner destination as the sender did, so a
+	// route through an appliance cannot be bypassed.
+	t := dv.tenant
+	r, target, _ := w.resolve(t, p.Dst)
+	if r == nil {
+		return
+	}
+	if r.hop.Kind != policy.NextHopVNET || r.vnet != dv {
+		if w.tr != nil {
+			w.tr.step("tenant %s routes %s to %s, not into vnet %s", t.name, p.Dst, r.hop, dv.name)
+		}
+		w.drop(policy.ReasonUnknownDestination)
+		return
+	}
+	m, ok := c.st.Lookup(dv.vni, target)
+	if !ok {
+		if w.tr != nil {
+			w.tr.step("VNET mapping: vnet %s has no mapping for %s", dv.name, target)
+		}
+		w.drop(policy.ReasonUnknownDestination)
+		return
+	}
+	dst := c.vms[m.VM]
+	v.dstVM = dst.id
+	v.scopeVM = dst.name
+	if m.Host != c.host {
+		if w.tr != nil {
+			w.tr.step("VM %s (%s) runs on %s, not on %s", m.VM, p.Dst, m.Host, c.host)
+		}
+		w.drop(policy.ReasonNotLocal)
+		return
+	}
+	if gw := c.gwByPA[outer]; gw != nil && (gw.tenant == "" || gw.tenant == t.name) {
+		v.gateway = true
+		if w.tr != nil {
+			w.tr.step("outer source is gateway %s", gw.name)
+		}
+		for _, gr := range t.gwRules {
+			if gr.Gateway == gw.name && gr.NAT.IsValid() && gr.NAT.Contains(p.Src) {
+				v.rw.Src = translate(p.Src, gr.NAT, gr.Prefix)
+				if w.tr != nil {
+					w.tr.step("gateway/NAT: rule %s: source %s -> %s", gr.Name, p.Src, v.rw.Src)
+				}
+				break
+			}
+		}
+	} else if !w.senderMatches(t, p.Src, outer) {
+		if w.tr != nil {
+			w.tr.step("outer source %s does not host tenant %s's address %s", outer, t.name, p.Src)
+		}
+		w.drop(policy.ReasonTenantIsolation)
+		return
+	}
+	v.rw.DstMAC = m.MAC
+	q := v.rw.Apply(p)
+	if !w.aclLayer(dst, policy.In, &q) {
+		w.drop(policy.ReasonACLDeny)
+		return
+	}
+	if dst.port == 0 {
+		w.drop(policy.ReasonUnknownPort)
+		return
+	}
+	v.action, v.port = policy.Deliver, dst.port
+	if w.tr != nil {
+		w.tr.step("deliver to local VM %s on port %d", dst.name, dst.port)
+	}
+}
+
+func (w *walk) senderMatches(t *tenantInfo, src, outer netip.Addr) bool {
+	r := t.lpm(src)
+	if r == nil || r.hop.Kind != policy.NextHopVNET {
+		return false
+	}
+	m, ok := w.c.st.Lookup(r.vnet.vni, src)
+	if !ok || m.PA != outer {
+		return false
+	}
+	w.v.srcVM = w.c.vms[m.VM].id
+	if w.tr != nil {
+		w.tr.step("sender %s is VM %s on %s", src, m.VM, m.Host)
+	}
+	return true
+}
+
+// aclLayer runs the ACLs of vm in direction dir on p, as the policy
+// defines them: an established connection passes; otherwise the first
+// matching ACL decides and no match allows.
+func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool {
+	v := w.v
+	ck := connKeyOf(vm.name, dir, p)
+	if w.ct != nil && w.ct.established(ck) {
+		if v.nused < len(v.used) {
+			v.used[v.nused] = ck
+			v.nused++
+		}
+		if w.tr != nil {
+			w.tr.step("acl %s %s: established connection, allowed", vm.name, dir)
+		}
+		return true
+	}
+	for i := range vm.tenant.acls[dir] {
+		a := &vm.tenant.acls[dir][i]
+		if (a.vnet != "" && a.vnet != vm.vnet.name) || !a.matches(p) {
+			continue
+		}
+		if w.tr != nil {
+			act := "deny"
+			if a.allow {
+				act = "allow"
+			}
+			st := ""
+			if a.stateful {
+				st = " stateful"
+			}
+			w.tr.step("acl %s %s: %s (priority %d) %s%s", vm.name, dir, a.id, a.priority, act, st)
+		}
+		if !a.allow {
+			v.denied, v.hasDenied = ck, true
+			return false
+		}
+		if a.stateful && v.nrec < len(v.records) {
+			v.records[v.nrec] = connKeyOf(vm.name, dir.Opposite(), ptrReverse(p))
+			v.nrec++
+		}
+		return true
+	}
+	if w.tr != nil {
+		w.tr.step("acl %s %s: no ACL matches, allowed by default", vm.name, dir)
+	}
+	return true
+}
+
+func ptrReverse(p *policy.Packet) *policy.Packet {
+	r := p.Reverse()
+	return &r
+}

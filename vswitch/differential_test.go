@@ -1,0 +1,197 @@
+package vswitch
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
+	"github.com/nicpath/nicpath/policy/policytest"
+)
+
+// expectation is where the reference evaluator says a packet ends up.
+type expectation struct {
+	host *testHost
+	port hal.PortID
+	pkt  policy.Packet
+	// For packets leaving toward a gateway: the outer destination and VNI.
+	outer netip.Addr
+	vni   uint32
+}
+
+// expect walks the oracle across hosts: the verdict at the first host, and
+// for an encapsulation, the verdict at the receiving host. Every verdict is
+// recorded in ct, the reference connection tracker.
+func (tp *topo) expect(h *testHost, in policy.InPort, p policy.Packet, ct *policy.ConnTable) []expectation {
+	v := tp.st.EvaluateWith(h.name, in, p, ct.Options())
+	ct.Record(p, v)
+	switch v.Action {
+	case policy.Deliver:
+		return []expectation{{host: h, port: h.ports[v.VM], pkt: v.Rewrite.Apply(p)}}
+	case policy.Encap:
+		h2 := tp.byPA[v.PA]
+		if h2 == nil {
+			tp.t.Fatalf("oracle encapsulates toward %s, which is no host", v.PA)
+		}
+		return tp.expect(h2, policy.FromUplink(v.VNI, h.pa), v.Rewrite.Apply(p), ct)
+	case policy.ToGateway:
+		return []expectation{{host: h, port: h.uplink, pkt: v.Rewrite.Apply(p), outer: v.PA, vni: v.VNI}}
+	}
+	return nil
+}
+
+func (tp *topo) check(t *testing.T, what string, got []delivery, want []expectation) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d frames delivered, the reference says %d (%+v)", what, len(got), len(want), want)
+	}
+	for i := range got {
+		g, w := got[i], want[i]
+		if g.host != w.host || g.port != w.port {
+			t.Fatalf("%s: delivered on %s port %d, want %s port %d", what, g.host.name, g.port, w.host.name, w.port)
+		}
+		pkt, k := packetFrom(t, g.frame)
+		if w.outer.IsValid() {
+			if k.TunKind == hal.EncapNone || hal.AddrFrom16(k.TunDst) != w.outer || k.VNI != w.vni {
+				t.Fatalf("%s: to gateway %s vni %d, got frame %v", what, w.outer, w.vni, k)
+			}
+		} else if k.TunKind != hal.EncapNone {
+			t.Fatalf("%s: delivered to a VM still encapsulated: %v", what, k)
+		}
+		if pkt != w.pkt {
+			t.Fatalf("%s: delivered\n  %s\nwant\n  %s", what, describe(pkt), describe(w.pkt))
+		}
+	}
+}
+
+type sentPacket struct {
+	host *testHost
+	vm   string
+	pkt  policy.Packet // as the receiving VM saw it
+}
+
+// runDifferential sends random traffic (outbound from every VM, replies to
+// delivered packets, random tunnelled packets from the uplink) through the
+// topology and holds every outcome to the reference evaluator.
+func runDifferential(t *testing.T, o topoOpts, seed uint64, packets int) *topo {
+	cfg := policytest.Config{Seed: seed, Hosts: 3, Tenants: 2, VNETsPerTenant: 2, VMsPerVNET: 3, IPv6: true, Routes: true, ACLsPerTenant: 6}
+	st := policytest.MustGenerate(cfg)
+	tp := newTopo(t, st, o)
+	ct := policy.NewConnTable()
+	r := rand.New(rand.NewPCG(seed, 99))
+	vms := st.VMs()
+	var delivered []sentPacket
+	for i := 0; i < packets; i++ {
+		var h *testHost
+		var port hal.PortID
+		var in policy.InPort
+		var p policy.Packet
+		var frame []byte
+		switch n := r.IntN(8); {
+		case n < 3 && len(delivered) > 0:
+			d := delivered[r.IntN(len(delivered))]
+			p = d.pkt.Reverse()
+			p.TTL = uint8(2 + r.IntN(62))
+			h, port, in = d.host, d.host.ports[d.vm], policy.FromVM(d.vm)
+			frame = frameOf(p)
+		case n < 5:
+			var inner policy.Packet
+			in, inner = policytest.RandomInbound(r, cfg)
+			h = tp.hosts[r.IntN(len(tp.hosts))]
+			p = inner
+			port = h.uplink
+			e := hal.Encap{Kind: hal.EncapVXLAN, VNI: in.VNI, Src: in.OuterSrc, Dst: h.pa, SrcMAC: uplinkMAC, DstMAC: uplinkMAC}
+			frame = wire.BuildEncap(&e, frameOf(inner))
+		default:
+			vm := vms[r.IntN(len(vms))]
+			host, _, _, _ := st.Location(vm.Name)
+			h = tp.byNm[host]
+			port, in = h.ports[vm.Name], policy.FromVM(vm.Name)
+			p = policytest.RandomOutbound(r, cfg, vm)
+			frame = frameOf(p)
+		}
+		want := tp.expect(h, in, p, ct)
+		got := tp.send(h, port, frame)
+		tp.check(t, describe(p)+" from "+in.String()+" on "+h.name, got, want)
+		for _, w := range want {
+			if !w.outer.IsValid() {
+				delivered = append(delivered, sentPacket{host: w.host, vm: w.host.portVM[w.port], pkt: w.pkt})
+			}
+		}
+	}
+	return tp
+}
+
+func TestDifferentialSoftnic(t *testing.T) {
+	n := 3000
+	if testing.Short() {
+		n = 600
+	}
+	for _, seed := range []uint64{1, 2} {
+		tp := runDifferential(t, topoOpts{}, seed, n)
+		var nicFlows, hostExc uint64
+		for _, h := range tp.hosts {
+			st := h.sw.Stats()
+			nicFlows += uint64(st.FlowsNIC)
+			hostExc += st.Packets
+			if st.FlowsNIC == 0 {
+				t.Errorf("%s: no flow offloaded:\n%s", h.name, st)
+			}
+		}
+		// Offloaded flows keep later packets away from the host.
+		if hostExc >= uint64(2*n) {
+			t.Errorf("seed %d: %d exceptions for %d packets: offloaded flows still reach the host", seed, hostExc, n)
+		}
+		t.Logf("seed %d: %d flows on NICs, %d exceptions for %d packets", seed, nicFlows, hostExc, n)
+	}
+}
+
+// TestDifferentialFewerCapabilities runs the same traffic on NICs that
+// cannot encapsulate, decapsulate, decrement TTLs or rewrite addresses: the
+// flows that need those stay in the host, and every packet still ends
+// where the reference says.
+func TestDifferentialFewerCapabilities(t *testing.T) {
+	n := 2000
+	if testing.Short() {
+		n = 500
+	}
+	dis := softnic.Disable{
+		Actions: hal.ActionsOf(hal.ActionEncap, hal.ActionDecTTL, hal.ActionSetIPDst, hal.ActionSetIPSrc),
+		Decaps:  hal.EncapsOf(hal.EncapVXLAN),
+	}
+	tp := runDifferential(t, topoOpts{disable: dis}, 3, n)
+	var fallback, offloaded int
+	for _, h := range tp.hosts {
+		st := h.sw.Stats()
+		fallback += int(st.Fallbacks[WhyNotSupported.String()])
+		offloaded += st.FlowsNIC
+	}
+	if fallback == 0 {
+		t.Error("no flow fell back to the host for a missing capability")
+	}
+	if offloaded == 0 {
+		t.Error("nothing was offloaded: local delivery and drops need none of the missing capabilities")
+	}
+	// Every host-path flow says why.
+	for _, h := range tp.hosts {
+		for _, f := range h.sw.Flows() {
+			if f.Location == LocHost && f.Why == WhyNotSupported && f.Err == nil {
+				t.Fatalf("host flow without its refusal: %+v", f)
+			}
+		}
+	}
+}
+
+// TestDifferentialHostOnly is the baseline: offload disabled, everything
+// runs through the host path.
+func TestDifferentialHostOnly(t *testing.T) {
+	tp := runDifferential(t, topoOpts{noOffload: true}, 4, 800)
+	for _, h := range tp.hosts {
+		if st := h.sw.Stats(); st.FlowsNIC != 0 {
+			t.Fatalf("%s: %d flows offloaded with offload disabled", h.name, st.FlowsNIC)
+		}
+	}
+}

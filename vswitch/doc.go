@@ -1,0 +1,93 @@
+// Package vswitch is nicpath's host virtual switch: the slow path that
+// turns policy into unified flows and offloads them to any hal.NIC.
+//
+// One Switch runs per host. It owns the host's vports (one per VM, named in
+// Config.Ports) and the uplink, and depends on the NIC only through hal (as
+// wireguard-go's device depends on tun): it never imports a driver.
+//
+// # The packet's walk
+//
+// A packet the NIC does not handle reaches the host on the exception path.
+// HandleBatch (Run calls it for every batch it reads) parses it with
+// hal/wire and looks its exact key up in the flow cache. The first packet of
+// a flow walks the policy layers, compiled from the policy.State into the
+// switch's own lookup structures (compile.go): source checks → the
+// sender's ACLs → the tenant's routing domain (longest prefix match, next
+// hops followed) → the VNET's CA→PA mapping → the receiver's ACLs, or for
+// the uplink, VNI → routing → mapping → sender/gateway check (with NAT) →
+// ACLs. The result is a unified flow: hal.Exact of the key and one list of
+// header operations (decap, MAC and address rewrites, dec_ttl, encap, count,
+// output or drop). policy.State.Evaluate is the reference the tests compare
+// every outcome against; it is never called on the data path.
+//
+// New flows of one batch are validated against the NIC (answers cached per
+// action list and match shape) and offloaded in one Apply. A flow the NIC
+// cannot take stays in the host's flow cache with its reason: a missing
+// capability (the typed refusal), a full table, a driver error, or the
+// policy (packets for the host). The switch then executes every packet of
+// the batch in the host (rewrites and encapsulation in place, in an arena
+// with headroom) and reinjects it on its output port; later packets of an
+// offloaded flow never reach the host. Flows with equal header operations
+// share one interned action list.
+//
+// Drops that are the policy's are flows too (a drop rule on the NIC); drops
+// that are the host's are counted by reason: sealed-address frames
+// (EtherType 0x88B5) are always dropped in the host, never opened (fail
+// closed; a NIC with Capabilities.Crypto opens them itself), as are expired
+// TTLs, malformed frames and non-first fragments.
+//
+// # Stateful ACLs
+//
+// A stateful allow opens a tracked connection at the opposite layer of the
+// same VM, keyed like policy.ConnTable. The reply's flow is predicted and
+// offloaded together with the request's (reverse.go); a reply that does not
+// match the prediction still passes through the tracked connection. A flow
+// an ACL denied is re-evaluated when a connection opens through the layer
+// that denied it. Connections are kept alive by the counters of the flows
+// that opened or used them and removed after Config.ConnIdle without
+// traffic, together with those flows.
+//
+// # Policy changes
+//
+// Update diffs the old and new states (policy.Diff) and re-evaluates only
+// the flows derived from what changed: each flow records its tenant, its
+// sending and receiving VMs and whether its walk ended without a mapping.
+// A flow whose header operations change is modified in place (one Modify
+// per rule: a packet sees the old or the new rule); flows that can no longer
+// be offloaded move to the host. The host switches to the new state under
+// the switch's lock, between two batches.
+//
+// # Generations and live migration
+//
+// Every flow whose result embeds a VM's location (toward the VM, or
+// delivered to it) lives in that VM's scope (hal.Scope = the VM's stable id
+// in this switch) at the scope's active generation. When the state holds an
+// inactive shadow for a VM, the switch compiles the state with the shadow
+// activated and installs, for every flow in the VM's scope, a second rule
+// with the scope's next generation: inactive. ActivateShadow (or an Update
+// whose only change for the VM is its activation) calls Activate once for
+// the scope and swaps the host's compiled state; host-path flows pick their
+// shadow actions by comparing generations. None of that depends on how many
+// flows or mappings move. Maintain then retires the old generation: shadow
+// rules become the flows' rules, old rules are deleted. On a NIC without
+// generations the switch re-evaluates the scope's flows instead.
+//
+// # Counters, aging, reconciliation, faults
+//
+// Maintain merges per-rule counters (rules carry a Count action when the
+// NIC counts) into flow statistics, ages out idle flows (Config.FlowIdle)
+// and connections, and retries flows a full table or a driver error left in
+// the host. Every rule carries an owner cookie (a magic and
+// Config.CookieTag in the high 48 bits, the policy epoch in the low 16):
+// Reconcile (at New, and after any driver error) dumps the NIC, deletes our
+// rules no flow wants, repairs drifted ones, re-adds missing ones and
+// leaves other owners' rules alone. A failed operation never loses a packet:
+// the flow's packets are executed in the host and the case is counted
+// (Stats) and explained (Explain).
+//
+// # Explain
+//
+// Explain, ExplainFrame and ExplainFlow say, like ovs-appctl ofproto/trace,
+// which layers a packet walks, the verdict, the unified flow, and where it
+// is handled (NIC or host) and why.
+package vswitch

@@ -1,0 +1,255 @@
+package vswitch
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
+)
+
+// Description describes a packet by its headers, for Explain: the local VM
+// that sends it, or the uplink with its encapsulation, and the inner packet.
+type Description struct {
+	VM       string // sending local VM; empty for the uplink
+	Uplink   bool
+	VNI      uint32
+	OuterSrc netip.Addr // the sending host's (or gateway's) PA
+	OuterDst netip.Addr // default: this host's PA
+	Packet   policy.Packet
+}
+
+// Explanation says where a packet (or flow) is handled and why.
+type Explanation struct {
+	Key     hal.FlowKey
+	Trace   []string // the layers walked, one step a line
+	Verdict string   // the policy outcome
+	Action  policy.Action
+	Reason  policy.Reason
+	Actions []hal.Action // the unified flow's header operations
+	// Where it is handled: the NIC or the host; LocNone for a packet the
+	// host drops before any flow (sealed, TTL, malformed).
+	Where Location
+	Why   Why
+	// Detail is the refusal, failure or host drop behind Why, in words.
+	Detail string
+	// Flow is the cached flow, when the switch has one for the key.
+	Flow *FlowInfo
+}
+
+// String prints the explanation the way ofproto/trace does: the flow, the
+// layers, the verdict, the unified flow and where it runs.
+func (e Explanation) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Flow: %s\n", e.Key)
+	for _, s := range e.Trace {
+		fmt.Fprintf(&b, "    %s\n", s)
+	}
+	fmt.Fprintf(&b, "Verdict: %s\n", e.Verdict)
+	if len(e.Actions) > 0 {
+		acts := make([]string, len(e.Actions))
+		for i, a := range e.Actions {
+			acts[i] = a.String()
+		}
+		fmt.Fprintf(&b, "Unified flow: %s actions=%s\n", func() string { m := hal.Exact(&e.Key); return m.String() }(), strings.Join(acts, ","))
+	}
+	switch e.Where {
+	case LocNIC:
+		fmt.Fprintf(&b, "Handled: NIC")
+	case LocHost:
+		fmt.Fprintf(&b, "Handled: host (%s)", e.Why)
+	default:
+		fmt.Fprintf(&b, "Handled: nowhere")
+	}
+	if e.Detail != "" {
+		fmt.Fprintf(&b, ": %s", e.Detail)
+	}
+	b.WriteString("\n")
+	if f := e.Flow; f != nil {
+		fmt.Fprintf(&b, "Cached flow: rule %d scope %d gen %d, %d packets, %d bytes, age %s, idle %s\n",
+			f.ID, f.Scope, f.Gen, f.Packets, f.Bytes, f.Age, f.Idle)
+	} else {
+		b.WriteString("Cached flow: none yet (the first packet creates it)\n")
+	}
+	return b.String()
+}
+
+// Explain says what the switch does with a packet described by its headers.
+func (s *Switch) Explain(d Description) Explanation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, err := s.keyOf(&d)
+	if err != nil {
+		return Explanation{Where: LocNone, Detail: err.Error(), Verdict: "not a packet of this host"}
+	}
+	return s.explainKey(&k, d.Packet.TTL)
+}
+
+// ExplainFrame says what the switch does with a frame arriving on inPort.
+func (s *Switch) ExplainFrame(inPort hal.PortID, frame []byte) Explanation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var k hal.FlowKey
+	var l wire.Layout
+	if err := wire.Parse(frame, inPort, &k, &l); err != nil {
+		return Explanation{Key: k, Where: LocNone, Verdict: "drop", Detail: "the host drops it: " + err.Error()}
+	}
+	if k.EthType == hal.EtherTypeSealed {
+		return s.explainSealed(k)
+	}
+	return s.explainKey(&k, ttlOf(frame, &l))
+}
+
+// ExplainFlow explains the flow with rule ID id (as listed by Flows).
+func (s *Switch) ExplainFlow(id hal.RuleID) (Explanation, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.byID[id]
+	if f == nil {
+		return Explanation{}, false
+	}
+	return s.explainKey(&f.key, 64), true
+}
+
+func (s *Switch) explainSealed(k hal.FlowKey) Explanation {
+	e := Explanation{Key: k, Verdict: "drop", Where: LocNone}
+	if s.caps.Crypto {
+		e.Detail = "sealed-address frame the NIC could not open (no key or a bad seal): the host drops it and never opens it"
+	} else {
+		e.Detail = "sealed-address frame and the NIC has no crypto capability: the host drops it (fail closed) and never opens it"
+	}
+	return e
+}
+
+func (s *Switch) keyOf(d *Description) (hal.FlowKey, error) {
+	p := &d.Packet
+	k := hal.FlowKey{EthSrc: hal.MAC(p.SrcMAC), EthDst: hal.MAC(p.DstMAC), EthType: p.EtherType}
+	if d.Uplink {
+		k.InPort = s.cfg.Uplink
+		k.TunKind, k.VNI = s.cfg.Encap, d.VNI
+		k.TunSrc = d.OuterSrc.As16()
+		dst := d.OuterDst
+		if !dst.IsValid() {
+			dst = s.cur.pa
+		}
+		k.TunDst = dst.As16()
+	} else {
+		port, ok := s.cfg.Ports[d.VM]
+		if !ok {
+			return k, fmt.Errorf("VM %q has no vport on this switch", d.VM)
+		}
+		k.InPort = port
+	}
+	if k.EthType == hal.EtherTypeSealed {
+		return k, nil
+	}
+	if p.Src.IsValid() && p.Dst.IsValid() && (p.EtherType == hal.EtherTypeIPv4 || p.EtherType == hal.EtherTypeIPv6) {
+		k.IPSrc, k.IPDst = p.Src.As16(), p.Dst.As16()
+		k.Proto = p.Protocol
+		switch p.Protocol {
+		case policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP:
+			k.L4Src, k.L4Dst = p.SrcPort, p.DstPort
+		case policy.ProtoICMP, policy.ProtoICMPv6:
+			k.L4Src, k.L4Dst = uint16(p.ICMPType), uint16(p.ICMPCode)
+		}
+	}
+	return k, nil
+}
+
+func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
+	if k.EthType == hal.EtherTypeSealed {
+		return s.explainSealed(*k)
+	}
+	if ttl == 0 {
+		ttl = wire.DefaultTTL
+	}
+	var tr tracer
+	var v verdict
+	s.cur.classify(k, s.cfg.Uplink, ttl, s.ct, &tr, &v)
+	e := Explanation{Key: *k, Trace: tr.steps, Action: v.action, Reason: v.reason}
+	e.Verdict = verdictString(&v)
+	if v.action == policy.Drop && v.reason == policy.ReasonTTLExpired {
+		e.Where, e.Detail = LocNone, "the host drops this packet for its TTL; the flow itself is unaffected"
+		return e
+	}
+	now := s.now()
+	if f := s.flows[*k]; f != nil {
+		fi := s.flowInfo(f, now)
+		e.Flow = &fi
+		e.Actions = fi.Actions
+		e.Where, e.Why = f.loc, f.why
+		switch {
+		case f.err != nil:
+			e.Detail = f.err.Error()
+		case f.loc == LocNIC:
+			e.Detail = fmt.Sprintf("offloaded as rule %d (%s)", f.id, s.caps.Location)
+		case f.why == WhyPolicy:
+			e.Detail = "the policy hands these packets to the host"
+		case f.why == WhyNoOffload:
+			e.Detail = "offload is disabled or the NIC has no exception path"
+		}
+		if f.current().key != actKeyOf(&v) {
+			e.Detail += " (the cached flow predates a change; it is revalidated on the next update)"
+		}
+		return e
+	}
+	// Not seen yet: say where the first packet would put it.
+	a := s.buildActions(actKeyOf(&v))
+	e.Actions = a.acts
+	switch {
+	case !a.offload:
+		e.Where, e.Why, e.Detail = LocHost, WhyPolicy, "the policy hands these packets to the host"
+	case !s.offloading():
+		e.Where, e.Why, e.Detail = LocHost, WhyNoOffload, "offload is disabled or the NIC has no exception path"
+	default:
+		var sc hal.Scope
+		if v.scopeVM != "" && s.caps.Generations {
+			if x := s.scopes[v.scopeVM]; x != nil {
+				sc = x.id
+			} else {
+				sc = hal.Scope(s.vmIDs.id(v.scopeVM))
+			}
+		}
+		r := s.rule(1, k, a, sc, 0)
+		if err := s.nic.Validate(&r); err != nil {
+			e.Where, e.Why, e.Detail = LocHost, whyOf(err), err.Error()
+		} else if s.caps.MaxRules > 0 && s.countNIC() >= s.caps.MaxRules {
+			e.Where, e.Why, e.Detail = LocHost, WhyTableFull, fmt.Sprintf("the NIC's table holds %d rules and is full", s.caps.MaxRules)
+		} else {
+			e.Where, e.Why, e.Detail = LocNIC, WhyOffloaded, "the NIC accepts the rule; the first packet offloads it"
+		}
+	}
+	return e
+}
+
+func (s *Switch) countNIC() int {
+	n := 0
+	for _, f := range s.flows {
+		if f.id != 0 {
+			n++
+		}
+		if f.shadowID != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func verdictString(v *verdict) string {
+	switch v.action {
+	case policy.Drop:
+		return "drop (" + v.reason.String() + ")"
+	case policy.ToHost:
+		return "to host (" + v.reason.String() + ")"
+	case policy.Deliver:
+		return fmt.Sprintf("deliver to port %d, rewrite %s", v.port, v.rw)
+	case policy.Encap:
+		return fmt.Sprintf("encapsulate vni %d to %s, rewrite %s", v.vni, v.pa, v.rw)
+	case policy.ToGateway:
+		return fmt.Sprintf("to gateway %s vni %d, rewrite %s", v.pa, v.vni, v.rw)
+	}
+	return v.action.String()
+}
+

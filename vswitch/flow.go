@@ -1,0 +1,250 @@
+package vswitch
+
+import (
+	"errors"
+	"net/netip"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
+)
+
+// Location says where a flow's packets are handled.
+type Location uint8
+
+const (
+	// LocNone: the flow is not installed anywhere (being placed, or Explain
+	// of a packet the switch has not seen).
+	LocNone Location = iota
+	// LocNIC: the NIC handles the flow; its packets never reach the host.
+	LocNIC
+	// LocHost: the switch executes the flow's actions on the exception path.
+	LocHost
+)
+
+func (l Location) String() string {
+	switch l {
+	case LocNIC:
+		return "nic"
+	case LocHost:
+		return "host"
+	}
+	return "none"
+}
+
+// Why says why a flow is where it is.
+type Why uint8
+
+const (
+	WhyOffloaded    Why = iota // on the NIC
+	WhyNotSupported            // the NIC lacks a capability the flow needs (Validate or Apply said ErrNotSupported)
+	WhyTableFull               // the NIC's table had no room
+	WhyDeviceError             // the driver failed (an *hal.OpError or another device error)
+	WhyInvalid                 // the NIC refused the rule as malformed (a bug in the switch)
+	WhyPolicy                  // the policy hands these packets to the host (address resolution, route to host)
+	WhyNoOffload               // offload is disabled or the NIC has no exception path
+	NumWhy                     // number of reasons; for arrays indexed by Why
+)
+
+var whyNames = [...]string{"offloaded", "not_supported", "table_full", "device_error", "invalid_rule", "policy", "no_offload"}
+
+func (w Why) String() string {
+	if int(w) < len(whyNames) {
+		return whyNames[w]
+	}
+	return "why?"
+}
+
+// whyOf sorts a driver error into a fallback reason.
+func whyOf(err error) Why {
+	switch {
+	case errors.Is(err, hal.ErrNotSupported):
+		return WhyNotSupported
+	case errors.Is(err, hal.ErrTableFull):
+		return WhyTableFull
+	case errors.Is(err, hal.ErrInvalidRule):
+		return WhyInvalid
+	}
+	return WhyDeviceError
+}
+
+// actKey is everything the header operations of a flow depend on. Flows
+// with equal keys share one actSet (and so one action list, one encap
+// template and one cached Validate answer): a host with 100k flows toward
+// a few hundred destinations keeps a few hundred action lists.
+type actKey struct {
+	action policy.Action
+	reason policy.Reason
+	rw     policy.Rewrite
+	port   hal.PortID
+	pa     netip.Addr
+	vni    uint32
+	decap  bool
+}
+
+// actSet is one interned list of header operations.
+type actSet struct {
+	key     actKey
+	acts    []hal.Action
+	tmpl    *wire.EncapTemplate // set for Encap and ToGateway
+	offload bool                // the verdict can live on a NIC (not ToHost)
+	refs    int
+	// Validate answers per match shape (see shapeOf): 0 unknown, 1 ok,
+	// 2 refused with verr.
+	valid [8]uint8
+	verr  [8]error
+}
+
+// Match shapes differ in which fields an exact match uses, so Validate is
+// cached per shape: tunnelled or not, IPv6 or not, scoped or not.
+func shapeOf(k *hal.FlowKey, scoped bool) int {
+	s := 0
+	if k.TunKind != hal.EncapNone {
+		s |= 1
+	}
+	if k.EthType == hal.EtherTypeIPv6 {
+		s |= 2
+	}
+	if scoped {
+		s |= 4
+	}
+	return s
+}
+
+// flow is one unified flow: an exact key and one list of header operations.
+type flow struct {
+	key  hal.FlowKey
+	acts *actSet
+	id   hal.RuleID // its rule on the NIC; 0 when not there
+	gen  hal.Generation
+	// Shadow: the flow's actions for the next generation of its scope,
+	// installed inactive (shadowID) until ActivateShadow flips the scope.
+	shadow   *actSet
+	shadowID hal.RuleID
+	scope    *scope
+
+	loc Location
+	why Why
+	err error // the refusal or failure that keeps it in the host
+
+	// What it derives from, for revalidation on policy changes.
+	tenant, srcVM, dstVM uint32
+	gateway              bool
+	routed               bool
+
+	opened []*conn // connections its stateful allows opened
+	uses   []*conn // connections it passed as established
+
+	created, lastUsed int64
+	hostPkts, hostBts uint64
+	nicPkts, nicBts   uint64
+	// Last counter readings of the rule and of the shadow rule, so that the
+	// totals above only grow by what is new.
+	ruleP, ruleB uint64
+	shP, shB     uint64
+}
+
+// current returns the actions that are live for the flow: the shadow's
+// once the scope's active generation moved past the flow's own.
+func (f *flow) current() *actSet {
+	if f.shadow != nil && f.scope != nil && f.scope.active != f.gen {
+		return f.shadow
+	}
+	return f.acts
+}
+
+// scope is one VM's generation scope on the NIC: the flows whose result
+// embeds that VM's location.
+type scope struct {
+	id     hal.Scope
+	vm     string
+	active hal.Generation
+}
+
+// buildActions turns a verdict into the hal action list of its unified flow.
+func (s *Switch) buildActions(k actKey) *actSet {
+	a := &actSet{key: k}
+	var acts []hal.Action
+	if k.decap {
+		acts = append(acts, hal.Decap())
+	}
+	rw := &k.rw
+	switch k.action {
+	case policy.Deliver, policy.Encap, policy.ToGateway:
+		a.offload = true
+		if !rw.SrcMAC.IsZero() {
+			acts = append(acts, hal.SetEthSrc(hal.MAC(rw.SrcMAC)))
+		}
+		if rw.Src.IsValid() {
+			acts = append(acts, hal.SetIPSrc(rw.Src))
+		}
+		if rw.Dst.IsValid() {
+			acts = append(acts, hal.SetIPDst(rw.Dst))
+		}
+		if rw.DecTTL {
+			acts = append(acts, hal.DecTTL())
+		}
+		if !rw.DstMAC.IsZero() {
+			acts = append(acts, hal.SetEthDst(hal.MAC(rw.DstMAC)))
+		}
+		out := k.port
+		if k.action != policy.Deliver {
+			e := hal.Encap{Kind: s.cfg.Encap, VNI: k.vni, Src: s.cur.pa, Dst: k.pa, SrcMAC: s.uplinkMAC, DstMAC: s.cfg.NextHopMAC}
+			acts = append(acts, hal.EncapWith(e))
+			if t, err := wire.NewEncapTemplate(&e); err == nil {
+				a.tmpl = t
+			}
+			out = s.cfg.Uplink
+		}
+		if s.counting {
+			acts = append(acts, hal.Count())
+		}
+		acts = append(acts, hal.Output(out))
+	case policy.Drop:
+		a.offload = true
+		if k.decap {
+			acts = acts[:0] // a drop needs no decapsulation
+		}
+		if s.counting {
+			acts = append(acts, hal.Count())
+		}
+		acts = append(acts, hal.Drop(hal.ReasonPolicy))
+	default: // ToHost stays in the host: the NIC sends misses there anyway.
+		acts = append(acts[:0], hal.ToHost(hal.ReasonAction))
+	}
+	a.acts = acts
+	return a
+}
+
+func actKeyOf(v *verdict) actKey {
+	k := actKey{action: v.action, decap: v.decap}
+	switch v.action {
+	case policy.Deliver:
+		k.rw, k.port = v.rw, v.port
+	case policy.Encap, policy.ToGateway:
+		k.rw, k.pa, k.vni = v.rw, v.pa, v.vni
+	default:
+		k.reason = v.reason
+	}
+	return k
+}
+
+func (s *Switch) intern(k actKey) *actSet {
+	if a, ok := s.acts[k]; ok {
+		a.refs++
+		return a
+	}
+	a := s.buildActions(k)
+	a.refs = 1
+	s.acts[k] = a
+	return a
+}
+
+func (s *Switch) release(a *actSet) {
+	if a == nil {
+		return
+	}
+	if a.refs--; a.refs <= 0 {
+		delete(s.acts, a.key)
+	}
+}

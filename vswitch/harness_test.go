@@ -1,0 +1,305 @@
+package vswitch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
+)
+
+// fakeClock is a clock tests move by hand, for aging.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// faultNIC decorates a NIC so that chosen Apply operations fail, the way a
+// full table or a failing device would make them fail.
+type faultNIC struct {
+	hal.NIC
+	mu sync.Mutex
+	// fail returns the error for an operation, or nil to pass it to the NIC.
+	fail      func(op *hal.Op) error
+	dumpErr   error
+	validate  func(r *hal.Rule) error
+	failCount int
+}
+
+func (f *faultNIC) Validate(r *hal.Rule) error {
+	if f.validate != nil {
+		if err := f.validate(r); err != nil {
+			return err
+		}
+	}
+	return f.NIC.Validate(r)
+}
+
+func (f *faultNIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
+	f.mu.Lock()
+	fail := f.fail
+	f.mu.Unlock()
+	if fail == nil {
+		return f.NIC.Apply(ctx, ops, results)
+	}
+	// Pass the operations that do not fail to the NIC, in order.
+	var pass []hal.Op
+	var idx []int
+	for i := range ops {
+		if err := fail(&ops[i]); err != nil {
+			results[i].Err = err
+			f.failCount++
+			continue
+		}
+		pass = append(pass, ops[i])
+		idx = append(idx, i)
+	}
+	if len(pass) > 0 {
+		res := make([]hal.OpResult, len(pass))
+		f.NIC.Apply(ctx, pass, res)
+		for j, i := range idx {
+			results[i] = res[j]
+		}
+	}
+	return hal.Summarize(results[:len(ops)])
+}
+
+func (f *faultNIC) setFail(fn func(op *hal.Op) error) {
+	f.mu.Lock()
+	f.fail = fn
+	f.mu.Unlock()
+}
+
+func (f *faultNIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
+	if f.dumpErr != nil {
+		return f.dumpErr
+	}
+	return f.NIC.Dump(ctx, fn)
+}
+
+// testHost is one host of the in-memory topology: a softnic, its switch and
+// the far sides of its ports (the VMs and the wire).
+type testHost struct {
+	name   string
+	pa     netip.Addr
+	soft   *softnic.NIC
+	nic    hal.NIC
+	fault  *faultNIC
+	sw     *Switch
+	ports  map[string]hal.PortID
+	portVM map[hal.PortID]string
+	uplink hal.PortID
+	far    map[hal.PortID]*softnic.Port
+	batch  []hal.Exception
+}
+
+type topoOpts struct {
+	disable   softnic.Disable
+	maxRules  int
+	fault     bool
+	noOffload bool
+	flowIdle  time.Duration
+}
+
+type topo struct {
+	t     testing.TB
+	st    *policy.State
+	hosts []*testHost
+	byPA  map[netip.Addr]*testHost
+	byNm  map[string]*testHost
+	clock *fakeClock
+}
+
+var uplinkMAC = hal.MustMAC("02:00:00:00:ff:01")
+
+// newTopo builds one softnic and one switch per host of st; every VM that
+// runs on a host (or has a shadow there) gets a vport on it.
+func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
+	t.Helper()
+	tp := &topo{t: t, st: st, byPA: map[netip.Addr]*testHost{}, byNm: map[string]*testHost{}, clock: newClock()}
+	for _, h := range st.Hosts() {
+		var pcs []softnic.PortConfig
+		names := []string{}
+		for _, vm := range st.VMs() {
+			here := vm.Host == h.Name
+			if sh, ok := st.Shadow(vm.Name); ok && sh.Host == h.Name {
+				here = true
+			}
+			if here {
+				pcs = append(pcs, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC), MTU: 9000})
+				names = append(names, vm.Name)
+			}
+		}
+		pcs = append(pcs, softnic.PortConfig{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: 9000})
+		soft, err := softnic.New(softnic.Config{Device: h.Name, Ports: pcs, MaxRules: o.maxRules, Disable: o.disable})
+		if err != nil {
+			t.Fatal(err)
+		}
+		th := &testHost{name: h.Name, pa: h.PA, soft: soft, nic: soft, ports: map[string]hal.PortID{},
+			portVM: map[hal.PortID]string{}, far: map[hal.PortID]*softnic.Port{}}
+		if o.fault {
+			th.fault = &faultNIC{NIC: soft}
+			th.nic = th.fault
+		}
+		for i, n := range names {
+			id := hal.PortID(i + 1)
+			th.ports[n], th.portVM[id] = id, n
+		}
+		th.uplink = hal.PortID(len(names) + 1)
+		for _, p := range soft.Ports() {
+			fp, err := soft.Port(p.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			th.far[p.ID] = fp
+		}
+		th.batch = make([]hal.Exception, 64)
+		for i := range th.batch {
+			th.batch[i].Buf = make([]byte, 16384)
+		}
+		sw, err := New(Config{NIC: th.nic, Host: h.Name, State: st, Ports: th.ports, Uplink: th.uplink,
+			Clock: tp.clock.Now, FlowIdle: o.flowIdle, DisableOffload: o.noOffload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		th.sw = sw
+		tp.hosts = append(tp.hosts, th)
+		tp.byPA[h.PA] = th
+		tp.byNm[h.Name] = th
+		t.Cleanup(func() { sw.Close(); soft.Close() })
+	}
+	return tp
+}
+
+var canceled = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// pump hands the host's queued exceptions to its switch until none is left.
+func (h *testHost) pump(t testing.TB) {
+	for {
+		n, err := h.soft.ReadExceptions(canceled, h.batch)
+		if n == 0 || err != nil {
+			return
+		}
+		if err := h.sw.HandleBatch(context.Background(), h.batch[:n]); err != nil {
+			t.Fatalf("%s: HandleBatch: %v", h.name, err)
+		}
+	}
+}
+
+// delivery is a frame that left the topology: on a VM's vport, or on an
+// uplink toward a PA that is no host (a gateway).
+type delivery struct {
+	host  *testHost
+	port  hal.PortID
+	frame []byte
+}
+
+// send puts frame into host h on port and runs the topology until every
+// frame has landed: exceptions are handled, frames on an uplink toward
+// another host's PA are carried to that host's uplink (the test "wire").
+func (tp *topo) send(h *testHost, port hal.PortID, frame []byte) []delivery {
+	if _, err := h.far[port].Send([][]byte{frame}); err != nil {
+		tp.t.Fatal(err)
+	}
+	return tp.settle(h)
+}
+
+func (tp *topo) settle(first *testHost) []delivery {
+	var out []delivery
+	queue := []*testHost{first}
+	bufs := make([][]byte, 16)
+	for i := range bufs {
+		bufs[i] = make([]byte, 16384)
+	}
+	sizes := make([]int, len(bufs))
+	for steps := 0; len(queue) > 0; steps++ {
+		if steps > 64 {
+			tp.t.Fatal("frames loop between hosts")
+		}
+		h := queue[0]
+		queue = queue[1:]
+		h.pump(tp.t)
+		for id, fp := range h.far {
+			for {
+				n, err := fp.Recv(bufs, sizes)
+				if err != nil {
+					tp.t.Fatal(err)
+				}
+				for i := 0; i < n; i++ {
+					fr := append([]byte(nil), bufs[i][:sizes[i]]...)
+					if id != h.uplink {
+						out = append(out, delivery{h, id, fr})
+						continue
+					}
+					var k hal.FlowKey
+					var l wire.Layout
+					if err := wire.Parse(fr, id, &k, &l); err == nil && k.TunKind != hal.EncapNone {
+						if h2 := tp.byPA[hal.AddrFrom16(k.TunDst)]; h2 != nil {
+							if _, err := h2.far[h2.uplink].Send([][]byte{fr}); err != nil {
+								tp.t.Fatal(err)
+							}
+							queue = append(queue, h2)
+							continue
+						}
+					}
+					out = append(out, delivery{h, id, fr})
+				}
+				if n < len(bufs) {
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+func frameOf(p policy.Packet) []byte {
+	spec := wire.FrameSpec{SrcMAC: hal.MAC(p.SrcMAC), DstMAC: hal.MAC(p.DstMAC), TTL: p.TTL,
+		Src: p.Src, Dst: p.Dst, Proto: p.Protocol, SrcPort: p.SrcPort, DstPort: p.DstPort,
+		ICMPType: p.ICMPType, ICMPCode: p.ICMPCode, Payload: []byte("nicpath")}
+	if !p.Src.IsValid() {
+		spec.EthType = p.EtherType
+		spec.Payload = make([]byte, 28)
+	}
+	return wire.Build(spec)
+}
+
+// packetFrom parses a delivered frame back into the policy's packet.
+func packetFrom(t testing.TB, frame []byte) (policy.Packet, hal.FlowKey) {
+	var k hal.FlowKey
+	var l wire.Layout
+	if err := wire.Parse(frame, 0, &k, &l); err != nil {
+		t.Fatalf("delivered frame does not parse: %v", err)
+	}
+	p := packetOf(&k, ttlOf(frame, &l))
+	return p, k
+}
+
+func describe(p policy.Packet) string { return fmt.Sprintf("%v ttl=%d", p, p.TTL) }
+
+var errInjected = errors.New("injected device failure")

@@ -1,0 +1,167 @@
+package vswitch
+
+import (
+	"bytes"
+	"context"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// ReconcileReport says what one reconciliation found and did.
+type ReconcileReport struct {
+	Rules    int // rules on the NIC
+	Foreign  int // rules another owner installed (left alone)
+	Removed  int // our rules the switch no longer wants (or never knew: an earlier run's)
+	Modified int // our rules whose match or actions had drifted
+	Added    int // rules the switch wants that were missing
+	Retried  int // host flows a driver error had left there, offered to the NIC again
+}
+
+// Reconcile reads the NIC's rules and makes them what the switch wants:
+// it deletes the rules with its owner cookie that no flow wants, repairs
+// those that differ, re-adds the missing ones and offers flows that a
+// driver error left in the host to the NIC again. Rules with another
+// owner's cookie are left alone. New calls it at start and Maintain after a
+// driver error.
+func (s *Switch) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ReconcileReport{}, hal.ErrClosed
+	}
+	return s.reconcileLocked(ctx)
+}
+
+func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
+	var rep ReconcileReport
+	s.stats.reconciles++
+	s.flush(ctx) // nothing of ours may be in flight while we compare
+	seen := map[hal.RuleID]bool{}
+	var stale []hal.RuleID
+	type fix struct {
+		f      *flow
+		shadow bool
+	}
+	var fixes []fix
+	err := s.nic.Dump(ctx, func(ri *hal.RuleInfo) error {
+		r := &ri.Rule
+		rep.Rules++
+		if r.ID >= s.nextID {
+			s.nextID = r.ID + 1
+		}
+		if !s.ours(r.Cookie) {
+			rep.Foreign++
+			return nil
+		}
+		f := s.byID[r.ID]
+		if f == nil || s.flows[f.key] != f || (f.id != r.ID && f.shadowID != r.ID) {
+			stale = append(stale, r.ID)
+			return nil
+		}
+		seen[r.ID] = true
+		shadow := f.shadowID == r.ID
+		if want := s.wanted(f, shadow); !sameRule(r, &want) {
+			fixes = append(fixes, fix{f, shadow})
+		}
+		return nil
+	})
+	if err != nil {
+		s.needRecon = true
+		return rep, err
+	}
+	s.stats.foreign = uint64(rep.Foreign)
+	for _, id := range stale {
+		s.queueDelete(id)
+		rep.Removed++
+	}
+	for _, x := range fixes {
+		r := s.wanted(x.f, x.shadow)
+		s.ops = append(s.ops, hal.ModifyOp(r))
+		p := opModPrimary
+		if x.shadow {
+			p = opModShadow
+		}
+		s.refs = append(s.refs, opRef{f: x.f, purpose: p})
+		rep.Modified++
+	}
+	for _, f := range s.flows {
+		if f.loc == LocNIC && f.id != 0 && !seen[f.id] {
+			r := s.wanted(f, false)
+			s.ops = append(s.ops, hal.AddOp(r))
+			s.refs = append(s.refs, opRef{f: f, purpose: opAddPrimary})
+			rep.Added++
+		}
+		if f.shadowID != 0 && !seen[f.shadowID] && f.loc == LocNIC {
+			r := s.wanted(f, true)
+			s.ops = append(s.ops, hal.AddOp(r))
+			s.refs = append(s.refs, opRef{f: f, purpose: opAddShadow})
+			rep.Added++
+		}
+		if f.loc == LocHost && f.why == WhyDeviceError && s.offloading() {
+			f.loc = LocNone
+			s.place(f)
+			if f.loc != LocHost {
+				s.placeShadow(f)
+			}
+			rep.Retried++
+		}
+	}
+	s.stats.recAdded += uint64(rep.Added)
+	s.stats.recRemoved += uint64(rep.Removed)
+	s.stats.recModified += uint64(rep.Modified)
+	s.flush(ctx)
+	return rep, nil
+}
+
+// wanted is the rule the switch wants on the NIC for f (or its shadow).
+func (s *Switch) wanted(f *flow, shadow bool) hal.Rule {
+	var sc hal.Scope
+	if f.scope != nil {
+		sc = f.scope.id
+	}
+	if shadow {
+		return s.rule(f.shadowID, &f.key, f.shadow, sc, f.gen+1)
+	}
+	return s.rule(f.id, &f.key, f.acts, sc, f.gen)
+}
+
+// sameRule compares what matters of two rules; the cookie's epoch bits
+// only say which policy version programmed a rule.
+func sameRule(a, b *hal.Rule) bool {
+	if a.ID != b.ID || a.Priority != b.Priority || a.Match != b.Match || a.Scope != b.Scope ||
+		a.Generation != b.Generation || uint64(a.Cookie)>>16 != uint64(b.Cookie)>>16 || len(a.Actions) != len(b.Actions) {
+		return false
+	}
+	for i := range a.Actions {
+		if !sameAction(&a.Actions[i], &b.Actions[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameAction(a, b *hal.Action) bool {
+	if a.Kind != b.Kind {
+		return false
+	}
+	switch a.Kind {
+	case hal.ActionSetEthSrc, hal.ActionSetEthDst:
+		return a.MAC == b.MAC
+	case hal.ActionSetIPSrc, hal.ActionSetIPDst:
+		return a.Addr == b.Addr
+	case hal.ActionSetL4Src, hal.ActionSetL4Dst:
+		return a.L4Port == b.L4Port
+	case hal.ActionPushVLAN:
+		return a.VLAN == b.VLAN
+	case hal.ActionOutput:
+		return a.OutPort == b.OutPort
+	case hal.ActionDrop, hal.ActionToHost:
+		return a.Reason == b.Reason
+	case hal.ActionEncap:
+		x, y := &a.Encap, &b.Encap
+		return x.Kind == y.Kind && x.VNI == y.VNI && x.Src == y.Src && x.Dst == y.Dst && x.SrcMAC == y.SrcMAC &&
+			x.DstMAC == y.DstMAC && x.TTL == y.TTL && x.DstPort == y.DstPort && x.FlowID == y.FlowID &&
+			bytes.Equal(x.GeneveOptions, y.GeneveOptions)
+	}
+	return true
+}

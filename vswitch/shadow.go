@@ -1,0 +1,108 @@
+package vswitch
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// ActivateShadow makes the shadow location of vm live: one
+// hal.Generations.Activate of vm's scope on the NIC (the shadow rules were
+// installed inactive with the next generation as flows toward vm appeared
+// or when the shadow was added), and one pointer swap to the policy state
+// with the shadow activated in the host (host-path flows of the scope pick
+// their shadow actions by comparing generations). Its cost does not depend
+// on how many flows or mappings change. The old generation's rules are
+// removed afterwards by Maintain.
+//
+// The caller's desired state should then record the activation (a later
+// Update with it changes nothing); an Update without it rolls back through
+// ordinary revalidation.
+func (s *Switch) ActivateShadow(ctx context.Context, vm string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return hal.ErrClosed
+	}
+	sh, ok := s.cur.st.Shadow(vm)
+	if !ok {
+		return fmt.Errorf("vswitch: VM %q has no shadow", vm)
+	}
+	if g, _ := s.cur.st.ActiveGeneration(vm); g == sh.Generation {
+		return nil // already live
+	}
+	alt := s.cur.alt[vm]
+	if alt == nil {
+		ns, err := s.cur.st.Activate(vm, sh.Generation)
+		if err != nil {
+			return fmt.Errorf("vswitch: %w", err)
+		}
+		alt = compile(ns, s.cfg.Host, s.cfg.Ports, &s.vmIDs, &s.tenantIDs)
+	}
+	if sc := s.scopes[vm]; sc != nil {
+		if err := s.nic.Activate(ctx, sc.id, sc.active+1); err != nil {
+			// The NIC kept the old generation: bring every flow of the scope
+			// to the new location the slow way.
+			s.needRecon = true
+			s.swapTo(alt)
+			for _, f := range s.flows {
+				if f.scope == sc {
+					s.reflow(f, s.now(), true)
+				}
+			}
+			s.flush(ctx)
+			return fmt.Errorf("vswitch: activate scope %d of %s: %w", sc.id, vm, err)
+		}
+		sc.active++
+	}
+	s.swapTo(alt)
+	s.stats.activations++
+	s.retirePending = true
+	return nil
+}
+
+// swapTo makes alt the current compiled state; the other VMs' inactive
+// shadows are recompiled against it (usually none: migrations are few).
+func (s *Switch) swapTo(alt *compiled) {
+	nc := *alt
+	nc.alt = nil
+	nc.compileAlts(s.cfg.Ports, &s.vmIDs, &s.tenantIDs)
+	s.cur = &nc
+	s.epoch++
+}
+
+// retire promotes every flow whose scope moved to a new generation: its
+// shadow rule becomes its rule and the old generation's rule is deleted.
+// Flows that had no shadow rule are re-evaluated and re-placed.
+func (s *Switch) retire(now int64) {
+	if !s.retirePending {
+		return
+	}
+	s.retirePending = false
+	for _, f := range s.flows {
+		if f.scope == nil || f.gen == f.scope.active {
+			continue
+		}
+		if f.shadow != nil && (f.shadowID != 0 || f.loc != LocNIC) {
+			if f.id != 0 {
+				s.queueDelete(f.id)
+				delete(s.byID, f.id)
+			}
+			s.release(f.acts)
+			f.acts, f.shadow = f.shadow, nil
+			f.id, f.shadowID = f.shadowID, 0
+			f.ruleP, f.ruleB = f.shP, f.shB
+			f.shP, f.shB = 0, 0
+			f.gen = f.scope.active
+			if f.id != 0 {
+				f.loc, f.why, f.err = LocNIC, WhyOffloaded, nil
+			}
+			s.refresh(f, now) // dependencies and any change since the shadow was computed
+			continue
+		}
+		s.dropShadow(f)
+		s.unplace(f)
+		s.reflow(f, now, true)
+	}
+}
