@@ -1,0 +1,350 @@
+package tcflower
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/mdlayher/netlink"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// device is a Linux interface the driver attached its block to: a port, or
+// a flow-based tunnel device.
+type device struct {
+	ID      hal.PortID // 0 for tunnel devices
+	Name    string
+	Ifindex uint32
+	Kind    hal.PortKind
+	MAC     hal.MAC
+	MTU     int
+}
+
+// layout is what compiling a rule needs to know about the opened device.
+type layout struct {
+	ports   map[hal.PortID]*device
+	tunnels map[hal.EncapKind]*device
+}
+
+// maxRulePriority is the highest hal priority that maps onto a tc priority:
+// tc priorities are 16 bits, lower wins, 0 means "pick one", and 65535 is
+// kept for the chain tails that pass a miss on to the next scope.
+const maxRulePriority = 65533
+
+func tcPrio(p uint16) uint16 { return uint16(maxRulePriority + 1 - uint32(p)) }
+
+// compiled is a rule translated to flower: keys and actions. Chain, prio and
+// handle are filled in when it is placed.
+type compiled struct {
+	keys    []byte
+	actions []tcAction
+}
+
+func unsupported(field, format string, args ...any) error {
+	return hal.Unsupported(driverName, field, format, args...)
+}
+
+// compileRule translates r. It assumes hal.CheckRule passed.
+func compileRule(l *layout, r *hal.Rule) (*compiled, error) {
+	if r.Priority > maxRulePriority {
+		return nil, unsupported("priority", "tc priorities leave %d usable values; %d is above the highest, %d", maxRulePriority+1, r.Priority, maxRulePriority)
+	}
+	keys, err := compileMatch(l, &r.Match)
+	if err != nil {
+		return nil, err
+	}
+	acts, err := compileActions(l, r)
+	if err != nil {
+		return nil, err
+	}
+	return &compiled{keys: keys, actions: acts}, nil
+}
+
+func compileMatch(l *layout, m *hal.Match) ([]byte, error) {
+	k, mk := &m.Key, &m.Mask
+	e := netlink.NewAttributeEncoder()
+	tunnelled := mk.TunKind != 0
+	if tunnelled {
+		dev := l.tunnels[k.TunKind]
+		if dev == nil {
+			return nil, unsupported("match.tun_kind", "no %s device was given to the driver (Config.Tunnels)", k.TunKind)
+		}
+		// A decapsulated frame reaches the block on the tunnel device's
+		// ingress with the outer headers as metadata, not on the uplink.
+		if mk.InPort != 0 {
+			p := l.ports[k.InPort]
+			if p == nil || p.Kind != hal.PortUplink {
+				return nil, unsupported("match.in_port", "a tunnelled frame arrives through an uplink; port %d is not one", k.InPort)
+			}
+		}
+		e.String(flowerIndev, dev.Name)
+		if mk.VNI != 0 {
+			if mk.VNI != 0x00ffffff {
+				return nil, unsupported("match.vni", "the VNI is matched exactly or not at all")
+			}
+			e.Bytes(flowerEncKeyID, be32(k.VNI))
+		}
+		if err := encAddr(e, k.TunSrc, mk.TunSrc, flowerEncIPv4Src, flowerEncIPv4SrcM, flowerEncIPv6Src, flowerEncIPv6SrcM); err != nil {
+			return nil, err
+		}
+		if err := encAddr(e, k.TunDst, mk.TunDst, flowerEncIPv4Dst, flowerEncIPv4DstM, flowerEncIPv6Dst, flowerEncIPv6DstM); err != nil {
+			return nil, err
+		}
+	} else if mk.InPort != 0 {
+		if mk.InPort != ^hal.PortID(0) {
+			return nil, unsupported("match.in_port", "the in-port is matched exactly or not at all")
+		}
+		p := l.ports[k.InPort]
+		if p == nil {
+			return nil, fmt.Errorf("match.in_port: port %d: %w", k.InPort, hal.ErrNotFound)
+		}
+		e.String(flowerIndev, p.Name)
+	}
+	if !mk.EthDst.IsZero() {
+		e.Bytes(flowerEthDst, k.EthDst[:])
+		e.Bytes(flowerEthDstMask, mk.EthDst[:])
+	}
+	if !mk.EthSrc.IsZero() {
+		e.Bytes(flowerEthSrc, k.EthSrc[:])
+		e.Bytes(flowerEthSrcMask, mk.EthSrc[:])
+	}
+	if mk.VLAN != 0 {
+		if mk.VLAN != hal.VLANPresent|0x0fff || k.VLAN&hal.VLANPresent == 0 {
+			return nil, unsupported("match.vlan", "only an exact VLAN ID is matched (not the absence of a tag, nor a partial ID)")
+		}
+		e.Bytes(flowerEthType, be16(hal.EtherTypeVLAN))
+		e.Uint16(flowerVLANID, k.VLAN&0x0fff)
+		if mk.EthType != 0 {
+			e.Bytes(flowerVLANEthType, be16(k.EthType))
+		}
+	} else if mk.EthType != 0 {
+		if mk.EthType != 0xffff {
+			return nil, unsupported("match.eth_type", "the EtherType is matched exactly or not at all")
+		}
+		e.Bytes(flowerEthType, be16(k.EthType))
+	}
+	v6 := k.EthType == hal.EtherTypeIPv6
+	if mk.Proto != 0 {
+		if mk.Proto != 0xff {
+			return nil, unsupported("match.ip_proto", "the IP protocol is matched exactly or not at all")
+		}
+		e.Uint8(flowerIPProto, k.Proto)
+	}
+	if v6 {
+		ipAttr(e, k.IPSrc, mk.IPSrc, true, flowerIPv6Src, flowerIPv6SrcMask)
+		ipAttr(e, k.IPDst, mk.IPDst, true, flowerIPv6Dst, flowerIPv6DstMask)
+	} else {
+		ipAttr(e, k.IPSrc, mk.IPSrc, false, flowerIPv4Src, flowerIPv4SrcMask)
+		ipAttr(e, k.IPDst, mk.IPDst, false, flowerIPv4Dst, flowerIPv4DstMask)
+	}
+	if mk.L4Src != 0 || mk.L4Dst != 0 {
+		switch k.Proto {
+		case hal.ProtoTCP:
+			portAttr(e, k.L4Src, mk.L4Src, flowerTCPSrc, flowerTCPSrcMask)
+			portAttr(e, k.L4Dst, mk.L4Dst, flowerTCPDst, flowerTCPDstMask)
+		case hal.ProtoUDP:
+			portAttr(e, k.L4Src, mk.L4Src, flowerUDPSrc, flowerUDPSrcMask)
+			portAttr(e, k.L4Dst, mk.L4Dst, flowerUDPDst, flowerUDPDstMask)
+		case hal.ProtoICMP:
+			icmpAttr(e, k.L4Src, mk.L4Src, flowerICMPv4Type, flowerICMPv4TypeM)
+			icmpAttr(e, k.L4Dst, mk.L4Dst, flowerICMPv4Code, flowerICMPv4CodeM)
+		case hal.ProtoICMPv6:
+			icmpAttr(e, k.L4Src, mk.L4Src, flowerICMPv6Type, flowerICMPv6TypeM)
+			icmpAttr(e, k.L4Dst, mk.L4Dst, flowerICMPv6Code, flowerICMPv6CodeM)
+		default:
+			return nil, unsupported("match.l4", "flower matches ports of TCP and UDP and type/code of ICMP, not of protocol %d", k.Proto)
+		}
+	}
+	return e.Encode()
+}
+
+func ipAttr(e *netlink.AttributeEncoder, key, mask [16]byte, v6 bool, ka, ma uint16) {
+	if mask == ([16]byte{}) {
+		return
+	}
+	if v6 {
+		e.Bytes(ka, key[:])
+		e.Bytes(ma, mask[:])
+		return
+	}
+	e.Bytes(ka, key[12:])
+	e.Bytes(ma, mask[12:])
+}
+
+func encAddr(e *netlink.AttributeEncoder, key, mask [16]byte, k4, m4, k6, m6 uint16) error {
+	if mask == ([16]byte{}) {
+		return nil
+	}
+	a := hal.AddrFrom16(key)
+	if a.Is4() {
+		e.Bytes(k4, key[12:])
+		e.Bytes(m4, mask[12:])
+	} else {
+		e.Bytes(k6, key[:])
+		e.Bytes(m6, mask[:])
+	}
+	return nil
+}
+
+func portAttr(e *netlink.AttributeEncoder, v, m uint16, ka, ma uint16) {
+	if m == 0 {
+		return
+	}
+	e.Bytes(ka, be16(v))
+	e.Bytes(ma, be16(m))
+}
+
+func icmpAttr(e *netlink.AttributeEncoder, v, m uint16, ka, ma uint16) {
+	if m == 0 {
+		return
+	}
+	e.Uint8(ka, uint8(v))
+	e.Uint8(ma, uint8(m))
+}
+
+// compileActions translates the action list. Consecutive header rewrites
+// become one pedit action (followed by csum when they touch IP or L4 fields,
+// since pedit does not fix checksums).
+func compileActions(l *layout, r *hal.Rule) ([]tcAction, error) {
+	var (
+		out      []tcAction
+		keys     []peditKey
+		csum     uint32
+		encapDev *device
+	)
+	k := &r.Match.Key
+	v6 := k.EthType == hal.EtherTypeIPv6
+	flush := func() {
+		if len(keys) > 0 {
+			out = append(out, peditAction(keys))
+			keys = nil
+		}
+		if csum != 0 {
+			out = append(out, csumAction(csum))
+			csum = 0
+		}
+	}
+	l4csum := func() uint32 {
+		if k.Proto == hal.ProtoTCP {
+			return csumFlagTCP
+		}
+		return csumFlagUDP
+	}
+	for i := range r.Actions {
+		a := &r.Actions[i]
+		field := fmt.Sprintf("actions[%d] %s", i, a.Kind)
+		switch a.Kind {
+		case hal.ActionDecap:
+			out = append(out, tunnelKeyUnset())
+		case hal.ActionSetEthDst:
+			keys = append(keys, peditBytes(pedItHTypeEth, 0, a.MAC[:])...)
+		case hal.ActionSetEthSrc:
+			keys = append(keys, peditBytes(pedItHTypeEth, 6, a.MAC[:])...)
+		case hal.ActionSetIPSrc, hal.ActionSetIPDst:
+			off := 12
+			if a.Kind == hal.ActionSetIPDst {
+				off = 16
+			}
+			if v6 {
+				off = 8
+				if a.Kind == hal.ActionSetIPDst {
+					off = 24
+				}
+				b := a.Addr.As16()
+				keys = append(keys, peditBytes(pedItHTypeIP6, off, b[:])...)
+			} else {
+				b := a.Addr.As4()
+				keys = append(keys, peditBytes(pedItHTypeIP4, off, b[:])...)
+				csum |= csumFlagIPv4Hdr
+			}
+			if k.Proto == hal.ProtoTCP || k.Proto == hal.ProtoUDP {
+				csum |= l4csum() // the pseudo-header covers the addresses
+			}
+		case hal.ActionSetL4Src, hal.ActionSetL4Dst:
+			// Linux 6.1's pedit takes "tcp"/"udp" offsets from the transport
+			// header, which is not set yet on ingress; offsets from the
+			// network header work, for headers without IPv4 options or IPv6
+			// extension headers (see the package doc).
+			off := 20
+			htype := uint16(pedItHTypeIP4)
+			if v6 {
+				off, htype = 40, pedItHTypeIP6
+			}
+			if a.Kind == hal.ActionSetL4Dst {
+				off += 2
+			}
+			keys = append(keys, peditBytes(htype, off, be16(a.L4Port))...)
+			csum |= l4csum()
+		case hal.ActionPushVLAN:
+			flush()
+			out = append(out, vlanPush(a.VLAN))
+		case hal.ActionPopVLAN:
+			flush()
+			out = append(out, vlanPop())
+		case hal.ActionEncap:
+			flush()
+			en := &a.Encap
+			dev := l.tunnels[en.Kind]
+			if dev == nil {
+				return nil, unsupported(field+" "+en.Kind.String(), "no %s device was given to the driver (Config.Tunnels)", en.Kind)
+			}
+			if len(en.GeneveOptions) > 0 && en.Kind != hal.EncapGeneve {
+				return nil, unsupported(field, "options are Geneve's")
+			}
+			opts, err := parseGeneveOptions(en.GeneveOptions)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", field, &hal.RuleError{Field: field, Reason: err.Error()})
+			}
+			port := en.DstPort
+			if port == 0 {
+				port = hal.PortVXLAN
+				if en.Kind == hal.EncapGeneve {
+					port = hal.PortGeneve
+				}
+			}
+			ttl := en.TTL
+			if ttl == 0 {
+				ttl = 64
+			}
+			out = append(out, tunnelKeySet(en.Src, en.Dst, en.VNI, port, ttl, opts))
+			encapDev = dev
+		case hal.ActionCount:
+			// Every filter action keeps counters; nothing to add.
+		case hal.ActionOutput:
+			flush()
+			if encapDev != nil {
+				p := l.ports[a.OutPort]
+				if p == nil {
+					return nil, fmt.Errorf("%s: port %d: %w", field, a.OutPort, hal.ErrNotFound)
+				}
+				if p.Kind != hal.PortUplink {
+					return nil, unsupported(field, "an encapsulated frame leaves through the %s device and the kernel's route; port %d is not an uplink", encapDev.Name, a.OutPort)
+				}
+				out = append(out, mirredRedirect(encapDev.Ifindex))
+				break
+			}
+			p := l.ports[a.OutPort]
+			if p == nil {
+				return nil, fmt.Errorf("%s: port %d: %w", field, a.OutPort, hal.ErrNotFound)
+			}
+			out = append(out, mirredRedirect(p.Ifindex))
+		case hal.ActionDrop:
+			flush()
+			out = append(out, gactAction(tcActShot))
+		default:
+			return nil, unsupported(field, "tc-flower driver has no %s", a.Kind)
+		}
+	}
+	flush()
+	return out, nil
+}
+
+// ruleCookie is the TCA_ACT_COOKIE the driver puts on a rule's first action,
+// so that a dump names the rule without the driver's memory: the RuleID and
+// the owner's Cookie, 8 bytes each, big endian.
+func ruleCookie(id hal.RuleID, c hal.Cookie) []byte {
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint64(b, uint64(id))
+	binary.BigEndian.PutUint64(b[8:], uint64(c))
+	return b
+}

@@ -1,0 +1,461 @@
+//go:build linux
+
+package tcflower
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/mdlayher/netlink"
+	"github.com/safchain/ethtool"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// probeChain is where Open's probe filters go: a chain no filter jumps to,
+// so no packet ever meets them, and they are removed at once. Chain indexes
+// stop at 2^28-1 (TC_ACT_EXT_VAL_MASK).
+const probeChain = 0x0ffffffe
+
+// sockBuf is the netlink socket buffer size the driver asks for (as root it
+// may exceed net.core.[rw]mem_max): room for a chunk of chunkOps messages.
+const sockBuf = 4 << 20
+
+// Open attaches the driver to the interfaces cfg names: it probes what the
+// kernel and the devices can do, creates a clsact qdisc on each port and
+// tunnel device with the driver's shared block on its ingress, and returns
+// the NIC. It changes nothing else on the interfaces; Close removes what it
+// added. On a kernel without cls_flower (or without gact, which generations
+// need) it returns an error wrapping hal.ErrNotSupported.
+func Open(ctx context.Context, cfg Config) (*NIC, error) {
+	if len(cfg.Ports) == 0 {
+		return nil, errors.New("tcflower: no ports")
+	}
+	var nsFD int
+	if cfg.NetNS != "" {
+		f, err := os.Open(cfg.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("tcflower: network namespace: %w", err)
+		}
+		defer f.Close()
+		nsFD = int(f.Fd())
+	}
+	conn, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{NetNS: nsFD})
+	if err != nil {
+		return nil, fmt.Errorf("tcflower: netlink: %w", err)
+	}
+	// Without these, kernel refusals lose their reason and every error
+	// acknowledgement echoes the whole request.
+	_ = conn.SetOption(netlink.ExtendedAcknowledge, true)
+	_ = conn.SetOption(netlink.CapAcknowledge, true)
+	if rc, err := conn.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sockBuf)
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, sockBuf)
+		})
+	}
+	n, err := open(ctx, conn, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func open(ctx context.Context, conn *netlink.Conn, cfg Config) (*NIC, error) {
+	probe := &NIC{conn: conn} // for the netlink helpers
+	lay := layout{ports: map[hal.PortID]*device{}, tunnels: map[hal.EncapKind]*device{}}
+	var devs []*device
+	seen := map[string]bool{}
+	for i, pc := range cfg.Ports {
+		id := pc.ID
+		if id == 0 {
+			id = hal.PortID(i + 1)
+		}
+		if lay.ports[id] != nil {
+			return nil, fmt.Errorf("tcflower: port ID %d given twice", id)
+		}
+		if pc.Kind != hal.PortVPort && pc.Kind != hal.PortUplink {
+			return nil, fmt.Errorf("tcflower: port %s: kind %d is neither vport nor uplink", pc.Name, pc.Kind)
+		}
+		d, err := probe.lookupLink(pc.Name)
+		if err != nil {
+			return nil, err
+		}
+		d.ID, d.Kind = id, pc.Kind
+		if seen[d.Name] {
+			return nil, fmt.Errorf("tcflower: interface %s given twice", d.Name)
+		}
+		seen[d.Name] = true
+		lay.ports[id] = d
+		devs = append(devs, d)
+	}
+	for kind, name := range cfg.Tunnels {
+		if kind != hal.EncapVXLAN && kind != hal.EncapGeneve {
+			return nil, hal.Unsupported(driverName, "tunnels "+kind.String(), "tc tunnel_key encapsulates VXLAN and Geneve only")
+		}
+		d, err := probe.lookupLink(name)
+		if err != nil {
+			return nil, err
+		}
+		if seen[d.Name] {
+			return nil, fmt.Errorf("tcflower: interface %s given twice", d.Name)
+		}
+		seen[d.Name] = true
+		lay.tunnels[kind] = d
+		devs = append(devs, d)
+	}
+
+	block := cfg.Block
+	if block == 0 {
+		var err error
+		if block, err = probe.freeBlock(); err != nil {
+			return nil, err
+		}
+	}
+	n := newNIC(conn, cfg, block, 0, lay, devs)
+
+	// Attach the block everywhere, undoing it all on failure.
+	var attached []*device
+	undo := func() {
+		for _, d := range attached {
+			if b, err := encodeQdisc(d.Ifindex, block, false); err == nil {
+				_ = n.do(n.request(rtmDelQdisc, 0, b))
+			}
+		}
+	}
+	for _, d := range devs {
+		b, err := encodeQdisc(d.Ifindex, block, true)
+		if err == nil {
+			err = n.do(n.request(rtmNewQdisc, netlink.Create|netlink.Excl, b))
+		}
+		if err != nil {
+			undo()
+			if errors.Is(kernelError(err), hal.ErrExists) {
+				return nil, fmt.Errorf("tcflower: %s already has a clsact qdisc; the driver needs its own: %w", d.Name, kernelError(err))
+			}
+			return nil, opError("attach clsact to "+d.Name, 0, err)
+		}
+		attached = append(attached, d)
+	}
+	if err := n.probe(ctx); err != nil {
+		undo()
+		return nil, err
+	}
+	sys, err := newLinuxSys(cfg.NetNS)
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	n.sys = sys
+	return n, nil
+}
+
+// lookupLink asks the kernel for the interface called name.
+func (n *NIC) lookupLink(name string) (*device, error) {
+	b := make([]byte, 16)
+	ae := netlink.NewAttributeEncoder()
+	ae.String(iflaIfname, name)
+	attrs, _ := ae.Encode()
+	msgs, err := n.conn.Execute(n.request(rtmGetLink, 0, append(b, attrs...)))
+	if err != nil {
+		err = kernelError(err)
+		if errors.Is(err, hal.ErrNotFound) || errors.Is(err, unix.ENODEV) {
+			return nil, fmt.Errorf("tcflower: interface %q: %w", name, hal.ErrNotFound)
+		}
+		return nil, fmt.Errorf("tcflower: interface %q: %w", name, err)
+	}
+	for _, m := range msgs {
+		ifindex, got, mac, mtu, _, err := parseLink(m.Data)
+		if err != nil || got != name {
+			continue
+		}
+		d := &device{Name: got, Ifindex: ifindex, MTU: int(mtu)}
+		copy(d.MAC[:], mac)
+		return d, nil
+	}
+	return nil, fmt.Errorf("tcflower: interface %q: %w", name, hal.ErrNotFound)
+}
+
+// freeBlock picks a block index that nothing in the namespace uses: a dump
+// of an unused block fails.
+func (n *NIC) freeBlock() (uint32, error) {
+	for try := 0; try < 16; try++ {
+		var r [4]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return 0, err
+		}
+		b := binary.LittleEndian.Uint32(r[:])&0x3fffffff | 0x40000000
+		req, _ := encodeDumpRequest(b, 0)
+		if _, err := n.conn.Execute(n.request(rtmGetFilter, netlink.Dump, req)); err != nil {
+			return b, nil
+		}
+	}
+	return 0, errors.New("tcflower: no free tc block index found")
+}
+
+// probeFilter installs a filter with the given flags and actions in the
+// probe chain and removes it again.
+func (n *NIC) probeFilter(flags uint32, acts ...tcAction) error {
+	f := &filterSpec{Chain: probeChain, Prio: 1, Handle: 1, Flags: flags, Actions: acts}
+	m, err := n.filterMsg(f, netlink.Create|netlink.Excl)
+	if err != nil {
+		return err
+	}
+	if err := n.do(m); err != nil {
+		return kernelError(err)
+	}
+	if err := n.do(n.delFilterMsg(probeChain, 1, 1)); err != nil {
+		return fmt.Errorf("tcflower: removing a probe filter: %w", kernelError(err))
+	}
+	return nil
+}
+
+// probe finds out what the kernel and the devices take, sets the filter
+// flags the placement policy calls for, and fills the capabilities.
+func (n *NIC) probe(ctx context.Context) error {
+	notes := []string{}
+	// flower itself, with gact (drop): every rule and the generation
+	// chains need them.
+	if err := n.probeFilter(clsFlagsSkipHW, gactAction(tcActShot)); err != nil {
+		return fmt.Errorf("tcflower: the kernel takes no flower filter with a gact action (cls_flower / act_gact missing?): %w", wrapNotSupported(err))
+	}
+	// Hardware: a skip_sw filter lands only where a device offloads tc.
+	hwErr := n.probeFilter(clsFlagsSkipSW, gactAction(tcActShot))
+	offload := n.ethtoolProbe(&notes)
+	hasHW := hwErr == nil
+	if hwErr != nil {
+		notes = append(notes, "no hardware tables: skip_sw refused: "+hwErr.Error())
+	} else {
+		notes = append(notes, "skip_sw accepted: the devices offload tc rules")
+	}
+	if offload != "" {
+		notes = append(notes, offload)
+	}
+	loc := hal.LocationKernel
+	switch n.cfg.Placement {
+	case PlaceHardware:
+		if !hasHW {
+			return fmt.Errorf("tcflower: placement %s: %w", n.cfg.Placement, hal.Unsupported(driverName, "placement", "no hardware tables: skip_sw refused: %v", hwErr))
+		}
+		n.flags = clsFlagsSkipSW
+		loc = hal.LocationHardware
+	case PlaceSoftware:
+		n.flags = clsFlagsSkipHW
+	default:
+		if hasHW {
+			loc = hal.LocationHardware
+			notes = append(notes, "placement any: a rule the hardware refuses stays in software; Dump says where each one is")
+		} else {
+			n.flags = clsFlagsSkipHW
+			notes = append(notes, "placement any without hardware: rules are programmed skip_hw and reported as not in hardware")
+		}
+	}
+
+	acts := hal.ActionsOf(hal.ActionDrop, hal.ActionCount)
+	has := func(kind string, a tcAction) bool {
+		err := n.probeFilter(n.flags&^clsFlagsSkipSW|clsFlagsSkipHW, a)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("action %s unavailable: %v", kind, err))
+			return false
+		}
+		return true
+	}
+	if has("mirred", mirredRedirect(n.devs[0].Ifindex)) {
+		acts |= hal.ActionsOf(hal.ActionOutput)
+	}
+	if has("pedit", peditAction(peditBytes(pedItHTypeEth, 0, []byte{0}))) && has("csum", csumAction(csumFlagIPv4Hdr)) {
+		acts |= hal.ActionsOf(hal.ActionSetEthSrc, hal.ActionSetEthDst, hal.ActionSetIPSrc, hal.ActionSetIPDst, hal.ActionSetL4Src, hal.ActionSetL4Dst)
+	}
+	if has("vlan", vlanPop()) {
+		acts |= hal.ActionsOf(hal.ActionPushVLAN, hal.ActionPopVLAN)
+	}
+	var encaps hal.EncapSet
+	match := hal.MatchInPort | hal.MatchEthSrc | hal.MatchEthDst | hal.MatchEthType | hal.MatchVLAN |
+		hal.MatchIPv4Src | hal.MatchIPv4Dst | hal.MatchIPv6Src | hal.MatchIPv6Dst | hal.MatchIPProto |
+		hal.MatchL4Src | hal.MatchL4Dst
+	if len(n.lay.tunnels) > 0 && has("tunnel_key", tunnelKeyUnset()) && acts.Has(hal.ActionOutput) {
+		for k := range n.lay.tunnels {
+			encaps |= hal.EncapsOf(k)
+		}
+		acts |= hal.ActionsOf(hal.ActionEncap, hal.ActionDecap)
+		match |= hal.MatchVNI | hal.MatchTunSrc | hal.MatchTunDst | hal.MatchTunKind
+		notes = append(notes, "encap: outer MACs come from the kernel's route and neighbour table, not from Encap.SrcMAC/DstMAC; the frame leaves through the tunnel device and the route to the outer destination")
+	}
+	notes = append(notes,
+		"exception path: none; a packet no rule takes continues into the port's kernel stack",
+		fmt.Sprintf("generations: tc chains, one dispatch filter per scope; at most %d scopes; rules of a lower scope are tried before those of a higher one", maxScopes),
+		"equal priorities: flower does not order overlapping filters of one priority by rule ID",
+		"L4 port rewrites assume IPv4 headers without options and IPv6 headers without extension headers",
+	)
+	devNames := make([]string, len(n.devs))
+	for i, d := range n.devs {
+		devNames[i] = d.Name
+	}
+	n.caps = hal.Capabilities{
+		Driver:        driverName,
+		Device:        fmt.Sprintf("tc block %d on %s (placement %s)", n.block, strings.Join(devNames, ","), n.cfg.Placement),
+		Location:      loc,
+		MaxRules:      1 << 20,
+		MaxBatch:      maxBatch,
+		MatchFields:   match,
+		MaskedFields:  hal.MatchEthSrc | hal.MatchEthDst | hal.MatchIPv4Src | hal.MatchIPv4Dst | hal.MatchIPv6Src | hal.MatchIPv6Dst | hal.MatchL4Src | hal.MatchL4Dst | (match & (hal.MatchTunSrc | hal.MatchTunDst)),
+		Priorities:    true,
+		Actions:       acts,
+		Encaps:        encaps,
+		Decaps:        encaps,
+		Counters:      hal.CounterCaps{PerRule: true, PerPort: true, BytesIncludeL2: false},
+		Generations:   true,
+		MaxScopes:     maxScopes,
+		ExceptionPath: false,
+		Notes:         notes,
+	}
+	return nil
+}
+
+func wrapNotSupported(err error) error {
+	if errors.Is(err, hal.ErrNotSupported) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", hal.ErrNotSupported, err)
+}
+
+// ethtoolProbe reads each port's driver and hw-tc-offload feature, turning
+// the feature on (and reading it back) where hardware placement is allowed
+// and the device can change it. It returns a summary for the notes.
+func (n *NIC) ethtoolProbe(notes *[]string) string {
+	var parts []string
+	err := inNetNS(n.cfg.NetNS, func() error {
+		et, err := ethtool.NewEthtool()
+		if err != nil {
+			return err
+		}
+		defer et.Close()
+		for _, d := range n.devs {
+			drv, err := et.DriverName(d.Name)
+			if err != nil {
+				drv = "?"
+			}
+			feats, err := et.FeaturesWithState(d.Name)
+			if err != nil {
+				parts = append(parts, fmt.Sprintf("%s (%s): features unreadable: %v", d.Name, drv, err))
+				continue
+			}
+			st, ok := feats["hw-tc-offload"]
+			if !ok {
+				parts = append(parts, fmt.Sprintf("%s (%s): no hw-tc-offload feature", d.Name, drv))
+				continue
+			}
+			if n.cfg.Placement != PlaceSoftware && st.Available && !st.Active {
+				_ = et.Change(d.Name, map[string]bool{"hw-tc-offload": true})
+				if f2, err := et.FeaturesWithState(d.Name); err == nil {
+					st = f2["hw-tc-offload"]
+				}
+			}
+			fixed := ""
+			if !st.Available {
+				fixed = " [fixed]"
+			}
+			parts = append(parts, fmt.Sprintf("%s (%s): hw-tc-offload %s%s", d.Name, drv, onOff(st.Active), fixed))
+		}
+		return nil
+	})
+	if err != nil {
+		return "ethtool: " + err.Error()
+	}
+	return "ethtool: " + strings.Join(parts, "; ")
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// inNetNS runs fn on a thread switched into the namespace at path (the
+// caller's own when path is empty). Sockets fn creates stay in that
+// namespace. The thread is discarded if it cannot be switched back.
+func inNetNS(path string, fn func() error) error {
+	if path == "" {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromPath(path)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: it dies with this goroutine.
+			errc <- errors.Join(ferr, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// linuxSys injects frames with an AF_PACKET socket opened in the ports'
+// namespace.
+type linuxSys struct {
+	fd int
+}
+
+func newLinuxSys(ns string) (*linuxSys, error) {
+	s := &linuxSys{fd: -1}
+	err := inNetNS(ns, func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("tcflower: packet socket for Inject: %w", err)
+		}
+		s.fd = fd
+		return nil
+	})
+	return s, err
+}
+
+func (s *linuxSys) inject(ifindex uint32, frames [][]byte) error {
+	sa := &unix.SockaddrLinklayer{Ifindex: int(ifindex)}
+	for _, f := range frames {
+		if err := unix.Sendto(s.fd, f, 0, sa); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *linuxSys) close() error {
+	if s.fd < 0 {
+		return nil
+	}
+	err := unix.Close(s.fd)
+	s.fd = -1
+	return err
+}
