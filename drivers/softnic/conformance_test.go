@@ -1,0 +1,79 @@
+package softnic_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/conformance"
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
+)
+
+// TestConformance runs the conformance suite against softnic: every case
+// must pass, since softnic is the reference the other drivers are held to.
+func TestConformance(t *testing.T) {
+	conformance.Run(t, conformance.Target{
+		Name: "softnic",
+		Open: func(ctx context.Context) (hal.NIC, conformance.Harness, error) {
+			nic, err := softnic.New(softnic.Config{
+				Ports: []softnic.PortConfig{
+					{Name: "vm1", Kind: hal.PortVPort, MAC: hal.MAC{0x02, 0, 0, 0, 0, 1}},
+					{Name: "vm2", Kind: hal.PortVPort, MAC: hal.MAC{0x02, 0, 0, 0, 0, 2}},
+					{Name: "uplink", Kind: hal.PortUplink, MAC: hal.MAC{0x02, 0, 0, 0, 0, 3}, MTU: 1600},
+				},
+				// Small enough for the full-table case to fill.
+				MaxRules: 512,
+				MaxBatch: 256,
+			})
+			if err != nil {
+				return nil, nil, err
+			}
+			return nic, harness{nic}, nil
+		},
+		// Send processes frames before it returns, so a short quiet time
+		// is enough to know that nothing more comes.
+		Quiet: 20 * time.Millisecond,
+	})
+}
+
+// harness reaches the NIC's ports through their in-memory far sides.
+type harness struct{ nic *softnic.NIC }
+
+func (h harness) Send(port hal.PortID, frames ...[]byte) error {
+	p, err := h.nic.Port(port)
+	if err != nil {
+		return err
+	}
+	_, err = p.Send(frames)
+	return err
+}
+
+// Recv polls: Port.Recv does not block.
+func (h harness) Recv(ctx context.Context, port hal.PortID, max int) ([][]byte, error) {
+	p, err := h.nic.Port(port)
+	if err != nil {
+		return nil, err
+	}
+	bufs, sizes := make([][]byte, max), make([]int, max)
+	for i := range bufs {
+		bufs[i] = make([]byte, 1<<16)
+	}
+	for {
+		n, err := p.Recv(bufs, sizes)
+		if err != nil || n > 0 {
+			out := make([][]byte, n)
+			for i := range out {
+				out[i] = bufs[i][:sizes[i]]
+			}
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(200 * time.Microsecond):
+		}
+	}
+}
+
+func (h harness) Close() error { return nil }
