@@ -289,11 +289,7 @@ func (b *Builder) Build() (*State, error) {
 }
 
 func (b *Builder) buildVNETs(c *checker, s *State) {
-	type subnetOwner struct {
-		p    netip.Prefix
-		vnet string
-	}
-	subnets := make([][]subnetOwner, len(s.tenants))
+	var subnets []subnetAt
 	for _, it := range b.vnets {
 		v, o := it.v, it.o
 		ti, ok := s.tenantIdx[v.Tenant]
@@ -325,19 +321,53 @@ func (b *Builder) buildVNETs(c *checker, s *State) {
 		}
 		for i, p := range v.Subnets {
 			f := fmt.Sprintf("subnets[%d]", i)
-			if !c.prefix(o, f, p, "subnet") {
-				continue
+			if c.prefix(o, f, p, "subnet") {
+				subnets = append(subnets, subnetAt{p: p, tenant: ti, vnet: v.Name, o: o, field: f, order: len(subnets)})
 			}
-			for _, other := range subnets[ti] {
-				if other.p.Overlaps(p) {
-					c.errf(o, f, "subnet %s overlaps %s of VNET %s in tenant %s's routing domain", p, other.p, other.vnet, v.Tenant)
-					break
-				}
-			}
-			subnets[ti] = append(subnets[ti], subnetOwner{p, v.Name})
 		}
 		s.vnetIdx[key] = len(s.vnets)
 		s.vnets = append(s.vnets, v)
+	}
+	c.overlaps(s, subnets)
+}
+
+type subnetAt struct {
+	p      netip.Prefix
+	tenant int
+	vnet   string
+	o      *origin
+	field  string
+	order  int // document order
+}
+
+// overlaps reports subnets that overlap within one routing domain. Two
+// prefixes overlap only if one contains the other, so after sorting by
+// (tenant, address, length) every prefix that overlaps anything overlaps the
+// outermost prefix of its group: one pass finds them all, in O(n log n)
+// however many subnets a document holds. Of each overlapping pair the one
+// later in the document is blamed.
+func (c *checker) overlaps(s *State, subnets []subnetAt) {
+	slices.SortFunc(subnets, func(a, b subnetAt) int {
+		return cmp.Or(cmp.Compare(a.tenant, b.tenant), a.p.Addr().Compare(b.p.Addr()), cmp.Compare(a.p.Bits(), b.p.Bits()), cmp.Compare(a.order, b.order))
+	})
+	blamed := map[int]bool{}
+	top := -1
+	for i := range subnets {
+		cur := &subnets[i]
+		if top < 0 || subnets[top].tenant != cur.tenant || !subnets[top].p.Overlaps(cur.p) {
+			top = i
+			continue
+		}
+		late, early := cur, &subnets[top]
+		if late.order < early.order {
+			late, early = early, late
+		}
+		if blamed[late.order] {
+			continue
+		}
+		blamed[late.order] = true
+		c.errf(late.o, late.field, "subnet %s overlaps %s of VNET %s in tenant %s's routing domain",
+			late.p, early.p, early.vnet, s.tenants[late.tenant].Name)
 	}
 }
 
@@ -471,6 +501,7 @@ func (b *Builder) buildRoutes(c *checker, s *State) {
 			s.routes[ti] = append(s.routes[ti], r)
 		}
 	}
+	ruleNames := map[GatewayRuleKey]bool{}
 	for _, it := range b.gwRules {
 		g, o := it.v, it.o
 		ti, ok := s.tenantIdx[g.Tenant]
@@ -481,10 +512,11 @@ func (b *Builder) buildRoutes(c *checker, s *State) {
 		if !c.name(o, "name", g.Name, "gateway rule name") {
 			continue
 		}
-		if slices.ContainsFunc(s.gwRules[ti], func(x GatewayRule) bool { return x.Name == g.Name }) {
+		if ruleNames[GatewayRuleKey{g.Tenant, g.Name}] {
 			c.errf(o, "name", "duplicate gateway rule %q in tenant %s", g.Name, g.Tenant)
 			continue
 		}
+		ruleNames[GatewayRuleKey{g.Tenant, g.Name}] = true
 		good := c.prefix(o, "prefix", g.Prefix, "gateway rule prefix")
 		if good {
 			if _, dup := explicit[ti][g.Prefix]; dup {
@@ -596,6 +628,7 @@ func (c *checker) checkVia(s *State, o *origin, ti int, r Route) {
 }
 
 func (b *Builder) buildACLs(c *checker, s *State) {
+	ids := map[ACLKey]bool{}
 	for _, it := range b.acls {
 		a, o := it.v, it.o
 		ti, ok := s.tenantIdx[a.Tenant]
@@ -606,10 +639,11 @@ func (b *Builder) buildACLs(c *checker, s *State) {
 		if !c.name(o, "id", a.ID, "ACL id") {
 			continue
 		}
-		if slices.ContainsFunc(s.acls[ti], func(x ACL) bool { return x.ID == a.ID }) {
+		if ids[ACLKey{a.Tenant, a.ID}] {
 			c.errf(o, "id", "duplicate ACL %q in tenant %s", a.ID, a.Tenant)
 			continue
 		}
+		ids[ACLKey{a.Tenant, a.ID}] = true
 		good := true
 		if a.Direction != In && a.Direction != Out {
 			c.errf(o, "direction", "direction must be in or out")

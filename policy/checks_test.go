@@ -684,3 +684,76 @@ func TestOverlappingTenantsAreFine(t *testing.T) {
 		t.Errorf("PAs: %s, %s", blue.PA, red.PA)
 	}
 }
+
+// Aliases cannot make loading cost more than the document's size.
+func TestAliasExpansionIsBounded(t *testing.T) {
+	doc := `
+hosts: [{name: h, pa: 198.18.0.1}]
+tenants:
+  - &t
+    name: t
+    vnets:
+      - &v
+        name: v
+        vni: 5
+        subnets: [10.0.0.0/24]
+        vms:
+          - &m {name: m, mac: "02:00:00:00:00:01", host: h, ca: [&c 10.0.0.1, *c, *c, *c, *c, *c, *c, *c, *c, *c]}
+          - *m
+          - *m
+          - *m
+          - *m
+          - *m
+          - *m
+          - *m
+      - *v
+      - *v
+      - *v
+      - *v
+      - *v
+      - *v
+      - *v
+  - *t
+  - *t
+  - *t
+  - *t
+  - *t
+  - *t
+  - *t
+`
+	_, err := Parse("bomb.yaml", []byte(doc))
+	var list ErrorList
+	if !errors.As(err, &list) || len(list) != 1 || !strings.Contains(list[0].Msg, "aliases expand") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// Many subnets are checked for overlaps without comparing every pair, and
+// still every overlapping one is found.
+func TestManySubnets(t *testing.T) {
+	b := NewBuilder()
+	b.AddTenant(Tenant{Name: "t"})
+	var subnets []netip.Prefix
+	for i := range 20000 {
+		subnets = append(subnets, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24))
+	}
+	// Three overlaps: a supernet, a duplicate, and a subnet of a /24.
+	subnets = append(subnets, netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("10.2.3.0/24"), netip.MustParsePrefix("10.3.4.128/25"))
+	b.AddVNET(VNET{Tenant: "t", Name: "v", VNI: 1, Subnets: subnets})
+	b.AddVNET(VNET{Tenant: "t", Name: "w", VNI: 2, Subnets: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/16")}})
+	_, err := b.Build()
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("got %v", err)
+	}
+	var fields []string
+	for _, e := range list {
+		fields = append(fields, e.Field)
+	}
+	want := []string{"vnets[0].subnets[20000]", "vnets[0].subnets[20001]", "vnets[0].subnets[20002]"}
+	// 10.20.0.0/16 holds 256 of v's /24s but comes later: it is blamed too.
+	want = append(want, "vnets[1].subnets[0]")
+	if strings.Join(fields, " ") != strings.Join(want, " ") {
+		t.Errorf("blamed %v, want %v\n%v", fields, want, err)
+	}
+}

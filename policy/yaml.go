@@ -37,7 +37,7 @@ func Parse(filename string, data []byte) (*State, error) {
 // caller can add to it first. Errors from Build still name the document's
 // lines.
 func ParseBuilder(filename string, data []byte) (*Builder, error) {
-	d := &decoder{file: filename, b: &Builder{file: filename}}
+	d := &decoder{file: filename, b: &Builder{file: filename}, budget: len(data) + 16}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, ErrorList{syntaxError(filename, err)}
@@ -70,9 +70,32 @@ type decoder struct {
 	file string
 	b    *Builder
 	errs ErrorList
+	// budget bounds the values decoded: one per mapping or list item. A
+	// document without aliases can never hold more values than bytes;
+	// aliases can (a "billion laughs" document), and would make loading
+	// cost far more than the document's size.
+	budget  int
+	overrun bool
+}
+
+// spend takes one value from the budget and reports whether decoding may
+// go on.
+func (d *decoder) spend(n *yaml.Node) bool {
+	if d.overrun {
+		return false
+	}
+	if d.budget--; d.budget < 0 {
+		d.errAt(n, "", "aliases expand the document to more values than it has bytes")
+		d.overrun = true
+		return false
+	}
+	return true
 }
 
 func (d *decoder) errAt(n *yaml.Node, path, format string, args ...any) {
+	if d.overrun {
+		return
+	}
 	d.errs = append(d.errs, &LoadError{File: d.file, Line: n.Line, Column: n.Column, Field: path, Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -91,6 +114,9 @@ func (d *decoder) obj(n *yaml.Node, path string, allowed ...string) *object {
 	o := &object{d: d, n: n, path: path, vals: map[string]*yaml.Node{},
 		o: &origin{path: path, at: pos{n.Line, n.Column}, fields: map[string]pos{}}}
 	n = resolveAlias(n)
+	if !d.spend(n) {
+		return o
+	}
 	if n.Kind != yaml.MappingNode {
 		d.errAt(n, path, "want a mapping, got %s", kindName(n))
 		return o
@@ -246,6 +272,9 @@ func (o *object) list(key string, required bool) []*yaml.Node {
 		items = v.Content
 	}
 	for i, it := range items {
+		if !o.d.spend(it) {
+			return nil
+		}
 		items[i] = resolveAlias(it)
 		o.o.fields[fmt.Sprintf("%s[%d]", key, i)] = pos{it.Line, it.Column}
 	}
