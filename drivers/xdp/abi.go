@@ -1,0 +1,226 @@
+package xdp
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+)
+
+// Sizes shared with bpf/nicpath.c. They bound what the driver can take, and
+// Validate says so when a rule needs more.
+const (
+	// maxMasks is how many distinct mask shapes the program searches per
+	// packet. Each shape costs one hash lookup on a packet that reaches it, so
+	// the bound keeps the worst case near 16 lookups; an exact-match-only
+	// table (what a vswitch offloads per connection) uses one.
+	maxMasks = 16
+	// MaxPorts bounds port IDs (1 to MaxPorts-1): ports index per-CPU arrays.
+	MaxPorts = 64
+	// slotsPerEntry is how many rules may share one match (one shadow
+	// generation next to the live one, or two priorities).
+	slotsPerEntry = 2
+	// encapHdrMax is the room for an outer header template in a rule.
+	encapHdrMax = 56
+)
+
+// Action flags of bpfRule.Flags, as in nicpath.c.
+const (
+	actDecap = 1 << iota
+	actSetEthSrc
+	actSetEthDst
+	actSetIPSrc
+	actSetIPDst
+	actSetL4Src
+	actSetL4Dst
+	actDecTTL
+	actPushVLAN
+	actPopVLAN
+	actEncap
+	actCount
+	actFixedFlowID
+)
+
+// Terminal actions of bpfRule.Terminal.
+const (
+	termOutput = 1 + iota
+	termDrop
+	termToHost
+)
+
+// bpfKey is struct flow_key: a hal.FlowKey with a mask shape's ID.
+type bpfKey struct {
+	TunSrc, TunDst, IPSrc, IPDst [16]byte
+	InPort, VNI                  uint32
+	EthSrc, EthDst               [6]byte
+	EthType, VLAN, L4Src, L4Dst  uint16
+	Proto, TunKind, MaskID, Pad  uint8
+}
+
+// bpfRule is struct rule: one rule's generation, priority and actions.
+type bpfRule struct {
+	ID                                    uint64
+	Scope, Gen, Counter                   uint32
+	Prio, Flags                           uint16
+	Terminal, Reason, EncapLen, EncapKind uint8
+	OutPort                               uint32
+	VLANTCI, L4Src, L4Dst, Pad            uint16
+	EncapSum                              uint32
+	EthSrc, EthDst                        [6]byte
+	IPSrc, IPDst                          [16]byte
+	EncapHdr                              [encapHdrMax]byte
+}
+
+// bpfFlowVal is struct flow_val.
+type bpfFlowVal struct {
+	Slot [slotsPerEntry]bpfRule
+}
+
+type bpfMaskEntry struct {
+	Mask    bpfKey
+	MaxPrio uint32
+	ID      uint32
+}
+
+type bpfMaskSet struct {
+	N, Pad uint32
+	M      [maxMasks]bpfMaskEntry
+}
+
+type bpfPortCfg struct {
+	MTU, Ifindex uint32
+}
+
+type bpfCounters struct {
+	Packets, Bytes uint64
+}
+
+type bpfPortStats struct {
+	RxPackets, RxBytes, TxPackets, TxBytes, Drops, Exceptions uint64
+}
+
+// bpfExcMeta is struct exc_meta, the head of each exception event.
+type bpfExcMeta struct {
+	Rule                     uint64
+	InPort, Reason, VNI, Len uint32
+}
+
+const excMetaLen = 24
+
+type bpfTrace struct {
+	Rule                        uint64
+	Verdict, Port, Reason, Pad0 uint32
+}
+
+func keyOf(k *hal.FlowKey) bpfKey {
+	return bpfKey{
+		TunSrc: k.TunSrc, TunDst: k.TunDst, IPSrc: k.IPSrc, IPDst: k.IPDst,
+		InPort: uint32(k.InPort), VNI: k.VNI, EthSrc: k.EthSrc, EthDst: k.EthDst,
+		EthType: k.EthType, VLAN: k.VLAN, L4Src: k.L4Src, L4Dst: k.L4Dst,
+		Proto: k.Proto, TunKind: uint8(k.TunKind),
+	}
+}
+
+// matchKeys returns the masked key of m (without its mask ID) and the mask
+// shape, both as the program sees them.
+func matchKeys(m *hal.Match) (key, mask bpfKey) {
+	n := *m
+	n.Normalize()
+	return keyOf(&n.Key), keyOf(&n.Mask)
+}
+
+// encodeRule turns the actions of r into a bpfRule. It assumes r passed
+// Validate.
+func encodeRule(r *hal.Rule) (bpfRule, error) {
+	b := bpfRule{ID: uint64(r.ID), Scope: uint32(r.Scope), Gen: uint32(r.Generation), Prio: r.Priority}
+	for i := range r.Actions {
+		a := &r.Actions[i]
+		switch a.Kind {
+		case hal.ActionDecap:
+			b.Flags |= actDecap
+		case hal.ActionSetEthSrc:
+			b.Flags |= actSetEthSrc
+			b.EthSrc = a.MAC
+		case hal.ActionSetEthDst:
+			b.Flags |= actSetEthDst
+			b.EthDst = a.MAC
+		case hal.ActionSetIPSrc:
+			b.Flags |= actSetIPSrc
+			b.IPSrc = a.Addr.As16()
+		case hal.ActionSetIPDst:
+			b.Flags |= actSetIPDst
+			b.IPDst = a.Addr.As16()
+		case hal.ActionSetL4Src:
+			b.Flags |= actSetL4Src
+			b.L4Src = a.L4Port
+		case hal.ActionSetL4Dst:
+			b.Flags |= actSetL4Dst
+			b.L4Dst = a.L4Port
+		case hal.ActionDecTTL:
+			b.Flags |= actDecTTL
+		case hal.ActionPushVLAN:
+			b.Flags |= actPushVLAN
+			b.VLANTCI = a.VLAN & 0x0fff
+		case hal.ActionPopVLAN:
+			b.Flags |= actPopVLAN
+		case hal.ActionCount:
+			b.Flags |= actCount
+		case hal.ActionEncap:
+			if err := encodeEncap(&b, &a.Encap); err != nil {
+				return b, err
+			}
+		case hal.ActionOutput:
+			b.Terminal = termOutput
+			b.OutPort = uint32(a.OutPort)
+		case hal.ActionDrop:
+			b.Terminal = termDrop
+			b.Reason = uint8(a.Reason)
+		case hal.ActionToHost:
+			b.Terminal = termToHost
+			b.Reason = uint8(a.Reason)
+		}
+	}
+	return b, nil
+}
+
+// encodeEncap stores the outer headers hal/wire builds for e as a template:
+// the per-packet fields (IPv4 total length and checksum, UDP source port and
+// length, NVGRE FlowID when it comes from the hash) are zeroed, and the IPv4
+// header's running sum without them is kept so the program adds the length
+// and folds.
+func encodeEncap(b *bpfRule, e *hal.Encap) error {
+	t, err := wire.NewEncapTemplate(e)
+	if err != nil {
+		return err
+	}
+	n := t.Len()
+	if n > encapHdrMax {
+		return fmt.Errorf("outer headers of %d bytes exceed the %d the program writes", n, encapHdrMax)
+	}
+	buf := make([]byte, n)
+	if _, err := t.Push(buf, n, n, 0); err != nil {
+		return err
+	}
+	binary.BigEndian.PutUint16(buf[16:18], 0) // total length
+	binary.BigEndian.PutUint16(buf[24:26], 0) // header checksum
+	switch e.Kind {
+	case hal.EncapVXLAN, hal.EncapGeneve:
+		binary.BigEndian.PutUint16(buf[34:36], 0) // UDP source port
+		binary.BigEndian.PutUint16(buf[38:40], 0) // UDP length
+	case hal.EncapNVGRE:
+		if e.FlowID != 0 {
+			b.Flags |= actFixedFlowID
+		} else {
+			buf[41] = 0
+		}
+	}
+	sum := wire.Sum(buf[14:34], 0)
+	sum = sum>>16 + sum&0xffff
+	b.EncapSum = sum>>16 + sum&0xffff // folded, so the program's 32-bit add cannot overflow
+	b.Flags |= actEncap
+	b.EncapLen = uint8(n)
+	b.EncapKind = uint8(e.Kind)
+	copy(b.EncapHdr[:], buf)
+	return nil
+}

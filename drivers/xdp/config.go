@@ -1,0 +1,134 @@
+package xdp
+
+import (
+	"github.com/nicpath/nicpath/hal"
+)
+
+// DriverName is the name the driver reports in Capabilities and errors.
+const DriverName = "xdp"
+
+// Mode is how the program is attached to an interface.
+type Mode uint8
+
+const (
+	// ModeAuto tries driver (native) mode and falls back to generic mode.
+	ModeAuto Mode = iota
+	// ModeDriver attaches in the driver's receive path or fails.
+	ModeDriver
+	// ModeGeneric attaches after the kernel built an skb (any interface).
+	ModeGeneric
+	// ModeOffload asks the NIC to run the program itself. It is reported
+	// only when the attach succeeded.
+	ModeOffload
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeAuto:
+		return "auto"
+	case ModeDriver:
+		return "driver"
+	case ModeGeneric:
+		return "generic"
+	case ModeOffload:
+		return "offload"
+	}
+	return "mode?"
+}
+
+// PortConfig names one port of the NIC.
+type PortConfig struct {
+	// ID is the port's hal.PortID, 1 to MaxPorts-1; 0 picks the next free.
+	ID hal.PortID
+	// Name is the Linux interface. An empty name makes a port without a
+	// device: rules may output to it and Run can send frames into it, but
+	// no traffic ever crosses it (for tests and dry runs).
+	Name string
+	Kind hal.PortKind
+}
+
+// Config says what Open opens.
+type Config struct {
+	// NetNS is the path of the network namespace the interfaces live in
+	// (e.g. /var/run/netns/NAME); empty means the caller's. The driver
+	// enters it only on a locked OS thread for the calls that resolve
+	// interfaces, and leaves the caller's threads alone.
+	NetNS string
+	Ports []PortConfig
+	Mode  Mode
+	// MaxRules is the size of the flow hash (entries; each holds up to two
+	// rules with the same match). Default 65536.
+	MaxRules int
+	// MaxScopes is the size of the active-generation array. Default 4096.
+	MaxScopes int
+	// ExceptionBuffer is the per-CPU size, in bytes, of the exception ring
+	// (rounded up to pages). Default 1 MiB.
+	ExceptionBuffer int
+}
+
+func (c *Config) withDefaults() Config {
+	d := *c
+	if d.MaxRules <= 0 {
+		d.MaxRules = 65536
+	}
+	if d.MaxScopes <= 0 {
+		d.MaxScopes = 4096
+	}
+	if d.ExceptionBuffer <= 0 {
+		d.ExceptionBuffer = 1 << 20
+	}
+	d.Ports = append([]PortConfig(nil), c.Ports...)
+	used := map[hal.PortID]bool{}
+	for _, p := range d.Ports {
+		used[p.ID] = true
+	}
+	next := hal.PortID(1)
+	for i := range d.Ports {
+		if d.Ports[i].ID != 0 {
+			continue
+		}
+		for used[next] {
+			next++
+		}
+		d.Ports[i].ID = next
+		used[next] = true
+	}
+	for i := range d.Ports {
+		if d.Ports[i].Kind == 0 {
+			d.Ports[i].Kind = hal.PortVPort
+		}
+	}
+	return d
+}
+
+// maxBatch bounds one Apply call. Batches are written with BPF batch
+// updates; the bound only keeps one call's memory and latency in reason.
+const maxBatch = 1 << 20
+
+// baseCapabilities is what the loaded program does whatever the device: the
+// probe in Open adds where the rules live and what it found per port.
+func baseCapabilities(cfg *Config) hal.Capabilities {
+	return hal.Capabilities{
+		Driver:   DriverName,
+		Location: hal.LocationKernel,
+		MaxRules: cfg.MaxRules,
+		MaxBatch: maxBatch,
+		// Tuple-space search: any field, any bit mask, up to maxMasks
+		// distinct mask shapes, overlaps resolved by priority.
+		MatchFields:   hal.MatchAll,
+		MaskedFields:  hal.MatchAll,
+		Priorities:    true,
+		Actions:       hal.AllActions,
+		Encaps:        hal.EncapsOf(hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE),
+		Decaps:        hal.EncapsOf(hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE),
+		Counters:      hal.CounterCaps{PerRule: true, PerPort: true, BytesIncludeL2: true},
+		Generations:   true,
+		MaxScopes:     cfg.MaxScopes,
+		ExceptionPath: true,
+		Notes: []string{
+			"encap: IPv4 outer headers only; Geneve without options",
+			"IPv6 extension headers go to the host (unsupported)",
+			"at most 16 distinct mask shapes; 2 rules per identical match",
+		},
+	}
+}

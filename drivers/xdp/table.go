@@ -1,0 +1,507 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// backend is where the table's entries really go: the BPF maps on Linux, a
+// map in memory in the unit tests of the bookkeeping.
+type backend interface {
+	// putEntries writes keys[i]→vals[i] in order and returns how many
+	// landed before the first failure.
+	putEntries(keys []bpfKey, vals []bpfFlowVal) (int, error)
+	deleteEntry(k *bpfKey) error
+	// putMasks writes s into bank and then makes bank the one the program
+	// reads, in one write.
+	putMasks(bank uint32, s *bpfMaskSet) error
+	// resetCounter zeroes counter idx before a new rule uses it.
+	resetCounter(idx uint32) error
+}
+
+// errFull marks a backend failure that means "no room" (E2BIG/ENOSPC from a
+// full hash map), translated to hal.ErrTableFull.
+var errFull = errors.New("map full")
+
+type ruleState struct {
+	rule  hal.Rule
+	key   bpfKey // masked key with its mask ID
+	mask  *maskState
+	enc   bpfRule
+	entry *entryState
+}
+
+type entryState struct {
+	slots [slotsPerEntry]*ruleState
+}
+
+func (e *entryState) value() bpfFlowVal {
+	var v bpfFlowVal
+	for i, s := range e.slots {
+		if s != nil {
+			v.Slot[i] = s.enc
+		}
+	}
+	return v
+}
+
+func (e *entryState) empty() bool { return e.slots == [slotsPerEntry]*ruleState{} }
+
+type maskState struct {
+	mask    bpfKey
+	id      uint8
+	refs    int
+	maxPrio uint16
+}
+
+// table is the driver's view of what is installed: every rule as it was
+// given, the hash entries they share, the mask shapes in use and the
+// per-rule counters. It keeps the BPF maps in step through a backend and
+// is guarded by the NIC's mutex.
+type table struct {
+	driver      string
+	maxEntries  int
+	maxScopes   int
+	maxCounters int
+	hasPort     func(hal.PortID) bool
+	be          backend
+
+	rules   map[hal.RuleID]*ruleState
+	entries map[bpfKey]*entryState
+	masks   map[bpfKey]*maskState
+	maskIDs [256]bool
+	bank    uint32
+	dirty   bool // masks changed since the last publish
+
+	counterFree []uint32
+	counterNext uint32
+
+	// the batch being gathered: entries written in one putEntries call
+	pendKeys []bpfKey
+	pendVals []bpfFlowVal
+	pendOps  []int
+	pendRule []*ruleState
+	pendSet  map[bpfKey]bool
+}
+
+func newTable(driver string, maxEntries, maxScopes, maxCounters int, hasPort func(hal.PortID) bool, be backend) *table {
+	return &table{
+		driver: driver, maxEntries: maxEntries, maxScopes: maxScopes, maxCounters: maxCounters,
+		hasPort: hasPort, be: be,
+		rules: map[hal.RuleID]*ruleState{}, entries: map[bpfKey]*entryState{},
+		masks: map[bpfKey]*maskState{}, pendSet: map[bpfKey]bool{}, counterNext: 1,
+	}
+}
+
+// validate is the driver's own check after hal.CheckRule: what the program
+// cannot express, and the capacity that is already taken.
+func (t *table) validate(r *hal.Rule) error {
+	if int(r.Scope) >= t.maxScopes {
+		return hal.Unsupported(t.driver, "scope", "scope %d is beyond the %d scopes of the generation map", r.Scope, t.maxScopes)
+	}
+	var push, pop bool
+	for i := range r.Actions {
+		a := &r.Actions[i]
+		field := fmt.Sprintf("actions[%d] %s", i, a.Kind)
+		switch a.Kind {
+		case hal.ActionEncap:
+			e := &a.Encap
+			if e.Src.Is6() {
+				return hal.Unsupported(t.driver, field+" "+e.Kind.String(), "IPv6 outer headers are not written by the program (an IPv6 UDP checksum over the whole frame is not computed in XDP)")
+			}
+			if len(e.GeneveOptions) > 0 {
+				return hal.Unsupported(t.driver, field+" geneve", "Geneve options are not written; the program writes a fixed 8-byte Geneve header")
+			}
+		case hal.ActionPushVLAN:
+			push = true
+		case hal.ActionPopVLAN:
+			pop = true
+		case hal.ActionOutput:
+			if t.hasPort != nil && !t.hasPort(a.OutPort) {
+				return fmt.Errorf("%s: %s: port %d: %w", t.driver, field, a.OutPort, hal.ErrNotFound)
+			}
+		}
+	}
+	if push && pop {
+		return hal.Unsupported(t.driver, "actions", "push_vlan and pop_vlan in one rule: the program applies a fixed order of rewrites")
+	}
+	_, mask := matchKeys(&r.Match)
+	if _, ok := t.masks[mask]; !ok && len(t.masks) >= maxMasks {
+		return fmt.Errorf("%s: match shape %s: all %d mask shapes are in use: %w", t.driver, r.Match.String(), maxMasks, hal.ErrTableFull)
+	}
+	return nil
+}
+
+func (t *table) allocMaskID() uint8 {
+	for i := 1; i < 256; i++ {
+		if !t.maskIDs[i] {
+			t.maskIDs[i] = true
+			return uint8(i)
+		}
+	}
+	return 0
+}
+
+func (t *table) allocCounter() (uint32, error) {
+	if n := len(t.counterFree); n > 0 {
+		idx := t.counterFree[n-1]
+		t.counterFree = t.counterFree[:n-1]
+		return idx, t.be.resetCounter(idx)
+	}
+	if int(t.counterNext) >= t.maxCounters {
+		return 0, fmt.Errorf("%s: no per-rule counter left (%d): %w", t.driver, t.maxCounters-1, hal.ErrTableFull)
+	}
+	t.counterNext++
+	return t.counterNext - 1, nil
+}
+
+// attach places rs into the Go state: its mask (new or shared), its entry
+// and slot, its counter. It returns an error without changing anything when
+// there is no room.
+func (t *table) attach(rs *ruleState) error {
+	key, mask := matchKeys(&rs.rule.Match)
+	ms := t.masks[mask]
+	if ms == nil {
+		if len(t.masks) >= maxMasks {
+			return fmt.Errorf("%s: all %d mask shapes are in use: %w", t.driver, maxMasks, hal.ErrTableFull)
+		}
+		ms = &maskState{mask: mask}
+	}
+	key.MaskID = ms.id
+	if ms.id == 0 {
+		key.MaskID = 0xff // placeholder until the ID is allocated below
+	}
+	e := t.entries[key]
+	if ms.id != 0 && e != nil {
+		free := -1
+		for i, s := range e.slots {
+			if s == nil {
+				free = i
+				break
+			}
+		}
+		if free < 0 {
+			return fmt.Errorf("%s: %d rules already share the match %s: %w", t.driver, slotsPerEntry, rs.rule.Match.String(), hal.ErrTableFull)
+		}
+	} else if len(t.entries) >= t.maxEntries {
+		return fmt.Errorf("%s: %d flow entries: %w", t.driver, t.maxEntries, hal.ErrTableFull)
+	}
+	if rs.enc.Flags&actCount != 0 {
+		idx, err := t.allocCounter()
+		if err != nil {
+			return err
+		}
+		rs.enc.Counter = idx
+	}
+	if ms.id == 0 {
+		ms.id = t.allocMaskID()
+		t.masks[mask] = ms
+		t.dirty = true
+		key.MaskID = ms.id
+		e = nil
+	}
+	ms.refs++
+	if rs.rule.Priority > ms.maxPrio || ms.refs == 1 {
+		if rs.rule.Priority > ms.maxPrio {
+			ms.maxPrio = rs.rule.Priority
+		}
+		t.dirty = true
+	}
+	if e == nil {
+		e = &entryState{}
+		t.entries[key] = e
+	}
+	for i, s := range e.slots {
+		if s == nil {
+			e.slots[i] = rs
+			break
+		}
+	}
+	rs.key, rs.mask, rs.entry = key, ms, e
+	t.rules[rs.rule.ID] = rs
+	return nil
+}
+
+// detach undoes attach in the Go state. It returns whether the entry became
+// empty (the hash entry must be deleted rather than rewritten).
+func (t *table) detach(rs *ruleState) (empty bool) {
+	e := rs.entry
+	for i, s := range e.slots {
+		if s == rs {
+			e.slots[i] = nil
+		}
+	}
+	if e.empty() {
+		delete(t.entries, rs.key)
+		empty = true
+	}
+	rs.mask.refs--
+	if rs.mask.refs == 0 {
+		delete(t.masks, rs.mask.mask)
+		t.maskIDs[rs.mask.id] = false
+		t.dirty = true
+	}
+	if rs.enc.Flags&actCount != 0 && rs.enc.Counter != 0 {
+		t.counterFree = append(t.counterFree, rs.enc.Counter)
+	}
+	delete(t.rules, rs.rule.ID)
+	return empty
+}
+
+func copyRule(r *hal.Rule) hal.Rule {
+	c := *r
+	c.Actions = append([]hal.Action(nil), r.Actions...)
+	for i := range c.Actions {
+		if o := c.Actions[i].Encap.GeneveOptions; o != nil {
+			c.Actions[i].Encap.GeneveOptions = append([]byte(nil), o...)
+		}
+	}
+	return c
+}
+
+func (t *table) opErr(op string, id hal.RuleID, err error) error {
+	if errors.Is(err, errFull) {
+		return fmt.Errorf("%s: %s rule %d: %w", t.driver, op, id, hal.ErrTableFull)
+	}
+	return &hal.OpError{Driver: t.driver, Op: op, Rule: id, Err: err}
+}
+
+// flush writes the gathered entries. Operations whose write did not land are
+// undone in the Go state and get their error.
+func (t *table) flush(results []hal.OpResult) {
+	if len(t.pendKeys) == 0 {
+		return
+	}
+	n, err := t.be.putEntries(t.pendKeys, t.pendVals)
+	if err != nil {
+		// Entries after the failed one may still fit (a full table
+		// refuses new keys, not rewrites): retry them one by one so
+		// that every result is exact.
+		for i := n; i < len(t.pendKeys); i++ {
+			var werr error
+			if i == n {
+				werr = err
+			} else if _, werr = t.be.putEntries(t.pendKeys[i:i+1], t.pendVals[i:i+1]); werr == nil {
+				continue
+			}
+			rs := t.pendRule[i]
+			t.detach(rs)
+			results[t.pendOps[i]].Err = t.opErr("add", rs.rule.ID, werr)
+		}
+	}
+	t.pendKeys, t.pendVals, t.pendOps, t.pendRule = t.pendKeys[:0], t.pendVals[:0], t.pendOps[:0], t.pendRule[:0]
+	clear(t.pendSet)
+}
+
+// publish writes the mask shapes, in search order, to the idle bank and
+// flips to it.
+func (t *table) publish() error {
+	if !t.dirty {
+		return nil
+	}
+	list := make([]*maskState, 0, len(t.masks))
+	for _, m := range t.masks {
+		list = append(list, m)
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].maxPrio != list[j].maxPrio {
+			return list[i].maxPrio > list[j].maxPrio
+		}
+		return list[i].id < list[j].id
+	})
+	var s bpfMaskSet
+	s.N = uint32(len(list))
+	for i, m := range list {
+		s.M[i] = bpfMaskEntry{Mask: m.mask, MaxPrio: uint32(m.maxPrio), ID: uint32(m.id)}
+	}
+	bank := t.bank ^ 1
+	if err := t.be.putMasks(bank, &s); err != nil {
+		return &hal.OpError{Driver: t.driver, Op: "publish masks", Err: err}
+	}
+	t.bank = bank
+	t.dirty = false
+	return nil
+}
+
+// apply runs a batch; see hal.RuleTable.Apply.
+func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule) error) {
+	for i := range ops {
+		results[i].Err = nil
+	}
+	for i := range ops {
+		op := &ops[i]
+		switch op.Kind {
+		case hal.OpAdd:
+			if _, ok := t.rules[op.Rule.ID]; ok {
+				results[i].Err = fmt.Errorf("%s: add rule %d: %w", t.driver, op.Rule.ID, hal.ErrExists)
+				continue
+			}
+			if err := check(&op.Rule); err != nil {
+				results[i].Err = err
+				continue
+			}
+			t.add(i, &op.Rule, results)
+		case hal.OpModify:
+			old, ok := t.rules[op.Rule.ID]
+			if !ok {
+				results[i].Err = fmt.Errorf("%s: modify rule %d: %w", t.driver, op.Rule.ID, hal.ErrNotFound)
+				continue
+			}
+			if err := check(&op.Rule); err != nil {
+				results[i].Err = err
+				continue
+			}
+			t.modify(i, old, &op.Rule, results)
+		case hal.OpDelete:
+			rs, ok := t.rules[op.Rule.ID]
+			if !ok {
+				results[i].Err = fmt.Errorf("%s: delete rule %d: %w", t.driver, op.Rule.ID, hal.ErrNotFound)
+				continue
+			}
+			t.flush(results)
+			if err := t.publish(); err != nil {
+				results[i].Err = err
+				continue
+			}
+			results[i].Err = t.remove(rs)
+		default:
+			results[i].Err = &hal.RuleError{Field: "op", Reason: fmt.Sprintf("unknown operation %d", op.Kind)}
+		}
+	}
+	t.flush(results)
+	if err := t.publish(); err != nil {
+		// The entries are written but their new mask shapes are not
+		// searched: report it on every add that is still marked landed.
+		for i := range ops {
+			if ops[i].Kind != hal.OpDelete && results[i].Err == nil {
+				results[i].Err = err
+			}
+		}
+	}
+}
+
+func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
+	enc, err := encodeRule(r)
+	if err != nil {
+		results[i].Err = hal.Unsupported(t.driver, "actions encap", "%v", err)
+		return
+	}
+	key, mask := matchKeys(&r.Match)
+	if ms := t.masks[mask]; ms != nil {
+		key.MaskID = ms.id
+		if t.pendSet[key] {
+			t.flush(results)
+		}
+	}
+	rs := &ruleState{rule: copyRule(r), enc: enc}
+	if err := t.attach(rs); err != nil {
+		results[i].Err = err
+		return
+	}
+	if t.pendSet[rs.key] {
+		// a new mask's entry that an earlier op of this batch also made
+		t.detach(rs)
+		t.flush(results)
+		if err := t.attach(rs); err != nil {
+			results[i].Err = err
+			return
+		}
+	}
+	t.pendKeys = append(t.pendKeys, rs.key)
+	t.pendVals = append(t.pendVals, rs.entry.value())
+	t.pendOps = append(t.pendOps, i)
+	t.pendRule = append(t.pendRule, rs)
+	t.pendSet[rs.key] = true
+}
+
+// modify replaces a rule in one step: when its match is unchanged the entry
+// is rewritten in place (one atomic hash update); otherwise the new entry is
+// written before the old one goes, so a packet sees the old rule or the new
+// one and never a miss in between.
+func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResult) {
+	t.flush(results)
+	enc, err := encodeRule(r)
+	if err != nil {
+		results[i].Err = hal.Unsupported(t.driver, "actions encap", "%v", err)
+		return
+	}
+	key, mask := matchKeys(&r.Match)
+	if ms := t.masks[mask]; ms != nil && ms == old.mask {
+		key.MaskID = ms.id
+		if key == old.key {
+			if enc.Flags&actCount != 0 {
+				if old.enc.Flags&actCount != 0 {
+					enc.Counter = old.enc.Counter
+				} else if enc.Counter, err = t.allocCounter(); err != nil {
+					results[i].Err = err
+					return
+				}
+			}
+			prev := *old
+			old.rule, old.enc = copyRule(r), enc
+			if r.Priority > old.mask.maxPrio {
+				old.mask.maxPrio = r.Priority
+				t.dirty = true
+			}
+			v := old.entry.value()
+			if _, err := t.be.putEntries([]bpfKey{old.key}, []bpfFlowVal{v}); err != nil {
+				old.rule, old.enc = prev.rule, prev.enc
+				results[i].Err = t.opErr("modify", r.ID, err)
+				return
+			}
+			if prev.enc.Flags&actCount != 0 && enc.Flags&actCount == 0 {
+				t.counterFree = append(t.counterFree, prev.enc.Counter)
+			}
+			if err := t.publish(); err != nil {
+				results[i].Err = err
+			}
+			return
+		}
+	}
+	// A different match: add the new rule under a temporary identity, then
+	// remove the old one.
+	delete(t.rules, old.rule.ID)
+	rs := &ruleState{rule: copyRule(r), enc: enc}
+	if err := t.attach(rs); err != nil {
+		t.rules[old.rule.ID] = old
+		results[i].Err = err
+		return
+	}
+	if _, err := t.be.putEntries([]bpfKey{rs.key}, []bpfFlowVal{rs.entry.value()}); err != nil {
+		t.detach(rs)
+		t.rules[old.rule.ID] = old
+		results[i].Err = t.opErr("modify", r.ID, err)
+		return
+	}
+	if err := t.publish(); err != nil {
+		results[i].Err = err
+		return
+	}
+	t.rules[old.rule.ID] = old
+	if err := t.remove(old); err != nil {
+		results[i].Err = err
+		return
+	}
+	t.rules[rs.rule.ID] = rs
+}
+
+// remove deletes rs from the maps: its entry is rewritten without it, or
+// deleted when it was alone; a mask shape left without rules is unpublished
+// after its last entry is gone.
+func (t *table) remove(rs *ruleState) error {
+	e := rs.entry
+	key := rs.key
+	if t.detach(rs) {
+		if err := t.be.deleteEntry(&key); err != nil {
+			t.attach(rs)
+			return t.opErr("delete", rs.rule.ID, err)
+		}
+	} else if _, err := t.be.putEntries([]bpfKey{key}, []bpfFlowVal{e.value()}); err != nil {
+		t.attach(rs)
+		return t.opErr("delete", rs.rule.ID, err)
+	}
+	return t.publish()
+}
