@@ -84,20 +84,38 @@ func runDifferential(t *testing.T, o topoOpts, seed uint64, packets int) *topo {
 	r := rand.New(rand.NewPCG(seed, 99))
 	vms := st.VMs()
 	var delivered []sentPacket
+	type sent struct {
+		h    *testHost
+		port hal.PortID
+		in   policy.InPort
+		p    policy.Packet
+	}
+	var history []sent
 	for i := 0; i < packets; i++ {
 		var h *testHost
 		var port hal.PortID
 		var in policy.InPort
 		var p policy.Packet
 		var frame []byte
-		switch n := r.IntN(8); {
-		case n < 3 && len(delivered) > 0:
+		switch n := r.IntN(10); {
+		case n < 2 && len(history) > 0:
+			// The same flow again: now it hits the NIC's rule (or the
+			// host's cache) instead of walking the layers.
+			x := history[r.IntN(len(history))]
+			h, port, in, p = x.h, x.port, x.in, x.p
+			if in.Uplink {
+				e := hal.Encap{Kind: hal.EncapVXLAN, VNI: in.VNI, Src: in.OuterSrc, Dst: h.pa, SrcMAC: uplinkMAC, DstMAC: uplinkMAC}
+				frame = wire.BuildEncap(&e, frameOf(p))
+			} else {
+				frame = frameOf(p)
+			}
+		case n < 5 && len(delivered) > 0:
 			d := delivered[r.IntN(len(delivered))]
 			p = d.pkt.Reverse()
 			p.TTL = uint8(2 + r.IntN(62))
 			h, port, in = d.host, d.host.ports[d.vm], policy.FromVM(d.vm)
 			frame = frameOf(p)
-		case n < 5:
+		case n < 7:
 			var inner policy.Packet
 			in, inner = policytest.RandomInbound(r, cfg)
 			h = tp.hosts[r.IntN(len(tp.hosts))]
@@ -113,6 +131,7 @@ func runDifferential(t *testing.T, o topoOpts, seed uint64, packets int) *topo {
 			p = policytest.RandomOutbound(r, cfg, vm)
 			frame = frameOf(p)
 		}
+		history = append(history, sent{h, port, in, p})
 		want := tp.expect(h, in, p, ct)
 		got := tp.send(h, port, frame)
 		tp.check(t, describe(p)+" from "+in.String()+" on "+h.name, got, want)

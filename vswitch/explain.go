@@ -252,4 +252,3 @@ func verdictString(v *verdict) string {
 	}
 	return v.action.String()
 }
-
