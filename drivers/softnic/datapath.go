@@ -29,7 +29,7 @@ type burst struct {
 	keys  [MaxBurst]hal.FlowKey
 	lays  [MaxBurst]wire.Layout
 	w     [MaxBurst]words
-	hash  [MaxBurst]uint64
+	sig   [MaxBurst]uint32
 	best  [MaxBurst]uint32
 	prio  [MaxBurst]int32
 	fate  [MaxBurst]uint8
@@ -192,17 +192,16 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		if b.fate[i] != fatePending || b.prio[i] > floor {
 			continue
 		}
-		h := sh.hashPacket(&b.w[i])
-		b.hash[i] = h
-		sink += uint64(ht.b[h&ht.mask].sig[0])
+		sig := sigOf(sh.hashPacket(&b.w[i]))
+		b.sig[i] = sig
+		sink += uint64(ht.b[uint64(sig)&ht.mask].sig[0])
 	}
 	for i := 0; i < k; i++ {
 		if b.fate[i] != fatePending || b.prio[i] > floor {
 			continue
 		}
-		h := b.hash[i]
-		bk := &ht.b[h&ht.mask]
-		sig := sigOf(h)
+		sig := b.sig[i]
+		bk := &ht.b[uint64(sig)&ht.mask]
 		for s := 0; s < 8; s++ {
 			if bk.sig[s] == sig {
 				idx := bk.idx[s]
@@ -216,10 +215,9 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		if b.fate[i] != fatePending || b.prio[i] > floor {
 			continue
 		}
-		h := b.hash[i]
-		sig := sigOf(h)
+		sig := b.sig[i]
 		w := &b.w[i]
-		for bi := h & ht.mask; ; bi = (bi + 1) & ht.mask {
+		for bi := uint64(sig) & ht.mask; ; bi = (bi + 1) & ht.mask {
 			bk := &ht.b[bi]
 			empty := false
 			for s := 0; s < 8; s++ {

@@ -115,7 +115,19 @@ func finish(h uint64) uint64 {
 	h ^= h >> 33
 	h *= hashMul2
 	h ^= h >> 29
+	h *= hashMul1
+	h ^= h >> 32
 	return h
+}
+
+// wordMul gives each packed word position its own odd multiplier, so that
+// the hash is a sum of independent products (the multiplications run in
+// parallel) followed by one avalanche, instead of a chain of dependent
+// mixes.
+var wordMul = [numWords]uint64{
+	0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x85EBCA77C2B2AE63,
+	0x27D4EB2F165667C5, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0xD6E8FEB86659FD93,
+	0xA0761D6478BD642F, 0xE7037ED1A0B428DB, 0x8EBC6AF09C88C6E3, 0x589965CC75374CC3,
 }
 
 // hashPacket hashes a packet's words as seen through s, the same value
@@ -123,7 +135,7 @@ func finish(h uint64) uint64 {
 func (s *tupleShape) hashPacket(w *words) uint64 {
 	h := uint64(hashSeed)
 	for j := 0; j < s.n; j++ {
-		h = mix(h, w[s.idx[j]]&s.pmask[j])
+		h += bits.RotateLeft64(w[s.idx[j]]&s.pmask[j], j*7) * wordMul[j]
 	}
 	return finish(h)
 }
@@ -131,7 +143,7 @@ func (s *tupleShape) hashPacket(w *words) uint64 {
 func (s *tupleShape) hashPacked(pk *words) uint64 {
 	h := uint64(hashSeed)
 	for j := 0; j < s.n; j++ {
-		h = mix(h, pk[j])
+		h += bits.RotateLeft64(pk[j], j*7) * wordMul[j]
 	}
 	return finish(h)
 }

@@ -83,7 +83,7 @@ func (p *Port) Recv(bufs [][]byte, sizes []int) (int, error) {
 			return i, io.ErrShortBuffer
 		}
 		sizes[i] = copy(bufs[i], r.slots[s][:l])
-		r.head = (r.head + 1) % len(r.slots)
+		r.head = r.slot(1)
 		r.n--
 	}
 	return i, nil
@@ -133,13 +133,22 @@ func (r *ring) init(size, frameCap int) {
 	r.lens = make([]int, size)
 }
 
+// slot returns the index of the i-th frame after head.
+func (r *ring) slot(i int) int {
+	s := r.head + i
+	if s >= len(r.slots) {
+		s -= len(r.slots)
+	}
+	return s
+}
+
 // put copies f into the ring; r.mu must be held. It reports false when the
 // ring is full or f does not fit a slot.
 func (r *ring) put(f []byte) bool {
 	if r.n == len(r.slots) {
 		return false
 	}
-	s := (r.head + r.n) % len(r.slots)
+	s := r.slot(r.n)
 	if len(f) > len(r.slots[s]) {
 		return false
 	}
@@ -167,7 +176,7 @@ func (q *excQueue) close() { close(q.done) }
 
 // putExc queues one exception; q.mu must be held.
 func (q *excQueue) putExc(f []byte, m hal.Exception) bool {
-	s := (q.head + q.n) % len(q.slots)
+	s := q.slot(q.n)
 	if !q.put(f) {
 		return false
 	}
@@ -216,7 +225,7 @@ func (q *excQueue) take(batch []hal.Exception) int {
 		m.Len = copy(m.Buf, f)
 		m.Truncated = m.Len < len(f)
 		batch[i] = m
-		q.head = (q.head + 1) % len(q.slots)
+		q.head = q.slot(1)
 		q.n--
 	}
 	if q.n > 0 {

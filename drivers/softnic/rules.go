@@ -20,7 +20,7 @@ type writerState struct {
 	// stay at 128 bytes.
 	entryTuple []*tuple
 	free       []uint32 // entry indices free for reuse
-	next   uint32   // first entry index never used
+	next       uint32   // first entry index never used
 
 	progs      []*program
 	progByHash map[uint64][]*program
@@ -30,10 +30,15 @@ type writerState struct {
 	scopeOf  []hal.Scope          // index → scope
 	scopeGen []hal.Generation     // index → active generation
 
+	// lastTuple and lastProg shortcut the map lookups for runs of rules
+	// with one mask or one action list, the usual shape of a batch.
+	lastTuple *tuple
+	lastProg  *program
+
 	// scratch of one batch, kept to avoid reallocating
 	muts     []mutation
 	undo     []undoRec
-	retired  []uint32   // entries that leave the table in this batch
+	retired  []uint32    // entries that leave the table in this batch
 	carry    [][2]uint32 // modify: counters move from [0] to [1]
 	newProgs []*program
 }
@@ -45,15 +50,15 @@ type undoRec struct {
 }
 
 func (w *writerState) init(n *NIC) {
-	w.n = n
-	w.byID = map[hal.RuleID]uint32{}
-	w.tuples = map[tupleKey]*tuple{}
-	w.progByHash = map[uint64][]*program{}
-	w.scopes = map[hal.Scope]uint32{0: 0}
-	w.scopeOf = []hal.Scope{0}
-	w.scopeGen = []hal.Generation{0}
-	w.chunks, w.entryTuple, w.free, w.next, w.live = nil, nil, nil, 0, 0
-	w.progs, w.freeProgs = nil, nil
+	*w = writerState{
+		n:          n,
+		byID:       map[hal.RuleID]uint32{},
+		tuples:     map[tupleKey]*tuple{},
+		progByHash: map[uint64][]*program{},
+		scopes:     map[hal.Scope]uint32{0: 0},
+		scopeOf:    []hal.Scope{0},
+		scopeGen:   []hal.Generation{0},
+	}
 }
 
 // reset forgets every rule (Close).
@@ -93,8 +98,10 @@ func (n *NIC) Validate(r *hal.Rule) error {
 }
 
 func (n *NIC) validate(r *hal.Rule) error {
-	if err := hal.CheckRule(&n.caps, r); err != nil {
-		return err
+	if !quickValid(&n.caps, r) {
+		if err := hal.CheckRule(&n.caps, r); err != nil {
+			return err
+		}
 	}
 	if r.Match.Mask.TunKind != 0 && r.Match.Key.TunKind != hal.EncapNone && !n.caps.Decaps.Has(r.Match.Key.TunKind) {
 		return hal.Unsupported(DriverName, "match.tun_kind "+r.Match.Key.TunKind.String(),
@@ -212,10 +219,13 @@ func (w *writerState) do(op *hal.Op) error {
 			return err
 		}
 		tk, pk := ruleKey(r.Match)
-		t := w.tuples[tk]
-		if t == nil {
-			t = &tuple{key: tk, shape: newShape(&tk), prios: map[uint16]int{}}
-			w.tuples[tk] = t
+		t := w.lastTuple
+		if t == nil || t.key != tk {
+			if t = w.tuples[tk]; t == nil {
+				t = &tuple{key: tk, shape: newShape(&tk), prios: map[uint16]int{}}
+				w.tuples[tk] = t
+			}
+			w.lastTuple = t
 		}
 		idx := w.allocEntry()
 		e := w.entry(idx)
@@ -225,7 +235,7 @@ func (w *writerState) do(op *hal.Op) error {
 		c.pkts.Store(0)
 		c.bytes.Store(0)
 		t.addPrio(r.Priority)
-		w.muts = append(w.muts, mutation{t: t, hash: t.shape.hashPacked(&pk), idx: idx, add: true})
+		w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&pk)), idx: idx, add: true})
 		w.byID[r.ID] = idx
 		if op.Kind == hal.OpModify {
 			w.removeEntry(old)
@@ -255,7 +265,7 @@ func (w *writerState) removeEntry(idx uint32) {
 	e := w.entry(idx)
 	t := w.entryTuple[idx]
 	t.delPrio(e.prio)
-	w.muts = append(w.muts, mutation{t: t, hash: t.shape.hashPacked(&e.key), idx: idx})
+	w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&e.key)), idx: idx})
 	w.retired = append(w.retired, idx)
 }
 
@@ -319,16 +329,24 @@ func (w *writerState) dropEmptyTuples() {
 	for k, t := range w.tuples {
 		if t.rules == 0 && (t.tabs[0] == nil || t.tabs[0].ht.used == 0) && (t.tabs[1] == nil || t.tabs[1].ht.used == 0) {
 			delete(w.tuples, k)
+			if w.lastTuple == t {
+				w.lastTuple = nil
+			}
 		}
 	}
 }
 
 // intern returns the program for acts, sharing one with identical actions.
 func (w *writerState) intern(acts []hal.Action) (*program, error) {
+	if p := w.lastProg; p != nil && p.refs > 0 && sameActions(p.actions, acts) {
+		p.refs++
+		return p, nil
+	}
 	h := hashActions(acts)
 	for _, p := range w.progByHash[h] {
 		if sameActions(p.actions, acts) {
 			p.refs++
+			w.lastProg = p
 			return p, nil
 		}
 	}
@@ -346,6 +364,7 @@ func (w *writerState) intern(acts []hal.Action) (*program, error) {
 		w.progs = append(w.progs, p)
 	}
 	w.progByHash[h] = append(w.progByHash[h], p)
+	w.lastProg = p
 	return p, nil
 }
 

@@ -25,13 +25,16 @@ import (
 // entry is one installed rule. Its fields do not change while any view
 // refers to it; a modify writes a new entry.
 type entry struct {
+	// The first cache line holds what a lookup reads: liveness, priority,
+	// the program and the first six key words (all of an exact IPv4
+	// 5-tuple-with-MACs key).
 	prog  uint32 // index in the program table
 	scope uint32 // index in the generation array
 	gen   uint32
 	prio  uint16
 	_     uint16
-	id    hal.RuleID
 	key   words // packed by the tuple's shape
+	id    hal.RuleID
 	cook  hal.Cookie
 }
 
@@ -92,9 +95,11 @@ func (t *htab) init(nbuckets int) {
 	t.used, t.tombs = 0, 0
 }
 
-func (t *htab) insert(h uint64, idx uint32) {
-	sig := sigOf(h)
-	for bi := h & t.mask; ; bi = (bi + 1) & t.mask {
+// insert adds idx under signature sig. The home bucket comes from the
+// signature's low bits, so that a table can be rebuilt from its buckets
+// alone, without reading (cache-missing) every entry again.
+func (t *htab) insert(sig uint32, idx uint32) {
+	for bi := uint64(sig) & t.mask; ; bi = (bi + 1) & t.mask {
 		b := &t.b[bi]
 		for s := 0; s < 8; s++ {
 			if x := b.sig[s]; x == sigEmpty || x == sigTomb {
@@ -110,9 +115,8 @@ func (t *htab) insert(h uint64, idx uint32) {
 	}
 }
 
-func (t *htab) remove(h uint64, idx uint32) bool {
-	sig := sigOf(h)
-	for bi, n := h&t.mask, 0; n <= int(t.mask); bi, n = (bi+1)&t.mask, n+1 {
+func (t *htab) remove(sig uint32, idx uint32) bool {
+	for bi, n := uint64(sig)&t.mask, 0; n <= int(t.mask); bi, n = (bi+1)&t.mask, n+1 {
 		b := &t.b[bi]
 		empty := false
 		for s := 0; s < 8; s++ {
@@ -230,9 +234,9 @@ func (t *tuple) delPrio(p uint16) {
 
 // mutation is one change to the hash tables, replayed on both views.
 type mutation struct {
-	t    *tuple
-	hash uint64
-	idx  uint32
+	t   *tuple
+	sig uint32
+	idx uint32
 	add  bool
 }
 
@@ -250,9 +254,9 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation) {
 			if (tab.ht.used+tab.ht.tombs+1)*maxLoadDen > len(tab.ht.b)*8*maxLoadNum {
 				w.grow(tab)
 			}
-			tab.ht.insert(m.hash, m.idx)
+			tab.ht.insert(m.sig, m.idx)
 		} else {
-			tab.ht.remove(m.hash, m.idx)
+			tab.ht.remove(m.sig, m.idx)
 		}
 	}
 	v.chunks = w.chunks
@@ -284,9 +288,7 @@ func (w *writerState) grow(tab *tupleTab) {
 		b := &old.b[bi]
 		for s := 0; s < 8; s++ {
 			if b.sig[s] >= 2 {
-				idx := b.idx[s]
-				e := &w.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
-				tab.ht.insert(tab.shape.hashPacked(&e.key), idx)
+				tab.ht.insert(b.sig[s], b.idx[s])
 			}
 		}
 	}
