@@ -237,7 +237,7 @@ type mutation struct {
 	t   *tuple
 	sig uint32
 	idx uint32
-	add  bool
+	add bool
 }
 
 // applyMutations changes view v (side) as muts say and reorders its tuples.
