@@ -550,11 +550,13 @@ func (s *Switch) flush(ctx context.Context) {
 	if len(s.ops) == 0 {
 		return
 	}
-	chunk := s.caps.MaxBatch
-	if chunk <= 0 {
-		chunk = len(s.ops)
-	}
-	for start := 0; start < len(s.ops); start += chunk {
+	// Settling a result may queue more operations (a delete after a failed
+	// modify); they go out in the next round of the loop.
+	for start := 0; start < len(s.ops); {
+		chunk := s.caps.MaxBatch
+		if chunk <= 0 {
+			chunk = len(s.ops)
+		}
 		end := min(start+chunk, len(s.ops))
 		ops := s.ops[start:end]
 		if cap(s.results) < len(ops) {
@@ -577,6 +579,7 @@ func (s *Switch) flush(ctx context.Context) {
 		for i := range ops {
 			s.settle(&ops[i], s.refs[start+i], res[i].Err)
 		}
+		start = end
 	}
 	clear(s.ops)
 	s.ops = s.ops[:0]
