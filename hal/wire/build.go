@@ -296,19 +296,29 @@ func SpecFromKey(k *hal.FlowKey) FrameSpec {
 	return s
 }
 
-// EncapFromKey returns the hal.Encap that reproduces k's tunnel fields.
+// EncapFromKey returns the hal.Encap that reproduces k's tunnel fields: an
+// IPv4 outer header when both tunnel addresses are IPv4-mapped, IPv6
+// otherwise.
 func EncapFromKey(k *hal.FlowKey) hal.Encap {
-	return hal.Encap{Kind: k.TunKind, VNI: k.VNI,
-		Src: netip.AddrFrom16(k.TunSrc).Unmap(), Dst: netip.AddrFrom16(k.TunDst).Unmap()}
+	src, dst := netip.AddrFrom16(k.TunSrc), netip.AddrFrom16(k.TunDst)
+	if src.Is4In6() && dst.Is4In6() {
+		src, dst = src.Unmap(), dst.Unmap()
+	}
+	return hal.Encap{Kind: k.TunKind, VNI: k.VNI, Src: src, Dst: dst}
 }
 
 // BuildKey builds a frame that Parse turns back into k (InPort aside):
-// SpecFromKey, then BuildEncap when k is tunnelled.
-func BuildKey(k *hal.FlowKey) []byte {
+// SpecFromKey, then the encapsulation of EncapFromKey when k is tunnelled.
+// It fails only for tunnel fields no encapsulation can carry (an IPv6 outer
+// address that is IPv4-mapped).
+func BuildKey(k *hal.FlowKey) ([]byte, error) {
 	f := Build(SpecFromKey(k))
 	if k.TunKind == hal.EncapNone {
-		return f
+		return f, nil
 	}
 	e := EncapFromKey(k)
-	return BuildEncap(&e, f)
+	if _, err := NewEncapTemplate(&e); err != nil {
+		return nil, err
+	}
+	return BuildEncap(&e, f), nil
 }

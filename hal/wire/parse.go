@@ -343,8 +343,8 @@ const (
 // offending header and why. It never reads outside b and stops after
 // MaxIPv6ExtHeaders headers.
 func walkIPv6Ext(b []byte, off int, nh uint8) (proto uint8, l4 int, fl Flags, at int, res extResult) {
-	fl = FlagIPv6Ext
 	for i := 0; isIPv6Ext(nh); i++ {
+		fl |= FlagIPv6Ext
 		if i == MaxIPv6ExtHeaders {
 			return nh, off, fl, off, extTooMany
 		}
