@@ -106,11 +106,12 @@ func (s *Switch) ExplainFrame(inPort hal.PortID, frame []byte) Explanation {
 func (s *Switch) ExplainFlow(id hal.RuleID) (Explanation, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := s.byID[id]
-	if f == nil {
-		return Explanation{}, false
+	for _, f := range s.flows {
+		if f.id == id || f.shadowID == id {
+			return s.explainKey(&f.key, 64), true
+		}
 	}
-	return s.explainKey(&f.key, 64), true
+	return Explanation{}, false
 }
 
 func (s *Switch) explainSealed(k hal.FlowKey) Explanation {

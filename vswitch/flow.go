@@ -230,13 +230,22 @@ func actKeyOf(v *verdict) actKey {
 }
 
 func (s *Switch) intern(k actKey) *actSet {
+	// Consecutive flows mostly share their actions (a batch of new
+	// connections toward the same VMs): compare with the last one before
+	// hashing the key.
+	if a := s.lastAct; a != nil && a.refs > 0 && a.key == k {
+		a.refs++
+		return a
+	}
 	if a, ok := s.acts[k]; ok {
 		a.refs++
+		s.lastAct = a
 		return a
 	}
 	a := s.buildActions(k)
 	a.refs = 1
 	s.acts[k] = a
+	s.lastAct = a
 	return a
 }
 

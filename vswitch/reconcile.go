@@ -43,6 +43,15 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 		shadow bool
 	}
 	var fixes []fix
+	byID := make(map[hal.RuleID]*flow, len(s.flows))
+	for _, f := range s.flows {
+		if f.id != 0 {
+			byID[f.id] = f
+		}
+		if f.shadowID != 0 {
+			byID[f.shadowID] = f
+		}
+	}
 	err := s.nic.Dump(ctx, func(ri *hal.RuleInfo) error {
 		r := &ri.Rule
 		rep.Rules++
@@ -53,7 +62,7 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 			rep.Foreign++
 			return nil
 		}
-		f := s.byID[r.ID]
+		f := byID[r.ID]
 		if f == nil || s.flows[f.key] != f || (f.id != r.ID && f.shadowID != r.ID) {
 			stale = append(stale, r.ID)
 			return nil

@@ -56,9 +56,44 @@ func (s *Switch) ActivateShadow(ctx context.Context, vm string) error {
 		}
 		sc.active++
 	}
+	if s.rollback == nil {
+		s.rollback = map[string]rollbackPoint{}
+	}
+	s.rollback[vm] = rollbackPoint{c: s.cur, epoch: s.epoch + 1}
 	s.swapTo(alt)
 	s.stats.activations++
 	s.retirePending = true
+	return nil
+}
+
+// rollbackPoint is the compiled state before an activation, kept until
+// Maintain retires the old generation.
+type rollbackPoint struct {
+	c     *compiled
+	epoch uint64 // the epoch right after the activation
+}
+
+// Rollback undoes ActivateShadow(vm) in one step, as long as Maintain has
+// not retired the old generation yet and no Update came in between: the
+// scope's previous generation is activated again (its rules are still on
+// the NIC) and the host goes back to the state before the activation.
+func (s *Switch) Rollback(ctx context.Context, vm string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rp, ok := s.rollback[vm]
+	if !ok || rp.epoch != s.epoch {
+		return fmt.Errorf("vswitch: no activation of %s to roll back", vm)
+	}
+	if sc := s.scopes[vm]; sc != nil {
+		if err := s.nic.Activate(ctx, sc.id, sc.active-1); err != nil {
+			return fmt.Errorf("vswitch: roll back scope %d of %s: %w", sc.id, vm, err)
+		}
+		sc.active--
+	}
+	delete(s.rollback, vm)
+	s.cur = rp.c
+	s.epoch++
+	s.stats.activations++
 	return nil
 }
 
@@ -80,6 +115,7 @@ func (s *Switch) retire(now int64) {
 		return
 	}
 	s.retirePending = false
+	clear(s.rollback)
 	for _, f := range s.flows {
 		if f.scope == nil || f.gen == f.scope.active {
 			continue
@@ -87,7 +123,6 @@ func (s *Switch) retire(now int64) {
 		if f.shadow != nil && (f.shadowID != 0 || f.loc != LocNIC) {
 			if f.id != 0 {
 				s.queueDelete(f.id)
-				delete(s.byID, f.id)
 			}
 			s.release(f.acts)
 			f.acts, f.shadow = f.shadow, nil

@@ -81,8 +81,8 @@ type Switch struct {
 	vmIDs     interner
 	tenantIDs interner
 	flows     map[hal.FlowKey]*flow
-	byID      map[hal.RuleID]*flow
 	acts      map[actKey]*actSet
+	lastAct   *actSet
 	scopes    map[string]*scope
 	ct        *conntrack
 	denied    map[connKey][]*flow
@@ -93,6 +93,7 @@ type Switch struct {
 	// retirePending: a scope moved to a new generation; Maintain promotes
 	// its flows' shadow rules and deletes the old ones.
 	retirePending bool
+	rollback      map[string]rollbackPoint
 
 	// Per-batch scratch, reused.
 	ops     []hal.Op
@@ -165,7 +166,6 @@ func New(cfg Config) (*Switch, error) {
 		caps:   cfg.NIC.Capabilities(),
 		log:    cfg.Logger,
 		flows:  map[hal.FlowKey]*flow{},
-		byID:   map[hal.RuleID]*flow{},
 		acts:   map[actKey]*actSet{},
 		scopes: map[string]*scope{},
 		ct:     newConntrack(),
@@ -314,6 +314,10 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 				s.drop(DropTTL)
 				continue
 			}
+		} else if f.scope != nil && f.gen != f.scope.active && f.shadow == nil {
+			// Created for a generation that is no longer live (a rollback
+			// came after it): walk the layers again before using it.
+			s.reflow(f, now, true)
 		} else if f.loc == LocNIC {
 			// A packet of an offloaded flow reached the host: it raced the
 			// rule's installation, or the NIC lost the rule. Handle it here.
@@ -508,13 +512,11 @@ func (s *Switch) toHost(f *flow, why Why, err error) {
 }
 
 func (s *Switch) newID() hal.RuleID {
-	for {
-		id := s.nextID
-		s.nextID++
-		if _, taken := s.byID[id]; !taken && id != 0 {
-			return id
-		}
-	}
+	// IDs only grow; reconciliation moves nextID past every rule the NIC
+	// holds, so a new ID is never taken.
+	id := s.nextID
+	s.nextID++
+	return id
 }
 
 func (s *Switch) rule(id hal.RuleID, k *hal.FlowKey, a *actSet, sc hal.Scope, gen hal.Generation) hal.Rule {
@@ -607,7 +609,6 @@ func (s *Switch) settle(op *hal.Op, ref opRef, err error) {
 				s.stats.reprogrammed++
 			}
 			f.loc, f.why, f.err = LocNIC, WhyOffloaded, nil
-			s.byID[f.id] = f
 			return
 		}
 		if errors.Is(err, hal.ErrExists) {
@@ -618,12 +619,10 @@ func (s *Switch) settle(op *hal.Op, ref opRef, err error) {
 			// The old rule may still be there with stale actions: remove it.
 			s.queueDelete(f.id)
 		}
-		delete(s.byID, f.id)
 		f.id = 0
 		s.toHost(f, whyOf(err), err)
 		if f.shadowID != 0 {
 			s.queueDelete(f.shadowID)
-			delete(s.byID, f.shadowID)
 			f.shadowID = 0
 		}
 	case opAddShadow, opModShadow:
@@ -631,13 +630,11 @@ func (s *Switch) settle(op *hal.Op, ref opRef, err error) {
 			return
 		}
 		if err == nil {
-			s.byID[f.shadowID] = f
 			return
 		}
 		if ref.purpose == opModShadow {
 			s.queueDelete(f.shadowID)
 		}
-		delete(s.byID, f.shadowID)
 		f.shadowID = 0
 	case opDelete:
 		if err != nil && !errors.Is(err, hal.ErrNotFound) {

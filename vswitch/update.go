@@ -49,7 +49,6 @@ func (s *Switch) reflow(f *flow, now int64, force bool) {
 func (s *Switch) unplace(f *flow) {
 	if f.id != 0 {
 		s.queueDelete(f.id)
-		delete(s.byID, f.id)
 		f.id = 0
 	}
 	f.loc = LocNone
@@ -58,7 +57,6 @@ func (s *Switch) unplace(f *flow) {
 func (s *Switch) dropShadow(f *flow) {
 	if f.shadowID != 0 {
 		s.queueDelete(f.shadowID)
-		delete(s.byID, f.shadowID)
 		f.shadowID = 0
 	}
 	s.release(f.shadow)

@@ -1,0 +1,234 @@
+package vswitch
+
+import (
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
+)
+
+// benchHost is host h1 of smallPolicy on one softnic, without the rest of
+// the topology: frames it sends out of its uplink are discarded.
+type benchHost struct {
+	sw     *Switch
+	soft   *softnic.NIC
+	va1    hal.PortID
+	uplink *softnic.Port
+}
+
+func newBenchHost(b testing.TB, st *policy.State, maxRules int) *benchHost {
+	b.Helper()
+	ports := map[string]hal.PortID{"va1": 1, "vb1": 2, "u1": 3}
+	soft, err := softnic.New(softnic.Config{Device: "bench", MaxRules: maxRules, Ports: []softnic.PortConfig{
+		{Name: "va1", Kind: hal.PortVPort, MAC: hal.MAC(macVA1)},
+		{Name: "vb1", Kind: hal.PortVPort, MAC: hal.MAC(macVB1)},
+		{Name: "u1", Kind: hal.PortVPort, MAC: hal.MAC(macU1)},
+		{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC},
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sw, err := New(Config{NIC: soft, Host: "h1", State: st, Ports: ports, Uplink: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	up, _ := soft.Port(4)
+	b.Cleanup(func() { sw.Close(); soft.Close() })
+	return &benchHost{sw: sw, soft: soft, va1: 1, uplink: up}
+}
+
+// flowFrame is a UDP frame from va1 to dst; setFlow gives it the ports of
+// flow i, so that every i is a new flow.
+func flowFrame(dst policy.MAC, dstCA netip.Addr) []byte {
+	return frameOf(udp(macVA1, dst, caVA1, dstCA, 1, 1))
+}
+
+func setFlow(frame []byte, i int) {
+	// Ethernet 14 + IPv4 20: UDP ports. UDP over IPv4 may carry checksum
+	// 0; clear it so the rewritten ports stay valid.
+	binary.BigEndian.PutUint16(frame[34:], uint16(1024+i&0x7fff))
+	binary.BigEndian.PutUint16(frame[36:], uint16(1+i>>15))
+	binary.BigEndian.PutUint16(frame[40:], 0)
+}
+
+// BenchmarkSlowPath measures first packet → unified flow offloaded, on one
+// core: every exception is a new flow toward a remote VM, walked through
+// the layers, validated, offloaded in one Apply per 64-packet batch, and
+// the packet encapsulated and reinjected.
+func BenchmarkSlowPath(b *testing.B) {
+	st := smallPolicy(b, nil)
+	// Keep the table well below softnic's size; start afresh when it fills.
+	const perSwitch = 1 << 18
+	h := newBenchHost(b, st, 0)
+	batch := make([]hal.Exception, 64)
+	for i := range batch {
+		batch[i] = hal.Exception{InPort: h.va1, Reason: hal.ReasonMiss, Buf: flowFrame(macVA2, caVA2)}
+		batch[i].Len = len(batch[i].Buf)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	paused := time.Duration(0)
+	made := 0
+	for n := 0; n < b.N; n += len(batch) {
+		if made >= perSwitch {
+			t0 := time.Now()
+			h = newBenchHost(b, st, 0)
+			made = 0
+			paused += time.Since(t0)
+		}
+		k := min(len(batch), b.N-n)
+		for i := 0; i < k; i++ {
+			setFlow(batch[i].Buf, made+i)
+		}
+		if err := h.sw.HandleBatch(ctx, batch[:k]); err != nil {
+			b.Fatal(err)
+		}
+		made += k
+		h.uplink.Discard()
+	}
+	el := time.Since(start) - paused
+	b.ReportMetric(float64(b.N)/el.Seconds(), "flows/s")
+	if s := h.sw.Stats(); made > 0 && s.FlowsNIC != made {
+		b.Fatalf("%d of %d flows offloaded:\n%s", s.FlowsNIC, made, s)
+	}
+}
+
+// BenchmarkFirstPacketLatency measures one first packet through the host
+// path: from the VM's send to the encapsulated frame on the uplink, with
+// the exception read, the layer walk, the offload and the reinjection.
+func BenchmarkFirstPacketLatency(b *testing.B) {
+	st := smallPolicy(b, nil)
+	h := newBenchHost(b, st, 0)
+	far, _ := h.soft.Port(h.va1)
+	frame := flowFrame(macVA2, caVA2)
+	batch := []hal.Exception{{Buf: make([]byte, 2048)}}
+	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i > 0 && i%(1<<18) == 0 {
+			b.StopTimer()
+			h = newBenchHost(b, st, 0)
+			far, _ = h.soft.Port(h.va1)
+			b.StartTimer()
+		}
+		setFlow(frame, i)
+		t0 := time.Now()
+		far.Send([][]byte{frame})
+		n, err := h.soft.ReadExceptions(ctx, batch)
+		if err != nil || n != 1 {
+			b.Fatal(n, err)
+		}
+		if err := h.sw.HandleBatch(ctx, batch[:1]); err != nil {
+			b.Fatal(err)
+		}
+		if n, _ := h.uplink.Recv(bufs, sizes); n != 1 {
+			b.Fatal("no frame on the uplink")
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50_us")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99_us")
+}
+
+// installFlowsToward creates n flows from va1 to vx (whose shadow is
+// inactive), as the slow path would, straight from keys: each gets its
+// rule and its inactive shadow rule on the NIC.
+func installFlowsToward(b testing.TB, h *benchHost, n int) {
+	s := h.sw
+	ctx := context.Background()
+	k := hal.FlowKey{InPort: h.va1, EthSrc: hal.MAC(macVA1), EthDst: hal.MAC(macVX), EthType: hal.EtherTypeIPv4,
+		IPSrc: caVA1.As16(), IPDst: caVX.As16(), Proto: hal.ProtoUDP}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for i := 0; i < n; i++ {
+		k.L4Src, k.L4Dst = uint16(i), uint16(1+i>>16)
+		s.newFlow(&k, 64, now, false)
+		if len(s.ops) >= 1<<15 {
+			s.flush(ctx)
+		}
+	}
+	s.flush(ctx)
+}
+
+// BenchmarkShadowActivate measures ActivateShadow with 10k, 100k and 1M
+// flows (each with its shadow rule) toward the migrating VM: it must not
+// grow with the count. Iterations alternate activation and rollback, each
+// one step.
+func BenchmarkShadowActivate(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"10k", 10_000}, {"100k", 100_000}, {"1M", 1_000_000}} {
+		b.Run(c.name, func(b *testing.B) {
+			st := smallPolicy(b, nil)
+			h := newBenchHost(b, st, 2*c.n+16)
+			installFlowsToward(b, h, c.n)
+			if s := h.sw.Stats(); s.FlowsNIC != c.n {
+				b.Fatalf("%d flows offloaded, want %d", s.FlowsNIC, c.n)
+			}
+			ctx := context.Background()
+			var total time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				var err error
+				if i%2 == 0 {
+					err = h.sw.ActivateShadow(ctx, "vx")
+				} else {
+					err = h.sw.Rollback(ctx, "vx")
+				}
+				total += time.Since(t0)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(total.Nanoseconds())/1e3/float64(b.N), "us/activate")
+		})
+	}
+}
+
+// BenchmarkFlowMemory measures the heap per flow in the host's flow cache
+// (flow, key, cache and rule-ID index entries; action lists are shared).
+// It uses a NIC that refuses everything, so only the switch's memory counts.
+func BenchmarkFlowMemory(b *testing.B) {
+	st := smallPolicy(b, nil)
+	const n = 100_000
+	for i := 0; i < b.N; i++ {
+		h := newBenchHost(b, st, 0)
+		h.sw.cfg.DisableOffload = true
+		k := hal.FlowKey{InPort: h.va1, EthSrc: hal.MAC(macVA1), EthDst: hal.MAC(macVA2), EthType: hal.EtherTypeIPv4,
+			IPSrc: caVA1.As16(), IPDst: caVA2.As16(), Proto: hal.ProtoUDP}
+		runtime.GC()
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		s := h.sw
+		s.mu.Lock()
+		for j := 0; j < n; j++ {
+			k.L4Src, k.L4Dst = uint16(j), uint16(1+j>>16)
+			s.newFlow(&k, 64, 0, false)
+		}
+		s.mu.Unlock()
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/n, "bytes/flow")
+		runtime.KeepAlive(h)
+	}
+}
+
+var _ = wire.Parse
