@@ -52,10 +52,11 @@ func Open(ctx context.Context, cfg Config) (*NIC, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tcflower: netlink: %w", err)
 	}
-	// Without these, kernel refusals lose their reason and every error
-	// acknowledgement echoes the whole request.
+	// Without it kernel refusals lose their reason. (NETLINK_CAP_ACK would
+	// keep error messages short, but the netlink package then misplaces
+	// the reason; only failures and each chunk's last message are
+	// acknowledged, so the echoes stay few.)
 	_ = conn.SetOption(netlink.ExtendedAcknowledge, true)
-	_ = conn.SetOption(netlink.CapAcknowledge, true)
 	if rc, err := conn.SyscallConn(); err == nil {
 		_ = rc.Control(func(fd uintptr) {
 			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sockBuf)
@@ -185,8 +186,10 @@ func (n *NIC) lookupLink(name string) (*device, error) {
 	return nil, fmt.Errorf("tcflower: interface %q: %w", name, hal.ErrNotFound)
 }
 
-// freeBlock picks a block index that nothing in the namespace uses: a dump
-// of an unused block fails.
+// freeBlock picks a block index that nothing in the namespace uses. A dump
+// of an unknown block is empty rather than an error, so it asks for one
+// filter instead: the kernel answers EINVAL ("Block of given index was not
+// found") only for a block that does not exist.
 func (n *NIC) freeBlock() (uint32, error) {
 	for try := 0; try < 16; try++ {
 		var r [4]byte
@@ -194,8 +197,13 @@ func (n *NIC) freeBlock() (uint32, error) {
 			return 0, err
 		}
 		b := binary.LittleEndian.Uint32(r[:])&0x3fffffff | 0x40000000
-		req, _ := encodeDumpRequest(b, 0)
-		if _, err := n.conn.Execute(n.request(rtmGetFilter, netlink.Dump, req)); err != nil {
+		req := tcmsg{Ifindex: tcmIfindexMagicBlock, Parent: b, Handle: 1, Info: filterInfo(1)}.marshal(nil)
+		ae := netlink.NewAttributeEncoder()
+		ae.String(tcaKind, "flower")
+		attrs, _ := ae.Encode()
+		_, err := n.conn.Execute(n.request(rtmGetFilter, 0, append(req, attrs...)))
+		var ke *KernelError
+		if errors.As(kernelError(err), &ke) && ke.Errno == errnoEINVAL {
 			return b, nil
 		}
 	}

@@ -55,6 +55,54 @@ func resolveModules(k kernel, names []string) ([]module, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
+	// Soft dependencies ("softdep libcrc32c pre: crc32c") are not in
+	// modules.dep; their names may be aliases (modules.alias, exact names
+	// only). The generic implementation is preferred to CPU-specific ones,
+	// which may not load on the emulated CPU.
+	aliases := map[string]string{}
+	if b, err := os.ReadFile(filepath.Join(k.modDir, "modules.alias")); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			f := strings.Fields(l)
+			if len(f) == 3 && f[0] == "alias" {
+				if cur, ok := aliases[f[1]]; !ok || !strings.HasSuffix(cur, "_generic") {
+					aliases[f[1]] = normName(f[2])
+				}
+			}
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(k.modDir, "modules.softdep")); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 4 || f[0] != "softdep" {
+				continue
+			}
+			n := normName(f[1])
+			pre := true
+			var extra []string
+			for _, w := range f[2:] {
+				switch w {
+				case "pre:":
+					pre = true
+				case "post:":
+					pre = false
+				default:
+					if !pre {
+						continue
+					}
+					w = normName(w)
+					if _, ok := paths[w]; !ok {
+						if a, ok := aliases[w]; ok {
+							w = a
+						}
+					}
+					if _, ok := paths[w]; ok {
+						extra = append(extra, w)
+					}
+				}
+			}
+			deps[n] = append(extra, deps[n]...)
+		}
+	}
 	builtin := map[string]bool{}
 	if b, err := os.ReadFile(filepath.Join(k.modDir, "modules.builtin")); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
