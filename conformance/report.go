@@ -285,6 +285,8 @@ func firstLine(s string) string {
 func mdEscape(s string) string {
 	s = strings.ReplaceAll(s, "|", `\|`)
 	s = strings.ReplaceAll(s, "\n", " ")
+	s = strings.ReplaceAll(s, "<", "&lt;")
+	s = strings.ReplaceAll(s, ">", "&gt;")
 	return s
 }
 
@@ -296,13 +298,13 @@ var statusMark = map[Status]string{
 // capability matrix, then every case with its outcome and reason.
 func WriteMarkdown(w io.Writer, r *Report) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# nicpath conformance: %s\n\n", r.Target)
+	fmt.Fprintf(&b, "# nicpath conformance: %s\n\n", mdEscape(r.Target))
 	fmt.Fprintf(&b, "- mode: %s\n", r.Mode)
 	if r.Reference != "" {
 		fmt.Fprintf(&b, "- reference: %s\n", r.Reference)
 	}
 	if r.Driver != "" {
-		fmt.Fprintf(&b, "- driver: %s (%s), rules live in %s\n", r.Driver, r.Device, r.Location)
+		fmt.Fprintf(&b, "- driver: %s (%s), rules live in %s\n", r.Driver, mdEscape(r.Device), r.Location)
 	}
 	fmt.Fprintf(&b, "- started: %s, took %.1fs\n", r.Started.UTC().Format(time.RFC3339), r.Seconds)
 	fmt.Fprintf(&b, "- result: **%s**: %d cases, %d pass, %d fail, %d skip, %d documented\n",

@@ -75,22 +75,19 @@ func (h *SoftnicHarness) Recv(ctx context.Context, port hal.PortID, max int) ([]
 	if max <= 0 {
 		max = 1
 	}
-	bufs := make([][]byte, max)
-	sizes := make([]int, max)
-	for i := range bufs {
-		bufs[i] = make([]byte, 1<<16)
-	}
 	for {
-		n, err := p.Recv(bufs, sizes)
-		if err != nil {
-			return nil, err
-		}
-		if n > 0 {
+		if k := min(max, p.Pending()); k > 0 {
+			bufs := make([][]byte, k)
+			sizes := make([]int, k)
+			for i := range bufs {
+				bufs[i] = make([]byte, 1<<16)
+			}
+			n, err := p.Recv(bufs, sizes)
 			out := make([][]byte, n)
 			for i := range out {
 				out[i] = bufs[i][:sizes[i]]
 			}
-			return out, nil
+			return out, err
 		}
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,109 @@
+package conformance
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// goldenReport is a report with every status, a documented difference, a
+// skip reason and characters that need escaping in each format.
+func goldenReport() *Report {
+	caps := hal.Capabilities{
+		Driver: "fake", Device: "two <ports> & an uplink", Location: hal.LocationKernel,
+		MaxRules: 1024, MaxBatch: 64,
+		MatchFields:  hal.MatchInPort | hal.MatchEthType | hal.MatchIPv4Dst,
+		MaskedFields: hal.MatchIPv4Dst, Priorities: true,
+		Actions:  hal.ActionsOf(hal.ActionEncap, hal.ActionOutput, hal.ActionCount),
+		Encaps:   hal.EncapsOf(hal.EncapVXLAN),
+		Counters: hal.CounterCaps{PerRule: true, BytesIncludeL2: true}, ExceptionPath: true,
+		Notes: []string{"generic XDP | no driver mode"},
+	}
+	r := &Report{
+		Target: "fake on veth0,veth1", Mode: ModeSuite,
+		Started: time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC), Seconds: 1.25,
+		Capabilities: &caps,
+		Cases: []CaseResult{
+			{Name: "sanity", Status: StatusPass, Seconds: 0.01, Log: []string{"ports: 3"}},
+			{Name: "match", Status: StatusFail, Seconds: 0.5, Reason: "a subcase failed"},
+			{Name: "match/in_port", Status: StatusPass, Seconds: 0.1},
+			{Name: "match/vlan", Status: StatusPass, Seconds: 0.1, Log: []string{"match on vlan refused as expected: fake: match.vlan: not supported"}},
+			{Name: "match/ipv4_dst", Status: StatusFail, Seconds: 0.2, Reason: "port 3 (up|link): got 0 frames, want 1",
+				Log: []string{"FAIL: port 3 (up|link): got 0 frames, want 1"}},
+			{Name: "encap/geneve", Status: StatusSkip, Seconds: 0, Reason: "the NIC has no uplink <port>"},
+			{Name: "counters/rule", Status: StatusDocumented, Seconds: 0.03, Reason: "counts the FCS & preamble (failures: rule counters {1 68})"},
+		},
+	}
+	r.Matrix = matrix(&caps, r.Cases)
+	r.summarize()
+	return r
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file (go test -update rewrites it):\n%s", name, got)
+	}
+}
+
+func TestWriteJUnitGolden(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteJUnit(&b, goldenReport()); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "report.junit.xml", b.Bytes())
+	var s junitSuites
+	if err := xml.Unmarshal(b.Bytes(), &s); err != nil {
+		t.Fatalf("the JUnit output does not parse: %v", err)
+	}
+	su := s.Suites[0]
+	if su.Tests != 7 || su.Failures != 2 || su.Skipped != 2 || len(su.Cases) != 7 {
+		t.Errorf("tests %d failures %d skipped %d", su.Tests, su.Failures, su.Skipped)
+	}
+	if su.Cases[4].Failure == nil || su.Cases[5].Skipped == nil || su.Cases[6].Skipped == nil {
+		t.Errorf("failure/skipped elements missing: %+v", su.Cases)
+	}
+}
+
+func TestWriteJSONGolden(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteJSON(&b, goldenReport()); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "report.json", b.Bytes())
+	var back Report
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Summary.Fail != 2 || len(back.Cases) != 7 || back.Driver != "fake" || len(back.Matrix) == 0 {
+		t.Errorf("round trip lost data: %+v", back.Summary)
+	}
+}
+
+func TestWriteMarkdownGolden(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteMarkdown(&b, goldenReport()); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "report.md", b.Bytes())
+}
