@@ -24,6 +24,11 @@ type Transport interface {
 // streamPrefixLen is the frame length prefix on stream transports.
 const streamPrefixLen = 2
 
+// rekeyWaitPoll is how often a sender blocked on a spent key looks whether
+// the rekey completed; a rekey takes one round trip, so waits are short and
+// rare (only when RekeyAfterMessages frames are sent within one round trip).
+const rekeyWaitPoll = 50 * time.Microsecond
+
 // datagramRetry is how often a datagram handshake frame is sent again while
 // no answer came: a lost datagram costs a quarter second, not the handshake.
 const datagramRetry = 250 * time.Millisecond
@@ -246,6 +251,8 @@ func (c *Conn) drainLocked() error {
 	}
 }
 
+// sealBatchLocked seals and writes the pending batch. Called with wmu held;
+// it may release wmu for a while when the send key is spent (see below).
 func (c *Conn) sealBatchLocked() error {
 	if err := c.drainLocked(); err != nil {
 		return err
@@ -253,9 +260,33 @@ func (c *Conn) sealBatchLocked() error {
 	if len(c.batch) == 0 {
 		return nil
 	}
-	buf, err := c.s.SealData(c.wbuf[:streamPrefixLen], c.batch)
-	if err != nil {
-		return err
+	var deadline time.Time
+	var buf []byte
+	for {
+		var err error
+		buf, err = c.s.SealData(c.wbuf[:streamPrefixLen], c.batch)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrKeyExhausted) {
+			return err
+		}
+		// The send key is spent and the rekey is still in flight: wait
+		// for Recv to take in the peer's answer rather than fail the send.
+		// The rekey messages themselves are already queued or written.
+		if deadline.IsZero() {
+			deadline = time.Now().Add(c.cfg.handshakeTimeout())
+		} else if time.Now().After(deadline) {
+			return err
+		}
+		if err := c.flushOutboundLocked(); err != nil {
+			return err
+		}
+		// Let go of the write side while waiting: the reader needs it to
+		// send the frames that complete the rekey.
+		c.wmu.Unlock()
+		time.Sleep(rekeyWaitPoll)
+		c.wmu.Lock()
 	}
 	c.batch = c.batch[:0]
 	if err := c.writeFrameLocked(buf); err != nil {

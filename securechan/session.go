@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"time"
 
@@ -376,7 +377,11 @@ func (s *Session) openInit(frame []byte) error {
 	switch s.state {
 	case stateAwaitInit:
 	case stateAwaitConfirm:
-		if bytes.Equal(frame, s.init) { // a datagram retransmission: answer again
+		if bytes.Equal(frame, s.init) {
+			if !s.cfg.Datagram {
+				return ErrReplay // a stream does not duplicate
+			}
+			// A datagram retransmission: our Resp was lost, answer again.
 			s.out = append(s.out, outFrame{raw: s.resp})
 			return nil
 		}
@@ -771,7 +776,9 @@ func (s *Session) exhausted() bool {
 }
 
 func (s *Session) seal(dst []byte, typ byte, p []byte) ([]byte, error) {
-	if s.exhausted() {
+	// Data stops at the soft limits; the control frames that complete a
+	// rekey may still go, up to where the counter itself would wrap.
+	if typ == frameData && s.exhausted() || s.sendCtr == math.MaxUint64 {
 		return dst, ErrKeyExhausted
 	}
 	var flags byte
