@@ -450,7 +450,7 @@ func (w *walk) senderMatches(t *tenantInfo, src, outer netip.Addr) bool {
 func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool {
 	v := w.v
 	ck := connKeyOf(vm.name, dir, p)
-	if w.ct != nil && w.ct.established(ck) {
+	if w.ct != nil && len(w.ct.conns) > 0 && w.ct.established(ck) {
 		if v.nused < len(v.used) {
 			v.used[v.nused] = ck
 			v.nused++

@@ -33,20 +33,20 @@ func (s *Switch) execute(inPort hal.PortID, frame []byte, l *wire.Layout, f *flo
 	buf := s.alloc(headroom + len(frame))
 	copy(buf[headroom:], frame)
 	start, end := headroom, headroom+len(frame)
-	lay := *l
+	lay := &s.lay
+	*lay = *l
 	if lay.End > 0 && lay.End < len(frame) {
 		end = headroom + lay.End // drop Ethernet padding
 	}
 	if k.decap {
-		in, err := wire.Decap(buf[start:end], &lay)
+		in, err := wire.Decap(buf[start:end], lay)
 		if err != nil {
 			s.drop(DropMalformed)
 			return
 		}
 		start += in
 		end = headroom + lay.End
-		var ik hal.FlowKey
-		if err := wire.Parse(buf[start:end], 0, &ik, &lay); err != nil {
+		if err := wire.Parse(buf[start:end], 0, &s.ikey, lay); err != nil {
 			s.drop(DropMalformed)
 			return
 		}
@@ -54,22 +54,22 @@ func (s *Switch) execute(inPort hal.PortID, frame []byte, l *wire.Layout, f *flo
 	fr := buf[start:end]
 	rw := &k.rw
 	if !rw.SrcMAC.IsZero() {
-		wire.SetEthSrc(fr, &lay, hal.MAC(rw.SrcMAC))
+		wire.SetEthSrc(fr, lay, hal.MAC(rw.SrcMAC))
 	}
 	if rw.Src.IsValid() {
-		if err := wire.SetIPSrc(fr, &lay, rw.Src.As16()); err != nil {
+		if err := wire.SetIPSrc(fr, lay, rw.Src.As16()); err != nil {
 			s.drop(DropMalformed)
 			return
 		}
 	}
 	if rw.Dst.IsValid() {
-		if err := wire.SetIPDst(fr, &lay, rw.Dst.As16()); err != nil {
+		if err := wire.SetIPDst(fr, lay, rw.Dst.As16()); err != nil {
 			s.drop(DropMalformed)
 			return
 		}
 	}
 	if rw.DecTTL {
-		expired, err := wire.DecTTL(fr, &lay)
+		expired, err := wire.DecTTL(fr, lay)
 		if err != nil {
 			s.drop(DropMalformed)
 			return
@@ -80,7 +80,7 @@ func (s *Switch) execute(inPort hal.PortID, frame []byte, l *wire.Layout, f *flo
 		}
 	}
 	if !rw.DstMAC.IsZero() {
-		wire.SetEthDst(fr, &lay, hal.MAC(rw.DstMAC))
+		wire.SetEthDst(fr, lay, hal.MAC(rw.DstMAC))
 	}
 	port := k.port
 	if k.action == policy.Encap || k.action == policy.ToGateway {

@@ -102,6 +102,9 @@ type Switch struct {
 	pend    []pending
 	arena   []byte
 	injects []portFrames
+	key     hal.FlowKey
+	ikey    hal.FlowKey
+	lay     wire.Layout
 }
 
 type opPurpose uint8
@@ -259,7 +262,7 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 	}
 	now := s.now()
 	s.pend = s.pend[:0]
-	var key hal.FlowKey
+	key := &s.key
 	for i := range batch {
 		e := &batch[i]
 		if e.Reason < hal.NumReasons {
@@ -287,8 +290,12 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			s.drop(DropTruncated)
 			continue
 		}
-		var l wire.Layout
-		if err := wire.Parse(e.Frame(), e.InPort, &key, &l); err != nil {
+		// Parse into the pending slot: the layout lives in memory the switch
+		// reuses, so parsing allocates nothing.
+		s.pend = append(s.pend, pending{idx: i})
+		l := &s.pend[len(s.pend)-1].layout
+		if err := wire.Parse(e.Frame(), e.InPort, key, l); err != nil {
+			s.pend = s.pend[:len(s.pend)-1]
 			switch wire.ReasonOf(err) {
 			case hal.ReasonFragment:
 				s.drop(DropFragment)
@@ -303,14 +310,16 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			// Fail closed: the host never opens a sealed address. A NIC
 			// with crypto opens them itself; one that cannot, or that
 			// refused the seal, hands them here only to be dropped.
+			s.pend = s.pend[:len(s.pend)-1]
 			s.drop(DropSealed)
 			continue
 		}
-		f := s.flows[key]
+		f := s.flows[*key]
 		if f == nil {
-			ttl := ttlOf(e.Frame(), &l)
-			f = s.newFlow(&key, ttl, now, true)
+			ttl := ttlOf(e.Frame(), l)
+			f = s.newFlow(key, ttl, now, true)
 			if f == nil {
+				s.pend = s.pend[:len(s.pend)-1]
 				s.drop(DropTTL)
 				continue
 			}
@@ -323,7 +332,7 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			// rule's installation, or the NIC lost the rule. Handle it here.
 			s.stats.hitOffloaded++
 		}
-		s.pend = append(s.pend, pending{idx: i, f: f, layout: l})
+		s.pend[len(s.pend)-1].f = f
 	}
 	s.flush(ctx)
 	for i := range s.pend {
