@@ -87,16 +87,16 @@ func recvAll(t testing.TB, n *NIC, id hal.PortID) [][]byte {
 	var out [][]byte
 	bufs := make([][]byte, 16)
 	sizes := make([]int, 16)
+	for i := range bufs {
+		bufs[i] = make([]byte, 1<<16)
+	}
 	for {
-		for i := range bufs {
-			bufs[i] = make([]byte, 1<<16)
-		}
 		k, err := p.Recv(bufs, sizes)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := 0; i < k; i++ {
-			out = append(out, bufs[i][:sizes[i]])
+			out = append(out, append([]byte(nil), bufs[i][:sizes[i]]...))
 		}
 		if k < len(bufs) {
 			return out

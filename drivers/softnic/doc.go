@@ -1,0 +1,119 @@
+// Package softnic is nicpath's pure-software reference NIC. It implements
+// every capability of the hal (exact and masked rules with priorities,
+// every action and encapsulation, generations, counters, the exception path,
+// all-or-nothing batches) in process memory, and is the model the other
+// drivers are held to: where a driver and softnic disagree on a packet,
+// softnic's behaviour, documented case by case below, is the reference.
+//
+// # Using it
+//
+//	nic, err := softnic.New(softnic.Config{Ports: []softnic.PortConfig{
+//		{Name: "vm1", Kind: hal.PortVPort, MAC: mac1},      // port 1
+//		{Name: "uplink", Kind: hal.PortUplink, MTU: 1600}, // port 2
+//	}})
+//	vm, _ := nic.Port(1)          // the VM's side of port 1
+//	vm.Send(frames)               // frames the VM transmits into the NIC
+//	up, _ := nic.Port(2)
+//	n, _ := up.Recv(bufs, sizes)  // frames the NIC put on the wire
+//
+// Ports are in-memory rings. [Port.Send] runs frames through the NIC on the
+// caller's goroutine before it returns (run to completion, like a poll-mode
+// driver), so a test can Send and then Recv without waiting. [NIC.Process]
+// is the same path on caller-owned buffers that leave [Headroom] bytes in
+// front of each frame, for encapsulation in place without allocating; it
+// processes bursts of up to [MaxBurst] frames. What the NIC emits on a port
+// waits in that port's transmit ring (Config.RingSize frames) until Recv;
+// a frame for a full ring is dropped and counted (ReasonQueueFull).
+// [Config.Disable] removes capabilities, to test fallbacks against "a NIC
+// that can do less": disabled features are missing from Capabilities,
+// refused by Validate, and never done by the datapath.
+//
+// # Rule table and concurrency
+//
+// Rules are grouped by mask (tuple space search, as in Open vSwitch): one
+// open-addressing hash table per distinct mask, of 64-byte buckets holding
+// eight signature/index pairs, probed in decreasing order of the highest
+// priority each table holds, so that an exact-match table of a million
+// flows costs one bucket and one entry read per packet. Lookups are done a
+// burst at a time, hashing every packet first and touching buckets and
+// entries before comparing, so that cache misses overlap. Each rule is a
+// fixed 128-byte entry; rules with identical action lists share one
+// compiled program (precomputed encapsulation headers included).
+//
+// The hash tables and the active generations exist in two copies
+// (left-right): the datapath reads the active copy without locks or
+// allocation; a writer (Apply, ApplyAtomic, Activate) changes the inactive
+// copy, switches copies with one atomic store, waits for the bursts still
+// reading the old copy (microseconds) and updates it too. A burst therefore
+// sees the rule set before or after a whole Apply batch or Activate, never
+// a mix, and Activate costs the same whatever the number of rules.
+//
+// # Cases
+//
+//	case                         behaviour
+//	----                         ---------
+//	miss                         to the host: ReasonMiss, Exception.Rule 0, VNI set when tunnelled
+//	several rules match          highest Priority wins; equal priorities: lowest RuleID, whatever the masks
+//	same match, several gens     only the rule whose Generation is its scope's active one is live
+//	Activate                     one switch; bursts in flight finish on the old generation
+//	Apply while packets flow     a burst sees the table before or after the batch, never part of it
+//	invalid op in a batch        that op fails alone (its own error); the rest land (Apply) or
+//	                             none lands and the others get ErrNotApplied (ApplyAtomic)
+//	add beyond MaxRules          ErrTableFull for that op; deletes earlier in the batch make room
+//	batch > MaxBatch             every op fails with ErrBatchTooLarge; nothing lands
+//	to_host action               to the host with the rule's reason and ID; the frame as it
+//	                             arrived (the rule's rewrites are not applied)
+//	drop action                  dropped, counted under the rule's reason
+//	truncated/inconsistent frame dropped, ReasonMalformed (never matched, never reaches a VM)
+//	frame > in-port MTU + 22     dropped, ReasonMalformed (header and two tags over the MTU)
+//	unsupported header           to the host, ReasonUnsupported (more than two VLAN tags, Geneve
+//	                             critical options or O bit, a tunnel kind whose decap is disabled)
+//	non-first IP fragment        to the host, ReasonFragment; first fragments match on their ports
+//	fragmented tunnel packet     to the host, ReasonFragment
+//	dec_ttl, TTL/hop limit <= 1  to the host, ReasonTTL, frame as it arrived
+//	over the out-port MTU        to the host, ReasonMTU, frame as it arrived; MTU counts the L3
+//	                             packet (outer packet when encapsulated)
+//	pop_vlan on a frame without  to the host, ReasonUnsupported
+//	a tag
+//	push_vlan                    802.1Q tag, priority 0, in front of existing tags; at most two
+//	                             pushes per rule (Validate refuses more)
+//	VLAN match                   the outermost tag's VID (hal.VLANPresent when tagged)
+//	tunnelled frame, rule with   output with the outer headers kept (or a second encapsulation
+//	no decap                     added); a rule that also rewrites headers sends it to the host,
+//	                             ReasonUnsupported, as the outer checksums would go stale
+//	decap                        the inner frame from its Ethernet header to the end of the outer
+//	                             IP packet (inner padding kept, outer padding dropped)
+//	encap                        outer headers from hal/wire templates: UDP source port (IPv6
+//	                             flow label, NVGRE FlowID unless fixed) from the inner flow hash;
+//	                             IPv4 DF set; UDP checksum 0 over IPv4, computed over IPv6
+//	rewrites                     IP/port rewrites fix IPv4, TCP and UDP checksums incrementally;
+//	                             a UDP/IPv4 checksum of 0 stays 0
+//	sealed frame (0x88B5)        dropped, ReasonSealed: Crypto is false until the NIC holds
+//	                             keys (see sealed.go); the host never sees it
+//	exception queue full         dropped, ReasonQueueFull (counted in Stats.Drops)
+//	transmit ring full           dropped, ReasonQueueFull, counted on the out port
+//	Inject                       copied to the port's ring as is; runts and frames over the MTU
+//	                             refused, full ring reported with ErrRingFull
+//	Close                        every later call returns ErrClosed; blocked ReadExceptions
+//	                             return ErrClosed; frames already in rings can still be Recv'd
+//
+// # Counters
+//
+// Rule counters (rules with a Count action; others read zero) count packets
+// and bytes of the frame as it matched, Ethernet header and tags included
+// (Capabilities.Counters.BytesIncludeL2 is true), before any rewrite or
+// encapsulation; a Modify keeps the rule's counts. Port Rx counts every frame
+// handed to the port (bytes as given); Tx every frame put in its ring (bytes
+// as sent, outer headers included); Drops the frames from this port that
+// were dropped, plus frames for this port that found its ring full;
+// Exceptions the frames from this port handed to the host. Stats counts
+// exceptions and drops NIC-wide by reason. For every frame sent in,
+// exactly one of: delivered to a ring, dropped, or handed to the host.
+//
+// # Limits
+//
+// Config.MaxRules rules (1M by default), Config.MaxBatch operations per
+// Apply, Config.MaxScopes scopes. Frames up to the largest port MTU plus 22
+// bytes. Memory is about 230 bytes per exact-match rule (the entry, both
+// hash table copies, the ID index); see BenchmarkRuleMemory.
+package softnic

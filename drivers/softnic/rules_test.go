@@ -1,0 +1,519 @@
+package softnic
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"sort"
+	"testing"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+)
+
+// outPortOf sends one frame from vm1 and says where it went: the port it
+// came out of, or 0 with the exception reason.
+func outPortOf(t *testing.T, n *NIC, f []byte) (hal.PortID, hal.Reason, hal.RuleID) {
+	t.Helper()
+	send(t, n, pVM1, f)
+	for _, id := range []hal.PortID{pVM1, pVM2, pUplink} {
+		if out := recvAll(t, n, id); len(out) > 0 {
+			return id, 0, 0
+		}
+	}
+	exc := readExc(t, n)
+	if len(exc) == 1 {
+		return 0, exc[0].Reason, exc[0].Rule
+	}
+	return 0, hal.ReasonNone, 0
+}
+
+func TestPrioritiesMasksAndTies(t *testing.T) {
+	n := newNIC(t)
+	var wide, narrow, exact, proto hal.Match
+	wide.IPDst(hal.MustPrefix("198.18.0.0/16"))
+	narrow.IPDst(hal.MustPrefix("198.18.20.0/24"))
+	exact.IPDst(hal.MustPrefix("198.18.20.7/32")).Proto(hal.ProtoUDP).L4Dst(53)
+	proto.Proto(hal.ProtoUDP).EthType(hal.EtherTypeIPv4)
+	mustApply(t, n,
+		hal.AddOp(hal.Rule{ID: 10, Priority: 1, Match: wide, Actions: []hal.Action{hal.Output(pVM2)}}),
+		hal.AddOp(hal.Rule{ID: 20, Priority: 5, Match: narrow, Actions: []hal.Action{hal.Output(pUplink)}}),
+		hal.AddOp(hal.Rule{ID: 30, Priority: 9, Match: exact, Actions: []hal.Action{hal.Drop(hal.ReasonPolicy)}}),
+	)
+	dst := func(a string, dp uint16) []byte { return udp4(caVM1, netip.MustParseAddr(a), 7, dp, 0) }
+	if p, _, _ := outPortOf(t, n, dst("198.18.1.1", 53)); p != pVM2 {
+		t.Fatalf("wide prefix: port %d", p)
+	}
+	if p, _, _ := outPortOf(t, n, dst("198.18.20.9", 53)); p != pUplink {
+		t.Fatalf("narrow prefix wins by priority: port %d", p)
+	}
+	if p, r, _ := outPortOf(t, n, dst("198.18.20.7", 53)); p != 0 || r != hal.ReasonNone {
+		t.Fatalf("exact drop rule: port %d reason %v", p, r)
+	}
+	if p, _, _ := outPortOf(t, n, dst("198.18.20.7", 54)); p != pUplink {
+		t.Fatalf("other port falls to the /24: %d", p)
+	}
+	if p, r, _ := outPortOf(t, n, dst("198.19.0.1", 53)); p != 0 || r != hal.ReasonMiss {
+		t.Fatalf("outside every prefix: port %d reason %v", p, r)
+	}
+	// A lower-priority rule must not win even if its table is probed first;
+	// a tie goes to the lower rule ID, whatever the mask.
+	mustApply(t, n,
+		hal.AddOp(hal.Rule{ID: 8, Priority: 5, Match: proto, Actions: []hal.Action{hal.Output(pVM1)}}),
+	)
+	if p, _, _ := outPortOf(t, n, dst("198.18.20.9", 80)); p != pVM1 {
+		t.Fatalf("tie at priority 5: rule 8 (lower ID) must win, got port %d", p)
+	}
+	mustApply(t, n, hal.ModifyOp(hal.Rule{ID: 8, Priority: 4, Match: proto, Actions: []hal.Action{hal.Output(pVM1)}}))
+	if p, _, _ := outPortOf(t, n, dst("198.18.20.9", 80)); p != pUplink {
+		t.Fatalf("after lowering rule 8: port %d", p)
+	}
+	if p, _, _ := outPortOf(t, n, dst("198.19.0.1", 80)); p != pVM1 {
+		t.Fatalf("proto-only rule: port %d", p)
+	}
+	s := stats(t, n)
+	if s.Drops[hal.ReasonPolicy] != 1 {
+		t.Fatalf("policy drops %d", s.Drops[hal.ReasonPolicy])
+	}
+}
+
+func TestGenerations(t *testing.T) {
+	n := newNIC(t)
+	ctx := context.Background()
+	var m hal.Match
+	m.InPort(pVM1).IPDst(netip.PrefixFrom(caRem, 32))
+	// The same match in two generations of scope 7: today's mapping and the
+	// shadow mapping of a migrating VM.
+	mustApply(t, n,
+		hal.AddOp(hal.Rule{ID: 1, Priority: 1, Match: m, Scope: 7, Generation: 0, Actions: []hal.Action{hal.Output(pVM2)}}),
+		hal.AddOp(hal.Rule{ID: 2, Priority: 1, Match: m, Scope: 7, Generation: 1, Actions: []hal.Action{hal.Output(pUplink)}}),
+	)
+	f := udp4(caVM1, caRem, 1, 2, 0)
+	if p, _, _ := outPortOf(t, n, f); p != pVM2 {
+		t.Fatalf("generation 0: port %d", p)
+	}
+	if err := n.Activate(ctx, 7, 1); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := n.ActiveGeneration(7); g != 1 {
+		t.Fatalf("active generation %d", g)
+	}
+	if p, _, _ := outPortOf(t, n, f); p != pUplink {
+		t.Fatalf("generation 1: port %d", p)
+	}
+	if err := n.Activate(ctx, 7, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, r, _ := outPortOf(t, n, f); r != hal.ReasonMiss {
+		t.Fatalf("generation 2 has no rule: %v", r)
+	}
+	// Activating a scope before its rules exist: they are live on arrival.
+	if err := n.Activate(ctx, 99, 5); err != nil {
+		t.Fatal(err)
+	}
+	var m2 hal.Match
+	m2.InPort(pVM1).IPDst(netip.PrefixFrom(caVM2, 32))
+	mustApply(t, n, hal.AddOp(hal.Rule{ID: 3, Match: m2, Scope: 99, Generation: 5, Actions: []hal.Action{hal.Output(pVM2)}}))
+	if p, _, _ := outPortOf(t, n, udp4(caVM1, caVM2, 1, 2, 0)); p != pVM2 {
+		t.Fatalf("pre-activated scope: port %d", p)
+	}
+	live := map[hal.RuleID]bool{}
+	if err := n.Dump(ctx, func(ri *hal.RuleInfo) error { live[ri.Rule.ID] = ri.Live; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(live, map[hal.RuleID]bool{1: false, 2: false, 3: true}) {
+		t.Fatalf("Dump liveness %v", live)
+	}
+}
+
+func TestTableFull(t *testing.T) {
+	n := newNIC(t, func(c *Config) { c.MaxRules = 3 })
+	ops := make([]hal.Op, 5)
+	for i := range ops {
+		ops[i] = hal.AddOp(flowRule(i))
+	}
+	res := make([]hal.OpResult, len(ops))
+	err := n.Apply(context.Background(), ops, res)
+	if !errors.Is(err, hal.ErrTableFull) {
+		t.Fatalf("got %v, want ErrTableFull", err)
+	}
+	for i, r := range res {
+		if (i < 3) != (r.Err == nil) || (i >= 3 && !errors.Is(r.Err, hal.ErrTableFull)) {
+			t.Fatalf("result %d: %v", i, r.Err)
+		}
+	}
+	// A delete and an add in one batch fit.
+	mustApply(t, n, hal.DeleteOp(1), hal.AddOp(flowRule(3)))
+	if got := dumpIDs(t, n); !reflect.DeepEqual(got, []hal.RuleID{2, 3, 4}) {
+		t.Fatalf("rules %v", got)
+	}
+	if c := n.Capabilities(); c.MaxRules != 3 {
+		t.Fatalf("MaxRules %d", c.MaxRules)
+	}
+}
+
+func dumpIDs(t *testing.T, n *NIC) []hal.RuleID {
+	t.Helper()
+	var ids []hal.RuleID
+	if err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error { ids = append(ids, ri.Rule.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+func TestBatchWithInvalidOps(t *testing.T) {
+	bad := flowRule(50)
+	bad.Actions = []hal.Action{hal.Count()} // no terminal action
+	noPort := flowRule(51)
+	noPort.Actions = []hal.Action{hal.Output(42)}
+	ops := []hal.Op{
+		hal.AddOp(flowRule(0)),
+		hal.AddOp(bad),
+		hal.AddOp(flowRule(1)),
+		hal.AddOp(flowRule(0)), // ID taken
+		hal.DeleteOp(777),
+		hal.AddOp(noPort),
+		hal.ModifyOp(flowRule(900)),
+		{Kind: 9, Rule: flowRule(2)},
+	}
+	check := func(t *testing.T, res []hal.OpResult, atomic bool) {
+		want := []error{nil, hal.ErrInvalidRule, nil, hal.ErrExists, hal.ErrNotFound, hal.ErrNotFound, hal.ErrNotFound, hal.ErrInvalidRule}
+		for i, w := range want {
+			if w == nil {
+				if atomic && !errors.Is(res[i].Err, hal.ErrNotApplied) {
+					t.Fatalf("op %d: %v, want ErrNotApplied", i, res[i].Err)
+				}
+				if !atomic && res[i].Err != nil {
+					t.Fatalf("op %d: %v", i, res[i].Err)
+				}
+				continue
+			}
+			if !errors.Is(res[i].Err, w) {
+				t.Fatalf("op %d: %v, want %v", i, res[i].Err, w)
+			}
+		}
+	}
+	t.Run("independent", func(t *testing.T) {
+		n := newNIC(t)
+		res := make([]hal.OpResult, len(ops))
+		err := n.Apply(context.Background(), ops, res)
+		var be *hal.BatchError
+		if !errors.As(err, &be) || be.Failed != 6 || be.Index != 1 {
+			t.Fatalf("batch error %#v", err)
+		}
+		check(t, res, false)
+		if got := dumpIDs(t, n); !reflect.DeepEqual(got, []hal.RuleID{1, 2}) {
+			t.Fatalf("installed %v", got)
+		}
+	})
+	t.Run("atomic", func(t *testing.T) {
+		n := newNIC(t)
+		mustApply(t, n, hal.AddOp(flowRule(9)))
+		res := make([]hal.OpResult, len(ops)+2)
+		all := append([]hal.Op{hal.ModifyOp(flowRule(9)), hal.DeleteOp(10)}, ops...)
+		err := n.ApplyAtomic(context.Background(), all, res)
+		if err == nil {
+			t.Fatal("atomic batch with failures succeeded")
+		}
+		if !errors.Is(res[0].Err, hal.ErrNotApplied) || !errors.Is(res[1].Err, hal.ErrNotApplied) {
+			t.Fatalf("delete/modify: %v %v", res[0].Err, res[1].Err)
+		}
+		check(t, res[2:], true)
+		if got := dumpIDs(t, n); !reflect.DeepEqual(got, []hal.RuleID{10}) {
+			t.Fatalf("table changed by a failed atomic batch: %v", got)
+		}
+		// The rule still works, and a clean atomic batch lands.
+		res = res[:2]
+		if err := n.ApplyAtomic(context.Background(), []hal.Op{hal.AddOp(flowRule(0)), hal.DeleteOp(10)}, res); err != nil {
+			t.Fatal(err)
+		}
+		if got := dumpIDs(t, n); !reflect.DeepEqual(got, []hal.RuleID{1}) {
+			t.Fatalf("after atomic batch: %v", got)
+		}
+	})
+	t.Run("too large", func(t *testing.T) {
+		n := newNIC(t, func(c *Config) { c.MaxBatch = 2 })
+		res := make([]hal.OpResult, 3)
+		err := n.Apply(context.Background(), []hal.Op{hal.AddOp(flowRule(0)), hal.AddOp(flowRule(1)), hal.AddOp(flowRule(2))}, res)
+		if !errors.Is(err, ErrBatchTooLarge) || !errors.Is(res[2].Err, ErrBatchTooLarge) || len(dumpIDs(t, n)) != 0 {
+			t.Fatalf("%v %v", err, res)
+		}
+	})
+}
+
+func TestDumpRoundTrip(t *testing.T) {
+	n := newNIC(t)
+	var tun hal.Match
+	tun.InPort(pUplink).Tunnel(hal.EncapGeneve, 99).TunSrc(paRem).IPDst(hal.MustPrefix("2001:db8:1::/48"))
+	var v4 hal.Match
+	v4.IPSrc(hal.MustPrefix("198.18.0.0/15")).Proto(hal.ProtoTCP).L4Dst(443).VLAN(12).EthSrc(macVM1)
+	rules := []hal.Rule{
+		flowRule(5),
+		{ID: 100, Priority: 3, Match: tun, Cookie: 0xfeed, Scope: 4, Generation: 2,
+			Actions: []hal.Action{hal.Decap(), hal.PopVLAN(), hal.Count(), hal.Output(pVM1)}},
+		{ID: 101, Priority: 65535, Match: v4, Actions: []hal.Action{hal.SetIPDst(caVM2), hal.SetL4Dst(8443), hal.DecTTL(),
+			hal.PushVLAN(7), hal.EncapWith(hal.Encap{Kind: hal.EncapGeneve, VNI: 1, Src: pa6Loc, Dst: pa6Rem, GeneveOptions: []byte{0, 1, 2, 0}}), hal.Output(pUplink)}},
+		{ID: 102, Match: hal.Match{}, Actions: []hal.Action{hal.ToHost(hal.ReasonPolicy)}},
+	}
+	var ops []hal.Op
+	for _, r := range rules {
+		ops = append(ops, hal.AddOp(r))
+	}
+	mustApply(t, n, ops...)
+	got := map[hal.RuleID]hal.Rule{}
+	_ = n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
+		if ri.Location != hal.LocationUser {
+			t.Errorf("location %v", ri.Location)
+		}
+		got[ri.Rule.ID] = ri.Rule
+		return nil
+	})
+	for _, r := range rules {
+		want := r
+		want.Match.Normalize()
+		if !reflect.DeepEqual(got[r.ID], want) {
+			g := got[r.ID]
+			t.Errorf("rule %d:\n got %v\nwant %v", r.ID, g.String(), want.String())
+		}
+	}
+	stop := errors.New("stop")
+	calls := 0
+	if err := n.Dump(context.Background(), func(*hal.RuleInfo) error { calls++; return stop }); err != stop || calls != 1 {
+		t.Fatalf("dump stop: %v after %d", err, calls)
+	}
+}
+
+func TestDisabledCapabilities(t *testing.T) {
+	n := newNIC(t, func(c *Config) {
+		c.Disable = Disable{
+			MatchFields:  hal.MatchVLAN,
+			MaskedFields: hal.MatchIPv4Dst,
+			Actions:      hal.ActionsOf(hal.ActionSetIPDst),
+			Encaps:       hal.EncapsOf(hal.EncapGeneve),
+			Decaps:       hal.EncapsOf(hal.EncapVXLAN),
+			Generations:  true,
+		}
+	})
+	caps := n.Capabilities()
+	if caps.HasMatch(hal.MatchVLAN) || caps.MaskedFields&hal.MatchIPv4Dst != 0 || caps.HasAction(hal.ActionSetIPDst) ||
+		caps.Encaps.Has(hal.EncapGeneve) || caps.Decaps.Has(hal.EncapVXLAN) || caps.Generations || caps.Crypto {
+		t.Fatalf("capabilities not reduced:\n%v", caps.String())
+	}
+	var vlan, prefix, exact, vx hal.Match
+	vlan.VLAN(3)
+	prefix.IPDst(hal.MustPrefix("198.18.0.0/24"))
+	exact.IPDst(hal.MustPrefix("198.18.0.1/32"))
+	vx.Tunnel(hal.EncapVXLAN, 1)
+	gen := hal.Encap{Kind: hal.EncapGeneve, Src: paLocal, Dst: paRem}
+	refused := []hal.Rule{
+		{ID: 1, Match: vlan, Actions: []hal.Action{hal.Output(1)}},
+		{ID: 2, Match: prefix, Actions: []hal.Action{hal.Output(1)}},
+		{ID: 3, Match: exact, Actions: []hal.Action{hal.SetIPDst(caVM1), hal.Output(1)}},
+		{ID: 4, Match: exact, Actions: []hal.Action{hal.EncapWith(gen), hal.Output(1)}},
+		{ID: 5, Match: vx, Actions: []hal.Action{hal.Decap(), hal.Output(1)}},
+		{ID: 6, Match: vx, Actions: []hal.Action{hal.Output(1)}},
+		{ID: 7, Match: exact, Generation: 1, Actions: []hal.Action{hal.Output(1)}},
+	}
+	for _, r := range refused {
+		if err := n.Validate(&r); !errors.Is(err, hal.ErrNotSupported) {
+			t.Errorf("rule %d (%v): Validate %v, want ErrNotSupported", r.ID, r.String(), err)
+		}
+		res := make([]hal.OpResult, 1)
+		if err := n.Apply(context.Background(), []hal.Op{hal.AddOp(r)}, res); !errors.Is(err, hal.ErrNotSupported) {
+			t.Errorf("rule %d: Apply %v", r.ID, err)
+		}
+	}
+	ok := hal.Rule{ID: 8, Match: exact, Actions: []hal.Action{hal.EncapWith(vxlanTo(paRem, 3)), hal.Output(pUplink)}}
+	if err := n.Validate(&ok); err != nil {
+		t.Fatalf("allowed rule refused: %v", err)
+	}
+	if err := n.Activate(context.Background(), 1, 1); !errors.Is(err, hal.ErrNotSupported) {
+		t.Fatalf("Activate: %v", err)
+	}
+	// The datapath does not decapsulate VXLAN: such frames go to the host
+	// with ReasonUnsupported, even though a catch-all rule would output them.
+	mustApply(t, n, hal.AddOp(hal.Rule{ID: 9, Actions: []hal.Action{hal.Output(pVM1)}}))
+	e := vxlanTo(paLocal, 1)
+	e.Src = paRem
+	send(t, n, pUplink, wire.BuildEncap(&e, udp4(caRem, caVM1, 1, 2, 0)))
+	if out := recvAll(t, n, pVM1); len(out) != 0 {
+		t.Fatal("a VXLAN frame was handled by a NIC without VXLAN decap")
+	}
+	if exc := readExc(t, n); len(exc) != 1 || exc[0].Reason != hal.ReasonUnsupported {
+		t.Fatalf("exceptions %+v", exc)
+	}
+}
+
+// TestQuickValidAgreesWithHal: the fast pre-check never accepts a rule
+// that hal.CheckRule refuses.
+func TestQuickValidAgreesWithHal(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	n := newNIC(t)
+	capsets := []hal.Capabilities{n.Capabilities()}
+	capsets = append(capsets, newNIC(t, func(c *Config) {
+		c.Disable = Disable{MatchFields: hal.MatchVNI | hal.MatchL4Src, MaskedFields: hal.MatchIPv6Dst,
+			Actions: hal.ActionsOf(hal.ActionDecTTL, hal.ActionPushVLAN), Encaps: hal.EncapsOf(hal.EncapNVGRE), Generations: true}
+	}).Capabilities())
+	accepted := 0
+	for i := 0; i < 200000; i++ {
+		r := randomRule(rng)
+		for ci := range capsets {
+			c := &capsets[ci]
+			if quickValid(c, &r) {
+				accepted++
+				if err := hal.CheckRule(c, &r); err != nil {
+					t.Fatalf("quickValid accepted a rule hal refuses (%v):\n%v", err, r.String())
+				}
+			}
+		}
+	}
+	if accepted < 1000 {
+		t.Fatalf("only %d random rules accepted: the generator does not exercise the fast path", accepted)
+	}
+}
+
+func randomRule(rng *rand.Rand) hal.Rule {
+	pick := func(n int) bool { return rng.IntN(n) == 0 }
+	var m hal.Match
+	v6 := pick(3)
+	addr := func() netip.Addr {
+		if v6 {
+			return netip.AddrFrom16([16]byte{0x20, 1, 0xd, 0xb8, 15: byte(rng.IntN(256))})
+		}
+		return netip.AddrFrom4([4]byte{198, 18, 0, byte(rng.IntN(256))})
+	}
+	if pick(2) {
+		m.InPort(hal.PortID(rng.IntN(4)))
+	}
+	if pick(2) {
+		bits := rng.IntN(addr().BitLen() + 1)
+		m.IPDst(netip.PrefixFrom(addr(), bits).Masked())
+	}
+	if pick(3) {
+		m.IPSrc(netip.PrefixFrom(addr(), addr().BitLen()))
+	}
+	if pick(2) {
+		m.Proto([]uint8{hal.ProtoTCP, hal.ProtoUDP, hal.ProtoICMP}[rng.IntN(3)])
+	}
+	if pick(3) {
+		m.L4Dst(uint16(rng.IntN(100)))
+	}
+	if pick(4) {
+		m.Mask.L4Src = uint16(rng.IntN(3)) * 0x7fff
+	}
+	if pick(4) {
+		m.Tunnel(hal.EncapKind(rng.IntN(4)), uint32(rng.IntN(1<<25)))
+	}
+	if pick(5) {
+		m.Mask.EthType = 0
+	}
+	if pick(6) {
+		m.VLAN(uint16(rng.IntN(5000)))
+	}
+	if pick(6) {
+		m.Mask.TunDst[15] = 0xff
+	}
+	kinds := []hal.ActionKind{hal.ActionDecap, hal.ActionSetEthSrc, hal.ActionSetEthDst, hal.ActionSetIPSrc, hal.ActionSetIPDst,
+		hal.ActionSetL4Src, hal.ActionSetL4Dst, hal.ActionDecTTL, hal.ActionPushVLAN, hal.ActionPopVLAN, hal.ActionEncap,
+		hal.ActionCount, hal.ActionOutput, hal.ActionDrop, hal.ActionToHost, hal.ActionInvalid, 99}
+	var acts []hal.Action
+	for k := rng.IntN(5); k > 0; k-- {
+		a := hal.Action{Kind: kinds[rng.IntN(len(kinds)-4)+1]}
+		switch a.Kind {
+		case hal.ActionSetIPSrc, hal.ActionSetIPDst:
+			a.Addr = addr()
+			if pick(5) {
+				v6 = !v6
+				a.Addr = addr()
+				v6 = !v6
+			}
+		case hal.ActionPushVLAN:
+			a.VLAN = uint16(rng.IntN(5000))
+		case hal.ActionEncap:
+			a.Encap = hal.Encap{Kind: hal.EncapKind(rng.IntN(5)), VNI: uint32(rng.IntN(1 << 25)), Src: addr(), Dst: addr()}
+			if pick(4) {
+				a.Encap.Dst = netip.AddrFrom4([4]byte{1, 2, 3, 4})
+			}
+			if pick(4) {
+				a.Encap.GeneveOptions = make([]byte, rng.IntN(10))
+			}
+			if pick(4) {
+				a.Encap.FlowID = 1
+			}
+		}
+		acts = append(acts, a)
+	}
+	term := hal.Action{Kind: kinds[12+rng.IntN(5)], OutPort: hal.PortID(rng.IntN(3)), Reason: hal.Reason(rng.IntN(int(hal.NumReasons) + 2))}
+	if !pick(8) {
+		acts = append(acts, term)
+	}
+	if pick(10) && len(acts) > 0 {
+		acts = append(acts, acts[0])
+	}
+	r := hal.Rule{ID: hal.RuleID(rng.IntN(3)), Priority: uint16(rng.IntN(5)), Match: m, Actions: acts}
+	if pick(5) {
+		r.Generation = 1
+	}
+	return r
+}
+
+func TestClose(t *testing.T) {
+	n := newNIC(t)
+	mustApply(t, n, hal.AddOp(flowRule(0)))
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() {
+		b := []hal.Exception{{Buf: make([]byte, 100)}}
+		_, err := n.ReadExceptions(ctx, b)
+		done <- err
+	}()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, hal.ErrClosed) {
+		t.Fatalf("blocked ReadExceptions: %v", err)
+	}
+	r := flowRule(1)
+	res := make([]hal.OpResult, 1)
+	p := mustPort(t, n, pVM1)
+	for name, err := range map[string]error{
+		"Close":            n.Close(),
+		"Validate":         n.Validate(&r),
+		"Apply":            n.Apply(ctx, []hal.Op{hal.AddOp(r)}, res),
+		"ApplyAtomic":      n.ApplyAtomic(ctx, []hal.Op{hal.AddOp(r)}, res),
+		"Activate":         n.Activate(ctx, 1, 1),
+		"Dump":             n.Dump(ctx, func(*hal.RuleInfo) error { return nil }),
+		"Inject":           n.Inject(ctx, pVM1, [][]byte{udp4(caVM1, caVM2, 1, 1, 0)}),
+		"RuleCounters":     n.RuleCounters(ctx, []hal.RuleID{1}, make([]hal.Counters, 1)),
+		"Process":          n.Process(pVM1, [][]byte{make([]byte, Headroom+60)}, []int{60}, Headroom),
+		"ReadExceptions":   func() error { _, err := n.ReadExceptions(ctx, make([]hal.Exception, 1)); return err }(),
+		"ActiveGeneration": func() error { _, err := n.ActiveGeneration(1); return err }(),
+		"PortCounters":     func() error { _, err := n.PortCounters(ctx, 1); return err }(),
+		"Stats":            func() error { _, err := n.Stats(ctx); return err }(),
+		"Send":             func() error { _, err := p.Send([][]byte{udp4(caVM1, caVM2, 1, 1, 0)}); return err }(),
+	} {
+		if !errors.Is(err, hal.ErrClosed) {
+			t.Errorf("%s after Close: %v", name, err)
+		}
+	}
+}
+
+func TestNewRefuses(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"no ports":  {},
+		"crypto":    {Ports: testConfig().Ports, Crypto: true},
+		"bad kind":  {Ports: []PortConfig{{Name: "x"}}},
+		"dup names": {Ports: []PortConfig{{Name: "a", Kind: hal.PortVPort}, {Name: "a", Kind: hal.PortUplink}}},
+		"tiny MTU":  {Ports: []PortConfig{{Name: "a", Kind: hal.PortVPort, MTU: 10}}},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("%s: New accepted it", name)
+		}
+	}
+	if _, err := New(Config{Ports: testConfig().Ports, Crypto: true}); !errors.Is(err, hal.ErrNotSupported) {
+		t.Errorf("crypto: %v", err)
+	}
+}
