@@ -214,7 +214,20 @@ func (t *EncapTemplate) Push(buf []byte, start, end int, hash uint32) (int, erro
 	if l4len > 0xffff || !t.v6 && n-EthHeaderLen+inner > 0xffff {
 		return start, ErrTooBig
 	}
-	copy(h, t.hdr[:n])
+	// Constant-size copies for the fixed templates compile to a few vector
+	// moves instead of a memmove call.
+	switch n {
+	case HeadroomVXLANIPv4:
+		*(*[HeadroomVXLANIPv4]byte)(h) = *(*[HeadroomVXLANIPv4]byte)(t.hdr[:HeadroomVXLANIPv4])
+	case HeadroomVXLANIPv6:
+		*(*[HeadroomVXLANIPv6]byte)(h) = *(*[HeadroomVXLANIPv6]byte)(t.hdr[:HeadroomVXLANIPv6])
+	case HeadroomNVGREIPv4:
+		*(*[HeadroomNVGREIPv4]byte)(h) = *(*[HeadroomNVGREIPv4]byte)(t.hdr[:HeadroomNVGREIPv4])
+	case HeadroomNVGREIPv6:
+		*(*[HeadroomNVGREIPv6]byte)(h) = *(*[HeadroomNVGREIPv6]byte)(t.hdr[:HeadroomNVGREIPv6])
+	default:
+		copy(h, t.hdr[:n])
+	}
 	if t.v6 {
 		binary.BigEndian.PutUint32(h[14:18], 0x60000000|hash&0xfffff)
 		binary.BigEndian.PutUint16(h[18:20], uint16(l4len))

@@ -87,6 +87,13 @@ func FuzzParse(f *testing.F) {
 		if (err == nil) != (err2 == nil) || k != k2 || l != l2 {
 			t.Fatalf("Parse is not deterministic: %v / %v", err, err2)
 		}
+		// The fast path agrees with the general walk.
+		gk := hal.FlowKey{InPort: 5}
+		var gl Layout
+		gerr := parseGeneral(data, &gk, &gl)
+		if (err == nil) != (gerr == nil) || gk != k || (err == nil && gl != l) {
+			t.Fatalf("fast path and general walk differ: %v / %v\n%v\n%v\n%+v\n%+v", err, gerr, k, gk, l, gl)
+		}
 		if err != nil {
 			return
 		}

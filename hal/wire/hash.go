@@ -25,7 +25,11 @@ func mix(h, v uint64) uint64 {
 // the outer IPv6 flow label (RFC 6438), so every bit of the result is mixed.
 func FlowHash(k *hal.FlowKey) uint32 {
 	var h uint64
-	if k.EthType == hal.EtherTypeIPv4 || k.EthType == hal.EtherTypeIPv6 {
+	if k.EthType == hal.EtherTypeIPv4 {
+		// Only the low 4 bytes of IPv4-mapped addresses vary: one word.
+		h = mix(h, uint64(binary.LittleEndian.Uint32(k.IPSrc[12:16]))|uint64(binary.LittleEndian.Uint32(k.IPDst[12:16]))<<32)
+		h = mix(h, uint64(k.L4Src)|uint64(k.L4Dst)<<16|uint64(k.Proto)<<32)
+	} else if k.EthType == hal.EtherTypeIPv6 {
 		h = mix(h, binary.LittleEndian.Uint64(k.IPSrc[0:8]))
 		h = mix(h, binary.LittleEndian.Uint64(k.IPSrc[8:16]))
 		h = mix(h, binary.LittleEndian.Uint64(k.IPDst[0:8]))

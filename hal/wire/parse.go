@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/binary"
+	"math/bits"
 
 	"github.com/nicpath/nicpath/hal"
 )
@@ -114,64 +115,87 @@ func Parse(frame []byte, inPort hal.PortID, k *hal.FlowKey, l *Layout) error {
 	// or UDP (not a tunnel port), are keyed in one straight-line function.
 	// Everything else, and every error, goes through the general walk below,
 	// which the fast path never contradicts: it falls back before deciding.
-	if len(frame) >= 14+20+20 {
-		off := 14
-		et := binary.BigEndian.Uint16(frame[12:14])
-		vlan := uint16(0)
-		if et == hal.EtherTypeVLAN {
-			vlan = hal.VLANPresent | binary.BigEndian.Uint16(frame[14:16])&0x0fff
-			et = binary.BigEndian.Uint16(frame[16:18])
-			off = 18
-		}
-		ip := frame[off:]
-		if et == hal.EtherTypeIPv4 && len(ip) >= 40 && ip[0] == 0x45 && binary.BigEndian.Uint16(ip[6:8])&0x3fff == 0 {
-			tot := int(binary.BigEndian.Uint16(ip[2:4]))
-			acc := uint64(binary.BigEndian.Uint32(ip[0:4])) + uint64(binary.BigEndian.Uint32(ip[4:8])) +
-				uint64(binary.BigEndian.Uint32(ip[8:12])) + uint64(binary.BigEndian.Uint32(ip[12:16])) +
-				uint64(binary.BigEndian.Uint32(ip[16:20]))
-			proto := ip[9]
-			if tot >= 20 && tot <= len(ip) && Fold(fold64(acc)) == 0 {
-				l4 := ip[20:tot]
-				sp := binary.BigEndian.Uint16(ip[20:22])
-				dp := binary.BigEndian.Uint16(ip[22:24])
-				hl := 0
-				switch proto {
-				case hal.ProtoUDP:
-					if len(l4) >= 8 {
-						if ul := int(binary.BigEndian.Uint16(l4[4:6])); ul >= 8 && ul <= len(l4) && dp != hal.PortVXLAN && dp != hal.PortGeneve {
-							hl = 8
-							if l4[6]|l4[7] == 0 {
-								hl = -8
-							}
-						}
-					}
-				case hal.ProtoTCP:
-					if len(l4) >= 20 {
-						if d := int(l4[12]>>4) << 2; d >= 20 && d <= len(l4) {
-							hl = d
-						}
-					}
-				}
-				if hl != 0 {
-					var fl Flags
-					if hl < 0 {
-						hl, fl = -hl, FlagUDPZeroCsum
-					}
-					k.EthDst = hal.MAC(frame[0:6])
-					k.EthSrc = hal.MAC(frame[6:12])
-					k.EthType, k.VLAN, k.Proto, k.L4Src, k.L4Dst = et, vlan, proto, sp, dp
-					k.IPSrc[10], k.IPSrc[11], k.IPDst[10], k.IPDst[11] = 0xff, 0xff, 0xff, 0xff
-					*(*[4]byte)(k.IPSrc[12:16]) = [4]byte(ip[12:16])
-					*(*[4]byte)(k.IPDst[12:16]) = [4]byte(ip[16:20])
-					l.L2, l.L3, l.L4, l.Payload, l.End = 0, off, off+20, off+20+hl, off+tot
-					l.VLANs, l.IPHdrLen, l.EthType, l.Proto, l.Flags = (off-14)>>2, 20, et, proto, fl
-					l.OuterL3, l.OuterL4, l.Tunnel = -1, -1, -1
-					l.OuterVLANs, l.OuterEthType, l.OuterFlags = 0, 0, 0
-					return nil
-				}
-			}
-		}
+	if len(frame) < 14+20+20 {
+		return parseGeneral(frame, k, l)
 	}
+	// The IPv4 header is loaded as little-endian words: the one's-complement
+	// sum does not depend on byte order (RFC 1071 §2(B)), and a valid header
+	// sums to 0xffff either way, so the checksum is verified without byte
+	// swaps. Every "return parseGeneral" declines before anything is decided.
+	_ = frame[53]
+	off := 14
+	et := binary.BigEndian.Uint16(frame[12:14])
+	vlan := uint16(0)
+	if et == hal.EtherTypeVLAN {
+		tag := binary.BigEndian.Uint32(frame[14:18])
+		vlan = hal.VLANPresent | uint16(tag>>16)&0x0fff
+		et = uint16(tag)
+		off = 18
+	}
+	if et != hal.EtherTypeIPv4 {
+		return parseGeneral(frame, k, l)
+	}
+	ip := frame[off:]
+	if len(ip) < 40 {
+		return parseGeneral(frame, k, l)
+	}
+	w0 := binary.LittleEndian.Uint64(ip[0:8])  // version/IHL, TOS, total length, ID, flags/fragment offset
+	w1 := binary.LittleEndian.Uint64(ip[8:16]) // TTL, protocol, checksum, source
+	w2 := uint64(binary.LittleEndian.Uint32(ip[16:20]))
+	// Version 4, IHL 5, and neither MF nor a fragment offset.
+	if w0&0xff != 0x45 || (w0>>48)&0xff3f != 0 {
+		return parseGeneral(frame, k, l)
+	}
+	sum, c := bits.Add64(w0, w1, 0)
+	sum, c = bits.Add64(sum, w2, c)
+	sum, c = bits.Add64(sum, 0, c)
+	sum += c
+	s32 := (sum & 0xffffffff) + (sum >> 32)
+	s32 = (s32 & 0xffff) + (s32 >> 16)
+	s32 = (s32 & 0xffff) + (s32 >> 16)
+	s32 = (s32 & 0xffff) + (s32 >> 16)
+	tot := int(bits.ReverseBytes16(uint16(w0 >> 16)))
+	if s32 != 0xffff || tot < 20 || tot > len(ip) {
+		return parseGeneral(frame, k, l)
+	}
+	proto := uint8(w1 >> 8)
+	ports := binary.BigEndian.Uint32(ip[20:24])
+	sp, dp := uint16(ports>>16), uint16(ports)
+	l4len := tot - 20
+	hl := 0
+	var fl Flags
+	switch proto {
+	case hal.ProtoUDP:
+		ul := int(binary.BigEndian.Uint16(ip[24:26]))
+		if l4len < 8 || ul < 8 || ul > l4len || dp == hal.PortVXLAN || dp == hal.PortGeneve {
+			return parseGeneral(frame, k, l)
+		}
+		hl = 8
+		if ip[26]|ip[27] == 0 {
+			fl = FlagUDPZeroCsum
+		}
+	case hal.ProtoTCP:
+		hl = int(ip[32]>>4) << 2
+		if l4len < 20 || hl < 20 || hl > l4len {
+			return parseGeneral(frame, k, l)
+		}
+	default:
+		return parseGeneral(frame, k, l)
+	}
+	k.EthDst = hal.MAC(frame[0:6])
+	k.EthSrc = hal.MAC(frame[6:12])
+	k.EthType, k.VLAN, k.Proto, k.L4Src, k.L4Dst = et, vlan, proto, sp, dp
+	binary.LittleEndian.PutUint64(k.IPSrc[8:16], 0xffff0000|w1&0xffffffff00000000)
+	binary.LittleEndian.PutUint64(k.IPDst[8:16], 0xffff0000|w2<<32)
+	l.L2, l.L3, l.L4, l.Payload, l.End = 0, off, off+20, off+20+hl, off+tot
+	l.VLANs, l.IPHdrLen, l.EthType, l.Proto, l.Flags = (off-14)>>2, 20, et, proto, fl
+	l.OuterL3, l.OuterL4, l.Tunnel = -1, -1, -1
+	l.OuterVLANs, l.OuterEthType, l.OuterFlags = 0, 0, 0
+	return nil
+}
+
+// parseGeneral is Parse without the fast path; k holds only the in-port.
+func parseGeneral(frame []byte, k *hal.FlowKey, l *Layout) error {
 	l.OuterL3, l.OuterL4, l.Tunnel = -1, -1, -1
 	l.OuterVLANs, l.OuterEthType, l.OuterFlags, l.Flags = 0, 0, 0, 0
 	return parseFrame(frame, 0, len(frame), k, l, false)
