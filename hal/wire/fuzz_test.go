@@ -544,8 +544,16 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	}
 	for target, seeds := range fuzzSeeds() {
 		dir := filepath.Join("testdata", "fuzz", target)
-		if err := os.RemoveAll(dir); err != nil {
+		// Only the generated seeds are replaced: inputs the fuzzer found
+		// (named by their hash) stay as regression cases.
+		old, err := filepath.Glob(filepath.Join(dir, "seed-*"))
+		if err != nil {
 			t.Fatal(err)
+		}
+		for _, p := range old {
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
