@@ -73,7 +73,7 @@ func TestVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM: not in -short mode")
 	}
-	res := runInVM(t, []string{"-test.run", "^(TestKernel|TestConformance)", "-test.v", "-test.timeout", "6m"}, 8*time.Minute)
+	res := runInVM(t, []string{"-test.run", "^(TestKernel|TestConformance)", "-test.v", "-test.timeout", "7m"}, 9*time.Minute)
 	t.Logf("in-VM output:\n%s", res.Output)
 	if !res.Passed() {
 		t.Fatalf("in-VM tests failed (exit %d)", res.ExitCode)

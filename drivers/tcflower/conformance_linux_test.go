@@ -1,0 +1,230 @@
+//go:build linux
+
+package tcflower
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nicpath/nicpath/conformance"
+	"github.com/nicpath/nicpath/hal"
+)
+
+// confBed is the topology the conformance suite runs on, built once per
+// test because namespaces take seconds to set up under TCG: vports p1, p2
+// (far sides vm1, vm2) and uplink up0 (far side up1, in the same namespace
+// with no addresses, so it only captures). up0 carries the suite's provider
+// addresses and MAC, and static neighbours for its next hop, so that the
+// kernel's VXLAN/Geneve devices write exactly the outer headers the suite
+// asks for and decapsulate what it sends.
+type confBed struct {
+	ns    *netNS
+	socks map[hal.PortID]*packetSock
+}
+
+func newConfBed(t *testing.T) *confBed {
+	ns := newNetNS(t, "tcc")
+	ns.ip("link", "add", "p1", "type", "veth", "peer", "name", "vm1")
+	ns.ip("link", "add", "p2", "type", "veth", "peer", "name", "vm2")
+	ns.ip("link", "add", "up0", "type", "veth", "peer", "name", "up1")
+	ns.ip("link", "set", "up0", "address", "02:4e:50:00:00:a1")
+	// IPv6 only on up0, for IPv6 outer headers; no router solicitations,
+	// no duplicate address detection.
+	ns.sh("echo 0 > /proc/sys/net/ipv6/conf/up0/disable_ipv6; echo 0 > /proc/sys/net/ipv6/conf/up0/router_solicitations; echo 0 > /proc/sys/net/ipv6/conf/up0/dad_transmits")
+	ns.ip("addr", "add", "198.19.0.1/24", "dev", "up0")
+	ns.ip("addr", "add", "2001:db8:ff::1/64", "dev", "up0", "nodad")
+	ns.ip("link", "add", "vx0", "type", "vxlan", "external", "dstport", "4789")
+	ns.ip("link", "add", "gnv0", "type", "geneve", "external")
+	for _, l := range []string{"lo", "p1", "vm1", "p2", "vm2", "up0", "up1", "vx0", "gnv0"} {
+		ns.ip("link", "set", l, "up")
+	}
+	ns.ip("neigh", "add", "198.19.0.2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
+	ns.ip("-6", "neigh", "add", "2001:db8:ff::2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
+	b := &confBed{ns: ns, socks: map[hal.PortID]*packetSock{
+		1: openPacketSock(t, ns, "vm1"),
+		2: openPacketSock(t, ns, "vm2"),
+		3: openPacketSock(t, ns, "up1"),
+	}}
+	// Let the link-up chatter (IPv6 multicast reports) pass before the
+	// suite listens.
+	time.Sleep(time.Second)
+	return b
+}
+
+func (b *confBed) config() Config {
+	return Config{
+		Ports: []PortConfig{
+			{Name: "p1", Kind: hal.PortVPort},
+			{Name: "p2", Kind: hal.PortVPort},
+			{Name: "up0", Kind: hal.PortUplink},
+		},
+		Tunnels: map[hal.EncapKind]string{hal.EncapVXLAN: "vx0", hal.EncapGeneve: "gnv0"},
+		NetNS:   b.ns.Path,
+	}
+}
+
+// confHarness reaches the far sides of the ports through packet sockets.
+type confHarness struct {
+	bed *confBed
+	mu  sync.Mutex
+}
+
+func (h *confHarness) Send(port hal.PortID, frames ...[]byte) error {
+	s := h.bed.socks[port]
+	if s == nil {
+		return fmt.Errorf("no port %d: %w", port, hal.ErrNotFound)
+	}
+	for _, f := range frames {
+		if err := unix.Sendto(s.fd, f, 0, &unix.SockaddrLinklayer{Ifindex: s.ifindex}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chatter is what the namespace's own kernel sends on the uplink's link
+// (IPv6 multicast listener reports and neighbour discovery from up0): not
+// the NIC's forwarding, so the harness does not show it to the suite.
+func chatter(f []byte) bool {
+	if len(f) < 14+40+1 || binary.BigEndian.Uint16(f[12:]) != hal.EtherTypeIPv6 {
+		return false
+	}
+	ip := f[14:]
+	next := ip[6]
+	if next == 0 && len(f) > 14+40+8 { // hop-by-hop options (MLD's router alert)
+		next = ip[40]
+	}
+	return next == hal.ProtoICMPv6 && (ip[8] == 1 || ip[8] == 255)
+}
+
+func (h *confHarness) Recv(ctx context.Context, port hal.PortID, max int) ([][]byte, error) {
+	s := h.bed.socks[port]
+	if s == nil {
+		return nil, fmt.Errorf("no port %d: %w", port, hal.ErrNotFound)
+	}
+	var out [][]byte
+	buf := make([]byte, 65536)
+	oob := make([]byte, 256)
+	for len(out) < max {
+		flags := 0
+		if len(out) > 0 {
+			flags = unix.MSG_DONTWAIT
+		} else {
+			tv := unix.NsecToTimeval((20 * time.Millisecond).Nanoseconds())
+			_ = unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		}
+		n, oobn, _, from, err := unix.Recvmsg(s.fd, buf, oob, flags)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				if len(out) > 0 {
+					return out, nil
+				}
+				if ctx.Err() != nil {
+					return nil, nil
+				}
+				continue
+			}
+			return out, err
+		}
+		if sa, ok := from.(*unix.SockaddrLinklayer); ok && sa.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		f := append([]byte(nil), buf[:n]...)
+		f = reinsertVLAN(f, oob[:oobn])
+		if chatter(f) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// reinsertVLAN puts back the 802.1Q tag the receiving kernel moved into
+// the packet's metadata, so that the suite sees the frame as it was on the
+// wire.
+func reinsertVLAN(f, oob []byte) []byte {
+	cms, err := unix.ParseSocketControlMessage(oob)
+	if err != nil || len(f) < 12 {
+		return f
+	}
+	for _, cm := range cms {
+		if cm.Header.Level != unix.SOL_PACKET || cm.Header.Type != unix.PACKET_AUXDATA || len(cm.Data) < int(unsafe.Sizeof(unix.TpacketAuxdata{})) {
+			continue
+		}
+		aux := (*unix.TpacketAuxdata)(unsafe.Pointer(&cm.Data[0]))
+		if aux.Status&unix.TP_STATUS_VLAN_VALID == 0 {
+			continue
+		}
+		tpid := aux.Vlan_tpid
+		if aux.Status&unix.TP_STATUS_VLAN_TPID_VALID == 0 || tpid == 0 {
+			tpid = hal.EtherTypeVLAN
+		}
+		tag := []byte{byte(tpid >> 8), byte(tpid), byte(aux.Vlan_tci >> 8), byte(aux.Vlan_tci)}
+		return append(append(append([]byte(nil), f[:12]...), tag...), f[12:]...)
+	}
+	return f
+}
+
+func (h *confHarness) drain() {
+	buf := make([]byte, 65536)
+	for _, s := range h.bed.socks {
+		for {
+			if _, _, err := unix.Recvfrom(s.fd, buf, unix.MSG_DONTWAIT); err != nil {
+				break
+			}
+		}
+	}
+}
+
+// Close keeps the shared bed for the next case.
+func (h *confHarness) Close() error { return nil }
+
+// CheckLeaks reports qdiscs the NIC left on the bed's links after Close.
+func (h *confHarness) CheckLeaks() error {
+	out, err := exec.Command("tc", "-n", h.bed.ns.Name, "qdisc", "show").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("tc qdisc show: %v: %s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "clsact") {
+			return fmt.Errorf("left behind: %s", l)
+		}
+	}
+	return nil
+}
+
+// TestConformance runs the conformance suite against the driver on veth
+// inside the VM.
+func TestConformance(t *testing.T) {
+	requireKernel(t)
+	bed := newConfBed(t)
+	conformance.Run(t, conformance.Target{
+		Name: "tcflower on veth (kernel 6.1, skip_hw)",
+		Open: func(ctx context.Context) (hal.NIC, conformance.Harness, error) {
+			n, err := Open(ctx, bed.config())
+			if err != nil {
+				return nil, nil, err
+			}
+			h := &confHarness{bed: bed}
+			h.drain()
+			return n, h, nil
+		},
+		Documented: confDocumented,
+		Timeout:    3 * time.Second,
+		Quiet:      300 * time.Millisecond,
+	})
+}
+
+// confDocumented are the differences from the reference that the package
+// doc states.
+var confDocumented = []conformance.Difference{}

@@ -1,0 +1,57 @@
+package tcflower
+
+import (
+	"bytes"
+	"testing"
+)
+
+// FuzzParseFilter feeds arbitrary dump messages to the decoder: it must
+// never panic, and what it accepts must be self-consistent.
+func FuzzParseFilter(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(make([]byte, tcmsgLen))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := parseFilter(b)
+		if err != nil {
+			return
+		}
+		if got.Kind != "flower" {
+			t.Fatalf("accepted a %q filter", got.Kind)
+		}
+		if len(b) < tcmsgLen {
+			t.Fatalf("accepted %d bytes, shorter than a tcmsg", len(b))
+		}
+		tm, _ := parseTcmsg(b)
+		if got.Handle != tm.Handle || got.Prio != uint16(tm.Info>>16) {
+			t.Fatalf("handle/prio %d/%d differ from the tcmsg %+v", got.Handle, got.Prio, tm)
+		}
+		if id, owner, ok := cookieRule(got.Cookie); ok {
+			if !bytes.Equal(ruleCookie(ruleIDOf(id), cookieOf(owner)), got.Cookie) {
+				t.Fatalf("cookie % x does not round-trip", got.Cookie)
+			}
+		} else if len(got.Cookie) == 16 {
+			t.Fatalf("a 16-byte cookie was not split")
+		}
+		if len(got.Actions) == 0 && (got.Packets != 0 || got.Cookie != nil) {
+			t.Fatalf("stats or cookie without an action: %+v", got)
+		}
+	})
+}
+
+// FuzzParseLink feeds arbitrary RTM_NEWLINK payloads to the decoder.
+func FuzzParseLink(f *testing.F) {
+	f.Add(make([]byte, 16))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ifindex, _, _, _, _, err := parseLink(b)
+		if err != nil {
+			return
+		}
+		if len(b) < 16 {
+			t.Fatalf("accepted %d bytes, shorter than an ifinfomsg", len(b))
+		}
+		if want := uint32(b[4]) | uint32(b[5])<<8 | uint32(b[6])<<16 | uint32(b[7])<<24; ifindex != want {
+			t.Fatalf("ifindex %d, want %d", ifindex, want)
+		}
+	})
+}
