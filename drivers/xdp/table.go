@@ -79,7 +79,9 @@ type table struct {
 	counterFree []uint32
 	counterNext uint32
 
-	// the batch being gathered: entries written in one putEntries call
+	// the batch being gathered: entries written in one putEntries call.
+	// The key and value buffers are kept between calls so that a big
+	// batch does not allocate (and fault in) tens of megabytes each time.
 	pendKeys []bpfKey
 	pendVals []bpfFlowVal
 	pendOps  []int
@@ -105,15 +107,16 @@ func (t *table) validate(r *hal.Rule) error {
 	var push, pop bool
 	for i := range r.Actions {
 		a := &r.Actions[i]
-		field := fmt.Sprintf("actions[%d] %s", i, a.Kind)
+		// built only for a refusal: validate runs once per operation
+		field := func() string { return fmt.Sprintf("actions[%d] %s", i, a.Kind) }
 		switch a.Kind {
 		case hal.ActionEncap:
 			e := &a.Encap
 			if e.Src.Is6() {
-				return hal.Unsupported(t.driver, field+" "+e.Kind.String(), "IPv6 outer headers are not written by the program (an IPv6 UDP checksum over the whole frame is not computed in XDP)")
+				return hal.Unsupported(t.driver, field()+" "+e.Kind.String(), "IPv6 outer headers are not written by the program (an IPv6 UDP checksum over the whole frame is not computed in XDP)")
 			}
 			if len(e.GeneveOptions) > 0 {
-				return hal.Unsupported(t.driver, field+" geneve", "Geneve options are not written; the program writes a fixed 8-byte Geneve header")
+				return hal.Unsupported(t.driver, field()+" geneve", "Geneve options are not written; the program writes a fixed 8-byte Geneve header")
 			}
 		case hal.ActionPushVLAN:
 			push = true
@@ -121,7 +124,7 @@ func (t *table) validate(r *hal.Rule) error {
 			pop = true
 		case hal.ActionOutput:
 			if t.hasPort != nil && !t.hasPort(a.OutPort) {
-				return fmt.Errorf("%s: %s: port %d: %w", t.driver, field, a.OutPort, hal.ErrNotFound)
+				return fmt.Errorf("%s: %s: port %d: %w", t.driver, field(), a.OutPort, hal.ErrNotFound)
 			}
 		}
 	}
@@ -272,8 +275,13 @@ func (t *table) opErr(op string, id hal.RuleID, err error) error {
 // flush writes the gathered entries. Operations whose write did not land are
 // undone in the Go state and get their error.
 func (t *table) flush(results []hal.OpResult) {
-	if len(t.pendKeys) == 0 {
+	if len(t.pendRule) == 0 {
 		return
+	}
+	t.pendKeys, t.pendVals = t.pendKeys[:0], t.pendVals[:0]
+	for _, rs := range t.pendRule {
+		t.pendKeys = append(t.pendKeys, rs.key)
+		t.pendVals = append(t.pendVals, rs.entry.value())
 	}
 	n, err := t.be.putEntries(t.pendKeys, t.pendVals)
 	if err != nil {
@@ -330,6 +338,12 @@ func (t *table) publish() error {
 func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule) error) {
 	for i := range ops {
 		results[i].Err = nil
+	}
+	if cap(t.pendRule) < len(ops) {
+		t.pendRule = make([]*ruleState, 0, len(ops))
+		t.pendOps = make([]int, 0, len(ops))
+		t.pendKeys = make([]bpfKey, 0, len(ops))
+		t.pendVals = make([]bpfFlowVal, 0, len(ops))
 	}
 	for i := range ops {
 		op := &ops[i]
@@ -410,8 +424,6 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 			return
 		}
 	}
-	t.pendKeys = append(t.pendKeys, rs.key)
-	t.pendVals = append(t.pendVals, rs.entry.value())
 	t.pendOps = append(t.pendOps, i)
 	t.pendRule = append(t.pendRule, rs)
 	t.pendSet[rs.key] = true
