@@ -130,9 +130,9 @@ func fakeNIC(t *testing.T, k *fakeKernel) *NIC {
 	n := newNIC(conn, Config{}, testBlock, clsFlagsSkipHW, lay, devs)
 	n.caps = hal.Capabilities{
 		Driver: driverName, MaxBatch: maxBatch, MaxRules: 1 << 20,
-		MatchFields: hal.MatchAll &^ hal.MatchTunKind | hal.MatchTunKind, MaskedFields: hal.MatchAll,
-		Actions:     hal.AllActions &^ hal.ActionsOf(hal.ActionToHost, hal.ActionDecTTL),
-		Encaps:      hal.EncapsOf(hal.EncapVXLAN), Decaps: hal.EncapsOf(hal.EncapVXLAN),
+		MatchFields: hal.MatchAll&^hal.MatchTunKind | hal.MatchTunKind, MaskedFields: hal.MatchAll,
+		Actions: hal.AllActions &^ hal.ActionsOf(hal.ActionToHost, hal.ActionDecTTL),
+		Encaps:  hal.EncapsOf(hal.EncapVXLAN), Decaps: hal.EncapsOf(hal.EncapVXLAN),
 		Generations: true, MaxScopes: maxScopes, Priorities: true,
 	}
 	t.Cleanup(func() { conn.Close() })
@@ -173,8 +173,8 @@ func wantAttr(t *testing.T, a attrs, typ uint16, want []byte, what string) {
 	}
 }
 
-func u32(v uint32) []byte { b := make([]byte, 4); binary.NativeEndian.PutUint32(b, v); return b }
-func u16(v uint16) []byte { b := make([]byte, 2); binary.NativeEndian.PutUint16(b, v); return b }
+func u32(v uint32) []byte  { b := make([]byte, 4); binary.NativeEndian.PutUint32(b, v); return b }
+func u16(v uint16) []byte  { b := make([]byte, 2); binary.NativeEndian.PutUint16(b, v); return b }
 func cstr(s string) []byte { return append([]byte(s), 0) }
 
 func TestEncodeFilterAttributes(t *testing.T) {
