@@ -266,4 +266,3 @@ func BenchmarkFlowMemory(b *testing.B) {
 		runtime.KeepAlive(h)
 	}
 }
-
