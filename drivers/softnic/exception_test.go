@@ -13,7 +13,7 @@ import (
 
 // catchAll installs rules that would deliver anything to a VM: a decap rule
 // for every tunnel kind and VNI 7, and a lowest-priority rule for the rest.
-func catchAll(t *testing.T, n *NIC) {
+func catchAll(t testing.TB, n *NIC) {
 	t.Helper()
 	var ops []hal.Op
 	for i, kind := range []hal.EncapKind{hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE} {
