@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -199,8 +200,7 @@ func (b *Builder) Build() (*State, error) {
 		tenantIdx: map[string]int{},
 		vnetIdx:   map[VNETKey]int{},
 		vnetByVNI: map[uint32]int{},
-		vmIdx:     make(map[string]int, len(b.vms)),
-		localVMs:  map[string][]int{},
+		vmIdx:     make(map[string]int32, len(b.vms)),
 		shadowIdx: map[string]int{},
 		active:    map[string]uint64{},
 	}
@@ -379,6 +379,11 @@ func (b *Builder) buildVMs(c *checker, s *State) {
 	s.table = newMappingTable(n)
 	s.vms = make([]VM, 0, len(b.vms))
 	s.vmVNET = make([]int32, 0, len(b.vms))
+	s.vmHost = make([]int32, 0, len(b.vms))
+	s.hostVMs = make([][]int32, len(s.hosts))
+	// VMs come grouped by VNET (documents nest them so): remember the last
+	// VNET to skip most lookups keyed by two strings.
+	lastVNET, lastVI := VNETKey{}, -1
 	for _, it := range b.vms {
 		v, o := it.v, it.o
 		if !c.name(o, "name", v.Name, "VM name") {
@@ -388,14 +393,19 @@ func (b *Builder) buildVMs(c *checker, s *State) {
 			c.errf(o, "name", "duplicate VM %q", v.Name)
 			continue
 		}
-		vi, ok := s.vnetIdx[VNETKey{v.Tenant, v.VNET}]
-		if !ok {
-			if _, ok := s.tenantIdx[v.Tenant]; !ok {
-				c.errf(o, "tenant", "unknown tenant %q", v.Tenant)
-			} else {
-				c.errf(o, "vnet", "unknown VNET %q in tenant %s", v.VNET, v.Tenant)
+		idx := len(s.vms)
+		vi := lastVI
+		if key := (VNETKey{v.Tenant, v.VNET}); vi < 0 || key != lastVNET {
+			var ok bool
+			if vi, ok = s.vnetIdx[key]; !ok {
+				if _, ok := s.tenantIdx[v.Tenant]; !ok {
+					c.errf(o, "tenant", "unknown tenant %q", v.Tenant)
+				} else {
+					c.errf(o, "vnet", "unknown VNET %q in tenant %s", v.VNET, v.Tenant)
+				}
+				continue
 			}
-			continue
+			lastVNET, lastVI = key, vi
 		}
 		hi, ok := s.hostIdx[v.Host]
 		if !ok {
@@ -412,32 +422,35 @@ func (b *Builder) buildVMs(c *checker, s *State) {
 			c.errf(o, "ca", "a VM needs at least one customer address")
 		}
 		vnet := &s.vnets[vi]
-		idx := len(s.vms)
 		for i, ca := range v.CAs {
-			f := fmt.Sprintf("ca[%d]", i)
-			if !c.addr(o, f, ca, "customer address") {
+			if !ca.IsValid() || ca.Zone() != "" || ca.Is4In6() || ca.IsUnspecified() || ca.IsMulticast() {
+				c.addr(o, caField(i), ca, "customer address")
 				continue
 			}
 			if !anyContains(vnet.Subnets, ca) {
-				c.errf(o, f, "customer address %s is outside the subnets of VNET %s", ca, vnet.Name)
+				c.errf(o, caField(i), "customer address %s is outside the subnets of VNET %s", ca, vnet.Name)
 				continue
 			}
 			at, added := s.table.insert(makeEntry(vnet.VNI, ca, hi, idx, v.MAC))
 			if !added {
 				owner := s.vms[s.table.entries[at].vm].Name
 				if owner == v.Name {
-					c.errf(o, f, "customer address %s is listed twice", ca)
+					c.errf(o, caField(i), "customer address %s is listed twice", ca)
 				} else {
-					c.errf(o, f, "duplicate customer address %s in VNET %s: already VM %s's", ca, vnet.Name, owner)
+					c.errf(o, caField(i), "duplicate customer address %s in VNET %s: already VM %s's", ca, vnet.Name, owner)
 				}
 			}
 		}
-		s.vmIdx[v.Name] = idx
-		s.localVMs[v.Host] = append(s.localVMs[v.Host], idx)
+		s.vmIdx[v.Name] = int32(idx)
+		s.hostVMs[hi] = append(s.hostVMs[hi], int32(idx))
 		s.vms = append(s.vms, v)
 		s.vmVNET = append(s.vmVNET, int32(vi))
+		s.vmHost = append(s.vmHost, int32(hi))
 	}
 }
+
+// caField names a CA field; built only when there is an error to report.
+func caField(i int) string { return "ca[" + strconv.Itoa(i) + "]" }
 
 // gatewayFor checks that a tenant may use a gateway.
 func (c *checker) gatewayFor(s *State, o *origin, field, gw, tenant string) bool {

@@ -161,6 +161,9 @@ func diffMappings(old, new *State) []Change[MappingKey, Mapping] {
 	var out []Change[MappingKey, Mapping]
 	for i := range old.table.entries {
 		e := &old.table.entries[i]
+		if !e.used {
+			continue
+		}
 		key := MappingKey{e.vni, e.addr()}
 		j, ok := new.table.lookup(e.vni, key.CA)
 		om := old.mappingAt(i, false)
@@ -174,6 +177,9 @@ func diffMappings(old, new *State) []Change[MappingKey, Mapping] {
 	}
 	for j := range new.table.entries {
 		e := &new.table.entries[j]
+		if !e.used {
+			continue
+		}
 		ca := e.addr()
 		if _, ok := old.table.lookup(e.vni, ca); !ok {
 			out = append(out, Change[MappingKey, Mapping]{Kind: Added, Key: MappingKey{e.vni, ca}, New: new.mappingAt(j, false)})

@@ -88,7 +88,7 @@ func (e *evaluation) outbound(vmName string) Verdict {
 		return e.drop(ReasonUnknownPort, "in-port VM %q is not in the policy", vmName)
 	}
 	src := &s.vms[vi]
-	if h, _, gen := s.location(vi); h != e.host {
+	if h, _, gen := s.location(int(vi)); h != e.host {
 		return e.drop(ReasonUnknownPort, "VM %s runs on %s (generation %d), not on %s", src.Name, h, gen, e.host)
 	}
 	e.step("from VM %s (tenant %s, vnet %s) on %s", src.Name, src.Tenant, src.VNET, e.host)
@@ -102,7 +102,7 @@ func (e *evaluation) outbound(vmName string) Verdict {
 	if !containsAddr(src.CAs, p.Src) {
 		return e.drop(ReasonSpoofedSource, "source address %s is not one of VM %s's addresses", p.Src, src.Name)
 	}
-	if !e.aclLayer(vi, Out, p) {
+	if !e.aclLayer(int(vi), Out, p) {
 		return e.drop(ReasonACLDeny, "denied by the outbound ACLs of %s", src.Name)
 	}
 

@@ -29,10 +29,11 @@ type State struct {
 	vnetIdx   map[VNETKey]int
 	vnetByVNI map[uint32]int
 
-	vms      []VM
-	vmVNET   []int32 // index into vnets, parallel to vms
-	vmIdx    map[string]int
-	localVMs map[string][]int // host name → VM indexes (current location)
+	vms     []VM
+	vmVNET  []int32 // index into vnets, parallel to vms
+	vmHost  []int32 // index into hosts, parallel to vms
+	vmIdx   map[string]int32
+	hostVMs [][]int32 // host index → VM indexes (the VMs' own location)
 
 	// Per tenant, indexed like tenants.
 	routes  [][]Route // effective routing table, longest prefix first
@@ -138,7 +139,7 @@ func (s *State) Location(vm string) (host string, pa netip.Addr, gen uint64, ok 
 	if !ok {
 		return "", netip.Addr{}, 0, false
 	}
-	h, pa, gen := s.location(i)
+	h, pa, gen := s.location(int(i))
 	return h, pa, gen, true
 }
 
@@ -150,15 +151,19 @@ func (s *State) location(vmi int) (string, netip.Addr, uint64) {
 			return sh.Host, sh.PA, sh.Generation
 		}
 	}
-	return v.Host, s.hosts[s.hostIdx[v.Host]].PA, v.Generation
+	return v.Host, s.hosts[s.vmHost[vmi]].PA, v.Generation
 }
 
 // LocalVMs returns the VMs that run on host now (shadow activations
 // applied), in document order.
 func (s *State) LocalVMs(host string) []VM {
 	var out []VM
-	for _, i := range s.localVMs[host] {
-		if h, _, _ := s.location(i); h == host {
+	hi, ok := s.hostIdx[host]
+	if !ok {
+		return nil
+	}
+	for _, i := range s.hostVMs[hi] {
+		if h, _, _ := s.location(int(i)); h == host {
 			out = append(out, s.vms[i])
 		}
 	}
@@ -171,7 +176,7 @@ func (s *State) LocalVMs(host string) []VM {
 }
 
 // MappingCount returns the number of CA→PA mappings.
-func (s *State) MappingCount() int { return len(s.table.entries) }
+func (s *State) MappingCount() int { return s.table.n }
 
 // Lookup returns the mapping for customer address ca in the VNET with VNI
 // vni, with the VM's current location (shadow activation applied). It does
@@ -208,9 +213,15 @@ func (s *State) mappingAt(i int, current bool) Mapping {
 // in document order.
 func (s *State) Mappings() iter.Seq[Mapping] {
 	return func(yield func(Mapping) bool) {
-		for i := range s.table.entries {
-			if !yield(s.mappingAt(i, false)) {
-				return
+		for vi := range s.vms {
+			v := &s.vms[vi]
+			vni := s.vnets[s.vmVNET[vi]].VNI
+			for _, ca := range v.CAs {
+				if i, ok := s.table.lookup(vni, ca); ok && int(s.table.entries[i].vm) == vi {
+					if !yield(s.mappingAt(i, false)) {
+						return
+					}
+				}
 			}
 		}
 	}
