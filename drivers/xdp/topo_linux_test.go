@@ -117,20 +117,21 @@ func inNS(t testing.TB, ns string, fn func()) {
 // frames that its peer received by XDP redirect only when NAPI runs on it,
 // which an attached XDP program turns on. This is test topology, inside a
 // test namespace.
-func passProg(t testing.TB, ns, dev string) {
+func passProg(t testing.TB, ns, dev string) link.Link {
 	t.Helper()
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "MIT",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	var l link.Link
 	inNS(t, ns, func() {
 		ifi, err := net.InterfaceByName(dev)
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Index})
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Index})
 		if err != nil {
 			t.Error(err)
 			return
@@ -138,6 +139,7 @@ func passProg(t testing.TB, ns, dev string) {
 		t.Cleanup(func() { l.Close() })
 	})
 	t.Cleanup(func() { prog.Close() })
+	return l
 }
 
 // noTxChecksum makes a VM's kernel compute its own TCP/UDP checksums: a
@@ -167,12 +169,13 @@ type host struct {
 	vmDev        string // the VM's interface, in vmNS
 	pa, ca       netip.Addr
 	upMAC, vmMAC hal.MAC
+	vmXDP        link.Link // the XDP_PASS program on the VM's interface
 }
 
 // twoHosts builds VM1—host1 ═underlay═ host2—VM2. The VMs share the overlay
 // subnet 198.19.1.0/24 and know each other's MAC (static neighbours), so no
 // ARP crosses; the underlay is 198.18.0.0/24 between the hosts' uplinks.
-func twoHosts(t *testing.T) (h1, h2 *host) {
+func twoHosts(t testing.TB) (h1, h2 *host) {
 	t.Helper()
 	mk := func(i int) *host {
 		h := &host{ns: newNS(t, fmt.Sprintf("h%d", i)), vmNS: newNS(t, fmt.Sprintf("vm%d", i)),
@@ -181,7 +184,7 @@ func twoHosts(t *testing.T) (h1, h2 *host) {
 		veth(t, h.ns, h.vport, h.vmNS, h.vmDev)
 		run(t, "ip", "-n", h.vmNS, "addr", "add", h.ca.String()+"/24", "dev", h.vmDev)
 		h.vmMAC = linkMAC(t, h.vmNS, h.vmDev)
-		passProg(t, h.vmNS, h.vmDev)
+		h.vmXDP = passProg(t, h.vmNS, h.vmDev)
 		noTxChecksum(t, h.vmNS, h.vmDev)
 		return h
 	}
@@ -200,7 +203,7 @@ func twoHosts(t *testing.T) (h1, h2 *host) {
 }
 
 // openHost opens the XDP NIC on h: port 1 the vport, port 2 the uplink.
-func openHost(t *testing.T, h *host, mode Mode) *NIC {
+func openHost(t testing.TB, h *host, mode Mode) *NIC {
 	t.Helper()
 	n, err := Open(context.Background(), Config{NetNS: "/var/run/netns/" + h.ns, Mode: mode,
 		Ports: []PortConfig{{ID: 1, Name: h.vport, Kind: hal.PortVPort}, {ID: 2, Name: h.up, Kind: hal.PortUplink}}})
@@ -314,4 +317,12 @@ func xdpAttached(t *testing.T, ns, dev string) bool {
 	t.Helper()
 	out := run(t, "ip", "-n", ns, "-d", "link", "show", "dev", dev)
 	return strings.Contains(out, "prog/xdp")
+}
+
+func netInterfaceByName(name string) (int, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return 0, err
+	}
+	return ifi.Index, nil
 }
