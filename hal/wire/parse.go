@@ -111,8 +111,9 @@ func (l *Layout) unsupported(layer Layer, off int, inner bool, msg string) error
 func Parse(frame []byte, inPort hal.PortID, k *hal.FlowKey, l *Layout) error {
 	*k = hal.FlowKey{InPort: inPort}
 	// Fast path: the frames a NIC sees most, an untagged or once-tagged
-	// Ethernet frame with an option-less, unfragmented IPv4 header and TCP
-	// or UDP (not a tunnel port), are keyed in one straight-line function.
+	// Ethernet frame with an option-less, unfragmented IPv4 header or an
+	// IPv6 header without extension headers, carrying TCP or UDP (not to a
+	// tunnel port), are keyed in one straight-line function.
 	// Everything else, and every error, goes through the general walk below,
 	// which the fast path never contradicts: it falls back before deciding.
 	if len(frame) < 14+20+20 {
@@ -132,66 +133,88 @@ func Parse(frame []byte, inPort hal.PortID, k *hal.FlowKey, l *Layout) error {
 		et = uint16(tag)
 		off = 18
 	}
-	if et != hal.EtherTypeIPv4 {
-		return parseGeneral(frame, k, l)
-	}
 	ip := frame[off:]
-	if len(ip) < 40 {
-		return parseGeneral(frame, k, l)
-	}
-	w0 := binary.LittleEndian.Uint64(ip[0:8])  // version/IHL, TOS, total length, ID, flags/fragment offset
-	w1 := binary.LittleEndian.Uint64(ip[8:16]) // TTL, protocol, checksum, source
-	w2 := uint64(binary.LittleEndian.Uint32(ip[16:20]))
-	// Version 4, IHL 5, and neither MF nor a fragment offset.
-	if w0&0xff != 0x45 || (w0>>48)&0xff3f != 0 {
-		return parseGeneral(frame, k, l)
-	}
-	sum, c := bits.Add64(w0, w1, 0)
-	sum, c = bits.Add64(sum, w2, c)
-	sum, c = bits.Add64(sum, 0, c)
-	sum += c
-	s32 := (sum & 0xffffffff) + (sum >> 32)
-	s32 = (s32 & 0xffff) + (s32 >> 16)
-	s32 = (s32 & 0xffff) + (s32 >> 16)
-	s32 = (s32 & 0xffff) + (s32 >> 16)
-	tot := int(bits.ReverseBytes16(uint16(w0 >> 16)))
-	if s32 != 0xffff || tot < 20 || tot > len(ip) {
-		return parseGeneral(frame, k, l)
-	}
-	proto := uint8(w1 >> 8)
-	ports := binary.BigEndian.Uint32(ip[20:24])
-	sp, dp := uint16(ports>>16), uint16(ports)
-	l4len := tot - 20
-	hl := 0
+	var l3len, hl, tot int
+	var proto uint8
+	var sp, dp uint16
 	var fl Flags
-	switch proto {
-	case hal.ProtoUDP:
-		ul := int(binary.BigEndian.Uint16(ip[24:26]))
-		if l4len < 8 || ul < 8 || ul > l4len || dp == hal.PortVXLAN || dp == hal.PortGeneve {
+	switch et {
+	case hal.EtherTypeIPv4:
+		if len(ip) < 40 {
 			return parseGeneral(frame, k, l)
 		}
-		hl = 8
-		if ip[26]|ip[27] == 0 {
-			fl = FlagUDPZeroCsum
-		}
-	case hal.ProtoTCP:
-		hl = int(ip[32]>>4) << 2
-		if l4len < 20 || hl < 20 || hl > l4len {
+		w0 := binary.LittleEndian.Uint64(ip[0:8])  // version/IHL, TOS, total length, ID, flags/fragment offset
+		w1 := binary.LittleEndian.Uint64(ip[8:16]) // TTL, protocol, checksum, source
+		w2 := uint64(binary.LittleEndian.Uint32(ip[16:20]))
+		// Version 4, IHL 5, and neither MF nor a fragment offset.
+		if w0&0xff != 0x45 || (w0>>48)&0xff3f != 0 {
 			return parseGeneral(frame, k, l)
 		}
+		sum, c := bits.Add64(w0, w1, 0)
+		sum, c = bits.Add64(sum, w2, c)
+		sum, c = bits.Add64(sum, 0, c)
+		sum += c
+		s32 := (sum & 0xffffffff) + (sum >> 32)
+		s32 = (s32 & 0xffff) + (s32 >> 16)
+		s32 = (s32 & 0xffff) + (s32 >> 16)
+		s32 = (s32 & 0xffff) + (s32 >> 16)
+		tot = int(bits.ReverseBytes16(uint16(w0 >> 16)))
+		if s32 != 0xffff || tot < 20 || tot > len(ip) {
+			return parseGeneral(frame, k, l)
+		}
+		proto, l3len = uint8(w1>>8), 20
+		binary.LittleEndian.PutUint64(k.IPSrc[8:16], 0xffff0000|w1&0xffffffff00000000)
+		binary.LittleEndian.PutUint64(k.IPDst[8:16], 0xffff0000|w2<<32)
+	case hal.EtherTypeIPv6:
+		if len(ip) < 60 || ip[0]>>4 != 6 {
+			return parseGeneral(frame, k, l)
+		}
+		tot = 40 + int(binary.BigEndian.Uint16(ip[4:6]))
+		if tot > len(ip) {
+			return parseGeneral(frame, k, l)
+		}
+		proto, l3len = ip[6], 40
+		k.IPSrc = [16]byte(ip[8:24])
+		k.IPDst = [16]byte(ip[24:40])
 	default:
 		return parseGeneral(frame, k, l)
 	}
+	l4 := ip[l3len:]
+	_ = l4[19] // both families checked room for 20 bytes after the header
+	l4len := tot - l3len
+	switch proto {
+	case hal.ProtoUDP:
+		ul := int(binary.BigEndian.Uint16(l4[4:6]))
+		dp = binary.BigEndian.Uint16(l4[2:4])
+		if l4len < 8 || ul < 8 || ul > l4len || dp == hal.PortVXLAN || dp == hal.PortGeneve {
+			goto general
+		}
+		hl = 8
+		if l4[6]|l4[7] == 0 {
+			fl = FlagUDPZeroCsum
+		}
+	case hal.ProtoTCP:
+		hl = int(l4[12]>>4) << 2
+		if l4len < 20 || hl < 20 || hl > l4len {
+			goto general
+		}
+		dp = binary.BigEndian.Uint16(l4[2:4])
+	default:
+		goto general
+	}
+	sp = binary.BigEndian.Uint16(l4[0:2])
 	k.EthDst = hal.MAC(frame[0:6])
 	k.EthSrc = hal.MAC(frame[6:12])
 	k.EthType, k.VLAN, k.Proto, k.L4Src, k.L4Dst = et, vlan, proto, sp, dp
-	binary.LittleEndian.PutUint64(k.IPSrc[8:16], 0xffff0000|w1&0xffffffff00000000)
-	binary.LittleEndian.PutUint64(k.IPDst[8:16], 0xffff0000|w2<<32)
-	l.L2, l.L3, l.L4, l.Payload, l.End = 0, off, off+20, off+20+hl, off+tot
-	l.VLANs, l.IPHdrLen, l.EthType, l.Proto, l.Flags = (off-14)>>2, 20, et, proto, fl
+	l.L2, l.L3, l.L4, l.Payload, l.End = 0, off, off+l3len, off+l3len+hl, off+tot
+	l.VLANs, l.IPHdrLen, l.EthType, l.Proto, l.Flags = (off-14)>>2, l3len, et, proto, fl
 	l.OuterL3, l.OuterL4, l.Tunnel = -1, -1, -1
 	l.OuterVLANs, l.OuterEthType, l.OuterFlags = 0, 0, 0
 	return nil
+general:
+	// The addresses were written already; the general walk starts over.
+	k.IPSrc, k.IPDst = [16]byte{}, [16]byte{}
+	return parseGeneral(frame, k, l)
 }
 
 // parseGeneral is Parse without the fast path; k holds only the in-port.

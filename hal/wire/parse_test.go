@@ -377,12 +377,13 @@ func TestFastPathAgrees(t *testing.T) {
 	for _, s := range laterFragments() {
 		frames = append(frames, Build(s.spec))
 	}
-	base := udp4Frame64()
-	for i := 0; i < len(base); i++ {
-		for _, x := range []byte{0x01, 0x80, 0xff} {
-			f := append([]byte(nil), base...)
-			f[i] ^= x
-			frames = append(frames, f)
+	for _, base := range [][]byte{udp4Frame64(), Build(tcp6Spec())} {
+		for i := 0; i < len(base); i++ {
+			for _, x := range []byte{0x01, 0x80, 0xff} {
+				f := append([]byte(nil), base...)
+				f[i] ^= x
+				frames = append(frames, f)
+			}
 		}
 	}
 	for _, f := range frames {
