@@ -35,6 +35,8 @@ type compiled struct {
 	// the VM's scope must do after ActivateShadow. Only the VM's location
 	// differs from the receiver.
 	alt map[string]*compiled
+
+	byVNET map[*vnetInfo][]*vmInfo // built on first use
 }
 
 type vmInfo struct {

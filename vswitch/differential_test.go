@@ -78,6 +78,13 @@ type sentPacket struct {
 // topology and holds every outcome to the reference evaluator.
 func runDifferential(t *testing.T, o topoOpts, seed uint64, packets int) *topo {
 	cfg := policytest.Config{Seed: seed, Hosts: 3, Tenants: 2, VNETsPerTenant: 2, VMsPerVNET: 3, IPv6: true, Routes: true, ACLsPerTenant: 6}
+	if o.proactive {
+		cfg.ACLsPerTenant = -1 // per-destination rules are for VMs without outbound ACLs
+	}
+	return runDifferentialWith(t, o, cfg, seed, packets)
+}
+
+func runDifferentialWith(t *testing.T, o topoOpts, cfg policytest.Config, seed uint64, packets int) *topo {
 	st := policytest.MustGenerate(cfg)
 	tp := newTopo(t, st, o)
 	ct := policy.NewConnTable()
@@ -212,5 +219,37 @@ func TestDifferentialHostOnly(t *testing.T) {
 		if st := h.sw.Stats(); st.FlowsNIC != 0 {
 			t.Fatalf("%s: %d flows offloaded with offload disabled", h.name, st.FlowsNIC)
 		}
+	}
+}
+
+// TestDifferentialProactive: with per-destination rules programmed ahead
+// of traffic, outcomes still match the reference, and first packets to
+// remote VMs stop reaching the host. The same traffic without them is the
+// comparison.
+func TestDifferentialProactive(t *testing.T) {
+	n := 2000
+	if testing.Short() {
+		n = 500
+	}
+	exc := map[bool]uint64{}
+	for _, pro := range []bool{false, true} {
+		cfg := policytest.Config{Seed: 5, Hosts: 3, Tenants: 2, VNETsPerTenant: 2, VMsPerVNET: 3, IPv6: true, Routes: true, ACLsPerTenant: -1}
+		tp := runDifferentialWith(t, topoOpts{proactive: pro}, cfg, 5, n)
+		for _, h := range tp.hosts {
+			exc[pro] += h.sw.Stats().Packets
+		}
+		if pro {
+			rules := 0
+			for _, h := range tp.hosts {
+				rules += h.sw.Stats().ProactiveRules
+			}
+			if rules == 0 {
+				t.Fatal("no per-destination rule programmed")
+			}
+		}
+	}
+	t.Logf("exceptions for %d packets: %d reactive, %d with per-destination rules", n, exc[false], exc[true])
+	if exc[true] >= exc[false] {
+		t.Fatalf("per-destination rules did not keep packets from the host: %d vs %d exceptions", exc[true], exc[false])
 	}
 }

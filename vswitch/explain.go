@@ -199,6 +199,12 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 	// Not seen yet: say where the first packet would put it.
 	a := s.buildActions(actKeyOf(&v))
 	e.Actions = a.acts
+	if r := s.proFor(k); r != nil && r.id != 0 && r.landed && a.key == r.current().key {
+		e.Actions = r.current().acts
+		e.Where, e.Why = LocNIC, WhyOffloaded
+		e.Detail = fmt.Sprintf("per-destination rule %d, programmed ahead of traffic: no packet of it reaches the host", r.id)
+		return e
+	}
 	switch {
 	case !a.offload:
 		e.Where, e.Why, e.Detail = LocHost, WhyPolicy, "the policy hands these packets to the host"

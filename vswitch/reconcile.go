@@ -43,6 +43,9 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 		shadow bool
 	}
 	var fixes []fix
+	proWanted := map[hal.RuleID]hal.Rule{}
+	s.proRules(proWanted)
+	var proFix []hal.Rule
 	byID := make(map[hal.RuleID]*flow, len(s.flows))
 	for _, f := range s.flows {
 		if f.id != 0 {
@@ -60,6 +63,13 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 		}
 		if !s.ours(r.Cookie) {
 			rep.Foreign++
+			return nil
+		}
+		if want, ok := proWanted[r.ID]; ok {
+			seen[r.ID] = true
+			if !sameRule(r, &want) {
+				proFix = append(proFix, want)
+			}
 			return nil
 		}
 		f := byID[r.ID]
@@ -92,6 +102,18 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 		}
 		s.refs = append(s.refs, opRef{f: x.f, purpose: p})
 		rep.Modified++
+	}
+	for _, r := range proFix {
+		s.ops = append(s.ops, hal.ModifyOp(r))
+		s.refs = append(s.refs, opRef{purpose: opDelete}) // a failure only asks for another reconcile
+		rep.Modified++
+	}
+	for id, r := range proWanted {
+		if !seen[id] {
+			s.ops = append(s.ops, hal.AddOp(r))
+			s.refs = append(s.refs, opRef{purpose: opDelete})
+			rep.Added++
+		}
 	}
 	for _, f := range s.flows {
 		if f.loc == LocNIC && f.id != 0 && !seen[f.id] {

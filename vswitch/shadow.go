@@ -51,6 +51,7 @@ func (s *Switch) ActivateShadow(ctx context.Context, vm string) error {
 					s.reflow(f, s.now(), true)
 				}
 			}
+			s.syncProactive()
 			s.flush(ctx)
 			return fmt.Errorf("vswitch: activate scope %d of %s: %w", sc.id, vm, err)
 		}
@@ -116,6 +117,7 @@ func (s *Switch) retire(now int64) {
 	}
 	s.retirePending = false
 	clear(s.rollback)
+	s.retirePro()
 	for _, f := range s.flows {
 		if f.scope == nil || f.gen == f.scope.active {
 			continue

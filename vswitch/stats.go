@@ -63,6 +63,7 @@ type counters struct {
 	recRemoved   uint64
 	recModified  uint64
 	foreign      uint64
+	proRefused   uint64
 }
 
 func (s *Switch) drop(r DropReason) { s.stats.drops[r]++ }
@@ -105,6 +106,10 @@ type Stats struct {
 	Reconciles, ReconcileAdded                  uint64
 	ReconcileRemoved, ReconcileModified         uint64
 	ForeignRules                                uint64
+	// ProactiveRules counts per-destination rules on the NIC; ProactiveRefused
+	// those the NIC refused (the destinations take the slow path).
+	ProactiveRules   int
+	ProactiveRefused uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -122,6 +127,12 @@ func (s *Switch) Stats() Stats {
 		Updates: c.updates, Revalidated: c.revalidated, Changed: c.changed, Reprogrammed: c.reprogrammed,
 		Activations: c.activations, Reconciles: c.reconciles, ReconcileAdded: c.recAdded,
 		ReconcileRemoved: c.recRemoved, ReconcileModified: c.recModified, ForeignRules: c.foreign,
+		ProactiveRefused: c.proRefused,
+	}
+	for _, r := range s.pro {
+		if r.landed {
+			st.ProactiveRules++
+		}
 	}
 	for _, f := range s.flows {
 		switch f.loc {
@@ -179,6 +190,7 @@ func (st Stats) String() string {
 	}
 	fmt.Fprintf(&b, "conns %d (opened %d, expired %d), aged %d, removed %d\n", st.Conns, st.ConnsOpened, st.ConnsExpired, st.FlowsAged, st.FlowsRemoved)
 	fmt.Fprintf(&b, "updates %d, revalidated %d, changed %d, reprogrammed %d, activations %d\n", st.Updates, st.Revalidated, st.Changed, st.Reprogrammed, st.Activations)
+	fmt.Fprintf(&b, "per-destination rules %d (refused %d)\n", st.ProactiveRules, st.ProactiveRefused)
 	fmt.Fprintf(&b, "reconciles %d: added %d, removed %d, modified %d, foreign rules %d\n", st.Reconciles, st.ReconcileAdded, st.ReconcileRemoved, st.ReconcileModified, st.ForeignRules)
 	return b.String()
 }

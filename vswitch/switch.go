@@ -45,6 +45,9 @@ type Config struct {
 	CookieTag uint16
 	// DisableOffload keeps every flow in the host (for comparisons).
 	DisableOffload bool
+	// Proactive programs per-destination rules ahead of traffic where the
+	// NIC takes wildcarded rules with priorities (see proactive.go).
+	Proactive bool
 	// HostHandler, when set, receives the packets the policy hands to the
 	// host (address resolution, routes to the host). The frame is only
 	// valid during the call.
@@ -83,6 +86,7 @@ type Switch struct {
 	flows     map[hal.FlowKey]*flow
 	acts      map[actKey]*actSet
 	lastAct   *actSet
+	pro       map[proKey]*proRule
 	scopes    map[string]*scope
 	ct        *conntrack
 	denied    map[connKey][]*flow
@@ -115,10 +119,13 @@ const (
 	opModPrimary
 	opModShadow
 	opDelete
+	opProPrimary
+	opProShadow
 )
 
 type opRef struct {
 	f       *flow
+	pro     *proRule
 	purpose opPurpose
 }
 
@@ -174,6 +181,7 @@ func New(cfg Config) (*Switch, error) {
 		ct:     newConntrack(),
 		denied: map[connKey][]*flow{},
 		nextID: 1,
+		pro:    map[proKey]*proRule{},
 	}
 	uplinkFound := false
 	for _, p := range s.nic.Ports() {
@@ -189,6 +197,12 @@ func New(cfg Config) (*Switch, error) {
 	s.cur.compileAlts(cfg.Ports, &s.vmIDs, &s.tenantIDs)
 	if _, err := s.Reconcile(context.Background()); err != nil {
 		s.log.Warn("initial reconcile failed; rules are retried on Maintain", "err", err)
+	}
+	if s.cfg.Proactive {
+		s.mu.Lock()
+		s.syncProactive()
+		s.flush(context.Background())
+		s.mu.Unlock()
 	}
 	return s, nil
 }
@@ -649,6 +663,31 @@ func (s *Switch) settle(op *hal.Op, ref opRef, err error) {
 		if err != nil && !errors.Is(err, hal.ErrNotFound) {
 			s.needRecon = true
 		}
+	case opProPrimary:
+		r := ref.pro
+		if s.pro[r.key] != r || r.id != op.Rule.ID {
+			return
+		}
+		if err == nil {
+			r.landed = true
+			return
+		}
+		// Without the rule, the destination takes the slow path as usual.
+		if op.Kind == hal.OpModify {
+			s.queueDelete(r.id)
+		}
+		s.stats.proRefused++
+		r.id = 0
+		s.dropPro(r)
+	case opProShadow:
+		r := ref.pro
+		if s.pro[r.key] != r || r.shadowID != op.Rule.ID || err == nil {
+			return
+		}
+		if op.Kind == hal.OpModify {
+			s.queueDelete(r.shadowID)
+		}
+		r.shadowID = 0
 	}
 }
 

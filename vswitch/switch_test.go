@@ -396,3 +396,64 @@ func TestShadowActivationThroughUpdate(t *testing.T) {
 	}
 	deliveredTo(t, tp.sendVM("va1", p), h3, "vx")
 }
+
+// TestProactiveRules: with per-destination rules, the first packet to a
+// remote VM of the same VNET never reaches the host, Explain says which rule
+// handles it, and a migration flips those rules with the rest of the scope.
+func TestProactiveRules(t *testing.T) {
+	st := smallPolicy(t, nil)
+	tp := newTopo(t, st, topoOpts{proactive: true})
+	h1, h2, h3 := tp.byNm["h1"], tp.byNm["h2"], tp.byNm["h3"]
+	// va1→va2, va1→vx and u1→u2; vb1 is alone in its VNET.
+	if n := h1.sw.Stats().ProactiveRules; n != 3 {
+		t.Fatalf("%d per-destination rules on h1, want 3", n)
+	}
+	p := tcp(macVA1, macVA2, caVA1, caVA2, 5555, 443)
+	ex := h1.sw.Explain(Description{VM: "va1", Packet: p})
+	if ex.Where != LocNIC || !strings.Contains(ex.Detail, "per-destination rule") {
+		t.Fatalf("explain:\n%s", ex)
+	}
+	deliveredTo(t, tp.sendVM("va1", p), h2, "va2")
+	deliveredTo(t, tp.sendVM("va1", udp(macVA1, macVX, caVA1, caVX, 1, 2)), h2, "vx")
+	if s := h1.sw.Stats(); s.Packets != 0 {
+		t.Fatalf("first packets reached h1's host:\n%s", s)
+	}
+	// Routed traffic is not covered: it takes the slow path.
+	deliveredTo(t, tp.sendVM("va1", udp(macVA1, macVB1, caVA1, caVB1, 1, 2)), h1, "vb1")
+	if s := h1.sw.Stats(); s.Packets != 1 {
+		t.Fatalf("routed packet: %d exceptions", s.Packets)
+	}
+	for _, h := range tp.hosts {
+		if err := h.sw.ActivateShadow(context.Background(), "vx"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tp.st, _ = st.Activate("vx", 2)
+	deliveredTo(t, tp.sendVM("va1", udp(macVA1, macVX, caVA1, caVX, 1, 3)), h3, "vx")
+	if s := h1.sw.Stats(); s.Packets != 1 {
+		t.Fatalf("after activation, packets reached h1's host: %d", s.Packets)
+	}
+	h1.sw.Maintain(context.Background())
+	deliveredTo(t, tp.sendVM("va1", udp(macVA1, macVX, caVA1, caVX, 1, 4)), h3, "vx")
+	// A policy change that adds an outbound ACL for tenant t withdraws them.
+	b := tp.st.Builder()
+	b.AddACL(policy.ACL{Tenant: "t", ID: "deny-443", Priority: 1, Direction: policy.Out, Action: policy.Deny, Protocol: policy.ProtoTCP,
+		DstPorts: []policy.PortRange{{Lo: 443, Hi: 443}}})
+	st2, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range tp.hosts {
+		if err := h.sw.Update(context.Background(), st2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tp.st = st2
+	if got := tp.sendVM("va1", p); len(got) != 0 {
+		t.Fatal("a per-destination rule let a denied packet through")
+	}
+	rep, err := h1.sw.Reconcile(context.Background())
+	if err != nil || rep.Removed != 0 || rep.Added != 0 || rep.Modified != 0 {
+		t.Fatalf("reconcile after the update: %+v %v", rep, err)
+	}
+}

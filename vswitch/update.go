@@ -207,6 +207,7 @@ func (s *Switch) Update(ctx context.Context, st *policy.State) error {
 			s.reshadow(f)
 		}
 	}
+	s.syncProactive()
 	s.flush(ctx)
 	return firstErr
 }
