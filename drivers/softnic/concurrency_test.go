@@ -98,7 +98,8 @@ func TestActivateWhileTrafficFlows(t *testing.T) {
 			}
 		}
 	}
-	for i := 0; i < 300; i++ {
+	// Flip at least 300 times, and until both generations carried traffic.
+	for i := 0; i < 300 || (seenA < 1000 || seenB < 1000) && i < 1000000; i++ {
 		if err := n.Activate(context.Background(), 1, hal.Generation(i%2+1)%2); err != nil {
 			t.Fatal(err)
 		}

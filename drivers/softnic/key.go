@@ -158,7 +158,8 @@ func (s *tupleShape) equal(w *words, pk *words) bool {
 	return true
 }
 
-// ruleKey turns a rule's match into its tuple key and packed key.
+// ruleKey turns a rule's match into its tuple key and its key words (not
+// yet packed: see tupleShape.pack).
 func ruleKey(m hal.Match) (tupleKey, words) {
 	m.Normalize()
 	var tk tupleKey
@@ -170,12 +171,16 @@ func ruleKey(m hal.Match) (tupleKey, words) {
 		kw[wordIPSrcHigh]&tk.mask[wordIPSrcHigh] == 0 && kw[wordIPDstHigh]&tk.mask[wordIPDstHigh] == 0 {
 		tk.v4 = true
 	}
-	s := newShape(&tk)
+	return tk, kw
+}
+
+// pack keeps the words s compares, masked, in order.
+func (s *tupleShape) pack(kw *words) words {
 	var pk words
 	for j := 0; j < s.n; j++ {
 		pk[j] = kw[s.idx[j]] & s.pmask[j]
 	}
-	return tk, pk
+	return pk
 }
 
 // unpackMatch rebuilds the hal.Match of a rule from its tuple and packed key.

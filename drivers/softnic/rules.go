@@ -218,7 +218,7 @@ func (w *writerState) do(op *hal.Op) error {
 		if err != nil {
 			return err
 		}
-		tk, pk := ruleKey(r.Match)
+		tk, kw := ruleKey(r.Match)
 		t := w.lastTuple
 		if t == nil || t.key != tk {
 			if t = w.tuples[tk]; t == nil {
@@ -227,6 +227,7 @@ func (w *writerState) do(op *hal.Op) error {
 			}
 			w.lastTuple = t
 		}
+		pk := t.shape.pack(&kw)
 		idx := w.allocEntry()
 		e := w.entry(idx)
 		*e = entry{prog: prog.idx, scope: scope, gen: uint32(r.Generation), prio: r.Priority, id: r.ID, key: pk, cook: r.Cookie}
