@@ -119,10 +119,8 @@ func Parse(frame []byte, inPort hal.PortID, k *hal.FlowKey, l *Layout) error {
 	if len(frame) < 14+20+20 {
 		return parseGeneral(frame, k, l)
 	}
-	// The IPv4 header is loaded as little-endian words: the one's-complement
-	// sum does not depend on byte order (RFC 1071 §2(B)), and a valid header
-	// sums to 0xffff either way, so the checksum is verified without byte
-	// swaps. Every "return parseGeneral" declines before anything is decided.
+	// The IPv4 checksum is verified on little-endian words, as in sum20OK.
+	// Every "return parseGeneral" declines before anything is decided.
 	_ = frame[53]
 	off := 14
 	et := binary.BigEndian.Uint16(frame[12:14])
@@ -153,13 +151,8 @@ func Parse(frame []byte, inPort hal.PortID, k *hal.FlowKey, l *Layout) error {
 		sum, c := bits.Add64(w0, w1, 0)
 		sum, c = bits.Add64(sum, w2, c)
 		sum, c = bits.Add64(sum, 0, c)
-		sum += c
-		s32 := (sum & 0xffffffff) + (sum >> 32)
-		s32 = (s32 & 0xffff) + (s32 >> 16)
-		s32 = (s32 & 0xffff) + (s32 >> 16)
-		s32 = (s32 & 0xffff) + (s32 >> 16)
 		tot = int(bits.ReverseBytes16(uint16(w0 >> 16)))
-		if s32 != 0xffff || tot < 20 || tot > len(ip) {
+		if foldOnes64(sum+c) != 0xffff || tot < 20 || tot > len(ip) {
 			return parseGeneral(frame, k, l)
 		}
 		proto, l3len = uint8(w1>>8), 20
@@ -264,12 +257,28 @@ func parseFrame(b []byte, off, end int, k *hal.FlowKey, l *Layout, inner bool) e
 // ipv4HeaderSumOK verifies the header checksum of an IPv4 header h.
 func ipv4HeaderSumOK(h []byte) bool {
 	if len(h) == 20 {
-		acc := uint64(binary.BigEndian.Uint32(h[0:4])) + uint64(binary.BigEndian.Uint32(h[4:8])) +
-			uint64(binary.BigEndian.Uint32(h[8:12])) + uint64(binary.BigEndian.Uint32(h[12:16])) +
-			uint64(binary.BigEndian.Uint32(h[16:20]))
-		return Fold(fold64(acc)) == 0
+		return sum20OK(h)
 	}
 	return Checksum(h, 0) == 0
+}
+
+// sum20OK verifies the checksum of a 20-byte IPv4 header, loading it as
+// little-endian words: the one's-complement sum does not depend on byte
+// order (RFC 1071 §2(B)), and a valid header sums to 0xffff either way.
+func sum20OK(h []byte) bool {
+	_ = h[19]
+	sum, c := bits.Add64(binary.LittleEndian.Uint64(h[0:8]), binary.LittleEndian.Uint64(h[8:16]), 0)
+	sum, c = bits.Add64(sum, uint64(binary.LittleEndian.Uint32(h[16:20])), c)
+	sum, c = bits.Add64(sum, 0, c)
+	return foldOnes64(sum+c) == 0xffff
+}
+
+// foldOnes64 folds a 64-bit one's-complement sum to 16 bits.
+func foldOnes64(sum uint64) uint64 {
+	s := (sum & 0xffffffff) + (sum >> 32)
+	s = (s & 0xffff) + (s >> 16)
+	s = (s & 0xffff) + (s >> 16)
+	return (s & 0xffff) + (s >> 16)
 }
 
 func parseIPv4(b []byte, off, end int, k *hal.FlowKey, l *Layout, inner bool) error {
