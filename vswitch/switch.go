@@ -98,6 +98,7 @@ type Switch struct {
 	// its flows' shadow rules and deletes the old ones.
 	retirePending bool
 	rollback      map[string]rollbackPoint
+	atomic        bool // flush with ApplyAtomic (policy updates)
 
 	// Per-batch scratch, reused.
 	ops     []hal.Op
@@ -589,7 +590,15 @@ func (s *Switch) flush(ctx context.Context) {
 		}
 		res := s.results[:len(ops)]
 		clear(res)
-		err := s.nic.Apply(ctx, ops, res)
+		var err error
+		if aa, ok := s.nic.(hal.AtomicApplier); ok && s.atomic && s.caps.AtomicBatch {
+			// A policy update lands on the NIC in one step where the
+			// driver can promise it: every packet sees the old rules or
+			// the new ones.
+			err = aa.ApplyAtomic(ctx, ops, res)
+		} else {
+			err = s.nic.Apply(ctx, ops, res)
+		}
 		var be *hal.BatchError
 		if err != nil && !errors.As(err, &be) {
 			// The whole call failed: nothing is known to have landed.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -455,5 +456,49 @@ func TestProactiveRules(t *testing.T) {
 	rep, err := h1.sw.Reconcile(context.Background())
 	if err != nil || rep.Removed != 0 || rep.Added != 0 || rep.Modified != 0 {
 		t.Fatalf("reconcile after the update: %+v %v", rep, err)
+	}
+}
+
+// TestUpdateIsAtomicUnderTraffic sends a flow's packets continuously while
+// the policy changes from allowing them to denying them: every packet is
+// handled by the old policy or the new one, and none after Update returned
+// sees the old one.
+func TestUpdateIsAtomicUnderTraffic(t *testing.T) {
+	st := smallPolicy(t, nil)
+	tp := newTopo(t, st, topoOpts{})
+	h1 := tp.byNm["h1"]
+	b := st.Builder()
+	b.AddACL(policy.ACL{Tenant: "t", ID: "deny", Priority: 1, Direction: policy.Out, Action: policy.Deny, Protocol: policy.ProtoUDP})
+	st2, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var updated atomic.Bool
+	done := make(chan struct{})
+	var oldAfter, total int
+	go func() {
+		defer close(done)
+		for i := 0; i < 400; i++ {
+			after := updated.Load()
+			p := udp(macVA1, macVA2, caVA1, caVA2, uint16(1+i%7), 9)
+			got := tp.sendVM("va1", p)
+			total++
+			if len(got) > 1 {
+				t.Errorf("packet delivered %d times", len(got))
+				return
+			}
+			if len(got) == 1 && after {
+				oldAfter++
+			}
+		}
+	}()
+	time.Sleep(2 * time.Millisecond)
+	if err := h1.sw.Update(context.Background(), st2); err != nil {
+		t.Fatal(err)
+	}
+	updated.Store(true)
+	<-done
+	if oldAfter != 0 {
+		t.Fatalf("%d of %d packets sent after the update saw the old policy", oldAfter, total)
 	}
 }

@@ -208,6 +208,8 @@ func (s *Switch) Update(ctx context.Context, st *policy.State) error {
 		}
 	}
 	s.syncProactive()
+	s.atomic = true
 	s.flush(ctx)
+	s.atomic = false
 	return firstErr
 }
