@@ -50,7 +50,42 @@ type KeyTable struct {
 	now   func() time.Time
 
 	mu   sync.Mutex // serializes writers; readers use snap
-	snap atomic.Pointer[map[uint32]*vportKeys]
+	snap atomic.Pointer[keySnapshot]
+}
+
+// denseVports is how many low vport numbers are kept in a slice indexed by
+// vport rather than in a map: NICs number their ports from 1 upwards, and an
+// index costs a couple of nanoseconds where a map lookup costs ten or more,
+// which matters next to a ~300 ns open. At most 4096 pointers (32 KiB) per
+// snapshot, and only up to the highest vport in use.
+const denseVports = 4096
+
+// keySnapshot is an immutable view of the table.
+type keySnapshot struct {
+	dense  []*vportKeys          // vport < denseVports
+	sparse map[uint32]*vportKeys // the rest
+}
+
+func (s *keySnapshot) get(vport uint32) *vportKeys {
+	if vport < uint32(len(s.dense)) {
+		return s.dense[vport]
+	}
+	if vport < denseVports {
+		return nil
+	}
+	return s.sparse[vport]
+}
+
+// each calls f for every vport with keys.
+func (s *keySnapshot) each(f func(uint32, *vportKeys)) {
+	for i, v := range s.dense {
+		if v != nil {
+			f(uint32(i), v)
+		}
+	}
+	for k, v := range s.sparse {
+		f(k, v)
+	}
 }
 
 // KeyTableOption configures a KeyTable.
@@ -73,8 +108,7 @@ func NewKeyTable(nic PrivateKey, opts ...KeyTableOption) *KeyTable {
 	for _, o := range opts {
 		o(t)
 	}
-	empty := map[uint32]*vportKeys{}
-	t.snap.Store(&empty)
+	t.snap.Store(&keySnapshot{})
 	return t
 }
 
@@ -83,7 +117,7 @@ func (t *KeyTable) PublicKey() PublicKey { return t.pub }
 
 // lookup returns the shared key for (vport, keyID) if it is live.
 func (t *KeyTable) lookup(vport uint32, keyID uint8) *[32]byte {
-	v := (*t.snap.Load())[vport]
+	v := t.snap.Load().get(vport)
 	if v == nil {
 		return nil
 	}
@@ -102,13 +136,31 @@ func (t *KeyTable) lookup(vport uint32, keyID uint8) *[32]byte {
 // update publishes a copy of the table with vport's entry replaced (nil
 // removes it). Called with mu held.
 func (t *KeyTable) update(vport uint32, v *vportKeys) {
-	m := maps.Clone(*t.snap.Load())
-	if v == nil || (v.keys[0] == nil && v.keys[1] == nil) {
-		delete(m, vport)
-	} else {
-		m[vport] = v
+	old := t.snap.Load()
+	if v != nil && v.keys[0] == nil && v.keys[1] == nil {
+		v = nil
 	}
-	t.snap.Store(&m)
+	next := &keySnapshot{dense: old.dense, sparse: old.sparse}
+	if vport < denseVports {
+		n := max(len(old.dense), int(vport)+1)
+		next.dense = make([]*vportKeys, n)
+		copy(next.dense, old.dense)
+		next.dense[vport] = v
+		for len(next.dense) > 0 && next.dense[len(next.dense)-1] == nil {
+			next.dense = next.dense[:len(next.dense)-1]
+		}
+	} else {
+		next.sparse = maps.Clone(old.sparse)
+		if v == nil {
+			delete(next.sparse, vport)
+		} else {
+			if next.sparse == nil {
+				next.sparse = map[uint32]*vportKeys{}
+			}
+			next.sparse[vport] = v
+		}
+	}
+	t.snap.Store(next)
 }
 
 // Register accepts frames from vport sealed with the VM key public under
@@ -123,7 +175,7 @@ func (t *KeyTable) Register(vport uint32, keyID uint8, public PublicKey) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	old := (*t.snap.Load())[vport]
+	old := t.snap.Load().get(vport)
 	var cur vportKeys
 	if old != nil {
 		cur = *old
@@ -154,7 +206,7 @@ func (t *KeyTable) Register(vport uint32, keyID uint8, public PublicKey) error {
 func (t *KeyTable) Revoke(vport uint32, keyID uint8) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	old := (*t.snap.Load())[vport]
+	old := t.snap.Load().get(vport)
 	if old == nil {
 		return
 	}
@@ -189,7 +241,7 @@ func (t *KeyTable) Sweep() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now().UnixNano()
-	for vport, v := range *t.snap.Load() {
+	t.snap.Load().each(func(vport uint32, v *vportKeys) {
 		next := *v
 		changed := false
 		for i, k := range next.keys {
@@ -204,12 +256,12 @@ func (t *KeyTable) Sweep() {
 			}
 			t.update(vport, &next)
 		}
-	}
+	})
 }
 
 // Keys lists the live keys of vport, newest first.
 func (t *KeyTable) Keys(vport uint32) []KeyInfo {
-	v := (*t.snap.Load())[vport]
+	v := t.snap.Load().get(vport)
 	if v == nil {
 		return nil
 	}

@@ -101,8 +101,8 @@ func (s *Sealer) SealFrame(dst, frame []byte) ([]byte, error) {
 	}
 	et := binary.BigEndian.Uint16(frame[12:14])
 	payload := frame[EthHeaderLen:]
-	p, err := parsePayload(et, payload)
-	if err != nil {
+	var p payloadInfo
+	if err := parsePayload(et, payload, &p); err != nil {
 		return dst, err
 	}
 	var block [ClearBlockLen]byte
@@ -147,25 +147,26 @@ type payloadInfo struct {
 
 // parsePayload checks an L3 packet and finds the fields that depend on its
 // destination address.
-func parsePayload(et uint16, b []byte) (payloadInfo, error) {
-	p := payloadInfo{ipCsum: -1, l4Csum: -1}
+func parsePayload(et uint16, b []byte, p *payloadInfo) error {
+	*p = payloadInfo{ipCsum: -1, l4Csum: -1}
 	switch et {
 	case etherTypeIPv4:
 		if len(b) < 20 {
-			return p, ErrTruncated
+			return ErrTruncated
 		}
-		ihl := int(b[0]&0x0f) * 4
-		if b[0]>>4 != 4 || ihl < 20 {
-			return p, ErrMalformed
+		h := (*[20]byte)(b)
+		ihl := int(h[0]&0x0f) * 4
+		if h[0]>>4 != 4 || ihl < 20 {
+			return ErrMalformed
 		}
 		if len(b) < ihl {
-			return p, ErrTruncated
+			return ErrTruncated
 		}
 		p.family, p.addrLen, p.dstOff, p.ipCsum = 4, 4, 16, 10
-		if binary.BigEndian.Uint16(b[6:8])&0x1fff != 0 {
-			return p, nil // a later fragment: no L4 header
+		if (uint16(h[6])<<8|uint16(h[7]))&0x1fff != 0 {
+			return nil // a later fragment: no L4 header
 		}
-		switch b[9] {
+		switch h[9] {
 		case 6:
 			p.l4Csum = ihl + 16
 		case 17:
@@ -173,10 +174,10 @@ func parsePayload(et uint16, b []byte) (payloadInfo, error) {
 		}
 	case etherTypeIPv6:
 		if len(b) < 40 {
-			return p, ErrTruncated
+			return ErrTruncated
 		}
 		if b[0]>>4 != 6 {
-			return p, ErrMalformed
+			return ErrMalformed
 		}
 		p.family, p.addrLen, p.dstOff = 6, 16, 24
 		next, off := b[6], 40
@@ -185,21 +186,21 @@ func parsePayload(et uint16, b []byte) (payloadInfo, error) {
 			switch next {
 			case 0, 60: // hop-by-hop, destination options
 				if len(b) < off+8 {
-					return p, ErrTruncated
+					return ErrTruncated
 				}
 				next, off = b[off], off+(int(b[off+1])+1)*8
 			case 44: // fragment
 				if len(b) < off+8 {
-					return p, ErrTruncated
+					return ErrTruncated
 				}
 				if binary.BigEndian.Uint16(b[off+2:])&0xfff8 != 0 {
-					return p, nil
+					return nil
 				}
 				next, off = b[off], off+8
 			case 43:
 				// A routing header makes the pseudo-header use the final
 				// destination, which is not the header's: not sealable.
-				return p, ErrMalformed
+				return ErrMalformed
 			default:
 				break walk
 			}
@@ -213,42 +214,45 @@ func parsePayload(et uint16, b []byte) (payloadInfo, error) {
 			p.l4Csum = off + 2
 		}
 	default:
-		return p, ErrMalformed
+		return ErrMalformed
 	}
 	if p.l4Csum >= 0 && len(b) < p.l4Csum+2 {
-		return p, ErrTruncated
+		return ErrTruncated
 	}
-	return p, nil
+	return nil
 }
 
 // setDst writes addr as the destination of packet b (whose current
-// destination is old) and updates the checksums incrementally (RFC 1624),
-// so that the payload does not have to be read again.
+// destination is old) and updates the checksums incrementally (RFC 1624,
+// eqn. 3), so that the payload does not have to be read again. The change of
+// the one's complement sum is computed once and applied to each checksum.
 func (p *payloadInfo) setDst(b, old, addr []byte) {
-	copy(b[p.dstOff:p.dstOff+p.addrLen], addr)
+	n := p.addrLen
+	copy(b[p.dstOff:p.dstOff+n], addr[:n])
+	var delta uint32
+	for i := 0; i+1 < n; i += 2 {
+		delta += uint32(^binary.BigEndian.Uint16(old[i:])) + uint32(binary.BigEndian.Uint16(addr[i:]))
+	}
+	delta = delta&0xffff + delta>>16
 	if p.ipCsum >= 0 {
-		updateCsum(b[p.ipCsum:], old, addr, false)
+		applyCsumDelta(b[p.ipCsum:p.ipCsum+2], delta, false)
 	}
 	if p.l4Csum >= 0 {
-		if p.udp4 && b[p.l4Csum] == 0 && b[p.l4Csum+1] == 0 {
+		c := b[p.l4Csum : p.l4Csum+2]
+		if p.udp4 && c[0] == 0 && c[1] == 0 {
 			return // IPv4 UDP without a checksum stays without one
 		}
-		updateCsum(b[p.l4Csum:], old, addr, p.udp4 || p.udp6)
+		applyCsumDelta(c, delta, p.udp4 || p.udp6)
 	}
 }
 
-// updateCsum replaces the 16-bit words old by new in the one's complement
-// checksum stored at c[0:2]. A UDP checksum of 0 means "none", so a UDP
-// result of 0 is sent as 0xffff.
-func updateCsum(c, old, new []byte, udp bool) {
-	sum := uint32(^binary.BigEndian.Uint16(c))
-	for i := 0; i+1 < len(old); i += 2 {
-		sum += uint32(^binary.BigEndian.Uint16(old[i:]))
-		sum += uint32(binary.BigEndian.Uint16(new[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
+// applyCsumDelta adds delta (a partly folded one's complement sum) to the
+// checksum stored in c. A UDP checksum of 0 means "none", so a UDP result of
+// 0 is sent as 0xffff.
+func applyCsumDelta(c []byte, delta uint32, udp bool) {
+	sum := uint32(^binary.BigEndian.Uint16(c)) + delta
+	sum = sum&0xffff + sum>>16
+	sum = sum&0xffff + sum>>16
 	r := ^uint16(sum)
 	if udp && r == 0 {
 		r = 0xffff
@@ -313,7 +317,8 @@ func (t *KeyTable) OpenFrame(vport uint32, frame, out []byte) ([]byte, error) {
 	}
 	et := binary.BigEndian.Uint16(block[cbEtherType:])
 	payload := frame[SealedHeaderLen:]
-	p, err := parsePayload(et, payload)
+	var p payloadInfo
+	err := parsePayload(et, payload, &p)
 	if err == nil && p.family != block[cbFamily] {
 		err = ErrMalformed
 	}
@@ -322,13 +327,11 @@ func (t *KeyTable) OpenFrame(vport uint32, frame, out []byte) ([]byte, error) {
 		return nil, err
 	}
 	var zero [16]byte
-	for _, x := range payload[p.dstOff : p.dstOff+p.addrLen] {
-		if x != 0 {
-			// A VM that left its destination in the payload did not
-			// seal it; refuse rather than route on either copy.
-			clear(out[:ClearBlockLen])
-			return nil, ErrMalformed
-		}
+	if !isZero(payload[p.dstOff : p.dstOff+p.addrLen]) {
+		// A VM that left its destination in the payload did not seal it;
+		// refuse rather than route on either copy.
+		clear(out[:ClearBlockLen])
+		return nil, ErrMalformed
 	}
 	var dstMAC [6]byte
 	var dstIP [16]byte
@@ -350,26 +353,27 @@ func (t *KeyTable) OpenFrame(vport uint32, frame, out []byte) ([]byte, error) {
 // checkBlock verifies that the authenticated block agrees with the clear
 // header (version, key id, source MAC: the seal covers them this way) and
 // that its own fields are well formed.
-func checkBlock(b, frame []byte, keyID uint8) error {
-	if b[cbVersion] != SealVersion || b[cbKeyID] != keyID || [6]byte(b[cbSrcMAC:cbSrcMAC+6]) != [6]byte(frame[6:12]) {
+func checkBlock(block, frame []byte, keyID uint8) error {
+	// Fixed-size views and word loads: this runs per packet, and bounds
+	// checks, loops or memequal calls would cost a noticeable part of the
+	// open.
+	b := (*[ClearBlockLen]byte)(block)
+	le := binary.LittleEndian
+	if b[cbVersion] != SealVersion || b[cbKeyID] != keyID ||
+		le.Uint32(b[cbSrcMAC:]) != le.Uint32(frame[6:]) || le.Uint16(b[cbSrcMAC+4:]) != le.Uint16(frame[10:]) {
 		return ErrTampered
 	}
-	if b[cbFlags] != 0 || b[cbReserved] != 0 || b[cbReserved+1] != 0 {
-		return ErrMalformed
-	}
-	var addrLen int
-	switch {
-	case b[cbFamily] == 4 && binary.BigEndian.Uint16(b[cbEtherType:]) == etherTypeIPv4:
-		addrLen = 4
-	case b[cbFamily] == 6 && binary.BigEndian.Uint16(b[cbEtherType:]) == etherTypeIPv6:
-		addrLen = 16
+	pad := uint64(b[cbFlags]) | uint64(le.Uint16(b[cbReserved:])) | uint64(le.Uint32(b[cbPadding:])) |
+		le.Uint64(b[cbPadding+4:]) | le.Uint64(b[cbPadding+12:]) | le.Uint64(b[cbPadding+20:])
+	switch uint32(b[cbFamily])<<16 | uint32(b[cbEtherType])<<8 | uint32(b[cbEtherType+1]) {
+	case 4<<16 | etherTypeIPv4:
+		pad |= uint64(le.Uint32(b[cbDstIP+4:])) | le.Uint64(b[cbDstIP+8:])
+	case 6<<16 | etherTypeIPv6:
 	default:
 		return ErrMalformed
 	}
-	for _, x := range b[cbDstIP+addrLen:] {
-		if x != 0 {
-			return ErrMalformed
-		}
+	if pad != 0 {
+		return ErrMalformed
 	}
 	return nil
 }
@@ -391,4 +395,13 @@ func SealedDestination(t *KeyTable, vport uint32, frame []byte) (mac [6]byte, ip
 		ip = netip.AddrFrom16([16]byte(f[EthHeaderLen+24 : EthHeaderLen+40]))
 	}
 	return mac, ip, nil
+}
+
+// isZero reports whether an address field (4 or 16 bytes) is all zero.
+func isZero(b []byte) bool {
+	le := binary.LittleEndian
+	if len(b) == 4 {
+		return le.Uint32(b) == 0
+	}
+	return len(b) == 16 && le.Uint64(b)|le.Uint64(b[8:]) == 0
 }
