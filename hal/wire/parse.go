@@ -112,101 +112,126 @@ func Parse(frame []byte, inPort hal.PortID, k *hal.FlowKey, l *Layout) error {
 	*k = hal.FlowKey{InPort: inPort}
 	// Fast path: the frames a NIC sees most, an untagged or once-tagged
 	// Ethernet frame with an option-less, unfragmented IPv4 header or an
-	// IPv6 header without extension headers, carrying TCP or UDP (not to a
-	// tunnel port), are keyed in one straight-line function.
-	// Everything else, and every error, goes through the general walk below,
-	// which the fast path never contradicts: it falls back before deciding.
-	if len(frame) < 14+20+20 {
-		return parseGeneral(frame, k, l)
-	}
-	// The IPv4 checksum is verified on little-endian words, as in sum20OK.
-	// Every "return parseGeneral" declines before anything is decided.
-	_ = frame[53]
-	off := 14
-	et := binary.BigEndian.Uint16(frame[12:14])
-	vlan := uint16(0)
-	if et == hal.EtherTypeVLAN {
-		tag := binary.BigEndian.Uint32(frame[14:18])
-		vlan = hal.VLANPresent | uint16(tag>>16)&0x0fff
-		et = uint16(tag)
-		off = 18
-	}
-	ip := frame[off:]
-	var l3len, hl, tot int
-	var proto uint8
-	var sp, dp uint16
-	var fl Flags
-	switch et {
-	case hal.EtherTypeIPv4:
-		if len(ip) < 40 {
-			return parseGeneral(frame, k, l)
-		}
-		w0 := binary.LittleEndian.Uint64(ip[0:8])  // version/IHL, TOS, total length, ID, flags/fragment offset
-		w1 := binary.LittleEndian.Uint64(ip[8:16]) // TTL, protocol, checksum, source
-		w2 := uint64(binary.LittleEndian.Uint32(ip[16:20]))
-		// Version 4, IHL 5, and neither MF nor a fragment offset.
-		if w0&0xff != 0x45 || (w0>>48)&0xff3f != 0 {
-			return parseGeneral(frame, k, l)
-		}
-		sum, c := bits.Add64(w0, w1, 0)
-		sum, c = bits.Add64(sum, w2, c)
-		sum, c = bits.Add64(sum, 0, c)
-		tot = int(bits.ReverseBytes16(uint16(w0 >> 16)))
-		if foldOnes64(sum+c) != 0xffff || tot < 20 || tot > len(ip) {
-			return parseGeneral(frame, k, l)
-		}
-		proto, l3len = uint8(w1>>8), 20
-		binary.LittleEndian.PutUint64(k.IPSrc[8:16], 0xffff0000|w1&0xffffffff00000000)
-		binary.LittleEndian.PutUint64(k.IPDst[8:16], 0xffff0000|w2<<32)
-	case hal.EtherTypeIPv6:
-		if len(ip) < 60 || ip[0]>>4 != 6 {
-			return parseGeneral(frame, k, l)
-		}
-		tot = 40 + int(binary.BigEndian.Uint16(ip[4:6]))
-		if tot > len(ip) {
-			return parseGeneral(frame, k, l)
-		}
-		proto, l3len = ip[6], 40
-		k.IPSrc = [16]byte(ip[8:24])
-		k.IPDst = [16]byte(ip[24:40])
-	default:
-		return parseGeneral(frame, k, l)
-	}
-	l4 := ip[l3len:]
-	_ = l4[19] // both families checked room for 20 bytes after the header
-	l4len := tot - l3len
-	switch proto {
-	case hal.ProtoUDP:
-		ul := int(binary.BigEndian.Uint16(l4[4:6]))
-		dp = binary.BigEndian.Uint16(l4[2:4])
-		if l4len < 8 || ul < 8 || ul > l4len || dp == hal.PortVXLAN || dp == hal.PortGeneve {
-			goto general
-		}
-		hl = 8
-		if l4[6]|l4[7] == 0 {
-			fl = FlagUDPZeroCsum
-		}
-	case hal.ProtoTCP:
-		hl = int(l4[12]>>4) << 2
-		if l4len < 20 || hl < 20 || hl > l4len {
-			goto general
-		}
-		dp = binary.BigEndian.Uint16(l4[2:4])
-	default:
+	// IPv6 header without extension headers, carrying TCP or UDP, are keyed
+	// in one straight-line pass; a VXLAN frame whose outer and inner frames
+	// are both of that kind takes the pass twice. Everything else, and every
+	// error, goes through the general walk, which the fast path never
+	// contradicts: it falls back before deciding anything.
+	base, end := 0, len(frame)
+	inner := false
+again:
+	if end-base < 14+20+20 || end > len(frame) {
 		goto general
 	}
-	sp = binary.BigEndian.Uint16(l4[0:2])
-	k.EthDst = hal.MAC(frame[0:6])
-	k.EthSrc = hal.MAC(frame[6:12])
-	k.EthType, k.VLAN, k.Proto, k.L4Src, k.L4Dst = et, vlan, proto, sp, dp
-	l.L2, l.L3, l.L4, l.Payload, l.End = 0, off, off+l3len, off+l3len+hl, off+tot
-	l.VLANs, l.IPHdrLen, l.EthType, l.Proto, l.Flags = (off-14)>>2, l3len, et, proto, fl
-	l.OuterL3, l.OuterL4, l.Tunnel = -1, -1, -1
-	l.OuterVLANs, l.OuterEthType, l.OuterFlags = 0, 0, 0
-	return nil
+	{
+		b := frame[base:end]
+		_ = b[53]
+		off := 14
+		et := binary.BigEndian.Uint16(b[12:14])
+		vlan := uint16(0)
+		if et == hal.EtherTypeVLAN {
+			tag := binary.BigEndian.Uint32(b[14:18])
+			vlan = hal.VLANPresent | uint16(tag>>16)&0x0fff
+			et = uint16(tag)
+			off = 18
+		}
+		ip := b[off:]
+		var l3len, hl, tot int
+		var proto uint8
+		var sp, dp uint16
+		var fl Flags
+		switch et {
+		case hal.EtherTypeIPv4:
+			if len(ip) < 40 {
+				goto general
+			}
+			w0 := binary.LittleEndian.Uint64(ip[0:8])  // version/IHL, TOS, total length, ID, flags/fragment offset
+			w1 := binary.LittleEndian.Uint64(ip[8:16]) // TTL, protocol, checksum, source
+			w2 := uint64(binary.LittleEndian.Uint32(ip[16:20]))
+			// Version 4, IHL 5, and neither MF nor a fragment offset.
+			if w0&0xff != 0x45 || (w0>>48)&0xff3f != 0 {
+				goto general
+			}
+			// The checksum is verified on little-endian words, as in sum20OK.
+			sum, c := bits.Add64(w0, w1, 0)
+			sum, c = bits.Add64(sum, w2, c)
+			sum, c = bits.Add64(sum, 0, c)
+			tot = int(bits.ReverseBytes16(uint16(w0 >> 16)))
+			if foldOnes64(sum+c) != 0xffff || tot < 20 || tot > len(ip) {
+				goto general
+			}
+			proto, l3len = uint8(w1>>8), 20
+			binary.LittleEndian.PutUint64(k.IPSrc[8:16], 0xffff0000|w1&0xffffffff00000000)
+			binary.LittleEndian.PutUint64(k.IPDst[8:16], 0xffff0000|w2<<32)
+		case hal.EtherTypeIPv6:
+			if len(ip) < 60 || ip[0]>>4 != 6 {
+				goto general
+			}
+			tot = 40 + int(binary.BigEndian.Uint16(ip[4:6]))
+			if tot > len(ip) {
+				goto general
+			}
+			proto, l3len = ip[6], 40
+			k.IPSrc = [16]byte(ip[8:24])
+			k.IPDst = [16]byte(ip[24:40])
+		default:
+			goto general
+		}
+		l4 := ip[l3len:]
+		_ = l4[19] // both families checked room for 20 bytes after the header
+		l4len := tot - l3len
+		switch proto {
+		case hal.ProtoUDP:
+			ul := int(binary.BigEndian.Uint16(l4[4:6]))
+			dp = binary.BigEndian.Uint16(l4[2:4])
+			if l4len < 8 || ul < 8 || ul > l4len {
+				goto general
+			}
+			hl = 8
+			if l4[6]|l4[7] == 0 {
+				fl = FlagUDPZeroCsum
+			}
+			if !inner && (dp == hal.PortVXLAN || dp == hal.PortGeneve) {
+				// VXLAN: flags with the I bit; the inner frame follows the
+				// 8-byte header, within the UDP length.
+				if dp != hal.PortVXLAN || ul < 16 || l4[8]&0x08 == 0 {
+					goto general
+				}
+				k.TunKind, k.VNI = hal.EncapVXLAN, binary.BigEndian.Uint32(l4[12:16])>>8
+				k.TunSrc, k.TunDst = k.IPSrc, k.IPDst
+				k.IPSrc, k.IPDst = [16]byte{}, [16]byte{}
+				o3 := base + off
+				l.OuterL3, l.OuterL4, l.Tunnel = o3, o3+l3len, o3+l3len+8
+				l.OuterVLANs, l.OuterEthType, l.OuterFlags = (off-14)>>2, et, fl
+				base, end, inner = o3+l3len+16, o3+l3len+ul, true
+				goto again
+			}
+		case hal.ProtoTCP:
+			hl = int(l4[12]>>4) << 2
+			if l4len < 20 || hl < 20 || hl > l4len {
+				goto general
+			}
+			dp = binary.BigEndian.Uint16(l4[2:4])
+		default:
+			goto general
+		}
+		sp = binary.BigEndian.Uint16(l4[0:2])
+		k.EthDst = hal.MAC(b[0:6])
+		k.EthSrc = hal.MAC(b[6:12])
+		k.EthType, k.VLAN, k.Proto, k.L4Src, k.L4Dst = et, vlan, proto, sp, dp
+		l.L2, l.L3, l.L4, l.Payload, l.End = base, base+off, base+off+l3len, base+off+l3len+hl, base+off+tot
+		l.VLANs, l.IPHdrLen, l.EthType, l.Proto, l.Flags = (off-14)>>2, l3len, et, proto, fl
+		if !inner {
+			l.OuterL3, l.OuterL4, l.Tunnel = -1, -1, -1
+			l.OuterVLANs, l.OuterEthType, l.OuterFlags = 0, 0, 0
+		} else {
+			l.Flags |= FlagTunnel
+		}
+		return nil
+	}
 general:
-	// The addresses were written already; the general walk starts over.
-	k.IPSrc, k.IPDst = [16]byte{}, [16]byte{}
+	// What the fast path wrote is discarded; the general walk starts over.
+	*k = hal.FlowKey{InPort: inPort}
 	return parseGeneral(frame, k, l)
 }
 

@@ -377,7 +377,14 @@ func TestFastPathAgrees(t *testing.T) {
 	for _, s := range laterFragments() {
 		frames = append(frames, Build(s.spec))
 	}
-	for _, base := range [][]byte{udp4Frame64(), Build(tcp6Spec())} {
+	vx4, vx6 := encapOf(hal.EncapVXLAN, false), encapOf(hal.EncapVXLAN, true)
+	bases := [][]byte{udp4Frame64(), Build(tcp6Spec()), BuildEncap(&vx4, udp4Frame64()), BuildEncap(&vx6, Build(tcp6Spec()))}
+	for _, e := range encaps() {
+		for _, s := range innerSpecs() {
+			frames = append(frames, BuildEncap(&e.e, Build(s.spec)))
+		}
+	}
+	for _, base := range bases {
 		for i := 0; i < len(base); i++ {
 			for _, x := range []byte{0x01, 0x80, 0xff} {
 				f := append([]byte(nil), base...)
