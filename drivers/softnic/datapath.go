@@ -52,7 +52,21 @@ func newBurst(bufLen int) *burst {
 	return b
 }
 
-func (n *NIC) getBurst() *burst { return n.pool.Get().(*burst) }
+func (n *NIC) getBurst() *burst {
+	select {
+	case b := <-n.bursts:
+		return b
+	default:
+		return newBurst(n.burstSz)
+	}
+}
+
+func (n *NIC) putBurst(b *burst) {
+	select {
+	case n.bursts <- b:
+	default:
+	}
+}
 
 var errOffset = fmt.Errorf("%s: process: offset below Headroom (%d)", DriverName, Headroom)
 
@@ -81,7 +95,7 @@ func (n *NIC) Process(port hal.PortID, bufs [][]byte, sizes []int, offset int) e
 		k := min(len(bufs)-done, MaxBurst)
 		n.process(b, p, bufs[done:done+k], sizes[done:done+k], offset)
 	}
-	n.pool.Put(b)
+	n.putBurst(b)
 	return nil
 }
 

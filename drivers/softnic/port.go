@@ -42,7 +42,7 @@ func (p *Port) Send(frames [][]byte) (int, error) {
 		return 0, hal.ErrClosed
 	}
 	b := n.getBurst()
-	defer n.pool.Put(b)
+	defer n.putBurst(b)
 	for done := 0; done < len(frames); {
 		k := min(len(frames)-done, MaxBurst)
 		for i := 0; i < k; i++ {

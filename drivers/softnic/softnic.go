@@ -26,6 +26,11 @@ const Headroom = wire.MaxEncapHeadroom + 2*wire.VLANTagLen
 // bursts.
 const MaxBurst = 64
 
+// maxConcurrentBursts bounds the reused datapath working states (about
+// 100 KiB each with Send's buffers): more than the cores that would call
+// Process at once on one NIC.
+const maxConcurrentBursts = 16
+
 // Defaults of Config fields left zero.
 const (
 	DefaultMTU            = 1500
@@ -112,7 +117,13 @@ type NIC struct {
 
 	stats [2][hal.NumReasons]atomic.Uint64 // [0] exceptions, [1] drops
 
-	pool sync.Pool // *burst
+	// bursts is a bounded free list of datapath working states: one per
+	// goroutine in the datapath at once, up to its capacity, is reused;
+	// beyond that they are allocated and dropped. (sync.Pool would do, but
+	// it drops items at random under the race detector, and the zero-alloc
+	// guarantee is tested there too.)
+	bursts  chan *burst
+	burstSz int
 }
 
 var (
@@ -174,8 +185,8 @@ func New(cfg Config) (*NIC, error) {
 	n.caps = n.capabilities(cfg)
 	n.w.init(n)
 	n.rcu.init(n)
-	bufLen := Headroom + maxMTU + l2Allowance
-	n.pool.New = func() any { return newBurst(bufLen) }
+	n.burstSz = Headroom + maxMTU + l2Allowance
+	n.bursts = make(chan *burst, maxConcurrentBursts)
 	return n, nil
 }
 
