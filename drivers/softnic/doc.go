@@ -70,9 +70,9 @@
 //	                             critical options or O bit, a tunnel kind whose decap is disabled)
 //	non-first IP fragment        to the host, ReasonFragment; first fragments match on their ports
 //	fragmented tunnel packet     to the host, ReasonFragment
-//	dec_ttl, TTL/hop limit <= 1  to the host, ReasonTTL, frame as it arrived
-//	over the out-port MTU        to the host, ReasonMTU, frame as it arrived; MTU counts the L3
-//	                             packet (outer packet when encapsulated)
+//	dec_ttl, TTL/hop limit <= 1  to the host, ReasonTTL, frame as it arrived, Exception.Rule set
+//	over the out-port MTU        to the host, ReasonMTU, frame as it arrived, Exception.Rule set;
+//	                             MTU counts the L3 packet (the outer one when encapsulated)
 //	pop_vlan on a frame without  to the host, ReasonUnsupported
 //	a tag
 //	push_vlan                    802.1Q tag, priority 0, in front of existing tags; at most two
@@ -114,6 +114,7 @@
 //
 // Config.MaxRules rules (1M by default), Config.MaxBatch operations per
 // Apply, Config.MaxScopes scopes. Frames up to the largest port MTU plus 22
-// bytes. Memory is about 230 bytes per exact-match rule (the entry, both
-// hash table copies, the ID index); see BenchmarkRuleMemory.
+// bytes. Memory is about 225 bytes per exact-match rule: the 128-byte entry
+// and its 16-byte counter, both hash table copies, the ID index (see
+// BenchmarkRuleMemory). Identical action lists are stored once.
 package softnic
