@@ -264,3 +264,22 @@ func BenchmarkRuleMemory(b *testing.B) {
 	b.ReportMetric(bench1M.bytesPerRule, "bytes/rule")
 	b.ReportMetric(bench1M.setup.Seconds(), "setup_s")
 }
+
+// BenchmarkActivate: switching the active generation of the scope that
+// holds all benchFlows rules (every rule goes dead, then live again). The
+// cost is one switch of the table views, whatever the number of rules.
+func BenchmarkActivate(b *testing.B) {
+	benchNIC(b)
+	n, ctx := bench1M.nic, context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := n.Activate(ctx, 0, hal.Generation((i+1)%2)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if err := n.Activate(ctx, 0, 0); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/activate")
+}
