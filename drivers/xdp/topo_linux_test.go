@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -325,4 +326,35 @@ func netInterfaceByName(name string) (int, error) {
 		return 0, err
 	}
 	return ifi.Index, nil
+}
+
+var (
+	passLinksMu sync.Mutex
+	passLinks   = map[string][]func(){} // namespace → closers
+)
+
+// attachPass is passProg for code without a testing.TB: the program and
+// link are released by the harness's Close.
+func attachPass(ns, dev string) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}})
+	if err != nil {
+		return err
+	}
+	return inNetNS("/var/run/netns/"+ns, func() error {
+		idx, err := netInterfaceByName(dev)
+		if err != nil {
+			prog.Close()
+			return err
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: idx})
+		if err != nil {
+			prog.Close()
+			return err
+		}
+		passLinksMu.Lock()
+		passLinks[ns] = append(passLinks[ns], func() { l.Close(); prog.Close() })
+		passLinksMu.Unlock()
+		return nil
+	})
 }

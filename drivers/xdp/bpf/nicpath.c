@@ -343,6 +343,10 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 	if (et == 0x8100 || et == 0x88a8)
 		return R_UNSUPPORTED; /* more than two tags */
 	k->eth_type = et;
+	/* A sealed-address frame: this program has no keys to open it, and the
+	 * host must never see it in clear, so it is dropped and counted. */
+	if (et == 0x88b5)
+		return R_SEALED;
 
 	__u32 end;
 	__u8 proto;
@@ -835,6 +839,8 @@ int nicpath_xdp(struct xdp_md *ctx)
 	struct pstate st = {};
 	key.in_port = port;
 	int r = parse_frame(ctx, &key, &st);
+	if (r == R_SEALED)
+		return drop(R_SEALED, 0);
 	if (r != 0)
 		return to_host(ctx, r, key.vni, 0);
 
