@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -236,5 +237,98 @@ func TestConnWrongServerKeyFailsHandshake(t *testing.T) {
 	}
 	if serr := <-errc; !errors.Is(serr, ErrTampered) {
 		t.Fatalf("impostor server: got %v, want ErrTampered (it cannot open an Init sealed to another key)", serr)
+	}
+}
+
+// lossy drops chosen writes (by index) of a datagram transport.
+type lossy struct {
+	Transport
+	mu     sync.Mutex
+	n      int
+	drop   map[int]bool
+	writes [][]byte
+}
+
+func (l *lossy) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	i := l.n
+	l.n++
+	l.writes = append(l.writes, append([]byte(nil), p...))
+	l.mu.Unlock()
+	if l.drop[i] {
+		return len(p), nil
+	}
+	return l.Transport.Write(p)
+}
+
+func TestDatagramHandshakeSurvivesLoss(t *testing.T) {
+	for name, drops := range map[string]struct{ client, server map[int]bool }{
+		"init-lost":    {client: map[int]bool{0: true}},
+		"resp-lost":    {server: map[int]bool{0: true}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := newPair(t, true, nil)
+			a, b := unixgramPair(t)
+			host, nic := connPair(t, p, &lossy{Transport: a, drop: drops.client}, &lossy{Transport: b, drop: drops.server})
+			exchange(t, host, nic)
+			host.Close()
+			nic.Close()
+		})
+	}
+}
+
+// With the Confirm lost, the initiator's first data frame completes the
+// responder's handshake, and its messages are not lost.
+func TestDatagramConfirmLostDataConfirms(t *testing.T) {
+	p := newPair(t, true, nil)
+	a, b := unixgramPair(t)
+	type res struct {
+		c   *Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := Server(b, p.nic)
+		ch <- res{c, err}
+	}()
+	host, err := Client(&lossy{Transport: a, drop: map[int]bool{1: true}}, p.host, p.nicPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	m := sampleMessages()[0]
+	if err := host.Send(&m); err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("Server: %v", r.err)
+	}
+	defer r.c.Close()
+	var got Message
+	if err := r.c.Recv(&got); err != nil || got != m {
+		t.Fatalf("first message: %+v %v", got, err)
+	}
+}
+
+// A retransmitted Resp (the responder did not see our Confirm) makes the
+// initiator confirm again, on datagram transports.
+func TestDatagramDuplicateRespReconfirms(t *testing.T) {
+	p := newPair(t, true, nil)
+	ini, _ := NewInitiator(p.host, p.nicPub)
+	res := NewResponder(p.nic)
+	ini.Start()
+	deliver(t, res, drain(t, ini))
+	resp := drain(t, res)
+	deliver(t, ini, resp)
+	drain(t, ini) // the Confirm is lost
+	res.Retransmit()
+	deliver(t, ini, drain(t, res))
+	deliver(t, res, drain(t, ini))
+	if !res.Established() {
+		t.Fatal("responder not established after the second Confirm")
 	}
 }

@@ -144,8 +144,17 @@ func FuzzSealRoundTrip(f *testing.F) {
 			}
 			return
 		}
-		if len(frame) >= EthHeaderLen && !bytes.Equal(frame[:6], make([]byte, 6)) && bytes.Contains(sf, frame[:6]) && !bytes.Contains(frame[6:], frame[:6]) {
-			t.Fatal("sealed frame carries the destination MAC")
+		// The destination leaves the clear parts: a fixed Ethernet
+		// destination, and a zero address in the payload.
+		if [6]byte(sf[:6]) != SealedDstMAC {
+			t.Fatal("sealed frame carries a per-destination Ethernet address")
+		}
+		dstOff, n := 16, 4
+		if binary.BigEndian.Uint16(frame[12:14]) == etherTypeIPv6 {
+			dstOff, n = 24, 16
+		}
+		if !isZero(sf[SealedHeaderLen+dstOff : SealedHeaderLen+dstOff+n]) {
+			t.Fatal("sealed payload carries the destination address")
 		}
 		out := make([]byte, len(sf)+ClearBlockLen)
 		got, err := OpenFrame(table, testVport, sf, out)

@@ -127,7 +127,7 @@ type Session struct {
 	peer   PublicKey
 	eph    PrivateKey // handshake ephemeral (initiator), wiped once used
 	init   []byte     // Init as sent/received: transcript, and datagram retransmission
-	resp   []byte     // Resp as sent (responder, for retransmission)
+	resp   []byte     // Resp as sent (responder, to retransmit) or accepted (initiator, to spot a retransmission)
 	initTS uint64
 
 	chain    [32]byte // chaining key for the next rekey
@@ -488,6 +488,11 @@ func (s *Session) openResp(frame []byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.state == stateEstablished && s.cfg.Datagram && s.sendEp == 0 && bytes.Equal(frame, s.resp) {
+		// The responder sent its Resp again: our Confirm was lost.
+		s.out = append(s.out, outFrame{ctrl: []byte{ctrlConfirm}})
+		return nil
+	}
 	if s.state != stateAwaitResp {
 		return ErrUnexpected
 	}
@@ -512,6 +517,7 @@ func (s *Session) openResp(frame []byte) error {
 	}
 	defer wipe(se[:])
 	s.deriveSession(&ee, &es, &se, s.init, frame)
+	s.resp = append([]byte(nil), frame...)
 	wipe(s.eph[:])
 	s.state = stateEstablished
 	s.out = append(s.out, outFrame{ctrl: []byte{ctrlConfirm}})
