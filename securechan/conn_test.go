@@ -263,8 +263,8 @@ func (l *lossy) Write(p []byte) (int, error) {
 
 func TestDatagramHandshakeSurvivesLoss(t *testing.T) {
 	for name, drops := range map[string]struct{ client, server map[int]bool }{
-		"init-lost":    {client: map[int]bool{0: true}},
-		"resp-lost":    {server: map[int]bool{0: true}},
+		"init-lost": {client: map[int]bool{0: true}},
+		"resp-lost": {server: map[int]bool{0: true}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := newPair(t, true, nil)
