@@ -16,6 +16,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/safchain/ethtool"
 	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/hal"
@@ -138,6 +139,7 @@ func newTopology(t testing.TB) *topology {
 	ns.ip("neigh", "add", underlayRemote, "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
 	tp.remote.ip("neigh", "add", underlayLocal, "lladdr", "02:4e:50:00:00:a1", "dev", "up1", "nud", "permanent")
 	tp.upMAC = hal.MustMAC("02:4e:50:00:00:a1")
+	txChecksumOff(t, ns, "up0")
 	return tp
 }
 
@@ -395,4 +397,22 @@ func vxlanFrame(srcMAC, dstMAC hal.MAC, src, dst string, vni uint32, inner []byt
 	binary.BigEndian.PutUint16(u[4:], uint16(udpLen))
 	copy(u[8:], vx)
 	return b
+}
+
+// txChecksumOff makes the kernel finish transmit checksums in software on
+// ifname: a veth would otherwise hand the peer partial checksums that a
+// real NIC completes on the wire, and the captures would show them wrong.
+func txChecksumOff(t testing.TB, ns *netNS, ifname string) {
+	t.Helper()
+	err := inNetNS(ns.Path, func() error {
+		et, err := ethtool.NewEthtool()
+		if err != nil {
+			return err
+		}
+		defer et.Close()
+		return et.Change(ifname, map[string]bool{"tx-checksum-ip-generic": false})
+	})
+	if err != nil {
+		t.Fatalf("ethtool -K %s tx off: %v", ifname, err)
+	}
 }

@@ -410,11 +410,8 @@ func TestKernelBatchReportsWhatLanded(t *testing.T) {
 	}
 	var oe *hal.OpError
 	var ke *KernelError
-	if !errors.As(res[1].Err, &oe) || oe.Rule != 2 || !errors.As(res[1].Err, &ke) {
-		t.Fatalf("duplicate: %v, want a hal.OpError naming rule 2 around a KernelError", res[1].Err)
-	}
-	if ke.Message == "" {
-		t.Errorf("the kernel's reason (extack) is missing: %v", ke)
+	if !errors.As(res[1].Err, &oe) || oe.Rule != 2 || !errors.As(res[1].Err, &ke) || !errors.Is(res[1].Err, hal.ErrExists) {
+		t.Fatalf("duplicate: %v, want a hal.OpError naming rule 2 around a KernelError that Is ErrExists", res[1].Err)
 	}
 	t.Logf("duplicate refused: %v", res[1].Err)
 	if !errors.Is(res[3].Err, hal.ErrNotFound) || !errors.Is(res[4].Err, hal.ErrNotFound) {
@@ -423,6 +420,23 @@ func TestKernelBatchReportsWhatLanded(t *testing.T) {
 	d := dumpAll(t, n)
 	if len(d) != 2 || d[1].Rule.ID != 1 || d[3].Rule.ID != 3 {
 		t.Errorf("dump after a partly failed batch: %v; want rules 1 and 3", d)
+	}
+
+	// A fault under the driver: port 2's interface disappears. The kernel
+	// refuses a redirect to it and says why.
+	tp.ns.ip("link", "del", "p2")
+	gone := fwdRule(5, 10, 1, "192.0.2.5", 2)
+	res = make([]hal.OpResult, 2)
+	err = n.Apply(context.Background(), []hal.Op{hal.AddOp(gone), hal.AddOp(fwdRule(6, 10, 1, "192.0.2.6", 3))}, res)
+	if !errors.As(err, &be) || be.Failed != 1 || be.Index != 0 {
+		t.Fatalf("Apply with a vanished port: %v", err)
+	}
+	if !errors.As(res[0].Err, &oe) || oe.Rule != 5 || !errors.As(res[0].Err, &ke) || ke.Message == "" {
+		t.Fatalf("vanished port: %v, want a hal.OpError naming rule 5 with the kernel's reason", res[0].Err)
+	}
+	t.Logf("vanished port refused: %v", res[0].Err)
+	if res[1].Err != nil {
+		t.Errorf("the other rule of the batch failed: %v", res[1].Err)
 	}
 }
 

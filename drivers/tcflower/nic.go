@@ -69,7 +69,10 @@ type NIC struct {
 	lay   layout
 	devs  []*device // every device the block is attached to
 	ports []hal.Port
-	sys   sysOps // OS-specific parts (injection, link stats); nil in unit tests
+	sys   sysOps // OS-specific parts (injection); nil in unit tests
+	// base holds each port's interface counters at Open: PortCounters
+	// reports what passed since, not since the interface was created.
+	base map[hal.PortID]linkStats
 
 	mu         sync.Mutex
 	closed     bool
@@ -116,6 +119,16 @@ func (n *NIC) Block() uint32 { return n.block }
 
 // Validate says whether the NIC can take r.
 func (n *NIC) Validate(r *hal.Rule) error {
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed {
+		return hal.ErrClosed
+	}
+	return n.validate(r)
+}
+
+func (n *NIC) validate(r *hal.Rule) error {
 	if err := hal.CheckRule(&n.caps, r); err != nil {
 		return err
 	}
@@ -424,7 +437,7 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 				results[i].Err = fmt.Errorf("tcflower: modify rule %d: %w", id, hal.ErrNotFound)
 				continue
 			}
-			if err := n.Validate(&op.Rule); err != nil {
+			if err := n.validate(&op.Rule); err != nil {
 				results[i].Err = err
 				continue
 			}
@@ -665,6 +678,12 @@ func (n *NIC) PortCounters(ctx context.Context, port hal.PortID) (hal.PortCounte
 	if err != nil {
 		return hal.PortCounters{}, err
 	}
+	b := n.base[port]
+	st = linkStats{
+		rxPackets: st.rxPackets - b.rxPackets, txPackets: st.txPackets - b.txPackets,
+		rxBytes: st.rxBytes - b.rxBytes, txBytes: st.txBytes - b.txBytes,
+		rxDropped: st.rxDropped - b.rxDropped, txDropped: st.txDropped - b.txDropped,
+	}
 	return hal.PortCounters{
 		Rx:    hal.Counters{Packets: st.rxPackets, Bytes: st.rxBytes},
 		Tx:    hal.Counters{Packets: st.txPackets, Bytes: st.txBytes},
@@ -705,6 +724,12 @@ func (n *NIC) Stats(ctx context.Context) (hal.Stats, error) {
 // ReadExceptions is not supported: a packet no filter takes continues into
 // the port's kernel stack (see the package doc).
 func (n *NIC) ReadExceptions(ctx context.Context, batch []hal.Exception) (int, error) {
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed {
+		return 0, hal.ErrClosed
+	}
 	return 0, unsupported("exception path", "misses continue to the kernel's own stack of the port; the driver does not collect them")
 }
 

@@ -151,6 +151,15 @@ func open(ctx context.Context, conn *netlink.Conn, cfg Config) (*NIC, error) {
 		undo()
 		return nil, err
 	}
+	n.base = map[hal.PortID]linkStats{}
+	for id, d := range lay.ports {
+		st, err := n.linkStats(d.Ifindex)
+		if err != nil {
+			undo()
+			return nil, err
+		}
+		n.base[id] = st
+	}
 	sys, err := newLinuxSys(cfg.NetNS)
 	if err != nil {
 		undo()
