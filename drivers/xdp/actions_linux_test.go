@@ -368,8 +368,9 @@ func TestRunMTU(t *testing.T) {
 	}
 }
 
-// TestRunMalformed sends every class of bad frame: each reaches the host
-// with its reason and as it arrived, never a VM.
+// TestRunMalformed sends every class of bad frame: none reaches a VM; a
+// malformed one is dropped and counted, one the program does not handle
+// (unsupported, a later fragment) reaches the host as it arrived.
 func TestRunMalformed(t *testing.T) {
 	n := openVirtual(t, Config{})
 	// A catch-all rule: anything that parses goes to vm2.
@@ -426,10 +427,20 @@ func TestRunMalformed(t *testing.T) {
 				expectOutput(t, r, pVM2, tc.frame)
 				return
 			}
-			if r.Verdict != VerdictToHost || r.Reason != tc.reason {
-				t.Fatalf("verdict %v reason %v, want to_host %v", r.Verdict, r.Reason, tc.reason)
+			want := VerdictToHost
+			if tc.reason == hal.ReasonMalformed {
+				want = VerdictDrop
 			}
-			if !bytes.Equal(r.Frame, tc.frame) {
+			before, _ := n.Stats(context.Background())
+			r = mustRun(t, n, pVM1, tc.frame)
+			if r.Verdict != want || r.Reason != tc.reason {
+				t.Fatalf("verdict %v reason %v, want %v %v", r.Verdict, r.Reason, want, tc.reason)
+			}
+			after, _ := n.Stats(context.Background())
+			if want == VerdictDrop && after.Drops[tc.reason] != before.Drops[tc.reason]+1 {
+				t.Fatalf("drop not counted under %v", tc.reason)
+			}
+			if want == VerdictToHost && !bytes.Equal(r.Frame, tc.frame) {
 				t.Fatalf("the host must get the frame as it arrived")
 			}
 		})

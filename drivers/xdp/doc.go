@@ -41,15 +41,18 @@
 //
 // # Exception path (to-host)
 //
-// A miss, a ToHost action and a frame the program cannot or will not process
-// (malformed, unsupported, a later fragment, an expiring TTL, too big for the
-// egress port's MTU after encapsulation) leave the fast path as a perf event
+// A miss, a ToHost action and a frame the program will not process
+// (unsupported, a later fragment, an expiring TTL, too big for the egress
+// port's MTU after encapsulation) leave the fast path as a perf event
 // (BPF_MAP_TYPE_PERF_EVENT_ARRAY, one ring per CPU): a 24-byte header (rule
 // ID, in-port, reason, VNI, length) followed by the frame exactly as it
 // arrived, copied by bpf_perf_event_output. The frame itself is then
 // dropped by XDP, so the host's stack never sees it twice. ReadExceptions
 // reads the rings; a ring without room drops the frame and counts
-// queue_full. Inject writes frames to an AF_PACKET socket bound to the port's
+// queue_full. Malformed frames (truncated or inconsistent headers) are
+// dropped and counted under malformed, as softnic does; sealed-address frames
+// (EtherType 0x88B5) are dropped under sealed, since this program holds no
+// keys and the host must never see them. Inject writes frames to an AF_PACKET socket bound to the port's
 // interface: they leave the port without meeting the program (which only
 // sees received frames). This was chosen over XDP_PASS with metadata (the
 // frame would enter the host's own stack, and the metadata is lost before a

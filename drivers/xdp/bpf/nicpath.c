@@ -480,7 +480,11 @@ static __always_inline __u64 mix(__u64 h, __u64 v)
 static __always_inline __u32 flow_hash(const struct flow_key *k)
 {
 	__u64 h = 0;
-	if (k->eth_type == 0x0800 || k->eth_type == 0x86dd) {
+	if (k->eth_type == 0x0800) {
+		/* only the low 4 bytes of IPv4-mapped addresses vary: one word */
+		h = mix(h, (__u64)*(const __u32 *)(k->ip_src + 12) | (__u64)*(const __u32 *)(k->ip_dst + 12) << 32);
+		h = mix(h, (__u64)k->l4_src | (__u64)k->l4_dst << 16 | (__u64)k->proto << 32);
+	} else if (k->eth_type == 0x86dd) {
 		h = mix(h, *(const __u64 *)k->ip_src);
 		h = mix(h, *(const __u64 *)(k->ip_src + 8));
 		h = mix(h, *(const __u64 *)k->ip_dst);
@@ -839,8 +843,11 @@ int nicpath_xdp(struct xdp_md *ctx)
 	struct pstate st = {};
 	key.in_port = port;
 	int r = parse_frame(ctx, &key, &st);
-	if (r == R_SEALED)
-		return drop(R_SEALED, 0);
+	/* Malformed frames are dropped and counted, as softnic does: there is
+	 * nothing the host could do with them. A sealed frame cannot be opened
+	 * here and the host must never see it in clear. */
+	if (r == R_SEALED || r == R_MALFORMED)
+		return drop(r, 0);
 	if (r != 0)
 		return to_host(ctx, r, key.vni, 0);
 
