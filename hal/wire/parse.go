@@ -112,7 +112,7 @@ func Parse(frame []byte, inPort hal.PortID, k *hal.FlowKey, l *Layout) error {
 	*k = hal.FlowKey{InPort: inPort}
 	// Fast path: the frames a NIC sees most, an untagged or once-tagged
 	// Ethernet frame with an option-less, unfragmented IPv4 header or an
-	// IPv6 header without extension headers, carrying TCP or UDP, are keyed
+	// IPv6 header without extension headers, carrying TCP, UDP or ICMP, are keyed
 	// in one straight-line pass; a VXLAN frame whose outer and inner frames
 	// are both of that kind takes the pass twice. Everything else, and every
 	// error, goes through the general walk, which the fast path never
@@ -212,10 +212,19 @@ again:
 				goto general
 			}
 			dp = binary.BigEndian.Uint16(l4[2:4])
+		case hal.ProtoICMP, hal.ProtoICMPv6:
+			if l4len < 4 {
+				goto general
+			}
+			hl = 4
 		default:
 			goto general
 		}
-		sp = binary.BigEndian.Uint16(l4[0:2])
+		if hl == 4 { // ICMP: type and code
+			sp, dp = uint16(l4[0]), uint16(l4[1])
+		} else {
+			sp = binary.BigEndian.Uint16(l4[0:2])
+		}
 		k.EthDst = hal.MAC(b[0:6])
 		k.EthSrc = hal.MAC(b[6:12])
 		k.EthType, k.VLAN, k.Proto, k.L4Src, k.L4Dst = et, vlan, proto, sp, dp

@@ -378,7 +378,10 @@ func TestFastPathAgrees(t *testing.T) {
 		frames = append(frames, Build(s.spec))
 	}
 	vx4, vx6 := encapOf(hal.EncapVXLAN, false), encapOf(hal.EncapVXLAN, true)
-	bases := [][]byte{udp4Frame64(), Build(tcp6Spec()), BuildEncap(&vx4, udp4Frame64()), BuildEncap(&vx6, Build(tcp6Spec()))}
+	icmp6 := tcp6Spec()
+	icmp6.Proto, icmp6.ICMPType = hal.ProtoICMPv6, 128
+	bases := [][]byte{udp4Frame64(), Build(tcp6Spec()), BuildEncap(&vx4, udp4Frame64()), BuildEncap(&vx6, Build(tcp6Spec())),
+		Build(icmp6), BuildEncap(&vx4, Build(FrameSpec{SrcMAC: macA, DstMAC: macB, Src: caA4, Dst: caB4, Proto: hal.ProtoICMP, ICMPType: 8, Payload: make([]byte, 30)}))}
 	for _, e := range encaps() {
 		for _, s := range innerSpecs() {
 			frames = append(frames, BuildEncap(&e.e, Build(s.spec)))
