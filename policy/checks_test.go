@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -755,5 +756,48 @@ func TestManySubnets(t *testing.T) {
 	want = append(want, "vnets[1].subnets[0]")
 	if strings.Join(fields, " ") != strings.Join(want, " ") {
 		t.Errorf("blamed %v, want %v\n%v", fields, want, err)
+	}
+}
+
+// Mappings are inserted in batches; duplicates must still be found in
+// document order across batch boundaries, and a rejected VM must not
+// leave its name pointing at nothing.
+func TestDuplicatesAcrossBatches(t *testing.T) {
+	b := NewBuilder()
+	b.AddHost(Host{Name: "h", PA: netip.MustParseAddr("198.18.0.1")})
+	b.AddTenant(Tenant{Name: "t"})
+	b.AddVNET(VNET{Tenant: "t", Name: "v", VNI: 9, Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}})
+	ca := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}) }
+	for i := range 100 {
+		cas := []netip.Addr{ca(3 * i), ca(3*i + 1), ca(3*i + 2)}
+		switch i {
+		case 50:
+			cas[1] = ca(31) // VM 10's second CA
+		case 70:
+			cas[2] = cas[0]
+		}
+		b.AddVM(VM{Name: "vm" + strconv.Itoa(i), Tenant: "t", VNET: "v", Host: "h", MAC: MAC{2, 0, 0, 0, 0, byte(i + 1)}, CAs: cas})
+	}
+	b.AddVM(VM{Name: "vm99", Tenant: "t", VNET: "v", Host: "h", MAC: MAC{2, 0, 0, 0, 1, 1}, CAs: []netip.Addr{ca(1000)}})
+	b.AddVM(VM{Name: "late", Tenant: "t", VNET: "nope", Host: "h", MAC: MAC{2, 0, 0, 0, 1, 2}, CAs: []netip.Addr{ca(1001)}})
+	b.AddShadow(Shadow{VM: "late", Host: "h", Generation: 2})
+	b.AddShadow(Shadow{VM: "vm99", Host: "h", Generation: 2})
+	_, err := b.Build()
+	want := []string{
+		"vms[50].ca[1]: duplicate customer address 10.0.0.31 in VNET v: already VM vm10's",
+		"vms[70].ca[2]: customer address 10.0.0.210 is listed twice",
+		`vms[100].name: duplicate VM "vm99"`,
+		`vms[101].vnet: unknown VNET "nope" in tenant t`,
+		`shadows[0].vm: shadow mapping for unknown VM "late"`,
+		"shadows[1].host: VM vm99 already runs on h",
+	}
+	var list ErrorList
+	if !errors.As(err, &list) || len(list) != len(want) {
+		t.Fatalf("got %v", err)
+	}
+	for i, w := range want {
+		if list[i].Error() != w {
+			t.Errorf("error %d = %q, want %q", i, list[i].Error(), w)
+		}
 	}
 }

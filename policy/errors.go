@@ -85,13 +85,18 @@ type pos struct{ line, col int }
 // origin says where one object came from, so that every check can name the
 // file, line and field of what it rejects.
 type origin struct {
-	path   string         // e.g. tenants[0].vnets[1]
+	path   string         // e.g. tenants[0].vnets[1]; empty for the Go API:
+	list   string         // then the object is list[index] of the Builder,
+	index  int            // a path only spelled out when there is an error
 	at     pos            // the object itself
 	fields map[string]pos // field path relative to the object → where its value is
 }
 
 func (o *origin) field(f string) (string, pos) {
 	path := o.path
+	if path == "" && o.list != "" {
+		path = o.list + "[" + strconv.Itoa(o.index) + "]"
+	}
 	if f != "" {
 		path += "." + f
 	}
