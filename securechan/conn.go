@@ -371,12 +371,14 @@ func (c *Conn) Recv(m *Message) error {
 				}
 				c.off = 0
 				if c.s.Pending() {
+					// A failed write (the peer closed its end) belongs to
+					// the writers; the reader goes on to what is still
+					// buffered, such as the peer's Close.
 					c.wmu.Lock()
-					werr := c.flushOutboundLocked()
-					c.wmu.Unlock()
-					if werr != nil {
-						return werr
+					if c.werr == nil {
+						c.werr = c.flushOutboundLocked()
 					}
+					c.wmu.Unlock()
 				}
 				continue
 			}
