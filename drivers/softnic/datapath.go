@@ -412,13 +412,9 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			if b.fate[i] != fateHost {
 				continue
 			}
+			// Exceptions come only from frames Parse has seen, so the key
+			// holds at least the tunnel fields, when there are any.
 			m := hal.Exception{InPort: in.info.ID, Reason: b.why[i], VNI: b.keys[i].VNI, Rule: b.rule[i]}
-			if b.why[i] == hal.ReasonMalformed || b.why[i] == hal.ReasonUnsupported {
-				m.VNI = 0 // the key may be half parsed
-				if b.keys[i].TunKind != hal.EncapNone {
-					m.VNI = b.keys[i].VNI
-				}
-			}
 			if q.putExc(bufs[i][offset:offset+sizes[i]], m) {
 				b.tally[0][b.why[i]]++
 				inExc++

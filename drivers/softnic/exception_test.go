@@ -318,3 +318,40 @@ func TestZeroAllocFastPath(t *testing.T) {
 		t.Fatal("nothing was sent")
 	}
 }
+
+// TestTunnelTransit: a tunnelled frame hitting a rule without decap goes
+// out with its outer headers (or a second encapsulation); a rule that would
+// rewrite the inner headers under kept outer ones sends it to the host.
+func TestTunnelTransit(t *testing.T) {
+	n := newNIC(t)
+	var keep, rewrite, wrap hal.Match
+	keep.InPort(pUplink).Tunnel(hal.EncapVXLAN, 1)
+	rewrite.InPort(pUplink).Tunnel(hal.EncapVXLAN, 2)
+	wrap.InPort(pUplink).Tunnel(hal.EncapVXLAN, 3)
+	mustApply(t, n,
+		hal.AddOp(hal.Rule{ID: 1, Match: keep, Actions: []hal.Action{hal.Output(pVM1)}}),
+		hal.AddOp(hal.Rule{ID: 2, Match: rewrite, Actions: []hal.Action{hal.SetEthDst(macVM2), hal.Output(pVM1)}}),
+		hal.AddOp(hal.Rule{ID: 3, Match: wrap, Actions: []hal.Action{hal.EncapWith(vxlanTo(paRem, 9)), hal.Output(pUplink)}}),
+	)
+	inner := udp4(caRem, caVM1, 1, 2, 10)
+	frames := make([][]byte, 3)
+	for i := range frames {
+		e := hal.Encap{Kind: hal.EncapVXLAN, VNI: uint32(i + 1), Src: paRem, Dst: paLocal}
+		frames[i] = wire.BuildEncap(&e, inner)
+	}
+	send(t, n, pUplink, frames...)
+	if out := recvAll(t, n, pVM1); len(out) != 1 || !bytes.Equal(out[0], frames[0]) {
+		t.Fatalf("transit frame: %d out", len(out))
+	}
+	out := recvAll(t, n, pUplink)
+	if len(out) != 1 || !bytes.Equal(out[0][50:], frames[2]) {
+		t.Fatalf("double encapsulation: %d out", len(out))
+	}
+	if k, _ := parse(t, out[0]); k.VNI != 9 || k.TunKind != hal.EncapVXLAN {
+		t.Fatalf("outer key %v", k)
+	}
+	exc := readExc(t, n)
+	if len(exc) != 1 || exc[0].Reason != hal.ReasonUnsupported || exc[0].Rule != 2 || exc[0].VNI != 2 {
+		t.Fatalf("exceptions %+v", exc)
+	}
+}
