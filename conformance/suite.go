@@ -90,11 +90,16 @@ func Run(t *testing.T, target Target) {
 	}
 }
 
-// runCase runs one top-level case on a fresh record.
+// runCase runs one top-level case on a fresh record, writing a progress
+// line as it and each of its subcases end.
 func runCase(ctx context.Context, tg *Target, c caseDef, o *Options) *record {
 	ctx, cancel := context.WithTimeout(ctx, o.caseTimeout())
 	defer cancel()
 	rec := newRecord(ctx, c.name)
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, "%-10s %s\n", "RUN", c.name)
+		rec.done = func(r *record) { progress(o.Progress, resultOf(tg, r)) }
+	}
 	rec.exec(func(r *record) { c.run(r, tg) }, o.caseTimeout()+5*time.Second)
 	return rec
 }
@@ -206,10 +211,7 @@ func RunSuite(ctx context.Context, target Target, opts Options) *Report {
 			continue
 		}
 		rec := runCase(ctx, &target, c, &opts)
-		for _, res := range flatten(&target, rec, nil) {
-			rep.Cases = append(rep.Cases, res)
-			progress(opts.Progress, res)
-		}
+		rep.Cases = append(rep.Cases, flatten(&target, rec, nil)...)
 		if ctx.Err() != nil {
 			break
 		}

@@ -49,6 +49,10 @@ type record struct {
 	skip     string
 	children []*record
 	cleanups []func()
+
+	// done, when set, is called when the record and its subcases have
+	// ended (for progress lines); subcases inherit it.
+	done func(*record)
 }
 
 func newRecord(ctx context.Context, name string) *record {
@@ -111,6 +115,7 @@ func (r *record) Cleanup(fn func()) {
 
 func (r *record) Run(name string, f func(T)) bool {
 	c := newRecord(r.ctx, r.name+"/"+sanitize(name))
+	c.done = r.done
 	r.mu.Lock()
 	r.children = append(r.children, c)
 	r.mu.Unlock()
@@ -149,6 +154,9 @@ func (r *record) exec(f func(*record), limit time.Duration) {
 	r.mu.Lock()
 	r.dur = time.Since(r.start)
 	r.mu.Unlock()
+	if r.done != nil {
+		r.done(r)
+	}
 }
 
 func (r *record) runCleanups() {

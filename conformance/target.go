@@ -33,6 +33,11 @@ type Target struct {
 	Timeout time.Duration
 	Quiet   time.Duration
 
+	// MinFrame is the shortest frame the harness can send (a packet socket
+	// on a real link refuses frames shorter than an Ethernet header); the
+	// malformed-frame cases leave shorter ones out and say so. 0: any.
+	MinFrame int
+
 	// FillLimit is the largest MaxRules for which the full-table case fills
 	// the table (default 4096); above it the case skips and says so.
 	FillLimit int

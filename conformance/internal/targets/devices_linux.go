@@ -1,0 +1,156 @@
+//go:build linux
+
+package targets
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"time"
+
+	"github.com/nicpath/nicpath/conformance"
+	"github.com/nicpath/nicpath/drivers/tcflower"
+	"github.com/nicpath/nicpath/drivers/xdp"
+	"github.com/nicpath/nicpath/hal"
+)
+
+// XDP opens the XDP driver on the interfaces p names, with an AF_PACKET
+// harness on their peers. Its leak check looks for XDP programs still
+// attached to the interfaces after Close.
+func XDP(p Ports, mode xdp.Mode) (conformance.Target, error) {
+	ports, err := p.list(VethPeer)
+	if err != nil {
+		return conformance.Target{}, err
+	}
+	return conformance.Target{
+		Name: fmt.Sprintf("xdp (%s mode) on %v", mode, names(ports)),
+		Open: func(ctx context.Context) (hal.NIC, conformance.Harness, error) {
+			cfg := xdp.Config{NetNS: p.NetNS, Mode: mode, MaxRules: p.MaxRules}
+			for _, pt := range ports {
+				cfg.Ports = append(cfg.Ports, xdp.PortConfig{ID: pt.id, Name: pt.name, Kind: pt.kind})
+			}
+			return openWithHarness(ctx, p.NetNS, ports, func() (hal.NIC, error) { return xdp.Open(ctx, cfg) },
+				func() error { return noXDP(p.NetNS, ports) })
+		},
+		Timeout:  2 * time.Second,
+		Quiet:    150 * time.Millisecond,
+		MinFrame: 14,
+	}, nil
+}
+
+// TCFlower opens the tc-flower driver on the interfaces p names, in
+// software placement unless hw. Its leak check looks for a clsact qdisc
+// left on the interfaces after Close.
+func TCFlower(p Ports, placement tcflower.Placement) (conformance.Target, error) {
+	ports, err := p.list(VethPeer)
+	if err != nil {
+		return conformance.Target{}, err
+	}
+	return conformance.Target{
+		Name: fmt.Sprintf("tcflower (%s placement) on %v", placement, names(ports)),
+		Open: func(ctx context.Context) (hal.NIC, conformance.Harness, error) {
+			cfg := tcflower.Config{NetNS: p.NetNS, Placement: placement, Tunnels: p.Tunnels}
+			for _, pt := range ports {
+				cfg.Ports = append(cfg.Ports, tcflower.PortConfig{ID: pt.id, Name: pt.name, Kind: pt.kind})
+			}
+			return openWithHarness(ctx, p.NetNS, ports, func() (hal.NIC, error) { return tcflower.Open(ctx, cfg) },
+				func() error { return noClsact(p.NetNS, ports, p.Tunnels) })
+		},
+		// The tc path in a VM under TCG is slow.
+		Timeout:  5 * time.Second,
+		Quiet:    300 * time.Millisecond,
+		MinFrame: 14,
+	}, nil
+}
+
+func names(ports []port) []string {
+	var out []string
+	for _, p := range ports {
+		out = append(out, p.name)
+	}
+	return out
+}
+
+func openWithHarness(ctx context.Context, ns string, ports []port, open func() (hal.NIC, error), leaks func() error) (hal.NIC, conformance.Harness, error) {
+	peers := map[hal.PortID]string{}
+	for _, p := range ports {
+		peers[p.id] = p.peer
+	}
+	// The harness first, so that it sees every frame the NIC emits.
+	h, err := NewPacketHarness(ns, peers)
+	if err != nil {
+		return nil, nil, err
+	}
+	nic, err := open()
+	if err != nil {
+		h.Close()
+		return nil, nil, err
+	}
+	h.Leaks = leaks
+	return nic, h, nil
+}
+
+// ipJSON runs ip(8) with -json in the namespace and decodes its output.
+func ipJSON(ns string, out any, args ...string) error {
+	var cmd *exec.Cmd
+	if ns != "" {
+		cmd = exec.Command("nsenter", append([]string{"--net=" + ns, "ip", "-json"}, args...)...)
+	} else {
+		cmd = exec.Command("ip", append([]string{"-json"}, args...)...)
+	}
+	b, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("%v: %w", cmd.Args, err)
+	}
+	return json.Unmarshal(b, out)
+}
+
+func noXDP(ns string, ports []port) error {
+	for _, p := range ports {
+		var links []map[string]any
+		if err := ipJSON(ns, &links, "-details", "link", "show", "dev", p.name); err != nil {
+			return err
+		}
+		for _, l := range links {
+			if x, ok := l["xdp"]; ok {
+				return fmt.Errorf("%s still has an XDP program: %v", p.name, x)
+			}
+		}
+	}
+	return nil
+}
+
+func noClsact(ns string, ports []port, tunnels map[hal.EncapKind]string) error {
+	devs := names(ports)
+	for _, t := range tunnels {
+		devs = append(devs, t)
+	}
+	for _, d := range devs {
+		var qs []map[string]any
+		var cmd *exec.Cmd
+		if ns != "" {
+			cmd = exec.Command("nsenter", "--net="+ns, "tc", "-json", "qdisc", "show", "dev", d)
+		} else {
+			cmd = exec.Command("tc", "-json", "qdisc", "show", "dev", d)
+		}
+		b, err := cmd.Output()
+		if err != nil {
+			return fmt.Errorf("%v: %w", cmd.Args, err)
+		}
+		if err := json.Unmarshal(b, &qs); err != nil {
+			return err
+		}
+		for _, q := range qs {
+			if q["kind"] == "clsact" {
+				return fmt.Errorf("%s still has a clsact qdisc", d)
+			}
+		}
+	}
+	return nil
+}
+
+// XDPDocumented lists the XDP driver's documented differences from the
+// reference. Empty: every difference is a failure until its owner documents
+// it here with a reason.
+var XDPDocumented []conformance.Difference
