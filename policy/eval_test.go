@@ -343,6 +343,14 @@ func TestShadowActivation(t *testing.T) {
 	if before.Action != Encap || before.PA != hostB {
 		t.Fatalf("before activation: %s", before)
 	}
+	var shadowMaps []Mapping
+	for m := range s.ShadowMappings() {
+		shadowMaps = append(shadowMaps, m)
+	}
+	if len(shadowMaps) != 2 || shadowMaps[0].VM != "blue-web-2" || shadowMaps[0].PA != hostA || shadowMaps[0].Generation != 2 ||
+		shadowMaps[1].CA != netip.MustParseAddr("fd00:0:0:1::11") {
+		t.Errorf("shadow mappings %+v", shadowMaps)
+	}
 	if g, _ := s.ActiveGeneration("blue-web-2"); g != 1 {
 		t.Errorf("active generation %d before activation", g)
 	}

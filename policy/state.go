@@ -328,3 +328,27 @@ func (s *State) Activate(vm string, gen uint64) (*State, error) {
 	ns.active[vm] = gen
 	return &ns, nil
 }
+
+// ShadowMappings yields, for every shadow, the VM's mappings at the
+// shadow's location (its Host, PA and Generation), active or not: what a
+// datapath installs under the shadow's generation ahead of the switch.
+func (s *State) ShadowMappings() iter.Seq[Mapping] {
+	return func(yield func(Mapping) bool) {
+		for _, sh := range s.shadows {
+			vi := s.vmIdx[sh.VM]
+			v := &s.vms[vi]
+			vni := s.vnets[s.vmVNET[vi]].VNI
+			for _, ca := range v.CAs {
+				i, ok := s.table.lookup(vni, ca)
+				if !ok || int(s.table.entries[i].vm) != int(vi) {
+					continue
+				}
+				m := s.mappingAt(i, false)
+				m.Host, m.PA, m.Generation = sh.Host, sh.PA, sh.Generation
+				if !yield(m) {
+					return
+				}
+			}
+		}
+	}
+}
