@@ -159,7 +159,8 @@
 //     fast path, and do not hand it to code that can reach the host.
 //
 // A NIC without the crypto capability makes the vswitch fail closed: it
-// drops 0x88B5 frames and counts them. The host has no KeyTable, never
+// drops the frames for which IsSealedFrame is true (0x88B5, also behind VLAN
+// tags) and counts them. The host has no KeyTable, never
 // calls OpenFrame and never holds the NIC's private key, so it cannot
 // decrypt; there is no software fallback for sealed frames.
 //

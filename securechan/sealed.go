@@ -405,3 +405,26 @@ func isZero(b []byte) bool {
 	}
 	return len(b) == 16 && le.Uint64(b)|le.Uint64(b[8:]) == 0
 }
+
+// IsSealedFrame reports whether frame is a sealed-address frame, untagged
+// or behind up to two VLAN tags (802.1Q 0x8100, 802.1ad 0x88A8). A vswitch
+// whose NIC lacks the crypto capability drops and counts every frame for
+// which it is true: it fails closed, it never tries to open one. OpenFrame
+// takes untagged frames only, so a NIC must also drop tagged ones.
+func IsSealedFrame(frame []byte) bool {
+	off := 12
+	for range 3 {
+		if len(frame) < off+2 {
+			return false
+		}
+		switch binary.BigEndian.Uint16(frame[off:]) {
+		case EtherTypeSealed:
+			return true
+		case 0x8100, 0x88a8:
+			off += 4
+		default:
+			return false
+		}
+	}
+	return false
+}

@@ -82,3 +82,28 @@ func TestSealedFrameAttacks(t *testing.T) {
 		t.Fatalf("genuine frame: %v", err)
 	}
 }
+
+func TestIsSealedFrame(t *testing.T) {
+	e := newSealEnv(t)
+	orig := ipv4UDPFrame(dstMAC, vmMAC, vmIP, secret4, nil)
+	sf := e.seal(t, orig)
+	tag := func(f []byte, tpid uint16) []byte {
+		return append(append(append([]byte{}, f[:12]...), byte(tpid>>8), byte(tpid), 0, 5), f[12:]...)
+	}
+	for name, c := range map[string]struct {
+		frame []byte
+		want  bool
+	}{
+		"sealed":          {sf, true},
+		"vlan-sealed":     {tag(sf, 0x8100), true},
+		"qinq-sealed":     {tag(tag(sf, 0x8100), 0x88a8), true},
+		"ordinary":        {orig, false},
+		"vlan-ordinary":   {tag(orig, 0x8100), false},
+		"short":           {sf[:13], false},
+		"three-tags-deep": {tag(tag(tag(sf, 0x8100), 0x8100), 0x8100), false},
+	} {
+		if got := IsSealedFrame(c.frame); got != c.want {
+			t.Errorf("%s: IsSealedFrame = %v, want %v", name, got, c.want)
+		}
+	}
+}
