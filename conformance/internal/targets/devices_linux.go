@@ -149,8 +149,3 @@ func noClsact(ns string, ports []port, tunnels map[hal.EncapKind]string) error {
 	}
 	return nil
 }
-
-// XDPDocumented lists the XDP driver's documented differences from the
-// reference. Empty: every difference is a failure until its owner documents
-// it here with a reason.
-var XDPDocumented []conformance.Difference
