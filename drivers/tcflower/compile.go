@@ -49,7 +49,8 @@ func compileRule(l *layout, r *hal.Rule) (*compiled, error) {
 	if r.Priority > maxRulePriority {
 		return nil, unsupported("priority", "tc priorities leave %d usable values; %d is above the highest, %d", maxRulePriority+1, r.Priority, maxRulePriority)
 	}
-	keys, err := compileMatch(l, &r.Match)
+	decaps := len(r.Actions) > 0 && r.Actions[0].Kind == hal.ActionDecap
+	keys, err := compileMatch(l, &r.Match, decaps)
 	if err != nil {
 		return nil, err
 	}
@@ -60,10 +61,13 @@ func compileRule(l *layout, r *hal.Rule) (*compiled, error) {
 	return &compiled{keys: keys, actions: acts}, nil
 }
 
-func compileMatch(l *layout, m *hal.Match) ([]byte, error) {
+func compileMatch(l *layout, m *hal.Match, decaps bool) ([]byte, error) {
 	k, mk := &m.Key, &m.Mask
 	e := netlink.NewAttributeEncoder()
 	tunnelled := mk.TunKind != 0
+	if tunnelled && !decaps {
+		return nil, unsupported("match.tunnel", "the kernel removes the outer headers before tc sees a tunnelled frame: a rule matching tunnel fields must decap")
+	}
 	if tunnelled {
 		dev := l.tunnels[k.TunKind]
 		if dev == nil {
@@ -257,9 +261,11 @@ func compileActions(l *layout, r *hal.Rule) ([]tcAction, error) {
 				keys = append(keys, peditBytes(pedItHTypeIP4, off, b[:])...)
 				csum |= csumFlagIPv4Hdr
 			}
-			if k.Proto == hal.ProtoTCP || k.Proto == hal.ProtoUDP {
-				csum |= l4csum() // the pseudo-header covers the addresses
-			}
+			// The TCP/UDP/ICMPv6 pseudo-header covers the addresses: let
+			// csum fix whichever of them the packet carries (it leaves
+			// the others alone), whether or not the rule matched on the
+			// protocol.
+			csum |= csumFlagTCP | csumFlagUDP | csumFlagICMP
 		case hal.ActionSetL4Src, hal.ActionSetL4Dst:
 			// Linux 6.1's pedit takes "tcp"/"udp" offsets from the transport
 			// header, which is not set yet on ingress; offsets from the

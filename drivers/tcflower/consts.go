@@ -102,6 +102,7 @@ const (
 	pedItCmdSet      = 0
 	csumParms        = 1
 	csumFlagIPv4Hdr  = 1
+	csumFlagICMP     = 2
 	csumFlagTCP      = 8
 	csumFlagUDP      = 16
 	tunKeyParms      = 2

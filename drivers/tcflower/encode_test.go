@@ -279,8 +279,8 @@ func TestEncodeFilterAttributes(t *testing.T) {
 			}
 		case "csum":
 			p := o[csumParms]
-			if f := binary.NativeEndian.Uint32(p[20:]); f != csumFlagIPv4Hdr|csumFlagUDP {
-				t.Errorf("csum flags %#x, want iph|udp (the UDP pseudo-header covers the address)", f)
+			if f := binary.NativeEndian.Uint32(p[20:]); f != csumFlagIPv4Hdr|csumFlagTCP|csumFlagUDP|csumFlagICMP {
+				t.Errorf("csum flags %#x, want iph|tcp|udp|icmp (pseudo-headers cover the address)", f)
 			}
 		case "tunnel_key":
 			p := o[tunKeyParms]
@@ -352,6 +352,7 @@ func TestValidateRefusals(t *testing.T) {
 		{"priority", hal.Rule{ID: 1, Priority: 65534, Actions: []hal.Action{hal.Output(1)}}, "priority"},
 		{"no-vlan", hal.Rule{ID: 1, Match: *new(hal.Match).NoVLAN(), Actions: []hal.Action{hal.Output(1)}}, "match.vlan"},
 		{"encap-to-vport", hal.Rule{ID: 1, Actions: []hal.Action{hal.EncapWith(hal.Encap{Kind: hal.EncapVXLAN, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2")}), hal.Output(1)}}, "actions[1] output"},
+		{"tunnel-match-without-decap", hal.Rule{ID: 1, Match: *new(hal.Match).Tunnel(hal.EncapVXLAN, 5), Actions: []hal.Action{hal.Output(1)}}, "match.tunnel"},
 		{"geneve-without-device", hal.Rule{ID: 1, Actions: []hal.Action{hal.EncapWith(hal.Encap{Kind: hal.EncapGeneve, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2")}), hal.Output(3)}}, "actions[0] encap geneve"},
 	}
 	for _, c := range cases {

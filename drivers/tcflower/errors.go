@@ -19,6 +19,7 @@ const (
 	errnoENOENT     = 2
 	errnoE2BIG      = 7
 	errnoENOMEM     = 12
+	errnoENODEV     = 19
 	errnoEEXIST     = 17
 	errnoEINVAL     = 22
 	errnoENOSPC     = 28
@@ -58,6 +59,8 @@ func errnoText(n syscall.Errno) string {
 		return "file exists"
 	case errnoEINVAL:
 		return "invalid argument"
+	case errnoENODEV:
+		return "no such device"
 	case errnoENOSPC:
 		return "no space left on device"
 	case errnoEOPNOTSUPP:

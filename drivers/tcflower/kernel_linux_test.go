@@ -431,13 +431,20 @@ func TestKernelBatchReportsWhatLanded(t *testing.T) {
 	if !errors.As(err, &be) || be.Failed != 1 || be.Index != 0 {
 		t.Fatalf("Apply with a vanished port: %v", err)
 	}
-	if !errors.As(res[0].Err, &oe) || oe.Rule != 5 || !errors.As(res[0].Err, &ke) || ke.Message == "" {
-		t.Fatalf("vanished port: %v, want a hal.OpError naming rule 5 with the kernel's reason", res[0].Err)
+	if !errors.As(res[0].Err, &oe) || oe.Rule != 5 || !errors.As(res[0].Err, &ke) || ke.Errno != errnoENODEV {
+		t.Fatalf("vanished port: %v, want a hal.OpError naming rule 5 around the kernel's ENODEV", res[0].Err)
 	}
 	t.Logf("vanished port refused: %v", res[0].Err)
 	if res[1].Err != nil {
 		t.Errorf("the other rule of the batch failed: %v", res[1].Err)
 	}
+	// The kernel's own words come through: a second NIC on the same
+	// interfaces is refused with the qdisc's extended acknowledgement.
+	_, err = Open(context.Background(), tp.config(PlaceAny))
+	if !errors.As(err, &ke) || ke.Errno != errnoEEXIST || ke.Message == "" {
+		t.Errorf("a second Open on the same links: %v, want EEXIST with the kernel's reason", err)
+	}
+	t.Logf("second Open refused: %v", err)
 }
 
 func itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }

@@ -684,9 +684,18 @@ func (n *NIC) PortCounters(ctx context.Context, port hal.PortID) (hal.PortCounte
 		rxBytes: st.rxBytes - b.rxBytes, txBytes: st.txBytes - b.txBytes,
 		rxDropped: st.rxDropped - b.rxDropped, txDropped: st.txDropped - b.txDropped,
 	}
+	// Interface statistics count whole frames; the driver's byte counters
+	// count from L3 (BytesIncludeL2 false), so the Ethernet header of each
+	// frame comes off (14 bytes: a VLAN tag's 4 more stay counted).
+	l3 := func(bytes, packets uint64) uint64 {
+		if bytes < 14*packets {
+			return 0
+		}
+		return bytes - 14*packets
+	}
 	return hal.PortCounters{
-		Rx:    hal.Counters{Packets: st.rxPackets, Bytes: st.rxBytes},
-		Tx:    hal.Counters{Packets: st.txPackets, Bytes: st.txBytes},
+		Rx:    hal.Counters{Packets: st.rxPackets, Bytes: l3(st.rxBytes, st.rxPackets)},
+		Tx:    hal.Counters{Packets: st.txPackets, Bytes: l3(st.txBytes, st.txPackets)},
 		Drops: st.rxDropped + st.txDropped,
 	}, nil
 }
@@ -769,7 +778,12 @@ func (n *NIC) Close() error {
 		if err == nil {
 			err = n.do(n.request(rtmDelQdisc, 0, b))
 		}
-		if err != nil && !errors.Is(kernelError(err), hal.ErrNotFound) {
+		// A device that is gone took its qdisc with it.
+		var ke *KernelError
+		if errors.As(kernelError(err), &ke) && (ke.Errno == errnoENOENT || ke.Errno == errnoENODEV) {
+			err = nil
+		}
+		if err != nil {
 			errs = append(errs, opError("remove qdisc from "+d.Name, 0, err))
 		}
 	}
