@@ -159,9 +159,9 @@ func (s *tupleShape) equal(w *words, pk *words) bool {
 }
 
 // ruleKey turns a rule's match into its tuple key and its key words (not
-// yet packed: see tupleShape.pack).
-func ruleKey(m hal.Match) (tupleKey, words) {
-	m.Normalize()
+// yet packed: see tupleShape.pack, which also masks them, so that the match
+// needs no Normalize first).
+func ruleKey(m *hal.Match) (tupleKey, words) {
 	var tk tupleKey
 	var kw words
 	loadWords(&m.Mask, &tk.mask)

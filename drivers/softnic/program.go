@@ -118,6 +118,25 @@ func hashActions(acts []hal.Action) uint64 {
 	return finish(h)
 }
 
+const progCacheSize = 4096
+
+// quickActionsHash is a cheap fingerprint of an action list: the kinds, the
+// output port and the encapsulation's destination and VNI, which is what
+// tells apart the action lists of a host's flows. Collisions only cost a
+// miss in writerState.progCache.
+func quickActionsHash(acts []hal.Action) uint64 {
+	h := uint64(len(acts))
+	for i := range acts {
+		a := &acts[i]
+		h = h*31 + uint64(a.Kind) + uint64(a.OutPort)<<8
+		if a.Kind == hal.ActionEncap {
+			d := a.Encap.Dst.As16()
+			h = h*31 + uint64(binary.LittleEndian.Uint32(d[12:])) + uint64(a.Encap.VNI)<<32
+		}
+	}
+	return h ^ h>>17 ^ h>>31
+}
+
 func macWord(m hal.MAC) uint64 {
 	return uint64(m[0]) | uint64(m[1])<<8 | uint64(m[2])<<16 | uint64(m[3])<<24 | uint64(m[4])<<32 | uint64(m[5])<<40
 }

@@ -34,6 +34,11 @@ type writerState struct {
 	// with one mask or one action list, the usual shape of a batch.
 	lastTuple *tuple
 	lastProg  *program
+	// progCache maps a cheap fingerprint of an action list (see
+	// quickActionsHash) to a program with those actions, if one was seen:
+	// it spares the full hash and map lookup when rules alternate between
+	// a few thousand action lists (one per remote host).
+	progCache [progCacheSize]*program
 
 	// scratch of one batch, kept to avoid reallocating
 	muts     []mutation
@@ -218,7 +223,7 @@ func (w *writerState) do(op *hal.Op) error {
 		if err != nil {
 			return err
 		}
-		tk, kw := ruleKey(r.Match)
+		tk, kw := ruleKey(&r.Match)
 		t := w.lastTuple
 		if t == nil || t.key != tk {
 			if t = w.tuples[tk]; t == nil {
@@ -343,11 +348,17 @@ func (w *writerState) intern(acts []hal.Action) (*program, error) {
 		p.refs++
 		return p, nil
 	}
+	slot := &w.progCache[quickActionsHash(acts)&(progCacheSize-1)]
+	if p := *slot; p != nil && p.refs > 0 && sameActions(p.actions, acts) {
+		p.refs++
+		w.lastProg = p
+		return p, nil
+	}
 	h := hashActions(acts)
 	for _, p := range w.progByHash[h] {
 		if sameActions(p.actions, acts) {
 			p.refs++
-			w.lastProg = p
+			w.lastProg, *slot = p, p
 			return p, nil
 		}
 	}
@@ -365,7 +376,7 @@ func (w *writerState) intern(acts []hal.Action) (*program, error) {
 		w.progs = append(w.progs, p)
 	}
 	w.progByHash[h] = append(w.progByHash[h], p)
-	w.lastProg = p
+	w.lastProg, *slot = p, p
 	return p, nil
 }
 
