@@ -10,8 +10,11 @@ import (
 type ChangeKind uint8
 
 const (
+	// Added: only in the new state.
 	Added ChangeKind = iota + 1
+	// Changed: in both, with different contents.
 	Changed
+	// Removed: only in the old state.
 	Removed
 )
 

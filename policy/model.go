@@ -263,7 +263,9 @@ func (d Direction) Opposite() Direction {
 type ACLAction uint8
 
 const (
+	// Allow lets matching packets through the layer.
 	Allow ACLAction = iota + 1
+	// Deny drops matching packets (ReasonACLDeny).
 	Deny
 )
 

@@ -119,6 +119,7 @@ func (a Action) String() string {
 type Reason uint8
 
 const (
+	// ReasonNone: the packet is neither dropped nor handed to the host.
 	ReasonNone Reason = iota
 	// ReasonUnknownHost: the evaluating host is not in the state.
 	ReasonUnknownHost
