@@ -44,11 +44,22 @@ func flowKey(f int) hal.FlowKey {
 
 func remote(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}) }
 
+// remoteActions are the action lists of the flows, one per remote host;
+// flowRule shares them (Apply copies what it keeps), so that building a
+// million rules does not allocate a million action slices.
+var remoteActions = func() [][]hal.Action {
+	out := make([][]hal.Action, benchRemotes)
+	for i := range out {
+		out[i] = []hal.Action{
+			hal.EncapWith(hal.Encap{Kind: hal.EncapVXLAN, VNI: 5000, Src: paLocal, Dst: remote(i), SrcMAC: macUp, DstMAC: macNext}),
+			hal.Output(pUplink)}
+	}
+	return out
+}()
+
 func flowRule(f int) hal.Rule {
 	k := flowKey(f)
-	return hal.Rule{ID: hal.RuleID(f + 1), Priority: 100, Match: hal.Exact(&k), Actions: []hal.Action{
-		hal.EncapWith(hal.Encap{Kind: hal.EncapVXLAN, VNI: 5000, Src: paLocal, Dst: remote(f % benchRemotes), SrcMAC: macUp, DstMAC: macNext}),
-		hal.Output(pUplink)}}
+	return hal.Rule{ID: hal.RuleID(f + 1), Priority: 100, Match: hal.Exact(&k), Actions: remoteActions[f%benchRemotes]}
 }
 
 // installFlows adds rules for flows [0, count) in batches of MaxBatch.
