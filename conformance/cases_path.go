@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"strconv"
@@ -324,9 +325,21 @@ func checkNoMix(t T, e *env, flip func(i int)) map[byte]int {
 	go func() {
 		defer wg.Done()
 		for {
-			got := e.recv(e.out, 64, e.tg.quiet())
+			// Not e.recv: it may call Fatalf, which must not run on this
+			// goroutine.
+			ctx, cancel := context.WithTimeout(e.t.Context(), e.tg.quiet())
+			got, err := e.h.Recv(ctx, e.out.ID, 64)
+			cancel()
+			if err != nil {
+				t.Errorf("receiving: %v", err)
+				return
+			}
 			mu.Lock()
-			frames = append(frames, got...)
+			for _, f := range got {
+				if ours(f) {
+					frames = append(frames, f)
+				}
+			}
 			mu.Unlock()
 			select {
 			case <-stop:

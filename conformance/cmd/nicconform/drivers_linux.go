@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/nicpath/nicpath/conformance"
-	"github.com/nicpath/nicpath/conformance/internal/targets"
+	"github.com/nicpath/nicpath/conformance/internal/devices"
 	"github.com/nicpath/nicpath/drivers/tcflower"
 	"github.com/nicpath/nicpath/drivers/xdp"
 )
@@ -17,13 +17,13 @@ func init() {
 		if !ok {
 			return conformance.Target{}, fmt.Errorf("-mode %q: want auto, driver or generic", c.mode)
 		}
-		return targets.XDP(c.ports, mode)
+		return devices.XDP(c.ports, mode)
 	}
 	drivers["tcflower"] = func(c *config) (conformance.Target, error) {
 		pl, ok := map[string]tcflower.Placement{"any": tcflower.PlaceAny, "software": tcflower.PlaceSoftware, "hardware": tcflower.PlaceHardware}[c.placement]
 		if !ok {
 			return conformance.Target{}, fmt.Errorf("-placement %q: want any, software or hardware", c.placement)
 		}
-		return targets.TCFlower(c.ports, pl)
+		return devices.TCFlower(c.ports, pl)
 	}
 }

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/nicpath/nicpath/conformance"
+	"github.com/nicpath/nicpath/conformance/internal/devices"
 	"github.com/nicpath/nicpath/conformance/internal/targets"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
@@ -48,7 +49,7 @@ func main() {
 // config is the command line.
 type config struct {
 	driver       string
-	ports        targets.Ports
+	ports        devices.Ports
 	mode         string // xdp
 	placement    string // tcflower
 	out          string
@@ -130,7 +131,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 }
 
 // softnicTarget opens softnic in memory with the named ports.
-func softnicTarget(p targets.Ports) (conformance.Target, error) {
+func softnicTarget(p devices.Ports) (conformance.Target, error) {
 	vports, uplinks := p.VPorts, p.Uplinks
 	if len(vports) == 0 && len(uplinks) == 0 {
 		vports, uplinks = []string{"vm1", "vm2"}, []string{"uplink"}
@@ -199,7 +200,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		rep.Summary = conformance.Summary{Total: 1, Fail: 1}
 		fmt.Fprintln(stderr, "nicconform:", err)
 	case c.differential:
-		ref, _ := softnicTarget(targets.Ports{MaxRules: c.ports.MaxRules})
+		ref, _ := softnicTarget(devices.Ports{MaxRules: c.ports.MaxRules})
 		fmt.Fprintf(stderr, "nicconform: differential: %s against %s\n", tg.Name, ref.Name)
 		rep = conformance.Differential(ctx, ref, tg, opts)
 	default:

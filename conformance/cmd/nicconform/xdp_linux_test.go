@@ -14,7 +14,7 @@ import (
 	"github.com/safchain/ethtool"
 
 	"github.com/nicpath/nicpath/conformance"
-	"github.com/nicpath/nicpath/conformance/internal/targets"
+	"github.com/nicpath/nicpath/conformance/internal/devices"
 )
 
 // requireRoot skips when the test cannot create namespaces; as root it
@@ -41,7 +41,7 @@ func sh(t *testing.T, args ...string) {
 // kernel sends nothing on its own, and GRO on the far sides so that frames
 // an XDP program redirects into a veth reach its peer. The namespace is
 // deleted when the test ends, also on failure.
-func vethTopology(t *testing.T) (nsPath string, ports targets.Ports) {
+func vethTopology(t *testing.T) (nsPath string, ports devices.Ports) {
 	t.Helper()
 	ns := fmt.Sprintf("ncf%d", os.Getpid())
 	sh(t, "ip", "netns", "add", ns)
@@ -53,7 +53,7 @@ func vethTopology(t *testing.T) (nsPath string, ports targets.Ports) {
 		sh(t, "ip", "-n", ns, "link", "set", "pv"+p, "up")
 	}
 	nsPath = "/var/run/netns/" + ns
-	err := targets.InNetNS(nsPath, func() error {
+	err := devices.InNetNS(nsPath, func() error {
 		et, err := ethtool.NewEthtool()
 		if err != nil {
 			return err
@@ -69,7 +69,7 @@ func vethTopology(t *testing.T) (nsPath string, ports targets.Ports) {
 	if err != nil {
 		t.Fatalf("enabling GRO on the far sides: %v", err)
 	}
-	return nsPath, targets.Ports{NetNS: nsPath, VPorts: []string{"nv1", "nv2"}, Uplinks: []string{"nvu"}, MaxRules: 512}
+	return nsPath, devices.Ports{NetNS: nsPath, VPorts: []string{"nv1", "nv2"}, Uplinks: []string{"nvu"}, MaxRules: 512}
 }
 
 // TestRunXDP runs the command against the XDP driver on veth pairs in a

@@ -1,0 +1,63 @@
+package conformance
+
+import (
+	"testing"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// FuzzDecode feeds the suite's frame decoder and checksum checker whatever
+// a NIC might emit: they must never panic, and a frame the suite built
+// itself must decode with correct checksums.
+func FuzzDecode(f *testing.F) {
+	for _, fr := range [][]byte{
+		build(udpSpec()), build(tcpSpec()), build(udp6Spec()),
+		encapsulate(defaultTunnel(hal.EncapVXLAN, 7), build(udpSpec())),
+		encapsulate(defaultTunnel(hal.EncapNVGRE, 7), build(udp6Spec())),
+	} {
+		f.Add(fr)
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		_ = ours(frame)
+		d, err := decode(frame)
+		if err != nil {
+			return
+		}
+		if d.eth == nil || len(d.l3) > len(frame) {
+			t.Fatalf("decoded without Ethernet or with an L3 part longer than the frame")
+		}
+		_ = checkChecksums(d)
+		_, _ = generationOf(frame)
+	})
+}
+
+// TestBuiltFramesDecodeClean checks the builders and the checker agree on
+// every frame shape the suite sends.
+func TestBuiltFramesDecodeClean(t *testing.T) {
+	frames := [][]byte{build(udpSpec()), build(tcpSpec()), build(udp6Spec())}
+	for _, k := range allEncaps {
+		frames = append(frames, encapsulate(defaultTunnel(k, 9), build(udpSpec())))
+		tn := defaultTunnel(k, 9)
+		tn.Src, tn.Dst = pa6Remote, pa6Local
+		frames = append(frames, encapsulate(tn, build(udp6Spec())))
+	}
+	for i, fr := range frames {
+		d, err := decode(fr)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if bad := checkChecksums(d); len(bad) > 0 {
+			t.Errorf("frame %d: %v", i, bad)
+		}
+	}
+	// And the checker sees a broken checksum.
+	fr := build(tcpSpec())
+	fr[len(fr)-1] ^= 0xff
+	d, err := decode(fr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad := checkChecksums(d); len(bad) != 1 {
+		t.Errorf("a flipped payload byte: %v, want one TCP checksum complaint", bad)
+	}
+}
