@@ -60,6 +60,7 @@ var (
 // refused, for per-reason counters. Use ReasonOf to map an error.
 type DropReason uint8
 
+// Drop reasons, one per sentinel error (DropOther for anything else).
 const (
 	DropNone DropReason = iota
 	DropVersion
@@ -83,6 +84,7 @@ var dropNames = [...]string{"none", "version", "tampered", "truncated", "oversiz
 	"replay", "reorder", "peer_key", "reflection", "unexpected", "unknown_key", "not_sealed",
 	"short_buffer", "other"}
 
+// String returns the reason's counter label.
 func (r DropReason) String() string {
 	if int(r) < len(dropNames) {
 		return dropNames[r]

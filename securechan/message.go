@@ -37,6 +37,7 @@ const (
 	MsgKeyRevoke MsgType = 6
 )
 
+// String names the type for logs.
 func (t MsgType) String() string {
 	switch t {
 	case MsgMappingAdd:

@@ -76,6 +76,7 @@ const (
 	Responder Role = 2 // answers it (the NIC, usually)
 )
 
+// String names the role for logs.
 func (r Role) String() string {
 	if r == Initiator {
 		return "initiator"

@@ -80,6 +80,7 @@ type Recorder struct {
 // Record wraps t.
 func Record(t Transport) *Recorder { return &Recorder{T: t} }
 
+// Read reads from the wrapped transport and records what it got.
 func (r *Recorder) Read(p []byte) (int, error) {
 	n, err := r.T.Read(p)
 	r.mu.Lock()
@@ -88,6 +89,7 @@ func (r *Recorder) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write writes to the wrapped transport and records what it took.
 func (r *Recorder) Write(p []byte) (int, error) {
 	n, err := r.T.Write(p)
 	r.mu.Lock()
