@@ -2,7 +2,6 @@ package softnic
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/nicpath/nicpath/hal"
@@ -182,9 +181,11 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 	n.deliver(b, in, bufs, sizes, offset, rxBytes)
 }
 
+// parseReason is wire.ReasonOf without errors.As, whose pointer target
+// would escape and allocate for every refused frame: Parse returns its
+// *ParseError unwrapped.
 func parseReason(err error) hal.Reason {
-	var pe *wire.ParseError
-	if errors.As(err, &pe) {
+	if pe, ok := err.(*wire.ParseError); ok {
 		return pe.Reason
 	}
 	return hal.ReasonMalformed

@@ -2,6 +2,7 @@ package softnic
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"errors"
 	"net/netip"
@@ -295,6 +296,16 @@ func TestZeroAllocFastPath(t *testing.T) {
 		}
 		writeFlowFrame(bufs[i][Headroom:], f)
 		sizes[i] = benchFrameLen
+		switch i % 16 {
+		case 5:
+			sizes[i] = 30 // truncated: dropped as malformed
+		case 9:
+			bufs[i][Headroom+24]++ // bad IPv4 header checksum
+		case 13: // a later fragment: to the host
+			ip := bufs[i][Headroom+14 : Headroom+34]
+			ip[6], ip[10], ip[11] = 0x01, 0, 0
+			binary.BigEndian.PutUint16(ip[10:12], wire.Checksum(ip, 0))
+		}
 	}
 	up := mustPort(t, n, pUplink)
 	batch := make([]hal.Exception, MaxBurst)
@@ -316,6 +327,10 @@ func TestZeroAllocFastPath(t *testing.T) {
 	}
 	if up.counters().Tx.Packets == 0 {
 		t.Fatal("nothing was sent")
+	}
+	s := stats(t, n)
+	if s.Drops[hal.ReasonMalformed] == 0 || s.Exceptions[hal.ReasonFragment] == 0 || s.Exceptions[hal.ReasonMiss] == 0 {
+		t.Fatalf("the burst did not take every path: %+v", s)
 	}
 }
 
