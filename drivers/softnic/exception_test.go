@@ -2,8 +2,8 @@ package softnic
 
 import (
 	"bytes"
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"testing"
