@@ -36,6 +36,20 @@
 // closed; a NIC with Capabilities.Crypto opens them itself), as are expired
 // TTLs, malformed frames and non-first fragments.
 //
+// # Per-destination rules
+//
+// With Config.Proactive, on a NIC that takes wildcarded rules with
+// priorities, the switch also programs DASH-style CA→PA rules ahead of
+// traffic: for a local VM without outbound ACLs, one rule per (source CA,
+// remote CA of the same VNET) matching in_port, source MAC and both IPv4
+// addresses, whose actions set the destination MAC and encapsulate toward
+// the destination's PA. First packets of such connections never reach the
+// host (BenchmarkFirstPacketProactive against BenchmarkFirstPacketLatency).
+// They are used only where they are provably what the layer walk decides
+// for every packet they match (see proactive.go); unified flows have a
+// higher priority and win. They follow updates, migrations (they live in
+// the destination VM's scope with shadow rules) and reconciliation.
+//
 // # Stateful ACLs
 //
 // A stateful allow opens a tracked connection at the opposite layer of the
@@ -55,7 +69,10 @@
 // A flow whose header operations change is modified in place (one Modify
 // per rule: a packet sees the old or the new rule); flows that can no longer
 // be offloaded move to the host. The host switches to the new state under
-// the switch's lock, between two batches.
+// the switch's lock, between two batches, and the update's operations go to
+// the NIC in one ApplyAtomic when the driver implements hal.AtomicApplier
+// (within its MaxBatch), so that a packet sees the old policy or the new
+// one, never a mix.
 //
 // # Generations and live migration
 //
@@ -68,9 +85,13 @@
 // whose only change for the VM is its activation) calls Activate once for
 // the scope and swaps the host's compiled state; host-path flows pick their
 // shadow actions by comparing generations. None of that depends on how many
-// flows or mappings move. Maintain then retires the old generation: shadow
-// rules become the flows' rules, old rules are deleted. On a NIC without
-// generations the switch re-evaluates the scope's flows instead.
+// flows or mappings move. Until Maintain retires the old generation,
+// Rollback flips back just as fast; Maintain then makes the shadow rules the
+// flows' rules and deletes the old ones. On a NIC without generations the
+// switch re-evaluates the scope's flows instead.
+//
+// Config.Ports is fixed at New: a VM migrating to this host needs its vport
+// named there ahead of time.
 //
 // # Counters, aging, reconciliation, faults
 //

@@ -121,6 +121,7 @@ type topoOpts struct {
 	noOffload bool
 	proactive bool
 	flowIdle  time.Duration
+	connIdle  time.Duration
 }
 
 type topo struct {
@@ -180,7 +181,7 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 			th.batch[i].Buf = make([]byte, 16384)
 		}
 		sw, err := New(Config{NIC: th.nic, Host: h.Name, State: st, Ports: th.ports, Uplink: th.uplink,
-			Clock: tp.clock.Now, FlowIdle: o.flowIdle, DisableOffload: o.noOffload, Proactive: o.proactive})
+			Clock: tp.clock.Now, FlowIdle: o.flowIdle, ConnIdle: o.connIdle, DisableOffload: o.noOffload, Proactive: o.proactive})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -425,7 +425,9 @@ func (s *Switch) setVerdict(f *flow, v *verdict, now int64) {
 		}
 	}
 	if v.hasDenied {
-		s.denied[v.denied] = append(s.denied[v.denied], f)
+		if l := s.denied[v.denied]; len(l) == 0 || l[len(l)-1] != f {
+			s.denied[v.denied] = append(l, f)
+		}
 	}
 	if v.action != policy.Drop {
 		for i := 0; i < v.nrec; i++ {
@@ -466,6 +468,9 @@ func (s *Switch) openConn(f *flow, k connKey, now int64) {
 		}
 	}
 	c.lastSeen = max(c.lastSeen, now)
+	// The opener is a user too: when the connection expires, the flow that
+	// opened it goes with it, so that its next packet opens it again.
+	c.users[f] = struct{}{}
 	for _, o := range f.opened {
 		if o == c {
 			return

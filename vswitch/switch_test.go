@@ -502,3 +502,28 @@ func TestUpdateIsAtomicUnderTraffic(t *testing.T) {
 		t.Fatalf("%d of %d packets sent after the update saw the old policy", oldAfter, total)
 	}
 }
+
+// TestConnectionExpiryTakesItsOpener: when a tracked connection expires
+// while the flow that opened it is still cached (ConnIdle shorter than
+// FlowIdle), that flow goes too, so its next packet opens the connection
+// again and the reply is allowed.
+func TestConnectionExpiryTakesItsOpener(t *testing.T) {
+	st := smallPolicy(t, func(b *policy.Builder) {
+		b.AddACL(policy.ACL{Tenant: "t", ID: "deny-in-va1", Priority: 100, Direction: policy.In, Action: policy.Deny,
+			Dst: []netip.Prefix{netip.PrefixFrom(caVA1, 32)}, Protocol: policy.ProtoTCP})
+		b.AddACL(policy.ACL{Tenant: "t", ID: "out-va1", Priority: 10, Direction: policy.Out, Action: policy.Allow, Stateful: true,
+			Src: []netip.Prefix{netip.PrefixFrom(caVA1, 32)}, Protocol: policy.ProtoTCP})
+	})
+	tp := newTopo(t, st, topoOpts{flowIdle: time.Minute, connIdle: 10 * time.Second})
+	h1, h2 := tp.byNm["h1"], tp.byNm["h2"]
+	req := tcp(macVA1, macVA2, caVA1, caVA2, 40000, 80)
+	reply := tcp(macVA2, macVA1, caVA2, caVA1, 80, 40000)
+	deliveredTo(t, tp.sendVM("va1", req), h2, "va2")
+	tp.clock.Advance(15 * time.Second)
+	h1.sw.Maintain(context.Background())
+	if s := h1.sw.Stats(); s.Conns != 0 || s.Flows != 0 {
+		t.Fatalf("after the connection expired:\n%s", s)
+	}
+	deliveredTo(t, tp.sendVM("va1", req), h2, "va2")
+	deliveredTo(t, tp.sendVM("va2", reply), h1, "va1")
+}
