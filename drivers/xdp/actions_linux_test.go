@@ -391,6 +391,7 @@ func TestRunMalformed(t *testing.T) {
 		{"good", good, hal.ReasonNone},
 		{"eth-only", good[:14], hal.ReasonMalformed}, // EtherType IPv4 and no IPv4 header
 		{"ipv4-truncated", good[:14+10], hal.ReasonMalformed},
+		{"ipv4-bad-checksum", wire.Build(func() wire.FrameSpec { s := udp4(ca1, ca2, 1000, 2000); s.BadIPChecksum = true; return s }()), hal.ReasonMalformed},
 		{"ipv4-bad-version", mut(good, func(b []byte) { b[14] = 0x55 }), hal.ReasonMalformed},
 		{"ipv4-ihl-short", mut(good, func(b []byte) { b[14] = 0x44 }), hal.ReasonMalformed},
 		{"ipv4-total-too-long", mut(good, func(b []byte) { binary.BigEndian.PutUint16(b[16:], uint16(len(b))) }), hal.ReasonMalformed},

@@ -233,6 +233,9 @@ struct pstate {
 	__u32 l4;      /* offset of the transport header (0: none) */
 	__u32 inner;   /* offset of the inner Ethernet header (0: not tunnelled) */
 	__u32 vlan_off; /* offset of the first VLAN tag (0: untagged) */
+	/* In: where the frame being parsed ends. Out, when it is tunnelled:
+	 * where its inner frame ends (the UDP or IP payload's end). */
+	__u32 inner_end;
 	__u8 v6;
 	__u8 later_frag;
 };
@@ -305,6 +308,13 @@ static __always_inline void copy16(__u8 *dst, const void *src)
  * 0x6558) and returns -1 with st->inner set; the caller then parses the
  * inner frame with tunnels clear. It returns 0 or a reason.
  */
+static __always_inline __u16 fold(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
 #define __global __attribute__((noinline))
 
 /* Global (non-static) functions are verified once each, on their own; that
@@ -314,12 +324,13 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 {
 	if (!ctx || !k || !st)
 		return R_MALFORMED;
+	__u32 limit = st->inner_end;
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	if (off > MAX_L2_OFF)
 		return R_UNSUPPORTED;
 	__u8 *eth = data + off;
-	if ((void *)(eth + 14) > data_end)
+	if ((void *)(eth + 14) > data_end || off + 14 > limit)
 		return R_MALFORMED;
 	__builtin_memcpy(k->eth_dst, eth, 6);
 	__builtin_memcpy(k->eth_src, eth + 6, 6);
@@ -331,7 +342,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 		if (et != 0x8100 && et != 0x88a8)
 			break;
 		__u8 *tag = data + off;
-		if ((void *)(tag + 4) > data_end)
+		if ((void *)(tag + 4) > data_end || off + 4 > limit)
 			return R_MALFORMED;
 		if (i == 0) {
 			k->vlan = 0x1000 | (ntohs(*(__u16 *)tag) & 0x0fff);
@@ -358,7 +369,20 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			return R_MALFORMED;
 		__u32 ihl = (ip[0] & 0x0f) * 4;
 		__u32 tot = ntohs(*(__u16 *)(ip + 2));
-		if (ihl < 20 || tot < ihl || (void *)(ip + tot) > data_end)
+		if (ihl < 20 || tot < ihl || (void *)(ip + tot) > data_end || off + tot > limit)
+			return R_MALFORMED;
+		/* The header checksum must hold, as hal/wire checks: a frame
+		 * with a corrupt header is malformed, not forwarded. */
+		__u32 sum = 0;
+		for (int w = 0; w < 30; w++) {
+			if (w * 2 >= ihl)
+				break;
+			__u16 *hw = (__u16 *)(ip + w * 2);
+			if ((void *)(hw + 1) > data_end)
+				return R_MALFORMED;
+			sum += *hw;
+		}
+		if (fold(sum) != 0xffff)
 			return R_MALFORMED;
 		set_mapped4(k->ip_src, ip + 12);
 		set_mapped4(k->ip_dst, ip + 16);
@@ -379,7 +403,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 		if ((ip6[0] >> 4) != 6)
 			return R_MALFORMED;
 		__u32 plen = ntohs(*(__u16 *)(ip6 + 4));
-		if ((void *)(ip6 + 40 + plen) > data_end)
+		if ((void *)(ip6 + 40 + plen) > data_end || off + 40 + plen > limit)
 			return R_MALFORMED;
 		copy16(k->ip_src, ip6 + 8);
 		copy16(k->ip_dst, ip6 + 24);
@@ -429,6 +453,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 					return R_MALFORMED;
 				k->tun_kind = TUN_VXLAN;
 				st->inner = off + 16;
+				st->inner_end = off + ulen;
 			} else {
 				if ((t[0] >> 6) != 0)
 					return R_UNSUPPORTED;
@@ -439,6 +464,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 					return R_MALFORMED;
 				k->tun_kind = TUN_GENEVE;
 				st->inner = off + 16 + optlen;
+				st->inner_end = off + ulen;
 			}
 			return -1;
 		}
@@ -459,6 +485,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			k->vni = ntohl(*(__u32 *)(l4 + 4)) >> 8;
 			k->tun_kind = TUN_NVGRE;
 			st->inner = off + 8;
+			st->inner_end = end;
 			return -1;
 		}
 	}
@@ -505,12 +532,6 @@ static __always_inline __u32 flow_hash(const struct flow_key *k)
 	return (__u32)h;
 }
 
-static __always_inline __u16 fold(__u32 s)
-{
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)s;
-}
 
 /* RFC 1624: HC' = ~(~HC + ~m + m'), for one 32-bit word (two 16-bit words). */
 static __always_inline __u16 csum_upd32(__u16 check, __u32 from, __u32 to)
@@ -616,22 +637,25 @@ __global int parse_frame(struct xdp_md *ctx, struct flow_key *k, struct pstate *
 {
 	if (!ctx || !k || !st)
 		return R_MALFORMED;
+	st->inner_end = ctx->data_end - ctx->data;
 	int r = parse_one(ctx, 0, k, st, 1);
 	if (r != -1)
 		return r;
-	__u8 src[16], dst[16];
-	copy16(src, k->ip_src);
-	copy16(dst, k->ip_dst);
-	__u32 vni = k->vni, port = k->in_port, inner = st->inner;
-	__u8 kind = k->tun_kind;
-	__builtin_memset(k, 0, sizeof(*k));
+	/* The outer addresses become the tunnel's; everything else of the key
+	 * is the inner frame's (in_port, vni and tun_kind stay). */
+	copy16(k->tun_src, k->ip_src);
+	copy16(k->tun_dst, k->ip_dst);
+	__builtin_memset(k->ip_src, 0, 32);
+	__builtin_memset(k->eth_src, 0, 12);
+	k->eth_type = 0;
+	k->vlan = 0;
+	k->l4_src = 0;
+	k->l4_dst = 0;
+	k->proto = 0;
+	__u32 inner = st->inner, inner_end = st->inner_end;
 	__builtin_memset(st, 0, sizeof(*st));
-	copy16(k->tun_src, src);
-	copy16(k->tun_dst, dst);
-	k->in_port = port;
-	k->vni = vni;
-	k->tun_kind = kind;
 	st->inner = inner;
+	st->inner_end = inner_end;
 	r = parse_one(ctx, inner, k, st, 0);
 	return r == -1 ? R_UNSUPPORTED : r;
 }
