@@ -61,3 +61,27 @@ func TestBuiltFramesDecodeClean(t *testing.T) {
 		t.Errorf("a flipped payload byte: %v, want one TCP checksum complaint", bad)
 	}
 }
+
+// The generation check tells a mixed frame from a whole one, so that the
+// atomicity cases can fail.
+func TestGenerationOf(t *testing.T) {
+	mk := func(src, dst hal.MAC) []byte {
+		s := udpSpec()
+		s.Src, s.Dst = src, dst
+		return build(s)
+	}
+	enc := func(vni uint32, dst hal.MAC) []byte {
+		return encapsulate(defaultTunnel(hal.EncapVXLAN, vni), mk(macA, dst))
+	}
+	for i, c := range []struct {
+		frame []byte
+		want  byte
+	}{
+		{mk(macX, macX), 'A'}, {mk(macY, macY), 'B'}, {mk(macX, macY), 0}, {mk(macY, macX), 0},
+		{enc(100, macX), 'A'}, {enc(200, macY), 'B'}, {enc(100, macY), 0}, {enc(200, macX), 0},
+	} {
+		if got, why := generationOf(c.frame); got != c.want {
+			t.Errorf("case %d: %q (%s), want %q", i, got, why, c.want)
+		}
+	}
+}
