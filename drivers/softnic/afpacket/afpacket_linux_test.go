@@ -1,0 +1,215 @@
+//go:build linux
+
+package afpacket
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+)
+
+func skipUnlessRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace with veth pairs")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs iproute2's ip to create the namespace")
+	}
+}
+
+func ip(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %v: %v\n%s", args, err, out)
+	}
+}
+
+// inNS runs fn on a locked OS thread inside the namespace name.
+func inNS(t *testing.T, name string, fn func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := netns.Set(h); err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Set(orig)
+	fn()
+}
+
+// peerSock is a raw socket on the far end of a veth: what the VM (or the
+// wire) sees.
+type peerSock struct {
+	fd      int
+	ifindex int
+}
+
+func openPeer(t *testing.T, name string) *peerSock {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+		t.Fatal(err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	return &peerSock{fd: fd, ifindex: ifi.Index}
+}
+
+func (p *peerSock) send(t *testing.T, f []byte) {
+	t.Helper()
+	if err := unix.Sendto(p.fd, f, 0, &unix.SockaddrLinklayer{Ifindex: p.ifindex, Protocol: htons(unix.ETH_P_ALL)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recvMatching waits up to 3s for a frame equal to want, ignoring others
+// (IPv6 router solicitations and the like that a fresh link sends).
+func (p *peerSock) recvMatching(t *testing.T, want []byte) {
+	t.Helper()
+	buf := make([]byte, 1<<16)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		n, _, err := unix.Recvfrom(p.fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		if string(buf[:n]) == string(want) {
+			return
+		}
+	}
+	t.Fatalf("the frame never arrived on the peer")
+}
+
+// A frame written on a VM's side of a veth reaches the NIC on the bound
+// port (here: the exception path, as the table is empty), and a frame the
+// NIC sends out of a port leaves on its interface, VLAN tags included.
+func TestBindMovesFramesBothWays(t *testing.T) {
+	skipUnlessRoot(t)
+	ns := fmt.Sprintf("npafp-%d", os.Getpid())
+	ip(t, "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	for _, pair := range [][2]string{{"vm0", "vm0p"}, {"up0", "up0p"}} {
+		ip(t, "-n", ns, "link", "add", pair[0], "type", "veth", "peer", "name", pair[1])
+		ip(t, "-n", ns, "link", "set", pair[0], "up")
+		ip(t, "-n", ns, "link", "set", pair[1], "up")
+	}
+	nic, err := softnic.New(softnic.Config{Ports: []softnic.PortConfig{
+		{Name: "vm0", Kind: hal.PortVPort, MAC: hal.MustMAC("02:00:00:00:00:01")},
+		{Name: "up0", Kind: hal.PortUplink, MAC: hal.MustMAC("02:00:00:00:00:02"), MTU: 1500},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nic.Close()
+	vmPort, _ := nic.Port(1)
+	upPort, _ := nic.Port(2)
+	var vmPeer, upPeer *peerSock
+	var bindings []*Binding
+	inNS(t, ns, func() {
+		for _, x := range []struct {
+			p  *softnic.Port
+			ifname string
+		}{{vmPort, "vm0"}, {upPort, "up0"}} {
+			b, err := Bind(x.p, x.ifname, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bindings = append(bindings, b)
+		}
+		vmPeer, upPeer = openPeer(t, "vm0p"), openPeer(t, "up0p")
+	})
+	defer func() {
+		for _, b := range bindings {
+			b.Close()
+		}
+	}()
+
+	frame := wire.Build(wire.FrameSpec{SrcMAC: hal.MustMAC("02:00:00:0b:00:01"), DstMAC: hal.MustMAC("02:00:00:0b:00:02"),
+		Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: hal.ProtoUDP,
+		SrcPort: 1000, DstPort: 2000, Payload: []byte("afpacket")})
+	vmPeer.send(t, frame)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	batch := []hal.Exception{{Buf: make([]byte, 2048)}}
+	for {
+		n, err := nic.ReadExceptions(ctx, batch)
+		if err != nil {
+			t.Fatalf("no exception for the VM's frame: %v", err)
+		}
+		if n == 1 && string(batch[0].Frame()) == string(frame) {
+			break
+		}
+	}
+	if batch[0].InPort != 1 || batch[0].Reason != hal.ReasonMiss {
+		t.Fatalf("exception on port %d reason %s, want port 1 miss", batch[0].InPort, batch[0].Reason)
+	}
+
+	tagged := wire.Build(wire.FrameSpec{SrcMAC: hal.MustMAC("02:00:00:00:00:02"), DstMAC: hal.MustMAC("02:00:00:00:00:03"),
+		VLAN: 42, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2"), Proto: hal.ProtoUDP,
+		SrcPort: 3000, DstPort: 4000, Payload: []byte("out of the uplink")})
+	if err := nic.Inject(ctx, 2, [][]byte{tagged}); err != nil {
+		t.Fatal(err)
+	}
+	upPeer.recvMatching(t, withoutTag(tagged))
+
+	// The tag the far side's kernel strips is given back to the NIC.
+	upPeer.send(t, tagged)
+	for {
+		n, err := nic.ReadExceptions(ctx, batch)
+		if err != nil {
+			t.Fatalf("no exception for the tagged frame: %v", err)
+		}
+		if n == 1 && batch[0].InPort == 2 {
+			if string(batch[0].Frame()) != string(tagged) {
+				t.Fatalf("the NIC got % x, want % x", batch[0].Frame(), tagged)
+			}
+			break
+		}
+	}
+	for i, b := range bindings {
+		s := b.Stats()
+		if s.RxFrames == 0 || (i == 1 && s.TxFrames == 0) {
+			t.Errorf("binding %s counters: %+v", b.Interface(), s)
+		}
+	}
+}
+
+// withoutTag is what a peer's AF_PACKET socket reads of a tagged frame
+// without auxdata: the kernel strips the tag on veth receive.
+func withoutTag(f []byte) []byte {
+	out := append([]byte(nil), f[:12]...)
+	return append(out, f[16:]...)
+}

@@ -1,0 +1,31 @@
+// Package afpacket binds a softnic port to a Linux network interface through
+// an AF_PACKET socket, so that the software NIC can carry real traffic: the
+// frames that arrive on the interface enter the NIC on the port (Port.Send),
+// and the frames the NIC sends out of the port leave on the interface.
+//
+// A vport is bound to the host side of a VM's veth or tap; the uplink to the
+// interface toward the physical network. The interface should carry no
+// addresses of its own: the host's stack still sees the frames it receives
+// (AF_PACKET taps the traffic, it does not steal it), which is harmless on an
+// interface without addresses and without forwarding.
+//
+// Contracts:
+//   - Frames the binding itself transmits are not read back
+//     (PACKET_IGNORE_OUTGOING, and the outgoing packet type as a fallback on
+//     kernels without it).
+//   - A VLAN tag the kernel moved into packet metadata is put back in the
+//     frame before the NIC sees it (PACKET_AUXDATA), so that the NIC keys on
+//     the frame as it was on the wire.
+//   - The interface is put in promiscuous mode for the socket's lifetime
+//     (a membership, dropped when the socket closes), since a vport receives
+//     frames for addresses that are not the interface's.
+//   - The port's transmit ring is polled: softnic has no wake-up for it. An
+//     idle binding sleeps up to maxIdleSleep between polls, so the first
+//     frame after a quiet period waits at most that long; a busy one polls
+//     without sleeping.
+//   - Close stops both directions and closes the socket; frames still in the
+//     port's ring stay there.
+//
+// Linux only; elsewhere Bind returns an error wrapping hal.ErrNotSupported.
+// Binding needs CAP_NET_RAW.
+package afpacket
