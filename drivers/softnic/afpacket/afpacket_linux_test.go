@@ -140,7 +140,7 @@ func TestBindMovesFramesBothWays(t *testing.T) {
 	var bindings []*Binding
 	inNS(t, ns, func() {
 		for _, x := range []struct {
-			p  *softnic.Port
+			p      *softnic.Port
 			ifname string
 		}{{vmPort, "vm0"}, {upPort, "up0"}} {
 			b, err := Bind(x.p, x.ifname, Options{})
