@@ -241,6 +241,17 @@ func TestKernelDropAndVLAN(t *testing.T) {
 	if d := dumpAll(t, n); d[1].Counters.Packets != 1 || d[2].Counters.Packets != 1 {
 		t.Errorf("counters: drop %d, push %d; want 1 and 1", d[1].Counters.Packets, d[2].Counters.Packets)
 	}
+	// Sealed-address frames never pass, whatever rule would take them.
+	sealed := append(append([]byte(nil), macVM2[:]...), macVM1[:]...)
+	sealed = append(append(sealed, 0x88, 0xb5), testMagic...)
+	sealed = append(sealed, make([]byte, 60-len(sealed))...)
+	vm1.send(t, sealed)
+	if got := vm2.recv(t, 1, 500*time.Millisecond, hasMagic); len(got) != 0 {
+		t.Errorf("a sealed frame was forwarded")
+	}
+	if st, err := n.Stats(context.Background()); err != nil || st.Drops[hal.ReasonSealed] != 1 {
+		t.Errorf("Stats drops[sealed] = %d, %v; want 1", st.Drops[hal.ReasonSealed], err)
+	}
 	// Pop: a tagged frame from vm1 leaves untagged.
 	var tagged hal.Match
 	tagged.InPort(1).VLAN(100)
@@ -422,6 +433,14 @@ func TestKernelBatchReportsWhatLanded(t *testing.T) {
 		t.Errorf("dump after a partly failed batch: %v; want rules 1 and 3", d)
 	}
 
+	// The kernel's own words come through: a second NIC on the same
+	// interfaces is refused with the qdisc's extended acknowledgement.
+	_, err = Open(context.Background(), tp.config(PlaceAny))
+	if !errors.As(err, &ke) || ke.Errno != errnoEEXIST || ke.Message == "" {
+		t.Errorf("a second Open on the same links: %v, want EEXIST with the kernel's reason", err)
+	}
+	t.Logf("second Open refused: %v", err)
+
 	// A fault under the driver: port 2's interface disappears. The kernel
 	// refuses a redirect to it and says why.
 	tp.ns.ip("link", "del", "p2")
@@ -438,13 +457,6 @@ func TestKernelBatchReportsWhatLanded(t *testing.T) {
 	if res[1].Err != nil {
 		t.Errorf("the other rule of the batch failed: %v", res[1].Err)
 	}
-	// The kernel's own words come through: a second NIC on the same
-	// interfaces is refused with the qdisc's extended acknowledgement.
-	_, err = Open(context.Background(), tp.config(PlaceAny))
-	if !errors.As(err, &ke) || ke.Errno != errnoEEXIST || ke.Message == "" {
-		t.Errorf("a second Open on the same links: %v, want EEXIST with the kernel's reason", err)
-	}
-	t.Logf("second Open refused: %v", err)
 }
 
 func itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }

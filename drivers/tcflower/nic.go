@@ -35,7 +35,9 @@ const maxBatch = 1 << 20
 
 // Structural filters: priorities and handle.
 const (
-	prioDispatch = 1      // the only filter of chain 0 and of a dispatch chain
+	prioSealed   = 1      // chain 0: drop sealed-address frames, first
+	prioHead     = 2      // chain 0: jump to the first scope's dispatch chain
+	prioDispatch = 1      // the only filter of a dispatch chain
 	prioTail     = 0xffff // after every rule of a generation chain
 	structHandle = 1      // handle of the structural filters
 )
@@ -284,7 +286,7 @@ func (n *NIC) ensureScope(s hal.Scope) (*scopeState, error) {
 	}
 	// Link it in: the previous scope's tails, or chain 0.
 	if i == 0 {
-		if err := n.setJump(0, prioDispatch, st.dispatch); err != nil {
+		if err := n.setJump(0, prioHead, st.dispatch); err != nil {
 			return nil, opError("scope", 0, err)
 		}
 		n.headTarget = st.dispatch
@@ -715,11 +717,45 @@ func (n *NIC) linkStats(ifindex uint32) (linkStats, error) {
 	return linkStats{}, fmt.Errorf("tcflower: no link message for ifindex %d", ifindex)
 }
 
-// Stats reports drops by reason, from the counters of the drop rules. The
-// driver has no exception path, so Exceptions stay zero.
+// installSealedDrop puts the filter that drops sealed-address frames
+// (EtherType 0x88B5) ahead of every rule: the NIC has no crypto, so it fails
+// closed rather than forward what only a NIC with the key may open.
+func (n *NIC) installSealedDrop() error {
+	e := netlink.NewAttributeEncoder()
+	e.Bytes(flowerEthType, be16(hal.EtherTypeSealed))
+	keys, err := e.Encode()
+	if err != nil {
+		return err
+	}
+	m, err := n.filterMsg(&filterSpec{Chain: 0, Prio: prioSealed, Handle: structHandle, Flags: n.flags, Keys: keys,
+		Actions: []tcAction{gactAction(tcActShot)}}, netlink.Create|netlink.Excl)
+	if err != nil {
+		return err
+	}
+	return opError("install the sealed-frame drop", 0, n.do(m))
+}
+
+// Stats reports drops by reason: sealed-address frames from the filter that
+// drops them, the others from the counters of the drop rules. The driver
+// has no exception path, so Exceptions stay zero.
 func (n *NIC) Stats(ctx context.Context) (hal.Stats, error) {
 	var s hal.Stats
-	err := n.Dump(ctx, func(ri *hal.RuleInfo) error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return s, hal.ErrClosed
+	}
+	err := n.dumpChain(0, func(f *dumpedFilter) error {
+		if f.Prio == prioSealed {
+			s.Drops[hal.ReasonSealed] += f.Packets
+		}
+		return nil
+	})
+	n.mu.Unlock()
+	if err != nil {
+		return s, err
+	}
+	err = n.Dump(ctx, func(ri *hal.RuleInfo) error {
 		if t := ri.Rule.Terminal(); t != nil && t.Kind == hal.ActionDrop && t.Reason < hal.NumReasons {
 			s.Drops[t.Reason] += ri.Counters.Packets
 		}

@@ -151,6 +151,10 @@ func open(ctx context.Context, conn *netlink.Conn, cfg Config) (*NIC, error) {
 		undo()
 		return nil, err
 	}
+	if err := n.installSealedDrop(); err != nil {
+		undo()
+		return nil, err
+	}
 	n.base = map[hal.PortID]linkStats{}
 	for id, d := range lay.ports {
 		st, err := n.linkStats(d.Ifindex)
@@ -309,6 +313,7 @@ func (n *NIC) probe(ctx context.Context) error {
 	}
 	notes = append(notes,
 		"exception path: none; a packet no rule takes continues into the port's kernel stack",
+		"sealed-address frames (EtherType 0x88B5) are dropped ahead of every rule and counted under reason sealed: no crypto, so the NIC fails closed",
 		fmt.Sprintf("generations: tc chains, one dispatch filter per scope; at most %d scopes; rules of a lower scope are tried before those of a higher one", maxScopes),
 		"equal priorities: flower does not order overlapping filters of one priority by rule ID",
 		"L4 port rewrites assume IPv4 headers without options and IPv6 headers without extension headers",
