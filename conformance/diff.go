@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -291,6 +292,14 @@ func Differential(ctx context.Context, ref, target Target, opts Options) *Report
 		return rep
 	}
 	rep.Capabilities = &caps
+	if opts.Run != "" && !strings.HasPrefix(opts.Run, "diff") && !strings.HasPrefix(opts.Run, "^diff") {
+		opts.Run = "diff/" + opts.Run // scenarios are subcases of "diff"
+	}
+	if _, err := opts.filter(); err != nil {
+		rep.Error = err.Error()
+		rep.summarize()
+		return rep
+	}
 	c := caseDef{name: "diff", run: func(t T, tg *Target) { differential(t, &ref, tg) }}
 	rec := runCase(ctx, &target, c, &opts)
 	rep.Cases = append(rep.Cases, flatten(&target, rec, nil)...)

@@ -38,10 +38,10 @@ func Cases() [][2]string {
 
 // Options tune RunSuite.
 type Options struct {
-	// Run selects the cases whose name, or the name of one of whose
-	// subcases, matches; nil runs every case. Subcases of a selected case
-	// whose names do not match still run.
-	Run *regexp.Regexp
+	// Run selects cases as go test's -run does: the pattern is split at
+	// '/', and each element must match the case (or subcase) name at that
+	// level ("match/vlan|vni", "^encap$/geneve"). Empty runs every case.
+	Run string
 	// Progress, when set, gets one line per finished case or subcase.
 	Progress io.Writer
 	// CaseTimeout bounds one top-level case (default 3 minutes).
@@ -55,18 +55,45 @@ func (o *Options) caseTimeout() time.Duration {
 	return 3 * time.Minute
 }
 
-// selected reports whether c runs under o.Run. A pattern such as
-// "match/vlan" selects the "match" case: the case decides its subcases at
-// run time, so the filter can only be applied to whole cases and to the
-// top-level prefix of a pattern.
-func (o *Options) selected(c caseDef) bool {
-	if o.Run == nil {
-		return true
+// filter compiles o.Run into one expression per level.
+func (o *Options) filter() ([]*regexp.Regexp, error) {
+	if o.Run == "" {
+		return nil, nil
 	}
-	if o.Run.MatchString(c.name) {
-		return true
+	var out []*regexp.Regexp
+	for _, el := range splitPattern(o.Run) {
+		re, err := regexp.Compile(el)
+		if err != nil {
+			return nil, fmt.Errorf("run pattern %q: %w", o.Run, err)
+		}
+		out = append(out, re)
 	}
-	return strings.HasPrefix(o.Run.String(), c.name+"/") || strings.HasPrefix(o.Run.String(), "^"+c.name+"/")
+	return out, nil
+}
+
+// splitPattern splits at the slashes that are not inside brackets or
+// parentheses, as package testing does.
+func splitPattern(p string) []string {
+	var out []string
+	depth, start := 0, 0
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '[', '(':
+			depth++
+		case ']', ')':
+			if depth > 0 {
+				depth--
+			}
+		case '\\':
+			i++
+		case '/':
+			if depth == 0 {
+				out = append(out, p[start:i])
+				start = i + 1
+			}
+		}
+	}
+	return append(out, p[start:])
 }
 
 // Run runs the whole suite against target as subtests of t, one subtest per
@@ -96,6 +123,7 @@ func runCase(ctx context.Context, tg *Target, c caseDef, o *Options) *record {
 	ctx, cancel := context.WithTimeout(ctx, o.caseTimeout())
 	defer cancel()
 	rec := newRecord(ctx, c.name)
+	rec.filter, _ = o.filter() // RunSuite reported a bad pattern already
 	if o.Progress != nil {
 		fmt.Fprintf(o.Progress, "%-10s %s\n", "RUN", c.name)
 		rec.done = func(r *record) { progress(o.Progress, resultOf(tg, r)) }
@@ -206,8 +234,14 @@ func RunSuite(ctx context.Context, target Target, opts Options) *Report {
 		return rep
 	}
 	rep.Capabilities = &caps
+	filter, err := opts.filter()
+	if err != nil {
+		rep.Error = err.Error()
+		rep.summarize()
+		return rep
+	}
 	for _, c := range cases {
-		if !opts.selected(c) {
+		if len(filter) > 0 && !filter[0].MatchString(c.name) {
 			continue
 		}
 		rec := runCase(ctx, &target, c, &opts)

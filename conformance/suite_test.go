@@ -2,7 +2,6 @@ package conformance_test
 
 import (
 	"context"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -42,7 +41,7 @@ func TestSuitePassesOnReducedSoftnic(t *testing.T) {
 		}
 	})
 	rep := conformance.RunSuite(context.Background(), tg, conformance.Options{
-		Run: regexp.MustCompile(`^(match|masked|action|encap|generations)$`),
+		Run: `^(match|masked|action|encap|generations)$`,
 	})
 	for _, c := range rep.Cases {
 		if c.Status == conformance.StatusFail {
@@ -197,7 +196,7 @@ func TestSuiteCatchesBrokenNICs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := conformance.RunSuite(context.Background(), tc.target, conformance.Options{Run: regexp.MustCompile(tc.run)})
+			rep := conformance.RunSuite(context.Background(), tc.target, conformance.Options{Run: tc.run})
 			if !rep.Failed() {
 				t.Fatalf("the broken NIC passed: %+v", rep.Summary)
 			}
@@ -230,12 +229,32 @@ func TestDocumentedDifference(t *testing.T) {
 		}}
 	}, nil)
 	tg.Documented = []conformance.Difference{{Case: "counters/rule*", Reason: "counts the FCS"}}
-	rep := conformance.RunSuite(context.Background(), tg, conformance.Options{Run: regexp.MustCompile(`^counters$`)})
+	rep := conformance.RunSuite(context.Background(), tg, conformance.Options{Run: `^counters$`})
 	c, _ := rep.Case("counters/rule")
 	if c.Status != conformance.StatusDocumented || !strings.Contains(c.Reason, "counts the FCS") {
 		t.Fatalf("counters/rule: %+v", c)
 	}
 	if rep.Failed() || rep.Summary.Documented < 1 {
 		t.Fatalf("summary %+v", rep.Summary)
+	}
+}
+
+// -run selects subcases the way go test does.
+func TestRunPattern(t *testing.T) {
+	rep := conformance.RunSuite(context.Background(), targets.Softnic(), conformance.Options{Run: "match/^(vlan|vni)$"})
+	var names []string
+	for _, c := range rep.Cases {
+		names = append(names, c.Name)
+	}
+	if got := strings.Join(names, " "); got != "match match/vlan match/vni" {
+		t.Errorf("ran %q", got)
+	}
+	rep = conformance.RunSuite(context.Background(), targets.Softnic(), conformance.Options{Run: "match/("})
+	if rep.Error == "" || !rep.Failed() {
+		t.Errorf("a bad pattern was not reported: %+v", rep)
+	}
+	rep = conformance.Differential(context.Background(), targets.Softnic(), targets.Softnic(), conformance.Options{Run: "miss|drop"})
+	if len(rep.Cases) != 3 || rep.Failed() {
+		t.Errorf("differential -run miss|drop: %+v", rep.Cases)
 	}
 }

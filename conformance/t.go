@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -53,6 +54,11 @@ type record struct {
 	// done, when set, is called when the record and its subcases have
 	// ended (for progress lines); subcases inherit it.
 	done func(*record)
+	// filter selects subcases as go test's -run does: element i of the
+	// pattern, split at '/', must match the name of a subcase i+1 levels
+	// down. Subcases deeper than the pattern all run.
+	filter []*regexp.Regexp
+	depth  int
 }
 
 func newRecord(ctx context.Context, name string) *record {
@@ -114,8 +120,12 @@ func (r *record) Cleanup(fn func()) {
 }
 
 func (r *record) Run(name string, f func(T)) bool {
-	c := newRecord(r.ctx, r.name+"/"+sanitize(name))
-	c.done = r.done
+	name = sanitize(name)
+	if d := r.depth + 1; d < len(r.filter) && !r.filter[d].MatchString(name) {
+		return true
+	}
+	c := newRecord(r.ctx, r.name+"/"+name)
+	c.done, c.filter, c.depth = r.done, r.filter, r.depth+1
 	r.mu.Lock()
 	r.children = append(r.children, c)
 	r.mu.Unlock()

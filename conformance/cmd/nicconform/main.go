@@ -29,7 +29,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -54,7 +53,7 @@ type config struct {
 	placement    string // tcflower
 	out          string
 	formats      []string
-	run          *regexp.Regexp
+	run          string
 	differential bool
 	list         bool
 	timeout      time.Duration
@@ -86,7 +85,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.placement, "placement", "any", "tcflower: where rules may live: any, software or hardware")
 	fs.StringVar(&c.out, "out", ".", "directory the reports are written to")
 	fs.StringVar(&formats, "format", "junit,json,md", "report formats: junit, json, md")
-	fs.StringVar(&run, "run", "", "run only the cases whose name matches this regular expression")
+	fs.StringVar(&run, "run", "", "run only the cases that match, as go test -run does (e.g. match/vlan, ^encap$/geneve)")
 	fs.BoolVar(&c.differential, "differential", false, "compare the driver with softnic on the same rules and frames instead of running the suite")
 	fs.BoolVar(&c.list, "list", false, "list the cases and exit")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Minute, "bound on the whole run")
@@ -120,13 +119,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 		}
 		c.formats = append(c.formats, f)
 	}
-	if run != "" {
-		re, err := regexp.Compile(run)
-		if err != nil {
-			return nil, fmt.Errorf("-run: %w", err)
-		}
-		c.run = re
-	}
+	c.run = run
 	return &c, nil
 }
 
