@@ -105,6 +105,13 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 	}
 	n.caps = baseCapabilities(&c)
 	n.caps.Device = ""
+	// Table sizes as the kernel created them, not as asked.
+	if info, err := n.maps["flows"].Info(); err == nil {
+		n.caps.MaxRules = int(info.MaxEntries)
+	}
+	if info, err := n.maps["active_gen"].Info(); err == nil {
+		n.caps.MaxScopes = int(info.MaxEntries)
+	}
 	if err := n.maps["config"].Update(uint32(0), uint32(0), ebpf.UpdateAny); err != nil {
 		return nil, fmt.Errorf("xdp: init config: %w", err)
 	}
@@ -116,6 +123,7 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 			return nil, err
 		}
 	}
+	n.caps.Notes = append(n.caps.Notes, fmt.Sprintf("program verified with every action (%d instances, one per port)", len(c.Ports)))
 	n.reader, err = perf.NewReader(n.maps["exceptions"], c.ExceptionBuffer)
 	if err != nil {
 		return nil, fmt.Errorf("xdp: exception ring: %w", err)

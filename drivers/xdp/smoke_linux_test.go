@@ -4,16 +4,43 @@ package xdp
 
 import (
 	"context"
+	"strings"
 	"testing"
+
+	"github.com/nicpath/nicpath/hal"
 )
 
-func TestLoadVirtual(t *testing.T) {
+// TestCapabilities: what Open reports is what it created and attached.
+func TestCapabilities(t *testing.T) {
 	requireRoot(t)
-	n, err := Open(context.Background(), Config{Ports: []PortConfig{{}, {}}})
+	n, err := Open(context.Background(), Config{MaxRules: 1000, MaxScopes: 77, Ports: []PortConfig{{}, {Kind: hal.PortUplink}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
 	c := n.Capabilities()
-	t.Log(c.String())
+	if c.Driver != DriverName || c.MaxRules != 1000 || c.MaxScopes != 77 || c.Location != hal.LocationKernel {
+		t.Fatalf("capabilities:\n%s", c.String())
+	}
+	if !c.Generations || !c.ExceptionPath || !c.Priorities || c.AtomicBatch || c.Crypto {
+		t.Fatalf("capabilities:\n%s", c.String())
+	}
+	if ps := n.Ports(); len(ps) != 2 || ps[0].ID != 1 || ps[1].ID != 2 || ps[1].Kind != hal.PortUplink {
+		t.Fatalf("ports %+v", ps)
+	}
+	if !strings.Contains(strings.Join(c.Notes, "\n"), "verified") {
+		t.Fatalf("notes %q", c.Notes)
+	}
+}
+
+// TestOpenBadPort: a port ID out of range or an interface that does not
+// exist fails Open, and nothing stays loaded.
+func TestOpenBadPort(t *testing.T) {
+	requireRoot(t)
+	if _, err := Open(context.Background(), Config{Ports: []PortConfig{{ID: MaxPorts}}}); err == nil {
+		t.Fatal("port ID MaxPorts accepted")
+	}
+	if _, err := Open(context.Background(), Config{NetNS: "/var/run/netns/" + newNS(t, "bad"), Ports: []PortConfig{{Name: "nosuchdev0"}}}); err == nil {
+		t.Fatal("a missing interface accepted")
+	}
 }
