@@ -200,7 +200,6 @@ func (b *Builder) Build() (*State, error) {
 		tenantIdx: map[string]int{},
 		vnetIdx:   map[VNETKey]int{},
 		vnetByVNI: map[uint32]int{},
-		vmIdx:     make(map[string]int32, len(b.vms)),
 		shadowIdx: map[string]int{},
 		active:    map[string]uint64{},
 	}
@@ -377,142 +376,119 @@ func (b *Builder) buildVMs(c *checker, s *State) {
 		n += len(it.v.CAs)
 	}
 	s.table = newMappingTable(n)
+	s.vmIdx = newNameIndex(len(b.vms))
 	s.vms = make([]VM, 0, len(b.vms))
 	s.vmVNET = make([]int32, 0, len(b.vms))
 	s.vmHost = make([]int32, 0, len(b.vms))
 	s.hostVMs = make([][]int32, len(s.hosts))
-	ins := batchInserter{c: c, s: s}
-	// rebuildNames is set when a name went into vmIdx for a VM that was
-	// then rejected; the index is rebuilt once at the end instead of
-	// costing every VM a second map operation.
-	rebuildNames := false
 	// VMs come grouped by VNET (documents nest them so): remember the last
 	// VNET to skip most lookups keyed by two strings.
 	lastVNET, lastVI := VNETKey{}, -1
-	for _, it := range b.vms {
-		v, o := it.v, it.o
-		if !c.name(o, "name", v.Name, "VM name") {
-			continue
-		}
-		idx := len(s.vms)
-		// One map operation: the map only grows if the name is new.
-		before := len(s.vmIdx)
-		s.vmIdx[v.Name] = int32(idx)
-		if len(s.vmIdx) == before {
-			c.errf(o, "name", "duplicate VM %q", v.Name)
-			rebuildNames = true
-			continue
-		}
-		vi := lastVI
-		if key := (VNETKey{v.Tenant, v.VNET}); vi < 0 || key != lastVNET {
-			var ok bool
-			if vi, ok = s.vnetIdx[key]; !ok {
-				if _, ok := s.tenantIdx[v.Tenant]; !ok {
-					c.errf(o, "tenant", "unknown tenant %q", v.Tenant)
-				} else {
-					c.errf(o, "vnet", "unknown VNET %q in tenant %s", v.VNET, v.Tenant)
-				}
-				rebuildNames = true
-				continue
+	vnetOf := func(v *VM) (int, bool) {
+		if key := (VNETKey{v.Tenant, v.VNET}); lastVI < 0 || key != lastVNET {
+			vi, ok := s.vnetIdx[key]
+			if !ok {
+				return 0, false
 			}
 			lastVNET, lastVI = key, vi
 		}
-		hi, ok := s.hostIdx[v.Host]
-		if !ok {
-			c.errf(o, "host", "unknown host %q", v.Host)
-			rebuildNames = true
-			continue
-		}
-		if v.MAC.IsZero() || v.MAC.IsMulticast() {
-			c.errf(o, "mac", "MAC %s must be a non-zero unicast MAC", v.MAC)
-		}
-		if v.Generation == 0 {
-			v.Generation = 1
-		}
-		if len(v.CAs) == 0 {
-			c.errf(o, "ca", "a VM needs at least one customer address")
-		}
-		// The VM goes in before its mappings: a batch flush reports
-		// duplicates by looking owners up in s.vms.
-		s.hostVMs[hi] = append(s.hostVMs[hi], int32(idx))
-		s.vms = append(s.vms, v)
-		s.vmVNET = append(s.vmVNET, int32(vi))
-		s.vmHost = append(s.vmHost, int32(hi))
-		vnet := &s.vnets[vi]
-		for i, ca := range v.CAs {
-			if !ca.IsValid() || ca.Zone() != "" || ca.Is4In6() || ca.IsUnspecified() || ca.IsMulticast() {
-				c.addr(o, caField(i), ca, "customer address")
-				continue
-			}
-			if !anyContains(vnet.Subnets, ca) {
-				c.errf(o, caField(i), "customer address %s is outside the subnets of VNET %s", ca, vnet.Name)
-				continue
-			}
-			ins.add(makeEntry(vnet.VNI, ca, hi, idx, v.MAC), o, i)
-		}
+		return lastVI, true
 	}
-	ins.flush()
-	if rebuildNames {
-		clear(s.vmIdx)
-		for i := range s.vms {
-			if _, ok := s.vmIdx[s.vms[i].Name]; !ok {
-				s.vmIdx[s.vms[i].Name] = int32(i)
+	var hashes [touchBatch]uint64
+	var sink uint64
+	for start := 0; start < len(b.vms); start += touchBatch {
+		chunk := b.vms[start:min(start+touchBatch, len(b.vms))]
+		// Touch the slots this chunk's names and mappings will land in:
+		// the loads are independent, so the CPU fetches them together, and
+		// the inserts below find them in cache instead of waiting for one
+		// miss after another (the tables are hundreds of megabytes at DASH
+		// scale).
+		for k := range chunk {
+			v := &chunk[k].v
+			hashes[k] = s.vmIdx.hash(v.Name)
+			sink += s.vmIdx.slots[s.vmIdx.home(hashes[k])]
+			if vi, ok := vnetOf(v); ok && len(v.CAs) > 0 {
+				ca := v.CAs[0].As16()
+				sink += uint64(s.table.entries[s.table.slot(s.vnets[vi].VNI, &ca, v.CAs[0].Is4())].vni)
 			}
 		}
-	}
-}
-
-// insertBatch is how many mappings are inserted together. Inserting one at
-// a time waits for one cache miss after another (the table is hundreds of
-// megabytes at DASH scale); touching a batch's slots first lets the CPU
-// fetch them all at once, and the inserts that follow hit the cache. 32 is
-// well within what a core keeps in flight and its L1.
-const insertBatch = 32
-
-// batchInserter inserts mappings in document order, a batch at a time.
-type batchInserter struct {
-	c     *checker
-	s     *State
-	n     int
-	batch [insertBatch]struct {
-		e     mapEntry
-		slot  int
-		o     *origin
-		field int
-	}
-	sink uint32 // keeps the touching loads from being optimized away
-}
-
-func (b *batchInserter) add(e mapEntry, o *origin, caIndex int) {
-	p := &b.batch[b.n]
-	p.e, p.o, p.field = e, o, caIndex
-	p.slot = b.s.table.slot(e.vni, &e.ca, e.v4)
-	if b.n++; b.n == insertBatch {
-		b.flush()
-	}
-}
-
-func (b *batchInserter) flush() {
-	t := b.s.table
-	for i := range b.n {
-		b.sink += t.entries[b.batch[i].slot].vni
-	}
-	for i := range b.n {
-		p := &b.batch[i]
-		at, added := t.insertAt(p.e, p.slot)
-		if added {
-			continue
+		for k := range chunk {
+			vi, ok := vnetOf(&chunk[k].v)
+			if !ok {
+				vi = -1
+			}
+			b.buildVM(c, s, &chunk[k], hashes[k], vi)
 		}
-		owner := b.s.vms[t.entries[at].vm].Name
-		ca := p.e.addr()
-		vnet := b.s.vnets[b.s.vmVNET[p.e.vm]].Name
-		if owner == b.s.vms[p.e.vm].Name {
-			b.c.errf(p.o, caField(p.field), "customer address %s is listed twice", ca)
+	}
+	touchSink = sink
+}
+
+// touchBatch is how many VMs have their slots touched ahead of insertion:
+// enough misses in flight to hide most of their latency, few enough for
+// the lines to stay in L1.
+const touchBatch = 32
+
+// touchSink keeps the touching loads from being optimized away.
+var touchSink uint64
+
+// buildVM checks one VM and adds it and its mappings; vi is the index of
+// its VNET, or -1 if there is none.
+func (b *Builder) buildVM(c *checker, s *State, it *item[VM], nameHash uint64, vi int) {
+	v, o := it.v, it.o
+	if !c.name(o, "name", v.Name, "VM name") {
+		return
+	}
+	if vi < 0 {
+		if _, ok := s.tenantIdx[v.Tenant]; !ok {
+			c.errf(o, "tenant", "unknown tenant %q", v.Tenant)
 		} else {
-			b.c.errf(p.o, caField(p.field), "duplicate customer address %s in VNET %s: already VM %s's", ca, vnet, owner)
+			c.errf(o, "vnet", "unknown VNET %q in tenant %s", v.VNET, v.Tenant)
+		}
+		return
+	}
+	hi, ok := s.hostIdx[v.Host]
+	if !ok {
+		c.errf(o, "host", "unknown host %q", v.Host)
+		return
+	}
+	idx := len(s.vms)
+	if _, added := s.vmIdx.insert(nameHash, v.Name, idx, s.vms); !added {
+		c.errf(o, "name", "duplicate VM %q", v.Name)
+		return
+	}
+	if v.MAC.IsZero() || v.MAC.IsMulticast() {
+		c.errf(o, "mac", "MAC %s must be a non-zero unicast MAC", v.MAC)
+	}
+	if v.Generation == 0 {
+		v.Generation = 1
+	}
+	if len(v.CAs) == 0 {
+		c.errf(o, "ca", "a VM needs at least one customer address")
+	}
+	s.hostVMs[hi] = append(s.hostVMs[hi], int32(idx))
+	s.vms = append(s.vms, v)
+	s.vmVNET = append(s.vmVNET, int32(vi))
+	s.vmHost = append(s.vmHost, int32(hi))
+	vnet := &s.vnets[vi]
+	for i, ca := range v.CAs {
+		if !ca.IsValid() || ca.Zone() != "" || ca.Is4In6() || ca.IsUnspecified() || ca.IsMulticast() {
+			c.addr(o, caField(i), ca, "customer address")
+			continue
+		}
+		if !anyContains(vnet.Subnets, ca) {
+			c.errf(o, caField(i), "customer address %s is outside the subnets of VNET %s", ca, vnet.Name)
+			continue
+		}
+		at, added := s.table.insert(makeEntry(vnet.VNI, ca, hi, idx, v.MAC))
+		if !added {
+			owner := s.vms[s.table.entries[at].vm].Name
+			if owner == v.Name {
+				c.errf(o, caField(i), "customer address %s is listed twice", ca)
+			} else {
+				c.errf(o, caField(i), "duplicate customer address %s in VNET %s: already VM %s's", ca, vnet.Name, owner)
+			}
 		}
 	}
-	b.n = 0
 }
 
 // caField names a CA field; built only when there is an error to report.
@@ -777,7 +753,7 @@ func (b *Builder) buildACLs(c *checker, s *State) {
 func (b *Builder) buildShadows(c *checker, s *State) {
 	for _, it := range b.shadows {
 		sh, o := it.v, it.o
-		vi, ok := s.vmIdx[sh.VM]
+		vi, ok := s.vmIdx.get(sh.VM, s.vms)
 		if !ok {
 			c.errf(o, "vm", "shadow mapping for unknown VM %q", sh.VM)
 			continue
@@ -808,7 +784,7 @@ func (b *Builder) buildShadows(c *checker, s *State) {
 	seen := map[string]bool{}
 	for _, it := range b.acts {
 		a, o := it.v, it.o
-		vi, ok := s.vmIdx[a.VM]
+		vi, ok := s.vmIdx.get(a.VM, s.vms)
 		if !ok {
 			c.errf(o, "vm", "activation for unknown VM %q", a.VM)
 			continue

@@ -83,7 +83,7 @@ func (e *evaluation) checkL3() (Verdict, bool) {
 
 func (e *evaluation) outbound(vmName string) Verdict {
 	s := e.s
-	vi, ok := s.vmIdx[vmName]
+	vi, ok := s.vmIdx.get(vmName, s.vms)
 	if !ok {
 		return e.drop(ReasonUnknownPort, "in-port VM %q is not in the policy", vmName)
 	}

@@ -32,7 +32,7 @@ type State struct {
 	vms     []VM
 	vmVNET  []int32 // index into vnets, parallel to vms
 	vmHost  []int32 // index into hosts, parallel to vms
-	vmIdx   map[string]int32
+	vmIdx   *nameIndex
 	hostVMs [][]int32 // host index → VM indexes (the VMs' own location)
 
 	// Per tenant, indexed like tenants.
@@ -125,7 +125,7 @@ func (s *State) VMs() []VM { return s.vms }
 // VM returns the VM named name. Its Host is where it runs in its own
 // generation; see Location for where it runs now.
 func (s *State) VM(name string) (VM, bool) {
-	i, ok := s.vmIdx[name]
+	i, ok := s.vmIdx.get(name, s.vms)
 	if !ok {
 		return VM{}, false
 	}
@@ -135,7 +135,7 @@ func (s *State) VM(name string) (VM, bool) {
 // Location returns the host, PA and generation where a VM runs now: its
 // shadow's if the shadow's generation is active, its own otherwise.
 func (s *State) Location(vm string) (host string, pa netip.Addr, gen uint64, ok bool) {
-	i, ok := s.vmIdx[vm]
+	i, ok := s.vmIdx.get(vm, s.vms)
 	if !ok {
 		return "", netip.Addr{}, 0, false
 	}
@@ -169,7 +169,8 @@ func (s *State) LocalVMs(host string) []VM {
 	}
 	for _, sh := range s.shadows {
 		if sh.Host == host && s.active[sh.VM] == sh.Generation {
-			out = append(out, s.vms[s.vmIdx[sh.VM]])
+			vi, _ := s.vmIdx.get(sh.VM, s.vms)
+			out = append(out, s.vms[vi])
 		}
 	}
 	return out
@@ -311,7 +312,7 @@ func (s *State) Activations() []Activation {
 // generation of its shadow (the migration happens) or its own (roll back).
 // The receiver is unchanged; the new State shares everything else with it.
 func (s *State) Activate(vm string, gen uint64) (*State, error) {
-	vi, ok := s.vmIdx[vm]
+	vi, ok := s.vmIdx.get(vm, s.vms)
 	if !ok {
 		return nil, fmt.Errorf("activate: unknown VM %q", vm)
 	}
@@ -335,7 +336,7 @@ func (s *State) Activate(vm string, gen uint64) (*State, error) {
 func (s *State) ShadowMappings() iter.Seq[Mapping] {
 	return func(yield func(Mapping) bool) {
 		for _, sh := range s.shadows {
-			vi := s.vmIdx[sh.VM]
+			vi, _ := s.vmIdx.get(sh.VM, s.vms)
 			v := &s.vms[vi]
 			vni := s.vnets[s.vmVNET[vi]].VNI
 			for _, ca := range v.CAs {

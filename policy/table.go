@@ -67,16 +67,7 @@ func (t *mappingTable) insert(e mapEntry) (int, bool) {
 	if (t.n+1)*maxLoadDen > len(t.entries)*maxLoadNum {
 		t.grow()
 	}
-	return t.insertAt(e, t.slot(e.vni, &e.ca, e.v4))
-}
-
-// insertAt is insert with the key's home slot already computed; the table
-// must have room (callers size it for the final count).
-func (t *mappingTable) insertAt(e mapEntry, i int) (int, bool) {
-	if (t.n+1)*maxLoadDen > len(t.entries)*maxLoadNum {
-		t.grow()
-		i = t.slot(e.vni, &e.ca, e.v4)
-	}
+	i := t.slot(e.vni, &e.ca, e.v4)
 	e.used = true
 	for {
 		o := &t.entries[i]
