@@ -85,3 +85,30 @@ func TestGenerationOf(t *testing.T) {
 		}
 	}
 }
+
+func TestKernelChatterIsNotOurs(t *testing.T) {
+	// An MLDv2 report from an interface with a test MAC: IPv6, hop-by-hop
+	// with a router alert, ICMPv6 type 143.
+	f := make([]byte, 14+40+8+28)
+	copy(f, []byte{0x33, 0x33, 0, 0, 0, 0x16, 0x02, 0x4e, 0x50, 0, 0, 0xa1, 0x86, 0xdd})
+	ip := f[14:]
+	ip[0], ip[6], ip[7] = 0x60, 0, 1
+	ip[40], ip[41] = hal.ProtoICMPv6, 0
+	ip[48] = 143
+	if ours(f) {
+		t.Errorf("an MLD report counted as the suite's traffic")
+	}
+	// Neighbour solicitation without extension headers.
+	ip[6], ip[40] = hal.ProtoICMPv6, 135
+	if ours(f) {
+		t.Errorf("a neighbour solicitation counted as the suite's traffic")
+	}
+	// The suite's own frames stay ours, ICMPv6 echo included.
+	s := udp6Spec()
+	s.Proto = hal.ProtoICMP
+	for _, fr := range [][]byte{build(udp6Spec()), build(s), build(udpSpec())} {
+		if !ours(fr) {
+			t.Errorf("the suite's frame is not ours: % x", fr)
+		}
+	}
+}
