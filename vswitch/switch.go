@@ -392,11 +392,8 @@ func (s *Switch) newFlow(k *hal.FlowKey, ttl uint8, now int64, reverse bool) *fl
 	s.setVerdict(f, &v, now)
 	s.place(f)
 	s.placeShadow(f)
-	if reverse && v.action != policy.Drop {
-		for i := 0; i < v.nrec; i++ {
-			s.preinstallReverse(f, &v)
-			break
-		}
+	if reverse && v.action != policy.Drop && v.nrec > 0 {
+		s.preinstallReverse(f, &v)
 	}
 	return f
 }
