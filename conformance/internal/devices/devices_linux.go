@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/nicpath/nicpath/conformance"
@@ -91,14 +92,24 @@ func openWithHarness(ctx context.Context, ns string, ports []port, open func() (
 	return nic, h, nil
 }
 
+// nsCommand runs prog in the namespace at ns: with -n NAME for ip(8) and
+// tc(8) when ns is a named namespace (/run/netns/NAME), through nsenter(1)
+// otherwise.
+func nsCommand(ns, prog string, args ...string) *exec.Cmd {
+	if ns == "" {
+		return exec.Command(prog, args...)
+	}
+	for _, dir := range []string{"/run/netns/", "/var/run/netns/"} {
+		if name, ok := strings.CutPrefix(ns, dir); ok && !strings.Contains(name, "/") {
+			return exec.Command(prog, append([]string{"-n", name}, args...)...)
+		}
+	}
+	return exec.Command("nsenter", append([]string{"--net=" + ns, prog}, args...)...)
+}
+
 // ipJSON runs ip(8) with -json in the namespace and decodes its output.
 func ipJSON(ns string, out any, args ...string) error {
-	var cmd *exec.Cmd
-	if ns != "" {
-		cmd = exec.Command("nsenter", append([]string{"--net=" + ns, "ip", "-json"}, args...)...)
-	} else {
-		cmd = exec.Command("ip", append([]string{"-json"}, args...)...)
-	}
+	cmd := nsCommand(ns, "ip", append([]string{"-json"}, args...)...)
 	b, err := cmd.Output()
 	if err != nil {
 		return fmt.Errorf("%v: %w", cmd.Args, err)
@@ -128,12 +139,7 @@ func noClsact(ns string, ports []port, tunnels map[hal.EncapKind]string) error {
 	}
 	for _, d := range devs {
 		var qs []map[string]any
-		var cmd *exec.Cmd
-		if ns != "" {
-			cmd = exec.Command("nsenter", "--net="+ns, "tc", "-json", "qdisc", "show", "dev", d)
-		} else {
-			cmd = exec.Command("tc", "-json", "qdisc", "show", "dev", d)
-		}
+		cmd := nsCommand(ns, "tc", "-json", "qdisc", "show", "dev", d)
 		b, err := cmd.Output()
 		if err != nil {
 			return fmt.Errorf("%v: %w", cmd.Args, err)

@@ -1,0 +1,131 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/safchain/ethtool"
+
+	"github.com/nicpath/nicpath/conformance/internal/devices"
+	"github.com/nicpath/nicpath/internal/vmtest"
+)
+
+// TestRunTCFlowerVM boots the VM tier (a kernel with cls_flower and the tc
+// actions) and runs TestRunTCFlowerInVM there: the command against the
+// tc-flower driver, as an operator would run it. The driver's own tests run
+// the whole suite in the VM; this checks the command's tc-flower path.
+func TestRunTCFlowerVM(t *testing.T) {
+	if vmtest.InVM() {
+		t.Skip("already inside the VM")
+	}
+	if testing.Short() {
+		t.Skip("boots a VM: not in -short mode")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the VM tier needs root: the kernel image under /boot is readable by root only")
+	}
+	if err := vmtest.Available(); err != nil {
+		t.Skipf("VM tier unavailable: %v (scripts/install-deps.sh installs it)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "nicconform.test")
+	if err := vmtest.BuildTestBinary(ctx, ".", bin); err != nil {
+		t.Fatal(err)
+	}
+	res, err := vmtest.Run(ctx, vmtest.Config{
+		TestBinary: bin,
+		Args:       []string{"-test.run", "^TestRunTCFlowerInVM$", "-test.v", "-test.timeout", "7m"},
+		Modules: []string{"veth", "vxlan", "geneve", "sch_ingress", "cls_flower", "act_gact", "act_mirred",
+			"act_pedit", "act_csum", "act_tunnel_key", "act_vlan"},
+		Executables: []string{"/usr/sbin/ip", "/usr/sbin/tc"},
+		MemoryMB:    2048,
+		Timeout:     9 * time.Minute,
+	})
+	if err != nil {
+		t.Fatalf("VM run: %v\n%s", err, res.Output)
+	}
+	if !res.Passed() || !strings.Contains(res.Output, "--- PASS: TestRunTCFlowerInVM") {
+		t.Fatalf("in-VM run failed (exit %d):\n%s", res.ExitCode, res.Output)
+	}
+	t.Logf("VM: boot %v, total %v", res.Boot.Round(time.Millisecond), res.Total.Round(time.Millisecond))
+	for _, l := range strings.Split(res.Output, "\n") {
+		if strings.Contains(l, " cases: ") {
+			t.Log(strings.TrimSpace(l))
+		}
+	}
+}
+
+func nsRun(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// TestRunTCFlowerInVM builds, inside the VM, the bed an operator would: two
+// vports and an uplink as veth pairs, flow-based VXLAN and Geneve devices,
+// and on the uplink the provider address, MAC and next-hop neighbours the
+// suite's encapsulations name (the kernel's tunnel devices write the outer
+// headers from them). Then it runs the command.
+func TestRunTCFlowerInVM(t *testing.T) {
+	if !vmtest.InVM() {
+		t.Skip("runs inside the VM tier (TestRunTCFlowerVM boots it)")
+	}
+	const ns = "ncftc"
+	nsRun(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	sh := func(script string) { nsRun(t, "ip", "netns", "exec", ns, "sh", "-c", script) }
+	ip := func(args ...string) { nsRun(t, append([]string{"ip", "-n", ns}, args...)...) }
+	sh("echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6")
+	ip("link", "add", "p1", "type", "veth", "peer", "name", "vm1")
+	ip("link", "add", "p2", "type", "veth", "peer", "name", "vm2")
+	ip("link", "add", "up0", "type", "veth", "peer", "name", "up1")
+	ip("link", "set", "up0", "address", "02:4e:50:00:00:a1")
+	sh("echo 0 > /proc/sys/net/ipv6/conf/up0/disable_ipv6; echo 0 > /proc/sys/net/ipv6/conf/up0/router_solicitations; echo 0 > /proc/sys/net/ipv6/conf/up0/dad_transmits")
+	ip("addr", "add", "198.19.0.1/24", "dev", "up0")
+	ip("addr", "add", "2001:db8:ff::1/64", "dev", "up0", "nodad")
+	ip("link", "add", "vx0", "type", "vxlan", "external", "dstport", "4789")
+	ip("link", "add", "gnv0", "type", "geneve", "external")
+	for _, l := range []string{"lo", "p1", "vm1", "p2", "vm2", "up0", "up1", "vx0", "gnv0"} {
+		ip("link", "set", l, "up")
+	}
+	ip("neigh", "add", "198.19.0.2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
+	ip("-6", "neigh", "add", "2001:db8:ff::2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
+	// Full outer checksums on the wire, not partial ones left to an
+	// offload a veth does not do.
+	err := devices.InNetNS("/run/netns/"+ns, func() error {
+		et, err := ethtool.NewEthtool()
+		if err != nil {
+			return err
+		}
+		defer et.Close()
+		return et.Change("up0", map[string]bool{"tx-checksum-ip-generic": false})
+	})
+	if err != nil {
+		t.Fatalf("tx checksum offload off: %v", err)
+	}
+	time.Sleep(time.Second) // let the link-up chatter pass
+
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"-driver", "tcflower", "-netns", "/run/netns/" + ns,
+		"-ports", "p1,p2", "-uplink", "up0", "-peers", "vm1,vm2,up1", "-tunnels", "vxlan=vx0,geneve=gnv0",
+		"-out", dir, "-run", "^(sanity|action|encap|decap|close)$"}, &stdout, &stderr)
+	j, r, md := readReports(t, dir)
+	t.Logf("%s\n%s", stdout.String(), md)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	if r.Driver != "tcflower" || r.Summary.Pass < 20 || j.Failures != 0 {
+		t.Errorf("driver %q summary %+v", r.Driver, r.Summary)
+	}
+}
