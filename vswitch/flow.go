@@ -123,9 +123,10 @@ type flow struct {
 	shadowID hal.RuleID
 	scope    *scope
 
-	loc Location
-	why Why
-	err error // the refusal or failure that keeps it in the host
+	loc  Location
+	why  Why
+	dead bool  // removed from the cache; results still in flight ignore it
+	err  error // the refusal or failure that keeps it in the host
 
 	// What it derives from, for revalidation on policy changes.
 	tenant, srcVM, dstVM uint32

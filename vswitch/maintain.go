@@ -114,7 +114,7 @@ func (s *Switch) age(now int64) {
 		delete(s.ct.conns, c.key)
 		s.stats.connsExpired++
 		for f := range c.users {
-			if s.flows[f.key] == f {
+			if !f.dead {
 				s.removeFlow(f)
 				s.stats.flowsAged++
 			}
@@ -129,7 +129,7 @@ func (s *Switch) age(now int64) {
 	for k, fs := range s.denied {
 		live := fs[:0]
 		for _, f := range fs {
-			if s.flows[f.key] == f {
+			if !f.dead {
 				live = append(live, f)
 			}
 		}
@@ -144,6 +144,7 @@ func (s *Switch) age(now int64) {
 // removeFlow forgets f and deletes its rules.
 func (s *Switch) removeFlow(f *flow) {
 	delete(s.flows, f.key)
+	f.dead = true
 	s.dropShadow(f)
 	s.unplace(f)
 	s.release(f.acts)

@@ -73,7 +73,7 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 			return nil
 		}
 		f := byID[r.ID]
-		if f == nil || s.flows[f.key] != f || (f.id != r.ID && f.shadowID != r.ID) {
+		if f == nil || f.dead || (f.id != r.ID && f.shadowID != r.ID) {
 			stale = append(stale, r.ID)
 			return nil
 		}

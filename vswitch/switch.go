@@ -458,7 +458,7 @@ func (s *Switch) openConn(f *flow, k connKey, now int64) {
 		if fs := s.denied[k]; len(fs) > 0 {
 			delete(s.denied, k)
 			for _, d := range fs {
-				if s.flows[d.key] == d {
+				if !d.dead {
 					s.refresh(d, now)
 				}
 			}
@@ -633,7 +633,7 @@ func (s *Switch) settle(op *hal.Op, ref opRef, err error) {
 	}
 	switch ref.purpose {
 	case opAddPrimary, opModPrimary:
-		if s.flows[f.key] != f || f.id != op.Rule.ID {
+		if f.dead || f.id != op.Rule.ID {
 			return // the flow went away or moved on meanwhile
 		}
 		if err == nil {
@@ -660,7 +660,7 @@ func (s *Switch) settle(op *hal.Op, ref opRef, err error) {
 			f.shadowID = 0
 		}
 	case opAddShadow, opModShadow:
-		if s.flows[f.key] != f || f.shadowID != op.Rule.ID {
+		if f.dead || f.shadowID != op.Rule.ID {
 			return
 		}
 		if err == nil {
