@@ -396,6 +396,14 @@ func TestShadowActivationThroughUpdate(t *testing.T) {
 		t.Fatalf("update did not flip the generation:\n%s", s)
 	}
 	deliveredTo(t, tp.sendVM("va1", p), h3, "vx")
+	if err := h1.sw.Maintain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fs := h1.sw.Flows()
+	if len(fs) != 1 || fs[0].ShadowID != 0 || fs[0].Gen != 1 {
+		t.Fatalf("old generation not retired after an update's activation: %+v", fs)
+	}
+	deliveredTo(t, tp.sendVM("va1", p), h3, "vx")
 }
 
 // TestProactiveRules: with per-destination rules, the first packet to a

@@ -189,6 +189,7 @@ func (s *Switch) Update(ctx context.Context, st *policy.State) error {
 		sc.active++
 		flipped[a.Key] = true
 		s.stats.activations++
+		s.retirePending = true
 	}
 	s.cur = nc
 	reshadow := map[string]bool{}
