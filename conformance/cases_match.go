@@ -86,11 +86,10 @@ func caseSanity(t T, tg *Target) {
 // matchCase is a traffic test for one match field: the rule's match, the
 // port the frames enter, a frame it selects and one it does not.
 type matchCase struct {
-	m          hal.Match
-	in         hal.Port
-	hit, miss  []byte
-	missIn     *hal.Port // port the miss frame enters, when not in
-	prereqNote string
+	m         hal.Match
+	in        hal.Port
+	hit, miss []byte
+	missIn    *hal.Port // port the miss frame enters, when not in
 }
 
 // tunnelKind is the encapsulation the suite uses to test tunnel matches: the
@@ -257,8 +256,6 @@ func (e *env) maskedCaseFor(f hal.MatchField) matchCase {
 		return build(base)
 	}
 	c := matchCase{in: e.in}
-	ones := hal.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	_ = ones
 	switch f {
 	case hal.MatchEthSrc:
 		// Select the suite's OUI, not one address.

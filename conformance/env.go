@@ -99,15 +99,6 @@ func (e *env) release() {
 	}
 }
 
-// uplink returns the uplink, skipping the case when the NIC has none.
-func (e *env) uplink() hal.Port {
-	e.t.Helper()
-	if len(e.uplinks) == 0 {
-		e.t.Skipf("the NIC has no uplink port")
-	}
-	return e.uplinks[0]
-}
-
 // vport returns the first vport, skipping the case when there is none.
 func (e *env) vport() hal.Port {
 	e.t.Helper()
