@@ -373,16 +373,19 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			return R_MALFORMED;
 		/* The header checksum must hold, as hal/wire checks: a frame
 		 * with a corrupt header is malformed, not forwarded. */
-		__u32 sum = 0;
-		for (int w = 0; w < 30; w++) {
-			if (w * 2 >= ihl)
+		__u64 sum = (__u64)*(__u32 *)ip + *(__u32 *)(ip + 4) + *(__u32 *)(ip + 8) +
+			    *(__u32 *)(ip + 12) + *(__u32 *)(ip + 16);
+		for (int w = 5; w < 15; w++) { /* options */
+			if (w * 4 >= ihl)
 				break;
-			__u16 *hw = (__u16 *)(ip + w * 2);
-			if ((void *)(hw + 1) > data_end)
+			__u32 *ow = (__u32 *)(ip + w * 4);
+			if ((void *)(ow + 1) > data_end)
 				return R_MALFORMED;
-			sum += *hw;
+			sum += *ow;
 		}
-		if (fold(sum) != 0xffff)
+		sum = (sum & 0xffffffff) + (sum >> 32);
+		sum = (sum & 0xffffffff) + (sum >> 32);
+		if (fold((__u32)sum) != 0xffff)
 			return R_MALFORMED;
 		set_mapped4(k->ip_src, ip + 12);
 		set_mapped4(k->ip_dst, ip + 16);
