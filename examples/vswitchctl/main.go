@@ -1,0 +1,299 @@
+// Command vswitchctl controls a running vswitchd over its control socket,
+// in the spirit of ovs-appctl and ovs-ofctl.
+//
+// Usage:
+//
+//	vswitchctl [-s socket] [-json] <command> [args]
+//
+//	show                         the host, the driver, the policy and the ports with their counters
+//	caps                         what the NIC can do
+//	flows [--host|--nic]         the unified flows: match, actions, where each lives, packets, bytes, age
+//	explain <rule-id>            why a flow is where it is
+//	explain <vm> <src> <dst> [icmp|tcp|udp|<proto> [sport dport]]
+//	                             trace a packet a local VM sends through the policy layers
+//	explain uplink <vni> <outer-src> <src> <dst> [proto [sport dport]]
+//	                             trace a packet arriving from another host
+//	stats                        the switch's counters: exceptions, drops and fallbacks by reason
+//	activate <vm>                make a migrating VM's shadow location live
+//	capture start <file>         write the exception path to a pcapng file
+//	capture stop
+//	reload                       check the policy file now and apply it if it changed
+//
+// The socket defaults to $NICPATH_CONTROL, else /run/nicpath/vswitchd.sock.
+// Wrong arguments print this usage and exit 2; a command the daemon refuses
+// exits 1 with its reason.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nicpath/nicpath/examples/vswitchd/control"
+)
+
+const usage = `usage: vswitchctl [-s socket] [-json] <command> [args]
+
+commands:
+  show                           host, driver, policy and ports with counters
+  caps                           what the NIC can do
+  flows [--host|--nic]           unified flows: match, actions, where, packets, bytes, age
+  explain <rule-id>              why a flow is where it is
+  explain <vm> <src> <dst> [icmp|tcp|udp|<proto> [sport dport]]
+                                 trace a packet a local VM sends
+  explain uplink <vni> <outer-src> <src> <dst> [proto [sport dport]]
+                                 trace a packet arriving from another host
+  stats                          counters: exceptions, drops, fallbacks by reason
+  activate <vm>                  make a migrating VM's shadow location live
+  capture start <file>           write the exception path to a pcapng file
+  capture stop                   finish the capture
+  reload                         check the policy file now, apply it if it changed
+
+The socket defaults to $NICPATH_CONTROL, else /run/nicpath/vswitchd.sock.
+`
+
+// DefaultSocket is where vswitchd listens unless told otherwise.
+const DefaultSocket = "/run/nicpath/vswitchd.sock"
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks arguments that do not form a command.
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("vswitchctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	sock := fs.String("s", "", "control socket")
+	asJSON := fs.Bool("json", false, "print the daemon's answer as JSON")
+	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "vswitchctl: %v\n\n%s", err, usage)
+		return 2
+	}
+	path := *sock
+	if path == "" {
+		path = os.Getenv("NICPATH_CONTROL")
+	}
+	if path == "" {
+		path = DefaultSocket
+	}
+	req, err := parse(fs.Args())
+	if err != nil {
+		if err != errUsage {
+			fmt.Fprintf(stderr, "vswitchctl: %v\n\n", err)
+		}
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	c := &control.Client{Path: path}
+	if *asJSON {
+		var raw json.RawMessage
+		if err := c.Call(ctx, req.Cmd, req.Args, &raw); err != nil {
+			fmt.Fprintln(stderr, "vswitchctl:", err)
+			return 1
+		}
+		stdout.Write(append(raw, '\n'))
+		return 0
+	}
+	if err := call(ctx, c, req, stdout); err != nil {
+		fmt.Fprintln(stderr, "vswitchctl:", err)
+		return 1
+	}
+	return 0
+}
+
+// parse checks the command line's shape; the daemon checks the values.
+func parse(a []string) (control.Request, error) {
+	if len(a) == 0 {
+		return control.Request{}, errUsage
+	}
+	cmd, rest := a[0], a[1:]
+	req := control.Request{Cmd: cmd, Args: rest}
+	switch cmd {
+	case "show", "caps", "stats", "reload":
+		if len(rest) != 0 {
+			return req, fmt.Errorf("%s takes no arguments", cmd)
+		}
+	case "flows":
+		switch {
+		case len(rest) == 0:
+		case len(rest) == 1 && rest[0] == "--host":
+			req.Args = []string{"host"}
+		case len(rest) == 1 && rest[0] == "--nic":
+			req.Args = []string{"nic"}
+		default:
+			return req, errors.New("flows takes --host or --nic")
+		}
+	case "explain":
+		n := len(rest)
+		switch {
+		case n == 1:
+		case n >= 1 && rest[0] == "uplink" && (n == 5 || n == 6 || n == 8):
+		case n >= 1 && rest[0] != "uplink" && (n == 3 || n == 4 || n == 6):
+		default:
+			return req, errors.New("explain takes a rule ID, or a VM (or uplink with vni and outer source), source, destination and optionally protocol and ports")
+		}
+	case "activate":
+		if len(rest) != 1 {
+			return req, errors.New("activate takes one VM name")
+		}
+	case "capture":
+		switch {
+		case len(rest) == 2 && rest[0] == "start":
+			// The daemon writes the file: give it a path that does not
+			// depend on its working directory.
+			abs, err := filepath.Abs(rest[1])
+			if err != nil {
+				return req, err
+			}
+			req.Args = []string{"start", abs}
+		case len(rest) == 1 && rest[0] == "stop":
+		default:
+			return req, errors.New("capture start <file> | capture stop")
+		}
+	default:
+		return req, fmt.Errorf("unknown command %q", cmd)
+	}
+	return req, nil
+}
+
+func call(ctx context.Context, c *control.Client, req control.Request, w io.Writer) error {
+	switch req.Cmd {
+	case "show":
+		var s control.Show
+		if err := c.Call(ctx, req.Cmd, req.Args, &s); err != nil {
+			return err
+		}
+		printShow(w, s)
+	case "caps":
+		var s control.Caps
+		if err := c.Call(ctx, req.Cmd, req.Args, &s); err != nil {
+			return err
+		}
+		fmt.Fprintln(w, strings.TrimRight(s.Text, "\n"))
+	case "flows":
+		var fs []control.Flow
+		if err := c.Call(ctx, req.Cmd, req.Args, &fs); err != nil {
+			return err
+		}
+		printFlows(w, fs)
+	case "explain":
+		var e control.Explanation
+		if err := c.Call(ctx, req.Cmd, req.Args, &e); err != nil {
+			return err
+		}
+		fmt.Fprint(w, e.Text)
+	case "stats":
+		var s control.Stats
+		if err := c.Call(ctx, req.Cmd, req.Args, &s); err != nil {
+			return err
+		}
+		printStats(w, s)
+	case "activate":
+		var a control.Activated
+		if err := c.Call(ctx, req.Cmd, req.Args, &a); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "activated the shadow location of %s\n", a.VM)
+	case "capture":
+		var s control.CaptureStatus
+		if err := c.Call(ctx, req.Cmd, req.Args, &s); err != nil {
+			return err
+		}
+		if s.Active {
+			fmt.Fprintf(w, "capturing the exception path to %s\n", s.File)
+		} else {
+			fmt.Fprintf(w, "capture stopped: %d packets in %s\n", s.Packets, s.File)
+		}
+	case "reload":
+		var r control.Reloaded
+		if err := c.Call(ctx, req.Cmd, req.Args, &r); err != nil {
+			return err
+		}
+		if r.Changed {
+			fmt.Fprintln(w, "policy applied")
+		} else {
+			fmt.Fprintln(w, "policy unchanged")
+		}
+	}
+	return nil
+}
+
+func printShow(w io.Writer, s control.Show) {
+	fmt.Fprintf(w, "host %s (PA %s), driver %s on %s, rules in %s, up %s\n", s.Host, s.PA, s.Driver, s.Device, s.Location, s.Uptime)
+	fmt.Fprintf(w, "policy %s, loaded %s\n", s.PolicyFile, s.PolicyLoad.Format(time.RFC3339))
+	if s.Capture != "" {
+		fmt.Fprintf(w, "capturing the exception path to %s\n", s.Capture)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PORT\tNAME\tKIND\tINTERFACE\tMAC\tMTU\tRX PKTS\tTX PKTS\tDROPS\tTO HOST")
+	for _, p := range s.Ports {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", p.ID, p.Name, p.Kind, p.Interface, p.MAC, p.MTU,
+			p.RxPackets, p.TxPackets, p.Drops, p.Exceptions)
+	}
+	tw.Flush()
+}
+
+// printFlows prints one flow a line, as ovs-ofctl dump-flows does.
+func printFlows(w io.Writer, fs []control.Flow) {
+	if len(fs) == 0 {
+		fmt.Fprintln(w, "no flows")
+		return
+	}
+	for _, f := range fs {
+		where := f.Location
+		if f.Location == "host" {
+			where += "(" + f.Why + ")"
+		}
+		fmt.Fprintf(w, "rule=%d, where=%s, packets=%d, bytes=%d, age=%s, idle=%s, %s actions=%s\n",
+			f.Rule, where, f.Packets, f.Bytes, roundDur(f.Age), roundDur(f.Idle), f.Match, strings.Join(f.Actions, ","))
+		if f.Detail != "" {
+			fmt.Fprintf(w, "    why: %s\n", f.Detail)
+		}
+	}
+}
+
+func roundDur(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Microsecond)
+}
+
+func printStats(w io.Writer, s control.Stats) {
+	fmt.Fprintf(w, "flows: %d on the NIC, %d in the host\n", s.FlowsNIC, s.FlowsHost)
+	fmt.Fprintf(w, "policy: %d updates applied, %d files rejected\n", s.Updates, s.Rejected)
+	if len(s.NICDrops) > 0 {
+		fmt.Fprintf(w, "NIC drops: %s\n", kv(s.NICDrops))
+	}
+	fmt.Fprint(w, s.Text)
+	if !strings.HasSuffix(s.Text, "\n") && s.Text != "" {
+		fmt.Fprintln(w)
+	}
+}
+
+func kv(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}

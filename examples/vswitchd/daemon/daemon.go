@@ -1,0 +1,427 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/policy"
+	"github.com/nicpath/nicpath/vswitch"
+)
+
+// Daemon is one running vswitchd: the NIC it opened, the switch programming
+// it, the policy it watches, its control socket and its metrics.
+type Daemon struct {
+	cfg     *Config
+	log     *slog.Logger
+	plan    portPlan
+	opened  *opened
+	nic     hal.NIC // the opened NIC as the observers see it
+	sw      *vswitch.Switch
+	metrics *metrics
+	capture *capturer
+	started time.Time
+
+	ctl     net.Listener
+	metricL net.Listener
+	httpSrv *http.Server
+
+	// mu guards the policy the switch runs and what the watcher knows of
+	// the file.
+	mu         sync.Mutex
+	state      *policy.State
+	policyHash [32]byte
+	policyMod  time.Time
+	policySize int64
+	loadedAt   time.Time
+	rejected   uint64
+	updates    uint64
+	lastErr    error // the last rejected file's error, for show
+}
+
+// New checks the policy, opens the NIC, binds its ports, builds the switch
+// (which reconciles the NIC's table: rules of an earlier run are found and
+// dealt with) and listens on the control socket and the metrics address.
+// Nothing is opened when the policy does not load.
+func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Daemon, error) {
+	return start(ctx, cfg, nil, log)
+}
+
+// NewWithNIC is New on a NIC the caller opened (a vendor's own driver, or a
+// NIC that outlives the daemon): its ports are matched to the
+// configuration's interfaces by hal.Port.Name, and Close leaves it open.
+// A second daemon started on the same NIC reconciles with the rules the
+// first one left, as a restarted vswitchd does on a NIC that kept its table.
+func NewWithNIC(ctx context.Context, cfg *Config, nic hal.NIC, log *slog.Logger) (*Daemon, error) {
+	if nic == nil {
+		return nil, errors.New("NewWithNIC: no NIC")
+	}
+	return start(ctx, cfg, nic, log)
+}
+
+func start(ctx context.Context, cfg *Config, nic hal.NIC, log *slog.Logger) (_ *Daemon, err error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	}
+	d := &Daemon{cfg: cfg, log: log.With("host", cfg.Host), started: time.Now(), plan: planPorts(cfg)}
+	data, err := os.ReadFile(cfg.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	st, err := policy.Parse(cfg.Policy, data)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.checkPolicy(st); err != nil {
+		return nil, err
+	}
+	d.state, d.policyHash, d.loadedAt = st, sha256.Sum256(data), time.Now()
+	if fi, err := os.Stat(cfg.Policy); err == nil {
+		d.policyMod, d.policySize = fi.ModTime(), fi.Size()
+	}
+
+	d.metrics = newMetrics(d)
+	d.capture = &capturer{d: d}
+	var o *opened
+	if nic != nil {
+		if d.plan, err = planFromNIC(cfg, nic); err != nil {
+			return nil, err
+		}
+		// Not ours to close.
+		o = &opened{nic: nil}
+		o.external = nic
+	} else if o, err = openNIC(ctx, cfg, st, d.plan, d); err != nil {
+		return nil, fmt.Errorf("opening %s: %w", cfg.Driver, err)
+	}
+	d.opened = o
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	d.nic = observe(o.device(), d.metrics, d.capture)
+	sw, err := vswitch.New(vswitch.Config{NIC: d.nic, Host: cfg.Host, State: st, Ports: d.plan.vmPort,
+		Uplink: d.plan.uplink, NextHopMAC: cfg.NextHopMAC, Logger: d.log, FlowIdle: cfg.FlowIdle})
+	if err != nil {
+		return nil, fmt.Errorf("starting the switch: %w", err)
+	}
+	d.sw = sw
+	s := sw.Stats()
+	d.log.Info("switch started", "driver", d.nic.Capabilities().Driver, "device", d.nic.Capabilities().Device,
+		"ports", len(d.plan.vms)+1, "reconciled_removed", s.ReconcileRemoved, "reconciled_added", s.ReconcileAdded,
+		"foreign_rules", s.ForeignRules)
+
+	if d.ctl, err = listenControl(cfg.Control); err != nil {
+		return nil, err
+	}
+	if cfg.Metrics != "" {
+		if d.metricL, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", d.MetricsHandler())
+		d.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+	return d, nil
+}
+
+// checkPolicy refuses a policy this daemon cannot run: its host must be in
+// it, and the VMs of its ports should be (a VM that is not is warned about:
+// its port carries nothing until a policy names it).
+func (d *Daemon) checkPolicy(st *policy.State) error {
+	if _, ok := st.Host(d.cfg.Host); !ok {
+		return fmt.Errorf("%s: host %q (from %s) is not in the policy's hosts", d.cfg.Policy, d.cfg.Host, d.cfg.File)
+	}
+	for _, vm := range d.plan.vms {
+		if _, ok := st.VM(vm); !ok {
+			d.log.Warn("a configured port's VM is not in the policy", "vm", vm, "policy", d.cfg.Policy)
+		}
+	}
+	for _, vm := range st.LocalVMs(d.cfg.Host) {
+		if _, ok := d.plan.vmPort[vm.Name]; !ok {
+			d.log.Warn("a VM the policy puts on this host has no port in the configuration", "vm", vm.Name, "config", d.cfg.File)
+		}
+	}
+	return nil
+}
+
+// listenControl listens on the control socket, replacing a stale socket
+// file left by a daemon that did not shut down, but never one a live daemon
+// answers on.
+func listenControl(path string) (net.Listener, error) {
+	if _, err := os.Stat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: another vswitchd answers on it", path)
+		}
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	// The socket changes the switch: only its owner may use it.
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Run runs the switch, the control server, the metrics server and the
+// policy watcher until ctx is done, then shuts down gracefully: the control
+// socket stops answering, a running capture is finished, the switch and the
+// NIC are closed.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := d.sw.Run(ctx); err != nil {
+			errc <- fmt.Errorf("switch: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		d.serveControl(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		d.watch(ctx)
+	}()
+	if d.httpSrv != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.httpSrv.Serve(d.metricL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+	}
+	d.log.Info("running", "control", d.cfg.Control, "metrics", d.cfg.Metrics, "policy", d.cfg.Policy)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		d.log.Error("stopping", "err", err)
+	}
+	cancel()
+	d.ctl.Close()
+	if d.httpSrv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+		d.httpSrv.Shutdown(sctx)
+		scancel()
+	}
+	wg.Wait()
+	d.log.Info("stopped")
+	return err
+}
+
+// Close releases everything: the capture, the switch, the NIC and its
+// bindings, the sockets. Run's caller calls it after Run returns.
+func (d *Daemon) Close() error {
+	if d.capture != nil {
+		if file, n, err := d.capture.stop(); err == nil {
+			d.log.Info("capture finished at shutdown", "file", file, "packets", n)
+		}
+	}
+	var errs []error
+	if d.sw != nil {
+		errs = append(errs, d.sw.Close())
+	}
+	if d.opened != nil {
+		errs = append(errs, d.opened.close())
+	}
+	if d.ctl != nil {
+		d.ctl.Close()
+		os.Remove(d.cfg.Control)
+	}
+	if d.metricL != nil {
+		d.metricL.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// Switch is the running switch.
+func (d *Daemon) Switch() *vswitch.Switch { return d.sw }
+
+// NIC is the NIC the switch programs.
+func (d *Daemon) NIC() hal.NIC { return d.nic }
+
+// SoftPort returns the far side of a softnic port (a VM's name, or "uplink"),
+// for programs that embed the daemon with the softnic driver and binding
+// none and play the VMs and the wire themselves.
+func (d *Daemon) SoftPort(name string) (*softnic.Port, bool) {
+	if d.opened == nil {
+		return nil, false
+	}
+	soft := d.opened.soft
+	if n, ok := d.opened.external.(*softnic.NIC); ok {
+		soft = n
+	}
+	if soft == nil {
+		return nil, false
+	}
+	id, ok := d.plan.vmPort[name]
+	if name == "uplink" {
+		id, ok = d.plan.uplink, true
+	}
+	if !ok {
+		return nil, false
+	}
+	p, err := soft.Port(id)
+	return p, err == nil
+}
+
+// MetricsHandler serves the Prometheus metrics.
+func (d *Daemon) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)})
+}
+
+// portLabel names a port for metrics and captures: the VM behind it, or
+// "uplink".
+func (d *Daemon) portLabel(p hal.Port) string {
+	if p.ID == d.plan.uplink {
+		return "uplink"
+	}
+	if vm, ok := d.plan.vmOf[p.ID]; ok {
+		return vm
+	}
+	return p.Name
+}
+
+// State is the policy the switch runs.
+func (d *Daemon) State() *policy.State {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state
+}
+
+// Reload checks the policy file and, when it changed and loads, applies it.
+// A file that does not load is reported (the error names file, line and
+// field) and changes nothing: the switch keeps the state it runs.
+func (d *Daemon) Reload(ctx context.Context) (changed bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.reloadLocked(ctx, true)
+}
+
+func (d *Daemon) reloadLocked(ctx context.Context, force bool) (bool, error) {
+	fi, err := os.Stat(d.cfg.Policy)
+	if err != nil {
+		return false, fmt.Errorf("policy: %w", err)
+	}
+	if !force && fi.ModTime().Equal(d.policyMod) && fi.Size() == d.policySize {
+		return false, nil
+	}
+	data, err := os.ReadFile(d.cfg.Policy)
+	if err != nil {
+		return false, fmt.Errorf("policy: %w", err)
+	}
+	d.policyMod, d.policySize = fi.ModTime(), fi.Size()
+	h := sha256.Sum256(data)
+	if bytes.Equal(h[:], d.policyHash[:]) {
+		return false, nil
+	}
+	// The hash is taken now, so that a bad file is reported once, not at
+	// every poll; it is checked again when it changes.
+	d.policyHash = h
+	st, err := policy.Parse(d.cfg.Policy, data)
+	if err == nil {
+		err = d.checkPolicy(st)
+	}
+	if err != nil {
+		d.rejected++
+		d.lastErr = err
+		d.metrics.policy.WithLabelValues("rejected").Inc()
+		d.logPolicyError(err)
+		return false, err
+	}
+	if err := d.sw.Update(ctx, st); err != nil {
+		d.metrics.policy.WithLabelValues("failed").Inc()
+		d.log.Error("policy update failed", "policy", d.cfg.Policy, "err", err)
+		return false, fmt.Errorf("applying %s: %w", d.cfg.Policy, err)
+	}
+	d.state, d.loadedAt, d.lastErr = st, time.Now(), nil
+	d.updates++
+	d.metrics.policy.WithLabelValues("applied").Inc()
+	d.log.Info("policy applied", "policy", d.cfg.Policy, "vms", len(st.VMs()), "mappings", st.MappingCount())
+	return true, nil
+}
+
+func (d *Daemon) logPolicyError(err error) {
+	var l policy.ErrorList
+	if errors.As(err, &l) {
+		for _, e := range l {
+			d.log.Error("policy rejected; the running state is kept", "file", e.File, "line", e.Line, "field", e.Field, "problem", e.Msg)
+		}
+		return
+	}
+	d.log.Error("policy rejected; the running state is kept", "err", err)
+}
+
+// watch polls the policy file (no inotify dependency, and it works on any
+// file system): a change is checked first and applied only when it loads.
+func (d *Daemon) watch(ctx context.Context) {
+	t := time.NewTicker(d.cfg.WatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.mu.Lock()
+			d.reloadLocked(ctx, false)
+			d.mu.Unlock()
+		}
+	}
+}
+
+// ActivateShadow makes vm's shadow location live (see
+// vswitch.Switch.ActivateShadow) and records the activation in the running
+// state. The policy file should record it too: a later change of the file
+// that does not is a rollback.
+func (d *Daemon) ActivateShadow(ctx context.Context, vm string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	sh, ok := d.state.Shadow(vm)
+	if !ok {
+		return fmt.Errorf("VM %q has no shadow location in the policy", vm)
+	}
+	if err := d.sw.ActivateShadow(ctx, vm); err != nil {
+		return err
+	}
+	st, err := d.state.Activate(vm, sh.Generation)
+	if err != nil {
+		return err
+	}
+	d.state = st
+	d.log.Info("shadow activated", "vm", vm, "host", sh.Host, "generation", sh.Generation)
+	return nil
+}
+
+// CheckPolicy loads the configuration's policy and checks it as New would,
+// without opening anything (vswitchd -check).
+func CheckPolicy(cfg *Config) error {
+	st, err := policy.LoadFile(cfg.Policy)
+	if err != nil {
+		return err
+	}
+	d := &Daemon{cfg: cfg, plan: planPorts(cfg), log: slog.New(slog.DiscardHandler)}
+	return d.checkPolicy(st)
+}

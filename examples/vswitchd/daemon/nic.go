@@ -1,0 +1,268 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"time"
+
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/drivers/softnic/afpacket"
+	"github.com/nicpath/nicpath/drivers/tcflower"
+	"github.com/nicpath/nicpath/drivers/xdp"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/policy"
+)
+
+// portPlan is the daemon's port numbering: the VMs of Config.Ports in name
+// order get IDs 1…n, the uplink n+1. Every driver is given the same IDs, so
+// that flows name the same ports whatever the driver.
+type portPlan struct {
+	vms    []string // by port ID - 1
+	ifname map[hal.PortID]string
+	vmPort map[string]hal.PortID
+	vmOf   map[hal.PortID]string
+	uplink hal.PortID
+}
+
+func planPorts(c *Config) portPlan {
+	p := portPlan{ifname: map[hal.PortID]string{}, vmPort: map[string]hal.PortID{}, vmOf: map[hal.PortID]string{}}
+	for vm := range c.Ports {
+		p.vms = append(p.vms, vm)
+	}
+	sort.Strings(p.vms)
+	for i, vm := range p.vms {
+		id := hal.PortID(i + 1)
+		p.vmPort[vm], p.vmOf[id] = id, vm
+		p.ifname[id] = c.Ports[vm]
+	}
+	p.uplink = hal.PortID(len(p.vms) + 1)
+	p.ifname[p.uplink] = c.Uplink
+	return p
+}
+
+// planFromNIC numbers the ports the way a NIC the caller opened does:
+// every configured interface must be one of its ports, by name.
+func planFromNIC(c *Config, nic hal.NIC) (portPlan, error) {
+	byName := map[string]hal.Port{}
+	for _, p := range nic.Ports() {
+		byName[p.Name] = p
+	}
+	p := portPlan{ifname: map[hal.PortID]string{}, vmPort: map[string]hal.PortID{}, vmOf: map[hal.PortID]string{}}
+	for vm := range c.Ports {
+		p.vms = append(p.vms, vm)
+	}
+	sort.Strings(p.vms)
+	for _, vm := range p.vms {
+		np, ok := byName[c.Ports[vm]]
+		if !ok || np.Kind != hal.PortVPort {
+			return p, fmt.Errorf("%s: ports.%s: the NIC has no vport named %q", c.File, vm, c.Ports[vm])
+		}
+		p.vmPort[vm], p.vmOf[np.ID], p.ifname[np.ID] = np.ID, vm, np.Name
+	}
+	up, ok := byName[c.Uplink]
+	if !ok || up.Kind != hal.PortUplink {
+		return p, fmt.Errorf("%s: uplink: the NIC has no uplink named %q", c.File, c.Uplink)
+	}
+	p.uplink, p.ifname[up.ID] = up.ID, up.Name
+	return p, nil
+}
+
+// uplinkMTU is the MTU an unbound softnic uplink gets: room for a 1500-byte
+// inner packet and the largest encapsulation the vswitch uses over IPv4.
+const uplinkMTU = 1600
+
+// defaultUplinkMAC is the uplink's MAC when neither the interface nor the
+// configuration gives one (a locally administered address).
+var defaultUplinkMAC = hal.MustMAC("02:6e:70:00:00:01")
+
+// opened is a NIC the daemon opened, with what it must release.
+type opened struct {
+	nic      hal.NIC      // closed with the daemon
+	external hal.NIC      // the caller's (NewWithNIC): left open
+	soft     *softnic.NIC // set for the softnic driver
+	bindings []*afpacket.Binding
+}
+
+func (o *opened) device() hal.NIC {
+	if o.external != nil {
+		return o.external
+	}
+	return o.nic
+}
+
+func (o *opened) close() error {
+	for _, b := range o.bindings {
+		b.Close()
+	}
+	if o.nic != nil {
+		return o.nic.Close()
+	}
+	return nil
+}
+
+// openNIC opens the driver the configuration names on its interfaces.
+func openNIC(ctx context.Context, c *Config, st *policy.State, p portPlan, d *Daemon) (*opened, error) {
+	switch c.Driver {
+	case "softnic":
+		return openSoftnic(c, st, p, d)
+	case "xdp":
+		pcs := make([]xdp.PortConfig, 0, len(p.vms)+1)
+		for _, vm := range p.vms {
+			id := p.vmPort[vm]
+			pcs = append(pcs, xdp.PortConfig{ID: id, Name: p.ifname[id], Kind: hal.PortVPort})
+		}
+		pcs = append(pcs, xdp.PortConfig{ID: p.uplink, Name: c.Uplink, Kind: hal.PortUplink})
+		n, err := xdp.Open(ctx, xdp.Config{NetNS: c.NetNS, Ports: pcs})
+		if err != nil {
+			return nil, err
+		}
+		return &opened{nic: n}, nil
+	case "tcflower":
+		pcs := make([]tcflower.PortConfig, 0, len(p.vms)+1)
+		for _, vm := range p.vms {
+			id := p.vmPort[vm]
+			pcs = append(pcs, tcflower.PortConfig{ID: id, Name: p.ifname[id], Kind: hal.PortVPort})
+		}
+		pcs = append(pcs, tcflower.PortConfig{ID: p.uplink, Name: c.Uplink, Kind: hal.PortUplink})
+		n, err := tcflower.Open(ctx, tcflower.Config{NetNS: c.NetNS, Ports: pcs, Tunnels: c.Tunnels})
+		if err != nil {
+			return nil, err
+		}
+		return &opened{nic: n}, nil
+	}
+	return nil, fmt.Errorf("unknown driver %q", c.Driver)
+}
+
+func openSoftnic(c *Config, st *policy.State, p portPlan, d *Daemon) (*opened, error) {
+	var pcs []softnic.PortConfig
+	ifaces := map[hal.PortID]*net.Interface{}
+	if c.Binding == BindAFPacket {
+		for id, name := range p.ifname {
+			ifi, err := net.InterfaceByName(name)
+			if err != nil {
+				return nil, fmt.Errorf("port %d: interface %s: %w", id, name, err)
+			}
+			ifaces[id] = ifi
+		}
+	}
+	for _, vm := range p.vms {
+		id := p.vmPort[vm]
+		pc := softnic.PortConfig{Name: p.ifname[id], Kind: hal.PortVPort}
+		if v, ok := st.VM(vm); ok {
+			pc.MAC = hal.MAC(v.MAC)
+		}
+		if ifi := ifaces[id]; ifi != nil {
+			pc.MTU = ifi.MTU
+		}
+		pcs = append(pcs, pc)
+	}
+	up := softnic.PortConfig{Name: c.Uplink, Kind: hal.PortUplink, MAC: c.UplinkMAC, MTU: uplinkMTU}
+	if ifi := ifaces[p.uplink]; ifi != nil {
+		up.MTU = ifi.MTU
+		if up.MAC == (hal.MAC{}) && len(ifi.HardwareAddr) == 6 {
+			up.MAC = hal.MAC(ifi.HardwareAddr)
+		}
+	}
+	if up.MAC == (hal.MAC{}) {
+		up.MAC = defaultUplinkMAC
+	}
+	pcs = append(pcs, up)
+	n, err := softnic.New(softnic.Config{Device: c.Host, Ports: pcs})
+	if err != nil {
+		return nil, err
+	}
+	o := &opened{nic: n, soft: n}
+	if c.Binding != BindAFPacket {
+		return o, nil
+	}
+	for id := hal.PortID(1); id <= p.uplink; id++ {
+		port, err := n.Port(id)
+		if err != nil {
+			o.close()
+			return nil, err
+		}
+		b, err := afpacket.Bind(port, p.ifname[id], afpacket.Options{Logger: d.log})
+		if err != nil {
+			o.close()
+			return nil, err
+		}
+		o.bindings = append(o.bindings, b)
+	}
+	return o, nil
+}
+
+// observedNIC decorates the opened NIC for the daemon's observers: rule
+// programming latency and errors for the metrics, and a tap on the
+// exception path for captures. The vswitch programs the NIC through it.
+type observedNIC struct {
+	hal.NIC
+	m   *metrics
+	cap *capturer
+}
+
+func (o *observedNIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
+	start := time.Now()
+	err := o.NIC.Apply(ctx, ops, results)
+	o.m.observeApply(time.Since(start), ops, results[:len(ops)])
+	return err
+}
+
+func (o *observedNIC) Activate(ctx context.Context, scope hal.Scope, gen hal.Generation) error {
+	start := time.Now()
+	err := o.NIC.Activate(ctx, scope, gen)
+	o.m.observeActivate(time.Since(start), err)
+	return err
+}
+
+func (o *observedNIC) ReadExceptions(ctx context.Context, batch []hal.Exception) (int, error) {
+	n, err := o.NIC.ReadExceptions(ctx, batch)
+	if n > 0 {
+		o.cap.write(batch[:n])
+	}
+	return n, err
+}
+
+// observedAtomicNIC is observedNIC for a NIC that applies batches all or
+// nothing: the vswitch finds hal.AtomicApplier by type assertion, so the
+// decorator must have the method exactly when the NIC does.
+type observedAtomicNIC struct {
+	*observedNIC
+	atomic hal.AtomicApplier
+}
+
+func (o *observedAtomicNIC) ApplyAtomic(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
+	start := time.Now()
+	err := o.atomic.ApplyAtomic(ctx, ops, results)
+	o.m.observeApply(time.Since(start), ops, results[:len(ops)])
+	return err
+}
+
+func observe(n hal.NIC, m *metrics, c *capturer) hal.NIC {
+	o := &observedNIC{NIC: n, m: m, cap: c}
+	if a, ok := n.(hal.AtomicApplier); ok {
+		return &observedAtomicNIC{observedNIC: o, atomic: a}
+	}
+	return o
+}
+
+// errClass names an operation's failure for the metrics.
+func errClass(err error) string {
+	switch {
+	case errors.Is(err, hal.ErrNotSupported):
+		return "not_supported"
+	case errors.Is(err, hal.ErrTableFull):
+		return "table_full"
+	case errors.Is(err, hal.ErrNotApplied):
+		return "not_applied"
+	case errors.Is(err, hal.ErrClosed):
+		return "closed"
+	}
+	var op *hal.OpError
+	if errors.As(err, &op) {
+		return "device"
+	}
+	return "other"
+}
