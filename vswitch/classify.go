@@ -31,6 +31,8 @@ type verdict struct {
 	srcVM   uint32 // sending VM (local vport or remote sender)
 	dstVM   uint32 // receiving VM
 	scopeVM string // the VM whose location the flow embeds; its scope
+	srcName string // the sending VM, when known
+	dstName string // the receiving VM, when known
 	gateway bool   // a gateway was involved
 
 	// Connection tracking: layers whose stateful allow opens a connection
@@ -162,7 +164,7 @@ func (w *walk) checkL3() bool {
 
 func (w *walk) outbound(src *vmInfo) {
 	c, v := w.c, w.v
-	v.srcVM = src.id
+	v.srcVM, v.srcName = src.id, src.name
 	v.tenant = src.tenant.id
 	if !src.local {
 		if w.tr != nil {
@@ -281,7 +283,7 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 		w.tr.step("VNET mapping: vni %d %s -> VM %s mac %s on %s (%s, generation %d)", m.VNI, m.CA, m.VM, m.MAC, m.Host, m.PA, m.Generation)
 	}
 	dst := c.vms[m.VM]
-	v.dstVM = dst.id
+	v.dstVM, v.dstName = dst.id, dst.name
 	v.scopeVM = dst.name
 	if routed && !w.routedRewrite() {
 		return
@@ -382,7 +384,7 @@ func (w *walk) inbound(k *hal.FlowKey) {
 		return
 	}
 	dst := c.vms[m.VM]
-	v.dstVM = dst.id
+	v.dstVM, v.dstName = dst.id, dst.name
 	v.scopeVM = dst.name
 	if m.Host != c.host {
 		if w.tr != nil {
@@ -437,7 +439,7 @@ func (w *walk) senderMatches(t *tenantInfo, src, outer netip.Addr) bool {
 	if !ok || m.PA != outer {
 		return false
 	}
-	w.v.srcVM = w.c.vms[m.VM].id
+	w.v.srcVM, w.v.srcName = w.c.vms[m.VM].id, m.VM
 	if w.tr != nil {
 		w.tr.step("sender %s is VM %s on %s", src, m.VM, m.Host)
 	}

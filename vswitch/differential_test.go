@@ -1,6 +1,7 @@
 package vswitch
 
 import (
+	"context"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -99,6 +100,31 @@ func runDifferentialWith(t *testing.T, o topoOpts, cfg policytest.Config, seed u
 	}
 	var history []sent
 	for i := 0; i < packets; i++ {
+		if o.activateAt > 0 && i == o.activateAt {
+			// Live migration of every VM with a shadow, in the middle of
+			// the traffic: each switch flips the VM's scope at once.
+			for _, sh := range st.Shadows() {
+				ns, err := st.Activate(sh.VM, sh.Generation)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st = ns
+				for _, h := range tp.hosts {
+					if err := h.sw.ActivateShadow(context.Background(), sh.VM); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			tp.st = st
+		}
+		if o.activateAt > 0 && i == (o.activateAt+packets)/2 {
+			// Retire the old generations half-way through the rest.
+			for _, h := range tp.hosts {
+				if err := h.sw.Maintain(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
 		var h *testHost
 		var port hal.PortID
 		var in policy.InPort
@@ -141,6 +167,15 @@ func runDifferentialWith(t *testing.T, o topoOpts, cfg policytest.Config, seed u
 		history = append(history, sent{h, port, in, p})
 		want := tp.expect(h, in, p, ct)
 		got := tp.send(h, port, frame)
+		if len(got) != len(want) {
+			v := tp.st.Evaluate(h.name, in, p)
+			t.Logf("packet %d (activation at %d); oracle without conntrack:\n%s", i, o.activateAt, v.Explain())
+			for _, d := range got {
+				_, k := packetFrom(t, d.frame)
+				t.Logf("delivered on %s port %d (%s): %v", d.host.name, d.port, d.host.portVM[d.port], k)
+			}
+			t.Logf("switch explain on %s:\n%s", h.name, h.sw.ExplainFrame(port, frame))
+		}
 		tp.check(t, describe(p)+" from "+in.String()+" on "+h.name, got, want)
 		for _, w := range want {
 			if !w.outer.IsValid() {
@@ -251,5 +286,29 @@ func TestDifferentialProactive(t *testing.T) {
 	t.Logf("exceptions for %d packets: %d reactive, %d with per-destination rules", n, exc[false], exc[true])
 	if exc[true] >= exc[false] {
 		t.Fatalf("per-destination rules did not keep packets from the host: %d vs %d exceptions", exc[true], exc[false])
+	}
+}
+
+// TestDifferentialMigration migrates VMs (their shadows, installed inactive
+// from the start) in the middle of random traffic: before and after, every
+// packet ends where the reference says, so none goes to an old location
+// after the activation.
+func TestDifferentialMigration(t *testing.T) {
+	n := 2000
+	if testing.Short() {
+		n = 600
+	}
+	cfg := policytest.Config{Seed: 6, Hosts: 3, Tenants: 2, VNETsPerTenant: 2, VMsPerVNET: 3, IPv6: true, Routes: true, ACLsPerTenant: 4, Shadows: 3}
+	for _, seed := range []uint64{6, 7, 8} {
+		cfg.Seed = seed
+		tp := runDifferentialWith(t, topoOpts{activateAt: n / 2}, cfg, seed, n)
+		var acts uint64
+		for _, h := range tp.hosts {
+			acts += h.sw.Stats().Activations
+			h.sw.Maintain(context.Background())
+		}
+		if acts == 0 {
+			t.Fatal("no activation happened")
+		}
 	}
 }

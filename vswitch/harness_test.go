@@ -122,6 +122,9 @@ type topoOpts struct {
 	proactive bool
 	flowIdle  time.Duration
 	connIdle  time.Duration
+	// activateAt: after that many packets of a differential run, every
+	// shadow is activated (0: never).
+	activateAt int
 }
 
 type topo struct {

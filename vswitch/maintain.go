@@ -126,6 +126,19 @@ func (s *Switch) age(now int64) {
 			s.stats.flowsAged++
 		}
 	}
+	for vm, fs := range s.cross {
+		live := fs[:0]
+		for _, f := range fs {
+			if !f.dead {
+				live = append(live, f)
+			}
+		}
+		if len(live) == 0 || s.cur.alt[vm] == nil {
+			delete(s.cross, vm) // gone, or the VM has no pending move any more
+		} else {
+			s.cross[vm] = live
+		}
+	}
 	for k, fs := range s.denied {
 		live := fs[:0]
 		for _, f := range fs {

@@ -53,6 +53,8 @@ func (s *Switch) ActivateShadow(ctx context.Context, vm string) error {
 			}
 			s.syncProactive()
 			s.flush(ctx)
+			s.reflowCross(ctx, s.cross[vm])
+			delete(s.cross, vm)
 			return fmt.Errorf("vswitch: activate scope %d of %s: %w", sc.id, vm, err)
 		}
 		sc.active++
@@ -60,18 +62,37 @@ func (s *Switch) ActivateShadow(ctx context.Context, vm string) error {
 	if s.rollback == nil {
 		s.rollback = map[string]rollbackPoint{}
 	}
-	s.rollback[vm] = rollbackPoint{c: s.cur, epoch: s.epoch + 1}
+	cross := s.cross[vm]
+	delete(s.cross, vm)
+	s.rollback[vm] = rollbackPoint{c: s.cur, epoch: s.epoch + 1, cross: cross}
 	s.swapTo(alt)
+	s.reflowCross(ctx, cross)
 	s.stats.activations++
 	s.retirePending = true
 	return nil
+}
+
+// reflowCross re-evaluates the flows that depend on a VM that just moved
+// without being in its scope.
+func (s *Switch) reflowCross(ctx context.Context, fs []*flow) {
+	if len(fs) == 0 {
+		return
+	}
+	now := s.now()
+	for _, f := range fs {
+		if !f.dead {
+			s.reflow(f, now, false)
+		}
+	}
+	s.flush(ctx)
 }
 
 // rollbackPoint is the compiled state before an activation, kept until
 // Maintain retires the old generation.
 type rollbackPoint struct {
 	c     *compiled
-	epoch uint64 // the epoch right after the activation
+	epoch uint64  // the epoch right after the activation
+	cross []*flow // flows re-evaluated outside the scope, to re-evaluate back
 }
 
 // Rollback undoes ActivateShadow(vm) in one step, as long as Maintain has
@@ -94,6 +115,7 @@ func (s *Switch) Rollback(ctx context.Context, vm string) error {
 	delete(s.rollback, vm)
 	s.cur = rp.c
 	s.epoch++
+	s.reflowCross(ctx, rp.cross)
 	s.stats.activations++
 	return nil
 }

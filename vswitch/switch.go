@@ -87,6 +87,7 @@ type Switch struct {
 	acts      map[actKey]*actSet
 	lastAct   *actSet
 	pro       map[proKey]*proRule
+	cross     map[string][]*flow // flows depending on a moving VM outside its scope
 	scopes    map[string]*scope
 	ct        *conntrack
 	denied    map[connKey][]*flow
@@ -183,6 +184,7 @@ func New(cfg Config) (*Switch, error) {
 		denied: map[connKey][]*flow{},
 		nextID: 1,
 		pro:    map[proKey]*proRule{},
+		cross:  map[string][]*flow{},
 	}
 	uplinkFound := false
 	for _, p := range s.nic.Ports() {
@@ -406,9 +408,24 @@ func (s *Switch) setVerdict(f *flow, v *verdict, now int64) {
 	s.release(old)
 	f.tenant, f.srcVM, f.dstVM = v.tenant, v.srcVM, v.dstVM
 	f.gateway, f.routed = v.gateway, v.routed
+	// The flow's scope is the VM whose location it embeds: its receiver,
+	// or its sender when the sender is the one with a pending move (a VM
+	// leaving this host, or a remote sender whose PA will change). A flow
+	// that also depends on another VM with a pending move is listed under
+	// that VM and re-evaluated when it moves: such flows are few, and only
+	// they are touched then.
 	f.scope = nil
-	if v.scopeVM != "" && s.caps.Generations && s.offloading() {
-		f.scope = s.scopeOf(v.scopeVM)
+	scopeVM, other := v.scopeVM, v.srcName
+	if v.srcName != "" && s.cur.alt[v.srcName] != nil {
+		scopeVM, other = v.srcName, v.dstName
+	}
+	if other != "" && other != scopeVM && s.cur.alt[other] != nil {
+		if l := s.cross[other]; len(l) == 0 || l[len(l)-1] != f {
+			s.cross[other] = append(l, f)
+		}
+	}
+	if scopeVM != "" && s.caps.Generations && s.offloading() {
+		f.scope = s.scopeOf(scopeVM)
 	}
 	// Connections.
 	for _, c := range f.uses {
