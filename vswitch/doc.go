@@ -77,8 +77,10 @@
 // # Generations and live migration
 //
 // Every flow whose result embeds a VM's location (toward the VM, or
-// delivered to it) lives in that VM's scope (hal.Scope = the VM's stable id
-// in this switch) at the scope's active generation. When the state holds an
+// delivered to it; from it, when it is the VM with a pending move) lives in
+// that VM's scope (hal.Scope = the VM's stable id in this switch) at the
+// scope's active generation. The rare flow that also depends on a second
+// moving VM is listed under that VM and re-evaluated when it moves. When the state holds an
 // inactive shadow for a VM, the switch compiles the state with the shadow
 // activated and installs, for every flow in the VM's scope, a second rule
 // with the scope's next generation: inactive. ActivateShadow (or an Update

@@ -258,6 +258,12 @@ func (s *Switch) Run(ctx context.Context) error {
 				return nil
 			}
 			s.log.Warn("reading exceptions", "err", err)
+			// Do not spin on a persistent driver error.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Millisecond):
+			}
 			continue
 		}
 		if err := s.HandleBatch(ctx, batch[:n]); err != nil {
