@@ -1,0 +1,261 @@
+package multihost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/nicpath/nicpath/examples/vmmanager"
+)
+
+// Result is what the streaming VM saw during one migration.
+//
+//   - Sent: stream packets sent, from the start of the migration until Tail
+//     after the last host reported the activation.
+//   - Delivered: packets that reached the migrating VM where it was at the
+//     moment of delivery (its old host before the move, its new host after),
+//     once each.
+//   - Lost: Sent − Delivered.
+//   - Stale: of the lost, those delivered to the old host's vport after the
+//     VM had left but before that host applied the activation (the VM is
+//     not there any more, yet the host did as its state said).
+//   - Misdelivered: packets delivered to a wrong place after activation: to
+//     the old host's vport after that host applied the activation, to the
+//     new host's vport before the VM moved there, to any other VM, or twice.
+//   - Downtime: the gap in delivery across the move: from the last packet
+//     the VM received on its old host to the first it received on its new
+//     one (so it includes one ordinary interval between packets).
+//   - MaxGap: the longest gap between two deliveries over the whole run,
+//     and SenderStall the longest gap between two sends: the bed's own
+//     jitter (the sender's goroutine shares the machine's cores with the
+//     followers and the store), which bounds how precise Downtime is.
+type Result struct {
+	Sent, Delivered, Lost, Stale, Misdelivered int
+	Downtime, MaxGap, SenderStall              time.Duration
+	Interval                                   time.Duration
+	// LostRun is the longest run of consecutive sequence numbers that never
+	// arrived: LostRun × Interval is the downtime a constant-rate sender
+	// would see, free of the bed's scheduling jitter.
+	LostRun int
+	Migration                                  vmmanager.Migration
+}
+
+func (r Result) String() string {
+	return fmt.Sprintf("sent %d delivered %d lost %d (stale %d, longest run %d) misdelivered %d downtime %v (max gap %v, sender stall %v, interval %v; install %v, activate %v, lagging %v)",
+		r.Sent, r.Delivered, r.Lost, r.Stale, r.LostRun, r.Misdelivered, r.Downtime, r.MaxGap, r.SenderStall, r.Interval,
+		r.Migration.Install, r.Migration.Activate, r.Migration.Lagging)
+}
+
+// MigrateOptions say what to migrate and how to stream.
+type MigrateOptions struct {
+	VM     string // the migrating VM
+	From   string // its host now
+	To     string // its new host
+	Sender string // the streaming VM
+	SendOn string // the sender's host
+	// Interval between stream packets; default 50µs (20k packets/s).
+	Interval time.Duration
+	// Warmup packets before the migration starts, which must all arrive (so
+	// that flows are on the NICs when it starts); default 50.
+	Warmup int
+	// Tail: how long the stream goes on after the migration returned.
+	// Default 20ms.
+	Tail    time.Duration
+	Manager vmmanager.MigrateOptions
+}
+
+// Migrate streams from the sender to the VM while mgr migrates it, and says
+// what the stream saw.
+func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o MigrateOptions) (Result, error) {
+	if o.Interval <= 0 {
+		o.Interval = 50 * time.Microsecond
+	}
+	if o.Warmup <= 0 {
+		o.Warmup = 50
+	}
+	if o.Tail <= 0 {
+		o.Tail = 20 * time.Millisecond
+	}
+	src, from, to := fb.byNm[o.SendOn], fb.byNm[o.From], fb.byNm[o.To]
+	if src == nil || from == nil || to == nil {
+		return Result{}, fmt.Errorf("unknown host among %s, %s, %s", o.SendOn, o.From, o.To)
+	}
+	res := Result{Interval: o.Interval}
+	// The generation the manager gives the new location (vmmanager: the
+	// VM's own plus one).
+	cur := from.Follower.Applied().State
+	if cur == nil {
+		return res, fmt.Errorf("%s has applied no state", from.Name)
+	}
+	vm, ok := cur.VM(o.VM)
+	if !ok {
+		return res, fmt.Errorf("no VM %q", o.VM)
+	}
+	newGen := max(vm.Generation, 1) + 1
+	var seq uint64
+	send := func() ([]Delivery, error) {
+		seq++
+		fr, err := fb.StreamFrame(o.Sender, o.VM, seq)
+		if err != nil {
+			return nil, err
+		}
+		return fb.Send(src, o.Sender, fr)
+	}
+	for range o.Warmup {
+		ds, err := send()
+		if err != nil {
+			return res, err
+		}
+		if len(ds) != 1 || ds[0].Host != from || ds[0].VM != o.VM {
+			return res, fmt.Errorf("the stream does not reach %s on %s before the migration (packet %d landed %d times)", o.VM, o.From, seq, len(ds))
+		}
+	}
+
+	// The VM's location as the hypervisor sees it: the old host until the
+	// manager moves it, just before the activation record.
+	var mu sync.Mutex
+	var moved time.Time
+	o.Manager.BeforeActivate = chainBefore(o.Manager.BeforeActivate, func() {
+		mu.Lock()
+		moved = time.Now()
+		mu.Unlock()
+	})
+	type migResult struct {
+		m   vmmanager.Migration
+		err error
+	}
+	doneCh := make(chan migResult, 1)
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		m, err := mgr.Migrate(mctx, o.VM, o.To, o.Manager)
+		doneCh <- migResult{m, err}
+	}()
+
+	got := map[uint64]bool{}
+	start := seq + 1
+	var last, lastSend, lastOld, firstNew time.Time
+	var stopAt time.Time
+	var migErr error
+	finished := false
+	next := time.Now()
+	for {
+		now := time.Now()
+		if !finished {
+			select {
+			case r := <-doneCh:
+				finished, res.Migration, migErr = true, r.m, r.err
+				stopAt = now.Add(o.Tail)
+			default:
+			}
+		}
+		if finished && now.After(stopAt) {
+			break
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		for time.Now().Before(next) {
+			runtime.Gosched()
+		}
+		// A sender that fell behind (descheduled) does not catch up with a
+		// burst: the gap stays visible, as it would to a real receiver.
+		next = next.Add(o.Interval)
+		if now := time.Now(); next.Before(now) {
+			next = now
+		}
+		t0 := time.Now()
+		if !lastSend.IsZero() && t0.Sub(lastSend) > res.SenderStall {
+			res.SenderStall = t0.Sub(lastSend)
+		}
+		lastSend = t0
+		ds, err := send()
+		if err != nil {
+			return res, err
+		}
+		res.Sent++
+		at := time.Now()
+		mu.Lock()
+		mv := moved
+		mu.Unlock()
+		for _, d := range ds {
+			s, ok := streamSeq(d.Frame)
+			switch {
+			case d.VM != o.VM || !ok:
+				res.Misdelivered++ // another VM, or an uplink toward no host
+			case d.Host == from && (mv.IsZero() || at.Before(mv)):
+				ok = true
+			case d.Host == from:
+				if fromActivated(from, newGen, at) {
+					res.Misdelivered++
+				} else {
+					res.Stale++
+				}
+				ok = false
+			case d.Host == to && !mv.IsZero():
+				ok = true
+			default:
+				res.Misdelivered++ // the new host before the VM moved there
+				ok = false
+			}
+			if !ok {
+				continue
+			}
+			if got[s] {
+				res.Misdelivered++
+				continue
+			}
+			got[s] = true
+			res.Delivered++
+			if !last.IsZero() && at.Sub(last) > res.MaxGap {
+				res.MaxGap = at.Sub(last)
+			}
+			last = at
+			if d.Host == from {
+				lastOld = at
+			} else if firstNew.IsZero() {
+				firstNew = at
+			}
+		}
+	}
+	res.Lost = res.Sent - res.Delivered
+	run := 0
+	for q := start; q <= seq; q++ {
+		if got[q] {
+			run = 0
+			continue
+		}
+		run++
+		res.LostRun = max(res.LostRun, run)
+	}
+	if lastOld.IsZero() || firstNew.IsZero() {
+		return res, fmt.Errorf("the stream never reached the VM at its new location: %v", res)
+	}
+	res.Downtime = firstNew.Sub(lastOld)
+	if migErr != nil {
+		return res, migErr
+	}
+	if moved.IsZero() {
+		return res, errors.New("the VM never moved")
+	}
+	return res, nil
+}
+
+// fromActivated reports whether h applied a state with generation gen live
+// before at.
+func fromActivated(h *Host, gen uint64, at time.Time) bool {
+	t, ok := h.ActiveSince(gen)
+	return ok && t.Before(at)
+}
+
+func chainBefore(a, b func()) func() {
+	return func() {
+		b()
+		if a != nil {
+			a()
+		}
+	}
+}
