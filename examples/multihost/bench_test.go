@@ -2,7 +2,7 @@ package multihost
 
 import (
 	"testing"
-	
+
 	"github.com/nicpath/nicpath/store"
 )
 
@@ -18,4 +18,3 @@ func BenchmarkMigration(b *testing.B) {
 	fb, mgr := setup(b, s)
 	RunMigrationBenchmark(b, fb, mgr)
 }
-

@@ -39,8 +39,8 @@ type Result struct {
 	// LostRun is the longest run of consecutive sequence numbers that never
 	// arrived: LostRun × Interval is the downtime a constant-rate sender
 	// would see, free of the bed's scheduling jitter.
-	LostRun int
-	Migration                                  vmmanager.Migration
+	LostRun   int
+	Migration vmmanager.Migration
 }
 
 func (r Result) String() string {

@@ -26,7 +26,6 @@ func setup(t testing.TB, s *store.KVStore) (*Fabric, *vmmanager.Manager) {
 	return fb, mgr
 }
 
-
 // TestMigration: the mover goes from host-a to host-b while the streamer on
 // host-c sends to it; after the activation no packet lands anywhere but on
 // the mover's new port, every host ends on the final state, and the old

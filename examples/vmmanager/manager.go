@@ -206,4 +206,3 @@ func cmpOr(d, def time.Duration) time.Duration {
 	}
 	return def
 }
-
