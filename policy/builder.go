@@ -25,7 +25,14 @@ type Builder struct {
 	gateways  []item[Gateway]
 	tenants   []item[Tenant]
 	vnets     []item[VNET]
-	vms       []item[VM]
+	// VMs are kept as plain values, not items, so that a State can share
+	// this array instead of copying it (at DASH scale it is most of the
+	// memory). Build never changes an element except to fill in a zero
+	// Generation, which it does once; appends after a Build land beyond
+	// the State's view. vmOrigins holds the document positions (nil, or
+	// shorter than vms, for the Go API).
+	vms       []VM
+	vmOrigins []*origin
 	routes    []item[Route]
 	gwRules   []item[GatewayRule]
 	acls      []item[ACL]
@@ -64,7 +71,15 @@ func (b *Builder) AddVNET(v VNET) {
 // AddVM adds a VM (and so one mapping per CA) to the VNET it names.
 func (b *Builder) AddVM(v VM) {
 	v.CAs = slices.Clone(v.CAs)
-	add(&b.vms, "vms", v)
+	b.vms = append(b.vms, v)
+}
+
+// vmOrigin says where VM i came from; only called to report an error.
+func (b *Builder) vmOrigin(i int) *origin {
+	if i < len(b.vmOrigins) && b.vmOrigins[i] != nil {
+		return b.vmOrigins[i]
+	}
+	return &origin{list: "vms", index: i}
 }
 
 // AddRoute adds an explicit route to the tenant it names. Origin and Rule
@@ -372,52 +387,52 @@ func (c *checker) overlaps(s *State, subnets []subnetAt) {
 
 func (b *Builder) buildVMs(c *checker, s *State) {
 	n := 0
-	for _, it := range b.vms {
-		n += len(it.v.CAs)
+	for i := range b.vms {
+		n += len(b.vms[i].CAs)
 	}
 	s.table = newMappingTable(n)
 	s.vmIdx = newNameIndex(len(b.vms))
-	s.vms = make([]VM, 0, len(b.vms))
-	s.vmVNET = make([]int32, 0, len(b.vms))
-	s.vmHost = make([]int32, 0, len(b.vms))
+	// The State shares the Builder's VMs: index i is VM i of the Builder.
+	// A VM rejected here stays in the array, but then Build fails and the
+	// State is never returned.
+	s.vms = b.vms[:len(b.vms):len(b.vms)]
+	s.vmVNET = make([]int32, len(b.vms))
+	s.vmHost = make([]int32, len(b.vms))
 	s.hostVMs = make([][]int32, len(s.hosts))
 	// VMs come grouped by VNET (documents nest them so): remember the last
 	// VNET to skip most lookups keyed by two strings.
 	lastVNET, lastVI := VNETKey{}, -1
-	vnetOf := func(v *VM) (int, bool) {
+	vnetOf := func(v *VM) int {
 		if key := (VNETKey{v.Tenant, v.VNET}); lastVI < 0 || key != lastVNET {
 			vi, ok := s.vnetIdx[key]
 			if !ok {
-				return 0, false
+				return -1
 			}
 			lastVNET, lastVI = key, vi
 		}
-		return lastVI, true
+		return lastVI
 	}
 	var hashes [touchBatch]uint64
 	var sink uint64
 	for start := 0; start < len(b.vms); start += touchBatch {
-		chunk := b.vms[start:min(start+touchBatch, len(b.vms))]
-		// Touch the slots this chunk's names and mappings will land in:
+		end := min(start+touchBatch, len(b.vms))
+		// Touch the slots this batch's names and mappings will land in:
 		// the loads are independent, so the CPU fetches them together, and
 		// the inserts below find them in cache instead of waiting for one
 		// miss after another (the tables are hundreds of megabytes at DASH
 		// scale).
-		for k := range chunk {
-			v := &chunk[k].v
-			hashes[k] = s.vmIdx.hash(v.Name)
-			sink += s.vmIdx.slots[s.vmIdx.home(hashes[k])]
-			if vi, ok := vnetOf(v); ok && len(v.CAs) > 0 {
+		for i := start; i < end; i++ {
+			v := &b.vms[i]
+			h := s.vmIdx.hash(v.Name)
+			hashes[i-start] = h
+			sink += s.vmIdx.slots[s.vmIdx.home(h)]
+			if vi := vnetOf(v); vi >= 0 && len(v.CAs) > 0 {
 				ca := v.CAs[0].As16()
 				sink += uint64(s.table.entries[s.table.slot(s.vnets[vi].VNI, &ca, v.CAs[0].Is4())].vni)
 			}
 		}
-		for k := range chunk {
-			vi, ok := vnetOf(&chunk[k].v)
-			if !ok {
-				vi = -1
-			}
-			b.buildVM(c, s, &chunk[k], hashes[k], vi)
+		for i := start; i < end; i++ {
+			b.buildVM(c, s, i, hashes[i-start], vnetOf(&b.vms[i]))
 		}
 	}
 	touchSink = sink
@@ -431,61 +446,61 @@ const touchBatch = 32
 // touchSink keeps the touching loads from being optimized away.
 var touchSink uint64
 
-// buildVM checks one VM and adds it and its mappings; vi is the index of
+// buildVM checks VM idx and adds it and its mappings; vi is the index of
 // its VNET, or -1 if there is none.
-func (b *Builder) buildVM(c *checker, s *State, it *item[VM], nameHash uint64, vi int) {
-	v, o := it.v, it.o
-	if !c.name(o, "name", v.Name, "VM name") {
+func (b *Builder) buildVM(c *checker, s *State, idx int, nameHash uint64, vi int) {
+	v := &b.vms[idx]
+	bad := func(field, format string, args ...any) { c.errf(b.vmOrigin(idx), field, format, args...) }
+	if v.Name == "" {
+		bad("name", "missing VM name")
 		return
 	}
 	if vi < 0 {
 		if _, ok := s.tenantIdx[v.Tenant]; !ok {
-			c.errf(o, "tenant", "unknown tenant %q", v.Tenant)
+			bad("tenant", "unknown tenant %q", v.Tenant)
 		} else {
-			c.errf(o, "vnet", "unknown VNET %q in tenant %s", v.VNET, v.Tenant)
+			bad("vnet", "unknown VNET %q in tenant %s", v.VNET, v.Tenant)
 		}
 		return
 	}
 	hi, ok := s.hostIdx[v.Host]
 	if !ok {
-		c.errf(o, "host", "unknown host %q", v.Host)
+		bad("host", "unknown host %q", v.Host)
 		return
 	}
-	idx := len(s.vms)
 	if _, added := s.vmIdx.insert(nameHash, v.Name, idx, s.vms); !added {
-		c.errf(o, "name", "duplicate VM %q", v.Name)
+		bad("name", "duplicate VM %q", v.Name)
 		return
 	}
 	if v.MAC.IsZero() || v.MAC.IsMulticast() {
-		c.errf(o, "mac", "MAC %s must be a non-zero unicast MAC", v.MAC)
+		bad("mac", "MAC %s must be a non-zero unicast MAC", v.MAC)
 	}
 	if v.Generation == 0 {
 		v.Generation = 1
 	}
 	if len(v.CAs) == 0 {
-		c.errf(o, "ca", "a VM needs at least one customer address")
+		bad("ca", "a VM needs at least one customer address")
 	}
 	s.hostVMs[hi] = append(s.hostVMs[hi], int32(idx))
-	s.vms = append(s.vms, v)
-	s.vmVNET = append(s.vmVNET, int32(vi))
-	s.vmHost = append(s.vmHost, int32(hi))
+	s.vmVNET[idx] = int32(vi)
+	s.vmHost[idx] = int32(hi)
 	vnet := &s.vnets[vi]
 	for i, ca := range v.CAs {
 		if !ca.IsValid() || ca.Zone() != "" || ca.Is4In6() || ca.IsUnspecified() || ca.IsMulticast() {
-			c.addr(o, caField(i), ca, "customer address")
+			c.addr(b.vmOrigin(idx), caField(i), ca, "customer address")
 			continue
 		}
 		if !anyContains(vnet.Subnets, ca) {
-			c.errf(o, caField(i), "customer address %s is outside the subnets of VNET %s", ca, vnet.Name)
+			bad(caField(i), "customer address %s is outside the subnets of VNET %s", ca, vnet.Name)
 			continue
 		}
 		at, added := s.table.insert(makeEntry(vnet.VNI, ca, hi, idx, v.MAC))
 		if !added {
 			owner := s.vms[s.table.entries[at].vm].Name
 			if owner == v.Name {
-				c.errf(o, caField(i), "customer address %s is listed twice", ca)
+				bad(caField(i), "customer address %s is listed twice", ca)
 			} else {
-				c.errf(o, caField(i), "duplicate customer address %s in VNET %s: already VM %s's", ca, vnet.Name, owner)
+				bad(caField(i), "duplicate customer address %s in VNET %s: already VM %s's", ca, vnet.Name, owner)
 			}
 		}
 	}

@@ -89,8 +89,8 @@ func TestDiff(t *testing.T) {
 		s := edit(t, func(b *Builder) {
 			b.shadows, b.acts = nil, nil
 			for i := range b.vms {
-				if b.vms[i].v.Name == "blue-db-1" {
-					b.vms[i].v.Host = "host-a"
+				if b.vms[i].Name == "blue-db-1" {
+					b.vms[i].Host = "host-a"
 				}
 			}
 		})
@@ -121,8 +121,8 @@ func TestDiff(t *testing.T) {
 	t.Run("CA added and removed", func(t *testing.T) {
 		s := edit(t, func(b *Builder) {
 			for i := range b.vms {
-				if b.vms[i].v.Name == "red-app-2" {
-					b.vms[i].v.CAs = []netip.Addr{a("10.0.0.12"), a("fd00:0:0:1::12")}
+				if b.vms[i].Name == "red-app-2" {
+					b.vms[i].CAs = []netip.Addr{a("10.0.0.12"), a("fd00:0:0:1::12")}
 				}
 			}
 		})

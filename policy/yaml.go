@@ -410,7 +410,8 @@ func (d *decoder) vnet(n *yaml.Node, path, tenant string) {
 			}
 			vm.CAs = append(vm.CAs, a)
 		}
-		d.b.vms = append(d.b.vms, item[VM]{vm, m.o})
+		d.b.vms = append(d.b.vms, vm)
+		d.b.vmOrigins = append(d.b.vmOrigins, m.o)
 	}
 }
 
