@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/nicpath/nicpath/examples/vswitchd/daemon"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+)
+
+// startDaemon runs vswitchd's logic for host-a of the example policy on an
+// unbound softnic, with its control socket in a temporary directory.
+func startDaemon(t *testing.T) (*daemon.Daemon, string) {
+	t.Helper()
+	dir := t.TempDir()
+	pol, err := os.ReadFile("../policies/two-tenants.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), pol, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "ctl.sock")
+	cfg, err := daemon.ParseConfig(filepath.Join(dir, "vswitchd.yaml"), []byte(`host: host-a
+driver: softnic
+binding: none
+policy: policy.yaml
+uplink: up0
+ports: {blue-web-1: vm-bw1, red-app-2: vm-ra2, red-fw: vm-rfw, blue-web-2: vm-bw2}
+control: `+sock+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; d.Close() })
+	return d, sock
+}
+
+// sendUDP has blue-web-1 send a datagram and waits for it on the uplink.
+func sendUDP(t *testing.T, d *daemon.Daemon, sport uint16) {
+	t.Helper()
+	vm, _ := d.SoftPort("blue-web-1")
+	up, _ := d.SoftPort("uplink")
+	f := wire.Build(wire.FrameSpec{SrcMAC: hal.MustMAC("02:00:00:0b:00:01"), DstMAC: hal.MustMAC("02:00:00:0b:00:02"),
+		Src: netip.MustParseAddr("10.0.0.10"), Dst: netip.MustParseAddr("10.0.0.11"), Proto: hal.ProtoUDP,
+		SrcPort: sport, DstPort: 53, Payload: []byte("query")})
+	if _, err := vm.Send([][]byte{f}); err != nil {
+		t.Fatal(err)
+	}
+	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if n, _ := up.Recv(bufs, sizes); n == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the datagram never left the uplink")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func ctl(t *testing.T, sock string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), append([]string{"-s", sock}, args...), &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestSession(t *testing.T) {
+	d, sock := startDaemon(t)
+	dir := filepath.Dir(sock)
+
+	out, errs, code := ctl(t, sock, "show")
+	if code != 0 || !strings.Contains(out, "host host-a (PA 198.18.0.1), driver softnic") ||
+		!strings.Contains(out, "blue-web-1") || !strings.Contains(out, "uplink") {
+		t.Fatalf("show (%d): %s%s", code, out, errs)
+	}
+	out, _, code = ctl(t, sock, "caps")
+	if code != 0 || !strings.Contains(out, "softnic") {
+		t.Fatalf("caps (%d): %s", code, out)
+	}
+	out, _, _ = ctl(t, sock, "flows")
+	if strings.TrimSpace(out) != "no flows" {
+		t.Fatalf("flows before traffic: %s", out)
+	}
+
+	capFile := filepath.Join(dir, "exc.pcapng")
+	out, errs, code = ctl(t, sock, "capture", "start", capFile)
+	if code != 0 || !strings.Contains(out, "capturing the exception path to "+capFile) {
+		t.Fatalf("capture start (%d): %s%s", code, out, errs)
+	}
+	for i := 0; i < 4; i++ {
+		sendUDP(t, d, 7000)
+	}
+	sendUDP(t, d, 7001)
+	out, _, code = ctl(t, sock, "capture", "stop")
+	if code != 0 || !strings.Contains(out, "capture stopped: 2 packets") {
+		t.Fatalf("capture stop (%d): %s", code, out)
+	}
+	readCapture(t, capFile, 2)
+
+	if err := d.Switch().Maintain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code = ctl(t, sock, "flows", "--nic")
+	if code != 0 || strings.Count(out, "where=nic") != 2 || !strings.Contains(out, "packets=4,") ||
+		!strings.Contains(out, "l4_src=7000,l4_dst=53") || !strings.Contains(out, "encap(vxlan vni=1001") {
+		t.Fatalf("flows --nic (%d):\n%s", code, out)
+	}
+	out, _, _ = ctl(t, sock, "flows", "--host")
+	if strings.TrimSpace(out) != "no flows" {
+		t.Fatalf("flows --host:\n%s", out)
+	}
+	out, _, code = ctl(t, sock, "explain", "blue-web-1", "10.0.0.10", "10.0.0.11", "udp", "7000", "53")
+	if code != 0 || !strings.Contains(out, "Handled: NIC") || !strings.Contains(out, "VNET mapping: vni 1001 10.0.0.11") ||
+		!strings.Contains(out, "4 packets") {
+		t.Fatalf("explain (%d):\n%s", code, out)
+	}
+	// A packet no flow exists for: where its first packet would go.
+	out, _, code = ctl(t, sock, "explain", "red-app-2", "10.0.0.11", "10.0.0.10", "tcp", "40000", "22")
+	if code != 0 || !strings.Contains(out, "vni 2001") || !strings.Contains(out, "none yet") {
+		t.Fatalf("explain red (%d):\n%s", code, out)
+	}
+	out, _, code = ctl(t, sock, "explain", "uplink", "2001", "198.18.0.2", "10.0.0.10", "10.0.0.11", "tcp", "22", "40000")
+	if code != 0 || !strings.Contains(out, "from uplink: vxlan vni 2001") {
+		t.Fatalf("explain uplink (%d):\n%s", code, out)
+	}
+	out, _, code = ctl(t, sock, "stats")
+	if code != 0 || !strings.Contains(out, "flows: 2 on the NIC, 0 in the host") {
+		t.Fatalf("stats (%d):\n%s", code, out)
+	}
+	out, _, code = ctl(t, sock, "-json", "stats")
+	if code != 0 || !strings.Contains(out, `"flows_nic":2`) {
+		t.Fatalf("stats -json (%d):\n%s", code, out)
+	}
+	// blue-web-2 migrates to host-a: its shadow becomes live here.
+	out, errs, code = ctl(t, sock, "activate", "blue-web-2")
+	if code != 0 || !strings.Contains(out, "activated") {
+		t.Fatalf("activate (%d): %s%s", code, out, errs)
+	}
+	out, _, code = ctl(t, sock, "explain", "blue-web-1", "10.0.0.10", "10.0.0.11", "udp", "7000", "53")
+	if code != 0 || strings.Contains(out, "encapsulate") || !strings.Contains(out, "on host-a") {
+		t.Fatalf("after the activation blue-web-2 should be local:\n%s", out)
+	}
+	out, _, code = ctl(t, sock, "reload")
+	if code != 0 || !strings.Contains(out, "policy unchanged") {
+		t.Fatalf("reload (%d): %s", code, out)
+	}
+	// Commands the daemon refuses exit 1 with its reason.
+	_, errs, code = ctl(t, sock, "activate", "red-fw")
+	if code != 1 || !strings.Contains(errs, "no shadow") {
+		t.Fatalf("activate red-fw (%d): %s", code, errs)
+	}
+	_, errs, code = ctl(t, sock, "capture", "stop")
+	if code != 1 || !strings.Contains(errs, "no capture") {
+		t.Fatalf("capture stop without capture (%d): %s", code, errs)
+	}
+}
+
+func readCapture(t *testing.T, file string, want int) {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		data, _, err := r.ReadPacketData()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default)
+		if p.Layer(layers.LayerTypeIPv4) == nil || p.Layer(layers.LayerTypeUDP) == nil {
+			t.Fatalf("captured packet %d does not decode as UDP: %v", n, p)
+		}
+		n++
+	}
+	if n != want {
+		t.Fatalf("%d packets in the capture, want %d", n, want)
+	}
+}
+
+// Wrong arguments print the usage and exit 2, without calling the daemon.
+func TestUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{}, {"bogus"}, {"show", "extra"}, {"flows", "--all"}, {"explain"}, {"explain", "vm", "10.0.0.1"},
+		{"explain", "uplink", "1001"}, {"activate"}, {"activate", "a", "b"}, {"capture"}, {"capture", "start"},
+		{"capture", "pause"}, {"-x", "show"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), append([]string{"-s", "/nonexistent/ctl.sock"}, args...), &out, &errb)
+		if code != 2 || !strings.Contains(errb.String(), "usage: vswitchctl") || out.Len() != 0 {
+			t.Errorf("%q: exit %d, stderr %q", args, code, errb.String())
+		}
+	}
+}
+
+// A daemon that is not there is an error (exit 1) that names the socket.
+func TestNoDaemon(t *testing.T) {
+	var out, errb bytes.Buffer
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	if code := run(context.Background(), []string{"-s", sock, "show"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), sock) {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
