@@ -16,11 +16,11 @@ type writerState struct {
 	live   int
 
 	chunks []*chunk
-	// entryTuple is the tuple of each entry; entries do not store it, to
-	// stay at 128 bytes.
-	entryTuple []*tuple
-	free       []uint32 // entry indices free for reuse
-	next       uint32   // first entry index never used
+	// tupleByID finds a tuple from the 16-bit ID its entries carry.
+	tupleByID    []*tuple
+	freeTupleIDs []uint16
+	free         []uint32 // entry indices free for reuse
+	next         uint32   // first entry index never used
 
 	progs      []*program
 	progByHash map[uint64][]*program
@@ -86,7 +86,6 @@ func (w *writerState) allocEntry() uint32 {
 	idx := w.next
 	if int(idx>>chunkShift) == len(w.chunks) {
 		w.chunks = append(w.chunks, new(chunk))
-		w.entryTuple = append(w.entryTuple, make([]*tuple, chunkSize)...)
 	}
 	w.next++
 	return idx
@@ -219,24 +218,30 @@ func (w *writerState) do(op *hal.Op) error {
 		if err != nil {
 			return err
 		}
-		prog, err := w.intern(r.Actions)
-		if err != nil {
-			return err
-		}
 		tk, kw := ruleKey(&r.Match)
 		t := w.lastTuple
 		if t == nil || t.key != tk {
 			if t = w.tuples[tk]; t == nil {
-				t = &tuple{key: tk, shape: newShape(&tk), prios: map[uint16]int{}}
+				id, ok := w.tupleID()
+				if !ok {
+					return hal.Unsupported(DriverName, "match", "more than %d distinct masks", maxTuples)
+				}
+				t = &tuple{key: tk, shape: newShape(&tk), prios: map[uint16]int{}, id: id}
 				w.tuples[tk] = t
+				w.tupleByID[id] = t
 			}
 			w.lastTuple = t
+		}
+		// A tuple made here and left empty by a failure below is dropped
+		// when the batch settles.
+		prog, err := w.intern(r.Actions)
+		if err != nil {
+			return err
 		}
 		pk := t.shape.pack(&kw)
 		idx := w.allocEntry()
 		e := w.entry(idx)
-		*e = entry{prog: prog.idx, scope: scope, gen: uint32(r.Generation), prio: r.Priority, id: r.ID, key: pk, cook: r.Cookie}
-		w.entryTuple[idx] = t
+		*e = entry{prog: prog.idx, scope: scope, gen: uint32(r.Generation), prio: r.Priority, tup: t.id, id: r.ID, key: pk, cook: r.Cookie}
 		c := w.counter(idx)
 		c.pkts.Store(0)
 		c.bytes.Store(0)
@@ -269,7 +274,7 @@ func (w *writerState) do(op *hal.Op) error {
 // removeEntry plans the removal of entry idx from its tuple.
 func (w *writerState) removeEntry(idx uint32) {
 	e := w.entry(idx)
-	t := w.entryTuple[idx]
+	t := w.tupleByID[e.tup]
 	t.delPrio(e.prio)
 	w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&e.key)), idx: idx})
 	w.retired = append(w.retired, idx)
@@ -301,8 +306,7 @@ func (w *writerState) rollback() {
 // dropNew forgets an entry planned in this batch and never published.
 func (w *writerState) dropNew(idx uint32) {
 	e := w.entry(idx)
-	w.entryTuple[idx].delPrio(e.prio)
-	w.entryTuple[idx] = nil
+	w.tupleByID[e.tup].delPrio(e.prio)
 	w.release(w.progs[e.prog])
 	w.free = append(w.free, idx)
 }
@@ -310,7 +314,7 @@ func (w *writerState) dropNew(idx uint32) {
 // restore puts back an entry whose removal was planned in this batch.
 func (w *writerState) restore(idx uint32) {
 	e := w.entry(idx)
-	w.entryTuple[idx].addPrio(e.prio)
+	w.tupleByID[e.tup].addPrio(e.prio)
 }
 
 // settle runs after a batch is visible in both views: entries and programs
@@ -324,7 +328,6 @@ func (w *writerState) settle() {
 	for _, idx := range w.retired {
 		e := w.entry(idx)
 		w.release(w.progs[e.prog])
-		w.entryTuple[idx] = nil
 		w.free = append(w.free, idx)
 	}
 	w.dropEmptyTuples()
@@ -335,11 +338,30 @@ func (w *writerState) dropEmptyTuples() {
 	for k, t := range w.tuples {
 		if t.rules == 0 && (t.tabs[0] == nil || t.tabs[0].ht.used == 0) && (t.tabs[1] == nil || t.tabs[1].ht.used == 0) {
 			delete(w.tuples, k)
+			w.tupleByID[t.id] = nil
+			w.freeTupleIDs = append(w.freeTupleIDs, t.id)
 			if w.lastTuple == t {
 				w.lastTuple = nil
 			}
 		}
 	}
+}
+
+// maxTuples bounds the distinct masks: entries name their tuple in 16 bits.
+const maxTuples = 1 << 16
+
+// tupleID hands out an unused tuple ID.
+func (w *writerState) tupleID() (uint16, bool) {
+	if k := len(w.freeTupleIDs); k > 0 {
+		id := w.freeTupleIDs[k-1]
+		w.freeTupleIDs = w.freeTupleIDs[:k-1]
+		return id, true
+	}
+	if len(w.tupleByID) == maxTuples {
+		return 0, false
+	}
+	w.tupleByID = append(w.tupleByID, nil)
+	return uint16(len(w.tupleByID) - 1), true
 }
 
 // intern returns the program for acts, sharing one with identical actions.
@@ -430,7 +452,7 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 			return err
 		}
 		e := w.entry(idx)
-		t := w.entryTuple[idx]
+		t := w.tupleByID[e.tup]
 		c := w.counter(idx)
 		info = hal.RuleInfo{
 			Rule: hal.Rule{

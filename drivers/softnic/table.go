@@ -32,8 +32,8 @@ type entry struct {
 	scope uint32 // index in the generation array
 	gen   uint32
 	prio  uint16
-	_     uint16
-	key   words // packed by the tuple's shape
+	tup   uint16 // the tuple's ID (writerState.tupleByID)
+	key   words  // packed by the tuple's shape
 	id    hal.RuleID
 	cook  hal.Cookie
 }
@@ -203,6 +203,7 @@ func (lr *leftRight) publishEmpty() {
 
 // tuple is the writer's record of one mask.
 type tuple struct {
+	id    uint16
 	key   tupleKey
 	shape tupleShape
 	rules int
