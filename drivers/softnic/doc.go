@@ -113,7 +113,8 @@
 // # Limits
 //
 // Config.MaxRules rules (1M by default), Config.MaxBatch operations per
-// Apply, Config.MaxScopes scopes. Frames up to the largest port MTU plus 22
+// Apply, Config.MaxScopes scopes, 65536 distinct masks (a rule with one
+// more is refused with ErrNotSupported). Frames up to the largest port MTU plus 22
 // bytes. Memory is about 220 bytes per exact-match rule: the 128-byte entry
 // and its 16-byte counter, both hash table copies, the ID index (see
 // BenchmarkRuleMemory). Identical action lists are stored once.
