@@ -71,6 +71,12 @@ func (o *Options) filter() ([]*regexp.Regexp, error) {
 	return out, nil
 }
 
+// CheckRunPattern says whether p is a valid Options.Run pattern.
+func CheckRunPattern(p string) error {
+	_, err := (&Options{Run: p}).filter()
+	return err
+}
+
 // splitPattern splits at the slashes that are not inside brackets or
 // parentheses, as package testing does.
 func splitPattern(p string) []string {

@@ -119,6 +119,9 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 		}
 		c.formats = append(c.formats, f)
 	}
+	if err := conformance.CheckRunPattern(run); err != nil {
+		return nil, fmt.Errorf("-run: %w", err)
+	}
 	c.run = run
 	return &c, nil
 }

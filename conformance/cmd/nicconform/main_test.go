@@ -150,18 +150,22 @@ func TestRunDifferentialSoftnic(t *testing.T) {
 }
 
 func TestRunUsage(t *testing.T) {
+	out := t.TempDir() // nothing may land in the package directory
 	for _, args := range [][]string{
 		{},
-		{"-driver", "softnic", "-format", "html"},
-		{"-driver", "softnic", "-run", "("},
-		{"-driver", "softnic", "-ports", "only"},
-		{"-driver", "nosuch", "-out", t.TempDir()},
-		{"-driver", "tcflower", "-tunnels", "gre=x"},
+		{"-driver", "softnic", "-format", "html", "-out", out},
+		{"-driver", "softnic", "-run", "match/(", "-out", out},
+		{"-driver", "softnic", "-ports", "only", "-out", out},
+		{"-driver", "nosuch", "-out", out},
+		{"-driver", "tcflower", "-tunnels", "gre=x", "-out", out},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), args, &stdout, &stderr); code != 2 {
 			t.Errorf("%q: exit %d, want 2 (%s)", args, code, stderr.String())
 		}
+	}
+	if _, err := os.Stat("conformance.md"); err == nil {
+		t.Errorf("a usage error wrote a report into the working directory")
 	}
 	var stdout bytes.Buffer
 	if code := run(context.Background(), []string{"-list"}, &stdout, &bytes.Buffer{}); code != 0 || !strings.Contains(stdout.String(), "generations") {
