@@ -33,7 +33,18 @@
 // A driver's own tests call [Run] with a *testing.T; the nicconform runner
 // (cmd/nicconform) and tests of the suite itself call [RunSuite], which
 // returns a [Report] that [WriteJUnit], [WriteJSON] and [WriteMarkdown]
-// write out. Both share the same case code through the [T] interface.
+// write out. Both share the same case code through the [T] interface: every
+// case runs on a recording T, and Run replays the record into subtests of
+// the *testing.T (logs, failures, skips), so a case behaves the same under
+// go test and under the runner, and documented differences can turn a
+// failure into a reported skip. Options.Run selects cases and subcases as
+// go test's -run does ("match/vlan").
+//
+// Each top-level case is bounded by Options.CaseTimeout; a case that
+// overruns is failed and abandoned. The suite's frames use MAC addresses
+// starting 02:4e:50 and addresses from 198.18.0.0/15 and 2001:db8::/32;
+// frames without the suite's MACs, and a kernel's own IPv6 neighbour
+// discovery, are ignored, so harnesses on real links need no filtering.
 // [Differential] sends the same rules and frames to the reference NIC and to
 // a target and compares what comes out of each port byte for byte;
 // differences a target documents in Target.Documented are reported, not
