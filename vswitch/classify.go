@@ -80,13 +80,17 @@ func packetOf(k *hal.FlowKey, ttl uint8) policy.Packet {
 	return p
 }
 
-// walk is one classification in progress.
+// walk is one classification in progress. It holds the verdict by value,
+// not a pointer to the caller's: escape analysis does not tell a walk's
+// fields apart, and the tracer's arguments (addresses, names read through
+// the walk) escape, so a verdict pointer kept here would move every
+// caller's verdict to the heap: one 600-byte allocation per first packet.
 type walk struct {
 	c   *compiled
 	ct  *conntrack
 	tr  *tracer
 	p   policy.Packet
-	v   *verdict
+	v   verdict
 	ttl uint8
 }
 
@@ -102,8 +106,13 @@ func (w *walk) toHost(r policy.Reason) {
 // the uplink) and fills v. ttl is only used for the routed-TTL check (the
 // flow itself does not depend on it; pass 64 to classify a flow).
 func (c *compiled) classify(k *hal.FlowKey, uplink hal.PortID, ttl uint8, ct *conntrack, tr *tracer, v *verdict) {
-	*v = verdict{}
-	w := walk{c: c, ct: ct, tr: tr, p: packetOf(k, ttl), v: v, ttl: ttl}
+	w := walk{c: c, ct: ct, tr: tr, p: packetOf(k, ttl), ttl: ttl}
+	w.classify(k, uplink)
+	*v = w.v
+}
+
+func (w *walk) classify(k *hal.FlowKey, uplink hal.PortID) {
+	c, tr := w.c, w.tr
 	if !c.hostKnown {
 		if tr != nil {
 			tr.step("host %q is not in the policy", c.host)
@@ -163,7 +172,7 @@ func (w *walk) checkL3() bool {
 }
 
 func (w *walk) outbound(src *vmInfo) {
-	c, v := w.c, w.v
+	c, v := w.c, &w.v
 	v.srcVM, v.srcName = src.id, src.name
 	v.tenant = src.tenant.id
 	if !src.local {
@@ -270,7 +279,7 @@ func (w *walk) routedRewrite() bool {
 }
 
 func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
-	c, v := w.c, w.v
+	c, v := w.c, &w.v
 	m, ok := c.st.Lookup(dv.vni, target)
 	if !ok {
 		if w.tr != nil {
@@ -317,7 +326,7 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 }
 
 func (w *walk) toGateway(src *vmInfo, r *routeInfo) {
-	v := w.v
+	v := &w.v
 	v.gateway = true
 	if !w.routedRewrite() {
 		return
@@ -335,7 +344,7 @@ func (w *walk) toGateway(src *vmInfo, r *routeInfo) {
 }
 
 func (w *walk) inbound(k *hal.FlowKey) {
-	c, v := w.c, w.v
+	c, v := w.c, &w.v
 	v.decap = k.TunKind != hal.EncapNone
 	outer := hal.AddrFrom16(k.TunSrc)
 	if w.tr != nil {
@@ -450,7 +459,7 @@ func (w *walk) senderMatches(t *tenantInfo, src, outer netip.Addr) bool {
 // defines them: an established connection passes; otherwise the first
 // matching ACL decides and no match allows.
 func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool {
-	v := w.v
+	v := &w.v
 	ck := connKeyOf(vm.name, dir, p)
 	if w.ct != nil && len(w.ct.conns) > 0 && w.ct.established(ck) {
 		if v.nused < len(v.used) {
@@ -483,7 +492,8 @@ func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool
 			return false
 		}
 		if a.stateful && v.nrec < len(v.records) {
-			v.records[v.nrec] = connKeyOf(vm.name, dir.Opposite(), ptrReverse(p))
+			rp := p.Reverse()
+			v.records[v.nrec] = connKeyOf(vm.name, dir.Opposite(), &rp)
 			v.nrec++
 		}
 		return true
@@ -492,9 +502,4 @@ func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool
 		w.tr.step("acl %s %s: no ACL matches, allowed by default", vm.name, dir)
 	}
 	return true
-}
-
-func ptrReverse(p *policy.Packet) *policy.Packet {
-	r := p.Reverse()
-	return &r
 }

@@ -123,7 +123,7 @@ func (s *Switch) syncProactive() {
 							continue
 						}
 						// The destination must be routed by this very route.
-						if rr, _, via := (&walk{c: c, v: &verdict{}}).resolve(vm.tenant, dst); rr == nil || via || rr.vnet != vm.vnet {
+						if rr, _, via := (&walk{c: c}).resolve(vm.tenant, dst); rr == nil || via || rr.vnet != vm.vnet {
 							continue
 						}
 						want[proKey{port: vm.port, src: src, vni: vm.vnet.vni, dst: dst}] = proWant{mac: vm.mac, scopeVM: dvm.name}

@@ -624,8 +624,7 @@ func (s *Switch) flush(ctx context.Context) {
 		} else {
 			err = s.nic.Apply(ctx, ops, res)
 		}
-		var be *hal.BatchError
-		if err != nil && !errors.As(err, &be) {
+		if err != nil && !isBatchError(err) {
 			// The whole call failed: nothing is known to have landed.
 			for i := range res {
 				if res[i].Err == nil {
@@ -644,6 +643,15 @@ func (s *Switch) flush(ctx context.Context) {
 	s.ops = s.ops[:0]
 	clear(s.refs)
 	s.refs = s.refs[:0]
+}
+
+// isBatchError reports whether err says which operations of a batch failed
+// (the results carry them). It is its own function because errors.As moves
+// its target to the heap: declared in flush, that would cost an allocation
+// per batch even when Apply succeeds.
+func isBatchError(err error) bool {
+	var be *hal.BatchError
+	return errors.As(err, &be)
 }
 
 func (s *Switch) settle(op *hal.Op, ref opRef, err error) {
