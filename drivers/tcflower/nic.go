@@ -127,15 +127,17 @@ func (n *NIC) Validate(r *hal.Rule) error {
 	if closed {
 		return hal.ErrClosed
 	}
-	return n.validate(r)
+	_, err := n.validate(r)
+	return err
 }
 
-func (n *NIC) validate(r *hal.Rule) error {
+// validate checks r and returns its translation, so that Apply compiles
+// each rule once.
+func (n *NIC) validate(r *hal.Rule) (*compiled, error) {
 	if err := hal.CheckRule(&n.caps, r); err != nil {
-		return err
+		return nil, err
 	}
-	_, err := compileRule(&n.lay, r)
-	return err
+	return compileRule(&n.lay, r)
 }
 
 // --- netlink plumbing ---
@@ -439,11 +441,11 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 				results[i].Err = fmt.Errorf("tcflower: modify rule %d: %w", id, hal.ErrNotFound)
 				continue
 			}
-			if err := n.validate(&op.Rule); err != nil {
+			comp, err := n.validate(&op.Rule)
+			if err != nil {
 				results[i].Err = err
 				continue
 			}
-			comp, _ := compileRule(&n.lay, &op.Rule)
 			st, err := n.ensureScope(op.Rule.Scope)
 			if err != nil {
 				results[i].Err = err
