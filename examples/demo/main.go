@@ -1,18 +1,60 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 func main() {
-	os.Exit(run(os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run tells the story and returns the exit code: 0 only when every check held.
-func run(stdout, stderr *os.File) int {
-	fmt.Fprintln(stdout, "nicpath demo: in process (simulated hosts and VMs on software NICs)")
-	failed, err := runInProcess(stdout)
+// run tells the story and returns the exit code: 0 only when every check
+// held. The subcommands serve and traffic are the VMs' applications in the
+// namespace story.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		var err error
+		switch args[0] {
+		case "serve":
+			if len(args) != 3 {
+				err = errUsage
+			} else {
+				err = serve(args[1], args[2])
+			}
+		case "traffic":
+			err = runTraffic(args[1:], stdout)
+		default:
+			err = errUsage
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "demo:", err)
+			return 1
+		}
+		return 0
+	}
+	driver := os.Getenv("DRIVER")
+	if driver == "" {
+		driver = "softnic"
+	}
+	var failed []string
+	var err error
+	if ok, why := canRunNamespaces(); ok {
+		fmt.Fprintf(stdout, "nicpath demo: network namespaces on this machine, driver %s\n", driver)
+		failed, err = runNamespaces(ctx, stdout, driver)
+	} else {
+		fmt.Fprintf(stdout, "nicpath demo: in process (simulated hosts and VMs on software NICs): %s\n", why)
+		if driver != "softnic" {
+			fmt.Fprintf(stdout, "DRIVER=%s needs the namespace story; the in-process story uses softnic\n", driver)
+		}
+		failed, err = runInProcess(stdout)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "demo:", err)
 		return 1

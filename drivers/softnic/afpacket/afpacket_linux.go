@@ -135,7 +135,11 @@ func (b *Binding) readLoop() {
 			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
 				continue
 			}
-			frames = append(frames, withTag(buf, n, oob[:oobn]))
+			f, status := withTag(buf, n, oob[:oobn])
+			if status&unix.TP_STATUS_CSUMNOTREADY != 0 {
+				completeChecksum(f)
+			}
+			frames = append(frames, f)
 		}
 		if len(frames) == 0 {
 			continue
@@ -152,8 +156,8 @@ func (b *Binding) readLoop() {
 
 // withTag returns the frame read into buf[4:4+n], with the VLAN tag the
 // kernel moved into the auxdata control message put back in place (using
-// the 4 bytes of room in front of it).
-func withTag(buf []byte, n int, oob []byte) []byte {
+// the 4 bytes of room in front of it), and the auxdata's status.
+func withTag(buf []byte, n int, oob []byte) ([]byte, uint32) {
 	frame := buf[4 : 4+n]
 	msgs, _ := unix.ParseSocketControlMessage(oob)
 	for _, m := range msgs {
@@ -163,7 +167,7 @@ func withTag(buf []byte, n int, oob []byte) []byte {
 		}
 		aux := (*unix.TpacketAuxdata)(unsafe.Pointer(&m.Data[0]))
 		if aux.Status&unix.TP_STATUS_VLAN_VALID == 0 {
-			continue
+			return frame, aux.Status
 		}
 		tpid := uint16(0x8100)
 		if aux.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
@@ -172,9 +176,9 @@ func withTag(buf []byte, n int, oob []byte) []byte {
 		copy(buf[0:12], frame[:12])
 		binary.BigEndian.PutUint16(buf[12:], tpid)
 		binary.BigEndian.PutUint16(buf[14:], aux.Vlan_tci)
-		return buf[:n+4]
+		return buf[:n+4], aux.Status
 	}
-	return frame
+	return frame, 0
 }
 
 // writeLoop moves the frames the NIC put in the port's ring to the

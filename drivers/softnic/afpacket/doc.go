@@ -16,6 +16,11 @@
 //   - A VLAN tag the kernel moved into packet metadata is put back in the
 //     frame before the NIC sees it (PACKET_AUXDATA), so that the NIC keys on
 //     the frame as it was on the wire.
+//   - A frame whose transport checksum the kernel left for offload
+//     (TP_STATUS_CSUMNOTREADY: sent by a local socket through a veth or tap)
+//     gets its TCP or UDP checksum completed before the NIC sees it, as a
+//     NIC with checksum offload would; otherwise it would leave the host
+//     with a partial sum.
 //   - The interface is put in promiscuous mode for the socket's lifetime
 //     (a membership, dropped when the socket closes), since a vport receives
 //     frames for addresses that are not the interface's.
