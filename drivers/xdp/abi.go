@@ -130,9 +130,32 @@ func matchKeys(m *hal.Match) (key, mask bpfKey) {
 	return keyOf(&n.Key), keyOf(&n.Mask)
 }
 
+// encapCache remembers the last encapsulation encoded: the rules a vswitch
+// installs toward one remote host share it, and building hal/wire's
+// template is most of the cost of encoding a rule.
+type encapCache struct {
+	e   hal.Encap
+	b   bpfRule // only the encap fields are kept
+	set bool
+}
+
+func (c *encapCache) get(e *hal.Encap) (*bpfRule, bool) {
+	if !c.set || len(e.GeneveOptions) > 0 || len(c.e.GeneveOptions) > 0 {
+		return nil, false
+	}
+	o := &c.e
+	if o.Kind != e.Kind || o.VNI != e.VNI || o.Src != e.Src || o.Dst != e.Dst || o.SrcMAC != e.SrcMAC ||
+		o.DstMAC != e.DstMAC || o.TTL != e.TTL || o.DstPort != e.DstPort || o.FlowID != e.FlowID {
+		return nil, false
+	}
+	return &c.b, true
+}
+
 // encodeRule turns the actions of r into a bpfRule. It assumes r passed
 // Validate.
-func encodeRule(r *hal.Rule) (bpfRule, error) {
+func encodeRule(r *hal.Rule) (bpfRule, error) { return encodeRuleCached(r, nil) }
+
+func encodeRuleCached(r *hal.Rule, cache *encapCache) (bpfRule, error) {
 	b := bpfRule{ID: uint64(r.ID), Scope: uint32(r.Scope), Gen: uint32(r.Generation), Prio: r.Priority}
 	for i := range r.Actions {
 		a := &r.Actions[i]
@@ -167,8 +190,22 @@ func encodeRule(r *hal.Rule) (bpfRule, error) {
 		case hal.ActionCount:
 			b.Flags |= actCount
 		case hal.ActionEncap:
-			if err := encodeEncap(&b, &a.Encap); err != nil {
+			if cache != nil {
+				if c, ok := cache.get(&a.Encap); ok {
+					b.Flags |= c.Flags & (actEncap | actFixedFlowID)
+					b.EncapSum, b.EncapLen, b.EncapKind, b.EncapHdr = c.EncapSum, c.EncapLen, c.EncapKind, c.EncapHdr
+					continue
+				}
+			}
+			var t bpfRule
+			if err := encodeEncap(&t, &a.Encap); err != nil {
 				return b, err
+			}
+			b.Flags |= t.Flags
+			b.EncapSum, b.EncapLen, b.EncapKind, b.EncapHdr = t.EncapSum, t.EncapLen, t.EncapKind, t.EncapHdr
+			if cache != nil {
+				cache.e, cache.b, cache.set = a.Encap, t, true
+				cache.e.GeneveOptions = nil
 			}
 		case hal.ActionOutput:
 			b.Terminal = termOutput

@@ -36,6 +36,9 @@ type ruleState struct {
 
 type entryState struct {
 	slots [slotsPerEntry]*ruleState
+	// pending: the entry is in the batch being gathered, so another op
+	// on it must flush first (its value depends on the earlier op).
+	pending bool
 }
 
 func (e *entryState) value() bpfFlowVal {
@@ -79,6 +82,11 @@ type table struct {
 	counterFree []uint32
 	counterNext uint32
 
+	encap encapCache
+	// slab hands out ruleStates a chunk at a time: a big batch would
+	// otherwise make one allocation per rule.
+	slab []ruleState
+
 	// the batch being gathered: entries written in one putEntries call.
 	// The key and value buffers are kept between calls so that a big
 	// batch does not allocate (and fault in) tens of megabytes each time.
@@ -86,7 +94,6 @@ type table struct {
 	pendVals []bpfFlowVal
 	pendOps  []int
 	pendRule []*ruleState
-	pendSet  map[bpfKey]bool
 }
 
 func newTable(driver string, maxEntries, maxScopes, maxCounters int, hasPort func(hal.PortID) bool, be backend) *table {
@@ -94,7 +101,7 @@ func newTable(driver string, maxEntries, maxScopes, maxCounters int, hasPort fun
 		driver: driver, maxEntries: maxEntries, maxScopes: maxScopes, maxCounters: maxCounters,
 		hasPort: hasPort, be: be,
 		rules: map[hal.RuleID]*ruleState{}, entries: map[bpfKey]*entryState{},
-		masks: map[bpfKey]*maskState{}, pendSet: map[bpfKey]bool{}, counterNext: 1,
+		masks: map[bpfKey]*maskState{}, counterNext: 1,
 	}
 }
 
@@ -131,8 +138,11 @@ func (t *table) validate(r *hal.Rule) error {
 	if push && pop {
 		return hal.Unsupported(t.driver, "actions", "push_vlan and pop_vlan in one rule: the program applies a fixed order of rewrites")
 	}
+	if len(t.masks) < maxMasks {
+		return nil // a new shape would still fit: no need to know the shape
+	}
 	_, mask := matchKeys(&r.Match)
-	if _, ok := t.masks[mask]; !ok && len(t.masks) >= maxMasks {
+	if _, ok := t.masks[mask]; !ok {
 		return fmt.Errorf("%s: match shape %s: all %d mask shapes are in use: %w", t.driver, r.Match.String(), maxMasks, hal.ErrTableFull)
 	}
 	return nil
@@ -166,6 +176,10 @@ func (t *table) allocCounter() (uint32, error) {
 // there is no room.
 func (t *table) attach(rs *ruleState) error {
 	key, mask := matchKeys(&rs.rule.Match)
+	return t.attachKeys(rs, key, mask)
+}
+
+func (t *table) attachKeys(rs *ruleState, key, mask bpfKey) error {
 	ms := t.masks[mask]
 	if ms == nil {
 		if len(t.masks) >= maxMasks {
@@ -300,8 +314,12 @@ func (t *table) flush(results []hal.OpResult) {
 			results[t.pendOps[i]].Err = t.opErr("add", rs.rule.ID, werr)
 		}
 	}
+	for _, rs := range t.pendRule {
+		if rs.entry != nil {
+			rs.entry.pending = false
+		}
+	}
 	t.pendKeys, t.pendVals, t.pendOps, t.pendRule = t.pendKeys[:0], t.pendVals[:0], t.pendOps[:0], t.pendRule[:0]
-	clear(t.pendSet)
 }
 
 // publish writes the mask shapes, in search order, to the idle bank and
@@ -398,35 +416,37 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 }
 
 func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
-	enc, err := encodeRule(r)
+	enc, err := encodeRuleCached(r, &t.encap)
 	if err != nil {
 		results[i].Err = hal.Unsupported(t.driver, "actions encap", "%v", err)
 		return
 	}
 	key, mask := matchKeys(&r.Match)
 	if ms := t.masks[mask]; ms != nil {
-		key.MaskID = ms.id
-		if t.pendSet[key] {
+		k := key
+		k.MaskID = ms.id
+		if e := t.entries[k]; e != nil && e.pending {
 			t.flush(results)
 		}
 	}
-	rs := &ruleState{rule: copyRule(r), enc: enc}
-	if err := t.attach(rs); err != nil {
+	rs := t.newRuleState()
+	rs.rule, rs.enc = copyRule(r), enc
+	if err := t.attachKeys(rs, key, mask); err != nil {
 		results[i].Err = err
 		return
 	}
-	if t.pendSet[rs.key] {
-		// a new mask's entry that an earlier op of this batch also made
-		t.detach(rs)
-		t.flush(results)
-		if err := t.attach(rs); err != nil {
-			results[i].Err = err
-			return
-		}
-	}
+	rs.entry.pending = true
 	t.pendOps = append(t.pendOps, i)
 	t.pendRule = append(t.pendRule, rs)
-	t.pendSet[rs.key] = true
+}
+
+func (t *table) newRuleState() *ruleState {
+	if len(t.slab) == 0 {
+		t.slab = make([]ruleState, 1024)
+	}
+	rs := &t.slab[0]
+	t.slab = t.slab[1:]
+	return rs
 }
 
 // modify replaces a rule in one step: when its match is unchanged the entry
