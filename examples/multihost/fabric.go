@@ -87,7 +87,8 @@ var uplinkMAC = hal.MustMAC("02:00:00:00:ff:01")
 
 // NewFabric loads s and builds one host per host of its state, each with a
 // vport for every VM (any VM may migrate anywhere: vswitch.Config.Ports is
-// fixed at New), and starts every host's follower.
+// fixed at New), starts every host's follower and waits until each applies
+// the loaded state.
 func NewFabric(ctx context.Context, s store.Store, opt Options) (*Fabric, error) {
 	snap, err := s.Load(ctx)
 	if err != nil {
@@ -116,6 +117,11 @@ func NewFabric(ctx context.Context, s store.Store, opt Options) (*Fabric, error)
 		}
 		fb.Hosts = append(fb.Hosts, h)
 		fb.byPA[h.PA], fb.byNm[h.Name] = h, h
+	}
+	// Every host on the loaded state before anyone uses the bed.
+	if err := fb.WaitSynced(ctx, snap.Revision); err != nil {
+		fb.Close()
+		return nil, err
 	}
 	return fb, nil
 }

@@ -39,13 +39,23 @@ type Result struct {
 	// LostRun is the longest run of consecutive sequence numbers that never
 	// arrived: LostRun × Interval is the downtime a constant-rate sender
 	// would see, free of the bed's scheduling jitter.
-	LostRun   int
+	LostRun int
+	// Wrong counts the misdelivered packets by kind.
+	Wrong     map[string]int
 	Migration vmmanager.Migration
 }
 
+func (r *Result) wrong(why string) {
+	r.Misdelivered++
+	if r.Wrong == nil {
+		r.Wrong = map[string]int{}
+	}
+	r.Wrong[why]++
+}
+
 func (r Result) String() string {
-	return fmt.Sprintf("sent %d delivered %d lost %d (stale %d, longest run %d) misdelivered %d downtime %v (max gap %v, sender stall %v, interval %v; install %v, activate %v, lagging %v)",
-		r.Sent, r.Delivered, r.Lost, r.Stale, r.LostRun, r.Misdelivered, r.Downtime, r.MaxGap, r.SenderStall, r.Interval,
+	return fmt.Sprintf("sent %d delivered %d lost %d (stale %d, longest run %d) misdelivered %d %v downtime %v (max gap %v, sender stall %v, interval %v; install %v, activate %v, lagging %v)",
+		r.Sent, r.Delivered, r.Lost, r.Stale, r.LostRun, r.Misdelivered, r.Wrong, r.Downtime, r.MaxGap, r.SenderStall, r.Interval,
 		r.Migration.Install, r.Migration.Activate, r.Migration.Lagging)
 }
 
@@ -138,6 +148,7 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o Migrate
 	got := map[uint64]bool{}
 	start := seq + 1
 	var last, lastSend, lastOld, firstNew time.Time
+	newCount := 0
 	var stopAt time.Time
 	var migErr error
 	finished := false
@@ -152,7 +163,10 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o Migrate
 			default:
 			}
 		}
-		if finished && now.After(stopAt) {
+		// Stop Tail after the migration, once the stream has been seen at
+		// the new location for a while (a descheduled sender may need
+		// longer than Tail for that), or 10s after the migration at most.
+		if finished && now.After(stopAt) && (newCount >= o.Warmup || now.After(stopAt.Add(10*time.Second))) {
 			break
 		}
 		if ctx.Err() != nil {
@@ -185,12 +199,12 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o Migrate
 			s, ok := streamSeq(d.Frame)
 			switch {
 			case d.VM != o.VM || !ok:
-				res.Misdelivered++ // another VM, or an uplink toward no host
+				res.wrong("another VM or no host") // another VM, or an uplink toward no host
 			case d.Host == from && (mv.IsZero() || at.Before(mv)):
 				ok = true
 			case d.Host == from:
 				if fromActivated(from, newGen, at) {
-					res.Misdelivered++
+					res.wrong("old host after its activation")
 				} else {
 					res.Stale++
 				}
@@ -198,14 +212,14 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o Migrate
 			case d.Host == to && !mv.IsZero():
 				ok = true
 			default:
-				res.Misdelivered++ // the new host before the VM moved there
+				res.wrong("new host before the move")
 				ok = false
 			}
 			if !ok {
 				continue
 			}
 			if got[s] {
-				res.Misdelivered++
+				res.wrong("twice")
 				continue
 			}
 			got[s] = true
@@ -216,8 +230,11 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o Migrate
 			last = at
 			if d.Host == from {
 				lastOld = at
-			} else if firstNew.IsZero() {
-				firstNew = at
+			} else {
+				newCount++
+				if firstNew.IsZero() {
+					firstNew = at
+				}
 			}
 		}
 	}

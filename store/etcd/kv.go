@@ -10,6 +10,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -39,7 +40,10 @@ func NewKV(c *clientv3.Client) *KV { return &KV{c: c, PageSize: DefaultPageSize}
 func Dial(endpoints []string, dialTimeout time.Duration) (*KV, error) {
 	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: dialTimeout,
 		// Keepalives let the client notice a dead server while idle.
-		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second})
+		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second,
+		// The client logs every retry; the follower reports what matters
+		// (stale, resynced) through its own logger and status.
+		Logger: zap.NewNop()})
 	if err != nil {
 		return nil, fmt.Errorf("etcd: %w: %w", store.ErrUnavailable, err)
 	}
