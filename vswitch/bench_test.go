@@ -185,7 +185,7 @@ func installFlowsToward(b testing.TB, h *benchHost, n int) {
 		IPSrc: caVA1.As16(), IPDst: caVX.As16(), Proto: hal.ProtoUDP}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.flows = make(map[hal.FlowKey]*flow, n)
+	s.flows.init(n)
 	var v, alt verdict
 	s.cur.classify(&k, s.cfg.Uplink, 64, s.ct, nil, &v)
 	s.cur.alt["vx"].classify(&k, s.cfg.Uplink, 64, s.ct, nil, &alt)
@@ -204,7 +204,7 @@ func installFlowsToward(b testing.TB, h *benchHost, n int) {
 		*f = flow{key: k, acts: a, shadow: sa, scope: sc, gen: sc.active, tenant: v.tenant, srcVM: v.srcVM, dstVM: v.dstVM}
 		a.refs++
 		sa.refs++
-		s.flows[k] = f
+		s.flows.put(f)
 		f.id = s.newID()
 		s.ops = append(s.ops, hal.AddOp(s.rule(f.id, &k, a, sc.id, sc.active)))
 		s.refs = append(s.refs, opRef{f: f, purpose: opAddPrimary})
@@ -313,8 +313,8 @@ func BenchmarkFlowMemory(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&m1)
 	b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/float64(n), "bytes/flow")
-	if len(s.flows) != n {
-		b.Fatalf("%d flows, want %d", len(s.flows), n)
+	if s.flows.Len() != n {
+		b.Fatalf("%d flows, want %d", s.flows.Len(), n)
 	}
 }
 

@@ -106,7 +106,7 @@ func (s *Switch) ExplainFrame(inPort hal.PortID, frame []byte) Explanation {
 func (s *Switch) ExplainFlow(id hal.RuleID) (Explanation, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, f := range s.flows {
+	for f := range s.flows.all() {
 		if f.id == id || f.shadowID == id {
 			return s.explainKey(&f.key, 64), true
 		}
@@ -176,7 +176,7 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		return e
 	}
 	now := s.now()
-	if f := s.flows[*k]; f != nil {
+	if f := s.flows.get(k); f != nil {
 		fi := s.flowInfo(f, now)
 		e.Flow = &fi
 		e.Actions = fi.Actions
@@ -233,7 +233,7 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 
 func (s *Switch) countNIC() int {
 	n := 0
-	for _, f := range s.flows {
+	for f := range s.flows.all() {
 		if f.id != 0 {
 			n++
 		}

@@ -82,7 +82,7 @@ func (s *Switch) readCounters(ctx context.Context, now int64) error {
 		}
 		ids, refs = ids[:0], refs[:0]
 	}
-	for _, f := range s.flows {
+	for f := range s.flows.all() {
 		if f.loc != LocNIC {
 			continue
 		}
@@ -120,7 +120,7 @@ func (s *Switch) age(now int64) {
 			}
 		}
 	}
-	for _, f := range s.flows {
+	for f := range s.flows.all() {
 		if now-f.lastUsed > flowIdle {
 			s.removeFlow(f)
 			s.stats.flowsAged++
@@ -156,7 +156,7 @@ func (s *Switch) age(now int64) {
 
 // removeFlow forgets f and deletes its rules.
 func (s *Switch) removeFlow(f *flow) {
-	delete(s.flows, f.key)
+	s.flows.remove(f)
 	f.dead = true
 	s.dropShadow(f)
 	s.unplace(f)
@@ -179,7 +179,7 @@ func (s *Switch) retryHost() {
 		return
 	}
 	n := 0
-	for _, f := range s.flows {
+	for f := range s.flows.all() {
 		if n >= retryPerMaintain {
 			return
 		}
@@ -215,8 +215,8 @@ func (s *Switch) Flows() []FlowInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	out := make([]FlowInfo, 0, len(s.flows))
-	for _, f := range s.flows {
+	out := make([]FlowInfo, 0, s.flows.Len())
+	for f := range s.flows.all() {
 		out = append(out, s.flowInfo(f, now))
 	}
 	return out

@@ -46,8 +46,8 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 	proWanted := map[hal.RuleID]hal.Rule{}
 	s.proRules(proWanted)
 	var proFix []hal.Rule
-	byID := make(map[hal.RuleID]*flow, len(s.flows))
-	for _, f := range s.flows {
+	byID := make(map[hal.RuleID]*flow, s.flows.Len())
+	for f := range s.flows.all() {
 		if f.id != 0 {
 			byID[f.id] = f
 		}
@@ -115,7 +115,7 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 			rep.Added++
 		}
 	}
-	for _, f := range s.flows {
+	for f := range s.flows.all() {
 		if f.loc == LocNIC && f.id != 0 && !seen[f.id] {
 			r := s.wanted(f, false)
 			s.ops = append(s.ops, hal.AddOp(r))

@@ -17,7 +17,7 @@ func (s *Switch) preinstallReverse(f *flow, v *verdict) {
 	if !ok {
 		return
 	}
-	if _, exists := s.flows[rk]; exists {
+	if s.flows.get(&rk) != nil {
 		return
 	}
 	s.newFlow(&rk, 64, f.created, false)

@@ -46,7 +46,7 @@ func (s *Switch) ActivateShadow(ctx context.Context, vm string) error {
 			// to the new location the slow way.
 			s.needRecon = true
 			s.swapTo(alt)
-			for _, f := range s.flows {
+			for f := range s.flows.all() {
 				if f.scope == sc {
 					s.reflow(f, s.now(), true)
 				}
@@ -140,7 +140,7 @@ func (s *Switch) retire(now int64) {
 	s.retirePending = false
 	clear(s.rollback)
 	s.retirePro()
-	for _, f := range s.flows {
+	for f := range s.flows.all() {
 		if f.scope == nil || f.gen == f.scope.active {
 			continue
 		}

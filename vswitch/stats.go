@@ -118,7 +118,7 @@ func (s *Switch) Stats() Stats {
 	defer s.mu.Unlock()
 	c := &s.stats
 	st := Stats{
-		Exceptions: c.exceptions, Packets: c.packets, Flows: len(s.flows),
+		Exceptions: c.exceptions, Packets: c.packets, Flows: s.flows.Len(),
 		FlowsCreated: c.flowsCreated, Offloaded: c.offloaded,
 		Fallbacks: map[string]uint64{}, Drops: map[string]uint64{}, PolicyDrops: map[string]uint64{}, ToHost: map[string]uint64{},
 		Injected: c.injected, HitOffloaded: c.hitOffloaded, ApplyCalls: c.applyCalls, OpErrors: c.opErrors,
@@ -134,7 +134,7 @@ func (s *Switch) Stats() Stats {
 			st.ProactiveRules++
 		}
 	}
-	for _, f := range s.flows {
+	for f := range s.flows.all() {
 		switch f.loc {
 		case LocNIC:
 			st.FlowsNIC++

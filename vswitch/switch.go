@@ -83,7 +83,7 @@ type Switch struct {
 	epoch     uint64
 	vmIDs     interner
 	tenantIDs interner
-	flows     map[hal.FlowKey]*flow
+	flows     flowTable
 	acts      map[actKey]*actSet
 	lastAct   *actSet
 	pro       map[proKey]*proRule
@@ -177,7 +177,6 @@ func New(cfg Config) (*Switch, error) {
 		nic:    cfg.NIC,
 		caps:   cfg.NIC.Capabilities(),
 		log:    cfg.Logger,
-		flows:  map[hal.FlowKey]*flow{},
 		acts:   map[actKey]*actSet{},
 		scopes: map[string]*scope{},
 		ct:     newConntrack(),
@@ -337,7 +336,7 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			s.drop(DropSealed)
 			continue
 		}
-		f := s.flows[*key]
+		f := s.flows.get(key)
 		if f == nil {
 			ttl := ttlOf(e.Frame(), l)
 			f = s.newFlow(key, ttl, now, true)
@@ -395,7 +394,7 @@ func (s *Switch) newFlow(k *hal.FlowKey, ttl uint8, now int64, reverse bool) *fl
 		return nil
 	}
 	f := &flow{key: *k, created: now, lastUsed: now}
-	s.flows[*k] = f
+	s.flows.put(f)
 	s.stats.flowsCreated++
 	s.setVerdict(f, &v, now)
 	s.place(f)

@@ -197,7 +197,7 @@ func (s *Switch) Update(ctx context.Context, st *policy.State) error {
 		reshadow[c.Key] = true
 	}
 	d := s.dirtyOf(&ch)
-	for _, f := range s.flows {
+	for f := range s.flows.all() {
 		if f.scope != nil && flipped[f.scope.vm] && f.shadowID != 0 {
 			continue // already live in its new generation; Maintain retires the old one
 		}
