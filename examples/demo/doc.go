@@ -3,9 +3,23 @@
 // traffic (ping, UDP, TCP), flows moving from the host's slow path to the
 // NIC, the explain output, and proof that the tenants are isolated.
 //
-// It tells the story in process: software NICs joined by an in-memory wire,
-// VMs as the far sides of their ports, each host's vswitch handling its
-// NIC's exception path.
+// As root (on Linux, with iproute2) it builds vswitchd and vswitchctl into a
+// temporary directory, creates network namespaces for the two hosts and for
+// every VM (names starting npd<pid>-), cables the hosts' uplinks with a veth
+// pair and each VM's eth0 to its host with another, runs one vswitchd per
+// host inside its namespace on the software NIC bound to those interfaces
+// through AF_PACKET (or DRIVER=xdp), and has the VMs talk with ping, UDP and
+// TCP through this same binary (subcommands traffic and serve). It shows
+// vswitchctl's flows, stats and explain, checks isolation, and removes every
+// namespace it created, also on failure or interrupt. Nothing touches the
+// root namespace.
+//
+// Otherwise (or with NICPATH_DEMO=inprocess) it tells the same story in
+// process and says so: software NICs joined by an in-memory wire, VMs as the
+// far sides of their ports, each host's vswitch handling its NIC's
+// exception path.
+//
+// NICPATH_DEMO_VERBOSE=1 prints every ip command the namespace story runs.
 //
 // It exits 0 only when every check of the story held, so it doubles as a
 // smoke test (TestInProcessStory runs it).

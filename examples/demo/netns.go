@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -41,7 +42,9 @@ type nsStory struct {
 	st      *policy.State
 	created []string // namespaces, in creation order
 	procs   []*exec.Cmd
+	undo    []func()
 	verbose bool
+	once    sync.Once
 }
 
 // vmNS is a VM's namespace name; hostNS a host's.
@@ -81,7 +84,12 @@ func (n *nsStory) in(ns string, name string, args ...string) (string, error) {
 
 // cleanup stops what the story started and deletes its namespaces (the
 // veths inside go with them).
-func (n *nsStory) cleanup() {
+func (n *nsStory) cleanup() { n.once.Do(n.removeAll) }
+
+func (n *nsStory) removeAll() {
+	for _, u := range n.undo {
+		u()
+	}
 	for _, p := range n.procs {
 		if p.Process != nil {
 			p.Process.Signal(syscall.SIGTERM)
@@ -424,6 +432,13 @@ func (n *nsStory) addVM(vm policy.VM, host string, router policy.MAC) error {
 		if p.Contains(ca) {
 			subnet = p
 		}
+	}
+	if n.driver == "xdp" {
+		undo, err := prepareXDPVM(ns, "eth0")
+		if err != nil {
+			return fmt.Errorf("%s: %w", vm.Name, err)
+		}
+		n.undo = append(n.undo, undo)
 	}
 	if err := n.ip("-n", ns, "addr", "add", netip.PrefixFrom(ca, subnet.Bits()).String(), "dev", "eth0"); err != nil {
 		return err
