@@ -634,3 +634,24 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	la, _ := ae.Encode()
 	write("testdata/fuzz/FuzzParseLink", "link", append(link, la...))
 }
+
+func TestApplyTableFull(t *testing.T) {
+	n := fakeNIC(t, &fakeKernel{})
+	n.caps.MaxRules = 3
+	ctx := context.Background()
+	ops := []hal.Op{hal.AddOp(rule(1, "192.0.2.1")), hal.AddOp(rule(2, "192.0.2.2")), hal.DeleteOp(1),
+		hal.AddOp(rule(3, "192.0.2.3")), hal.AddOp(rule(4, "192.0.2.4")), hal.AddOp(rule(5, "192.0.2.5"))}
+	res := make([]hal.OpResult, len(ops))
+	err := n.Apply(ctx, ops, res)
+	if !errors.Is(err, hal.ErrTableFull) {
+		t.Fatalf("Apply: %v, want ErrTableFull for the fourth live rule", err)
+	}
+	for i, r := range res[:5] {
+		if r.Err != nil {
+			t.Errorf("op %d: %v (the delete made room)", i, r.Err)
+		}
+	}
+	if !errors.Is(res[5].Err, hal.ErrTableFull) || len(n.rules) != 3 {
+		t.Errorf("op 5: %v with %d rules installed; want ErrTableFull and 3", res[5].Err, len(n.rules))
+	}
+}

@@ -29,6 +29,11 @@ const maxScopes = 7
 // costs one system call per thousand rules.
 const chunkOps = 1024
 
+// maxRules bounds the rules one NIC holds. Software filters have no table
+// size, only kernel memory; the bound keeps one NIC from exhausting it and
+// gives callers a table size to plan with (ErrTableFull beyond it).
+const maxRules = 1 << 20
+
 // maxBatch is the Apply size the driver accepts; larger batches are refused
 // so that a single call cannot hold the lock for minutes.
 const maxBatch = 1 << 20
@@ -400,6 +405,7 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 		return n.rules[id]
 	}
 	var pend []pendingOp
+	size := len(n.rules) // rules once the pending operations land
 	flush := func() {
 		if len(pend) == 0 {
 			return
@@ -419,6 +425,7 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 		pend = pend[:0]
 		// Later operations are judged on what really landed.
 		clear(view)
+		size = len(n.rules)
 	}
 	for i := range ops {
 		if err := ctx.Err(); err != nil {
@@ -435,6 +442,10 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 			old := lookup(id)
 			if op.Kind == hal.OpAdd && old != nil {
 				results[i].Err = fmt.Errorf("tcflower: add rule %d: %w", id, hal.ErrExists)
+				continue
+			}
+			if op.Kind == hal.OpAdd && n.caps.MaxRules > 0 && size >= n.caps.MaxRules {
+				results[i].Err = fmt.Errorf("tcflower: add rule %d: %d rules installed: %w", id, n.caps.MaxRules, hal.ErrTableFull)
 				continue
 			}
 			if op.Kind == hal.OpModify && old == nil {
@@ -479,6 +490,7 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 			}
 			if old == nil {
 				view[id] = in
+				size++
 				pend = append(pend, pendingOp{index: i, msg: m, commit: func() { n.rules[id] = in }})
 				continue
 			}
@@ -501,6 +513,7 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 				continue
 			}
 			view[id] = nil
+			size--
 			pend = append(pend, pendingOp{index: i, msg: n.delFilterMsg(old.chain, old.prio, old.handle), commit: func() { delete(n.rules, id) }})
 		default:
 			results[i].Err = &hal.RuleError{Field: "op", Reason: fmt.Sprintf("unknown operation %d", op.Kind)}

@@ -316,6 +316,7 @@ func (n *NIC) probe(ctx context.Context) error {
 		"sealed-address frames (EtherType 0x88B5) are dropped ahead of every rule and counted under reason sealed: no crypto, so the NIC fails closed",
 		fmt.Sprintf("generations: tc chains, one dispatch filter per scope; at most %d scopes; rules of a lower scope are tried before those of a higher one", maxScopes),
 		"equal priorities: flower does not order overlapping filters of one priority by rule ID",
+		fmt.Sprintf("max rules: %d is the driver's own bound (software rules are bounded by kernel memory, not by a table size)", maxRules),
 		"L4 port rewrites assume IPv4 headers without options and IPv6 headers without extension headers",
 	)
 	devNames := make([]string, len(n.devs))
@@ -326,7 +327,7 @@ func (n *NIC) probe(ctx context.Context) error {
 		Driver:        driverName,
 		Device:        fmt.Sprintf("tc block %d on %s (placement %s)", n.block, strings.Join(devNames, ","), n.cfg.Placement),
 		Location:      loc,
-		MaxRules:      1 << 20,
+		MaxRules:      maxRules,
 		MaxBatch:      maxBatch,
 		MatchFields:   match,
 		MaskedFields:  hal.MatchEthSrc | hal.MatchEthDst | hal.MatchIPv4Src | hal.MatchIPv4Dst | hal.MatchIPv6Src | hal.MatchIPv6Dst | hal.MatchL4Src | hal.MatchL4Dst | (match & (hal.MatchTunSrc | hal.MatchTunDst)),
