@@ -20,6 +20,16 @@ func invalid(field, format string, args ...any) error {
 	return &RuleError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
+// actionField names actions[i] of a rule without formatting it until needed.
+type actionField struct {
+	i    int
+	kind ActionKind
+}
+
+func lazyField(i int, k ActionKind) actionField { return actionField{i, k} }
+
+func (f actionField) String() string { return fmt.Sprintf("actions[%d] %s", f.i, f.kind) }
+
 // CheckShape checks that r is well formed whatever the NIC.
 func CheckShape(r *Rule) error {
 	if r.ID == 0 {
@@ -57,52 +67,54 @@ func CheckShape(r *Rule) error {
 	family := k.EthType
 	for i := range r.Actions {
 		a := &r.Actions[i]
-		field := fmt.Sprintf("actions[%d] %s", i, a.Kind)
+		// field names the action in an error; built only when one is returned,
+		// since CheckRule runs for every rule a driver programs.
+		field := lazyField(i, a.Kind)
 		if stage == stageEnd {
-			return invalid(field, "follows the terminal action")
+			return invalid(field.String(), "follows the terminal action")
 		}
 		switch a.Kind {
 		case ActionDecap:
 			if stage != stageDecap || i != 0 {
-				return invalid(field, "decap must be the first action")
+				return invalid(field.String(), "decap must be the first action")
 			}
 			if !tunnelled {
-				return invalid(field, "decap needs a match on the tunnel kind")
+				return invalid(field.String(), "decap needs a match on the tunnel kind")
 			}
 			stage = stageRewrite
 		case ActionSetEthSrc, ActionSetEthDst, ActionDecTTL, ActionPushVLAN, ActionPopVLAN:
 			if stage > stageRewrite {
-				return invalid(field, "header rewrites must come before encap")
+				return invalid(field.String(), "header rewrites must come before encap")
 			}
 			if a.Kind == ActionPushVLAN && a.VLAN > 0x0fff {
-				return invalid(field, "VLAN ID %d does not fit 12 bits", a.VLAN)
+				return invalid(field.String(), "VLAN ID %d does not fit 12 bits", a.VLAN)
 			}
 			if a.Kind == ActionDecTTL && (mk.EthType != 0xffff || !isIP) {
-				return invalid(field, "dec_ttl needs a match on eth_type IPv4 or IPv6")
+				return invalid(field.String(), "dec_ttl needs a match on eth_type IPv4 or IPv6")
 			}
 			stage = stageRewrite
 		case ActionSetIPSrc, ActionSetIPDst:
 			if stage > stageRewrite {
-				return invalid(field, "header rewrites must come before encap")
+				return invalid(field.String(), "header rewrites must come before encap")
 			}
 			if mk.EthType != 0xffff || !isIP {
-				return invalid(field, "an IP rewrite needs a match on eth_type IPv4 or IPv6")
+				return invalid(field.String(), "an IP rewrite needs a match on eth_type IPv4 or IPv6")
 			}
 			if !a.Addr.IsValid() || (a.Addr.Is4() != (family == EtherTypeIPv4)) || a.Addr.Zone() != "" {
-				return invalid(field, "address %v is not of the matched family", a.Addr)
+				return invalid(field.String(), "address %v is not of the matched family", a.Addr)
 			}
 			stage = stageRewrite
 		case ActionSetL4Src, ActionSetL4Dst:
 			if stage > stageRewrite {
-				return invalid(field, "header rewrites must come before encap")
+				return invalid(field.String(), "header rewrites must come before encap")
 			}
 			if mk.Proto != 0xff || (k.Proto != ProtoTCP && k.Proto != ProtoUDP) {
-				return invalid(field, "a port rewrite needs a match on ip_proto TCP or UDP")
+				return invalid(field.String(), "a port rewrite needs a match on ip_proto TCP or UDP")
 			}
 			stage = stageRewrite
 		case ActionEncap:
 			if stage >= stageEncap {
-				return invalid(field, "at most one encap per rule")
+				return invalid(field.String(), "at most one encap per rule")
 			}
 			if err := checkEncap(field, &a.Encap); err != nil {
 				return err
@@ -111,16 +123,16 @@ func CheckShape(r *Rule) error {
 		case ActionCount:
 		case ActionOutput:
 			if a.OutPort == 0 {
-				return invalid(field, "port 0 is not a port")
+				return invalid(field.String(), "port 0 is not a port")
 			}
 			stage = stageEnd
 		case ActionDrop, ActionToHost:
 			if a.Reason >= NumReasons {
-				return invalid(field, "unknown reason %d", a.Reason)
+				return invalid(field.String(), "unknown reason %d", a.Reason)
 			}
 			stage = stageEnd
 		default:
-			return invalid(field, "unknown action kind %d", a.Kind)
+			return invalid(field.String(), "unknown action kind %d", a.Kind)
 		}
 	}
 	if stage != stageEnd {
@@ -129,31 +141,31 @@ func CheckShape(r *Rule) error {
 	return nil
 }
 
-func checkEncap(field string, e *Encap) error {
+func checkEncap(field actionField, e *Encap) error {
 	switch e.Kind {
 	case EncapVXLAN, EncapGeneve, EncapNVGRE:
 	default:
-		return invalid(field, "unknown encapsulation %s", e.Kind)
+		return invalid(field.String(), "unknown encapsulation %s", e.Kind)
 	}
 	if e.VNI > 0xffffff {
-		return invalid(field, "VNI %d does not fit 24 bits", e.VNI)
+		return invalid(field.String(), "VNI %d does not fit 24 bits", e.VNI)
 	}
 	if !e.Src.IsValid() || !e.Dst.IsValid() || e.Src.Is4() != e.Dst.Is4() || e.Src.Zone() != "" || e.Dst.Zone() != "" {
-		return invalid(field, "outer addresses %v -> %v must both be IPv4 or both IPv6", e.Src, e.Dst)
+		return invalid(field.String(), "outer addresses %v -> %v must both be IPv4 or both IPv6", e.Src, e.Dst)
 	}
 	if e.Src.Is4In6() || e.Dst.Is4In6() {
-		return invalid(field, "outer addresses must not be IPv4-mapped IPv6")
+		return invalid(field.String(), "outer addresses must not be IPv4-mapped IPv6")
 	}
 	if len(e.GeneveOptions) > 0 {
 		if e.Kind != EncapGeneve {
-			return invalid(field, "geneve options on %s", e.Kind)
+			return invalid(field.String(), "geneve options on %s", e.Kind)
 		}
 		if len(e.GeneveOptions)%4 != 0 || len(e.GeneveOptions) > 252 {
-			return invalid(field, "geneve options are %d bytes; want a multiple of 4, at most 252", len(e.GeneveOptions))
+			return invalid(field.String(), "geneve options are %d bytes; want a multiple of 4, at most 252", len(e.GeneveOptions))
 		}
 	}
 	if e.FlowID != 0 && e.Kind != EncapNVGRE {
-		return invalid(field, "flow ID is NVGRE's")
+		return invalid(field.String(), "flow ID is NVGRE's")
 	}
 	return nil
 }
@@ -172,18 +184,17 @@ func CheckCapabilities(caps *Capabilities, r *Rule) error {
 	}
 	for i := range r.Actions {
 		a := &r.Actions[i]
-		field := fmt.Sprintf("actions[%d] %s", i, a.Kind)
 		if !caps.Actions.Has(a.Kind) {
-			return Unsupported(caps.Driver, field, "the NIC has no such action")
+			return Unsupported(caps.Driver, lazyField(i, a.Kind).String(), "the NIC has no such action")
 		}
 		switch a.Kind {
 		case ActionEncap:
 			if !caps.Encaps.Has(a.Encap.Kind) {
-				return Unsupported(caps.Driver, field+" "+a.Encap.Kind.String(), "the NIC cannot encapsulate in %s", a.Encap.Kind)
+				return Unsupported(caps.Driver, lazyField(i, a.Kind).String()+" "+a.Encap.Kind.String(), "the NIC cannot encapsulate in %s", a.Encap.Kind)
 			}
 		case ActionDecap:
 			if !caps.Decaps.Has(r.Match.Key.TunKind) {
-				return Unsupported(caps.Driver, field+" "+r.Match.Key.TunKind.String(), "the NIC cannot decapsulate %s", r.Match.Key.TunKind)
+				return Unsupported(caps.Driver, lazyField(i, a.Kind).String()+" "+r.Match.Key.TunKind.String(), "the NIC cannot decapsulate %s", r.Match.Key.TunKind)
 			}
 		}
 	}

@@ -195,3 +195,48 @@ func TestReasonNames(t *testing.T) {
 		}
 	}
 }
+
+func TestExactNonIPPassesCheckShape(t *testing.T) {
+	arp := hal.FlowKey{InPort: 2, EthType: hal.EtherTypeARP, EthSrc: hal.MAC{2, 0, 0, 0, 0, 1}, EthDst: hal.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	r := hal.Rule{ID: 9, Match: hal.Exact(&arp), Actions: []hal.Action{hal.ToHost(hal.ReasonAction)}}
+	if err := hal.CheckShape(&r); err != nil {
+		t.Fatalf("exact ARP rule refused: %v", err)
+	}
+	if f := r.Match.Fields(); f&(hal.MatchIPv4Src|hal.MatchIPProto|hal.MatchL4Src) != 0 {
+		t.Fatalf("exact ARP match uses IP fields: %v", f)
+	}
+	other := arp
+	other.EthSrc[5] = 9
+	if !r.Match.Matches(&arp) || r.Match.Matches(&other) {
+		t.Fatal("exact ARP match does not select exactly its key")
+	}
+}
+
+func TestCheckRuleAllocatesNothingOnValidRules(t *testing.T) {
+	k := key4("198.18.0.1", "198.18.0.2", hal.ProtoUDP, 1, 2)
+	caps := hal.Capabilities{MatchFields: hal.MatchAll, MaskedFields: hal.MatchAll, Actions: hal.AllActions,
+		Encaps: hal.EncapsOf(hal.EncapVXLAN), Generations: true}
+	enc := hal.Encap{Kind: hal.EncapVXLAN, VNI: 7, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2")}
+	r := hal.Rule{ID: 1, Match: hal.Exact(&k), Actions: []hal.Action{hal.SetEthDst(hal.MAC{2}), hal.DecTTL(), hal.EncapWith(enc), hal.Count(), hal.Output(1)}}
+	if n := testing.AllocsPerRun(100, func() {
+		if err := hal.CheckRule(&caps, &r); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("CheckRule allocated %v times on a valid rule", n)
+	}
+}
+
+func BenchmarkCheckRule(b *testing.B) {
+	k := key4("198.18.0.1", "198.18.0.2", hal.ProtoUDP, 1, 2)
+	caps := hal.Capabilities{MatchFields: hal.MatchAll, MaskedFields: hal.MatchAll, Actions: hal.AllActions,
+		Encaps: hal.EncapsOf(hal.EncapVXLAN)}
+	enc := hal.Encap{Kind: hal.EncapVXLAN, VNI: 7, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2")}
+	r := hal.Rule{ID: 1, Match: hal.Exact(&k), Actions: []hal.Action{hal.SetEthDst(hal.MAC{2}), hal.EncapWith(enc), hal.Output(1)}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := hal.CheckRule(&caps, &r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

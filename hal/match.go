@@ -188,14 +188,21 @@ func (m *Match) TunDst(a netip.Addr) *Match {
 
 // Exact returns a match on every field of k (the exact-match flow that a
 // vswitch installs for one connection). Fields that are zero in k are still
-// matched, as zero, except the tunnel fields when k was not tunnelled.
+// matched, as zero, except the tunnel fields when k was not tunnelled and the
+// IP and transport fields when k is not an IP packet.
 func Exact(k *FlowKey) Match {
 	var m Match
 	m.Key = *k
 	m.Mask = FlowKey{
-		IPSrc: ones16, IPDst: ones16, InPort: ^PortID(0),
+		InPort: ^PortID(0),
 		EthSrc: MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, EthDst: MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
-		EthType: 0xffff, VLAN: 0xffff, L4Src: 0xffff, L4Dst: 0xffff, Proto: 0xff, TunKind: 0xff,
+		EthType: 0xffff, VLAN: 0xffff, TunKind: 0xff,
+	}
+	// IP and transport fields only exist for IP packets; matching them on,
+	// say, an ARP key would make a rule CheckShape refuses.
+	if k.IsIP() {
+		m.Mask.IPSrc, m.Mask.IPDst, m.Mask.Proto = ones16, ones16, 0xff
+		m.Mask.L4Src, m.Mask.L4Dst = 0xffff, 0xffff
 	}
 	if k.TunKind != EncapNone {
 		m.Mask.VNI, m.Mask.TunSrc, m.Mask.TunDst = 0x00ffffff, ones16, ones16
