@@ -182,8 +182,8 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		e.Actions = fi.Actions
 		e.Where, e.Why = f.loc, f.why
 		switch {
-		case f.err != nil:
-			e.Detail = f.err.Error()
+		case f.failure() != nil:
+			e.Detail = f.failure().Error()
 		case f.loc == LocNIC:
 			e.Detail = fmt.Sprintf("offloaded as rule %d (%s)", f.id, s.caps.Location)
 		case f.why == WhyPolicy:

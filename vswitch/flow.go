@@ -112,29 +112,32 @@ func shapeOf(k *hal.FlowKey, scoped bool) int {
 }
 
 // flow is one unified flow: an exact key and one list of header operations.
+//
+// Every first packet allocates one, so it is kept small (256 bytes, the
+// size class; a test holds it there) with its pointers first: the garbage
+// collector scans an object only up to its last pointer. What few flows
+// need lives in flowExtra.
 type flow struct {
-	key  hal.FlowKey
 	acts *actSet
-	id   hal.RuleID // its rule on the NIC; 0 when not there
-	gen  hal.Generation
 	// Shadow: the flow's actions for the next generation of its scope,
 	// installed inactive (shadowID) until ActivateShadow flips the scope.
-	shadow   *actSet
-	shadowID hal.RuleID
-	scope    *scope
+	shadow *actSet
+	scope  *scope
+	x      *flowExtra // nil until needed
 
-	loc  Location
-	why  Why
-	dead bool  // removed from the cache; results still in flight ignore it
-	err  error // the refusal or failure that keeps it in the host
+	key      hal.FlowKey
+	id       hal.RuleID // its rule on the NIC; 0 when not there
+	shadowID hal.RuleID
+	gen      hal.Generation
 
 	// What it derives from, for revalidation on policy changes.
 	tenant, srcVM, dstVM uint32
 	gateway              bool
 	routed               bool
 
-	opened []*conn // connections its stateful allows opened
-	uses   []*conn // connections it passed as established
+	loc  Location
+	why  Why
+	dead bool // removed from the cache; results still in flight ignore it
 
 	created, lastUsed int64
 	hostPkts, hostBts uint64
@@ -143,6 +146,37 @@ type flow struct {
 	// totals above only grow by what is new.
 	ruleP, ruleB uint64
 	shP, shB     uint64
+}
+
+// flowExtra is what only some flows have: tracked connections (stateful
+// ACLs) and the error that keeps a flow in the host.
+type flowExtra struct {
+	opened []*conn // connections its stateful allows opened
+	uses   []*conn // connections it passed as established
+	err    error   // the refusal or failure that keeps it in the host
+}
+
+func (f *flow) extra() *flowExtra {
+	if f.x == nil {
+		f.x = &flowExtra{}
+	}
+	return f.x
+}
+
+// failure is the refusal or failure that keeps f in the host, if any.
+func (f *flow) failure() error {
+	if f.x == nil {
+		return nil
+	}
+	return f.x.err
+}
+
+func (f *flow) setFailure(err error) {
+	if err != nil {
+		f.extra().err = err
+	} else if f.x != nil {
+		f.x.err = nil
+	}
 }
 
 // current returns the actions that are live for the flow: the shadow's

@@ -3,6 +3,7 @@ package vswitch
 import (
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 )
@@ -91,5 +92,14 @@ func TestFlowTableIterateWhileChanging(t *testing.T) {
 		if !g.dead && !seen[g] {
 			t.Fatalf("flow %v, present throughout, was not produced", g.key)
 		}
+	}
+}
+
+// TestFlowSize holds a flow within the 256-byte allocation size class:
+// every first packet allocates one, and the next class up is 288 bytes.
+// Fields that few flows need belong in flowExtra.
+func TestFlowSize(t *testing.T) {
+	if sz := unsafe.Sizeof(flow{}); sz > 256 {
+		t.Errorf("a flow is %d bytes, more than 256", sz)
 	}
 }

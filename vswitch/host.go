@@ -100,10 +100,14 @@ func (s *Switch) execute(inPort hal.PortID, frame []byte, l *wire.Layout, f *flo
 }
 
 func touchConns(f *flow, now int64) {
-	for _, c := range f.opened {
+	x := f.x
+	if x == nil {
+		return
+	}
+	for _, c := range x.opened {
 		c.lastSeen = max(c.lastSeen, now)
 	}
-	for _, c := range f.uses {
+	for _, c := range x.uses {
 		c.lastSeen = max(c.lastSeen, now)
 	}
 }

@@ -162,13 +162,15 @@ func (s *Switch) removeFlow(f *flow) {
 	s.unplace(f)
 	s.release(f.acts)
 	f.acts = &actSet{}
-	for _, c := range f.opened {
-		delete(c.users, f)
+	if x := f.x; x != nil {
+		for _, c := range x.opened {
+			delete(c.users, f)
+		}
+		for _, c := range x.uses {
+			delete(c.users, f)
+		}
+		x.opened, x.uses = nil, nil
 	}
-	for _, c := range f.uses {
-		delete(c.users, f)
-	}
-	f.opened, f.uses = nil, nil
 	s.stats.flowsRemoved++
 }
 
@@ -224,7 +226,7 @@ func (s *Switch) Flows() []FlowInfo {
 
 func (s *Switch) flowInfo(f *flow, now int64) FlowInfo {
 	fi := FlowInfo{
-		ID: f.id, Match: hal.Exact(&f.key), Actions: f.current().acts, Location: f.loc, Why: f.why, Err: f.err,
+		ID: f.id, Match: hal.Exact(&f.key), Actions: f.current().acts, Location: f.loc, Why: f.why, Err: f.failure(),
 		Gen: f.gen, ShadowID: f.shadowID,
 		Packets: f.hostPkts + f.nicPkts, Bytes: f.hostBts + f.nicBts,
 		Age: time.Duration(now - f.created), Idle: time.Duration(now - f.lastUsed),

@@ -155,7 +155,8 @@ func (s *Switch) retire(now int64) {
 			f.shP, f.shB = 0, 0
 			f.gen = f.scope.active
 			if f.id != 0 {
-				f.loc, f.why, f.err = LocNIC, WhyOffloaded, nil
+				f.loc, f.why = LocNIC, WhyOffloaded
+				f.setFailure(nil)
 			}
 			s.refresh(f, now) // dependencies and any change since the shadow was computed
 			continue

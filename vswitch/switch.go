@@ -433,14 +433,17 @@ func (s *Switch) setVerdict(f *flow, v *verdict, now int64) {
 		f.scope = s.scopeOf(scopeVM)
 	}
 	// Connections.
-	for _, c := range f.uses {
-		delete(c.users, f)
+	if x := f.x; x != nil {
+		for _, c := range x.uses {
+			delete(c.users, f)
+		}
+		x.uses = x.uses[:0]
 	}
-	f.uses = f.uses[:0]
 	for i := 0; i < v.nused; i++ {
 		if c := s.ct.conns[v.used[i]]; c != nil {
 			c.users[f] = struct{}{}
-			f.uses = append(f.uses, c)
+			x := f.extra()
+			x.uses = append(x.uses, c)
 		}
 	}
 	if v.hasDenied {
@@ -490,12 +493,13 @@ func (s *Switch) openConn(f *flow, k connKey, now int64) {
 	// The opener is a user too: when the connection expires, the flow that
 	// opened it goes with it, so that its next packet opens it again.
 	c.users[f] = struct{}{}
-	for _, o := range f.opened {
+	x := f.extra()
+	for _, o := range x.opened {
 		if o == c {
 			return
 		}
 	}
-	f.opened = append(f.opened, c)
+	x.opened = append(x.opened, c)
 }
 
 // place decides where a flow with fresh actions lives: it queues an add to
@@ -555,7 +559,8 @@ func (s *Switch) placeShadow(f *flow) {
 }
 
 func (s *Switch) toHost(f *flow, why Why, err error) {
-	f.loc, f.why, f.err = LocHost, why, err
+	f.loc, f.why = LocHost, why
+	f.setFailure(err)
 	s.stats.fallbacks[why]++
 }
 
@@ -672,7 +677,8 @@ func (s *Switch) settle(op *hal.Op, ref opRef, err error) {
 			} else {
 				s.stats.reprogrammed++
 			}
-			f.loc, f.why, f.err = LocNIC, WhyOffloaded, nil
+			f.loc, f.why = LocNIC, WhyOffloaded
+			f.setFailure(nil)
 			return
 		}
 		if errors.Is(err, hal.ErrExists) {
