@@ -289,7 +289,7 @@ func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []st
 	}
 
 	traffic := func(vm string, args ...string) (string, error) {
-		return n.in(n.vmNS(vm), n.self, append([]string{"traffic"}, args...)...)
+		return n.in(n.vmNS(vm), "env", append([]string{childEnv + "=1", n.self, "traffic"}, args...)...)
 	}
 	check := func(ok bool, out string, err error, format string, a ...any) {
 		if err != nil {
@@ -484,7 +484,7 @@ func (n *nsStory) writeConfig(host string, ports map[string]string) (cfgPath, so
 // startServer runs the VM's applications and waits until they listen.
 func (n *nsStory) startServer(vm string) error {
 	logFile := filepath.Join(n.dir, vm+".out")
-	if _, err := n.start(n.vmNS(vm), logFile, n.self, "serve", vm, filepath.Join(n.dir, vm+".recv")); err != nil {
+	if _, err := n.start(n.vmNS(vm), logFile, "env", childEnv+"=1", n.self, "serve", vm, filepath.Join(n.dir, vm+".recv")); err != nil {
 		return err
 	}
 	return waitFor(5*time.Second, func() error {
@@ -532,5 +532,10 @@ func waitFor(d time.Duration, f func() error) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// childEnv marks the runs of this binary as a VM's application. The test
+// binary is "this binary" when the story runs under go test: its TestMain
+// dispatches on it rather than run the tests again inside a VM.
+const childEnv = "NICPATH_DEMO_CHILD"
 
 var errUsage = errors.New("usage: demo [traffic ping|udp|tcp … | serve <vm> <log>]")

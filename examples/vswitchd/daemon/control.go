@@ -48,10 +48,9 @@ func (d *Daemon) serveControl(ctx context.Context) {
 // client closes it.
 func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	go func() {
-		<-ctx.Done()
-		c.SetDeadline(time.Now())
-	}()
+	// Shutdown interrupts a connection waiting for its next request.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 4096), 1<<20)
 	for {
