@@ -132,11 +132,15 @@ func (f *Follower) Run(ctx context.Context) error {
 // Sync loads the store once and applies what it holds (for callers that do
 // not Run, and for the first state before a target starts forwarding).
 func (f *Follower) Sync(ctx context.Context) error {
-	_, err := f.sync(ctx)
+	snap, err := f.load(ctx)
+	if err == nil {
+		f.apply(ctx, snap)
+	}
 	return err
 }
 
-func (f *Follower) sync(ctx context.Context) (Snapshot, error) {
+// load reads a snapshot; the caller applies it.
+func (f *Follower) load(ctx context.Context) (Snapshot, error) {
 	lctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
 	snap, err := f.cfg.Store.Load(lctx)
 	cancel()
@@ -149,7 +153,6 @@ func (f *Follower) sync(ctx context.Context) (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	f.setFresh()
-	f.apply(ctx, snap)
 	return snap, nil
 }
 
@@ -157,10 +160,13 @@ func (f *Follower) sync(ctx context.Context) (Snapshot, error) {
 // watch ends or a heartbeat fails. It returns the reason the session ended
 // (nil for a compaction, which resyncs at once).
 func (f *Follower) follow(ctx context.Context) error {
-	from, err := f.sync(ctx)
+	from, err := f.load(ctx)
 	if err != nil {
 		return err
 	}
+	// Watch before applying: the status report that follows the apply is a
+	// write, and a watch from a revision already passed starts behind (etcd
+	// catches such watches up in 100ms steps).
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events, err := f.cfg.Store.Watch(wctx, from)
@@ -168,6 +174,7 @@ func (f *Follower) follow(ctx context.Context) error {
 		f.setStale(err)
 		return err
 	}
+	f.apply(ctx, from)
 	tick := time.NewTicker(f.cfg.Heartbeat)
 	defer tick.Stop()
 	for {

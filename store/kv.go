@@ -10,7 +10,8 @@ type KV interface {
 	// Get returns every key under prefix, in key order, as of one revision,
 	// which it returns too (the store's current one).
 	Get(ctx context.Context, prefix string) ([]KeyValue, int64, error)
-	// Watch delivers the events under prefix from revision from on, in
+	// Watch delivers the events under prefix from revision from on (from ≤ 0:
+	// every revision committed after Watch returns), in
 	// order, all events of one revision in the same response. It ends, after
 	// a response with Err set, when from is compacted (ErrCompacted) or the
 	// store is lost (ErrUnavailable); the channel closes then, or when ctx

@@ -303,7 +303,11 @@ func (s *KVStore) Statuses(ctx context.Context) (map[string]Status, int64, error
 // WatchStatuses delivers the status records written after revision after.
 // Records that do not decode are skipped.
 func (s *KVStore) WatchStatuses(ctx context.Context, after int64) (<-chan Status, error) {
-	wch := s.kv.Watch(ctx, s.statusPrefix(), after+1)
+	from := after + 1
+	if after <= 0 {
+		from = 0
+	}
+	wch := s.kv.Watch(ctx, s.statusPrefix(), from)
 	out := make(chan Status, 16)
 	go func() {
 		defer close(out)

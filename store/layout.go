@@ -333,6 +333,10 @@ func (m *mirror) apply(events []KVEvent, prefixLen int) (*policy.State, error) {
 // state at a time instead.
 var buildMu sync.Mutex
 
+// Build is b.Build() under this package's build lock, for programs and
+// tests that build states while followers run (see buildMu).
+func Build(b *policy.Builder) (*policy.State, error) { return buildLocked(b.Build) }
+
 func buildLocked[T any](f func() (T, error)) (T, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()

@@ -149,9 +149,15 @@ func (m *Memory) Close() error {
 // Watch delivers the events under prefix from revision from on.
 func (m *Memory) Watch(ctx context.Context, prefix string, from int64) <-chan WatchResponse {
 	out := make(chan WatchResponse)
+	next := from
+	if next <= 0 {
+		// From now on: fixed before returning, as the KV contract says.
+		m.mu.Lock()
+		next = m.rev + 1
+		m.mu.Unlock()
+	}
 	go func() {
 		defer close(out)
-		next := from
 		for {
 			m.mu.Lock()
 			if err := m.check(); err != nil {

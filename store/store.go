@@ -86,8 +86,10 @@ type StatusReader interface {
 	// store revision they were read at.
 	Statuses(ctx context.Context) (map[string]Status, int64, error)
 	// WatchStatuses delivers the status reports written after revision
-	// after, until ctx is done or the channel closes (on an error: read
-	// Statuses again and watch from its revision).
+	// after (0: from now on), until ctx is done or the channel closes (on an
+	// error: read Statuses again and watch again). Watching from now on and
+	// then reading Statuses misses nothing and is the fast order with etcd,
+	// whose watches from a past revision catch up in 100ms steps.
 	WatchStatuses(ctx context.Context, after int64) (<-chan Status, error)
 }
 

@@ -345,7 +345,7 @@ func TestFileStore(t *testing.T) {
 	b := st.Builder()
 	b.AddShadow(policy.Shadow{VM: "mover", Host: "host-b", Generation: 2})
 	b.AddActivation(policy.Activation{VM: "mover", Generation: 2})
-	moved, err := b.Build()
+	moved, err := store.Build(b)
 	if err != nil {
 		t.Fatal(err)
 	}

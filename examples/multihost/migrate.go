@@ -140,10 +140,11 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o Migrate
 	doneCh := make(chan migResult, 1)
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		m, err := mgr.Migrate(mctx, o.VM, o.To, o.Manager)
-		doneCh <- migResult{m, err}
-	}()
+	started := false
+	// The migration starts once the stream is flowing in the loop below
+	// (migrationStart packets in), so that there is a delivery at the old
+	// location right before it however the goroutines are scheduled.
+	const migrationStart = 10
 
 	got := map[uint64]bool{}
 	start := seq + 1
@@ -155,7 +156,14 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o Migrate
 	next := time.Now()
 	for {
 		now := time.Now()
-		if !finished {
+		if !started && res.Sent >= migrationStart {
+			started = true
+			go func() {
+				m, err := mgr.Migrate(mctx, o.VM, o.To, o.Manager)
+				doneCh <- migResult{m, err}
+			}()
+		}
+		if started && !finished {
 			select {
 			case r := <-doneCh:
 				finished, res.Migration, migErr = true, r.m, r.err

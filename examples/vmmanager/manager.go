@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
 	"github.com/nicpath/nicpath/policy"
@@ -166,37 +167,42 @@ func (m *Manager) wait(ctx context.Context, hosts []string, ok func(store.Status
 	}
 	last := map[string]store.Status{}
 	for {
-		sts, rev, err := m.s.Statuses(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return missing(last), ctx.Err()
+		// Watch first, then read: a report written in between is seen twice
+		// (harmless) rather than missed, and the watch starts at the head of
+		// the store's history (etcd serves such watches at once).
+		wctx, cancel := context.WithCancel(ctx)
+		ch, err := m.s.WatchStatuses(wctx, 0)
+		if err == nil {
+			var sts map[string]store.Status
+			sts, _, err = m.s.Statuses(ctx)
+			if err == nil {
+				maps.Copy(last, sts)
 			}
-			// The store may be briefly unreachable: try again shortly.
-			select {
-			case <-ctx.Done():
-				return missing(last), ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
-			continue
 		}
-		last = sts
-		if len(missing(last)) == 0 {
-			return nil, nil
-		}
-		ch, err := m.s.WatchStatuses(ctx, rev)
-		if err != nil {
-			return missing(last), err
-		}
-		for s := range ch {
-			last[s.Host] = s
+		if err == nil {
 			if len(missing(last)) == 0 {
+				cancel()
 				return nil, nil
 			}
+			for s := range ch {
+				last[s.Host] = s
+				if len(missing(last)) == 0 {
+					cancel()
+					return nil, nil
+				}
+			}
 		}
+		cancel()
 		if ctx.Err() != nil {
 			return missing(last), ctx.Err()
 		}
-		// The watch ended (a compaction or a lost store): read again.
+		// The store is unreachable or the watch ended (a compaction, a lost
+		// store): try again shortly.
+		select {
+		case <-ctx.Done():
+			return missing(last), ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

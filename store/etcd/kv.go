@@ -146,7 +146,33 @@ func (k *KV) Txn(ctx context.Context, ops []store.Op) (int64, error) {
 func (k *KV) Watch(ctx context.Context, prefix string, from int64) <-chan store.WatchResponse {
 	out := make(chan store.WatchResponse)
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	wch := k.c.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(from))
+	opts := []clientv3.OpOption{clientv3.WithPrefix()}
+	if from > 0 {
+		opts = append(opts, clientv3.WithRev(from))
+	} else {
+		// "From now on" must hold from the moment Watch returns: wait for
+		// the server to say the watch exists.
+		opts = append(opts, clientv3.WithCreatedNotify())
+	}
+	wch := k.c.Watch(wctx, prefix, opts...)
+	if from <= 0 {
+		select {
+		case resp, ok := <-wch:
+			if !ok || resp.Err() != nil || !resp.Created {
+				err := fmt.Errorf("etcd: watch not created: %w", store.ErrUnavailable)
+				if ok && resp.Err() != nil {
+					err = fmt.Errorf("etcd: watch not created: %w: %w", store.ErrUnavailable, resp.Err())
+				}
+				cancel()
+				go func() { defer close(out); sendResp(ctx, out, store.WatchResponse{Err: err}) }()
+				return out
+			}
+		case <-ctx.Done():
+			cancel()
+			close(out)
+			return out
+		}
+	}
 	go func() {
 		defer close(out)
 		defer cancel()
