@@ -82,7 +82,7 @@ type Exception struct {
 	InPort PortID
 	Reason Reason
 	VNI    uint32 // the VNI when the frame arrived tunnelled
-	Rule   RuleID // the rule whose ToHost action sent it; 0 on a miss
+	Rule   RuleID // the rule that matched (its ToHost action, or a TTL/MTU/header check after it); 0 on a miss
 	Buf    []byte // caller-owned; the frame is Buf[:Len]
 	Len    int
 	// Truncated is set when the frame was longer than Buf; Len is then

@@ -120,6 +120,11 @@ func ReasonOf(err error) hal.Reason {
 	if err == nil {
 		return hal.ReasonNone
 	}
+	// Parse returns a *ParseError itself; the direct assertion keeps the
+	// data path free of errors.As, which allocates its target.
+	if pe, ok := err.(*ParseError); ok {
+		return pe.Reason
+	}
 	var pe *ParseError
 	if errors.As(err, &pe) {
 		return pe.Reason
