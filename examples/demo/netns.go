@@ -311,12 +311,12 @@ func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []st
 	check(strings.Contains(out, "where=nic"), out, nil, "host-a's ping flows are on the NIC")
 
 	s.title("UDP blue-web-1 → 10.0.0.11:53")
-	out, err = traffic("blue-web-1", "udp", "-n", "5", "-m", "query", "10.0.0.11:53")
+	out, err = traffic("blue-web-1", "udp", "-n", "5", "-w", "3s", "-m", "query", "10.0.0.11:53")
 	s.say("%s", indent(out, "  "))
 	check(strings.Count(out, "blue-web-2 got query") == 5, out, err, "5 answers, all from blue-web-2")
 
 	s.title("TCP blue-web-2 → 10.0.1.10:5432 (blue-db-1 in VNET db: routed on host-b, allowed by ACL db-from-web)")
-	out, err = traffic("blue-web-2", "tcp", "-n", "3", "-m", "SELECT 1", "10.0.1.10:5432")
+	out, err = traffic("blue-web-2", "tcp", "-n", "3", "-w", "3s", "-m", "SELECT 1", "10.0.1.10:5432")
 	s.say("%s", indent(out, "  "))
 	check(strings.Count(out, "blue-db-1 got SELECT 1") == 3, out, err, "3 connections answered by blue-db-1")
 
@@ -324,11 +324,11 @@ func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []st
 	check(err != nil && !strings.Contains(out, "got"), out, nil, "blue-web-2 → blue-db-1:22 is refused by ACL db-default-deny (no answer)")
 
 	s.title("Isolation: the tenants share addresses, never packets")
-	out, err = traffic("red-app-2", "tcp", "-n", "3", "-m", "ssh", "10.0.0.10:22")
+	out, err = traffic("red-app-2", "tcp", "-n", "3", "-w", "3s", "-m", "ssh", "10.0.0.10:22")
 	s.say("%s", indent(out, "  "))
 	check(strings.Count(out, "red-app-1 got ssh") == 3, out, err,
 		"red-app-2 → 10.0.0.10:22 reaches red-app-1 (host-b), not blue-web-1 (10.0.0.10 on red-app-2's own host)")
-	out, err = traffic("blue-web-1", "udp", "-n", "3", "-m", "who", "10.0.0.11:7")
+	out, err = traffic("blue-web-1", "udp", "-n", "3", "-w", "3s", "-m", "who", "10.0.0.11:7")
 	s.say("%s", indent(out, "  "))
 	check(strings.Count(out, "blue-web-2 got who") == 3, out, err, "blue-web-1 → 10.0.0.11:7 is answered by blue-web-2, never red-app-2 (10.0.0.11 on host-a)")
 	// blue-web-1 addresses red-app-2's MAC directly.
@@ -371,7 +371,7 @@ func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []st
 	json.Unmarshal([]byte(raw), &fs)
 	var udp *control.Flow
 	for i := range fs {
-		if strings.Contains(fs[i].Match, "l4_dst=53") {
+		if strings.Contains(fs[i].Match, ",l4_dst=53,") || strings.HasSuffix(fs[i].Match, ",l4_dst=53") {
 			udp = &fs[i]
 		}
 	}

@@ -110,9 +110,18 @@ func runTraffic(args []string, out io.Writer) error {
 		defer c.Close()
 		buf := make([]byte, 2048)
 		for i := 0; i < *count; i++ {
-			fmt.Fprintf(c, "%s %d", *msg, i)
-			c.SetReadDeadline(time.Now().Add(*timeout))
-			n, err := c.Read(buf)
+			// One retry: UDP promises nothing, and on a loaded machine a
+			// first packet waiting for its flow may take its time; the
+			// retry is printed, not hidden.
+			var n int
+			for try := 0; try < 2; try++ {
+				fmt.Fprintf(c, "%s %d", *msg, i)
+				c.SetReadDeadline(time.Now().Add(*timeout))
+				if n, err = c.Read(buf); err == nil {
+					break
+				}
+				fmt.Fprintf(out, "(no answer to datagram %d within %s, sending it again)\n", i, *timeout)
+			}
 			if err != nil {
 				return fmt.Errorf("udp %s: no answer to datagram %d: %w", dst, i, err)
 			}
