@@ -527,7 +527,7 @@ func (s *Switch) place(f *flow) {
 	f.gen = gen
 	f.id = s.newID()
 	f.loc = LocNone
-	s.ops = append(s.ops, hal.AddOp(s.rule(f.id, &f.key, a, sc, gen)))
+	s.queueRule(hal.OpAdd, f.id, &f.key, a, sc, gen)
 	s.refs = append(s.refs, opRef{f: f, purpose: opAddPrimary})
 }
 
@@ -554,7 +554,7 @@ func (s *Switch) placeShadow(f *flow) {
 		return
 	}
 	f.shadowID = s.newID()
-	s.ops = append(s.ops, hal.AddOp(s.rule(f.shadowID, &f.key, a, f.scope.id, gen)))
+	s.queueRule(hal.OpAdd, f.shadowID, &f.key, a, f.scope.id, gen)
 	s.refs = append(s.refs, opRef{f: f, purpose: opAddShadow})
 }
 
@@ -575,6 +575,18 @@ func (s *Switch) newID() hal.RuleID {
 func (s *Switch) rule(id hal.RuleID, k *hal.FlowKey, a *actSet, sc hal.Scope, gen hal.Generation) hal.Rule {
 	return hal.Rule{ID: id, Priority: prioExact, Match: hal.Exact(k), Actions: a.acts,
 		Cookie: s.cookie(), Scope: sc, Generation: gen}
+}
+
+// queueRule queues an operation on a unified flow's rule, built in place in
+// the batch: an Op is 256 bytes, and building it by value (rule, then op,
+// then append) copied it three times per first packet.
+func (s *Switch) queueRule(kind hal.OpKind, id hal.RuleID, k *hal.FlowKey, a *actSet, sc hal.Scope, gen hal.Generation) {
+	s.ops = append(s.ops, hal.Op{})
+	op := &s.ops[len(s.ops)-1]
+	op.Kind = kind
+	r := &op.Rule
+	r.ID, r.Priority, r.Actions, r.Cookie, r.Scope, r.Generation = id, prioExact, a.acts, s.cookie(), sc, gen
+	r.Match = hal.Exact(k)
 }
 
 // validate asks the NIC whether it can take a rule of this shape with

@@ -34,7 +34,7 @@ func (s *Switch) reflow(f *flow, now int64, force bool) {
 		}
 		if err := s.validate(f.acts, &f.key, sc != 0, sc, gen); err == nil {
 			f.gen = gen
-			s.ops = append(s.ops, hal.ModifyOp(s.rule(f.id, &f.key, f.acts, sc, gen)))
+			s.queueRule(hal.OpModify, f.id, &f.key, f.acts, sc, gen)
 			s.refs = append(s.refs, opRef{f: f, purpose: opModPrimary})
 			s.placeShadow(f)
 			return
