@@ -333,6 +333,7 @@ func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []st
 	check(strings.Count(out, "blue-web-2 got who") == 3, out, err, "blue-web-1 → 10.0.0.11:7 is answered by blue-web-2, never red-app-2 (10.0.0.11 on host-a)")
 	// blue-web-1 addresses red-app-2's MAC directly.
 	red2, _ := st.VM("red-app-2")
+	web1, _ := st.VM("blue-web-1")
 	if err := n.ip("-n", n.vmNS("blue-web-1"), "neigh", "replace", "10.0.0.11", "lladdr", hal.MAC(red2.MAC).String(), "dev", "eth0", "nud", "permanent"); err != nil {
 		return nil, err
 	}
@@ -345,7 +346,7 @@ func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []st
 	var cross []control.Flow
 	if raw, err := ctl("host-a", "-json", "flows"); err == nil && json.Unmarshal([]byte(raw), &cross) == nil {
 		for _, f := range cross {
-			if strings.Contains(f.Match, "eth_dst="+hal.MAC(red2.MAC).String()) {
+			if strings.Contains(f.Match, "eth_src="+hal.MAC(web1.MAC).String()) && strings.Contains(f.Match, "eth_dst="+hal.MAC(red2.MAC).String()) {
 				out, _ = ctl("host-a", "explain", fmt.Sprint(f.Rule))
 				s.say("why, by host-a's explain of that flow (the sender's VNET decides, whatever the MAC says):\n$ vswitchctl explain %d\n%s", f.Rule, indent(out, "  "))
 				break

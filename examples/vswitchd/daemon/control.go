@@ -84,6 +84,15 @@ func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
 func (d *Daemon) Do(ctx context.Context, req control.Request) (any, error) {
 	a := req.Args
 	switch req.Cmd {
+	case "flows", "explain", "stats":
+		// Merge the NIC's counters first (Run does it every quarter of
+		// FlowIdle), so that packets, bytes and idle times are current, as
+		// ovs-ofctl dump-flows shows them.
+		if err := d.sw.Maintain(ctx); err != nil {
+			d.log.Warn("maintenance before "+req.Cmd, "err", err)
+		}
+	}
+	switch req.Cmd {
 	case "show":
 		return d.show(ctx), nil
 	case "caps":
