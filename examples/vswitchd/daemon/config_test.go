@@ -104,3 +104,18 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// The example configuration shipped with vswitchd loads, and its policy
+// passes the daemon's checks.
+func TestExampleConfig(t *testing.T) {
+	c, err := LoadConfig("../vswitchd.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckPolicy(c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Host != "host-a" || len(c.Ports) != 3 || c.Metrics == "" {
+		t.Fatalf("%+v", c)
+	}
+}
