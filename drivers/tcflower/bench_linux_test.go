@@ -218,7 +218,7 @@ func vmBench(b *testing.B) map[string]map[string]float64 {
 				vmBenchErr = fmt.Sprintf("in-VM benchmarks failed (exit %d):\n%s", vmBenchRes.ExitCode, vmBenchRes.Output)
 			}
 		}()
-		vmBenchRes = runInVM(b, []string{"-test.run", "^$", "-test.bench", "^BenchmarkKernel", "-test.benchtime", "1x", "-test.timeout", "8m"}, 10*time.Minute)
+		vmBenchRes = runInVM(b, []string{"-test.run", "^$", "-test.bench", "^BenchmarkKernel", "-test.benchtime", "1x", "-test.timeout", "13m"}, 15*time.Minute)
 		vmBenchErr = ""
 	})
 	if vmBenchErr != "" {
