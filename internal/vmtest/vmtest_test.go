@@ -93,7 +93,9 @@ func TestBootVM(t *testing.T) {
 	if err := Available(); err != nil {
 		t.Skipf("VM tier unavailable: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// A boot takes seconds on an idle machine; the bounds leave room for a
+	// loaded one.
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	bin := filepath.Join(t.TempDir(), "vmtest.test")
 	if err := BuildTestBinary(ctx, ".", bin); err != nil {
@@ -104,7 +106,7 @@ func TestBootVM(t *testing.T) {
 		Args:        []string{"-test.run", "^TestInsideVM$", "-test.v"},
 		Modules:     []string{"veth"},
 		Executables: []string{"/usr/sbin/ip"},
-		Timeout:     4 * time.Minute,
+		Timeout:     8 * time.Minute,
 	})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, res.Output)
