@@ -310,10 +310,19 @@ func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []st
 	s.say("$ vswitchctl flows\n%s", indent(out, "  "))
 	check(strings.Contains(out, "where=nic"), out, nil, "host-a's ping flows are on the NIC")
 
-	s.title("UDP blue-web-1 → 10.0.0.11:53")
+	s.title("UDP blue-web-1 → 10.0.0.11:53, with host-a's exception path captured")
+	capFile := filepath.Join(n.dir, "host-a-exceptions.pcapng")
+	out, _ = ctl("host-a", "capture", "start", capFile)
+	s.say("$ vswitchctl capture start %s\n%s", capFile, indent(out, "  "))
 	out, err = traffic("blue-web-1", "udp", "-n", "5", "-w", "3s", "-m", "query", "10.0.0.11:53")
 	s.say("%s", indent(out, "  "))
 	check(strings.Count(out, "blue-web-2 got query") == 5, out, err, "5 answers, all from blue-web-2")
+	out, _ = ctl("host-a", "capture", "stop")
+	s.say("$ vswitchctl capture stop\n%s", indent(out, "  "))
+	summary, err := readCapture(capFile)
+	s.say("%s", indent(summary, "  "))
+	check(err == nil && strings.Contains(summary, "reason=miss"), summary, err,
+		"the capture reads back as pcapng (gopacket's pcapgo): the first packets, with their reasons")
 
 	s.title("TCP blue-web-2 → 10.0.1.10:5432 (blue-db-1 in VNET db: routed on host-b, allowed by ACL db-from-web)")
 	out, err = traffic("blue-web-2", "tcp", "-n", "3", "-w", "3s", "-m", "SELECT 1", "10.0.1.10:5432")
