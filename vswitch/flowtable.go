@@ -76,6 +76,8 @@ func mac64(m hal.MAC) uint64 {
 	return uint64(m[0]) | uint64(m[1])<<8 | uint64(m[2])<<16 | uint64(m[3])<<24 | uint64(m[4])<<32 | uint64(m[5])<<40
 }
 
+// init empties the table, sized for n flows. The seed is drawn once and
+// kept: hashes computed earlier stay valid.
 func (t *flowTable) init(n int) {
 	size := flowTableMin
 	for size*flowLoadNum/flowLoadDen < n {
@@ -97,7 +99,14 @@ func (t *flowTable) get(k *hal.FlowKey) *flow {
 	if t.n == 0 {
 		return nil
 	}
-	h := t.hashKey(k)
+	return t.getHashed(k, t.hashKey(k))
+}
+
+// getHashed is get with the key's hash already known (hashKey).
+func (t *flowTable) getHashed(k *hal.FlowKey, h uint64) *flow {
+	if t.n == 0 {
+		return nil
+	}
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]
 		if s.h == h && s.f != nil && s.f.key == *k {
@@ -107,6 +116,15 @@ func (t *flowTable) get(k *hal.FlowKey) *flow {
 			return nil
 		}
 	}
+}
+
+// touch reads the first slot a lookup of hash h reads, so that a lookup
+// shortly after finds it in the cache.
+func (t *flowTable) touch(h uint64) uint64 {
+	if len(t.slots) == 0 {
+		return 0
+	}
+	return t.slots[h&t.mask].h
 }
 
 // put records f under its key, in place of any flow with the same key

@@ -108,9 +108,9 @@ type Switch struct {
 	pend    []pending
 	arena   []byte
 	injects []portFrames
-	key     hal.FlowKey
 	ikey    hal.FlowKey
 	lay     wire.Layout
+	touched uint64 // keeps the batch's slot touches from being optimized away
 }
 
 type opPurpose uint8
@@ -134,6 +134,8 @@ type opRef struct {
 type pending struct {
 	idx    int
 	f      *flow
+	hash   uint64 // of key in the flow table
+	key    hal.FlowKey
 	layout wire.Layout
 }
 
@@ -185,6 +187,8 @@ func New(cfg Config) (*Switch, error) {
 		pro:    map[proKey]*proRule{},
 		cross:  map[string][]*flow{},
 	}
+	// Seeded now: HandleBatch hashes a batch's keys before it adds flows.
+	s.flows.init(0)
 	uplinkFound := false
 	for _, p := range s.nic.Ports() {
 		if p.ID == cfg.Uplink {
@@ -284,7 +288,10 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 	}
 	now := s.now()
 	s.pend = s.pend[:0]
-	key := &s.key
+	// First pass: parse every packet and hash its key; then touch the slot
+	// where each lookup starts. The first packets of new flows all miss in
+	// a cache far larger than the CPU's; touched together, their cache
+	// misses overlap instead of coming one per packet.
 	for i := range batch {
 		e := &batch[i]
 		if e.Reason < hal.NumReasons {
@@ -312,11 +319,11 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			s.drop(DropTruncated)
 			continue
 		}
-		// Parse into the pending slot: the layout lives in memory the switch
-		// reuses, so parsing allocates nothing.
+		// Parse into the pending slot: the key and layout live in memory
+		// the switch reuses, so parsing allocates nothing.
 		s.pend = append(s.pend, pending{idx: i})
-		l := &s.pend[len(s.pend)-1].layout
-		if err := wire.Parse(e.Frame(), e.InPort, key, l); err != nil {
+		p := &s.pend[len(s.pend)-1]
+		if err := wire.Parse(e.Frame(), e.InPort, &p.key, &p.layout); err != nil {
 			s.pend = s.pend[:len(s.pend)-1]
 			switch wire.ReasonOf(err) {
 			case hal.ReasonFragment:
@@ -328,7 +335,7 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			}
 			continue
 		}
-		if key.EthType == hal.EtherTypeSealed {
+		if p.key.EthType == hal.EtherTypeSealed {
 			// Fail closed: the host never opens a sealed address. A NIC
 			// with crypto opens them itself; one that cannot, or that
 			// refused the seal, hands them here only to be dropped.
@@ -336,13 +343,25 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			s.drop(DropSealed)
 			continue
 		}
-		f := s.flows.get(key)
+		p.hash = s.flows.hashKey(&p.key)
+	}
+	// In a loop of their own, so that the loads are in flight together.
+	var touched uint64
+	for i := range s.pend {
+		touched += s.flows.touch(s.pend[i].hash)
+	}
+	s.touched = touched
+	// Second pass, in the packets' order: a flow that an earlier packet of
+	// the batch created is found by the later ones.
+	for i := range s.pend {
+		p := &s.pend[i]
+		e := &batch[p.idx]
+		f := s.flows.getHashed(&p.key, p.hash)
 		if f == nil {
-			ttl := ttlOf(e.Frame(), l)
-			f = s.newFlow(key, ttl, now, true)
+			ttl := ttlOf(e.Frame(), &p.layout)
+			f = s.newFlow(&p.key, ttl, now, true)
 			if f == nil {
-				s.pend = s.pend[:len(s.pend)-1]
-				s.drop(DropTTL)
+				s.drop(DropTTL) // p.f stays nil: the packet is not executed
 				continue
 			}
 		} else if f.scope != nil && f.gen != f.scope.active && f.shadow == nil {
@@ -354,11 +373,14 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			// rule's installation, or the NIC lost the rule. Handle it here.
 			s.stats.hitOffloaded++
 		}
-		s.pend[len(s.pend)-1].f = f
+		p.f = f
 	}
 	s.flush(ctx)
 	for i := range s.pend {
 		p := &s.pend[i]
+		if p.f == nil {
+			continue
+		}
 		e := &batch[p.idx]
 		s.execute(e.InPort, e.Frame(), &p.layout, p.f, now)
 	}
