@@ -39,16 +39,34 @@ type burst struct {
 	end   [MaxBurst]int
 	sink  uint64 // keeps the prefetching loads alive
 
+	// Sealed frames: sealed[i] says packet i was opened into open[i] (its
+	// clear frame at open[i][Headroom:Headroom+osz[i]], Headroom in front
+	// for encapsulation in place). open is nil without Config.Crypto.
+	sealed    [MaxBurst]bool
+	anySealed bool
+	osz       [MaxBurst]int
+	open      [][]byte
+
 	tally [2][hal.NumReasons]uint64
 }
 
-func newBurst(bufLen int) *burst {
+func newBurst(bufLen int, sealed bool) *burst {
 	b := &burst{bufs: make([][]byte, MaxBurst), sizes: make([]int, MaxBurst)}
-	back := make([]byte, MaxBurst*bufLen)
-	for i := range b.bufs {
-		b.bufs[i] = back[i*bufLen : (i+1)*bufLen : (i+1)*bufLen]
+	b.bufs = carve(bufLen)
+	if sealed {
+		b.open = carve(bufLen)
 	}
 	return b
+}
+
+// carve returns MaxBurst buffers of bufLen bytes from one allocation.
+func carve(bufLen int) [][]byte {
+	bufs := make([][]byte, MaxBurst)
+	back := make([]byte, MaxBurst*bufLen)
+	for i := range bufs {
+		bufs[i] = back[i*bufLen : (i+1)*bufLen : (i+1)*bufLen]
+	}
+	return bufs
 }
 
 func (n *NIC) getBurst() *burst {
@@ -56,7 +74,7 @@ func (n *NIC) getBurst() *burst {
 	case b := <-n.bursts:
 		return b
 	default:
-		return newBurst(n.burstSz)
+		return newBurst(n.burstSz, n.seal != nil)
 	}
 }
 
@@ -105,10 +123,11 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 	var rxBytes uint64
 
 	// Parse every frame first: the keys are then ready for the bulk lookup.
+	b.anySealed = false
 	for i := 0; i < k; i++ {
 		size := sizes[i]
 		rxBytes += uint64(max(size, 0))
-		b.best[i], b.prio[i], b.rule[i] = noRule, -1, 0
+		b.best[i], b.prio[i], b.rule[i], b.sealed[i] = noRule, -1, 0, false
 		if size > maxIn || size < 0 || offset+size > len(bufs[i]) {
 			b.fate[i], b.why[i] = fateDrop, hal.ReasonMalformed
 			continue
@@ -128,8 +147,10 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			continue
 		}
 		if key.EthType == hal.EtherTypeSealed {
-			b.fate[i], b.why[i] = n.sealedFrame()
-			continue
+			b.anySealed = true
+			if !n.openSealed(b, in, i, bufs[i][offset:offset+size]) {
+				continue
+			}
 		}
 		b.fate[i] = fatePending
 		loadWords(key, &b.w[i])
@@ -166,9 +187,17 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 				lastCount, cntPkts, cntBytes = idx, 0, 0
 			}
 			cntPkts++
-			cntBytes += uint64(sizes[i])
+			if b.sealed[i] {
+				cntBytes += uint64(b.osz[i]) // the frame as it matched: opened
+			} else {
+				cntBytes += uint64(sizes[i])
+			}
 		}
 		b.rule[i] = e.id
+		if b.sealed[i] {
+			n.execute(b, i, p, b.open[i], Headroom, b.osz[i])
+			continue
+		}
 		n.execute(b, i, p, bufs[i], offset, sizes[i])
 	}
 	if lastCount != noRule {
@@ -178,7 +207,34 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 	}
 	n.rcu.exit(s)
 
+	if b.anySealed {
+		n.sealedNoHost(b, k)
+	}
 	n.deliver(b, in, bufs, sizes, offset, rxBytes)
+	if b.anySealed {
+		// The clear frames are of no further use: do not leave them in
+		// memory the next burst may not overwrite.
+		for i := 0; i < k; i++ {
+			if b.sealed[i] {
+				clear(b.open[i][:Headroom+b.osz[i]])
+			}
+		}
+	}
+}
+
+// sealedNoHost turns every opened sealed packet that would go to the host
+// into a drop: its clear frame must never reach the exception path.
+func (n *NIC) sealedNoHost(b *burst, k int) {
+	var noFlow uint64
+	for i := 0; i < k; i++ {
+		if b.sealed[i] && b.fate[i] == fateHost {
+			b.fate[i], b.why[i] = fateDrop, hal.ReasonSealed
+			noFlow++
+		}
+	}
+	if noFlow > 0 {
+		n.seal.noFlow.Add(noFlow)
+	}
 }
 
 // parseReason is wire.ReasonOf without errors.As, whose pointer target
@@ -441,6 +497,9 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			}
 			b.fate[j] = fateSent
 			f := bufs[j][b.start[j]:b.end[j]]
+			if b.sealed[j] {
+				f = b.open[j][b.start[j]:b.end[j]]
+			}
 			if p.tx.put(f) {
 				pkts++
 				bytes += uint64(len(f))

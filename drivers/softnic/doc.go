@@ -88,14 +88,44 @@
 //	                             IPv4 DF set; UDP checksum 0 over IPv4, computed over IPv6
 //	rewrites                     IP/port rewrites fix IPv4, TCP and UDP checksums incrementally;
 //	                             a UDP/IPv4 checksum of 0 stays 0
-//	sealed frame (0x88B5)        dropped, ReasonSealed: Crypto is false until the NIC holds
-//	                             keys (see sealed.go); the host never sees it
+//	sealed frame (0x88B5),       dropped, ReasonSealed; Capabilities.Crypto is false and
+//	Config.Crypto off            RegisterSealKey fails with ErrNotSupported
+//	sealed frame from a vport,   opened (securechan.OpenFrame, the vport's live key) into
+//	Crypto on                    the burst's scratch buffer, then parsed, matched and executed
+//	                             like the frame the VM sealed (rule counters count that frame);
+//	                             the scratch is wiped after the burst
+//	sealed, cannot be opened     dropped, ReasonSealed, SealedStats.Refused by
+//	                             securechan.ReasonOf (unknown or expired key id, tampered,
+//	                             truncated, malformed …); never routed, never to the host
+//	sealed, opened, would go to  (miss, to_host rule, TTL, MTU, unsupported header) dropped,
+//	the host                     ReasonSealed, SealedStats.NoFlow: neither the clear frame nor
+//	                             the sealed one is put on the exception path (the host could
+//	                             not open the latter); the VM retries once a rule exists
+//	sealed, VLAN-tagged          dropped, ReasonSealed, SealedStats.Tagged (not opened)
+//	sealed, from the uplink      dropped, ReasonSealed, SealedStats.NotVPort (only VMs seal)
+//	key rotation                 a new key id is live at once; the previous one until
+//	                             Config.SealRotationGrace after the new registration, then
+//	                             refused (unknown_key); at most two keys per vport
 //	exception queue full         dropped, ReasonQueueFull (counted in Stats.Drops)
 //	transmit ring full           dropped, ReasonQueueFull, counted on the out port
 //	Inject                       copied to the port's ring as is; runts and frames over the MTU
 //	                             refused, full ring reported with ErrRingFull
 //	Close                        every later call returns ErrClosed; blocked ReadExceptions
 //	                             return ErrClosed; frames already in rings can still be Recv'd
+//
+// # Sealed addresses
+//
+// With Config.Crypto the NIC implements hal.SealedAddresses: it holds a
+// securechan.KeyTable with its private key (Config.SealKey, or generated;
+// SealPublicKey is the public half VMs seal to), and per vport the VM keys
+// the host registers (RegisterSealKey, or HandleKeyMessage for a
+// MsgKeyRegister/MsgKeyRevoke received over the secure channel). Opening
+// costs one secretbox.Open with the precomputed per-VM key, takes no lock
+// and allocates nothing (TestZeroAllocSealed, BenchmarkSealedOpenRoute).
+// Retired keys are refused on the fast path as soon as their window ends
+// (the table checks the clock for them); RegisterSealKey, RevokeSealKey and
+// SweepSealKeys free them. The clear destination never leaves the NIC
+// toward the host: see the sealed rows of the case table.
 //
 // # Counters
 //

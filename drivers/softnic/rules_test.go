@@ -504,7 +504,6 @@ func TestClose(t *testing.T) {
 func TestNewRefuses(t *testing.T) {
 	for name, cfg := range map[string]Config{
 		"no ports":  {},
-		"crypto":    {Ports: testConfig().Ports, Crypto: true},
 		"bad kind":  {Ports: []PortConfig{{Name: "x"}}},
 		"dup names": {Ports: []PortConfig{{Name: "a", Kind: hal.PortVPort}, {Name: "a", Kind: hal.PortUplink}}},
 		"tiny MTU":  {Ports: []PortConfig{{Name: "a", Kind: hal.PortVPort, MTU: 10}}},
@@ -512,8 +511,5 @@ func TestNewRefuses(t *testing.T) {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: New accepted it", name)
 		}
-	}
-	if _, err := New(Config{Ports: testConfig().Ports, Crypto: true}); !errors.Is(err, hal.ErrNotSupported) {
-		t.Errorf("crypto: %v", err)
 	}
 }

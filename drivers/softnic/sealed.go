@@ -1,16 +1,234 @@
 package softnic
 
-import "github.com/nicpath/nicpath/hal"
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
 
-// sealedFrame decides the fate of a sealed-address frame (EtherType 0x88B5).
-//
-// This is the hook for sealed addresses. softnic has no key to open them
-// with yet, so it reports Capabilities.Crypto false and drops such frames,
-// counted under ReasonSealed: the host must never see a clear address, and a
-// sealed frame is useless to it. When the NIC gets its keys (hal.SealedAddresses,
-// from the secure channel), this is where the frame is opened with the
-// per-VM key, its destination written into the key, and the lookup
-// continues like any other frame.
-func (n *NIC) sealedFrame() (fate uint8, why hal.Reason) {
-	return fateDrop, hal.ReasonSealed
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/securechan"
+)
+
+// Sealed addresses (EtherType 0x88B5). With Config.Crypto the NIC holds a
+// securechan.KeyTable: its own private key, which never leaves it, and per
+// vport up to two VM keys with their shared keys precomputed. A sealed frame
+// from a vport is opened on the fast path into the burst's scratch buffer
+// (with Headroom in front, so that encapsulation happens in place there),
+// parsed and looked up like any other frame. The clear frame exists only in
+// that scratch buffer, which is wiped when the burst is delivered; whatever
+// would hand the opened packet to the host (a miss, a ToHost rule, TTL, MTU,
+// an unsupported header) drops it instead, counted under ReasonSealed and in
+// SealedStats.NoFlow: the host cannot open the still-sealed frame either, so
+// giving it that would only spend the exception path on a frame it must drop
+// (the vswitch drops them too), and the VM's retry succeeds once the
+// vswitch has installed the destination's flow from unsealed traffic or its
+// per-destination rules.
+
+var _ hal.SealedAddresses = (*NIC)(nil)
+
+// sealState is the NIC's sealed-address support; nil without Config.Crypto.
+type sealState struct {
+	table *securechan.KeyTable
+
+	opened  atomic.Uint64
+	noFlow  atomic.Uint64
+	tagged  atomic.Uint64
+	notVM   atomic.Uint64
+	refused [securechan.NumDropReasons]atomic.Uint64
+}
+
+// SealedStats are the counters of sealed-address frames. Every sealed frame
+// a NIC with crypto refuses is also in Stats.Drops[hal.ReasonSealed] and in
+// its in-port's Drops; the fields here say why.
+type SealedStats struct {
+	// Opened counts frames opened and routed like any other frame (they
+	// may still be dropped later, e.g. by a drop rule, under that reason).
+	Opened uint64
+	// NoFlow counts opened frames that the NIC would have handed to the
+	// host (a miss, a ToHost rule, TTL, MTU, an unsupported header): they
+	// are dropped, since the clear frame must not reach the host.
+	NoFlow uint64
+	// Tagged counts sealed frames behind VLAN tags, which are not opened.
+	Tagged uint64
+	// NotVPort counts sealed frames that arrived on the uplink: only a VM
+	// seals, and only on its own vport.
+	NotVPort uint64
+	// Refused counts frames securechan.OpenFrame refused, by its reason
+	// (unknown or expired key, tampered, truncated, malformed …).
+	Refused [securechan.NumDropReasons]uint64
+}
+
+// newSealState builds the key table for cfg, generating the NIC's key when
+// Config.SealKey is nil.
+func newSealState(cfg *Config) (*sealState, error) {
+	var priv securechan.PrivateKey
+	if cfg.SealKey != nil {
+		priv = *cfg.SealKey
+	} else {
+		var err error
+		if _, priv, err = securechan.GenerateKey(nil); err != nil {
+			return nil, fmt.Errorf("%s: %w", DriverName, err)
+		}
+	}
+	var opts []securechan.KeyTableOption
+	if cfg.SealRotationGrace > 0 {
+		opts = append(opts, securechan.WithRotationGrace(cfg.SealRotationGrace))
+	}
+	if cfg.SealClock != nil {
+		opts = append(opts, securechan.WithClock(cfg.SealClock))
+	}
+	s := &sealState{table: securechan.NewKeyTable(priv, opts...)}
+	clear(priv[:])
+	return s, nil
+}
+
+// openSealed opens sealed frame i of the burst (frame is where it sits in
+// the caller's buffer) into the burst's scratch buffer and re-parses it
+// there. It reports whether the packet goes on to the lookup; otherwise its
+// fate is set (a drop, never the host).
+func (n *NIC) openSealed(b *burst, in *Port, i int, frame []byte) bool {
+	b.fate[i], b.why[i] = fateDrop, hal.ReasonSealed
+	s := n.seal
+	if s == nil {
+		return false
+	}
+	if in.info.Kind != hal.PortVPort {
+		s.notVM.Add(1)
+		return false
+	}
+	if b.lays[i].VLANs > 0 {
+		// OpenFrame takes untagged frames; a VM does not tag its own
+		// frames toward its vport.
+		s.tagged.Add(1)
+		return false
+	}
+	buf := b.open[i]
+	clearFrame, err := s.table.OpenFrame(uint32(in.info.ID), frame, buf[Headroom:])
+	if err != nil {
+		s.refused[securechan.ReasonOf(err)].Add(1)
+		return false
+	}
+	s.opened.Add(1)
+	b.sealed[i] = true
+	b.osz[i] = len(clearFrame)
+	key, lay := &b.keys[i], &b.lays[i]
+	if err := wire.Parse(clearFrame, in.info.ID, key, lay); err != nil {
+		s.noFlow.Add(1)
+		return false
+	}
+	if key.TunKind != hal.EncapNone && !n.caps.Decaps.Has(key.TunKind) {
+		s.noFlow.Add(1)
+		return false
+	}
+	if key.EthType == hal.EtherTypeSealed {
+		s.refused[securechan.DropMalformed].Add(1) // a seal inside a seal
+		return false
+	}
+	return true
+}
+
+// SealPublicKey is the NIC's public key, which VMs seal their destinations
+// to. It is the zero key on a NIC without Config.Crypto.
+func (n *NIC) SealPublicKey() [32]byte {
+	if n.seal == nil {
+		return [32]byte{}
+	}
+	return n.seal.table.PublicKey()
+}
+
+// RegisterSealKey accepts sealed frames from vport port under keyID, sealed
+// by the VM whose public key is vmPublic. A new key id becomes the newest;
+// the previous one stays valid for Config.SealRotationGrace, then is refused
+// (counted in SealedStats.Refused[unknown_key]).
+func (n *NIC) RegisterSealKey(ctx context.Context, port hal.PortID, keyID uint8, vmPublic [32]byte) error {
+	if err := n.sealCheck(ctx, "register", port); err != nil {
+		return err
+	}
+	// Keys past their rotation window are refused on the fast path already;
+	// sweeping here frees them without a timer of its own.
+	n.seal.table.Sweep()
+	if err := n.seal.table.Register(uint32(port), keyID, securechan.PublicKey(vmPublic)); err != nil {
+		return fmt.Errorf("%s: %w", DriverName, err)
+	}
+	return nil
+}
+
+// RevokeSealKey stops accepting keyID on port at once.
+func (n *NIC) RevokeSealKey(ctx context.Context, port hal.PortID, keyID uint8) error {
+	if err := n.sealCheck(ctx, "revoke", port); err != nil {
+		return err
+	}
+	n.seal.table.Revoke(uint32(port), keyID)
+	n.seal.table.Sweep()
+	return nil
+}
+
+// SealKeys lists the live keys of port, newest first (for inspection).
+func (n *NIC) SealKeys(port hal.PortID) []securechan.KeyInfo {
+	if n.seal == nil {
+		return nil
+	}
+	return n.seal.table.Keys(uint32(port))
+}
+
+// HandleKeyMessage is the NIC's side of key registration over the secure
+// channel: it applies a MsgKeyRegister or MsgKeyRevoke through
+// RegisterSealKey and RevokeSealKey (so that only vports of this NIC get
+// keys) and returns the Ack to send back.
+func (n *NIC) HandleKeyMessage(ctx context.Context, m *securechan.Message) securechan.Message {
+	ack := securechan.Message{Type: securechan.MsgAck, AckSeq: m.Seq, Status: securechan.AckOK}
+	var err error
+	switch m.Type {
+	case securechan.MsgKeyRegister:
+		err = n.RegisterSealKey(ctx, hal.PortID(m.Vport), m.KeyID, m.Key)
+	case securechan.MsgKeyRevoke:
+		err = n.RevokeSealKey(ctx, hal.PortID(m.Vport), m.KeyID)
+	default:
+		ack.Status = securechan.AckUnknown
+	}
+	if err != nil {
+		ack.Status = securechan.AckRefused
+	}
+	return ack
+}
+
+// SweepSealKeys drops keys whose rotation window ended. Register and Revoke
+// sweep too; an agent may call it now and then to free memory sooner.
+func (n *NIC) SweepSealKeys() {
+	if n.seal != nil {
+		n.seal.table.Sweep()
+	}
+}
+
+// SealedStats returns the counters of sealed-address frames.
+func (n *NIC) SealedStats() SealedStats {
+	var st SealedStats
+	if s := n.seal; s != nil {
+		st.Opened, st.NoFlow, st.Tagged, st.NotVPort = s.opened.Load(), s.noFlow.Load(), s.tagged.Load(), s.notVM.Load()
+		for i := range s.refused {
+			st.Refused[i] = s.refused[i].Load()
+		}
+	}
+	return st
+}
+
+func (n *NIC) sealCheck(ctx context.Context, op string, port hal.PortID) error {
+	if n.closed.Load() {
+		return hal.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if n.seal == nil {
+		return hal.Unsupported(DriverName, "crypto", "Config.Crypto is off: this NIC has no sealing key")
+	}
+	p := n.port(port)
+	if p == nil {
+		return fmt.Errorf("%s: %s seal key: port %d: %w", DriverName, op, port, hal.ErrNotFound)
+	}
+	if p.info.Kind != hal.PortVPort {
+		return fmt.Errorf("%s: %s seal key: port %d is not a vport: only VMs seal, on their own vport", DriverName, op, port)
+	}
+	return nil
 }

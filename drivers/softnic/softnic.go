@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/securechan"
 )
 
 // DriverName is the driver name softnic reports in Capabilities and errors.
@@ -90,10 +92,19 @@ type Config struct {
 	ExceptionQueue int
 	// Disable removes capabilities.
 	Disable Disable
-	// Crypto asks for sealed-address support. softnic cannot open sealed
-	// frames yet, so New refuses Crypto with hal.ErrNotSupported rather than
-	// pretend; see sealed.go for the hook.
+	// Crypto enables sealed addresses (hal.SealedAddresses, see sealed.go):
+	// the NIC holds a securechan.KeyTable and opens 0x88B5 frames from its
+	// vports on the fast path. Without it such frames are dropped
+	// (ReasonSealed) and Capabilities.Crypto is false.
 	Crypto bool
+	// SealKey is the NIC's sealing private key; nil generates one. New
+	// copies it; read the public half with SealPublicKey.
+	SealKey *securechan.PrivateKey
+	// SealRotationGrace is how long a VM's previous key stays valid after
+	// a new one is registered (securechan.DefaultRotationGrace when 0).
+	SealRotationGrace time.Duration
+	// SealClock is the clock of rotation windows (time.Now when nil).
+	SealClock func() time.Time
 }
 
 // NIC is the software reference NIC. All methods are safe for concurrent use.
@@ -124,6 +135,9 @@ type NIC struct {
 	// guarantee is tested there too.)
 	bursts  chan *burst
 	burstSz int
+
+	// seal opens sealed-address frames; nil without Config.Crypto.
+	seal *sealState
 }
 
 var (
@@ -143,9 +157,6 @@ var ErrBatchTooLarge = errors.New("softnic: batch larger than MaxBatch")
 func New(cfg Config) (*NIC, error) {
 	if len(cfg.Ports) == 0 {
 		return nil, errors.New("softnic: a NIC needs at least one port")
-	}
-	if cfg.Crypto {
-		return nil, hal.Unsupported(DriverName, "crypto", "sealed-address frames cannot be opened by softnic yet")
 	}
 	n := &NIC{
 		maxRules:  orDefault(cfg.MaxRules, DefaultMaxRules),
@@ -186,6 +197,12 @@ func New(cfg Config) (*NIC, error) {
 	n.w.init(n)
 	n.rcu.init(n)
 	n.burstSz = Headroom + maxMTU + l2Allowance
+	if cfg.Crypto {
+		var err error
+		if n.seal, err = newSealState(&cfg); err != nil {
+			return nil, err
+		}
+	}
 	n.bursts = make(chan *burst, maxConcurrentBursts)
 	return n, nil
 }
@@ -218,7 +235,7 @@ func (n *NIC) capabilities(cfg Config) hal.Capabilities {
 		Decaps:        all &^ d.Decaps,
 		Counters:      hal.CounterCaps{PerRule: !d.Actions.Has(hal.ActionCount), PerPort: true, BytesIncludeL2: true},
 		Generations:   !d.Generations,
-		Crypto:        false,
+		Crypto:        cfg.Crypto,
 		ExceptionPath: true,
 		AtomicBatch:   true,
 		Notes:         []string{"rules live in process memory; counters count the frame as it matched, Ethernet header included"},
@@ -231,6 +248,9 @@ func (n *NIC) capabilities(cfg Config) hal.Capabilities {
 	}
 	if !c.Actions.Has(hal.ActionEncap) {
 		c.Encaps = 0
+	}
+	if cfg.Crypto {
+		c.Notes = append(c.Notes, "sealed addresses opened on the fast path; their clear frames never reach the exception path")
 	}
 	if *d != (Disable{}) {
 		c.Notes = append(c.Notes, "capabilities reduced by configuration")
