@@ -169,7 +169,7 @@ func buildBinaries(dir string) error {
 		goBin = "go"
 	}
 	if _, err := exec.LookPath(goBin); err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return fmt.Errorf("the namespace story builds vswitchd with the go command: %w (set GO to its path)", err)
 	}
 	gomod, err := exec.Command(goBin, "env", "GOMOD").Output()
 	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {

@@ -64,7 +64,6 @@ func newFabric(st *policy.State) (*fabric, error) {
 	fb := &fabric{st: st, byPA: map[netip.Addr]*host{}, byNm: map[string]*host{}}
 	for _, h := range st.Hosts() {
 		var pcs []softnic.PortConfig
-		var names []string
 		for _, vm := range st.VMs() {
 			here := vm.Host == h.Name
 			if sh, ok := st.Shadow(vm.Name); ok && sh.Host == h.Name {
@@ -72,7 +71,6 @@ func newFabric(st *policy.State) (*fabric, error) {
 			}
 			if here {
 				pcs = append(pcs, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC)})
-				names = append(names, vm.Name)
 			}
 		}
 		// The uplink carries encapsulated frames: room for the outer headers.

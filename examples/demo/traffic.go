@@ -89,7 +89,7 @@ func serve(name, logPath string) error {
 // line per answer; it fails when an answer is missing.
 func runTraffic(args []string, out io.Writer) error {
 	if len(args) < 1 {
-		return errors.New("traffic ping|udp|tcp ...")
+		return errors.New("usage: traffic ping|udp|tcp [-n count] [-w wait] [-m message] address")
 	}
 	fs := flag.NewFlagSet("traffic "+args[0], flag.ContinueOnError)
 	count := fs.Int("n", 3, "how many")
