@@ -30,6 +30,14 @@
 // offloaded flow never reach the host. Flows with equal header operations
 // share one interned action list.
 //
+// The slow path allocates one object per first packet, its flow (256
+// bytes), and nothing per packet of a known flow: verdicts, rules,
+// operations, results and frames live in memory the switch reuses
+// (TestSlowPathAllocs, TestHostPathNoAllocs). The flow cache is an
+// open-addressing table of 16-byte (hash, flow) slots (flowtable.go); a
+// batch's lookups are hashed and their first slots touched together, so
+// that the cache misses of new flows overlap.
+//
 // Drops that are the policy's are flows too (a drop rule on the NIC); drops
 // that are the host's are counted by reason: sealed-address frames
 // (EtherType 0x88B5) are always dropped in the host, never opened (fail
