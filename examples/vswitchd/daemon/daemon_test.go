@@ -372,6 +372,11 @@ func TestPolicyWatch(t *testing.T) {
 	if st := r.d.Switch().Stats(); st.Updates != 0 || st.FlowsNIC != 1 {
 		t.Fatalf("a rejected policy changed the switch:\n%s", st)
 	}
+	rec := httptest.NewRecorder()
+	r.d.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), `nicpath_policy_updates_total{result="rejected"} 1`) {
+		t.Error("the rejection is not in the metrics")
+	}
 	r.send(t, udpFrame(4000)) // still forwarded by the old state's flow
 	// A good change: blue-web-2 moves to host-a (the shadow activated in the file).
 	moved := append(append([]byte(nil), good...), []byte("\nactivations:\n  - vm: blue-web-2\n    generation: 2\n")...)
