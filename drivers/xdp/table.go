@@ -83,9 +83,15 @@ type table struct {
 	counterNext uint32
 
 	encap encapCache
-	// slab hands out ruleStates a chunk at a time: a big batch would
-	// otherwise make one allocation per rule.
-	slab []ruleState
+	// lastMask is the shape of the previous add: a batch of rules of one
+	// shape (per-connection flows) finds it without hashing the mask.
+	lastMask *maskState
+	// The slabs hand out rule states, entries and action lists a chunk at
+	// a time: a big batch would otherwise make several allocations per
+	// rule. A chunk is freed when none of its pieces is referenced.
+	slab      []ruleState
+	entrySlab []entryState
+	actSlab   []hal.Action
 
 	// the batch being gathered: entries written in one putEntries call.
 	// The key and value buffers are kept between calls so that a big
@@ -180,7 +186,20 @@ func (t *table) attach(rs *ruleState) error {
 }
 
 func (t *table) attachKeys(rs *ruleState, key, mask bpfKey) error {
-	ms := t.masks[mask]
+	ms := t.findMask(&mask)
+	var e *entryState
+	if ms != nil {
+		k := key
+		k.MaskID = ms.id
+		e = t.entries[k]
+	}
+	return t.attachFound(rs, key, mask, ms, e)
+}
+
+// attachFound is attachKeys once the caller has looked up the mask shape
+// (ms, nil when new) and, for a known shape, the entry of key under it (e,
+// nil when none).
+func (t *table) attachFound(rs *ruleState, key, mask bpfKey, ms *maskState, e *entryState) error {
 	if ms == nil {
 		if len(t.masks) >= maxMasks {
 			return fmt.Errorf("%s: all %d mask shapes are in use: %w", t.driver, maxMasks, hal.ErrTableFull)
@@ -189,9 +208,8 @@ func (t *table) attachKeys(rs *ruleState, key, mask bpfKey) error {
 	}
 	key.MaskID = ms.id
 	if ms.id == 0 {
-		key.MaskID = 0xff // placeholder until the ID is allocated below
+		e = nil // a new shape has no entries yet
 	}
-	e := t.entries[key]
 	if ms.id != 0 && e != nil {
 		free := -1
 		for i, s := range e.slots {
@@ -228,7 +246,7 @@ func (t *table) attachKeys(rs *ruleState, key, mask bpfKey) error {
 		t.dirty = true
 	}
 	if e == nil {
-		e = &entryState{}
+		e = t.newEntryState()
 		t.entries[key] = e
 	}
 	for i, s := range e.slots {
@@ -259,6 +277,9 @@ func (t *table) detach(rs *ruleState) (empty bool) {
 	if rs.mask.refs == 0 {
 		delete(t.masks, rs.mask.mask)
 		t.maskIDs[rs.mask.id] = false
+		if t.lastMask == rs.mask {
+			t.lastMask = nil
+		}
 		t.dirty = true
 	}
 	if rs.enc.Flags&actCount != 0 && rs.enc.Counter != 0 {
@@ -277,6 +298,59 @@ func copyRule(r *hal.Rule) hal.Rule {
 		}
 	}
 	return c
+}
+
+// keepRule copies r for the table, its actions taken from the action slab.
+// The copy's action list is capped at its length, so nothing appended to it
+// could run into the next rule's actions.
+func (t *table) keepRule(r *hal.Rule) hal.Rule {
+	c := *r
+	n := len(r.Actions)
+	if n == 0 || n > actSlabChunk/8 {
+		return copyRule(r)
+	}
+	if len(t.actSlab) < n {
+		t.actSlab = make([]hal.Action, actSlabChunk)
+	}
+	c.Actions = t.actSlab[:n:n]
+	t.actSlab = t.actSlab[n:]
+	copy(c.Actions, r.Actions)
+	for i := range c.Actions {
+		if o := c.Actions[i].Encap.GeneveOptions; o != nil {
+			c.Actions[i].Encap.GeneveOptions = append([]byte(nil), o...)
+		}
+	}
+	return c
+}
+
+// Slab chunk sizes: big enough that a batch of 100k rules makes about a
+// hundred allocations instead of several hundred thousand, small enough
+// (a few hundred KiB) that a table of a few rules does not hold megabytes.
+const (
+	ruleSlabChunk  = 1024
+	entrySlabChunk = 1024
+	actSlabChunk   = 2048
+)
+
+func (t *table) newEntryState() *entryState {
+	if len(t.entrySlab) == 0 {
+		t.entrySlab = make([]entryState, entrySlabChunk)
+	}
+	e := &t.entrySlab[0]
+	t.entrySlab = t.entrySlab[1:]
+	return e
+}
+
+// findMask returns the state of mask shape mask, or nil.
+func (t *table) findMask(mask *bpfKey) *maskState {
+	if m := t.lastMask; m != nil && m.refs > 0 && m.mask == *mask {
+		return m
+	}
+	m := t.masks[*mask]
+	if m != nil {
+		t.lastMask = m
+	}
+	return m
 }
 
 func (t *table) opErr(op string, id hal.RuleID, err error) error {
@@ -357,6 +431,13 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 	for i := range ops {
 		results[i].Err = nil
 	}
+	if len(t.rules) == 0 && len(ops) > 64 {
+		// An empty table about to take a big batch (a reload, a
+		// restart): size the maps once instead of growing them step by
+		// step through the batch.
+		t.rules = make(map[hal.RuleID]*ruleState, len(ops))
+		t.entries = make(map[bpfKey]*entryState, len(ops))
+	}
 	if cap(t.pendRule) < len(ops) {
 		t.pendRule = make([]*ruleState, 0, len(ops))
 		t.pendOps = make([]int, 0, len(ops))
@@ -422,16 +503,27 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 		return
 	}
 	key, mask := matchKeys(&r.Match)
-	if ms := t.masks[mask]; ms != nil {
+	ms := t.findMask(&mask)
+	var e *entryState
+	if ms != nil {
 		k := key
 		k.MaskID = ms.id
-		if e := t.entries[k]; e != nil && e.pending {
+		if e = t.entries[k]; e != nil && e.pending {
 			t.flush(results)
+			// The flush may have undone rules (a write that did not
+			// land): look the shape and the entry up again.
+			if ms = t.findMask(&mask); ms != nil {
+				k.MaskID = ms.id
+				e = t.entries[k]
+			} else {
+				e = nil
+			}
 		}
 	}
 	rs := t.newRuleState()
-	rs.rule, rs.enc = copyRule(r), enc
-	if err := t.attachKeys(rs, key, mask); err != nil {
+	rs.rule, rs.enc = t.keepRule(r), enc
+	if err := t.attachFound(rs, key, mask, ms, e); err != nil {
+		*rs = ruleState{} // drop its references; the slot is not reused
 		results[i].Err = err
 		return
 	}
@@ -442,7 +534,7 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 
 func (t *table) newRuleState() *ruleState {
 	if len(t.slab) == 0 {
-		t.slab = make([]ruleState, 1024)
+		t.slab = make([]ruleState, ruleSlabChunk)
 	}
 	rs := &t.slab[0]
 	t.slab = t.slab[1:]
