@@ -88,7 +88,9 @@ func TestHostPathNoAllocs(t *testing.T) {
 
 // TestQueueRuleIsExact checks that a rule built in place is the one the
 // slow path always installed: hal.Exact of the key, the flow's actions,
-// exact priority, the owner cookie, scope and generation.
+// exact priority, the owner cookie, scope and generation. Keys of one shape
+// follow each other with different fields, so that masks kept per shape are
+// checked on keys other than the one they were taken from.
 func TestQueueRuleIsExact(t *testing.T) {
 	h := newBenchHost(t, smallPolicy(t, nil), 0)
 	s := h.sw
@@ -101,6 +103,10 @@ func TestQueueRuleIsExact(t *testing.T) {
 		{InPort: 4, TunKind: hal.EncapVXLAN, VNI: 0x0100_0005, TunSrc: pa2.As16(), TunDst: pa1.As16(), EthType: hal.EtherTypeIPv4,
 			IPSrc: caVA2.As16(), IPDst: caVA1.As16(), Proto: hal.ProtoTCP, L4Src: 7, L4Dst: 9},
 		{InPort: 1, EthType: hal.EtherTypeARP, TunSrc: pa2.As16()}, // tunnel fields without a tunnel are not matched
+		{InPort: 4, TunKind: hal.EncapGeneve, VNI: 9, TunSrc: pa3.As16(), TunDst: pa1.As16(), EthType: hal.EtherTypeARP, VLAN: hal.VLANPresent | 7},
+		{InPort: 2, EthType: hal.EtherTypeIPv6, IPSrc: [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1}, IPDst: [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 2},
+			Proto: hal.ProtoICMPv6, L4Src: 128, EthSrc: hal.MAC(macVA1), EthDst: hal.MAC(macVA2)},
+		{InPort: 2, EthType: hal.EtherTypeIPv6, Proto: hal.ProtoTCP, L4Src: 1, L4Dst: 2, VNI: 77}, // a VNI without a tunnel is not matched
 	} {
 		s.queueRule(hal.OpModify, 42, &k, a, 3, 5)
 		got := s.ops[len(s.ops)-1]

@@ -91,19 +91,28 @@ type actSet struct {
 	refs    int
 	// Validate answers per match shape (see shapeOf): 0 unknown, 1 ok,
 	// 2 refused with verr.
-	valid [8]uint8
-	verr  [8]error
+	valid [numShapes]uint8
+	verr  [numShapes]error
 }
 
-// Match shapes differ in which fields an exact match uses, so Validate is
-// cached per shape: tunnelled or not, IPv6 or not, scoped or not.
+// numShapes is the number of values shapeOf returns.
+const numShapes = 16
+
+// Match shapes differ in which fields an exact match uses (hal.Exact
+// matches tunnel fields only for tunnelled keys, IP and transport fields
+// only for IP keys), so Validate is cached per shape: tunnelled or not,
+// IPv4, IPv6 or not IP, scoped or not.
 func shapeOf(k *hal.FlowKey, scoped bool) int {
 	s := 0
 	if k.TunKind != hal.EncapNone {
 		s |= 1
 	}
-	if k.EthType == hal.EtherTypeIPv6 {
+	switch k.EthType {
+	case hal.EtherTypeIPv4:
+	case hal.EtherTypeIPv6:
 		s |= 2
+	default:
+		s |= 8
 	}
 	if scoped {
 		s |= 4
