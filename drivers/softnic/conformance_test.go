@@ -13,10 +13,23 @@ import (
 // TestConformance runs the conformance suite against softnic: every case
 // must pass, since softnic is the reference the other drivers are held to.
 func TestConformance(t *testing.T) {
+	conformanceRun(t, "softnic", false)
+}
+
+// TestConformanceCrypto runs the suite again on a softnic with sealed
+// addresses: every ordinary case behaves the same, and the sealed case
+// checks the crypto side (SealedAddresses, a key, unopenable frames
+// counted and kept from the ports).
+func TestConformanceCrypto(t *testing.T) {
+	conformanceRun(t, "softnic-crypto", true)
+}
+
+func conformanceRun(t *testing.T, name string, crypto bool) {
 	conformance.Run(t, conformance.Target{
-		Name: "softnic",
+		Name: name,
 		Open: func(ctx context.Context) (hal.NIC, conformance.Harness, error) {
 			nic, err := softnic.New(softnic.Config{
+				Crypto: crypto,
 				Ports: []softnic.PortConfig{
 					{Name: "vm1", Kind: hal.PortVPort, MAC: hal.MAC{0x02, 0, 0, 0, 0, 1}},
 					{Name: "vm2", Kind: hal.PortVPort, MAC: hal.MAC{0x02, 0, 0, 0, 0, 2}},
