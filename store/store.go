@@ -58,7 +58,9 @@ type Store interface {
 	Load(ctx context.Context) (Snapshot, error)
 	// Watch delivers a snapshot for every change after from, in revision
 	// order (changes that arrive together may be coalesced into their last
-	// revision), until ctx is done or an Event with Err ends it.
+	// revision), until ctx is done or an Event with Err ends it. from must
+	// come from this store's Load: watching again after an Err starts with
+	// a fresh Load.
 	Watch(ctx context.Context, from Snapshot) (<-chan Event, error)
 	// Ping checks that the store answers; followers call it to notice a
 	// partition that a quiet watch would hide.

@@ -2,6 +2,7 @@ package multihost
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ var MoveAToB = MigrateOptions{VM: "mover", From: "host-a", To: "host-b", Sender:
 func RunMigrationBenchmark(b *testing.B, fb *Fabric, mgr *vmmanager.Manager) {
 	ctx := context.Background()
 	var worst, worstRun time.Duration
+	var downs []time.Duration
 	var mis, lost int
 	var install, activate time.Duration
 	b.ReportAllocs()
@@ -31,14 +33,20 @@ func RunMigrationBenchmark(b *testing.B, fb *Fabric, mgr *vmmanager.Manager) {
 			b.Fatal(err)
 		}
 		worst = max(worst, res.Downtime)
+		downs = append(downs, res.Downtime)
 		worstRun = max(worstRun, time.Duration(res.LostRun)*res.Interval)
 		mis += res.Misdelivered
+		if res.Misdelivered > 0 {
+			b.Logf("migration %d: %v", i, res)
+		}
 		lost += res.Lost
 		install += res.Migration.Install
 		activate += res.Migration.Activate
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(worst)/1e6, "downtime_ms")
+	slices.Sort(downs)
+	b.ReportMetric(float64(downs[len(downs)/2])/1e6, "downtime_p50_ms")
 	b.ReportMetric(float64(worstRun)/1e6, "lost_run_ms")
 	b.ReportMetric(float64(mis), "misdelivered")
 	b.ReportMetric(float64(lost)/float64(b.N), "lost/migration")

@@ -9,7 +9,8 @@ import (
 // BenchmarkMigration migrates the mover between host-a and host-b (there and
 // back, alternately) once per iteration while the streamer on host-c sends
 // to it every 50µs, over the in-process store, and reports what the stream
-// saw: downtime_ms (the worst gap across a move, see Result.Downtime),
+// saw: downtime_ms (the worst gap across a move, see Result.Downtime;
+// downtime_p50_ms the median),
 // lost_run_ms (the worst run of lost packets × the interval), misdelivered
 // (packets that landed in a wrong place after activation, summed), lost per
 // migration, and the manager's install and activate phases.

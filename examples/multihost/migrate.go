@@ -208,10 +208,15 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o Migrate
 			switch {
 			case d.VM != o.VM || !ok:
 				res.wrong("another VM or no host") // another VM, or an uplink toward no host
-			case d.Host == from && (mv.IsZero() || at.Before(mv)):
+			// The send carries the packet to the end of its walk, so it was
+			// delivered at some moment between t0 and at: judge the old
+			// host by t0, the benefit of the doubt going to the host (a
+			// packet sent before the move may land after it; one sent after
+			// the old host applied the activation has no excuse).
+			case d.Host == from && (mv.IsZero() || t0.Before(mv)):
 				ok = true
 			case d.Host == from:
-				if fromActivated(from, newGen, at) {
+				if fromActivated(from, newGen, t0) {
 					res.wrong("old host after its activation")
 				} else {
 					res.Stale++
