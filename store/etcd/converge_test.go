@@ -98,4 +98,3 @@ func BenchmarkConverge(b *testing.B) {
 	b.ReportMetric((load+apply).Seconds()/float64(b.N), "converge_s")
 	b.ReportMetric(cpu.Seconds()/float64(b.N), "converge_cpu_s")
 }
-
