@@ -112,19 +112,29 @@ func (f *Follower) Status() Status {
 // Run follows the store until ctx is done; it returns ctx's error.
 func (f *Follower) Run(ctx context.Context) error {
 	first := true
+	pause := f.cfg.Retry
 	for ctx.Err() == nil {
 		if !first {
 			f.mu.Lock()
 			f.resyncs++
 			f.mu.Unlock()
 		}
-		if err := f.follow(ctx); err != nil && ctx.Err() == nil {
-			f.log.Warn("store lost; keeping the last state", "revision", f.Applied().Revision, "err", err)
-			if !sleep(ctx, f.cfg.Retry) {
-				break
-			}
-		}
+		began := time.Now()
+		err := f.follow(ctx)
 		first = false
+		if err == nil || ctx.Err() != nil || time.Since(began) > maxRetry {
+			// A compaction, or a session that lasted: start over quickly.
+			pause = f.cfg.Retry
+		}
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		f.log.Warn("store lost or unusable; keeping the last state", "revision", f.Applied().Revision, "err", err)
+		if !sleep(ctx, pause) {
+			break
+		}
+		// Back off while it lasts: every attempt reads the whole state.
+		pause = min(2*pause, maxRetry)
 	}
 	return ctx.Err()
 }
@@ -270,6 +280,10 @@ func (f *Follower) setFresh() {
 	f.lastErr = nil
 	f.mu.Unlock()
 }
+
+// maxRetry bounds the pause between attempts to reach the store: short
+// enough that a host resyncs within seconds of the store's return.
+const maxRetry = 5 * time.Second
 
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
