@@ -49,7 +49,8 @@
 // arrived, copied by bpf_perf_event_output. The frame itself is then
 // dropped by XDP, so the host's stack never sees it twice. ReadExceptions
 // reads the rings; a ring without room drops the frame and counts
-// queue_full. Malformed frames (truncated or inconsistent headers) are
+// queue_full. Frames keep their order within one CPU's ring only: two
+// frames processed on different CPUs may be read in either order. Malformed frames (truncated or inconsistent headers) are
 // dropped and counted under malformed, as softnic does; sealed-address frames
 // (EtherType 0x88B5) are dropped under sealed, since this program holds no
 // keys and the host must never see them. Inject writes frames to an AF_PACKET socket bound to the port's
