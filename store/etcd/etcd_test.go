@@ -25,7 +25,7 @@ func dial(t testing.TB, srv *etcdtest.Server) *etcd.KV {
 }
 
 func tctx(t testing.TB) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	c, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
 	return c
 }
@@ -146,15 +146,15 @@ func TestOutageAndResync(t *testing.T) {
 	}
 	rec := &recorder{}
 	f := follow(t, store.NewKV(dial(t, srv), ""), "host-a", rec)
-	waitFor(t, "first state", 10*time.Second, func() bool { return rec.last() != nil })
+	waitFor(t, "first state", 60*time.Second, func() bool { return rec.last() != nil })
 	shadowRev, err := writer.Commit(c, new(store.Change).Put(policy.Shadow{VM: "mover", Host: "host-b", Generation: 2}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the shadow", 10*time.Second, func() bool { return f.Applied().Revision == shadowRev })
+	waitFor(t, "the shadow", 60*time.Second, func() bool { return f.Applied().Revision == shadowRev })
 
 	srv.Stop()
-	waitFor(t, "stale", 10*time.Second, func() bool { _, stale := f.Stale(); return stale })
+	waitFor(t, "stale", 60*time.Second, func() bool { _, stale := f.Stale(); return stale })
 	if st := f.Status(); !st.Stale || st.Error == "" || st.Revision != shadowRev {
 		t.Fatalf("status during the outage: %+v", st)
 	}
@@ -167,7 +167,7 @@ func TestOutageAndResync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "resync", 20*time.Second, func() bool { return f.Applied().Revision >= actRev })
+	waitFor(t, "resync", 60*time.Second, func() bool { return f.Applied().Revision >= actRev })
 	if _, stale := f.Stale(); stale {
 		t.Fatal("still stale")
 	}
@@ -176,7 +176,7 @@ func TestOutageAndResync(t *testing.T) {
 	}
 	rec.checkRevs(t)
 	// The status record in etcd says the host is fresh and activated.
-	waitFor(t, "status", 10*time.Second, func() bool {
+	waitFor(t, "status", 60*time.Second, func() bool {
 		sts, _, err := writer.Statuses(c)
 		return err == nil && sts["host-a"].HasActivated(actRev, "mover", 2) && !sts["host-a"].Stale
 	})
@@ -222,7 +222,7 @@ func TestCompactionBehindWatcher(t *testing.T) {
 	}
 	rec := &recorder{}
 	f := follow(t, s, "host-b", rec)
-	waitFor(t, "resync", 10*time.Second, func() bool { return f.Applied().Revision == last })
+	waitFor(t, "resync", 60*time.Second, func() bool { return f.Applied().Revision == last })
 	for i := range 10 {
 		if !located(rec.last(), "late-"+string(rune('a'+i)), "host-b") {
 			t.Fatalf("change %d lost", i)

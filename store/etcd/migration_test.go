@@ -58,7 +58,7 @@ func TestOutageKeepsForwarding(t *testing.T) {
 	c := tctx(t)
 	srv.Stop()
 	for _, h := range fb.Hosts {
-		waitFor(t, h.Name+" stale", 20*time.Second, func() bool { _, stale := h.Follower.Stale(); return stale })
+		waitFor(t, h.Name+" stale", 60*time.Second, func() bool { _, stale := h.Follower.Stale(); return stale })
 	}
 	for i := range 20 {
 		fr, _ := fb.StreamFrame("streamer", "mover", uint64(i))
@@ -72,7 +72,7 @@ func TestOutageKeepsForwarding(t *testing.T) {
 	}
 	srv.Start()
 	for _, h := range fb.Hosts {
-		waitFor(t, h.Name+" fresh", 20*time.Second, func() bool { _, stale := h.Follower.Stale(); return !stale })
+		waitFor(t, h.Name+" fresh", 60*time.Second, func() bool { _, stale := h.Follower.Stale(); return !stale })
 	}
 	res, err := fb.Migrate(c, mgr, multihost.MoveAToB)
 	if err != nil {
