@@ -75,7 +75,7 @@ func (n *NIC) RuleCounters(ctx context.Context, ids []hal.RuleID, out []hal.Coun
 		return hal.ErrClosed
 	}
 	for i, id := range ids {
-		idx, ok := n.w.byID[id]
+		idx, ok := n.w.byID.get(id)
 		if !ok {
 			return fmt.Errorf("%s: counters of rule %d: %w", DriverName, id, hal.ErrNotFound)
 		}

@@ -11,7 +11,7 @@ import (
 // NIC.wmu) touch it. The datapath reads the views built from it.
 type writerState struct {
 	n      *NIC
-	byID   map[hal.RuleID]uint32 // rule → entry index
+	byID   idIndex // rule → entry index
 	tuples map[tupleKey]*tuple
 	live   int
 
@@ -57,7 +57,6 @@ type undoRec struct {
 func (w *writerState) init(n *NIC) {
 	*w = writerState{
 		n:          n,
-		byID:       map[hal.RuleID]uint32{},
 		tuples:     map[tupleKey]*tuple{},
 		progByHash: map[uint64][]*program{},
 		scopes:     map[hal.Scope]uint32{0: 0},
@@ -204,7 +203,7 @@ func (w *writerState) do(op *hal.Op) error {
 		if err := w.n.validate(r); err != nil {
 			return err
 		}
-		old, exists := w.byID[r.ID]
+		old, exists := w.byID.get(r.ID)
 		if op.Kind == hal.OpAdd && exists {
 			return fmt.Errorf("%s: add rule %d: %w", DriverName, r.ID, hal.ErrExists)
 		}
@@ -247,7 +246,7 @@ func (w *writerState) do(op *hal.Op) error {
 		c.bytes.Store(0)
 		t.addPrio(r.Priority)
 		w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&pk)), idx: idx, add: true})
-		w.byID[r.ID] = idx
+		w.byID.set(r.ID, idx)
 		if op.Kind == hal.OpModify {
 			w.removeEntry(old)
 			w.carry = append(w.carry, [2]uint32{old, idx})
@@ -258,12 +257,12 @@ func (w *writerState) do(op *hal.Op) error {
 		}
 		return nil
 	case hal.OpDelete:
-		old, ok := w.byID[r.ID]
+		old, ok := w.byID.get(r.ID)
 		if !ok {
 			return fmt.Errorf("%s: delete rule %d: %w", DriverName, r.ID, hal.ErrNotFound)
 		}
 		w.removeEntry(old)
-		delete(w.byID, r.ID)
+		w.byID.del(r.ID)
 		w.live--
 		w.undo = append(w.undo, undoRec{kind: hal.OpDelete, id: r.ID, old: old})
 		return nil
@@ -287,15 +286,15 @@ func (w *writerState) rollback() {
 		switch u.kind {
 		case hal.OpAdd:
 			w.dropNew(u.new)
-			delete(w.byID, u.id)
+			w.byID.del(u.id)
 			w.live--
 		case hal.OpModify:
 			w.dropNew(u.new)
 			w.restore(u.old)
-			w.byID[u.id] = u.old
+			w.byID.set(u.id, u.old)
 		case hal.OpDelete:
 			w.restore(u.old)
-			w.byID[u.id] = u.old
+			w.byID.set(u.id, u.old)
 			w.live++
 		}
 	}
@@ -447,7 +446,7 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 	}
 	w := &n.w
 	var info hal.RuleInfo
-	for id, idx := range w.byID {
+	for id, idx := range w.byID.all() {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
