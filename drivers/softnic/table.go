@@ -1,8 +1,9 @@
 package softnic
 
 import (
+	"cmp"
 	"runtime"
-	"sort"
+	"slices"
 	"sync/atomic"
 
 	"github.com/nicpath/nicpath/hal"
@@ -140,7 +141,10 @@ type tupleTab struct {
 	tup     *tuple
 	shape   *tupleShape
 	maxPrio uint16
-	ht      htab
+	// listed says whether the view's tuple list holds this table (the
+	// tuple had rules when the list was last built).
+	listed bool
+	ht     htab
 }
 
 // view is what a reader sees.
@@ -243,6 +247,7 @@ type mutation struct {
 
 // applyMutations changes view v (side) as muts say and reorders its tuples.
 func (w *writerState) applyMutations(v *view, side int, muts []mutation) {
+	reorder := false
 	for i := range muts {
 		m := &muts[i]
 		tab := m.t.tabs[side]
@@ -250,6 +255,7 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation) {
 			tab = &tupleTab{tup: m.t, shape: &m.t.shape}
 			tab.ht.init(8)
 			m.t.tabs[side] = tab
+			reorder = true
 		}
 		if m.add {
 			if (tab.ht.used+tab.ht.tombs+1)*maxLoadDen > len(tab.ht.b)*8*maxLoadNum {
@@ -265,14 +271,34 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation) {
 	for len(v.gens) < len(w.scopeGen) {
 		v.gens = append(v.gens, uint32(w.scopeGen[len(v.gens)]))
 	}
-	tabs := v.tabs[:0:0]
+	// The tuple list changes only when a tuple gains its first rule, loses
+	// its last or its highest priority moves; most batches (flows added to
+	// masks that already hold some) do none of that, and rebuilding and
+	// sorting the list for every batch cost four allocations and a walk of
+	// every tuple. Only the tuples this batch touched can have changed.
+	for i := 0; i < len(muts) && !reorder; i++ {
+		t := muts[i].t
+		tab := t.tabs[side]
+		reorder = tab.listed != (t.rules > 0) || (t.rules > 0 && tab.maxPrio != t.max)
+	}
+	if !reorder {
+		return
+	}
+	// A fresh slice: bursts that entered this view before the writer
+	// switched away may still be walking the old one.
+	tabs := make([]*tupleTab, 0, len(w.tuples))
 	for _, t := range w.tuples {
-		if t.rules > 0 && t.tabs[side] != nil {
-			t.tabs[side].maxPrio = t.max
-			tabs = append(tabs, t.tabs[side])
+		tab := t.tabs[side]
+		if tab == nil {
+			continue
+		}
+		tab.listed = t.rules > 0
+		if tab.listed {
+			tab.maxPrio = t.max
+			tabs = append(tabs, tab)
 		}
 	}
-	sort.Slice(tabs, func(i, j int) bool { return tabs[i].maxPrio > tabs[j].maxPrio })
+	slices.SortFunc(tabs, func(a, b *tupleTab) int { return cmp.Compare(b.maxPrio, a.maxPrio) })
 	v.tabs = tabs
 }
 
