@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 type item[T any] struct {
@@ -435,7 +436,7 @@ func (b *Builder) buildVMs(c *checker, s *State) {
 			b.buildVM(c, s, i, hashes[i-start], vnetOf(&b.vms[i]))
 		}
 	}
-	touchSink = sink
+	touchSink.Store(sink)
 }
 
 // touchBatch is how many VMs have their slots touched ahead of insertion:
@@ -443,8 +444,10 @@ func (b *Builder) buildVMs(c *checker, s *State) {
 // the lines to stay in L1.
 const touchBatch = 32
 
-// touchSink keeps the touching loads from being optimized away.
-var touchSink uint64
+// touchSink keeps the touching loads from being optimized away. It is
+// atomic because Builds run concurrently (one process may follow several
+// hosts).
+var touchSink atomic.Uint64
 
 // buildVM checks VM idx and adds it and its mappings; vi is the index of
 // its VNET, or -1 if there is none.

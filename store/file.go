@@ -64,7 +64,7 @@ func (f *File) Load(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, err
 	}
-	st, err := buildLocked(func() (*policy.State, error) { return policy.Parse(f.path, data) })
+	st, err := policy.Parse(f.path, data)
 	if err != nil {
 		return Snapshot{Revision: rev}, err
 	}
@@ -102,7 +102,7 @@ func (f *File) Watch(ctx context.Context, from Snapshot) (<-chan Event, error) {
 			}
 			seen = rev
 			ev := Event{Snapshot: Snapshot{Revision: rev}}
-			if st, err := buildLocked(func() (*policy.State, error) { return policy.Parse(f.path, data) }); err != nil {
+			if st, err := policy.Parse(f.path, data); err != nil {
 				ev.Invalid = err
 			} else {
 				ev.Snapshot.State = st

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/nicpath/nicpath/policy"
 )
@@ -274,7 +273,7 @@ func (m *mirror) build() (*policy.State, error) {
 			}
 		}
 	}
-	return buildLocked(b.Build)
+	return b.Build()
 }
 
 // apply moves the mirror to a new revision with the given events (all of
@@ -324,21 +323,4 @@ func (m *mirror) apply(events []KVEvent, prefixLen int) (*policy.State, error) {
 	st, err := m.build()
 	m.st = st
 	return st, err
-}
-
-// buildMu serialises policy builds in this package: policy's builder writes
-// a package-level variable (touchSink, which keeps its prefetching loads
-// alive) without synchronisation, so two concurrent Builds race. One
-// process following several hosts (tests, the in-process store) builds one
-// state at a time instead.
-var buildMu sync.Mutex
-
-// Build is b.Build() under this package's build lock, for programs and
-// tests that build states while followers run (see buildMu).
-func Build(b *policy.Builder) (*policy.State, error) { return buildLocked(b.Build) }
-
-func buildLocked[T any](f func() (T, error)) (T, error) {
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	return f()
 }

@@ -340,12 +340,10 @@ func TestFileStore(t *testing.T) {
 	if err := os.WriteFile(path, doc, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Built before the follower starts: policy's builder is not safe to run
-	// concurrently with another Build (see buildMu in the store package).
 	b := st.Builder()
 	b.AddShadow(policy.Shadow{VM: "mover", Host: "host-b", Generation: 2})
 	b.AddActivation(policy.Activation{VM: "mover", Generation: 2})
-	moved, err := store.Build(b)
+	moved, err := b.Build()
 	if err != nil {
 		t.Fatal(err)
 	}

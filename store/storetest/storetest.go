@@ -166,7 +166,7 @@ func testCompaction(t *testing.T, b Backend) {
 // (10.0.0.30), "bystander" on host-b (10.0.0.20), plus extra VMs vm-N
 // (10.0.N/256.N%256+1) spread over the hosts.
 func ThreeHosts(extra int) *policy.State {
-	st, err := store.Build(ThreeHostsBuilder(extra))
+	st, err := ThreeHostsBuilder(extra).Build()
 	if err != nil {
 		panic(err)
 	}
