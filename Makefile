@@ -4,6 +4,9 @@
 
 GO        ?= go
 PKGS      ?= ./...
+# Modules of their own inside the repository (the etcd store keeps etcd's
+# dependencies out of the core module); every target covers them too.
+SUBMODULES ?= store/etcd
 # The race detector and the VM tier are slow on two cores; this bounds the whole run.
 TEST_TIMEOUT ?= 45m
 FUZZTIME  ?= 30s
@@ -27,19 +30,24 @@ fmtcheck:
 
 vet:
 	$(GO) vet $(PKGS)
+	@for m in $(SUBMODULES); do echo "(cd $$m && $(GO) vet ./...)"; (cd $$m && $(GO) vet ./...) || exit 1; done
 
 unit:
 	$(GO) test -count=1 $(PKGS)
+	@for m in $(SUBMODULES); do (cd $$m && $(GO) test -count=1 ./...) || exit 1; done
 
 race:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	@for m in $(SUBMODULES); do echo "(cd $$m && $(GO) test -race ./...)"; (cd $$m && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...) || exit 1; done
 
 benchsmoke:
 	$(GO) test -run '^$$' -bench . -benchtime=1x -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	@for m in $(SUBMODULES); do echo "(cd $$m && $(GO) test -bench . -benchtime=1x ./...)"; (cd $$m && $(GO) test -run '^$$' -bench . -benchtime=1x -count=1 -timeout $(TEST_TIMEOUT) ./...) || exit 1; done
 
 ## lint: gofmt, go vet and staticcheck.
 lint: fmtcheck vet
 	$(GO) run $(STATICCHECK) $(PKGS)
+	@for m in $(SUBMODULES); do (cd $$m && $(GO) run $(STATICCHECK) ./...) || exit 1; done
 
 ## bench: the figures of DESIGN.md, one a line: name value unit target.
 bench:

@@ -65,7 +65,8 @@ var figures = []figure{
 	{Name: "sealed.allocs_per_open", Pkg: "./securechan", Bench: "SealedOpen", Metric: "allocs/op", Unit: "allocs", Target: "0"},
 	{Name: "securechan.msgs_per_s", Pkg: "./securechan", Bench: "ChannelUnix", Metric: "msgs_per_s", Unit: "msgs/s", Target: ">= 500000"},
 	{Name: "veth.xdp_vs_kernel_vxlan", Pkg: "./drivers/xdp", Bench: "VethVsKernel", Metric: "xdp_vs_kernel", Unit: "x", Target: ">= 2", Root: true},
-	{Name: "migration.downtime_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10"},
+	{Name: "migration.downtime_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst migration of the run, in process)"},
+	{Name: "migration.downtime_p50_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_p50_ms", Unit: "ms", Target: "<= 10 (median migration, in process)"},
 	{Name: "migration.misdelivered", Pkg: "./examples/multihost", Bench: "Migration", Metric: "misdelivered", Unit: "packets", Target: "0"},
 }
 
