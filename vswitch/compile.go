@@ -253,7 +253,9 @@ func anyPort(rs []policy.PortRange, port uint16) bool {
 }
 
 // translate maps a from prefix from into prefix to (same length): the
-// prefix bits become to's, the host bits stay.
+// prefix bits become to's, the host bits stay. policy's evaluator has its
+// own copy on purpose: it is the oracle the differential tests hold this
+// package to, so the two must not share the code they check each other on.
 func translate(a netip.Addr, from, to netip.Prefix) netip.Addr {
 	bits := to.Bits()
 	src := a.As16()
