@@ -54,3 +54,33 @@ func TestIDIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestTuplePrios checks a tuple's highest priority through adds and
+// deletes that mix the first priority counted with others.
+func TestTuplePrios(t *testing.T) {
+	tp := &tuple{prios: map[uint16]int{}}
+	counts := map[uint16]int{}
+	seq := []struct {
+		p   uint16
+		add bool
+	}{{5, true}, {5, true}, {9, true}, {3, true}, {5, false}, {5, false}, {9, true}, {5, true}, {9, false}, {9, false}, {3, false}, {7, true}, {5, false}, {7, false}, {2, true}}
+	for i, s := range seq {
+		if s.add {
+			tp.addPrio(s.p)
+			counts[s.p]++
+		} else {
+			tp.delPrio(s.p)
+			if counts[s.p]--; counts[s.p] == 0 {
+				delete(counts, s.p)
+			}
+		}
+		want, n := uint16(0), 0
+		for p, c := range counts {
+			want = max(want, p)
+			n += c
+		}
+		if tp.max != want || tp.rules != n {
+			t.Fatalf("step %d: max %d rules %d, want %d %d", i, tp.max, tp.rules, want, n)
+		}
+	}
+}

@@ -211,6 +211,12 @@ type tuple struct {
 	key   tupleKey
 	shape tupleShape
 	rules int
+	// The rules of a tuple counted by priority, to know its highest. Most
+	// tuples hold one priority (every flow of a mask alike), so the first
+	// one counted lives in p0/n0 without touching a map; others go to
+	// prios. A priority is counted in one place only.
+	p0    uint16
+	n0    int
 	prios map[uint16]int
 	max   uint16
 	tabs  [2]*tupleTab
@@ -218,7 +224,14 @@ type tuple struct {
 
 func (t *tuple) addPrio(p uint16) {
 	t.rules++
-	t.prios[p]++
+	switch {
+	case t.n0 > 0 && p == t.p0:
+		t.n0++
+	case t.n0 == 0 && t.prios[p] == 0:
+		t.p0, t.n0 = p, 1
+	default:
+		t.prios[p]++
+	}
 	if t.rules == 1 || p > t.max {
 		t.max = p
 	}
@@ -226,13 +239,21 @@ func (t *tuple) addPrio(p uint16) {
 
 func (t *tuple) delPrio(p uint16) {
 	t.rules--
-	if t.prios[p]--; t.prios[p] == 0 {
+	gone := false
+	if t.n0 > 0 && p == t.p0 {
+		t.n0--
+		gone = t.n0 == 0
+	} else if t.prios[p]--; t.prios[p] == 0 {
 		delete(t.prios, p)
-		if p == t.max {
-			t.max = 0
-			for q := range t.prios {
-				t.max = max(t.max, q)
-			}
+		gone = true
+	}
+	if gone && p == t.max {
+		t.max = 0
+		if t.n0 > 0 {
+			t.max = t.p0
+		}
+		for q := range t.prios {
+			t.max = max(t.max, q)
 		}
 	}
 }
