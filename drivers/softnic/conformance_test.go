@@ -42,52 +42,10 @@ func conformanceRun(t *testing.T, name string, crypto bool) {
 			if err != nil {
 				return nil, nil, err
 			}
-			return nic, harness{nic}, nil
+			return nic, softnic.FarSide{NIC: nic}, nil
 		},
 		// Send processes frames before it returns, so a short quiet time
 		// is enough to know that nothing more comes.
 		Quiet: 20 * time.Millisecond,
 	})
 }
-
-// harness reaches the NIC's ports through their in-memory far sides.
-type harness struct{ nic *softnic.NIC }
-
-func (h harness) Send(port hal.PortID, frames ...[]byte) error {
-	p, err := h.nic.Port(port)
-	if err != nil {
-		return err
-	}
-	_, err = p.Send(frames)
-	return err
-}
-
-// Recv polls: Port.Recv does not block.
-func (h harness) Recv(ctx context.Context, port hal.PortID, max int) ([][]byte, error) {
-	p, err := h.nic.Port(port)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		// Buffers for what is there, no more: max may be large.
-		if k := min(max, p.Pending()); k > 0 {
-			bufs, sizes := make([][]byte, k), make([]int, k)
-			for i := range bufs {
-				bufs[i] = make([]byte, 1<<16)
-			}
-			n, err := p.Recv(bufs, sizes)
-			out := make([][]byte, n)
-			for i := range out {
-				out[i] = bufs[i][:sizes[i]]
-			}
-			return out, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, nil
-		case <-time.After(200 * time.Microsecond):
-		}
-	}
-}
-
-func (h harness) Close() error { return nil }

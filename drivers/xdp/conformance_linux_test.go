@@ -71,52 +71,12 @@ func TestDifferentialSoftnic(t *testing.T) {
 			if err != nil {
 				return nil, nil, err
 			}
-			return n, softHarness{n}, nil
+			return n, softnic.FarSide{NIC: n}, nil
 		},
 		Quiet: 20 * time.Millisecond,
 	}
 	conformance.RunDifferential(t, ref, vethTarget(t))
 }
-
-// softHarness reaches softnic's ports through their in-memory far sides.
-type softHarness struct{ nic *softnic.NIC }
-
-func (h softHarness) Send(port hal.PortID, frames ...[]byte) error {
-	p, err := h.nic.Port(port)
-	if err != nil {
-		return err
-	}
-	_, err = p.Send(frames)
-	return err
-}
-
-func (h softHarness) Recv(ctx context.Context, port hal.PortID, max int) ([][]byte, error) {
-	p, err := h.nic.Port(port)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		if k := min(max, p.Pending()); k > 0 {
-			bufs, sizes := make([][]byte, k), make([]int, k)
-			for i := range bufs {
-				bufs[i] = make([]byte, 1<<16)
-			}
-			n, err := p.Recv(bufs, sizes)
-			out := make([][]byte, n)
-			for i := range out {
-				out[i] = bufs[i][:sizes[i]]
-			}
-			return out, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, nil
-		case <-time.After(200 * time.Microsecond):
-		}
-	}
-}
-
-func (h softHarness) Close() error { return nil }
 
 // vethHarness owns the namespace and the far ends w1..w3 of the NIC's ports.
 type vethHarness struct {
