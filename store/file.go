@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -154,10 +155,11 @@ func (f *File) WatchStatuses(ctx context.Context, after int64) (<-chan Status, e
 // Close does nothing: the document is not held open.
 func (f *File) Close() error { return nil }
 
-// Open returns the store a vswitchd's -store option names: a path (or
+// Open returns the store a vswitchd's store option names: a path (or
 // file:PATH) is a File watched every interval; mem: is a fresh in-process
 // store. Other schemes (etcd://…) belong to their own modules, which a
-// program registers with Register.
+// program registers with Register; a scheme:// nobody registered is an
+// error, never a file name.
 func Open(spec string, interval time.Duration) (Store, error) {
 	openersMu.Lock()
 	defer openersMu.Unlock()
@@ -165,6 +167,9 @@ func Open(spec string, interval time.Duration) (Store, error) {
 		if len(spec) > len(scheme) && spec[:len(scheme)+1] == scheme+":" {
 			return open(spec)
 		}
+	}
+	if i := strings.Index(spec, "://"); i > 0 && !strings.ContainsAny(spec[:i], "/.") {
+		return nil, fmt.Errorf("store: no %q store in this program (the etcd store is in module github.com/nicpath/nicpath/store/etcd: build a program that imports it, such as store/etcd/cmd/vswitchd)", spec[:i])
 	}
 	switch {
 	case spec == "mem:":

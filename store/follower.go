@@ -35,6 +35,11 @@ type FollowerConfig struct {
 	// OnApply, when set, is called after every state the target took, in
 	// order (tests record the sequence).
 	OnApply func(Snapshot)
+	// Initial, when its State is set, is the snapshot the target was built
+	// with (a daemon that loads the store before it starts its switch): the
+	// follower starts from it and does not hand the same revision to the
+	// target again.
+	Initial Snapshot
 }
 
 // Follower keeps a Target on the store's desired state: it loads and applies
@@ -70,7 +75,7 @@ func NewFollower(cfg FollowerConfig) *Follower {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Follower{cfg: cfg, log: log.With("host", cfg.Host)}
+	return &Follower{cfg: cfg, log: log.With("host", cfg.Host), applied: cfg.Initial}
 }
 
 // Applied returns the snapshot the target applies now (zero before the first

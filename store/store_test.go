@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -387,5 +388,52 @@ func TestOpen(t *testing.T) {
 	}
 	if _, err := store.Open("", 0); err == nil {
 		t.Fatal("empty spec opened")
+	}
+	// A scheme nobody registered is not a file name.
+	if s, err := store.Open("etcd://127.0.0.1:2379/x/", 0); err == nil || !strings.Contains(err.Error(), "store/etcd") {
+		t.Fatalf("an unregistered etcd:// opened %T, %v; want an error naming the etcd module", s, err)
+	}
+}
+
+// TestFollowerInitial: a follower started from the snapshot its target was
+// built with does not hand that revision to the target again, reports it,
+// and applies the next change.
+func TestFollowerInitial(t *testing.T) {
+	s := store.NewKV(store.NewMemory(), "")
+	c := tctx(t)
+	if _, err := s.Publish(c, storetest.ThreeHosts(0)); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Load(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	f := store.NewFollower(store.FollowerConfig{Store: s, Host: "host-a", Target: rec, Initial: snap,
+		Heartbeat: 20 * time.Millisecond, Retry: 10 * time.Millisecond, Timeout: time.Second})
+	if got := f.Applied().Revision; got != snap.Revision {
+		t.Fatalf("Applied before Run: revision %d, want the initial %d", got, snap.Revision)
+	}
+	rc, cancel := context.WithCancel(c)
+	done := make(chan struct{})
+	go func() { f.Run(rc); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the initial status", func() bool {
+		sts, _, _ := s.Statuses(c)
+		return sts["host-a"].Revision == snap.Revision
+	})
+	rec.mu.Lock()
+	n := len(rec.states)
+	rec.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("the target got %d states; the initial revision must not be applied again", n)
+	}
+	rev, err := s.Commit(c, addVM("late", 1, "host-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the next revision", func() bool { return f.Applied().Revision == rev })
+	if !hasVM(rec.last(), "late", "host-b") {
+		t.Fatal("the change after the initial snapshot was not applied")
 	}
 }
