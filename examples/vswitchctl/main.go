@@ -231,7 +231,17 @@ func call(ctx context.Context, c *control.Client, req control.Request, w io.Writ
 
 func printShow(w io.Writer, s control.Show) {
 	fmt.Fprintf(w, "host %s (PA %s), driver %s on %s, rules in %s, up %s\n", s.Host, s.PA, s.Driver, s.Device, s.Location, s.Uptime)
-	fmt.Fprintf(w, "policy %s, loaded %s\n", s.PolicyFile, s.PolicyLoad.Format(time.RFC3339))
+	if st := s.Store; st != nil {
+		fmt.Fprintf(w, "store %s, revision %d applied %s, %d resyncs\n", st.Spec, st.Revision, s.PolicyLoad.Format(time.RFC3339), st.Resyncs)
+		if st.Stale {
+			fmt.Fprintf(w, "STALE: the store is unreachable since %s; forwarding on revision %d\n", st.StaleSince.Format(time.RFC3339), st.Revision)
+		}
+		if st.Error != "" {
+			fmt.Fprintf(w, "last store problem: %s\n", st.Error)
+		}
+	} else {
+		fmt.Fprintf(w, "policy %s, loaded %s\n", s.PolicyFile, s.PolicyLoad.Format(time.RFC3339))
+	}
 	if s.Capture != "" {
 		fmt.Fprintf(w, "capturing the exception path to %s\n", s.Capture)
 	}

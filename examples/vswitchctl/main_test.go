@@ -16,6 +16,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/nicpath/nicpath/examples/vswitchd/control"
 	"github.com/nicpath/nicpath/examples/vswitchd/daemon"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
@@ -228,5 +229,25 @@ func TestNoDaemon(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "none.sock")
 	if code := run(context.Background(), []string{"-s", sock, "show"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), sock) {
 		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+// show says where the state comes from: a policy file, or a store with its
+// revision, and loudly when the store is out of reach.
+func TestPrintShowStore(t *testing.T) {
+	at := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	printShow(&b, control.Show{Host: "host-a", PolicyFile: "/etc/nicpath/policy.yaml", PolicyLoad: at})
+	if !strings.Contains(b.String(), "policy /etc/nicpath/policy.yaml, loaded 2026-11-24T05:00:00Z") || strings.Contains(b.String(), "store") {
+		t.Fatalf("file:\n%s", b.String())
+	}
+	b.Reset()
+	printShow(&b, control.Show{Host: "host-a", PolicyLoad: at, Store: &control.StoreStatus{Spec: "etcd://192.0.2.1:2379/nicpath/",
+		Revision: 42, Stale: true, StaleSince: at, Resyncs: 3, Error: "store: unavailable"}})
+	for _, want := range []string{"store etcd://192.0.2.1:2379/nicpath/, revision 42 applied 2026-11-24T05:00:00Z, 3 resyncs",
+		"STALE: the store is unreachable since 2026-11-24T05:00:00Z; forwarding on revision 42", "last store problem: store: unavailable"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("store show lacks %q:\n%s", want, b.String())
+		}
 	}
 }

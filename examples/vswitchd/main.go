@@ -15,6 +15,8 @@
 //	driver: softnic             # softnic, xdp or tcflower
 //	binding: afpacket           # softnic only: afpacket (default) or none
 //	policy: policy.yaml         # relative to this file's directory
+//	store: etcd://192.0.2.1:2379/nicpath/  # instead of policy: follow a store
+//	store_timeout: 30s          # optional: how long to wait for the store's first state
 //	uplink: up0                 # the uplink's interface
 //	ports:                      # VM name (in the policy) → its vport's interface
 //	  blue-web-1: vm-bw1
@@ -39,11 +41,7 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -58,70 +56,5 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("vswitchd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file (YAML)")
-	check := fs.Bool("check", false, "check the configuration and the policy, then exit")
-	format := fs.String("log-format", "text", "log format: text or json")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: vswitchd -config FILE [-check] [-log-format text|json]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if *cfgPath == "" || fs.NArg() > 0 || (*format != "text" && *format != "json") {
-		fs.Usage()
-		return 2
-	}
-	cfg, err := daemon.LoadConfig(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, "vswitchd: configuration rejected:")
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	if *check {
-		if err := daemon.CheckPolicy(cfg); err != nil {
-			fmt.Fprintln(stderr, "vswitchd: policy rejected:")
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		fmt.Fprintf(stdout, "%s and %s are valid\n", cfg.File, cfg.Policy)
-		return 0
-	}
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	var h slog.Handler = slog.NewTextHandler(stderr, opts)
-	if *format == "json" {
-		h = slog.NewJSONHandler(stderr, opts)
-	}
-	log := slog.New(h)
-	d, err := daemon.New(ctx, cfg, log)
-	if err != nil {
-		fmt.Fprintln(stderr, "vswitchd:", err)
-		return 1
-	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				if _, err := d.Reload(ctx); err != nil {
-					log.Warn("reload on SIGHUP", "err", err)
-				}
-			}
-		}
-	}()
-	err = d.Run(ctx)
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		fmt.Fprintln(stderr, "vswitchd:", err)
-		return 1
-	}
-	return 0
+	return daemon.Main(ctx, args, stdout, stderr)
 }

@@ -63,16 +63,31 @@ type Port struct {
 
 // Show describes the daemon: host, driver, policy and ports.
 type Show struct {
-	Host       string        `json:"host"`
-	PA         string        `json:"pa"`
-	Driver     string        `json:"driver"`
-	Device     string        `json:"device"`
-	Location   string        `json:"location"`
-	PolicyFile string        `json:"policy_file"`
-	PolicyLoad time.Time     `json:"policy_loaded"`
-	Uptime     time.Duration `json:"uptime"`
-	Ports      []Port        `json:"ports"`
-	Capture    string        `json:"capture,omitempty"`
+	Host       string    `json:"host"`
+	PA         string    `json:"pa"`
+	Driver     string    `json:"driver"`
+	Device     string    `json:"device"`
+	Location   string    `json:"location"`
+	PolicyFile string    `json:"policy_file,omitempty"`
+	PolicyLoad time.Time `json:"policy_loaded"`
+	// Store is set when the desired state comes from a store rather than
+	// a policy file.
+	Store   *StoreStatus  `json:"store,omitempty"`
+	Uptime  time.Duration `json:"uptime"`
+	Ports   []Port        `json:"ports"`
+	Capture string        `json:"capture,omitempty"`
+}
+
+// StoreStatus is what a daemon that follows a store knows of it.
+type StoreStatus struct {
+	Spec     string `json:"spec"`
+	Revision int64  `json:"revision"` // the revision the switch applies
+	// Stale is set while the store cannot be reached; the switch forwards
+	// on the state of Revision since StaleSince.
+	Stale      bool      `json:"stale,omitempty"`
+	StaleSince time.Time `json:"stale_since,omitzero"`
+	Resyncs    int       `json:"resyncs"`
+	Error      string    `json:"error,omitempty"` // the last problem, if any
 }
 
 // Caps is the NIC's capabilities, in words.

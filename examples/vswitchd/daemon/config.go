@@ -38,8 +38,19 @@ type Config struct {
 	// Binding is how softnic's ports are bound (BindAFPacket or BindNone);
 	// the other drivers attach to the interfaces themselves.
 	Binding string
-	// Policy is the policy file, watched for changes.
+	// Policy is the policy file, watched for changes. A configuration has
+	// a policy file or a store, not both.
 	Policy string
+	// Store names the store the desired state comes from instead of a
+	// policy file (store.Open's syntax: etcd://HOST:PORT[,HOST:PORT…]/PREFIX/
+	// in a program built with the etcd module, file:PATH). The daemon
+	// follows it (store.Follower): every change is applied atomically, its
+	// status is reported to the store, and while the store is unreachable
+	// the switch keeps forwarding on the last state it applied.
+	Store string
+	// StoreTimeout bounds the wait for the store's first state at start
+	// (default 30s): without a first state there is nothing to run.
+	StoreTimeout time.Duration
 	// Uplink is the uplink's interface.
 	Uplink string
 	// Ports maps a VM's name (in the policy) to its vport's interface.
@@ -170,6 +181,10 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 			}
 		case "policy":
 			c.Policy = d.path(v, "policy")
+		case "store":
+			c.Store = d.store(v, "store")
+		case "store_timeout":
+			c.StoreTimeout = d.duration(v, "store_timeout")
 		case "uplink":
 			c.Uplink = d.str(v, "uplink")
 		case "ports":
@@ -241,10 +256,23 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	for _, f := range []struct {
 		name string
 		val  string
-	}{{"host", c.Host}, {"driver", c.Driver}, {"policy", c.Policy}, {"uplink", c.Uplink}, {"control", c.Control}} {
+	}{{"host", c.Host}, {"driver", c.Driver}, {"uplink", c.Uplink}, {"control", c.Control}} {
 		if f.val == "" && seen[f.name] == nil {
 			d.errs = append(d.errs, &ConfigError{File: path, Line: top.Line, Column: top.Column, Field: f.name, Msg: "missing"})
 		}
+	}
+	switch {
+	case seen["policy"] == nil && seen["store"] == nil:
+		d.errs = append(d.errs, &ConfigError{File: path, Line: top.Line, Column: top.Column, Field: "policy",
+			Msg: "missing (give a policy file, or a store to follow)"})
+	case seen["policy"] != nil && seen["store"] != nil:
+		d.errf(seen["store"], "store", "a configuration has a policy file or a store, not both (policy is on line %d)", seen["policy"].Line)
+	}
+	if seen["store_timeout"] != nil && seen["store"] == nil {
+		d.errf(seen["store_timeout"], "store_timeout", "only meaningful with a store")
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = 30 * time.Second
 	}
 	if c.Driver != "softnic" && seen["binding"] != nil {
 		d.errf(seen["binding"], "binding", "only the softnic driver is bound by the daemon; %s attaches to the interfaces itself", c.Driver)
@@ -259,7 +287,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	return c, nil
 }
 
-var knownFields = []string{"host", "driver", "binding", "policy", "uplink", "ports", "control", "metrics",
+var knownFields = []string{"host", "driver", "binding", "policy", "store", "store_timeout", "uplink", "ports", "control", "metrics",
 	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels"}
 
 func contains(l []string, s string) bool {
@@ -300,6 +328,39 @@ func (d *cfgDecoder) path(n *yaml.Node, field string) string {
 		return p
 	}
 	return filepath.Join(filepath.Dir(d.file), p)
+}
+
+// store checks a store's name: a scheme://… is kept as it is (the program
+// that opens it says whether it knows the scheme); file:PATH and a bare path
+// are resolved against the configuration's directory, like policy.
+func (d *cfgDecoder) store(n *yaml.Node, field string) string {
+	s := d.str(n, field)
+	switch {
+	case s == "":
+		if n.Kind == yaml.ScalarNode && n.Tag != "!!null" {
+			d.errf(n, field, "want a store: etcd://HOST:PORT/PREFIX/ or file:PATH")
+		}
+		return ""
+	case strings.Contains(s, "://"):
+		return s
+	case strings.HasPrefix(s, "file:"):
+		p := strings.TrimPrefix(s, "file:")
+		if p == "" {
+			d.errf(n, field, "file: needs a path")
+			return ""
+		}
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(d.file), p)
+		}
+		return "file:" + p
+	case s == "mem:":
+		d.errf(n, field, "mem: is an in-process store that nothing else can write; a daemon follows etcd://… or file:PATH")
+		return ""
+	}
+	if !filepath.IsAbs(s) {
+		s = filepath.Join(filepath.Dir(d.file), s)
+	}
+	return "file:" + s
 }
 
 func (d *cfgDecoder) mac(n *yaml.Node, field string) hal.MAC {

@@ -36,6 +36,30 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
+// A store instead of a policy file: schemes are kept, file stores are
+// found next to the configuration like a policy.
+func TestParseConfigStore(t *testing.T) {
+	for _, tc := range []struct{ store, want string }{
+		{"etcd://192.0.2.1:2379,192.0.2.2:2379/nicpath/", "etcd://192.0.2.1:2379,192.0.2.2:2379/nicpath/"},
+		{"file:state.yaml", "file:/etc/nicpath/state.yaml"},
+		{"file:/var/lib/nicpath/state.yaml", "file:/var/lib/nicpath/state.yaml"},
+		{"state.yaml", "file:/etc/nicpath/state.yaml"},
+	} {
+		doc := strings.Replace(goodConfig, "policy: policy.yaml", "store: "+tc.store+"\nstore_timeout: 5s", 1)
+		c, err := ParseConfig("/etc/nicpath/vswitchd.yaml", []byte(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.store, err)
+		}
+		if c.Store != tc.want || c.Policy != "" || c.StoreTimeout != 5*time.Second {
+			t.Errorf("store %q: got %q (policy %q, timeout %s), want %q", tc.store, c.Store, c.Policy, c.StoreTimeout, tc.want)
+		}
+	}
+	c, err := ParseConfig("c.yaml", []byte(goodConfig))
+	if err != nil || c.Store != "" || c.StoreTimeout != 30*time.Second {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+}
+
 // Every problem names the file, the line and the field.
 func TestParseConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -54,6 +78,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"twice", goodConfig + "host: host-b\n", "c.yaml:12: host: given twice (first on line 1)"},
 		{"syntax", "host: [a\n", "c.yaml:"},
 		{"not a mapping", "- a\n- b\n", "c.yaml:1: the configuration must be a mapping"},
+		{"no policy nor store", strings.Replace(goodConfig, "policy: policy.yaml\n", "", 1), "c.yaml:1: policy: missing (give a policy file, or a store to follow)"},
+		{"policy and store", goodConfig + "store: etcd://192.0.2.1:2379/nicpath/\n", "c.yaml:12: store: a configuration has a policy file or a store, not both (policy is on line 3)"},
+		{"mem store", strings.Replace(goodConfig, "policy: policy.yaml", "store: 'mem:'", 1), "c.yaml:3: store: mem: is an in-process store"},
+		{"store timeout without store", goodConfig + "store_timeout: 5s\n", "c.yaml:12: store_timeout: only meaningful with a store"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig("c.yaml", []byte(tc.doc))

@@ -138,7 +138,8 @@ func (d *Daemon) show(ctx context.Context) control.Show {
 	loaded := d.loadedAt
 	d.mu.Unlock()
 	s := control.Show{Host: d.cfg.Host, PA: h.PA.String(), Driver: caps.Driver, Device: caps.Device,
-		Location: caps.Location.String(), PolicyFile: d.cfg.Policy, PolicyLoad: loaded, Uptime: time.Since(d.started).Round(time.Millisecond)}
+		Location: caps.Location.String(), PolicyFile: d.cfg.Policy, PolicyLoad: loaded, Uptime: time.Since(d.started).Round(time.Millisecond),
+		Store: d.storeStatus()}
 	if file, _, on := d.capture.status(); on {
 		s.Capture = file
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/policy"
+	"github.com/nicpath/nicpath/store"
 	"github.com/nicpath/nicpath/vswitch"
 )
 
@@ -49,6 +50,11 @@ type Daemon struct {
 	rejected   uint64
 	updates    uint64
 	lastErr    error // the last rejected file's error, for show
+
+	// With a store instead of a policy file (cfg.Store).
+	store    store.Store
+	follower *store.Follower
+	initial  store.Snapshot
 }
 
 // New checks the policy, opens the NIC, binds its ports, builds the switch
@@ -76,21 +82,38 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC, log *slog.Logger) (_ *
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	}
 	d := &Daemon{cfg: cfg, log: log.With("host", cfg.Host), started: time.Now(), plan: planPorts(cfg)}
-	data, err := os.ReadFile(cfg.Policy)
-	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+	var st *policy.State
+	if cfg.Store != "" {
+		if d.store, d.initial, err = openStore(ctx, cfg); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil && d.opened == nil {
+				d.store.Close() // d.Close does, once the NIC is open
+			}
+		}()
+		st = d.initial.State
+		if err := d.checkPolicy(st); err != nil {
+			return nil, err
+		}
+		d.log.Info("first state loaded from the store", "store", cfg.Store, "revision", d.initial.Revision)
+	} else {
+		data, err := os.ReadFile(cfg.Policy)
+		if err != nil {
+			return nil, fmt.Errorf("policy: %w", err)
+		}
+		if st, err = policy.Parse(cfg.Policy, data); err != nil {
+			return nil, err
+		}
+		if err := d.checkPolicy(st); err != nil {
+			return nil, err
+		}
+		d.policyHash = sha256.Sum256(data)
+		if fi, err := os.Stat(cfg.Policy); err == nil {
+			d.policyMod, d.policySize = fi.ModTime(), fi.Size()
+		}
 	}
-	st, err := policy.Parse(cfg.Policy, data)
-	if err != nil {
-		return nil, err
-	}
-	if err := d.checkPolicy(st); err != nil {
-		return nil, err
-	}
-	d.state, d.policyHash, d.loadedAt = st, sha256.Sum256(data), time.Now()
-	if fi, err := os.Stat(cfg.Policy); err == nil {
-		d.policyMod, d.policySize = fi.ModTime(), fi.Size()
-	}
+	d.state, d.loadedAt = st, time.Now()
 
 	d.metrics = newMetrics(d)
 	d.capture = &capturer{d: d}
@@ -118,6 +141,10 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC, log *slog.Logger) (_ *
 		return nil, fmt.Errorf("starting the switch: %w", err)
 	}
 	d.sw = sw
+	if d.store != nil {
+		d.follower = store.NewFollower(store.FollowerConfig{Store: d.store, Host: cfg.Host, Target: storeTarget{d},
+			Logger: log, Initial: d.initial})
+	}
 	s := sw.Stats()
 	d.log.Info("switch started", "driver", d.nic.Capabilities().Driver, "device", d.nic.Capabilities().Device,
 		"ports", len(d.plan.vms)+1, "reconciled_removed", s.ReconcileRemoved, "reconciled_added", s.ReconcileAdded,
@@ -142,11 +169,11 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC, log *slog.Logger) (_ *
 // its port carries nothing until a policy names it).
 func (d *Daemon) checkPolicy(st *policy.State) error {
 	if _, ok := st.Host(d.cfg.Host); !ok {
-		return fmt.Errorf("%s: host %q (from %s) is not in the policy's hosts", d.cfg.Policy, d.cfg.Host, d.cfg.File)
+		return fmt.Errorf("%s: host %q (from %s) is not in the policy's hosts", d.source(), d.cfg.Host, d.cfg.File)
 	}
 	for _, vm := range d.plan.vms {
 		if _, ok := st.VM(vm); !ok {
-			d.log.Warn("a configured port's VM is not in the policy", "vm", vm, "policy", d.cfg.Policy)
+			d.log.Warn("a configured port's VM is not in the policy", "vm", vm, "policy", d.source())
 		}
 	}
 	for _, vm := range st.LocalVMs(d.cfg.Host) {
@@ -155,6 +182,15 @@ func (d *Daemon) checkPolicy(st *policy.State) error {
 		}
 	}
 	return nil
+}
+
+// source names where the desired state comes from: the policy file or the
+// store.
+func (d *Daemon) source() string {
+	if d.cfg.Store != "" {
+		return d.cfg.Store
+	}
+	return d.cfg.Policy
 }
 
 // listenControl listens on the control socket, replacing a stale socket
@@ -202,6 +238,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
+		if d.follower != nil {
+			d.follower.Run(ctx)
+			return
+		}
 		d.watch(ctx)
 	}()
 	if d.httpSrv != nil {
@@ -213,7 +253,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	d.log.Info("running", "control", d.cfg.Control, "metrics", d.cfg.Metrics, "policy", d.cfg.Policy)
+	d.log.Info("running", "control", d.cfg.Control, "metrics", d.cfg.Metrics, "policy", d.source())
 	var err error
 	select {
 	case <-ctx.Done():
@@ -246,6 +286,9 @@ func (d *Daemon) Close() error {
 	}
 	if d.opened != nil {
 		errs = append(errs, d.opened.close())
+	}
+	if d.store != nil {
+		errs = append(errs, d.store.Close())
 	}
 	if d.ctl != nil {
 		d.ctl.Close()
@@ -316,6 +359,9 @@ func (d *Daemon) State() *policy.State {
 // A file that does not load is reported (the error names file, line and
 // field) and changes nothing: the switch keeps the state it runs.
 func (d *Daemon) Reload(ctx context.Context) (changed bool, err error) {
+	if d.cfg.Store != "" {
+		return false, d.errFromStore("reload")
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.reloadLocked(ctx, true)
@@ -397,6 +443,9 @@ func (d *Daemon) watch(ctx context.Context) {
 // state. The policy file should record it too: a later change of the file
 // that does not is a rollback.
 func (d *Daemon) ActivateShadow(ctx context.Context, vm string) error {
+	if d.cfg.Store != "" {
+		return d.errFromStore("activate")
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	sh, ok := d.state.Shadow(vm)
@@ -417,11 +466,21 @@ func (d *Daemon) ActivateShadow(ctx context.Context, vm string) error {
 
 // CheckPolicy loads the configuration's policy and checks it as New would,
 // without opening anything (vswitchd -check).
+//
+// With a store, the store's current state is loaded and checked.
 func CheckPolicy(cfg *Config) error {
+	d := &Daemon{cfg: cfg, plan: planPorts(cfg), log: slog.New(slog.DiscardHandler)}
+	if cfg.Store != "" {
+		s, snap, err := openStore(context.Background(), cfg)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		return d.checkPolicy(snap.State)
+	}
 	st, err := policy.LoadFile(cfg.Policy)
 	if err != nil {
 		return err
 	}
-	d := &Daemon{cfg: cfg, plan: planPorts(cfg), log: slog.New(slog.DiscardHandler)}
 	return d.checkPolicy(st)
 }

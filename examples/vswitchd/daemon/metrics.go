@@ -94,11 +94,17 @@ var (
 		"Flow rules that landed on the NIC.", nil, nil)
 	descPortPackets = prometheus.NewDesc("nicpath_port_packets_total",
 		"Packets through each NIC port, by direction.", []string{"port", "direction"}, nil)
+	descStoreRevision = prometheus.NewDesc("nicpath_store_revision",
+		"The store revision whose desired state the switch applies (daemons that follow a store).", nil, nil)
+	descStoreStale = prometheus.NewDesc("nicpath_store_stale",
+		"1 while the store cannot be reached and the switch forwards on its last state.", nil, nil)
+	descStoreResyncs = prometheus.NewDesc("nicpath_store_resyncs_total",
+		"Full reloads from the store after the first: reconnections and compactions.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFlows, descExceptions, descDrops, descPolicyDrops, descFallbacks,
-		descFlowsCreated, descOffloaded, descPortPackets} {
+		descFlowsCreated, descOffloaded, descPortPackets, descStoreRevision, descStoreStale, descStoreResyncs} {
 		ch <- d
 	}
 }
@@ -141,5 +147,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		name := d.portLabel(p)
 		ch <- prometheus.MustNewConstMetric(descPortPackets, prometheus.CounterValue, float64(pc.Rx.Packets), name, "rx")
 		ch <- prometheus.MustNewConstMetric(descPortPackets, prometheus.CounterValue, float64(pc.Tx.Packets), name, "tx")
+	}
+	if ss := d.storeStatus(); ss != nil {
+		stale := 0.0
+		if ss.Stale {
+			stale = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descStoreRevision, prometheus.GaugeValue, float64(ss.Revision))
+		ch <- prometheus.MustNewConstMetric(descStoreStale, prometheus.GaugeValue, stale)
+		ch <- prometheus.MustNewConstMetric(descStoreResyncs, prometheus.CounterValue, float64(ss.Resyncs))
 	}
 }
