@@ -1,0 +1,29 @@
+// Command nicstore works the desired state in etcd: it publishes a policy
+// file, shows what is stored and what every host reports, and migrates a VM
+// the way examples/vmmanager does (shadow, wait for every host, one
+// activation record, clean-up). For demos and tests it also runs a
+// one-member etcd server (serve); production uses a real etcd cluster.
+//
+// Usage:
+//
+//	nicstore serve -listen 127.0.0.1:2379 [-peer 127.0.0.1:2380] -data DIR [-unsafe-no-fsync]
+//	nicstore [-store etcd://HOST:PORT/PREFIX/] publish POLICY.yaml
+//	nicstore [-store …] show
+//	nicstore [-store …] status
+//	nicstore [-store …] migrate [-timeout 30s] VM HOST
+//
+// -store defaults to $NICPATH_STORE, then etcd://127.0.0.1:2379/nicpath/.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
