@@ -59,7 +59,7 @@ fuzz:
 
 ## demo: the vswitch demo on an embedded default; no setup needed.
 demo:
-	GO="$(GO)" DRIVER="$(DRIVER)" $(GO) run ./examples/demo
+	GO="$(GO)" DRIVER="$(DRIVER)" STORE="$(STORE)" $(GO) run ./examples/demo
 
 ## generate: rebuild generated code (BPF objects need clang).
 generate:

@@ -19,6 +19,14 @@
 // far sides of their ports, each host's vswitch handling its NIC's
 // exception path.
 //
+// STORE=etcd (namespace story only) keeps the desired state in etcd: the
+// demo builds vswitchd and nicstore from the etcd module, runs a one-member
+// etcd in a control namespace on a management network (192.0.2.0/24) that
+// reaches the hosts, publishes the policy there, and starts every vswitchd
+// following it. After the traffic it shows the hosts' reports, stops etcd
+// (the hosts say they are stale and keep forwarding), starts it again on
+// the same data, and checks that the hosts resync.
+//
 // NICPATH_DEMO_VERBOSE=1 prints every ip command the namespace story runs.
 //
 // It exits 0 only when every check of the story held, so it doubles as a

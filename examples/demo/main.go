@@ -43,11 +43,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if driver == "" {
 		driver = "softnic"
 	}
+	storeKind := os.Getenv("STORE")
+	switch storeKind {
+	case "", "file":
+		storeKind = ""
+	case "etcd":
+	default:
+		fmt.Fprintf(stderr, "demo: STORE=%s: want file (the default: a policy file) or etcd\n", storeKind)
+		return 2
+	}
 	var failed []string
 	var err error
 	if ok, why := canRunNamespaces(); ok {
-		fmt.Fprintf(stdout, "nicpath demo: network namespaces on this machine, driver %s\n", driver)
-		failed, err = runNamespaces(ctx, stdout, driver)
+		fmt.Fprintf(stdout, "nicpath demo: network namespaces on this machine, driver %s", driver)
+		if storeKind == "etcd" {
+			fmt.Fprintf(stdout, ", desired state in etcd")
+		}
+		fmt.Fprintln(stdout)
+		failed, err = runNamespaces(ctx, stdout, driver, storeKind)
+	} else if storeKind == "etcd" {
+		fmt.Fprintf(stderr, "demo: STORE=etcd runs the namespace story (an etcd member and two hosts in namespaces), which cannot run here: %s\n", why)
+		return 2
 	} else {
 		fmt.Fprintf(stdout, "nicpath demo: in process (simulated hosts and VMs on software NICs): %s\n", why)
 		if driver != "softnic" {

@@ -38,6 +38,8 @@ type nsStory struct {
 	prefix  string // unique to this run: every namespace's name starts with it
 	dir     string // binaries, configurations, logs
 	driver  string
+	store   string // "" (a policy file) or "etcd"
+	etcd    *exec.Cmd
 	self    string // this binary, run inside VM namespaces as their applications
 	st      *policy.State
 	created []string // namespaces, in creation order
@@ -162,8 +164,9 @@ func canRunNamespaces() (bool, string) {
 	return true, ""
 }
 
-// buildBinaries builds vswitchd and vswitchctl into dir.
-func buildBinaries(dir string) error {
+// buildBinaries builds vswitchd and vswitchctl into dir; with the etcd
+// store, vswitchd and nicstore come from the etcd module.
+func buildBinaries(dir, storeKind string) error {
 	goBin := os.Getenv("GO")
 	if goBin == "" {
 		goBin = "go"
@@ -176,17 +179,23 @@ func buildBinaries(dir string) error {
 		return fmt.Errorf("finding the module (run the demo from the repository): %v", err)
 	}
 	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	cmd := exec.Command(goBin, "build", "-o", dir, "./examples/vswitchd", "./examples/vswitchctl")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building vswitchd and vswitchctl: %v\n%s", err, out)
+	builds := [][]string{{".", "./examples/vswitchd", "./examples/vswitchctl"}}
+	if storeKind == "etcd" {
+		builds = [][]string{{".", "./examples/vswitchctl"}, {"store/etcd", "./cmd/vswitchd", "./cmd/nicstore"}}
+	}
+	for _, b := range builds {
+		cmd := exec.Command(goBin, append([]string{"build", "-o", dir}, b[1:]...)...)
+		cmd.Dir = filepath.Join(root, b[0])
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("building %s in %s: %v\n%s", strings.Join(b[1:], " "), cmd.Dir, err, out)
+		}
 	}
 	return nil
 }
 
 // runNamespaces tells the story on namespaces. It returns the failed checks,
 // or an error when the story could not be set up.
-func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []string, err error) {
+func runNamespaces(ctx context.Context, w io.Writer, driver, storeKind string) (failed []string, err error) {
 	s := &story{w: w}
 	st, err := policy.Parse(defaultPolicyName, defaultPolicy)
 	if err != nil {
@@ -196,7 +205,7 @@ func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []st
 	if err != nil {
 		return nil, err
 	}
-	n := &nsStory{s: s, st: st, driver: driver, self: self, prefix: fmt.Sprintf("npd%d-", os.Getpid()%100000),
+	n := &nsStory{s: s, st: st, driver: driver, store: storeKind, self: self, prefix: fmt.Sprintf("npd%d-", os.Getpid()%100000),
 		verbose: os.Getenv("NICPATH_DEMO_VERBOSE") != ""}
 	defer func() {
 		n.cleanup()
@@ -213,7 +222,7 @@ func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []st
 	}
 
 	s.title("Building vswitchd and vswitchctl")
-	if err := buildBinaries(n.dir); err != nil {
+	if err := buildBinaries(n.dir, n.store); err != nil {
 		return nil, err
 	}
 	vswitchd, vswitchctl := filepath.Join(n.dir, "vswitchd"), filepath.Join(n.dir, "vswitchctl")
@@ -254,6 +263,12 @@ func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []st
 		}
 	}
 	s.say("underlay: host-a up0 <-> host-b up0 (a veth pair); VXLAN between PAs 198.18.0.1 and 198.18.0.2")
+
+	if n.store == "etcd" {
+		if err := n.startEtcd(hosts); err != nil {
+			return nil, err
+		}
+	}
 
 	s.title("Starting one vswitchd per host (driver %s)", driver)
 	socks := map[string]string{}
@@ -391,6 +406,10 @@ func runNamespaces(ctx context.Context, w io.Writer, driver string) (failed []st
 	}
 	s.check(udp != nil, "the UDP flow blue-web-1 → blue-web-2:53 is on host-a's NIC")
 
+	if n.store == "etcd" {
+		n.etcdStory(ctl, traffic)
+	}
+
 	s.title("Summary")
 	if len(s.failed) == 0 {
 		s.say("all %d checks held", s.checks)
@@ -473,9 +492,13 @@ func (n *nsStory) writeConfig(host string, ports map[string]string) (cfgPath, so
 	if err := os.WriteFile(pol, defaultPolicy, 0o644); err != nil {
 		return "", "", err
 	}
+	source := "policy: policy.yaml"
+	if n.store == "etcd" {
+		source = "store: " + etcdStore
+	}
 	sock = filepath.Join(n.dir, host+".sock")
 	var b strings.Builder
-	fmt.Fprintf(&b, "host: %s\ndriver: %s\npolicy: policy.yaml\nuplink: up0\ncontrol: %s\nlog_level: info\nports:\n", host, n.driver, sock)
+	fmt.Fprintf(&b, "host: %s\ndriver: %s\n%s\nuplink: up0\ncontrol: %s\nlog_level: info\nports:\n", host, n.driver, source, sock)
 	names := make([]string, 0, len(ports))
 	for vm := range ports {
 		names = append(names, vm)

@@ -16,6 +16,13 @@ var MoveAToB = MigrateOptions{VM: "mover", From: "host-a", To: "host-b", Sender:
 // RunMigrationBenchmark is BenchmarkMigration's loop on any fabric whose
 // state is storetest.ThreeHosts (the etcd module runs it over etcd).
 func RunMigrationBenchmark(b *testing.B, fb *Fabric, mgr *vmmanager.Manager) {
+	benchMigrations(b, func(ctx context.Context, o MigrateOptions) (Result, error) { return fb.Migrate(ctx, mgr, o) })
+}
+
+// benchMigrations migrates the mover b.N times, there and back, and reports
+// the worst and median downtime, the longest run of lost packets, the
+// misdelivered packets and the time the manager's steps took.
+func benchMigrations(b *testing.B, migrate func(context.Context, MigrateOptions) (Result, error)) {
 	ctx := context.Background()
 	var worst, worstRun time.Duration
 	var downs []time.Duration
@@ -28,7 +35,7 @@ func RunMigrationBenchmark(b *testing.B, fb *Fabric, mgr *vmmanager.Manager) {
 		if i%2 == 1 {
 			o.From, o.To = o.To, o.From
 		}
-		res, err := fb.Migrate(ctx, mgr, o)
+		res, err := migrate(ctx, o)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -26,7 +26,7 @@
 //	next_hop_mac: 02:…          # optional: outer destination MAC of encapsulated frames
 //	flow_idle: 30s              # optional
 //	watch_interval: 1s          # optional: how often the policy file is checked
-//	netns: /run/netns/x         # optional, xdp and tcflower
+//	netns: /run/netns/x         # optional: the interfaces' namespace (every driver)
 //	tunnels: {vxlan: vx0}       # tcflower: flow-based tunnel devices
 //
 // A configuration or policy that does not load is reported with file, line

@@ -72,8 +72,10 @@ type Config struct {
 	FlowIdle time.Duration
 	// WatchInterval is how often the policy file is checked for changes.
 	WatchInterval time.Duration
-	// NetNS is the network namespace (a path) of the interfaces for the
-	// xdp and tcflower drivers; empty means the daemon's own.
+	// NetNS is the network namespace (a path such as /run/netns/x) of the
+	// interfaces, for every driver (softnic opens its AF_PACKET sockets
+	// there); empty means the daemon's own. The daemon's other sockets
+	// (control, metrics, store) stay in its own namespace.
 	NetNS string
 	// Tunnels names tcflower's flow-based tunnel devices by kind (vxlan, geneve).
 	Tunnels map[hal.EncapKind]string

@@ -13,6 +13,7 @@ import (
 	"github.com/nicpath/nicpath/drivers/tcflower"
 	"github.com/nicpath/nicpath/drivers/xdp"
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/nsexec"
 	"github.com/nicpath/nicpath/policy"
 )
 
@@ -140,12 +141,18 @@ func openSoftnic(c *Config, st *policy.State, p portPlan, d *Daemon) (*opened, e
 	var pcs []softnic.PortConfig
 	ifaces := map[hal.PortID]*net.Interface{}
 	if c.Binding == BindAFPacket {
-		for id, name := range p.ifname {
-			ifi, err := net.InterfaceByName(name)
-			if err != nil {
-				return nil, fmt.Errorf("port %d: interface %s: %w", id, name, err)
+		err := nsexec.Do(c.NetNS, func() error {
+			for id, name := range p.ifname {
+				ifi, err := net.InterfaceByName(name)
+				if err != nil {
+					return fmt.Errorf("port %d: interface %s: %w", id, name, err)
+				}
+				ifaces[id] = ifi
 			}
-			ifaces[id] = ifi
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	for _, vm := range p.vms {
@@ -178,18 +185,26 @@ func openSoftnic(c *Config, st *policy.State, p portPlan, d *Daemon) (*opened, e
 	if c.Binding != BindAFPacket {
 		return o, nil
 	}
-	for id := hal.PortID(1); id <= p.uplink; id++ {
-		port, err := n.Port(id)
-		if err != nil {
-			o.close()
-			return nil, err
+	// The bindings' sockets are opened in the interfaces' namespace and
+	// stay there; the daemon itself (its store client, its control socket)
+	// stays in its own.
+	err = nsexec.Do(c.NetNS, func() error {
+		for id := hal.PortID(1); id <= p.uplink; id++ {
+			port, err := n.Port(id)
+			if err != nil {
+				return err
+			}
+			b, err := afpacket.Bind(port, p.ifname[id], afpacket.Options{Logger: d.log})
+			if err != nil {
+				return err
+			}
+			o.bindings = append(o.bindings, b)
 		}
-		b, err := afpacket.Bind(port, p.ifname[id], afpacket.Options{Logger: d.log})
-		if err != nil {
-			o.close()
-			return nil, err
-		}
-		o.bindings = append(o.bindings, b)
+		return nil
+	})
+	if err != nil {
+		o.close()
+		return nil, err
 	}
 	return o, nil
 }
