@@ -11,10 +11,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -24,12 +26,16 @@ import (
 // figure maps one benchmark metric to a named figure.
 type figure struct {
 	Name   string // as in DESIGN.md
-	Pkg    string // package path relative to the module root
+	Dir    string // the module's directory, relative to the repository's root ("" for the core module)
+	Pkg    string // package path relative to the module's directory
 	Bench  string // benchmark name, without "Benchmark" and the -N suffix; sub-benchmarks with '/'
 	Metric string // the unit of the metric on the benchmark line
 	Unit   string // the unit printed
 	Target string // the target, printed after the value
 	Root   bool   // needs root (namespaces, BPF, the VM)
+	// Benchtime, when set, is the package's -benchtime unless -benchtime
+	// is given (a migration benchmark needs a count, not a duration).
+	Benchtime string
 }
 
 // figures lists every figure make bench prints, in DESIGN.md's order.
@@ -65,10 +71,20 @@ var figures = []figure{
 	{Name: "sealed.allocs_per_open", Pkg: "./securechan", Bench: "SealedOpen", Metric: "allocs/op", Unit: "allocs", Target: "0"},
 	{Name: "securechan.msgs_per_s", Pkg: "./securechan", Bench: "ChannelUnix", Metric: "msgs_per_s", Unit: "msgs/s", Target: ">= 500000"},
 	{Name: "veth.xdp_vs_kernel_vxlan", Pkg: "./drivers/xdp", Bench: "VethVsKernel", Metric: "xdp_vs_kernel", Unit: "x", Target: ">= 2", Root: true},
-	{Name: "migration.downtime_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst migration of the run, in process)"},
-	{Name: "migration.downtime_p50_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_p50_ms", Unit: "ms", Target: "<= 10 (median migration, in process)"},
-	{Name: "migration.misdelivered", Pkg: "./examples/multihost", Bench: "Migration", Metric: "misdelivered", Unit: "packets", Target: "0"},
+	{Name: "migration.downtime_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst migration of the run, in process)", Benchtime: "20x"},
+	{Name: "migration.downtime_p50_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_p50_ms", Unit: "ms", Target: "<= 10 (median migration, in process)", Benchtime: "20x"},
+	{Name: "migration.misdelivered", Pkg: "./examples/multihost", Bench: "Migration", Metric: "misdelivered", Unit: "packets", Target: "0", Benchtime: "20x"},
+	{Name: "migration.ns_downtime_ms", Pkg: "./examples/multihost", Bench: "NSMigration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, namespaces, in-process store)", Root: true, Benchtime: "20x"},
+	{Name: "migration.ns_misdelivered", Pkg: "./examples/multihost", Bench: "NSMigration", Metric: "misdelivered", Unit: "packets", Target: "0 (namespaces)", Root: true, Benchtime: "20x"},
+	{Name: "migration.etcd_downtime_ms", Dir: "store/etcd", Pkg: ".", Bench: "Migration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, in process, over etcd)", Benchtime: "20x"},
+	{Name: "migration.etcd_downtime_p50_ms", Dir: "store/etcd", Pkg: ".", Bench: "Migration", Metric: "downtime_p50_ms", Unit: "ms", Target: "<= 10 (median, in process, over etcd)", Benchtime: "20x"},
+	{Name: "migration.etcd_ns_downtime_ms", Dir: "store/etcd", Pkg: ".", Bench: "NSMigration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, namespaces, over etcd)", Root: true, Benchtime: "20x"},
+	{Name: "migration.etcd_ns_downtime_p50_ms", Dir: "store/etcd", Pkg: ".", Bench: "NSMigration", Metric: "downtime_p50_ms", Unit: "ms", Target: "<= 10 (median, namespaces, over etcd)", Root: true, Benchtime: "20x"},
+	{Name: "migration.etcd_ns_misdelivered", Dir: "store/etcd", Pkg: ".", Bench: "NSMigration", Metric: "misdelivered", Unit: "packets", Target: "0 (namespaces, over etcd)", Root: true, Benchtime: "20x"},
 }
+
+// pkgKey is where a group of figures' benchmarks run.
+type pkgKey struct{ dir, pkg string }
 
 func main() {
 	benchtime := flag.String("benchtime", "", "passed to go test -benchtime (default: the benchmarks' own)")
@@ -77,7 +93,7 @@ func main() {
 	flag.Parse()
 
 	root := os.Geteuid() == 0
-	byPkg := map[string][]figure{}
+	byPkg := map[pkgKey][]figure{}
 	for _, f := range figures {
 		if *only != "" && !strings.Contains(f.Name, *only) {
 			continue
@@ -86,25 +102,35 @@ func main() {
 			fmt.Fprintf(os.Stderr, "# %s: absent: needs root\n", f.Name)
 			continue
 		}
-		byPkg[f.Pkg] = append(byPkg[f.Pkg], f)
+		k := pkgKey{f.Dir, f.Pkg}
+		byPkg[k] = append(byPkg[k], f)
 	}
-	pkgs := make([]string, 0, len(byPkg))
+	pkgs := make([]pkgKey, 0, len(byPkg))
 	for p := range byPkg {
 		pkgs = append(pkgs, p)
 	}
-	sort.Strings(pkgs)
+	sort.Slice(pkgs, func(i, j int) bool {
+		if pkgs[i].dir != pkgs[j].dir {
+			return pkgs[i].dir < pkgs[j].dir
+		}
+		return pkgs[i].pkg < pkgs[j].pkg
+	})
 
 	results := map[string]string{}
 	for _, pkg := range pkgs {
-		if _, err := os.Stat(pkg); err != nil {
+		if _, err := os.Stat(filepath.Join(pkg.dir, pkg.pkg)); err != nil {
 			for _, f := range byPkg[pkg] {
 				fmt.Fprintf(os.Stderr, "# %s: absent: %s does not exist yet\n", f.Name, pkg)
 			}
 			continue
 		}
 		names := map[string]bool{}
+		bt := *benchtime
 		for _, f := range byPkg[pkg] {
 			names[strings.SplitN(f.Bench, "/", 2)[0]] = true
+			if bt == "" {
+				bt = f.Benchtime
+			}
 		}
 		var top []string
 		for n := range names {
@@ -112,13 +138,13 @@ func main() {
 		}
 		sort.Strings(top)
 		args := []string{"test", "-run", "^$", "-bench", "^Benchmark(" + strings.Join(top, "|") + ")$", "-benchmem", "-count", "1"}
-		if *benchtime != "" {
-			args = append(args, "-benchtime", *benchtime)
+		if bt != "" {
+			args = append(args, "-benchtime", bt)
 		}
-		args = append(args, pkg)
-		out, err := run(args, *verbose)
+		args = append(args, pkg.pkg)
+		out, err := run(pkg.dir, args, *verbose)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "# %s: go %s: %v\n", pkg, strings.Join(args, " "), err)
+			fmt.Fprintf(os.Stderr, "# %s: (cd %s && go %s): %v\n", pkg.pkg, cmp.Or(pkg.dir, "."), strings.Join(args, " "), err)
 		}
 		lines := parse(out)
 		for _, f := range byPkg[pkg] {
@@ -137,8 +163,9 @@ func main() {
 	}
 }
 
-func run(args []string, verbose bool) ([]byte, error) {
+func run(dir string, args []string, verbose bool) ([]byte, error) {
 	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
 	var buf bytes.Buffer
 	cmd.Stdout = &buf
 	if verbose {
