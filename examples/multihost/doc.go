@@ -15,6 +15,6 @@
 // carries it to the end of its walk (through exception paths, vswitches and
 // the underlay) before the next, like a poll-mode datapath, while the
 // followers apply the store's changes concurrently, as a real host's control
-// plane does. A namespace variant over vswitchd processes is not part of
-// this package (see its README).
+// plane does. NSBed (Linux, root) is the same test on network namespaces,
+// with a vswitchd per host and real kernels sending and receiving.
 package multihost
