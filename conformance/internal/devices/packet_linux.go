@@ -4,19 +4,14 @@ package devices
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
-	"runtime"
 	"sync"
 	"time"
-	"unsafe"
-
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/afpacket"
+	"github.com/nicpath/nicpath/internal/nsexec"
 )
 
 // PacketHarness reaches a NIC's ports through AF_PACKET sockets on their
@@ -31,9 +26,7 @@ type PacketHarness struct {
 }
 
 type psock struct {
-	fd      int
-	ifindex int
-	name    string
+	sock *afpacket.Socket
 
 	mu    sync.Mutex
 	queue [][]byte
@@ -71,58 +64,34 @@ func NewPacketHarness(nsPath string, peers map[hal.PortID]string) (*PacketHarnes
 	return h, nil
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
 func openSock(name string) (*psock, error) {
-	ifi, err := net.InterfaceByName(name)
+	// The suite compares frames as they were on the wire, so the tag the
+	// kernel strips on receive is put back; our own Sends are not frames
+	// the NIC sent.
+	sock, err := afpacket.Open(name, afpacket.Options{SkipOutgoing: true, PollInterval: pollInterval})
 	if err != nil {
 		return nil, err
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	tv := unix.NsecToTimeval(pollInterval.Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	// The kernel strips a received frame's outer VLAN tag into metadata
-	// before packet sockets see it; auxdata gives it back, so that the suite
-	// sees the frame as it was on the wire.
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
-	return &psock{fd: fd, ifindex: ifi.Index, name: name, ready: make(chan struct{}, 1), done: make(chan struct{})}, nil
+	return &psock{sock: sock, ready: make(chan struct{}, 1), done: make(chan struct{})}, nil
 }
 
 func (s *psock) read() {
 	defer s.wg.Done()
 	buf := make([]byte, 1<<16)
-	oob := make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.TpacketAuxdata{}))))
 	for {
 		select {
 		case <-s.done:
 			return
 		default:
 		}
-		n, oobn, _, from, err := unix.Recvmsg(s.fd, buf, oob, 0)
+		f, err := s.sock.Recv(buf)
+		if errors.Is(err, afpacket.ErrTimeout) {
+			continue
+		}
 		if err != nil {
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue
-			}
 			return
 		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-			continue // our own Send
-		}
-		f := withTag(buf[:n], oob[:oobn])
+		f = append([]byte(nil), f...) // buf is read into again
 		s.mu.Lock()
 		s.queue = append(s.queue, f)
 		s.mu.Unlock()
@@ -133,42 +102,15 @@ func (s *psock) read() {
 	}
 }
 
-// withTag copies frame, putting back the VLAN tag the kernel moved into the
-// auxdata control message.
-func withTag(frame, oob []byte) []byte {
-	msgs, _ := unix.ParseSocketControlMessage(oob)
-	for _, m := range msgs {
-		if m.Header.Level != unix.SOL_PACKET || m.Header.Type != unix.PACKET_AUXDATA ||
-			len(m.Data) < int(unsafe.Sizeof(unix.TpacketAuxdata{})) || len(frame) < 12 {
-			continue
-		}
-		aux := (*unix.TpacketAuxdata)(unsafe.Pointer(&m.Data[0]))
-		if aux.Status&unix.TP_STATUS_VLAN_VALID == 0 {
-			continue
-		}
-		tpid := uint16(0x8100)
-		if aux.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
-			tpid = aux.Vlan_tpid
-		}
-		out := make([]byte, 0, len(frame)+4)
-		out = append(out, frame[:12]...)
-		out = binary.BigEndian.AppendUint16(out, tpid)
-		out = binary.BigEndian.AppendUint16(out, aux.Vlan_tci)
-		return append(out, frame[12:]...)
-	}
-	return append([]byte(nil), frame...)
-}
-
 // Send writes frames on the peer of port.
 func (h *PacketHarness) Send(port hal.PortID, frames ...[]byte) error {
 	s, ok := h.socks[port]
 	if !ok {
 		return fmt.Errorf("harness: port %d: %w", port, hal.ErrNotFound)
 	}
-	to := &unix.SockaddrLinklayer{Ifindex: s.ifindex, Protocol: htons(unix.ETH_P_ALL)}
 	for _, f := range frames {
-		if err := unix.Sendto(s.fd, f, 0, to); err != nil {
-			return fmt.Errorf("harness: send on %s: %w", s.name, err)
+		if err := s.sock.Send(f); err != nil {
+			return fmt.Errorf("harness: %w", err)
 		}
 	}
 	return nil
@@ -204,7 +146,7 @@ func (h *PacketHarness) Close() error {
 	for _, s := range h.socks {
 		close(s.done)
 		s.wg.Wait()
-		unix.Close(s.fd)
+		s.sock.Close()
 	}
 	h.socks = nil
 	return nil
@@ -235,42 +177,8 @@ func VethPeer(nsPath, name string) (string, error) {
 }
 
 // InNetNS runs fn on a locked OS thread inside the namespace at path (or
-// directly when path is empty). Sockets opened there stay in it.
+// directly when path is empty). Sockets opened there stay in it. It is
+// nsexec.Do, kept for the runner's callers.
 func InNetNS(path string, fn func() error) error {
-	if path == "" {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netns %s: %w", path, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it dies with this goroutine rather
-			// than run other code in the wrong namespace.
-			errc <- errors.Join(ferr, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return nsexec.Do(path, fn)
 }
