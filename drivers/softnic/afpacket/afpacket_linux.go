@@ -3,76 +3,44 @@
 package afpacket
 
 import (
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/drivers/softnic"
+	rawsock "github.com/nicpath/nicpath/internal/afpacket"
 )
 
 // Binding moves frames between one softnic port and one interface.
 type Binding struct {
-	port    *softnic.Port
-	ifname  string
-	ifindex int
-	fd      int
-	log     *slog.Logger
-	c       counters
+	port   *softnic.Port
+	ifname string
+	sock   *rawsock.Socket
+	log    *slog.Logger
+	c      counters
 
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
 // Bind opens an AF_PACKET socket on the interface ifname (in the caller's
 // network namespace) and starts moving frames between it and port.
 func Bind(port *softnic.Port, ifname string, o Options) (*Binding, error) {
-	ifi, err := net.InterfaceByName(ifname)
+	// Promiscuous: a vport receives frames for addresses that are not the
+	// interface's. Our own transmissions are not frames for the NIC.
+	sock, err := rawsock.Open(ifname, rawsock.Options{Promisc: true, SkipOutgoing: true, PollInterval: pollInterval})
 	if err != nil {
-		return nil, fmt.Errorf("afpacket: %w", err)
+		return nil, err
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		return nil, fmt.Errorf("afpacket: socket for %s: %w", ifname, err)
-	}
-	fail := func(what string, err error) (*Binding, error) {
-		unix.Close(fd)
-		return nil, fmt.Errorf("afpacket: %s on %s: %w", what, ifname, err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-		return fail("bind", err)
-	}
-	// Older kernels lack PACKET_IGNORE_OUTGOING (4.20+); the read loop also
-	// skips outgoing frames by their packet type.
-	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
-		return fail("PACKET_AUXDATA", err)
-	}
-	mreq := unix.PacketMreq{Ifindex: int32(ifi.Index), Type: unix.PACKET_MR_PROMISC}
-	if err := unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mreq); err != nil {
-		return fail("promiscuous membership", err)
-	}
-	tv := unix.NsecToTimeval(pollInterval.Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return fail("SO_RCVTIMEO", err)
-	}
-	// A bigger receive buffer absorbs bursts while the NIC is busy; it is
-	// best effort (SO_RCVBUFFORCE needs CAP_NET_ADMIN).
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Binding{port: port, ifname: ifname, ifindex: ifi.Index, fd: fd, done: make(chan struct{}),
+	b := &Binding{port: port, ifname: ifname, sock: sock, done: make(chan struct{}),
 		log: log.With("port", port.Info().Name, "interface", ifname)}
 	b.wg.Add(2)
 	go b.readLoop()
@@ -91,7 +59,7 @@ func (b *Binding) Close() error {
 	b.closeOnce.Do(func() {
 		close(b.done)
 		b.wg.Wait()
-		unix.Close(b.fd)
+		b.sock.Close()
 	})
 	return nil
 }
@@ -113,7 +81,6 @@ func (b *Binding) readLoop() {
 	for i := range bufs {
 		bufs[i] = make([]byte, 1<<16)
 	}
-	oob := make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.TpacketAuxdata{}))))
 	frames := make([][]byte, 0, batch)
 	for !b.closed() {
 		frames = frames[:0]
@@ -122,20 +89,14 @@ func (b *Binding) readLoop() {
 			if len(frames) > 0 {
 				flags = unix.MSG_DONTWAIT
 			}
-			buf := bufs[len(frames)]
-			// Leave room in front of the frame for a tag auxdata gives back.
-			n, oobn, _, from, err := unix.Recvmsg(b.fd, buf[4:], oob, flags)
+			f, status, err := b.sock.RecvFlags(bufs[len(frames)], flags)
 			if err != nil {
-				if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
+				if !errors.Is(err, rawsock.ErrTimeout) {
 					b.c.rxErr.Add(1)
 					b.log.Debug("read", "err", err)
 				}
 				break
 			}
-			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-				continue
-			}
-			f, status := withTag(buf, n, oob[:oobn])
 			if status&unix.TP_STATUS_CSUMNOTREADY != 0 {
 				completeChecksum(f)
 			}
@@ -154,33 +115,6 @@ func (b *Binding) readLoop() {
 	}
 }
 
-// withTag returns the frame read into buf[4:4+n], with the VLAN tag the
-// kernel moved into the auxdata control message put back in place (using
-// the 4 bytes of room in front of it), and the auxdata's status.
-func withTag(buf []byte, n int, oob []byte) ([]byte, uint32) {
-	frame := buf[4 : 4+n]
-	msgs, _ := unix.ParseSocketControlMessage(oob)
-	for _, m := range msgs {
-		if m.Header.Level != unix.SOL_PACKET || m.Header.Type != unix.PACKET_AUXDATA ||
-			len(m.Data) < int(unsafe.Sizeof(unix.TpacketAuxdata{})) || n < 12 {
-			continue
-		}
-		aux := (*unix.TpacketAuxdata)(unsafe.Pointer(&m.Data[0]))
-		if aux.Status&unix.TP_STATUS_VLAN_VALID == 0 {
-			return frame, aux.Status
-		}
-		tpid := uint16(0x8100)
-		if aux.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
-			tpid = aux.Vlan_tpid
-		}
-		copy(buf[0:12], frame[:12])
-		binary.BigEndian.PutUint16(buf[12:], tpid)
-		binary.BigEndian.PutUint16(buf[14:], aux.Vlan_tci)
-		return buf[:n+4], aux.Status
-	}
-	return frame, 0
-}
-
 // writeLoop moves the frames the NIC put in the port's ring to the
 // interface. The ring has no wake-up, so an idle loop backs off up to
 // maxIdleSleep.
@@ -191,7 +125,6 @@ func (b *Binding) writeLoop() {
 		bufs[i] = make([]byte, 1<<16)
 	}
 	sizes := make([]int, batch)
-	to := &unix.SockaddrLinklayer{Ifindex: b.ifindex, Protocol: htons(unix.ETH_P_ALL)}
 	sleep := 50 * time.Microsecond
 	for !b.closed() {
 		n, err := b.port.Recv(bufs, sizes)
@@ -205,7 +138,7 @@ func (b *Binding) writeLoop() {
 		}
 		sleep = 50 * time.Microsecond
 		for i := 0; i < n; i++ {
-			if err := unix.Sendto(b.fd, bufs[i][:sizes[i]], 0, to); err != nil {
+			if err := b.sock.Send(bufs[i][:sizes[i]]); err != nil {
 				b.c.txErr.Add(1)
 				b.log.Debug("write", "err", err, "len", sizes[i])
 				continue

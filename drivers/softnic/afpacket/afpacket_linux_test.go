@@ -5,20 +5,17 @@ package afpacket
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	rawsock "github.com/nicpath/nicpath/internal/afpacket"
+	"github.com/nicpath/nicpath/internal/nsexec"
 )
 
 func skipUnlessRoot(t *testing.T) {
@@ -38,75 +35,29 @@ func ip(t *testing.T, args ...string) {
 	}
 }
 
-// inNS runs fn on a locked OS thread inside the namespace name.
-func inNS(t *testing.T, name string, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		t.Fatal(err)
-	}
-	defer netns.Set(orig)
-	fn()
-}
-
 // peerSock is a raw socket on the far end of a veth: what the VM (or the
-// wire) sees.
-type peerSock struct {
-	fd      int
-	ifindex int
-}
+// wire) sees, tags included.
+type peerSock struct{ *rawsock.Socket }
 
-func openPeer(t *testing.T, name string) *peerSock {
-	ifi, err := net.InterfaceByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-		t.Fatal(err)
-	}
-	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
-	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		t.Fatal(err)
-	}
-	return &peerSock{fd: fd, ifindex: ifi.Index}
-}
-
-func (p *peerSock) send(t *testing.T, f []byte) {
+func (p peerSock) send(t *testing.T, f []byte) {
 	t.Helper()
-	if err := unix.Sendto(p.fd, f, 0, &unix.SockaddrLinklayer{Ifindex: p.ifindex, Protocol: htons(unix.ETH_P_ALL)}); err != nil {
+	if err := p.Send(f); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // recvMatching waits up to 3s for a frame equal to want, ignoring others
 // (IPv6 router solicitations and the like that a fresh link sends).
-func (p *peerSock) recvMatching(t *testing.T, want []byte) {
+func (p peerSock) recvMatching(t *testing.T, want []byte) {
 	t.Helper()
 	buf := make([]byte, 1<<16)
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
-		n, _, err := unix.Recvfrom(p.fd, buf, 0)
+		f, err := p.Recv(buf)
 		if err != nil {
 			continue
 		}
-		if string(buf[:n]) == string(want) {
+		if string(f) == string(want) {
 			return
 		}
 	}
@@ -136,26 +87,40 @@ func TestBindMovesFramesBothWays(t *testing.T) {
 	defer nic.Close()
 	vmPort, _ := nic.Port(1)
 	upPort, _ := nic.Port(2)
-	var vmPeer, upPeer *peerSock
+	var vmPeer, upPeer peerSock
 	var bindings []*Binding
-	inNS(t, ns, func() {
+	defer func() {
+		for _, b := range bindings {
+			b.Close()
+		}
+		for _, p := range []peerSock{vmPeer, upPeer} {
+			if p.Socket != nil {
+				p.Close()
+			}
+		}
+	}()
+	err = nsexec.Do("/run/netns/"+ns, func() error {
 		for _, x := range []struct {
 			p      *softnic.Port
 			ifname string
 		}{{vmPort, "vm0"}, {upPort, "up0"}} {
 			b, err := Bind(x.p, x.ifname, Options{})
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
 			bindings = append(bindings, b)
 		}
-		vmPeer, upPeer = openPeer(t, "vm0p"), openPeer(t, "up0p")
-	})
-	defer func() {
-		for _, b := range bindings {
-			b.Close()
+		var err error
+		peer := rawsock.Options{SkipOutgoing: true}
+		if vmPeer.Socket, err = rawsock.Open("vm0p", peer); err != nil {
+			return err
 		}
-	}()
+		upPeer.Socket, err = rawsock.Open("up0p", peer)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	frame := wire.Build(wire.FrameSpec{SrcMAC: hal.MustMAC("02:00:00:0b:00:01"), DstMAC: hal.MustMAC("02:00:00:0b:00:02"),
 		Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: hal.ProtoUDP,
@@ -183,7 +148,7 @@ func TestBindMovesFramesBothWays(t *testing.T) {
 	if err := nic.Inject(ctx, 2, [][]byte{tagged}); err != nil {
 		t.Fatal(err)
 	}
-	upPeer.recvMatching(t, withoutTag(tagged))
+	upPeer.recvMatching(t, tagged)
 
 	// The tag the far side's kernel strips is given back to the NIC.
 	upPeer.send(t, tagged)
@@ -205,11 +170,4 @@ func TestBindMovesFramesBothWays(t *testing.T) {
 			t.Errorf("binding %s counters: %+v", b.Interface(), s)
 		}
 	}
-}
-
-// withoutTag is what a peer's AF_PACKET socket reads of a tagged frame
-// without auxdata: the kernel strips the tag on veth receive.
-func withoutTag(f []byte) []byte {
-	out := append([]byte(nil), f[:12]...)
-	return append(out, f[16:]...)
 }
