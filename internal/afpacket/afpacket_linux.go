@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,8 +21,12 @@ type Socket struct {
 	name     string
 	sendOnly bool
 	skipOut  bool
-	sendTo   unix.SockaddrLinklayer
 	oob      []byte // PACKET_AUXDATA for the one receiving goroutine
+
+	// sendMu guards sendTo: Sendto writes the raw address into it. One
+	// address for the socket's life keeps Send free of allocations.
+	sendMu sync.Mutex
+	sendTo unix.SockaddrLinklayer
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -182,8 +187,10 @@ func (s *Socket) Send(frame []byte) error {
 	if s.fd < 0 {
 		return ErrClosed
 	}
-	to := s.sendTo
-	if err := unix.Sendto(s.fd, frame, 0, &to); err != nil {
+	s.sendMu.Lock()
+	err := unix.Sendto(s.fd, frame, 0, &s.sendTo)
+	s.sendMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("afpacket: send on %s: %w", s.name, err)
 	}
 	return nil

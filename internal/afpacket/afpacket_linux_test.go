@@ -147,6 +147,15 @@ func TestSendRecvAcrossVeth(t *testing.T) {
 		t.Fatal(err)
 	}
 	await(t, b, make([]byte, len(tagged)-4), tagged)
+
+	// Send is on the data path: no allocation per frame.
+	if n := testing.AllocsPerRun(100, func() {
+		if err := a.Send(tagged); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("Send allocates %v times per frame", n)
+	}
 }
 
 // With SkipOutgoing a socket does not see its own transmissions; without it
