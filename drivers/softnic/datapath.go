@@ -193,12 +193,16 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 				cntBytes += uint64(sizes[i])
 			}
 		}
-		b.rule[i] = e.id
 		if b.sealed[i] {
 			n.execute(b, i, p, b.open[i], Headroom, b.osz[i])
-			continue
+		} else {
+			n.execute(b, i, p, bufs[i], offset, sizes[i])
 		}
-		n.execute(b, i, p, bufs[i], offset, sizes[i])
+		// The rule ID sits in the entry's second cache line, which
+		// nothing else on the way out reads: only exceptions carry it.
+		if b.fate[i] == fateHost {
+			b.rule[i] = e.id
+		}
 	}
 	if lastCount != noRule {
 		c := &v.chunks[lastCount>>chunkShift].c[lastCount&(chunkSize-1)]
