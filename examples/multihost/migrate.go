@@ -133,48 +133,30 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o Migrate
 		moved = time.Now()
 		mu.Unlock()
 	})
-	type migResult struct {
-		m   vmmanager.Migration
-		err error
-	}
-	doneCh := make(chan migResult, 1)
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	started := false
+	var mig *background
 	// The migration starts once the stream is flowing in the loop below
 	// (migrationStart packets in), so that there is a delivery at the old
 	// location right before it however the goroutines are scheduled.
 	const migrationStart = 10
 
-	got := map[uint64]bool{}
-	start := seq + 1
-	var last, lastSend, lastOld, firstNew time.Time
-	newCount := 0
+	t := newTally(seq + 1)
+	var lastSend time.Time
 	var stopAt time.Time
-	var migErr error
-	finished := false
 	next := time.Now()
 	for {
 		now := time.Now()
-		if !started && res.Sent >= migrationStart {
-			started = true
-			go func() {
-				m, err := mgr.Migrate(mctx, o.VM, o.To, o.Manager)
-				doneCh <- migResult{m, err}
-			}()
+		if mig == nil && res.Sent >= migrationStart {
+			mig = startMigration(mctx, mgr, o)
 		}
-		if started && !finished {
-			select {
-			case r := <-doneCh:
-				finished, res.Migration, migErr = true, r.m, r.err
-				stopAt = now.Add(o.Tail)
-			default:
-			}
+		if mig != nil && stopAt.IsZero() && mig.poll(&res) {
+			stopAt = now.Add(o.Tail)
 		}
 		// Stop Tail after the migration, once the stream has been seen at
 		// the new location for a while (a descheduled sender may need
 		// longer than Tail for that), or 10s after the migration at most.
-		if finished && now.After(stopAt) && (newCount >= o.Warmup || now.After(stopAt.Add(10*time.Second))) {
+		if !stopAt.IsZero() && now.After(stopAt) && (t.newCount >= o.Warmup || now.After(stopAt.Add(10*time.Second))) {
 			break
 		}
 		if ctx.Err() != nil {
@@ -228,50 +210,107 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o Migrate
 				res.wrong("new host before the move")
 				ok = false
 			}
-			if !ok {
-				continue
-			}
-			if got[s] {
-				res.wrong("twice")
-				continue
-			}
-			got[s] = true
-			res.Delivered++
-			if !last.IsZero() && at.Sub(last) > res.MaxGap {
-				res.MaxGap = at.Sub(last)
-			}
-			last = at
-			if d.Host == from {
-				lastOld = at
-			} else {
-				newCount++
-				if firstNew.IsZero() {
-					firstNew = at
-				}
+			if ok {
+				t.deliver(&res, s, at, d.Host == from)
 			}
 		}
 	}
+	if err := t.finish(&res, seq); err != nil {
+		return res, err
+	}
+	if mig.err != nil {
+		return res, mig.err
+	}
+	if moved.IsZero() {
+		return res, errors.New("the VM never moved")
+	}
+	return res, nil
+}
+
+// background is a migration running on its own goroutine while the stream
+// flows.
+type background struct {
+	done     chan struct{}
+	m        vmmanager.Migration
+	err      error
+	finished bool
+}
+
+func startMigration(ctx context.Context, mgr *vmmanager.Manager, o MigrateOptions) *background {
+	g := &background{done: make(chan struct{})}
+	go func() {
+		g.m, g.err = mgr.Migrate(ctx, o.VM, o.To, o.Manager)
+		close(g.done)
+	}()
+	return g
+}
+
+// poll reports whether the migration has returned (once it has, its
+// outcome is in res.Migration and g.err).
+func (g *background) poll(res *Result) bool {
+	if g.finished {
+		return true
+	}
+	select {
+	case <-g.done:
+		g.finished, res.Migration = true, g.m
+	default:
+	}
+	return g.finished
+}
+
+// tally counts the packets that reached the VM where it was, in the order
+// they landed.
+type tally struct {
+	start                   uint64 // the first sequence number of the run
+	got                     map[uint64]bool
+	last, lastOld, firstNew time.Time
+	newCount                int
+}
+
+func newTally(start uint64) *tally { return &tally{start: start, got: map[uint64]bool{}} }
+
+// deliver counts packet seq, landed at at on the VM's old location (old)
+// or its new one; a packet seen before is misdelivered.
+func (t *tally) deliver(res *Result, seq uint64, at time.Time, old bool) {
+	if t.got[seq] {
+		res.wrong("twice")
+		return
+	}
+	t.got[seq] = true
+	res.Delivered++
+	if !t.last.IsZero() && at.Sub(t.last) > res.MaxGap {
+		res.MaxGap = at.Sub(t.last)
+	}
+	t.last = at
+	if old {
+		t.lastOld = at
+		return
+	}
+	t.newCount++
+	if t.firstNew.IsZero() {
+		t.firstNew = at
+	}
+}
+
+// finish computes Lost, LostRun and Downtime once the stream ended at
+// sequence number end.
+func (t *tally) finish(res *Result, end uint64) error {
 	res.Lost = res.Sent - res.Delivered
 	run := 0
-	for q := start; q <= seq; q++ {
-		if got[q] {
+	for q := t.start; q <= end; q++ {
+		if t.got[q] {
 			run = 0
 			continue
 		}
 		run++
 		res.LostRun = max(res.LostRun, run)
 	}
-	if lastOld.IsZero() || firstNew.IsZero() {
-		return res, fmt.Errorf("the stream never reached the VM at its new location: %v", res)
+	if t.lastOld.IsZero() || t.firstNew.IsZero() {
+		return fmt.Errorf("the stream never reached the VM at its new location: %v", res)
 	}
-	res.Downtime = firstNew.Sub(lastOld)
-	if migErr != nil {
-		return res, migErr
-	}
-	if moved.IsZero() {
-		return res, errors.New("the VM never moved")
-	}
-	return res, nil
+	res.Downtime = t.firstNew.Sub(t.lastOld)
+	return nil
 }
 
 // fromActivated reports whether h applied a state with generation gen live

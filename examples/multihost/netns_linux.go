@@ -458,32 +458,18 @@ func (b *NSBed) Migrate(ctx context.Context, mgr *vmmanager.Manager, status stor
 		moved = time.Now()
 		mu.Unlock()
 	})
-	type migResult struct {
-		m   vmmanager.Migration
-		err error
-	}
-	doneCh := make(chan migResult, 1)
 	const migrationStart = 50
 	next := time.Now()
 	var stopAt time.Time
-	finished := false
-	var migErr error
+	var mig *background
 	for n := 0; ; n++ {
 		if n == migrationStart {
-			go func() {
-				m, err := mgr.Migrate(ctx, o.VM, o.To, o.Manager)
-				doneCh <- migResult{m, err}
-			}()
+			mig = startMigration(ctx, mgr, o)
 		}
-		if n > migrationStart && !finished {
-			select {
-			case r := <-doneCh:
-				finished, res.Migration, migErr = true, r.m, r.err
-				stopAt = time.Now().Add(o.Tail)
-			default:
-			}
+		if mig != nil && stopAt.IsZero() && mig.poll(&res) {
+			stopAt = time.Now().Add(o.Tail)
 		}
-		if finished && time.Now().After(stopAt) {
+		if !stopAt.IsZero() && time.Now().After(stopAt) {
 			break
 		}
 		if ctx.Err() != nil {
@@ -507,8 +493,7 @@ func (b *NSBed) Migrate(ctx context.Context, mgr *vmmanager.Manager, status stor
 	mu.Lock()
 	defer mu.Unlock()
 	sort.Slice(arrivals, func(i, j int) bool { return arrivals[i].at.Before(arrivals[j].at) })
-	got := map[uint64]bool{}
-	var last, lastOld, firstNew time.Time
+	t := newTally(start)
 	for _, a := range arrivals {
 		if a.seq < start {
 			continue // a warm-up straggler
@@ -537,40 +522,12 @@ func (b *NSBed) Migrate(ctx context.Context, mgr *vmmanager.Manager, status stor
 			res.wrong("new host before the move")
 			continue
 		}
-		if got[a.seq] {
-			res.wrong("twice")
-			continue
-		}
-		got[a.seq] = true
-		res.Delivered++
-		if !last.IsZero() && a.at.Sub(last) > res.MaxGap {
-			res.MaxGap = a.at.Sub(last)
-		}
-		last = a.at
-		if a.place == oldPlace {
-			lastOld = a.at
-		} else if firstNew.IsZero() {
-			firstNew = a.at
-		}
+		t.deliver(&res, a.seq, a.at, a.place == oldPlace)
 	}
-	res.Lost = res.Sent - res.Delivered
-	run := 0
-	for q := start; q <= b.seq; q++ {
-		if got[q] {
-			run = 0
-			continue
-		}
-		run++
-		res.LostRun = max(res.LostRun, run)
+	if mig.err != nil {
+		return res, mig.err
 	}
-	if migErr != nil {
-		return res, migErr
-	}
-	if lastOld.IsZero() || firstNew.IsZero() {
-		return res, fmt.Errorf("nsbed: the stream never reached %s at its new location: %v", o.VM, res)
-	}
-	res.Downtime = firstNew.Sub(lastOld)
-	return res, nil
+	return res, t.finish(&res, b.seq)
 }
 
 // send sends the stream's next packet and returns its sequence number.

@@ -62,32 +62,31 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cmd == "serve" {
 		return serve(ctx, rest, stdout)
 	}
-	open := func() (vmmanager.Store, error) {
-		s, err := store.Open(*spec, 0)
-		if err != nil {
-			return nil, err
+	switch {
+	case cmd == "publish" && len(rest) == 1, cmd == "show" && len(rest) == 0, cmd == "status" && len(rest) == 0, cmd == "migrate":
+	default:
+		return errUsage
+	}
+	var st *policy.State
+	if cmd == "publish" {
+		// A file that does not load is reported before the store is
+		// touched.
+		var err error
+		if st, err = policy.LoadFile(rest[0]); err != nil {
+			return err
 		}
-		vs, ok := s.(vmmanager.Store)
-		if !ok {
-			s.Close()
-			return nil, fmt.Errorf("%s cannot be written", *spec)
-		}
-		return vs, nil
+	}
+	opened, err := store.Open(*spec, 0)
+	if err != nil {
+		return err
+	}
+	defer opened.Close()
+	s, ok := opened.(vmmanager.Store)
+	if !ok {
+		return fmt.Errorf("%s cannot be written", *spec)
 	}
 	switch cmd {
 	case "publish":
-		if len(rest) != 1 {
-			return errUsage
-		}
-		st, err := policy.LoadFile(rest[0])
-		if err != nil {
-			return err
-		}
-		s, err := open()
-		if err != nil {
-			return err
-		}
-		defer s.Close()
 		rev, err := vmmanager.New(s, nil).Publish(ctx, st)
 		if err != nil {
 			return err
@@ -96,14 +95,6 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			rest[0], *spec, rev, len(st.Hosts()), len(st.VMs()), st.MappingCount())
 		return nil
 	case "show":
-		if len(rest) != 0 {
-			return errUsage
-		}
-		s, err := open()
-		if err != nil {
-			return err
-		}
-		defer s.Close()
 		snap, err := s.Load(ctx)
 		if err != nil {
 			return err
@@ -115,14 +106,6 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "# %s at revision %d\n%s", *spec, snap.Revision, doc)
 		return nil
 	case "status":
-		if len(rest) != 0 {
-			return errUsage
-		}
-		s, err := open()
-		if err != nil {
-			return err
-		}
-		defer s.Close()
 		return printStatus(ctx, s, stdout)
 	case "migrate":
 		mf := flag.NewFlagSet("migrate", flag.ContinueOnError)
@@ -131,11 +114,6 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := mf.Parse(rest); err != nil || mf.NArg() != 2 {
 			return errUsage
 		}
-		s, err := open()
-		if err != nil {
-			return err
-		}
-		defer s.Close()
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		m, err := vmmanager.New(s, log).Migrate(ctx, mf.Arg(0), mf.Arg(1),
 			vmmanager.MigrateOptions{InstallTimeout: *timeout, ActivateTimeout: *timeout})
