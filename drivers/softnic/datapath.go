@@ -3,6 +3,7 @@ package softnic
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
@@ -37,7 +38,10 @@ type burst struct {
 	out   [MaxBurst]*Port
 	start [MaxBurst]int
 	end   [MaxBurst]int
-	sink  uint64 // keeps the prefetching loads alive
+	// lookup's scratch: the packets a tuple probes, and the addresses
+	// to prefetch for them.
+	todo [MaxBurst]uint8
+	pf   [MaxBurst]uintptr
 
 	// Sealed frames: sealed[i] says packet i was opened into open[i] (its
 	// clear frame at open[i][Headroom:Headroom+osz[i]], Headroom in front
@@ -252,9 +256,12 @@ func parseReason(err error) hal.Reason {
 }
 
 // lookup probes one tuple for every packet that a rule of this tuple could
-// still win: hashes for the whole burst first, then the buckets, then the
-// entries, so that the cache misses of different packets overlap (DPDK's
-// bulk lookup).
+// still win, in three passes over the burst (DPDK's bulk lookup): hash every
+// packet and prefetch its bucket; read the buckets and prefetch the entries
+// their signatures point to; then compare. With a million rules the bucket
+// and the entry of a packet are each a cache (and TLB) miss; prefetches,
+// unlike loads, do not hold up the instructions after them, so the misses
+// of a whole burst are in flight together instead of a few at a time.
 func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	sh := tab.shape
 	ht := &tab.ht
@@ -262,34 +269,32 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		return
 	}
 	floor := int32(tab.maxPrio)
-	var sink uint64
+	todo := b.todo[:0]
 	for i := 0; i < k; i++ {
 		if b.fate[i] != fatePending || b.prio[i] > floor {
 			continue
 		}
 		sig := sigOf(sh.hashPacket(&b.w[i]))
 		b.sig[i] = sig
-		sink += uint64(ht.b[uint64(sig)&ht.mask].sig[0])
+		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[uint64(sig)&ht.mask]))
+		todo = append(todo, uint8(i))
 	}
-	for i := 0; i < k; i++ {
-		if b.fate[i] != fatePending || b.prio[i] > floor {
-			continue
-		}
+	prefetch(&b.pf, len(todo))
+	npf := 0
+	for _, i := range todo {
 		sig := b.sig[i]
 		bk := &ht.b[uint64(sig)&ht.mask]
 		for s := 0; s < 8; s++ {
 			if bk.sig[s] == sig {
 				idx := bk.idx[s]
-				sink += v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)].key[0]
+				b.pf[npf] = uintptr(unsafe.Pointer(&v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]))
+				npf++
 				break
 			}
 		}
 	}
-	b.sink += sink
-	for i := 0; i < k; i++ {
-		if b.fate[i] != fatePending || b.prio[i] > floor {
-			continue
-		}
+	prefetch(&b.pf, npf)
+	for _, i := range todo {
 		sig := b.sig[i]
 		w := &b.w[i]
 		for bi := uint64(sig) & ht.mask; ; bi = (bi + 1) & ht.mask {

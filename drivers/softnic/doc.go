@@ -35,10 +35,10 @@
 // eight signature/index pairs, probed in decreasing order of the highest
 // priority each table holds, so that an exact-match table of a million
 // flows costs one bucket and one entry read per packet. Lookups are done a
-// burst at a time, hashing every packet first and touching buckets and
-// entries before comparing, so that cache misses overlap. Each rule is a
-// fixed 128-byte entry; rules with identical action lists share one
-// compiled program (precomputed encapsulation headers included).
+// burst at a time, hashing every packet first and prefetching buckets, then
+// entries, before comparing, so that the cache misses of a burst overlap.
+// Each rule is a fixed 128-byte entry; rules with identical action lists
+// share one compiled program (precomputed encapsulation headers included).
 //
 // The hash tables and the active generations exist in two copies
 // (left-right): the datapath reads the active copy without locks or
