@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -18,10 +17,11 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/perf"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/afpacket"
+	"github.com/nicpath/nicpath/internal/nsexec"
 )
 
 var _ hal.NIC = (*NIC)(nil)
@@ -37,8 +37,8 @@ type port struct {
 	ifindex int
 	mode    Mode
 	prog    *ebpf.Program
-	link    link.Link // nil for a port without a device
-	sock    int       // AF_PACKET socket for Inject; -1 without a device
+	link    link.Link        // nil for a port without a device
+	sock    *afpacket.Socket // for Inject; nil without a device
 	tracer  *ebpf.Program
 	injectN atomic.Uint64 // frames injected (added to tx)
 	injectB atomic.Uint64
@@ -159,7 +159,7 @@ func (n *NIC) loadInstance(id hal.PortID, trace bool) (*ebpf.Program, error) {
 }
 
 func (n *NIC) openPort(pc PortConfig) error {
-	p := &port{cfg: pc, sock: -1, Port: hal.Port{ID: pc.ID, Name: pc.Name, Kind: pc.Kind, MTU: 1500}}
+	p := &port{cfg: pc, Port: hal.Port{ID: pc.ID, Name: pc.Name, Kind: pc.Kind, MTU: 1500}}
 	n.ports[pc.ID] = p
 	n.order = append(n.order, pc.ID)
 	prog, err := n.loadInstance(pc.ID, false)
@@ -186,12 +186,14 @@ func (n *NIC) openPort(pc PortConfig) error {
 		if err := n.maps["tx_ports"].Update(uint32(pc.ID), uint32(ifi.Index), ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("xdp: port %d: devmap: %w", pc.ID, err)
 		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		// Send only: a socket that received would copy every frame on
+		// the interface into a queue nobody reads.
+		sock, err := afpacket.Open(pc.Name, afpacket.Options{SendOnly: true})
 		if err != nil {
 			return fmt.Errorf("xdp: port %d: inject socket: %w", pc.ID, err)
 		}
-		p.sock = fd
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifi.Index})
+		p.sock = sock
+		return nil
 	})
 	if err != nil {
 		return err
@@ -242,45 +244,8 @@ func (n *NIC) attach(p *port) error {
 }
 
 // inNetNS runs fn on a locked OS thread inside the namespace at path (or
-// directly when path is empty). The thread goes back to its namespace
-// afterwards, or is retired with its goroutine if it cannot.
-func inNetNS(path string, fn func() error) error {
-	if path == "" {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("xdp: current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("xdp: netns %s: %w", path, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("xdp: enter netns %s: %w", path, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it ends with this goroutine.
-			errc <- fmt.Errorf("xdp: leave netns %s: %w", path, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// directly when path is empty); see nsexec.Do.
+func inNetNS(path string, fn func() error) error { return nsexec.Do(path, fn) }
 
 // release frees everything Open or the NIC acquired. Links first, so the
 // interfaces stop running the program before its maps go.
@@ -300,9 +265,9 @@ func (n *NIC) release() error {
 	}
 	for _, id := range n.order {
 		p := n.ports[id]
-		if p.sock >= 0 {
-			unix.Close(p.sock)
-			p.sock = -1
+		if p.sock != nil {
+			p.sock.Close()
+			p.sock = nil
 		}
 		if p.prog != nil {
 			p.prog.Close()
@@ -706,15 +671,14 @@ func (n *NIC) Inject(ctx context.Context, id hal.PortID, frames [][]byte) error 
 	if !ok {
 		return fmt.Errorf("xdp: inject on port %d: %w", id, hal.ErrNotFound)
 	}
-	if p.sock < 0 {
+	if p.sock == nil {
 		return hal.Unsupported(DriverName, "inject", "port %d has no device", id)
 	}
-	sa := &unix.SockaddrLinklayer{Ifindex: p.ifindex}
 	for _, f := range frames {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := unix.Sendto(p.sock, f, 0, sa); err != nil {
+		if err := p.sock.Send(f); err != nil {
 			return &hal.OpError{Driver: DriverName, Op: "inject", Err: err}
 		}
 		p.injectN.Add(1)
