@@ -42,6 +42,7 @@ type burst struct {
 	// to prefetch for them.
 	todo [MaxBurst]uint8
 	pf   [MaxBurst]uintptr
+	prog [MaxBurst]*program // the program of each hit
 
 	// Sealed frames: sealed[i] says packet i was opened into open[i] (its
 	// clear frame at open[i][Headroom:Headroom+osz[i]], Headroom in front
@@ -166,6 +167,23 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		n.lookup(b, v, tab, k)
 	}
 
+	// Find every hit's program before executing any: here the loads of
+	// entry and program pointer are independent from packet to packet and
+	// overlap, and the programs are prefetched; in the execute loop each
+	// would wait behind the previous packet's work.
+	npf := 0
+	for i := 0; i < k; i++ {
+		if b.fate[i] != fatePending || b.best[i] == noRule {
+			continue
+		}
+		idx := b.best[i]
+		p := v.progs[v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)].prog]
+		b.prog[i] = p
+		b.pf[npf] = uintptr(unsafe.Pointer(p))
+		npf++
+	}
+	prefetch(&b.pf, npf)
+
 	// Execute, inside the read section: the rule counters belong to entries
 	// that a writer may reuse once no reader is left.
 	var lastCount uint32 = noRule
@@ -179,8 +197,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			continue
 		}
 		idx := b.best[i]
-		e := &v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
-		p := v.progs[e.prog]
+		p := b.prog[i]
 		if p.count {
 			if idx != lastCount {
 				if lastCount != noRule {
@@ -205,7 +222,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		// The rule ID sits in the entry's second cache line, which
 		// nothing else on the way out reads: only exceptions carry it.
 		if b.fate[i] == fateHost {
-			b.rule[i] = e.id
+			b.rule[i] = v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)].id
 		}
 	}
 	if lastCount != noRule {
