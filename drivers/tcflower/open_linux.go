@@ -9,15 +9,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 
 	"github.com/mdlayher/netlink"
 	"github.com/safchain/ethtool"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/afpacket"
+	"github.com/nicpath/nicpath/internal/nsexec"
 )
 
 // probeChain is where Open's probe filters go: a chain no filter jumps to,
@@ -164,7 +164,7 @@ func open(ctx context.Context, conn *netlink.Conn, cfg Config) (*NIC, error) {
 		}
 		n.base[id] = st
 	}
-	sys, err := newLinuxSys(cfg.NetNS)
+	sys, err := newLinuxSys(cfg.NetNS, lay.ports)
 	if err != nil {
 		undo()
 		return nil, err
@@ -405,69 +405,46 @@ func onOff(b bool) string {
 }
 
 // inNetNS runs fn on a thread switched into the namespace at path (the
-// caller's own when path is empty). Sockets fn creates stay in that
-// namespace. The thread is discarded if it cannot be switched back.
-func inNetNS(path string, fn func() error) error {
-	if path == "" {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it dies with this goroutine.
-			errc <- errors.Join(ferr, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// caller's own when path is empty); see nsexec.Do.
+func inNetNS(path string, fn func() error) error { return nsexec.Do(path, fn) }
 
-// linuxSys injects frames with an AF_PACKET socket opened in the ports'
-// namespace.
+// linuxSys injects frames with an AF_PACKET socket per port, opened in the
+// ports' namespace.
 type linuxSys struct {
-	fd int
+	socks map[uint32]*afpacket.Socket // by ifindex
 }
 
-func newLinuxSys(ns string) (*linuxSys, error) {
-	s := &linuxSys{fd: -1}
+func newLinuxSys(ns string, ports map[hal.PortID]*device) (*linuxSys, error) {
+	s := &linuxSys{socks: map[uint32]*afpacket.Socket{}}
 	err := inNetNS(ns, func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("tcflower: packet socket for Inject: %w", err)
+		for _, d := range ports {
+			// Send only: a socket that received would copy every frame on
+			// the port into a queue nobody reads.
+			sock, err := afpacket.Open(d.Name, afpacket.Options{SendOnly: true})
+			if err != nil {
+				return fmt.Errorf("tcflower: packet socket for Inject on %s: %w", d.Name, err)
+			}
+			s.socks[d.Ifindex] = sock
+			if sock.Ifindex() != int(d.Ifindex) {
+				return fmt.Errorf("tcflower: packet socket for Inject: %s is ifindex %d, not %d", d.Name, sock.Ifindex(), d.Ifindex)
+			}
 		}
-		s.fd = fd
 		return nil
 	})
-	return s, err
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
 }
 
 func (s *linuxSys) inject(ifindex uint32, frames [][]byte) error {
-	sa := &unix.SockaddrLinklayer{Ifindex: int(ifindex)}
+	sock := s.socks[ifindex]
+	if sock == nil {
+		return fmt.Errorf("no packet socket for ifindex %d: %w", ifindex, hal.ErrNotFound)
+	}
 	for _, f := range frames {
-		if err := unix.Sendto(s.fd, f, 0, sa); err != nil {
+		if err := sock.Send(f); err != nil {
 			return err
 		}
 	}
@@ -475,10 +452,10 @@ func (s *linuxSys) inject(ifindex uint32, frames [][]byte) error {
 }
 
 func (s *linuxSys) close() error {
-	if s.fd < 0 {
-		return nil
+	var errs []error
+	for ifindex, sock := range s.socks {
+		errs = append(errs, sock.Close())
+		delete(s.socks, ifindex)
 	}
-	err := unix.Close(s.fd)
-	s.fd = -1
-	return err
+	return errors.Join(errs...)
 }
