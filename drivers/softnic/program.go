@@ -15,6 +15,7 @@ import (
 type program struct {
 	idx     uint32
 	hash    uint64
+	quick   uint64 // quickActionsHash(actions)
 	refs    int
 	actions []hal.Action // as given, for Dump
 
@@ -118,12 +119,19 @@ func hashActions(acts []hal.Action) uint64 {
 	return finish(h)
 }
 
-const progCacheSize = 4096
+// progCacheBits sizes writerState.progCache: 4096 sets of two programs,
+// so that the few thousand action lists of a host's flows (one per remote
+// host) rarely evict each other.
+const (
+	progCacheBits = 12
+	progCacheSize = 1 << progCacheBits
+)
 
 // quickActionsHash is a cheap fingerprint of an action list: the kinds, the
 // output port and the encapsulation's destination and VNI, which is what
 // tells apart the action lists of a host's flows. Collisions only cost a
-// miss in writerState.progCache.
+// miss in writerState.progCache. The result is multiplied out so that its
+// top bits, which pick the cache set, depend on every input bit.
 func quickActionsHash(acts []hal.Action) uint64 {
 	h := uint64(len(acts))
 	for i := range acts {
@@ -134,7 +142,7 @@ func quickActionsHash(acts []hal.Action) uint64 {
 			h = h*31 + uint64(binary.LittleEndian.Uint32(d[12:])) + uint64(a.Encap.VNI)<<32
 		}
 	}
-	return h ^ h>>17 ^ h>>31
+	return (h ^ h>>31) * hashMul1
 }
 
 func macWord(m hal.MAC) uint64 {

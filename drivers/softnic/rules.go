@@ -35,10 +35,10 @@ type writerState struct {
 	lastTuple *tuple
 	lastProg  *program
 	// progCache maps a cheap fingerprint of an action list (see
-	// quickActionsHash) to a program with those actions, if one was seen:
-	// it spares the full hash and map lookup when rules alternate between
-	// a few thousand action lists (one per remote host).
-	progCache [progCacheSize]*program
+	// quickActionsHash) to the programs last seen with it, most recent
+	// first: it spares the full hash and map lookup when rules alternate
+	// between a few thousand action lists (one per remote host).
+	progCache [progCacheSize][2]*program
 
 	// scratch of one batch, kept to avoid reallocating
 	muts     []mutation
@@ -241,9 +241,10 @@ func (w *writerState) do(op *hal.Op) error {
 		idx := w.allocEntry()
 		e := w.entry(idx)
 		*e = entry{prog: prog.idx, scope: scope, gen: uint32(r.Generation), prio: r.Priority, tup: t.id, id: r.ID, key: pk, cook: r.Cookie}
-		c := w.counter(idx)
-		c.pkts.Store(0)
-		c.bytes.Store(0)
+		// No reader can hold idx (a freed entry is reused only after both
+		// views dropped it and their readers left): plain stores suffice,
+		// where two atomic ones would each cost a locked instruction.
+		*w.counter(idx) = counter{}
 		t.addPrio(r.Priority)
 		w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&pk)), idx: idx, add: true})
 		w.byID.set(r.ID, idx)
@@ -364,22 +365,31 @@ func (w *writerState) tupleID() (uint16, bool) {
 }
 
 // intern returns the program for acts, sharing one with identical actions.
+// The quick fingerprint spares the full comparison of action lists (large
+// structs) with a cached program that is not the one.
 func (w *writerState) intern(acts []hal.Action) (*program, error) {
-	if p := w.lastProg; p != nil && p.refs > 0 && sameActions(p.actions, acts) {
+	q := quickActionsHash(acts)
+	if p := w.lastProg; p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts) {
 		p.refs++
 		return p, nil
 	}
-	slot := &w.progCache[quickActionsHash(acts)&(progCacheSize-1)]
-	if p := *slot; p != nil && p.refs > 0 && sameActions(p.actions, acts) {
-		p.refs++
-		w.lastProg = p
-		return p, nil
+	set := &w.progCache[q>>(64-progCacheBits)]
+	for way, p := range set {
+		if p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts) {
+			p.refs++
+			w.lastProg = p
+			if way > 0 {
+				set[0], set[way] = p, set[0]
+			}
+			return p, nil
+		}
 	}
 	h := hashActions(acts)
 	for _, p := range w.progByHash[h] {
 		if sameActions(p.actions, acts) {
 			p.refs++
-			w.lastProg, *slot = p, p
+			w.lastProg = p
+			set[0], set[1] = p, set[0]
 			return p, nil
 		}
 	}
@@ -387,7 +397,7 @@ func (w *writerState) intern(acts []hal.Action) (*program, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.hash, p.refs = h, 1
+	p.hash, p.quick, p.refs = h, q, 1
 	if k := len(w.freeProgs); k > 0 {
 		p.idx = w.freeProgs[k-1]
 		w.freeProgs = w.freeProgs[:k-1]
@@ -397,7 +407,8 @@ func (w *writerState) intern(acts []hal.Action) (*program, error) {
 		w.progs = append(w.progs, p)
 	}
 	w.progByHash[h] = append(w.progByHash[h], p)
-	w.lastProg, *slot = p, p
+	w.lastProg = p
+	set[0], set[1] = p, set[0]
 	return p, nil
 }
 
