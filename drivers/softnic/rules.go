@@ -46,6 +46,7 @@ type writerState struct {
 	retired  []uint32    // entries that leave the table in this batch
 	carry    [][2]uint32 // modify: counters move from [0] to [1]
 	newProgs []*program
+	pf       [MaxBurst]uintptr // addresses to prefetch
 }
 
 type undoRec struct {

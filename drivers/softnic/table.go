@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"slices"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 )
@@ -269,7 +270,13 @@ type mutation struct {
 // applyMutations changes view v (side) as muts say and reorders its tuples.
 func (w *writerState) applyMutations(v *view, side int, muts []mutation) {
 	reorder := false
+	const ahead = MaxBurst / 2
+	prefetchMutations(muts[:min(ahead, len(muts))], side, &w.pf)
 	for i := range muts {
+		if i%ahead == 0 && i+ahead < len(muts) {
+			// One group ahead: its buckets arrive while this one is done.
+			prefetchMutations(muts[i+ahead:min(i+2*ahead, len(muts))], side, &w.pf)
+		}
 		m := &muts[i]
 		tab := m.t.tabs[side]
 		if tab == nil {
@@ -321,6 +328,22 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation) {
 	}
 	slices.SortFunc(tabs, func(a, b *tupleTab) int { return cmp.Compare(b.maxPrio, a.maxPrio) })
 	v.tabs = tabs
+}
+
+// prefetchMutations starts loading the home buckets of muts (at most
+// MaxBurst) in view side: with a large table each is a cache miss, and
+// without the prefetch they would come one mutation at a time. A table
+// that grows meanwhile only makes some prefetches useless.
+func prefetchMutations(muts []mutation, side int, pf *[MaxBurst]uintptr) {
+	n := 0
+	for i := range muts {
+		m := &muts[i]
+		if tab := m.t.tabs[side]; tab != nil {
+			pf[n] = uintptr(unsafe.Pointer(&tab.ht.b[uint64(m.sig)&tab.ht.mask]))
+			n++
+		}
+	}
+	prefetch(pf, n)
 }
 
 // grow rebuilds tab's hash table, twice as large unless deleted slots were
