@@ -24,6 +24,9 @@ type device struct {
 type layout struct {
 	ports   map[hal.PortID]*device
 	tunnels map[hal.EncapKind]*device
+	// hostChain is the exception path's chain ToHost rules jump to; 0
+	// when there is no exception path.
+	hostChain uint32
 }
 
 // maxRulePriority is the highest hal priority that maps onto a tc priority:
@@ -38,6 +41,9 @@ func tcPrio(p uint16) uint16 { return uint16(maxRulePriority + 1 - uint32(p)) }
 type compiled struct {
 	keys    []byte
 	actions []tcAction
+	// hostAct is the index in actions of a ToHost rule's reason-tag push,
+	// which Apply fills in with the rule's tag value; -1 for other rules.
+	hostAct int
 }
 
 func unsupported(field, format string, args ...any) error {
@@ -54,11 +60,11 @@ func compileRule(l *layout, r *hal.Rule) (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	acts, err := compileActions(l, r)
+	acts, hostAct, err := compileActions(l, r)
 	if err != nil {
 		return nil, err
 	}
-	return &compiled{keys: keys, actions: acts}, nil
+	return &compiled{keys: keys, actions: acts, hostAct: hostAct}, nil
 }
 
 func compileMatch(l *layout, m *hal.Match, decaps bool) ([]byte, error) {
@@ -209,12 +215,13 @@ func icmpAttr(e *netlink.AttributeEncoder, v, m uint16, ka, ma uint16) {
 // compileActions translates the action list. Consecutive header rewrites
 // become one pedit action (followed by csum when they touch IP or L4 fields,
 // since pedit does not fix checksums).
-func compileActions(l *layout, r *hal.Rule) ([]tcAction, error) {
+func compileActions(l *layout, r *hal.Rule) ([]tcAction, int, error) {
 	var (
 		out      []tcAction
 		keys     []peditKey
 		csum     uint32
 		encapDev *device
+		hostAct  = -1
 	)
 	k := &r.Match.Key
 	v6 := k.EthType == hal.EtherTypeIPv6
@@ -292,14 +299,14 @@ func compileActions(l *layout, r *hal.Rule) ([]tcAction, error) {
 			en := &a.Encap
 			dev := l.tunnels[en.Kind]
 			if dev == nil {
-				return nil, unsupported(field+" "+en.Kind.String(), "no %s device was given to the driver (Config.Tunnels)", en.Kind)
+				return nil, -1, unsupported(field+" "+en.Kind.String(), "no %s device was given to the driver (Config.Tunnels)", en.Kind)
 			}
 			if len(en.GeneveOptions) > 0 && en.Kind != hal.EncapGeneve {
-				return nil, unsupported(field, "options are Geneve's")
+				return nil, -1, unsupported(field, "options are Geneve's")
 			}
 			opts, err := parseGeneveOptions(en.GeneveOptions)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", field, &hal.RuleError{Field: field, Reason: err.Error()})
+				return nil, -1, fmt.Errorf("%s: %w", field, &hal.RuleError{Field: field, Reason: err.Error()})
 			}
 			port := en.DstPort
 			if port == 0 {
@@ -321,28 +328,42 @@ func compileActions(l *layout, r *hal.Rule) ([]tcAction, error) {
 			if encapDev != nil {
 				p := l.ports[a.OutPort]
 				if p == nil {
-					return nil, fmt.Errorf("%s: port %d: %w", field, a.OutPort, hal.ErrNotFound)
+					return nil, -1, fmt.Errorf("%s: port %d: %w", field, a.OutPort, hal.ErrNotFound)
 				}
 				if p.Kind != hal.PortUplink {
-					return nil, unsupported(field, "an encapsulated frame leaves through the %s device and the kernel's route; port %d is not an uplink", encapDev.Name, a.OutPort)
+					return nil, -1, unsupported(field, "an encapsulated frame leaves through the %s device and the kernel's route; port %d is not an uplink", encapDev.Name, a.OutPort)
 				}
 				out = append(out, mirredRedirect(encapDev.Ifindex))
 				break
 			}
 			p := l.ports[a.OutPort]
 			if p == nil {
-				return nil, fmt.Errorf("%s: port %d: %w", field, a.OutPort, hal.ErrNotFound)
+				return nil, -1, fmt.Errorf("%s: port %d: %w", field, a.OutPort, hal.ErrNotFound)
 			}
 			out = append(out, mirredRedirect(p.Ifindex))
 		case hal.ActionDrop:
 			flush()
 			out = append(out, gactAction(tcActShot))
+		case hal.ActionToHost:
+			flush()
+			switch {
+			case l.hostChain == 0:
+				return nil, -1, unsupported(field, "the NIC has no exception path")
+			case r.Match.Mask.TunKind != 0:
+				return nil, -1, unsupported(field, "a tunnelled frame reaches tc after the kernel removed its outer headers: the host would get neither the frame as it arrived nor its VNI")
+			case encapDev != nil:
+				return nil, -1, unsupported(field, "an encapsulation is written by the tunnel device after tc: the host would not get the encapsulated frame")
+			}
+			// The reason tag (filled in by Apply), then the port tag and
+			// the channel in hostChain.
+			hostAct = len(out)
+			out = append(out, vlanPush(0), gotoChain(l.hostChain))
 		default:
-			return nil, unsupported(field, "tc-flower driver has no %s", a.Kind)
+			return nil, -1, unsupported(field, "tc-flower driver has no %s", a.Kind)
 		}
 	}
 	flush()
-	return out, nil
+	return out, hostAct, nil
 }
 
 // ruleCookie is the TCA_ACT_COOKIE the driver puts on a rule's first action,

@@ -9,6 +9,8 @@ const (
 	rtmDelFilter = 0x2d
 	rtmGetFilter = 0x2e
 	rtmGetLink   = 0x12
+	rtmNewLink   = 0x10
+	rtmDelLink   = 0x11
 
 	tcaKind         = 1
 	tcaOptions      = 2
@@ -65,12 +67,18 @@ const (
 	flowerICMPv6CodeM  = 54
 	flowerICMPv6Type   = 55
 	flowerICMPv6TypeM  = 56
+	flowerKeyFlags     = 47
+	flowerKeyFlagsMask = 48
 	flowerInHWCount    = 86
-	clsFlagsSkipHW     = 1
-	clsFlagsSkipSW     = 2
-	clsFlagsInHW       = 4
-	clsFlagsNotInHW    = 8
-	clsFlagsVerboseLog = 16
+
+	// TCA_FLOWER_KEY_FLAGS bits (big endian on the wire)
+	flowerFlagIsFragment  = 1
+	flowerFlagFragIsFirst = 2
+	clsFlagsSkipHW        = 1
+	clsFlagsSkipSW        = 2
+	clsFlagsInHW          = 4
+	clsFlagsNotInHW       = 8
+	clsFlagsVerboseLog    = 16
 
 	// actions
 	actKind    = 1
@@ -121,16 +129,25 @@ const (
 	vlanParms        = 2
 	vlanPushID       = 3
 	vlanPushProto    = 4
+	vlanPushPrio     = 6
 	vlanActPop       = 1
 	vlanActPush      = 2
 
 	statsBasic   = 1
 	statsBasicHW = 7
 
-	iflaAddress = 1
-	iflaIfname  = 3
-	iflaMTU     = 4
-	iflaStats64 = 23
+	iflaAddress  = 1
+	iflaIfname   = 3
+	iflaMTU      = 4
+	iflaStats64  = 23
+	iflaLinkinfo = 18
+
+	iflaInfoKind   = 1 // IFLA_INFO_*
+	iflaInfoData   = 2
+	vethInfoPeer   = 1
+	iflaVXLANPort  = 15
+	iflaGenevePort = 5
+	iffUp          = 1
 
 	// Geneve option attributes (TCA_TUNNEL_KEY_ENC_OPT_GENEVE_*).
 	geneveOptClass = 1

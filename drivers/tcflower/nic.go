@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mdlayher/netlink"
 
@@ -80,6 +81,17 @@ type NIC struct {
 	// base holds each port's interface counters at Open: PortCounters
 	// reports what passed since, not since the interface was created.
 	base map[hal.PortID]linkStats
+	// exc is the exception path; nil when Open could not build it.
+	exc *exceptionPath
+	// hostSlots names the ToHost rules in the frames' reason tags.
+	hostSlots hostSlots
+	// stopped is set by Close before anything else, so that a reader
+	// blocked in ReadExceptions (which never takes mu) leaves.
+	stopped atomic.Bool
+
+	// readMu serialises ReadExceptions; excBuf is its receive buffer.
+	readMu sync.Mutex
+	excBuf []byte
 
 	mu         sync.Mutex
 	closed     bool
@@ -277,13 +289,9 @@ func (n *NIC) ensureScope(s hal.Scope) (*scopeState, error) {
 		return nil, unsupported("scope", "the NIC holds %d scopes (tc allows 16 chain jumps per packet); scope %d would be one more", maxScopes, s)
 	}
 	st = &scopeState{scope: s, dispatch: n.allocChain(), gens: map[hal.Generation]uint32{}}
-	var next *scopeState
-	if i < len(n.scopes) {
-		next = n.scopes[i]
-	}
 	c := n.allocChain()
-	if next != nil {
-		if err := n.setJump(c, prioTail, next.dispatch); err != nil {
+	if tail := n.tailTo(i); tail != 0 {
+		if err := n.setJump(c, prioTail, tail); err != nil {
 			return nil, opError("scope", 0, err)
 		}
 	}
@@ -317,8 +325,8 @@ func (n *NIC) ensureGen(st *scopeState, g hal.Generation) (uint32, error) {
 	}
 	c := n.allocChain()
 	i, _ := n.findScope(st.scope)
-	if i+1 < len(n.scopes) {
-		if err := n.setJump(c, prioTail, n.scopes[i+1].dispatch); err != nil {
+	if tail := n.tailTo(i + 1); tail != 0 {
+		if err := n.setJump(c, prioTail, tail); err != nil {
 			return 0, opError("generation", 0, err)
 		}
 	}
@@ -396,6 +404,16 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 		}
 		return hal.Summarize(results)
 	}
+	// ToHost rules hold a reason-tag value; the ones this batch touched give
+	// theirs back unless they are installed ToHost rules at the end.
+	var tagged []hal.RuleID
+	defer func() {
+		for _, id := range tagged {
+			if in := n.rules[id]; in == nil || !isToHost(&in.rule) {
+				n.hostSlots.release(id)
+			}
+		}
+	}()
 	// view is the table as the batch so far leaves it (nil = deleted).
 	view := map[hal.RuleID]*installed{}
 	lookup := func(id hal.RuleID) *installed {
@@ -452,10 +470,23 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 				results[i].Err = fmt.Errorf("tcflower: modify rule %d: %w", id, hal.ErrNotFound)
 				continue
 			}
+			if old != nil && isToHost(&old.rule) {
+				tagged = append(tagged, id)
+			}
 			comp, err := n.validate(&op.Rule)
 			if err != nil {
 				results[i].Err = err
 				continue
+			}
+			if comp.hostAct >= 0 {
+				tagged = append(tagged, id)
+				v, err := n.hostSlots.get(id, op.Rule.Actions[len(op.Rule.Actions)-1].Reason)
+				if err != nil {
+					results[i].Err = err
+					continue
+				}
+				vid, prio := tagValue(v)
+				comp.actions[comp.hostAct] = vlanPushTCI(vid, prio)
 			}
 			st, err := n.ensureScope(op.Rule.Scope)
 			if err != nil {
@@ -514,6 +545,7 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 			}
 			view[id] = nil
 			size--
+			tagged = append(tagged, id)
 			pend = append(pend, pendingOp{index: i, msg: n.delFilterMsg(old.chain, old.prio, old.handle), commit: func() { delete(n.rules, id) }})
 		default:
 			results[i].Err = &hal.RuleError{Field: "op", Reason: fmt.Sprintf("unknown operation %d", op.Kind)}
@@ -710,10 +742,15 @@ func (n *NIC) PortCounters(ctx context.Context, port hal.PortID) (hal.PortCounte
 		}
 		return bytes - 14*packets
 	}
+	_, exc, err := n.exceptionCounts(port)
+	if err != nil {
+		return hal.PortCounters{}, err
+	}
 	return hal.PortCounters{
-		Rx:    hal.Counters{Packets: st.rxPackets, Bytes: l3(st.rxBytes, st.rxPackets)},
-		Tx:    hal.Counters{Packets: st.txPackets, Bytes: l3(st.txBytes, st.txPackets)},
-		Drops: st.rxDropped + st.txDropped,
+		Rx:         hal.Counters{Packets: st.rxPackets, Bytes: l3(st.rxBytes, st.rxPackets)},
+		Tx:         hal.Counters{Packets: st.txPackets, Bytes: l3(st.txBytes, st.txPackets)},
+		Drops:      st.rxDropped + st.txDropped,
+		Exceptions: exc,
 	}, nil
 }
 
@@ -750,9 +787,10 @@ func (n *NIC) installSealedDrop() error {
 	return opError("install the sealed-frame drop", 0, n.do(m))
 }
 
-// Stats reports drops by reason: sealed-address frames from the filter that
-// drops them, the others from the counters of the drop rules. The driver
-// has no exception path, so Exceptions stay zero.
+// Stats reports drops and exceptions by reason: sealed-address frames from
+// the filter that drops them, misses and fragments from the exception
+// path's own filters, the others from the counters of the drop and ToHost
+// rules.
 func (n *NIC) Stats(ctx context.Context) (hal.Stats, error) {
 	var s hal.Stats
 	n.mu.Lock()
@@ -766,32 +804,35 @@ func (n *NIC) Stats(ctx context.Context) (hal.Stats, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		s.Exceptions, _, err = n.exceptionCounts(0)
+	}
 	n.mu.Unlock()
 	if err != nil {
 		return s, err
 	}
 	err = n.Dump(ctx, func(ri *hal.RuleInfo) error {
-		if t := ri.Rule.Terminal(); t != nil && t.Kind == hal.ActionDrop && t.Reason < hal.NumReasons {
+		t := ri.Rule.Terminal()
+		if t == nil || t.Reason >= hal.NumReasons {
+			return nil
+		}
+		switch t.Kind {
+		case hal.ActionDrop:
 			s.Drops[t.Reason] += ri.Counters.Packets
+		case hal.ActionToHost:
+			s.Exceptions[t.Reason] += ri.Counters.Packets
 		}
 		return nil
 	})
 	return s, err
 }
 
-// --- exception path ---
-
-// ReadExceptions is not supported: a packet no filter takes continues into
-// the port's kernel stack (see the package doc).
-func (n *NIC) ReadExceptions(ctx context.Context, batch []hal.Exception) (int, error) {
-	n.mu.Lock()
-	closed := n.closed
-	n.mu.Unlock()
-	if closed {
-		return 0, hal.ErrClosed
-	}
-	return 0, unsupported("exception path", "misses continue to the kernel's own stack of the port; the driver does not collect them")
+func isToHost(r *hal.Rule) bool {
+	t := r.Terminal()
+	return t != nil && t.Kind == hal.ActionToHost
 }
+
+// --- exception path ---
 
 // Inject sends frames out of port as they are (AF_PACKET on Linux).
 func (n *NIC) Inject(ctx context.Context, port hal.PortID, frames [][]byte) error {
@@ -814,9 +855,11 @@ func (n *NIC) Inject(ctx context.Context, port hal.PortID, frames [][]byte) erro
 }
 
 // Close removes the clsact qdiscs the driver added, which destroys the
-// shared block and every filter in it, and releases the sockets. Later calls
-// return hal.ErrClosed.
+// shared block and every filter in it, deletes the exception channel and
+// releases the sockets. A ReadExceptions blocked across Close returns
+// hal.ErrClosed, as do later calls.
 func (n *NIC) Close() error {
+	n.stopped.Store(true)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
@@ -824,6 +867,21 @@ func (n *NIC) Close() error {
 	}
 	n.closed = true
 	var errs []error
+	if n.exc != nil {
+		// The reader notices stopped within its poll interval; the
+		// socket closes once it has left.
+		n.readMu.Lock()
+		errs = append(errs, n.exc.reader.close())
+		n.readMu.Unlock()
+		err := n.do(n.request(rtmDelLink, 0, encodeDelLink(n.exc.txIfindex)))
+		var ke *KernelError
+		if errors.As(kernelError(err), &ke) && (ke.Errno == errnoENOENT || ke.Errno == errnoENODEV) {
+			err = nil // someone deleted it already
+		}
+		if err != nil {
+			errs = append(errs, opError("delete the exception channel "+n.exc.txName, 0, err))
+		}
+	}
 	for _, d := range n.devs {
 		b, err := encodeQdisc(d.Ifindex, n.block, false)
 		if err == nil {
