@@ -3,6 +3,7 @@ package xdp
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
@@ -125,9 +126,16 @@ func keyOf(k *hal.FlowKey) bpfKey {
 // matchKeys returns the masked key of m (without its mask ID) and the mask
 // shape, both as the program sees them.
 func matchKeys(m *hal.Match) (key, mask bpfKey) {
-	n := *m
-	n.Normalize()
-	return keyOf(&n.Key), keyOf(&n.Mask)
+	// hal.Match.Normalize on a copy, done on the converted keys a word at
+	// a time: every bpfKey field is the hal.FlowKey field of the same
+	// width, so masking the bytes is masking the fields.
+	key, mask = keyOf(&m.Key), keyOf(&m.Mask)
+	kw := (*[bpfKeySize / 8]uint64)(unsafe.Pointer(&key))
+	mw := (*[bpfKeySize / 8]uint64)(unsafe.Pointer(&mask))
+	for i := range kw {
+		kw[i] &= mw[i]
+	}
+	return key, mask
 }
 
 // encapCache remembers the last encapsulation encoded: the rules a vswitch

@@ -143,7 +143,7 @@ func BenchmarkRuleOps(b *testing.B) {
 		// fresh NIC's map: the kernel's share of the figure.
 		keys := make([]bpfKey, 0, batch)
 		vals := make([]bpfFlowVal, 0, batch)
-		for k, e := range n.tab.entries {
+		for k, e := range n.tab.entries.all() {
 			keys, vals = append(keys, k), append(vals, e.value())
 		}
 		n.Close()

@@ -39,6 +39,21 @@ type entryState struct {
 	// pending: the entry is in the batch being gathered, so another op
 	// on it must flush first (its value depends on the earlier op).
 	pending bool
+	// the entry index's hash of the key, and the next entry whose key
+	// has the same hash.
+	hash uint64
+	next *entryState
+}
+
+// key is the masked key of the entry, as its rules hold it; nil once it
+// holds none.
+func (e *entryState) key() *bpfKey {
+	for _, s := range e.slots {
+		if s != nil {
+			return &s.key
+		}
+	}
+	return nil
 }
 
 func (e *entryState) value() bpfFlowVal {
@@ -73,7 +88,7 @@ type table struct {
 	be          backend
 
 	rules   map[hal.RuleID]*ruleState
-	entries map[bpfKey]*entryState
+	entries entryIndex
 	masks   map[bpfKey]*maskState
 	maskIDs [256]bool
 	bank    uint32
@@ -92,10 +107,15 @@ type table struct {
 	slab      []ruleState
 	entrySlab []entryState
 	actSlab   []hal.Action
+	// lastActs is the action list kept for the previous rule, for the
+	// next rule with the same actions to share.
+	lastActs []hal.Action
+	// warmed counts what warm found, so that its lookups have a use.
+	warmed int
 
-	// the batch being gathered: entries written in one putEntries call.
-	// The key and value buffers are kept between calls so that a big
-	// batch does not allocate (and fault in) tens of megabytes each time.
+	// the batch being gathered: entries written in one putEntries call,
+	// at most flushChunk of them. The key and value buffers are kept
+	// between calls.
 	pendKeys []bpfKey
 	pendVals []bpfFlowVal
 	pendOps  []int
@@ -106,7 +126,7 @@ func newTable(driver string, maxEntries, maxScopes, maxCounters int, hasPort fun
 	return &table{
 		driver: driver, maxEntries: maxEntries, maxScopes: maxScopes, maxCounters: maxCounters,
 		hasPort: hasPort, be: be,
-		rules: map[hal.RuleID]*ruleState{}, entries: map[bpfKey]*entryState{},
+		rules: map[hal.RuleID]*ruleState{}, entries: newEntryIndex(0),
 		masks: map[bpfKey]*maskState{}, counterNext: 1,
 	}
 }
@@ -191,7 +211,7 @@ func (t *table) attachKeys(rs *ruleState, key, mask bpfKey) error {
 	if ms != nil {
 		k := key
 		k.MaskID = ms.id
-		e = t.entries[k]
+		e = t.entries.get(&k)
 	}
 	return t.attachFound(rs, key, mask, ms, e)
 }
@@ -221,7 +241,7 @@ func (t *table) attachFound(rs *ruleState, key, mask bpfKey, ms *maskState, e *e
 		if free < 0 {
 			return fmt.Errorf("%s: %d rules already share the match %s: %w", t.driver, slotsPerEntry, rs.rule.Match.String(), hal.ErrTableFull)
 		}
-	} else if len(t.entries) >= t.maxEntries {
+	} else if t.entries.len() >= t.maxEntries {
 		return fmt.Errorf("%s: %d flow entries: %w", t.driver, t.maxEntries, hal.ErrTableFull)
 	}
 	if rs.enc.Flags&actCount != 0 {
@@ -245,15 +265,19 @@ func (t *table) attachFound(rs *ruleState, key, mask bpfKey, ms *maskState, e *e
 		}
 		t.dirty = true
 	}
-	if e == nil {
+	fresh := e == nil
+	if fresh {
 		e = t.newEntryState()
-		t.entries[key] = e
 	}
 	for i, s := range e.slots {
 		if s == nil {
 			e.slots[i] = rs
 			break
 		}
+	}
+	rs.key = key
+	if fresh {
+		t.entries.put(&key, e) // after the slot: the index reads the key from it
 	}
 	rs.key, rs.mask, rs.entry = key, ms, e
 	t.rules[rs.rule.ID] = rs
@@ -270,7 +294,7 @@ func (t *table) detach(rs *ruleState) (empty bool) {
 		}
 	}
 	if e.empty() {
-		delete(t.entries, rs.key)
+		t.entries.del(e)
 		empty = true
 	}
 	rs.mask.refs--
@@ -302,12 +326,20 @@ func copyRule(r *hal.Rule) hal.Rule {
 
 // keepRule copies r for the table, its actions taken from the action slab.
 // The copy's action list is capped at its length, so nothing appended to it
-// could run into the next rule's actions.
+// could run into the next rule's actions. A list equal to the previous
+// rule's is that rule's list: the table never writes into a kept list
+// (modify replaces it, Dump copies it), and the rules of a bulk load mostly
+// share one (the flows toward one host), so this saves 150 bytes an
+// action on each rule of it.
 func (t *table) keepRule(r *hal.Rule) hal.Rule {
 	c := *r
 	n := len(r.Actions)
 	if n == 0 || n > actSlabChunk/8 {
 		return copyRule(r)
+	}
+	if sameActions(r.Actions, t.lastActs) {
+		c.Actions = t.lastActs
+		return c
 	}
 	if len(t.actSlab) < n {
 		t.actSlab = make([]hal.Action, actSlabChunk)
@@ -315,18 +347,55 @@ func (t *table) keepRule(r *hal.Rule) hal.Rule {
 	c.Actions = t.actSlab[:n:n]
 	t.actSlab = t.actSlab[n:]
 	copy(c.Actions, r.Actions)
+	shared := true
 	for i := range c.Actions {
 		if o := c.Actions[i].Encap.GeneveOptions; o != nil {
 			c.Actions[i].Encap.GeneveOptions = append([]byte(nil), o...)
+			shared = false
 		}
 	}
+	if shared {
+		t.lastActs = c.Actions
+	}
 	return c
+}
+
+// sameActions reports whether a and b are the same actions, neither with
+// Geneve options (whose bytes each rule keeps on its own).
+func sameActions(a, b []hal.Action) bool {
+	if len(a) != len(b) || len(a) == 0 {
+		return false
+	}
+	for i := range a {
+		x, y := &a[i], &b[i]
+		if x.Kind != y.Kind || len(x.Encap.GeneveOptions) != 0 || len(y.Encap.GeneveOptions) != 0 {
+			return false
+		}
+		xe, ye := &x.Encap, &y.Encap
+		if xe.Kind != ye.Kind || xe.VNI != ye.VNI || xe.Src != ye.Src || xe.Dst != ye.Dst || xe.SrcMAC != ye.SrcMAC ||
+			xe.DstMAC != ye.DstMAC || xe.TTL != ye.TTL || xe.DstPort != ye.DstPort || xe.FlowID != ye.FlowID {
+			return false
+		}
+		if x.MAC != y.MAC || x.Addr != y.Addr || x.L4Port != y.L4Port || x.VLAN != y.VLAN ||
+			x.OutPort != y.OutPort || x.Reason != y.Reason {
+			return false
+		}
+	}
+	return true
 }
 
 // Slab chunk sizes: big enough that a batch of 100k rules makes about a
 // hundred allocations instead of several hundred thousand, small enough
 // (a few hundred KiB) that a table of a few rules does not hold megabytes.
 const (
+	// flushChunk bounds the entries gathered for one batch update: 8192
+	// entries are 3 MiB of keys and values, reused from one chunk to the
+	// next, where a buffer for a whole batch of 128k rules is 50 MiB to
+	// allocate, clear and fault in. Smaller chunks cost the kernel more per
+	// entry (1024: about 20% more CPU in its batch update, measured with
+	// BenchmarkRuleOps), larger ones saved nothing more.
+	flushChunk = 8192
+
 	ruleSlabChunk  = 1024
 	entrySlabChunk = 1024
 	actSlabChunk   = 2048
@@ -436,15 +505,18 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 		// restart): size the maps once instead of growing them step by
 		// step through the batch.
 		t.rules = make(map[hal.RuleID]*ruleState, len(ops))
-		t.entries = make(map[bpfKey]*entryState, len(ops))
+		t.entries = newEntryIndex(len(ops))
 	}
-	if cap(t.pendRule) < len(ops) {
-		t.pendRule = make([]*ruleState, 0, len(ops))
-		t.pendOps = make([]int, 0, len(ops))
-		t.pendKeys = make([]bpfKey, 0, len(ops))
-		t.pendVals = make([]bpfFlowVal, 0, len(ops))
+	if n := min(len(ops), flushChunk); cap(t.pendRule) < n {
+		t.pendRule = make([]*ruleState, 0, n)
+		t.pendOps = make([]int, 0, n)
+		t.pendKeys = make([]bpfKey, 0, n)
+		t.pendVals = make([]bpfFlowVal, 0, n)
 	}
 	for i := range ops {
+		if i%warmAhead == 0 {
+			t.warm(ops[i:min(i+warmAhead, len(ops))])
+		}
 		op := &ops[i]
 		switch op.Kind {
 		case hal.OpAdd:
@@ -496,6 +568,49 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 	}
 }
 
+// warmAhead is how many operations warm looks up at a time: enough
+// independent probes for the CPU to overlap their cache misses, few enough
+// that what they bring in is still cached when the operations run.
+const warmAhead = 16
+
+// warm looks up, ahead of running them, what the next operations will look
+// up: their rule IDs and, for adds of the shape the previous add had, their
+// entries. Each of these is a cold cache miss on a big table (a few hundred
+// ns each in a VM, where the page walk misses too); probes made back to
+// back in a loop overlap, where one per operation between the rest of its
+// work do not. The answers are not used, only the cache lines: an
+// operation can still change what a later one finds.
+func (t *table) warm(ops []hal.Op) {
+	found := 0
+	for i := range ops {
+		if t.rules[ops[i].Rule.ID] != nil {
+			found++
+		}
+	}
+	if m := t.lastMask; m != nil && m.refs > 0 {
+		// The hashes first, then the probes back to back.
+		var hs [warmAhead]uint64
+		n := 0
+		for i := range ops {
+			if ops[i].Kind != hal.OpAdd {
+				continue
+			}
+			key, mask := matchKeys(&ops[i].Rule.Match)
+			if mask == m.mask {
+				key.MaskID = m.id
+				hs[n] = t.entries.hash(&key)
+				n++
+			}
+		}
+		for _, h := range hs[:n] {
+			if t.entries.m[h] != nil {
+				found++
+			}
+		}
+	}
+	t.warmed += found
+}
+
 func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 	enc, err := encodeRuleCached(r, &t.encap)
 	if err != nil {
@@ -508,13 +623,13 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 	if ms != nil {
 		k := key
 		k.MaskID = ms.id
-		if e = t.entries[k]; e != nil && e.pending {
+		if e = t.entries.get(&k); e != nil && e.pending {
 			t.flush(results)
 			// The flush may have undone rules (a write that did not
 			// land): look the shape and the entry up again.
 			if ms = t.findMask(&mask); ms != nil {
 				k.MaskID = ms.id
-				e = t.entries[k]
+				e = t.entries.get(&k)
 			} else {
 				e = nil
 			}
@@ -530,6 +645,9 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 	rs.entry.pending = true
 	t.pendOps = append(t.pendOps, i)
 	t.pendRule = append(t.pendRule, rs)
+	if len(t.pendRule) >= flushChunk {
+		t.flush(results)
+	}
 }
 
 func (t *table) newRuleState() *ruleState {

@@ -1,0 +1,95 @@
+package xdp
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// TestEntryIndexCollisions: keys whose hashes collide share a chain; each
+// is found, and deleting any one of them (head, middle, tail) leaves the
+// others found.
+func TestEntryIndexCollisions(t *testing.T) {
+	for del := 0; del < 3; del++ {
+		x := newEntryIndex(0)
+		var keys [3]bpfKey
+		var ents [3]*entryState
+		for i := range keys {
+			keys[i].VNI = uint32(i + 1)
+			rs := &ruleState{key: keys[i]}
+			ents[i] = &entryState{}
+			ents[i].slots[0] = rs
+			x.putHashed(42, ents[i])
+		}
+		if x.len() != 3 || len(x.m) != 1 {
+			t.Fatalf("%d entries in %d chains", x.len(), len(x.m))
+		}
+		for i := range keys {
+			if e := x.getHashed(&keys[i], 42); e != ents[i] {
+				t.Fatalf("key %d: got %p, want %p", i, e, ents[i])
+			}
+		}
+		var other bpfKey
+		other.VNI = 9
+		if x.getHashed(&other, 42) != nil {
+			t.Fatal("a key not put was found")
+		}
+		ents[del].slots[0] = nil // detach empties the entry before deleting it
+		x.del(ents[del])
+		x.del(ents[del]) // twice is harmless
+		if x.len() != 2 {
+			t.Fatalf("delete %d: %d entries", del, x.len())
+		}
+		for i := range keys {
+			if e := x.getHashed(&keys[i], 42); (e != nil) != (i != del) {
+				t.Fatalf("delete %d: key %d found %v", del, i, e != nil)
+			}
+		}
+		n := 0
+		for k, e := range x.all() {
+			if *e.key() != k {
+				t.Fatalf("all yields %+v for an entry of %+v", k, *e.key())
+			}
+			n++
+		}
+		if n != 2 {
+			t.Fatalf("all yields %d entries", n)
+		}
+	}
+}
+
+// TestEntryIndexThroughTable: a table's index holds exactly the entries of
+// its rules through adds, shared matches and deletes.
+func TestEntryIndexThroughTable(t *testing.T) {
+	fb := &fakeBackend{entries: map[bpfKey]bpfFlowVal{}}
+	tab := newTable("test", 1000, 16, 1000, nil, fb)
+	var ops []hal.Op
+	for i := 0; i < 200; i++ {
+		r := prefixRule(hal.RuleID(i+1), 1, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, 0, byte(i / 2)}), 32).String())
+		r.Generation = hal.Generation(i % 2)
+		ops = append(ops, hal.AddOp(r))
+	}
+	for i, r := range applyT(t, tab, ops...) {
+		if r.Err != nil {
+			t.Fatalf("op %d: %v", i, r.Err)
+		}
+	}
+	if tab.entries.len() != 100 || len(fb.entries) != 100 {
+		t.Fatalf("%d entries indexed, %d written", tab.entries.len(), len(fb.entries))
+	}
+	var dels []hal.Op
+	for i := 0; i < 200; i += 3 {
+		dels = append(dels, hal.DeleteOp(hal.RuleID(i+1)))
+	}
+	applyT(t, tab, dels...)
+	for k, e := range tab.entries.all() {
+		v, ok := fb.entries[k]
+		if !ok || v != e.value() {
+			t.Fatalf("entry %+v: written %v", k, ok)
+		}
+	}
+	if tab.entries.len() != len(fb.entries) {
+		t.Fatalf("%d entries indexed, %d written", tab.entries.len(), len(fb.entries))
+	}
+}
