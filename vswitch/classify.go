@@ -92,6 +92,9 @@ type walk struct {
 	p   policy.Packet
 	v   verdict
 	ttl uint8
+	// l4: the walk read the key's transport ports (or ICMP type), directly
+	// or through the connection table; see classify's result.
+	l4 bool
 }
 
 func (w *walk) drop(r policy.Reason) {
@@ -105,10 +108,16 @@ func (w *walk) toHost(r policy.Reason) {
 // classify walks the layers for key k (arriving on uplink when k.InPort is
 // the uplink) and fills v. ttl is only used for the routed-TTL check (the
 // flow itself does not depend on it; pass 64 to classify a flow).
-func (c *compiled) classify(k *hal.FlowKey, uplink hal.PortID, ttl uint8, ct *conntrack, tr *tracer, v *verdict) {
+//
+// It reports whether v holds for every key that differs from k only in
+// L4Src and L4Dst (with a TTL above 1 and the same connection table): the
+// walk read neither the ports nor the connection table, and v opens, uses
+// and names no tracked connection (their keys carry the ports).
+func (c *compiled) classify(k *hal.FlowKey, uplink hal.PortID, ttl uint8, ct *conntrack, tr *tracer, v *verdict) (anyPorts bool) {
 	w := walk{c: c, ct: ct, tr: tr, p: packetOf(k, ttl), ttl: ttl}
 	w.classify(k, uplink)
 	*v = w.v
+	return !w.l4 && w.v.nrec == 0 && w.v.nused == 0 && !w.v.hasDenied
 }
 
 func (w *walk) classify(k *hal.FlowKey, uplink hal.PortID) {
@@ -153,6 +162,9 @@ func (w *walk) checkL3() bool {
 		if !p.Src.Is6() || !p.Dst.Is6() || p.Src.Is4In6() || p.Dst.Is4In6() {
 			w.drop(policy.ReasonMalformed)
 			return false
+		}
+		if p.Protocol == policy.ProtoICMPv6 {
+			w.l4 = true // the ICMP type lives in the key's L4Src
 		}
 		if p.Protocol == policy.ProtoICMPv6 && p.ICMPType >= 133 && p.ICMPType <= 137 {
 			if w.tr != nil {
@@ -461,6 +473,9 @@ func (w *walk) senderMatches(t *tenantInfo, src, outer netip.Addr) bool {
 func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool {
 	v := &w.v
 	ck := connKeyOf(vm.name, dir, p)
+	if w.ct != nil && len(w.ct.conns) > 0 {
+		w.l4 = true
+	}
 	if w.ct != nil && len(w.ct.conns) > 0 && w.ct.established(ck) {
 		if v.nused < len(v.used) {
 			v.used[v.nused] = ck
@@ -473,6 +488,9 @@ func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool
 	}
 	for i := range vm.tenant.acls[dir] {
 		a := &vm.tenant.acls[dir][i]
+		if len(a.sports) > 0 || len(a.dports) > 0 {
+			w.l4 = true
+		}
 		if (a.vnet != "" && a.vnet != vm.vnet.name) || !a.matches(p) {
 			continue
 		}

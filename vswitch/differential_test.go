@@ -86,7 +86,12 @@ func runDifferential(t *testing.T, o topoOpts, seed uint64, packets int) *topo {
 }
 
 func runDifferentialWith(t *testing.T, o topoOpts, cfg policytest.Config, seed uint64, packets int) *topo {
-	st := policytest.MustGenerate(cfg)
+	return runDifferentialOn(t, o, cfg, policytest.MustGenerate(cfg), seed, packets)
+}
+
+// runDifferentialOn is runDifferentialWith on a given state, generated
+// from cfg (its addresses) and possibly changed since.
+func runDifferentialOn(t *testing.T, o topoOpts, cfg policytest.Config, st *policy.State, seed uint64, packets int) *topo {
 	tp := newTopo(t, st, o)
 	ct := policy.NewConnTable()
 	r := rand.New(rand.NewPCG(seed, 99))
@@ -136,6 +141,10 @@ func runDifferentialWith(t *testing.T, o topoOpts, cfg policytest.Config, seed u
 			// host's cache) instead of walking the layers.
 			x := history[r.IntN(len(history))]
 			h, port, in, p = x.h, x.port, x.in, x.p
+			if o.newPorts && hasPorts(p.Protocol) && r.IntN(2) == 0 {
+				// A new connection between the same endpoints.
+				p.SrcPort, p.DstPort = uint16(r.IntN(1<<16)), uint16(r.IntN(1100))
+			}
 			if in.Uplink {
 				e := hal.Encap{Kind: hal.EncapVXLAN, VNI: in.VNI, Src: in.OuterSrc, Dst: h.pa, SrcMAC: uplinkMAC, DstMAC: uplinkMAC}
 				frame = wire.BuildEncap(&e, frameOf(p))
@@ -310,5 +319,53 @@ func TestDifferentialMigration(t *testing.T) {
 		if acts == 0 {
 			t.Fatal("no activation happened")
 		}
+	}
+}
+
+// TestDifferentialStatelessACLs runs the traffic with ACLs that are all
+// stateless, many of them on port ranges: the connection table stays empty,
+// so the walks that read no port are remembered (walkmemo.go) and answer
+// the first packets of later connections between the same endpoints. Every
+// outcome is still the reference's, so a remembered verdict never stands in
+// for a walk that an ACL's ports decide.
+func TestDifferentialStatelessACLs(t *testing.T) {
+	n := 3000
+	if testing.Short() {
+		n = 800
+	}
+	for _, seed := range []uint64{11, 12} {
+		cfg := policytest.Config{Seed: seed, Hosts: 3, Tenants: 2, VNETsPerTenant: 2, VMsPerVNET: 3, IPv6: true, Routes: true, ACLsPerTenant: -1}
+		with := cfg
+		with.ACLsPerTenant = 8
+		withACLs := policytest.MustGenerate(with)
+		b := policytest.MustGenerate(cfg).Builder()
+		ports := 0
+		for _, tn := range withACLs.Tenants() {
+			for _, a := range withACLs.ACLs(tn.Name) {
+				a.Stateful = false
+				if len(a.DstPorts) > 0 || len(a.SrcPorts) > 0 {
+					ports++
+				}
+				b.AddACL(a)
+			}
+		}
+		st, err := b.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ports == 0 {
+			t.Fatalf("seed %d: no ACL on ports: the test would not check that such walks are not remembered", seed)
+		}
+		tp := runDifferentialOn(t, topoOpts{newPorts: true}, cfg, st, seed, n)
+		var remembered uint64
+		for _, h := range tp.hosts {
+			h.sw.mu.Lock()
+			remembered += h.sw.stats.walksRemembered
+			h.sw.mu.Unlock()
+		}
+		if remembered == 0 {
+			t.Errorf("seed %d: no walk was remembered", seed)
+		}
+		t.Logf("seed %d: %d ACLs on ports, %d walks remembered", seed, ports, remembered)
 	}
 }

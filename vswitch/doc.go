@@ -18,7 +18,11 @@
 // ACLs. The result is a unified flow: hal.Exact of the key and one list of
 // header operations (decap, MAC and address rewrites, dec_ttl, encap, count,
 // output or drop). policy.State.Evaluate is the reference the tests compare
-// every outcome against; it is never called on the data path.
+// every outcome against; it is never called on the data path. A walk that
+// read neither the transport ports nor the connection table is remembered
+// (walkmemo.go): the first packets of later connections between the same
+// endpoints take its verdict instead of walking again, as long as the
+// compiled state is the same and no connection is tracked.
 //
 // New flows of one batch are validated against the NIC (answers cached per
 // action list and match shape) and offloaded in one Apply. A flow the NIC

@@ -125,6 +125,9 @@ type topoOpts struct {
 	// activateAt: after that many packets of a differential run, every
 	// shadow is activated (0: never).
 	activateAt int
+	// newPorts: a differential run also opens new connections between
+	// endpoints it sent between before (the same packet with new ports).
+	newPorts bool
 }
 
 type topo struct {

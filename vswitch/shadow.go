@@ -114,6 +114,7 @@ func (s *Switch) Rollback(ctx context.Context, vm string) error {
 	}
 	delete(s.rollback, vm)
 	s.cur = rp.c
+	s.forgetWalks()
 	s.epoch++
 	s.reflowCross(ctx, rp.cross)
 	s.stats.activations++
@@ -127,6 +128,7 @@ func (s *Switch) swapTo(alt *compiled) {
 	nc.alt = nil
 	nc.compileAlts(s.cfg.Ports, &s.vmIDs, &s.tenantIDs)
 	s.cur = &nc
+	s.forgetWalks()
 	s.epoch++
 }
 

@@ -64,6 +64,8 @@ type counters struct {
 	recModified  uint64
 	foreign      uint64
 	proRefused   uint64
+	// walksRemembered counts walks answered from the memo (classifyFlow).
+	walksRemembered uint64
 }
 
 func (s *Switch) drop(r DropReason) { s.stats.drops[r]++ }

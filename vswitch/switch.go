@@ -100,7 +100,8 @@ type Switch struct {
 	// its flows' shadow rules and deletes the old ones.
 	retirePending bool
 	rollback      map[string]rollbackPoint
-	atomic        bool // flush with ApplyAtomic (policy updates)
+	atomic        bool       // flush with ApplyAtomic (policy updates)
+	walks         []walkMemo // recent port-independent walks (walkmemo.go)
 
 	// Per-batch scratch, reused.
 	ops     []hal.Op
@@ -190,6 +191,7 @@ func New(cfg Config) (*Switch, error) {
 		nextID: 1,
 		pro:    map[proKey]*proRule{},
 		cross:  map[string][]*flow{},
+		walks:  make([]walkMemo, walkMemoSize),
 	}
 	// Seeded now: HandleBatch hashes a batch's keys before it adds flows.
 	s.flows.init(0)
@@ -415,7 +417,7 @@ func ttlOf(frame []byte, l *wire.Layout) uint8 {
 // whether to pre-install the reverse flows of connections it opens.
 func (s *Switch) newFlow(k *hal.FlowKey, ttl uint8, now int64, reverse bool) *flow {
 	var v verdict
-	s.cur.classify(k, s.cfg.Uplink, ttl, s.ct, nil, &v)
+	s.classifyFlow(s.cur, k, ttl, &v)
 	if v.action == policy.Drop && v.reason == policy.ReasonTTLExpired {
 		return nil
 	}
@@ -568,7 +570,7 @@ func (s *Switch) placeShadow(f *flow) {
 		return
 	}
 	var v verdict
-	alt.classify(&f.key, s.cfg.Uplink, 64, s.ct, nil, &v)
+	s.classifyFlow(alt, &f.key, 64, &v)
 	a := s.intern(actKeyOf(&v))
 	s.release(f.shadow)
 	f.shadow = a

@@ -17,7 +17,7 @@ func (s *Switch) refresh(f *flow, now int64) { s.reflow(f, now, false) }
 func (s *Switch) reflow(f *flow, now int64, force bool) {
 	s.stats.revalidated++
 	var v verdict
-	s.cur.classify(&f.key, s.cfg.Uplink, 64, s.ct, nil, &v)
+	s.classifyFlow(s.cur, &f.key, 64, &v)
 	oldKey, oldScope := f.acts.key, f.scope
 	s.setVerdict(f, &v, now)
 	if !force && f.acts.key == oldKey && f.scope == oldScope {
@@ -75,7 +75,7 @@ func (s *Switch) reshadow(f *flow) {
 		return
 	}
 	var v verdict
-	alt.classify(&f.key, s.cfg.Uplink, 64, s.ct, nil, &v)
+	s.classifyFlow(alt, &f.key, 64, &v)
 	if f.shadow != nil && f.shadow.key == actKeyOf(&v) && (f.shadowID != 0 || f.loc != LocNIC) {
 		return
 	}
@@ -192,6 +192,7 @@ func (s *Switch) Update(ctx context.Context, st *policy.State) error {
 		s.retirePending = true
 	}
 	s.cur = nc
+	s.forgetWalks()
 	reshadow := map[string]bool{}
 	for _, c := range ch.Shadows {
 		reshadow[c.Key] = true
