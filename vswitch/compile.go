@@ -35,6 +35,8 @@ type compiled struct {
 	// the VM's scope must do after ActivateShadow. Only the VM's location
 	// differs from the receiver.
 	alt map[string]*compiled
+	// altIDs has bit i set when the VM with id i has an entry in alt.
+	altIDs []uint64
 
 	byVNET map[*vnetInfo][]*vmInfo // built on first use
 }
@@ -185,7 +187,7 @@ func compile(st *policy.State, host string, ports map[string]hal.PortID, vmIDs, 
 
 // compileAlts fills c.alt: one compiled state per VM with an inactive shadow.
 func (c *compiled) compileAlts(ports map[string]hal.PortID, vmIDs, tenantIDs *interner) {
-	c.alt = nil
+	c.alt, c.altIDs = nil, nil
 	for _, sh := range c.st.Shadows() {
 		if g, ok := c.st.ActiveGeneration(sh.VM); ok && g == sh.Generation {
 			continue
@@ -198,7 +200,18 @@ func (c *compiled) compileAlts(ports map[string]hal.PortID, vmIDs, tenantIDs *in
 			c.alt = map[string]*compiled{}
 		}
 		c.alt[sh.VM] = compile(ns, c.host, ports, vmIDs, tenantIDs)
+		id := vmIDs.id(sh.VM)
+		for int(id/64) >= len(c.altIDs) {
+			c.altIDs = append(c.altIDs, 0)
+		}
+		c.altIDs[id/64] |= 1 << (id % 64)
 	}
+}
+
+// moving reports whether the VM with interned id has an inactive shadow
+// (an entry in c.alt): c.alt[name] != nil without hashing the name.
+func (c *compiled) moving(id uint32) bool {
+	return int(id/64) < len(c.altIDs) && c.altIDs[id/64]&(1<<(id%64)) != 0
 }
 
 // lpm picks the longest matching route; routes are sorted longest first.

@@ -90,6 +90,7 @@ type Switch struct {
 	pro       map[proKey]*proRule
 	cross     map[string][]*flow // flows depending on a moving VM outside its scope
 	scopes    map[string]*scope
+	scopeByID []*scope // scopes by VM id (scopeOfVM)
 	ct        *conntrack
 	denied    map[connKey][]*flow
 	nextID    hal.RuleID
@@ -447,18 +448,22 @@ func (s *Switch) setVerdict(f *flow, v *verdict, now int64) {
 	// that also depends on another VM with a pending move is listed under
 	// that VM and re-evaluated when it moves: such flows are few, and only
 	// they are touched then.
+	// The VMs are looked up by their interned ids (a verdict's scopeVM is
+	// its receiver, dstName, whose id is dstVM), not hashed by name.
 	f.scope = nil
 	scopeVM, other := v.scopeVM, v.srcName
-	if v.srcName != "" && s.cur.alt[v.srcName] != nil {
+	scopeID, otherID := v.dstVM, v.srcVM
+	if v.srcName != "" && s.cur.moving(v.srcVM) {
 		scopeVM, other = v.srcName, v.dstName
+		scopeID, otherID = v.srcVM, v.dstVM
 	}
-	if other != "" && other != scopeVM && s.cur.alt[other] != nil {
+	if other != "" && otherID != scopeID && s.cur.moving(otherID) {
 		if l := s.cross[other]; len(l) == 0 || l[len(l)-1] != f {
 			s.cross[other] = append(l, f)
 		}
 	}
 	if scopeVM != "" && s.caps.Generations && s.offloading() {
-		f.scope = s.scopeOf(scopeVM)
+		f.scope = s.scopeOfVM(scopeID, scopeVM)
 	}
 	// Connections.
 	if x := f.x; x != nil {
@@ -484,6 +489,25 @@ func (s *Switch) setVerdict(f *flow, v *verdict, now int64) {
 			s.openConn(f, v.records[i], now)
 		}
 	}
+}
+
+// scopeOfVM is scopeOf for a VM whose interned id the caller has: a
+// scope's id is its VM's, and scopes are also indexed by it, which spares
+// hashing the name for every first packet.
+func (s *Switch) scopeOfVM(id uint32, vm string) *scope {
+	if int(id) < len(s.scopeByID) {
+		if sc := s.scopeByID[id]; sc != nil {
+			return sc
+		}
+	}
+	sc := s.scopeOf(vm)
+	if sc != nil && uint32(sc.id) == id {
+		if int(id) >= len(s.scopeByID) {
+			s.scopeByID = append(s.scopeByID, make([]*scope, int(id)+1-len(s.scopeByID))...)
+		}
+		s.scopeByID[id] = sc
+	}
+	return sc
 }
 
 func (s *Switch) scopeOf(vm string) *scope {
@@ -562,7 +586,9 @@ func (s *Switch) place(f *flow) {
 // placeShadow pre-installs f's actions for the next generation of its scope
 // when the scope's VM has an inactive shadow.
 func (s *Switch) placeShadow(f *flow) {
-	if f.scope == nil || s.cur.alt == nil {
+	// A scope's id is its VM's: most scopes have no shadow, found without
+	// hashing the name.
+	if f.scope == nil || !s.cur.moving(uint32(f.scope.id)) {
 		return
 	}
 	alt := s.cur.alt[f.scope.vm]
