@@ -34,7 +34,7 @@
 // offloaded flow never reach the host. Flows with equal header operations
 // share one interned action list.
 //
-// The slow path allocates one object per first packet, its flow (256
+// The slow path allocates one object per first packet, its flow (240
 // bytes), and nothing per packet of a known flow: verdicts, rules,
 // operations, results and frames live in memory the switch reuses
 // (TestSlowPathAllocs, TestHostPathNoAllocs). The flow cache is an

@@ -122,7 +122,7 @@ func shapeOf(k *hal.FlowKey, scoped bool) int {
 
 // flow is one unified flow: an exact key and one list of header operations.
 //
-// Every first packet allocates one, so it is kept small (256 bytes, the
+// Every first packet allocates one, so it is kept small (240 bytes, the
 // size class; a test holds it there) with its pointers first: the garbage
 // collector scans an object only up to its last pointer. What few flows
 // need lives in flowExtra.
@@ -149,8 +149,9 @@ type flow struct {
 	dead bool // removed from the cache; results still in flight ignore it
 
 	created, lastUsed int64
-	hostPkts, hostBts uint64
-	nicPkts, nicBts   uint64
+	// Packets and bytes, in the host and on the NIC together (only their
+	// sum is reported).
+	pkts, bts uint64
 	// Last counter readings of the rule and of the shadow rule, so that the
 	// totals above only grow by what is new.
 	ruleP, ruleB uint64

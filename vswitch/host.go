@@ -13,8 +13,8 @@ import (
 // queues the result for injection. The frame is copied into the batch
 // arena with headroom so that encapsulation is written in place.
 func (s *Switch) execute(inPort hal.PortID, frame []byte, l *wire.Layout, f *flow, now int64) {
-	f.hostPkts++
-	f.hostBts += uint64(len(frame))
+	f.pkts++
+	f.bts += uint64(len(frame))
 	f.lastUsed = now
 	touchConns(f, now)
 	a := f.current()

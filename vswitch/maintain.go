@@ -72,8 +72,8 @@ func (s *Switch) readCounters(ctx context.Context, now int64) error {
 					lp, lb = &f.shP, &f.shB
 				}
 				if c.Packets > *lp {
-					f.nicPkts += c.Packets - *lp
-					f.nicBts += c.Bytes - *lb
+					f.pkts += c.Packets - *lp
+					f.bts += c.Bytes - *lb
 					f.lastUsed = now
 					touchConns(f, now)
 				}
@@ -228,7 +228,7 @@ func (s *Switch) flowInfo(f *flow, now int64) FlowInfo {
 	fi := FlowInfo{
 		ID: f.id, Match: hal.Exact(&f.key), Actions: f.current().acts, Location: f.loc, Why: f.why, Err: f.failure(),
 		Gen: f.gen, ShadowID: f.shadowID,
-		Packets: f.hostPkts + f.nicPkts, Bytes: f.hostBts + f.nicBts,
+		Packets: f.pkts, Bytes: f.bts,
 		Age: time.Duration(now - f.created), Idle: time.Duration(now - f.lastUsed),
 	}
 	if f.scope != nil {
