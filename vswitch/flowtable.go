@@ -133,10 +133,17 @@ func (t *flowTable) put(f *flow) {
 	if t.slots == nil {
 		t.init(0)
 	}
+	t.putHashed(f, t.hashKey(&f.key))
+}
+
+// putHashed is put with f's key's hash already known (hashKey).
+func (t *flowTable) putHashed(f *flow, h uint64) {
+	if t.slots == nil {
+		t.init(0)
+	}
 	if (t.used+1)*flowLoadDen > len(t.slots)*flowLoadNum {
 		t.rebuild()
 	}
-	h := t.hashKey(&f.key)
 	var free *flowSlot
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]

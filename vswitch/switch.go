@@ -366,7 +366,7 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 		f := s.flows.getHashed(&p.key, p.hash)
 		if f == nil {
 			ttl := ttlOf(e.Frame(), &p.layout)
-			f = s.newFlow(&p.key, ttl, now, true)
+			f = s.newFlowHashed(&p.key, p.hash, ttl, now, true)
 			if f == nil {
 				s.drop(DropTTL) // p.f stays nil: the packet is not executed
 				continue
@@ -417,13 +417,19 @@ func ttlOf(frame []byte, l *wire.Layout) uint8 {
 // is fine: the next packet with a usable TTL creates it). reverse says
 // whether to pre-install the reverse flows of connections it opens.
 func (s *Switch) newFlow(k *hal.FlowKey, ttl uint8, now int64, reverse bool) *flow {
+	return s.newFlowHashed(k, s.flows.hashKey(k), ttl, now, reverse)
+}
+
+// newFlowHashed is newFlow with the key's hash in the flow table known
+// (HandleBatch hashed it for the lookup).
+func (s *Switch) newFlowHashed(k *hal.FlowKey, h uint64, ttl uint8, now int64, reverse bool) *flow {
 	var v verdict
 	s.classifyFlow(s.cur, k, ttl, &v)
 	if v.action == policy.Drop && v.reason == policy.ReasonTTLExpired {
 		return nil
 	}
 	f := &flow{key: *k, created: now, lastUsed: now}
-	s.flows.put(f)
+	s.flows.putHashed(f, h)
 	s.stats.flowsCreated++
 	s.setVerdict(f, &v, now)
 	s.place(f)
