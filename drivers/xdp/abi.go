@@ -138,25 +138,39 @@ func matchKeys(m *hal.Match) (key, mask bpfKey) {
 	return key, mask
 }
 
-// encapCache remembers the last encapsulation encoded: the rules a vswitch
-// installs toward one remote host share it, and building hal/wire's
-// template is most of the cost of encoding a rule.
+// encapCache remembers the last two encapsulations encoded: the rules a
+// vswitch installs toward one remote host share one, and building hal/wire's
+// template is most of the cost of encoding a rule. Two, because an entry
+// written with a live rule and its shadow re-encodes both, and the shadow
+// may go to another host (a migration).
 type encapCache struct {
-	e   hal.Encap
-	b   bpfRule // only the encap fields are kept
-	set bool
+	e    [2]hal.Encap
+	b    [2]bpfRule // only the encap fields are kept
+	n    int        // how many are set
+	next int        // the one the next put replaces
 }
 
 func (c *encapCache) get(e *hal.Encap) (*bpfRule, bool) {
-	if !c.set || len(e.GeneveOptions) > 0 || len(c.e.GeneveOptions) > 0 {
+	if len(e.GeneveOptions) > 0 {
 		return nil, false
 	}
-	o := &c.e
-	if o.Kind != e.Kind || o.VNI != e.VNI || o.Src != e.Src || o.Dst != e.Dst || o.SrcMAC != e.SrcMAC ||
-		o.DstMAC != e.DstMAC || o.TTL != e.TTL || o.DstPort != e.DstPort || o.FlowID != e.FlowID {
-		return nil, false
+	for i := 0; i < c.n; i++ {
+		o := &c.e[i]
+		if o.Kind == e.Kind && o.VNI == e.VNI && o.Src == e.Src && o.Dst == e.Dst && o.SrcMAC == e.SrcMAC &&
+			o.DstMAC == e.DstMAC && o.TTL == e.TTL && o.DstPort == e.DstPort && o.FlowID == e.FlowID {
+			return &c.b[i], true
+		}
 	}
-	return &c.b, true
+	return nil, false
+}
+
+func (c *encapCache) put(e *hal.Encap, b *bpfRule) {
+	if len(e.GeneveOptions) > 0 {
+		return
+	}
+	c.e[c.next], c.b[c.next] = *e, *b
+	c.next ^= 1
+	c.n = min(c.n+1, len(c.e))
 }
 
 // encodeRule turns the actions of r into a bpfRule. It assumes r passed
@@ -212,8 +226,7 @@ func encodeRuleCached(r *hal.Rule, cache *encapCache) (bpfRule, error) {
 			b.Flags |= t.Flags
 			b.EncapSum, b.EncapLen, b.EncapKind, b.EncapHdr = t.EncapSum, t.EncapLen, t.EncapKind, t.EncapHdr
 			if cache != nil {
-				cache.e, cache.b, cache.set = a.Encap, t, true
-				cache.e.GeneveOptions = nil
+				cache.put(&a.Encap, &t)
 			}
 		case hal.ActionOutput:
 			b.Terminal = termOutput

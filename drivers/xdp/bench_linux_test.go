@@ -144,7 +144,7 @@ func BenchmarkRuleOps(b *testing.B) {
 		keys := make([]bpfKey, 0, batch)
 		vals := make([]bpfFlowVal, 0, batch)
 		for k, e := range n.tab.entries.all() {
-			keys, vals = append(keys, k), append(vals, e.value())
+			keys, vals = append(keys, k), append(vals, n.tab.value(e, nil, nil))
 		}
 		n.Close()
 		n2, err := Open(context.Background(), Config{MaxRules: batch, Ports: []PortConfig{{}, {}}})
@@ -220,7 +220,7 @@ func BenchmarkActivate(b *testing.B) {
 				vals := make([]bpfFlowVal, 0, chunk)
 				// The one mask shape, published through the table.
 				mustApplyB(b, n, rule(0, 0), rule(0, 1))
-				maskID := n.tab.rules[1].key.MaskID
+				maskID := n.tab.rules[1].mask.id
 				be := &mapBackend{n: n}
 				for i := 1; i < size.entries; i++ {
 					r0, r1 := rule(i, 0), rule(i, 1)

@@ -43,7 +43,7 @@ func (x *entryIndex) get(k *bpfKey) *entryState { return x.getHashed(k, x.hash(k
 // getHashed is get with the hash of k already computed.
 func (x *entryIndex) getHashed(k *bpfKey, h uint64) *entryState {
 	for e := x.m[h]; e != nil; e = e.next {
-		if ek := e.key(); ek != nil && *ek == *k {
+		if ek, ok := e.key(); ok && ek == *k {
 			return e
 		}
 	}
@@ -90,7 +90,7 @@ func (x *entryIndex) all() iter.Seq2[bpfKey, *entryState] {
 	return func(yield func(bpfKey, *entryState) bool) {
 		for _, e := range x.m {
 			for ; e != nil; e = e.next {
-				if k := e.key(); k != nil && !yield(*k, e) {
+				if k, ok := e.key(); ok && !yield(k, e) {
 					return
 				}
 			}

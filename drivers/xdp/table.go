@@ -26,12 +26,41 @@ type backend interface {
 // full hash map), translated to hal.ErrTableFull.
 var errFull = errors.New("map full")
 
+// ruleState is one installed rule. Its masked key and its encoded slot are
+// not kept: both are derived from the rule (matchKeys, encodeRuleCached)
+// when an entry is written, which costs less than the 240 bytes a rule
+// they took, on a table of a million rules and on a bulk load, where each
+// fresh page of memory the table touches costs more than the encoding.
 type ruleState struct {
 	rule  hal.Rule
-	key   bpfKey // masked key with its mask ID
 	mask  *maskState
-	enc   bpfRule
+	enc   ruleEnc
 	entry *entryState
+}
+
+// ruleEnc is what is kept of a rule's encoding: its action flags (whether
+// it counts) and its counter.
+type ruleEnc struct {
+	Flags   uint16
+	Counter uint32
+}
+
+// bpfKey is the rule's masked key with its mask ID, as its entry is keyed.
+func (rs *ruleState) bpfKey() bpfKey {
+	k, _ := matchKeys(&rs.rule.Match)
+	k.MaskID = rs.mask.id
+	return k
+}
+
+// slot is the rule as its entry holds it.
+func (t *table) slot(rs *ruleState) bpfRule {
+	b, err := encodeRuleCached(&rs.rule, &t.encap)
+	if err != nil {
+		// The rule was encoded when it was added; this cannot differ.
+		panic(fmt.Sprintf("xdp: rule %d no longer encodes: %v", rs.rule.ID, err))
+	}
+	b.Counter = rs.enc.Counter
+	return b
 }
 
 type entryState struct {
@@ -45,22 +74,29 @@ type entryState struct {
 	next *entryState
 }
 
-// key is the masked key of the entry, as its rules hold it; nil once it
-// holds none.
-func (e *entryState) key() *bpfKey {
+// key is the masked key of the entry, from its rules; false once it holds
+// none.
+func (e *entryState) key() (bpfKey, bool) {
 	for _, s := range e.slots {
 		if s != nil {
-			return &s.key
+			return s.bpfKey(), true
 		}
 	}
-	return nil
+	return bpfKey{}, false
 }
 
-func (e *entryState) value() bpfFlowVal {
+// value is the entry as the map holds it. enc, when not nil, is the slot of
+// rs already encoded.
+func (t *table) value(e *entryState, rs *ruleState, enc *bpfRule) bpfFlowVal {
 	var v bpfFlowVal
 	for i, s := range e.slots {
-		if s != nil {
-			v.Slot[i] = s.enc
+		switch {
+		case s == nil:
+		case s == rs && enc != nil:
+			v.Slot[i] = *enc
+			v.Slot[i].Counter = rs.enc.Counter
+		default:
+			v.Slot[i] = t.slot(s)
 		}
 	}
 	return v
@@ -275,11 +311,10 @@ func (t *table) attachFound(rs *ruleState, key, mask bpfKey, ms *maskState, e *e
 			break
 		}
 	}
-	rs.key = key
 	if fresh {
 		t.entries.put(&key, e) // after the slot: the index reads the key from it
 	}
-	rs.key, rs.mask, rs.entry = key, ms, e
+	rs.mask, rs.entry = ms, e
 	t.rules[rs.rule.ID] = rs
 	return nil
 }
@@ -434,11 +469,6 @@ func (t *table) opErr(op string, id hal.RuleID, err error) error {
 func (t *table) flush(results []hal.OpResult) {
 	if len(t.pendRule) == 0 {
 		return
-	}
-	t.pendKeys, t.pendVals = t.pendKeys[:0], t.pendVals[:0]
-	for _, rs := range t.pendRule {
-		t.pendKeys = append(t.pendKeys, rs.key)
-		t.pendVals = append(t.pendVals, rs.entry.value())
 	}
 	n, err := t.be.putEntries(t.pendKeys, t.pendVals)
 	if err != nil {
@@ -612,6 +642,9 @@ func (t *table) warm(ops []hal.Op) {
 }
 
 func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
+	// The entry's key and value are gathered now, while the rule is at
+	// hand: nothing changes the entry before the flush (an operation on
+	// a pending entry flushes first).
 	enc, err := encodeRuleCached(r, &t.encap)
 	if err != nil {
 		results[i].Err = hal.Unsupported(t.driver, "actions encap", "%v", err)
@@ -636,13 +669,16 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 		}
 	}
 	rs := t.newRuleState()
-	rs.rule, rs.enc = t.keepRule(r), enc
+	rs.rule, rs.enc = t.keepRule(r), ruleEnc{Flags: enc.Flags}
 	if err := t.attachFound(rs, key, mask, ms, e); err != nil {
 		*rs = ruleState{} // drop its references; the slot is not reused
 		results[i].Err = err
 		return
 	}
 	rs.entry.pending = true
+	key.MaskID = rs.mask.id
+	t.pendKeys = append(t.pendKeys, key)
+	t.pendVals = append(t.pendVals, t.value(rs.entry, rs, &enc))
 	t.pendOps = append(t.pendOps, i)
 	t.pendRule = append(t.pendRule, rs)
 	if len(t.pendRule) >= flushChunk {
@@ -673,7 +709,7 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 	key, mask := matchKeys(&r.Match)
 	if ms := t.masks[mask]; ms != nil && ms == old.mask {
 		key.MaskID = ms.id
-		if key == old.key {
+		if key == old.bpfKey() {
 			if enc.Flags&actCount != 0 {
 				if old.enc.Flags&actCount != 0 {
 					enc.Counter = old.enc.Counter
@@ -683,13 +719,13 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 				}
 			}
 			prev := *old
-			old.rule, old.enc = copyRule(r), enc
+			old.rule, old.enc = copyRule(r), ruleEnc{Flags: enc.Flags, Counter: enc.Counter}
 			if r.Priority > old.mask.maxPrio {
 				old.mask.maxPrio = r.Priority
 				t.dirty = true
 			}
-			v := old.entry.value()
-			if _, err := t.be.putEntries([]bpfKey{old.key}, []bpfFlowVal{v}); err != nil {
+			v := t.value(old.entry, old, &enc)
+			if _, err := t.be.putEntries([]bpfKey{key}, []bpfFlowVal{v}); err != nil {
 				old.rule, old.enc = prev.rule, prev.enc
 				results[i].Err = t.opErr("modify", r.ID, err)
 				return
@@ -706,13 +742,13 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 	// A different match: add the new rule under a temporary identity, then
 	// remove the old one.
 	delete(t.rules, old.rule.ID)
-	rs := &ruleState{rule: copyRule(r), enc: enc}
+	rs := &ruleState{rule: copyRule(r), enc: ruleEnc{Flags: enc.Flags}}
 	if err := t.attach(rs); err != nil {
 		t.rules[old.rule.ID] = old
 		results[i].Err = err
 		return
 	}
-	if _, err := t.be.putEntries([]bpfKey{rs.key}, []bpfFlowVal{rs.entry.value()}); err != nil {
+	if _, err := t.be.putEntries([]bpfKey{rs.bpfKey()}, []bpfFlowVal{t.value(rs.entry, nil, nil)}); err != nil {
 		t.detach(rs)
 		t.rules[old.rule.ID] = old
 		results[i].Err = t.opErr("modify", r.ID, err)
@@ -735,13 +771,13 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 // after its last entry is gone.
 func (t *table) remove(rs *ruleState) error {
 	e := rs.entry
-	key := rs.key
+	key := rs.bpfKey()
 	if t.detach(rs) {
 		if err := t.be.deleteEntry(&key); err != nil {
 			t.attach(rs)
 			return t.opErr("delete", rs.rule.ID, err)
 		}
-	} else if _, err := t.be.putEntries([]bpfKey{key}, []bpfFlowVal{e.value()}); err != nil {
+	} else if _, err := t.be.putEntries([]bpfKey{key}, []bpfFlowVal{t.value(e, nil, nil)}); err != nil {
 		t.attach(rs)
 		return t.opErr("delete", rs.rule.ID, err)
 	}

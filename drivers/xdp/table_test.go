@@ -79,7 +79,7 @@ func TestTableBookkeeping(t *testing.T) {
 	if res[0].Err != nil || !errors.Is(res[1].Err, hal.ErrTableFull) {
 		t.Fatalf("shadow %v, third %v", res[0].Err, res[1].Err)
 	}
-	k := tab.rules[1].key
+	k := tab.rules[1].bpfKey()
 	if v := fb.entries[k]; v.Slot[0].ID != 1 || v.Slot[1].ID != 4 || v.Slot[1].Gen != 1 {
 		t.Fatalf("shared entry %+v / %+v", v.Slot[0].ID, v.Slot[1].ID)
 	}
@@ -264,5 +264,41 @@ func TestSharedActionsStayApart(t *testing.T) {
 	}
 	if a := tab.rules[1].rule.Actions; len(a) != 1 || a[0].Kind != hal.ActionDrop {
 		t.Fatalf("rule 1 actions %+v", a)
+	}
+}
+
+// TestEncapCache: the last two encapsulations are found, a third replaces
+// the older, and Geneve options are never cached.
+func TestEncapCache(t *testing.T) {
+	var c encapCache
+	enc := func(vni uint32) hal.Encap {
+		return hal.Encap{Kind: hal.EncapVXLAN, VNI: vni, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2")}
+	}
+	for _, vni := range []uint32{1, 2} {
+		e := enc(vni)
+		c.put(&e, &bpfRule{EncapSum: vni})
+	}
+	for _, vni := range []uint32{1, 2} {
+		e := enc(vni)
+		if b, ok := c.get(&e); !ok || b.EncapSum != vni {
+			t.Fatalf("vni %d: %v %+v", vni, ok, b)
+		}
+	}
+	e3 := enc(3)
+	c.put(&e3, &bpfRule{EncapSum: 3})
+	e1, e2 := enc(1), enc(2)
+	if _, ok := c.get(&e1); ok {
+		t.Fatal("the oldest is still cached")
+	}
+	if b, ok := c.get(&e2); !ok || b.EncapSum != 2 {
+		t.Fatal("the newer of the two is gone")
+	}
+	g := hal.Encap{Kind: hal.EncapGeneve, VNI: 3, Src: e3.Src, Dst: e3.Dst, GeneveOptions: []byte{0, 1, 2, 3}}
+	c.put(&g, &bpfRule{})
+	if _, ok := c.get(&g); ok {
+		t.Fatal("an encap with options was cached")
+	}
+	if b, ok := c.get(&e3); !ok || b.EncapSum != 3 {
+		t.Fatal("an encap with options displaced one")
 	}
 }
