@@ -29,12 +29,43 @@
 // Every (scope, generation) has a chain of its own. Chain 0 jumps to the
 // first scope's dispatch chain, which holds a single filter jumping to the
 // active generation's chain; each generation chain ends with a catch-all
-// that jumps to the next scope's dispatch chain. Activate replaces one
-// filter, the dispatch filter, whatever the number of rules: the figure
+// that jumps to the next scope's dispatch chain, and after the last scope
+// to the exception path's miss chain. Activate replaces one filter, the
+// dispatch filter, whatever the number of rules: the figure
 // shadow.activate_1m_us.tcflower measures it. The kernel allows 16 chain
-// jumps per packet, hence at most 7 scopes (Capabilities.MaxScopes), and
-// rules of a lower scope are tried before those of a higher one whatever
-// their priorities.
+// jumps per packet, hence at most 7 scopes (Capabilities.MaxScopes: 14 jumps
+// reach the last scope's rules, one more the miss chain or the to-host
+// chain), and rules of a lower scope are tried before those of a higher one
+// whatever their priorities.
+//
+// # Exception path
+//
+// Open creates a veth pair in the ports' namespace, tcfx<block>/tcfy<block>
+// (MTU 65535), the channel to the host, and Close deletes it. A frame for the
+// host gets two 802.1Q tags pushed by act_vlan and leaves by mirred egress
+// redirect to tcfx; the driver reads tcfy with an AF_PACKET socket
+// (internal/afpacket, which puts back the tag the kernel moves into
+// auxdata), takes the tags off and hands ReadExceptions the frame as it
+// arrived. The outer tag's VID is the in-port's position in Ports; the
+// inner tag's TCI (VID and priority bits) is a hal.Reason (miss, fragment)
+// or, from 16 up, the value Apply gave a ToHost rule, which names the rule
+// and its reason (32744 to_host rules at most).
+//
+// Misses: chain 0 (while no scope exists) and the last scope's generation
+// chains end in a jump to the miss chain, which holds, per port, a
+// catch-all on indev that tags the frame "miss" and redirects it, and ahead
+// of it a filter that tags later IP fragments "fragment" (flower cannot see
+// their ports). On uplinks, frames the kernel's own underlay needs pass into
+// its stack instead: UDP to the tunnel devices' ports (read from the
+// devices), so that the kernel decapsulates them for the decap rules, and ARP
+// and IPv6 neighbour solicitations and advertisements, so that the tunnel
+// devices resolve their next hops. A ToHost rule pushes its inner tag and
+// jumps to the host chain, which pushes the port tag per indev and
+// redirects. Stats and PortCounters count exceptions from these filters'
+// and the ToHost rules' counters. Without act_vlan, act_mirred or veth, Open
+// still succeeds: Capabilities report no exception path and no ToHost, the
+// notes say why, and a packet no rule takes continues into the port's
+// kernel stack.
 //
 // # Placement and honesty
 //
@@ -66,9 +97,21 @@
 //
 // # Not done, and known differences
 //
-//   - No exception path: a packet no filter takes continues into the port's
-//     kernel stack; ReadExceptions returns hal.ErrNotSupported, ToHost and
-//     DecTTL are refused. Inject works (AF_PACKET).
+//   - Tunnelled misses: a VXLAN or Geneve frame no decap rule takes
+//     continues into the tunnel device's stack, as before. tc sees it only
+//     after the kernel removed the outer headers, and no tc action carries
+//     the VNI or the outer addresses on: the host could get neither the
+//     frame as it arrived nor its flow key, so it gets nothing. Exceptions
+//     always have VNI 0, and ToHost is refused in decap rules and after an
+//     encap.
+//   - On uplinks, UDP to the tunnel ports, ARP and IPv6 neighbour discovery
+//     no rule takes go to the kernel's stack, not to the host's slow path;
+//     any other traffic of the host's own on the uplink is a miss.
+//   - Exceptions keep their order per port, but two ports' frames may
+//     interleave; a frame the port's driver merged (GRO) reaches the host
+//     merged, and checksums the sender left to offload stay partial.
+//   - DecTTL is refused (pedit can decrement a TTL, but nothing hands an
+//     expiring one to the host with reason ttl).
 //   - Overlapping rules of equal priority are not ordered by RuleID, and
 //     flower refuses two rules with the same match and priority (EEXIST).
 //   - The outer MACs of an encapsulation come from the kernel's route and
@@ -84,9 +127,11 @@
 // # Tests
 //
 // The unit tests check the encoded netlink messages attribute by attribute
-// against mdlayher/netlink's nltest, and run anywhere. The kernel tests
-// (TestKernel*, and TestConformance running the conformance suite) need
-// cls_flower and the tc actions, which this project's build machine lacks:
+// against mdlayher/netlink's nltest (the exception path's filters and tags
+// included, with a fake channel for ReadExceptions), and run anywhere. The
+// kernel tests (TestKernel*, and TestConformance running the conformance
+// suite) need cls_flower and the tc actions, which this project's build
+// machine lacks:
 // TestVM builds them into a static test binary and runs them in a VM booted
 // on Debian's 6.1 kernel (internal/vmtest), with real namespaces, veths,
 // VXLAN and Geneve devices and real frames. BenchmarkVMRuleRate and

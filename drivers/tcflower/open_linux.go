@@ -170,6 +170,7 @@ func open(ctx context.Context, conn *netlink.Conn, cfg Config) (*NIC, error) {
 		return nil, err
 	}
 	n.sys = sys
+	n.openExceptionPath()
 	return n, nil
 }
 
@@ -312,7 +313,6 @@ func (n *NIC) probe(ctx context.Context) error {
 		notes = append(notes, "encap: outer MACs come from the kernel's route and neighbour table, not from Encap.SrcMAC/DstMAC; the frame leaves through the tunnel device and the route to the outer destination")
 	}
 	notes = append(notes,
-		"exception path: none; a packet no rule takes continues into the port's kernel stack",
 		"sealed-address frames (EtherType 0x88B5) are dropped ahead of every rule and counted under reason sealed: no crypto, so the NIC fails closed",
 		fmt.Sprintf("generations: tc chains, one dispatch filter per scope; at most %d scopes; rules of a lower scope are tried before those of a higher one", maxScopes),
 		"equal priorities: flower does not order overlapping filters of one priority by rule ID",

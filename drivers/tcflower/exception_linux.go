@@ -1,0 +1,146 @@
+//go:build linux
+
+package tcflower
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/afpacket"
+)
+
+// openExceptionPath builds the exception path (see exception.go): the veth
+// pair, the socket on its receive end and the filters. Without it the NIC
+// still works, with misses going into the ports' kernel stacks as before:
+// Capabilities say so (ExceptionPath false, no ToHost) and the notes say
+// why.
+func (n *NIC) openExceptionPath() {
+	note, err := n.buildExceptionPath()
+	if err != nil {
+		n.caps.Notes = append(n.caps.Notes, "exception path: unavailable, a packet no rule takes continues into the port's kernel stack: "+err.Error())
+		return
+	}
+	n.caps.Notes = append(n.caps.Notes, note)
+}
+
+func (n *NIC) buildExceptionPath() (string, error) {
+	if !n.caps.HasAction(hal.ActionOutput) || !n.caps.HasAction(hal.ActionPushVLAN) {
+		return "", errors.New("it needs the mirred and vlan actions")
+	}
+	if len(n.ports) > 4094 {
+		return "", fmt.Errorf("%d ports: the port tag names at most 4094", len(n.ports))
+	}
+	txName := fmt.Sprintf("tcfx%08x", n.block)
+	rxName := fmt.Sprintf("tcfy%08x", n.block)
+	b, err := encodeNewVeth(txName, rxName, channelMTU)
+	if err != nil {
+		return "", err
+	}
+	if err := n.do(n.request(rtmNewLink, netlink.Create|netlink.Excl, b)); err != nil {
+		return "", fmt.Errorf("creating the channel veth pair %s/%s: %w", txName, rxName, kernelError(err))
+	}
+	var (
+		tx, rx *device
+		r      excReader
+	)
+	fail := func(err error) (string, error) {
+		if r != nil {
+			r.close()
+		}
+		if tx != nil {
+			_ = n.do(n.request(rtmDelLink, 0, encodeDelLink(tx.Ifindex)))
+		} else if d, lerr := n.lookupLink(txName); lerr == nil {
+			_ = n.do(n.request(rtmDelLink, 0, encodeDelLink(d.Ifindex)))
+		}
+		return "", err
+	}
+	if tx, err = n.lookupLink(txName); err != nil {
+		return fail(err)
+	}
+	if rx, err = n.lookupLink(rxName); err != nil {
+		return fail(err)
+	}
+	for _, d := range []*device{rx, tx} {
+		if err := n.do(n.request(rtmNewLink, 0, encodeLinkUp(d.Ifindex))); err != nil {
+			return fail(fmt.Errorf("setting %s up: %w", d.Name, kernelError(err)))
+		}
+	}
+	err = inNetNS(n.cfg.NetNS, func() error {
+		s, err := afpacket.Open(rxName, afpacket.Options{SkipOutgoing: true, PollInterval: excPoll * time.Millisecond})
+		if err != nil {
+			return err
+		}
+		r = &packetReader{s: s}
+		return nil
+	})
+	if err != nil {
+		return fail(fmt.Errorf("packet socket on %s: %w", rxName, err))
+	}
+	ports := n.tunnelPorts()
+	if err := n.installExceptionPath(tx, rxName, ports, r); err != nil {
+		// Closing the qdiscs later removes whatever filters landed.
+		return fail(err)
+	}
+	note := fmt.Sprintf("exception path: misses and to_host frames reach ReadExceptions through the veth pair %s/%s (two 802.1Q tags name the in-port and the reason or rule, mirred egress redirect; AF_PACKET)", txName, rxName)
+	if len(n.lay.tunnels) > 0 {
+		note += fmt.Sprintf("; on uplinks, UDP to ports %v (the tunnel devices), ARP and IPv6 neighbour discovery that no rule takes pass into the kernel's stack, and a tunnelled frame no decap rule takes continues into the tunnel device's stack: tc sees it after the kernel removed the outer headers, so neither the frame as it arrived nor its VNI can reach the host", ports)
+	} else {
+		note += "; on uplinks, ARP and IPv6 neighbour discovery that no rule takes pass into the kernel's stack"
+	}
+	return note, nil
+}
+
+// tunnelPorts are the UDP ports the tunnel devices receive on, read from
+// the kernel (the IANA ports when it does not say).
+func (n *NIC) tunnelPorts() []uint16 {
+	seen := map[uint16]bool{}
+	var out []uint16
+	for kind, d := range n.lay.tunnels {
+		var port uint16
+		b := ifinfomsg(d.Ifindex, 0, 0)
+		if msgs, err := n.conn.Execute(n.request(rtmGetLink, 0, b)); err == nil {
+			for _, m := range msgs {
+				if p := parseTunnelPort(m.Data); p != 0 {
+					port = p
+				}
+			}
+		}
+		if port == 0 {
+			port = hal.PortVXLAN
+			if kind == hal.EncapGeneve {
+				port = hal.PortGeneve
+			}
+		}
+		if !seen[port] {
+			seen[port] = true
+			out = append(out, port)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// packetReader reads the channel's receive end.
+type packetReader struct {
+	s *afpacket.Socket
+}
+
+func (p *packetReader) recv(buf []byte, wait bool) ([]byte, error) {
+	flags := 0
+	if !wait {
+		flags = unix.MSG_DONTWAIT
+	}
+	f, _, err := p.s.RecvFlags(buf, flags)
+	if errors.Is(err, afpacket.ErrTimeout) {
+		return nil, errNoFrame
+	}
+	return f, err
+}
+
+func (p *packetReader) close() error { return p.s.Close() }
