@@ -184,7 +184,11 @@ func (n *NIC) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult, a
 		return hal.Summarize(results)
 	}
 	if len(w.muts) > 0 {
-		w.publish(func(v *view, side int) { w.applyMutations(v, side, w.muts) })
+		replica := false
+		w.publish(func(v *view, side int) {
+			w.applyMutations(v, side, w.muts, replica)
+			replica = true
+		})
 	}
 	w.settle()
 	return hal.Summarize(results)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"testing"
 
@@ -511,5 +512,65 @@ func TestNewRefuses(t *testing.T) {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: New accepted it", name)
 		}
+	}
+}
+
+// TestViewsAgree: after batches of every size (some replayed on the second
+// view, some copied to it from the first), both views hold the same hash
+// tables, and every installed rule is found in them.
+func TestViewsAgree(t *testing.T) {
+	n := newNIC(t, func(c *Config) { c.MaxRules = 1 << 16 })
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(3, 4))
+	live := map[int]bool{}
+	for round, size := range []int{1, 3, 700, 5, 1, 4000, 2, 9000, 17, 1, 30000, 6, 2} {
+		ops := make([]hal.Op, 0, size)
+		res := make([]hal.OpResult, size)
+		for len(ops) < size {
+			f := rng.IntN(1 << 15)
+			if live[f] {
+				ops = append(ops, hal.DeleteOp(hal.RuleID(f+1)))
+				delete(live, f)
+			} else {
+				ops = append(ops, hal.AddOp(flowRule(f)))
+				live[f] = true
+			}
+		}
+		if err := n.Apply(ctx, ops, res); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		n.wmu.Lock()
+		for _, tup := range n.w.tuples {
+			a, b := tup.tabs[0], tup.tabs[1]
+			if a == nil || b == nil {
+				t.Fatalf("round %d: tuple with a table in one view only", round)
+			}
+			if tup.batchMuts != 0 {
+				t.Fatalf("round %d: batchMuts %d left between batches", round, tup.batchMuts)
+			}
+			if a.ht.used != b.ht.used || a.ht.tombs != b.ht.tombs || a.ht.mask != b.ht.mask || !slices.Equal(a.ht.b, b.ht.b) {
+				t.Fatalf("round %d: views differ: used %d/%d tombs %d/%d buckets %d/%d",
+					round, a.ht.used, b.ht.used, a.ht.tombs, b.ht.tombs, len(a.ht.b), len(b.ht.b))
+			}
+			if a.ht.used != len(live) {
+				t.Fatalf("round %d: %d slots used, %d rules live", round, a.ht.used, len(live))
+			}
+		}
+		n.wmu.Unlock()
+	}
+	// Every live flow hits its rule, every other one misses.
+	vm := mustPort(t, n, pVM1)
+	up := mustPort(t, n, pUplink)
+	frame := make([]byte, benchFrameLen)
+	for f := 0; f < 1<<15; f += 97 {
+		writeFlowFrame(frame, f)
+		before := up.counters().Tx.Packets
+		if _, err := vm.Send([][]byte{frame}); err != nil {
+			t.Fatal(err)
+		}
+		if hit := up.counters().Tx.Packets > before; hit != live[f] {
+			t.Fatalf("flow %d: hit %v, live %v", f, hit, live[f])
+		}
+		up.Discard()
 	}
 }

@@ -221,6 +221,10 @@ type tuple struct {
 	prios map[uint16]int
 	max   uint16
 	tabs  [2]*tupleTab
+	// batchMuts counts the batch's mutations of this tuple while the
+	// first view is changed; on the second, -1 marks a table copied from
+	// the first and -2 one replayed. Zero between batches.
+	batchMuts int
 }
 
 func (t *tuple) addPrio(p uint16) {
@@ -267,9 +271,43 @@ type mutation struct {
 	add bool
 }
 
+// copyFraction: a view's table of a tuple is copied from the other view,
+// instead of replaying the batch on it, when the batch changed at least
+// 1/copyFraction as many slots as the table has buckets. A replayed
+// mutation is a random access (a cache miss on a large table) and copying
+// a 64-byte bucket a sequential one, several times cheaper.
+const copyFraction = 4
+
 // applyMutations changes view v (side) as muts say and reorders its tuples.
-func (w *writerState) applyMutations(v *view, side int, muts []mutation) {
+// replica says that the other view already holds the batch (update's
+// second call): tables that the batch changed much are copied from there.
+func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica bool) {
 	reorder := false
+	if replica {
+		for i := range muts {
+			t := muts[i].t
+			if t.batchMuts < 0 {
+				continue // handled
+			}
+			src := &t.tabs[1-side].ht
+			if t.batchMuts*copyFraction >= len(src.b) {
+				tab := t.tabs[side]
+				if tab == nil {
+					tab = &tupleTab{tup: t, shape: &t.shape}
+					t.tabs[side] = tab
+					reorder = true
+				}
+				if len(tab.ht.b) != len(src.b) {
+					tab.ht.b = make([]bucket, len(src.b))
+				}
+				copy(tab.ht.b, src.b)
+				tab.ht.mask, tab.ht.used, tab.ht.tombs = src.mask, src.used, src.tombs
+				t.batchMuts = -1 // copied: skip its mutations below
+			} else {
+				t.batchMuts = -2 // replayed
+			}
+		}
+	}
 	const ahead = MaxBurst / 2
 	prefetchMutations(muts[:min(ahead, len(muts))], side, &w.pf)
 	for i := range muts {
@@ -278,6 +316,11 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation) {
 			prefetchMutations(muts[i+ahead:min(i+2*ahead, len(muts))], side, &w.pf)
 		}
 		m := &muts[i]
+		if !replica {
+			m.t.batchMuts++
+		} else if m.t.batchMuts == -1 {
+			continue
+		}
 		tab := m.t.tabs[side]
 		if tab == nil {
 			tab = &tupleTab{tup: m.t, shape: &m.t.shape}
@@ -292,6 +335,11 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation) {
 			tab.ht.insert(m.sig, m.idx)
 		} else {
 			tab.ht.remove(m.sig, m.idx)
+		}
+	}
+	if replica {
+		for i := range muts {
+			muts[i].t.batchMuts = 0
 		}
 	}
 	v.chunks = w.chunks
@@ -338,7 +386,7 @@ func prefetchMutations(muts []mutation, side int, pf *[MaxBurst]uintptr) {
 	n := 0
 	for i := range muts {
 		m := &muts[i]
-		if tab := m.t.tabs[side]; tab != nil {
+		if tab := m.t.tabs[side]; tab != nil && m.t.batchMuts != -1 {
 			pf[n] = uintptr(unsafe.Pointer(&tab.ht.b[uint64(m.sig)&tab.ht.mask]))
 			n++
 		}
