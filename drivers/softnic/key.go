@@ -161,17 +161,18 @@ func (s *tupleShape) equal(w *words, pk *words) bool {
 // ruleKey turns a rule's match into its tuple key and its key words (not
 // yet packed: see tupleShape.pack, which also masks them, so that the match
 // needs no Normalize first).
-func ruleKey(m *hal.Match) (tupleKey, words) {
-	var tk tupleKey
-	var kw words
+func ruleKey(m *hal.Match, tk *tupleKey, kw *words) {
 	loadWords(&m.Mask, &tk.mask)
-	loadWords(&m.Key, &kw)
-	et := tk.mask[wordEthType] >> ethTypeShift & 0xffff
-	if et == 0xffff && m.Key.EthType == hal.EtherTypeIPv4 &&
-		kw[wordIPSrcHigh]&tk.mask[wordIPSrcHigh] == 0 && kw[wordIPDstHigh]&tk.mask[wordIPDstHigh] == 0 {
-		tk.v4 = true
-	}
-	return tk, kw
+	loadWords(&m.Key, kw)
+	tk.v4 = pinsIPv4(&tk.mask, kw, m.Key.EthType)
+}
+
+// pinsIPv4 says whether a rule with mask words mask and key words kw pins
+// EthType to IPv4 with the high address words masked to zero (tupleKey.v4).
+func pinsIPv4(mask, kw *words, ethType uint16) bool {
+	et := mask[wordEthType] >> ethTypeShift & 0xffff
+	return et == 0xffff && ethType == hal.EtherTypeIPv4 &&
+		kw[wordIPSrcHigh]&mask[wordIPSrcHigh] == 0 && kw[wordIPDstHigh]&mask[wordIPDstHigh] == 0
 }
 
 // pack keeps the words s compares, masked, in order.

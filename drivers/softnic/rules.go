@@ -33,6 +33,7 @@ type writerState struct {
 	// lastTuple and lastProg shortcut the map lookups for runs of rules
 	// with one mask or one action list, the usual shape of a batch.
 	lastTuple *tuple
+	lastMask  hal.FlowKey // the match mask lastTuple was found for
 	lastProg  *program
 	// progCache maps a cheap fingerprint of an action list (see
 	// quickActionsHash) to the programs last seen with it, most recent
@@ -222,9 +223,15 @@ func (w *writerState) do(op *hal.Op) error {
 		if err != nil {
 			return err
 		}
-		tk, kw := ruleKey(&r.Match)
+		// Runs of rules share a mask: the previous rule's tuple is this
+		// one's when the masks are equal and the key leaves it as IPv4-only
+		// as it was, which spares converting and comparing tuple keys.
+		var kw words
+		loadWords(&r.Match.Key, &kw)
 		t := w.lastTuple
-		if t == nil || t.key != tk {
+		if t == nil || r.Match.Mask != w.lastMask || t.key.v4 != pinsIPv4(&t.key.mask, &kw, r.Match.Key.EthType) {
+			var tk tupleKey
+			ruleKey(&r.Match, &tk, &kw)
 			if t = w.tuples[tk]; t == nil {
 				id, ok := w.tupleID()
 				if !ok {
@@ -234,7 +241,7 @@ func (w *writerState) do(op *hal.Op) error {
 				w.tuples[tk] = t
 				w.tupleByID[id] = t
 			}
-			w.lastTuple = t
+			w.lastTuple, w.lastMask = t, r.Match.Mask
 		}
 		// A tuple made here and left empty by a failure below is dropped
 		// when the batch settles.

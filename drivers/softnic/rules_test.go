@@ -3,6 +3,7 @@ package softnic
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
@@ -572,5 +573,43 @@ func TestViewsAgree(t *testing.T) {
 			t.Fatalf("flow %d: hit %v, live %v", f, hit, live[f])
 		}
 		up.Discard()
+	}
+}
+
+// TestTupleOfEachRule: rules in a run share the previous rule's tuple only
+// when their masks are equal and both are IPv4-only or both not; rules with
+// one mask alternating between IPv4 and IPv6 keys land in two tuples.
+func TestTupleOfEachRule(t *testing.T) {
+	n := newNIC(t)
+	var mask hal.FlowKey
+	mask.EthType = 0xffff
+	mask.IPDst = [16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	var ops []hal.Op
+	for i := 0; i < 8; i++ {
+		k := hal.FlowKey{EthType: hal.EtherTypeIPv4, IPDst: hal.Addr16(netip.AddrFrom4([4]byte{198, 18, 0, byte(i)}))}
+		if i%2 == 1 {
+			k.EthType = hal.EtherTypeIPv6
+			k.IPDst = hal.Addr16(netip.MustParseAddr(fmt.Sprintf("2001:db8::%d", i)))
+		}
+		ops = append(ops, hal.AddOp(hal.Rule{ID: hal.RuleID(i + 1), Priority: 1,
+			Match: hal.Match{Key: k, Mask: mask}, Actions: []hal.Action{hal.Output(pUplink)}}))
+	}
+	res := make([]hal.OpResult, len(ops))
+	if err := n.Apply(context.Background(), ops, res); err != nil {
+		t.Fatal(err)
+	}
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	if len(n.w.tuples) != 2 {
+		t.Fatalf("%d tuples, want 2 (IPv4-only and not)", len(n.w.tuples))
+	}
+	for id, idx := range n.w.byID.all() {
+		tup := n.w.tupleByID[n.w.entry(idx).tup]
+		if v4 := id%2 == 1; tup.key.v4 != v4 {
+			t.Errorf("rule %d: in a tuple with v4 %v, want %v", id, tup.key.v4, v4)
+		}
+		if tup.rules != 4 {
+			t.Errorf("rule %d: its tuple holds %d rules, want 4", id, tup.rules)
+		}
 	}
 }
