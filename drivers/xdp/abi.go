@@ -114,27 +114,72 @@ type bpfTrace struct {
 	Verdict, Port, Reason, Pad0 uint32
 }
 
+// bpfKey is hal.FlowKey field for field, in the same order and widths, and
+// then MaskID and Pad: keyOf copies the bytes. Every field's offset is
+// checked here, so that a change to either struct stops the build.
+var (
+	_ [unsafe.Offsetof(hal.FlowKey{}.TunSrc) - unsafe.Offsetof(bpfKey{}.TunSrc)]byte
+	_ [unsafe.Offsetof(bpfKey{}.TunSrc) - unsafe.Offsetof(hal.FlowKey{}.TunSrc)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.TunDst) - unsafe.Offsetof(bpfKey{}.TunDst)]byte
+	_ [unsafe.Offsetof(bpfKey{}.TunDst) - unsafe.Offsetof(hal.FlowKey{}.TunDst)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.IPSrc) - unsafe.Offsetof(bpfKey{}.IPSrc)]byte
+	_ [unsafe.Offsetof(bpfKey{}.IPSrc) - unsafe.Offsetof(hal.FlowKey{}.IPSrc)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.IPDst) - unsafe.Offsetof(bpfKey{}.IPDst)]byte
+	_ [unsafe.Offsetof(bpfKey{}.IPDst) - unsafe.Offsetof(hal.FlowKey{}.IPDst)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.InPort) - unsafe.Offsetof(bpfKey{}.InPort)]byte
+	_ [unsafe.Offsetof(bpfKey{}.InPort) - unsafe.Offsetof(hal.FlowKey{}.InPort)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.VNI) - unsafe.Offsetof(bpfKey{}.VNI)]byte
+	_ [unsafe.Offsetof(bpfKey{}.VNI) - unsafe.Offsetof(hal.FlowKey{}.VNI)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.EthSrc) - unsafe.Offsetof(bpfKey{}.EthSrc)]byte
+	_ [unsafe.Offsetof(bpfKey{}.EthSrc) - unsafe.Offsetof(hal.FlowKey{}.EthSrc)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.EthDst) - unsafe.Offsetof(bpfKey{}.EthDst)]byte
+	_ [unsafe.Offsetof(bpfKey{}.EthDst) - unsafe.Offsetof(hal.FlowKey{}.EthDst)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.EthType) - unsafe.Offsetof(bpfKey{}.EthType)]byte
+	_ [unsafe.Offsetof(bpfKey{}.EthType) - unsafe.Offsetof(hal.FlowKey{}.EthType)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.VLAN) - unsafe.Offsetof(bpfKey{}.VLAN)]byte
+	_ [unsafe.Offsetof(bpfKey{}.VLAN) - unsafe.Offsetof(hal.FlowKey{}.VLAN)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.L4Src) - unsafe.Offsetof(bpfKey{}.L4Src)]byte
+	_ [unsafe.Offsetof(bpfKey{}.L4Src) - unsafe.Offsetof(hal.FlowKey{}.L4Src)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.L4Dst) - unsafe.Offsetof(bpfKey{}.L4Dst)]byte
+	_ [unsafe.Offsetof(bpfKey{}.L4Dst) - unsafe.Offsetof(hal.FlowKey{}.L4Dst)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.Proto) - unsafe.Offsetof(bpfKey{}.Proto)]byte
+	_ [unsafe.Offsetof(bpfKey{}.Proto) - unsafe.Offsetof(hal.FlowKey{}.Proto)]byte
+	_ [unsafe.Offsetof(hal.FlowKey{}.TunKind) - unsafe.Offsetof(bpfKey{}.TunKind)]byte
+	_ [unsafe.Offsetof(bpfKey{}.TunKind) - unsafe.Offsetof(hal.FlowKey{}.TunKind)]byte
+	_ [unsafe.Sizeof(hal.FlowKey{}.TunKind) - 1]byte
+	_ [1 - unsafe.Sizeof(hal.FlowKey{}.TunKind)]byte
+	// nothing after TunKind but two bytes of padding, where bpfKey has
+	// MaskID and Pad
+	_ [unsafe.Sizeof(hal.FlowKey{}) - bpfKeySize]byte
+	_ [bpfKeySize - unsafe.Sizeof(hal.FlowKey{})]byte
+	_ [unsafe.Alignof(hal.FlowKey{}) - unsafe.Alignof(uint32(0))]byte
+)
+
 func keyOf(k *hal.FlowKey) bpfKey {
-	return bpfKey{
-		TunSrc: k.TunSrc, TunDst: k.TunDst, IPSrc: k.IPSrc, IPDst: k.IPDst,
-		InPort: uint32(k.InPort), VNI: k.VNI, EthSrc: k.EthSrc, EthDst: k.EthDst,
-		EthType: k.EthType, VLAN: k.VLAN, L4Src: k.L4Src, L4Dst: k.L4Dst,
-		Proto: k.Proto, TunKind: uint8(k.TunKind),
-	}
+	// whole 4-byte words (a [94]byte copy is a memmove call), then the
+	// padding's bytes cleared
+	var b bpfKey
+	*(*[bpfKeySize / 4]uint32)(unsafe.Pointer(&b)) = *(*[bpfKeySize / 4]uint32)(unsafe.Pointer(k))
+	b.MaskID, b.Pad = 0, 0
+	return b
 }
 
 // matchKeys returns the masked key of m (without its mask ID) and the mask
-// shape, both as the program sees them.
+// shape, both as the program sees them: hal.Match.Normalize on a copy, done
+// a word at a time, since masking the bytes of the fields is masking the
+// fields.
 func matchKeys(m *hal.Match) (key, mask bpfKey) {
-	// hal.Match.Normalize on a copy, done on the converted keys a word at
-	// a time: every bpfKey field is the hal.FlowKey field of the same
-	// width, so masking the bytes is masking the fields.
-	key, mask = keyOf(&m.Key), keyOf(&m.Mask)
-	kw := (*[bpfKeySize / 8]uint64)(unsafe.Pointer(&key))
-	mw := (*[bpfKeySize / 8]uint64)(unsafe.Pointer(&mask))
-	for i := range kw {
-		kw[i] &= mw[i]
+	const words = bpfKeySize/4 - 1 // the last holds Proto, TunKind and padding
+	kw := (*[words]uint32)(unsafe.Pointer(&m.Key))
+	mw := (*[words]uint32)(unsafe.Pointer(&m.Mask))
+	ko := (*[words]uint32)(unsafe.Pointer(&key))
+	mo := (*[words]uint32)(unsafe.Pointer(&mask))
+	for i := range ko {
+		w := mw[i]
+		mo[i], ko[i] = w, kw[i]&w
 	}
+	mask.Proto, mask.TunKind = m.Mask.Proto, uint8(m.Mask.TunKind)
+	key.Proto, key.TunKind = m.Key.Proto&mask.Proto, uint8(m.Key.TunKind)&mask.TunKind
 	return key, mask
 }
 

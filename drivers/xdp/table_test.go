@@ -210,9 +210,19 @@ func TestMatchKeys(t *testing.T) {
 		n := m
 		n.Normalize()
 		key, mask := matchKeys(&m)
-		if key != keyOf(&n.Key) || mask != keyOf(&n.Mask) {
-			t.Fatalf("match %+v: key %+v, want %+v", m, key, keyOf(&n.Key))
+		if key != keyByFields(&n.Key) || mask != keyByFields(&n.Mask) {
+			t.Fatalf("match %+v: key %+v, want %+v", m, key, keyByFields(&n.Key))
 		}
+	}
+}
+
+// keyByFields is keyOf written out field by field.
+func keyByFields(k *hal.FlowKey) bpfKey {
+	return bpfKey{
+		TunSrc: k.TunSrc, TunDst: k.TunDst, IPSrc: k.IPSrc, IPDst: k.IPDst,
+		InPort: uint32(k.InPort), VNI: k.VNI, EthSrc: k.EthSrc, EthDst: k.EthDst,
+		EthType: k.EthType, VLAN: k.VLAN, L4Src: k.L4Src, L4Dst: k.L4Dst,
+		Proto: k.Proto, TunKind: uint8(k.TunKind),
 	}
 }
 
