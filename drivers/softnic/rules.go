@@ -35,6 +35,7 @@ type writerState struct {
 	lastTuple *tuple
 	lastMask  hal.FlowKey // the match mask lastTuple was found for
 	lastProg  *program
+	fields    fieldsChecked // validate's memory of the last mask
 	// progCache maps a cheap fingerprint of an action list (see
 	// quickActionsHash) to the programs last seen with it, most recent
 	// first: it spares the full hash and map lookup when rules alternate
@@ -99,11 +100,13 @@ func (n *NIC) Validate(r *hal.Rule) error {
 	if n.closed.Load() {
 		return hal.ErrClosed
 	}
-	return n.validate(r)
+	return n.validate(r, nil)
 }
 
-func (n *NIC) validate(r *hal.Rule) error {
-	if !quickValid(&n.caps, r) {
+// validate checks r; fc (nil, or the writer's, under wmu) carries what
+// quickValid learnt from the previous rule.
+func (n *NIC) validate(r *hal.Rule, fc *fieldsChecked) error {
+	if !quickValid(&n.caps, r, fc) {
 		if err := hal.CheckRule(&n.caps, r); err != nil {
 			return err
 		}
@@ -206,7 +209,7 @@ func (w *writerState) do(op *hal.Op) error {
 	r := &op.Rule
 	switch op.Kind {
 	case hal.OpAdd, hal.OpModify:
-		if err := w.n.validate(r); err != nil {
+		if err := w.n.validate(r, &w.fields); err != nil {
 			return err
 		}
 		old, exists := w.byID.get(r.ID)

@@ -360,11 +360,24 @@ func TestQuickValidAgreesWithHal(t *testing.T) {
 			Actions: hal.ActionsOf(hal.ActionDecTTL, hal.ActionPushVLAN), Encaps: hal.EncapsOf(hal.EncapNVGRE), Generations: true}
 	}).Capabilities())
 	accepted := 0
+	// One memory of checked masks per set of capabilities, as the writer
+	// keeps one: every rule is checked with it and without, and a rule is
+	// sometimes checked right after one with the same mask.
+	fcs := make([]fieldsChecked, len(capsets))
+	var prev hal.Rule
 	for i := 0; i < 200000; i++ {
 		r := randomRule(rng)
+		if i%3 == 0 && i > 0 {
+			r.Match.Mask = prev.Match.Mask
+		}
+		prev = r
 		for ci := range capsets {
 			c := &capsets[ci]
-			if quickValid(c, &r) {
+			plain := quickValid(c, &r, nil)
+			if cached := quickValid(c, &r, &fcs[ci]); cached != plain {
+				t.Fatalf("quickValid says %v with the previous mask remembered, %v without:\n%v", cached, plain, r.String())
+			}
+			if plain {
 				accepted++
 				if err := hal.CheckRule(c, &r); err != nil {
 					t.Fatalf("quickValid accepted a rule hal refuses (%v):\n%v", err, r.String())
