@@ -550,7 +550,7 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 		op := &ops[i]
 		switch op.Kind {
 		case hal.OpAdd:
-			if _, ok := t.rules[op.Rule.ID]; ok {
+			if _, ok := t.lookup(op.Rule.ID, results); ok {
 				results[i].Err = fmt.Errorf("%s: add rule %d: %w", t.driver, op.Rule.ID, hal.ErrExists)
 				continue
 			}
@@ -560,7 +560,7 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 			}
 			t.add(i, &op.Rule, results)
 		case hal.OpModify:
-			old, ok := t.rules[op.Rule.ID]
+			old, ok := t.lookup(op.Rule.ID, results)
 			if !ok {
 				results[i].Err = fmt.Errorf("%s: modify rule %d: %w", t.driver, op.Rule.ID, hal.ErrNotFound)
 				continue
@@ -571,7 +571,7 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 			}
 			t.modify(i, old, &op.Rule, results)
 		case hal.OpDelete:
-			rs, ok := t.rules[op.Rule.ID]
+			rs, ok := t.lookup(op.Rule.ID, results)
 			if !ok {
 				results[i].Err = fmt.Errorf("%s: delete rule %d: %w", t.driver, op.Rule.ID, hal.ErrNotFound)
 				continue
@@ -596,6 +596,20 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 			}
 		}
 	}
+}
+
+// lookup finds rule id for an operation. A rule added earlier in the batch
+// whose write is still gathered may yet fail to land and be undone: the
+// write is made first, so that the operation sees whether it did (an add
+// of the same ID is then tried again rather than refused as existing, and
+// a modify or delete does not act on a rule that is gone).
+func (t *table) lookup(id hal.RuleID, results []hal.OpResult) (*ruleState, bool) {
+	rs, ok := t.rules[id]
+	if ok && rs.entry != nil && rs.entry.pending {
+		t.flush(results)
+		rs, ok = t.rules[id]
+	}
+	return rs, ok
 }
 
 // warmAhead is how many operations warm looks up at a time: enough

@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
@@ -312,3 +313,95 @@ func TestEncapCache(t *testing.T) {
 		t.Fatal("an encap with options displaced one")
 	}
 }
+
+// TestTableRandomOps: batches of random adds, modifies and deletes over a
+// few matches (so that rules share entries, in two generations), a few
+// encapsulations and counting rules. After each batch the maps hold exactly
+// what the table's rules encode, and the table holds exactly the rules a
+// model of hal's semantics says landed.
+func TestTableRandomOps(t *testing.T) {
+	// full: the backend refuses new keys beyond 5 entries, as a full BPF
+	// hash does, so that batch writes fail part way and are rolled back.
+	for _, full := range []int{0, 5} {
+		t.Run(fmt.Sprintf("full=%d", full), func(t *testing.T) { testTableRandomOps(t, full) })
+	}
+}
+
+func testTableRandomOps(t *testing.T, full int) {
+	rng := rand.New(rand.NewPCG(3, uint64(full)))
+	fb := &fakeBackend{entries: map[bpfKey]bpfFlowVal{}, full: full}
+	tab := newTable("test", 1000, 16, 1000, nil, fb)
+	encaps := []hal.Encap{
+		{Kind: hal.EncapVXLAN, VNI: 1, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2")},
+		{Kind: hal.EncapVXLAN, VNI: 1, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.3")},
+		{Kind: hal.EncapNVGRE, VNI: 2, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.4")},
+	}
+	rule := func(id hal.RuleID) hal.Rule {
+		r := prefixRule(id, uint16(rng.IntN(3)), fmt.Sprintf("198.19.%d.0/%d", rng.IntN(6), 16+8*rng.IntN(2)))
+		r.Generation = hal.Generation(rng.IntN(2))
+		switch rng.IntN(3) {
+		case 0:
+			r.Actions = []hal.Action{hal.EncapWith(encaps[rng.IntN(len(encaps))]), hal.Output(1)}
+		case 1:
+			r.Actions = []hal.Action{hal.Count(), hal.Drop(hal.ReasonPolicy)}
+		}
+		return r
+	}
+	model := map[hal.RuleID]bool{}
+	for batch := 0; batch < 300; batch++ {
+		var ops []hal.Op
+		for i := rng.IntN(40); i >= 0; i-- {
+			id := hal.RuleID(1 + rng.IntN(30))
+			switch rng.IntN(3) {
+			case 0:
+				ops = append(ops, hal.AddOp(rule(id)))
+			case 1:
+				ops = append(ops, hal.ModifyOp(rule(id)))
+			default:
+				ops = append(ops, hal.DeleteOp(id))
+			}
+		}
+		res := applyT(t, tab, ops...)
+		for i, op := range ops {
+			err, id := res[i].Err, op.Rule.ID
+			switch {
+			case op.Kind == hal.OpAdd && model[id]:
+				if !errors.Is(err, hal.ErrExists) {
+					t.Fatalf("batch %d op %d: add of an existing rule: %v", batch, i, err)
+				}
+			case op.Kind != hal.OpAdd && !model[id]:
+				if !errors.Is(err, hal.ErrNotFound) {
+					t.Fatalf("batch %d op %d: %v of a missing rule: %v", batch, i, op.Kind, err)
+				}
+			case err == nil && op.Kind == hal.OpDelete:
+				delete(model, id)
+			case err == nil:
+				model[id] = true
+			case !errors.Is(err, hal.ErrTableFull):
+				t.Fatalf("batch %d op %d: %v", batch, i, err)
+			}
+		}
+		if len(tab.rules) != len(model) {
+			t.Fatalf("batch %d: %d rules, model %d", batch, len(tab.rules), len(model))
+		}
+		for id := range model {
+			rs := tab.rules[id]
+			if rs == nil {
+				t.Fatalf("batch %d: rule %d missing", batch, id)
+			}
+			if e := tab.entries.get(ptr(rs.bpfKey())); e != rs.entry {
+				t.Fatalf("batch %d: rule %d: its entry is not indexed under its key", batch, id)
+			}
+		}
+		if tab.entries.len() != len(fb.entries) {
+			t.Fatalf("batch %d: %d entries indexed, %d written", batch, tab.entries.len(), len(fb.entries))
+		}
+		for k, e := range tab.entries.all() {
+			if v, ok := fb.entries[k]; !ok || v != tab.value(e, nil, nil) {
+				t.Fatalf("batch %d: entry %+v written %v, not as its rules encode", batch, k, ok)
+			}
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
