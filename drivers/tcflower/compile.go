@@ -44,6 +44,10 @@ type compiled struct {
 	// hostAct is the index in actions of a ToHost rule's reason-tag push,
 	// which Apply fills in with the rule's tag value; -1 for other rules.
 	hostAct int
+	// ttl is set for a rule with DecTTL: its filter jumps to a chain of its
+	// own that hands frames whose TTL runs out to the host before the
+	// actions run (see ttlFilters).
+	ttl bool
 }
 
 func unsupported(field, format string, args ...any) error {
@@ -64,7 +68,16 @@ func compileRule(l *layout, r *hal.Rule) (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &compiled{keys: keys, actions: acts, hostAct: hostAct}, nil
+	c := &compiled{keys: keys, actions: acts, hostAct: hostAct}
+	for i := range r.Actions {
+		if r.Actions[i].Kind == hal.ActionDecTTL {
+			if l.hostChain == 0 {
+				return nil, unsupported(fmt.Sprintf("actions[%d] dec_ttl", i), "a frame whose TTL runs out goes to the host, and the NIC has no exception path")
+			}
+			c.ttl = true
+		}
+	}
+	return c, nil
 }
 
 func compileMatch(l *layout, m *hal.Match, decaps bool) ([]byte, error) {
@@ -273,6 +286,15 @@ func compileActions(l *layout, r *hal.Rule) ([]tcAction, int, error) {
 			// the others alone), whether or not the rule matched on the
 			// protocol.
 			csum |= csumFlagTCP | csumFlagUDP | csumFlagICMP
+		case hal.ActionDecTTL:
+			// pedit's add: ttl + 0xff with the carry lost is ttl - 1, as
+			// iproute2's "munge ip ttl add 0xff".
+			if v6 {
+				keys = append(keys, peditKey{HType: pedItHTypeIP6, Off: 4, Mask: [4]byte{0xff, 0xff, 0xff, 0}, Val: [4]byte{0, 0, 0, 0xff}, Cmd: pedItCmdAdd})
+			} else {
+				keys = append(keys, peditKey{HType: pedItHTypeIP4, Off: 8, Mask: [4]byte{0, 0xff, 0xff, 0xff}, Val: [4]byte{0xff, 0, 0, 0}, Cmd: pedItCmdAdd})
+				csum |= csumFlagIPv4Hdr
+			}
 		case hal.ActionSetL4Src, hal.ActionSetL4Dst:
 			// Linux 6.1's pedit takes "tcp"/"udp" offsets from the transport
 			// header, which is not set yet on ingress; offsets from the

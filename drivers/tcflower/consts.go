@@ -68,6 +68,8 @@ const (
 	flowerICMPv6Type   = 55
 	flowerICMPv6TypeM  = 56
 	flowerKeyFlags     = 47
+	flowerIPTTL        = 75
+	flowerIPTTLMask    = 76
 	flowerKeyFlagsMask = 48
 	flowerInHWCount    = 86
 
@@ -108,6 +110,7 @@ const (
 	pedItHTypeIP4    = 2
 	pedItHTypeIP6    = 3
 	pedItCmdSet      = 0
+	pedItCmdAdd      = 1
 	csumParms        = 1
 	csumFlagIPv4Hdr  = 1
 	csumFlagICMP     = 2

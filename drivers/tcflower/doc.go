@@ -34,8 +34,9 @@
 // dispatch filter, whatever the number of rules: the figure
 // shadow.activate_1m_us.tcflower measures it. The kernel allows 16 chain
 // jumps per packet, hence at most 7 scopes (Capabilities.MaxScopes: 14 jumps
-// reach the last scope's rules, one more the miss chain or the to-host
-// chain), and rules of a lower scope are tried before those of a higher one
+// reach the last scope's rules, one more the miss chain, the to-host chain
+// or a DecTTL rule's chain, and one more from there to the to-host chain),
+// and rules of a lower scope are tried before those of a higher one
 // whatever their priorities.
 //
 // # Exception path
@@ -61,11 +62,15 @@
 // and IPv6 neighbour solicitations and advertisements, so that the tunnel
 // devices resolve their next hops. A ToHost rule pushes its inner tag and
 // jumps to the host chain, which pushes the port tag per indev and
-// redirects. Stats and PortCounters count exceptions from these filters'
-// and the ToHost rules' counters. Without act_vlan, act_mirred or veth, Open
-// still succeeds: Capabilities report no exception path and no ToHost, the
-// notes say why, and a packet no rule takes continues into the port's
-// kernel stack.
+// redirects. A DecTTL rule's filter jumps to a chain of its own, where a
+// frame whose TTL or hop limit is 0 or 1 goes to the host with reason ttl
+// as it arrived, and the others get the rule's actions (DecTTL is pedit's
+// "ip ttl add 0xff", and csum for IPv4). Stats and PortCounters count
+// exceptions from these filters', the TTL checks' and the ToHost rules'
+// counters. Without act_vlan, act_mirred or veth, Open still succeeds:
+// Capabilities report no exception path, no ToHost and no DecTTL, the notes
+// say why, and a packet no rule takes continues into the port's kernel
+// stack.
 //
 // # Placement and honesty
 //
@@ -110,8 +115,6 @@
 //   - Exceptions keep their order per port, but two ports' frames may
 //     interleave; a frame the port's driver merged (GRO) reaches the host
 //     merged, and checksums the sender left to offload stay partial.
-//   - DecTTL is refused (pedit can decrement a TTL, but nothing hands an
-//     expiring one to the host with reason ttl).
 //   - Overlapping rules of equal priority are not ordered by RuleID, and
 //     flower refuses two rules with the same match and priority (EEXIST).
 //   - The outer MACs of an encapsulation come from the kernel's route and

@@ -250,6 +250,10 @@ type peditKey struct {
 	Off   uint32
 	Mask  [4]byte
 	Val   [4]byte
+	// Cmd is pedItCmdSet, or pedItCmdAdd: new = (old & Mask) ^ ((old + Val)
+	// & ^Mask), adding in the host's byte order of the word, so that a
+	// carry out of the kept byte is lost.
+	Cmd uint16
 }
 
 // peditAction is pedit with extended keys (TCA_PEDIT_PARMS_EX plus
@@ -272,7 +276,7 @@ func peditAction(keys []peditKey) tcAction {
 				k := k
 				ne.Nested(pedItKeyEx, func(ke *netlink.AttributeEncoder) error {
 					ke.Uint16(pedItKeyExHType, k.HType)
-					ke.Uint16(pedItKeyExCmd, pedItCmdSet)
+					ke.Uint16(pedItKeyExCmd, k.Cmd)
 					return nil
 				})
 			}

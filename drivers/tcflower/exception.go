@@ -98,32 +98,40 @@ type excReader interface {
 // errNoFrame is an excReader's "nothing within the poll interval".
 var errNoFrame = errors.New("tcflower: no exception frame")
 
-// hostSlot is what a reason tag names: a ToHost rule and its reason.
+// hostSlot is what a reason tag names: a rule that hands frames to the
+// host and its reason.
 type hostSlot struct {
 	rule   hal.RuleID
 	reason hal.Reason
 }
 
-// hostSlots hands out reason-tag values to ToHost rules. Freed values are
-// reused oldest first, so that a frame still queued for a deleted rule is
-// unlikely to be credited to a new one.
+// slotKey names a rule's use of a tag: its ToHost action, or the TTL check
+// of its DecTTL.
+type slotKey struct {
+	rule hal.RuleID
+	ttl  bool
+}
+
+// hostSlots hands out reason-tag values to rules. Freed values are reused
+// oldest first, so that a frame still queued for a deleted rule is unlikely
+// to be credited to a new one.
 type hostSlots struct {
 	mu     sync.Mutex
-	byRule map[hal.RuleID]uint16
+	byRule map[slotKey]uint16
 	slots  map[uint16]hostSlot
 	free   []uint16
 	next   uint16
 }
 
-func (s *hostSlots) get(id hal.RuleID, reason hal.Reason) (uint16, error) {
+func (s *hostSlots) get(key slotKey, reason hal.Reason) (uint16, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if v, ok := s.byRule[id]; ok {
-		s.slots[v] = hostSlot{id, reason}
+	if v, ok := s.byRule[key]; ok {
+		s.slots[v] = hostSlot{key.rule, reason}
 		return v, nil
 	}
 	if s.byRule == nil {
-		s.byRule, s.slots, s.next = map[hal.RuleID]uint16{}, map[uint16]hostSlot{}, firstHostSlot
+		s.byRule, s.slots, s.next = map[slotKey]uint16{}, map[uint16]hostSlot{}, firstHostSlot
 	}
 	var v uint16
 	switch {
@@ -136,18 +144,24 @@ func (s *hostSlots) get(id hal.RuleID, reason hal.Reason) (uint16, error) {
 	default:
 		return 0, unsupported("to_host", "the exception channel tells %d to_host rules apart (two VLAN tags); all are taken", maxHostSlot-firstHostSlot+1)
 	}
-	s.byRule[id] = v
-	s.slots[v] = hostSlot{id, reason}
+	s.byRule[key] = v
+	s.slots[v] = hostSlot{key.rule, reason}
 	return v, nil
 }
 
-func (s *hostSlots) release(id hal.RuleID) {
+// keep frees rule id's tags but the ones it still uses.
+func (s *hostSlots) keep(id hal.RuleID, toHost, ttl bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if v, ok := s.byRule[id]; ok {
-		delete(s.byRule, id)
-		delete(s.slots, v)
-		s.free = append(s.free, v)
+	for _, k := range []slotKey{{id, false}, {id, true}} {
+		if (k.ttl && ttl) || (!k.ttl && toHost) {
+			continue
+		}
+		if v, ok := s.byRule[k]; ok {
+			delete(s.byRule, k)
+			delete(s.slots, v)
+			s.free = append(s.free, v)
+		}
 	}
 }
 
@@ -317,6 +331,111 @@ func (n *NIC) installExceptionPath(tx *device, rxName string, tunnelPorts []uint
 	n.excBuf = make([]byte, excBufLen)
 	n.caps.ExceptionPath = true
 	n.caps.Actions |= hal.ActionsOf(hal.ActionToHost)
+	if n.caps.HasAction(hal.ActionSetIPSrc) {
+		// pedit and csum are there, and the host takes expiring TTLs.
+		n.caps.Actions |= hal.ActionsOf(hal.ActionDecTTL)
+	}
+	return nil
+}
+
+// ttlFilters are the filters of a DecTTL rule's own chain: a frame whose
+// TTL (or hop limit) is 0 or 1 goes to the host with reason ttl, as it
+// arrived; the others get the rule's actions. The rule's filter in its
+// generation chain only jumps there, and keeps counting every frame it
+// takes.
+func (n *NIC) ttlFilters(chain uint32, c *compiled, tag uint16) []*filterSpec {
+	e := netlink.NewAttributeEncoder()
+	e.Uint8(flowerIPTTL, 0)
+	e.Uint8(flowerIPTTLMask, 0xfe)
+	ttl, _ := e.Encode()
+	keys := append(append(make([]byte, 0, len(c.keys)+len(ttl)), c.keys...), ttl...)
+	vid, prio := tagValue(tag)
+	return []*filterSpec{
+		{Chain: chain, Prio: 1, Handle: structHandle, Flags: n.flags, Keys: keys,
+			Actions: []tcAction{vlanPushTCI(vid, prio), gotoChain(n.lay.hostChain)}},
+		{Chain: chain, Prio: 2, Handle: structHandle, Flags: n.flags, Actions: c.actions},
+	}
+}
+
+// encodeFlushChain is the payload of an RTM_DELTFILTER that removes every
+// filter of one chain of the block (priority, protocol, handle and kind
+// unset).
+func encodeFlushChain(block, chain uint32) ([]byte, error) {
+	b := tcmsg{Ifindex: tcmIfindexMagicBlock, Parent: block}.marshal(nil)
+	ae := netlink.NewAttributeEncoder()
+	ae.Uint32(tcaChain, chain)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return append(b, attrs...), nil
+}
+
+func (n *NIC) flushChain(chain uint32) error {
+	b, err := encodeFlushChain(n.block, chain)
+	if err != nil {
+		return err
+	}
+	return n.do(n.request(rtmDelFilter, 0, b))
+}
+
+// applyTTL adds or modifies a rule with DecTTL, or modifies one that had
+// it, one message at a time: the rule's own chain is complete before its
+// filter jumps there, and goes once nothing jumps there any more.
+func (n *NIC) applyTTL(op string, in, old *installed, c *compiled) error {
+	id := in.rule.ID
+	spec := in.spec(c, n.flags)
+	if c.ttl {
+		v, err := n.hostSlots.get(slotKey{id, true}, hal.ReasonTTL)
+		if err != nil {
+			return err
+		}
+		in.ttlChain = n.allocChain()
+		for _, f := range n.ttlFilters(in.ttlChain, c, v) {
+			m, err := n.filterMsg(f, netlink.Create|netlink.Excl)
+			if err == nil {
+				err = n.do(m)
+			}
+			if err != nil {
+				_ = n.flushChain(in.ttlChain)
+				return opError(op, id, err)
+			}
+		}
+		spec.Actions = []tcAction{gotoChain(in.ttlChain)}
+	}
+	flags := netlink.Create | netlink.Excl
+	inPlace := old != nil && old.chain == in.chain && old.prio == in.prio
+	if inPlace {
+		in.handle, flags = old.handle, netlink.Replace
+	} else {
+		in.handle = n.nextHandle
+		n.nextHandle++
+	}
+	spec.Handle = in.handle
+	m, err := n.filterMsg(spec, flags)
+	if err == nil {
+		err = n.do(m)
+	}
+	if err != nil {
+		if in.ttlChain != 0 {
+			_ = n.flushChain(in.ttlChain)
+		}
+		return opError(op, id, err)
+	}
+	n.rules[id] = in
+	if old == nil {
+		return nil
+	}
+	if !inPlace {
+		if err := n.do(n.delFilterMsg(old.chain, old.prio, old.handle)); err != nil {
+			return opError("modify: remove the old filter", id, err)
+		}
+	}
+	if old.ttlChain != 0 {
+		if err := n.flushChain(old.ttlChain); err != nil {
+			return opError("modify: remove the old TTL check", id, err)
+		}
+	}
 	return nil
 }
 

@@ -87,9 +87,6 @@ func TestKernelExceptionPath(t *testing.T) {
 	if !c.ExceptionPath || !c.HasAction(hal.ActionToHost) {
 		t.Fatalf("exception path %v, to_host %v; want both on a kernel with act_vlan and act_mirred\n%s", c.ExceptionPath, c.HasAction(hal.ActionToHost), c.String())
 	}
-	if c.HasAction(hal.ActionDecTTL) {
-		t.Errorf("dec_ttl advertised")
-	}
 	channel := fmt.Sprintf("tcfx%08x", n.Block())
 	if out := tp.ns.ip("link", "show"); !strings.Contains(out, channel) {
 		t.Fatalf("no channel %s in the namespace:\n%s", channel, out)
@@ -237,4 +234,87 @@ func TestKernelExceptionPathAcrossScopes(t *testing.T) {
 	}
 	checkExc(t, got[0], 1, hal.ReasonAction, 7, host, "to_host in the last scope")
 	checkExc(t, got[1], 1, hal.ReasonMiss, 0, miss, "miss after the last scope")
+
+	// A dec_ttl rule in the last scope: its own chain, then the host
+	// chain, is the 16th jump, the kernel's last.
+	var dm hal.Match
+	dm.InPort(1).EthType(hal.EtherTypeIPv4).IPDst(netip.MustParsePrefix("192.0.2.79/32"))
+	apply(t, n, hal.AddOp(hal.Rule{ID: 8, Priority: 1, Match: dm, Scope: maxScopes, Generation: 1, Actions: []hal.Action{hal.DecTTL(), hal.Output(2)}}))
+	expiring := withTTL(udpFrame(macVM1, macVM2, "192.0.2.1", "192.0.2.79", 1, 2), 1)
+	vm1.send(t, expiring)
+	if got := readExc(t, n, 1, wait); len(got) != 1 {
+		t.Errorf("an expiring TTL in the last scope did not reach the host")
+	} else {
+		checkExc(t, got[0], 1, hal.ReasonTTL, 8, expiring, "TTL expiry in the last scope")
+	}
+}
+
+// withTTL returns f (Ethernet/IPv4) with its TTL set and the header
+// checksum fixed.
+func withTTL(f []byte, ttl byte) []byte {
+	g := append([]byte(nil), f...)
+	ip := g[14:34]
+	ip[8] = ttl
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], ipChecksum(ip))
+	return g
+}
+
+func TestKernelDecTTL(t *testing.T) {
+	requireKernel(t)
+	tp := newTopology(t)
+	n := tp.open(t, PlaceAny)
+	if c := n.Capabilities(); !c.HasAction(hal.ActionDecTTL) {
+		t.Fatalf("dec_ttl not advertised with pedit, csum and an exception path:\n%s", c.String())
+	}
+	vm1, vm2 := openPacketSock(t, tp.ns, "vm1"), openPacketSock(t, tp.ns, "vm2")
+	var m hal.Match
+	m.InPort(1).EthType(hal.EtherTypeIPv4)
+	r := hal.Rule{ID: 5, Priority: 10, Match: m, Actions: []hal.Action{hal.DecTTL(), hal.Output(2)}}
+	apply(t, n, hal.AddOp(r))
+	f := udpFrame(macVM1, macVM2, "192.0.2.1", "192.0.2.2", 1, 2)
+	vm1.send(t, f)
+	got := vm2.recv(t, 1, wait, hasMagic)
+	if len(got) != 1 {
+		t.Fatal("the dec_ttl rule did not forward")
+	}
+	if want := withTTL(f, 63); !bytes.Equal(got[0].data, want) {
+		t.Errorf("forwarded frame:\n got % x\nwant % x (TTL 63, checksum fixed)", got[0].data, want)
+	}
+	for _, ttl := range []byte{1, 0} {
+		exp := withTTL(f, ttl)
+		vm1.send(t, exp)
+		if rx := vm2.recv(t, 1, 300*time.Millisecond, hasMagic); len(rx) != 0 {
+			t.Errorf("a frame with TTL %d was forwarded", ttl)
+		}
+		if xs := readExc(t, n, 1, wait); len(xs) != 1 {
+			t.Errorf("a frame with TTL %d did not reach the host", ttl)
+		} else {
+			checkExc(t, xs[0], 1, hal.ReasonTTL, 5, exp, fmt.Sprintf("TTL %d", ttl))
+		}
+	}
+	st, err := n.Stats(context.Background())
+	if err != nil || st.Exceptions[hal.ReasonTTL] != 2 {
+		t.Errorf("Stats.Exceptions[ttl] = %d, %v; want 2", st.Exceptions[hal.ReasonTTL], err)
+	}
+	if d := dumpAll(t, n); d[5].Counters.Packets != 3 {
+		t.Errorf("the dec_ttl rule counted %d packets, want 3 (expired ones included)", d[5].Counters.Packets)
+	}
+	// Modified to a plain forward, the frame keeps its TTL; deleted, it
+	// misses.
+	r.Actions = []hal.Action{hal.Output(2)}
+	apply(t, n, hal.ModifyOp(r))
+	vm1.send(t, withTTL(f, 1))
+	if got := vm2.recv(t, 1, wait, hasMagic); len(got) != 1 || !bytes.Equal(got[0].data, withTTL(f, 1)) {
+		t.Errorf("after the modify: %+v", got)
+	}
+	r.Actions = []hal.Action{hal.DecTTL(), hal.Output(2)}
+	apply(t, n, hal.ModifyOp(r))
+	apply(t, n, hal.DeleteOp(5))
+	vm1.send(t, f)
+	if xs := readExc(t, n, 1, wait); len(xs) != 1 || xs[0].Reason != hal.ReasonMiss {
+		t.Errorf("after the delete: %+v, want a miss", xs)
+	}
+	out, _ := tp.ns.tc("filter", "show", "block", itoa(n.Block()))
+	t.Logf("filters left:\n%s", out)
 }

@@ -156,8 +156,8 @@ func checkGoto(t *testing.T, f *sentFilter, i int, chain uint32, what string) {
 func TestExceptionPathFilters(t *testing.T) {
 	k := &fakeKernel{}
 	n, _ := fakeExcNIC(t, k)
-	if c := n.Capabilities(); !c.ExceptionPath || !c.HasAction(hal.ActionToHost) || c.HasAction(hal.ActionDecTTL) {
-		t.Errorf("capabilities: exception path %v, to_host %v, dec_ttl %v; want true, true, false", c.ExceptionPath, c.HasAction(hal.ActionToHost), c.HasAction(hal.ActionDecTTL))
+	if c := n.Capabilities(); !c.ExceptionPath || !c.HasAction(hal.ActionToHost) || !c.HasAction(hal.ActionDecTTL) {
+		t.Errorf("capabilities: exception path %v, to_host %v, dec_ttl %v; want all three", c.ExceptionPath, c.HasAction(hal.ActionToHost), c.HasAction(hal.ActionDecTTL))
 	}
 	sent := k.allSent()
 	fs := decodeSent(t, sent)
@@ -350,7 +350,7 @@ func TestToHostRule(t *testing.T) {
 	if err := n.Apply(ctx, []hal.Op{hal.AddOp(r4)}, make([]hal.OpResult, 1)); err == nil {
 		t.Fatal("the fake kernel's refusal did not come through")
 	}
-	if _, ok := n.hostSlots.byRule[0x7a]; ok {
+	if _, ok := n.hostSlots.byRule[slotKey{0x7a, false}]; ok {
 		t.Errorf("a refused to_host rule keeps its tag")
 	}
 	k.refuse = nil
@@ -377,7 +377,6 @@ func TestToHostRefusals(t *testing.T) {
 	}{
 		{"decap", hal.Rule{ID: 1, Match: *new(hal.Match).Tunnel(hal.EncapVXLAN, 5), Actions: []hal.Action{hal.Decap(), hal.ToHost(hal.ReasonAction)}}, "actions[1] to_host"},
 		{"encap", hal.Rule{ID: 1, Actions: []hal.Action{hal.EncapWith(enc), hal.ToHost(hal.ReasonAction)}}, "actions[1] to_host"},
-		{"dec_ttl", hal.Rule{ID: 1, Match: *new(hal.Match).EthType(hal.EtherTypeIPv4), Actions: []hal.Action{hal.DecTTL(), hal.ToHost(hal.ReasonAction)}}, "actions[0] dec_ttl"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -626,6 +625,9 @@ func TestNoExceptionPath(t *testing.T) {
 	if _, err := compileRule(&n.lay, &hal.Rule{ID: 1, Actions: []hal.Action{hal.ToHost(hal.ReasonAction)}}); !errors.Is(err, hal.ErrNotSupported) {
 		t.Errorf("to_host without an exception path compiles: %v", err)
 	}
+	if _, err := compileRule(&n.lay, &hal.Rule{ID: 1, Match: *new(hal.Match).EthType(hal.EtherTypeIPv4), Actions: []hal.Action{hal.DecTTL(), hal.Output(1)}}); !errors.Is(err, hal.ErrNotSupported) {
+		t.Errorf("dec_ttl without an exception path compiles: %v", err)
+	}
 	// Without one, the last scope's chains end nowhere: packets leave the
 	// block for the kernel's stack.
 	if n.tailTo(0) != 0 {
@@ -688,5 +690,138 @@ func TestParseTunnelPort(t *testing.T) {
 	}
 	if p := parseTunnelPort([]byte{1, 2}); p != 0 {
 		t.Errorf("garbage has port %d", p)
+	}
+}
+
+func TestDecTTLRule(t *testing.T) {
+	k := &fakeKernel{}
+	n, _ := fakeExcNIC(t, k)
+	ctx := context.Background()
+	var m hal.Match
+	m.InPort(1).EthType(hal.EtherTypeIPv4)
+	r := hal.Rule{ID: 9, Priority: 50, Match: m, Cookie: 0xab, Actions: []hal.Action{hal.DecTTL(), hal.Output(2)}}
+	apply := func(ops ...hal.Op) {
+		t.Helper()
+		if err := n.Apply(ctx, ops, make([]hal.OpResult, len(ops))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Validate(&r); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if err := n.Activate(ctx, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	k.reset()
+	apply(hal.AddOp(r))
+	in := n.rules[9]
+	if in == nil || in.ttlChain == 0 {
+		t.Fatalf("installed %+v: want a TTL chain", in)
+	}
+	sent := k.allSent()
+	fs := decodeSent(t, sent)
+	if len(fs) != 3 {
+		t.Fatalf("%d filters, want the TTL check, the actions and the rule's jump", len(fs))
+	}
+	// The chain is complete before the rule jumps there.
+	check, rest, jump := &fs[0], &fs[1], &fs[2]
+	if check.chain != in.ttlChain || check.prio != 1 || rest.chain != in.ttlChain || rest.prio != 2 || jump.chain != in.chain {
+		t.Fatalf("order: %+v %+v %+v", check, rest, jump)
+	}
+	wantAttr(t, check.opts, flowerIndev, cstr("p1"), "TTL check: the rule's own keys")
+	wantAttr(t, check.opts, flowerEthType, []byte{8, 0}, "TTL check: ETH_TYPE")
+	wantAttr(t, check.opts, flowerIPTTL, []byte{0}, "TTL check: IP_TTL")
+	wantAttr(t, check.opts, flowerIPTTLMask, []byte{0xfe}, "TTL check: IP_TTL_MASK (0 and 1)")
+	if ks := check.kinds(); len(ks) != 2 || ks[0] != "vlan" || ks[1] != "gact" {
+		t.Fatalf("TTL check actions %v", ks)
+	}
+	checkPush(t, check, 0, firstHostSlot, 0, "TTL check: reason tag")
+	checkGoto(t, check, 1, hostChainIndex, "TTL check")
+	if h, ok := n.hostSlots.lookup(firstHostSlot); !ok || h.rule != 9 || h.reason != hal.ReasonTTL {
+		t.Errorf("the TTL check's tag names %+v, %v; want rule 9, reason ttl", h, ok)
+	}
+	if ks := rest.kinds(); len(ks) != 3 || ks[0] != "pedit" || ks[1] != "csum" || ks[2] != "mirred" {
+		t.Fatalf("actions %v, want pedit, csum, mirred", ks)
+	}
+	sel := rest.actOpts[0][pedItParmsEx]
+	key := sel[24:48]
+	if !bytes.Equal(key[0:4], []byte{0, 0xff, 0xff, 0xff}) || !bytes.Equal(key[4:8], []byte{0xff, 0, 0, 0}) || binary.NativeEndian.Uint32(key[8:]) != 8 {
+		t.Errorf("pedit key % x: want mask 00ffffff, value ff000000 at offset 8 (ttl + 0xff)", key)
+	}
+	ad, _ := netlink.NewAttributeDecoder(rest.actOpts[0][pedItKeysEx])
+	for ad.Next() {
+		ka, _ := decodeAttrs(t, ad.Bytes())
+		wantAttr(t, ka, pedItKeyExHType, u16(pedItHTypeIP4), "pedit htype")
+		wantAttr(t, ka, pedItKeyExCmd, u16(pedItCmdAdd), "pedit command add")
+	}
+	if f := binary.NativeEndian.Uint32(rest.actOpts[1][csumParms][20:]); f != csumFlagIPv4Hdr {
+		t.Errorf("csum flags %#x, want the IPv4 header's", f)
+	}
+	if ks := jump.kinds(); len(ks) != 1 || ks[0] != "gact" {
+		t.Fatalf("the rule's filter: %v, want a jump", ks)
+	}
+	checkGoto(t, jump, 0, in.ttlChain, "the rule's filter")
+	if jump.handle == 0 || jump.handle != in.handle || jump.prio != in.prio {
+		t.Errorf("the rule's filter: prio %d handle %d; want the installed rule's %d, %d", jump.prio, jump.handle, in.prio, in.handle)
+	}
+	wantAttr(t, jump.actions[0], actCookie, ruleCookie(9, 0xab), "the rule's cookie on its jump")
+	for i, m := range sent {
+		if m.Header.Flags&netlink.Acknowledge == 0 {
+			t.Errorf("message %d not acknowledged: a rule's own chain goes one message at a time", i)
+		}
+	}
+
+	// IPv6: the hop limit, no checksum.
+	var m6 hal.Match
+	m6.InPort(1).EthType(hal.EtherTypeIPv6)
+	c6, err := compileRule(&n.lay, &hal.Rule{ID: 10, Match: m6, Actions: []hal.Action{hal.DecTTL(), hal.Output(2)}})
+	if err != nil || !c6.ttl || len(c6.actions) != 2 || c6.actions[0].Kind != "pedit" {
+		t.Fatalf("IPv6 dec_ttl: %+v, %v", c6, err)
+	}
+	o6, _ := decodeAttrs(t, c6.actions[0].Opts)
+	key6 := o6[pedItParmsEx][24:48]
+	if !bytes.Equal(key6[0:4], []byte{0xff, 0xff, 0xff, 0}) || !bytes.Equal(key6[4:8], []byte{0, 0, 0, 0xff}) || binary.NativeEndian.Uint32(key6[8:]) != 4 {
+		t.Errorf("IPv6 pedit key % x: want mask ffffff00, value 000000ff at offset 4", key6)
+	}
+
+	// Modify in place to a plain rule: the filter is replaced, then the
+	// TTL chain is flushed and its tag freed.
+	old := in.ttlChain
+	r.Actions = []hal.Action{hal.Output(2)}
+	k.reset()
+	apply(hal.ModifyOp(r))
+	sent = k.allSent()
+	if len(sent) != 2 || sent[0].Header.Type != rtmNewFilter || sent[0].Header.Flags&netlink.Replace == 0 || sent[1].Header.Type != rtmDelFilter {
+		t.Fatalf("modify sent %d messages: want a replace, then the chain's flush", len(sent))
+	}
+	if tm, _ := parseTcmsg(sent[0].Data); tm.Handle != in.handle {
+		t.Errorf("the replace names handle %d, want the rule's %d", tm.Handle, in.handle)
+	}
+	tm, _ := parseTcmsg(sent[1].Data)
+	top, _ := decodeAttrs(t, sent[1].Data[tcmsgLen:])
+	wantAttr(t, top, tcaChain, u32(old), "flush: TCA_CHAIN")
+	if _, ok := top[tcaKind]; ok || tm.Info != 0 || tm.Handle != 0 {
+		t.Errorf("flush: kind %v info %#x handle %d; the kernel flushes a chain only without them", ok, tm.Info, tm.Handle)
+	}
+	if n.rules[9].ttlChain != 0 {
+		t.Errorf("the plain rule keeps a TTL chain")
+	}
+	if _, ok := n.hostSlots.lookup(firstHostSlot); ok {
+		t.Errorf("the TTL tag is still taken")
+	}
+	// Back to dec_ttl, then delete: the chain goes after the rule.
+	r.Actions = []hal.Action{hal.DecTTL(), hal.Output(2)}
+	apply(hal.ModifyOp(r))
+	ttlChain := n.rules[9].ttlChain
+	k.reset()
+	apply(hal.DeleteOp(9))
+	sent = k.allSent()
+	if len(sent) != 2 || sent[0].Header.Type != rtmDelFilter || sent[1].Header.Type != rtmDelFilter {
+		t.Fatalf("delete sent %d messages, want the rule's, then the chain's flush", len(sent))
+	}
+	top, _ = decodeAttrs(t, sent[1].Data[tcmsgLen:])
+	wantAttr(t, top, tcaChain, u32(ttlChain), "flush after delete: TCA_CHAIN")
+	if len(n.hostSlots.byRule) != 0 {
+		t.Errorf("tags still taken after the delete: %v", n.hostSlots.byRule)
 	}
 }

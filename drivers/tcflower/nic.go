@@ -54,6 +54,8 @@ type installed struct {
 	chain  uint32
 	prio   uint16
 	handle uint32
+	// ttlChain is a DecTTL rule's own chain (see ttlFilters); 0 for others.
+	ttlChain uint32
 }
 
 // scopeState is one scope's chains: dispatch holds one filter that jumps to
@@ -409,9 +411,8 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 	var tagged []hal.RuleID
 	defer func() {
 		for _, id := range tagged {
-			if in := n.rules[id]; in == nil || !isToHost(&in.rule) {
-				n.hostSlots.release(id)
-			}
+			in := n.rules[id]
+			n.hostSlots.keep(id, in != nil && isToHost(&in.rule), in != nil && in.ttlChain != 0)
 		}
 	}()
 	// view is the table as the batch so far leaves it (nil = deleted).
@@ -470,7 +471,7 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 				results[i].Err = fmt.Errorf("tcflower: modify rule %d: %w", id, hal.ErrNotFound)
 				continue
 			}
-			if old != nil && isToHost(&old.rule) {
+			if old != nil && (isToHost(&old.rule) || old.ttlChain != 0) {
 				tagged = append(tagged, id)
 			}
 			comp, err := n.validate(&op.Rule)
@@ -480,7 +481,7 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 			}
 			if comp.hostAct >= 0 {
 				tagged = append(tagged, id)
-				v, err := n.hostSlots.get(id, op.Rule.Actions[len(op.Rule.Actions)-1].Reason)
+				v, err := n.hostSlots.get(slotKey{id, false}, op.Rule.Actions[len(op.Rule.Actions)-1].Reason)
 				if err != nil {
 					results[i].Err = err
 					continue
@@ -499,6 +500,19 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 				continue
 			}
 			in := &installed{rule: cloneRule(&op.Rule), chain: chain, prio: tcPrio(op.Rule.Priority)}
+			if comp.ttl || (old != nil && old.ttlChain != 0) {
+				// A chain of the rule's own comes and goes with it: one
+				// message at a time.
+				flush()
+				if comp.ttl {
+					tagged = append(tagged, id)
+				}
+				if err := n.applyTTL(op.Kind.String(), in, old, comp); err != nil {
+					results[i].Err = err
+				}
+				size = len(n.rules)
+				continue
+			}
 			if old != nil && old.chain == in.chain && old.prio == in.prio {
 				// Same flower instance: replace the filter in place, one
 				// step for packets.
@@ -546,7 +560,14 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 			view[id] = nil
 			size--
 			tagged = append(tagged, id)
-			pend = append(pend, pendingOp{index: i, msg: n.delFilterMsg(old.chain, old.prio, old.handle), commit: func() { delete(n.rules, id) }})
+			pend = append(pend, pendingOp{index: i, msg: n.delFilterMsg(old.chain, old.prio, old.handle), commit: func() {
+				delete(n.rules, id)
+				if old.ttlChain != 0 {
+					// Nothing jumps there any more. A chain left behind
+					// holds no rule and goes with the block at Close.
+					_ = n.flushChain(old.ttlChain)
+				}
+			}})
 		default:
 			results[i].Err = &hal.RuleError{Field: "op", Reason: fmt.Sprintf("unknown operation %d", op.Kind)}
 		}
@@ -806,6 +827,17 @@ func (n *NIC) Stats(ctx context.Context) (hal.Stats, error) {
 	})
 	if err == nil {
 		s.Exceptions, _, err = n.exceptionCounts(0)
+	}
+	for _, in := range n.rules {
+		if err != nil || in.ttlChain == 0 {
+			continue
+		}
+		err = n.dumpChain(in.ttlChain, func(f *dumpedFilter) error {
+			if f.Prio == 1 {
+				s.Exceptions[hal.ReasonTTL] += f.Packets
+			}
+			return nil
+		})
 	}
 	n.mu.Unlock()
 	if err != nil {
