@@ -22,7 +22,8 @@
 // the outer headers along the kernel's route; Decap matches the frame on
 // that device's ingress (where the kernel delivers it with the outer headers
 // as metadata: enc_key_id, enc_src_ip, enc_dst_ip) and unsets the tunnel
-// key. Count needs nothing: every tc action counts.
+// key. Count needs nothing: every tc action counts. ToHost and DecTTL go
+// through the exception path (below).
 //
 // # Generations
 //
@@ -108,7 +109,9 @@
 //     the VNI or the outer addresses on: the host could get neither the
 //     frame as it arrived nor its flow key, so it gets nothing. Exceptions
 //     always have VNI 0, and ToHost is refused in decap rules and after an
-//     encap.
+//     encap; a decapsulated frame that a rule without an in-port match hands
+//     to the host (ToHost, or an expiring TTL) continues into the tunnel
+//     device's stack too.
 //   - On uplinks, UDP to the tunnel ports, ARP and IPv6 neighbour discovery
 //     no rule takes go to the kernel's stack, not to the host's slow path;
 //     any other traffic of the host's own on the uplink is a miss.
