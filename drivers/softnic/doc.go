@@ -44,7 +44,8 @@
 // (left-right): the datapath reads the active copy without locks or
 // allocation; a writer (Apply, ApplyAtomic, Activate) changes the inactive
 // copy, switches copies with one atomic store, waits for the bursts still
-// reading the old copy (microseconds) and updates it too. A burst therefore
+// reading the old copy (microseconds) and updates it too (replaying the
+// batch, or copying a table the batch changed much). A burst therefore
 // sees the rule set before or after a whole Apply batch or Activate, never
 // a mix, and Activate costs the same whatever the number of rules.
 //

@@ -18,7 +18,9 @@ import (
 // left-right scheme. Readers (the datapath) always read the active view;
 // writers (Apply, Activate) change the inactive one, switch the active view
 // with one atomic store, wait until no reader is left on the old view, and
-// make the same change to it. So a burst of packets sees the whole table as
+// make the same change to it (see applyMutations: a table that a batch
+// changed much is copied from the other view rather than replayed). So a
+// burst of packets sees the whole table as
 // it was before an Apply batch or an Activate, or as it is after, never a
 // mix; readers never wait, and a writer waits only for bursts already in
 // flight (microseconds). Entries and programs that a batch removes are freed
