@@ -517,6 +517,7 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		p := b.out[i]
 		var pkts, bytes, full uint64
 		p.tx.mu.Lock()
+		wasEmpty := p.tx.n == 0
 		for j := i; j < k; j++ {
 			if b.fate[j] != fateOut || b.out[j] != p {
 				continue
@@ -534,6 +535,9 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			}
 		}
 		p.tx.mu.Unlock()
+		if wasEmpty && pkts > 0 {
+			p.wake()
+		}
 		p.txPkts.Add(pkts)
 		p.txBytes.Add(bytes)
 		if full > 0 {

@@ -18,6 +18,8 @@ type Port struct {
 	nic  *NIC
 	info hal.Port
 	tx   ring
+	// ready is signalled when frames land in an empty transmit ring.
+	ready chan struct{}
 
 	rxPkts, rxBytes atomic.Uint64
 	txPkts, txBytes atomic.Uint64
@@ -87,6 +89,20 @@ func (p *Port) Recv(bufs [][]byte, sizes []int) (int, error) {
 		r.n--
 	}
 	return i, nil
+}
+
+// Ready receives a value when frames land in the port's transmit ring
+// while it was empty: a reader that found the ring empty (Recv returned 0)
+// waits on it instead of polling. A value may be stale (the frames already
+// taken); Recv tells.
+func (p *Port) Ready() <-chan struct{} { return p.ready }
+
+// wake signals Ready; it never blocks.
+func (p *Port) wake() {
+	select {
+	case p.ready <- struct{}{}:
+	default:
+	}
 }
 
 // Pending returns how many frames wait in the port's transmit ring.
@@ -253,6 +269,7 @@ func (n *NIC) Inject(ctx context.Context, port hal.PortID, frames [][]byte) erro
 	var bad, full int
 	var pkts, bytes uint64
 	p.tx.mu.Lock()
+	wasEmpty := p.tx.n == 0
 	for _, f := range frames {
 		switch {
 		case len(f) < 14:
@@ -269,6 +286,9 @@ func (n *NIC) Inject(ctx context.Context, port hal.PortID, frames [][]byte) erro
 		}
 	}
 	p.tx.mu.Unlock()
+	if wasEmpty && pkts > 0 {
+		p.wake()
+	}
 	p.txPkts.Add(pkts)
 	p.txBytes.Add(bytes)
 	if bad+full > 0 {

@@ -191,6 +191,7 @@ func New(cfg Config) (*NIC, error) {
 	frameCap := maxMTU + wire.EthHeaderLen + 4*wire.VLANTagLen
 	for _, p := range n.ports {
 		p.tx.init(ringSize, frameCap)
+		p.ready = make(chan struct{}, 1)
 	}
 	n.exc.init(orDefault(cfg.ExceptionQueue, DefaultExceptionQueue), maxMTU+l2Allowance)
 	n.caps = n.capabilities(cfg)

@@ -32,11 +32,9 @@ func (c *counters) snapshot() Stats {
 // size costs one burst.
 const batch = 64
 
-// maxIdleSleep bounds how long an idle binding waits before it looks at the
-// port's transmit ring again: short enough that a ping's reply is not
-// noticeably delayed, long enough that idle bindings cost nothing measurable
-// on a shared machine.
-const maxIdleSleep = time.Millisecond
+// idleCheck bounds how long an idle binding waits on the port's wake-up
+// before it looks at the transmit ring anyway (and at whether it is closed).
+const idleCheck = 100 * time.Millisecond
 
 // pollInterval bounds how long a read blocks before it checks for Close.
 const pollInterval = 100 * time.Millisecond

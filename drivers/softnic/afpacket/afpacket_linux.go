@@ -116,8 +116,7 @@ func (b *Binding) readLoop() {
 }
 
 // writeLoop moves the frames the NIC put in the port's ring to the
-// interface. The ring has no wake-up, so an idle loop backs off up to
-// maxIdleSleep.
+// interface. When the ring is empty it waits on the port's wake-up.
 func (b *Binding) writeLoop() {
 	defer b.wg.Done()
 	bufs := make([][]byte, batch)
@@ -125,18 +124,22 @@ func (b *Binding) writeLoop() {
 		bufs[i] = make([]byte, 1<<16)
 	}
 	sizes := make([]int, batch)
-	sleep := 50 * time.Microsecond
+	idle := time.NewTimer(idleCheck)
+	defer idle.Stop()
 	for !b.closed() {
 		n, err := b.port.Recv(bufs, sizes)
 		if err != nil {
 			b.log.Debug("recv from the NIC", "err", err)
 		}
 		if n == 0 {
-			time.Sleep(sleep)
-			sleep = min(sleep*2, maxIdleSleep)
+			idle.Reset(idleCheck)
+			select {
+			case <-b.port.Ready():
+			case <-b.done:
+			case <-idle.C:
+			}
 			continue
 		}
-		sleep = 50 * time.Microsecond
 		for i := 0; i < n; i++ {
 			if err := b.sock.Send(bufs[i][:sizes[i]]); err != nil {
 				b.c.txErr.Add(1)

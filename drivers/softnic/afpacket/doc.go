@@ -24,10 +24,10 @@
 //   - The interface is put in promiscuous mode for the socket's lifetime
 //     (a membership, dropped when the socket closes), since a vport receives
 //     frames for addresses that are not the interface's.
-//   - The port's transmit ring is polled: softnic has no wake-up for it. An
-//     idle binding sleeps up to maxIdleSleep between polls, so the first
-//     frame after a quiet period waits at most that long; a busy one polls
-//     without sleeping.
+//   - The transmit side waits on the port's wake-up (softnic.Port.Ready)
+//     when the ring is empty, so the first frame after a quiet period goes
+//     out at once and an idle binding costs nothing; a busy one drains the
+//     ring without waiting.
 //   - Close stops both directions and closes the socket; frames still in the
 //     port's ring stay there.
 //

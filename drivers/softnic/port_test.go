@@ -1,0 +1,69 @@
+package softnic
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// ready reports whether p's wake-up has a value waiting.
+func ready(p *Port) bool {
+	select {
+	case <-p.Ready():
+		return true
+	default:
+		return false
+	}
+}
+
+// TestPortReady: a port's wake-up fires when frames land in its empty
+// transmit ring (through the datapath or Inject), not for every frame while
+// it holds some, and again once a reader emptied it.
+func TestPortReady(t *testing.T) {
+	n := newNIC(t)
+	dst := paRem
+	mustApply(t, n, hal.AddOp(dstRule(1, caRem, vxlanTo(dst, 7))))
+	up := mustPort(t, n, pUplink)
+	if ready(up) {
+		t.Fatal("ready before any frame")
+	}
+	send(t, n, pVM1, udp4(caVM1, caRem, 1000, 53, 10), udp4(caVM1, caRem, 1000, 53, 10))
+	if !ready(up) {
+		t.Fatal("no wake-up for frames in an empty ring")
+	}
+	send(t, n, pVM1, udp4(caVM1, caRem, 1000, 53, 10))
+	if ready(up) {
+		t.Fatal("a wake-up for frames added to a ring that was not empty")
+	}
+	if got := len(recvAll(t, n, pUplink)); got != 3 {
+		t.Fatalf("%d frames on the uplink, want 3", got)
+	}
+	send(t, n, pVM1, udp4(caVM1, caRem, 1000, 53, 10))
+	if !ready(up) {
+		t.Fatal("no wake-up after the ring was emptied")
+	}
+	recvAll(t, n, pUplink)
+	// Inject wakes the same way.
+	if err := n.Inject(context.Background(), pUplink, [][]byte{udp4(caVM1, caRem, 1, 2, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	if !ready(up) {
+		t.Fatal("no wake-up for an injected frame")
+	}
+	// A reader blocked on Ready is woken by a frame sent later.
+	recvAll(t, n, pUplink)
+	got := make(chan struct{})
+	go func() {
+		<-up.Ready()
+		close(got)
+	}()
+	time.Sleep(10 * time.Millisecond)
+	send(t, n, pVM1, udp4(caVM1, caRem, 1000, 53, 10))
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a waiting reader was not woken")
+	}
+}
