@@ -12,7 +12,8 @@ import (
 // map in memory in the unit tests of the bookkeeping.
 type backend interface {
 	// putEntries writes keys[i]→vals[i] in order and returns how many
-	// landed before the first failure.
+	// landed before the first failure. It may run on another goroutine
+	// while the table calls resetCounter (never another method).
 	putEntries(keys []bpfKey, vals []bpfFlowVal) (int, error)
 	deleteEntry(k *bpfKey) error
 	// putMasks writes s into bank and then makes bank the one the program
@@ -149,13 +150,46 @@ type table struct {
 	// warmed counts what warm found, so that its lookups have a use.
 	warmed int
 
-	// the batch being gathered: entries written in one putEntries call,
-	// at most flushChunk of them. The key and value buffers are kept
-	// between calls.
-	pendKeys []bpfKey
-	pendVals []bpfFlowVal
-	pendOps  []int
-	pendRule []*ruleState
+	// pend is the batch being gathered: entries written in one
+	// putEntries call, at most flushChunk of them. While it fills, the
+	// previous full batch may be in flight: written by the kernel on
+	// another thread. spare is the buffers of the batch before, reused.
+	pend     writeBatch
+	spare    writeBatch
+	inflight *inflightWrite
+	chunk    int // flushChunk, smaller in tests
+}
+
+// writeBatch is entries to write, and the operations and rules they are for.
+type writeBatch struct {
+	keys  []bpfKey
+	vals  []bpfFlowVal
+	ops   []int
+	rules []*ruleState
+}
+
+func (b *writeBatch) reset() {
+	b.keys, b.vals, b.ops, b.rules = b.keys[:0], b.vals[:0], b.ops[:0], b.rules[:0]
+}
+
+func (b *writeBatch) grow(n int) {
+	if cap(b.rules) < n {
+		b.keys = make([]bpfKey, 0, n)
+		b.vals = make([]bpfFlowVal, 0, n)
+		b.ops = make([]int, 0, n)
+		b.rules = make([]*ruleState, 0, n)
+	}
+}
+
+// inflightWrite is a batch being written on another goroutine.
+type inflightWrite struct {
+	b    writeBatch
+	done chan writeResult
+}
+
+type writeResult struct {
+	n   int
+	err error
 }
 
 func newTable(driver string, maxEntries, maxScopes, maxCounters int, hasPort func(hal.PortID) bool, be backend) *table {
@@ -163,7 +197,7 @@ func newTable(driver string, maxEntries, maxScopes, maxCounters int, hasPort fun
 		driver: driver, maxEntries: maxEntries, maxScopes: maxScopes, maxCounters: maxCounters,
 		hasPort: hasPort, be: be,
 		rules: map[hal.RuleID]*ruleState{}, entries: newEntryIndex(0),
-		masks: map[bpfKey]*maskState{}, counterNext: 1,
+		masks: map[bpfKey]*maskState{}, counterNext: 1, chunk: flushChunk,
 	}
 }
 
@@ -464,35 +498,79 @@ func (t *table) opErr(op string, id hal.RuleID, err error) error {
 	return &hal.OpError{Driver: t.driver, Op: op, Rule: id, Err: err}
 }
 
-// flush writes the gathered entries. Operations whose write did not land are
-// undone in the Go state and get their error.
+// flush writes the gathered entries, after the batch in flight. Operations
+// whose write did not land are undone in the Go state and get their error.
+// Whatever flush returns to, every gathered write has been made.
 func (t *table) flush(results []hal.OpResult) {
-	if len(t.pendRule) == 0 {
+	t.wait(results)
+	if len(t.pend.rules) == 0 {
 		return
 	}
-	n, err := t.be.putEntries(t.pendKeys, t.pendVals)
+	n, err := t.be.putEntries(t.pend.keys, t.pend.vals)
+	t.settle(&t.pend, n, err, results)
+	t.pend.reset()
+}
+
+// flushAsync hands the gathered entries, a full batch, to another goroutine
+// to write while the next batch is gathered: the kernel copies one batch in
+// while Go encodes the next, on a second CPU when there is one. Batches
+// still land in order (the one in flight is waited for first), an entry in
+// flight stays pending (an operation on it flushes, which waits), and the
+// results of a batch are settled by the next flush, before Apply returns.
+func (t *table) flushAsync(results []hal.OpResult) {
+	t.wait(results)
+	if len(t.pend.rules) == 0 {
+		return
+	}
+	w := &inflightWrite{b: t.pend, done: make(chan writeResult, 1)}
+	be := t.be
+	go func() {
+		n, err := be.putEntries(w.b.keys, w.b.vals)
+		w.done <- writeResult{n, err}
+	}()
+	t.inflight = w
+	t.pend = t.spare
+	t.pend.grow(t.chunk)
+	t.pend.reset()
+}
+
+// wait settles the batch in flight, if any.
+func (t *table) wait(results []hal.OpResult) {
+	w := t.inflight
+	if w == nil {
+		return
+	}
+	r := <-w.done
+	t.inflight = nil
+	t.settle(&w.b, r.n, r.err, results)
+	w.b.reset()
+	t.spare = w.b
+}
+
+// settle takes the outcome of writing b: the first n entries landed, and err
+// is why the next did not.
+func (t *table) settle(b *writeBatch, n int, err error, results []hal.OpResult) {
 	if err != nil {
 		// Entries after the failed one may still fit (a full table
 		// refuses new keys, not rewrites): retry them one by one so
 		// that every result is exact.
-		for i := n; i < len(t.pendKeys); i++ {
+		for i := n; i < len(b.keys); i++ {
 			var werr error
 			if i == n {
 				werr = err
-			} else if _, werr = t.be.putEntries(t.pendKeys[i:i+1], t.pendVals[i:i+1]); werr == nil {
+			} else if _, werr = t.be.putEntries(b.keys[i:i+1], b.vals[i:i+1]); werr == nil {
 				continue
 			}
-			rs := t.pendRule[i]
+			rs := b.rules[i]
 			t.detach(rs)
-			results[t.pendOps[i]].Err = t.opErr("add", rs.rule.ID, werr)
+			results[b.ops[i]].Err = t.opErr("add", rs.rule.ID, werr)
 		}
 	}
-	for _, rs := range t.pendRule {
+	for _, rs := range b.rules {
 		if rs.entry != nil {
 			rs.entry.pending = false
 		}
 	}
-	t.pendKeys, t.pendVals, t.pendOps, t.pendRule = t.pendKeys[:0], t.pendVals[:0], t.pendOps[:0], t.pendRule[:0]
 }
 
 // publish writes the mask shapes, in search order, to the idle bank and
@@ -537,12 +615,7 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 		t.rules = make(map[hal.RuleID]*ruleState, len(ops))
 		t.entries = newEntryIndex(len(ops))
 	}
-	if n := min(len(ops), flushChunk); cap(t.pendRule) < n {
-		t.pendRule = make([]*ruleState, 0, n)
-		t.pendOps = make([]int, 0, n)
-		t.pendKeys = make([]bpfKey, 0, n)
-		t.pendVals = make([]bpfFlowVal, 0, n)
-	}
+	t.pend.grow(min(len(ops), t.chunk))
 	for i := range ops {
 		if i%warmAhead == 0 {
 			t.warm(ops[i:min(i+warmAhead, len(ops))])
@@ -691,12 +764,13 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 	}
 	rs.entry.pending = true
 	key.MaskID = rs.mask.id
-	t.pendKeys = append(t.pendKeys, key)
-	t.pendVals = append(t.pendVals, t.value(rs.entry, rs, &enc))
-	t.pendOps = append(t.pendOps, i)
-	t.pendRule = append(t.pendRule, rs)
-	if len(t.pendRule) >= flushChunk {
-		t.flush(results)
+	p := &t.pend
+	p.keys = append(p.keys, key)
+	p.vals = append(p.vals, t.value(rs.entry, rs, &enc))
+	p.ops = append(p.ops, i)
+	p.rules = append(p.rules, rs)
+	if len(p.rules) >= t.chunk {
+		t.flushAsync(results)
 	}
 }
 

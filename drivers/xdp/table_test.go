@@ -322,15 +322,20 @@ func TestEncapCache(t *testing.T) {
 func TestTableRandomOps(t *testing.T) {
 	// full: the backend refuses new keys beyond 5 entries, as a full BPF
 	// hash does, so that batch writes fail part way and are rolled back.
+	// chunk: batches of 4 entries, so that writes are in flight on
+	// another goroutine while the next ones are gathered.
 	for _, full := range []int{0, 5} {
-		t.Run(fmt.Sprintf("full=%d", full), func(t *testing.T) { testTableRandomOps(t, full) })
+		for _, chunk := range []int{flushChunk, 4} {
+			t.Run(fmt.Sprintf("full=%d,chunk=%d", full, chunk), func(t *testing.T) { testTableRandomOps(t, full, chunk) })
+		}
 	}
 }
 
-func testTableRandomOps(t *testing.T, full int) {
+func testTableRandomOps(t *testing.T, full, chunk int) {
 	rng := rand.New(rand.NewPCG(3, uint64(full)))
 	fb := &fakeBackend{entries: map[bpfKey]bpfFlowVal{}, full: full}
 	tab := newTable("test", 1000, 16, 1000, nil, fb)
+	tab.chunk = chunk
 	encaps := []hal.Encap{
 		{Kind: hal.EncapVXLAN, VNI: 1, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2")},
 		{Kind: hal.EncapVXLAN, VNI: 1, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.3")},
