@@ -814,6 +814,9 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 			}
 			v := t.value(old.entry, old, &enc)
 			if _, err := t.be.putEntries([]bpfKey{key}, []bpfFlowVal{v}); err != nil {
+				if enc.Flags&actCount != 0 && prev.enc.Flags&actCount == 0 {
+					t.counterFree = append(t.counterFree, enc.Counter)
+				}
 				old.rule, old.enc = prev.rule, prev.enc
 				results[i].Err = t.opErr("modify", r.ID, err)
 				return

@@ -410,3 +410,45 @@ func testTableRandomOps(t *testing.T, full, chunk int) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// failingBackend refuses every write while fail is set.
+type failingBackend struct {
+	fakeBackend
+	fail bool
+}
+
+func (f *failingBackend) putEntries(keys []bpfKey, vals []bpfFlowVal) (int, error) {
+	if f.fail {
+		return 0, errors.New("refused")
+	}
+	return f.fakeBackend.putEntries(keys, vals)
+}
+
+// TestModifyFailureKeepsCounters: a modify in place that starts counting
+// and whose write fails gives its new counter back.
+func TestModifyFailureKeepsCounters(t *testing.T) {
+	fb := &failingBackend{fakeBackend: fakeBackend{entries: map[bpfKey]bpfFlowVal{}}}
+	tab := newTable("test", 100, 16, 3, nil, fb)
+	r := prefixRule(1, 1, "198.19.1.0/24")
+	if res := applyT(t, tab, hal.AddOp(r)); res[0].Err != nil {
+		t.Fatal(res[0].Err)
+	}
+	counting := r
+	counting.Actions = []hal.Action{hal.Count(), hal.Output(1)}
+	fb.fail = true
+	for i := 0; i < 3; i++ {
+		var oe *hal.OpError
+		if res := applyT(t, tab, hal.ModifyOp(counting)); !errors.As(res[0].Err, &oe) {
+			t.Fatalf("modify %d with a failing write: %v", i, res[0].Err)
+		}
+	}
+	fb.fail = false
+	// Two counters exist (1 and 2); both must still be free.
+	for _, id := range []hal.RuleID{2, 3} {
+		c := prefixRule(id, 1, fmt.Sprintf("198.19.%d.0/24", id))
+		c.Actions = counting.Actions
+		if res := applyT(t, tab, hal.AddOp(c)); res[0].Err != nil {
+			t.Fatalf("counting rule %d: %v", id, res[0].Err)
+		}
+	}
+}
