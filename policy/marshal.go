@@ -163,7 +163,7 @@ func Marshal(s *State) ([]byte, error) {
 	}
 	for _, a := range s.Activations() {
 		if v, _ := s.VM(a.VM); a.Generation != v.Generation {
-			d.Activations = append(d.Activations, docActivation{a.VM, a.Generation})
+			d.Activations = append(d.Activations, docActivation(a))
 		}
 	}
 	return yaml.Marshal(&d)

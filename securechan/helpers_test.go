@@ -1,7 +1,6 @@
 package securechan
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -256,13 +255,4 @@ func wantErr(t testing.TB, err, target error) {
 	if !errors.Is(err, target) {
 		t.Fatalf("got error %v, want %v", err, target)
 	}
-}
-
-func containsAny(hay []byte, needles ...[]byte) bool {
-	for _, n := range needles {
-		if len(n) > 0 && bytes.Contains(hay, n) {
-			return true
-		}
-	}
-	return false
 }

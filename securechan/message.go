@@ -109,13 +109,6 @@ const (
 	maxVNI        = 1<<24 - 1
 )
 
-func addrLen(a netip.Addr) int {
-	if a.Is4() {
-		return 5
-	}
-	return 17
-}
-
 func appendAddr(b []byte, a netip.Addr) []byte {
 	if a.Is4() {
 		v := a.As4()

@@ -121,8 +121,7 @@ func (s *Sealer) SealFrame(dst, frame []byte) ([]byte, error) {
 	dst = append(dst, s.prefix[:]...)
 	dst = binary.BigEndian.AppendUint64(dst, s.ctr.Add(1))
 	nonce := (*[24]byte)(dst[start+offNonce : start+offBlock])
-	var n [24]byte
-	n = *nonce
+	n := *nonce
 	dst = secretbox.Seal(dst, block[:], &n, &s.key)
 	clear(block[:])
 	pstart := len(dst)

@@ -195,16 +195,6 @@ type filterID struct {
 	handle uint32
 }
 
-// portSlot is port id's port-tag VID: its position in Ports, from 1.
-func (n *NIC) portSlot(id hal.PortID) uint16 {
-	for i, p := range n.ports {
-		if p.ID == id {
-			return uint16(i + 1)
-		}
-	}
-	return 0
-}
-
 // vlanPushTCI is act_vlan push of an 802.1Q tag with priority bits.
 func vlanPushTCI(vid uint16, prio uint8) tcAction {
 	a := vlanPush(vid)

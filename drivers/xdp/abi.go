@@ -109,6 +109,10 @@ type bpfExcMeta struct {
 
 const excMetaLen = 24
 
+// The event head's layout and its length agree.
+var _ [excMetaLen - unsafe.Sizeof(bpfExcMeta{})]byte
+var _ [unsafe.Sizeof(bpfExcMeta{}) - excMetaLen]byte
+
 type bpfTrace struct {
 	Rule                        uint64
 	Verdict, Port, Reason, Pad0 uint32
@@ -154,15 +158,6 @@ var (
 	_ [bpfKeySize - unsafe.Sizeof(hal.FlowKey{})]byte
 	_ [unsafe.Alignof(hal.FlowKey{}) - unsafe.Alignof(uint32(0))]byte
 )
-
-func keyOf(k *hal.FlowKey) bpfKey {
-	// whole 4-byte words (a [94]byte copy is a memmove call), then the
-	// padding's bytes cleared
-	var b bpfKey
-	*(*[bpfKeySize / 4]uint32)(unsafe.Pointer(&b)) = *(*[bpfKeySize / 4]uint32)(unsafe.Pointer(k))
-	b.MaskID, b.Pad = 0, 0
-	return b
-}
 
 // matchKeys returns the masked key of m (without its mask ID) and the mask
 // shape, both as the program sees them: hal.Match.Normalize on a copy, done

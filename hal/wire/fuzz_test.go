@@ -449,9 +449,7 @@ func fuzzSeeds() map[string][]seed {
 		out[target] = append(out[target], seed{seedName(name), vals})
 	}
 	var plain, tunnelled []namedSpec
-	for _, s := range plainSpecs() {
-		plain = append(plain, s)
-	}
+	plain = append(plain, plainSpecs()...)
 	for _, s := range plain {
 		f := Build(s.spec)
 		add("FuzzParse", s.name, f)
