@@ -1,6 +1,7 @@
 package multihost
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,18 +78,17 @@ type MigrateOptions struct {
 	Manager vmmanager.MigrateOptions
 }
 
+// defaults fills the options a bed leaves to its own defaults.
+func (o *MigrateOptions) defaults(interval time.Duration, warmup int, tail time.Duration) {
+	o.Interval = cmp.Or(max(o.Interval, 0), interval)
+	o.Warmup = cmp.Or(max(o.Warmup, 0), warmup)
+	o.Tail = cmp.Or(max(o.Tail, 0), tail)
+}
+
 // Migrate streams from the sender to the VM while mgr migrates it, and says
 // what the stream saw.
 func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o MigrateOptions) (Result, error) {
-	if o.Interval <= 0 {
-		o.Interval = 50 * time.Microsecond
-	}
-	if o.Warmup <= 0 {
-		o.Warmup = 50
-	}
-	if o.Tail <= 0 {
-		o.Tail = 20 * time.Millisecond
-	}
+	o.defaults(50*time.Microsecond, 50, 20*time.Millisecond)
 	src, from, to := fb.byNm[o.SendOn], fb.byNm[o.From], fb.byNm[o.To]
 	if src == nil || from == nil || to == nil {
 		return Result{}, fmt.Errorf("unknown host among %s, %s, %s", o.SendOn, o.From, o.To)

@@ -374,15 +374,7 @@ func streamSeqOf(f []byte) (uint64, bool) {
 // Interval defaults to 200µs). status reads the hosts' reports, to know
 // when the old host applied the activation.
 func (b *NSBed) Migrate(ctx context.Context, mgr *vmmanager.Manager, status store.StatusReader, o MigrateOptions) (Result, error) {
-	if o.Interval <= 0 {
-		o.Interval = 200 * time.Microsecond
-	}
-	if o.Warmup <= 0 {
-		o.Warmup = 20
-	}
-	if o.Tail <= 0 {
-		o.Tail = 300 * time.Millisecond
-	}
+	o.defaults(200*time.Microsecond, 20, 300*time.Millisecond)
 	res := Result{Interval: o.Interval}
 	oldPlace, newPlace := place(o.VM, o.From), place(o.VM, o.To)
 	if b.sniffers[oldPlace] == nil || b.sniffers[newPlace] == nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nicpath/nicpath/examples/vmmanager"
+	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store/storetest"
 )
 
@@ -31,24 +32,9 @@ type NSTest struct {
 // still flows on the last state; the store comes back: every host resyncs,
 // and one more migration works.
 func RunNSMigration(t *testing.T, nt NSTest) {
-	if ok, why := CanRunNS(); !ok {
-		t.Skip(why)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mgr := vmmanager.New(nt.Store, nil)
-	st := storetest.ThreeHosts(0)
-	if _, err := mgr.Publish(ctx, st); err != nil {
-		t.Fatal(err)
-	}
-	var log *slog.Logger
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
-	bed, err := NewNSBed(ctx, st, NSOptions{Store: nt.Spec, Mover: "mover", To: "host-b", Sender: "streamer", Dir: t.TempDir(), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bed, mgr, st := startNS(ctx, t, nt)
 	defer func() {
 		if err := bed.Close(); err != nil {
 			t.Errorf("close: %v", err)
@@ -118,22 +104,34 @@ func RunNSMigration(t *testing.T, nt NSTest) {
 // migrations of the mover between host-a and host-b, there and back, on
 // vswitchds following the store, with real kernels sending and receiving.
 func RunNSMigrationBenchmark(b *testing.B, nt NSTest) {
-	if ok, why := CanRunNS(); !ok {
-		b.Skip(why)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	bed, mgr, _ := startNS(ctx, b, nt)
+	defer bed.Close()
+	benchMigrations(b, func(ctx context.Context, o MigrateOptions) (Result, error) { return bed.Migrate(ctx, mgr, nt.Store, o) })
+}
+
+// startNS publishes storetest.ThreeHosts to the store and builds the bed on
+// it (the mover may move to host-b, the streamer sends); it skips when the
+// machine cannot run namespaces.
+func startNS(ctx context.Context, tb testing.TB, nt NSTest) (*NSBed, *vmmanager.Manager, *policy.State) {
+	if ok, why := CanRunNS(); !ok {
+		tb.Skip(why)
+	}
 	mgr := vmmanager.New(nt.Store, nil)
 	st := storetest.ThreeHosts(0)
 	if _, err := mgr.Publish(ctx, st); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	bed, err := NewNSBed(ctx, st, NSOptions{Store: nt.Spec, Mover: "mover", To: "host-b", Sender: "streamer", Dir: b.TempDir()})
+	var log *slog.Logger
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	bed, err := NewNSBed(ctx, st, NSOptions{Store: nt.Spec, Mover: "mover", To: "host-b", Sender: "streamer", Dir: tb.TempDir(), Logger: log})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer bed.Close()
-	benchMigrations(b, func(ctx context.Context, o MigrateOptions) (Result, error) { return bed.Migrate(ctx, mgr, nt.Store, o) })
+	return bed, mgr, st
 }
 
 func waitNS(t *testing.T, what string, cond func() error) {
