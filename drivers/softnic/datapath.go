@@ -3,6 +3,7 @@ package softnic
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
@@ -301,13 +302,11 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	for _, i := range todo {
 		sig := b.sig[i]
 		bk := &ht.b[uint64(sig)&ht.mask]
-		for s := 0; s < 8; s++ {
-			if bk.sig[s] == sig {
-				idx := bk.idx[s]
-				b.pf[npf] = uintptr(unsafe.Pointer(&v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]))
-				npf++
-				break
-			}
+		m, _ := bk.scan(sig)
+		if m != 0 {
+			idx := bk.idx[bits.TrailingZeros32(m)&7]
+			b.pf[npf] = uintptr(unsafe.Pointer(&v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]))
+			npf++
 		}
 	}
 	prefetch(&b.pf, npf)
@@ -316,14 +315,9 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		w := &b.w[i]
 		for bi := uint64(sig) & ht.mask; ; bi = (bi + 1) & ht.mask {
 			bk := &ht.b[bi]
-			empty := false
-			for s := 0; s < 8; s++ {
-				x := bk.sig[s]
-				if x != sig {
-					empty = empty || x == sigEmpty
-					continue
-				}
-				idx := bk.idx[s]
+			m, empty := bk.scan(sig)
+			for ; m != 0; m &= m - 1 {
+				idx := bk.idx[bits.TrailingZeros32(m)&7]
 				e := &v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
 				if !sh.equal(w, &e.key) || v.gens[e.scope] != e.gen {
 					continue

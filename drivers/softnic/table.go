@@ -60,10 +60,46 @@ type chunk struct {
 
 // bucket is 64 bytes: eight signature/index pairs, so that a probe reads
 // one cache line. A signature is the high half of the hash with the values
-// 0 (empty) and 1 (deleted) reserved.
+// 0 (empty) and 1 (deleted) reserved. Signatures are stored two to a word
+// (slot 2j in the low half of sigs[j], 2j+1 in the high half), so that scan
+// compares them a word at a time, whatever the machine's byte order.
 type bucket struct {
-	sig [8]uint32
-	idx [8]uint32
+	sigs [4]uint64
+	idx  [8]uint32
+}
+
+func (bk *bucket) sig(s int) uint32 { return uint32(bk.sigs[s>>1] >> (32 * (s & 1))) }
+
+func (bk *bucket) setSig(s int, sig uint32) {
+	sh := 32 * (s & 1)
+	w := &bk.sigs[s>>1]
+	*w = *w&^(0xffffffff<<sh) | uint64(sig)<<sh
+}
+
+// scan returns a mask with bit s set for every slot whose signature is sig,
+// and whether the bucket has an empty slot (which ends a probe chain). The
+// slots are compared two at a time, without a branch: which slot of a
+// bucket holds a packet's rule is random, and a compare-and-branch per slot
+// cost about one mispredicted branch per lookup.
+func (bk *bucket) scan(sig uint32) (match uint32, empty bool) {
+	const (
+		lanes = 0x0000000100000001
+		low31 = 0x7fffffff7fffffff
+	)
+	want := uint64(sig) * lanes
+	w0, w1, w2, w3 := bk.sigs[0], bk.sigs[1], bk.sigs[2], bk.sigs[3]
+	// A lane of x is zero exactly when its slot matches; the top bit of
+	// each lane of t says so, without carries between lanes.
+	x0, x1, x2, x3 := w0^want, w1^want, w2^want, w3^want
+	t0 := ^((x0&low31 + low31) | x0)
+	t1 := ^((x1&low31 + low31) | x1)
+	t2 := ^((x2&low31 + low31) | x2)
+	t3 := ^((x3&low31 + low31) | x3)
+	z := t0>>31&1 | t0>>62&2 | t1>>29&4 | t1>>60&8 | t2>>27&16 | t2>>58&32 | t3>>25&64 | t3>>56&128
+	// Any empty (zero) lane: the borrow test may also flag a lane above a
+	// zero one, which does not change the answer.
+	e := (w0-lanes)&^w0 | (w1-lanes)&^w1 | (w2-lanes)&^w2 | (w3-lanes)&^w3
+	return uint32(z), e&^low31 != 0
 }
 
 const (
@@ -106,12 +142,12 @@ func (t *htab) insert(sig uint32, idx uint32) {
 	for bi := uint64(sig) & t.mask; ; bi = (bi + 1) & t.mask {
 		b := &t.b[bi]
 		for s := 0; s < 8; s++ {
-			if x := b.sig[s]; x == sigEmpty || x == sigTomb {
+			if x := b.sig(s); x == sigEmpty || x == sigTomb {
 				if x == sigTomb {
 					t.tombs--
 				}
 				b.idx[s] = idx
-				b.sig[s] = sig
+				b.setSig(s, sig)
 				t.used++
 				return
 			}
@@ -124,13 +160,13 @@ func (t *htab) remove(sig uint32, idx uint32) bool {
 		b := &t.b[bi]
 		empty := false
 		for s := 0; s < 8; s++ {
-			if b.sig[s] == sig && b.idx[s] == idx {
-				b.sig[s] = sigTomb
+			if b.sig(s) == sig && b.idx[s] == idx {
+				b.setSig(s, sigTomb)
 				t.used--
 				t.tombs++
 				return true
 			}
-			empty = empty || b.sig[s] == sigEmpty
+			empty = empty || b.sig(s) == sigEmpty
 		}
 		if empty {
 			return false
@@ -408,8 +444,8 @@ func (w *writerState) grow(tab *tupleTab) {
 	for bi := range old.b {
 		b := &old.b[bi]
 		for s := 0; s < 8; s++ {
-			if b.sig[s] >= 2 {
-				tab.ht.insert(b.sig[s], b.idx[s])
+			if x := b.sig(s); x >= 2 {
+				tab.ht.insert(x, b.idx[s])
 			}
 		}
 	}

@@ -1,0 +1,50 @@
+package softnic
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// TestBucketScan holds scan's word-at-a-time compare to a slot-by-slot one,
+// on buckets whose signatures collide, differ by one bit, or are empty.
+func TestBucketScan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	pick := func(sig uint32) uint32 {
+		switch rng.IntN(6) {
+		case 0:
+			return sigEmpty
+		case 1:
+			return sigTomb
+		case 2:
+			return sig
+		case 3:
+			return sig ^ 1<<rng.IntN(32)
+		case 4:
+			return sig ^ 0x80000000
+		}
+		return rng.Uint32()
+	}
+	for n := 0; n < 200000; n++ {
+		sig := rng.Uint32()
+		if n%3 == 0 {
+			sig = []uint32{2, 3, 0x7fffffff, 0x80000000, 0xffffffff}[rng.IntN(5)]
+		}
+		var bk bucket
+		for s := 0; s < 8; s++ {
+			bk.setSig(s, pick(sig))
+			bk.idx[s] = uint32(s)
+		}
+		var want uint32
+		wantEmpty := false
+		for s := 0; s < 8; s++ {
+			if bk.sig(s) == sig {
+				want |= 1 << s
+			}
+			wantEmpty = wantEmpty || bk.sig(s) == sigEmpty
+		}
+		got, empty := bk.scan(sig)
+		if got != want || empty != wantEmpty {
+			t.Fatalf("bucket %#x sig %#x: scan = %08b, %v; want %08b, %v", bk.sigs, sig, got, empty, want, wantEmpty)
+		}
+	}
+}
