@@ -347,6 +347,37 @@ func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int)
 		return
 	}
 	l := &b.lays[i]
+	if p.macsOnly && l.Tunnel < 0 {
+		// The common shape (MAC rewrites, an encapsulation, output) on a
+		// frame that is not tunnelled: the general path below, with
+		// what cannot happen left out.
+		l3 := size - wire.EthHeaderLen - wire.VLANTagLen*l.VLANs
+		if p.encap != nil {
+			l3 = size + p.encapLen - wire.EthHeaderLen
+		}
+		if l3 > p.outMTU {
+			b.fate[i], b.why[i] = fateHost, hal.ReasonMTU
+			return
+		}
+		frame := buf[offset : offset+size]
+		for si := range p.steps {
+			if st := &p.steps[si]; st.kind == hal.ActionSetEthDst {
+				wire.SetEthDst(frame, l, st.mac)
+			} else {
+				wire.SetEthSrc(frame, l, st.mac)
+			}
+		}
+		start, end := offset, offset+size
+		if p.encap != nil {
+			var err error
+			if start, err = p.encap.Push(buf, start, end, wire.FlowHash(&b.keys[i])); err != nil {
+				b.fate[i], b.why[i] = fateDrop, hal.ReasonUnsupported
+				return
+			}
+		}
+		b.fate[i], b.out[i], b.start[i], b.end[i] = fateOut, p.out, start, end
+		return
+	}
 	tunnelled := l.Tunnel >= 0
 	start, end := offset, offset+size
 	tags := l.VLANs
@@ -382,9 +413,9 @@ func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int)
 	ln := end - start + wire.VLANTagLen*(p.pushes-p.pops)
 	l3 := ln - wire.EthHeaderLen - wire.VLANTagLen*tags
 	if p.encap != nil {
-		l3 = ln + p.encap.Len() - wire.EthHeaderLen
+		l3 = ln + p.encapLen - wire.EthHeaderLen
 	}
-	if l3 > p.out.info.MTU {
+	if l3 > p.outMTU {
 		b.fate[i], b.why[i] = fateHost, hal.ReasonMTU
 		return
 	}

@@ -13,22 +13,26 @@ import (
 // e.g. remote hosts to encapsulate to, than flows), so that per-rule memory
 // stays a fixed-size entry.
 type program struct {
+	// What the datapath reads comes first, in one cache line.
+	term     hal.ActionKind
+	count    bool
+	decap    bool
+	decTTL   bool
+	macsOnly bool // steps are MAC rewrites only, nothing else but encap and output: see execute
+	out      *Port
+	outMTU   int // out's MTU, which never changes
+	encap    *wire.EncapTemplate
+	encapLen int    // encap.Len(), beside the other fields execute reads
+	steps    []step // header rewrites, in order
+	reason   hal.Reason
+	pushes   int // VLAN tags pushed
+	pops     int // VLAN tags popped
+
 	idx     uint32
 	hash    uint64
 	quick   uint64 // quickActionsHash(actions)
 	refs    int
 	actions []hal.Action // as given, for Dump
-
-	decap  bool
-	steps  []step // header rewrites, in order
-	encap  *wire.EncapTemplate
-	count  bool
-	term   hal.ActionKind
-	out    *Port
-	reason hal.Reason
-	pushes int // VLAN tags pushed
-	pops   int // VLAN tags popped
-	decTTL bool
 }
 
 type step struct {
@@ -73,6 +77,18 @@ func (n *NIC) compile(acts []hal.Action) (*program, error) {
 			p.term, p.out = a.Kind, n.port(a.OutPort)
 		case hal.ActionDrop, hal.ActionToHost:
 			p.term, p.reason = a.Kind, a.Reason
+		}
+	}
+	if p.encap != nil {
+		p.encapLen = p.encap.Len()
+	}
+	if p.term == hal.ActionOutput && p.out != nil {
+		p.outMTU = p.out.info.MTU
+		p.macsOnly = !p.decap && p.pushes == 0 && p.pops == 0 && !p.decTTL
+		for i := range p.steps {
+			if k := p.steps[i].kind; k != hal.ActionSetEthSrc && k != hal.ActionSetEthDst {
+				p.macsOnly = false
+			}
 		}
 	}
 	return p, nil
