@@ -30,6 +30,8 @@ type burst struct {
 	keys  [MaxBurst]hal.FlowKey
 	lays  [MaxBurst]wire.Layout
 	w     [MaxBurst]words
+	pk    [MaxBurst]words // w packed by the tuple being probed
+	home  [MaxBurst]uint16
 	sig   [MaxBurst]uint32
 	best  [MaxBurst]uint32
 	prio  [MaxBurst]int32
@@ -286,13 +288,23 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	if ht.used == 0 {
 		return
 	}
+	nw := min(sh.n, numWords)
 	floor := int32(tab.maxPrio)
 	todo := b.todo[:0]
 	for i := 0; i < k; i++ {
 		if b.fate[i] != fatePending || b.prio[i] > floor {
 			continue
 		}
-		sig := sigOf(sh.hashPacket(&b.w[i]))
+		// The packet's words as this tuple sees them, packed like its
+		// rules' keys: hashed here, compared below without the masks.
+		w, pk := &b.w[i], &b.pk[i]
+		h := uint64(hashSeed)
+		for j := 0; j < nw; j++ {
+			x := w[sh.idx[j]] & sh.pmask[j]
+			pk[j] = x
+			h += bits.RotateLeft64(x, j*7) * wordMul[j]
+		}
+		sig := sigOf(finish(h))
 		b.sig[i] = sig
 		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[uint64(sig)&ht.mask]))
 		todo = append(todo, uint8(i))
@@ -302,7 +314,13 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	for _, i := range todo {
 		sig := b.sig[i]
 		bk := &ht.b[uint64(sig)&ht.mask]
-		m, _ := bk.scan(sig)
+		m, empty := bk.scan(sig)
+		// The home bucket's answer, for the compare pass: bit 8 says
+		// the bucket has an empty slot.
+		b.home[i] = uint16(m)
+		if empty {
+			b.home[i] |= 1 << 8
+		}
 		if m != 0 {
 			idx := bk.idx[bits.TrailingZeros32(m)&7]
 			b.pf[npf] = uintptr(unsafe.Pointer(&v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]))
@@ -312,14 +330,19 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	prefetch(&b.pf, npf)
 	for _, i := range todo {
 		sig := b.sig[i]
-		w := &b.w[i]
-		for bi := uint64(sig) & ht.mask; ; bi = (bi + 1) & ht.mask {
+		pk := &b.pk[i]
+		bi := uint64(sig) & ht.mask
+		m, empty := uint32(b.home[i]&0xff), b.home[i]&(1<<8) != 0
+		for {
 			bk := &ht.b[bi]
-			m, empty := bk.scan(sig)
 			for ; m != 0; m &= m - 1 {
 				idx := bk.idx[bits.TrailingZeros32(m)&7]
 				e := &v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
-				if !sh.equal(w, &e.key) || v.gens[e.scope] != e.gen {
+				diff := uint64(0)
+				for j := 0; j < nw; j++ {
+					diff |= pk[j] ^ e.key[j]
+				}
+				if diff != 0 || v.gens[e.scope] != e.gen {
 					continue
 				}
 				pr := int32(e.prio)
@@ -330,6 +353,8 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 			if empty {
 				break
 			}
+			bi = (bi + 1) & ht.mask
+			m, empty = ht.b[bi].scan(sig)
 		}
 	}
 }

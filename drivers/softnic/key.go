@@ -130,32 +130,15 @@ var wordMul = [numWords]uint64{
 	0xA0761D6478BD642F, 0xE7037ED1A0B428DB, 0x8EBC6AF09C88C6E3, 0x589965CC75374CC3,
 }
 
-// hashPacket hashes a packet's words as seen through s, the same value
-// hashPacked gives for a rule key packed with s.
-func (s *tupleShape) hashPacket(w *words) uint64 {
-	h := uint64(hashSeed)
-	for j := 0; j < s.n; j++ {
-		h += bits.RotateLeft64(w[s.idx[j]]&s.pmask[j], j*7) * wordMul[j]
-	}
-	return finish(h)
-}
-
+// hashPacked hashes a key packed by s. The datapath computes the same
+// value for a packet while packing its words (NIC.lookup), and compares the
+// packed words with a rule's key.
 func (s *tupleShape) hashPacked(pk *words) uint64 {
 	h := uint64(hashSeed)
 	for j := 0; j < s.n; j++ {
 		h += bits.RotateLeft64(pk[j], j*7) * wordMul[j]
 	}
 	return finish(h)
-}
-
-// equal reports whether the packet's words, masked, are the packed key pk.
-func (s *tupleShape) equal(w *words, pk *words) bool {
-	for j := 0; j < s.n; j++ {
-		if w[s.idx[j]]&s.pmask[j] != pk[j] {
-			return false
-		}
-	}
-	return true
 }
 
 // ruleKey turns a rule's match into its tuple key and its key words (not
