@@ -24,6 +24,11 @@ type device struct {
 type layout struct {
 	ports   map[hal.PortID]*device
 	tunnels map[hal.EncapKind]*device
+	// outer6 are the tunnel kinds whose device takes outer IPv6 headers:
+	// a flow-based device opens a UDP/IPv6 socket beside its IPv4 one only
+	// where the kernel has IPv6, and without it drops what tunnel_key
+	// addressed over IPv6 and never receives it. Open finds the socket.
+	outer6 hal.EncapSet
 	// hostChain is the exception path's chain ToHost rules jump to; 0
 	// when there is no exception path.
 	hostChain uint32
@@ -106,6 +111,14 @@ func compileMatch(l *layout, m *hal.Match, decaps bool) ([]byte, error) {
 				return nil, unsupported("match.vni", "the VNI is matched exactly or not at all")
 			}
 			e.Bytes(flowerEncKeyID, be32(k.VNI))
+		}
+		for _, a := range []struct {
+			name      string
+			key, mask [16]byte
+		}{{"match.tun_src", k.TunSrc, mk.TunSrc}, {"match.tun_dst", k.TunDst, mk.TunDst}} {
+			if a.mask != ([16]byte{}) && !hal.AddrFrom16(a.key).Is4() && !l.outer6.Has(k.TunKind) {
+				return nil, unsupported(a.name, "%s has no UDP/IPv6 socket: no frame with an outer IPv6 header reaches it", dev.Name)
+			}
 		}
 		if err := encAddr(e, k.TunSrc, mk.TunSrc, flowerEncIPv4Src, flowerEncIPv4SrcM, flowerEncIPv6Src, flowerEncIPv6SrcM); err != nil {
 			return nil, err
@@ -322,6 +335,9 @@ func compileActions(l *layout, r *hal.Rule) ([]tcAction, int, error) {
 			dev := l.tunnels[en.Kind]
 			if dev == nil {
 				return nil, -1, unsupported(field+" "+en.Kind.String(), "no %s device was given to the driver (Config.Tunnels)", en.Kind)
+			}
+			if en.Src.Is6() && !l.outer6.Has(en.Kind) {
+				return nil, -1, unsupported(field+" "+en.Kind.String(), "%s has no UDP/IPv6 socket: the kernel drops a frame tunnel_key addresses over IPv6", dev.Name)
 			}
 			if len(en.GeneveOptions) > 0 && en.Kind != hal.EncapGeneve {
 				return nil, -1, unsupported(field, "options are Geneve's")

@@ -25,6 +25,21 @@
 // key. Count needs nothing: every tc action counts. ToHost and DecTTL go
 // through the exception path (below).
 //
+// Outer headers may be IPv4 or IPv6: tunnel_key set carries
+// TCA_TUNNEL_KEY_ENC_IPV4_* or ENC_IPV6_* addresses, and a decap rule
+// matches TCA_FLOWER_KEY_ENC_IPV4_* or ENC_IPV6_* (with masks). A
+// flow-based device sends and receives over IPv6 only through a UDP/IPv6
+// socket of its own, which it opens beside its IPv4 one when it comes up,
+// where the kernel has IPv6. Open looks for that socket on each device's
+// port (in the namespace's /proc/net/udp6): for a kind whose device has
+// none (down when Open ran, or a kernel without IPv6), Validate refuses
+// outer IPv6 addresses in encaps and decap matches, and the notes say so.
+// Capabilities.Encaps has no address family, so that refusal is where a
+// caller learns it. Routes, addresses and neighbours for the outer
+// addresses are the user's, over IPv6 as over IPv4. tunnel_key is set
+// without "nocsum", so the device writes the outer UDP checksum (IPv6
+// requires one; over IPv4 the kernel writes one too).
+//
 // # Generations
 //
 // Every (scope, generation) has a chain of its own. Chain 0 jumps to the
@@ -121,7 +136,11 @@
 //   - Overlapping rules of equal priority are not ordered by RuleID, and
 //     flower refuses two rules with the same match and priority (EEXIST).
 //   - The outer MACs of an encapsulation come from the kernel's route and
-//     neighbour table, not from Encap.SrcMAC/DstMAC.
+//     neighbour table, not from Encap.SrcMAC/DstMAC, for IPv4 and IPv6
+//     outer headers alike.
+//   - Outer IPv6 is decided per tunnel kind when Open runs (the device's
+//     UDP/IPv6 socket, above): a device brought up later, or IPv6 enabled
+//     later, is not seen until the NIC is opened again.
 //   - L4 port rewrites assume IPv4 without options and IPv6 without
 //     extension headers: Linux 6.1's pedit takes "tcp"/"udp" offsets from
 //     the transport header, which is not set yet at tc ingress.
@@ -140,6 +159,8 @@
 // machine lacks:
 // TestVM builds them into a static test binary and runs them in a VM booted
 // on Debian's 6.1 kernel (internal/vmtest), with real namespaces, veths,
-// VXLAN and Geneve devices and real frames. BenchmarkVMRuleRate and
+// VXLAN and Geneve devices and real frames, over IPv4 and IPv6 underlays
+// (2001:db8::/32; TestKernelOuterIPv6 checks every outer IPv6 field the
+// kernel writes, its UDP checksum included). BenchmarkVMRuleRate and
 // BenchmarkVMActivate boot the VM for the figures.
 package tcflower

@@ -126,7 +126,7 @@ func fakeNIC(t *testing.T, k *fakeKernel) *NIC {
 		{ID: 3, Name: "up0", Ifindex: 13, Kind: hal.PortUplink},
 		{Name: "vx0", Ifindex: 20},
 	}
-	lay := layout{ports: map[hal.PortID]*device{1: devs[0], 2: devs[1], 3: devs[2]}, tunnels: map[hal.EncapKind]*device{hal.EncapVXLAN: devs[3]}}
+	lay := layout{ports: map[hal.PortID]*device{1: devs[0], 2: devs[1], 3: devs[2]}, tunnels: map[hal.EncapKind]*device{hal.EncapVXLAN: devs[3]}, outer6: hal.EncapsOf(hal.EncapVXLAN)}
 	n := newNIC(conn, Config{}, testBlock, clsFlagsSkipHW, lay, devs)
 	n.caps = hal.Capabilities{
 		Driver: driverName, MaxBatch: maxBatch, MaxRules: 1 << 20,

@@ -102,21 +102,7 @@ func (n *NIC) tunnelPorts() []uint16 {
 	seen := map[uint16]bool{}
 	var out []uint16
 	for kind, d := range n.lay.tunnels {
-		var port uint16
-		b := ifinfomsg(d.Ifindex, 0, 0)
-		if msgs, err := n.conn.Execute(n.request(rtmGetLink, 0, b)); err == nil {
-			for _, m := range msgs {
-				if p := parseTunnelPort(m.Data); p != 0 {
-					port = p
-				}
-			}
-		}
-		if port == 0 {
-			port = hal.PortVXLAN
-			if kind == hal.EncapGeneve {
-				port = hal.PortGeneve
-			}
-		}
+		port := n.tunnelPort(kind, d)
 		if !seen[port] {
 			seen[port] = true
 			out = append(out, port)
@@ -124,6 +110,27 @@ func (n *NIC) tunnelPorts() []uint16 {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
+}
+
+// tunnelPort is the UDP port tunnel device d receives on (the IANA port of
+// its kind when the kernel does not say).
+func (n *NIC) tunnelPort(kind hal.EncapKind, d *device) uint16 {
+	var port uint16
+	b := ifinfomsg(d.Ifindex, 0, 0)
+	if msgs, err := n.conn.Execute(n.request(rtmGetLink, 0, b)); err == nil {
+		for _, m := range msgs {
+			if p := parseTunnelPort(m.Data); p != 0 {
+				port = p
+			}
+		}
+	}
+	if port == 0 {
+		port = hal.PortVXLAN
+		if kind == hal.EncapGeneve {
+			port = hal.PortGeneve
+		}
+	}
+	return port
 }
 
 // packetReader reads the channel's receive end.

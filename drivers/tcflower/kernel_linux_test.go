@@ -302,6 +302,11 @@ func TestKernelEncapDecap(t *testing.T) {
 			if p := binary.BigEndian.Uint16(udp[2:]); p != wantPort {
 				t.Errorf("outer UDP port %d, want %d", p, wantPort)
 			}
+			// tunnel_key asks for the checksum (no nocsum), and the device
+			// writes it over IPv4 too.
+			if ck := binary.BigEndian.Uint16(udp[6:]); ck == 0 || ck != udpChecksum(ip, b[34:]) {
+				t.Errorf("outer UDP checksum %#04x, want %#04x", ck, udpChecksum(ip, b[34:]))
+			}
 			hdr := b[42:50]
 			vni := binary.BigEndian.Uint32(hdr[4:]) >> 8
 			if vni != 0x123456 {

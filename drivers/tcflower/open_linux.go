@@ -311,6 +311,7 @@ func (n *NIC) probe(ctx context.Context) error {
 		acts |= hal.ActionsOf(hal.ActionEncap, hal.ActionDecap)
 		match |= hal.MatchVNI | hal.MatchTunSrc | hal.MatchTunDst | hal.MatchTunKind
 		notes = append(notes, "encap: outer MACs come from the kernel's route and neighbour table, not from Encap.SrcMAC/DstMAC; the frame leaves through the tunnel device and the route to the outer destination")
+		notes = append(notes, n.probeOuter6())
 	}
 	notes = append(notes,
 		"sealed-address frames (EtherType 0x88B5) are dropped ahead of every rule and counted under reason sealed: no crypto, so the NIC fails closed",
@@ -342,6 +343,51 @@ func (n *NIC) probe(ctx context.Context) error {
 		Notes:         notes,
 	}
 	return nil
+}
+
+// probeOuter6 finds the tunnel kinds whose device has a UDP/IPv6 socket on
+// its port (n.lay.outer6), and says what it found. A flow-based device
+// opens one beside its IPv4 socket when it comes up, where the kernel has
+// IPv6; without it the device drops what tunnel_key addresses over IPv6
+// and receives nothing over IPv6, so Validate refuses outer IPv6 addresses
+// for that kind.
+func (n *NIC) probeOuter6() string {
+	var table []byte
+	err := inNetNS(n.cfg.NetNS, func() error {
+		// thread-self: /proc/net follows the process's first thread,
+		// which is in another namespace.
+		b, err := os.ReadFile("/proc/thread-self/net/udp6")
+		table = b
+		return err
+	})
+	if err != nil {
+		n.lay.outer6 = 0
+		return fmt.Sprintf("outer IPv6: refused for every tunnel: the namespace has no UDP/IPv6 table (%v)", err)
+	}
+	bound := udp6Ports(string(table))
+	var yes, no []string
+	n.lay.outer6 = 0
+	for _, kind := range []hal.EncapKind{hal.EncapVXLAN, hal.EncapGeneve} {
+		d := n.lay.tunnels[kind]
+		if d == nil {
+			continue
+		}
+		port := n.tunnelPort(kind, d)
+		if bound[port] {
+			n.lay.outer6 |= hal.EncapsOf(kind)
+			yes = append(yes, fmt.Sprintf("%s (%s, UDP/IPv6 socket on port %d)", kind, d.Name, port))
+		} else {
+			no = append(no, fmt.Sprintf("%s (%s has no UDP/IPv6 socket on port %d: down when opened, or no IPv6 in the kernel)", kind, d.Name, port))
+		}
+	}
+	var parts []string
+	if len(yes) > 0 {
+		parts = append(parts, "outer IPv6 taken for "+strings.Join(yes, ", ")+"; the device writes the outer UDP checksum (tunnel_key without nocsum), over IPv6 as over IPv4")
+	}
+	if len(no) > 0 {
+		parts = append(parts, "outer IPv6 refused for "+strings.Join(no, ", "))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func wrapNotSupported(err error) error {

@@ -2,6 +2,7 @@ package tcflower
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -88,5 +89,65 @@ func TestEncodeOuterIPv6Decap(t *testing.T) {
 	}
 	if len(c.actions) != 2 || c.actions[0].Kind != "tunnel_key" || c.actions[1].Kind != "mirred" {
 		t.Fatalf("actions %+v, want tunnel_key unset and mirred", c.actions)
+	}
+}
+
+// Where the tunnel device has no UDP/IPv6 socket, Validate refuses outer
+// IPv6 addresses, naming the field, and still takes IPv4 ones and decap
+// rules that match no outer address.
+func TestValidateRefusesOuterIPv6WithoutSocket(t *testing.T) {
+	n := fakeNIC(t, &fakeKernel{})
+	n.lay.outer6 = 0
+	var in hal.Match
+	in.InPort(1)
+	var d6 hal.Match
+	d6.Tunnel(hal.EncapVXLAN, 100).TunDst(pa6Local)
+	for _, c := range []struct {
+		name, field string
+		rule        hal.Rule
+	}{
+		{"encap", "actions[0] encap vxlan", hal.Rule{ID: 1, Match: in, Actions: []hal.Action{hal.EncapWith(enc6(hal.EncapVXLAN)), hal.Output(3)}}},
+		{"decap", "match.tun_dst", hal.Rule{ID: 2, Match: d6, Actions: []hal.Action{hal.Decap(), hal.Output(1)}}},
+	} {
+		err := n.Validate(&c.rule)
+		var ue *hal.UnsupportedError
+		if !errors.As(err, &ue) || !errors.Is(err, hal.ErrNotSupported) {
+			t.Errorf("%s: Validate: %v, want an UnsupportedError", c.name, err)
+			continue
+		}
+		if ue.Field != c.field {
+			t.Errorf("%s: refusal names %q, want %q (%v)", c.name, ue.Field, c.field, err)
+		}
+	}
+	enc4 := hal.Encap{Kind: hal.EncapVXLAN, VNI: 1, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2")}
+	if err := n.Validate(&hal.Rule{ID: 3, Match: in, Actions: []hal.Action{hal.EncapWith(enc4), hal.Output(3)}}); err != nil {
+		t.Errorf("IPv4 encap: %v", err)
+	}
+	var vni hal.Match
+	vni.Tunnel(hal.EncapVXLAN, 100)
+	if err := n.Validate(&hal.Rule{ID: 4, Match: vni, Actions: []hal.Action{hal.Decap(), hal.Output(1)}}); err != nil {
+		t.Errorf("decap on the VNI alone: %v", err)
+	}
+}
+
+func TestUDP6Ports(t *testing.T) {
+	// As Linux 6.1 prints it: a VXLAN device's socket on 4789, a Geneve
+	// one on 6081, a bound client socket elsewhere.
+	table := `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+ 1409: 00000000000000000000000000000000:12B5 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 0 2 0000000000000000 0
+ 2697: 00000000000000000000000000000000:17C1 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 0 2 0000000000000000 0
+ 4000: B80D0120000000000000000001000000:A9F2 B80D0120000000000000000002000000:0035 01 00000000:00000000 00:00000000 00000000     0        0 1234 2 0000000000000000 0
+`
+	got := udp6Ports(table)
+	for _, p := range []uint16{4789, 6081, 0xa9f2} {
+		if !got[p] {
+			t.Errorf("port %d not found in %v", p, got)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("ports %v, want 3", got)
+	}
+	if len(udp6Ports("")) != 0 || len(udp6Ports("garbage\n 1: x:zz y 07\n")) != 0 {
+		t.Errorf("an empty or unreadable table lists ports")
 	}
 }
