@@ -27,7 +27,11 @@ type burst struct {
 	bufs  [][]byte // Send's copies, with Headroom in front
 	sizes []int
 
-	keys  [MaxBurst]hal.FlowKey
+	// key is where wire.Parse keys each frame that parseFast did not
+	// take, one after the other: the lookup reads the packet's words (w),
+	// the exception path its VNI (vni), encap the flow hash from w.
+	key   hal.FlowKey
+	vni   [MaxBurst]uint32
 	lays  [MaxBurst]wire.Layout
 	w     [MaxBurst]words
 	pk    [MaxBurst]words // w packed by the tuple being probed
@@ -140,8 +144,15 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			b.fate[i], b.why[i] = fateDrop, hal.ReasonMalformed
 			continue
 		}
-		key, lay := &b.keys[i], &b.lays[i]
-		if err := wire.Parse(bufs[i][offset:offset+size], in.info.ID, key, lay); err != nil {
+		key, lay := &b.key, &b.lays[i]
+		frame := bufs[i][offset : offset+size]
+		if parseFast(frame, in.info.ID, &b.w[i], lay) {
+			b.fate[i], b.vni[i] = fatePending, 0
+			continue
+		}
+		err := wire.Parse(frame, in.info.ID, key, lay)
+		b.vni[i] = key.VNI
+		if err != nil {
 			r := parseReason(err)
 			if r == hal.ReasonMalformed {
 				b.fate[i], b.why[i] = fateDrop, r
@@ -156,7 +167,9 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		}
 		if key.EthType == hal.EtherTypeSealed {
 			b.anySealed = true
-			if !n.openSealed(b, in, i, bufs[i][offset:offset+size]) {
+			ok := n.openSealed(b, in, i, frame)
+			b.vni[i] = key.VNI
+			if !ok {
 				continue
 			}
 		}
@@ -395,7 +408,7 @@ func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int)
 		start, end := offset, offset+size
 		if p.encap != nil {
 			var err error
-			if start, err = p.encap.Push(buf, start, end, wire.FlowHash(&b.keys[i])); err != nil {
+			if start, err = p.encap.Push(buf, start, end, flowHash(&b.w[i])); err != nil {
 				b.fate[i], b.why[i] = fateDrop, hal.ReasonUnsupported
 				return
 			}
@@ -478,7 +491,7 @@ func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int)
 		}
 	}
 	if err == nil && p.encap != nil {
-		start, err = p.encap.Push(buf, start, end, wire.FlowHash(&b.keys[i]))
+		start, err = p.encap.Push(buf, start, end, flowHash(&b.w[i]))
 	}
 	if err != nil {
 		// Validation rules this out; if it happens the frame may be half
@@ -545,9 +558,9 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			if b.fate[i] != fateHost {
 				continue
 			}
-			// Exceptions come only from frames Parse has seen, so the key
-			// holds at least the tunnel fields, when there are any.
-			m := hal.Exception{InPort: in.info.ID, Reason: b.why[i], VNI: b.keys[i].VNI, Rule: b.rule[i]}
+			// Exceptions come only from frames Parse has seen, so vni
+			// holds the tunnel's, when there is one.
+			m := hal.Exception{InPort: in.info.ID, Reason: b.why[i], VNI: b.vni[i], Rule: b.rule[i]}
 			if q.putExc(bufs[i][offset:offset+sizes[i]], m) {
 				b.tally[0][b.why[i]]++
 				inExc++

@@ -33,7 +33,8 @@ func fuzzNIC(t testing.TB) *NIC {
 // FuzzProcess feeds arbitrary frames to the NIC on any port and checks the
 // datapath's promises: no panic; every frame is accounted for exactly once
 // (delivered, dropped or handed to the host); what reaches a VM parses; the
-// host gets frames exactly as they arrived.
+// host gets frames exactly as they arrived; parseFast, where it takes the
+// frame, agrees with wire.Parse.
 func FuzzProcess(f *testing.F) {
 	inner := wire.Build(wire.FrameSpec{SrcMAC: macGW, DstMAC: macVM2, Src: caRem, Dst: caVM2, Proto: hal.ProtoUDP,
 		SrcPort: 1, DstPort: 2, Payload: []byte("x")})
@@ -49,6 +50,7 @@ func FuzzProcess(f *testing.F) {
 	ports := []*Port{mustPort(f, n, pVM1), mustPort(f, n, pVM2), mustPort(f, n, pUplink)}
 	f.Fuzz(func(t *testing.T, frame []byte, port uint8) {
 		in := ports[int(port)%len(ports)]
+		checkParseFast(t, frame, in.ID())
 		before := in.counters()
 		var txBefore uint64
 		for _, p := range ports {

@@ -72,6 +72,37 @@ func storeWords(w *words, k *hal.FlowKey) {
 	k.Proto, k.TunKind = uint8(w[11]>>32), hal.EncapKind(w[11]>>40)
 }
 
+// flowHash is wire.FlowHash of the key whose words are w (the entropy of
+// an encapsulation's UDP source port), computed from the words, as a frame
+// that parseFast took has no hal.FlowKey. TestFlowHashWords holds it to
+// wire.FlowHash.
+func flowHash(w *words) uint32 {
+	var h uint64
+	switch et := uint16(w[wordEthType] >> ethTypeShift); et {
+	case hal.EtherTypeIPv4:
+		// The low 4 bytes of the IPv4-mapped addresses, then the ports
+		// and protocol.
+		h = mix(h, w[5]>>32|w[7]&^0xffffffff)
+		h = mix(h, w[11]&0xffffffffff)
+	case hal.EtherTypeIPv6:
+		h = mix(h, w[4])
+		h = mix(h, w[5])
+		h = mix(h, w[6])
+		h = mix(h, w[7])
+		h = mix(h, w[11]&0xffffffffff)
+	default:
+		h = mix(h, w[9]&0xffffffffffff|uint64(et)<<48)
+		h = mix(h, w[9]>>48|(w[10]&0xffffffff)<<16)
+	}
+	// wire.FlowHash's avalanche.
+	h ^= h >> 33
+	h *= hashMul2
+	h ^= h >> 29
+	h *= 0x165667B19E3779F9
+	h ^= h >> 32
+	return uint32(h)
+}
+
 // tupleKey identifies a tuple: the rules that share one mask. v4 marks
 // tuples whose rules all pin EthType to IPv4 (see wordIPSrcHigh).
 type tupleKey struct {

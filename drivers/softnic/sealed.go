@@ -112,7 +112,7 @@ func (n *NIC) openSealed(b *burst, in *Port, i int, frame []byte) bool {
 	s.opened.Add(1)
 	b.sealed[i] = true
 	b.osz[i] = len(clearFrame)
-	key, lay := &b.keys[i], &b.lays[i]
+	key, lay := &b.key, &b.lays[i]
 	if err := wire.Parse(clearFrame, in.info.ID, key, lay); err != nil {
 		s.noFlow.Add(1)
 		return false
