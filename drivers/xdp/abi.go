@@ -22,8 +22,10 @@ const (
 	// slotsPerEntry is how many rules may share one match (one shadow
 	// generation next to the live one, or two priorities).
 	slotsPerEntry = 2
-	// encapHdrMax is the room for an outer header template in a rule.
-	encapHdrMax = 56
+	// encapHdrMax is the room for an outer header template in a rule: the
+	// largest the program writes is VXLAN or Geneve (no options) over IPv6,
+	// 70 bytes, rounded up to whole 8-byte words.
+	encapHdrMax = 72
 )
 
 // Action flags of bpfRule.Flags, as in nicpath.c.
@@ -283,10 +285,14 @@ func encodeRuleCached(r *hal.Rule, cache *encapCache) (bpfRule, error) {
 }
 
 // encodeEncap stores the outer headers hal/wire builds for e as a template:
-// the per-packet fields (IPv4 total length and checksum, UDP source port and
-// length, NVGRE FlowID when it comes from the hash) are zeroed, and the IPv4
-// header's running sum without them is kept so the program adds the length
-// and folds.
+// the per-packet fields (IPv4 total length and checksum, or IPv6 flow label
+// and payload length; UDP source port, length and checksum; NVGRE FlowID
+// when it comes from the hash) are zeroed. EncapSum keeps the running sum
+// the program completes per packet: over IPv4 the header's, to which it
+// adds the total length; over IPv6 the UDP checksum's (pseudo-header
+// addresses and protocol, UDP header, tunnel header), to which it adds the
+// source port, the length twice (pseudo-header and UDP header) and the
+// inner frame.
 func encodeEncap(b *bpfRule, e *hal.Encap) error {
 	t, err := wire.NewEncapTemplate(e)
 	if err != nil {
@@ -300,22 +306,38 @@ func encodeEncap(b *bpfRule, e *hal.Encap) error {
 	if _, err := t.Push(buf, n, n, 0); err != nil {
 		return err
 	}
-	binary.BigEndian.PutUint16(buf[16:18], 0) // total length
-	binary.BigEndian.PutUint16(buf[24:26], 0) // header checksum
+	l4 := wire.EthHeaderLen + wire.IPv4HeaderLen
+	v6 := e.Src.Is6()
+	if v6 {
+		l4 = wire.EthHeaderLen + wire.IPv6HeaderLen
+		binary.BigEndian.PutUint32(buf[14:18], 0x60000000) // version; the flow label comes from the hash
+		binary.BigEndian.PutUint16(buf[18:20], 0)          // payload length
+	} else {
+		binary.BigEndian.PutUint16(buf[16:18], 0) // total length
+		binary.BigEndian.PutUint16(buf[24:26], 0) // header checksum
+	}
 	switch e.Kind {
 	case hal.EncapVXLAN, hal.EncapGeneve:
-		binary.BigEndian.PutUint16(buf[34:36], 0) // UDP source port
-		binary.BigEndian.PutUint16(buf[38:40], 0) // UDP length
+		binary.BigEndian.PutUint16(buf[l4:l4+2], 0)   // UDP source port
+		binary.BigEndian.PutUint16(buf[l4+4:l4+6], 0) // UDP length
+		binary.BigEndian.PutUint16(buf[l4+6:l4+8], 0) // UDP checksum
 	case hal.EncapNVGRE:
 		if e.FlowID != 0 {
 			b.Flags |= actFixedFlowID
 		} else {
-			buf[41] = 0
+			buf[l4+7] = 0
 		}
 	}
-	sum := wire.Sum(buf[14:34], 0)
+	var sum uint32
+	switch {
+	case !v6:
+		sum = wire.Sum(buf[14:34], 0)
+	case e.Kind != hal.EncapNVGRE:
+		sum = wire.PseudoHeaderSum(buf[22:38], buf[38:54], hal.ProtoUDP, 0)
+		sum = wire.Sum(buf[l4:n], sum)
+	}
 	sum = sum>>16 + sum&0xffff
-	b.EncapSum = sum>>16 + sum&0xffff // folded, so the program's 32-bit add cannot overflow
+	b.EncapSum = sum>>16 + sum&0xffff // folded, so the program's 32-bit adds cannot overflow
 	b.Flags |= actEncap
 	b.EncapLen = uint8(n)
 	b.EncapKind = uint8(e.Kind)

@@ -37,6 +37,8 @@ var (
 	pa2     = netip.MustParseAddr("198.18.0.2")
 	ca6a    = netip.MustParseAddr("2001:db8::1")
 	ca6b    = netip.MustParseAddr("2001:db8::2")
+	pa6a    = netip.MustParseAddr("2001:db8:1::1")
+	pa6b    = netip.MustParseAddr("2001:db8:1::2")
 	vxlanTo = hal.Encap{Kind: hal.EncapVXLAN, VNI: testVN, Src: pa1, Dst: pa2, SrcMAC: macPA1, DstMAC: macPA2}
 )
 
@@ -193,14 +195,31 @@ func TestRunEncap(t *testing.T) {
 		{"geneve", hal.Encap{Kind: hal.EncapGeneve, VNI: 0xabcdef, Src: pa1, Dst: pa2, SrcMAC: macPA1, DstMAC: macPA2}},
 		{"nvgre", hal.Encap{Kind: hal.EncapNVGRE, VNI: 0x123456, Src: pa1, Dst: pa2, SrcMAC: macPA1, DstMAC: macPA2}},
 		{"nvgre-flowid", hal.Encap{Kind: hal.EncapNVGRE, VNI: 0x123456, Src: pa1, Dst: pa2, SrcMAC: macPA1, DstMAC: macPA2, FlowID: 0x5a}},
+		{"vxlan-ipv6", hal.Encap{Kind: hal.EncapVXLAN, VNI: testVN, Src: pa6a, Dst: pa6b, SrcMAC: macPA1, DstMAC: macPA2}},
+		{"vxlan-ipv6-port-ttl", hal.Encap{Kind: hal.EncapVXLAN, VNI: 7, Src: pa6a, Dst: pa6b, SrcMAC: macPA1, DstMAC: macPA2, TTL: 9, DstPort: 8472}},
+		{"geneve-ipv6", hal.Encap{Kind: hal.EncapGeneve, VNI: 0xabcdef, Src: pa6a, Dst: pa6b, SrcMAC: macPA1, DstMAC: macPA2}},
+		{"nvgre-ipv6", hal.Encap{Kind: hal.EncapNVGRE, VNI: 0x123456, Src: pa6a, Dst: pa6b, SrcMAC: macPA1, DstMAC: macPA2}},
+		{"nvgre-ipv6-flowid", hal.Encap{Kind: hal.EncapNVGRE, VNI: 0x123456, Src: pa6a, Dst: pa6b, SrcMAC: macPA1, DstMAC: macPA2, FlowID: 0x5a}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := openVirtual(t, Config{})
+			v6 := tc.e.Src.Is6()
+			hdr := 14 + 20
+			if v6 {
+				hdr = 14 + 40
+			}
 			for i, spec := range []wire.FrameSpec{
 				udp4(ca1, ca2, 31000, 32000),
 				{SrcMAC: macVM1, DstMAC: macVM2, Src: ca1, Dst: ca2, Proto: hal.ProtoTCP, SrcPort: 40000, DstPort: 443, Payload: make([]byte, 300)},
 				{SrcMAC: macVM1, DstMAC: macVM2, Src: ca6a, Dst: ca6b, Proto: hal.ProtoICMPv6, ICMPType: 128},
 				{SrcMAC: macVM1, DstMAC: macVM2, EthType: hal.EtherTypeARP, Payload: make([]byte, 28)},
+				// Odd lengths, and frames longer than one 512-byte chunk of
+				// the program's IPv6 UDP checksum, up to the port's MTU
+				// after the largest encapsulation.
+				{SrcMAC: macVM1, DstMAC: macVM2, Src: ca1, Dst: ca2, Proto: hal.ProtoUDP, SrcPort: 1, DstPort: 2, Payload: oddBytes(21)},
+				{SrcMAC: macVM1, DstMAC: macVM2, Src: ca1, Dst: ca2, Proto: hal.ProtoUDP, SrcPort: 3, DstPort: 4, Payload: oddBytes(512 - 42 + 3)},
+				{SrcMAC: macVM1, DstMAC: macVM2, Src: ca6a, Dst: ca6b, Proto: hal.ProtoUDP, SrcPort: 5, DstPort: 6, Payload: oddBytes(1024 - 62)},
+				{SrcMAC: macVM1, DstMAC: macVM2, Src: ca1, Dst: ca2, Proto: hal.ProtoUDP, SrcPort: 7, DstPort: 8, Payload: oddBytes(1500 - 70 - 42 + 14)},
 			} {
 				f := wire.Build(spec)
 				mustApply(t, n, hal.AddOp(exactRule(t, hal.RuleID(i+1), pVM1, f, hal.EncapWith(tc.e), hal.Output(pUp))))
@@ -210,17 +229,33 @@ func TestRunEncap(t *testing.T) {
 				expectOutput(t, r, pUp, wire.BuildEncap(&tc.e, f))
 				checkIPv4Checksums(t, r.Frame)
 				pkt := gopacket.NewPacket(r.Frame, layers.LayerTypeEthernet, gopacket.Default)
-				ip := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-				if int(ip.Length) != len(r.Frame)-14 || ip.SrcIP.String() != pa1.String() || ip.DstIP.String() != pa2.String() {
-					t.Fatalf("outer IPv4 %+v", ip)
+				if v6 {
+					ip := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+					if int(ip.Length) != len(r.Frame)-hdr || ip.SrcIP.String() != tc.e.Src.String() || ip.DstIP.String() != tc.e.Dst.String() ||
+						ip.FlowLabel == 0 || ip.HopLimit != hopLimit(tc.e.TTL) {
+						t.Fatalf("outer IPv6 %+v", ip)
+					}
+				} else {
+					ip := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+					if int(ip.Length) != len(r.Frame)-14 || ip.SrcIP.String() != pa1.String() || ip.DstIP.String() != pa2.String() {
+						t.Fatalf("outer IPv4 %+v", ip)
+					}
 				}
 				switch tc.e.Kind {
-				case hal.EncapVXLAN:
+				case hal.EncapVXLAN, hal.EncapGeneve:
 					udp := pkt.Layer(layers.LayerTypeUDP).(*layers.UDP)
-					if int(udp.Length) != len(r.Frame)-34 || udp.SrcPort < 49152 || udp.Checksum != 0 {
+					if int(udp.Length) != len(r.Frame)-hdr || udp.SrcPort < 49152 || (udp.Checksum == 0) != !v6 {
 						t.Fatalf("outer UDP %+v", udp)
 					}
-					if tc.e.DstPort == 0 {
+					if v6 {
+						// The checksum, summed here on its own: the
+						// pseudo-header and the whole UDP datagram fold to 0.
+						src, dst := tc.e.Src.As16(), tc.e.Dst.As16()
+						if c := wire.Checksum(r.Frame[hdr:], wire.PseudoHeaderSum(src[:], dst[:], hal.ProtoUDP, len(r.Frame)-hdr)); c != 0 {
+							t.Fatalf("outer UDP checksum %#04x leaves residue %#04x", udp.Checksum, c)
+						}
+					}
+					if tc.e.Kind == hal.EncapVXLAN && tc.e.DstPort == 0 {
 						vx := pkt.Layer(layers.LayerTypeVXLAN).(*layers.VXLAN)
 						if vx.VNI != tc.e.VNI || !bytes.Equal(vx.Payload, f) {
 							t.Fatalf("VXLAN %+v", vx)
@@ -237,6 +272,23 @@ func TestRunEncap(t *testing.T) {
 	}
 }
 
+func hopLimit(ttl uint8) uint8 {
+	if ttl == 0 {
+		return wire.DefaultTTL
+	}
+	return ttl
+}
+
+// oddBytes is n bytes of payload that no two positions share in a row, so
+// that a checksum summing a byte in the wrong place or twice shows.
+func oddBytes(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + 3)
+	}
+	return b
+}
+
 func TestRunDecap(t *testing.T) {
 	n := openVirtual(t, Config{})
 	inner := wire.Build(udp4(ca2, ca1, 2000, 1000))
@@ -245,6 +297,8 @@ func TestRunDecap(t *testing.T) {
 		{Kind: hal.EncapGeneve, VNI: testVN + 1, Src: pa2, Dst: pa1, SrcMAC: macPA2, DstMAC: macPA1},
 		{Kind: hal.EncapNVGRE, VNI: testVN + 2, Src: pa2, Dst: pa1, SrcMAC: macPA2, DstMAC: macPA1},
 		{Kind: hal.EncapVXLAN, VNI: testVN + 3, Src: netip.MustParseAddr("2001:db8:1::2"), Dst: netip.MustParseAddr("2001:db8:1::1"), SrcMAC: macPA2, DstMAC: macPA1},
+		{Kind: hal.EncapGeneve, VNI: testVN + 4, Src: pa6b, Dst: pa6a, SrcMAC: macPA2, DstMAC: macPA1},
+		{Kind: hal.EncapNVGRE, VNI: testVN + 5, Src: pa6b, Dst: pa6a, SrcMAC: macPA2, DstMAC: macPA1},
 	} {
 		outer := wire.BuildEncap(&e, inner)
 		var m hal.Match
@@ -562,7 +616,6 @@ func TestTableFullAndValidate(t *testing.T) {
 		name, field string
 		r           hal.Rule
 	}{
-		{"ipv6-outer", "actions[0] encap vxlan", hal.Rule{ID: 1000, Actions: []hal.Action{hal.EncapWith(v6enc), hal.Output(pUp)}}},
 		{"geneve-options", "actions[0] encap geneve", hal.Rule{ID: 1000, Actions: []hal.Action{hal.EncapWith(genOpt), hal.Output(pUp)}}},
 		{"push-and-pop", "actions", hal.Rule{ID: 1000, Actions: []hal.Action{hal.PopVLAN(), hal.PushVLAN(3), hal.Output(pUp)}}},
 		{"scope", "scope", hal.Rule{ID: 1000, Scope: 1 << 20, Actions: []hal.Action{hal.Output(pUp)}}},
@@ -578,6 +631,13 @@ func TestTableFullAndValidate(t *testing.T) {
 				t.Fatalf("Apply took what Validate refused: %v", err)
 			}
 		})
+	}
+	for _, k := range []hal.EncapKind{hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE} {
+		e := v6enc
+		e.Kind = k
+		if err := n.Validate(&hal.Rule{ID: 1000, Actions: []hal.Action{hal.EncapWith(e), hal.Output(pUp)}}); err != nil {
+			t.Fatalf("%s over IPv6: %v", k, err)
+		}
 	}
 	bad := hal.Rule{ID: 1, Actions: []hal.Action{hal.Output(42)}}
 	if err := n.Validate(&bad); !errors.Is(err, hal.ErrNotFound) {

@@ -126,7 +126,7 @@ func baseCapabilities(cfg *Config) hal.Capabilities {
 		MaxScopes:     cfg.MaxScopes,
 		ExceptionPath: true,
 		Notes: []string{
-			"encap: IPv4 outer headers only; Geneve without options",
+			"encap: IPv4 or IPv6 outer headers (full UDP checksum over IPv6); Geneve without options",
 			"IPv6 extension headers go to the host (unsupported)",
 			"at most 16 distinct mask shapes; 2 rules per identical match",
 		},

@@ -23,7 +23,6 @@ import (
 // documented lists where this driver differs from softnic on purpose; see
 // the package doc.
 var documented = []conformance.Difference{
-	{Case: "encap/*/ipv6", Reason: "outer IPv6 headers are not written: Validate refuses them (the UDP checksum over the whole frame is not computed in XDP)"},
 	{Case: "encap/geneve/options", Reason: "Geneve options are not written: Validate refuses them (the program writes a fixed 8-byte Geneve header)"},
 }
 

@@ -34,10 +34,21 @@
 // over IPv4 stays zero), TTL decrement, push VLAN, encapsulation
 // (bpf_xdp_adjust_head; outer headers are a per-rule template built by
 // hal/wire, the per-packet fields are the lengths, the IPv4 checksum, the
-// UDP source port from hal/wire.FlowHash of the inner flow, NVGRE's FlowID),
-// then output through a DEVMAP_HASH redirect, drop (counted by reason) or
-// to-host. Count keeps per-CPU packet and byte counters (bytes include the
-// Ethernet header as the frame matched).
+// UDP source port from hal/wire.FlowHash of the inner flow, NVGRE's FlowID,
+// and over IPv6 the flow label and the UDP checksum), then output through a
+// DEVMAP_HASH redirect, drop (counted by reason) or to-host. Count keeps
+// per-CPU packet and byte counters (bytes include the Ethernet header as the
+// frame matched).
+//
+// The outer IPv6 UDP checksum is a full one, as hal/wire writes it (RFC 8200
+// §8.1; RFC 6935/6936's zero checksum would need udp6zerocsumrx on every
+// receiver, and would differ from softnic's bytes). It covers the whole
+// inner frame, so the program sums the frame before pushing the headers: it
+// copies it out in 512-byte chunks (bpf_xdp_load_bytes into a per-CPU
+// buffer) and adds each with bpf_csum_diff, then completes the template's
+// precomputed sum with the source port and the lengths. That costs the
+// IPv6 path a pass over the frame; the IPv4 path leaves the UDP checksum 0
+// and does not pay it.
 //
 // # Exception path (to-host)
 //
@@ -68,8 +79,8 @@
 //	MaxRules       Config.MaxRules hash entries             the map created
 //	MatchFields    all; MaskedFields all; Priorities         the program (tuple-space search)
 //	Actions        all 15 hal actions                        the verified program
-//	Encaps         VXLAN, Geneve, NVGRE (IPv4 outer;         the program; Validate refuses
-//	               Geneve without options)                   IPv6 outer and Geneve options
+//	Encaps         VXLAN, Geneve, NVGRE (IPv4 or IPv6 outer; the program; Validate refuses
+//	               Geneve without options)                   Geneve options
 //	Decaps         VXLAN, Geneve, NVGRE (IPv4 or IPv6 outer) the parser
 //	Counters       per rule (Count), per port, L2 bytes      per-CPU arrays
 //	Generations    yes, Config.MaxScopes scopes               the active_gen array
@@ -98,6 +109,6 @@
 //   - IPv6 extension headers: the frame goes to the host with
 //     ReasonUnsupported (a fragment header with ReasonFragment); softnic
 //     walks them and keys the transport header.
-//   - Outer IPv6 encapsulation and Geneve options are refused by Validate.
+//   - Geneve options are refused by Validate.
 //   - The MTU checked is that of the egress port's interface at Open.
 package xdp

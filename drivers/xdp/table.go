@@ -215,9 +215,6 @@ func (t *table) validate(r *hal.Rule) error {
 		switch a.Kind {
 		case hal.ActionEncap:
 			e := &a.Encap
-			if e.Src.Is6() {
-				return hal.Unsupported(t.driver, field()+" "+e.Kind.String(), "IPv6 outer headers are not written by the program (an IPv6 UDP checksum over the whole frame is not computed in XDP)")
-			}
 			if len(e.GeneveOptions) > 0 {
 				return hal.Unsupported(t.driver, field()+" geneve", "Geneve options are not written; the program writes a fixed 8-byte Geneve header")
 			}

@@ -1,6 +1,8 @@
 package xdp
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
 )
 
 // fakeBackend keeps the table's writes in memory; full makes it refuse new
@@ -156,6 +159,63 @@ func TestEncodeEncap(t *testing.T) {
 	}
 	if h[42] != 0x08 || h[46] != 0x12 || h[47] != 0x34 || h[48] != 0x56 {
 		t.Fatalf("VXLAN header %x", h[42:50])
+	}
+}
+
+// TestEncodeEncapIPv6 completes the IPv6 templates the way encap6 in
+// bpf/nicpath.c does (flow label, payload length, UDP source port, length
+// and checksum from EncapSum and the inner frame's sum) and expects
+// hal/wire's bytes: the arithmetic the program relies on, checked without
+// loading it.
+func TestEncodeEncapIPv6(t *testing.T) {
+	src, dst := netip.MustParseAddr("2001:db8:1::1"), netip.MustParseAddr("2001:db8:1::2")
+	inners := [][]byte{
+		wire.Build(wire.FrameSpec{Src: netip.MustParseAddr("198.19.0.1"), Dst: netip.MustParseAddr("198.19.0.2"), Proto: hal.ProtoUDP, SrcPort: 1, DstPort: 2}),
+		wire.Build(wire.FrameSpec{Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2"), Proto: hal.ProtoTCP, SrcPort: 3, DstPort: 4, Payload: make([]byte, 1001)}),
+	}
+	for _, e := range []hal.Encap{
+		{Kind: hal.EncapVXLAN, VNI: 0x123456, Src: src, Dst: dst, TTL: 3},
+		{Kind: hal.EncapGeneve, VNI: 0xabcdef, Src: src, Dst: dst, DstPort: 7000},
+		{Kind: hal.EncapNVGRE, VNI: 0x654321, Src: src, Dst: dst},
+		{Kind: hal.EncapNVGRE, VNI: 0x654321, Src: src, Dst: dst, FlowID: 9},
+	} {
+		var b bpfRule
+		if err := encodeEncap(&b, &e); err != nil {
+			t.Fatal(err)
+		}
+		n := int(b.EncapLen)
+		if want := wire.Headroom(&e); n != want || b.EncapSum > 0xffff {
+			t.Fatalf("%s: length %d (want %d), sum %#x", e.Kind, n, want, b.EncapSum)
+		}
+		for _, inner := range inners {
+			var k hal.FlowKey
+			var l wire.Layout
+			if err := wire.Parse(inner, 0, &k, &l); err != nil {
+				t.Fatal(err)
+			}
+			hash := wire.FlowHash(&k)
+			got := append(append([]byte(nil), b.EncapHdr[:n]...), inner...)
+			l4len := n - 54 + len(inner)
+			binary.BigEndian.PutUint32(got[14:], 0x60000000|hash&0xfffff)
+			binary.BigEndian.PutUint16(got[18:], uint16(l4len))
+			if e.Kind == hal.EncapNVGRE {
+				if b.Flags&actFixedFlowID == 0 {
+					got[61] = uint8(hash)
+				}
+			} else {
+				sport := uint32(0xC000 | hash>>18)
+				binary.BigEndian.PutUint16(got[54:], uint16(sport))
+				binary.BigEndian.PutUint16(got[58:], uint16(l4len))
+				c := wire.Fold(b.EncapSum + sport + 2*uint32(l4len) + wire.Sum(inner, 0))
+				if c == 0 {
+					c = 0xffff
+				}
+				binary.BigEndian.PutUint16(got[60:], c)
+			}
+			if want := wire.BuildEncap(&e, inner); !bytes.Equal(got, want) {
+				t.Fatalf("%s over IPv6:\n got %x\nwant %x", e.Kind, got, want)
+			}
+		}
 	}
 }
 

@@ -4,9 +4,9 @@
  * it arrived tunnelled), find the best live rule by tuple-space search over
  * the rule table's mask shapes, and run the rule's actions: decapsulation,
  * VLAN pop/push, MAC/IP/port rewrites with incremental checksums, TTL
- * decrement, VXLAN/Geneve/NVGRE encapsulation over IPv4, then output through
- * a devmap, drop, or hand to the host on the exception path (a perf event
- * carrying the frame as it arrived and its reason).
+ * decrement, VXLAN/Geneve/NVGRE encapsulation over IPv4 or IPv6, then output
+ * through a devmap, drop, or hand to the host on the exception path (a perf
+ * event carrying the frame as it arrived and its reason).
  *
  * Every structure shared with Go is mirrored in abi.go; keep them in step.
  */
@@ -76,19 +76,22 @@ struct rule {
 	__u16 flags;
 	__u8 terminal;
 	__u8 reason;
-	__u8 encap_len;   /* 50 (VXLAN, Geneve) or 42 (NVGRE) */
+	__u8 encap_len;   /* IPv4 outer: 50 (VXLAN, Geneve) or 42 (NVGRE); IPv6: 70 or 62 */
 	__u8 encap_kind;
 	__u32 out_port;
 	__u16 vlan_tci;
 	__u16 l4_src;
 	__u16 l4_dst;
 	__u16 pad;
-	__u32 encap_sum;  /* running sum of the outer IPv4 header, total length 0 */
+	/* IPv4: running sum of the outer header, total length 0. IPv6 UDP:
+	 * running sum of the pseudo-header addresses and protocol, the UDP
+	 * header (source port, length, checksum 0) and the tunnel header. */
+	__u32 encap_sum;
 	__u8 eth_src[6];
 	__u8 eth_dst[6];
 	__u8 ip_src[16];
 	__u8 ip_dst[16];
-	__u8 encap_hdr[56];
+	__u8 encap_hdr[72];
 };
 
 /* Two slots per match: the same match in two generations (a shadow policy
@@ -223,6 +226,24 @@ struct {
 	__uint(max_entries, 1);
 } trace SEC(".maps");
 
+/* The outer UDP checksum over IPv6 covers the whole inner frame: it is
+ * summed in chunks copied here (older kernels' bpf_csum_diff takes at most
+ * 512 bytes, and a copy needs no packet-pointer proof for a chunk of any
+ * length). Four spare bytes hold the zero padding of a last chunk
+ * that is not a multiple of 4 long. */
+#define CSUM_CHUNK 512
+#define CSUM_CHUNKS 128 /* 64 KiB: more than any IPv6 payload length holds */
+struct csum_buf {
+	__u8 b[CSUM_CHUNK + 4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct csum_buf);
+	__uint(max_entries, 1);
+} csum_scratch SEC(".maps");
+
 /* Set per loaded instance: the port this instance is attached to, and
  * whether it records its verdict in trace (the instance behind NIC.Run). */
 volatile const __u32 in_port = 0;
@@ -275,10 +296,17 @@ static __always_inline int drop(__u32 reason, __u64 rule)
 	return XDP_DROP;
 }
 
+#define __global __attribute__((noinline))
+
 /* to_host hands the frame, as it arrived, to the host: a perf event with the
- * metadata followed by the frame bytes; the frame itself is then dropped. */
-static __always_inline int to_host(struct xdp_md *ctx, __u32 reason, __u32 vni, __u64 rule)
+ * metadata followed by the frame bytes; the frame itself is then dropped.
+ * A function of its own, so that the event's header takes no room on the
+ * fast path's stack (the main program and lookup together stay within
+ * BPF's 512 bytes). */
+__global int to_host(struct xdp_md *ctx, __u32 reason, __u32 vni, __u64 rule)
 {
+	if (!ctx)
+		return XDP_DROP;
 	__u32 len = ctx->data_end - ctx->data;
 	struct exc_meta m = { .rule = rule, .in_port = in_port, .reason = reason, .vni = vni, .len = len };
 	__u64 flags = BPF_F_CURRENT_CPU | ((__u64)(len & 0xffff) << 32);
@@ -314,8 +342,6 @@ static __always_inline __u16 fold(__u32 s)
 	s = (s & 0xffff) + (s >> 16);
 	return (__u16)s;
 }
-
-#define __global __attribute__((noinline))
 
 /* Global (non-static) functions are verified once each, on their own; that
  * keeps the verifier's work linear in the number of actions instead of
@@ -630,7 +656,9 @@ static __always_inline void copy_hdr(__u8 *dst, const __u8 *src, const int n)
 #pragma unroll
 	for (int i = 0; i + 8 <= n; i += 8)
 		*(__u64 *)(dst + i) = *(const __u64 *)(src + i);
-	if (n % 8 == 2)
+	if (n % 8 >= 4)
+		*(__u32 *)(dst + n - n % 8) = *(const __u32 *)(src + n - n % 8);
+	if (n % 4 == 2)
 		*(__u16 *)(dst + n - 2) = *(const __u16 *)(src + n - 2);
 }
 
@@ -841,6 +869,109 @@ __global int encap(struct xdp_md *ctx, struct rule *r, __u32 hash)
 	return 0;
 }
 
+/* frame_sum returns the one's-complement sum of the len bytes of the frame
+ * from off, taken as 16-bit words in memory order (so the byte-swapped
+ * network-order sum; an odd last byte is padded with zero), folded to 16
+ * bits; or -1. The frame is copied out in chunks, each summed by
+ * bpf_csum_diff. Whole chunks first, at a constant size, and then the rest
+ * once: so the verifier sees one path per iteration, and one tail. */
+__global int frame_sum(struct xdp_md *ctx, __u32 off, __u32 len)
+{
+	if (!ctx)
+		return -1;
+	__u32 zero = 0;
+	struct csum_buf *cb = bpf_map_lookup_elem(&csum_scratch, &zero);
+	if (!cb)
+		return -1;
+	__u8 *buf = cb->b;
+	__u64 acc = 0;
+	for (int i = 0; i < CSUM_CHUNKS; i++) {
+		if (len < CSUM_CHUNK)
+			break;
+		if (bpf_xdp_load_bytes(ctx, off, buf, CSUM_CHUNK))
+			return -1;
+		__s64 s = bpf_csum_diff(0, 0, (__be32 *)buf, CSUM_CHUNK, 0);
+		if (s < 0)
+			return -1;
+		acc += (__u32)s;
+		off += CSUM_CHUNK;
+		len -= CSUM_CHUNK;
+	}
+	if (len >= CSUM_CHUNK)
+		return -1;
+	if (len) {
+		/* 1..CSUM_CHUNK-1; the barrier keeps the compiler from
+		 * dropping the mask the verifier bounds the length by. */
+		__u32 n = len - 1;
+		asm volatile("" : "+r"(n));
+		n = (n & (CSUM_CHUNK - 1)) + 1;
+		/* the word the last bytes share with the zero padding */
+		*(__u32 *)(buf + (n & ~3u)) = 0;
+		if (bpf_xdp_load_bytes(ctx, off, buf, n))
+			return -1;
+		__s64 s = bpf_csum_diff(0, 0, (__be32 *)buf, (n + 3) & ~3u, 0);
+		if (s < 0)
+			return -1;
+		acc += (__u32)s;
+	}
+	acc = (acc & 0xffffffff) + (acc >> 32);
+	acc = (acc & 0xffffffff) + (acc >> 32);
+	return fold((__u32)acc);
+}
+
+/* encap6 is encap with an IPv6 outer header, as hal/wire writes it: the
+ * flow label from the flow hash, the payload length, and a full UDP
+ * checksum (hal/wire computes one over IPv6, RFC 8200 §8.1, rather than
+ * relying on RFC 6935's zero checksum). The inner frame is summed before
+ * anything changes, so a failure leaves the frame as it arrived. */
+__global int encap6(struct xdp_md *ctx, struct rule *r, __u32 hash)
+{
+	if (!ctx || !r)
+		return -1;
+	__u32 inner_len = (ctx->data_end - ctx->data) & 0xffff;
+	__u32 label = htonl(0x60000000 | (hash & 0xfffff));
+	if (r->encap_len == 70) {
+		__u32 l4len = inner_len + 16;
+		if (l4len > 0xffff)
+			return -1;
+		int isum = frame_sum(ctx, 0, inner_len);
+		if (isum < 0)
+			return -1;
+		if (bpf_xdp_adjust_head(ctx, -70))
+			return -1;
+		void *data = (void *)(long)ctx->data;
+		void *data_end = (void *)(long)ctx->data_end;
+		__u8 *d = data;
+		if ((void *)(d + 70) > data_end)
+			return -1;
+		copy_hdr(d, r->encap_hdr, 70);
+		__u32 sport = 0xC000 | (hash >> 18);
+		*(__u32 *)(d + 14) = label;
+		*(__u16 *)(d + 18) = htons(l4len);
+		*(__u16 *)(d + 54) = htons(sport);
+		*(__u16 *)(d + 58) = htons(l4len);
+		__u16 c = ~fold(r->encap_sum + sport + 2 * l4len + bswap16((__u16)isum));
+		*(__u16 *)(d + 60) = htons(c ? c : 0xffff);
+		return 0;
+	}
+	__u32 l4len = inner_len + 8;
+	if (l4len > 0xffff)
+		return -1;
+	if (bpf_xdp_adjust_head(ctx, -62))
+		return -1;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *d = data;
+	if ((void *)(d + 62) > data_end)
+		return -1;
+	copy_hdr(d, r->encap_hdr, 62);
+	*(__u32 *)(d + 14) = label;
+	*(__u16 *)(d + 18) = htons(l4len);
+	if (!(r->flags & ACT_FIXED_FLOWID))
+		d[61] = (__u8)hash;
+	return 0;
+}
+
 /* ttl_of returns the TTL / hop limit of the IP header at l3, or 0. */
 __global int ttl_of(struct xdp_md *ctx, __u32 l3, __u32 v6)
 {
@@ -936,8 +1067,12 @@ int nicpath_xdp(struct xdp_md *ctx)
 	}
 	if ((flags & ACT_PUSH_VLAN) && push_vlan(ctx, ru.vlan_tci))
 		return drop(R_MTU, ru.id);
-	if ((flags & ACT_ENCAP) && encap(ctx, &ru, flow_hash(&key)))
-		return drop(R_MTU, ru.id);
+	if (flags & ACT_ENCAP) {
+		/* 42 and 50: IPv4 outer headers; 62 and 70: IPv6 */
+		__u32 h = flow_hash(&key);
+		if (ru.encap_len > 50 ? encap6(ctx, &ru, h) : encap(ctx, &ru, h))
+			return drop(R_MTU, ru.id);
+	}
 
 	long rc = bpf_redirect_map(&tx_ports, out, XDP_DROP);
 	if (rc != XDP_REDIRECT)
