@@ -317,6 +317,9 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 			pk[j] = x
 			h += bits.RotateLeft64(x, j*7) * wordMul[j]
 		}
+		for j := nw; j < entryLineWords; j++ {
+			pk[j] = 0 // as in a packed rule key: see keyEqual
+		}
 		sig := sigOf(finish(h))
 		b.sig[i] = sig
 		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[uint64(sig)&ht.mask]))
@@ -341,6 +344,16 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		}
 	}
 	prefetch(&b.pf, npf)
+	compare(b, v, tab, todo)
+}
+
+// compare is lookup's third pass, on its own so that its loop has the
+// registers to itself: the packets todo, hashed for tab, against the rules
+// their buckets point to.
+func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
+	ht := &tab.ht
+	nw := min(tab.shape.n, numWords)
+	chunks, gens := v.chunks, v.gens
 	for _, i := range todo {
 		sig := b.sig[i]
 		pk := &b.pk[i]
@@ -350,16 +363,12 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 			bk := &ht.b[bi]
 			for ; m != 0; m &= m - 1 {
 				idx := bk.idx[bits.TrailingZeros32(m)&7]
-				e := &v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
-				diff := uint64(0)
-				for j := 0; j < nw; j++ {
-					diff |= pk[j] ^ e.key[j]
-				}
-				if diff != 0 || v.gens[e.scope] != e.gen {
+				e := &chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
+				if !keyEqual(pk, &e.key, nw) || gens[e.scope] != e.gen {
 					continue
 				}
 				pr := int32(e.prio)
-				if pr > b.prio[i] || (pr == b.prio[i] && e.id < v.chunks[b.best[i]>>chunkShift].e[b.best[i]&(chunkSize-1)].id) {
+				if pr > b.prio[i] || (pr == b.prio[i] && e.id < chunks[b.best[i]>>chunkShift].e[b.best[i]&(chunkSize-1)].id) {
 					b.best[i], b.prio[i] = idx, pr
 				}
 			}

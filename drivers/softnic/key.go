@@ -172,6 +172,24 @@ func (s *tupleShape) hashPacked(pk *words) uint64 {
 	return finish(h)
 }
 
+// entryLineWords is how many key words an entry holds in its first cache
+// line, the one the lookup prefetches.
+const entryLineWords = 6
+
+// keyEqual reports whether a packet's packed words pk are the packed rule
+// key ek of a tuple that compares nw words. Both are zero from nw on (pack
+// leaves them so, and lookup clears them in pk up to entryLineWords), so
+// the first entryLineWords are compared in straight-line code, without a
+// loop whose counter the compiler, short of registers in the lookup, kept
+// in memory.
+func keyEqual(pk, ek *words, nw int) bool {
+	d := pk[0] ^ ek[0] | pk[1] ^ ek[1] | pk[2] ^ ek[2] | pk[3] ^ ek[3] | pk[4] ^ ek[4] | pk[5] ^ ek[5]
+	for j := entryLineWords; j < nw; j++ {
+		d |= pk[j] ^ ek[j]
+	}
+	return d == 0
+}
+
 // ruleKey turns a rule's match into its tuple key and its key words (not
 // yet packed: see tupleShape.pack, which also masks them, so that the match
 // needs no Normalize first).
