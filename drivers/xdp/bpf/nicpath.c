@@ -226,15 +226,14 @@ struct {
 	__uint(max_entries, 1);
 } trace SEC(".maps");
 
-/* The outer UDP checksum over IPv6 covers the whole inner frame: it is
- * summed in chunks copied here (older kernels' bpf_csum_diff takes at most
- * 512 bytes, and a copy needs no packet-pointer proof for a chunk of any
- * length). Four spare bytes hold the zero padding of a last chunk
- * that is not a multiple of 4 long. */
+/* The outer UDP checksum over IPv6 covers the whole inner frame: its whole
+ * 512-byte chunks are copied here and summed by bpf_csum_diff (older
+ * kernels' bpf_csum_diff takes at most 512 bytes, and a copy needs no
+ * packet-pointer proof at a variable offset). */
 #define CSUM_CHUNK 512
 #define CSUM_CHUNKS 128 /* 64 KiB: more than any IPv6 payload length holds */
 struct csum_buf {
-	__u8 b[CSUM_CHUNK + 4];
+	__u8 b[CSUM_CHUNK];
 };
 
 struct {
@@ -869,25 +868,40 @@ __global int encap(struct xdp_md *ctx, struct rule *r, __u32 hash)
 	return 0;
 }
 
+/* sum_words adds the n bytes at p (n a constant multiple of 4) as 32-bit
+ * words in memory order; a 64-bit accumulator keeps every carry. */
+static __always_inline __u64 sum_words(const __u8 *p, const int n)
+{
+	__u64 s = 0;
+#pragma unroll
+	for (int i = 0; i + 8 <= n; i += 8) {
+		__u64 w = *(const __u64 *)(p + i);
+		s += (w & 0xffffffff) + (w >> 32);
+	}
+	if (n % 8)
+		s += *(const __u32 *)(p + n - 4);
+	return s;
+}
+
 /* frame_sum returns the one's-complement sum of the len bytes of the frame
  * from off, taken as 16-bit words in memory order (so the byte-swapped
  * network-order sum; an odd last byte is padded with zero), folded to 16
- * bits; or -1. The frame is copied out in chunks, each summed by
- * bpf_csum_diff. Whole chunks first, at a constant size, and then the rest
- * once: so the verifier sees one path per iteration, and one tail. */
+ * bits; or -1. Whole 512-byte chunks are copied out and summed by
+ * bpf_csum_diff, at a constant size, so that the verifier sees one path per
+ * iteration; the rest (all of a short frame) is summed in place. */
 __global int frame_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 {
 	if (!ctx)
 		return -1;
 	__u32 zero = 0;
-	struct csum_buf *cb = bpf_map_lookup_elem(&csum_scratch, &zero);
-	if (!cb)
-		return -1;
-	__u8 *buf = cb->b;
 	__u64 acc = 0;
 	for (int i = 0; i < CSUM_CHUNKS; i++) {
 		if (len < CSUM_CHUNK)
 			break;
+		struct csum_buf *cb = bpf_map_lookup_elem(&csum_scratch, &zero);
+		if (!cb)
+			return -1;
+		__u8 *buf = cb->b;
 		if (bpf_xdp_load_bytes(ctx, off, buf, CSUM_CHUNK))
 			return -1;
 		__s64 s = bpf_csum_diff(0, 0, (__be32 *)buf, CSUM_CHUNK, 0);
@@ -897,22 +911,47 @@ __global int frame_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 		off += CSUM_CHUNK;
 		len -= CSUM_CHUNK;
 	}
-	if (len >= CSUM_CHUNK)
+	if (len >= CSUM_CHUNK || off > 0x10000 - CSUM_CHUNK)
 		return -1;
-	if (len) {
-		/* 1..CSUM_CHUNK-1; the barrier keeps the compiler from
-		 * dropping the mask the verifier bounds the length by. */
-		__u32 n = len - 1;
-		asm volatile("" : "+r"(n));
-		n = (n & (CSUM_CHUNK - 1)) + 1;
-		/* the word the last bytes share with the zero padding */
-		*(__u32 *)(buf + (n & ~3u)) = 0;
-		if (bpf_xdp_load_bytes(ctx, off, buf, n))
+	/* The rest, under a chunk, is read in place at constant sizes the
+	 * verifier can check: 64-byte blocks, then one step for each lower
+	 * bit of the length. */
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *p = (void *)(long)ctx->data + off;
+	for (int i = 0; i < CSUM_CHUNK / 64; i++) {
+		if (len < 64)
+			break;
+		/* keeps clang from deriving a trip count from data_end,
+		 * arithmetic on which the verifier forbids */
+		asm volatile("" : "+r"(p));
+		if ((void *)(p + 64) > data_end)
 			return -1;
-		__s64 s = bpf_csum_diff(0, 0, (__be32 *)buf, (n + 3) & ~3u, 0);
-		if (s < 0)
+		acc += sum_words(p, 64);
+		p += 64;
+		len -= 64;
+	}
+#define SUM_STEP(N)                                        \
+	if (len & (N)) {                                   \
+		if ((void *)(p + (N)) > data_end)          \
+			return -1;                         \
+		acc += sum_words(p, N);                    \
+		p += (N);                                  \
+	}
+	SUM_STEP(32)
+	SUM_STEP(16)
+	SUM_STEP(8)
+	SUM_STEP(4)
+#undef SUM_STEP
+	if (len & 2) {
+		if ((void *)(p + 2) > data_end)
 			return -1;
-		acc += (__u32)s;
+		acc += *(__u16 *)p;
+		p += 2;
+	}
+	if (len & 1) {
+		if ((void *)(p + 1) > data_end)
+			return -1;
+		acc += *p; /* the low byte of a word in memory order: padded with zero */
 	}
 	acc = (acc & 0xffffffff) + (acc >> 32);
 	acc = (acc & 0xffffffff) + (acc >> 32);
