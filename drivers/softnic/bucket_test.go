@@ -48,3 +48,34 @@ func TestBucketScan(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyEqual holds keyEqual to a word-by-word compare, on keys that
+// differ in one bit of one word, or in bits another word has set.
+func TestKeyEqual(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for n := 0; n < 200000; n++ {
+		nw := 1 + rng.IntN(numWords)
+		var pk, ek words
+		for j := 0; j < nw; j++ {
+			pk[j] = rng.Uint64()
+		}
+		ek = pk
+		switch rng.IntN(4) {
+		case 0: // equal
+		case 1:
+			ek[rng.IntN(nw)] ^= 1 << rng.IntN(64)
+		case 2: // a difference whose bits another word also has
+			j := rng.IntN(nw)
+			ek[j] ^= pk[(j+1)%nw] & -pk[(j+1)%nw]
+		default:
+			ek[rng.IntN(nw)] = rng.Uint64()
+		}
+		want := true
+		for j := 0; j < nw; j++ {
+			want = want && pk[j] == ek[j]
+		}
+		if got := keyEqual(&pk, &ek, nw); got != want {
+			t.Fatalf("keyEqual(%#x, %#x, %d) = %v", pk, ek, nw, got)
+		}
+	}
+}

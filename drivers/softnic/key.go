@@ -183,7 +183,7 @@ const entryLineWords = 6
 // loop whose counter the compiler, short of registers in the lookup, kept
 // in memory.
 func keyEqual(pk, ek *words, nw int) bool {
-	d := pk[0] ^ ek[0] | pk[1] ^ ek[1] | pk[2] ^ ek[2] | pk[3] ^ ek[3] | pk[4] ^ ek[4] | pk[5] ^ ek[5]
+	d := (pk[0] ^ ek[0]) | (pk[1] ^ ek[1]) | (pk[2] ^ ek[2]) | (pk[3] ^ ek[3]) | (pk[4] ^ ek[4]) | (pk[5] ^ ek[5])
 	for j := entryLineWords; j < nw; j++ {
 		d |= pk[j] ^ ek[j]
 	}
