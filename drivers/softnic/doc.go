@@ -37,6 +37,11 @@
 // flows costs one bucket and one entry read per packet. Lookups are done a
 // burst at a time, hashing every packet first and prefetching buckets, then
 // entries, before comparing, so that the cache misses of a burst overlap.
+// A bucket's signatures are compared two to a word, without a branch per
+// slot. Frames of the common shape (Ethernet with at most one 802.1Q tag,
+// IPv4 without options, TCP or UDP) are keyed by a parse of softnic's own
+// straight into the lookup's words; every other frame goes through
+// hal/wire.Parse, whose result the short one reproduces (TestParseFast).
 // Each rule is a fixed 128-byte entry; rules with identical action lists
 // share one compiled program (precomputed encapsulation headers included).
 //
