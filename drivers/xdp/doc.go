@@ -43,13 +43,13 @@
 // The outer IPv6 UDP checksum is a full one, as hal/wire writes it (RFC 8200
 // §8.1; RFC 6935/6936's zero checksum would need udp6zerocsumrx on every
 // receiver, and would differ from softnic's bytes). It covers the whole
-// inner frame, so the program sums the frame before pushing the headers:
-// whole 512-byte chunks are copied out (bpf_xdp_load_bytes into a per-CPU
-// buffer) and added with bpf_csum_diff, the rest is summed in place in
-// 64-byte blocks and smaller steps, and the template's precomputed sum is
-// completed with the source port and the lengths. That costs the IPv6 path
-// a pass over the frame; the IPv4 path leaves the UDP checksum 0 and does
-// not pay it.
+// inner frame, so the program sums the frame in place before pushing the
+// headers: whole 512-byte chunks with bpf_csum_diff, the rest in 64-byte
+// blocks and smaller steps; the template's precomputed sum is completed
+// with the source port and the lengths. That costs the IPv6 path a pass
+// over the frame; the IPv4 path leaves the UDP checksum 0 and does not pay
+// it. A frame longer than 126 chunks and a rest (about 64 KiB, more than a
+// driver-mode XDP buffer holds) is dropped under ReasonMTU.
 //
 // # Exception path (to-host)
 //

@@ -18,7 +18,6 @@ import (
 const (
 	nicpathMapActiveGen    = "active_gen"
 	nicpathMapConfig       = "config"
-	nicpathMapCsumScratch  = "csum_scratch"
 	nicpathMapExceptions   = "exceptions"
 	nicpathMapFlows        = "flows"
 	nicpathMapMaskSets     = "mask_sets"
@@ -84,7 +83,6 @@ type nicpathProgramSpecs struct {
 type nicpathMapSpecs struct {
 	ActiveGen    *ebpf.MapSpec `ebpf:"active_gen"`
 	Config       *ebpf.MapSpec `ebpf:"config"`
-	CsumScratch  *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Exceptions   *ebpf.MapSpec `ebpf:"exceptions"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	MaskSets     *ebpf.MapSpec `ebpf:"mask_sets"`
@@ -126,7 +124,6 @@ func (o *nicpathObjects) Close() error {
 type nicpathMaps struct {
 	ActiveGen    *ebpf.Map `ebpf:"active_gen"`
 	Config       *ebpf.Map `ebpf:"config"`
-	CsumScratch  *ebpf.Map `ebpf:"csum_scratch"`
 	Exceptions   *ebpf.Map `ebpf:"exceptions"`
 	Flows        *ebpf.Map `ebpf:"flows"`
 	MaskSets     *ebpf.Map `ebpf:"mask_sets"`
@@ -142,7 +139,6 @@ func (m *nicpathMaps) Close() error {
 	return _NicpathClose(
 		m.ActiveGen,
 		m.Config,
-		m.CsumScratch,
 		m.Exceptions,
 		m.Flows,
 		m.MaskSets,

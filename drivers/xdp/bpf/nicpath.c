@@ -226,22 +226,12 @@ struct {
 	__uint(max_entries, 1);
 } trace SEC(".maps");
 
-/* The outer UDP checksum over IPv6 covers the whole inner frame: its whole
- * 512-byte chunks are copied here and summed by bpf_csum_diff (older
- * kernels' bpf_csum_diff takes at most 512 bytes, and a copy needs no
- * packet-pointer proof at a variable offset). */
+/* The outer UDP checksum over IPv6 covers the whole inner frame, summed in
+ * 512-byte chunks by bpf_csum_diff (older kernels' bpf_csum_diff takes at
+ * most 512 bytes) and the rest in place. 126 chunks keep every packet
+ * offset the verifier checks within its 64 KiB bound. */
 #define CSUM_CHUNK 512
-#define CSUM_CHUNKS 128 /* 64 KiB: more than any IPv6 payload length holds */
-struct csum_buf {
-	__u8 b[CSUM_CHUNK];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
-	__type(value, struct csum_buf);
-	__uint(max_entries, 1);
-} csum_scratch SEC(".maps");
+#define CSUM_CHUNKS 126
 
 /* Set per loaded instance: the port this instance is attached to, and
  * whether it records its verdict in trace (the instance behind NIC.Run). */
@@ -883,41 +873,20 @@ static __always_inline __u64 sum_words(const __u8 *p, const int n)
 	return s;
 }
 
-/* frame_sum returns the one's-complement sum of the len bytes of the frame
- * from off, taken as 16-bit words in memory order (so the byte-swapped
- * network-order sum; an odd last byte is padded with zero), folded to 16
- * bits; or -1. Whole 512-byte chunks are copied out and summed by
- * bpf_csum_diff, at a constant size, so that the verifier sees one path per
- * iteration; the rest (all of a short frame) is summed in place. */
-__global int frame_sum(struct xdp_md *ctx, __u32 off, __u32 len)
+/* sum_rest returns the one's-complement sum of the len (< 512) bytes of the
+ * frame from off, taken as 16-bit words in memory order (so the
+ * byte-swapped network-order sum; an odd last byte is padded with zero),
+ * folded to 16 bits; or -1. A function of its own so that the verifier
+ * checks it once, for any offset, rather than after every chunk of
+ * frame_sum. The bytes are read in place at constant sizes: 64-byte blocks,
+ * then one step for each lower bit of the length. */
+__global int sum_rest(struct xdp_md *ctx, __u32 off, __u32 len)
 {
-	if (!ctx)
+	if (!ctx || len >= CSUM_CHUNK || off > 0x10000 - CSUM_CHUNK)
 		return -1;
-	__u32 zero = 0;
-	__u64 acc = 0;
-	for (int i = 0; i < CSUM_CHUNKS; i++) {
-		if (len < CSUM_CHUNK)
-			break;
-		struct csum_buf *cb = bpf_map_lookup_elem(&csum_scratch, &zero);
-		if (!cb)
-			return -1;
-		__u8 *buf = cb->b;
-		if (bpf_xdp_load_bytes(ctx, off, buf, CSUM_CHUNK))
-			return -1;
-		__s64 s = bpf_csum_diff(0, 0, (__be32 *)buf, CSUM_CHUNK, 0);
-		if (s < 0)
-			return -1;
-		acc += (__u32)s;
-		off += CSUM_CHUNK;
-		len -= CSUM_CHUNK;
-	}
-	if (len >= CSUM_CHUNK || off > 0x10000 - CSUM_CHUNK)
-		return -1;
-	/* The rest, under a chunk, is read in place at constant sizes the
-	 * verifier can check: 64-byte blocks, then one step for each lower
-	 * bit of the length. */
 	void *data_end = (void *)(long)ctx->data_end;
 	__u8 *p = (void *)(long)ctx->data + off;
+	__u64 acc = 0;
 	for (int i = 0; i < CSUM_CHUNK / 64; i++) {
 		if (len < 64)
 			break;
@@ -958,6 +927,42 @@ __global int frame_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 	return fold((__u32)acc);
 }
 
+/* frame_sum is sum_rest for the first len bytes of the frame, of any
+ * length up to CSUM_CHUNKS chunks and a rest: whole 512-byte chunks are
+ * summed by bpf_csum_diff straight from the packet, at constant offsets
+ * the verifier follows one iteration at a time, and sum_rest adds what
+ * remains. */
+__global int frame_sum(struct xdp_md *ctx, __u32 len)
+{
+	if (!ctx)
+		return -1;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *p = (void *)(long)ctx->data;
+	__u32 off = 0;
+	__u64 acc = 0;
+	for (int i = 0; i < CSUM_CHUNKS; i++) {
+		if (len < CSUM_CHUNK)
+			break;
+		asm volatile("" : "+r"(p));
+		if ((void *)(p + CSUM_CHUNK) > data_end)
+			return -1;
+		__s64 s = bpf_csum_diff(0, 0, (__be32 *)p, CSUM_CHUNK, 0);
+		if (s < 0)
+			return -1;
+		acc += (__u32)s;
+		p += CSUM_CHUNK;
+		off += CSUM_CHUNK;
+		len -= CSUM_CHUNK;
+	}
+	int rest = sum_rest(ctx, off, len);
+	if (rest < 0)
+		return -1;
+	acc += (__u32)rest;
+	acc = (acc & 0xffffffff) + (acc >> 32);
+	acc = (acc & 0xffffffff) + (acc >> 32);
+	return fold((__u32)acc);
+}
+
 /* encap6 is encap with an IPv6 outer header, as hal/wire writes it: the
  * flow label from the flow hash, the payload length, and a full UDP
  * checksum (hal/wire computes one over IPv6, RFC 8200 §8.1, rather than
@@ -973,7 +978,7 @@ __global int encap6(struct xdp_md *ctx, struct rule *r, __u32 hash)
 		__u32 l4len = inner_len + 16;
 		if (l4len > 0xffff)
 			return -1;
-		int isum = frame_sum(ctx, 0, inner_len);
+		int isum = frame_sum(ctx, inner_len);
 		if (isum < 0)
 			return -1;
 		if (bpf_xdp_adjust_head(ctx, -70))
