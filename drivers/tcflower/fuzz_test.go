@@ -2,6 +2,8 @@ package tcflower
 
 import (
 	"bytes"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -52,6 +54,23 @@ func FuzzParseLink(f *testing.F) {
 		}
 		if want := uint32(b[4]) | uint32(b[5])<<8 | uint32(b[6])<<16 | uint32(b[7])<<24; ifindex != want {
 			t.Fatalf("ifindex %d, want %d", ifindex, want)
+		}
+	})
+}
+
+// FuzzUDP6Ports feeds arbitrary /proc/net/udp6 text to the table parser: it
+// must never panic, and every port it lists must stand in the input, in
+// hex.
+func FuzzUDP6Ports(f *testing.F) {
+	f.Add(" 1409: 00000000000000000000000000000000:12B5 00000000000000000000000000000000:0000 07\n")
+	f.Add("  sl  local_address remote_address st\n 1: ::x:zz y 07\n")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, table string) {
+		upper := strings.ToUpper(table)
+		for p := range udp6Ports(table) {
+			if !strings.Contains(upper, fmt.Sprintf("%X", p)) {
+				t.Fatalf("port %d (%#x) is not in the table %q", p, p, table)
+			}
 		}
 	})
 }
