@@ -349,16 +349,9 @@ func (n *NIC) ttlFilters(chain uint32, c *compiled, tag uint16) []*filterSpec {
 
 // encodeFlushChain is the payload of an RTM_DELTFILTER that removes every
 // filter of one chain of the block (priority, protocol, handle and kind
-// unset).
+// unset): the same message as a dump request of that chain.
 func encodeFlushChain(block, chain uint32) ([]byte, error) {
-	b := tcmsg{Ifindex: tcmIfindexMagicBlock, Parent: block}.marshal(nil)
-	ae := netlink.NewAttributeEncoder()
-	ae.Uint32(tcaChain, chain)
-	attrs, err := ae.Encode()
-	if err != nil {
-		return nil, err
-	}
-	return append(b, attrs...), nil
+	return encodeDumpRequest(block, chain)
 }
 
 func (n *NIC) flushChain(chain uint32) error {
