@@ -104,17 +104,17 @@ const (
 )
 
 // exceptions returns how many packets reached h's vswitch on the exception path.
-func exceptions(h *host) uint64 { return h.sw.Stats().Packets }
+func exceptions(h *host) uint64 { return h.Switch.Stats().Packets }
 
 // deliveredOnly reports whether got is exactly one frame, to vm on h, with
 // the inner addresses as sent.
 func deliveredOnly(got []delivery, h *host, vm string, src, dst netip.Addr) bool {
-	if len(got) != 1 || got[0].host != h || got[0].vm != vm {
+	if len(got) != 1 || got[0].Host != h || got[0].VM != vm {
 		return false
 	}
 	var k hal.FlowKey
 	var l wire.Layout
-	if err := wire.Parse(got[0].frame, 0, &k, &l); err != nil {
+	if err := wire.Parse(got[0].Frame, 0, &k, &l); err != nil {
 		return false
 	}
 	return k.TunKind == hal.EncapNone && k.Src() == src && k.Dst() == dst
@@ -134,7 +134,7 @@ func where(got []delivery) string {
 // flowTable prints a host's flows the way `vswitchctl flows` does.
 func flowTable(h *host) string {
 	var b strings.Builder
-	fs := h.sw.Flows()
+	fs := h.Switch.Flows()
 	if len(fs) == 0 {
 		return "(no flows)\n"
 	}
@@ -216,16 +216,16 @@ func runInProcess(w io.Writer) (failed []string, err error) {
 	s.say("policy: %s", defaultPolicyName)
 	for _, h := range fb.hosts {
 		var local []string
-		for _, vm := range st.LocalVMs(h.name) {
+		for _, vm := range st.LocalVMs(h.Name) {
 			local = append(local, fmt.Sprintf("%s (%s %v)", vm.Name, vm.Tenant, vm.CAs[0]))
 		}
-		s.say("%s  PA %s  softnic, uplink port %d; VMs: %s", h.name, h.pa, h.uplink, strings.Join(local, ", "))
+		s.say("%s  PA %s  softnic, uplink port %d; VMs: %s", h.Name, h.PA, h.Uplink, strings.Join(local, ", "))
 	}
 	s.say("tenants blue (VNI 1001, 1002) and red (VNI 2001) both use 10.0.0.0/24: 10.0.0.10 and 10.0.0.11 exist twice.")
 
 	s.title("Flows before any traffic")
 	for _, h := range fb.hosts {
-		s.say("%s:", h.name)
+		s.say("%s:", h.Name)
 		s.say("%s", indent(flowTable(h), "  "))
 	}
 
@@ -314,26 +314,26 @@ func runInProcess(w io.Writer) (failed []string, err error) {
 
 	// Counters: the NIC's per-rule counts merge into the flows.
 	for _, h := range fb.hosts {
-		if err := h.sw.Maintain(ctx); err != nil {
+		if err := h.Switch.Maintain(ctx); err != nil {
 			return nil, err
 		}
 	}
 	s.title("Flows after the traffic (counters merged from the NIC)")
 	nicFlows := 0
 	for _, h := range fb.hosts {
-		s.say("%s:", h.name)
+		s.say("%s:", h.Name)
 		s.say("%s", indent(flowTable(h), "  "))
-		for _, f := range h.sw.Flows() {
+		for _, f := range h.Switch.Flows() {
 			if f.Location == vswitch.LocNIC {
 				nicFlows++
 			}
 		}
-		st := h.sw.Stats()
-		s.say("  %s: %d flows on the NIC, %d in the host; %d exception packets handled", h.name, st.FlowsNIC, st.FlowsHost, st.Packets)
+		st := h.Switch.Stats()
+		s.say("  %s: %d flows on the NIC, %d in the host; %d exception packets handled", h.Name, st.FlowsNIC, st.FlowsHost, st.Packets)
 	}
 	s.check(nicFlows > 0, "flows moved from the host to the NIC (%d on the NICs)", nicFlows)
 	var udpFlow *vswitch.FlowInfo
-	for _, f := range ha.sw.Flows() {
+	for _, f := range ha.Switch.Flows() {
 		if f.Match.Key.Proto == hal.ProtoUDP && f.Match.Key.L4Dst == 53 {
 			udpFlow = &f
 			break
@@ -343,7 +343,7 @@ func runInProcess(w io.Writer) (failed []string, err error) {
 		"host-a's UDP flow is on the NIC and counts all 10 datagrams")
 
 	s.title("explain: what host-a does with blue-web-1 → blue-web-2 UDP 40000→53")
-	ex := ha.sw.Explain(vswitch.Description{VM: web1.name, Packet: policy.Packet{SrcMAC: policy.MAC(web1.mac),
+	ex := ha.Switch.Explain(vswitch.Description{VM: web1.name, Packet: policy.Packet{SrcMAC: policy.MAC(web1.mac),
 		DstMAC: policy.MAC(web2.mac), EtherType: policy.EtherTypeIPv4, Src: web1.ca, Dst: web2.ca,
 		Protocol: policy.ProtoUDP, SrcPort: 40000, DstPort: 53, TTL: 64}})
 	s.say("%s", indent(ex.String(), "  "))
@@ -366,30 +366,30 @@ func runInProcess(w io.Writer) (failed []string, err error) {
 	}
 	reached := false
 	for _, d := range got {
-		reached = reached || strings.HasPrefix(d.vm, "red-")
+		reached = reached || strings.HasPrefix(d.VM, "red-")
 	}
 	s.check(!reached, "blue-web-1 → red-app-2's MAC 02:00:00:0e:00:02 at 10.0.0.11 reaches no red VM (got: %s)", where(got))
 	s.say("   why (host-a's explain):")
-	s.say("%s", indent(ha.sw.ExplainFrame(ha.ports[web1.name], forged).String(), "     "))
+	s.say("%s", indent(ha.Switch.ExplainFrame(ha.Ports[web1.name], forged).String(), "     "))
 
 	// A frame forged on the wire: blue's VNI, red's VM behind it.
 	wireForged := wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 1001,
-		Src: ha.pa, Dst: hb.pa, SrcMAC: uplinkMAC, DstMAC: uplinkMAC},
+		Src: ha.PA, Dst: hb.PA, SrcMAC: uplinkMAC, DstMAC: uplinkMAC},
 		udpFrame(web1, red1, red1.mac, 40003, 22, "vni 1001 to red"))
-	if _, err := hb.far[hb.uplink].Send([][]byte{wireForged}); err != nil {
+	if _, err := hb.Far[hb.Uplink].Send([][]byte{wireForged}); err != nil {
 		return nil, err
 	}
-	got, err = fb.settle(hb)
+	got, err = fb.wire.Settle(hb)
 	if err != nil {
 		return nil, err
 	}
 	reached = false
 	for _, d := range got {
-		reached = reached || strings.HasPrefix(d.vm, "red-")
+		reached = reached || strings.HasPrefix(d.VM, "red-")
 	}
 	s.check(!reached, "a VXLAN frame with blue's VNI 1001 addressed to red-app-1's MAC and CA reaches no red VM (got: %s)", where(got))
 	s.say("   why (host-b's explain):")
-	s.say("%s", indent(hb.sw.ExplainFrame(hb.uplink, wireForged).String(), "     "))
+	s.say("%s", indent(hb.Switch.ExplainFrame(hb.Uplink, wireForged).String(), "     "))
 
 	s.title("Summary")
 	if len(s.failed) == 0 {

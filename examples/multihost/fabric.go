@@ -3,37 +3,25 @@ package multihost
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sort"
 	"sync"
 	"time"
 
-	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/internal/simfabric"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
-	"github.com/nicpath/nicpath/vswitch"
 )
 
-// Host is one simulated machine: a software NIC, its vswitch, the follower
-// that keeps the vswitch on the store, and the far sides of the NIC's ports.
+// Host is one simulated machine (internal/simfabric: a software NIC, its
+// vswitch, the far sides of the NIC's ports) and the follower that keeps
+// the vswitch on the store.
 type Host struct {
-	Name     string
-	PA       netip.Addr
-	NIC      *softnic.NIC
-	Switch   *vswitch.Switch
+	*simfabric.Host
 	Follower *store.Follower
-
-	ports  map[string]hal.PortID // VM name → vport
-	vmOf   map[hal.PortID]string
-	uplink hal.PortID
-	far    map[hal.PortID]*softnic.Port
-	ids    []hal.PortID // far ports in order, for deterministic draining
-	batch  []hal.Exception
 
 	mu sync.Mutex
 	// activeSince records, for the tracked VM, when this host first applied
@@ -69,12 +57,11 @@ type Options struct {
 // Fabric is the hosts of one store's state and the underlay between them.
 type Fabric struct {
 	Hosts []*Host
-	byPA  map[netip.Addr]*Host
 	byNm  map[string]*Host
+	bySim map[*simfabric.Host]*Host
+	wire  *simfabric.Underlay
 	opt   Options
 	vms   map[string]vmAddr
-	bufs  [][]byte
-	sizes []int
 }
 
 type vmAddr struct {
@@ -95,7 +82,7 @@ func NewFabric(ctx context.Context, s store.Store, opt Options) (*Fabric, error)
 		return nil, err
 	}
 	st := snap.State
-	fb := &Fabric{byPA: map[netip.Addr]*Host{}, byNm: map[string]*Host{}, opt: opt, vms: map[string]vmAddr{}}
+	fb := &Fabric{byNm: map[string]*Host{}, bySim: map[*simfabric.Host]*Host{}, wire: simfabric.NewUnderlay(), opt: opt, vms: map[string]vmAddr{}}
 	for _, vm := range st.VMs() {
 		for _, ca := range vm.CAs {
 			if ca.Is4() {
@@ -104,11 +91,6 @@ func NewFabric(ctx context.Context, s store.Store, opt Options) (*Fabric, error)
 			}
 		}
 	}
-	fb.bufs = make([][]byte, 32)
-	for i := range fb.bufs {
-		fb.bufs[i] = make([]byte, 2048)
-	}
-	fb.sizes = make([]int, len(fb.bufs))
 	for _, ph := range st.Hosts() {
 		h, err := fb.newHost(ctx, s, st, ph)
 		if err != nil {
@@ -116,7 +98,8 @@ func NewFabric(ctx context.Context, s store.Store, opt Options) (*Fabric, error)
 			return nil, fmt.Errorf("%s: %w", ph.Name, err)
 		}
 		fb.Hosts = append(fb.Hosts, h)
-		fb.byPA[h.PA], fb.byNm[h.Name] = h, h
+		fb.byNm[h.Name], fb.bySim[h.Host] = h, h
+		fb.wire.Add(h.Host)
 	}
 	// Every host on the loaded state before anyone uses the bed.
 	if err := fb.WaitSynced(ctx, snap.Revision); err != nil {
@@ -127,46 +110,15 @@ func NewFabric(ctx context.Context, s store.Store, opt Options) (*Fabric, error)
 }
 
 func (fb *Fabric) newHost(ctx context.Context, s store.Store, st *policy.State, ph policy.Host) (*Host, error) {
-	var pcs []softnic.PortConfig
-	for _, vm := range st.VMs() {
-		pcs = append(pcs, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC)})
-	}
-	pcs = append(pcs, softnic.PortConfig{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: 1600})
-	nic, err := softnic.New(softnic.Config{Device: ph.Name, Ports: pcs})
+	sim, err := simfabric.NewHost(ph, st, st.VMs(), uplinkMAC, fb.opt.Logger)
 	if err != nil {
 		return nil, err
 	}
-	h := &Host{Name: ph.Name, PA: ph.PA, NIC: nic, ports: map[string]hal.PortID{}, vmOf: map[hal.PortID]string{},
-		far: map[hal.PortID]*softnic.Port{}, activeSince: map[uint64]time.Time{}, done: make(chan struct{})}
-	for _, p := range nic.Ports() {
-		fp, err := nic.Port(p.ID)
-		if err != nil {
-			nic.Close()
-			return nil, err
-		}
-		h.far[p.ID] = fp
-		h.ids = append(h.ids, p.ID)
-		if p.Kind == hal.PortUplink {
-			h.uplink = p.ID
-			continue
-		}
-		h.ports[p.Name], h.vmOf[p.ID] = p.ID, p.Name
-	}
-	sort.Slice(h.ids, func(i, j int) bool { return h.ids[i] < h.ids[j] })
-	h.batch = make([]hal.Exception, 64)
-	for i := range h.batch {
-		h.batch[i].Buf = make([]byte, 2048)
-	}
-	h.Switch, err = vswitch.New(vswitch.Config{NIC: nic, Host: ph.Name, State: st, Ports: h.ports, Uplink: h.uplink, Logger: fb.opt.Logger})
-	if err != nil {
-		nic.Close()
-		return nil, err
-	}
+	h := &Host{Host: sim, activeSince: map[uint64]time.Time{}, done: make(chan struct{})}
 	hs := s
 	if fb.opt.Stores != nil {
 		if hs, err = fb.opt.Stores(ph.Name); err != nil {
-			h.Switch.Close()
-			nic.Close()
+			sim.Close()
 			return nil, err
 		}
 	}
@@ -248,8 +200,7 @@ func (fb *Fabric) Close() {
 	for _, h := range fb.Hosts {
 		h.cancel()
 		<-h.done
-		h.Switch.Close()
-		h.NIC.Close()
+		h.Host.Close()
 	}
 }
 
@@ -261,76 +212,16 @@ type Delivery struct {
 	Frame []byte
 }
 
-// maxHops bounds how often a frame may cross the underlay in one send.
-const maxHops = 16
-
 // Send has vm, on host from, transmit frame, and carries the frame to the
-// end of its walk; it returns where it (and anything it caused) landed. One
-// goroutine at a time.
+// end of its walk (simfabric.Underlay.Send); it returns where it (and
+// anything it caused) landed. One goroutine at a time.
 func (fb *Fabric) Send(from *Host, vm string, frame []byte) ([]Delivery, error) {
-	if _, err := from.far[from.ports[vm]].Send([][]byte{frame}); err != nil {
-		return nil, err
+	ds, err := fb.wire.Send(from.Host, vm, frame)
+	out := make([]Delivery, len(ds))
+	for i, d := range ds {
+		out[i] = Delivery{Host: fb.bySim[d.Host], VM: d.VM, Frame: d.Frame}
 	}
-	var out []Delivery
-	queue := []*Host{from}
-	for hops := 0; len(queue) > 0; hops++ {
-		if hops > maxHops {
-			return out, errors.New("frames loop between hosts")
-		}
-		h := queue[0]
-		queue = queue[1:]
-		if err := h.pump(); err != nil {
-			return out, err
-		}
-		for _, id := range h.ids {
-			fp := h.far[id]
-			for {
-				n, err := fp.Recv(fb.bufs, fb.sizes)
-				if err != nil {
-					return out, err
-				}
-				for i := range n {
-					fr := append([]byte(nil), fb.bufs[i][:fb.sizes[i]]...)
-					if id != h.uplink {
-						out = append(out, Delivery{Host: h, VM: h.vmOf[id], Frame: fr})
-						continue
-					}
-					var k hal.FlowKey
-					var l wire.Layout
-					if err := wire.Parse(fr, id, &k, &l); err == nil && k.TunKind != hal.EncapNone {
-						if h2 := fb.byPA[hal.AddrFrom16(k.TunDst)]; h2 != nil {
-							if _, err := h2.far[h2.uplink].Send([][]byte{fr}); err != nil {
-								return out, err
-							}
-							queue = append(queue, h2)
-							continue
-						}
-					}
-					out = append(out, Delivery{Host: h, Frame: fr})
-				}
-				if n < len(fb.bufs) {
-					break
-				}
-			}
-		}
-	}
-	return out, nil
-}
-
-// pump hands the host's queued exception packets to its vswitch until none
-// is left: what vswitch.Run does, made synchronous.
-func (h *Host) pump() error {
-	done, cancel := context.WithCancel(context.Background())
-	cancel()
-	for {
-		n, err := h.NIC.ReadExceptions(done, h.batch)
-		if n == 0 || err != nil {
-			return nil
-		}
-		if err := h.Switch.HandleBatch(context.Background(), h.batch[:n]); err != nil {
-			return fmt.Errorf("%s: %w", h.Name, err)
-		}
-	}
+	return out, err
 }
 
 // streamPort is the UDP port of the stream; the payload starts with a magic

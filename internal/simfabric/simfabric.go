@@ -1,0 +1,205 @@
+// Package simfabric simulates hosts in process: each a software NIC
+// (drivers/softnic) programmed by its vswitch, with the far sides of its
+// ports at hand, and an in-memory underlay between the hosts' uplinks keyed
+// by provider address. A send carries a frame to the end of its walk, like
+// a poll-mode datapath: through exception paths, vswitches and the
+// underlay, until every frame it caused has landed on a vport or left on an
+// uplink toward an address that is no host. The in-process demo and the
+// multi-host migration bed are built on it.
+package simfabric
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
+	"github.com/nicpath/nicpath/vswitch"
+)
+
+// Host is one simulated machine.
+type Host struct {
+	Name   string
+	PA     netip.Addr
+	NIC    *softnic.NIC
+	Switch *vswitch.Switch
+	Ports  map[string]hal.PortID // VM name → vport
+	VMOf   map[hal.PortID]string
+	Uplink hal.PortID
+	Far    map[hal.PortID]*softnic.Port // the far side of every port
+	ids    []hal.PortID                 // Far's ports in order, for deterministic draining
+	batch  []hal.Exception
+}
+
+// UplinkMTU leaves room for a 1500-byte inner frame and its encapsulation.
+const UplinkMTU = 1600
+
+// NewHost builds host ph of st: a software NIC with a vport for each of vms
+// (their MACs from the policy) and an uplink with uplinkMAC, and a vswitch
+// on it running st.
+func NewHost(ph policy.Host, st *policy.State, vms []policy.VM, uplinkMAC hal.MAC, log *slog.Logger) (*Host, error) {
+	pcs := make([]softnic.PortConfig, 0, len(vms)+1)
+	for _, vm := range vms {
+		pcs = append(pcs, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC)})
+	}
+	pcs = append(pcs, softnic.PortConfig{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: UplinkMTU})
+	nic, err := softnic.New(softnic.Config{Device: ph.Name, Ports: pcs})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ph.Name, err)
+	}
+	h := &Host{Name: ph.Name, PA: ph.PA, NIC: nic, Ports: map[string]hal.PortID{}, VMOf: map[hal.PortID]string{},
+		Far: map[hal.PortID]*softnic.Port{}}
+	for _, p := range nic.Ports() {
+		fp, err := nic.Port(p.ID)
+		if err != nil {
+			nic.Close()
+			return nil, err
+		}
+		h.Far[p.ID] = fp
+		h.ids = append(h.ids, p.ID)
+		if p.Kind == hal.PortUplink {
+			h.Uplink = p.ID
+			continue
+		}
+		h.Ports[p.Name], h.VMOf[p.ID] = p.ID, p.Name
+	}
+	sort.Slice(h.ids, func(i, j int) bool { return h.ids[i] < h.ids[j] })
+	h.batch = make([]hal.Exception, 64)
+	for i := range h.batch {
+		h.batch[i].Buf = make([]byte, 2048)
+	}
+	h.Switch, err = vswitch.New(vswitch.Config{NIC: nic, Host: ph.Name, State: st, Ports: h.Ports, Uplink: h.Uplink, Logger: log})
+	if err != nil {
+		nic.Close()
+		return nil, fmt.Errorf("%s: %w", ph.Name, err)
+	}
+	return h, nil
+}
+
+// Close closes the host's switch and NIC.
+func (h *Host) Close() {
+	h.Switch.Close()
+	h.NIC.Close()
+}
+
+// Pump hands the host's queued exception packets to its vswitch until none
+// is left: what vswitch.Run does, made synchronous.
+func (h *Host) Pump() error {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for {
+		n, err := h.NIC.ReadExceptions(done, h.batch)
+		if n == 0 || err != nil {
+			return nil
+		}
+		if err := h.Switch.HandleBatch(context.Background(), h.batch[:n]); err != nil {
+			return fmt.Errorf("%s: %w", h.Name, err)
+		}
+	}
+}
+
+// Delivery is a frame that left the fabric on a vport (VM set) or on an
+// uplink toward an address that is no host (VM empty).
+type Delivery struct {
+	Host  *Host
+	VM    string
+	Frame []byte
+}
+
+func (d Delivery) String() string {
+	if d.VM == "" {
+		return d.Host.Name + " uplink"
+	}
+	return d.VM + " on " + d.Host.Name
+}
+
+// Underlay is the wire between the hosts' uplinks.
+type Underlay struct {
+	byPA  map[netip.Addr]*Host
+	bufs  [][]byte
+	sizes []int
+}
+
+// NewUnderlay returns an underlay without hosts.
+func NewUnderlay() *Underlay {
+	u := &Underlay{byPA: map[netip.Addr]*Host{}, bufs: make([][]byte, 32)}
+	for i := range u.bufs {
+		u.bufs[i] = make([]byte, 2048)
+	}
+	u.sizes = make([]int, len(u.bufs))
+	return u
+}
+
+// Add cables h's uplink to the underlay at its provider address.
+func (u *Underlay) Add(h *Host) { u.byPA[h.PA] = h }
+
+// MaxHops bounds how often frames may cross the underlay for one send; a
+// loop between hosts is reported, not spun on.
+const MaxHops = 16
+
+// Send has vm, on host from, transmit frame, and carries the frame to the
+// end of its walk; it returns where it (and anything it caused) landed. One
+// goroutine at a time.
+func (u *Underlay) Send(from *Host, vm string, frame []byte) ([]Delivery, error) {
+	if _, err := from.Far[from.Ports[vm]].Send([][]byte{frame}); err != nil {
+		return nil, err
+	}
+	return u.Settle(from)
+}
+
+// Settle runs the fabric from host first (whose ports were just given
+// frames) until every frame has landed somewhere: exceptions go to the
+// host's vswitch, encapsulated frames on an uplink travel the underlay to
+// the host whose provider address they are for.
+func (u *Underlay) Settle(first *Host) ([]Delivery, error) {
+	var out []Delivery
+	queue := []*Host{first}
+	for hops := 0; len(queue) > 0; hops++ {
+		if hops > MaxHops {
+			return out, errors.New("frames loop between hosts")
+		}
+		h := queue[0]
+		queue = queue[1:]
+		if err := h.Pump(); err != nil {
+			return out, err
+		}
+		for _, id := range h.ids {
+			fp := h.Far[id]
+			for {
+				n, err := fp.Recv(u.bufs, u.sizes)
+				if err != nil {
+					return out, err
+				}
+				for i := range n {
+					fr := append([]byte(nil), u.bufs[i][:u.sizes[i]]...)
+					if id != h.Uplink {
+						out = append(out, Delivery{Host: h, VM: h.VMOf[id], Frame: fr})
+						continue
+					}
+					var k hal.FlowKey
+					var l wire.Layout
+					if err := wire.Parse(fr, id, &k, &l); err == nil && k.TunKind != hal.EncapNone {
+						if h2 := u.byPA[hal.AddrFrom16(k.TunDst)]; h2 != nil {
+							if _, err := h2.Far[h2.Uplink].Send([][]byte{fr}); err != nil {
+								return out, err
+							}
+							queue = append(queue, h2)
+							continue
+						}
+					}
+					out = append(out, Delivery{Host: h, Frame: fr})
+				}
+				if n < len(u.bufs) {
+					break
+				}
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,51 @@
+package simfabric
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/store/storetest"
+)
+
+// A frame from the streamer (host-c) to the mover (host-a) crosses the
+// underlay encapsulated and lands once, on the mover's vport on host-a; a
+// frame to an address no VM has lands nowhere.
+func TestSendCrossesTheUnderlay(t *testing.T) {
+	st := storetest.ThreeHosts(0)
+	u := NewUnderlay()
+	hosts := map[string]*Host{}
+	for _, ph := range st.Hosts() {
+		h, err := NewHost(ph, st, st.VMs(), hal.MustMAC("02:00:00:00:ff:01"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.Close)
+		u.Add(h)
+		hosts[ph.Name] = h
+	}
+	streamer, _ := st.VM("streamer")
+	mover, _ := st.VM("mover")
+	frame := func(dst netip.Addr, mac hal.MAC) []byte {
+		return wire.Build(wire.FrameSpec{SrcMAC: hal.MAC(streamer.MAC), DstMAC: mac, Src: streamer.CAs[0], Dst: dst,
+			Proto: hal.ProtoUDP, SrcPort: 1000, DstPort: 2000, Payload: []byte("over the underlay")})
+	}
+	for i := range 3 { // the first through the slow paths, then the offloaded flows
+		ds, err := u.Send(hosts["host-c"], "streamer", frame(mover.CAs[0], hal.MAC(mover.MAC)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) != 1 || ds[0].Host != hosts["host-a"] || ds[0].VM != "mover" {
+			t.Fatalf("packet %d landed %v, want once on mover on host-a", i, ds)
+		}
+		var k hal.FlowKey
+		var l wire.Layout
+		if err := wire.Parse(ds[0].Frame, 0, &k, &l); err != nil || k.TunKind != hal.EncapNone || hal.AddrFrom16(k.IPDst) != mover.CAs[0] {
+			t.Fatalf("delivered frame: %v %v", k, err)
+		}
+	}
+	if ds, err := u.Send(hosts["host-c"], "streamer", frame(netip.MustParseAddr("10.9.9.9"), hal.MAC(mover.MAC))); err != nil || len(ds) != 0 {
+		t.Fatalf("a frame to no VM landed %v (%v)", ds, err)
+	}
+}
