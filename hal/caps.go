@@ -40,6 +40,9 @@ type Capabilities struct {
 	ExceptionPath bool
 	// AtomicBatch is true when the driver implements AtomicApplier.
 	AtomicBatch bool
+	// TunnelFilter is true when the driver implements TunnelTerminator:
+	// tunnelled frames for another endpoint are dropped (ReasonNotLocal).
+	TunnelFilter bool
 	// Notes say, in words, what the driver found while probing (e.g. "generic
 	// XDP: no driver-mode support on veth0", "skip_sw refused: no hardware").
 	Notes []string
@@ -66,6 +69,7 @@ func (c *Capabilities) String() string {
 	fmt.Fprintf(&b, "generations:   %v (scopes %d)\n", c.Generations, c.MaxScopes)
 	fmt.Fprintf(&b, "crypto:        %v\n", c.Crypto)
 	fmt.Fprintf(&b, "exception:     %v, atomic batch %v\n", c.ExceptionPath, c.AtomicBatch)
+	fmt.Fprintf(&b, "tunnel filter: %v\n", c.TunnelFilter)
 	for _, n := range c.Notes {
 		fmt.Fprintf(&b, "note:          %s\n", n)
 	}

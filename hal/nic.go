@@ -1,6 +1,9 @@
 package hal
 
-import "context"
+import (
+	"context"
+	"net/netip"
+)
 
 // PortKind says what a port is for.
 type PortKind uint8
@@ -138,4 +141,32 @@ type SealedAddresses interface {
 	RegisterSealKey(ctx context.Context, port PortID, keyID uint8, vmPublic [32]byte) error
 	// RevokeSealKey stops accepting keyID on port.
 	RevokeSealKey(ctx context.Context, port PortID, keyID uint8) error
+}
+
+// TunnelEndpoint is what one uplink terminates tunnels for: the outer
+// destination MAC and IP addresses of the tunnelled frames the NIC accepts
+// on that port.
+type TunnelEndpoint struct {
+	Port PortID // an uplink
+	// MAC is the outer destination MAC accepted; the zero MAC means the
+	// port's own (Port.MAC).
+	MAC MAC
+	// Addrs are the provider addresses (unicast, IPv4 or IPv6) the NIC
+	// terminates tunnels for. Empty turns filtering off for the port.
+	Addrs []netip.Addr
+	// Groups are multicast groups whose tunnelled frames are accepted too
+	// (their outer destination MAC is the group's, not MAC).
+	Groups []netip.Addr
+}
+
+// TunnelTerminator is implemented by NICs that accept tunnelled frames only
+// for their own endpoint (Capabilities.TunnelFilter). Once an endpoint is set
+// for an uplink, a tunnelled frame arriving there whose outer destination
+// IP is none of Addrs and Groups, or whose outer destination MAC is not the
+// endpoint's (unicast) or the group's (multicast), is dropped and counted
+// with ReasonNotLocal: it is neither decapsulated, nor matched, nor handed
+// to the host. Until an endpoint is set the NIC filters nothing. Setting it
+// again replaces it; an endpoint with no Addrs removes it.
+type TunnelTerminator interface {
+	SetTunnelEndpoint(ctx context.Context, ep TunnelEndpoint) error
 }

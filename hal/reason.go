@@ -19,11 +19,14 @@ const (
 	ReasonPolicy             // dropped because a rule or the policy says so
 	ReasonNoPort             // the rule's output port is gone
 	ReasonQueueFull          // the exception queue or a port ring was full
-	NumReasons               // number of reasons; for arrays indexed by Reason
+	// ReasonNotLocal: a tunnelled frame on an uplink whose outer destination
+	// (MAC, or IP address) is not this NIC's tunnel endpoint; dropped.
+	ReasonNotLocal
+	NumReasons // number of reasons; for arrays indexed by Reason
 )
 
 var reasonNames = [...]string{"none", "miss", "action", "unsupported", "malformed", "ttl", "fragment",
-	"mtu", "sealed", "policy", "no_port", "queue_full"}
+	"mtu", "sealed", "policy", "no_port", "queue_full", "not_local"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {

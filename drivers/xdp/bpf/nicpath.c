@@ -14,7 +14,7 @@
 
 #define MAX_MASKS 16    /* mask shapes searched per packet; see abi.go */
 #define MAX_PORTS 64    /* port IDs are < MAX_PORTS */
-#define NUM_REASONS 12  /* hal.NumReasons */
+#define NUM_REASONS 13  /* hal.NumReasons */
 #define MAX_L2_OFF 256  /* tunnel headers end within the first 256 bytes */
 
 enum reason {
