@@ -48,8 +48,8 @@ func newConfBed(t *testing.T) *confBed {
 	for _, l := range []string{"lo", "p1", "vm1", "p2", "vm2", "up0", "up1", "vx0", "gnv0"} {
 		ns.ip("link", "set", l, "up")
 	}
-	ns.ip("neigh", "add", "198.19.0.2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
-	ns.ip("-6", "neigh", "add", "2001:db8:ff::2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
+	ns.ip("neigh", "replace", "198.19.0.2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
+	ns.ip("-6", "neigh", "replace", "2001:db8:ff::2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
 	b := &confBed{ns: ns, socks: map[hal.PortID]*packetSock{
 		1: openPacketSock(t, ns, "vm1"),
 		2: openPacketSock(t, ns, "vm2"),

@@ -136,8 +136,8 @@ func newTopology(t testing.TB) *topology {
 	tp.remote.ip("link", "set", "lo", "up")
 	tp.remote.ip("link", "set", "up1", "up")
 	// Static neighbours: no ARP exchange between the test's frames.
-	ns.ip("neigh", "add", underlayRemote, "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
-	tp.remote.ip("neigh", "add", underlayLocal, "lladdr", "02:4e:50:00:00:a1", "dev", "up1", "nud", "permanent")
+	ns.ip("neigh", "replace", underlayRemote, "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
+	tp.remote.ip("neigh", "replace", underlayLocal, "lladdr", "02:4e:50:00:00:a1", "dev", "up1", "nud", "permanent")
 	tp.upMAC = hal.MustMAC("02:4e:50:00:00:a1")
 	txChecksumOff(t, ns, "up0")
 	return tp

@@ -20,7 +20,7 @@ import (
 func (tp *topology) withOuter6() {
 	tp.ns.sh("echo 0 > /proc/sys/net/ipv6/conf/up0/router_solicitations; echo 0 > /proc/sys/net/ipv6/conf/up0/dad_transmits; echo 0 > /proc/sys/net/ipv6/conf/up0/disable_ipv6")
 	tp.ns.ip("addr", "add", pa6Local.String()+"/64", "dev", "up0", "nodad")
-	tp.ns.ip("-6", "neigh", "add", pa6Remote.String(), "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
+	tp.ns.ip("-6", "neigh", "replace", pa6Remote.String(), "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
 }
 
 // checksum16 is the Internet checksum of b over an initial sum.

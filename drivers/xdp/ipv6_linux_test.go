@@ -39,7 +39,7 @@ func TestIPv6UnderlayKernelPeer(t *testing.T) {
 	run(t, "ip", "-n", h2.ns, "link", "set", "br0", "up")
 	// host1's uplink runs the program, which does not answer neighbour
 	// solicitations: host2 knows host1's MAC.
-	run(t, "ip", "-n", h2.ns, "neigh", "add", pa6[h1].String(), "lladdr", h1.upMAC.String(), "dev", h2.up, "nud", "permanent")
+	run(t, "ip", "-n", h2.ns, "neigh", "replace", pa6[h1].String(), "lladdr", h1.upMAC.String(), "dev", h2.up, "nud", "permanent")
 	// Frames the program redirects into host1's uplink reach host2's end
 	// only with NAPI running there.
 	passProg(t, h2.ns, h2.up)

@@ -93,7 +93,7 @@ func TestTwoHostsTraffic(t *testing.T) {
 	// exception path with its in-port; the host answers by injecting a
 	// frame into the vport, which vm1 receives.
 	other := netip.MustParseAddr("198.19.1.99")
-	run(t, "ip", "-n", h1.vmNS, "neigh", "add", other.String(), "lladdr", "02:00:00:00:00:99", "dev", h1.vmDev, "nud", "permanent")
+	run(t, "ip", "-n", h1.vmNS, "neigh", "replace", other.String(), "lladdr", "02:00:00:00:00:99", "dev", h1.vmDev, "nud", "permanent")
 	if err := unix.Sendto(tx, []byte("to nowhere"), 0, &unix.SockaddrInet4{Addr: other.As4(), Port: 9000}); err != nil {
 		t.Fatal(err)
 	}

@@ -198,7 +198,7 @@ func twoHosts(t testing.TB) (h1, h2 *host) {
 		h.upMAC = linkMAC(t, h.ns, h.up)
 	}
 	for _, p := range [][2]*host{{h1, h2}, {h2, h1}} {
-		run(t, "ip", "-n", p[0].vmNS, "neigh", "add", p[1].ca.String(), "lladdr", p[1].vmMAC.String(), "dev", p[0].vmDev, "nud", "permanent")
+		run(t, "ip", "-n", p[0].vmNS, "neigh", "replace", p[1].ca.String(), "lladdr", p[1].vmMAC.String(), "dev", p[0].vmDev, "nud", "permanent")
 	}
 	return h1, h2
 }

@@ -98,8 +98,8 @@ func TestRunTCFlowerInVM(t *testing.T) {
 	for _, l := range []string{"lo", "p1", "vm1", "p2", "vm2", "up0", "up1", "vx0", "gnv0"} {
 		ip("link", "set", l, "up")
 	}
-	ip("neigh", "add", "198.19.0.2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
-	ip("-6", "neigh", "add", "2001:db8:ff::2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
+	ip("neigh", "replace", "198.19.0.2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
+	ip("-6", "neigh", "replace", "2001:db8:ff::2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
 	// Full outer checksums on the wire, not partial ones left to an
 	// offload a veth does not do.
 	err := devices.InNetNS("/run/netns/"+ns, func() error {
