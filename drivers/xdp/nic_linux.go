@@ -186,6 +186,7 @@ func (n *NIC) openPort(pc PortConfig) error {
 		if err := n.attach(p); err != nil {
 			return err
 		}
+		n.caps.Notes = append(n.caps.Notes, probeAttached(p))
 		if err := n.maps["tx_ports"].Update(uint32(pc.ID), uint32(ifi.Index), ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("xdp: port %d: devmap: %w", pc.ID, err)
 		}
