@@ -37,10 +37,20 @@ func getLink(c *netlink.Conn, ifindex uint32, nsid int32) (linkInfo, error) {
 	if err != nil {
 		return li, err
 	}
-	if len(msgs) != 1 || len(msgs[0].Data) < 16 {
+	if len(msgs) != 1 {
 		return li, fmt.Errorf("RTM_GETLINK %d: %d answers", ifindex, len(msgs))
 	}
-	ad, err := netlink.NewAttributeDecoder(msgs[0].Data[16:])
+	return parseLink(msgs[0].Data)
+}
+
+// parseLink decodes an RTM_NEWLINK payload: struct ifinfomsg, then the
+// attributes it reads.
+func parseLink(b []byte) (linkInfo, error) {
+	li := linkInfo{peerNS: -1}
+	if len(b) < 16 {
+		return li, fmt.Errorf("RTM_NEWLINK of %d bytes", len(b))
+	}
+	ad, err := netlink.NewAttributeDecoder(b[16:])
 	if err != nil {
 		return li, err
 	}
