@@ -217,3 +217,20 @@ func TestTooBigNoAllocs(t *testing.T) {
 		t.Errorf("%.1f allocations per answer", a)
 	}
 }
+
+// BenchmarkAppendTooBig answers a 1500-byte DF datagram with a 576-byte
+// ICMP fragmentation needed, into a buffer the caller reuses.
+func BenchmarkAppendTooBig(b *testing.B) {
+	spec := bigSpec(caA4, caB4, 1500)
+	spec.DontFragment = true
+	f := Build(spec)
+	l := parsed(b, f)
+	buf := make([]byte, 0, 2048)
+	tb := &TooBig{MTU: 1450}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := AppendTooBig(buf, f, &l, tb); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
