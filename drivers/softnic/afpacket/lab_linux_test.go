@@ -375,7 +375,7 @@ func bulkTCP(t *testing.T, srvNS, srvAddr, cliNS string, size int) time.Duration
 		for {
 			n, err := c.Read(buf)
 			for i := 0; i < n; i++ {
-				if buf[i] != expect(pos + i) {
+				if buf[i] != expect(pos+i) {
 					res <- result{pos + i, fmt.Errorf("byte %d differs", pos+i)}
 					return
 				}
