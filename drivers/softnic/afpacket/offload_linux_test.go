@@ -3,6 +3,7 @@
 package afpacket
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/nicpath/nicpath/drivers/softnic"
@@ -103,5 +104,116 @@ func TestOffloadsBetweenTwoVMs(t *testing.T) {
 	}
 	if st.Drops[hal.ReasonMalformed] != 0 {
 		t.Errorf("the NIC dropped %d frames as malformed", st.Drops[hal.ReasonMalformed])
+	}
+}
+
+// A VM behind softnic and a VM on a plain Linux host (a kernel vxlan
+// device and a bridge, everything with the kernel's default offloads),
+// over softnic's uplink. The Linux host's VXLAN packets reach the uplink
+// as the kernel leaves them: inner checksums partial, TCP and UDP GSO
+// super-frames of tens of KB encapsulated whole; softnic's VM gets them
+// decapsulated, cut and with complete inner checksums, and the Linux VM
+// gets softnic's encapsulated segments with complete checksums. Both ways,
+// TCP and UDP, IPv4 and IPv6 inner packets; the uplink terminates tunnels
+// for its own address only (hal.TunnelTerminator).
+func TestOffloadsThroughVXLANPeer(t *testing.T) {
+	l := newLab(t, "ox")
+	host, vm, peer, pvm := l.ns("host"), l.ns("vm"), l.ns("peer"), l.ns("pvm")
+	macPeerVM, macUp, macPeer := hal.MustMAC("02:00:00:0b:00:02"), hal.MustMAC("02:00:00:00:01:00"), hal.MustMAC("02:00:00:00:02:00")
+	paLocal, paPeer := netip.MustParseAddr("198.19.0.1"), netip.MustParseAddr("198.19.0.2")
+	l.veth(host, "vm1", vm, "eth0", macVMA)
+	l.veth(host, "up0", peer, "up0p", macPeer)
+	l.veth(peer, "pv0", pvm, "eth0", macPeerVM)
+	// The plain Linux host.
+	ip(t, "-n", peer, "addr", "add", paPeer.String()+"/24", "dev", "up0p")
+	ip(t, "-n", peer, "neigh", "replace", paLocal.String(), "lladdr", macUp.String(), "dev", "up0p", "nud", "permanent")
+	ip(t, "-n", peer, "link", "add", "vx0", "type", "vxlan", "id", "42", "local", paPeer.String(), "remote", paLocal.String(),
+		"dstport", "4789", "dev", "up0p")
+	ip(t, "-n", peer, "link", "add", "br0", "type", "bridge")
+	ip(t, "-n", peer, "link", "set", "vx0", "master", "br0")
+	ip(t, "-n", peer, "link", "set", "pv0", "master", "br0")
+	ip(t, "-n", peer, "link", "set", "vx0", "up")
+	ip(t, "-n", peer, "link", "set", "br0", "up")
+	// The VMs: an MTU that leaves room for VXLAN's 50 bytes on a 1500-byte
+	// underlay, as the Linux vxlan device's own does.
+	for _, c := range []struct {
+		ns, v4, v6, peer4, peer6 string
+		peerMAC                  hal.MAC
+	}{
+		{vm, "198.18.6.1/24", "2001:db8:6::1/64", "198.18.6.2", "2001:db8:6::2", macPeerVM},
+		{pvm, "198.18.6.2/24", "2001:db8:6::2/64", "198.18.6.1", "2001:db8:6::1", macVMA},
+	} {
+		ip(t, "-n", c.ns, "link", "set", "eth0", "mtu", "1450")
+		ip(t, "-n", c.ns, "addr", "add", c.v4, "dev", "eth0")
+		ip(t, "-n", c.ns, "addr", "add", c.v6, "dev", "eth0", "nodad")
+		ip(t, "-n", c.ns, "neigh", "replace", c.peer4, "lladdr", c.peerMAC.String(), "dev", "eth0", "nud", "permanent")
+		ip(t, "-n", c.ns, "neigh", "replace", c.peer6, "lladdr", c.peerMAC.String(), "dev", "eth0", "nud", "permanent")
+	}
+
+	nic, err := softnic.New(softnic.Config{Ports: []softnic.PortConfig{
+		{Name: "vm1", Kind: hal.PortVPort, MAC: macVMA},
+		{Name: "up0", Kind: hal.PortUplink, MAC: macUp, MTU: 1500},
+	}, RingSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nic.Close()
+	var out, in hal.Match
+	out.InPort(1)
+	in.InPort(2).Tunnel(hal.EncapVXLAN, 42)
+	apply(t, nic,
+		hal.Rule{ID: 1, Match: out, Actions: []hal.Action{hal.EncapWith(hal.Encap{Kind: hal.EncapVXLAN, VNI: 42,
+			Src: paLocal, Dst: paPeer, SrcMAC: macUp, DstMAC: macPeer}), hal.Output(2)}},
+		hal.Rule{ID: 2, Match: in, Actions: []hal.Action{hal.Decap(), hal.Output(1)}})
+	if err := nic.SetTunnelEndpoint(t.Context(), hal.TunnelEndpoint{Port: 2, Addrs: []netip.Addr{paLocal}}); err != nil {
+		t.Fatal(err)
+	}
+	bs := bind(t, host, nic, "vm1", "up0")
+
+	capVM := startCapture(t, vm, "eth0", 4000, 6001, 6003, 5201)
+	capWire := startCapture(t, peer, "up0p", 4000, 6001, 6003, 5201)
+	u4, p4 := udpConn(t, vm, "198.18.6.1:6001"), udpConn(t, pvm, "198.18.6.2:6002")
+	u6, p6 := udpConn(t, vm, "[2001:db8:6::1]:6003"), udpConn(t, pvm, "[2001:db8:6::2]:6004")
+	udpExchange(t, u4, p4)
+	udpExchange(t, p4, u4)
+	udpExchange(t, u6, p6)
+	udpExchange(t, p6, u6)
+
+	d := bulkTCP(t, pvm, "198.18.6.2:5201", vm, bulkBytes)
+	t.Logf("TCP/IPv4 softnic's VM -> Linux VM over VXLAN: %d MiB in %v: %.2f Gbit/s", bulkBytes>>20, d, gbps(bulkBytes, d))
+	d = bulkTCP(t, vm, "[2001:db8:6::1]:5201", pvm, bulkBytes)
+	t.Logf("TCP/IPv6 Linux VM -> softnic's VM over VXLAN: %d MiB in %v: %.2f Gbit/s", bulkBytes>>20, d, gbps(bulkBytes, d))
+	d = bulkTCP(t, vm, "198.18.6.1:5202", pvm, bulkBytes)
+	t.Logf("TCP/IPv4 Linux VM -> softnic's VM over VXLAN: %d MiB in %v: %.2f Gbit/s", bulkBytes>>20, d, gbps(bulkBytes, d))
+
+	for _, c := range []struct {
+		name string
+		c    *capture
+	}{{"softnic's VM", capVM}, {"the wire (Linux host's uplink)", capWire}} {
+		tcp, udp := c.c.checkFrames(t, c.name)
+		t.Logf("%s: %d TCP and %d UDP frames checked", c.name, tcp, udp)
+		if tcp == 0 || udp < 16 {
+			t.Errorf("%s: %d TCP and %d UDP frames captured: too few to say anything", c.name, tcp, udp)
+		}
+	}
+	noCsumErrors(t, vm, pvm, peer)
+	for _, b := range bs {
+		s := b.Stats()
+		t.Logf("binding %s: %+v", b.Interface(), s)
+		if s.RxDropped != 0 || s.TxErrors != 0 {
+			t.Errorf("binding %s dropped frames: %+v", b.Interface(), s)
+		}
+		if s.RxGSO == 0 || s.RxCsum == 0 {
+			t.Errorf("binding %s cut %d GSO frames and completed %d checksums: the test did not exercise the offloads", b.Interface(), s.RxGSO, s.RxCsum)
+		}
+	}
+	st, err := nic.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []hal.Reason{hal.ReasonMalformed, hal.ReasonNotLocal, hal.ReasonMTU} {
+		if st.Drops[r] != 0 || st.Exceptions[r] != 0 {
+			t.Errorf("the NIC dropped %d and sent the host %d frames for %s", st.Drops[r], st.Exceptions[r], r)
+		}
 	}
 }
