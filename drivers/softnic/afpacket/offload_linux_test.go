@@ -3,8 +3,13 @@
 package afpacket
 
 import (
+	"context"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
@@ -215,5 +220,75 @@ func TestOffloadsThroughVXLANPeer(t *testing.T) {
 		if st.Drops[r] != 0 || st.Exceptions[r] != 0 {
 			t.Errorf("the NIC dropped %d and sent the host %d frames for %s", st.Drops[r], st.Exceptions[r], r)
 		}
+	}
+}
+
+// A VM whose MTU leaves no room for the encapsulation: its GSO
+// super-frame is cut to segments of its own MTU, each too big for the
+// uplink once encapsulated, and each goes to the host as it arrived
+// (hal.ReasonMTU, for the vswitch to answer), not dropped as malformed.
+func TestOffloadsSegmentOverEgressMTU(t *testing.T) {
+	l := newLab(t, "om")
+	host, vm, far := l.ns("host"), l.ns("vm"), l.ns("wire")
+	l.veth(host, "vm1", vm, "eth0", macVMA)
+	l.veth(host, "up0", far, "up0p", macVMB)
+	ip(t, "-n", vm, "addr", "add", "198.18.7.1/24", "dev", "eth0")
+	ip(t, "-n", vm, "neigh", "replace", "198.18.7.2", "lladdr", macVMB.String(), "dev", "eth0", "nud", "permanent")
+	nic, err := softnic.New(softnic.Config{Ports: []softnic.PortConfig{
+		{Name: "vm1", Kind: hal.PortVPort, MAC: macVMA},
+		{Name: "up0", Kind: hal.PortUplink, MTU: 1500},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nic.Close()
+	var m hal.Match
+	m.InPort(1).EthType(hal.EtherTypeIPv4).Proto(hal.ProtoUDP).L4Dst(7000)
+	apply(t, nic, hal.Rule{ID: 9, Match: m, Actions: []hal.Action{hal.EncapWith(hal.Encap{Kind: hal.EncapVXLAN, VNI: 42,
+		Src: netip.MustParseAddr("198.19.0.1"), Dst: netip.MustParseAddr("198.19.0.2")}), hal.Output(2)}})
+	bs := bind(t, host, nic, "vm1", "up0")
+
+	c := udpConn(t, vm, "198.18.7.1:6000")
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, 1472) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if _, err := c.WriteToUDP(make([]byte, 2*1472), &net.UDPAddr{IP: net.IPv4(198, 18, 7, 2), Port: 7000}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	batch := make([]hal.Exception, 16)
+	for i := range batch {
+		batch[i].Buf = make([]byte, 2048)
+	}
+	got := 0
+	for got < 2 {
+		n, err := nic.ReadExceptions(ctx, batch)
+		if err != nil {
+			t.Fatalf("%d of 2 segments reached the host: %v", got, err)
+		}
+		for _, e := range batch[:n] {
+			if e.InPort == 1 && e.Reason == hal.ReasonMTU {
+				if e.Rule != 9 || e.Len != 14+1500 {
+					t.Fatalf("exception: rule %d, %d bytes; want rule 9, a %d-byte segment", e.Rule, e.Len, 14+1500)
+				}
+				got++
+			}
+		}
+	}
+	if s := bs[0].Stats(); s.RxGSO != 1 {
+		t.Fatalf("binding: %+v: the datagrams did not arrive as one GSO frame", s)
+	}
+	st, err := nic.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Drops[hal.ReasonMalformed] != 0 || st.Exceptions[hal.ReasonMTU] != 2 {
+		t.Fatalf("malformed drops %d, MTU exceptions %d", st.Drops[hal.ReasonMalformed], st.Exceptions[hal.ReasonMTU])
 	}
 }
