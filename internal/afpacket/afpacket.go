@@ -51,8 +51,8 @@ const DefaultRecvBuffer = 4 << 20
 // loop on it.
 var ErrTimeout = errors.New("afpacket: no frame within the poll interval")
 
-// ErrTruncated is returned by Recv for a frame longer than the buffer; the
-// frame is lost.
+// ErrTruncated is returned by RecvVnet for a frame longer than the buffer;
+// the frame is lost.
 var ErrTruncated = errors.New("afpacket: frame longer than the receive buffer")
 
 // ErrClosed is returned by calls on a closed socket.

@@ -128,9 +128,10 @@ func Open(ifname string, o Options) (*Socket, error) {
 
 // Recv receives one frame into buf and returns it, with the VLAN tag the
 // kernel moved into PACKET_AUXDATA put back after the MAC addresses. The
-// frame is buf[:n], or a new slice when buf has no room for the tag. It
-// returns ErrTimeout when nothing arrived within the poll interval, and
-// ErrTruncated for a frame longer than buf.
+// frame is buf[:n], or a new slice when buf has no room for the tag; a
+// frame longer than buf is cut to its first len(buf) bytes (RecvVnet
+// reports ErrTruncated instead). It returns ErrTimeout when nothing
+// arrived within the poll interval.
 func (s *Socket) Recv(buf []byte) ([]byte, error) {
 	f, _, err := s.RecvFlags(buf, 0)
 	return f, err
@@ -141,7 +142,7 @@ func (s *Socket) Recv(buf []byte) ([]byte, error) {
 // PACKET_AUXDATA status word (unix.TP_STATUS_*, e.g. TP_STATUS_CSUMNOTREADY
 // for a locally sent frame whose checksum was left to the device).
 func (s *Socket) RecvFlags(buf []byte, flags int) ([]byte, uint32, error) {
-	f, _, status, err := s.RecvVnet(buf, flags)
+	f, _, status, err := s.recv(buf, flags, false)
 	return f, status, err
 }
 
@@ -150,9 +151,16 @@ func (s *Socket) RecvFlags(buf []byte, flags int) ([]byte, uint32, error) {
 // offloads (a partial checksum's start and offset, a GSO super-frame's type
 // and segment size), with offsets that count the VLAN tag put back; zero on
 // other sockets. The frame lies at buf[wire.VirtioNetHdrLen:] on a VnetHdr
-// socket (where the kernel wrote the header), at buf[0:] otherwise. It
-// allocates nothing when buf has room for the tag.
+// socket (where the kernel wrote the header), at buf[0:] otherwise. A frame
+// longer than buf is lost: ErrTruncated. It allocates nothing when buf has
+// room for the tag.
 func (s *Socket) RecvVnet(buf []byte, flags int) ([]byte, wire.VirtioNetHdr, uint32, error) {
+	return s.recv(buf, flags, true)
+}
+
+// recv is RecvVnet; a frame longer than buf is ErrTruncated when strict,
+// else cut to buf.
+func (s *Socket) recv(buf []byte, flags int, strict bool) ([]byte, wire.VirtioNetHdr, uint32, error) {
 	var h wire.VirtioNetHdr
 	if s.fd < 0 {
 		return nil, h, 0, ErrClosed
@@ -179,7 +187,10 @@ func (s *Socket) RecvVnet(buf []byte, flags int) ([]byte, wire.VirtioNetHdr, uin
 		}
 		if n > len(buf) {
 			// MSG_TRUNC: n is the frame's real length; the rest was lost.
-			return nil, h, 0, ErrTruncated
+			if strict {
+				return nil, h, 0, ErrTruncated
+			}
+			n = len(buf)
 		}
 		frame := buf
 		if s.vnet {

@@ -9,7 +9,8 @@
 //
 // Recv waits at most Options.PollInterval, so that a reader loop can look
 // at its own stop signal between reads; it returns ErrTimeout when nothing
-// arrived, and ErrTruncated for a frame longer than the buffer.
+// arrived. A frame longer than the buffer is cut by Recv and RecvFlags, and
+// is an ErrTruncated for RecvVnet.
 //
 // With Options.VnetHdr (PACKET_VNET_HDR) every received frame comes with the
 // kernel's virtio-net header (RecvVnet): whether its TCP/UDP checksum is

@@ -179,7 +179,8 @@ func TestVnetHdrWhatTheKernelHandsOver(t *testing.T) {
 
 // Send and SendBatch on a VnetHdr socket put the frames on the wire as
 // they are (the header is not part of them); a frame longer than the
-// receive buffer is ErrTruncated; receiving and sending allocate nothing.
+// receive buffer is ErrTruncated for RecvVnet, cut for Recv; receiving and
+// sending allocate nothing.
 func TestVnetHdrSendRecv(t *testing.T) {
 	ns := vethNS(t)
 	a := open(t, ns, "npa", afpacket.Options{SkipOutgoing: true, VnetHdr: true})
@@ -228,6 +229,19 @@ func TestVnetHdrSendRecv(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no ErrTruncated for a %d-byte frame in %d bytes: %v", len(long), len(short), err)
+		}
+	}
+	// Recv, as before RecvVnet existed, cuts the frame to the buffer.
+	if err := a.Send(long); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		f, err := b.Recv(short)
+		if err == nil && bytes.Equal(f, long[:len(short)]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Recv did not cut the %d-byte frame to %d bytes: %v", len(long), len(short), err)
 		}
 	}
 	allocs := testing.AllocsPerRun(50, func() {
