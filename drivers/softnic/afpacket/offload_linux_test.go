@@ -120,17 +120,30 @@ func TestOffloadsBetweenTwoVMs(t *testing.T) {
 // decapsulated, cut and with complete inner checksums, and the Linux VM
 // gets softnic's encapsulated segments with complete checksums. Both ways,
 // TCP and UDP, IPv4 and IPv6 inner packets; the uplink terminates tunnels
-// for its own address only (hal.TunnelTerminator).
+// for its own address only (hal.TunnelTerminator). Over an IPv4 underlay
+// (the outer UDP checksum is Linux's by default, 0 from softnic) and an
+// IPv6 one (where both compute it, and the segments of a tunnelled
+// super-frame need theirs).
 func TestOffloadsThroughVXLANPeer(t *testing.T) {
-	l := newLab(t, "ox")
+	t.Run("ipv4-underlay", func(t *testing.T) { vxlanPeer(t, false) })
+	t.Run("ipv6-underlay", func(t *testing.T) { vxlanPeer(t, true) })
+}
+
+func vxlanPeer(t *testing.T, v6 bool) {
+	tag, plen, mtu := "ox4", "/24", "1450" // VXLAN adds 50 bytes over IPv4, 70 over IPv6
+	paLocal, paPeer := netip.MustParseAddr("198.19.0.1"), netip.MustParseAddr("198.19.0.2")
+	if v6 {
+		tag, plen, mtu = "ox6", "/64", "1430"
+		paLocal, paPeer = netip.MustParseAddr("2001:db8:ff::1"), netip.MustParseAddr("2001:db8:ff::2")
+	}
+	l := newLab(t, tag)
 	host, vm, peer, pvm := l.ns("host"), l.ns("vm"), l.ns("peer"), l.ns("pvm")
 	macPeerVM, macUp, macPeer := hal.MustMAC("02:00:00:0b:00:02"), hal.MustMAC("02:00:00:00:01:00"), hal.MustMAC("02:00:00:00:02:00")
-	paLocal, paPeer := netip.MustParseAddr("198.19.0.1"), netip.MustParseAddr("198.19.0.2")
 	l.veth(host, "vm1", vm, "eth0", macVMA)
 	l.veth(host, "up0", peer, "up0p", macPeer)
 	l.veth(peer, "pv0", pvm, "eth0", macPeerVM)
 	// The plain Linux host.
-	ip(t, "-n", peer, "addr", "add", paPeer.String()+"/24", "dev", "up0p")
+	ip(t, "-n", peer, "addr", "add", paPeer.String()+plen, "dev", "up0p", "nodad")
 	ip(t, "-n", peer, "neigh", "replace", paLocal.String(), "lladdr", macUp.String(), "dev", "up0p", "nud", "permanent")
 	ip(t, "-n", peer, "link", "add", "vx0", "type", "vxlan", "id", "42", "local", paPeer.String(), "remote", paLocal.String(),
 		"dstport", "4789", "dev", "up0p")
@@ -139,8 +152,8 @@ func TestOffloadsThroughVXLANPeer(t *testing.T) {
 	ip(t, "-n", peer, "link", "set", "pv0", "master", "br0")
 	ip(t, "-n", peer, "link", "set", "vx0", "up")
 	ip(t, "-n", peer, "link", "set", "br0", "up")
-	// The VMs: an MTU that leaves room for VXLAN's 50 bytes on a 1500-byte
-	// underlay, as the Linux vxlan device's own does.
+	// The VMs: an MTU that leaves room for VXLAN on a 1500-byte underlay,
+	// as the Linux vxlan device's own does.
 	for _, c := range []struct {
 		ns, v4, v6, peer4, peer6 string
 		peerMAC                  hal.MAC
@@ -148,7 +161,7 @@ func TestOffloadsThroughVXLANPeer(t *testing.T) {
 		{vm, "198.18.6.1/24", "2001:db8:6::1/64", "198.18.6.2", "2001:db8:6::2", macPeerVM},
 		{pvm, "198.18.6.2/24", "2001:db8:6::2/64", "198.18.6.1", "2001:db8:6::1", macVMA},
 	} {
-		ip(t, "-n", c.ns, "link", "set", "eth0", "mtu", "1450")
+		ip(t, "-n", c.ns, "link", "set", "eth0", "mtu", mtu)
 		ip(t, "-n", c.ns, "addr", "add", c.v4, "dev", "eth0")
 		ip(t, "-n", c.ns, "addr", "add", c.v6, "dev", "eth0", "nodad")
 		ip(t, "-n", c.ns, "neigh", "replace", c.peer4, "lladdr", c.peerMAC.String(), "dev", "eth0", "nud", "permanent")
