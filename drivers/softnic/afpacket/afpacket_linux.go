@@ -110,6 +110,16 @@ type reader struct {
 // host (hal.ReasonMTU), as any frame does.
 func (b *Binding) readLoop() {
 	defer b.wg.Done()
+	r := newReader(b)
+	for !b.closed() {
+		r.gather()
+		if !r.flush() {
+			return
+		}
+	}
+}
+
+func newReader(b *Binding) *reader {
 	mtu := b.port.Info().MTU
 	r := &reader{b: b, rbufs: make([][]byte, batch), sbufs: make([][]byte, batch), frames: make([][]byte, 0, batch), maxL3: mtu}
 	for i := range r.rbufs {
@@ -118,12 +128,7 @@ func (b *Binding) readLoop() {
 		// its L3 (outer) packet.
 		r.sbufs[i] = make([]byte, mtu+64)
 	}
-	for !b.closed() {
-		r.gather()
-		if !r.flush() {
-			return
-		}
-	}
+	return r
 }
 
 // gather reads frames until the batch is full or nothing more is queued.
