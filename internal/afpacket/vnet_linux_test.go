@@ -4,8 +4,10 @@ package afpacket_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -257,5 +259,38 @@ func TestVnetHdrSendRecv(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per send and receive", allocs)
+	}
+}
+
+// A tagged frame with a partial UDP checksum, written with its virtio-net
+// header (as a VM's stack would leave it): the receiving kernel moves the
+// tag into metadata and counts CsumStart from the untagged frame; RecvVnet
+// puts the tag back and moves CsumStart with it, so that completing the
+// checksum there gives the frame with its checksum computed.
+func TestVnetHdrTaggedPartial(t *testing.T) {
+	ns := vethNS(t)
+	a := open(t, ns, "npa", afpacket.Options{SkipOutgoing: true, VnetHdr: true})
+	b := open(t, ns, "npb", afpacket.Options{SkipOutgoing: true, Promisc: true, VnetHdr: true, PollInterval: 20 * time.Millisecond})
+	want := wire.Build(wire.FrameSpec{SrcMAC: hal.MustMAC("02:00:00:00:00:0a"), DstMAC: hal.MustMAC("02:00:00:00:00:0b"), VLAN: 100,
+		Src: netip.MustParseAddr("198.18.1.1"), Dst: netip.MustParseAddr("198.18.1.2"), Proto: hal.ProtoUDP,
+		SrcPort: 1, DstPort: 7005, Payload: []byte("tagged and partial, 60 bytes at least")})
+	partial := append([]byte(nil), want...)
+	ps := wire.PseudoHeaderSum(partial[30:34], partial[34:38], hal.ProtoUDP, len(partial)-38)
+	binary.BigEndian.PutUint16(partial[38+6:], ^wire.Fold(ps))
+	msg := make([]byte, wire.VirtioNetHdrLen, wire.VirtioNetHdrLen+len(partial))
+	(&wire.VirtioNetHdr{Flags: wire.VirtioNetHdrFNeedsCsum, CsumStart: 38, CsumOffset: 6}).Put(msg)
+	msg = append(msg, partial...)
+	if err := unix.Sendto(a.FD(), msg, 0, &unix.SockaddrLinklayer{Ifindex: a.Ifindex(), Protocol: 0x0300}); err != nil {
+		t.Fatal(err)
+	}
+	f, h := recvUDP(t, b, 7005)
+	if !h.NeedsCsum() || h.CsumStart != 38 || h.CsumOffset != 6 || !bytes.Equal(f, partial) {
+		t.Fatalf("header %+v, frame\n% x\nwant\n% x", h, f, partial)
+	}
+	if err := wire.CompleteChecksum(f, int(h.CsumStart), int(h.CsumOffset)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(f, want) {
+		t.Fatalf("completed\n% x\nwant\n% x", f, want)
 	}
 }
