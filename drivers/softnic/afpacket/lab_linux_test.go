@@ -32,11 +32,11 @@ import (
 // lab is a set of network namespaces for one test, named after the test
 // binary's pid, deleted when the test ends.
 type lab struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 }
 
-func newLab(t *testing.T, tag string) *lab {
+func newLab(t testing.TB, tag string) *lab {
 	t.Helper()
 	skipUnlessRoot(t)
 	if _, err := exec.LookPath("nstat"); err != nil {
@@ -74,7 +74,7 @@ func nsPath(ns string) string { return "/run/netns/" + ns }
 // csumErrors reads UdpInCsumErrors and TcpInCsumErrors in ns: what a VM's
 // kernel counts for each TCP or UDP packet whose checksum is wrong (and
 // drops).
-func csumErrors(t *testing.T, ns string) map[string]uint64 {
+func csumErrors(t testing.TB, ns string) map[string]uint64 {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "exec", ns, "nstat", "-asz", "UdpInCsumErrors", "TcpInCsumErrors", "Udp6InCsumErrors").CombinedOutput()
 	if err != nil {
@@ -98,7 +98,7 @@ func csumErrors(t *testing.T, ns string) map[string]uint64 {
 	return m
 }
 
-func noCsumErrors(t *testing.T, nss ...string) {
+func noCsumErrors(t testing.TB, nss ...string) {
 	t.Helper()
 	for _, ns := range nss {
 		for k, v := range csumErrors(t, ns) {
@@ -111,7 +111,7 @@ func noCsumErrors(t *testing.T, nss ...string) {
 
 // bind binds each port to the interface of the same name in ns; the
 // bindings close when the test ends.
-func bind(t *testing.T, ns string, nic *softnic.NIC, names ...string) []*Binding {
+func bind(t testing.TB, ns string, nic *softnic.NIC, names ...string) []*Binding {
 	t.Helper()
 	var out []*Binding
 	err := nsexec.Do(nsPath(ns), func() error {
@@ -137,7 +137,7 @@ func bind(t *testing.T, ns string, nic *softnic.NIC, names ...string) []*Binding
 	return out
 }
 
-func apply(t *testing.T, nic *softnic.NIC, rules ...hal.Rule) {
+func apply(t testing.TB, nic *softnic.NIC, rules ...hal.Rule) {
 	t.Helper()
 	ops := make([]hal.Op, len(rules))
 	for i, r := range rules {
@@ -159,7 +159,7 @@ type capture struct {
 	wg     sync.WaitGroup
 }
 
-func startCapture(t *testing.T, ns, ifname string, limit int, ports ...uint16) *capture {
+func startCapture(t testing.TB, ns, ifname string, limit int, ports ...uint16) *capture {
 	t.Helper()
 	var s *rawsock.Socket
 	err := nsexec.Do(nsPath(ns), func() error {
@@ -265,7 +265,7 @@ func l4SumOK(f []byte, l3, l4, end int, v6 bool, proto uint8) bool {
 }
 
 // udpConn opens a UDP socket on addr in ns.
-func udpConn(t *testing.T, ns, addr string) *net.UDPConn {
+func udpConn(t testing.TB, ns, addr string) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	err := nsexec.Do(nsPath(ns), func() error {
@@ -286,7 +286,7 @@ func udpConn(t *testing.T, ns, addr string) *net.UDPConn {
 // udpExchange sends datagrams of several sizes from one socket to the
 // other, one UDP_SEGMENT super-frame among them (cut by the binding), and
 // checks that each arrives whole.
-func udpExchange(t *testing.T, from, to *net.UDPConn) {
+func udpExchange(t testing.TB, from, to *net.UDPConn) {
 	t.Helper()
 	dst := to.LocalAddr().(*net.UDPAddr)
 	sizes := []int{1, 100, 1000, 1300} // unfragmented within every MTU here
@@ -343,7 +343,7 @@ func udpExchange(t *testing.T, from, to *net.UDPConn) {
 // bulkTCP sends size bytes over TCP from a client in cliNS to a server on
 // srvAddr in srvNS, checks every byte on arrival, and returns how long the
 // transfer took (connection set up before the clock starts).
-func bulkTCP(t *testing.T, srvNS, srvAddr, cliNS string, size int) time.Duration {
+func bulkTCP(t testing.TB, srvNS, srvAddr, cliNS string, size int) time.Duration {
 	t.Helper()
 	var ln net.Listener
 	if err := nsexec.Do(nsPath(srvNS), func() error {
@@ -354,9 +354,15 @@ func bulkTCP(t *testing.T, srvNS, srvAddr, cliNS string, size int) time.Duration
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	block := make([]byte, 1<<16)
-	rand.New(rand.NewSource(int64(size))).Read(block)
-	expect := func(p int) byte { return block[p%len(block)] ^ byte(p/len(block)) }
+	// The stream repeats a random block of a prime length, so that data
+	// put at a wrong offset (a multiple of an MSS, of a GSO size) differs
+	// from what belongs there; dbl is the block twice, so that any window
+	// of up to a block is one slice of it, compared at memcmp speed.
+	const period = 65521
+	dbl := make([]byte, 2*period)
+	rand.New(rand.NewSource(int64(size))).Read(dbl[:period])
+	copy(dbl[period:], dbl[:period])
+	expect := func(p, n int) []byte { return dbl[p%period : p%period+n] }
 	type result struct {
 		n   int
 		err error
@@ -374,11 +380,13 @@ func bulkTCP(t *testing.T, srvNS, srvAddr, cliNS string, size int) time.Duration
 		pos := 0
 		for {
 			n, err := c.Read(buf)
-			for i := 0; i < n; i++ {
-				if buf[i] != expect(pos+i) {
-					res <- result{pos + i, fmt.Errorf("byte %d differs", pos+i)}
+			for i := 0; i < n; {
+				m := min(n-i, period)
+				if !bytes.Equal(buf[i:i+m], expect(pos+i, m)) {
+					res <- result{pos + i, fmt.Errorf("bytes %d to %d differ from what was sent", pos+i, pos+i+m)}
 					return
 				}
+				i += m
 			}
 			pos += n
 			if errors.Is(err, io.EOF) {
@@ -402,14 +410,12 @@ func bulkTCP(t *testing.T, srvNS, srvAddr, cliNS string, size int) time.Duration
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
 	start := time.Now()
-	chunk := make([]byte, 1<<16)
-	for pos := 0; pos < size; pos += len(chunk) {
-		for i := range chunk {
-			chunk[i] = expect(pos + i)
-		}
-		if _, err := c.Write(chunk[:min(len(chunk), size-pos)]); err != nil {
+	for pos := 0; pos < size; {
+		n := min(period, size-pos)
+		if _, err := c.Write(expect(pos, n)); err != nil {
 			t.Fatalf("write at %d: %v", pos, err)
 		}
+		pos += n
 	}
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
