@@ -445,7 +445,9 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 	__u32 end;
 	__u8 proto;
 	__u64 psum;       /* the addresses' sum, for csum_partial */
-	__u32 nocsum = 0; /* a first fragment: its transport checksum covers more than the frame */
+	/* An IPv4 first fragment: its transport checksum and UDP length
+	 * cover the whole datagram, more than the frame carries. */
+	__u32 first_frag = 0;
 	if (et == 0x0800) {
 		__u8 *ip = data + off;
 		if ((void *)(ip + 20) > data_end)
@@ -483,7 +485,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			st->later_frag = 1;
 			return R_FRAGMENT;
 		}
-		nocsum = frag & 0x2000;
+		first_frag = frag & 0x2000;
 		end = off + tot;
 		off += ihl;
 	} else if (et == 0x86dd) {
@@ -526,19 +528,21 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			return R_MALFORMED;
 		k->l4_src = ntohs(*(__u16 *)l4);
 		k->l4_dst = ntohs(*(__u16 *)(l4 + 2));
-		if (!nocsum && csum_partial(psum, 6, end - off, *(__u16 *)(l4 + 16)))
+		if (!first_frag && csum_partial(psum, 6, end - off, *(__u16 *)(l4 + 16)))
 			st->partial |= PARTIAL_L4;
 	} else if (proto == 17) {
 		if ((void *)(l4 + 8) > data_end || off + 8 > end)
 			return R_MALFORMED;
 		__u32 ulen = ntohs(*(__u16 *)(l4 + 4));
-		if (ulen < 8 || off + ulen > end)
+		if (ulen < 8 || (off + ulen > end && !first_frag))
 			return R_MALFORMED;
 		k->l4_src = ntohs(*(__u16 *)l4);
 		k->l4_dst = ntohs(*(__u16 *)(l4 + 2));
 		/* 0 over IPv4: no checksum; the pseudo-header sum is never 0 */
-		int part = !nocsum && csum_partial(psum, 17, ulen, *(__u16 *)(l4 + 6));
+		int part = !first_frag && csum_partial(psum, 17, ulen, *(__u16 *)(l4 + 6));
 		if (tunnels && (k->l4_dst == 4789 || k->l4_dst == 6081)) {
+			if (first_frag)
+				return R_FRAGMENT; /* a fragmented tunnel packet: the host's, as hal/wire says */
 			if (part)
 				st->partial |= PARTIAL_OUTER;
 			__u8 *t = l4 + 8;
@@ -577,6 +581,8 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			return R_MALFORMED;
 		__u16 gflags = ntohs(*(__u16 *)l4);
 		if (ntohs(*(__u16 *)(l4 + 2)) == 0x6558 && (gflags & 0x2000)) {
+			if (first_frag)
+				return R_FRAGMENT;
 			if ((gflags & 0xd007) != 0)
 				return R_UNSUPPORTED; /* checksum, sequence or a version: not NVGRE */
 			if ((void *)(l4 + 8) > data_end || off + 8 > end)
