@@ -41,14 +41,14 @@ func encodeTunnelEndpoint(ep *hal.TunnelEndpoint, portMAC hal.MAC) (v bpfTunEP, 
 	}
 	for _, a := range ep.Addrs {
 		a = a.Unmap()
-		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() {
+		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
 			return v, false, fmt.Errorf("xdp: tunnel endpoint address %v is not a unicast address: %w", a, hal.ErrInvalidRule)
 		}
 		add(a, mac)
 	}
 	for _, g := range ep.Groups {
 		g = g.Unmap()
-		if !g.IsMulticast() {
+		if !g.IsMulticast() || g.Zone() != "" {
 			return v, false, fmt.Errorf("xdp: tunnel endpoint group %v is not a multicast address: %w", g, hal.ErrInvalidRule)
 		}
 		add(g, multicastMAC(g))

@@ -167,6 +167,7 @@ func TestSetTunnelEndpointErrors(t *testing.T) {
 		{"multicast-addr", hal.TunnelEndpoint{Port: pUp, Addrs: []netip.Addr{netip.MustParseAddr("239.1.1.1")}}, hal.ErrInvalidRule},
 		{"unicast-group", hal.TunnelEndpoint{Port: pUp, Addrs: []netip.Addr{pa1}, Groups: []netip.Addr{pa2}}, hal.ErrInvalidRule},
 		{"invalid-addr", hal.TunnelEndpoint{Port: pUp, Addrs: []netip.Addr{{}}}, hal.ErrInvalidRule},
+		{"zoned-addr", hal.TunnelEndpoint{Port: pUp, Addrs: []netip.Addr{netip.MustParseAddr("fe80::1%up0")}}, hal.ErrInvalidRule},
 	} {
 		if err := n.SetTunnelEndpoint(ctx, c.ep); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
