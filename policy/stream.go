@@ -60,6 +60,14 @@ func streamBuilder(filename string, r io.Reader) (*Builder, error) {
 	return d.b, nil
 }
 
+// streamTree reads the document r holds into a tree as yaml.v3 would,
+// streaming nothing, or returns errNotStreamable. (For tests: the streaming
+// reader must read what yaml.v3 reads.)
+func streamTree(r io.Reader) (*yaml.Node, error) {
+	s := &streamer{r: bufio.NewReader(r), keys: map[string]string{}}
+	return s.document()
+}
+
 // role is what a block is in the document, for the blocks that lead to
 // the VMs: those are decoded as they are read. Only the first occurrence
 // of a key counts (a repeated key is an error, its value unused).
@@ -87,8 +95,8 @@ const maxKey = 1000
 
 type streamer struct {
 	r    *bufio.Reader
-	d    *decoder
-	long []byte // a line longer than the reader's buffer
+	d    *decoder // nil: read the whole tree (streamTree)
+	long []byte   // a line longer than the reader's buffer
 
 	// The current line: the first significant (neither blank nor comment)
 	// line not yet consumed.
@@ -165,6 +173,8 @@ func printable(line []byte) bool {
 		switch {
 		case r < 0x80:
 		case r == utf8.RuneError && n == 1:
+			return false
+		case r == 0x2028 || r == 0x2029:
 			return false
 		case r >= 0xA0 && r <= 0xD7FF, r >= 0xE000 && r <= 0xFFFD && r != 0xFEFF:
 		default:
@@ -434,10 +444,10 @@ func (s *streamer) mapping(col int, r role) (*yaml.Node, error) {
 			return nil, s.fail()
 		}
 		vr := roleNone
-		if r < roleVMs && roleKey[r] != "" && k.Value == roleKey[r] && !seen {
+		if s.d != nil && r < roleVMs && roleKey[r] != "" && k.Value == roleKey[r] && !seen {
 			seen, vr = true, r+1
 		}
-		v, err := s.mapValue(after, col, vr, k.Value == "host")
+		v, err := s.mapValue(after, col, vr, s.d != nil && k.Value == "host")
 		if err != nil {
 			return nil, err
 		}

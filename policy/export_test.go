@@ -1,0 +1,7 @@
+package policy
+
+// For the tests of package policy_test.
+var (
+	CheckStream    = checkStream
+	WriteBigPolicy = writeBigPolicy
+)
