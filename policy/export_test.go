@@ -2,6 +2,7 @@ package policy
 
 // For the tests of package policy_test.
 var (
-	CheckStream    = checkStream
-	WriteBigPolicy = writeBigPolicy
+	CheckStream   = checkStream
+	CPUTime       = cpuTime
+	BenchMappings = benchMappings
 )

@@ -35,9 +35,7 @@ func TestWrittenDocumentsStream(t *testing.T) {
 		}
 		docs = append(docs, out)
 	}
-	path := filepath.Join(t.TempDir(), "big.yaml")
-	policy.WriteBigPolicy(t, path, 1000)
-	big, err := os.ReadFile(path)
+	big, err := os.ReadFile(writeLarge(t, t.TempDir(), 1000, 3))
 	if err != nil {
 		t.Fatal(err)
 	}
