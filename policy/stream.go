@@ -57,6 +57,7 @@ func streamBuilder(filename string, r io.Reader) (*Builder, error) {
 		d.errs.sort()
 		return nil, d.errs
 	}
+	d.b.vms = d.vms.flat()
 	return d.b, nil
 }
 
@@ -142,11 +143,12 @@ func (s *streamer) next() error {
 		}
 		ascii := true
 		for _, c := range line[indent:] {
-			if c >= 0x80 {
+			if c-0x20 >= 0x5f {
+				if c < 0x80 {
+					// Tabs, control characters, a CR alone, DEL.
+					return s.fail()
+				}
 				ascii = false
-			} else if c < 0x20 || c == 0x7f {
-				// Tabs, control characters, a CR alone.
-				return s.fail()
 			}
 		}
 		if !ascii && !printable(line) {
@@ -337,7 +339,7 @@ func (s *streamer) block(p int, r role) (*yaml.Node, error) {
 	if s.isEntry(p) {
 		return s.seq(p, r)
 	}
-	return s.mapping(p, r)
+	return s.mapping(p, r, nil, 0)
 }
 
 // seq reads a block list whose dashes are in column col.
@@ -347,7 +349,7 @@ func (s *streamer) seq(col int, r role) (*yaml.Node, error) {
 	var span vmSpan
 	if r == roleVMs {
 		list = "tenants[" + strconv.Itoa(s.ti) + "].vnets[" + strconv.Itoa(s.vi) + "].vms"
-		span.lo = len(s.d.b.vms)
+		span.lo = s.d.vms.n
 		s.d.b.vmDoc.startList(span.lo, list)
 	}
 	for i := 0; ; i++ {
@@ -383,7 +385,7 @@ func (s *streamer) seq(col int, r role) (*yaml.Node, error) {
 		}
 	}
 	if r == roleVMs {
-		span.hi = len(s.d.b.vms)
+		span.hi = s.d.vms.n
 		s.d.streamed[n] = span
 	}
 	return n, nil
@@ -405,7 +407,7 @@ func (s *streamer) entry(col int, r role) (*yaml.Node, error) {
 	if s.isEntry(q) {
 		return nil, s.fail() // - - a
 	}
-	if _, _, ok, err := s.key(q); err != nil {
+	if k, after, ok, err := s.key(q); err != nil {
 		return nil, err
 	} else if ok {
 		// A mapping starting on the dash's line.
@@ -413,7 +415,7 @@ func (s *streamer) entry(col int, r role) (*yaml.Node, error) {
 			return nil, s.fail()
 		}
 		defer func() { s.depth-- }()
-		return s.mapping(q, r)
+		return s.mapping(q, r, k, after)
 	}
 	v, e, err := s.value(q)
 	if err != nil {
@@ -423,8 +425,9 @@ func (s *streamer) entry(col int, r role) (*yaml.Node, error) {
 }
 
 // mapping reads a block mapping whose keys are in column col, the first
-// at byte col of the current line.
-func (s *streamer) mapping(col int, r role) (*yaml.Node, error) {
+// at byte col of the current line (k and after, when the caller read it
+// already).
+func (s *streamer) mapping(col int, r role, k *yaml.Node, after int) (*yaml.Node, error) {
 	n := s.node(yaml.MappingNode, col)
 	seen := false
 	for first := true; ; first = false {
@@ -435,13 +438,16 @@ func (s *streamer) mapping(col int, r role) (*yaml.Node, error) {
 			if s.indent > col {
 				return nil, s.fail()
 			}
+			k = nil
 		}
-		k, after, ok, err := s.key(col)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, s.fail()
+		if k == nil {
+			var ok bool
+			var err error
+			if k, after, ok, err = s.key(col); err != nil {
+				return nil, err
+			} else if !ok {
+				return nil, s.fail()
+			}
 		}
 		vr := roleNone
 		if s.d != nil && r < roleVMs && roleKey[r] != "" && k.Value == roleKey[r] && !seen {

@@ -110,6 +110,7 @@ func nodeBuilder(filename string, data []byte) (*Builder, error) {
 		d.errs.sort()
 		return nil, d.errs
 	}
+	d.b.vms = d.vms.flat()
 	return d.b, nil
 }
 
@@ -153,11 +154,15 @@ type decoder struct {
 	// millions.
 	vmObj    object
 	vmOrigin origin
-	hosts    map[string]string // host names, shared by the VMs naming them
-	cas      []netip.Addr      // where VMs' CAs are carved from
+	// vms are the VMs decoded, in blocks: a document may hold millions,
+	// and growing one array would copy them over and over. The Builder
+	// gets them in one array of their number at the end.
+	vms   chunked[VM]
+	hosts map[string]string // host names, shared by the VMs naming them
+	cas   []netip.Addr      // where VMs' CAs are carved from
 }
 
-// vmSpan is the VMs of one streamed vms list: d.b.vms[lo:hi].
+// vmSpan is the VMs of one streamed vms list: VMs lo to hi-1.
 type vmSpan struct {
 	lo, hi int
 	filled bool
@@ -506,13 +511,14 @@ func (d *decoder) vnet(n *yaml.Node, path, tenant string) {
 	o := d.obj(n, path, "name", "vni", "subnets", "vms")
 	v := VNET{Tenant: tenant, Name: o.str("name", true), VNI: uint32(o.uint("vni", true, math.MaxUint32)), Subnets: o.prefixes("subnets", true)}
 	d.b.vnets = append(d.b.vnets, item[VNET]{v, o.o})
-	lo := len(d.b.vms)
+	lo := d.vms.n
 	if sp, ok := d.streamed[o.value("vms")]; ok {
 		// Decoded while the document was read, before the VNET's name
 		// was known.
 		d.streamed[o.value("vms")] = vmSpan{sp.lo, sp.hi, true}
 		for i := sp.lo; i < sp.hi; i++ {
-			d.b.vms[i].Tenant, d.b.vms[i].VNET = tenant, v.Name
+			vm := d.vms.at(i)
+			vm.Tenant, vm.VNET = tenant, v.Name
 		}
 		return
 	}
@@ -522,7 +528,8 @@ func (d *decoder) vnet(n *yaml.Node, path, tenant string) {
 			d.b.vmDoc.startList(lo, list)
 		}
 		d.vm(mn, list, i)
-		d.b.vms[len(d.b.vms)-1].Tenant, d.b.vms[len(d.b.vms)-1].VNET = tenant, v.Name
+		vm := d.vms.at(d.vms.n - 1)
+		vm.Tenant, vm.VNET = tenant, v.Name
 	}
 }
 
@@ -560,7 +567,7 @@ func (d *decoder) vm(n *yaml.Node, list string, i int) {
 		// (The streaming reader shares host names as it reads them.)
 		vm.Host = d.host(vm.Host)
 	}
-	d.b.vms = append(d.b.vms, vm)
+	d.vms.add(vm)
 	d.b.vmDoc.add(m.o)
 }
 
@@ -689,8 +696,8 @@ func parsePortRange(s string) (PortRange, error) {
 // may hold millions of VMs, and Build needs their positions only to report
 // an error.
 type vmPositions struct {
-	at    []vmAt   // by VM index
-	lists []vmList // by first VM
+	at    chunked[vmAt] // by VM index
+	lists []vmList      // by first VM
 	// moreCAs holds the positions of ca[1], ca[2], ... of VMs with more
 	// than one CA, by VM index.
 	moreCAs map[int][]pos
@@ -753,20 +760,20 @@ func (v *vmPositions) add(o *origin) {
 			if v.moreCAs == nil {
 				v.moreCAs = map[int][]pos{}
 			}
-			vi := len(v.at)
+			vi := v.at.n
 			v.moreCAs[vi] = append(v.moreCAs[vi], f.at)
 		}
 	}
-	v.at = append(v.at, a)
+	v.at.add(a)
 }
 
 // origin returns where VM i came from, or nil if it did not come from a
 // document.
 func (v *vmPositions) origin(i int) *origin {
-	if i >= len(v.at) {
+	if i >= v.at.n {
 		return nil
 	}
-	a := &v.at[i]
+	a := v.at.at(i)
 	get := func(k int) pos { return pos{int(a.line[k]), int(a.col[k])} }
 	// The last list starting at or before i holds it.
 	l := v.lists[sort.Search(len(v.lists), func(k int) bool { return v.lists[k].start > i })-1]
@@ -783,4 +790,34 @@ func (v *vmPositions) origin(i int) *origin {
 		o.set("ca", j+1, p)
 	}
 	return o
+}
+
+// chunked is a list kept in blocks of a fixed size, so that appending never
+// copies what is there.
+type chunked[T any] struct {
+	blocks [][]T
+	n      int
+}
+
+const chunkShift = 14
+
+func (c *chunked[T]) add(v T) {
+	if c.n&(1<<chunkShift-1) == 0 {
+		c.blocks = append(c.blocks, make([]T, 0, 1<<chunkShift))
+	}
+	last := &c.blocks[len(c.blocks)-1]
+	*last = append(*last, v)
+	c.n++
+}
+
+func (c *chunked[T]) at(i int) *T { return &c.blocks[i>>chunkShift][i&(1<<chunkShift-1)] }
+
+// flat returns the list as one array of exactly its length, and empties c.
+func (c *chunked[T]) flat() []T {
+	out := make([]T, 0, c.n)
+	for _, b := range c.blocks {
+		out = append(out, b...)
+	}
+	*c = chunked[T]{}
+	return out
 }
