@@ -75,3 +75,60 @@ func TestLoadFileOutsideTheStreamingSubset(t *testing.T) {
 		t.Fatalf("got %v, %v", s, err)
 	}
 }
+
+func TestChunked(t *testing.T) {
+	var c chunked[int]
+	const n = 3<<chunkShift + 5
+	for i := range n {
+		c.add(i)
+	}
+	if c.n != n || *c.at(n-1) != n-1 || *c.at(1<<chunkShift) != 1<<chunkShift {
+		t.Fatalf("n %d, at(n-1) %d", c.n, *c.at(n - 1))
+	}
+	*c.at(7) = -7
+	flat := c.flat()
+	if len(flat) != n || cap(flat) != n || flat[7] != -7 || flat[n-1] != n-1 || c.n != 0 {
+		t.Fatalf("flat: len %d cap %d", len(flat), cap(flat))
+	}
+}
+
+// Positions of VMs past the first block, and of a VM's later CAs.
+func TestVMPositionsAcrossBlocks(t *testing.T) {
+	var v vmPositions
+	v.startList(0, "tenants[0].vnets[0].vms")
+	v.startList(5, "tenants[1].vnets[2].vms")
+	const n = 1<<chunkShift + 10
+	for i := range n {
+		o := &origin{at: pos{i + 1, 3}}
+		o.set("name", -1, pos{i + 1, 9})
+		o.set("ca", -1, pos{i + 2, 9})
+		o.set("ca", 0, pos{i + 2, 10})
+		if i == n-1 {
+			o.set("ca", 1, pos{i + 2, 20})
+		}
+		v.add(o)
+	}
+	o := v.origin(n - 1)
+	if o == nil {
+		t.Fatal("no origin")
+	}
+	for _, tc := range []struct {
+		field, path string
+		at          pos
+	}{
+		{"name", "tenants[1].vnets[2].vms[16388].name", pos{n, 9}},
+		{"ca[1]", "tenants[1].vnets[2].vms[16388].ca[1]", pos{n + 1, 20}},
+		{"ca[0]", "tenants[1].vnets[2].vms[16388].ca[0]", pos{n + 1, 10}},
+		{"host", "tenants[1].vnets[2].vms[16388].host", pos{n, 3}},
+	} {
+		if path, at := o.field(tc.field); path != tc.path || at != tc.at {
+			t.Errorf("%s: %s at %v, want %s at %v", tc.field, path, at, tc.path, tc.at)
+		}
+	}
+	if path, _ := v.origin(4).field(""); path != "tenants[0].vnets[0].vms[4]" {
+		t.Errorf("VM 4 is %s", path)
+	}
+	if v.origin(n) != nil {
+		t.Error("an origin past the end")
+	}
+}
