@@ -82,7 +82,7 @@ func TestChunked(t *testing.T) {
 	for i := range n {
 		c.add(i)
 	}
-	if c.n != n || *c.at(n-1) != n-1 || *c.at(1<<chunkShift) != 1<<chunkShift {
+	if c.n != n || *c.at(n - 1) != n-1 || *c.at(1 << chunkShift) != 1<<chunkShift {
 		t.Fatalf("n %d, at(n-1) %d", c.n, *c.at(n - 1))
 	}
 	*c.at(7) = -7
