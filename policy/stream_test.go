@@ -344,3 +344,29 @@ func TestStreamMatchesYAMLGenerated(t *testing.T) {
 	}
 	t.Logf("%d of %d generated documents streamed", streamed, n)
 }
+
+// Lines longer than the reader's buffer.
+func TestStreamLongLines(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("# " + strings.Repeat("x", 300<<10) + "\n")
+	b.WriteString("hosts: [{name: h, pa: 198.18.0.1}]\ntenants:\n  - name: t\n    vnets:\n      - name: v\n        vni: 5\n        subnets: [10.0.0.0/16]\n        vms:\n")
+	b.WriteString("          - {name: m, mac: 02:00:00:00:00:01, host: h, ca: [")
+	for i := range 30000 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "10.0.%d.%d", i/250, i%250+1)
+	}
+	b.WriteString("]}\n")
+	data := []byte(b.String())
+	if len(data) < 2*256<<10 {
+		t.Fatalf("only %d bytes", len(data))
+	}
+	if !checkStream(t, data) {
+		t.Fatal("not streamed")
+	}
+	s, err := Parse("long.yaml", data)
+	if err != nil || s.MappingCount() != 30000 {
+		t.Fatalf("got %v", err)
+	}
+}
