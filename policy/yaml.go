@@ -27,11 +27,12 @@ func LoadFile(path string) (*State, error) {
 	return LoadReader(path, f)
 }
 
-// LoadReader parses and checks the policy document read from r; filename
-// is only used in error messages. A document in the block style that
-// policy files are written in (see FORMAT.md) is decoded as it is read,
-// without holding the file or a tree of it in memory; any other document
-// is read again from the start (r is rewound with Seek) and parsed whole.
+// LoadReader parses and checks the policy document that is the whole of r
+// (from its start); filename is only used in error messages. A document in
+// the block style that policy files are written in (see FORMAT.md) is
+// decoded as it is read, without holding the file or a tree of it in
+// memory; any other document is read again from the start (r.Seek(0,
+// io.SeekStart)) and parsed whole.
 // On any problem it returns an ErrorList and no State; a failure to read
 // is returned as it is.
 func LoadReader(filename string, r io.ReadSeeker) (*State, error) {

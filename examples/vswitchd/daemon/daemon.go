@@ -387,21 +387,21 @@ func releaseMemory() { debug.FreeOSMemory() }
 func (d *Daemon) reloadLocked(ctx context.Context, force bool) (bool, error) {
 	fi, err := os.Stat(d.cfg.Policy)
 	if err != nil {
-		return false, d.reject(fmt.Errorf("policy: %w", err), [32]byte{}, false)
+		return false, d.reject(fmt.Errorf("policy: %w", err), [32]byte{}, "rejected")
 	}
 	if !force && fi.ModTime().Equal(d.policyMod) && fi.Size() == d.policySize {
 		return false, nil
 	}
 	h, err := hashFile(d.cfg.Policy)
 	if err != nil {
-		return false, d.reject(fmt.Errorf("policy: %w", err), [32]byte{}, false)
+		return false, d.reject(fmt.Errorf("policy: %w", err), [32]byte{}, "rejected")
 	}
 	d.policyMod, d.policySize = fi.ModTime(), fi.Size()
 	if h == d.policyHash {
 		d.accept()
 		return false, nil
 	}
-	if r := d.rejection; r != nil && r.hash == h && !r.retry {
+	if r := d.rejection; r != nil && r.hash == h && r.result == "rejected" {
 		// The file refused already: refused again, not counted twice.
 		return false, r.err
 	}
@@ -410,9 +410,7 @@ func (d *Daemon) reloadLocked(ctx context.Context, force bool) (bool, error) {
 		err = d.checkPolicy(st)
 	}
 	if err != nil {
-		d.metrics.policy.WithLabelValues("rejected").Inc()
-		d.logPolicyError(err)
-		return false, d.reject(err, h, false)
+		return false, d.reject(err, h, "rejected")
 	}
 	if h == d.policyHash {
 		// Changed back while it was read.
@@ -420,9 +418,7 @@ func (d *Daemon) reloadLocked(ctx context.Context, force bool) (bool, error) {
 		return false, nil
 	}
 	if err := d.sw.Update(ctx, st); err != nil {
-		d.metrics.policy.WithLabelValues("failed").Inc()
-		d.log.Error("policy update failed; the running state is kept", "policy", d.cfg.Policy, "err", err)
-		return false, d.reject(fmt.Errorf("applying %s: %w", d.cfg.Policy, err), h, true)
+		return false, d.reject(fmt.Errorf("applying %s: %w", d.cfg.Policy, err), h, "failed")
 	}
 	d.state, d.loadedAt, d.policyHash = st, time.Now(), h
 	d.accept()
@@ -437,17 +433,29 @@ type rejection struct {
 	err  error
 	at   time.Time
 	hash [32]byte // of the file refused (zero if it could not be read)
-	// retry: the switch failed to apply the file; a reload tries again
-	// (a file that does not load is refused again without reading it).
-	retry bool
+	// result is "rejected" (the file does not load, or this host cannot
+	// run it: reloading the same file reports the same error without
+	// reading it again) or "failed" (the switch failed to apply it: a
+	// reload tries again).
+	result string
 }
 
-// reject records that the policy file was refused and returns err.
-func (d *Daemon) reject(err error, hash [32]byte, retry bool) error {
-	if r := d.rejection; r == nil || r.hash != hash || r.err.Error() != err.Error() {
-		d.rejected++
+// reject records that the policy file (or the store's state) was refused,
+// with the result the metrics count it under, and returns err. The same
+// refusal again (the watcher looking at a file that is not there, say) is
+// counted and logged once.
+func (d *Daemon) reject(err error, hash [32]byte, result string) error {
+	if r := d.rejection; r != nil && r.hash == hash && r.result == result && r.err.Error() == err.Error() && result == "rejected" {
+		return err
 	}
-	d.rejection = &rejection{err: err, at: time.Now(), hash: hash, retry: retry}
+	d.metrics.policy.WithLabelValues(result).Inc()
+	if result == "rejected" {
+		d.rejected++
+		d.logPolicyError(err)
+	} else {
+		d.log.Error("policy update failed; the running state is kept", "policy", d.source(), "err", err)
+	}
+	d.rejection = &rejection{err: err, at: time.Now(), hash: hash, result: result}
 	d.lastRejected = d.rejection.at
 	return err
 }

@@ -209,6 +209,15 @@ func TestRejectedPolicyMissingFile(t *testing.T) {
 	if _, ok := r.d.PolicyRejection(); !ok {
 		t.Error("a missing file is not reported")
 	}
+	// The watcher (every 20ms) finds it missing again and again: one
+	// rejection.
+	time.Sleep(150 * time.Millisecond)
+	if v := metric(t, r, `nicpath_policy_updates_total{result="rejected"}`); v != 1 {
+		t.Errorf("the missing file was counted %v times", v)
+	}
+	if n := strings.Count(r.logs.String(), "policy rejected"); n != 1 {
+		t.Errorf("the missing file was logged %d times", n)
+	}
 	if r.d.State() == nil || len(r.d.State().VMs()) == 0 {
 		t.Error("the running state was lost")
 	}

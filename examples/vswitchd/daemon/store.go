@@ -57,12 +57,10 @@ func (t storeTarget) Update(ctx context.Context, st *policy.State) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.checkPolicy(st); err != nil {
-		d.metrics.policy.WithLabelValues("rejected").Inc()
-		return d.reject(err, [32]byte{}, false)
+		return d.reject(err, [32]byte{}, "rejected")
 	}
 	if err := d.sw.Update(ctx, st); err != nil {
-		d.metrics.policy.WithLabelValues("failed").Inc()
-		return d.reject(err, [32]byte{}, true)
+		return d.reject(err, [32]byte{}, "failed")
 	}
 	d.state, d.loadedAt = st, time.Now()
 	d.accept()
