@@ -226,7 +226,8 @@ func (s *streamer) node(kind yaml.Kind, p int) *yaml.Node {
 		}
 		n = s.arena[s.used]
 		s.used++
-		*n = yaml.Node{Content: n.Content[:0]}
+		// Only these fields are ever set on the reader's nodes.
+		n.Value, n.Content = "", n.Content[:0]
 	} else {
 		n = new(yaml.Node)
 	}
