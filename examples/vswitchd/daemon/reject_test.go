@@ -104,11 +104,29 @@ func assertAccepted(t *testing.T, r *running) {
 	}
 }
 
+// withoutWatcher makes a configuration's watcher as good as idle, for
+// tests of reload alone.
+func withoutWatcher(t *testing.T, cfgPath string) string {
+	t.Helper()
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := bytes.Replace(cfg, []byte("watch_interval: 20ms"), []byte("watch_interval: 1h"), 1)
+	if bytes.Equal(slow, cfg) {
+		t.Fatal("hostAConfig changed shape; fix the test")
+	}
+	if err := os.WriteFile(cfgPath, slow, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath
+}
+
 // A rejected file stays rejected: reloading it again fails again (it used
 // to answer "unchanged"), and it is counted once.
 func TestRejectedPolicyReloadTwice(t *testing.T) {
 	dir := t.TempDir()
-	r := startDaemon(t, hostAConfig(t, dir), nil)
+	r := startDaemon(t, withoutWatcher(t, hostAConfig(t, dir)), nil)
 	polPath := filepath.Join(dir, "policy.yaml")
 	if v := metric(t, r, "nicpath_policy_last_rejection_timestamp_seconds"); v != 0 {
 		t.Errorf("last rejection %v before any", v)
@@ -172,7 +190,7 @@ func TestRejectedPolicyWatcherThenReload(t *testing.T) {
 // like one that does not load, and a reload reports it each time.
 func TestRejectedPolicyWrongHost(t *testing.T) {
 	dir := t.TempDir()
-	r := startDaemon(t, hostAConfig(t, dir), nil)
+	r := startDaemon(t, withoutWatcher(t, hostAConfig(t, dir)), nil)
 	polPath := filepath.Join(dir, "policy.yaml")
 	good, _ := os.ReadFile(polPath)
 	other := bytes.ReplaceAll(good, []byte("host-a"), []byte("host-z"))
