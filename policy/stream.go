@@ -39,9 +39,35 @@ func streamBuilder(filename string, r io.Reader) (*Builder, error) {
 	// Without aliases a document cannot hold more values than bytes: no
 	// budget to keep.
 	d := newDecoder(filename, math.MaxInt)
-	d.streamed = map[*yaml.Node]vmSpan{}
+	d.streaming, d.streamed = true, map[*yaml.Node]vmSpan{}
 	s := &streamer{r: bufio.NewReaderSize(r, 256<<10), d: d, keys: map[string]string{}}
+	// The VMs are decoded on another goroutine, batch after batch, while
+	// the reader goes on: two cores load a large file in about half the
+	// time. Only that goroutine touches the decoder until it is done.
+	s.full, s.free = make(chan *vmBatch, vmBatches), make(chan *vmBatch, vmBatches)
+	for range vmBatches {
+		s.free <- &vmBatch{}
+	}
+	s.batch = <-s.free
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for b := range s.full {
+			for _, it := range b.items {
+				if it.i == 0 {
+					d.b.vmDoc.startList(d.vms.n, it.list)
+				}
+				d.vm(it.n, it.list, it.i)
+			}
+			s.free <- b
+		}
+	}()
 	root, err := s.document()
+	if len(s.batch.items) > 0 {
+		s.full <- s.batch
+	}
+	close(s.full)
+	<-done
 	if err != nil {
 		return nil, err
 	}
@@ -113,11 +139,40 @@ type streamer struct {
 	ti, vi int               // indexes of the tenant and VNET being read
 	buf    []byte            // scratch for quoted scalars
 
-	// The nodes of the VM being read come from arena and are reused for
-	// the next VM once it is decoded.
+	// The nodes of the VM being read come from the batch's arena; a batch
+	// of VMs read goes to full, to be decoded, and comes back through free
+	// to be reused.
+	batch      *vmBatch
+	full, free chan *vmBatch
+	inVM       bool
+	vms        int // VMs read
+}
+
+// vmBatch is VMs read and not yet decoded, their nodes in arena.
+type vmBatch struct {
 	arena []*yaml.Node
 	used  int
-	inVM  bool
+	items []vmItem
+}
+
+// vmItem is VM i of the vms list at path list.
+type vmItem struct {
+	n    *yaml.Node
+	list string
+	i    int
+}
+
+const (
+	batchVMs  = 256
+	vmBatches = 4
+)
+
+// send hands the batch of VMs read to the decoding goroutine and takes an
+// empty one.
+func (s *streamer) send() {
+	s.full <- s.batch
+	s.batch = <-s.free
+	s.batch.used, s.batch.items = 0, s.batch.items[:0]
 }
 
 func (s *streamer) fail() error { return errNotStreamable }
@@ -221,11 +276,12 @@ func (s *streamer) col(p int) int {
 func (s *streamer) node(kind yaml.Kind, p int) *yaml.Node {
 	var n *yaml.Node
 	if s.inVM {
-		if s.used == len(s.arena) {
-			s.arena = append(s.arena, new(yaml.Node))
+		b := s.batch
+		if b.used == len(b.arena) {
+			b.arena = append(b.arena, new(yaml.Node))
 		}
-		n = s.arena[s.used]
-		s.used++
+		n = b.arena[b.used]
+		b.used++
 		// Only these fields are ever set on the reader's nodes.
 		n.Value, n.Content = "", n.Content[:0]
 	} else {
@@ -350,8 +406,7 @@ func (s *streamer) seq(col int, r role) (*yaml.Node, error) {
 	var span vmSpan
 	if r == roleVMs {
 		list = "tenants[" + strconv.Itoa(s.ti) + "].vnets[" + strconv.Itoa(s.vi) + "].vms"
-		span.lo = s.d.vms.n
-		s.d.b.vmDoc.startList(span.lo, list)
+		span.lo = s.vms
 	}
 	for i := 0; ; i++ {
 		itemRole := roleNone
@@ -361,7 +416,7 @@ func (s *streamer) seq(col int, r role) (*yaml.Node, error) {
 		case roleVNETs:
 			s.vi, itemRole = i, roleVNET
 		case roleVMs:
-			s.inVM, s.used = true, 0
+			s.inVM = true
 		}
 		item, err := s.entry(col, itemRole)
 		s.inVM = false
@@ -369,7 +424,10 @@ func (s *streamer) seq(col int, r role) (*yaml.Node, error) {
 			return nil, err
 		}
 		if r == roleVMs {
-			s.d.vm(item, list, i)
+			s.batch.items = append(s.batch.items, vmItem{item, list, i})
+			if s.vms++; len(s.batch.items) == batchVMs {
+				s.send()
+			}
 		} else {
 			n.Content = append(n.Content, item)
 		}
@@ -386,7 +444,7 @@ func (s *streamer) seq(col int, r role) (*yaml.Node, error) {
 		}
 	}
 	if r == roleVMs {
-		span.hi = s.d.vms.n
+		span.hi = s.vms
 		s.d.streamed[n] = span
 	}
 	return n, nil

@@ -150,7 +150,8 @@ type decoder struct {
 
 	// streamed maps the placeholder of each vms list whose VMs were
 	// decoded while the document was read (stream.go) to those VMs.
-	streamed map[*yaml.Node]vmSpan
+	streaming bool
+	streamed  map[*yaml.Node]vmSpan
 	// vmObj and vmOrigin are reused for every VM: a document may hold
 	// millions.
 	vmObj    object
@@ -564,7 +565,7 @@ func (d *decoder) vm(n *yaml.Node, list string, i int) {
 	if len(d.cas) > start {
 		vm.CAs = d.cas[start:len(d.cas):len(d.cas)]
 	}
-	if d.streamed == nil {
+	if !d.streaming {
 		// (The streaming reader shares host names as it reads them.)
 		vm.Host = d.host(vm.Host)
 	}
