@@ -22,15 +22,15 @@ type Builder struct {
 	// this array instead of copying it (at DASH scale it is most of the
 	// memory). Build never changes an element except to fill in a zero
 	// Generation, which it does once; appends after a Build land beyond
-	// the State's view. vmOrigins holds the document positions (nil, or
-	// shorter than vms, for the Go API).
-	vms       []VM
-	vmOrigins []*origin
-	routes    []item[Route]
-	gwRules   []item[GatewayRule]
-	acls      []item[ACL]
-	shadows   []item[Shadow]
-	acts      []item[Activation]
+	// the State's view. vmDoc holds the document positions (none, or
+	// fewer than vms, for the Go API).
+	vms     []VM
+	vmDoc   vmPositions
+	routes  []item[Route]
+	gwRules []item[GatewayRule]
+	acls    []item[ACL]
+	shadows []item[Shadow]
+	acts    []item[Activation]
 }
 
 // NewBuilder returns an empty Builder.
@@ -69,8 +69,8 @@ func (b *Builder) AddVM(v VM) {
 
 // vmOrigin says where VM i came from; only called to report an error.
 func (b *Builder) vmOrigin(i int) *origin {
-	if i < len(b.vmOrigins) && b.vmOrigins[i] != nil {
-		return b.vmOrigins[i]
+	if o := b.vmDoc.origin(i); o != nil {
+		return o
 	}
 	return &origin{list: "vms", index: i}
 }
