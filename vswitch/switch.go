@@ -208,6 +208,9 @@ func New(cfg Config) (*Switch, error) {
 	s.counting = s.caps.Counters.PerRule && s.caps.HasAction(hal.ActionCount)
 	s.cur = compile(cfg.State, cfg.Host, cfg.Ports, &s.vmIDs, &s.tenantIDs)
 	s.cur.compileAlts(cfg.Ports, &s.vmIDs, &s.tenantIDs)
+	// The compiled state is what the switch runs on; keeping the initial
+	// State too would pin it in memory after every later Update.
+	s.cfg.State = nil
 	if _, err := s.Reconcile(context.Background()); err != nil {
 		s.log.Warn("initial reconcile failed; rules are retried on Maintain", "err", err)
 	}
