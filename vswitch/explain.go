@@ -250,7 +250,7 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 
 // hostPathDetail says why a flow the NIC refused stays on the host path:
 // an encapsulation the NIC cannot write or a tunnel it cannot strip (the
-// switch does either in software), or the NIC's own refusal.
+// switch does either in software), else the NIC's refusal as it is.
 func (s *Switch) hostPathDetail(a *actSet, k *hal.FlowKey, err error) string {
 	ak := &a.key
 	switch {
@@ -259,7 +259,7 @@ func (s *Switch) hostPathDetail(a *actSet, k *hal.FlowKey, err error) string {
 	case ak.decap && !s.caps.Decaps.Has(k.TunKind):
 		return fmt.Sprintf("NIC cannot decapsulate %s: kept on the host path, which decapsulates in software (%v)", k.TunKind, err)
 	}
-	return fmt.Sprintf("kept on the host path: %v", err)
+	return err.Error()
 }
 
 func (s *Switch) countNIC() int {
