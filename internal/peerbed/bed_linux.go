@@ -19,15 +19,23 @@ import (
 
 	"github.com/safchain/ethtool"
 
+	"github.com/nicpath/nicpath/drivers/tcflower"
 	"github.com/nicpath/nicpath/examples/vswitchd/daemon"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/internal/nsexec"
 	"github.com/nicpath/nicpath/policy"
+	"github.com/nicpath/nicpath/vswitch"
 )
 
 // Linux is the Config value of a plain Linux host: the kernel's VXLAN device
 // and a bridge, no nicpath.
 const Linux = "linux"
+
+// TCFlowerRules is the Config value of a host whose NIC is the tc-flower
+// driver programmed directly with the rules the vswitch would install for
+// the bed's VMs (see rulesFor), without a vswitch: the form the VM tier
+// tests while the vswitch cannot run on tc-flower (see the tests).
+const TCFlowerRules = "tcflower-rules"
 
 // The bed's addresses: provider addresses on the underlay, customer
 // addresses inside the overlay (TEST-NET-1), and the VNI.
@@ -106,8 +114,13 @@ type Host struct {
 	NS     string // its namespace, as a path
 	PA     netip.Addr
 	Uplink hal.MAC
-	// Daemon is the host's vswitchd; nil on a Linux host.
+	// Daemon is the host's vswitchd; nil on a Linux host and on
+	// TCFlowerRules.
 	Daemon *daemon.Daemon
+	// NIC is the host's NIC (the vswitchd's, or the one TCFlowerRules
+	// programs); nil on a Linux host.
+	NIC      hal.NIC
+	closeNIC bool // the bed opened NIC and closes it
 }
 
 // Bed is two hosts and their VMs (see the package doc).
@@ -141,9 +154,9 @@ func CanRun() (bool, string) {
 func New(ctx context.Context, cfg Config) (_ *Bed, err error) {
 	for _, k := range []string{cfg.A, cfg.B} {
 		switch k {
-		case "softnic", "xdp", "tcflower", Linux:
+		case "softnic", "xdp", "tcflower", TCFlowerRules, Linux:
 		default:
-			return nil, fmt.Errorf("peerbed: unknown host kind %q (want softnic, xdp, tcflower or %s)", k, Linux)
+			return nil, fmt.Errorf("peerbed: unknown host kind %q (want softnic, xdp, tcflower, %s or %s)", k, TCFlowerRules, Linux)
 		}
 	}
 	if cfg.Dir == "" {
@@ -192,7 +205,7 @@ func New(ctx context.Context, cfg Config) (_ *Bed, err error) {
 				return nil, err
 			}
 		}
-		if h.Kind == Linux || h.Kind == "tcflower" {
+		if h.Kind == Linux || isTCFlower(h.Kind) {
 			// The kernel writes the outer headers: it needs the uplink's
 			// address, and the peer's MAC for the peer's PA (a nicpath
 			// uplink answers no ARP).
@@ -208,7 +221,7 @@ func New(ctx context.Context, cfg Config) (_ *Bed, err error) {
 		switch h.Kind {
 		case Linux:
 			err = b.linuxHost(hns, h, peer)
-		case "tcflower":
+		case "tcflower", TCFlowerRules:
 			// The driver's flow-based tunnel device.
 			err = b.ip("-n", hns, "link", "add", "vx0", "type", "vxlan", "external", "dstport", "4789")
 			if err == nil {
@@ -225,14 +238,68 @@ func New(ctx context.Context, cfg Config) (_ *Bed, err error) {
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
 	for i, h := range b.hosts {
-		if h.Kind == Linux {
-			continue
+		var err error
+		switch h.Kind {
+		case Linux:
+		case TCFlowerRules:
+			err = b.programTCFlower(ctx, h, b.hosts[1-i], b.vms[i], b.vms[1-i])
+		default:
+			err = b.startDaemon(ctx, rctx, h, b.hosts[1-i], b.vms[i])
 		}
-		if err := b.startDaemon(ctx, rctx, h, b.hosts[1-i], b.vms[i]); err != nil {
+		if err != nil {
 			return nil, err
 		}
 	}
 	return b, nil
+}
+
+func isTCFlower(kind string) bool { return kind == "tcflower" || kind == TCFlowerRules }
+
+// The port IDs of a NIC the bed programs itself.
+const (
+	portVM     hal.PortID = 1
+	portUplink hal.PortID = 2
+)
+
+// rulesFor are the rules the vswitch would install on h for traffic
+// between its VM and the peer's: outbound, its per-destination rule
+// (vswitch's Proactive shape: in_port, source MAC, both IPv4 addresses →
+// the destination's MAC, VXLAN toward the peer's PA, out of the uplink);
+// inbound, the decapsulation of VXLAN from the peer's PA for its VM (the
+// unified flow's match without the L4 ports → decap, out of the vport).
+func rulesFor(h, peer *Host, vm, other VM) []hal.Rule {
+	var out, in hal.Match
+	out.InPort(portVM).EthSrc(vm.MAC).IPSrc(netip.PrefixFrom(vm.CA, 32)).IPDst(netip.PrefixFrom(other.CA, 32))
+	in.InPort(portUplink).Tunnel(hal.EncapVXLAN, VNI).TunSrc(peer.PA).TunDst(h.PA).EthDst(vm.MAC).IPDst(netip.PrefixFrom(vm.CA, 32))
+	e := hal.Encap{Kind: hal.EncapVXLAN, VNI: VNI, Src: h.PA, Dst: peer.PA, SrcMAC: h.Uplink, DstMAC: peer.Uplink}
+	return []hal.Rule{
+		{ID: 1, Priority: 0x4000, Match: out, Actions: []hal.Action{hal.SetEthDst(other.MAC), hal.EncapWith(e), hal.Count(), hal.Output(portUplink)}},
+		{ID: 2, Priority: 0x4000, Match: in, Actions: []hal.Action{hal.Decap(), hal.Count(), hal.Output(portVM)}},
+	}
+}
+
+// programTCFlower opens the tc-flower driver on h's interfaces and
+// programs rulesFor.
+func (b *Bed) programTCFlower(ctx context.Context, h, peer *Host, vm, other VM) error {
+	n, err := tcflower.Open(ctx, tcflower.Config{NetNS: h.NS, Tunnels: map[hal.EncapKind]string{hal.EncapVXLAN: "vx0"},
+		Ports: []tcflower.PortConfig{{ID: portVM, Name: "vp0", Kind: hal.PortVPort}, {ID: portUplink, Name: "up0", Kind: hal.PortUplink}}})
+	if err != nil {
+		return fmt.Errorf("peerbed: %s: opening tcflower: %w", h.Name, err)
+	}
+	h.NIC, h.closeNIC = n, true
+	rules := rulesFor(h, peer, vm, other)
+	ops := make([]hal.Op, len(rules))
+	for i, r := range rules {
+		if err := n.Validate(&r); err != nil {
+			return fmt.Errorf("peerbed: %s: tcflower refuses the rule %v: %w", h.Name, &r.Match, err)
+		}
+		ops[i] = hal.AddOp(r)
+	}
+	res := make([]hal.OpResult, len(ops))
+	if err := n.Apply(ctx, ops, res); err != nil {
+		return fmt.Errorf("peerbed: %s: programming tcflower: %w", h.Name, err)
+	}
+	return nil
 }
 
 // linuxHost makes h a plain Linux host: the kernel's VXLAN device toward
@@ -296,7 +363,7 @@ func (b *Bed) startDaemon(ctx, rctx context.Context, h, peer *Host, vm VM) error
 	if err != nil {
 		return fmt.Errorf("peerbed: %s's vswitchd (%s): %w", h.Name, h.Kind, err)
 	}
-	h.Daemon = d
+	h.Daemon, h.NIC = d, d.NIC()
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
@@ -345,6 +412,9 @@ func (b *Bed) Close() error {
 		for _, h := range b.hosts {
 			if h != nil && h.Daemon != nil {
 				errs = append(errs, h.Daemon.Close())
+			}
+			if h != nil && h.closeNIC {
+				errs = append(errs, h.NIC.Close())
 			}
 		}
 		for i := len(b.created) - 1; i >= 0; i-- {
@@ -401,7 +471,7 @@ func (b *Bed) Report(ctx context.Context) string {
 	var sb strings.Builder
 	for _, h := range b.hosts {
 		fmt.Fprintf(&sb, "%s (%s):\n", h.Name, h.Kind)
-		if h.Daemon == nil {
+		if h.NIC == nil {
 			out, err := exec.Command("ip", "-n", filepath.Base(h.NS), "-j", "-s", "link", "show").Output()
 			var links []struct {
 				Name  string `json:"ifname"`
@@ -425,7 +495,7 @@ func (b *Bed) Report(ctx context.Context) string {
 			}
 			continue
 		}
-		nic := h.Daemon.NIC()
+		nic := h.NIC
 		if st, err := nic.Stats(ctx); err == nil {
 			for r := hal.Reason(0); r < hal.NumReasons; r++ {
 				if st.Exceptions[r] != 0 || st.Drops[r] != 0 {
@@ -442,6 +512,22 @@ func (b *Bed) Report(ctx context.Context) string {
 		s := h.Daemon.Switch().Stats()
 		fmt.Fprintf(&sb, "  switch: exceptions handled %d, flows %d (nic %d, host %d), created %d, offloaded %d, injected %d, op errors %d\n",
 			s.Packets, s.Flows, s.FlowsNIC, s.FlowsHost, s.FlowsCreated, s.Offloaded, s.Injected, s.OpErrors)
+		if h.Daemon == nil {
+			continue
+		}
+		// The flows the NIC did not take, and why (at most a few).
+		shown := 0
+		for _, f := range h.Daemon.Switch().Flows() {
+			if f.Location == vswitch.LocNIC || shown == 4 {
+				continue
+			}
+			shown++
+			acts := make([]string, len(f.Actions))
+			for i, a := range f.Actions {
+				acts[i] = a.String()
+			}
+			fmt.Fprintf(&sb, "  flow in the %v (%v: %v): %v → %s\n", f.Location, f.Why, f.Err, &f.Match, strings.Join(acts, ", "))
+		}
 		for _, m := range []struct {
 			name string
 			m    map[string]uint64
