@@ -468,6 +468,10 @@ func run(name string, args ...string) error {
 // counters and the switch's flows, fallbacks and drops; on a Linux host the
 // interfaces' statistics.
 func (b *Bed) Report(ctx context.Context) string {
+	// A report is asked for when something failed, often because ctx ran
+	// out: it gets a few seconds of its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	var sb strings.Builder
 	for _, h := range b.hosts {
 		fmt.Fprintf(&sb, "%s (%s):\n", h.Name, h.Kind)

@@ -15,7 +15,10 @@
 //   - plain Linux ([Linux]): the kernel's own VXLAN device
 //     (`ip link add vx0 type vxlan id VNI local PA remote PEER dstport 4789
 //     dev up0`) and a bridge with the VM's veth, as a user without nicpath
-//     would build it.
+//     would build it; or
+//   - [TCFlowerRules]: the tc-flower driver programmed with the rules the
+//     vswitch would install for the two VMs, without a vswitch (the VM
+//     tier's form while the vswitch cannot run on tc-flower).
 //
 // A bed of two Linux hosts is the kernel's VXLAN + bridge path that
 // benchmarks compare nicpath with, on the same topology.
@@ -38,7 +41,7 @@
 //     process and a sequence number; Close stops the vswitchds and deletes
 //     them. Nothing is added to the namespace the bed is built from.
 //
-// The traffic helpers ([Ping], [UDP], [TCP]) run the VMs' sides as sockets
+// The traffic helpers ([Ping], [UDP], [TCP] and [TCPStream]) run the VMs' sides as sockets
 // opened inside the VM namespaces (internal/nsexec) and check what arrives
 // byte for byte; [SNMP] reads a VM's kernel counters (what `nstat -asz`
 // prints), where checksum trouble shows as UdpInCsumErrors and

@@ -291,113 +291,229 @@ func streamAt(off int64, p []byte) {
 	}
 }
 
-// TCP sends n bytes over one TCP connection from one VM to the other (a
-// Go client and server inside the VMs' namespaces, each VM's kernel doing
-// TCP with its default offloads) and checks every byte that arrives. ctx
-// bounds the transfer: on its deadline the connection is closed and the
-// result says how far it got.
-func TCP(ctx context.Context, from, to VM, n int64) (TCPResult, error) {
-	var res TCPResult
-	var l net.Listener
-	err := nsexec.Do(to.NS, func() error {
+// TCPStream is one TCP connection from one VM to the other (a Go client
+// and server inside the VMs' namespaces, each VM's kernel doing TCP with its
+// default offloads), over which Send sends the transfer pattern and the
+// receiving end checks every byte as it arrives.
+type TCPStream struct {
+	from, to VM
+	l        net.Listener
+	c, s     net.Conn // the sender's and the receiver's ends
+	sent     int64
+	wbuf     []byte
+	progress chan struct{} // a token after each read
+	rdone    chan struct{} // closed when the receiver stops
+
+	mu        sync.Mutex
+	recvd     int64 // intact bytes in order
+	damaged   bool
+	damagedAt int64
+	rerr      error // the receiver's error; io.EOF at the end of the stream
+}
+
+// OpenTCP connects from to to.
+func OpenTCP(ctx context.Context, from, to VM) (_ *TCPStream, err error) {
+	st := &TCPStream{from: from, to: to, wbuf: make([]byte, 256<<10), progress: make(chan struct{}, 1), rdone: make(chan struct{})}
+	err = nsexec.Do(to.NS, func() error {
 		var err error
-		l, err = net.Listen("tcp4", netip.AddrPortFrom(to.CA, 0).String())
+		st.l, err = net.Listen("tcp4", netip.AddrPortFrom(to.CA, 0).String())
 		return err
 	})
 	if err != nil {
-		return res, fmt.Errorf("peerbed: TCP server on %s: %w", to.Name, err)
+		return nil, fmt.Errorf("peerbed: TCP server on %s: %w", to.Name, err)
 	}
-	defer l.Close()
+	defer func() {
+		if err != nil {
+			st.abort()
+		}
+	}()
 	accepted := make(chan net.Conn, 1)
 	go func() {
-		c, err := l.Accept()
+		c, err := st.l.Accept()
 		if err != nil {
 			close(accepted)
 			return
 		}
 		accepted <- c
 	}()
-	var c net.Conn
 	err = nsexec.Do(from.NS, func() error {
 		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(from.CA, 0)), Timeout: 10 * time.Second}
 		var err error
-		c, err = d.DialContext(ctx, "tcp4", l.Addr().String())
+		st.c, err = d.DialContext(ctx, "tcp4", st.l.Addr().String())
 		return err
 	})
 	if err != nil {
-		return res, fmt.Errorf("peerbed: TCP connect %s → %s: %w", from.Name, to.Name, err)
+		return nil, fmt.Errorf("peerbed: TCP connect %s → %s: %w", from.Name, to.Name, err)
 	}
-	defer c.Close()
-	var s net.Conn
 	select {
-	case s = <-accepted:
+	case st.s = <-accepted:
 	case <-ctx.Done():
-		return res, ctx.Err()
+		return nil, ctx.Err()
 	}
-	if s == nil {
-		return res, errors.New("peerbed: TCP accept failed")
+	if st.s == nil {
+		return nil, errors.New("peerbed: TCP accept failed")
 	}
-	defer s.Close()
-	// Closing both ends when ctx ends unblocks reads and writes alike.
-	stop := context.AfterFunc(ctx, func() { c.Close(); s.Close() })
-	defer stop()
+	go st.receive()
+	return st, nil
+}
 
-	start := time.Now()
-	werr := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 256<<10)
-		var off int64
-		for off < n {
-			k := int(min(int64(len(buf)), n-off))
-			streamAt(off, buf[:k])
-			if _, err := c.Write(buf[:k]); err != nil {
-				werr <- err
-				return
-			}
-			off += int64(k)
-		}
-		werr <- c.(*net.TCPConn).CloseWrite()
-	}()
+// receive reads the stream to its end, checking every byte.
+func (st *TCPStream) receive() {
+	defer close(st.rdone)
 	buf := make([]byte, 256<<10)
 	want := make([]byte, len(buf))
-	var rerr error
 	for {
-		k, err := s.Read(buf)
-		if k > 0 && !res.Damaged {
-			streamAt(res.Bytes, want[:k])
-			if !bytes.Equal(buf[:k], want[:k]) {
-				res.Damaged = true
+		k, err := st.s.Read(buf)
+		st.mu.Lock()
+		if k > 0 && !st.damaged {
+			streamAt(st.recvd, want[:k])
+			if bytes.Equal(buf[:k], want[:k]) {
+				st.recvd += int64(k)
+			} else {
+				st.damaged = true
 				for i := range k {
 					if buf[i] != want[i] {
-						res.DamagedAt = res.Bytes + int64(i)
+						st.damagedAt = st.recvd + int64(i)
 						break
 					}
 				}
-			} else {
-				res.Bytes += int64(k)
 			}
 		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				rerr = err
+			st.rerr = err
+		}
+		st.mu.Unlock()
+		select {
+		case st.progress <- struct{}{}:
+		default:
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (st *TCPStream) state() (recvd int64, damaged bool, at int64, rerr error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.recvd, st.damaged, st.damagedAt, st.rerr
+}
+
+// Send sends the stream's next n bytes and returns once the receiver has
+// them all, intact and in order: the result counts them and the time from
+// the first byte written to the last byte read. On ctx's end the
+// connection is closed (the stream is over) and the result says how far it
+// got.
+func (st *TCPStream) Send(ctx context.Context, n int64) (TCPResult, error) {
+	var res TCPResult
+	stop := context.AfterFunc(ctx, st.abort)
+	defer stop()
+	base, _, _, _ := st.state()
+	target := st.sent + n
+	start := time.Now()
+	werr := make(chan error, 1)
+	go func() {
+		for st.sent < target {
+			k := int(min(int64(len(st.wbuf)), target-st.sent))
+			streamAt(st.sent, st.wbuf[:k])
+			if _, err := st.c.Write(st.wbuf[:k]); err != nil {
+				werr <- err
+				return
 			}
+			st.sent += int64(k)
+		}
+		werr <- nil
+	}()
+	var wdone bool
+	for {
+		recvd, damaged, at, rerr := st.state()
+		res.Bytes, res.Damaged, res.DamagedAt = recvd-base, damaged, at
+		if recvd >= target || damaged || rerr != nil {
 			break
+		}
+		select {
+		case <-st.progress:
+		case err := <-werr:
+			wdone = true
+			if err != nil {
+				st.abort()
+				<-st.rdone
+				recvd, _, _, _ = st.state()
+				res.Bytes = recvd - base
+				return res, st.fail(ctx, fmt.Errorf("sending: %w after %d of %d bytes received", err, res.Bytes, n))
+			}
 		}
 	}
 	res.Elapsed = time.Since(start)
-	c.Close()
-	w := <-werr
+	if !wdone {
+		if res.Bytes < n {
+			st.abort() // the sender may be blocked: the stream is over anyway
+		}
+		<-werr
+	}
+	_, _, _, rerr := st.state()
 	switch {
-	case ctx.Err() != nil:
-		return res, fmt.Errorf("peerbed: TCP %s → %s: %w after %d of %d bytes", from.Name, to.Name, ctx.Err(), res.Bytes, n)
-	case rerr != nil:
-		return res, fmt.Errorf("peerbed: TCP %s → %s: receiving: %w after %d of %d bytes", from.Name, to.Name, rerr, res.Bytes, n)
-	case w != nil:
-		return res, fmt.Errorf("peerbed: TCP %s → %s: sending: %w after %d of %d bytes received", from.Name, to.Name, w, res.Bytes, n)
 	case res.Damaged:
-		return res, fmt.Errorf("peerbed: TCP %s → %s: byte %d arrived damaged", from.Name, to.Name, res.DamagedAt)
-	case res.Bytes != n:
-		return res, fmt.Errorf("peerbed: TCP %s → %s: %d of %d bytes arrived", from.Name, to.Name, res.Bytes, n)
+		return res, st.fail(ctx, fmt.Errorf("byte %d arrived damaged", res.DamagedAt))
+	case res.Bytes < n:
+		return res, st.fail(ctx, fmt.Errorf("receiving: %w after %d of %d bytes", rerr, res.Bytes, n))
 	}
 	return res, nil
+}
+
+func (st *TCPStream) fail(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	return fmt.Errorf("peerbed: TCP %s → %s: %w", st.from.Name, st.to.Name, err)
+}
+
+// abort closes everything at once: blocked reads and writes return.
+func (st *TCPStream) abort() {
+	if st.c != nil {
+		st.c.Close()
+	}
+	if st.s != nil {
+		st.s.Close()
+	}
+	st.l.Close()
+}
+
+// Close ends the stream: the sender closes its half, and the receiver must
+// then see the end of the stream right after the last byte sent.
+func (st *TCPStream) Close(ctx context.Context) error {
+	defer st.abort()
+	stop := context.AfterFunc(ctx, st.abort)
+	defer stop()
+	if err := st.c.(*net.TCPConn).CloseWrite(); err != nil {
+		return st.fail(ctx, fmt.Errorf("closing: %w", err))
+	}
+	<-st.rdone
+	recvd, damaged, _, rerr := st.state()
+	switch {
+	case damaged:
+		return st.fail(ctx, errors.New("damaged"))
+	case !errors.Is(rerr, io.EOF):
+		return st.fail(ctx, fmt.Errorf("at the end of the stream: %w", rerr))
+	case recvd != st.sent:
+		return st.fail(ctx, fmt.Errorf("%d bytes arrived of %d sent", recvd, st.sent))
+	}
+	return nil
+}
+
+// TCP sends n bytes over one new TCP connection from one VM to the other
+// (OpenTCP, Send, Close) and checks every byte that arrives and the end of
+// the stream. ctx bounds the transfer: on its deadline the connection is
+// closed and the result says how far it got.
+func TCP(ctx context.Context, from, to VM, n int64) (TCPResult, error) {
+	st, err := OpenTCP(ctx, from, to)
+	if err != nil {
+		return TCPResult{}, err
+	}
+	res, err := st.Send(ctx, n)
+	if err != nil {
+		st.abort()
+		return res, err
+	}
+	return res, st.Close(ctx)
 }
