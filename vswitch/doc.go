@@ -48,6 +48,40 @@
 // closed; a NIC with Capabilities.Crypto opens them itself), as are expired
 // TTLs, malformed frames and non-first fragments.
 //
+// # MTU
+//
+// A packet too big for its egress port once the flow's encapsulation is
+// added (VXLAN over IPv4 adds 50 bytes: with 1500-byte uplinks a VM's
+// packet toward another host may take 1450) is never dropped silently
+// (mtu.go). The NIC hands such packets of its rules to the host with
+// hal.ReasonMTU; the host executes them like any packet of their flow, and
+// checks every packet it executes itself against the egress port's MTU
+// (hal.Port.MTU, read again when more than a second old) before
+// encapsulating it. One that does not fit is:
+//
+//   - IPv4 without DF: fragmented on the host path (RFC 791; hal/wire's
+//     FragmentIPv4), each fragment sent through the flow's actions,
+//     encapsulated; the receiver reassembles;
+//   - IPv4 with DF, or IPv6: dropped and answered with ICMP "fragmentation
+//     needed" (type 3 code 4, RFC 1191) or ICMPv6 "packet too big" (RFC
+//     4443) announcing the egress MTU minus the encapsulation's overhead
+//     (for IPv6 at least 1280), quoting the packet up to 576 bytes (IPv4)
+//     or 1280 (IPv6) of answer, with its checksums computed (hal/wire's
+//     AppendTooBig). The answer comes from the packet's destination: the
+//     policy gives subnets no gateway address, and the sender's stack
+//     matches the answer by the quoted packet. A local sender gets it on
+//     its vport; a remote sender (a packet decapsulated toward a smaller
+//     vport) gets it through the policy as a packet from the receiving VM,
+//     routed and encapsulated back. Answers are rate limited per sender and
+//     in all (token buckets in a table of fixed size);
+//   - dropped without an answer when the RFCs forbid one (an ICMP error, a
+//     source that is not unicast, an IPv4 broadcast), when the path cannot
+//     carry the IP minimum MTU, or when the rate limit holds it back.
+//
+// Stats.MTU counts each outcome (answers sent and suppressed, fragments,
+// unanswered drops by reason) and Stats.Drops["mtu"] every packet not
+// forwarded; ExplainFrame says which outcome a frame gets and why.
+//
 // # Per-destination rules
 //
 // With Config.Proactive, on a NIC that takes wildcarded rules with

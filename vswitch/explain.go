@@ -99,7 +99,9 @@ func (s *Switch) ExplainFrame(inPort hal.PortID, frame []byte) Explanation {
 	if k.EthType == hal.EtherTypeSealed {
 		return s.explainSealed(k)
 	}
-	return s.explainKey(&k, ttlOf(frame, &l))
+	e := s.explainKey(&k, ttlOf(frame, &l))
+	s.explainMTU(&e, &k, frame, &l) // a frame too big for its egress (mtu.go)
+	return e
 }
 
 // ExplainFlow explains the flow with rule ID id (as listed by Flows).

@@ -128,6 +128,18 @@ type topoOpts struct {
 	// newPorts: a differential run also opens new connections between
 	// endpoints it sent between before (the same packet with new ports).
 	newPorts bool
+	// mtu gives the MTU of port (a VM's name, or "uplink") on host; 0
+	// means 9000. Nil: every port has 9000.
+	mtu func(host, port string) int
+}
+
+func (o *topoOpts) portMTU(host, port string) int {
+	if o.mtu != nil {
+		if m := o.mtu(host, port); m != 0 {
+			return m
+		}
+	}
+	return 9000
 }
 
 type topo struct {
@@ -155,11 +167,11 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 				here = true
 			}
 			if here {
-				pcs = append(pcs, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC), MTU: 9000})
+				pcs = append(pcs, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC), MTU: o.portMTU(h.Name, vm.Name)})
 				names = append(names, vm.Name)
 			}
 		}
-		pcs = append(pcs, softnic.PortConfig{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: 9000})
+		pcs = append(pcs, softnic.PortConfig{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: o.portMTU(h.Name, "uplink")})
 		soft, err := softnic.New(softnic.Config{Device: h.Name, Ports: pcs, MaxRules: o.maxRules, Disable: o.disable})
 		if err != nil {
 			t.Fatal(err)

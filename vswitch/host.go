@@ -82,6 +82,9 @@ func (s *Switch) execute(inPort hal.PortID, frame []byte, l *wire.Layout, f *flo
 	if !rw.DstMAC.IsZero() {
 		wire.SetEthDst(fr, lay, hal.MAC(rw.DstMAC))
 	}
+	if s.overMTU(inPort, frame[start-headroom:end-headroom], buf, start, end, lay, f, a, now) {
+		return // too big for the egress: fragmented, answered or counted (mtu.go)
+	}
 	port := k.port
 	if k.action == policy.Encap || k.action == policy.ToGateway {
 		if a.tmpl == nil {

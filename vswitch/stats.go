@@ -112,6 +112,9 @@ type Stats struct {
 	// those the NIC refused (the destinations take the slow path).
 	ProactiveRules   int
 	ProactiveRefused uint64
+	// MTU counts packets too big for their egress after encapsulation:
+	// answered, fragmented or dropped with a reason (mtu.go).
+	MTU MTUStats
 }
 
 // Stats returns a snapshot of the counters.
@@ -129,7 +132,7 @@ func (s *Switch) Stats() Stats {
 		Updates: c.updates, Revalidated: c.revalidated, Changed: c.changed, Reprogrammed: c.reprogrammed,
 		Activations: c.activations, Reconciles: c.reconciles, ReconcileAdded: c.recAdded,
 		ReconcileRemoved: c.recRemoved, ReconcileModified: c.recModified, ForeignRules: c.foreign,
-		ProactiveRefused: c.proRefused,
+		ProactiveRefused: c.proRefused, MTU: s.mtu.stats(),
 	}
 	for _, r := range s.pro {
 		if r.landed {
@@ -194,5 +197,8 @@ func (st Stats) String() string {
 	fmt.Fprintf(&b, "updates %d, revalidated %d, changed %d, reprogrammed %d, activations %d\n", st.Updates, st.Revalidated, st.Changed, st.Reprogrammed, st.Activations)
 	fmt.Fprintf(&b, "per-destination rules %d (refused %d)\n", st.ProactiveRules, st.ProactiveRefused)
 	fmt.Fprintf(&b, "reconciles %d: added %d, removed %d, modified %d, foreign rules %d\n", st.Reconciles, st.ReconcileAdded, st.ReconcileRemoved, st.ReconcileModified, st.ForeignRules)
+	if m := st.MTU.String(); m != "" {
+		b.WriteString(m + "\n")
+	}
 	return b.String()
 }

@@ -103,6 +103,7 @@ type Switch struct {
 	rollback      map[string]rollbackPoint
 	atomic        bool       // flush with ApplyAtomic (policy updates)
 	walks         []walkMemo // recent port-independent walks (walkmemo.go)
+	mtu           mtuState   // packets too big for their egress (mtu.go)
 
 	// Per-batch scratch, reused.
 	ops     []hal.Op
@@ -316,8 +317,9 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			s.drop(DropFragment)
 			continue
 		case hal.ReasonMTU:
-			s.drop(DropMTU)
-			continue
+			// Too big for its egress: executed like any packet of its
+			// flow, whose MTU check answers or fragments it (mtu.go).
+			s.nicSaysTooBig(now)
 		case hal.ReasonTTL:
 			s.drop(DropTTL)
 			continue
@@ -375,7 +377,7 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			// Created for a generation that is no longer live (a rollback
 			// came after it): walk the layers again before using it.
 			s.reflow(f, now, true)
-		} else if f.loc == LocNIC {
+		} else if f.loc == LocNIC && e.Reason != hal.ReasonMTU {
 			// A packet of an offloaded flow reached the host: it raced the
 			// rule's installation, or the NIC lost the rule. Handle it here.
 			s.stats.hitOffloaded++
