@@ -80,7 +80,10 @@ type Generations interface {
 }
 
 // Exception is one packet on the exception path. The NIC copies the frame,
-// as it arrived, into the caller's Buf.
+// as it arrived, into the caller's Buf, with one exception: a transport
+// checksum the sender left partial (checksum offload) is completed, as a NIC
+// with receive checksum offload hands its host verified frames, so that the
+// host can reinject the frame as it is.
 type Exception struct {
 	InPort PortID
 	Reason Reason
