@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +174,34 @@ func TestTCPBulkBetweenNicpathHosts(t *testing.T) {
 		t.Run(d, func(t *testing.T) {
 			runOverlayChecks(t, newBed(t, Config{A: d, B: d}))
 		})
+	}
+}
+
+// TestCloseLeavesNothing: a closed bed leaves no namespace behind, on every
+// kind of host, and closing it again is harmless.
+func TestCloseLeavesNothing(t *testing.T) {
+	if ok, why := CanRun(); !ok {
+		t.Skip(why)
+	}
+	for _, kinds := range [][2]string{{"softnic", Linux}, {"xdp", "xdp"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		bed, err := New(ctx, Config{A: kinds[0], B: kinds[1], Dir: t.TempDir()})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bed.Close(); err != nil {
+			t.Errorf("%v: Close: %v", kinds, err)
+		}
+		if err := bed.Close(); err != nil {
+			t.Errorf("%v: second Close: %v", kinds, err)
+		}
+		out, err := exec.Command("ip", "netns", "list").CombinedOutput()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), bed.prefix) {
+			t.Errorf("%v: namespaces left behind:\n%s", kinds, out)
+		}
 	}
 }
