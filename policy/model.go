@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
 )
 
 // MAC is an Ethernet address. The zero value means "none" or, in a
@@ -14,21 +13,30 @@ type MAC [6]byte
 // ParseMAC parses the colon-separated form 02:00:00:00:00:01.
 func ParseMAC(s string) (MAC, error) {
 	var m MAC
-	parts := strings.Split(s, ":")
-	if len(parts) != 6 {
+	if len(s) != 17 {
 		return m, fmt.Errorf("invalid MAC %q: want six colon-separated hex bytes", s)
 	}
-	for i, p := range parts {
-		if len(p) != 2 {
-			return m, fmt.Errorf("invalid MAC %q: want six colon-separated hex bytes", s)
+	for i := range m {
+		hi, ok1 := unhex(s[3*i])
+		lo, ok2 := unhex(s[3*i+1])
+		if !ok1 || !ok2 || (i < 5 && s[3*i+2] != ':') {
+			return MAC{}, fmt.Errorf("invalid MAC %q: want six colon-separated hex bytes", s)
 		}
-		v, err := strconv.ParseUint(p, 16, 8)
-		if err != nil {
-			return m, fmt.Errorf("invalid MAC %q: want six colon-separated hex bytes", s)
-		}
-		m[i] = byte(v)
+		m[i] = hi<<4 | lo
 	}
 	return m, nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // String returns the colon-separated lower-case form.

@@ -161,15 +161,9 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 	for _, h := range st.Hosts() {
 		var pcs []softnic.PortConfig
 		names := []string{}
-		for _, vm := range st.VMs() {
-			here := vm.Host == h.Name
-			if sh, ok := st.Shadow(vm.Name); ok && sh.Host == h.Name {
-				here = true
-			}
-			if here {
-				pcs = append(pcs, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC), MTU: o.portMTU(h.Name, vm.Name)})
-				names = append(names, vm.Name)
-			}
+		for _, vm := range st.HostedVMs(h.Name) {
+			pcs = append(pcs, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC), MTU: o.portMTU(h.Name, vm.Name)})
+			names = append(names, vm.Name)
 		}
 		pcs = append(pcs, softnic.PortConfig{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: o.portMTU(h.Name, "uplink")})
 		soft, err := softnic.New(softnic.Config{Device: h.Name, Ports: pcs, MaxRules: o.maxRules, Disable: o.disable})

@@ -100,7 +100,12 @@
 // in_hw_count back from the kernel. The hw-tc-offload feature is read with
 // ethtool (and turned on where hardware placement is allowed and the device
 // can change it, then read back). Each tc action kind is probed the same
-// way; an action the kernel lacks is absent from Capabilities.Actions.
+// way; an action the kernel lacks is absent from Capabilities.Actions. A
+// probe answers three ways: the kernel took the filter (supported), refused
+// it for want of the feature (ENOENT, EOPNOTSUPP, EINVAL: not supported,
+// said in Capabilities.Notes), or the probe itself failed (EPERM, ENOBUFS,
+// a socket error, …): Open then fails with a *[ProbeError] giving the
+// reason, and never reads the failure as a missing feature.
 //
 // # Batches and errors
 //

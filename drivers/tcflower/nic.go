@@ -384,27 +384,14 @@ type pendingOp struct {
 // Apply programs a batch: the operations' messages go to the kernel in as
 // few sendmsg calls as possible, and results say which landed.
 func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
-	if len(results) < len(ops) {
-		return fmt.Errorf("tcflower: %d results for %d operations", len(results), len(ops))
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := hal.CheckApply(ctx, &n.caps, n.closed, ops, results); err != nil {
+		return err
 	}
 	results = results[:len(ops)]
 	for i := range results {
 		results[i] = hal.OpResult{}
-	}
-	if len(ops) > maxBatch {
-		err := unsupported("batch", "%d operations; the driver takes at most %d per Apply", len(ops), maxBatch)
-		for i := range results {
-			results[i].Err = err
-		}
-		return hal.Summarize(results)
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		for i := range results {
-			results[i].Err = hal.ErrClosed
-		}
-		return hal.Summarize(results)
 	}
 	// ToHost rules hold a reason-tag value; the ones this batch touched give
 	// theirs back unless they are installed ToHost rules at the end.
@@ -499,7 +486,7 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 				results[i].Err = err
 				continue
 			}
-			in := &installed{rule: cloneRule(&op.Rule), chain: chain, prio: tcPrio(op.Rule.Priority)}
+			in := &installed{rule: op.Rule.Clone(), chain: chain, prio: tcPrio(op.Rule.Priority)}
 			if comp.ttl || (old != nil && old.ttlChain != 0) {
 				// A chain of the rule's own comes and goes with it: one
 				// message at a time.
@@ -583,17 +570,6 @@ func (in *installed) spec(c *compiled, flags uint32) *filterSpec {
 	}
 }
 
-func cloneRule(r *hal.Rule) hal.Rule {
-	c := *r
-	c.Actions = append([]hal.Action(nil), r.Actions...)
-	for i := range c.Actions {
-		if o := c.Actions[i].Encap.GeneveOptions; o != nil {
-			c.Actions[i].Encap.GeneveOptions = append([]byte(nil), o...)
-		}
-	}
-	return c
-}
-
 // --- dumps and counters ---
 
 // dumpChain lists the flower filters of one chain of the block.
@@ -669,7 +645,7 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 				return nil // not ours, or the old half of a modify in flight
 			}
 			infos = append(infos, hal.RuleInfo{
-				Rule:     cloneRule(&in.rule),
+				Rule:     in.rule.Clone(),
 				Location: n.location(f),
 				Live:     n.live(&in.rule),
 				Counters: hal.Counters{Packets: f.Packets, Bytes: f.Bytes},

@@ -225,18 +225,23 @@ func (n *NIC) freeBlock() (uint32, error) {
 }
 
 // probeFilter installs a filter with the given flags and actions in the
-// probe chain and removes it again.
-func (n *NIC) probeFilter(flags uint32, acts ...tcAction) error {
+// probe chain and removes it again. It answers as probeOutcome says: nil
+// (the kernel takes it), an error wrapping hal.ErrNotSupported (it does not
+// have what the filter needs), or a *ProbeError naming what (the probe
+// itself failed).
+func (n *NIC) probeFilter(what string, flags uint32, acts ...tcAction) error {
 	f := &filterSpec{Chain: probeChain, Prio: 1, Handle: 1, Flags: flags, Actions: acts}
 	m, err := n.filterMsg(f, netlink.Create|netlink.Excl)
 	if err != nil {
-		return err
+		return &ProbeError{Probe: what, Err: err}
 	}
 	if err := n.do(m); err != nil {
-		return kernelError(err)
+		return probeOutcome(what, kernelError(err))
 	}
 	if err := n.do(n.delFilterMsg(probeChain, 1, 1)); err != nil {
-		return fmt.Errorf("tcflower: removing a probe filter: %w", kernelError(err))
+		// The kernel took the filter: whatever the removal says, the probe
+		// did not find the feature missing.
+		return &ProbeError{Probe: what + " (removing the probe filter)", Err: kernelError(err)}
 	}
 	return nil
 }
@@ -246,12 +251,19 @@ func (n *NIC) probeFilter(flags uint32, acts ...tcAction) error {
 func (n *NIC) probe(ctx context.Context) error {
 	notes := []string{}
 	// flower itself, with gact (drop): every rule and the generation
-	// chains need them.
-	if err := n.probeFilter(clsFlagsSkipHW, gactAction(tcActShot)); err != nil {
-		return fmt.Errorf("tcflower: the kernel takes no flower filter with a gact action (cls_flower / act_gact missing?): %w", wrapNotSupported(err))
+	// chains need them. A probe that failed (rather than found the feature
+	// missing) fails Open with its reason: it is never read as absent.
+	if err := n.probeFilter("flower with gact", clsFlagsSkipHW, gactAction(tcActShot)); err != nil {
+		if probeFailed(err) {
+			return err
+		}
+		return fmt.Errorf("tcflower: the kernel takes no flower filter with a gact action (cls_flower / act_gact missing?): %w", err)
 	}
 	// Hardware: a skip_sw filter lands only where a device offloads tc.
-	hwErr := n.probeFilter(clsFlagsSkipSW, gactAction(tcActShot))
+	hwErr := n.probeFilter("skip_sw filter", clsFlagsSkipSW, gactAction(tcActShot))
+	if probeFailed(hwErr) {
+		return hwErr
+	}
 	offload := n.ethtoolProbe(&notes)
 	hasHW := hwErr == nil
 	if hwErr != nil {
@@ -283,13 +295,24 @@ func (n *NIC) probe(ctx context.Context) error {
 	}
 
 	acts := hal.ActionsOf(hal.ActionDrop, hal.ActionCount)
+	// has answers whether the kernel takes action a; the first probe that
+	// failed (rather than found the action missing) is kept in failed, and
+	// Open fails with it.
+	var failed error
 	has := func(kind string, a tcAction) bool {
-		err := n.probeFilter(n.flags&^clsFlagsSkipSW|clsFlagsSkipHW, a)
-		if err != nil {
-			notes = append(notes, fmt.Sprintf("action %s unavailable: %v", kind, err))
+		if failed != nil {
 			return false
 		}
-		return true
+		err := n.probeFilter("action "+kind, n.flags&^clsFlagsSkipSW|clsFlagsSkipHW, a)
+		switch {
+		case err == nil:
+			return true
+		case probeFailed(err):
+			failed = err
+		default:
+			notes = append(notes, fmt.Sprintf("action %s unavailable: %v", kind, err))
+		}
+		return false
 	}
 	if has("mirred", mirredRedirect(n.devs[0].Ifindex)) {
 		acts |= hal.ActionsOf(hal.ActionOutput)
@@ -304,7 +327,11 @@ func (n *NIC) probe(ctx context.Context) error {
 	match := hal.MatchInPort | hal.MatchEthSrc | hal.MatchEthDst | hal.MatchEthType | hal.MatchVLAN |
 		hal.MatchIPv4Src | hal.MatchIPv4Dst | hal.MatchIPv6Src | hal.MatchIPv6Dst | hal.MatchIPProto |
 		hal.MatchL4Src | hal.MatchL4Dst
-	if len(n.lay.tunnels) > 0 && has("tunnel_key", tunnelKeyUnset()) && acts.Has(hal.ActionOutput) {
+	tunnels := len(n.lay.tunnels) > 0 && has("tunnel_key", tunnelKeyUnset()) && acts.Has(hal.ActionOutput)
+	if failed != nil {
+		return failed
+	}
+	if tunnels {
 		for k := range n.lay.tunnels {
 			encaps |= hal.EncapsOf(k)
 		}
@@ -388,13 +415,6 @@ func (n *NIC) probeOuter6() string {
 		parts = append(parts, "outer IPv6 refused for "+strings.Join(no, ", "))
 	}
 	return strings.Join(parts, "; ")
-}
-
-func wrapNotSupported(err error) error {
-	if errors.Is(err, hal.ErrNotSupported) {
-		return err
-	}
-	return fmt.Errorf("%w: %w", hal.ErrNotSupported, err)
 }
 
 // ethtoolProbe reads each port's driver and hw-tc-offload feature, turning
