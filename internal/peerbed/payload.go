@@ -2,6 +2,8 @@ package peerbed
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
+	"sync"
 
 	"github.com/nicpath/nicpath/hal/wire"
 )
@@ -70,4 +72,30 @@ func parseEchoReply(pkt []byte) (id, seq uint16, payload []byte, ok bool) {
 		return 0, 0, nil, false
 	}
 	return binary.BigEndian.Uint16(m[4:]), binary.BigEndian.Uint16(m[6:]), m[8:], true
+}
+
+// tcpBlock is the size of the transfer pattern's block: 1 MiB of random
+// bytes repeated, each copy stamped with its index, so that a misplaced or
+// damaged segment shows.
+const tcpBlock = 1 << 20
+
+var tcpPattern = sync.OnceValue(func() []byte {
+	b := make([]byte, tcpBlock)
+	r := rand.NewChaCha8([32]byte{'n', 'i', 'c', 'p', 'a', 't', 'h'})
+	r.Read(b)
+	return b
+})
+
+// streamAt writes the transfer's bytes at offset off into p.
+func streamAt(off int64, p []byte) {
+	pat := tcpPattern()
+	for len(p) > 0 {
+		blk, in := off/tcpBlock, int(off%tcpBlock)
+		n := copy(p, pat[in:])
+		// The block's first 8 bytes are its index.
+		for i := in; i < 8 && i-in < n; i++ {
+			p[i-in] = byte(uint64(blk) >> (56 - 8*i))
+		}
+		p, off = p[n:], off+int64(n)
+	}
 }

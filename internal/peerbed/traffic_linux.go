@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -263,32 +262,6 @@ func (r TCPResult) Gbps() float64 {
 		return 0
 	}
 	return float64(r.Bytes) * 8 / r.Elapsed.Seconds() / 1e9
-}
-
-// tcpBlock is the size of the transfer pattern's block: 1 MiB of random
-// bytes repeated, each copy stamped with its index, so that a misplaced or
-// damaged segment shows.
-const tcpBlock = 1 << 20
-
-var tcpPattern = sync.OnceValue(func() []byte {
-	b := make([]byte, tcpBlock)
-	r := rand.NewChaCha8([32]byte{'n', 'i', 'c', 'p', 'a', 't', 'h'})
-	r.Read(b)
-	return b
-})
-
-// streamAt writes the transfer's bytes at offset off into p.
-func streamAt(off int64, p []byte) {
-	pat := tcpPattern()
-	for len(p) > 0 {
-		blk, in := off/tcpBlock, int(off%tcpBlock)
-		n := copy(p, pat[in:])
-		// The block's first 8 bytes are its index.
-		for i := in; i < 8 && i-in < n; i++ {
-			p[i-in] = byte(uint64(blk) >> (56 - 8*i))
-		}
-		p, off = p[n:], off+int64(n)
-	}
 }
 
 // TCPStream is one TCP connection from one VM to the other (a Go client
