@@ -86,7 +86,7 @@ func (s *Switch) proVerdict(c *compiled, k proKey) (actKey, bool) {
 	if !ok || m.Host == c.host || !m.PA.IsValid() {
 		return actKey{}, false
 	}
-	return actKey{action: policy.Encap, rw: policy.Rewrite{DstMAC: m.MAC}, pa: m.PA, vni: m.VNI}, true
+	return actKey{action: policy.Encap, rw: policy.Rewrite{DstMAC: m.MAC}, pa: m.PA, src: c.pa, vni: m.VNI}, true
 }
 
 // syncProactive makes the installed per-destination rules those the

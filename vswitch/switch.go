@@ -27,7 +27,9 @@ type Config struct {
 	// default is VXLAN.
 	Encap hal.EncapKind
 	// NextHopMAC is the outer destination MAC of encapsulated packets (the
-	// underlay next hop). The default is the broadcast address.
+	// underlay next hop). The default is the broadcast address, which a
+	// receiver that accepts tunnelled frames only for its own MAC (every
+	// nicpath host; see the package doc) refuses: set it.
 	NextHopMAC hal.MAC
 	Logger     *slog.Logger
 	// Clock returns the time; tests drive aging with it. Default time.Now.
@@ -103,6 +105,7 @@ type Switch struct {
 	rollback      map[string]rollbackPoint
 	atomic        bool       // flush with ApplyAtomic (policy updates)
 	walks         []walkMemo // recent port-independent walks (walkmemo.go)
+	ep            endpoint   // the tunnel endpoint the NIC filters for (endpoint.go)
 
 	// Per-batch scratch, reused.
 	ops     []hal.Op
@@ -208,6 +211,10 @@ func New(cfg Config) (*Switch, error) {
 	s.counting = s.caps.Counters.PerRule && s.caps.HasAction(hal.ActionCount)
 	s.cur = compile(cfg.State, cfg.Host, cfg.Ports, &s.vmIDs, &s.tenantIDs)
 	s.cur.compileAlts(cfg.Ports, &s.vmIDs, &s.tenantIDs)
+	s.initEndpoint()
+	if err := s.syncEndpoint(context.Background()); err != nil {
+		s.log.Warn("setting the NIC's tunnel endpoint failed; the host drops tunnelled frames for other endpoints, and Maintain tries again", "err", err)
+	}
 	if _, err := s.Reconcile(context.Background()); err != nil {
 		s.log.Warn("initial reconcile failed; rules are retried on Maintain", "err", err)
 	}
@@ -348,6 +355,13 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			// refused the seal, hands them here only to be dropped.
 			s.pend = s.pend[:len(s.pend)-1]
 			s.drop(DropSealed)
+			continue
+		}
+		if s.notLocal(e.Frame(), &p.key) {
+			// Not addressed to this tunnel endpoint: nothing of it is
+			// looked at, decapsulated or remembered (no flow).
+			s.pend = s.pend[:len(s.pend)-1]
+			s.drop(DropNotLocal)
 			continue
 		}
 		p.hash = s.flows.hashKey(&p.key)
