@@ -82,7 +82,7 @@ func (n *NIC) buildExceptionPath() (string, error) {
 	if err != nil {
 		return fail(fmt.Errorf("packet socket on %s: %w", rxName, err))
 	}
-	ports := n.tunnelPorts()
+	ports := n.tunPorts
 	if err := n.installExceptionPath(tx, rxName, ports, r); err != nil {
 		// Closing the qdiscs later removes whatever filters landed.
 		return fail(err)
