@@ -303,6 +303,11 @@ func (n *NIC) probe(ctx context.Context) error {
 	}
 	if has("pedit", peditAction(peditBytes(pedItHTypeEth, 0, []byte{0}))) && has("csum", csumAction(csumFlagIPv4Hdr)) {
 		acts |= hal.ActionsOf(hal.ActionSetEthSrc, hal.ActionSetEthDst, hal.ActionSetIPSrc, hal.ActionSetIPDst, hal.ActionSetL4Src, hal.ActionSetL4Dst)
+		if has("nat", natAction(netip.IPv4Unspecified(), netip.IPv4Unspecified(), false)) {
+			n.lay.nat = true
+			notes = append(notes, "IPv4 address rewrites of rules that match the address exactly use act_nat, which keeps the checksum right in a frame whose sender left it to the device (TSO/GSO included)")
+		}
+		notes = append(notes, "address rewrites by pedit and csum (IPv6, or an IPv4 address the rule does not match exactly"+map[bool]string{true: "", false: ", or every one: no act_nat"}[n.lay.nat]+"): csum leaves a TSO/GSO frame alone, whose checksum then stays the old addresses' pseudo-header sum, and the device that segments it writes wrong checksums")
 	}
 	if has("vlan", vlanPop()) {
 		acts |= hal.ActionsOf(hal.ActionPushVLAN, hal.ActionPopVLAN)

@@ -19,12 +19,13 @@ import (
 // (udp_tunnel, ip6_udp_tunnel, …) come from modules.dep.
 var vmModules = []string{
 	"veth", "vxlan", "geneve", "sch_ingress", "cls_flower", "act_gact", "act_mirred",
-	"act_pedit", "act_csum", "act_tunnel_key", "act_vlan",
+	"act_pedit", "act_csum", "act_tunnel_key", "act_vlan", "act_nat",
 }
 
 // vmExecutables are copied into the VM with their libraries: ip builds the
-// topologies, tc is the `tc -b` baseline and lists what is left behind.
-var vmExecutables = []string{"/usr/sbin/ip", "/usr/sbin/tc"}
+// topologies, tc is the `tc -b` baseline and lists what is left behind,
+// nstat reads the namespaces' checksum error counters.
+var vmExecutables = []string{"/usr/sbin/ip", "/usr/sbin/tc", "/usr/bin/nstat"}
 
 var (
 	vmConsole = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
