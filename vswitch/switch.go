@@ -99,13 +99,13 @@ type Switch struct {
 	stats     counters
 	needRecon bool
 	closed    bool
+	ep        endpoint // the tunnel endpoint the NIC filters for (endpoint.go)
 	// retirePending: a scope moved to a new generation; Maintain promotes
 	// its flows' shadow rules and deletes the old ones.
 	retirePending bool
 	rollback      map[string]rollbackPoint
 	atomic        bool       // flush with ApplyAtomic (policy updates)
 	walks         []walkMemo // recent port-independent walks (walkmemo.go)
-	ep            endpoint   // the tunnel endpoint the NIC filters for (endpoint.go)
 
 	// Per-batch scratch, reused.
 	ops     []hal.Op
