@@ -43,6 +43,14 @@ type Capabilities struct {
 	// TunnelFilter is true when the driver implements TunnelTerminator:
 	// tunnelled frames for another endpoint are dropped (ReasonNotLocal).
 	TunnelFilter bool
+	// TunnelMissesUnseen is true when a tunnelled frame that no rule takes
+	// never reaches ReadExceptions (it goes on into the device's own
+	// stack), although other misses do: the host cannot walk the first
+	// packet of a flow that arrives tunnelled, and must program inbound
+	// decapsulation before traffic. False, every driver's zero value,
+	// means such frames reach the exception path as they arrived, outer
+	// headers included, like any miss (when ExceptionPath is true).
+	TunnelMissesUnseen bool
 	// Notes say, in words, what the driver found while probing (e.g. "generic
 	// XDP: no driver-mode support on veth0", "skip_sw refused: no hardware").
 	Notes []string
@@ -70,6 +78,9 @@ func (c *Capabilities) String() string {
 	fmt.Fprintf(&b, "crypto:        %v\n", c.Crypto)
 	fmt.Fprintf(&b, "exception:     %v, atomic batch %v\n", c.ExceptionPath, c.AtomicBatch)
 	fmt.Fprintf(&b, "tunnel filter: %v\n", c.TunnelFilter)
+	if c.TunnelMissesUnseen {
+		fmt.Fprintf(&b, "tunnel misses: unseen (a tunnelled frame no rule takes never reaches the host)\n")
+	}
 	for _, n := range c.Notes {
 		fmt.Fprintf(&b, "note:          %s\n", n)
 	}

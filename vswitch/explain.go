@@ -249,6 +249,8 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		return e
 	}
 	switch {
+	case s.tunnelMissUnseen(k):
+		e.Where, e.Detail = LocNone, unseenDetail(k.TunKind)
 	case !a.offload:
 		e.Where, e.Why, e.Detail = LocHost, WhyPolicy, "the policy hands these packets to the host"
 	case !s.offloading():
@@ -275,6 +277,19 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		}
 	}
 	return e
+}
+
+// tunnelMissUnseen reports whether the first packet of k, a frame from the
+// uplink in a tunnel the NIC decapsulates, never reaches the host: the NIC
+// says that a tunnelled frame no rule takes goes on into its own stack
+// (Capabilities.TunnelMissesUnseen), so the walk that would make its flow
+// never runs.
+func (s *Switch) tunnelMissUnseen(k *hal.FlowKey) bool {
+	return s.caps.ExceptionPath && s.caps.TunnelMissesUnseen && k.TunKind != hal.EncapNone && s.caps.Decaps.Has(k.TunKind)
+}
+
+func unseenDetail(kind hal.EncapKind) string {
+	return fmt.Sprintf("the NIC never hands a %s frame that no rule takes to the host (Capabilities.TunnelMissesUnseen; see its notes): the first packet of a connection a remote VM opens goes into the NIC's own stack, is never walked, and no flow is made for it; only a reply this host predicted (reverse.go: the reply of a connection a local VM opened through a stateful allow) reaches the VM", kind)
 }
 
 // hostPathDetail says why a flow the NIC refused stays on the host path:

@@ -203,6 +203,9 @@ func New(cfg Config) (*Switch, error) {
 		return nil, fmt.Errorf("vswitch: uplink port %d is not a port of the NIC", cfg.Uplink)
 	}
 	s.counting = s.caps.Counters.PerRule && s.caps.HasAction(hal.ActionCount)
+	if s.caps.ExceptionPath && s.caps.TunnelMissesUnseen && s.caps.Decaps != 0 {
+		s.log.Warn("the NIC never hands tunnelled misses to the host: the first packet of a connection a remote VM opens is never walked, and Explain says so", "decaps", s.caps.Decaps)
+	}
 	s.cur = compile(cfg.State, cfg.Host, cfg.Ports, &s.vmIDs, &s.tenantIDs)
 	s.cur.compileAlts(cfg.Ports, &s.vmIDs, &s.tenantIDs)
 	s.initEndpoint()

@@ -37,6 +37,11 @@ type layout struct {
 	// knows the old value of and fixes the checksums the address is in
 	// whatever the frame's checksum state (see compileActions).
 	nat bool
+	// numVLANs: flower takes TCA_FLOWER_KEY_NUM_OF_VLANS (Linux 5.19 on;
+	// Open checks that a filter with it dumps back with it), which is how
+	// a rule says "no VLAN tag": flower's EtherType key is the one after
+	// the tags, so without it a tagged frame matches too.
+	numVLANs bool
 }
 
 // maxRulePriority is the highest hal priority that maps onto a tc priority:
@@ -93,7 +98,25 @@ func compileRule(l *layout, r *hal.Rule) (*compiled, error) {
 func compileMatch(l *layout, m *hal.Match, decaps bool) ([]byte, error) {
 	k, mk := &m.Key, &m.Mask
 	e := netlink.NewAttributeEncoder()
-	tunnelled := mk.TunKind != 0
+	tunnelled := mk.TunKind != 0 && k.TunKind != hal.EncapNone
+	if mk.TunKind != 0 && !tunnelled {
+		// "Not tunnelled": a port's ingress never carries tunnel
+		// metadata (a frame the kernel received from the wire or from a
+		// veth has none; only a tunnel device's ingress does), so a rule
+		// on a port's frames needs no key for it. Without an in-port
+		// match the rule would also take frames decapsulated on the
+		// tunnel devices, which share the block, and flower has no key
+		// for the absence of tunnel metadata.
+		if mk.VNI != 0 || mk.TunSrc != ([16]byte{}) || mk.TunDst != ([16]byte{}) {
+			return nil, unsupported("match.tunnel", "a rule for frames that did not arrive tunnelled matches no VNI nor outer address")
+		}
+		if mk.InPort == 0 {
+			return nil, unsupported("match.tun_kind", "\"not tunnelled\" is what every port's ingress carries, but the tunnel devices share the block and flower has no key for the absence of tunnel metadata: the rule must match an in-port")
+		}
+		if decaps {
+			return nil, unsupported("actions[0] decap", "the rule matches frames that did not arrive tunnelled")
+		}
+	}
 	if tunnelled && !decaps {
 		return nil, unsupported("match.tunnel", "the kernel removes the outer headers before tc sees a tunnelled frame: a rule matching tunnel fields must decap")
 	}
@@ -149,20 +172,49 @@ func compileMatch(l *layout, m *hal.Match, decaps bool) ([]byte, error) {
 		e.Bytes(flowerEthSrc, k.EthSrc[:])
 		e.Bytes(flowerEthSrcMask, mk.EthSrc[:])
 	}
-	if mk.VLAN != 0 {
-		if mk.VLAN != hal.VLANPresent|0x0fff || k.VLAN&hal.VLANPresent == 0 {
-			return nil, unsupported("match.vlan", "only an exact VLAN ID is matched (not the absence of a tag, nor a partial ID)")
+	// FlowKey.VLAN holds the tag bit and the VID (13 bits): mask bits
+	// above them select nothing (a parsed key has them clear).
+	vm := mk.VLAN & (hal.VLANPresent | 0x0fff)
+	if k.VLAN&^(hal.VLANPresent|0x0fff)&mk.VLAN != 0 {
+		return nil, &hal.RuleError{Field: "match.vlan", Reason: "bits above the VLAN ID and the tag bit are never set in a frame's key"}
+	}
+	switch {
+	case vm == 0:
+		if mk.EthType != 0 {
+			if mk.EthType != 0xffff {
+				return nil, unsupported("match.eth_type", "the EtherType is matched exactly or not at all")
+			}
+			e.Bytes(flowerEthType, be16(k.EthType))
+		}
+	case vm&hal.VLANPresent == 0:
+		return nil, unsupported("match.vlan", "a VLAN ID is matched together with the tag's presence")
+	case k.VLAN&hal.VLANPresent == 0:
+		// No tag: flower's EtherType is the one after any tags, so the
+		// number of tags says it.
+		if !l.numVLANs {
+			return nil, unsupported("match.vlan", "the absence of a tag needs flower's num_of_vlans key, which this kernel lacks (Linux 5.19 on): its EtherType key is the one after any tags")
+		}
+		e.Uint8(flowerNumOfVLANs, 0)
+		if mk.EthType != 0 {
+			if mk.EthType != 0xffff {
+				return nil, unsupported("match.eth_type", "the EtherType is matched exactly or not at all")
+			}
+			e.Bytes(flowerEthType, be16(k.EthType))
+		}
+	default:
+		if vm&0x0fff != 0 && vm&0x0fff != 0x0fff {
+			return nil, unsupported("match.vlan", "the VLAN ID is matched exactly or not at all")
 		}
 		e.Bytes(flowerEthType, be16(hal.EtherTypeVLAN))
-		e.Uint16(flowerVLANID, k.VLAN&0x0fff)
+		if vm&0x0fff != 0 {
+			e.Uint16(flowerVLANID, k.VLAN&0x0fff)
+		}
 		if mk.EthType != 0 {
+			if mk.EthType != 0xffff {
+				return nil, unsupported("match.eth_type", "the EtherType is matched exactly or not at all")
+			}
 			e.Bytes(flowerVLANEthType, be16(k.EthType))
 		}
-	} else if mk.EthType != 0 {
-		if mk.EthType != 0xffff {
-			return nil, unsupported("match.eth_type", "the EtherType is matched exactly or not at all")
-		}
-		e.Bytes(flowerEthType, be16(k.EthType))
 	}
 	v6 := k.EthType == hal.EtherTypeIPv6
 	if mk.Proto != 0 {
@@ -423,7 +475,7 @@ func compileActions(l *layout, r *hal.Rule) ([]tcAction, int, error) {
 			switch {
 			case l.hostChain == 0:
 				return nil, -1, unsupported(field, "the NIC has no exception path")
-			case r.Match.Mask.TunKind != 0:
+			case r.Match.Mask.TunKind != 0 && r.Match.Key.TunKind != hal.EncapNone:
 				return nil, -1, unsupported(field, "a tunnelled frame reaches tc after the kernel removed its outer headers: the host would get neither the frame as it arrived nor its VNI")
 			case encapDev != nil:
 				return nil, -1, unsupported(field, "an encapsulation is written by the tunnel device after tc: the host would not get the encapsulated frame")

@@ -72,6 +72,7 @@ const (
 	flowerIPTTLMask    = 76
 	flowerKeyFlagsMask = 48
 	flowerInHWCount    = 86
+	flowerNumOfVLANs   = 102 // TCA_FLOWER_KEY_NUM_OF_VLANS, u8
 
 	// TCA_FLOWER_KEY_FLAGS bits (big endian on the wire)
 	flowerFlagIsFragment  = 1

@@ -26,6 +26,8 @@ type dumpedFilter struct {
 	HWPackets uint64
 	HWBytes   uint64
 	Actions   []string
+	// NumVLANs is the num_of_vlans key, -1 when the filter has none.
+	NumVLANs int
 }
 
 var errNotFilter = errors.New("not a filter message")
@@ -33,7 +35,7 @@ var errNotFilter = errors.New("not a filter message")
 // parseFilter decodes the payload of an RTM_NEWTFILTER message from a dump.
 // It never panics on malformed input; it returns an error instead.
 func parseFilter(b []byte) (dumpedFilter, error) {
-	var f dumpedFilter
+	f := dumpedFilter{NumVLANs: -1}
 	t, err := parseTcmsg(b)
 	if err != nil {
 		return f, err
@@ -71,6 +73,8 @@ func parseFilter(b []byte) (dumpedFilter, error) {
 		switch od.Type() {
 		case flowerFlags:
 			f.Flags = od.Uint32()
+		case flowerNumOfVLANs:
+			f.NumVLANs = int(od.Uint8())
 		case flowerInHWCount:
 			f.InHWCount = od.Uint32()
 			f.HasHWCnt = true

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
+	"sort"
 	"sync"
 
 	"github.com/mdlayher/netlink"
@@ -52,11 +54,13 @@ const (
 	hostChainIndex = 0x0ffffffd
 )
 
-// Priorities in missChain: passes, then fragments, then the catch-alls.
+// Priorities in missChain: passes, then fragments, then the catch-alls,
+// then the tunnel devices' catch-alls.
 const (
-	prioExcPass = 1
-	prioExcFrag = 2
-	prioExcMiss = 3
+	prioExcPass   = 1
+	prioExcFrag   = 2
+	prioExcMiss   = 3
+	prioExcTunnel = 4
 	prioHost    = 1      // hostChain's per-port filters
 	prioCatch   = 0xffff // chain 0: to missChain when no scope exists
 )
@@ -181,6 +185,42 @@ type excFilter struct {
 	reason hal.Reason
 }
 
+// tunnelAction is the exception path's BPF action for tunnelled misses
+// (bpf/tunmiss.c): the program's file descriptor and name. fd 0 means
+// none: tunnelled misses continue into the tunnel devices' stacks.
+type tunnelAction struct {
+	fd   int
+	name string
+}
+
+// act_bpf attributes (linux/tc_act/tc_bpf.h).
+const (
+	actBPFParms = 2
+	actBPFFD    = 5
+	actBPFName  = 6
+)
+
+// bpfAction is act_bpf running the program fd; it pipes on to the next
+// action (the program returns TC_ACT_PIPE, or TC_ACT_SHOT for a frame
+// without tunnel metadata, which no filter that runs it takes).
+func bpfAction(a tunnelAction) tcAction {
+	return tcAction{Kind: "bpf", Opts: nestedOpts(func(e *netlink.AttributeEncoder) {
+		e.Bytes(actBPFParms, tcGen(tcActPipe))
+		e.Uint32(actBPFFD, uint32(a.fd))
+		e.String(actBPFName, a.name)
+	})}
+}
+
+// The tunnel record the BPF action puts in front of a tunnelled miss
+// (bpf/tunmiss.c): after the channel's two tags, EtherType tunnelRecordType
+// and tunnelRecordLen bytes, then the Geneve options, then the frame as the
+// tunnel device received it.
+const (
+	tunnelRecordType = 0x88b6
+	tunnelRecordLen  = 46
+	tunnelRecordVer  = 1
+)
+
 // exceptionPath is the NIC's side of the channel.
 type exceptionPath struct {
 	txIfindex uint32 // the channel's send end, the redirects' target
@@ -190,6 +230,11 @@ type exceptionPath struct {
 	// counted maps the structural filters (chain, prio, handle) that hand
 	// frames to the host onto the port and reason they count.
 	counted map[filterID]excFilter
+	// tunnel says that tunnelled misses reach the host (the BPF action
+	// was loaded and the kernel took its filters); close releases the
+	// program.
+	tunnel      bool
+	closeTunnel func() error
 }
 
 type filterID struct {
@@ -219,6 +264,38 @@ func vlanPushTCI(vid uint16, prio uint8) tcAction {
 func toChannel(reason, ps uint16, txIfindex uint32) []tcAction {
 	vid, prio := tagValue(reason)
 	return []tcAction{vlanPushTCI(vid, prio), vlanPush(ps), mirredRedirect(txIfindex)}
+}
+
+// tunnelMissFilters hand the tunnel devices' misses to the channel: one
+// catch-all per device (indev), after every rule, whose BPF action puts
+// the tunnel metadata in front of the frame. The port tag's VID is 0 (no
+// port: decodeException finds the uplink from the outer destination) and
+// its priority bits the tunnel's kind.
+func (n *NIC) tunnelMissFilters(txIfindex uint32, act tunnelAction) []*filterSpec {
+	var fs []*filterSpec
+	for _, kind := range []hal.EncapKind{hal.EncapVXLAN, hal.EncapGeneve} {
+		d := n.lay.tunnels[kind]
+		if d == nil {
+			continue
+		}
+		e := netlink.NewAttributeEncoder()
+		e.String(flowerIndev, d.Name)
+		keys, _ := e.Encode()
+		vid, prio := tagValue(uint16(hal.ReasonMiss))
+		fs = append(fs, &filterSpec{Chain: missChainIndex, Prio: prioExcTunnel, Handle: uint32(kind), Flags: n.flags, Keys: keys,
+			Actions: []tcAction{bpfAction(act), vlanPushTCI(vid, prio), vlanPushTCI(0, uint8(kind)), mirredRedirect(txIfindex)}})
+	}
+	return fs
+}
+
+// firstUplink is the first uplink in Ports; 0 when there is none.
+func (n *NIC) firstUplink() hal.PortID {
+	for _, p := range n.ports {
+		if p.Kind == hal.PortUplink {
+			return p.ID
+		}
+	}
+	return 0
 }
 
 // exceptionFilters are the structural filters of the exception path: the
@@ -328,6 +405,51 @@ func (n *NIC) installExceptionPath(tx *device, rxName string, tunnelPorts []uint
 		// pedit and csum are there, and the host takes expiring TTLs.
 		n.caps.Actions |= hal.ActionsOf(hal.ActionDecTTL)
 	}
+	return nil
+}
+
+// installTunnelMisses adds the tunnel devices' catch-alls (see
+// tunnelMissFilters) to an installed exception path: from then on a
+// tunnelled frame no rule takes reaches ReadExceptions instead of the
+// tunnel device's stack. On failure nothing is left behind.
+func (n *NIC) installTunnelMisses(act tunnelAction) error {
+	if n.exc == nil {
+		return errors.New("no exception path")
+	}
+	fs := n.tunnelMissFilters(n.exc.txIfindex, act)
+	if len(fs) == 0 {
+		return errors.New("no tunnel device")
+	}
+	msgs := make([]netlink.Message, 0, len(fs))
+	for _, f := range fs {
+		m, err := n.filterMsg(f, netlink.Create|netlink.Excl)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+	}
+	var failed error
+	var landed []filterID
+	for i, err := range n.sendBatch(msgs) {
+		if err != nil {
+			if failed == nil {
+				failed = opError(fmt.Sprintf("install the tunnel devices' miss filter %d", fs[i].Handle), 0, kernelError(err))
+			}
+			continue
+		}
+		landed = append(landed, filterID{fs[i].Chain, fs[i].Prio, fs[i].Handle})
+	}
+	if failed != nil {
+		for _, id := range landed {
+			_ = n.do(n.delFilterMsg(id.chain, id.prio, id.handle))
+		}
+		return failed
+	}
+	up := n.firstUplink()
+	for _, f := range fs {
+		n.exc.counted[filterID{f.Chain, f.Prio, f.Handle}] = excFilter{up, hal.ReasonMiss}
+	}
+	n.exc.tunnel = true
 	return nil
 }
 
@@ -447,6 +569,9 @@ func (n *NIC) decodeException(f []byte, partial bool, e *hal.Exception) bool {
 		return false
 	}
 	ps := int(binary.BigEndian.Uint16(f[14:]) & 0x0fff)
+	if ps == 0 && n.exc != nil && n.exc.tunnel {
+		return n.decodeTunnelMiss(f, partial, e)
+	}
 	if ps < 1 || ps > len(n.ports) {
 		return false
 	}
@@ -473,6 +598,156 @@ func (n *NIC) decodeException(f []byte, partial bool, e *hal.Exception) bool {
 		completePartial(e.Frame())
 	}
 	return true
+}
+
+// decodeTunnelMiss turns a tunnelled miss from the channel into e: the
+// frame as the wire carried it, rebuilt from the tunnel record the BPF
+// action wrote (see bpf/tunmiss.c) and the frame the tunnel device
+// received. The outer headers carry what the kernel kept of them: the
+// addresses, the VNI, TOS/traffic class, TTL/hop limit, IPv6 flow label
+// and Geneve options as they arrived; the outer destination MAC is the
+// endpoint's that holds the outer destination (a group's own for a
+// group), or the first uplink's own without one, which every frame the
+// endpoint filter let through carried; the outer source MAC is zero, the
+// UDP destination port the tunnel device's, the UDP source port the inner
+// flow's hash (as nicpath's own encapsulation writes it), the IPv4
+// identification and flags zero and the IPv4 UDP checksum 0, as the
+// kernel does not keep them. InPort is that endpoint's uplink and VNI the
+// frame's.
+func (n *NIC) decodeTunnelMiss(f []byte, partial bool, e *hal.Exception) bool {
+	const r = 22 // the record, after the MACs, the two tags and its EtherType
+	if len(f) < r+tunnelRecordLen || binary.BigEndian.Uint16(f[20:]) != tunnelRecordType || f[r] != tunnelRecordVer {
+		return false
+	}
+	kind := hal.EncapKind(binary.BigEndian.Uint16(f[14:]) >> 13)
+	dev := n.lay.tunnels[kind]
+	if dev == nil {
+		return false
+	}
+	rec := f[r : r+tunnelRecordLen]
+	v6 := rec[1]&1 != 0
+	olen := int(rec[44]) * 4
+	inner := f[r+tunnelRecordLen:]
+	if olen > len(inner) {
+		return false
+	}
+	opts, inner := inner[:olen], inner[olen:]
+	var src, dst netip.Addr
+	if v6 {
+		src, dst = netip.AddrFrom16([16]byte(rec[8:24])), netip.AddrFrom16([16]byte(rec[24:40]))
+	} else {
+		src, dst = netip.AddrFrom4([4]byte(rec[8:12])), netip.AddrFrom4([4]byte(rec[24:28]))
+	}
+	port, mac := n.tunnelEndpointOf(dst)
+	if port == 0 {
+		return false
+	}
+	id := binary.BigEndian.Uint32(rec[4:])
+	en := hal.Encap{Kind: kind, VNI: id & 0x00ffffff, Src: src, Dst: dst, DstMAC: mac, TTL: rec[3], DstPort: n.tunnelPortOf(kind)}
+	if kind == hal.EncapGeneve && olen > 0 {
+		en.GeneveOptions = opts
+	}
+	t, err := wire.NewEncapTemplate(&en)
+	if err != nil {
+		return false
+	}
+	e.InPort, e.Reason, e.VNI, e.Rule = port, hal.Reason(tagFromTCI(binary.BigEndian.Uint16(f[18:]))), en.VNI, 0
+	if e.Reason >= hal.NumReasons {
+		e.Reason = hal.ReasonMiss
+	}
+	hl := t.Len()
+	size := hl + len(inner)
+	if len(e.Buf) < size {
+		// Truncated: what fits of the frame as it would have arrived.
+		full := make([]byte, size)
+		copy(full[hl:], inner)
+		if partial {
+			completePartial(full[hl:])
+		}
+		if _, err := t.Push(full, hl, size, innerHash(full[hl:])); err != nil {
+			return false
+		}
+		setOuterTOS(full, v6, rec)
+		e.Len, e.Truncated = copy(e.Buf, full), true
+		return true
+	}
+	copy(e.Buf[hl:], inner)
+	fr := e.Buf[hl:size]
+	if partial {
+		completePartial(fr)
+	}
+	if _, err := t.Push(e.Buf, hl, size, innerHash(fr)); err != nil {
+		return false
+	}
+	setOuterTOS(e.Buf[:size], v6, rec)
+	e.Len, e.Truncated = size, false
+	return true
+}
+
+// innerHash is the flow hash of an inner frame (wire.FlowHash of its key;
+// a frame that does not parse hashes its zero key).
+func innerHash(f []byte) uint32 {
+	var k hal.FlowKey
+	var l wire.Layout
+	_ = wire.Parse(f, 0, &k, &l)
+	return wire.FlowHash(&k)
+}
+
+// setOuterTOS writes the record's TOS (IPv4, with the header checksum) or
+// traffic class and flow label (IPv6) into the outer header of f, which
+// starts with its outer Ethernet header.
+func setOuterTOS(f []byte, v6 bool, rec []byte) {
+	ip := f[14:]
+	if v6 {
+		label := binary.BigEndian.Uint32(rec[40:]) & 0xfffff
+		binary.BigEndian.PutUint32(ip[0:4], 6<<28|uint32(rec[2])<<20|label)
+		return
+	}
+	ip[1] = rec[2]
+	binary.BigEndian.PutUint16(ip[10:12], 0)
+	binary.BigEndian.PutUint16(ip[10:12], wire.Checksum(ip[:20], 0))
+}
+
+// tunnelEndpointOf is the uplink whose tunnel endpoint holds dst (one of
+// its addresses, or groups), and the outer destination MAC that endpoint
+// accepts for it; without one, the first uplink and its own MAC.
+func (n *NIC) tunnelEndpointOf(dst netip.Addr) (hal.PortID, hal.MAC) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ids := make([]hal.PortID, 0, len(n.endpoints))
+	for id := range n.endpoints {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		ep := &n.endpoints[id].ep
+		for _, a := range ep.Addrs {
+			if a == dst {
+				return id, ep.MAC
+			}
+		}
+		for _, g := range ep.Groups {
+			if g == dst {
+				return id, groupMAC(g)
+			}
+		}
+	}
+	up := n.firstUplink()
+	if up == 0 {
+		return 0, hal.MAC{}
+	}
+	return up, n.lay.ports[up].MAC
+}
+
+// tunnelPortOf is the UDP port the tunnel device of kind receives on.
+func (n *NIC) tunnelPortOf(kind hal.EncapKind) uint16 {
+	if p, ok := n.tunPortByKind[kind]; ok {
+		return p
+	}
+	if kind == hal.EncapGeneve {
+		return hal.PortGeneve
+	}
+	return hal.PortVXLAN
 }
 
 // completePartial does for a frame whose sender left its transport

@@ -89,11 +89,45 @@ func (n *NIC) buildExceptionPath() (string, error) {
 	}
 	note := fmt.Sprintf("exception path: misses and to_host frames reach ReadExceptions through the veth pair %s/%s (two 802.1Q tags name the in-port and the reason or rule, mirred egress redirect; AF_PACKET)", txName, rxName)
 	if len(n.lay.tunnels) > 0 {
-		note += fmt.Sprintf("; on uplinks, UDP to ports %v (the tunnel devices), ARP and IPv6 neighbour discovery that no rule takes pass into the kernel's stack, and a tunnelled frame no decap rule takes continues into the tunnel device's stack: tc sees it after the kernel removed the outer headers, so neither the frame as it arrived nor its VNI can reach the host", ports)
+		note += fmt.Sprintf("; on uplinks, UDP to ports %v (the tunnel devices), ARP and IPv6 neighbour discovery that no rule takes pass into the kernel's stack", ports)
+		if err := n.openTunnelMisses(); err != nil {
+			n.caps.TunnelMissesUnseen = true
+			note += "; a tunnelled frame no decap rule takes continues into the tunnel device's stack and never reaches the host (tc sees it after the kernel removed the outer headers, and the BPF action that would carry them on is unavailable: " + err.Error() + ")"
+		} else {
+			note += "; a tunnelled frame no decap rule takes reaches ReadExceptions rebuilt with its outer headers (a BPF action, act_bpf, reads the tunnel metadata: VNI, outer addresses, TOS, TTL, flow label, Geneve options; the outer destination MAC is the endpoint's, the outer source MAC zero, the UDP source port the inner flow's hash), on the uplink whose endpoint holds its outer destination"
+		}
 	} else {
 		note += "; on uplinks, ARP and IPv6 neighbour discovery that no rule takes pass into the kernel's stack"
 	}
 	return note, nil
+}
+
+// openTunnelMisses loads the BPF action of tunnelled misses
+// (bpf/tunmiss.c) and installs the tunnel devices' catch-alls that run it.
+// The program stays loaded while the NIC is open (the filters hold it
+// too); Close releases it.
+func (n *NIC) openTunnelMisses() error {
+	spec, err := loadTunmiss()
+	if err != nil {
+		return err
+	}
+	var objs tunmissObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return fmt.Errorf("loading the BPF program: %w", err)
+	}
+	act := tunnelAction{fd: objs.TunnelMiss.FD(), name: "nicpath_tunnel_miss"}
+	// act_bpf itself (the module may be missing): a probe in the probe
+	// chain, as for every other action.
+	if err := n.probeFilter("action bpf", n.flags&^clsFlagsSkipSW|clsFlagsSkipHW, bpfAction(act)); err != nil {
+		objs.Close()
+		return err
+	}
+	if err := n.installTunnelMisses(act); err != nil {
+		objs.Close()
+		return err
+	}
+	n.exc.closeTunnel = objs.Close
+	return nil
 }
 
 // tunnelPorts are the UDP ports the tunnel devices receive on, read from

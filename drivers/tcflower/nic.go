@@ -87,8 +87,10 @@ type NIC struct {
 	exc *exceptionPath
 	// hostSlots names the ToHost rules in the frames' reason tags.
 	hostSlots hostSlots
-	// tunPorts are the UDP ports the tunnel devices receive on.
-	tunPorts []uint16
+	// tunPorts are the UDP ports the tunnel devices receive on;
+	// tunPortByKind says which is whose.
+	tunPorts      []uint16
+	tunPortByKind map[hal.EncapKind]uint16
 	// groups joins an endpoint's multicast groups; nil in unit tests.
 	groups groupJoiner
 	// stopped is set by Close before anything else, so that a reader
@@ -904,6 +906,9 @@ func (n *NIC) Close() error {
 		n.readMu.Lock()
 		errs = append(errs, n.exc.reader.close())
 		n.readMu.Unlock()
+		if n.exc.closeTunnel != nil {
+			errs = append(errs, n.exc.closeTunnel())
+		}
 		err := n.do(n.request(rtmDelLink, 0, encodeDelLink(n.exc.txIfindex)))
 		var ke *KernelError
 		if errors.As(kernelError(err), &ke) && (ke.Errno == errnoENOENT || ke.Errno == errnoENODEV) {

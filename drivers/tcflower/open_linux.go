@@ -173,6 +173,10 @@ func open(ctx context.Context, conn *netlink.Conn, cfg Config) (*NIC, error) {
 	}
 	n.sys, n.groups = sys, sys
 	n.tunPorts = n.tunnelPorts()
+	n.tunPortByKind = map[hal.EncapKind]uint16{}
+	for kind, d := range lay.tunnels {
+		n.tunPortByKind[kind] = n.tunnelPort(kind, d)
+	}
 	if n.caps.Decaps != 0 && len(n.tunPorts) > 0 {
 		n.caps.TunnelFilter = true
 		n.caps.Notes = append(n.caps.Notes, fmt.Sprintf("tunnel filter: SetTunnelEndpoint puts flower filters on the uplink's ingress ahead of every rule: UDP to ports %v for the endpoint's addresses and MAC (or a group's address and MAC) passes into the kernel's stack, the rest is dropped and counted under not_local; the groups are joined on the uplink", n.tunPorts))
@@ -249,6 +253,42 @@ func (n *NIC) probeFilter(what string, flags uint32, acts ...tcAction) error {
 		// The kernel took the filter: whatever the removal says, the probe
 		// did not find the feature missing.
 		return &ProbeError{Probe: what + " (removing the probe filter)", Err: kernelError(err)}
+	}
+	return nil
+}
+
+// probeNumVLANs says whether flower takes the num_of_vlans key: a kernel
+// older than 5.19 parses flower's options leniently and ignores an
+// attribute it does not know, so the probe filter is dumped back and must
+// carry the key. It answers like probeFilter.
+func (n *NIC) probeNumVLANs() error {
+	const what = "flower num_of_vlans"
+	e := netlink.NewAttributeEncoder()
+	e.Uint8(flowerNumOfVLANs, 0)
+	keys, _ := e.Encode()
+	f := &filterSpec{Chain: probeChain, Prio: 1, Handle: 1, Flags: clsFlagsSkipHW, Keys: keys, Actions: []tcAction{gactAction(tcActShot)}}
+	m, err := n.filterMsg(f, netlink.Create|netlink.Excl)
+	if err != nil {
+		return &ProbeError{Probe: what, Err: err}
+	}
+	if err := n.do(m); err != nil {
+		return probeOutcome(what, kernelError(err))
+	}
+	echoed := false
+	derr := n.dumpChain(probeChain, func(d *dumpedFilter) error {
+		if d.Prio == 1 && d.Handle == 1 && d.NumVLANs == 0 {
+			echoed = true
+		}
+		return nil
+	})
+	if err := n.do(n.delFilterMsg(probeChain, 1, 1)); err != nil {
+		return &ProbeError{Probe: what + " (removing the probe filter)", Err: kernelError(err)}
+	}
+	if derr != nil {
+		return &ProbeError{Probe: what + " (dumping the probe filter)", Err: derr}
+	}
+	if !echoed {
+		return fmt.Errorf("the kernel took the key without keeping it (flower before Linux 5.19 ignores attributes it does not know): %w", hal.ErrNotSupported)
 	}
 	return nil
 }
@@ -331,6 +371,15 @@ func (n *NIC) probe(ctx context.Context) error {
 			notes = append(notes, "IPv4 address rewrites of rules that match the address exactly use act_nat, which keeps the checksum right in a frame whose sender left it to the device (TSO/GSO included)")
 		}
 		notes = append(notes, "address rewrites by pedit and csum (IPv6, or an IPv4 address the rule does not match exactly"+map[bool]string{true: "", false: ", or every one: no act_nat"}[n.lay.nat]+"): csum leaves a TSO/GSO frame alone, whose checksum then stays the old addresses' pseudo-header sum, and the device that segments it writes wrong checksums")
+	}
+	switch err := n.probeNumVLANs(); {
+	case err == nil:
+		n.lay.numVLANs = true
+		notes = append(notes, "\"no VLAN tag\" is flower's num_of_vlans 0")
+	case probeFailed(err):
+		return err
+	default:
+		notes = append(notes, "match.vlan: the absence of a tag is refused: "+err.Error())
 	}
 	if has("vlan", vlanPop()) {
 		acts |= hal.ActionsOf(hal.ActionPushVLAN, hal.ActionPopVLAN)
