@@ -16,6 +16,7 @@ import (
 	"github.com/mdlayher/netlink/nltest"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
 )
 
 // --- a fake kernel for nltest ---
@@ -633,6 +634,18 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	ae.Bytes(iflaStats64, make([]byte, 200))
 	la, _ := ae.Encode()
 	write("testdata/fuzz/FuzzParseLink", "link", append(link, la...))
+	inner := wire.Build(wire.FrameSpec{Src: netip.MustParseAddr("192.0.2.2"), Dst: netip.MustParseAddr("192.0.2.1"), Proto: hal.ProtoUDP, SrcPort: 1, DstPort: 2})
+	writeBool := func(dir, name string, data []byte, b bool) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\nbool(%v)\n", data, b)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeBool("testdata/fuzz/FuzzDecodeTunnelMiss", "vxlan", tunnelRecord(hal.EncapVXLAN, hal.ReasonMiss, 5001, netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.1"), 0x28, 61, 0, nil, inner), true)
+	writeBool("testdata/fuzz/FuzzDecodeTunnelMiss", "geneve-ipv6-options", tunnelRecord(hal.EncapGeneve, hal.ReasonMiss, 7, netip.MustParseAddr("2001:db8::2"), netip.MustParseAddr("2001:db8::1"), 0, 64, 1, []byte{1, 2, 3, 1, 4, 5, 6, 7}, inner), false)
 }
 
 func TestApplyTableFull(t *testing.T) {

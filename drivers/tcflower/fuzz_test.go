@@ -2,6 +2,7 @@ package tcflower
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -109,6 +110,45 @@ func FuzzDecodeException(f *testing.F) {
 		}
 		if len(diff) > 2 || (len(diff) == 2 && diff[1] != diff[0]+1) || (!partial && len(diff) > 0) {
 			t.Fatalf("completing the checksum changed bytes %v", diff)
+		}
+	})
+}
+
+// FuzzDecodeTunnelMiss feeds arbitrary frames from the exception channel
+// to a NIC whose tunnel devices hand their misses on (the tunnel record of
+// bpf/tunmiss.c): it must never panic, and a frame it takes must come back
+// tunnelled in the record's kind, with the VNI it reports, from the uplink,
+// ending in the frame the tunnel device received (unless completing a
+// partial checksum changed it, or it was truncated).
+func FuzzDecodeTunnelMiss(f *testing.F) {
+	inner := wire.Build(wire.FrameSpec{Src: netip.MustParseAddr("192.0.2.2"), Dst: netip.MustParseAddr("192.0.2.1"), Proto: hal.ProtoTCP, SrcPort: 1, DstPort: 2})
+	f.Add(tunnelRecord(hal.EncapVXLAN, hal.ReasonMiss, 5001, netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.1"), 0, 64, 0, nil, inner), false)
+	f.Add(tunnelRecord(hal.EncapGeneve, hal.ReasonMiss, 7, netip.MustParseAddr("2001:db8::2"), netip.MustParseAddr("2001:db8::1"), 0, 64, 1, []byte{1, 2, 3, 1, 4, 5, 6, 7}, inner), true)
+	f.Add([]byte{}, false)
+	f.Fuzz(func(t *testing.T, b []byte, partial bool) {
+		n := tunnelNIC(t)
+		e := hal.Exception{Buf: make([]byte, 4096)}
+		if !n.decodeException(b, partial, &e) {
+			return
+		}
+		if len(b) < 22 || binary.BigEndian.Uint16(b[14:])&0x0fff != 0 {
+			return // a port's frame: FuzzDecodeException's
+		}
+		if e.InPort != 3 || e.Reason >= hal.NumReasons {
+			t.Fatalf("exception %+v", e)
+		}
+		if e.Truncated {
+			return
+		}
+		var k hal.FlowKey
+		var l wire.Layout
+		err := wire.Parse(e.Frame(), e.InPort, &k, &l)
+		if err == nil && (k.TunKind == hal.EncapNone || k.VNI != e.VNI) {
+			t.Fatalf("rebuilt frame parses to %v, reported vni %d", k, e.VNI)
+		}
+		olen := int(b[22+44]) * 4
+		if in := b[22+tunnelRecordLen+olen:]; !partial && !bytes.HasSuffix(e.Frame(), in) {
+			t.Fatal("the inner frame changed")
 		}
 	})
 }

@@ -50,7 +50,7 @@ func TestLinuxPeerTCFlowerVM(t *testing.T) {
 		Args: append([]string{"-test.run", "^TestLinuxPeerTCFlowerInVM$", "-test.v", "-test.timeout", "10m"},
 			fmt.Sprintf("-peerbed.vswitch-tcflower=%v", *vmVswitchTCFlower)),
 		Modules: []string{"veth", "vxlan", "bridge", "sch_ingress", "cls_flower", "act_gact", "act_mirred",
-			"act_pedit", "act_csum", "act_tunnel_key", "act_vlan"},
+			"act_pedit", "act_csum", "act_tunnel_key", "act_vlan", "act_nat", "act_bpf"},
 		Executables: []string{"/usr/sbin/ip", "/usr/sbin/tc"},
 		MemoryMB:    2048,
 		Timeout:     timeout,
