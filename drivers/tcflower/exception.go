@@ -61,8 +61,8 @@ const (
 	prioExcFrag   = 2
 	prioExcMiss   = 3
 	prioExcTunnel = 4
-	prioHost    = 1      // hostChain's per-port filters
-	prioCatch   = 0xffff // chain 0: to missChain when no scope exists
+	prioHost      = 1      // hostChain's per-port filters
+	prioCatch     = 0xffff // chain 0: to missChain when no scope exists
 )
 
 // firstHostSlot is the first reason-tag value that names a ToHost rule;
