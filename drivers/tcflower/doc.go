@@ -14,6 +14,19 @@
 // action holding the RuleID and the owner's Cookie, so that a dump names its
 // rules by itself.
 //
+// Exact-match flows (hal.Exact) match "not tunnelled" and "no VLAN tag".
+// The first needs no key on a port's frames: only a tunnel device's
+// ingress carries tunnel metadata (the kernel drops it when a frame
+// crosses a veth, and a NIC's frames never had any), so a rule with an
+// in-port and tun=none is the in-port match alone; without an in-port it
+// would take the tunnel devices' frames too, which share the block, and
+// Validate refuses it (flower has no key for the absence of tunnel
+// metadata). "No VLAN tag" is flower's num_of_vlans 0 (Linux 5.19 on;
+// Open checks that a probe filter dumps back with the key, since an older
+// flower ignores keys it does not know): flower's EtherType key is the one
+// after the tags, so a rule on the EtherType alone takes tagged frames
+// too. Without the key Validate refuses "no tag" and the notes say so.
+//
 // Actions: Output is mirred egress redirect; Drop is gact shot; header
 // rewrites are one pedit (extended keys, encoded here since go-tc has no
 // pedit) followed by csum, because pedit leaves checksums stale, except an
@@ -155,6 +168,29 @@
 // say why, and a packet no rule takes continues into the port's kernel
 // stack.
 //
+// Tunnelled misses: after the ports' filters, the miss chain holds one
+// catch-all per tunnel device (indev vx0, gnv0): a frame the device
+// decapsulated and no decap rule took. tc sees it after the kernel removed
+// the outer headers, so its first action is a BPF program (act_bpf,
+// bpf/tunmiss.c, committed as tunmiss_bpfel.o like the xdp driver's) that
+// reads the tunnel metadata with bpf_skb_get_tunnel_key and
+// bpf_skb_get_tunnel_opt and puts it in front of the frame as a record
+// (EtherType 0x88B6: tunnel ID, outer source and destination, TOS, TTL,
+// flow label, Geneve options); then the two tags (the port tag's VID 0,
+// its priority bits the tunnel's kind) and the redirect. decodeException
+// rebuilds the frame as the wire carried it, with the outer headers the
+// metadata gives (wire.NewEncapTemplate) and InPort the uplink whose
+// tunnel endpoint holds the outer destination (the first uplink without
+// one); what the kernel does not keep is filled in: the outer destination
+// MAC is that endpoint's (which the endpoint filter made every such frame
+// carry), the outer source MAC zero, the UDP source port the inner flow's
+// hash, the IPv4 identification, flags and UDP checksum zero, Geneve's
+// O and C bits clear. Exception.VNI is set. A slow path thus walks the
+// first packet of a connection a remote VM opens, as on any NIC.
+// Capabilities.TunnelMissesUnseen is false; where the program does not
+// load or the kernel lacks act_bpf, it is true, the notes say why, and
+// such a frame continues into the tunnel device's stack as before.
+//
 // # Placement and honesty
 //
 // [Placement] says where rules may live: hardware only (skip_sw), software
@@ -190,15 +226,24 @@
 //
 // # Not done, and known differences
 //
-//   - Tunnelled misses: a VXLAN or Geneve frame no decap rule takes
-//     continues into the tunnel device's stack, as before. tc sees it only
-//     after the kernel removed the outer headers, and no tc action carries
-//     the VNI or the outer addresses on: the host could get neither the
-//     frame as it arrived nor its flow key, so it gets nothing. Exceptions
-//     always have VNI 0, and ToHost is refused in decap rules and after an
-//     encap; a decapsulated frame that a rule without an in-port match hands
-//     to the host (ToHost, or an expiring TTL) continues into the tunnel
-//     device's stack too.
+//   - A tunnelled miss reaches the host rebuilt, not as it arrived (see
+//     Exception path): the outer MACs, the UDP source port, the IPv4
+//     identification and flags and Geneve's O/C bits are not the wire's.
+//     A later inner fragment is reason miss, not fragment. ToHost is still
+//     refused in decap rules and after an encap (the BPF action runs only
+//     in the miss chain), and a decapsulated frame that a rule without an
+//     in-port match hands to the host (ToHost, or an expiring TTL)
+//     continues into the tunnel device's stack.
+//   - NVGRE: not taken. Config.Tunnels refuses it, so Encaps and Decaps
+//     lack it and the vswitch keeps NVGRE flows on its host path (GRE
+//     frames on the uplink are ordinary misses, which reach the host as
+//     they arrived). A flow-based gretap device ("external") with
+//     tunnel_key set would write NVGRE's framing (key VSID<<8 | FlowID,
+//     protocol 0x6558), but flower's enc_key_id has no mask: a decap rule
+//     would match one FlowID only, while a sender spreads its flows over
+//     all 256 (nicpath's own takes the FlowID from the inner flow's hash).
+//   - A rule matching "not tunnelled" needs an in-port, and one matching
+//     "no VLAN tag" needs num_of_vlans (see Layout in the kernel).
 //   - On uplinks, UDP to the tunnel ports, ARP and IPv6 neighbour discovery
 //     no rule takes go to the kernel's stack, not to the host's slow path;
 //     any other traffic of the host's own on the uplink is a miss.
@@ -241,6 +286,10 @@
 // (TestKernelTunnelEndpoint: what the kernel decapsulates without it, what
 // it drops and counts with it) and checksums with default offloads
 // (TestKernelPartialChecksums*, TestKernelExceptionPartialChecksums).
+// internal/peerbed runs the vswitch on this driver in the VM tier against
+// a plain Linux VXLAN host: a remote VM opens connections to the local one
+// through stateful inbound ACLs, and the allowed one runs on tc filters
+// both ways.
 // `go test -run TestVM -args -vm.run PATTERN` runs a part of them.
 // BenchmarkVMRuleRate and BenchmarkVMActivate boot the VM for the figures.
 package tcflower

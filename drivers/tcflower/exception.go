@@ -217,7 +217,7 @@ func bpfAction(a tunnelAction) tcAction {
 // tunnel device received it.
 const (
 	tunnelRecordType = 0x88b6
-	tunnelRecordLen  = 46
+	tunnelRecordLen  = 54
 	tunnelRecordVer  = 1
 )
 
@@ -627,11 +627,16 @@ func (n *NIC) decodeTunnelMiss(f []byte, partial bool, e *hal.Exception) bool {
 	rec := f[r : r+tunnelRecordLen]
 	v6 := rec[1]&1 != 0
 	olen := int(rec[44]) * 4
-	inner := f[r+tunnelRecordLen:]
-	if olen > len(inner) {
+	ntags := int(rec[45])
+	got := f[r+tunnelRecordLen:]
+	if olen > len(got) || ntags > 2 {
 		return false
 	}
-	opts, inner := inner[:olen], inner[olen:]
+	opts, got := got[:olen], got[olen:]
+	if ntags > 0 && len(got) < 12 {
+		return false
+	}
+	tags := rec[46 : 46+4*ntags]
 	var src, dst netip.Addr
 	if v6 {
 		src, dst = netip.AddrFrom16([16]byte(rec[8:24])), netip.AddrFrom16([16]byte(rec[24:40]))
@@ -656,31 +661,33 @@ func (n *NIC) decodeTunnelMiss(f []byte, partial bool, e *hal.Exception) bool {
 		e.Reason = hal.ReasonMiss
 	}
 	hl := t.Len()
-	size := hl + len(inner)
-	if len(e.Buf) < size {
+	size := hl + len(got) + len(tags)
+	buf := e.Buf
+	if len(buf) < size {
 		// Truncated: what fits of the frame as it would have arrived.
-		full := make([]byte, size)
-		copy(full[hl:], inner)
-		if partial {
-			completePartial(full[hl:])
-		}
-		if _, err := t.Push(full, hl, size, innerHash(full[hl:])); err != nil {
-			return false
-		}
-		setOuterTOS(full, v6, rec)
-		e.Len, e.Truncated = copy(e.Buf, full), true
-		return true
+		buf = make([]byte, size)
 	}
-	copy(e.Buf[hl:], inner)
-	fr := e.Buf[hl:size]
+	// The frame the device received, its tags put back after the MACs.
+	fr := buf[hl:size]
+	if len(tags) == 0 {
+		copy(fr, got)
+	} else {
+		copy(fr, got[:12])
+		copy(fr[12:], tags)
+		copy(fr[12+len(tags):], got[12:])
+	}
 	if partial {
 		completePartial(fr)
 	}
-	if _, err := t.Push(e.Buf, hl, size, innerHash(fr)); err != nil {
+	if _, err := t.Push(buf, hl, size, innerHash(fr)); err != nil {
 		return false
 	}
-	setOuterTOS(e.Buf[:size], v6, rec)
-	e.Len, e.Truncated = size, false
+	setOuterTOS(buf[:size], v6, rec)
+	if len(e.Buf) < size {
+		e.Len, e.Truncated = copy(e.Buf, buf), true
+	} else {
+		e.Len, e.Truncated = size, false
+	}
 	return true
 }
 

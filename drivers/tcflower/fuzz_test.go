@@ -146,8 +146,14 @@ func FuzzDecodeTunnelMiss(f *testing.F) {
 		if err == nil && (k.TunKind == hal.EncapNone || k.VNI != e.VNI) {
 			t.Fatalf("rebuilt frame parses to %v, reported vni %d", k, e.VNI)
 		}
-		olen := int(b[22+44]) * 4
-		if in := b[22+tunnelRecordLen+olen:]; !partial && !bytes.HasSuffix(e.Frame(), in) {
+		olen, ntags := int(b[22+44])*4, int(b[22+45])
+		in := b[22+tunnelRecordLen+olen:]
+		if ntags > 0 {
+			// The tags go back in after the MACs.
+			tags := b[22+46 : 22+46+4*ntags]
+			in = append(append(append([]byte(nil), in[:12]...), tags...), in[12:]...)
+		}
+		if !partial && !bytes.HasSuffix(e.Frame(), in) {
 			t.Fatal("the inner frame changed")
 		}
 	})

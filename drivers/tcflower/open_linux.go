@@ -103,7 +103,7 @@ func open(ctx context.Context, conn *netlink.Conn, cfg Config) (*NIC, error) {
 	}
 	for kind, name := range cfg.Tunnels {
 		if kind != hal.EncapVXLAN && kind != hal.EncapGeneve {
-			return nil, hal.Unsupported(driverName, "tunnels "+kind.String(), "tc tunnel_key encapsulates VXLAN and Geneve only")
+			return nil, hal.Unsupported(driverName, "tunnels "+kind.String(), "the driver takes VXLAN and Geneve devices only: for NVGRE, flower's enc_key_id has no mask, so a decap rule would match one of the 256 FlowIDs a sender spreads its flows over (see the package doc)")
 		}
 		d, err := probe.lookupLink(name)
 		if err != nil {

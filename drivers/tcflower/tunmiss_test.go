@@ -100,6 +100,12 @@ func TestCompileUntunnelledNoVLAN(t *testing.T) {
 // VID 0, kind in its priority bits; reason tag), EtherType 0x88B6, the
 // record and the options, then the frame.
 func tunnelRecord(kind hal.EncapKind, reason hal.Reason, vni uint32, src, dst netip.Addr, tos, ttl uint8, label uint32, opts, frame []byte) []byte {
+	return tunnelRecordTags(kind, reason, vni, src, dst, tos, ttl, label, opts, frame, nil)
+}
+
+// tunnelRecordTags is tunnelRecord for a frame whose VLAN tags (TPID<<16 |
+// TCI, outermost first) the action took off and listed in the record.
+func tunnelRecordTags(kind hal.EncapKind, reason hal.Reason, vni uint32, src, dst netip.Addr, tos, ttl uint8, label uint32, opts, frame []byte, tags []uint32) []byte {
 	b := make([]byte, 12, 22+tunnelRecordLen+len(opts)+len(frame))
 	b = binary.BigEndian.AppendUint16(b, hal.EtherTypeVLAN)
 	b = binary.BigEndian.AppendUint16(b, uint16(kind)<<13)
@@ -123,6 +129,10 @@ func tunnelRecord(kind hal.EncapKind, reason hal.Reason, vni uint32, src, dst ne
 	binary.BigEndian.PutUint32(rec[4:], vni)
 	binary.BigEndian.PutUint32(rec[40:], label)
 	rec[44] = byte(len(opts) / 4)
+	rec[45] = byte(len(tags))
+	for i, tg := range tags {
+		binary.BigEndian.PutUint32(rec[46+4*i:], tg)
+	}
 	b = append(b, rec...)
 	b = append(b, opts...)
 	return append(b, frame...)
@@ -223,6 +233,24 @@ func TestDecodeTunnelMiss(t *testing.T) {
 			}
 		})
 	}
+	// A tagged frame: the action lists its tags, the rebuilt frame has
+	// them back after the inner MACs.
+	t.Run("tags", func(t *testing.T) {
+		tagged := append(append(append([]byte(nil), inner[:12]...), 0x88, 0xa8, 0x00, 0x05, 0x81, 0x00, 0x20, 0x07), inner[12:]...)
+		f := tunnelRecordTags(hal.EncapVXLAN, hal.ReasonMiss, 9, netip.MustParseAddr("198.18.0.2"), pa, 0, 64, 0, nil, inner, []uint32{0x88a80005, 0x81002007})
+		e := hal.Exception{Buf: make([]byte, 2048)}
+		if !n.decodeException(f, false, &e) {
+			t.Fatal("not taken")
+		}
+		if !bytes.HasSuffix(e.Frame(), tagged) {
+			t.Errorf("frame % x\nwant it to end in % x", e.Frame(), tagged)
+		}
+		three := tunnelRecordTags(hal.EncapVXLAN, hal.ReasonMiss, 9, netip.MustParseAddr("198.18.0.2"), pa, 0, 64, 0, nil, inner, []uint32{1, 2})
+		three[22+45] = 3
+		if n.decodeException(three, false, &e) {
+			t.Error("a record of three tags taken")
+		}
+	})
 	// Records the decoder must refuse: no tunnel path, a kind without a
 	// device, a wrong record type or version, options longer than the frame.
 	good := tunnelRecord(hal.EncapVXLAN, hal.ReasonMiss, 1, netip.MustParseAddr("198.18.0.2"), pa, 0, 64, 0, nil, inner)

@@ -97,6 +97,10 @@ type Config struct {
 	Dir string
 	// Logger receives the vswitchds' logs; nil discards them.
 	Logger *slog.Logger
+	// ACLs, when set, are the tenant's ACLs: YAML list items in the
+	// policy format (policy/FORMAT.md), indented as the items of a
+	// tenant's "acls:" (6 spaces before the dash).
+	ACLs string
 }
 
 // VM is one VM of the bed.
@@ -232,7 +236,11 @@ func New(ctx context.Context, cfg Config) (_ *Bed, err error) {
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(cfg.Dir, "policy.yaml"), []byte(policyYAML), 0o644); err != nil {
+	doc := policyYAML
+	if cfg.ACLs != "" {
+		doc += "    acls:\n" + strings.TrimRight(cfg.ACLs, "\n") + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Dir, "policy.yaml"), []byte(doc), 0o644); err != nil {
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

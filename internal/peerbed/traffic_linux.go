@@ -285,11 +285,16 @@ type TCPStream struct {
 }
 
 // OpenTCP connects from to to.
-func OpenTCP(ctx context.Context, from, to VM) (_ *TCPStream, err error) {
+func OpenTCP(ctx context.Context, from, to VM) (*TCPStream, error) {
+	return OpenTCPPort(ctx, from, to, 0)
+}
+
+// OpenTCPPort connects from to to's TCP port (0: one the kernel picks).
+func OpenTCPPort(ctx context.Context, from, to VM, port uint16) (_ *TCPStream, err error) {
 	st := &TCPStream{from: from, to: to, wbuf: make([]byte, 256<<10), progress: make(chan struct{}, 1), rdone: make(chan struct{})}
 	err = nsexec.Do(to.NS, func() error {
 		var err error
-		st.l, err = net.Listen("tcp4", netip.AddrPortFrom(to.CA, 0).String())
+		st.l, err = net.Listen("tcp4", netip.AddrPortFrom(to.CA, port).String())
 		return err
 	})
 	if err != nil {

@@ -4,19 +4,26 @@ package peerbed
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/internal/vmtest"
+	"github.com/nicpath/nicpath/vswitch"
 )
 
-var vmConsole = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
+var (
+	vmConsole = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
+	vmRun     = flag.String("vm.run", "^TestLinuxPeerTCFlowerInVM$", "the tests TestLinuxPeerTCFlowerVM runs inside the VM (a -test.run pattern)")
+)
 
 // TestLinuxPeerTCFlowerVM boots the VM tier (Debian's kernel, which has
 // cls_flower and the tc actions this machine's kernel lacks) and runs
@@ -47,8 +54,7 @@ func TestLinuxPeerTCFlowerVM(t *testing.T) {
 	defer cancel()
 	cfg := vmtest.Config{
 		TestBinary: bin,
-		Args: append([]string{"-test.run", "^TestLinuxPeerTCFlowerInVM$", "-test.v", "-test.timeout", "10m"},
-			fmt.Sprintf("-peerbed.vswitch-tcflower=%v", *vmVswitchTCFlower)),
+		Args:       []string{"-test.run", *vmRun, "-test.v", "-test.timeout", "10m"},
 		Modules: []string{"veth", "vxlan", "bridge", "sch_ingress", "cls_flower", "act_gact", "act_mirred",
 			"act_pedit", "act_csum", "act_tunnel_key", "act_vlan", "act_nat", "act_bpf"},
 		Executables: []string{"/usr/sbin/ip", "/usr/sbin/tc"},
@@ -67,31 +73,33 @@ func TestLinuxPeerTCFlowerVM(t *testing.T) {
 	if !res.Passed() {
 		t.Fatalf("in-VM test failed (exit %d)", res.ExitCode)
 	}
-	if !strings.Contains(res.Output, "--- PASS: TestLinuxPeerTCFlowerInVM/rules") {
-		t.Fatal("TestLinuxPeerTCFlowerInVM/rules did not pass in the VM (skipped, or did not run)")
+	if *vmRun != "^TestLinuxPeerTCFlowerInVM$" {
+		return // a part was asked for
+	}
+	for _, sub := range []string{"rules", "vswitch", "vswitch-acl"} {
+		if !strings.Contains(res.Output, "--- PASS: TestLinuxPeerTCFlowerInVM/"+sub+" ") {
+			t.Errorf("TestLinuxPeerTCFlowerInVM/%s did not pass in the VM (skipped, or did not run)", sub)
+		}
 	}
 }
 
-// vmVswitchTCFlower runs the vswitch variant of TestLinuxPeerTCFlowerInVM
-// (see there why it is not run by default).
-var vmVswitchTCFlower = flag.Bool("peerbed.vswitch-tcflower", false,
-	"in the VM tier, also run the overlay checks with the vswitch on tc-flower")
-
 // TestLinuxPeerTCFlowerInVM is TestLinuxPeer on the tc-flower driver, host-b
-// plain Linux, default offloads everywhere. The driver is programmed with
-// the rules the vswitch would install for the two VMs (rulesFor):
-// encapsulation with tunnel_key toward host-b, decapsulation from the
-// flow-based VXLAN device.
+// plain Linux, default offloads everywhere.
 //
-// The vswitch itself does not run on tc-flower yet, and its variant runs
-// only with -peerbed.vswitch-tcflower (TestLinuxPeerTCFlowerVM passes the
-// flag on): every unified flow it builds for a VM's packets matches
-// tun=none (hal.Exact of an untunnelled key), which the driver refuses
-// ("match.tunnel: … a rule matching tunnel fields must decap"), so every
-// flow stays in the host; and a tunnelled frame that no decap rule takes
-// continues into the VXLAN device's stack without reaching the exception
-// path (the driver's notes say so), so the first packet from host-b never
-// reaches the vswitch and nothing is ever delivered to vm-a.
+//   - rules: the driver programmed with the rules the vswitch would install
+//     for the two VMs (rulesFor), without a vswitch: encapsulation with
+//     tunnel_key toward host-b, decapsulation from the flow-based VXLAN
+//     device.
+//   - vswitch: the vswitch on tc-flower (an in-process vswitchd), the
+//     overlay's checks both ways: every first packet from host-b reaches
+//     it as a tunnelled miss (the driver's BPF action carries the VNI and
+//     the outer addresses), and its exact-match flows (tun=none, no VLAN
+//     tag) land in tc.
+//   - vswitch-acl: the same with vm-a's stateful inbound ACLs: vm-b opens a
+//     TCP connection to vm-a's allowed port, which then runs on the NIC
+//     both ways (the flows say where=nic and the tc filters' counters
+//     move); a connection to a port the ACLs deny, and one vm-a opens
+//     itself (outbound TCP is denied but for replies), never connect.
 func TestLinuxPeerTCFlowerInVM(t *testing.T) {
 	if !vmtest.InVM() {
 		t.Skip("runs inside the VM tier (TestLinuxPeerTCFlowerVM boots it)")
@@ -114,9 +122,193 @@ func TestLinuxPeerTCFlowerInVM(t *testing.T) {
 		}
 	})
 	t.Run("vswitch", func(t *testing.T) {
-		if !*vmVswitchTCFlower {
-			t.Skip("the vswitch does not run on tc-flower yet (see the test's doc); -peerbed.vswitch-tcflower runs it")
+		bed := newBed(t, Config{A: "tcflower", B: Linux})
+		caps := bed.Hosts()[0].NIC.Capabilities()
+		if caps.TunnelMissesUnseen || !caps.ExceptionPath {
+			t.Fatalf("tc-flower: tunnelled misses unseen %v, exception path %v:\n%s", caps.TunnelMissesUnseen, caps.ExceptionPath, &caps)
 		}
-		runOverlayChecks(t, newBed(t, Config{A: "tcflower", B: Linux}))
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("host-a's tc filters:\n%s", tcFilters(bed.Hosts()[0]))
+			}
+		})
+		runOverlayChecks(t, bed)
+		// The transfers ran on the NIC: the switch's flows carrying them
+		// are tc filters.
+		s := bed.Hosts()[0].Daemon.Switch().Stats()
+		t.Logf("host-a's switch: %d flows (%d on the NIC, %d in the host), %d packets handled, %d injected", s.Flows, s.FlowsNIC, s.FlowsHost, s.Packets, s.Injected)
+		if s.FlowsNIC == 0 || s.Packets > 2000 {
+			t.Errorf("host-a's switch: %d flows on the NIC, %d packets on the slow path: the transfers did not run on the NIC\n%s", s.FlowsNIC, s.Packets, bed.Report(context.Background()))
+		}
 	})
+	t.Run("vswitch-acl", func(t *testing.T) {
+		runACLChecks(t, newBed(t, Config{A: "tcflower", B: Linux, ACLs: aclYAML}))
+	})
+}
+
+// tcFilters lists the filters of h's tc block with their counters (tc -s
+// filter show), for a failed check's log.
+func tcFilters(h *Host) string {
+	caps := h.NIC.Capabilities()
+	var block string
+	if _, err := fmt.Sscanf(caps.Device, "tc block %s", &block); err != nil {
+		return err.Error()
+	}
+	out, err := exec.Command("ip", "netns", "exec", filepath.Base(h.NS), "tc", "-s", "filter", "show", "block", block).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%v: %s", err, out)
+	}
+	return string(out) + "\n" + caps.String()
+}
+
+// The ports of the ACL checks.
+const (
+	aclAllowedPort = 5001
+	aclDeniedPort  = 5002
+)
+
+// aclYAML: vm-a takes inbound TCP on aclAllowedPort only (stateful, so
+// that its replies pass), and opens no TCP connection itself.
+var aclYAML = fmt.Sprintf(`      - id: a-in-allowed
+        priority: 10
+        direction: in
+        dst: [%[1]s/32]
+        protocol: tcp
+        dst_ports: [%[2]d]
+        action: allow
+        stateful: true
+      - id: a-in-tcp
+        priority: 20
+        direction: in
+        dst: [%[1]s/32]
+        protocol: tcp
+        action: deny
+      - id: a-out-tcp
+        priority: 20
+        direction: out
+        src: [%[1]s/32]
+        protocol: tcp
+        action: deny
+`, caA, aclAllowedPort)
+
+// runACLChecks: on a bed whose host-a runs the vswitch with aclYAML, vm-b
+// connects to vm-a's allowed port and transfers both ways; the connection's
+// flows are on the NIC and their tc filters count what follows; the denied
+// connections never connect.
+func runACLChecks(t *testing.T, bed *Bed) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	vms := bed.VMs()
+	a, b := vms[0], vms[1]
+	host := bed.Hosts()[0]
+	sw := host.Daemon.Switch()
+	c := checker{t: t, ctx: ctx, bed: bed}
+
+	c.run("denied-port", func(t *testing.T) {
+		if err := refused(ctx, b, a, aclDeniedPort); err != nil {
+			t.Error(err)
+		}
+	})
+	c.run("denied-outbound", func(t *testing.T) {
+		if err := refused(ctx, a, b, aclAllowedPort); err != nil {
+			t.Error(err)
+		}
+	})
+	c.run("allowed", func(t *testing.T) {
+		st, err := OpenTCPPort(ctx, b, a, aclAllowedPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.abort()
+		if _, err := st.Send(ctx, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		// The connection's flows, both ways: vm-b → vm-a arrives
+		// tunnelled from the uplink, vm-a → vm-b leaves vm-a's vport.
+		var in, out *vswitch.FlowInfo
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			in, out = nil, nil
+			for _, f := range sw.Flows() {
+				f := f
+				k := &f.Match.Key
+				switch {
+				case k.Proto == hal.ProtoTCP && k.TunKind == hal.EncapVXLAN && k.L4Dst == aclAllowedPort:
+					in = &f
+				case k.Proto == hal.ProtoTCP && k.TunKind == hal.EncapNone && k.L4Src == aclAllowedPort:
+					out = &f
+				}
+			}
+			if in != nil && out != nil && in.Location == vswitch.LocNIC && out.Location == vswitch.LocNIC || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, f := range []struct {
+			name string
+			f    *vswitch.FlowInfo
+		}{{"vm-b → vm-a (decap)", in}, {"vm-a → vm-b (encap)", out}} {
+			if f.f == nil {
+				t.Fatalf("no flow %s", f.name)
+			}
+			t.Logf("flow %s: %v where=%v (%v) rule %d", f.name, &f.f.Match, f.f.Location, f.f.Err, f.f.ID)
+			if f.f.Location != vswitch.LocNIC || f.f.ID == 0 {
+				t.Errorf("flow %s is not on the NIC: %v (%v: %v)", f.name, f.f.Location, f.f.Why, f.f.Err)
+			}
+		}
+		if t.Failed() {
+			return
+		}
+		// What follows runs on the NIC: its tc filters count it.
+		ids := []hal.RuleID{in.ID, out.ID}
+		before := make([]hal.Counters, 2)
+		if err := host.NIC.RuleCounters(ctx, ids, before); err != nil {
+			t.Fatal(err)
+		}
+		slow := sw.Stats().Packets
+		const more = 4 << 20
+		if _, err := st.Send(ctx, more); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		after := make([]hal.Counters, 2)
+		if err := host.NIC.RuleCounters(ctx, ids, after); err != nil {
+			t.Fatal(err)
+		}
+		for i, name := range []string{"decap", "encap"} {
+			dp, db := after[i].Packets-before[i].Packets, after[i].Bytes-before[i].Bytes
+			t.Logf("%s rule %d: +%d packets, +%d bytes", name, ids[i], dp, db)
+			if dp == 0 {
+				t.Errorf("the %s rule's tc filter counted nothing of the transfer", name)
+			}
+		}
+		if db := after[0].Bytes - before[0].Bytes; db < more {
+			t.Errorf("the decap rule counted %d bytes of a %d-byte transfer", db, more)
+		}
+		if d := sw.Stats().Packets - slow; d > 8 {
+			t.Errorf("%d packets of the offloaded connection reached the slow path", d)
+		}
+	})
+}
+
+// refused checks that a TCP connection from from to to's port never
+// connects, while to listens on it: the ACLs drop the handshake (a closed
+// port would answer with a reset instead).
+func refused(ctx context.Context, from, to VM, port uint16) error {
+	dctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	defer cancel()
+	st, err := OpenTCPPort(dctx, from, to, port)
+	if err == nil {
+		st.abort()
+		return fmt.Errorf("%s connected to %s:%d, which the ACLs deny", from.Name, to.Name, port)
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%s → %s:%d refused with a reset, not dropped: %w", from.Name, to.Name, port, err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) && !os.IsTimeout(err) {
+		return fmt.Errorf("%s → %s:%d: %w, want a timeout", from.Name, to.Name, port, err)
+	}
+	return nil
 }

@@ -21,8 +21,15 @@
  *	38  16 bytes outer destination (IPv4: first 4 bytes)
  *	54  u32 outer IPv6 flow label
  *	58  u8  length of the options in 4-byte words
- *	59  u8  zero
- *	60  the options (Geneve's, as on the wire), then the frame
+ *	59  u8  number of the frame's VLAN tags below (0 to 2)
+ *	60  the tags, outermost first: TPID, TCI (2 bytes each)
+ *	68  the options (Geneve's, as on the wire), then the frame
+ *
+ * The kernel holds a received frame's outer VLAN tag out of the data
+ * (hardware-accelerated form), where the channel's own tags would push it
+ * in at the wrong place: the action takes the frame's tags off (at most
+ * two) and lists them in the record instead. A frame with more tags is
+ * dropped.
  *
  * Only the kernel's stable UAPI is used (struct bpf_tunnel_key with the
  * local address, Linux 6.0 on); no kernel or libbpf headers are needed.
@@ -35,7 +42,18 @@ typedef unsigned long long __u64;
 
 #define SEC(name) __attribute__((section(name), used))
 
-struct __sk_buff;
+/* The leading fields of struct __sk_buff (the verifier checks the
+ * offsets against the kernel's). */
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+	__u32 vlan_present;
+	__u32 vlan_tci;
+	__u32 vlan_proto;
+};
 
 struct bpf_tunnel_key {
 	__u32 tunnel_id;
@@ -58,12 +76,14 @@ struct bpf_tunnel_key {
 #define TC_ACT_SHOT 2
 
 static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 offset, const void *from, __u32 len, __u64 flags) = (void *)9;
+static long (*bpf_skb_vlan_pop)(struct __sk_buff *skb) = (void *)19;
 static long (*bpf_skb_get_tunnel_key)(struct __sk_buff *skb, struct bpf_tunnel_key *key, __u32 size, __u64 flags) = (void *)20;
 static long (*bpf_skb_get_tunnel_opt)(struct __sk_buff *skb, void *opt, __u32 size) = (void *)29;
 static long (*bpf_skb_change_head)(struct __sk_buff *skb, __u32 len, __u64 flags) = (void *)43;
 
-#define HDR_LEN 60
+#define HDR_LEN 68
 #define OPT_MAX 252 /* Geneve: 63 words */
+#define OPT_BUF 256 /* the options' buffer: OPT_MAX rounded to a power of two */
 
 #define bswap32(x) __builtin_bswap32(x)
 
@@ -80,7 +100,7 @@ int tunnel_miss(struct __sk_buff *skb)
 {
 	struct bpf_tunnel_key key = {};
 	__u8 hdr[HDR_LEN] = {};
-	__u8 opts[OPT_MAX];
+	__u8 opts[OPT_BUF];
 	__u8 flags = 0;
 	long olen;
 	int i;
@@ -90,6 +110,7 @@ int tunnel_miss(struct __sk_buff *skb)
 			return TC_ACT_SHOT; /* no tunnel metadata: not ours */
 		flags |= 1;
 	}
+	/* The whole buffer is written (zero past the options). */
 	olen = bpf_skb_get_tunnel_opt(skb, opts, sizeof(opts));
 	if (olen == -12 /* ENOMEM: more than fits */) {
 		flags |= 2;
@@ -105,10 +126,14 @@ int tunnel_miss(struct __sk_buff *skb)
 	hdr[17] = key.tunnel_ttl;
 	put32(hdr + 18, key.tunnel_id);
 	if (flags & 1) {
-		/* IPv6 addresses are in network byte order already. */
-		for (i = 0; i < 4; i++) {
-			*(__u32 *)(hdr + 22 + 4 * i) = key.remote_ipv6[i];
-			*(__u32 *)(hdr + 38 + 4 * i) = key.local_ipv6[i];
+		/* IPv6 addresses are in network byte order already; bytes,
+		 * as the record's fields are not 4-byte aligned on the stack. */
+		const __u8 *rs = (const __u8 *)key.remote_ipv6;
+		const __u8 *ls = (const __u8 *)key.local_ipv6;
+
+		for (i = 0; i < 16; i++) {
+			hdr[22 + i] = rs[i];
+			hdr[38 + i] = ls[i];
 		}
 	} else {
 		put32(hdr + 22, key.remote_ipv4);
@@ -116,12 +141,37 @@ int tunnel_miss(struct __sk_buff *skb)
 	}
 	put32(hdr + 54, key.tunnel_label);
 	hdr[58] = olen >> 2;
+	for (i = 0; i < 2; i++) {
+		if (!skb->vlan_present)
+			break;
+		/* vlan_proto holds the __be16 as it is in memory. */
+		__u32 proto = skb->vlan_proto, tci = skb->vlan_tci;
+
+		hdr[60 + 4 * i] = proto;
+		hdr[61 + 4 * i] = proto >> 8;
+		hdr[62 + 4 * i] = tci >> 8;
+		hdr[63 + 4 * i] = tci;
+		if (bpf_skb_vlan_pop(skb) < 0)
+			return TC_ACT_SHOT;
+		hdr[59] = i + 1;
+	}
+	if (skb->vlan_present)
+		return TC_ACT_SHOT; /* a third tag */
 	if (bpf_skb_change_head(skb, HDR_LEN + olen, 0) < 0)
 		return TC_ACT_SHOT;
 	if (bpf_skb_store_bytes(skb, 0, hdr, HDR_LEN, 0) < 0)
 		return TC_ACT_SHOT;
-	if (olen > 0 && olen <= OPT_MAX && bpf_skb_store_bytes(skb, HDR_LEN, opts, olen, 0) < 0)
-		return TC_ACT_SHOT;
+	if (olen > 0) {
+		/* n is olen (1..252), in a form older verifiers (Linux 6.1)
+		 * see as never zero and within the buffer: the barrier keeps
+		 * the compiler from folding it back into olen. */
+		__u32 n = olen;
+
+		asm volatile("" : "+r"(n));
+		n = ((n - 1) & (OPT_BUF - 1)) + 1;
+		if (bpf_skb_store_bytes(skb, HDR_LEN, opts, n, 0) < 0)
+			return TC_ACT_SHOT;
+	}
 	return TC_ACT_PIPE;
 }
 
