@@ -75,7 +75,16 @@ func compileRule(l *layout, r *hal.Rule) (*compiled, error) {
 		return nil, unsupported("priority", "tc priorities leave %d usable values; %d is above the highest, %d", maxRulePriority+1, r.Priority, maxRulePriority)
 	}
 	decaps := len(r.Actions) > 0 && r.Actions[0].Kind == hal.ActionDecap
-	keys, err := compileMatch(l, &r.Match, decaps)
+	// A rule that only drops (and counts) a tunnelled frame does not care
+	// whether the outer headers are still there: it may match them on the
+	// tunnel device as a decap rule does.
+	dropOnly := len(r.Actions) > 0
+	for _, a := range r.Actions {
+		if a.Kind != hal.ActionDrop && a.Kind != hal.ActionCount {
+			dropOnly = false
+		}
+	}
+	keys, err := compileMatch(l, &r.Match, decaps, dropOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +104,10 @@ func compileRule(l *layout, r *hal.Rule) (*compiled, error) {
 	return c, nil
 }
 
-func compileMatch(l *layout, m *hal.Match, decaps bool) ([]byte, error) {
+// compileMatch translates m. A match on tunnel fields needs a rule that
+// decaps, or one that only drops (dropOnly): tc sees the frame after the
+// kernel removed the outer headers.
+func compileMatch(l *layout, m *hal.Match, decaps, dropOnly bool) ([]byte, error) {
 	k, mk := &m.Key, &m.Mask
 	e := netlink.NewAttributeEncoder()
 	tunnelled := mk.TunKind != 0 && k.TunKind != hal.EncapNone
@@ -117,8 +129,8 @@ func compileMatch(l *layout, m *hal.Match, decaps bool) ([]byte, error) {
 			return nil, unsupported("actions[0] decap", "the rule matches frames that did not arrive tunnelled")
 		}
 	}
-	if tunnelled && !decaps {
-		return nil, unsupported("match.tunnel", "the kernel removes the outer headers before tc sees a tunnelled frame: a rule matching tunnel fields must decap")
+	if tunnelled && !decaps && !dropOnly {
+		return nil, unsupported("match.tunnel", "the kernel removes the outer headers before tc sees a tunnelled frame: a rule matching tunnel fields must decap, or only drop")
 	}
 	if tunnelled {
 		dev := l.tunnels[k.TunKind]

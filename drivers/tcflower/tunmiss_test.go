@@ -337,3 +337,27 @@ func TestTunnelMissFilters(t *testing.T) {
 		wantAttr(t, o, vlanPushID, u16(uint16(hal.ReasonMiss)), "reason tag: miss")
 	}
 }
+
+// TestCompileTunnelDrop: a rule that only drops (and counts) tunnelled
+// frames matches their outer headers on the tunnel device, as a decap rule
+// does (the vswitch's ACL-deny flows for a remote VM's packets); one that
+// would forward them with the outer headers is refused.
+func TestCompileTunnelDrop(t *testing.T) {
+	n := fakeNIC(t, &fakeKernel{})
+	var m hal.Match
+	m.InPort(3).Tunnel(hal.EncapVXLAN, 5001).TunSrc(netip.MustParseAddr("198.18.0.2"))
+	c, err := compileRule(&n.lay, &hal.Rule{ID: 1, Match: m, Actions: []hal.Action{hal.Count(), hal.Drop(hal.ReasonPolicy)}})
+	if err != nil {
+		t.Fatalf("drop of a tunnelled match: %v", err)
+	}
+	a, _ := decodeAttrs(t, c.keys)
+	wantAttr(t, a, flowerIndev, cstr("vx0"), "INDEV: the tunnel device")
+	wantAttr(t, a, flowerEncKeyID, []byte{0, 0, 0x13, 0x89}, "ENC_KEY_ID")
+	if len(c.actions) != 1 || c.actions[0].Kind != "gact" {
+		t.Errorf("actions %+v, want gact shot", c.actions)
+	}
+	var ue *hal.UnsupportedError
+	if _, err := compileRule(&n.lay, &hal.Rule{ID: 2, Match: m, Actions: []hal.Action{hal.Count(), hal.Output(1)}}); !errors.As(err, &ue) || ue.Field != "match.tunnel" {
+		t.Errorf("forwarding a tunnelled match without decap: %v, want a refusal of match.tunnel", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,15 +205,32 @@ func runACLChecks(t *testing.T, bed *Bed) {
 	sw := host.Daemon.Switch()
 	c := checker{t: t, ctx: ctx, bed: bed}
 
+	// denyOnNIC checks that the switch's flow for the denied handshake is
+	// a drop rule on the NIC (the SYN's retransmissions never reach the
+	// host again).
+	denyOnNIC := func(t *testing.T, match func(k *hal.FlowKey) bool) {
+		t.Helper()
+		for _, f := range sw.Flows() {
+			if k := &f.Match.Key; k.Proto == hal.ProtoTCP && match(k) {
+				if f.Location != vswitch.LocNIC || len(f.Actions) == 0 || f.Actions[len(f.Actions)-1].Kind != hal.ActionDrop {
+					t.Errorf("deny flow %v: where=%v (%v: %v), actions %v", &f.Match, f.Location, f.Why, f.Err, f.Actions)
+				}
+				return
+			}
+		}
+		t.Error("no flow for the denied handshake")
+	}
 	c.run("denied-port", func(t *testing.T) {
 		if err := refused(ctx, b, a, aclDeniedPort); err != nil {
 			t.Error(err)
 		}
+		denyOnNIC(t, func(k *hal.FlowKey) bool { return k.TunKind == hal.EncapVXLAN && k.L4Dst == aclDeniedPort })
 	})
 	c.run("denied-outbound", func(t *testing.T) {
 		if err := refused(ctx, a, b, aclAllowedPort); err != nil {
 			t.Error(err)
 		}
+		denyOnNIC(t, func(k *hal.FlowKey) bool { return k.TunKind == hal.EncapNone && k.L4Dst == aclAllowedPort })
 	})
 	c.run("allowed", func(t *testing.T) {
 		st, err := OpenTCPPort(ctx, b, a, aclAllowedPort)
@@ -307,7 +325,8 @@ func refused(ctx context.Context, from, to VM, port uint16) error {
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("%s → %s:%d refused with a reset, not dropped: %w", from.Name, to.Name, port, err)
 	}
-	if !errors.Is(err, context.DeadlineExceeded) && !os.IsTimeout(err) {
+	var ne net.Error
+	if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
 		return fmt.Errorf("%s → %s:%d: %w, want a timeout", from.Name, to.Name, port, err)
 	}
 	return nil
