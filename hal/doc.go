@@ -58,7 +58,9 @@
 //
 // Packets the NIC does not handle (a miss, a ToHost action, a packet it cannot
 // parse or process) reach the host through [ExceptionPath.ReadExceptions] in
-// batches, with the in-port, a [Reason] and the VNI. The host sends packets out
+// batches, with the in-port, a [Reason] and the VNI; a tunnelled frame comes
+// with its outer headers, unless the NIC says it cannot hand tunnelled misses
+// on at all (Capabilities.TunnelMissesUnseen). The host sends packets out
 // of any port with [ExceptionPath.Inject]. Malformed frames never reach a VM:
 // a driver drops them and counts the reason, or hands them to the host.
 //

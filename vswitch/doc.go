@@ -96,6 +96,15 @@
 // (reverse.go) and per-destination rules follow the same rule. There is
 // no switch-wide encapsulation any more: nothing set one but the default.
 //
+// A NIC whose tunnelled misses never reach the host
+// (Capabilities.TunnelMissesUnseen; tc-flower where its BPF action is
+// unavailable) cannot hand the switch the first packet of a connection a
+// remote VM opens: New logs it, and Explain of such a packet says that it
+// is never walked (handled nowhere) rather than where its flow would go.
+// The switch does not program inbound decapsulation ahead of traffic in
+// its place: such a rule would bypass the receiver's ACLs and the
+// sender check that the walk makes.
+//
 // A NIC that cannot write a kind (Capabilities.Encaps) or strip it
 // (Capabilities.Decaps), or whose Validate refuses the rule for another
 // reason, leaves the flow on the host path: the switch builds the outer

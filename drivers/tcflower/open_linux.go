@@ -407,6 +407,8 @@ func (n *NIC) probe(ctx context.Context) error {
 		"equal priorities: flower does not order overlapping filters of one priority by rule ID",
 		fmt.Sprintf("max rules: %d is the driver's own bound (software rules are bounded by kernel memory, not by a table size)", maxRules),
 		"L4 port rewrites assume IPv4 headers without options and IPv6 headers without extension headers",
+		"not tunnelled (tun=none): a port's ingress carries no tunnel metadata, so such a rule is its in-port match; without an in-port it is refused (the tunnel devices share the block)",
+		"nvgre: not offloaded (Config.Tunnels takes VXLAN and Geneve only): flower's enc_key_id has no mask, so a decap rule would match one of the 256 FlowIDs a sender spreads its flows over; GRE frames on an uplink are misses, which reach the host as they arrived",
 	)
 	devNames := make([]string, len(n.devs))
 	for i, d := range n.devs {
