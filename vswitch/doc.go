@@ -102,8 +102,9 @@
 // remote VM opens: New logs it, and Explain of such a packet says that it
 // is never walked (handled nowhere) rather than where its flow would go.
 // The switch does not program inbound decapsulation ahead of traffic in
-// its place: such a rule would bypass the receiver's ACLs and the
-// sender check that the walk makes.
+// its place (not done: it could, per remote VM, for a local VM without
+// inbound ACLs, as per-destination rules do outbound; for any other VM
+// such a rule would bypass the receiver's ACLs).
 //
 // A NIC that cannot write a kind (Capabilities.Encaps) or strip it
 // (Capabilities.Decaps), or whose Validate refuses the rule for another
