@@ -33,8 +33,8 @@ const Linux = "linux"
 
 // TCFlowerRules is the Config value of a host whose NIC is the tc-flower
 // driver programmed directly with the rules the vswitch would install for
-// the bed's VMs (see rulesFor), without a vswitch: the form the VM tier
-// tests while the vswitch cannot run on tc-flower (see the tests).
+// the bed's VMs (see rulesFor), without a vswitch: the driver's own path,
+// which the VM tier checks beside the vswitch on tc-flower.
 const TCFlowerRules = "tcflower-rules"
 
 // The bed's addresses: provider addresses on the underlay, customer

@@ -17,8 +17,11 @@
 //     dev up0`) and a bridge with the VM's veth, as a user without nicpath
 //     would build it; or
 //   - [TCFlowerRules]: the tc-flower driver programmed with the rules the
-//     vswitch would install for the two VMs, without a vswitch (the VM
-//     tier's form while the vswitch cannot run on tc-flower).
+//     vswitch would install for the two VMs, without a vswitch: the
+//     driver's own path, checked beside the vswitch on tc-flower.
+//
+// Config.ACLs adds ACLs to the bed's tenant (the VM tier checks stateful
+// inbound ACLs on tc-flower with them).
 //
 // A bed of two Linux hosts is the kernel's VXLAN + bridge path that
 // benchmarks compare nicpath with, on the same topology.
