@@ -288,11 +288,42 @@ func (n *NIC) SetTunnelEndpoint(ctx context.Context, ep hal.TunnelEndpoint) erro
 		}
 	}
 	n.endpoints[ep.Port] = st
+	n.publishEndpoints()
 	errDel := n.delFilters(del)
 	if old != nil && old.groups != nil {
 		errDel = errors.Join(errDel, old.groups.Close())
 	}
 	return errDel
+}
+
+// epTarget is where a tunnelled miss for one outer destination comes from:
+// the uplink whose endpoint holds the address, and the outer destination
+// MAC that endpoint accepts for it.
+type epTarget struct {
+	port hal.PortID
+	mac  hal.MAC
+}
+
+// publishEndpoints makes the endpoints' addresses what decodeTunnelMiss
+// reads. It runs under mu; the reader takes no lock (Close holds mu while
+// it waits for the reader to leave).
+func (n *NIC) publishEndpoints() {
+	ids := make([]hal.PortID, 0, len(n.endpoints))
+	for id := range n.endpoints {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] > ids[j] })
+	m := map[netip.Addr]epTarget{}
+	for _, id := range ids { // the lowest port ID wins an address two hold
+		ep := &n.endpoints[id].ep
+		for _, a := range ep.Addrs {
+			m[a] = epTarget{id, ep.MAC}
+		}
+		for _, g := range ep.Groups {
+			m[g] = epTarget{id, groupMAC(g)}
+		}
+	}
+	n.epAddrs.Store(&m)
 }
 
 // addFilters creates fs in one batch; when one fails, the ones that landed
@@ -359,6 +390,7 @@ func (n *NIC) removeEndpoint(st *endpointState) error {
 		ids = append(ids, filterID{0, prioEndpointAccept, h})
 	}
 	delete(n.endpoints, st.ep.Port)
+	n.publishEndpoints()
 	// The drop filters' counts outlive them: Stats only grows.
 	if err := n.dumpChain(0, func(f *dumpedFilter) error {
 		if f.Prio == prioEndpointDrop && uint16(f.Handle>>endpointHandleBits) == st.slot {
@@ -411,5 +443,6 @@ func (n *NIC) closeEndpoints() error {
 		}
 		delete(n.endpoints, id)
 	}
+	n.publishEndpoints()
 	return errors.Join(errs...)
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sort"
 	"sync"
 
 	"github.com/mdlayher/netlink"
@@ -717,26 +716,12 @@ func setOuterTOS(f []byte, v6 bool, rec []byte) {
 
 // tunnelEndpointOf is the uplink whose tunnel endpoint holds dst (one of
 // its addresses, or groups), and the outer destination MAC that endpoint
-// accepts for it; without one, the first uplink and its own MAC.
+// accepts for it; without one, the first uplink and its own MAC. It takes
+// no lock (see publishEndpoints).
 func (n *NIC) tunnelEndpointOf(dst netip.Addr) (hal.PortID, hal.MAC) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	ids := make([]hal.PortID, 0, len(n.endpoints))
-	for id := range n.endpoints {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	for _, id := range ids {
-		ep := &n.endpoints[id].ep
-		for _, a := range ep.Addrs {
-			if a == dst {
-				return id, ep.MAC
-			}
-		}
-		for _, g := range ep.Groups {
-			if g == dst {
-				return id, groupMAC(g)
-			}
+	if m := n.epAddrs.Load(); m != nil {
+		if t, ok := (*m)[dst]; ok {
+			return t.port, t.mac
 		}
 	}
 	up := n.firstUplink()

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,9 @@ type NIC struct {
 	// retiredNotLocal the not-local drops of endpoints since removed.
 	endpoints       map[hal.PortID]*endpointState
 	retiredNotLocal map[hal.PortID]uint64
+	// epAddrs is the endpoints' addresses for the exception reader
+	// (publishEndpoints).
+	epAddrs atomic.Pointer[map[netip.Addr]epTarget]
 }
 
 // sysOps are what the NIC needs from the OS beyond netlink.

@@ -157,6 +157,7 @@ func TestDecodeTunnelMiss(t *testing.T) {
 	epMAC := hal.MustMAC("02:00:00:00:ee:01")
 	pa := netip.MustParseAddr("198.18.0.1")
 	n.endpoints[3] = &endpointState{ep: hal.TunnelEndpoint{Port: 3, MAC: epMAC, Addrs: []netip.Addr{pa}}}
+	n.publishEndpoints()
 	inner := wire.Build(wire.FrameSpec{SrcMAC: hal.MustMAC("02:00:00:00:00:0b"), DstMAC: hal.MustMAC("02:00:00:00:00:0a"),
 		Src: netip.MustParseAddr("192.0.2.2"), Dst: netip.MustParseAddr("192.0.2.1"), Proto: hal.ProtoTCP, SrcPort: 40000, DstPort: 5001, Payload: []byte("first packet")})
 	opts := []byte{0x01, 0x02, 0x03, 0x01, 0xaa, 0xbb, 0xcc, 0xdd} // class 0x0102, type 3, 4 bytes of data
