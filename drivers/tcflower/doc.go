@@ -243,7 +243,12 @@
 //     would match one FlowID only, while a sender spreads its flows over
 //     all 256 (nicpath's own takes the FlowID from the inner flow's hash).
 //   - A rule matching "not tunnelled" needs an in-port, and one matching
-//     "no VLAN tag" needs num_of_vlans (see Layout in the kernel).
+//     "no VLAN tag" needs num_of_vlans (see Layout in the kernel). On an
+//     uplink, such a rule whose match also fits the outer headers of a
+//     tunnelled frame (UDP to a tunnel port) takes that frame before the
+//     kernel decapsulates it, unless the tunnel endpoint's filter passed
+//     it first; an exact match of a frame that did not arrive tunnelled
+//     (every flow of the vswitch) never fits one that did.
 //   - On uplinks, UDP to the tunnel ports, ARP and IPv6 neighbour discovery
 //     no rule takes go to the kernel's stack, not to the host's slow path;
 //     any other traffic of the host's own on the uplink is a miss.
