@@ -44,6 +44,9 @@ type layout struct {
 	numVLANs bool
 }
 
+// protoSCTP is SCTP's IP protocol number: hal/wire reads its ports.
+const protoSCTP = 132
+
 // maxRulePriority is the highest hal priority that maps onto a tc priority:
 // tc priorities are 16 bits, lower wins, 0 means "pick one", and 65535 is
 // kept for the chain tails that pass a miss on to the next scope.
@@ -257,6 +260,13 @@ func compileMatch(l *layout, m *hal.Match, decaps, dropOnly bool) ([]byte, error
 			icmpAttr(e, k.L4Src, mk.L4Src, flowerICMPv6Type, flowerICMPv6TypeM)
 			icmpAttr(e, k.L4Dst, mk.L4Dst, flowerICMPv6Code, flowerICMPv6CodeM)
 		default:
+			// A frame's key has no ports for other protocols but SCTP
+			// (hal/wire leaves them 0): with the protocol pinned, a match
+			// of both as 0 (an exact-match flow of, say, IGMP) takes every
+			// such frame, and needs no key.
+			if mk.Proto == 0xff && k.Proto != protoSCTP && k.L4Src&mk.L4Src == 0 && k.L4Dst&mk.L4Dst == 0 {
+				break
+			}
 			return nil, unsupported("match.l4", "flower matches ports of TCP and UDP and type/code of ICMP, not of protocol %d", k.Proto)
 		}
 	}

@@ -362,3 +362,31 @@ func TestCompileTunnelDrop(t *testing.T) {
 		t.Errorf("forwarding a tunnelled match without decap: %v, want a refusal of match.tunnel", err)
 	}
 }
+
+// TestCompilePortlessExact: an exact-match flow of a protocol without ports
+// (IGMP) matches its ports as 0, which every such frame's key holds: no
+// key, the rule compiles; a port other than 0, or SCTP's ports, are
+// refused.
+func TestCompilePortlessExact(t *testing.T) {
+	n := fakeNIC(t, &fakeKernel{})
+	n.lay.numVLANs = true
+	k := hal.FlowKey{InPort: 1, EthType: hal.EtherTypeIPv4, Proto: 2,
+		IPSrc: hal.Addr16(netip.MustParseAddr("192.0.2.1")), IPDst: hal.Addr16(netip.MustParseAddr("224.0.0.22"))}
+	m := hal.Exact(&k)
+	c, err := compileRule(&n.lay, &hal.Rule{ID: 1, Match: m, Actions: []hal.Action{hal.Drop(hal.ReasonPolicy)}})
+	if err != nil {
+		t.Fatalf("IGMP exact match: %v", err)
+	}
+	a, _ := decodeAttrs(t, c.keys)
+	wantAttr(t, a, flowerIPProto, []byte{2}, "IP_PROTO")
+	for _, bad := range []hal.FlowKey{{L4Dst: 5}, {Proto: protoSCTP}} {
+		bk := k
+		if bad.Proto != 0 {
+			bk.Proto = bad.Proto
+		}
+		bk.L4Dst = bad.L4Dst
+		if _, err := compileRule(&n.lay, &hal.Rule{ID: 2, Match: hal.Exact(&bk), Actions: []hal.Action{hal.Drop(hal.ReasonPolicy)}}); err == nil {
+			t.Errorf("proto %d l4_dst %d accepted", bk.Proto, bk.L4Dst)
+		}
+	}
+}
