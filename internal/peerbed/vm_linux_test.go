@@ -138,9 +138,10 @@ func TestLinuxPeerTCFlowerInVM(t *testing.T) {
 		// are tc filters.
 		s := bed.Hosts()[0].Daemon.Switch().Stats()
 		t.Logf("host-a's switch: %d flows (%d on the NIC, %d in the host), %d packets handled, %d injected", s.Flows, s.FlowsNIC, s.FlowsHost, s.Packets, s.Injected)
+		// tc takes every flow the switch makes for the bed's traffic.
 		for _, f := range bed.Hosts()[0].Daemon.Switch().Flows() {
 			if f.Location != vswitch.LocNIC {
-				t.Logf("flow in the %v (%v: %v): %v → %v", f.Location, f.Why, f.Err, &f.Match, f.Actions)
+				t.Errorf("flow in the %v (%v: %v): %v → %v", f.Location, f.Why, f.Err, &f.Match, f.Actions)
 			}
 		}
 		if s.FlowsNIC == 0 || s.Packets > 2000 {
