@@ -256,15 +256,5 @@ func TestConformance(t *testing.T) {
 }
 
 // confDocumented are the differences from the reference that the package
-// doc states.
-var confDocumented = []conformance.Difference{
-	{Case: "priority", Reason: "flower does not order overlapping filters of one priority by rule ID"},
-	{Case: "rules/batch", Reason: "flower refuses a second filter with the same match and priority (EEXIST), which this case installs"},
-	{Case: "malformed/*", Reason: "flower matches truncated frames on the fields it finds (an IPv4 EtherType without an IP header) and keeps no malformed counter: such a frame no rule takes reaches the host as a miss"},
-	{Case: "decap/*/*", Reason: "a tunnelled frame no decap rule takes continues into the tunnel device's stack: tc sees it after the kernel removed the outer headers, so neither the frame as it arrived nor its VNI can reach the host"},
-	{Case: "action/decap", Reason: "a tunnelled frame no decap rule takes continues into the tunnel device's stack: tc sees it after the kernel removed the outer headers, so neither the frame as it arrived nor its VNI can reach the host"},
-	{Case: "counters/rule-decap", Reason: "a decap rule matches on the tunnel device after the kernel removed the outer headers: it counts the inner frame"},
-	{Case: "match/vni", Reason: "the kernel decapsulates before tc sees a tunnelled frame: tunnel fields are matched only by decap rules"},
-	{Case: "match/tun_*", Reason: "the kernel decapsulates before tc sees a tunnelled frame: tunnel fields are matched only by decap rules"},
-	{Case: "masked/tun_*", Reason: "the kernel decapsulates before tc sees a tunnelled frame: tunnel fields are matched only by decap rules"},
-}
+// doc states, case by case.
+var confDocumented = []conformance.Difference{}
