@@ -96,7 +96,10 @@ func serveBulk(c net.Conn, r *bufio.Reader, name string, size int, seed uint64) 
 		fmt.Fprintf(c, "%s got %s\n", name, verdict)
 		return verdict
 	case bad >= 0:
+		// The client stops at this verdict: nothing to send back.
 		verdict = fmt.Sprintf("bulk %d bytes CORRUPT from byte %d", size, bad)
+		fmt.Fprintf(c, "%s got %s\n", name, verdict)
+		return verdict
 	default:
 		verdict = fmt.Sprintf("bulk %d bytes intact", size)
 	}

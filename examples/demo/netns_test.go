@@ -54,6 +54,11 @@ func TestNamespaceStory(t *testing.T) {
 					t.Errorf("the story does not show %q", want)
 				}
 			}
+			for _, l := range strings.Split(story, "\n") {
+				if strings.Contains(l, "bytes back intact") {
+					t.Log(strings.TrimSpace(l))
+				}
+			}
 			if n := strings.Count(story, "bytes back intact"); n != 4 {
 				t.Errorf("%d bulk exchanges came back intact, want 4", n)
 			}
