@@ -48,9 +48,11 @@ var nsVariants = []struct {
 	drivers map[string]string
 }{
 	{"softnic", nil},
-	{"xdp", map[string]string{"host-a": "xdp", "host-b": "xdp", "host-c": "xdp"}},
+	{"xdp", allXDP},
 	{"mixed", map[string]string{"host-a": "xdp", "host-c": "xdp"}},
 }
+
+var allXDP = map[string]string{"host-a": "xdp", "host-b": "xdp", "host-c": "xdp"}
 
 // TestNamespaceMigration: the multi-host test on namespaces (root only),
 // on every driver set, each over a store of its own.
@@ -72,6 +74,13 @@ func TestNamespaceMigration(t *testing.T) {
 func BenchmarkNSMigration(b *testing.B) {
 	mem := nsMemory(b.Name())
 	RunNSMigrationBenchmark(b, NSTest{Spec: "nsbed-mem://" + b.Name(), Store: store.NewKV(noClose{mem}, "")})
+}
+
+// BenchmarkNSMigrationXDP is BenchmarkNSMigration with every host on the
+// XDP driver.
+func BenchmarkNSMigrationXDP(b *testing.B) {
+	mem := nsMemory(b.Name())
+	RunNSMigrationBenchmark(b, NSTest{Spec: "nsbed-mem://" + b.Name(), Store: store.NewKV(noClose{mem}, ""), Drivers: allXDP})
 }
 
 // FuzzStreamSeqOf: the namespace bed's frame reader never panics, and a
