@@ -54,7 +54,8 @@ type RuleTable interface {
 
 	// Apply runs a batch of operations, filling results[i] for ops[i]
 	// (results must be at least as long as ops). It returns nil when every
-	// operation landed and a *BatchError otherwise; see the package doc.
+	// operation landed and a *BatchError otherwise; see the package doc. A
+	// batch it cannot run at all is refused as CheckApply says.
 	Apply(ctx context.Context, ops []Op, results []OpResult) error
 
 	// Dump calls fn for every installed rule, live or not, with where it

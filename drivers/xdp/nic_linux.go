@@ -434,18 +434,9 @@ func (n *NIC) validate(r *hal.Rule) error {
 // Apply runs a batch of operations; see hal.RuleTable. Adds are written
 // with BPF batch updates; each result says whether its operation landed.
 func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
-	if len(results) < len(ops) {
-		return fmt.Errorf("xdp: %d results for %d operations: %w", len(results), len(ops), hal.ErrInvalidRule)
-	}
-	if len(ops) > maxBatch {
-		return hal.Unsupported(DriverName, "batch", "%d operations; at most %d per call", len(ops), maxBatch)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.closedErr(); err != nil {
+	if err := hal.CheckApply(ctx, &n.caps, n.closed, ops, results); err != nil {
 		return err
 	}
 	n.tab.apply(ops, results[:len(ops)], n.validate)
@@ -461,7 +452,7 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 	}
 	infos := make([]hal.RuleInfo, 0, len(n.tab.rules))
 	for _, rs := range n.tab.rules {
-		ri := hal.RuleInfo{Rule: copyRule(&rs.rule), Location: n.caps.Location,
+		ri := hal.RuleInfo{Rule: rs.rule.Clone(), Location: n.caps.Location,
 			Live: n.active[rs.rule.Scope] == rs.rule.Generation}
 		if rs.enc.Flags&actCount != 0 {
 			ri.Counters, _ = n.readCounter(rs.enc.Counter)
