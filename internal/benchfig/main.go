@@ -88,6 +88,8 @@ var figures = []figure{
 	{Name: "migration.misdelivered", Pkg: "./examples/multihost", Bench: "Migration", Metric: "misdelivered", Unit: "packets", Target: "0", Benchtime: "20x"},
 	{Name: "migration.ns_downtime_ms", Pkg: "./examples/multihost", Bench: "NSMigration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, namespaces, in-process store)", Root: true, Benchtime: "20x"},
 	{Name: "migration.ns_misdelivered", Pkg: "./examples/multihost", Bench: "NSMigration", Metric: "misdelivered", Unit: "packets", Target: "0 (namespaces)", Root: true, Benchtime: "20x"},
+	{Name: "migration.ns_xdp_downtime_ms", Pkg: "./examples/multihost", Bench: "NSMigrationXDP", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, namespaces, every host on XDP)", Root: true, Benchtime: "20x"},
+	{Name: "migration.ns_xdp_misdelivered", Pkg: "./examples/multihost", Bench: "NSMigrationXDP", Metric: "misdelivered", Unit: "packets", Target: "0 (namespaces, every host on XDP)", Root: true, Benchtime: "20x"},
 	{Name: "migration.etcd_downtime_ms", Dir: "store/etcd", Pkg: ".", Bench: "Migration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, in process, over etcd)", Benchtime: "20x"},
 	{Name: "migration.etcd_downtime_p50_ms", Dir: "store/etcd", Pkg: ".", Bench: "Migration", Metric: "downtime_p50_ms", Unit: "ms", Target: "<= 10 (median, in process, over etcd)", Benchtime: "20x"},
 	{Name: "migration.etcd_ns_downtime_ms", Dir: "store/etcd", Pkg: ".", Bench: "NSMigration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, namespaces, over etcd)", Root: true, Benchtime: "20x"},
