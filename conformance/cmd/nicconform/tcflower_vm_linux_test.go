@@ -14,6 +14,7 @@ import (
 
 	"github.com/safchain/ethtool"
 
+	"github.com/nicpath/nicpath/conformance"
 	"github.com/nicpath/nicpath/conformance/internal/devices"
 	"github.com/nicpath/nicpath/internal/vmtest"
 )
@@ -127,5 +128,28 @@ func TestRunTCFlowerInVM(t *testing.T) {
 	}
 	if r.Driver != "tcflower" || r.Summary.Pass < 20 || j.Failures != 0 {
 		t.Errorf("driver %q summary %+v", r.Driver, r.Summary)
+	}
+	// The documented differences the run selects fail as documented, and
+	// the list holds (no entry passes or matches no case).
+	if c, _ := r.Case("documented"); c.Status != conformance.StatusPass {
+		t.Errorf("the list check: %+v", c)
+	}
+	if r.Summary.Documented == 0 {
+		t.Errorf("no documented difference showed: %+v", r.Summary)
+	}
+	// The environment: the VM's kernel, and the devices ethtool describes,
+	// the tunnel devices with them.
+	env := r.Environment
+	if env == nil || !strings.HasPrefix(env.Kernel, "6.1") || env.DevicesError != "" {
+		t.Fatalf("environment %+v; want the VM's 6.1 kernel and the devices", env)
+	}
+	roles := map[string]string{}
+	for _, d := range env.Devices {
+		roles[d.Interface] = d.Role + " " + d.Driver
+	}
+	for name, want := range map[string]string{"p1": "vport veth", "up0": "uplink veth", "vx0": "tunnel vxlan vxlan", "gnv0": "tunnel geneve geneve"} {
+		if roles[name] != want {
+			t.Errorf("device %s: %q, want %q (devices %+v)", name, roles[name], want, env.Devices)
+		}
 	}
 }
