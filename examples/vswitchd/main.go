@@ -46,7 +46,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/daemon"
+	"github.com/nicpath/nicpath/agent"
 )
 
 func main() {
@@ -56,5 +56,5 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return daemon.Main(ctx, args, stdout, stderr)
+	return agent.Main(ctx, args, stdout, stderr)
 }

@@ -1,4 +1,4 @@
-package daemon
+package agent
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/control"
+	"github.com/nicpath/nicpath/control"
 )
 
 // badPolicy writes a copy of the running policy with an invalid VNI and

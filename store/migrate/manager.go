@@ -1,4 +1,4 @@
-package vmmanager
+package migrate
 
 import (
 	"context"

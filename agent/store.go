@@ -1,4 +1,4 @@
-package daemon
+package agent
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/control"
+	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
 )

@@ -1,4 +1,4 @@
-package daemon
+package agent
 
 import (
 	"errors"
@@ -136,7 +136,7 @@ func FuzzParseConfig(f *testing.F) {
 // The example configuration shipped with vswitchd loads, and its policy
 // passes the daemon's checks.
 func TestExampleConfig(t *testing.T) {
-	c, err := LoadConfig("../vswitchd.example.yaml")
+	c, err := LoadConfig("../examples/vswitchd/vswitchd.example.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package daemon
+package agent
 
 import (
 	"bytes"
@@ -19,14 +19,14 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/drivers/softnic"
-	"github.com/nicpath/nicpath/examples/vswitchd/control"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/vswitch"
 )
 
-const examplePolicy = "../../policies/two-tenants.yaml"
+const examplePolicy = "../examples/policies/two-tenants.yaml"
 
 // hostAConfig is a configuration for host-a of the example policy, on an
 // unbound softnic whose port far sides the test drives.

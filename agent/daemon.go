@@ -1,4 +1,4 @@
-package daemon
+package agent
 
 import (
 	"context"
@@ -17,8 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/drivers/softnic"
-	"github.com/nicpath/nicpath/examples/vswitchd/control"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"

@@ -1,4 +1,4 @@
-package daemon
+package agent
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/control"
+	"github.com/nicpath/nicpath/control"
 )
 
 // A daemon that ran, served control connections and shut down leaves no

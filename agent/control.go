@@ -1,4 +1,4 @@
-package daemon
+package agent
 
 import (
 	"bufio"
@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/control"
+	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/vswitch"

@@ -18,4 +18,4 @@
 // the final state, is there. Migrate waits for such a host at most
 // ActivateTimeout and names it in Migration.Lagging rather than block the
 // others.
-package vmmanager
+package migrate

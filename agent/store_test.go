@@ -1,4 +1,4 @@
-package daemon
+package agent
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/control"
+	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
