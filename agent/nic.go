@@ -13,6 +13,7 @@ import (
 	"github.com/nicpath/nicpath/drivers/tcflower"
 	"github.com/nicpath/nicpath/drivers/xdp"
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/haltest"
 	"github.com/nicpath/nicpath/internal/nsexec"
 	"github.com/nicpath/nicpath/policy"
 )
@@ -211,56 +212,47 @@ func openSoftnic(c *Config, st *policy.State, p portPlan, d *Daemon) (*opened, e
 
 // observedNIC decorates the opened NIC for the daemon's observers: rule
 // programming latency and errors for the metrics, and a tap on the
-// exception path for captures. The vswitch programs the NIC through it.
+// exception path for captures. The vswitch programs the NIC through it;
+// haltest.Wrap gives it exactly the optional interfaces of the NIC (the
+// vswitch finds hal.AtomicApplier and hal.TunnelTerminator by type
+// assertion), atomic batches observed as Apply's are.
 type observedNIC struct {
-	hal.NIC
+	haltest.Decorator
 	m   *metrics
 	cap *capturer
 }
 
 func (o *observedNIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
 	start := time.Now()
-	err := o.NIC.Apply(ctx, ops, results)
+	err := o.Inner.Apply(ctx, ops, results)
+	o.m.observeApply(time.Since(start), ops, results[:len(ops)])
+	return err
+}
+
+func (o *observedNIC) ApplyAtomic(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
+	start := time.Now()
+	err := o.Inner.(hal.AtomicApplier).ApplyAtomic(ctx, ops, results)
 	o.m.observeApply(time.Since(start), ops, results[:len(ops)])
 	return err
 }
 
 func (o *observedNIC) Activate(ctx context.Context, scope hal.Scope, gen hal.Generation) error {
 	start := time.Now()
-	err := o.NIC.Activate(ctx, scope, gen)
+	err := o.Inner.Activate(ctx, scope, gen)
 	o.m.observeActivate(time.Since(start), err)
 	return err
 }
 
 func (o *observedNIC) ReadExceptions(ctx context.Context, batch []hal.Exception) (int, error) {
-	n, err := o.NIC.ReadExceptions(ctx, batch)
+	n, err := o.Inner.ReadExceptions(ctx, batch)
 	if n > 0 {
 		o.cap.write(batch[:n])
 	}
 	return n, err
 }
 
-// observedAtomicNIC is observedNIC for a NIC that applies batches all or
-// nothing: the vswitch finds hal.AtomicApplier by type assertion, so the
-// decorator must have the method exactly when the NIC does.
-type observedAtomicNIC struct {
-	*observedNIC
-	atomic hal.AtomicApplier
-}
-
-func (o *observedAtomicNIC) ApplyAtomic(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
-	start := time.Now()
-	err := o.atomic.ApplyAtomic(ctx, ops, results)
-	o.m.observeApply(time.Since(start), ops, results[:len(ops)])
-	return err
-}
-
 func observe(n hal.NIC, m *metrics, c *capturer) hal.NIC {
-	o := &observedNIC{NIC: n, m: m, cap: c}
-	if a, ok := n.(hal.AtomicApplier); ok {
-		return &observedAtomicNIC{observedNIC: o, atomic: a}
-	}
-	return o
+	return haltest.Wrap(&observedNIC{Decorator: haltest.Decorator{Inner: n}, m: m, cap: c})
 }
 
 // errClass names an operation's failure for the metrics.
