@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/nicpath/nicpath/agent/driver"
 	"github.com/nicpath/nicpath/hal"
 )
 
@@ -79,6 +80,10 @@ type Config struct {
 	NetNS string
 	// Tunnels names tcflower's flow-based tunnel devices by kind (vxlan, geneve).
 	Tunnels map[hal.EncapKind]string
+	// DriverOptions are the driver's own settings (driver_options: a
+	// mapping of names to strings), among those it registered with
+	// RegisterDriver; the drivers of this module take none.
+	DriverOptions map[string]string
 }
 
 // ConfigError is one problem of a configuration file, with the file, the
@@ -125,9 +130,6 @@ func (l ConfigErrors) Unwrap() []error {
 	return out
 }
 
-// Drivers the daemon knows.
-var drivers = []string{"softnic", "xdp", "tcflower"}
-
 // LoadConfig reads and checks a configuration file. Every problem is a
 // *ConfigError naming file, line and field; when there is any, no Config is
 // returned.
@@ -161,6 +163,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	top := root.Content[0]
 	seen := map[string]*yaml.Node{}
+	var optKeys []*yaml.Node // driver_options' names
 	for i := 0; i+1 < len(top.Content); i += 2 {
 		k, v := top.Content[i], top.Content[i+1]
 		if prev, dup := seen[k.Value]; dup {
@@ -173,8 +176,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 			c.Host = d.str(v, "host")
 		case "driver":
 			c.Driver = d.str(v, "driver")
-			if c.Driver != "" && !contains(drivers, c.Driver) {
-				d.errf(v, "driver", "unknown driver %q (want one of %s)", c.Driver, strings.Join(drivers, ", "))
+			if c.Driver != "" && !driver.Known(c.Driver) {
+				d.errf(v, "driver", "unknown driver %q (want one of %s)", c.Driver, strings.Join(driver.Names(), ", "))
 			}
 		case "binding":
 			c.Binding = d.str(v, "binding")
@@ -251,6 +254,22 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 				}
 				c.Tunnels[kind] = d.str(vv, "tunnels."+vk.Value)
 			}
+		case "driver_options":
+			if v.Kind != yaml.MappingNode {
+				d.errf(v, "driver_options", "want a mapping of the driver's option names to values")
+				continue
+			}
+			c.DriverOptions = map[string]string{}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				vk, vv := v.Content[j], v.Content[j+1]
+				field := "driver_options." + vk.Value
+				if _, dup := c.DriverOptions[vk.Value]; dup {
+					d.errf(vk, field, "given twice")
+					continue
+				}
+				c.DriverOptions[vk.Value] = d.str(vv, field)
+				optKeys = append(optKeys, vk)
+			}
 		default:
 			d.errf(k, k.Value, "unknown field (known: %s)", strings.Join(knownFields, ", "))
 		}
@@ -279,6 +298,18 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if c.Driver != "softnic" && seen["binding"] != nil {
 		d.errf(seen["binding"], "binding", "only the softnic driver is bound by the daemon; %s attaches to the interfaces itself", c.Driver)
 	}
+	if driver.Known(c.Driver) {
+		takes := driver.Options(c.Driver)
+		for _, k := range optKeys {
+			if !contains(takes, k.Value) {
+				known := "it takes none"
+				if len(takes) > 0 {
+					known = "it takes " + strings.Join(takes, ", ")
+				}
+				d.errf(k, "driver_options."+k.Value, "the %s driver has no such option (%s)", c.Driver, known)
+			}
+		}
+	}
 	if c.WatchInterval <= 0 {
 		d.errf(seen["watch_interval"], "watch_interval", "must be positive")
 	}
@@ -290,7 +321,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 }
 
 var knownFields = []string{"host", "driver", "binding", "policy", "store", "store_timeout", "uplink", "ports", "control", "metrics",
-	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels"}
+	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels", "driver_options"}
 
 func contains(l []string, s string) bool {
 	for _, x := range l {

@@ -131,8 +131,12 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC, log *slog.Logger) (_ *
 		// Not ours to close.
 		o = &opened{nic: nil}
 		o.external = nic
-	} else if o, err = openNIC(ctx, cfg, st, d.plan, d); err != nil {
-		return nil, fmt.Errorf("opening %s: %w", cfg.Driver, err)
+	} else {
+		n, err := openNIC(ctx, cfg, st, d.plan, d.log)
+		if err != nil {
+			return nil, fmt.Errorf("opening %s: %w", cfg.Driver, err)
+		}
+		o = &opened{nic: n}
 	}
 	d.opened = o
 	defer func() {
@@ -320,11 +324,10 @@ func (d *Daemon) SoftPort(name string) (*softnic.Port, bool) {
 	if d.opened == nil {
 		return nil, false
 	}
-	soft := d.opened.soft
-	if n, ok := d.opened.external.(*softnic.NIC); ok {
-		soft = n
-	}
-	if soft == nil {
+	soft, ok := d.opened.device().(interface {
+		Port(hal.PortID) (*softnic.Port, error)
+	})
+	if !ok {
 		return nil, false
 	}
 	id, ok := d.plan.vmPort[name]

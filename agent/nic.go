@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"path/filepath"
 	"sort"
 	"time"
 
+	"github.com/nicpath/nicpath/agent/driver"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/drivers/softnic/afpacket"
 	"github.com/nicpath/nicpath/drivers/tcflower"
@@ -80,12 +83,10 @@ const uplinkMTU = 1600
 // configuration gives one (a locally administered address).
 var defaultUplinkMAC = hal.MustMAC("02:6e:70:00:00:01")
 
-// opened is a NIC the daemon opened, with what it must release.
+// opened is a NIC the daemon opened, or the caller's.
 type opened struct {
-	nic      hal.NIC      // closed with the daemon
-	external hal.NIC      // the caller's (NewWithNIC): left open
-	soft     *softnic.NIC // set for the softnic driver
-	bindings []*afpacket.Binding
+	nic      hal.NIC // closed with the daemon
+	external hal.NIC // the caller's (NewWithNIC): left open
 }
 
 func (o *opened) device() hal.NIC {
@@ -96,59 +97,85 @@ func (o *opened) device() hal.NIC {
 }
 
 func (o *opened) close() error {
-	for _, b := range o.bindings {
-		b.Close()
-	}
 	if o.nic != nil {
 		return o.nic.Close()
 	}
 	return nil
 }
 
-// openNIC opens the driver the configuration names on its interfaces.
-func openNIC(ctx context.Context, c *Config, st *policy.State, p portPlan, d *Daemon) (*opened, error) {
-	switch c.Driver {
-	case "softnic":
-		return openSoftnic(c, st, p, d)
-	case "xdp":
-		pcs := make([]xdp.PortConfig, 0, len(p.vms)+1)
-		for _, vm := range p.vms {
-			id := p.vmPort[vm]
-			pcs = append(pcs, xdp.PortConfig{ID: id, Name: p.ifname[id], Kind: hal.PortVPort})
-		}
-		pcs = append(pcs, xdp.PortConfig{ID: p.uplink, Name: c.Uplink, Kind: hal.PortUplink})
-		n, err := xdp.Open(ctx, xdp.Config{NetNS: c.NetNS, Ports: pcs})
-		if err != nil {
-			return nil, err
-		}
-		return &opened{nic: n}, nil
-	case "tcflower":
-		pcs := make([]tcflower.PortConfig, 0, len(p.vms)+1)
-		for _, vm := range p.vms {
-			id := p.vmPort[vm]
-			pcs = append(pcs, tcflower.PortConfig{ID: id, Name: p.ifname[id], Kind: hal.PortVPort})
-		}
-		pcs = append(pcs, tcflower.PortConfig{ID: p.uplink, Name: c.Uplink, Kind: hal.PortUplink})
-		n, err := tcflower.Open(ctx, tcflower.Config{NetNS: c.NetNS, Ports: pcs, Tunnels: c.Tunnels})
-		if err != nil {
-			return nil, err
-		}
-		return &opened{nic: n}, nil
-	}
-	return nil, fmt.Errorf("unknown driver %q", c.Driver)
+// The drivers of this module; others register with driver.Register (or
+// RegisterDriver), from their own package or the program's.
+func init() {
+	driver.Register("softnic", openSoftnic)
+	driver.Register("xdp", openXDP)
+	driver.Register("tcflower", openTCFlower)
 }
 
-func openSoftnic(c *Config, st *policy.State, p portPlan, d *Daemon) (*opened, error) {
+// RegisterDriver makes a driver known to configurations by name, with the
+// driver_options it takes; see package driver (a driver package, which may
+// not import the agent, calls driver.Register: it is the same registry).
+func RegisterDriver(name string, open driver.Opener, options ...string) {
+	driver.Register(name, open, options...)
+}
+
+// openNIC opens the driver the configuration names on its interfaces.
+func openNIC(ctx context.Context, c *Config, st *policy.State, p portPlan, log *slog.Logger) (hal.NIC, error) {
+	dc := driver.Config{Host: c.Host, NetNS: c.NetNS, Binding: c.Binding, Tunnels: c.Tunnels,
+		Options: c.DriverOptions, Dir: filepath.Dir(c.File), Logger: log}
+	for _, vm := range p.vms {
+		id := p.vmPort[vm]
+		dp := driver.Port{ID: id, Name: p.ifname[id], Kind: hal.PortVPort, VM: vm}
+		if v, ok := st.VM(vm); ok {
+			dp.MAC = hal.MAC(v.MAC)
+		}
+		dc.Ports = append(dc.Ports, dp)
+	}
+	dc.Ports = append(dc.Ports, driver.Port{ID: p.uplink, Name: c.Uplink, Kind: hal.PortUplink, MAC: c.UplinkMAC})
+	return driver.Open(ctx, c.Driver, dc)
+}
+
+func openXDP(ctx context.Context, c driver.Config) (hal.NIC, error) {
+	pcs := make([]xdp.PortConfig, 0, len(c.Ports))
+	for _, p := range c.Ports {
+		pcs = append(pcs, xdp.PortConfig{ID: p.ID, Name: p.Name, Kind: p.Kind})
+	}
+	return xdp.Open(ctx, xdp.Config{NetNS: c.NetNS, Ports: pcs})
+}
+
+func openTCFlower(ctx context.Context, c driver.Config) (hal.NIC, error) {
+	pcs := make([]tcflower.PortConfig, 0, len(c.Ports))
+	for _, p := range c.Ports {
+		pcs = append(pcs, tcflower.PortConfig{ID: p.ID, Name: p.Name, Kind: p.Kind})
+	}
+	return tcflower.Open(ctx, tcflower.Config{NetNS: c.NetNS, Ports: pcs, Tunnels: c.Tunnels})
+}
+
+// boundSoftnic is a softnic whose ports are bound to interfaces: closing it
+// closes the bindings first. It embeds the NIC, so it has every method of
+// it (the optional interfaces, and Port for Daemon.SoftPort).
+type boundSoftnic struct {
+	*softnic.NIC
+	bindings []*afpacket.Binding
+}
+
+func (b *boundSoftnic) Close() error {
+	for _, x := range b.bindings {
+		x.Close()
+	}
+	return b.NIC.Close()
+}
+
+func openSoftnic(_ context.Context, c driver.Config) (hal.NIC, error) {
 	var pcs []softnic.PortConfig
 	ifaces := map[hal.PortID]*net.Interface{}
 	if c.Binding == BindAFPacket {
 		err := nsexec.Do(c.NetNS, func() error {
-			for id, name := range p.ifname {
-				ifi, err := net.InterfaceByName(name)
+			for _, p := range c.Ports {
+				ifi, err := net.InterfaceByName(p.Name)
 				if err != nil {
-					return fmt.Errorf("port %d: interface %s: %w", id, name, err)
+					return fmt.Errorf("port %d: interface %s: %w", p.ID, p.Name, err)
 				}
-				ifaces[id] = ifi
+				ifaces[p.ID] = ifi
 			}
 			return nil
 		})
@@ -156,19 +183,19 @@ func openSoftnic(c *Config, st *policy.State, p portPlan, d *Daemon) (*opened, e
 			return nil, err
 		}
 	}
-	for _, vm := range p.vms {
-		id := p.vmPort[vm]
-		pc := softnic.PortConfig{Name: p.ifname[id], Kind: hal.PortVPort}
-		if v, ok := st.VM(vm); ok {
-			pc.MAC = hal.MAC(v.MAC)
+	for _, p := range c.Ports {
+		if p.Kind != hal.PortVPort {
+			continue
 		}
-		if ifi := ifaces[id]; ifi != nil {
+		pc := softnic.PortConfig{Name: p.Name, Kind: hal.PortVPort, MAC: p.MAC}
+		if ifi := ifaces[p.ID]; ifi != nil {
 			pc.MTU = ifi.MTU
 		}
 		pcs = append(pcs, pc)
 	}
-	up := softnic.PortConfig{Name: c.Uplink, Kind: hal.PortUplink, MAC: c.UplinkMAC, MTU: uplinkMTU}
-	if ifi := ifaces[p.uplink]; ifi != nil {
+	uplink := c.Ports[len(c.Ports)-1]
+	up := softnic.PortConfig{Name: uplink.Name, Kind: hal.PortUplink, MAC: uplink.MAC, MTU: uplinkMTU}
+	if ifi := ifaces[uplink.ID]; ifi != nil {
 		up.MTU = ifi.MTU
 		if up.MAC == (hal.MAC{}) && len(ifi.HardwareAddr) == 6 {
 			up.MAC = hal.MAC(ifi.HardwareAddr)
@@ -182,20 +209,20 @@ func openSoftnic(c *Config, st *policy.State, p portPlan, d *Daemon) (*opened, e
 	if err != nil {
 		return nil, err
 	}
-	o := &opened{nic: n, soft: n}
 	if c.Binding != BindAFPacket {
-		return o, nil
+		return n, nil
 	}
+	o := &boundSoftnic{NIC: n}
 	// The bindings' sockets are opened in the interfaces' namespace and
 	// stay there; the daemon itself (its store client, its control socket)
 	// stays in its own.
 	err = nsexec.Do(c.NetNS, func() error {
-		for id := hal.PortID(1); id <= p.uplink; id++ {
-			port, err := n.Port(id)
+		for _, p := range c.Ports {
+			port, err := n.Port(p.ID)
 			if err != nil {
 				return err
 			}
-			b, err := afpacket.Bind(port, p.ifname[id], afpacket.Options{Logger: d.log})
+			b, err := afpacket.Bind(port, p.Name, afpacket.Options{Logger: c.Logger})
 			if err != nil {
 				return err
 			}
@@ -204,7 +231,7 @@ func openSoftnic(c *Config, st *policy.State, p portPlan, d *Daemon) (*opened, e
 		return nil
 	})
 	if err != nil {
-		o.close()
+		o.Close()
 		return nil, err
 	}
 	return o, nil
