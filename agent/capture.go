@@ -27,7 +27,7 @@ type capturer struct {
 	file    string
 	packets uint64
 	ifIndex map[hal.PortID]int
-	d       *Daemon
+	d       *Agent
 }
 
 var errNoCapture = errors.New("no capture is running")

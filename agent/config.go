@@ -25,7 +25,7 @@ const (
 	// name through an AF_PACKET socket (drivers/softnic/afpacket).
 	BindAFPacket = "afpacket"
 	// BindNone leaves the ports unbound: the program that embeds the daemon
-	// drives their far sides (Daemon.SoftPort), as the in-process demo and
+	// drives their far sides (Agent.SoftPort), as the in-process demo and
 	// the tests do.
 	BindNone = "none"
 )
@@ -62,6 +62,9 @@ type Config struct {
 	// disables it.
 	Metrics  string
 	LogLevel slog.Level
+	// Logger is where the agent logs (not read from the file); nil is a
+	// text log on stderr at LogLevel.
+	Logger *slog.Logger
 	// NextHopMAC is the underlay next hop's MAC (outer destination of
 	// encapsulated frames); zero means broadcast, as vswitch defaults.
 	NextHopMAC hal.MAC

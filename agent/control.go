@@ -25,7 +25,7 @@ import (
 // stuck client cannot hold a goroutine forever.
 const connIdle = 30 * time.Second
 
-func (d *Daemon) serveControl(ctx context.Context) {
+func (d *Agent) serveControl(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -46,7 +46,7 @@ func (d *Daemon) serveControl(ctx context.Context) {
 
 // serveConn answers requests on one connection, one a line, until the
 // client closes it.
-func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
+func (d *Agent) serveConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	// Shutdown interrupts a connection waiting for its next request.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
@@ -81,7 +81,7 @@ func (d *Daemon) serveConn(ctx context.Context, c net.Conn) {
 
 // Do carries out one control command (see package control for the
 // commands and their results).
-func (d *Daemon) Do(ctx context.Context, req control.Request) (any, error) {
+func (d *Agent) Do(ctx context.Context, req control.Request) (any, error) {
 	a := req.Args
 	switch req.Cmd {
 	case "flows", "explain", "stats":
@@ -130,7 +130,7 @@ func (d *Daemon) Do(ctx context.Context, req control.Request) (any, error) {
 	return nil, fmt.Errorf("unknown command %q", req.Cmd)
 }
 
-func (d *Daemon) show(ctx context.Context) control.Show {
+func (d *Agent) show(ctx context.Context) control.Show {
 	caps := d.nic.Capabilities()
 	st := d.State()
 	h, _ := st.Host(d.cfg.Host)
@@ -164,7 +164,7 @@ func (d *Daemon) show(ctx context.Context) control.Show {
 	return s
 }
 
-func (d *Daemon) flows(filter string) []control.Flow {
+func (d *Agent) flows(filter string) []control.Flow {
 	fs := d.sw.Flows()
 	out := make([]control.Flow, 0, len(fs))
 	for _, f := range fs {
@@ -212,7 +212,7 @@ const ExplainUsage = "explain <rule-id> | explain <vm> <src> <dst> [icmp|tcp|udp
 
 // explain answers explain: a cached flow by rule ID, a packet a local VM
 // sends, or a packet arriving on the uplink.
-func (d *Daemon) explain(a []string) (any, error) {
+func (d *Agent) explain(a []string) (any, error) {
 	if len(a) == 1 {
 		id, err := strconv.ParseUint(a[0], 10, 64)
 		if err != nil {
@@ -337,7 +337,7 @@ func parsePacket(a []string) (policy.Packet, error) {
 	return p, nil
 }
 
-func (d *Daemon) stats(ctx context.Context) control.Stats {
+func (d *Agent) stats(ctx context.Context) control.Stats {
 	st := d.sw.Stats()
 	out := control.Stats{Text: st.String(), FlowsNIC: st.FlowsNIC, FlowsHost: st.FlowsHost,
 		Exceptions: map[string]uint64{}, Drops: map[string]uint64{}, NICDrops: map[string]uint64{}}
@@ -362,7 +362,7 @@ func (d *Daemon) stats(ctx context.Context) control.Stats {
 	return out
 }
 
-func (d *Daemon) captureCmd(a []string) (any, error) {
+func (d *Agent) captureCmd(a []string) (any, error) {
 	switch {
 	case len(a) == 2 && a[0] == "start":
 		if !filepath.IsAbs(a[1]) {

@@ -25,9 +25,10 @@ import (
 	"github.com/nicpath/nicpath/vswitch"
 )
 
-// Daemon is one running vswitchd: the NIC it opened, the switch programming
-// it, the policy it watches, its control socket and its metrics.
-type Daemon struct {
+// Agent is one running agent (vswitchd is one): the NIC it opened, the
+// switch programming it, the policy it watches, its control socket and its
+// metrics.
+type Agent struct {
 	cfg     *Config
 	log     *slog.Logger
 	plan    portPlan
@@ -69,9 +70,11 @@ type Daemon struct {
 // New checks the policy, opens the NIC, binds its ports, builds the switch
 // (which reconciles the NIC's table: rules of an earlier run are found and
 // dealt with) and listens on the control socket and the metrics address.
-// Nothing is opened when the policy does not load.
-func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Daemon, error) {
-	return start(ctx, cfg, nil, log)
+// Nothing is opened when the policy does not load. ctx bounds the start
+// (the wait for a store's first state, the opening of the NIC); Run takes
+// the context the agent runs under.
+func New(ctx context.Context, cfg *Config) (*Agent, error) {
+	return start(ctx, cfg, nil)
 }
 
 // NewWithNIC is New on a NIC the caller opened (a vendor's own driver, or a
@@ -79,18 +82,19 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Daemon, error) {
 // configuration's interfaces by hal.Port.Name, and Close leaves it open.
 // A second daemon started on the same NIC reconciles with the rules the
 // first one left, as a restarted vswitchd does on a NIC that kept its table.
-func NewWithNIC(ctx context.Context, cfg *Config, nic hal.NIC, log *slog.Logger) (*Daemon, error) {
+func NewWithNIC(ctx context.Context, nic hal.NIC, cfg *Config) (*Agent, error) {
 	if nic == nil {
 		return nil, errors.New("NewWithNIC: no NIC")
 	}
-	return start(ctx, cfg, nic, log)
+	return start(ctx, cfg, nic)
 }
 
-func start(ctx context.Context, cfg *Config, nic hal.NIC, log *slog.Logger) (_ *Daemon, err error) {
+func start(ctx context.Context, cfg *Config, nic hal.NIC) (_ *Agent, err error) {
+	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	}
-	d := &Daemon{cfg: cfg, log: log.With("host", cfg.Host), started: time.Now(), plan: planPorts(cfg)}
+	d := &Agent{cfg: cfg, log: log.With("host", cfg.Host), started: time.Now(), plan: planPorts(cfg)}
 	var st *policy.State
 	if cfg.Store != "" {
 		if d.store, d.initial, err = openStore(ctx, cfg); err != nil {
@@ -178,7 +182,7 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC, log *slog.Logger) (_ *
 // checkPolicy refuses a policy this daemon cannot run: its host must be in
 // it, and the VMs of its ports should be (a VM that is not is warned about:
 // its port carries nothing until a policy names it).
-func (d *Daemon) checkPolicy(st *policy.State) error {
+func (d *Agent) checkPolicy(st *policy.State) error {
 	if _, ok := st.Host(d.cfg.Host); !ok {
 		return fmt.Errorf("%s: host %q (from %s) is not in the policy's hosts", d.source(), d.cfg.Host, d.cfg.File)
 	}
@@ -197,7 +201,7 @@ func (d *Daemon) checkPolicy(st *policy.State) error {
 
 // source names where the desired state comes from: the policy file or the
 // store.
-func (d *Daemon) source() string {
+func (d *Agent) source() string {
 	if d.cfg.Store != "" {
 		return d.cfg.Store
 	}
@@ -231,7 +235,7 @@ func listenControl(path string) (net.Listener, error) {
 // policy watcher until ctx is done, then shuts down gracefully: the control
 // socket stops answering, a running capture is finished, the switch and the
 // NIC are closed.
-func (d *Daemon) Run(ctx context.Context) error {
+func (d *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -285,7 +289,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // Close releases everything: the capture, the switch, the NIC and its
 // bindings, the sockets. Run's caller calls it after Run returns.
-func (d *Daemon) Close() error {
+func (d *Agent) Close() error {
 	if d.capture != nil {
 		if file, n, err := d.capture.stop(); err == nil {
 			d.log.Info("capture finished at shutdown", "file", file, "packets", n)
@@ -312,15 +316,15 @@ func (d *Daemon) Close() error {
 }
 
 // Switch is the running switch.
-func (d *Daemon) Switch() *vswitch.Switch { return d.sw }
+func (d *Agent) Switch() *vswitch.Switch { return d.sw }
 
 // NIC is the NIC the switch programs.
-func (d *Daemon) NIC() hal.NIC { return d.nic }
+func (d *Agent) NIC() hal.NIC { return d.nic }
 
 // SoftPort returns the far side of a softnic port (a VM's name, or "uplink"),
 // for programs that embed the daemon with the softnic driver and binding
 // none and play the VMs and the wire themselves.
-func (d *Daemon) SoftPort(name string) (*softnic.Port, bool) {
+func (d *Agent) SoftPort(name string) (*softnic.Port, bool) {
 	if d.opened == nil {
 		return nil, false
 	}
@@ -342,13 +346,13 @@ func (d *Daemon) SoftPort(name string) (*softnic.Port, bool) {
 }
 
 // MetricsHandler serves the Prometheus metrics.
-func (d *Daemon) MetricsHandler() http.Handler {
+func (d *Agent) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)})
 }
 
 // portLabel names a port for metrics and captures: the VM behind it, or
 // "uplink".
-func (d *Daemon) portLabel(p hal.Port) string {
+func (d *Agent) portLabel(p hal.Port) string {
 	if p.ID == d.plan.uplink {
 		return "uplink"
 	}
@@ -359,7 +363,7 @@ func (d *Daemon) portLabel(p hal.Port) string {
 }
 
 // State is the policy the switch runs.
-func (d *Daemon) State() *policy.State {
+func (d *Agent) State() *policy.State {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.state
@@ -368,7 +372,7 @@ func (d *Daemon) State() *policy.State {
 // Reload checks the policy file and, when it changed and loads, applies it.
 // A file that does not load is reported (the error names file, line and
 // field) and changes nothing: the switch keeps the state it runs.
-func (d *Daemon) Reload(ctx context.Context) (changed bool, err error) {
+func (d *Agent) Reload(ctx context.Context) (changed bool, err error) {
 	if d.cfg.Store != "" {
 		return false, d.errFromStore("reload")
 	}
@@ -387,7 +391,7 @@ func (d *Daemon) Reload(ctx context.Context) (changed bool, err error) {
 // would. It costs one garbage collection; policy files change seldom.
 func releaseMemory() { debug.FreeOSMemory() }
 
-func (d *Daemon) reloadLocked(ctx context.Context, force bool) (bool, error) {
+func (d *Agent) reloadLocked(ctx context.Context, force bool) (bool, error) {
 	fi, err := os.Stat(d.cfg.Policy)
 	if err != nil {
 		return false, d.reject(fmt.Errorf("policy: %w", err), [32]byte{}, "rejected")
@@ -447,7 +451,7 @@ type rejection struct {
 // with the result the metrics count it under, and returns err. The same
 // refusal again (the watcher looking at a file that is not there, say) is
 // counted and logged once.
-func (d *Daemon) reject(err error, hash [32]byte, result string) error {
+func (d *Agent) reject(err error, hash [32]byte, result string) error {
 	if r := d.rejection; r != nil && r.hash == hash && r.result == result && r.err.Error() == err.Error() && result == "rejected" {
 		return err
 	}
@@ -465,7 +469,7 @@ func (d *Daemon) reject(err error, hash [32]byte, result string) error {
 
 // accept records that the policy file (or the store's state) is the
 // running policy.
-func (d *Daemon) accept() {
+func (d *Agent) accept() {
 	if d.rejection != nil {
 		d.log.Info("the policy is no longer rejected", "policy", d.source())
 	}
@@ -527,7 +531,7 @@ func hashFile(path string) ([32]byte, error) {
 // the error (file, line, field and message of the first problem when the
 // file did not load) and when. ok is false while the file on disk is the
 // running policy's, or has not been looked at since it changed.
-func (d *Daemon) PolicyRejection() (r control.PolicyRejection, ok bool) {
+func (d *Agent) PolicyRejection() (r control.PolicyRejection, ok bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.rejection == nil {
@@ -547,7 +551,7 @@ func rejectionInfo(file string, rj *rejection) control.PolicyRejection {
 	return r
 }
 
-func (d *Daemon) logPolicyError(err error) {
+func (d *Agent) logPolicyError(err error) {
 	var l policy.ErrorList
 	if errors.As(err, &l) {
 		for _, e := range l {
@@ -560,7 +564,7 @@ func (d *Daemon) logPolicyError(err error) {
 
 // watch polls the policy file (no inotify dependency, and it works on any
 // file system): a change is checked first and applied only when it loads.
-func (d *Daemon) watch(ctx context.Context) {
+func (d *Agent) watch(ctx context.Context) {
 	t := time.NewTicker(d.cfg.WatchInterval)
 	defer t.Stop()
 	for {
@@ -582,7 +586,7 @@ func (d *Daemon) watch(ctx context.Context) {
 // vswitch.Switch.ActivateShadow) and records the activation in the running
 // state. The policy file should record it too: a later change of the file
 // that does not is a rollback.
-func (d *Daemon) ActivateShadow(ctx context.Context, vm string) error {
+func (d *Agent) ActivateShadow(ctx context.Context, vm string) error {
 	if d.cfg.Store != "" {
 		return d.errFromStore("activate")
 	}
@@ -609,7 +613,7 @@ func (d *Daemon) ActivateShadow(ctx context.Context, vm string) error {
 //
 // With a store, the store's current state is loaded and checked.
 func CheckPolicy(cfg *Config) error {
-	d := &Daemon{cfg: cfg, plan: planPorts(cfg), log: slog.New(slog.DiscardHandler)}
+	d := &Agent{cfg: cfg, plan: planPorts(cfg), log: slog.New(slog.DiscardHandler)}
 	if cfg.Store != "" {
 		s, snap, err := openStore(context.Background(), cfg)
 		if err != nil {

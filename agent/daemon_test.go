@@ -62,7 +62,7 @@ watch_interval: 20ms
 
 // running is a daemon started by a test, running until the test ends.
 type running struct {
-	d      *Daemon
+	d      *Agent
 	cancel context.CancelFunc
 	done   chan error
 	logs   *syncBuffer
@@ -95,11 +95,12 @@ func startDaemon(t *testing.T, cfgPath string, nic hal.NIC) *running {
 	}
 	logs := newSyncBuffer()
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	var d *Daemon
+	cfg.Logger = log
+	var d *Agent
 	if nic != nil {
-		d, err = NewWithNIC(context.Background(), cfg, nic, log)
+		d, err = NewWithNIC(context.Background(), nic, cfg)
 	} else {
-		d, err = New(context.Background(), cfg, log)
+		d, err = New(context.Background(), cfg)
 	}
 	if err != nil {
 		t.Fatal(err)

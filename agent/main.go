@@ -57,7 +57,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		h = slog.NewJSONHandler(stderr, opts)
 	}
 	log := slog.New(h)
-	d, err := New(ctx, cfg, log)
+	cfg.Logger = log
+	d, err := New(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "vswitchd:", err)
 		return 1

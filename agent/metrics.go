@@ -23,7 +23,7 @@ type metrics struct {
 	captured    prometheus.Counter
 }
 
-func newMetrics(d *Daemon) *metrics {
+func newMetrics(d *Agent) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		programming: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -75,7 +75,7 @@ func (m *metrics) observeActivate(d time.Duration, err error) {
 }
 
 // collector reads the switch's and the NIC's counters at scrape time.
-type collector struct{ d *Daemon }
+type collector struct{ d *Agent }
 
 var (
 	descFlows = prometheus.NewDesc("nicpath_flows",

@@ -152,7 +152,7 @@ func openTCFlower(ctx context.Context, c driver.Config) (hal.NIC, error) {
 
 // boundSoftnic is a softnic whose ports are bound to interfaces: closing it
 // closes the bindings first. It embeds the NIC, so it has every method of
-// it (the optional interfaces, and Port for Daemon.SoftPort).
+// it (the optional interfaces, and Port for Agent.SoftPort).
 type boundSoftnic struct {
 	*softnic.NIC
 	bindings []*afpacket.Binding

@@ -50,7 +50,7 @@ func openStore(ctx context.Context, cfg *Config) (store.Store, store.Snapshot, e
 
 // storeTarget is what the follower drives: the daemon, which checks a state
 // as it checks a policy file before the switch applies it.
-type storeTarget struct{ d *Daemon }
+type storeTarget struct{ d *Agent }
 
 func (t storeTarget) Update(ctx context.Context, st *policy.State) error {
 	d := t.d
@@ -71,7 +71,7 @@ func (t storeTarget) Update(ctx context.Context, st *policy.State) error {
 }
 
 // storeStatus is what show says of the store.
-func (d *Daemon) storeStatus() *control.StoreStatus {
+func (d *Agent) storeStatus() *control.StoreStatus {
 	if d.follower == nil {
 		return nil
 	}
@@ -82,11 +82,11 @@ func (d *Daemon) storeStatus() *control.StoreStatus {
 
 // Follower is the follower of the daemon's store, nil when the daemon runs
 // a policy file.
-func (d *Daemon) Follower() *store.Follower { return d.follower }
+func (d *Agent) Follower() *store.Follower { return d.follower }
 
 // errFromStore refuses what a daemon following a store must not do by
 // itself: the store holds the desired state, and a local change would be
 // undone by its next revision.
-func (d *Daemon) errFromStore(what string) error {
+func (d *Agent) errFromStore(what string) error {
 	return fmt.Errorf("%s: this vswitchd follows the store %s; change the desired state there (for a migration, the VM manager writes the activation)", what, d.cfg.Store)
 }

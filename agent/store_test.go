@@ -272,7 +272,7 @@ func TestDaemonStoreUnreachableAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err = New(context.Background(), c, nil)
+	_, err = New(context.Background(), c)
 	if err == nil || !strings.Contains(err.Error(), "no state within 300ms") {
 		t.Fatalf("New: %v", err)
 	}

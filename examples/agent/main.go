@@ -199,7 +199,8 @@ func waitUplink(up interface {
 func serve(ctx context.Context, nic *acme.NIC, st *policy.State, host, polPath, sock string,
 	ports map[string]hal.PortID, stderr io.Writer) error {
 	cfg := &agent.Config{File: "agent", Host: host, Driver: acme.DriverName, Policy: polPath, Control: sock,
-		Uplink: "uplink", Ports: map[string]string{}, WatchInterval: time.Second, LogLevel: slog.LevelInfo}
+		Uplink: "uplink", Ports: map[string]string{}, WatchInterval: time.Second, LogLevel: slog.LevelInfo,
+		Logger: slog.New(slog.NewTextHandler(stderr, nil))}
 	byID := map[hal.PortID]string{}
 	for _, p := range nic.Ports() {
 		byID[p.ID] = p.Name
@@ -207,7 +208,7 @@ func serve(ctx context.Context, nic *acme.NIC, st *policy.State, host, polPath, 
 	for vm, id := range ports {
 		cfg.Ports[vm] = byID[id]
 	}
-	d, err := agent.NewWithNIC(ctx, cfg, nic, slog.New(slog.NewTextHandler(stderr, nil)))
+	d, err := agent.NewWithNIC(ctx, nic, cfg)
 	if err != nil {
 		return err
 	}

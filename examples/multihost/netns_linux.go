@@ -46,7 +46,7 @@ type NSBed struct {
 	prefix string
 
 	created []string // namespaces, in creation order
-	daemons map[string]*agent.Daemon
+	daemons map[string]*agent.Agent
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
@@ -108,7 +108,7 @@ func NewNSBed(ctx context.Context, st *policy.State, o NSOptions) (_ *NSBed, err
 	if _, ok := st.Host(o.To); !ok || mover.Host == o.To {
 		return nil, fmt.Errorf("nsbed: %q is not another host for %s", o.To, o.Mover)
 	}
-	b := &NSBed{opt: o, st: st, prefix: fmt.Sprintf("nmh%d-", os.Getpid()%100000), daemons: map[string]*agent.Daemon{},
+	b := &NSBed{opt: o, st: st, prefix: fmt.Sprintf("nmh%d-", os.Getpid()%100000), daemons: map[string]*agent.Agent{},
 		sniffers: map[string]*afpacket.Socket{}, mover: mover}
 	defer func() {
 		if err != nil {
@@ -199,8 +199,8 @@ func NewNSBed(ctx context.Context, st *policy.State, o NSOptions) (_ *NSBed, err
 		cfg := &agent.Config{File: filepath.Join(o.Dir, h.Name+".yaml"), Host: h.Name, Driver: "softnic",
 			Binding: agent.BindAFPacket, Store: o.Store, StoreTimeout: 30 * time.Second, Uplink: "up0",
 			Ports: ports[h.Name], Control: filepath.Join(o.Dir, h.Name+".sock"), LogLevel: slog.LevelWarn,
-			NextHopMAC: routerMAC(i), WatchInterval: time.Second, NetNS: b.nsPath(h.Name)}
-		d, err := agent.New(ctx, cfg, o.Logger)
+			NextHopMAC: routerMAC(i), WatchInterval: time.Second, NetNS: b.nsPath(h.Name), Logger: o.Logger}
+		d, err := agent.New(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("nsbed: %s's vswitchd: %w", h.Name, err)
 		}
@@ -315,7 +315,7 @@ func (b *NSBed) addVM(vm policy.VM, host string) error {
 }
 
 // Daemon returns a host's vswitchd.
-func (b *NSBed) Daemon(host string) *agent.Daemon { return b.daemons[host] }
+func (b *NSBed) Daemon(host string) *agent.Agent { return b.daemons[host] }
 
 // Close stops the vswitchds and deletes every namespace the bed made.
 func (b *NSBed) Close() error {
