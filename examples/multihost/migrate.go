@@ -75,7 +75,7 @@ type MigrateOptions struct {
 	// Tail: how long the stream goes on after the migration returned.
 	// Default 20ms.
 	Tail    time.Duration
-	Manager migrate.MigrateOptions
+	Manager migrate.Options
 }
 
 // defaults fills the options a bed leaves to its own defaults.

@@ -130,7 +130,7 @@ func TestMissedActivation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	opt := migrate.MigrateOptions{ActivateTimeout: 300 * time.Millisecond,
+	opt := migrate.Options{ActivateTimeout: 300 * time.Millisecond,
 		BeforeActivate: func() { fb.StopFollower(c) }} // host-c misses the activation
 	mig, err := mgr.Migrate(ctx, "mover", "host-b", opt)
 	if err != nil {

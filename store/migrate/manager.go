@@ -39,8 +39,8 @@ func (m *Manager) Publish(ctx context.Context, st *policy.State) (int64, error) 
 	return m.s.Publish(ctx, st)
 }
 
-// MigrateOptions tune one migration.
-type MigrateOptions struct {
+// Options tune one migration.
+type Options struct {
 	// Hosts whose reports are awaited; default every host of the state.
 	Hosts []string
 	// InstallTimeout bounds the wait for the shadow on every host (step 2).
@@ -74,7 +74,7 @@ type Migration struct {
 }
 
 // Migrate moves vm to host to (see the package documentation for the steps).
-func (m *Manager) Migrate(ctx context.Context, vm, to string, opt MigrateOptions) (Migration, error) {
+func (m *Manager) Migrate(ctx context.Context, vm, to string, opt Options) (Migration, error) {
 	opt.InstallTimeout = cmpOr(opt.InstallTimeout, 30*time.Second)
 	opt.ActivateTimeout = cmpOr(opt.ActivateTimeout, 30*time.Second)
 	snap, err := m.s.Load(ctx)
@@ -84,16 +84,16 @@ func (m *Manager) Migrate(ctx context.Context, vm, to string, opt MigrateOptions
 	st := snap.State
 	v, ok := st.VM(vm)
 	if !ok {
-		return Migration{}, fmt.Errorf("vmmanager: no VM %q", vm)
+		return Migration{}, fmt.Errorf("migrate: no VM %q", vm)
 	}
 	if _, busy := st.Shadow(vm); busy {
-		return Migration{}, fmt.Errorf("vmmanager: %s is already migrating", vm)
+		return Migration{}, fmt.Errorf("migrate: %s is already migrating", vm)
 	}
 	if _, ok := st.Host(to); !ok {
-		return Migration{}, fmt.Errorf("vmmanager: no host %q", to)
+		return Migration{}, fmt.Errorf("migrate: no host %q", to)
 	}
 	if v.Host == to {
-		return Migration{}, fmt.Errorf("vmmanager: %s already runs on %s", vm, to)
+		return Migration{}, fmt.Errorf("migrate: %s already runs on %s", vm, to)
 	}
 	hosts := opt.Hosts
 	if len(hosts) == 0 {
@@ -107,7 +107,7 @@ func (m *Manager) Migrate(ctx context.Context, vm, to string, opt MigrateOptions
 	start := time.Now()
 	mig.ShadowRev, err = m.s.Commit(ctx, new(store.Change).Put(policy.Shadow{VM: vm, Host: to, Generation: mig.Generation}))
 	if err != nil {
-		return mig, fmt.Errorf("vmmanager: write shadow: %w", err)
+		return mig, fmt.Errorf("migrate: write shadow: %w", err)
 	}
 	// 2. Every host has it installed.
 	ictx, cancel := context.WithTimeout(ctx, opt.InstallTimeout)
@@ -117,7 +117,7 @@ func (m *Manager) Migrate(ctx context.Context, vm, to string, opt MigrateOptions
 		if _, derr := m.s.Commit(ctx, new(store.Change).Delete(policy.Shadow{VM: vm})); derr != nil {
 			err = errors.Join(err, derr)
 		}
-		return mig, fmt.Errorf("vmmanager: shadow of %s not installed on %v: %w", vm, missing, err)
+		return mig, fmt.Errorf("migrate: shadow of %s not installed on %v: %w", vm, missing, err)
 	}
 	mig.Install = time.Since(start)
 	m.log.Info("shadow installed everywhere", "vm", vm, "to", to, "generation", mig.Generation, "took", mig.Install)
@@ -129,7 +129,7 @@ func (m *Manager) Migrate(ctx context.Context, vm, to string, opt MigrateOptions
 	mig.ActivatedAt = time.Now()
 	mig.ActivationRev, err = m.s.Commit(ctx, new(store.Change).Put(policy.Activation{VM: vm, Generation: mig.Generation}))
 	if err != nil {
-		return mig, fmt.Errorf("vmmanager: write activation: %w", err)
+		return mig, fmt.Errorf("migrate: write activation: %w", err)
 	}
 	actx, cancel := context.WithTimeout(ctx, opt.ActivateTimeout)
 	mig.Lagging, err = m.wait(actx, hosts, func(s store.Status) bool { return s.HasActivated(mig.ActivationRev, vm, mig.Generation) })
@@ -148,7 +148,7 @@ func (m *Manager) Migrate(ctx context.Context, vm, to string, opt MigrateOptions
 	mig.FinishRev, err = m.s.Commit(ctx, new(store.Change).Put(v).
 		Delete(policy.Shadow{VM: vm}).Delete(policy.Activation{VM: vm}))
 	if err != nil {
-		return mig, fmt.Errorf("vmmanager: finish: %w", err)
+		return mig, fmt.Errorf("migrate: finish: %w", err)
 	}
 	return mig, nil
 }

@@ -44,7 +44,7 @@ func TestMigrateRefusals(t *testing.T) {
 		{"mover", "host-z", "no host"},
 		{"mover", "host-a", "already runs"},
 	} {
-		if _, err := m.Migrate(c, tc.vm, tc.to, migrate.MigrateOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := m.Migrate(c, tc.vm, tc.to, migrate.Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Migrate(%s, %s) = %v, want %q", tc.vm, tc.to, err, tc.want)
 		}
 	}
@@ -58,7 +58,7 @@ func TestShadowNotInstalledIsAbandoned(t *testing.T) {
 	reporter(t, s, "host-a")
 	reporter(t, s, "host-b") // host-c never reports
 	activated := false
-	_, err := m.Migrate(c, "mover", "host-b", migrate.MigrateOptions{InstallTimeout: 200 * time.Millisecond,
+	_, err := m.Migrate(c, "mover", "host-b", migrate.Options{InstallTimeout: 200 * time.Millisecond,
 		BeforeActivate: func() { activated = true }})
 	if err == nil || !strings.Contains(err.Error(), "host-c") {
 		t.Fatalf("Migrate = %v, want a failure naming host-c", err)
@@ -80,7 +80,7 @@ func TestMigrateSteps(t *testing.T) {
 		reporter(t, s, h.Name)
 	}
 	var before store.Snapshot
-	mig, err := m.Migrate(c, "mover", "host-c", migrate.MigrateOptions{BeforeActivate: func() {
+	mig, err := m.Migrate(c, "mover", "host-c", migrate.Options{BeforeActivate: func() {
 		before, _ = s.Load(c)
 	}})
 	if err != nil {
@@ -103,7 +103,7 @@ func TestMigrateSteps(t *testing.T) {
 	if vm.Host != "host-c" || vm.Generation != 2 || len(snap.State.Shadows()) != 0 || len(snap.State.Activations()) != 0 {
 		t.Fatalf("final state: %+v shadows %v activations %v", vm, snap.State.Shadows(), snap.State.Activations())
 	}
-	if _, err := m.Migrate(c, "mover", "host-a", migrate.MigrateOptions{}); err != nil {
+	if _, err := m.Migrate(c, "mover", "host-a", migrate.Options{}); err != nil {
 		t.Fatalf("migrating back: %v", err)
 	}
 }

@@ -116,7 +116,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		m, err := migrate.New(s, log).Migrate(ctx, mf.Arg(0), mf.Arg(1),
-			migrate.MigrateOptions{InstallTimeout: *timeout, ActivateTimeout: *timeout})
+			migrate.Options{InstallTimeout: *timeout, ActivateTimeout: *timeout})
 		if err != nil {
 			return err
 		}
