@@ -94,7 +94,7 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *migrate.Manager, o MigrateOp
 		return Result{}, fmt.Errorf("unknown host among %s, %s, %s", o.SendOn, o.From, o.To)
 	}
 	res := Result{Interval: o.Interval}
-	// The generation the manager gives the new location (vmmanager: the
+	// The generation the manager gives the new location (store/migrate: the
 	// VM's own plus one).
 	cur := from.Follower.Applied().State
 	if cur == nil {

@@ -28,7 +28,7 @@ import (
 )
 
 // NSBed is the migration bed on Linux network namespaces: every host is a
-// namespace whose interfaces a vswitchd (examples/vswitchd/daemon, softnic
+// namespace whose interfaces a vswitchd (package agent, softnic
 // bound through AF_PACKET) drives while following the store; every VM is a
 // namespace with a real kernel stack behind a veth into its host; the hosts'
 // uplinks meet at an underlay router (one more namespace, routing the

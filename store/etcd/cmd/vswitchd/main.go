@@ -4,7 +4,7 @@
 //	store: etcd://192.0.2.1:2379[,HOST:PORT…]/PREFIX/
 //
 // in its configuration makes it follow an etcd cluster's desired state
-// (see examples/vswitchd/agent.Config.Store). It lives in the etcd module
+// (see agent.Config.Store). It lives in the etcd module
 // because the core module does not depend on etcd.
 package main
 
