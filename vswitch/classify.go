@@ -25,6 +25,8 @@ type verdict struct {
 	// routed: the walk crossed the virtual router, so a packet with TTL ≤ 1
 	// is dropped (the NIC's dec_ttl hands it to the host, which drops it).
 	routed bool
+	// encap (Encap/ToGateway) is the encapsulation of the VNI's VNET.
+	encap hal.EncapKind
 
 	// What the flow derives from.
 	tenant  uint32 // id of the tenant whose policy decided (0: none)
@@ -331,9 +333,9 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 		}
 		return
 	}
-	v.action, v.pa, v.vni = policy.Encap, m.PA, m.VNI
+	v.action, v.pa, v.vni, v.encap = policy.Encap, m.PA, m.VNI, dv.encap
 	if w.tr != nil {
-		w.tr.step("encapsulate with vni %d toward %s (%s)", m.VNI, m.Host, m.PA)
+		w.tr.step("encapsulate in %s with vni %d toward %s (%s)", dv.encap, m.VNI, m.Host, m.PA)
 	}
 }
 
@@ -349,9 +351,9 @@ func (w *walk) toGateway(src *vmInfo, r *routeInfo) {
 			w.tr.step("gateway/NAT: rule %s: destination %s -> %s", r.rule, w.p.Dst, v.rw.Dst)
 		}
 	}
-	v.action, v.pa, v.vni = policy.ToGateway, r.gw.pa, src.vnet.vni
+	v.action, v.pa, v.vni, v.encap = policy.ToGateway, r.gw.pa, src.vnet.vni, src.vnet.encap
 	if w.tr != nil {
-		w.tr.step("gateway/NAT: encapsulate with vni %d (vnet %s) toward gateway %s (%s)", src.vnet.vni, src.vnet.name, r.gw.name, r.gw.pa)
+		w.tr.step("gateway/NAT: encapsulate in %s with vni %d (vnet %s) toward gateway %s (%s)", src.vnet.encap, src.vnet.vni, src.vnet.name, r.gw.name, r.gw.pa)
 	}
 }
 
@@ -377,6 +379,14 @@ func (w *walk) inbound(k *hal.FlowKey) {
 	v.tenant = dv.tenant.id
 	if w.tr != nil {
 		w.tr.step("vni %d is vnet %s of tenant %s", k.VNI, dv.name, dv.tenant.name)
+	}
+	if k.TunKind != dv.encap {
+		// A VNET is carried in one encapsulation only.
+		if w.tr != nil {
+			w.tr.step("vnet %s is carried in %s, not %s", dv.name, dv.encap, k.TunKind)
+		}
+		w.drop(policy.ReasonEncapMismatch)
+		return
 	}
 	if !w.checkL3() {
 		return

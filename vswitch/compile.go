@@ -56,6 +56,7 @@ type vnetInfo struct {
 	tenant *tenantInfo
 	name   string
 	vni    uint32
+	encap  hal.EncapKind // what it is carried in between hosts
 }
 
 type tenantInfo struct {
@@ -152,7 +153,7 @@ func compile(st *policy.State, host string, ports map[string]hal.PortID, vmIDs, 
 		c.tenants[t.Name] = ti
 	}
 	for _, v := range st.VNETs() {
-		vi := &vnetInfo{tenant: c.tenants[v.Tenant], name: v.Name, vni: v.VNI}
+		vi := &vnetInfo{tenant: c.tenants[v.Tenant], name: v.Name, vni: v.VNI, encap: encapOf(v.Encap)}
 		c.vnets[policy.VNETKey{Tenant: v.Tenant, Name: v.Name}] = vi
 		c.vnetByVNI[v.VNI] = vi
 	}

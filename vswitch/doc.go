@@ -48,11 +48,34 @@
 // closed; a NIC with Capabilities.Crypto opens them itself), as are expired
 // TTLs, malformed frames and non-first fragments.
 //
+// # Encapsulations
+//
+// Each VNET names its encapsulation in the policy (policy.VNET.Encap:
+// VXLAN by default, Geneve or NVGRE), and the switch encapsulates every
+// flow in the kind of the VNET whose VNI it carries: toward a remote VM,
+// the destination VNET's; toward a gateway, the sender's. Inbound flows
+// match the frame's encapsulation and VNI (hal.Exact keeps TunKind), and
+// the walk takes a VNET's packets only in the VNET's own kind: the same
+// VNI in another encapsulation is a policy drop (policy.ReasonEncapMismatch,
+// counted in Stats.PolicyDrops["encap-mismatch"] when the host drops it,
+// in the drop rule's counters on the NIC). Predicted reply flows
+// (reverse.go) and per-destination rules follow the same rule. There is
+// no switch-wide encapsulation any more: nothing set one but the default.
+//
+// A NIC that cannot write a kind (Capabilities.Encaps) or strip it
+// (Capabilities.Decaps), or whose Validate refuses the rule for another
+// reason, leaves the flow on the host path: the switch builds the outer
+// headers itself with hal/wire (one template per action list) or strips
+// them, and Explain says why ("NIC cannot encapsulate nvgre: kept on the
+// host path, ..."). A frame of a kind the NIC does not parse reaches the
+// host as an exception; the switch parses its tunnel itself.
+//
 // # MTU
 //
 // A packet too big for its egress port once the flow's encapsulation is
-// added (VXLAN over IPv4 adds 50 bytes: with 1500-byte uplinks a VM's
-// packet toward another host may take 1450) is never dropped silently
+// added (VXLAN over IPv4 adds 50 bytes, Geneve as much plus its options,
+// NVGRE 42: with 1500-byte uplinks a VM's VXLAN packet toward another host
+// may take 1450) is never dropped silently
 // (mtu.go). The NIC hands such packets of its rules to the host with
 // hal.ReasonMTU; the host executes them like any packet of their flow, and
 // checks every packet it executes itself against the egress port's MTU

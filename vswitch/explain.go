@@ -13,8 +13,12 @@ import (
 // Description describes a packet by its headers, for Explain: the local VM
 // that sends it, or the uplink with its encapsulation, and the inner packet.
 type Description struct {
-	VM       string // sending local VM; empty for the uplink
-	Uplink   bool
+	VM     string // sending local VM; empty for the uplink
+	Uplink bool
+	// Encap is the encapsulation the packet arrives in from the uplink;
+	// EncapNone means that of the VNET the VNI names (VXLAN for a VNI no
+	// VNET has).
+	Encap    hal.EncapKind
 	VNI      uint32
 	OuterSrc netip.Addr // the sending host's (or gateway's) PA
 	OuterDst netip.Addr // default: this host's PA
@@ -131,7 +135,13 @@ func (s *Switch) keyOf(d *Description) (hal.FlowKey, error) {
 	k := hal.FlowKey{EthSrc: hal.MAC(p.SrcMAC), EthDst: hal.MAC(p.DstMAC), EthType: p.EtherType}
 	if d.Uplink {
 		k.InPort = s.cfg.Uplink
-		k.TunKind, k.VNI = s.cfg.Encap, d.VNI
+		k.TunKind, k.VNI = d.Encap, d.VNI
+		if k.TunKind == hal.EncapNone {
+			k.TunKind = hal.EncapVXLAN
+			if dv := s.cur.vnetByVNI[d.VNI]; dv != nil {
+				k.TunKind = dv.encap
+			}
+		}
 		k.TunSrc = d.OuterSrc.As16()
 		dst := d.OuterDst
 		if !dst.IsValid() {
@@ -184,6 +194,8 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		e.Actions = fi.Actions
 		e.Where, e.Why = f.loc, f.why
 		switch {
+		case f.failure() != nil && f.why == WhyNotSupported:
+			e.Detail = s.hostPathDetail(f.current(), k, f.failure())
 		case f.failure() != nil:
 			e.Detail = f.failure().Error()
 		case f.loc == LocNIC:
@@ -224,6 +236,9 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		r := s.rule(1, k, a, sc, 0)
 		if err := s.nic.Validate(&r); err != nil {
 			e.Where, e.Why, e.Detail = LocHost, whyOf(err), err.Error()
+			if e.Why == WhyNotSupported {
+				e.Detail = s.hostPathDetail(a, k, err)
+			}
 		} else if s.caps.MaxRules > 0 && s.countNIC() >= s.caps.MaxRules {
 			e.Where, e.Why, e.Detail = LocHost, WhyTableFull, fmt.Sprintf("the NIC's table holds %d rules and is full", s.caps.MaxRules)
 		} else {
@@ -231,6 +246,20 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		}
 	}
 	return e
+}
+
+// hostPathDetail says why a flow the NIC refused stays on the host path:
+// an encapsulation the NIC cannot write or a tunnel it cannot strip (the
+// switch does either in software), else the NIC's refusal as it is.
+func (s *Switch) hostPathDetail(a *actSet, k *hal.FlowKey, err error) string {
+	ak := &a.key
+	switch {
+	case (ak.action == policy.Encap || ak.action == policy.ToGateway) && !s.caps.Encaps.Has(ak.encap):
+		return fmt.Sprintf("NIC cannot encapsulate %s: kept on the host path, which encapsulates in software (%v)", ak.encap, err)
+	case ak.decap && !s.caps.Decaps.Has(k.TunKind):
+		return fmt.Sprintf("NIC cannot decapsulate %s: kept on the host path, which decapsulates in software (%v)", k.TunKind, err)
+	}
+	return err.Error()
 }
 
 func (s *Switch) countNIC() int {
@@ -255,9 +284,9 @@ func verdictString(v *verdict) string {
 	case policy.Deliver:
 		return fmt.Sprintf("deliver to port %d, rewrite %s", v.port, v.rw)
 	case policy.Encap:
-		return fmt.Sprintf("encapsulate vni %d to %s, rewrite %s", v.vni, v.pa, v.rw)
+		return fmt.Sprintf("encapsulate in %s vni %d to %s, rewrite %s", v.encap, v.vni, v.pa, v.rw)
 	case policy.ToGateway:
-		return fmt.Sprintf("to gateway %s vni %d, rewrite %s", v.pa, v.vni, v.rw)
+		return fmt.Sprintf("to gateway %s in %s vni %d, rewrite %s", v.pa, v.encap, v.vni, v.rw)
 	}
 	return v.action.String()
 }

@@ -87,6 +87,9 @@ type topo struct {
 	byPA  map[netip.Addr]*testHost
 	byNm  map[string]*testHost
 	clock *fakeClock
+	// wire, when set, sees every frame carried from one host's uplink to
+	// another's.
+	wire func(from, to *testHost, frame []byte)
 }
 
 var uplinkMAC = hal.MustMAC("02:00:00:00:ff:01")
@@ -212,6 +215,9 @@ func (tp *topo) settle(first *testHost) []delivery {
 					var l wire.Layout
 					if err := wire.Parse(fr, id, &k, &l); err == nil && k.TunKind != hal.EncapNone {
 						if h2 := tp.byPA[hal.AddrFrom16(k.TunDst)]; h2 != nil {
+							if tp.wire != nil {
+								tp.wire(h, h2, fr)
+							}
 							if _, err := h2.far[h2.uplink].Send([][]byte{fr}); err != nil {
 								tp.t.Fatal(err)
 							}

@@ -22,9 +22,6 @@ type Config struct {
 	// a migration toward this host) here.
 	Ports  map[string]hal.PortID
 	Uplink hal.PortID
-	// Encap is the encapsulation toward other hosts and gateways; the
-	// default is VXLAN.
-	Encap hal.EncapKind
 	// NextHopMAC is the outer destination MAC of encapsulated packets (the
 	// underlay next hop). The default is the broadcast address.
 	NextHopMAC hal.MAC
@@ -158,9 +155,6 @@ func New(cfg Config) (*Switch, error) {
 	}
 	if cfg.State == nil {
 		return nil, errors.New("vswitch: no policy state")
-	}
-	if cfg.Encap == hal.EncapNone {
-		cfg.Encap = hal.EncapVXLAN
 	}
 	if cfg.NextHopMAC.IsZero() {
 		cfg.NextHopMAC = hal.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}

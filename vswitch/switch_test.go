@@ -130,7 +130,7 @@ func TestFirstPacketOffloadedLaterPacketsStayOnNIC(t *testing.T) {
 	}
 	ex := h1.sw.Explain(Description{VM: "va1", Packet: p})
 	s := ex.String()
-	for _, want := range []string{"from VM va1", "routing domain of t", "VNET mapping", "encapsulate with vni 100", "Handled: NIC", "6 packets"} {
+	for _, want := range []string{"from VM va1", "routing domain of t", "VNET mapping", "encapsulate in vxlan with vni 100", "Handled: NIC", "6 packets"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("explain lacks %q:\n%s", want, s)
 		}

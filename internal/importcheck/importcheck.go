@@ -85,6 +85,10 @@ var InternalExceptions = []Pair{
 	// vswitch/vswitchtest, for vendors' own tests.
 	{"internal/simfabric", "drivers/softnic"},
 	{"internal/simfabric", "vswitch"},
+	// The bed against plain Linux peers: a host programmed with tc-flower
+	// rules directly (no vswitch), and the switch's flows in its reports.
+	{"internal/peerbed", "drivers/tcflower"},
+	{"internal/peerbed", "vswitch"},
 }
 
 // Rules are nicpath's import rules, with the exceptions given for examples
