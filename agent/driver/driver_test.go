@@ -15,8 +15,11 @@ import (
 // was given.
 type nopNIC struct{ hal.NIC }
 
-func TestRegisterAndOpen(t *testing.T) {
-	var got driver.Config
+// got is the configuration drivertest-a was last opened with.
+var got driver.Config
+
+// Registered once for the test binary (a test may run more than once).
+func init() {
 	driver.Register("drivertest-a", func(_ context.Context, c driver.Config) (hal.NIC, error) {
 		got = c
 		return nopNIC{}, nil
@@ -24,6 +27,10 @@ func TestRegisterAndOpen(t *testing.T) {
 	driver.Register("drivertest-b", func(context.Context, driver.Config) (hal.NIC, error) {
 		return nil, errors.New("no device")
 	})
+	driver.Register("drivertest-twice", func(context.Context, driver.Config) (hal.NIC, error) { return nil, nil })
+}
+
+func TestRegisterAndOpen(t *testing.T) {
 	names := driver.Names()
 	ia, ib := slices.Index(names, "drivertest-a"), slices.Index(names, "drivertest-b")
 	if ia < 0 || ib != ia+1 {
@@ -57,7 +64,6 @@ func TestRegisterAndOpen(t *testing.T) {
 
 func TestRegisterTwicePanics(t *testing.T) {
 	open := func(context.Context, driver.Config) (hal.NIC, error) { return nil, nil }
-	driver.Register("drivertest-twice", open)
 	for _, tc := range []struct {
 		name string
 		open driver.Opener
