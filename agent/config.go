@@ -30,12 +30,12 @@ const (
 	BindNone = "none"
 )
 
-// Config is the daemon's configuration file.
+// Config is an agent's configuration: a file's (LoadConfig) or built in Go.
 type Config struct {
 	File string // where it was loaded from; relative paths are relative to its directory
 
 	Host   string // this host's name in the policy
-	Driver string // softnic, xdp or tcflower
+	Driver string // a registered driver: softnic, xdp, tcflower or one of RegisterDriver
 	// Binding is how softnic's ports are bound (BindAFPacket or BindNone);
 	// the other drivers attach to the interfaces themselves.
 	Binding string
