@@ -20,6 +20,9 @@ type compiled struct {
 	host      string
 	hostKnown bool
 	pa        netip.Addr
+	// endpoint are the outer destinations this host terminates tunnels
+	// for: its provider address(es) from the policy.
+	endpoint  []netip.Addr
 	routerMAC hal.MAC
 
 	vms       map[string]*vmInfo
@@ -132,6 +135,9 @@ func compile(st *policy.State, host string, ports map[string]hal.PortID, vmIDs, 
 	}
 	if h, ok := st.Host(host); ok {
 		c.hostKnown, c.pa = true, h.PA
+		if h.PA.IsValid() {
+			c.endpoint = []netip.Addr{h.PA}
+		}
 	}
 	for _, g := range st.Gateways() {
 		gi := &gwInfo{name: g.Name, pa: g.PA, tenant: g.Tenant}

@@ -39,6 +39,10 @@ type Explanation struct {
 	Why   Why
 	// Detail is the refusal, failure or host drop behind Why, in words.
 	Detail string
+	// HostDrop names the host drop (a key of Stats.Drops: "not_local",
+	// "sealed", "ttl", …) when the host drops the packet before any flow;
+	// empty otherwise.
+	HostDrop string
 	// Flow is the cached flow, when the switch has one for the key.
 	Flow *FlowInfo
 }
@@ -98,10 +102,26 @@ func (s *Switch) ExplainFrame(inPort hal.PortID, frame []byte) Explanation {
 	var k hal.FlowKey
 	var l wire.Layout
 	if err := wire.Parse(frame, inPort, &k, &l); err != nil {
-		return Explanation{Key: k, Where: LocNone, Verdict: "drop", Detail: "the host drops it: " + err.Error()}
+		drop := DropMalformed
+		switch wire.ReasonOf(err) {
+		case hal.ReasonFragment:
+			drop = DropFragment
+		case hal.ReasonUnsupported:
+			drop = DropUnparsable
+		}
+		return Explanation{Key: k, Where: LocNone, Verdict: "drop", Detail: "the host drops it: " + err.Error(), HostDrop: drop.String()}
 	}
 	if k.EthType == hal.EtherTypeSealed {
 		return s.explainSealed(k)
+	}
+	if s.notLocal(frame, &k) && s.cur.terminates(hal.AddrFrom16(k.TunDst)) {
+		// The address is this host's, the MAC is not: the walk cannot
+		// see that (a flow key has no outer MAC), the frame can.
+		dst := hal.MAC(frame[0:6])
+		e := Explanation{Key: k, Verdict: "drop (" + DropNotLocal.String() + ")", Where: LocNone, HostDrop: DropNotLocal.String()}
+		e.Trace = []string{fmt.Sprintf("from uplink: %s vni %d, outer destination %s, outer destination MAC %s", k.TunKind, k.VNI, hal.AddrFrom16(k.TunDst), dst)}
+		e.Detail = fmt.Sprintf("the host drops it before any flow: outer destination MAC %s is not the uplink's %s (a frame for another station, flooded or seen in promiscuous mode)", dst, s.uplinkMAC)
+		return e
 	}
 	e := s.explainKey(&k, ttlOf(frame, &l))
 	s.explainMTU(&e, &k, frame, &l) // a frame too big for its egress (mtu.go)
@@ -121,7 +141,7 @@ func (s *Switch) ExplainFlow(id hal.RuleID) (Explanation, bool) {
 }
 
 func (s *Switch) explainSealed(k hal.FlowKey) Explanation {
-	e := Explanation{Key: k, Verdict: "drop", Where: LocNone}
+	e := Explanation{Key: k, Verdict: "drop", Where: LocNone, HostDrop: DropSealed.String()}
 	if s.caps.Crypto {
 		e.Detail = "sealed-address frame the NIC could not open (no key or a bad seal): the host drops it and never opens it"
 	} else {
@@ -185,6 +205,15 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 	e.Verdict = verdictString(&v)
 	if v.action == policy.Drop && v.reason == policy.ReasonTTLExpired {
 		e.Where, e.Detail = LocNone, "the host drops this packet for its TTL; the flow itself is unaffected"
+		e.HostDrop = DropTTL.String()
+		return e
+	}
+	if v.notLocal {
+		e.Where, e.HostDrop = LocNone, DropNotLocal.String()
+		e.Detail = "the host drops it before any flow: a tunnelled frame for another tunnel endpoint is neither decapsulated nor remembered"
+		if s.tunnelFilter() {
+			e.Detail += "; the NIC's tunnel filter drops it first (hal.ReasonNotLocal)"
+		}
 		return e
 	}
 	now := s.now()
@@ -276,6 +305,9 @@ func (s *Switch) countNIC() int {
 }
 
 func verdictString(v *verdict) string {
+	if v.notLocal {
+		return "drop (" + DropNotLocal.String() + ")"
+	}
 	switch v.action {
 	case policy.Drop:
 		return "drop (" + v.reason.String() + ")"

@@ -69,6 +69,9 @@ type topoOpts struct {
 	// mtu gives the MTU of port (a VM's name, or "uplink") on host; 0
 	// means 9000. Nil: every port has 9000.
 	mtu func(host, port string) int
+	// wrap, when set, decorates each host's NIC (after the fault
+	// decorator) before its switch is built on it.
+	wrap func(host string, nic hal.NIC) hal.NIC
 }
 
 func (o *topoOpts) portMTU(host, port string) int {
@@ -117,6 +120,9 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 			th.fault = haltest.NewFaultNIC(soft)
 			th.nic = th.fault.NIC()
 		}
+		if o.wrap != nil {
+			th.nic = o.wrap(h.Name, th.nic)
+		}
 		for i, n := range names {
 			id := hal.PortID(i + 1)
 			th.ports[n], th.portVM[id] = id, n
@@ -133,7 +139,11 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 		for i := range th.batch {
 			th.batch[i].Buf = make([]byte, 16384)
 		}
-		sw, err := New(Config{NIC: th.nic, Host: h.Name, State: st, Ports: th.ports, Uplink: th.uplink,
+		// Every uplink of the test wire has uplinkMAC: the next hop of an
+		// encapsulated frame is the receiving host's uplink. (The default,
+		// broadcast, is refused by a receiver that accepts tunnelled
+		// frames only for its own MAC.)
+		sw, err := New(Config{NIC: th.nic, Host: h.Name, State: st, Ports: th.ports, Uplink: th.uplink, NextHopMAC: uplinkMAC,
 			Clock: tp.clock.Now, FlowIdle: o.flowIdle, ConnIdle: o.connIdle, DisableOffload: o.noOffload, Proactive: o.proactive})
 		if err != nil {
 			t.Fatal(err)

@@ -87,7 +87,7 @@ func (s *Switch) proVerdict(c *compiled, k proKey) (actKey, bool) {
 	if !ok || m.Host == c.host || !m.PA.IsValid() || dv == nil {
 		return actKey{}, false
 	}
-	return actKey{action: policy.Encap, rw: policy.Rewrite{DstMAC: m.MAC}, pa: m.PA, vni: m.VNI, encap: dv.encap}, true
+	return actKey{action: policy.Encap, rw: policy.Rewrite{DstMAC: m.MAC}, pa: m.PA, vni: m.VNI, encap: dv.encap, src: c.pa}, true
 }
 
 // syncProactive makes the installed per-destination rules those the
