@@ -1,6 +1,8 @@
 package vswitch
 
 import (
+	"cmp"
+	"encoding/binary"
 	"net/netip"
 	"slices"
 
@@ -52,8 +54,9 @@ type vmInfo struct {
 	vnet   *vnetInfo
 	mac    hal.MAC
 	cas    []netip.Addr
-	// sorted is cas in ascending order when the VM has many (see owns).
-	sorted []netip.Addr
+	// sorted holds cas as 128-bit numbers in ascending order when the VM
+	// has many (see owns).
+	sorted []addr128
 	port   hal.PortID // its vport on this host; 0 when it has none
 	local  bool       // runs on this host now (shadow activation applied)
 }
@@ -160,8 +163,11 @@ func compileFrom(st *policy.State, host string, ports map[string]hal.PortID, vmI
 			mac:  macOf(v.MAC), cas: v.CAs, port: ports[v.Name],
 		}
 		if len(v.CAs) > manyCAs {
-			vi.sorted = slices.Clone(v.CAs)
-			slices.SortFunc(vi.sorted, netip.Addr.Compare)
+			vi.sorted = make([]addr128, len(v.CAs))
+			for i, a := range v.CAs {
+				vi.sorted[i] = addr128Of(a)
+			}
+			slices.SortFunc(vi.sorted, addr128.cmp)
 		}
 		if h, _, _, ok := st.Location(v.Name); ok && h == host {
 			vi.local = true
@@ -178,11 +184,40 @@ func compileFrom(st *policy.State, host string, ports map[string]hal.PortID, vmI
 // binary search rather than a scan.
 const manyCAs = 8
 
+// addr128 is an address as a number; IPv4 addresses are IPv4-mapped,
+// which a VM's CAs never are (policy rejects them), so the two families
+// cannot collide.
+type addr128 struct{ hi, lo uint64 }
+
+func addr128Of(a netip.Addr) addr128 {
+	b := a.As16()
+	return addr128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+}
+
+func (x addr128) cmp(y addr128) int {
+	if x.hi != y.hi {
+		return cmp.Compare(x.hi, y.hi)
+	}
+	return cmp.Compare(x.lo, y.lo)
+}
+
 // owns reports whether a is one of the VM's addresses.
 func (vm *vmInfo) owns(a netip.Addr) bool {
 	if vm.sorted != nil {
-		_, ok := slices.BinarySearchFunc(vm.sorted, a, netip.Addr.Compare)
-		return ok
+		if a.Zone() != "" || a.Is4In6() {
+			return false // no CA has a zone or is IPv4-mapped
+		}
+		x := addr128Of(a)
+		lo, hi := 0, len(vm.sorted)
+		for lo < hi {
+			m := int(uint(lo+hi) >> 1)
+			if y := vm.sorted[m]; y.hi < x.hi || (y.hi == x.hi && y.lo < x.lo) {
+				lo = m + 1
+			} else {
+				hi = m
+			}
+		}
+		return lo < len(vm.sorted) && vm.sorted[lo] == x
 	}
 	for _, x := range vm.cas {
 		if x == a {
