@@ -275,17 +275,32 @@ func BenchmarkShadowActivate(b *testing.B) {
 	}
 }
 
-// BenchmarkFlowMemory measures the heap per flow in the host's flow cache
-// (flow, key and cache entry; action lists are shared). The switch keeps
-// every flow in the host (offload disabled), so only its memory counts.
-// One iteration is one flow; at least 10k flows are averaged.
+// BenchmarkFlowMemory measures the switch's heap per flow, one iteration
+// one flow, at least 10k flows averaged:
+//
+//   - host: the switch keeps every flow in the host (offload disabled):
+//     flow, key and cache entry; action lists are shared.
+//   - offloaded: every flow is offloaded, on a NIC that takes every
+//     operation and keeps nothing (acceptNIC), so that only the switch's
+//     own memory for an offloaded flow counts: the flow with its rule IDs
+//     and its shadow rule's (the destination VM migrates), the cache entry
+//     and the rule ID index. The NIC's memory per rule is its own figure
+//     (softnic.bytes_per_rule).
 func BenchmarkFlowMemory(b *testing.B) {
+	b.Run("host", func(b *testing.B) { benchFlowMemory(b, false) })
+	b.Run("offloaded", func(b *testing.B) { benchFlowMemory(b, true) })
+}
+
+func benchFlowMemory(b *testing.B, offload bool) {
 	st := smallPolicy(b, nil)
 	n := max(b.N, 10_000)
-	h := newBenchHost(b, st, 0)
-	h.sw.cfg.DisableOffload = true
-	k := hal.FlowKey{InPort: h.va1, EthSrc: hal.MAC(macVA1), EthDst: hal.MAC(macVA2), EthType: hal.EtherTypeIPv4,
-		IPSrc: caVA1.As16(), IPDst: caVA2.As16(), Proto: hal.ProtoUDP}
+	h := newBenchHostOn(b, st, 0, func(n hal.NIC) hal.NIC { return acceptNIC{n} })
+	h.sw.cfg.DisableOffload = !offload
+	// Toward vx, whose inactive shadow gives every offloaded flow a shadow
+	// rule as well.
+	k := hal.FlowKey{InPort: h.va1, EthSrc: hal.MAC(macVA1), EthDst: hal.MAC(macVX), EthType: hal.EtherTypeIPv4,
+		IPSrc: caVA1.As16(), IPDst: caVX.As16(), Proto: hal.ProtoUDP}
+	ctx := context.Background()
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
@@ -295,14 +310,26 @@ func BenchmarkFlowMemory(b *testing.B) {
 	for j := 0; j < n; j++ {
 		k.L4Src, k.L4Dst = uint16(j), uint16(1+j>>16)
 		s.newFlow(&k, 64, 0, false)
+		if len(s.ops) >= 1<<12 {
+			s.flush(ctx)
+		}
 	}
+	s.flush(ctx)
 	s.mu.Unlock()
 	b.StopTimer()
 	runtime.GC()
 	runtime.ReadMemStats(&m1)
-	b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/float64(n), "bytes/flow")
-	if s.flows.Len() != n {
-		b.Fatalf("%d flows, want %d", s.flows.Len(), n)
+	b.ReportMetric(float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc))/float64(n), "bytes/flow")
+	st2 := s.Stats()
+	if st2.Flows != n {
+		b.Fatalf("%d flows, want %d", st2.Flows, n)
+	}
+	want := 0
+	if offload {
+		want = n
+	}
+	if st2.FlowsNIC != want {
+		b.Fatalf("%d flows offloaded (offload %v), of %d", st2.FlowsNIC, offload, n)
 	}
 }
 
