@@ -11,6 +11,7 @@ import (
 
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/policy/policytest"
 )
@@ -311,5 +312,46 @@ func TestWalkMemoDisabled(t *testing.T) {
 				t.Errorf("%d flows offloaded, want %d", s.FlowsNIC, len(batch))
 			}
 		})
+	}
+}
+
+// BenchmarkWalk measures the layer walk alone (compiled.classify: no flow
+// cache, no NIC, no memo, no connection table) on the realistic policy's
+// first packets, each between endpoints of its own: what the slow path
+// spends deciding a flow, apart from installing it. The reference
+// evaluator's time on the same packets is beside it (oracle_cpu_ns/walk,
+// over a sample), as a yardstick of what a plain walk of the policy costs.
+func BenchmarkWalk(b *testing.B) {
+	realisticSetup(b)
+	var ids, tids interner
+	c := compile(realistic.st, realistic.host, realistic.ports, &ids, &tids)
+	keys := make([]hal.FlowKey, len(realistic.frames))
+	for i, f := range realistic.frames {
+		var l wire.Layout
+		if err := wire.Parse(f, realistic.inPorts[i], &keys[i], &l); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var v verdict
+	b.ReportAllocs()
+	b.ResetTimer()
+	c0 := threadCPU()
+	for i := range b.N {
+		c.classify(&keys[i%len(keys)], realistic.uplink, 64, nil, nil, &v)
+	}
+	cpu := threadCPU() - c0
+	b.StopTimer()
+	if cpu > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu_ns/walk")
+	}
+	const sample = 2000
+	t0 := threadCPU()
+	for _, s := range realistic.sent[:sample] {
+		realistic.st.Evaluate(realistic.host, policy.FromVM(s.VM), s.Packet)
+	}
+	if d := threadCPU() - t0; d > 0 {
+		b.ReportMetric(float64(d.Nanoseconds())/sample, "oracle_cpu_ns/walk")
 	}
 }

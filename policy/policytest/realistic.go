@@ -204,7 +204,8 @@ type Sent struct {
 // the tenant (any VNET, so some are routed), some on-premises addresses
 // behind the tenant's gateway, a few to blackholed, host-bound and
 // appliance-routed prefixes. 7 in 10 are TCP, 1 in 4 UDP, the rest ICMP
-// echo requests; destination ports are mostly well-known services.
+// echo requests; destination ports are mostly well-known services, never
+// VXLAN's or Geneve's.
 func (c Realistic) Traffic(host string, n int) []Sent {
 	c.defaults()
 	r := rand.New(rand.NewPCG(c.Seed, 0x74726166))
@@ -257,6 +258,9 @@ func (c Realistic) Traffic(host string, n int) []Sent {
 			p.DstPort = servicePorts[r.IntN(len(servicePorts))]
 			if r.IntN(3) == 0 {
 				p.DstPort = uint16(1024 + r.IntN(64512))
+				if p.DstPort == 4789 || p.DstPort == 6081 {
+					p.DstPort++ // a tunnel's port: the frame would parse as tunnelled
+				}
 			}
 		}
 		out = append(out, Sent{VM: RealisticVMName(s.t, s.v), Packet: p})
