@@ -37,9 +37,9 @@ func TestRealistic(t *testing.T) {
 	}
 
 	host := HostName(3)
-	sent := cfg.Traffic(host, 20_000)
-	if len(sent) != 20_000 {
-		t.Fatalf("%d packets, want 20000", len(sent))
+	sent := cfg.Traffic(host, 5_000)
+	if len(sent) != 5_000 {
+		t.Fatalf("%d packets, want 5000", len(sent))
 	}
 	pairs := map[[2]netip.Addr]bool{}
 	actions := map[policy.Action]int{}
