@@ -26,6 +26,9 @@ type compiled struct {
 	host      string
 	hostKnown bool
 	pa        netip.Addr
+	// endpoint are the outer destinations this host terminates tunnels
+	// for: its provider address(es) from the policy.
+	endpoint  []netip.Addr
 	routerMAC hal.MAC
 
 	vms       map[string]*vmInfo
@@ -65,6 +68,7 @@ type vnetInfo struct {
 	tenant *tenantInfo
 	name   string
 	vni    uint32
+	encap  hal.EncapKind // what it is carried in between hosts
 	// aclScope selects, per direction, the tenant's ACLs that apply to
 	// the VNET's VMs.
 	aclScope [3]match.Scope
@@ -150,6 +154,9 @@ func compileFrom(st *policy.State, host string, ports map[string]hal.PortID, vmI
 	}
 	if h, ok := st.Host(host); ok {
 		c.hostKnown, c.pa = true, h.PA
+		if h.PA.IsValid() {
+			c.endpoint = []netip.Addr{h.PA}
+		}
 	}
 	if base != nil {
 		c.gws, c.gwByPA, c.tenants, c.vnets, c.vnetByVNI = base.gws, base.gwByPA, base.tenants, base.vnets, base.vnetByVNI
@@ -254,7 +261,7 @@ func (c *compiled) compileTenants(st *policy.State, tenantIDs *interner) {
 		c.tenants[t.Name] = ti
 	}
 	for _, v := range st.VNETs() {
-		vi := &vnetInfo{tenant: c.tenants[v.Tenant], name: v.Name, vni: v.VNI}
+		vi := &vnetInfo{tenant: c.tenants[v.Tenant], name: v.Name, vni: v.VNI, encap: encapOf(v.Encap)}
 		for _, d := range []policy.Direction{policy.Out, policy.In} {
 			vi.aclScope[d] = vi.tenant.acl[d].Scope(v.Name)
 		}

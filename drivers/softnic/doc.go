@@ -67,6 +67,8 @@
 //	                             none lands and the others get ErrNotApplied (ApplyAtomic)
 //	add beyond MaxRules          ErrTableFull for that op; deletes earlier in the batch make room
 //	batch > MaxBatch             every op fails with ErrBatchTooLarge; nothing lands
+//	results shorter than ops,    every op fails (hal.ErrShortResults, hal.ErrClosed, the
+//	NIC closed, context done     context's error); nothing lands (hal.CheckApply)
 //	to_host action               to the host with the rule's reason and ID; the frame as it
 //	                             arrived (the rule's rewrites are not applied)
 //	drop action                  dropped, counted under the rule's reason

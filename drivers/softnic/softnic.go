@@ -154,7 +154,7 @@ var ErrRingFull = errors.New("softnic: transmit ring full")
 
 // ErrBatchTooLarge is the result of every operation of an Apply call with
 // more operations than Capabilities.MaxBatch; nothing of it is applied.
-var ErrBatchTooLarge = errors.New("softnic: batch larger than MaxBatch")
+var ErrBatchTooLarge = hal.ErrBatchTooLarge
 
 // New builds a NIC.
 func New(cfg Config) (*NIC, error) {
