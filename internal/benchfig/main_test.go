@@ -22,3 +22,30 @@ PASS
 		t.Fatal("invented a benchmark")
 	}
 }
+
+func TestOutcomes(t *testing.T) {
+	out := []byte(`goos: linux
+--- SKIP: BenchmarkPeerCPS
+    peers_bench_linux_test.go:55: Open vSwitch absent: ovs-vswitchd is not installed
+BenchmarkRuleOps   	       1	 95000000 ns/op	  12500000 ops/s
+--- FAIL: BenchmarkPeerPPS-2
+    peers_bench_linux_test.go:80: xdp: nothing arrived
+        what the hosts counted:
+--- FAIL: BenchmarkTCP/xdp
+--- SKIP: BenchmarkQuiet
+PASS
+`)
+	got := outcomes(out)
+	for name, want := range map[string]string{
+		"PeerCPS": "skipped: Open vSwitch absent: ovs-vswitchd is not installed",
+		"PeerPPS": "failed: xdp: nothing arrived",
+		"TCP/xdp": "failed:",
+		"Quiet":   "skipped:",
+		"RuleOps": "",
+		"Missing": "",
+	} {
+		if got[name] != want {
+			t.Errorf("outcome of %s = %q, want %q", name, got[name], want)
+		}
+	}
+}

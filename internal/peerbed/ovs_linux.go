@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -98,6 +99,9 @@ type OVSDaemons struct {
 	ns    string // the namespace's name
 	env   []string
 	procs []*ovsProc // in start order: ovsdb-server, ovs-vswitchd
+	// thread runs the daemons' starts on one OS thread that outlives them
+	// (see start); nil until the first.
+	thread chan func()
 }
 
 type ovsProc struct {
@@ -184,8 +188,12 @@ func (o *OVSDaemons) start(ctx context.Context, name string, args ...string) err
 	// Should this process die without closing the bed, the daemon dies
 	// with it rather than outlive its namespace. (ip netns exec execs the
 	// daemon: the setting carries over.)
+	// The kernel sends it when the thread that started the daemon ends,
+	// not the process (go.dev/issue/27505), and a Go thread ends when a
+	// goroutine locked to it returns: the start happens on a thread of
+	// its own, locked until Close.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := o.onThread(cmd.Start); err != nil {
 		return fmt.Errorf("peerbed: starting %s: %w", name, err)
 	}
 	p := &ovsProc{name: name, cmd: cmd, pidfile: pidfile, done: make(chan struct{})}
@@ -211,6 +219,24 @@ func (o *OVSDaemons) start(ctx context.Context, name string, args ...string) err
 		}
 		return nil
 	})
+}
+
+// onThread runs fn on the daemons' own OS thread.
+func (o *OVSDaemons) onThread(fn func() error) error {
+	if o.thread == nil {
+		o.thread = make(chan func())
+		go func() {
+			// Never unlocked: the thread ends with this goroutine, when
+			// Close closes the channel after the daemons exited.
+			runtime.LockOSThread()
+			for f := range o.thread {
+				f()
+			}
+		}()
+	}
+	errc := make(chan error, 1)
+	o.thread <- func() { errc <- fn() }
+	return <-errc
 }
 
 func readPid(file string) (int, error) {
@@ -335,6 +361,10 @@ func (o *OVSDaemons) Close() error {
 		}
 	}
 	o.procs = nil
+	if o.thread != nil {
+		close(o.thread)
+		o.thread = nil
+	}
 	if o.Dir != "" {
 		errs = append(errs, os.RemoveAll(o.Dir))
 	}

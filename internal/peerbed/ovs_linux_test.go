@@ -5,6 +5,7 @@ package peerbed
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -136,5 +137,28 @@ func TestOVSCloseLeavesNothing(t *testing.T) {
 	}
 	if strings.Contains(string(out), bed.prefix) {
 		t.Errorf("namespaces left behind:\n%s", out)
+	}
+}
+
+// TestOVSStartFailureLeavesNothing: daemons that cannot start (here: their
+// namespace does not exist) leave no process and no run directory behind.
+func TestOVSStartFailureLeavesNothing(t *testing.T) {
+	needOVS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	o, err := startOVS(ctx, fmt.Sprintf("npb-absent-%d", os.Getpid()))
+	if err == nil {
+		o.Close()
+		t.Fatal("started in a namespace that does not exist")
+	}
+	if o == nil {
+		t.Fatalf("no daemons to look at after %v", err)
+	}
+	t.Logf("as expected: %v", err)
+	if len(o.procs) != 0 || o.thread != nil {
+		t.Errorf("after the failure: %d daemons still tracked, thread %v", len(o.procs), o.thread != nil)
+	}
+	if _, err := os.Stat(o.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("run directory %s left behind (%v)", o.Dir, err)
 	}
 }
