@@ -237,7 +237,12 @@ func parse(out []byte) map[string]map[string]string {
 	return res
 }
 
-var outcomeLine = regexp.MustCompile(`^\s*--- (SKIP|FAIL): Benchmark(\S+?)(-\d+)?(\s|$)`)
+// outcomeLine is a benchmark's verdict. It may end the line that began with
+// the benchmark's name (go test prints the name before running it).
+var outcomeLine = regexp.MustCompile(`--- (SKIP|FAIL): Benchmark(\S+?)(-\d+)?(\s|$)`)
+
+// notRunLine is the result line of a benchmark that ran no iteration.
+var notRunLine = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+0\s+NaN ns/op`)
 
 // outcomes reads why benchmarks skipped or failed from "go test -bench"
 // output: benchmark name -> "skipped: <first line it logged>" (or
@@ -247,11 +252,15 @@ func outcomes(out []byte) map[string]string {
 	res := map[string]string{}
 	lines := strings.Split(string(out), "\n")
 	for i, l := range lines {
-		m := outcomeLine.FindStringSubmatch(l)
-		if m == nil {
+		var name, verdict string
+		if m := outcomeLine.FindStringSubmatch(l); m != nil {
+			name, verdict = m[2], map[string]string{"SKIP": "skipped", "FAIL": "failed"}[m[1]]
+		} else if m := notRunLine.FindStringSubmatch(l); m != nil {
+			// It skipped in its first run: no iterations, its log below.
+			name, verdict = m[1], "did not run"
+		} else {
 			continue
 		}
-		verdict := map[string]string{"SKIP": "skipped", "FAIL": "failed"}[m[1]]
 		msg := ""
 		if i+1 < len(lines) && strings.HasPrefix(lines[i+1], " ") && !outcomeLine.MatchString(lines[i+1]) {
 			msg = strings.TrimSpace(lines[i+1])
@@ -260,7 +269,7 @@ func outcomes(out []byte) map[string]string {
 				msg = rest
 			}
 		}
-		res[m[2]] = strings.TrimSpace(verdict + ": " + msg)
+		res[name] = strings.TrimSpace(verdict + ": " + msg)
 	}
 	return res
 }

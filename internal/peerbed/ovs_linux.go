@@ -407,11 +407,15 @@ func (b *Bed) ovsHost(ctx context.Context, hns string, h, peer *Host, vm, other 
 			return err
 		}
 	}
+	// ovs-vswitchd learns br-phy's new address from a netlink
+	// notification, a moment after ip returns, and refuses a route through
+	// a port without an address ("Error while inserting route"): the
+	// calls are retried until it has it.
 	for _, args := range [][]string{
 		{"ovs/route/add", netip.PrefixFrom(h.PA, 24).Masked().String(), "br-phy"},
 		{"tnl/arp/set", "br-phy", peer.PA.String(), peer.Uplink.String()},
 	} {
-		if _, err := o.Appctl(ctx, args...); err != nil {
+		if err := o.retry(ctx, func() error { _, err := o.Appctl(ctx, args...); return err }); err != nil {
 			return fmt.Errorf("peerbed: %s: %w", h.Name, err)
 		}
 	}
