@@ -166,7 +166,8 @@ func main() {
 			top = append(top, regexp.QuoteMeta(n))
 		}
 		sort.Strings(top)
-		args := []string{"test", "-run", "^$", "-bench", "^Benchmark(" + strings.Join(top, "|") + ")$", "-benchmem", "-count", "1"}
+		// -v: a benchmark that skips in its first run says why only then.
+		args := []string{"test", "-v", "-run", "^$", "-bench", "^Benchmark(" + strings.Join(top, "|") + ")$", "-benchmem", "-count", "1"}
 		if bt != "" {
 			args = append(args, "-benchtime", bt)
 		}
@@ -237,39 +238,42 @@ func parse(out []byte) map[string]map[string]string {
 	return res
 }
 
-// outcomeLine is a benchmark's verdict. It may end the line that began with
-// the benchmark's name (go test prints the name before running it).
-var outcomeLine = regexp.MustCompile(`--- (SKIP|FAIL): Benchmark(\S+?)(-\d+)?(\s|$)`)
+// The lines of "go test -v -bench" output that say why a benchmark gave no
+// figures: its verdict (which may end the line that began with its name),
+// a result line with no iterations (it stopped in a later run), a line
+// naming it (its log follows), and a line of its log.
+var (
+	outcomeLine = regexp.MustCompile(`--- (SKIP|FAIL): Benchmark(\S+?)(-\d+)?(\s|$)`)
+	notRunLine  = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+0\s+NaN ns/op`)
+	nameLine    = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?(\s|$)`)
+	logLine     = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)$`)
+)
 
-// notRunLine is the result line of a benchmark that ran no iteration.
-var notRunLine = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+0\s+NaN ns/op`)
-
-// outcomes reads why benchmarks skipped or failed from "go test -bench"
-// output: benchmark name -> "skipped: <first line it logged>" (or
-// "failed: …"), so that an absent figure says why (a peer that could not
-// start, a machine without root).
+// outcomes reads why benchmarks skipped, failed or stopped from "go test
+// -v -bench" output: benchmark name -> "skipped: <the first line it
+// logged>" ("failed: …", "did not run: …"), so that an absent figure says
+// why (a peer that could not start, a machine without root). Its log may
+// come before its verdict (as -v prints it) or after (as go test prints a
+// failure without -v).
 func outcomes(out []byte) map[string]string {
-	res := map[string]string{}
-	lines := strings.Split(string(out), "\n")
-	for i, l := range lines {
-		var name, verdict string
+	verdict, first := map[string]string{}, map[string]string{}
+	cur := ""
+	for _, l := range strings.Split(string(out), "\n") {
 		if m := outcomeLine.FindStringSubmatch(l); m != nil {
-			name, verdict = m[2], map[string]string{"SKIP": "skipped", "FAIL": "failed"}[m[1]]
+			cur = m[2]
+			verdict[cur] = map[string]string{"SKIP": "skipped", "FAIL": "failed"}[m[1]]
 		} else if m := notRunLine.FindStringSubmatch(l); m != nil {
-			// It skipped in its first run: no iterations, its log below.
-			name, verdict = m[1], "did not run"
-		} else {
-			continue
+			cur = m[1]
+			verdict[cur] = "did not run"
+		} else if m := nameLine.FindStringSubmatch(l); m != nil {
+			cur = m[1]
+		} else if m := logLine.FindStringSubmatch(l); m != nil && cur != "" && first[cur] == "" {
+			first[cur] = m[1]
 		}
-		msg := ""
-		if i+1 < len(lines) && strings.HasPrefix(lines[i+1], " ") && !outcomeLine.MatchString(lines[i+1]) {
-			msg = strings.TrimSpace(lines[i+1])
-			// "file_test.go:42: message" -> "message"
-			if f, rest, ok := strings.Cut(msg, ": "); ok && strings.Contains(f, ".go:") {
-				msg = rest
-			}
-		}
-		res[name] = strings.TrimSpace(verdict + ": " + msg)
+	}
+	res := map[string]string{}
+	for name, v := range verdict {
+		res[name] = strings.TrimSpace(v + ": " + first[name])
 	}
 	return res
 }

@@ -35,6 +35,13 @@ BenchmarkRuleOps   	       1	 95000000 ns/op	  12500000 ops/s
 --- SKIP: BenchmarkQuiet
 BenchmarkPeerCPS2-2   	       0	               NaN ns/op	       0 B/op	       0 allocs/op
     peers_bench_linux_test.go:245: Open vSwitch absent: it did not start
+BenchmarkChatty
+    peers_bench_linux_test.go:541: Open vSwitch absent: ovsdb-server is not installed
+--- SKIP: BenchmarkChatty
+BenchmarkSub
+BenchmarkSub/xdp
+BenchmarkSub/xdp-2         	       1	 110840340 ns/op	         0.6056 gbps
+    bench_test.go:9: a log line of a benchmark that ran
 BenchmarkPeerRuleInstall-2   	--- FAIL: BenchmarkPeerRuleInstall-2
     peers_bench_linux_test.go:590: ovs: installing 20000 rules: timeout
 PASS
