@@ -197,6 +197,9 @@ func (b *Builder) buildVNETs(c *checker, s *State) {
 				s.vnetByVNI[v.VNI] = len(s.vnets)
 			}
 		}
+		if !v.Encap.Valid() {
+			c.errf(o, "encap", "unknown encapsulation kind %d (want vxlan, geneve or nvgre)", v.Encap)
+		}
 		if len(v.Subnets) == 0 {
 			c.errf(o, "subnets", "a VNET needs at least one subnet")
 		}

@@ -40,8 +40,9 @@
 //
 // [State.Evaluate] answers what must happen to one packet entering one host
 // — from a local VM's vport ([FromVM]) or from the uplink after
-// decapsulation ([FromUplink]) — as a [Verdict]: deliver to a local VM,
-// encapsulate toward a PA with a VNI, send to a gateway, hand to the host,
+// decapsulation ([FromTunnel], [FromUplink] for VXLAN) — as a [Verdict]:
+// deliver to a local VM, encapsulate toward a PA with a VNI in the VNET's
+// encapsulation ([VNET.Encap]), send to a gateway, hand to the host,
 // or drop with a [Reason]; with the header rewrites to make, the routes and
 // ACL layers it went through, and a trace for "explain". It is a plain
 // interpreter of the policy, written to be obviously right rather than

@@ -47,7 +47,7 @@ func ExampleBuilder() {
 	_, err = b.Build()
 	fmt.Println(err)
 	// Output:
-	// encap vni 1001 to 198.18.0.2 (host-b, vm web-2) [dst-mac 02:00:00:0b:00:02]
+	// encap vxlan vni 1001 to 198.18.0.2 (host-b, vm web-2) [dst-mac 02:00:00:0b:00:02]
 	// deliver
 	// drop (acl-deny)
 	// vms[2].host: unknown host "host-c"

@@ -81,13 +81,58 @@ type Tenant struct {
 }
 
 // VNET is one virtual network (a virtual subnet in Hyper-V terms) of a
-// tenant, carried on the wire with its VNI. Its subnets contribute implicit
-// routes to the tenant's routing domain.
+// tenant, carried on the wire with its VNI in its encapsulation. Its subnets
+// contribute implicit routes to the tenant's routing domain.
 type VNET struct {
 	Tenant  string
 	Name    string
 	VNI     uint32
 	Subnets []netip.Prefix
+	// Encap is the encapsulation the VNET's packets travel in between
+	// hosts and to and from gateways; the zero value is VXLAN. A receiver
+	// takes the VNET's packets only in this encapsulation.
+	Encap EncapKind
+}
+
+// EncapKind is an encapsulation a VNET is carried in. The zero value is
+// VXLAN, the default.
+type EncapKind uint8
+
+const (
+	// EncapVXLAN is VXLAN (RFC 7348, UDP port 4789), the default.
+	EncapVXLAN EncapKind = iota
+	// EncapGeneve is Geneve (RFC 8926, UDP port 6081).
+	EncapGeneve
+	// EncapNVGRE is NVGRE (RFC 7637: GRE with the VSID in its key).
+	EncapNVGRE
+	numEncapKinds
+)
+
+var encapNames = [numEncapKinds]string{EncapVXLAN: "vxlan", EncapGeneve: "geneve", EncapNVGRE: "nvgre"}
+
+// String returns the kind's name in the document format (vxlan, geneve,
+// nvgre).
+func (k EncapKind) String() string {
+	if k.Valid() {
+		return encapNames[k]
+	}
+	return "encap(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Valid reports whether k is one of the kinds the policy knows.
+func (k EncapKind) Valid() bool { return k < numEncapKinds }
+
+// EncapKinds returns every kind, in order.
+func EncapKinds() []EncapKind { return []EncapKind{EncapVXLAN, EncapGeneve, EncapNVGRE} }
+
+// ParseEncapKind parses a kind's name as the document format writes it.
+func ParseEncapKind(s string) (EncapKind, error) {
+	for k, n := range encapNames {
+		if s == n {
+			return EncapKind(k), nil
+		}
+	}
+	return 0, fmt.Errorf("encapsulation %q is not vxlan, geneve or nvgre", s)
 }
 
 // VM is a virtual machine's port: its MAC and customer addresses in one VNET,

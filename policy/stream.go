@@ -879,6 +879,8 @@ func knownKey(b []byte) string {
 		return "generation"
 	case "vni":
 		return "vni"
+	case "encap":
+		return "encap"
 	case "subnets":
 		return "subnets"
 	case "vms":

@@ -139,6 +139,7 @@ var streamCases = []struct {
 	{"comments and markers", true, "# a policy\n--- # start\nhosts: # the hosts\n  # first\n  - name: h   # a host\n\n    pa: \"198.18.0.1\" # quoted\n...\n# done\n"},
 	{"quoted keys and escapes", true, "\"hosts\":\n  - 'name': \"h\\x41\\u00e9\\t\"\n    pa: 'it''s'\n"},
 	{"flow everywhere", true, "hosts: [{name: h, pa: 198.18.0.1}, {name: 'g', pa: \"198.18.0.2\"}]\ntenants: [{name: t, vnets: [{name: v, vni: 5, subnets: [10.0.0.0/24, fd00::/64], vms: [{name: m, mac: 02:00:00:00:00:01, ca: [10.0.0.1, fd00::1], host: h}]}]}]\n"},
+	{"encapsulations", true, "hosts:\n  - {name: h, pa: 198.18.0.1}\ntenants:\n  - name: t\n    vnets:\n      - name: v\n        vni: 5\n        encap: geneve   # per VNET\n        subnets: [10.0.0.0/24]\n        vms:\n          - {name: m, mac: 02:00:00:00:00:01, ca: 10.0.0.1, host: h}\n      - {name: w, vni: 6, encap: 'nvgre', subnets: [10.0.1.0/24]}\n      - {name: x, vni: 7, encap: \"vxlan\", subnets: [10.0.2.0/24]}\n      - {name: y, vni: 8, encap: gre, subnets: [10.0.3.0/24]}\n"},
 	{"CRLF", true, "hosts:\r\n  - name: h\r\n    pa: 198.18.0.1\r\n"},
 	{"no final line break", true, "hosts:\n  - name: h\n    pa: 198.18.0.1"},
 	{"non-ASCII", true, "hosts:\n  - name: hôte-é   # ç\n    pa: 198.18.0.1\n"},

@@ -510,8 +510,15 @@ func (d *decoder) tenant(n *yaml.Node, path string) {
 }
 
 func (d *decoder) vnet(n *yaml.Node, path, tenant string) {
-	o := d.obj(n, path, "name", "vni", "subnets", "vms")
+	o := d.obj(n, path, "name", "vni", "encap", "subnets", "vms")
 	v := VNET{Tenant: tenant, Name: o.str("name", true), VNI: uint32(o.uint("vni", true, math.MaxUint32)), Subnets: o.prefixes("subnets", true)}
+	if s, sn := o.scalar("encap", false); sn != nil {
+		k, err := ParseEncapKind(s)
+		if err != nil {
+			d.errAt(sn, o.fieldPath("encap"), "%v", err)
+		}
+		v.Encap = k
+	}
 	d.b.vnets = append(d.b.vnets, item[VNET]{v, o.o})
 	lo := d.vms.n
 	if sp, ok := d.streamed[o.value("vms")]; ok {

@@ -22,11 +22,10 @@ type Config struct {
 	// a migration toward this host) here.
 	Ports  map[string]hal.PortID
 	Uplink hal.PortID
-	// Encap is the encapsulation toward other hosts and gateways; the
-	// default is VXLAN.
-	Encap hal.EncapKind
 	// NextHopMAC is the outer destination MAC of encapsulated packets (the
-	// underlay next hop). The default is the broadcast address.
+	// underlay next hop). The default is the broadcast address, which a
+	// receiver that accepts tunnelled frames only for its own MAC (every
+	// nicpath host; see the package doc) refuses: set it.
 	NextHopMAC hal.MAC
 	Logger     *slog.Logger
 	// Clock returns the time; tests drive aging with it. Default time.Now.
@@ -96,6 +95,7 @@ type Switch struct {
 	stats     counters
 	needRecon bool
 	closed    bool
+	ep        endpoint // the tunnel endpoint the NIC filters for (endpoint.go)
 	// retirePending: a scope moved to a new generation; Maintain promotes
 	// its flows' shadow rules and deletes the old ones.
 	retirePending bool
@@ -159,9 +159,6 @@ func New(cfg Config) (*Switch, error) {
 	if cfg.State == nil {
 		return nil, errors.New("vswitch: no policy state")
 	}
-	if cfg.Encap == hal.EncapNone {
-		cfg.Encap = hal.EncapVXLAN
-	}
 	if cfg.NextHopMAC.IsZero() {
 		cfg.NextHopMAC = hal.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	}
@@ -208,6 +205,10 @@ func New(cfg Config) (*Switch, error) {
 	s.counting = s.caps.Counters.PerRule && s.caps.HasAction(hal.ActionCount)
 	s.cur = compile(cfg.State, cfg.Host, cfg.Ports, &s.vmIDs, &s.tenantIDs)
 	s.cur.compileAlts(cfg.Ports, &s.vmIDs, &s.tenantIDs)
+	s.initEndpoint()
+	if err := s.syncEndpoint(context.Background()); err != nil {
+		s.log.Warn("setting the NIC's tunnel endpoint failed; the host drops tunnelled frames for other endpoints, and Maintain tries again", "err", err)
+	}
 	// The compiled state is what the switch runs on; keeping the initial
 	// State too would pin it in memory after every later Update.
 	s.cfg.State = nil
@@ -352,6 +353,13 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			// refused the seal, hands them here only to be dropped.
 			s.pend = s.pend[:len(s.pend)-1]
 			s.drop(DropSealed)
+			continue
+		}
+		if s.notLocal(e.Frame(), &p.key) {
+			// Not addressed to this tunnel endpoint: nothing of it is
+			// looked at, decapsulated or remembered (no flow).
+			s.pend = s.pend[:len(s.pend)-1]
+			s.drop(DropNotLocal)
 			continue
 		}
 		p.hash = s.flows.hashKey(&p.key)

@@ -8,6 +8,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -169,7 +171,12 @@ func open(ctx context.Context, conn *netlink.Conn, cfg Config) (*NIC, error) {
 		undo()
 		return nil, err
 	}
-	n.sys = sys
+	n.sys, n.groups = sys, sys
+	n.tunPorts = n.tunnelPorts()
+	if n.caps.Decaps != 0 && len(n.tunPorts) > 0 {
+		n.caps.TunnelFilter = true
+		n.caps.Notes = append(n.caps.Notes, fmt.Sprintf("tunnel filter: SetTunnelEndpoint puts flower filters on the uplink's ingress ahead of every rule: UDP to ports %v for the endpoint's addresses and MAC (or a group's address and MAC) passes into the kernel's stack, the rest is dropped and counted under not_local; the groups are joined on the uplink", n.tunPorts))
+	}
 	n.openExceptionPath()
 	return n, nil
 }
@@ -319,6 +326,11 @@ func (n *NIC) probe(ctx context.Context) error {
 	}
 	if has("pedit", peditAction(peditBytes(pedItHTypeEth, 0, []byte{0}))) && has("csum", csumAction(csumFlagIPv4Hdr)) {
 		acts |= hal.ActionsOf(hal.ActionSetEthSrc, hal.ActionSetEthDst, hal.ActionSetIPSrc, hal.ActionSetIPDst, hal.ActionSetL4Src, hal.ActionSetL4Dst)
+		if has("nat", natAction(netip.IPv4Unspecified(), netip.IPv4Unspecified(), false)) {
+			n.lay.nat = true
+			notes = append(notes, "IPv4 address rewrites of rules that match the address exactly use act_nat, which keeps the checksum right in a frame whose sender left it to the device (TSO/GSO included)")
+		}
+		notes = append(notes, "address rewrites by pedit and csum (IPv6, or an IPv4 address the rule does not match exactly"+map[bool]string{true: "", false: ", or every one: no act_nat"}[n.lay.nat]+"): csum leaves a TSO/GSO frame alone, whose checksum then stays the old addresses' pseudo-header sum, and the device that segments it writes wrong checksums")
 	}
 	if has("vlan", vlanPop()) {
 		acts |= hal.ActionsOf(hal.ActionPushVLAN, hal.ActionPopVLAN)
@@ -475,13 +487,14 @@ func onOff(b bool) string {
 func inNetNS(path string, fn func() error) error { return nsexec.Do(path, fn) }
 
 // linuxSys injects frames with an AF_PACKET socket per port, opened in the
-// ports' namespace.
+// ports' namespace, and joins multicast groups there.
 type linuxSys struct {
+	ns    string
 	socks map[uint32]*afpacket.Socket // by ifindex
 }
 
 func newLinuxSys(ns string, ports map[hal.PortID]*device) (*linuxSys, error) {
-	s := &linuxSys{socks: map[uint32]*afpacket.Socket{}}
+	s := &linuxSys{ns: ns, socks: map[uint32]*afpacket.Socket{}}
 	err := inNetNS(ns, func() error {
 		for _, d := range ports {
 			// Send only: a socket that received would copy every frame on
@@ -524,4 +537,51 @@ func (s *linuxSys) close() error {
 		delete(s.socks, ifindex)
 	}
 	return errors.Join(errs...)
+}
+
+// memberships are UDP sockets that hold multicast group memberships on an
+// interface; Close leaves the groups.
+type memberships []int
+
+func (m memberships) Close() error {
+	var errs []error
+	for _, fd := range m {
+		errs = append(errs, unix.Close(fd))
+	}
+	return errors.Join(errs...)
+}
+
+// joinGroups joins groups on the interface ifindex of the namespace, one
+// unbound UDP socket per group: the kernel then takes the group's frames
+// on that interface (a tunnel device's socket, bound to the port on any
+// address, receives them), and the socket itself receives nothing.
+func (s *linuxSys) joinGroups(ifindex uint32, groups []netip.Addr) (io.Closer, error) {
+	var m memberships
+	err := inNetNS(s.ns, func() error {
+		for _, g := range groups {
+			family, level := unix.AF_INET, unix.IPPROTO_IP
+			if g.Is6() {
+				family, level = unix.AF_INET6, unix.IPPROTO_IPV6
+			}
+			fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+			if err != nil {
+				return err
+			}
+			m = append(m, fd)
+			if g.Is4() {
+				err = unix.SetsockoptIPMreqn(fd, level, unix.IP_ADD_MEMBERSHIP, &unix.IPMreqn{Multiaddr: g.As4(), Ifindex: int32(ifindex)})
+			} else {
+				err = unix.SetsockoptIPv6Mreq(fd, level, unix.IPV6_JOIN_GROUP, &unix.IPv6Mreq{Multiaddr: g.As16(), Interface: ifindex})
+			}
+			if err != nil {
+				return fmt.Errorf("group %s: %w", g, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
 }
