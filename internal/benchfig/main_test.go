@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParse(t *testing.T) {
 	out := []byte(`goos: linux
@@ -59,4 +62,22 @@ PASS
 			t.Errorf("outcome of %s = %q, want %q", name, got[name], want)
 		}
 	}
+}
+
+// FuzzOutcomes: any output reads without a panic, and every outcome names
+// a benchmark and starts with its verdict.
+func FuzzOutcomes(f *testing.F) {
+	f.Add([]byte("BenchmarkA\n    a_test.go:1: why\n--- SKIP: BenchmarkA\n"))
+	f.Add([]byte("BenchmarkB-2   \t--- FAIL: BenchmarkB-2\n    b_test.go:2: broke\n"))
+	f.Add([]byte("BenchmarkC-2 \t 0\t NaN ns/op\t 0 B/op\n    c_test.go:3: gone\n"))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		for name, why := range outcomes(out) {
+			if name == "" {
+				t.Errorf("an outcome without a benchmark: %q", why)
+			}
+			if !strings.HasPrefix(why, "skipped:") && !strings.HasPrefix(why, "failed:") && !strings.HasPrefix(why, "did not run:") {
+				t.Errorf("%s: %q has no verdict", name, why)
+			}
+		}
+	})
 }
