@@ -112,8 +112,8 @@ type ovsProc struct {
 	err     error         // Wait's, once done is closed
 }
 
-// Pids returns the daemons' process IDs (from their pid files, as they
-// were when they started).
+// Pids returns the daemons' process IDs: the processes the bed started,
+// which their pid files named once they ran (start checks it).
 func (o *OVSDaemons) Pids() []int {
 	var pids []int
 	for _, p := range o.procs {
@@ -186,12 +186,12 @@ func (o *OVSDaemons) start(ctx context.Context, name string, args ...string) err
 	defer out.Close()
 	cmd.Stdout, cmd.Stderr = out, out
 	// Should this process die without closing the bed, the daemon dies
-	// with it rather than outlive its namespace. (ip netns exec execs the
-	// daemon: the setting carries over.)
-	// The kernel sends it when the thread that started the daemon ends,
-	// not the process (go.dev/issue/27505), and a Go thread ends when a
-	// goroutine locked to it returns: the start happens on a thread of
-	// its own, locked until Close.
+	// with it rather than outlive its namespace (ip netns exec execs the
+	// daemon: the setting carries over). The kernel sends the signal when
+	// the thread that started the daemon ends, not the process
+	// (go.dev/issue/27505), and a Go thread ends when a goroutine locked
+	// to it returns: the start happens on a thread of its own, locked
+	// until Close.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := o.onThread(cmd.Start); err != nil {
 		return fmt.Errorf("peerbed: starting %s: %w", name, err)
