@@ -99,6 +99,21 @@ var figures = []figure{
 	{Name: "veth.tcp_bulk_gbps.xdp", Pkg: "./internal/peerbed", Bench: "TCPStreamTwoNicpathHosts/xdp", Metric: "gbps", Unit: "Gbit/s", Target: "reported (one TCP stream VM->VM, both hosts nicpath, default offloads)", Root: true, Benchtime: "32x"},
 	{Name: "veth.tcp_vs_kernel_vxlan.softnic", Pkg: "./internal/peerbed", Bench: "TCPStreamTwoNicpathHosts/softnic", Metric: "vs_kernel_vxlan", Unit: "x", Target: "reported (vs kernel VXLAN + bridge hosts, same run)", Root: true, Benchtime: "32x"},
 	{Name: "veth.tcp_vs_kernel_vxlan.xdp", Pkg: "./internal/peerbed", Bench: "TCPStreamTwoNicpathHosts/xdp", Metric: "vs_kernel_vxlan", Unit: "x", Target: ">= 1 (vs kernel VXLAN + bridge hosts, same run)", Root: true, Benchtime: "32x"},
+	{Name: "peer.cps_vs_ovs.softnic", Pkg: "./internal/peerbed", Bench: "PeerCPS", Metric: "softnic_vs_ovs", Unit: "x", Target: ">= 2 (new TCP connections/s VM->VM across hosts, connect + 1-byte answer + close; vs OVS userspace datapath, same run)", Root: true, Benchtime: "10x"},
+	{Name: "peer.cps_vs_ovs.xdp", Pkg: "./internal/peerbed", Bench: "PeerCPS", Metric: "xdp_vs_ovs", Unit: "x", Target: ">= 2 (the same, nicpath on xdp)", Root: true, Benchtime: "10x"},
+	{Name: "peer.cps.softnic", Pkg: "./internal/peerbed", Bench: "PeerCPS", Metric: "softnic_cps", Unit: "conns/s", Target: "reported", Root: true, Benchtime: "10x"},
+	{Name: "peer.cps.xdp", Pkg: "./internal/peerbed", Bench: "PeerCPS", Metric: "xdp_cps", Unit: "conns/s", Target: "reported", Root: true, Benchtime: "10x"},
+	{Name: "peer.cps.ovs", Pkg: "./internal/peerbed", Bench: "PeerCPS", Metric: "ovs_cps", Unit: "conns/s", Target: "reported (OVS userspace datapath, same run)", Root: true, Benchtime: "10x"},
+	{Name: "peer.pps_vs_ovs.xdp", Pkg: "./internal/peerbed", Bench: "PeerPPS", Metric: "xdp_vs_ovs", Unit: "x", Target: ">= 2 (64-byte frames VM->VM through VXLAN, counted by the receiving VM; vs OVS userspace datapath, same run)", Root: true, Benchtime: "10x"},
+	{Name: "peer.pps_vs_ovs.softnic", Pkg: "./internal/peerbed", Bench: "PeerPPS", Metric: "softnic_vs_ovs", Unit: "x", Target: ">= 1 (the same, nicpath on softnic over AF_PACKET)", Root: true, Benchtime: "10x"},
+	{Name: "peer.pps.xdp", Pkg: "./internal/peerbed", Bench: "PeerPPS", Metric: "xdp_pps", Unit: "pkts/s", Target: "reported", Root: true, Benchtime: "10x"},
+	{Name: "peer.pps.softnic", Pkg: "./internal/peerbed", Bench: "PeerPPS", Metric: "softnic_pps", Unit: "pkts/s", Target: "reported", Root: true, Benchtime: "10x"},
+	{Name: "peer.pps.ovs", Pkg: "./internal/peerbed", Bench: "PeerPPS", Metric: "ovs_pps", Unit: "pkts/s", Target: "reported (OVS userspace datapath, same run)", Root: true, Benchtime: "10x"},
+	{Name: "peer.rule_install_vs_ovs.softnic", Pkg: "./internal/peerbed", Bench: "PeerRuleInstall", Metric: "softnic_vs_ovs", Unit: "x", Target: "reported (Apply of 20000 exact rules vs ovs-ofctl add-flows of the same from a file)", Root: true, Benchtime: "5x"},
+	{Name: "peer.rule_install_vs_ovs.xdp", Pkg: "./internal/peerbed", Bench: "PeerRuleInstall", Metric: "xdp_vs_ovs", Unit: "x", Target: "reported (the same, nicpath on xdp)", Root: true, Benchtime: "5x"},
+	{Name: "peer.rules_per_s.softnic", Pkg: "./internal/peerbed", Bench: "PeerRuleInstall", Metric: "softnic_rules_per_s", Unit: "rules/s", Target: "reported", Root: true, Benchtime: "5x"},
+	{Name: "peer.rules_per_s.xdp", Pkg: "./internal/peerbed", Bench: "PeerRuleInstall", Metric: "xdp_rules_per_s", Unit: "rules/s", Target: "reported", Root: true, Benchtime: "5x"},
+	{Name: "peer.rules_per_s.ovs", Pkg: "./internal/peerbed", Bench: "PeerRuleInstall", Metric: "ovs_rules_per_s", Unit: "rules/s", Target: "reported (ovs-ofctl add-flows, the command's whole run)", Root: true, Benchtime: "5x"},
 	{Name: "migration.downtime_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst migration of the run, in process)", Benchtime: "20x"},
 	{Name: "migration.downtime_p50_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_p50_ms", Unit: "ms", Target: "<= 10 (median migration, in process)", Benchtime: "20x"},
 	{Name: "migration.misdelivered", Pkg: "./examples/multihost", Bench: "Migration", Metric: "misdelivered", Unit: "packets", Target: "0", Benchtime: "20x"},
@@ -113,8 +128,10 @@ var figures = []figure{
 	{Name: "migration.etcd_ns_misdelivered", Dir: "store/etcd", Pkg: ".", Bench: "NSMigration", Metric: "misdelivered", Unit: "packets", Target: "0 (namespaces, over etcd)", Root: true, Benchtime: "20x"},
 }
 
-// pkgKey is where a group of figures' benchmarks run.
-type pkgKey struct{ dir, pkg string }
+// pkgKey is where a group of figures' benchmarks run, and with which
+// -benchtime: figures of one package whose benchmarks want different
+// counts run in separate go test runs, so that each gets its own.
+type pkgKey struct{ dir, pkg, benchtime string }
 
 func main() {
 	benchtime := flag.String("benchtime", "", "passed to go test -benchtime (default: the benchmarks' own)")
@@ -132,7 +149,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "# %s: absent: needs root\n", f.Name)
 			continue
 		}
-		k := pkgKey{f.Dir, f.Pkg}
+		k := pkgKey{f.Dir, f.Pkg, f.Benchtime}
 		byPkg[k] = append(byPkg[k], f)
 	}
 	pkgs := make([]pkgKey, 0, len(byPkg))
@@ -143,7 +160,10 @@ func main() {
 		if pkgs[i].dir != pkgs[j].dir {
 			return pkgs[i].dir < pkgs[j].dir
 		}
-		return pkgs[i].pkg < pkgs[j].pkg
+		if pkgs[i].pkg != pkgs[j].pkg {
+			return pkgs[i].pkg < pkgs[j].pkg
+		}
+		return pkgs[i].benchtime < pkgs[j].benchtime
 	})
 
 	results := map[string]string{}
@@ -155,19 +175,17 @@ func main() {
 			continue
 		}
 		names := map[string]bool{}
-		bt := *benchtime
+		bt := cmp.Or(*benchtime, pkg.benchtime)
 		for _, f := range byPkg[pkg] {
 			names[strings.SplitN(f.Bench, "/", 2)[0]] = true
-			if bt == "" {
-				bt = f.Benchtime
-			}
 		}
 		var top []string
 		for n := range names {
 			top = append(top, regexp.QuoteMeta(n))
 		}
 		sort.Strings(top)
-		args := []string{"test", "-run", "^$", "-bench", "^Benchmark(" + strings.Join(top, "|") + ")$", "-benchmem", "-count", "1"}
+		// -v: a benchmark that skips in its first run says why only then.
+		args := []string{"test", "-v", "-run", "^$", "-bench", "^Benchmark(" + strings.Join(top, "|") + ")$", "-benchmem", "-count", "1"}
 		if bt != "" {
 			args = append(args, "-benchtime", bt)
 		}
@@ -177,10 +195,15 @@ func main() {
 			fmt.Fprintf(os.Stderr, "# %s: (cd %s && go %s): %v\n", pkg.pkg, cmp.Or(pkg.dir, "."), strings.Join(args, " "), err)
 		}
 		lines := parse(out)
+		why := outcomes(out)
 		for _, f := range byPkg[pkg] {
 			v, ok := lines[f.Bench][f.Metric]
 			if !ok {
-				fmt.Fprintf(os.Stderr, "# %s: absent: no metric %q from Benchmark%s\n", f.Name, f.Metric, f.Bench)
+				reason := cmp.Or(why[f.Bench], why[strings.SplitN(f.Bench, "/", 2)[0]])
+				if reason != "" {
+					reason = ": " + reason
+				}
+				fmt.Fprintf(os.Stderr, "# %s: absent: no metric %q from Benchmark%s%s\n", f.Name, f.Metric, f.Bench, reason)
 				continue
 			}
 			results[f.Name] = v
@@ -229,6 +252,46 @@ func parse(out []byte) map[string]map[string]string {
 			}
 		}
 		res[m[1]] = metrics
+	}
+	return res
+}
+
+// The lines of "go test -v -bench" output that say why a benchmark gave no
+// figures: its verdict (which may end the line that began with its name),
+// a result line with no iterations (it stopped in a later run), a line
+// naming it (its log follows), and a line of its log.
+var (
+	outcomeLine = regexp.MustCompile(`--- (SKIP|FAIL): Benchmark(\S+?)(-\d+)?(\s|$)`)
+	notRunLine  = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+0\s+NaN ns/op`)
+	nameLine    = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?(\s|$)`)
+	logLine     = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)$`)
+)
+
+// outcomes reads why benchmarks skipped, failed or stopped from "go test
+// -v -bench" output: benchmark name -> "skipped: <the first line it
+// logged>" ("failed: …", "did not run: …"), so that an absent figure says
+// why (a peer that could not start, a machine without root). Its log may
+// come before its verdict (as -v prints it) or after (as go test prints a
+// failure without -v).
+func outcomes(out []byte) map[string]string {
+	verdict, first := map[string]string{}, map[string]string{}
+	cur := ""
+	for _, l := range strings.Split(string(out), "\n") {
+		if m := outcomeLine.FindStringSubmatch(l); m != nil {
+			cur = m[2]
+			verdict[cur] = map[string]string{"SKIP": "skipped", "FAIL": "failed"}[m[1]]
+		} else if m := notRunLine.FindStringSubmatch(l); m != nil {
+			cur = m[1]
+			verdict[cur] = "did not run"
+		} else if m := nameLine.FindStringSubmatch(l); m != nil {
+			cur = m[1]
+		} else if m := logLine.FindStringSubmatch(l); m != nil && cur != "" && first[cur] == "" {
+			first[cur] = m[1]
+		}
+	}
+	res := map[string]string{}
+	for name, v := range verdict {
+		res[name] = strings.TrimSpace(v + ": " + first[name])
 	}
 	return res
 }
