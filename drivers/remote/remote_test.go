@@ -1,0 +1,128 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// TestEndToEnd: every hal call through the channel lands on the served
+// NIC, and what comes back is what the served NIC said.
+func TestEndToEnd(t *testing.T) {
+	k := newKeys(t)
+	soft := newSoftnic(t, true)
+	s := serve(t, soft, k, sockPath(t), nil)
+	n := open(t, clientConfig(k, s.addr))
+	ctx := context.Background()
+
+	if _, ok := n.(hal.AtomicApplier); !ok {
+		t.Error("served softnic applies atomically; the remote NIC lacks ApplyAtomic")
+	}
+	if _, ok := n.(hal.SealedAddresses); !ok {
+		t.Error("served softnic has crypto; the remote NIC lacks SealedAddresses")
+	}
+	caps := n.Capabilities()
+	sc := soft.Capabilities()
+	if caps.Driver != DriverName || caps.MatchFields != sc.MatchFields || caps.Actions != sc.Actions || caps.MaxRules != sc.MaxRules ||
+		caps.AtomicBatch != sc.AtomicBatch || caps.Crypto != sc.Crypto || caps.Encaps != sc.Encaps {
+		t.Errorf("capabilities differ from the served NIC's:\n%s\nserved:\n%s", caps.String(), sc.String())
+	}
+	if !reflect.DeepEqual(n.Ports(), soft.Ports()) {
+		t.Errorf("ports %v, served %v", n.Ports(), soft.Ports())
+	}
+
+	// Validate: a refusal keeps its type and field.
+	bad := exactRule(1, 1)
+	bad.Actions = bad.Actions[:len(bad.Actions)-1]
+	err := n.Validate(&bad)
+	var re *hal.RuleError
+	if !errors.As(err, &re) || !errors.Is(err, hal.ErrInvalidRule) {
+		t.Errorf("validate of a rule without terminal action: %v (%T)", err, err)
+	}
+	good := exactRule(1, 1)
+	if err := n.Validate(&good); err != nil {
+		t.Errorf("validate: %v", err)
+	}
+
+	// Apply: per-op results.
+	ops := []hal.Op{hal.AddOp(exactRule(1, 1)), hal.AddOp(exactRule(2, 2)), hal.AddOp(exactRule(1, 3)), hal.DeleteOp(77)}
+	res := make([]hal.OpResult, len(ops))
+	err = n.Apply(ctx, ops, res)
+	var be *hal.BatchError
+	if !errors.As(err, &be) || be.Failed != 2 {
+		t.Fatalf("apply: %v", err)
+	}
+	if res[0].Err != nil || res[1].Err != nil || !errors.Is(res[2].Err, hal.ErrExists) || !errors.Is(res[3].Err, hal.ErrNotFound) {
+		t.Fatalf("results %v", res)
+	}
+	got := dumpIDs(t, n)
+	direct := dumpIDs(t, soft)
+	if !reflect.DeepEqual(got, direct) || len(got) != 2 {
+		t.Fatalf("remote dump %v\ndirect dump %v", got, direct)
+	}
+	if r := got[1]; !reflect.DeepEqual(r, exactRule(1, 1)) {
+		t.Errorf("rule 1 came back as %v", &r)
+	}
+
+	// Atomic: one bad op rolls the batch back.
+	aa := n.(hal.AtomicApplier)
+	ops = []hal.Op{hal.AddOp(exactRule(3, 3)), hal.AddOp(exactRule(2, 9))}
+	res = make([]hal.OpResult, 2)
+	if err := aa.ApplyAtomic(ctx, ops, res); err == nil || !errors.Is(res[0].Err, hal.ErrNotApplied) || !errors.Is(res[1].Err, hal.ErrExists) {
+		t.Fatalf("apply atomic: %v %v", err, res)
+	}
+	if _, ok := dumpIDs(t, soft)[3]; ok {
+		t.Fatal("a rolled back rule landed")
+	}
+
+	// Generations.
+	if err := n.Activate(ctx, 7, 2); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := n.ActiveGeneration(7); err != nil || g != 2 {
+		t.Fatalf("active generation %d, %v", g, err)
+	}
+	if g, err := soft.ActiveGeneration(7); err != nil || g != 2 {
+		t.Fatalf("served NIC's active generation %d, %v", g, err)
+	}
+
+	// Counters.
+	cs := make([]hal.Counters, 2)
+	if err := n.RuleCounters(ctx, []hal.RuleID{1, 2}, cs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.PortCounters(ctx, 99); !errors.Is(err, hal.ErrNotFound) {
+		t.Errorf("port counters of a missing port: %v", err)
+	}
+	if _, err := n.Stats(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Sealed keys.
+	sa := n.(hal.SealedAddresses)
+	if sa.SealPublicKey() != soft.SealPublicKey() {
+		t.Error("seal public key differs from the served NIC's")
+	}
+	if err := sa.RegisterSealKey(ctx, 1, 1, [32]byte{1, 2, 3}); err != nil {
+		t.Fatalf("register seal key: %v", err)
+	}
+	if len(soft.SealKeys(1)) != 1 {
+		t.Fatalf("served NIC's keys on port 1: %v", soft.SealKeys(1))
+	}
+	if err := sa.RevokeSealKey(ctx, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Activate(ctx, 1, 1); !errors.Is(err, hal.ErrClosed) {
+		t.Errorf("after close: %v", err)
+	}
+	// Closing the host's driver leaves the NIC's rules.
+	if len(dumpIDs(t, soft)) != 2 {
+		t.Error("closing the remote driver removed rules from the NIC")
+	}
+}
