@@ -57,8 +57,10 @@ type Config struct {
 	// Channel tunes the secure channel.
 	Channel *ChannelTuning
 
-	// versions offered, for tests of the downgrade refusal (0: ProtocolVersion).
+	// versions offered, for tests of the downgrade refusal (unset:
+	// ProtocolVersion only).
 	maxVersion, minVersion uint8
+	versionsSet            bool
 }
 
 // Reconnect says why and how the channel came back.
@@ -162,11 +164,8 @@ func newClient(cfg Config) (*Client, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
-	if cfg.maxVersion == 0 {
-		cfg.maxVersion = ProtocolVersion
-	}
-	if cfg.minVersion == 0 {
-		cfg.minVersion = min(ProtocolVersion, cfg.maxVersion)
+	if !cfg.versionsSet {
+		cfg.maxVersion, cfg.minVersion = ProtocolVersion, ProtocolVersion
 	}
 	log := cfg.Logger
 	if log == nil {

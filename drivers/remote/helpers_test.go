@@ -210,3 +210,30 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+func slogOf(h slog.Handler) *slog.Logger { return slog.New(h) }
+
+// replaySession sends recorded frames on a new connection to addr, as an
+// attacker replaying a session would, and reads until the server hangs up.
+func replaySession(t testing.TB, addr string, frames [][]byte) {
+	t.Helper()
+	network, where, _ := splitAddress(addr)
+	c, err := net.Dial(network, where)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, f := range frames {
+		p := []byte{byte(len(f) >> 8), byte(len(f))}
+		if _, err := c.Write(append(p, f...)); err != nil {
+			return // the server hung up: refused
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+	}
+}
