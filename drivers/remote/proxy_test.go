@@ -19,7 +19,7 @@ type mitm struct {
 	addr   string
 	target string
 
-	mu    sync.Mutex // guards the fields below
+	mu    sync.Mutex              // guards the fields below
 	c2s   func(f []byte) [][]byte // host → NIC frames; nil forwards
 	s2c   func(f []byte) [][]byte // NIC → host frames
 	conns []net.Conn

@@ -78,8 +78,8 @@ type Server struct {
 	sessions uint64
 
 	handshakeFailures, versionRefusals, exceptionsSent, exceptionsDropped atomic.Uint64
-	requests, superseded                                                   atomic.Uint64
-	refused                                                                [securechan.NumDropReasons]atomic.Uint64
+	requests, superseded                                                  atomic.Uint64
+	refused                                                               [securechan.NumDropReasons]atomic.Uint64
 
 	dropMu    sync.Mutex // guards portDrops
 	portDrops map[hal.PortID]uint64
