@@ -908,7 +908,6 @@ func (s *clientSession) idle() time.Duration {
 
 // read dispatches the NIC side's messages until the session dies.
 func (s *clientSession) read() {
-	var pool []hal.Action
 	for {
 		typ, id, body, err := s.c.readMsg(s.idle())
 		if err != nil {
@@ -955,14 +954,8 @@ func (s *clientSession) read() {
 			if k == nil || k.dumpCh == nil {
 				continue // abandoned
 			}
-			d := dec{b: body}
-			n := d.count32(20)
-			infos := make([]hal.RuleInfo, n)
-			pool = make([]hal.Action, 0, 4*n)
-			for i := range infos {
-				d.ruleInfo(&infos[i], &pool)
-			}
-			if err := d.done(); err != nil {
+			infos, err := decodeDumpChunk(body)
+			if err != nil {
 				s.die(fmt.Errorf("dump chunk: %w", err))
 				return
 			}
@@ -1027,19 +1020,10 @@ func (s *clientSession) applyResult(id uint32, body []byte) error {
 }
 
 func (s *clientSession) exceptions(body []byte) error {
-	d := dec{b: body}
-	n := d.count32(8)
-	var x hal.Exception
-	for range n {
-		d.exception(&x)
-		if d.err != nil {
-			break
-		}
-		s.cl.xq.put(&x)
-	}
-	if err := d.done(); err != nil {
+	err := decodeExceptions(body, s.cl.xq.put)
+	s.cl.xq.wake()
+	if err != nil {
 		return fmt.Errorf("exceptions: %w", err)
 	}
-	s.cl.xq.wake()
 	return nil
 }

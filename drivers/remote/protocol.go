@@ -376,3 +376,31 @@ func decodeRefused(body []byte) (*RefusedError, error) {
 	}
 	return r, d.done()
 }
+
+// decodeDumpChunk decodes a chunk of a dump.
+func decodeDumpChunk(body []byte) ([]hal.RuleInfo, error) {
+	d := dec{b: body}
+	n := d.count32(20)
+	infos := make([]hal.RuleInfo, n)
+	pool := make([]hal.Action, 0, 4*n)
+	for i := range infos {
+		d.ruleInfo(&infos[i], &pool)
+	}
+	return infos, d.done()
+}
+
+// decodeExceptions hands each exception of a message to put; their frames
+// alias body.
+func decodeExceptions(body []byte, put func(*hal.Exception)) error {
+	d := dec{b: body}
+	n := d.count32(9)
+	var x hal.Exception
+	for range n {
+		d.exception(&x)
+		if d.err != nil {
+			break
+		}
+		put(&x)
+	}
+	return d.done()
+}
