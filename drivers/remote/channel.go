@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -296,6 +297,12 @@ func (c *secureConn) readMsg(idle time.Duration) (typ uint8, id uint32, body []b
 		if err != nil {
 			c.rerr = err
 			return 0, 0, nil, err
+		}
+		// Room for the plaintext first: secretbox appends by allocating
+		// exactly what it needs, which would copy a large message's
+		// bytes again for every frame of it.
+		if need := len(c.in) + len(frame); cap(c.in) < need {
+			c.in = slices.Grow(c.in, max(need, 2*cap(c.in))-len(c.in))
 		}
 		p, err := c.s.Open(c.in, frame)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -464,8 +465,10 @@ func (k *call) finish(body []byte, err error) {
 
 var encPool = sync.Pool{New: func() any { return new(enc) }}
 
+// putEnc keeps buffers up to 16 MiB (a batch of some 200k rules) for the
+// next call; a larger one goes to the collector.
 func putEnc(e *enc) {
-	if cap(e.b) <= 4<<20 {
+	if cap(e.b) <= 16<<20 {
 		e.b = e.b[:0]
 		encPool.Put(e)
 	}
@@ -612,12 +615,29 @@ func (c *Client) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult
 		return fail(err)
 	}
 	k := &call{results: res}
+	first := min(len(ops), applySegment)
 	s, id, err := c.start(msgApply, k, func(e *enc, id uint32) error {
-		e.applyReq(id, atomicBatch, ops)
+		e.b = slices.Grow(e.b, 64*first) // an exact-match rule takes about 50 bytes
+		e.applyReq(id, atomicBatch, first == len(ops), len(ops), 0, ops[:first])
 		return nil
 	})
 	if err != nil {
 		return fail(err)
+	}
+	if first < len(ops) {
+		// The other segments, while the NIC side works on the first.
+		e := encPool.Get().(*enc)
+		for at := first; at < len(ops); {
+			end := min(at+applySegment, len(ops))
+			e.b = e.b[:0]
+			e.applyReq(id, atomicBatch, end == len(ops), len(ops), at, ops[at:end])
+			if err := s.c.writeMsgs(e.b); err != nil {
+				s.c.abort() // the reader fails the call: unknown outcome
+				break
+			}
+			at = end
+		}
+		putEnc(e)
 	}
 	if err := c.wait(ctx, s, id, k); err != nil {
 		// k.upTo no longer moves: the call is out of pending.

@@ -46,7 +46,7 @@ const (
 	// host → NIC
 	msgHello        = 1  // version, credit, keepalive, client id
 	msgValidate     = 2  // rule → error
-	msgApply        = 3  // flags, ops → applyResult messages
+	msgApply        = 3  // one segment of a batch: flags, total, start, ops → applyResult messages
 	msgDump         = 4  // → dumpChunk messages, then a reply
 	msgActivate     = 5  // scope, gen → error
 	msgActiveGen    = 6  // scope → error, gen
@@ -70,8 +70,15 @@ const (
 	msgRefused      = 71 // the server refused a frame: reason, detail; it closes next
 )
 
-// enc appends to a buffer.
-type enc struct{ b []byte }
+// enc appends to a buffer. lastActs is the action list of the message's
+// previous rule: a rule with the very same list (the vswitch interns them,
+// drivers share them between rules) sends a one-byte reference instead.
+type enc struct {
+	b        []byte
+	lastActs []hal.Action
+	lastMask hal.FlowKey // likewise for the match's mask (exact rules share one)
+	haveMask bool
+}
 
 func (e *enc) u8(v uint8)   { e.b = append(e.b, v) }
 func (e *enc) u16(v uint16) { e.b = binary.BigEndian.AppendUint16(e.b, v) }
@@ -97,6 +104,7 @@ func (e *enc) mac(m hal.MAC) { e.b = append(e.b, m[:]...) }
 
 // begin starts a message; end fills in its length.
 func (e *enc) begin(typ uint8, id uint32) int {
+	e.lastActs, e.haveMask = nil, false
 	start := len(e.b)
 	e.b = append(e.b, 0, 0, 0, 0, typ)
 	e.u32(id)
@@ -155,8 +163,12 @@ var (
 // dec reads from a buffer; the first failure sticks and every later read
 // returns zero values.
 type dec struct {
-	b   []byte
-	err error
+	b        []byte
+	err      error
+	lastActs []hal.Action // the previous rule's actions (see enc)
+	haveLast bool
+	lastMask hal.FlowKey
+	haveMask bool
 }
 
 func (d *dec) fail() {
@@ -338,6 +350,8 @@ const (
 	fkProto
 	fkTunKind
 	fkAll = 1<<iota - 1
+	// sameMask, in a mask's bitmap, stands for the previous rule's mask.
+	sameMask = 0xffff
 )
 
 func (e *enc) flowKey(k *hal.FlowKey) {
@@ -531,11 +545,24 @@ func (e *enc) rule(r *hal.Rule) {
 	e.uv(uint64(r.Scope))
 	e.uv(uint64(r.Generation))
 	e.flowKey(&r.Match.Key)
-	e.flowKey(&r.Match.Mask)
-	e.uv(uint64(len(r.Actions)))
-	for i := range r.Actions {
-		e.action(&r.Actions[i])
+	// The mask: sameMask for the previous rule's, or a flow key.
+	if e.haveMask && r.Match.Mask == e.lastMask {
+		e.u16(sameMask)
+	} else {
+		e.flowKey(&r.Match.Mask)
+		e.lastMask, e.haveMask = r.Match.Mask, true
 	}
+	// Actions: 0 = the previous rule's list; n+1 = n actions follow.
+	a := r.Actions
+	if len(a) > 0 && len(a) == len(e.lastActs) && &a[0] == &e.lastActs[0] {
+		e.u8(0)
+		return
+	}
+	e.uv(uint64(len(a)) + 1)
+	for i := range a {
+		e.action(&a[i])
+	}
+	e.lastActs = a
 }
 
 // rule decodes into r; actions are carved out of *pool when it has room,
@@ -547,17 +574,43 @@ func (d *dec) rule(r *hal.Rule, pool *[]hal.Action) {
 	r.Scope = hal.Scope(d.u32v())
 	r.Generation = hal.Generation(d.u32v())
 	d.flowKey(&r.Match.Key)
-	d.flowKey(&r.Match.Mask)
-	n := d.count(1)
+	if len(d.b) >= 2 && binary.BigEndian.Uint16(d.b) == sameMask {
+		d.b = d.b[2:]
+		if !d.haveMask {
+			d.fail()
+		}
+		r.Match.Mask = d.lastMask
+	} else {
+		d.flowKey(&r.Match.Mask)
+		d.lastMask, d.haveMask = r.Match.Mask, true
+	}
+	if len(d.b) > 0 && d.b[0] == 0 {
+		d.b = d.b[1:]
+		if !d.haveLast {
+			d.fail()
+		}
+		r.Actions = d.lastActs
+		return
+	}
+	v := d.uv() // n+1
 	if d.err != nil {
 		return
 	}
+	if v == 0 || v-1 > uint64(len(d.b)) { // each action takes a byte at least
+		d.fail()
+		return
+	}
+	n := int(v - 1)
+	d.haveLast = true
 	if n == 0 {
-		r.Actions = nil
+		r.Actions, d.lastActs = nil, nil
 		return
 	}
 	var acts []hal.Action
-	if pool != nil && cap(*pool)-len(*pool) >= n {
+	if pool != nil {
+		if cap(*pool)-len(*pool) < n {
+			*pool = make([]hal.Action, 0, max(n, 256))
+		}
 		p := *pool
 		acts = p[len(p) : len(p)+n : len(p)+n]
 		*pool = p[:len(p)+n]
@@ -567,7 +620,7 @@ func (d *dec) rule(r *hal.Rule, pool *[]hal.Action) {
 	for i := range acts {
 		d.action(&acts[i])
 	}
-	r.Actions = acts
+	r.Actions, d.lastActs = acts, acts
 }
 
 func (d *dec) u32v() uint32 {

@@ -1,6 +1,8 @@
 package remote
 
 import (
+	"math"
+
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/securechan"
 )
@@ -17,7 +19,10 @@ type request struct {
 	id  uint32
 
 	rule   hal.Rule // validate
-	atomic bool     // apply
+	atomic bool     // apply: the batch is all or nothing
+	last   bool     // apply: the batch's last segment
+	total  int      // apply: operations in the whole batch
+	start  int      // apply: index of this segment's first operation
 	ops    []hal.Op
 	scope  hal.Scope // activate, active generation
 	gen    hal.Generation
@@ -27,6 +32,8 @@ type request struct {
 	key    securechan.Message // seal key
 	ep     hal.TunnelEndpoint
 	n      uint64 // credit
+
+	res []hal.OpResult // apply's results, kept with ops for reuse
 }
 
 // hello is the client's first message.
@@ -131,12 +138,34 @@ func (e *enc) validateReq(id uint32, r *hal.Rule) {
 	e.end(st)
 }
 
-func (e *enc) applyReq(id uint32, atomic bool, ops []hal.Op) {
+// applySegment is ops[start:start+len(seg)] of a batch of total. A batch
+// goes as one request in segments of at most applySegment operations, so
+// that the NIC side decodes and applies the first while the host still
+// encodes and seals the next (two cores working on one Apply instead of
+// taking turns).
+const applySegment = 4096
+
+const (
+	applyAtomic = 1 << iota
+	applyLast
+	applyFlags = 1<<iota - 1
+)
+
+func (e *enc) applyReq(id uint32, atomic, last bool, total, start int, seg []hal.Op) {
 	st := e.begin(msgApply, id)
-	e.bool(atomic)
-	e.uv(uint64(len(ops)))
-	for i := range ops {
-		e.op(&ops[i])
+	var f uint8
+	if atomic {
+		f |= applyAtomic
+	}
+	if last {
+		f |= applyLast
+	}
+	e.u8(f)
+	e.uv(uint64(total))
+	e.uv(uint64(start))
+	e.uv(uint64(len(seg)))
+	for i := range seg {
+		e.op(&seg[i])
 	}
 	e.end(st)
 }
@@ -210,21 +239,35 @@ func (e *enc) credit(n uint64) {
 
 // decodeRequest decodes a host → NIC message other than the hello. Its
 // result shares no memory with body.
+// The ops and results arrays of r are reused when large enough.
 func decodeRequest(typ uint8, id uint32, body []byte, r *request) error {
-	*r = request{typ: typ, id: id}
+	*r = request{typ: typ, id: id, ops: r.ops[:0], res: r.res[:0]}
 	d := dec{b: body}
 	switch typ {
 	case msgValidate:
 		d.rule(&r.rule, nil)
 	case msgApply:
-		r.atomic = d.bool()
+		f := d.u8()
+		if f&^applyFlags != 0 {
+			d.fail()
+		}
+		r.atomic, r.last = f&applyAtomic != 0, f&applyLast != 0
+		total, start := d.uv(), d.uv()
 		n := d.count(2)
+		if total > math.MaxInt32 || start > total || uint64(n) > total-start || (r.last && start+uint64(n) != total) {
+			d.fail()
+		}
 		if d.err != nil {
 			break
 		}
-		r.ops = make([]hal.Op, n)
-		// One allocation for the batch's actions: a rule has a few.
-		pool := make([]hal.Action, 0, min(4*n, len(body)))
+		if cap(r.ops) < n {
+			r.ops = make([]hal.Op, n)
+		}
+		r.ops = r.ops[:n]
+		// One allocation for the batch's distinct action lists (rules that
+		// share a list share it here too).
+		r.total, r.start = int(total), int(start)
+		var pool []hal.Action
 		for i := range r.ops {
 			d.op(&r.ops[i], &pool)
 		}
@@ -272,7 +315,7 @@ func (e *enc) request(r *request) {
 	case msgValidate:
 		e.validateReq(r.id, &r.rule)
 	case msgApply:
-		e.applyReq(r.id, r.atomic, r.ops)
+		e.applyReq(r.id, r.atomic, r.last, r.total, r.start, r.ops)
 	case msgDump, msgStats, msgPing:
 		e.emptyReq(r.typ, r.id)
 	case msgActivate:
@@ -382,7 +425,7 @@ func decodeDumpChunk(body []byte) ([]hal.RuleInfo, error) {
 	d := dec{b: body}
 	n := d.count32(20)
 	infos := make([]hal.RuleInfo, n)
-	pool := make([]hal.Action, 0, 4*n)
+	var pool []hal.Action
 	for i := range infos {
 		d.ruleInfo(&infos[i], &pool)
 	}

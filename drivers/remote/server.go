@@ -236,7 +236,8 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 		return ve
 	}
 
-	ss := &serverSession{srv: s, c: sc, log: log, reqs: make(chan *request, 64), done: make(chan struct{}), keepalive: time.Duration(h.keepaliveMs) * time.Millisecond}
+	ss := &serverSession{srv: s, c: sc, log: log, reqs: make(chan *request, 64), free: make(chan *request, 4), done: make(chan struct{}),
+		open: map[uint32]*openBatch{}, results: map[uint32][]hal.OpResult{}, keepalive: time.Duration(h.keepaliveMs) * time.Millisecond}
 	ss.ctx, ss.cancel = context.WithCancel(ctx)
 	ss.credits.Store(int64(min(h.credit, 1<<20)))
 	ss.maxCredit = int64(min(h.credit, 1<<20))
@@ -322,8 +323,12 @@ type serverSession struct {
 
 	ctx    context.Context // the session's: ends when it dies
 	cancel context.CancelFunc
-	reqs   chan *request
+	reqs    chan *request
+	free    chan *request              // handled requests, their arrays reused
+	results map[uint32][]hal.OpResult // handler only: results of batches in progress
 	done   chan struct{}
+
+	open map[uint32]*openBatch // reader only: batches whose segments are coming
 
 	credits   atomic.Int64
 	maxCredit int64
@@ -416,9 +421,23 @@ func (ss *serverSession) read() error {
 		case msgHello:
 			return fmt.Errorf("%w: hello inside a session", ErrMalformed)
 		}
-		r := new(request)
+		var r *request
+		select {
+		case r = <-ss.free:
+		default:
+			r = new(request)
+		}
 		if err := decodeRequest(typ, id, body, r); err != nil {
 			return fmt.Errorf("%s: %w", msgName(typ), err)
+		}
+		if typ == msgApply {
+			var err error
+			if r, err = ss.segment(r); err != nil {
+				return err
+			}
+			if r == nil {
+				continue // an atomic batch waits for its last segment
+			}
 		}
 		select {
 		case ss.reqs <- r:
@@ -426,6 +445,55 @@ func (ss *serverSession) read() error {
 			return ss.ctx.Err()
 		}
 	}
+}
+
+// maxOpenBatches bounds the batches whose segments are still coming: one
+// per host goroutine applying at once is plenty.
+const maxOpenBatches = 64
+
+// segment checks that an Apply segment continues its batch (in order, same
+// size and kind) and gathers an atomic batch's segments into one request,
+// returned with its last segment.
+func (ss *serverSession) segment(r *request) (*request, error) {
+	b := ss.open[r.id]
+	if r.start == 0 {
+		if b != nil {
+			return nil, fmt.Errorf("%w: apply %d started twice", ErrMalformed, r.id)
+		}
+		if len(ss.open) >= maxOpenBatches {
+			return nil, fmt.Errorf("%w: more than %d batches in progress", ErrMalformed, maxOpenBatches)
+		}
+		b = &openBatch{total: r.total, atomic: r.atomic}
+		if r.atomic && !r.last {
+			b.acc = r
+		}
+		ss.open[r.id] = b
+	} else if b == nil || r.start != b.next || r.total != b.total || r.atomic != b.atomic {
+		return nil, fmt.Errorf("%w: apply %d: segment at %d out of sequence", ErrMalformed, r.id, r.start)
+	} else if b.acc != nil {
+		b.acc.ops = append(b.acc.ops, r.ops...)
+		b.acc.last = r.last
+	}
+	b.next = r.start + len(r.ops)
+	if r.last {
+		delete(ss.open, r.id)
+	}
+	if !r.atomic {
+		return r, nil
+	}
+	if !r.last {
+		return nil, nil
+	}
+	if b.acc != nil {
+		return b.acc, nil
+	}
+	return r, nil
+}
+
+type openBatch struct {
+	total, next int
+	atomic      bool
+	acc         *request // atomic: the segments so far
 }
 
 // handle runs the host's calls in order, one at a time.
@@ -447,6 +515,13 @@ func (ss *serverSession) handle() {
 		}
 		if cap(e.b) > 1<<20 {
 			e.b = nil // do not keep a dump's buffer for the session's life
+		}
+		if r.typ == msgApply {
+			clear(r.ops) // drop the references to the rules' actions
+			select {
+			case ss.free <- r:
+			default:
+			}
 		}
 	}
 }
@@ -526,8 +601,8 @@ func (ss *serverSession) call(r *request, e *enc) bool {
 
 func (ss *serverSession) apply(r *request, e *enc) bool {
 	nic, ctx := ss.srv.nic, ss.ctx
-	res := make([]hal.OpResult, len(r.ops))
 	if r.atomic {
+		res := make([]hal.OpResult, len(r.ops))
 		aa, ok := nic.(hal.AtomicApplier)
 		var err error
 		if ok {
@@ -539,16 +614,33 @@ func (ss *serverSession) apply(r *request, e *enc) bool {
 		e.applyResult(r.id, 0, true, res)
 		return true
 	}
+	// The batch's results, kept until its last segment.
+	all := ss.results[r.id]
+	if r.start == 0 {
+		if cap(r.res) >= r.total {
+			all = r.res[:r.total]
+			r.res = nil // the batch owns it now
+		} else {
+			all = make([]hal.OpResult, r.total)
+		}
+		clear(all)
+		ss.results[r.id] = all
+	}
+	if r.last {
+		delete(ss.results, r.id)
+		r.res = all[:0] // back with the request, for reuse
+	}
 	chunk := ss.srv.cfg.ApplyChunk
-	for start := 0; start < len(r.ops) || start == 0; start += chunk {
-		end := min(start+chunk, len(r.ops))
+	for at := 0; at < len(r.ops) || (at == 0 && r.last); at += chunk {
+		end := min(at+chunk, len(r.ops))
 		if ctx.Err() != nil {
 			return false // the host is gone: apply no more of its batch
 		}
-		err := nic.Apply(ctx, r.ops[start:end], res[start:end])
-		fillResults(res[start:end], err)
-		done := end == len(r.ops)
-		e.applyResult(r.id, start, done, res[start:end])
+		res := all[r.start+at : r.start+end]
+		err := nic.Apply(ctx, r.ops[at:end], res)
+		fillResults(res, err)
+		done := r.last && end == len(r.ops)
+		e.applyResult(r.id, r.start+at, done, res)
 		if done {
 			return true // the handler writes the last chunk
 		}
