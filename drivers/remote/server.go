@@ -321,12 +321,12 @@ type serverSession struct {
 	num       uint64
 	keepalive time.Duration
 
-	ctx    context.Context // the session's: ends when it dies
-	cancel context.CancelFunc
+	ctx     context.Context // the session's: ends when it dies
+	cancel  context.CancelFunc
 	reqs    chan *request
-	free    chan *request              // handled requests, their arrays reused
+	free    chan *request             // handled requests, their arrays reused
 	results map[uint32][]hal.OpResult // handler only: results of batches in progress
-	done   chan struct{}
+	done    chan struct{}
 
 	open map[uint32]*openBatch // reader only: batches whose segments are coming
 
