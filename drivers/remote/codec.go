@@ -76,8 +76,8 @@ const (
 type enc struct {
 	b        []byte
 	lastActs []hal.Action
-	lastMask hal.FlowKey // likewise for the match's mask (exact rules share one)
-	haveMask bool
+	lastKey  hal.FlowKey // the bases of keys and masks (see flowKey)
+	lastMask hal.FlowKey
 }
 
 func (e *enc) u8(v uint8)   { e.b = append(e.b, v) }
@@ -104,7 +104,7 @@ func (e *enc) mac(m hal.MAC) { e.b = append(e.b, m[:]...) }
 
 // begin starts a message; end fills in its length.
 func (e *enc) begin(typ uint8, id uint32) int {
-	e.lastActs, e.haveMask = nil, false
+	e.lastActs, e.lastKey, e.lastMask = nil, hal.FlowKey{}, hal.FlowKey{}
 	start := len(e.b)
 	e.b = append(e.b, 0, 0, 0, 0, typ)
 	e.u32(id)
@@ -167,8 +167,8 @@ type dec struct {
 	err      error
 	lastActs []hal.Action // the previous rule's actions (see enc)
 	haveLast bool
+	lastKey  hal.FlowKey // the bases of keys and masks (see flowKey)
 	lastMask hal.FlowKey
-	haveMask bool
 }
 
 func (d *dec) fail() {
@@ -333,7 +333,11 @@ func (d *dec) done() error {
 	return d.err
 }
 
-// Flow keys: a bitmap of the fields that are not zero, then those fields.
+// Flow keys go as a difference from a base: a bitmap of the fields that
+// differ from it, then those fields. The base is the message's previous
+// key (for a rule's key) or previous mask (for its mask), zero at the start
+// of a message: a batch of flows from one VM shares most fields and every
+// mask, so each rule carries little more than its addresses and ports.
 const (
 	fkTunSrc = 1 << iota
 	fkTunDst
@@ -350,32 +354,56 @@ const (
 	fkProto
 	fkTunKind
 	fkAll = 1<<iota - 1
-	// sameMask, in a mask's bitmap, stands for the previous rule's mask.
-	sameMask = 0xffff
 )
 
-func (e *enc) flowKey(k *hal.FlowKey) {
+func (e *enc) flowKey(k, base *hal.FlowKey) {
 	var m uint16
-	set := func(c bool, bit uint16) {
-		if c {
-			m |= bit
-		}
+	if k.TunSrc != base.TunSrc {
+		m |= fkTunSrc
 	}
-	set(k.TunSrc != [16]byte{}, fkTunSrc)
-	set(k.TunDst != [16]byte{}, fkTunDst)
-	set(k.IPSrc != [16]byte{}, fkIPSrc)
-	set(k.IPDst != [16]byte{}, fkIPDst)
-	set(k.InPort != 0, fkInPort)
-	set(k.VNI != 0, fkVNI)
-	set(k.EthSrc != hal.MAC{}, fkEthSrc)
-	set(k.EthDst != hal.MAC{}, fkEthDst)
-	set(k.EthType != 0, fkEthType)
-	set(k.VLAN != 0, fkVLAN)
-	set(k.L4Src != 0, fkL4Src)
-	set(k.L4Dst != 0, fkL4Dst)
-	set(k.Proto != 0, fkProto)
-	set(k.TunKind != 0, fkTunKind)
+	if k.TunDst != base.TunDst {
+		m |= fkTunDst
+	}
+	if k.IPSrc != base.IPSrc {
+		m |= fkIPSrc
+	}
+	if k.IPDst != base.IPDst {
+		m |= fkIPDst
+	}
+	if k.InPort != base.InPort {
+		m |= fkInPort
+	}
+	if k.VNI != base.VNI {
+		m |= fkVNI
+	}
+	if k.EthSrc != base.EthSrc {
+		m |= fkEthSrc
+	}
+	if k.EthDst != base.EthDst {
+		m |= fkEthDst
+	}
+	if k.EthType != base.EthType {
+		m |= fkEthType
+	}
+	if k.VLAN != base.VLAN {
+		m |= fkVLAN
+	}
+	if k.L4Src != base.L4Src {
+		m |= fkL4Src
+	}
+	if k.L4Dst != base.L4Dst {
+		m |= fkL4Dst
+	}
+	if k.Proto != base.Proto {
+		m |= fkProto
+	}
+	if k.TunKind != base.TunKind {
+		m |= fkTunKind
+	}
 	e.u16(m)
+	if m == 0 {
+		return
+	}
 	if m&fkTunSrc != 0 {
 		e.a16(k.TunSrc)
 	}
@@ -420,13 +448,17 @@ func (e *enc) flowKey(k *hal.FlowKey) {
 	}
 }
 
-func (d *dec) flowKey(k *hal.FlowKey) {
+// flowKey decodes a key as a difference from base (see enc.flowKey).
+func (d *dec) flowKey(k, base *hal.FlowKey) {
 	m := d.u16()
 	if m&^fkAll != 0 {
 		d.fail()
 		return
 	}
-	*k = hal.FlowKey{}
+	*k = *base
+	if m == 0 {
+		return
+	}
 	if m&fkTunSrc != 0 {
 		k.TunSrc = d.a16()
 	}
@@ -544,14 +576,9 @@ func (e *enc) rule(r *hal.Rule) {
 	e.uv(uint64(r.Cookie))
 	e.uv(uint64(r.Scope))
 	e.uv(uint64(r.Generation))
-	e.flowKey(&r.Match.Key)
-	// The mask: sameMask for the previous rule's, or a flow key.
-	if e.haveMask && r.Match.Mask == e.lastMask {
-		e.u16(sameMask)
-	} else {
-		e.flowKey(&r.Match.Mask)
-		e.lastMask, e.haveMask = r.Match.Mask, true
-	}
+	e.flowKey(&r.Match.Key, &e.lastKey)
+	e.flowKey(&r.Match.Mask, &e.lastMask)
+	e.lastKey, e.lastMask = r.Match.Key, r.Match.Mask
 	// Actions: 0 = the previous rule's list; n+1 = n actions follow.
 	a := r.Actions
 	if len(a) > 0 && len(a) == len(e.lastActs) && &a[0] == &e.lastActs[0] {
@@ -573,17 +600,9 @@ func (d *dec) rule(r *hal.Rule, pool *[]hal.Action) {
 	r.Cookie = hal.Cookie(d.uv())
 	r.Scope = hal.Scope(d.u32v())
 	r.Generation = hal.Generation(d.u32v())
-	d.flowKey(&r.Match.Key)
-	if len(d.b) >= 2 && binary.BigEndian.Uint16(d.b) == sameMask {
-		d.b = d.b[2:]
-		if !d.haveMask {
-			d.fail()
-		}
-		r.Match.Mask = d.lastMask
-	} else {
-		d.flowKey(&r.Match.Mask)
-		d.lastMask, d.haveMask = r.Match.Mask, true
-	}
+	d.flowKey(&r.Match.Key, &d.lastKey)
+	d.flowKey(&r.Match.Mask, &d.lastMask)
+	d.lastKey, d.lastMask = r.Match.Key, r.Match.Mask
 	if len(d.b) > 0 && d.b[0] == 0 {
 		d.b = d.b[1:]
 		if !d.haveLast {
