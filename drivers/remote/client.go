@@ -33,6 +33,10 @@ type Config struct {
 	// pinned: a server that cannot prove it is refused.
 	PrivateKey securechan.PrivateKey
 	ServerKey  securechan.PublicKey
+	// KeyFile and ServerKeyFile, when set, are read instead: the host's
+	// private key file and the NIC side's public key file (see keys.go;
+	// nicd keygen writes both kinds).
+	KeyFile, ServerKeyFile string
 	// Logger receives reconnects and refusals; nil discards.
 	Logger *slog.Logger
 	// OnReconnect is called, on a goroutine of its own, every time the
@@ -137,6 +141,23 @@ func AsClient(n hal.NIC) (*Client, bool) {
 func (c *Client) client() *Client { return c }
 
 func newClient(cfg Config) (*Client, error) {
+	if cfg.KeyFile != "" {
+		k, err := LoadPrivateKey(cfg.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.PrivateKey = k
+	}
+	if cfg.ServerKeyFile != "" {
+		ks, err := LoadPublicKeys(cfg.ServerKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		if len(ks) != 1 {
+			return nil, fmt.Errorf("%w: %s: want exactly one public key (the NIC side's), got %d", ErrKeyFile, cfg.ServerKeyFile, len(ks))
+		}
+		cfg.ServerKey = ks[0]
+	}
 	if cfg.Dial == nil {
 		if cfg.Address == "" {
 			return nil, errors.New("remote: no address to dial")

@@ -22,10 +22,13 @@ func parseVsock(where string) (cid, port uint32, err error) {
 	if !ok {
 		return 0, 0, fmt.Errorf("remote: vsock address %q: want CID:PORT", where)
 	}
+	if c == "any" {
+		c = strconv.FormatUint(unix.VMADDR_CID_ANY, 10)
+	}
 	cv, err1 := strconv.ParseUint(c, 10, 32)
 	pv, err2 := strconv.ParseUint(p, 10, 32)
 	if err1 != nil || err2 != nil {
-		return 0, 0, fmt.Errorf("remote: vsock address %q: want CID:PORT, numbers", where)
+		return 0, 0, fmt.Errorf("remote: vsock address %q: want CID:PORT, numbers (CID may be any to listen)", where)
 	}
 	return uint32(cv), uint32(pv), nil
 }
