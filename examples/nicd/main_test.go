@@ -133,10 +133,6 @@ func TestServe(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("nicd did not come up")
 	}
-	hostPriv, err := remote.LoadPrivateKey(filepath.Join(dir, "host.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	nicPub, err := remote.LoadPublicKeys(filepath.Join(dir, "nic.pub"))
 	if err != nil {
 		t.Fatal(err)
