@@ -61,8 +61,10 @@ func benchInstall(b *testing.B, n hal.NIC) {
 
 // applyRate is rule operations per second over rounds of one batch of adds
 // and one of deletes.
+var benchRes = make([]hal.OpResult, benchBatch)
+
 func applyRate(b *testing.B, n hal.NIC, adds, dels []hal.Op, rounds int) float64 {
-	res := make([]hal.OpResult, benchBatch)
+	res := benchRes
 	ctx := context.Background()
 	start := time.Now()
 	for range rounds {

@@ -32,8 +32,6 @@ type request struct {
 	key    securechan.Message // seal key
 	ep     hal.TunnelEndpoint
 	n      uint64 // credit
-
-	res []hal.OpResult // apply's results, kept with ops for reuse
 }
 
 // hello is the client's first message.
@@ -239,9 +237,9 @@ func (e *enc) credit(n uint64) {
 
 // decodeRequest decodes a host → NIC message other than the hello. Its
 // result shares no memory with body.
-// The ops and results arrays of r are reused when large enough.
+// The ops array of r is reused when large enough.
 func decodeRequest(typ uint8, id uint32, body []byte, r *request) error {
-	*r = request{typ: typ, id: id, ops: r.ops[:0], res: r.res[:0]}
+	*r = request{typ: typ, id: id, ops: r.ops[:0]}
 	d := dec{b: body}
 	switch typ {
 	case msgValidate:

@@ -236,7 +236,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 		return ve
 	}
 
-	ss := &serverSession{srv: s, c: sc, log: log, reqs: make(chan *request, 64), free: make(chan *request, 4), done: make(chan struct{}),
+	ss := &serverSession{srv: s, c: sc, log: log, reqs: make(chan *request, 64), free: make(chan *request, 32), done: make(chan struct{}),
 		open: map[uint32]*openBatch{}, results: map[uint32][]hal.OpResult{}, keepalive: time.Duration(h.keepaliveMs) * time.Millisecond}
 	ss.ctx, ss.cancel = context.WithCancel(ctx)
 	ss.credits.Store(int64(min(h.credit, 1<<20)))
@@ -326,6 +326,7 @@ type serverSession struct {
 	reqs    chan *request
 	free    chan *request             // handled requests, their arrays reused
 	results map[uint32][]hal.OpResult // handler only: results of batches in progress
+	spare   []hal.OpResult            // handler only: a finished batch's results array, for the next
 	done    chan struct{}
 
 	open map[uint32]*openBatch // reader only: batches whose segments are coming
@@ -617,9 +618,8 @@ func (ss *serverSession) apply(r *request, e *enc) bool {
 	// The batch's results, kept until its last segment.
 	all := ss.results[r.id]
 	if r.start == 0 {
-		if cap(r.res) >= r.total {
-			all = r.res[:r.total]
-			r.res = nil // the batch owns it now
+		if cap(ss.spare) >= r.total {
+			all, ss.spare = ss.spare[:r.total], nil
 		} else {
 			all = make([]hal.OpResult, r.total)
 		}
@@ -628,7 +628,7 @@ func (ss *serverSession) apply(r *request, e *enc) bool {
 	}
 	if r.last {
 		delete(ss.results, r.id)
-		r.res = all[:0] // back with the request, for reuse
+		defer func() { ss.spare = all[:0] }() // once this segment's results are out
 	}
 	chunk := ss.srv.cfg.ApplyChunk
 	for at := 0; at < len(r.ops) || (at == 0 && r.last); at += chunk {
