@@ -329,6 +329,10 @@ func (c *Client) supervise(s *clientSession) {
 			return
 		}
 		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return // the session died of Close
+		}
 		if c.cur == s {
 			c.cur = nil
 		}
@@ -636,7 +640,7 @@ func (c *Client) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult
 		return fail(err)
 	}
 	k := &call{results: res}
-	first := min(len(ops), applySegment)
+	first := min(len(ops), segmentSize(0))
 	s, id, err := c.start(msgApply, k, func(e *enc, id uint32) error {
 		e.b = slices.Grow(e.b, 64*first) // an exact-match rule takes about 50 bytes
 		e.applyReq(id, atomicBatch, first == len(ops), len(ops), 0, ops[:first])
@@ -648,8 +652,9 @@ func (c *Client) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult
 	if first < len(ops) {
 		// The other segments, while the NIC side works on the first.
 		e := encPool.Get().(*enc)
-		for at := first; at < len(ops); {
-			end := min(at+applySegment, len(ops))
+		for at, size := first, first; at < len(ops); {
+			size = segmentSize(size)
+			end := min(at+size, len(ops))
 			e.b = e.b[:0]
 			e.applyReq(id, atomicBatch, end == len(ops), len(ops), at, ops[at:end])
 			if err := s.c.writeMsgs(e.b); err != nil {

@@ -5,7 +5,7 @@ import "testing"
 // BenchmarkCodecApply: encoding and decoding one 4096-op segment, per op.
 func BenchmarkCodecApply(b *testing.B) {
 	adds, _ := benchOps()
-	seg := adds[:applySegment]
+	seg := adds[:applySegmentMax]
 	var e enc
 	var q request
 	b.Run("encode", func(b *testing.B) {

@@ -69,11 +69,12 @@
 // Calls carry a request id that their replies echo; the server runs calls
 // in the order they arrive, one at a time, and answers pings and exception
 // credits on the side so that a long Apply does not starve them. An Apply
-// is one request: a batch travels in segments of up to 4096 operations
-// that the NIC side decodes and applies while the host still encodes and
-// seals the next ones, and the server gives the served NIC at most
-// ServerConfig.ApplyChunk operations per call, sending each chunk's results
-// back as soon as they are known. Replies of Dump come as chunks of rule
+// is one request: a batch travels in segments (2048 operations first,
+// each next twice as large up to 16384) that the NIC side decodes and
+// applies while the host still encodes and seals the next ones, and the
+// server gives the served NIC at most ServerConfig.ApplyChunk operations per
+// call (16384), sending each chunk's results back as soon as they are
+// known. Replies of Dump come as chunks of rule
 // infos, then a final reply.
 //
 // Exceptions flow NIC → host under credit: the host grants as many as its

@@ -136,12 +136,26 @@ func (e *enc) validateReq(id uint32, r *hal.Rule) {
 	e.end(st)
 }
 
-// applySegment is ops[start:start+len(seg)] of a batch of total. A batch
-// goes as one request in segments of at most applySegment operations, so
-// that the NIC side decodes and applies the first while the host still
-// encodes and seals the next (two cores working on one Apply instead of
-// taking turns).
-const applySegment = 4096
+// A batch goes as one request in segments, so that the NIC side decodes
+// and applies the first while the host still encodes and seals the next
+// (two cores working on one Apply instead of taking turns). The first
+// segment is small, so that the NIC side starts soon; each next one is
+// twice as large, up to applySegmentMax, so that the NIC gets few, large
+// calls (a call has a fixed cost: softnic switches its table copies once
+// per call).
+const (
+	applySegmentFirst = 2048
+	applySegmentMax   = 16384
+)
+
+// segmentSize is the size of the segment after one of size prev (0: the
+// first).
+func segmentSize(prev int) int {
+	if prev == 0 {
+		return applySegmentFirst
+	}
+	return min(2*prev, applySegmentMax)
+}
 
 const (
 	applyAtomic = 1 << iota

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"sync"
 	"testing"
 
 	"github.com/nicpath/nicpath/hal"
@@ -124,5 +125,70 @@ func TestEndToEnd(t *testing.T) {
 	// Closing the host's driver leaves the NIC's rules.
 	if len(dumpIDs(t, soft)) != 2 {
 		t.Error("closing the remote driver removed rules from the NIC")
+	}
+}
+
+// TestLargeBatches: batches larger than a segment land whole, with exact
+// results at segment boundaries, concurrently from two goroutines; an
+// atomic one of many segments is still all or nothing.
+func TestLargeBatches(t *testing.T) {
+	k := newKeys(t)
+	soft := newSoftnic(t, false)
+	s := serve(t, soft, k, sockPath(t), func(c *ServerConfig) { c.ApplyChunk = 3000 })
+	n := open(t, clientConfig(k, s.addr))
+	ctx := context.Background()
+	const size = 40000 // segments of 2048, 4096, 8192, 16384, 9280
+	batch := func(base int) ([]hal.Op, map[int]bool) {
+		ops := make([]hal.Op, size)
+		bad := map[int]bool{}
+		for i := range ops {
+			r := exactRule(hal.RuleID(base+i+1), uint16(i))
+			r.Match.Key.IPDst[13] = byte(base >> 16)
+			r.Match.Key.IPDst[14], r.Match.Key.IPDst[15] = byte(i>>8), byte(i)
+			if i == 2047 || i == 2048 || i == 6143 || i == 39999 { // at and around segment ends
+				r.Actions = nil // invalid: no terminal action
+				bad[i] = true
+			}
+			ops[i] = hal.AddOp(r)
+		}
+		return ops, bad
+	}
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ops, bad := batch(g << 20)
+			res := make([]hal.OpResult, len(ops))
+			err := n.Apply(ctx, ops, res)
+			var be *hal.BatchError
+			if !errors.As(err, &be) || be.Failed != len(bad) {
+				t.Errorf("batch %d: %v", g, err)
+				return
+			}
+			for i, r := range res {
+				if bad[i] != (r.Err != nil) || (bad[i] && !errors.Is(r.Err, hal.ErrInvalidRule)) {
+					t.Errorf("batch %d op %d: %v", g, i, r.Err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := len(dumpIDs(t, soft)); got != 2*(size-4) {
+		t.Fatalf("the NIC holds %d rules, want %d", got, 2*(size-4))
+	}
+	ops, bad := batch(3 << 20)
+	res := make([]hal.OpResult, len(ops))
+	if err := n.(hal.AtomicApplier).ApplyAtomic(ctx, ops, res); err == nil {
+		t.Fatal("an atomic batch with invalid ops landed")
+	}
+	for i, r := range res {
+		if bad[i] && !errors.Is(r.Err, hal.ErrInvalidRule) || !bad[i] && !errors.Is(r.Err, hal.ErrNotApplied) {
+			t.Fatalf("atomic op %d: %v", i, r.Err)
+		}
+	}
+	if got := len(dumpIDs(t, soft)); got != 2*(size-4) {
+		t.Fatalf("after a refused atomic batch the NIC holds %d rules", got)
 	}
 }

@@ -33,7 +33,7 @@ type ServerConfig struct {
 	// one call; the results of each chunk go back as soon as it is done,
 	// so that a channel cut mid-batch loses the outcome of one chunk at
 	// most, and the server stops applying the rest of a batch whose
-	// session died. Default 4096.
+	// session died. Default 16384.
 	ApplyChunk int
 	// ExceptionBatch is how many exceptions one ReadExceptions call takes
 	// and one message carries at most (default 64, the vswitch's batch).
@@ -97,7 +97,7 @@ func NewServer(nic hal.NIC, cfg ServerConfig) (*Server, error) {
 		cfg.MaxMessage = DefaultMaxMessage
 	}
 	if cfg.ApplyChunk <= 0 {
-		cfg.ApplyChunk = 4096
+		cfg.ApplyChunk = 16384
 	}
 	if cfg.ExceptionBatch <= 0 {
 		cfg.ExceptionBatch = 64
