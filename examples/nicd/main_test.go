@@ -124,7 +124,9 @@ func TestServe(t *testing.T) {
 	addrs := make(chan []string, 1)
 	done := make(chan error, 1)
 	var logs bytes.Buffer
-	go func() { done <- run(ctx, []string{"serve", "-config", p}, &bytes.Buffer{}, &lockedWriter{w: &logs}, func(a []string) { addrs <- a }) }()
+	go func() {
+		done <- run(ctx, []string{"serve", "-config", p}, &bytes.Buffer{}, &lockedWriter{w: &logs}, func(a []string) { addrs <- a })
+	}()
 	var served []string
 	select {
 	case served = <-addrs:
