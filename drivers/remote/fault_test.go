@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -496,4 +497,36 @@ func TestConcurrentCalls(t *testing.T) {
 	if len(dumpIDs(t, n)) != 200 {
 		t.Fatal("rules missing after concurrent calls")
 	}
+}
+
+// TestNoLeaks: a driver closed and a server stopped leave no goroutine
+// behind, after sessions that ended every way (clean close, a cut, a
+// refusal, a reconnect).
+func TestNoLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		k := newKeys(t)
+		soft := newSoftnic(t, false)
+		s := serve(t, soft, k, sockPath(t), nil)
+		m := newMITM(t, s.addr)
+		n := open(t, clientConfig(k, m.addr))
+		cl, _ := AsClient(n)
+		addRules(t, n, 1, 10)
+		m.cut()
+		waitFor(t, "reconnect", 5*time.Second, func() bool { return cl.Connected() && cl.Reconnects() == 1 })
+		m.setC2S(once(func(f []byte) [][]byte {
+			g := slices.Clone(f)
+			g[len(g)-1] ^= 1
+			return [][]byte{g}
+		}))
+		res := make([]hal.OpResult, 1)
+		n.Apply(context.Background(), []hal.Op{hal.DeleteOp(1)}, res)
+		waitFor(t, "reconnect", 5*time.Second, func() bool { return cl.Connected() && cl.Reconnects() == 2 })
+		n.Close()
+		s.stop()
+		m.ln.Close()
+		m.cut()
+		m.wg.Wait()
+	}()
+	waitFor(t, "goroutines to end", 5*time.Second, func() bool { return runtime.NumGoroutine() <= before })
 }
