@@ -22,8 +22,15 @@
 // to_host, TTL expiry, fragments and sealed frames with their reasons),
 // a full table, generation switches (no frame sees a mix, checked while
 // traffic flows), Close (ErrClosed afterwards, no leaks through an optional
-// [LeakChecker]) and malformed frames (never delivered, always counted, no
-// harm done).
+// [LeakChecker]), malformed frames (never delivered, always counted, no
+// harm done) and, for a NIC with Capabilities.TunnelFilter, the tunnel
+// endpoint: once the uplink is given its provider addresses, MAC and
+// groups (hal.TunnelTerminator), tunnelled frames for another PA, the
+// underlay's broadcast (IPv6: all-nodes), a group it was not given or
+// another station's MAC are dropped and counted under not_local, never
+// delivered nor handed to the host, for every encapsulation the NIC
+// decapsulates; its own and a given group's frames are delivered as
+// before. A NIC without the capability skips that case and says so.
 //
 // Each case opens a fresh NIC; a case the NIC cannot run (no uplink, a
 // prerequisite match missing) is skipped with its reason.

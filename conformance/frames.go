@@ -362,9 +362,10 @@ func checkChecksums(d *decoded) []string {
 }
 
 // ours reports whether frame is the suite's traffic (see testOUI). A
-// kernel's own IPv6 neighbour discovery and multicast listener reports are
-// not, even from an interface that carries a test MAC (a tunnel endpoint
-// set up with the suite's provider MAC): the suite never sends ICMPv6.
+// kernel's own IPv6 neighbour discovery and multicast listener reports, and
+// its IGMP reports, are not, even from an interface that carries a test MAC
+// (a tunnel endpoint set up with the suite's provider MAC, which joins the
+// groups it is given): the suite never sends ICMPv6 or IGMP.
 func ours(frame []byte) bool {
 	if len(frame) < 12 {
 		return true
@@ -377,9 +378,12 @@ func ours(frame []byte) bool {
 
 // kernelChatter reports an untunnelled IPv6 ICMPv6 message of the
 // neighbour discovery or multicast listener kinds (types 130 to 143), also
-// behind a hop-by-hop header (MLD's router alert).
+// behind a hop-by-hop header (MLD's router alert), or an IGMP message.
 func kernelChatter(f []byte) bool {
 	const eth, ip6 = 14, 40
+	if len(f) >= eth+20 && binary.BigEndian.Uint16(f[12:]) == hal.EtherTypeIPv4 && f[eth]>>4 == 4 && f[eth+9] == protoIGMP {
+		return true
+	}
 	if len(f) < eth+ip6+1 || binary.BigEndian.Uint16(f[12:]) != hal.EtherTypeIPv6 {
 		return false
 	}
@@ -389,6 +393,9 @@ func kernelChatter(f []byte) bool {
 	}
 	return next == hal.ProtoICMPv6 && len(f) > off && f[off] >= 130 && f[off] <= 143
 }
+
+// protoIGMP is IGMP's IP protocol number.
+const protoIGMP = 2
 
 func macOf(a net.HardwareAddr) hal.MAC {
 	var m hal.MAC

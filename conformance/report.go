@@ -150,6 +150,7 @@ func matrix(caps *hal.Capabilities, results []CaseResult) []CapabilityRow {
 	add("exception path", caps.ExceptionPath, "", "exception/miss")
 	add("atomic batch", caps.AtomicBatch, "", "rules/atomic")
 	add("crypto (sealed addresses)", caps.Crypto, "", "sealed")
+	add("tunnel filter", caps.TunnelFilter, "", "tunnel-endpoint")
 	return rows
 }
 

@@ -38,7 +38,7 @@ func CheckShape(r *Rule) error {
 	m := &r.Match
 	k, mk := &m.Key, &m.Mask
 	isIP := k.EthType == EtherTypeIPv4 || k.EthType == EtherTypeIPv6
-	if (nonzero16(mk.IPSrc) || nonzero16(mk.IPDst)) && (mk.EthType != 0xffff || !isIP) {
+	if (nonzero16(&mk.IPSrc) || nonzero16(&mk.IPDst)) && (mk.EthType != 0xffff || !isIP) {
 		return invalid("match.ip", "an IP address match needs eth_type IPv4 or IPv6")
 	}
 	if mk.Proto != 0 && (mk.EthType != 0xffff || !isIP) {
@@ -47,7 +47,7 @@ func CheckShape(r *Rule) error {
 	if (mk.L4Src != 0 || mk.L4Dst != 0) && mk.Proto != 0xff {
 		return invalid("match.l4", "a port match needs an exact ip_proto")
 	}
-	if (mk.VNI != 0 || nonzero16(mk.TunSrc) || nonzero16(mk.TunDst)) && (mk.TunKind != 0xff || k.TunKind == EncapNone) {
+	if (mk.VNI != 0 || nonzero16(&mk.TunSrc) || nonzero16(&mk.TunDst)) && (mk.TunKind != 0xff || k.TunKind == EncapNone) {
 		return invalid("match.tunnel", "a VNI or tunnel address match needs a tunnel kind")
 	}
 	if k.VNI > 0xffffff {
@@ -172,13 +172,27 @@ func checkEncap(field actionField, e *Encap) error {
 
 // CheckCapabilities checks every field and action of r against caps.
 func CheckCapabilities(caps *Capabilities, r *Rule) error {
-	used := r.Match.Fields()
+	if err := checkFields(caps, &r.Match); err != nil {
+		return err
+	}
+	return checkActions(caps, r)
+}
+
+// checkFields checks the match fields m uses against caps. Its answer
+// depends only on m's mask and on whether m's key is IPv6.
+func checkFields(caps *Capabilities, m *Match) error {
+	used := m.Fields()
 	if missing := used &^ caps.MatchFields; missing != 0 {
 		return Unsupported(caps.Driver, "match."+missing.String(), "the NIC cannot match on it")
 	}
-	if partial := r.Match.PartialFields() &^ caps.MaskedFields; partial != 0 {
+	if partial := m.PartialFields() &^ caps.MaskedFields; partial != 0 {
 		return Unsupported(caps.Driver, "match."+partial.String(), "the NIC matches this field exactly or not at all, not with a partial mask")
 	}
+	return nil
+}
+
+// checkActions checks r's generation and actions against caps.
+func checkActions(caps *Capabilities, r *Rule) error {
 	if (r.Scope != 0 || r.Generation != 0) && !caps.Generations {
 		return Unsupported(caps.Driver, "generation", "the NIC has no generations (scope %d gen %d)", r.Scope, r.Generation)
 	}
@@ -199,6 +213,38 @@ func CheckCapabilities(caps *Capabilities, r *Rule) error {
 		}
 	}
 	return nil
+}
+
+// Checker is CheckRule for a run of rules against one set of capabilities,
+// as a driver's Apply checks a batch: it remembers the last mask whose
+// fields the capabilities cover, and a rule with the same mask (the rules
+// of a batch mostly share one) skips the field checks, the costliest part
+// of CheckRule. Its answer for every rule is CheckRule's, error for error.
+// A Checker is not safe for concurrent use, and the capabilities it was
+// made with must not change while it is used.
+type Checker struct {
+	caps *Capabilities
+	mask FlowKey // the last mask that passed the field checks
+	v6   bool    // whether that rule's key was IPv6
+	ok   bool    // mask and v6 hold a mask that passed
+}
+
+// NewChecker returns a Checker for caps.
+func NewChecker(caps *Capabilities) *Checker { return &Checker{caps: caps} }
+
+// Check returns what CheckRule(caps, r) returns.
+func (c *Checker) Check(r *Rule) error {
+	if err := CheckShape(r); err != nil {
+		return err
+	}
+	m := &r.Match
+	if v6 := m.Key.EthType == EtherTypeIPv6; !c.ok || c.v6 != v6 || c.mask != m.Mask {
+		if err := checkFields(c.caps, m); err != nil {
+			return err
+		}
+		c.mask, c.v6, c.ok = m.Mask, v6, true
+	}
+	return checkActions(c.caps, r)
 }
 
 // MustPrefix parses a prefix for constants; it panics on a bad one.

@@ -16,7 +16,8 @@
 // decapsulation first, then header rewrites, then at most one encapsulation,
 // and exactly one terminal action last (Output, Drop or ToHost). [CheckRule]
 // enforces that shape, so a rule that is well formed for one driver is well
-// formed for all of them.
+// formed for all of them; a [Checker] gives CheckRule's answers for a batch at
+// less cost. [Rule.Clone] is the deep copy a driver keeps of a rule.
 //
 // # Capabilities and Validate
 //
@@ -37,7 +38,12 @@
 // when every operation landed, and otherwise a *[BatchError] (errors.Is sees
 // the first failure's sentinel). After a device failure the results still say
 // exactly which operations landed. A driver that can make a batch all-or-nothing
-// implements [AtomicApplier]. Modify replaces a rule's match and actions in one
+// implements [AtomicApplier]. Every driver starts Apply (and ApplyAtomic)
+// with [CheckApply], so that a batch it cannot run at all (fewer results than
+// operations, more than MaxBatch, the NIC closed, the context done) is refused
+// the same way everywhere: nothing lands, every result carries the error, and
+// errors.Is sees [ErrShortResults], [ErrBatchTooLarge], [ErrClosed] or the
+// context's error. Modify replaces a rule's match and actions in one
 // step: a packet sees the old rule or the new one, never a mix.
 //
 // # Generations

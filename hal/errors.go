@@ -34,6 +34,15 @@ var (
 	// ErrNotApplied marks the operations of an atomic batch that were valid
 	// but did not land because another operation of the batch failed.
 	ErrNotApplied = errors.New("not applied: batch rolled back")
+
+	// ErrBatchTooLarge means an Apply batch had more operations than
+	// Capabilities.MaxBatch: nothing of it was applied. The caller splits
+	// it; it is a bug in the caller, not a refusal of the rules.
+	ErrBatchTooLarge = errors.New("batch larger than MaxBatch")
+
+	// ErrShortResults means Apply was given fewer results than operations:
+	// nothing was applied. It is a bug in the caller.
+	ErrShortResults = errors.New("fewer results than operations")
 )
 
 // UnsupportedError is a refusal by Validate (or Apply) of something the NIC

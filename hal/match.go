@@ -1,6 +1,7 @@
 package hal
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"strings"
 )
@@ -212,25 +213,39 @@ func Exact(k *FlowKey) Match {
 }
 
 // Normalize clears the key bits that the mask does not cover, so that two
-// matches that select the same packets compare equal.
+// matches that select the same packets compare equal. It works a machine
+// word at a time and allocates nothing: a vswitch calls it for every flow it
+// offloads.
 func (m *Match) Normalize() {
 	k, mk := &m.Key, &m.Mask
-	k.TunSrc = maskAddr(k.TunSrc, mk.TunSrc)
-	k.TunDst = maskAddr(k.TunDst, mk.TunDst)
-	k.IPSrc = maskAddr(k.IPSrc, mk.IPSrc)
-	k.IPDst = maskAddr(k.IPDst, mk.IPDst)
+	and16(&k.TunSrc, &mk.TunSrc)
+	and16(&k.TunDst, &mk.TunDst)
+	and16(&k.IPSrc, &mk.IPSrc)
+	and16(&k.IPDst, &mk.IPDst)
+	and6(&k.EthSrc, &mk.EthSrc)
+	and6(&k.EthDst, &mk.EthDst)
 	k.InPort &= mk.InPort
 	k.VNI &= mk.VNI
-	for i := range k.EthSrc {
-		k.EthSrc[i] &= mk.EthSrc[i]
-		k.EthDst[i] &= mk.EthDst[i]
-	}
 	k.EthType &= mk.EthType
 	k.VLAN &= mk.VLAN
 	k.L4Src &= mk.L4Src
 	k.L4Dst &= mk.L4Dst
 	k.Proto &= mk.Proto
 	k.TunKind &= mk.TunKind
+}
+
+// and16 clears the bits of a that mk does not cover, 8 bytes at a time.
+func and16(a, mk *[16]byte) {
+	le := binary.LittleEndian
+	le.PutUint64(a[0:8], le.Uint64(a[0:8])&le.Uint64(mk[0:8]))
+	le.PutUint64(a[8:16], le.Uint64(a[8:16])&le.Uint64(mk[8:16]))
+}
+
+// and6 clears the bits of a MAC that mk does not cover.
+func and6(a, mk *MAC) {
+	le := binary.LittleEndian
+	le.PutUint32(a[0:4], le.Uint32(a[0:4])&le.Uint32(mk[0:4]))
+	le.PutUint16(a[4:6], le.Uint16(a[4:6])&le.Uint16(mk[4:6]))
 }
 
 // Matches reports whether a packet with key k is selected by m. It is the
@@ -268,7 +283,11 @@ func fullFrom(b [16]byte, from int) bool {
 	return true
 }
 
-func nonzero16(b [16]byte) bool { return b != [16]byte{} }
+// nonzero16 reports whether any bit of b is set, 8 bytes at a time.
+func nonzero16(b *[16]byte) bool {
+	le := binary.LittleEndian
+	return le.Uint64(b[0:8])|le.Uint64(b[8:16]) != 0
+}
 
 // Fields returns the fields m uses (a non-zero mask).
 func (m *Match) Fields() MatchField {
@@ -285,16 +304,16 @@ func (m *Match) Fields() MatchField {
 	set(!mk.EthDst.IsZero(), MatchEthDst)
 	set(mk.EthType != 0, MatchEthType)
 	set(mk.VLAN != 0, MatchVLAN)
-	set(nonzero16(mk.IPSrc) && !v6, MatchIPv4Src)
-	set(nonzero16(mk.IPDst) && !v6, MatchIPv4Dst)
-	set(nonzero16(mk.IPSrc) && v6, MatchIPv6Src)
-	set(nonzero16(mk.IPDst) && v6, MatchIPv6Dst)
+	set(nonzero16(&mk.IPSrc) && !v6, MatchIPv4Src)
+	set(nonzero16(&mk.IPDst) && !v6, MatchIPv4Dst)
+	set(nonzero16(&mk.IPSrc) && v6, MatchIPv6Src)
+	set(nonzero16(&mk.IPDst) && v6, MatchIPv6Dst)
 	set(mk.Proto != 0, MatchIPProto)
 	set(mk.L4Src != 0, MatchL4Src)
 	set(mk.L4Dst != 0, MatchL4Dst)
 	set(mk.VNI != 0, MatchVNI)
-	set(nonzero16(mk.TunSrc), MatchTunSrc)
-	set(nonzero16(mk.TunDst), MatchTunDst)
+	set(nonzero16(&mk.TunSrc), MatchTunSrc)
+	set(nonzero16(&mk.TunDst), MatchTunDst)
 	set(mk.TunKind != 0, MatchTunKind)
 	return f
 }
@@ -307,7 +326,7 @@ func (m *Match) PartialFields() MatchField {
 	mk := &m.Mask
 	v6 := m.Key.EthType == EtherTypeIPv6
 	partialIP := func(b [16]byte) bool {
-		if !nonzero16(b) {
+		if !nonzero16(&b) {
 			return false
 		}
 		if v6 {
@@ -344,10 +363,10 @@ func (m *Match) PartialFields() MatchField {
 	if mk.L4Dst != 0 && mk.L4Dst != 0xffff {
 		f |= MatchL4Dst
 	}
-	if nonzero16(mk.TunSrc) && !full16(mk.TunSrc) && !fullFrom(mk.TunSrc, 12) {
+	if nonzero16(&mk.TunSrc) && !full16(mk.TunSrc) && !fullFrom(mk.TunSrc, 12) {
 		f |= MatchTunSrc
 	}
-	if nonzero16(mk.TunDst) && !full16(mk.TunDst) && !fullFrom(mk.TunDst, 12) {
+	if nonzero16(&mk.TunDst) && !full16(mk.TunDst) && !fullFrom(mk.TunDst, 12) {
 		f |= MatchTunDst
 	}
 	return f

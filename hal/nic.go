@@ -54,7 +54,8 @@ type RuleTable interface {
 
 	// Apply runs a batch of operations, filling results[i] for ops[i]
 	// (results must be at least as long as ops). It returns nil when every
-	// operation landed and a *BatchError otherwise; see the package doc.
+	// operation landed and a *BatchError otherwise; see the package doc. A
+	// batch it cannot run at all is refused as CheckApply says.
 	Apply(ctx context.Context, ops []Op, results []OpResult) error
 
 	// Dump calls fn for every installed rule, live or not, with where it
@@ -80,7 +81,10 @@ type Generations interface {
 }
 
 // Exception is one packet on the exception path. The NIC copies the frame,
-// as it arrived, into the caller's Buf.
+// as it arrived, into the caller's Buf, with one exception: a transport
+// checksum the sender left partial (checksum offload) is completed, as a NIC
+// with receive checksum offload hands its host verified frames, so that the
+// host can reinject the frame as it is.
 type Exception struct {
 	InPort PortID
 	Reason Reason

@@ -39,6 +39,31 @@ func (r *Rule) Terminal() *Action {
 	return nil
 }
 
+// Clone returns a deep copy of r: its action list and every action's Geneve
+// options are the copy's own, so a driver that keeps a rule is not changed
+// by what the caller later does to its slices, and a Dump that hands a rule
+// out does not expose the driver's.
+func (r *Rule) Clone() Rule {
+	c := *r
+	c.Actions = CloneActions(r.Actions)
+	return c
+}
+
+// CloneActions returns a deep copy of acts (nil for an empty list), as
+// Rule.Clone copies a rule's actions.
+func CloneActions(acts []Action) []Action {
+	if len(acts) == 0 {
+		return nil
+	}
+	out := append([]Action(nil), acts...)
+	for i := range out {
+		if o := out[i].Encap.GeneveOptions; o != nil {
+			out[i].Encap.GeneveOptions = append([]byte(nil), o...)
+		}
+	}
+	return out
+}
+
 // OpKind is what an Op does.
 type OpKind uint8
 

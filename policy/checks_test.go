@@ -70,6 +70,45 @@ tenants:
 		msg:   "duplicate customer address 10.0.0.1 in VNET v1: already VM a's",
 	},
 	{
+		name: "unknown encapsulation",
+		doc: `
+tenants:
+  - name: t1
+    vnets:
+      - name: v1
+        vni: 100
+        encap: gre #!
+        subnets: [10.0.0.0/24]
+`,
+		field: "tenants[0].vnets[0].encap",
+		msg:   `encapsulation "gre" is not vxlan, geneve or nvgre`,
+	},
+	{
+		name: "encapsulation in capitals",
+		doc: `
+tenants:
+  - name: t1
+    vnets:
+      - {name: v1, vni: 100, subnets: [10.0.0.0/24], encap: Geneve} #!
+`,
+		field: "tenants[0].vnets[0].encap",
+		msg:   `encapsulation "Geneve" is not vxlan, geneve or nvgre`,
+	},
+	{
+		name: "encapsulation as a list",
+		doc: `
+tenants:
+  - name: t1
+    vnets:
+      - name: v1
+        vni: 100
+        encap: [vxlan, geneve] #!
+        subnets: [10.0.0.0/24]
+`,
+		field: "tenants[0].vnets[0].encap",
+		msg:   "want a single value",
+	},
+	{
 		name: "VNI collision across tenants",
 		doc: `
 tenants:

@@ -88,8 +88,7 @@ func Diff(old, new *State) Changes {
 		index(new.tenants, func(t Tenant) string { return t.Name }), cmp.Compare[string])
 	vnetKey := func(v VNET) VNETKey { return VNETKey{v.Tenant, v.Name} }
 	c.VNETs = diffSets(index(old.vnets, vnetKey), index(new.vnets, vnetKey), compareVNETKey)
-	c.VMs = diffSets(index(old.vms, func(v VM) string { return v.Name }),
-		index(new.vms, func(v VM) string { return v.Name }), cmp.Compare[string])
+	c.VMs = diffVMs(old, new)
 	c.Mappings = diffMappings(old, new)
 	routeKey := func(r Route) RouteKey { return RouteKey{r.Tenant, r.Prefix} }
 	c.Routes = diffSets(index(slices.Concat(old.routes...), routeKey), index(slices.Concat(new.routes...), routeKey),
@@ -152,6 +151,36 @@ func diffSets[K comparable, T any](old, new map[K]T, compare func(a, b K) int) [
 	}
 	slices.SortFunc(out, func(a, b Change[K, T]) int { return compare(a.Key, b.Key) })
 	return out
+}
+
+// diffVMs compares the VMs through the states' name indexes: states with
+// millions of VMs are diffed without building maps of them.
+func diffVMs(old, new *State) []Change[string, VM] {
+	var out []Change[string, VM]
+	for i := range old.vms {
+		o := &old.vms[i]
+		j, ok := new.vmIdx.get(o.Name, new.vms)
+		switch {
+		case !ok:
+			out = append(out, Change[string, VM]{Kind: Removed, Key: o.Name, Old: *o})
+		case !sameVM(o, &new.vms[j]):
+			out = append(out, Change[string, VM]{Kind: Changed, Key: o.Name, Old: *o, New: new.vms[j]})
+		}
+	}
+	for j := range new.vms {
+		n := &new.vms[j]
+		if _, ok := old.vmIdx.get(n.Name, old.vms); !ok {
+			out = append(out, Change[string, VM]{Kind: Added, Key: n.Name, New: *n})
+		}
+	}
+	slices.SortFunc(out, func(a, b Change[string, VM]) int { return cmp.Compare(a.Key, b.Key) })
+	return out
+}
+
+// sameVM is reflect.DeepEqual for VMs, without reflection.
+func sameVM(a, b *VM) bool {
+	return a.Name == b.Name && a.Tenant == b.Tenant && a.VNET == b.VNET && a.MAC == b.MAC && a.Host == b.Host &&
+		a.Generation == b.Generation && (a.CAs == nil) == (b.CAs == nil) && slices.Equal(a.CAs, b.CAs)
 }
 
 func compareMappingKey(a, b MappingKey) int {

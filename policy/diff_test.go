@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -217,4 +218,53 @@ func TestDiff(t *testing.T) {
 			t.Errorf("%d mapping changes (want %d), hosts %+v", len(c.Mappings), n, c.Hosts)
 		}
 	})
+}
+
+// diffVMs finds what comparing maps of every VM finds.
+func TestDiffVMsMatchesMaps(t *testing.T) {
+	old := mustLoadExample(t)
+	b := NewBuilder()
+	for _, h := range old.Hosts() {
+		b.AddHost(h)
+	}
+	for _, g := range old.Gateways() {
+		b.AddGateway(g)
+	}
+	for _, tn := range old.Tenants() {
+		b.AddTenant(tn)
+	}
+	for _, v := range old.VNETs() {
+		b.AddVNET(v)
+	}
+	vms := old.VMs()
+	for i, v := range vms {
+		switch i % 4 {
+		case 0: // removed
+			continue
+		case 1:
+			v.MAC[5]++
+		case 2:
+			v.Generation = 3
+		}
+		b.AddVM(v)
+	}
+	add := vms[0]
+	add.Name, add.MAC = "new-vm", MAC{2, 9, 9, 9, 9, 9}
+	add.CAs = []netip.Addr{netip.MustParseAddr("10.0.0.99")}
+	b.AddVM(add)
+	s, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pair := range [][2]*State{{old, s}, {s, old}, {old, old}, {empty, s}} {
+		want := diffSets(index(pair[0].vms, func(v VM) string { return v.Name }),
+			index(pair[1].vms, func(v VM) string { return v.Name }), cmp.Compare[string])
+		got := diffVMs(pair[0], pair[1])
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("diffVMs:\n%+v\nwant\n%+v", got, want)
+		}
+	}
+	if c := Diff(old, s); len(c.VMs) == 0 {
+		t.Error("no VM changes found")
+	}
 }

@@ -9,11 +9,15 @@
 //
 // # Building a state
 //
-// A [State] comes from a YAML document ([Parse], [LoadFile]; the format is
-// in FORMAT.md next to this file) or from the Go API ([NewBuilder], the
-// Add methods, [Builder.Build]). Both run the same checks: overlapping
-// subnets in a routing domain, duplicate CAs, VNI collisions, mappings
-// outside their VNET's subnets, unknown references, invalid or
+// A [State] comes from a YAML document ([Parse], [LoadFile], [LoadReader];
+// the format is in FORMAT.md next to this file: one document per file) or
+// from the Go API ([NewBuilder], the Add methods, [Builder.Build]). Files
+// in the usual block style are decoded as they are read, without holding
+// the file or a yaml.Node tree of it, so that a million mappings load in
+// seconds and a few hundred bytes of heap each; other YAML goes through
+// yaml.v3 whole (FORMAT.md says which and why). Both run the same checks:
+// overlapping subnets in a routing domain, duplicate CAs, VNI collisions,
+// mappings outside their VNET's subnets, unknown references, invalid or
 // non-canonical prefixes, next-hop addresses that loop or reach no VM,
 // shadows and activations of unknown VMs or generations, and more. Every
 // problem is a [*LoadError] naming file, line, column and field, collected
@@ -36,8 +40,9 @@
 //
 // [State.Evaluate] answers what must happen to one packet entering one host
 // — from a local VM's vport ([FromVM]) or from the uplink after
-// decapsulation ([FromUplink]) — as a [Verdict]: deliver to a local VM,
-// encapsulate toward a PA with a VNI, send to a gateway, hand to the host,
+// decapsulation ([FromTunnel], [FromUplink] for VXLAN) — as a [Verdict]:
+// deliver to a local VM, encapsulate toward a PA with a VNI in the VNET's
+// encapsulation ([VNET.Encap]), send to a gateway, hand to the host,
 // or drop with a [Reason]; with the header rewrites to make, the routes and
 // ACL layers it went through, and a trace for "explain". It is a plain
 // interpreter of the policy, written to be obviously right rather than

@@ -85,11 +85,33 @@ type pos struct{ line, col int }
 // origin says where one object came from, so that every check can name the
 // file, line and field of what it rejects.
 type origin struct {
-	path   string         // e.g. tenants[0].vnets[1]; empty for the Go API:
-	list   string         // then the object is list[index] of the Builder,
-	index  int            // a path only spelled out when there is an error
-	at     pos            // the object itself
-	fields map[string]pos // field path relative to the object → where its value is
+	path   string    // e.g. tenants[0].vnets[1]; empty for the Go API:
+	list   string    // then the object is list[index] of the Builder,
+	index  int       // a path only spelled out when there is an error
+	at     pos       // the object itself
+	fields []fieldAt // where the values of its fields are
+}
+
+// fieldAt is where the value of one field of an object is: name is the
+// field's path relative to the object (mac, next_hop.via) and idx the
+// item's index for an item of a list (ca[2]), or -1.
+type fieldAt struct {
+	name string
+	idx  int
+	at   pos
+}
+
+func (o *origin) set(name string, idx int, p pos) {
+	o.fields = append(o.fields, fieldAt{name, idx, p})
+}
+
+func (o *origin) lookup(name string, idx int) (pos, bool) {
+	for _, f := range o.fields {
+		if f.idx == idx && f.name == name {
+			return f.at, true
+		}
+	}
+	return pos{}, false
 }
 
 func (o *origin) field(f string) (string, pos) {
@@ -100,17 +122,23 @@ func (o *origin) field(f string) (string, pos) {
 	if f != "" {
 		path += "." + f
 	}
-	if p, ok := o.fields[f]; ok {
+	name, idx := f, -1
+	if i := strings.IndexByte(f, '['); i > 0 && strings.HasSuffix(f, "]") {
+		if n, err := strconv.Atoi(f[i+1 : len(f)-1]); err == nil && n >= 0 {
+			name, idx = f[:i], n
+		}
+	}
+	if p, ok := o.lookup(name, idx); ok {
 		return path, p
 	}
 	// subnets[2] not recorded: fall back to subnets, then to the object.
 	if i := strings.IndexByte(f, '['); i > 0 {
-		if p, ok := o.fields[f[:i]]; ok {
+		if p, ok := o.lookup(f[:i], -1); ok {
 			return path, p
 		}
 	}
 	if i := strings.IndexByte(f, '.'); i > 0 {
-		if p, ok := o.fields[f[:i]]; ok {
+		if p, ok := o.lookup(f[:i], -1); ok {
 			return path, p
 		}
 	}

@@ -192,7 +192,8 @@ func (e *evaluation) toVNET(dv *VNET, target netip.Addr, routed bool) Verdict {
 	e.v.Host = m.Host
 	e.v.PA = m.PA
 	e.v.VNI = m.VNI
-	e.step("encapsulate with vni %d toward %s (%s)", m.VNI, m.Host, m.PA)
+	e.v.Encap = dv.Encap
+	e.step("encapsulate in %s with vni %d toward %s (%s)", dv.Encap, m.VNI, m.Host, m.PA)
 	return e.v
 }
 
@@ -209,19 +210,25 @@ func (e *evaluation) toGateway(srcVNET *VNET, r Route) Verdict {
 	e.v.Gateway = gw.Name
 	e.v.PA = gw.PA
 	e.v.VNI = srcVNET.VNI
-	e.step("encapsulate with vni %d (vnet %s) toward gateway %s (%s)", srcVNET.VNI, srcVNET.Name, gw.Name, gw.PA)
+	e.v.Encap = srcVNET.Encap
+	e.step("encapsulate in %s with vni %d (vnet %s) toward gateway %s (%s)", srcVNET.Encap, srcVNET.VNI, srcVNET.Name, gw.Name, gw.PA)
 	return e.v
 }
 
 func (e *evaluation) inbound(in InPort) Verdict {
 	s := e.s
-	e.step("from uplink: vni %d, outer source %s, on %s", in.VNI, in.OuterSrc, e.host)
+	e.step("from uplink: %s vni %d, outer source %s, on %s", in.Encap, in.VNI, in.OuterSrc, e.host)
 	vni, ok := s.vnetByVNI[in.VNI]
 	if !ok {
 		return e.drop(ReasonUnknownVNI, "no VNET has vni %d", in.VNI)
 	}
 	dv := &s.vnets[vni]
 	e.step("vni %d is vnet %s of tenant %s", in.VNI, dv.Name, dv.Tenant)
+	// A VNET is carried in one encapsulation only: the same VNI in
+	// another is not the VNET's traffic.
+	if in.Encap != dv.Encap {
+		return e.drop(ReasonEncapMismatch, "vnet %s is carried in %s, not %s", dv.Name, dv.Encap, in.Encap)
+	}
 	if v, ok := e.checkL3(); !ok {
 		return v
 	}

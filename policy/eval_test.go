@@ -413,7 +413,7 @@ func TestExplain(t *testing.T) {
 	s := mustLoadExample(t)
 	v := s.Evaluate("host-a", FromVM("blue-web-1"), flow(t, s, "blue-web-1", "10.0.1.10", ProtoTCP, 40000, 5432))
 	out := v.Explain()
-	for _, want := range []string{"from VM blue-web-1", "route 10.0.1.0/24 (subnet) -> vnet db", "mapping vni 1002 10.0.1.10 -> VM blue-db-1", "=> encap vni 1002 to 198.18.0.2"} {
+	for _, want := range []string{"from VM blue-web-1", "route 10.0.1.0/24 (subnet) -> vnet db", "mapping vni 1002 10.0.1.10 -> VM blue-db-1", "=> encap vxlan vni 1002 to 198.18.0.2"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("explain lacks %q:\n%s", want, out)
 		}

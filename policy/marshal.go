@@ -36,6 +36,7 @@ type (
 	docVNET struct {
 		Name    string   `yaml:"name"`
 		VNI     uint32   `yaml:"vni"`
+		Encap   string   `yaml:"encap,omitempty"`
 		Subnets []string `yaml:"subnets,flow"`
 		VMs     []docVM  `yaml:"vms,omitempty"`
 	}
@@ -148,7 +149,11 @@ func Marshal(s *State) ([]byte, error) {
 	for _, v := range s.vnets {
 		t := &d.Tenants[tenantAt[v.Tenant]]
 		vnetAt[VNETKey{v.Tenant, v.Name}] = len(t.VNETs)
-		t.VNETs = append(t.VNETs, docVNET{Name: v.Name, VNI: v.VNI, Subnets: strs(v.Subnets)})
+		dv := docVNET{Name: v.Name, VNI: v.VNI, Subnets: strs(v.Subnets)}
+		if v.Encap != EncapVXLAN {
+			dv.Encap = v.Encap.String() // VXLAN is the default, left unsaid
+		}
+		t.VNETs = append(t.VNETs, dv)
 	}
 	for _, v := range s.vms {
 		dv := &d.Tenants[tenantAt[v.Tenant]].VNETs[vnetAt[VNETKey{v.Tenant, v.VNET}]]

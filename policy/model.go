@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
 )
 
 // MAC is an Ethernet address. The zero value means "none" or, in a
@@ -14,21 +13,30 @@ type MAC [6]byte
 // ParseMAC parses the colon-separated form 02:00:00:00:00:01.
 func ParseMAC(s string) (MAC, error) {
 	var m MAC
-	parts := strings.Split(s, ":")
-	if len(parts) != 6 {
+	if len(s) != 17 {
 		return m, fmt.Errorf("invalid MAC %q: want six colon-separated hex bytes", s)
 	}
-	for i, p := range parts {
-		if len(p) != 2 {
-			return m, fmt.Errorf("invalid MAC %q: want six colon-separated hex bytes", s)
+	for i := range m {
+		hi, ok1 := unhex(s[3*i])
+		lo, ok2 := unhex(s[3*i+1])
+		if !ok1 || !ok2 || (i < 5 && s[3*i+2] != ':') {
+			return MAC{}, fmt.Errorf("invalid MAC %q: want six colon-separated hex bytes", s)
 		}
-		v, err := strconv.ParseUint(p, 16, 8)
-		if err != nil {
-			return m, fmt.Errorf("invalid MAC %q: want six colon-separated hex bytes", s)
-		}
-		m[i] = byte(v)
+		m[i] = hi<<4 | lo
 	}
 	return m, nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // String returns the colon-separated lower-case form.
@@ -73,13 +81,58 @@ type Tenant struct {
 }
 
 // VNET is one virtual network (a virtual subnet in Hyper-V terms) of a
-// tenant, carried on the wire with its VNI. Its subnets contribute implicit
-// routes to the tenant's routing domain.
+// tenant, carried on the wire with its VNI in its encapsulation. Its subnets
+// contribute implicit routes to the tenant's routing domain.
 type VNET struct {
 	Tenant  string
 	Name    string
 	VNI     uint32
 	Subnets []netip.Prefix
+	// Encap is the encapsulation the VNET's packets travel in between
+	// hosts and to and from gateways; the zero value is VXLAN. A receiver
+	// takes the VNET's packets only in this encapsulation.
+	Encap EncapKind
+}
+
+// EncapKind is an encapsulation a VNET is carried in. The zero value is
+// VXLAN, the default.
+type EncapKind uint8
+
+const (
+	// EncapVXLAN is VXLAN (RFC 7348, UDP port 4789), the default.
+	EncapVXLAN EncapKind = iota
+	// EncapGeneve is Geneve (RFC 8926, UDP port 6081).
+	EncapGeneve
+	// EncapNVGRE is NVGRE (RFC 7637: GRE with the VSID in its key).
+	EncapNVGRE
+	numEncapKinds
+)
+
+var encapNames = [numEncapKinds]string{EncapVXLAN: "vxlan", EncapGeneve: "geneve", EncapNVGRE: "nvgre"}
+
+// String returns the kind's name in the document format (vxlan, geneve,
+// nvgre).
+func (k EncapKind) String() string {
+	if k.Valid() {
+		return encapNames[k]
+	}
+	return "encap(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Valid reports whether k is one of the kinds the policy knows.
+func (k EncapKind) Valid() bool { return k < numEncapKinds }
+
+// EncapKinds returns every kind, in order.
+func EncapKinds() []EncapKind { return []EncapKind{EncapVXLAN, EncapGeneve, EncapNVGRE} }
+
+// ParseEncapKind parses a kind's name as the document format writes it.
+func ParseEncapKind(s string) (EncapKind, error) {
+	for k, n := range encapNames {
+		if s == n {
+			return EncapKind(k), nil
+		}
+	}
+	return 0, fmt.Errorf("encapsulation %q is not vxlan, geneve or nvgre", s)
 }
 
 // VM is a virtual machine's port: its MAC and customer addresses in one VNET,

@@ -52,12 +52,16 @@ func TestPropertyTenantIsolation(t *testing.T) {
 						if got := tenantOf(t, s, v.VM); got != vm.Tenant {
 							t.Fatalf("%s (%s) encapsulated toward %s of %s", vm.Name, vm.Tenant, v.VM, got)
 						}
-						if vn, _ := s.VNETByVNI(v.VNI); vn.Tenant != vm.Tenant {
+						vn, _ := s.VNETByVNI(v.VNI)
+						if vn.Tenant != vm.Tenant {
 							t.Fatalf("%s encapsulated with VNI %d of tenant %s", vm.Name, v.VNI, vn.Tenant)
+						}
+						if v.Encap != vn.Encap {
+							t.Fatalf("%s encapsulated VNI %d in %s, its VNET is carried in %s", vm.Name, v.VNI, v.Encap, vn.Encap)
 						}
 						// On the wire and into the receiving host.
 						src, _ := s.Host(vm.Host)
-						rv := s.Evaluate(v.Host, policy.FromUplink(v.VNI, src.PA), v.Rewrite.Apply(p))
+						rv := s.Evaluate(v.Host, policy.FromTunnel(v.Encap, v.VNI, src.PA), v.Rewrite.Apply(p))
 						if rv.Action == policy.Deliver {
 							delivered++
 							if rv.VM != v.VM {

@@ -176,6 +176,33 @@ func (s *State) LocalVMs(host string) []VM {
 	return out
 }
 
+// HostedVMs returns the VMs host runs or is about to run: those placed on
+// it and those with a shadow location on it (a migration's target), whether
+// the shadow is activated or not, in document order. A host needs a port
+// for each of them before a migration starts, since its switch's ports are
+// fixed when it is made.
+func (s *State) HostedVMs(host string) []VM {
+	hi, ok := s.hostIdx[host]
+	if !ok {
+		return nil
+	}
+	idx := slices.Clone(s.hostVMs[hi])
+	for _, sh := range s.shadows {
+		if sh.Host == host {
+			if vi, ok := s.vmIdx.get(sh.VM, s.vms); ok {
+				idx = append(idx, int32(vi))
+			}
+		}
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	out := make([]VM, len(idx))
+	for i, vi := range idx {
+		out[i] = s.vms[vi]
+	}
+	return out
+}
+
 // MappingCount returns the number of CA→PA mappings.
 func (s *State) MappingCount() int { return s.table.n }
 

@@ -15,15 +15,17 @@ const (
 )
 
 // InPort says where a packet entered the host: a local VM's vport, or the
-// uplink (already decapsulated, with the VNI and outer source address of its
-// encapsulation).
+// uplink (already decapsulated, with the kind, VNI and outer source address
+// of its encapsulation).
 type InPort struct {
 	// VM names the local VM whose vport the packet came from. Empty for the
 	// uplink.
 	VM string
 	// Uplink is set for packets from the physical network.
 	Uplink bool
-	// VNI and OuterSrc come from the encapsulation header (uplink only).
+	// Encap, VNI and OuterSrc come from the encapsulation header (uplink
+	// only). The zero Encap is VXLAN.
+	Encap    EncapKind
 	VNI      uint32
 	OuterSrc netip.Addr
 }
@@ -31,14 +33,20 @@ type InPort struct {
 // FromVM is the in-port of a local VM's vport.
 func FromVM(vm string) InPort { return InPort{VM: vm} }
 
-// FromUplink is the in-port of a decapsulated packet from the uplink.
+// FromUplink is the in-port of a decapsulated VXLAN packet from the uplink.
 func FromUplink(vni uint32, outerSrc netip.Addr) InPort {
 	return InPort{Uplink: true, VNI: vni, OuterSrc: outerSrc}
 }
 
+// FromTunnel is the in-port of a packet from the uplink decapsulated from
+// the given kind of encapsulation.
+func FromTunnel(kind EncapKind, vni uint32, outerSrc netip.Addr) InPort {
+	return InPort{Uplink: true, Encap: kind, VNI: vni, OuterSrc: outerSrc}
+}
+
 func (p InPort) String() string {
 	if p.Uplink {
-		return fmt.Sprintf("uplink(vni %d from %s)", p.VNI, p.OuterSrc)
+		return fmt.Sprintf("uplink(%s vni %d from %s)", p.Encap, p.VNI, p.OuterSrc)
 	}
 	return "vm " + p.VM
 }
@@ -160,6 +168,9 @@ const (
 	// ReasonAddressResolution (ToHost): ARP or IPv6 neighbor discovery,
 	// which the host answers from the mappings.
 	ReasonAddressResolution
+	// ReasonEncapMismatch: an uplink packet's VNI names a VNET carried in
+	// another encapsulation (a VXLAN frame for a Geneve VNET).
+	ReasonEncapMismatch
 )
 
 var reasonNames = [...]string{
@@ -180,6 +191,7 @@ var reasonNames = [...]string{
 	ReasonTenantIsolation:      "tenant-isolation",
 	ReasonRouteToHost:          "route-to-host",
 	ReasonAddressResolution:    "address-resolution",
+	ReasonEncapMismatch:        "encap-mismatch",
 }
 
 func (r Reason) String() string {
@@ -281,6 +293,9 @@ type Verdict struct {
 	PA netip.Addr
 	// VNI is the VNI to encapsulate with (Encap, ToGateway).
 	VNI uint32
+	// Encap is the encapsulation to send in (Encap, ToGateway): that of
+	// the VNET the VNI names.
+	Encap EncapKind
 	// Gateway names the gateway (ToGateway).
 	Gateway string
 	// Rewrite is applied to the inner packet before it leaves.
@@ -303,9 +318,9 @@ func (v Verdict) String() string {
 	case Deliver:
 		return "deliver to " + v.VM + " [" + v.Rewrite.String() + "]"
 	case Encap:
-		return fmt.Sprintf("encap vni %d to %s (%s, vm %s) [%s]", v.VNI, v.PA, v.Host, v.VM, v.Rewrite)
+		return fmt.Sprintf("encap %s vni %d to %s (%s, vm %s) [%s]", v.Encap, v.VNI, v.PA, v.Host, v.VM, v.Rewrite)
 	case ToGateway:
-		return fmt.Sprintf("gateway %s at %s vni %d [%s]", v.Gateway, v.PA, v.VNI, v.Rewrite)
+		return fmt.Sprintf("gateway %s at %s %s vni %d [%s]", v.Gateway, v.PA, v.Encap, v.VNI, v.Rewrite)
 	}
 	return v.Action.String()
 }

@@ -1,25 +1,51 @@
 package policy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 )
 
-// LoadFile reads and parses a policy document.
+// LoadFile reads and parses a policy document (see [LoadReader]).
 func LoadFile(path string) (*State, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(path, data)
+	defer f.Close()
+	return LoadReader(path, f)
+}
+
+// LoadReader parses and checks the policy document that is the whole of r
+// (from its start); filename is only used in error messages. A document in
+// the block style that policy files are written in (see FORMAT.md) is
+// decoded as it is read, without holding the file or a tree of it in
+// memory; any other document is read again from the start (r.Seek(0,
+// io.SeekStart)) and parsed whole.
+// On any problem it returns an ErrorList and no State; a failure to read
+// is returned as it is.
+func LoadReader(filename string, r io.ReadSeeker) (*State, error) {
+	b, err := loadBuilder(filename, r, func() ([]byte, error) {
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		return io.ReadAll(r)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b.Build()
 }
 
 // Parse parses a policy document (see FORMAT.md) and checks it. filename is
@@ -37,21 +63,66 @@ func Parse(filename string, data []byte) (*State, error) {
 // caller can add to it first. Errors from Build still name the document's
 // lines.
 func ParseBuilder(filename string, data []byte) (*Builder, error) {
-	d := &decoder{file: filename, b: &Builder{file: filename}, budget: len(data) + 16}
+	return loadBuilder(filename, bytes.NewReader(data), func() ([]byte, error) { return data, nil })
+}
+
+// loadBuilder decodes the document r holds into a Builder: streaming when
+// it can, else from all of it (whole() reads it again from the start) with
+// yaml.v3.
+func loadBuilder(filename string, r io.Reader, whole func() ([]byte, error)) (*Builder, error) {
+	b, err := streamBuilder(filename, r)
+	if err != errNotStreamable {
+		return b, err
+	}
+	data, err := whole()
+	if err != nil {
+		return nil, err
+	}
+	return nodeBuilder(filename, data)
+}
+
+// nodeBuilder decodes a document through a yaml.v3 node tree: any YAML,
+// aliases included.
+func nodeBuilder(filename string, data []byte) (*Builder, error) {
+	d := newDecoder(filename, len(data)+16)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
+	switch err := dec.Decode(&root); {
+	case err == io.EOF:
+		return nil, ErrorList{errEmpty(filename)}
+	case err != nil:
 		return nil, ErrorList{syntaxError(filename, err)}
 	}
-	if root.Kind == 0 || len(root.Content) == 0 {
-		// An empty document is an empty state.
-		return d.b, nil
+	if len(root.Content) == 0 || isEmptyNode(root.Content[0]) {
+		return nil, ErrorList{errEmpty(filename)}
+	}
+	// One document per file: a second one would otherwise be ignored.
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == io.EOF:
+	case err != nil:
+		return nil, ErrorList{syntaxError(filename, err)}
+	default:
+		return nil, ErrorList{&LoadError{File: filename, Line: next.Line, Column: next.Column,
+			Msg: "a second YAML document starts here; a policy file holds one document"}}
 	}
 	d.document(root.Content[0])
 	if len(d.errs) > 0 {
 		d.errs.sort()
 		return nil, d.errs
 	}
+	d.b.vms = d.vms.flat()
 	return d.b, nil
+}
+
+// isEmptyNode reports whether n is the empty value of a document that holds
+// nothing but a document marker.
+func isEmptyNode(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Value == "" && n.Style == 0 && n.Tag == "!!null"
+}
+
+func errEmpty(file string) *LoadError {
+	return &LoadError{File: file, Msg: "the document is empty: a policy file holds one YAML mapping (hosts, tenants, ...)"}
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
@@ -76,6 +147,31 @@ type decoder struct {
 	// cost far more than the document's size.
 	budget  int
 	overrun bool
+
+	// streamed maps the placeholder of each vms list whose VMs were
+	// decoded while the document was read (stream.go) to those VMs.
+	streaming bool
+	streamed  map[*yaml.Node]vmSpan
+	// vmObj and vmOrigin are reused for every VM: a document may hold
+	// millions.
+	vmObj    object
+	vmOrigin origin
+	// vms are the VMs decoded, in blocks: a document may hold millions,
+	// and growing one array would copy them over and over. The Builder
+	// gets them in one array of their number at the end.
+	vms   chunked[VM]
+	hosts map[string]string // host names, shared by the VMs naming them
+	cas   []netip.Addr      // where VMs' CAs are carved from
+}
+
+// vmSpan is the VMs of one streamed vms list: VMs lo to hi-1.
+type vmSpan struct {
+	lo, hi int
+	filled bool
+}
+
+func newDecoder(file string, budget int) *decoder {
+	return &decoder{file: file, b: &Builder{file: file}, budget: budget, hosts: map[string]string{}}
 }
 
 // spend takes one value from the budget and reports whether decoding may
@@ -101,47 +197,74 @@ func (d *decoder) errAt(n *yaml.Node, path, format string, args ...any) {
 
 // object is one YAML mapping being decoded into one policy object.
 type object struct {
-	d    *decoder
-	n    *yaml.Node
-	path string
-	vals map[string]*yaml.Node
+	d *decoder
+	n *yaml.Node
+	// The object's path is base, or base[idx] when idx >= 0 (a VM: its
+	// path is only spelled out for an error).
+	base string
+	idx  int
+	vals []keyVal
 	o    *origin
+}
+
+type keyVal struct {
+	key string
+	v   *yaml.Node
+}
+
+func (o *object) path() string {
+	if o.idx < 0 {
+		return o.base
+	}
+	return o.base + "[" + strconv.Itoa(o.idx) + "]"
+}
+
+// value returns the value of a field, nil if absent.
+func (o *object) value(key string) *yaml.Node {
+	for i := range o.vals {
+		if o.vals[i].key == key {
+			return o.vals[i].v
+		}
+	}
+	return nil
 }
 
 // obj checks that n is a mapping whose keys are all among allowed, each at
 // most once. Unknown and repeated keys are errors at their own line.
 func (d *decoder) obj(n *yaml.Node, path string, allowed ...string) *object {
-	o := &object{d: d, n: n, path: path, vals: map[string]*yaml.Node{},
-		o: &origin{path: path, at: pos{n.Line, n.Column}, fields: map[string]pos{}}}
+	o := &object{}
+	d.objInto(o, &origin{path: path}, n, path, -1, allowed)
+	return o
+}
+
+// objInto is obj filling o and or (which it resets).
+func (d *decoder) objInto(o *object, or *origin, n *yaml.Node, base string, idx int, allowed []string) {
+	*or = origin{path: or.path, at: pos{n.Line, n.Column}, fields: or.fields[:0]}
+	*o = object{d: d, n: n, base: base, idx: idx, vals: o.vals[:0], o: or}
 	n = resolveAlias(n)
 	if !d.spend(n) {
-		return o
+		return
 	}
 	if n.Kind != yaml.MappingNode {
-		d.errAt(n, path, "want a mapping, got %s", kindName(n))
-		return o
+		d.errAt(n, o.path(), "want a mapping, got %s", kindName(n))
+		return
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], resolveAlias(n.Content[i+1])
 		if k.Kind != yaml.ScalarNode {
-			d.errAt(k, path, "keys must be plain names")
+			d.errAt(k, o.path(), "keys must be plain names")
 			continue
 		}
-		fp := path + "." + k.Value
-		if path == "" {
-			fp = k.Value
-		}
 		switch {
-		case !contains(allowed, k.Value):
-			d.errAt(k, fp, "unknown field %q (known: %s)", k.Value, strings.Join(allowed, ", "))
-		case o.vals[k.Value] != nil:
-			d.errAt(k, fp, "field %q given twice", k.Value)
+		case !slices.Contains(allowed, k.Value):
+			d.errAt(k, o.fieldPath(k.Value), "unknown field %q (known: %s)", k.Value, strings.Join(allowed, ", "))
+		case o.value(k.Value) != nil:
+			d.errAt(k, o.fieldPath(k.Value), "field %q given twice", k.Value)
 		default:
-			o.vals[k.Value] = v
-			o.o.fields[k.Value] = pos{v.Line, v.Column}
+			o.vals = append(o.vals, keyVal{k.Value, v})
+			o.o.set(k.Value, -1, pos{v.Line, v.Column})
 		}
 	}
-	return o
 }
 
 func resolveAlias(n *yaml.Node) *yaml.Node {
@@ -149,15 +272,6 @@ func resolveAlias(n *yaml.Node) *yaml.Node {
 		n = n.Alias
 	}
 	return n
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func kindName(n *yaml.Node) string {
@@ -175,15 +289,19 @@ func kindName(n *yaml.Node) string {
 }
 
 func (o *object) fieldPath(key string) string {
-	if o.path == "" {
-		return key
+	if p := o.path(); p != "" {
+		return p + "." + key
 	}
-	return o.path + "." + key
+	return key
+}
+
+func (o *object) itemPath(key string, i int) string {
+	return o.fieldPath(key) + "[" + strconv.Itoa(i) + "]"
 }
 
 // scalar returns the value of a scalar field ("" if absent or wrong).
 func (o *object) scalar(key string, required bool) (string, *yaml.Node) {
-	v := o.vals[key]
+	v := o.value(key)
 	if v == nil {
 		if required {
 			o.d.errAt(o.n, o.fieldPath(key), "missing field %q", key)
@@ -260,7 +378,7 @@ func (o *object) mac(key string, required bool) MAC {
 // list returns the items of a field that may be one scalar or a sequence,
 // recording each item's position as key[i].
 func (o *object) list(key string, required bool) []*yaml.Node {
-	v := o.vals[key]
+	v := o.value(key)
 	if v == nil {
 		if required {
 			o.d.errAt(o.n, o.fieldPath(key), "missing field %q", key)
@@ -276,35 +394,35 @@ func (o *object) list(key string, required bool) []*yaml.Node {
 			return nil
 		}
 		items[i] = resolveAlias(it)
-		o.o.fields[fmt.Sprintf("%s[%d]", key, i)] = pos{it.Line, it.Column}
+		o.o.set(key, i, pos{it.Line, it.Column})
 	}
 	return items
 }
 
-func (o *object) scalarItems(key string, required bool) ([]string, []*yaml.Node) {
-	var out []string
-	var nodes []*yaml.Node
+// eachScalar calls f with each scalar item of a field that may be one
+// scalar or a list, numbered in the order of the scalars; other items are
+// errors.
+func (o *object) eachScalar(key string, required bool, f func(i int, s string, n *yaml.Node)) {
+	j := 0
 	for i, it := range o.list(key, required) {
 		if it.Kind != yaml.ScalarNode {
-			o.d.errAt(it, fmt.Sprintf("%s[%d]", o.fieldPath(key), i), "want a single value, got %s", kindName(it))
+			o.d.errAt(it, o.itemPath(key, i), "want a single value, got %s", kindName(it))
 			continue
 		}
-		out = append(out, it.Value)
-		nodes = append(nodes, it)
+		f(j, it.Value, it)
+		j++
 	}
-	return out, nodes
 }
 
 func (o *object) prefixes(key string, required bool) []netip.Prefix {
-	vals, nodes := o.scalarItems(key, required)
 	var out []netip.Prefix
-	for i, s := range vals {
+	o.eachScalar(key, required, func(i int, s string, n *yaml.Node) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			o.d.errAt(nodes[i], fmt.Sprintf("%s[%d]", o.fieldPath(key), i), "invalid prefix %q", s)
+			o.d.errAt(n, o.itemPath(key, i), "invalid prefix %q", s)
 		}
 		out = append(out, p)
-	}
+	})
 	return out
 }
 
@@ -322,7 +440,7 @@ func (o *object) prefix(key string, required bool) netip.Prefix {
 
 // seq returns the items of a field that must be a list of mappings.
 func (o *object) seq(key string) []*yaml.Node {
-	v := o.vals[key]
+	v := o.value(key)
 	if v == nil {
 		return nil
 	}
@@ -339,7 +457,7 @@ func (o *object) seq(key string) []*yaml.Node {
 
 func (d *decoder) document(n *yaml.Node) {
 	top := d.obj(n, "", "router_mac", "hosts", "gateways", "tenants", "shadows", "activations")
-	if _, ok := top.vals["router_mac"]; ok {
+	if top.value("router_mac") != nil {
 		m := top.mac("router_mac", false)
 		_, p := top.o.field("router_mac")
 		d.b.routerMAC = item[MAC]{m, &origin{path: "router_mac", at: p}}
@@ -392,33 +510,95 @@ func (d *decoder) tenant(n *yaml.Node, path string) {
 }
 
 func (d *decoder) vnet(n *yaml.Node, path, tenant string) {
-	o := d.obj(n, path, "name", "vni", "subnets", "vms")
+	o := d.obj(n, path, "name", "vni", "encap", "subnets", "vms")
 	v := VNET{Tenant: tenant, Name: o.str("name", true), VNI: uint32(o.uint("vni", true, math.MaxUint32)), Subnets: o.prefixes("subnets", true)}
-	d.b.vnets = append(d.b.vnets, item[VNET]{v, o.o})
-	for i, mn := range o.seq("vms") {
-		m := d.obj(mn, fmt.Sprintf("%s.vms[%d]", path, i), "name", "mac", "ca", "host", "generation")
-		vm := VM{Tenant: tenant, VNET: v.Name, Name: m.str("name", true), MAC: m.mac("mac", true),
-			Host: m.str("host", true), Generation: m.uint("generation", false, math.MaxUint64)}
-		if _, ok := m.vals["generation"]; ok && vm.Generation == 0 {
-			d.errAt(m.vals["generation"], m.fieldPath("generation"), "generation must be at least 1")
+	if s, sn := o.scalar("encap", false); sn != nil {
+		k, err := ParseEncapKind(s)
+		if err != nil {
+			d.errAt(sn, o.fieldPath("encap"), "%v", err)
 		}
-		vals, nodes := m.scalarItems("ca", true)
-		for j, s := range vals {
-			a, err := netip.ParseAddr(s)
-			if err != nil {
-				d.errAt(nodes[j], fmt.Sprintf("%s.ca[%d]", m.path, j), "invalid address %q", s)
-			}
-			vm.CAs = append(vm.CAs, a)
-		}
-		d.b.vms = append(d.b.vms, vm)
-		d.b.vmOrigins = append(d.b.vmOrigins, m.o)
+		v.Encap = k
 	}
+	d.b.vnets = append(d.b.vnets, item[VNET]{v, o.o})
+	lo := d.vms.n
+	if sp, ok := d.streamed[o.value("vms")]; ok {
+		// Decoded while the document was read, before the VNET's name
+		// was known.
+		d.streamed[o.value("vms")] = vmSpan{sp.lo, sp.hi, true}
+		for i := sp.lo; i < sp.hi; i++ {
+			vm := d.vms.at(i)
+			vm.Tenant, vm.VNET = tenant, v.Name
+		}
+		return
+	}
+	list := path + ".vms"
+	for i, mn := range o.seq("vms") {
+		if i == 0 {
+			d.b.vmDoc.startList(lo, list)
+		}
+		d.vm(mn, list, i)
+		vm := d.vms.at(d.vms.n - 1)
+		vm.Tenant, vm.VNET = tenant, v.Name
+	}
+}
+
+var vmFields = []string{"name", "mac", "ca", "host", "generation"}
+
+// vm decodes VM i of the vms list at path list and appends it to the
+// Builder, with its position in the document; the caller sets its tenant
+// and VNET.
+func (d *decoder) vm(n *yaml.Node, list string, i int) {
+	m := &d.vmObj
+	d.objInto(m, &d.vmOrigin, n, list, i, vmFields)
+	vm := VM{Name: m.str("name", true), MAC: m.mac("mac", true), Host: m.str("host", true),
+		Generation: m.uint("generation", false, math.MaxUint64)}
+	if g := m.value("generation"); g != nil && vm.Generation == 0 {
+		d.errAt(g, m.fieldPath("generation"), "generation must be at least 1")
+	}
+	start := len(d.cas)
+	m.eachScalar("ca", true, func(j int, s string, n *yaml.Node) {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			d.errAt(n, m.itemPath("ca", j), "invalid address %q", s)
+		}
+		if len(d.cas) == cap(d.cas) {
+			// A new block; this VM's CAs so far move with it.
+			block := make([]netip.Addr, len(d.cas)-start, max(casBlock, 2*(len(d.cas)-start)))
+			copy(block, d.cas[start:])
+			d.cas, start = block, 0
+		}
+		d.cas = append(d.cas, a)
+	})
+	if len(d.cas) > start {
+		vm.CAs = d.cas[start:len(d.cas):len(d.cas)]
+	}
+	if !d.streaming {
+		// (The streaming reader shares host names as it reads them.)
+		vm.Host = d.host(vm.Host)
+	}
+	d.vms.add(vm)
+	d.b.vmDoc.add(m.o)
+}
+
+// casBlock is how many CAs are allocated at once: VMs have one or two, and
+// one allocation each would be most of the allocations of a large load.
+const casBlock = 4096
+
+// host returns the VMs' shared copy of a host name: they are few, VMs many.
+func (d *decoder) host(name string) string {
+	if h, ok := d.hosts[name]; ok {
+		return h
+	}
+	if len(d.hosts) < 1<<16 {
+		d.hosts[name] = name
+	}
+	return name
 }
 
 func (d *decoder) route(n *yaml.Node, path, tenant string) {
 	o := d.obj(n, path, "prefix", "next_hop")
 	r := Route{Tenant: tenant, Prefix: o.prefix("prefix", true)}
-	nh := o.vals["next_hop"]
+	nh := o.value("next_hop")
 	switch {
 	case nh == nil:
 		d.errAt(o.n, o.fieldPath("next_hop"), "missing field \"next_hop\"")
@@ -433,19 +613,19 @@ func (d *decoder) route(n *yaml.Node, path, tenant string) {
 		}
 	default:
 		h := d.obj(nh, o.fieldPath("next_hop"), "vnet", "via", "gateway")
-		for k, p := range h.o.fields {
-			o.o.fields["next_hop."+k] = p
+		for _, f := range h.o.fields {
+			o.o.set("next_hop."+f.name, f.idx, f.at)
 		}
 		if len(h.vals) != 1 && h.n.Kind == yaml.MappingNode {
 			d.errAt(nh, o.fieldPath("next_hop"), "next hop needs exactly one of vnet, via, gateway")
 			break
 		}
 		switch {
-		case h.vals["vnet"] != nil:
+		case h.value("vnet") != nil:
 			r.NextHop = NextHop{Kind: NextHopVNET, VNET: h.str("vnet", true)}
-		case h.vals["via"] != nil:
+		case h.value("via") != nil:
 			r.NextHop = NextHop{Kind: NextHopAddress, Via: h.addr("via", true)}
-		case h.vals["gateway"] != nil:
+		case h.value("gateway") != nil:
 			r.NextHop = NextHop{Kind: NextHopGateway, Gateway: h.str("gateway", true)}
 		}
 	}
@@ -495,15 +675,14 @@ func (d *decoder) acl(n *yaml.Node, path, tenant string) {
 var errPort = errors.New("want a port (80) or a range (8000-8080) within 0..65535")
 
 func (o *object) ports(key string) []PortRange {
-	vals, nodes := o.scalarItems(key, false)
 	var out []PortRange
-	for i, s := range vals {
+	o.eachScalar(key, false, func(i int, s string, n *yaml.Node) {
 		r, err := parsePortRange(s)
 		if err != nil {
-			o.d.errAt(nodes[i], fmt.Sprintf("%s[%d]", o.fieldPath(key), i), "%q: %v", s, err)
+			o.d.errAt(n, o.itemPath(key, i), "%q: %v", s, err)
 		}
 		out = append(out, r)
-	}
+	})
 	return out
 }
 
@@ -520,4 +699,134 @@ func parsePortRange(s string) (PortRange, error) {
 		}
 	}
 	return PortRange{uint16(l), uint16(h)}, nil
+}
+
+// vmPositions is where the VMs of a document are, kept small: a document
+// may hold millions of VMs, and Build needs their positions only to report
+// an error.
+type vmPositions struct {
+	at    chunked[vmAt] // by VM index
+	lists []vmList      // by first VM
+	// moreCAs holds the positions of ca[1], ca[2], ... of VMs with more
+	// than one CA, by VM index.
+	moreCAs map[int][]pos
+}
+
+// vmList is one vms list of the document: its items are the VMs from
+// start on, up to the next list's start.
+type vmList struct {
+	start int
+	path  string // tenants[i].vnets[j].vms
+}
+
+// vmAt is where one VM and the fields Build checks are: lines and columns
+// (0: absent; a column past 65535 is cut to it).
+type vmAt struct {
+	line [numVMPos]uint32
+	col  [numVMPos]uint16
+}
+
+const (
+	vmPosAt = iota
+	vmPosName
+	vmPosMAC
+	vmPosCA
+	vmPosHost
+	vmPosCA0
+	numVMPos
+)
+
+var vmPosFields = [numVMPos]string{vmPosName: "name", vmPosMAC: "mac", vmPosCA: "ca", vmPosHost: "host"}
+
+func (v *vmPositions) startList(start int, path string) {
+	v.lists = append(v.lists, vmList{start, path})
+}
+
+// add records the position of the next VM from the origin it was decoded
+// with.
+func (v *vmPositions) add(o *origin) {
+	var a vmAt
+	put := func(i int, p pos) {
+		a.line[i], a.col[i] = uint32(p.line), uint16(min(p.col, math.MaxUint16))
+	}
+	put(vmPosAt, o.at)
+	for _, f := range o.fields {
+		switch {
+		case f.idx < 0:
+			switch f.name {
+			case "name":
+				put(vmPosName, f.at)
+			case "mac":
+				put(vmPosMAC, f.at)
+			case "ca":
+				put(vmPosCA, f.at)
+			case "host":
+				put(vmPosHost, f.at)
+			}
+		case f.name == "ca" && f.idx == 0:
+			put(vmPosCA0, f.at)
+		case f.name == "ca":
+			if v.moreCAs == nil {
+				v.moreCAs = map[int][]pos{}
+			}
+			vi := v.at.n
+			v.moreCAs[vi] = append(v.moreCAs[vi], f.at)
+		}
+	}
+	v.at.add(a)
+}
+
+// origin returns where VM i came from, or nil if it did not come from a
+// document.
+func (v *vmPositions) origin(i int) *origin {
+	if i >= v.at.n {
+		return nil
+	}
+	a := v.at.at(i)
+	get := func(k int) pos { return pos{int(a.line[k]), int(a.col[k])} }
+	// The last list starting at or before i holds it.
+	l := v.lists[sort.Search(len(v.lists), func(k int) bool { return v.lists[k].start > i })-1]
+	o := &origin{path: l.path + "[" + strconv.Itoa(i-l.start) + "]", at: get(vmPosAt)}
+	for k := vmPosName; k <= vmPosHost; k++ {
+		if a.line[k] != 0 {
+			o.set(vmPosFields[k], -1, get(k))
+		}
+	}
+	if a.line[vmPosCA0] != 0 {
+		o.set("ca", 0, get(vmPosCA0))
+	}
+	for j, p := range v.moreCAs[i] {
+		o.set("ca", j+1, p)
+	}
+	return o
+}
+
+// chunked is a list kept in blocks of a fixed size, so that appending never
+// copies what is there.
+type chunked[T any] struct {
+	blocks [][]T
+	n      int
+}
+
+const chunkShift = 14
+
+func (c *chunked[T]) add(v T) {
+	if c.n&(1<<chunkShift-1) == 0 {
+		c.blocks = append(c.blocks, make([]T, 0, 1<<chunkShift))
+	}
+	last := &c.blocks[len(c.blocks)-1]
+	*last = append(*last, v)
+	c.n++
+}
+
+func (c *chunked[T]) at(i int) *T { return &c.blocks[i>>chunkShift][i&(1<<chunkShift-1)] }
+
+// flat returns the list as one array of exactly its length, and empties c.
+func (c *chunked[T]) flat() []T {
+	out := make([]T, 0, c.n)
+	for _, b := range c.blocks {
+		out = append(out, b...)
+	}
+	*c = chunked[T]{}
+	return out
 }

@@ -20,11 +20,18 @@ type verdict struct {
 	rw     policy.Rewrite
 	port   hal.PortID // Deliver: the local VM's vport
 	pa     netip.Addr // Encap/ToGateway: outer destination
+	src    netip.Addr // Encap/ToGateway: outer source (this host's PA)
 	vni    uint32     // Encap/ToGateway: VNI to encapsulate with
 	decap  bool       // the flow came in tunnelled from the uplink
+	// notLocal: the flow came in tunnelled toward an outer destination
+	// that is not this host's provider address; the host drops it
+	// (DropNotLocal) before any flow, as the NIC's tunnel filter does.
+	notLocal bool
 	// routed: the walk crossed the virtual router, so a packet with TTL ≤ 1
 	// is dropped (the NIC's dec_ttl hands it to the host, which drops it).
 	routed bool
+	// encap (Encap/ToGateway) is the encapsulation of the VNI's VNET.
+	encap hal.EncapKind
 
 	// What the flow derives from.
 	tenant  uint32 // id of the tenant whose policy decided (0: none)
@@ -331,9 +338,9 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 		}
 		return
 	}
-	v.action, v.pa, v.vni = policy.Encap, m.PA, m.VNI
+	v.action, v.pa, v.vni, v.encap, v.src = policy.Encap, m.PA, m.VNI, dv.encap, c.pa
 	if w.tr != nil {
-		w.tr.step("encapsulate with vni %d toward %s (%s)", m.VNI, m.Host, m.PA)
+		w.tr.step("encapsulate in %s with vni %d toward %s (%s)", dv.encap, m.VNI, m.Host, m.PA)
 	}
 }
 
@@ -349,9 +356,9 @@ func (w *walk) toGateway(src *vmInfo, r *routeInfo) {
 			w.tr.step("gateway/NAT: rule %s: destination %s -> %s", r.rule, w.p.Dst, v.rw.Dst)
 		}
 	}
-	v.action, v.pa, v.vni = policy.ToGateway, r.gw.pa, src.vnet.vni
+	v.action, v.pa, v.vni, v.encap, v.src = policy.ToGateway, r.gw.pa, src.vnet.vni, src.vnet.encap, w.c.pa
 	if w.tr != nil {
-		w.tr.step("gateway/NAT: encapsulate with vni %d (vnet %s) toward gateway %s (%s)", src.vnet.vni, src.vnet.name, r.gw.name, r.gw.pa)
+		w.tr.step("gateway/NAT: encapsulate in %s with vni %d (vnet %s) toward gateway %s (%s)", src.vnet.encap, src.vnet.vni, src.vnet.name, r.gw.name, r.gw.pa)
 	}
 }
 
@@ -369,6 +376,17 @@ func (w *walk) inbound(k *hal.FlowKey) {
 		w.drop(policy.ReasonUnknownVNI)
 		return
 	}
+	// The tunnel endpoint comes first: a frame for another host's PA, the
+	// underlay's broadcast or a multicast group is not this host's to
+	// decapsulate, whatever it carries.
+	if dst := hal.AddrFrom16(k.TunDst); !c.terminates(dst) {
+		if w.tr != nil {
+			w.tr.step("outer destination %s is not this host's provider address (%s): not for this tunnel endpoint", dst, c.endpointString())
+		}
+		v.notLocal = true
+		w.drop(policy.ReasonNone)
+		return
+	}
 	dv := c.vnetByVNI[k.VNI]
 	if dv == nil {
 		w.drop(policy.ReasonUnknownVNI)
@@ -377,6 +395,14 @@ func (w *walk) inbound(k *hal.FlowKey) {
 	v.tenant = dv.tenant.id
 	if w.tr != nil {
 		w.tr.step("vni %d is vnet %s of tenant %s", k.VNI, dv.name, dv.tenant.name)
+	}
+	if k.TunKind != dv.encap {
+		// A VNET is carried in one encapsulation only.
+		if w.tr != nil {
+			w.tr.step("vnet %s is carried in %s, not %s", dv.name, dv.encap, k.TunKind)
+		}
+		w.drop(policy.ReasonEncapMismatch)
+		return
 	}
 	if !w.checkL3() {
 		return
@@ -520,4 +546,45 @@ func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool
 		w.tr.step("acl %s %s: no ACL matches, allowed by default", vm.name, dir)
 	}
 	return true
+}
+
+// terminates reports whether this host terminates tunnels for outer
+// destination dst: whether dst is one of the host's provider addresses.
+// Multicast groups and the underlay's broadcast never are: the policy
+// gives a host unicast PAs only.
+func (c *compiled) terminates(dst netip.Addr) bool {
+	for _, a := range c.endpoint {
+		if a == dst {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *compiled) endpointString() string {
+	if len(c.endpoint) == 0 {
+		return "none: the host is not in the policy"
+	}
+	s := c.endpoint[0].String()
+	for _, a := range c.endpoint[1:] {
+		s += ", " + a.String()
+	}
+	return s
+}
+
+// notLocal reports whether a tunnelled frame that arrived on the uplink is
+// for another tunnel endpoint: its outer destination address is not this
+// host's PA, or its outer destination MAC is not the uplink's (a frame the
+// underlay flooded, or one a promiscuous uplink picked up). The slow path
+// drops such a frame before it looks for a flow (DropNotLocal): the walk
+// itself refuses the address (walk.inbound), and the MAC, which a flow key
+// does not carry, is checked here on the frame.
+func (s *Switch) notLocal(frame []byte, k *hal.FlowKey) bool {
+	if k.TunKind == hal.EncapNone || k.InPort != s.cfg.Uplink {
+		return false
+	}
+	if !s.cur.terminates(hal.AddrFrom16(k.TunDst)) {
+		return true
+	}
+	return len(frame) < 6 || hal.MAC(frame[0:6]) != s.uplinkMAC
 }

@@ -20,6 +20,9 @@ type compiled struct {
 	host      string
 	hostKnown bool
 	pa        netip.Addr
+	// endpoint are the outer destinations this host terminates tunnels
+	// for: its provider address(es) from the policy.
+	endpoint  []netip.Addr
 	routerMAC hal.MAC
 
 	vms       map[string]*vmInfo
@@ -56,6 +59,7 @@ type vnetInfo struct {
 	tenant *tenantInfo
 	name   string
 	vni    uint32
+	encap  hal.EncapKind // what it is carried in between hosts
 }
 
 type tenantInfo struct {
@@ -131,6 +135,9 @@ func compile(st *policy.State, host string, ports map[string]hal.PortID, vmIDs, 
 	}
 	if h, ok := st.Host(host); ok {
 		c.hostKnown, c.pa = true, h.PA
+		if h.PA.IsValid() {
+			c.endpoint = []netip.Addr{h.PA}
+		}
 	}
 	for _, g := range st.Gateways() {
 		gi := &gwInfo{name: g.Name, pa: g.PA, tenant: g.Tenant}
@@ -152,7 +159,7 @@ func compile(st *policy.State, host string, ports map[string]hal.PortID, vmIDs, 
 		c.tenants[t.Name] = ti
 	}
 	for _, v := range st.VNETs() {
-		vi := &vnetInfo{tenant: c.tenants[v.Tenant], name: v.Name, vni: v.VNI}
+		vi := &vnetInfo{tenant: c.tenants[v.Tenant], name: v.Name, vni: v.VNI, encap: encapOf(v.Encap)}
 		c.vnets[policy.VNETKey{Tenant: v.Tenant, Name: v.Name}] = vi
 		c.vnetByVNI[v.VNI] = vi
 	}

@@ -18,9 +18,11 @@ type expectation struct {
 	host *testHost
 	port hal.PortID
 	pkt  policy.Packet
-	// For packets leaving toward a gateway: the outer destination and VNI.
+	// For packets leaving toward a gateway: the outer destination, VNI
+	// and encapsulation.
 	outer netip.Addr
 	vni   uint32
+	encap hal.EncapKind
 }
 
 // expect walks the oracle across hosts: the verdict at the first host, and
@@ -37,9 +39,9 @@ func (tp *topo) expect(h *testHost, in policy.InPort, p policy.Packet, ct *polic
 		if h2 == nil {
 			tp.t.Fatalf("oracle encapsulates toward %s, which is no host", v.PA)
 		}
-		return tp.expect(h2, policy.FromUplink(v.VNI, h.pa), v.Rewrite.Apply(p), ct)
+		return tp.expect(h2, policy.FromTunnel(v.Encap, v.VNI, h.pa), v.Rewrite.Apply(p), ct)
 	case policy.ToGateway:
-		return []expectation{{host: h, port: h.uplink, pkt: v.Rewrite.Apply(p), outer: v.PA, vni: v.VNI}}
+		return []expectation{{host: h, port: h.uplink, pkt: v.Rewrite.Apply(p), outer: v.PA, vni: v.VNI, encap: encapOf(v.Encap)}}
 	}
 	return nil
 }
@@ -56,8 +58,8 @@ func (tp *topo) check(t *testing.T, what string, got []delivery, want []expectat
 		}
 		pkt, k := packetFrom(t, g.frame)
 		if w.outer.IsValid() {
-			if k.TunKind == hal.EncapNone || hal.AddrFrom16(k.TunDst) != w.outer || k.VNI != w.vni {
-				t.Fatalf("%s: to gateway %s vni %d, got frame %v", what, w.outer, w.vni, k)
+			if k.TunKind != w.encap || hal.AddrFrom16(k.TunDst) != w.outer || k.VNI != w.vni {
+				t.Fatalf("%s: to gateway %s in %s vni %d, got frame %v", what, w.outer, w.encap, w.vni, k)
 			}
 		} else if k.TunKind != hal.EncapNone {
 			t.Fatalf("%s: delivered to a VM still encapsulated: %v", what, k)
@@ -146,7 +148,7 @@ func runDifferentialOn(t *testing.T, o topoOpts, cfg policytest.Config, st *poli
 				p.SrcPort, p.DstPort = uint16(r.IntN(1<<16)), uint16(r.IntN(1100))
 			}
 			if in.Uplink {
-				e := hal.Encap{Kind: hal.EncapVXLAN, VNI: in.VNI, Src: in.OuterSrc, Dst: h.pa, SrcMAC: uplinkMAC, DstMAC: uplinkMAC}
+				e := hal.Encap{Kind: encapOf(in.Encap), VNI: in.VNI, Src: in.OuterSrc, Dst: h.pa, SrcMAC: uplinkMAC, DstMAC: uplinkMAC}
 				frame = wire.BuildEncap(&e, frameOf(p))
 			} else {
 				frame = frameOf(p)
@@ -163,7 +165,7 @@ func runDifferentialOn(t *testing.T, o topoOpts, cfg policytest.Config, st *poli
 			h = tp.hosts[r.IntN(len(tp.hosts))]
 			p = inner
 			port = h.uplink
-			e := hal.Encap{Kind: hal.EncapVXLAN, VNI: in.VNI, Src: in.OuterSrc, Dst: h.pa, SrcMAC: uplinkMAC, DstMAC: uplinkMAC}
+			e := hal.Encap{Kind: encapOf(in.Encap), VNI: in.VNI, Src: in.OuterSrc, Dst: h.pa, SrcMAC: uplinkMAC, DstMAC: uplinkMAC}
 			frame = wire.BuildEncap(&e, frameOf(inner))
 		default:
 			vm := vms[r.IntN(len(vms))]

@@ -46,13 +46,70 @@
 // that are the host's are counted by reason: sealed-address frames
 // (EtherType 0x88B5) are always dropped in the host, never opened (fail
 // closed; a NIC with Capabilities.Crypto opens them itself), as are expired
-// TTLs, malformed frames and non-first fragments.
+// TTLs, malformed frames, non-first fragments and tunnelled frames for
+// another tunnel endpoint (below).
+//
+// # The tunnel endpoint
+//
+// A host accepts tunnelled frames only for its own provider address (the
+// policy's Host.PA) and its uplink's MAC. A frame on the uplink whose outer
+// destination is another host's PA, the underlay's broadcast or a
+// multicast group, or whose outer destination MAC is another station's
+// (flooded by the underlay, or picked up by a promiscuous uplink), is
+// "not local": it is never decapsulated, delivered or handed on.
+//
+//   - On a NIC with Capabilities.TunnelFilter (hal.TunnelTerminator), New
+//     gives every uplink its endpoint (the host's PA, the uplink's MAC), and
+//     Update gives it again when the host's PA changes; Maintain retries a
+//     failed attempt. The NIC drops such frames on its fast path and counts
+//     them (hal.Stats.Drops[hal.ReasonNotLocal]); they never reach the host.
+//   - Whatever the NIC, the slow path drops those that reach it before it
+//     looks for a flow (Stats.Drops["not_local"]): the layer walk refuses
+//     an outer destination that is not the host's PA, and the frame's outer
+//     destination MAC must be the uplink's. No flow is made for them.
+//     Explain and ExplainFrame say so (Explanation.HostDrop "not_local").
+//   - Unified decap flows match the outer destination exactly (hal.Exact:
+//     tun_dst is the host's PA), so no NIC decapsulates a frame for another
+//     PA by a rule of the switch; a NIC that cannot match tun_dst refuses
+//     such rules and the flows stay in the host. A NIC without the filter
+//     cannot match the outer MAC, though: a frame for this PA but another
+//     station's MAC that hits an offloaded decap flow is delivered by it.
+//   - After a PA change, flows toward the old PA are removed and
+//     encapsulations take the new PA as their outer source.
+//
+// Encapsulated frames leave with Config.NextHopMAC as their outer
+// destination MAC. Its default, broadcast, suits only receivers that accept
+// any MAC (a plain Linux VXLAN device does); a nicpath receiver does not,
+// so real deployments set the underlay next hop's MAC.
+//
+// # Encapsulations
+//
+// Each VNET names its encapsulation in the policy (policy.VNET.Encap:
+// VXLAN by default, Geneve or NVGRE), and the switch encapsulates every
+// flow in the kind of the VNET whose VNI it carries: toward a remote VM,
+// the destination VNET's; toward a gateway, the sender's. Inbound flows
+// match the frame's encapsulation and VNI (hal.Exact keeps TunKind), and
+// the walk takes a VNET's packets only in the VNET's own kind: the same
+// VNI in another encapsulation is a policy drop (policy.ReasonEncapMismatch,
+// counted in Stats.PolicyDrops["encap-mismatch"] when the host drops it,
+// in the drop rule's counters on the NIC). Predicted reply flows
+// (reverse.go) and per-destination rules follow the same rule. There is
+// no switch-wide encapsulation any more: nothing set one but the default.
+//
+// A NIC that cannot write a kind (Capabilities.Encaps) or strip it
+// (Capabilities.Decaps), or whose Validate refuses the rule for another
+// reason, leaves the flow on the host path: the switch builds the outer
+// headers itself with hal/wire (one template per action list) or strips
+// them, and Explain says why ("NIC cannot encapsulate nvgre: kept on the
+// host path, ..."). A frame of a kind the NIC does not parse reaches the
+// host as an exception; the switch parses its tunnel itself.
 //
 // # MTU
 //
 // A packet too big for its egress port once the flow's encapsulation is
-// added (VXLAN over IPv4 adds 50 bytes: with 1500-byte uplinks a VM's
-// packet toward another host may take 1450) is never dropped silently
+// added (VXLAN over IPv4 adds 50 bytes, Geneve as much plus its options,
+// NVGRE 42: with 1500-byte uplinks a VM's VXLAN packet toward another host
+// may take 1450) is never dropped silently
 // (mtu.go). The NIC hands such packets of its rules to the host with
 // hal.ReasonMTU; the host executes them like any packet of their flow, and
 // checks every packet it executes itself against the egress port's MTU

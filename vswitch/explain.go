@@ -13,8 +13,12 @@ import (
 // Description describes a packet by its headers, for Explain: the local VM
 // that sends it, or the uplink with its encapsulation, and the inner packet.
 type Description struct {
-	VM       string // sending local VM; empty for the uplink
-	Uplink   bool
+	VM     string // sending local VM; empty for the uplink
+	Uplink bool
+	// Encap is the encapsulation the packet arrives in from the uplink;
+	// EncapNone means that of the VNET the VNI names (VXLAN for a VNI no
+	// VNET has).
+	Encap    hal.EncapKind
 	VNI      uint32
 	OuterSrc netip.Addr // the sending host's (or gateway's) PA
 	OuterDst netip.Addr // default: this host's PA
@@ -35,6 +39,10 @@ type Explanation struct {
 	Why   Why
 	// Detail is the refusal, failure or host drop behind Why, in words.
 	Detail string
+	// HostDrop names the host drop (a key of Stats.Drops: "not_local",
+	// "sealed", "ttl", …) when the host drops the packet before any flow;
+	// empty otherwise.
+	HostDrop string
 	// Flow is the cached flow, when the switch has one for the key.
 	Flow *FlowInfo
 }
@@ -94,10 +102,26 @@ func (s *Switch) ExplainFrame(inPort hal.PortID, frame []byte) Explanation {
 	var k hal.FlowKey
 	var l wire.Layout
 	if err := wire.Parse(frame, inPort, &k, &l); err != nil {
-		return Explanation{Key: k, Where: LocNone, Verdict: "drop", Detail: "the host drops it: " + err.Error()}
+		drop := DropMalformed
+		switch wire.ReasonOf(err) {
+		case hal.ReasonFragment:
+			drop = DropFragment
+		case hal.ReasonUnsupported:
+			drop = DropUnparsable
+		}
+		return Explanation{Key: k, Where: LocNone, Verdict: "drop", Detail: "the host drops it: " + err.Error(), HostDrop: drop.String()}
 	}
 	if k.EthType == hal.EtherTypeSealed {
 		return s.explainSealed(k)
+	}
+	if s.notLocal(frame, &k) && s.cur.terminates(hal.AddrFrom16(k.TunDst)) {
+		// The address is this host's, the MAC is not: the walk cannot
+		// see that (a flow key has no outer MAC), the frame can.
+		dst := hal.MAC(frame[0:6])
+		e := Explanation{Key: k, Verdict: "drop (" + DropNotLocal.String() + ")", Where: LocNone, HostDrop: DropNotLocal.String()}
+		e.Trace = []string{fmt.Sprintf("from uplink: %s vni %d, outer destination %s, outer destination MAC %s", k.TunKind, k.VNI, hal.AddrFrom16(k.TunDst), dst)}
+		e.Detail = fmt.Sprintf("the host drops it before any flow: outer destination MAC %s is not the uplink's %s (a frame for another station, flooded or seen in promiscuous mode)", dst, s.uplinkMAC)
+		return e
 	}
 	e := s.explainKey(&k, ttlOf(frame, &l))
 	s.explainMTU(&e, &k, frame, &l) // a frame too big for its egress (mtu.go)
@@ -117,7 +141,7 @@ func (s *Switch) ExplainFlow(id hal.RuleID) (Explanation, bool) {
 }
 
 func (s *Switch) explainSealed(k hal.FlowKey) Explanation {
-	e := Explanation{Key: k, Verdict: "drop", Where: LocNone}
+	e := Explanation{Key: k, Verdict: "drop", Where: LocNone, HostDrop: DropSealed.String()}
 	if s.caps.Crypto {
 		e.Detail = "sealed-address frame the NIC could not open (no key or a bad seal): the host drops it and never opens it"
 	} else {
@@ -131,7 +155,13 @@ func (s *Switch) keyOf(d *Description) (hal.FlowKey, error) {
 	k := hal.FlowKey{EthSrc: hal.MAC(p.SrcMAC), EthDst: hal.MAC(p.DstMAC), EthType: p.EtherType}
 	if d.Uplink {
 		k.InPort = s.cfg.Uplink
-		k.TunKind, k.VNI = s.cfg.Encap, d.VNI
+		k.TunKind, k.VNI = d.Encap, d.VNI
+		if k.TunKind == hal.EncapNone {
+			k.TunKind = hal.EncapVXLAN
+			if dv := s.cur.vnetByVNI[d.VNI]; dv != nil {
+				k.TunKind = dv.encap
+			}
+		}
 		k.TunSrc = d.OuterSrc.As16()
 		dst := d.OuterDst
 		if !dst.IsValid() {
@@ -175,6 +205,15 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 	e.Verdict = verdictString(&v)
 	if v.action == policy.Drop && v.reason == policy.ReasonTTLExpired {
 		e.Where, e.Detail = LocNone, "the host drops this packet for its TTL; the flow itself is unaffected"
+		e.HostDrop = DropTTL.String()
+		return e
+	}
+	if v.notLocal {
+		e.Where, e.HostDrop = LocNone, DropNotLocal.String()
+		e.Detail = "the host drops it before any flow: a tunnelled frame for another tunnel endpoint is neither decapsulated nor remembered"
+		if s.tunnelFilter() {
+			e.Detail += "; the NIC's tunnel filter drops it first (hal.ReasonNotLocal)"
+		}
 		return e
 	}
 	now := s.now()
@@ -184,6 +223,8 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		e.Actions = fi.Actions
 		e.Where, e.Why = f.loc, f.why
 		switch {
+		case f.failure() != nil && f.why == WhyNotSupported:
+			e.Detail = s.hostPathDetail(f.current(), k, f.failure())
 		case f.failure() != nil:
 			e.Detail = f.failure().Error()
 		case f.loc == LocNIC:
@@ -224,6 +265,9 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		r := s.rule(1, k, a, sc, 0)
 		if err := s.nic.Validate(&r); err != nil {
 			e.Where, e.Why, e.Detail = LocHost, whyOf(err), err.Error()
+			if e.Why == WhyNotSupported {
+				e.Detail = s.hostPathDetail(a, k, err)
+			}
 		} else if s.caps.MaxRules > 0 && s.countNIC() >= s.caps.MaxRules {
 			e.Where, e.Why, e.Detail = LocHost, WhyTableFull, fmt.Sprintf("the NIC's table holds %d rules and is full", s.caps.MaxRules)
 		} else {
@@ -231,6 +275,20 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		}
 	}
 	return e
+}
+
+// hostPathDetail says why a flow the NIC refused stays on the host path:
+// an encapsulation the NIC cannot write or a tunnel it cannot strip (the
+// switch does either in software), else the NIC's refusal as it is.
+func (s *Switch) hostPathDetail(a *actSet, k *hal.FlowKey, err error) string {
+	ak := &a.key
+	switch {
+	case (ak.action == policy.Encap || ak.action == policy.ToGateway) && !s.caps.Encaps.Has(ak.encap):
+		return fmt.Sprintf("NIC cannot encapsulate %s: kept on the host path, which encapsulates in software (%v)", ak.encap, err)
+	case ak.decap && !s.caps.Decaps.Has(k.TunKind):
+		return fmt.Sprintf("NIC cannot decapsulate %s: kept on the host path, which decapsulates in software (%v)", k.TunKind, err)
+	}
+	return err.Error()
 }
 
 func (s *Switch) countNIC() int {
@@ -247,6 +305,9 @@ func (s *Switch) countNIC() int {
 }
 
 func verdictString(v *verdict) string {
+	if v.notLocal {
+		return "drop (" + DropNotLocal.String() + ")"
+	}
 	switch v.action {
 	case policy.Drop:
 		return "drop (" + v.reason.String() + ")"
@@ -255,9 +316,9 @@ func verdictString(v *verdict) string {
 	case policy.Deliver:
 		return fmt.Sprintf("deliver to port %d, rewrite %s", v.port, v.rw)
 	case policy.Encap:
-		return fmt.Sprintf("encapsulate vni %d to %s, rewrite %s", v.vni, v.pa, v.rw)
+		return fmt.Sprintf("encapsulate in %s vni %d to %s, rewrite %s", v.encap, v.vni, v.pa, v.rw)
 	case policy.ToGateway:
-		return fmt.Sprintf("to gateway %s vni %d, rewrite %s", v.pa, v.vni, v.rw)
+		return fmt.Sprintf("to gateway %s in %s vni %d, rewrite %s", v.pa, v.encap, v.vni, v.rw)
 	}
 	return v.action.String()
 }

@@ -143,7 +143,7 @@ func TestReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A new switch on the same NIC (a restart).
-	sw, err := New(Config{NIC: h1.soft, Host: "h1", State: tp.st, Ports: h1.ports, Uplink: h1.uplink, Clock: tp.clock.Now})
+	sw, err := New(Config{NIC: h1.soft, Host: "h1", State: tp.st, Ports: h1.ports, Uplink: h1.uplink, NextHopMAC: uplinkMAC, Clock: tp.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

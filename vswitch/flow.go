@@ -78,8 +78,12 @@ type actKey struct {
 	rw     policy.Rewrite
 	port   hal.PortID
 	pa     netip.Addr
-	vni    uint32
-	decap  bool
+	// src is the outer source of an encapsulation, this host's PA: part
+	// of the key so that a PA change makes new action lists.
+	src   netip.Addr
+	vni   uint32
+	encap hal.EncapKind
+	decap bool
 }
 
 // actSet is one interned list of header operations.
@@ -234,7 +238,7 @@ func (s *Switch) buildActions(k actKey) *actSet {
 		}
 		out := k.port
 		if k.action != policy.Deliver {
-			e := hal.Encap{Kind: s.cfg.Encap, VNI: k.vni, Src: s.cur.pa, Dst: k.pa, SrcMAC: s.uplinkMAC, DstMAC: s.cfg.NextHopMAC}
+			e := hal.Encap{Kind: k.encap, VNI: k.vni, Src: k.src, Dst: k.pa, SrcMAC: s.uplinkMAC, DstMAC: s.cfg.NextHopMAC}
 			acts = append(acts, hal.EncapWith(e))
 			if t, err := wire.NewEncapTemplate(&e); err == nil {
 				a.tmpl = t
@@ -267,11 +271,22 @@ func actKeyOf(v *verdict) actKey {
 	case policy.Deliver:
 		k.rw, k.port = v.rw, v.port
 	case policy.Encap, policy.ToGateway:
-		k.rw, k.pa, k.vni = v.rw, v.pa, v.vni
+		k.rw, k.pa, k.vni, k.encap, k.src = v.rw, v.pa, v.vni, v.encap, v.src
 	default:
 		k.reason = v.reason
 	}
 	return k
+}
+
+// encapOf is the NIC's name for a policy's encapsulation kind.
+func encapOf(k policy.EncapKind) hal.EncapKind {
+	switch k {
+	case policy.EncapGeneve:
+		return hal.EncapGeneve
+	case policy.EncapNVGRE:
+		return hal.EncapNVGRE
+	}
+	return hal.EncapVXLAN
 }
 
 func (s *Switch) intern(k actKey) *actSet {

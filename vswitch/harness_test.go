@@ -131,6 +131,9 @@ type topoOpts struct {
 	// mtu gives the MTU of port (a VM's name, or "uplink") on host; 0
 	// means 9000. Nil: every port has 9000.
 	mtu func(host, port string) int
+	// wrap, when set, decorates each host's NIC (after the fault
+	// decorator) before its switch is built on it.
+	wrap func(host string, nic hal.NIC) hal.NIC
 }
 
 func (o *topoOpts) portMTU(host, port string) int {
@@ -149,6 +152,9 @@ type topo struct {
 	byPA  map[netip.Addr]*testHost
 	byNm  map[string]*testHost
 	clock *fakeClock
+	// wire, when set, sees every frame carried from one host's uplink to
+	// another's.
+	wire func(from, to *testHost, frame []byte)
 }
 
 var uplinkMAC = hal.MustMAC("02:00:00:00:ff:01")
@@ -161,15 +167,9 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 	for _, h := range st.Hosts() {
 		var pcs []softnic.PortConfig
 		names := []string{}
-		for _, vm := range st.VMs() {
-			here := vm.Host == h.Name
-			if sh, ok := st.Shadow(vm.Name); ok && sh.Host == h.Name {
-				here = true
-			}
-			if here {
-				pcs = append(pcs, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC), MTU: o.portMTU(h.Name, vm.Name)})
-				names = append(names, vm.Name)
-			}
+		for _, vm := range st.HostedVMs(h.Name) {
+			pcs = append(pcs, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC), MTU: o.portMTU(h.Name, vm.Name)})
+			names = append(names, vm.Name)
 		}
 		pcs = append(pcs, softnic.PortConfig{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: o.portMTU(h.Name, "uplink")})
 		soft, err := softnic.New(softnic.Config{Device: h.Name, Ports: pcs, MaxRules: o.maxRules, Disable: o.disable})
@@ -181,6 +181,9 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 		if o.fault {
 			th.fault = &faultNIC{NIC: soft}
 			th.nic = th.fault
+		}
+		if o.wrap != nil {
+			th.nic = o.wrap(h.Name, th.nic)
 		}
 		for i, n := range names {
 			id := hal.PortID(i + 1)
@@ -198,7 +201,11 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 		for i := range th.batch {
 			th.batch[i].Buf = make([]byte, 16384)
 		}
-		sw, err := New(Config{NIC: th.nic, Host: h.Name, State: st, Ports: th.ports, Uplink: th.uplink,
+		// Every uplink of the test wire has uplinkMAC: the next hop of an
+		// encapsulated frame is the receiving host's uplink. (The default,
+		// broadcast, is refused by a receiver that accepts tunnelled
+		// frames only for its own MAC.)
+		sw, err := New(Config{NIC: th.nic, Host: h.Name, State: st, Ports: th.ports, Uplink: th.uplink, NextHopMAC: uplinkMAC,
 			Clock: tp.clock.Now, FlowIdle: o.flowIdle, ConnIdle: o.connIdle, DisableOffload: o.noOffload, Proactive: o.proactive})
 		if err != nil {
 			t.Fatal(err)
@@ -280,6 +287,9 @@ func (tp *topo) settle(first *testHost) []delivery {
 					var l wire.Layout
 					if err := wire.Parse(fr, id, &k, &l); err == nil && k.TunKind != hal.EncapNone {
 						if h2 := tp.byPA[hal.AddrFrom16(k.TunDst)]; h2 != nil {
+							if tp.wire != nil {
+								tp.wire(h, h2, fr)
+							}
 							if _, err := h2.far[h2.uplink].Send([][]byte{fr}); err != nil {
 								tp.t.Fatal(err)
 							}

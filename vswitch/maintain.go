@@ -33,6 +33,9 @@ func (s *Switch) Maintain(ctx context.Context) error {
 		s.needRecon = false
 		_, err = s.reconcileLocked(ctx)
 	}
+	if eerr := s.syncEndpoint(ctx); eerr != nil && err == nil {
+		err = eerr
+	}
 	if cerr := s.readCounters(ctx, now); cerr != nil && err == nil {
 		err = cerr
 	}

@@ -83,10 +83,11 @@ func (s *Switch) proMatch(k proKey, mac hal.MAC) hal.Match {
 // or ok=false when the destination no longer qualifies.
 func (s *Switch) proVerdict(c *compiled, k proKey) (actKey, bool) {
 	m, ok := c.st.Lookup(k.vni, k.dst)
-	if !ok || m.Host == c.host || !m.PA.IsValid() {
+	dv := c.vnetByVNI[k.vni]
+	if !ok || m.Host == c.host || !m.PA.IsValid() || dv == nil {
 		return actKey{}, false
 	}
-	return actKey{action: policy.Encap, rw: policy.Rewrite{DstMAC: m.MAC}, pa: m.PA, vni: m.VNI}, true
+	return actKey{action: policy.Encap, rw: policy.Rewrite{DstMAC: m.MAC}, pa: m.PA, vni: m.VNI, encap: dv.encap, src: c.pa}, true
 }
 
 // syncProactive makes the installed per-destination rules those the

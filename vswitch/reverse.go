@@ -54,10 +54,11 @@ func (s *Switch) reverseKey(k *hal.FlowKey, v *verdict) (hal.FlowKey, bool) {
 			return r, false
 		}
 		// The reply comes back encapsulated from the peer's host with the
-		// sender's VNI; that host rewrites the destination MAC to the
-		// sender's and, across VNETs, the source to the router's.
+		// sender's VNI, in the sender's VNET's encapsulation; that host
+		// rewrites the destination MAC to the sender's and, across VNETs,
+		// the source to the router's.
 		r.InPort = s.cfg.Uplink
-		r.TunKind, r.VNI = s.cfg.Encap, src.vnet.vni
+		r.TunKind, r.VNI = src.vnet.encap, src.vnet.vni
 		r.TunSrc, r.TunDst = v.pa.As16(), c.pa.As16()
 		r.EthSrc = hal.MAC(v.rw.DstMAC)
 		if v.routed {

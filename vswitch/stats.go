@@ -22,10 +22,15 @@ const (
 	DropUnparsable                   // headers recognised but not keyed on
 	DropNoEncap                      // no encapsulation template (an invalid outer address)
 	DropInject                       // Inject failed
+	// DropNotLocal: a tunnelled frame from the uplink for another tunnel
+	// endpoint (an outer destination address that is not this host's PA,
+	// or an outer destination MAC that is not the uplink's); see
+	// hal.ReasonNotLocal, the NIC's count of the same.
+	DropNotLocal
 	NumDropReasons
 )
 
-var dropNames = [...]string{"sealed", "ttl", "malformed", "fragment", "mtu", "truncated", "unparsable", "no_encap", "inject_failed"}
+var dropNames = [...]string{"sealed", "ttl", "malformed", "fragment", "mtu", "truncated", "unparsable", "no_encap", "inject_failed", "not_local"}
 
 func (d DropReason) String() string {
 	if int(d) < len(dropNames) {
@@ -83,7 +88,8 @@ type Stats struct {
 	// Fallbacks counts every time a flow was left in (or moved to) the host, by reason.
 	Fallbacks map[string]uint64
 	// Drops counts host drops that are not the policy's: sealed frames,
-	// expired TTLs, malformed frames, failed injections.
+	// expired TTLs, malformed frames, failed injections, tunnelled frames
+	// for another endpoint (not_local).
 	Drops map[string]uint64
 	// PolicyDrops counts packets the policy drops, by policy reason, as
 	// executed in the host (drops on the NIC are in the flows' counters).

@@ -2,7 +2,6 @@ package vswitch
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,11 +22,10 @@ type Config struct {
 	// a migration toward this host) here.
 	Ports  map[string]hal.PortID
 	Uplink hal.PortID
-	// Encap is the encapsulation toward other hosts and gateways; the
-	// default is VXLAN.
-	Encap hal.EncapKind
 	// NextHopMAC is the outer destination MAC of encapsulated packets (the
-	// underlay next hop). The default is the broadcast address.
+	// underlay next hop). The default is the broadcast address, which a
+	// receiver that accepts tunnelled frames only for its own MAC (every
+	// nicpath host; see the package doc) refuses: set it.
 	NextHopMAC hal.MAC
 	Logger     *slog.Logger
 	// Clock returns the time; tests drive aging with it. Default time.Now.
@@ -97,6 +95,7 @@ type Switch struct {
 	stats     counters
 	needRecon bool
 	closed    bool
+	ep        endpoint // the tunnel endpoint the NIC filters for (endpoint.go)
 	// retirePending: a scope moved to a new generation; Maintain promotes
 	// its flows' shadow rules and deletes the old ones.
 	retirePending bool
@@ -160,9 +159,6 @@ func New(cfg Config) (*Switch, error) {
 	if cfg.State == nil {
 		return nil, errors.New("vswitch: no policy state")
 	}
-	if cfg.Encap == hal.EncapNone {
-		cfg.Encap = hal.EncapVXLAN
-	}
 	if cfg.NextHopMAC.IsZero() {
 		cfg.NextHopMAC = hal.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	}
@@ -209,6 +205,13 @@ func New(cfg Config) (*Switch, error) {
 	s.counting = s.caps.Counters.PerRule && s.caps.HasAction(hal.ActionCount)
 	s.cur = compile(cfg.State, cfg.Host, cfg.Ports, &s.vmIDs, &s.tenantIDs)
 	s.cur.compileAlts(cfg.Ports, &s.vmIDs, &s.tenantIDs)
+	s.initEndpoint()
+	if err := s.syncEndpoint(context.Background()); err != nil {
+		s.log.Warn("setting the NIC's tunnel endpoint failed; the host drops tunnelled frames for other endpoints, and Maintain tries again", "err", err)
+	}
+	// The compiled state is what the switch runs on; keeping the initial
+	// State too would pin it in memory after every later Update.
+	s.cfg.State = nil
 	if _, err := s.Reconcile(context.Background()); err != nil {
 		s.log.Warn("initial reconcile failed; rules are retried on Maintain", "err", err)
 	}
@@ -350,6 +353,13 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 			// refused the seal, hands them here only to be dropped.
 			s.pend = s.pend[:len(s.pend)-1]
 			s.drop(DropSealed)
+			continue
+		}
+		if s.notLocal(e.Frame(), &p.key) {
+			// Not addressed to this tunnel endpoint: nothing of it is
+			// looked at, decapsulated or remembered (no flow).
+			s.pend = s.pend[:len(s.pend)-1]
+			s.drop(DropNotLocal)
 			continue
 		}
 		p.hash = s.flows.hashKey(&p.key)
@@ -653,8 +663,7 @@ func (s *Switch) queueRule(kind hal.OpKind, id hal.RuleID, k *hal.FlowKey, a *ac
 
 // exact sets m to hal.Exact(k). The mask hal.Exact gives depends only on
 // the key's shape (see shapeOf), so it is taken from hal.Exact once per
-// shape; the key is then masked word by word, which is what Normalize does
-// byte by byte (5% of the slow path's CPU).
+// shape and the key is masked with it.
 func (s *Switch) exact(m *hal.Match, k *hal.FlowKey) {
 	sh := shapeOf(k, false)
 	mk := &s.exactMasks[sh]
@@ -664,35 +673,7 @@ func (s *Switch) exact(m *hal.Match, k *hal.FlowKey) {
 	}
 	m.Mask = *mk
 	m.Key = *k
-	maskKey(&m.Key, mk)
-}
-
-// maskKey clears the bits of k that mk does not cover (hal.Match.Normalize).
-func maskKey(k, mk *hal.FlowKey) {
-	mask16(&k.TunSrc, &mk.TunSrc)
-	mask16(&k.TunDst, &mk.TunDst)
-	mask16(&k.IPSrc, &mk.IPSrc)
-	mask16(&k.IPDst, &mk.IPDst)
-	k.InPort &= mk.InPort
-	k.VNI &= mk.VNI
-	k.EthSrc = hal.MAC(mac48(mac64(k.EthSrc) & mac64(mk.EthSrc)))
-	k.EthDst = hal.MAC(mac48(mac64(k.EthDst) & mac64(mk.EthDst)))
-	k.EthType &= mk.EthType
-	k.VLAN &= mk.VLAN
-	k.L4Src &= mk.L4Src
-	k.L4Dst &= mk.L4Dst
-	k.Proto &= mk.Proto
-	k.TunKind &= mk.TunKind
-}
-
-func mask16(a, mk *[16]byte) {
-	le := binary.LittleEndian
-	le.PutUint64(a[0:8], le.Uint64(a[0:8])&le.Uint64(mk[0:8]))
-	le.PutUint64(a[8:16], le.Uint64(a[8:16])&le.Uint64(mk[8:16]))
-}
-
-func mac48(v uint64) [6]byte {
-	return [6]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24), byte(v >> 32), byte(v >> 40)}
+	m.Normalize()
 }
 
 // validate asks the NIC whether it can take a rule of this shape with

@@ -35,9 +35,14 @@ var (
 // (VNI 200) across hosts h1, h2, h3, a VM vx on h2 with a shadow on h3, and
 // tenant u reusing t's addresses. extra adds to it.
 func smallPolicy(t testing.TB, extra func(b *policy.Builder)) *policy.State {
+	return smallPolicyPA(t, pa2, extra)
+}
+
+// smallPolicyPA is smallPolicy with h2 at provider address h2PA.
+func smallPolicyPA(t testing.TB, h2PA netip.Addr, extra func(b *policy.Builder)) *policy.State {
 	b := policy.NewBuilder()
 	b.AddHost(policy.Host{Name: "h1", PA: pa1})
-	b.AddHost(policy.Host{Name: "h2", PA: pa2})
+	b.AddHost(policy.Host{Name: "h2", PA: h2PA})
 	b.AddHost(policy.Host{Name: "h3", PA: pa3})
 	b.AddTenant(policy.Tenant{Name: "t"})
 	b.AddTenant(policy.Tenant{Name: "u"})
@@ -130,7 +135,7 @@ func TestFirstPacketOffloadedLaterPacketsStayOnNIC(t *testing.T) {
 	}
 	ex := h1.sw.Explain(Description{VM: "va1", Packet: p})
 	s := ex.String()
-	for _, want := range []string{"from VM va1", "routing domain of t", "VNET mapping", "encapsulate with vni 100", "Handled: NIC", "6 packets"} {
+	for _, want := range []string{"from VM va1", "routing domain of t", "VNET mapping", "encapsulate in vxlan with vni 100", "Handled: NIC", "6 packets"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("explain lacks %q:\n%s", want, s)
 		}

@@ -18,6 +18,13 @@ func (s *Switch) reflow(f *flow, now int64, force bool) {
 	s.stats.revalidated++
 	var v verdict
 	s.classifyFlow(s.cur, &f.key, 64, &v)
+	if v.notLocal {
+		// The host's PA changed: the flow's outer destination is no
+		// longer this tunnel endpoint, and its frames are dropped before
+		// any flow from now on.
+		s.removeFlow(f)
+		return
+	}
 	oldKey, oldScope := f.acts.key, f.scope
 	s.setVerdict(f, &v, now)
 	if !force && f.acts.key == oldKey && f.scope == oldScope {
@@ -193,6 +200,14 @@ func (s *Switch) Update(ctx context.Context, st *policy.State) error {
 	}
 	s.cur = nc
 	s.forgetWalks()
+	if err := s.syncEndpoint(ctx); err != nil {
+		// The host drops frames for the old PA from now on; the NIC
+		// keeps its old filter until Maintain manages to replace it.
+		s.log.Warn("setting the NIC's tunnel endpoint after a PA change failed", "err", err)
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
 	reshadow := map[string]bool{}
 	for _, c := range ch.Shadows {
 		reshadow[c.Key] = true

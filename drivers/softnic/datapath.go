@@ -152,6 +152,16 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		}
 		err := wire.Parse(frame, in.info.ID, key, lay)
 		b.vni[i] = key.VNI
+		if key.TunKind != hal.EncapNone {
+			// A tunnelled frame (parseFast takes none): one nil compare
+			// unless the port has a tunnel endpoint. Checked before
+			// anything else, a frame with broken inner headers included:
+			// frames for another endpoint are none of this NIC's business.
+			if f := in.tun.Load(); f != nil && !f.accepts(frame, &key.TunDst) {
+				b.fate[i], b.why[i] = fateDrop, hal.ReasonNotLocal
+				continue
+			}
+		}
 		if err != nil {
 			r := parseReason(err)
 			if r == hal.ReasonMalformed {

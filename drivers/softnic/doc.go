@@ -67,11 +67,18 @@
 //	                             none lands and the others get ErrNotApplied (ApplyAtomic)
 //	add beyond MaxRules          ErrTableFull for that op; deletes earlier in the batch make room
 //	batch > MaxBatch             every op fails with ErrBatchTooLarge; nothing lands
+//	results shorter than ops,    every op fails (hal.ErrShortResults, hal.ErrClosed, the
+//	NIC closed, context done     context's error); nothing lands (hal.CheckApply)
 //	to_host action               to the host with the rule's reason and ID; the frame as it
 //	                             arrived (the rule's rewrites are not applied)
 //	drop action                  dropped, counted under the rule's reason
 //	truncated/inconsistent frame dropped, ReasonMalformed (never matched, never reaches a VM)
-//	frame > in-port MTU + 22     dropped, ReasonMalformed (header and two tags over the MTU)
+//	frame > in-port MTU + 22     dropped, ReasonMalformed (header and two tags over the MTU); GSO
+//	                             super-frames never get here: the binding cuts them (see Offloads)
+//	tunnelled frame on an uplink dropped, ReasonNotLocal (NIC Stats.Drops and the port's Drops):
+//	with an endpoint, for another outer dst IP not in Addrs/Groups, or outer dst MAC not the endpoint's
+//	MAC or address                (the port's when zero) / the group's multicast MAC; checked first,
+//	                             never matched, never to the host (see Tunnel endpoints)
 //	unsupported header           to the host, ReasonUnsupported (more than two VLAN tags, Geneve
 //	                             critical options or O bit, a tunnel kind whose decap is disabled)
 //	non-first IP fragment        to the host, ReasonFragment; first fragments match on their ports
@@ -132,6 +139,36 @@
 // (the table checks the clock for them); RegisterSealKey, RevokeSealKey and
 // SweepSealKeys free them. The clear destination never leaves the NIC
 // toward the host: see the sealed rows of the case table.
+//
+// # Tunnel endpoints
+//
+// The NIC implements hal.TunnelTerminator (Capabilities.TunnelFilter;
+// Config.Disable.TunnelFilter removes it). SetTunnelEndpoint gives an uplink
+// its provider addresses, multicast groups and MAC; from then on a
+// tunnelled frame (VXLAN, Geneve, NVGRE) arriving there is processed only
+// when its outer destination is one of the addresses with the endpoint's
+// MAC, or one of the groups with the group's multicast MAC
+// (01:00:5e:… or 33:33:…). The check runs right after the parse, before
+// the decap capability check, a frame with broken inner headers included:
+// one pointer compare on frames of a port without an endpoint, and none on
+// untunnelled frames (the fast parse takes no tunnelled frame); with one,
+// a compare of the MAC and of each address (a handful) against the key.
+// An endpoint without addresses turns the filter off; vports take none.
+//
+// # Offloads
+//
+// VMs send with the kernel's default offloads: partial checksums
+// (CHECKSUM_PARTIAL) and TSO/GSO super-frames of up to 64 KB. The NIC
+// itself sees neither: the port binding (drivers/softnic/afpacket) reads
+// each frame's virtio-net header, completes the partial checksums it
+// names and cuts GSO super-frames into MTU-sized segments (hal/wire's
+// CompleteChecksum and Segmenter), on every port, so that rules match,
+// counters count and rings carry frames as the wire would, decapsulated
+// inner frames carry complete checksums, and the fixed-size buffers stay
+// MTU-sized. A segment that does not fit its egress after encapsulation
+// goes to the host with ReasonMTU like any frame. Callers of Port.Send and
+// Process that are not the binding hand over frames with complete
+// checksums and within the port's MTU.
 //
 // # Counters
 //

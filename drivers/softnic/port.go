@@ -21,6 +21,9 @@ type Port struct {
 	// ready is signalled when frames land in an empty transmit ring.
 	ready chan struct{}
 
+	// tun is the port's tunnel endpoint (uplinks only; nil: no filter).
+	tun atomic.Pointer[tunFilter]
+
 	rxPkts, rxBytes atomic.Uint64
 	txPkts, txBytes atomic.Uint64
 	drops, excs     atomic.Uint64

@@ -44,7 +44,7 @@ type step struct {
 
 // compile builds a program from actions that validate accepted.
 func (n *NIC) compile(acts []hal.Action) (*program, error) {
-	p := &program{actions: cloneActions(acts)}
+	p := &program{actions: hal.CloneActions(acts)}
 	for i := range acts {
 		a := &acts[i]
 		switch a.Kind {
@@ -92,16 +92,6 @@ func (n *NIC) compile(acts []hal.Action) (*program, error) {
 		}
 	}
 	return p, nil
-}
-
-func cloneActions(acts []hal.Action) []hal.Action {
-	out := append([]hal.Action(nil), acts...)
-	for i := range out {
-		if o := out[i].Encap.GeneveOptions; o != nil {
-			out[i].Encap.GeneveOptions = append([]byte(nil), o...)
-		}
-	}
-	return out
 }
 
 // hashActions fingerprints an action list for interning.

@@ -35,7 +35,7 @@ type writerState struct {
 	lastTuple *tuple
 	lastMask  hal.FlowKey // the match mask lastTuple was found for
 	lastProg  *program
-	fields    fieldsChecked // validate's memory of the last mask
+	checker   *hal.Checker // validate's checker, with its memory of the last mask
 	// progCache maps a cheap fingerprint of an action list (see
 	// quickActionsHash) to the programs last seen with it, most recent
 	// first: it spares the full hash and map lookup when rules alternate
@@ -60,6 +60,7 @@ type undoRec struct {
 func (w *writerState) init(n *NIC) {
 	*w = writerState{
 		n:          n,
+		checker:    hal.NewChecker(&n.caps),
 		tuples:     map[tupleKey]*tuple{},
 		progByHash: map[uint64][]*program{},
 		scopes:     map[hal.Scope]uint32{0: 0},
@@ -103,13 +104,17 @@ func (n *NIC) Validate(r *hal.Rule) error {
 	return n.validate(r, nil)
 }
 
-// validate checks r; fc (nil, or the writer's, under wmu) carries what
-// quickValid learnt from the previous rule.
-func (n *NIC) validate(r *hal.Rule, fc *fieldsChecked) error {
-	if !quickValid(&n.caps, r, fc) {
-		if err := hal.CheckRule(&n.caps, r); err != nil {
-			return err
-		}
+// validate checks r with hal.CheckRule, or with c (nil, or the writer's,
+// under wmu), which remembers the previous rule's mask.
+func (n *NIC) validate(r *hal.Rule, c *hal.Checker) error {
+	var err error
+	if c != nil {
+		err = c.Check(r)
+	} else {
+		err = hal.CheckRule(&n.caps, r)
+	}
+	if err != nil {
+		return err
 	}
 	if r.Match.Mask.TunKind != 0 && r.Match.Key.TunKind != hal.EncapNone && !n.caps.Decaps.Has(r.Match.Key.TunKind) {
 		return hal.Unsupported(DriverName, "match.tun_kind "+r.Match.Key.TunKind.String(),
@@ -148,29 +153,13 @@ func (n *NIC) ApplyAtomic(ctx context.Context, ops []hal.Op, results []hal.OpRes
 	return n.apply(ctx, ops, results, true)
 }
 
-func failAll(results []hal.OpResult, err error) error {
-	for i := range results {
-		results[i].Err = err
-	}
-	return hal.Summarize(results)
-}
-
 func (n *NIC) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult, atomicBatch bool) error {
-	if len(results) < len(ops) {
-		return fmt.Errorf("%s: apply: %d results for %d operations", DriverName, len(results), len(ops))
-	}
-	results = results[:len(ops)]
-	if err := ctx.Err(); err != nil {
-		return failAll(results, err)
-	}
 	n.wmu.Lock()
 	defer n.wmu.Unlock()
-	if n.closed.Load() {
-		return failAll(results, hal.ErrClosed)
+	if err := hal.CheckApply(ctx, &n.caps, n.closed.Load(), ops, results); err != nil {
+		return err
 	}
-	if len(ops) > n.maxBatch {
-		return failAll(results, fmt.Errorf("%w: %d operations, at most %d", ErrBatchTooLarge, len(ops), n.maxBatch))
-	}
+	results = results[:len(ops)]
 	w := &n.w
 	w.muts, w.undo, w.retired, w.carry, w.newProgs = w.muts[:0], w.undo[:0], w.retired[:0], w.carry[:0], w.newProgs[:0]
 	failed := false
@@ -209,7 +198,7 @@ func (w *writerState) do(op *hal.Op) error {
 	r := &op.Rule
 	switch op.Kind {
 	case hal.OpAdd, hal.OpModify:
-		if err := w.n.validate(r, &w.fields); err != nil {
+		if err := w.n.validate(r, w.checker); err != nil {
 			return err
 		}
 		old, exists := w.byID.get(r.ID)
@@ -482,7 +471,7 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 		info = hal.RuleInfo{
 			Rule: hal.Rule{
 				ID: id, Priority: e.prio, Match: unpackMatch(&t.key, &t.shape, &e.key),
-				Actions: cloneActions(w.progs[e.prog].actions), Cookie: e.cook,
+				Actions: hal.CloneActions(w.progs[e.prog].actions), Cookie: e.cook,
 				Scope: w.scopeOf[e.scope], Generation: hal.Generation(e.gen),
 			},
 			Location: hal.LocationUser,

@@ -67,6 +67,9 @@ type Disable struct {
 	// metadata; they go to the host with ReasonUnsupported.
 	Decaps      hal.EncapSet
 	Generations bool // Activate fails; rules with a scope or generation are refused
+	// TunnelFilter: SetTunnelEndpoint fails with ErrNotSupported and every
+	// tunnelled frame is processed, whatever its outer destination.
+	TunnelFilter bool
 }
 
 // Config configures a NIC.
@@ -151,7 +154,7 @@ var ErrRingFull = errors.New("softnic: transmit ring full")
 
 // ErrBatchTooLarge is the result of every operation of an Apply call with
 // more operations than Capabilities.MaxBatch; nothing of it is applied.
-var ErrBatchTooLarge = errors.New("softnic: batch larger than MaxBatch")
+var ErrBatchTooLarge = hal.ErrBatchTooLarge
 
 // New builds a NIC.
 func New(cfg Config) (*NIC, error) {
@@ -239,6 +242,7 @@ func (n *NIC) capabilities(cfg Config) hal.Capabilities {
 		Crypto:        cfg.Crypto,
 		ExceptionPath: true,
 		AtomicBatch:   true,
+		TunnelFilter:  !d.TunnelFilter,
 		Notes:         []string{"rules live in process memory; counters count the frame as it matched, Ethernet header included"},
 	}
 	if c.Generations {

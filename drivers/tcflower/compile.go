@@ -3,6 +3,7 @@ package tcflower
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 
 	"github.com/mdlayher/netlink"
 
@@ -32,6 +33,10 @@ type layout struct {
 	// hostChain is the exception path's chain ToHost rules jump to; 0
 	// when there is no exception path.
 	hostChain uint32
+	// nat: the kernel has act_nat, which rewrites an IPv4 address it
+	// knows the old value of and fixes the checksums the address is in
+	// whatever the frame's checksum state (see compileActions).
+	nat bool
 }
 
 // maxRulePriority is the highest hal priority that maps onto a tc priority:
@@ -245,13 +250,27 @@ func compileActions(l *layout, r *hal.Rule) ([]tcAction, int, error) {
 	var (
 		out      []tcAction
 		keys     []peditKey
+		nats     []tcAction
 		csum     uint32
 		encapDev *device
 		hostAct  = -1
 	)
-	k := &r.Match.Key
+	k, mk := &r.Match.Key, &r.Match.Mask
 	v6 := k.EthType == hal.EtherTypeIPv6
+	// The IPv4 addresses the frame is known to carry, as the rule's match
+	// pins them and its rewrites change them; invalid when unknown.
+	var curSrc, curDst netip.Addr
+	if !v6 && k.EthType == hal.EtherTypeIPv4 && mk.EthType == 0xffff {
+		if full4(mk.IPSrc) {
+			curSrc = hal.AddrFrom16(k.IPSrc)
+		}
+		if full4(mk.IPDst) {
+			curDst = hal.AddrFrom16(k.IPDst)
+		}
+	}
 	flush := func() {
+		out = append(out, nats...)
+		nats = nil
 		if len(keys) > 0 {
 			out = append(out, peditAction(keys))
 			keys = nil
@@ -278,6 +297,23 @@ func compileActions(l *layout, r *hal.Rule) ([]tcAction, int, error) {
 		case hal.ActionSetEthSrc:
 			keys = append(keys, peditBytes(pedItHTypeEth, 6, a.MAC[:])...)
 		case hal.ActionSetIPSrc, hal.ActionSetIPDst:
+			cur := &curSrc
+			if a.Kind == hal.ActionSetIPDst {
+				cur = &curDst
+			}
+			if l.nat && !v6 && cur.IsValid() {
+				// act_nat rewrites the address and fixes the IPv4 header
+				// checksum and the TCP/UDP/ICMP one, also in a frame whose
+				// sender left the checksum to the device (the pseudo-
+				// header sum it holds follows the address), where pedit
+				// and csum cannot: csum leaves a TSO/GSO frame alone, and
+				// the device would complete its checksum for the old
+				// address.
+				nats = append(nats, natAction(*cur, a.Addr, a.Kind == hal.ActionSetIPSrc))
+				*cur = a.Addr
+				break
+			}
+			*cur = a.Addr
 			off := 12
 			if a.Kind == hal.ActionSetIPDst {
 				off = 16
@@ -412,4 +448,9 @@ func ruleCookie(id hal.RuleID, c hal.Cookie) []byte {
 	binary.BigEndian.PutUint64(b, uint64(id))
 	binary.BigEndian.PutUint64(b[8:], uint64(c))
 	return b
+}
+
+// full4 reports whether an address mask covers a whole IPv4 address.
+func full4(m [16]byte) bool {
+	return m[12] == 0xff && m[13] == 0xff && m[14] == 0xff && m[15] == 0xff
 }

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -55,7 +54,6 @@ func newConfBed(t *testing.T) *confBed {
 		2: openPacketSock(t, ns, "vm2"),
 		3: openPacketSock(t, ns, "up1"),
 	}}
-	txChecksumOff(t, ns, "up0")
 	// Let the link-up chatter (IPv6 multicast reports) pass before the
 	// suite listens.
 	time.Sleep(time.Second)
@@ -118,7 +116,7 @@ func (h *confHarness) Send(port hal.PortID, frames ...[]byte) error {
 			// socket refuses it, as a wire would lose it.
 			continue
 		}
-		if err := unix.Sendto(s.fd, f, 0, &unix.SockaddrLinklayer{Ifindex: s.ifindex}); err != nil {
+		if err := s.sendRaw(f); err != nil {
 			return err
 		}
 	}
@@ -140,13 +138,17 @@ func chatter(f []byte) bool {
 	return next == hal.ProtoICMPv6 && (ip[8] == 1 || ip[8] == 255)
 }
 
+// Recv returns what the ports emitted as the wire would carry it: a
+// checksum the kernel left to the device (a veth hands it on partial) is
+// completed as a NIC with checksum offload completes it (see packetSock),
+// and a stripped VLAN tag is put back.
 func (h *confHarness) Recv(ctx context.Context, port hal.PortID, max int) ([][]byte, error) {
 	s := h.bed.socks[port]
 	if s == nil {
 		return nil, fmt.Errorf("no port %d: %w", port, hal.ErrNotFound)
 	}
 	var out [][]byte
-	buf := make([]byte, 65536)
+	buf := make([]byte, 65536+vnetHdrLen)
 	oob := make([]byte, 256)
 	for len(out) < max {
 		flags := 0
@@ -156,7 +158,7 @@ func (h *confHarness) Recv(ctx context.Context, port hal.PortID, max int) ([][]b
 			tv := unix.NsecToTimeval((20 * time.Millisecond).Nanoseconds())
 			_ = unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 		}
-		n, oobn, _, from, err := unix.Recvmsg(s.fd, buf, oob, flags)
+		fr, err := s.recvFrame(buf, oob, flags)
 		if err != nil {
 			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 				if len(out) > 0 {
@@ -169,11 +171,16 @@ func (h *confHarness) Recv(ctx context.Context, port hal.PortID, max int) ([][]b
 			}
 			return out, err
 		}
-		if sa, ok := from.(*unix.SockaddrLinklayer); ok && sa.Pkttype == unix.PACKET_OUTGOING {
+		if fr.outgoing {
 			continue
 		}
-		f := append([]byte(nil), buf[:n]...)
-		f = reinsertVLAN(f, oob[:oobn])
+		if fr.gso != 0 {
+			return out, fmt.Errorf("port %d emitted a %d-byte frame for segmentation (GSO type %d): the suite sends none that large", port, len(fr.data), fr.gso)
+		}
+		f := fr.data
+		if fr.hasVLAN {
+			f = withVLAN(f, fr.vlanTPID, fr.vlanTCI)
+		}
 		if chatter(f) {
 			continue
 		}
@@ -182,30 +189,15 @@ func (h *confHarness) Recv(ctx context.Context, port hal.PortID, max int) ([][]b
 	return out, nil
 }
 
-// reinsertVLAN puts back the 802.1Q tag the receiving kernel moved into
-// the packet's metadata, so that the suite sees the frame as it was on the
+// withVLAN puts back the 802.1Q tag the receiving kernel moved into the
+// packet's metadata, so that the suite sees the frame as it was on the
 // wire.
-func reinsertVLAN(f, oob []byte) []byte {
-	cms, err := unix.ParseSocketControlMessage(oob)
-	if err != nil || len(f) < 12 {
+func withVLAN(f []byte, tpid, tci uint16) []byte {
+	if len(f) < 12 {
 		return f
 	}
-	for _, cm := range cms {
-		if cm.Header.Level != unix.SOL_PACKET || cm.Header.Type != unix.PACKET_AUXDATA || len(cm.Data) < int(unsafe.Sizeof(unix.TpacketAuxdata{})) {
-			continue
-		}
-		aux := (*unix.TpacketAuxdata)(unsafe.Pointer(&cm.Data[0]))
-		if aux.Status&unix.TP_STATUS_VLAN_VALID == 0 {
-			continue
-		}
-		tpid := aux.Vlan_tpid
-		if aux.Status&unix.TP_STATUS_VLAN_TPID_VALID == 0 || tpid == 0 {
-			tpid = hal.EtherTypeVLAN
-		}
-		tag := []byte{byte(tpid >> 8), byte(tpid), byte(aux.Vlan_tci >> 8), byte(aux.Vlan_tci)}
-		return append(append(append([]byte(nil), f[:12]...), tag...), f[12:]...)
-	}
-	return f
+	tag := []byte{byte(tpid >> 8), byte(tpid), byte(tci >> 8), byte(tci)}
+	return append(append(append([]byte(nil), f[:12]...), tag...), f[12:]...)
 }
 
 func (h *confHarness) drain() {

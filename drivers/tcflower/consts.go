@@ -129,6 +129,8 @@ const (
 	tunKeyActSet     = 1
 	tunKeyActRelease = 2
 	tunKeyOptsGeneve = 1
+	natParms         = 1 // TCA_NAT_PARMS
+	natFlagEgress    = 1 // TCA_NAT_FLAG_EGRESS: rewrite the source
 	vlanParms        = 2
 	vlanPushID       = 3
 	vlanPushProto    = 4

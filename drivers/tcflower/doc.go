@@ -16,7 +16,9 @@
 //
 // Actions: Output is mirred egress redirect; Drop is gact shot; header
 // rewrites are one pedit (extended keys, encoded here since go-tc has no
-// pedit) followed by csum, because pedit leaves checksums stale; PushVLAN
+// pedit) followed by csum, because pedit leaves checksums stale, except an
+// IPv4 address the rule's match pins exactly, which act_nat rewrites (see
+// Checksums below); PushVLAN
 // and PopVLAN are act_vlan; Encap is tunnel_key set and a redirect to the
 // flow-based VXLAN or Geneve device named in [Config].Tunnels, which writes
 // the outer headers along the kernel's route; Decap matches the frame on
@@ -39,6 +41,71 @@
 // addresses are the user's, over IPv6 as over IPv4. tunnel_key is set
 // without "nocsum", so the device writes the outer UDP checksum (IPv6
 // requires one; over IPv4 the kernel writes one too).
+//
+// # Checksums
+//
+// A VM's kernel with checksum offload (a virtio NIC, a veth) leaves its
+// transport checksums to the device: the frame reaches the port with the
+// pseudo-header's sum in the checksum field (CHECKSUM_PARTIAL), often as a
+// TSO/GSO segment of up to 64 KiB, and a real NIC completes it on the wire.
+// The driver keeps that working: csum recomputes a rewritten frame's
+// checksums in full, but leaves a TSO/GSO frame alone, whose checksum then
+// stays the old addresses' pseudo-header sum; so an IPv4 address rewrite of
+// a rule whose match pins the old address (every unified flow of the
+// vswitch) is act_nat, which moves that sum with the address as the
+// kernel's own NAT does, whatever the frame's checksum state. Port rewrites
+// do not touch the pseudo-header. An IPv6 address rewrite, or an IPv4 one
+// of a rule that matches the address with a prefix (or on a kernel without
+// act_nat, which the notes say), is pedit and csum: right for every frame
+// but a TSO/GSO one, which leaves with wrong checksums. Encapsulation and
+// decapsulation are the kernel's tunnel devices', which handle both. The
+// exception path completes a checksum the sender left to the device before
+// the host sees the frame (the channel's socket says which frames), so
+// that the host gets it as the wire would carry it and can reinject it as
+// it is. The VM-tier tests run VMs' namespaces with their default offloads
+// through rewrite, encap, decap and the exception path, and check nstat's
+// UdpInCsumErrors and TcpInCsumErrors there, and every frame captured on
+// the way completed as a NIC would (a packet socket's virtio-net header
+// says which checksum the kernel left to the device); no test turns an
+// offload off.
+//
+// # The tunnel endpoint
+//
+// The driver implements hal.TunnelTerminator (Capabilities.TunnelFilter,
+// wherever it has a tunnel device): SetTunnelEndpoint makes an uplink
+// accept tunnelled frames only for the endpoint's addresses and MAC, and
+// for its multicast groups with the group's MAC. The uplink is a real
+// kernel interface, and the kernel keeps some foreign frames from its
+// tunnel devices by itself: one for another station's MAC
+// (PACKET_OTHERHOST, which a veth or a promiscuous NIC delivers) and one
+// for an address that is not local (forwarded instead, where the namespace
+// forwards) never reach a tunnel device's socket. But one for the subnet's
+// broadcast, the limited broadcast or a group anything on the host joined
+// does, and so does one for our address with a broadcast or multicast MAC:
+// the device decapsulates it and a decap rule that does not match the outer
+// destination delivers it. So the endpoint is filters in chain 0, on the
+// uplink's ingress, ahead of every rule:
+//
+//	prio 1  sealed-address frames: drop
+//	prio 2  UDP to a tunnel device's port, for one of the endpoint's addresses
+//	        and its MAC, or one of its groups and the group's MAC: gact ok,
+//	        into the kernel's stack (and so to the tunnel device and the
+//	        decap rules there), past the rules of the uplink
+//	prio 3  the rest of the UDP to the tunnel ports, IPv4 and IPv6: gact shot,
+//	        counted as hal.ReasonNotLocal in Stats and in the uplink's
+//	        PortCounters.Drops
+//	prio 4  the jump to the rules (generations, below)
+//
+// flower's EtherType is the one after up to two VLAN tags, so tagged
+// frames are filtered alike. An outer IP fragment has no UDP header to
+// match: it is a miss (a later fragment goes to the host with reason
+// fragment), and no fragment reaches a tunnel device. The groups are
+// joined on the uplink (one UDP socket per group holds the membership), so
+// that the kernel takes their frames at all; a replaced endpoint's new
+// accept filters land before the old ones go, and an endpoint without
+// addresses removes the filters and leaves the groups, as Close does.
+// Frames for other endpoints thus never reach a decap rule, a VM or the
+// host; without an endpoint the kernel's behaviour above is all there is.
 //
 // # Generations
 //
@@ -100,7 +167,12 @@
 // in_hw_count back from the kernel. The hw-tc-offload feature is read with
 // ethtool (and turned on where hardware placement is allowed and the device
 // can change it, then read back). Each tc action kind is probed the same
-// way; an action the kernel lacks is absent from Capabilities.Actions.
+// way; an action the kernel lacks is absent from Capabilities.Actions. A
+// probe answers three ways: the kernel took the filter (supported), refused
+// it for want of the feature (ENOENT, EOPNOTSUPP, EINVAL: not supported,
+// said in Capabilities.Notes), or the probe itself failed (EPERM, ENOBUFS,
+// a socket error, …): Open then fails with a *[ProbeError] giving the
+// reason, and never reads the failure as a missing feature.
 //
 // # Batches and errors
 //
@@ -131,8 +203,12 @@
 //     no rule takes go to the kernel's stack, not to the host's slow path;
 //     any other traffic of the host's own on the uplink is a miss.
 //   - Exceptions keep their order per port, but two ports' frames may
-//     interleave; a frame the port's driver merged (GRO) reaches the host
-//     merged, and checksums the sender left to offload stay partial.
+//     interleave; a frame the port's driver merged (GRO), or a VM's TSO
+//     segment, reaches the host as one frame of up to 64 KiB (its checksum
+//     completed).
+//   - An IPv6 address rewrite, and an IPv4 one whose old address the rule
+//     does not pin, leave a TSO/GSO frame with its old pseudo-header sum
+//     (see Checksums): the device that segments it writes wrong checksums.
 //   - Overlapping rules of equal priority are not ordered by RuleID, and
 //     flower refuses two rules with the same match and priority (EEXIST).
 //   - The outer MACs of an encapsulation come from the kernel's route and
@@ -161,6 +237,10 @@
 // on Debian's 6.1 kernel (internal/vmtest), with real namespaces, veths,
 // VXLAN and Geneve devices and real frames, over IPv4 and IPv6 underlays
 // (2001:db8::/32; TestKernelOuterIPv6 checks every outer IPv6 field the
-// kernel writes, its UDP checksum included). BenchmarkVMRuleRate and
-// BenchmarkVMActivate boot the VM for the figures.
+// kernel writes, its UDP checksum included), the tunnel endpoint
+// (TestKernelTunnelEndpoint: what the kernel decapsulates without it, what
+// it drops and counts with it) and checksums with default offloads
+// (TestKernelPartialChecksums*, TestKernelExceptionPartialChecksums).
+// `go test -run TestVM -args -vm.run PATTERN` runs a part of them.
+// BenchmarkVMRuleRate and BenchmarkVMActivate boot the VM for the figures.
 package tcflower

@@ -302,6 +302,20 @@ func peditBytes(htype uint16, off int, val []byte) []peditKey {
 	return keys
 }
 
+// natAction is act_nat rewriting IPv4 address old (the source when src is
+// set, else the destination) to new, with a /32 mask.
+func natAction(old, new netip.Addr, src bool) tcAction {
+	p := append(tcGen(tcActPipe), make([]byte, 16)...)
+	o, n := old.As4(), new.As4()
+	copy(p[20:], o[:])
+	copy(p[24:], n[:])
+	copy(p[28:], []byte{0xff, 0xff, 0xff, 0xff})
+	if src {
+		binary.NativeEndian.PutUint32(p[32:], natFlagEgress)
+	}
+	return tcAction{Kind: "nat", Opts: nestedOpts(func(e *netlink.AttributeEncoder) { e.Bytes(natParms, p) })}
+}
+
 // csumAction recomputes the checksums pedit invalidated.
 func csumAction(flags uint32) tcAction {
 	p := append(tcGen(tcActPipe), 0, 0, 0, 0)

@@ -10,6 +10,7 @@ import (
 	"github.com/mdlayher/netlink"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
 )
 
 // The exception path.
@@ -90,8 +91,10 @@ func tagFromTCI(tci uint16) uint16 { return uint16(tci>>13)*4095 + tci&0x0fff }
 // excReader is the channel's receive end.
 type excReader interface {
 	// recv receives one frame into buf, blocking up to the poll interval
-	// when wait is set; it returns errNoFrame when none came.
-	recv(buf []byte, wait bool) ([]byte, error)
+	// when wait is set; it returns errNoFrame when none came. partial says
+	// that the sender left the frame's transport checksum to the device
+	// (the field holds the pseudo-header's sum).
+	recv(buf []byte, wait bool) (f []byte, partial bool, err error)
 	close() error
 }
 
@@ -439,7 +442,7 @@ func (n *NIC) tailTo(next int) uint32 {
 // two tags, fills InPort, Reason and Rule, and copies the frame as it
 // arrived into e.Buf. It reports false for frames that are not the
 // driver's (the channel's own link chatter).
-func (n *NIC) decodeException(f []byte, e *hal.Exception) bool {
+func (n *NIC) decodeException(f []byte, partial bool, e *hal.Exception) bool {
 	if len(f) < 14+8 || binary.BigEndian.Uint16(f[12:]) != hal.EtherTypeVLAN || binary.BigEndian.Uint16(f[16:]) != hal.EtherTypeVLAN {
 		return false
 	}
@@ -466,7 +469,46 @@ func (n *NIC) decodeException(f []byte, e *hal.Exception) bool {
 	}
 	e.Len = k
 	e.Truncated = k < size
+	if partial && !e.Truncated {
+		completePartial(e.Frame())
+	}
 	return true
+}
+
+// completePartial does for a frame whose sender left its transport
+// checksum to the device (a VM's kernel with checksum offload, across a
+// veth) what that device would have done on the wire: the one's complement
+// sum of the transport header and payload, which the checksum field
+// starts with the pseudo-header's, goes complemented into the field. The
+// host gets the frame as a wire would carry it, and a frame it reinjects
+// is right. The transport header is the innermost one the frame parses
+// to: a VM that encapsulates itself leaves the inner checksum to the
+// device and writes the outer one over it (local checksum offload). A
+// frame that does not parse, or carries neither TCP nor UDP, is left as
+// it is.
+func completePartial(f []byte) {
+	var k hal.FlowKey
+	var l wire.Layout
+	if err := wire.Parse(f, 0, &k, &l); err != nil || l.L4 < 0 || l.End > len(f) {
+		return
+	}
+	var off int
+	switch l.Proto {
+	case hal.ProtoTCP:
+		off = 16
+	case hal.ProtoUDP:
+		off = 6
+	default:
+		return
+	}
+	if l.L4+off+2 > l.End {
+		return
+	}
+	c := wire.Checksum(f[l.L4:l.End], 0)
+	if c == 0 {
+		c = 0xffff // as the kernel's skb_checksum_help writes it
+	}
+	binary.BigEndian.PutUint16(f[l.L4+off:], c)
 }
 
 // ReadExceptions fills batch with the frames on the exception path: misses
@@ -498,7 +540,7 @@ func (n *NIC) ReadExceptions(ctx context.Context, batch []hal.Exception) (int, e
 				return 0, err
 			}
 		}
-		f, err := n.exc.reader.recv(n.excBuf, wait)
+		f, partial, err := n.exc.reader.recv(n.excBuf, wait)
 		if errors.Is(err, errNoFrame) {
 			if count > 0 {
 				return count, nil
@@ -511,7 +553,7 @@ func (n *NIC) ReadExceptions(ctx context.Context, batch []hal.Exception) (int, e
 			}
 			return count, &hal.OpError{Driver: driverName, Op: "read exceptions", Err: err}
 		}
-		if n.decodeException(f, &batch[count]) {
+		if n.decodeException(f, partial, &batch[count]) {
 			count++
 		}
 	}

@@ -82,7 +82,7 @@ func (n *NIC) buildExceptionPath() (string, error) {
 	if err != nil {
 		return fail(fmt.Errorf("packet socket on %s: %w", rxName, err))
 	}
-	ports := n.tunnelPorts()
+	ports := n.tunPorts
 	if err := n.installExceptionPath(tx, rxName, ports, r); err != nil {
 		// Closing the qdiscs later removes whatever filters landed.
 		return fail(err)
@@ -138,16 +138,16 @@ type packetReader struct {
 	s *afpacket.Socket
 }
 
-func (p *packetReader) recv(buf []byte, wait bool) ([]byte, error) {
+func (p *packetReader) recv(buf []byte, wait bool) ([]byte, bool, error) {
 	flags := 0
 	if !wait {
 		flags = unix.MSG_DONTWAIT
 	}
-	f, _, err := p.s.RecvFlags(buf, flags)
+	f, status, err := p.s.RecvFlags(buf, flags)
 	if errors.Is(err, afpacket.ErrTimeout) {
-		return nil, errNoFrame
+		return nil, false, errNoFrame
 	}
-	return f, err
+	return f, status&unix.TP_STATUS_CSUMNOTREADY != 0, err
 }
 
 func (p *packetReader) close() error { return p.s.Close() }

@@ -13,38 +13,50 @@ import (
 	"github.com/mdlayher/netlink"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
 )
 
 // fakeReader is an exception channel fed by the test.
 type fakeReader struct {
-	mu     sync.Mutex
-	frames [][]byte
-	closed bool
+	mu      sync.Mutex
+	frames  [][]byte
+	partial []bool
+	closed  bool
 }
 
 func (r *fakeReader) push(fs ...[]byte) {
 	r.mu.Lock()
 	r.frames = append(r.frames, fs...)
+	r.partial = append(r.partial, make([]bool, len(fs))...)
 	r.mu.Unlock()
 }
 
-func (r *fakeReader) recv(buf []byte, wait bool) ([]byte, error) {
+// pushPartial queues a frame whose transport checksum its sender left to
+// the device, as the channel's socket reports it.
+func (r *fakeReader) pushPartial(f []byte) {
+	r.mu.Lock()
+	r.frames = append(r.frames, f)
+	r.partial = append(r.partial, true)
+	r.mu.Unlock()
+}
+
+func (r *fakeReader) recv(buf []byte, wait bool) ([]byte, bool, error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return nil, errors.New("fake reader closed")
+		return nil, false, errors.New("fake reader closed")
 	}
 	if len(r.frames) == 0 {
 		r.mu.Unlock()
 		if wait {
 			time.Sleep(time.Millisecond)
 		}
-		return nil, errNoFrame
+		return nil, false, errNoFrame
 	}
-	f := r.frames[0]
-	r.frames = r.frames[1:]
+	f, p := r.frames[0], r.partial[0]
+	r.frames, r.partial = r.frames[1:], r.partial[1:]
 	r.mu.Unlock()
-	return buf[:copy(buf, f)], nil
+	return buf[:copy(buf, f)], p, nil
 }
 
 func (r *fakeReader) close() error {
@@ -823,5 +835,60 @@ func TestDecTTLRule(t *testing.T) {
 	wantAttr(t, top, tcaChain, u32(ttlChain), "flush after delete: TCA_CHAIN")
 	if len(n.hostSlots.byRule) != 0 {
 		t.Errorf("tags still taken after the delete: %v", n.hostSlots.byRule)
+	}
+}
+
+// A frame whose sender left its checksum to the device reaches the host
+// completed, as the wire would carry it; a frame the channel does not say
+// that of is left as it is.
+func TestReadExceptionsCompletesPartialChecksums(t *testing.T) {
+	n, r := fakeExcNIC(t, &fakeKernel{})
+	ctx := context.Background()
+	type frameCase struct {
+		name string
+		spec wire.FrameSpec
+	}
+	for _, c := range []frameCase{
+		{"UDP/IPv4", wire.FrameSpec{Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: hal.ProtoUDP, SrcPort: 5, DstPort: 7, Payload: []byte("partial")}},
+		{"TCP/IPv6", wire.FrameSpec{Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2"), Proto: hal.ProtoTCP, SrcPort: 5, DstPort: 7, Payload: []byte("partial, odd")}},
+		{"tagged TCP/IPv4", wire.FrameSpec{VLAN: 9, Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: hal.ProtoTCP, SrcPort: 5, DstPort: 7, Payload: []byte("x")}},
+	} {
+		full := wire.Build(c.spec)
+		var k hal.FlowKey
+		var l wire.Layout
+		if err := wire.Parse(full, 0, &k, &l); err != nil {
+			t.Fatal(err)
+		}
+		off := l.L4 + 6
+		if l.Proto == hal.ProtoTCP {
+			off = l.L4 + 16
+		}
+		// What the sender's kernel hands the device: the pseudo-header
+		// sum, uncomplemented, in the field.
+		partial := append([]byte(nil), full...)
+		ip := partial[l.L3:]
+		var src, dst []byte
+		if l.EthType == hal.EtherTypeIPv4 {
+			src, dst = ip[12:16], ip[16:20]
+		} else {
+			src, dst = ip[8:24], ip[24:40]
+		}
+		ps := wire.PseudoHeaderSum(src, dst, l.Proto, l.End-l.L4)
+		binary.BigEndian.PutUint16(partial[off:], ^wire.Fold(ps))
+		if bytes.Equal(partial, full) {
+			t.Fatalf("%s: the partial frame equals the full one", c.name)
+		}
+		r.pushPartial(tagged(partial, 1, uint16(hal.ReasonMiss)))
+		r.push(tagged(partial, 1, uint16(hal.ReasonMiss)))
+		batch := newBatch(2, 2048)
+		if got, err := n.ReadExceptions(ctx, batch); err != nil || got != 2 {
+			t.Fatalf("%s: ReadExceptions: %d, %v", c.name, got, err)
+		}
+		if !bytes.Equal(batch[0].Frame(), full) {
+			t.Errorf("%s: a frame left to the device reached the host as\n% x\nwant it completed\n% x", c.name, batch[0].Frame(), full)
+		}
+		if !bytes.Equal(batch[1].Frame(), partial) {
+			t.Errorf("%s: a frame the channel did not call partial was changed", c.name)
+		}
 	}
 }

@@ -3,8 +3,12 @@ package tcflower
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
 )
 
 // FuzzParseFilter feeds arbitrary dump messages to the decoder: it must
@@ -71,6 +75,40 @@ func FuzzUDP6Ports(f *testing.F) {
 			if !strings.Contains(upper, fmt.Sprintf("%X", p)) {
 				t.Fatalf("port %d (%#x) is not in the table %q", p, p, table)
 			}
+		}
+	})
+}
+
+// FuzzDecodeException feeds arbitrary frames from the exception channel to
+// the decoder, as left to the device or not: it must never panic, take
+// only frames with the two tags, and change nothing of a frame left to the
+// device but its transport checksum field (two bytes).
+func FuzzDecodeException(f *testing.F) {
+	n := &NIC{ports: []hal.Port{{ID: 1}, {ID: 2}}}
+	f.Add(tagged(wire.Build(wire.FrameSpec{Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: hal.ProtoUDP, SrcPort: 1, DstPort: 2}), 1, uint16(hal.ReasonMiss)), true)
+	f.Add(tagged(wire.Build(wire.FrameSpec{Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2"), Proto: hal.ProtoTCP, SrcPort: 1, DstPort: 2}), 2, uint16(hal.ReasonMiss)), true)
+	f.Add([]byte{}, false)
+	f.Fuzz(func(t *testing.T, b []byte, partial bool) {
+		as := hal.Exception{Buf: make([]byte, 2048)}
+		ok := n.decodeException(b, partial, &as)
+		plain := hal.Exception{Buf: make([]byte, 2048)}
+		if okPlain := n.decodeException(b, false, &plain); ok != okPlain {
+			t.Fatalf("taken %v as left to the device, %v otherwise", ok, okPlain)
+		}
+		if !ok {
+			return
+		}
+		if len(b) < 22 || as.Len != min(len(b)-8, len(as.Buf)) || as.Len != plain.Len {
+			t.Fatalf("took a %d-byte frame as %d (%d) bytes", len(b), as.Len, plain.Len)
+		}
+		var diff []int
+		for i := range as.Frame() {
+			if as.Buf[i] != plain.Buf[i] {
+				diff = append(diff, i)
+			}
+		}
+		if len(diff) > 2 || (len(diff) == 2 && diff[1] != diff[0]+1) || (!partial && len(diff) > 0) {
+			t.Fatalf("completing the checksum changed bytes %v", diff)
 		}
 	})
 }

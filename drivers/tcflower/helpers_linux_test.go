@@ -16,7 +16,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/safchain/ethtool"
 	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/hal"
@@ -139,7 +138,6 @@ func newTopology(t testing.TB) *topology {
 	ns.ip("neigh", "replace", underlayRemote, "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
 	tp.remote.ip("neigh", "replace", underlayLocal, "lladdr", "02:4e:50:00:00:a1", "dev", "up1", "nud", "permanent")
 	tp.upMAC = hal.MustMAC("02:4e:50:00:00:a1")
-	txChecksumOff(t, ns, "up0")
 	return tp
 }
 
@@ -188,7 +186,12 @@ func (tp *topology) leftovers(t testing.TB) string {
 }
 
 // packetSock is an AF_PACKET socket on one interface of a namespace: what
-// a VM or a remote host sends and sees.
+// a VM or a remote host sends and sees. It carries a virtio-net header
+// (PACKET_VNET_HDR) on every frame, which says when the kernel left a
+// frame's checksum to the device (a veth passes such frames on as they
+// are, with the pseudo-header sum in the checksum field, where a real NIC
+// would complete it on the wire): recv completes it there, as that NIC
+// would, so that what the test checks is what the wire would carry.
 type packetSock struct {
 	fd      int
 	ifindex int
@@ -210,6 +213,9 @@ func openPacketSock(t testing.TB, ns *netNS, ifname string) *packetSock {
 		ps.ifindex = idx
 		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: idx}); err != nil {
 			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			return fmt.Errorf("PACKET_VNET_HDR: %w", err)
 		}
 		// The VLAN tag the kernel strips on receive comes back as
 		// auxiliary data.
@@ -236,20 +242,116 @@ func ifIndex(fd int, name string) (int, error) {
 	return int(ifr.Uint32()), nil
 }
 
+// vnetHdrLen is struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size,
+// csum_start, csum_offset.
+const vnetHdrLen = 10
+
+const (
+	vnetNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
+	vnetDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID
+)
+
+// sendRaw writes one frame with a virtio-net header that asks for nothing
+// (no checksum, no segmentation): the frame goes out as it is.
+func (ps *packetSock) sendRaw(f []byte) error {
+	b := make([]byte, vnetHdrLen+len(f))
+	copy(b[vnetHdrLen:], f)
+	return unix.Sendto(ps.fd, b, 0, &unix.SockaddrLinklayer{Ifindex: ps.ifindex})
+}
+
 func (ps *packetSock) send(t testing.TB, frames ...[]byte) {
 	t.Helper()
 	for _, f := range frames {
-		if err := unix.Sendto(ps.fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ps.ifindex}); err != nil {
+		if err := ps.sendRaw(f); err != nil {
 			t.Fatalf("send: %v", err)
 		}
 	}
 }
 
-// frame is a received frame with the VLAN tag the kernel stripped, if any.
+// frame is a received frame, its checksum completed where the kernel left
+// it to the device, and with the VLAN tag the kernel stripped, if any.
 type frame struct {
-	data    []byte
-	vlanTCI uint16
-	hasVLAN bool
+	data     []byte
+	vlanTCI  uint16
+	vlanTPID uint16
+	hasVLAN  bool
+	// partial: the kernel left the checksum at csumStart+csumOffset to the
+	// device; data holds it completed. gso is the virtio GSO type of a
+	// frame the device would have segmented (0: none).
+	partial    bool
+	csumStart  int
+	csumOffset int
+	gso        uint8
+	outgoing   bool // the socket's own interface sent it
+}
+
+// completeChecksum does what a device with checksum offload does for a
+// CHECKSUM_PARTIAL frame: the one's complement sum from start to the end
+// of the frame (the field at start+off holds the pseudo-header's sum) goes,
+// complemented, into the field (0 as 0xffff, as skb_checksum_help does).
+func completeChecksum(b []byte, start, off int) error {
+	if start < 0 || start+off+2 > len(b) {
+		return fmt.Errorf("checksum at %d+%d outside a %d-byte frame", start, off, len(b))
+	}
+	var s uint32
+	for i := start; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if (len(b)-start)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	c := ^uint16(s)
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(b[start+off:], c)
+	return nil
+}
+
+// recvFrame receives one frame (flags as recvmsg's) into buf.
+func (ps *packetSock) recvFrame(buf, oob []byte, flags int) (frame, error) {
+	nr, oobn, _, from, err := unix.Recvmsg(ps.fd, buf, oob, flags)
+	if err != nil {
+		return frame{}, err
+	}
+	if nr < vnetHdrLen {
+		return frame{}, fmt.Errorf("a %d-byte read, shorter than its virtio-net header", nr)
+	}
+	f := frame{data: append([]byte(nil), buf[vnetHdrLen:nr]...)}
+	if sa, ok := from.(*unix.SockaddrLinklayer); ok && sa.Pkttype == unix.PACKET_OUTGOING {
+		f.outgoing = true
+	}
+	h := buf[:vnetHdrLen]
+	f.gso = h[1]
+	if h[0]&vnetNeedsCsum != 0 {
+		f.partial = true
+		f.csumStart = int(binary.NativeEndian.Uint16(h[6:]))
+		f.csumOffset = int(binary.NativeEndian.Uint16(h[8:]))
+		if err := completeChecksum(f.data, f.csumStart, f.csumOffset); err != nil {
+			return frame{}, err
+		}
+	}
+	if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, cm := range cms {
+			if cm.Header.Level == unix.SOL_PACKET && cm.Header.Type == unix.PACKET_AUXDATA && len(cm.Data) >= int(unsafe.Sizeof(unix.TpacketAuxdata{})) {
+				var aux unix.TpacketAuxdata
+				copy(unsafe.Slice((*byte)(unsafe.Pointer(&aux)), unsafe.Sizeof(aux)), cm.Data)
+				if aux.Status&unix.TP_STATUS_CSUMNOTREADY != 0 != f.partial {
+					return frame{}, fmt.Errorf("auxdata says checksum not ready %v, the virtio-net header says partial %v", aux.Status&unix.TP_STATUS_CSUMNOTREADY != 0, f.partial)
+				}
+				if aux.Status&unix.TP_STATUS_VLAN_VALID != 0 {
+					f.vlanTCI, f.hasVLAN, f.vlanTPID = aux.Vlan_tci, true, hal.EtherTypeVLAN
+					if aux.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 && aux.Vlan_tpid != 0 {
+						f.vlanTPID = aux.Vlan_tpid
+					}
+				}
+			}
+		}
+	}
+	return f, nil
 }
 
 // recv collects frames that want accepts until it has n or d passes.
@@ -257,7 +359,7 @@ func (ps *packetSock) recv(t testing.TB, n int, d time.Duration, want func([]byt
 	t.Helper()
 	deadline := time.Now().Add(d)
 	var got []frame
-	buf := make([]byte, 65536)
+	buf := make([]byte, 65536+vnetHdrLen)
 	oob := make([]byte, 256)
 	for len(got) < n {
 		left := time.Until(deadline)
@@ -266,26 +368,15 @@ func (ps *packetSock) recv(t testing.TB, n int, d time.Duration, want func([]byt
 		}
 		tv := unix.NsecToTimeval(left.Nanoseconds())
 		_ = unix.SetsockoptTimeval(ps.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-		nr, oobn, _, from, err := unix.Recvmsg(ps.fd, buf, oob, 0)
+		f, err := ps.recvFrame(buf, oob, 0)
 		if err != nil {
 			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 				continue
 			}
 			t.Fatalf("recv: %v", err)
 		}
-		if sa, ok := from.(*unix.SockaddrLinklayer); ok && sa.Pkttype == unix.PACKET_OUTGOING {
+		if f.outgoing {
 			continue // our own transmissions
-		}
-		f := frame{data: append([]byte(nil), buf[:nr]...)}
-		if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
-			for _, cm := range cms {
-				if cm.Header.Level == unix.SOL_PACKET && cm.Header.Type == unix.PACKET_AUXDATA && len(cm.Data) >= int(unsafe.Sizeof(unix.TpacketAuxdata{})) {
-					aux := (*unix.TpacketAuxdata)(unsafe.Pointer(&cm.Data[0]))
-					if aux.Status&unix.TP_STATUS_VLAN_VALID != 0 {
-						f.vlanTCI, f.hasVLAN = aux.Vlan_tci, true
-					}
-				}
-			}
 		}
 		if want == nil || want(f.data) {
 			got = append(got, f)
@@ -397,22 +488,4 @@ func vxlanFrame(srcMAC, dstMAC hal.MAC, src, dst string, vni uint32, inner []byt
 	binary.BigEndian.PutUint16(u[4:], uint16(udpLen))
 	copy(u[8:], vx)
 	return b
-}
-
-// txChecksumOff makes the kernel finish transmit checksums in software on
-// ifname: a veth would otherwise hand the peer partial checksums that a
-// real NIC completes on the wire, and the captures would show them wrong.
-func txChecksumOff(t testing.TB, ns *netNS, ifname string) {
-	t.Helper()
-	err := inNetNS(ns.Path, func() error {
-		et, err := ethtool.NewEthtool()
-		if err != nil {
-			return err
-		}
-		defer et.Close()
-		return et.Change(ifname, map[string]bool{"tx-checksum-ip-generic": false})
-	})
-	if err != nil {
-		t.Fatalf("ethtool -K %s tx off: %v", ifname, err)
-	}
 }

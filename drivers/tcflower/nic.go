@@ -42,7 +42,7 @@ const maxBatch = 1 << 20
 // Structural filters: priorities and handle.
 const (
 	prioSealed   = 1      // chain 0: drop sealed-address frames, first
-	prioHead     = 2      // chain 0: jump to the first scope's dispatch chain
+	prioHead     = 4      // chain 0: jump to the first scope's dispatch chain (after the tunnel endpoint's filters, endpoint.go)
 	prioDispatch = 1      // the only filter of a dispatch chain
 	prioTail     = 0xffff // after every rule of a generation chain
 	structHandle = 1      // handle of the structural filters
@@ -87,6 +87,10 @@ type NIC struct {
 	exc *exceptionPath
 	// hostSlots names the ToHost rules in the frames' reason tags.
 	hostSlots hostSlots
+	// tunPorts are the UDP ports the tunnel devices receive on.
+	tunPorts []uint16
+	// groups joins an endpoint's multicast groups; nil in unit tests.
+	groups groupJoiner
 	// stopped is set by Close before anything else, so that a reader
 	// blocked in ReadExceptions (which never takes mu) leaves.
 	stopped atomic.Bool
@@ -102,6 +106,10 @@ type NIC struct {
 	nextChain  uint32
 	nextHandle uint32
 	headTarget uint32 // dispatch chain chain 0 jumps to; 0 = none yet
+	// endpoints are the uplinks' tunnel endpoints (endpoint.go);
+	// retiredNotLocal the not-local drops of endpoints since removed.
+	endpoints       map[hal.PortID]*endpointState
+	retiredNotLocal map[hal.PortID]uint64
 }
 
 // sysOps are what the NIC needs from the OS beyond netlink.
@@ -114,6 +122,7 @@ func newNIC(conn *netlink.Conn, cfg Config, block, flags uint32, lay layout, dev
 	n := &NIC{
 		cfg: cfg, conn: conn, block: block, flags: flags, lay: lay, devs: devs,
 		rules: map[hal.RuleID]*installed{}, nextChain: 1, nextHandle: 1,
+		endpoints: map[hal.PortID]*endpointState{}, retiredNotLocal: map[hal.PortID]uint64{},
 	}
 	for _, d := range devs {
 		if d.ID != 0 {
@@ -384,27 +393,14 @@ type pendingOp struct {
 // Apply programs a batch: the operations' messages go to the kernel in as
 // few sendmsg calls as possible, and results say which landed.
 func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
-	if len(results) < len(ops) {
-		return fmt.Errorf("tcflower: %d results for %d operations", len(results), len(ops))
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := hal.CheckApply(ctx, &n.caps, n.closed, ops, results); err != nil {
+		return err
 	}
 	results = results[:len(ops)]
 	for i := range results {
 		results[i] = hal.OpResult{}
-	}
-	if len(ops) > maxBatch {
-		err := unsupported("batch", "%d operations; the driver takes at most %d per Apply", len(ops), maxBatch)
-		for i := range results {
-			results[i].Err = err
-		}
-		return hal.Summarize(results)
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		for i := range results {
-			results[i].Err = hal.ErrClosed
-		}
-		return hal.Summarize(results)
 	}
 	// ToHost rules hold a reason-tag value; the ones this batch touched give
 	// theirs back unless they are installed ToHost rules at the end.
@@ -499,7 +495,7 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 				results[i].Err = err
 				continue
 			}
-			in := &installed{rule: cloneRule(&op.Rule), chain: chain, prio: tcPrio(op.Rule.Priority)}
+			in := &installed{rule: op.Rule.Clone(), chain: chain, prio: tcPrio(op.Rule.Priority)}
 			if comp.ttl || (old != nil && old.ttlChain != 0) {
 				// A chain of the rule's own comes and goes with it: one
 				// message at a time.
@@ -583,17 +579,6 @@ func (in *installed) spec(c *compiled, flags uint32) *filterSpec {
 	}
 }
 
-func cloneRule(r *hal.Rule) hal.Rule {
-	c := *r
-	c.Actions = append([]hal.Action(nil), r.Actions...)
-	for i := range c.Actions {
-		if o := c.Actions[i].Encap.GeneveOptions; o != nil {
-			c.Actions[i].Encap.GeneveOptions = append([]byte(nil), o...)
-		}
-	}
-	return c
-}
-
 // --- dumps and counters ---
 
 // dumpChain lists the flower filters of one chain of the block.
@@ -669,7 +654,7 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 				return nil // not ours, or the old half of a modify in flight
 			}
 			infos = append(infos, hal.RuleInfo{
-				Rule:     cloneRule(&in.rule),
+				Rule:     in.rule.Clone(),
 				Location: n.location(f),
 				Live:     n.live(&in.rule),
 				Counters: hal.Counters{Packets: f.Packets, Bytes: f.Bytes},
@@ -767,10 +752,16 @@ func (n *NIC) PortCounters(ctx context.Context, port hal.PortID) (hal.PortCounte
 	if err != nil {
 		return hal.PortCounters{}, err
 	}
+	// Frames a tc filter drops are not in the interface's counters: the
+	// tunnel endpoint's drops of the port are added.
+	notLocal, err := n.notLocalDrops()
+	if err != nil {
+		return hal.PortCounters{}, err
+	}
 	return hal.PortCounters{
 		Rx:         hal.Counters{Packets: st.rxPackets, Bytes: l3(st.rxBytes, st.rxPackets)},
 		Tx:         hal.Counters{Packets: st.txPackets, Bytes: l3(st.txBytes, st.txPackets)},
-		Drops:      st.rxDropped + st.txDropped,
+		Drops:      st.rxDropped + st.txDropped + notLocal[port],
 		Exceptions: exc,
 	}, nil
 }
@@ -809,9 +800,10 @@ func (n *NIC) installSealedDrop() error {
 }
 
 // Stats reports drops and exceptions by reason: sealed-address frames from
-// the filter that drops them, misses and fragments from the exception
-// path's own filters, the others from the counters of the drop and ToHost
-// rules.
+// the filter that drops them, tunnelled frames for another endpoint from
+// the tunnel endpoint's drop filters, misses and fragments from the
+// exception path's own filters, the others from the counters of the drop
+// and ToHost rules.
 func (n *NIC) Stats(ctx context.Context) (hal.Stats, error) {
 	var s hal.Stats
 	n.mu.Lock()
@@ -825,6 +817,13 @@ func (n *NIC) Stats(ctx context.Context) (hal.Stats, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		var notLocal map[hal.PortID]uint64
+		notLocal, err = n.notLocalDrops()
+		for _, c := range notLocal {
+			s.Drops[hal.ReasonNotLocal] += c
+		}
+	}
 	if err == nil {
 		s.Exceptions, _, err = n.exceptionCounts(0)
 	}
@@ -929,6 +928,7 @@ func (n *NIC) Close() error {
 		}
 	}
 	n.rules = nil
+	errs = append(errs, n.closeEndpoints())
 	if n.sys != nil {
 		errs = append(errs, n.sys.close())
 	}

@@ -8,6 +8,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -169,7 +171,12 @@ func open(ctx context.Context, conn *netlink.Conn, cfg Config) (*NIC, error) {
 		undo()
 		return nil, err
 	}
-	n.sys = sys
+	n.sys, n.groups = sys, sys
+	n.tunPorts = n.tunnelPorts()
+	if n.caps.Decaps != 0 && len(n.tunPorts) > 0 {
+		n.caps.TunnelFilter = true
+		n.caps.Notes = append(n.caps.Notes, fmt.Sprintf("tunnel filter: SetTunnelEndpoint puts flower filters on the uplink's ingress ahead of every rule: UDP to ports %v for the endpoint's addresses and MAC (or a group's address and MAC) passes into the kernel's stack, the rest is dropped and counted under not_local; the groups are joined on the uplink", n.tunPorts))
+	}
 	n.openExceptionPath()
 	return n, nil
 }
@@ -225,18 +232,23 @@ func (n *NIC) freeBlock() (uint32, error) {
 }
 
 // probeFilter installs a filter with the given flags and actions in the
-// probe chain and removes it again.
-func (n *NIC) probeFilter(flags uint32, acts ...tcAction) error {
+// probe chain and removes it again. It answers as probeOutcome says: nil
+// (the kernel takes it), an error wrapping hal.ErrNotSupported (it does not
+// have what the filter needs), or a *ProbeError naming what (the probe
+// itself failed).
+func (n *NIC) probeFilter(what string, flags uint32, acts ...tcAction) error {
 	f := &filterSpec{Chain: probeChain, Prio: 1, Handle: 1, Flags: flags, Actions: acts}
 	m, err := n.filterMsg(f, netlink.Create|netlink.Excl)
 	if err != nil {
-		return err
+		return &ProbeError{Probe: what, Err: err}
 	}
 	if err := n.do(m); err != nil {
-		return kernelError(err)
+		return probeOutcome(what, kernelError(err))
 	}
 	if err := n.do(n.delFilterMsg(probeChain, 1, 1)); err != nil {
-		return fmt.Errorf("tcflower: removing a probe filter: %w", kernelError(err))
+		// The kernel took the filter: whatever the removal says, the probe
+		// did not find the feature missing.
+		return &ProbeError{Probe: what + " (removing the probe filter)", Err: kernelError(err)}
 	}
 	return nil
 }
@@ -246,12 +258,19 @@ func (n *NIC) probeFilter(flags uint32, acts ...tcAction) error {
 func (n *NIC) probe(ctx context.Context) error {
 	notes := []string{}
 	// flower itself, with gact (drop): every rule and the generation
-	// chains need them.
-	if err := n.probeFilter(clsFlagsSkipHW, gactAction(tcActShot)); err != nil {
-		return fmt.Errorf("tcflower: the kernel takes no flower filter with a gact action (cls_flower / act_gact missing?): %w", wrapNotSupported(err))
+	// chains need them. A probe that failed (rather than found the feature
+	// missing) fails Open with its reason: it is never read as absent.
+	if err := n.probeFilter("flower with gact", clsFlagsSkipHW, gactAction(tcActShot)); err != nil {
+		if probeFailed(err) {
+			return err
+		}
+		return fmt.Errorf("tcflower: the kernel takes no flower filter with a gact action (cls_flower / act_gact missing?): %w", err)
 	}
 	// Hardware: a skip_sw filter lands only where a device offloads tc.
-	hwErr := n.probeFilter(clsFlagsSkipSW, gactAction(tcActShot))
+	hwErr := n.probeFilter("skip_sw filter", clsFlagsSkipSW, gactAction(tcActShot))
+	if probeFailed(hwErr) {
+		return hwErr
+	}
 	offload := n.ethtoolProbe(&notes)
 	hasHW := hwErr == nil
 	if hwErr != nil {
@@ -283,19 +302,35 @@ func (n *NIC) probe(ctx context.Context) error {
 	}
 
 	acts := hal.ActionsOf(hal.ActionDrop, hal.ActionCount)
+	// has answers whether the kernel takes action a; the first probe that
+	// failed (rather than found the action missing) is kept in failed, and
+	// Open fails with it.
+	var failed error
 	has := func(kind string, a tcAction) bool {
-		err := n.probeFilter(n.flags&^clsFlagsSkipSW|clsFlagsSkipHW, a)
-		if err != nil {
-			notes = append(notes, fmt.Sprintf("action %s unavailable: %v", kind, err))
+		if failed != nil {
 			return false
 		}
-		return true
+		err := n.probeFilter("action "+kind, n.flags&^clsFlagsSkipSW|clsFlagsSkipHW, a)
+		switch {
+		case err == nil:
+			return true
+		case probeFailed(err):
+			failed = err
+		default:
+			notes = append(notes, fmt.Sprintf("action %s unavailable: %v", kind, err))
+		}
+		return false
 	}
 	if has("mirred", mirredRedirect(n.devs[0].Ifindex)) {
 		acts |= hal.ActionsOf(hal.ActionOutput)
 	}
 	if has("pedit", peditAction(peditBytes(pedItHTypeEth, 0, []byte{0}))) && has("csum", csumAction(csumFlagIPv4Hdr)) {
 		acts |= hal.ActionsOf(hal.ActionSetEthSrc, hal.ActionSetEthDst, hal.ActionSetIPSrc, hal.ActionSetIPDst, hal.ActionSetL4Src, hal.ActionSetL4Dst)
+		if has("nat", natAction(netip.IPv4Unspecified(), netip.IPv4Unspecified(), false)) {
+			n.lay.nat = true
+			notes = append(notes, "IPv4 address rewrites of rules that match the address exactly use act_nat, which keeps the checksum right in a frame whose sender left it to the device (TSO/GSO included)")
+		}
+		notes = append(notes, "address rewrites by pedit and csum (IPv6, or an IPv4 address the rule does not match exactly"+map[bool]string{true: "", false: ", or every one: no act_nat"}[n.lay.nat]+"): csum leaves a TSO/GSO frame alone, whose checksum then stays the old addresses' pseudo-header sum, and the device that segments it writes wrong checksums")
 	}
 	if has("vlan", vlanPop()) {
 		acts |= hal.ActionsOf(hal.ActionPushVLAN, hal.ActionPopVLAN)
@@ -304,7 +339,11 @@ func (n *NIC) probe(ctx context.Context) error {
 	match := hal.MatchInPort | hal.MatchEthSrc | hal.MatchEthDst | hal.MatchEthType | hal.MatchVLAN |
 		hal.MatchIPv4Src | hal.MatchIPv4Dst | hal.MatchIPv6Src | hal.MatchIPv6Dst | hal.MatchIPProto |
 		hal.MatchL4Src | hal.MatchL4Dst
-	if len(n.lay.tunnels) > 0 && has("tunnel_key", tunnelKeyUnset()) && acts.Has(hal.ActionOutput) {
+	tunnels := len(n.lay.tunnels) > 0 && has("tunnel_key", tunnelKeyUnset()) && acts.Has(hal.ActionOutput)
+	if failed != nil {
+		return failed
+	}
+	if tunnels {
 		for k := range n.lay.tunnels {
 			encaps |= hal.EncapsOf(k)
 		}
@@ -390,13 +429,6 @@ func (n *NIC) probeOuter6() string {
 	return strings.Join(parts, "; ")
 }
 
-func wrapNotSupported(err error) error {
-	if errors.Is(err, hal.ErrNotSupported) {
-		return err
-	}
-	return fmt.Errorf("%w: %w", hal.ErrNotSupported, err)
-}
-
 // ethtoolProbe reads each port's driver and hw-tc-offload feature, turning
 // the feature on (and reading it back) where hardware placement is allowed
 // and the device can change it. It returns a summary for the notes.
@@ -455,13 +487,14 @@ func onOff(b bool) string {
 func inNetNS(path string, fn func() error) error { return nsexec.Do(path, fn) }
 
 // linuxSys injects frames with an AF_PACKET socket per port, opened in the
-// ports' namespace.
+// ports' namespace, and joins multicast groups there.
 type linuxSys struct {
+	ns    string
 	socks map[uint32]*afpacket.Socket // by ifindex
 }
 
 func newLinuxSys(ns string, ports map[hal.PortID]*device) (*linuxSys, error) {
-	s := &linuxSys{socks: map[uint32]*afpacket.Socket{}}
+	s := &linuxSys{ns: ns, socks: map[uint32]*afpacket.Socket{}}
 	err := inNetNS(ns, func() error {
 		for _, d := range ports {
 			// Send only: a socket that received would copy every frame on
@@ -504,4 +537,51 @@ func (s *linuxSys) close() error {
 		delete(s.socks, ifindex)
 	}
 	return errors.Join(errs...)
+}
+
+// memberships are UDP sockets that hold multicast group memberships on an
+// interface; Close leaves the groups.
+type memberships []int
+
+func (m memberships) Close() error {
+	var errs []error
+	for _, fd := range m {
+		errs = append(errs, unix.Close(fd))
+	}
+	return errors.Join(errs...)
+}
+
+// joinGroups joins groups on the interface ifindex of the namespace, one
+// unbound UDP socket per group: the kernel then takes the group's frames
+// on that interface (a tunnel device's socket, bound to the port on any
+// address, receives them), and the socket itself receives nothing.
+func (s *linuxSys) joinGroups(ifindex uint32, groups []netip.Addr) (io.Closer, error) {
+	var m memberships
+	err := inNetNS(s.ns, func() error {
+		for _, g := range groups {
+			family, level := unix.AF_INET, unix.IPPROTO_IP
+			if g.Is6() {
+				family, level = unix.AF_INET6, unix.IPPROTO_IPV6
+			}
+			fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+			if err != nil {
+				return err
+			}
+			m = append(m, fd)
+			if g.Is4() {
+				err = unix.SetsockoptIPMreqn(fd, level, unix.IP_ADD_MEMBERSHIP, &unix.IPMreqn{Multiaddr: g.As4(), Ifindex: int32(ifindex)})
+			} else {
+				err = unix.SetsockoptIPv6Mreq(fd, level, unix.IPV6_JOIN_GROUP, &unix.IPv6Mreq{Multiaddr: g.As16(), Interface: ifindex})
+			}
+			if err != nil {
+				return fmt.Errorf("group %s: %w", g, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
 }

@@ -19,14 +19,18 @@ import (
 // (udp_tunnel, ip6_udp_tunnel, …) come from modules.dep.
 var vmModules = []string{
 	"veth", "vxlan", "geneve", "sch_ingress", "cls_flower", "act_gact", "act_mirred",
-	"act_pedit", "act_csum", "act_tunnel_key", "act_vlan",
+	"act_pedit", "act_csum", "act_tunnel_key", "act_vlan", "act_nat",
 }
 
 // vmExecutables are copied into the VM with their libraries: ip builds the
-// topologies, tc is the `tc -b` baseline and lists what is left behind.
-var vmExecutables = []string{"/usr/sbin/ip", "/usr/sbin/tc"}
+// topologies, tc is the `tc -b` baseline and lists what is left behind,
+// nstat reads the namespaces' checksum error counters.
+var vmExecutables = []string{"/usr/sbin/ip", "/usr/sbin/tc", "/usr/bin/nstat"}
 
-var vmConsole = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
+var (
+	vmConsole = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
+	vmRun     = flag.String("vm.run", "^(TestKernel|TestConformance)", "the tests TestVM runs inside the VM (a -test.run pattern)")
+)
 
 // runInVM builds this package's tests as a static binary and runs it in the
 // VM with args.
@@ -78,7 +82,7 @@ func TestVM(t *testing.T) {
 	}
 	// About 3 minutes on an idle two-core machine; the bounds leave room for
 	// a loaded one (emulation slows down with the host's load).
-	res := runInVM(t, []string{"-test.run", "^(TestKernel|TestConformance)", "-test.v", "-test.timeout", "13m"}, 15*time.Minute)
+	res := runInVM(t, []string{"-test.run", *vmRun, "-test.v", "-test.timeout", "13m"}, 15*time.Minute)
 	t.Logf("in-VM output:\n%s", res.Output)
 	if !res.Passed() {
 		t.Fatalf("in-VM tests failed (exit %d)", res.ExitCode)

@@ -115,6 +115,24 @@ const excMetaLen = 24
 var _ [excMetaLen - unsafe.Sizeof(bpfExcMeta{})]byte
 var _ [unsafe.Sizeof(bpfExcMeta{}) - excMetaLen]byte
 
+// maxEPAddrs is how many addresses and groups one uplink's tunnel endpoint
+// holds (struct tun_ep): a PA or two per family and a few flood groups.
+const maxEPAddrs = 16
+
+// bpfTunEPAddr is struct tun_ep_addr: an accepted outer destination IP
+// (IPv4 mapped) and the destination MAC that goes with it.
+type bpfTunEPAddr struct {
+	Addr [16]byte
+	MAC  [6]byte
+	Pad  uint16
+}
+
+// bpfTunEP is struct tun_ep, one uplink's tunnel endpoint.
+type bpfTunEP struct {
+	N, Pad uint32
+	A      [maxEPAddrs]bpfTunEPAddr
+}
+
 type bpfTrace struct {
 	Rule                        uint64
 	Verdict, Port, Reason, Pad0 uint32

@@ -442,6 +442,20 @@ func TestRunMalformed(t *testing.T) {
 	mut := func(b []byte, f func(b []byte)) []byte { c := bytes.Clone(b); f(c); return c }
 	vx := wire.BuildEncap(&vxlanTo, good)
 	gen := hal.Encap{Kind: hal.EncapGeneve, VNI: 1, Src: pa1, Dst: pa2}
+	// firstFragment makes an IPv4 frame the first fragment of a longer
+	// datagram: MF set, and a UDP length (when UDP) reaching 1480 bytes
+	// past the frame, as the host path's fragments carry it.
+	firstFragment := func(b []byte) []byte {
+		return mut(b, func(b []byte) {
+			b[20] |= 0x20
+			binary.BigEndian.PutUint16(b[24:], 0)
+			binary.BigEndian.PutUint16(b[24:], wire.Checksum(b[14:34], 0))
+			if b[23] == hal.ProtoUDP {
+				binary.BigEndian.PutUint16(b[38:], binary.BigEndian.Uint16(b[38:])+1480)
+			}
+		})
+	}
+	nvgre := hal.Encap{Kind: hal.EncapNVGRE, VNI: 1, Src: pa1, Dst: pa2}
 	cases := []struct {
 		name   string
 		frame  []byte
@@ -463,6 +477,10 @@ func TestRunMalformed(t *testing.T) {
 		{"ip-options", wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macVM2, Src: ca1, Dst: ca2, Proto: hal.ProtoUDP, IPOptions: []byte{1, 1, 1, 1}}), hal.ReasonNone},
 		{"later-fragment", wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macVM2, Src: ca1, Dst: ca2, Proto: hal.ProtoUDP, FragOffset: 10, Payload: make([]byte, 16)}), hal.ReasonFragment},
 		{"first-fragment", wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macVM2, Src: ca1, Dst: ca2, Proto: hal.ProtoUDP, MoreFragments: true, SrcPort: 1, DstPort: 2, Payload: make([]byte, 16)}), hal.ReasonNone},
+		{"first-fragment-long-udp", firstFragment(good), hal.ReasonNone},
+		{"first-fragment-vxlan", firstFragment(vx), hal.ReasonFragment},
+		{"first-fragment-geneve", firstFragment(wire.BuildEncap(&gen, good)), hal.ReasonFragment},
+		{"first-fragment-nvgre", firstFragment(wire.BuildEncap(&nvgre, good)), hal.ReasonFragment},
 		{"vlan", wire.Build(func() wire.FrameSpec { s := udp4(ca1, ca2, 1, 2); s.VLAN = 7; return s }()), hal.ReasonNone},
 		{"qinq", wire.Build(func() wire.FrameSpec { s := udp4(ca1, ca2, 1, 2); s.VLAN = 7; s.OuterVLAN = 8; return s }()), hal.ReasonNone},
 		{"vlan-stack-of-3", append(append(bytes.Clone(good[:12]), 0x88, 0xa8, 0, 1, 0x81, 0, 0, 2, 0x81, 0, 0, 3), good[12:]...), hal.ReasonUnsupported},

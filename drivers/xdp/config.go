@@ -1,6 +1,8 @@
 package xdp
 
 import (
+	"fmt"
+
 	"github.com/nicpath/nicpath/hal"
 )
 
@@ -125,10 +127,13 @@ func baseCapabilities(cfg *Config) hal.Capabilities {
 		Generations:   true,
 		MaxScopes:     cfg.MaxScopes,
 		ExceptionPath: true,
+		TunnelFilter:  true,
 		Notes: []string{
 			"encap: IPv4 or IPv6 outer headers (full UDP checksum over IPv6); Geneve without options",
 			"IPv6 extension headers go to the host (unsupported)",
 			"at most 16 distinct mask shapes; 2 rules per identical match",
+			"partial TCP/UDP checksums (a sender's checksum offload) are completed on every frame that leaves, to a port or to the host",
+			fmt.Sprintf("tunnel filter: at most %d addresses and groups per uplink", maxEPAddrs),
 		},
 	}
 }

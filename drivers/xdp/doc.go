@@ -13,6 +13,63 @@
 // parsed through: the outer headers become TunKind/VNI/TunSrc/TunDst and the
 // rest of the key describes the inner frame.
 //
+// # Tunnel endpoint filter
+//
+// The NIC implements hal.TunnelTerminator. SetTunnelEndpoint writes an
+// uplink's endpoint into a small BPF hash keyed by port (tun_eps): up to 16
+// entries, each an outer destination IP (IPv4 mapped) with the destination
+// MAC that goes with it: the endpoint's MAC (the port's own when the zero
+// MAC is given) for an address, the group's multicast MAC (01:00:5e/23 or
+// 33:33/32) for a group. Right after the outer headers parse, a tunnelled
+// frame (VXLAN, Geneve, NVGRE) on a port with an entry must match one
+// entry on both IP and MAC, or it is dropped and counted under not_local:
+// it is neither decapsulated, nor matched, nor handed to the host. A port
+// without an entry filters nothing and pays one hash lookup per tunnelled
+// frame; an endpoint without Addrs deletes the entry. One map update
+// replaces a whole endpoint, so a frame never meets half of one. A
+// tunnelled frame whose outer headers the program does not take (a
+// Geneve version it does not know, an outer fragment) goes to the host as
+// before, unfiltered.
+//
+// # Checksum offload and GSO
+//
+// A sender with checksum offload (a veth's default, and so every VM in the
+// tests and the demo) leaves its TCP/UDP checksums partial
+// (CHECKSUM_PARTIAL): the field holds the folded pseudo-header sum, not
+// inverted, and a NIC is to finish it. XDP sees no ip_summed, and an
+// xdp_frame carries no checksum state, so after a redirect nobody else
+// would. The program therefore recognises a partial checksum by its value:
+// while parsing, it compares each TCP/UDP checksum (the inner frame's,
+// and the outer UDP header's of a VXLAN/Geneve frame) with the folded
+// pseudo-header sum of its own addresses and length; equal means partial.
+// A complete checksum equal to it by chance (one in 65536) is recomputed
+// to the same value, so nothing else is needed. A UDP checksum of 0 over
+// IPv4 (none) never equals it; an IPv4 first fragment is never taken for
+// partial (its checksum covers bytes the frame does not carry).
+//
+// Only frames so marked pay for it: before any action, a frame that leaves
+// (output) or goes to the host has its marked checksums completed in
+// place, the transport's first, then the outer UDP checksum that covers it
+// (skipped when the rule decapsulates). Completing is one pass: the sum of
+// the segment as it is, partial field included, is exactly the sum the
+// checksum covers, so the field becomes its complement (UDP's 0 written
+// 0xffff, as hal/wire does); the sum is taken with bpf_csum_diff over
+// whole 512-byte chunks and in place for the rest, as for the IPv6 outer
+// checksum. The rewrites, the TTL decrement and the encapsulation then
+// work on a complete checksum as before. Frames the parser does not follow
+// to the transport header (IPv6 extension headers, later fragments) reach
+// the host as they arrived.
+//
+// GSO: in driver mode on a veth, attaching a program without XDP fragments
+// (this one) makes the kernel cap the peer's MTU at one page (3506 bytes on
+// 4 KiB pages) and turn the peer's TSO/USO off (veth_xdp_set), so every
+// frame arrives segmented, in one buffer: bulk TCP works at any MTU up to
+// that cap, and multi-buffer XDP is not needed for it. Open reads the peer
+// and says so in Capabilities.Notes. Generic mode does neither: the
+// sender's TSO/GSO frames (up to 64 KiB) reach the program whole, exceed
+// the egress MTU and go to the host (mtu), so bulk TCP needs driver mode;
+// Open's note says that too.
+//
 // The rule table is a tuple-space search: one BPF hash keyed by (mask
 // shape, masked flow key), and an array of at most 16 mask shapes ordered
 // by the highest priority they hold. The program masks the key with each
@@ -55,10 +112,12 @@
 //
 // A miss, a ToHost action and a frame the program will not process
 // (unsupported, a later fragment, an expiring TTL, too big for the egress
-// port's MTU after encapsulation) leave the fast path as a perf event
-// (BPF_MAP_TYPE_PERF_EVENT_ARRAY, one ring per CPU): a 24-byte header (rule
-// ID, in-port, reason, VNI, length) followed by the frame exactly as it
-// arrived, copied by bpf_perf_event_output. The frame itself is then
+// port's MTU after encapsulation: never a silent drop) leave the fast path
+// as a perf event (BPF_MAP_TYPE_PERF_EVENT_ARRAY, one ring per CPU): a
+// 24-byte header (rule ID, in-port, reason, VNI, length) followed by the
+// frame as it arrived, a partial checksum completed (the event carries no
+// checksum state either, and the host may forward the frame as it is),
+// copied by bpf_perf_event_output. The frame itself is then
 // dropped by XDP, so the host's stack never sees it twice. ReadExceptions
 // reads the rings; a ring without room drops the frame and counts
 // queue_full. Frames keep their order within one CPU's ring only: two
@@ -86,8 +145,12 @@
 //	Counters       per rule (Count), per port, L2 bytes      per-CPU arrays
 //	Generations    yes, Config.MaxScopes scopes               the active_gen array
 //	ExceptionPath  yes (perf events), AtomicBatch no
+//	TunnelFilter   yes, 16 addresses and groups per uplink  the tun_eps map
 //	Notes          the mode each port attached in, and why a driver-mode
-//	               attach fell back to generic
+//	               attach fell back to generic; per port, the driver
+//	               and, for a veth, the peer's MTU and the cap the kernel
+//	               put on it (read after the attach), and what that means
+//	               for GSO
 //
 // # Lifecycle
 //
@@ -112,4 +175,9 @@
 //     walks them and keys the transport header.
 //   - Geneve options are refused by Validate.
 //   - The MTU checked is that of the egress port's interface at Open.
+//   - Partial checksums are completed by this datapath, recognised by
+//     value (above); softnic's AF_PACKET binding completes them on receive
+//     from the socket's metadata, and softnic's datapath, fed crafted
+//     frames with complete checksums, leaves them alone. The differential
+//     tests send complete checksums, so both give the same bytes.
 package xdp

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -214,6 +215,15 @@ func TestGenericMode(t *testing.T) {
 	defer n2.Close()
 	if m, _ := n1.PortMode(2); m != ModeGeneric {
 		t.Fatalf("mode %v", m)
+	}
+	// The kernel keeps the VM's TSO in generic mode, and Open says what
+	// that means.
+	if segmentationOff(t, h1.vmNS, h1.vmDev) {
+		t.Error("TSO turned off on the VM's end in generic mode")
+	}
+	if notes := strings.Join(n1.Capabilities().Notes, "\n"); !strings.Contains(notes, h1.vport+": veth, generic mode") ||
+		!strings.Contains(notes, "bulk TCP needs driver mode") {
+		t.Errorf("notes:\n%s", notes)
 	}
 	mustApply(t, n1, overlayRules(h1, h2, 7)...)
 	mustApply(t, n2, overlayRules(h2, h1, 7)...)

@@ -24,7 +24,10 @@ import (
 	"github.com/nicpath/nicpath/internal/nsexec"
 )
 
-var _ hal.NIC = (*NIC)(nil)
+var (
+	_ hal.NIC              = (*NIC)(nil)
+	_ hal.TunnelTerminator = (*NIC)(nil)
+)
 
 // ErrDetached means the program of a port is no longer attached to its
 // interface: someone detached the link, or the interface went away.
@@ -183,6 +186,7 @@ func (n *NIC) openPort(pc PortConfig) error {
 		if err := n.attach(p); err != nil {
 			return err
 		}
+		n.caps.Notes = append(n.caps.Notes, probeAttached(p))
 		if err := n.maps["tx_ports"].Update(uint32(pc.ID), uint32(ifi.Index), ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("xdp: port %d: devmap: %w", pc.ID, err)
 		}
@@ -430,18 +434,9 @@ func (n *NIC) validate(r *hal.Rule) error {
 // Apply runs a batch of operations; see hal.RuleTable. Adds are written
 // with BPF batch updates; each result says whether its operation landed.
 func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
-	if len(results) < len(ops) {
-		return fmt.Errorf("xdp: %d results for %d operations: %w", len(results), len(ops), hal.ErrInvalidRule)
-	}
-	if len(ops) > maxBatch {
-		return hal.Unsupported(DriverName, "batch", "%d operations; at most %d per call", len(ops), maxBatch)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.closedErr(); err != nil {
+	if err := hal.CheckApply(ctx, &n.caps, n.closed, ops, results); err != nil {
 		return err
 	}
 	n.tab.apply(ops, results[:len(ops)], n.validate)
@@ -457,7 +452,7 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 	}
 	infos := make([]hal.RuleInfo, 0, len(n.tab.rules))
 	for _, rs := range n.tab.rules {
-		ri := hal.RuleInfo{Rule: copyRule(&rs.rule), Location: n.caps.Location,
+		ri := hal.RuleInfo{Rule: rs.rule.Clone(), Location: n.caps.Location,
 			Live: n.active[rs.rule.Scope] == rs.rule.Generation}
 		if rs.enc.Flags&actCount != 0 {
 			ri.Counters, _ = n.readCounter(rs.enc.Counter)
@@ -684,6 +679,45 @@ func (n *NIC) Inject(ctx context.Context, id hal.PortID, frames [][]byte) error 
 		}
 		p.injectN.Add(1)
 		p.injectB.Add(uint64(len(f)))
+	}
+	return nil
+}
+
+// SetTunnelEndpoint makes an uplink accept tunnelled frames only for ep:
+// the program drops any other (ReasonNotLocal) before decapsulating,
+// matching or handing it to the host. An endpoint without Addrs turns the
+// filter off for the port. See hal.TunnelTerminator.
+func (n *NIC) SetTunnelEndpoint(ctx context.Context, ep hal.TunnelEndpoint) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.closedErr(); err != nil {
+		return err
+	}
+	p, ok := n.ports[ep.Port]
+	if !ok {
+		return fmt.Errorf("xdp: tunnel endpoint on port %d: %w", ep.Port, hal.ErrNotFound)
+	}
+	if p.Kind != hal.PortUplink {
+		return hal.Unsupported(DriverName, "tunnel endpoint", "port %d is a %v; tunnels end on uplinks", ep.Port, p.Kind)
+	}
+	v, on, err := encodeTunnelEndpoint(&ep, p.MAC)
+	if err != nil {
+		return err
+	}
+	m := n.maps["tun_eps"]
+	if !on {
+		if err := m.Delete(uint32(ep.Port)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return &hal.OpError{Driver: DriverName, Op: "tunnel endpoint", Err: err}
+		}
+		return nil
+	}
+	// One update replaces the whole entry (a hash element is swapped in),
+	// so a frame never meets half an endpoint.
+	if err := m.Update(uint32(ep.Port), &v, ebpf.UpdateAny); err != nil {
+		return &hal.OpError{Driver: DriverName, Op: "tunnel endpoint", Err: err}
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ const (
 	nicpathMapReasonStats  = "reason_stats"
 	nicpathMapRuleCounters = "rule_counters"
 	nicpathMapTrace        = "trace"
+	nicpathMapTunEps       = "tun_eps"
 	nicpathMapTxPorts      = "tx_ports"
 	nicpathProgNicpathXdp  = "nicpath_xdp"
 	nicpathVarInPort       = "in_port"
@@ -91,6 +92,7 @@ type nicpathMapSpecs struct {
 	ReasonStats  *ebpf.MapSpec `ebpf:"reason_stats"`
 	RuleCounters *ebpf.MapSpec `ebpf:"rule_counters"`
 	Trace        *ebpf.MapSpec `ebpf:"trace"`
+	TunEps       *ebpf.MapSpec `ebpf:"tun_eps"`
 	TxPorts      *ebpf.MapSpec `ebpf:"tx_ports"`
 }
 
@@ -132,6 +134,7 @@ type nicpathMaps struct {
 	ReasonStats  *ebpf.Map `ebpf:"reason_stats"`
 	RuleCounters *ebpf.Map `ebpf:"rule_counters"`
 	Trace        *ebpf.Map `ebpf:"trace"`
+	TunEps       *ebpf.Map `ebpf:"tun_eps"`
 	TxPorts      *ebpf.Map `ebpf:"tx_ports"`
 }
 
@@ -147,6 +150,7 @@ func (m *nicpathMaps) Close() error {
 		m.ReasonStats,
 		m.RuleCounters,
 		m.Trace,
+		m.TunEps,
 		m.TxPorts,
 	)
 }

@@ -379,17 +379,6 @@ func (t *table) detach(rs *ruleState) (empty bool) {
 	return empty
 }
 
-func copyRule(r *hal.Rule) hal.Rule {
-	c := *r
-	c.Actions = append([]hal.Action(nil), r.Actions...)
-	for i := range c.Actions {
-		if o := c.Actions[i].Encap.GeneveOptions; o != nil {
-			c.Actions[i].Encap.GeneveOptions = append([]byte(nil), o...)
-		}
-	}
-	return c
-}
-
 // keepRule copies r for the table, its actions taken from the action slab.
 // The copy's action list is capped at its length, so nothing appended to it
 // could run into the next rule's actions. A list equal to the previous
@@ -401,7 +390,7 @@ func (t *table) keepRule(r *hal.Rule) hal.Rule {
 	c := *r
 	n := len(r.Actions)
 	if n == 0 || n > actSlabChunk/8 {
-		return copyRule(r)
+		return r.Clone()
 	}
 	if sameActions(r.Actions, t.lastActs) {
 		c.Actions = t.lastActs
@@ -804,7 +793,7 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 				}
 			}
 			prev := *old
-			old.rule, old.enc = copyRule(r), ruleEnc{Flags: enc.Flags, Counter: enc.Counter}
+			old.rule, old.enc = r.Clone(), ruleEnc{Flags: enc.Flags, Counter: enc.Counter}
 			if r.Priority > old.mask.maxPrio {
 				old.mask.maxPrio = r.Priority
 				t.dirty = true
@@ -830,7 +819,7 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 	// A different match: add the new rule under a temporary identity, then
 	// remove the old one.
 	delete(t.rules, old.rule.ID)
-	rs := &ruleState{rule: copyRule(r), enc: ruleEnc{Flags: enc.Flags}}
+	rs := &ruleState{rule: r.Clone(), enc: ruleEnc{Flags: enc.Flags}}
 	if err := t.attach(rs); err != nil {
 		t.rules[old.rule.ID] = old
 		results[i].Err = err

@@ -20,7 +20,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
-	"github.com/safchain/ethtool"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -143,25 +142,6 @@ func passProg(t testing.TB, ns, dev string) link.Link {
 	return l
 }
 
-// noTxChecksum makes a VM's kernel compute its own TCP/UDP checksums: a
-// veth otherwise leaves them to an "offload" that never happens once XDP
-// redirects the frame (an xdp_frame carries no checksum state). Real VMs
-// on virtio/VF ports face the same rule.
-func noTxChecksum(t testing.TB, ns, dev string) {
-	t.Helper()
-	inNS(t, ns, func() {
-		e, err := ethtool.NewEthtool()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer e.Close()
-		if err := e.Change(dev, map[string]bool{"tx-checksum-ip-generic": false}); err != nil {
-			t.Errorf("ethtool %s: %v", dev, err)
-		}
-	})
-}
-
 // host is one simulated host: a namespace with an uplink veth to the
 // underlay and one vport veth to its VM's namespace.
 type host struct {
@@ -186,7 +166,6 @@ func twoHosts(t testing.TB) (h1, h2 *host) {
 		run(t, "ip", "-n", h.vmNS, "addr", "add", h.ca.String()+"/24", "dev", h.vmDev)
 		h.vmMAC = linkMAC(t, h.vmNS, h.vmDev)
 		h.vmXDP = passProg(t, h.vmNS, h.vmDev)
-		noTxChecksum(t, h.vmNS, h.vmDev)
 		return h
 	}
 	h1, h2 = mk(1), mk(2)

@@ -69,13 +69,7 @@ func openAcme(st *policy.State, host string) (*acme.NIC, map[string]hal.PortID, 
 	if _, ok := st.Host(host); !ok {
 		return nil, nil, 0, fmt.Errorf("host %q is not in the policy", host)
 	}
-	var vms []policy.VM
-	for _, vm := range st.VMs() {
-		sh, shadow := st.Shadow(vm.Name)
-		if vm.Host == host || (shadow && sh.Host == host) {
-			vms = append(vms, vm)
-		}
-	}
+	vms := st.HostedVMs(host)
 	sort.Slice(vms, func(i, j int) bool { return vms[i].Name < vms[j].Name })
 	var dp []acme.Port
 	ports := map[string]hal.PortID{}

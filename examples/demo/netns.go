@@ -235,8 +235,10 @@ func runNamespaces(ctx context.Context, w io.Writer, driver, storeKind string) (
 			return nil, err
 		}
 	}
-	// The underlay cable: one veth pair between the two hosts' uplinks.
-	if err := n.ip("-n", n.hostNS("host-a"), "link", "add", "up0", "type", "veth", "peer", "name", "up0", "netns", n.hostNS("host-b")); err != nil {
+	// The underlay cable: one veth pair between the two hosts' uplinks,
+	// with known MACs: each host's next hop is the other's uplink.
+	if err := n.ip("-n", n.hostNS("host-a"), "link", "add", "up0", "address", uplinkMACOf("host-a").String(), "type", "veth",
+		"peer", "name", "up0", "address", uplinkMACOf("host-b").String(), "netns", n.hostNS("host-b")); err != nil {
 		return nil, err
 	}
 	for _, h := range hosts {
@@ -498,7 +500,13 @@ func (n *nsStory) writeConfig(host string, ports map[string]string) (cfgPath, so
 	}
 	sock = filepath.Join(n.dir, host+".sock")
 	var b strings.Builder
-	fmt.Fprintf(&b, "host: %s\ndriver: %s\n%s\nuplink: up0\ncontrol: %s\nlog_level: info\nports:\n", host, n.driver, source, sock)
+	// The next hop is the other host's uplink: a host accepts tunnelled
+	// frames only for its own uplink's MAC.
+	peer := "host-a"
+	if host == peer {
+		peer = "host-b"
+	}
+	fmt.Fprintf(&b, "host: %s\ndriver: %s\n%s\nuplink: up0\nnext_hop_mac: %s\ncontrol: %s\nlog_level: info\nports:\n", host, n.driver, source, uplinkMACOf(peer), sock)
 	names := make([]string, 0, len(ports))
 	for vm := range ports {
 		names = append(names, vm)
@@ -572,3 +580,11 @@ func waitFor(d time.Duration, f func() error) error {
 const childEnv = "NICPATH_DEMO_CHILD"
 
 var errUsage = errors.New("usage: demo [traffic ping|udp|tcp … | serve <vm> <log>]")
+
+// uplinkMACOf is host's uplink MAC in the namespace story.
+func uplinkMACOf(host string) hal.MAC {
+	if host == "host-a" {
+		return hal.MustMAC("02:00:00:00:fe:0a")
+	}
+	return hal.MustMAC("02:00:00:00:fe:0b")
+}

@@ -35,17 +35,7 @@ var uplinkMAC = hal.MustMAC("02:00:00:00:ff:01")
 func newFabric(st *policy.State) (*fabric, error) {
 	fb := &fabric{st: st, byNm: map[string]*host{}, wire: simfabric.NewUnderlay()}
 	for _, h := range st.Hosts() {
-		var vms []policy.VM
-		for _, vm := range st.VMs() {
-			here := vm.Host == h.Name
-			if sh, ok := st.Shadow(vm.Name); ok && sh.Host == h.Name {
-				here = true
-			}
-			if here {
-				vms = append(vms, vm)
-			}
-		}
-		hs, err := simfabric.NewHost(h, st, vms, uplinkMAC, nil)
+		hs, err := simfabric.NewHost(h, st, st.HostedVMs(h.Name), uplinkMAC, nil)
 		if err != nil {
 			fb.close()
 			return nil, err

@@ -19,6 +19,10 @@
 //	capture stop
 //	reload                       check the policy file now and apply it if it changed
 //
+// reload exits 1 with the daemon's error (file:line: field: problem) for
+// as long as the policy file is one the daemon refused, whether reload or
+// the daemon's watcher found it; show says so too, with where and when.
+//
 // The socket defaults to $NICPATH_CONTROL, else /run/nicpath/vswitchd.sock.
 // Wrong arguments print this usage and exit 2; a command the daemon refuses
 // exits 1 with its reason.
@@ -34,6 +38,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -241,6 +246,21 @@ func printShow(w io.Writer, s control.Show) {
 		}
 	} else {
 		fmt.Fprintf(w, "policy %s, loaded %s\n", s.PolicyFile, s.PolicyLoad.Format(time.RFC3339))
+	}
+	if r := s.PolicyRejected; r != nil {
+		where := r.File
+		if r.Line > 0 {
+			where += ":" + strconv.Itoa(r.Line)
+		}
+		if r.Field != "" {
+			where += ": " + r.Field
+		}
+		more := ""
+		if r.Problems > 1 {
+			more = fmt.Sprintf(" (and %d more problems)", r.Problems-1)
+		}
+		fmt.Fprintf(w, "POLICY REJECTED at %s: %s: %s%s\n", r.At.Format(time.RFC3339), where, r.Msg, more)
+		fmt.Fprintf(w, "the switch runs the policy loaded %s; fix the file and reload\n", s.PolicyLoad.Format(time.RFC3339))
 	}
 	if s.Capture != "" {
 		fmt.Fprintf(w, "capturing the exception path to %s\n", s.Capture)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -249,5 +250,79 @@ func TestPrintShowStore(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("store show lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// A policy file the daemon refused stays refused for vswitchctl: reload
+// exits 1 with file:line: field every time (it used to say "policy
+// unchanged" and exit 0 the second time, or the first when the daemon's
+// watcher had seen the file), show says so, until a good file is back.
+func TestReloadRejectedPolicy(t *testing.T) {
+	for _, watcherFirst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "reload twice", true: "watcher then reload"}[watcherFirst], func(t *testing.T) {
+			d, sock := startDaemon(t)
+			polPath := filepath.Join(filepath.Dir(sock), "policy.yaml")
+			good, err := os.ReadFile(polPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			i := bytes.Index(good, []byte("vni: 1001"))
+			line := 1 + bytes.Count(good[:i], []byte("\n"))
+			if err := os.WriteFile(polPath, bytes.Replace(good, []byte("vni: 1001"), []byte("vni: lots"), 1), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if watcherFirst {
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+					if _, ok := d.PolicyRejection(); ok {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the watcher never looked at the file")
+					}
+				}
+			}
+			where := fmt.Sprintf("%s:%d: tenants[0].vnets[0].vni:", polPath, line)
+			for range 2 {
+				out, errs, code := ctl(t, sock, "reload")
+				if code != 1 || out != "" || !strings.Contains(errs, where) || !strings.Contains(errs, `"lots" is not a whole number`) {
+					t.Fatalf("reload of a bad file: exit %d, stdout %q, stderr %q", code, out, errs)
+				}
+			}
+			out, _, code := ctl(t, sock, "show")
+			if code != 0 || !strings.Contains(out, "POLICY REJECTED at ") ||
+				!strings.Contains(out, fmt.Sprintf("%s:%d: tenants[0].vnets[0].vni: ", polPath, line)) ||
+				!strings.Contains(out, "the switch runs the policy loaded") {
+				t.Fatalf("show (%d):\n%s", code, out)
+			}
+			out, _, _ = ctl(t, sock, "-json", "show")
+			if !strings.Contains(out, `"policy_rejected":{`) || !strings.Contains(out, fmt.Sprintf(`"line":%d`, line)) {
+				t.Fatalf("show -json:\n%s", out)
+			}
+			// The good file back: what runs is what the file says again.
+			if err := os.WriteFile(polPath, good, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, errs, code := ctl(t, sock, "reload")
+			if code != 0 || !strings.Contains(out, "policy unchanged") {
+				t.Fatalf("reload of the good file: exit %d: %s%s", code, out, errs)
+			}
+			out, _, _ = ctl(t, sock, "show")
+			if strings.Contains(out, "REJECTED") {
+				t.Fatalf("show after the good file:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestPrintShowRejected(t *testing.T) {
+	at := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	printShow(&b, control.Show{Host: "host-a", PolicyFile: "/etc/nicpath/policy.yaml", PolicyLoad: at,
+		PolicyRejected: &control.PolicyRejection{File: "/etc/nicpath/policy.yaml", Line: 12, Field: "hosts[1].pa",
+			Msg: `invalid address "x"`, Problems: 3, At: at.Add(time.Hour)}})
+	want := "POLICY REJECTED at 2026-11-24T06:00:00Z: /etc/nicpath/policy.yaml:12: hosts[1].pa: invalid address \"x\" (and 2 more problems)\n" +
+		"the switch runs the policy loaded 2026-11-24T05:00:00Z; fix the file and reload\n"
+	if !strings.Contains(b.String(), want) {
+		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
 	}
 }

@@ -137,6 +137,22 @@
 //   - Sum, Fold, Checksum and PseudoHeaderSum are exported for drivers and
 //     their tests.
 //
+// # Offloads (vnet.go, gso.go)
+//
+// What a NIC with checksum and segmentation offload does to the frames a
+// Linux sender hands it, described by the virtio-net header
+// (VirtioNetHdr, as a packet socket with PACKET_VNET_HDR or a tap delivers
+// it): CompleteChecksum finishes a partial checksum at the header's
+// csum_start/csum_offset without parsing the frame (any TCP or UDP
+// checksum, inner or outer); Segmenter cuts a GSO super-frame (TCPv4,
+// TCPv6, UDP_L4; plain, VLAN-tagged, with IP options or IPv6 extension
+// headers, or tunnelled in VXLAN, Geneve or NVGRE, where Linux reports the
+// inner type) into segments as the kernel's software GSO would: lengths,
+// IPv4 IDs, sequence numbers, FIN/PSH/CWR, inner and outer checksums,
+// within an L3 bound. Both allocate nothing; FuzzSegment holds the
+// Segmenter to its invariants, and its segments re-serialize byte for
+// byte with gopacket.
+//
 // # Builders
 //
 // Build, BuildEncap, BuildKey, SpecFromKey and EncapFromKey make complete,

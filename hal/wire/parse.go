@@ -483,7 +483,9 @@ func parseL4(b []byte, off, end int, k *hal.FlowKey, l *Layout, inner bool) erro
 		if ulen < 8 {
 			return l.malformed(LayerUDP, off, inner, "UDP length below 8")
 		}
-		if ulen > end-off {
+		// A first fragment carries the UDP header of the whole datagram,
+		// whose length reaches past this fragment's payload.
+		if ulen > end-off && l.Flags&FlagFragment == 0 {
 			return l.truncated(LayerUDP, off, inner, "UDP length beyond the IP payload")
 		}
 		if u[6] == 0 && u[7] == 0 {

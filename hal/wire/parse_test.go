@@ -239,6 +239,20 @@ func TestParseFlagsAndLayout(t *testing.T) {
 	if err := Parse(Build(s), 1, &k, &l); err != nil || l.Flags&FlagFragment == 0 || l.Flags&FlagLaterFragment != 0 || k.L4Dst != 2000 {
 		t.Fatalf("first fragment: %v flags %#x key %v", err, l.Flags, k)
 	}
+	// A real first fragment: the UDP header's length is the whole
+	// datagram's, longer than what this fragment carries.
+	f = Build(s)
+	ul := binary.BigEndian.Uint16(f[14+20+4:])
+	binary.BigEndian.PutUint16(f[14+20+4:], ul+1480)
+	if err := Parse(f, 1, &k, &l); err != nil || l.Flags&FlagFragment == 0 || k.L4Src != 1000 || k.L4Dst != 2000 {
+		t.Fatalf("first fragment of a long datagram: %v flags %#x key %v", err, l.Flags, k)
+	}
+	s.MoreFragments = false
+	f = Build(s)
+	binary.BigEndian.PutUint16(f[14+20+4:], ul+1480)
+	if err := Parse(f, 1, &k, &l); err == nil {
+		t.Fatalf("an unfragmented datagram with a UDP length past its payload parsed")
+	}
 
 	s6 := tcp6Spec()
 	s6.ExtHeaders = []uint8{ProtoHopByHop, ProtoRouting, ProtoAH, ProtoFragment, ProtoDstOpts}

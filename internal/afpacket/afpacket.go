@@ -28,6 +28,13 @@ type Options struct {
 	// RecvBuffer is the receive buffer in bytes (SO_RCVBUFFORCE, best
 	// effort: it needs CAP_NET_ADMIN); 0 means 4 MiB.
 	RecvBuffer int
+	// VnetHdr sets PACKET_VNET_HDR: every frame received comes with a
+	// virtio-net header (see RecvVnet) that says whether its transport
+	// checksum is partial and where, and whether it is a GSO super-frame
+	// (a TCP or UDP packet larger than the MTU, which the kernel hands to
+	// packet sockets whole when the interface takes TSO/GSO, as a veth
+	// does). Sends go out behind a header that asks for nothing.
+	VnetHdr bool
 }
 
 // DefaultPollInterval is what Options.PollInterval 0 means: short enough
@@ -43,6 +50,10 @@ const DefaultRecvBuffer = 4 << 20
 // interval (or, for a non-waiting receive, when none is queued). Callers
 // loop on it.
 var ErrTimeout = errors.New("afpacket: no frame within the poll interval")
+
+// ErrTruncated is returned by RecvVnet for a frame longer than the buffer;
+// the frame is lost.
+var ErrTruncated = errors.New("afpacket: frame longer than the receive buffer")
 
 // ErrClosed is returned by calls on a closed socket.
 var ErrClosed = errors.New("afpacket: socket closed")

@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nicpath/nicpath/hal/wire"
 )
 
 // Socket is an AF_PACKET raw socket bound to one interface. One goroutine
@@ -21,13 +23,27 @@ type Socket struct {
 	name     string
 	sendOnly bool
 	skipOut  bool
-	oob      []byte // PACKET_AUXDATA for the one receiving goroutine
+	vnet     bool
 
-	// sendMu guards sendTo: Sendto writes the raw address into it. One
-	// address for the socket's life keeps Send free of allocations.
+	// The one receiving goroutine's recvmsg arguments, kept here so that a
+	// receive allocates nothing.
+	oob   []byte // PACKET_AUXDATA
+	rmsg  unix.Msghdr
+	riov  unix.Iovec
+	rfrom unix.RawSockaddrLinklayer
+
+	// sendMu guards the sendmsg/sendmmsg arguments below: one address for
+	// the socket's life, and the message vectors, reused so that sending
+	// allocates nothing (after the first batch of a given size).
 	sendMu sync.Mutex
-	sendTo unix.SockaddrLinklayer
+	sendTo unix.RawSockaddrLinklayer
+	msgs   []unix.Mmsghdr
+	iovs   []unix.Iovec
 }
+
+// zeroVnetHdr is the virtio-net header of a frame sent as it is: no
+// checksum to complete, no segmentation.
+var zeroVnetHdr [wire.VirtioNetHdrLen]byte
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
@@ -50,17 +66,24 @@ func Open(ifname string, o Options) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("afpacket: socket for %s: %w", ifname, err)
 	}
-	s := &Socket{fd: fd, ifindex: ifi.Index, name: ifname, sendOnly: o.SendOnly, skipOut: o.SkipOutgoing}
+	s := &Socket{fd: fd, ifindex: ifi.Index, name: ifname, sendOnly: o.SendOnly, skipOut: o.SkipOutgoing, vnet: o.VnetHdr}
 	// Sent frames carry the bound protocol, as the kernel's own default
 	// would; for a single ethertype (which other frames would be mislabelled
 	// with) 0, which has the kernel read the frame's own ethertype.
-	s.sendTo = unix.SockaddrLinklayer{Ifindex: ifi.Index}
+	s.sendTo = unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Ifindex: int32(ifi.Index)}
 	if proto == unix.ETH_P_ALL {
 		s.sendTo.Protocol = htons(unix.ETH_P_ALL)
 	}
 	fail := func(what string, err error) (*Socket, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("afpacket: %s on %s: %w", what, ifname, err)
+	}
+	if o.VnetHdr {
+		// Before bind: the kernel refuses to change the header size of a
+		// socket that is already receiving.
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			return fail("PACKET_VNET_HDR", err)
+		}
 	}
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifi.Index}); err != nil {
 		return fail("bind", err)
@@ -105,8 +128,10 @@ func Open(ifname string, o Options) (*Socket, error) {
 
 // Recv receives one frame into buf and returns it, with the VLAN tag the
 // kernel moved into PACKET_AUXDATA put back after the MAC addresses. The
-// frame is buf[:n], or a new slice when buf has no room for the tag. It
-// returns ErrTimeout when nothing arrived within the poll interval.
+// frame is buf[:n], or a new slice when buf has no room for the tag; a
+// frame longer than buf is cut to its first len(buf) bytes (RecvVnet
+// reports ErrTruncated instead). It returns ErrTimeout when nothing
+// arrived within the poll interval.
 func (s *Socket) Recv(buf []byte) ([]byte, error) {
 	f, _, err := s.RecvFlags(buf, 0)
 	return f, err
@@ -117,83 +142,257 @@ func (s *Socket) Recv(buf []byte) ([]byte, error) {
 // PACKET_AUXDATA status word (unix.TP_STATUS_*, e.g. TP_STATUS_CSUMNOTREADY
 // for a locally sent frame whose checksum was left to the device).
 func (s *Socket) RecvFlags(buf []byte, flags int) ([]byte, uint32, error) {
+	f, _, status, err := s.recv(buf, flags, false)
+	return f, status, err
+}
+
+// RecvVnet is RecvFlags that also returns the frame's virtio-net header:
+// on a socket opened with Options.VnetHdr, the kernel's word on the frame's
+// offloads (a partial checksum's start and offset, a GSO super-frame's type
+// and segment size), with offsets that count the VLAN tag put back; zero on
+// other sockets. The frame lies at buf[wire.VirtioNetHdrLen:] on a VnetHdr
+// socket (where the kernel wrote the header), at buf[0:] otherwise. A frame
+// longer than buf is lost: ErrTruncated. It allocates nothing when buf has
+// room for the tag.
+func (s *Socket) RecvVnet(buf []byte, flags int) ([]byte, wire.VirtioNetHdr, uint32, error) {
+	return s.recv(buf, flags, true)
+}
+
+// recv is RecvVnet; a frame longer than buf is ErrTruncated when strict,
+// else cut to buf.
+func (s *Socket) recv(buf []byte, flags int, strict bool) ([]byte, wire.VirtioNetHdr, uint32, error) {
+	var h wire.VirtioNetHdr
 	if s.fd < 0 {
-		return nil, 0, ErrClosed
+		return nil, h, 0, ErrClosed
 	}
 	if s.sendOnly {
-		return nil, 0, fmt.Errorf("afpacket: recv on %s: the socket was opened SendOnly", s.name)
+		return nil, h, 0, fmt.Errorf("afpacket: recv on %s: the socket was opened SendOnly", s.name)
+	}
+	if len(buf) == 0 || s.vnet && len(buf) <= wire.VirtioNetHdrLen {
+		return nil, h, 0, fmt.Errorf("afpacket: recv on %s: buffer of %d bytes", s.name, len(buf))
 	}
 	for {
-		n, oobn, _, from, err := unix.Recvmsg(s.fd, buf, s.oob, flags)
+		n, oobn, err := s.recvmsg(buf, flags|unix.MSG_TRUNC)
 		if err != nil {
 			switch {
 			case errors.Is(err, unix.EINTR):
 				continue
 			case errors.Is(err, unix.EAGAIN):
-				return nil, 0, ErrTimeout
+				return nil, h, 0, ErrTimeout
 			}
-			return nil, 0, fmt.Errorf("afpacket: recv on %s: %w", s.name, err)
+			return nil, h, 0, fmt.Errorf("afpacket: recv on %s: %w", s.name, err)
 		}
-		if s.skipOut {
-			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-				continue
+		if s.skipOut && s.rfrom.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		if n > len(buf) {
+			// MSG_TRUNC: n is the frame's real length; the rest was lost.
+			if strict {
+				return nil, h, 0, ErrTruncated
+			}
+			n = len(buf)
+		}
+		frame := buf
+		if s.vnet {
+			if n < wire.VirtioNetHdrLen {
+				return nil, h, 0, fmt.Errorf("afpacket: recv on %s: %d bytes, shorter than the virtio-net header", s.name, n)
+			}
+			h = wire.DecodeVirtioNetHdr(buf)
+			frame, n = buf[wire.VirtioNetHdrLen:], n-wire.VirtioNetHdrLen
+		}
+		f, status, tagged := withTag(frame, n, s.oob[:oobn])
+		if tagged {
+			// The kernel counted from the untagged frame.
+			if h.NeedsCsum() {
+				h.CsumStart += wire.VLANTagLen
+			}
+			if h.HdrLen > 0 {
+				h.HdrLen += wire.VLANTagLen
 			}
 		}
-		f, status := withTag(buf, n, s.oob[:oobn])
-		return f, status, nil
+		return f, h, status, nil
 	}
+}
+
+// recvmsg is recvmsg(2) into buf with the socket's own control buffer and
+// address, without the allocations of unix.Recvmsg (its Sockaddr). It
+// returns the data length (the frame's real length with MSG_TRUNC) and the
+// control length.
+func (s *Socket) recvmsg(buf []byte, flags int) (n, oobn int, err error) {
+	s.riov.Base = &buf[0]
+	s.riov.SetLen(len(buf))
+	s.rmsg = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&s.rfrom)), Namelen: uint32(unsafe.Sizeof(s.rfrom)), Iov: &s.riov}
+	s.rmsg.SetIovlen(1)
+	if len(s.oob) > 0 {
+		s.rmsg.Control = &s.oob[0]
+		s.rmsg.SetControllen(len(s.oob))
+	}
+	r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.rmsg)), uintptr(flags))
+	if e != 0 {
+		return 0, 0, e
+	}
+	return int(r), int(s.rmsg.Controllen), nil
 }
 
 // withTag returns the frame received into buf[:n] with the VLAN tag the
-// kernel moved into the auxdata control message put back in place, and the
-// auxdata's status. The tag goes in buf when it has 4 bytes of room after
-// the frame; otherwise the result is a new slice.
-func withTag(buf []byte, n int, oob []byte) ([]byte, uint32) {
+// kernel moved into the auxdata control message put back in place, the
+// auxdata's status, and whether a tag was put back. The tag goes in buf
+// when it has 4 bytes of room after the frame; otherwise the result is a
+// new slice.
+func withTag(buf []byte, n int, oob []byte) ([]byte, uint32, bool) {
 	frame := buf[:n]
-	msgs, _ := unix.ParseSocketControlMessage(oob)
-	for _, m := range msgs {
-		if m.Header.Level != unix.SOL_PACKET || m.Header.Type != unix.PACKET_AUXDATA ||
-			len(m.Data) < int(unsafe.Sizeof(unix.TpacketAuxdata{})) {
-			continue
-		}
-		// The control data need not be aligned for the struct: copy it.
-		var aux unix.TpacketAuxdata
-		copy(unsafe.Slice((*byte)(unsafe.Pointer(&aux)), unsafe.Sizeof(aux)), m.Data)
-		if aux.Status&unix.TP_STATUS_VLAN_VALID == 0 || n < 12 {
-			return frame, aux.Status
-		}
-		tpid := uint16(0x8100)
-		if aux.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
-			tpid = aux.Vlan_tpid
-		}
-		var out []byte
-		if n+4 <= len(buf) {
-			out = buf[:n+4]
-			copy(out[16:], frame[12:]) // copy moves overlapping bytes safely
-		} else {
-			out = make([]byte, n+4)
-			copy(out, frame[:12])
-			copy(out[16:], frame[12:])
-		}
-		binary.BigEndian.PutUint16(out[12:], tpid)
-		binary.BigEndian.PutUint16(out[14:], aux.Vlan_tci)
-		return out, aux.Status
+	aux, ok := auxdataOf(oob)
+	if !ok {
+		return frame, 0, false
 	}
-	return frame, 0
+	if aux.Status&unix.TP_STATUS_VLAN_VALID == 0 || n < 12 {
+		return frame, aux.Status, false
+	}
+	tpid := uint16(0x8100)
+	if aux.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
+		tpid = aux.Vlan_tpid
+	}
+	var out []byte
+	if n+4 <= len(buf) {
+		out = buf[:n+4]
+		copy(out[16:], frame[12:]) // copy moves overlapping bytes safely
+	} else {
+		out = make([]byte, n+4)
+		copy(out, frame[:12])
+		copy(out[16:], frame[12:])
+	}
+	binary.BigEndian.PutUint16(out[12:], tpid)
+	binary.BigEndian.PutUint16(out[14:], aux.Vlan_tci)
+	return out, aux.Status, true
 }
 
-// Send writes frame on the interface as it is.
+// auxdataOf finds the PACKET_AUXDATA message among the control messages
+// in oob, walking them in place (unix.ParseSocketControlMessage allocates).
+func auxdataOf(oob []byte) (unix.TpacketAuxdata, bool) {
+	var aux unix.TpacketAuxdata
+	for len(oob) >= unix.SizeofCmsghdr {
+		// The control data need not be aligned for the structs: copy.
+		var h unix.Cmsghdr
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&h)), unix.SizeofCmsghdr), oob)
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			break
+		}
+		data := oob[unix.CmsgLen(0):l]
+		if h.Level == unix.SOL_PACKET && h.Type == unix.PACKET_AUXDATA && len(data) >= int(unsafe.Sizeof(aux)) {
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&aux)), unsafe.Sizeof(aux)), data)
+			return aux, true
+		}
+		next := unix.CmsgSpace(l - unix.CmsgLen(0))
+		if next > len(oob) {
+			break
+		}
+		oob = oob[next:]
+	}
+	return aux, false
+}
+
+// Send writes frame on the interface as it is (on a VnetHdr socket, behind
+// a header that asks for nothing: no checksum to complete, no
+// segmentation). It allocates nothing.
 func (s *Socket) Send(frame []byte) error {
 	if s.fd < 0 {
 		return ErrClosed
 	}
 	s.sendMu.Lock()
-	err := unix.Sendto(s.fd, frame, 0, &s.sendTo)
+	_, err := s.sendLocked(frame[:len(frame):len(frame)], nil)
 	s.sendMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("afpacket: send on %s: %w", s.name, err)
 	}
 	return nil
+}
+
+// SendBatch writes frames on the interface as Send does, as many as it can
+// with one sendmmsg(2) call per 64, and returns how many were sent. When a
+// frame is refused (too long, link down, …) it returns the frames sent
+// before it and the error; the caller may go on after it. It allocates
+// nothing once it has seen a batch of its size.
+func (s *Socket) SendBatch(frames [][]byte) (int, error) {
+	if s.fd < 0 {
+		return 0, ErrClosed
+	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	done := 0
+	for done < len(frames) {
+		k := min(len(frames)-done, sendBatch)
+		n, err := s.sendLocked(nil, frames[done:done+k])
+		done += n
+		if err != nil {
+			return done, fmt.Errorf("afpacket: send on %s: %w", s.name, err)
+		}
+	}
+	return done, nil
+}
+
+// sendBatch bounds one sendmmsg call: the binding's batch, and the vectors
+// kept for it.
+const sendBatch = 64
+
+// sendLocked sends one frame (batch nil) with sendmsg, or up to sendBatch
+// frames with sendmmsg; s.sendMu is held.
+func (s *Socket) sendLocked(one []byte, batch [][]byte) (int, error) {
+	k := len(batch)
+	if batch == nil {
+		k = 1
+	}
+	per := 1
+	if s.vnet {
+		per = 2
+	}
+	if len(s.msgs) < k {
+		s.msgs = make([]unix.Mmsghdr, max(k, 1))
+		s.iovs = make([]unix.Iovec, max(k, 1)*2)
+	}
+	for i := 0; i < k; i++ {
+		f := one
+		if batch != nil {
+			f = batch[i]
+		}
+		iov := s.iovs[i*2 : i*2+per]
+		if s.vnet {
+			iov[0].Base = &zeroVnetHdr[0]
+			iov[0].SetLen(len(zeroVnetHdr))
+		}
+		last := &iov[per-1]
+		last.Base = nil
+		if len(f) > 0 {
+			last.Base = &f[0]
+		}
+		last.SetLen(len(f))
+		s.msgs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{Name: (*byte)(unsafe.Pointer(&s.sendTo)),
+			Namelen: uint32(unsafe.Sizeof(s.sendTo)), Iov: &iov[0]}}
+		s.msgs[i].Hdr.SetIovlen(per)
+	}
+	for {
+		var r uintptr
+		var e unix.Errno
+		if batch == nil {
+			r, _, e = unix.Syscall(unix.SYS_SENDMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msgs[0].Hdr)), 0)
+			if e == 0 {
+				r = 1
+			}
+		} else {
+			r, _, e = unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msgs[0])), uintptr(k), 0, 0, 0)
+		}
+		if e == unix.EINTR {
+			continue
+		}
+		// Drop the references to the callers' frames.
+		for i := 0; i < k; i++ {
+			s.iovs[i*2+per-1].Base = nil
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), nil
+	}
 }
 
 // Ifindex is the bound interface's index (in the socket's namespace).

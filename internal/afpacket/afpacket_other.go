@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
 )
 
 // Socket is an AF_PACKET socket; AF_PACKET is Linux only.
@@ -25,6 +26,14 @@ func (s *Socket) Recv(buf []byte) ([]byte, error) { return nil, unsupported("") 
 func (s *Socket) RecvFlags(buf []byte, flags int) ([]byte, uint32, error) {
 	return nil, 0, unsupported("")
 }
+
+// RecvVnet is Linux only.
+func (s *Socket) RecvVnet(buf []byte, flags int) ([]byte, wire.VirtioNetHdr, uint32, error) {
+	return nil, wire.VirtioNetHdr{}, 0, unsupported("")
+}
+
+// SendBatch is Linux only.
+func (s *Socket) SendBatch(frames [][]byte) (int, error) { return 0, unsupported("") }
 
 // Send is Linux only.
 func (s *Socket) Send(frame []byte) error { return unsupported("") }

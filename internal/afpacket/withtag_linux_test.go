@@ -30,13 +30,16 @@ func tagBoth(t *testing.T, frame, oob []byte) ([]byte, uint32) {
 	t.Helper()
 	roomy := make([]byte, len(frame)+4)
 	copy(roomy, frame)
-	got, status := withTag(roomy, len(frame), oob)
+	got, status, tagged := withTag(roomy, len(frame), oob)
 	if len(got) > 0 && &got[0] != &roomy[0] {
 		t.Fatalf("a buffer with room for the tag was not used")
 	}
+	if tagged != (len(got) == len(frame)+4) {
+		t.Fatalf("tagged %v with %d bytes from %d", tagged, len(got), len(frame))
+	}
 	tight := append([]byte(nil), frame...)
-	got2, status2 := withTag(tight, len(frame), oob)
-	if !bytes.Equal(got, got2) || status != status2 {
+	got2, status2, tagged2 := withTag(tight, len(frame), oob)
+	if !bytes.Equal(got, got2) || status != status2 || tagged != tagged2 {
 		t.Fatalf("in place and copied differ:\n% x (%#x)\n% x (%#x)", got, status, got2, status2)
 	}
 	return got, status

@@ -74,7 +74,11 @@ func NewHost(ph policy.Host, st *policy.State, vms []policy.VM, uplinkMAC hal.MA
 	for i := range h.batch {
 		h.batch[i].Buf = make([]byte, 2048)
 	}
-	h.Switch, err = vswitch.New(vswitch.Config{NIC: nic, Host: ph.Name, State: st, Ports: h.Ports, Uplink: h.Uplink, Logger: log})
+	// The underlay carries a frame to the host whose PA is its outer
+	// destination, and every uplink of a fabric has uplinkMAC: that is the
+	// next hop's MAC. (The vswitch's default, broadcast, is refused by a
+	// receiver that accepts tunnelled frames only for its own MAC.)
+	h.Switch, err = vswitch.New(vswitch.Config{NIC: nic, Host: ph.Name, State: st, Ports: h.Ports, Uplink: h.Uplink, NextHopMAC: uplinkMAC, Logger: log})
 	if err != nil {
 		nic.Close()
 		return nil, fmt.Errorf("%s: %w", ph.Name, err)

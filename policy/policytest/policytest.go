@@ -35,6 +35,11 @@ type Config struct {
 	// Shadows gives that many random VMs a shadow mapping on another host
 	// (generation 2), inactive.
 	Shadows int
+	// Encaps are the encapsulations VNETs are given, in turn (see
+	// EncapOf); nil gives all three, so that every policy with three
+	// VNETs or more has each kind. []policy.EncapKind{policy.EncapVXLAN}
+	// keeps every VNET on the default.
+	Encaps []policy.EncapKind
 }
 
 func (c *Config) defaults() {
@@ -65,6 +70,18 @@ func VNETName(j int) string     { return fmt.Sprintf("vnet-%d", j) }
 func VMName(t, j, k int) string { return fmt.Sprintf("vm-%d-%d-%d", t, j, k) }
 func GatewayName(t int) string  { return fmt.Sprintf("gw-%d", t) } // t < 0: the shared one
 func VNI(t, j int) uint32       { return uint32(1000*(t+1) + j) }
+
+// EncapOf is the encapsulation of VNET j of tenant t: the VNETs of the
+// policy, counted across tenants, take cfg.Encaps in turn, starting at the
+// seed's.
+func EncapOf(cfg Config, t, j int) policy.EncapKind {
+	cfg.defaults()
+	kinds := cfg.Encaps
+	if len(kinds) == 0 {
+		kinds = policy.EncapKinds()
+	}
+	return kinds[(cfg.Seed+uint64(t*cfg.VNETsPerTenant+j))%uint64(len(kinds))]
+}
 func HostPA(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{198, 18, byte((i + 1) >> 8), byte(i + 1)})
 }
@@ -102,7 +119,7 @@ func Builder(cfg Config) *policy.Builder {
 			b.AddGateway(policy.Gateway{Name: GatewayName(t), PA: gatewayPA(t), Tenant: tn})
 		}
 		for j := range cfg.VNETsPerTenant {
-			v := policy.VNET{Tenant: tn, Name: VNETName(j), VNI: VNI(t, j), Subnets: []netip.Prefix{subnet4(j)}}
+			v := policy.VNET{Tenant: tn, Name: VNETName(j), VNI: VNI(t, j), Subnets: []netip.Prefix{subnet4(j)}, Encap: EncapOf(cfg, t, j)}
 			if cfg.IPv6 {
 				v.Subnets = append(v.Subnets, subnet6(j))
 			}
@@ -259,9 +276,10 @@ func randomL4(r *rand.Rand, p *policy.Packet) {
 }
 
 // RandomInbound returns a random decapsulated packet as it might arrive on
-// a host's uplink: any tenant's VNI, any host or gateway as outer source,
-// inner addresses from the shared plan. Most of them must be dropped; the
-// ones delivered must satisfy isolation.
+// a host's uplink: any tenant's VNI, mostly in its VNET's encapsulation and
+// sometimes in another, any host or gateway as outer source, inner
+// addresses from the shared plan. Most of them must be dropped; the ones
+// delivered must satisfy isolation.
 func RandomInbound(r *rand.Rand, cfg Config) (policy.InPort, policy.Packet) {
 	cfg.defaults()
 	t, j := r.IntN(cfg.Tenants+1), r.IntN(cfg.VNETsPerTenant)
@@ -280,5 +298,9 @@ func RandomInbound(r *rand.Rand, cfg Config) (policy.InPort, policy.Packet) {
 		p.EtherType = policy.EtherTypeIPv6
 	}
 	randomL4(r, &p)
-	return policy.FromUplink(VNI(t, j), outer), p
+	kind := EncapOf(cfg, t, j)
+	if r.IntN(6) == 0 {
+		kind = policy.EncapKinds()[r.IntN(3)]
+	}
+	return policy.FromTunnel(kind, VNI(t, j), outer), p
 }

@@ -1,6 +1,7 @@
 package policytest
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -62,5 +63,54 @@ func TestRandomPacketsAreWellFormed(t *testing.T) {
 	}
 	if spoofed > 0 {
 		t.Errorf("%d outbound packets were not the sender's own", spoofed)
+	}
+}
+
+// Generated policies carry every encapsulation, each VNET in the kind
+// EncapOf says; Encaps narrows them.
+func TestEncapsulations(t *testing.T) {
+	for seed := range uint64(3) {
+		cfg := Config{Seed: seed}
+		s := MustGenerate(cfg)
+		seen := map[policy.EncapKind]int{}
+		for _, v := range s.VNETs() {
+			seen[v.Encap]++
+			var ti, j int
+			if _, err := fmt.Sscanf(v.Tenant+" "+v.Name, "tenant-%d vnet-%d", &ti, &j); err != nil {
+				t.Fatal(err)
+			}
+			if want := EncapOf(cfg, ti, j); v.Encap != want {
+				t.Errorf("seed %d: %s/%s in %s, EncapOf says %s", seed, v.Tenant, v.Name, v.Encap, want)
+			}
+		}
+		if len(seen) != 3 {
+			t.Errorf("seed %d: kinds %v, want all three", seed, seen)
+		}
+		only := MustGenerate(Config{Seed: seed, Encaps: []policy.EncapKind{policy.EncapVXLAN}})
+		for _, v := range only.VNETs() {
+			if v.Encap != policy.EncapVXLAN {
+				t.Errorf("seed %d: VXLAN only, %s/%s in %s", seed, v.Tenant, v.Name, v.Encap)
+			}
+		}
+	}
+	// Random inbound packets come mostly in their VNET's kind, some in
+	// another.
+	cfg := Config{Seed: 4}
+	r := rand.New(rand.NewPCG(4, 4))
+	own, other := 0, 0
+	for range 600 {
+		in, _ := RandomInbound(r, cfg)
+		t0, j := int(in.VNI/1000)-1, int(in.VNI%1000)
+		if t0 >= 2 {
+			continue // no such tenant: any kind
+		}
+		if in.Encap == EncapOf(cfg, t0, j) {
+			own++
+		} else {
+			other++
+		}
+	}
+	if own < 3*other || other == 0 {
+		t.Errorf("%d inbound packets in their VNET's encapsulation, %d in another", own, other)
 	}
 }

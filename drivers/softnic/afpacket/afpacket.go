@@ -13,18 +13,30 @@ type Options struct {
 
 // Stats are a binding's counters.
 type Stats struct {
-	RxFrames uint64 // frames read from the interface and handed to the port
+	RxFrames uint64 // frames handed to the port (each segment of a GSO super-frame counts one)
 	TxFrames uint64 // frames taken from the port and written to the interface
 	RxErrors uint64 // socket read errors other than timeouts
 	TxErrors uint64 // frames the interface refused (too long, link down, …)
+	// RxCsum counts frames whose partial transport checksum the binding
+	// completed (the kernel's NEEDS_CSUM).
+	RxCsum uint64
+	// RxGSO counts GSO super-frames read from the interface and cut into
+	// segments.
+	RxGSO uint64
+	// RxDropped counts frames read from the interface that the binding
+	// could not hand over: longer than its buffer, a GSO super-frame it
+	// cannot segment (see wire.Segmenter), a UDP segment over the port's
+	// MTU, or checksum offsets outside the frame.
+	RxDropped uint64
 }
 
 type counters struct {
-	rx, tx, rxErr, txErr atomic.Uint64
+	rx, tx, rxErr, txErr, csum, gso, dropped atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
-	return Stats{RxFrames: c.rx.Load(), TxFrames: c.tx.Load(), RxErrors: c.rxErr.Load(), TxErrors: c.txErr.Load()}
+	return Stats{RxFrames: c.rx.Load(), TxFrames: c.tx.Load(), RxErrors: c.rxErr.Load(), TxErrors: c.txErr.Load(),
+		RxCsum: c.csum.Load(), RxGSO: c.gso.Load(), RxDropped: c.dropped.Load()}
 }
 
 // batch is how many frames move through the NIC in one Send or Recv: the
@@ -38,3 +50,11 @@ const idleCheck = 100 * time.Millisecond
 
 // pollInterval bounds how long a read blocks before it checks for Close.
 const pollInterval = 100 * time.Millisecond
+
+// recvBufLen is the receive buffer of each frame of a batch: the virtio-net
+// header and the largest GSO super-frame Linux builds (TCP keeps a
+// super-frame, headers included, under the interface's gso_max_size of
+// 64 KiB), with room for a tunnel's outer headers and a VLAN tag. A longer
+// frame (an interface with BIG TCP's larger gso_max_size) is counted in
+// RxDropped.
+const recvBufLen = 10 + 1<<16 + 512

@@ -18,7 +18,7 @@ import (
 	"github.com/nicpath/nicpath/internal/nsexec"
 )
 
-func skipUnlessRoot(t *testing.T) {
+func skipUnlessRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a network namespace with veth pairs")
@@ -28,7 +28,7 @@ func skipUnlessRoot(t *testing.T) {
 	}
 }
 
-func ip(t *testing.T, args ...string) {
+func ip(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ip %v: %v\n%s", args, err, out)

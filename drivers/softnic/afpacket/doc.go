@@ -16,11 +16,39 @@
 //   - A VLAN tag the kernel moved into packet metadata is put back in the
 //     frame before the NIC sees it (PACKET_AUXDATA), so that the NIC keys on
 //     the frame as it was on the wire.
-//   - A frame whose transport checksum the kernel left for offload
-//     (TP_STATUS_CSUMNOTREADY: sent by a local socket through a veth or tap)
-//     gets its TCP or UDP checksum completed before the NIC sees it, as a
-//     NIC with checksum offload would; otherwise it would leave the host
-//     with a partial sum.
+//   - The socket asks for the virtio-net header (PACKET_VNET_HDR), the
+//     kernel's word on each frame's offloads, and the binding does what a
+//     NIC with checksum and segmentation offload does with it, so that
+//     VMs and peers keep the kernel's default offloads:
+//   - Partial checksums: a frame whose TCP or UDP checksum the kernel left
+//     to the device (NEEDS_CSUM: sent by a local stack through a veth or
+//     tap; the field holds only the pseudo-header sum) gets it completed at
+//     the header's csum_start/csum_offset (wire.CompleteChecksum), whatever
+//     the headers around it: plain or tunnelled, the inner checksum (a
+//     Linux VXLAN device leaves it partial and computes the outer one from
+//     it) or the outer UDP one (left partial when the inner is complete),
+//     IPv4 or IPv6. Only frames so marked are touched. So every frame the
+//     NIC sees, and everything it sends toward a VM or the wire (a
+//     decapsulated inner frame included) or hands to the host, carries
+//     complete checksums.
+//   - GSO: a super-frame (gso_type TCPV4, TCPV6 or UDP_L4, up to 64 KB: a
+//     VM's TSO/USO frame on its veth, or a Linux peer's VXLAN-encapsulated
+//     one on the uplink, which Linux 6.18 delivers whole with the inner
+//     packet's plain type and csum_start at the inner transport header) is
+//     cut into the frames a NIC with TSO/USO would send (wire.Segmenter):
+//     gso_size payload bytes each, every length, IPv4 ID, TCP sequence
+//     number and flag, and checksum (inner and outer) right, each at most
+//     the port's MTU (TCP segments are cut smaller if gso_size would
+//     exceed it). The segments enter the NIC like any frames: rules match
+//     and count them, and one too big for its egress once encapsulated
+//     goes to the host with hal.ReasonMTU. Super-frames are never handed
+//     through whole (see readLoop for why). What cannot be cut (UFO, a
+//     UDP segment over the MTU, a frame that does not parse) is dropped
+//     and counted in Stats.RxDropped, as is a frame longer than the 64 KB
+//     receive buffer (an interface with BIG TCP).
+//   - Frames go out with sendmmsg, up to 64 per system call, behind a
+//     virtio-net header that asks for nothing; receiving and sending
+//     allocate nothing.
 //   - The interface is put in promiscuous mode for the socket's lifetime
 //     (a membership, dropped when the socket closes), since a vport receives
 //     frames for addresses that are not the interface's.

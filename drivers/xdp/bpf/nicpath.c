@@ -19,7 +19,7 @@
 
 enum reason {
 	R_NONE, R_MISS, R_ACTION, R_UNSUPPORTED, R_MALFORMED, R_TTL, R_FRAGMENT,
-	R_MTU, R_SEALED, R_POLICY, R_NOPORT, R_QUEUEFULL,
+	R_MTU, R_SEALED, R_POLICY, R_NOPORT, R_QUEUEFULL, R_NOTLOCAL,
 };
 
 enum tun_kind { TUN_NONE, TUN_VXLAN, TUN_GENEVE, TUN_NVGRE };
@@ -141,6 +141,24 @@ struct exc_meta {
 	__u32 len;
 };
 
+/* The tunnel endpoint of an uplink (hal.TunnelEndpoint): the outer
+ * destinations its tunnelled frames may carry. Each entry pairs an address
+ * (IPv4 mapped) with the destination MAC that goes with it: the endpoint's
+ * for a unicast address, the group's for a multicast one. */
+#define MAX_EP_ADDRS 16
+
+struct tun_ep_addr {
+	__u8 addr[16];
+	__u8 mac[6];
+	__u16 pad;
+};
+
+struct tun_ep {
+	__u32 n;
+	__u32 pad;
+	struct tun_ep_addr a[MAX_EP_ADDRS];
+};
+
 struct trace_rec {
 	__u64 rule;
 	__u32 verdict;
@@ -219,6 +237,15 @@ struct {
 	__type(value, __u32);
 } exceptions SEC(".maps");
 
+/* Keyed by port; a port without an entry filters nothing. A hash, so that
+ * replacing an endpoint swaps the whole value at once for a reader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct tun_ep);
+	__uint(max_entries, MAX_PORTS);
+} tun_eps SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -246,9 +273,20 @@ struct pstate {
 	/* In: where the frame being parsed ends. Out, when it is tunnelled:
 	 * where its inner frame ends (the UDP or IP payload's end). */
 	__u32 inner_end;
+	/* The outer IP and UDP headers of a UDP tunnel (0: none). */
+	__u16 outer_l3;
+	__u16 outer_l4;
 	__u8 v6;
 	__u8 later_frag;
+	__u8 outer_v6;
+	/* Checksums that look partial (see csum_partial): PARTIAL_L4 the
+	 * frame's TCP/UDP checksum (the inner frame's when tunnelled),
+	 * PARTIAL_OUTER the outer UDP checksum of a tunnel. */
+	__u8 partial;
 };
+
+#define PARTIAL_L4 1
+#define PARTIAL_OUTER 2
 
 static __always_inline void count_reason(__u32 idx, __u32 port, int drop)
 {
@@ -332,6 +370,36 @@ static __always_inline __u16 fold(__u32 s)
 	return (__u16)s;
 }
 
+/* sum_words adds the n bytes at p (n a constant multiple of 4) as 32-bit
+ * words in memory order; a 64-bit accumulator keeps every carry. */
+static __always_inline __u64 sum_words(const __u8 *p, const int n)
+{
+	__u64 s = 0;
+#pragma unroll
+	for (int i = 0; i + 8 <= n; i += 8) {
+		__u64 w = *(const __u64 *)(p + i);
+		s += (w & 0xffffffff) + (w >> 32);
+	}
+	if (n % 8)
+		s += *(const __u32 *)(p + n - 4);
+	return s;
+}
+
+/* csum_partial says whether a TCP/UDP checksum field looks partial: a sender
+ * that leaves the checksum to the NIC (CHECKSUM_PARTIAL, a veth's default
+ * offload) puts the folded pseudo-header sum there, not inverted, and XDP
+ * sees no ip_summed to tell. psum is the sum of the addresses as 32-bit
+ * words in memory order; the field is compared in memory order too. A
+ * complete checksum equal to that sum by chance is recomputed to the same
+ * value, so the test needs no other evidence. */
+static __always_inline int csum_partial(__u64 psum, __u8 proto, __u32 len, __u16 field)
+{
+	psum += htons((__u16)proto) + htons((__u16)len);
+	psum = (psum & 0xffffffff) + (psum >> 32);
+	psum = (psum & 0xffffffff) + (psum >> 32);
+	return fold((__u32)psum) == field;
+}
+
 /* Global (non-static) functions are verified once each, on their own; that
  * keeps the verifier's work linear in the number of actions instead of
  * exponential in their combinations. */
@@ -376,6 +444,10 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 
 	__u32 end;
 	__u8 proto;
+	__u64 psum;       /* the addresses' sum, for csum_partial */
+	/* An IPv4 first fragment: its transport checksum and UDP length
+	 * cover the whole datagram, more than the frame carries. */
+	__u32 first_frag = 0;
 	if (et == 0x0800) {
 		__u8 *ip = data + off;
 		if ((void *)(ip + 20) > data_end)
@@ -404,6 +476,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			return R_MALFORMED;
 		set_mapped4(k->ip_src, ip + 12);
 		set_mapped4(k->ip_dst, ip + 16);
+		psum = (__u64)*(__u32 *)(ip + 12) + *(__u32 *)(ip + 16);
 		proto = ip[9];
 		k->proto = proto;
 		st->l3 = off;
@@ -412,6 +485,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			st->later_frag = 1;
 			return R_FRAGMENT;
 		}
+		first_frag = frag & 0x2000;
 		end = off + tot;
 		off += ihl;
 	} else if (et == 0x86dd) {
@@ -425,6 +499,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			return R_MALFORMED;
 		copy16(k->ip_src, ip6 + 8);
 		copy16(k->ip_dst, ip6 + 24);
+		psum = sum_words(ip6 + 8, 32);
 		proto = ip6[6];
 		k->proto = proto;
 		st->l3 = off;
@@ -453,15 +528,23 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			return R_MALFORMED;
 		k->l4_src = ntohs(*(__u16 *)l4);
 		k->l4_dst = ntohs(*(__u16 *)(l4 + 2));
+		if (!first_frag && csum_partial(psum, 6, end - off, *(__u16 *)(l4 + 16)))
+			st->partial |= PARTIAL_L4;
 	} else if (proto == 17) {
 		if ((void *)(l4 + 8) > data_end || off + 8 > end)
 			return R_MALFORMED;
 		__u32 ulen = ntohs(*(__u16 *)(l4 + 4));
-		if (ulen < 8 || off + ulen > end)
+		if (ulen < 8 || (off + ulen > end && !first_frag))
 			return R_MALFORMED;
 		k->l4_src = ntohs(*(__u16 *)l4);
 		k->l4_dst = ntohs(*(__u16 *)(l4 + 2));
+		/* 0 over IPv4: no checksum; the pseudo-header sum is never 0 */
+		int part = !first_frag && csum_partial(psum, 17, ulen, *(__u16 *)(l4 + 6));
 		if (tunnels && (k->l4_dst == 4789 || k->l4_dst == 6081)) {
+			if (first_frag)
+				return R_FRAGMENT; /* a fragmented tunnel packet: the host's, as hal/wire says */
+			if (part)
+				st->partial |= PARTIAL_OUTER;
 			__u8 *t = l4 + 8;
 			if ((void *)(t + 8) > data_end || ulen < 16)
 				return R_MALFORMED;
@@ -486,6 +569,8 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			}
 			return -1;
 		}
+		if (part)
+			st->partial |= PARTIAL_L4;
 	} else if (proto == 1 || proto == 58) {
 		if ((void *)(l4 + 4) > data_end || off + 4 > end)
 			return R_MALFORMED;
@@ -496,6 +581,8 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			return R_MALFORMED;
 		__u16 gflags = ntohs(*(__u16 *)l4);
 		if (ntohs(*(__u16 *)(l4 + 2)) == 0x6558 && (gflags & 0x2000)) {
+			if (first_frag)
+				return R_FRAGMENT;
 			if ((gflags & 0xd007) != 0)
 				return R_UNSUPPORTED; /* checksum, sequence or a version: not NVGRE */
 			if ((void *)(l4 + 8) > data_end || off + 8 > end)
@@ -651,6 +738,29 @@ static __always_inline void copy_hdr(__u8 *dst, const __u8 *src, const int n)
 		*(__u16 *)(dst + n - 2) = *(const __u16 *)(src + n - 2);
 }
 
+/* tunnel_local says whether the tunnelled frame whose outer headers k holds
+ * (its destination MAC and IP) is for this port's tunnel endpoint: true
+ * when the port has none. */
+static __always_inline int tunnel_local(const struct flow_key *k)
+{
+	__u32 port = in_port;
+	struct tun_ep *ep = bpf_map_lookup_elem(&tun_eps, &port);
+	if (!ep)
+		return 1;
+	__u32 n = ep->n;
+	__u64 d0 = *(const __u64 *)k->ip_dst, d1 = *(const __u64 *)(k->ip_dst + 8);
+	for (int i = 0; i < MAX_EP_ADDRS; i++) {
+		if (i >= n)
+			break;
+		struct tun_ep_addr *a = &ep->a[i];
+		if (*(__u64 *)a->addr != d0 || *(__u64 *)(a->addr + 8) != d1)
+			continue;
+		return *(__u32 *)a->mac == *(const __u32 *)k->eth_dst &&
+		       *(__u16 *)(a->mac + 4) == *(const __u16 *)(k->eth_dst + 4);
+	}
+	return 0;
+}
+
 /* parse_frame parses the frame into k; a tunnelled frame's outer headers
  * become the tunnel fields and the rest of k describes the inner frame. */
 __global int parse_frame(struct xdp_md *ctx, struct flow_key *k, struct pstate *st)
@@ -661,6 +771,8 @@ __global int parse_frame(struct xdp_md *ctx, struct flow_key *k, struct pstate *
 	int r = parse_one(ctx, 0, k, st, 1);
 	if (r != -1)
 		return r;
+	if (!tunnel_local(k))
+		return R_NOTLOCAL;
 	/* The outer addresses become the tunnel's; everything else of the key
 	 * is the inner frame's (in_port, vni and tun_kind stay). */
 	copy16(k->tun_src, k->ip_src);
@@ -673,9 +785,17 @@ __global int parse_frame(struct xdp_md *ctx, struct flow_key *k, struct pstate *
 	k->l4_dst = 0;
 	k->proto = 0;
 	__u32 inner = st->inner, inner_end = st->inner_end;
+	__u16 ol3 = st->l3, ol4 = st->l4;
+	__u8 ov6 = st->v6, part = st->partial;
 	__builtin_memset(st, 0, sizeof(*st));
 	st->inner = inner;
 	st->inner_end = inner_end;
+	if (k->tun_kind != TUN_NVGRE) {
+		st->outer_l3 = ol3;
+		st->outer_l4 = ol4;
+		st->outer_v6 = ov6;
+		st->partial = part & PARTIAL_OUTER;
+	}
 	r = parse_one(ctx, inner, k, st, 0);
 	return r == -1 ? R_UNSUPPORTED : r;
 }
@@ -858,21 +978,6 @@ __global int encap(struct xdp_md *ctx, struct rule *r, __u32 hash)
 	return 0;
 }
 
-/* sum_words adds the n bytes at p (n a constant multiple of 4) as 32-bit
- * words in memory order; a 64-bit accumulator keeps every carry. */
-static __always_inline __u64 sum_words(const __u8 *p, const int n)
-{
-	__u64 s = 0;
-#pragma unroll
-	for (int i = 0; i + 8 <= n; i += 8) {
-		__u64 w = *(const __u64 *)(p + i);
-		s += (w & 0xffffffff) + (w >> 32);
-	}
-	if (n % 8)
-		s += *(const __u32 *)(p + n - 4);
-	return s;
-}
-
 /* sum_rest returns the one's-complement sum of the len (< 512) bytes of the
  * frame from off, taken as 16-bit words in memory order (so the
  * byte-swapped network-order sum; an odd last byte is padded with zero),
@@ -927,18 +1032,17 @@ __global int sum_rest(struct xdp_md *ctx, __u32 off, __u32 len)
 	return fold((__u32)acc);
 }
 
-/* frame_sum is sum_rest for the first len bytes of the frame, of any
- * length up to CSUM_CHUNKS chunks and a rest: whole 512-byte chunks are
- * summed by bpf_csum_diff straight from the packet, at constant offsets
- * the verifier follows one iteration at a time, and sum_rest adds what
- * remains. */
-__global int frame_sum(struct xdp_md *ctx, __u32 len)
+/* frame_sum is sum_rest for the len bytes of the frame from off (at most
+ * 512: a transport header's offset), of any length up to CSUM_CHUNKS chunks
+ * and a rest: whole 512-byte chunks are summed by bpf_csum_diff straight
+ * from the packet, at offsets the verifier follows one iteration at a
+ * time, and sum_rest adds what remains. */
+__global int frame_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 {
-	if (!ctx)
+	if (!ctx || off > 512)
 		return -1;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u8 *p = (void *)(long)ctx->data;
-	__u32 off = 0;
+	__u8 *p = (void *)(long)ctx->data + off;
 	__u64 acc = 0;
 	for (int i = 0; i < CSUM_CHUNKS; i++) {
 		if (len < CSUM_CHUNK)
@@ -963,6 +1067,79 @@ __global int frame_sum(struct xdp_md *ctx, __u32 len)
 	return fold((__u32)acc);
 }
 
+/* complete_l4 completes the partial TCP/UDP checksum of the IP header at
+ * l3 and the transport header at l4 (see csum_partial): the field holds the
+ * pseudo-header sum, so the sum of the segment as it is, field included, is
+ * the sum the checksum covers, and the field becomes its complement (UDP's
+ * 0 written 0xffff, as hal/wire does). It returns 1 when it completed one,
+ * 0 when the field is not partial, -1 when the frame cannot be summed. */
+__global int complete_l4(struct xdp_md *ctx, __u32 l3, __u32 l4, __u32 v6)
+{
+	if (!ctx || l3 > 512 || l4 > 512 || l4 <= l3)
+		return -1;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *ip = data + l3;
+	__u64 psum;
+	__u32 len;
+	__u8 proto;
+	if (v6) {
+		if ((void *)(ip + 40) > data_end)
+			return -1;
+		psum = sum_words(ip + 8, 32);
+		proto = ip[6];
+		len = ntohs(*(__u16 *)(ip + 4)); /* no extension headers: the parser sends those to the host */
+	} else {
+		if ((void *)(ip + 20) > data_end)
+			return -1;
+		psum = (__u64)*(__u32 *)(ip + 12) + *(__u32 *)(ip + 16);
+		proto = ip[9];
+		len = ntohs(*(__u16 *)(ip + 2)) - (l4 - l3);
+	}
+	__u8 *h = data + l4;
+	if ((void *)(h + 8) > data_end)
+		return -1;
+	__u32 co = 6;
+	if (proto == 17)
+		len = ntohs(*(__u16 *)(h + 4));
+	else if (proto == 6)
+		co = 16;
+	else
+		return 0;
+	if (len > 0xffff)
+		return -1;
+	__u16 *c = (__u16 *)(h + co);
+	if ((void *)(c + 1) > data_end)
+		return -1;
+	if (!csum_partial(psum, proto, len, *c))
+		return 0;
+	int s = frame_sum(ctx, l4, len);
+	if (s < 0)
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	c = data + l4 + co;
+	if ((void *)(c + 1) > data_end)
+		return -1;
+	__u16 v = ~(__u16)s;
+	if (proto == 17 && v == 0)
+		v = 0xffff;
+	*c = v;
+	return 1;
+}
+
+/* complete_csums completes the partial checksums parse found: the
+ * transport's (the inner frame's when tunnelled) first, then the outer
+ * UDP checksum, which covers it, unless the outer headers are about to be
+ * removed. */
+static __always_inline void complete_csums(struct xdp_md *ctx, struct pstate *st, __u32 decap)
+{
+	if (st->partial & PARTIAL_L4)
+		complete_l4(ctx, st->l3, st->l4, st->v6);
+	if ((st->partial & PARTIAL_OUTER) && !decap)
+		complete_l4(ctx, st->outer_l3, st->outer_l4, st->outer_v6);
+}
+
 /* encap6 is encap with an IPv6 outer header, as hal/wire writes it: the
  * flow label from the flow hash, the payload length, and a full UDP
  * checksum (hal/wire computes one over IPv6, RFC 8200 §8.1, rather than
@@ -978,7 +1155,7 @@ __global int encap6(struct xdp_md *ctx, struct rule *r, __u32 hash)
 		__u32 l4len = inner_len + 16;
 		if (l4len > 0xffff)
 			return -1;
-		int isum = frame_sum(ctx, inner_len);
+		int isum = frame_sum(ctx, 0, inner_len);
 		if (isum < 0)
 			return -1;
 		if (bpf_xdp_adjust_head(ctx, -70))
@@ -1048,14 +1225,17 @@ int nicpath_xdp(struct xdp_md *ctx)
 	/* Malformed frames are dropped and counted, as softnic does: there is
 	 * nothing the host could do with them. A sealed frame cannot be opened
 	 * here and the host must never see it in clear. */
-	if (r == R_SEALED || r == R_MALFORMED)
+	if (r == R_SEALED || r == R_MALFORMED || r == R_NOTLOCAL)
 		return drop(r, 0);
 	if (r != 0)
 		return to_host(ctx, r, key.vni, 0);
 
 	struct rule ru;
-	if (!lookup(&key, &ru))
+	if (!lookup(&key, &ru)) {
+		if (st.partial)
+			complete_csums(ctx, &st, 0);
 		return to_host(ctx, R_MISS, key.vni, 0);
+	}
 
 	__u16 flags = ru.flags;
 	if (flags & ACT_COUNT) {
@@ -1066,10 +1246,15 @@ int nicpath_xdp(struct xdp_md *ctx)
 			c->bytes += len;
 		}
 	}
+	if (ru.terminal != TERM_OUTPUT && ru.terminal != TERM_TOHOST)
+		return drop(ru.reason, ru.id);
+	/* Whatever leaves toward a VM, the wire or the host carries complete
+	 * checksums: an xdp_frame (and a perf event) has no checksum state
+	 * to finish them later. */
+	if (st.partial)
+		complete_csums(ctx, &st, ru.terminal == TERM_OUTPUT && (flags & ACT_DECAP));
 	if (ru.terminal == TERM_TOHOST)
 		return to_host(ctx, ru.reason, key.vni, ru.id);
-	if (ru.terminal != TERM_OUTPUT)
-		return drop(ru.reason, ru.id);
 
 	/* Checks that send the frame to the host as it arrived, before any
 	 * change: an expiring TTL, a frame too big for the egress port. */

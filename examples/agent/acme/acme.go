@@ -97,8 +97,8 @@ func (n *NIC) Validate(r *hal.Rule) error {
 // Apply programs a batch; operations the pipeline cannot take fail alone,
 // with Validate's error.
 func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
-	if len(results) < len(ops) {
-		return fmt.Errorf("%s: %d results for %d operations", DriverName, len(results), len(ops))
+	if err := hal.CheckApply(ctx, &n.caps, n.closed.Load(), ops, results); err != nil {
+		return err
 	}
 	pass := make([]hal.Op, 0, len(ops))
 	idx := make([]int, 0, len(ops))

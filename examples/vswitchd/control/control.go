@@ -72,10 +72,13 @@ type Show struct {
 	PolicyLoad time.Time `json:"policy_loaded"`
 	// Store is set when the desired state comes from a store rather than
 	// a policy file.
-	Store   *StoreStatus  `json:"store,omitempty"`
-	Uptime  time.Duration `json:"uptime"`
-	Ports   []Port        `json:"ports"`
-	Capture string        `json:"capture,omitempty"`
+	Store *StoreStatus `json:"store,omitempty"`
+	// PolicyRejected is set while the policy file is one the daemon
+	// refused: the switch runs the policy loaded at PolicyLoad.
+	PolicyRejected *PolicyRejection `json:"policy_rejected,omitempty"`
+	Uptime         time.Duration    `json:"uptime"`
+	Ports          []Port           `json:"ports"`
+	Capture        string           `json:"capture,omitempty"`
 }
 
 // StoreStatus is what a daemon that follows a store knows of it.
@@ -88,6 +91,20 @@ type StoreStatus struct {
 	StaleSince time.Time `json:"stale_since,omitzero"`
 	Resyncs    int       `json:"resyncs"`
 	Error      string    `json:"error,omitempty"` // the last problem, if any
+}
+
+// PolicyRejection is a policy file the daemon refused: where its first
+// problem is (file, line, field; line and field are absent when the file
+// could not be read or this host cannot run it), how many problems it has,
+// the whole error as reload reports it, and when it was refused.
+type PolicyRejection struct {
+	File     string    `json:"file"`
+	Line     int       `json:"line,omitempty"`
+	Field    string    `json:"field,omitempty"`
+	Msg      string    `json:"msg"`
+	Problems int       `json:"problems"`
+	Error    string    `json:"error"`
+	At       time.Time `json:"at"`
 }
 
 // Caps is the NIC's capabilities, in words.

@@ -136,10 +136,15 @@ func (d *Daemon) show(ctx context.Context) control.Show {
 	h, _ := st.Host(d.cfg.Host)
 	d.mu.Lock()
 	loaded := d.loadedAt
+	var rejected *control.PolicyRejection
+	if d.rejection != nil {
+		r := rejectionInfo(d.source(), d.rejection)
+		rejected = &r
+	}
 	d.mu.Unlock()
 	s := control.Show{Host: d.cfg.Host, PA: h.PA.String(), Driver: caps.Driver, Device: caps.Device,
 		Location: caps.Location.String(), PolicyFile: d.cfg.Policy, PolicyLoad: loaded, Uptime: time.Since(d.started).Round(time.Millisecond),
-		Store: d.storeStatus()}
+		Store: d.storeStatus(), PolicyRejected: rejected}
 	if file, _, on := d.capture.status(); on {
 		s.Capture = file
 	}

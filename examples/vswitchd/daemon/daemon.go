@@ -1,21 +1,24 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/examples/vswitchd/control"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
@@ -43,13 +46,19 @@ type Daemon struct {
 	// the file.
 	mu         sync.Mutex
 	state      *policy.State
-	policyHash [32]byte
+	policyHash [32]byte // of the file the running state was loaded from
 	policyMod  time.Time
 	policySize int64
 	loadedAt   time.Time
 	rejected   uint64
 	updates    uint64
-	lastErr    error // the last rejected file's error, for show
+	// rejection is set while the policy file is one the daemon refused
+	// (it does not load, this host cannot run it, or the switch failed
+	// to apply it), until a file that is applied, or the running
+	// policy's own file, replaces it: reload, show and the metrics say
+	// so all along.
+	rejection    *rejection
+	lastRejected time.Time // the last rejection, for the metrics
 
 	// With a store instead of a policy file (cfg.Store).
 	store    store.Store
@@ -98,20 +107,17 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC, log *slog.Logger) (_ *
 		}
 		d.log.Info("first state loaded from the store", "store", cfg.Store, "revision", d.initial.Revision)
 	} else {
-		data, err := os.ReadFile(cfg.Policy)
+		fi, err := os.Stat(cfg.Policy)
 		if err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
 		}
-		if st, err = policy.Parse(cfg.Policy, data); err != nil {
+		if st, d.policyHash, err = loadPolicy(cfg.Policy); err != nil {
 			return nil, err
 		}
 		if err := d.checkPolicy(st); err != nil {
 			return nil, err
 		}
-		d.policyHash = sha256.Sum256(data)
-		if fi, err := os.Stat(cfg.Policy); err == nil {
-			d.policyMod, d.policySize = fi.ModTime(), fi.Size()
-		}
+		d.policyMod, d.policySize = fi.ModTime(), fi.Size()
 	}
 	d.state, d.loadedAt = st, time.Now()
 
@@ -161,6 +167,7 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC, log *slog.Logger) (_ *
 		mux.Handle("/metrics", d.MetricsHandler())
 		d.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
+	releaseMemory()
 	return d, nil
 }
 
@@ -363,51 +370,178 @@ func (d *Daemon) Reload(ctx context.Context) (changed bool, err error) {
 		return false, d.errFromStore("reload")
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.reloadLocked(ctx, true)
+	changed, err = d.reloadLocked(ctx, true)
+	d.mu.Unlock()
+	if changed {
+		releaseMemory()
+	}
+	return changed, err
 }
+
+// releaseMemory returns the memory of what a new policy replaced (the old
+// state and the loading's garbage: hundreds of megabytes at a million
+// mappings) to the system now, rather than over minutes as the runtime
+// would. It costs one garbage collection; policy files change seldom.
+func releaseMemory() { debug.FreeOSMemory() }
 
 func (d *Daemon) reloadLocked(ctx context.Context, force bool) (bool, error) {
 	fi, err := os.Stat(d.cfg.Policy)
 	if err != nil {
-		return false, fmt.Errorf("policy: %w", err)
+		return false, d.reject(fmt.Errorf("policy: %w", err), [32]byte{}, "rejected")
 	}
 	if !force && fi.ModTime().Equal(d.policyMod) && fi.Size() == d.policySize {
 		return false, nil
 	}
-	data, err := os.ReadFile(d.cfg.Policy)
+	h, err := hashFile(d.cfg.Policy)
 	if err != nil {
-		return false, fmt.Errorf("policy: %w", err)
+		return false, d.reject(fmt.Errorf("policy: %w", err), [32]byte{}, "rejected")
 	}
 	d.policyMod, d.policySize = fi.ModTime(), fi.Size()
-	h := sha256.Sum256(data)
-	if bytes.Equal(h[:], d.policyHash[:]) {
+	if h == d.policyHash {
+		d.accept()
 		return false, nil
 	}
-	// The hash is taken now, so that a bad file is reported once, not at
-	// every poll; it is checked again when it changes.
-	d.policyHash = h
-	st, err := policy.Parse(d.cfg.Policy, data)
+	if r := d.rejection; r != nil && r.hash == h && r.result == "rejected" {
+		// The file refused already: refused again, not counted twice.
+		return false, r.err
+	}
+	st, h, err := loadPolicy(d.cfg.Policy)
 	if err == nil {
 		err = d.checkPolicy(st)
 	}
 	if err != nil {
-		d.rejected++
-		d.lastErr = err
-		d.metrics.policy.WithLabelValues("rejected").Inc()
-		d.logPolicyError(err)
-		return false, err
+		return false, d.reject(err, h, "rejected")
+	}
+	if h == d.policyHash {
+		// Changed back while it was read.
+		d.accept()
+		return false, nil
 	}
 	if err := d.sw.Update(ctx, st); err != nil {
-		d.metrics.policy.WithLabelValues("failed").Inc()
-		d.log.Error("policy update failed", "policy", d.cfg.Policy, "err", err)
-		return false, fmt.Errorf("applying %s: %w", d.cfg.Policy, err)
+		return false, d.reject(fmt.Errorf("applying %s: %w", d.cfg.Policy, err), h, "failed")
 	}
-	d.state, d.loadedAt, d.lastErr = st, time.Now(), nil
+	d.state, d.loadedAt, d.policyHash = st, time.Now(), h
+	d.accept()
 	d.updates++
 	d.metrics.policy.WithLabelValues("applied").Inc()
 	d.log.Info("policy applied", "policy", d.cfg.Policy, "vms", len(st.VMs()), "mappings", st.MappingCount())
 	return true, nil
+}
+
+// rejection is a policy file the daemon refused.
+type rejection struct {
+	err  error
+	at   time.Time
+	hash [32]byte // of the file refused (zero if it could not be read)
+	// result is "rejected" (the file does not load, or this host cannot
+	// run it: reloading the same file reports the same error without
+	// reading it again) or "failed" (the switch failed to apply it: a
+	// reload tries again).
+	result string
+}
+
+// reject records that the policy file (or the store's state) was refused,
+// with the result the metrics count it under, and returns err. The same
+// refusal again (the watcher looking at a file that is not there, say) is
+// counted and logged once.
+func (d *Daemon) reject(err error, hash [32]byte, result string) error {
+	if r := d.rejection; r != nil && r.hash == hash && r.result == result && r.err.Error() == err.Error() && result == "rejected" {
+		return err
+	}
+	d.metrics.policy.WithLabelValues(result).Inc()
+	if result == "rejected" {
+		d.rejected++
+		d.logPolicyError(err)
+	} else {
+		d.log.Error("policy update failed; the running state is kept", "policy", d.source(), "err", err)
+	}
+	d.rejection = &rejection{err: err, at: time.Now(), hash: hash, result: result}
+	d.lastRejected = d.rejection.at
+	return err
+}
+
+// accept records that the policy file (or the store's state) is the
+// running policy.
+func (d *Daemon) accept() {
+	if d.rejection != nil {
+		d.log.Info("the policy is no longer rejected", "policy", d.source())
+	}
+	d.rejection = nil
+}
+
+// loadPolicy loads a policy file, streaming, and returns the SHA-256 of
+// what it read.
+func loadPolicy(path string) (*policy.State, [32]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, [32]byte{}, fmt.Errorf("policy: %w", err)
+	}
+	defer f.Close()
+	hr := &hashingReader{f: f, h: sha256.New()}
+	st, err := policy.LoadReader(path, hr)
+	var sum [32]byte
+	hr.h.Sum(sum[:0])
+	return st, sum, err
+}
+
+// hashingReader hashes what is read from a file; seeking back to the
+// start (the loader reads some documents twice) starts the hash again.
+type hashingReader struct {
+	f *os.File
+	h hash.Hash
+}
+
+func (r *hashingReader) Read(p []byte) (int, error) {
+	n, err := r.f.Read(p)
+	r.h.Write(p[:n])
+	return n, err
+}
+
+func (r *hashingReader) Seek(off int64, whence int) (int64, error) {
+	if off != 0 || whence != io.SeekStart {
+		return 0, errors.New("hashingReader: only seeks back to the start")
+	}
+	r.h.Reset()
+	return r.f.Seek(0, io.SeekStart)
+}
+
+func hashFile(path string) ([32]byte, error) {
+	var sum [32]byte
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return sum, err
+	}
+	h.Sum(sum[:0])
+	return sum, nil
+}
+
+// PolicyRejection describes the policy file while the daemon refuses it:
+// the error (file, line, field and message of the first problem when the
+// file did not load) and when. ok is false while the file on disk is the
+// running policy's, or has not been looked at since it changed.
+func (d *Daemon) PolicyRejection() (r control.PolicyRejection, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.rejection == nil {
+		return r, false
+	}
+	return rejectionInfo(d.source(), d.rejection), true
+}
+
+func rejectionInfo(file string, rj *rejection) control.PolicyRejection {
+	r := control.PolicyRejection{File: file, Error: rj.err.Error(), At: rj.at, Problems: 1}
+	var l policy.ErrorList
+	if errors.As(rj.err, &l) && len(l) > 0 {
+		r.File, r.Line, r.Field, r.Msg, r.Problems = l[0].File, l[0].Line, l[0].Field, l[0].Msg, len(l)
+	} else {
+		r.Msg = rj.err.Error()
+	}
+	return r
 }
 
 func (d *Daemon) logPolicyError(err error) {
@@ -432,8 +566,11 @@ func (d *Daemon) watch(ctx context.Context) {
 			return
 		case <-t.C:
 			d.mu.Lock()
-			d.reloadLocked(ctx, false)
+			changed, _ := d.reloadLocked(ctx, false)
 			d.mu.Unlock()
+			if changed {
+				releaseMemory()
+			}
 		}
 	}
 }

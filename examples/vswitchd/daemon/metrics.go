@@ -94,6 +94,10 @@ var (
 		"Flow rules that landed on the NIC.", nil, nil)
 	descPortPackets = prometheus.NewDesc("nicpath_port_packets_total",
 		"Packets through each NIC port, by direction.", []string{"port", "direction"}, nil)
+	descPolicyRejected = prometheus.NewDesc("nicpath_policy_rejected",
+		"1 while the policy file (or the store's state) is one the daemon refused, until one it applies, or the running policy's own file, replaces it; the switch runs the policy loaded before.", nil, nil)
+	descPolicyLastRejection = prometheus.NewDesc("nicpath_policy_last_rejection_timestamp_seconds",
+		"When the daemon last refused a policy file (or a store's state), in seconds since the epoch; 0 if it never did.", nil, nil)
 	descStoreRevision = prometheus.NewDesc("nicpath_store_revision",
 		"The store revision whose desired state the switch applies (daemons that follow a store).", nil, nil)
 	descStoreStale = prometheus.NewDesc("nicpath_store_stale",
@@ -104,7 +108,8 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFlows, descExceptions, descDrops, descPolicyDrops, descFallbacks,
-		descFlowsCreated, descOffloaded, descPortPackets, descStoreRevision, descStoreStale, descStoreResyncs} {
+		descFlowsCreated, descOffloaded, descPortPackets, descPolicyRejected, descPolicyLastRejection,
+		descStoreRevision, descStoreStale, descStoreResyncs} {
 		ch <- d
 	}
 }
@@ -148,6 +153,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPortPackets, prometheus.CounterValue, float64(pc.Rx.Packets), name, "rx")
 		ch <- prometheus.MustNewConstMetric(descPortPackets, prometheus.CounterValue, float64(pc.Tx.Packets), name, "tx")
 	}
+	d.mu.Lock()
+	rejected, last := 0.0, 0.0
+	if d.rejection != nil {
+		rejected = 1
+	}
+	if !d.lastRejected.IsZero() {
+		last = float64(d.lastRejected.UnixNano()) / 1e9
+	}
+	d.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descPolicyRejected, prometheus.GaugeValue, rejected)
+	ch <- prometheus.MustNewConstMetric(descPolicyLastRejection, prometheus.GaugeValue, last)
 	if ss := d.storeStatus(); ss != nil {
 		stale := 0.0
 		if ss.Stale {

@@ -57,16 +57,13 @@ func (t storeTarget) Update(ctx context.Context, st *policy.State) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.checkPolicy(st); err != nil {
-		d.rejected++
-		d.lastErr = err
-		d.metrics.policy.WithLabelValues("rejected").Inc()
-		return err
+		return d.reject(err, [32]byte{}, "rejected")
 	}
 	if err := d.sw.Update(ctx, st); err != nil {
-		d.metrics.policy.WithLabelValues("failed").Inc()
-		return err
+		return d.reject(err, [32]byte{}, "failed")
 	}
-	d.state, d.loadedAt, d.lastErr = st, time.Now(), nil
+	d.state, d.loadedAt = st, time.Now()
+	d.accept()
 	d.updates++
 	d.metrics.policy.WithLabelValues("applied").Inc()
 	d.log.Info("state applied from the store", "store", d.cfg.Store, "vms", len(st.VMs()), "mappings", st.MappingCount())

@@ -1,0 +1,158 @@
+// Package importcheck holds nicpath's import rules and checks a module's
+// import graph against them. Its test runs the check on this module (go
+// list), so that a change that breaks a rule fails go test:
+//
+//   - hal imports nothing of nicpath's; hal/wire imports only hal;
+//   - drivers depend on no vswitch, policy, store or examples package;
+//   - policy never depends on vswitch;
+//   - conformance depends only on hal and hal/wire; drivers come in only
+//     through its targets (conformance/internal/targets,
+//     conformance/internal/devices) and its command (conformance/cmd);
+//   - examples import only public packages: an examples package importing
+//     internal/... must be listed in ExamplesInternal, which names today's
+//     exceptions exactly, so that the list only shrinks.
+//
+// Rules read the packages' non-test imports: tests may reach further (a
+// driver's test runs the conformance suite).
+package importcheck
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Package is one package of the module: its path relative to the module
+// (hal, drivers/xdp, …), the module packages it imports directly, and those
+// it depends on directly or not.
+type Package struct {
+	Path    string
+	Imports []string
+	Deps    []string
+}
+
+// Rule forbids the packages it applies to some dependencies.
+type Rule struct {
+	Name string
+	// Applies selects the packages the rule is about.
+	Applies func(pkg string) bool
+	// Forbids says whether pkg may not depend on dep.
+	Forbids func(pkg, dep string) bool
+	// Direct limits the rule to direct imports; otherwise every
+	// dependency, direct or not, counts.
+	Direct bool
+}
+
+// Pair is a package and one of its imports.
+type Pair struct{ From, To string }
+
+func (p Pair) String() string { return p.From + " -> " + p.To }
+
+// under reports whether pkg is root or below it.
+func under(pkg, root string) bool { return pkg == root || strings.HasPrefix(pkg, root+"/") }
+
+func underAny(pkg string, roots ...string) bool {
+	for _, r := range roots {
+		if under(pkg, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// ExamplesInternal lists, by package pair, the examples packages that
+// import an internal package today because nothing public does the job
+// yet. The check fails on an import outside the list and on a pair the
+// code no longer has: remove it then.
+var ExamplesInternal = []Pair{
+	{"examples/demo", "internal/simfabric"},         // the in-process hosts and underlay of the demo's story
+	{"examples/multihost", "internal/afpacket"},     // frames into the namespaced VMs' veths
+	{"examples/multihost", "internal/nsexec"},       // running in the hosts' namespaces
+	{"examples/multihost", "internal/simfabric"},    // the in-process multi-host bed
+	{"examples/vswitchd/daemon", "internal/nsexec"}, // opening a NIC in a configured namespace
+}
+
+// Rules are nicpath's import rules, exceptions for examples as given.
+func Rules(examplesInternal []Pair) []Rule {
+	allowed := map[Pair]bool{}
+	for _, p := range examplesInternal {
+		allowed[p] = true
+	}
+	conformanceDrivers := func(pkg string) bool {
+		return underAny(pkg, "conformance/internal/targets", "conformance/internal/devices", "conformance/cmd")
+	}
+	return []Rule{
+		{
+			Name:    "hal imports nothing of nicpath's",
+			Applies: func(pkg string) bool { return pkg == "hal" },
+			Forbids: func(_, dep string) bool { return true },
+		},
+		{
+			Name:    "hal/wire imports only hal",
+			Applies: func(pkg string) bool { return pkg == "hal/wire" },
+			Forbids: func(_, dep string) bool { return dep != "hal" },
+		},
+		{
+			Name:    "drivers depend on no vswitch, policy, store or examples",
+			Applies: func(pkg string) bool { return under(pkg, "drivers") },
+			Forbids: func(_, dep string) bool { return underAny(dep, "vswitch", "policy", "store", "examples") },
+		},
+		{
+			Name:    "policy never depends on vswitch",
+			Applies: func(pkg string) bool { return under(pkg, "policy") },
+			Forbids: func(_, dep string) bool { return under(dep, "vswitch") },
+		},
+		{
+			Name:    "conformance depends only on hal and hal/wire",
+			Applies: func(pkg string) bool { return pkg == "conformance" },
+			Forbids: func(_, dep string) bool { return dep != "hal" && dep != "hal/wire" },
+		},
+		{
+			Name: "conformance reaches drivers only through its targets and its command",
+			Applies: func(pkg string) bool {
+				return under(pkg, "conformance") && !conformanceDrivers(pkg)
+			},
+			Forbids: func(_, dep string) bool { return under(dep, "drivers") },
+		},
+		{
+			Name:    "examples import only public packages (internal only as listed in ExamplesInternal)",
+			Applies: func(pkg string) bool { return under(pkg, "examples") },
+			Forbids: func(pkg, dep string) bool {
+				return strings.Contains("/"+dep+"/", "/internal/") && !allowed[Pair{pkg, dep}]
+			},
+			Direct: true,
+		},
+	}
+}
+
+// Check returns every broken rule, one line each, and the pairs of
+// examplesInternal that no package imports any more.
+func Check(pkgs []Package, rules []Rule, examplesInternal []Pair) (broken []string, stale []Pair) {
+	imported := map[Pair]bool{}
+	for _, p := range pkgs {
+		for _, d := range p.Imports {
+			imported[Pair{p.Path, d}] = true
+		}
+		for _, r := range rules {
+			if !r.Applies(p.Path) {
+				continue
+			}
+			deps := p.Deps
+			if r.Direct {
+				deps = p.Imports
+			}
+			for _, d := range deps {
+				if r.Forbids(p.Path, d) {
+					broken = append(broken, fmt.Sprintf("%s: %s depends on %s", r.Name, p.Path, d))
+				}
+			}
+		}
+	}
+	for _, e := range examplesInternal {
+		if !imported[e] {
+			stale = append(stale, e)
+		}
+	}
+	slices.Sort(broken)
+	return broken, stale
+}

@@ -1,0 +1,49 @@
+// Package peerbed is a two-host overlay test bed on Linux network
+// namespaces, where either host is nicpath or a plain Linux host that nobody
+// here wrote:
+//
+//	vm-a ── vp0 [host-a] up0 ═══ up0 [host-b] vp0 ── vm-b
+//
+// Each VM is a namespace whose eth0 (a veth into its host's namespace)
+// carries the policy's MAC and customer address; the hosts' uplinks are the
+// two ends of one veth pair (the underlay, 198.18.0.0/24). A host is either
+//
+//   - nicpath: an in-process vswitchd (examples/vswitchd/daemon) on the
+//     softnic driver bound through AF_PACKET, or on the xdp or tcflower
+//     driver, following the bed's policy, with the VM's veth as its vport
+//     and up0 as its uplink; or
+//   - plain Linux ([Linux]): the kernel's own VXLAN device
+//     (`ip link add vx0 type vxlan id VNI local PA remote PEER dstport 4789
+//     dev up0`) and a bridge with the VM's veth, as a user without nicpath
+//     would build it; or
+//   - [TCFlowerRules]: the tc-flower driver programmed with the rules the
+//     vswitch would install for the two VMs, without a vswitch (the VM
+//     tier's form while the vswitch cannot run on tc-flower).
+//
+// A bed of two Linux hosts is the kernel's VXLAN + bridge path that
+// benchmarks compare nicpath with, on the same topology.
+//
+// Contracts:
+//   - Every interface keeps the kernel's default offloads: checksum
+//     offload, TSO and GSO stay on in the VMs, on the hosts and on the
+//     underlay. The bed only ever turns a feature on: with Config.NAPI (on
+//     by itself when a host runs the xdp driver), GRO on the VMs' eth0 and
+//     the uplinks, because a veth delivers frames its peer received by XDP
+//     redirect only when NAPI runs on it, as it always does on a virtio or
+//     VF port.
+//   - nicpath's uplink carries no address and answers no ARP (except on
+//     tcflower, whose kernel tunnel device writes the outer headers from the
+//     uplink's address and neighbours): the Linux peer holds a permanent
+//     neighbour entry for nicpath's PA, and nicpath is given its peer's MAC
+//     as the next hop. The VMs hold permanent neighbour entries for each
+//     other (no ARP crosses the overlay).
+//   - Everything lives in namespaces the bed creates, named after the
+//     process and a sequence number; Close stops the vswitchds and deletes
+//     them. Nothing is added to the namespace the bed is built from.
+//
+// The traffic helpers ([Ping], [UDP], [TCP] and [TCPStream]) run the VMs' sides as sockets
+// opened inside the VM namespaces (internal/nsexec) and check what arrives
+// byte for byte; [SNMP] reads a VM's kernel counters (what `nstat -asz`
+// prints), where checksum trouble shows as UdpInCsumErrors and
+// TcpInCsumErrors.
+package peerbed
