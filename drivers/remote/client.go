@@ -615,8 +615,14 @@ func (c *Client) applyAtomic(ctx context.Context, ops []hal.Op, results []hal.Op
 var testHookApplyResult func(start, n int)
 
 func (c *Client) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult, atomicBatch bool) error {
-	if len(results) < len(ops) {
-		return fmt.Errorf("remote: apply: %d results for %d operations", len(results), len(ops))
+	c.mu.Lock()
+	caps := hal.Capabilities{Driver: DriverName, MaxBatch: c.caps.MaxBatch}
+	closed := c.closed
+	c.mu.Unlock()
+	// The hal's preconditions, here, so that a batch the served NIC would
+	// refuse whole does not cross the channel.
+	if err := hal.CheckApply(ctx, &caps, closed, ops, results); err != nil {
+		return err
 	}
 	res := results[:len(ops)]
 	clear(res)
@@ -635,9 +641,6 @@ func (c *Client) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult
 			}
 		}
 		return hal.Summarize(res)
-	}
-	if err := ctx.Err(); err != nil {
-		return fail(err)
 	}
 	k := &call{results: res}
 	first := min(len(ops), segmentSize(0))

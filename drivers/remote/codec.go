@@ -855,6 +855,8 @@ const (
 	errNotFound
 	errInvalidRule
 	errNotApplied
+	errBatchTooLarge
+	errShortResults
 	errCanceled
 	errDeadline
 	errOther
@@ -862,13 +864,15 @@ const (
 )
 
 var errSentinels = [...]error{
-	errNotSupported: hal.ErrNotSupported,
-	errTableFull:    hal.ErrTableFull,
-	errClosed:       hal.ErrClosed,
-	errExists:       hal.ErrExists,
-	errNotFound:     hal.ErrNotFound,
-	errInvalidRule:  hal.ErrInvalidRule,
-	errNotApplied:   hal.ErrNotApplied,
+	errNotSupported:  hal.ErrNotSupported,
+	errTableFull:     hal.ErrTableFull,
+	errClosed:        hal.ErrClosed,
+	errExists:        hal.ErrExists,
+	errNotFound:      hal.ErrNotFound,
+	errInvalidRule:   hal.ErrInvalidRule,
+	errNotApplied:    hal.ErrNotApplied,
+	errBatchTooLarge: hal.ErrBatchTooLarge,
+	errShortResults:  hal.ErrShortResults,
 }
 
 const (
@@ -879,7 +883,7 @@ const (
 )
 
 func errCode(err error) uint8 {
-	for c := errNotSupported; c <= errNotApplied; c++ {
+	for c := errNotSupported; c <= errShortResults; c++ {
 		if errors.Is(err, errSentinels[c]) {
 			return uint8(c)
 		}

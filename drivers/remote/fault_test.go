@@ -428,17 +428,24 @@ func TestTunnelEndpoint(t *testing.T) {
 		t.Fatalf("the served NIC got %+v", tn.eps)
 	}
 
-	// A plain softnic (no tunnel filter, no crypto): no such interfaces.
+	// A NIC with none of the optional interfaces: the remote NIC has none
+	// either.
 	k2 := newKeys(t)
-	s2 := serve(t, newSoftnic(t, false), k2, sockPath(t), nil)
+	s2 := serve(t, plainNIC{newSoftnic(t, false)}, k2, sockPath(t), nil)
 	n2 := open(t, clientConfig(k2, s2.addr))
 	if _, ok := n2.(hal.TunnelTerminator); ok {
 		t.Error("remote NIC offers SetTunnelEndpoint though the served NIC has none")
 	}
-	if n2.Capabilities().Crypto {
-		t.Error("remote NIC reports crypto though the served NIC has none")
+	if _, ok := n2.(hal.SealedAddresses); ok {
+		t.Error("remote NIC offers SealedAddresses though the served NIC has none")
+	}
+	if _, ok := n2.(hal.AtomicApplier); ok {
+		t.Error("remote NIC offers ApplyAtomic though the served NIC has none")
 	}
 }
+
+// plainNIC hides every optional interface of the NIC it holds.
+type plainNIC struct{ hal.NIC }
 
 // TestConcurrentCalls: calls from many goroutines at once, with exceptions
 // flowing, under the race detector.
