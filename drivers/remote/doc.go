@@ -148,7 +148,10 @@
 // BenchmarkApply reports apply_ops_ratio (remote.apply_ops_ratio: rule
 // operations per second through remote(softnic) over a unix socket,
 // batches of 64K exact-match rules, divided by softnic directly in the same
-// run; target ≥ 0.5). BenchmarkExceptions reports exceptions/s delivered
+// run; target ≥ 0.5), and beside it apply_cpu_ratio, the same ratio in
+// operations per CPU second of the whole process (the channel runs on
+// several threads, so on a loaded machine the wall-clock ratio moves with
+// the CPU share it gets). BenchmarkExceptions reports exceptions/s delivered
 // to the host (remote.exceptions_per_s). BenchmarkFirstPacket reports what
 // the channel adds to a first packet's round trip (miss, exception to the
 // host, Inject out of the uplink) at the median and the 99th percentile

@@ -79,6 +79,7 @@ var figures = []figure{
 	{Name: "sealed.allocs_per_open", Pkg: "./securechan", Bench: "SealedOpen", Metric: "allocs/op", Unit: "allocs", Target: "0"},
 	{Name: "securechan.msgs_per_s", Pkg: "./securechan", Bench: "ChannelUnix", Metric: "msgs_per_s", Unit: "msgs/s", Target: ">= 500000"},
 	{Name: "remote.apply_ops_ratio", Pkg: "./drivers/remote", Bench: "Apply", Metric: "apply_ops_ratio", Unit: "x", Target: ">= 0.5 (remote(softnic) over a unix socket vs softnic, same run)"},
+	{Name: "remote.apply_cpu_ratio", Pkg: "./drivers/remote", Bench: "Apply", Metric: "apply_cpu_ratio", Unit: "x", Target: "reported (the same in ops per CPU second, both ends)"},
 	{Name: "remote.exceptions_per_s", Pkg: "./drivers/remote", Bench: "Exceptions", Metric: "exceptions/s", Unit: "exc/s", Target: "reported"},
 	{Name: "remote.first_packet_p50_us", Pkg: "./drivers/remote", Bench: "FirstPacket", Metric: "p50_us", Unit: "us", Target: "reported (added by the channel)"},
 	{Name: "remote.first_packet_p99_us", Pkg: "./drivers/remote", Bench: "FirstPacket", Metric: "p99_us", Unit: "us", Target: "reported (added by the channel)"},
