@@ -66,7 +66,10 @@
 // downgrade (the hello travels inside the authenticated channel, where an
 // attacker cannot rewrite it).
 //
-// Calls carry a request id that their replies echo; the server runs calls
+// Apply and ApplyAtomic start with hal.CheckApply on the host, so that a
+// batch the NIC would refuse whole (too few results, more operations than
+// the served NIC's MaxBatch, a closed driver, a done context) never crosses
+// the channel. Calls carry a request id that their replies echo; the server runs calls
 // in the order they arrive, one at a time, and answers pings and exception
 // credits on the side so that a long Apply does not starve them. An Apply
 // is one request: a batch travels in segments (2048 operations first,
