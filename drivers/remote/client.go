@@ -682,6 +682,9 @@ func (c *Client) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult
 }
 
 // Dump streams the served NIC's rules; fn runs on the caller's goroutine.
+// The channel holds a few chunks for it and then waits: a slow fn delays
+// the replies and exceptions behind the dump (the NIC side, whose Dump
+// also holds its table, waits too), as it would hold a local NIC.
 func (c *Client) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 	if err := ctx.Err(); err != nil {
 		return err

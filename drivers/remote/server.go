@@ -236,7 +236,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 		return ve
 	}
 
-	ss := &serverSession{srv: s, c: sc, log: log, reqs: make(chan *request, 64), free: make(chan *request, 32), done: make(chan struct{}),
+	ss := &serverSession{srv: s, c: sc, log: log, reqs: make(chan *request, 16), free: make(chan *request, 32), done: make(chan struct{}),
 		open: map[uint32]*openBatch{}, results: map[uint32][]hal.OpResult{}, keepalive: time.Duration(h.keepaliveMs) * time.Millisecond}
 	ss.ctx, ss.cancel = context.WithCancel(ctx)
 	ss.credits.Store(int64(min(h.credit, 1<<20)))
