@@ -61,6 +61,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Channel tunes the secure channel.
 	Channel *ChannelTuning
+	// OnLearned receives the address information the NIC side reports
+	// (securechan MsgAddressLearned messages, Server.PublishLearned), on
+	// the channel's reader: it must return quickly and not call the NIC.
+	OnLearned func(securechan.Message)
 
 	// versions offered, for tests of the downgrade refusal (unset:
 	// ProtocolVersion only).
@@ -844,6 +848,26 @@ func (c *Client) revokeSealKey(ctx context.Context, port hal.PortID, keyID uint8
 		Vport: uint32(port), KeyID: keyID})
 }
 
+// SendAddresses sends address information to the NIC side in one message:
+// securechan MsgMappingAdd and MsgMappingRemove messages, handled in order
+// by ServerConfig.Addresses. It returns one status per message
+// (securechan.AckUnknown from a NIC side that keeps no mappings).
+func (c *Client) SendAddresses(ctx context.Context, ms []securechan.Message) ([]securechan.AckStatus, error) {
+	var out []securechan.AckStatus
+	err := c.simple(ctx, "send addresses", msgAddresses, func(e *enc, id uint32) error {
+		return e.addressMsgs(msgAddresses, id, ms, securechan.MsgMappingAdd, securechan.MsgMappingRemove)
+	}, func(d *dec) {
+		if n := d.count(1); n != len(ms) {
+			d.fail()
+			return
+		}
+		for range ms {
+			out = append(out, securechan.AckStatus(d.u8()))
+		}
+	})
+	return out, err
+}
+
 func (c *Client) setTunnelEndpoint(ctx context.Context, ep hal.TunnelEndpoint) error {
 	return c.simple(ctx, "set tunnel endpoint", msgTunnelEP, func(e *enc, id uint32) error {
 		e.tunnelReq(id, &ep)
@@ -1016,6 +1040,18 @@ func (s *clientSession) read() {
 			case <-k.abandon:
 			case <-s.cl.ctx.Done():
 				return
+			}
+		case msgLearned:
+			d := dec{b: body}
+			ms := d.addressMsgs(securechan.MsgAddressLearned)
+			if err := d.done(); err != nil {
+				s.die(fmt.Errorf("learned addresses: %w", err))
+				return
+			}
+			if f := s.cl.cfg.OnLearned; f != nil {
+				for _, m := range ms {
+					f(m)
+				}
 			}
 		case msgRefused:
 			re, err := decodeRefused(body)

@@ -58,6 +58,7 @@ const (
 	msgTunnelEP     = 12 // tunnel endpoint → error
 	msgCredit       = 13 // n: the host has room for n more exceptions
 	msgPing         = 14 // → pong
+	msgAddresses    = 15 // securechan mapping messages → error, an ack status each
 
 	// NIC → host
 	msgHelloOK      = 64 // server instance, session, caps, ports, seal key
@@ -68,6 +69,7 @@ const (
 	msgExceptions   = 69 // exceptions
 	msgPong         = 70
 	msgRefused      = 71 // the server refused a frame: reason, detail; it closes next
+	msgLearned      = 72 // securechan learned-address messages
 )
 
 // enc appends to a buffer. lastActs is the action list of the message's
@@ -996,7 +998,7 @@ func msgName(t uint8) string {
 		msgPortCounters: "port-counters", msgStats: "stats", msgSealKey: "seal-key", msgTunnelEP: "tunnel-endpoint",
 		msgCredit: "credit", msgPing: "ping", msgHelloOK: "hello-ok", msgHelloRefused: "hello-refused",
 		msgReply: "reply", msgApplyResult: "apply-result", msgDumpChunk: "dump-chunk", msgExceptions: "exceptions",
-		msgPong: "pong", msgRefused: "refused",
+		msgPong: "pong", msgRefused: "refused", msgAddresses: "addresses", msgLearned: "learned",
 	}
 	if n, ok := names[t]; ok {
 		return n

@@ -14,7 +14,12 @@
 // Activate and ActiveGeneration, the exception path and Inject, rule and
 // port counters and Stats, sealed-key registration (hal.SealedAddresses,
 // carried as securechan's own MsgKeyRegister/MsgKeyRevoke messages) and
-// SetTunnelEndpoint (hal.TunnelTerminator). Capabilities and Ports are the
+// SetTunnelEndpoint (hal.TunnelTerminator). Address information travels
+// too, in securechan's own messages: mapping updates host → NIC
+// (Client.SendAddresses, handled by ServerConfig.Addresses, acknowledged
+// one by one) and learned addresses NIC → host (Server.PublishLearned,
+// Config.OnLearned); nothing in nicpath feeds or consumes them yet.
+// Capabilities and Ports are the
 // served NIC's, as of the last hello (Driver reads "remote"; Device names
 // the served driver and device). The NIC Open returns has each optional
 // interface exactly when the served NIC has it, since callers find them by

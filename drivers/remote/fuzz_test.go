@@ -84,6 +84,19 @@ func FuzzDecode(f *testing.F) {
 			})
 		case msgRefused:
 			decodeRefused(body)
+		case msgLearned:
+			d := dec{b: body}
+			ms := d.addressMsgs(securechan.MsgAddressLearned)
+			if d.done() == nil {
+				var e enc
+				if err := e.addressMsgs(msgLearned, 0, ms, securechan.MsgAddressLearned); err != nil {
+					t.Fatalf("learned addresses that decode do not encode: %v", err)
+				}
+				d2 := dec{b: e.b[msgHeaderLen:]}
+				if ms2 := d2.addressMsgs(securechan.MsgAddressLearned); d2.done() != nil || !reflect.DeepEqual(ms, ms2) {
+					t.Fatal("learned addresses round trip")
+				}
+			}
 		case msgReply:
 			d := dec{b: body}
 			err := d.error()
@@ -231,6 +244,15 @@ func decodeSeeds() map[string][]byte {
 	e.exception(&hal.Exception{InPort: 1, Reason: hal.ReasonMiss, VNI: 5, Rule: 2, Buf: []byte{1, 2, 3, 4}, Len: 4})
 	e.end(st)
 	add("exceptions", &e)
+	e = enc{}
+	e.addressMsgs(msgAddresses, 12, []securechan.Message{
+		{Type: securechan.MsgMappingAdd, Seq: 1, VNI: 5, Addr: netip.MustParseAddr("10.0.0.1"), PA: netip.MustParseAddr("198.18.0.2"), MAC: [6]byte{2}},
+		{Type: securechan.MsgMappingRemove, Seq: 2, VNI: 5, Addr: netip.MustParseAddr("2001:db8::1")}}, securechan.MsgMappingAdd, securechan.MsgMappingRemove)
+	add("addresses", &e)
+	e = enc{}
+	e.addressMsgs(msgLearned, 0, []securechan.Message{{Type: securechan.MsgAddressLearned, Seq: 3, Vport: 1, VNI: 5,
+		Addr: netip.MustParseAddr("10.0.0.1"), MAC: [6]byte{2}}}, securechan.MsgAddressLearned)
+	add("learned", &e)
 	e = enc{}
 	e.refused(securechan.DropReplay, "replayed")
 	add("refused", &e)

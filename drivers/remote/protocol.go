@@ -1,7 +1,9 @@
 package remote
 
 import (
+	"fmt"
 	"math"
+	"slices"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/securechan"
@@ -31,7 +33,8 @@ type request struct {
 	ids    []hal.RuleID
 	key    securechan.Message // seal key
 	ep     hal.TunnelEndpoint
-	n      uint64 // credit
+	n      uint64               // credit
+	addrs  []securechan.Message // addresses: mapping updates
 }
 
 // hello is the client's first message.
@@ -315,10 +318,54 @@ func decodeRequest(typ uint8, id uint32, body []byte, r *request) error {
 		d.tunnelEndpoint(&r.ep)
 	case msgCredit:
 		r.n = d.uv()
+	case msgAddresses:
+		r.addrs = d.addressMsgs(securechan.MsgMappingAdd, securechan.MsgMappingRemove)
 	default:
 		d.fail()
 	}
 	return d.done()
+}
+
+// Address information travels in securechan's own message encoding
+// (securechan.AppendMessage), a count and then each message's bytes:
+// mapping updates host → NIC, learned addresses NIC → host.
+func (e *enc) addressMsgs(typ uint8, id uint32, ms []securechan.Message, allowed ...securechan.MsgType) error {
+	st := e.begin(typ, id)
+	e.uv(uint64(len(ms)))
+	var scratch [securechan.MaxMessageLen]byte
+	for i := range ms {
+		if !slices.Contains(allowed, ms[i].Type) {
+			e.b = e.b[:st]
+			return fmt.Errorf("remote: address message %d: %v does not go this way", i, ms[i].Type)
+		}
+		p, err := securechan.AppendMessage(scratch[:0], &ms[i])
+		if err != nil {
+			e.b = e.b[:st]
+			return fmt.Errorf("remote: address message %d: %w", i, err)
+		}
+		e.bytes(p)
+	}
+	e.end(st)
+	return nil
+}
+
+func (d *dec) addressMsgs(allowed ...securechan.MsgType) []securechan.Message {
+	n := d.count(1 + 12)
+	out := make([]securechan.Message, 0, n)
+	for range n {
+		p := d.bytes()
+		if d.err != nil {
+			return nil
+		}
+		var m securechan.Message
+		k, err := securechan.DecodeMessage(p, &m)
+		if err != nil || k != len(p) || !slices.Contains(allowed, m.Type) {
+			d.fail()
+			return nil
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // encodeRequest is decodeRequest's inverse (the fuzz target checks it).
@@ -346,6 +393,8 @@ func (e *enc) request(r *request) {
 		e.tunnelReq(r.id, &r.ep)
 	case msgCredit:
 		e.credit(r.n)
+	case msgAddresses:
+		e.addressMsgs(msgAddresses, r.id, r.addrs, securechan.MsgMappingAdd, securechan.MsgMappingRemove)
 	}
 }
 

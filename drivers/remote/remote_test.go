@@ -3,11 +3,14 @@ package remote
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/securechan"
 )
 
 // TestEndToEnd: every hal call through the channel lands on the served
@@ -190,5 +193,73 @@ func TestLargeBatches(t *testing.T) {
 	}
 	if got := len(dumpIDs(t, soft)); got != 2*(size-4) {
 		t.Fatalf("after a refused atomic batch the NIC holds %d rules", got)
+	}
+}
+
+// TestAddressInformation: mapping updates go host → NIC in securechan's
+// own messages and come back acknowledged one by one; learned addresses
+// go NIC → host.
+func TestAddressInformation(t *testing.T) {
+	k := newKeys(t)
+	soft := newSoftnic(t, false)
+	var mu sync.Mutex
+	var got []securechan.Message
+	s := serve(t, soft, k, sockPath(t), func(c *ServerConfig) {
+		c.Addresses = func(_ context.Context, m *securechan.Message) securechan.AckStatus {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, *m)
+			if m.VNI == 666 {
+				return securechan.AckRefused
+			}
+			return securechan.AckOK
+		}
+	})
+	learned := make(chan securechan.Message, 4)
+	cfg := clientConfig(k, s.addr)
+	cfg.OnLearned = func(m securechan.Message) { learned <- m }
+	n := open(t, cfg)
+	cl, _ := AsClient(n)
+	var ms []securechan.Message
+	for i := range 1000 {
+		ms = append(ms, securechan.Message{Type: securechan.MsgMappingAdd, Seq: uint64(i), VNI: 1001,
+			Addr: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), PA: netip.MustParseAddr("198.18.0.2"), MAC: [6]byte{2, 0, 0, 0, 0, 1}})
+	}
+	ms = append(ms, securechan.Message{Type: securechan.MsgMappingRemove, Seq: 1000, VNI: 666, Addr: netip.MustParseAddr("2001:db8::1")})
+	acks, err := cl.SendAddresses(context.Background(), ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acks) != len(ms) || acks[0] != securechan.AckOK || acks[1000] != securechan.AckRefused {
+		t.Fatalf("acks: %d, first %v, last %v", len(acks), acks[0], acks[len(acks)-1])
+	}
+	mu.Lock()
+	if !reflect.DeepEqual(got, ms) {
+		t.Errorf("the NIC side got %d messages, not the ones sent", len(got))
+	}
+	mu.Unlock()
+	// Only mapping updates go this way.
+	if _, err := cl.SendAddresses(context.Background(), []securechan.Message{{Type: securechan.MsgAddressLearned, Addr: netip.MustParseAddr("10.0.0.1")}}); err == nil {
+		t.Error("a learned-address message was sent toward the NIC")
+	}
+	want := securechan.Message{Type: securechan.MsgAddressLearned, Seq: 7, Vport: 1, VNI: 1001, MAC: [6]byte{2, 0, 0, 0, 0, 1},
+		Addr: netip.MustParseAddr("10.0.0.1")}
+	if err := s.srv.PublishLearned(want); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-learned:
+		if m != want {
+			t.Fatalf("learned %+v, want %+v", m, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the learned address never reached the host")
+	}
+	// A NIC side without an address handler answers AckUnknown.
+	k2 := newKeys(t)
+	s2 := serve(t, newSoftnic(t, false), k2, sockPath(t), nil)
+	cl2, _ := AsClient(open(t, clientConfig(k2, s2.addr)))
+	if acks, err := cl2.SendAddresses(context.Background(), ms[:2]); err != nil || acks[0] != securechan.AckUnknown {
+		t.Fatalf("acks from a NIC side without mappings: %v, %v", acks, err)
 	}
 }

@@ -46,6 +46,11 @@ type ServerConfig struct {
 	MinVersion uint8
 	// Channel tunes the secure channel.
 	Channel *ChannelTuning
+	// Addresses handles the host's address information (securechan's
+	// MsgMappingAdd and MsgMappingRemove, from Client.SendAddresses), in
+	// order, and says how each went. Nil answers securechan.AckUnknown:
+	// this NIC side keeps no mappings.
+	Addresses func(ctx context.Context, m *securechan.Message) securechan.AckStatus
 }
 
 // ServerStats are what a Server counted.
@@ -300,6 +305,28 @@ func (s *Server) refuseFrame(sc *secureConn, log *slog.Logger, err error) {
 	e.refused(r, err.Error())
 	sc.writeMsgs(e.b)
 	sc.close()
+}
+
+// PublishLearned sends address information to the host: securechan
+// MsgAddressLearned messages (the source MAC and address a vport used; a
+// NIC never reports a sealed frame's destination). It fails with
+// ErrNotConnected when no host session is up: learned addresses are
+// reported again as traffic goes on, not queued.
+func (s *Server) PublishLearned(ms ...securechan.Message) error {
+	s.mu.Lock()
+	ss := s.active
+	s.mu.Unlock()
+	if ss == nil {
+		return ErrNotConnected
+	}
+	var e enc
+	if err := e.addressMsgs(msgLearned, 0, ms, securechan.MsgAddressLearned); err != nil {
+		return err
+	}
+	if err := ss.c.writeMsgs(e.b); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotConnected, err)
+	}
+	return nil
 }
 
 func (s *Server) countPortDrop(p hal.PortID) {
@@ -588,6 +615,17 @@ func (ss *serverSession) call(r *request, e *enc) bool {
 			err = sa.RevokeSealKey(ctx, hal.PortID(r.key.Vport), r.key.KeyID)
 		}
 		e.end(e.reply(r.id, err))
+	case msgAddresses:
+		st := e.reply(r.id, nil)
+		e.uv(uint64(len(r.addrs)))
+		for i := range r.addrs {
+			status := securechan.AckUnknown
+			if h := ss.srv.cfg.Addresses; h != nil {
+				status = h(ctx, &r.addrs[i])
+			}
+			e.u8(uint8(status))
+		}
+		e.end(st)
 	case msgTunnelEP:
 		var err error
 		if tt, ok := nic.(hal.TunnelTerminator); ok {
