@@ -16,5 +16,6 @@
 // the underlay) before the next, like a poll-mode datapath, while the
 // followers apply the store's changes concurrently, as a real host's control
 // plane does. NSBed (Linux, root) is the same test on network namespaces,
-// with a vswitchd per host and real kernels sending and receiving.
+// with a vswitchd per host (each on softnic or the XDP driver) and real
+// kernels sending and receiving.
 package multihost

@@ -22,6 +22,9 @@ type NSTest struct {
 	Spec   string
 	Store  vmmanager.Store
 	Outage func(down bool)
+	// Drivers is each host's driver (NSOptions.Drivers): softnic for a
+	// host not named.
+	Drivers map[string]string
 }
 
 // RunNSMigration is the multi-host test on namespaces, for any store: three
@@ -127,7 +130,7 @@ func startNS(ctx context.Context, tb testing.TB, nt NSTest) (*NSBed, *vmmanager.
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	bed, err := NewNSBed(ctx, st, NSOptions{Store: nt.Spec, Mover: "mover", To: "host-b", Sender: "streamer", Dir: tb.TempDir(), Logger: log})
+	bed, err := NewNSBed(ctx, st, NSOptions{Store: nt.Spec, Mover: "mover", To: "host-b", Sender: "streamer", Dir: tb.TempDir(), Logger: log, Drivers: nt.Drivers})
 	if err != nil {
 		tb.Fatal(err)
 	}
