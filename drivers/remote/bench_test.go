@@ -80,7 +80,6 @@ func applyRate(b *testing.B, n hal.NIC, adds, dels []hal.Op, rounds int) (rate, 
 	return ops / time.Since(start).Seconds(), ops / (processCPU() - cpu0).Seconds()
 }
 
-
 // BenchmarkApply: rule operations per second through remote(softnic) over
 // a unix socket, batches of 64K exact-match rules (one message per Apply),
 // and the same on softnic directly in the same run; apply_ops_ratio is
