@@ -81,7 +81,8 @@ func applyRate(b *testing.B, n hal.NIC, adds, dels []hal.Op, rounds int) (rate, 
 }
 
 // BenchmarkApply: rule operations per second through remote(softnic) over
-// a unix socket, batches of 64K exact-match rules (one message per Apply),
+// a unix socket, batches of 64K exact-match rules (one request per Apply,
+// in segments),
 // and the same on softnic directly in the same run; apply_ops_ratio is
 // remote over direct (remote.apply_ops_ratio, target ≥ 0.5). Each side is
 // measured over interleaved rounds, the best round kept, so that a burst
