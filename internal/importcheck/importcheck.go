@@ -77,6 +77,7 @@ var ExamplesInternal = []Pair{
 	{"examples/multihost", "internal/afpacket"},  // frames into the namespaced VMs' veths
 	{"examples/multihost", "internal/nsexec"},    // running in the hosts' namespaces
 	{"examples/multihost", "internal/simfabric"}, // the in-process multi-host bed
+	{"examples/nicd", "internal/nsexec"},         // opening the served driver in a configured namespace
 }
 
 // InternalExceptions lists, by package pair, the internal packages that
