@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/control"
+	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/policy"
 )

@@ -18,17 +18,17 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vmmanager"
-	"github.com/nicpath/nicpath/examples/vswitchd/daemon"
+	"github.com/nicpath/nicpath/agent"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/internal/afpacket"
 	"github.com/nicpath/nicpath/internal/nsexec"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
+	"github.com/nicpath/nicpath/store/migrate"
 )
 
 // NSBed is the migration bed on Linux network namespaces: every host is a
-// namespace whose interfaces a vswitchd (examples/vswitchd/daemon, softnic
+// namespace whose interfaces a vswitchd (package agent, softnic
 // bound through AF_PACKET, or the XDP driver: NSOptions.Drivers) drives
 // while following the store; every VM is a
 // namespace with a real kernel stack behind a veth into its host; the hosts'
@@ -48,7 +48,7 @@ type NSBed struct {
 
 	created []string // namespaces, in creation order
 	undo    []func() // XDP_PASS programs to detach
-	daemons map[string]*daemon.Daemon
+	daemons map[string]*agent.Agent
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
@@ -130,7 +130,7 @@ func NewNSBed(ctx context.Context, st *policy.State, o NSOptions) (_ *NSBed, err
 	if _, ok := st.Host(o.To); !ok || mover.Host == o.To {
 		return nil, fmt.Errorf("nsbed: %q is not another host for %s", o.To, o.Mover)
 	}
-	b := &NSBed{opt: o, st: st, prefix: fmt.Sprintf("nmh%d-", os.Getpid()%100000), daemons: map[string]*daemon.Daemon{},
+	b := &NSBed{opt: o, st: st, prefix: fmt.Sprintf("nmh%d-", os.Getpid()%100000), daemons: map[string]*agent.Agent{},
 		sniffers: map[string]*afpacket.Socket{}, mover: mover}
 	defer func() {
 		if err != nil {
@@ -225,14 +225,14 @@ func NewNSBed(ctx context.Context, st *policy.State, o NSOptions) (_ *NSBed, err
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
 	for i, h := range hosts {
-		cfg := &daemon.Config{File: filepath.Join(o.Dir, h.Name+".yaml"), Host: h.Name, Driver: o.driver(h.Name),
+		cfg := &agent.Config{File: filepath.Join(o.Dir, h.Name+".yaml"), Host: h.Name, Driver: o.driver(h.Name),
 			Store: o.Store, StoreTimeout: 30 * time.Second, Uplink: "up0",
 			Ports: ports[h.Name], Control: filepath.Join(o.Dir, h.Name+".sock"), LogLevel: slog.LevelWarn,
-			NextHopMAC: routerMAC(i), WatchInterval: time.Second, NetNS: b.nsPath(h.Name)}
+			NextHopMAC: routerMAC(i), WatchInterval: time.Second, NetNS: b.nsPath(h.Name), Logger: o.Logger}
 		if cfg.Driver == "softnic" {
-			cfg.Binding = daemon.BindAFPacket
+			cfg.Binding = agent.BindAFPacket
 		}
-		d, err := daemon.New(ctx, cfg, o.Logger)
+		d, err := agent.New(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("nsbed: %s's vswitchd: %w", h.Name, err)
 		}
@@ -363,7 +363,7 @@ func (b *NSBed) xdpPass(ns, dev string) error {
 }
 
 // Daemon returns a host's vswitchd.
-func (b *NSBed) Daemon(host string) *daemon.Daemon { return b.daemons[host] }
+func (b *NSBed) Daemon(host string) *agent.Agent { return b.daemons[host] }
 
 // Close stops the vswitchds and deletes every namespace the bed made.
 func (b *NSBed) Close() error {
@@ -424,7 +424,7 @@ func streamSeqOf(f []byte) (uint64, bool) {
 // how long the stream goes on after the migration, default 300ms;
 // Interval defaults to 200µs). status reads the hosts' reports, to know
 // when the old host applied the activation.
-func (b *NSBed) Migrate(ctx context.Context, mgr *vmmanager.Manager, status store.StatusReader, o MigrateOptions) (Result, error) {
+func (b *NSBed) Migrate(ctx context.Context, mgr *migrate.Manager, status store.StatusReader, o MigrateOptions) (Result, error) {
 	o.defaults(200*time.Microsecond, 20, 300*time.Millisecond)
 	res := Result{Interval: o.Interval}
 	oldPlace, newPlace := place(o.VM, o.From), place(o.VM, o.To)

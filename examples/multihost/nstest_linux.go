@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vmmanager"
 	"github.com/nicpath/nicpath/policy"
+	"github.com/nicpath/nicpath/store/migrate"
 	"github.com/nicpath/nicpath/store/storetest"
 )
 
@@ -20,7 +20,7 @@ import (
 // off and bring it back.
 type NSTest struct {
 	Spec   string
-	Store  vmmanager.Store
+	Store  migrate.Store
 	Outage func(down bool)
 	// Drivers is each host's driver (NSOptions.Drivers): softnic for a
 	// host not named.
@@ -117,11 +117,11 @@ func RunNSMigrationBenchmark(b *testing.B, nt NSTest) {
 // startNS publishes storetest.ThreeHosts to the store and builds the bed on
 // it (the mover may move to host-b, the streamer sends); it skips when the
 // machine cannot run namespaces.
-func startNS(ctx context.Context, tb testing.TB, nt NSTest) (*NSBed, *vmmanager.Manager, *policy.State) {
+func startNS(ctx context.Context, tb testing.TB, nt NSTest) (*NSBed, *migrate.Manager, *policy.State) {
 	if ok, why := CanRunNS(); !ok {
 		tb.Skip(why)
 	}
-	mgr := vmmanager.New(nt.Store, nil)
+	mgr := migrate.New(nt.Store, nil)
 	st := storetest.ThreeHosts(0)
 	if _, err := mgr.Publish(ctx, st); err != nil {
 		tb.Fatal(err)
