@@ -12,10 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/safchain/ethtool"
-
 	"github.com/nicpath/nicpath/conformance"
-	"github.com/nicpath/nicpath/conformance/internal/devices"
 	"github.com/nicpath/nicpath/internal/vmtest"
 )
 
@@ -101,19 +98,6 @@ func TestRunTCFlowerInVM(t *testing.T) {
 	}
 	ip("neigh", "replace", "198.19.0.2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
 	ip("-6", "neigh", "replace", "2001:db8:ff::2", "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
-	// Full outer checksums on the wire, not partial ones left to an
-	// offload a veth does not do.
-	err := devices.InNetNS("/run/netns/"+ns, func() error {
-		et, err := ethtool.NewEthtool()
-		if err != nil {
-			return err
-		}
-		defer et.Close()
-		return et.Change("up0", map[string]bool{"tx-checksum-ip-generic": false})
-	})
-	if err != nil {
-		t.Fatalf("tx checksum offload off: %v", err)
-	}
 	time.Sleep(time.Second) // let the link-up chatter pass
 
 	dir := t.TempDir()
