@@ -35,7 +35,7 @@ type Config struct {
 	File string // where it was loaded from; relative paths are relative to its directory
 
 	Host   string // this host's name in the policy
-	Driver string // a registered driver: softnic, xdp, tcflower or one of RegisterDriver
+	Driver string // a registered driver: softnic, xdp, tcflower, remote or one of RegisterDriver
 	// Binding is how softnic's ports are bound (BindAFPacket or BindNone);
 	// the other drivers attach to the interfaces themselves.
 	Binding string
@@ -85,7 +85,8 @@ type Config struct {
 	Tunnels map[hal.EncapKind]string
 	// DriverOptions are the driver's own settings (driver_options: a
 	// mapping of names to strings), among those it registered with
-	// RegisterDriver; the drivers of this module take none.
+	// RegisterDriver; of this module's drivers only remote takes some
+	// (address, key, server_key).
 	DriverOptions map[string]string
 }
 

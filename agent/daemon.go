@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -29,12 +30,15 @@ import (
 // switch programming it, the policy it watches, its control socket and its
 // metrics.
 type Agent struct {
-	cfg     *Config
-	log     *slog.Logger
-	plan    portPlan
-	opened  *opened
-	nic     hal.NIC // the opened NIC as the observers see it
-	sw      *vswitch.Switch
+	cfg    *Config
+	log    *slog.Logger
+	plan   portPlan
+	opened *opened
+	nic    hal.NIC // the opened NIC as the observers see it
+	sw     *vswitch.Switch
+	// swp is sw once it exists, for the driver's reconnect callback,
+	// which may fire on the driver's goroutine before the switch is built.
+	swp     atomic.Pointer[vswitch.Switch]
 	metrics *metrics
 	capture *capturer
 	started time.Time
@@ -65,6 +69,24 @@ type Agent struct {
 	store    store.Store
 	follower *store.Follower
 	initial  store.Snapshot
+}
+
+// reconnected is the driver's reconnect callback: the NIC may have lost
+// or kept its table, and the switch reconciles with what it holds now.
+func (d *Agent) reconnected() {
+	sw := d.swp.Load()
+	if sw == nil {
+		return // the switch reconciles when it is built
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := sw.Reconcile(ctx)
+	if err != nil {
+		d.log.Warn("reconcile after the NIC reconnected", "err", err)
+		return
+	}
+	d.log.Info("reconciled after the NIC reconnected", "rules", rep.Rules, "added", rep.Added,
+		"removed", rep.Removed, "modified", rep.Modified, "foreign", rep.Foreign)
 }
 
 // New checks the policy, opens the NIC, binds its ports, builds the switch
@@ -136,11 +158,19 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC) (_ *Agent, err error) 
 		o = &opened{nic: nil}
 		o.external = nic
 	} else {
-		n, err := openNIC(ctx, cfg, st, d.plan, d.log)
+		n, err := openNIC(ctx, cfg, st, d.plan, d.log, d.reconnected)
 		if err != nil {
 			return nil, fmt.Errorf("opening %s: %w", cfg.Driver, err)
 		}
 		o = &opened{nic: n}
+		if !d.plan.matches(n) {
+			// A NIC that names its own ports (remote: the NIC side
+			// does): the configured interfaces are matched by name.
+			if d.plan, err = planFromNIC(cfg, n); err != nil {
+				n.Close()
+				return nil, err
+			}
+		}
 	}
 	d.opened = o
 	defer func() {
@@ -155,6 +185,7 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC) (_ *Agent, err error) 
 		return nil, fmt.Errorf("starting the switch: %w", err)
 	}
 	d.sw = sw
+	d.swp.Store(sw)
 	if d.store != nil {
 		d.follower = store.NewFollower(store.FollowerConfig{Store: d.store, Host: cfg.Host, Target: storeTarget{d},
 			Logger: log, Initial: d.initial})
@@ -297,6 +328,7 @@ func (d *Agent) Close() error {
 	}
 	var errs []error
 	if d.sw != nil {
+		d.swp.Store(nil) // no reconcile on a closed switch
 		errs = append(errs, d.sw.Close())
 	}
 	if d.opened != nil {

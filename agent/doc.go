@@ -24,11 +24,16 @@
 //
 // New opens the driver the configuration names through the registry of
 // package driver: softnic, xdp and tcflower are registered by this
-// package, and another driver registers itself (driver.Register, from its
+// package, remote by drivers/remote (which the agent links), and another
+// driver registers itself (driver.Register, from its
 // own package) or is registered by the program that links it
 // (RegisterDriver) without a change here. Every driver is given the same
 // port numbering: the VMs of Config.Ports in name order get IDs 1…n, the
-// uplink n+1, so that flows name the same ports whatever the driver.
+// uplink n+1, so that flows name the same ports whatever the driver. A
+// driver whose NIC names its own ports (remote: the NIC side does) has its
+// ports matched to the configuration's interfaces by name, and the agent
+// reconciles its switch after each reconnect the driver reports
+// (driver.Config.OnReconnect).
 // NewWithNIC runs the agent on a NIC the caller opened instead (a vendor's
 // own driver, or a NIC that outlives the agent): its ports are matched to
 // the configuration's interfaces by name, and Close leaves it open.

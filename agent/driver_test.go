@@ -87,7 +87,7 @@ func TestParseConfigDriverOptions(t *testing.T) {
 		{"unknown option", at + "driver_options:\n  serial: x\n  colour: blue\n", "c.yaml:14: driver_options.colour: the agenttest driver has no such option (it takes serial)"},
 		{"not a mapping", at + "driver_options: [serial]\n", "c.yaml:12: driver_options: want a mapping"},
 		{"not a string", at + "driver_options:\n  serial: [1]\n", "c.yaml:13: driver_options.serial: want a string"},
-		{"unknown driver", strings.Replace(goodConfig, "driver: softnic", "driver: dpdk", 1), `unknown driver "dpdk" (want one of softnic, xdp, tcflower`},
+		{"unknown driver", strings.Replace(goodConfig, "driver: softnic", "driver: dpdk", 1), `unknown driver "dpdk" (want one of remote, softnic, xdp, tcflower`},
 	} {
 		if _, err := ParseConfig("c.yaml", []byte(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v\nwant %q", tc.name, err, tc.want)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nicpath/nicpath/agent/driver"
+	_ "github.com/nicpath/nicpath/drivers/remote" // registers "remote"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/drivers/softnic/afpacket"
 	"github.com/nicpath/nicpath/drivers/tcflower"
@@ -75,6 +76,22 @@ func planFromNIC(c *Config, nic hal.NIC) (portPlan, error) {
 	return p, nil
 }
 
+// matches reports whether the NIC numbers and names its ports as the plan
+// does (the drivers given the plan's ports do; a remote NIC names its own).
+func (p portPlan) matches(nic hal.NIC) bool {
+	ports := nic.Ports()
+	if len(ports) != len(p.ifname) {
+		return false
+	}
+	for _, np := range ports {
+		name, ok := p.ifname[np.ID]
+		if !ok || name != np.Name || (np.ID == p.uplink) != (np.Kind == hal.PortUplink) {
+			return false
+		}
+	}
+	return true
+}
+
 // uplinkMTU is the MTU an unbound softnic uplink gets: room for a 1500-byte
 // inner packet and the largest encapsulation the vswitch uses over IPv4.
 const uplinkMTU = 1600
@@ -119,9 +136,11 @@ func RegisterDriver(name string, open driver.Opener, options ...string) {
 }
 
 // openNIC opens the driver the configuration names on its interfaces.
-func openNIC(ctx context.Context, c *Config, st *policy.State, p portPlan, log *slog.Logger) (hal.NIC, error) {
+// onReconnect is called after the driver got its device back (a remote
+// NIC's channel).
+func openNIC(ctx context.Context, c *Config, st *policy.State, p portPlan, log *slog.Logger, onReconnect func()) (hal.NIC, error) {
 	dc := driver.Config{Host: c.Host, NetNS: c.NetNS, Binding: c.Binding, Tunnels: c.Tunnels,
-		Options: c.DriverOptions, Dir: filepath.Dir(c.File), Logger: log}
+		Options: c.DriverOptions, Dir: filepath.Dir(c.File), Logger: log, OnReconnect: onReconnect}
 	for _, vm := range p.vms {
 		id := p.vmPort[vm]
 		dp := driver.Port{ID: id, Name: p.ifname[id], Kind: hal.PortVPort, VM: vm}

@@ -46,6 +46,11 @@ type Config struct {
 	Dir string
 	// Logger is the agent's.
 	Logger *slog.Logger
+	// OnReconnect, for a driver whose device can go away and come back
+	// (a remote NIC's channel), is called after each reconnect, on a
+	// goroutine of the driver's: the agent reconciles its switch against
+	// the NIC's table then. Drivers that never reconnect ignore it.
+	OnReconnect func()
 }
 
 // Opener opens a NIC. Close on the NIC it returns releases everything the

@@ -9,6 +9,12 @@
 //	host side: nic, _ := remote.Open(ctx, remote.Config{Address: "unix:/run/nicd.sock",
 //	               PrivateKey: hostKey, ServerKey: nicPub, OnReconnect: reconcile})
 //
+// The package registers itself in the agent's driver registry as "remote"
+// (agent/driver), with driver_options address, key and server_key (key
+// files, relative to the configuration file): an agent configuration with
+// driver: remote opens it, and the agent reconciles its switch after each
+// reconnect.
+//
 // Everything of the hal crosses the channel: Validate, batched Apply with a
 // result per operation (ApplyAtomic when the served NIC has it), Dump,
 // Activate and ActiveGeneration, the exception path and Inject, rule and
