@@ -34,7 +34,7 @@ func (e *env) baseMatch(family uint16, proto uint8) hal.Match {
 		m.Proto(proto)
 	}
 	if missing := m.Fields() &^ e.caps.MatchFields; missing != 0 {
-		e.t.Skipf("the rule for this test matches on %v, which the NIC cannot", missing)
+		need(e.t, matchNeed(missing), "the rule for this test matches on %v, which the NIC cannot", missing)
 	}
 	return m
 }
@@ -170,12 +170,11 @@ func rewriteAction(t T, tg *Target, k hal.ActionKind) {
 		}
 		e.release()
 	}
-	for i, rw := range rws {
+	for _, rw := range rws {
 		t.Run(rw.name, func(t T) {
 			e := open(t, tg)
-			e.variant = i > 0
 			if rw.spec.IPSrc.Is6() && rw.l3 && !e.caps.HasMatch(hal.MatchEthType) {
-				t.Skipf("needs a match on eth_type")
+				need(t, "match eth_type", "an IPv6 rewrite's rule matches the EtherType")
 			}
 			r := e.ruleFor(rw, e.out)
 			e.add(r)
@@ -299,14 +298,14 @@ func caseEncap(t T, tg *Target) {
 				e.release()
 			}
 			t.Run("ipv4", func(t T) { encapTest(t, open(t, tg), encapFor(k, false)) })
-			t.Run("ipv6", func(t T) { encapTest(t, variant(open(t, tg)), encapFor(k, true)) })
+			t.Run("ipv6", func(t T) { encapTest(t, open(t, tg), encapFor(k, true)) })
 			t.Run("ttl", func(t T) {
 				enc := encapFor(k, false)
 				enc.TTL = 17
-				encapTest(t, variant(open(t, tg)), enc)
+				encapTest(t, open(t, tg), enc)
 			})
 			t.Run("inner-ipv6", func(t T) {
-				e := variant(open(t, tg))
+				e := open(t, tg)
 				enc := encapFor(k, false)
 				r := e.rule(100, e.baseMatch(0, 0), hal.EncapWith(enc), hal.Output(e.out.ID))
 				e.add(r)
@@ -318,7 +317,7 @@ func caseEncap(t T, tg *Target) {
 				t.Run("options", func(t T) {
 					enc := encapFor(k, false)
 					enc.GeneveOptions = []byte{0x01, 0x02, 0x80, 0x01, 0xde, 0xad, 0xbe, 0xef}
-					encapTest(t, variant(open(t, tg)), enc)
+					encapTest(t, open(t, tg), enc)
 				})
 			}
 		})
@@ -482,7 +481,7 @@ func caseDecap(t T, tg *Target) {
 				e.release()
 			}
 			t.Run("ipv4", func(t T) { decapTest(t, open(t, tg), k, false) })
-			t.Run("ipv6", func(t T) { decapTest(t, variant(open(t, tg)), k, true) })
+			t.Run("ipv6", func(t T) { decapTest(t, open(t, tg), k, true) })
 		})
 	}
 }
@@ -493,12 +492,12 @@ func decapTest(t T, e *env, kind hal.EncapKind, v6 bool) {
 	vp := e.vport()
 	up := e.tunnelPort()
 	if up.ID == vp.ID {
-		t.Skipf("needs a port other than the vport for tunnelled traffic")
+		need(t, needUplink, "tunnelled traffic needs a port other than the vport")
 	}
 	var m hal.Match
 	m.Tunnel(kind, 100)
 	if missing := m.Fields() &^ e.caps.MatchFields; missing != 0 {
-		t.Skipf("a decap rule matches on %v, which the NIC cannot", missing)
+		need(t, matchNeed(missing), "a decap rule matches on %v, which the NIC cannot", missing)
 	}
 	r := e.rule(100, m, hal.Decap(), hal.Output(vp.ID))
 	e.add(r)
@@ -526,10 +525,4 @@ func decapTest(t T, e *env, kind hal.EncapKind, v6 bool) {
 			t.Errorf("the exception carries % x, want the frame as it arrived % x", x.Frame(), miss)
 		}
 	}
-}
-
-// variant marks e as testing a variant a driver may refuse (see env.variant).
-func variant(e *env) *env {
-	e.variant = true
-	return e
 }

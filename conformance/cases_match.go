@@ -3,6 +3,7 @@ package conformance
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/nicpath/nicpath/hal"
 )
@@ -218,8 +219,8 @@ func caseMatch(t T, tg *Target) {
 				e.refused(r, "match on "+name)
 				return
 			}
-			if missing := c.m.Fields() &^ e.caps.MatchFields; missing != 0 {
-				t.Skipf("%s is advertised, but testing it needs %v too, which the NIC cannot match", name, missing)
+			if missing := missingFor(&e.caps, &r); len(missing) > 0 {
+				need(t, missing[0], "%s is advertised, but testing it needs %s too", name, strings.Join(missing, ", "))
 			}
 			e.add(r)
 			e.send(c.in, c.hit)
@@ -353,14 +354,14 @@ func caseMasked(t T, tg *Target) {
 			out := e.egressFor(c.in)
 			r := e.rule(100, c.m, hal.Output(out.ID))
 			if !e.caps.HasMatch(f) {
-				t.Skipf("the NIC cannot match %s at all (see match/%s)", name, name)
+				need(t, "match "+name, "the NIC cannot match %s at all (see match/%s)", name, name)
 			}
 			if e.caps.MaskedFields&f == 0 {
 				e.refused(r, "a partial mask on "+name)
 				return
 			}
-			if missing := c.m.Fields() &^ e.caps.MatchFields; missing != 0 {
-				t.Skipf("testing a mask on %s needs a match on %v too, which the NIC cannot do", name, missing)
+			if missing := missingFor(&e.caps, &r); len(missing) > 0 {
+				need(t, missing[0], "testing a mask on %s needs %s too", name, strings.Join(missing, ", "))
 			}
 			e.add(r)
 			e.send(c.in, c.hit)
@@ -381,13 +382,13 @@ func caseMasked(t T, tg *Target) {
 func casePriority(t T, tg *Target) {
 	e := open(t, tg)
 	if !e.caps.Priorities {
-		t.Skipf("the NIC does not resolve overlapping rules by priority (Priorities is false)")
+		need(t, "priorities", "the NIC does not resolve overlapping rules by priority (Priorities is false)")
 	}
 	if e.caps.MaskedFields&hal.MatchIPv4Dst == 0 {
-		t.Skipf("testing priorities needs overlapping prefixes, and the NIC has no masked ipv4_dst")
+		need(t, "masked ipv4_dst", "testing priorities needs overlapping prefixes")
 	}
 	if !e.caps.HasAction(hal.ActionSetEthDst) {
-		t.Skipf("the suite tells two rules apart by the destination MAC they write, and the NIC has no set_eth_dst")
+		need(t, "action set_eth_dst", "the suite tells two rules apart by the destination MAC they write")
 	}
 	mark := func(m hal.MAC) []hal.Action { return []hal.Action{hal.SetEthDst(m), hal.Output(e.out.ID)} }
 	var wide, narrow hal.Match

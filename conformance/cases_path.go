@@ -25,7 +25,7 @@ func caseException(t T, tg *Target) {
 		if !e.caps.ExceptionPath {
 			e.send(e.in, build(udpSpec()))
 			e.silent()
-			t.Skipf("the NIC has no exception path (misses checked to go nowhere)")
+			need(t, "exception path", "the NIC has no exception path (misses checked to go nowhere)")
 		}
 		before := e.stats()
 		frames := [][]byte{build(udpSpec()), build(tcpSpec()), build(udp6Spec())}
@@ -59,7 +59,7 @@ func caseException(t T, tg *Target) {
 	t.Run("truncated-buffer", func(t T) {
 		e := open(t, tg)
 		if !e.caps.ExceptionPath {
-			t.Skipf("no exception path")
+			need(t, "exception path", "a truncated exception needs the exception path")
 		}
 		f := build(udpSpec())
 		e.send(e.in, f)
@@ -100,11 +100,11 @@ func caseException(t T, tg *Target) {
 	})
 	t.Run("fragment", func(t T) {
 		e := open(t, tg)
-		if !e.caps.HasMatch(hal.MatchL4Dst) || !e.caps.HasMatch(hal.MatchIPProto) || !e.caps.HasMatch(hal.MatchEthType) {
-			t.Skipf("needs a match on L4 ports")
-		}
 		var m hal.Match
 		m.EthType(hal.EtherTypeIPv4).Proto(hal.ProtoUDP).L4Dst(7000)
+		if missing := m.Fields() &^ e.caps.MatchFields; missing != 0 {
+			need(t, matchNeed(missing), "a fragment is told apart by a rule on its L4 port")
+		}
 		e.add(e.rule(100, m, hal.Output(e.out.ID)))
 		// A non-first fragment carries no UDP header: the NIC cannot know its
 		// ports, so it must not forward it by a port rule.
@@ -134,19 +134,25 @@ func fixIPv4Checksum(ip []byte) {
 
 // genActions returns two action lists that rewrite two header fields
 // differently, so that a frame processed half by one generation and half by
-// the other is recognisable.
-func (e *env) genActions() (a, b []hal.Action, ok bool) {
+// the other is recognisable: set_eth_src and set_eth_dst, or set_eth_dst
+// and an encapsulation. It skips the case when the NIC has neither.
+func (e *env) genActions() (a, b []hal.Action) {
+	e.t.Helper()
 	switch {
 	case e.caps.HasAction(hal.ActionSetEthSrc) && e.caps.HasAction(hal.ActionSetEthDst):
 		return []hal.Action{hal.SetEthSrc(macX), hal.SetEthDst(macX), hal.Output(e.out.ID)},
-			[]hal.Action{hal.SetEthSrc(macY), hal.SetEthDst(macY), hal.Output(e.out.ID)}, true
+			[]hal.Action{hal.SetEthSrc(macY), hal.SetEthDst(macY), hal.Output(e.out.ID)}
 	case e.caps.HasAction(hal.ActionSetEthDst) && e.caps.Encaps != 0:
 		ea, eb := encapFor(e.firstEncap(), false), encapFor(e.firstEncap(), false)
 		ea.VNI, eb.VNI = 100, 200
 		return []hal.Action{hal.SetEthDst(macX), hal.EncapWith(ea), hal.Output(e.out.ID)},
-			[]hal.Action{hal.SetEthDst(macY), hal.EncapWith(eb), hal.Output(e.out.ID)}, true
+			[]hal.Action{hal.SetEthDst(macY), hal.EncapWith(eb), hal.Output(e.out.ID)}
+	case !e.caps.HasAction(hal.ActionSetEthDst):
+		need(e.t, "action set_eth_dst", "generations are told apart by the MACs their rules write")
+	default:
+		need(e.t, "action set_eth_src", "generations are told apart by the MACs their rules write (or set_eth_dst and an encapsulation)")
 	}
-	return nil, nil, false
+	return nil, nil
 }
 
 func (e *env) firstEncap() hal.EncapKind {
@@ -215,10 +221,7 @@ func caseGenerations(t T, tg *Target) {
 			}
 			return
 		}
-		a, b, ok := e.genActions()
-		if !ok {
-			t.Skipf("needs set_eth_src and set_eth_dst, or set_eth_dst and an encapsulation, to tell generations apart")
-		}
+		a, b := e.genActions()
 		ra := e.rule(100, base, a...)
 		ra.Scope, ra.Generation = 7, 0
 		rb := e.rule(100, base, b...)
@@ -252,13 +255,10 @@ func caseGenerations(t T, tg *Target) {
 	t.Run("atomic", func(t T) {
 		e := open(t, tg)
 		if !e.caps.Generations {
-			t.Skipf("the NIC has no generations")
+			need(t, "generations", "the NIC has no generations")
 		}
 		base := e.baseMatch(0, 0)
-		a, b, ok := e.genActions()
-		if !ok {
-			t.Skipf("needs set_eth_src and set_eth_dst, or set_eth_dst and an encapsulation, to tell generations apart")
-		}
+		a, b := e.genActions()
 		ra := e.rule(100, base, a...)
 		ra.Scope, ra.Generation = 3, 1
 		rb := e.rule(100, base, b...)
@@ -276,10 +276,7 @@ func caseGenerations(t T, tg *Target) {
 		// Modify replaces a rule in one step as well.
 		e := open(t, tg)
 		base := e.baseMatch(0, 0)
-		a, b, ok := e.genActions()
-		if !ok {
-			t.Skipf("needs set_eth_src and set_eth_dst, or set_eth_dst and an encapsulation")
-		}
+		a, b := e.genActions()
 		r := e.rule(100, base, a...)
 		e.add(r)
 		checkNoMix(t, e, func(i int) {
@@ -427,7 +424,7 @@ func caseMalformed(t T, tg *Target) {
 	t.Run("tunnelled", func(t T) {
 		e := open(t, tg)
 		if e.caps.Decaps == 0 {
-			t.Skipf("the NIC decapsulates nothing")
+			need(t, "action decap", "the NIC decapsulates nothing")
 		}
 		kind := e.tunnelKind()
 		vp := e.vport()

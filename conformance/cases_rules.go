@@ -76,7 +76,7 @@ func caseCounters(t T, tg *Target) {
 	t.Run("rule", func(t T) {
 		e := open(t, tg)
 		if !e.caps.Counters.PerRule {
-			t.Skipf("the NIC keeps no per-rule counters")
+			need(t, "counters per rule", "the NIC keeps no per-rule counters")
 		}
 		acts := []hal.Action{hal.Output(e.out.ID)}
 		if e.caps.HasAction(hal.ActionCount) {
@@ -86,8 +86,11 @@ func caseCounters(t T, tg *Target) {
 	})
 	t.Run("rule-decap", func(t T) {
 		e := open(t, tg)
-		if !e.caps.Counters.PerRule || e.caps.Decaps == 0 {
-			t.Skipf("needs per-rule counters and a decapsulation")
+		if !e.caps.Counters.PerRule {
+			need(t, "counters per rule", "the NIC keeps no per-rule counters")
+		}
+		if e.caps.Decaps == 0 {
+			need(t, "action decap", "the NIC decapsulates nothing")
 		}
 		kind := e.tunnelKind()
 		var m hal.Match
@@ -107,7 +110,7 @@ func caseCounters(t T, tg *Target) {
 	t.Run("port", func(t T) {
 		e := open(t, tg)
 		if !e.caps.Counters.PerPort {
-			t.Skipf("the NIC keeps no per-port counters")
+			need(t, "counters per port", "the NIC keeps no per-port counters")
 		}
 		e.add(e.rule(100, e.baseMatch(0, 0), hal.Output(e.out.ID)))
 		frames := sized(4)
@@ -174,7 +177,7 @@ func caseRules(t T, tg *Target) {
 		case e.caps.HasAction(hal.ActionSetEthDst):
 			mod.Actions = []hal.Action{hal.SetEthDst(macY), hal.Output(e.out.ID)}
 		default:
-			t.Skipf("nothing to modify the rule into: no third port and no set_eth_dst")
+			need(t, "action set_eth_dst", "nothing to modify the rule into: no third port and no set_eth_dst")
 		}
 		if _, err := e.apply(hal.ModifyOp(mod)); err != nil {
 			t.Fatalf("modify: %v", err)
@@ -216,7 +219,7 @@ func caseRules(t T, tg *Target) {
 		bad := e.rule(10, base) // no actions: malformed
 		r3 := e.rule(10, base, hal.Output(e.out.ID))
 		if e.caps.MaxBatch < 3 {
-			t.Skipf("MaxBatch %d is below the 3 operations this test needs", e.caps.MaxBatch)
+			need(t, "max batch", "MaxBatch %d is below the 3 operations this test needs", e.caps.MaxBatch)
 		}
 		res, err := e.apply(hal.AddOp(r1), hal.AddOp(bad), hal.AddOp(r3))
 		var be *hal.BatchError
@@ -257,7 +260,7 @@ func caseRules(t T, tg *Target) {
 		e := open(t, tg)
 		aa, ok := e.nic.(hal.AtomicApplier)
 		if !e.caps.AtomicBatch || !ok {
-			t.Skipf("the NIC does not advertise atomic batches")
+			need(t, "atomic batch", "the NIC does not advertise atomic batches")
 		}
 		base := e.baseMatch(0, 0)
 		r1 := e.rule(10, base, hal.Output(e.out.ID))
@@ -307,10 +310,10 @@ func caseTable(t T, tg *Target) {
 		e := open(t, tg)
 		max := e.caps.MaxRules
 		if max > e.tg.fillLimit() {
-			t.Skipf("MaxRules %d is above the fill limit %d; open the NIC with a smaller table or raise Target.FillLimit", max, e.tg.fillLimit())
+			need(t, "max rules", "a table the suite can fill: MaxRules %d is above the fill limit %d; open the NIC with a smaller table or raise Target.FillLimit", max, e.tg.fillLimit())
 		}
 		if !e.caps.HasMatch(hal.MatchIPv4Dst) {
-			t.Skipf("the suite fills the table with ipv4_dst rules and the NIC cannot match ipv4_dst")
+			need(t, "match ipv4_dst", "the suite fills the table with ipv4_dst rules")
 		}
 		dst := func(i int) netip.Addr {
 			return netip.AddrFrom4([4]byte{198, 18, byte(64 + i>>8), byte(i)})

@@ -88,7 +88,7 @@ func caseApply(t T, tg *Target) {
 			t.Run("too-large", func(t T) {
 				mb := e.caps.MaxBatch
 				if mb <= 0 || mb >= 1<<16 {
-					t.Skipf("MaxBatch %d: a batch one larger is more than the suite builds", mb)
+					need(t, "max batch", "a batch limit the suite can exceed: MaxBatch %d, and a batch one larger is more than the suite builds", mb)
 				}
 				ops := b.adds(mb + 1)
 				res := make([]hal.OpResult, len(ops))

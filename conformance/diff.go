@@ -158,9 +158,10 @@ func diffScenarios() []scenario {
 	return out
 }
 
-// observe runs sc on a fresh NIC of tg. It skips the (sub)case when tg
-// refuses one of the rules: a missing capability is the suite's business,
-// not a difference.
+// observe runs sc on a fresh NIC of tg. A scenario whose rules need a
+// capability tg does not advertise is skipped, naming it: what the NIC
+// lacks is the suite's business, not a difference. A rule within what tg
+// advertises that its Validate refuses fails the scenario.
 func observe(t T, tg, ref *Target, sc scenario) observed {
 	e := open(t, tg)
 	ports := map[role]hal.PortID{roleIn: e.in.ID, roleOut: e.out.ID, roleUp: e.tunnelPort().ID}
@@ -176,8 +177,13 @@ func observe(t T, tg, ref *Target, sc scenario) observed {
 	}
 	rules := sc.rules(ports)
 	for i := range rules {
+		if missing := missingFor(&e.caps, &rules[i]); len(missing) > 0 {
+			need(t, missing[0], "%s does not advertise %s, which the scenario's rule %v needs", tg.Name, strings.Join(missing, ", "), &rules[i])
+		}
+	}
+	for i := range rules {
 		if err := e.nic.Validate(&rules[i]); err != nil {
-			t.Skipf("%s refuses %v: %v", tg.Name, &rules[i], err)
+			t.Fatalf("%s: Validate refuses %v, which is within the capabilities it advertises: %v", tg.Name, &rules[i], err)
 		}
 	}
 	if len(rules) > 0 {
@@ -189,7 +195,7 @@ func observe(t T, tg, ref *Target, sc scenario) observed {
 		}
 		id, ok := ports[in.port]
 		if !ok {
-			t.Skipf("%s has no port for role %s", tg.Name, in.port)
+			need(t, needVPort, "%s has no port for role %s", tg.Name, in.port)
 		}
 		e.send(hal.Port{ID: id}, in.frame)
 	}
@@ -275,11 +281,15 @@ func differential(t T, ref, tg *Target) {
 // Differential compares target with the reference ref (softnic) on the
 // same rules and frames and returns the report: one "diff/<scenario>" case
 // per scenario, failed on any difference that target.Documented does not
-// list, skipped when either NIC refuses the scenario's rules.
+// list, and on a rule that either NIC's Validate refuses although it is
+// within what that NIC advertises; skipped, naming the capability and
+// counted in Summary.Skip, when a rule needs one that a NIC does not
+// advertise.
 func Differential(ctx context.Context, ref, target Target, opts Options) *Report {
 	rep := &Report{Target: target.Name, Reference: ref.Name, Mode: ModeDifferential, Started: time.Now().UTC()}
 	begin := time.Now()
 	defer func() { rep.Seconds = time.Since(begin).Seconds() }()
+	rep.Environment = HostEnvironment()
 	caps, err := probeCaps(ctx, &target)
 	if err == nil {
 		_, err = probeCaps(ctx, &ref)
@@ -292,10 +302,14 @@ func Differential(ctx context.Context, ref, target Target, opts Options) *Report
 		return rep
 	}
 	rep.Capabilities = &caps
+	if target.Devices != nil {
+		rep.Environment.Devices, rep.Environment.DevicesError = devicesOf(ctx, &target)
+	}
 	if opts.Run != "" && !strings.HasPrefix(opts.Run, "diff") && !strings.HasPrefix(opts.Run, "^diff") {
 		opts.Run = "diff/" + opts.Run // scenarios are subcases of "diff"
 	}
-	if _, err := opts.filter(); err != nil {
+	filter, err := opts.filter()
+	if err != nil {
 		rep.Error = err.Error()
 		rep.summarize()
 		return rep
@@ -303,15 +317,30 @@ func Differential(ctx context.Context, ref, target Target, opts Options) *Report
 	c := caseDef{name: "diff", run: func(t T, tg *Target) { differential(t, &ref, tg) }}
 	rec := runCase(ctx, &target, c, &opts)
 	rep.Cases = append(rep.Cases, flatten(&target, rec, nil)...)
+	dc := documentedCase(&target, rep.Cases, map[string]bool{"diff": true}, selects(filter))
+	rep.Cases = append(rep.Cases, dc...)
+	for _, c := range dc {
+		progress(opts.Progress, c)
+	}
+	rep.Documented = append([]Difference(nil), target.Documented...)
 	rep.Matrix = matrix(&caps, rep.Cases)
 	rep.summarize()
 	return rep
 }
 
-// RunDifferential is Differential for go test: one subtest per scenario.
+// RunDifferential is Differential for go test: one subtest per scenario,
+// and a last one, "documented", that holds target's list (its "diff/"
+// entries) to the scenarios, as Run does.
 func RunDifferential(t *testing.T, ref, target Target) {
 	t.Helper()
 	c := caseDef{name: "diff", run: func(t T, tg *Target) { differential(t, &ref, tg) }}
-	rec := runCase(t.Context(), &target, c, &Options{})
-	replay(t, &target, rec)
+	var results []CaseResult
+	ran := map[string]bool{}
+	t.Run("diff", func(t *testing.T) {
+		ran["diff"] = true
+		rec := runCase(t.Context(), &target, c, &Options{})
+		results = flatten(&target, rec, nil)
+		replay(t, &target, rec)
+	})
+	checkDocumentedT(t, &target, results, ran, caseNames())
 }

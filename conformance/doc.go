@@ -32,15 +32,32 @@
 // decapsulates; its own and a given group's frames are delivered as
 // before. A NIC without the capability skips that case and says so.
 //
-// Each case opens a fresh NIC; a case the NIC cannot run (no uplink, a
-// prerequisite match missing) is skipped with its reason.
+// Each case opens a fresh NIC. A case skips only when the NIC does not
+// advertise a capability it needs (a match, an action, an uplink), and the
+// skip names it (CaseResult.Missing, one of [CapabilityNames]). A rule
+// within what the NIC advertises that its Validate refuses fails the case:
+// a variant of an advertised capability (IPv6 outer headers, Geneve
+// options, an encapsulation TTL) is part of it, not a reason to skip.
+//
+// # Documented differences
+//
+// A driver that differs from the reference on purpose lists each case
+// that fails because of it in Target.Documented: the exact case name, the
+// capability whose behaviour differs, and why ([Difference]). Such a case is
+// reported "documented" with the reason instead of failed. The list is held
+// to the run: a documented case that passes fails ("documented difference
+// X now passes: remove it from the list"), and so do a skipped one, a name
+// that matches no case, a pattern, an unknown capability and a missing
+// reason, in a last case named "documented". A list only shrinks.
 //
 // # Running it
 //
 // A driver's own tests call [Run] with a *testing.T; the nicconform runner
 // (cmd/nicconform) and tests of the suite itself call [RunSuite], which
 // returns a [Report] that [WriteJUnit], [WriteJSON] and [WriteMarkdown]
-// write out. Both share the same case code through the [T] interface: every
+// write out, with the run's [Environment] (kernel release, the devices
+// behind the ports as Target.Devices describes them, nicpath's version).
+// Both share the same case code through the [T] interface: every
 // case runs on a recording T, and Run replays the record into subtests of
 // the *testing.T (logs, failures, skips), so a case behaves the same under
 // go test and under the runner, and documented differences can turn a
@@ -54,6 +71,8 @@
 // discovery, are ignored, so harnesses on real links need no filtering.
 // [Differential] sends the same rules and frames to the reference NIC and to
 // a target and compares what comes out of each port byte for byte;
-// differences a target documents in Target.Documented are reported, not
-// failed.
+// differences a target documents in Target.Documented ("diff/<scenario>")
+// are reported, not failed. A scenario whose rules need a capability a NIC
+// does not advertise is skipped and counted, naming it; a rule within what
+// it advertises that its Validate refuses fails the scenario.
 package conformance

@@ -32,11 +32,20 @@ const (
 // CaseResult is one case or subcase in a report. Name is a path: a subcase
 // of "match" is "match/vlan".
 type CaseResult struct {
-	Name    string   `json:"name"`
-	Status  Status   `json:"status"`
-	Seconds float64  `json:"duration_seconds"`
-	Reason  string   `json:"reason,omitempty"` // why it failed, skipped or is documented
-	Log     []string `json:"log,omitempty"`
+	Name    string  `json:"name"`
+	Status  Status  `json:"status"`
+	Seconds float64 `json:"duration_seconds"`
+	Reason  string  `json:"reason,omitempty"` // why it failed, skipped or is documented
+	// Missing is, for a skip, the capability the NIC does not advertise
+	// that the case needs (one of CapabilityNames; several, comma
+	// separated, for a case all of whose subcases skipped).
+	Missing string `json:"missing,omitempty"`
+	// Capability is, for a documented difference, the capability whose
+	// behaviour differs (Difference.Capability).
+	Capability string   `json:"capability,omitempty"`
+	Log        []string `json:"log,omitempty"`
+
+	own bool // the case itself failed (not only a subcase)
 }
 
 // CapabilityRow is one line of the capability matrix: what the NIC
@@ -66,6 +75,7 @@ type Report struct {
 	Started      time.Time         `json:"started"`
 	Seconds      float64           `json:"duration_seconds"`
 	Error        string            `json:"error,omitempty"`
+	Environment  *Environment      `json:"environment,omitempty"`
 	Capabilities *hal.Capabilities `json:"-"`
 	Driver       string            `json:"driver,omitempty"`
 	Device       string            `json:"device,omitempty"`
@@ -73,7 +83,10 @@ type Report struct {
 	Notes        []string          `json:"notes,omitempty"`
 	Matrix       []CapabilityRow   `json:"capabilities"`
 	Cases        []CaseResult      `json:"cases"`
-	Summary      Summary           `json:"summary"`
+	// Documented is the target's list of documented differences; the
+	// "documented" case says whether it held.
+	Documented []Difference `json:"documented,omitempty"`
+	Summary    Summary      `json:"summary"`
 }
 
 // Failed reports whether any case failed or the target could not be opened.
@@ -228,6 +241,25 @@ func WriteJUnit(w io.Writer, r *Report) error {
 	if r.Reference != "" {
 		s.Properties = append(s.Properties, junitProperty{"reference", r.Reference})
 	}
+	if r.Driver != "" {
+		s.Properties = append(s.Properties, junitProperty{"driver", r.Driver}, junitProperty{"device", r.Device})
+	}
+	if e := r.Environment; e != nil {
+		if e.Kernel != "" {
+			s.Properties = append(s.Properties, junitProperty{"kernel", e.Kernel})
+		}
+		s.Properties = append(s.Properties, junitProperty{"platform", e.OS + "/" + e.Arch},
+			junitProperty{"go", e.Go}, junitProperty{"library", e.library()})
+		for _, d := range e.Devices {
+			s.Properties = append(s.Properties, junitProperty{"device " + d.Interface, d.String()})
+		}
+		if e.DevicesError != "" {
+			s.Properties = append(s.Properties, junitProperty{"devices error", e.DevicesError})
+		}
+	}
+	for _, d := range r.Documented {
+		s.Properties = append(s.Properties, junitProperty{"documented " + d.Case, d.Capability + ": " + d.Reason})
+	}
 	for _, row := range r.Matrix {
 		v := "no"
 		if row.Advertised {
@@ -247,9 +279,12 @@ func WriteJUnit(w io.Writer, r *Report) error {
 			s.Failures++
 		case StatusSkip:
 			jc.Skipped = &junitMessage{Message: firstLine(c.Reason)}
+			if c.Missing != "" {
+				jc.Skipped.Body = "missing capability: " + c.Missing
+			}
 			s.Skipped++
 		case StatusDocumented:
-			jc.Skipped = &junitMessage{Message: "documented difference: " + firstLine(c.Reason)}
+			jc.Skipped = &junitMessage{Message: "documented difference (" + c.Capability + "): " + firstLine(c.Reason), Body: strings.Join(c.Log, "\n")}
 			s.Skipped++
 		}
 		if c.Status == StatusPass && len(c.Log) > 0 {
@@ -296,7 +331,10 @@ var statusMark = map[Status]string{
 }
 
 // WriteMarkdown writes r as a Markdown page a person reads: a summary, the
-// capability matrix, then every case with its outcome and reason.
+// environment, the capability matrix, every case with its outcome (a skip
+// with the capability it needs, a documented difference with its
+// capability and reason), the capabilities whose absence skipped cases,
+// and the target's documented differences.
 func WriteMarkdown(w io.Writer, r *Report) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# nicpath conformance: %s\n\n", mdEscape(r.Target))
@@ -315,6 +353,24 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "- note: %s\n", mdEscape(n))
+	}
+	if e := r.Environment; e != nil {
+		b.WriteString("\n## Environment\n\n")
+		if e.Kernel != "" {
+			fmt.Fprintf(&b, "- kernel: %s\n", mdEscape(e.Kernel))
+		}
+		fmt.Fprintf(&b, "- platform: %s/%s, %s\n", e.OS, e.Arch, mdEscape(e.Go))
+		fmt.Fprintf(&b, "- library: %s\n", mdEscape(e.library()))
+		if len(e.Devices) > 0 {
+			b.WriteString("\n| interface | role | driver | version | firmware | bus |\n| --- | --- | --- | --- | --- | --- |\n")
+			for _, d := range e.Devices {
+				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", mdEscape(d.Interface), mdEscape(d.Role), mdEscape(orNone(d.Driver)),
+					mdEscape(d.Version), mdEscape(orNone(d.Firmware)), mdEscape(d.BusInfo))
+			}
+		}
+		if e.DevicesError != "" {
+			fmt.Fprintf(&b, "- devices: %s\n", mdEscape(e.DevicesError))
+		}
 	}
 	if len(r.Matrix) > 0 {
 		b.WriteString("\n## Capabilities\n\n| capability | advertised | detail | verified by | result |\n| --- | --- | --- | --- | --- |\n")
@@ -342,8 +398,57 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 		if c.Status == StatusPass {
 			reason = ""
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %ss | %s |\n", c.Name, statusMark[c.Status], secs(c.Seconds), mdEscape(reason))
+		mark := statusMark[c.Status]
+		switch {
+		case c.Status == StatusSkip && c.Missing != "":
+			mark += ": needs " + mdEscape(c.Missing)
+		case c.Status == StatusDocumented && c.Capability != "":
+			mark += " (" + mdEscape(c.Capability) + ")"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %ss | %s |\n", c.Name, mark, secs(c.Seconds), mdEscape(reason))
+	}
+	if missing := r.missingCounts(); len(missing) > 0 {
+		b.WriteString("\n## Skipped for a missing capability\n\n| capability | cases skipped |\n| --- | --- |\n")
+		for _, m := range missing {
+			fmt.Fprintf(&b, "| %s | %d |\n", mdEscape(m.name), m.n)
+		}
+	}
+	if len(r.Documented) > 0 {
+		b.WriteString("\n## Documented differences\n\n| case | capability | reason | result |\n| --- | --- | --- | --- |\n")
+		for _, d := range r.Documented {
+			st := "not run"
+			if c, ok := r.Case(d.Case); ok {
+				st = statusMark[c.Status]
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", d.Case, mdEscape(d.Capability), mdEscape(d.Reason), st)
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+type missingCount struct {
+	name string
+	n    int
+}
+
+// missingCounts counts, per capability, the cases skipped for its absence
+// (the cases themselves, not parents all of whose subcases skipped), in
+// the order they first appear.
+func (r *Report) missingCounts() []missingCount {
+	var out []missingCount
+	idx := map[string]int{}
+	for _, c := range r.Cases {
+		if c.Status != StatusSkip || c.Missing == "" || strings.HasPrefix(c.Reason, "every subcase skipped") {
+			continue
+		}
+		i, ok := idx[c.Missing]
+		if !ok {
+			i = len(out)
+			idx[c.Missing] = i
+			out = append(out, missingCount{name: c.Missing})
+		}
+		out[i].n++
+	}
+	return out
 }

@@ -107,20 +107,80 @@ func splitPattern(p string) []string {
 //
 //	func TestConformance(t *testing.T) { conformance.Run(t, target) }
 //
-// A failing case fails t; a case that matches one of target.Documented is
-// skipped with the documented reason; a case the NIC cannot run (no
-// capability, no such port) is skipped with its reason.
+// A failing case fails t; a case named in target.Documented that fails is
+// skipped with the documented reason, and one that passes fails t
+// ("documented difference X now passes: remove it from the list"); a case
+// the NIC lacks a capability for is skipped with the capability named. A
+// last subtest, "documented", checks the list itself against the cases that
+// ran (see Difference).
 func Run(t *testing.T, target Target) {
 	t.Helper()
 	if target.Open == nil {
 		t.Fatal("conformance: Target.Open is nil")
 	}
+	env := HostEnvironment()
+	if target.Devices != nil {
+		env.Devices, env.DevicesError = devicesOf(t.Context(), &target)
+	}
+	t.Logf("environment: %s", env.String())
+	ran := map[string]bool{}
+	var results []CaseResult
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			ran[c.name] = true
 			rec := runCase(t.Context(), &target, c, &Options{})
+			results = append(results, flatten(&target, rec, nil)...)
 			replay(t, &target, rec)
 		})
 	}
+	checkDocumentedT(t, &target, results, ran, caseNames())
+}
+
+// checkDocumentedT reports the problems of target's list as a subtest.
+func checkDocumentedT(t *testing.T, tg *Target, results []CaseResult, ran, tops map[string]bool) {
+	t.Helper()
+	if len(tg.Documented) == 0 {
+		return
+	}
+	t.Run("documented", func(t *testing.T) {
+		for _, p := range documentedProblems(tg, results, ran, tops, nil) {
+			t.Error(p)
+		}
+		for _, d := range tg.Documented {
+			t.Logf("documented difference %s (%s): %s", d.Case, d.Capability, d.Reason)
+		}
+	})
+}
+
+// caseNames are the names a top-level case may have: the suite's cases and
+// the differential mode's "diff".
+func caseNames() map[string]bool {
+	out := map[string]bool{"diff": true}
+	for _, c := range cases {
+		out[c.name] = true
+	}
+	return out
+}
+
+// documentedCase is the report's verdict on target's list: a "documented"
+// case that fails with every problem, or passes when the list names exactly
+// cases that fail here. No list, no case.
+func documentedCase(tg *Target, results []CaseResult, ran map[string]bool, selected func(string) bool) []CaseResult {
+	if len(tg.Documented) == 0 {
+		return nil
+	}
+	res := CaseResult{Name: "documented", Status: StatusPass}
+	for _, d := range tg.Documented {
+		res.Log = append(res.Log, fmt.Sprintf("%s (%s): %s", d.Case, d.Capability, d.Reason))
+	}
+	if bad := documentedProblems(tg, results, ran, caseNames(), selected); len(bad) > 0 {
+		res.Status = StatusFail
+		res.Reason = strings.Join(bad, "; ")
+		for _, b := range bad {
+			res.Log = append(res.Log, "FAIL: "+b)
+		}
+	}
+	return []CaseResult{res}
 }
 
 // runCase runs one top-level case on a fresh record, writing a progress
@@ -156,9 +216,11 @@ func replay(t *testing.T, tg *Target, r *record) {
 	case StatusFail:
 		if r.ownFailed() {
 			t.Fail()
+		} else if _, ok := tg.documented(r.name); ok {
+			t.Error(res.Reason)
 		}
 	case StatusDocumented:
-		t.Skip("documented difference: " + res.Reason)
+		t.Skipf("documented difference (%s): %s", res.Capability, res.Reason)
 	case StatusSkip:
 		t.Skip(res.Reason)
 	}
@@ -172,13 +234,15 @@ func (r *record) ownFailed() bool {
 
 // resultOf computes a record's status: its own failures (documented or
 // not), then its subcases' (a documented subcase does not fail its parent),
-// then a skip.
+// then a skip. A documented case that did not fail, and was not skipped,
+// fails: the list says it differs, and it does not.
 func resultOf(tg *Target, r *record) CaseResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	res := CaseResult{Name: r.name, Seconds: r.dur.Seconds(), Log: append([]string(nil), r.logs...)}
 	childFailed := false
 	allSkipped := len(r.children) > 0
+	var missing []string
 	for _, c := range r.children {
 		cr := resultOf(tg, c)
 		if cr.Status == StatusFail {
@@ -186,14 +250,19 @@ func resultOf(tg *Target, r *record) CaseResult {
 		}
 		if cr.Status != StatusSkip {
 			allSkipped = false
+		} else if cr.Missing != "" && !contains(missing, cr.Missing) {
+			missing = append(missing, cr.Missing)
 		}
 	}
+	d, documented := tg.documented(r.name)
+	res.own = r.failed
 	switch {
 	case r.failed:
 		res.Status = StatusFail
 		res.Reason = strings.Join(r.failures, "; ")
-		if d, ok := tg.documented(r.name); ok {
+		if documented {
 			res.Status = StatusDocumented
+			res.Capability = d.Capability
 			res.Reason = d.Reason + " (failures: " + res.Reason + ")"
 		}
 	case childFailed:
@@ -202,13 +271,34 @@ func resultOf(tg *Target, r *record) CaseResult {
 	case r.skipped:
 		res.Status = StatusSkip
 		res.Reason = r.skip
+		res.Missing = r.missing
 	case allSkipped:
 		res.Status = StatusSkip
 		res.Reason = "every subcase skipped"
+		if len(missing) > 0 {
+			res.Missing = strings.Join(missing, ", ")
+			res.Reason += ": needs " + res.Missing
+		}
 	default:
 		res.Status = StatusPass
 	}
+	if documented && !r.failed && res.Status != StatusSkip {
+		stale := "documented difference " + r.name + " now passes: remove it from the list"
+		if res.Status == StatusFail {
+			stale += "; " + res.Reason
+		}
+		res.Status, res.Reason = StatusFail, stale
+	}
 	return res
+}
+
+func contains(list []string, s string) bool {
+	for _, l := range list {
+		if l == s {
+			return true
+		}
+	}
+	return false
 }
 
 // flatten lists r and its subcases, depth first.
@@ -231,6 +321,7 @@ func RunSuite(ctx context.Context, target Target, opts Options) *Report {
 	rep := &Report{Target: target.Name, Mode: ModeSuite, Started: time.Now().UTC()}
 	begin := time.Now()
 	defer func() { rep.Seconds = time.Since(begin).Seconds() }()
+	rep.Environment = HostEnvironment()
 	caps, err := probeCaps(ctx, &target)
 	if err != nil {
 		rep.Error = err.Error()
@@ -240,25 +331,61 @@ func RunSuite(ctx context.Context, target Target, opts Options) *Report {
 		return rep
 	}
 	rep.Capabilities = &caps
+	if target.Devices != nil {
+		rep.Environment.Devices, rep.Environment.DevicesError = devicesOf(ctx, &target)
+	}
 	filter, err := opts.filter()
 	if err != nil {
 		rep.Error = err.Error()
 		rep.summarize()
 		return rep
 	}
+	ran := map[string]bool{}
 	for _, c := range cases {
 		if len(filter) > 0 && !filter[0].MatchString(c.name) {
 			continue
 		}
+		ran[c.name] = true
 		rec := runCase(ctx, &target, c, &opts)
 		rep.Cases = append(rep.Cases, flatten(&target, rec, nil)...)
 		if ctx.Err() != nil {
 			break
 		}
 	}
+	dc := documentedCase(&target, rep.Cases, ran, selects(filter))
+	rep.Cases = append(rep.Cases, dc...)
+	for _, c := range dc {
+		progress(opts.Progress, c)
+	}
+	rep.Documented = append([]Difference(nil), target.Documented...)
 	rep.Matrix = matrix(&caps, rep.Cases)
 	rep.summarize()
 	return rep
+}
+
+// selects says whether a run filtered by filter selects the case named
+// name: each element of the name must match the filter's element at its
+// level.
+func selects(filter []*regexp.Regexp) func(string) bool {
+	return func(name string) bool {
+		for i, el := range strings.Split(name, "/") {
+			if i < len(filter) && !filter[i].MatchString(el) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// devicesOf asks the target for its devices, bounded in time.
+func devicesOf(ctx context.Context, tg *Target) ([]DeviceInfo, string) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ds, err := tg.Devices(ctx)
+	if err != nil {
+		return ds, err.Error()
+	}
+	return ds, ""
 }
 
 // probeCaps opens the target once to read what it advertises.

@@ -228,14 +228,23 @@ func TestDocumentedDifference(t *testing.T) {
 			}
 		}}
 	}, nil)
-	tg.Documented = []conformance.Difference{{Case: "counters/rule*", Reason: "counts the FCS"}}
+	tg.Documented = []conformance.Difference{
+		{Case: "counters/rule", Capability: "counters per rule", Reason: "counts the FCS"},
+		{Case: "counters/rule-decap", Capability: "counters per rule", Reason: "counts the FCS"},
+	}
 	rep := conformance.RunSuite(context.Background(), tg, conformance.Options{Run: `^counters$`})
 	c, _ := rep.Case("counters/rule")
-	if c.Status != conformance.StatusDocumented || !strings.Contains(c.Reason, "counts the FCS") {
+	if c.Status != conformance.StatusDocumented || !strings.Contains(c.Reason, "counts the FCS") || c.Capability != "counters per rule" {
 		t.Fatalf("counters/rule: %+v", c)
 	}
-	if rep.Failed() || rep.Summary.Documented < 1 {
+	if rep.Failed() || rep.Summary.Documented != 2 {
 		t.Fatalf("summary %+v", rep.Summary)
+	}
+	if c, _ := rep.Case("documented"); c.Status != conformance.StatusPass {
+		t.Errorf("the list check: %+v", c)
+	}
+	if len(rep.Documented) != 2 {
+		t.Errorf("the report carries %d documented differences, want 2", len(rep.Documented))
 	}
 }
 

@@ -48,6 +48,7 @@ type record struct {
 	failed   bool
 	skipped  bool
 	skip     string
+	missing  string // the capability a skip names (see need)
 	children []*record
 	cleanups []func()
 

@@ -2,7 +2,6 @@ package conformance
 
 import (
 	"context"
-	"path"
 	"time"
 
 	"github.com/nicpath/nicpath/hal"
@@ -22,9 +21,16 @@ type Target struct {
 	Open func(ctx context.Context) (hal.NIC, Harness, error)
 
 	// Documented lists differences from the reference (softnic) that the
-	// driver documents. A failing case or differential scenario whose name
-	// matches one is reported as "documented" with the reason, not failed.
+	// driver documents, by exact case name. A failing case or differential
+	// scenario named there is reported as "documented" with the reason, not
+	// failed; a documented case that passes, is skipped or does not exist
+	// fails the run (see Difference).
 	Documented []Difference
+
+	// Devices, when set, describes the devices behind the NIC's ports for
+	// the report's environment (driver, version, firmware as ethtool shows
+	// them). It is called once per run, after the capabilities are read.
+	Devices func(ctx context.Context) ([]DeviceInfo, error)
 
 	// Timeout bounds how long the suite waits for a frame that must arrive
 	// (default 2s). Quiet is how long it listens before it concludes that a
@@ -63,23 +69,34 @@ type LeakChecker interface {
 	CheckLeaks() error
 }
 
-// Difference is a documented difference between a driver and the reference.
+// Difference is a documented difference between a driver and the
+// reference: one case (or differential scenario) that fails on the driver,
+// the capability whose behaviour differs, and why. Names are exact: a
+// pattern would let a regression in any case it covers read "documented".
+//
+// The suite holds the list to the cases it runs: a documented case that
+// passes fails the run ("documented difference X now passes: remove it
+// from the list"), as does one that is skipped, a name that matches no case
+// of the suite, a capability the matrix does not name, an empty reason, or
+// a name listed twice. So a list only shrinks as a driver improves.
 type Difference struct {
-	// Case is a case or scenario name, or a path.Match pattern over names
-	// ("diff/encap-*").
-	Case string
+	// Case is the full name of a case, subcase or differential scenario:
+	// "decap/vxlan/ipv6", "diff/decap-geneve". It covers that case's own
+	// failures, not its subcases'.
+	Case string `json:"case"`
+	// Capability is the advertised capability whose behaviour differs, as
+	// the capability matrix names it ("decap vxlan", "exception path",
+	// "priorities"; see CapabilityNames).
+	Capability string `json:"capability"`
 	// Reason says why the driver differs, in words a reader of the report
 	// understands.
-	Reason string
+	Reason string `json:"reason"`
 }
 
 // documented returns the difference that covers the case named name.
 func (t *Target) documented(name string) (Difference, bool) {
 	for _, d := range t.Documented {
 		if d.Case == name {
-			return d, true
-		}
-		if ok, _ := path.Match(d.Case, name); ok {
 			return d, true
 		}
 	}

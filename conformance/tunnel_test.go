@@ -169,7 +169,7 @@ func TestTunnelEndpointSkipsWithoutFilter(t *testing.T) {
 	tg := wrap("no filter", nil, func(n hal.NIC) hal.NIC { return noFilter{n} }, nil)
 	rep := conformance.RunSuite(context.Background(), tg, conformance.Options{Run: "^tunnel-endpoint$"})
 	c, ok := rep.Case("tunnel-endpoint")
-	if !ok || c.Status != conformance.StatusSkip || !strings.Contains(c.Reason, "Capabilities.TunnelFilter") {
+	if !ok || c.Status != conformance.StatusSkip || c.Missing != "tunnel filter" || !strings.Contains(c.Reason, "needs tunnel filter") {
 		t.Fatalf("tunnel-endpoint on a NIC without the filter: %+v; want a skip that names the capability", c)
 	}
 }

@@ -54,5 +54,8 @@
 //
 // Subpackage policytest generates random valid policies (tenants with
 // overlapping customer addresses on several hosts) and packets, for
-// property and differential tests.
+// property and differential tests, and a realistic policy with its traffic
+// at the slow path's benchmark scale. Subpackage match holds the lookup
+// structures a datapath classifies with (a longest-prefix-match route
+// trie, an ACL classifier), held to this package's linear definitions.
 package policy

@@ -215,14 +215,7 @@ func (w *walk) outbound(src *vmInfo) {
 		w.drop(policy.ReasonSpoofedSource)
 		return
 	}
-	own := false
-	for _, a := range src.cas {
-		if a == p.Src {
-			own = true
-			break
-		}
-	}
-	if !own {
+	if !src.owns(p.Src) {
 		if w.tr != nil {
 			w.tr.step("source address %s is not one of VM %s's addresses", p.Src, src.name)
 		}
@@ -512,14 +505,9 @@ func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool
 		}
 		return true
 	}
-	for i := range vm.tenant.acls[dir] {
-		a := &vm.tenant.acls[dir][i]
-		if len(a.sports) > 0 || len(a.dports) > 0 {
-			w.l4 = true
-		}
-		if (a.vnet != "" && a.vnet != vm.vnet.name) || !a.matches(p) {
-			continue
-		}
+	a, l4 := vm.tenant.firstACL(vm, dir, p)
+	w.l4 = w.l4 || l4
+	if a != nil {
 		if w.tr != nil {
 			act := "deny"
 			if a.allow {

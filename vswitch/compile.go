@@ -1,15 +1,21 @@
 package vswitch
 
 import (
+	"cmp"
+	"encoding/binary"
 	"net/netip"
+	"slices"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/policy"
+	"github.com/nicpath/nicpath/policy/match"
 )
 
 // compiled is one policy.State turned into the lookup structures the slow
-// path walks: VMs by port, VNETs by VNI, per-tenant routing tables and ACL
-// lists, gateways by PA. CA→PA mappings stay in the state's own compiled
+// path walks: VMs by port, VNETs by VNI, per-tenant routing tables (a
+// longest-prefix-match trie, match.Routes) and ACL classifiers (one per
+// direction, match.ACLs: first match by priority without scanning the
+// rules), gateways by PA. CA→PA mappings stay in the state's own compiled
 // open-addressing table (policy.State.Lookup, allocation free), which is the
 // table the policy owns and keeps current with shadow activations.
 //
@@ -51,6 +57,9 @@ type vmInfo struct {
 	vnet   *vnetInfo
 	mac    hal.MAC
 	cas    []netip.Addr
+	// sorted holds cas as 128-bit numbers in ascending order when the VM
+	// has many (see owns).
+	sorted []addr128
 	port   hal.PortID // its vport on this host; 0 when it has none
 	local  bool       // runs on this host now (shadow activation applied)
 }
@@ -60,13 +69,18 @@ type vnetInfo struct {
 	name   string
 	vni    uint32
 	encap  hal.EncapKind // what it is carried in between hosts
+	// aclScope selects, per direction, the tenant's ACLs that apply to
+	// the VNET's VMs.
+	aclScope [3]match.Scope
 }
 
 type tenantInfo struct {
 	id      uint32 // stable across updates
 	name    string
 	routes  []routeInfo // longest prefix first
-	acls    [3][]aclInfo
+	rt      *match.Routes
+	acls    [3][]aclInfo // evaluation order, per direction
+	acl     [3]*match.ACLs
 	gwRules []policy.GatewayRule
 }
 
@@ -85,14 +99,11 @@ type gwInfo struct {
 	tenant string
 }
 
+// aclInfo is what the walk needs of the ACL a classifier picked.
 type aclInfo struct {
 	id       string
 	priority uint32
 	vnet     string
-	src, dst []netip.Prefix
-	proto    uint8
-	sports   []policy.PortRange
-	dports   []policy.PortRange
 	allow    bool
 	stateful bool
 }
@@ -121,6 +132,14 @@ func macOf(m policy.MAC) hal.MAC { return hal.MAC(m) }
 // compile builds the lookup structures of st for host. ports names the
 // vports of local VMs.
 func compile(st *policy.State, host string, ports map[string]hal.PortID, vmIDs, tenantIDs *interner) *compiled {
+	return compileFrom(st, host, ports, vmIDs, tenantIDs, nil)
+}
+
+// compileFrom is compile; with a non-nil base, a compiled form of a state
+// that differs from st only in VM locations (st is base.st with shadows
+// activated), it shares base's tenants, VNETs and gateways, whose routing
+// tables and ACL classifiers do not depend on where VMs run.
+func compileFrom(st *policy.State, host string, ports map[string]hal.PortID, vmIDs, tenantIDs *interner, base *compiled) *compiled {
 	c := &compiled{
 		st:        st,
 		host:      host,
@@ -139,47 +158,23 @@ func compile(st *policy.State, host string, ports map[string]hal.PortID, vmIDs, 
 			c.endpoint = []netip.Addr{h.PA}
 		}
 	}
-	for _, g := range st.Gateways() {
-		gi := &gwInfo{name: g.Name, pa: g.PA, tenant: g.Tenant}
-		c.gws[g.Name] = gi
-		c.gwByPA[g.PA] = gi
-	}
-	for _, t := range st.Tenants() {
-		ti := &tenantInfo{id: tenantIDs.id(t.Name), name: t.Name, gwRules: st.GatewayRules(t.Name)}
-		for _, a := range st.ACLs(t.Name) {
-			ai := aclInfo{
-				id: a.ID, priority: a.Priority, vnet: a.VNET, src: a.Src, dst: a.Dst, proto: a.Protocol,
-				sports: a.SrcPorts, dports: a.DstPorts, allow: a.Action == policy.Allow,
-				stateful: a.Stateful && a.Action == policy.Allow,
-			}
-			if a.Direction == policy.Out || a.Direction == policy.In {
-				ti.acls[a.Direction] = append(ti.acls[a.Direction], ai)
-			}
-		}
-		c.tenants[t.Name] = ti
-	}
-	for _, v := range st.VNETs() {
-		vi := &vnetInfo{tenant: c.tenants[v.Tenant], name: v.Name, vni: v.VNI, encap: encapOf(v.Encap)}
-		c.vnets[policy.VNETKey{Tenant: v.Tenant, Name: v.Name}] = vi
-		c.vnetByVNI[v.VNI] = vi
-	}
-	for _, ti := range c.tenants {
-		for _, r := range st.Routes(ti.name) {
-			ri := routeInfo{prefix: r.Prefix, hop: r.NextHop, origin: r.Origin, rule: r.Rule}
-			switch r.NextHop.Kind {
-			case policy.NextHopVNET:
-				ri.vnet = c.vnets[policy.VNETKey{Tenant: ti.name, Name: r.NextHop.VNET}]
-			case policy.NextHopGateway:
-				ri.gw = c.gws[r.NextHop.Gateway]
-			}
-			ti.routes = append(ti.routes, ri)
-		}
+	if base != nil {
+		c.gws, c.gwByPA, c.tenants, c.vnets, c.vnetByVNI = base.gws, base.gwByPA, base.tenants, base.vnets, base.vnetByVNI
+	} else {
+		c.compileTenants(st, tenantIDs)
 	}
 	for _, v := range st.VMs() {
 		vi := &vmInfo{
 			id: vmIDs.id(v.Name), name: v.Name, tenant: c.tenants[v.Tenant],
 			vnet: c.vnets[policy.VNETKey{Tenant: v.Tenant, Name: v.VNET}],
 			mac:  macOf(v.MAC), cas: v.CAs, port: ports[v.Name],
+		}
+		if len(v.CAs) > manyCAs {
+			vi.sorted = make([]addr128, len(v.CAs))
+			for i, a := range v.CAs {
+				vi.sorted[i] = addr128Of(a)
+			}
+			slices.SortFunc(vi.sorted, addr128.cmp)
 		}
 		if h, _, _, ok := st.Location(v.Name); ok && h == host {
 			vi.local = true
@@ -190,6 +185,104 @@ func compile(st *policy.State, host string, ports map[string]hal.PortID, vmIDs, 
 		}
 	}
 	return c
+}
+
+// manyCAs: a VM with more addresses than this checks a source address by
+// binary search rather than a scan.
+const manyCAs = 8
+
+// addr128 is an address as a number; IPv4 addresses are IPv4-mapped,
+// which a VM's CAs never are (policy rejects them), so the two families
+// cannot collide.
+type addr128 struct{ hi, lo uint64 }
+
+func addr128Of(a netip.Addr) addr128 {
+	b := a.As16()
+	return addr128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+}
+
+func (x addr128) cmp(y addr128) int {
+	if x.hi != y.hi {
+		return cmp.Compare(x.hi, y.hi)
+	}
+	return cmp.Compare(x.lo, y.lo)
+}
+
+// owns reports whether a is one of the VM's addresses.
+func (vm *vmInfo) owns(a netip.Addr) bool {
+	if vm.sorted != nil {
+		if a.Zone() != "" || a.Is4In6() {
+			return false // no CA has a zone or is IPv4-mapped
+		}
+		x := addr128Of(a)
+		lo, hi := 0, len(vm.sorted)
+		for lo < hi {
+			m := int(uint(lo+hi) >> 1)
+			if y := vm.sorted[m]; y.hi < x.hi || (y.hi == x.hi && y.lo < x.lo) {
+				lo = m + 1
+			} else {
+				hi = m
+			}
+		}
+		return lo < len(vm.sorted) && vm.sorted[lo] == x
+	}
+	for _, x := range vm.cas {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// compileTenants builds gateways, tenants (routing tables, ACL
+// classifiers) and VNETs.
+func (c *compiled) compileTenants(st *policy.State, tenantIDs *interner) {
+	for _, g := range st.Gateways() {
+		gi := &gwInfo{name: g.Name, pa: g.PA, tenant: g.Tenant}
+		c.gws[g.Name] = gi
+		c.gwByPA[g.PA] = gi
+	}
+	for _, t := range st.Tenants() {
+		ti := &tenantInfo{id: tenantIDs.id(t.Name), name: t.Name, gwRules: st.GatewayRules(t.Name)}
+		var byDir [3][]policy.ACL
+		for _, a := range st.ACLs(t.Name) {
+			ai := aclInfo{
+				id: a.ID, priority: a.Priority, vnet: a.VNET, allow: a.Action == policy.Allow,
+				stateful: a.Stateful && a.Action == policy.Allow,
+			}
+			if a.Direction == policy.Out || a.Direction == policy.In {
+				ti.acls[a.Direction] = append(ti.acls[a.Direction], ai)
+				byDir[a.Direction] = append(byDir[a.Direction], a)
+			}
+		}
+		for _, d := range []policy.Direction{policy.Out, policy.In} {
+			ti.acl[d] = match.NewACLs(byDir[d])
+		}
+		c.tenants[t.Name] = ti
+	}
+	for _, v := range st.VNETs() {
+		vi := &vnetInfo{tenant: c.tenants[v.Tenant], name: v.Name, vni: v.VNI, encap: encapOf(v.Encap)}
+		for _, d := range []policy.Direction{policy.Out, policy.In} {
+			vi.aclScope[d] = vi.tenant.acl[d].Scope(v.Name)
+		}
+		c.vnets[policy.VNETKey{Tenant: v.Tenant, Name: v.Name}] = vi
+		c.vnetByVNI[v.VNI] = vi
+	}
+	for _, ti := range c.tenants {
+		var prefixes []netip.Prefix
+		for _, r := range st.Routes(ti.name) {
+			ri := routeInfo{prefix: r.Prefix, hop: r.NextHop, origin: r.Origin, rule: r.Rule}
+			switch r.NextHop.Kind {
+			case policy.NextHopVNET:
+				ri.vnet = c.vnets[policy.VNETKey{Tenant: ti.name, Name: r.NextHop.VNET}]
+			case policy.NextHopGateway:
+				ri.gw = c.gws[r.NextHop.Gateway]
+			}
+			ti.routes = append(ti.routes, ri)
+			prefixes = append(prefixes, r.Prefix)
+		}
+		ti.rt = match.NewRoutes(prefixes)
+	}
 }
 
 // compileAlts fills c.alt: one compiled state per VM with an inactive shadow.
@@ -206,7 +299,7 @@ func (c *compiled) compileAlts(ports map[string]hal.PortID, vmIDs, tenantIDs *in
 		if c.alt == nil {
 			c.alt = map[string]*compiled{}
 		}
-		c.alt[sh.VM] = compile(ns, c.host, ports, vmIDs, tenantIDs)
+		c.alt[sh.VM] = compileFrom(ns, c.host, ports, vmIDs, tenantIDs, c)
 		id := vmIDs.id(sh.VM)
 		for int(id/64) >= len(c.altIDs) {
 			c.altIDs = append(c.altIDs, 0)
@@ -221,55 +314,27 @@ func (c *compiled) moving(id uint32) bool {
 	return int(id/64) < len(c.altIDs) && c.altIDs[id/64]&(1<<(id%64)) != 0
 }
 
-// lpm picks the longest matching route; routes are sorted longest first.
+// lpm picks the longest matching route.
 func (t *tenantInfo) lpm(dst netip.Addr) *routeInfo {
-	for i := range t.routes {
-		if t.routes[i].prefix.Contains(dst) {
-			return &t.routes[i]
-		}
+	if i, ok := t.rt.Lookup(dst); ok {
+		return &t.routes[i]
 	}
 	return nil
 }
 
-func (a *aclInfo) matches(p *policy.Packet) bool {
-	if len(a.src) > 0 && !anyContains(a.src, p.Src) {
-		return false
+// firstACL returns the first of the tenant's ACLs in direction dir that
+// applies to vm and matches p, or nil; l4 reports whether the answer may
+// depend on p's transport ports (match.ACLs.Lookup).
+func (t *tenantInfo) firstACL(vm *vmInfo, dir policy.Direction, p *policy.Packet) (a *aclInfo, l4 bool) {
+	i, l4 := t.acl[dir].Lookup(vm.vnet.aclScope[dir], p)
+	if i < 0 {
+		return nil, l4
 	}
-	if len(a.dst) > 0 && !anyContains(a.dst, p.Dst) {
-		return false
-	}
-	if a.proto != policy.ProtoAny && a.proto != p.Protocol {
-		return false
-	}
-	if len(a.sports) > 0 && (!hasPorts(p.Protocol) || !anyPort(a.sports, p.SrcPort)) {
-		return false
-	}
-	if len(a.dports) > 0 && (!hasPorts(p.Protocol) || !anyPort(a.dports, p.DstPort)) {
-		return false
-	}
-	return true
+	return &t.acls[dir][i], l4
 }
 
 func hasPorts(proto uint8) bool {
 	return proto == policy.ProtoTCP || proto == policy.ProtoUDP || proto == policy.ProtoSCTP
-}
-
-func anyContains(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-func anyPort(rs []policy.PortRange, port uint16) bool {
-	for _, r := range rs {
-		if port >= r.Lo && port <= r.Hi {
-			return true
-		}
-	}
-	return false
 }
 
 // translate maps a from prefix from into prefix to (same length): the

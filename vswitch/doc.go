@@ -12,8 +12,10 @@
 // hal/wire and looks its exact key up in the flow cache. The first packet of
 // a flow walks the policy layers, compiled from the policy.State into the
 // switch's own lookup structures (compile.go): source checks → the
-// sender's ACLs → the tenant's routing domain (longest prefix match, next
-// hops followed) → the VNET's CA→PA mapping → the receiver's ACLs, or for
+// sender's ACLs (a classifier, policy/match.ACLs: the first match by
+// priority without scanning the rules) → the tenant's routing domain
+// (longest prefix match in a trie, policy/match.Routes; next hops
+// followed) → the VNET's CA→PA mapping → the receiver's ACLs, or for
 // the uplink, VNI → routing → mapping → sender/gateway check (with NAT) →
 // ACLs. The result is a unified flow: hal.Exact of the key and one list of
 // header operations (decap, MAC and address rewrites, dec_ttl, encap, count,
@@ -22,7 +24,8 @@
 // read neither the transport ports nor the connection table is remembered
 // (walkmemo.go): the first packets of later connections between the same
 // endpoints take its verdict instead of walking again, as long as the
-// compiled state is the same and no connection is tracked.
+// compiled state is the same and no connection is tracked
+// (Config.DisableWalkMemo turns it off).
 //
 // New flows of one batch are validated against the NIC (answers cached per
 // action list and match shape) and offloaded in one Apply. A flow the NIC

@@ -23,7 +23,7 @@ func TestFaultsKeepFlowsInHost(t *testing.T) {
 		}
 		return nil
 	}
-	h1.fault.setFail(fullAdds)
+	h1.fault.FailOps(fullAdds)
 	p := udp(macVA1, macVA2, caVA1, caVA2, 10, 20)
 	for i := 0; i < 3; i++ {
 		deliveredTo(t, tp.sendVM("va1", p), h2, "va2")
@@ -38,7 +38,7 @@ func TestFaultsKeepFlowsInHost(t *testing.T) {
 	}
 
 	// A device error on a different flow.
-	h1.fault.setFail(func(op *hal.Op) error {
+	h1.fault.FailOps(func(op *hal.Op) error {
 		return &hal.OpError{Driver: "fault", Op: op.Kind.String(), Rule: op.Rule.ID, Err: errInjected}
 	})
 	q := udp(macVA1, macVB1, caVA1, caVB1, 10, 20)
@@ -57,7 +57,7 @@ func TestFaultsKeepFlowsInHost(t *testing.T) {
 	h1.sw.Maintain(context.Background())
 	deliveredTo(t, tp.sendVM("va1", q), h1, "vb1")
 	// The NIC recovers.
-	h1.fault.setFail(nil)
+	h1.fault.FailOps(nil)
 	if err := h1.sw.Maintain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestFaultDuringUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h1.fault.setFail(func(op *hal.Op) error {
+	h1.fault.FailOps(func(op *hal.Op) error {
 		if op.Kind == hal.OpModify {
 			return &hal.OpError{Driver: "fault", Op: "modify", Rule: op.Rule.ID, Err: errInjected}
 		}

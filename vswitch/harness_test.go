@@ -11,6 +11,7 @@ import (
 
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/haltest"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/policy"
 )
@@ -35,69 +36,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// faultNIC decorates a NIC so that chosen Apply operations fail, the way a
-// full table or a failing device would make them fail.
-type faultNIC struct {
-	hal.NIC
-	mu sync.Mutex
-	// fail returns the error for an operation, or nil to pass it to the NIC.
-	fail      func(op *hal.Op) error
-	dumpErr   error
-	validate  func(r *hal.Rule) error
-	failCount int
-}
-
-func (f *faultNIC) Validate(r *hal.Rule) error {
-	if f.validate != nil {
-		if err := f.validate(r); err != nil {
-			return err
-		}
-	}
-	return f.NIC.Validate(r)
-}
-
-func (f *faultNIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
-	f.mu.Lock()
-	fail := f.fail
-	f.mu.Unlock()
-	if fail == nil {
-		return f.NIC.Apply(ctx, ops, results)
-	}
-	// Pass the operations that do not fail to the NIC, in order.
-	var pass []hal.Op
-	var idx []int
-	for i := range ops {
-		if err := fail(&ops[i]); err != nil {
-			results[i].Err = err
-			f.failCount++
-			continue
-		}
-		pass = append(pass, ops[i])
-		idx = append(idx, i)
-	}
-	if len(pass) > 0 {
-		res := make([]hal.OpResult, len(pass))
-		f.NIC.Apply(ctx, pass, res)
-		for j, i := range idx {
-			results[i] = res[j]
-		}
-	}
-	return hal.Summarize(results[:len(ops)])
-}
-
-func (f *faultNIC) setFail(fn func(op *hal.Op) error) {
-	f.mu.Lock()
-	f.fail = fn
-	f.mu.Unlock()
-}
-
-func (f *faultNIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
-	if f.dumpErr != nil {
-		return f.dumpErr
-	}
-	return f.NIC.Dump(ctx, fn)
-}
-
 // testHost is one host of the in-memory topology: a softnic, its switch and
 // the far sides of its ports (the VMs and the wire).
 type testHost struct {
@@ -105,7 +43,7 @@ type testHost struct {
 	pa     netip.Addr
 	soft   *softnic.NIC
 	nic    hal.NIC
-	fault  *faultNIC
+	fault  *haltest.FaultNIC
 	sw     *Switch
 	ports  map[string]hal.PortID
 	portVM map[hal.PortID]string
@@ -179,8 +117,8 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 		th := &testHost{name: h.Name, pa: h.PA, soft: soft, nic: soft, ports: map[string]hal.PortID{},
 			portVM: map[hal.PortID]string{}, far: map[hal.PortID]*softnic.Port{}}
 		if o.fault {
-			th.fault = &faultNIC{NIC: soft}
-			th.nic = th.fault
+			th.fault = haltest.NewFaultNIC(soft)
+			th.nic = th.fault.NIC()
 		}
 		if o.wrap != nil {
 			th.nic = o.wrap(h.Name, th.nic)

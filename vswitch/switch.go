@@ -44,6 +44,12 @@ type Config struct {
 	CookieTag uint16
 	// DisableOffload keeps every flow in the host (for comparisons).
 	DisableOffload bool
+	// DisableWalkMemo makes the slow path walk the policy layers for every
+	// new flow, even one that differs from a recent walk only in its
+	// transport ports (walkmemo.go). For measurements and comparisons:
+	// with the memo on, many connections between the same two endpoints
+	// cost one walk.
+	DisableWalkMemo bool
 	// Proactive programs per-destination rules ahead of traffic where the
 	// NIC takes wildcarded rules with priorities (see proactive.go).
 	Proactive bool

@@ -28,7 +28,8 @@ type walkMemo struct {
 }
 
 // classifyFlow is c.classify for a flow on the data path (no tracer): a key
-// whose walk is remembered takes the remembered verdict.
+// whose walk is remembered takes the remembered verdict, unless
+// Config.DisableWalkMemo.
 //
 // A remembered verdict stays right as long as c and the connection table
 // do: compiled states are immutable (an update makes a new one, so the
@@ -37,7 +38,7 @@ type walkMemo struct {
 // reads the ports. The TTL only matters when it is 1 or less (a routed
 // packet is dropped); such keys are walked every time.
 func (s *Switch) classifyFlow(c *compiled, k *hal.FlowKey, ttl uint8, v *verdict) {
-	if ttl <= 1 || !hasPorts(k.Proto) || len(s.ct.conns) > 0 {
+	if ttl <= 1 || !hasPorts(k.Proto) || len(s.ct.conns) > 0 || s.cfg.DisableWalkMemo {
 		c.classify(k, s.cfg.Uplink, ttl, s.ct, nil, v)
 		return
 	}

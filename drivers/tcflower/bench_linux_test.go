@@ -184,6 +184,7 @@ func BenchmarkKernelActivate(b *testing.B) {
 			b.ReportMetric(us(times[len(times)/2]), "us/activate")
 			b.ReportMetric(us(sum/time.Duration(len(times))), "us/activate_mean")
 			b.ReportMetric(us(times[len(times)*9/10]), "us/activate_p90")
+			b.ReportMetric(us(times[len(times)-1]), "us/activate_max")
 			b.ReportMetric(float64(n), "rules")
 		})
 	}
@@ -264,9 +265,11 @@ func BenchmarkVMRuleRate(b *testing.B) {
 	}
 }
 
-// BenchmarkVMActivate is shadow.activate_1m_us.tcflower, measured at the
-// largest table the VM run holds (NICPATH_TCFLOWER_BENCH_MAX rules); the
-// smaller sizes show that it stays flat.
+// BenchmarkVMActivate is shadow.activate_100k_us.tcflower: the worst
+// activation (us/activate_worst; the median is us/activate) at the largest
+// table the VM run holds, NICPATH_TCFLOWER_BENCH_MAX rules (100k: the VM
+// tier boots with 2 GB under emulation, and the run must stay within make
+// bench's time); the smaller sizes show that it stays flat.
 func BenchmarkVMActivate(b *testing.B) {
 	m := vmBench(b)
 	sizes := activateSizes()
@@ -280,6 +283,7 @@ func BenchmarkVMActivate(b *testing.B) {
 			b.ReportMetric(r["us/activate"], "us/activate")
 			b.ReportMetric(r["us/activate_mean"], "us/activate_mean")
 			b.ReportMetric(r["us/activate_p90"], "us/activate_p90")
+			b.ReportMetric(r["us/activate_max"], "us/activate_worst")
 			b.ReportMetric(float64(n), "rules")
 		}
 	}

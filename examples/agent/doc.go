@@ -52,9 +52,12 @@
 // rules are left alone), so an agent restart neither loses nor duplicates
 // rules.
 //
-// 5. Or take the whole example daemon: daemon.NewWithNIC (package
-// examples/vswitchd/daemon) runs the switch on your NIC with vswitchd's
+// 5. Or take the whole agent: agent.NewWithNIC (package agent, the library
+// examples/vswitchd runs) runs the switch on your NIC with vswitchd's
 // control socket (vswitchctl show, flows, explain, stats, activate,
-// capture), Prometheus metrics, policy watching and exception-path
-// captures; see serve in main.go.
+// capture), Prometheus metrics, policy or store following and
+// exception-path captures; see serve in main.go. To have configurations
+// open your NIC by name instead, register your driver
+// (agent.RegisterDriver, or driver.Register from your driver's package) and
+// run agent.New, or agent.Main for vswitchd's command line.
 package main

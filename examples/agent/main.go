@@ -15,8 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nicpath/nicpath/agent"
 	"github.com/nicpath/nicpath/examples/agent/acme"
-	"github.com/nicpath/nicpath/examples/vswitchd/daemon"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/policy"
@@ -198,8 +198,9 @@ func waitUplink(up interface {
 // (vswitchctl), policy watching, captures, all of vswitchd but the driver.
 func serve(ctx context.Context, nic *acme.NIC, st *policy.State, host, polPath, sock string,
 	ports map[string]hal.PortID, stderr io.Writer) error {
-	cfg := &daemon.Config{File: "agent", Host: host, Driver: acme.DriverName, Policy: polPath, Control: sock,
-		Uplink: "uplink", Ports: map[string]string{}, WatchInterval: time.Second, LogLevel: slog.LevelInfo}
+	cfg := &agent.Config{File: "agent", Host: host, Driver: acme.DriverName, Policy: polPath, Control: sock,
+		Uplink: "uplink", Ports: map[string]string{}, WatchInterval: time.Second, LogLevel: slog.LevelInfo,
+		Logger: slog.New(slog.NewTextHandler(stderr, nil))}
 	byID := map[hal.PortID]string{}
 	for _, p := range nic.Ports() {
 		byID[p.ID] = p.Name
@@ -207,7 +208,7 @@ func serve(ctx context.Context, nic *acme.NIC, st *policy.State, host, polPath, 
 	for vm, id := range ports {
 		cfg.Ports[vm] = byID[id]
 	}
-	d, err := daemon.NewWithNIC(ctx, cfg, nic, slog.New(slog.NewTextHandler(stderr, nil)))
+	d, err := agent.NewWithNIC(ctx, nic, cfg)
 	if err != nil {
 		return err
 	}

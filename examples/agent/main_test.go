@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/control"
+	"github.com/nicpath/nicpath/control"
 )
 
 const examplePolicy = "../policies/two-tenants.yaml"

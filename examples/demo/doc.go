@@ -9,10 +9,18 @@
 // pair and each VM's eth0 to its host with another, runs one vswitchd per
 // host inside its namespace on the software NIC bound to those interfaces
 // through AF_PACKET (or DRIVER=xdp), and has the VMs talk with ping, UDP and
-// TCP through this same binary (subcommands traffic and serve). It shows
-// vswitchctl's flows, stats and explain, checks isolation, and removes every
-// namespace it created, also on failure or interrupt. Nothing touches the
-// root namespace.
+// TCP through this same binary (subcommands traffic and serve), TCP
+// including bulk exchanges of a few megabytes each way whose every byte is
+// checked (the VMs keep their default offloads: TSO, GSO, partial
+// checksums). It shows vswitchctl's flows, stats and explain, checks
+// isolation, and removes every namespace it created, also on failure or
+// interrupt. Nothing touches the root namespace.
+//
+// DRIVER names one driver for every host (softnic, the default, or xdp) or
+// a driver per host, each host running its own vswitchd:
+// DRIVER=host-a=xdp,host-b=softnic (or DRIVER=softnic,host-a=xdp, a
+// default and the exceptions) puts an XDP host and a softnic host on the
+// two ends of one cable.
 //
 // Otherwise (or with NICPATH_DEMO=inprocess) it tells the same story in
 // process and says so: software NICs joined by an in-memory wire, VMs as the

@@ -73,7 +73,7 @@ func (n *nsStory) runEtcd() error {
 		return err
 	}
 	logFile := filepath.Join(n.dir, "etcd.log")
-	cmd, err := n.start(n.ctlNS(), logFile, filepath.Join(n.dir, "nicstore"), "serve",
+	cmd, err := n.start(n.ctlNS(), logFile, filepath.Join(n.bin, "nicstore"), "serve",
 		"-listen", etcdAddr+":2379", "-peer", etcdAddr+":2380", "-data", filepath.Join(n.dir, "etcd"), "-unsafe-no-fsync")
 	if err != nil {
 		return err
@@ -111,7 +111,7 @@ func (n *nsStory) stopEtcd() {
 
 // nicstore runs the etcd module's tool in the control namespace.
 func (n *nsStory) nicstore(args ...string) (string, error) {
-	return n.in(n.ctlNS(), filepath.Join(n.dir, "nicstore"), append([]string{"-store", etcdStore}, args...)...)
+	return n.in(n.ctlNS(), filepath.Join(n.bin, "nicstore"), append([]string{"-store", etcdStore}, args...)...)
 }
 
 // etcdStory shows the hosts following etcd, an etcd outage and the resync.

@@ -39,9 +39,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	driver := os.Getenv("DRIVER")
-	if driver == "" {
-		driver = "softnic"
+	drivers, err := parseDrivers(os.Getenv("DRIVER"), storyHosts)
+	if err != nil {
+		fmt.Fprintln(stderr, "demo:", err)
+		return 2
 	}
 	storeKind := os.Getenv("STORE")
 	switch storeKind {
@@ -53,21 +54,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var failed []string
-	var err error
 	if ok, why := canRunNamespaces(); ok {
-		fmt.Fprintf(stdout, "nicpath demo: network namespaces on this machine, driver %s", driver)
+		fmt.Fprintf(stdout, "nicpath demo: network namespaces on this machine, driver %s", drivers)
 		if storeKind == "etcd" {
 			fmt.Fprintf(stdout, ", desired state in etcd")
 		}
 		fmt.Fprintln(stdout)
-		failed, err = runNamespaces(ctx, stdout, driver, storeKind)
+		failed, err = runNamespaces(ctx, stdout, drivers, storeKind)
 	} else if storeKind == "etcd" {
 		fmt.Fprintf(stderr, "demo: STORE=etcd runs the namespace story (an etcd member and two hosts in namespaces), which cannot run here: %s\n", why)
 		return 2
 	} else {
 		fmt.Fprintf(stdout, "nicpath demo: in process (simulated hosts and VMs on software NICs): %s\n", why)
-		if driver != "softnic" {
-			fmt.Fprintf(stdout, "DRIVER=%s needs the namespace story; the in-process story uses softnic\n", driver)
+		if drivers.String() != "softnic" {
+			fmt.Fprintf(stdout, "DRIVER=%s needs the namespace story; the in-process story uses softnic\n", os.Getenv("DRIVER"))
 		}
 		failed, err = runInProcess(stdout)
 	}

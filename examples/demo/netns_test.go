@@ -6,35 +6,92 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
-// As root, the namespace story runs on this machine's kernel: real
-// namespaces, veths, vswitchd processes and traffic; and it leaves no
-// namespace behind.
+// storyVariants are the driver pairings the namespace story runs on in
+// the tests, as DRIVER says them: every host on softnic, every host on
+// XDP, and one host of each (the two datapaths exchanging VXLAN on one
+// cable). tso is how many of the bulk exchanges' VMs sit on softnic hosts
+// and so send TSO super-frames (the kernel turns TSO off on a VM's eth0
+// whose peer runs XDP).
+var storyVariants = []struct {
+	name, driver, says string
+	tso                int
+}{
+	{"softnic", "softnic", "driver softnic", 8},
+	{"xdp", "xdp", "driver xdp", 0},
+	{"xdp+softnic", "host-a=xdp,host-b=softnic", "driver host-a xdp, host-b softnic", 5},
+}
+
+// As root, the namespace story runs on this machine's kernel on every
+// driver pairing: real namespaces, veths, vswitchd processes and traffic
+// (bulk TCP included); every check it makes holds, and it leaves no
+// namespace behind. Each variant goes through the demo's main path with
+// DRIVER set, as `make demo DRIVER=…` runs it (TestMakeDemoPassesDriver
+// checks that the Makefile does); the binaries are built once for all.
 func TestNamespaceStory(t *testing.T) {
 	if ok, why := canRunNamespaces(); !ok {
 		t.Skip("the namespace story cannot run here: " + why)
 	}
 	if testing.Short() {
-		t.Skip("-short: the namespace story builds two binaries and takes about half a minute")
+		t.Skip("-short: the namespace story builds two binaries and takes about ten seconds per driver pairing")
 	}
-	var out bytes.Buffer
-	failed, err := runNamespaces(context.Background(), &out, "softnic", "")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
+	useSharedBinaries(t, "")
+	for _, v := range storyVariants {
+		t.Run(v.name, func(t *testing.T) {
+			t.Setenv("DRIVER", v.driver)
+			t.Setenv("STORE", "")
+			var out bytes.Buffer
+			if code := run(context.Background(), nil, &out, &out); code != 0 {
+				t.Fatalf("DRIVER=%s: the demo exits %d\n%s", v.driver, code, out.String())
+			}
+			story := out.String()
+			for _, want := range []string{
+				"network namespaces on this machine, " + v.says + "\n",
+				"where=nic",
+				"Handled: NIC: offloaded",
+			} {
+				if !strings.Contains(story, want) {
+					t.Errorf("the story does not show %q", want)
+				}
+			}
+			for _, l := range strings.Split(story, "\n") {
+				if strings.Contains(l, "bytes back intact") || strings.Contains(l, "over its") {
+					t.Log(strings.TrimSpace(l))
+				}
+			}
+			if n := strings.Count(story, "bytes back intact"); n != 4 {
+				t.Errorf("%d bulk exchanges came back intact, want 4", n)
+			}
+			if n := strings.Count(story, "sent TSO super-frames"); n != v.tso {
+				t.Errorf("%d VMs showed TSO super-frames in the bulk exchanges, want %d", n, v.tso)
+			}
+			if !strings.Contains(story, "all ") || strings.Contains(story, "FAIL") {
+				t.Errorf("the story does not say that every check held:\n%s", story)
+			}
+			noNamespacesLeft(t)
+		})
 	}
-	if len(failed) > 0 {
-		t.Fatalf("%d checks failed: %q\n%s", len(failed), failed, out.String())
+}
+
+// `make demo DRIVER=…` runs the demo's main path with DRIVER in its
+// environment (what TestNamespaceStory's variants set).
+func TestMakeDemoPassesDriver(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
 	}
-	list, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("npd%d-", os.Getpid()%100000)
-	if strings.Contains(string(list), prefix) {
-		t.Fatalf("namespaces left behind:\n%s", list)
+	for _, d := range []string{"xdp", "host-a=xdp,host-b=softnic"} {
+		out, err := exec.Command("make", "-n", "-C", "../..", "demo", "DRIVER="+d).CombinedOutput()
+		if err != nil {
+			t.Fatalf("make -n demo: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), `DRIVER="`+d+`"`) || !strings.Contains(string(out), "run ./examples/demo") {
+			t.Errorf("make demo DRIVER=%s does not run the demo with DRIVER=%s:\n%s", d, d, out)
+		}
 	}
 }
 
@@ -48,7 +105,7 @@ func TestNamespaceStoryEtcd(t *testing.T) {
 		t.Skip("-short: the etcd story builds three binaries (two from the etcd module) and takes about a minute")
 	}
 	var out bytes.Buffer
-	failed, err := runNamespaces(context.Background(), &out, "softnic", "etcd")
+	failed, err := runNamespaces(context.Background(), &out, hostDrivers{def: "softnic", host: storyHosts}, "etcd")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
@@ -60,6 +117,58 @@ func TestNamespaceStoryEtcd(t *testing.T) {
 			t.Errorf("the etcd story does not show %q", want)
 		}
 	}
+	noNamespacesLeft(t)
+}
+
+func noNamespacesLeft(t *testing.T) {
+	t.Helper()
+	list, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := fmt.Sprintf("npd%d-", os.Getpid()%100000)
+	if strings.Contains(string(list), prefix) {
+		t.Fatalf("namespaces left behind:\n%s", list)
+	}
+}
+
+// shared holds the binaries built once for the tests' stories, by store
+// kind; TestMain removes them.
+var shared struct {
+	sync.Mutex
+	dir  string
+	errs map[string]error
+}
+
+// useSharedBinaries builds the story's binaries for storeKind once per
+// test binary and has the stories of t use them.
+func useSharedBinaries(t *testing.T, storeKind string) {
+	t.Helper()
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.errs == nil {
+		shared.errs = map[string]error{}
+	}
+	if shared.dir == "" {
+		d, err := os.MkdirTemp("", "nicpath-demo-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared.dir = d
+	}
+	dir := filepath.Join(shared.dir, "store-"+storeKind)
+	if _, done := shared.errs[storeKind]; !done {
+		err := os.Mkdir(dir, 0o755)
+		if err == nil {
+			err = buildBinaries(dir, storeKind)
+		}
+		shared.errs[storeKind] = err
+	}
+	if err := shared.errs[storeKind]; err != nil {
+		t.Fatal(err)
+	}
+	prebuilt[storeKind] = dir
+	t.Cleanup(func() { delete(prebuilt, storeKind) })
 }
 
 // TestMain lets the test binary play the VMs' applications when the
@@ -68,5 +177,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
+	os.Exit(code)
 }

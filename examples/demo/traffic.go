@@ -73,9 +73,16 @@ func serve(name, logPath string) error {
 				go func(c net.Conn) {
 					defer c.Close()
 					c.SetDeadline(time.Now().Add(5 * time.Second))
-					line, _ := bufio.NewReader(c).ReadString('\n')
-					record("tcp %d from %s: %s", port, c.RemoteAddr(), strings.TrimSpace(line))
-					fmt.Fprintf(c, "%s got %s\n", name, strings.TrimSpace(line))
+					r := bufio.NewReader(c)
+					line, _ := r.ReadString('\n')
+					line = strings.TrimSpace(line)
+					if size, seed, ok := parseBulk(line); ok {
+						c.SetDeadline(time.Now().Add(bulkDeadline))
+						record("tcp %d from %s: %s", port, c.RemoteAddr(), serveBulk(c, r, name, size, seed))
+						return
+					}
+					record("tcp %d from %s: %s", port, c.RemoteAddr(), line)
+					fmt.Fprintf(c, "%s got %s\n", name, line)
 				}(c)
 			}
 		}(l, p)
@@ -89,14 +96,15 @@ func serve(name, logPath string) error {
 // line per answer; it fails when an answer is missing.
 func runTraffic(args []string, out io.Writer) error {
 	if len(args) < 1 {
-		return errors.New("usage: traffic ping|udp|tcp [-n count] [-w wait] [-m message] address")
+		return errors.New("usage: traffic ping|udp|tcp|bulk [-n count] [-w wait] [-m message] [-s size] address")
 	}
 	fs := flag.NewFlagSet("traffic "+args[0], flag.ContinueOnError)
 	count := fs.Int("n", 3, "how many")
 	timeout := fs.Duration("w", time.Second, "how long to wait for each answer")
 	msg := fs.String("m", "hello", "what to send")
+	size := fs.Int("s", 4<<20, "bulk: bytes each way")
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 1 {
-		return fmt.Errorf("traffic %s [-n count] [-w wait] [-m message] address", args[0])
+		return fmt.Errorf("traffic %s [-n count] [-w wait] [-m message] [-s size] address", args[0])
 	}
 	dst := fs.Arg(0)
 	switch args[0] {
@@ -126,6 +134,13 @@ func runTraffic(args []string, out io.Writer) error {
 				return fmt.Errorf("udp %s: no answer to datagram %d: %w", dst, i, err)
 			}
 			fmt.Fprintf(out, "%s\n", buf[:n])
+		}
+		return nil
+	case "bulk":
+		for i := 0; i < *count; i++ {
+			if err := bulk(dst, *size, uint64(i+1), *timeout, out); err != nil {
+				return err
+			}
 		}
 		return nil
 	case "tcp":

@@ -12,18 +12,23 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// prepareXDPVM readies a VM's eth0 for a host whose NIC is the XDP driver:
-// an XDP_PASS program, because a veth delivers the frames its peer (the
-// host's vport) sends by XDP redirect only when NAPI runs on it, which an
-// attached XDP program turns on (GRO would too, but turning it on would
-// change the VM's default offloads, and the program changes none). A real
-// VM's virtio or VF port needs nothing of the kind. The VM keeps every
-// other default, its checksum offload included: the host's program
-// completes the checksums it leaves partial.
+// prepareXDPPeer readies the far end of a veth whose near end a host's XDP
+// driver sends on (a VM's eth0 behind a vport, or, when the hosts' drivers
+// differ, the softnic host's uplink cabled to the XDP host's): an XDP_PASS
+// program, because a veth delivers the frames its peer sends by XDP
+// redirect only when NAPI runs on it, which an attached XDP program turns
+// on (GRO would too, but turning it on would change the interface's
+// default offloads, and the program changes none). A real VM's virtio or
+// VF port, or a real NIC at the other end of a cable, needs nothing of the
+// kind. The interface keeps every other default, its checksum offload
+// included: the XDP host's program completes the checksums it leaves
+// partial. (The kernel itself takes the software GSO features off the
+// peer of a veth that runs an XDP program, as it does for the XDP driver's
+// own ports: the stack then segments before the veth.)
 //
 // The returned function detaches the program (deleting the namespace does
 // too).
-func prepareXDPVM(ns, dev string) (func(), error) {
+func prepareXDPPeer(ns, dev string) (func(), error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()

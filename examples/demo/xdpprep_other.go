@@ -4,6 +4,6 @@ package main
 
 import "errors"
 
-func prepareXDPVM(ns, dev string) (func(), error) {
+func prepareXDPPeer(ns, dev string) (func(), error) {
 	return nil, errors.New("the XDP driver is Linux only")
 }

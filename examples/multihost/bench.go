@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vmmanager"
+	"github.com/nicpath/nicpath/store/migrate"
 )
 
 // MoveAToB migrates storetest.ThreeHosts' mover from host-a to host-b while
@@ -15,7 +15,7 @@ var MoveAToB = MigrateOptions{VM: "mover", From: "host-a", To: "host-b", Sender:
 
 // RunMigrationBenchmark is BenchmarkMigration's loop on any fabric whose
 // state is storetest.ThreeHosts (the etcd module runs it over etcd).
-func RunMigrationBenchmark(b *testing.B, fb *Fabric, mgr *vmmanager.Manager) {
+func RunMigrationBenchmark(b *testing.B, fb *Fabric, mgr *migrate.Manager) {
 	benchMigrations(b, func(ctx context.Context, o MigrateOptions) (Result, error) { return fb.Migrate(ctx, mgr, o) })
 }
 

@@ -2,7 +2,7 @@
 // a software NIC (drivers/softnic) programmed by its vswitch, whose uplinks
 // are joined by an in-memory underlay keyed by provider address; every
 // vswitch follows one store (store.Follower); a VM manager
-// (examples/vmmanager) migrates a VM from one host to another while a VM on
+// (store/migrate) migrates a VM from one host to another while a VM on
 // the third host streams UDP to it with sequence numbers.
 //
 // Fabric.Migrate measures what the streaming VM sees: the longest gap in
@@ -16,5 +16,6 @@
 // the underlay) before the next, like a poll-mode datapath, while the
 // followers apply the store's changes concurrently, as a real host's control
 // plane does. NSBed (Linux, root) is the same test on network namespaces,
-// with a vswitchd per host and real kernels sending and receiving.
+// with a vswitchd per host (each on softnic or the XDP driver) and real
+// kernels sending and receiving.
 package multihost

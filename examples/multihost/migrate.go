@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vmmanager"
+	"github.com/nicpath/nicpath/store/migrate"
 )
 
 // Result is what the streaming VM saw during one migration.
@@ -43,7 +43,7 @@ type Result struct {
 	LostRun int
 	// Wrong counts the misdelivered packets by kind.
 	Wrong     map[string]int
-	Migration vmmanager.Migration
+	Migration migrate.Migration
 }
 
 func (r *Result) wrong(why string) {
@@ -75,7 +75,7 @@ type MigrateOptions struct {
 	// Tail: how long the stream goes on after the migration returned.
 	// Default 20ms.
 	Tail    time.Duration
-	Manager vmmanager.MigrateOptions
+	Manager migrate.Options
 }
 
 // defaults fills the options a bed leaves to its own defaults.
@@ -87,14 +87,14 @@ func (o *MigrateOptions) defaults(interval time.Duration, warmup int, tail time.
 
 // Migrate streams from the sender to the VM while mgr migrates it, and says
 // what the stream saw.
-func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o MigrateOptions) (Result, error) {
+func (fb *Fabric) Migrate(ctx context.Context, mgr *migrate.Manager, o MigrateOptions) (Result, error) {
 	o.defaults(50*time.Microsecond, 50, 20*time.Millisecond)
 	src, from, to := fb.byNm[o.SendOn], fb.byNm[o.From], fb.byNm[o.To]
 	if src == nil || from == nil || to == nil {
 		return Result{}, fmt.Errorf("unknown host among %s, %s, %s", o.SendOn, o.From, o.To)
 	}
 	res := Result{Interval: o.Interval}
-	// The generation the manager gives the new location (vmmanager: the
+	// The generation the manager gives the new location (store/migrate: the
 	// VM's own plus one).
 	cur := from.Follower.Applied().State
 	if cur == nil {
@@ -231,12 +231,12 @@ func (fb *Fabric) Migrate(ctx context.Context, mgr *vmmanager.Manager, o Migrate
 // flows.
 type background struct {
 	done     chan struct{}
-	m        vmmanager.Migration
+	m        migrate.Migration
 	err      error
 	finished bool
 }
 
-func startMigration(ctx context.Context, mgr *vmmanager.Manager, o MigrateOptions) *background {
+func startMigration(ctx context.Context, mgr *migrate.Manager, o MigrateOptions) *background {
 	g := &background{done: make(chan struct{})}
 	go func() {
 		g.m, g.err = mgr.Migrate(ctx, o.VM, o.To, o.Manager)

@@ -5,16 +5,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vmmanager"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
+	"github.com/nicpath/nicpath/store/migrate"
 	"github.com/nicpath/nicpath/store/storetest"
 )
 
-func setup(t testing.TB, s *store.KVStore) (*Fabric, *vmmanager.Manager) {
+func setup(t testing.TB, s *store.KVStore) (*Fabric, *migrate.Manager) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mgr := vmmanager.New(s, nil)
+	mgr := migrate.New(s, nil)
 	if _, err := mgr.Publish(ctx, storetest.ThreeHosts(0)); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestMissedActivation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	opt := vmmanager.MigrateOptions{ActivateTimeout: 300 * time.Millisecond,
+	opt := migrate.Options{ActivateTimeout: 300 * time.Millisecond,
 		BeforeActivate: func() { fb.StopFollower(c) }} // host-c misses the activation
 	mig, err := mgr.Migrate(ctx, "mover", "host-b", opt)
 	if err != nil {

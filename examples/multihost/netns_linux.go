@@ -18,18 +18,19 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vmmanager"
-	"github.com/nicpath/nicpath/examples/vswitchd/daemon"
+	"github.com/nicpath/nicpath/agent"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/internal/afpacket"
 	"github.com/nicpath/nicpath/internal/nsexec"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
+	"github.com/nicpath/nicpath/store/migrate"
 )
 
 // NSBed is the migration bed on Linux network namespaces: every host is a
-// namespace whose interfaces a vswitchd (examples/vswitchd/daemon, softnic
-// bound through AF_PACKET) drives while following the store; every VM is a
+// namespace whose interfaces a vswitchd (package agent, softnic
+// bound through AF_PACKET, or the XDP driver: NSOptions.Drivers) drives
+// while following the store; every VM is a
 // namespace with a real kernel stack behind a veth into its host; the hosts'
 // uplinks meet at an underlay router (one more namespace, routing the
 // provider addresses). The migrating VM has a namespace on its old host and
@@ -46,7 +47,8 @@ type NSBed struct {
 	prefix string
 
 	created []string // namespaces, in creation order
-	daemons map[string]*daemon.Daemon
+	undo    []func() // XDP_PASS programs to detach
+	daemons map[string]*agent.Agent
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
@@ -70,6 +72,18 @@ type NSOptions struct {
 	// Dir holds the control sockets.
 	Dir    string
 	Logger *slog.Logger
+	// Drivers is each host's driver, by host name: softnic (the default
+	// for a host not named) or xdp. Hosts on different drivers exchange
+	// VXLAN through the underlay router as any two hosts do.
+	Drivers map[string]string
+}
+
+// driver is host's driver.
+func (o *NSOptions) driver(host string) string {
+	if d := o.Drivers[host]; d != "" {
+		return d
+	}
+	return "softnic"
 }
 
 // CanRunNS says whether this machine can build an NSBed, and if not why.
@@ -101,6 +115,14 @@ func NewNSBed(ctx context.Context, st *policy.State, o NSOptions) (_ *NSBed, err
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	for h, d := range o.Drivers {
+		if _, ok := st.Host(h); !ok {
+			return nil, fmt.Errorf("nsbed: a driver for %q, which is no host", h)
+		}
+		if d != "softnic" && d != "xdp" {
+			return nil, fmt.Errorf("nsbed: %s: driver %q (want softnic or xdp)", h, d)
+		}
+	}
 	mover, ok := st.VM(o.Mover)
 	if !ok {
 		return nil, fmt.Errorf("nsbed: no VM %q", o.Mover)
@@ -108,7 +130,7 @@ func NewNSBed(ctx context.Context, st *policy.State, o NSOptions) (_ *NSBed, err
 	if _, ok := st.Host(o.To); !ok || mover.Host == o.To {
 		return nil, fmt.Errorf("nsbed: %q is not another host for %s", o.To, o.Mover)
 	}
-	b := &NSBed{opt: o, st: st, prefix: fmt.Sprintf("nmh%d-", os.Getpid()%100000), daemons: map[string]*daemon.Daemon{},
+	b := &NSBed{opt: o, st: st, prefix: fmt.Sprintf("nmh%d-", os.Getpid()%100000), daemons: map[string]*agent.Agent{},
 		sniffers: map[string]*afpacket.Socket{}, mover: mover}
 	defer func() {
 		if err != nil {
@@ -146,6 +168,13 @@ func NewNSBed(ctx context.Context, st *policy.State, o NSOptions) (_ *NSBed, err
 			{"-n", ul, "neigh", "replace", h.PA.String(), "lladdr", uplinkMACOf(i).String(), "dev", rif, "nud", "permanent"},
 		} {
 			if err := b.ip(args...); err != nil {
+				return nil, err
+			}
+		}
+		// The router receives what an XDP host's program redirects to
+		// its uplink.
+		if o.driver(h.Name) == "xdp" {
+			if err := b.xdpPass(ul, rif); err != nil {
 				return nil, err
 			}
 		}
@@ -196,11 +225,14 @@ func NewNSBed(ctx context.Context, st *policy.State, o NSOptions) (_ *NSBed, err
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
 	for i, h := range hosts {
-		cfg := &daemon.Config{File: filepath.Join(o.Dir, h.Name+".yaml"), Host: h.Name, Driver: "softnic",
-			Binding: daemon.BindAFPacket, Store: o.Store, StoreTimeout: 30 * time.Second, Uplink: "up0",
+		cfg := &agent.Config{File: filepath.Join(o.Dir, h.Name+".yaml"), Host: h.Name, Driver: o.driver(h.Name),
+			Store: o.Store, StoreTimeout: 30 * time.Second, Uplink: "up0",
 			Ports: ports[h.Name], Control: filepath.Join(o.Dir, h.Name+".sock"), LogLevel: slog.LevelWarn,
-			NextHopMAC: routerMAC(i), WatchInterval: time.Second, NetNS: b.nsPath(h.Name)}
-		d, err := daemon.New(ctx, cfg, o.Logger)
+			NextHopMAC: routerMAC(i), WatchInterval: time.Second, NetNS: b.nsPath(h.Name), Logger: o.Logger}
+		if cfg.Driver == "softnic" {
+			cfg.Binding = agent.BindAFPacket
+		}
+		d, err := agent.New(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("nsbed: %s's vswitchd: %w", h.Name, err)
 		}
@@ -289,6 +321,11 @@ func (b *NSBed) addVM(vm policy.VM, host string) error {
 			return err
 		}
 	}
+	if b.opt.driver(host) == "xdp" {
+		if err := b.xdpPass(ns, "eth0"); err != nil {
+			return err
+		}
+	}
 	for _, peer := range b.st.VMs() {
 		if peer.Tenant == vm.Tenant && peer.VNET == vm.VNET && peer.Name != vm.Name {
 			if err := b.ip("-n", ns, "neigh", "replace", ca4(peer).String(), "lladdr", hal.MAC(peer.MAC).String(), "dev", "eth0", "nud", "permanent"); err != nil {
@@ -314,8 +351,19 @@ func (b *NSBed) addVM(vm policy.VM, host string) error {
 	})
 }
 
+// xdpPass attaches an XDP_PASS program to dev in namespace ns (see
+// attachXDPPass), detached by Close.
+func (b *NSBed) xdpPass(ns, dev string) error {
+	undo, err := attachXDPPass(filepath.Join("/run/netns", ns), dev)
+	if err != nil {
+		return err
+	}
+	b.undo = append(b.undo, undo)
+	return nil
+}
+
 // Daemon returns a host's vswitchd.
-func (b *NSBed) Daemon(host string) *daemon.Daemon { return b.daemons[host] }
+func (b *NSBed) Daemon(host string) *agent.Agent { return b.daemons[host] }
 
 // Close stops the vswitchds and deletes every namespace the bed made.
 func (b *NSBed) Close() error {
@@ -335,6 +383,9 @@ func (b *NSBed) Close() error {
 	}
 	if b.sender != nil {
 		b.sender.Close()
+	}
+	for _, u := range b.undo {
+		u()
 	}
 	for i := len(b.created) - 1; i >= 0; i-- {
 		if err := b.ip("netns", "del", b.created[i]); err != nil {
@@ -373,7 +424,7 @@ func streamSeqOf(f []byte) (uint64, bool) {
 // how long the stream goes on after the migration, default 300ms;
 // Interval defaults to 200µs). status reads the hosts' reports, to know
 // when the old host applied the activation.
-func (b *NSBed) Migrate(ctx context.Context, mgr *vmmanager.Manager, status store.StatusReader, o MigrateOptions) (Result, error) {
+func (b *NSBed) Migrate(ctx context.Context, mgr *migrate.Manager, status store.StatusReader, o MigrateOptions) (Result, error) {
 	o.defaults(200*time.Microsecond, 20, 300*time.Millisecond)
 	res := Result{Interval: o.Interval}
 	oldPlace, newPlace := place(o.VM, o.From), place(o.VM, o.To)

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vmmanager"
 	"github.com/nicpath/nicpath/policy"
+	"github.com/nicpath/nicpath/store/migrate"
 	"github.com/nicpath/nicpath/store/storetest"
 )
 
@@ -20,8 +20,11 @@ import (
 // off and bring it back.
 type NSTest struct {
 	Spec   string
-	Store  vmmanager.Store
+	Store  migrate.Store
 	Outage func(down bool)
+	// Drivers is each host's driver (NSOptions.Drivers): softnic for a
+	// host not named.
+	Drivers map[string]string
 }
 
 // RunNSMigration is the multi-host test on namespaces, for any store: three
@@ -114,11 +117,11 @@ func RunNSMigrationBenchmark(b *testing.B, nt NSTest) {
 // startNS publishes storetest.ThreeHosts to the store and builds the bed on
 // it (the mover may move to host-b, the streamer sends); it skips when the
 // machine cannot run namespaces.
-func startNS(ctx context.Context, tb testing.TB, nt NSTest) (*NSBed, *vmmanager.Manager, *policy.State) {
+func startNS(ctx context.Context, tb testing.TB, nt NSTest) (*NSBed, *migrate.Manager, *policy.State) {
 	if ok, why := CanRunNS(); !ok {
 		tb.Skip(why)
 	}
-	mgr := vmmanager.New(nt.Store, nil)
+	mgr := migrate.New(nt.Store, nil)
 	st := storetest.ThreeHosts(0)
 	if _, err := mgr.Publish(ctx, st); err != nil {
 		tb.Fatal(err)
@@ -127,7 +130,7 @@ func startNS(ctx context.Context, tb testing.TB, nt NSTest) (*NSBed, *vmmanager.
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	bed, err := NewNSBed(ctx, st, NSOptions{Store: nt.Spec, Mover: "mover", To: "host-b", Sender: "streamer", Dir: tb.TempDir(), Logger: log})
+	bed, err := NewNSBed(ctx, st, NSOptions{Store: nt.Spec, Mover: "mover", To: "host-b", Sender: "streamer", Dir: tb.TempDir(), Logger: log, Drivers: nt.Drivers})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -43,7 +43,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/control"
+	"github.com/nicpath/nicpath/control"
 )
 
 const usage = `usage: vswitchctl [-s socket] [-json] <command> [args]

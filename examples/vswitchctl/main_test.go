@@ -17,15 +17,15 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/control"
-	"github.com/nicpath/nicpath/examples/vswitchd/daemon"
+	"github.com/nicpath/nicpath/agent"
+	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
 )
 
 // startDaemon runs vswitchd's logic for host-a of the example policy on an
 // unbound softnic, with its control socket in a temporary directory.
-func startDaemon(t *testing.T) (*daemon.Daemon, string) {
+func startDaemon(t *testing.T) (*agent.Agent, string) {
 	t.Helper()
 	dir := t.TempDir()
 	pol, err := os.ReadFile("../policies/two-tenants.yaml")
@@ -36,7 +36,7 @@ func startDaemon(t *testing.T) (*daemon.Daemon, string) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "ctl.sock")
-	cfg, err := daemon.ParseConfig(filepath.Join(dir, "vswitchd.yaml"), []byte(`host: host-a
+	cfg, err := agent.ParseConfig(filepath.Join(dir, "vswitchd.yaml"), []byte(`host: host-a
 driver: softnic
 binding: none
 policy: policy.yaml
@@ -46,7 +46,8 @@ control: `+sock+"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := daemon.New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	d, err := agent.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ control: `+sock+"\n"))
 }
 
 // sendUDP has blue-web-1 send a datagram and waits for it on the uplink.
-func sendUDP(t *testing.T, d *daemon.Daemon, sport uint16) {
+func sendUDP(t *testing.T, d *agent.Agent, sport uint16) {
 	t.Helper()
 	vm, _ := d.SoftPort("blue-web-1")
 	up, _ := d.SoftPort("uplink")

@@ -28,6 +28,7 @@
 //	watch_interval: 1s          # optional: how often the policy file is checked
 //	netns: /run/netns/x         # optional: the interfaces' namespace (every driver)
 //	tunnels: {vxlan: vx0}       # tcflower: flow-based tunnel devices
+//	driver_options: {…}         # a registered driver's own settings
 //
 // A configuration or policy that does not load is reported with file, line
 // and field, and nothing is started. Once running, a changed policy file is
@@ -37,6 +38,8 @@
 // start, the switch reconciles the NIC's table with what it wants: rules an
 // earlier run left are found by their owner cookie and removed or kept,
 // never duplicated.
+//
+// The daemon is package agent; this command is its Main.
 package main
 
 import (
@@ -46,7 +49,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/daemon"
+	"github.com/nicpath/nicpath/agent"
 )
 
 func main() {
@@ -56,5 +59,5 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return daemon.Main(ctx, args, stdout, stderr)
+	return agent.Main(ctx, args, stdout, stderr)
 }

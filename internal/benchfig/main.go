@@ -48,46 +48,84 @@ var figures = []figure{
 	{Name: "softnic.rule_ops_per_cpu_s", Pkg: "./drivers/softnic", Bench: "RuleOps", Metric: "ops/cpu-s", Unit: "ops/s", Target: ">= 10000000 (CPU time)"},
 	{Name: "softnic.bytes_per_rule", Pkg: "./drivers/softnic", Bench: "RuleMemory", Metric: "bytes/rule", Unit: "bytes", Target: "reported"},
 	{Name: "softnic.activate_us", Pkg: "./drivers/softnic", Bench: "Activate", Metric: "us/activate", Unit: "us", Target: "<= 100"},
-	{Name: "policy.bytes_per_mapping", Pkg: "./policy", Bench: "LoadMappings", Metric: "table_bytes/mapping", Unit: "bytes", Target: "<= 64 (CA->PA lookup table)"},
+	{Name: "softnic.bytes_per_mapping_1m", Pkg: "./drivers/softnic", Bench: "MappingMemory", Metric: "bytes/mapping", Unit: "bytes", Target: "<= 64 (DESIGN's at 8M; 1M here, each mapping a per-destination rule of its own VM)"},
+	{Name: "policy.build_bytes_per_mapping", Pkg: "./policy", Bench: "LoadMappings", Metric: "state_bytes/mapping", Unit: "bytes", Target: "reported (heap Build adds; the VM records stay the Builder's)"},
+	{Name: "policy.live_bytes_per_mapping", Pkg: "./policy", Bench: "LoadMappings", Metric: "live_bytes/mapping", Unit: "bytes", Target: "<= 512 (everything live after Build, Builder included)"},
+	{Name: "policy.table_bytes_per_mapping", Pkg: "./policy", Bench: "LoadMappings", Metric: "table_bytes/mapping", Unit: "bytes", Target: "<= 64 (the CA->PA table alone, rebuilt)"},
 	{Name: "policy.mappings_per_s", Pkg: "./policy", Bench: "LoadMappings", Metric: "mappings/s", Unit: "mappings/s", Target: ">= 1000000"},
 	{Name: "policy.mappings_per_cpu_s", Pkg: "./policy", Bench: "LoadMappings", Metric: "mappings/cpu_s", Unit: "mappings/s", Target: ">= 1000000 (CPU time)"},
 	{Name: "policy.load_1m_s", Pkg: "./policy", Bench: "LoadFile1M", Metric: "s/load", Unit: "s", Target: "<= 3 (LoadFile of a 1M-mapping file, checks included)"},
 	{Name: "policy.load_1m_cpu_s", Pkg: "./policy", Bench: "LoadFile1M", Metric: "cpu_s/load", Unit: "s", Target: "reported (CPU time of the same)"},
 	{Name: "policy.load_peak_bytes_per_mapping", Pkg: "./policy", Bench: "LoadFile1M", Metric: "peak_bytes/mapping", Unit: "bytes", Target: "<= 512 (heap peak during that load)"},
-	{Name: "vswitchd.rss_bytes_per_mapping", Pkg: "./examples/vswitchd/daemon", Bench: "Daemon1M", Metric: "rss_bytes/mapping", Unit: "bytes", Target: "reported (daemon resident after starting on a 1M-mapping file)", Benchtime: "1x"},
-	{Name: "vswitchd.rss_after_reload_bytes_per_mapping", Pkg: "./examples/vswitchd/daemon", Bench: "Daemon1M", Metric: "rss_after_reload_bytes/mapping", Unit: "bytes", Target: "reported (resident after reloading a changed 1M-mapping file)", Benchtime: "1x"},
-	{Name: "vswitchd.peak_rss_bytes_per_mapping", Pkg: "./examples/vswitchd/daemon", Bench: "Daemon1M", Metric: "peak_rss_bytes/mapping", Unit: "bytes", Target: "reported (VmHWM over the start and the reload)", Benchtime: "1x"},
-	{Name: "vswitchd.reload_1m_s", Pkg: "./examples/vswitchd/daemon", Bench: "Daemon1M", Metric: "reload_s", Unit: "s", Target: "reported (reload of a changed 1M-mapping file, applied)", Benchtime: "1x"},
-	{Name: "vswitchd.reload_1m_cpu_s", Pkg: "./examples/vswitchd/daemon", Bench: "Daemon1M", Metric: "reload_cpu_s", Unit: "s", Target: "reported (the daemon's CPU time for that reload)", Benchtime: "1x"},
+	{Name: "vswitchd.rss_bytes_per_mapping", Pkg: "./agent", Bench: "Daemon1M", Metric: "rss_bytes/mapping", Unit: "bytes", Target: "reported (daemon resident after starting on a 1M-mapping file)", Benchtime: "1x"},
+	{Name: "vswitchd.rss_after_reload_bytes_per_mapping", Pkg: "./agent", Bench: "Daemon1M", Metric: "rss_after_reload_bytes/mapping", Unit: "bytes", Target: "reported (resident after reloading a changed 1M-mapping file)", Benchtime: "1x"},
+	{Name: "vswitchd.peak_rss_bytes_per_mapping", Pkg: "./agent", Bench: "Daemon1M", Metric: "peak_rss_bytes/mapping", Unit: "bytes", Target: "reported (VmHWM over the start and the reload)", Benchtime: "1x"},
+	{Name: "vswitchd.reload_1m_s", Pkg: "./agent", Bench: "Daemon1M", Metric: "reload_s", Unit: "s", Target: "reported (reload of a changed 1M-mapping file, applied)", Benchtime: "1x"},
+	{Name: "vswitchd.reload_1m_cpu_s", Pkg: "./agent", Bench: "Daemon1M", Metric: "reload_cpu_s", Unit: "s", Target: "reported (the daemon's CPU time for that reload)", Benchtime: "1x"},
+	{Name: "policy.route_lookup_ns", Pkg: "./policy/match", Bench: "RouteLookup/100k", Metric: "ns/lookup", Unit: "ns", Target: "reported (LPM trie, 100k routes)"},
+	{Name: "policy.route_lookup_cpu_ns", Pkg: "./policy/match", Bench: "RouteLookup/100k", Metric: "cpu_ns/lookup", Unit: "ns", Target: "reported (LPM trie, 100k routes, CPU time)"},
+	{Name: "policy.route_lookup_linear_ns", Pkg: "./policy/match", Bench: "RouteLookup/100k", Metric: "linear_ns/lookup", Unit: "ns", Target: "reported (linear scan, same routes, same run)"},
+	{Name: "policy.route_lookup_speedup", Pkg: "./policy/match", Bench: "RouteLookup/100k", Metric: "speedup_cpu", Unit: "x", Target: "reported (linear / trie, CPU time)"},
+	{Name: "policy.acl_eval_ns", Pkg: "./policy/match", Bench: "ACLEval/1000", Metric: "ns/eval", Unit: "ns", Target: "reported (classifier, 1,000 rules)"},
+	{Name: "policy.acl_eval_cpu_ns", Pkg: "./policy/match", Bench: "ACLEval/1000", Metric: "cpu_ns/eval", Unit: "ns", Target: "reported (classifier, 1,000 rules, CPU time)"},
+	{Name: "policy.acl_eval_linear_ns", Pkg: "./policy/match", Bench: "ACLEval/1000", Metric: "linear_ns/eval", Unit: "ns", Target: "reported (linear scan, same rules, same run)"},
+	{Name: "policy.acl_eval_speedup", Pkg: "./policy/match", Bench: "ACLEval/1000", Metric: "speedup_cpu", Unit: "x", Target: "reported (linear / classifier, CPU time)"},
 	{Name: "xdp.hit_encap_ns", Pkg: "./drivers/xdp", Bench: "HitEncap", Metric: "ns/pkt", Unit: "ns", Target: "<= 40", Root: true},
 	{Name: "xdp.rule_ops_per_s", Pkg: "./drivers/xdp", Bench: "RuleOps", Metric: "ops/s", Unit: "ops/s", Target: ">= 2000000", Root: true},
 	{Name: "tcflower.rule_rate_vs_tc_batch", Pkg: "./drivers/tcflower", Bench: "VMRuleRate", Metric: "vs_tc_batch", Unit: "x", Target: ">= 1", Root: true},
-	{Name: "vswitch.slowpath_flows_per_s", Pkg: "./vswitch", Bench: "SlowPath", Metric: "flows/s", Unit: "flows/s", Target: ">= 500000"},
-	{Name: "vswitch.slowpath_flows_per_cpu_s", Pkg: "./vswitch", Bench: "SlowPath", Metric: "cpu_flows/s", Unit: "flows/s", Target: ">= 500000 (CPU time)"},
-	{Name: "vswitch.first_packet_p50_us", Pkg: "./vswitch", Bench: "FirstPacketLatency", Metric: "p50_us", Unit: "us", Target: "reported"},
-	{Name: "vswitch.first_packet_p99_us", Pkg: "./vswitch", Bench: "FirstPacketLatency", Metric: "p99_us", Unit: "us", Target: "reported"},
-	{Name: "vswitch.bytes_per_flow", Pkg: "./vswitch", Bench: "FlowMemory", Metric: "bytes/flow", Unit: "bytes", Target: "reported"},
+	{Name: "vswitch.slowpath_flows_per_s", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=off", Metric: "flows/s", Unit: "flows/s", Target: ">= 500000 (realistic policy, distinct endpoints, memo off)"},
+	{Name: "vswitch.slowpath_flows_per_cpu_s", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=off", Metric: "cpu_flows/s", Unit: "flows/s", Target: ">= 500000 (CPU time, memo off)"},
+	{Name: "vswitch.slowpath_memo_flows_per_s", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=on", Metric: "flows/s", Unit: "flows/s", Target: "reported (realistic policy, memo on)"},
+	{Name: "vswitch.slowpath_memo_flows_per_cpu_s", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=on", Metric: "cpu_flows/s", Unit: "flows/s", Target: "reported (CPU time, memo on)"},
+	{Name: "vswitch.slowpath_onepair_flows_per_cpu_s", Pkg: "./vswitch", Bench: "SlowPath/onepair", Metric: "cpu_flows/s", Unit: "flows/s", Target: "reported (one pair of VMs, no ACL: the memo's best case)"},
+	{Name: "vswitch.walk_cpu_ns", Pkg: "./vswitch", Bench: "Walk", Metric: "cpu_ns/walk", Unit: "ns", Target: "reported (the layer walk alone, realistic policy)"},
+	{Name: "vswitch.first_packet_p50_us", Pkg: "./vswitch", Bench: "FirstPacketLatency", Metric: "p50_us", Unit: "us", Target: "reported (realistic policy, memo off)"},
+	{Name: "vswitch.first_packet_p99_us", Pkg: "./vswitch", Bench: "FirstPacketLatency", Metric: "p99_us", Unit: "us", Target: "reported (realistic policy, memo off)"},
+	{Name: "vswitch.bytes_per_flow", Pkg: "./vswitch", Bench: "FlowMemory/host", Metric: "bytes/flow", Unit: "bytes", Target: "reported (flow kept in the host)"},
+	{Name: "vswitch.bytes_per_offloaded_flow", Pkg: "./vswitch", Bench: "FlowMemory/offloaded", Metric: "bytes/flow", Unit: "bytes", Target: "reported (the switch's own; the NIC's rule apart)"},
 	{Name: "shadow.activate_10k_us.softnic", Pkg: "./vswitch", Bench: "ShadowActivate/10k", Metric: "us/activate", Unit: "us", Target: "<= 100, flat"},
 	{Name: "shadow.activate_100k_us.softnic", Pkg: "./vswitch", Bench: "ShadowActivate/100k", Metric: "us/activate", Unit: "us", Target: "<= 100, flat"},
 	{Name: "shadow.activate_1m_us.softnic", Pkg: "./vswitch", Bench: "ShadowActivate/1M", Metric: "us/activate", Unit: "us", Target: "<= 100"},
-	{Name: "shadow.activate_1m_us.xdp", Pkg: "./drivers/xdp", Bench: "Activate/1M", Metric: "us/activate", Unit: "us", Target: "<= 1000", Root: true},
-	{Name: "shadow.activate_1m_us.tcflower", Pkg: "./drivers/tcflower", Bench: "VMActivate", Metric: "us/activate", Unit: "us", Target: "<= 1000", Root: true},
+	{Name: "shadow.activate_1m_us.xdp", Pkg: "./drivers/xdp", Bench: "Activate/1M", Metric: "us/activate", Unit: "us", Target: "<= 1000 (1M rules and their shadows through Apply)", Root: true},
+	{Name: "shadow.activate_100k_us.tcflower", Pkg: "./drivers/tcflower", Bench: "VMActivate", Metric: "us/activate_worst", Unit: "us", Target: "<= 1000 (worst of 100, 100k rules in the VM tier)", Root: true},
 	{Name: "sealed.open_vs_secretbox", Pkg: "./securechan", Bench: "SealedOpen", Metric: "open_vs_secretbox", Unit: "x", Target: "<= 1.1"},
 	{Name: "sealed.open_route_cpu_ns.softnic", Pkg: "./drivers/softnic", Bench: "SealedOpenRoute/sealed", Metric: "cpu-ns/pkt", Unit: "ns", Target: "reported (clear frames beside it)"},
 	{Name: "sealed.clear_route_cpu_ns.softnic", Pkg: "./drivers/softnic", Bench: "SealedOpenRoute/clear", Metric: "cpu-ns/pkt", Unit: "ns", Target: "reported"},
 	{Name: "sealed.allocs_per_pkt.softnic", Pkg: "./drivers/softnic", Bench: "SealedOpenRoute/sealed", Metric: "allocs/pkt", Unit: "allocs", Target: "0"},
 	{Name: "sealed.allocs_per_open", Pkg: "./securechan", Bench: "SealedOpen", Metric: "allocs/op", Unit: "allocs", Target: "0"},
 	{Name: "securechan.msgs_per_s", Pkg: "./securechan", Bench: "ChannelUnix", Metric: "msgs_per_s", Unit: "msgs/s", Target: ">= 500000"},
+	{Name: "remote.apply_ops_ratio", Pkg: "./drivers/remote", Bench: "Apply", Metric: "apply_ops_ratio", Unit: "x", Target: ">= 0.5 (remote(softnic) over a unix socket vs softnic, same run)"},
+	{Name: "remote.apply_cpu_ratio", Pkg: "./drivers/remote", Bench: "Apply", Metric: "apply_cpu_ratio", Unit: "x", Target: "reported (the same in ops per CPU second, both ends)"},
+	{Name: "remote.exceptions_per_s", Pkg: "./drivers/remote", Bench: "Exceptions", Metric: "exceptions/s", Unit: "exc/s", Target: "reported"},
+	{Name: "remote.first_packet_p50_us", Pkg: "./drivers/remote", Bench: "FirstPacket", Metric: "p50_us", Unit: "us", Target: "reported (added by the channel)"},
+	{Name: "remote.first_packet_p99_us", Pkg: "./drivers/remote", Bench: "FirstPacket", Metric: "p99_us", Unit: "us", Target: "reported (added by the channel)"},
 	{Name: "veth.xdp_vs_kernel_vxlan", Pkg: "./drivers/xdp", Bench: "VethVsKernel", Metric: "xdp_vs_kernel", Unit: "x", Target: ">= 2", Root: true},
 	{Name: "veth.tcp_bulk_gbps.softnic", Pkg: "./internal/peerbed", Bench: "TCPStreamTwoNicpathHosts/softnic", Metric: "gbps", Unit: "Gbit/s", Target: "reported (one TCP stream VM->VM, both hosts nicpath, default offloads)", Root: true, Benchtime: "32x"},
 	{Name: "veth.tcp_bulk_gbps.xdp", Pkg: "./internal/peerbed", Bench: "TCPStreamTwoNicpathHosts/xdp", Metric: "gbps", Unit: "Gbit/s", Target: "reported (one TCP stream VM->VM, both hosts nicpath, default offloads)", Root: true, Benchtime: "32x"},
 	{Name: "veth.tcp_vs_kernel_vxlan.softnic", Pkg: "./internal/peerbed", Bench: "TCPStreamTwoNicpathHosts/softnic", Metric: "vs_kernel_vxlan", Unit: "x", Target: "reported (vs kernel VXLAN + bridge hosts, same run)", Root: true, Benchtime: "32x"},
 	{Name: "veth.tcp_vs_kernel_vxlan.xdp", Pkg: "./internal/peerbed", Bench: "TCPStreamTwoNicpathHosts/xdp", Metric: "vs_kernel_vxlan", Unit: "x", Target: ">= 1 (vs kernel VXLAN + bridge hosts, same run)", Root: true, Benchtime: "32x"},
+	{Name: "peer.cps_vs_ovs.softnic", Pkg: "./internal/peerbed", Bench: "PeerCPS", Metric: "softnic_vs_ovs", Unit: "x", Target: ">= 2 (new TCP connections/s VM->VM across hosts, connect + 1-byte answer + close; vs OVS userspace datapath, same run)", Root: true, Benchtime: "10x"},
+	{Name: "peer.cps_vs_ovs.xdp", Pkg: "./internal/peerbed", Bench: "PeerCPS", Metric: "xdp_vs_ovs", Unit: "x", Target: ">= 2 (the same, nicpath on xdp)", Root: true, Benchtime: "10x"},
+	{Name: "peer.cps.softnic", Pkg: "./internal/peerbed", Bench: "PeerCPS", Metric: "softnic_cps", Unit: "conns/s", Target: "reported", Root: true, Benchtime: "10x"},
+	{Name: "peer.cps.xdp", Pkg: "./internal/peerbed", Bench: "PeerCPS", Metric: "xdp_cps", Unit: "conns/s", Target: "reported", Root: true, Benchtime: "10x"},
+	{Name: "peer.cps.ovs", Pkg: "./internal/peerbed", Bench: "PeerCPS", Metric: "ovs_cps", Unit: "conns/s", Target: "reported (OVS userspace datapath, same run)", Root: true, Benchtime: "10x"},
+	{Name: "peer.pps_vs_ovs.xdp", Pkg: "./internal/peerbed", Bench: "PeerPPS", Metric: "xdp_vs_ovs", Unit: "x", Target: ">= 2 (64-byte frames VM->VM through VXLAN, counted by the receiving VM; vs OVS userspace datapath, same run)", Root: true, Benchtime: "10x"},
+	{Name: "peer.pps_vs_ovs.softnic", Pkg: "./internal/peerbed", Bench: "PeerPPS", Metric: "softnic_vs_ovs", Unit: "x", Target: ">= 1 (the same, nicpath on softnic over AF_PACKET)", Root: true, Benchtime: "10x"},
+	{Name: "peer.pps.xdp", Pkg: "./internal/peerbed", Bench: "PeerPPS", Metric: "xdp_pps", Unit: "pkts/s", Target: "reported", Root: true, Benchtime: "10x"},
+	{Name: "peer.pps.softnic", Pkg: "./internal/peerbed", Bench: "PeerPPS", Metric: "softnic_pps", Unit: "pkts/s", Target: "reported", Root: true, Benchtime: "10x"},
+	{Name: "peer.pps.ovs", Pkg: "./internal/peerbed", Bench: "PeerPPS", Metric: "ovs_pps", Unit: "pkts/s", Target: "reported (OVS userspace datapath, same run)", Root: true, Benchtime: "10x"},
+	{Name: "peer.rule_install_vs_ovs.softnic", Pkg: "./internal/peerbed", Bench: "PeerRuleInstall", Metric: "softnic_vs_ovs", Unit: "x", Target: "reported (Apply of 20000 exact rules vs ovs-ofctl add-flows of the same from a file)", Root: true, Benchtime: "5x"},
+	{Name: "peer.rule_install_vs_ovs.xdp", Pkg: "./internal/peerbed", Bench: "PeerRuleInstall", Metric: "xdp_vs_ovs", Unit: "x", Target: "reported (the same, nicpath on xdp)", Root: true, Benchtime: "5x"},
+	{Name: "peer.rules_per_s.softnic", Pkg: "./internal/peerbed", Bench: "PeerRuleInstall", Metric: "softnic_rules_per_s", Unit: "rules/s", Target: "reported", Root: true, Benchtime: "5x"},
+	{Name: "peer.rules_per_s.xdp", Pkg: "./internal/peerbed", Bench: "PeerRuleInstall", Metric: "xdp_rules_per_s", Unit: "rules/s", Target: "reported", Root: true, Benchtime: "5x"},
+	{Name: "peer.rules_per_s.ovs", Pkg: "./internal/peerbed", Bench: "PeerRuleInstall", Metric: "ovs_rules_per_s", Unit: "rules/s", Target: "reported (ovs-ofctl add-flows, the command's whole run)", Root: true, Benchtime: "5x"},
 	{Name: "migration.downtime_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst migration of the run, in process)", Benchtime: "20x"},
 	{Name: "migration.downtime_p50_ms", Pkg: "./examples/multihost", Bench: "Migration", Metric: "downtime_p50_ms", Unit: "ms", Target: "<= 10 (median migration, in process)", Benchtime: "20x"},
 	{Name: "migration.misdelivered", Pkg: "./examples/multihost", Bench: "Migration", Metric: "misdelivered", Unit: "packets", Target: "0", Benchtime: "20x"},
 	{Name: "migration.ns_downtime_ms", Pkg: "./examples/multihost", Bench: "NSMigration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, namespaces, in-process store)", Root: true, Benchtime: "20x"},
 	{Name: "migration.ns_misdelivered", Pkg: "./examples/multihost", Bench: "NSMigration", Metric: "misdelivered", Unit: "packets", Target: "0 (namespaces)", Root: true, Benchtime: "20x"},
+	{Name: "migration.ns_xdp_downtime_ms", Pkg: "./examples/multihost", Bench: "NSMigrationXDP", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, namespaces, every host on XDP)", Root: true, Benchtime: "20x"},
+	{Name: "migration.ns_xdp_misdelivered", Pkg: "./examples/multihost", Bench: "NSMigrationXDP", Metric: "misdelivered", Unit: "packets", Target: "0 (namespaces, every host on XDP)", Root: true, Benchtime: "20x"},
 	{Name: "migration.etcd_downtime_ms", Dir: "store/etcd", Pkg: ".", Bench: "Migration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, in process, over etcd)", Benchtime: "20x"},
 	{Name: "migration.etcd_downtime_p50_ms", Dir: "store/etcd", Pkg: ".", Bench: "Migration", Metric: "downtime_p50_ms", Unit: "ms", Target: "<= 10 (median, in process, over etcd)", Benchtime: "20x"},
 	{Name: "migration.etcd_ns_downtime_ms", Dir: "store/etcd", Pkg: ".", Bench: "NSMigration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, namespaces, over etcd)", Root: true, Benchtime: "20x"},
@@ -95,8 +133,10 @@ var figures = []figure{
 	{Name: "migration.etcd_ns_misdelivered", Dir: "store/etcd", Pkg: ".", Bench: "NSMigration", Metric: "misdelivered", Unit: "packets", Target: "0 (namespaces, over etcd)", Root: true, Benchtime: "20x"},
 }
 
-// pkgKey is where a group of figures' benchmarks run.
-type pkgKey struct{ dir, pkg string }
+// pkgKey is where a group of figures' benchmarks run, and with which
+// -benchtime: figures of one package whose benchmarks want different
+// counts run in separate go test runs, so that each gets its own.
+type pkgKey struct{ dir, pkg, benchtime string }
 
 func main() {
 	benchtime := flag.String("benchtime", "", "passed to go test -benchtime (default: the benchmarks' own)")
@@ -114,7 +154,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "# %s: absent: needs root\n", f.Name)
 			continue
 		}
-		k := pkgKey{f.Dir, f.Pkg}
+		k := pkgKey{f.Dir, f.Pkg, f.Benchtime}
 		byPkg[k] = append(byPkg[k], f)
 	}
 	pkgs := make([]pkgKey, 0, len(byPkg))
@@ -125,7 +165,10 @@ func main() {
 		if pkgs[i].dir != pkgs[j].dir {
 			return pkgs[i].dir < pkgs[j].dir
 		}
-		return pkgs[i].pkg < pkgs[j].pkg
+		if pkgs[i].pkg != pkgs[j].pkg {
+			return pkgs[i].pkg < pkgs[j].pkg
+		}
+		return pkgs[i].benchtime < pkgs[j].benchtime
 	})
 
 	results := map[string]string{}
@@ -137,19 +180,17 @@ func main() {
 			continue
 		}
 		names := map[string]bool{}
-		bt := *benchtime
+		bt := cmp.Or(*benchtime, pkg.benchtime)
 		for _, f := range byPkg[pkg] {
 			names[strings.SplitN(f.Bench, "/", 2)[0]] = true
-			if bt == "" {
-				bt = f.Benchtime
-			}
 		}
 		var top []string
 		for n := range names {
 			top = append(top, regexp.QuoteMeta(n))
 		}
 		sort.Strings(top)
-		args := []string{"test", "-run", "^$", "-bench", "^Benchmark(" + strings.Join(top, "|") + ")$", "-benchmem", "-count", "1"}
+		// -v: a benchmark that skips in its first run says why only then.
+		args := []string{"test", "-v", "-run", "^$", "-bench", "^Benchmark(" + strings.Join(top, "|") + ")$", "-benchmem", "-count", "1"}
 		if bt != "" {
 			args = append(args, "-benchtime", bt)
 		}
@@ -159,10 +200,15 @@ func main() {
 			fmt.Fprintf(os.Stderr, "# %s: (cd %s && go %s): %v\n", pkg.pkg, cmp.Or(pkg.dir, "."), strings.Join(args, " "), err)
 		}
 		lines := parse(out)
+		why := outcomes(out)
 		for _, f := range byPkg[pkg] {
 			v, ok := lines[f.Bench][f.Metric]
 			if !ok {
-				fmt.Fprintf(os.Stderr, "# %s: absent: no metric %q from Benchmark%s\n", f.Name, f.Metric, f.Bench)
+				reason := cmp.Or(why[f.Bench], why[strings.SplitN(f.Bench, "/", 2)[0]])
+				if reason != "" {
+					reason = ": " + reason
+				}
+				fmt.Fprintf(os.Stderr, "# %s: absent: no metric %q from Benchmark%s%s\n", f.Name, f.Metric, f.Bench, reason)
 				continue
 			}
 			results[f.Name] = v
@@ -211,6 +257,46 @@ func parse(out []byte) map[string]map[string]string {
 			}
 		}
 		res[m[1]] = metrics
+	}
+	return res
+}
+
+// The lines of "go test -v -bench" output that say why a benchmark gave no
+// figures: its verdict (which may end the line that began with its name),
+// a result line with no iterations (it stopped in a later run), a line
+// naming it (its log follows), and a line of its log.
+var (
+	outcomeLine = regexp.MustCompile(`--- (SKIP|FAIL): Benchmark(\S+?)(-\d+)?(\s|$)`)
+	notRunLine  = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+0\s+NaN ns/op`)
+	nameLine    = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?(\s|$)`)
+	logLine     = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)$`)
+)
+
+// outcomes reads why benchmarks skipped, failed or stopped from "go test
+// -v -bench" output: benchmark name -> "skipped: <the first line it
+// logged>" ("failed: …", "did not run: …"), so that an absent figure says
+// why (a peer that could not start, a machine without root). Its log may
+// come before its verdict (as -v prints it) or after (as go test prints a
+// failure without -v).
+func outcomes(out []byte) map[string]string {
+	verdict, first := map[string]string{}, map[string]string{}
+	cur := ""
+	for _, l := range strings.Split(string(out), "\n") {
+		if m := outcomeLine.FindStringSubmatch(l); m != nil {
+			cur = m[2]
+			verdict[cur] = map[string]string{"SKIP": "skipped", "FAIL": "failed"}[m[1]]
+		} else if m := notRunLine.FindStringSubmatch(l); m != nil {
+			cur = m[1]
+			verdict[cur] = "did not run"
+		} else if m := nameLine.FindStringSubmatch(l); m != nil {
+			cur = m[1]
+		} else if m := logLine.FindStringSubmatch(l); m != nil && cur != "" && first[cur] == "" {
+			first[cur] = m[1]
+		}
+	}
+	res := map[string]string{}
+	for name, v := range verdict {
+		res[name] = strings.TrimSpace(v + ": " + first[name])
 	}
 	return res
 }

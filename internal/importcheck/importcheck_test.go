@@ -66,12 +66,12 @@ func TestModuleImportRules(t *testing.T) {
 	if len(pkgs) < 20 || !slices.ContainsFunc(pkgs, func(p Package) bool { return p.Path == "hal" }) {
 		t.Fatalf("go list found %d packages, hal among them: %v; the check would see nothing", len(pkgs), pkgs)
 	}
-	broken, stale := Check(pkgs, Rules(ExamplesInternal), ExamplesInternal)
+	broken, stale := Check(pkgs, Rules(ExamplesInternal, InternalExceptions), append(slices.Clone(ExamplesInternal), InternalExceptions...))
 	for _, b := range broken {
 		t.Errorf("%s", b)
 	}
 	for _, s := range stale {
-		t.Errorf("ExamplesInternal lists %v, which the code no longer imports: remove it", s)
+		t.Errorf("ExamplesInternal or InternalExceptions lists %v, which the code no longer imports: remove it", s)
 	}
 }
 
@@ -88,9 +88,14 @@ func TestCheckCatchesBrokenRules(t *testing.T) {
 		{Path: "conformance/internal/targets", Imports: []string{"conformance", "drivers/xdp"}, Deps: []string{"conformance", "drivers/xdp", "hal", "hal/wire", "internal/afpacket"}},
 		{Path: "examples/demo", Imports: []string{"vswitch", "internal/simfabric"}, Deps: []string{"vswitch", "hal", "policy", "internal/simfabric"}},
 		{Path: "internal/simfabric", Imports: []string{"vswitch"}, Deps: []string{"vswitch", "hal", "policy"}},
+		{Path: "control"},
+		{Path: "hal/haltest", Imports: []string{"hal"}, Deps: []string{"hal"}},
+		{Path: "agent/driver", Imports: []string{"hal"}, Deps: []string{"hal"}},
 	}
 	allow := []Pair{{"examples/demo", "internal/simfabric"}}
-	if broken, stale := Check(good, Rules(allow), allow); len(broken) != 0 || len(stale) != 0 {
+	internal := []Pair{{"internal/simfabric", "vswitch"}}
+	exceptions := append(slices.Clone(allow), internal...)
+	if broken, stale := Check(good, Rules(allow, internal), exceptions); len(broken) != 0 || len(stale) != 0 {
 		t.Fatalf("a graph that keeps the rules: broken %q, stale %v", broken, stale)
 	}
 
@@ -107,21 +112,28 @@ func TestCheckCatchesBrokenRules(t *testing.T) {
 	cases := []struct {
 		name  string
 		pkgs  []Package
-		allow []Pair
+		allow []Pair // exceptions of examples/
+		intl  []Pair // exceptions of internal/
 		want  string // in the one broken rule
 		stale []Pair
 	}{
-		{"hal imports wire", with("hal", "hal/wire"), allow, "hal imports nothing", nil},
-		{"wire imports policy", with("hal/wire", "policy"), allow, "hal/wire imports only hal", nil},
-		{"driver reaches policy through internal", with("drivers/xdp", "internal/simfabric", "vswitch", "policy"), allow, "drivers/xdp depends on policy", nil},
-		{"policy imports vswitch", with("policy", "vswitch"), allow, "policy never depends on vswitch: policy depends on vswitch", nil},
-		{"conformance imports a driver", with("conformance", "drivers/xdp"), allow, "conformance reaches drivers only", nil},
-		{"an example imports internal", with("examples/demo", "internal/afpacket"), allow, "examples/demo depends on internal/afpacket", nil},
-		{"an exception no longer needed", good, append(slices.Clone(allow), Pair{"examples/demo", "internal/nsexec"}), "", []Pair{{"examples/demo", "internal/nsexec"}}},
+		{"internal imports a driver", with("internal/simfabric", "drivers/xdp", "internal/afpacket"), allow, internal, "internal/simfabric depends on drivers/xdp", nil},
+		{"internal imports vswitch, unlisted", with("internal/afpacket", "vswitch", "hal", "policy"), allow, internal, "internal/ imports no driver and no vswitch (only as listed in InternalExceptions): internal/afpacket depends on vswitch", nil},
+		{"an internal exception no longer needed", good, allow, append(slices.Clone(internal), Pair{"internal/simfabric", "drivers/softnic"}), "", []Pair{{"internal/simfabric", "drivers/softnic"}}},
+		{"control imports hal", with("control", "hal"), allow, internal, "control imports nothing of nicpath's", nil},
+		{"haltest imports a driver", with("hal/haltest", "drivers/xdp", "internal/afpacket"), allow, internal, "hal/haltest and agent/driver import only hal: hal/haltest depends on drivers/xdp", nil},
+		{"the registry imports vswitch", with("agent/driver", "vswitch", "policy"), allow, internal, "agent/driver depends on vswitch", nil},
+		{"hal imports wire", with("hal", "hal/wire"), allow, internal, "hal imports nothing", nil},
+		{"wire imports policy", with("hal/wire", "policy"), allow, internal, "hal/wire imports only hal", nil},
+		{"driver reaches policy through internal", with("drivers/xdp", "internal/simfabric", "vswitch", "policy"), allow, internal, "drivers/xdp depends on policy", nil},
+		{"policy imports vswitch", with("policy", "vswitch"), allow, internal, "policy never depends on vswitch: policy depends on vswitch", nil},
+		{"conformance imports a driver", with("conformance", "drivers/xdp"), allow, internal, "conformance reaches drivers only", nil},
+		{"an example imports internal", with("examples/demo", "internal/afpacket"), allow, internal, "examples/demo depends on internal/afpacket", nil},
+		{"an exception no longer needed", good, append(slices.Clone(allow), Pair{"examples/demo", "internal/nsexec"}), internal, "", []Pair{{"examples/demo", "internal/nsexec"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			broken, stale := Check(c.pkgs, Rules(c.allow), c.allow)
+			broken, stale := Check(c.pkgs, Rules(c.allow, c.intl), append(slices.Clone(c.allow), c.intl...))
 			if c.want == "" {
 				if len(broken) != 0 {
 					t.Errorf("broken %q, want none", broken)

@@ -19,8 +19,8 @@ import (
 
 	"github.com/safchain/ethtool"
 
+	"github.com/nicpath/nicpath/agent"
 	"github.com/nicpath/nicpath/drivers/tcflower"
-	"github.com/nicpath/nicpath/examples/vswitchd/daemon"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/internal/nsexec"
 	"github.com/nicpath/nicpath/policy"
@@ -118,9 +118,11 @@ type Host struct {
 	NS     string // its namespace, as a path
 	PA     netip.Addr
 	Uplink hal.MAC
-	// Daemon is the host's vswitchd; nil on a Linux host and on
-	// TCFlowerRules.
-	Daemon *daemon.Daemon
+	// Daemon is the host's vswitchd; nil on a Linux host, on an OVS host
+	// and on TCFlowerRules.
+	Daemon *agent.Agent
+	// OVS is an OVS host's daemons; nil on any other.
+	OVS *OVSDaemons
 	// NIC is the host's NIC (the vswitchd's, or the one TCFlowerRules
 	// programs); nil on a Linux host.
 	NIC      hal.NIC
@@ -158,10 +160,13 @@ func CanRun() (bool, string) {
 func New(ctx context.Context, cfg Config) (_ *Bed, err error) {
 	for _, k := range []string{cfg.A, cfg.B} {
 		switch k {
-		case "softnic", "xdp", "tcflower", TCFlowerRules, Linux:
+		case "softnic", "xdp", "tcflower", TCFlowerRules, Linux, OVS:
 		default:
-			return nil, fmt.Errorf("peerbed: unknown host kind %q (want softnic, xdp, tcflower, %s or %s)", k, TCFlowerRules, Linux)
+			return nil, fmt.Errorf("peerbed: unknown host kind %q (want softnic, xdp, tcflower, %s, %s or %s)", k, TCFlowerRules, Linux, OVS)
 		}
+	}
+	if err := ovsPairs(cfg); err != nil {
+		return nil, err
 	}
 	if cfg.Dir == "" {
 		return nil, errors.New("peerbed: no Dir")
@@ -225,6 +230,8 @@ func New(ctx context.Context, cfg Config) (_ *Bed, err error) {
 		switch h.Kind {
 		case Linux:
 			err = b.linuxHost(hns, h, peer)
+		case OVS:
+			err = b.ovsHost(ctx, hns, h, peer, b.vms[i], b.vms[1-i])
 		case "tcflower", TCFlowerRules:
 			// The driver's flow-based tunnel device.
 			err = b.ip("-n", hns, "link", "add", "vx0", "type", "vxlan", "external", "dstport", "4789")
@@ -248,7 +255,7 @@ func New(ctx context.Context, cfg Config) (_ *Bed, err error) {
 	for i, h := range b.hosts {
 		var err error
 		switch h.Kind {
-		case Linux:
+		case Linux, OVS:
 		case TCFlowerRules:
 			err = b.programTCFlower(ctx, h, b.hosts[1-i], b.vms[i], b.vms[1-i])
 		default:
@@ -355,19 +362,19 @@ func (b *Bed) addVM(i int) error {
 
 // startDaemon runs a vswitchd for h in this process, on h's interfaces.
 func (b *Bed) startDaemon(ctx, rctx context.Context, h, peer *Host, vm VM) error {
-	dcfg := &daemon.Config{
+	dcfg := &agent.Config{
 		File: filepath.Join(b.cfg.Dir, h.Name+".yaml"), Host: h.Name, Driver: h.Kind,
 		Policy: filepath.Join(b.cfg.Dir, "policy.yaml"), Uplink: "up0", Ports: map[string]string{vm.Name: "vp0"},
 		Control: filepath.Join(b.cfg.Dir, h.Name+".sock"), LogLevel: slog.LevelWarn,
-		NextHopMAC: peer.Uplink, WatchInterval: time.Hour, NetNS: h.NS,
+		NextHopMAC: peer.Uplink, WatchInterval: time.Hour, NetNS: h.NS, Logger: b.cfg.Logger,
 	}
 	switch h.Kind {
 	case "softnic":
-		dcfg.Binding = daemon.BindAFPacket
+		dcfg.Binding = agent.BindAFPacket
 	case "tcflower":
 		dcfg.Tunnels = map[hal.EncapKind]string{hal.EncapVXLAN: "vx0"}
 	}
-	d, err := daemon.New(ctx, dcfg, b.cfg.Logger)
+	d, err := agent.New(ctx, dcfg)
 	if err != nil {
 		return fmt.Errorf("peerbed: %s's vswitchd (%s): %w", h.Name, h.Kind, err)
 	}
@@ -423,6 +430,9 @@ func (b *Bed) Close() error {
 			}
 			if h != nil && h.closeNIC {
 				errs = append(errs, h.NIC.Close())
+			}
+			if h != nil && h.OVS != nil {
+				errs = append(errs, h.OVS.Close())
 			}
 		}
 		for i := len(b.created) - 1; i >= 0; i-- {
@@ -504,6 +514,9 @@ func (b *Bed) Report(ctx context.Context) string {
 				r, t := l.Stats.Rx, l.Stats.Tx
 				fmt.Fprintf(&sb, "  %s: rx %d pkts %d bytes (%d errors, %d dropped), tx %d pkts %d bytes (%d errors, %d dropped)\n",
 					l.Name, r.Packets, r.Bytes, r.Errors, r.Dropped, t.Packets, t.Bytes, t.Errors, t.Dropped)
+			}
+			if h.OVS != nil {
+				sb.WriteString(h.OVS.report(ctx))
 			}
 			continue
 		}

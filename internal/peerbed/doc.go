@@ -8,7 +8,7 @@
 // carries the policy's MAC and customer address; the hosts' uplinks are the
 // two ends of one veth pair (the underlay, 198.18.0.0/24). A host is either
 //
-//   - nicpath: an in-process vswitchd (examples/vswitchd/daemon) on the
+//   - nicpath: an in-process vswitchd (package agent) on the
 //     softnic driver bound through AF_PACKET, or on the xdp or tcflower
 //     driver, following the bed's policy, with the VM's veth as its vport
 //     and up0 as its uplink; or
@@ -19,17 +19,33 @@
 //   - [TCFlowerRules]: the tc-flower driver programmed with the rules the
 //     vswitch would install for the two VMs, without a vswitch: the
 //     driver's own path, checked beside the vswitch on tc-flower.
+//   - Open vSwitch ([OVS]): Debian's openvswitch-switch with its userspace
+//     datapath (datapath_type=netdev), ovsdb-server and ovs-vswitchd
+//     started by the bed inside the host's namespace with a private run
+//     directory, the VM's veth a plain port of a bridge with a VXLAN port,
+//     the bed's policy as OpenFlow flows, and OVS's own tunnel route and
+//     neighbour tables on a second bridge that owns up0 and the PA. Close
+//     stops both daemons (by their pid files) and removes the directory.
+//     Its VM is the bed's one exception to default offloads: transmit
+//     checksum offload is off on that VM's eth0, because OVS 3.1's
+//     userspace datapath forwards a partial checksum read over a veth as
+//     it found it (see txChecksumOff). An OVS host facing a host whose
+//     kernel writes the outer headers (Linux, tcflower) is refused: OVS
+//     3.1 drops the kernel VXLAN device's partial outer UDP checksums.
+//
+// A bed of two Linux hosts is the kernel's VXLAN + bridge path that
+// benchmarks compare nicpath with, on the same topology; a bed of two OVS
+// hosts is what the peer benchmarks (make bench-peers: connections,
+// 64-byte frames and rules installed per second) compare nicpath with.
 //
 // Config.ACLs adds ACLs to the bed's tenant (the VM tier checks stateful
 // inbound ACLs on tc-flower with them).
 //
-// A bed of two Linux hosts is the kernel's VXLAN + bridge path that
-// benchmarks compare nicpath with, on the same topology.
-//
 // Contracts:
 //   - Every interface keeps the kernel's default offloads: checksum
 //     offload, TSO and GSO stay on in the VMs, on the hosts and on the
-//     underlay. The bed only ever turns a feature on: with Config.NAPI (on
+//     underlay (except an OVS host's VM, above). Otherwise the bed only
+//     ever turns a feature on: with Config.NAPI (on
 //     by itself when a host runs the xdp driver), GRO on the VMs' eth0 and
 //     the uplinks, because a veth delivers frames its peer received by XDP
 //     redirect only when NAPI runs on it, as it always does on a virtio or

@@ -5,18 +5,18 @@ import (
 	"time"
 
 	"github.com/nicpath/nicpath/examples/multihost"
-	"github.com/nicpath/nicpath/examples/vmmanager"
 	"github.com/nicpath/nicpath/store"
 	"github.com/nicpath/nicpath/store/etcd/etcdtest"
+	"github.com/nicpath/nicpath/store/migrate"
 	"github.com/nicpath/nicpath/store/storetest"
 )
 
 // migrationBed publishes the three-host state to a fresh etcd server and
 // builds the multi-host bed on it, every host with its own etcd client.
-func migrationBed(t testing.TB) (*etcdtest.Server, *multihost.Fabric, *vmmanager.Manager) {
+func migrationBed(t testing.TB) (*etcdtest.Server, *multihost.Fabric, *migrate.Manager) {
 	srv := etcdtest.Start(t, 0)
 	s := store.NewKV(dial(t, srv), "")
-	mgr := vmmanager.New(s, nil)
+	mgr := migrate.New(s, nil)
 	c := tctx(t)
 	if _, err := mgr.Publish(c, storetest.ThreeHosts(0)); err != nil {
 		t.Fatal(err)

@@ -6,9 +6,9 @@ import (
 	"testing"
 
 	"github.com/nicpath/nicpath/examples/multihost"
-	"github.com/nicpath/nicpath/examples/vmmanager"
 	"github.com/nicpath/nicpath/store"
 	"github.com/nicpath/nicpath/store/etcd/etcdtest"
+	"github.com/nicpath/nicpath/store/migrate"
 )
 
 // nsTest is the namespace bed's view of a fresh etcd server: every vswitchd
@@ -21,7 +21,7 @@ func nsTest(t testing.TB) multihost.NSTest {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return multihost.NSTest{Spec: spec, Store: s.(vmmanager.Store), Outage: func(down bool) {
+	return multihost.NSTest{Spec: spec, Store: s.(migrate.Store), Outage: func(down bool) {
 		if down {
 			srv.Stop()
 		} else {

@@ -15,9 +15,17 @@
 // sends only frames addressed within 198.18.0.0/15 and 2001:db8::/32 to and
 // from those far sides.
 //
-// Exit status: 0 when every case passed or was skipped, 1 when a case
-// failed, 2 when the driver could not be opened or the command line is
-// wrong.
+// Every case is reported as pass, fail, skip (naming the capability the
+// NIC does not advertise that the case needs) or documented (a difference
+// from softnic the driver documents, with the capability and the reason);
+// a documented case that passes, or a documented name that matches no case,
+// fails the run. The reports carry the environment: the kernel release,
+// the driver, each interface's driver, version and firmware as ethtool -i
+// shows them, and nicpath's version from the binary's build information.
+//
+// Exit status: 0 when every case passed, was skipped or is documented, 1
+// when a case failed, 2 when the driver could not be opened or the command
+// line is wrong.
 package main
 
 import (
@@ -192,7 +200,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case err != nil:
 		// Still write the reports, so that CI shows why nothing ran.
 		rep = &conformance.Report{Target: c.driver, Mode: conformance.ModeSuite, Started: time.Now().UTC(), Error: err.Error(),
-			Cases: []conformance.CaseResult{{Name: "open", Status: conformance.StatusFail, Reason: err.Error()}}}
+			Environment: conformance.HostEnvironment(),
+			Cases:       []conformance.CaseResult{{Name: "open", Status: conformance.StatusFail, Reason: err.Error()}}}
 		rep.Summary = conformance.Summary{Total: 1, Fail: 1}
 		fmt.Fprintln(stderr, "nicconform:", err)
 	case c.differential:
@@ -211,8 +220,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "nicconform:", werr)
 		return 2
 	}
-	s := rep.Summary
-	fmt.Fprintf(stdout, "%s: %d cases: %d pass, %d fail, %d skip, %d documented\n", rep.Target, s.Total, s.Pass, s.Fail, s.Skip, s.Documented)
+	summary(stdout, rep)
 	switch {
 	case rep.Error != "":
 		return 2
@@ -220,6 +228,38 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// summary prints the counts, the environment, the capabilities whose
+// absence skipped cases and the documented differences with their
+// outcome.
+func summary(w io.Writer, rep *conformance.Report) {
+	s := rep.Summary
+	fmt.Fprintf(w, "%s: %d cases: %d pass, %d fail, %d skip, %d documented\n", rep.Target, s.Total, s.Pass, s.Fail, s.Skip, s.Documented)
+	if e := rep.Environment; e != nil {
+		fmt.Fprintf(w, "environment: %s\n", e)
+	}
+	var order []string
+	missing := map[string]int{}
+	for _, c := range rep.Cases {
+		if c.Status != conformance.StatusSkip || c.Missing == "" || strings.HasPrefix(c.Reason, "every subcase skipped") {
+			continue
+		}
+		if missing[c.Missing] == 0 {
+			order = append(order, c.Missing)
+		}
+		missing[c.Missing]++
+	}
+	for _, m := range order {
+		fmt.Fprintf(w, "skipped, needs %s: %d\n", m, missing[m])
+	}
+	for _, d := range rep.Documented {
+		st := "not run"
+		if c, ok := rep.Case(d.Case); ok {
+			st = string(c.Status)
+		}
+		fmt.Fprintf(w, "documented %s (%s): %s: %s\n", d.Case, d.Capability, st, d.Reason)
+	}
 }
 
 func available() []string {

@@ -7,6 +7,7 @@ import (
 	"encoding/xml"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -18,11 +19,30 @@ type junit struct {
 	Tests    int `xml:"tests,attr"`
 	Failures int `xml:"failures,attr"`
 	Suites   []struct {
+		Properties []struct {
+			Name  string `xml:"name,attr"`
+			Value string `xml:"value,attr"`
+		} `xml:"properties>property"`
 		Cases []struct {
 			Name    string    `xml:"name,attr"`
 			Failure *struct{} `xml:"failure"`
+			Skipped *struct {
+				Message string `xml:"message,attr"`
+			} `xml:"skipped"`
 		} `xml:"testcase"`
 	} `xml:"testsuite"`
+	Props map[string]string `xml:"-"`
+}
+
+// skipped is the skip message of the case named name ("" when it did not
+// skip).
+func (j junit) skipped(name string) string {
+	for _, c := range j.Suites[0].Cases {
+		if c.Name == name && c.Skipped != nil {
+			return c.Skipped.Message
+		}
+	}
+	return ""
 }
 
 func readReports(t *testing.T, dir string) (junit, conformance.Report, string) {
@@ -34,6 +54,10 @@ func readReports(t *testing.T, dir string) (junit, conformance.Report, string) {
 	}
 	if err := xml.Unmarshal(b, &j); err != nil {
 		t.Fatalf("JUnit: %v", err)
+	}
+	j.Props = map[string]string{}
+	for _, p := range j.Suites[0].Properties {
+		j.Props[p.Name] = p.Value
 	}
 	var r conformance.Report
 	b, err = os.ReadFile(filepath.Join(dir, "conformance.json"))
@@ -75,6 +99,81 @@ func TestRunSoftnic(t *testing.T) {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("progress lacks %q", want)
 		}
+	}
+	// The environment, in every format.
+	env := r.Environment
+	if env == nil || env.Library == "" || env.Library == "unknown" || env.Go == "" || (runtime.GOOS == "linux" && env.Kernel == "") {
+		t.Errorf("JSON environment %+v; want the kernel, Go and library versions", env)
+	} else {
+		if !strings.Contains(md, "## Environment") || !strings.Contains(md, "- library: "+env.Library) || !strings.Contains(md, "- kernel: "+env.Kernel) {
+			t.Errorf("Markdown lacks the environment")
+		}
+		if !strings.Contains(stdout.String(), "environment: kernel "+env.Kernel) {
+			t.Errorf("stdout lacks the environment:\n%s", stdout.String())
+		}
+		if j.Props["library"] == "" || j.Props["kernel"] != env.Kernel || j.Props["driver"] != "softnic" {
+			t.Errorf("JUnit properties %v lack the environment", j.Props)
+		}
+	}
+}
+
+// A driver's documented differences, exact by name: the cases that fail
+// for the documented reason are reported documented, with the capability,
+// in every format, and the run passes; one more that passes fails it.
+func TestRunDocumented(t *testing.T) {
+	var docs []conformance.Difference
+	drivers["flipping"] = func(c *config) (conformance.Target, error) {
+		tg, err := softnicTarget(c.ports)
+		open := tg.Open
+		tg.Open = func(ctx context.Context) (hal.NIC, conformance.Harness, error) {
+			n, h, err := open(ctx)
+			return n, flipHarness{h}, err
+		}
+		tg.Documented = docs
+		return tg, err
+	}
+	defer delete(drivers, "flipping")
+	reason := "the uplink's cable flips the last bit"
+	for _, n := range []string{"ipv4", "ipv6", "ttl", "inner-ipv6"} {
+		docs = append(docs, conformance.Difference{Case: "encap/vxlan/" + n, Capability: "encap vxlan", Reason: reason})
+	}
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"-driver", "flipping", "-out", dir, "-run", "^encap$/vxlan"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	j, r, md := readReports(t, dir)
+	if r.Summary.Documented != 4 || r.Summary.Fail != 0 || j.Failures != 0 || len(r.Documented) != 4 {
+		t.Errorf("JUnit %d failures, JSON %+v, %d documented listed", j.Failures, r.Summary, len(r.Documented))
+	}
+	c, _ := r.Case("encap/vxlan/ipv6")
+	if c.Status != conformance.StatusDocumented || c.Capability != "encap vxlan" || !strings.HasPrefix(c.Reason, reason) {
+		t.Errorf("JSON encap/vxlan/ipv6: %+v", c)
+	}
+	if !strings.Contains(md, "| `encap/vxlan/ipv6` | 📝 documented (encap vxlan) |") ||
+		!strings.Contains(md, "| `encap/vxlan/ttl` | encap vxlan | "+reason+" | 📝 documented |") {
+		t.Errorf("Markdown lacks the documented case or the list")
+	}
+	if m := j.skipped("encap/vxlan/inner-ipv6"); !strings.HasPrefix(m, "documented difference (encap vxlan): "+reason) {
+		t.Errorf("JUnit encap/vxlan/inner-ipv6 skipped with %q", m)
+	}
+	if !strings.Contains(stdout.String(), "documented encap/vxlan/ttl (encap vxlan): documented: "+reason) {
+		t.Errorf("stdout lacks the documented list:\n%s", stdout.String())
+	}
+
+	// sanity passes: listed, it fails the run.
+	docs = append(docs, conformance.Difference{Case: "sanity", Capability: "location", Reason: "stale"})
+	dir = t.TempDir()
+	stdout.Reset()
+	stderr.Reset()
+	code = run(context.Background(), []string{"-driver", "flipping", "-out", dir, "-run", "^(encap|sanity)$/vxlan"}, &stdout, &stderr)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, stderr.String())
+	}
+	_, r, _ = readReports(t, dir)
+	if c, _ := r.Case("sanity"); c.Status != conformance.StatusFail || c.Reason != "documented difference sanity now passes: remove it from the list" {
+		t.Errorf("a documented case that passes: %+v", c)
 	}
 }
 

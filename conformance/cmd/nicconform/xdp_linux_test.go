@@ -95,4 +95,26 @@ func TestRunXDP(t *testing.T) {
 	if c, ok := r.Case("close"); !ok || c.Status != conformance.StatusPass || strings.Contains(strings.Join(c.Log, " "), "no leak checker") {
 		t.Errorf("close: %+v; want a pass with the leak check run", c)
 	}
+	// The driver's one documented difference shows, and holds.
+	if c, _ := r.Case("encap/geneve/options"); c.Status != conformance.StatusDocumented || c.Capability != "encap geneve" {
+		t.Errorf("encap/geneve/options: %+v; want documented under encap geneve", c)
+	}
+	if c, _ := r.Case("documented"); c.Status != conformance.StatusPass {
+		t.Errorf("the list check: %+v", c)
+	}
+	// The environment names the devices as ethtool -i does: veth has a
+	// driver and a version, and no firmware.
+	env := r.Environment
+	if env == nil || len(env.Devices) != 3 || env.DevicesError != "" {
+		t.Fatalf("environment %+v; want the three interfaces", env)
+	}
+	for i, want := range []struct{ name, role string }{{"nv1", "vport"}, {"nv2", "vport"}, {"nvu", "uplink"}} {
+		d := env.Devices[i]
+		if d.Interface != want.name || d.Role != want.role || d.Driver != "veth" || d.Version == "" {
+			t.Errorf("device %d: %+v; want %s (%s), driver veth with its version", i, d, want.name, want.role)
+		}
+	}
+	if !strings.Contains(md, "| nvu | uplink | veth | ") || j.Props["device nvu"] == "" {
+		t.Errorf("the Markdown or JUnit report lacks the uplink's device")
+	}
 }

@@ -52,7 +52,10 @@ type NIC struct {
 	closed atomic.Bool
 }
 
-var _ hal.NIC = (*NIC)(nil)
+var (
+	_ hal.NIC              = (*NIC)(nil)
+	_ hal.TunnelTerminator = (*NIC)(nil)
+)
 
 // Open opens the device with the given ports (IDs 1…n in order).
 func Open(serial string, ports []Port) (*NIC, error) {
@@ -78,6 +81,16 @@ func Open(serial string, ports []Port) (*NIC, error) {
 
 // Capabilities reports what the device does.
 func (n *NIC) Capabilities() hal.Capabilities { return n.caps }
+
+// SetTunnelEndpoint gives the pipeline's tunnel filter the uplink's
+// endpoint: tunnelled frames for another address or MAC are dropped
+// (hal.ReasonNotLocal) before the flow table.
+func (n *NIC) SetTunnelEndpoint(ctx context.Context, ep hal.TunnelEndpoint) error {
+	if n.closed.Load() {
+		return hal.ErrClosed
+	}
+	return n.dev.SetTunnelEndpoint(ctx, ep)
+}
 
 // Ports lists the device's ports.
 func (n *NIC) Ports() []hal.Port { return n.dev.Ports() }

@@ -1,6 +1,6 @@
 // Command nicstore works the desired state in etcd: it publishes a policy
 // file, shows what is stored and what every host reports, and migrates a VM
-// the way examples/vmmanager does (shadow, wait for every host, one
+// the way store/migrate does (shadow, wait for every host, one
 // activation record, clean-up). For demos and tests it also runs a
 // one-member etcd server (serve); production uses a real etcd cluster.
 //

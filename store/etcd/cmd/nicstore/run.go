@@ -17,10 +17,10 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
-	"github.com/nicpath/nicpath/examples/vmmanager"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
 	_ "github.com/nicpath/nicpath/store/etcd" // registers etcd:// with store.Open
+	"github.com/nicpath/nicpath/store/migrate"
 )
 
 const usage = `usage:
@@ -81,13 +81,13 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer opened.Close()
-	s, ok := opened.(vmmanager.Store)
+	s, ok := opened.(migrate.Store)
 	if !ok {
 		return fmt.Errorf("%s cannot be written", *spec)
 	}
 	switch cmd {
 	case "publish":
-		rev, err := vmmanager.New(s, nil).Publish(ctx, st)
+		rev, err := migrate.New(s, nil).Publish(ctx, st)
 		if err != nil {
 			return err
 		}
@@ -115,8 +115,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return errUsage
 		}
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		m, err := vmmanager.New(s, log).Migrate(ctx, mf.Arg(0), mf.Arg(1),
-			vmmanager.MigrateOptions{InstallTimeout: *timeout, ActivateTimeout: *timeout})
+		m, err := migrate.New(s, log).Migrate(ctx, mf.Arg(0), mf.Arg(1),
+			migrate.Options{InstallTimeout: *timeout, ActivateTimeout: *timeout})
 		if err != nil {
 			return err
 		}
@@ -131,7 +131,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return errUsage
 }
 
-func printStatus(ctx context.Context, s vmmanager.Store, w io.Writer) error {
+func printStatus(ctx context.Context, s migrate.Store, w io.Writer) error {
 	snap, err := s.Load(ctx)
 	if err != nil {
 		return err

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nicpath/nicpath/examples/vswitchd/daemon"
+	"github.com/nicpath/nicpath/agent"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
 	"github.com/nicpath/nicpath/store/etcd/etcdtest"
@@ -46,7 +46,7 @@ func TestCheckAgainstEtcd(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out, errOut bytes.Buffer
-		code := daemon.Main(context.Background(), []string{"-config", cfg, "-check"}, &out, &errOut)
+		code := agent.Main(context.Background(), []string{"-config", cfg, "-check"}, &out, &errOut)
 		if code != tc.code || !strings.Contains(out.String()+errOut.String(), tc.want) {
 			t.Errorf("%s: exit %d\n%s%s\nwant %d and %q", tc.host, code, out.String(), errOut.String(), tc.code, tc.want)
 		}

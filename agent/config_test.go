@@ -1,0 +1,149 @@
+package agent
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodConfig = `host: host-a
+driver: softnic
+policy: policy.yaml
+uplink: up0
+ports:
+  blue-web-1: vm-bw1
+control: /run/nicpath/a.sock
+metrics: 127.0.0.1:9464
+log_level: warn
+next_hop_mac: 02:00:00:00:00:99
+flow_idle: 10s
+`
+
+func TestParseConfig(t *testing.T) {
+	c, err := ParseConfig("/etc/nicpath/vswitchd.yaml", []byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Host != "host-a" || c.Driver != "softnic" || c.Binding != BindAFPacket || c.Uplink != "up0" ||
+		c.Ports["blue-web-1"] != "vm-bw1" || c.FlowIdle != 10*time.Second || c.LogLevel.String() != "WARN" ||
+		c.NextHopMAC.String() != "02:00:00:00:00:99" || c.WatchInterval != time.Second {
+		t.Fatalf("%+v", c)
+	}
+	// The policy is found next to the configuration.
+	if c.Policy != "/etc/nicpath/policy.yaml" {
+		t.Errorf("policy path %q", c.Policy)
+	}
+}
+
+// A store instead of a policy file: schemes are kept, file stores are
+// found next to the configuration like a policy.
+func TestParseConfigStore(t *testing.T) {
+	for _, tc := range []struct{ store, want string }{
+		{"etcd://192.0.2.1:2379,192.0.2.2:2379/nicpath/", "etcd://192.0.2.1:2379,192.0.2.2:2379/nicpath/"},
+		{"file:state.yaml", "file:/etc/nicpath/state.yaml"},
+		{"file:/var/lib/nicpath/state.yaml", "file:/var/lib/nicpath/state.yaml"},
+		{"state.yaml", "file:/etc/nicpath/state.yaml"},
+	} {
+		doc := strings.Replace(goodConfig, "policy: policy.yaml", "store: "+tc.store+"\nstore_timeout: 5s", 1)
+		c, err := ParseConfig("/etc/nicpath/vswitchd.yaml", []byte(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.store, err)
+		}
+		if c.Store != tc.want || c.Policy != "" || c.StoreTimeout != 5*time.Second {
+			t.Errorf("store %q: got %q (policy %q, timeout %s), want %q", tc.store, c.Store, c.Policy, c.StoreTimeout, tc.want)
+		}
+	}
+	c, err := ParseConfig("c.yaml", []byte(goodConfig))
+	if err != nil || c.Store != "" || c.StoreTimeout != 30*time.Second {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+}
+
+// Every problem names the file, the line and the field.
+func TestParseConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, want string
+	}{
+		{"unknown driver", strings.Replace(goodConfig, "driver: softnic", "driver: dpdk", 1), `c.yaml:2: driver: unknown driver "dpdk"`},
+		{"unknown field", goodConfig + "colour: blue\n", "c.yaml:12: colour: unknown field"},
+		{"missing uplink", strings.Replace(goodConfig, "uplink: up0\n", "", 1), "c.yaml:1: uplink: missing"},
+		{"bad mac", strings.Replace(goodConfig, "02:00:00:00:00:99", "02:00:zz", 1), "c.yaml:10: next_hop_mac: not a MAC address"},
+		{"bad duration", strings.Replace(goodConfig, "10s", "ten", 1), "c.yaml:11: flow_idle: not a duration"},
+		{"bad level", strings.Replace(goodConfig, "warn", "loud", 1), "c.yaml:9: log_level:"},
+		{"bad metrics", strings.Replace(goodConfig, "127.0.0.1:9464", "nine", 1), "c.yaml:8: metrics: want host:port"},
+		{"shared interface", strings.Replace(goodConfig, "  blue-web-1: vm-bw1\n", "  blue-web-1: vm-bw1\n  red-app-2: vm-bw1\n", 1), `c.yaml:7: ports.red-app-2: interface "vm-bw1" is already the port of blue-web-1`},
+		{"ports not a map", strings.Replace(goodConfig, "  blue-web-1: vm-bw1\n", "  - vm-bw1\n", 1), "c.yaml:6: ports: want a mapping"},
+		{"binding for xdp", strings.Replace(goodConfig, "driver: softnic", "driver: xdp\nbinding: none", 1), "c.yaml:3: binding: only the softnic driver"},
+		{"twice", goodConfig + "host: host-b\n", "c.yaml:12: host: given twice (first on line 1)"},
+		{"syntax", "host: [a\n", "c.yaml:"},
+		{"not a mapping", "- a\n- b\n", "c.yaml:1: the configuration must be a mapping"},
+		{"no policy nor store", strings.Replace(goodConfig, "policy: policy.yaml\n", "", 1), "c.yaml:1: policy: missing (give a policy file, or a store to follow)"},
+		{"policy and store", goodConfig + "store: etcd://192.0.2.1:2379/nicpath/\n", "c.yaml:12: store: a configuration has a policy file or a store, not both (policy is on line 3)"},
+		{"mem store", strings.Replace(goodConfig, "policy: policy.yaml", "store: 'mem:'", 1), "c.yaml:3: store: mem: is an in-process store"},
+		{"store timeout without store", goodConfig + "store_timeout: 5s\n", "c.yaml:12: store_timeout: only meaningful with a store"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig("c.yaml", []byte(tc.doc))
+			if err == nil {
+				t.Fatalf("accepted: %+v", c)
+			}
+			if c != nil {
+				t.Error("a Config came back with the error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q\nwant it to contain %q", err, tc.want)
+			}
+			if !IsConfigError(err) {
+				t.Error("not a ConfigError")
+			}
+			var l ConfigErrors
+			if !errors.As(err, &l) || len(l) == 0 || l[0].File != "c.yaml" {
+				t.Errorf("errors %#v", l)
+			}
+		})
+	}
+}
+
+// FuzzParseConfig: any document either loads into a complete Config or
+// fails with errors that all name the file; never both, never a panic.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(goodConfig))
+	f.Add([]byte("host: a\n"))
+	f.Add([]byte("ports: {a: b, c: b}\n"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		c, err := ParseConfig("f.yaml", doc)
+		if err != nil {
+			if c != nil {
+				t.Fatal("a Config and an error")
+			}
+			var l ConfigErrors
+			if errors.As(err, &l) {
+				for _, e := range l {
+					if e.File != "f.yaml" || !strings.HasPrefix(e.Error(), "f.yaml") {
+						t.Fatalf("error without the file: %q", e)
+					}
+				}
+			}
+			return
+		}
+		if c.Host == "" || c.Driver == "" || c.Policy == "" || c.Uplink == "" || c.Control == "" {
+			t.Fatalf("loaded without a required field: %+v", c)
+		}
+	})
+}
+
+// The example configuration shipped with vswitchd loads, and its policy
+// passes the daemon's checks.
+func TestExampleConfig(t *testing.T) {
+	c, err := LoadConfig("../examples/vswitchd/vswitchd.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckPolicy(c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Host != "host-a" || len(c.Ports) != 3 || c.Metrics == "" {
+		t.Fatalf("%+v", c)
+	}
+}

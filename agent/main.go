@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Main is vswitchd's command line: it parses args, runs the daemon until ctx
+// is done and returns the exit code. A program that registers more stores
+// (store/etcd/cmd/vswitchd imports the etcd store) calls it from its main.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("vswitchd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (YAML)")
+	check := fs.Bool("check", false, "check the configuration and the policy, then exit")
+	format := fs.String("log-format", "text", "log format: text or json")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: vswitchd -config FILE [-check] [-log-format text|json]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cfgPath == "" || fs.NArg() > 0 || (*format != "text" && *format != "json") {
+		fs.Usage()
+		return 2
+	}
+	cfg, err := LoadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "vswitchd: configuration rejected:")
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if *check {
+		if err := CheckPolicy(cfg); err != nil {
+			fmt.Fprintln(stderr, "vswitchd: policy rejected:")
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		if cfg.Store != "" {
+			fmt.Fprintf(stdout, "%s is valid and the state in %s runs on %s\n", cfg.File, cfg.Store, cfg.Host)
+		} else {
+			fmt.Fprintf(stdout, "%s and %s are valid\n", cfg.File, cfg.Policy)
+		}
+		return 0
+	}
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	var h slog.Handler = slog.NewTextHandler(stderr, opts)
+	if *format == "json" {
+		h = slog.NewJSONHandler(stderr, opts)
+	}
+	log := slog.New(h)
+	cfg.Logger = log
+	d, err := New(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "vswitchd:", err)
+		return 1
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if _, err := d.Reload(ctx); err != nil {
+					log.Warn("reload on SIGHUP", "err", err)
+				}
+			}
+		}
+	}()
+	err = d.Run(ctx)
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "vswitchd:", err)
+		return 1
+	}
+	return 0
+}

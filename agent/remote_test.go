@@ -1,0 +1,211 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/securechan"
+)
+
+// servedNIC is host-a's NIC on the NIC side. It numbers its ports its own
+// way (the agent's plan would give blue-web-1 port 1 and vm-rfw port 4):
+// the agent has to take the numbering from the NIC.
+func servedNIC(t *testing.T) *softnic.NIC {
+	t.Helper()
+	n, err := softnic.New(softnic.Config{Device: "nicd host-a", Ports: []softnic.PortConfig{
+		{Name: "vm-rfw", Kind: hal.PortVPort, MAC: hal.MustMAC("02:00:00:0e:00:fe")},
+		{Name: "vm-ra2", Kind: hal.PortVPort, MAC: hal.MustMAC("02:00:00:0e:00:02")},
+		{Name: "vm-bw2", Kind: hal.PortVPort, MAC: macBW2},
+		{Name: "vm-bw1", Kind: hal.PortVPort, MAC: macBW1},
+		{Name: "up0", Kind: hal.PortUplink, MAC: hal.MustMAC("02:00:00:00:ff:01"), MTU: 1600},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func portNamed(t *testing.T, n hal.NIC, name string) hal.PortID {
+	t.Helper()
+	for _, p := range n.Ports() {
+		if p.Name == name {
+			return p.ID
+		}
+	}
+	t.Fatalf("no port %s", name)
+	return 0
+}
+
+// nicServer is a remote.Server on a unix socket, stopped by stop.
+type nicServer struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func serveNIC(t *testing.T, nic hal.NIC, addr string, priv securechan.PrivateKey, host securechan.PublicKey) *nicServer {
+	t.Helper()
+	ln, err := remote.Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := remote.NewServer(nic, remote.ServerConfig{PrivateKey: priv, HostKeys: []securechan.PublicKey{host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &nicServer{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		srv.Serve(ctx, ln)
+	}()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *nicServer) stop() {
+	s.cancel()
+	<-s.done
+}
+
+// dumpRules is the NIC's table by rule ID; a rule dumped twice fails.
+func dumpRules(t *testing.T, n hal.NIC) map[hal.RuleID]hal.Rule {
+	t.Helper()
+	out := map[hal.RuleID]hal.Rule{}
+	if err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
+		if _, dup := out[ri.Rule.ID]; dup {
+			t.Errorf("rule %d twice in the dump", ri.Rule.ID)
+		}
+		out[ri.Rule.ID] = ri.Rule
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameTable(t *testing.T, what string, got, want map[hal.RuleID]hal.Rule) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d rules, want %d", what, len(got), len(want))
+	}
+	for id, w := range want {
+		g, ok := got[id]
+		if !ok || g.Match != w.Match || g.Cookie != w.Cookie || len(g.Actions) != len(w.Actions) {
+			t.Fatalf("%s: rule %d is %v, want %v", what, id, &g, &w)
+		}
+	}
+}
+
+// An agent configured with driver: remote opens the NIC side over the
+// secure channel with the keys its driver_options name (relative to the
+// configuration file), takes the port numbering from the NIC, offloads a
+// first packet's flow through the channel, and reconciles when the NIC
+// side restarts: on the same NIC nothing is added twice, on a fresh one
+// the flow's rule is put back once.
+func TestRemoteDriver(t *testing.T) {
+	// A short directory: a unix socket path is limited to 108 bytes.
+	dir, err := os.MkdirTemp("", "agent-remote")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	hostPub, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "host.key"), filepath.Join(dir, "host.pub"), "host-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "nic.key"), filepath.Join(dir, "nic.pub"), "nicd"); err != nil {
+		t.Fatal(err)
+	}
+	nicPriv, err := remote.LoadPrivateKey(filepath.Join(dir, "nic.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "unix:" + filepath.Join(dir, "nic.sock")
+	soft1 := servedNIC(t)
+	s1 := serveNIC(t, soft1, addr, nicPriv, hostPub)
+
+	path := hostAConfig(t, dir)
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc = []byte(strings.Replace(string(doc), "driver: softnic\nbinding: none\n",
+		"driver: remote\ndriver_options:\n  address: "+addr+"\n  key: host.key\n  server_key: nic.pub\n", 1))
+	if err := os.WriteFile(path, doc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := startDaemon(t, path, nil)
+
+	// blue-web-1's first packet goes to the host through the channel; the
+	// agent offloads the flow onto the served NIC.
+	bw1, up := portNamed(t, soft1, "vm-bw1"), portNamed(t, soft1, "up0")
+	far := softnic.FarSide{NIC: soft1}
+	if err := far.Send(bw1, udpFrame(4000)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(dumpRules(t, soft1)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no rule on the served NIC\nlogs:\n%s", r.logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	want := dumpRules(t, soft1)
+	for _, rule := range want {
+		if rule.Match.Key.InPort != bw1 {
+			t.Errorf("rule %v: want in_port %d (the NIC's own numbering of vm-bw1)", &rule, bw1)
+		}
+	}
+	// The first packet itself left on the uplink, encapsulated toward host-b.
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	got, _ := far.Recv(rctx, up, 1)
+	rcancel()
+	if len(got) != 1 {
+		t.Fatalf("the first packet did not leave the uplink")
+	}
+	sw := r.d.Switch()
+
+	waitReconcile := func(before uint64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for sw.Stats().Reconciles <= before {
+			if time.Now().After(deadline) {
+				t.Fatalf("no reconcile after the NIC side restarted\nlogs:\n%s", r.logs.String())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	// The NIC side restarts on the same NIC: the rule is still there, and
+	// the reconcile adds nothing.
+	st := sw.Stats()
+	s1.stop()
+	s2 := serveNIC(t, soft1, addr, nicPriv, hostPub)
+	waitReconcile(st.Reconciles)
+	if after := sw.Stats(); after.ReconcileAdded != st.ReconcileAdded || after.ReconcileRemoved != st.ReconcileRemoved {
+		t.Errorf("reconcile after a restart that kept the rules added %d, removed %d",
+			after.ReconcileAdded-st.ReconcileAdded, after.ReconcileRemoved-st.ReconcileRemoved)
+	}
+	sameTable(t, "after a restart on the same NIC", dumpRules(t, soft1), want)
+
+	// The NIC side restarts on a fresh NIC: the reconcile puts the rule
+	// back, once.
+	st = sw.Stats()
+	s2.stop()
+	soft2 := servedNIC(t)
+	serveNIC(t, soft2, addr, nicPriv, hostPub)
+	waitReconcile(st.Reconciles)
+	if added := sw.Stats().ReconcileAdded - st.ReconcileAdded; added != uint64(len(want)) {
+		t.Errorf("reconcile after a restart on a fresh NIC added %d rules, want %d", added, len(want))
+	}
+	sameTable(t, "the fresh NIC", dumpRules(t, soft2), want)
+}

@@ -1,0 +1,250 @@
+package remote_test
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
+	"github.com/nicpath/nicpath/securechan"
+	"github.com/nicpath/nicpath/vswitch"
+)
+
+const policyYAML = `
+hosts:
+  - name: host-a
+    pa: 198.19.0.1
+  - name: host-b
+    pa: 198.19.0.2
+tenants:
+  - name: blue
+    vnets:
+      - name: web
+        vni: 5001
+        subnets: [198.18.10.0/24]
+        vms:
+          - name: a1
+            mac: 02:00:00:0a:00:01
+            ca: 198.18.10.1
+            host: host-a
+          - name: a2
+            mac: 02:00:00:0a:00:02
+            ca: 198.18.10.2
+            host: host-a
+          - name: b1
+            mac: 02:00:00:0b:00:01
+            ca: 198.18.10.20
+            host: host-b
+`
+
+var (
+	macA1 = hal.MustMAC("02:00:00:0a:00:01")
+	macB1 = hal.MustMAC("02:00:00:0b:00:01")
+)
+
+func hostA(t *testing.T) *softnic.NIC {
+	t.Helper()
+	n, err := softnic.New(softnic.Config{Device: "host-a", Ports: []softnic.PortConfig{
+		{Name: "a1", Kind: hal.PortVPort, MAC: macA1},
+		{Name: "a2", Kind: hal.PortVPort, MAC: hal.MustMAC("02:00:00:0a:00:02")},
+		{Name: "uplink", Kind: hal.PortUplink, MAC: hal.MustMAC("02:00:00:00:ff:01"), MTU: 1600},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// nicSide is a NIC-side server on a unix socket.
+type nicSide struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func serveAt(t *testing.T, nic hal.NIC, addr string, priv securechan.PrivateKey, host securechan.PublicKey) *nicSide {
+	t.Helper()
+	ln, err := remote.Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &nicSide{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		remote.Serve(ctx, nic, ln, remote.ServerConfig{PrivateKey: priv, HostKeys: []securechan.PublicKey{host}})
+	}()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *nicSide) stop() {
+	s.cancel()
+	<-s.done
+}
+
+func flowFrame(sport uint16) []byte {
+	return wire.Build(wire.FrameSpec{SrcMAC: macA1, DstMAC: macB1,
+		Src: netip.MustParseAddr("198.18.10.1"), Dst: netip.MustParseAddr("198.18.10.20"),
+		Proto: hal.ProtoUDP, SrcPort: sport, DstPort: 7000, Payload: []byte("hello")})
+}
+
+func rulesOf(t *testing.T, n hal.NIC) map[hal.RuleID]hal.Rule {
+	t.Helper()
+	out := map[hal.RuleID]hal.Rule{}
+	if err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
+		if _, dup := out[ri.Rule.ID]; dup {
+			t.Errorf("rule %d twice in the dump", ri.Rule.ID)
+		}
+		out[ri.Rule.ID] = ri.Rule
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameRules(t *testing.T, what string, got, want map[hal.RuleID]hal.Rule) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d rules, want %d", what, len(got), len(want))
+	}
+	for id, w := range want {
+		g, ok := got[id]
+		if !ok || g.Match != w.Match || g.Cookie != w.Cookie || len(g.Actions) != len(w.Actions) {
+			t.Fatalf("%s: rule %d is %v, want %v", what, id, &g, &w)
+		}
+	}
+}
+
+// TestVswitchOverRemote: a vswitch on remote(softnic) offloads flows
+// through the channel; the NIC side restarts, on the same NIC and then on a
+// fresh one, and the reconnect the driver reports makes the vswitch
+// reconcile by cookie: the Dump afterwards shows exactly the rules it
+// wants, none twice, and the NIC forwards them by itself again.
+func TestVswitchOverRemote(t *testing.T) {
+	st, err := policy.Parse("remote.yaml", []byte(policyYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPub, hostPriv, _ := securechan.GenerateKey(nil)
+	nicPub, nicPriv, _ := securechan.GenerateKey(nil)
+	dir, err := os.MkdirTemp("", "remote-vs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	addr := "unix:" + filepath.Join(dir, "nic.sock")
+
+	soft1 := hostA(t)
+	s1 := serveAt(t, soft1, addr, nicPriv, hostPub)
+
+	var sw atomic.Pointer[vswitch.Switch]
+	reports := make(chan vswitch.ReconcileReport, 4)
+	nic, err := remote.Open(context.Background(), remote.Config{Address: addr, PrivateKey: hostPriv, ServerKey: nicPub,
+		Logger: slog.New(slog.DiscardHandler),
+		// The hook a daemon installs: reconcile when the channel is back.
+		OnReconnect: func(remote.Reconnect) {
+			if s := sw.Load(); s != nil {
+				rep, err := s.Reconcile(context.Background())
+				if err != nil {
+					t.Errorf("reconcile after the reconnect: %v", err)
+				}
+				reports <- rep
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nic.Close()
+	s, err := vswitch.New(vswitch.Config{NIC: nic, Host: "host-a", State: st,
+		Ports: map[string]hal.PortID{"a1": 1, "a2": 2}, Uplink: 3, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw.Store(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		s.Close()
+	}()
+
+	// Ten flows: each first packet goes to the host, is offloaded and
+	// reinjected; the NIC forwards the next ones.
+	far := softnic.FarSide{NIC: soft1}
+	for i := range 10 {
+		if err := far.Send(1, flowFrame(uint16(2000+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rulesOf(t, soft1)) < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the vswitch offloaded %d of 10 flows through the channel", len(rulesOf(t, soft1)))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	want := rulesOf(t, soft1)
+	sameRules(t, "remote dump", rulesOf(t, nic), want)
+
+	waitReport := func() vswitch.ReconcileReport {
+		t.Helper()
+		select {
+		case r := <-reports:
+			return r
+		case <-time.After(10 * time.Second):
+			t.Fatal("no reconcile after the restart")
+		}
+		return vswitch.ReconcileReport{}
+	}
+
+	// The NIC side restarts on the same NIC: its rules are still there.
+	s1.stop()
+	s2 := serveAt(t, soft1, addr, nicPriv, hostPub)
+	rep := waitReport()
+	if rep.Added != 0 || rep.Removed != 0 || rep.Modified != 0 {
+		t.Errorf("reconcile after a restart that kept the rules: %+v", rep)
+	}
+	sameRules(t, "after a restart on the same NIC", rulesOf(t, nic), want)
+
+	// The NIC side restarts on a fresh NIC: the rules are gone, and the
+	// reconcile puts each back once.
+	s2.stop()
+	soft2 := hostA(t)
+	serveAt(t, soft2, addr, nicPriv, hostPub)
+	rep = waitReport()
+	if rep.Added != len(want) || rep.Removed != 0 {
+		t.Errorf("reconcile after a restart on a fresh NIC: %+v, want %d added", rep, len(want))
+	}
+	sameRules(t, "after a restart on a fresh NIC", rulesOf(t, nic), want)
+	sameRules(t, "the fresh NIC itself", rulesOf(t, soft2), want)
+	// A second reconcile finds nothing to do: no duplicates.
+	if rep, err := s.Reconcile(context.Background()); err != nil || rep.Added+rep.Removed+rep.Modified != 0 {
+		t.Errorf("a second reconcile: %+v, %v", rep, err)
+	}
+	// The fresh NIC forwards the flows by itself.
+	far2 := softnic.FarSide{NIC: soft2}
+	before, _ := soft2.Stats(context.Background())
+	if err := far2.Send(1, flowFrame(2003)); err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer rcancel()
+	got, _ := far2.Recv(rctx, 3, 4)
+	after, _ := soft2.Stats(context.Background())
+	if len(got) != 1 || after.Exceptions != before.Exceptions {
+		t.Fatalf("the fresh NIC did not forward the reconciled flow by itself (%d frames out)", len(got))
+	}
+}

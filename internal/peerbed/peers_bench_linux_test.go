@@ -1,0 +1,622 @@
+//go:build linux
+
+package peerbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/drivers/xdp"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/internal/afpacket"
+	"github.com/nicpath/nicpath/internal/nsexec"
+)
+
+// The peer benchmarks put nicpath beside Open vSwitch's userspace datapath,
+// what a user would run instead, measured in the same run on the same
+// topology: three beds of two hosts stand side by side (both hosts nicpath
+// on softnic over AF_PACKET, both on xdp, both OVS), every bed with NAPI on
+// the VMs' and the uplinks' veths, and each turn of a benchmark measures
+// each bed in turn for the same time, so that the three see the same
+// machine. They report each bed's figure and nicpath's over OVS's. An OVS
+// that cannot start skips the benchmark with the reason: its figures are
+// absent, never replaced by a number.
+
+// peerKinds are the beds a side-by-side benchmark measures, OVS last: it
+// is what the others are divided by.
+var peerKinds = []string{"softnic", "xdp", OVS}
+
+// peerBeds builds the beds of peerKinds, OVS first (if it cannot start
+// there is nothing to compare with, and the benchmark skips at once).
+func peerBeds(b *testing.B) map[string]*Bed {
+	b.Helper()
+	if ok, why := CanRun(); !ok {
+		b.Skip(why)
+	}
+	if err := OVSAvailable(); err != nil {
+		b.Skipf("Open vSwitch absent: %v", err)
+	}
+	beds := map[string]*Bed{}
+	for _, k := range []string{OVS, "softnic", "xdp"} {
+		bed, err := tryBed(b, Config{A: k, B: k, NAPI: true})
+		if err != nil {
+			if k == OVS {
+				b.Skipf("Open vSwitch absent: it did not start: %v", err)
+			}
+			b.Fatalf("%s: %v", k, err)
+		}
+		beds[k] = bed
+	}
+	return beds
+}
+
+// fatalReport fails b with a message and what bed's hosts counted.
+func fatalReport(b *testing.B, bed *Bed, format string, args ...any) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b.Fatalf("%s\nwhat the hosts counted:\n%s", fmt.Sprintf(format, args...), bed.Report(ctx))
+}
+
+// tryBed is newBed returning the error instead of failing.
+func tryBed(b *testing.B, cfg Config) (*Bed, error) {
+	cfg.Dir = b.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bed, err := New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.Cleanup(func() {
+		if err := bed.Close(); err != nil {
+			b.Errorf("closing the %s bed: %v", cfg.A, err)
+		}
+	})
+	return bed, nil
+}
+
+// reportVsOVS reports each bed's rate as <kind>_<unit> and nicpath's over
+// OVS's as <kind>_vs_ovs.
+func reportVsOVS(b *testing.B, unit string, rate map[string]float64) {
+	for _, k := range peerKinds {
+		b.ReportMetric(rate[k], k+"_"+unit)
+	}
+	if rate[OVS] > 0 {
+		for _, k := range peerKinds[:len(peerKinds)-1] {
+			b.ReportMetric(rate[k]/rate[OVS], k+"_vs_ovs")
+		}
+	}
+}
+
+// crrWorkers is how many clients connect at once in a CPS turn: enough
+// that neither datapath waits on one connection's round trips (the
+// slow paths see several first packets at a time, as they do from many
+// VMs), few enough for two cores.
+const crrWorkers = 8
+
+// crrTurn is how long each bed gets in one turn of BenchmarkPeerCPS.
+const crrTurn = 300 * time.Millisecond
+
+// crrTimeout bounds one transaction: a connection whose SYN or answer was
+// lost counts as failed rather than waiting for TCP's retransmission.
+const crrTimeout = time.Second
+
+// crrServer answers transactions in vm-b: it accepts, reads the 1-byte
+// request, writes a 1-byte answer and closes (first, so that the clients
+// keep no TIME_WAIT and never run out of ports).
+type crrServer struct {
+	l    net.Listener
+	addr string
+	wg   sync.WaitGroup
+}
+
+func startCRRServer(b *testing.B, vm VM) *crrServer {
+	s := &crrServer{}
+	err := nsexec.Do(vm.NS, func() error {
+		var err error
+		s.l, err = net.Listen("tcp4", netip.AddrPortFrom(vm.CA, 0).String())
+		return err
+	})
+	if err != nil {
+		b.Fatalf("CPS server on %s: %v", vm.Name, err)
+	}
+	s.addr = s.l.Addr().String()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := s.l.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(2 * crrTimeout))
+				var q [1]byte
+				if _, err := io.ReadFull(c, q[:]); err != nil {
+					return
+				}
+				c.Write([]byte{q[0] ^ 0xff})
+			}()
+		}
+	}()
+	b.Cleanup(func() { s.l.Close(); s.wg.Wait() })
+	return s
+}
+
+// crrTurnOn runs connect-request-response transactions from vm on
+// crrWorkers clients for d, and returns how many completed (connected, the
+// answer read, the server's close seen), how many failed, and the time
+// from the first connect to the last transaction's end.
+func crrTurnOn(vm VM, addr string, d time.Duration) (done, failed int64, elapsed time.Duration, err error) {
+	var nDone, nFailed atomic.Int64
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	errs := make([]error, crrWorkers)
+	for w := range crrWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The worker's goroutine stays on a thread inside vm's
+			// namespace: every socket it opens is vm's.
+			errs[w] = nsexec.Do(vm.NS, func() error {
+				d := net.Dialer{Timeout: crrTimeout}
+				buf := make([]byte, 8)
+				for i := byte(0); time.Now().Before(deadline); i++ {
+					if crr(&d, addr, i, buf) {
+						nDone.Add(1)
+					} else {
+						nFailed.Add(1)
+					}
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	return nDone.Load(), nFailed.Load(), time.Since(start), errors.Join(errs...)
+}
+
+// warmCRR completes one transaction from vm, trying up to 10 times: the
+// bed works, and nothing of its setup is in the figure.
+func warmCRR(vm VM, addr string) error {
+	return nsexec.Do(vm.NS, func() error {
+		d := net.Dialer{Timeout: crrTimeout}
+		buf := make([]byte, 8)
+		for i := range byte(10) {
+			if crr(&d, addr, i, buf) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: 10 transactions to %s failed", vm.Name, addr)
+	})
+}
+
+// crr is one transaction: connect, send q, read the answer (q^0xff) and
+// the end of the stream, close.
+func crr(d *net.Dialer, addr string, q byte, buf []byte) bool {
+	c, err := d.Dial("tcp4", addr)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(crrTimeout))
+	if _, err := c.Write([]byte{q}); err != nil {
+		return false
+	}
+	n, err := io.ReadFull(c, buf[:1])
+	if err != nil || n != 1 || buf[0] != q^0xff {
+		return false
+	}
+	// The server closes: the end of the stream and nothing else.
+	n, err = c.Read(buf)
+	return n == 0 && err == io.EOF
+}
+
+// BenchmarkPeerCPS is peer.cps_vs_ovs.<driver>: new TCP connections per
+// second end to end, from vm-a on host-a to vm-b on host-b, each
+// connection's first packet through the slow path of both hosts (nicpath:
+// the exception path, the vswitch's walk and the flow offloaded; OVS: the
+// upcall and a datapath flow) and the answer back: crrWorkers clients each
+// connect, send one byte, read the one-byte answer and the server's close,
+// and close (netperf's TCP_CRR). Each turn gives every bed crrTurn. It
+// reports connections per second on each bed (<kind>_cps), those that
+// failed (<kind>_failed: no connection, or no answer within crrTimeout),
+// and nicpath's rate over OVS's (<driver>_vs_ovs).
+func BenchmarkPeerCPS(b *testing.B) {
+	b.StopTimer()
+	beds := peerBeds(b)
+	servers := map[string]*crrServer{}
+	for k, bed := range beds {
+		servers[k] = startCRRServer(b, bed.VMs()[1])
+		if err := warmCRR(bed.VMs()[0], servers[k].addr); err != nil {
+			fatalReport(b, bed, "%s: %v", k, err)
+		}
+	}
+	done, failed := map[string]int64{}, map[string]int64{}
+	elapsed := map[string]time.Duration{}
+	// The benchmark's own time is a turn of every side: it stays near a
+	// second a turn, so that the default -benchtime runs few turns.
+	b.StartTimer()
+	for range b.N {
+		for _, k := range peerKinds {
+			n, f, e, err := crrTurnOn(beds[k].VMs()[0], servers[k].addr, crrTurn)
+			if err != nil {
+				b.Fatalf("%s: %v", k, err)
+			}
+			done[k] += n
+			failed[k] += f
+			elapsed[k] += e
+		}
+	}
+	rate := map[string]float64{}
+	for _, k := range peerKinds {
+		if done[k] == 0 {
+			fatalReport(b, beds[k], "%s: no transaction completed (%d failed)", k, failed[k])
+		}
+		rate[k] = float64(done[k]) / elapsed[k].Seconds()
+		b.ReportMetric(float64(failed[k]), k+"_failed")
+		noCsumErrors(b, beds[k])
+	}
+	reportVsOVS(b, "cps", rate)
+}
+
+// ppsTurn is how long each bed's generator runs in one turn of
+// BenchmarkPeerPPS, and ppsRamp the part of it before counting starts (the
+// queues fill, the rate settles).
+const (
+	ppsTurn = 250 * time.Millisecond
+	ppsRamp = 50 * time.Millisecond
+)
+
+// ppsPort is the UDP port the generator sends to.
+const ppsPort = 9
+
+// ppsFrame is the generator's frame: 64 bytes (without FCS) of
+// Ethernet/IPv4/UDP from vm-a to vm-b, with both checksums, the smallest
+// frame the datapath figures are stated for. On the underlay it is 114
+// bytes with its VXLAN encapsulation.
+func ppsFrame(from, to VM) []byte {
+	return wire.Build(wire.FrameSpec{SrcMAC: from.MAC, DstMAC: to.MAC, Src: from.CA, Dst: to.CA, Proto: hal.ProtoUDP,
+		SrcPort: 40000, DstPort: ppsPort, Payload: make([]byte, 64-wire.EthHeaderLen-wire.IPv4HeaderLen-wire.UDPHeaderLen)})
+}
+
+// ppsBatch is how many frames one sendmmsg carries: afpacket's bound.
+const ppsBatch = 64
+
+// generator sends ppsFrame from vm-a's eth0 as fast as it can: an
+// AF_PACKET socket with PACKET_QDISC_BYPASS (the frames go straight to
+// the veth's transmit, as a packet generator's do) and sendmmsg batches.
+type generator struct {
+	sock   *afpacket.Socket
+	frames [][]byte
+}
+
+func newGenerator(b *testing.B, from, to VM) *generator {
+	g := &generator{}
+	err := nsexec.Do(from.NS, func() error {
+		var err error
+		g.sock, err = afpacket.Open("eth0", afpacket.Options{SendOnly: true})
+		if err != nil {
+			return err
+		}
+		return unix.SetsockoptInt(g.sock.FD(), unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
+	})
+	if err != nil {
+		b.Fatalf("generator on %s: %v", from.Name, err)
+	}
+	b.Cleanup(func() { g.sock.Close() })
+	f := ppsFrame(from, to)
+	if len(f) != 64 {
+		b.Fatalf("the generator's frame is %d bytes, want 64", len(f))
+	}
+	for range ppsBatch {
+		g.frames = append(g.frames, f)
+	}
+	return g
+}
+
+// run sends until stop is closed and returns how many frames the kernel
+// took. A full veth ring (ENOBUFS) is the receiver's backpressure, not an
+// error: the generator goes on.
+func (g *generator) run(stop <-chan struct{}) (sent int64, err error) {
+	for {
+		select {
+		case <-stop:
+			return sent, nil
+		default:
+		}
+		n, err := g.sock.SendBatch(g.frames)
+		sent += int64(n)
+		if err != nil && !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.EAGAIN) {
+			return sent, err
+		}
+	}
+}
+
+// udpArrived is how many UDP datagrams vm's kernel took: those read from
+// their socket and those it dropped because the socket was full (the
+// benchmark's receiver never reads: every datagram of the flood ends in
+// UdpRcvbufErrors once its small buffer is full).
+func udpArrived(vm VM) (uint64, error) {
+	c, err := SNMP(vm)
+	if err != nil {
+		return 0, err
+	}
+	return c["UdpInDatagrams"] + c["UdpRcvbufErrors"], nil
+}
+
+// sink opens the receiver's socket in vm on ppsPort with the smallest
+// buffer the kernel allows, and never reads it.
+func sink(b *testing.B, vm VM) {
+	var fd int
+	err := nsexec.Do(vm.NS, func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrInet4{Port: ppsPort, Addr: vm.CA.As4()})
+	})
+	if err != nil {
+		b.Fatalf("receiver on %s: %v", vm.Name, err)
+	}
+	b.Cleanup(func() { unix.Close(fd) })
+}
+
+// ppsTurnOn runs g for ppsTurn and returns the datagrams vm-b's kernel took
+// from ppsRamp to the end, and that time.
+func ppsTurnOn(g *generator, to VM) (arrived uint64, elapsed time.Duration, err error) {
+	stop := make(chan struct{})
+	gerr := make(chan error, 1)
+	go func() {
+		_, err := g.run(stop)
+		gerr <- err
+	}()
+	time.Sleep(ppsRamp)
+	c0, err0 := udpArrived(to)
+	t0 := time.Now()
+	time.Sleep(ppsTurn - ppsRamp)
+	c1, err1 := udpArrived(to)
+	elapsed = time.Since(t0)
+	close(stop)
+	if err := errors.Join(err0, err1, <-gerr); err != nil {
+		return 0, 0, err
+	}
+	return c1 - c0, elapsed, nil
+}
+
+// warm sends frames until vm-b's kernel has taken some: the flow is set up
+// on both hosts (the first packet through each slow path) before anything
+// is counted.
+func warm(g *generator, bed *Bed) error {
+	to := bed.VMs()[1]
+	c0, err := udpArrived(to)
+	if err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if _, err := g.sock.SendBatch(g.frames[:1]); err != nil {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+		c, err := udpArrived(to)
+		if err != nil {
+			return err
+		}
+		if c >= c0+3 {
+			return nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return fmt.Errorf("no datagram of the generator's reached %s in 10s\nwhat the hosts counted:\n%s", to.Name, bed.Report(ctx))
+}
+
+// BenchmarkPeerPPS is peer.pps_vs_ovs.<driver>: 64-byte frames forwarded
+// per second from vm-a to vm-b through VXLAN (encapsulated on host-a,
+// decapsulated on host-b), one flow, counted by vm-b's kernel. A packet
+// generator in vm-a (an AF_PACKET socket with PACKET_QDISC_BYPASS and
+// sendmmsg batches of ppsBatch) floods each bed in turn for ppsTurn; the
+// rate counts what arrived from ppsRamp to the end of the turn. It reports
+// each bed's frames per second (<kind>_pps) and nicpath's over OVS's
+// (<driver>_vs_ovs), and fails if a VM counted a checksum error.
+func BenchmarkPeerPPS(b *testing.B) {
+	b.StopTimer()
+	beds := peerBeds(b)
+	gens := map[string]*generator{}
+	for k, bed := range beds {
+		vms := bed.VMs()
+		sink(b, vms[1])
+		gens[k] = newGenerator(b, vms[0], vms[1])
+		if err := warm(gens[k], bed); err != nil {
+			b.Fatalf("%s: %v", k, err)
+		}
+	}
+	arrived := map[string]uint64{}
+	elapsed := map[string]time.Duration{}
+	// The benchmark's own time is a turn of every side: it stays near a
+	// second a turn, so that the default -benchtime runs few turns.
+	b.StartTimer()
+	for range b.N {
+		for _, k := range peerKinds {
+			n, e, err := ppsTurnOn(gens[k], beds[k].VMs()[1])
+			if err != nil {
+				b.Fatalf("%s: %v", k, err)
+			}
+			arrived[k] += n
+			elapsed[k] += e
+		}
+	}
+	rate := map[string]float64{}
+	for _, k := range peerKinds {
+		if arrived[k] == 0 {
+			fatalReport(b, beds[k], "%s: nothing arrived", k)
+		}
+		rate[k] = float64(arrived[k]) / elapsed[k].Seconds()
+		noCsumErrors(b, beds[k])
+	}
+	reportVsOVS(b, "pps", rate)
+}
+
+// ruleCount is how many rules one turn of BenchmarkPeerRuleInstall
+// installs on each side: enough that ovs-ofctl's start and its connection
+// are a small part of its time.
+const ruleCount = 20000
+
+// ruleCookie marks the benchmark's flows on OVS, so that they are deleted
+// between turns without touching the bed's own.
+const ruleCookie = 0x5eed
+
+// installRules are ruleCount unified flows of connections from vm-a to
+// vm-b (exact 5-tuples, UDP source ports 10000 and up): on nicpath
+// hal.Exact of the key → VXLAN toward host-b's PA, count, out of the
+// uplink; on OVS the same match on br-int → the VNI and host-b's PA as
+// tunnel metadata, out of the VXLAN port (OVS counts every flow).
+func installRules(vmPort, uplink hal.PortID) ([]hal.Op, []string) {
+	e := hal.Encap{Kind: hal.EncapVXLAN, VNI: VNI, Src: paA, Dst: paB, SrcMAC: upMACA, DstMAC: upMACB}
+	ops := make([]hal.Op, ruleCount)
+	flows := make([]string, ruleCount)
+	for i := range ruleCount {
+		k := hal.FlowKey{InPort: vmPort, EthSrc: macA, EthDst: macB, EthType: hal.EtherTypeIPv4, Proto: hal.ProtoUDP,
+			IPSrc: hal.Addr16(caA), IPDst: hal.Addr16(caB), L4Src: uint16(10000 + i), L4Dst: ppsPort}
+		ops[i] = hal.AddOp(hal.Rule{ID: hal.RuleID(i + 1), Priority: 0x8000, Match: hal.Exact(&k),
+			Actions: []hal.Action{hal.EncapWith(e), hal.Count(), hal.Output(uplink)}})
+		flows[i] = fmt.Sprintf("cookie=%#x,priority=%d,in_port=%d,dl_src=%s,dl_dst=%s,vlan_tci=0x0000,udp,nw_src=%s,nw_dst=%s,tp_src=%d,tp_dst=%d,"+
+			"actions=set_field:%d->tun_id,set_field:%s->tun_dst,output:%d",
+			ruleCookie, 0x8000, ovsPortVM, macA, macB, caA, caB, 10000+i, ppsPort, VNI, paB, ovsPortTunnel)
+	}
+	return ops, flows
+}
+
+// applyAll applies ops in batches the NIC takes and checks every result.
+func applyAll(ctx context.Context, n hal.NIC, ops []hal.Op, res []hal.OpResult) error {
+	step := n.Capabilities().MaxBatch
+	if step <= 0 {
+		step = len(ops)
+	}
+	for i := 0; i < len(ops); i += step {
+		j := min(i+step, len(ops))
+		if err := n.Apply(ctx, ops[i:j], res[i:j]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BenchmarkPeerRuleInstall is peer.rule_install_vs_ovs.<driver>: rules
+// installed per second. Each turn installs the same ruleCount rules (see
+// installRules) with nicpath's Apply on a softnic and on an xdp NIC (in
+// the NIC's batches, every result checked), and with `ovs-ofctl add-flows`
+// of a file holding them on a running OVS host's br-int (the command's
+// whole run: it returns once the switch confirmed them with a barrier);
+// then deletes them, untimed. It reports rules per second on each
+// (<kind>_rules_per_s) and nicpath's over OVS's (<driver>_vs_ovs).
+func BenchmarkPeerRuleInstall(b *testing.B) {
+	b.StopTimer()
+	if ok, why := CanRun(); !ok {
+		b.Skip(why)
+	}
+	if err := OVSAvailable(); err != nil {
+		b.Skipf("Open vSwitch absent: %v", err)
+	}
+	bed, err := tryBed(b, Config{A: OVS, B: OVS})
+	if err != nil {
+		b.Skipf("Open vSwitch absent: it did not start: %v", err)
+	}
+	o := bed.Hosts()[0].OVS
+	ctx := context.Background()
+	soft, err := softnic.New(softnic.Config{MaxRules: ruleCount, Ports: []softnic.PortConfig{
+		{Name: "vp0", Kind: hal.PortVPort, MAC: macA}, {Name: "up0", Kind: hal.PortUplink, MAC: upMACA}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { soft.Close() })
+	xn, err := xdp.Open(ctx, xdp.Config{MaxRules: ruleCount, Ports: []xdp.PortConfig{{ID: portVM, Kind: hal.PortVPort}, {ID: portUplink, Kind: hal.PortUplink}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { xn.Close() })
+	nics := map[string]hal.NIC{"softnic": soft, "xdp": xn}
+	ops, flows := installRules(portVM, portUplink)
+	dels := make([]hal.Op, len(ops))
+	for i := range ops {
+		dels[i] = hal.DeleteOp(ops[i].Rule.ID)
+	}
+	res := make([]hal.OpResult, len(ops))
+	file := o.Dir + "/install.flows"
+	if err := writeFlows(file, flows); err != nil {
+		b.Fatal(err)
+	}
+	elapsed := map[string]time.Duration{}
+	// The benchmark's own time is a turn of every side: it stays near a
+	// second a turn, so that the default -benchtime runs few turns.
+	b.StartTimer()
+	for range b.N {
+		for _, k := range peerKinds {
+			start := time.Now()
+			if k == OVS {
+				_, err = o.Ofctl(ctx, "add-flows", "br-int", file)
+			} else {
+				err = applyAll(ctx, nics[k], ops, res)
+			}
+			elapsed[k] += time.Since(start)
+			if err != nil {
+				b.Fatalf("%s: installing %d rules: %v", k, ruleCount, err)
+			}
+			if k == OVS {
+				err = checkOVSRules(ctx, o, ruleCount)
+				if err == nil {
+					_, err = o.Ofctl(ctx, "del-flows", "br-int", fmt.Sprintf("cookie=%#x/-1", ruleCookie))
+				}
+			} else {
+				err = applyAll(ctx, nics[k], dels, res)
+			}
+			if err != nil {
+				b.Fatalf("%s: %v", k, err)
+			}
+		}
+	}
+	rate := map[string]float64{}
+	for _, k := range peerKinds {
+		rate[k] = float64(ruleCount*b.N) / elapsed[k].Seconds()
+	}
+	reportVsOVS(b, "rules_per_s", rate)
+}
+
+func writeFlows(file string, flows []string) error {
+	return os.WriteFile(file, []byte(strings.Join(flows, "\n")+"\n"), 0o644)
+}
+
+// checkOVSRules checks that br-int holds want flows of the benchmark's
+// cookie: add-flows installed all of them.
+func checkOVSRules(ctx context.Context, o *OVSDaemons, want int) error {
+	out, err := o.Ofctl(ctx, "dump-aggregate", "br-int", fmt.Sprintf("cookie=%#x/-1", ruleCookie))
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, fmt.Sprintf("flow_count=%d", want)) {
+		return fmt.Errorf("after add-flows of %d flows, br-int holds %s", want, strings.TrimSpace(out))
+	}
+	return nil
+}

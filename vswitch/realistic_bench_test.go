@@ -1,0 +1,361 @@
+package vswitch
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
+	"github.com/nicpath/nicpath/policy/policytest"
+)
+
+// realisticFlows is how many first packets one switch takes in the
+// realistic benchmarks before a fresh one replaces it (its NIC's table
+// and connection table would otherwise only grow); every one is a new
+// pair of endpoints.
+const realisticFlows = 1 << 18
+
+// realistic is the policy of DESIGN.md's slow-path figure, built once per
+// process: policytest.Realistic's defaults (16 hosts, 10 tenants, 1,000
+// VMs with 1,000 CAs each: 1M mappings; 100 ACLs per tenant, stateful
+// allows among them; 1,000 routes per tenant: 10,000), the switch of
+// host-0 (its 63 VMs), and realisticFlows first packets from them.
+var realistic struct {
+	once    sync.Once
+	err     error
+	st      *policy.State
+	host    string
+	ports   map[string]hal.PortID
+	pcfg    []softnic.PortConfig
+	uplink  hal.PortID
+	frames  [][]byte
+	inPorts []hal.PortID
+	sent    []policytest.Sent
+}
+
+func realisticSetup(b *testing.B) {
+	b.Helper()
+	realistic.once.Do(func() {
+		cfg := policytest.Realistic{Seed: 1}
+		st, err := cfg.Generate()
+		if err != nil {
+			realistic.err = err
+			return
+		}
+		host := policytest.HostName(0)
+		realistic.st, realistic.host = st, host
+		realistic.ports = map[string]hal.PortID{}
+		for i, vm := range st.LocalVMs(host) {
+			id := hal.PortID(i + 1)
+			realistic.ports[vm.Name] = id
+			realistic.pcfg = append(realistic.pcfg, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC)})
+		}
+		realistic.uplink = hal.PortID(len(realistic.pcfg) + 1)
+		realistic.pcfg = append(realistic.pcfg, softnic.PortConfig{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC})
+		realistic.sent = cfg.Traffic(host, realisticFlows)
+		for _, s := range realistic.sent {
+			realistic.frames = append(realistic.frames, frameOf(s.Packet))
+			realistic.inPorts = append(realistic.inPorts, realistic.ports[s.VM])
+		}
+	})
+	if realistic.err != nil {
+		b.Fatal(realistic.err)
+	}
+}
+
+// newRealisticHost builds host-0's switch on a fresh softnic; wrap, when
+// not nil, decorates the NIC. The caller closes both (closeHost): a
+// benchmark that replaces its switch closes the old one at once, for
+// each holds a table of a million rules.
+func newRealisticHost(b *testing.B, memo bool, wrap func(hal.NIC) hal.NIC) (*Switch, *softnic.NIC) {
+	soft, err := softnic.New(softnic.Config{Device: "bench", MaxRules: 4 * realisticFlows, Ports: realistic.pcfg})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var nic hal.NIC = soft
+	if wrap != nil {
+		nic = wrap(soft)
+	}
+	sw, err := New(Config{NIC: nic, Host: realistic.host, State: realistic.st, Ports: realistic.ports,
+		Uplink: realistic.uplink, DisableWalkMemo: !memo})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return sw, soft
+}
+
+func closeHost(sw *Switch, soft *softnic.NIC) {
+	sw.Close()
+	soft.Close()
+}
+
+// benchSlowPathRealistic is BenchmarkSlowPath on the realistic policy:
+// every first packet has endpoints no other has, so that the layer walk
+// (source checks, the sender's ACLs through the classifier, routing
+// through the trie, the CA→PA lookup among 1M mappings, the receiver's
+// ACLs for a local destination, connection tracking for stateful allows)
+// runs for each, unless the memo is on and answers (it can only for
+// repeated endpoint pairs, which there are none of; and not at all once a
+// connection is tracked). The verdicts are those of a real tenant mix:
+// encapsulations to other hosts mostly, local deliveries, routed packets,
+// gateways, drops.
+func benchSlowPathRealistic(b *testing.B, memo bool) {
+	realisticSetup(b)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	timer := &applyTimer{}
+	wrap := func(n hal.NIC) hal.NIC {
+		timer.NIC = n
+		return timer
+	}
+	sw, soft := newRealisticHost(b, memo, wrap)
+	defer func() { closeHost(sw, soft) }()
+	up, _ := soft.Port(realistic.uplink)
+	batch := make([]hal.Exception, 64)
+	for i := range batch {
+		batch[i].Buf = make([]byte, 256)
+		batch[i].Reason = hal.ReasonMiss
+	}
+	ctx := context.Background()
+	frames := realistic.frames
+	var remembered uint64
+	// The setup's garbage (a million mappings' worth) is not the slow
+	// path's to collect.
+	runtime.GC()
+	b.ReportAllocs()
+	timer.cpu = 0
+	b.ResetTimer()
+	start, cpu0 := time.Now(), cpuTime()
+	paused, cpuPaused := time.Duration(0), time.Duration(0)
+	made := 0
+	for n := 0; n < b.N; {
+		if made >= len(frames) {
+			t0, c0, a0 := time.Now(), cpuTime(), timer.cpu
+			sw.mu.Lock()
+			remembered += sw.stats.walksRemembered
+			sw.mu.Unlock()
+			closeHost(sw, soft)
+			sw, soft = newRealisticHost(b, memo, wrap)
+			up, _ = soft.Port(realistic.uplink)
+			made = 0
+			timer.cpu = a0
+			paused += time.Since(t0)
+			cpuPaused += cpuTime() - c0
+		}
+		k := min(len(batch), b.N-n, len(frames)-made)
+		for i := 0; i < k; i++ {
+			e := &batch[i]
+			e.InPort = realistic.inPorts[made+i]
+			e.Len = copy(e.Buf, frames[made+i])
+		}
+		if err := sw.HandleBatch(ctx, batch[:k]); err != nil {
+			b.Fatal(err)
+		}
+		made += k
+		up.Discard()
+		if made%(16*len(batch)) == 0 {
+			// local deliveries: one in twenty packets, over all the vports
+			for i := range realistic.pcfg[:len(realistic.pcfg)-1] {
+				if p, err := soft.Port(hal.PortID(i + 1)); err == nil {
+					p.Discard()
+				}
+			}
+		}
+		n += k
+	}
+	el := time.Since(start) - paused
+	cpu := cpuTime() - cpu0 - cpuPaused
+	b.StopTimer()
+	s := sw.Stats()
+	sw.mu.Lock()
+	remembered += sw.stats.walksRemembered
+	sw.mu.Unlock()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "flows/s")
+	if cpu > 0 {
+		b.ReportMetric(float64(b.N)/cpu.Seconds(), "cpu_flows/s")
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu_ns/flow")
+	}
+	if timer.cpu > 0 {
+		b.ReportMetric(float64(timer.cpu.Nanoseconds())/float64(b.N), "apply_cpu_ns/flow")
+	}
+	b.ReportMetric(float64(remembered)/float64(b.N), "remembered/flow")
+	if !memo && remembered != 0 {
+		b.Fatalf("%d walks answered by the memo with the memo off", remembered)
+	}
+	// Every first packet of the last switch made a flow, and flows landed
+	// on the NIC (a stateful allow adds its reply's flow too).
+	if made > 0 && (s.FlowsCreated < uint64(made) || s.FlowsNIC < made*9/10) {
+		b.Fatalf("%d first packets made %d flows, %d on the NIC:\n%s", made, s.FlowsCreated, s.FlowsNIC, s)
+	}
+}
+
+// BenchmarkSlowPath measures first packet → unified flow offloaded, on one
+// core: every exception is a new flow, walked through the layers,
+// validated, offloaded in one Apply per 64-packet batch, and the packet
+// executed and reinjected. Beside the rate it reports the CPU per flow
+// (cpu_flows/s: the process's CPU time, garbage collector included), and
+// how much of it softnic's Apply took (apply_cpu_ns/flow, measured on the
+// benchmark's own thread).
+//
+//   - realistic/memo=off, realistic/memo=on: the realistic policy
+//     (benchSlowPathRealistic), with the walk memo off and on.
+//   - onepair: every flow between the same two VMs of a small policy
+//     without ACLs, memo on: after the first, every walk is remembered.
+//     It is the memo's best case, not the slow path's cost.
+func BenchmarkSlowPath(b *testing.B) {
+	b.Run("realistic/memo=off", func(b *testing.B) { benchSlowPathRealistic(b, false) })
+	b.Run("realistic/memo=on", func(b *testing.B) { benchSlowPathRealistic(b, true) })
+	b.Run("onepair", benchSlowPathOnePair)
+}
+
+// BenchmarkFirstPacketLatency measures one first packet through the host
+// path on the realistic policy, memo off: from the VM's send on the NIC to
+// the encapsulated frame on the uplink, with the exception read, the
+// layer walk, the offload and the reinjection. Each packet is a new pair
+// of endpoints whose verdict (by the reference evaluator) is an
+// encapsulation toward another host.
+func BenchmarkFirstPacketLatency(b *testing.B) {
+	realisticSetup(b)
+	// The first 1<<14 encapsulations (the reference evaluator is slow).
+	var picks []int
+	for i, s := range realistic.sent {
+		if len(picks) == 1<<14 {
+			break
+		}
+		if realistic.st.Evaluate(realistic.host, policy.FromVM(s.VM), s.Packet).Action == policy.Encap {
+			picks = append(picks, i)
+		}
+	}
+	sw, soft := newRealisticHost(b, false, nil)
+	defer func() { closeHost(sw, soft) }()
+	up, _ := soft.Port(realistic.uplink)
+	batch := []hal.Exception{{Buf: make([]byte, 2048)}}
+	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	runtime.GC()
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0, cpuPaused := cpuTime(), time.Duration(0)
+	for i := 0; i < b.N; i++ {
+		j := i % len(picks)
+		if i > 0 && j == 0 {
+			b.StopTimer()
+			c0 := cpuTime()
+			closeHost(sw, soft)
+			sw, soft = newRealisticHost(b, false, nil)
+			up, _ = soft.Port(realistic.uplink)
+			cpuPaused += cpuTime() - c0
+			b.StartTimer()
+		}
+		f := picks[j]
+		far, _ := soft.Port(realistic.inPorts[f])
+		t0 := time.Now()
+		far.Send([][]byte{realistic.frames[f]})
+		n, err := soft.ReadExceptions(ctx, batch)
+		if err != nil || n != 1 {
+			b.Fatal(n, err)
+		}
+		if err := sw.HandleBatch(ctx, batch[:1]); err != nil {
+			b.Fatal(err)
+		}
+		if n, _ := up.Recv(bufs, sizes); n != 1 {
+			b.Fatalf("flow %d: no frame on the uplink\n%s", f, sw.Stats())
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	if cpu := cpuTime() - cpu0 - cpuPaused; cpu > 0 {
+		// Mean CPU per first packet: latency percentiles on a shared
+		// machine include time the process was not running at all.
+		b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu_us/pkt")
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50_us")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99_us")
+}
+
+// TestWalkMemoDisabled: with Config.DisableWalkMemo, connections between
+// the same two VMs are each walked; with the memo, all but the first are
+// remembered.
+func TestWalkMemoDisabled(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("off=%v", off), func(t *testing.T) {
+			h := newBenchHost(t, smallPolicy(t, nil), 0)
+			h.sw.Close()
+			sw, err := New(Config{NIC: h.soft, Host: "h1", State: h.sw.cur.st, Ports: map[string]hal.PortID{"va1": 1, "vb1": 2, "u1": 3},
+				Uplink: 4, DisableWalkMemo: off})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sw.Close()
+			h.sw = sw
+			batch, fill := newFlowBatch(h)
+			fill(0)
+			if err := sw.HandleBatch(context.Background(), batch); err != nil {
+				t.Fatal(err)
+			}
+			sw.mu.Lock()
+			remembered := sw.stats.walksRemembered
+			sw.mu.Unlock()
+			want := uint64(len(batch) - 1)
+			if off {
+				want = 0
+			}
+			if remembered != want {
+				t.Errorf("%d walks remembered, want %d", remembered, want)
+			}
+			if s := sw.Stats(); s.FlowsNIC != len(batch) {
+				t.Errorf("%d flows offloaded, want %d", s.FlowsNIC, len(batch))
+			}
+		})
+	}
+}
+
+// BenchmarkWalk measures the layer walk alone (compiled.classify: no flow
+// cache, no NIC, no memo, no connection table) on the realistic policy's
+// first packets, each between endpoints of its own: what the slow path
+// spends deciding a flow, apart from installing it. The reference
+// evaluator's time on the same packets is beside it (oracle_cpu_ns/walk,
+// over a sample), as a yardstick of what a plain walk of the policy costs.
+func BenchmarkWalk(b *testing.B) {
+	realisticSetup(b)
+	var ids, tids interner
+	c := compile(realistic.st, realistic.host, realistic.ports, &ids, &tids)
+	keys := make([]hal.FlowKey, len(realistic.frames))
+	for i, f := range realistic.frames {
+		var l wire.Layout
+		if err := wire.Parse(f, realistic.inPorts[i], &keys[i], &l); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var v verdict
+	b.ReportAllocs()
+	b.ResetTimer()
+	c0 := threadCPU()
+	for i := range b.N {
+		c.classify(&keys[i%len(keys)], realistic.uplink, 64, nil, nil, &v)
+	}
+	cpu := threadCPU() - c0
+	b.StopTimer()
+	if cpu > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu_ns/walk")
+	}
+	const sample = 2000
+	t0 := threadCPU()
+	for _, s := range realistic.sent[:sample] {
+		realistic.st.Evaluate(realistic.host, policy.FromVM(s.VM), s.Packet)
+	}
+	if d := threadCPU() - t0; d > 0 {
+		b.ReportMetric(float64(d.Nanoseconds())/sample, "oracle_cpu_ns/walk")
+	}
+}
