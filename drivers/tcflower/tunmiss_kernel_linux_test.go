@@ -5,6 +5,7 @@ package tcflower
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -104,5 +105,74 @@ func TestKernelTunnelMiss(t *testing.T) {
 		if got := vm1.recv(t, 1, 200*time.Millisecond, hasMagic); len(got) != 0 {
 			t.Errorf("%s: the no-VLAN decap rule delivered a tagged frame", kind)
 		}
+	}
+}
+
+// withGeneveOption inserts one Geneve option (class 0x0102, type 3, 4
+// bytes of data) into a Geneve frame over IPv4 from tunnel4Frame, fixing
+// the lengths and the IPv4 header checksum (the UDP checksum stays 0).
+func withGeneveOption(f []byte) (out, opt []byte) {
+	opt = []byte{0x01, 0x02, 0x03, 0x01, 0xde, 0xad, 0xbe, 0xef}
+	const g = 14 + 20 + 8 // the Geneve header
+	out = append(append(append([]byte(nil), f[:g+8]...), opt...), f[g+8:]...)
+	out[g] = byte(len(opt) / 4)
+	ip := out[14:34]
+	binary.BigEndian.PutUint16(ip[2:], binary.BigEndian.Uint16(ip[2:])+uint16(len(opt)))
+	binary.BigEndian.PutUint16(out[34+4:], binary.BigEndian.Uint16(out[34+4:])+uint16(len(opt)))
+	binary.BigEndian.PutUint16(ip[10:], 0)
+	binary.BigEndian.PutUint16(ip[10:], ipChecksum(ip))
+	return out, opt
+}
+
+// TestKernelTunnelMissOuter6AndOptions: the BPF action's other paths on a
+// real kernel: a VXLAN frame over IPv6 comes back with its IPv6 outer
+// addresses, and a Geneve frame's option comes back as it was.
+func TestKernelTunnelMissOuter6AndOptions(t *testing.T) {
+	requireKernel(t)
+	tp := newTopology(t)
+	tp.withOuter6()
+	n := tp.open(t, PlaceAny)
+	ctx := context.Background()
+	if err := n.SetTunnelEndpoint(ctx, hal.TunnelEndpoint{Port: 3, Addrs: []netip.Addr{netip.MustParseAddr(underlayLocal), pa6Local}}); err != nil {
+		t.Fatal(err)
+	}
+	up1 := openPacketSock(t, tp.remote, "up1")
+	remoteMAC := hal.MustMAC("02:4e:50:00:00:a2")
+
+	inner := udpFrame(macVM2, macVM1, "192.0.2.2", "192.0.2.1", 401, 7)
+	up1.send(t, tunnel6Frame(hal.EncapVXLAN, remoteMAC, tp.upMAC, pa6Remote, pa6Local, 0x606, inner))
+	got := readExc(t, n, 1, 3*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("outer IPv6: %d exceptions, want the miss", len(got))
+	}
+	var k hal.FlowKey
+	var l wire.Layout
+	if err := wire.Parse(got[0].Frame(), 3, &k, &l); err != nil {
+		t.Fatalf("outer IPv6: the rebuilt frame does not parse: %v", err)
+	}
+	if k.TunKind != hal.EncapVXLAN || k.VNI != 0x606 || hal.AddrFrom16(k.TunSrc) != pa6Remote || hal.AddrFrom16(k.TunDst) != pa6Local || got[0].InPort != 3 {
+		t.Errorf("outer IPv6: key %v in-port %d", k, got[0].InPort)
+	}
+	if !bytes.HasSuffix(got[0].Frame(), inner) {
+		t.Error("outer IPv6: the inner frame changed")
+	}
+
+	inner = udpFrame(macVM2, macVM1, "192.0.2.2", "192.0.2.1", 402, 7)
+	f, opt := withGeneveOption(tunnel4Frame(hal.EncapGeneve, remoteMAC, tp.upMAC, underlayRemote, underlayLocal, 0x707, inner))
+	up1.send(t, f)
+	got = readExc(t, n, 1, 3*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("Geneve option: %d exceptions, want the miss", len(got))
+	}
+	fr := got[0].Frame()
+	if err := wire.Parse(fr, 3, &k, &l); err != nil || k.TunKind != hal.EncapGeneve || k.VNI != 0x707 {
+		t.Fatalf("Geneve option: key %v (%v)", k, err)
+	}
+	const g = 14 + 20 + 8
+	if len(fr) < g+8+len(opt) || fr[g]&0x3f != byte(len(opt)/4) || !bytes.Equal(fr[g+8:g+8+len(opt)], opt) {
+		t.Errorf("Geneve option: header and options % x, want the option % x", fr[g:min(len(fr), g+8+len(opt))], opt)
+	}
+	if !bytes.HasSuffix(fr, inner) {
+		t.Error("Geneve option: the inner frame changed")
 	}
 }
