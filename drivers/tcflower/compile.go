@@ -137,6 +137,9 @@ func compileMatch(l *layout, m *hal.Match, decaps, dropOnly bool) ([]byte, error
 	}
 	if tunnelled {
 		dev := l.tunnels[k.TunKind]
+		if k.TunKind == hal.EncapNVGRE {
+			return nil, unsupported("match.tun_kind", "no NVGRE decap: flower's enc_key_id has no mask, so a rule would match one of the 256 FlowIDs a sender spreads a VSID's flows over")
+		}
 		if dev == nil {
 			return nil, unsupported("match.tun_kind", "no %s device was given to the driver (Config.Tunnels)", k.TunKind)
 		}
@@ -445,6 +448,21 @@ func compileActions(l *layout, r *hal.Rule) ([]tcAction, int, error) {
 			dev := l.tunnels[en.Kind]
 			if dev == nil {
 				return nil, -1, unsupported(field+" "+en.Kind.String(), "no %s device was given to the driver (Config.Tunnels)", en.Kind)
+			}
+			if en.Kind == hal.EncapNVGRE {
+				if !en.Src.Is4() || !en.Dst.Is4() {
+					return nil, -1, unsupported(field+" nvgre", "the flow-based gretap device %s sends over IPv4 only", dev.Name)
+				}
+				if len(en.GeneveOptions) > 0 {
+					return nil, -1, unsupported(field, "options are Geneve's")
+				}
+				ttl := en.TTL
+				if ttl == 0 {
+					ttl = 64
+				}
+				out = append(out, tunnelKeySetNVGRE(en.Src, en.Dst, en.VNI<<8|uint32(en.FlowID), ttl))
+				encapDev = dev
+				break
 			}
 			if en.Src.Is6() && !l.outer6.Has(en.Kind) {
 				return nil, -1, unsupported(field+" "+en.Kind.String(), "%s has no UDP/IPv6 socket: the kernel drops a frame tunnel_key addresses over IPv6", dev.Name)

@@ -242,6 +242,24 @@ func tunnelKeySet(src, dst netip.Addr, vni uint32, dport uint16, ttl uint8, opts
 	})}
 }
 
+// tunnelKeySetNVGRE is tunnel_key set for a flow-based gretap device:
+// NVGRE's framing (RFC 7637) is GRE with the key (VSID<<8 | FlowID), no
+// checksum and no sequence number, carrying Ethernet (0x6558, which
+// gretap writes); tunnel_key asks for a GRE checksum unless told nocsum.
+func tunnelKeySetNVGRE(src, dst netip.Addr, key uint32, ttl uint8) tcAction {
+	p := append(tcGen(tcActPipe), 0, 0, 0, 0)
+	binary.NativeEndian.PutUint32(p[20:], tunKeyActSet)
+	return tcAction{Kind: "tunnel_key", Opts: nestedOpts(func(e *netlink.AttributeEncoder) {
+		e.Bytes(tunKeyParms, p)
+		s, d := src.As4(), dst.As4()
+		e.Bytes(tunKeyIPv4Src, s[:])
+		e.Bytes(tunKeyIPv4Dst, d[:])
+		e.Bytes(tunKeyKeyID, be32(key))
+		e.Uint8(tunKeyNoCsum, 1)
+		e.Uint8(tunKeyTTL, ttl)
+	})}
+}
+
 // peditKey is one 32-bit word that pedit rewrites: new = (old & Mask) ^ Val,
 // at Off bytes from the header HType names. Mask and Val are in packet byte
 // order.

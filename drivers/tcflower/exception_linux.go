@@ -136,6 +136,9 @@ func (n *NIC) tunnelPorts() []uint16 {
 	seen := map[uint16]bool{}
 	var out []uint16
 	for kind, d := range n.lay.tunnels {
+		if kind == hal.EncapNVGRE {
+			continue // GRE: no UDP port
+		}
 		port := n.tunnelPort(kind, d)
 		if !seen[port] {
 			seen[port] = true

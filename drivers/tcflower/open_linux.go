@@ -102,8 +102,8 @@ func open(ctx context.Context, conn *netlink.Conn, cfg Config) (*NIC, error) {
 		devs = append(devs, d)
 	}
 	for kind, name := range cfg.Tunnels {
-		if kind != hal.EncapVXLAN && kind != hal.EncapGeneve {
-			return nil, hal.Unsupported(driverName, "tunnels "+kind.String(), "the driver takes VXLAN and Geneve devices only: for NVGRE, flower's enc_key_id has no mask, so a decap rule would match one of the 256 FlowIDs a sender spreads its flows over (see the package doc)")
+		if kind != hal.EncapVXLAN && kind != hal.EncapGeneve && kind != hal.EncapNVGRE {
+			return nil, hal.Unsupported(driverName, "tunnels "+kind.String(), "the driver takes VXLAN, Geneve and NVGRE (gretap) devices only")
 		}
 		d, err := probe.lookupLink(name)
 		if err != nil {
@@ -175,7 +175,9 @@ func open(ctx context.Context, conn *netlink.Conn, cfg Config) (*NIC, error) {
 	n.tunPorts = n.tunnelPorts()
 	n.tunPortByKind = map[hal.EncapKind]uint16{}
 	for kind, d := range lay.tunnels {
-		n.tunPortByKind[kind] = n.tunnelPort(kind, d)
+		if kind != hal.EncapNVGRE {
+			n.tunPortByKind[kind] = n.tunnelPort(kind, d)
+		}
 	}
 	if n.caps.Decaps != 0 && len(n.tunPorts) > 0 {
 		n.caps.TunnelFilter = true
@@ -392,9 +394,16 @@ func (n *NIC) probe(ctx context.Context) error {
 	if failed != nil {
 		return failed
 	}
+	var decaps hal.EncapSet
 	if tunnels {
 		for k := range n.lay.tunnels {
 			encaps |= hal.EncapsOf(k)
+			if k != hal.EncapNVGRE {
+				decaps |= hal.EncapsOf(k)
+			}
+		}
+		if n.lay.tunnels[hal.EncapNVGRE] != nil {
+			notes = append(notes, fmt.Sprintf("nvgre: encap only, through the flow-based gretap device %s (tunnel_key set: key VSID<<8 | FlowID, no GRE checksum; IPv4 outer headers only), with the Encap's FlowID (0 unless set: every flow of a VSID then has the same entropy); no decap: flower's enc_key_id has no mask, so a decap rule would match one of the 256 FlowIDs a sender spreads its flows over; GRE frames on an uplink are misses, which reach the host as they arrived", n.lay.tunnels[hal.EncapNVGRE].Name))
 		}
 		acts |= hal.ActionsOf(hal.ActionEncap, hal.ActionDecap)
 		match |= hal.MatchVNI | hal.MatchTunSrc | hal.MatchTunDst | hal.MatchTunKind
@@ -408,7 +417,6 @@ func (n *NIC) probe(ctx context.Context) error {
 		fmt.Sprintf("max rules: %d is the driver's own bound (software rules are bounded by kernel memory, not by a table size)", maxRules),
 		"L4 port rewrites assume IPv4 headers without options and IPv6 headers without extension headers",
 		"not tunnelled (tun=none): a port's ingress carries no tunnel metadata, so such a rule is its in-port match; without an in-port it is refused (the tunnel devices share the block)",
-		"nvgre: not offloaded (Config.Tunnels takes VXLAN and Geneve only): flower's enc_key_id has no mask, so a decap rule would match one of the 256 FlowIDs a sender spreads its flows over; GRE frames on an uplink are misses, which reach the host as they arrived",
 	)
 	devNames := make([]string, len(n.devs))
 	for i, d := range n.devs {
@@ -425,7 +433,7 @@ func (n *NIC) probe(ctx context.Context) error {
 		Priorities:    true,
 		Actions:       acts,
 		Encaps:        encaps,
-		Decaps:        encaps,
+		Decaps:        decaps,
 		Counters:      hal.CounterCaps{PerRule: true, PerPort: true, BytesIncludeL2: false},
 		Generations:   true,
 		MaxScopes:     maxScopes,

@@ -390,3 +390,43 @@ func TestCompilePortlessExact(t *testing.T) {
 		}
 	}
 }
+
+// TestCompileNVGRE: an NVGRE encap is tunnel_key set for the gretap
+// device (key VSID<<8 | FlowID, no GRE checksum, no UDP port) and a
+// redirect to it; outer IPv6 and NVGRE decap are refused.
+func TestCompileNVGRE(t *testing.T) {
+	n := fakeNIC(t, &fakeKernel{})
+	n.lay.tunnels[hal.EncapNVGRE] = &device{Name: "gt0", Ifindex: 22}
+	var m hal.Match
+	m.InPort(1)
+	en := hal.Encap{Kind: hal.EncapNVGRE, VNI: 0x1234, FlowID: 7, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2")}
+	c, err := compileRule(&n.lay, &hal.Rule{ID: 1, Match: m, Actions: []hal.Action{hal.EncapWith(en), hal.Output(3)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.actions) != 2 || c.actions[0].Kind != "tunnel_key" || c.actions[1].Kind != "mirred" {
+		t.Fatalf("actions %+v", c.actions)
+	}
+	o, _ := decodeAttrs(t, c.actions[0].Opts)
+	wantAttr(t, o, tunKeyKeyID, []byte{0x00, 0x12, 0x34, 0x07}, "ENC_KEY_ID: VSID<<8 | FlowID")
+	wantAttr(t, o, tunKeyNoCsum, []byte{1}, "NO_CSUM: NVGRE has no GRE checksum")
+	wantAttr(t, o, tunKeyIPv4Dst, []byte{198, 18, 0, 2}, "ENC_IPV4_DST")
+	if _, ok := o[tunKeyDstPort]; ok {
+		t.Error("a UDP port in a GRE encapsulation")
+	}
+	p, _ := decodeAttrs(t, c.actions[1].Opts)
+	if ifi := binary.NativeEndian.Uint32(p[mirredParms][24:]); ifi != 22 {
+		t.Errorf("redirect to ifindex %d, want gt0 (22)", ifi)
+	}
+	en6 := en
+	en6.Src, en6.Dst = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	if _, err := compileRule(&n.lay, &hal.Rule{ID: 2, Match: m, Actions: []hal.Action{hal.EncapWith(en6), hal.Output(3)}}); !errors.Is(err, hal.ErrNotSupported) {
+		t.Errorf("NVGRE over IPv6: %v, want a refusal", err)
+	}
+	var dm hal.Match
+	dm.Tunnel(hal.EncapNVGRE, 0x1234)
+	var ue *hal.UnsupportedError
+	if _, err := compileRule(&n.lay, &hal.Rule{ID: 3, Match: dm, Actions: []hal.Action{hal.Decap(), hal.Output(1)}}); !errors.As(err, &ue) || ue.Field != "match.tun_kind" {
+		t.Errorf("NVGRE decap: %v, want a refusal of match.tun_kind", err)
+	}
+}

@@ -19,7 +19,7 @@ import (
 // (udp_tunnel, ip6_udp_tunnel, …) come from modules.dep.
 var vmModules = []string{
 	"veth", "vxlan", "geneve", "sch_ingress", "cls_flower", "act_gact", "act_mirred",
-	"act_pedit", "act_csum", "act_tunnel_key", "act_vlan", "act_nat", "act_bpf",
+	"act_pedit", "act_csum", "act_tunnel_key", "act_vlan", "act_nat", "act_bpf", "ip_gre",
 }
 
 // vmExecutables are copied into the VM with their libraries: ip builds the
