@@ -45,11 +45,13 @@ type Config struct {
 	// qdisc already.
 	Ports []PortConfig
 	// Tunnels names flow-based ("external") tunnel devices by kind, e.g.
-	// {hal.EncapVXLAN: "vx0", hal.EncapGeneve: "gnv0"}: encapsulated
-	// frames leave through them (tunnel_key set + mirred) and decapsulated
-	// ones arrive on their ingress, where the block sees them with the outer
-	// headers as metadata. The user creates them; without one the kind is
-	// neither an encap nor a decap capability.
+	// {hal.EncapVXLAN: "vx0", hal.EncapGeneve: "gnv0", hal.EncapNVGRE:
+	// "gt0"}: encapsulated frames leave through them (tunnel_key set +
+	// mirred) and decapsulated ones arrive on their ingress, where the
+	// block sees them with the outer headers as metadata. The user creates
+	// them; without one the kind is neither an encap nor a decap
+	// capability. NVGRE's device is a gretap one and an encap only (see
+	// the package doc).
 	Tunnels map[hal.EncapKind]string
 	// Placement says where rules may live.
 	Placement Placement

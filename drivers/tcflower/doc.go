@@ -33,7 +33,7 @@
 // IPv4 address the rule's match pins exactly, which act_nat rewrites (see
 // Checksums below); PushVLAN
 // and PopVLAN are act_vlan; Encap is tunnel_key set and a redirect to the
-// flow-based VXLAN or Geneve device named in [Config].Tunnels, which writes
+// flow-based VXLAN, Geneve or NVGRE (gretap) device named in [Config].Tunnels, which writes
 // the outer headers along the kernel's route; Decap matches the frame on
 // that device's ingress (where the kernel delivers it with the outer headers
 // as metadata: enc_key_id, enc_src_ip, enc_dst_ip) and unsets the tunnel
@@ -234,14 +234,18 @@
 //     in the miss chain), and a decapsulated frame that a rule without an
 //     in-port match hands to the host (ToHost, or an expiring TTL)
 //     continues into the tunnel device's stack.
-//   - NVGRE: not taken. Config.Tunnels refuses it, so Encaps and Decaps
-//     lack it and the vswitch keeps NVGRE flows on its host path (GRE
-//     frames on the uplink are ordinary misses, which reach the host as
-//     they arrived). A flow-based gretap device ("external") with
-//     tunnel_key set would write NVGRE's framing (key VSID<<8 | FlowID,
-//     protocol 0x6558), but flower's enc_key_id has no mask: a decap rule
-//     would match one FlowID only, while a sender spreads its flows over
-//     all 256 (nicpath's own takes the FlowID from the inner flow's hash).
+//   - NVGRE is an encapsulation only. With a flow-based gretap device
+//     ("ip link add gt0 type gretap external") in Config.Tunnels, Encap
+//     NVGRE is tunnel_key set (key VSID<<8 | FlowID, nocsum: RFC 7637's
+//     GRE has K set and C, S clear; gretap writes protocol 0x6558) and a
+//     redirect to it, over IPv4 only (gretap; ip6gretap would be another
+//     device). The FlowID is the Encap's (0 unless set), not a per-flow
+//     hash as nicpath's host path writes. There is no NVGRE decap
+//     (Decaps lacks it, Validate refuses the match): flower's enc_key_id
+//     has no mask, so a decap rule would match one FlowID only, while a
+//     sender spreads a VSID's flows over all 256. GRE frames on an uplink
+//     are misses, which reach the host as they arrived, and the vswitch
+//     decapsulates them on its host path.
 //   - A rule matching "not tunnelled" needs an in-port, and one matching
 //     "no VLAN tag" needs num_of_vlans (see Layout in the kernel). On an
 //     uplink, such a rule whose match also fits the outer headers of a
