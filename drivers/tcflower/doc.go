@@ -33,8 +33,9 @@
 // IPv4 address the rule's match pins exactly, which act_nat rewrites (see
 // Checksums below); PushVLAN
 // and PopVLAN are act_vlan; Encap is tunnel_key set and a redirect to the
-// flow-based VXLAN, Geneve or NVGRE (gretap) device named in [Config].Tunnels, which writes
-// the outer headers along the kernel's route; Decap matches the frame on
+// flow-based VXLAN, Geneve or NVGRE (gretap) device named in
+// [Config].Tunnels, which writes the outer headers along the kernel's
+// route; Decap matches the frame on
 // that device's ingress (where the kernel delivers it with the outer headers
 // as metadata: enc_key_id, enc_src_ip, enc_dst_ip) and unsets the tunnel
 // key. Count needs nothing: every tc action counts. ToHost and DecTTL go
