@@ -295,8 +295,13 @@
 // kernel writes, its UDP checksum included), the tunnel endpoint
 // (TestKernelTunnelEndpoint: what the kernel decapsulates without it, what
 // it drops and counts with it) and checksums with default offloads
-// (TestKernelPartialChecksums*, TestKernelExceptionPartialChecksums).
-// internal/peerbed runs the vswitch on this driver in the VM tier against
+// (TestKernelPartialChecksums*, TestKernelExceptionPartialChecksums),
+// tunnelled misses (TestKernelTunnelMiss*: rebuilt with their VNI and
+// outer addresses over IPv4 and IPv6, Geneve options, inner VLAN tags; a
+// no-VLAN decap rule leaves a tagged inner frame to the host) and NVGRE's
+// framing (TestKernelNVGREEncap). TestTunnelMissProgramLoads loads the BPF
+// action on this machine's kernel, and TestGenerated checks the committed
+// object against its source. internal/peerbed runs the vswitch on this driver in the VM tier against
 // a plain Linux VXLAN host: a remote VM opens connections to the local one
 // through stateful inbound ACLs, and the allowed one runs on tc filters
 // both ways.
