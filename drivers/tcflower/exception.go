@@ -594,7 +594,7 @@ func (n *NIC) decodeException(f []byte, partial bool, e *hal.Exception) bool {
 	e.Len = k
 	e.Truncated = k < size
 	if partial && !e.Truncated {
-		completePartial(e.Frame())
+		n.completePartial(e.Frame())
 	}
 	return true
 }
@@ -651,7 +651,7 @@ func (n *NIC) decodeTunnelMiss(f []byte, partial bool, e *hal.Exception) bool {
 	if kind == hal.EncapGeneve && olen > 0 {
 		en.GeneveOptions = opts
 	}
-	t, err := wire.NewEncapTemplate(&en)
+	t, err := n.tunnelTemplate(en)
 	if err != nil {
 		return false
 	}
@@ -676,9 +676,9 @@ func (n *NIC) decodeTunnelMiss(f []byte, partial bool, e *hal.Exception) bool {
 		copy(fr[12+len(tags):], got[12:])
 	}
 	if partial {
-		completePartial(fr)
+		n.completePartial(fr)
 	}
-	if _, err := t.Push(buf, hl, size, innerHash(fr)); err != nil {
+	if _, err := t.Push(buf, hl, size, n.innerHash(fr)); err != nil {
 		return false
 	}
 	setOuterTOS(buf[:size], v6, rec)
@@ -690,13 +690,53 @@ func (n *NIC) decodeTunnelMiss(f []byte, partial bool, e *hal.Exception) bool {
 	return true
 }
 
+// tmplKey names the outer headers of a tunnelled miss without options.
+type tmplKey struct {
+	kind     hal.EncapKind
+	vni      uint32
+	src, dst netip.Addr
+	mac      hal.MAC
+	ttl      uint8
+	port     uint16
+}
+
+// maxTemplates bounds the cache of tunnelTemplate; a full cache starts
+// over.
+const maxTemplates = 1024
+
+// tunnelTemplate is the encapsulation template that rebuilds a tunnelled
+// miss's outer headers, cached per outer header (the reader is the only
+// user: ReadExceptions is serialised), so that the misses of a flow cost
+// no allocation. A template with Geneve options is built each time.
+func (n *NIC) tunnelTemplate(en hal.Encap) (*wire.EncapTemplate, error) {
+	if len(en.GeneveOptions) > 0 {
+		built := en // escapes: a copy made only here
+		return wire.NewEncapTemplate(&built)
+	}
+	k := tmplKey{en.Kind, en.VNI, en.Src, en.Dst, en.DstMAC, en.TTL, en.DstPort}
+	if t, ok := n.tmpls[k]; ok {
+		return t, nil
+	}
+	built := en
+	t, err := wire.NewEncapTemplate(&built)
+	if err != nil {
+		return nil, err
+	}
+	if n.tmpls == nil || len(n.tmpls) >= maxTemplates {
+		n.tmpls = make(map[tmplKey]*wire.EncapTemplate)
+	}
+	n.tmpls[k] = t
+	return t, nil
+}
+
 // innerHash is the flow hash of an inner frame (wire.FlowHash of its key;
-// a frame that does not parse hashes its zero key).
-func innerHash(f []byte) uint32 {
-	var k hal.FlowKey
-	var l wire.Layout
-	_ = wire.Parse(f, 0, &k, &l)
-	return wire.FlowHash(&k)
+// a frame that does not parse hashes what it parsed of it). It parses into
+// the reader's scratch key and layout: wire.Parse keeps its layout
+// argument, which would otherwise cost an allocation per frame.
+func (n *NIC) innerHash(f []byte) uint32 {
+	n.hashKey = hal.FlowKey{}
+	_ = wire.Parse(f, 0, &n.hashKey, &n.hashLay)
+	return wire.FlowHash(&n.hashKey)
 }
 
 // setOuterTOS writes the record's TOS (IPv4, with the header checksum) or
@@ -753,10 +793,11 @@ func (n *NIC) tunnelPortOf(kind hal.EncapKind) uint16 {
 // device and writes the outer one over it (local checksum offload). A
 // frame that does not parse, or carries neither TCP nor UDP, is left as
 // it is.
-func completePartial(f []byte) {
-	var k hal.FlowKey
-	var l wire.Layout
-	if err := wire.Parse(f, 0, &k, &l); err != nil || l.L4 < 0 || l.End > len(f) {
+func (n *NIC) completePartial(f []byte) {
+	// The reader's scratch (see innerHash): no allocation per frame.
+	n.hashKey = hal.FlowKey{}
+	l := &n.hashLay
+	if err := wire.Parse(f, 0, &n.hashKey, l); err != nil || l.L4 < 0 || l.End > len(f) {
 		return
 	}
 	var off int

@@ -13,6 +13,7 @@ import (
 	"github.com/mdlayher/netlink"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
 )
 
 var _ hal.NIC = (*NIC)(nil)
@@ -98,9 +99,14 @@ type NIC struct {
 	// blocked in ReadExceptions (which never takes mu) leaves.
 	stopped atomic.Bool
 
-	// readMu serialises ReadExceptions; excBuf is its receive buffer.
+	// readMu serialises ReadExceptions; excBuf is its receive buffer and
+	// tmpls its templates of tunnelled misses' outer headers.
 	readMu sync.Mutex
 	excBuf []byte
+	tmpls  map[tmplKey]*wire.EncapTemplate
+	// hashKey and hashLay are innerHash's scratch.
+	hashKey hal.FlowKey
+	hashLay wire.Layout
 
 	mu         sync.Mutex
 	closed     bool

@@ -2,6 +2,7 @@ package tcflower
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"net/netip"
@@ -428,5 +429,54 @@ func TestCompileNVGRE(t *testing.T) {
 	var ue *hal.UnsupportedError
 	if _, err := compileRule(&n.lay, &hal.Rule{ID: 3, Match: dm, Actions: []hal.Action{hal.Decap(), hal.Output(1)}}); !errors.As(err, &ue) || ue.Field != "match.tun_kind" {
 		t.Errorf("NVGRE decap: %v, want a refusal of match.tun_kind", err)
+	}
+}
+
+// TestReadTunnelMissAllocatesNothing: the misses of one tunnelled flow
+// cost ReadExceptions no allocation (the outer headers' template is
+// cached).
+func TestReadTunnelMissAllocatesNothing(t *testing.T) {
+	n, r := fakeExcNIC(t, &fakeKernel{})
+	n.exc.tunnel = true
+	n.tunPortByKind = map[hal.EncapKind]uint16{hal.EncapVXLAN: 4789}
+	inner := wire.Build(wire.FrameSpec{Src: netip.MustParseAddr("192.0.2.2"), Dst: netip.MustParseAddr("192.0.2.1"), Proto: hal.ProtoUDP, SrcPort: 1, DstPort: 2})
+	f := tunnelRecord(hal.EncapVXLAN, hal.ReasonMiss, 5001, netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.1"), 0, 64, 0, nil, inner)
+	frames := make([][]byte, 1000)
+	for i := range frames {
+		frames[i] = f
+	}
+	r.push(frames...)
+	batch := newBatch(1, 2048)
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(500, func() {
+		if got, err := n.ReadExceptions(ctx, batch); got != 1 || err != nil {
+			t.Fatalf("ReadExceptions: %d, %v", got, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per tunnelled miss, want 0", allocs)
+	}
+	if batch[0].VNI != 5001 || batch[0].InPort != 3 {
+		t.Errorf("exception %+v", batch[0])
+	}
+}
+
+// TestReadPartialAllocatesNothing: completing a partial checksum costs
+// ReadExceptions no allocation either.
+func TestReadPartialAllocatesNothing(t *testing.T) {
+	n, r := fakeExcNIC(t, &fakeKernel{})
+	f := tagged(wire.Build(wire.FrameSpec{Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: hal.ProtoUDP, SrcPort: 1, DstPort: 2, Payload: []byte("x")}), 1, uint16(hal.ReasonMiss))
+	for range 1000 {
+		r.pushPartial(f)
+	}
+	batch := newBatch(1, 2048)
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(500, func() {
+		if got, err := n.ReadExceptions(ctx, batch); got != 1 || err != nil {
+			t.Fatalf("ReadExceptions: %d, %v", got, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per partial frame, want 0", allocs)
 	}
 }
