@@ -4,25 +4,25 @@ import (
 	"fmt"
 
 	"github.com/nicpath/nicpath/hal"
-	"github.com/nicpath/nicpath/internal/simfabric"
+	"github.com/nicpath/nicpath/vswitch/vswitchtest"
 	"github.com/nicpath/nicpath/policy"
 )
 
 // host is one simulated machine of the in-process story: a software NIC,
 // the vswitch programming it, and the far sides of its ports (the VMs'
 // virtual network cards and the uplink's cable).
-type host = simfabric.Host
+type host = vswitchtest.Host
 
 // delivery is a frame that left the topology on a VM's vport (or on an
 // uplink toward an address that is no host of the story, such as a gateway).
-type delivery = simfabric.Delivery
+type delivery = vswitchtest.Delivery
 
 // fabric is the hosts and the in-memory underlay wire between their uplinks.
 type fabric struct {
 	st    *policy.State
 	hosts []*host
 	byNm  map[string]*host
-	wire  *simfabric.Underlay
+	wire  *vswitchtest.Underlay
 }
 
 // uplinkMAC is the uplink's own address on every simulated host; the
@@ -33,9 +33,9 @@ var uplinkMAC = hal.MustMAC("02:00:00:00:ff:01")
 // that runs on a host, or has a shadow location there (a migration target),
 // gets a vport on it, as vswitch.Config.Ports asks.
 func newFabric(st *policy.State) (*fabric, error) {
-	fb := &fabric{st: st, byNm: map[string]*host{}, wire: simfabric.NewUnderlay()}
+	fb := &fabric{st: st, byNm: map[string]*host{}, wire: vswitchtest.NewUnderlay()}
 	for _, h := range st.Hosts() {
-		hs, err := simfabric.NewHost(h, st, st.HostedVMs(h.Name), uplinkMAC, nil)
+		hs, err := vswitchtest.NewHost(h, st, st.HostedVMs(h.Name), uplinkMAC, nil)
 		if err != nil {
 			fb.close()
 			return nil, err

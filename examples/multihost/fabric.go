@@ -11,16 +11,16 @@ import (
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
-	"github.com/nicpath/nicpath/internal/simfabric"
+	"github.com/nicpath/nicpath/vswitch/vswitchtest"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
 )
 
-// Host is one simulated machine (internal/simfabric: a software NIC, its
+// Host is one simulated machine (vswitch/vswitchtest: a software NIC, its
 // vswitch, the far sides of the NIC's ports) and the follower that keeps
 // the vswitch on the store.
 type Host struct {
-	*simfabric.Host
+	*vswitchtest.Host
 	Follower *store.Follower
 
 	mu sync.Mutex
@@ -58,8 +58,8 @@ type Options struct {
 type Fabric struct {
 	Hosts []*Host
 	byNm  map[string]*Host
-	bySim map[*simfabric.Host]*Host
-	wire  *simfabric.Underlay
+	bySim map[*vswitchtest.Host]*Host
+	wire  *vswitchtest.Underlay
 	opt   Options
 	vms   map[string]vmAddr
 }
@@ -82,7 +82,7 @@ func NewFabric(ctx context.Context, s store.Store, opt Options) (*Fabric, error)
 		return nil, err
 	}
 	st := snap.State
-	fb := &Fabric{byNm: map[string]*Host{}, bySim: map[*simfabric.Host]*Host{}, wire: simfabric.NewUnderlay(), opt: opt, vms: map[string]vmAddr{}}
+	fb := &Fabric{byNm: map[string]*Host{}, bySim: map[*vswitchtest.Host]*Host{}, wire: vswitchtest.NewUnderlay(), opt: opt, vms: map[string]vmAddr{}}
 	for _, vm := range st.VMs() {
 		for _, ca := range vm.CAs {
 			if ca.Is4() {
@@ -110,7 +110,7 @@ func NewFabric(ctx context.Context, s store.Store, opt Options) (*Fabric, error)
 }
 
 func (fb *Fabric) newHost(ctx context.Context, s store.Store, st *policy.State, ph policy.Host) (*Host, error) {
-	sim, err := simfabric.NewHost(ph, st, st.VMs(), uplinkMAC, fb.opt.Logger)
+	sim, err := vswitchtest.NewHost(ph, st, st.VMs(), uplinkMAC, fb.opt.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +213,7 @@ type Delivery struct {
 }
 
 // Send has vm, on host from, transmit frame, and carries the frame to the
-// end of its walk (simfabric.Underlay.Send); it returns where it (and
+// end of its walk (vswitchtest.Underlay.Send); it returns where it (and
 // anything it caused) landed. One goroutine at a time.
 func (fb *Fabric) Send(from *Host, vm string, frame []byte) ([]Delivery, error) {
 	ds, err := fb.wire.Send(from.Host, vm, frame)

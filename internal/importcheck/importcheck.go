@@ -71,23 +71,17 @@ func underAny(pkg string, roots ...string) bool {
 // yet. The check fails on an import outside the list and on a pair the
 // code no longer has: remove it then.
 var ExamplesInternal = []Pair{
-	{"examples/demo", "internal/afpacket"},       // the frames a namespaced VM sends, TSO super-frames counted
-	{"examples/demo", "internal/nsexec"},         // the packet socket opened in the VM's namespace
-	{"examples/demo", "internal/simfabric"},      // the in-process hosts and underlay of the demo's story
-	{"examples/multihost", "internal/afpacket"},  // frames into the namespaced VMs' veths
-	{"examples/multihost", "internal/nsexec"},    // running in the hosts' namespaces
-	{"examples/multihost", "internal/simfabric"}, // the in-process multi-host bed
-	{"examples/nicd", "internal/nsexec"},         // opening the served driver in a configured namespace
+	{"examples/demo", "internal/afpacket"},      // the frames a namespaced VM sends, TSO super-frames counted
+	{"examples/demo", "internal/nsexec"},        // the packet socket opened in the VM's namespace
+	{"examples/multihost", "internal/afpacket"}, // frames into the namespaced VMs' veths
+	{"examples/multihost", "internal/nsexec"},   // running in the hosts' namespaces
+	{"examples/nicd", "internal/nsexec"},        // opening the served driver in a configured namespace
 }
 
 // InternalExceptions lists, by package pair, the internal packages that
 // import a driver or the vswitch today. The check fails on such an import
 // outside the list and on a pair the code no longer has: remove it then.
 var InternalExceptions = []Pair{
-	// The in-process hosts and underlay, on the reference NIC: to become
-	// vswitch/vswitchtest, for vendors' own tests.
-	{"internal/simfabric", "drivers/softnic"},
-	{"internal/simfabric", "vswitch"},
 	// The bed against plain Linux peers: a host programmed with tc-flower
 	// rules directly (no vswitch), and the switch's flows in its reports.
 	{"internal/peerbed", "drivers/tcflower"},

@@ -1,4 +1,4 @@
-// Package simfabric simulates hosts in process: each a software NIC
+// Package vswitchtest simulates hosts in process: each a software NIC
 // (drivers/softnic) programmed by its vswitch, with the far sides of its
 // ports at hand, and an in-memory underlay between the hosts' uplinks keyed
 // by provider address. A send carries a frame to the end of its walk, like
@@ -6,7 +6,7 @@
 // underlay, until every frame it caused has landed on a vport or left on an
 // uplink toward an address that is no host. The in-process demo and the
 // multi-host migration bed are built on it.
-package simfabric
+package vswitchtest
 
 import (
 	"context"

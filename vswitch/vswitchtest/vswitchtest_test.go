@@ -1,4 +1,4 @@
-package simfabric
+package vswitchtest
 
 import (
 	"net/netip"
