@@ -237,14 +237,15 @@ func (w *writerState) do(op *hal.Op) error {
 		}
 		// A tuple made here and left empty by a failure below is dropped
 		// when the batch settles.
-		prog, err := w.intern(r.Actions)
+		prog, arg, err := w.intern(r.Actions)
 		if err != nil {
 			return err
 		}
 		pk := t.shape.pack(&kw)
 		idx := w.allocEntry()
 		e := w.entry(idx)
-		*e = entry{prog: prog.idx, scope: scope, gen: uint32(r.Generation), prio: r.Priority, tup: t.id, id: r.ID, key: pk, cook: r.Cookie}
+		*e = entry{prog: prog.idx, scope: scope, gen: uint32(r.Generation), prio: r.Priority, tup: t.id, id: r.ID, key: pk, arg: arg}
+		w.chunks[idx>>chunkShift].ck[idx&(chunkSize-1)] = r.Cookie
 		// No reader can hold idx (a freed entry is reused only after both
 		// views dropped it and their readers left): plain stores suffice,
 		// where two atomic ones would each cost a locked instruction.
@@ -368,38 +369,45 @@ func (w *writerState) tupleID() (uint16, bool) {
 	return uint16(len(w.tupleByID) - 1), true
 }
 
-// intern returns the program for acts, sharing one with identical actions.
-// The quick fingerprint spares the full comparison of action lists (large
-// structs) with a cached program that is not the one.
-func (w *writerState) intern(acts []hal.Action) (*program, error) {
+// intern returns the program for acts, sharing one with identical actions
+// but for the MAC of the first set_eth_dst (argAction), which it returns
+// as the rule's operand (entry.arg). The quick fingerprint spares the full
+// comparison of action lists (large structs) with a cached program that is
+// not the one.
+func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
+	skip := argAction(acts)
+	var arg uint64
+	if skip >= 0 {
+		arg = macWord(acts[skip].MAC)
+	}
 	q := quickActionsHash(acts)
-	if p := w.lastProg; p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts) {
+	if p := w.lastProg; p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts, skip) {
 		p.refs++
-		return p, nil
+		return p, arg, nil
 	}
 	set := &w.progCache[q>>(64-progCacheBits)]
 	for way, p := range set {
-		if p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts) {
+		if p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts, skip) {
 			p.refs++
 			w.lastProg = p
 			if way > 0 {
 				set[0], set[way] = p, set[0]
 			}
-			return p, nil
+			return p, arg, nil
 		}
 	}
-	h := hashActions(acts)
+	h := hashActions(acts, skip)
 	for _, p := range w.progByHash[h] {
-		if sameActions(p.actions, acts) {
+		if sameActions(p.actions, acts, skip) {
 			p.refs++
 			w.lastProg = p
 			set[0], set[1] = p, set[0]
-			return p, nil
+			return p, arg, nil
 		}
 	}
-	p, err := w.n.compile(acts)
+	p, err := w.n.compile(acts, skip)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	p.hash, p.quick, p.refs = h, q, 1
 	if k := len(w.freeProgs); k > 0 {
@@ -413,7 +421,7 @@ func (w *writerState) intern(acts []hal.Action) (*program, error) {
 	w.progByHash[h] = append(w.progByHash[h], p)
 	w.lastProg = p
 	set[0], set[1] = p, set[0]
-	return p, nil
+	return p, arg, nil
 }
 
 func (w *writerState) release(p *program) {
@@ -468,10 +476,15 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 		e := w.entry(idx)
 		t := w.tupleByID[e.tup]
 		c := w.counter(idx)
+		p := w.progs[e.prog]
+		acts := hal.CloneActions(p.actions)
+		if p.argAct >= 0 {
+			acts[p.argAct].MAC = macOfWord(e.arg)
+		}
 		info = hal.RuleInfo{
 			Rule: hal.Rule{
 				ID: id, Priority: e.prio, Match: unpackMatch(&t.key, &t.shape, &e.key),
-				Actions: hal.CloneActions(w.progs[e.prog].actions), Cookie: e.cook,
+				Actions: acts, Cookie: w.chunks[idx>>chunkShift].ck[idx&(chunkSize-1)],
 				Scope: w.scopeOf[e.scope], Generation: hal.Generation(e.gen),
 			},
 			Location: hal.LocationUser,

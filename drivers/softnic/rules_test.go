@@ -500,3 +500,91 @@ func TestTupleOfEachRule(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleMACOperand: rules whose actions differ only in the MAC of their
+// set_eth_dst (a mapping's per-destination rules) share one program, yet
+// every packet leaves with its own rule's MAC (on the short path of MAC
+// rewrites and on the general one, with a second set_eth_dst after it),
+// Dump gives every rule its own MAC and cookie back, and a modify that
+// changes only the MAC takes effect.
+func TestRuleMACOperand(t *testing.T) {
+	n := newNIC(t)
+	const k = 16
+	macOf := func(i int) hal.MAC { return hal.MAC{0x02, 0x33, 0, 0, byte(i >> 8), byte(i)} }
+	dst := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 30, byte(i)}) }
+	rule := func(i int, mac hal.MAC) hal.Rule {
+		var extra []hal.Action
+		if i%2 == 1 {
+			// The general path: a TTL decrement; the later set_eth_dst of
+			// odd rules overrides the operand, as the action order says.
+			extra = []hal.Action{hal.SetEthDst(mac), hal.DecTTL(), hal.SetEthDst(macNext)}
+		} else {
+			extra = []hal.Action{hal.SetEthSrc(macVM1), hal.SetEthDst(mac)}
+		}
+		r := dstRule(hal.RuleID(i+1), dst(i), vxlanTo(paRem, 7), extra...)
+		r.Cookie = hal.Cookie(0xc0000 + i)
+		return r
+	}
+	var ops []hal.Op
+	for i := 0; i < k; i++ {
+		ops = append(ops, hal.AddOp(rule(i, macOf(i))))
+	}
+	mustApply(t, n, ops...)
+	progs := 0
+	for _, p := range n.w.progs {
+		if p != nil {
+			progs++
+		}
+	}
+	if progs != 2 {
+		t.Errorf("%d programs for %d rules of two action shapes, want 2", progs, k)
+	}
+	check := func(want func(i int) hal.MAC) {
+		t.Helper()
+		for i := 0; i < k; i++ {
+			send(t, n, pVM1, udp4(caVM1, dst(i), 1000, 80, 20))
+			out := recvAll(t, n, pUplink)
+			if len(out) != 1 {
+				t.Fatalf("rule %d: %d frames out", i, len(out))
+			}
+			_, l := parse(t, out[0])
+			if got := hal.MAC(out[0][l.L2 : l.L2+6]); got != want(i) {
+				t.Errorf("rule %d: inner destination MAC %v, want %v", i, got, want(i))
+			}
+		}
+		seen := 0
+		err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
+			i := int(ri.Rule.ID) - 1
+			r := rule(i, macOf(i))
+			if i%2 == 0 {
+				r = rule(i, want(i))
+			}
+			if !sameActions(ri.Rule.Actions, r.Actions, -1) || ri.Rule.Cookie != r.Cookie {
+				t.Errorf("rule %d dumped as %v cookie %#x, want %v cookie %#x", i, ri.Rule.Actions, ri.Rule.Cookie, r.Actions, r.Cookie)
+			}
+			seen++
+			return nil
+		})
+		if err != nil || seen != k {
+			t.Fatalf("dump: %d rules, %v", seen, err)
+		}
+	}
+	check(func(i int) hal.MAC {
+		if i%2 == 1 {
+			return macNext
+		}
+		return macOf(i)
+	})
+	// A modify of every even rule to another MAC.
+	ops = ops[:0]
+	for i := 0; i < k; i += 2 {
+		ops = append(ops, hal.ModifyOp(rule(i, macOf(500+i))))
+	}
+	mustApply(t, n, ops...)
+	check(func(i int) hal.MAC {
+		if i%2 == 1 {
+			return macNext
+		}
+		return macOf(500 + i)
+	})
+}

@@ -39,7 +39,12 @@ type entry struct {
 	tup   uint16 // the tuple's ID (writerState.tupleByID)
 	key   words  // packed by the tuple's shape
 	id    hal.RuleID
-	cook  hal.Cookie
+	// arg is the rule's own operand of its shared program: the MAC of the
+	// program's parametrized set_eth_dst (program.argAct), as macWord.
+	// Rules that differ only there (a mapping's per-destination rules,
+	// one MAC per destination VM) share one program instead of each
+	// compiling its own (some 1.2 KB with its encapsulation template).
+	arg uint64
 }
 
 // counter is a rule's packet and byte count, kept beside the entry so that
@@ -56,6 +61,9 @@ const (
 type chunk struct {
 	e [chunkSize]entry
 	c [chunkSize]counter
+	// ck is each entry's cookie, which only Dump reads: here it leaves
+	// the entry's bytes to what the datapath reads.
+	ck [chunkSize]hal.Cookie
 }
 
 // bucket is 64 bytes: eight signature/index pairs, so that a probe reads
