@@ -3,6 +3,7 @@ package softnic
 import (
 	"context"
 	"fmt"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 )
@@ -16,6 +17,11 @@ type writerState struct {
 	live   int
 
 	chunks []*chunk
+	// Huge-page slabs that chunks beyond the first heapChunks are carved
+	// from (hugemem.go): their owners, and the rest of the last one.
+	slabs    []*hugeMem
+	slabNext unsafe.Pointer
+	slabFree int
 	// tupleByID finds a tuple from the 16-bit ID its entries carry.
 	tupleByID    []*tuple
 	freeTupleIDs []uint16
@@ -88,7 +94,7 @@ func (w *writerState) allocEntry() uint32 {
 	}
 	idx := w.next
 	if int(idx>>chunkShift) == len(w.chunks) {
-		w.chunks = append(w.chunks, new(chunk))
+		w.chunks = append(w.chunks, w.newChunk())
 	}
 	w.next++
 	return idx

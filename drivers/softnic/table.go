@@ -132,13 +132,14 @@ func sigOf(h uint64) uint32 {
 // walks the probe chain until a bucket that still has an empty slot.
 type htab struct {
 	b     []bucket
+	mem   *hugeMem // owns b when it is huge-page memory (hugemem.go)
 	mask  uint64
 	used  int
 	tombs int
 }
 
 func (t *htab) init(nbuckets int) {
-	t.b = make([]bucket, nbuckets)
+	t.b, t.mem = makeBuckets(nbuckets)
 	t.mask = uint64(nbuckets - 1)
 	t.used, t.tombs = 0, 0
 }
@@ -200,6 +201,9 @@ type view struct {
 	gens   []uint32    // active generation by scope index
 	chunks []*chunk
 	progs  []*program
+	// slabs owns the huge-page memory of chunks (hugemem.go): while a
+	// reader can see a chunk, it is not unmapped.
+	slabs []*hugeMem
 }
 
 type paddedCount struct {
@@ -344,7 +348,7 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 					reorder = true
 				}
 				if len(tab.ht.b) != len(src.b) {
-					tab.ht.b = make([]bucket, len(src.b))
+					tab.ht.b, tab.ht.mem = makeBuckets(len(src.b))
 				}
 				copy(tab.ht.b, src.b)
 				tab.ht.mask, tab.ht.used, tab.ht.tombs = src.mask, src.used, src.tombs
@@ -389,6 +393,7 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 		}
 	}
 	v.chunks = w.chunks
+	v.slabs = w.slabs
 	v.progs = w.progs
 	for len(v.gens) < len(w.scopeGen) {
 		v.gens = append(v.gens, uint32(w.scopeGen[len(v.gens)]))
@@ -457,4 +462,5 @@ func (w *writerState) grow(tab *tupleTab) {
 			}
 		}
 	}
+	runtime.KeepAlive(old.mem) // old.b is read above
 }
