@@ -33,6 +33,10 @@ type writerState struct {
 	freeProgs  []uint32
 
 	scopes   map[hal.Scope]uint32 // scope → index in the generation arrays
+	// scopeDense is scopes for scopes below scopeDenseLimit (index+1, 0
+	// for none): controllers number their scopes densely (the vswitch's
+	// are VM ids), and a slice spares a map lookup per rule.
+	scopeDense []uint32
 	scopeOf  []hal.Scope          // index → scope
 	scopeGen []hal.Generation     // index → active generation
 
@@ -42,6 +46,10 @@ type writerState struct {
 	lastMask  hal.FlowKey // the match mask lastTuple was found for
 	lastProg  *program
 	checker   *hal.Checker // validate's checker, with its memory of the last mask
+	// emptied says that a tuple of the batch may be left without rules
+	// (one lost its last, or one was made): only then does settle look
+	// for empty tuples, a walk of every tuple.
+	emptied bool
 	// progCache maps a cheap fingerprint of an action list (see
 	// quickActionsHash) to the programs last seen with it, most recent
 	// first: it spares the full hash and map lookup when rules alternate
@@ -237,6 +245,7 @@ func (w *writerState) do(op *hal.Op) error {
 				}
 				t = &tuple{key: tk, shape: newShape(&tk), prios: map[uint16]int{}, id: id}
 				w.tuples[tk] = t
+				w.emptied = true // if the op fails below
 				w.tupleByID[id] = t
 			}
 			w.lastTuple, w.lastMask = t, r.Match.Mask
@@ -287,6 +296,7 @@ func (w *writerState) removeEntry(idx uint32) {
 	e := w.entry(idx)
 	t := w.tupleByID[e.tup]
 	t.delPrio(e.prio)
+	w.emptied = w.emptied || t.rules == 0
 	w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&e.key)), idx: idx})
 	w.retired = append(w.retired, idx)
 }
@@ -317,7 +327,9 @@ func (w *writerState) rollback() {
 // dropNew forgets an entry planned in this batch and never published.
 func (w *writerState) dropNew(idx uint32) {
 	e := w.entry(idx)
-	w.tupleByID[e.tup].delPrio(e.prio)
+	t := w.tupleByID[e.tup]
+	t.delPrio(e.prio)
+	w.emptied = w.emptied || t.rules == 0
 	w.release(w.progs[e.prog])
 	w.free = append(w.free, idx)
 }
@@ -346,6 +358,10 @@ func (w *writerState) settle() {
 }
 
 func (w *writerState) dropEmptyTuples() {
+	if !w.emptied {
+		return
+	}
+	w.emptied = false
 	for k, t := range w.tuples {
 		if t.rules == 0 && (t.tabs[0] == nil || t.tabs[0].ht.used == 0) && (t.tabs[1] == nil || t.tabs[1].ht.used == 0) {
 			delete(w.tuples, k)
@@ -450,8 +466,16 @@ func (w *writerState) release(p *program) {
 	w.freeProgs = append(w.freeProgs, p.idx)
 }
 
+// scopeDenseLimit bounds writerState.scopeDense (256 KiB).
+const scopeDenseLimit = 1 << 16
+
 // scopeIndex returns the generation-array index of scope, adding it.
 func (w *writerState) scopeIndex(s hal.Scope) (uint32, error) {
+	if uint64(s) < uint64(len(w.scopeDense)) {
+		if i := w.scopeDense[s]; i != 0 {
+			return i - 1, nil
+		}
+	}
 	if i, ok := w.scopes[s]; ok {
 		return i, nil
 	}
@@ -460,6 +484,12 @@ func (w *writerState) scopeIndex(s hal.Scope) (uint32, error) {
 	}
 	i := uint32(len(w.scopeOf))
 	w.scopes[s] = i
+	if uint64(s) < scopeDenseLimit {
+		if uint64(s) >= uint64(len(w.scopeDense)) {
+			w.scopeDense = append(w.scopeDense, make([]uint32, int(s)+1-len(w.scopeDense))...)
+		}
+		w.scopeDense[s] = i + 1
+	}
 	w.scopeOf = append(w.scopeOf, s)
 	w.scopeGen = append(w.scopeGen, 0)
 	return i, nil

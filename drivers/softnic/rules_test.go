@@ -588,3 +588,65 @@ func TestRuleMACOperand(t *testing.T) {
 		return macOf(500 + i)
 	})
 }
+
+// TestScopesDenseAndSparse: generations work the same for scopes the
+// writer indexes densely and for one beyond scopeDenseLimit, and Dump
+// gives each rule its scope back.
+func TestScopesDenseAndSparse(t *testing.T) {
+	n := newNIC(t)
+	ctx := context.Background()
+	scopes := []hal.Scope{3, scopeDenseLimit - 1, scopeDenseLimit, 1 << 30}
+	for i, sc := range scopes {
+		var m hal.Match
+		dst := netip.AddrFrom4([4]byte{198, 18, 40, byte(i)})
+		m.InPort(pVM1).IPDst(netip.PrefixFrom(dst, 32))
+		mustApply(t, n, hal.AddOp(hal.Rule{ID: hal.RuleID(i + 1), Match: m, Scope: sc, Generation: 1, Actions: []hal.Action{hal.Output(pVM2)}}))
+		f := udp4(caVM1, dst, 1, 2, 0)
+		if _, r, _ := outPortOf(t, n, f); r != hal.ReasonMiss {
+			t.Fatalf("scope %d: generation 1 live before its activation (%v)", sc, r)
+		}
+		if err := n.Activate(ctx, sc, 1); err != nil {
+			t.Fatal(err)
+		}
+		if p, _, _ := outPortOf(t, n, f); p != pVM2 {
+			t.Fatalf("scope %d after activation: port %d", sc, p)
+		}
+	}
+	got := map[hal.RuleID]hal.Scope{}
+	if err := n.Dump(ctx, func(ri *hal.RuleInfo) error { got[ri.Rule.ID] = ri.Rule.Scope; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for i, sc := range scopes {
+		if got[hal.RuleID(i+1)] != sc {
+			t.Errorf("rule %d dumped in scope %d, want %d", i+1, got[hal.RuleID(i+1)], sc)
+		}
+	}
+}
+
+// TestEmptyTuplesGo: a mask whose last rule is deleted (or moved by a
+// modify) leaves the writer's tuples, while a batch that deletes only some
+// of a mask's rules keeps it.
+func TestEmptyTuplesGo(t *testing.T) {
+	n := newNIC(t)
+	rule := func(id hal.RuleID, bits int) hal.Rule {
+		var m hal.Match
+		m.InPort(pVM1).IPDst(netip.PrefixFrom(caRem, bits))
+		return hal.Rule{ID: id, Match: m, Actions: []hal.Action{hal.Output(pVM2)}}
+	}
+	mustApply(t, n, hal.AddOp(rule(1, 32)), hal.AddOp(rule(2, 24)), hal.AddOp(rule(3, 24)))
+	if len(n.w.tuples) != 2 {
+		t.Fatalf("%d tuples for two masks", len(n.w.tuples))
+	}
+	mustApply(t, n, hal.DeleteOp(2))
+	if len(n.w.tuples) != 2 {
+		t.Fatalf("%d tuples after deleting one of two /24 rules, want 2", len(n.w.tuples))
+	}
+	mustApply(t, n, hal.ModifyOp(rule(3, 16)))
+	if len(n.w.tuples) != 2 {
+		t.Fatalf("%d tuples after moving the last /24 rule to /16, want 2", len(n.w.tuples))
+	}
+	mustApply(t, n, hal.DeleteOp(1))
+	if len(n.w.tuples) != 1 {
+		t.Fatalf("%d tuples after deleting the /32 rule, want 1", len(n.w.tuples))
+	}
+}
