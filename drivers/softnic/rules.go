@@ -32,13 +32,13 @@ type writerState struct {
 	progByHash map[uint64][]*program
 	freeProgs  []uint32
 
-	scopes   map[hal.Scope]uint32 // scope → index in the generation arrays
+	scopes map[hal.Scope]uint32 // scope → index in the generation arrays
 	// scopeDense is scopes for scopes below scopeDenseLimit (index+1, 0
 	// for none): controllers number their scopes densely (the vswitch's
 	// are VM ids), and a slice spares a map lookup per rule.
 	scopeDense []uint32
-	scopeOf  []hal.Scope          // index → scope
-	scopeGen []hal.Generation     // index → active generation
+	scopeOf    []hal.Scope      // index → scope
+	scopeGen   []hal.Generation // index → active generation
 
 	// lastTuple and lastProg shortcut the map lookups for runs of rules
 	// with one mask or one action list, the usual shape of a batch.
