@@ -22,9 +22,34 @@ import (
 // well as the writer's list. A reader can reach the memory only through a
 // view it entered, so nothing is unmapped under it.
 
-// hugeMem owns one mapping; when it becomes unreachable the mapping goes.
+// hugeMem owns one mapping; when it becomes unreachable the mapping goes,
+// unless free unmapped it before.
 type hugeMem struct {
-	size int
+	r *hugeRegion
+}
+
+// hugeRegion is the mapping itself, which the cleanup of its owner and
+// free share.
+type hugeRegion struct {
+	b     []byte
+	freed atomic.Bool
+}
+
+func (r *hugeRegion) unmap() {
+	if !r.freed.Swap(true) {
+		hugeInUse.Add(-int64(len(r.b)))
+		unmapHuge(r.b)
+	}
+}
+
+// free unmaps m's memory now: the writer calls it for a bucket array it
+// replaced, which no view and no reader can reach any more (a view's
+// tables change only while no reader is on it). A nil m is heap memory,
+// left to the collector.
+func (m *hugeMem) free() {
+	if m != nil {
+		m.r.unmap()
+	}
 }
 
 // hugeInUse is the bytes mapped for rule tables by every NIC in the
@@ -37,7 +62,7 @@ const (
 	hugeMinBytes = 2 << 20
 	// slabBytes is the mapping that entry chunks are carved from, once
 	// a NIC holds heapChunks chunks from the heap.
-	slabBytes  = 32 << 20
+	slabBytes  = 8 << 20
 	heapChunks = 64
 )
 

@@ -18,11 +18,11 @@ func mapHuge(size int) (unsafe.Pointer, *hugeMem) {
 	}
 	// Advice only: a kernel without THP keeps 4 KiB pages.
 	_ = syscall.Madvise(b, syscall.MADV_HUGEPAGE)
-	m := &hugeMem{size: size}
+	r := &hugeRegion{b: b}
+	m := &hugeMem{r: r}
 	hugeInUse.Add(int64(size))
-	runtime.AddCleanup(m, func(b []byte) {
-		hugeInUse.Add(-int64(len(b)))
-		_ = syscall.Munmap(b)
-	}, b)
+	runtime.AddCleanup(m, (*hugeRegion).unmap, r)
 	return unsafe.Pointer(&b[0]), m
 }
+
+func unmapHuge(b []byte) { _ = syscall.Munmap(b) }

@@ -348,6 +348,7 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 					reorder = true
 				}
 				if len(tab.ht.b) != len(src.b) {
+					tab.ht.mem.free() // this view's: no reader on it
 					tab.ht.b, tab.ht.mem = makeBuckets(len(src.b))
 				}
 				copy(tab.ht.b, src.b)
@@ -462,5 +463,7 @@ func (w *writerState) grow(tab *tupleTab) {
 			}
 		}
 	}
-	runtime.KeepAlive(old.mem) // old.b is read above
+	// No reader is on this view (see leftRight.update): the old array
+	// goes at once rather than at the collector's next cycle.
+	old.mem.free()
 }
