@@ -223,7 +223,7 @@ func (st Stats) String() string {
 	for _, m := range []struct {
 		name string
 		m    map[string]uint64
-	}{{"fallback", st.Fallbacks}, {"drop", st.Drops}, {"policy drop", st.PolicyDrops}, {"to host", st.ToHost}} {
+	}{{"fallback", st.Fallbacks}, {"drop", st.Drops}, {"policy drop", st.PolicyDrops}, {"to host", st.ToHost}, {"spoofed source from", st.Spoofed}} {
 		keys := make([]string, 0, len(m.m))
 		for k := range m.m {
 			keys = append(keys, k)
@@ -239,6 +239,9 @@ func (st Stats) String() string {
 	fmt.Fprintf(&b, "reconciles %d: added %d, removed %d, modified %d, foreign rules %d\n", st.Reconciles, st.ReconcileAdded, st.ReconcileRemoved, st.ReconcileModified, st.ForeignRules)
 	if m := st.MTU.String(); m != "" {
 		b.WriteString(m + "\n")
+	}
+	if st.Learned > 0 {
+		fmt.Fprintf(&b, "learned addresses %d (not the VM's %d, not kept %d), announcements %d\n", st.Learned, st.LearnedNotOwned, st.LearnedOverflow, st.Announcements)
 	}
 	return b.String()
 }
