@@ -2,8 +2,8 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
