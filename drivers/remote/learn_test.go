@@ -105,3 +105,24 @@ func TestNoLearnerServed(t *testing.T) {
 		t.Fatal("the remote NIC claims atomic batches for a NIC without them")
 	}
 }
+
+// Every capability flag crosses the channel, address learning and unseen
+// tunnel misses included.
+func TestCapsFlagsRoundTrip(t *testing.T) {
+	for _, c := range []hal.Capabilities{
+		{Driver: "x", AddressLearning: true},
+		{Driver: "x", TunnelMissesUnseen: true},
+		{Driver: "x", Priorities: true, Generations: true, Crypto: true, ExceptionPath: true, AtomicBatch: true, TunnelFilter: true,
+			AddressLearning: true, TunnelMissesUnseen: true, Counters: hal.CounterCaps{PerRule: true, PerPort: true, BytesIncludeL2: true}},
+	} {
+		var e enc
+		e.caps(&c)
+		d := dec{b: e.b}
+		var got hal.Capabilities
+		d.caps(&got)
+		if err := d.done(); err != nil || got.AddressLearning != c.AddressLearning || got.TunnelMissesUnseen != c.TunnelMissesUnseen ||
+			got.AtomicBatch != c.AtomicBatch || got.Counters != c.Counters {
+			t.Errorf("caps %+v came back %+v (%v)", c, got, err)
+		}
+	}
+}
