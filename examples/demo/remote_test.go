@@ -9,8 +9,8 @@ import (
 )
 
 // As root, NIC=remote tells the namespace story with each host's NIC in a
-// nicd process of its own (serving softnic, then XDP), which vswitchd drives over the secure channel:
-// every check holds (the traffic, the offloaded flows, what the NIC learned
+// nicd process of its own (serving softnic, then XDP), which vswitchd
+// drives over the secure channel: every check holds (the traffic, the offloaded flows, what the NIC learned
 // over the channel, the NIC forwarding while vswitchd is away, the host
 // reconnecting and reconciling after nicd restarts), and no namespace is
 // left. It goes through the demo's main path as `make demo NIC=remote` runs
