@@ -1,0 +1,351 @@
+package tether
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/securechan"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func keys(t testing.TB) (securechan.PublicKey, securechan.PrivateKey) {
+	t.Helper()
+	pub, priv, err := securechan.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub, priv
+}
+
+func listen(t testing.TB) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func addrOf(c PacketConn) netip.AddrPort {
+	return canon(c.LocalAddr().(*net.UDPAddr).AddrPort())
+}
+
+// rebinder stands for the NAT in front of a tether: Rebind moves the
+// tether's traffic to a new source port, as a NAT does when its mapping
+// expires, and it records every datagram sent so that a test can replay
+// them from elsewhere.
+type rebinder struct {
+	mu   sync.Mutex
+	c    *net.UDPConn
+	sent [][]byte
+}
+
+func (r *rebinder) cur() *net.UDPConn { r.mu.Lock(); defer r.mu.Unlock(); return r.c }
+
+func (r *rebinder) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
+	for {
+		c := r.cur()
+		n, from, err := c.ReadFromUDPAddrPort(b)
+		if err != nil && errors.Is(err, net.ErrClosed) && r.cur() != c {
+			continue // rebound: read from the new socket
+		}
+		return n, from, err
+	}
+}
+
+func (r *rebinder) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	r.mu.Lock()
+	r.sent = append(r.sent, bytes.Clone(b))
+	c := r.c
+	r.mu.Unlock()
+	return c.WriteToUDPAddrPort(b, to)
+}
+
+func (r *rebinder) LocalAddr() net.Addr { return r.cur().LocalAddr() }
+func (r *rebinder) Close() error        { return r.cur().Close() }
+
+func (r *rebinder) Rebind(t testing.TB) {
+	n := listen(t)
+	r.mu.Lock()
+	old := r.c
+	r.c = n
+	r.mu.Unlock()
+	old.Close()
+}
+
+func (r *rebinder) Sent() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.sent...)
+}
+
+type pair struct {
+	anchor     *Anchor
+	tether     *Tether
+	nat        *rebinder
+	aConn      *net.UDPConn
+	toNode     chan []byte // frames the tether delivered
+	toDC       chan []byte // frames the anchor delivered
+	cancelT    context.CancelFunc
+	doneT      chan struct{}
+	tKey       securechan.PrivateKey
+	aCfg       AnchorConfig
+	stopAnchor func()
+	aPub       securechan.PublicKey
+}
+
+const testVNI = 1001
+
+func newPair(t *testing.T, probe time.Duration) *pair {
+	t.Helper()
+	aPub, aPriv := keys(t)
+	tPub, tPriv := keys(t)
+	p := &pair{toNode: make(chan []byte, 64), toDC: make(chan []byte, 64), tKey: tPriv, aPub: aPub}
+	p.aConn = listen(t)
+	acfg := AnchorConfig{Key: aPriv, Peers: []Peer{{Name: "branch", Key: tPub, VNI: testVNI}}, Logger: quiet(),
+		Deliver: func(peer string, vni uint32, f []byte) {
+			select {
+			case p.toDC <- bytes.Clone(f):
+			default:
+			}
+		}}
+	a, err := NewAnchor(p.aConn, acfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.anchor = a
+	p.aCfg = acfg
+	p.runAnchor(t)
+	p.startTether(t, probe)
+	return p
+}
+
+func (p *pair) runAnchor(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	a := p.anchor
+	go func() { defer close(done); a.Run(ctx) }()
+	p.stopAnchor = func() { cancel(); <-done }
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func (p *pair) restartAnchor(t *testing.T) {
+	addr := p.aConn.LocalAddr().(*net.UDPAddr)
+	p.stopAnchor()
+	c, err := net.ListenUDP("udp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.aConn = c
+	a, err := NewAnchor(c, p.aCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.anchor = a
+	p.runAnchor(t)
+}
+
+func (p *pair) startTether(t *testing.T, probe time.Duration) {
+	t.Helper()
+	p.nat = &rebinder{c: listen(t)}
+	tt, err := NewTether(TetherConfig{Key: p.tKey, AnchorKey: p.aPub, Anchor: addrOf(p.aConn), Probe: probe, Conn: p.nat, Logger: quiet(),
+		Deliver: func(vni uint32, f []byte) {
+			select {
+			case p.toNode <- bytes.Clone(f):
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.tether = tt
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancelT, p.doneT = cancel, make(chan struct{})
+	go func() { defer close(p.doneT); tt.Run(ctx) }()
+	t.Cleanup(p.stopTether)
+}
+
+func (p *pair) stopTether() {
+	if p.cancelT != nil {
+		p.cancelT()
+		<-p.doneT
+		p.cancelT = nil
+	}
+}
+
+func eventually(t *testing.T, what string, d time.Duration, f func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(end) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func testFrame(i byte, n int) []byte {
+	f := make([]byte, n)
+	copy(f, []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00})
+	for j := 14; j < n; j++ {
+		f[j] = i + byte(j)
+	}
+	return f
+}
+
+// exchange sends one frame each way and waits for both.
+func (p *pair) exchange(t *testing.T, i byte) {
+	t.Helper()
+	up, down := testFrame(i, 100), testFrame(i+100, 200)
+	deadline := time.Now().Add(5 * time.Second)
+	gotUp, gotDown := false, false
+	for !(gotUp && gotDown) {
+		if time.Now().After(deadline) {
+			t.Fatalf("exchange %d: up %v down %v; anchor %+v tether %+v", i, gotUp, gotDown, p.anchor.Status(), p.tether.Status())
+		}
+		if !gotUp {
+			p.tether.Send(testVNI, up)
+		}
+		if !gotDown {
+			p.anchor.Send("branch", testVNI, down)
+		}
+		tm := time.After(50 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case f := <-p.toDC:
+				gotUp = gotUp || bytes.Equal(f, up)
+			case f := <-p.toNode:
+				gotDown = gotDown || bytes.Equal(f, down)
+			case <-tm:
+				break wait
+			}
+		}
+	}
+}
+
+func TestTunnelCarriesFramesBothWays(t *testing.T) {
+	p := newPair(t, 200*time.Millisecond)
+	eventually(t, "established", 5*time.Second, func() bool { return p.anchor.Status()[0].Established })
+	p.exchange(t, 1)
+	ep, _ := p.anchor.Endpoint("branch")
+	if want := addrOf(p.nat.cur()); ep != want {
+		t.Fatalf("anchor's endpoint %v, want the tether's %v", ep, want)
+	}
+	if err := p.anchor.Send("nobody", testVNI, testFrame(0, 60)); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("send to an unknown peer: %v", err)
+	}
+	if err := p.anchor.Send("branch", testVNI, make([]byte, p.anchor.MaxFrame()+1)); !errors.Is(err, ErrTooBig) {
+		t.Fatalf("oversized frame: %v", err)
+	}
+	if err := p.tether.Send(testVNI, make([]byte, p.tether.MaxFrame()+1)); !errors.Is(err, ErrTooBig) {
+		t.Fatalf("oversized frame from the tether: %v", err)
+	}
+	// The largest frame passes, in one datagram that fits the path MTU.
+	big := testFrame(7, p.tether.MaxFrame())
+	if err := p.tether.Send(testVNI, big); err != nil {
+		t.Fatal(err)
+	}
+	sent := p.nat.Sent()
+	if n := len(sent[len(sent)-1]); n != DefaultPathMTU-28 {
+		t.Fatalf("largest frame's datagram is %d bytes, want %d", n, DefaultPathMTU-28)
+	}
+	if got := InnerMTU(0, false); got != p.tether.MaxFrame()-14 {
+		t.Fatalf("InnerMTU %d, MaxFrame %d", got, p.tether.MaxFrame())
+	}
+	// Probes are answered.
+	eventually(t, "probe answered", 5*time.Second, func() bool { return p.tether.Status().Acks > 0 })
+}
+
+func TestAnchorFollowsRebinding(t *testing.T) {
+	p := newPair(t, 200*time.Millisecond)
+	eventually(t, "established", 5*time.Second, func() bool { return p.anchor.Status()[0].Established })
+	p.exchange(t, 1)
+	before, _ := p.anchor.Endpoint("branch")
+	p.nat.Rebind(t)
+	after := addrOf(p.nat.cur())
+	// With no data from the tether, its probe alone moves the endpoint.
+	eventually(t, "endpoint follows", 3*time.Second, func() bool { ep, _ := p.anchor.Endpoint("branch"); return ep == after })
+	p.exchange(t, 2)
+	st := p.anchor.Status()[0]
+	if st.Rebinds != 1 || st.Handshakes != 1 {
+		t.Fatalf("after one rebinding from %v to %v: %+v", before, after, st)
+	}
+}
+
+func TestForgedAndReplayedPacketsDoNotMoveEndpoint(t *testing.T) {
+	p := newPair(t, 200*time.Millisecond)
+	eventually(t, "established", 5*time.Second, func() bool { return p.anchor.Status()[0].Established })
+	p.exchange(t, 1)
+	real, _ := p.anchor.Endpoint("branch")
+	evil := listen(t)
+	defer evil.Close()
+	to := addrOf(p.aConn)
+	// Everything the tether sent, Init included, replayed from elsewhere;
+	// then the same with a byte flipped; then garbage.
+	for _, d := range p.nat.Sent() {
+		evil.WriteToUDPAddrPort(d, to)
+		f := bytes.Clone(d)
+		f[len(f)-1] ^= 1
+		evil.WriteToUDPAddrPort(f, to)
+	}
+	junk := make([]byte, 200)
+	rand.Read(junk)
+	junk[0], junk[1] = securechan.ProtocolVersion, 3
+	evil.WriteToUDPAddrPort(junk, to)
+	// A handshake from an unpinned key.
+	_, otherKey := keys(t)
+	imp, _ := securechan.NewInitiator(&securechan.Config{PrivateKey: otherKey, Datagram: true}, p.aPub)
+	init, _ := imp.Start()
+	evil.WriteToUDPAddrPort(init, to)
+	eventually(t, "forgeries refused", 5*time.Second, func() bool {
+		return p.anchor.Refused(securechan.DropReplay) > 0 && p.anchor.Refused(securechan.DropTampered) > 0
+	})
+	time.Sleep(100 * time.Millisecond)
+	if ep, _ := p.anchor.Endpoint("branch"); ep != real {
+		t.Fatalf("endpoint moved to %v (was %v) after forged packets", ep, real)
+	}
+	// The anchor answered none of them.
+	evil.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _, err := evil.ReadFromUDPAddrPort(make([]byte, 2048)); err == nil {
+		t.Fatalf("anchor answered the forger with %d bytes", n)
+	}
+	p.exchange(t, 3)
+	if st := p.anchor.Status()[0]; st.Rebinds != 0 || st.Handshakes != 1 {
+		t.Fatalf("forgeries changed the session: %+v", st)
+	}
+}
+
+func TestTetherRestartTakesOver(t *testing.T) {
+	p := newPair(t, 200*time.Millisecond)
+	eventually(t, "established", 5*time.Second, func() bool { return p.anchor.Status()[0].Established })
+	p.exchange(t, 1)
+	p.stopTether()
+	p.startTether(t, 200*time.Millisecond)
+	eventually(t, "second session", 5*time.Second, func() bool { return p.anchor.Status()[0].Handshakes == 2 })
+	p.exchange(t, 2)
+	if ep, _ := p.anchor.Endpoint("branch"); ep != addrOf(p.nat.cur()) {
+		t.Fatalf("endpoint %v, want the restarted tether's %v", ep, addrOf(p.nat.cur()))
+	}
+}
+
+func TestTetherRedialsRestartedAnchor(t *testing.T) {
+	p := newPair(t, 100*time.Millisecond)
+	eventually(t, "established", 5*time.Second, func() bool { return p.anchor.Status()[0].Established })
+	p.exchange(t, 1)
+	// The anchor restarts with no memory of the session: the tether's
+	// probes go unanswered, and after DeadAfter it dials again.
+	p.restartAnchor(t)
+	eventually(t, "new session", 5*time.Second, func() bool { return p.tether.Status().Handshakes == 2 })
+	p.exchange(t, 2)
+}
