@@ -470,7 +470,9 @@ func PoolMAC(a netip.Addr) policy.MAC {
 }
 
 // Peer returns the tunnel peer the anchor accepts for r.
-func (r *Relocated) Peer(vni uint32) Peer { return Peer{Name: r.TetherName, Key: r.TetherKey, VNI: vni} }
+func (r *Relocated) Peer(vni uint32) Peer {
+	return Peer{Name: r.TetherName, Key: r.TetherKey, VNI: vni}
+}
 
 // Subnet returns the anchor's view of r.
 func (r *Relocated) Subnet() Subnet {
@@ -496,4 +498,3 @@ func poolSize(a, b netip.Addr) int {
 	v := uint32(y[0])<<24 | uint32(y[1])<<16 | uint32(y[2])<<8 | uint32(y[3])
 	return int(v-u) + 1
 }
-

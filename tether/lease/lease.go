@@ -47,8 +47,8 @@ func (l Lease) Expired(now time.Time) bool { return !now.Before(l.Expiry) }
 
 // Config configures a Broker.
 type Config struct {
-	Subnet    string        // the relocated subnet's name
-	First     netip.Addr    // the pool: First…Last
+	Subnet    string     // the relocated subnet's name
+	First     netip.Addr // the pool: First…Last
 	Last      netip.Addr
 	LeaseTime time.Duration // how long a lease lasts before it must be renewed
 	Prefix    string        // key prefix in the store
