@@ -2,6 +2,7 @@ package tether
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,6 +90,10 @@ type anchorPeer struct {
 	pendingFrom netip.AddrPort
 	lastAuth    time.Time
 	since       time.Time // when cur was established
+	// newest is the (epoch, counter) of the newest frame authenticated
+	// under cur: only a frame newer than every frame before it may move
+	// the endpoint.
+	newest frameOrder
 	sealBuf     []byte
 	msgBuf      []byte
 
@@ -205,7 +210,8 @@ func (a *Anchor) open(p *anchorPeer, pkt []byte, from netip.AddrPort, plain []by
 	if p.cur != nil {
 		out, err := p.cur.Open(plain, pkt)
 		if err == nil {
-			if from != p.endpoint {
+			newer := p.newest.advance(pkt)
+			if from != p.endpoint && newer {
 				a.log.Info("tether endpoint moved", "peer", p.Name, "from", p.endpoint, "to", from)
 				p.endpoint = from
 				p.rebinds.Add(1)
@@ -231,6 +237,8 @@ func (a *Anchor) open(p *anchorPeer, pkt []byte, from netip.AddrPort, plain []by
 					p.rebinds.Add(1)
 				}
 				p.endpoint, p.pendingFrom = from, netip.AddrPort{}
+				p.newest = frameOrder{}
+				p.newest.advance(pkt)
 				p.since = time.Now()
 				p.handshakes.Add(1)
 				a.log.Info("tether session established", "peer", p.Name, "endpoint", from)
@@ -246,6 +254,32 @@ func (a *Anchor) open(p *anchorPeer, pkt []byte, from netip.AddrPort, plain []by
 		a.refused[securechan.ReasonOf(err)].Add(1)
 	}
 	return nil, false
+}
+
+// frameOrder is a position in a session's sealed frames: securechan's
+// cleartext (and authenticated) header carries the sender's epoch (byte 3)
+// and its counter in that epoch (bytes 4 to 11). A datagram replay window
+// accepts a frame it never saw even when it is older than the newest (it
+// was delayed, or lost on its first way and replayed by someone who
+// captured it): such a frame is delivered, but moves nothing.
+type frameOrder struct {
+	set   bool
+	epoch uint8
+	ctr   uint64
+}
+
+// advance records the frame's position if it is newer than every one
+// before, and reports whether it was.
+func (o *frameOrder) advance(frame []byte) bool {
+	if len(frame) < sealedHeaderLen {
+		return false
+	}
+	ep, ctr := frame[3], binary.BigEndian.Uint64(frame[4:12])
+	newer := !o.set || (ep == o.epoch && ctr > o.ctr) || ep == o.epoch+1
+	if newer {
+		*o = frameOrder{set: true, epoch: ep, ctr: ctr}
+	}
+	return newer
 }
 
 // handshake answers an Init with a new responder session. A replayed Init

@@ -45,9 +45,10 @@ func addrOf(c PacketConn) netip.AddrPort {
 // expires, and it records every datagram sent so that a test can replay
 // them from elsewhere.
 type rebinder struct {
-	mu   sync.Mutex
-	c    *net.UDPConn
-	sent [][]byte
+	mu       sync.Mutex
+	c        *net.UDPConn
+	sent     [][]byte
+	dropNext bool // record the next datagram but lose it on the way
 }
 
 func (r *rebinder) cur() *net.UDPConn { r.mu.Lock(); defer r.mu.Unlock(); return r.c }
@@ -66,8 +67,12 @@ func (r *rebinder) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 func (r *rebinder) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
 	r.mu.Lock()
 	r.sent = append(r.sent, bytes.Clone(b))
-	c := r.c
+	c, drop := r.c, r.dropNext
+	r.dropNext = false
 	r.mu.Unlock()
+	if drop {
+		return len(b), nil
+	}
 	return c.WriteToUDPAddrPort(b, to)
 }
 
@@ -323,6 +328,33 @@ func TestForgedAndReplayedPacketsDoNotMoveEndpoint(t *testing.T) {
 	p.exchange(t, 3)
 	if st := p.anchor.Status()[0]; st.Rebinds != 0 || st.Handshakes != 1 {
 		t.Fatalf("forgeries changed the session: %+v", st)
+	}
+	// A frame the anchor never received (lost on its way, captured by the
+	// forger) is inside the replay window and authentic: it may be
+	// delivered late, but, older than frames already seen, it must not
+	// move the endpoint.
+	p.nat.mu.Lock()
+	p.nat.dropNext = true
+	p.nat.mu.Unlock()
+	lost := testFrame(42, 80)
+	if err := p.tether.Send(testVNI, lost); err != nil {
+		t.Fatal(err)
+	}
+	sent := p.nat.Sent()
+	captured := sent[len(sent)-1]
+	p.exchange(t, 4) // newer frames arrive first
+	evil.WriteToUDPAddrPort(captured, to)
+	timeout := time.After(2 * time.Second)
+	for late := false; !late; {
+		select {
+		case f := <-p.toDC:
+			late = bytes.Equal(f, lost) // exchange's repeats may come first
+		case <-timeout:
+			t.Fatal("the late frame was not delivered")
+		}
+	}
+	if ep, _ := p.anchor.Endpoint("branch"); ep != real {
+		t.Fatalf("a late frame from %v moved the endpoint to %v", addrOf(evil), ep)
 	}
 }
 
