@@ -93,9 +93,9 @@ type anchorPeer struct {
 	// newest is the (epoch, counter) of the newest frame authenticated
 	// under cur: only a frame newer than every frame before it may move
 	// the endpoint.
-	newest frameOrder
-	sealBuf     []byte
-	msgBuf      []byte
+	newest  frameOrder
+	sealBuf []byte
+	msgBuf  []byte
 
 	rebinds, handshakes    atomic.Uint64
 	rxFrames, txFrames     atomic.Uint64
