@@ -125,7 +125,7 @@ func (d *cfgDec) errf(line int, field, format string, args ...any) {
 
 // fields reads a mapping node, refusing unknown and repeated keys.
 func (d *cfgDec) fields(n *yaml.Node, path string, allowed ...string) map[string]*yaml.Node {
-	out := map[string]*yaml.Node{}
+	out := map[string]*yaml.Node{"": n} // "": the mapping itself, for the line of a missing field
 	if n.Kind != yaml.MappingNode {
 		d.errf(n.Line, path, "want a mapping")
 		return out
@@ -156,7 +156,7 @@ func (d *cfgDec) str(m map[string]*yaml.Node, key, path string, required bool) (
 	v := m[key]
 	if v == nil {
 		if required {
-			d.errf(0, path+"."+key, "required")
+			d.errf(m[""].Line, path+"."+key, "required")
 		}
 		return "", 0
 	}
