@@ -433,32 +433,18 @@ func (b *Bed) startHosts(ctx, rctx context.Context) error {
 }
 
 func (b *Bed) startAnchor(rctx context.Context) error {
-	var under, tun *net.UDPConn
+	var n *tether.AnchorNode
 	err := nsexec.Do(b.NSPath("anchor"), func() (err error) {
-		if under, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(PAAnchor, tether.VXLANPort))); err != nil {
-			return err
-		}
-		tun, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(AnchorPublic, TunnelPort)))
+		n, err = tether.StartAnchorNode(rctx, tether.AnchorNodeOptions{Config: b.Config, Host: b.Sub.AnchorHost, State: b.State,
+			Key: b.anchorKey, Logger: b.log})
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("tethertest: anchor sockets: %w", err)
+		return fmt.Errorf("tethertest: anchor: %w", err)
 	}
-	ov := tether.NewOverlay(tether.OverlayConfig{Host: b.Sub.AnchorHost, Subnets: []tether.Subnet{b.Sub.Subnet()}, Underlay: under, Logger: b.log})
-	if err := ov.SetState(b.State); err != nil {
-		return err
-	}
-	a, err := tether.NewAnchor(tun, tether.AnchorConfig{Key: b.anchorKey, Peers: []tether.Peer{b.Sub.Peer(VNI)}, PathMTU: b.Sub.PathMTU,
-		Deliver: ov.FromTunnel, Logger: b.log})
-	if err != nil {
-		return err
-	}
-	ov.SetTunnel(a)
-	b.Anchor, b.Overlay = a, ov
-	b.wg.Add(2)
-	go func() { defer b.wg.Done(); a.Run(rctx) }()
-	go func() { defer b.wg.Done(); ov.RunUnderlay() }()
-	context.AfterFunc(rctx, func() { under.Close() })
+	b.Anchor, b.Overlay = n.Anchor, n.Overlay
+	b.wg.Add(1)
+	go func() { defer b.wg.Done(); n.Wait() }()
 	return nil
 }
 
@@ -467,54 +453,29 @@ func (b *Bed) startAnchor(rctx context.Context) error {
 func (b *Bed) StartTether() error {
 	b.tmu.Lock()
 	defer b.tmu.Unlock()
-	r := b.Sub
 	ctx, cancel := context.WithCancel(context.Background())
 	sr := &siteRun{cancel: cancel}
-	fail := func(err error) error { cancel(); return err }
-	br, err := lease.Open(ctx, b.KV, lease.Config{Subnet: r.Name, First: r.PoolFirst, Last: r.PoolLast, LeaseTime: r.LeaseTime, Prefix: "/nicpath/"})
-	if err != nil {
-		return fail(err)
-	}
-	mtu := tether.InnerMTU(r.PathMTU, false)
-	srv := lease.NewServer(br, lease.ServerConfig{Prefix: r.Prefix, Gateway: r.Gateway, MTU: mtu})
-	var conn *net.UDPConn
-	var runs []func(context.Context) error
-	var t *tether.Tether
-	site := tether.NewSite(tether.SiteConfig{VNI: VNI, Prefix: r.Prefix, Gateway: r.Gateway, MTU: mtu, Broker: br, DHCP: srv,
-		Tunnel: func(vni uint32, f []byte) error { return t.Send(vni, f) }, Logger: b.log})
-	err = nsexec.Do(b.NSPath("tether"), func() (err error) {
-		if conn, err = net.ListenUDP("udp4", nil); err != nil {
+	var n *tether.TetherNode
+	err := nsexec.Do(b.NSPath("tether"), func() error {
+		conn, err := net.ListenUDP("udp4", nil)
+		if err != nil {
 			return err
 		}
-		for _, p := range r.Ports {
-			run, err := site.OpenPort(p)
-			if err != nil {
-				return err
-			}
-			runs = append(runs, run)
-		}
-		return nil
-	})
-	if err != nil {
-		if conn != nil {
+		sr.rec = &recorder{UDPConn: conn}
+		n, err = tether.StartTetherNode(ctx, tether.TetherNodeOptions{Config: b.Config, Subnet: b.Sub.Name, VNI: VNI,
+			Key: b.tetherKey, KV: b.KV, Conn: sr.rec, Logger: b.log})
+		if err != nil {
 			conn.Close()
 		}
-		return fail(err)
-	}
-	sr.rec = &recorder{UDPConn: conn}
-	t, err = tether.NewTether(tether.TetherConfig{Key: b.tetherKey, AnchorKey: r.AnchorKey, Anchor: r.AnchorEndpoint,
-		Keepalive: r.Keepalive, Probe: r.Probe, PathMTU: r.PathMTU, Deliver: site.FromTunnel, Conn: sr.rec, Logger: b.log})
+		return err
+	})
 	if err != nil {
-		conn.Close()
-		return fail(err)
+		cancel()
+		return fmt.Errorf("tethertest: tether: %w", err)
 	}
-	sr.Tether, sr.Site, sr.Broker = t, site, br
-	for _, run := range runs {
-		sr.wg.Add(1)
-		go func() { defer sr.wg.Done(); run(ctx) }()
-	}
+	sr.Tether, sr.Site, sr.Broker = n.Tether, n.Site, n.Broker
 	sr.wg.Add(1)
-	go func() { defer sr.wg.Done(); t.Run(ctx) }()
+	go func() { defer sr.wg.Done(); n.Wait() }()
 	b.site = sr
 	return nil
 }
