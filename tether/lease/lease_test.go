@@ -117,3 +117,26 @@ func TestServerDORA(t *testing.T) {
 		t.Fatalf("second node: %v %v", nak, err)
 	}
 }
+
+func TestFileKVKeepsLeasesAcrossOpen(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir() + "/leases.json"
+	kv, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{time.Now()}
+	b := open(t, kv, c)
+	a, _ := b.Offer(macA, netip.Addr{})
+	if _, err := b.Acquire(ctx, macA, a, "p1", "n1"); err != nil {
+		t.Fatal(err)
+	}
+	kv2, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2 := open(t, kv2, c)
+	if l, ok := b2.Lookup(a); !ok || l.MAC != macA.String() || l.Hostname != "n1" {
+		t.Fatalf("after reopening the file: %+v %v", l, ok)
+	}
+}

@@ -97,8 +97,9 @@ type Bed struct {
 	wg      sync.WaitGroup
 	daemons map[string]*agent.Agent
 
-	Anchor  *tether.Anchor
-	Overlay *tether.Overlay
+	Anchor     *tether.Anchor
+	Overlay    *tether.Overlay
+	AnchorNode *tether.AnchorNode
 
 	tmu  sync.Mutex
 	site *siteRun
@@ -109,6 +110,7 @@ type Bed struct {
 type siteRun struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	node   *tether.TetherNode
 	Tether *tether.Tether
 	Site   *tether.Site
 	Broker *lease.Broker
@@ -442,7 +444,7 @@ func (b *Bed) startAnchor(rctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("tethertest: anchor: %w", err)
 	}
-	b.Anchor, b.Overlay = n.Anchor, n.Overlay
+	b.Anchor, b.Overlay, b.AnchorNode = n.Anchor, n.Overlay, n
 	b.wg.Add(1)
 	go func() { defer b.wg.Done(); n.Wait() }()
 	return nil
@@ -473,7 +475,7 @@ func (b *Bed) StartTether() error {
 		cancel()
 		return fmt.Errorf("tethertest: tether: %w", err)
 	}
-	sr.Tether, sr.Site, sr.Broker = n.Tether, n.Site, n.Broker
+	sr.Tether, sr.Site, sr.Broker, sr.node = n.Tether, n.Site, n.Broker, n
 	sr.wg.Add(1)
 	go func() { defer sr.wg.Done(); n.Wait() }()
 	b.site = sr
@@ -505,6 +507,26 @@ func (b *Bed) Tether() (*tether.Tether, *tether.Site, *lease.Broker) {
 		return nil, nil, nil
 	}
 	return b.site.Tether, b.site.Site, b.site.Broker
+}
+
+// TetherNode returns the running tether.
+func (b *Bed) TetherNode() *tether.TetherNode {
+	b.tmu.Lock()
+	defer b.tmu.Unlock()
+	if b.site == nil {
+		return nil
+	}
+	return b.site.node
+}
+
+// ServeControl serves the anchor's and the tether's control sockets
+// (what vswitchctl tether and leases read) until ctx is done.
+func (b *Bed) ServeControl(ctx context.Context, anchorSock, tetherSock string) {
+	go tether.ServeControl(ctx, anchorSock, tether.ControlHandler{Status: b.AnchorNode.Status})
+	go tether.ServeControl(ctx, tetherSock, tether.ControlHandler{
+		Status: func() tether.Status { return b.TetherNode().Status() },
+		Leases: func(context.Context) ([]lease.Lease, error) { return b.TetherNode().Broker.Leases(), nil },
+	})
 }
 
 // Sent returns the datagrams the running tether sent, oldest first.

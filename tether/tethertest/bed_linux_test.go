@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/internal/nsexec"
 	"github.com/nicpath/nicpath/securechan"
 	"github.com/nicpath/nicpath/tether"
@@ -246,6 +247,34 @@ func TestRelocatedSubnet(t *testing.T) {
 			t.Fatal("too-big counters did not move")
 		}
 		b.ping(t, "n2", VMA)
+	})
+	t.Run("control", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		dir := t.TempDir()
+		b.ServeControl(cctx, dir+"/anchor.sock", dir+"/tether.sock")
+		var as, ts tether.Status
+		var ls []lease.Lease
+		waitFor(t, "control sockets", 5*time.Second, func() bool {
+			return (&control.Client{Path: dir + "/anchor.sock"}).Call(ctx, "tether", nil, &as) == nil &&
+				(&control.Client{Path: dir + "/tether.sock"}).Call(ctx, "tether", nil, &ts) == nil
+		})
+		if err := (&control.Client{Path: dir + "/tether.sock"}).Call(ctx, "leases", nil, &ls); err != nil {
+			t.Fatal(err)
+		}
+		ep, _ := b.Anchor.Endpoint("branch-1")
+		if as.Role != "anchor" || len(as.Peers) != 1 || as.Peers[0].Endpoint != ep || ep.Addr() != NATPublic || as.Pool != 10 {
+			t.Fatalf("anchor status %+v (endpoint %v)", as, ep)
+		}
+		if ts.Role != "tether" || ts.Tether == nil || !ts.Tether.Established || ts.MTU != n1.MTU || ts.Counter["dhcp"] < 4 {
+			t.Fatalf("tether status %+v", ts)
+		}
+		if len(ls) != 2 || ls[0].Addr != a1 || ls[1].Addr != a2 {
+			t.Fatalf("leases %+v", ls)
+		}
+		if err := (&control.Client{Path: dir + "/anchor.sock"}).Call(ctx, "leases", nil, &ls); err == nil {
+			t.Fatal("the anchor answered leases it does not keep")
+		}
 	})
 	t.Run("forged", func(t *testing.T) {
 		before := b.Anchor.Status()[0]
