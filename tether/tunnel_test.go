@@ -270,6 +270,9 @@ func TestTunnelCarriesFramesBothWays(t *testing.T) {
 	}
 	// Probes are answered.
 	eventually(t, "probe answered", 5*time.Second, func() bool { return p.tether.Status().Acks > 0 })
+	if rtt := p.tether.Status().RTT; rtt <= 0 || rtt > time.Second {
+		t.Fatalf("round trip %v", rtt)
+	}
 }
 
 func TestAnchorFollowsRebinding(t *testing.T) {

@@ -58,8 +58,12 @@ func printTether(w io.Writer, s tether.Status, now time.Time) {
 		if t.Established {
 			state = "up"
 		}
-		fmt.Fprintf(w, "tether of %s: %s to anchor %s from %s, last answer %s, rtt %s, %d handshakes\n", s.Subnet, state, t.Anchor,
-			t.Local, ago(t.LastSeen, now), t.RTT.Round(time.Microsecond), t.Handshakes)
+		rtt := "no probe answered yet"
+		if t.RTT > 0 {
+			rtt = "probe rtt " + t.RTT.Round(time.Microsecond).String()
+		}
+		fmt.Fprintf(w, "tether of %s: %s to anchor %s from %s, last answer %s, %s, %d handshakes\n", s.Subnet, state, t.Anchor,
+			t.Local, ago(t.LastSeen, now), rtt, t.Handshakes)
 		fmt.Fprintf(w, "nodes' MTU %d; frames to the anchor %d, from it %d\n", s.MTU, t.TxFrames, t.RxFrames)
 	}
 	first := true

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -644,4 +645,77 @@ func (b *Bed) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Ping pings to from namespace from (two echoes), trying a few times: the
+// first packets of a flow take the slow paths, and a rebinding takes up to
+// a probe interval. It returns ping's output.
+func (b *Bed) Ping(from string, to netip.Addr) (string, error) {
+	var out string
+	var err error
+	for try := 0; try < 10; try++ {
+		if out, err = b.In(from, "ping", "-c", "2", "-i", "0.2", "-W", "1", to.String()); err == nil {
+			return out, nil
+		}
+	}
+	return out, err
+}
+
+// TCPTransfer sends size random bytes from namespace from to an echo
+// server it starts in namespace server on to's port, and checks every byte
+// that comes back.
+func (b *Bed) TCPTransfer(from, server string, to netip.AddrPort, size int) error {
+	var l net.Listener
+	if err := nsexec.Do(b.NSPath(server), func() (err error) {
+		l, err = net.Listen("tcp4", fmt.Sprintf(":%d", to.Port()))
+		return err
+	}); err != nil {
+		return err
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						c.Write(buf[:n])
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	var c net.Conn
+	if err := nsexec.Do(b.NSPath(from), func() (err error) {
+		c, err = net.DialTimeout("tcp4", to.String(), 5*time.Second)
+		return err
+	}); err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	data := make([]byte, size)
+	rand.Read(data)
+	errc := make(chan error, 1)
+	go func() { _, err := c.Write(data); errc <- err }()
+	back := make([]byte, size)
+	if _, err := io.ReadFull(c, back); err != nil {
+		return err
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	if !bytes.Equal(back, data) {
+		return errors.New("tethertest: the bytes that came back differ")
+	}
+	return nil
 }
