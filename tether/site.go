@@ -67,15 +67,27 @@ type SiteStats struct {
 type SitePort struct {
 	Name string
 	MAC  hal.MAC
-	mu   sync.Mutex // serializes sends
-	out  FrameSender
-	buf  []byte
+	mu     sync.Mutex // serializes sends, and closing with them
+	out    FrameSender
+	buf    []byte
+	closed bool
 }
 
 func (p *SitePort) send(frame []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.out.Send(frame)
+	if !p.closed {
+		p.out.Send(frame)
+	}
+}
+
+// close runs f (which closes the port's socket) once no send is in
+// progress, and stops every later send.
+func (p *SitePort) close(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	f()
 }
 
 // NewSite returns a site; AddPort gives it its ports.
@@ -165,7 +177,7 @@ func (s *Site) tooBig(p *SitePort, frame []byte, l *wire.Layout) {
 	s.stats.TooBig.Add(1)
 	p.mu.Lock()
 	ans, err := wire.AppendTooBig(p.buf[:0], frame, l, &wire.TooBig{MTU: s.cfg.MTU, Src: s.cfg.Gateway})
-	if err == nil {
+	if err == nil && !p.closed {
 		p.buf = ans
 		p.out.Send(ans)
 	}
@@ -226,7 +238,9 @@ func (s *Site) arp(p *SitePort, frame []byte) {
 	b = append(b, a[8:14]...)
 	b = append(b, spa.AsSlice()...)
 	p.buf = b
-	p.out.Send(b)
+	if !p.closed {
+		p.out.Send(b)
+	}
 }
 
 func (s *Site) dhcp(ctx context.Context, p *SitePort, frame []byte, l *wire.Layout, from hal.MAC) {

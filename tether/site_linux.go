@@ -30,7 +30,7 @@ func (s *Site) OpenPort(ifname string) (run func(ctx context.Context) error, err
 	copy(mac[:], ifi.HardwareAddr)
 	p := s.AddPort(ifname, mac, sock)
 	return func(ctx context.Context) error {
-		defer sock.Close()
+		defer p.close(func() { sock.Close() })
 		buf := make([]byte, wire.VirtioNetHdrLen+1<<16)
 		seg := make([]byte, 1<<16)
 		var sg wire.Segmenter
