@@ -416,7 +416,11 @@ func (c *Config) CheckPolicy(st *policy.State) error {
 				if ok {
 					what = fmt.Sprintf("a mapping to VM %s on %s", m.VM, m.Host)
 				}
-				d.errf(r.lines["prefix"], path+".pool", "address %s has %s in the policy, not one to the anchor %s (see tether.PoolVMs)", a, what, r.AnchorHost)
+				line := r.lines["pool"]
+				if line == 0 {
+					line = r.lines["prefix"]
+				}
+				d.errf(line, path+".pool", "address %s has %s in the policy, not one to the anchor %s (see tether.PoolVMs)", a, what, r.AnchorHost)
 				break
 			}
 		}

@@ -102,7 +102,7 @@ func TestConfigAgainstPolicy(t *testing.T) {
 	if err := c.CheckPolicy(build(true, false)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CheckPolicy(build(false, false)); err == nil || !strings.Contains(err.Error(), "r.yaml:5: relocated_subnets[0].pool: address 10.0.1.10 has no mapping") {
+	if err := c.CheckPolicy(build(false, false)); err == nil || !strings.Contains(err.Error(), "r.yaml:6: relocated_subnets[0].pool: address 10.0.1.10 has no mapping") {
 		t.Fatalf("pool without mappings: %v", err)
 	}
 	if err := c.CheckPolicy(build(true, true)); err == nil || !strings.Contains(err.Error(), "VM stray") {
