@@ -95,6 +95,7 @@ type anchorPeer struct {
 	// the endpoint.
 	newest  frameOrder
 	sealBuf []byte
+	ctrlBuf []byte
 	msgBuf  []byte
 
 	rebinds, handshakes    atomic.Uint64
@@ -316,11 +317,11 @@ func (a *Anchor) handshake(pkt []byte, from netip.AddrPort) {
 // flushLocked sends the session's queued handshake and control frames.
 func (a *Anchor) flushLocked(p *anchorPeer, s *securechan.Session, to netip.AddrPort) {
 	for {
-		out, ok, err := s.NextOutbound(p.sealBuf[:0])
+		out, ok, err := s.NextOutbound(p.ctrlBuf[:0])
 		if err != nil || !ok {
 			return
 		}
-		p.sealBuf = out
+		p.ctrlBuf = out // not sealBuf: a data frame sealed there may be waiting to be sent
 		a.conn.WriteToUDPAddrPort(out, to)
 	}
 }

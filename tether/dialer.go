@@ -84,6 +84,7 @@ type Tether struct {
 	since     time.Time
 	seq       uint64
 	sealBuf   []byte
+	ctrlBuf   []byte
 	msgBuf    []byte
 	rtt       time.Duration
 
@@ -216,11 +217,11 @@ func (t *Tether) newSession() error {
 
 func (t *Tether) flushLocked(s *securechan.Session) {
 	for {
-		out, ok, err := s.NextOutbound(t.sealBuf[:0])
+		out, ok, err := s.NextOutbound(t.ctrlBuf[:0])
 		if err != nil || !ok {
 			return
 		}
-		t.sealBuf = out
+		t.ctrlBuf = out // not sealBuf: a data frame sealed there may be waiting to be sent
 		t.conn.WriteToUDPAddrPort(out, t.cfg.Anchor)
 		t.lastSent = time.Now()
 	}

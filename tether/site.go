@@ -65,8 +65,8 @@ type SiteStats struct {
 
 // SitePort is one of the tether's ports toward the nodes.
 type SitePort struct {
-	Name string
-	MAC  hal.MAC
+	Name   string
+	MAC    hal.MAC
 	mu     sync.Mutex // serializes sends, and closing with them
 	out    FrameSender
 	buf    []byte

@@ -384,3 +384,65 @@ func TestTetherRedialsRestartedAnchor(t *testing.T) {
 	eventually(t, "new session", 5*time.Second, func() bool { return p.tether.Status().Handshakes == 2 })
 	p.exchange(t, 2)
 }
+
+// The tunnel survives securechan's rekeys (new epochs every few frames
+// here), in both directions, and the endpoint stays put through them.
+func TestTunnelRekeys(t *testing.T) {
+	aPub, aPriv := keys(t)
+	tPub, tPriv := keys(t)
+	toDC, toNode := make(chan []byte, 256), make(chan []byte, 256)
+	aConn := listen(t)
+	a, err := NewAnchor(aConn, AnchorConfig{Key: aPriv, Peers: []Peer{{Name: "branch", Key: tPub, VNI: testVNI}}, Logger: quiet(),
+		Channel: &securechan.Config{RekeyAfterMessages: 20},
+		Deliver: func(_ string, _ uint32, f []byte) { toDC <- bytes.Clone(f) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{}, 2)
+	go func() { a.Run(ctx); done <- struct{}{} }()
+	tt, err := NewTether(TetherConfig{Key: tPriv, AnchorKey: aPub, Anchor: addrOf(aConn), Probe: 100 * time.Millisecond, Logger: quiet(),
+		Channel: &securechan.Config{RekeyAfterMessages: 20}, Conn: listen(t),
+		Deliver: func(_ uint32, f []byte) { toNode <- bytes.Clone(f) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { tt.Run(ctx); done <- struct{}{} }()
+	defer func() { cancel(); <-done; <-done }()
+	eventually(t, "established", 5*time.Second, func() bool { return a.Status()[0].Established })
+	ep, _ := a.Endpoint("branch")
+	for i := 0; i < 200; i++ {
+		up, down := testFrame(byte(i), 64), testFrame(byte(i+1), 64)
+		// A frame refused while a rekey completes is sent again.
+		for tt.Send(testVNI, up) != nil {
+			time.Sleep(time.Millisecond)
+		}
+		for a.Send("branch", testVNI, down) != nil {
+			time.Sleep(time.Millisecond)
+		}
+		for _, c := range []struct {
+			ch   chan []byte
+			want []byte
+		}{{toDC, up}, {toNode, down}} {
+			select {
+			case f := <-c.ch:
+				if !bytes.Equal(f, c.want) {
+					t.Fatalf("frame %d: got %x", i, f[:16])
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatalf("frame %d lost; anchor %+v tether %+v", i, a.Status(), tt.Status())
+			}
+		}
+	}
+	st := a.Status()[0]
+	if now, _ := a.Endpoint("branch"); now != ep || st.Rebinds != 0 || st.Handshakes != 1 {
+		t.Fatalf("after the rekeys: %+v", st)
+	}
+	tt.mu.Lock()
+	epoch := tt.s.Epoch()
+	tt.mu.Unlock()
+	if epoch < 5 {
+		t.Fatalf("epoch %d after 400 frames with a rekey every 20", epoch)
+	}
+}
