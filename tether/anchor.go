@@ -289,10 +289,17 @@ func (o *frameOrder) advance(frame []byte) bool {
 func (a *Anchor) handshake(pkt []byte, from netip.AddrPort) {
 	s := securechan.NewResponder(a.cfg)
 	if _, err := s.Open(nil, pkt); err != nil {
+		// A retransmission of the Init a pending session answered: answer
+		// it again, wherever it comes from (a copy raced ahead from
+		// another address must not keep the real tether's retries from
+		// their answer; the answer is of use only to the holder of the
+		// Init's ephemeral key, and the endpoint moves only with the
+		// Confirm, which is sealed).
 		for _, p := range a.peers {
 			p.mu.Lock()
-			if p.pending != nil && p.pendingFrom == from {
+			if p.pending != nil {
 				if _, err2 := p.pending.Open(nil, pkt); err2 == nil {
+					p.pendingFrom = from
 					a.flushLocked(p, p.pending, from)
 					p.mu.Unlock()
 					return

@@ -446,3 +446,41 @@ func TestTunnelRekeys(t *testing.T) {
 		t.Fatalf("epoch %d after 400 frames with a rekey every 20", epoch)
 	}
 }
+
+// An Init raced ahead from another address (captured on its way, the
+// original lost) does not keep the real tether out: its retransmission is
+// answered too, and the session's endpoint is where the sealed Confirm
+// comes from.
+func TestRacedInitDoesNotTakeTheSession(t *testing.T) {
+	aPub, aPriv := keys(t)
+	tPub, tPriv := keys(t)
+	aConn := listen(t)
+	a, err := NewAnchor(aConn, AnchorConfig{Key: aPriv, Peers: []Peer{{Name: "branch", Key: tPub, VNI: testVNI}}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { a.Run(ctx); done <- struct{}{} }()
+	defer func() { cancel(); <-done; <-done }()
+	nat := &rebinder{c: listen(t), dropNext: true} // the first Init is lost…
+	tt, err := NewTether(TetherConfig{Key: tPriv, AnchorKey: aPub, Anchor: addrOf(aConn), Probe: 100 * time.Millisecond, Conn: nat, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := listen(t)
+	defer evil.Close()
+	var init []byte
+	go func() { tt.Run(ctx); done <- struct{}{} }()
+	eventually(t, "the Init captured", 2*time.Second, func() bool {
+		if s := nat.Sent(); len(s) > 0 {
+			init = s[0]
+		}
+		return init != nil
+	})
+	evil.WriteToUDPAddrPort(init, addrOf(aConn)) // …and sent first from elsewhere
+	eventually(t, "established with the real tether", 5*time.Second, func() bool { return a.Status()[0].Established })
+	if ep, _ := a.Endpoint("branch"); ep != addrOf(nat.cur()) {
+		t.Fatalf("endpoint %v, want the tether's %v", ep, addrOf(nat.cur()))
+	}
+}
