@@ -464,7 +464,9 @@ func TestRacedInitDoesNotTakeTheSession(t *testing.T) {
 	go func() { a.Run(ctx); done <- struct{}{} }()
 	defer func() { cancel(); <-done; <-done }()
 	nat := &rebinder{c: listen(t), dropNext: true} // the first Init is lost…
-	tt, err := NewTether(TetherConfig{Key: tPriv, AnchorKey: aPub, Anchor: addrOf(aConn), Probe: 100 * time.Millisecond, Conn: nat, Logger: quiet()})
+	// DeadAfter far away: the tether must get in with its first Init's
+	// retransmissions, not with a new handshake.
+	tt, err := NewTether(TetherConfig{Key: tPriv, AnchorKey: aPub, Anchor: addrOf(aConn), Probe: 100 * time.Millisecond, DeadAfter: time.Minute, Conn: nat, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +481,7 @@ func TestRacedInitDoesNotTakeTheSession(t *testing.T) {
 		return init != nil
 	})
 	evil.WriteToUDPAddrPort(init, addrOf(aConn)) // …and sent first from elsewhere
-	eventually(t, "established with the real tether", 5*time.Second, func() bool { return a.Status()[0].Established })
+	eventually(t, "established with the real tether", 3*time.Second, func() bool { return a.Status()[0].Established })
 	if ep, _ := a.Endpoint("branch"); ep != addrOf(nat.cur()) {
 		t.Fatalf("endpoint %v, want the tether's %v", ep, addrOf(nat.cur()))
 	}
