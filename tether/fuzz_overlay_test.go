@@ -14,7 +14,10 @@ type countConn struct {
 	n *int
 }
 
-func (c countConn) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) { *c.n++; return len(b), nil }
+func (c countConn) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) {
+	*c.n++
+	return len(b), nil
+}
 
 // FuzzOverlay: arbitrary VXLAN datagrams from the underlay and arbitrary
 // frames from the tunnel never panic the anchor's overlay side, and a frame
