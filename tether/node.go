@@ -114,6 +114,17 @@ func StartAnchorNode(ctx context.Context, o AnchorNodeOptions) (*AnchorNode, err
 // Wait waits until the anchor stopped (its context ended).
 func (n *AnchorNode) Wait() { n.wg.Wait() }
 
+// SetState applies a new policy to the overlay side (its routes, ACLs and
+// mappings apply from the next flow on) once the configuration still holds
+// against it; a policy it does not hold against is refused and the running
+// one kept.
+func (n *AnchorNode) SetState(cfg *Config, st *policy.State) error {
+	if err := cfg.CheckPolicy(st); err != nil {
+		return err
+	}
+	return n.Overlay.SetState(st)
+}
+
 // TetherNodeOptions are what StartTetherNode needs.
 type TetherNodeOptions struct {
 	Config *Config

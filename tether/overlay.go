@@ -100,6 +100,9 @@ type flowKey struct {
 // than grow.
 const maxCachedFlows = 1 << 16
 
+// maxTrackedConns bounds the connection table of stateful ACLs the same way.
+const maxTrackedConns = 1 << 16
+
 // NewOverlay returns an overlay; SetTunnel and SetState complete it.
 func NewOverlay(cfg OverlayConfig) *Overlay {
 	o := &Overlay{cfg: cfg, log: cfg.Logger}
@@ -139,7 +142,7 @@ func (o *Overlay) SetState(st *policy.State) error {
 	defer o.mu.Unlock()
 	o.st, o.pool, o.byVM = st, pool, byVM
 	o.cache = map[flowKey]policy.Verdict{}
-	if o.ct == nil {
+	if o.ct == nil || o.ct.Len() > maxTrackedConns {
 		o.ct = policy.NewConnTable()
 	}
 	return nil
@@ -196,6 +199,13 @@ func (o *Overlay) verdict(k flowKey, in policy.InPort) (policy.Verdict, *policy.
 	v.Trace, v.Routes, v.ACLs = nil, nil, nil
 	if len(o.cache) >= maxCachedFlows {
 		clear(o.cache)
+		if o.ct.Len() > maxTrackedConns {
+			// The reference tracker never forgets; starting over bounds
+			// it, at the price of replies of older stateful connections
+			// being walked again (and denied, if only the state let
+			// them through, until their next forward packet).
+			o.ct = policy.NewConnTable()
+		}
 	}
 	o.cache[k] = v
 	return v, o.st

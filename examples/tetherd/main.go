@@ -29,6 +29,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/nicpath/nicpath/drivers/remote"
 	"github.com/nicpath/nicpath/policy"
@@ -104,6 +105,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 			return fail(err)
 		}
 		h.Status, wait = n.Status, n.Wait
+		go watchPolicy(ctx, *polPath, cfg, n, log)
 	case "tether":
 		r, ok := cfg.Find(*subnet)
 		if !ok {
@@ -133,4 +135,34 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	wait()
 	return 0
+}
+
+// watchPolicy applies the policy file's changes to the anchor, as vswitchd
+// does to its switch: a file that does not load, or that the configuration
+// does not hold against, is logged and the running policy kept.
+func watchPolicy(ctx context.Context, path string, cfg *tether.Config, n *tether.AnchorNode, log *slog.Logger) {
+	last, _ := os.Stat(path)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fi, err := os.Stat(path)
+		if err != nil || (last != nil && fi.ModTime().Equal(last.ModTime()) && fi.Size() == last.Size()) {
+			continue
+		}
+		last = fi
+		st, err := policy.LoadFile(path)
+		if err == nil {
+			err = n.SetState(cfg, st)
+		}
+		if err != nil {
+			log.Error("policy change refused; the running policy stays", "err", err)
+			continue
+		}
+		log.Info("policy applied", "file", path)
+	}
 }

@@ -271,6 +271,20 @@ func (b *Bed) policy() error {
 	}
 	b.Config = cfg
 	b.Sub, _ = cfg.Find("branch")
+	st, err := b.BuildPolicy()
+	if err != nil {
+		return err
+	}
+	b.State = st
+	data, err := policy.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(b.opt.Dir, "policy.yaml"), data, 0o644)
+}
+
+// BuildPolicy builds the bed's policy, with extra ACLs added.
+func (b *Bed) BuildPolicy(extra ...policy.ACL) (*policy.State, error) {
 	pb := policy.NewBuilder()
 	pb.AddHost(policy.Host{Name: "host-a", PA: PAHostA})
 	pb.AddHost(policy.Host{Name: "host-b", PA: PAHostB})
@@ -284,19 +298,17 @@ func (b *Bed) policy() error {
 	}
 	pb.AddACL(policy.ACL{Tenant: "blue", ID: "no-telnet-from-branch", Priority: 10, Direction: policy.In,
 		Src: []netip.Prefix{RelocatedPrefix}, Protocol: policy.ProtoTCP, DstPorts: []policy.PortRange{{Lo: DeniedPort, Hi: DeniedPort}}, Action: policy.Deny})
+	for _, a := range extra {
+		pb.AddACL(a)
+	}
 	st, err := pb.Build()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := cfg.CheckPolicy(st); err != nil {
-		return err
+	if err := b.Config.CheckPolicy(st); err != nil {
+		return nil, err
 	}
-	b.State = st
-	data, err := policy.Marshal(st)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(b.opt.Dir, "policy.yaml"), data, 0o644)
+	return st, nil
 }
 
 func (b *Bed) network() error {

@@ -11,11 +11,13 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/internal/nsexec"
+	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/securechan"
 	"github.com/nicpath/nicpath/tether"
 	"github.com/nicpath/nicpath/tether/lease"
@@ -94,27 +96,37 @@ func (b *Bed) dialTCP(ns string, to netip.AddrPort) (net.Conn, error) {
 // udpEcho checks datagrams from ns to an echo server at to and back.
 func (b *Bed) udpEcho(t *testing.T, from string, server *net.UDPConn, to netip.AddrPort) {
 	t.Helper()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, a, err := server.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
+	if got := b.udpEchoes(from, server, to, 40); got < 10 {
+		t.Fatalf("UDP %s -> %v: %d echoes", from, to, got)
+	}
+}
+
+// udpEchoes sends up to tries datagrams from ns to an echo server (started
+// on server once) and counts the echoes, stopping at 10.
+func (b *Bed) udpEchoes(from string, server *net.UDPConn, to netip.AddrPort, tries int) int {
+	if _, started := echoing.LoadOrStore(server, true); !started {
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				n, a, err := server.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				server.WriteToUDPAddrPort(buf[:n], a)
 			}
-			server.WriteToUDPAddrPort(buf[:n], a)
-		}
-	}()
+		}()
+	}
 	var c *net.UDPConn
 	if err := nsexec.Do(b.NSPath(from), func() (err error) {
 		c, err = net.ListenUDP("udp4", nil)
 		return err
 	}); err != nil {
-		t.Fatal(err)
+		return 0
 	}
 	defer c.Close()
 	got := 0
 	buf := make([]byte, 2048)
-	for i := 0; i < 40 && got < 10; i++ {
+	for i := 0; i < tries && got < 10; i++ {
 		msg := []byte(fmt.Sprintf("datagram %d from %s %s", i, from, strings.Repeat("x", 1000)))
 		c.WriteToUDPAddrPort(msg, to)
 		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
@@ -123,10 +135,10 @@ func (b *Bed) udpEcho(t *testing.T, from string, server *net.UDPConn, to netip.A
 			got++
 		}
 	}
-	if got < 10 {
-		t.Fatalf("UDP %s -> %v: %d echoes", from, to, got)
-	}
+	return got
 }
+
+var echoing sync.Map // the servers udpEchoes started an echo loop on
 
 // tcpEcho sends size bytes over TCP from ns to an echo server and checks
 // every byte that comes back.
@@ -225,6 +237,29 @@ func TestRelocatedSubnet(t *testing.T) {
 			t.Fatal("the ACL's denied port connected from the relocated subnet")
 		}
 		b.tcpEcho(t, "vm-a", b.listenTCP(t, "n1", DeniedPort), netip.AddrPortFrom(a1, DeniedPort), 1<<10) // the other way is allowed
+	})
+	t.Run("anchor-acl", func(t *testing.T) {
+		// An outbound ACL of the relocated addresses is theirs alone: no
+		// data-center host walks it, only the anchor. A policy change
+		// adds one, the anchor applies it, and removing it restores the
+		// traffic.
+		deny := policy.ACL{Tenant: "blue", ID: "branch-no-udp-7003", Priority: 5, Direction: policy.Out, Src: []netip.Prefix{RelocatedPrefix},
+			Protocol: policy.ProtoUDP, DstPorts: []policy.PortRange{{Lo: 7003, Hi: 7003}}, Action: policy.Deny}
+		st, err := b.BuildPolicy(deny)
+		if err != nil {
+			t.Fatal(err)
+		}
+		server := b.listenUDP(t, "vm-a", 7003)
+		if err := b.AnchorNode.SetState(b.Config, st); err != nil {
+			t.Fatal(err)
+		}
+		if n := b.udpEchoes("n1", server, netip.AddrPortFrom(VMA, 7003), 10); n != 0 {
+			t.Fatalf("%d datagrams passed the anchor's deny", n)
+		}
+		if err := b.AnchorNode.SetState(b.Config, b.State); err != nil {
+			t.Fatal(err)
+		}
+		b.udpEcho(t, "n1", server, netip.AddrPortFrom(VMA, 7003))
 	})
 	t.Run("mtu", func(t *testing.T) {
 		// From the data center (MTU 1450) a packet too big for the
