@@ -53,10 +53,9 @@ const (
 
 // Config is a relocated-subnets configuration file.
 type Config struct {
-	File     string
-	Subnets  []Relocated
-	byName   map[string]int
-	topLines map[string]int
+	File    string
+	Subnets []Relocated
+	byName  map[string]int
 }
 
 // ConfigError is one problem of a configuration, with its file, line and

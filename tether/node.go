@@ -38,7 +38,6 @@ type AnchorNode struct {
 	Overlay *Overlay
 	Subnets []*Relocated
 	wg      sync.WaitGroup
-	closers []func() error
 }
 
 // StartAnchorNode checks the configuration against the policy, opens the
