@@ -140,7 +140,7 @@ func (t *Tether) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- t.readLoop(ctx, conn) }()
 
-	tick := min(handshakeRetry, t.cfg.Probe/4)
+	tick := min(handshakeRetry, t.cfg.Probe/4, t.cfg.Keepalive/2)
 	tk := time.NewTicker(tick)
 	defer tk.Stop()
 	for {

@@ -486,3 +486,39 @@ func TestRacedInitDoesNotTakeTheSession(t *testing.T) {
 		t.Fatalf("endpoint %v, want the tether's %v", ep, addrOf(nat.cur()))
 	}
 }
+
+// With probes rare, the keepalive alone keeps the tunnel (and the NAT's
+// mapping) from going quiet for longer than its interval.
+func TestKeepalive(t *testing.T) {
+	aPub, aPriv := keys(t)
+	tPub, tPriv := keys(t)
+	aConn := listen(t)
+	a, err := NewAnchor(aConn, AnchorConfig{Key: aPriv, Peers: []Peer{{Name: "branch", Key: tPub, VNI: testVNI}}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nat := &rebinder{c: listen(t)}
+	tt, err := NewTether(TetherConfig{Key: tPriv, AnchorKey: aPub, Anchor: addrOf(aConn), Probe: time.Hour, DeadAfter: time.Hour,
+		Keepalive: 100 * time.Millisecond, Conn: nat, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { a.Run(ctx); done <- struct{}{} }()
+	go func() { tt.Run(ctx); done <- struct{}{} }()
+	defer func() { cancel(); <-done; <-done }()
+	eventually(t, "established", 5*time.Second, func() bool { return a.Status()[0].Established })
+	n0 := len(nat.Sent())
+	time.Sleep(time.Second)
+	sent := nat.Sent()[n0:]
+	if len(sent) < 5 || len(sent) > 15 {
+		t.Fatalf("%d datagrams in a second of silence with a 100ms keepalive", len(sent))
+	}
+	if st := tt.Status(); st.Probes != 0 {
+		t.Fatalf("probes sent: %+v", st)
+	}
+	if seen := a.Status()[0].LastSeen; time.Since(seen) > 300*time.Millisecond {
+		t.Fatalf("the anchor last heard the tether %v ago", time.Since(seen))
+	}
+}
