@@ -49,7 +49,9 @@
 // InnerMTU(path MTU), and a packet too big for the tunnel, from either
 // side, is answered with an ICMP "fragmentation needed" (IPv4) or "packet
 // too big" (IPv6) announcing it (hal/wire.AppendTooBig), never dropped
-// silently.
+// silently; an IPv4 packet without DF from the data center is split by the
+// anchor instead (hal/wire.FragmentIPv4), as a router does. Non-first
+// fragments are walked by addresses and protocol (they carry no ports).
 //
 // A Config (LoadConfig) names the relocated subnets: tenant, VNET, prefix,
 // gateway, pool, lease time, the anchor (policy host, public endpoint,

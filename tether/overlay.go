@@ -75,6 +75,7 @@ type Overlay struct {
 type OverlayStats struct {
 	ToTunnel, FromTunnel     atomic.Uint64
 	Dropped, TooBig, Spoofed atomic.Uint64
+	Fragmented               atomic.Uint64
 }
 
 type poolKey struct {
@@ -247,7 +248,7 @@ func rewrite(frame []byte, l *wire.Layout, rw policy.Rewrite) bool {
 func (o *Overlay) FromTunnel(peer string, vni uint32, frame []byte) {
 	var k hal.FlowKey
 	var l wire.Layout
-	if err := wire.Parse(frame, 0, &k, &l); err != nil || l.L3 < 0 || l.VLANs != 0 {
+	if err := parseFrame(frame, &k, &l); err != nil || l.L3 < 0 || l.VLANs != 0 {
 		o.stats.Dropped.Add(1)
 		return
 	}
@@ -306,7 +307,7 @@ func (o *Overlay) FromUnderlay(pkt []byte, from netip.AddrPort) {
 	frame := pkt[vxlanHdrLen:]
 	var k hal.FlowKey
 	var l wire.Layout
-	if err := wire.Parse(frame, 0, &k, &l); err != nil || l.L3 < 0 || l.VLANs != 0 {
+	if err := parseFrame(frame, &k, &l); err != nil || l.L3 < 0 || l.VLANs != 0 {
 		o.stats.Dropped.Add(1)
 		return
 	}
@@ -334,6 +335,21 @@ func (o *Overlay) toTunnel(st *policy.State, v policy.Verdict, vni uint32, frame
 	switch {
 	case err == nil:
 		o.stats.ToTunnel.Add(1)
+	case err == ErrTooBig && fragmentable(frame, l):
+		// IPv4 without DF: split, as a router does (RFC 791).
+		mtu := o.tunnel.MaxFrame() - 14
+		var frags [][]byte
+		wire.FragmentIPv4(frame, l, mtu, func(n int) []byte {
+			b := make([]byte, n) // a rare path: allocating is fine
+			frags = append(frags, b)
+			return b
+		})
+		for _, f := range frags {
+			if o.tunnel.Send(sub.Tether, vni, f) == nil {
+				o.stats.ToTunnel.Add(1)
+			}
+		}
+		o.stats.Fragmented.Add(1)
 	case err == ErrTooBig:
 		o.stats.TooBig.Add(1)
 		mtu := o.tunnel.MaxFrame() - 14
@@ -362,4 +378,22 @@ func (o *Overlay) RunUnderlay() error {
 		}
 		o.FromUnderlay(buf[:n], canon(from))
 	}
+}
+
+// fragmentable reports whether an oversized frame is an IPv4 packet
+// without DF (nor a fragment of a DF packet): a router splits it instead of
+// answering it.
+func fragmentable(frame []byte, l *wire.Layout) bool {
+	return l.EthType == hal.EtherTypeIPv4 && l.L3 >= 0 && l.L3+8 <= len(frame) && frame[l.L3+6]&0x40 == 0
+}
+
+// parseFrame is wire.Parse, except that a non-first IP fragment (which has
+// no transport header, so no ports) is a frame like any other: the policy
+// walks it by addresses and protocol, and the tunnel carries it.
+func parseFrame(frame []byte, k *hal.FlowKey, l *wire.Layout) error {
+	err := wire.Parse(frame, 0, k, l)
+	if err != nil && l.Flags&wire.FlagLaterFragment != 0 && l.L3 >= 0 && l.End <= len(frame) {
+		return nil
+	}
+	return err
 }

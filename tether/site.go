@@ -128,7 +128,7 @@ func (s *Site) FromNode(ctx context.Context, p *SitePort, frame []byte) {
 	}
 	var k hal.FlowKey
 	var l wire.Layout
-	if err := wire.Parse(frame, 0, &k, &l); err != nil || l.L3 < 0 || l.VLANs != 0 {
+	if err := parseFrame(frame, &k, &l); err != nil || l.L3 < 0 || l.VLANs != 0 {
 		s.stats.Dropped.Add(1)
 		return
 	}

@@ -263,7 +263,21 @@ func TestRelocatedSubnet(t *testing.T) {
 	})
 	t.Run("mtu", func(t *testing.T) {
 		// From the data center (MTU 1450) a packet too big for the
-		// tunnel is answered by the anchor.
+		// tunnel, without DF, is split by the anchor, as a router does,
+		// and the node reassembles it (before any DF packet taught vm-a
+		// the path's MTU: it would split the packet itself). The node's
+		// answer comes back in fragments the data center's vswitch
+		// handles (or not) on its own: the check is the node's
+		// reassembly.
+		before := b.reasmOKs(t, "n1")
+		b.In("vm-a", "ping", "-c", "2", "-W", "1", "-M", "dont", "-s", "1422", a1.String())
+		if b.Overlay.Stats().Fragmented.Load() == 0 {
+			t.Fatal("the anchor did not fragment")
+		}
+		if after := b.reasmOKs(t, "n1"); after < before+2 {
+			t.Fatalf("the node reassembled %d packets of the anchor's fragments, want 2", after-before)
+		}
+		// With DF it is answered by the anchor.
 		out, _ := b.In("vm-a", "ping", "-c", "2", "-W", "1", "-M", "do", "-s", "1422", a1.String())
 		if want := fmt.Sprintf("mtu = %d", n1.MTU); !strings.Contains(out, want) {
 			t.Fatalf("vm-a's oversized ping: no %q in\n%s", want, out)
@@ -403,4 +417,33 @@ func leaseString(ls []lease.Lease) string {
 		fmt.Fprintf(&b, "%s %s %s %s %s; ", l.Addr, l.MAC, l.Port, l.Granted.UTC().Format(time.RFC3339Nano), l.Expiry.UTC().Format(time.RFC3339Nano))
 	}
 	return b.String()
+}
+
+// reasmOKs reads how many IPv4 packets namespace ns reassembled.
+func (b *Bed) reasmOKs(t *testing.T, ns string) int {
+	t.Helper()
+	out, err := b.In(ns, "cat", "/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Ip:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "ReasmOKs" && i < len(f) {
+				var v int
+				fmt.Sscan(f[i], &v)
+				return v
+			}
+		}
+	}
+	t.Fatalf("no ReasmOKs in %s's /proc/net/snmp", ns)
+	return 0
 }
