@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command tetherdemo tells the relocated subnet's story on network
 // namespaces (Linux, root): a data center of two vswitchd hosts with a VM
 // each and an anchor; a NAT (nftables masquerade); a remote site whose
