@@ -12,7 +12,7 @@ TEST_TIMEOUT ?= 45m
 FUZZTIME  ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all test unit race benchsmoke fmtcheck vet lint bench bench-peers fuzz demo deps generate
+.PHONY: all test unit race benchsmoke fmtcheck vet lint bench bench-peers fuzz demo demo-tether deps generate
 
 all: test
 
@@ -73,6 +73,12 @@ fuzz:
 ## NIC=remote runs each host's NIC in a nicd process of its own (over securechan).
 demo:
 	GO="$(GO)" DRIVER="$(DRIVER)" STORE="$(STORE)" NIC="$(NIC)" $(GO) run ./examples/demo
+
+## demo-tether (root): a subnet relocated to a remote site behind NAT: DHCP
+## leases, a node and a VM talking through the NAT, vswitchctl tether/leases,
+## NAT rebinding, a tether restart.
+demo-tether: deps
+	GO="$(GO)" $(GO) run ./examples/tetherdemo
 
 ## generate: rebuild generated code (BPF objects need clang).
 generate:

@@ -21,6 +21,8 @@
 //	learned                      the addresses the NIC saw each VM's port use (owned or spoofed),
 //	                             the recent announcements (gratuitous ARP, unsolicited NA), a
 //	                             migrated VM's first one marked, and the spoofed-source drops
+//	tether                       (tetherd) the relocated subnet's tunnel: each tether's endpoint as the NAT shows it
+//	leases                       (tetherd) the leases the tether's broker handed to the remote nodes
 //
 // reload exits 1 with the daemon's error (file:line: field: problem) for
 // as long as the policy file is one the daemon refused, whether reload or
@@ -67,6 +69,8 @@ commands:
   reload                         check the policy file now, apply it if it changed
   learned                        addresses the NIC saw the VMs' ports use, announcements
                                  (a migrated VM's first marked), spoofed-source drops
+  tether                         (tetherd) the relocated subnet's tunnel and endpoints
+  leases                         (tetherd) the remote nodes' leases
 
 The socket defaults to $NICPATH_CONTROL, else /run/nicpath/vswitchd.sock.
 `
@@ -130,7 +134,7 @@ func parse(a []string) (control.Request, error) {
 	cmd, rest := a[0], a[1:]
 	req := control.Request{Cmd: cmd, Args: rest}
 	switch cmd {
-	case "show", "caps", "stats", "reload", "learned":
+	case "show", "caps", "stats", "reload", "learned", "tether", "leases":
 		if len(rest) != 0 {
 			return req, fmt.Errorf("%s takes no arguments", cmd)
 		}
@@ -231,6 +235,8 @@ func call(ctx context.Context, c *control.Client, req control.Request, w io.Writ
 			return err
 		}
 		printLearned(w, l)
+	case "tether", "leases":
+		return callTether(ctx, c, req, w)
 	case "reload":
 		var r control.Reloaded
 		if err := c.Call(ctx, req.Cmd, req.Args, &r); err != nil {

@@ -132,6 +132,8 @@ var figures = []figure{
 	{Name: "migration.etcd_ns_downtime_ms", Dir: "store/etcd", Pkg: ".", Bench: "NSMigration", Metric: "downtime_ms", Unit: "ms", Target: "<= 10 (worst, namespaces, over etcd)", Root: true, Benchtime: "20x"},
 	{Name: "migration.etcd_ns_downtime_p50_ms", Dir: "store/etcd", Pkg: ".", Bench: "NSMigration", Metric: "downtime_p50_ms", Unit: "ms", Target: "<= 10 (median, namespaces, over etcd)", Root: true, Benchtime: "20x"},
 	{Name: "migration.etcd_ns_misdelivered", Dir: "store/etcd", Pkg: ".", Bench: "NSMigration", Metric: "misdelivered", Unit: "packets", Target: "0 (namespaces, over etcd)", Root: true, Benchtime: "20x"},
+	{Name: "tether.rebind_recovery_ms", Pkg: "./tether/tethertest", Bench: "RebindRecovery", Metric: "recovery_ms", Unit: "ms", Target: "<= 3000 (NAT mappings flushed -> first datagram delivered again, anchor to tether, default 2 s probe, mean)", Root: true, Benchtime: "5x"},
+	{Name: "tether.throughput_ratio", Pkg: "./tether/tethertest", Bench: "ThroughputRatio", Metric: "ratio", Unit: "x", Target: ">= 0.5 (UDP through the tunnel / plain kernel VXLAN, remote site to the anchor's namespace through the same NAT, same run)", Root: true, Benchtime: "2x"},
 }
 
 // pkgKey is where a group of figures' benchmarks run, and with which
