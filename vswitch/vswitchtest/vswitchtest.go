@@ -1,7 +1,8 @@
 // Package vswitchtest simulates hosts in process: each a software NIC
 // (drivers/softnic) programmed by its vswitch, with the far sides of its
 // ports at hand, and an in-memory underlay between the hosts' uplinks keyed
-// by provider address. A send carries a frame to the end of its walk, like
+// by provider address; a host may be a virtualization gateway
+// (NewGatewayHost) with an external port. A send carries a frame to the end of its walk, like
 // a poll-mode datapath: through exception paths, vswitches and the
 // underlay, until every frame it caused has landed on a vport or left on an
 // uplink toward an address that is no host. The in-process demo and the
@@ -17,18 +18,21 @@ import (
 	"sort"
 
 	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/gateway"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/vswitch"
 )
 
-// Host is one simulated machine.
+// Host is one simulated machine: a host with VMs (Switch set) or a
+// virtualization gateway (Gateway set, see NewGatewayHost).
 type Host struct {
-	Name   string
-	PA     netip.Addr
-	NIC    *softnic.NIC
-	Switch *vswitch.Switch
+	Name    string
+	PA      netip.Addr
+	NIC     *softnic.NIC
+	Switch  *vswitch.Switch
+	Gateway *gateway.Gateway
 	Ports  map[string]hal.PortID // VM name → vport
 	VMOf   map[hal.PortID]string
 	Uplink hal.PortID
@@ -88,8 +92,62 @@ func NewHost(ph policy.Host, st *policy.State, vms []policy.VM, uplinkMAC hal.MA
 
 // Close closes the host's switch and NIC.
 func (h *Host) Close() {
-	h.Switch.Close()
+	if h.Switch != nil {
+		h.Switch.Close()
+	}
+	if h.Gateway != nil {
+		h.Gateway.Close(context.Background())
+	}
 	h.NIC.Close()
+}
+
+// ExternalPort is the name a gateway host's external port has in Ports:
+// Send(gw, ExternalPort, frame) puts a non-virtualized host's frame on it,
+// and what the gateway sends there is a Delivery with VM ExternalPort.
+const ExternalPort = "external"
+
+// NewGatewayHost builds a gateway host playing policy gateway gw of st: a
+// software NIC with an uplink (uplinkMAC, which is also the underlay next
+// hop's MAC, as for NewHost) and an external port (externalMAC) on the
+// physical network of non-virtualized hosts, and a gateway.Gateway on it.
+// cfg gives the gateway's external settings (Address, Router, Neighbors,
+// ports); its NIC, State, Name, Uplink, External and NextHopMAC are set here.
+func NewGatewayHost(gw policy.Gateway, st *policy.State, uplinkMAC, externalMAC hal.MAC, cfg gateway.Config) (*Host, error) {
+	nic, err := softnic.New(softnic.Config{Device: gw.Name, Ports: []softnic.PortConfig{
+		{Name: ExternalPort, Kind: hal.PortVPort, MAC: externalMAC},
+		{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: UplinkMTU},
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", gw.Name, err)
+	}
+	h := &Host{Name: gw.Name, PA: gw.PA, NIC: nic, Ports: map[string]hal.PortID{}, VMOf: map[hal.PortID]string{},
+		Far: map[hal.PortID]*softnic.Port{}}
+	for _, p := range nic.Ports() {
+		fp, err := nic.Port(p.ID)
+		if err != nil {
+			nic.Close()
+			return nil, err
+		}
+		h.Far[p.ID] = fp
+		h.ids = append(h.ids, p.ID)
+		if p.Kind == hal.PortUplink {
+			h.Uplink = p.ID
+			continue
+		}
+		h.Ports[p.Name], h.VMOf[p.ID] = p.ID, p.Name
+	}
+	sort.Slice(h.ids, func(i, j int) bool { return h.ids[i] < h.ids[j] })
+	h.batch = make([]hal.Exception, 64)
+	for i := range h.batch {
+		h.batch[i].Buf = make([]byte, 2048)
+	}
+	cfg.NIC, cfg.State, cfg.Name = nic, st, gw.Name
+	cfg.Uplink, cfg.External, cfg.NextHopMAC = h.Uplink, h.Ports[ExternalPort], uplinkMAC
+	if h.Gateway, err = gateway.New(cfg); err != nil {
+		nic.Close()
+		return nil, fmt.Errorf("%s: %w", gw.Name, err)
+	}
+	return h, nil
 }
 
 // Pump hands the host's queued exception packets to its vswitch until none
@@ -102,7 +160,12 @@ func (h *Host) Pump() error {
 		if n == 0 || err != nil {
 			return nil
 		}
-		if err := h.Switch.HandleBatch(context.Background(), h.batch[:n]); err != nil {
+		if h.Switch == nil {
+			err = h.Gateway.HandleBatch(context.Background(), h.batch[:n])
+		} else {
+			err = h.Switch.HandleBatch(context.Background(), h.batch[:n])
+		}
+		if err != nil {
 			return fmt.Errorf("%s: %w", h.Name, err)
 		}
 	}

@@ -1,0 +1,535 @@
+package gateway
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
+)
+
+// insideKey is a connection as the tenant sends it: its VNET (VNI), the
+// VM's address and port, the remote address and port, the protocol. For
+// ICMP echo the port is the echo identifier and the remote port zero.
+type insideKey struct {
+	vni        uint32
+	src, dst   netip.Addr
+	sport      uint16
+	dport      uint16
+	proto      uint8
+	encapKind  policy.EncapKind
+	outerSrcPA netip.Addr
+}
+
+// outsideKey is an answer as it arrives on the external port.
+type outsideKey struct {
+	remote     netip.Addr
+	remotePort uint16
+	extPort    uint16
+	proto      uint8
+}
+
+type portKey struct {
+	proto uint8
+	port  uint16
+}
+
+// conn is one tracked, translated connection.
+type conn struct {
+	inside  insideKey
+	outside outsideKey
+	in      policy.InPort
+	pkt     policy.Packet // the first packet, as the policy judged it
+	tenant  string
+	vnet    string
+	vm      string
+	host    string
+	hostPA  netip.Addr
+	gwPA    netip.Addr
+	vmMAC   hal.MAC
+	nhMAC   hal.MAC // the external next hop's MAC
+	icmp    bool
+
+	fwdKey, revKey hal.FlowKey
+	fwd, rev       []hal.Action
+	fwdID, revID   hal.RuleID // 0: not on the NIC
+	why            string     // why the connection is on the host path; empty when offloaded
+	trace          []string
+
+	created, seen int64
+	counted       uint64 // packets of both rules at the last Expire
+}
+
+// Conn describes one connection for listings (vswitchctl-like tools, an
+// anchor built on the gateway).
+type Conn struct {
+	Tenant, VNET, VM, Host string
+	Proto                  uint8
+	Inside                 string // VM address:port > remote address:port
+	Outside                string // external address:port > remote address:port
+	Where                  string // "nic" or "host: <why>"
+	Age                    time.Duration
+}
+
+func (c *conn) where() string {
+	if c.why == "" {
+		return "nic"
+	}
+	return "host: " + c.why
+}
+
+type refusal struct {
+	rule   hal.RuleID
+	reason policy.Reason
+	trace  []string
+	why    string // why the drop is not on the NIC; empty when it is
+}
+
+type opOwner struct {
+	c       *conn
+	r       *refusal
+	reverse bool
+}
+
+// icmpEcho reports whether the frame is an ICMP echo request (toward the
+// outside) or reply (from the outside), and its identifier.
+func icmpEcho(frame []byte, l *wire.Layout, request bool) (id uint16, ok bool) {
+	if l.L4 < 0 || l.L4+8 > l.End {
+		return 0, false
+	}
+	t := frame[l.L4]
+	switch {
+	case l.Proto == hal.ProtoICMP && request && t == 8, l.Proto == hal.ProtoICMP && !request && t == 0,
+		l.Proto == hal.ProtoICMPv6 && request && t == 128, l.Proto == hal.ProtoICMPv6 && !request && t == 129:
+		return binary.BigEndian.Uint16(frame[l.L4+4:]), true
+	}
+	return 0, false
+}
+
+func policyPacket(k *hal.FlowKey, ttl uint8) policy.Packet {
+	p := policy.Packet{SrcMAC: policy.MAC(k.EthSrc), DstMAC: policy.MAC(k.EthDst), EtherType: k.EthType,
+		Protocol: k.Proto, TTL: ttl}
+	if k.IsIP() {
+		p.Src, p.Dst = k.Src(), k.Dst()
+	}
+	switch k.Proto {
+	case policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP:
+		p.SrcPort, p.DstPort = k.L4Src, k.L4Dst
+	case policy.ProtoICMP, policy.ProtoICMPv6:
+		p.ICMPType, p.ICMPCode = uint8(k.L4Src), uint8(k.L4Dst)
+	}
+	return p
+}
+
+func ttlOf(frame []byte, l *wire.Layout) uint8 {
+	if l.L3 < 0 {
+		return 0
+	}
+	if l.EthType == hal.EtherTypeIPv4 {
+		return frame[l.L3+8]
+	}
+	return frame[l.L3+7]
+}
+
+func encapKind(k hal.EncapKind) (policy.EncapKind, bool) {
+	switch k {
+	case hal.EncapVXLAN:
+		return policy.EncapVXLAN, true
+	case hal.EncapGeneve:
+		return policy.EncapGeneve, true
+	case hal.EncapNVGRE:
+		return policy.EncapNVGRE, true
+	}
+	return 0, false
+}
+
+func halEncap(k policy.EncapKind) hal.EncapKind {
+	switch k {
+	case policy.EncapGeneve:
+		return hal.EncapGeneve
+	case policy.EncapNVGRE:
+		return hal.EncapNVGRE
+	}
+	return hal.EncapVXLAN
+}
+
+// fromTenant handles a frame from the uplink.
+func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now int64) {
+	if !l.Tunnelled() {
+		g.stats.Drops["not-tunnelled"]++
+		return
+	}
+	if hal.AddrFrom16(k.TunDst) != g.gw.PA {
+		g.stats.Drops["not_local"]++
+		return
+	}
+	kind, ok := encapKind(k.TunKind)
+	if !ok {
+		g.stats.Drops["unsupported"]++
+		return
+	}
+	if r, ok := g.refused[*k]; ok {
+		g.stats.Refused[r.reason.String()]++
+		return
+	}
+	in := policy.FromTunnel(kind, k.VNI, hal.AddrFrom16(k.TunSrc))
+	ik := insideKey{vni: k.VNI, encapKind: kind, outerSrcPA: in.OuterSrc, proto: k.Proto}
+	icmp := false
+	if k.IsIP() {
+		ik.src, ik.dst = k.Src(), k.Dst()
+		switch k.Proto {
+		case hal.ProtoTCP, hal.ProtoUDP:
+			ik.sport, ik.dport = k.L4Src, k.L4Dst
+		case hal.ProtoICMP, hal.ProtoICMPv6:
+			if id, ok := icmpEcho(frame, l, true); ok {
+				ik.sport, icmp = id, true
+			}
+		}
+	}
+	if c, ok := g.conns[ik]; ok && c.fwdKey == *k {
+		c.seen = now
+		g.execute(frame, l, c, false)
+		return
+	}
+	pkt := policyPacket(k, ttlOf(frame, l))
+	v := g.st.EvaluateAtGateway(g.gw.Name, in, pkt)
+	if !v.Allow {
+		g.refuse(k, v)
+		return
+	}
+	if !(k.Proto == hal.ProtoTCP || k.Proto == hal.ProtoUDP || icmp) {
+		g.stats.Drops["unsupported-protocol"]++
+		return
+	}
+	if pkt.Src.Is4() != g.cfg.Address.Addr().Is4() {
+		g.stats.Drops["address-family"]++
+		return
+	}
+	nh := ik.dst
+	if !g.cfg.Address.Contains(nh) {
+		if !g.cfg.Router.IsValid() {
+			g.stats.Drops["no-route"]++
+			return
+		}
+		nh = g.cfg.Router
+	}
+	mac, ok := g.neigh[nh]
+	if !ok {
+		g.await(nh, frame)
+		return
+	}
+	if c, ok := g.conns[ik]; ok {
+		// The same connection from another inner MAC or TTL-independent
+		// key field (a VM's MAC changed): forget the old one.
+		g.removeConn(c)
+	}
+	extPort, ok := g.allocPort(k.Proto)
+	if !ok {
+		g.stats.Drops["ports-exhausted"]++
+		return
+	}
+	c := &conn{inside: ik, in: in, pkt: pkt, tenant: v.Tenant, vnet: v.VNET, vm: v.VM, host: v.Host,
+		hostPA: v.PA, gwPA: g.gw.PA, vmMAC: hal.MAC(v.MAC), nhMAC: mac, icmp: icmp, fwdKey: *k,
+		created: now, seen: now, trace: v.Trace}
+	c.outside = outsideKey{remote: ik.dst, remotePort: ik.dport, extPort: extPort, proto: k.Proto}
+	g.conns[ik] = c
+	g.byOut[c.outside] = c
+	g.ports[portKey{k.Proto, extPort}] = c
+	g.stats.NewConns++
+	g.build(c, l)
+	g.place(c)
+	g.execute(frame, l, c, false)
+}
+
+// build writes the connection's two action lists and the reply's key.
+func (g *Gateway) build(c *conn, l *wire.Layout) {
+	ext := g.cfg.Address.Addr()
+	c.fwd = append(c.fwd[:0], hal.Decap(), hal.SetEthSrc(g.extMAC), hal.SetEthDst(c.nhMAC), hal.SetIPSrc(ext))
+	if !c.icmp {
+		c.fwd = append(c.fwd, hal.SetL4Src(c.outside.extPort))
+	}
+	c.fwd = append(c.fwd, hal.DecTTL(), hal.Count(), hal.Output(g.cfg.External))
+
+	rk := hal.FlowKey{InPort: g.cfg.External, EthSrc: c.nhMAC, EthDst: g.extMAC, EthType: c.fwdKey.EthType,
+		IPSrc: hal.Addr16(c.outside.remote), IPDst: hal.Addr16(ext), Proto: c.outside.proto,
+		L4Src: c.outside.remotePort, L4Dst: c.outside.extPort}
+	if c.icmp {
+		rk.L4Src, rk.L4Dst = 0, 0 // echo reply: type 0 (ICMPv6 129), code 0
+		if c.outside.proto == hal.ProtoICMPv6 {
+			rk.L4Src = 129
+		}
+	}
+	c.revKey = rk
+	c.rev = append(c.rev[:0], hal.SetEthSrc(hal.MAC(g.st.RouterMAC())), hal.SetEthDst(c.vmMAC),
+		hal.SetIPDst(c.inside.src))
+	if !c.icmp {
+		c.rev = append(c.rev, hal.SetL4Dst(c.inside.sport))
+	}
+	c.rev = append(c.rev, hal.DecTTL(), hal.EncapWith(hal.Encap{Kind: halEncap(c.inside.encapKind), VNI: c.inside.vni,
+		Src: c.gwPA, Dst: c.hostPA, SrcMAC: g.uplinkMAC, DstMAC: g.nextHopMAC()}), hal.Count(), hal.Output(g.cfg.Uplink))
+}
+
+func (g *Gateway) nextHopMAC() hal.MAC {
+	if g.cfg.NextHopMAC.IsZero() {
+		return hal.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	}
+	return g.cfg.NextHopMAC
+}
+
+func (g *Gateway) rule(id hal.RuleID, k *hal.FlowKey, acts []hal.Action) hal.Rule {
+	return hal.Rule{ID: id, Priority: 100, Match: hal.Exact(k), Actions: acts, Cookie: cookie}
+}
+
+// cookie marks the gateway's rules on the NIC ("gw").
+const cookie hal.Cookie = 0x6777
+
+// place offloads both directions when the NIC takes both rules, and keeps
+// the connection on the host path with the NIC's reason otherwise.
+func (g *Gateway) place(c *conn) {
+	if c.icmp {
+		c.why = "ICMP echo: the identifier is translated and no NIC match field or action reads or writes it"
+		g.stats.HostPath++
+		return
+	}
+	fid, rid := g.newID(), g.newID()
+	fr, rr := g.rule(fid, &c.fwdKey, c.fwd), g.rule(rid, &c.revKey, c.rev)
+	if err := g.nic.Validate(&fr); err != nil {
+		c.why = "NIC refuses the rule from the tenant: " + err.Error()
+		g.stats.HostPath++
+		return
+	}
+	if err := g.nic.Validate(&rr); err != nil {
+		c.why = "NIC refuses the rule from the external network: " + err.Error()
+		g.stats.HostPath++
+		return
+	}
+	c.fwdID, c.revID = fid, rid
+	g.queue(hal.AddOp(fr), opOwner{c: c})
+	g.queue(hal.AddOp(rr), opOwner{c: c, reverse: true})
+}
+
+func (g *Gateway) newID() hal.RuleID {
+	id := g.nextID
+	g.nextID++
+	return id
+}
+
+func (g *Gateway) queue(op hal.Op, o opOwner) {
+	g.ops = append(g.ops, op)
+	g.owners = append(g.owners, o)
+}
+
+// flush applies the queued operations in batches the NIC takes; an add that
+// fails leaves its connection (or refusal) on the host path with the error.
+func (g *Gateway) flush(ctx context.Context) error {
+	max := g.nic.Capabilities().MaxBatch
+	if max <= 0 {
+		max = 256
+	}
+	var errs []error
+	ops, owners := g.ops, g.owners
+	g.ops, g.owners = g.ops[:0], g.owners[:0]
+	for len(ops) > 0 {
+		n := min(len(ops), max)
+		res := make([]hal.OpResult, n)
+		err := g.nic.Apply(ctx, ops[:n], res)
+		for i := range n {
+			if res[i].Err == nil && err == nil || res[i].Err == nil {
+				if ops[i].Kind == hal.OpAdd && owners[i].c != nil && !owners[i].reverse && owners[i].c.why == "" {
+					g.stats.Offloaded++
+				}
+				continue
+			}
+			if ops[i].Kind != hal.OpAdd {
+				if !errors.Is(res[i].Err, hal.ErrNotFound) {
+					errs = append(errs, res[i].Err)
+				}
+				continue
+			}
+			o := owners[i]
+			switch {
+			case o.c != nil:
+				// One direction landed, the other did not: take the
+				// landed one back, so that both go through the host.
+				if o.c.why == "" {
+					o.c.why = "NIC did not take the rule: " + res[i].Err.Error()
+					g.stats.HostPath++
+				}
+				other := o.c.revID
+				if o.reverse {
+					other = o.c.fwdID
+				}
+				o.c.fwdID, o.c.revID = 0, 0
+				if other != 0 {
+					g.ops = append(g.ops, hal.DeleteOp(other))
+					g.owners = append(g.owners, opOwner{})
+				}
+			case o.r != nil:
+				o.r.rule, o.r.why = 0, "NIC did not take the drop rule: "+res[i].Err.Error()
+			}
+		}
+		ops, owners = ops[n:], owners[n:]
+	}
+	if len(g.ops) > 0 {
+		if err := g.flush(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (g *Gateway) allocPort(proto uint8) (uint16, bool) {
+	lo, hi := g.cfg.PortLo, g.cfg.PortHi
+	span := int(hi-lo) + 1
+	cur := g.cursor[proto]
+	if cur < lo || cur > hi {
+		cur = lo
+	}
+	for range span {
+		p := cur
+		if cur == hi {
+			cur = lo
+		} else {
+			cur++
+		}
+		if _, used := g.ports[portKey{proto, p}]; !used {
+			g.cursor[proto] = cur
+			return p, true
+		}
+	}
+	return 0, false
+}
+
+func (g *Gateway) removeConn(c *conn) {
+	if c.fwdID != 0 {
+		g.queue(hal.DeleteOp(c.fwdID), opOwner{})
+	}
+	if c.revID != 0 {
+		g.queue(hal.DeleteOp(c.revID), opOwner{})
+	}
+	c.fwdID, c.revID = 0, 0
+	delete(g.conns, c.inside)
+	delete(g.byOut, c.outside)
+	delete(g.ports, portKey{c.outside.proto, c.outside.extPort})
+	g.stats.Expired++
+}
+
+// refuse drops a tenant frame the policy refuses, and makes its flow a drop
+// rule on the NIC so that the next ones never reach the host.
+func (g *Gateway) refuse(k *hal.FlowKey, v policy.GatewayVerdict) {
+	g.stats.Refused[v.Reason.String()]++
+	r := &refusal{reason: v.Reason, trace: v.Trace}
+	g.refused[*k] = r
+	id := g.newID()
+	rule := hal.Rule{ID: id, Priority: 100, Match: hal.Exact(k), Actions: []hal.Action{hal.Count(), hal.Drop(hal.ReasonPolicy)}, Cookie: cookie}
+	if err := g.nic.Validate(&rule); err != nil {
+		r.why = "NIC refuses the drop rule: " + err.Error()
+		return
+	}
+	r.rule = id
+	g.queue(hal.AddOp(rule), opOwner{r: r})
+}
+
+// fromExternal handles a frame from the external port: ARP, or an answer
+// to a tracked connection.
+func (g *Gateway) fromExternal(k *hal.FlowKey, l *wire.Layout, frame []byte, now int64) {
+	if k.EthType == hal.EtherTypeARP {
+		g.arp(frame)
+		return
+	}
+	if !k.IsIP() {
+		g.stats.Drops["not-ip"]++
+		return
+	}
+	if k.Dst() != g.cfg.Address.Addr() {
+		g.stats.Drops["not-ours"]++
+		return
+	}
+	ok := outsideKey{remote: k.Src(), proto: k.Proto}
+	switch k.Proto {
+	case hal.ProtoTCP, hal.ProtoUDP:
+		ok.remotePort, ok.extPort = k.L4Src, k.L4Dst
+	case hal.ProtoICMP, hal.ProtoICMPv6:
+		id, isEcho := icmpEcho(frame, l, false)
+		if !isEcho {
+			g.stats.Drops["no-connection"]++
+			return
+		}
+		ok.extPort = id
+	}
+	c, found := g.byOut[ok]
+	if !found {
+		g.stats.Drops["no-connection"]++
+		return
+	}
+	c.seen = now
+	g.execute(frame, l, c, true)
+}
+
+// Conns lists the tracked connections, oldest first.
+func (g *Gateway) Conns() []Conn {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.cfg.Clock().UnixNano()
+	out := make([]Conn, 0, len(g.conns))
+	var created []int64
+	for _, c := range g.conns {
+		ext := g.cfg.Address.Addr()
+		out = append(out, Conn{Tenant: c.tenant, VNET: c.vnet, VM: c.vm, Host: c.host, Proto: c.inside.proto,
+			Inside:  fmt.Sprintf("%s > %s", netip.AddrPortFrom(c.inside.src, c.inside.sport), netip.AddrPortFrom(c.inside.dst, c.inside.dport)),
+			Outside: fmt.Sprintf("%s > %s", netip.AddrPortFrom(ext, c.outside.extPort), netip.AddrPortFrom(c.outside.remote, c.outside.remotePort)),
+			Where:   c.where(), Age: time.Duration(now - c.created)})
+		created = append(created, c.created)
+	}
+	idx := make([]int, len(out))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool {
+		if created[idx[a]] != created[idx[b]] {
+			return created[idx[a]] < created[idx[b]]
+		}
+		return out[idx[a]].Inside < out[idx[b]].Inside
+	})
+	sorted := make([]Conn, len(out))
+	for i, j := range idx {
+		sorted[i] = out[j]
+	}
+	return sorted
+}
+
+// Expire removes connections idle for longer than Config.Idle: no packet on
+// the host path, and no packet counted by either of their rules on the NIC,
+// since then.
+func (g *Gateway) Expire(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.cfg.Clock().UnixNano()
+	idle := int64(g.cfg.Idle)
+	var errs []error
+	for _, c := range g.conns {
+		if c.fwdID != 0 {
+			var cs [2]hal.Counters
+			if err := g.nic.RuleCounters(ctx, []hal.RuleID{c.fwdID, c.revID}, cs[:]); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if n := cs[0].Packets + cs[1].Packets; n != c.counted {
+				c.counted, c.seen = n, now
+			}
+		}
+		if now-c.seen > idle {
+			g.removeConn(c)
+		}
+	}
+	if err := g.flush(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
