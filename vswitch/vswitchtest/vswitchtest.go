@@ -33,12 +33,12 @@ type Host struct {
 	NIC     *softnic.NIC
 	Switch  *vswitch.Switch
 	Gateway *gateway.Gateway
-	Ports  map[string]hal.PortID // VM name → vport
-	VMOf   map[hal.PortID]string
-	Uplink hal.PortID
-	Far    map[hal.PortID]*softnic.Port // the far side of every port
-	ids    []hal.PortID                 // Far's ports in order, for deterministic draining
-	batch  []hal.Exception
+	Ports   map[string]hal.PortID // VM name → vport
+	VMOf    map[hal.PortID]string
+	Uplink  hal.PortID
+	Far     map[hal.PortID]*softnic.Port // the far side of every port
+	ids     []hal.PortID                 // Far's ports in order, for deterministic draining
+	batch   []hal.Exception
 }
 
 // UplinkMTU leaves room for a 1500-byte inner frame and its encapsulation.
