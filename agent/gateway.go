@@ -411,10 +411,10 @@ func (a *GatewayAgent) serveControl(ctx context.Context) {
 }
 
 // Do carries out one control command: "gateway" (the gateway, its
-// counters and connections) and "show" (the same).
+// counters and connections).
 func (a *GatewayAgent) Do(ctx context.Context, req control.Request) (any, error) {
 	switch req.Cmd {
-	case "gateway", "show":
+	case "gateway":
 		return a.status(), nil
 	}
 	return nil, fmt.Errorf("unknown command %q on a gateway host (known: gateway)", req.Cmd)

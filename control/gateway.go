@@ -1,6 +1,6 @@
 package control
 
-// GatewayStatus is the answer of a gateway host to "gateway" (and "show"):
+// GatewayStatus is the answer of a gateway host to "gateway":
 // the policy gateway it plays, its counters and its connections; Text is
 // the same for people.
 type GatewayStatus struct {

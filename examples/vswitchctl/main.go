@@ -18,6 +18,7 @@
 //	capture start <file>         write the exception path to a pcapng file
 //	capture stop
 //	reload                       check the policy file now and apply it if it changed
+//	gateway                      (a gateway host) the gateway, its counters and translated connections
 //
 // reload exits 1 with the daemon's error (file:line: field: problem) for
 // as long as the policy file is one the daemon refused, whether reload or
@@ -62,6 +63,7 @@ commands:
   capture start <file>           write the exception path to a pcapng file
   capture stop                   finish the capture
   reload                         check the policy file now, apply it if it changed
+  gateway                        (a gateway host) the gateway, counters, translated connections
 
 The socket defaults to $NICPATH_CONTROL, else /run/nicpath/vswitchd.sock.
 `
@@ -125,7 +127,7 @@ func parse(a []string) (control.Request, error) {
 	cmd, rest := a[0], a[1:]
 	req := control.Request{Cmd: cmd, Args: rest}
 	switch cmd {
-	case "show", "caps", "stats", "reload":
+	case "show", "caps", "stats", "reload", "gateway":
 		if len(rest) != 0 {
 			return req, fmt.Errorf("%s takes no arguments", cmd)
 		}
@@ -220,6 +222,12 @@ func call(ctx context.Context, c *control.Client, req control.Request, w io.Writ
 		} else {
 			fmt.Fprintf(w, "capture stopped: %d packets in %s\n", s.Packets, s.File)
 		}
+	case "gateway":
+		var g control.GatewayStatus
+		if err := c.Call(ctx, req.Cmd, req.Args, &g); err != nil {
+			return err
+		}
+		fmt.Fprint(w, g.Text)
 	case "reload":
 		var r control.Reloaded
 		if err := c.Call(ctx, req.Cmd, req.Args, &r); err != nil {
