@@ -35,11 +35,6 @@ type outsideKey struct {
 	proto      uint8
 }
 
-type portKey struct {
-	proto uint8
-	port  uint16
-}
-
 // conn is one tracked, translated connection.
 type conn struct {
 	inside  insideKey
@@ -60,7 +55,6 @@ type conn struct {
 	fwd, rev       []hal.Action
 	fwdID, revID   hal.RuleID // 0: not on the NIC
 	why            string     // why the connection is on the host path; empty when offloaded
-	trace          []string
 
 	created, seen int64
 	counted       uint64 // packets of both rules at the last Expire
@@ -87,7 +81,6 @@ func (c *conn) where() string {
 type refusal struct {
 	rule   hal.RuleID
 	reason policy.Reason
-	trace  []string
 	why    string // why the drop is not on the NIC; empty when it is
 }
 
@@ -198,7 +191,7 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 		return
 	}
 	pkt := policyPacket(k, ttlOf(frame, l))
-	v := g.st.EvaluateAtGateway(g.gw.Name, in, pkt)
+	v := g.st.CheckAtGateway(g.gw.Name, in, pkt)
 	if !v.Allow {
 		g.refuse(k, v)
 		return
@@ -229,28 +222,34 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 		// key field (a VM's MAC changed): forget the old one.
 		g.removeConn(c)
 	}
-	extPort, ok := g.allocPort(k.Proto)
+	extPort, ok := g.allocPort(k.Proto, ik.dst, ik.dport)
 	if !ok {
 		g.stats.Drops["ports-exhausted"]++
 		return
 	}
 	c := &conn{inside: ik, in: in, pkt: pkt, tenant: v.Tenant, vnet: v.VNET, vm: v.VM, host: v.Host,
 		hostPA: v.PA, gwPA: g.gw.PA, vmMAC: hal.MAC(v.MAC), nhMAC: mac, icmp: icmp, fwdKey: *k,
-		created: now, seen: now, trace: v.Trace}
+		created: now, seen: now}
 	c.outside = outsideKey{remote: ik.dst, remotePort: ik.dport, extPort: extPort, proto: k.Proto}
 	g.conns[ik] = c
 	g.byOut[c.outside] = c
-	g.ports[portKey{k.Proto, extPort}] = c
 	g.stats.NewConns++
 	g.build(c, l)
 	g.place(c)
 	g.execute(frame, l, c, false)
 }
 
+// maxActions is the longest action list of a connection (the answer's:
+// MACs, address, port, dec_ttl, encap, count, output).
+const maxActions = 9
+
 // build writes the connection's two action lists and the reply's key.
 func (g *Gateway) build(c *conn, l *wire.Layout) {
 	ext := g.cfg.Address.Addr()
-	c.fwd = append(c.fwd[:0], hal.Decap(), hal.SetEthSrc(g.extMAC), hal.SetEthDst(c.nhMAC), hal.SetIPSrc(ext))
+	// Both lists in one allocation, each with room for all its actions.
+	acts := make([]hal.Action, 0, 2*maxActions)
+	c.fwd, c.rev = acts[:0:maxActions], acts[maxActions:maxActions]
+	c.fwd = append(c.fwd, hal.Decap(), hal.SetEthSrc(g.extMAC), hal.SetEthDst(c.nhMAC), hal.SetIPSrc(ext))
 	if !c.icmp {
 		c.fwd = append(c.fwd, hal.SetL4Src(c.outside.extPort))
 	}
@@ -266,7 +265,7 @@ func (g *Gateway) build(c *conn, l *wire.Layout) {
 		}
 	}
 	c.revKey = rk
-	c.rev = append(c.rev[:0], hal.SetEthSrc(hal.MAC(g.st.RouterMAC())), hal.SetEthDst(c.vmMAC),
+	c.rev = append(c.rev, hal.SetEthSrc(hal.MAC(g.st.RouterMAC())), hal.SetEthDst(c.vmMAC),
 		hal.SetIPDst(c.inside.src))
 	if !c.icmp {
 		c.rev = append(c.rev, hal.SetL4Dst(c.inside.sport))
@@ -384,7 +383,12 @@ func (g *Gateway) flush(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (g *Gateway) allocPort(proto uint8) (uint16, bool) {
+// allocPort picks an external port for a connection to remote:rport that
+// no other connection to the same remote endpoint holds (endpoint-dependent
+// translation: an answer is told apart by the remote endpoint and the
+// external port together), going round the range from where the last
+// allocation of the protocol stopped.
+func (g *Gateway) allocPort(proto uint8, remote netip.Addr, rport uint16) (uint16, bool) {
 	lo, hi := g.cfg.PortLo, g.cfg.PortHi
 	span := int(hi-lo) + 1
 	cur := g.cursor[proto]
@@ -398,7 +402,7 @@ func (g *Gateway) allocPort(proto uint8) (uint16, bool) {
 		} else {
 			cur++
 		}
-		if _, used := g.ports[portKey{proto, p}]; !used {
+		if _, used := g.byOut[outsideKey{remote: remote, remotePort: rport, extPort: p, proto: proto}]; !used {
 			g.cursor[proto] = cur
 			return p, true
 		}
@@ -416,7 +420,6 @@ func (g *Gateway) removeConn(c *conn) {
 	c.fwdID, c.revID = 0, 0
 	delete(g.conns, c.inside)
 	delete(g.byOut, c.outside)
-	delete(g.ports, portKey{c.outside.proto, c.outside.extPort})
 	g.stats.Expired++
 }
 
@@ -424,7 +427,7 @@ func (g *Gateway) removeConn(c *conn) {
 // rule on the NIC so that the next ones never reach the host.
 func (g *Gateway) refuse(k *hal.FlowKey, v policy.GatewayVerdict) {
 	g.stats.Refused[v.Reason.String()]++
-	r := &refusal{reason: v.Reason, trace: v.Trace}
+	r := &refusal{reason: v.Reason}
 	g.refused[*k] = r
 	id := g.newID()
 	rule := hal.Rule{ID: id, Priority: 100, Match: hal.Exact(k), Actions: []hal.Action{hal.Count(), hal.Drop(hal.ReasonPolicy)}, Cookie: cookie}

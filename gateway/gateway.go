@@ -76,7 +76,6 @@ type Gateway struct {
 	gw      policy.Gateway
 	conns   map[insideKey]*conn
 	byOut   map[outsideKey]*conn
-	ports   map[portKey]*conn // external (proto, port) in use
 	cursor  map[uint8]uint16
 	refused map[hal.FlowKey]*refusal
 	neigh   map[netip.Addr]hal.MAC
@@ -124,7 +123,7 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("%w: router %s is not on the external network %s", ErrConfig, cfg.Router, cfg.Address.Masked())
 	}
 	g := &Gateway{cfg: cfg, nic: cfg.NIC, log: cfg.Logger,
-		conns: map[insideKey]*conn{}, byOut: map[outsideKey]*conn{}, ports: map[portKey]*conn{},
+		conns: map[insideKey]*conn{}, byOut: map[outsideKey]*conn{},
 		cursor: map[uint8]uint16{}, refused: map[hal.FlowKey]*refusal{}, neigh: map[netip.Addr]hal.MAC{},
 		pending: map[netip.Addr]*pendingFrames{}, nextID: 1}
 	g.stats.Refused, g.stats.Drops = map[string]uint64{}, map[string]uint64{}
@@ -195,7 +194,7 @@ func (g *Gateway) Update(ctx context.Context, st *policy.State) error {
 		g.setEndpoint(ctx)
 	}
 	for _, c := range g.conns {
-		v := st.EvaluateAtGateway(g.gw.Name, c.in, c.pkt)
+		v := st.CheckAtGateway(g.gw.Name, c.in, c.pkt)
 		if !v.Allow || v.PA != c.hostPA || hal.MAC(v.MAC) != c.vmMAC || c.gwPA != g.gw.PA {
 			g.removeConn(c)
 		}

@@ -31,11 +31,17 @@ type GatewayVerdict struct {
 	// sender's host applied the gateway rule's NAT (the packet's own
 	// destination when the route has no NAT).
 	Dst   netip.Addr
+	// Trace is the walk in words (EvaluateAtGateway; CheckAtGateway leaves
+	// it empty).
 	Trace []string
+
+	quiet bool
 }
 
 func (v *GatewayVerdict) step(format string, args ...any) {
-	v.Trace = append(v.Trace, fmt.Sprintf(format, args...))
+	if !v.quiet {
+		v.Trace = append(v.Trace, fmt.Sprintf(format, args...))
+	}
 }
 
 func (v GatewayVerdict) drop(r Reason, format string, args ...any) GatewayVerdict {
@@ -70,7 +76,17 @@ func (v GatewayVerdict) String() string {
 // the gateway's own (the policy says which traffic may pass, not which
 // external address it takes).
 func (s *State) EvaluateAtGateway(gateway string, in InPort, pkt Packet) GatewayVerdict {
-	var v GatewayVerdict
+	return s.atGateway(gateway, in, pkt, false)
+}
+
+// CheckAtGateway is EvaluateAtGateway without the trace, for a data path:
+// the same decision, no words.
+func (s *State) CheckAtGateway(gateway string, in InPort, pkt Packet) GatewayVerdict {
+	return s.atGateway(gateway, in, pkt, true)
+}
+
+func (s *State) atGateway(gateway string, in InPort, pkt Packet, quiet bool) GatewayVerdict {
+	v := GatewayVerdict{quiet: quiet}
 	gi, ok := s.gwIdx[gateway]
 	if !ok {
 		return v.drop(ReasonUnknownHost, "gateway %q is not in the policy", gateway)
