@@ -30,7 +30,7 @@ type GatewayVerdict struct {
 	// Dst is the destination as the tenant addressed it, before the
 	// sender's host applied the gateway rule's NAT (the packet's own
 	// destination when the route has no NAT).
-	Dst   netip.Addr
+	Dst netip.Addr
 	// Trace is the walk in words (EvaluateAtGateway; CheckAtGateway leaves
 	// it empty).
 	Trace []string
