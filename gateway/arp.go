@@ -72,16 +72,17 @@ func (g *Gateway) arp(frame []byte) {
 		return
 	}
 	ours := g.cfg.Address.Addr()
+	_, published := g.cfg.Publish[tpa]
 	if g.cfg.Address.Contains(spa) && spa != ours && !sha.IsZero() && sha[0]&1 == 0 {
 		_, waiting := g.pending[spa]
 		_, known := g.neigh[spa]
-		if waiting || known || tpa == ours {
+		if waiting || known || tpa == ours || published {
 			g.neigh[spa] = sha
 		}
 	}
-	if op == 1 && tpa == ours {
+	if op == 1 && (tpa == ours || published) {
 		g.stats.ARPReplies++
-		g.inject(g.cfg.External, BuildARP(2, g.extMAC, ours, sha, spa))
+		g.inject(g.cfg.External, BuildARP(2, g.extMAC, tpa, sha, spa))
 	}
 	if p, ok := g.pending[spa]; ok {
 		if _, known := g.neigh[spa]; known {

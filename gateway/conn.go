@@ -27,8 +27,10 @@ type insideKey struct {
 	outerSrcPA netip.Addr
 }
 
-// outsideKey is an answer as it arrives on the external port.
+// outsideKey is a connection as the external port sees it: the remote
+// endpoint, the gateway's address (its own, or a published one) and port.
 type outsideKey struct {
+	local      netip.Addr
 	remote     netip.Addr
 	remotePort uint16
 	extPort    uint16
@@ -50,6 +52,10 @@ type conn struct {
 	vmMAC   hal.MAC
 	nhMAC   hal.MAC // the external next hop's MAC
 	icmp    bool
+	// inbound: opened from the external network toward a published
+	// address; its rule from the tenant waits for the VM's first answer
+	// (fwdKey zero until then).
+	inbound bool
 
 	fwdKey, revKey hal.FlowKey
 	fwd, rev       []hal.Action
@@ -90,19 +96,18 @@ type opOwner struct {
 	reverse bool
 }
 
-// icmpEcho reports whether the frame is an ICMP echo request (toward the
-// outside) or reply (from the outside), and its identifier.
-func icmpEcho(frame []byte, l *wire.Layout, request bool) (id uint16, ok bool) {
+// icmpEcho reports whether the frame is an ICMP echo request or reply,
+// which, and its identifier.
+func icmpEcho(frame []byte, l *wire.Layout) (id uint16, request, ok bool) {
 	if l.L4 < 0 || l.L4+8 > l.End {
-		return 0, false
+		return 0, false, false
 	}
 	t := frame[l.L4]
 	switch {
-	case l.Proto == hal.ProtoICMP && request && t == 8, l.Proto == hal.ProtoICMP && !request && t == 0,
-		l.Proto == hal.ProtoICMPv6 && request && t == 128, l.Proto == hal.ProtoICMPv6 && !request && t == 129:
-		return binary.BigEndian.Uint16(frame[l.L4+4:]), true
+	case l.Proto == hal.ProtoICMP && (t == 8 || t == 0), l.Proto == hal.ProtoICMPv6 && (t == 128 || t == 129):
+		return binary.BigEndian.Uint16(frame[l.L4+4:]), t == 8 || t == 128, true
 	}
-	return 0, false
+	return 0, false, false
 }
 
 func policyPacket(k *hal.FlowKey, ttl uint8) policy.Packet {
@@ -173,19 +178,18 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 	}
 	in := policy.FromTunnel(kind, k.VNI, hal.AddrFrom16(k.TunSrc))
 	ik := insideKey{vni: k.VNI, encapKind: kind, outerSrcPA: in.OuterSrc, proto: k.Proto}
-	icmp := false
+	icmp, request := false, false
 	if k.IsIP() {
 		ik.src, ik.dst = k.Src(), k.Dst()
 		switch k.Proto {
 		case hal.ProtoTCP, hal.ProtoUDP:
 			ik.sport, ik.dport = k.L4Src, k.L4Dst
 		case hal.ProtoICMP, hal.ProtoICMPv6:
-			if id, ok := icmpEcho(frame, l, true); ok {
-				ik.sport, icmp = id, true
-			}
+			ik.sport, request, icmp = icmpEcho(frame, l)
 		}
 	}
-	if c, ok := g.conns[ik]; ok && c.fwdKey == *k {
+	c, known := g.conns[ik]
+	if known && c.fwdKey == *k {
 		c.seen = now
 		g.execute(frame, l, c, false)
 		return
@@ -196,7 +200,15 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 		g.refuse(k, v)
 		return
 	}
-	if !(k.Proto == hal.ProtoTCP || k.Proto == hal.ProtoUDP || icmp) {
+	if known && c.inbound && c.fwdKey == (hal.FlowKey{}) && v.PA == c.hostPA {
+		// The VM's first answer on a connection the external network
+		// opened: now its rule from the tenant can be made.
+		c.in, c.pkt, c.fwdKey, c.seen = in, pkt, *k, now
+		g.placeFwd(c)
+		g.execute(frame, l, c, false)
+		return
+	}
+	if !(k.Proto == hal.ProtoTCP || k.Proto == hal.ProtoUDP || icmp && request) {
 		g.stats.Drops["unsupported-protocol"]++
 		return
 	}
@@ -217,24 +229,25 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 		g.await(nh, frame)
 		return
 	}
-	if c, ok := g.conns[ik]; ok {
+	if known {
 		// The same connection from another inner MAC or TTL-independent
 		// key field (a VM's MAC changed): forget the old one.
 		g.removeConn(c)
 	}
-	extPort, ok := g.allocPort(k.Proto, ik.dst, ik.dport)
+	local := g.cfg.Address.Addr()
+	extPort, ok := g.allocPort(k.Proto, local, ik.dst, ik.dport)
 	if !ok {
 		g.stats.Drops["ports-exhausted"]++
 		return
 	}
-	c := &conn{inside: ik, in: in, pkt: pkt, tenant: v.Tenant, vnet: v.VNET, vm: v.VM, host: v.Host,
+	c = &conn{inside: ik, in: in, pkt: pkt, tenant: v.Tenant, vnet: v.VNET, vm: v.VM, host: v.Host,
 		hostPA: v.PA, gwPA: g.gw.PA, vmMAC: hal.MAC(v.MAC), nhMAC: mac, icmp: icmp, fwdKey: *k,
 		created: now, seen: now}
-	c.outside = outsideKey{remote: ik.dst, remotePort: ik.dport, extPort: extPort, proto: k.Proto}
+	c.outside = outsideKey{local: local, remote: ik.dst, remotePort: ik.dport, extPort: extPort, proto: k.Proto}
 	g.conns[ik] = c
 	g.byOut[c.outside] = c
 	g.stats.NewConns++
-	g.build(c, l)
+	g.build(c)
 	g.place(c)
 	g.execute(frame, l, c, false)
 }
@@ -244,30 +257,41 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 const maxActions = 9
 
 // build writes the connection's two action lists and the reply's key.
-func (g *Gateway) build(c *conn, l *wire.Layout) {
-	ext := g.cfg.Address.Addr()
+func (g *Gateway) build(c *conn) {
+	ext := c.outside.local
 	// Both lists in one allocation, each with room for all its actions.
 	acts := make([]hal.Action, 0, 2*maxActions)
 	c.fwd, c.rev = acts[:0:maxActions], acts[maxActions:maxActions]
 	c.fwd = append(c.fwd, hal.Decap(), hal.SetEthSrc(g.extMAC), hal.SetEthDst(c.nhMAC), hal.SetIPSrc(ext))
-	if !c.icmp {
+	if !c.icmp && c.outside.extPort != c.inside.sport {
 		c.fwd = append(c.fwd, hal.SetL4Src(c.outside.extPort))
 	}
 	c.fwd = append(c.fwd, hal.DecTTL(), hal.Count(), hal.Output(g.cfg.External))
 
-	rk := hal.FlowKey{InPort: g.cfg.External, EthSrc: c.nhMAC, EthDst: g.extMAC, EthType: c.fwdKey.EthType,
+	et := hal.EtherTypeIPv6
+	if c.outside.remote.Is4() {
+		et = hal.EtherTypeIPv4
+	}
+	rk := hal.FlowKey{InPort: g.cfg.External, EthSrc: c.nhMAC, EthDst: g.extMAC, EthType: et,
 		IPSrc: hal.Addr16(c.outside.remote), IPDst: hal.Addr16(ext), Proto: c.outside.proto,
 		L4Src: c.outside.remotePort, L4Dst: c.outside.extPort}
 	if c.icmp {
-		rk.L4Src, rk.L4Dst = 0, 0 // echo reply: type 0 (ICMPv6 129), code 0
-		if c.outside.proto == hal.ProtoICMPv6 {
+		// From outside: echo replies (type 0, ICMPv6 129), or requests on
+		// a connection opened from outside (8, 128); code 0.
+		rk.L4Src, rk.L4Dst = 0, 0
+		switch {
+		case c.inbound && c.outside.proto == hal.ProtoICMPv6:
+			rk.L4Src = 128
+		case c.inbound:
+			rk.L4Src = 8
+		case c.outside.proto == hal.ProtoICMPv6:
 			rk.L4Src = 129
 		}
 	}
 	c.revKey = rk
 	c.rev = append(c.rev, hal.SetEthSrc(hal.MAC(g.st.RouterMAC())), hal.SetEthDst(c.vmMAC),
 		hal.SetIPDst(c.inside.src))
-	if !c.icmp {
+	if !c.icmp && c.outside.extPort != c.inside.sport {
 		c.rev = append(c.rev, hal.SetL4Dst(c.inside.sport))
 	}
 	c.rev = append(c.rev, hal.DecTTL(), hal.EncapWith(hal.Encap{Kind: halEncap(c.inside.encapKind), VNI: c.inside.vni,
@@ -296,21 +320,46 @@ func (g *Gateway) place(c *conn) {
 		g.stats.HostPath++
 		return
 	}
-	fid, rid := g.newID(), g.newID()
-	fr, rr := g.rule(fid, &c.fwdKey, c.fwd), g.rule(rid, &c.revKey, c.rev)
-	if err := g.nic.Validate(&fr); err != nil {
-		c.why = "NIC refuses the rule from the tenant: " + err.Error()
-		g.stats.HostPath++
-		return
-	}
+	rid := g.newID()
+	rr := g.rule(rid, &c.revKey, c.rev)
 	if err := g.nic.Validate(&rr); err != nil {
 		c.why = "NIC refuses the rule from the external network: " + err.Error()
 		g.stats.HostPath++
 		return
 	}
-	c.fwdID, c.revID = fid, rid
-	g.queue(hal.AddOp(fr), opOwner{c: c})
+	if c.fwdKey != (hal.FlowKey{}) {
+		fr := g.rule(g.newID(), &c.fwdKey, c.fwd)
+		if err := g.nic.Validate(&fr); err != nil {
+			c.why = "NIC refuses the rule from the tenant: " + err.Error()
+			g.stats.HostPath++
+			return
+		}
+		c.fwdID = fr.ID
+		g.queue(hal.AddOp(fr), opOwner{c: c})
+	}
+	c.revID = rid
 	g.queue(hal.AddOp(rr), opOwner{c: c, reverse: true})
+}
+
+// placeFwd offloads the rule from the tenant of a connection opened from
+// outside, once the VM's first answer gave its key; when the NIC refuses
+// it, the connection goes to the host path whole.
+func (g *Gateway) placeFwd(c *conn) {
+	if c.why != "" {
+		return
+	}
+	fr := g.rule(g.newID(), &c.fwdKey, c.fwd)
+	if err := g.nic.Validate(&fr); err != nil {
+		c.why = "NIC refuses the rule from the tenant: " + err.Error()
+		g.stats.HostPath++
+		if c.revID != 0 {
+			g.queue(hal.DeleteOp(c.revID), opOwner{})
+			c.revID = 0
+		}
+		return
+	}
+	c.fwdID = fr.ID
+	g.queue(hal.AddOp(fr), opOwner{c: c})
 }
 
 func (g *Gateway) newID() hal.RuleID {
@@ -388,7 +437,7 @@ func (g *Gateway) flush(ctx context.Context) error {
 // translation: an answer is told apart by the remote endpoint and the
 // external port together), going round the range from where the last
 // allocation of the protocol stopped.
-func (g *Gateway) allocPort(proto uint8, remote netip.Addr, rport uint16) (uint16, bool) {
+func (g *Gateway) allocPort(proto uint8, local, remote netip.Addr, rport uint16) (uint16, bool) {
 	lo, hi := g.cfg.PortLo, g.cfg.PortHi
 	span := int(hi-lo) + 1
 	cur := g.cursor[proto]
@@ -402,7 +451,7 @@ func (g *Gateway) allocPort(proto uint8, remote netip.Addr, rport uint16) (uint1
 		} else {
 			cur++
 		}
-		if _, used := g.byOut[outsideKey{remote: remote, remotePort: rport, extPort: p, proto: proto}]; !used {
+		if _, used := g.byOut[outsideKey{local: local, remote: remote, remotePort: rport, extPort: p, proto: proto}]; !used {
 			g.cursor[proto] = cur
 			return p, true
 		}
@@ -450,23 +499,29 @@ func (g *Gateway) fromExternal(k *hal.FlowKey, l *wire.Layout, frame []byte, now
 		g.stats.Drops["not-ip"]++
 		return
 	}
-	if k.Dst() != g.cfg.Address.Addr() {
+	local := k.Dst()
+	target, published := g.cfg.Publish[local]
+	if local != g.cfg.Address.Addr() && !published {
 		g.stats.Drops["not-ours"]++
 		return
 	}
-	ok := outsideKey{remote: k.Src(), proto: k.Proto}
+	ok := outsideKey{local: local, remote: k.Src(), proto: k.Proto}
+	icmp, request := false, false
 	switch k.Proto {
 	case hal.ProtoTCP, hal.ProtoUDP:
 		ok.remotePort, ok.extPort = k.L4Src, k.L4Dst
 	case hal.ProtoICMP, hal.ProtoICMPv6:
-		id, isEcho := icmpEcho(frame, l, false)
-		if !isEcho {
+		var id uint16
+		if id, request, icmp = icmpEcho(frame, l); !icmp {
 			g.stats.Drops["no-connection"]++
 			return
 		}
 		ok.extPort = id
 	}
 	c, found := g.byOut[ok]
+	if !found && published && (k.Proto == hal.ProtoTCP || k.Proto == hal.ProtoUDP || icmp && request) {
+		c, found = g.openInbound(k, ok, target, icmp, now)
+	}
 	if !found {
 		g.stats.Drops["no-connection"]++
 		return
@@ -483,7 +538,7 @@ func (g *Gateway) Conns() []Conn {
 	out := make([]Conn, 0, len(g.conns))
 	var created []int64
 	for _, c := range g.conns {
-		ext := g.cfg.Address.Addr()
+		ext := c.outside.local
 		out = append(out, Conn{Tenant: c.tenant, VNET: c.vnet, VM: c.vm, Host: c.host, Proto: c.inside.proto,
 			Inside:  fmt.Sprintf("%s > %s", netip.AddrPortFrom(c.inside.src, c.inside.sport), netip.AddrPortFrom(c.inside.dst, c.inside.dport)),
 			Outside: fmt.Sprintf("%s > %s", netip.AddrPortFrom(ext, c.outside.extPort), netip.AddrPortFrom(c.outside.remote, c.outside.remotePort)),

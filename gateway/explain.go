@@ -69,7 +69,7 @@ func (g *Gateway) Explain(in hal.PortID, frame []byte) Explanation {
 		for _, c := range g.conns {
 			if c.fwdKey == k {
 				step("connection %s:%d > %s:%d translated to %s:%d (tenant %s)", c.inside.src, c.inside.sport,
-					c.inside.dst, c.inside.dport, g.cfg.Address.Addr(), c.outside.extPort, c.tenant)
+					c.inside.dst, c.inside.dport, c.outside.local, c.outside.extPort, c.tenant)
 				x.Handled = g.handled(c)
 				return x
 			}

@@ -41,6 +41,13 @@ type Config struct {
 	// PortLo and PortHi bound the external ports (and ICMP identifiers)
 	// connections take; zero means 20000–59999.
 	PortLo, PortHi uint16
+	// Publish maps addresses on the external network (in Address's
+	// prefix, not Address itself) to tenant addresses: a connection the
+	// external network opens toward a published address reaches the VM
+	// that has the target address, and the VM's answers leave from the
+	// published address, ports untouched. The gateway must serve the
+	// target's tenant.
+	Publish map[netip.Addr]Target
 	// Idle is how long a connection may go without packets before Expire
 	// removes it; zero means 2 minutes.
 	Idle   time.Duration
@@ -52,6 +59,7 @@ type Config struct {
 type Stats struct {
 	Conns       int               // connections tracked now
 	NewConns    uint64            // connections created
+	Inbound     uint64            // of which opened from the external network (Publish)
 	Expired     uint64            // connections removed idle or by a policy change
 	Offloaded   uint64            // connections whose two rules are on the NIC
 	HostPath    uint64            // connections kept on the host path
@@ -148,6 +156,14 @@ func New(cfg Config) (*Gateway, error) {
 	for a, m := range cfg.Neighbors {
 		g.neigh[a] = m
 	}
+	for a, t := range cfg.Publish {
+		if !cfg.Address.Contains(a) || a == cfg.Address.Addr() {
+			return nil, fmt.Errorf("%w: published address %s is not an address of the external network %s apart from the gateway's", ErrConfig, a, cfg.Address)
+		}
+		if _, _, err := g.resolve(g.st, g.gw, t); err != nil {
+			return nil, fmt.Errorf("%w: published address %s (%s): %v", ErrConfig, a, t, err)
+		}
+	}
 	g.setEndpoint(context.Background())
 	return g, nil
 }
@@ -194,6 +210,17 @@ func (g *Gateway) Update(ctx context.Context, st *policy.State) error {
 		g.setEndpoint(ctx)
 	}
 	for _, c := range g.conns {
+		if c.inbound {
+			t := g.cfg.Publish[c.outside.local]
+			m, _, err := g.resolve(st, g.gw, t)
+			if err != nil || m.PA != c.hostPA || hal.MAC(m.MAC) != c.vmMAC || c.gwPA != g.gw.PA {
+				g.removeConn(c)
+				continue
+			}
+			if c.fwdKey == (hal.FlowKey{}) {
+				continue
+			}
+		}
 		v := st.CheckAtGateway(g.gw.Name, c.in, c.pkt)
 		if !v.Allow || v.PA != c.hostPA || hal.MAC(v.MAC) != c.vmMAC || c.gwPA != g.gw.PA {
 			g.removeConn(c)

@@ -3,6 +3,8 @@ package gateway_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"slices"
 	"net/netip"
 	"strings"
 	"testing"
@@ -67,7 +69,9 @@ type bed struct {
 	gw, gwb *vswitchtest.Host
 }
 
-func newBed(t *testing.T, nic func(*gateway.Config)) *bed {
+// newBed builds the hosts and both gateways; nic adjusts the gateway
+// settings of those named in only (all when only is empty).
+func newBed(t *testing.T, nic func(*gateway.Config), only ...string) *bed {
 	st := testPolicy(t)
 	bd := &bed{t: t, st: st, u: vswitchtest.NewUnderlay()}
 	var err error
@@ -88,7 +92,7 @@ func newBed(t *testing.T, nic func(*gateway.Config)) *bed {
 	}{{"gw-shared", &bd.gw}, {"gw-blue", &bd.gwb}} {
 		pg, _ := st.Gateway(g.name)
 		cfg := gateway.Config{Address: extAddr}
-		if nic != nil {
+		if nic != nil && (len(only) == 0 || slices.Contains(only, g.name)) {
 			nic(&cfg)
 		}
 		if *g.dst, err = vswitchtest.NewGatewayHost(pg, st, fabricMAC, extMAC, cfg); err != nil {
@@ -377,5 +381,74 @@ func TestDedicatedGatewayRefusesOtherTenants(t *testing.T) {
 	x := bd.gwb.Gateway.Explain(bd.gwb.Uplink, forged)
 	if x.Verdict != "drop (tenant-isolation)" || !strings.Contains(x.String(), "dedicated to tenant blue") || !strings.HasPrefix(x.Handled, "nic (drop rule") {
 		t.Fatalf("explain of red's frame:\n%s", x)
+	}
+}
+
+// A non-virtualized host opens connections to published addresses, one
+// per tenant, both standing for 10.0.0.10: each reaches its own tenant's
+// VM, and the VMs' answers leave from the published addresses, the second
+// packet of each direction on the gateway's NIC.
+func TestPublishedAddresses(t *testing.T) {
+	pubBlue, pubRed := netip.MustParseAddr("203.0.113.21"), netip.MustParseAddr("203.0.113.22")
+	bd := newBed(t, func(c *gateway.Config) {
+		c.Neighbors = map[netip.Addr]hal.MAC{remote: remoteMAC}
+		c.Publish = map[netip.Addr]gateway.Target{pubBlue: {Tenant: "blue", CA: vmCA}, pubRed: {Tenant: "red", CA: vmCA}}
+	}, "gw-shared")
+	for _, c := range []struct {
+		pub     netip.Addr
+		vm      string
+		host    *vswitchtest.Host
+		mac     policy.MAC
+		seenSrc netip.Addr // the remote as the VM sees it
+	}{{pubBlue, "blue-web-1", bd.a, blueMAC, netip.MustParseAddr("192.0.2.10")}, {pubRed, "red-web-1", bd.b, redMAC, remote}} {
+		// The remote host asks the gateway for the published address's MAC.
+		out, _ := bd.send(bd.gw, vswitchtest.ExternalPort, gateway.BuildARP(1, remoteMAC, remote, hal.MAC{}, c.pub))
+		if len(out) != 1 {
+			t.Fatalf("ARP for %s: %d answers", c.pub, len(out))
+		}
+		if op, sha, spa, _, ok := gateway.ParseARP(out[0]); !ok || op != 2 || sha != extMAC || spa != c.pub {
+			t.Fatalf("ARP answer for %s: op %d %s %s", c.pub, op, sha, spa)
+		}
+		req := wire.Build(wire.FrameSpec{SrcMAC: remoteMAC, DstMAC: extMAC, Src: remote, Dst: c.pub, Proto: hal.ProtoUDP,
+			SrcPort: 50000, DstPort: 53, Payload: []byte("query for " + c.vm)})
+		ext, vms := bd.send(bd.gw, vswitchtest.ExternalPort, req)
+		if len(ext) != 0 || len(vms) != 1 || vms[0].VM != c.vm || vms[0].Host != c.host {
+			t.Fatalf("query to %s: external %d, VMs %v", c.pub, len(ext), vms)
+		}
+		k, _ := parse(t, vms[0].Frame)
+		if k.Src() != c.seenSrc || k.Dst() != vmCA || k.L4Src != 50000 || k.L4Dst != 53 {
+			t.Fatalf("query to %s arrived as %+v", c.pub, k)
+		}
+		for i := range 2 {
+			before := bd.gw.Gateway.Stats().HostPackets
+			ans := vmFrame(c.mac, c.seenSrc, hal.ProtoUDP, 53, 50000)
+			ext, _ = bd.send(c.host, c.vm, ans)
+			if len(ext) != 1 {
+				t.Fatalf("answer %d from %s: %d frames out", i, c.vm, len(ext))
+			}
+			ak, _ := parse(t, ext[0])
+			if ak.Src() != c.pub || ak.Dst() != remote || ak.L4Src != 53 || ak.L4Dst != 50000 || ak.EthDst != remoteMAC {
+				t.Fatalf("answer %d from %s left as %+v", i, c.vm, ak)
+			}
+			after := bd.gw.Gateway.Stats().HostPackets
+			if i == 1 && after != before {
+				t.Fatalf("the second answer from %s went through the gateway's host", c.vm)
+			}
+		}
+		_, vms = bd.send(bd.gw, vswitchtest.ExternalPort, req)
+		if len(vms) != 1 || vms[0].VM != c.vm {
+			t.Fatalf("second query to %s: %v", c.pub, vms)
+		}
+	}
+	if s := bd.gw.Gateway.Stats(); s.Inbound != 2 || s.Offloaded != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+	// A dedicated gateway may not publish another tenant's address.
+	st := testPolicy(t)
+	pg, _ := st.Gateway("gw-blue")
+	_, err := vswitchtest.NewGatewayHost(pg, st, fabricMAC, extMAC, gateway.Config{Address: extAddr,
+		Publish: map[netip.Addr]gateway.Target{pubRed: {Tenant: "red", CA: vmCA}}})
+	if !errors.Is(err, gateway.ErrConfig) || !strings.Contains(err.Error(), "dedicated to tenant blue") {
+		t.Fatalf("red published on blue's gateway: %v", err)
 	}
 }
