@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"slices"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
