@@ -55,8 +55,12 @@ type GatewayConfig struct {
 	PortHi      uint16
 	Idle        time.Duration
 	Neighbors   map[netip.Addr]hal.MAC
+	// Publish maps addresses of the external network to tenant addresses
+	// (gateway.Config.Publish), written tenant/address.
+	Publish map[netip.Addr]gateway.Target
 
-	nameLine, nameCol int // where name is, for errors found against the policy
+	nameLine, nameCol int
+	publishAt         map[netip.Addr][2]int // line and column of each, for errors found against the policy // where name is, for errors found against the policy
 }
 
 // gateway decodes the gateway section.
@@ -129,8 +133,31 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 				}
 				g.Neighbors[a] = d.mac(nv, f)
 			}
+		case "publish":
+			if v.Kind != yaml.MappingNode {
+				d.errf(v, field, "want a mapping of address to tenant/address")
+				break
+			}
+			g.Publish, g.publishAt = map[netip.Addr]gateway.Target{}, map[netip.Addr][2]int{}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				pk, pv := v.Content[j], v.Content[j+1]
+				f := field + "." + pk.Value
+				a, err := netip.ParseAddr(pk.Value)
+				if err != nil {
+					d.errf(pk, f, "not an address")
+					continue
+				}
+				tn, ca, ok := strings.Cut(d.str(pv, f), "/")
+				cad, err := netip.ParseAddr(ca)
+				if !ok || tn == "" || err != nil {
+					d.errf(pv, f, "want tenant/address, such as blue/10.0.0.10")
+					continue
+				}
+				g.Publish[a] = gateway.Target{Tenant: tn, CA: cad}
+				g.publishAt[a] = [2]int{pv.Line, pv.Column}
+			}
 		default:
-			d.errf(k, field, "unknown field (known: name, external, address, router, external_mac, ports, idle, neighbors)")
+			d.errf(k, field, "unknown field (known: name, external, address, router, external_mac, ports, idle, neighbors, publish)")
 		}
 	}
 	for _, f := range []string{"name", "external", "address"} {
@@ -144,6 +171,11 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 	for a := range g.Neighbors {
 		if g.Address.IsValid() && !g.Address.Contains(a) {
 			d.errf(seen["neighbors"], "gateway.neighbors."+a.String(), "not on the external network %s", g.Address.Masked())
+		}
+	}
+	for a := range g.Publish {
+		if g.Address.IsValid() && (!g.Address.Contains(a) || a == g.Address.Addr()) {
+			d.errf(seen["publish"], "gateway.publish."+a.String(), "not an address of the external network %s apart from the gateway's", g.Address.Masked())
 		}
 	}
 	return g
@@ -165,10 +197,26 @@ func (d *cfgDecoder) checkGatewayRole(c *Config, seen map[string]*yaml.Node) {
 	}
 }
 
-// checkGatewayPolicy refuses a policy without the configured gateway, with
-// the configuration's file, line and field.
+// checkGatewayPolicy refuses a policy without the configured gateway, or
+// whose tenants do not have the published addresses' targets, with the
+// configuration's file, line and field.
 func checkGatewayPolicy(cfg *Config, st *policy.State) error {
-	if _, ok := st.Gateway(cfg.Gateway.Name); !ok {
+	gw, ok := st.Gateway(cfg.Gateway.Name)
+	if ok {
+		var errs ConfigErrors
+		for a, t := range cfg.Gateway.Publish {
+			if err := gateway.CheckTarget(st, gw, t); err != nil {
+				at := cfg.Gateway.publishAt[a]
+				errs = append(errs, &ConfigError{File: cfg.File, Line: at[0], Column: at[1], Field: "gateway.publish." + a.String(),
+					Msg: fmt.Sprintf("policy %s: %v", cfg.Policy, err)})
+			}
+		}
+		if len(errs) > 0 {
+			sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+			return errs
+		}
+	}
+	if !ok {
 		var names []string
 		for _, g := range st.Gateways() {
 			names = append(names, g.Name)
@@ -254,7 +302,7 @@ func startGateway(ctx context.Context, cfg *Config, nic hal.NIC) (_ *GatewayAgen
 	g := cfg.Gateway
 	a.gw, err = gateway.New(gateway.Config{NIC: nic, State: st, Name: g.Name, Uplink: a.up, External: a.ext,
 		Address: g.Address, Router: g.Router, Neighbors: g.Neighbors, NextHopMAC: cfg.NextHopMAC,
-		PortLo: g.PortLo, PortHi: g.PortHi, Idle: g.Idle, Logger: a.log})
+		PortLo: g.PortLo, PortHi: g.PortHi, Idle: g.Idle, Publish: g.Publish, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
@@ -424,7 +472,7 @@ func (a *GatewayAgent) status() control.GatewayStatus {
 	pg := a.gw.Gateway()
 	s := a.gw.Stats()
 	out := control.GatewayStatus{Name: pg.Name, PA: pg.PA.String(), Tenant: pg.Tenant, Address: a.cfg.Gateway.Address.String(),
-		Driver: a.nic.Capabilities().Driver, Conns: s.Conns, NewConns: s.NewConns, Offloaded: s.Offloaded, HostPath: s.HostPath,
+		Driver: a.nic.Capabilities().Driver, Conns: s.Conns, NewConns: s.NewConns, Inbound: s.Inbound, Offloaded: s.Offloaded, HostPath: s.HostPath,
 		HostPackets: s.HostPackets, Refused: s.Refused, Drops: s.Drops}
 	for _, c := range a.gw.Conns() {
 		out.Connections = append(out.Connections, control.GatewayConn{Tenant: c.Tenant, VNET: c.VNET, VM: c.VM, Host: c.Host,
@@ -439,7 +487,16 @@ func (a *GatewayAgent) status() control.GatewayStatus {
 	}
 	fmt.Fprintf(&b, "gateway %s (PA %s, %s), external address %s, driver %s, up %s\n", pg.Name, pg.PA, tenant,
 		a.cfg.Gateway.Address, out.Driver, time.Since(a.started).Round(time.Millisecond))
-	fmt.Fprintf(&b, "connections %d (new %d, on the NIC %d, on the host %d), host packets %d\n", s.Conns, s.NewConns, s.Offloaded, s.HostPath, s.HostPackets)
+	fmt.Fprintf(&b, "connections %d (new %d, %d of them from outside; on the NIC %d, on the host %d), host packets %d\n",
+		s.Conns, s.NewConns, s.Inbound, s.Offloaded, s.HostPath, s.HostPackets)
+	if len(a.cfg.Gateway.Publish) > 0 {
+		pubs := make([]string, 0, len(a.cfg.Gateway.Publish))
+		for ad, t := range a.cfg.Gateway.Publish {
+			pubs = append(pubs, ad.String()+" = "+t.String())
+		}
+		sort.Strings(pubs)
+		fmt.Fprintf(&b, "published: %s\n", strings.Join(pubs, ", "))
+	}
 	for _, m := range []struct {
 		name string
 		v    map[string]uint64

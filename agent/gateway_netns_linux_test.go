@@ -140,18 +140,18 @@ func (b *gwBed) config(host, body string) *Config {
 	return c
 }
 
-// extServers runs the non-virtualized host's services in its namespace:
-// UDP echo on port 7 and a TCP service on port 80 that sends back the
-// SHA-256 of what it received. Every UDP peer address is recorded.
-func (b *gwBed) extServers(ctx context.Context) (peers func() []netip.AddrPort) {
+// servers runs services in namespace ns on address addr: UDP echo on
+// port 7 and a TCP service on port 80 that sends back the SHA-256 of what
+// it received. Every UDP peer address is recorded.
+func (b *gwBed) servers(ctx context.Context, ns, addr string) (peers func() []netip.AddrPort) {
 	b.t.Helper()
 	var pc net.PacketConn
 	var ln net.Listener
-	err := nsexec.Do(b.path("ext"), func() (err error) {
-		if pc, err = net.ListenPacket("udp4", "203.0.113.10:7"); err != nil {
+	err := nsexec.Do(b.path(ns), func() (err error) {
+		if pc, err = net.ListenPacket("udp4", addr+":7"); err != nil {
 			return err
 		}
-		ln, err = net.Listen("tcp4", "203.0.113.10:80")
+		ln, err = net.Listen("tcp4", addr+":80")
 		return err
 	})
 	if err != nil {
@@ -219,13 +219,14 @@ func TestGatewayNamespaces(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.Run(ctx); a.Close() }()
 	}
-	gw, err := NewGateway(ctx, b.config("gw", "gateway:\n  name: gw-shared\n  external: ext0\n  address: 203.0.113.1/24\n"))
+	gw, err := NewGateway(ctx, b.config("gw", "gateway:\n  name: gw-shared\n  external: ext0\n  address: 203.0.113.1/24\n"+
+		"  publish:\n    203.0.113.21: blue/10.0.0.10\n    203.0.113.22: red/10.0.0.10\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); gw.Run(ctx); gw.Close() }()
-	peers := b.extServers(ctx)
+	peers := b.servers(ctx, "ext", "203.0.113.10")
 
 	// ping: blue addresses the host as 192.0.2.10 (its gateway rule), red
 	// as 203.0.113.10.
@@ -293,6 +294,55 @@ func TestGatewayNamespaces(t *testing.T) {
 		}
 	}
 
+	// The other way: the non-virtualized host opens ping, UDP and TCP to
+	// each tenant's VM through its published address; the VM sees the
+	// host as its tenant addresses it.
+	published := map[string]string{"blue": "203.0.113.21", "red": "203.0.113.22"}
+	vmPeers := map[string]func() []netip.AddrPort{}
+	for _, vm := range []string{"blue", "red"} {
+		vmPeers[vm] = b.servers(ctx, "vm-"+vm, "10.0.0.10")
+	}
+	for _, vm := range []string{"blue", "red"} {
+		out, err := exec.Command("ip", "netns", "exec", b.ns("ext"), "ping", "-c", "3", "-i", "0.2", "-W", "2", published[vm]).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "3 received") {
+			t.Fatalf("ping from the external host to %s (%s): %v\n%s", published[vm], vm, err, out)
+		}
+		var c *net.UDPConn
+		if err := nsexec.Do(b.path("ext"), func() (err error) {
+			c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(published[vm]), 7)))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 2048)
+		msg := "to " + vm
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, err := c.Read(buf)
+		c.Close()
+		if err != nil || string(buf[:n]) != "echo "+msg {
+			t.Fatalf("UDP to %s: got %q, %v", published[vm], buf[:n], err)
+		}
+		if ps := vmPeers[vm](); len(ps) != 1 || ps[0].Addr() != netip.MustParseAddr(dst[vm]) {
+			t.Fatalf("%s's VM saw the external host as %v, want %s", vm, ps, dst[vm])
+		}
+		var tc net.Conn
+		if err := nsexec.Do(b.path("ext"), func() (err error) {
+			tc, err = net.DialTimeout("tcp4", published[vm]+":80", 5*time.Second)
+			return err
+		}); err != nil {
+			t.Fatalf("TCP to %s: %v", published[vm], err)
+		}
+		data := bytes.Repeat([]byte("to "+vm+" from outside "), 1<<19/len("to "+vm+" from outside "))
+		tc.SetDeadline(time.Now().Add(20 * time.Second))
+		go func() { tc.Write(data); tc.(*net.TCPConn).CloseWrite() }()
+		got, err := io.ReadAll(tc)
+		tc.Close()
+		if want := sha256.Sum256(data); err != nil || !bytes.Equal(got, want[:]) {
+			t.Fatalf("TCP to %s: digest %x (%v), want %x", published[vm], got, err, want)
+		}
+	}
+
 	var st control.GatewayStatus
 	if err := (&control.Client{Path: filepath.Join(b.dir, "gw.sock")}).Call(ctx, "gateway", nil, &st); err != nil {
 		t.Fatal(err)
@@ -305,8 +355,8 @@ func TestGatewayNamespaces(t *testing.T) {
 			t.Errorf("connection %+v is not on the gateway's NIC", c)
 		}
 	}
-	if st.Offloaded < 4 || tenants["blue"] < 3 || tenants["red"] < 3 {
-		t.Fatalf("want each tenant's ping, UDP and TCP tracked and UDP and TCP offloaded: %+v", st)
+	if st.Offloaded < 8 || st.Inbound < 6 || tenants["blue"] < 6 || tenants["red"] < 6 {
+		t.Fatalf("want each tenant's ping, UDP and TCP tracked both ways and UDP and TCP offloaded: %+v", st)
 	}
 	var hits uint64
 	gw.NIC().Dump(ctx, func(ri *hal.RuleInfo) error { hits += ri.Counters.Packets; return nil })

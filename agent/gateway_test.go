@@ -12,6 +12,7 @@ import (
 
 	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/gateway"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/policy"
@@ -31,6 +32,8 @@ gateway:
   idle: 30s
   neighbors:
     203.0.113.10: 02:00:00:00:fe:10
+  publish:
+    203.0.113.21: blue/10.0.0.10
 `
 
 func TestParseGatewayConfig(t *testing.T) {
@@ -41,7 +44,8 @@ func TestParseGatewayConfig(t *testing.T) {
 	g := c.Gateway
 	if g == nil || g.Name != "gw-shared" || g.External != "ext0" || g.Address != netip.MustParsePrefix("203.0.113.1/24") ||
 		g.Router != netip.MustParseAddr("203.0.113.254") || g.PortLo != 30000 || g.PortHi != 30999 || g.Idle != 30*time.Second ||
-		g.Neighbors[netip.MustParseAddr("203.0.113.10")] != hal.MustMAC("02:00:00:00:fe:10") {
+		g.Neighbors[netip.MustParseAddr("203.0.113.10")] != hal.MustMAC("02:00:00:00:fe:10") ||
+		g.Publish[netip.MustParseAddr("203.0.113.21")] != (gateway.Target{Tenant: "blue", CA: netip.MustParseAddr("10.0.0.10")}) {
 		t.Fatalf("%+v", g)
 	}
 }
@@ -63,6 +67,9 @@ func TestGatewayConfigRefused(t *testing.T) {
 		{"bad idle", "idle: 30s", "idle: soon", 12, "gateway.idle", "not a duration"},
 		{"bad neighbor MAC", "02:00:00:00:fe:10", "02:00", 14, "gateway.neighbors.203.0.113.10", "not a MAC"},
 		{"unknown field", "  idle: 30s\n", "  idle: 30s\n  nat: yes\n", 13, "gateway.nat", "unknown field"},
+		{"publish without a tenant", "blue/10.0.0.10", "10.0.0.10", 16, "gateway.publish.203.0.113.21", "want tenant/address"},
+		{"publish off the network", "203.0.113.21: blue", "198.51.100.21: blue", 15, "gateway.publish.198.51.100.21", "not an address of the external network"},
+		{"publish the gateway's own address", "203.0.113.21: blue", "203.0.113.1: blue", 15, "gateway.publish.203.0.113.1", "apart from the gateway's"},
 		{"external is the uplink", "external: ext0", "external: up0", 6, "gateway.external", "is the uplink"},
 		{"VM ports on a gateway", "control:", "ports:\n  vm: tap0\ncontrol:", 5, "ports", "no VM ports"},
 		{"a store", "policy: policy.yaml", "store: etcd://192.0.2.1:2379/n/", 3, "store", "policy file"},
@@ -131,6 +138,19 @@ func TestGatewayAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A published address whose tenant the policy lacks: refused at the
+	// publish line, nothing started.
+	bad, err := ParseConfig(cfgPath, []byte(strings.Replace(doc, "blue/10.0.0.10", "red/10.0.0.10", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list ConfigErrors
+	if _, err := NewGateway(context.Background(), bad); !errors.As(err, &list) || list[0].Line != 18 || list[0].Field != "gateway.publish.203.0.113.21" {
+		t.Fatalf("red published without a red tenant: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "gw.sock")); err == nil {
+		t.Fatal("a refused configuration left a control socket")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, err := NewGateway(ctx, cfg)
@@ -184,7 +204,6 @@ func TestGatewayAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	changed, err := a.Reload(ctx)
-	var list ConfigErrors
 	if changed || !errors.As(err, &list) || list[0].File != cfgPath || list[0].Line != 9 || list[0].Field != "gateway.name" {
 		t.Fatalf("reload: changed %v, %v", changed, err)
 	}

@@ -11,6 +11,7 @@ type GatewayStatus struct {
 	Driver      string            `json:"driver"`
 	Conns       int               `json:"conns"`
 	NewConns    uint64            `json:"new_conns"`
+	Inbound     uint64            `json:"inbound"` // of NewConns, opened from the external network
 	Offloaded   uint64            `json:"offloaded"`
 	HostPath    uint64            `json:"host_path"`
 	HostPackets uint64            `json:"host_packets"`

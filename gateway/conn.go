@@ -316,7 +316,7 @@ const cookie hal.Cookie = 0x6777
 // the connection on the host path with the NIC's reason otherwise.
 func (g *Gateway) place(c *conn) {
 	if c.icmp {
-		c.why = "ICMP echo: the identifier is translated and no NIC match field or action reads or writes it"
+		c.why = "ICMP echo: connections are told apart (and translated) by the identifier, which no NIC match field or action reads or writes"
 		g.stats.HostPath++
 		return
 	}

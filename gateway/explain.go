@@ -77,7 +77,7 @@ func (g *Gateway) Explain(in hal.PortID, frame []byte) Explanation {
 		step("no connection yet: the first packet takes an external port of %s", g.cfg.Address.Addr())
 		x.Handled = "not yet tracked"
 		if k.Proto == hal.ProtoICMP || k.Proto == hal.ProtoICMPv6 {
-			x.Handled = "host: ICMP echo: the identifier is translated and no NIC match field or action reads or writes it"
+			x.Handled = "host: ICMP echo: connections are told apart (and translated) by the identifier, which no NIC match field or action reads or writes"
 		}
 		return x
 	case g.cfg.External:

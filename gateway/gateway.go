@@ -160,7 +160,7 @@ func New(cfg Config) (*Gateway, error) {
 		if !cfg.Address.Contains(a) || a == cfg.Address.Addr() {
 			return nil, fmt.Errorf("%w: published address %s is not an address of the external network %s apart from the gateway's", ErrConfig, a, cfg.Address)
 		}
-		if _, _, err := g.resolve(g.st, g.gw, t); err != nil {
+		if _, _, err := resolve(g.st, g.gw, t); err != nil {
 			return nil, fmt.Errorf("%w: published address %s (%s): %v", ErrConfig, a, t, err)
 		}
 	}
@@ -212,7 +212,7 @@ func (g *Gateway) Update(ctx context.Context, st *policy.State) error {
 	for _, c := range g.conns {
 		if c.inbound {
 			t := g.cfg.Publish[c.outside.local]
-			m, _, err := g.resolve(st, g.gw, t)
+			m, _, err := resolve(st, g.gw, t)
 			if err != nil || m.PA != c.hostPA || hal.MAC(m.MAC) != c.vmMAC || c.gwPA != g.gw.PA {
 				g.removeConn(c)
 				continue

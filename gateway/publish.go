@@ -17,10 +17,17 @@ type Target struct {
 
 func (t Target) String() string { return t.Tenant + "/" + t.CA.String() }
 
+// CheckTarget says whether gateway gw of st may publish t: the gateway
+// serves t's tenant, whose routes lead t's address to a VM.
+func CheckTarget(st *policy.State, gw policy.Gateway, t Target) error {
+	_, _, err := resolve(st, gw, t)
+	return err
+}
+
 // resolve finds where a published target lives now: the tenant's VNET that
 // routes the address and the mapping of the VM that has it. The gateway
 // must serve the tenant.
-func (g *Gateway) resolve(st *policy.State, gw policy.Gateway, t Target) (policy.Mapping, policy.VNET, error) {
+func resolve(st *policy.State, gw policy.Gateway, t Target) (policy.Mapping, policy.VNET, error) {
 	if gw.Tenant != "" && gw.Tenant != t.Tenant {
 		return policy.Mapping{}, policy.VNET{}, fmt.Errorf("gateway %s is dedicated to tenant %s, not %s", gw.Name, gw.Tenant, t.Tenant)
 	}
@@ -40,7 +47,7 @@ func (g *Gateway) resolve(st *policy.State, gw policy.Gateway, t Target) (policy
 // address: the frame's remote endpoint, toward the target VM, whose answers
 // leave from the published address with the ports untouched.
 func (g *Gateway) openInbound(k *hal.FlowKey, ok outsideKey, t Target, icmp bool, now int64) (*conn, bool) {
-	m, vn, err := g.resolve(g.st, g.gw, t)
+	m, vn, err := resolve(g.st, g.gw, t)
 	if err != nil {
 		g.stats.Drops["published-unreachable"]++
 		return nil, false
