@@ -25,6 +25,19 @@
 // tenant's traffic: the frame is dropped, counted (Stats.Refused by
 // reason) and its flow becomes a drop rule on the NIC; Explain says why.
 //
+// # Published addresses
+//
+// Config.Publish maps addresses of the external network to tenant
+// addresses (Target): a non-virtualized host that opens a connection to a
+// published address reaches the VM with the target address (its
+// destination translated; the VM's host translates the source back into
+// the tenant's view when a gateway rule's NAT holds it), and the VM's
+// answers leave from the published address with their ports. Two tenants'
+// overlapping addresses are published as two addresses. The rule from the
+// external network is offloaded with the first packet, the rule from the
+// tenant with the VM's first answer (whose inner MACs only the VM's host
+// knows).
+//
 // # Unified flows on the gateway's own NIC
 //
 // The first packet of a connection is handled on the host. It becomes two
@@ -60,6 +73,9 @@
 // anchor) calls HandleBatch with the exceptions it reads, Explain to say
 // what happens to a frame, and Conns to list the connections.
 //
-// Not done yet: connections initiated from the physical network toward a
-// VM (published addresses, DNAT) and IPv6 neighbour discovery.
+// Not done yet: IPv6 neighbour discovery (an IPv6 next hop needs a static
+// entry), fragments (dropped: a non-first fragment has no ports), ICMP
+// errors about translated connections (dropped: no connection matches
+// them), and moving an offloaded connection when its VM migrates (Update
+// removes it; the next packet opens it again).
 package gateway
