@@ -18,6 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
 	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/internal/nsexec"
@@ -125,6 +129,33 @@ func (b *gwBed) build() {
 	b.ip("-n", b.ns("ext"), "addr", "add", "203.0.113.10/24", "dev", "eth0")
 }
 
+// xdpPass attaches an XDP_PASS program to dev in namespace ns, for as long
+// as the namespace lives.
+func (b *gwBed) xdpPass(ns, dev string) {
+	b.t.Helper()
+	err := nsexec.Do(b.path(ns), func() error {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "MIT",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}}) // XDP_PASS
+		if err != nil {
+			return err
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Index})
+		if err != nil {
+			prog.Close()
+			return err
+		}
+		b.t.Cleanup(func() { l.Close(); prog.Close() })
+		return nil
+	})
+	if err != nil {
+		b.t.Fatalf("XDP_PASS on %s in %s: %v", dev, ns, err)
+	}
+}
+
 func (b *gwBed) config(host, body string) *Config {
 	b.t.Helper()
 	doc := fmt.Sprintf("host: %s\ndriver: softnic\npolicy: policy.yaml\nuplink: up0\nnetns: %s\nnext_hop_mac: %s\ncontrol: %s\nlog_level: warn\n%s",
@@ -202,8 +233,21 @@ func TestGatewayNamespaces(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("not root: network namespaces need root")
 	}
-	b := &gwBed{t: t, prefix: fmt.Sprintf("npgw%d", os.Getpid()%100000), dir: t.TempDir()}
+	for _, drv := range []string{"softnic", "xdp"} {
+		t.Run("gateway on "+drv, func(t *testing.T) { testGatewayNamespaces(t, drv) })
+	}
+}
+
+func testGatewayNamespaces(t *testing.T, gwDriver string) {
+	b := &gwBed{t: t, prefix: fmt.Sprintf("npgw%s%d", gwDriver[:1], os.Getpid()%100000), dir: t.TempDir()}
 	b.build()
+	if gwDriver == "xdp" {
+		// The gateway's XDP program sends by redirect into its veths: their
+		// far ends (the router's and the external host's) take such frames
+		// only with NAPI on, which an XDP_PASS program turns on.
+		b.xdpPass("router", "r-gw")
+		b.xdpPass("ext", "eth0")
+	}
 	if err := os.WriteFile(filepath.Join(b.dir, "policy.yaml"), nsGatewayPolicy(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -219,8 +263,13 @@ func TestGatewayNamespaces(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.Run(ctx); a.Close() }()
 	}
-	gw, err := NewGateway(ctx, b.config("gw", "gateway:\n  name: gw-shared\n  external: ext0\n  address: 203.0.113.1/24\n"+
-		"  publish:\n    203.0.113.21: blue/10.0.0.10\n    203.0.113.22: red/10.0.0.10\n"))
+	gwCfg := b.config("gw", "gateway:\n  name: gw-shared\n  external: ext0\n  address: 203.0.113.1/24\n"+
+		"  publish:\n    203.0.113.21: blue/10.0.0.10\n    203.0.113.22: red/10.0.0.10\n")
+	gwCfg.Driver = gwDriver
+	if gwDriver != "softnic" {
+		gwCfg.Binding = ""
+	}
+	gw, err := NewGateway(ctx, gwCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
