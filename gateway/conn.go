@@ -208,6 +208,13 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 		g.execute(frame, l, c, false)
 		return
 	}
+	if pkt.TTL <= 1 {
+		// The gateway is a hop: a packet that cannot take one more is
+		// dropped before it opens a connection (later packets of the same
+		// flow, with room, are not refused).
+		g.stats.Drops["ttl"]++
+		return
+	}
 	if !(k.Proto == hal.ProtoTCP || k.Proto == hal.ProtoUDP || icmp && request) {
 		g.stats.Drops["unsupported-protocol"]++
 		return
