@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nicpath/nicpath/gateway"
 	"github.com/nicpath/nicpath/hal"
@@ -33,7 +34,11 @@ var (
 // CA) on hosts a and b; a shared gateway both reach (blue through a gateway
 // rule translating 192.0.2.0/24 into 203.0.113.0/24, red by a plain route
 // to 203.0.113.0/24) and a gateway dedicated to blue.
-func testPolicy(t testing.TB) *policy.State {
+func testPolicy(t testing.TB) *policy.State { return testPolicyWith(t, true) }
+
+// testPolicyWith is testPolicy, without red's route to the shared gateway
+// when !redRoute.
+func testPolicyWith(t testing.TB, redRoute bool) *policy.State {
 	t.Helper()
 	p := netip.MustParsePrefix
 	b := policy.NewBuilder()
@@ -53,7 +58,9 @@ func testPolicy(t testing.TB) *policy.State {
 	}
 	b.AddGatewayRule(policy.GatewayRule{Tenant: "blue", Name: "storage", Prefix: p("192.0.2.0/24"), Gateway: "gw-shared", NAT: p("203.0.113.0/24")})
 	b.AddGatewayRule(policy.GatewayRule{Tenant: "blue", Name: "backup", Prefix: p("198.51.100.0/24"), Gateway: "gw-blue"})
-	b.AddRoute(policy.Route{Tenant: "red", Prefix: p("203.0.113.0/24"), NextHop: policy.NextHop{Kind: policy.NextHopGateway, Gateway: "gw-shared"}})
+	if redRoute {
+		b.AddRoute(policy.Route{Tenant: "red", Prefix: p("203.0.113.0/24"), NextHop: policy.NextHop{Kind: policy.NextHopGateway, Gateway: "gw-shared"}})
+	}
 	st, err := b.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -450,5 +457,61 @@ func TestPublishedAddresses(t *testing.T) {
 		Publish: map[netip.Addr]gateway.Target{pubRed: {Tenant: "red", CA: vmCA}}})
 	if !errors.Is(err, gateway.ErrConfig) || !strings.Contains(err.Error(), "dedicated to tenant blue") {
 		t.Fatalf("red published on blue's gateway: %v", err)
+	}
+}
+
+func ruleCount(t *testing.T, nic hal.NIC) int {
+	t.Helper()
+	n := 0
+	if err := nic.Dump(context.Background(), func(*hal.RuleInfo) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Connections end: idle ones when Expire finds no packet on their rules for
+// Config.Idle, and those a new policy no longer allows on Update; their
+// rules leave the NIC with them, and traffic seen on the NIC keeps a
+// connection alive.
+func TestExpireAndUpdate(t *testing.T) {
+	now := time.Unix(1000, 0)
+	bd := newBed(t, func(c *gateway.Config) {
+		c.Neighbors = map[netip.Addr]hal.MAC{remote: remoteMAC}
+		c.Idle = time.Minute
+		c.Clock = func() time.Time { return now }
+	}, "gw-shared")
+	ctx := context.Background()
+	g := bd.gw.Gateway
+	bd.send(bd.a, "blue-web-1", vmFrame(blueMAC, netip.MustParseAddr("192.0.2.10"), hal.ProtoUDP, 40000, 53))
+	bd.send(bd.b, "red-web-1", vmFrame(redMAC, remote, hal.ProtoUDP, 40000, 53))
+	if g.Stats().Conns != 2 || ruleCount(t, bd.gw.NIC) != 4 {
+		t.Fatalf("want 2 connections and 4 rules: %+v, %d rules", g.Stats(), ruleCount(t, bd.gw.NIC))
+	}
+	// red keeps sending, on the NIC; blue is silent.
+	now = now.Add(40 * time.Second)
+	if err := g.Expire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bd.send(bd.b, "red-web-1", vmFrame(redMAC, remote, hal.ProtoUDP, 40000, 53))
+	now = now.Add(40 * time.Second)
+	if err := g.Expire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conns := g.Conns()
+	if len(conns) != 1 || conns[0].Tenant != "red" || ruleCount(t, bd.gw.NIC) != 2 {
+		t.Fatalf("after blue's idle minute: %+v, %d rules", conns, ruleCount(t, bd.gw.NIC))
+	}
+	// A policy without red's route to the gateway ends red's connection.
+	if err := g.Update(ctx, testPolicyWith(t, false)); err != nil {
+		t.Fatal(err)
+	}
+	if n := g.Stats().Conns; n != 0 || ruleCount(t, bd.gw.NIC) != 0 {
+		t.Fatalf("after the policy change: %d connections, %d rules", n, ruleCount(t, bd.gw.NIC))
+	}
+	for _, port := range []uint16{20000, 20001} {
+		k := hal.FlowKey{IPSrc: hal.Addr16(extAddr.Addr()), IPDst: hal.Addr16(remote), Proto: hal.ProtoUDP, L4Src: port, L4Dst: 53}
+		if _, vms := bd.send(bd.gw, vswitchtest.ExternalPort, answer(k, "late")); len(vms) != 0 {
+			t.Fatalf("an answer for an ended connection reached %v", vms)
+		}
 	}
 }
