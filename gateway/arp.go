@@ -3,13 +3,23 @@ package gateway
 import (
 	"encoding/binary"
 	"net/netip"
+	"time"
 
 	"github.com/nicpath/nicpath/hal"
 )
 
 // maxPending bounds the frames held for one unresolved next hop: enough for
-// the first packets of a few connections, not a queue an attacker can grow.
-const maxPending = 8
+// the first packets of a few connections, not a queue an attacker can grow;
+// maxPendingHops bounds the next hops waiting at once (a tenant sending to
+// every address of a large on-link network).
+const (
+	maxPending     = 8
+	maxPendingHops = 256
+	// neighborTimeout is how long frames wait for a next hop that does not
+	// answer before Expire drops them (ARP asks again every second
+	// meanwhile, as a new frame for it comes).
+	neighborTimeout = 3 * time.Second
+)
 
 type pendingFrames struct {
 	frames [][]byte
@@ -105,6 +115,10 @@ func (g *Gateway) await(nh netip.Addr, frame []byte) {
 	now := g.cfg.Clock().UnixNano()
 	p := g.pending[nh]
 	if p == nil {
+		if len(g.pending) >= maxPendingHops {
+			g.stats.Drops["neighbor-table-full"]++
+			return
+		}
 		p = &pendingFrames{}
 		g.pending[nh] = p
 	}

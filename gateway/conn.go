@@ -578,6 +578,12 @@ func (g *Gateway) Expire(ctx context.Context) error {
 	now := g.cfg.Clock().UnixNano()
 	idle := int64(g.cfg.Idle)
 	var errs []error
+	for nh, p := range g.pending {
+		if now-p.asked > int64(neighborTimeout) {
+			g.stats.Drops["neighbor-unresolved"] += uint64(len(p.frames))
+			delete(g.pending, nh)
+		}
+	}
 	for _, c := range g.conns {
 		if c.fwdID != 0 {
 			var cs [2]hal.Counters
