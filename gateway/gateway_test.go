@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/gateway"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
@@ -513,5 +514,62 @@ func TestExpireAndUpdate(t *testing.T) {
 		if _, vms := bd.send(bd.gw, vswitchtest.ExternalPort, answer(k, "late")); len(vms) != 0 {
 			t.Fatalf("an answer for an ended connection reached %v", vms)
 		}
+	}
+}
+
+// A NIC that cannot rewrite transport ports keeps the gateway's
+// connections on the host path: traffic still flows, translated by the
+// host, and the gateway says why.
+func TestHostPathWhenTheNICCannot(t *testing.T) {
+	st := testPolicy(t)
+	u := vswitchtest.NewUnderlay()
+	ph, _ := st.Host("host-a")
+	a, err := vswitchtest.NewHost(ph, st, st.LocalVMs("host-a"), fabricMAC, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	u.Add(a)
+	noPorts := func(host string, ports []vswitchtest.PortSpec) (hal.NIC, map[hal.PortID]vswitchtest.FarPort, error) {
+		pcs := make([]softnic.PortConfig, len(ports))
+		for i, p := range ports {
+			pcs[i] = softnic.PortConfig{Name: p.Name, Kind: p.Kind, MAC: p.MAC, MTU: p.MTU}
+		}
+		nic, err := softnic.New(softnic.Config{Device: host, Ports: pcs, Disable: softnic.Disable{Actions: hal.ActionsOf(hal.ActionSetL4Src)}})
+		if err != nil {
+			return nil, nil, err
+		}
+		far := map[hal.PortID]vswitchtest.FarPort{}
+		for _, p := range nic.Ports() {
+			far[p.ID], _ = nic.Port(p.ID)
+		}
+		return nic, far, nil
+	}
+	pg, _ := st.Gateway("gw-shared")
+	gw, err := vswitchtest.NewGatewayHostOn(noPorts, pg, st, fabricMAC, extMAC,
+		gateway.Config{Address: extAddr, Neighbors: map[netip.Addr]hal.MAC{remote: remoteMAC}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	u.Add(gw)
+	bd := &bed{t: t, st: st, u: u, a: a, gw: gw}
+	for i := range 2 {
+		ext, _ := bd.send(a, "blue-web-1", vmFrame(blueMAC, netip.MustParseAddr("192.0.2.10"), hal.ProtoUDP, 40000, 53))
+		if len(ext) != 1 {
+			t.Fatalf("packet %d: %d frames out", i, len(ext))
+		}
+		k, _ := parse(t, ext[0])
+		_, vms := bd.send(gw, vswitchtest.ExternalPort, answer(k, "ok"))
+		if len(vms) != 1 || vms[0].VM != "blue-web-1" {
+			t.Fatalf("answer %d: %v", i, vms)
+		}
+		x := gw.Gateway.Explain(gw.Ports[vswitchtest.ExternalPort], answer(k, "ok"))
+		if !strings.HasPrefix(x.Handled, "host: NIC refuses the rule from the tenant") || !strings.Contains(x.Handled, "set_l4_src") {
+			t.Fatalf("explain:\n%s", x)
+		}
+	}
+	if s := gw.Gateway.Stats(); s.HostPackets != 4 || s.Offloaded != 0 || s.HostPath != 1 || ruleCount(t, gw.NIC) != 0 {
+		t.Fatalf("want every packet of the one connection on the host path: %+v, %d rules", s, ruleCount(t, gw.NIC))
 	}
 }
