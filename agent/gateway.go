@@ -195,6 +195,11 @@ func (d *cfgDecoder) checkGatewayRole(c *Config, seen map[string]*yaml.Node) {
 	if seen["store"] != nil {
 		d.errf(seen["store"], "store", "a gateway host follows a policy file (store following is not done for gateways yet)")
 	}
+	for _, f := range []string{"metrics", "flow_idle"} {
+		if seen[f] != nil {
+			d.errf(seen[f], f, "not for a gateway host (its connections' idle time is gateway.idle; it has no metrics endpoint yet)")
+		}
+	}
 }
 
 // checkGatewayPolicy refuses a policy without the configured gateway, or

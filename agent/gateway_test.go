@@ -73,6 +73,7 @@ func TestGatewayConfigRefused(t *testing.T) {
 		{"external is the uplink", "external: ext0", "external: up0", 6, "gateway.external", "is the uplink"},
 		{"VM ports on a gateway", "control:", "ports:\n  vm: tap0\ncontrol:", 5, "ports", "no VM ports"},
 		{"a store", "policy: policy.yaml", "store: etcd://192.0.2.1:2379/n/", 3, "store", "policy file"},
+		{"metrics", "control:", "metrics: 127.0.0.1:9464\ncontrol:", 5, "metrics", "not for a gateway host"},
 		{"not a mapping", goodGatewayConfig[strings.Index(goodGatewayConfig, "gateway:"):], "gateway: gw-shared\n", 6, "gateway", "want a mapping"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -388,14 +388,20 @@ func (g *Gateway) flush(ctx context.Context) error {
 		max = 256
 	}
 	var errs []error
+	// Deletes queued while settling failures go to fresh slices: the ones
+	// being applied must not be written over.
 	ops, owners := g.ops, g.owners
-	g.ops, g.owners = g.ops[:0], g.owners[:0]
+	g.ops, g.owners = nil, nil
 	for len(ops) > 0 {
 		n := min(len(ops), max)
 		res := make([]hal.OpResult, n)
 		err := g.nic.Apply(ctx, ops[:n], res)
+		var be *hal.BatchError
 		for i := range n {
-			if res[i].Err == nil && err == nil || res[i].Err == nil {
+			if err != nil && res[i].Err == nil && !errors.As(err, &be) {
+				res[i].Err = err // a failure that is no batch's: nothing is known to have landed
+			}
+			if res[i].Err == nil {
 				if ops[i].Kind == hal.OpAdd && owners[i].c != nil && !owners[i].reverse && owners[i].c.why == "" {
 					g.stats.Offloaded++
 				}

@@ -13,6 +13,7 @@ import (
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/gateway"
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/haltest"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/vswitch/vswitchtest"
@@ -571,5 +572,62 @@ func TestHostPathWhenTheNICCannot(t *testing.T) {
 	}
 	if s := gw.Gateway.Stats(); s.HostPackets != 4 || s.Offloaded != 0 || s.HostPath != 1 || ruleCount(t, gw.NIC) != 0 {
 		t.Fatalf("want every packet of the one connection on the host path: %+v, %d rules", s, ruleCount(t, gw.NIC))
+	}
+}
+
+// A NIC that takes the rule from the tenant but fails the answer's: the
+// landed rule is taken back and the connection runs on the host path,
+// whole, saying why.
+func TestHalfLandedConnectionGoesToTheHost(t *testing.T) {
+	st := testPolicy(t)
+	u := vswitchtest.NewUnderlay()
+	ph, _ := st.Host("host-b")
+	b, err := vswitchtest.NewHost(ph, st, st.LocalVMs("host-b"), fabricMAC, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	u.Add(b)
+	failing := func(host string, ports []vswitchtest.PortSpec) (hal.NIC, map[hal.PortID]vswitchtest.FarPort, error) {
+		nic, far, err := vswitchtest.Softnic(host, ports)
+		if err != nil {
+			return nil, nil, err
+		}
+		f := haltest.NewFaultNIC(nic)
+		f.FailOps(func(op *hal.Op) error {
+			for _, a := range op.Rule.Actions {
+				if op.Kind == hal.OpAdd && a.Kind == hal.ActionEncap {
+					return hal.ErrTableFull
+				}
+			}
+			return nil
+		})
+		return f.NIC(), far, nil
+	}
+	pg, _ := st.Gateway("gw-shared")
+	gw, err := vswitchtest.NewGatewayHostOn(failing, pg, st, fabricMAC, extMAC,
+		gateway.Config{Address: extAddr, Neighbors: map[netip.Addr]hal.MAC{remote: remoteMAC}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	u.Add(gw)
+	bd := &bed{t: t, st: st, u: u, b: b, gw: gw}
+	for i := range 2 {
+		ext, _ := bd.send(b, "red-web-1", vmFrame(redMAC, remote, hal.ProtoUDP, 40000, 53))
+		if len(ext) != 1 {
+			t.Fatalf("packet %d: %d frames out", i, len(ext))
+		}
+		k, _ := parse(t, ext[0])
+		if _, vms := bd.send(gw, vswitchtest.ExternalPort, answer(k, "ok")); len(vms) != 1 || vms[0].VM != "red-web-1" {
+			t.Fatalf("answer %d: %v", i, vms)
+		}
+	}
+	conns := gw.Gateway.Conns()
+	if len(conns) != 1 || !strings.Contains(conns[0].Where, "NIC did not take the rule") || ruleCount(t, gw.NIC) != 0 {
+		t.Fatalf("connections %+v, %d rules on the NIC", conns, ruleCount(t, gw.NIC))
+	}
+	if s := gw.Gateway.Stats(); s.HostPackets != 4 {
+		t.Fatalf("want all 4 packets on the host path: %+v", s)
 	}
 }
