@@ -73,9 +73,14 @@
 // anchor) calls HandleBatch with the exceptions it reads, Explain to say
 // what happens to a frame, and Conns to list the connections.
 //
+// A packet whose TTL would run out at the gateway is dropped (counted
+// "ttl", no ICMP time exceeded) and opens no connection.
+//
 // Not done yet: IPv6 neighbour discovery (an IPv6 next hop needs a static
-// entry), fragments (dropped: a non-first fragment has no ports), ICMP
-// errors about translated connections (dropped: no connection matches
-// them), and moving an offloaded connection when its VM migrates (Update
-// removes it; the next packet opens it again).
+// entry), non-first IP fragments (dropped: they carry no ports to find
+// their connection by), ICMP errors about translated connections (dropped:
+// no connection matches them), moving an offloaded connection when its VM
+// migrates (Update removes it; the next packet opens it again), and
+// sharing a NIC with a vswitch. The agent's gateway host follows a policy
+// file, not a store, and has no metrics endpoint.
 package gateway
