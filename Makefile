@@ -70,8 +70,9 @@ fuzz:
 	@bash scripts/fuzz.sh $(FUZZTIME)
 
 ## demo: the vswitch demo on an embedded default; no setup needed.
+## NIC=remote runs each host's NIC in a nicd process of its own (over securechan).
 demo:
-	GO="$(GO)" DRIVER="$(DRIVER)" STORE="$(STORE)" $(GO) run ./examples/demo
+	GO="$(GO)" DRIVER="$(DRIVER)" STORE="$(STORE)" NIC="$(NIC)" $(GO) run ./examples/demo
 
 ## generate: rebuild generated code (BPF objects need clang).
 generate:

@@ -600,6 +600,15 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		}
 		q.mu.Unlock()
 		q.wake()
+		if in.info.Kind == hal.PortVPort {
+			for i := 0; i < k; i++ {
+				// A sealed frame's source is learned from the frame as it
+				// arrived (bufs), never from what was opened.
+				if b.fate[i] == fateHost && b.vni[i] == 0 {
+					n.learn.frame(in.info.ID, bufs[i][offset:offset+sizes[i]])
+				}
+			}
+		}
 	}
 	// Outputs, grouped by port.
 	for i := 0; i < k; i++ {
