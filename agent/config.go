@@ -88,6 +88,9 @@ type Config struct {
 	// RegisterDriver; of this module's drivers only remote takes some
 	// (address, key, server_key).
 	DriverOptions map[string]string
+	// Gateway, when set, makes this host play a gateway of the policy
+	// instead of hosting VMs (NewGateway; see GatewayConfig).
+	Gateway *GatewayConfig
 }
 
 // ConfigError is one problem of a configuration file, with the file, the
@@ -274,6 +277,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 				c.DriverOptions[vk.Value] = d.str(vv, field)
 				optKeys = append(optKeys, vk)
 			}
+		case "gateway":
+			c.Gateway = d.gateway(k, v)
 		default:
 			d.errf(k, k.Value, "unknown field (known: %s)", strings.Join(knownFields, ", "))
 		}
@@ -317,6 +322,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if c.WatchInterval <= 0 {
 		d.errf(seen["watch_interval"], "watch_interval", "must be positive")
 	}
+	d.checkGatewayRole(c, seen)
 	if len(d.errs) > 0 {
 		sort.SliceStable(d.errs, func(i, j int) bool { return d.errs[i].Line < d.errs[j].Line })
 		return nil, d.errs
@@ -325,7 +331,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 }
 
 var knownFields = []string{"host", "driver", "binding", "policy", "store", "store_timeout", "uplink", "ports", "control", "metrics",
-	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels", "driver_options"}
+	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels", "driver_options", "gateway"}
 
 func contains(l []string, s string) bool {
 	for _, x := range l {

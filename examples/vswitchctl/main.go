@@ -23,6 +23,7 @@
 //	                             migrated VM's first one marked, and the spoofed-source drops
 //	tether                       (tetherd) the relocated subnet's tunnel: each tether's endpoint as the NAT shows it
 //	leases                       (tetherd) the leases the tether's broker handed to the remote nodes
+//	gateway                      (a gateway host) the gateway, its counters and translated connections
 //
 // reload exits 1 with the daemon's error (file:line: field: problem) for
 // as long as the policy file is one the daemon refused, whether reload or
@@ -71,6 +72,7 @@ commands:
                                  (a migrated VM's first marked), spoofed-source drops
   tether                         (tetherd) the relocated subnet's tunnel and endpoints
   leases                         (tetherd) the remote nodes' leases
+  gateway                        (a gateway host) the gateway, counters, translated connections
 
 The socket defaults to $NICPATH_CONTROL, else /run/nicpath/vswitchd.sock.
 `
@@ -134,7 +136,7 @@ func parse(a []string) (control.Request, error) {
 	cmd, rest := a[0], a[1:]
 	req := control.Request{Cmd: cmd, Args: rest}
 	switch cmd {
-	case "show", "caps", "stats", "reload", "learned", "tether", "leases":
+	case "show", "caps", "stats", "reload", "learned", "tether", "leases", "gateway":
 		if len(rest) != 0 {
 			return req, fmt.Errorf("%s takes no arguments", cmd)
 		}
@@ -237,6 +239,12 @@ func call(ctx context.Context, c *control.Client, req control.Request, w io.Writ
 		printLearned(w, l)
 	case "tether", "leases":
 		return callTether(ctx, c, req, w)
+	case "gateway":
+		var g control.GatewayStatus
+		if err := c.Call(ctx, req.Cmd, req.Args, &g); err != nil {
+			return err
+		}
+		fmt.Fprint(w, g.Text)
 	case "reload":
 		var r control.Reloaded
 		if err := c.Call(ctx, req.Cmd, req.Args, &r); err != nil {

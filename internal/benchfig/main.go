@@ -79,6 +79,8 @@ var figures = []figure{
 	{Name: "vswitch.slowpath_memo_flows_per_s", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=on", Metric: "flows/s", Unit: "flows/s", Target: "reported (realistic policy, memo on)"},
 	{Name: "vswitch.slowpath_memo_flows_per_cpu_s", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=on", Metric: "cpu_flows/s", Unit: "flows/s", Target: "reported (CPU time, memo on)"},
 	{Name: "vswitch.slowpath_onepair_flows_per_cpu_s", Pkg: "./vswitch", Bench: "SlowPath/onepair", Metric: "cpu_flows/s", Unit: "flows/s", Target: "reported (one pair of VMs, no ACL: the memo's best case)"},
+	{Name: "gateway.flows_per_s", Pkg: "./gateway", Bench: "SlowPath", Metric: "flows/s", Unit: "flows/s", Target: "reported (new translated connections through the gateway's slow path, both rules offloaded to softnic)", Benchtime: "50000x"},
+	{Name: "gateway.flows_per_cpu_s", Pkg: "./gateway", Bench: "SlowPath", Metric: "cpu_flows/s", Unit: "flows/s", Target: "reported (the same, CPU time of the process)", Benchtime: "50000x"},
 	{Name: "vswitch.walk_cpu_ns", Pkg: "./vswitch", Bench: "Walk", Metric: "cpu_ns/walk", Unit: "ns", Target: "reported (the layer walk alone, realistic policy)"},
 	{Name: "vswitch.first_packet_p50_us", Pkg: "./vswitch", Bench: "FirstPacketLatency", Metric: "p50_us", Unit: "us", Target: "reported (realistic policy, memo off)"},
 	{Name: "vswitch.first_packet_p99_us", Pkg: "./vswitch", Bench: "FirstPacketLatency", Metric: "p99_us", Unit: "us", Target: "reported (realistic policy, memo off)"},
