@@ -984,3 +984,23 @@ func parseTunnelPort(b []byte) uint16 {
 	}
 	return port
 }
+
+// Inject sends frames out of port as they are (AF_PACKET on Linux).
+func (n *NIC) Inject(ctx context.Context, port hal.PortID, frames [][]byte) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return hal.ErrClosed
+	}
+	d := n.lay.ports[port]
+	if d == nil {
+		return fmt.Errorf("tcflower: inject on port %d: %w", port, hal.ErrNotFound)
+	}
+	if n.sys == nil {
+		return unsupported("inject", "no packet socket on this system")
+	}
+	if err := n.sys.inject(d.Ifindex, frames); err != nil {
+		return &hal.OpError{Driver: driverName, Op: "inject", Err: err}
+	}
+	return nil
+}
