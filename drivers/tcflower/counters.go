@@ -53,64 +53,6 @@ func (n *NIC) ruleChains() []uint32 {
 	return cs
 }
 
-func (n *NIC) location(f *dumpedFilter) hal.Location {
-	if f.Flags&clsFlagsInHW != 0 || (f.HasHWCnt && f.InHWCount > 0) {
-		return hal.LocationHardware
-	}
-	if f.Flags&clsFlagsSkipSW != 0 {
-		return hal.LocationUnknown // neither in hardware nor allowed in software
-	}
-	return hal.LocationKernel
-}
-
-// Dump reports every installed rule from a dump of the kernel's filters:
-// where it really is (in_hw / not_in_hw per filter) and its counters.
-func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		return hal.ErrClosed
-	}
-	var infos []hal.RuleInfo
-	for _, c := range n.ruleChains() {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		err := n.dumpChain(c, func(f *dumpedFilter) error {
-			id, _, ok := cookieRule(f.Cookie)
-			if !ok {
-				return nil // a structural filter
-			}
-			in := n.rules[hal.RuleID(id)]
-			if in == nil || in.chain != f.Chain || in.handle != f.Handle {
-				return nil // not ours, or the old half of a modify in flight
-			}
-			infos = append(infos, hal.RuleInfo{
-				Rule:     in.rule.Clone(),
-				Location: n.location(f),
-				Live:     n.live(&in.rule),
-				Counters: hal.Counters{Packets: f.Packets, Bytes: f.Bytes},
-			})
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	}
-	// Callbacks run without the kernel conversation in the middle.
-	for i := range infos {
-		if err := fn(&infos[i]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (n *NIC) live(r *hal.Rule) bool {
-	_, st := n.findScope(r.Scope)
-	return st != nil && st.active == r.Generation
-}
-
 // RuleCounters fills out[i] with the counters of ids[i], read from a dump of
 // the chains that hold them.
 func (n *NIC) RuleCounters(ctx context.Context, ids []hal.RuleID, out []hal.Counters) error {

@@ -896,50 +896,6 @@ func (n *NIC) exceptionCounts(port hal.PortID) (byReason [hal.NumReasons]uint64,
 	return byReason, fromPort, nil
 }
 
-// --- the channel's link messages ---
-
-// ifinfomsg is struct ifinfomsg: family, type, index, flags, change.
-func ifinfomsg(index, flags, change uint32) []byte {
-	b := make([]byte, 16)
-	binary.NativeEndian.PutUint32(b[4:], index)
-	binary.NativeEndian.PutUint32(b[8:], flags)
-	binary.NativeEndian.PutUint32(b[12:], change)
-	return b
-}
-
-// encodeNewVeth is the payload of an RTM_NEWLINK that creates the veth pair
-// name/peer, both with MTU mtu.
-func encodeNewVeth(name, peer string, mtu uint32) ([]byte, error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.String(iflaIfname, name)
-	ae.Uint32(iflaMTU, mtu)
-	ae.Nested(iflaLinkinfo, func(le *netlink.AttributeEncoder) error {
-		le.String(iflaInfoKind, "veth")
-		le.Nested(iflaInfoData, func(de *netlink.AttributeEncoder) error {
-			de.Do(vethInfoPeer, func() ([]byte, error) {
-				pe := netlink.NewAttributeEncoder()
-				pe.String(iflaIfname, peer)
-				pe.Uint32(iflaMTU, mtu)
-				b, err := pe.Encode()
-				return append(ifinfomsg(0, 0, 0), b...), err
-			})
-			return nil
-		})
-		return nil
-	})
-	attrs, err := ae.Encode()
-	if err != nil {
-		return nil, err
-	}
-	return append(ifinfomsg(0, 0, 0), attrs...), nil
-}
-
-// encodeLinkUp is the payload of an RTM_NEWLINK that sets ifindex up.
-func encodeLinkUp(ifindex uint32) []byte { return ifinfomsg(ifindex, iffUp, iffUp) }
-
-// encodeDelLink is the payload of an RTM_DELLINK of ifindex.
-func encodeDelLink(ifindex uint32) []byte { return ifinfomsg(ifindex, 0, 0) }
-
 // parseTunnelPort reads the UDP port of a VXLAN or Geneve device from its
 // RTM_NEWLINK (IFLA_LINKINFO / IFLA_INFO_DATA); 0 when it says none.
 func parseTunnelPort(b []byte) uint16 {

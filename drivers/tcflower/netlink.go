@@ -1,6 +1,7 @@
 package tcflower
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -111,3 +112,45 @@ func (n *NIC) setJump(chain uint32, prio uint16, target uint32) error {
 	}
 	return n.do(m)
 }
+
+// ifinfomsg is struct ifinfomsg: family, type, index, flags, change.
+func ifinfomsg(index, flags, change uint32) []byte {
+	b := make([]byte, 16)
+	binary.NativeEndian.PutUint32(b[4:], index)
+	binary.NativeEndian.PutUint32(b[8:], flags)
+	binary.NativeEndian.PutUint32(b[12:], change)
+	return b
+}
+
+// encodeNewVeth is the payload of an RTM_NEWLINK that creates the veth pair
+// name/peer, both with MTU mtu.
+func encodeNewVeth(name, peer string, mtu uint32) ([]byte, error) {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(iflaIfname, name)
+	ae.Uint32(iflaMTU, mtu)
+	ae.Nested(iflaLinkinfo, func(le *netlink.AttributeEncoder) error {
+		le.String(iflaInfoKind, "veth")
+		le.Nested(iflaInfoData, func(de *netlink.AttributeEncoder) error {
+			de.Do(vethInfoPeer, func() ([]byte, error) {
+				pe := netlink.NewAttributeEncoder()
+				pe.String(iflaIfname, peer)
+				pe.Uint32(iflaMTU, mtu)
+				b, err := pe.Encode()
+				return append(ifinfomsg(0, 0, 0), b...), err
+			})
+			return nil
+		})
+		return nil
+	})
+	attrs, err := ae.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return append(ifinfomsg(0, 0, 0), attrs...), nil
+}
+
+// encodeLinkUp is the payload of an RTM_NEWLINK that sets ifindex up.
+func encodeLinkUp(ifindex uint32) []byte { return ifinfomsg(ifindex, iffUp, iffUp) }
+
+// encodeDelLink is the payload of an RTM_DELLINK of ifindex.
+func encodeDelLink(ifindex uint32) []byte { return ifinfomsg(ifindex, 0, 0) }

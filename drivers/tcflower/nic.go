@@ -42,7 +42,7 @@ const maxBatch = 1 << 20
 // Structural filters: priorities and handle.
 const (
 	prioSealed   = 1      // chain 0: drop sealed-address frames, first
-	prioHead     = 4      // chain 0: jump to the first scope's dispatch chain (after the tunnel endpoint's filters, endpoint.go)
+	prioHead     = 4      // chain 0: jump to the first scope's dispatch chain (after the tunnel endpoint's filters, tunnel.go)
 	prioDispatch = 1      // the only filter of a dispatch chain
 	prioTail     = 0xffff // after every rule of a generation chain
 	structHandle = 1      // handle of the structural filters
@@ -113,7 +113,7 @@ type NIC struct {
 	nextChain  uint32
 	nextHandle uint32
 	headTarget uint32 // dispatch chain chain 0 jumps to; 0 = none yet
-	// endpoints are the uplinks' tunnel endpoints (endpoint.go);
+	// endpoints are the uplinks' tunnel endpoints (tunnel.go);
 	// retiredNotLocal the not-local drops of endpoints since removed.
 	endpoints       map[hal.PortID]*endpointState
 	retiredNotLocal map[hal.PortID]uint64
