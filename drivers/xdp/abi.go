@@ -9,7 +9,7 @@ import (
 	"github.com/nicpath/nicpath/hal/wire"
 )
 
-// Sizes shared with bpf/nicpath.c. They bound what the driver can take, and
+// Sizes shared with bpf/lib/maps.h. They bound what the driver can take, and
 // Validate says so when a rule needs more.
 const (
 	// maxMasks is how many distinct mask shapes the program searches per
@@ -28,7 +28,7 @@ const (
 	encapHdrMax = 72
 )
 
-// Action flags of bpfRule.Flags, as in nicpath.c.
+// Action flags of bpfRule.Flags, as in bpf/lib/maps.h.
 const (
 	actDecap = 1 << iota
 	actSetEthSrc

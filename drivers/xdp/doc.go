@@ -1,6 +1,6 @@
 // Package xdp is nicpath's eBPF/XDP driver: a hal.NIC whose rules live in
-// BPF maps and whose datapath is an XDP program (bpf/nicpath.c, compiled by
-// bpf2go; the objects are committed, so building needs no clang) attached to
+// BPF maps and whose datapath is an XDP program (bpf/nicpath.c with its headers in
+// bpf/lib, compiled by bpf2go; the objects are committed, so building needs no clang) attached to
 // the uplink and to every vport.
 //
 // # Datapath

@@ -8,7 +8,10 @@
  * through a devmap, drop, or hand to the host on the exception path (a perf
  * event carrying the frame as it arrived and its reason).
  *
- * Every structure shared with Go is mirrored in abi.go; keep them in step.
+ * Every structure shared with Go (lib/maps.h) is mirrored in abi.go; keep
+ * them in step. The entry point is here; the parts are in lib/: maps.h
+ * (structures, maps, parse state), csum.h (checksums), parse.h (parsing),
+ * lookup.h (the rule lookup), actions.h (verdicts and actions).
  */
 #include "common.h"
 #include "lib/maps.h"
