@@ -22,6 +22,31 @@ static __always_inline void copy16(__u8 *dst, const void *src)
 	*(__u64 *)(dst + 8) = *(const __u64 *)(src + 8);
 }
 
+/* geneve_options walks the optlen bytes of Geneve options at opt, as
+ * hal/wire does: they must tile the option area exactly (R_MALFORMED
+ * otherwise), and a critical option, which this program cannot understand,
+ * sends the frame to the host (R_UNSUPPORTED; RFC 8926 §3.5 forbids
+ * forwarding it). 0 when the options may be skipped. */
+static __always_inline int geneve_options(__u8 *opt, void *data_end, __u32 optlen)
+{
+	__u32 o = 0;
+	int critical = 0;
+	/* at most 63 options of 4 bytes fill the 252-byte area */
+	for (int i = 0; i < 63; i++) {
+		if (o >= optlen)
+			break;
+		__u8 *h = opt + (o & 0xff);
+		if ((void *)(h + 4) > data_end)
+			return R_MALFORMED;
+		if (h[2] & 0x80)
+			critical = 1;
+		o += 4 + (h[3] & 0x1f) * 4;
+	}
+	if (o != optlen)
+		return R_MALFORMED;
+	return critical ? R_UNSUPPORTED : 0;
+}
+
 /*
  * parse fills k from the Ethernet frame at off. With tunnels set it
  * recognises VXLAN (UDP 4789), Geneve (UDP 6081) and NVGRE (GRE with key,
@@ -186,11 +211,24 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			} else {
 				if ((t[0] >> 6) != 0)
 					return R_UNSUPPORTED;
+				/* A control packet (O bit) is the host's, as
+				 * hal/wire (softnic's parser) says. */
+				if (t[1] & 0x80)
+					return R_UNSUPPORTED;
 				if (ntohs(*(__u16 *)(t + 2)) != 0x6558)
 					return R_UNSUPPORTED;
 				__u32 optlen = (t[0] & 0x3f) * 4;
 				if (16 + optlen > ulen)
 					return R_MALFORMED;
+				if (optlen) {
+					int g = geneve_options(t + 8, data_end, optlen);
+					if (g)
+						return g;
+					/* Critical options present (C bit): this
+					 * program understands none. */
+					if (t[1] & 0x40)
+						return R_UNSUPPORTED;
+				}
 				k->tun_kind = TUN_GENEVE;
 				st->inner = off + 16 + optlen;
 				st->inner_end = off + ulen;
