@@ -78,6 +78,7 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 		return nil, fmt.Errorf("xdp: load program spec: %w", err)
 	}
 	spec.Maps["flows"].MaxEntries = uint32(c.MaxRules)
+	spec.Maps["flows4"].MaxEntries = uint32(c.MaxRules)
 	spec.Maps["active_gen"].MaxEntries = uint32(c.MaxScopes)
 	spec.Maps["rule_counters"].MaxEntries = uint32(c.MaxRules + 1)
 	ncpu, err := ebpf.PossibleCPU()

@@ -75,7 +75,10 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 }
 
 // mapBackend writes the table into the BPF maps.
-type mapBackend struct{ n *NIC }
+type mapBackend struct {
+	n  *NIC
+	k4 []bpfKey4 // compact keys of the run being written, reused
+}
 
 func fullErr(err error) error {
 	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.ENOMEM) {
@@ -84,8 +87,38 @@ func fullErr(err error) error {
 	return err
 }
 
+// putEntries writes each run of keys to its map: flows4 for the keys
+// marked inFlows4 (under their compact key), flows for the others.
 func (b *mapBackend) putEntries(keys []bpfKey, vals []bpfFlowVal) (int, error) {
-	m := b.n.maps["flows"]
+	done := 0
+	for done < len(keys) {
+		four := keys[done].Pad == inFlows4
+		end := done + 1
+		for end < len(keys) && (keys[end].Pad == inFlows4) == four {
+			end++
+		}
+		var n int
+		var err error
+		if four {
+			b.k4 = b.k4[:0]
+			for i := done; i < end; i++ {
+				b.k4 = append(b.k4, key4(&keys[i]))
+			}
+			n, err = putBatch(b.n.maps["flows4"], b.k4, vals[done:end])
+		} else {
+			n, err = putBatch(b.n.maps["flows"], keys[done:end], vals[done:end])
+		}
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// putBatch writes keys[i]→vals[i] into m, in BPF batch updates (one
+// system call for as many entries as the kernel takes at a time).
+func putBatch[K any](m *ebpf.Map, keys []K, vals []bpfFlowVal) (int, error) {
 	if len(keys) == 1 {
 		if err := m.Update(&keys[0], &vals[0], ebpf.UpdateAny); err != nil {
 			return 0, fullErr(err)
@@ -107,6 +140,10 @@ func (b *mapBackend) putEntries(keys []bpfKey, vals []bpfFlowVal) (int, error) {
 }
 
 func (b *mapBackend) deleteEntry(k *bpfKey) error {
+	if k.Pad == inFlows4 {
+		k4 := key4(k)
+		return b.n.maps["flows4"].Delete(&k4)
+	}
 	return b.n.maps["flows"].Delete(k)
 }
 

@@ -60,6 +60,26 @@ struct flow_key {
 	__u8 pad;
 };
 
+/* struct flow_key4 is the compact key of an untunnelled IPv4 frame, for
+ * the rules that pin every field of such a frame (hal.Exact: the
+ * per-connection flows a vswitch offloads): a third of flow_key, so that
+ * the lookup hashes 32 bytes rather than 96. Addresses in network order,
+ * the low 4 bytes of their IPv4-mapped form; every other field as in
+ * flow_key. A key whose eth_type, tunnel fields and address prefixes are
+ * implied (0x0800, none, ::ffff:0:0/96) is all it needs. */
+struct flow_key4 {
+	__u32 in_port;
+	__u8 ip_src[4];
+	__u8 ip_dst[4];
+	__u16 l4_src;
+	__u16 l4_dst;
+	__u8 eth_src[6];
+	__u8 eth_dst[6];
+	__u16 vlan;
+	__u8 proto;
+	__u8 pad;
+};
+
 /* One rule: the generation it belongs to, its priority and its actions. */
 struct rule {
 	__u64 id;
@@ -97,7 +117,11 @@ struct flow_val {
 struct mask_entry {
 	struct flow_key mask;
 	__u32 max_prio;  /* highest priority among the rules of this shape */
-	__u32 id;        /* stable mask_id of the shape */
+	__u8 id;         /* stable mask_id of the shape */
+	/* The shape pins every field of an untunnelled IPv4 frame: its
+	 * entries for such frames live in flows4, which lookup reads first. */
+	__u8 exact4;
+	__u16 pad;
 };
 
 /* The mask shapes in search order (highest max_prio first). Two banks: the
@@ -167,6 +191,17 @@ struct {
 	__type(value, struct flow_val);
 	__uint(max_entries, 65536); /* resized by the loader */
 } flows SEC(".maps");
+
+/* The entries of exact4 mask shapes for untunnelled IPv4 frames. Not
+ * preallocated: an entry lives in flows or here, never both, so only
+ * flows reserves room for every rule. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct flow_key4);
+	__type(value, struct flow_val);
+	__uint(max_entries, 65536); /* resized by the loader */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} flows4 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
