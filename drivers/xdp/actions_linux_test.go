@@ -445,6 +445,8 @@ func TestRunMalformed(t *testing.T) {
 	gen := hal.Encap{Kind: hal.EncapGeneve, VNI: 1, Src: pa1, Dst: pa2}
 	genOpt := gen
 	genOpt.GeneveOptions = []byte{0, 1, 2, 0, 0, 1, 3, 1, 9, 9, 9, 9} // two options, neither critical
+	genMany := gen
+	genMany.GeneveOptions = bytes.Repeat([]byte{0, 1, 2, 0}, 9)
 	genCrit := gen
 	genCrit.GeneveOptions = []byte{0, 1, 2, 0, 0, 1, 0x83, 0}
 	// firstFragment makes an IPv4 frame the first fragment of a longer
@@ -512,6 +514,9 @@ func TestRunMalformed(t *testing.T) {
 		{"geneve-critical-option", wire.BuildEncap(&genCrit, good), hal.ReasonUnsupported},
 		{"geneve-critical-option-no-C-bit", mut(wire.BuildEncap(&genCrit, good), func(b []byte) { b[43] &^= 0x40 }), hal.ReasonUnsupported},
 		{"geneve-option-overruns", mut(wire.BuildEncap(&genOpt, good), func(b []byte) { b[53] = 1 }), hal.ReasonMalformed},
+		// More options than the program walks (GENEVE_MAX_OPTS): the
+		// host's, which walks them all (hal/wire forwards these).
+		{"many-options-geneve", wire.BuildEncap(&genMany, good), hal.ReasonUnsupported},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,29 +22,37 @@ static __always_inline void copy16(__u8 *dst, const void *src)
 	*(__u64 *)(dst + 8) = *(const __u64 *)(src + 8);
 }
 
-/* geneve_options walks the optlen bytes of Geneve options at opt, as
+/* GENEVE_MAX_OPTS bounds the options the program walks; a frame with more
+ * goes to the host, which walks them all (hal/wire). Each option the
+ * verifier follows costs it a pass over the loop body. */
+#define GENEVE_MAX_OPTS 8
+
+/* geneve_options walks the optlen bytes of Geneve options at off, as
  * hal/wire does: they must tile the option area exactly (R_MALFORMED
  * otherwise), and a critical option, which this program cannot understand,
  * sends the frame to the host (R_UNSUPPORTED; RFC 8926 §3.5 forbids
- * forwarding it). 0 when the options may be skipped. */
-static __always_inline int geneve_options(__u8 *opt, void *data_end, __u32 optlen)
+ * forwarding it), as do more than GENEVE_MAX_OPTS options. 0 when the
+ * options may be skipped. A function of its own, verified once. */
+__global int geneve_options(struct xdp_md *ctx, __u32 off, __u32 optlen)
 {
+	if (!ctx || off > MAX_L2_OFF + 512 || optlen > 252)
+		return R_MALFORMED;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
 	__u32 o = 0;
-	int critical = 0;
-	/* at most 63 options of 4 bytes fill the 252-byte area */
-	for (int i = 0; i < 63; i++) {
+	for (int i = 0; i < GENEVE_MAX_OPTS; i++) {
 		if (o >= optlen)
-			break;
-		__u8 *h = opt + (o & 0xff);
+			return 0;
+		__u8 *h = data + off + (o & 0xff);
 		if ((void *)(h + 4) > data_end)
 			return R_MALFORMED;
 		if (h[2] & 0x80)
-			critical = 1;
+			return R_UNSUPPORTED;
 		o += 4 + (h[3] & 0x1f) * 4;
+		if (o > optlen)
+			return R_MALFORMED;
 	}
-	if (o != optlen)
-		return R_MALFORMED;
-	return critical ? R_UNSUPPORTED : 0;
+	return o == optlen ? 0 : R_UNSUPPORTED;
 }
 
 /*
@@ -221,7 +229,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 				if (16 + optlen > ulen)
 					return R_MALFORMED;
 				if (optlen) {
-					int g = geneve_options(t + 8, data_end, optlen);
+					int g = geneve_options(ctx, off + 16, optlen);
 					if (g)
 						return g;
 					/* Critical options present (C bit): this
