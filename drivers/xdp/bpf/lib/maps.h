@@ -192,15 +192,16 @@ struct {
 	__uint(max_entries, 65536); /* resized by the loader */
 } flows SEC(".maps");
 
-/* The entries of exact4 mask shapes for untunnelled IPv4 frames. Not
- * preallocated: an entry lives in flows or here, never both, so only
- * flows reserves room for every rule. */
+/* The entries of exact4 mask shapes for untunnelled IPv4 frames. An entry
+ * lives in flows or here, never both. Preallocated like flows, which
+ * reserves room for MaxRules entries in each map: without it every update
+ * allocates, and a bulk load of exact rules costs the kernel about twice
+ * the CPU (BenchmarkRuleOps: map_cpu_ns/op about 2000 instead of 800). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow_key4);
 	__type(value, struct flow_val);
 	__uint(max_entries, 65536); /* resized by the loader */
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 } flows4 SEC(".maps");
 
 struct {
