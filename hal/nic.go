@@ -145,6 +145,26 @@ type SealedAddresses interface {
 	RegisterSealKey(ctx context.Context, port PortID, keyID uint8, vmPublic [32]byte) error
 	// RevokeSealKey stops accepting keyID on port.
 	RevokeSealKey(ctx context.Context, port PortID, keyID uint8) error
+	// SetSealedRoutes replaces the sealed routes of vport port: where a
+	// frame the VM on port sealed goes once the NIC has opened it. The
+	// host pushes, for each destination the policy lets the VM reach
+	// without a per-connection decision, the actions it would program for
+	// that destination; the NIC looks the opened destination up here and
+	// forwards on its own, so that the host never sees which destination
+	// a VM talks to. An opened frame without a route is dropped and
+	// counted (never handed to the host). Routes are not counted per
+	// destination: a per-route counter would tell the host the secret.
+	// Nil routes remove the port's table.
+	SetSealedRoutes(ctx context.Context, port PortID, routes []SealedRoute) error
+}
+
+// SealedRoute is one destination of SealedAddresses.SetSealedRoutes: an
+// opened sealed frame whose destination IP (IPv4 or IPv6) is Dst gets
+// Actions, which end in an output (a local vport, or the uplink after an
+// encapsulation) or a drop.
+type SealedRoute struct {
+	Dst     netip.Addr
+	Actions []Action
 }
 
 // TunnelEndpoint is what one uplink terminates tunnels for: the outer

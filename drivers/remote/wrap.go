@@ -27,6 +27,9 @@ func (m sealedM) RegisterSealKey(ctx context.Context, port hal.PortID, keyID uin
 func (m sealedM) RevokeSealKey(ctx context.Context, port hal.PortID, keyID uint8) error {
 	return m.c.revokeSealKey(ctx, port, keyID)
 }
+func (m sealedM) SetSealedRoutes(ctx context.Context, port hal.PortID, routes []hal.SealedRoute) error {
+	return m.c.setSealedRoutes(ctx, port, routes)
+}
 
 type tunnelM struct{ c *Client }
 
@@ -105,4 +108,11 @@ func (c *Client) wrap() hal.NIC {
 		return nicAST{c, a, s, t}
 	}
 	return c
+}
+
+// setSealedRoutes: sealed routes are not carried over the channel yet; a
+// vswitch on a remote NIC fails closed for sealed frames (the served NIC
+// drops every opened frame without a route, counted).
+func (c *Client) setSealedRoutes(ctx context.Context, port hal.PortID, routes []hal.SealedRoute) error {
+	return hal.Unsupported("remote", "sealed routes", "not carried over the channel yet")
 }

@@ -17,6 +17,9 @@ const (
 	fateHost
 	fateOut
 	fateSent // fateOut, delivered to its ring
+	// fateSealedRoute: an opened sealed frame whose sealed route
+	// (SetSealedRoutes) is in prog; it skips the flow table.
+	fateSealedRoute
 )
 
 const noRule = ^uint32(0)
@@ -182,6 +185,10 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			if !ok {
 				continue
 			}
+			if b.fate[i] == fateSealedRoute {
+				loadWords(key, &b.w[i]) // the encapsulation's flow hash
+				continue
+			}
 		}
 		b.fate[i] = fatePending
 		loadWords(key, &b.w[i])
@@ -259,6 +266,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 	n.rcu.exit(s)
 
 	if b.anySealed {
+		n.sealedRoutes(b, k)
 		n.sealedNoHost(b, k)
 	}
 	n.deliver(b, in, bufs, sizes, offset, rxBytes)
@@ -270,6 +278,20 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 				clear(b.open[i][:Headroom+b.osz[i]])
 			}
 		}
+	}
+}
+
+// sealedRoutes runs the sealed routes openSealed found.
+func (n *NIC) sealedRoutes(b *burst, k int) {
+	var routed uint64
+	for i := 0; i < k; i++ {
+		if b.fate[i] == fateSealedRoute {
+			routed++
+			n.execute(b, i, b.prog[i], b.open[i], Headroom, b.osz[i])
+		}
+	}
+	if routed > 0 {
+		n.seal.routed.Add(routed)
 	}
 }
 

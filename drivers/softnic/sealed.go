@@ -3,6 +3,8 @@ package softnic
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/nicpath/nicpath/hal"
@@ -31,6 +33,12 @@ var _ hal.SealedAddresses = (*NIC)(nil)
 type sealState struct {
 	table *securechan.KeyTable
 
+	// routes is the sealed route table (SetSealedRoutes), replaced whole
+	// on every change and read without locks on the fast path.
+	routes atomic.Pointer[sealRoutes]
+	rmu    sync.Mutex // serialises writers of routes
+	routed atomic.Uint64
+
 	opened  atomic.Uint64
 	noFlow  atomic.Uint64
 	tagged  atomic.Uint64
@@ -45,6 +53,9 @@ type SealedStats struct {
 	// Opened counts frames opened and routed like any other frame (they
 	// may still be dropped later, e.g. by a drop rule, under that reason).
 	Opened uint64
+	// Routed counts opened frames that took a sealed route
+	// (SetSealedRoutes) rather than a rule of the flow table.
+	Routed uint64
 	// NoFlow counts opened frames that the NIC would have handed to the
 	// host (a miss, a ToHost rule, TTL, MTU, an unsupported header): they
 	// are dropped, since the clear frame must not reach the host.
@@ -125,7 +136,101 @@ func (n *NIC) openSealed(b *burst, in *Port, i int, frame []byte) bool {
 		s.refused[securechan.DropMalformed].Add(1) // a seal inside a seal
 		return false
 	}
+	if rt := s.routes.Load(); rt != nil && key.TunKind == hal.EncapNone {
+		if p := rt.m[sealRouteKey{port: in.info.ID, v6: key.EthType == hal.EtherTypeIPv6, dst: key.IPDst}]; p != nil {
+			// The sealed route decides: the flow table is not consulted,
+			// so that no rule's counter moves with the secret.
+			b.fate[i], b.prog[i] = fateSealedRoute, p
+			return true
+		}
+	}
 	return true
+}
+
+// sealRoutes is one version of the sealed route table.
+type sealRoutes struct {
+	m      map[sealRouteKey]*program
+	byPort map[hal.PortID][]hal.SealedRoute // as given, for SealedRoutes
+}
+
+type sealRouteKey struct {
+	port hal.PortID
+	v6   bool     // an IPv4-mapped IPv6 destination is not the IPv4 one
+	dst  [16]byte // as in FlowKey.IPDst (IPv4 mapped)
+}
+
+// SetSealedRoutes replaces the sealed routes of vport port
+// (hal.SealedAddresses): an opened frame from port toward a route's Dst
+// gets its actions, without a lookup in the flow table and without a
+// per-route counter. Every route is checked like a rule's actions first;
+// on an error nothing changes.
+func (n *NIC) SetSealedRoutes(ctx context.Context, port hal.PortID, routes []hal.SealedRoute) error {
+	if err := n.sealCheck(ctx, "route", port); err != nil {
+		return err
+	}
+	progs := make([]*program, len(routes))
+	for i := range routes {
+		r := &routes[i]
+		if !r.Dst.IsValid() || r.Dst.IsMulticast() || r.Dst.IsUnspecified() {
+			return fmt.Errorf("%s: sealed route %d: destination %v is not a unicast address", DriverName, i, r.Dst)
+		}
+		rule := hal.Rule{ID: 1, Actions: r.Actions}
+		rule.Match.InPort(port).IPDst(netip.PrefixFrom(r.Dst, r.Dst.BitLen()))
+		if err := n.validate(&rule, nil); err != nil {
+			return fmt.Errorf("%s: sealed route %d (%v): %w", DriverName, i, r.Dst, err)
+		}
+		p, err := n.compile(r.Actions)
+		if err != nil {
+			return fmt.Errorf("%s: sealed route %d (%v): %w", DriverName, i, r.Dst, err)
+		}
+		switch p.term {
+		case hal.ActionOutput, hal.ActionDrop:
+		default:
+			return fmt.Errorf("%s: sealed route %d (%v): a sealed route ends in an output or a drop (the host may not see the frame)", DriverName, i, r.Dst)
+		}
+		p.count = false
+		progs[i] = p
+	}
+	s := n.seal
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	next := &sealRoutes{m: map[sealRouteKey]*program{}, byPort: map[hal.PortID][]hal.SealedRoute{}}
+	if old := s.routes.Load(); old != nil {
+		for k, p := range old.m {
+			if k.port != port {
+				next.m[k] = p
+			}
+		}
+		for p, rs := range old.byPort {
+			if p != port {
+				next.byPort[p] = rs
+			}
+		}
+	}
+	if len(routes) > 0 {
+		given := make([]hal.SealedRoute, len(routes))
+		for i := range routes {
+			d := routes[i].Dst.Unmap()
+			next.m[sealRouteKey{port: port, v6: d.Is6(), dst: d.As16()}] = progs[i]
+			given[i] = hal.SealedRoute{Dst: routes[i].Dst, Actions: hal.CloneActions(routes[i].Actions)}
+		}
+		next.byPort[port] = given
+	}
+	s.routes.Store(next)
+	return nil
+}
+
+// SealedRoutes returns the sealed routes of port as last set (for
+// inspection and reconciliation).
+func (n *NIC) SealedRoutes(port hal.PortID) []hal.SealedRoute {
+	if n.seal == nil {
+		return nil
+	}
+	rt := n.seal.routes.Load()
+	if rt == nil {
+		return nil
+	}
+	return append([]hal.SealedRoute(nil), rt.byPort[port]...)
 }
 
 // SealPublicKey is the NIC's public key, which VMs seal their destinations
@@ -206,6 +311,7 @@ func (n *NIC) SealedStats() SealedStats {
 	var st SealedStats
 	if s := n.seal; s != nil {
 		st.Opened, st.NoFlow, st.Tagged, st.NotVPort = s.opened.Load(), s.noFlow.Load(), s.tagged.Load(), s.notVM.Load()
+		st.Routed = s.routed.Load()
 		for i := range s.refused {
 			st.Refused[i] = s.refused[i].Load()
 		}

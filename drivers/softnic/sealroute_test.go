@@ -1,0 +1,156 @@
+package softnic
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"testing"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/securechan/sealtest"
+)
+
+// TestSealedRoutesTable: with no rule at all in the flow table, sealed
+// frames toward local and remote destinations, IPv4 and IPv6, are opened
+// and forwarded by the sealed routes alone; nothing reaches the host, no
+// rule counter moves, a destination without a route is dropped and
+// counted, and replacing a port's routes takes effect at once.
+func TestSealedRoutesTable(t *testing.T) {
+	n, _ := cryptoNIC(t)
+	s := vmSealer(t, n, pVM1, 1)
+	ca6VM2 := netip.MustParseAddr("2001:db8:10::2")
+	ca6Rem := netip.MustParseAddr("2001:db8:20::7")
+	ca6VM1 := netip.MustParseAddr("2001:db8:10::1")
+	routes := []hal.SealedRoute{
+		{Dst: caVM2, Actions: []hal.Action{hal.SetEthDst(macVM2), hal.Output(pVM2)}},
+		{Dst: ca6VM2, Actions: []hal.Action{hal.SetEthDst(macVM2), hal.Output(pVM2)}},
+		{Dst: caRem, Actions: []hal.Action{hal.SetEthDst(macNext), hal.EncapWith(vxlanTo(paRem, 77)), hal.Output(pUplink)}},
+		{Dst: ca6Rem, Actions: []hal.Action{hal.EncapWith(vxlanTo(pa6Rem, 78)), hal.Output(pUplink)}},
+	}
+	ctx := context.Background()
+	if err := n.SetSealedRoutes(ctx, pVM1, routes); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.SealedRoutes(pVM1); len(got) != len(routes) {
+		t.Fatalf("routes read back: %v", got)
+	}
+	frame := func(src, dst netip.Addr, dp uint16) []byte {
+		return wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macGW, Src: src, Dst: dst, Proto: hal.ProtoUDP,
+			SrcPort: 999, DstPort: dp, Payload: []byte("sealed payload")})
+	}
+	toVM2, toVM2v6 := frame(caVM1, caVM2, 1), frame(ca6VM1, ca6VM2, 2)
+	toRem, toRem6 := frame(caVM1, caRem, 3), frame(ca6VM1, ca6Rem, 4)
+	caNone := netip.MustParseAddr("198.18.10.77")
+	toNone := frame(caVM1, caNone, 5)
+	// An IPv6 packet to the IPv4-mapped form of a routed IPv4 address is
+	// not that destination.
+	toMapped := frame(ca6VM1, netip.AddrFrom16(caVM2.As16()), 6)
+	send(t, n, pVM1, seal(t, s, toVM2), seal(t, s, toVM2v6), seal(t, s, toRem), seal(t, s, toRem6), seal(t, s, toNone), seal(t, s, toMapped))
+
+	vm2 := recvAll(t, n, pVM2)
+	if len(vm2) != 2 {
+		t.Fatalf("%d frames at vm2, want 2", len(vm2))
+	}
+	for i, want := range [][]byte{toVM2, toVM2v6} {
+		w := bytes.Clone(want)
+		copy(w[0:6], macVM2[:])
+		if !bytes.Equal(vm2[i], w) {
+			t.Fatalf("vm2 frame %d:\n got % x\nwant % x", i, vm2[i], w)
+		}
+	}
+	up := recvAll(t, n, pUplink)
+	if len(up) != 2 {
+		t.Fatalf("%d frames on the uplink, want 2", len(up))
+	}
+	for i, c := range []struct {
+		pa    netip.Addr
+		vni   uint32
+		inner []byte
+	}{{paRem, 77, toRem}, {pa6Rem, 78, toRem6}} {
+		k, l := parse(t, up[i])
+		if k.TunKind != hal.EncapVXLAN || k.VNI != c.vni || hal.AddrFrom16(k.TunDst) != c.pa {
+			t.Fatalf("uplink frame %d outer: %+v", i, k)
+		}
+		want := bytes.Clone(c.inner)
+		if i == 0 {
+			copy(want[0:6], macNext[:])
+		}
+		if !bytes.Equal(up[i][l.L2:], want) {
+			t.Fatalf("uplink frame %d inner:\n got % x\nwant % x", i, up[i][l.L2:], want)
+		}
+	}
+	st := n.SealedStats()
+	if st.Opened != 6 || st.Routed != 4 || st.NoFlow != 2 {
+		t.Fatalf("sealed stats %+v: want 6 opened, 4 routed, 2 without a route", st)
+	}
+	if exc := sealedExceptionsClean(t, n, sealtest.Secret{IP: caNone}, sealtest.Secret{IP: caRem}, sealtest.Secret{IP: ca6Rem}); len(exc) != 0 {
+		t.Fatalf("%d exceptions", len(exc))
+	}
+	var rules int
+	if err := n.Dump(ctx, func(*hal.RuleInfo) error { rules++; return nil }); err != nil || rules != 0 {
+		t.Fatalf("the flow table holds %d rules (%v): the routes must not be rules", rules, err)
+	}
+
+	// Replacing the port's routes: the remote IPv4 one is gone.
+	if err := n.SetSealedRoutes(ctx, pVM1, routes[:2]); err != nil {
+		t.Fatal(err)
+	}
+	send(t, n, pVM1, seal(t, s, toRem), seal(t, s, toVM2))
+	if up := recvAll(t, n, pUplink); len(up) != 0 {
+		t.Fatalf("%d frames took a removed route", len(up))
+	}
+	if vm2 := recvAll(t, n, pVM2); len(vm2) != 1 {
+		t.Fatalf("%d frames at vm2 after the replacement, want 1", len(vm2))
+	}
+	if err := n.SetSealedRoutes(ctx, pVM1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.SealedRoutes(pVM1); len(got) != 0 {
+		t.Fatalf("routes after removal: %v", got)
+	}
+	// Unsealed traffic never takes a sealed route.
+	if err := n.SetSealedRoutes(ctx, pVM1, routes); err != nil {
+		t.Fatal(err)
+	}
+	send(t, n, pVM1, toRem)
+	if up := recvAll(t, n, pUplink); len(up) != 0 {
+		t.Fatal("an unsealed frame took a sealed route")
+	}
+	if exc := readExc(t, n); len(exc) != 1 || exc[0].Reason != hal.ReasonMiss {
+		t.Fatalf("the unsealed frame's exceptions: %v", exc)
+	}
+}
+
+// TestSealedRoutesRefused: routes that could hand the frame to the host,
+// that name no unicast destination or port, or that are set for a port
+// other than a vport, are refused and change nothing.
+func TestSealedRoutesRefused(t *testing.T) {
+	n, _ := cryptoNIC(t)
+	ctx := context.Background()
+	good := hal.SealedRoute{Dst: caVM2, Actions: []hal.Action{hal.Output(pVM2)}}
+	if err := n.SetSealedRoutes(ctx, pVM1, []hal.SealedRoute{good}); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		port hal.PortID
+		r    hal.SealedRoute
+	}{
+		"to host":       {pVM1, hal.SealedRoute{Dst: caVM2, Actions: []hal.Action{hal.ToHost(hal.ReasonMiss)}}},
+		"no address":    {pVM1, hal.SealedRoute{Actions: []hal.Action{hal.Output(pVM2)}}},
+		"multicast":     {pVM1, hal.SealedRoute{Dst: netip.MustParseAddr("239.1.1.1"), Actions: []hal.Action{hal.Output(pVM2)}}},
+		"no such port":  {pVM1, hal.SealedRoute{Dst: caVM2, Actions: []hal.Action{hal.Output(99)}}},
+		"uplink source": {pUplink, good},
+	} {
+		if err := n.SetSealedRoutes(ctx, c.port, []hal.SealedRoute{good, c.r}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if got := n.SealedRoutes(pVM1); len(got) != 1 {
+		t.Fatalf("a refused call changed the routes: %v", got)
+	}
+	plain := newNIC(t)
+	if err := plain.SetSealedRoutes(ctx, pVM1, []hal.SealedRoute{good}); err == nil {
+		t.Fatal("a NIC without crypto took sealed routes")
+	}
+}
