@@ -159,10 +159,13 @@ type SealedAddresses interface {
 }
 
 // SealedRoute is one destination of SealedAddresses.SetSealedRoutes: an
-// opened sealed frame whose destination IP (IPv4 or IPv6) is Dst gets
-// Actions, which end in an output (a local vport, or the uplink after an
-// encapsulation) or a drop.
+// opened sealed frame from source MAC SrcMAC and source IP Src (the VM's
+// own: a spoofed source takes no route) toward destination IP Dst (IPv4 or
+// IPv6, the same family) gets Actions, which end in an output (a local
+// vport, or the uplink after an encapsulation) or a drop.
 type SealedRoute struct {
+	SrcMAC  MAC
+	Src     netip.Addr
 	Dst     netip.Addr
 	Actions []Action
 }

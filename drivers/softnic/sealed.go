@@ -137,10 +137,10 @@ func (n *NIC) openSealed(b *burst, in *Port, i int, frame []byte) bool {
 		return false
 	}
 	if rt := s.routes.Load(); rt != nil && key.TunKind == hal.EncapNone {
-		if p := rt.m[sealRouteKey{port: in.info.ID, v6: key.EthType == hal.EtherTypeIPv6, dst: key.IPDst}]; p != nil {
+		if r := rt.m[sealRouteKey{port: in.info.ID, v6: key.EthType == hal.EtherTypeIPv6, src: key.IPSrc, dst: key.IPDst}]; r != nil && r.srcMAC == key.EthSrc {
 			// The sealed route decides: the flow table is not consulted,
 			// so that no rule's counter moves with the secret.
-			b.fate[i], b.prog[i] = fateSealedRoute, p
+			b.fate[i], b.prog[i] = fateSealedRoute, r.prog
 			return true
 		}
 	}
@@ -149,14 +149,20 @@ func (n *NIC) openSealed(b *burst, in *Port, i int, frame []byte) bool {
 
 // sealRoutes is one version of the sealed route table.
 type sealRoutes struct {
-	m      map[sealRouteKey]*program
+	m      map[sealRouteKey]*sealRoute
 	byPort map[hal.PortID][]hal.SealedRoute // as given, for SealedRoutes
 }
 
 type sealRouteKey struct {
 	port hal.PortID
 	v6   bool     // an IPv4-mapped IPv6 destination is not the IPv4 one
-	dst  [16]byte // as in FlowKey.IPDst (IPv4 mapped)
+	src  [16]byte // as in FlowKey.IPSrc (IPv4 mapped)
+	dst  [16]byte // as in FlowKey.IPDst
+}
+
+type sealRoute struct {
+	prog   *program
+	srcMAC hal.MAC
 }
 
 // SetSealedRoutes replaces the sealed routes of vport port
@@ -171,11 +177,14 @@ func (n *NIC) SetSealedRoutes(ctx context.Context, port hal.PortID, routes []hal
 	progs := make([]*program, len(routes))
 	for i := range routes {
 		r := &routes[i]
-		if !r.Dst.IsValid() || r.Dst.IsMulticast() || r.Dst.IsUnspecified() {
+		if !r.Dst.IsValid() || r.Dst.IsMulticast() || r.Dst.IsUnspecified() || r.Dst.Is4In6() {
 			return fmt.Errorf("%s: sealed route %d: destination %v is not a unicast address", DriverName, i, r.Dst)
 		}
+		if !r.Src.IsValid() || r.Src.Is4() != r.Dst.Is4() || r.Src.Is4In6() || r.SrcMAC.IsZero() {
+			return fmt.Errorf("%s: sealed route %d: source %v / %v is not a unicast address of the destination's family and a MAC", DriverName, i, r.Src, r.SrcMAC)
+		}
 		rule := hal.Rule{ID: 1, Actions: r.Actions}
-		rule.Match.InPort(port).IPDst(netip.PrefixFrom(r.Dst, r.Dst.BitLen()))
+		rule.Match.InPort(port).EthSrc(r.SrcMAC).IPSrc(netip.PrefixFrom(r.Src, r.Src.BitLen())).IPDst(netip.PrefixFrom(r.Dst, r.Dst.BitLen()))
 		if err := n.validate(&rule, nil); err != nil {
 			return fmt.Errorf("%s: sealed route %d (%v): %w", DriverName, i, r.Dst, err)
 		}
@@ -194,7 +203,7 @@ func (n *NIC) SetSealedRoutes(ctx context.Context, port hal.PortID, routes []hal
 	s := n.seal
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
-	next := &sealRoutes{m: map[sealRouteKey]*program{}, byPort: map[hal.PortID][]hal.SealedRoute{}}
+	next := &sealRoutes{m: map[sealRouteKey]*sealRoute{}, byPort: map[hal.PortID][]hal.SealedRoute{}}
 	if old := s.routes.Load(); old != nil {
 		for k, p := range old.m {
 			if k.port != port {
@@ -210,9 +219,9 @@ func (n *NIC) SetSealedRoutes(ctx context.Context, port hal.PortID, routes []hal
 	if len(routes) > 0 {
 		given := make([]hal.SealedRoute, len(routes))
 		for i := range routes {
-			d := routes[i].Dst.Unmap()
-			next.m[sealRouteKey{port: port, v6: d.Is6(), dst: d.As16()}] = progs[i]
-			given[i] = hal.SealedRoute{Dst: routes[i].Dst, Actions: hal.CloneActions(routes[i].Actions)}
+			r := &routes[i]
+			next.m[sealRouteKey{port: port, v6: r.Dst.Is6(), src: r.Src.As16(), dst: r.Dst.As16()}] = &sealRoute{prog: progs[i], srcMAC: r.SrcMAC}
+			given[i] = hal.SealedRoute{SrcMAC: r.SrcMAC, Src: r.Src, Dst: r.Dst, Actions: hal.CloneActions(r.Actions)}
 		}
 		next.byPort[port] = given
 	}

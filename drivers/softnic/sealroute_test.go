@@ -23,10 +23,10 @@ func TestSealedRoutesTable(t *testing.T) {
 	ca6Rem := netip.MustParseAddr("2001:db8:20::7")
 	ca6VM1 := netip.MustParseAddr("2001:db8:10::1")
 	routes := []hal.SealedRoute{
-		{Dst: caVM2, Actions: []hal.Action{hal.SetEthDst(macVM2), hal.Output(pVM2)}},
-		{Dst: ca6VM2, Actions: []hal.Action{hal.SetEthDst(macVM2), hal.Output(pVM2)}},
-		{Dst: caRem, Actions: []hal.Action{hal.SetEthDst(macNext), hal.EncapWith(vxlanTo(paRem, 77)), hal.Output(pUplink)}},
-		{Dst: ca6Rem, Actions: []hal.Action{hal.EncapWith(vxlanTo(pa6Rem, 78)), hal.Output(pUplink)}},
+		{SrcMAC: macVM1, Src: caVM1, Dst: caVM2, Actions: []hal.Action{hal.SetEthDst(macVM2), hal.Output(pVM2)}},
+		{SrcMAC: macVM1, Src: ca6VM1, Dst: ca6VM2, Actions: []hal.Action{hal.SetEthDst(macVM2), hal.Output(pVM2)}},
+		{SrcMAC: macVM1, Src: caVM1, Dst: caRem, Actions: []hal.Action{hal.SetEthDst(macNext), hal.EncapWith(vxlanTo(paRem, 77)), hal.Output(pUplink)}},
+		{SrcMAC: macVM1, Src: ca6VM1, Dst: ca6Rem, Actions: []hal.Action{hal.EncapWith(vxlanTo(pa6Rem, 78)), hal.Output(pUplink)}},
 	}
 	ctx := context.Background()
 	if err := n.SetSealedRoutes(ctx, pVM1, routes); err != nil {
@@ -46,7 +46,13 @@ func TestSealedRoutesTable(t *testing.T) {
 	// An IPv6 packet to the IPv4-mapped form of a routed IPv4 address is
 	// not that destination.
 	toMapped := frame(ca6VM1, netip.AddrFrom16(caVM2.As16()), 6)
-	send(t, n, pVM1, seal(t, s, toVM2), seal(t, s, toVM2v6), seal(t, s, toRem), seal(t, s, toRem6), seal(t, s, toNone), seal(t, s, toMapped))
+	// A source that is not the route's (another address, or another
+	// MAC) takes no route.
+	spoofed := frame(netip.MustParseAddr("198.18.10.66"), caVM2, 7)
+	spoofedMAC := frame(caVM1, caVM2, 8)
+	copy(spoofedMAC[6:12], macGW[:])
+	send(t, n, pVM1, seal(t, s, toVM2), seal(t, s, toVM2v6), seal(t, s, toRem), seal(t, s, toRem6), seal(t, s, toNone), seal(t, s, toMapped),
+		seal(t, s, spoofed), seal(t, s, spoofedMAC))
 
 	vm2 := recvAll(t, n, pVM2)
 	if len(vm2) != 2 {
@@ -81,8 +87,8 @@ func TestSealedRoutesTable(t *testing.T) {
 		}
 	}
 	st := n.SealedStats()
-	if st.Opened != 6 || st.Routed != 4 || st.NoFlow != 2 {
-		t.Fatalf("sealed stats %+v: want 6 opened, 4 routed, 2 without a route", st)
+	if st.Opened != 8 || st.Routed != 4 || st.NoFlow != 4 {
+		t.Fatalf("sealed stats %+v: want 8 opened, 4 routed, 4 without a route", st)
 	}
 	if exc := sealedExceptionsClean(t, n, sealtest.Secret{IP: caNone}, sealtest.Secret{IP: caRem}, sealtest.Secret{IP: ca6Rem}); len(exc) != 0 {
 		t.Fatalf("%d exceptions", len(exc))
@@ -128,7 +134,7 @@ func TestSealedRoutesTable(t *testing.T) {
 func TestSealedRoutesRefused(t *testing.T) {
 	n, _ := cryptoNIC(t)
 	ctx := context.Background()
-	good := hal.SealedRoute{Dst: caVM2, Actions: []hal.Action{hal.Output(pVM2)}}
+	good := hal.SealedRoute{SrcMAC: macVM1, Src: caVM1, Dst: caVM2, Actions: []hal.Action{hal.Output(pVM2)}}
 	if err := n.SetSealedRoutes(ctx, pVM1, []hal.SealedRoute{good}); err != nil {
 		t.Fatal(err)
 	}
@@ -136,10 +142,12 @@ func TestSealedRoutesRefused(t *testing.T) {
 		port hal.PortID
 		r    hal.SealedRoute
 	}{
-		"to host":       {pVM1, hal.SealedRoute{Dst: caVM2, Actions: []hal.Action{hal.ToHost(hal.ReasonMiss)}}},
-		"no address":    {pVM1, hal.SealedRoute{Actions: []hal.Action{hal.Output(pVM2)}}},
-		"multicast":     {pVM1, hal.SealedRoute{Dst: netip.MustParseAddr("239.1.1.1"), Actions: []hal.Action{hal.Output(pVM2)}}},
-		"no such port":  {pVM1, hal.SealedRoute{Dst: caVM2, Actions: []hal.Action{hal.Output(99)}}},
+		"to host":       {pVM1, hal.SealedRoute{SrcMAC: macVM1, Src: caVM1, Dst: caVM2, Actions: []hal.Action{hal.ToHost(hal.ReasonMiss)}}},
+		"no address":    {pVM1, hal.SealedRoute{SrcMAC: macVM1, Src: caVM1, Actions: []hal.Action{hal.Output(pVM2)}}},
+		"no source":     {pVM1, hal.SealedRoute{Dst: caVM2, Actions: []hal.Action{hal.Output(pVM2)}}},
+		"families":      {pVM1, hal.SealedRoute{SrcMAC: macVM1, Src: netip.MustParseAddr("2001:db8::1"), Dst: caVM2, Actions: []hal.Action{hal.Output(pVM2)}}},
+		"multicast":     {pVM1, hal.SealedRoute{SrcMAC: macVM1, Src: caVM1, Dst: netip.MustParseAddr("239.1.1.1"), Actions: []hal.Action{hal.Output(pVM2)}}},
+		"no such port":  {pVM1, hal.SealedRoute{SrcMAC: macVM1, Src: caVM1, Dst: caVM2, Actions: []hal.Action{hal.Output(99)}}},
 		"uplink source": {pUplink, good},
 	} {
 		if err := n.SetSealedRoutes(ctx, c.port, []hal.SealedRoute{good, c.r}); err == nil {
