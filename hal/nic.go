@@ -168,6 +168,26 @@ type SealedRoute struct {
 	Src     netip.Addr
 	Dst     netip.Addr
 	Actions []Action
+	// Reply, when set, also forwards the destination's replies (ordinary
+	// frames from Dst to Src) on the NIC when no rule matches them, so
+	// that they do not reach the host either: a reply's source is the
+	// sealed destination.
+	Reply *SealedReply
+}
+
+// SealedReply is where the replies of a sealed route's destination arrive
+// and what the NIC does with them. They are matched on InPort, their inner
+// source and destination addresses (the route's Dst and Src) and, from a
+// vport, SrcMAC; from the uplink, on the tunnel's kind, outer source TunSrc
+// and VNI. Actions end in an output to the route's vport (after a decap, from
+// the uplink). Like routes, replies are not counted per destination.
+type SealedReply struct {
+	InPort  PortID
+	SrcMAC  MAC        // from a vport: the destination VM's MAC
+	TunKind EncapKind  // from the uplink: the tunnel's kind
+	TunSrc  netip.Addr // from the uplink: the destination's host
+	VNI     uint32     // from the uplink
+	Actions []Action
 }
 
 // TunnelEndpoint is what one uplink terminates tunnels for: the outer

@@ -265,6 +265,9 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 	}
 	n.rcu.exit(s)
 
+	if n.seal != nil {
+		n.sealedReplies(b, in, bufs, sizes, offset, k)
+	}
 	if b.anySealed {
 		n.sealedRoutes(b, k)
 		n.sealedNoHost(b, k)

@@ -28,11 +28,15 @@ func TestSealedRoutesTable(t *testing.T) {
 		{SrcMAC: macVM1, Src: caVM1, Dst: caRem, Actions: []hal.Action{hal.SetEthDst(macNext), hal.EncapWith(vxlanTo(paRem, 77)), hal.Output(pUplink)}},
 		{SrcMAC: macVM1, Src: ca6VM1, Dst: ca6Rem, Actions: []hal.Action{hal.EncapWith(vxlanTo(pa6Rem, 78)), hal.Output(pUplink)}},
 	}
+	// Replies: vm2's from its vport, the remote IPv4 destination's from
+	// the uplink.
+	routes[0].Reply = &hal.SealedReply{InPort: pVM2, SrcMAC: macVM2, Actions: []hal.Action{hal.SetEthDst(macVM1), hal.Output(pVM1)}}
+	routes[2].Reply = &hal.SealedReply{InPort: pUplink, TunKind: hal.EncapVXLAN, TunSrc: paRem, VNI: 77, Actions: []hal.Action{hal.Decap(), hal.Output(pVM1)}}
 	ctx := context.Background()
 	if err := n.SetSealedRoutes(ctx, pVM1, routes); err != nil {
 		t.Fatal(err)
 	}
-	if got := n.SealedRoutes(pVM1); len(got) != len(routes) {
+	if got := n.SealedRoutes(pVM1); len(got) != len(routes) || got[2].Reply == nil || got[2].Reply.VNI != 77 {
 		t.Fatalf("routes read back: %v", got)
 	}
 	frame := func(src, dst netip.Addr, dp uint16) []byte {
@@ -86,7 +90,29 @@ func TestSealedRoutesTable(t *testing.T) {
 			t.Fatalf("uplink frame %d inner:\n got % x\nwant % x", i, up[i][l.L2:], want)
 		}
 	}
+	// The replies, unsealed, are forwarded on the NIC too; a reply from
+	// another host, on another VNI or from another MAC is a miss as usual.
+	replyLocal := wire.Build(wire.FrameSpec{SrcMAC: macVM2, DstMAC: macVM1, Src: caVM2, Dst: caVM1, Proto: hal.ProtoUDP, SrcPort: 1, DstPort: 999, Payload: []byte("reply")})
+	replyLocalSpoofed := bytes.Clone(replyLocal)
+	copy(replyLocalSpoofed[6:12], macGW[:])
+	innerRem := wire.Build(wire.FrameSpec{SrcMAC: macNext, DstMAC: macVM1, Src: caRem, Dst: caVM1, Proto: hal.ProtoUDP, SrcPort: 3, DstPort: 999, Payload: []byte("reply")})
+	replyRem := wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 77, Src: paRem, Dst: paLocal, SrcMAC: macNext, DstMAC: macUp}, innerRem)
+	replyRemOtherVNI := wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 78, Src: paRem, Dst: paLocal, SrcMAC: macNext, DstMAC: macUp}, innerRem)
+	replyRemOtherHost := wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 77, Src: netip.MustParseAddr("198.19.0.9"), Dst: paLocal, SrcMAC: macNext, DstMAC: macUp}, innerRem)
+	send(t, n, pVM2, replyLocal, replyLocalSpoofed)
+	send(t, n, pUplink, replyRem, replyRemOtherVNI, replyRemOtherHost)
+	got := recvAll(t, n, pVM1)
+	if len(got) != 2 || !bytes.Equal(got[0], replyLocal) || !bytes.Equal(got[1], innerRem) {
+		t.Fatalf("vm1 received %d replies, want the local and the remote one:\n% x", len(got), got)
+	}
+	if exc := readExc(t, n); len(exc) != 3 {
+		t.Fatalf("%d misses reached the host, want 3 (spoofed MAC, other VNI, other host)", len(exc))
+	}
+
 	st := n.SealedStats()
+	if st.Replied != 2 {
+		t.Fatalf("sealed stats %+v: want 2 replies", st)
+	}
 	if st.Opened != 8 || st.Routed != 4 || st.NoFlow != 4 {
 		t.Fatalf("sealed stats %+v: want 8 opened, 4 routed, 4 without a route", st)
 	}
