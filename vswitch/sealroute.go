@@ -106,10 +106,67 @@ func (s *Switch) sealedRoute(c *compiled, src, dst *vmInfo, sca, dca netip.Addr)
 	default:
 		return hal.SealedRoute{}, false
 	}
-	a := s.buildActions(actKeyOf(&v))
-	// No per-route counter: its movement would tell the host the secret.
-	acts := slices.DeleteFunc(slices.Clone(a.acts), func(x hal.Action) bool { return x.Kind == hal.ActionCount })
-	return hal.SealedRoute{SrcMAC: src.mac, Src: sca, Dst: dca, Actions: acts}, true
+	r := hal.SealedRoute{SrcMAC: src.mac, Src: sca, Dst: dca, Actions: s.routeActions(&v)}
+	if v.action != policy.Drop {
+		r.Reply = s.sealedReply(c, src, dst, sca, dca)
+	}
+	return r, true
+}
+
+// routeActions are the actions of a verdict without a counter: a per-route
+// counter's movement would tell the host the secret.
+func (s *Switch) routeActions(v *verdict) []hal.Action {
+	a := s.buildActions(actKeyOf(v))
+	return slices.DeleteFunc(slices.Clone(a.acts), func(x hal.Action) bool { return x.Kind == hal.ActionCount })
+}
+
+// sealedReply walks the reply direction (dst's frames back to src) as the
+// route's walk does, and returns where replies arrive and what the NIC
+// does with them, or nil when that verdict would not hold for every reply
+// (then replies take the ordinary way, through the host).
+func (s *Switch) sealedReply(c *compiled, src, dst *vmInfo, sca, dca netip.Addr) *hal.SealedReply {
+	if hasACL(src, policy.In) {
+		return nil
+	}
+	k := hal.FlowKey{EthSrc: dst.mac, EthDst: src.mac, IPSrc: dca.As16(), IPDst: sca.As16(), Proto: hal.ProtoUDP, L4Src: 1, L4Dst: 1}
+	k.EthType = hal.EtherTypeIPv6
+	if sca.Is4() {
+		k.EthType = hal.EtherTypeIPv4
+	}
+	var rp hal.SealedReply
+	routed := dst.vnet != src.vnet
+	if routed {
+		k.EthDst = c.routerMAC
+	}
+	switch {
+	case dst.local && dst.port != 0:
+		if hasOutACL(dst) {
+			return nil
+		}
+		k.InPort = dst.port
+		rp.InPort, rp.SrcMAC = dst.port, dst.mac
+	case !dst.local:
+		m, ok := c.st.Lookup(dst.vnet.vni, dca)
+		if !ok || !m.PA.IsValid() || !c.pa.IsValid() {
+			return nil
+		}
+		// The destination's host encapsulates in the receiving VNET's
+		// VNI, after its router when the VNETs differ.
+		vn := src.vnet
+		if routed {
+			k.EthSrc = c.routerMAC
+		}
+		k.InPort, k.TunKind, k.VNI, k.TunSrc, k.TunDst = s.cfg.Uplink, vn.encap, vn.vni, m.PA.As16(), c.pa.As16()
+		rp.InPort, rp.TunKind, rp.TunSrc, rp.VNI = s.cfg.Uplink, vn.encap, m.PA, vn.vni
+	default:
+		return nil
+	}
+	var v verdict
+	if !c.classify(&k, s.cfg.Uplink, 64, s.ct, nil, &v) || v.action != policy.Deliver || v.port != src.port {
+		return nil
+	}
+	rp.Actions = s.routeActions(&v)
+	return &rp
 }
 
 func hasACL(vm *vmInfo, dir policy.Direction) bool {
@@ -125,8 +182,15 @@ func hasACL(vm *vmInfo, dir policy.Direction) bool {
 // sealed frames. On a NIC without the crypto capability there is nothing
 // to push: sealed frames are dropped (fail closed) wherever they arrive.
 func (s *Switch) syncSealed() {
+	if !s.caps.Crypto {
+		return
+	}
 	sa, ok := s.nic.(hal.SealedAddresses)
-	if !ok || !s.caps.Crypto {
+	if !ok {
+		if !s.seal.failing {
+			s.log.Warn("the NIC reports crypto but has no hal.SealedAddresses (a decorator that hides it?): sealed frames are dropped on the NIC")
+		}
+		s.seal.failing = true
 		return
 	}
 	want := s.sealedRoutesWanted()
