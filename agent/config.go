@@ -88,6 +88,11 @@ type Config struct {
 	// RegisterDriver; of this module's drivers only remote takes some
 	// (address, key, server_key).
 	DriverOptions map[string]string
+	// SealPublicKey is a file the daemon writes the NIC's sealing public
+	// key to (64 hex digits and a newline) when the NIC opens sealed
+	// frames, for VMs (nicseal) to seal their destinations to; empty
+	// writes none (vswitchctl show and seal print it too).
+	SealPublicKey string
 }
 
 // ConfigError is one problem of a configuration file, with the file, the
@@ -274,6 +279,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 				c.DriverOptions[vk.Value] = d.str(vv, field)
 				optKeys = append(optKeys, vk)
 			}
+		case "seal_public_key":
+			c.SealPublicKey = d.path(v, "seal_public_key")
 		default:
 			d.errf(k, k.Value, "unknown field (known: %s)", strings.Join(knownFields, ", "))
 		}
@@ -325,7 +332,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 }
 
 var knownFields = []string{"host", "driver", "binding", "policy", "store", "store_timeout", "uplink", "ports", "control", "metrics",
-	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels", "driver_options"}
+	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels", "driver_options", "seal_public_key"}
 
 func contains(l []string, s string) bool {
 	for _, x := range l {
