@@ -234,6 +234,7 @@ func TestSealedNetns(t *testing.T) {
 	if _, err := d.Do(ctx, control.Request{Cmd: "capture", Args: []string{"start", pcap2}}); err != nil {
 		t.Fatal(err)
 	}
+	inNS(s1NS, "ip", "neigh", "replace", "198.18.7.2", "lladdr", "02:00:00:00:07:02", "dev", "eth0", "nud", "permanent")
 	hold4.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := hold4.WriteToUDP([]byte("clear hello"), &net.UDPAddr{IP: net.ParseIP("198.18.7.2"), Port: 7}); err != nil {
 		t.Fatal(err)
@@ -243,7 +244,8 @@ func TestSealedNetns(t *testing.T) {
 		// (The sealed exchange's reply reached this socket too.)
 		n, _, err := hold4.ReadFromUDP(buf)
 		if err != nil {
-			t.Fatalf("the clear exchange: %v", err)
+			st, _ := d.Do(ctx, control.Request{Cmd: "stats"})
+			t.Fatalf("the clear exchange: %v\n%+v\nlogs:\n%s", err, st, logs.String())
 		}
 		if string(buf[:n]) == "echo: clear hello" {
 			break
