@@ -35,8 +35,8 @@ type sealState struct {
 
 	// routes is the sealed route table (SetSealedRoutes), replaced whole
 	// on every change and read without locks on the fast path.
-	routes atomic.Pointer[sealRoutes]
-	rmu    sync.Mutex // serialises writers of routes
+	routes  atomic.Pointer[sealRoutes]
+	rmu     sync.Mutex // serialises writers of routes
 	routed  atomic.Uint64
 	replied atomic.Uint64
 
@@ -154,8 +154,8 @@ func (n *NIC) openSealed(b *burst, in *Port, i int, frame []byte) bool {
 // sealRoutes is one version of the sealed route table.
 type sealRoutes struct {
 	m       map[sealRouteKey]*sealRoute
-	replies map[sealReplyKey]*sealRoute // the routes' Reply entries
-	byPort map[hal.PortID][]hal.SealedRoute // as given, for SealedRoutes
+	replies map[sealReplyKey]*sealRoute      // the routes' Reply entries
+	byPort  map[hal.PortID][]hal.SealedRoute // as given, for SealedRoutes
 }
 
 type sealRouteKey struct {
