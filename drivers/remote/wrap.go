@@ -109,10 +109,3 @@ func (c *Client) wrap() hal.NIC {
 	}
 	return c
 }
-
-// setSealedRoutes: sealed routes are not carried over the channel yet; a
-// vswitch on a remote NIC fails closed for sealed frames (the served NIC
-// drops every opened frame without a route, counted).
-func (c *Client) setSealedRoutes(ctx context.Context, port hal.PortID, routes []hal.SealedRoute) error {
-	return hal.Unsupported("remote", "sealed routes", "not carried over the channel yet")
-}
