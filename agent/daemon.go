@@ -89,6 +89,7 @@ func (d *Agent) reconnected() {
 	}
 	d.log.Info("reconciled after the NIC reconnected", "rules", rep.Rules, "added", rep.Added,
 		"removed", rep.Removed, "modified", rep.Modified, "foreign", rep.Foreign)
+	d.resyncSealKeys(ctx)
 }
 
 // New checks the policy, opens the NIC, binds its ports, builds the switch

@@ -243,3 +243,18 @@ func (d *Agent) sealStatus() control.Seal {
 	sort.Slice(out.Ports, func(i, j int) bool { return out.Ports[i].Port < out.Ports[j].Port })
 	return out
 }
+
+// resyncSealKeys registers every key again after the NIC reconnected (a
+// restarted NIC side lost them; one that kept them refuses nothing it has,
+// but the older key of a rotation in progress, which it keeps anyway) and
+// publishes the NIC's public key again.
+func (d *Agent) resyncSealKeys(ctx context.Context) {
+	d.seal.mu.Lock()
+	d.seal.reg = nil
+	d.seal.mu.Unlock()
+	d.syncSealKeys(ctx, d.State())
+	// A fresh NIC side may have a new key of its own.
+	if err := d.publishSealKey(); err != nil {
+		d.log.Warn("publishing the NIC's sealing key after the reconnect", "err", err)
+	}
+}
