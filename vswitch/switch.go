@@ -108,6 +108,7 @@ type Switch struct {
 	walks         []walkMemo // recent port-independent walks (walkmemo.go)
 	mtu           mtuState   // packets too big for their egress (mtu.go)
 	seal          sealState  // sealed routes pushed to the NIC (sealroute.go)
+	learn         learnState // addresses the NIC learned (learned.go)
 
 	// Per-batch scratch, reused.
 	pend    []pending

@@ -204,7 +204,7 @@ func (n *NIC) SetSealedRoutes(ctx context.Context, port hal.PortID, routes []hal
 		if err := n.validate(&rule, nil); err != nil {
 			return fmt.Errorf("%s: sealed route %d (%v): %w", DriverName, i, r.Dst, err)
 		}
-		p, err := n.compile(r.Actions)
+		p, err := n.compile(r.Actions, -1)
 		if err != nil {
 			return fmt.Errorf("%s: sealed route %d (%v): %w", DriverName, i, r.Dst, err)
 		}
@@ -224,7 +224,7 @@ func (n *NIC) SetSealedRoutes(ctx context.Context, port hal.PortID, routes []hal
 	replies := make([]*program, len(routes))
 	for i := range routes {
 		if rp := routes[i].Reply; rp != nil {
-			p, err := n.compile(rp.Actions)
+			p, err := n.compile(rp.Actions, -1)
 			if err != nil {
 				return fmt.Errorf("%s: sealed route %d (%v) reply: %w", DriverName, i, routes[i].Dst, err)
 			}
