@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
@@ -270,5 +271,84 @@ func BenchmarkSealedE2ERoute(b *testing.B) {
 				b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/pkt")
 			}
 		})
+	}
+}
+
+// TestZeroAllocSealedRoutes: sealed frames on their routes, and misses
+// looked up among the routes' replies, allocate nothing.
+func TestZeroAllocSealedRoutes(t *testing.T) {
+	n, _ := cryptoNIC(t)
+	installFlows(t, n, 1024)
+	s := vmSealer(t, n, pVM1, 1)
+	var routes []hal.SealedRoute
+	seen := map[netip.Addr]bool{}
+	for f := 0; f < 1024; f++ {
+		k := flowKey(f)
+		if d := k.Dst(); !seen[d] {
+			seen[d] = true
+			routes = append(routes, hal.SealedRoute{SrcMAC: macVM1, Src: caVM1, Dst: d, Actions: flowRule(f).Actions,
+				Reply: &hal.SealedReply{InPort: pVM2, SrcMAC: macVM2, Actions: []hal.Action{hal.Output(pVM1)}}})
+		}
+	}
+	if err := n.SetSealedRoutes(context.Background(), pVM1, routes); err != nil {
+		t.Fatal(err)
+	}
+	bufs := make([][]byte, MaxBurst)
+	sizes := make([]int, MaxBurst)
+	for i := range bufs {
+		bufs[i] = make([]byte, Headroom+benchFrameLen+securechan.SealedHeaderLen)
+	}
+	// mixed: sealed frames on routes, sealed without a route, clear hits
+	// and clear misses (no reply entry: vm1's own).
+	sealedBurst(t, s, bufs, sizes, true)
+	orig := make([][]byte, len(bufs))
+	for i := range bufs {
+		orig[i] = append([]byte(nil), bufs[i]...)
+	}
+	// A reply burst from vm2: misses that the replies forward.
+	rep := make([][]byte, 8)
+	rsz := make([]int, len(rep))
+	for i := range rep {
+		k := flowKey(i * 16)
+		f := wire.Build(wire.FrameSpec{SrcMAC: macVM2, DstMAC: macVM1, Src: k.Dst(), Dst: caVM1, Proto: hal.ProtoUDP, SrcPort: 80, DstPort: 10000, Payload: make([]byte, 22)})
+		rep[i] = make([]byte, Headroom+len(f))
+		copy(rep[i][Headroom:], f)
+		rsz[i] = len(f)
+	}
+	repOrig := make([][]byte, len(rep))
+	for i := range rep {
+		repOrig[i] = append([]byte(nil), rep[i]...)
+	}
+	up, vm1 := mustPort(t, n, pUplink), mustPort(t, n, pVM1)
+	batch := make([]hal.Exception, MaxBurst)
+	for i := range batch {
+		batch[i].Buf = make([]byte, 256)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	allocs := testing.AllocsPerRun(200, func() {
+		for i := range bufs {
+			copy(bufs[i], orig[i])
+		}
+		for i := range rep {
+			copy(rep[i], repOrig[i])
+		}
+		if err := n.Process(pVM1, bufs, sizes, Headroom); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Process(pVM2, rep, rsz, Headroom); err != nil {
+			t.Fatal(err)
+		}
+		up.Discard()
+		vm1.Discard()
+		if _, err := n.ReadExceptions(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per burst", allocs)
+	}
+	if ss := n.SealedStats(); ss.Routed == 0 || ss.Replied == 0 || ss.NoFlow == 0 {
+		t.Fatalf("the bursts did not take every path: %+v", ss)
 	}
 }
