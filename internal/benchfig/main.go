@@ -96,6 +96,8 @@ var figures = []figure{
 	{Name: "sealed.clear_route_cpu_ns.softnic", Pkg: "./drivers/softnic", Bench: "SealedOpenRoute/clear", Metric: "cpu-ns/pkt", Unit: "ns", Target: "reported"},
 	{Name: "sealed.allocs_per_pkt.softnic", Pkg: "./drivers/softnic", Bench: "SealedOpenRoute/sealed", Metric: "allocs/pkt", Unit: "allocs", Target: "0"},
 	{Name: "sealed.allocs_per_open", Pkg: "./securechan", Bench: "SealedOpen", Metric: "allocs/op", Unit: "allocs", Target: "0"},
+	{Name: "sealed.e2e_route_ns", Pkg: "./drivers/softnic", Bench: "SealedE2ERoute/sealed", Metric: "cpu-ns/pkt", Unit: "ns", Target: "reported (thread CPU per sealed frame opened and forwarded on its sealed route; clear beside it)"},
+	{Name: "sealed.e2e_route_ns.clear", Pkg: "./drivers/softnic", Bench: "SealedE2ERoute/clear", Metric: "cpu-ns/pkt", Unit: "ns", Target: "reported (the same frames in clear, on their flows)"},
 	{Name: "securechan.msgs_per_s", Pkg: "./securechan", Bench: "ChannelUnix", Metric: "msgs_per_s", Unit: "msgs/s", Target: ">= 500000"},
 	{Name: "remote.apply_ops_ratio", Pkg: "./drivers/remote", Bench: "Apply", Metric: "apply_ops_ratio", Unit: "x", Target: ">= 0.5 (remote(softnic) over a unix socket vs softnic, same run)"},
 	{Name: "remote.apply_cpu_ratio", Pkg: "./drivers/remote", Bench: "Apply", Metric: "apply_cpu_ratio", Unit: "x", Target: "reported (the same in ops per CPU second, both ends)"},
