@@ -10,8 +10,11 @@ import (
 	"sync"
 	"time"
 
-	kad "github.com/libp2p/go-libp2p-kad-dht"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p"
+	kad "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -23,9 +26,6 @@ import (
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
-	ds "github.com/ipfs/go-datastore"
-	"github.com/ipfs/go-datastore/query"
-	dssync "github.com/ipfs/go-datastore/sync"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/nicpath/nicpath/directory"
@@ -80,7 +80,7 @@ type Node struct {
 // an inbound connection once its security handshake proved the peer's key.
 type gater struct{ peers map[peer.ID]bool }
 
-func (g gater) InterceptPeerDial(p peer.ID) bool                { return g.peers[p] }
+func (g gater) InterceptPeerDial(p peer.ID) bool                 { return g.peers[p] }
 func (g gater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return g.peers[p] }
 func (g gater) InterceptAccept(network.ConnMultiaddrs) bool      { return true }
 func (g gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
