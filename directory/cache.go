@@ -127,6 +127,11 @@ func (c *Cache) Resolve(ctx context.Context, d Dest) Entry {
 	if e, ok := c.Get(d); ok {
 		return e
 	}
+	return c.Fetch(ctx, d)
+}
+
+// Fetch looks d up (joining a lookup that runs) and waits for the answer.
+func (c *Cache) Fetch(ctx context.Context, d Dest) Entry {
 	ch := make(chan Entry, 1)
 	c.Lookup(ctx, d, func(e Entry) { ch <- e })
 	select {

@@ -33,8 +33,13 @@ type Host struct {
 	VMOf   map[hal.PortID]string
 	Uplink hal.PortID
 	Far    map[hal.PortID]*softnic.Port // the far side of every port
-	ids    []hal.PortID                 // Far's ports in order, for deterministic draining
-	batch  []hal.Exception
+	// Handler, when set, takes the host's exceptions instead of Switch: a
+	// layer in front of the switch (directory/ondemand).
+	Handler interface {
+		HandleBatch(context.Context, []hal.Exception) error
+	}
+	ids   []hal.PortID // Far's ports in order, for deterministic draining
+	batch []hal.Exception
 }
 
 // UplinkMTU leaves room for a 1500-byte inner frame and its encapsulation.
@@ -102,7 +107,13 @@ func (h *Host) Pump() error {
 		if n == 0 || err != nil {
 			return nil
 		}
-		if err := h.Switch.HandleBatch(context.Background(), h.batch[:n]); err != nil {
+		var hb interface {
+			HandleBatch(context.Context, []hal.Exception) error
+		} = h.Switch
+		if h.Handler != nil {
+			hb = h.Handler
+		}
+		if err := hb.HandleBatch(context.Background(), h.batch[:n]); err != nil {
 			return fmt.Errorf("%s: %w", h.Name, err)
 		}
 	}
