@@ -90,6 +90,7 @@ type Layer struct {
 	cfg   Config
 	cache *directory.Cache
 
+	applyMu   sync.Mutex // one apply at a time, so the switch ends on the newest
 	mu        sync.Mutex
 	base      *policy.State
 	eff       *policy.State // what the switch runs
@@ -125,10 +126,9 @@ func Local(st *policy.State, host string) (*policy.State, error) {
 	return effective(st, host, nil, nil)
 }
 
-// Ready is signalled when a lookup finished: call Release. HandleBatch,
-// Release, Revalidate and Update walk packets or change the switch's state:
-// call them from the one goroutine that runs the datapath (a select on the
-// exception path and Ready).
+// Ready is signalled when a lookup finished: call Release (from the
+// datapath's loop, as HandleBatch). Update may come from another goroutine
+// (the store's follower).
 func (l *Layer) Ready() <-chan struct{} { return l.ready }
 
 // Update takes a new state from the store: its policy, its VMs on this host
@@ -174,6 +174,8 @@ func (l *Layer) refresh(ctx context.Context, d directory.Dest) bool {
 
 // apply gives the switch the base state with the resolved VMs.
 func (l *Layer) apply(ctx context.Context) error {
+	l.applyMu.Lock()
+	defer l.applyMu.Unlock()
 	l.mu.Lock()
 	st, err := effective(l.base, l.cfg.Host, l.recs, l.activated)
 	l.stats.Updates++
