@@ -72,7 +72,7 @@ func newWorld(t *testing.T, extra int, cache directory.CacheConfig) *world {
 // addressed to (by MAC and inner address), once.
 type tally struct {
 	sent, landed, misdelivered, lost int
-	where                         map[string]int
+	where                            map[string]int
 }
 
 func (ta *tally) check(t *testing.T, ds []vswitchtest.Delivery, to policy.VM) {
