@@ -33,7 +33,7 @@ type world struct {
 	bed *ondemandtest.Bed
 }
 
-func newWorld(t *testing.T, extra int, cache directory.CacheConfig) *world {
+func newWorld(t testing.TB, extra int, cache directory.CacheConfig) *world {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	w := &world{tn: startNet(t, 20, nil), st: storetest.ThreeHosts(extra)}

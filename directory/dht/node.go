@@ -214,18 +214,29 @@ func (n *Node) Join(ctx context.Context) error {
 	return n.DHT.Bootstrap(ctx)
 }
 
-// Publish stores signed records (directory.Sign) in the DHT.
+// Publish stores signed records (directory.Sign) in the DHT, a few at a
+// time.
 func (n *Node) Publish(ctx context.Context, recs []directory.Record) error {
+	const parallel = 16
+	errs := make([]error, len(recs))
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
 	for i := range recs {
 		b, err := recs[i].Encode()
 		if err != nil {
 			return err
 		}
-		if err := n.DHT.PutValue(ctx, recs[i].Key(), b); err != nil {
-			return fmt.Errorf("dht: publish %s: %w", recs[i].Key(), err)
-		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := n.DHT.PutValue(ctx, recs[i].Key(), b); err != nil {
+				errs[i] = fmt.Errorf("dht: publish %s: %w", recs[i].Key(), err)
+			}
+		}()
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Resolve looks up the record of (vni, ca) (directory.Resolver).
