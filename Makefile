@@ -5,8 +5,9 @@
 GO        ?= go
 PKGS      ?= ./...
 # Modules of their own inside the repository (the etcd store keeps etcd's
-# dependencies out of the core module); every target covers them too.
-SUBMODULES ?= store/etcd
+# dependencies out of the core module, the DHT directory libp2p's); every
+# target covers them too.
+SUBMODULES ?= store/etcd directory/dht
 # The race detector and the VM tier are slow on two cores; this bounds the whole run.
 TEST_TIMEOUT ?= 45m
 FUZZTIME  ?= 30s
