@@ -69,8 +69,14 @@ fuzz:
 	@bash scripts/fuzz.sh $(FUZZTIME)
 
 ## demo: the vswitch demo on an embedded default; no setup needed.
+## DIRECTORY=dht: the mappings resolved on demand through a 20-node DHT
+## (directory/dht/cmd/dhtdemo, in the DHT's own module).
 demo:
+ifeq ($(DIRECTORY),dht)
+	cd directory/dht && $(GO) run ./cmd/dhtdemo
+else
 	GO="$(GO)" DRIVER="$(DRIVER)" STORE="$(STORE)" $(GO) run ./examples/demo
+endif
 
 ## generate: rebuild generated code (BPF objects need clang).
 generate:
