@@ -96,10 +96,19 @@ func (m *Manager) Publish(ctx context.Context, st *policy.State) (int64, error) 
 	if err != nil || m.dir == nil {
 		return rev, err
 	}
+	// Every VM's records in one call: the directory may publish them
+	// concurrently.
+	var rs []directory.Record
 	for _, v := range st.VMs() {
-		if err := m.publishVM(ctx, st, v.Name, 0); err != nil {
+		rs = append(rs, directory.RecordsOf(st, v.Name)...)
+	}
+	for i := range rs {
+		if _, err := directory.Sign(&rs[i], m.key); err != nil {
 			return rev, err
 		}
+	}
+	if err := m.dir.Publish(ctx, rs); err != nil {
+		return rev, fmt.Errorf("migrate: directory: %w", err)
 	}
 	return rev, nil
 }
