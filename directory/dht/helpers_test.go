@@ -111,13 +111,20 @@ func (tn *testNet) live() []*Node {
 }
 
 // waitTables waits until every live node's routing table holds at least min
-// peers.
+// peers. A node short of peers is also connected to more of the
+// deployment (what a longer bootstrap list in its configuration would do):
+// under the race detector on a loaded machine a refresh can time out.
 func (tn *testNet) waitTables(min int) {
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	for _, n := range tn.live() {
-		for n.DHT.RoutingTable().Size() < min {
+		for j := 0; n.DHT.RoutingTable().Size() < min; j++ {
 			if time.Now().After(deadline) {
 				tn.t.Fatalf("node %s: routing table has %d peers, want %d", n.Host.ID(), n.DHT.RoutingTable().Size(), min)
+			}
+			if o := tn.nodes[j%len(tn.nodes)]; o != nil && o != n {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				n.Host.Connect(ctx, o.AddrInfo())
+				cancel()
 			}
 			n.DHT.RefreshRoutingTable()
 			time.Sleep(20 * time.Millisecond)
