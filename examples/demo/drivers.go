@@ -77,16 +77,6 @@ func (d hostDrivers) uniform() bool {
 	return true
 }
 
-// uses says whether some host runs drv.
-func (d hostDrivers) uses(drv string) bool {
-	for _, h := range d.host {
-		if d.of(h) == drv {
-			return true
-		}
-	}
-	return len(d.host) == 0 && d.def == drv
-}
-
 // String is "xdp" when every host runs xdp, else "host-a xdp, host-b
 // softnic"; with NIC=remote it says so.
 func (d hostDrivers) String() string {
