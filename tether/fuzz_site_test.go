@@ -1,8 +1,8 @@
 package tether
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"

@@ -132,7 +132,7 @@ type TetherNodeOptions struct {
 	// nil if the caller has checked the configuration against one.
 	State *policy.State
 	VNI   uint32 // its VNET's VNI (taken from State when zero)
-	Key    securechan.PrivateKey
+	Key   securechan.PrivateKey
 	// KV keeps the leases (store.Memory, etcd, or lease.OpenFile).
 	KV        store.KV
 	KeyPrefix string // where the leases live in KV ("/nicpath/" if empty)
