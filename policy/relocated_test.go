@@ -120,8 +120,25 @@ func TestRelocatedChecks(t *testing.T) {
 			if len(list) != 1 {
 				t.Errorf("want one error, got %v", err)
 			}
-			checkStream(t, []byte(doc))
+			if !checkStream(t, []byte(doc)) {
+				t.Error("the streaming reader does not read the document")
+			}
 		})
+	}
+}
+
+// The streaming reader reads relocated subnets as yaml.v3 does, into the
+// same State.
+func TestRelocatedStreamed(t *testing.T) {
+	if !checkStream(t, []byte(relocatedDoc)) {
+		t.Fatal("the streaming reader does not read the document")
+	}
+	s, err := LoadReader("p.yaml", strings.NewReader(relocatedDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Relocated(); len(r) != 1 || r[0].PoolLast != netip.MustParseAddr("10.0.1.19") || len(s.VMs()) != 11 {
+		t.Fatalf("%+v, %d VMs", r, len(s.VMs()))
 	}
 }
 
