@@ -206,6 +206,14 @@ func TestRelocatedMappings(t *testing.T) {
 	if r2, _ := s2.RelocatedSubnet("branch"); r2 != r {
 		t.Errorf("round trip: %+v, want %+v", r2, r)
 	}
+	// A tether's new key alone is a change.
+	s4, err := Parse("key.yaml", []byte(strings.Replace(relocatedDoc, relocKey, strings.Repeat("ab", 32), 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Diff(s, s4); len(d.Relocated) != 1 || d.Relocated[0].Kind != Changed || len(d.Mappings) != 0 {
+		t.Errorf("a new tether key: %+v", d)
+	}
 	s3, err := s.Builder().Build()
 	if err != nil {
 		t.Fatal(err)
