@@ -205,7 +205,6 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 			c.Subnets = append(c.Subnets, r)
 		}
 	}
-	d.crossCheck(c)
 	if len(d.errs) > 0 {
 		return nil, d.errs
 	}
@@ -313,10 +312,6 @@ func (d *cfgDec) key(m map[string]*yaml.Node, path string, required bool) secure
 	}
 	return k
 }
-
-// crossCheck looks at the entries together. (The subnets themselves, and
-// their overlaps, are the policy's to check.)
-func (d *cfgDec) crossCheck(c *Config) {}
 
 // CheckPolicy takes each subnet of the configuration from the policy's
 // relocated subnet of the same name (policy.Relocated: tenant, VNET,
