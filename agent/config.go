@@ -91,6 +91,11 @@ type Config struct {
 	// Gateway, when set, makes this host play a gateway of the policy
 	// instead of hosting VMs (NewGateway; see GatewayConfig).
 	Gateway *GatewayConfig
+	// SealPublicKey is a file the daemon writes the NIC's sealing public
+	// key to (64 hex digits and a newline) when the NIC opens sealed
+	// frames, for VMs (nicseal) to seal their destinations to; empty
+	// writes none (vswitchctl show and seal print it too).
+	SealPublicKey string
 }
 
 // ConfigError is one problem of a configuration file, with the file, the
@@ -279,6 +284,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 			}
 		case "gateway":
 			c.Gateway = d.gateway(k, v)
+		case "seal_public_key":
+			c.SealPublicKey = d.path(v, "seal_public_key")
 		default:
 			d.errf(k, k.Value, "unknown field (known: %s)", strings.Join(knownFields, ", "))
 		}
@@ -331,7 +338,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 }
 
 var knownFields = []string{"host", "driver", "binding", "policy", "store", "store_timeout", "uplink", "ports", "control", "metrics",
-	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels", "driver_options", "gateway"}
+	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels", "driver_options", "gateway", "seal_public_key"}
 
 func contains(l []string, s string) bool {
 	for _, x := range l {

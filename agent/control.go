@@ -120,6 +120,11 @@ func (d *Agent) Do(ctx context.Context, req control.Request) (any, error) {
 		return control.Activated{VM: a[0]}, nil
 	case "capture":
 		return d.captureCmd(a)
+	case "seal":
+		if len(a) != 0 {
+			return nil, errors.New("seal takes no arguments")
+		}
+		return d.sealStatus(), nil
 	case "learned":
 		if len(a) != 0 {
 			return nil, errors.New("learned takes no argument")
@@ -153,6 +158,7 @@ func (d *Agent) show(ctx context.Context) control.Show {
 	if file, _, on := d.capture.status(); on {
 		s.Capture = file
 	}
+	s.SealPublicKey = d.sealPublicKeyHex()
 	for _, p := range d.nic.Ports() {
 		cp := control.Port{ID: uint32(p.ID), Name: d.portLabel(p), Kind: p.Kind.String(), Interface: d.plan.ifname[p.ID],
 			MAC: p.MAC.String(), MTU: p.MTU}

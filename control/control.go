@@ -62,6 +62,28 @@ type Show struct {
 	Uptime         time.Duration    `json:"uptime"`
 	Ports          []Port           `json:"ports"`
 	Capture        string           `json:"capture,omitempty"`
+	// SealPublicKey is the NIC's sealing public key (hex) when it opens
+	// sealed frames.
+	SealPublicKey string `json:"seal_public_key,omitempty"`
+}
+
+// Seal answers seal: whether the NIC opens sealed frames, its public key,
+// and the VM keys the daemon registered, by port.
+type Seal struct {
+	Crypto    bool       `json:"crypto"`
+	PublicKey string     `json:"public_key,omitempty"`
+	File      string     `json:"file,omitempty"` // where the public key was written
+	Ports     []SealPort `json:"ports,omitempty"`
+	Routes    int        `json:"routes"`  // sealed routes pushed to the NIC
+	Refused   uint64     `json:"refused"` // sealed-route pushes the NIC refused
+	Error     string     `json:"error,omitempty"`
+}
+
+// SealPort is one vport's registered VM keys, oldest first.
+type SealPort struct {
+	VM     string  `json:"vm"`
+	Port   uint32  `json:"port"`
+	KeyIDs []uint8 `json:"key_ids"`
 }
 
 // StoreStatus is what a daemon that follows a store knows of it.

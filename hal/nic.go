@@ -145,6 +145,49 @@ type SealedAddresses interface {
 	RegisterSealKey(ctx context.Context, port PortID, keyID uint8, vmPublic [32]byte) error
 	// RevokeSealKey stops accepting keyID on port.
 	RevokeSealKey(ctx context.Context, port PortID, keyID uint8) error
+	// SetSealedRoutes replaces the sealed routes of vport port: where a
+	// frame the VM on port sealed goes once the NIC has opened it. The
+	// host pushes, for each destination the policy lets the VM reach
+	// without a per-connection decision, the actions it would program for
+	// that destination; the NIC looks the opened destination up here and
+	// forwards on its own, so that the host never sees which destination
+	// a VM talks to. An opened frame without a route is dropped and
+	// counted (never handed to the host). Routes are not counted per
+	// destination: a per-route counter would tell the host the secret.
+	// Nil routes remove the port's table.
+	SetSealedRoutes(ctx context.Context, port PortID, routes []SealedRoute) error
+}
+
+// SealedRoute is one destination of SealedAddresses.SetSealedRoutes: an
+// opened sealed frame from source MAC SrcMAC and source IP Src (the VM's
+// own: a spoofed source takes no route) toward destination IP Dst (IPv4 or
+// IPv6, the same family) gets Actions, which end in an output (a local
+// vport, or the uplink after an encapsulation) or a drop.
+type SealedRoute struct {
+	SrcMAC  MAC
+	Src     netip.Addr
+	Dst     netip.Addr
+	Actions []Action
+	// Reply, when set, also forwards the destination's replies (ordinary
+	// frames from Dst to Src) on the NIC when no rule matches them, so
+	// that they do not reach the host either: a reply's source is the
+	// sealed destination.
+	Reply *SealedReply
+}
+
+// SealedReply is where the replies of a sealed route's destination arrive
+// and what the NIC does with them. They are matched on InPort, their inner
+// source and destination addresses (the route's Dst and Src) and, from a
+// vport, SrcMAC; from the uplink, on the tunnel's kind, outer source TunSrc
+// and VNI. Actions end in an output to the route's vport (after a decap, from
+// the uplink). Like routes, replies are not counted per destination.
+type SealedReply struct {
+	InPort  PortID
+	SrcMAC  MAC        // from a vport: the destination VM's MAC
+	TunKind EncapKind  // from the uplink: the tunnel's kind
+	TunSrc  netip.Addr // from the uplink: the destination's host
+	VNI     uint32     // from the uplink
+	Actions []Action
 }
 
 // TunnelEndpoint is what one uplink terminates tunnels for: the outer

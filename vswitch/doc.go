@@ -48,7 +48,8 @@
 // Drops that are the policy's are flows too (a drop rule on the NIC); drops
 // that are the host's are counted by reason: sealed-address frames
 // (EtherType 0x88B5) are always dropped in the host, never opened (fail
-// closed; a NIC with Capabilities.Crypto opens them itself), as are expired
+// closed; a NIC with Capabilities.Crypto opens them itself and forwards
+// them on the sealed routes the switch pushes: sealroute.go), as are expired
 // TTLs, malformed frames, non-first fragments and tunnelled frames for
 // another tunnel endpoint (below).
 //

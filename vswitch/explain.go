@@ -3,6 +3,7 @@ package vswitch
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/nicpath/nicpath/hal"
@@ -143,7 +144,8 @@ func (s *Switch) ExplainFlow(id hal.RuleID) (Explanation, bool) {
 func (s *Switch) explainSealed(k hal.FlowKey) Explanation {
 	e := Explanation{Key: k, Verdict: "drop", Where: PathNone, HostDrop: DropSealed.String()}
 	if s.caps.Crypto {
-		e.Detail = "sealed-address frame the NIC could not open (no key or a bad seal): the host drops it and never opens it"
+		e.Detail = "sealed-address frame: the NIC opens it and forwards it on the sealed routes the host pushed (" +
+			strconv.Itoa(len(s.seal.pushed[k.InPort])) + " for this vport); one that reaches the host (no key, a bad seal, no route) is dropped there and never opened"
 	} else {
 		e.Detail = "sealed-address frame and the NIC has no crypto capability: the host drops it (fail closed) and never opens it"
 	}

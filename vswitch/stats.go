@@ -135,6 +135,10 @@ type Stats struct {
 	// those the NIC refused (the destinations take the slow path).
 	ProactiveRules   int
 	ProactiveRefused uint64
+	// SealedRoutes counts the sealed routes pushed to the NIC
+	// (sealroute.go); SealedRefused the pushes it refused.
+	SealedRoutes  int
+	SealedRefused uint64
 	// MTU counts packets too big for their egress after encapsulation:
 	// answered, fragmented or dropped with a reason (mtu.go).
 	MTU MTUStats
@@ -168,6 +172,7 @@ func (s *Switch) Stats() Stats {
 		Activations: c.activations, Reconciles: c.reconciles, ReconcileAdded: c.recAdded,
 		ReconcileRemoved: c.recRemoved, ReconcileModified: c.recModified, ForeignRules: c.foreign,
 		ProactiveRefused: c.proRefused, MTU: s.mtu.stats(),
+		SealedRoutes: s.sealedRouteCount(), SealedRefused: s.seal.refused,
 		Spoofed: map[string]uint64{}, Learned: c.learned, LearnedNotOwned: c.learnedNotOwned,
 		LearnedOverflow: c.learnedOverflow, Announcements: c.announcements,
 	}
@@ -236,6 +241,9 @@ func (st Stats) String() string {
 	fmt.Fprintf(&b, "conns %d (opened %d, expired %d), aged %d, removed %d\n", st.Conns, st.ConnsOpened, st.ConnsExpired, st.FlowsAged, st.FlowsRemoved)
 	fmt.Fprintf(&b, "updates %d, revalidated %d, changed %d, reprogrammed %d, activations %d\n", st.Updates, st.Revalidated, st.Changed, st.Reprogrammed, st.Activations)
 	fmt.Fprintf(&b, "per-destination rules %d (refused %d)\n", st.ProactiveRules, st.ProactiveRefused)
+	if st.SealedRoutes > 0 || st.SealedRefused > 0 {
+		fmt.Fprintf(&b, "sealed routes %d (refused %d)\n", st.SealedRoutes, st.SealedRefused)
+	}
 	fmt.Fprintf(&b, "reconciles %d: added %d, removed %d, modified %d, foreign rules %d\n", st.Reconciles, st.ReconcileAdded, st.ReconcileRemoved, st.ReconcileModified, st.ForeignRules)
 	if m := st.MTU.String(); m != "" {
 		b.WriteString(m + "\n")

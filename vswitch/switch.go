@@ -107,6 +107,7 @@ type Switch struct {
 	rollback      map[string]rollbackPoint
 	walks         []walkMemo // recent port-independent walks (walkmemo.go)
 	mtu           mtuState   // packets too big for their egress (mtu.go)
+	seal          sealState  // sealed routes pushed to the NIC (sealroute.go)
 	learn         learnState // addresses the NIC learned (learned.go)
 
 	// Per-batch scratch, reused.
@@ -190,6 +191,10 @@ func New(cfg Config) (*Switch, error) {
 		s.mu.Lock()
 		s.syncProactive()
 		s.flush(context.Background())
+		s.mu.Unlock()
+	} else {
+		s.mu.Lock()
+		s.syncSealed() // syncProactive does it otherwise
 		s.mu.Unlock()
 	}
 	return s, nil

@@ -1001,6 +1001,7 @@ func msgName(t uint8) string {
 		msgCredit: "credit", msgPing: "ping", msgHelloOK: "hello-ok", msgHelloRefused: "hello-refused",
 		msgReply: "reply", msgApplyResult: "apply-result", msgDumpChunk: "dump-chunk", msgExceptions: "exceptions",
 		msgPong: "pong", msgRefused: "refused", msgAddresses: "addresses", msgLearned: "learned",
+		msgSealRoutes:   "sealed-routes",
 		msgLearnedAddrs: "learned-addresses",
 	}
 	if n, ok := names[t]; ok {

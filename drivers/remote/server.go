@@ -644,6 +644,8 @@ func (ss *serverSession) call(r *request, e *enc) bool {
 			err = hal.Unsupported("remote", "tunnel endpoint", "the served NIC does not filter tunnels by endpoint")
 		}
 		e.end(e.reply(r.id, err))
+	case msgSealRoutes:
+		e.end(e.reply(r.id, serveSealRoutes(ctx, nic, r)))
 	}
 	return true
 }

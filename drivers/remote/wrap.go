@@ -27,6 +27,9 @@ func (m sealedM) RegisterSealKey(ctx context.Context, port hal.PortID, keyID uin
 func (m sealedM) RevokeSealKey(ctx context.Context, port hal.PortID, keyID uint8) error {
 	return m.c.revokeSealKey(ctx, port, keyID)
 }
+func (m sealedM) SetSealedRoutes(ctx context.Context, port hal.PortID, routes []hal.SealedRoute) error {
+	return m.c.setSealedRoutes(ctx, port, routes)
+}
 
 type tunnelM struct{ c *Client }
 

@@ -394,6 +394,9 @@ func runInProcess(w io.Writer) (failed []string, err error) {
 	if err := gatewayStory(s, fb); err != nil {
 		return nil, err
 	}
+	if err := sealedStory(s); err != nil {
+		return nil, err
+	}
 
 	s.title("Summary")
 	if len(s.failed) == 0 {

@@ -319,7 +319,7 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 		return n.run(vswitchctl, append([]string{"-s", socks[h]}, args...)...)
 	}
 	for _, h := range hosts {
-		if err := waitFor(5*time.Second, func() error { _, err := ctl(h, "show"); return err }); err != nil {
+		if err := waitFor(startWait, func() error { _, err := ctl(h, "show"); return err }); err != nil {
 			return nil, fmt.Errorf("%s's vswitchd did not come up: %v\n%s", h, err, n.tail(h+".log"))
 		}
 	}
@@ -607,7 +607,7 @@ func (n *nsStory) startServer(vm string) error {
 	if _, err := n.start(n.vmNS(vm), logFile, "env", childEnv+"=1", n.self, "serve", vm, filepath.Join(n.dir, vm+".recv")); err != nil {
 		return err
 	}
-	return waitFor(5*time.Second, func() error {
+	return waitFor(startWait, func() error {
 		b, _ := os.ReadFile(logFile)
 		if bytes.Contains(b, []byte("ready")) {
 			return nil
@@ -682,3 +682,8 @@ const bulkSize = 4 << 20
 // vmMTU is the VMs' MTU: 1450 bytes, so that an encapsulated packet (50
 // bytes of VXLAN over IPv4) still fits the underlay's 1500.
 const vmMTU = 1450
+
+// startWait bounds how long a daemon or a VM's applications may take to
+// come up. It is a bound, not an expectation: under load (CI, two cores
+// shared) loading and verifying the XDP program alone has taken seconds.
+const startWait = 30 * time.Second

@@ -219,7 +219,7 @@ func (n *nsStory) startVswitchd(host string, ctl func(string, ...string) (string
 	if _, err := n.start(n.hostNS(host), log, filepath.Join(n.bin, "vswitchd"), "-config", filepath.Join(n.dir, host+".yaml")); err != nil {
 		return err
 	}
-	if err := waitFor(10*time.Second, func() error { _, err := ctl(host, "show"); return err }); err != nil {
+	if err := waitFor(startWait, func() error { _, err := ctl(host, "show"); return err }); err != nil {
 		b, _ := os.ReadFile(log)
 		return fmt.Errorf("%s's vswitchd did not come back: %v\n%s", host, err, b)
 	}

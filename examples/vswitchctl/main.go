@@ -18,6 +18,7 @@
 //	capture start <file>         write the exception path to a pcapng file
 //	capture stop
 //	reload                       check the policy file now and apply it if it changed
+//	seal                         the NIC's sealing public key, the VM keys registered, the sealed routes
 //	learned                      the addresses the NIC saw each VM's port use (owned or spoofed),
 //	                             the recent announcements (gratuitous ARP, unsolicited NA), a
 //	                             migrated VM's first one marked, and the spoofed-source drops
@@ -68,6 +69,7 @@ commands:
   capture start <file>           write the exception path to a pcapng file
   capture stop                   finish the capture
   reload                         check the policy file now, apply it if it changed
+  seal                           the NIC's sealing public key, VM keys, sealed routes
   learned                        addresses the NIC saw the VMs' ports use, announcements
                                  (a migrated VM's first marked), spoofed-source drops
   tether                         (tetherd) the relocated subnet's tunnel and endpoints
@@ -136,7 +138,7 @@ func parse(a []string) (control.Request, error) {
 	cmd, rest := a[0], a[1:]
 	req := control.Request{Cmd: cmd, Args: rest}
 	switch cmd {
-	case "show", "caps", "stats", "reload", "learned", "tether", "leases", "gateway":
+	case "show", "caps", "stats", "reload", "seal", "learned", "tether", "leases", "gateway":
 		if len(rest) != 0 {
 			return req, fmt.Errorf("%s takes no arguments", cmd)
 		}
@@ -215,6 +217,12 @@ func call(ctx context.Context, c *control.Client, req control.Request, w io.Writ
 			return err
 		}
 		printStats(w, s)
+	case "seal":
+		var s control.Seal
+		if err := c.Call(ctx, req.Cmd, req.Args, &s); err != nil {
+			return err
+		}
+		printSeal(w, s)
 	case "activate":
 		var a control.Activated
 		if err := c.Call(ctx, req.Cmd, req.Args, &a); err != nil {
@@ -290,6 +298,9 @@ func printShow(w io.Writer, s control.Show) {
 	if s.Capture != "" {
 		fmt.Fprintf(w, "capturing the exception path to %s\n", s.Capture)
 	}
+	if s.SealPublicKey != "" {
+		fmt.Fprintf(w, "sealed addresses: NIC public key %s\n", s.SealPublicKey)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PORT\tNAME\tKIND\tINTERFACE\tMAC\tMTU\tRX PKTS\tTX PKTS\tDROPS\tTO HOST")
 	for _, p := range s.Ports {
@@ -351,6 +362,28 @@ func kv(m map[string]uint64) string {
 		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
 	}
 	return strings.Join(parts, " ")
+}
+
+func printSeal(w io.Writer, s control.Seal) {
+	if !s.Crypto {
+		fmt.Fprintln(w, "the NIC does not open sealed frames: they are dropped and counted (fail closed)")
+		return
+	}
+	fmt.Fprintf(w, "NIC public key %s\n", s.PublicKey)
+	if s.File != "" {
+		fmt.Fprintf(w, "published in %s\n", s.File)
+	}
+	for _, p := range s.Ports {
+		ids := make([]string, len(p.KeyIDs))
+		for i, id := range p.KeyIDs {
+			ids[i] = strconv.Itoa(int(id))
+		}
+		fmt.Fprintf(w, "vm %s (port %d): key ids %s\n", p.VM, p.Port, strings.Join(ids, ", "))
+	}
+	fmt.Fprintf(w, "sealed routes %d (refused pushes %d)\n", s.Routes, s.Refused)
+	if s.Error != "" {
+		fmt.Fprintf(w, "last problem: %s\n", s.Error)
+	}
 }
 
 func printLearned(w io.Writer, l control.Learned) {

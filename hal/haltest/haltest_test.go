@@ -83,6 +83,10 @@ func (r *rec) RevokeSealKey(context.Context, hal.PortID, uint8) error {
 	r.called("RevokeSealKey")
 	return nil
 }
+func (r *rec) SetSealedRoutes(context.Context, hal.PortID, []hal.SealedRoute) error {
+	r.called("SetSealedRoutes")
+	return nil
+}
 func (r *rec) SetTunnelEndpoint(context.Context, hal.TunnelEndpoint) error {
 	r.called("SetTunnelEndpoint")
 	return nil
@@ -227,6 +231,7 @@ func callAll(n hal.NIC) {
 		s.SealPublicKey()
 		s.RegisterSealKey(ctx, 1, 0, [32]byte{})
 		s.RevokeSealKey(ctx, 1, 0)
+		s.SetSealedRoutes(ctx, 1, nil)
 	}
 	if t, ok := n.(hal.TunnelTerminator); ok {
 		t.SetTunnelEndpoint(ctx, hal.TunnelEndpoint{})
@@ -246,7 +251,7 @@ func wantCalls(mask int) []string {
 		want = append(want, "ApplyAtomic")
 	}
 	if mask&2 != 0 {
-		want = append(want, "SealPublicKey", "RegisterSealKey", "RevokeSealKey")
+		want = append(want, "SealPublicKey", "RegisterSealKey", "RevokeSealKey", "SetSealedRoutes")
 	}
 	if mask&4 != 0 {
 		want = append(want, "SetTunnelEndpoint")

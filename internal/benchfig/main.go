@@ -96,6 +96,8 @@ var figures = []figure{
 	{Name: "sealed.clear_route_cpu_ns.softnic", Pkg: "./drivers/softnic", Bench: "SealedOpenRoute/clear", Metric: "cpu-ns/pkt", Unit: "ns", Target: "reported"},
 	{Name: "sealed.allocs_per_pkt.softnic", Pkg: "./drivers/softnic", Bench: "SealedOpenRoute/sealed", Metric: "allocs/pkt", Unit: "allocs", Target: "0"},
 	{Name: "sealed.allocs_per_open", Pkg: "./securechan", Bench: "SealedOpen", Metric: "allocs/op", Unit: "allocs", Target: "0"},
+	{Name: "sealed.e2e_route_ns", Pkg: "./drivers/softnic", Bench: "SealedE2ERoute/sealed", Metric: "cpu-ns/pkt", Unit: "ns", Target: "reported (thread CPU per sealed frame opened and forwarded on its sealed route; clear beside it)"},
+	{Name: "sealed.e2e_route_ns.clear", Pkg: "./drivers/softnic", Bench: "SealedE2ERoute/clear", Metric: "cpu-ns/pkt", Unit: "ns", Target: "reported (the same frames in clear, on their flows)"},
 	{Name: "securechan.msgs_per_s", Pkg: "./securechan", Bench: "ChannelUnix", Metric: "msgs_per_s", Unit: "msgs/s", Target: ">= 500000"},
 	{Name: "remote.apply_ops_ratio", Pkg: "./drivers/remote", Bench: "Apply", Metric: "apply_ops_ratio", Unit: "x", Target: ">= 0.5 (remote(softnic) over a unix socket vs softnic, same run)"},
 	{Name: "remote.apply_cpu_ratio", Pkg: "./drivers/remote", Bench: "Apply", Metric: "apply_cpu_ratio", Unit: "x", Target: "reported (the same in ops per CPU second, both ends)"},
@@ -136,6 +138,14 @@ var figures = []figure{
 	{Name: "migration.etcd_ns_misdelivered", Dir: "store/etcd", Pkg: ".", Bench: "NSMigration", Metric: "misdelivered", Unit: "packets", Target: "0 (namespaces, over etcd)", Root: true, Benchtime: "20x"},
 	{Name: "tether.rebind_recovery_ms", Pkg: "./tether/tethertest", Bench: "RebindRecovery", Metric: "recovery_ms", Unit: "ms", Target: "<= 3000 (NAT mappings flushed -> first datagram delivered again, anchor to tether, default 2 s probe, mean)", Root: true, Benchtime: "5x"},
 	{Name: "tether.throughput_ratio", Pkg: "./tether/tethertest", Bench: "ThroughputRatio", Metric: "ratio", Unit: "x", Target: ">= 0.5 (UDP through the tunnel / plain kernel VXLAN, remote site to the anchor's namespace through the same NAT, same run)", Root: true, Benchtime: "2x"},
+	{Name: "dht.lookup_p99_ms", Dir: "directory/dht", Pkg: ".", Bench: "Lookup", Metric: "p99_ms", Unit: "ms", Target: "<= 20 (20 nodes, loopback, one process)", Benchtime: "200x"},
+	{Name: "dht.lookup_p50_ms", Dir: "directory/dht", Pkg: ".", Bench: "Lookup", Metric: "p50_ms", Unit: "ms", Target: "reported (20 nodes, loopback, one process)", Benchtime: "200x"},
+	{Name: "dht.first_packet_cold_p50_us", Dir: "directory/dht", Pkg: ".", Bench: "FirstPacket", Metric: "cold_p50_us", Unit: "us", Target: "reported (destination resolved through the DHT on this packet)", Benchtime: "100x"},
+	{Name: "dht.first_packet_cold_p99_us", Dir: "directory/dht", Pkg: ".", Bench: "FirstPacket", Metric: "cold_p99_us", Unit: "us", Target: "reported (same)", Benchtime: "100x"},
+	{Name: "dht.first_packet_cached_p50_us", Dir: "directory/dht", Pkg: ".", Bench: "FirstPacket", Metric: "cached_p50_us", Unit: "us", Target: "reported (new flow, mapping cached; same bed, same run)", Benchtime: "100x"},
+	{Name: "dht.host_bytes_per_1m_from_500", Dir: "directory/dht", Pkg: ".", Bench: "HostBytes/repl=20", Metric: "host_bytes_per_1m", Unit: "bytes", Target: "reported (measured at 500 mappings, scaled; 20 nodes, every node stores every record)", Benchtime: "1x"},
+	{Name: "dht.host_bytes_vs_replicated_500", Dir: "directory/dht", Pkg: ".", Bench: "HostBytes/repl=20", Metric: "vs_replicated", Unit: "x", Target: "reported (directory / replicated state per host, 20 of 20 nodes store each record)", Benchtime: "1x"},
+	{Name: "dht.host_bytes_vs_replicated_500.repl4", Dir: "directory/dht", Pkg: ".", Bench: "HostBytes/repl=4", Metric: "vs_replicated", Unit: "x", Target: "reported (same, 4 of 20 nodes store each record)", Benchtime: "1x"},
 }
 
 // pkgKey is where a group of figures' benchmarks run, and with which

@@ -90,8 +90,13 @@ type Host struct {
 	VMOf    map[hal.PortID]string
 	Uplink  hal.PortID
 	Far     map[hal.PortID]FarPort // the far side of every port
-	ids     []hal.PortID           // Far's ports in order, for deterministic draining
-	batch   []hal.Exception
+	// Handler, when set, takes the host's exceptions instead of Switch: a
+	// layer in front of the switch (directory/ondemand).
+	Handler interface {
+		HandleBatch(context.Context, []hal.Exception) error
+	}
+	ids   []hal.PortID // Far's ports in order, for deterministic draining
+	batch []hal.Exception
 }
 
 // UplinkMTU leaves room for a 1500-byte inner frame and its encapsulation.
@@ -216,12 +221,18 @@ func (h *Host) Pump() error {
 		if n == 0 || err != nil {
 			return nil
 		}
-		if h.Switch == nil {
-			err = h.Gateway.HandleBatch(context.Background(), h.batch[:n])
-		} else {
-			err = h.Switch.HandleBatch(context.Background(), h.batch[:n])
+		var hb interface {
+			HandleBatch(context.Context, []hal.Exception) error
 		}
-		if err != nil {
+		switch {
+		case h.Handler != nil:
+			hb = h.Handler
+		case h.Switch == nil:
+			hb = h.Gateway
+		default:
+			hb = h.Switch
+		}
+		if err := hb.HandleBatch(context.Background(), h.batch[:n]); err != nil {
 			return fmt.Errorf("%s: %w", h.Name, err)
 		}
 	}
