@@ -229,28 +229,20 @@ func New(ctx context.Context, o Options) (_ *Bed, err error) {
 	return b, nil
 }
 
-// ConfigYAML is the relocated-subnet configuration the bed runs on.
+// ConfigYAML is the relocated-subnet configuration the bed runs on: what
+// only the two ends know (the anchor's endpoint and key, the tether's key
+// and ports); the subnet itself is the policy's (BuildPolicy).
 func (b *Bed) ConfigYAML() string {
 	return fmt.Sprintf(`relocated_subnets:
   - name: branch
-    tenant: blue
-    vnet: web
-    prefix: %s
-    gateway: 10.0.1.1
-    pool: 10.0.1.10-10.0.1.19
     lease_time: 1h
     anchor:
-      host: anchor
       endpoint: %s
       key: %s
     tether:
-      name: branch-1
       key: %s
       ports: [p1, p2]
-      keepalive: %s
-      probe: %s
-`, RelocatedPrefix, netip.AddrPortFrom(AnchorPublic, TunnelPort), b.anchorKey.Public(), b.tetherKey.Public(),
-		durOr(b.opt.Keepalive, tether.DefaultKeepalive), durOr(b.opt.Probe, tether.DefaultProbe))
+`, netip.AddrPortFrom(AnchorPublic, TunnelPort), b.anchorKey.Public(), b.tetherKey.Public())
 }
 
 func durOr(d, def time.Duration) time.Duration {
@@ -270,12 +262,12 @@ func (b *Bed) policy() error {
 		return err
 	}
 	b.Config = cfg
-	b.Sub, _ = cfg.Find("branch")
 	st, err := b.BuildPolicy()
 	if err != nil {
 		return err
 	}
 	b.State = st
+	b.Sub, _ = cfg.Find("branch")
 	data, err := policy.Marshal(st)
 	if err != nil {
 		return err
@@ -293,9 +285,12 @@ func (b *Bed) BuildPolicy(extra ...policy.ACL) (*policy.State, error) {
 	pb.AddVNET(policy.VNET{Tenant: "blue", Name: "web", VNI: VNI, Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), RelocatedPrefix}})
 	pb.AddVM(policy.VM{Name: "blue-a", Tenant: "blue", VNET: "web", MAC: macVMA, CAs: []netip.Addr{VMA}, Host: "host-a"})
 	pb.AddVM(policy.VM{Name: "blue-b", Tenant: "blue", VNET: "web", MAC: macVMB, CAs: []netip.Addr{VMB}, Host: "host-b"})
-	for _, vm := range tether.PoolVMs(b.Sub) {
-		pb.AddVM(vm)
-	}
+	// The relocated subnet: the policy compiles its pool into mappings
+	// to the anchor's PA, which every vswitchd following it installs.
+	pb.AddRelocated(policy.Relocated{Name: "branch", Tenant: "blue", VNET: "web", Prefix: RelocatedPrefix,
+		Gateway: netip.MustParseAddr("10.0.1.1"), PoolFirst: netip.MustParseAddr("10.0.1.10"), PoolLast: netip.MustParseAddr("10.0.1.19"),
+		Anchor: "anchor", Tether: policy.Tether{Name: "branch-1", Key: b.tetherKey.Public(),
+			Keepalive: durOr(b.opt.Keepalive, tether.DefaultKeepalive), Probe: durOr(b.opt.Probe, tether.DefaultProbe)}})
 	pb.AddACL(policy.ACL{Tenant: "blue", ID: "no-telnet-from-branch", Priority: 10, Direction: policy.In,
 		Src: []netip.Prefix{RelocatedPrefix}, Protocol: policy.ProtoTCP, DstPorts: []policy.PortRange{{Lo: DeniedPort, Hi: DeniedPort}}, Action: policy.Deny})
 	for _, a := range extra {
