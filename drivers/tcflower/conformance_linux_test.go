@@ -257,7 +257,7 @@ func TestConformance(t *testing.T) {
 
 // Why tc-flower differs, in the words the report shows.
 const (
-	whyTunnelledMiss = "a tunnelled frame no decap rule takes continues into the tunnel device's stack: tc sees it after the kernel removed the outer headers, so neither the frame as it arrived nor its VNI can reach the host (the case's miss half)"
+	whyTunnelledMiss = "a tunnelled frame no decap rule takes reaches the host rebuilt from the tunnel metadata (the driver's act_bpf action, after the kernel removed the outer headers), not as it arrived: its VNI and outer addresses are right, but the outer source MAC, the UDP source port and checksum and the IPv4 identification and flags are not the wire's (without act_bpf, Capabilities.TunnelMissesUnseen, it does not reach the host at all)"
 	whyTunnelMatch   = "the kernel removes the outer headers before tc sees a tunnelled frame: Validate refuses a rule that matches tunnel fields without decapsulating"
 	whyMalformed     = "flower matches a truncated frame on the fields it finds: a rule on the in-port alone forwards it, and nothing is counted malformed"
 	whyMalformedTun  = "a truncated tunnelled frame is dropped uncounted by the tunnel device's stack, or reaches the host as a miss (not malformed) when what is left is no tunnel packet"
