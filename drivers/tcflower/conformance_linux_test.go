@@ -40,8 +40,8 @@ func newConfBed(t *testing.T) *confBed {
 	// IPv6 only on up0, for IPv6 outer headers; no router solicitations,
 	// no duplicate address detection.
 	ns.sh("echo 0 > /proc/sys/net/ipv6/conf/up0/disable_ipv6; echo 0 > /proc/sys/net/ipv6/conf/up0/router_solicitations; echo 0 > /proc/sys/net/ipv6/conf/up0/dad_transmits")
-	ns.ip("addr", "add", "198.19.0.1/24", "dev", "up0")
-	ns.ip("addr", "add", "2001:db8:ff::1/64", "dev", "up0", "nodad")
+	ns.ip("addr", "replace", "198.19.0.1/24", "dev", "up0")
+	ns.ip("addr", "replace", "2001:db8:ff::1/64", "dev", "up0", "nodad")
 	ns.ip("link", "add", "vx0", "type", "vxlan", "external", "dstport", "4789")
 	ns.ip("link", "add", "gnv0", "type", "geneve", "external")
 	for _, l := range []string{"lo", "p1", "vm1", "p2", "vm2", "up0", "up1", "vx0", "gnv0"} {

@@ -89,8 +89,8 @@ func TestRunTCFlowerInVM(t *testing.T) {
 	ip("link", "add", "up0", "type", "veth", "peer", "name", "up1")
 	ip("link", "set", "up0", "address", "02:4e:50:00:00:a1")
 	sh("echo 0 > /proc/sys/net/ipv6/conf/up0/disable_ipv6; echo 0 > /proc/sys/net/ipv6/conf/up0/router_solicitations; echo 0 > /proc/sys/net/ipv6/conf/up0/dad_transmits")
-	ip("addr", "add", "198.19.0.1/24", "dev", "up0")
-	ip("addr", "add", "2001:db8:ff::1/64", "dev", "up0", "nodad")
+	ip("addr", "replace", "198.19.0.1/24", "dev", "up0")
+	ip("addr", "replace", "2001:db8:ff::1/64", "dev", "up0", "nodad")
 	ip("link", "add", "vx0", "type", "vxlan", "external", "dstport", "4789")
 	ip("link", "add", "gnv0", "type", "geneve", "external")
 	for _, l := range []string{"lo", "p1", "vm1", "p2", "vm2", "up0", "up1", "vx0", "gnv0"} {
