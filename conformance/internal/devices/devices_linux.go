@@ -202,7 +202,7 @@ func tcflowerDocumented(tunnels map[hal.EncapKind]string) []conformance.Differen
 		ds = append(ds, conformance.Difference{Case: "masked/" + f, Capability: "masked " + f, Reason: tcflowerTunnelMatch})
 	}
 	ds = append(ds,
-		conformance.Difference{Case: "action/decap", Capability: "exception path", Reason: tcflowerTunnelledMiss},
+		conformance.Difference{Case: "action/decap", Capability: "tunnelled misses to the host", Reason: tcflowerTunnelledMiss},
 		conformance.Difference{Case: "malformed/tunnelled", Capability: "exception path", Reason: tcflowerMalformedTun},
 		conformance.Difference{Case: "counters/rule-decap", Capability: "counters per rule", Reason: tcflowerDecapCounter},
 	)
@@ -211,7 +211,7 @@ func tcflowerDocumented(tunnels map[hal.EncapKind]string) []conformance.Differen
 			continue
 		}
 		for _, v := range []string{"ipv4", "ipv6"} {
-			ds = append(ds, conformance.Difference{Case: "decap/" + k.String() + "/" + v, Capability: "exception path", Reason: tcflowerTunnelledMiss})
+			ds = append(ds, conformance.Difference{Case: "decap/" + k.String() + "/" + v, Capability: "tunnelled misses to the host", Reason: tcflowerTunnelledMiss})
 		}
 	}
 	return ds
