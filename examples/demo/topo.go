@@ -4,8 +4,8 @@ import (
 	"fmt"
 
 	"github.com/nicpath/nicpath/hal"
-	"github.com/nicpath/nicpath/vswitch/vswitchtest"
 	"github.com/nicpath/nicpath/policy"
+	"github.com/nicpath/nicpath/vswitch/vswitchtest"
 )
 
 // host is one simulated machine of the in-process story: a software NIC,
