@@ -168,7 +168,7 @@ func (d *Agent) flows(filter string) []control.Flow {
 	fs := d.sw.Flows()
 	out := make([]control.Flow, 0, len(fs))
 	for _, f := range fs {
-		loc := f.Location.String()
+		loc := f.Path.String()
 		if filter != "" && loc != filter {
 			continue
 		}
@@ -198,7 +198,7 @@ func (d *Agent) flows(filter string) []control.Flow {
 
 func explanation(e vswitch.Explanation) control.Explanation {
 	x := control.Explanation{Text: e.String(), Where: e.Where.String(), Verdict: e.Verdict, Detail: e.Detail}
-	if e.Where == vswitch.LocHost {
+	if e.Where == vswitch.PathHost {
 		x.Why = e.Why.String()
 	}
 	if e.Flow != nil {

@@ -435,8 +435,8 @@ func TestRestartReconciles(t *testing.T) {
 		t.Fatalf("%d rules on the NIC for %d flows (%d rules wanted) after the restart: duplicated or lost", n, len(fs), want)
 	}
 	for _, f := range fs {
-		if f.Location != vswitch.LocNIC {
-			t.Errorf("flow %s in %s", f.Match.String(), f.Location)
+		if f.Path != vswitch.PathNIC {
+			t.Errorf("flow %s in %s", f.Match.String(), f.Path)
 		}
 	}
 }

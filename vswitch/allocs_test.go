@@ -108,11 +108,11 @@ func TestQueueRuleIsExact(t *testing.T) {
 			Proto: hal.ProtoICMPv6, L4Src: 128, EthSrc: hal.MAC(macVA1), EthDst: hal.MAC(macVA2)},
 		{InPort: 2, EthType: hal.EtherTypeIPv6, Proto: hal.ProtoTCP, L4Src: 1, L4Dst: 2, VNI: 77}, // a VNI without a tunnel is not matched
 	} {
-		s.queueRule(hal.OpModify, 42, &k, a, 3, 5)
-		got := s.ops[len(s.ops)-1]
-		s.ops = s.ops[:len(s.ops)-1]
+		s.off.queueRule(hal.OpModify, 42, &k, a, 3, 5)
+		got := s.off.ops[len(s.off.ops)-1]
+		s.off.ops = s.off.ops[:len(s.off.ops)-1]
 		want := hal.Op{Kind: hal.OpModify, Rule: hal.Rule{ID: 42, Priority: prioExact, Match: hal.Exact(&k),
-			Actions: a.acts, Cookie: s.cookie(), Scope: 3, Generation: 5}}
+			Actions: a.acts, Cookie: s.off.cookie(), Scope: 3, Generation: 5}}
 		if got.Kind != want.Kind || got.Rule.Match != want.Rule.Match || got.Rule.ID != want.Rule.ID ||
 			got.Rule.Priority != want.Rule.Priority || got.Rule.Cookie != want.Rule.Cookie ||
 			got.Rule.Scope != want.Rule.Scope || got.Rule.Generation != want.Rule.Generation ||

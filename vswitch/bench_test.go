@@ -182,7 +182,7 @@ func installFlowsToward(b testing.TB, h *benchHost, n int) {
 	}
 	a, sa := s.intern(actKeyOf(&v)), s.intern(actKeyOf(&alt))
 	sc := s.scopeOf("vx")
-	if err := s.validate(a, &k, true, sc.id, sc.active); err != nil {
+	if err := s.off.validate(a, &k, true, sc.id, sc.active); err != nil {
 		b.Fatal(err)
 	}
 	flows := make([]flow, n)
@@ -193,13 +193,13 @@ func installFlowsToward(b testing.TB, h *benchHost, n int) {
 		a.refs++
 		sa.refs++
 		s.flows.put(f)
-		f.id = s.newID()
-		s.ops = append(s.ops, hal.AddOp(s.rule(f.id, &k, a, sc.id, sc.active)))
-		s.refs = append(s.refs, opRef{f: f, purpose: opAddPrimary})
-		f.shadowID = s.newID()
-		s.ops = append(s.ops, hal.AddOp(s.rule(f.shadowID, &k, sa, sc.id, sc.active+1)))
-		s.refs = append(s.refs, opRef{f: f, purpose: opAddShadow})
-		if len(s.ops) >= 1<<15 {
+		f.id = s.off.newID()
+		s.off.ops = append(s.off.ops, hal.AddOp(s.off.rule(f.id, &k, a, sc.id, sc.active)))
+		s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddPrimary})
+		f.shadowID = s.off.newID()
+		s.off.ops = append(s.off.ops, hal.AddOp(s.off.rule(f.shadowID, &k, sa, sc.id, sc.active+1)))
+		s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddShadow})
+		if len(s.off.ops) >= 1<<15 {
 			s.flush(ctx)
 		}
 	}
@@ -310,7 +310,7 @@ func benchFlowMemory(b *testing.B, offload bool) {
 	for j := 0; j < n; j++ {
 		k.L4Src, k.L4Dst = uint16(j), uint16(1+j>>16)
 		s.newFlow(&k, 64, 0, false)
-		if len(s.ops) >= 1<<12 {
+		if len(s.off.ops) >= 1<<12 {
 			s.flush(ctx)
 		}
 	}

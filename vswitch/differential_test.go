@@ -250,7 +250,7 @@ func TestDifferentialFewerCapabilities(t *testing.T) {
 	// Every host-path flow says why.
 	for _, h := range tp.hosts {
 		for _, f := range h.sw.Flows() {
-			if f.Location == LocHost && f.Why == WhyNotSupported && f.Err == nil {
+			if f.Path == PathHost && f.Why == WhyNotSupported && f.Err == nil {
 				t.Fatalf("host flow without its refusal: %+v", f)
 			}
 		}

@@ -139,7 +139,7 @@ func TestEncapPerVNETBothDirections(t *testing.T) {
 			}
 			for _, h := range tp.hosts {
 				for _, f := range h.sw.Flows() {
-					if f.Location != LocNIC {
+					if f.Path != PathNIC {
 						t.Errorf("%s: flow not offloaded: %+v", h.name, f)
 					}
 					if e, ok := encapActionOf(f.Actions); ok && (e.Kind != v.hal() || e.VNI != v.vni) {
@@ -159,7 +159,7 @@ func TestEncapPerVNETBothDirections(t *testing.T) {
 			// Explained from the uplink, the packet arrives in its VNET's
 			// encapsulation unless the description says otherwise.
 			in := h2.sw.Explain(Description{Uplink: true, VNI: v.vni, OuterSrc: pa1, Packet: req})
-			if in.Key.TunKind != v.hal() || in.Action != policy.Deliver || in.Where != LocNIC {
+			if in.Key.TunKind != v.hal() || in.Action != policy.Deliver || in.Where != PathNIC {
 				t.Errorf("inbound explain:\n%s", in)
 			}
 		})
@@ -223,20 +223,20 @@ func TestEncapHostPathFallback(t *testing.T) {
 	for _, f := range h1.sw.Flows() {
 		e, _ := encapActionOf(f.Actions)
 		switch {
-		case e.Kind == hal.EncapNVGRE && (f.Location != LocHost || f.Why != WhyNotSupported || f.Err == nil):
-			t.Errorf("h1: an NVGRE flow is %s (%s, %v)", f.Location, f.Why, f.Err)
-		case e.Kind != hal.EncapNVGRE && f.Location != LocNIC:
-			t.Errorf("h1: a %s flow is %s (%s, %v)", e.Kind, f.Location, f.Why, f.Err)
+		case e.Kind == hal.EncapNVGRE && (f.Path != PathHost || f.Why != WhyNotSupported || f.Err == nil):
+			t.Errorf("h1: an NVGRE flow is %s (%s, %v)", f.Path, f.Why, f.Err)
+		case e.Kind != hal.EncapNVGRE && f.Path != PathNIC:
+			t.Errorf("h1: a %s flow is %s (%s, %v)", e.Kind, f.Path, f.Why, f.Err)
 		}
 	}
 	// h2 receives: VXLAN and NVGRE on the NIC, Geneve in the host.
 	for _, f := range h2.sw.Flows() {
 		k := f.Match.Key
 		switch {
-		case k.TunKind == hal.EncapGeneve && (f.Location != LocHost || f.Why != WhyNotSupported):
-			t.Errorf("h2: the Geneve flow is %s (%s, %v)", f.Location, f.Why, f.Err)
-		case k.TunKind != hal.EncapGeneve && f.Location != LocNIC:
-			t.Errorf("h2: a %s flow is %s (%s, %v)", k.TunKind, f.Location, f.Why, f.Err)
+		case k.TunKind == hal.EncapGeneve && (f.Path != PathHost || f.Why != WhyNotSupported):
+			t.Errorf("h2: the Geneve flow is %s (%s, %v)", f.Path, f.Why, f.Err)
+		case k.TunKind != hal.EncapGeneve && f.Path != PathNIC:
+			t.Errorf("h2: a %s flow is %s (%s, %v)", k.TunKind, f.Path, f.Why, f.Err)
 		}
 	}
 	// Every NVGRE packet went through h1's host, every Geneve packet
@@ -249,23 +249,23 @@ func TestEncapHostPathFallback(t *testing.T) {
 	}
 
 	ex := h1.sw.Explain(Description{VM: nv.vm(1), Packet: nv.packet(1, nv, 2, 5000)})
-	if ex.Where != LocHost || ex.Why != WhyNotSupported ||
+	if ex.Where != PathHost || ex.Why != WhyNotSupported ||
 		!strings.Contains(ex.String(), "NIC cannot encapsulate nvgre: kept on the host path") {
 		t.Errorf("explain of the NVGRE flow:\n%s", ex)
 	}
 	ex = h2.sw.Explain(Description{Uplink: true, VNI: gn.vni, OuterSrc: pa1, Packet: gn.packet(1, gn, 2, 5000)})
-	if ex.Where != LocHost || ex.Why != WhyNotSupported ||
+	if ex.Where != PathHost || ex.Why != WhyNotSupported ||
 		!strings.Contains(ex.String(), "NIC cannot decapsulate geneve: kept on the host path") {
 		t.Errorf("explain of the Geneve flow in:\n%s", ex)
 	}
 	// A flow not seen yet is explained the same way before its first
 	// packet.
 	ex = h1.sw.Explain(Description{VM: vx.vm(1), Packet: vx.packet(1, nv, 2, 5001)})
-	if ex.Flow != nil || ex.Where != LocHost || !strings.Contains(ex.Detail, "NIC cannot encapsulate nvgre: kept on the host path") {
+	if ex.Flow != nil || ex.Where != PathHost || !strings.Contains(ex.Detail, "NIC cannot encapsulate nvgre: kept on the host path") {
 		t.Errorf("explain of an NVGRE flow not seen yet:\n%s", ex)
 	}
 	ex = h1.sw.Explain(Description{VM: vx.vm(1), Packet: vx.packet(1, gn, 2, 5001)})
-	if ex.Flow != nil || ex.Where != LocNIC {
+	if ex.Flow != nil || ex.Where != PathNIC {
 		t.Errorf("explain of a Geneve flow not seen yet:\n%s", ex)
 	}
 }
@@ -339,7 +339,7 @@ func TestEncapReversePreinstalled(t *testing.T) {
 			}
 			found := false
 			for _, f := range h1.sw.Flows() {
-				if k := f.Match.Key; k.TunKind == v.hal() && k.VNI == v.vni && f.Location == LocNIC && f.Packets > 0 {
+				if k := f.Match.Key; k.TunKind == v.hal() && k.VNI == v.vni && f.Path == PathNIC && f.Packets > 0 {
 					found = true
 				}
 			}

@@ -120,7 +120,7 @@ func TestNotLocalDroppedOnSlowPath(t *testing.T) {
 			t.Errorf("%s: a frame for another endpoint made a flow:\n%s", name, st)
 		}
 		ex := h2.sw.ExplainFrame(h2.uplink, f)
-		if ex.HostDrop != "not_local" || ex.Where != LocNone || !strings.Contains(ex.Verdict, "not_local") {
+		if ex.HostDrop != "not_local" || ex.Where != PathNone || !strings.Contains(ex.Verdict, "not_local") {
 			t.Errorf("%s: explain:\n%s", name, ex)
 		}
 		if s := ex.String(); !strings.Contains(s, "not this host's provider address") && !strings.Contains(s, "is not the uplink's") {
@@ -184,7 +184,7 @@ func TestDecapFlowsMatchOuterDestination(t *testing.T) {
 			deliveredTo(t, tp.send(h2, h2.uplink, inbound(pa2, uplinkMAC, 1000)), h2, "va2")
 		}
 		fs := h2.sw.Flows()
-		if len(fs) != 1 || fs[0].Location != LocHost || fs[0].Why != WhyNotSupported || !strings.Contains(fs[0].Err.Error(), "tun_dst") {
+		if len(fs) != 1 || fs[0].Path != PathHost || fs[0].Why != WhyNotSupported || !strings.Contains(fs[0].Err.Error(), "tun_dst") {
 			t.Fatalf("flows %+v; want the decap flow in the host, refused for tun_dst", fs)
 		}
 		if got := tp.send(h2, h2.uplink, inbound(pa3, uplinkMAC, 1000)); len(got) != 0 {

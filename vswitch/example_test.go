@@ -88,7 +88,7 @@ func Example() {
 		for i, a := range f.Actions {
 			acts[i] = a.Kind.String()
 		}
-		fmt.Printf("flow on the %s: %s\n", f.Location, strings.Join(acts, ","))
+		fmt.Printf("flow on the %s: %s\n", f.Path, strings.Join(acts, ","))
 	}
 	// Output:
 	// packet 1: to the host (miss)

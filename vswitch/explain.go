@@ -33,9 +33,9 @@ type Explanation struct {
 	Action  policy.Action
 	Reason  policy.Reason
 	Actions []hal.Action // the unified flow's header operations
-	// Where it is handled: the NIC or the host; LocNone for a packet the
+	// Where it is handled: the NIC or the host; PathNone for a packet the
 	// host drops before any flow (sealed, TTL, malformed).
-	Where Location
+	Where Path
 	Why   Why
 	// Detail is the refusal, failure or host drop behind Why, in words.
 	Detail string
@@ -64,9 +64,9 @@ func (e Explanation) String() string {
 		fmt.Fprintf(&b, "Unified flow: %s actions=%s\n", func() string { m := hal.Exact(&e.Key); return m.String() }(), strings.Join(acts, ","))
 	}
 	switch e.Where {
-	case LocNIC:
+	case PathNIC:
 		fmt.Fprintf(&b, "Handled: NIC")
-	case LocHost:
+	case PathHost:
 		fmt.Fprintf(&b, "Handled: host (%s)", e.Why)
 	default:
 		fmt.Fprintf(&b, "Handled: nowhere")
@@ -90,7 +90,7 @@ func (s *Switch) Explain(d Description) Explanation {
 	defer s.mu.Unlock()
 	k, err := s.keyOf(&d)
 	if err != nil {
-		return Explanation{Where: LocNone, Detail: err.Error(), Verdict: "not a packet of this host"}
+		return Explanation{Where: PathNone, Detail: err.Error(), Verdict: "not a packet of this host"}
 	}
 	return s.explainKey(&k, d.Packet.TTL)
 }
@@ -109,7 +109,7 @@ func (s *Switch) ExplainFrame(inPort hal.PortID, frame []byte) Explanation {
 		case hal.ReasonUnsupported:
 			drop = DropUnparsable
 		}
-		return Explanation{Key: k, Where: LocNone, Verdict: "drop", Detail: "the host drops it: " + err.Error(), HostDrop: drop.String()}
+		return Explanation{Key: k, Where: PathNone, Verdict: "drop", Detail: "the host drops it: " + err.Error(), HostDrop: drop.String()}
 	}
 	if k.EthType == hal.EtherTypeSealed {
 		return s.explainSealed(k)
@@ -118,7 +118,7 @@ func (s *Switch) ExplainFrame(inPort hal.PortID, frame []byte) Explanation {
 		// The address is this host's, the MAC is not: the walk cannot
 		// see that (a flow key has no outer MAC), the frame can.
 		dst := hal.MAC(frame[0:6])
-		e := Explanation{Key: k, Verdict: "drop (" + DropNotLocal.String() + ")", Where: LocNone, HostDrop: DropNotLocal.String()}
+		e := Explanation{Key: k, Verdict: "drop (" + DropNotLocal.String() + ")", Where: PathNone, HostDrop: DropNotLocal.String()}
 		e.Trace = []string{fmt.Sprintf("from uplink: %s vni %d, outer destination %s, outer destination MAC %s", k.TunKind, k.VNI, hal.AddrFrom16(k.TunDst), dst)}
 		e.Detail = fmt.Sprintf("the host drops it before any flow: outer destination MAC %s is not the uplink's %s (a frame for another station, flooded or seen in promiscuous mode)", dst, s.uplinkMAC)
 		return e
@@ -141,7 +141,7 @@ func (s *Switch) ExplainFlow(id hal.RuleID) (Explanation, bool) {
 }
 
 func (s *Switch) explainSealed(k hal.FlowKey) Explanation {
-	e := Explanation{Key: k, Verdict: "drop", Where: LocNone, HostDrop: DropSealed.String()}
+	e := Explanation{Key: k, Verdict: "drop", Where: PathNone, HostDrop: DropSealed.String()}
 	if s.caps.Crypto {
 		e.Detail = "sealed-address frame the NIC could not open (no key or a bad seal): the host drops it and never opens it"
 	} else {
@@ -204,12 +204,12 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 	e := Explanation{Key: *k, Trace: tr.steps, Action: v.action, Reason: v.reason}
 	e.Verdict = verdictString(&v)
 	if v.action == policy.Drop && v.reason == policy.ReasonTTLExpired {
-		e.Where, e.Detail = LocNone, "the host drops this packet for its TTL; the flow itself is unaffected"
+		e.Where, e.Detail = PathNone, "the host drops this packet for its TTL; the flow itself is unaffected"
 		e.HostDrop = DropTTL.String()
 		return e
 	}
 	if v.notLocal {
-		e.Where, e.HostDrop = LocNone, DropNotLocal.String()
+		e.Where, e.HostDrop = PathNone, DropNotLocal.String()
 		e.Detail = "the host drops it before any flow: a tunnelled frame for another tunnel endpoint is neither decapsulated nor remembered"
 		if s.tunnelFilter() {
 			e.Detail += "; the NIC's tunnel filter drops it first (hal.ReasonNotLocal)"
@@ -227,7 +227,7 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 			e.Detail = s.hostPathDetail(f.current(), k, f.failure())
 		case f.failure() != nil:
 			e.Detail = f.failure().Error()
-		case f.loc == LocNIC:
+		case f.loc == PathNIC:
 			e.Detail = fmt.Sprintf("offloaded as rule %d (%s)", f.id, s.caps.Location)
 		case f.why == WhyPolicy:
 			e.Detail = "the policy hands these packets to the host"
@@ -244,17 +244,17 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 	e.Actions = a.acts
 	if r := s.proFor(k); r != nil && r.id != 0 && r.landed && a.key == r.current().key {
 		e.Actions = r.current().acts
-		e.Where, e.Why = LocNIC, WhyOffloaded
+		e.Where, e.Why = PathNIC, WhyOffloaded
 		e.Detail = fmt.Sprintf("per-destination rule %d, programmed ahead of traffic: no packet of it reaches the host", r.id)
 		return e
 	}
 	switch {
 	case s.tunnelMissUnseen(k):
-		e.Where, e.Detail = LocNone, unseenDetail(k.TunKind)
+		e.Where, e.Detail = PathNone, unseenDetail(k.TunKind)
 	case !a.offload:
-		e.Where, e.Why, e.Detail = LocHost, WhyPolicy, "the policy hands these packets to the host"
+		e.Where, e.Why, e.Detail = PathHost, WhyPolicy, "the policy hands these packets to the host"
 	case !s.offloading():
-		e.Where, e.Why, e.Detail = LocHost, WhyNoOffload, "offload is disabled or the NIC has no exception path"
+		e.Where, e.Why, e.Detail = PathHost, WhyNoOffload, "offload is disabled or the NIC has no exception path"
 	default:
 		var sc hal.Scope
 		if v.scopeVM != "" && s.caps.Generations {
@@ -264,16 +264,16 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 				sc = hal.Scope(s.vmIDs.id(v.scopeVM))
 			}
 		}
-		r := s.rule(1, k, a, sc, 0)
+		r := s.off.rule(1, k, a, sc, 0)
 		if err := s.nic.Validate(&r); err != nil {
-			e.Where, e.Why, e.Detail = LocHost, whyOf(err), err.Error()
+			e.Where, e.Why, e.Detail = PathHost, whyOf(err), err.Error()
 			if e.Why == WhyNotSupported {
 				e.Detail = s.hostPathDetail(a, k, err)
 			}
 		} else if s.caps.MaxRules > 0 && s.countNIC() >= s.caps.MaxRules {
-			e.Where, e.Why, e.Detail = LocHost, WhyTableFull, fmt.Sprintf("the NIC's table holds %d rules and is full", s.caps.MaxRules)
+			e.Where, e.Why, e.Detail = PathHost, WhyTableFull, fmt.Sprintf("the NIC's table holds %d rules and is full", s.caps.MaxRules)
 		} else {
-			e.Where, e.Why, e.Detail = LocNIC, WhyOffloaded, "the NIC accepts the rule; the first packet offloads it"
+			e.Where, e.Why, e.Detail = PathNIC, WhyOffloaded, "the NIC accepts the rule; the first packet offloads it"
 		}
 	}
 	return e

@@ -33,7 +33,7 @@ func TestFaultsKeepFlowsInHost(t *testing.T) {
 		t.Fatalf("table full:\n%s", s)
 	}
 	ex := h1.sw.Explain(Description{VM: "va1", Packet: p})
-	if ex.Where != LocHost || ex.Why != WhyTableFull || !strings.Contains(ex.String(), "host (table_full)") {
+	if ex.Where != PathHost || ex.Why != WhyTableFull || !strings.Contains(ex.String(), "host (table_full)") {
 		t.Fatalf("explain:\n%s", ex)
 	}
 
@@ -87,7 +87,7 @@ func TestRealTableFull(t *testing.T) {
 		t.Fatalf("with a 4-rule table:\n%s", s)
 	}
 	ex := h1.sw.Explain(Description{VM: "va1", Packet: udp(macVA1, macVA2, caVA1, caVA2, 200, 20)})
-	if ex.Where != LocHost || ex.Why != WhyTableFull {
+	if ex.Where != PathHost || ex.Why != WhyTableFull {
 		t.Fatalf("explain of a new flow on a full table:\n%s", ex)
 	}
 }
@@ -136,7 +136,7 @@ func TestReconcile(t *testing.T) {
 	ctx := context.Background()
 	foreign := hal.Rule{ID: 1_000_000, Priority: 5, Cookie: 0x1234, Actions: []hal.Action{hal.Drop(hal.ReasonPolicy)}}
 	foreign.Match.InPort(h1.ports["u1"])
-	stale := hal.Rule{ID: 1_000_001, Priority: 5, Cookie: h1.sw.cookie(), Actions: []hal.Action{hal.Drop(hal.ReasonPolicy)}}
+	stale := hal.Rule{ID: 1_000_001, Priority: 5, Cookie: h1.sw.off.cookie(), Actions: []hal.Action{hal.Drop(hal.ReasonPolicy)}}
 	stale.Match.InPort(h1.ports["va1"])
 	res := make([]hal.OpResult, 2)
 	if err := h1.soft.Apply(ctx, []hal.Op{hal.AddOp(foreign), hal.AddOp(stale)}, res); err != nil {
@@ -162,7 +162,7 @@ func TestReconcile(t *testing.T) {
 	}
 	// Someone deletes one of our rules and rewrites the other.
 	gone, drift := fs[0], fs[1]
-	bad := hal.Rule{ID: drift.ID, Priority: prioExact, Match: drift.Match, Cookie: sw.cookie(), Actions: []hal.Action{hal.Drop(hal.ReasonPolicy)}}
+	bad := hal.Rule{ID: drift.ID, Priority: prioExact, Match: drift.Match, Cookie: sw.off.cookie(), Actions: []hal.Action{hal.Drop(hal.ReasonPolicy)}}
 	if err := h1.soft.Apply(ctx, []hal.Op{hal.DeleteOp(gone.ID), hal.ModifyOp(bad)}, res); err != nil {
 		t.Fatal(err)
 	}

@@ -9,24 +9,26 @@ import (
 	"github.com/nicpath/nicpath/policy"
 )
 
-// Location says where a flow's packets are handled.
-type Location uint8
+// Path says where a flow's packets are handled: on the NIC (the fast path)
+// or in the host (the host path). It is not hal.Location, which says where
+// a rule lives inside a NIC (hardware, kernel or user-space software).
+type Path uint8
 
 const (
-	// LocNone: the flow is not installed anywhere (being placed, or Explain
+	// PathNone: the flow is not installed anywhere (being placed, or Explain
 	// of a packet the switch has not seen).
-	LocNone Location = iota
-	// LocNIC: the NIC handles the flow; its packets never reach the host.
-	LocNIC
-	// LocHost: the switch executes the flow's actions on the exception path.
-	LocHost
+	PathNone Path = iota
+	// PathNIC: the NIC handles the flow; its packets never reach the host.
+	PathNIC
+	// PathHost: the switch executes the flow's actions on the exception path.
+	PathHost
 )
 
-func (l Location) String() string {
+func (l Path) String() string {
 	switch l {
-	case LocNIC:
+	case PathNIC:
 		return "nic"
-	case LocHost:
+	case PathHost:
 		return "host"
 	}
 	return "none"
@@ -148,7 +150,7 @@ type flow struct {
 	gateway              bool
 	routed               bool
 
-	loc  Location
+	loc  Path
 	why  Why
 	dead bool // removed from the cache; results still in flight ignore it
 

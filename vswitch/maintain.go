@@ -86,7 +86,7 @@ func (s *Switch) readCounters(ctx context.Context, now int64) error {
 		ids, refs = ids[:0], refs[:0]
 	}
 	for f := range s.flows.all() {
-		if f.loc != LocNIC {
+		if f.loc != PathNIC {
 			continue
 		}
 		if f.id != 0 {
@@ -188,11 +188,11 @@ func (s *Switch) retryHost() {
 		if n >= retryPerMaintain {
 			return
 		}
-		if f.loc == LocHost && (f.why == WhyTableFull || f.why == WhyDeviceError) {
+		if f.loc == PathHost && (f.why == WhyTableFull || f.why == WhyDeviceError) {
 			n++
-			f.loc = LocNone
+			f.loc = PathNone
 			s.place(f)
-			if f.loc != LocHost {
+			if f.loc != PathHost {
 				s.placeShadow(f)
 			}
 		}
@@ -204,7 +204,7 @@ type FlowInfo struct {
 	ID       hal.RuleID // its NIC rule; 0 when in the host
 	Match    hal.Match
 	Actions  []hal.Action
-	Location Location
+	Path     Path // the NIC or the host
 	Why      Why
 	Err      error // the refusal or failure behind Why
 	Scope    hal.Scope
@@ -229,7 +229,7 @@ func (s *Switch) Flows() []FlowInfo {
 
 func (s *Switch) flowInfo(f *flow, now int64) FlowInfo {
 	fi := FlowInfo{
-		ID: f.id, Match: hal.Exact(&f.key), Actions: f.current().acts, Location: f.loc, Why: f.why, Err: f.failure(),
+		ID: f.id, Match: hal.Exact(&f.key), Actions: f.current().acts, Path: f.loc, Why: f.why, Err: f.failure(),
 		Gen: f.gen, ShadowID: f.shadowID,
 		Packets: f.pkts, Bytes: f.bts,
 		Age: time.Duration(now - f.created), Idle: time.Duration(now - f.lastUsed),

@@ -163,7 +163,7 @@ func (s *Switch) syncProactive() {
 		if sc != nil {
 			gen, scid = sc.active, sc.id
 		}
-		rule := hal.Rule{ID: 1, Priority: prioProactive, Match: m, Actions: a.acts, Cookie: s.cookie(), Scope: scid, Generation: gen}
+		rule := hal.Rule{ID: 1, Priority: prioProactive, Match: m, Actions: a.acts, Cookie: s.off.cookie(), Scope: scid, Generation: gen}
 		if err := s.nic.Validate(&rule); err != nil {
 			s.release(a)
 			if r != nil {
@@ -175,15 +175,15 @@ func (s *Switch) syncProactive() {
 		if r == nil {
 			r = &proRule{key: k, mac: mac}
 			s.pro[k] = r
-			rule.ID = s.newID()
+			rule.ID = s.off.newID()
 			r.id = rule.ID
-			s.ops = append(s.ops, hal.AddOp(rule))
+			s.off.ops = append(s.off.ops, hal.AddOp(rule))
 		} else {
 			s.release(r.acts)
 			rule.ID = r.id
-			s.ops = append(s.ops, hal.ModifyOp(rule))
+			s.off.ops = append(s.off.ops, hal.ModifyOp(rule))
 		}
-		s.refs = append(s.refs, opRef{pro: r, purpose: opProPrimary})
+		s.off.refs = append(s.off.refs, opRef{pro: r, purpose: opProPrimary})
 		r.acts, r.scope, r.gen = a, sc, gen
 		s.proShadow(r, mac)
 	}
@@ -222,7 +222,7 @@ func (s *Switch) proShadow(r *proRule, mac hal.MAC) {
 	}
 	if !ok {
 		if r.shadowID != 0 {
-			s.queueDelete(r.shadowID)
+			s.off.queueDelete(r.shadowID)
 			r.shadowID = 0
 		}
 		s.release(r.shadow)
@@ -235,25 +235,25 @@ func (s *Switch) proShadow(r *proRule, mac hal.MAC) {
 	a := s.intern(ak)
 	s.release(r.shadow)
 	r.shadow = a
-	rule := hal.Rule{Priority: prioProactive, Match: s.proMatch(r.key, mac), Actions: a.acts, Cookie: s.cookie(),
+	rule := hal.Rule{Priority: prioProactive, Match: s.proMatch(r.key, mac), Actions: a.acts, Cookie: s.off.cookie(),
 		Scope: r.scope.id, Generation: r.scope.active + 1}
 	if r.shadowID == 0 {
-		rule.ID = s.newID()
+		rule.ID = s.off.newID()
 		r.shadowID = rule.ID
-		s.ops = append(s.ops, hal.AddOp(rule))
+		s.off.ops = append(s.off.ops, hal.AddOp(rule))
 	} else {
 		rule.ID = r.shadowID
-		s.ops = append(s.ops, hal.ModifyOp(rule))
+		s.off.ops = append(s.off.ops, hal.ModifyOp(rule))
 	}
-	s.refs = append(s.refs, opRef{pro: r, purpose: opProShadow})
+	s.off.refs = append(s.off.refs, opRef{pro: r, purpose: opProShadow})
 }
 
 func (s *Switch) dropPro(r *proRule) {
 	if r.id != 0 {
-		s.queueDelete(r.id)
+		s.off.queueDelete(r.id)
 	}
 	if r.shadowID != 0 {
-		s.queueDelete(r.shadowID)
+		s.off.queueDelete(r.shadowID)
 	}
 	s.release(r.acts)
 	s.release(r.shadow)
@@ -279,7 +279,7 @@ func (s *Switch) retirePro() {
 		if r.scope == nil || r.gen == r.scope.active || r.shadowID == 0 {
 			continue
 		}
-		s.queueDelete(r.id)
+		s.off.queueDelete(r.id)
 		s.release(r.acts)
 		r.id, r.acts, r.gen = r.shadowID, r.shadow, r.scope.active
 		r.shadowID, r.shadow = 0, nil
@@ -296,10 +296,10 @@ func (s *Switch) proRules(into map[hal.RuleID]hal.Rule) {
 		}
 		m := s.proMatch(r.key, r.mac)
 		if r.id != 0 {
-			into[r.id] = hal.Rule{ID: r.id, Priority: prioProactive, Match: m, Actions: r.acts.acts, Cookie: s.cookie(), Scope: scid, Generation: r.gen}
+			into[r.id] = hal.Rule{ID: r.id, Priority: prioProactive, Match: m, Actions: r.acts.acts, Cookie: s.off.cookie(), Scope: scid, Generation: r.gen}
 		}
 		if r.shadowID != 0 {
-			into[r.shadowID] = hal.Rule{ID: r.shadowID, Priority: prioProactive, Match: m, Actions: r.shadow.acts, Cookie: s.cookie(), Scope: scid, Generation: r.gen + 1}
+			into[r.shadowID] = hal.Rule{ID: r.shadowID, Priority: prioProactive, Match: m, Actions: r.shadow.acts, Cookie: s.off.cookie(), Scope: scid, Generation: r.gen + 1}
 		}
 	}
 }

@@ -58,10 +58,10 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 	err := s.nic.Dump(ctx, func(ri *hal.RuleInfo) error {
 		r := &ri.Rule
 		rep.Rules++
-		if r.ID >= s.nextID {
-			s.nextID = r.ID + 1
+		if r.ID >= s.off.nextID {
+			s.off.nextID = r.ID + 1
 		}
-		if !s.ours(r.Cookie) {
+		if !s.off.ours(r.Cookie) {
 			rep.Foreign++
 			return nil
 		}
@@ -90,48 +90,48 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 	}
 	s.stats.foreign = uint64(rep.Foreign)
 	for _, id := range stale {
-		s.queueDelete(id)
+		s.off.queueDelete(id)
 		rep.Removed++
 	}
 	for _, x := range fixes {
 		r := s.wanted(x.f, x.shadow)
-		s.ops = append(s.ops, hal.ModifyOp(r))
+		s.off.ops = append(s.off.ops, hal.ModifyOp(r))
 		p := opModPrimary
 		if x.shadow {
 			p = opModShadow
 		}
-		s.refs = append(s.refs, opRef{f: x.f, purpose: p})
+		s.off.refs = append(s.off.refs, opRef{f: x.f, purpose: p})
 		rep.Modified++
 	}
 	for _, r := range proFix {
-		s.ops = append(s.ops, hal.ModifyOp(r))
-		s.refs = append(s.refs, opRef{purpose: opDelete}) // a failure only asks for another reconcile
+		s.off.ops = append(s.off.ops, hal.ModifyOp(r))
+		s.off.refs = append(s.off.refs, opRef{purpose: opDelete}) // a failure only asks for another reconcile
 		rep.Modified++
 	}
 	for id, r := range proWanted {
 		if !seen[id] {
-			s.ops = append(s.ops, hal.AddOp(r))
-			s.refs = append(s.refs, opRef{purpose: opDelete})
+			s.off.ops = append(s.off.ops, hal.AddOp(r))
+			s.off.refs = append(s.off.refs, opRef{purpose: opDelete})
 			rep.Added++
 		}
 	}
 	for f := range s.flows.all() {
-		if f.loc == LocNIC && f.id != 0 && !seen[f.id] {
+		if f.loc == PathNIC && f.id != 0 && !seen[f.id] {
 			r := s.wanted(f, false)
-			s.ops = append(s.ops, hal.AddOp(r))
-			s.refs = append(s.refs, opRef{f: f, purpose: opAddPrimary})
+			s.off.ops = append(s.off.ops, hal.AddOp(r))
+			s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddPrimary})
 			rep.Added++
 		}
-		if f.shadowID != 0 && !seen[f.shadowID] && f.loc == LocNIC {
+		if f.shadowID != 0 && !seen[f.shadowID] && f.loc == PathNIC {
 			r := s.wanted(f, true)
-			s.ops = append(s.ops, hal.AddOp(r))
-			s.refs = append(s.refs, opRef{f: f, purpose: opAddShadow})
+			s.off.ops = append(s.off.ops, hal.AddOp(r))
+			s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddShadow})
 			rep.Added++
 		}
-		if f.loc == LocHost && f.why == WhyDeviceError && s.offloading() {
-			f.loc = LocNone
+		if f.loc == PathHost && f.why == WhyDeviceError && s.offloading() {
+			f.loc = PathNone
 			s.place(f)
-			if f.loc != LocHost {
+			if f.loc != PathHost {
 				s.placeShadow(f)
 			}
 			rep.Retried++
@@ -151,9 +151,9 @@ func (s *Switch) wanted(f *flow, shadow bool) hal.Rule {
 		sc = f.scope.id
 	}
 	if shadow {
-		return s.rule(f.shadowID, &f.key, f.shadow, sc, f.gen+1)
+		return s.off.rule(f.shadowID, &f.key, f.shadow, sc, f.gen+1)
 	}
-	return s.rule(f.id, &f.key, f.acts, sc, f.gen)
+	return s.off.rule(f.id, &f.key, f.acts, sc, f.gen)
 }
 
 // sameRule compares what matters of two rules; the cookie's epoch bits

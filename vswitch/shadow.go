@@ -64,7 +64,7 @@ func (s *Switch) ActivateShadow(ctx context.Context, vm string) error {
 	}
 	cross := s.cross[vm]
 	delete(s.cross, vm)
-	s.rollback[vm] = rollbackPoint{c: s.cur, epoch: s.epoch + 1, cross: cross}
+	s.rollback[vm] = rollbackPoint{c: s.cur, epoch: s.off.epoch + 1, cross: cross}
 	s.swapTo(alt)
 	s.reflowCross(ctx, cross)
 	s.stats.activations++
@@ -103,7 +103,7 @@ func (s *Switch) Rollback(ctx context.Context, vm string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rp, ok := s.rollback[vm]
-	if !ok || rp.epoch != s.epoch {
+	if !ok || rp.epoch != s.off.epoch {
 		return fmt.Errorf("vswitch: no activation of %s to roll back", vm)
 	}
 	if sc := s.scopes[vm]; sc != nil {
@@ -115,7 +115,7 @@ func (s *Switch) Rollback(ctx context.Context, vm string) error {
 	delete(s.rollback, vm)
 	s.cur = rp.c
 	s.forgetWalks()
-	s.epoch++
+	s.off.epoch++
 	s.reflowCross(ctx, rp.cross)
 	s.stats.activations++
 	return nil
@@ -129,7 +129,7 @@ func (s *Switch) swapTo(alt *compiled) {
 	nc.compileAlts(s.cfg.Ports, &s.vmIDs, &s.tenantIDs)
 	s.cur = &nc
 	s.forgetWalks()
-	s.epoch++
+	s.off.epoch++
 }
 
 // retire promotes every flow whose scope moved to a new generation: its
@@ -146,9 +146,9 @@ func (s *Switch) retire(now int64) {
 		if f.scope == nil || f.gen == f.scope.active {
 			continue
 		}
-		if f.shadow != nil && (f.shadowID != 0 || f.loc != LocNIC) {
+		if f.shadow != nil && (f.shadowID != 0 || f.loc != PathNIC) {
 			if f.id != 0 {
-				s.queueDelete(f.id)
+				s.off.queueDelete(f.id)
 			}
 			s.release(f.acts)
 			f.acts, f.shadow = f.shadow, nil
@@ -157,7 +157,7 @@ func (s *Switch) retire(now int64) {
 			f.shP, f.shB = 0, 0
 			f.gen = f.scope.active
 			if f.id != 0 {
-				f.loc, f.why = LocNIC, WhyOffloaded
+				f.loc, f.why = PathNIC, WhyOffloaded
 				f.setFailure(nil)
 			}
 			s.refresh(f, now) // dependencies and any change since the shadow was computed

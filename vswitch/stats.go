@@ -147,9 +147,9 @@ func (s *Switch) Stats() Stats {
 	}
 	for f := range s.flows.all() {
 		switch f.loc {
-		case LocNIC:
+		case PathNIC:
 			st.FlowsNIC++
-		case LocHost:
+		case PathHost:
 			st.FlowsHost++
 		}
 	}

@@ -130,7 +130,7 @@ func TestFirstPacketOffloadedLaterPacketsStayOnNIC(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs := h1.sw.Flows()
-	if len(fs) != 1 || fs[0].Packets != 6 || fs[0].Location != LocNIC {
+	if len(fs) != 1 || fs[0].Packets != 6 || fs[0].Path != PathNIC {
 		t.Fatalf("flows: %+v", fs)
 	}
 	ex := h1.sw.Explain(Description{VM: "va1", Packet: p})
@@ -140,12 +140,12 @@ func TestFirstPacketOffloadedLaterPacketsStayOnNIC(t *testing.T) {
 			t.Errorf("explain lacks %q:\n%s", want, s)
 		}
 	}
-	if ex.Where != LocNIC {
+	if ex.Where != PathNIC {
 		t.Errorf("explain says %s", ex.Where)
 	}
 	// An inbound flow explained by description, on h2.
 	in := h2.sw.Explain(Description{Uplink: true, VNI: 100, OuterSrc: pa1, Packet: p})
-	if in.Where != LocNIC || in.Action != policy.Deliver || in.Flow == nil {
+	if in.Where != PathNIC || in.Action != policy.Deliver || in.Flow == nil {
 		t.Errorf("inbound explain:\n%s", in)
 	}
 }
@@ -177,7 +177,7 @@ func TestRoutedAndTenantIsolation(t *testing.T) {
 		t.Fatal("spoofed packet delivered")
 	}
 	ex := h1.sw.Explain(Description{VM: "u1", Packet: udp(macU1, macU2, caVB1, caU2, 7, 8)})
-	if ex.Reason != policy.ReasonSpoofedSource || ex.Where != LocNIC {
+	if ex.Reason != policy.ReasonSpoofedSource || ex.Where != PathNIC {
 		t.Fatalf("explain spoofed:\n%s", ex)
 	}
 }
@@ -268,7 +268,7 @@ func TestUpdateRevalidatesOnlyDerivedFlows(t *testing.T) {
 		t.Fatalf("revalidated %d changed %d, want 2 and 2 (tenant t's flows only)", s.Revalidated, s.Changed)
 	}
 	for _, f := range h1.sw.Flows() {
-		if !ids[f.ID] || f.Location != LocNIC {
+		if !ids[f.ID] || f.Path != PathNIC {
 			t.Fatalf("flow reprogrammed under a new ID or moved: %+v", f)
 		}
 	}
@@ -334,7 +334,7 @@ func TestShadowActivationMovesFlowsAtOnce(t *testing.T) {
 		deliveredTo(t, tp.sendVM("va1", p), h2, "vx")
 	}
 	for _, f := range h1.sw.Flows() {
-		if f.Location != LocNIC || f.ShadowID == 0 || f.Scope == 0 {
+		if f.Path != PathNIC || f.ShadowID == 0 || f.Scope == 0 {
 			t.Fatalf("flow toward vx without an inactive shadow rule: %+v", f)
 		}
 	}
@@ -359,7 +359,7 @@ func TestShadowActivationMovesFlowsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range h1.sw.Flows() {
-		if f.ShadowID != 0 || f.Gen != 1 || f.Location != LocNIC {
+		if f.ShadowID != 0 || f.Gen != 1 || f.Path != PathNIC {
 			t.Fatalf("after retirement: %+v", f)
 		}
 	}
@@ -424,7 +424,7 @@ func TestProactiveRules(t *testing.T) {
 	}
 	p := tcp(macVA1, macVA2, caVA1, caVA2, 5555, 443)
 	ex := h1.sw.Explain(Description{VM: "va1", Packet: p})
-	if ex.Where != LocNIC || !strings.Contains(ex.Detail, "per-destination rule") {
+	if ex.Where != PathNIC || !strings.Contains(ex.Detail, "per-destination rule") {
 		t.Fatalf("explain:\n%s", ex)
 	}
 	deliveredTo(t, tp.sendVM("va1", p), h2, "va2")

@@ -33,15 +33,15 @@ func TestExplainTunnelMissesUnseen(t *testing.T) {
 		h2 := tp.byNm["h2"]
 		ex := h2.sw.Explain(Description{Uplink: true, VNI: 100, OuterSrc: pa1, Packet: p})
 		if unseen {
-			if ex.Where != LocNone || !strings.Contains(ex.Detail, "TunnelMissesUnseen") || !strings.Contains(ex.Detail, "never walked") {
+			if ex.Where != PathNone || !strings.Contains(ex.Detail, "TunnelMissesUnseen") || !strings.Contains(ex.Detail, "never walked") {
 				t.Errorf("unseen tunnelled misses: explain:\n%s", ex)
 			}
-		} else if ex.Where != LocNIC {
+		} else if ex.Where != PathNIC {
 			t.Errorf("tunnelled misses seen: explain:\n%s", ex)
 		}
 		// A local VM's packet toward the remote one: walked as always.
 		out := h2.sw.Explain(Description{VM: "va2", Packet: udp(macVA2, macVA1, caVA2, caVA1, 53, 1000)})
-		if out.Where != LocNIC {
+		if out.Where != PathNIC {
 			t.Errorf("unseen %v: a local VM's first packet: explain:\n%s", unseen, out)
 		}
 	}

@@ -33,16 +33,16 @@ func (s *Switch) reflow(f *flow, now int64, force bool) {
 	}
 	s.stats.changed++
 	s.dropShadow(f)
-	if f.loc == LocNIC && f.id != 0 && f.acts.offload && s.offloading() {
+	if f.loc == PathNIC && f.id != 0 && f.acts.offload && s.offloading() {
 		var sc hal.Scope
 		gen := hal.Generation(0)
 		if f.scope != nil {
 			sc, gen = f.scope.id, f.scope.active
 		}
-		if err := s.validate(f.acts, &f.key, sc != 0, sc, gen); err == nil {
+		if err := s.off.validate(f.acts, &f.key, sc != 0, sc, gen); err == nil {
 			f.gen = gen
-			s.queueRule(hal.OpModify, f.id, &f.key, f.acts, sc, gen)
-			s.refs = append(s.refs, opRef{f: f, purpose: opModPrimary})
+			s.off.queueRule(hal.OpModify, f.id, &f.key, f.acts, sc, gen)
+			s.off.refs = append(s.off.refs, opRef{f: f, purpose: opModPrimary})
 			s.placeShadow(f)
 			return
 		}
@@ -55,15 +55,15 @@ func (s *Switch) reflow(f *flow, now int64, force bool) {
 // unplace removes f's primary rule from the NIC (or cancels a pending add).
 func (s *Switch) unplace(f *flow) {
 	if f.id != 0 {
-		s.queueDelete(f.id)
+		s.off.queueDelete(f.id)
 		f.id = 0
 	}
-	f.loc = LocNone
+	f.loc = PathNone
 }
 
 func (s *Switch) dropShadow(f *flow) {
 	if f.shadowID != 0 {
-		s.queueDelete(f.shadowID)
+		s.off.queueDelete(f.shadowID)
 		f.shadowID = 0
 	}
 	s.release(f.shadow)
@@ -83,7 +83,7 @@ func (s *Switch) reshadow(f *flow) {
 	}
 	var v verdict
 	s.classifyFlow(alt, &f.key, 64, &v)
-	if f.shadow != nil && f.shadow.key == actKeyOf(&v) && (f.shadowID != 0 || f.loc != LocNIC) {
+	if f.shadow != nil && f.shadow.key == actKeyOf(&v) && (f.shadowID != 0 || f.loc != PathNIC) {
 		return
 	}
 	s.dropShadow(f)
@@ -171,7 +171,7 @@ func (s *Switch) Update(ctx context.Context, st *policy.State) error {
 	if ch.Empty() {
 		return nil
 	}
-	s.epoch++
+	s.off.epoch++
 	nc := compile(st, s.cfg.Host, s.cfg.Ports, &s.vmIDs, &s.tenantIDs)
 	nc.compileAlts(s.cfg.Ports, &s.vmIDs, &s.tenantIDs)
 
@@ -225,8 +225,8 @@ func (s *Switch) Update(ctx context.Context, st *policy.State) error {
 		}
 	}
 	s.syncProactive()
-	s.atomic = true
+	s.off.atomic = true
 	s.flush(ctx)
-	s.atomic = false
+	s.off.atomic = false
 	return firstErr
 }

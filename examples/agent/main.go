@@ -153,9 +153,9 @@ func story(ctx context.Context, w io.Writer, nic *acme.NIC, st *policy.State, ho
 		for i, a := range f.Actions {
 			acts[i] = a.String()
 		}
-		fmt.Fprintf(w, "  %-4s %-15s packets=%d %s → %s\n", f.Location, f.Why, f.Packets, f.Match.Key.Src(), strings.Join(acts, ","))
+		fmt.Fprintf(w, "  %-4s %-15s packets=%d %s → %s\n", f.Path, f.Why, f.Packets, f.Match.Key.Src(), strings.Join(acts, ","))
 		switch {
-		case f.Location == vswitch.LocNIC:
+		case f.Path == vswitch.PathNIC:
 			nicFlows++
 		case f.Why == vswitch.WhyNotSupported:
 			hostNotSupported++
@@ -164,7 +164,7 @@ func story(ctx context.Context, w io.Writer, nic *acme.NIC, st *policy.State, ho
 	ex := sw.Explain(vswitch.Description{VM: "red-app-2", Packet: policy.Packet{SrcMAC: red2.MAC, DstMAC: st.RouterMAC(),
 		EtherType: policy.EtherTypeIPv4, Src: red2.CAs[0], Dst: storage, Protocol: policy.ProtoTCP, SrcPort: 40000, DstPort: 3260, TTL: 64}})
 	fmt.Fprintf(w, "\nexplain red-app-2 → 10.200.0.20:3260:\n%s", ex.String())
-	if nicFlows == 0 || hostNotSupported == 0 || ex.Where != vswitch.LocHost {
+	if nicFlows == 0 || hostNotSupported == 0 || ex.Where != vswitch.PathHost {
 		return fmt.Errorf("expected flows on the NIC and the NAT flow in the host (NIC %d, host for lack of NAT %d)", nicFlows, hostNotSupported)
 	}
 	return nil

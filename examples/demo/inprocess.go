@@ -144,7 +144,7 @@ func flowTable(h *host) string {
 			acts[i] = a.String()
 		}
 		fmt.Fprintf(&b, "%-4s rule=%-3d packets=%-3d bytes=%-5d %s actions=%s\n",
-			f.Location, f.ID, f.Packets, f.Bytes, shortMatch(f.Match), strings.Join(acts, ","))
+			f.Path, f.ID, f.Packets, f.Bytes, shortMatch(f.Match), strings.Join(acts, ","))
 	}
 	return b.String()
 }
@@ -324,7 +324,7 @@ func runInProcess(w io.Writer) (failed []string, err error) {
 		s.say("%s:", h.Name)
 		s.say("%s", indent(flowTable(h), "  "))
 		for _, f := range h.Switch.Flows() {
-			if f.Location == vswitch.LocNIC {
+			if f.Path == vswitch.PathNIC {
 				nicFlows++
 			}
 		}
@@ -339,7 +339,7 @@ func runInProcess(w io.Writer) (failed []string, err error) {
 			break
 		}
 	}
-	s.check(udpFlow != nil && udpFlow.Location == vswitch.LocNIC && udpFlow.Packets == 10,
+	s.check(udpFlow != nil && udpFlow.Path == vswitch.PathNIC && udpFlow.Packets == 10,
 		"host-a's UDP flow is on the NIC and counts all 10 datagrams")
 
 	s.title("explain: what host-a does with blue-web-1 → blue-web-2 UDP 40000→53")
@@ -347,7 +347,7 @@ func runInProcess(w io.Writer) (failed []string, err error) {
 		DstMAC: policy.MAC(web2.mac), EtherType: policy.EtherTypeIPv4, Src: web1.ca, Dst: web2.ca,
 		Protocol: policy.ProtoUDP, SrcPort: 40000, DstPort: 53, TTL: 64}})
 	s.say("%s", indent(ex.String(), "  "))
-	s.check(ex.Where == vswitch.LocNIC, "explain says the flow is handled on the NIC")
+	s.check(ex.Where == vswitch.PathNIC, "explain says the flow is handled on the NIC")
 
 	// 5. Isolation.
 	s.title("Isolation: the tenants share addresses, never packets")

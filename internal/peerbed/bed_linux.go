@@ -543,7 +543,7 @@ func (b *Bed) Report(ctx context.Context) string {
 		// The flows the NIC did not take, and why (at most a few).
 		shown := 0
 		for _, f := range h.Daemon.Switch().Flows() {
-			if f.Location == vswitch.LocNIC || shown == 4 {
+			if f.Path == vswitch.PathNIC || shown == 4 {
 				continue
 			}
 			shown++
@@ -551,7 +551,7 @@ func (b *Bed) Report(ctx context.Context) string {
 			for i, a := range f.Actions {
 				acts[i] = a.String()
 			}
-			fmt.Fprintf(&sb, "  flow in the %v (%v: %v): %v → %s\n", f.Location, f.Why, f.Err, &f.Match, strings.Join(acts, ", "))
+			fmt.Fprintf(&sb, "  flow in the %v (%v: %v): %v → %s\n", f.Path, f.Why, f.Err, &f.Match, strings.Join(acts, ", "))
 		}
 		for _, m := range []struct {
 			name string

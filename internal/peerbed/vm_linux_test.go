@@ -140,8 +140,8 @@ func TestLinuxPeerTCFlowerInVM(t *testing.T) {
 		t.Logf("host-a's switch: %d flows (%d on the NIC, %d in the host), %d packets handled, %d injected", s.Flows, s.FlowsNIC, s.FlowsHost, s.Packets, s.Injected)
 		// tc takes every flow the switch makes for the bed's traffic.
 		for _, f := range bed.Hosts()[0].Daemon.Switch().Flows() {
-			if f.Location != vswitch.LocNIC {
-				t.Errorf("flow in the %v (%v: %v): %v → %v", f.Location, f.Why, f.Err, &f.Match, f.Actions)
+			if f.Path != vswitch.PathNIC {
+				t.Errorf("flow in the %v (%v: %v): %v → %v", f.Path, f.Why, f.Err, &f.Match, f.Actions)
 			}
 		}
 		if s.FlowsNIC == 0 || s.Packets > 2000 {
@@ -218,8 +218,8 @@ func runACLChecks(t *testing.T, bed *Bed) {
 		t.Helper()
 		for _, f := range sw.Flows() {
 			if k := &f.Match.Key; k.Proto == hal.ProtoTCP && match(k) {
-				if f.Location != vswitch.LocNIC || len(f.Actions) == 0 || f.Actions[len(f.Actions)-1].Kind != hal.ActionDrop {
-					t.Errorf("deny flow %v: where=%v (%v: %v), actions %v", &f.Match, f.Location, f.Why, f.Err, f.Actions)
+				if f.Path != vswitch.PathNIC || len(f.Actions) == 0 || f.Actions[len(f.Actions)-1].Kind != hal.ActionDrop {
+					t.Errorf("deny flow %v: where=%v (%v: %v), actions %v", &f.Match, f.Path, f.Why, f.Err, f.Actions)
 				}
 				return
 			}
@@ -263,7 +263,7 @@ func runACLChecks(t *testing.T, bed *Bed) {
 					out = &f
 				}
 			}
-			if in != nil && out != nil && in.Location == vswitch.LocNIC && out.Location == vswitch.LocNIC || time.Now().After(deadline) {
+			if in != nil && out != nil && in.Path == vswitch.PathNIC && out.Path == vswitch.PathNIC || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -275,9 +275,9 @@ func runACLChecks(t *testing.T, bed *Bed) {
 			if f.f == nil {
 				t.Fatalf("no flow %s", f.name)
 			}
-			t.Logf("flow %s: %v where=%v (%v) rule %d", f.name, &f.f.Match, f.f.Location, f.f.Err, f.f.ID)
-			if f.f.Location != vswitch.LocNIC || f.f.ID == 0 {
-				t.Errorf("flow %s is not on the NIC: %v (%v: %v)", f.name, f.f.Location, f.f.Why, f.f.Err)
+			t.Logf("flow %s: %v where=%v (%v) rule %d", f.name, &f.f.Match, f.f.Path, f.f.Err, f.f.ID)
+			if f.f.Path != vswitch.PathNIC || f.f.ID == 0 {
+				t.Errorf("flow %s is not on the NIC: %v (%v: %v)", f.name, f.f.Path, f.f.Why, f.f.Err)
 			}
 		}
 		if t.Failed() {

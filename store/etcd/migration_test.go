@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/examples/multihost"
+	"github.com/nicpath/nicpath/vswitch/vswitchtest/multihost"
 	"github.com/nicpath/nicpath/store"
 	"github.com/nicpath/nicpath/store/etcd/etcdtest"
 	"github.com/nicpath/nicpath/store/migrate"
@@ -83,7 +83,7 @@ func TestOutageKeepsForwarding(t *testing.T) {
 	}
 }
 
-// BenchmarkMigration is examples/multihost's BenchmarkMigration with every
+// BenchmarkMigration is vswitch/vswitchtest/multihost's BenchmarkMigration with every
 // host following a real etcd server (watch latency included).
 func BenchmarkMigration(b *testing.B) {
 	_, fb, mgr := migrationBed(b)

@@ -5,7 +5,7 @@ package etcd_test
 import (
 	"testing"
 
-	"github.com/nicpath/nicpath/examples/multihost"
+	"github.com/nicpath/nicpath/vswitch/vswitchtest/multihost"
 	"github.com/nicpath/nicpath/store"
 	"github.com/nicpath/nicpath/store/etcd/etcdtest"
 	"github.com/nicpath/nicpath/store/migrate"

@@ -1,11 +1,19 @@
-// Package vswitchtest simulates hosts in process: each a software NIC
-// (drivers/softnic) programmed by its vswitch, with the far sides of its
-// ports at hand, and an in-memory underlay between the hosts' uplinks keyed
-// by provider address. A send carries a frame to the end of its walk, like
-// a poll-mode datapath: through exception paths, vswitches and the
-// underlay, until every frame it caused has landed on a vport or left on an
-// uplink toward an address that is no host. The in-process demo and the
-// multi-host migration bed are built on it.
+// Package vswitchtest simulates hosts in process: each a NIC programmed by
+// its vswitch, with the far sides of its ports at hand, and an in-memory
+// underlay between the hosts' uplinks keyed by provider address. A send
+// carries a frame to the end of its walk, like a poll-mode datapath:
+// through exception paths, vswitches and the underlay, until every frame
+// it caused has landed on a vport or left on an uplink toward an address
+// that is no host. The in-process demo and the multi-host migration bed are
+// built on it.
+//
+// The NIC comes from a Factory: Softnic, the reference NIC, by default, or
+// a vendor's own model of its NIC, so that the same stories (the demo's,
+// a migration's) run on it. A Factory's NIC must run its datapath in the
+// caller's goroutine, as softnic does: a frame sent into a far port has
+// been forwarded, or queued on the exception path, when Send returns, and
+// ReadExceptions with a context that is already done returns what is
+// queued.
 package vswitchtest
 
 import (
@@ -23,43 +31,93 @@ import (
 	"github.com/nicpath/nicpath/vswitch"
 )
 
+// FarPort is the far end of one of a NIC's ports: the VM's side of a vport,
+// the wire's side of an uplink.
+type FarPort interface {
+	// Send hands frames to the NIC's port, as if the VM (or the wire)
+	// transmitted them, and returns how many it took.
+	Send(frames [][]byte) (int, error)
+	// Recv fills bufs with the frames the NIC sent out of the port, their
+	// lengths into sizes, and returns how many; 0 when none waits.
+	Recv(bufs [][]byte, sizes []int) (int, error)
+}
+
+// PortSpec is one port a Factory gives the NIC it builds.
+type PortSpec struct {
+	Name string // the VM's name for a vport; "uplink" for the uplink
+	Kind hal.PortKind
+	MAC  hal.MAC
+	MTU  int // 0: the NIC's default
+}
+
+// Factory builds the NIC of host with ports (in order), and returns it with
+// the far side of each of its ports by port ID.
+type Factory func(host string, ports []PortSpec) (hal.NIC, map[hal.PortID]FarPort, error)
+
+// Softnic is the Factory of the reference NIC (drivers/softnic).
+func Softnic(host string, ports []PortSpec) (hal.NIC, map[hal.PortID]FarPort, error) {
+	pcs := make([]softnic.PortConfig, len(ports))
+	for i, p := range ports {
+		pcs[i] = softnic.PortConfig{Name: p.Name, Kind: p.Kind, MAC: p.MAC, MTU: p.MTU}
+	}
+	nic, err := softnic.New(softnic.Config{Device: host, Ports: pcs})
+	if err != nil {
+		return nil, nil, err
+	}
+	far := map[hal.PortID]FarPort{}
+	for _, p := range nic.Ports() {
+		fp, err := nic.Port(p.ID)
+		if err != nil {
+			nic.Close()
+			return nil, nil, err
+		}
+		far[p.ID] = fp
+	}
+	return nic, far, nil
+}
+
 // Host is one simulated machine.
 type Host struct {
 	Name   string
 	PA     netip.Addr
-	NIC    *softnic.NIC
+	NIC    hal.NIC
 	Switch *vswitch.Switch
 	Ports  map[string]hal.PortID // VM name → vport
 	VMOf   map[hal.PortID]string
 	Uplink hal.PortID
-	Far    map[hal.PortID]*softnic.Port // the far side of every port
-	ids    []hal.PortID                 // Far's ports in order, for deterministic draining
+	Far    map[hal.PortID]FarPort // the far side of every port
+	ids    []hal.PortID           // Far's ports in order, for deterministic draining
 	batch  []hal.Exception
 }
 
 // UplinkMTU leaves room for a 1500-byte inner frame and its encapsulation.
 const UplinkMTU = 1600
 
-// NewHost builds host ph of st: a software NIC with a vport for each of vms
-// (their MACs from the policy) and an uplink with uplinkMAC, and a vswitch
-// on it running st.
+// NewHost builds host ph of st on the reference NIC: see NewHostOn.
 func NewHost(ph policy.Host, st *policy.State, vms []policy.VM, uplinkMAC hal.MAC, log *slog.Logger) (*Host, error) {
-	pcs := make([]softnic.PortConfig, 0, len(vms)+1)
+	return NewHostOn(Softnic, ph, st, vms, uplinkMAC, log)
+}
+
+// NewHostOn builds host ph of st: a NIC from factory with a vport for each
+// of vms (their MACs from the policy) and an uplink with uplinkMAC, and a
+// vswitch on it running st.
+func NewHostOn(factory Factory, ph policy.Host, st *policy.State, vms []policy.VM, uplinkMAC hal.MAC, log *slog.Logger) (*Host, error) {
+	specs := make([]PortSpec, 0, len(vms)+1)
 	for _, vm := range vms {
-		pcs = append(pcs, softnic.PortConfig{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC)})
+		specs = append(specs, PortSpec{Name: vm.Name, Kind: hal.PortVPort, MAC: hal.MAC(vm.MAC)})
 	}
-	pcs = append(pcs, softnic.PortConfig{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: UplinkMTU})
-	nic, err := softnic.New(softnic.Config{Device: ph.Name, Ports: pcs})
+	specs = append(specs, PortSpec{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: UplinkMTU})
+	nic, far, err := factory(ph.Name, specs)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ph.Name, err)
 	}
 	h := &Host{Name: ph.Name, PA: ph.PA, NIC: nic, Ports: map[string]hal.PortID{}, VMOf: map[hal.PortID]string{},
-		Far: map[hal.PortID]*softnic.Port{}}
+		Far: map[hal.PortID]FarPort{}}
 	for _, p := range nic.Ports() {
-		fp, err := nic.Port(p.ID)
-		if err != nil {
+		fp := far[p.ID]
+		if fp == nil {
 			nic.Close()
-			return nil, err
+			return nil, fmt.Errorf("%s: the factory gave no far side for port %d (%s)", ph.Name, p.ID, p.Name)
 		}
 		h.Far[p.ID] = fp
 		h.ids = append(h.ids, p.ID)

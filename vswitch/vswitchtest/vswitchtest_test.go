@@ -1,23 +1,52 @@
 package vswitchtest
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/haltest"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/store/storetest"
 )
 
+// countingNIC is a NIC other than the reference one, as far as vswitchtest
+// knows: a decorator that counts the rule operations reaching its NIC.
+type countingNIC struct {
+	haltest.Decorator
+	ops *int
+}
+
+func (c *countingNIC) Apply(ctx context.Context, ops []hal.Op, res []hal.OpResult) error {
+	*c.ops += len(ops)
+	return c.Inner.Apply(ctx, ops, res)
+}
+
 // A frame from the streamer (host-c) to the mover (host-a) crosses the
 // underlay encapsulated and lands once, on the mover's vport on host-a; a
-// frame to an address no VM has lands nowhere.
+// frame to an address no VM has lands nowhere. The same on the reference
+// NIC and on a NIC from another factory (here, a decorator over it, whose
+// operations are counted to show that the hosts really run on it).
 func TestSendCrossesTheUnderlay(t *testing.T) {
+	t.Run("softnic", func(t *testing.T) { sendCrossesTheUnderlay(t, Softnic, nil) })
+	ops := 0
+	counted := func(host string, ports []PortSpec) (hal.NIC, map[hal.PortID]FarPort, error) {
+		nic, far, err := Softnic(host, ports)
+		if err != nil {
+			return nil, nil, err
+		}
+		return haltest.Wrap(&countingNIC{Decorator: haltest.Decorator{Inner: nic}, ops: &ops}), far, nil
+	}
+	t.Run("decorated", func(t *testing.T) { sendCrossesTheUnderlay(t, counted, &ops) })
+}
+
+func sendCrossesTheUnderlay(t *testing.T, factory Factory, ops *int) {
 	st := storetest.ThreeHosts(0)
 	u := NewUnderlay()
 	hosts := map[string]*Host{}
 	for _, ph := range st.Hosts() {
-		h, err := NewHost(ph, st, st.VMs(), hal.MustMAC("02:00:00:00:ff:01"), nil)
+		h, err := NewHostOn(factory, ph, st, st.VMs(), hal.MustMAC("02:00:00:00:ff:01"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,5 +76,8 @@ func TestSendCrossesTheUnderlay(t *testing.T) {
 	}
 	if ds, err := u.Send(hosts["host-c"], "streamer", frame(netip.MustParseAddr("10.9.9.9"), hal.MAC(mover.MAC))); err != nil || len(ds) != 0 {
 		t.Fatalf("a frame to no VM landed %v (%v)", ds, err)
+	}
+	if ops != nil && *ops == 0 {
+		t.Fatal("no rule operation reached the factory's NIC")
 	}
 }

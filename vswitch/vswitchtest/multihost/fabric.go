@@ -11,9 +11,9 @@ import (
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
-	"github.com/nicpath/nicpath/vswitch/vswitchtest"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
+	"github.com/nicpath/nicpath/vswitch/vswitchtest"
 )
 
 // Host is one simulated machine (vswitch/vswitchtest: a software NIC, its

@@ -1,0 +1,212 @@
+// The batch loop: exceptions read from the NIC, looked up in the flow
+// cache, walked when new, offloaded together, executed in the host.
+
+package vswitch
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+)
+
+// Run reads the exception path in batches and handles them until ctx is
+// done, and runs Maintain (counters, aging, retirement of old generations,
+// reconciliation after driver errors) every quarter of FlowIdle.
+func (s *Switch) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(max(s.cfg.FlowIdle/4, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.Maintain(ctx); err != nil && ctx.Err() == nil {
+					s.log.Warn("maintenance", "err", err)
+				}
+			}
+		}
+	}()
+	defer wg.Wait()
+	batch := make([]hal.Exception, s.cfg.BatchSize)
+	for i := range batch {
+		batch[i].Buf = make([]byte, 16384)
+	}
+	for {
+		n, err := s.nic.ReadExceptions(ctx, batch)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, hal.ErrClosed) {
+				return nil
+			}
+			s.log.Warn("reading exceptions", "err", err)
+			// Do not spin on a persistent driver error.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Millisecond):
+			}
+			continue
+		}
+		if err := s.HandleBatch(ctx, batch[:n]); err != nil {
+			s.log.Warn("handling exceptions", "err", err)
+		}
+	}
+}
+
+// HandleBatch handles one batch of exception packets: it looks every packet
+// up in the flow cache, walks the policy layers for the first packet of a
+// flow, offloads the new flows the NIC can take in one Apply, and then
+// executes every packet's actions in the host and reinjects it. It is what
+// Run does with each batch; tests and benchmarks call it directly.
+func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return hal.ErrClosed
+	}
+	now := s.now()
+	s.pend = s.pend[:0]
+	// First pass: parse every packet and hash its key; then touch the slot
+	// where each lookup starts. The first packets of new flows all miss in
+	// a cache far larger than the CPU's; touched together, their cache
+	// misses overlap instead of coming one per packet.
+	for i := range batch {
+		e := &batch[i]
+		if e.Reason < hal.NumReasons {
+			s.stats.exceptions[e.Reason]++
+		}
+		s.stats.packets++
+		switch e.Reason {
+		case hal.ReasonSealed:
+			s.drop(DropSealed)
+			continue
+		case hal.ReasonMalformed:
+			s.drop(DropMalformed)
+			continue
+		case hal.ReasonFragment:
+			s.drop(DropFragment)
+			continue
+		case hal.ReasonMTU:
+			// Too big for its egress: executed like any packet of its
+			// flow, whose MTU check answers or fragments it (mtu.go).
+			s.nicSaysTooBig(now)
+		case hal.ReasonTTL:
+			s.drop(DropTTL)
+			continue
+		}
+		if e.Truncated {
+			s.drop(DropTruncated)
+			continue
+		}
+		// Parse into the pending slot: the key and layout live in memory
+		// the switch reuses, so parsing allocates nothing.
+		s.pend = append(s.pend, pending{idx: i})
+		p := &s.pend[len(s.pend)-1]
+		if err := wire.Parse(e.Frame(), e.InPort, &p.key, &p.layout); err != nil {
+			s.pend = s.pend[:len(s.pend)-1]
+			switch wire.ReasonOf(err) {
+			case hal.ReasonFragment:
+				s.drop(DropFragment)
+			case hal.ReasonUnsupported:
+				s.drop(DropUnparsable)
+			default:
+				s.drop(DropMalformed)
+			}
+			continue
+		}
+		if p.key.EthType == hal.EtherTypeSealed {
+			// Fail closed: the host never opens a sealed address. A NIC
+			// with crypto opens them itself; one that cannot, or that
+			// refused the seal, hands them here only to be dropped.
+			s.pend = s.pend[:len(s.pend)-1]
+			s.drop(DropSealed)
+			continue
+		}
+		if s.notLocal(e.Frame(), &p.key) {
+			// Not addressed to this tunnel endpoint: nothing of it is
+			// looked at, decapsulated or remembered (no flow).
+			s.pend = s.pend[:len(s.pend)-1]
+			s.drop(DropNotLocal)
+			continue
+		}
+		p.hash = s.flows.hashKey(&p.key)
+	}
+	// In a loop of their own, so that the loads are in flight together.
+	var touched uint64
+	for i := range s.pend {
+		touched += s.flows.touch(s.pend[i].hash)
+	}
+	s.touched = touched
+	// Second pass, in the packets' order: a flow that an earlier packet of
+	// the batch created is found by the later ones.
+	for i := range s.pend {
+		p := &s.pend[i]
+		e := &batch[p.idx]
+		f := s.flows.getHashed(&p.key, p.hash)
+		if f == nil {
+			ttl := ttlOf(e.Frame(), &p.layout)
+			f = s.newFlowHashed(&p.key, p.hash, ttl, now, true)
+			if f == nil {
+				s.drop(DropTTL) // p.f stays nil: the packet is not executed
+				continue
+			}
+		} else if f.scope != nil && f.gen != f.scope.active && f.shadow == nil {
+			// Created for a generation that is no longer live (a rollback
+			// came after it): walk the layers again before using it.
+			s.reflow(f, now, true)
+		} else if f.loc == PathNIC && e.Reason != hal.ReasonMTU {
+			// A packet of an offloaded flow reached the host: it raced the
+			// rule's installation, or the NIC lost the rule. Handle it here.
+			s.stats.hitOffloaded++
+		}
+		p.f = f
+	}
+	s.flush(ctx)
+	for i := range s.pend {
+		p := &s.pend[i]
+		if p.f == nil {
+			continue
+		}
+		e := &batch[p.idx]
+		s.execute(e.InPort, e.Frame(), &p.layout, p.f, now)
+	}
+	return s.flushInjects(ctx)
+}
+
+type pending struct {
+	idx    int
+	f      *flow
+	hash   uint64 // of key in the flow table
+	key    hal.FlowKey
+	layout wire.Layout
+}
+
+type portFrames struct {
+	port   hal.PortID
+	frames [][]byte
+}
+
+// ttlOf reads the (inner) IPv4 TTL or IPv6 hop limit of a parsed frame.
+func ttlOf(frame []byte, l *wire.Layout) uint8 {
+	if l.L3 < 0 {
+		return 0
+	}
+	switch l.EthType {
+	case hal.EtherTypeIPv4:
+		if l.L3+8 < len(frame) {
+			return frame[l.L3+8]
+		}
+	case hal.EtherTypeIPv6:
+		if l.L3+7 < len(frame) {
+			return frame[l.L3+7]
+		}
+	}
+	return 0
+}
