@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/nicpath/nicpath/control"
 )
@@ -26,7 +25,7 @@ func (n *nsStory) inboundStory(ctl func(string, ...string) (string, error), traf
 	check func(bool, string, error, string, ...any)) {
 	s := n.s
 	s.title("Inbound TCP through a stateful ACL: red-app-2 (host-a) opens a connection to red-app-1 (host-b, driver %s)", n.drivers.of("host-b"))
-	out, err := traffic("red-app-2", "bulk", "-n", "1", "-w", n.wait(5*time.Second).String(), "-s", fmt.Sprint(inboundSize), "10.0.0.10:22")
+	out, err := traffic("red-app-2", "bulk", "-n", "1", "-w", "5s", "-s", fmt.Sprint(inboundSize), "10.0.0.10:22")
 	s.say("%s", indent(out, "  "))
 	check(strings.Contains(out, "red-app-1 got bulk") && strings.Contains(out, "back intact"), out, err,
 		"red-app-2 → 10.0.0.10:22: host-b let the connection in (ACL ssh-in, stateful) and %d KB came back intact both ways", inboundSize>>10)
@@ -69,7 +68,7 @@ func (n *nsStory) inboundStory(ctl func(string, ...string) (string, error), traf
 			"host-b's explain of the inbound flow names the ACL that let it in (ssh-in) and says the NIC handles it")
 	}
 
-	out, err = traffic("red-app-2", "tcp", "-n", "1", "-w", n.wait(2*time.Second).String(), "-m", "inbound to 5432", "10.0.0.10:5432")
+	out, err = traffic("red-app-2", "tcp", "-n", "1", "-w", "2s", "-m", "inbound to 5432", "10.0.0.10:5432")
 	s.say("%s", indent(out, "  "))
 	check(err != nil && !strings.Contains(out, "got") && !strings.Contains(n.readFile("red-app-1.recv"), "inbound to 5432"), out, nil,
 		"red-app-2 → 10.0.0.10:5432: ACL deny-in drops the handshake on host-b (no answer; red-app-1, which listens there, received nothing)")

@@ -344,7 +344,7 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 	}
 
 	traffic := func(vm string, args ...string) (string, error) {
-		return n.in(n.vmNS(vm), "env", append([]string{childEnv + "=1", n.self, "traffic"}, args...)...)
+		return n.in(n.vmNS(vm), "env", append([]string{childEnv + "=1", n.self, "traffic"}, n.scaleWaits(args)...)...)
 	}
 	check := func(ok bool, out string, err error, format string, a ...any) {
 		if err != nil {
@@ -590,11 +590,12 @@ func (n *nsStory) writeConfig(host string, ports map[string]string) (cfgPath, so
 	for _, vm := range names {
 		fmt.Fprintf(&b, "  %s: %s\n", vm, ports[vm])
 	}
-	if k := timeScale(); k > 1 {
+	if timeScale() > 1 {
 		// The story looks at its first flows again at its end: under a
-		// stretched clock they must not idle out before (vswitch's
-		// default is 30 s).
-		fmt.Fprintf(&b, "flow_idle: %s\n", 30*time.Second*time.Duration(k))
+		// stretched clock (an emulated machine, loaded) they must not idle
+		// out before (vswitch's default is 30 s); ten minutes bound the
+		// whole story there.
+		fmt.Fprintf(&b, "flow_idle: %s\n", 10*time.Minute)
 	}
 	switch n.drivers.of(host) {
 	case "xdp":
@@ -650,6 +651,20 @@ const tunnelDev = "vx0"
 // the VM tier emulates its CPUs, and everything there takes longer.
 func (n *nsStory) wait(d time.Duration) time.Duration {
 	return d * time.Duration(timeScale())
+}
+
+// scaleWaits returns a traffic command line whose -w wait is scaled by
+// wait.
+func (n *nsStory) scaleWaits(args []string) []string {
+	out := append([]string(nil), args...)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == "-w" {
+			if d, err := time.ParseDuration(out[i+1]); err == nil {
+				out[i+1] = n.wait(d).String()
+			}
+		}
+	}
+	return out
 }
 
 func timeScale() int {
