@@ -134,6 +134,45 @@ type Stats struct {
 	Rejected   uint64            `json:"rejected_policies"`
 }
 
+// Learned answers learned: what the NIC reported of the addresses its
+// vports use, and the recent announcements (gratuitous ARP, unsolicited
+// neighbour advertisements), oldest first.
+type Learned struct {
+	// Supported is false when the NIC does not learn addresses
+	// (its Capabilities.AddressLearning).
+	Supported     bool                  `json:"supported"`
+	Addresses     []LearnedAddress      `json:"addresses"`
+	Announcements []AddressAnnouncement `json:"announcements"`
+	// Spoofed counts, by VM, the packets dropped for a spoofed source.
+	Spoofed map[string]uint64 `json:"spoofed,omitempty"`
+}
+
+// LearnedAddress is one source address a vport used.
+type LearnedAddress struct {
+	VM        string    `json:"vm,omitempty"`
+	Port      uint32    `json:"port"`
+	MAC       string    `json:"mac"`
+	Addr      string    `json:"addr"`
+	Owned     bool      `json:"owned"` // the policy gives the VM this MAC and address
+	Reports   uint64    `json:"reports"`
+	Announced uint64    `json:"announced"`
+	First     time.Time `json:"first"`
+	Last      time.Time `json:"last"`
+}
+
+// AddressAnnouncement is one announcement; First marks a VM's first on
+// this host since it became local here (a migrated VM arriving).
+type AddressAnnouncement struct {
+	VM    string    `json:"vm,omitempty"`
+	Port  uint32    `json:"port"`
+	MAC   string    `json:"mac"`
+	Addr  string    `json:"addr"`
+	At    time.Time `json:"at"`
+	Owned bool      `json:"owned"`
+	Local bool      `json:"local"`
+	First bool      `json:"first"`
+}
+
 // Activated answers activate.
 type Activated struct {
 	VM string `json:"vm"`

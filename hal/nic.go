@@ -174,3 +174,47 @@ type TunnelEndpoint struct {
 type TunnelTerminator interface {
 	SetTunnelEndpoint(ctx context.Context, ep TunnelEndpoint) error
 }
+
+// LearnKind says how a NIC learned an address.
+type LearnKind uint8
+
+const (
+	// LearnSeen: the address was the source of a frame from the vport
+	// (an IPv4 or IPv6 source, or an ARP sender).
+	LearnSeen LearnKind = iota + 1
+	// LearnAnnounced: the vport announced the address — a gratuitous ARP
+	// (sender address = target address) or an unsolicited neighbour
+	// advertisement (ICMPv6 NA without the solicited flag), what a VM sends
+	// once it runs somewhere new.
+	LearnAnnounced
+)
+
+func (k LearnKind) String() string {
+	switch k {
+	case LearnSeen:
+		return "seen"
+	case LearnAnnounced:
+		return "announced"
+	}
+	return "unknown"
+}
+
+// LearnedAddress is a source address a NIC saw a vport use. It carries the
+// frame's source only: a NIC never reports a sealed frame's destination.
+type LearnedAddress struct {
+	Port PortID
+	Kind LearnKind
+	MAC  MAC        // the frame's source MAC (the ARP sender's, the NA's)
+	Addr netip.Addr // the source address (ARP sender, NA target)
+}
+
+// AddressLearner is implemented by NICs that report the addresses their
+// vports use (Capabilities.AddressLearning). Reports are deduplicated by
+// the NIC (an address seen again is reported again only after a while)
+// and bounded: reports the reader does not take in time are dropped, never
+// the frames they came from.
+type AddressLearner interface {
+	// ReadLearned fills batch with learned addresses and returns how many
+	// it filled. It blocks until at least one is there or ctx is done.
+	ReadLearned(ctx context.Context, batch []LearnedAddress) (int, error)
+}

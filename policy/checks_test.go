@@ -840,3 +840,24 @@ func TestDuplicatesAcrossBatches(t *testing.T) {
 		}
 	}
 }
+
+// TestLookupVM: LookupVM answers as Lookup does, with the index of the
+// mapping's VM in VMs(), and -1 for an address nobody has.
+func TestLookupVM(t *testing.T) {
+	s := mustLoadExample(t)
+	n := 0
+	for m := range s.Mappings() {
+		got, vi, ok := s.LookupVM(m.VNI, m.CA)
+		want, _ := s.Lookup(m.VNI, m.CA)
+		if !ok || got != want || vi < 0 || vi >= len(s.VMs()) || s.VMs()[vi].Name != m.VM {
+			t.Errorf("LookupVM(%d, %s) = %+v, %d, %v; want %+v of VM %s", m.VNI, m.CA, got, vi, ok, want, m.VM)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Fatal("the example has no mappings")
+	}
+	if _, vi, ok := s.LookupVM(1001, netip.MustParseAddr("10.0.99.99")); ok || vi != -1 {
+		t.Errorf("an unmapped address: index %d, ok %v", vi, ok)
+	}
+}

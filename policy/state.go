@@ -217,6 +217,17 @@ func (s *State) Lookup(vni uint32, ca netip.Addr) (Mapping, bool) {
 	return s.mappingAt(i, true), true
 }
 
+// LookupVM is Lookup that also returns the index of the mapping's VM in
+// VMs(), so that a caller with per-VM data in a slice beside VMs() finds
+// it without hashing the name.
+func (s *State) LookupVM(vni uint32, ca netip.Addr) (Mapping, int, bool) {
+	i, ok := s.table.lookup(vni, ca)
+	if !ok {
+		return Mapping{}, -1, false
+	}
+	return s.mappingAt(i, true), int(s.table.entries[i].vm), true
+}
+
 func (s *State) mappingAt(i int, current bool) Mapping {
 	e := &s.table.entries[i]
 	v := &s.vms[e.vm]

@@ -292,7 +292,7 @@ func (w *walk) routedRewrite() bool {
 
 func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 	c, v := w.c, &w.v
-	m, ok := c.st.Lookup(dv.vni, target)
+	m, vi, ok := c.st.LookupVM(dv.vni, target)
 	if !ok {
 		if w.tr != nil {
 			w.tr.step("VNET mapping: vnet %s (vni %d) has no mapping for %s", dv.name, dv.vni, target)
@@ -303,7 +303,7 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 	if w.tr != nil {
 		w.tr.step("VNET mapping: vni %d %s -> VM %s mac %s on %s (%s, generation %d)", m.VNI, m.CA, m.VM, m.MAC, m.Host, m.PA, m.Generation)
 	}
-	dst := c.vms[m.VM]
+	dst := c.vmAt[vi]
 	v.dstVM, v.dstName = dst.id, dst.name
 	v.scopeVM = dst.name
 	if routed && !w.routedRewrite() {
@@ -415,7 +415,7 @@ func (w *walk) inbound(k *hal.FlowKey) {
 		w.drop(policy.ReasonUnknownDestination)
 		return
 	}
-	m, ok := c.st.Lookup(dv.vni, target)
+	m, vi, ok := c.st.LookupVM(dv.vni, target)
 	if !ok {
 		if w.tr != nil {
 			w.tr.step("VNET mapping: vnet %s has no mapping for %s", dv.name, target)
@@ -423,7 +423,7 @@ func (w *walk) inbound(k *hal.FlowKey) {
 		w.drop(policy.ReasonUnknownDestination)
 		return
 	}
-	dst := c.vms[m.VM]
+	dst := c.vmAt[vi]
 	v.dstVM, v.dstName = dst.id, dst.name
 	v.scopeVM = dst.name
 	if m.Host != c.host {
@@ -475,11 +475,11 @@ func (w *walk) senderMatches(t *tenantInfo, src, outer netip.Addr) bool {
 	if r == nil || r.hop.Kind != policy.NextHopVNET {
 		return false
 	}
-	m, ok := w.c.st.Lookup(r.vnet.vni, src)
+	m, vi, ok := w.c.st.LookupVM(r.vnet.vni, src)
 	if !ok || m.PA != outer {
 		return false
 	}
-	w.v.srcVM, w.v.srcName = w.c.vms[m.VM].id, m.VM
+	w.v.srcVM, w.v.srcName = w.c.vmAt[vi].id, m.VM
 	if w.tr != nil {
 		w.tr.step("sender %s is VM %s on %s", src, m.VM, m.Host)
 	}

@@ -32,6 +32,7 @@ type compiled struct {
 	routerMAC hal.MAC
 
 	vms       map[string]*vmInfo
+	vmAt      []*vmInfo // by index in st.VMs() (policy.State.LookupVM)
 	byPort    map[hal.PortID]*vmInfo
 	vnetByVNI map[uint32]*vnetInfo
 	vnets     map[policy.VNETKey]*vnetInfo
@@ -163,7 +164,8 @@ func compileFrom(st *policy.State, host string, ports map[string]hal.PortID, vmI
 	} else {
 		c.compileTenants(st, tenantIDs)
 	}
-	for _, v := range st.VMs() {
+	c.vmAt = make([]*vmInfo, len(st.VMs()))
+	for i, v := range st.VMs() {
 		vi := &vmInfo{
 			id: vmIDs.id(v.Name), name: v.Name, tenant: c.tenants[v.Tenant],
 			vnet: c.vnets[policy.VNETKey{Tenant: v.Tenant, Name: v.VNET}],
@@ -180,6 +182,7 @@ func compileFrom(st *policy.State, host string, ports map[string]hal.PortID, vmI
 			vi.local = true
 		}
 		c.vms[v.Name] = vi
+		c.vmAt[i] = vi
 		if vi.port != 0 {
 			c.byPort[vi.port] = vi
 		}

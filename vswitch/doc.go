@@ -224,6 +224,17 @@
 // the flow's packets are executed in the host and the case is counted
 // (Stats) and explained (Explain).
 //
+// # Learned addresses and anti-spoofing
+//
+// A VM may send only from its own MAC and addresses: the walk drops any
+// other source (policy.ReasonSpoofedSource), the flow's drop rule goes to
+// the NIC, and Stats.Spoofed counts the dropped packets per VM, the host's
+// and the NIC's together. When the NIC learns addresses
+// (hal.AddressLearner), Run takes its reports and the switch keeps, per
+// port, what was seen and whether the policy gives it to the VM, and the
+// recent announcements with a migrated VM's first one marked (Learned,
+// HandleLearned; learned.go). They inform; the policy decides.
+//
 // # Explain
 //
 // Explain, ExplainFrame and ExplainFlow say, like ovs-appctl ofproto/trace,

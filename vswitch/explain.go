@@ -203,6 +203,9 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 	s.cur.classify(k, s.cfg.Uplink, ttl, s.ct, &tr, &v)
 	e := Explanation{Key: *k, Trace: tr.steps, Action: v.action, Reason: v.reason}
 	e.Verdict = verdictString(&v)
+	if v.action == policy.Drop && v.reason == policy.ReasonSpoofedSource {
+		e.Trace = append(e.Trace, s.spoofNote(k, &v))
+	}
 	if v.action == policy.Drop && v.reason == policy.ReasonTTLExpired {
 		e.Where, e.Detail = PathNone, "the host drops this packet for its TTL; the flow itself is unaffected"
 		e.HostDrop = DropTTL.String()

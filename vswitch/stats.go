@@ -71,6 +71,23 @@ type counters struct {
 	proRefused   uint64
 	// walksRemembered counts walks answered from the memo (classifyFlow).
 	walksRemembered uint64
+	// spoofed counts packets dropped for a spoofed source, host and NIC
+	// together, by the sending VM's id.
+	spoofed map[uint32]uint64
+	// Learned addresses (learned.go).
+	learned, learnedNotOwned, learnedOverflow, announcements uint64
+}
+
+// countSpoofed adds n packets of f to the spoofed-source drops when f is a
+// policy drop for a spoofed source.
+func (s *Switch) countSpoofed(f *flow, n uint64) {
+	if a := f.current(); a.key.action != policy.Drop || a.key.reason != policy.ReasonSpoofedSource || n == 0 {
+		return
+	}
+	if s.stats.spoofed == nil {
+		s.stats.spoofed = map[uint32]uint64{}
+	}
+	s.stats.spoofed[f.srcVM] += n
 }
 
 func (s *Switch) drop(r DropReason) { s.stats.drops[r]++ }
@@ -121,6 +138,18 @@ type Stats struct {
 	// MTU counts packets too big for their egress after encapsulation:
 	// answered, fragmented or dropped with a reason (mtu.go).
 	MTU MTUStats
+	// Spoofed counts, by sending VM, the packets dropped because the VM
+	// sent them from a MAC or address its policy does not give it
+	// (anti-spoofing, policy reason spoofed-source): the first packet of
+	// each such flow, dropped in the host, and the next ones, dropped on
+	// the NIC by the flow's drop rule (read from its counters).
+	Spoofed map[string]uint64
+	// Learned counts the addresses the NIC reported (hal.AddressLearner),
+	// LearnedNotOwned those the policy does not give the port's VM,
+	// LearnedOverflow those the full table could not keep, and
+	// Announcements the gratuitous ARPs and unsolicited neighbour
+	// advertisements among them (learned.go).
+	Learned, LearnedNotOwned, LearnedOverflow, Announcements uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -139,6 +168,11 @@ func (s *Switch) Stats() Stats {
 		Activations: c.activations, Reconciles: c.reconciles, ReconcileAdded: c.recAdded,
 		ReconcileRemoved: c.recRemoved, ReconcileModified: c.recModified, ForeignRules: c.foreign,
 		ProactiveRefused: c.proRefused, MTU: s.mtu.stats(),
+		Spoofed: map[string]uint64{}, Learned: c.learned, LearnedNotOwned: c.learnedNotOwned,
+		LearnedOverflow: c.learnedOverflow, Announcements: c.announcements,
+	}
+	for id, n := range c.spoofed {
+		st.Spoofed[s.vmName(id)] = n
 	}
 	for _, r := range s.pro {
 		if r.landed {
@@ -189,7 +223,7 @@ func (st Stats) String() string {
 	for _, m := range []struct {
 		name string
 		m    map[string]uint64
-	}{{"fallback", st.Fallbacks}, {"drop", st.Drops}, {"policy drop", st.PolicyDrops}, {"to host", st.ToHost}} {
+	}{{"fallback", st.Fallbacks}, {"drop", st.Drops}, {"policy drop", st.PolicyDrops}, {"to host", st.ToHost}, {"spoofed source from", st.Spoofed}} {
 		keys := make([]string, 0, len(m.m))
 		for k := range m.m {
 			keys = append(keys, k)
@@ -205,6 +239,9 @@ func (st Stats) String() string {
 	fmt.Fprintf(&b, "reconciles %d: added %d, removed %d, modified %d, foreign rules %d\n", st.Reconciles, st.ReconcileAdded, st.ReconcileRemoved, st.ReconcileModified, st.ForeignRules)
 	if m := st.MTU.String(); m != "" {
 		b.WriteString(m + "\n")
+	}
+	if st.Learned > 0 {
+		fmt.Fprintf(&b, "learned addresses %d (not the VM's %d, not kept %d), announcements %d\n", st.Learned, st.LearnedNotOwned, st.LearnedOverflow, st.Announcements)
 	}
 	return b.String()
 }

@@ -107,6 +107,7 @@ type Switch struct {
 	rollback      map[string]rollbackPoint
 	walks         []walkMemo // recent port-independent walks (walkmemo.go)
 	mtu           mtuState   // packets too big for their egress (mtu.go)
+	learn         learnState // addresses the NIC learned (learned.go)
 
 	// Per-batch scratch, reused.
 	pend    []pending

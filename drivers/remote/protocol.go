@@ -69,6 +69,7 @@ const (
 	optAtomic = 1 << iota
 	optSealed
 	optTunnel
+	optLearn
 	optAll = 1<<iota - 1
 )
 

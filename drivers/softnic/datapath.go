@@ -50,6 +50,7 @@ type burst struct {
 	todo [MaxBurst]uint8
 	pf   [MaxBurst]uintptr
 	prog [MaxBurst]*program // the program of each hit
+	arg  [MaxBurst]uint64   // the hit's entry.arg, when its program takes one
 
 	// Sealed frames: sealed[i] says packet i was opened into open[i] (its
 	// clear frame at open[i][Headroom:Headroom+osz[i]], Headroom in front
@@ -224,6 +225,9 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		}
 		idx := b.best[i]
 		p := b.prog[i]
+		if p.argMAC {
+			b.arg[i] = v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)].arg
+		}
 		if p.count {
 			if idx != lastCount {
 				if lastCount != noRule {
@@ -418,7 +422,9 @@ func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int)
 		}
 		frame := buf[offset : offset+size]
 		for si := range p.steps {
-			if st := &p.steps[si]; st.kind == hal.ActionSetEthDst {
+			if st := &p.steps[si]; st.arg {
+				wire.SetEthDst(frame, l, macOfWord(b.arg[i]))
+			} else if st.kind == hal.ActionSetEthDst {
 				wire.SetEthDst(frame, l, st.mac)
 			} else {
 				wire.SetEthSrc(frame, l, st.mac)
@@ -483,7 +489,11 @@ func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int)
 		case hal.ActionSetEthSrc:
 			wire.SetEthSrc(frame, l, st.mac)
 		case hal.ActionSetEthDst:
-			wire.SetEthDst(frame, l, st.mac)
+			if st.arg {
+				wire.SetEthDst(frame, l, macOfWord(b.arg[i]))
+			} else {
+				wire.SetEthDst(frame, l, st.mac)
+			}
 		case hal.ActionSetIPSrc:
 			err = wire.SetIPSrc(frame, l, st.addr)
 		case hal.ActionSetIPDst:
@@ -590,6 +600,15 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		}
 		q.mu.Unlock()
 		q.wake()
+		if in.info.Kind == hal.PortVPort {
+			for i := 0; i < k; i++ {
+				// A sealed frame's source is learned from the frame as it
+				// arrived (bufs), never from what was opened.
+				if b.fate[i] == fateHost && b.vni[i] == 0 {
+					n.learn.frame(in.info.ID, bufs[i][offset:offset+sizes[i]])
+				}
+			}
+		}
 	}
 	// Outputs, grouped by port.
 	for i := 0; i < k; i++ {

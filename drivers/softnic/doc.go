@@ -43,7 +43,13 @@
 // straight into the lookup's words; every other frame goes through
 // hal/wire.Parse, whose result the short one reproduces (TestParseFast).
 // Each rule is a fixed 128-byte entry; rules with identical action lists
-// share one compiled program (precomputed encapsulation headers included).
+// share one compiled program (precomputed encapsulation headers included),
+// the MAC of a first set_eth_dst apart, which each rule keeps in its entry:
+// a mapping's per-destination rules, one destination MAC each, share the
+// program of their remote host. Tables of more than a few thousand rules
+// take their bucket arrays and entry chunks from mappings advised for
+// transparent huge pages, so that the two random reads of a lookup among a
+// million rules do not each walk the page tables.
 //
 // The hash tables and the active generations exist in two copies
 // (left-right): the datapath reads the active copy without locks or

@@ -11,7 +11,9 @@ import (
 // program is a rule's action list compiled for the datapath. Rules with the
 // same actions share one program (a host has far fewer distinct actions,
 // e.g. remote hosts to encapsulate to, than flows), so that per-rule memory
-// stays a fixed-size entry.
+// stays a fixed-size entry. The MAC of the first set_eth_dst is the rule's
+// own (entry.arg), not the program's: rules to every VM behind one remote
+// host differ only there, and share one program.
 type program struct {
 	// What the datapath reads comes first, in one cache line.
 	term     hal.ActionKind
@@ -28,6 +30,11 @@ type program struct {
 	pushes   int // VLAN tags pushed
 	pops     int // VLAN tags popped
 
+	// argAct is the index in actions of the set_eth_dst whose MAC each
+	// rule gives (entry.arg; zero in actions), -1 when none.
+	argAct int
+	argMAC bool // argAct >= 0, beside the fields execute reads
+
 	idx     uint32
 	hash    uint64
 	quick   uint64 // quickActionsHash(actions)
@@ -37,20 +44,40 @@ type program struct {
 
 type step struct {
 	kind hal.ActionKind
+	arg  bool // set_eth_dst to the rule's MAC (entry.arg), not mac
 	mac  hal.MAC
 	addr [16]byte
 	port uint16
 }
 
-// compile builds a program from actions that validate accepted.
-func (n *NIC) compile(acts []hal.Action) (*program, error) {
-	p := &program{actions: hal.CloneActions(acts)}
+// argAction is the index of acts' first set_eth_dst, whose MAC becomes the
+// rule's operand rather than part of its program, or -1.
+func argAction(acts []hal.Action) int {
+	for i := range acts {
+		if acts[i].Kind == hal.ActionSetEthDst {
+			return i
+		}
+	}
+	return -1
+}
+
+// compile builds a program from actions that validate accepted; the MAC
+// of acts[arg] (argAction), if any, is left to each rule.
+func (n *NIC) compile(acts []hal.Action, arg int) (*program, error) {
+	p := &program{actions: hal.CloneActions(acts), argAct: arg, argMAC: arg >= 0}
+	if arg >= 0 {
+		p.actions[arg].MAC = hal.MAC{}
+	}
 	for i := range acts {
 		a := &acts[i]
 		switch a.Kind {
 		case hal.ActionDecap:
 			p.decap = true
 		case hal.ActionSetEthSrc, hal.ActionSetEthDst:
+			if i == arg {
+				p.steps = append(p.steps, step{kind: a.Kind, arg: true})
+				continue
+			}
 			p.steps = append(p.steps, step{kind: a.Kind, mac: a.MAC})
 		case hal.ActionSetIPSrc, hal.ActionSetIPDst:
 			p.steps = append(p.steps, step{kind: a.Kind, addr: a.Addr.As16()})
@@ -94,14 +121,17 @@ func (n *NIC) compile(acts []hal.Action) (*program, error) {
 	return p, nil
 }
 
-// hashActions fingerprints an action list for interning.
-func hashActions(acts []hal.Action) uint64 {
+// hashActions fingerprints an action list for interning, without the MAC
+// of acts[skip] (argAction).
+func hashActions(acts []hal.Action, skip int) uint64 {
 	h := uint64(hashSeed) ^ uint64(len(acts))
 	var b [16]byte
 	for i := range acts {
 		a := &acts[i]
 		h = mix(h, uint64(a.Kind)|uint64(a.L4Port)<<8|uint64(a.VLAN)<<24|uint64(a.OutPort)<<40|uint64(a.Reason)<<56)
-		h = mix(h, macWord(a.MAC))
+		if i != skip {
+			h = mix(h, macWord(a.MAC))
+		}
 		if a.Addr.IsValid() {
 			b = a.Addr.As16()
 			h = mix(h, binary.LittleEndian.Uint64(b[:8])^1)
@@ -155,14 +185,19 @@ func macWord(m hal.MAC) uint64 {
 	return uint64(m[0]) | uint64(m[1])<<8 | uint64(m[2])<<16 | uint64(m[3])<<24 | uint64(m[4])<<32 | uint64(m[5])<<40
 }
 
-// sameActions compares two action lists by the fields each kind uses.
-func sameActions(a, b []hal.Action) bool {
+func macOfWord(w uint64) hal.MAC {
+	return hal.MAC{byte(w), byte(w >> 8), byte(w >> 16), byte(w >> 24), byte(w >> 32), byte(w >> 40)}
+}
+
+// sameActions compares two action lists by the fields each kind uses, but
+// for the MAC of action skip (argAction): a program's list (a) has it zero.
+func sameActions(a, b []hal.Action, skip int) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := range a {
 		x, y := &a[i], &b[i]
-		if x.Kind != y.Kind || x.MAC != y.MAC || x.Addr != y.Addr || x.L4Port != y.L4Port || x.VLAN != y.VLAN ||
+		if x.Kind != y.Kind || (x.MAC != y.MAC && i != skip) || x.Addr != y.Addr || x.L4Port != y.L4Port || x.VLAN != y.VLAN ||
 			x.OutPort != y.OutPort || x.Reason != y.Reason {
 			return false
 		}

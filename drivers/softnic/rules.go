@@ -3,6 +3,7 @@ package softnic
 import (
 	"context"
 	"fmt"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 )
@@ -16,6 +17,11 @@ type writerState struct {
 	live   int
 
 	chunks []*chunk
+	// Huge-page slabs that chunks beyond the first heapChunks are carved
+	// from (hugemem.go): their owners, and the rest of the last one.
+	slabs    []*hugeMem
+	slabNext unsafe.Pointer
+	slabFree int
 	// tupleByID finds a tuple from the 16-bit ID its entries carry.
 	tupleByID    []*tuple
 	freeTupleIDs []uint16
@@ -26,9 +32,13 @@ type writerState struct {
 	progByHash map[uint64][]*program
 	freeProgs  []uint32
 
-	scopes   map[hal.Scope]uint32 // scope → index in the generation arrays
-	scopeOf  []hal.Scope          // index → scope
-	scopeGen []hal.Generation     // index → active generation
+	scopes map[hal.Scope]uint32 // scope → index in the generation arrays
+	// scopeDense is scopes for scopes below scopeDenseLimit (index+1, 0
+	// for none): controllers number their scopes densely (the vswitch's
+	// are VM ids), and a slice spares a map lookup per rule.
+	scopeDense []uint32
+	scopeOf    []hal.Scope      // index → scope
+	scopeGen   []hal.Generation // index → active generation
 
 	// lastTuple and lastProg shortcut the map lookups for runs of rules
 	// with one mask or one action list, the usual shape of a batch.
@@ -36,6 +46,10 @@ type writerState struct {
 	lastMask  hal.FlowKey // the match mask lastTuple was found for
 	lastProg  *program
 	checker   *hal.Checker // validate's checker, with its memory of the last mask
+	// emptied says that a tuple of the batch may be left without rules
+	// (one lost its last, or one was made): only then does settle look
+	// for empty tuples, a walk of every tuple.
+	emptied bool
 	// progCache maps a cheap fingerprint of an action list (see
 	// quickActionsHash) to the programs last seen with it, most recent
 	// first: it spares the full hash and map lookup when rules alternate
@@ -88,7 +102,7 @@ func (w *writerState) allocEntry() uint32 {
 	}
 	idx := w.next
 	if int(idx>>chunkShift) == len(w.chunks) {
-		w.chunks = append(w.chunks, new(chunk))
+		w.chunks = append(w.chunks, w.newChunk())
 	}
 	w.next++
 	return idx
@@ -231,20 +245,22 @@ func (w *writerState) do(op *hal.Op) error {
 				}
 				t = &tuple{key: tk, shape: newShape(&tk), prios: map[uint16]int{}, id: id}
 				w.tuples[tk] = t
+				w.emptied = true // if the op fails below
 				w.tupleByID[id] = t
 			}
 			w.lastTuple, w.lastMask = t, r.Match.Mask
 		}
 		// A tuple made here and left empty by a failure below is dropped
 		// when the batch settles.
-		prog, err := w.intern(r.Actions)
+		prog, arg, err := w.intern(r.Actions)
 		if err != nil {
 			return err
 		}
 		pk := t.shape.pack(&kw)
 		idx := w.allocEntry()
 		e := w.entry(idx)
-		*e = entry{prog: prog.idx, scope: scope, gen: uint32(r.Generation), prio: r.Priority, tup: t.id, id: r.ID, key: pk, cook: r.Cookie}
+		*e = entry{prog: prog.idx, scope: scope, gen: uint32(r.Generation), prio: r.Priority, tup: t.id, id: r.ID, key: pk, arg: arg}
+		w.chunks[idx>>chunkShift].ck[idx&(chunkSize-1)] = r.Cookie
 		// No reader can hold idx (a freed entry is reused only after both
 		// views dropped it and their readers left): plain stores suffice,
 		// where two atomic ones would each cost a locked instruction.
@@ -280,6 +296,7 @@ func (w *writerState) removeEntry(idx uint32) {
 	e := w.entry(idx)
 	t := w.tupleByID[e.tup]
 	t.delPrio(e.prio)
+	w.emptied = w.emptied || t.rules == 0
 	w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&e.key)), idx: idx})
 	w.retired = append(w.retired, idx)
 }
@@ -310,7 +327,9 @@ func (w *writerState) rollback() {
 // dropNew forgets an entry planned in this batch and never published.
 func (w *writerState) dropNew(idx uint32) {
 	e := w.entry(idx)
-	w.tupleByID[e.tup].delPrio(e.prio)
+	t := w.tupleByID[e.tup]
+	t.delPrio(e.prio)
+	w.emptied = w.emptied || t.rules == 0
 	w.release(w.progs[e.prog])
 	w.free = append(w.free, idx)
 }
@@ -339,6 +358,10 @@ func (w *writerState) settle() {
 }
 
 func (w *writerState) dropEmptyTuples() {
+	if !w.emptied {
+		return
+	}
+	w.emptied = false
 	for k, t := range w.tuples {
 		if t.rules == 0 && (t.tabs[0] == nil || t.tabs[0].ht.used == 0) && (t.tabs[1] == nil || t.tabs[1].ht.used == 0) {
 			delete(w.tuples, k)
@@ -368,38 +391,45 @@ func (w *writerState) tupleID() (uint16, bool) {
 	return uint16(len(w.tupleByID) - 1), true
 }
 
-// intern returns the program for acts, sharing one with identical actions.
-// The quick fingerprint spares the full comparison of action lists (large
-// structs) with a cached program that is not the one.
-func (w *writerState) intern(acts []hal.Action) (*program, error) {
+// intern returns the program for acts, sharing one with identical actions
+// but for the MAC of the first set_eth_dst (argAction), which it returns
+// as the rule's operand (entry.arg). The quick fingerprint spares the full
+// comparison of action lists (large structs) with a cached program that is
+// not the one.
+func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
+	skip := argAction(acts)
+	var arg uint64
+	if skip >= 0 {
+		arg = macWord(acts[skip].MAC)
+	}
 	q := quickActionsHash(acts)
-	if p := w.lastProg; p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts) {
+	if p := w.lastProg; p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts, skip) {
 		p.refs++
-		return p, nil
+		return p, arg, nil
 	}
 	set := &w.progCache[q>>(64-progCacheBits)]
 	for way, p := range set {
-		if p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts) {
+		if p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts, skip) {
 			p.refs++
 			w.lastProg = p
 			if way > 0 {
 				set[0], set[way] = p, set[0]
 			}
-			return p, nil
+			return p, arg, nil
 		}
 	}
-	h := hashActions(acts)
+	h := hashActions(acts, skip)
 	for _, p := range w.progByHash[h] {
-		if sameActions(p.actions, acts) {
+		if sameActions(p.actions, acts, skip) {
 			p.refs++
 			w.lastProg = p
 			set[0], set[1] = p, set[0]
-			return p, nil
+			return p, arg, nil
 		}
 	}
-	p, err := w.n.compile(acts)
+	p, err := w.n.compile(acts, skip)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	p.hash, p.quick, p.refs = h, q, 1
 	if k := len(w.freeProgs); k > 0 {
@@ -413,7 +443,7 @@ func (w *writerState) intern(acts []hal.Action) (*program, error) {
 	w.progByHash[h] = append(w.progByHash[h], p)
 	w.lastProg = p
 	set[0], set[1] = p, set[0]
-	return p, nil
+	return p, arg, nil
 }
 
 func (w *writerState) release(p *program) {
@@ -436,8 +466,16 @@ func (w *writerState) release(p *program) {
 	w.freeProgs = append(w.freeProgs, p.idx)
 }
 
+// scopeDenseLimit bounds writerState.scopeDense (256 KiB).
+const scopeDenseLimit = 1 << 16
+
 // scopeIndex returns the generation-array index of scope, adding it.
 func (w *writerState) scopeIndex(s hal.Scope) (uint32, error) {
+	if uint64(s) < uint64(len(w.scopeDense)) {
+		if i := w.scopeDense[s]; i != 0 {
+			return i - 1, nil
+		}
+	}
 	if i, ok := w.scopes[s]; ok {
 		return i, nil
 	}
@@ -446,6 +484,12 @@ func (w *writerState) scopeIndex(s hal.Scope) (uint32, error) {
 	}
 	i := uint32(len(w.scopeOf))
 	w.scopes[s] = i
+	if uint64(s) < scopeDenseLimit {
+		if uint64(s) >= uint64(len(w.scopeDense)) {
+			w.scopeDense = append(w.scopeDense, make([]uint32, int(s)+1-len(w.scopeDense))...)
+		}
+		w.scopeDense[s] = i + 1
+	}
 	w.scopeOf = append(w.scopeOf, s)
 	w.scopeGen = append(w.scopeGen, 0)
 	return i, nil
@@ -468,10 +512,15 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 		e := w.entry(idx)
 		t := w.tupleByID[e.tup]
 		c := w.counter(idx)
+		p := w.progs[e.prog]
+		acts := hal.CloneActions(p.actions)
+		if p.argAct >= 0 {
+			acts[p.argAct].MAC = macOfWord(e.arg)
+		}
 		info = hal.RuleInfo{
 			Rule: hal.Rule{
 				ID: id, Priority: e.prio, Match: unpackMatch(&t.key, &t.shape, &e.key),
-				Actions: hal.CloneActions(w.progs[e.prog].actions), Cookie: e.cook,
+				Actions: acts, Cookie: w.chunks[idx>>chunkShift].ck[idx&(chunkSize-1)],
 				Scope: w.scopeOf[e.scope], Generation: hal.Generation(e.gen),
 			},
 			Location: hal.LocationUser,

@@ -500,3 +500,153 @@ func TestTupleOfEachRule(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleMACOperand: rules whose actions differ only in the MAC of their
+// set_eth_dst (a mapping's per-destination rules) share one program, yet
+// every packet leaves with its own rule's MAC (on the short path of MAC
+// rewrites and on the general one, with a second set_eth_dst after it),
+// Dump gives every rule its own MAC and cookie back, and a modify that
+// changes only the MAC takes effect.
+func TestRuleMACOperand(t *testing.T) {
+	n := newNIC(t)
+	const k = 16
+	macOf := func(i int) hal.MAC { return hal.MAC{0x02, 0x33, 0, 0, byte(i >> 8), byte(i)} }
+	dst := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 30, byte(i)}) }
+	rule := func(i int, mac hal.MAC) hal.Rule {
+		var extra []hal.Action
+		if i%2 == 1 {
+			// The general path: a TTL decrement; the later set_eth_dst of
+			// odd rules overrides the operand, as the action order says.
+			extra = []hal.Action{hal.SetEthDst(mac), hal.DecTTL(), hal.SetEthDst(macNext)}
+		} else {
+			extra = []hal.Action{hal.SetEthSrc(macVM1), hal.SetEthDst(mac)}
+		}
+		r := dstRule(hal.RuleID(i+1), dst(i), vxlanTo(paRem, 7), extra...)
+		r.Cookie = hal.Cookie(0xc0000 + i)
+		return r
+	}
+	var ops []hal.Op
+	for i := 0; i < k; i++ {
+		ops = append(ops, hal.AddOp(rule(i, macOf(i))))
+	}
+	mustApply(t, n, ops...)
+	progs := 0
+	for _, p := range n.w.progs {
+		if p != nil {
+			progs++
+		}
+	}
+	if progs != 2 {
+		t.Errorf("%d programs for %d rules of two action shapes, want 2", progs, k)
+	}
+	check := func(want func(i int) hal.MAC) {
+		t.Helper()
+		for i := 0; i < k; i++ {
+			send(t, n, pVM1, udp4(caVM1, dst(i), 1000, 80, 20))
+			out := recvAll(t, n, pUplink)
+			if len(out) != 1 {
+				t.Fatalf("rule %d: %d frames out", i, len(out))
+			}
+			_, l := parse(t, out[0])
+			if got := hal.MAC(out[0][l.L2 : l.L2+6]); got != want(i) {
+				t.Errorf("rule %d: inner destination MAC %v, want %v", i, got, want(i))
+			}
+		}
+		seen := 0
+		err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
+			i := int(ri.Rule.ID) - 1
+			r := rule(i, macOf(i))
+			if i%2 == 0 {
+				r = rule(i, want(i))
+			}
+			if !sameActions(ri.Rule.Actions, r.Actions, -1) || ri.Rule.Cookie != r.Cookie {
+				t.Errorf("rule %d dumped as %v cookie %#x, want %v cookie %#x", i, ri.Rule.Actions, ri.Rule.Cookie, r.Actions, r.Cookie)
+			}
+			seen++
+			return nil
+		})
+		if err != nil || seen != k {
+			t.Fatalf("dump: %d rules, %v", seen, err)
+		}
+	}
+	check(func(i int) hal.MAC {
+		if i%2 == 1 {
+			return macNext
+		}
+		return macOf(i)
+	})
+	// A modify of every even rule to another MAC.
+	ops = ops[:0]
+	for i := 0; i < k; i += 2 {
+		ops = append(ops, hal.ModifyOp(rule(i, macOf(500+i))))
+	}
+	mustApply(t, n, ops...)
+	check(func(i int) hal.MAC {
+		if i%2 == 1 {
+			return macNext
+		}
+		return macOf(500 + i)
+	})
+}
+
+// TestScopesDenseAndSparse: generations work the same for scopes the
+// writer indexes densely and for one beyond scopeDenseLimit, and Dump
+// gives each rule its scope back.
+func TestScopesDenseAndSparse(t *testing.T) {
+	n := newNIC(t)
+	ctx := context.Background()
+	scopes := []hal.Scope{3, scopeDenseLimit - 1, scopeDenseLimit, 1 << 30}
+	for i, sc := range scopes {
+		var m hal.Match
+		dst := netip.AddrFrom4([4]byte{198, 18, 40, byte(i)})
+		m.InPort(pVM1).IPDst(netip.PrefixFrom(dst, 32))
+		mustApply(t, n, hal.AddOp(hal.Rule{ID: hal.RuleID(i + 1), Match: m, Scope: sc, Generation: 1, Actions: []hal.Action{hal.Output(pVM2)}}))
+		f := udp4(caVM1, dst, 1, 2, 0)
+		if _, r, _ := outPortOf(t, n, f); r != hal.ReasonMiss {
+			t.Fatalf("scope %d: generation 1 live before its activation (%v)", sc, r)
+		}
+		if err := n.Activate(ctx, sc, 1); err != nil {
+			t.Fatal(err)
+		}
+		if p, _, _ := outPortOf(t, n, f); p != pVM2 {
+			t.Fatalf("scope %d after activation: port %d", sc, p)
+		}
+	}
+	got := map[hal.RuleID]hal.Scope{}
+	if err := n.Dump(ctx, func(ri *hal.RuleInfo) error { got[ri.Rule.ID] = ri.Rule.Scope; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for i, sc := range scopes {
+		if got[hal.RuleID(i+1)] != sc {
+			t.Errorf("rule %d dumped in scope %d, want %d", i+1, got[hal.RuleID(i+1)], sc)
+		}
+	}
+}
+
+// TestEmptyTuplesGo: a mask whose last rule is deleted (or moved by a
+// modify) leaves the writer's tuples, while a batch that deletes only some
+// of a mask's rules keeps it.
+func TestEmptyTuplesGo(t *testing.T) {
+	n := newNIC(t)
+	rule := func(id hal.RuleID, bits int) hal.Rule {
+		var m hal.Match
+		m.InPort(pVM1).IPDst(netip.PrefixFrom(caRem, bits))
+		return hal.Rule{ID: id, Match: m, Actions: []hal.Action{hal.Output(pVM2)}}
+	}
+	mustApply(t, n, hal.AddOp(rule(1, 32)), hal.AddOp(rule(2, 24)), hal.AddOp(rule(3, 24)))
+	if len(n.w.tuples) != 2 {
+		t.Fatalf("%d tuples for two masks", len(n.w.tuples))
+	}
+	mustApply(t, n, hal.DeleteOp(2))
+	if len(n.w.tuples) != 2 {
+		t.Fatalf("%d tuples after deleting one of two /24 rules, want 2", len(n.w.tuples))
+	}
+	mustApply(t, n, hal.ModifyOp(rule(3, 16)))
+	if len(n.w.tuples) != 2 {
+		t.Fatalf("%d tuples after moving the last /24 rule to /16, want 2", len(n.w.tuples))
+	}
+	mustApply(t, n, hal.DeleteOp(1))
+	if len(n.w.tuples) != 1 {
+		t.Fatalf("%d tuples after deleting the /32 rule, want 1", len(n.w.tuples))
+	}
+}

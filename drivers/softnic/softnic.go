@@ -129,6 +129,9 @@ type NIC struct {
 
 	exc excQueue
 
+	// learn reports the addresses vports use (learn.go).
+	learn learner
+
 	stats [2][hal.NumReasons]atomic.Uint64 // [0] exceptions, [1] drops
 
 	// bursts is a bounded free list of datapath working states: one per
@@ -144,8 +147,9 @@ type NIC struct {
 }
 
 var (
-	_ hal.NIC           = (*NIC)(nil)
-	_ hal.AtomicApplier = (*NIC)(nil)
+	_ hal.NIC            = (*NIC)(nil)
+	_ hal.AtomicApplier  = (*NIC)(nil)
+	_ hal.AddressLearner = (*NIC)(nil)
 )
 
 // ErrRingFull is returned by Inject when a port's transmit ring had no room
@@ -197,6 +201,7 @@ func New(cfg Config) (*NIC, error) {
 		p.ready = make(chan struct{}, 1)
 	}
 	n.exc.init(orDefault(cfg.ExceptionQueue, DefaultExceptionQueue), maxMTU+l2Allowance)
+	n.learn.init()
 	n.caps = n.capabilities(cfg)
 	n.w.init(n)
 	n.rcu.init(n)
@@ -243,7 +248,9 @@ func (n *NIC) capabilities(cfg Config) hal.Capabilities {
 		ExceptionPath: true,
 		AtomicBatch:   true,
 		TunnelFilter:  !d.TunnelFilter,
-		Notes:         []string{"rules live in process memory; counters count the frame as it matched, Ethernet header included"},
+		// Learned from the exception path (learn.go).
+		AddressLearning: true,
+		Notes:           []string{"rules live in process memory; counters count the frame as it matched, Ethernet header included"},
 	}
 	if c.Generations {
 		c.MaxScopes = n.maxScopes

@@ -39,7 +39,12 @@ type entry struct {
 	tup   uint16 // the tuple's ID (writerState.tupleByID)
 	key   words  // packed by the tuple's shape
 	id    hal.RuleID
-	cook  hal.Cookie
+	// arg is the rule's own operand of its shared program: the MAC of the
+	// program's parametrized set_eth_dst (program.argAct), as macWord.
+	// Rules that differ only there (a mapping's per-destination rules,
+	// one MAC per destination VM) share one program instead of each
+	// compiling its own (some 1.2 KB with its encapsulation template).
+	arg uint64
 }
 
 // counter is a rule's packet and byte count, kept beside the entry so that
@@ -56,6 +61,9 @@ const (
 type chunk struct {
 	e [chunkSize]entry
 	c [chunkSize]counter
+	// ck is each entry's cookie, which only Dump reads: here it leaves
+	// the entry's bytes to what the datapath reads.
+	ck [chunkSize]hal.Cookie
 }
 
 // bucket is 64 bytes: eight signature/index pairs, so that a probe reads
@@ -124,13 +132,14 @@ func sigOf(h uint64) uint32 {
 // walks the probe chain until a bucket that still has an empty slot.
 type htab struct {
 	b     []bucket
+	mem   *hugeMem // owns b when it is huge-page memory (hugemem.go)
 	mask  uint64
 	used  int
 	tombs int
 }
 
 func (t *htab) init(nbuckets int) {
-	t.b = make([]bucket, nbuckets)
+	t.b, t.mem = makeBuckets(nbuckets)
 	t.mask = uint64(nbuckets - 1)
 	t.used, t.tombs = 0, 0
 }
@@ -192,6 +201,9 @@ type view struct {
 	gens   []uint32    // active generation by scope index
 	chunks []*chunk
 	progs  []*program
+	// slabs owns the huge-page memory of chunks (hugemem.go): while a
+	// reader can see a chunk, it is not unmapped.
+	slabs []*hugeMem
 }
 
 type paddedCount struct {
@@ -336,7 +348,8 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 					reorder = true
 				}
 				if len(tab.ht.b) != len(src.b) {
-					tab.ht.b = make([]bucket, len(src.b))
+					tab.ht.mem.free() // this view's: no reader on it
+					tab.ht.b, tab.ht.mem = makeBuckets(len(src.b))
 				}
 				copy(tab.ht.b, src.b)
 				tab.ht.mask, tab.ht.used, tab.ht.tombs = src.mask, src.used, src.tombs
@@ -381,6 +394,7 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 		}
 	}
 	v.chunks = w.chunks
+	v.slabs = w.slabs
 	v.progs = w.progs
 	for len(v.gens) < len(w.scopeGen) {
 		v.gens = append(v.gens, uint32(w.scopeGen[len(v.gens)]))
@@ -449,4 +463,7 @@ func (w *writerState) grow(tab *tupleTab) {
 			}
 		}
 	}
+	// No reader is on this view (see leftRight.update): the old array
+	// goes at once rather than at the collector's next cycle.
+	old.mem.free()
 }

@@ -185,6 +185,7 @@ func buildBinaries(dir, storeKind string) error {
 	if storeKind == "etcd" {
 		builds = [][]string{{".", "./examples/vswitchctl"}, {"store/etcd", "./cmd/vswitchd", "./cmd/nicstore"}}
 	}
+	builds[0] = append(builds[0], "./examples/nicd") // NIC=remote's NIC side
 	for _, b := range builds {
 		cmd := exec.Command(goBin, append([]string{"build", "-o", dir}, b[1:]...)...)
 		cmd.Dir = filepath.Join(root, b[0])
@@ -303,6 +304,14 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 	s.title("Starting one vswitchd per host (driver %s)", drivers)
 	socks := map[string]string{}
 	for _, h := range hosts {
+		if drivers.remote {
+			if err := n.writeNICD(h, ports[h]); err != nil {
+				return nil, err
+			}
+			if err := n.startNICD(h); err != nil {
+				return nil, err
+			}
+		}
 		cfg, sock, err := n.writeConfig(h, ports[h])
 		if err != nil {
 			return nil, err
@@ -331,7 +340,7 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 			s.say("$ vswitchctl -s %s show", socks[h])
 			s.say("%s", indent(out, "  "))
 		}
-		s.check(strings.Contains(out, ", driver "+drivers.of(h)+" on "), "%s's vswitchd runs the %s driver", h, drivers.of(h))
+		s.check(strings.Contains(out, drivers.shows(h)), "%s's vswitchd runs the %s driver", h, drivers.of(h))
 	}
 
 	s.title("Starting the VMs' applications (UDP 53 and 7, TCP 22 and 5432: each answers with its VM's name)")
@@ -364,6 +373,11 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 	out, _ = ctl("host-a", "flows")
 	s.say("$ vswitchctl flows\n%s", indent(out, "  "))
 	check(strings.Contains(out, "where=nic"), out, nil, "host-a's ping flows are on the NIC")
+	if drivers.remote {
+		if err := n.remoteFaults(ctl, traffic); err != nil {
+			return nil, err
+		}
+	}
 
 	s.title("UDP blue-web-1 → 10.0.0.11:53, with host-a's exception path captured")
 	capFile := filepath.Join(n.dir, "host-a-exceptions.pcapng")
@@ -581,7 +595,11 @@ func (n *nsStory) writeConfig(host string, ports map[string]string) (cfgPath, so
 	if host == peer {
 		peer = "host-b"
 	}
-	fmt.Fprintf(&b, "host: %s\ndriver: %s\n%s\nuplink: up0\nnext_hop_mac: %s\ncontrol: %s\nlog_level: info\nports:\n", host, n.drivers.of(host), source, uplinkMACOf(peer), sock)
+	drv := n.drivers.of(host)
+	if n.drivers.remote {
+		drv = "remote\n" + n.remoteDriverLines(host)
+	}
+	fmt.Fprintf(&b, "host: %s\ndriver: %s\n%s\nuplink: up0\nnext_hop_mac: %s\ncontrol: %s\nlog_level: info\nports:\n", host, drv, source, uplinkMACOf(peer), sock)
 	names := make([]string, 0, len(ports))
 	for vm := range ports {
 		names = append(names, vm)
@@ -597,10 +615,12 @@ func (n *nsStory) writeConfig(host string, ports map[string]string) (cfgPath, so
 		// whole story there.
 		fmt.Fprintf(&b, "flow_idle: %s\n", 10*time.Minute)
 	}
-	switch n.drivers.of(host) {
-	case "xdp":
+	switch kind := n.drivers.of(host); {
+	case n.drivers.remote:
+		// nicd opens the driver (remote.go).
+	case kind == "xdp":
 		fmt.Fprintf(&b, "netns: %s\n", filepath.Join("/run/netns", n.hostNS(host)))
-	case "tcflower":
+	case kind == "tcflower":
 		fmt.Fprintf(&b, "netns: %s\ntunnels:\n  vxlan: %s\n", filepath.Join("/run/netns", n.hostNS(host)), tunnelDev)
 	}
 	cfgPath = filepath.Join(n.dir, host+".yaml")

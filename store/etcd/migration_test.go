@@ -4,11 +4,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/vswitch/vswitchtest/multihost"
 	"github.com/nicpath/nicpath/store"
 	"github.com/nicpath/nicpath/store/etcd/etcdtest"
 	"github.com/nicpath/nicpath/store/migrate"
 	"github.com/nicpath/nicpath/store/storetest"
+	"github.com/nicpath/nicpath/vswitch/vswitchtest/multihost"
 )
 
 // migrationBed publishes the three-host state to a fresh etcd server and

@@ -5,10 +5,10 @@ package etcd_test
 import (
 	"testing"
 
-	"github.com/nicpath/nicpath/vswitch/vswitchtest/multihost"
 	"github.com/nicpath/nicpath/store"
 	"github.com/nicpath/nicpath/store/etcd/etcdtest"
 	"github.com/nicpath/nicpath/store/migrate"
+	"github.com/nicpath/nicpath/vswitch/vswitchtest/multihost"
 )
 
 // nsTest is the namespace bed's view of a fresh etcd server: every vswitchd
