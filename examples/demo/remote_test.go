@@ -50,8 +50,8 @@ func TestNamespaceStoryRemote(t *testing.T) {
 					t.Errorf("the story does not show %q", want)
 				}
 			}
-			if n := strings.Count(story, "bytes back intact"); n != 4 {
-				t.Errorf("%d bulk exchanges came back intact, want 4", n)
+			if n := strings.Count(story, "bytes back intact"); n != 5 {
+				t.Errorf("%d bulk exchanges came back intact, want 5 (4 in the bulk section, 1 inbound)", n)
 			}
 			if !strings.Contains(story, "all ") || strings.Contains(story, "FAIL") {
 				t.Errorf("the story does not say that every check held:\n%s", story)

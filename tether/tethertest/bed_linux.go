@@ -331,21 +331,21 @@ func (b *Bed) network() error {
 			[]string{"-n", "ul", "link", "add", rif, "address", routerMAC(i).String(), "type", "veth", "peer", "name", "up0", "address", uplinkMACOf(i).String(), "netns", b.prefix + h.name},
 			[]string{"-n", "ul", "link", "set", rif, "up"},
 			[]string{"-n", h.name, "link", "set", "up0", "up"},
-			[]string{"-n", "ul", "route", "add", h.pa.String() + "/32", "dev", rif},
+			[]string{"-n", "ul", "route", "replace", h.pa.String() + "/32", "dev", rif},
 			[]string{"-n", "ul", "neigh", "replace", h.pa.String(), "lladdr", uplinkMACOf(i).String(), "dev", rif, "nud", "permanent"},
 		)
 	}
 	ancMAC, ulAncMAC := hal.MAC{0x02, 0xfd, 0, 0, 0, 0x10}, routerMAC(9)
 	cmds = append(cmds,
 		[]string{"-n", "ul", "link", "add", "ul-anchor", "address", ulAncMAC.String(), "type", "veth", "peer", "name", "dc0", "address", ancMAC.String(), "netns", b.prefix + "anchor"},
-		[]string{"-n", "ul", "addr", "add", ulAnchor.String() + "/32", "dev", "ul-anchor"},
+		[]string{"-n", "ul", "addr", "replace", ulAnchor.String() + "/32", "dev", "ul-anchor"},
 		[]string{"-n", "ul", "link", "set", "ul-anchor", "up"},
-		[]string{"-n", "ul", "route", "add", PAAnchor.String() + "/32", "dev", "ul-anchor"},
+		[]string{"-n", "ul", "route", "replace", PAAnchor.String() + "/32", "dev", "ul-anchor"},
 		[]string{"-n", "ul", "neigh", "replace", PAAnchor.String(), "lladdr", ancMAC.String(), "dev", "ul-anchor", "nud", "permanent"},
-		[]string{"-n", "anchor", "addr", "add", PAAnchor.String() + "/32", "dev", "dc0"},
+		[]string{"-n", "anchor", "addr", "replace", PAAnchor.String() + "/32", "dev", "dc0"},
 		[]string{"-n", "anchor", "link", "set", "dc0", "up"},
-		[]string{"-n", "anchor", "route", "add", ulAnchor.String() + "/32", "dev", "dc0"},
-		[]string{"-n", "anchor", "route", "add", "198.18.0.0/24", "via", ulAnchor.String()},
+		[]string{"-n", "anchor", "route", "replace", ulAnchor.String() + "/32", "dev", "dc0"},
+		[]string{"-n", "anchor", "route", "replace", "198.18.0.0/24", "via", ulAnchor.String()},
 		[]string{"-n", "anchor", "neigh", "replace", ulAnchor.String(), "lladdr", ulAncMAC.String(), "dev", "dc0", "nud", "permanent"},
 	)
 	// The outside: a bridge joining the anchor, the NAT and a forger.
@@ -357,18 +357,18 @@ func (b *Bed) network() error {
 		cmds = append(cmds,
 			[]string{"-n", "inet", "link", "add", e.port, "type", "veth", "peer", "name", e.dev, "netns", b.prefix + e.ns},
 			[]string{"-n", "inet", "link", "set", e.port, "master", "br0", "up"},
-			[]string{"-n", e.ns, "addr", "add", e.addr.String() + "/24", "dev", e.dev},
+			[]string{"-n", e.ns, "addr", "replace", e.addr.String() + "/24", "dev", e.dev},
 			[]string{"-n", e.ns, "link", "set", e.dev, "up"},
 		)
 	}
 	// The remote site behind the NAT.
 	cmds = append(cmds,
 		[]string{"-n", "nat", "link", "add", "in0", "type", "veth", "peer", "name", "wan0", "netns", b.prefix + "tether"},
-		[]string{"-n", "nat", "addr", "add", natInside.String() + "/24", "dev", "in0"},
+		[]string{"-n", "nat", "addr", "replace", natInside.String() + "/24", "dev", "in0"},
 		[]string{"-n", "nat", "link", "set", "in0", "up"},
-		[]string{"-n", "tether", "addr", "add", tetherWAN.String() + "/24", "dev", "wan0"},
+		[]string{"-n", "tether", "addr", "replace", tetherWAN.String() + "/24", "dev", "wan0"},
 		[]string{"-n", "tether", "link", "set", "wan0", "up"},
-		[]string{"-n", "tether", "route", "add", "default", "via", natInside.String()},
+		[]string{"-n", "tether", "route", "replace", "default", "via", natInside.String()},
 	)
 	for i, n := range []string{"n1", "n2"} {
 		p := fmt.Sprintf("p%d", i+1)
@@ -398,7 +398,7 @@ func (b *Bed) network() error {
 			// One on-link /23: the VNET's two subnets, the relocated one
 			// included (the vswitch does not answer ARP: static
 			// neighbours, as for any peer).
-			{"-n", v.ns, "addr", "add", netip.PrefixFrom(v.ca, 23).String(), "dev", "eth0"},
+			{"-n", v.ns, "addr", "replace", netip.PrefixFrom(v.ca, 23).String(), "dev", "eth0"},
 		}
 		for _, vm := range b.State.VMs() {
 			if vm.CAs[0] != v.ca {
@@ -611,7 +611,7 @@ func (b *Bed) FlushNAT() error {
 func (b *Bed) ChangeNATAddress() error {
 	return b.ipAll([][]string{
 		{"-n", "nat", "addr", "del", NATPublic.String() + "/24", "dev", "out0"},
-		{"-n", "nat", "addr", "add", NATPublic2.String() + "/24", "dev", "out0"},
+		{"-n", "nat", "addr", "replace", NATPublic2.String() + "/24", "dev", "out0"},
 	})
 }
 
