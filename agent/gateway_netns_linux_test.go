@@ -281,7 +281,7 @@ func testGatewayNamespaces(t *testing.T, gwDriver string) {
 	// as 203.0.113.10.
 	dst := map[string]string{"blue": "192.0.2.10", "red": "203.0.113.10"}
 	for _, vm := range []string{"blue", "red"} {
-		out, err := exec.Command("ip", "netns", "exec", b.ns("vm-"+vm), "ping", "-c", "3", "-i", "0.2", "-W", "2", dst[vm]).CombinedOutput()
+		out, err := exec.Command("ip", "netns", "exec", b.ns("vm-"+vm), "ping", "-c", "5", "-i", "0.2", "-W", "5", dst[vm]).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "3 received") {
 			t.Fatalf("ping from %s to %s: %v\n%s", vm, dst[vm], err, out)
 		}
@@ -352,7 +352,7 @@ func testGatewayNamespaces(t *testing.T, gwDriver string) {
 		vmPeers[vm] = b.servers(ctx, "vm-"+vm, "10.0.0.10")
 	}
 	for _, vm := range []string{"blue", "red"} {
-		out, err := exec.Command("ip", "netns", "exec", b.ns("ext"), "ping", "-c", "3", "-i", "0.2", "-W", "2", published[vm]).CombinedOutput()
+		out, err := exec.Command("ip", "netns", "exec", b.ns("ext"), "ping", "-c", "5", "-i", "0.2", "-W", "5", published[vm]).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "3 received") {
 			t.Fatalf("ping from the external host to %s (%s): %v\n%s", published[vm], vm, err, out)
 		}
