@@ -79,15 +79,29 @@ const (
 type enc struct {
 	b        []byte
 	lastActs []hal.Action
-	lastKey  hal.FlowKey // the bases of keys and masks (see flowKey)
-	lastMask hal.FlowKey
+	// lastKey and lastMask are the bases of keys and masks (see flowKey):
+	// nil for the zero key, else the previous rule's. stable says that the
+	// rules being encoded stay put and unchanged for the whole message (an
+	// Apply's ops, which the caller does not touch until it returns), so
+	// that the bases can point into them; otherwise they point to saved,
+	// copies (a Dump's rules may live in a buffer the NIC reuses).
+	lastKey  *hal.FlowKey
+	lastMask *hal.FlowKey
+	stable   bool
+	saved    [2]hal.FlowKey
 }
 
 func (e *enc) u8(v uint8)   { e.b = append(e.b, v) }
 func (e *enc) u16(v uint16) { e.b = binary.BigEndian.AppendUint16(e.b, v) }
 func (e *enc) u32(v uint32) { e.b = binary.BigEndian.AppendUint32(e.b, v) }
 func (e *enc) u64(v uint64) { e.b = binary.BigEndian.AppendUint64(e.b, v) }
-func (e *enc) uv(v uint64)  { e.b = binary.AppendUvarint(e.b, v) }
+func (e *enc) uv(v uint64) {
+	if v < 0x80 { // most counts, IDs of small tables, the action reference
+		e.b = append(e.b, byte(v))
+		return
+	}
+	e.b = binary.AppendUvarint(e.b, v)
+}
 func (e *enc) bool(v bool) {
 	if v {
 		e.u8(1)
@@ -107,7 +121,7 @@ func (e *enc) mac(m hal.MAC) { e.b = append(e.b, m[:]...) }
 
 // begin starts a message; end fills in its length.
 func (e *enc) begin(typ uint8, id uint32) int {
-	e.lastActs, e.lastKey, e.lastMask = nil, hal.FlowKey{}, hal.FlowKey{}
+	e.lastActs, e.lastKey, e.lastMask, e.stable = nil, nil, nil, false
 	start := len(e.b)
 	e.b = append(e.b, 0, 0, 0, 0, typ)
 	e.u32(id)
@@ -170,8 +184,9 @@ type dec struct {
 	err      error
 	lastActs []hal.Action // the previous rule's actions (see enc)
 	haveLast bool
-	lastKey  hal.FlowKey // the bases of keys and masks (see flowKey)
-	lastMask hal.FlowKey
+	lastKey  *hal.FlowKey // the bases of keys and masks (see flowKey): nil
+	lastMask *hal.FlowKey // for the zero key, else the previous rule's
+	pooled   int          // actions allocated in pools (see rule)
 }
 
 func (d *dec) fail() {
@@ -222,6 +237,11 @@ func (d *dec) u64() uint64 {
 func (d *dec) uv() uint64 {
 	if d.err != nil {
 		return 0
+	}
+	if len(d.b) > 0 && d.b[0] < 0x80 { // a one-byte varint, the usual
+		v := uint64(d.b[0])
+		d.b = d.b[1:]
+		return v
 	}
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 {
@@ -359,7 +379,13 @@ const (
 	fkAll = 1<<iota - 1
 )
 
+// zeroKey is the base of a message's first key and mask.
+var zeroKey hal.FlowKey
+
 func (e *enc) flowKey(k, base *hal.FlowKey) {
+	if base == nil {
+		base = &zeroKey
+	}
 	var m uint16
 	if k.TunSrc != base.TunSrc {
 		m |= fkTunSrc
@@ -451,14 +477,19 @@ func (e *enc) flowKey(k, base *hal.FlowKey) {
 	}
 }
 
-// flowKey decodes a key as a difference from base (see enc.flowKey).
+// flowKey decodes a key as a difference from base (see enc.flowKey); nil
+// is the zero key. k and base may be the same key.
 func (d *dec) flowKey(k, base *hal.FlowKey) {
 	m := d.u16()
 	if m&^fkAll != 0 {
 		d.fail()
 		return
 	}
-	*k = *base
+	if base == nil {
+		*k = hal.FlowKey{}
+	} else if k != base {
+		*k = *base
+	}
 	if m == 0 {
 		return
 	}
@@ -579,9 +610,14 @@ func (e *enc) rule(r *hal.Rule) {
 	e.uv(uint64(r.Cookie))
 	e.uv(uint64(r.Scope))
 	e.uv(uint64(r.Generation))
-	e.flowKey(&r.Match.Key, &e.lastKey)
-	e.flowKey(&r.Match.Mask, &e.lastMask)
-	e.lastKey, e.lastMask = r.Match.Key, r.Match.Mask
+	e.flowKey(&r.Match.Key, e.lastKey)
+	e.flowKey(&r.Match.Mask, e.lastMask)
+	if e.stable {
+		e.lastKey, e.lastMask = &r.Match.Key, &r.Match.Mask
+	} else {
+		e.saved = [2]hal.FlowKey{r.Match.Key, r.Match.Mask}
+		e.lastKey, e.lastMask = &e.saved[0], &e.saved[1]
+	}
 	// Actions: 0 = the previous rule's list; n+1 = n actions follow.
 	a := r.Actions
 	if len(a) > 0 && len(a) == len(e.lastActs) && &a[0] == &e.lastActs[0] {
@@ -603,9 +639,12 @@ func (d *dec) rule(r *hal.Rule, pool *[]hal.Action) {
 	r.Cookie = hal.Cookie(d.uv())
 	r.Scope = hal.Scope(d.u32v())
 	r.Generation = hal.Generation(d.u32v())
-	d.flowKey(&r.Match.Key, &d.lastKey)
-	d.flowKey(&r.Match.Mask, &d.lastMask)
-	d.lastKey, d.lastMask = r.Match.Key, r.Match.Mask
+	// The bases point at the previous rule decoded: its memory holds it
+	// until this one is decoded (a caller that decodes every rule into the
+	// same variable makes k and base the same key).
+	d.flowKey(&r.Match.Key, d.lastKey)
+	d.flowKey(&r.Match.Mask, d.lastMask)
+	d.lastKey, d.lastMask = &r.Match.Key, &r.Match.Mask
 	if len(d.b) > 0 && d.b[0] == 0 {
 		d.b = d.b[1:]
 		if !d.haveLast {
@@ -632,6 +671,7 @@ func (d *dec) rule(r *hal.Rule, pool *[]hal.Action) {
 	if pool != nil {
 		if cap(*pool)-len(*pool) < n {
 			*pool = make([]hal.Action, 0, max(n, 256))
+			d.pooled += cap(*pool)
 		}
 		p := *pool
 		acts = p[len(p) : len(p)+n : len(p)+n]

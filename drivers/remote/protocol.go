@@ -26,6 +26,7 @@ type request struct {
 	total  int      // apply: operations in the whole batch
 	start  int      // apply: index of this segment's first operation
 	ops    []hal.Op
+	pooled int       // apply: actions allocated for ops since its array was last released (see releaseActions)
 	scope  hal.Scope // activate, active generation
 	gen    hal.Generation
 	port   hal.PortID // inject, port counters
@@ -180,9 +181,11 @@ func (e *enc) applyReq(id uint32, atomic, last bool, total, start int, seg []hal
 	e.uv(uint64(total))
 	e.uv(uint64(start))
 	e.uv(uint64(len(seg)))
+	e.stable = true // the caller's ops: they stay as they are until Apply returns
 	for i := range seg {
 		e.op(&seg[i])
 	}
+	e.stable = false
 	e.end(st)
 }
 
@@ -257,7 +260,7 @@ func (e *enc) credit(n uint64) {
 // result shares no memory with body.
 // The ops array of r is reused when large enough.
 func decodeRequest(typ uint8, id uint32, body []byte, r *request) error {
-	*r = request{typ: typ, id: id, ops: r.ops[:0]}
+	*r = request{typ: typ, id: id, ops: r.ops[:0], pooled: r.pooled}
 	d := dec{b: body}
 	switch typ {
 	case msgValidate:
@@ -287,6 +290,7 @@ func decodeRequest(typ uint8, id uint32, body []byte, r *request) error {
 		for i := range r.ops {
 			d.op(&r.ops[i], &pool)
 		}
+		r.pooled += d.pooled
 	case msgDump, msgStats, msgPing:
 	case msgActivate:
 		r.scope = hal.Scope(d.u32v())
