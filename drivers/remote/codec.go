@@ -611,7 +611,11 @@ func (e *enc) rule(r *hal.Rule) {
 	e.uv(uint64(r.Scope))
 	e.uv(uint64(r.Generation))
 	e.flowKey(&r.Match.Key, e.lastKey)
-	e.flowKey(&r.Match.Mask, e.lastMask)
+	if e.lastMask != nil && r.Match.Mask == *e.lastMask {
+		e.u16(0) // the previous rule's mask, as a batch's rules mostly have
+	} else {
+		e.flowKey(&r.Match.Mask, e.lastMask)
+	}
 	if e.stable {
 		e.lastKey, e.lastMask = &r.Match.Key, &r.Match.Mask
 	} else {
