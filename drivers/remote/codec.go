@@ -89,6 +89,7 @@ type enc struct {
 	lastMask *hal.FlowKey
 	stable   bool
 	saved    [2]hal.FlowKey
+	last     ruleHead // the previous rule's ID, priority, cookie, scope, generation
 }
 
 func (e *enc) u8(v uint8)   { e.b = append(e.b, v) }
@@ -121,7 +122,7 @@ func (e *enc) mac(m hal.MAC) { e.b = append(e.b, m[:]...) }
 
 // begin starts a message; end fills in its length.
 func (e *enc) begin(typ uint8, id uint32) int {
-	e.lastActs, e.lastKey, e.lastMask, e.stable = nil, nil, nil, false
+	e.lastActs, e.lastKey, e.lastMask, e.stable, e.last = nil, nil, nil, false, ruleHead{}
 	start := len(e.b)
 	e.b = append(e.b, 0, 0, 0, 0, typ)
 	e.u32(id)
@@ -187,6 +188,7 @@ type dec struct {
 	lastKey  *hal.FlowKey // the bases of keys and masks (see flowKey): nil
 	lastMask *hal.FlowKey // for the zero key, else the previous rule's
 	pooled   int          // actions allocated in pools (see rule)
+	last     ruleHead     // the previous rule's head (see enc)
 }
 
 func (d *dec) fail() {
@@ -604,12 +606,103 @@ func (d *dec) action(a *hal.Action) {
 	}
 }
 
+// A rule's head (ID, priority, cookie, scope, generation) goes as a
+// difference from the message's previous rule (or deleted ID), zero at
+// the start of a message: a flags byte, then the fields it does not say
+// are as before. A batch's rules mostly have consecutive IDs and the same
+// priority, cookie, scope and generation, so that the head takes one byte.
+// (Protocol version 2; version 1 sent every field.)
+type ruleHead struct {
+	id         hal.RuleID
+	priority   uint16
+	cookie     hal.Cookie
+	scope      hal.Scope
+	generation hal.Generation
+}
+
+const (
+	rhNextID   = 1 << iota // ID: the previous one + 1
+	rhPriority             // priority: the previous one
+	rhCookie               // cookie: the previous one
+	rhScope                // scope: the previous one
+	rhGen                  // generation: the previous one
+	rhAll      = 1<<iota - 1
+)
+
+func (e *enc) ruleHead(r *hal.Rule) {
+	var f uint8
+	l := &e.last
+	if r.ID == l.id+1 {
+		f |= rhNextID
+	}
+	if r.Priority == l.priority {
+		f |= rhPriority
+	}
+	if r.Cookie == l.cookie {
+		f |= rhCookie
+	}
+	if r.Scope == l.scope {
+		f |= rhScope
+	}
+	if r.Generation == l.generation {
+		f |= rhGen
+	}
+	e.u8(f)
+	if f&rhNextID == 0 {
+		e.uv(uint64(r.ID))
+	}
+	if f&rhPriority == 0 {
+		e.u16(r.Priority)
+	}
+	if f&rhCookie == 0 {
+		e.uv(uint64(r.Cookie))
+	}
+	if f&rhScope == 0 {
+		e.uv(uint64(r.Scope))
+	}
+	if f&rhGen == 0 {
+		e.uv(uint64(r.Generation))
+	}
+	*l = ruleHead{r.ID, r.Priority, r.Cookie, r.Scope, r.Generation}
+}
+
+func (d *dec) ruleHead(r *hal.Rule) {
+	f := d.u8()
+	if f&^rhAll != 0 {
+		d.fail()
+		return
+	}
+	l := &d.last
+	if f&rhNextID != 0 {
+		r.ID = l.id + 1
+	} else {
+		r.ID = hal.RuleID(d.uv())
+	}
+	if f&rhPriority != 0 {
+		r.Priority = l.priority
+	} else {
+		r.Priority = d.u16()
+	}
+	if f&rhCookie != 0 {
+		r.Cookie = l.cookie
+	} else {
+		r.Cookie = hal.Cookie(d.uv())
+	}
+	if f&rhScope != 0 {
+		r.Scope = l.scope
+	} else {
+		r.Scope = hal.Scope(d.u32v())
+	}
+	if f&rhGen != 0 {
+		r.Generation = l.generation
+	} else {
+		r.Generation = hal.Generation(d.u32v())
+	}
+	*l = ruleHead{r.ID, r.Priority, r.Cookie, r.Scope, r.Generation}
+}
+
 func (e *enc) rule(r *hal.Rule) {
-	e.uv(uint64(r.ID))
-	e.u16(r.Priority)
-	e.uv(uint64(r.Cookie))
-	e.uv(uint64(r.Scope))
-	e.uv(uint64(r.Generation))
+	e.ruleHead(r)
 	e.flowKey(&r.Match.Key, e.lastKey)
 	if e.lastMask != nil && r.Match.Mask == *e.lastMask {
 		e.u16(0) // the previous rule's mask, as a batch's rules mostly have
@@ -638,11 +731,7 @@ func (e *enc) rule(r *hal.Rule) {
 // rule decodes into r; actions are carved out of *pool when it has room,
 // so that a batch's rules share one allocation.
 func (d *dec) rule(r *hal.Rule, pool *[]hal.Action) {
-	r.ID = hal.RuleID(d.uv())
-	r.Priority = d.u16()
-	r.Cookie = hal.Cookie(d.uv())
-	r.Scope = hal.Scope(d.u32v())
-	r.Generation = hal.Generation(d.u32v())
+	d.ruleHead(r)
 	// The bases point at the previous rule decoded: its memory holds it
 	// until this one is decoded (a caller that decodes every rule into the
 	// same variable makes k and base the same key).
@@ -698,20 +787,44 @@ func (d *dec) u32v() uint32 {
 	return uint32(v)
 }
 
-// Ops: a delete carries only its rule's ID.
+// Ops: a delete carries only its rule's ID, as a difference from the
+// previous rule's (see ruleHead): opNextID in its kind byte when it is
+// that one + 1, else the ID.
+const opNextID = 0x80
+
 func (e *enc) op(o *hal.Op) {
-	e.u8(uint8(o.Kind))
 	if o.Kind == hal.OpDelete {
-		e.uv(uint64(o.Rule.ID))
+		if o.Rule.ID == e.last.id+1 {
+			e.u8(uint8(o.Kind) | opNextID)
+		} else {
+			e.u8(uint8(o.Kind))
+			e.uv(uint64(o.Rule.ID))
+		}
+		e.last.id = o.Rule.ID
 		return
 	}
+	k := uint8(o.Kind)
+	if k >= opNextID {
+		k = 0 // no kind either: the NIC side refuses the op as it would this one
+	}
+	e.u8(k)
 	e.rule(&o.Rule)
 }
 
 func (d *dec) op(o *hal.Op, pool *[]hal.Action) {
-	o.Kind = hal.OpKind(d.u8())
+	k := d.u8()
+	o.Kind = hal.OpKind(k &^ opNextID)
 	if o.Kind == hal.OpDelete {
-		o.Rule = hal.Rule{ID: hal.RuleID(d.uv())}
+		id := d.last.id + 1
+		if k&opNextID == 0 {
+			id = hal.RuleID(d.uv())
+		}
+		o.Rule = hal.Rule{ID: id}
+		d.last.id = id
+		return
+	}
+	if k&opNextID != 0 {
+		d.fail() // the flag is a delete's only
 		return
 	}
 	d.rule(&o.Rule, pool)

@@ -1,6 +1,8 @@
 package remote
 
 import (
+	"context"
+	"errors"
 	"reflect"
 	"testing"
 
@@ -123,5 +125,92 @@ func TestReleaseActions(t *testing.T) {
 		if r.pooled > keepActions {
 			t.Fatalf("pooled %d after release", r.pooled)
 		}
+	}
+}
+
+// TestRefuseVersionOneEvenIfAllowed: version 2 changed the rule encoding;
+// a server configured to accept version 1 still refuses a host that speaks
+// only that one, rather than talking to it in a format it does not read.
+func TestRefuseVersionOneEvenIfAllowed(t *testing.T) {
+	k := newKeys(t)
+	soft := newSoftnic(t, false)
+	s := serve(t, soft, k, sockPath(t), func(c *ServerConfig) { c.MinVersion = 1 })
+	cfg := clientConfig(k, s.addr)
+	cfg.maxVersion, cfg.minVersion, cfg.versionsSet = 1, 1, true
+	_, err := Open(context.Background(), cfg)
+	var ve *VersionError
+	if !errors.As(err, &ve) || ve.Min != oldestVersion {
+		t.Fatalf("open offering version 1 to a server allowing it: %v", err)
+	}
+	// A host offering both gets the newest.
+	cfg.maxVersion = ProtocolVersion
+	n, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	res := make([]hal.OpResult, 2)
+	if err := n.Apply(context.Background(), []hal.Op{hal.AddOp(exactRule(1, 1)), hal.DeleteOp(1)}, res); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpKindOutOfRange: an op whose kind does not fit the wire's kind byte
+// is refused per op by the NIC side, as any unknown kind; it does not
+// break the session.
+func TestOpKindOutOfRange(t *testing.T) {
+	k := newKeys(t)
+	soft := newSoftnic(t, false)
+	s := serve(t, soft, k, sockPath(t), nil)
+	n := open(t, clientConfig(k, s.addr))
+	bad := hal.AddOp(exactRule(1, 1))
+	bad.Kind = 0x83
+	ops := []hal.Op{bad, hal.AddOp(exactRule(2, 2))}
+	res := make([]hal.OpResult, 2)
+	n.Apply(context.Background(), ops, res)
+	if res[0].Err == nil || res[1].Err != nil {
+		t.Fatalf("results %v", res)
+	}
+	if err := n.Apply(context.Background(), []hal.Op{hal.DeleteOp(2)}, res[:1]); err != nil {
+		t.Fatalf("after an out-of-range kind: %v", err)
+	}
+}
+
+// TestSmallestEncodings: the bounds the decoders put on counts hold for
+// the smallest items the encoder makes: a dump chunk of bare rules
+// (minRuleInfo bytes each) and a segment of deletes of consecutive IDs (a
+// byte each) decode; a segment over applySegmentMax does not.
+func TestSmallestEncodings(t *testing.T) {
+	var e enc
+	st := e.begin(msgDumpChunk, 1)
+	const n = 1000
+	e.u32(n)
+	for i := range n {
+		e.ruleInfo(&hal.RuleInfo{Rule: hal.Rule{ID: hal.RuleID(i + 1)}})
+	}
+	e.end(st)
+	if per := (len(e.b) - msgHeaderLen - 4) / n; per != minRuleInfo {
+		t.Errorf("a bare rule info takes %d bytes, minRuleInfo says %d", per, minRuleInfo)
+	}
+	if infos, err := decodeDumpChunk(e.b[msgHeaderLen:]); err != nil || len(infos) != n || infos[n-1].Rule.ID != n {
+		t.Fatalf("dump chunk of bare rules: %d infos, %v", len(infos), err)
+	}
+	dels := make([]hal.Op, applySegmentMax+1)
+	for i := range dels {
+		dels[i] = hal.DeleteOp(hal.RuleID(i + 1))
+	}
+	var q request
+	e = enc{}
+	e.applyReq(1, false, true, applySegmentMax, 0, dels[:applySegmentMax])
+	if per := float64(len(e.b)-msgHeaderLen) / applySegmentMax; per > 1.01 {
+		t.Errorf("a delete of the next ID takes %.2f bytes", per)
+	}
+	if err := decodeRequest(msgApply, 1, e.b[msgHeaderLen:], &q); err != nil || len(q.ops) != applySegmentMax || q.ops[applySegmentMax-1].Rule.ID != applySegmentMax {
+		t.Fatalf("segment of consecutive deletes: %d ops, %v", len(q.ops), err)
+	}
+	e = enc{}
+	e.applyReq(1, false, true, len(dels), 0, dels)
+	if err := decodeRequest(msgApply, 1, e.b[msgHeaderLen:], &q); err == nil {
+		t.Fatalf("a segment of %d ops decoded (the bound is %d)", len(dels), applySegmentMax)
 	}
 }

@@ -13,7 +13,15 @@ import (
 // offers a range in its hello; the server picks the newest both speak and
 // refuses a client whose range ends below the server's minimum, with a
 // *VersionError on both ends.
-const ProtocolVersion uint8 = 1
+//
+// Version 2 sends a rule's head (ID, priority, cookie, scope, generation)
+// and a delete's ID as a difference from the previous rule's (see
+// ruleHead); this package speaks no older version (oldestVersion), so a
+// server configured with a lower MinVersion still refuses version 1.
+const ProtocolVersion uint8 = 2
+
+// oldestVersion is the oldest version the codec speaks.
+const oldestVersion uint8 = 2
 
 // request is a host → NIC call as the server decodes it.
 type request struct {
@@ -272,8 +280,11 @@ func decodeRequest(typ uint8, id uint32, body []byte, r *request) error {
 		}
 		r.atomic, r.last = f&applyAtomic != 0, f&applyLast != 0
 		total, start := d.uv(), d.uv()
-		n := d.count(2)
-		if total > math.MaxInt32 || start > total || uint64(n) > total-start || (r.last && start+uint64(n) != total) {
+		// An op takes a byte at least (a delete of the next ID); a segment
+		// holds applySegmentMax at most (what the host sends), which bounds
+		// the ops array a message can make the server allocate.
+		n := d.count(1)
+		if n > applySegmentMax || total > math.MaxInt32 || start > total || uint64(n) > total-start || (r.last && start+uint64(n) != total) {
 			d.fail()
 		}
 		if d.err != nil {
@@ -486,10 +497,23 @@ func decodeRefused(body []byte) (*RefusedError, error) {
 	return r, d.done()
 }
 
+// minRuleInfo is the fewest bytes a rule info takes: its head's flags (1),
+// key and mask bitmaps (2 each), action reference (1), location, live
+// flag and two counters (1 each).
+const minRuleInfo = 10
+
+// maxDumpRules bounds the rules of one dump chunk: the server ends a chunk
+// once it holds dumpChunk bytes, and a rule takes minRuleInfo at least.
+const maxDumpRules = dumpChunk/minRuleInfo + 1
+
 // decodeDumpChunk decodes a chunk of a dump.
 func decodeDumpChunk(body []byte) ([]hal.RuleInfo, error) {
 	d := dec{b: body}
-	n := d.count32(20)
+	n := d.count32(minRuleInfo)
+	if n > maxDumpRules {
+		d.fail()
+		n = 0
+	}
 	infos := make([]hal.RuleInfo, n)
 	var pool []hal.Action
 	for i := range infos {

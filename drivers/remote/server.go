@@ -42,7 +42,8 @@ type ServerConfig struct {
 	// stops reading loses its session rather than holding the NIC side.
 	WriteTimeout time.Duration
 	// MinVersion is the oldest protocol version accepted (default
-	// ProtocolVersion: no downgrade).
+	// ProtocolVersion: no downgrade; never below the oldest version this
+	// package speaks).
 	MinVersion uint8
 	// Channel tunes the secure channel.
 	Channel *ChannelTuning
@@ -115,6 +116,9 @@ func NewServer(nic hal.NIC, cfg ServerConfig) (*Server, error) {
 	if cfg.MinVersion == 0 {
 		cfg.MinVersion = ProtocolVersion
 	}
+	// A version the codec does not speak cannot be allowed, whatever the
+	// configuration says.
+	cfg.MinVersion = max(cfg.MinVersion, oldestVersion)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
