@@ -71,6 +71,10 @@ type counters struct {
 	proRefused   uint64
 	// walksRemembered counts walks answered from the memo (classifyFlow).
 	walksRemembered uint64
+	// wildFlows counts flows created as port-wildcard flows; wildCovered
+	// the first packets of connections that reached the host and were
+	// handled by an existing one (wildcard.go).
+	wildFlows, wildCovered uint64
 }
 
 func (s *Switch) drop(r DropReason) { s.stats.drops[r]++ }
@@ -118,6 +122,12 @@ type Stats struct {
 	// those the NIC refused (the destinations take the slow path).
 	ProactiveRules   int
 	ProactiveRefused uint64
+	// WildcardFlows counts flows created as port-wildcard flows (their
+	// rule matches every connection between the same endpoints);
+	// WildcardCovered the packets of other connections that still reached
+	// the host (the rule was being installed, or the NIC missed it) and
+	// were handled by such a flow instead of making a new one.
+	WildcardFlows, WildcardCovered uint64
 	// MTU counts packets too big for their egress after encapsulation:
 	// answered, fragmented or dropped with a reason (mtu.go).
 	MTU MTUStats
@@ -139,6 +149,7 @@ func (s *Switch) Stats() Stats {
 		Activations: c.activations, Reconciles: c.reconciles, ReconcileAdded: c.recAdded,
 		ReconcileRemoved: c.recRemoved, ReconcileModified: c.recModified, ForeignRules: c.foreign,
 		ProactiveRefused: c.proRefused, MTU: s.mtu.stats(),
+		WildcardFlows: c.wildFlows, WildcardCovered: c.wildCovered,
 	}
 	for _, r := range s.pro {
 		if r.landed {
@@ -202,6 +213,7 @@ func (st Stats) String() string {
 	fmt.Fprintf(&b, "conns %d (opened %d, expired %d), aged %d, removed %d\n", st.Conns, st.ConnsOpened, st.ConnsExpired, st.FlowsAged, st.FlowsRemoved)
 	fmt.Fprintf(&b, "updates %d, revalidated %d, changed %d, reprogrammed %d, activations %d\n", st.Updates, st.Revalidated, st.Changed, st.Reprogrammed, st.Activations)
 	fmt.Fprintf(&b, "per-destination rules %d (refused %d)\n", st.ProactiveRules, st.ProactiveRefused)
+	fmt.Fprintf(&b, "port-wildcard flows %d (connections covered in the host %d)\n", st.WildcardFlows, st.WildcardCovered)
 	fmt.Fprintf(&b, "reconciles %d: added %d, removed %d, modified %d, foreign rules %d\n", st.Reconciles, st.ReconcileAdded, st.ReconcileRemoved, st.ReconcileModified, st.ForeignRules)
 	if m := st.MTU.String(); m != "" {
 		b.WriteString(m + "\n")

@@ -50,6 +50,13 @@ type Config struct {
 	// with the memo on, many connections between the same two endpoints
 	// cost one walk.
 	DisableWalkMemo bool
+	// DisablePortWildcards offloads every new flow as an exact rule. By
+	// default a flow whose verdict does not depend on its transport ports
+	// and tracks no connection is offloaded with the ports wildcarded, so
+	// that later connections between the same endpoints never reach the
+	// host (wildcard.go), on NICs that resolve overlapping rules by
+	// priority.
+	DisablePortWildcards bool
 	// Proactive programs per-destination rules ahead of traffic where the
 	// NIC takes wildcarded rules with priorities (see proactive.go).
 	Proactive bool
@@ -106,6 +113,7 @@ type Switch struct {
 	retirePending bool
 	rollback      map[string]rollbackPoint
 	walks         []walkMemo // recent port-independent walks (walkmemo.go)
+	wilds         map[hal.FlowKey]*flow // port-wildcard flows by their key without ports (wildcard.go)
 	mtu           mtuState   // packets too big for their egress (mtu.go)
 
 	// Per-batch scratch, reused.
@@ -156,6 +164,7 @@ func New(cfg Config) (*Switch, error) {
 		pro:    map[proKey]*proRule{},
 		cross:  map[string][]*flow{},
 		walks:  make([]walkMemo, walkMemoSize),
+		wilds:  map[hal.FlowKey]*flow{},
 	}
 	s.off = newOffloader(s.nic, &s.caps, cfg.CookieTag)
 	// Seeded now: HandleBatch hashes a batch's keys before it adds flows.
