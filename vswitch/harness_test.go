@@ -60,9 +60,9 @@ type topoOpts struct {
 	proactive bool
 	// exact: every flow is offloaded as an exact rule
 	// (Config.DisablePortWildcards), for tests of per-connection rules.
-	exact bool
-	flowIdle  time.Duration
-	connIdle  time.Duration
+	exact    bool
+	flowIdle time.Duration
+	connIdle time.Duration
 	// activateAt: after that many packets of a differential run, every
 	// shadow is activated (0: never).
 	activateAt int

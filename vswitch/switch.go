@@ -112,9 +112,9 @@ type Switch struct {
 	// its flows' shadow rules and deletes the old ones.
 	retirePending bool
 	rollback      map[string]rollbackPoint
-	walks         []walkMemo // recent port-independent walks (walkmemo.go)
+	walks         []walkMemo            // recent port-independent walks (walkmemo.go)
 	wilds         map[hal.FlowKey]*flow // port-wildcard flows by their key without ports (wildcard.go)
-	mtu           mtuState   // packets too big for their egress (mtu.go)
+	mtu           mtuState              // packets too big for their egress (mtu.go)
 
 	// Per-batch scratch, reused.
 	pend    []pending
