@@ -5,14 +5,15 @@
 GO        ?= go
 PKGS      ?= ./...
 # Modules of their own inside the repository (the etcd store keeps etcd's
-# dependencies out of the core module); every target covers them too.
-SUBMODULES ?= store/etcd
+# dependencies out of the core module, the DHT directory libp2p's); every
+# target covers them too.
+SUBMODULES ?= store/etcd directory/dht
 # The race detector and the VM tier are slow on two cores; this bounds the whole run.
 TEST_TIMEOUT ?= 45m
 FUZZTIME  ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all test unit race benchsmoke fmtcheck vet lint bench bench-peers fuzz demo deps generate
+.PHONY: all test unit race benchsmoke fmtcheck vet lint bench bench-peers fuzz demo demo-tether deps generate
 
 all: test
 
@@ -70,8 +71,21 @@ fuzz:
 	@bash scripts/fuzz.sh $(FUZZTIME)
 
 ## demo: the vswitch demo on an embedded default; no setup needed.
+## NIC=remote runs each host's NIC in a nicd process of its own (over securechan).
+## DIRECTORY=dht: the mappings resolved on demand through a 20-node DHT
+## (directory/dht/cmd/dhtdemo, in the DHT's own module).
 demo:
-	GO="$(GO)" DRIVER="$(DRIVER)" STORE="$(STORE)" $(GO) run ./examples/demo
+ifeq ($(DIRECTORY),dht)
+	cd directory/dht && $(GO) run ./cmd/dhtdemo
+else
+	GO="$(GO)" DRIVER="$(DRIVER)" STORE="$(STORE)" NIC="$(NIC)" $(GO) run ./examples/demo
+endif
+
+## demo-tether (root): a subnet relocated to a remote site behind NAT: DHCP
+## leases, a node and a VM talking through the NAT, vswitchctl tether/leases,
+## NAT rebinding, a tether restart.
+demo-tether: deps
+	GO="$(GO)" $(GO) run ./examples/tetherdemo
 
 ## generate: rebuild generated code (BPF objects need clang).
 generate:

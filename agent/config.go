@@ -88,6 +88,14 @@ type Config struct {
 	// RegisterDriver; of this module's drivers only remote takes some
 	// (address, key, server_key).
 	DriverOptions map[string]string
+	// Gateway, when set, makes this host play a gateway of the policy
+	// instead of hosting VMs (NewGateway; see GatewayConfig).
+	Gateway *GatewayConfig
+	// SealPublicKey is a file the daemon writes the NIC's sealing public
+	// key to (64 hex digits and a newline) when the NIC opens sealed
+	// frames, for VMs (nicseal) to seal their destinations to; empty
+	// writes none (vswitchctl show and seal print it too).
+	SealPublicKey string
 }
 
 // ConfigError is one problem of a configuration file, with the file, the
@@ -274,6 +282,10 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 				c.DriverOptions[vk.Value] = d.str(vv, field)
 				optKeys = append(optKeys, vk)
 			}
+		case "gateway":
+			c.Gateway = d.gateway(k, v)
+		case "seal_public_key":
+			c.SealPublicKey = d.path(v, "seal_public_key")
 		default:
 			d.errf(k, k.Value, "unknown field (known: %s)", strings.Join(knownFields, ", "))
 		}
@@ -317,6 +329,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if c.WatchInterval <= 0 {
 		d.errf(seen["watch_interval"], "watch_interval", "must be positive")
 	}
+	d.checkGatewayRole(c, seen)
 	if len(d.errs) > 0 {
 		sort.SliceStable(d.errs, func(i, j int) bool { return d.errs[i].Line < d.errs[j].Line })
 		return nil, d.errs
@@ -325,7 +338,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 }
 
 var knownFields = []string{"host", "driver", "binding", "policy", "store", "store_timeout", "uplink", "ports", "control", "metrics",
-	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels", "driver_options"}
+	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels", "driver_options", "gateway", "seal_public_key"}
 
 func contains(l []string, s string) bool {
 	for _, x := range l {

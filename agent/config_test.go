@@ -130,6 +130,9 @@ func FuzzParseConfig(f *testing.F) {
 		if c.Host == "" || c.Driver == "" || c.Policy == "" || c.Uplink == "" || c.Control == "" {
 			t.Fatalf("loaded without a required field: %+v", c)
 		}
+		if g := c.Gateway; g != nil && (g.Name == "" || g.External == "" || !g.Address.IsValid() || len(c.Ports) > 0) {
+			t.Fatalf("loaded an incomplete gateway section: %+v", g)
+		}
 	})
 }
 

@@ -120,6 +120,16 @@ func (d *Agent) Do(ctx context.Context, req control.Request) (any, error) {
 		return control.Activated{VM: a[0]}, nil
 	case "capture":
 		return d.captureCmd(a)
+	case "seal":
+		if len(a) != 0 {
+			return nil, errors.New("seal takes no arguments")
+		}
+		return d.sealStatus(), nil
+	case "learned":
+		if len(a) != 0 {
+			return nil, errors.New("learned takes no argument")
+		}
+		return d.learned(), nil
 	case "reload":
 		changed, err := d.Reload(ctx)
 		if err != nil {
@@ -148,6 +158,7 @@ func (d *Agent) show(ctx context.Context) control.Show {
 	if file, _, on := d.capture.status(); on {
 		s.Capture = file
 	}
+	s.SealPublicKey = d.sealPublicKeyHex()
 	for _, p := range d.nic.Ports() {
 		cp := control.Port{ID: uint32(p.ID), Name: d.portLabel(p), Kind: p.Kind.String(), Interface: d.plan.ifname[p.ID],
 			MAC: p.MAC.String(), MTU: p.MTU}
@@ -382,4 +393,21 @@ func (d *Agent) captureCmd(a []string) (any, error) {
 		return control.CaptureStatus{File: file, Packets: n}, nil
 	}
 	return nil, errors.New("usage: capture start <file> | capture stop")
+}
+
+// learned answers learned: what the switch kept of the NIC's learned
+// addresses and announcements.
+func (d *Agent) learned() control.Learned {
+	addrs, anns := d.sw.Learned()
+	out := control.Learned{Supported: d.nic.Capabilities().AddressLearning, Addresses: []control.LearnedAddress{},
+		Announcements: []control.AddressAnnouncement{}, Spoofed: d.sw.Stats().Spoofed}
+	for _, a := range addrs {
+		out.Addresses = append(out.Addresses, control.LearnedAddress{VM: a.VM, Port: uint32(a.Port), MAC: a.MAC.String(), Addr: a.Addr.String(),
+			Owned: a.Owned, Reports: a.Reports, Announced: a.Announced, First: a.First, Last: a.Last})
+	}
+	for _, a := range anns {
+		out.Announcements = append(out.Announcements, control.AddressAnnouncement{VM: a.VM, Port: uint32(a.Port), MAC: a.MAC.String(),
+			Addr: a.Addr.String(), At: a.At, Owned: a.Owned, Local: a.Local, First: a.First})
+	}
+	return out
 }

@@ -69,6 +69,8 @@ type Agent struct {
 	store    store.Store
 	follower *store.Follower
 	initial  store.Snapshot
+
+	seal sealKeys // VM sealing keys registered with the NIC (seal.go)
 }
 
 // reconnected is the driver's reconnect callback: the NIC may have lost
@@ -87,6 +89,7 @@ func (d *Agent) reconnected() {
 	}
 	d.log.Info("reconciled after the NIC reconnected", "rules", rep.Rules, "added", rep.Added,
 		"removed", rep.Removed, "modified", rep.Modified, "foreign", rep.Foreign)
+	d.resyncSealKeys(ctx)
 }
 
 // New checks the policy, opens the NIC, binds its ports, builds the switch
@@ -186,6 +189,10 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC) (_ *Agent, err error) 
 	}
 	d.sw = sw
 	d.swp.Store(sw)
+	d.syncSealKeys(ctx, st)
+	if err := d.publishSealKey(); err != nil {
+		return nil, err
+	}
 	if d.store != nil {
 		d.follower = store.NewFollower(store.FollowerConfig{Store: d.store, Host: cfg.Host, Target: storeTarget{d},
 			Logger: log, Initial: d.initial})
@@ -460,6 +467,7 @@ func (d *Agent) reloadLocked(ctx context.Context, force bool) (bool, error) {
 		return false, d.reject(fmt.Errorf("applying %s: %w", d.cfg.Policy, err), h, "failed")
 	}
 	d.state, d.loadedAt, d.policyHash = st, time.Now(), h
+	d.syncSealKeys(ctx, st)
 	d.accept()
 	d.updates++
 	d.metrics.policy.WithLabelValues("applied").Inc()

@@ -141,6 +141,12 @@ func tcpFrame(sport uint16) []byte {
 		Proto: hal.ProtoTCP, SrcPort: sport, DstPort: 53, Payload: []byte("query")})
 }
 
+// sctpFrame is an SCTP packet between the same VMs (IP protocol 132).
+func sctpFrame(sport uint16) []byte {
+	return wire.Build(wire.FrameSpec{SrcMAC: macBW1, DstMAC: macBW2, Src: caBW1, Dst: caBW2,
+		Proto: 132, SrcPort: sport, DstPort: 53, Payload: []byte("query")})
+}
+
 // send has blue-web-1 send frames and waits until every one of them left
 // on the uplink (encapsulated toward host-b): the daemon handles the first
 // packet of a flow on its own goroutine.

@@ -38,6 +38,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	if cfg.Gateway != nil {
+		return gatewayMain(ctx, cfg, *check, *format, stdout, stderr)
+	}
 	if *check {
 		if err := CheckPolicy(cfg); err != nil {
 			fmt.Fprintln(stderr, "vswitchd: policy rejected:")

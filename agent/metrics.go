@@ -104,12 +104,18 @@ var (
 		"1 while the store cannot be reached and the switch forwards on its last state.", nil, nil)
 	descStoreResyncs = prometheus.NewDesc("nicpath_store_resyncs_total",
 		"Full reloads from the store after the first: reconnections and compactions.", nil, nil)
+	descSpoofed = prometheus.NewDesc("nicpath_spoofed_source_drops_total",
+		"Packets a VM sent from a MAC or address its policy does not give it, all dropped (anti-spoofing), by VM: in the host and on the NIC together.", []string{"vm"}, nil)
+	descLearned = prometheus.NewDesc("nicpath_learned_addresses_total",
+		"Source addresses the NIC reported its vports using, by whether the policy gives the port's VM that MAC and address (owned: yes or no).", []string{"owned"}, nil)
+	descAnnouncements = prometheus.NewDesc("nicpath_address_announcements_total",
+		"Gratuitous ARPs and unsolicited neighbour advertisements the NIC reported (a VM announcing itself, e.g. after it moved).", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFlows, descExceptions, descDrops, descPolicyDrops, descFallbacks,
 		descFlowsCreated, descOffloaded, descPortPackets, descPolicyRejected, descPolicyLastRejection,
-		descStoreRevision, descStoreStale, descStoreResyncs} {
+		descStoreRevision, descStoreStale, descStoreResyncs, descSpoofed, descLearned, descAnnouncements} {
 		ch <- d
 	}
 }
@@ -141,6 +147,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for r, v := range st.Fallbacks {
 		ch <- prometheus.MustNewConstMetric(descFallbacks, prometheus.CounterValue, float64(v), r)
+	}
+	for vm, v := range st.Spoofed {
+		ch <- prometheus.MustNewConstMetric(descSpoofed, prometheus.CounterValue, float64(v), vm)
+	}
+	if d.nic.Capabilities().AddressLearning {
+		ch <- prometheus.MustNewConstMetric(descLearned, prometheus.CounterValue, float64(st.Learned-st.LearnedNotOwned), "yes")
+		ch <- prometheus.MustNewConstMetric(descLearned, prometheus.CounterValue, float64(st.LearnedNotOwned), "no")
+		ch <- prometheus.MustNewConstMetric(descAnnouncements, prometheus.CounterValue, float64(st.Announcements))
 	}
 	ch <- prometheus.MustNewConstMetric(descFlowsCreated, prometheus.CounterValue, float64(st.FlowsCreated))
 	ch <- prometheus.MustNewConstMetric(descOffloaded, prometheus.CounterValue, float64(st.Offloaded))

@@ -123,7 +123,7 @@ func (o *opened) close() error {
 // The drivers of this module; others register with driver.Register (or
 // RegisterDriver), from their own package or the program's.
 func init() {
-	driver.Register("softnic", openSoftnic)
+	driver.Register("softnic", openSoftnic, "crypto", "seal_key")
 	driver.Register("xdp", openXDP)
 	driver.Register("tcflower", openTCFlower)
 }
@@ -224,7 +224,11 @@ func openSoftnic(_ context.Context, c driver.Config) (hal.NIC, error) {
 		up.MAC = defaultUplinkMAC
 	}
 	pcs = append(pcs, up)
-	n, err := softnic.New(softnic.Config{Device: c.Host, Ports: pcs})
+	sc := softnic.Config{Device: c.Host, Ports: pcs}
+	if err := softnicCrypto(&sc, c); err != nil {
+		return nil, err
+	}
+	n, err := softnic.New(sc)
 	if err != nil {
 		return nil, err
 	}

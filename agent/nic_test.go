@@ -22,6 +22,9 @@ func optionalOf(n hal.NIC) (atomic, sealed, tunnel bool) {
 // and an atomic batch is observed as Apply's are.
 func TestObservedNICKeepsOptionalInterfaces(t *testing.T) {
 	r := startDaemon(t, hostAConfig(t, t.TempDir()), nil)
+	if _, ok := r.d.NIC().(hal.AddressLearner); !ok {
+		t.Fatal("the daemon's softnic does not report learned addresses")
+	}
 	if a, s, tt := optionalOf(r.d.NIC()); !a || !s || !tt {
 		t.Fatalf("the daemon's softnic: atomic %v, sealed %v, tunnel terminator %v; want all", a, s, tt)
 	}
@@ -50,6 +53,9 @@ func TestObservedNICKeepsOptionalInterfaces(t *testing.T) {
 	defer soft.Close()
 	plain := struct{ hal.NIC }{soft}
 	r2 := startDaemon(t, hostAConfig(t, t.TempDir()), plain)
+	if _, ok := r2.d.NIC().(hal.AddressLearner); ok {
+		t.Fatal("over a plain NIC the daemon's NIC reports learned addresses")
+	}
 	if a, s, tt := optionalOf(r2.d.NIC()); a || s || tt {
 		t.Fatalf("over a plain NIC: atomic %v, sealed %v, tunnel terminator %v; want none", a, s, tt)
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -208,4 +209,126 @@ func TestRemoteDriver(t *testing.T) {
 		t.Errorf("reconcile after a restart on a fresh NIC added %d rules, want %d", added, len(want))
 	}
 	sameTable(t, "the fresh NIC", dumpRules(t, soft2), want)
+}
+
+// The host restarts: the agent driving the NIC side over the channel goes
+// away; the NIC keeps forwarding on its last rules with no host at all;
+// the next agent takes the NIC over and, once traffic flows again, holds
+// each flow's rule once (no rule twice, none left over).
+func TestRemoteHostRestart(t *testing.T) {
+	dir, err := os.MkdirTemp("", "agent-remote")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	hostPub, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "host.key"), filepath.Join(dir, "host.pub"), "host-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "nic.key"), filepath.Join(dir, "nic.pub"), "nicd"); err != nil {
+		t.Fatal(err)
+	}
+	nicPriv, err := remote.LoadPrivateKey(filepath.Join(dir, "nic.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "unix:" + filepath.Join(dir, "nic.sock")
+	soft := servedNIC(t)
+	serveNIC(t, soft, addr, nicPriv, hostPub)
+	path := hostAConfig(t, dir)
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc = []byte(strings.Replace(string(doc), "driver: softnic\nbinding: none\n",
+		"driver: remote\ndriver_options:\n  address: "+addr+"\n  key: host.key\n  server_key: nic.pub\n", 1))
+	if err := os.WriteFile(path, doc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bw1, up := portNamed(t, soft, "vm-bw1"), portNamed(t, soft, "up0")
+	far := softnic.FarSide{NIC: soft}
+	// send puts flow sport's next packet in and says whether it left the
+	// uplink, and whether it went through the host.
+	send := func(sport uint16) (out, viaHost bool) {
+		t.Helper()
+		before, _ := soft.Stats(context.Background())
+		// Each sport its own flow: UDP, TCP and SCTP between the same
+		// VMs (datagrams with other ports would share one port-wildcard
+		// flow).
+		f := udpFrame(sport)
+		switch sport % 3 {
+		case 1:
+			f = tcpFrame(sport)
+		case 2:
+			f = sctpFrame(sport)
+		}
+		if err := far.Send(bw1, f); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		got, _ := far.Recv(ctx, up, 1)
+		after, _ := soft.Stats(context.Background())
+		return len(got) == 1, after.Exceptions != before.Exceptions
+	}
+	waitRules := func(what string, n int) map[hal.RuleID]hal.Rule {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			rs := dumpRules(t, soft)
+			if len(rs) >= n {
+				return rs
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d rules on the NIC, want %d", what, len(rs), n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	r1 := startDaemon(t, path, nil)
+	for _, sport := range []uint16{4000, 4001} {
+		if out, _ := send(sport); !out {
+			t.Fatalf("flow %d: the first packet did not leave the uplink\n%s", sport, r1.logs.String())
+		}
+	}
+	want := waitRules("the first agent", 2)
+	perFlow := len(want) / 2 // blue-web-2 is migrating: a flow toward it has a shadow rule too
+	if perFlow < 1 || len(want) != 2*perFlow {
+		t.Fatalf("%d rules for 2 flows", len(want))
+	}
+
+	// The host goes away: the NIC forwards on its rules by itself.
+	r1.stop()
+	sameTable(t, "after the host went away", dumpRules(t, soft), want)
+	for _, sport := range []uint16{4000, 4001} {
+		if out, viaHost := send(sport); !out || viaHost {
+			t.Fatalf("flow %d with no host: out %v, through the host %v", sport, out, viaHost)
+		}
+	}
+
+	// The next agent takes over.
+	r2 := startDaemon(t, path, nil)
+	for _, sport := range []uint16{4000, 4001, 4002} {
+		if out, _ := send(sport); !out {
+			t.Fatalf("flow %d after the host restarted: nothing left the uplink\n%s", sport, r2.logs.String())
+		}
+	}
+	waitRules("the next agent", 3*perFlow)
+	time.Sleep(50 * time.Millisecond) // room for a rule added twice to show
+	got := dumpRules(t, soft)
+	matches := map[string]hal.RuleID{}
+	for id, r := range got {
+		m := fmt.Sprintf("%s scope %d gen %d", r.Match.String(), r.Scope, r.Generation)
+		if other, dup := matches[m]; dup {
+			t.Errorf("rules %d and %d both match %s", other, id, m)
+		}
+		matches[m] = id
+	}
+	if len(got) != 3*perFlow {
+		t.Errorf("%d rules on the NIC after the host restarted and 3 flows ran, want %d", len(got), 3*perFlow)
+	}
+	if rep := r2.d.Switch().Stats(); rep.Reconciles == 0 {
+		t.Error("the next agent did not reconcile the NIC it found")
+	}
 }

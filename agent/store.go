@@ -63,6 +63,7 @@ func (t storeTarget) Update(ctx context.Context, st *policy.State) error {
 		return d.reject(err, [32]byte{}, "failed")
 	}
 	d.state, d.loadedAt = st, time.Now()
+	d.syncSealKeys(ctx, st)
 	d.accept()
 	d.updates++
 	d.metrics.policy.WithLabelValues("applied").Inc()

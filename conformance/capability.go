@@ -58,16 +58,6 @@ func matchNeed(missing hal.MatchField) string {
 	return "match " + missing.String()
 }
 
-// maskedNeed names the first field of missing as a masked-match capability.
-func maskedNeed(missing hal.MatchField) string {
-	for i, n := range matchFieldNames {
-		if missing&(hal.MatchField(1)<<i) != 0 {
-			return "masked " + n
-		}
-	}
-	return "masked " + missing.String()
-}
-
 // missingFor lists, by capability name, what r needs that caps does not
 // advertise: the same ground hal.CheckCapabilities covers. Empty means r is
 // within the advertised capabilities, and a NIC that refuses it fails.

@@ -42,6 +42,9 @@ func caseSanity(t T, tg *Target) {
 	if _, ok := e.nic.(hal.SealedAddresses); c.Crypto && !ok {
 		t.Errorf("Crypto is advertised but the NIC does not implement SealedAddresses")
 	}
+	if _, ok := e.nic.(hal.AddressLearner); c.AddressLearning && !ok {
+		t.Errorf("AddressLearning is advertised but the NIC does not implement AddressLearner")
+	}
 	if c.Location == hal.LocationUnknown {
 		t.Errorf("Capabilities.Location is unknown: a driver says where its rules live")
 	}

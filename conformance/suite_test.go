@@ -68,7 +68,8 @@ type broken struct {
 
 func (b *broken) Capabilities() hal.Capabilities {
 	c := b.NIC.Capabilities()
-	c.AtomicBatch = false // the wrapper does not pass ApplyAtomic through
+	c.AtomicBatch = false     // the wrapper does not pass ApplyAtomic through
+	c.AddressLearning = false // nor ReadLearned
 	if b.caps != nil {
 		c = b.caps(c)
 	}

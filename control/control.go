@@ -62,6 +62,28 @@ type Show struct {
 	Uptime         time.Duration    `json:"uptime"`
 	Ports          []Port           `json:"ports"`
 	Capture        string           `json:"capture,omitempty"`
+	// SealPublicKey is the NIC's sealing public key (hex) when it opens
+	// sealed frames.
+	SealPublicKey string `json:"seal_public_key,omitempty"`
+}
+
+// Seal answers seal: whether the NIC opens sealed frames, its public key,
+// and the VM keys the daemon registered, by port.
+type Seal struct {
+	Crypto    bool       `json:"crypto"`
+	PublicKey string     `json:"public_key,omitempty"`
+	File      string     `json:"file,omitempty"` // where the public key was written
+	Ports     []SealPort `json:"ports,omitempty"`
+	Routes    int        `json:"routes"`  // sealed routes pushed to the NIC
+	Refused   uint64     `json:"refused"` // sealed-route pushes the NIC refused
+	Error     string     `json:"error,omitempty"`
+}
+
+// SealPort is one vport's registered VM keys, oldest first.
+type SealPort struct {
+	VM     string  `json:"vm"`
+	Port   uint32  `json:"port"`
+	KeyIDs []uint8 `json:"key_ids"`
 }
 
 // StoreStatus is what a daemon that follows a store knows of it.
@@ -132,6 +154,45 @@ type Stats struct {
 	NICDrops   map[string]uint64 `json:"nic_drops"`
 	Updates    uint64            `json:"updates"`
 	Rejected   uint64            `json:"rejected_policies"`
+}
+
+// Learned answers learned: what the NIC reported of the addresses its
+// vports use, and the recent announcements (gratuitous ARP, unsolicited
+// neighbour advertisements), oldest first.
+type Learned struct {
+	// Supported is false when the NIC does not learn addresses
+	// (its Capabilities.AddressLearning).
+	Supported     bool                  `json:"supported"`
+	Addresses     []LearnedAddress      `json:"addresses"`
+	Announcements []AddressAnnouncement `json:"announcements"`
+	// Spoofed counts, by VM, the packets dropped for a spoofed source.
+	Spoofed map[string]uint64 `json:"spoofed,omitempty"`
+}
+
+// LearnedAddress is one source address a vport used.
+type LearnedAddress struct {
+	VM        string    `json:"vm,omitempty"`
+	Port      uint32    `json:"port"`
+	MAC       string    `json:"mac"`
+	Addr      string    `json:"addr"`
+	Owned     bool      `json:"owned"` // the policy gives the VM this MAC and address
+	Reports   uint64    `json:"reports"`
+	Announced uint64    `json:"announced"`
+	First     time.Time `json:"first"`
+	Last      time.Time `json:"last"`
+}
+
+// AddressAnnouncement is one announcement; First marks a VM's first on
+// this host since it became local here (a migrated VM arriving).
+type AddressAnnouncement struct {
+	VM    string    `json:"vm,omitempty"`
+	Port  uint32    `json:"port"`
+	MAC   string    `json:"mac"`
+	Addr  string    `json:"addr"`
+	At    time.Time `json:"at"`
+	Owned bool      `json:"owned"`
+	Local bool      `json:"local"`
+	First bool      `json:"first"`
 }
 
 // Activated answers activate.

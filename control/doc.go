@@ -17,4 +17,5 @@
 //	activate    Activated       args: vm
 //	capture     CaptureStatus   args: "start" file | "stop"
 //	reload      Reloaded        (checks and applies the policy file now)
+//	learned     Learned         (addresses the NIC saw the vports use, announcements, spoofed-source drops)
 package control

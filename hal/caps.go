@@ -51,6 +51,10 @@ type Capabilities struct {
 	// means such frames reach the exception path as they arrived, outer
 	// headers included, like any miss (when ExceptionPath is true).
 	TunnelMissesUnseen bool
+	// AddressLearning is true when the driver implements AddressLearner:
+	// it reports the source addresses its vports use and their
+	// announcements (gratuitous ARP, unsolicited neighbour advertisements).
+	AddressLearning bool
 	// Notes say, in words, what the driver found while probing (e.g. "generic
 	// XDP: no driver-mode support on veth0", "skip_sw refused: no hardware").
 	Notes []string
@@ -80,6 +84,9 @@ func (c *Capabilities) String() string {
 	fmt.Fprintf(&b, "tunnel filter: %v\n", c.TunnelFilter)
 	if c.TunnelMissesUnseen {
 		fmt.Fprintf(&b, "tunnel misses: unseen (a tunnelled frame no rule takes never reaches the host)\n")
+	}
+	if c.AddressLearning {
+		fmt.Fprintf(&b, "learning:      addresses the vports use are reported\n")
 	}
 	for _, n := range c.Notes {
 		fmt.Fprintf(&b, "note:          %s\n", n)

@@ -145,6 +145,49 @@ type SealedAddresses interface {
 	RegisterSealKey(ctx context.Context, port PortID, keyID uint8, vmPublic [32]byte) error
 	// RevokeSealKey stops accepting keyID on port.
 	RevokeSealKey(ctx context.Context, port PortID, keyID uint8) error
+	// SetSealedRoutes replaces the sealed routes of vport port: where a
+	// frame the VM on port sealed goes once the NIC has opened it. The
+	// host pushes, for each destination the policy lets the VM reach
+	// without a per-connection decision, the actions it would program for
+	// that destination; the NIC looks the opened destination up here and
+	// forwards on its own, so that the host never sees which destination
+	// a VM talks to. An opened frame without a route is dropped and
+	// counted (never handed to the host). Routes are not counted per
+	// destination: a per-route counter would tell the host the secret.
+	// Nil routes remove the port's table.
+	SetSealedRoutes(ctx context.Context, port PortID, routes []SealedRoute) error
+}
+
+// SealedRoute is one destination of SealedAddresses.SetSealedRoutes: an
+// opened sealed frame from source MAC SrcMAC and source IP Src (the VM's
+// own: a spoofed source takes no route) toward destination IP Dst (IPv4 or
+// IPv6, the same family) gets Actions, which end in an output (a local
+// vport, or the uplink after an encapsulation) or a drop.
+type SealedRoute struct {
+	SrcMAC  MAC
+	Src     netip.Addr
+	Dst     netip.Addr
+	Actions []Action
+	// Reply, when set, also forwards the destination's replies (ordinary
+	// frames from Dst to Src) on the NIC when no rule matches them, so
+	// that they do not reach the host either: a reply's source is the
+	// sealed destination.
+	Reply *SealedReply
+}
+
+// SealedReply is where the replies of a sealed route's destination arrive
+// and what the NIC does with them. They are matched on InPort, their inner
+// source and destination addresses (the route's Dst and Src) and, from a
+// vport, SrcMAC; from the uplink, on the tunnel's kind, outer source TunSrc
+// and VNI. Actions end in an output to the route's vport (after a decap, from
+// the uplink). Like routes, replies are not counted per destination.
+type SealedReply struct {
+	InPort  PortID
+	SrcMAC  MAC        // from a vport: the destination VM's MAC
+	TunKind EncapKind  // from the uplink: the tunnel's kind
+	TunSrc  netip.Addr // from the uplink: the destination's host
+	VNI     uint32     // from the uplink
+	Actions []Action
 }
 
 // TunnelEndpoint is what one uplink terminates tunnels for: the outer
@@ -173,4 +216,48 @@ type TunnelEndpoint struct {
 // again replaces it; an endpoint with no Addrs removes it.
 type TunnelTerminator interface {
 	SetTunnelEndpoint(ctx context.Context, ep TunnelEndpoint) error
+}
+
+// LearnKind says how a NIC learned an address.
+type LearnKind uint8
+
+const (
+	// LearnSeen: the address was the source of a frame from the vport
+	// (an IPv4 or IPv6 source, or an ARP sender).
+	LearnSeen LearnKind = iota + 1
+	// LearnAnnounced: the vport announced the address — a gratuitous ARP
+	// (sender address = target address) or an unsolicited neighbour
+	// advertisement (ICMPv6 NA without the solicited flag), what a VM sends
+	// once it runs somewhere new.
+	LearnAnnounced
+)
+
+func (k LearnKind) String() string {
+	switch k {
+	case LearnSeen:
+		return "seen"
+	case LearnAnnounced:
+		return "announced"
+	}
+	return "unknown"
+}
+
+// LearnedAddress is a source address a NIC saw a vport use. It carries the
+// frame's source only: a NIC never reports a sealed frame's destination.
+type LearnedAddress struct {
+	Port PortID
+	Kind LearnKind
+	MAC  MAC        // the frame's source MAC (the ARP sender's, the NA's)
+	Addr netip.Addr // the source address (ARP sender, NA target)
+}
+
+// AddressLearner is implemented by NICs that report the addresses their
+// vports use (Capabilities.AddressLearning). Reports are deduplicated by
+// the NIC (an address seen again is reported again only after a while)
+// and bounded: reports the reader does not take in time are dropped, never
+// the frames they came from.
+type AddressLearner interface {
+	// ReadLearned fills batch with learned addresses and returns how many
+	// it filled. It blocks until at least one is there or ctx is done.
+	ReadLearned(ctx context.Context, batch []LearnedAddress) (int, error)
 }

@@ -353,6 +353,9 @@ func (b *Builder) buildVM(c *checker, s *State, idx int, nameHash uint64, vi int
 	if len(v.CAs) == 0 {
 		bad("ca", "a VM needs at least one customer address")
 	}
+	if len(v.SealKeys) > 0 {
+		checkSealKeys(v.SealKeys, bad)
+	}
 	s.hostVMs[hi] = append(s.hostVMs[hi], int32(idx))
 	s.vmVNET[idx] = int32(vi)
 	s.vmHost[idx] = int32(hi)
@@ -692,5 +695,24 @@ func (b *Builder) buildShadows(c *checker, s *State) {
 			continue
 		}
 		s.active[a.VM] = a.Generation
+	}
+}
+
+// checkSealKeys checks a VM's sealing keys (the YAML decoder reports its
+// own errors with their lines first; this covers the Go API).
+func checkSealKeys(keys []SealKey, bad func(field, format string, args ...any)) {
+	if len(keys) > MaxSealKeys {
+		bad("seal_keys", "%d keys: a VM has at most %d at once (the current one and the next)", len(keys), MaxSealKeys)
+		return
+	}
+	for i, k := range keys {
+		if k.Public == ([32]byte{}) {
+			bad("seal_keys["+strconv.Itoa(i)+"].public", "the all-zero key is not a public key")
+		}
+		for _, p := range keys[:i] {
+			if p.ID == k.ID {
+				bad("seal_keys["+strconv.Itoa(i)+"].id", "key id %d is given twice", k.ID)
+			}
+		}
 	}
 }

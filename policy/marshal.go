@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/hex"
 	"strconv"
 
 	"gopkg.in/yaml.v3"
@@ -41,11 +42,16 @@ type (
 		VMs     []docVM  `yaml:"vms,omitempty"`
 	}
 	docVM struct {
-		Name       string   `yaml:"name"`
-		MAC        string   `yaml:"mac"`
-		CA         []string `yaml:"ca,flow"`
-		Host       string   `yaml:"host"`
-		Generation uint64   `yaml:"generation,omitempty"`
+		Name       string       `yaml:"name"`
+		MAC        string       `yaml:"mac"`
+		CA         []string     `yaml:"ca,flow"`
+		Host       string       `yaml:"host"`
+		Generation uint64       `yaml:"generation,omitempty"`
+		SealKeys   []docSealKey `yaml:"seal_keys,omitempty"`
+	}
+	docSealKey struct {
+		ID     uint8  `yaml:"id"`
+		Public string `yaml:"public"`
 	}
 	docRoute struct {
 		Prefix  string `yaml:"prefix"`
@@ -161,7 +167,11 @@ func Marshal(s *State) ([]byte, error) {
 		if gen == 1 {
 			gen = 0
 		}
-		dv.VMs = append(dv.VMs, docVM{Name: v.Name, MAC: v.MAC.String(), CA: strs(v.CAs), Host: v.Host, Generation: gen})
+		dvm := docVM{Name: v.Name, MAC: v.MAC.String(), CA: strs(v.CAs), Host: v.Host, Generation: gen}
+		for _, k := range v.SealKeys {
+			dvm.SealKeys = append(dvm.SealKeys, docSealKey{ID: k.ID, Public: hex.EncodeToString(k.Public[:])})
+		}
+		dv.VMs = append(dv.VMs, dvm)
 	}
 	for _, sh := range s.shadows {
 		d.Shadows = append(d.Shadows, docShadow{sh.VM, sh.Host, sh.Generation})

@@ -148,6 +148,21 @@ type VM struct {
 	// next location carries a different generation. Zero in the Go API
 	// means 1.
 	Generation uint64
+	// SealKeys are the VM's public keys for sealed addresses (at most two,
+	// distinct ids: a rotation in progress; the last is the newest). The
+	// agent registers them with a NIC that opens sealed frames.
+	SealKeys []SealKey
+}
+
+// MaxSealKeys is how many sealing keys a VM may have at once: the current
+// one and the next, during a rotation.
+const MaxSealKeys = 2
+
+// SealKey is one public key of a VM for sealed addresses: the VM seals its
+// destinations with the matching private key and stamps ID on its frames.
+type SealKey struct {
+	ID     uint8
+	Public [32]byte
 }
 
 // Mapping is one CA→PA mapping: how to reach customer address CA in the VNET

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -542,7 +543,7 @@ func (d *decoder) vnet(n *yaml.Node, path, tenant string) {
 	}
 }
 
-var vmFields = []string{"name", "mac", "ca", "host", "generation"}
+var vmFields = []string{"name", "mac", "ca", "host", "generation", "seal_keys"}
 
 // vm decodes VM i of the vms list at path list and appends it to the
 // Builder, with its position in the document; the caller sets its tenant
@@ -572,12 +573,63 @@ func (d *decoder) vm(n *yaml.Node, list string, i int) {
 	if len(d.cas) > start {
 		vm.CAs = d.cas[start:len(d.cas):len(d.cas)]
 	}
+	if m.value("seal_keys") != nil {
+		vm.SealKeys = d.sealKeys(m)
+	}
 	if !d.streaming {
 		// (The streaming reader shares host names as it reads them.)
 		vm.Host = d.host(vm.Host)
 	}
 	d.vms.add(vm)
 	d.b.vmDoc.add(m.o)
+}
+
+// sealKeys decodes a VM's seal_keys: a list of {id, public} mappings, at
+// most MaxSealKeys, ids distinct and in 0..255, each public key 64 hex
+// digits (32 bytes) and not all zero.
+func (d *decoder) sealKeys(m *object) []SealKey {
+	items := m.seq("seal_keys")
+	if len(items) > MaxSealKeys {
+		d.errAt(m.value("seal_keys"), m.fieldPath("seal_keys"), "%d keys: a VM has at most %d at once (the current one and the next)", len(items), MaxSealKeys)
+		return nil
+	}
+	var out []SealKey
+	for i, it := range items {
+		path := m.itemPath("seal_keys", i)
+		o := d.obj(it, path, "id", "public")
+		k := SealKey{ID: uint8(o.uint("id", true, math.MaxUint8))}
+		s, n := o.scalar("public", true)
+		if n != nil {
+			b, err := hex.DecodeString(s)
+			switch {
+			case err != nil || len(b) != len(k.Public):
+				d.errAt(n, o.fieldPath("public"), "want a Curve25519 public key as %d hex digits", 2*len(k.Public))
+				continue
+			case isZeroKey(b):
+				d.errAt(n, o.fieldPath("public"), "the all-zero key is not a public key")
+				continue
+			}
+			copy(k.Public[:], b)
+		}
+		for _, prev := range out {
+			if prev.ID == k.ID {
+				if v := o.value("id"); v != nil {
+					d.errAt(v, o.fieldPath("id"), "key id %d is given twice", k.ID)
+				}
+			}
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+func isZeroKey(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // casBlock is how many CAs are allocated at once: VMs have one or two, and

@@ -12,8 +12,10 @@
 #                     whose daemons the tests start in their own namespaces and run
 #                     directories. The system's own openvswitch service is never started
 #                     by this install (see policy-rc.d below): nothing here uses it.
+#   conntrack nftables iputils-ping  the relocated-subnet tier: its NAT (nftables masquerade),
+#                     flushing its mappings, and ping -M do for the too-big answers
 set -euo pipefail
-want=(iproute2 qemu-system-x86 linux-image-amd64 busybox-static clang llvm cpio zstd xz-utils openvswitch-switch)
+want=(iproute2 qemu-system-x86 linux-image-amd64 busybox-static clang llvm cpio zstd xz-utils openvswitch-switch conntrack nftables iputils-ping)
 missing=()
 for p in "${want[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -158,6 +158,12 @@
 //   - the buffer passed as out holds the clear frame: reuse it only for the
 //     fast path, and do not hand it to code that can reach the host.
 //
+// Routing an opened frame without a first packet in clear: the host pushes
+// the sealed routes its policy walk decided for every destination a VM may
+// seal (hal.SealedAddresses.SetSealedRoutes; vswitch's sealroute.go) and
+// the NIC looks the opened destination up there; see DESIGN.md. The VM's
+// side is the subpackage sealclient (and examples/nicseal).
+//
 // A NIC without the crypto capability makes the vswitch fail closed: it
 // drops the frames for which IsSealedFrame is true (0x88B5, also behind VLAN
 // tags) and counts them. The host has no KeyTable, never

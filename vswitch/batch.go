@@ -34,6 +34,13 @@ func (s *Switch) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	if l, ok := s.nic.(hal.AddressLearner); ok && s.caps.AddressLearning {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.readLearned(ctx, l)
+		}()
+	}
 	defer wg.Wait()
 	batch := make([]hal.Exception, s.cfg.BatchSize)
 	for i := range batch {

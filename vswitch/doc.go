@@ -53,7 +53,8 @@
 // Drops that are the policy's are flows too (a drop rule on the NIC); drops
 // that are the host's are counted by reason: sealed-address frames
 // (EtherType 0x88B5) are always dropped in the host, never opened (fail
-// closed; a NIC with Capabilities.Crypto opens them itself), as are expired
+// closed; a NIC with Capabilities.Crypto opens them itself and forwards
+// them on the sealed routes the switch pushes: sealroute.go), as are expired
 // TTLs, malformed frames, non-first fragments and tunnelled frames for
 // another tunnel endpoint (below).
 //
@@ -228,6 +229,17 @@
 // leaves other owners' rules alone. A failed operation never loses a packet:
 // the flow's packets are executed in the host and the case is counted
 // (Stats) and explained (Explain).
+//
+// # Learned addresses and anti-spoofing
+//
+// A VM may send only from its own MAC and addresses: the walk drops any
+// other source (policy.ReasonSpoofedSource), the flow's drop rule goes to
+// the NIC, and Stats.Spoofed counts the dropped packets per VM, the host's
+// and the NIC's together. When the NIC learns addresses
+// (hal.AddressLearner), Run takes its reports and the switch keeps, per
+// port, what was seen and whether the policy gives it to the VM, and the
+// recent announcements with a migrated VM's first one marked (Learned,
+// HandleLearned; learned.go). They inform; the policy decides.
 //
 // # Explain
 //

@@ -3,6 +3,7 @@ package vswitch
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/nicpath/nicpath/hal"
@@ -147,7 +148,8 @@ func (s *Switch) ExplainFlow(id hal.RuleID) (Explanation, bool) {
 func (s *Switch) explainSealed(k hal.FlowKey) Explanation {
 	e := Explanation{Key: k, Verdict: "drop", Where: PathNone, HostDrop: DropSealed.String()}
 	if s.caps.Crypto {
-		e.Detail = "sealed-address frame the NIC could not open (no key or a bad seal): the host drops it and never opens it"
+		e.Detail = "sealed-address frame: the NIC opens it and forwards it on the sealed routes the host pushed (" +
+			strconv.Itoa(len(s.seal.pushed[k.InPort])) + " for this vport); one that reaches the host (no key, a bad seal, no route) is dropped there and never opened"
 	} else {
 		e.Detail = "sealed-address frame and the NIC has no crypto capability: the host drops it (fail closed) and never opens it"
 	}
@@ -208,6 +210,9 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 	wild := ttl > 1 && s.wildcards() && wildVerdict(k, anyPorts, &v)
 	e := Explanation{Key: *k, Trace: tr.steps, Action: v.action, Reason: v.reason}
 	e.Verdict = verdictString(&v)
+	if v.action == policy.Drop && v.reason == policy.ReasonSpoofedSource {
+		e.Trace = append(e.Trace, s.spoofNote(k, &v))
+	}
 	if v.action == policy.Drop && v.reason == policy.ReasonTTLExpired {
 		e.Where, e.Detail = PathNone, "the host drops this packet for its TTL; the flow itself is unaffected"
 		e.HostDrop = DropTTL.String()

@@ -22,6 +22,7 @@ func (s *Switch) execute(inPort hal.PortID, frame []byte, l *wire.Layout, f *flo
 	switch k.action {
 	case policy.Drop:
 		s.stats.policyDrops[k.reason]++
+		s.countSpoofed(f, 1)
 		return
 	case policy.ToHost:
 		s.stats.toHost[k.reason]++

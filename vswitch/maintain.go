@@ -75,6 +75,7 @@ func (s *Switch) readCounters(ctx context.Context, now int64) error {
 					lp, lb = &f.shP, &f.shB
 				}
 				if c.Packets > *lp {
+					s.countSpoofed(f, c.Packets-*lp)
 					f.pkts += c.Packets - *lp
 					f.bts += c.Bytes - *lb
 					f.lastUsed = now

@@ -40,9 +40,6 @@ func (o *offloader) ours(c hal.Cookie) bool {
 	return uint64(c)>>cookieOwnerSft == uint64(cookieMagic)<<16|uint64(o.tag)
 }
 
-// queued is how many operations wait for the next flush.
-func (o *offloader) queued() int { return len(o.ops) }
-
 type opPurpose uint8
 
 const (

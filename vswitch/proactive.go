@@ -95,6 +95,7 @@ func (s *Switch) proVerdict(c *compiled, k proKey) (actKey, bool) {
 // the unwanted and keeps inactive shadow rules for destinations with an
 // inactive shadow.
 func (s *Switch) syncProactive() {
+	s.syncSealed() // the same moments: start, every policy change
 	if s.proactiveOK() != nil {
 		for _, r := range s.pro {
 			s.dropPro(r)

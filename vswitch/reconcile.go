@@ -29,6 +29,10 @@ func (s *Switch) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	if s.closed {
 		return ReconcileReport{}, hal.ErrClosed
 	}
+	// Sealed routes are not rules: no dump shows them, so they are pushed
+	// again whole (a NIC that kept them replaces them with the same).
+	s.seal.pushed = nil
+	s.syncSealed()
 	return s.reconcileLocked(ctx)
 }
 

@@ -75,6 +75,23 @@ type counters struct {
 	// the first packets of connections that reached the host and were
 	// handled by an existing one (wildcard.go).
 	wildFlows, wildCovered uint64
+	// spoofed counts packets dropped for a spoofed source, host and NIC
+	// together, by the sending VM's id.
+	spoofed map[uint32]uint64
+	// Learned addresses (learned.go).
+	learned, learnedNotOwned, learnedOverflow, announcements uint64
+}
+
+// countSpoofed adds n packets of f to the spoofed-source drops when f is a
+// policy drop for a spoofed source.
+func (s *Switch) countSpoofed(f *flow, n uint64) {
+	if a := f.current(); a.key.action != policy.Drop || a.key.reason != policy.ReasonSpoofedSource || n == 0 {
+		return
+	}
+	if s.stats.spoofed == nil {
+		s.stats.spoofed = map[uint32]uint64{}
+	}
+	s.stats.spoofed[f.srcVM] += n
 }
 
 func (s *Switch) drop(r DropReason) { s.stats.drops[r]++ }
@@ -128,9 +145,25 @@ type Stats struct {
 	// the host (the rule was being installed, or the NIC missed it) and
 	// were handled by such a flow instead of making a new one.
 	WildcardFlows, WildcardCovered uint64
+	// SealedRoutes counts the sealed routes pushed to the NIC
+	// (sealroute.go); SealedRefused the pushes it refused.
+	SealedRoutes  int
+	SealedRefused uint64
 	// MTU counts packets too big for their egress after encapsulation:
 	// answered, fragmented or dropped with a reason (mtu.go).
 	MTU MTUStats
+	// Spoofed counts, by sending VM, the packets dropped because the VM
+	// sent them from a MAC or address its policy does not give it
+	// (anti-spoofing, policy reason spoofed-source): the first packet of
+	// each such flow, dropped in the host, and the next ones, dropped on
+	// the NIC by the flow's drop rule (read from its counters).
+	Spoofed map[string]uint64
+	// Learned counts the addresses the NIC reported (hal.AddressLearner),
+	// LearnedNotOwned those the policy does not give the port's VM,
+	// LearnedOverflow those the full table could not keep, and
+	// Announcements the gratuitous ARPs and unsolicited neighbour
+	// advertisements among them (learned.go).
+	Learned, LearnedNotOwned, LearnedOverflow, Announcements uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -150,6 +183,12 @@ func (s *Switch) Stats() Stats {
 		ReconcileRemoved: c.recRemoved, ReconcileModified: c.recModified, ForeignRules: c.foreign,
 		ProactiveRefused: c.proRefused, MTU: s.mtu.stats(),
 		WildcardFlows: c.wildFlows, WildcardCovered: c.wildCovered,
+		SealedRoutes: s.sealedRouteCount(), SealedRefused: s.seal.refused,
+		Spoofed: map[string]uint64{}, Learned: c.learned, LearnedNotOwned: c.learnedNotOwned,
+		LearnedOverflow: c.learnedOverflow, Announcements: c.announcements,
+	}
+	for id, n := range c.spoofed {
+		st.Spoofed[s.vmName(id)] = n
 	}
 	for _, r := range s.pro {
 		if r.landed {
@@ -200,7 +239,7 @@ func (st Stats) String() string {
 	for _, m := range []struct {
 		name string
 		m    map[string]uint64
-	}{{"fallback", st.Fallbacks}, {"drop", st.Drops}, {"policy drop", st.PolicyDrops}, {"to host", st.ToHost}} {
+	}{{"fallback", st.Fallbacks}, {"drop", st.Drops}, {"policy drop", st.PolicyDrops}, {"to host", st.ToHost}, {"spoofed source from", st.Spoofed}} {
 		keys := make([]string, 0, len(m.m))
 		for k := range m.m {
 			keys = append(keys, k)
@@ -214,9 +253,15 @@ func (st Stats) String() string {
 	fmt.Fprintf(&b, "updates %d, revalidated %d, changed %d, reprogrammed %d, activations %d\n", st.Updates, st.Revalidated, st.Changed, st.Reprogrammed, st.Activations)
 	fmt.Fprintf(&b, "per-destination rules %d (refused %d)\n", st.ProactiveRules, st.ProactiveRefused)
 	fmt.Fprintf(&b, "port-wildcard flows %d (connections covered in the host %d)\n", st.WildcardFlows, st.WildcardCovered)
+	if st.SealedRoutes > 0 || st.SealedRefused > 0 {
+		fmt.Fprintf(&b, "sealed routes %d (refused %d)\n", st.SealedRoutes, st.SealedRefused)
+	}
 	fmt.Fprintf(&b, "reconciles %d: added %d, removed %d, modified %d, foreign rules %d\n", st.Reconciles, st.ReconcileAdded, st.ReconcileRemoved, st.ReconcileModified, st.ForeignRules)
 	if m := st.MTU.String(); m != "" {
 		b.WriteString(m + "\n")
+	}
+	if st.Learned > 0 {
+		fmt.Fprintf(&b, "learned addresses %d (not the VM's %d, not kept %d), announcements %d\n", st.Learned, st.LearnedNotOwned, st.LearnedOverflow, st.Announcements)
 	}
 	return b.String()
 }

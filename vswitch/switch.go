@@ -112,9 +112,12 @@ type Switch struct {
 	// its flows' shadow rules and deletes the old ones.
 	retirePending bool
 	rollback      map[string]rollbackPoint
-	walks         []walkMemo            // recent port-independent walks (walkmemo.go)
-	wilds         map[hal.FlowKey]*flow // port-wildcard flows by their key without ports (wildcard.go)
-	mtu           mtuState              // packets too big for their egress (mtu.go)
+	walks         []walkMemo // recent port-independent walks (walkmemo.go)
+	mtu           mtuState   // packets too big for their egress (mtu.go)
+	seal          sealState  // sealed routes pushed to the NIC (sealroute.go)
+	learn         learnState // addresses the NIC learned (learned.go)
+	// Port-wildcard flows by their key without ports (wildcard.go).
+	wilds map[hal.FlowKey]*flow
 
 	// Per-batch scratch, reused.
 	pend    []pending
@@ -198,6 +201,10 @@ func New(cfg Config) (*Switch, error) {
 		s.mu.Lock()
 		s.syncProactive()
 		s.flush(context.Background())
+		s.mu.Unlock()
+	} else {
+		s.mu.Lock()
+		s.syncSealed() // syncProactive does it otherwise
 		s.mu.Unlock()
 	}
 	return s, nil

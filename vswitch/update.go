@@ -176,6 +176,10 @@ func (s *Switch) Update(ctx context.Context, st *policy.State) error {
 	ch := policy.Diff(old.st, st)
 	s.stats.updates++
 	if ch.Empty() {
+		// Nothing the flows derive from changed; what Diff leaves out
+		// (VMs' sealing keys) comes from the new state from now on.
+		old.st = st
+		s.syncSealed()
 		return nil
 	}
 	s.off.epoch++

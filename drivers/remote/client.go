@@ -65,6 +65,10 @@ type Config struct {
 	// (securechan MsgAddressLearned messages, Server.PublishLearned), on
 	// the channel's reader: it must return quickly and not call the NIC.
 	OnLearned func(securechan.Message)
+	// LearnedQueue is how many of the served NIC's learned addresses the
+	// host buffers for ReadLearned (hal.AddressLearner; default 1024);
+	// beyond it they are dropped and counted (LearnedDropped).
+	LearnedQueue int
 
 	// versions offered, for tests of the downgrade refusal (unset:
 	// ProtocolVersion only).
@@ -105,6 +109,7 @@ type Client struct {
 	reconnects atomic.Uint64
 
 	xq excQueue
+	lq learnedQueue
 
 	ctx    context.Context // the client's lifetime
 	cancel context.CancelFunc
@@ -206,6 +211,10 @@ func newClient(cfg Config) (*Client, error) {
 		chcfg: channelConfig(cfg.PrivateKey, []securechan.PublicKey{cfg.ServerKey}, cfg.Channel),
 	}
 	c.xq.init(cfg.ExceptionQueue)
+	c.lq.max, c.lq.notify = cfg.LearnedQueue, make(chan struct{}, 1)
+	if c.lq.max <= 0 {
+		c.lq.max = 1024
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -1041,6 +1050,14 @@ func (s *clientSession) read() {
 			case <-s.cl.ctx.Done():
 				return
 			}
+		case msgLearnedAddrs:
+			d := dec{b: body}
+			as := d.learnedAddrs()
+			if err := d.done(); err != nil {
+				s.die(fmt.Errorf("learned addresses: %w", err))
+				return
+			}
+			s.cl.lq.put(as)
 		case msgLearned:
 			d := dec{b: body}
 			ms := d.addressMsgs(securechan.MsgAddressLearned)
@@ -1115,3 +1132,68 @@ func (s *clientSession) exceptions(body []byte) error {
 	}
 	return nil
 }
+
+// learnedQueue holds the served NIC's learned addresses until ReadLearned
+// takes them.
+type learnedQueue struct {
+	mu      sync.Mutex
+	q       []hal.LearnedAddress
+	max     int
+	notify  chan struct{}
+	dropped atomic.Uint64
+}
+
+func (q *learnedQueue) put(as []hal.LearnedAddress) {
+	q.mu.Lock()
+	room := max(q.max-len(q.q), 0)
+	take := min(room, len(as))
+	q.q = append(q.q, as[:take]...)
+	q.mu.Unlock()
+	q.dropped.Add(uint64(len(as) - take))
+	if take > 0 {
+		select {
+		case q.notify <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (c *Client) readLearned(ctx context.Context, batch []hal.LearnedAddress) (int, error) {
+	q := &c.lq
+	for {
+		c.mu.Lock()
+		closed, has := c.closed, c.opts&optLearn != 0
+		c.mu.Unlock()
+		if closed {
+			return 0, hal.ErrClosed
+		}
+		if !has {
+			return 0, hal.Unsupported(DriverName, "ReadLearned", "the NIC side no longer learns addresses")
+		}
+		q.mu.Lock()
+		k := copy(batch, q.q)
+		q.q = q.q[:copy(q.q, q.q[k:])]
+		more := len(q.q) > 0
+		q.mu.Unlock()
+		if more {
+			select {
+			case q.notify <- struct{}{}:
+			default:
+			}
+		}
+		if k > 0 || len(batch) == 0 {
+			return k, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-c.ctx.Done():
+			return 0, hal.ErrClosed
+		case <-q.notify:
+		}
+	}
+}
+
+// LearnedDropped counts learned addresses the host dropped because
+// ReadLearned had not taken the Config.LearnedQueue earlier ones.
+func (c *Client) LearnedDropped() uint64 { return c.lq.dropped.Load() }

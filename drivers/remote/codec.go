@@ -70,6 +70,7 @@ const (
 	msgPong         = 70
 	msgRefused      = 71 // the server refused a frame: reason, detail; it closes next
 	msgLearned      = 72 // securechan learned-address messages
+	msgLearnedAddrs = 73 // the served NIC's learned addresses (hal.AddressLearner)
 )
 
 // enc appends to a buffer. lastActs is the action list of the message's
@@ -685,7 +686,7 @@ func (e *enc) caps(c *hal.Capabilities) {
 	e.u8(uint8(c.Decaps))
 	var f uint16
 	for i, b := range []bool{c.Priorities, c.Counters.PerRule, c.Counters.PerPort, c.Counters.BytesIncludeL2,
-		c.Generations, c.Crypto, c.ExceptionPath, c.AtomicBatch, c.TunnelFilter} {
+		c.Generations, c.Crypto, c.ExceptionPath, c.AtomicBatch, c.TunnelFilter, c.AddressLearning, c.TunnelMissesUnseen} {
 		if b {
 			f |= 1 << i
 		}
@@ -698,7 +699,7 @@ func (e *enc) caps(c *hal.Capabilities) {
 	}
 }
 
-const capsFlags = 1<<9 - 1
+const capsFlags = 1<<11 - 1
 
 func (d *dec) caps(c *hal.Capabilities) {
 	c.Driver = d.str()
@@ -718,6 +719,7 @@ func (d *dec) caps(c *hal.Capabilities) {
 	bit := func(i int) bool { return f&(1<<i) != 0 }
 	c.Priorities, c.Counters.PerRule, c.Counters.PerPort, c.Counters.BytesIncludeL2 = bit(0), bit(1), bit(2), bit(3)
 	c.Generations, c.Crypto, c.ExceptionPath, c.AtomicBatch, c.TunnelFilter = bit(4), bit(5), bit(6), bit(7), bit(8)
+	c.AddressLearning, c.TunnelMissesUnseen = bit(9), bit(10)
 	c.MaxScopes = d.int()
 	n := d.count(1)
 	c.Notes = nil
@@ -999,6 +1001,8 @@ func msgName(t uint8) string {
 		msgCredit: "credit", msgPing: "ping", msgHelloOK: "hello-ok", msgHelloRefused: "hello-refused",
 		msgReply: "reply", msgApplyResult: "apply-result", msgDumpChunk: "dump-chunk", msgExceptions: "exceptions",
 		msgPong: "pong", msgRefused: "refused", msgAddresses: "addresses", msgLearned: "learned",
+		msgSealRoutes:   "sealed-routes",
+		msgLearnedAddrs: "learned-addresses",
 	}
 	if n, ok := names[t]; ok {
 		return n
@@ -1015,4 +1019,44 @@ func (d *dec) count32(min int) int {
 		return 0
 	}
 	return int(v)
+}
+
+// learnedAddrs encodes a batch of the served NIC's learned addresses:
+// count, then per address its port, kind, MAC and address.
+func (e *enc) learnedAddrs(as []hal.LearnedAddress) {
+	st := e.begin(msgLearnedAddrs, 0)
+	e.uv(uint64(len(as)))
+	for i := range as {
+		e.uv(uint64(as[i].Port))
+		e.u8(uint8(as[i].Kind))
+		e.mac(as[i].MAC)
+		e.addr(as[i].Addr)
+	}
+	e.end(st)
+}
+
+// learnedAddrs decodes what enc.learnedAddrs wrote. A kind other than seen
+// or announced, an address that is not a unicast IPv4 or IPv6 one without
+// a zone, or a port that is not a PortID is malformed.
+func (d *dec) learnedAddrs() []hal.LearnedAddress {
+	n := d.count(1 + 1 + 6 + 5)
+	out := make([]hal.LearnedAddress, 0, n)
+	for range n {
+		var a hal.LearnedAddress
+		port := d.uv()
+		a.Kind = hal.LearnKind(d.u8())
+		a.MAC = d.mac()
+		a.Addr = d.addr()
+		if d.err != nil {
+			return nil
+		}
+		if port > 1<<32-1 || (a.Kind != hal.LearnSeen && a.Kind != hal.LearnAnnounced) || !a.Addr.IsValid() || a.Addr.Zone() != "" ||
+			a.Addr.Is4In6() || a.Addr.IsMulticast() || a.Addr.IsUnspecified() {
+			d.fail()
+			return nil
+		}
+		a.Port = hal.PortID(port)
+		out = append(out, a)
+	}
+	return out
 }

@@ -24,7 +24,14 @@
 // too, in securechan's own messages: mapping updates host → NIC
 // (Client.SendAddresses, handled by ServerConfig.Addresses, acknowledged
 // one by one) and learned addresses NIC → host (Server.PublishLearned,
-// Config.OnLearned); nothing in nicpath feeds or consumes them yet.
+// Config.OnLearned); nothing in nicpath feeds or consumes them yet. The
+// served NIC's own address learning (hal.AddressLearner: the source
+// addresses its vports use, gratuitous ARPs and unsolicited neighbour
+// advertisements) travels as a message of its own, NIC → host, while a
+// session is up; the NIC Open returns implements hal.AddressLearner when
+// the served NIC does, and buffers Config.LearnedQueue of them for
+// ReadLearned (beyond that they are dropped and counted). What the NIC
+// learns while no host is connected waits in the NIC's own bounded queue.
 // Capabilities and Ports are the
 // served NIC's, as of the last hello (Driver reads "remote"; Device names
 // the served driver and device). The NIC Open returns has each optional

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/nicpath/nicpath/hal"
@@ -95,6 +96,17 @@ func FuzzDecode(f *testing.F) {
 				d2 := dec{b: e.b[msgHeaderLen:]}
 				if ms2 := d2.addressMsgs(securechan.MsgAddressLearned); d2.done() != nil || !reflect.DeepEqual(ms, ms2) {
 					t.Fatal("learned addresses round trip")
+				}
+			}
+		case msgLearnedAddrs:
+			d := dec{b: body}
+			as := d.learnedAddrs()
+			if d.done() == nil {
+				var e enc
+				e.learnedAddrs(as)
+				d2 := dec{b: e.b[msgHeaderLen:]}
+				if as2 := d2.learnedAddrs(); d2.done() != nil || !slices.Equal(as, as2) {
+					t.Fatalf("learned addresses round trip: %v → %v", as, as2)
 				}
 			}
 		case msgReply:
@@ -253,6 +265,11 @@ func decodeSeeds() map[string][]byte {
 	e.addressMsgs(msgLearned, 0, []securechan.Message{{Type: securechan.MsgAddressLearned, Seq: 3, Vport: 1, VNI: 5,
 		Addr: netip.MustParseAddr("10.0.0.1"), MAC: [6]byte{2}}}, securechan.MsgAddressLearned)
 	add("learned", &e)
+	e = enc{}
+	e.learnedAddrs([]hal.LearnedAddress{
+		{Port: 1, Kind: hal.LearnSeen, MAC: hal.MAC{2, 0, 0, 0, 0, 1}, Addr: netip.MustParseAddr("10.0.0.1")},
+		{Port: 2, Kind: hal.LearnAnnounced, MAC: hal.MAC{2, 0, 0, 0, 0, 2}, Addr: netip.MustParseAddr("2001:db8::2")}})
+	add("learned-addresses", &e)
 	e = enc{}
 	e.refused(securechan.DropReplay, "replayed")
 	add("refused", &e)

@@ -35,6 +35,7 @@ type request struct {
 	ep     hal.TunnelEndpoint
 	n      uint64               // credit
 	addrs  []securechan.Message // addresses: mapping updates
+	routes []hal.SealedRoute    // sealed routes (of port)
 }
 
 // hello is the client's first message.
@@ -69,6 +70,7 @@ const (
 	optAtomic = 1 << iota
 	optSealed
 	optTunnel
+	optLearn
 	optAll = 1<<iota - 1
 )
 
@@ -320,6 +322,8 @@ func decodeRequest(typ uint8, id uint32, body []byte, r *request) error {
 		r.n = d.uv()
 	case msgAddresses:
 		r.addrs = d.addressMsgs(securechan.MsgMappingAdd, securechan.MsgMappingRemove)
+	case msgSealRoutes:
+		d.sealRoutes(r)
 	default:
 		d.fail()
 	}
@@ -395,6 +399,8 @@ func (e *enc) request(r *request) {
 		e.credit(r.n)
 	case msgAddresses:
 		e.addressMsgs(msgAddresses, r.id, r.addrs, securechan.MsgMappingAdd, securechan.MsgMappingRemove)
+	case msgSealRoutes:
+		e.sealRoutesReq(r.id, r.port, r.routes)
 	}
 }
 

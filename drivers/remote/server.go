@@ -60,6 +60,7 @@ type ServerStats struct {
 	VersionRefusals    uint64 // hellos refused for their version
 	Refused            [securechan.NumDropReasons]uint64
 	ExceptionsSent     uint64
+	LearnedSent        uint64 // learned addresses sent to the host (hal.AddressLearner)
 	ExceptionsDropped  uint64 // the host had no room (no credit) or no session: hal.ReasonQueueFull
 	RequestsHandled    uint64
 	SessionsSuperseded uint64 // sessions closed because the host opened a newer one
@@ -84,6 +85,7 @@ type Server struct {
 
 	handshakeFailures, versionRefusals, exceptionsSent, exceptionsDropped atomic.Uint64
 	requests, superseded                                                  atomic.Uint64
+	learnedSent                                                           atomic.Uint64
 	refused                                                               [securechan.NumDropReasons]atomic.Uint64
 
 	dropMu    sync.Mutex // guards portDrops
@@ -179,6 +181,7 @@ func (s *Server) Stats() ServerStats {
 		HandshakeFailures: s.handshakeFailures.Load(), VersionRefusals: s.versionRefusals.Load(),
 		ExceptionsSent: s.exceptionsSent.Load(), ExceptionsDropped: s.exceptionsDropped.Load(),
 		RequestsHandled: s.requests.Load(), SessionsSuperseded: s.superseded.Load(),
+		LearnedSent: s.learnedSent.Load(),
 	}
 	for i := range st.Refused {
 		st.Refused[i] = s.refused[i].Load()
@@ -279,6 +282,9 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	}
 	if _, has := s.nic.(hal.TunnelTerminator); has {
 		ok.opts |= optTunnel
+	}
+	if _, has := s.nic.(hal.AddressLearner); has {
+		ok.opts |= optLearn
 	}
 	var e enc
 	e.helloOK(&ok)
@@ -383,6 +389,10 @@ func (ss *serverSession) run() error {
 	pw.Add(1)
 	go func() { defer hw.Done(); ss.handle() }()
 	go func() { defer pw.Done(); ss.pump() }()
+	if l, ok := ss.srv.nic.(hal.AddressLearner); ok {
+		pw.Add(1)
+		go func() { defer pw.Done(); ss.pumpLearned(l) }()
+	}
 	err := ss.read()
 	var fe *frameError
 	switch {
@@ -634,6 +644,8 @@ func (ss *serverSession) call(r *request, e *enc) bool {
 			err = hal.Unsupported("remote", "tunnel endpoint", "the served NIC does not filter tunnels by endpoint")
 		}
 		e.end(e.reply(r.id, err))
+	case msgSealRoutes:
+		e.end(e.reply(r.id, serveSealRoutes(ctx, nic, r)))
 	}
 	return true
 }
@@ -796,5 +808,38 @@ func (ss *serverSession) pump() {
 			return
 		}
 		srv.exceptionsSent.Add(uint64(sent))
+	}
+}
+
+// pumpLearned sends the served NIC's learned addresses to the host while
+// the session lives. Between sessions they wait in the NIC's own bounded
+// queue (and a NIC reports an address again on its later frames).
+func (ss *serverSession) pumpLearned(l hal.AddressLearner) {
+	batch := make([]hal.LearnedAddress, 64)
+	var e enc
+	for {
+		n, err := l.ReadLearned(ss.ctx, batch)
+		if err != nil {
+			if ss.ctx.Err() != nil || errors.Is(err, hal.ErrClosed) {
+				return
+			}
+			ss.log.Warn("remote: reading learned addresses", "err", err)
+			select {
+			case <-ss.ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		if n == 0 {
+			continue
+		}
+		e.b = e.b[:0]
+		e.learnedAddrs(batch[:n])
+		if err := ss.c.writeMsgs(e.b); err != nil {
+			ss.cancel()
+			return
+		}
+		ss.srv.learnedSent.Add(uint64(n))
 	}
 }

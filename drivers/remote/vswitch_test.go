@@ -213,8 +213,26 @@ func TestVswitchOverRemote(t *testing.T) {
 		return vswitch.ReconcileReport{}
 	}
 
-	// The NIC side restarts on the same NIC: its rules are still there.
+	// The NIC side restarts on the same NIC: its rules are still there,
+	// and while no server runs the NIC forwards the offloaded flows by
+	// itself.
 	s1.stop()
+	dctx, dcancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	far.Recv(dctx, 3, 64) // what the first packets left on the uplink
+	dcancel()
+	for _, sport := range []uint16{2000, 2005, 2009} {
+		before, _ := soft1.Stats(context.Background())
+		if err := far.Send(1, flowFrame(sport)); err != nil {
+			t.Fatal(err)
+		}
+		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		got, _ := far.Recv(rctx, 3, 4)
+		rcancel()
+		after, _ := soft1.Stats(context.Background())
+		if len(got) != 1 || after.Exceptions != before.Exceptions {
+			t.Fatalf("flow %d while the NIC side's server was down: %d frames out, exceptions %d → %d", sport, len(got), before.Exceptions, after.Exceptions)
+		}
+	}
 	s2 := serveAt(t, soft1, addr, nicPriv, hostPub)
 	rep := waitReport()
 	if rep.Added != 0 || rep.Removed != 0 || rep.Modified != 0 {

@@ -10,7 +10,7 @@ import (
 // NIC has it, since callers find them by type assertion (the vswitch looks
 // for hal.AtomicApplier, the conformance suite checks that the assertion
 // and Capabilities agree). Each optional interface is a small method set
-// over the Client; the eight combinations embed them.
+// over the Client; the sixteen combinations embed them.
 
 type atomicM struct{ c *Client }
 
@@ -27,11 +27,20 @@ func (m sealedM) RegisterSealKey(ctx context.Context, port hal.PortID, keyID uin
 func (m sealedM) RevokeSealKey(ctx context.Context, port hal.PortID, keyID uint8) error {
 	return m.c.revokeSealKey(ctx, port, keyID)
 }
+func (m sealedM) SetSealedRoutes(ctx context.Context, port hal.PortID, routes []hal.SealedRoute) error {
+	return m.c.setSealedRoutes(ctx, port, routes)
+}
 
 type tunnelM struct{ c *Client }
 
 func (m tunnelM) SetTunnelEndpoint(ctx context.Context, ep hal.TunnelEndpoint) error {
 	return m.c.setTunnelEndpoint(ctx, ep)
+}
+
+type learnM struct{ c *Client }
+
+func (m learnM) ReadLearned(ctx context.Context, batch []hal.LearnedAddress) (int, error) {
+	return m.c.readLearned(ctx, batch)
 }
 
 type (
@@ -47,6 +56,10 @@ type (
 		*Client
 		tunnelM
 	}
+	nicL struct {
+		*Client
+		learnM
+	}
 	nicAS struct {
 		*Client
 		atomicM
@@ -57,10 +70,25 @@ type (
 		atomicM
 		tunnelM
 	}
+	nicAL struct {
+		*Client
+		atomicM
+		learnM
+	}
 	nicST struct {
 		*Client
 		sealedM
 		tunnelM
+	}
+	nicSL struct {
+		*Client
+		sealedM
+		learnM
+	}
+	nicTL struct {
+		*Client
+		tunnelM
+		learnM
 	}
 	nicAST struct {
 		*Client
@@ -68,16 +96,43 @@ type (
 		sealedM
 		tunnelM
 	}
+	nicASL struct {
+		*Client
+		atomicM
+		sealedM
+		learnM
+	}
+	nicATL struct {
+		*Client
+		atomicM
+		tunnelM
+		learnM
+	}
+	nicSTL struct {
+		*Client
+		sealedM
+		tunnelM
+		learnM
+	}
+	nicASTL struct {
+		*Client
+		atomicM
+		sealedM
+		tunnelM
+		learnM
+	}
 )
 
 var (
 	_ hal.AtomicApplier    = nicA{}
 	_ hal.SealedAddresses  = nicS{}
 	_ hal.TunnelTerminator = nicT{}
-	_ hal.NIC              = nicAST{}
-	_ hal.AtomicApplier    = nicAST{}
-	_ hal.SealedAddresses  = nicAST{}
-	_ hal.TunnelTerminator = nicAST{}
+	_ hal.AddressLearner   = nicL{}
+	_ hal.NIC              = nicASTL{}
+	_ hal.AtomicApplier    = nicASTL{}
+	_ hal.SealedAddresses  = nicASTL{}
+	_ hal.TunnelTerminator = nicASTL{}
+	_ hal.AddressLearner   = nicASTL{}
 )
 
 // wrap returns c with the served NIC's optional interfaces, as of the
@@ -87,7 +142,7 @@ func (c *Client) wrap() hal.NIC {
 	c.mu.Lock()
 	o := c.opts
 	c.mu.Unlock()
-	a, s, t := atomicM{c}, sealedM{c}, tunnelM{c}
+	a, s, t, l := atomicM{c}, sealedM{c}, tunnelM{c}, learnM{c}
 	switch o & optAll {
 	case optAtomic:
 		return nicA{c, a}
@@ -95,14 +150,30 @@ func (c *Client) wrap() hal.NIC {
 		return nicS{c, s}
 	case optTunnel:
 		return nicT{c, t}
+	case optLearn:
+		return nicL{c, l}
 	case optAtomic | optSealed:
 		return nicAS{c, a, s}
 	case optAtomic | optTunnel:
 		return nicAT{c, a, t}
+	case optAtomic | optLearn:
+		return nicAL{c, a, l}
 	case optSealed | optTunnel:
 		return nicST{c, s, t}
-	case optAll:
+	case optSealed | optLearn:
+		return nicSL{c, s, l}
+	case optTunnel | optLearn:
+		return nicTL{c, t, l}
+	case optAtomic | optSealed | optTunnel:
 		return nicAST{c, a, s, t}
+	case optAtomic | optSealed | optLearn:
+		return nicASL{c, a, s, l}
+	case optAtomic | optTunnel | optLearn:
+		return nicATL{c, a, t, l}
+	case optSealed | optTunnel | optLearn:
+		return nicSTL{c, s, t, l}
+	case optAtomic | optSealed | optTunnel | optLearn:
+		return nicASTL{c, a, s, t, l}
 	}
 	return c
 }

@@ -17,6 +17,9 @@ const (
 	fateHost
 	fateOut
 	fateSent // fateOut, delivered to its ring
+	// fateSealedRoute: an opened sealed frame whose sealed route
+	// (SetSealedRoutes) is in prog; it skips the flow table.
+	fateSealedRoute
 )
 
 const noRule = ^uint32(0)
@@ -183,6 +186,10 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			if !ok {
 				continue
 			}
+			if b.fate[i] == fateSealedRoute {
+				loadWords(key, &b.w[i]) // the encapsulation's flow hash
+				continue
+			}
 		}
 		b.fate[i] = fatePending
 		loadWords(key, &b.w[i])
@@ -262,7 +269,11 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 	}
 	n.rcu.exit(s)
 
+	if n.seal != nil {
+		n.sealedReplies(b, in, bufs, sizes, offset, k)
+	}
 	if b.anySealed {
+		n.sealedRoutes(b, k)
 		n.sealedNoHost(b, k)
 	}
 	n.deliver(b, in, bufs, sizes, offset, rxBytes)
@@ -274,6 +285,20 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 				clear(b.open[i][:Headroom+b.osz[i]])
 			}
 		}
+	}
+}
+
+// sealedRoutes runs the sealed routes openSealed found.
+func (n *NIC) sealedRoutes(b *burst, k int) {
+	var routed uint64
+	for i := 0; i < k; i++ {
+		if b.fate[i] == fateSealedRoute {
+			routed++
+			n.execute(b, i, b.prog[i], b.open[i], Headroom, b.osz[i])
+		}
+	}
+	if routed > 0 {
+		n.seal.routed.Add(routed)
 	}
 }
 
@@ -600,6 +625,15 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		}
 		q.mu.Unlock()
 		q.wake()
+		if in.info.Kind == hal.PortVPort {
+			for i := 0; i < k; i++ {
+				// A sealed frame's source is learned from the frame as it
+				// arrived (bufs), never from what was opened.
+				if b.fate[i] == fateHost && b.vni[i] == 0 {
+					n.learn.frame(in.info.ID, bufs[i][offset:offset+sizes[i]])
+				}
+			}
+		}
 	}
 	// Outputs, grouped by port.
 	for i := 0; i < k; i++ {

@@ -110,9 +110,15 @@
 //	sealed frame (0x88B5),       dropped, ReasonSealed; Capabilities.Crypto is false and
 //	Config.Crypto off            RegisterSealKey fails with ErrNotSupported
 //	sealed frame from a vport,   opened (securechan.OpenFrame, the vport's live key) into
-//	Crypto on                    the burst's scratch buffer, then parsed, matched and executed
+//	Crypto on                    the burst's scratch buffer and parsed; a sealed route of the
+//	                             vport for its source and destination (SetSealedRoutes) forwards
+//	                             it without the flow table and without a per-route counter
+//	                             (SealedStats.Routed); otherwise it is matched and executed
 //	                             like the frame the VM sealed (rule counters count that frame);
 //	                             the scratch is wiped after the burst
+//	miss that is a sealed        forwarded by the route's Reply entry (in-port, addresses,
+//	route's reply                source MAC or tunnel source, kind and VNI), not counted per
+//	                             route (SealedStats.Replied); re-parsed on the miss path only
 //	sealed, cannot be opened     dropped, ReasonSealed, SealedStats.Refused by
 //	                             securechan.ReasonOf (unknown or expired key id, tampered,
 //	                             truncated, malformed …); never routed, never to the host
@@ -145,6 +151,14 @@
 // (the table checks the clock for them); RegisterSealKey, RevokeSealKey and
 // SweepSealKeys free them. The clear destination never leaves the NIC
 // toward the host: see the sealed rows of the case table.
+//
+// Sealed routes (SetSealedRoutes, hal.SealedRoute) are where the host tells
+// the NIC, ahead of traffic, what each destination a vport's VM may seal
+// gets: the table is replaced per vport in one step (copy on write, read
+// without a lock on the fast path), checked like rule actions first, and
+// never shown to the host by a counter. A route's Reply forwards the
+// destination's answers, which would otherwise be misses naming the secret
+// as their source.
 //
 // # Tunnel endpoints
 //

@@ -129,6 +129,9 @@ type NIC struct {
 
 	exc excQueue
 
+	// learn reports the addresses vports use (learn.go).
+	learn learner
+
 	stats [2][hal.NumReasons]atomic.Uint64 // [0] exceptions, [1] drops
 
 	// bursts is a bounded free list of datapath working states: one per
@@ -144,8 +147,9 @@ type NIC struct {
 }
 
 var (
-	_ hal.NIC           = (*NIC)(nil)
-	_ hal.AtomicApplier = (*NIC)(nil)
+	_ hal.NIC            = (*NIC)(nil)
+	_ hal.AtomicApplier  = (*NIC)(nil)
+	_ hal.AddressLearner = (*NIC)(nil)
 )
 
 // ErrRingFull is returned by Inject when a port's transmit ring had no room
@@ -197,6 +201,7 @@ func New(cfg Config) (*NIC, error) {
 		p.ready = make(chan struct{}, 1)
 	}
 	n.exc.init(orDefault(cfg.ExceptionQueue, DefaultExceptionQueue), maxMTU+l2Allowance)
+	n.learn.init()
 	n.caps = n.capabilities(cfg)
 	n.w.init(n)
 	n.rcu.init(n)
@@ -216,51 +221,6 @@ func orDefault(v, d int) int {
 		return d
 	}
 	return v
-}
-
-func (n *NIC) capabilities(cfg Config) hal.Capabilities {
-	d := &cfg.Disable
-	dev := cfg.Device
-	if dev == "" {
-		dev = fmt.Sprintf("software NIC, %d ports", len(cfg.Ports))
-	}
-	all := hal.EncapsOf(hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE)
-	c := hal.Capabilities{
-		Driver:        DriverName,
-		Device:        dev,
-		Location:      hal.LocationUser,
-		MaxRules:      n.maxRules,
-		MaxBatch:      n.maxBatch,
-		MatchFields:   hal.MatchAll &^ d.MatchFields,
-		MaskedFields:  hal.MatchAll &^ d.MatchFields &^ d.MaskedFields,
-		Priorities:    true,
-		Actions:       hal.AllActions &^ d.Actions,
-		Encaps:        all &^ d.Encaps,
-		Decaps:        all &^ d.Decaps,
-		Counters:      hal.CounterCaps{PerRule: !d.Actions.Has(hal.ActionCount), PerPort: true, BytesIncludeL2: true},
-		Generations:   !d.Generations,
-		Crypto:        cfg.Crypto,
-		ExceptionPath: true,
-		AtomicBatch:   true,
-		TunnelFilter:  !d.TunnelFilter,
-		Notes:         []string{"rules live in process memory; counters count the frame as it matched, Ethernet header included"},
-	}
-	if c.Generations {
-		c.MaxScopes = n.maxScopes
-	}
-	if !c.Actions.Has(hal.ActionDecap) {
-		c.Decaps = 0
-	}
-	if !c.Actions.Has(hal.ActionEncap) {
-		c.Encaps = 0
-	}
-	if cfg.Crypto {
-		c.Notes = append(c.Notes, "sealed addresses opened on the fast path; their clear frames never reach the exception path")
-	}
-	if *d != (Disable{}) {
-		c.Notes = append(c.Notes, "capabilities reduced by configuration")
-	}
-	return c
 }
 
 // Capabilities reports what the NIC does (less what Config.Disable removed).
@@ -319,15 +279,4 @@ func (n *NIC) Close() error {
 	n.rcu.publishEmpty()
 	n.exc.close()
 	return nil
-}
-
-func (n *NIC) countStat(drop bool, r hal.Reason, v uint64) {
-	if v == 0 {
-		return
-	}
-	i := 0
-	if drop {
-		i = 1
-	}
-	n.stats[i][r].Add(v)
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/nicpath/nicpath/hal/wire"
 )
 
-// Sizes shared with bpf/nicpath.c. They bound what the driver can take, and
+// Sizes shared with bpf/lib/maps.h. They bound what the driver can take, and
 // Validate says so when a rule needs more.
 const (
 	// maxMasks is how many distinct mask shapes the program searches per
@@ -28,7 +28,7 @@ const (
 	encapHdrMax = 72
 )
 
-// Action flags of bpfRule.Flags, as in nicpath.c.
+// Action flags of bpfRule.Flags, as in bpf/lib/maps.h.
 const (
 	actDecap = 1 << iota
 	actSetEthSrc
@@ -83,7 +83,56 @@ type bpfFlowVal struct {
 type bpfMaskEntry struct {
 	Mask    bpfKey
 	MaxPrio uint32
-	ID      uint32
+	ID      uint8
+	Exact4  uint8 // 1: the shape's entries for untunnelled IPv4 keys are in flows4
+	Pad     uint16
+}
+
+// bpfKey4 is struct flow_key4: the compact key of an untunnelled IPv4
+// frame, under which flows4 holds the entries of exact4 mask shapes.
+type bpfKey4 struct {
+	InPort       uint32
+	IPSrc, IPDst [4]byte
+	L4Src, L4Dst uint16
+	EthSrc       [6]byte
+	EthDst       [6]byte
+	VLAN         uint16
+	Proto, Pad   uint8
+}
+
+// inFlows4 is the mark (bpfKey.Pad) of a key whose entry lives in flows4:
+// its mask shape is exact4 and the key is an untunnelled IPv4 frame's.
+// The program's keys in flows never carry it (their pad is masked to 0).
+const inFlows4 = 1
+
+// exact4Shape says whether mask pins every field of an untunnelled IPv4
+// frame that bpfKey4 holds, and the tunnel kind: what hal.Exact gives such
+// a frame.
+func exact4Shape(mask *bpfKey) bool {
+	return mask.InPort == ^uint32(0) && mask.EthSrc == [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} &&
+		mask.EthDst == [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} && mask.EthType == 0xffff &&
+		mask.VLAN == 0xffff && mask.TunKind == 0xff && mask.Proto == 0xff &&
+		mask.L4Src == 0xffff && mask.L4Dst == 0xffff && mask.IPSrc == ones16 && mask.IPDst == ones16
+}
+
+var ones16 = [16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+var v4Prefix = [12]byte{10: 0xff, 11: 0xff}
+
+// markFlows4 marks k (masked by an exact4 shape) as living in flows4 when
+// it is an untunnelled IPv4 frame's: the only keys the program looks up
+// there.
+func markFlows4(k *bpfKey) {
+	if k.EthType == 0x0800 && k.TunKind == 0 && k.VNI == 0 && k.TunSrc == [16]byte{} && k.TunDst == [16]byte{} &&
+		[12]byte(k.IPSrc[:12]) == v4Prefix && [12]byte(k.IPDst[:12]) == v4Prefix {
+		k.Pad = inFlows4
+	}
+}
+
+// key4 is the compact key of k (marked inFlows4).
+func key4(k *bpfKey) bpfKey4 {
+	return bpfKey4{InPort: k.InPort, IPSrc: [4]byte(k.IPSrc[12:]), IPDst: [4]byte(k.IPDst[12:]),
+		L4Src: k.L4Src, L4Dst: k.L4Dst, EthSrc: k.EthSrc, EthDst: k.EthDst, VLAN: k.VLAN, Proto: k.Proto}
 }
 
 type bpfMaskSet struct {
@@ -177,6 +226,12 @@ var (
 	_ [unsafe.Sizeof(hal.FlowKey{}) - bpfKeySize]byte
 	_ [bpfKeySize - unsafe.Sizeof(hal.FlowKey{})]byte
 	_ [unsafe.Alignof(hal.FlowKey{}) - unsafe.Alignof(uint32(0))]byte
+)
+
+// bpfKey4 is 32 bytes, as struct flow_key4.
+var (
+	_ [unsafe.Sizeof(bpfKey4{}) - 32]byte
+	_ [32 - unsafe.Sizeof(bpfKey4{})]byte
 )
 
 // matchKeys returns the masked key of m (without its mask ID) and the mask

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -442,6 +443,12 @@ func TestRunMalformed(t *testing.T) {
 	mut := func(b []byte, f func(b []byte)) []byte { c := bytes.Clone(b); f(c); return c }
 	vx := wire.BuildEncap(&vxlanTo, good)
 	gen := hal.Encap{Kind: hal.EncapGeneve, VNI: 1, Src: pa1, Dst: pa2}
+	genOpt := gen
+	genOpt.GeneveOptions = []byte{0, 1, 2, 0, 0, 1, 3, 1, 9, 9, 9, 9} // two options, neither critical
+	genMany := gen
+	genMany.GeneveOptions = bytes.Repeat([]byte{0, 1, 2, 0}, 9)
+	genCrit := gen
+	genCrit.GeneveOptions = []byte{0, 1, 2, 0, 0, 1, 0x83, 0}
 	// firstFragment makes an IPv4 frame the first fragment of a longer
 	// datagram: MF set, and a UDP length (when UDP) reaching 1480 bytes
 	// past the frame, as the host path's fragments carry it.
@@ -497,9 +504,29 @@ func TestRunMalformed(t *testing.T) {
 		{"vxlan-inner-truncated", vx[:14+20+8+8+10], hal.ReasonMalformed},
 		{"geneve-version", mut(wire.BuildEncap(&gen, good), func(b []byte) { b[42] |= 0x40 }), hal.ReasonUnsupported},
 		{"geneve-options-beyond", mut(wire.BuildEncap(&gen, good), func(b []byte) { b[42] |= 0x3f }), hal.ReasonMalformed},
+		// Control packets (O bit) and options the program cannot
+		// understand go to the host, as softnic's parser (hal/wire)
+		// sends them; the loop below holds every geneve case to it.
+		{"geneve-control", mut(wire.BuildEncap(&gen, good), func(b []byte) { b[43] |= 0x80 }), hal.ReasonUnsupported},
+		{"geneve-control-with-options", mut(wire.BuildEncap(&genOpt, good), func(b []byte) { b[43] |= 0x80 }), hal.ReasonUnsupported},
+		{"geneve-options", wire.BuildEncap(&genOpt, good), hal.ReasonNone},
+		{"geneve-C-bit", mut(wire.BuildEncap(&genOpt, good), func(b []byte) { b[43] |= 0x40 }), hal.ReasonUnsupported},
+		{"geneve-critical-option", wire.BuildEncap(&genCrit, good), hal.ReasonUnsupported},
+		{"geneve-critical-option-no-C-bit", mut(wire.BuildEncap(&genCrit, good), func(b []byte) { b[43] &^= 0x40 }), hal.ReasonUnsupported},
+		{"geneve-option-overruns", mut(wire.BuildEncap(&genOpt, good), func(b []byte) { b[53] = 1 }), hal.ReasonMalformed},
+		// More options than the program walks (GENEVE_MAX_OPTS): the
+		// host's, which walks them all (hal/wire forwards these).
+		{"many-options-geneve", wire.BuildEncap(&genMany, good), hal.ReasonUnsupported},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if strings.HasPrefix(tc.name, "geneve") {
+				var k hal.FlowKey
+				var l wire.Layout
+				if got := wire.ReasonOf(wire.Parse(tc.frame, pVM1, &k, &l)); got != tc.reason {
+					t.Fatalf("hal/wire (softnic's parser) says %v, the case %v", got, tc.reason)
+				}
+			}
 			r := mustRun(t, n, pVM1, tc.frame)
 			if tc.reason == hal.ReasonNone {
 				expectOutput(t, r, pVM2, tc.frame)

@@ -59,7 +59,9 @@ type Config struct {
 	Ports []PortConfig
 	Mode  Mode
 	// MaxRules is the size of the flow hash (entries; each holds up to two
-	// rules with the same match). Default 65536.
+	// rules with the same match). Default 65536. The compact IPv4 hash
+	// (exact rules of untunnelled IPv4 frames) has as many, so the kernel
+	// reserves room for twice MaxRules entries.
 	MaxRules int
 	// MaxScopes is the size of the active-generation array. Default 4096.
 	MaxScopes int

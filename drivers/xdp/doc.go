@@ -1,6 +1,6 @@
 // Package xdp is nicpath's eBPF/XDP driver: a hal.NIC whose rules live in
-// BPF maps and whose datapath is an XDP program (bpf/nicpath.c, compiled by
-// bpf2go; the objects are committed, so building needs no clang) attached to
+// BPF maps and whose datapath is an XDP program (bpf/nicpath.c with its headers in
+// bpf/lib, compiled by bpf2go; the objects are committed, so building needs no clang) attached to
 // the uplink and to every vport.
 //
 // # Datapath
@@ -78,6 +78,10 @@
 // prefixes (per-destination mappings, routes) cost one lookup per distinct
 // prefix length in use. Any field takes any bit mask; priorities resolve
 // overlaps and equal priorities go to the lower rule ID, as hal says.
+// Rules that pin every field of an untunnelled IPv4 frame (hal.Exact of
+// such a frame: the flows a vswitch offloads toward the wire) live in a
+// second hash under a 32-byte compact key (flows4), which the program
+// looks up first for such frames, skipping their shape in the search.
 //
 // Each hash entry holds two rule slots: the same match may exist in two
 // generations at once (the live rule and its shadow) or at two priorities.

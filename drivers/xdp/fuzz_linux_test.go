@@ -29,6 +29,12 @@ func FuzzRun(f *testing.F) {
 	f.Add(wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macVM2, Src: ca6a, Dst: ca6b, Proto: hal.ProtoTCP, SrcPort: 1, DstPort: 2, ExtHeaders: []uint8{0}}))
 	f.Add(wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macVM2, VLAN: 5, OuterVLAN: 6, Src: ca1, Dst: ca2, Proto: hal.ProtoICMP, ICMPType: 8}))
 	f.Add(good[:20])
+	// Geneve with options (one critical), and a control packet (O bit)
+	genOpt := hal.Encap{Kind: hal.EncapGeneve, VNI: 1, Src: pa1, Dst: pa2, GeneveOptions: []byte{0, 1, 2, 1, 7, 7, 7, 7, 0, 1, 0x82, 0}}
+	f.Add(wire.BuildEncap(&genOpt, good))
+	genCtl := wire.BuildEncap(&hal.Encap{Kind: hal.EncapGeneve, VNI: 1, Src: pa1, Dst: pa2}, good)
+	genCtl[43] |= 0x80
+	f.Add(genCtl)
 	// partial checksums: plain, inside a tunnel, and the tunnel's own
 	tcp := wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macVM2, Src: ca1, Dst: ca2, Proto: hal.ProtoTCP, SrcPort: 3, DstPort: 4, Payload: oddBytes(77)})
 	f.Add(partial(f, tcp, false))

@@ -20,6 +20,7 @@ const (
 	nicpathMapConfig       = "config"
 	nicpathMapExceptions   = "exceptions"
 	nicpathMapFlows        = "flows"
+	nicpathMapFlows4       = "flows4"
 	nicpathMapMaskSets     = "mask_sets"
 	nicpathMapPortStats    = "port_stats"
 	nicpathMapPorts        = "ports"
@@ -86,6 +87,7 @@ type nicpathMapSpecs struct {
 	Config       *ebpf.MapSpec `ebpf:"config"`
 	Exceptions   *ebpf.MapSpec `ebpf:"exceptions"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	Flows4       *ebpf.MapSpec `ebpf:"flows4"`
 	MaskSets     *ebpf.MapSpec `ebpf:"mask_sets"`
 	PortStats    *ebpf.MapSpec `ebpf:"port_stats"`
 	Ports        *ebpf.MapSpec `ebpf:"ports"`
@@ -128,6 +130,7 @@ type nicpathMaps struct {
 	Config       *ebpf.Map `ebpf:"config"`
 	Exceptions   *ebpf.Map `ebpf:"exceptions"`
 	Flows        *ebpf.Map `ebpf:"flows"`
+	Flows4       *ebpf.Map `ebpf:"flows4"`
 	MaskSets     *ebpf.Map `ebpf:"mask_sets"`
 	PortStats    *ebpf.Map `ebpf:"port_stats"`
 	Ports        *ebpf.Map `ebpf:"ports"`
@@ -144,6 +147,7 @@ func (m *nicpathMaps) Close() error {
 		m.Config,
 		m.Exceptions,
 		m.Flows,
+		m.Flows4,
 		m.MaskSets,
 		m.PortStats,
 		m.Ports,

@@ -53,6 +53,16 @@ func (rs *ruleState) bpfKey() bpfKey {
 	return k
 }
 
+// mapKey is the key rs's entry is written under: bpfKey, marked inFlows4
+// when the entry lives in flows4.
+func (rs *ruleState) mapKey() bpfKey {
+	k := rs.bpfKey()
+	if rs.mask.exact4 {
+		markFlows4(&k)
+	}
+	return k
+}
+
 // slot is the rule as its entry holds it.
 func (t *table) slot(rs *ruleState) bpfRule {
 	b, err := encodeRuleCached(&rs.rule, &t.encap)
@@ -110,6 +120,9 @@ type maskState struct {
 	id      uint8
 	refs    int
 	maxPrio uint16
+	// exact4: the shape pins every field of an untunnelled IPv4 frame;
+	// its entries for such frames go to flows4 (markFlows4).
+	exact4 bool
 }
 
 // table is the driver's view of what is installed: every rule as it was
@@ -291,7 +304,7 @@ func (t *table) attachFound(rs *ruleState, key, mask bpfKey, ms *maskState, e *e
 		if len(t.masks) >= maxMasks {
 			return fmt.Errorf("%s: all %d mask shapes are in use: %w", t.driver, maxMasks, hal.ErrTableFull)
 		}
-		ms = &maskState{mask: mask}
+		ms = &maskState{mask: mask, exact4: exact4Shape(&mask)}
 	}
 	key.MaskID = ms.id
 	if ms.id == 0 {
@@ -578,7 +591,10 @@ func (t *table) publish() error {
 	var s bpfMaskSet
 	s.N = uint32(len(list))
 	for i, m := range list {
-		s.M[i] = bpfMaskEntry{Mask: m.mask, MaxPrio: uint32(m.maxPrio), ID: uint32(m.id)}
+		s.M[i] = bpfMaskEntry{Mask: m.mask, MaxPrio: uint32(m.maxPrio), ID: m.id}
+		if m.exact4 {
+			s.M[i].Exact4 = 1
+		}
 	}
 	bank := t.bank ^ 1
 	if err := t.be.putMasks(bank, &s); err != nil {
@@ -750,6 +766,9 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 	}
 	rs.entry.pending = true
 	key.MaskID = rs.mask.id
+	if rs.mask.exact4 {
+		markFlows4(&key)
+	}
 	p := &t.pend
 	p.keys = append(p.keys, key)
 	p.vals = append(p.vals, t.value(rs.entry, rs, &enc))
@@ -799,7 +818,7 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 				t.dirty = true
 			}
 			v := t.value(old.entry, old, &enc)
-			if _, err := t.be.putEntries([]bpfKey{key}, []bpfFlowVal{v}); err != nil {
+			if _, err := t.be.putEntries([]bpfKey{old.mapKey()}, []bpfFlowVal{v}); err != nil {
 				if enc.Flags&actCount != 0 && prev.enc.Flags&actCount == 0 {
 					t.counterFree = append(t.counterFree, enc.Counter)
 				}
@@ -825,7 +844,7 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 		results[i].Err = err
 		return
 	}
-	if _, err := t.be.putEntries([]bpfKey{rs.bpfKey()}, []bpfFlowVal{t.value(rs.entry, nil, nil)}); err != nil {
+	if _, err := t.be.putEntries([]bpfKey{rs.mapKey()}, []bpfFlowVal{t.value(rs.entry, nil, nil)}); err != nil {
 		t.detach(rs)
 		t.rules[old.rule.ID] = old
 		results[i].Err = t.opErr("modify", r.ID, err)
@@ -848,7 +867,7 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 // after its last entry is gone.
 func (t *table) remove(rs *ruleState) error {
 	e := rs.entry
-	key := rs.bpfKey()
+	key := rs.mapKey()
 	if t.detach(rs) {
 		if err := t.be.deleteEntry(&key); err != nil {
 			t.attach(rs)

@@ -163,7 +163,7 @@ func TestEncodeEncap(t *testing.T) {
 }
 
 // TestEncodeEncapIPv6 completes the IPv6 templates the way encap6 in
-// bpf/nicpath.c does (flow label, payload length, UDP source port, length
+// bpf/lib/actions.h does (flow label, payload length, UDP source port, length
 // and checksum from EncapSum and the inner frame's sum) and expects
 // hal/wire's bytes: the arithmetic the program relies on, checked without
 // loading it.

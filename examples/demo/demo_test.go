@@ -18,7 +18,7 @@ func TestInProcessStory(t *testing.T) {
 	if len(failed) > 0 {
 		t.Fatalf("%d checks failed: %q\n%s", len(failed), failed, out.String())
 	}
-	for _, want := range []string{"Handled: NIC", "vni 1001", "vni=2001", "drop (not-local)", "all "} {
+	for _, want := range []string{"Handled: NIC", "vni 1001", "vni=2001", "drop (not-local)", "pushed 4 sealed routes", "all "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the story does not show %q", want)
 		}

@@ -20,6 +20,9 @@ type hostDrivers struct {
 	def  string            // hosts not named in per
 	per  map[string]string // by host name
 	host []string          // the story's hosts, in order
+	// remote: every host's NIC runs in a nicd process of its own, and
+	// vswitchd opens it with driver: remote (NIC=remote, remote.go).
+	remote bool
 }
 
 // parseDrivers reads DRIVER for a story whose hosts are hosts. An empty
@@ -74,19 +77,13 @@ func (d hostDrivers) uniform() bool {
 	return true
 }
 
-// uses says whether some host runs drv.
-func (d hostDrivers) uses(drv string) bool {
-	for _, h := range d.host {
-		if d.of(h) == drv {
-			return true
-		}
-	}
-	return len(d.host) == 0 && d.def == drv
-}
-
 // String is "xdp" when every host runs xdp, else "host-a xdp, host-b
-// softnic".
+// softnic"; with NIC=remote it says so.
 func (d hostDrivers) String() string {
+	if d.remote {
+		d.remote = false
+		return d.String() + ", each NIC in a nicd process of its own (NIC=remote)"
+	}
 	if len(d.host) == 0 || d.uniform() {
 		if len(d.host) == 0 {
 			return d.def
@@ -98,4 +95,12 @@ func (d hostDrivers) String() string {
 		parts[i] = h + " " + d.of(h)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// shows is what vswitchctl show says of host's driver.
+func (d hostDrivers) shows(host string) string {
+	if d.remote {
+		return ", driver remote on " + d.of(host) + " ("
+	}
+	return ", driver " + d.of(host) + " on "
 }

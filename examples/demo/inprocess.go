@@ -393,6 +393,13 @@ func runInProcess(w io.Writer) (failed []string, err error) {
 	s.say("   why (host-b's explain):")
 	s.say("%s", indent(hb.Switch.ExplainFrame(hb.Uplink, wireForged).String(), "     "))
 
+	if err := gatewayStory(s, fb); err != nil {
+		return nil, err
+	}
+	if err := sealedStory(s); err != nil {
+		return nil, err
+	}
+
 	s.title("Summary")
 	if len(s.failed) == 0 {
 		s.say("all %d checks held", s.checks)

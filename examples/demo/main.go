@@ -44,6 +44,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "demo:", err)
 		return 2
 	}
+	if drivers.remote, err = parseNIC(os.Getenv("NIC")); err != nil {
+		fmt.Fprintln(stderr, "demo:", err)
+		return 2
+	}
 	storeKind := os.Getenv("STORE")
 	switch storeKind {
 	case "", "file":
@@ -66,7 +70,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	} else {
 		fmt.Fprintf(stdout, "nicpath demo: in process (simulated hosts and VMs on software NICs): %s\n", why)
-		if drivers.String() != "softnic" {
+		if drivers.remote {
+			fmt.Fprintln(stdout, "NIC=remote needs the namespace story; the in-process story runs the NICs in its own process")
+		}
+		if drivers.String() != "softnic" && !drivers.remote {
 			fmt.Fprintf(stdout, "DRIVER=%s needs the namespace story; the in-process story uses softnic\n", os.Getenv("DRIVER"))
 		}
 		failed, err = runInProcess(stdout)

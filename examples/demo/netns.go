@@ -184,6 +184,7 @@ func buildBinaries(dir, storeKind string) error {
 	if storeKind == "etcd" {
 		builds = [][]string{{".", "./examples/vswitchctl"}, {"store/etcd", "./cmd/vswitchd", "./cmd/nicstore"}}
 	}
+	builds[0] = append(builds[0], "./examples/nicd") // NIC=remote's NIC side
 	for _, b := range builds {
 		cmd := exec.Command(goBin, append([]string{"build", "-o", dir}, b[1:]...)...)
 		cmd.Dir = filepath.Join(root, b[0])
@@ -297,6 +298,14 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 	s.title("Starting one vswitchd per host (driver %s)", drivers)
 	socks := map[string]string{}
 	for _, h := range hosts {
+		if drivers.remote {
+			if err := n.writeNICD(h, ports[h]); err != nil {
+				return nil, err
+			}
+			if err := n.startNICD(h); err != nil {
+				return nil, err
+			}
+		}
 		cfg, sock, err := n.writeConfig(h, ports[h])
 		if err != nil {
 			return nil, err
@@ -310,7 +319,7 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 		return n.run(vswitchctl, append([]string{"-s", socks[h]}, args...)...)
 	}
 	for _, h := range hosts {
-		if err := waitFor(5*time.Second, func() error { _, err := ctl(h, "show"); return err }); err != nil {
+		if err := waitFor(startWait, func() error { _, err := ctl(h, "show"); return err }); err != nil {
 			return nil, fmt.Errorf("%s's vswitchd did not come up: %v\n%s", h, err, n.tail(h+".log"))
 		}
 	}
@@ -321,7 +330,7 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 			s.say("$ vswitchctl -s %s show", socks[h])
 			s.say("%s", indent(out, "  "))
 		}
-		s.check(strings.Contains(out, ", driver "+drivers.of(h)+" on "), "%s's vswitchd runs the %s driver", h, drivers.of(h))
+		s.check(strings.Contains(out, drivers.shows(h)), "%s's vswitchd runs the %s driver", h, drivers.of(h))
 	}
 
 	s.title("Starting the VMs' applications (UDP 53 and 7, TCP 22 and 5432: each answers with its VM's name)")
@@ -354,6 +363,11 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 	out, _ = ctl("host-a", "flows")
 	s.say("$ vswitchctl flows\n%s", indent(out, "  "))
 	check(strings.Contains(out, "where=nic"), out, nil, "host-a's ping flows are on the NIC")
+	if drivers.remote {
+		if err := n.remoteFaults(ctl, traffic); err != nil {
+			return nil, err
+		}
+	}
 
 	s.title("UDP blue-web-1 → 10.0.0.11:53, with host-a's exception path captured")
 	capFile := filepath.Join(n.dir, "host-a-exceptions.pcapng")
@@ -571,7 +585,11 @@ func (n *nsStory) writeConfig(host string, ports map[string]string) (cfgPath, so
 	if host == peer {
 		peer = "host-b"
 	}
-	fmt.Fprintf(&b, "host: %s\ndriver: %s\n%s\nuplink: up0\nnext_hop_mac: %s\ncontrol: %s\nlog_level: info\nports:\n", host, n.drivers.of(host), source, uplinkMACOf(peer), sock)
+	drv := n.drivers.of(host)
+	if n.drivers.remote {
+		drv = "remote\n" + n.remoteDriverLines(host)
+	}
+	fmt.Fprintf(&b, "host: %s\ndriver: %s\n%s\nuplink: up0\nnext_hop_mac: %s\ncontrol: %s\nlog_level: info\nports:\n", host, drv, source, uplinkMACOf(peer), sock)
 	names := make([]string, 0, len(ports))
 	for vm := range ports {
 		names = append(names, vm)
@@ -580,7 +598,7 @@ func (n *nsStory) writeConfig(host string, ports map[string]string) (cfgPath, so
 	for _, vm := range names {
 		fmt.Fprintf(&b, "  %s: %s\n", vm, ports[vm])
 	}
-	if n.drivers.of(host) == "xdp" {
+	if n.drivers.of(host) == "xdp" && !n.drivers.remote {
 		fmt.Fprintf(&b, "netns: %s\n", filepath.Join("/run/netns", n.hostNS(host)))
 	}
 	cfgPath = filepath.Join(n.dir, host+".yaml")
@@ -593,7 +611,7 @@ func (n *nsStory) startServer(vm string) error {
 	if _, err := n.start(n.vmNS(vm), logFile, "env", childEnv+"=1", n.self, "serve", vm, filepath.Join(n.dir, vm+".recv")); err != nil {
 		return err
 	}
-	return waitFor(5*time.Second, func() error {
+	return waitFor(startWait, func() error {
 		b, _ := os.ReadFile(logFile)
 		if bytes.Contains(b, []byte("ready")) {
 			return nil
@@ -668,3 +686,8 @@ const bulkSize = 4 << 20
 // vmMTU is the VMs' MTU: 1450 bytes, so that an encapsulated packet (50
 // bytes of VXLAN over IPv4) still fits the underlay's 1500.
 const vmMTU = 1450
+
+// startWait bounds how long a daemon or a VM's applications may take to
+// come up. It is a bound, not an expectation: under load (CI, two cores
+// shared) loading and verifying the XDP program alone has taken seconds.
+const startWait = 30 * time.Second

@@ -13,7 +13,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(s)
 	}
 	known := map[string]bool{"show": true, "caps": true, "flows": true, "explain": true, "stats": true,
-		"activate": true, "capture": true, "reload": true}
+		"activate": true, "capture": true, "reload": true, "seal": true}
 	f.Fuzz(func(t *testing.T, line string) {
 		req, err := parse(strings.Fields(line))
 		if err != nil {

@@ -18,6 +18,13 @@
 //	capture start <file>         write the exception path to a pcapng file
 //	capture stop
 //	reload                       check the policy file now and apply it if it changed
+//	seal                         the NIC's sealing public key, the VM keys registered, the sealed routes
+//	learned                      the addresses the NIC saw each VM's port use (owned or spoofed),
+//	                             the recent announcements (gratuitous ARP, unsolicited NA), a
+//	                             migrated VM's first one marked, and the spoofed-source drops
+//	tether                       (tetherd) the relocated subnet's tunnel: each tether's endpoint as the NAT shows it
+//	leases                       (tetherd) the leases the tether's broker handed to the remote nodes
+//	gateway                      (a gateway host) the gateway, its counters and translated connections
 //
 // reload exits 1 with the daemon's error (file:line: field: problem) for
 // as long as the policy file is one the daemon refused, whether reload or
@@ -62,6 +69,12 @@ commands:
   capture start <file>           write the exception path to a pcapng file
   capture stop                   finish the capture
   reload                         check the policy file now, apply it if it changed
+  seal                           the NIC's sealing public key, VM keys, sealed routes
+  learned                        addresses the NIC saw the VMs' ports use, announcements
+                                 (a migrated VM's first marked), spoofed-source drops
+  tether                         (tetherd) the relocated subnet's tunnel and endpoints
+  leases                         (tetherd) the remote nodes' leases
+  gateway                        (a gateway host) the gateway, counters, translated connections
 
 The socket defaults to $NICPATH_CONTROL, else /run/nicpath/vswitchd.sock.
 `
@@ -125,7 +138,7 @@ func parse(a []string) (control.Request, error) {
 	cmd, rest := a[0], a[1:]
 	req := control.Request{Cmd: cmd, Args: rest}
 	switch cmd {
-	case "show", "caps", "stats", "reload":
+	case "show", "caps", "stats", "reload", "seal", "learned", "tether", "leases", "gateway":
 		if len(rest) != 0 {
 			return req, fmt.Errorf("%s takes no arguments", cmd)
 		}
@@ -204,6 +217,12 @@ func call(ctx context.Context, c *control.Client, req control.Request, w io.Writ
 			return err
 		}
 		printStats(w, s)
+	case "seal":
+		var s control.Seal
+		if err := c.Call(ctx, req.Cmd, req.Args, &s); err != nil {
+			return err
+		}
+		printSeal(w, s)
 	case "activate":
 		var a control.Activated
 		if err := c.Call(ctx, req.Cmd, req.Args, &a); err != nil {
@@ -220,6 +239,20 @@ func call(ctx context.Context, c *control.Client, req control.Request, w io.Writ
 		} else {
 			fmt.Fprintf(w, "capture stopped: %d packets in %s\n", s.Packets, s.File)
 		}
+	case "learned":
+		var l control.Learned
+		if err := c.Call(ctx, req.Cmd, req.Args, &l); err != nil {
+			return err
+		}
+		printLearned(w, l)
+	case "tether", "leases":
+		return callTether(ctx, c, req, w)
+	case "gateway":
+		var g control.GatewayStatus
+		if err := c.Call(ctx, req.Cmd, req.Args, &g); err != nil {
+			return err
+		}
+		fmt.Fprint(w, g.Text)
 	case "reload":
 		var r control.Reloaded
 		if err := c.Call(ctx, req.Cmd, req.Args, &r); err != nil {
@@ -264,6 +297,9 @@ func printShow(w io.Writer, s control.Show) {
 	}
 	if s.Capture != "" {
 		fmt.Fprintf(w, "capturing the exception path to %s\n", s.Capture)
+	}
+	if s.SealPublicKey != "" {
+		fmt.Fprintf(w, "sealed addresses: NIC public key %s\n", s.SealPublicKey)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PORT\tNAME\tKIND\tINTERFACE\tMAC\tMTU\tRX PKTS\tTX PKTS\tDROPS\tTO HOST")
@@ -326,4 +362,75 @@ func kv(m map[string]uint64) string {
 		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
 	}
 	return strings.Join(parts, " ")
+}
+
+func printSeal(w io.Writer, s control.Seal) {
+	if !s.Crypto {
+		fmt.Fprintln(w, "the NIC does not open sealed frames: they are dropped and counted (fail closed)")
+		return
+	}
+	fmt.Fprintf(w, "NIC public key %s\n", s.PublicKey)
+	if s.File != "" {
+		fmt.Fprintf(w, "published in %s\n", s.File)
+	}
+	for _, p := range s.Ports {
+		ids := make([]string, len(p.KeyIDs))
+		for i, id := range p.KeyIDs {
+			ids[i] = strconv.Itoa(int(id))
+		}
+		fmt.Fprintf(w, "vm %s (port %d): key ids %s\n", p.VM, p.Port, strings.Join(ids, ", "))
+	}
+	fmt.Fprintf(w, "sealed routes %d (refused pushes %d)\n", s.Routes, s.Refused)
+	if s.Error != "" {
+		fmt.Fprintf(w, "last problem: %s\n", s.Error)
+	}
+}
+
+func printLearned(w io.Writer, l control.Learned) {
+	if !l.Supported {
+		fmt.Fprintln(w, "the NIC does not report learned addresses (its driver has no address learning)")
+	}
+	if len(l.Spoofed) > 0 {
+		fmt.Fprintf(w, "spoofed-source drops: %s\n", kv(l.Spoofed))
+	}
+	if len(l.Addresses) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PORT\tVM\tMAC\tADDRESS\tPOLICY\tREPORTS\tANNOUNCED\tFIRST\tLAST")
+		for _, a := range l.Addresses {
+			pol := "owned"
+			if !a.Owned {
+				pol = "NOT OWNED (spoofed)"
+			}
+			vm := a.VM
+			if vm == "" {
+				vm = "-"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", a.Port, vm, a.MAC, a.Addr, pol, a.Reports, a.Announced,
+				a.First.UTC().Format(time.RFC3339), a.Last.UTC().Format(time.RFC3339))
+		}
+		tw.Flush()
+	} else if l.Supported {
+		fmt.Fprintln(w, "no learned addresses")
+	}
+	for _, a := range l.Announcements {
+		var notes []string
+		if a.First {
+			notes = append(notes, "first on this host: arrived")
+		}
+		if !a.Local {
+			notes = append(notes, "not local in the policy")
+		}
+		if !a.Owned {
+			notes = append(notes, "not the VM's address")
+		}
+		vm := a.VM
+		if vm == "" {
+			vm = "port " + strconv.Itoa(int(a.Port))
+		}
+		line := fmt.Sprintf("announcement %s %s announced %s (%s) on port %d", a.At.UTC().Format(time.RFC3339), vm, a.Addr, a.MAC, a.Port)
+		if len(notes) > 0 {
+			line += " [" + strings.Join(notes, "; ") + "]"
+		}
+		fmt.Fprintln(w, line)
+	}
 }

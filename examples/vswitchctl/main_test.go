@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -333,5 +334,74 @@ func TestPrintShowRejected(t *testing.T) {
 		"the switch runs the policy loaded 2026-11-24T05:00:00Z; fix the file and reload\n"
 	if !strings.Contains(b.String(), want) {
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// garp is a gratuitous ARP from mac for addr.
+func garp(mac hal.MAC, addr netip.Addr) []byte {
+	p := make([]byte, 28)
+	p[1], p[2], p[4], p[5], p[7] = 1, 0x08, 6, 4, 1
+	copy(p[8:14], mac[:])
+	a := addr.As4()
+	copy(p[14:18], a[:])
+	copy(p[24:28], a[:])
+	return wire.Build(wire.FrameSpec{SrcMAC: mac, DstMAC: hal.MustMAC("ff:ff:ff:ff:ff:ff"), EthType: 0x0806, Payload: p})
+}
+
+// learned shows what the NIC learned: a VM sending from an address that is
+// not its own (dropped and counted, and explain says why), and a migrated
+// VM's first announcement on its new host.
+func TestLearned(t *testing.T) {
+	d, sock := startDaemon(t)
+	bw1, _ := d.SoftPort("blue-web-1")
+	bw2, _ := d.SoftPort("blue-web-2")
+	spoof := wire.Build(wire.FrameSpec{SrcMAC: hal.MustMAC("02:00:00:0b:00:01"), DstMAC: hal.MustMAC("02:00:00:0b:00:02"),
+		Src: netip.MustParseAddr("10.0.0.99"), Dst: netip.MustParseAddr("10.0.0.11"), Proto: hal.ProtoUDP, SrcPort: 4444, DstPort: 53})
+	for range 3 {
+		if _, err := bw1.Send([][]byte{spoof}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// blue-web-2 moves to host-a and announces itself there.
+	if _, _, code := ctl(t, sock, "activate", "blue-web-2"); code != 0 {
+		t.Fatal("activate failed")
+	}
+	if _, err := bw2.Send([][]byte{garp(hal.MustMAC("02:00:00:0b:00:02"), netip.MustParseAddr("10.0.0.11"))}); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		d.Switch().Maintain(context.Background())
+		out, _, _ = ctl(t, sock, "learned")
+		if strings.Contains(out, "first on this host: arrived") && strings.Contains(out, "blue-web-1=3") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("learned:\n%s", out)
+		}
+	}
+	t.Logf("vswitchctl learned:\n%s", out)
+	for _, want := range []string{"blue-web-2 announced 10.0.0.11 (02:00:00:0b:00:02)", "10.0.0.99", "NOT OWNED (spoofed)",
+		"spoofed-source drops: blue-web-1=3"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("learned lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, code := ctl(t, sock, "explain", "blue-web-1", "10.0.0.99", "10.0.0.11", "udp", "4444", "53")
+	if code != 0 || !strings.Contains(out, "source address 10.0.0.99 is not one of VM blue-web-1's addresses") ||
+		!strings.Contains(out, "3 of its packets were dropped for a spoofed source") {
+		t.Fatalf("explain (%d):\n%s", code, out)
+	}
+	out, _, _ = ctl(t, sock, "stats")
+	if !strings.Contains(out, "spoofed source from blue-web-1: 3") {
+		t.Errorf("stats:\n%s", out)
+	}
+	rec := httptest.NewRecorder()
+	d.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`nicpath_spoofed_source_drops_total{vm="blue-web-1"} 3`, `nicpath_address_announcements_total 1`,
+		`nicpath_learned_addresses_total{owned="no"} 1`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

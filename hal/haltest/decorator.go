@@ -8,7 +8,7 @@ import (
 
 // OptionalInterfaces are the names of hal's optional interfaces: the ones a
 // caller finds by type assertion on a hal.NIC. Wrap keeps each of them.
-var OptionalInterfaces = []string{"AtomicApplier", "SealedAddresses", "TunnelTerminator"}
+var OptionalInterfaces = []string{"AddressLearner", "AtomicApplier", "SealedAddresses", "TunnelTerminator"}
 
 // Decorator forwards every method of hal.NIC to Inner. Embed it in a
 // decorator, override what the decorator observes or changes, and hand on
@@ -70,11 +70,72 @@ type Wrapper interface {
 }
 
 // The values Wrap returns: the decorator for hal.NIC (and Unwrap), and one
-// field per optional interface the wrapped NIC has. Three optional
-// interfaces make eight combinations, written out: a type's method set is
+// field per optional interface the wrapped NIC has. Four optional
+// interfaces make sixteen combinations, written out: a type's method set is
 // fixed when it is compiled.
 type (
-	wrapped  struct{ Wrapper }
+	wrapped     struct{ Wrapper }
+	wrappedASTL struct {
+		Wrapper
+		hal.AtomicApplier
+		hal.SealedAddresses
+		hal.TunnelTerminator
+		hal.AddressLearner
+	}
+	wrappedAST struct {
+		Wrapper
+		hal.AtomicApplier
+		hal.SealedAddresses
+		hal.TunnelTerminator
+	}
+	wrappedASL struct {
+		Wrapper
+		hal.AtomicApplier
+		hal.SealedAddresses
+		hal.AddressLearner
+	}
+	wrappedATL struct {
+		Wrapper
+		hal.AtomicApplier
+		hal.TunnelTerminator
+		hal.AddressLearner
+	}
+	wrappedSTL struct {
+		Wrapper
+		hal.SealedAddresses
+		hal.TunnelTerminator
+		hal.AddressLearner
+	}
+	wrappedAS struct {
+		Wrapper
+		hal.AtomicApplier
+		hal.SealedAddresses
+	}
+	wrappedAT struct {
+		Wrapper
+		hal.AtomicApplier
+		hal.TunnelTerminator
+	}
+	wrappedAL struct {
+		Wrapper
+		hal.AtomicApplier
+		hal.AddressLearner
+	}
+	wrappedST struct {
+		Wrapper
+		hal.SealedAddresses
+		hal.TunnelTerminator
+	}
+	wrappedSL struct {
+		Wrapper
+		hal.SealedAddresses
+		hal.AddressLearner
+	}
+	wrappedTL struct {
+		Wrapper
+		hal.TunnelTerminator
+		hal.AddressLearner
+	}
 	wrappedA struct {
 		Wrapper
 		hal.AtomicApplier
@@ -87,26 +148,9 @@ type (
 		Wrapper
 		hal.TunnelTerminator
 	}
-	wrappedAS struct {
+	wrappedL struct {
 		Wrapper
-		hal.AtomicApplier
-		hal.SealedAddresses
-	}
-	wrappedAT struct {
-		Wrapper
-		hal.AtomicApplier
-		hal.TunnelTerminator
-	}
-	wrappedST struct {
-		Wrapper
-		hal.SealedAddresses
-		hal.TunnelTerminator
-	}
-	wrappedAST struct {
-		Wrapper
-		hal.AtomicApplier
-		hal.SealedAddresses
-		hal.TunnelTerminator
+		hal.AddressLearner
 	}
 )
 
@@ -129,21 +173,41 @@ func Wrap(d Wrapper) hal.NIC {
 	if dt, ok := d.(hal.TunnelTerminator); ok {
 		t = dt
 	}
+	l, hasL := inner.(hal.AddressLearner)
+	if dl, ok := d.(hal.AddressLearner); ok {
+		l = dl
+	}
 	switch {
+	case hasA && hasS && hasT && hasL:
+		return wrappedASTL{d, a, s, t, l}
 	case hasA && hasS && hasT:
 		return wrappedAST{d, a, s, t}
+	case hasA && hasS && hasL:
+		return wrappedASL{d, a, s, l}
+	case hasA && hasT && hasL:
+		return wrappedATL{d, a, t, l}
+	case hasS && hasT && hasL:
+		return wrappedSTL{d, s, t, l}
 	case hasA && hasS:
 		return wrappedAS{d, a, s}
 	case hasA && hasT:
 		return wrappedAT{d, a, t}
+	case hasA && hasL:
+		return wrappedAL{d, a, l}
 	case hasS && hasT:
 		return wrappedST{d, s, t}
+	case hasS && hasL:
+		return wrappedSL{d, s, l}
+	case hasT && hasL:
+		return wrappedTL{d, t, l}
 	case hasA:
 		return wrappedA{d, a}
 	case hasS:
 		return wrappedS{d, s}
 	case hasT:
 		return wrappedT{d, t}
+	case hasL:
+		return wrappedL{d, l}
 	}
 	return wrapped{d}
 }

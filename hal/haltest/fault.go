@@ -28,6 +28,7 @@ const (
 	MethodClose             Method = "Close"
 	MethodRegisterSealKey   Method = "RegisterSealKey"
 	MethodRevokeSealKey     Method = "RevokeSealKey"
+	MethodSetSealedRoutes   Method = "SetSealedRoutes"
 	MethodSetTunnelEndpoint Method = "SetTunnelEndpoint"
 )
 
@@ -277,6 +278,17 @@ func (d *faulty) RevokeSealKey(ctx context.Context, port hal.PortID, keyID uint8
 		return err
 	}
 	return s.RevokeSealKey(ctx, port, keyID)
+}
+
+func (d *faulty) SetSealedRoutes(ctx context.Context, port hal.PortID, routes []hal.SealedRoute) error {
+	s, ok := d.Inner.(hal.SealedAddresses)
+	if !ok {
+		return unsupported(d.Inner, MethodSetSealedRoutes)
+	}
+	if err := d.f.callErr(MethodSetSealedRoutes); err != nil {
+		return err
+	}
+	return s.SetSealedRoutes(ctx, port, routes)
 }
 
 func (d *faulty) SetTunnelEndpoint(ctx context.Context, ep hal.TunnelEndpoint) error {

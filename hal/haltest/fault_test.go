@@ -185,10 +185,10 @@ func TestFaultValidate(t *testing.T) {
 
 // A FaultNIC has the optional interfaces of the NIC it wraps, no more.
 func TestFaultKeepsOptionalInterfaces(t *testing.T) {
-	for mask := range 8 {
+	for mask := range 16 {
 		f := haltest.NewFaultNIC(withOptional(&rec{}, mask))
 		if got := optionalOf(f.NIC()); got != mask {
-			t.Errorf("FaultNIC over %03b has %03b", mask, got)
+			t.Errorf("FaultNIC over %04b has %04b", mask, got)
 		}
 	}
 }

@@ -83,13 +83,22 @@ func (r *rec) RevokeSealKey(context.Context, hal.PortID, uint8) error {
 	r.called("RevokeSealKey")
 	return nil
 }
+func (r *rec) SetSealedRoutes(context.Context, hal.PortID, []hal.SealedRoute) error {
+	r.called("SetSealedRoutes")
+	return nil
+}
 func (r *rec) SetTunnelEndpoint(context.Context, hal.TunnelEndpoint) error {
 	r.called("SetTunnelEndpoint")
 	return nil
 }
+func (r *rec) ReadLearned(context.Context, []hal.LearnedAddress) (int, error) {
+	r.called("ReadLearned")
+	return 0, nil
+}
 
 // withOptional returns r as a NIC with the optional interfaces set in mask
-// (bit 0 AtomicApplier, 1 SealedAddresses, 2 TunnelTerminator) and no other.
+// (bit 0 AtomicApplier, 1 SealedAddresses, 2 TunnelTerminator, 3
+// AddressLearner) and no other.
 func withOptional(r *rec, mask int) hal.NIC {
 	type nic struct{ hal.NIC }
 	switch mask {
@@ -103,17 +112,17 @@ func withOptional(r *rec, mask int) hal.NIC {
 			nic
 			hal.SealedAddresses
 		}{nic{r}, r}
-	case 4:
-		return struct {
-			nic
-			hal.TunnelTerminator
-		}{nic{r}, r}
 	case 3:
 		return struct {
 			nic
 			hal.AtomicApplier
 			hal.SealedAddresses
 		}{nic{r}, r, r}
+	case 4:
+		return struct {
+			nic
+			hal.TunnelTerminator
+		}{nic{r}, r}
 	case 5:
 		return struct {
 			nic
@@ -127,6 +136,57 @@ func withOptional(r *rec, mask int) hal.NIC {
 			hal.TunnelTerminator
 		}{nic{r}, r, r}
 	case 7:
+		return struct {
+			nic
+			hal.AtomicApplier
+			hal.SealedAddresses
+			hal.TunnelTerminator
+		}{nic{r}, r, r, r}
+	case 8:
+		return struct {
+			nic
+			hal.AddressLearner
+		}{nic{r}, r}
+	case 9:
+		return struct {
+			nic
+			hal.AtomicApplier
+			hal.AddressLearner
+		}{nic{r}, r, r}
+	case 10:
+		return struct {
+			nic
+			hal.SealedAddresses
+			hal.AddressLearner
+		}{nic{r}, r, r}
+	case 11:
+		return struct {
+			nic
+			hal.AtomicApplier
+			hal.SealedAddresses
+			hal.AddressLearner
+		}{nic{r}, r, r, r}
+	case 12:
+		return struct {
+			nic
+			hal.TunnelTerminator
+			hal.AddressLearner
+		}{nic{r}, r, r}
+	case 13:
+		return struct {
+			nic
+			hal.AtomicApplier
+			hal.TunnelTerminator
+			hal.AddressLearner
+		}{nic{r}, r, r, r}
+	case 14:
+		return struct {
+			nic
+			hal.SealedAddresses
+			hal.TunnelTerminator
+			hal.AddressLearner
+		}{nic{r}, r, r, r}
+	case 15:
 		return r
 	}
 	return nic{r}
@@ -142,6 +202,9 @@ func optionalOf(n hal.NIC) int {
 	}
 	if _, ok := n.(hal.TunnelTerminator); ok {
 		mask |= 4
+	}
+	if _, ok := n.(hal.AddressLearner); ok {
+		mask |= 8
 	}
 	return mask
 }
@@ -168,9 +231,13 @@ func callAll(n hal.NIC) {
 		s.SealPublicKey()
 		s.RegisterSealKey(ctx, 1, 0, [32]byte{})
 		s.RevokeSealKey(ctx, 1, 0)
+		s.SetSealedRoutes(ctx, 1, nil)
 	}
 	if t, ok := n.(hal.TunnelTerminator); ok {
 		t.SetTunnelEndpoint(ctx, hal.TunnelEndpoint{})
+	}
+	if l, ok := n.(hal.AddressLearner); ok {
+		l.ReadLearned(ctx, nil)
 	}
 	n.Close()
 }
@@ -184,20 +251,23 @@ func wantCalls(mask int) []string {
 		want = append(want, "ApplyAtomic")
 	}
 	if mask&2 != 0 {
-		want = append(want, "SealPublicKey", "RegisterSealKey", "RevokeSealKey")
+		want = append(want, "SealPublicKey", "RegisterSealKey", "RevokeSealKey", "SetSealedRoutes")
 	}
 	if mask&4 != 0 {
 		want = append(want, "SetTunnelEndpoint")
+	}
+	if mask&8 != 0 {
+		want = append(want, "ReadLearned")
 	}
 	slices.Sort(want)
 	return want
 }
 
-// For each of the eight combinations of optional interfaces, Wrap of a
+// For each of the sixteen combinations of optional interfaces, Wrap of a
 // decorator that overrides nothing has exactly the wrapped NIC's, and
 // every call reaches the wrapped NIC once.
 func TestWrapKeepsOptionalInterfaces(t *testing.T) {
-	for mask := range 8 {
+	for mask := range 16 {
 		r := &rec{}
 		inner := withOptional(r, mask)
 		if got := optionalOf(inner); got != mask {
@@ -205,16 +275,16 @@ func TestWrapKeepsOptionalInterfaces(t *testing.T) {
 		}
 		w := haltest.Wrap(&haltest.Decorator{Inner: inner})
 		if got := optionalOf(w); got != mask {
-			t.Errorf("Wrap of a NIC with optional interfaces %03b has %03b", mask, got)
+			t.Errorf("Wrap of a NIC with optional interfaces %04b has %04b", mask, got)
 		}
 		callAll(w)
 		got := r.take()
 		slices.Sort(got)
 		if want := wantCalls(mask); !slices.Equal(got, want) {
-			t.Errorf("%03b: the NIC saw %v, want %v", mask, got, want)
+			t.Errorf("%04b: the NIC saw %v, want %v", mask, got, want)
 		}
 		if u, ok := w.(interface{ Unwrap() hal.NIC }); !ok || u.Unwrap() != inner {
-			t.Errorf("%03b: Unwrap does not return the wrapped NIC", mask)
+			t.Errorf("%04b: Unwrap does not return the wrapped NIC", mask)
 		}
 	}
 }
@@ -242,12 +312,12 @@ func (o *observer) SetTunnelEndpoint(ctx context.Context, ep hal.TunnelEndpoint)
 }
 
 func TestWrapUsesTheDecoratorsOverrides(t *testing.T) {
-	for mask := range 8 {
+	for mask := range 16 {
 		r := &rec{}
 		o := &observer{Decorator: haltest.Decorator{Inner: withOptional(r, mask)}}
 		w := haltest.Wrap(o)
 		if got := optionalOf(w); got != mask {
-			t.Errorf("%03b: a decorator implementing more than the NIC has %03b", mask, got)
+			t.Errorf("%04b: a decorator implementing more than the NIC has %04b", mask, got)
 		}
 		callAll(w)
 		want := []string{"Apply"}
@@ -258,12 +328,12 @@ func TestWrapUsesTheDecoratorsOverrides(t *testing.T) {
 			want = append(want, "SetTunnelEndpoint")
 		}
 		if !slices.Equal(o.seen, want) {
-			t.Errorf("%03b: the decorator saw %v, want %v", mask, o.seen, want)
+			t.Errorf("%04b: the decorator saw %v, want %v", mask, o.seen, want)
 		}
 		got := r.take()
 		slices.Sort(got)
 		if want := wantCalls(mask); !slices.Equal(got, want) {
-			t.Errorf("%03b: the NIC saw %v, want %v", mask, got, want)
+			t.Errorf("%04b: the NIC saw %v, want %v", mask, got, want)
 		}
 	}
 }
@@ -274,7 +344,7 @@ func TestWrapStacks(t *testing.T) {
 	inner := withOptional(r, 5)
 	w := haltest.Wrap(&observer{Decorator: haltest.Decorator{Inner: haltest.Wrap(&haltest.Decorator{Inner: inner})}})
 	if got := optionalOf(w); got != 5 {
-		t.Fatalf("two layers over %03b have %03b", 5, got)
+		t.Fatalf("two layers over %04b have %04b", 5, got)
 	}
 }
 
@@ -333,6 +403,6 @@ func TestOptionalInterfacesAreHals(t *testing.T) {
 func TestDecoratorClaimsNothing(t *testing.T) {
 	var n hal.NIC = &haltest.Decorator{Inner: &rec{}}
 	if got := optionalOf(n); got != 0 {
-		t.Fatalf("a bare Decorator has optional interfaces %03b", got)
+		t.Fatalf("a bare Decorator has optional interfaces %04b", got)
 	}
 }

@@ -73,7 +73,6 @@ func underAny(pkg string, roots ...string) bool {
 var ExamplesInternal = []Pair{
 	{"examples/demo", "internal/afpacket"}, // the frames a namespaced VM sends, TSO super-frames counted
 	{"examples/demo", "internal/nsexec"},   // the packet socket opened in the VM's namespace
-	{"examples/nicd", "internal/nsexec"},   // opening the served driver in a configured namespace
 }
 
 // InternalExceptions lists, by package pair, the internal packages that

@@ -6,5 +6,11 @@
 // (exception path, channel, the switch's flows, explanations and logs),
 // and that a NIC without crypto makes the whole path fail closed.
 //
+// TestSealedRoutesNoFirstPacket and TestSealedNetns cover sealed routing
+// (no first packet in clear, local and remote destinations, IPv4 and IPv6,
+// replies forwarded by the NIC); TestSealedNetns runs the product's path in
+// network namespaces: the agent over AF_PACKET with the VM's key from the
+// policy, the VM's library (securechan/sealclient) in the VM's namespace.
+//
 // It has no code of its own: everything is in its tests.
 package sealede2e

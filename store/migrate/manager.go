@@ -2,12 +2,14 @@ package migrate
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"time"
 
+	"github.com/nicpath/nicpath/directory"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/store"
 )
@@ -24,6 +26,60 @@ type Store interface {
 type Manager struct {
 	s   Store
 	log *slog.Logger
+	dir directory.Publisher
+	key ed25519.PrivateKey
+}
+
+// SetDirectory makes the manager publish every VM's mapping records, signed
+// with key, to p as well as to the store: on Publish, and at each step of a
+// migration (the shadow's record before the shadow is written, the new
+// location's before it becomes the VM's own; see directory.Version). Hosts
+// that resolve mappings on demand find them there; the activation is the
+// store's record still, so it flips every host in one step.
+func (m *Manager) SetDirectory(p directory.Publisher, key ed25519.PrivateKey) {
+	m.dir, m.key = p, key
+}
+
+// publishVM signs and publishes vm's records of st, their versions raised
+// by bump.
+func (m *Manager) publishVM(ctx context.Context, st *policy.State, vm string, bump uint64) error {
+	if m.dir == nil {
+		return nil
+	}
+	rs := directory.RecordsOf(st, vm)
+	for i := range rs {
+		rs[i].Version += bump
+		if _, err := directory.Sign(&rs[i], m.key); err != nil {
+			return err
+		}
+	}
+	if err := m.dir.Publish(ctx, rs); err != nil {
+		return fmt.Errorf("migrate: directory: %w", err)
+	}
+	return nil
+}
+
+// withVM returns st with vm's location and shadow replaced (a state the
+// store is about to hold), for its records.
+func withVM(st *policy.State, v policy.VM, sh *policy.Shadow) (*policy.State, error) {
+	b := policy.NewBuilder()
+	b.SetRouterMAC(st.RouterMAC())
+	for _, h := range st.Hosts() {
+		b.AddHost(h)
+	}
+	for _, t := range st.Tenants() {
+		b.AddTenant(t)
+	}
+	for _, n := range st.VNETs() {
+		if n.Tenant == v.Tenant && n.Name == v.VNET {
+			b.AddVNET(n)
+		}
+	}
+	b.AddVM(v)
+	if sh != nil {
+		b.AddShadow(*sh)
+	}
+	return b.Build()
 }
 
 // New returns a manager writing to s.
@@ -36,7 +92,25 @@ func New(s Store, log *slog.Logger) *Manager {
 
 // Publish makes the stored desired state st (see store.KVStore.Publish).
 func (m *Manager) Publish(ctx context.Context, st *policy.State) (int64, error) {
-	return m.s.Publish(ctx, st)
+	rev, err := m.s.Publish(ctx, st)
+	if err != nil || m.dir == nil {
+		return rev, err
+	}
+	// Every VM's records in one call: the directory may publish them
+	// concurrently.
+	var rs []directory.Record
+	for _, v := range st.VMs() {
+		rs = append(rs, directory.RecordsOf(st, v.Name)...)
+	}
+	for i := range rs {
+		if _, err := directory.Sign(&rs[i], m.key); err != nil {
+			return rev, err
+		}
+	}
+	if err := m.dir.Publish(ctx, rs); err != nil {
+		return rev, fmt.Errorf("migrate: directory: %w", err)
+	}
+	return rev, nil
 }
 
 // Options tune one migration.
@@ -103,8 +177,20 @@ func (m *Manager) Migrate(ctx context.Context, vm, to string, opt Options) (Migr
 	}
 	mig := Migration{VM: vm, From: v.Host, To: to, Generation: max(v.Generation, 1) + 1}
 
-	// 1. The shadow: the VM's next location, inactive everywhere.
+	// 1. The shadow: the VM's next location, inactive everywhere. Its
+	// directory record first, so that a host that learns of the shadow
+	// from the store finds it there.
 	start := time.Now()
+	shadow := policy.Shadow{VM: vm, Host: to, Generation: mig.Generation}
+	if m.dir != nil {
+		next, err := withVM(st, v, &shadow)
+		if err == nil {
+			err = m.publishVM(ctx, next, vm, 0)
+		}
+		if err != nil {
+			return mig, fmt.Errorf("migrate: publish shadow: %w", err)
+		}
+	}
 	mig.ShadowRev, err = m.s.Commit(ctx, new(store.Change).Put(policy.Shadow{VM: vm, Host: to, Generation: mig.Generation}))
 	if err != nil {
 		return mig, fmt.Errorf("migrate: write shadow: %w", err)
@@ -115,6 +201,11 @@ func (m *Manager) Migrate(ctx context.Context, vm, to string, opt Options) (Migr
 	cancel()
 	if err != nil {
 		if _, derr := m.s.Commit(ctx, new(store.Change).Delete(policy.Shadow{VM: vm})); derr != nil {
+			err = errors.Join(err, derr)
+		}
+		// The directory's record goes back to the VM's own location, at a
+		// version above the shadow's.
+		if derr := m.publishVM(ctx, st, vm, 2); derr != nil {
 			err = errors.Join(err, derr)
 		}
 		return mig, fmt.Errorf("migrate: shadow of %s not installed on %v: %w", vm, missing, err)
@@ -145,6 +236,15 @@ func (m *Manager) Migrate(ctx context.Context, vm, to string, opt Options) (Migr
 	// 4. The new location becomes the VM's own; the shadow and the
 	// activation go, and with them the old host's rules.
 	v.Host, v.Generation = to, mig.Generation
+	if m.dir != nil {
+		next, err := withVM(st, v, nil)
+		if err == nil {
+			err = m.publishVM(ctx, next, vm, 0)
+		}
+		if err != nil {
+			return mig, fmt.Errorf("migrate: publish new location: %w", err)
+		}
+	}
 	mig.FinishRev, err = m.s.Commit(ctx, new(store.Change).Put(v).
 		Delete(policy.Shadow{VM: vm}).Delete(policy.Activation{VM: vm}))
 	if err != nil {

@@ -4,8 +4,9 @@
 // carries a frame to the end of its walk, like a poll-mode datapath:
 // through exception paths, vswitches and the underlay, until every frame
 // it caused has landed on a vport or left on an uplink toward an address
-// that is no host. The in-process demo and the multi-host migration bed are
-// built on it.
+// that is no host. A host may be a virtualization gateway (NewGatewayHost)
+// with an external port. The in-process demo and the multi-host migration
+// bed are built on it.
 //
 // The NIC comes from a Factory: Softnic, the reference NIC, by default, or
 // a vendor's own model of its NIC, so that the same stories (the demo's,
@@ -25,6 +26,7 @@ import (
 	"sort"
 
 	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/gateway"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/policy"
@@ -76,18 +78,25 @@ func Softnic(host string, ports []PortSpec) (hal.NIC, map[hal.PortID]FarPort, er
 	return nic, far, nil
 }
 
-// Host is one simulated machine.
+// Host is one simulated machine: a host with VMs (Switch set) or a
+// virtualization gateway (Gateway set, see NewGatewayHost).
 type Host struct {
-	Name   string
-	PA     netip.Addr
-	NIC    hal.NIC
-	Switch *vswitch.Switch
-	Ports  map[string]hal.PortID // VM name → vport
-	VMOf   map[hal.PortID]string
-	Uplink hal.PortID
-	Far    map[hal.PortID]FarPort // the far side of every port
-	ids    []hal.PortID           // Far's ports in order, for deterministic draining
-	batch  []hal.Exception
+	Name    string
+	PA      netip.Addr
+	NIC     hal.NIC
+	Switch  *vswitch.Switch
+	Gateway *gateway.Gateway
+	Ports   map[string]hal.PortID // VM name → vport
+	VMOf    map[hal.PortID]string
+	Uplink  hal.PortID
+	Far     map[hal.PortID]FarPort // the far side of every port
+	// Handler, when set, takes the host's exceptions instead of Switch: a
+	// layer in front of the switch (directory/ondemand).
+	Handler interface {
+		HandleBatch(context.Context, []hal.Exception) error
+	}
+	ids   []hal.PortID // Far's ports in order, for deterministic draining
+	batch []hal.Exception
 }
 
 // UplinkMTU leaves room for a 1500-byte inner frame and its encapsulation.
@@ -111,13 +120,30 @@ func NewHostOn(factory Factory, ph policy.Host, st *policy.State, vms []policy.V
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ph.Name, err)
 	}
-	h := &Host{Name: ph.Name, PA: ph.PA, NIC: nic, Ports: map[string]hal.PortID{}, VMOf: map[hal.PortID]string{},
+	h, err := newHost(ph.Name, ph.PA, nic, far)
+	if err != nil {
+		return nil, err
+	}
+	// The underlay carries a frame to the host whose PA is its outer
+	// destination, and every uplink of a fabric has uplinkMAC: that is the
+	// next hop's MAC. (The vswitch's default, broadcast, is refused by a
+	// receiver that accepts tunnelled frames only for its own MAC.)
+	h.Switch, err = vswitch.New(vswitch.Config{NIC: nic, Host: ph.Name, State: st, Ports: h.Ports, Uplink: h.Uplink, NextHopMAC: uplinkMAC, Logger: log})
+	if err != nil {
+		nic.Close()
+		return nil, fmt.Errorf("%s: %w", ph.Name, err)
+	}
+	return h, nil
+}
+
+func newHost(name string, pa netip.Addr, nic hal.NIC, far map[hal.PortID]FarPort) (*Host, error) {
+	h := &Host{Name: name, PA: pa, NIC: nic, Ports: map[string]hal.PortID{}, VMOf: map[hal.PortID]string{},
 		Far: map[hal.PortID]FarPort{}}
 	for _, p := range nic.Ports() {
 		fp := far[p.ID]
 		if fp == nil {
 			nic.Close()
-			return nil, fmt.Errorf("%s: the factory gave no far side for port %d (%s)", ph.Name, p.ID, p.Name)
+			return nil, fmt.Errorf("%s: the factory gave no far side for port %d (%s)", name, p.ID, p.Name)
 		}
 		h.Far[p.ID] = fp
 		h.ids = append(h.ids, p.ID)
@@ -132,21 +158,56 @@ func NewHostOn(factory Factory, ph policy.Host, st *policy.State, vms []policy.V
 	for i := range h.batch {
 		h.batch[i].Buf = make([]byte, 2048)
 	}
-	// The underlay carries a frame to the host whose PA is its outer
-	// destination, and every uplink of a fabric has uplinkMAC: that is the
-	// next hop's MAC. (The vswitch's default, broadcast, is refused by a
-	// receiver that accepts tunnelled frames only for its own MAC.)
-	h.Switch, err = vswitch.New(vswitch.Config{NIC: nic, Host: ph.Name, State: st, Ports: h.Ports, Uplink: h.Uplink, NextHopMAC: uplinkMAC, Logger: log})
+	return h, nil
+}
+
+// ExternalPort is the name a gateway host's external port has in Ports:
+// Send(gw, ExternalPort, frame) puts a non-virtualized host's frame on it,
+// and what the gateway sends there is a Delivery with VM ExternalPort.
+const ExternalPort = "external"
+
+// NewGatewayHost builds a gateway host on the reference NIC: see
+// NewGatewayHostOn.
+func NewGatewayHost(gw policy.Gateway, st *policy.State, uplinkMAC, externalMAC hal.MAC, cfg gateway.Config) (*Host, error) {
+	return NewGatewayHostOn(Softnic, gw, st, uplinkMAC, externalMAC, cfg)
+}
+
+// NewGatewayHostOn builds a gateway host playing policy gateway gw of st: a
+// NIC from factory with an external port (externalMAC) on the physical
+// network of non-virtualized hosts and an uplink (uplinkMAC, which is also
+// the underlay next hop's MAC, as for NewHost), and a gateway.Gateway on
+// it. cfg gives the gateway's external settings (Address, Router,
+// Neighbors, ports); its NIC, State, Name, Uplink, External and NextHopMAC
+// are set here.
+func NewGatewayHostOn(factory Factory, gw policy.Gateway, st *policy.State, uplinkMAC, externalMAC hal.MAC, cfg gateway.Config) (*Host, error) {
+	nic, far, err := factory(gw.Name, []PortSpec{
+		{Name: ExternalPort, Kind: hal.PortVPort, MAC: externalMAC},
+		{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: UplinkMTU},
+	})
 	if err != nil {
+		return nil, fmt.Errorf("%s: %w", gw.Name, err)
+	}
+	h, err := newHost(gw.Name, gw.PA, nic, far)
+	if err != nil {
+		return nil, err
+	}
+	cfg.NIC, cfg.State, cfg.Name = nic, st, gw.Name
+	cfg.Uplink, cfg.External, cfg.NextHopMAC = h.Uplink, h.Ports[ExternalPort], uplinkMAC
+	if h.Gateway, err = gateway.New(cfg); err != nil {
 		nic.Close()
-		return nil, fmt.Errorf("%s: %w", ph.Name, err)
+		return nil, fmt.Errorf("%s: %w", gw.Name, err)
 	}
 	return h, nil
 }
 
-// Close closes the host's switch and NIC.
+// Close closes the host's switch (or gateway) and NIC.
 func (h *Host) Close() {
-	h.Switch.Close()
+	if h.Switch != nil {
+		h.Switch.Close()
+	}
+	if h.Gateway != nil {
+		h.Gateway.Close(context.Background())
+	}
 	h.NIC.Close()
 }
 
@@ -160,7 +221,18 @@ func (h *Host) Pump() error {
 		if n == 0 || err != nil {
 			return nil
 		}
-		if err := h.Switch.HandleBatch(context.Background(), h.batch[:n]); err != nil {
+		var hb interface {
+			HandleBatch(context.Context, []hal.Exception) error
+		}
+		switch {
+		case h.Handler != nil:
+			hb = h.Handler
+		case h.Switch == nil:
+			hb = h.Gateway
+		default:
+			hb = h.Switch
+		}
+		if err := hb.HandleBatch(context.Background(), h.batch[:n]); err != nil {
 			return fmt.Errorf("%s: %w", h.Name, err)
 		}
 	}

@@ -16,6 +16,8 @@ typedef __u32 __wsum;
 
 #define SEC(name) __attribute__((section(name), used))
 #define __always_inline inline __attribute__((always_inline))
+/* Global (non-static) functions: verified once each, on their own. */
+#define __global __attribute__((noinline))
 #define __uint(name, val) int(*name)[val]
 #define __type(name, val) typeof(val) *name
 #define __array(name, val) typeof(val) *name[]

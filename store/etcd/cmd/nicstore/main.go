@@ -11,6 +11,10 @@
 //	nicstore [-store …] show
 //	nicstore [-store …] status
 //	nicstore [-store …] migrate [-timeout 30s] VM HOST
+//	nicstore [-store …] leases
+//
+// leases lists the relocated subnets' leases a tether keeps in the store
+// (package tether/lease, under PREFIX/leases/).
 //
 // -store defaults to $NICPATH_STORE, then etcd://127.0.0.1:2379/nicpath/.
 package main

@@ -28,7 +28,8 @@ const usage = `usage:
   nicstore [-store SPEC] publish POLICY.yaml
   nicstore [-store SPEC] show
   nicstore [-store SPEC] status
-  nicstore [-store SPEC] migrate [-timeout 30s] VM HOST`
+  nicstore [-store SPEC] migrate [-timeout 30s] VM HOST
+  nicstore [-store SPEC] leases`
 
 // errUsage is a command line that cannot be run (exit code 2).
 var errUsage = errors.New(usage)
@@ -63,7 +64,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return serve(ctx, rest, stdout)
 	}
 	switch {
-	case cmd == "publish" && len(rest) == 1, cmd == "show" && len(rest) == 0, cmd == "status" && len(rest) == 0, cmd == "migrate":
+	case cmd == "publish" && len(rest) == 1, cmd == "show" && len(rest) == 0, cmd == "status" && len(rest) == 0, cmd == "migrate",
+		cmd == "leases" && len(rest) == 0:
 	default:
 		return errUsage
 	}
@@ -107,6 +109,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	case "status":
 		return printStatus(ctx, s, stdout)
+	case "leases":
+		return printLeases(ctx, opened, *spec, stdout)
 	case "migrate":
 		mf := flag.NewFlagSet("migrate", flag.ContinueOnError)
 		mf.SetOutput(io.Discard)

@@ -135,3 +135,29 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// TestLeases: the leases a tether's broker keeps in the store (records as
+// package tether/lease writes them) are listed, expired ones said so.
+func TestLeases(t *testing.T) {
+	srv := etcdtest.Start(t, 0)
+	spec := "etcd://" + srv.Endpoint + "/nicstore-leases/"
+	s, err := store.Open(spec, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	rec := func(addr, mac string, exp time.Time) store.Op {
+		return store.Op{Key: "/nicstore-leases/leases/branch/" + addr, Value: []byte(`{"subnet":"branch","addr":"` + addr +
+			`","mac":"` + mac + `","port":"p1","granted":"` + now.Format(time.RFC3339Nano) + `","expiry":"` + exp.Format(time.RFC3339Nano) + `"}`)}
+	}
+	if _, err := s.(*store.KVStore).KV().Txn(context.Background(), []store.Op{
+		rec("10.0.1.10", "02:00:00:00:00:0a", now.Add(time.Hour)), rec("10.0.1.11", "02:00:00:00:00:0b", now.Add(-time.Minute)),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := nicstore(t, "-store", spec, "leases")
+	if code != 0 || !strings.Contains(out, "10.0.1.10  02:00:00:00:00:0a  p1") || !strings.Contains(out, "expired") || !(strings.Contains(out, "in 59m") || strings.Contains(out, "in 1h0m0s")) {
+		t.Fatalf("leases: %d\n%s%s", code, out, errOut)
+	}
+}

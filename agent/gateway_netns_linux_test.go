@@ -1,0 +1,415 @@
+//go:build linux
+
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/nicpath/nicpath/control"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/nsexec"
+	"github.com/nicpath/nicpath/policy"
+)
+
+// gwBed is the namespace topology of TestGatewayNamespaces:
+//
+//	vm-blue (10.0.0.10) ── host-a ─┐
+//	                               ├─ router (the underlay, 198.18.0.0/15) ── gw ── ext (203.0.113.10)
+//	vm-red  (10.0.0.10) ── host-b ─┘
+//
+// host-a and host-b run the agent with the vswitch, gw the agent as the
+// shared gateway (softnic on AF_PACKET everywhere); the router is the
+// kernel forwarding between the uplinks; ext is a plain namespace, the
+// non-virtualized host.
+type gwBed struct {
+	t      *testing.T
+	prefix string
+	dir    string
+}
+
+func (b *gwBed) ns(name string) string   { return b.prefix + "-" + name }
+func (b *gwBed) path(name string) string { return "/run/netns/" + b.ns(name) }
+
+func (b *gwBed) run(args ...string) {
+	b.t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		b.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func (b *gwBed) ip(args ...string) { b.t.Helper(); b.run(append([]string{"ip"}, args...)...) }
+
+var (
+	routerMACs = map[string]hal.MAC{"host-a": hal.MustMAC("02:72:00:00:00:0a"), "host-b": hal.MustMAC("02:72:00:00:00:0b"), "gw": hal.MustMAC("02:72:00:00:00:01")}
+	upMACs     = map[string]hal.MAC{"host-a": hal.MustMAC("02:75:00:00:00:0a"), "host-b": hal.MustMAC("02:75:00:00:00:0b"), "gw": hal.MustMAC("02:75:00:00:00:01")}
+	pas        = map[string]string{"host-a": "198.18.0.1", "host-b": "198.18.0.2", "gw": "198.18.0.100"}
+	gwExtMAC   = hal.MustMAC("02:65:00:00:00:01")
+	extHostMAC = hal.MustMAC("02:65:00:00:00:10")
+)
+
+func nsGatewayPolicy(t *testing.T) []byte {
+	t.Helper()
+	p := netip.MustParsePrefix
+	b := policy.NewBuilder()
+	b.AddHost(policy.Host{Name: "host-a", PA: netip.MustParseAddr(pas["host-a"])})
+	b.AddHost(policy.Host{Name: "host-b", PA: netip.MustParseAddr(pas["host-b"])})
+	b.AddGateway(policy.Gateway{Name: "gw-shared", PA: netip.MustParseAddr(pas["gw"])})
+	for i, tn := range []string{"blue", "red"} {
+		b.AddTenant(policy.Tenant{Name: tn})
+		b.AddVNET(policy.VNET{Tenant: tn, Name: "web", VNI: uint32(1001 + 1000*i), Subnets: []netip.Prefix{p("10.0.0.0/24")}})
+		b.AddVM(policy.VM{Name: tn + "-web-1", Tenant: tn, VNET: "web", MAC: policy.MAC{2, 0, 0, byte(0xb + i), 0, 1},
+			CAs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}, Host: []string{"host-a", "host-b"}[i]})
+	}
+	b.AddGatewayRule(policy.GatewayRule{Tenant: "blue", Name: "storage", Prefix: p("192.0.2.0/24"), Gateway: "gw-shared", NAT: p("203.0.113.0/24")})
+	b.AddRoute(policy.Route{Tenant: "red", Prefix: p("203.0.113.0/24"), NextHop: policy.NextHop{Kind: policy.NextHopGateway, Gateway: "gw-shared"}})
+	st, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := policy.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (b *gwBed) build() {
+	t := b.t
+	for _, n := range []string{"router", "host-a", "host-b", "gw", "ext", "vm-blue", "vm-red"} {
+		b.ip("netns", "add", b.ns(n))
+		name := b.ns(n)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+		b.ip("-n", b.ns(n), "link", "set", "lo", "up")
+	}
+	r := b.ns("router")
+	for _, sc := range [][]string{{"net.ipv4.ip_forward=1"}, {"net.ipv4.conf.all.rp_filter=0"}, {"net.ipv4.conf.default.rp_filter=0"}} {
+		b.run(append([]string{"ip", "netns", "exec", r, "sysctl", "-qw"}, sc...)...)
+	}
+	for _, h := range []string{"host-a", "host-b", "gw"} {
+		rif := "r-" + strings.TrimPrefix(h, "host-")
+		b.ip("-n", r, "link", "add", rif, "address", routerMACs[h].String(), "type", "veth", "peer", "name", "up0",
+			"address", upMACs[h].String(), "netns", b.ns(h))
+		b.ip("-n", r, "link", "set", rif, "up")
+		b.ip("-n", b.ns(h), "link", "set", "up0", "up")
+		b.ip("-n", r, "addr", "add", "198.18.1.1/32", "dev", rif)
+		b.ip("-n", r, "route", "add", pas[h]+"/32", "dev", rif)
+		b.ip("-n", r, "neigh", "replace", pas[h], "lladdr", upMACs[h].String(), "dev", rif, "nud", "permanent")
+	}
+	for i, vm := range []string{"blue", "red"} {
+		host := []string{"host-a", "host-b"}[i]
+		vns := b.ns("vm-" + vm)
+		b.ip("-n", b.ns(host), "link", "add", "vm-"+vm, "type", "veth", "peer", "name", "eth0", "netns", vns)
+		b.ip("-n", b.ns(host), "link", "set", "vm-"+vm, "mtu", "1450", "up")
+		b.ip("-n", vns, "link", "set", "eth0", "address", hal.MAC{2, 0, 0, byte(0xb + i), 0, 1}.String(), "mtu", "1450", "up")
+		b.ip("-n", vns, "addr", "add", "10.0.0.10/24", "dev", "eth0")
+		b.ip("-n", vns, "neigh", "replace", "10.0.0.1", "lladdr", hal.MAC(policy.DefaultRouterMAC).String(), "dev", "eth0", "nud", "permanent")
+		b.ip("-n", vns, "route", "add", "default", "via", "10.0.0.1", "dev", "eth0")
+	}
+	b.ip("-n", b.ns("gw"), "link", "add", "ext0", "address", gwExtMAC.String(), "type", "veth", "peer", "name", "eth0",
+		"address", extHostMAC.String(), "netns", b.ns("ext"))
+	b.ip("-n", b.ns("gw"), "link", "set", "ext0", "up")
+	b.ip("-n", b.ns("ext"), "link", "set", "eth0", "up")
+	b.ip("-n", b.ns("ext"), "addr", "add", "203.0.113.10/24", "dev", "eth0")
+}
+
+// xdpPass attaches an XDP_PASS program to dev in namespace ns, for as long
+// as the namespace lives.
+func (b *gwBed) xdpPass(ns, dev string) {
+	b.t.Helper()
+	err := nsexec.Do(b.path(ns), func() error {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "MIT",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}}) // XDP_PASS
+		if err != nil {
+			return err
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Index})
+		if err != nil {
+			prog.Close()
+			return err
+		}
+		b.t.Cleanup(func() { l.Close(); prog.Close() })
+		return nil
+	})
+	if err != nil {
+		b.t.Fatalf("XDP_PASS on %s in %s: %v", dev, ns, err)
+	}
+}
+
+func (b *gwBed) config(host, body string) *Config {
+	b.t.Helper()
+	doc := fmt.Sprintf("host: %s\ndriver: softnic\npolicy: policy.yaml\nuplink: up0\nnetns: %s\nnext_hop_mac: %s\ncontrol: %s\nlog_level: warn\n%s",
+		host, b.path(host), routerMACs[host], filepath.Join(b.dir, host+".sock"), body)
+	p := filepath.Join(b.dir, host+".yaml")
+	if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	c, err := LoadConfig(p)
+	if err != nil {
+		b.t.Fatalf("%s:\n%s\n%v", host, doc, err)
+	}
+	return c
+}
+
+// servers runs services in namespace ns on address addr: UDP echo on
+// port 7 and a TCP service on port 80 that sends back the SHA-256 of what
+// it received. Every UDP peer address is recorded.
+func (b *gwBed) servers(ctx context.Context, ns, addr string) (peers func() []netip.AddrPort) {
+	b.t.Helper()
+	var pc net.PacketConn
+	var ln net.Listener
+	err := nsexec.Do(b.path(ns), func() (err error) {
+		if pc, err = net.ListenPacket("udp4", addr+":7"); err != nil {
+			return err
+		}
+		ln, err = net.Listen("tcp4", addr+":80")
+		return err
+	})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	context.AfterFunc(ctx, func() { pc.Close(); ln.Close() })
+	var mu sync.Mutex
+	var seen []netip.AddrPort
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			seen = append(seen, from.(*net.UDPAddr).AddrPort())
+			mu.Unlock()
+			pc.WriteTo(append([]byte("echo "), buf[:n]...), from)
+		}
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				h := sha256.New()
+				io.Copy(h, c)
+				c.Write(h.Sum(nil))
+			}()
+		}
+	}()
+	return func() []netip.AddrPort {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]netip.AddrPort(nil), seen...)
+	}
+}
+
+// TestGatewayNamespaces: a plain namespace (the non-virtualized host) and
+// VMs of two tenants whose addresses overlap exchange ping, UDP and TCP
+// through the shared gateway, each tenant's answers reaching its own VM;
+// the UDP and TCP connections end up on the gateway's NIC.
+func TestGatewayNamespaces(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: network namespaces need root")
+	}
+	for _, drv := range []string{"softnic", "xdp"} {
+		t.Run("gateway on "+drv, func(t *testing.T) { testGatewayNamespaces(t, drv) })
+	}
+}
+
+func testGatewayNamespaces(t *testing.T, gwDriver string) {
+	b := &gwBed{t: t, prefix: fmt.Sprintf("npgw%s%d", gwDriver[:1], os.Getpid()%100000), dir: t.TempDir()}
+	b.build()
+	if gwDriver == "xdp" {
+		// The gateway's XDP program sends by redirect into its veths: their
+		// far ends (the router's and the external host's) take such frames
+		// only with NAPI on, which an XDP_PASS program turns on.
+		b.xdpPass("router", "r-gw")
+		b.xdpPass("ext", "eth0")
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "policy.yaml"), nsGatewayPolicy(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	for _, h := range []struct{ host, vm, iface string }{{"host-a", "blue-web-1", "vm-blue"}, {"host-b", "red-web-1", "vm-red"}} {
+		a, err := New(ctx, b.config(h.host, fmt.Sprintf("ports:\n  %s: %s\n", h.vm, h.iface)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); a.Run(ctx); a.Close() }()
+	}
+	gwCfg := b.config("gw", "gateway:\n  name: gw-shared\n  external: ext0\n  address: 203.0.113.1/24\n"+
+		"  publish:\n    203.0.113.21: blue/10.0.0.10\n    203.0.113.22: red/10.0.0.10\n")
+	gwCfg.Driver = gwDriver
+	if gwDriver != "softnic" {
+		gwCfg.Binding = ""
+	}
+	gw, err := NewGateway(ctx, gwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); gw.Run(ctx); gw.Close() }()
+	peers := b.servers(ctx, "ext", "203.0.113.10")
+
+	// ping: blue addresses the host as 192.0.2.10 (its gateway rule), red
+	// as 203.0.113.10.
+	dst := map[string]string{"blue": "192.0.2.10", "red": "203.0.113.10"}
+	for _, vm := range []string{"blue", "red"} {
+		out, err := exec.Command("ip", "netns", "exec", b.ns("vm-"+vm), "ping", "-c", "3", "-i", "0.2", "-W", "2", dst[vm]).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "3 received") {
+			t.Fatalf("ping from %s to %s: %v\n%s", vm, dst[vm], err, out)
+		}
+	}
+
+	// UDP from the same address and port in both tenants.
+	for _, vm := range []string{"blue", "red"} {
+		var c *net.UDPConn
+		err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
+			c, err = net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.0.0.10:40000")),
+				net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(dst[vm]), 7)))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 2048)
+		for i := range 3 {
+			msg := fmt.Sprintf("%s %d", vm, i)
+			c.Write([]byte(msg))
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, err := c.Read(buf)
+			if err != nil || string(buf[:n]) != "echo "+msg {
+				t.Fatalf("UDP %s: got %q, %v", msg, buf[:n], err)
+			}
+		}
+		c.Close()
+	}
+	ps := peers()
+	ports := map[uint16]bool{}
+	for _, p := range ps {
+		if p.Addr() != netip.MustParseAddr("203.0.113.1") {
+			t.Fatalf("the external host saw a datagram from %s: not the gateway's address", p)
+		}
+		ports[p.Port()] = true
+	}
+	if len(ports) != 2 {
+		t.Fatalf("the two tenants' datagrams (same address and port inside) came from ports %v: want one each", ports)
+	}
+
+	// TCP: a megabyte each way through the gateway, every byte checked.
+	for _, vm := range []string{"blue", "red"} {
+		var c net.Conn
+		err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
+			c, err = net.DialTimeout("tcp4", dst[vm]+":80", 5*time.Second)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("TCP from %s: %v", vm, err)
+		}
+		data := bytes.Repeat([]byte(vm+" through the gateway "), 1<<20/len(vm+" through the gateway "))
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		go func() { c.Write(data); c.(*net.TCPConn).CloseWrite() }()
+		got, err := io.ReadAll(c)
+		c.Close()
+		want := sha256.Sum256(data)
+		if err != nil || !bytes.Equal(got, want[:]) {
+			t.Fatalf("TCP from %s: the digest %x (%v), want %x", vm, got, err, want)
+		}
+	}
+
+	// The other way: the non-virtualized host opens ping, UDP and TCP to
+	// each tenant's VM through its published address; the VM sees the
+	// host as its tenant addresses it.
+	published := map[string]string{"blue": "203.0.113.21", "red": "203.0.113.22"}
+	vmPeers := map[string]func() []netip.AddrPort{}
+	for _, vm := range []string{"blue", "red"} {
+		vmPeers[vm] = b.servers(ctx, "vm-"+vm, "10.0.0.10")
+	}
+	for _, vm := range []string{"blue", "red"} {
+		out, err := exec.Command("ip", "netns", "exec", b.ns("ext"), "ping", "-c", "3", "-i", "0.2", "-W", "2", published[vm]).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "3 received") {
+			t.Fatalf("ping from the external host to %s (%s): %v\n%s", published[vm], vm, err, out)
+		}
+		var c *net.UDPConn
+		if err := nsexec.Do(b.path("ext"), func() (err error) {
+			c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(published[vm]), 7)))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 2048)
+		msg := "to " + vm
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, err := c.Read(buf)
+		c.Close()
+		if err != nil || string(buf[:n]) != "echo "+msg {
+			t.Fatalf("UDP to %s: got %q, %v", published[vm], buf[:n], err)
+		}
+		if ps := vmPeers[vm](); len(ps) != 1 || ps[0].Addr() != netip.MustParseAddr(dst[vm]) {
+			t.Fatalf("%s's VM saw the external host as %v, want %s", vm, ps, dst[vm])
+		}
+		var tc net.Conn
+		if err := nsexec.Do(b.path("ext"), func() (err error) {
+			tc, err = net.DialTimeout("tcp4", published[vm]+":80", 5*time.Second)
+			return err
+		}); err != nil {
+			t.Fatalf("TCP to %s: %v", published[vm], err)
+		}
+		data := bytes.Repeat([]byte("to "+vm+" from outside "), 1<<19/len("to "+vm+" from outside "))
+		tc.SetDeadline(time.Now().Add(20 * time.Second))
+		go func() { tc.Write(data); tc.(*net.TCPConn).CloseWrite() }()
+		got, err := io.ReadAll(tc)
+		tc.Close()
+		if want := sha256.Sum256(data); err != nil || !bytes.Equal(got, want[:]) {
+			t.Fatalf("TCP to %s: digest %x (%v), want %x", published[vm], got, err, want)
+		}
+	}
+
+	var st control.GatewayStatus
+	if err := (&control.Client{Path: filepath.Join(b.dir, "gw.sock")}).Call(ctx, "gateway", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("vswitchctl gateway:\n%s", st.Text)
+	tenants := map[string]int{}
+	for _, c := range st.Connections {
+		tenants[c.Tenant]++
+		if c.Proto != hal.ProtoICMP && c.Where != "nic" {
+			t.Errorf("connection %+v is not on the gateway's NIC", c)
+		}
+	}
+	if st.Offloaded < 8 || st.Inbound < 6 || tenants["blue"] < 6 || tenants["red"] < 6 {
+		t.Fatalf("want each tenant's ping, UDP and TCP tracked both ways and UDP and TCP offloaded: %+v", st)
+	}
+	var hits uint64
+	gw.NIC().Dump(ctx, func(ri *hal.RuleInfo) error { hits += ri.Counters.Packets; return nil })
+	if hits == 0 {
+		t.Fatal("the gateway's rules counted no packet: everything went through its host")
+	}
+}

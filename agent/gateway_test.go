@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/control"
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/gateway"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
+)
+
+const goodGatewayConfig = `host: gw-1
+driver: softnic
+policy: policy.yaml
+uplink: up0
+control: /run/nicpath/gw.sock
+gateway:
+  name: gw-shared
+  external: ext0
+  address: 203.0.113.1/24
+  router: 203.0.113.254
+  ports: 30000-30999
+  idle: 30s
+  neighbors:
+    203.0.113.10: 02:00:00:00:fe:10
+  publish:
+    203.0.113.21: blue/10.0.0.10
+`
+
+func TestParseGatewayConfig(t *testing.T) {
+	c, err := ParseConfig("/etc/nicpath/gw.yaml", []byte(goodGatewayConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := c.Gateway
+	if g == nil || g.Name != "gw-shared" || g.External != "ext0" || g.Address != netip.MustParsePrefix("203.0.113.1/24") ||
+		g.Router != netip.MustParseAddr("203.0.113.254") || g.PortLo != 30000 || g.PortHi != 30999 || g.Idle != 30*time.Second ||
+		g.Neighbors[netip.MustParseAddr("203.0.113.10")] != hal.MustMAC("02:00:00:00:fe:10") ||
+		g.Publish[netip.MustParseAddr("203.0.113.21")] != (gateway.Target{Tenant: "blue", CA: netip.MustParseAddr("10.0.0.10")}) {
+		t.Fatalf("%+v", g)
+	}
+}
+
+// Every mistake in a gateway section is refused with the file, the line and
+// the field, and no configuration comes back.
+func TestGatewayConfigRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name, from, to string
+		line           int
+		field, msg     string
+	}{
+		{"no name", "  name: gw-shared\n", "", 6, "gateway.name", "missing"},
+		{"no external", "  external: ext0\n", "", 6, "gateway.external", "missing"},
+		{"network address", "203.0.113.1/24", "203.0.113.0/24", 9, "gateway.address", "with its network's prefix"},
+		{"not a prefix", "203.0.113.1/24", "203.0.113.1", 9, "gateway.address", "with its network's prefix"},
+		{"router off the network", "router: 203.0.113.254", "router: 198.51.100.1", 10, "gateway.router", "not on the external network"},
+		{"bad ports", "30000-30999", "30999-30000", 11, "gateway.ports", "range of ports"},
+		{"bad idle", "idle: 30s", "idle: soon", 12, "gateway.idle", "not a duration"},
+		{"bad neighbor MAC", "02:00:00:00:fe:10", "02:00", 14, "gateway.neighbors.203.0.113.10", "not a MAC"},
+		{"unknown field", "  idle: 30s\n", "  idle: 30s\n  nat: yes\n", 13, "gateway.nat", "unknown field"},
+		{"publish without a tenant", "blue/10.0.0.10", "10.0.0.10", 16, "gateway.publish.203.0.113.21", "want tenant/address"},
+		{"publish off the network", "203.0.113.21: blue", "198.51.100.21: blue", 15, "gateway.publish.198.51.100.21", "not an address of the external network"},
+		{"publish the gateway's own address", "203.0.113.21: blue", "203.0.113.1: blue", 15, "gateway.publish.203.0.113.1", "apart from the gateway's"},
+		{"external is the uplink", "external: ext0", "external: up0", 6, "gateway.external", "is the uplink"},
+		{"VM ports on a gateway", "control:", "ports:\n  vm: tap0\ncontrol:", 5, "ports", "no VM ports"},
+		{"a store", "policy: policy.yaml", "store: etcd://192.0.2.1:2379/n/", 3, "store", "policy file"},
+		{"metrics", "control:", "metrics: 127.0.0.1:9464\ncontrol:", 5, "metrics", "not for a gateway host"},
+		{"not a mapping", goodGatewayConfig[strings.Index(goodGatewayConfig, "gateway:"):], "gateway: gw-shared\n", 6, "gateway", "want a mapping"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := strings.Replace(goodGatewayConfig, tc.from, tc.to, 1)
+			if doc == goodGatewayConfig {
+				t.Fatalf("the case changes nothing")
+			}
+			c, err := ParseConfig("gw.yaml", []byte(doc))
+			if c != nil || err == nil {
+				t.Fatalf("accepted:\n%s", doc)
+			}
+			var list ConfigErrors
+			if !errors.As(err, &list) {
+				t.Fatalf("%T %v", err, err)
+			}
+			for _, e := range list {
+				if e.File == "gw.yaml" && e.Line == tc.line && e.Field == tc.field && strings.Contains(e.Msg, tc.msg) {
+					return
+				}
+			}
+			t.Fatalf("want gw.yaml:%d: %s: …%s…, got\n%v", tc.line, tc.field, tc.msg, err)
+		})
+	}
+}
+
+func gatewayPolicy(t *testing.T, withGateway bool) []byte {
+	t.Helper()
+	b := policy.NewBuilder()
+	b.AddHost(policy.Host{Name: "host-a", PA: netip.MustParseAddr("198.18.0.1")})
+	b.AddTenant(policy.Tenant{Name: "blue"})
+	b.AddVNET(policy.VNET{Tenant: "blue", Name: "web", VNI: 1001, Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}})
+	b.AddVM(policy.VM{Name: "blue-web-1", Tenant: "blue", VNET: "web", MAC: policy.MAC{2, 0, 0, 0xb, 0, 1},
+		CAs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}, Host: "host-a"})
+	if withGateway {
+		b.AddGateway(policy.Gateway{Name: "gw-shared", PA: netip.MustParseAddr("198.18.0.100")})
+		b.AddRoute(policy.Route{Tenant: "blue", Prefix: netip.MustParsePrefix("203.0.113.0/24"),
+			NextHop: policy.NextHop{Kind: policy.NextHopGateway, Gateway: "gw-shared"}})
+	}
+	st, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := policy.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A gateway host on an unbound softnic: a tenant frame through it, its
+// status over the control socket, and a policy without its gateway refused
+// with the configuration's file, line and field, the gateway unchanged.
+func TestGatewayAgent(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(pol, gatewayPolicy(t, true), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Replace(goodGatewayConfig, "/run/nicpath/gw.sock", filepath.Join(dir, "gw.sock"), 1)
+	doc = strings.Replace(doc, "driver: softnic\n", "driver: softnic\nbinding: none\nwatch_interval: 1h\n", 1)
+	cfgPath := filepath.Join(dir, "gw.yaml")
+	cfg, err := ParseConfig(cfgPath, []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A published address whose tenant the policy lacks: refused at the
+	// publish line, nothing started.
+	bad, err := ParseConfig(cfgPath, []byte(strings.Replace(doc, "blue/10.0.0.10", "red/10.0.0.10", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list ConfigErrors
+	if _, err := NewGateway(context.Background(), bad); !errors.As(err, &list) || list[0].Line != 18 || list[0].Field != "gateway.publish.203.0.113.21" {
+		t.Fatalf("red published without a red tenant: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "gw.sock")); err == nil {
+		t.Fatal("a refused configuration left a control socket")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := NewGateway(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+
+	nic := a.NIC().(*softnic.NIC)
+	up, _ := nic.Port(2)
+	ext, _ := nic.Port(1)
+	inner := wire.Build(wire.FrameSpec{SrcMAC: hal.MAC{2, 0, 0, 0xb, 0, 1}, DstMAC: hal.MAC(policy.DefaultRouterMAC),
+		Src: netip.MustParseAddr("10.0.0.10"), Dst: netip.MustParseAddr("203.0.113.10"), Proto: hal.ProtoUDP, SrcPort: 5000, DstPort: 53})
+	frame := wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 1001, Src: netip.MustParseAddr("198.18.0.1"),
+		Dst: netip.MustParseAddr("198.18.0.100"), SrcMAC: hal.MAC{2, 0, 0, 0, 0, 1}, DstMAC: nic.Ports()[1].MAC}, inner)
+	if _, err := up.Send([][]byte{frame}); err != nil {
+		t.Fatal(err)
+	}
+	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, _ := ext.Recv(bufs, sizes)
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nothing left on the external port")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var k hal.FlowKey
+	var l wire.Layout
+	if err := wire.Parse(bufs[0][:sizes[0]], 0, &k, &l); err != nil || k.Src() != netip.MustParseAddr("203.0.113.1") || k.L4Src < 30000 || k.L4Src > 30999 {
+		t.Fatalf("left as %+v (%v)", k, err)
+	}
+
+	cl := &control.Client{Path: filepath.Join(dir, "gw.sock")}
+	var st control.GatewayStatus
+	if err := cl.Call(ctx, "gateway", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Name != "gw-shared" || st.Conns != 1 || len(st.Connections) != 1 || st.Connections[0].VM != "blue-web-1" ||
+		!strings.Contains(st.Text, "tenant blue vm blue-web-1: 10.0.0.10:5000 > 203.0.113.10:53") {
+		t.Fatalf("%+v\n%s", st, st.Text)
+	}
+
+	// A policy without the gateway: refused, nothing applied.
+	if err := os.WriteFile(pol, gatewayPolicy(t, false), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	changed, err := a.Reload(ctx)
+	if changed || !errors.As(err, &list) || list[0].File != cfgPath || list[0].Line != 9 || list[0].Field != "gateway.name" {
+		t.Fatalf("reload: changed %v, %v", changed, err)
+	}
+	if got := a.Gateway().Stats().Conns; got != 1 {
+		t.Fatalf("the refused policy changed the gateway: %d connections", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,159 @@
+//go:build linux
+
+package xdp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/cilium/ebpf"
+	"github.com/nicpath/nicpath/hal"
+	"golang.org/x/sys/unix"
+)
+
+// Rules: Validate, Apply and Dump over the rule table (table.go), whose writes
+// land in the BPF maps through mapBackend.
+
+// Validate says whether the NIC can take r; see hal.RuleTable.
+func (n *NIC) Validate(r *hal.Rule) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.closedErr(); err != nil {
+		return err
+	}
+	return n.validate(r)
+}
+
+func (n *NIC) validate(r *hal.Rule) error {
+	if err := hal.CheckRule(&n.caps, r); err != nil {
+		return err
+	}
+	return n.tab.validate(r)
+}
+
+// Apply runs a batch of operations; see hal.RuleTable. Adds are written
+// with BPF batch updates; each result says whether its operation landed.
+func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := hal.CheckApply(ctx, &n.caps, n.closed, ops, results); err != nil {
+		return err
+	}
+	n.tab.apply(ops, results[:len(ops)], n.validate)
+	return hal.Summarize(results[:len(ops)])
+}
+
+// Dump reports every installed rule, with its counters when it counts.
+func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
+	n.mu.Lock()
+	if err := n.closedErr(); err != nil {
+		n.mu.Unlock()
+		return err
+	}
+	infos := make([]hal.RuleInfo, 0, len(n.tab.rules))
+	for _, rs := range n.tab.rules {
+		ri := hal.RuleInfo{Rule: rs.rule.Clone(), Location: n.caps.Location,
+			Live: n.active[rs.rule.Scope] == rs.rule.Generation}
+		if rs.enc.Flags&actCount != 0 {
+			ri.Counters, _ = n.readCounter(rs.enc.Counter)
+		}
+		infos = append(infos, ri)
+	}
+	n.mu.Unlock()
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Rule.ID < infos[j].Rule.ID })
+	for i := range infos {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(&infos[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mapBackend writes the table into the BPF maps.
+type mapBackend struct {
+	n  *NIC
+	k4 []bpfKey4 // compact keys of the run being written, reused
+}
+
+func fullErr(err error) error {
+	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.ENOMEM) {
+		return fmt.Errorf("%w: %v", errFull, err)
+	}
+	return err
+}
+
+// putEntries writes each run of keys to its map: flows4 for the keys
+// marked inFlows4 (under their compact key), flows for the others.
+func (b *mapBackend) putEntries(keys []bpfKey, vals []bpfFlowVal) (int, error) {
+	done := 0
+	for done < len(keys) {
+		four := keys[done].Pad == inFlows4
+		end := done + 1
+		for end < len(keys) && (keys[end].Pad == inFlows4) == four {
+			end++
+		}
+		var n int
+		var err error
+		if four {
+			b.k4 = b.k4[:0]
+			for i := done; i < end; i++ {
+				b.k4 = append(b.k4, key4(&keys[i]))
+			}
+			n, err = putBatch(b.n.maps["flows4"], b.k4, vals[done:end])
+		} else {
+			n, err = putBatch(b.n.maps["flows"], keys[done:end], vals[done:end])
+		}
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// putBatch writes keys[i]→vals[i] into m, in BPF batch updates (one
+// system call for as many entries as the kernel takes at a time).
+func putBatch[K any](m *ebpf.Map, keys []K, vals []bpfFlowVal) (int, error) {
+	if len(keys) == 1 {
+		if err := m.Update(&keys[0], &vals[0], ebpf.UpdateAny); err != nil {
+			return 0, fullErr(err)
+		}
+		return 1, nil
+	}
+	done := 0
+	for done < len(keys) {
+		c, err := m.BatchUpdate(keys[done:], vals[done:], &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateAny)})
+		done += c
+		if err != nil {
+			return done, fullErr(err)
+		}
+		if c == 0 {
+			return done, errors.New("batch update made no progress")
+		}
+	}
+	return done, nil
+}
+
+func (b *mapBackend) deleteEntry(k *bpfKey) error {
+	if k.Pad == inFlows4 {
+		k4 := key4(k)
+		return b.n.maps["flows4"].Delete(&k4)
+	}
+	return b.n.maps["flows"].Delete(k)
+}
+
+func (b *mapBackend) putMasks(bank uint32, s *bpfMaskSet) error {
+	if err := b.n.maps["mask_sets"].Update(bank, s, ebpf.UpdateAny); err != nil {
+		return err
+	}
+	return b.n.maps["config"].Update(uint32(0), bank, ebpf.UpdateAny)
+}
+
+func (b *mapBackend) resetCounter(idx uint32) error {
+	return b.n.maps["rule_counters"].Update(idx, make([]bpfCounters, b.n.ncpu), ebpf.UpdateAny)
+}

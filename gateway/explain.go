@@ -1,0 +1,111 @@
+package gateway
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
+)
+
+// Explanation says what the gateway does with one frame, without doing it.
+type Explanation struct {
+	// Trace is the walk in words: the policy's checks, the connection.
+	Trace []string
+	// Verdict is "translate", "answer", "drop (<reason>)" or "arp".
+	Verdict string
+	// Handled says where the frame's flow runs: "nic (rules N, M)",
+	// "host: <why>", or "not yet tracked" for a first packet.
+	Handled string
+}
+
+func (e Explanation) String() string {
+	var b strings.Builder
+	for i, s := range e.Trace {
+		fmt.Fprintf(&b, "%2d. %s\n", i+1, s)
+	}
+	fmt.Fprintf(&b, "=> %s\nHandled: %s\n", e.Verdict, e.Handled)
+	return b.String()
+}
+
+// Explain says what the gateway would do with frame arriving on port in:
+// the policy's judgement of a tenant frame, the connection it belongs to
+// (or would create), and where that connection's flow runs.
+func (g *Gateway) Explain(in hal.PortID, frame []byte) Explanation {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var x Explanation
+	var k hal.FlowKey
+	var l wire.Layout
+	if err := wire.Parse(frame, in, &k, &l); err != nil {
+		x.Verdict, x.Handled = "drop ("+wire.ReasonOf(err).String()+")", "host: "+err.Error()
+		return x
+	}
+	step := func(f string, a ...any) { x.Trace = append(x.Trace, fmt.Sprintf(f, a...)) }
+	switch in {
+	case g.cfg.Uplink:
+		if !l.Tunnelled() || hal.AddrFrom16(k.TunDst) != g.gw.PA {
+			step("not a tunnelled frame for gateway %s's PA %s", g.gw.Name, g.gw.PA)
+			x.Verdict, x.Handled = "drop (not_local)", "host"
+			return x
+		}
+		kind, _ := encapKind(k.TunKind)
+		v := g.st.EvaluateAtGateway(g.gw.Name, policy.FromTunnel(kind, k.VNI, hal.AddrFrom16(k.TunSrc)), policyPacket(&k, ttlOf(frame, &l)))
+		x.Trace = append(x.Trace, v.Trace...)
+		if !v.Allow {
+			x.Verdict = "drop (" + v.Reason.String() + ")"
+			x.Handled = "host"
+			if r, ok := g.refused[k]; ok {
+				if r.rule != 0 {
+					x.Handled = fmt.Sprintf("nic (drop rule %d, counted)", r.rule)
+				} else {
+					x.Handled = "host: " + r.why
+				}
+			}
+			return x
+		}
+		x.Verdict = "translate"
+		for _, c := range g.conns {
+			if c.fwdKey == k {
+				step("connection %s:%d > %s:%d translated to %s:%d (tenant %s)", c.inside.src, c.inside.sport,
+					c.inside.dst, c.inside.dport, c.outside.local, c.outside.extPort, c.tenant)
+				x.Handled = g.handled(c)
+				return x
+			}
+		}
+		step("no connection yet: the first packet takes an external port of %s", g.cfg.Address.Addr())
+		x.Handled = "not yet tracked"
+		if k.Proto == hal.ProtoICMP || k.Proto == hal.ProtoICMPv6 {
+			x.Handled = "host: ICMP echo: connections are told apart (and translated) by the identifier, which no NIC match field or action reads or writes"
+		}
+		return x
+	case g.cfg.External:
+		if k.EthType == hal.EtherTypeARP {
+			x.Verdict, x.Handled = "arp", "host"
+			step("ARP on the external network: answered for %s, next hops learned", g.cfg.Address.Addr())
+			return x
+		}
+		for _, c := range g.conns {
+			if c.revKey == k || (c.icmp && k.IsIP() && k.Src() == c.outside.remote && k.Proto == c.outside.proto) {
+				step("answer to connection %s:%d > %s:%d of tenant %s (vm %s on %s)", c.inside.src, c.inside.sport,
+					c.inside.dst, c.inside.dport, c.tenant, c.vm, c.host)
+				step("translated back and encapsulated in %s vni %d toward %s", c.inside.encapKind, c.inside.vni, c.hostPA)
+				x.Verdict, x.Handled = "answer", g.handled(c)
+				return x
+			}
+		}
+		step("no tracked connection has this answer's remote address, port and external port")
+		x.Verdict, x.Handled = "drop (no-connection)", "host"
+		return x
+	}
+	x.Verdict, x.Handled = "drop (unknown-port)", "host"
+	return x
+}
+
+func (g *Gateway) handled(c *conn) string {
+	if c.why != "" {
+		return "host: " + c.why
+	}
+	return fmt.Sprintf("nic (rules %d, %d)", c.fwdID, c.revID)
+}
