@@ -487,7 +487,11 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 	json.Unmarshal([]byte(raw), &fs)
 	var udp *control.Flow
 	for i := range fs {
-		if strings.Contains(fs[i].Match, ",l4_dst=53,") || strings.HasSuffix(fs[i].Match, ",l4_dst=53") {
+		m := fs[i].Match
+		// Exact, or a port-wildcard flow from blue-web-1 (no l4 fields:
+		// every UDP connection to blue-web-2, port 53 included).
+		wild := strings.HasPrefix(m, "in_port=1,") && strings.HasSuffix(m, ",ip_dst=10.0.0.11/32,proto=17")
+		if strings.Contains(m, ",l4_dst=53,") || strings.HasSuffix(m, ",l4_dst=53") || wild {
 			udp = &fs[i]
 		}
 	}
