@@ -53,9 +53,16 @@ type Config struct {
 	// Trusted lists the VM managers' keys records must be signed with.
 	Trusted []ed25519.PublicKey
 	// Quorum is how many answers a lookup collects before it returns the
-	// best (default 3); Replication the DHT's bucket size, the number of
-	// nodes each record is stored on (default 20).
+	// best (default 3, at least 2; this node's own copy counts);
+	// Replication the DHT's bucket size, the number of nodes each record
+	// is stored on (default 20).
 	Quorum, Replication int
+	// Concurrency is how many peers a lookup queries at once (Kademlia's
+	// alpha; default Quorum+1, where kad's default is 10): every answer
+	// carries up to Replication peers and their addresses, which the
+	// asking node decodes and stores, and a lookup that needs Quorum
+	// answers from peers that all hold the record gains nothing from ten.
+	Concurrency int
 
 	// validator replaces the record validator (tests: a rogue node that
 	// stores anything).
@@ -175,6 +182,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Replication > 0 {
 		dopts = append(dopts, kad.BucketSize(cfg.Replication))
 	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = cfg.Quorum + 1
+	}
+	dopts = append(dopts, kad.Concurrency(cfg.Concurrency))
 	d, err := kad.New(h, dopts...)
 	if err != nil {
 		h.Close()
@@ -242,7 +253,10 @@ func (n *Node) Publish(ctx context.Context, recs []directory.Record) error {
 // Resolve looks up the record of (vni, ca) (directory.Resolver).
 func (n *Node) Resolve(ctx context.Context, vni uint32, ca netip.Addr) (directory.Record, error) {
 	key := directory.Key(vni, ca)
-	b, err := n.DHT.GetValue(ctx, key, kad.Quorum(n.cfg.Quorum))
+	// kad's Quorum(q) returns after q+1 answers (this node's own copy
+	// among them): ask for one fewer, so that a lookup collects Quorum
+	// answers (at least 2).
+	b, err := n.DHT.GetValue(ctx, key, kad.Quorum(max(1, n.cfg.Quorum-1)))
 	if err != nil {
 		if errors.Is(err, routing.ErrNotFound) && ctx.Err() == nil {
 			return directory.Record{}, directory.ErrNotFound
