@@ -62,7 +62,14 @@ type Config struct {
 	// carries up to Replication peers and their addresses, which the
 	// asking node decodes and stores, and a lookup that needs Quorum
 	// answers from peers that all hold the record gains nothing from ten.
+	// A peer that left is given up after DialTimeout and the next one
+	// asked.
 	Concurrency int
+	// DialTimeout bounds a dial to a peer (default 1s; libp2p's is 5s on
+	// local networks, 15s elsewhere): a lookup that dials a peer that left
+	// holds one of its Concurrency slots until the dial gives up, and a
+	// QUIC dial to a port nobody listens on gets no answer at all.
+	DialTimeout time.Duration
 
 	// validator replaces the record validator (tests: a rogue node that
 	// stores anything).
@@ -120,6 +127,12 @@ func hostOptions(cfg Config) ([]libp2p.Option, error) {
 	}
 	opts := []libp2p.Option{libp2p.Identity(cfg.Key), libp2p.ListenAddrStrings(cfg.Listen...),
 		libp2p.ConnectionGater(g), libp2p.DisableRelay(), libp2p.DisableMetrics(), libp2p.DisableIdentifyAddressDiscovery()}
+	dt := cfg.DialTimeout
+	if dt <= 0 {
+		dt = time.Second
+	}
+	// Below libp2p's timeout for local addresses, it applies to them too.
+	opts = append(opts, libp2p.WithDialTimeout(dt))
 	ts := cfg.Transports
 	if len(ts) == 0 {
 		ts = []string{"tcp", "quic"}
