@@ -96,6 +96,9 @@ type Config struct {
 	// frames, for VMs (nicseal) to seal their destinations to; empty
 	// writes none (vswitchctl show and seal print it too).
 	SealPublicKey string
+	// Directory, when set, resolves other hosts' VMs on demand (see
+	// Directory); not read from the file.
+	Directory *Directory
 }
 
 // ConfigError is one problem of a configuration file, with the file, the

@@ -289,7 +289,9 @@ func (d *Agent) explain(a []string) (any, error) {
 		}
 	}
 	desc.Packet = p
-	return explanation(d.sw.Explain(desc)), nil
+	x := explanation(d.sw.Explain(desc))
+	d.explainDirectory(&x, desc.VM, desc.Uplink, vni, p.Src, p.Dst)
+	return x, nil
 }
 
 // parsePacket reads "src dst [proto [sport dport]]".
@@ -366,6 +368,10 @@ func (d *Agent) stats(ctx context.Context) control.Stats {
 				out.NICDrops[r.String()] = v
 			}
 		}
+	}
+	if od := d.onDemandStats(); od != nil {
+		out.OnDemand = od
+		out.Text += od.String()
 	}
 	d.mu.Lock()
 	out.Updates, out.Rejected = d.updates, d.rejected

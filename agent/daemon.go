@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nicpath/nicpath/control"
+	"github.com/nicpath/nicpath/directory/ondemand"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/policy"
@@ -71,6 +72,8 @@ type Agent struct {
 	initial  store.Snapshot
 
 	seal sealKeys // VM sealing keys registered with the NIC (seal.go)
+
+	od *ondemand.Layer // with cfg.Directory (ondemand.go)
 }
 
 // reconnected is the driver's reconnect callback: the NIC may have lost
@@ -182,12 +185,29 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC) (_ *Agent, err error) 
 		}
 	}()
 	d.nic = observe(o.device(), d.metrics, d.capture)
-	sw, err := vswitch.New(vswitch.Config{NIC: d.nic, Host: cfg.Host, State: st, Ports: d.plan.vmPort,
-		Uplink: d.plan.uplink, NextHopMAC: cfg.NextHopMAC, Logger: d.log, FlowIdle: cfg.FlowIdle})
+	swc := vswitch.Config{NIC: d.nic, Host: cfg.Host, State: st, Ports: d.plan.vmPort,
+		Uplink: d.plan.uplink, NextHopMAC: cfg.NextHopMAC, Logger: d.log, FlowIdle: cfg.FlowIdle}
+	if cfg.Directory != nil {
+		if cfg.Directory.Resolver == nil {
+			return nil, errors.New("directory: no resolver")
+		}
+		// The switch starts on this host's part of the state; the layer
+		// sets it (startOnDemand) before any packet is read.
+		if swc.State, err = ondemand.Local(st, cfg.Host); err != nil {
+			return nil, err
+		}
+		swc.Handler = d.handleExceptions
+	}
+	sw, err := vswitch.New(swc)
 	if err != nil {
 		return nil, fmt.Errorf("starting the switch: %w", err)
 	}
 	d.sw = sw
+	if cfg.Directory != nil {
+		if err := d.startOnDemand(ctx, st); err != nil {
+			return nil, err
+		}
+	}
 	d.swp.Store(sw)
 	d.syncSealKeys(ctx, st)
 	if err := d.publishSealKey(); err != nil {
@@ -279,6 +299,13 @@ func (d *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
 	wg.Add(3)
+	if d.od != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.runOnDemand(ctx)
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		if err := d.sw.Run(ctx); err != nil {
@@ -463,7 +490,7 @@ func (d *Agent) reloadLocked(ctx context.Context, force bool) (bool, error) {
 		d.accept()
 		return false, nil
 	}
-	if err := d.sw.Update(ctx, st); err != nil {
+	if err := d.applyState(ctx, st); err != nil {
 		return false, d.reject(fmt.Errorf("applying %s: %w", d.cfg.Policy, err), h, "failed")
 	}
 	d.state, d.loadedAt, d.policyHash = st, time.Now(), h

@@ -118,6 +118,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descStoreRevision, descStoreStale, descStoreResyncs, descSpoofed, descLearned, descAnnouncements} {
 		ch <- d
 	}
+	describeOnDemand(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -178,6 +179,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	d.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descPolicyRejected, prometheus.GaugeValue, rejected)
 	ch <- prometheus.MustNewConstMetric(descPolicyLastRejection, prometheus.GaugeValue, last)
+	d.collectOnDemand(ch)
 	if ss := d.storeStatus(); ss != nil {
 		stale := 0.0
 		if ss.Stale {

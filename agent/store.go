@@ -59,7 +59,7 @@ func (t storeTarget) Update(ctx context.Context, st *policy.State) error {
 	if err := d.checkPolicy(st); err != nil {
 		return d.reject(err, [32]byte{}, "rejected")
 	}
-	if err := d.sw.Update(ctx, st); err != nil {
+	if err := d.applyState(ctx, st); err != nil {
 		return d.reject(err, [32]byte{}, "failed")
 	}
 	d.state, d.loadedAt = st, time.Now()

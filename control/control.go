@@ -142,6 +142,10 @@ type Explanation struct {
 	Verdict  string `json:"verdict"`
 	Detail   string `json:"detail,omitempty"`
 	CachedAt uint64 `json:"rule,omitempty"`
+	// Directory is what the on-demand layer knows of the destination (or,
+	// on the uplink, the sender) when the packet needs a directory lookup:
+	// waiting for it, dropped (queue full, lookup timed out).
+	Directory string `json:"directory,omitempty"`
 }
 
 // Stats are the switch's and the NIC's counters.
@@ -154,6 +158,32 @@ type Stats struct {
 	NICDrops   map[string]uint64 `json:"nic_drops"`
 	Updates    uint64            `json:"updates"`
 	Rejected   uint64            `json:"rejected_policies"`
+	// OnDemand: the directory layer's counters, with on-demand resolution.
+	OnDemand *OnDemandStats `json:"ondemand,omitempty"`
+}
+
+// OnDemandStats count what on-demand resolution did: lookups, cache hits
+// and misses, negative answers, held packets and drops by reason, and the
+// packets held now.
+type OnDemandStats struct {
+	Lookups          uint64 `json:"lookups"`
+	Hits             uint64 `json:"hits"`
+	Misses           uint64 `json:"misses"`
+	Negative         uint64 `json:"negative"`
+	Held             uint64 `json:"held"`
+	Released         uint64 `json:"released"`
+	DroppedQueueFull uint64 `json:"dropped_queue_full"`
+	DroppedTimeout   uint64 `json:"dropped_timeout"`
+	DroppedError     uint64 `json:"dropped_error"`
+	QueueDepth       int    `json:"queue_depth"`
+}
+
+// String is one counter a line, as the stats text prints them.
+func (s *OnDemandStats) String() string {
+	return fmt.Sprintf("ondemand lookups %d\nondemand hits %d\nondemand misses %d\nondemand negative %d\n"+
+		"ondemand held %d\nondemand released %d\nondemand dropped queue full %d\nondemand dropped lookup timed out %d\n"+
+		"ondemand dropped lookup failed %d\nondemand queue depth %d\n",
+		s.Lookups, s.Hits, s.Misses, s.Negative, s.Held, s.Released, s.DroppedQueueFull, s.DroppedTimeout, s.DroppedError, s.QueueDepth)
 }
 
 // Learned answers learned: what the NIC reported of the addresses its

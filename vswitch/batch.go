@@ -61,7 +61,11 @@ func (s *Switch) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := s.HandleBatch(ctx, batch[:n]); err != nil {
+		handle := s.HandleBatch
+		if s.cfg.Handler != nil {
+			handle = s.cfg.Handler
+		}
+		if err := handle(ctx, batch[:n]); err != nil {
 			s.log.Warn("handling exceptions", "err", err)
 		}
 	}

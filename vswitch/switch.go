@@ -39,6 +39,11 @@ type Config struct {
 	// enough that one Apply covers many new flows, small enough that the
 	// first packet of a flow waits for at most 63 others.
 	BatchSize int
+	// Handler, when set, is given each batch Run reads instead of
+	// HandleBatch: a layer in front of the switch (directory/ondemand
+	// holds packets whose destination is being looked up) that hands
+	// the switch what it can walk.
+	Handler func(ctx context.Context, batch []hal.Exception) error
 	// CookieTag tells this switch's rules from another switch's on a shared
 	// NIC; it is part of the owner cookie.
 	CookieTag uint16

@@ -53,9 +53,23 @@ type Config struct {
 	// Trusted lists the VM managers' keys records must be signed with.
 	Trusted []ed25519.PublicKey
 	// Quorum is how many answers a lookup collects before it returns the
-	// best (default 3); Replication the DHT's bucket size, the number of
-	// nodes each record is stored on (default 20).
+	// best (default 3, at least 2; this node's own copy counts);
+	// Replication the DHT's bucket size, the number of nodes each record
+	// is stored on (default 20).
 	Quorum, Replication int
+	// Concurrency is how many peers a lookup queries at once (Kademlia's
+	// alpha; default Quorum+1, where kad's default is 10): every answer
+	// carries up to Replication peers and their addresses, which the
+	// asking node decodes and stores, and a lookup that needs Quorum
+	// answers from peers that all hold the record gains nothing from ten.
+	// A peer that left is given up after DialTimeout and the next one
+	// asked.
+	Concurrency int
+	// DialTimeout bounds a dial to a peer (default 1s; libp2p's is 5s on
+	// local networks, 15s elsewhere): a lookup that dials a peer that left
+	// holds one of its Concurrency slots until the dial gives up, and a
+	// QUIC dial to a port nobody listens on gets no answer at all.
+	DialTimeout time.Duration
 
 	// validator replaces the record validator (tests: a rogue node that
 	// stores anything).
@@ -113,6 +127,12 @@ func hostOptions(cfg Config) ([]libp2p.Option, error) {
 	}
 	opts := []libp2p.Option{libp2p.Identity(cfg.Key), libp2p.ListenAddrStrings(cfg.Listen...),
 		libp2p.ConnectionGater(g), libp2p.DisableRelay(), libp2p.DisableMetrics(), libp2p.DisableIdentifyAddressDiscovery()}
+	dt := cfg.DialTimeout
+	if dt <= 0 {
+		dt = time.Second
+	}
+	// Below libp2p's timeout for local addresses, it applies to them too.
+	opts = append(opts, libp2p.WithDialTimeout(dt))
 	ts := cfg.Transports
 	if len(ts) == 0 {
 		ts = []string{"tcp", "quic"}
@@ -175,6 +195,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Replication > 0 {
 		dopts = append(dopts, kad.BucketSize(cfg.Replication))
 	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = cfg.Quorum + 1
+	}
+	dopts = append(dopts, kad.Concurrency(cfg.Concurrency))
 	d, err := kad.New(h, dopts...)
 	if err != nil {
 		h.Close()
@@ -242,7 +266,10 @@ func (n *Node) Publish(ctx context.Context, recs []directory.Record) error {
 // Resolve looks up the record of (vni, ca) (directory.Resolver).
 func (n *Node) Resolve(ctx context.Context, vni uint32, ca netip.Addr) (directory.Record, error) {
 	key := directory.Key(vni, ca)
-	b, err := n.DHT.GetValue(ctx, key, kad.Quorum(n.cfg.Quorum))
+	// kad's Quorum(q) returns after q+1 answers (this node's own copy
+	// among them): ask for one fewer, so that a lookup collects Quorum
+	// answers (at least 2).
+	b, err := n.DHT.GetValue(ctx, key, kad.Quorum(max(1, n.cfg.Quorum-1)))
 	if err != nil {
 		if errors.Is(err, routing.ErrNotFound) && ctx.Err() == nil {
 			return directory.Record{}, directory.ErrNotFound

@@ -70,12 +70,15 @@ type Stats struct {
 	// Updates of the switch's state; Revalidated: records whose version
 	// changed when looked up again.
 	Updates, Revalidated uint64
-	Cache                directory.CacheStats
+	// Queued: packets held now; Queues: destinations being looked up
+	// with packets held.
+	Queued, Queues int
+	Cache          directory.CacheStats
 }
 
 // Reasons a held packet is dropped, as Explain names them.
 const (
-	ReasonQueueFull = "resolve queue full"
+	ReasonQueueFull = "queue full"
 	ReasonTimeout   = "directory lookup timed out"
 	ReasonError     = "directory lookup failed"
 )
@@ -210,11 +213,16 @@ func (l *Layer) dest(e *hal.Exception, st *policy.State) (directory.Dest, bool) 
 		}
 		return l.need(st, vn.VNI, k.Src())
 	}
-	vm, ok := st.VM(l.cfg.VMOf[e.InPort])
+	return l.destFrom(st, l.cfg.VMOf[e.InPort], k.Dst())
+}
+
+// destFrom returns the customer address a packet of VM vm toward target
+// needs resolved, if any.
+func (l *Layer) destFrom(st *policy.State, vmName string, target netip.Addr) (directory.Dest, bool) {
+	vm, ok := st.VM(vmName)
 	if !ok {
 		return directory.Dest{}, false
 	}
-	target := k.Dst()
 	for range 8 {
 		r, ok := st.LookupRoute(vm.Tenant, target)
 		if !ok {
@@ -429,7 +437,11 @@ func (l *Layer) Explain(vni uint32, ca netip.Addr) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if q, ok := l.queues[d]; ok {
-		return fmt.Sprintf("vni %d %s: resolving, %d packets held, %d dropped (%s)", vni, ca, len(q.frames), q.dropped, ReasonQueueFull)
+		s := fmt.Sprintf("vni %d %s: waiting for a directory lookup, %d packets held", vni, ca, len(q.frames))
+		if q.dropped > 0 {
+			s += fmt.Sprintf(", %d dropped: %s", q.dropped, ReasonQueueFull)
+		}
+		return s
 	}
 	if r, ok := l.recs[d]; ok {
 		s := fmt.Sprintf("vni %d %s: record version %d: VM %s on %s (%s, generation %d)", vni, ca, r.Version, r.VM, r.Loc.Host, r.Loc.PA, r.Loc.Generation)
@@ -439,7 +451,7 @@ func (l *Layer) Explain(vni uint32, ca netip.Addr) string {
 		return s
 	}
 	if why, ok := l.last[d]; ok {
-		return fmt.Sprintf("vni %d %s: packets dropped: %s", vni, ca, why)
+		return fmt.Sprintf("vni %d %s: dropped: %s", vni, ca, why)
 	}
 	if e, ok := l.cache.Peek(d); ok && errors.Is(e.Err, directory.ErrNotFound) {
 		return fmt.Sprintf("vni %d %s: the directory has no record", vni, ca)
@@ -447,10 +459,32 @@ func (l *Layer) Explain(vni uint32, ca netip.Addr) string {
 	return fmt.Sprintf("vni %d %s: not looked up", vni, ca)
 }
 
+// Need returns the destination a packet from the local VM vm to dst
+// needs resolved (following the routes as the switch does), or, when
+// uplink is set, the one a tunnelled packet of VNI vni from dst's sender
+// needs: ok is false when the packet needs no lookup (a local VM, a
+// resolved address, a destination no route reaches).
+func (l *Layer) Need(vm string, uplink bool, vni uint32, addr netip.Addr) (directory.Dest, bool) {
+	l.mu.Lock()
+	st := l.eff
+	l.mu.Unlock()
+	if uplink {
+		if _, ok := st.VNETByVNI(vni); !ok {
+			return directory.Dest{}, false
+		}
+		return l.need(st, vni, addr)
+	}
+	return l.destFrom(st, vm, addr)
+}
+
 // Stats returns the layer's counters.
 func (l *Layer) Stats() Stats {
 	l.mu.Lock()
 	s := l.stats
+	s.Queues = len(l.queues)
+	for _, q := range l.queues {
+		s.Queued += len(q.frames)
+	}
 	l.mu.Unlock()
 	s.Cache = l.cache.Stats()
 	return s
