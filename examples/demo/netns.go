@@ -43,7 +43,7 @@ type nsStory struct {
 	etcd    *exec.Cmd
 	self    string // this binary, run inside VM namespaces as their applications
 	st      *policy.State
-	policy  []byte // the policy the hosts run: the embedded default and the sealed step's tenant
+	policy  []byte   // the policy the hosts run: the embedded default and the sealed step's tenant
 	created []string // namespaces, in creation order
 	procs   []*exec.Cmd
 	undo    []func()
