@@ -207,7 +207,7 @@ func (n *nsStory) sealedFailClosed(ctl func(string, ...string) (string, error), 
 	}
 	out, _ := n.in(n.vmNS(sealerVM), "env", append([]string{childEnv + "=1", n.self, "seal"}, args...)...)
 	s.say("$ green-1: seal UDP to 198.18.30.2:7 and 198.18.30.3:7\n%s", indent(out, "  "))
-	s.check(!strings.Contains(out, "reply from"), "no sealed frame got through: nothing answered")
+	s.check(!strings.Contains("\n"+out, "\nreply from"), "no sealed frame got through: nothing answered")
 	var after uint64
 	werr := waitFor(5*time.Second, func() error {
 		if after = nicSealedDrops(ctl); after >= before+uint64(len(dsts)) {
