@@ -67,6 +67,7 @@ func TestNamespaceStory(t *testing.T) {
 			if n := strings.Count(story, "bytes back intact"); n != 4 {
 				t.Errorf("%d bulk exchanges came back intact, want 4", n)
 			}
+			checkSealedStep(t, story, strings.TrimPrefix(strings.Split(v.driver, ",")[0], "host-a="))
 			if n := strings.Count(story, "sent TSO super-frames"); n != v.tso {
 				t.Errorf("%d VMs showed TSO super-frames in the bulk exchanges, want %d", n, v.tso)
 			}
