@@ -566,6 +566,9 @@ func (n *nsStory) addVM(vm policy.VM, host string, router policy.MAC) error {
 			}
 		}
 	}
+	if err := n.sealedVMIPv6(vm); err != nil {
+		return err
+	}
 	// The gateway address is the subnet's first; only its MAC matters.
 	gw := subnet.Addr().Next()
 	if err := n.ip("-n", ns, "neigh", "replace", gw.String(), "lladdr", hal.MAC(router).String(), "dev", "eth0", "nud", "permanent"); err != nil {

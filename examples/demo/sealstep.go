@@ -12,10 +12,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/nicpath/nicpath/control"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/securechan"
 	"github.com/nicpath/nicpath/securechan/sealclient"
 	"github.com/nicpath/nicpath/securechan/sealtest"
@@ -33,30 +36,29 @@ import (
 // no private key is committed.
 
 // sealedTenant is the tenant the story adds; %s is green-1's public key.
-// Its VMs are IPv4 only, like the story's namespaces (IPv6 is off in them);
-// sealed IPv6 is shown by the in-process story and internal/sealede2e.
+// Its VMs have IPv6 too (the story's other namespaces have it off).
 const sealedTenant = `  # Added by the demo to the policy its hosts run: green-1 seals its
   # destinations to its NIC's key (the sealed step).
   - name: green
     vnets:
       - name: g
         vni: 3001
-        subnets: [198.18.30.0/24]
+        subnets: [198.18.30.0/24, "2001:db8:30::/64"]
         vms:
           - name: green-1
             mac: 02:00:00:0c:00:01
-            ca: 198.18.30.1
+            ca: [198.18.30.1, "2001:db8:30::1"]
             host: host-a
             seal_keys:
               - id: 1
                 public: %s
           - name: green-2
             mac: 02:00:00:0c:00:02
-            ca: 198.18.30.2
+            ca: [198.18.30.2, "2001:db8:30::2"]
             host: host-a
           - name: green-3
             mac: 02:00:00:0c:00:03
-            ca: 198.18.30.3
+            ca: [198.18.30.3, "2001:db8:30::3"]
             host: host-b
 
 `
@@ -64,9 +66,10 @@ const sealedTenant = `  # Added by the demo to the policy its hosts run: green-1
 // sealerVM is the VM of the sealed step that seals; sealKeyFile its
 // private key's file in the story's directory.
 const (
-	sealerVM    = "green-1"
-	sealKeyFile = "green-1.key"
-	sealPort    = 40000 // green-1's source port
+	sealedTenantName = "green"
+	sealerVM         = "green-1"
+	sealKeyFile      = "green-1.key"
+	sealPort         = 40000 // green-1's source port
 )
 
 // withSealedTenant returns pol with the green tenant added to its tenants
@@ -99,6 +102,43 @@ func storyPolicy(dir string) ([]byte, error) {
 	return withSealedTenant(defaultPolicy, pub)
 }
 
+// sealedVMIPv6 turns IPv6 on in the namespace of a VM of the sealed step's
+// tenant: its IPv6 address (no duplicate detection: the address is the
+// policy's) and its VNET peers as static neighbours, as addVM does for
+// IPv4. Router solicitations stay off: the VMs' routes are their subnet's.
+func (n *nsStory) sealedVMIPv6(vm policy.VM) error {
+	if vm.Tenant != sealedTenantName {
+		return nil
+	}
+	ns := n.vmNS(vm.Name)
+	for _, k := range []string{"all", "default", "eth0"} {
+		if _, err := n.in(ns, "sysctl", "-qw", "net.ipv6.conf."+k+".router_solicitations=0", "net.ipv6.conf."+k+".disable_ipv6=0"); err != nil {
+			return err
+		}
+	}
+	vn, _ := n.st.VNET(vm.Tenant, vm.VNET)
+	for _, ca := range vm.CAs {
+		if !ca.Is6() {
+			continue
+		}
+		for _, p := range vn.Subnets {
+			if p.Contains(ca) {
+				if err := n.ip("-n", ns, "addr", "add", netip.PrefixFrom(ca, p.Bits()).String(), "dev", "eth0", "nodad"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for m := range n.st.Mappings() {
+		if m.VNI == vn.VNI && m.CA.Is6() && !slices.Contains(vm.CAs, m.CA) {
+			if err := n.ip("-n", ns, "neigh", "replace", m.CA.String(), "lladdr", hal.MAC(m.MAC).String(), "dev", "eth0", "nud", "permanent"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // sealPubFile is where host's vswitchd publishes its NIC's sealing key.
 func (n *nsStory) sealPubFile(host string) string {
 	return filepath.Join(n.dir, host+"-seal.pub")
@@ -120,7 +160,16 @@ func (n *nsStory) sealedStep(ctl func(string, ...string) (string, error), clearC
 	dests := []struct {
 		vm, where string
 		ip        netip.Addr
-	}{{"green-2", "local, on host-a", netip.MustParseAddr("198.18.30.2")}, {"green-3", "remote, on host-b", netip.MustParseAddr("198.18.30.3")}}
+	}{
+		{"green-2", "local, on host-a", netip.MustParseAddr("198.18.30.2")},
+		{"green-2", "local, on host-a", netip.MustParseAddr("2001:db8:30::2")},
+		{"green-3", "remote, on host-b", netip.MustParseAddr("198.18.30.3")},
+		{"green-3", "remote, on host-b", netip.MustParseAddr("2001:db8:30::3")},
+	}
+	var dsts []netip.Addr
+	for _, d := range dests {
+		dsts = append(dsts, d.ip)
+	}
 	if crypto {
 		s.title("Sealed addresses: green-1 hides its destinations from host-a; host-a's NIC opens them")
 	} else {
@@ -131,11 +180,11 @@ func (n *nsStory) sealedStep(ctl func(string, ...string) (string, error), clearC
 	if !crypto {
 		s.check(err == nil && strings.Contains(out, "dropped and counted (fail closed)"),
 			"host-a's vswitchctl seal says its NIC does not open sealed frames: they are dropped (fail closed)")
-		n.sealedFailClosed(ctl, dests[0].ip, dests[1].ip)
+		n.sealedFailClosed(ctl, dsts...)
 		return
 	}
-	s.check(err == nil && strings.Contains(out, "vm green-1") && strings.Contains(out, "sealed routes 2"),
-		"host-a's vswitchd registered green-1's key from the policy with its NIC and pushed 2 sealed routes (green-2, green-3)")
+	s.check(err == nil && strings.Contains(out, "vm green-1") && strings.Contains(out, "sealed routes 4"),
+		"host-a's vswitchd registered green-1's key from the policy with its NIC and pushed 4 sealed routes (green-2, green-3; IPv4, IPv6)")
 	pub := n.sealPubFile(host)
 	key, kerr := os.ReadFile(pub)
 	s.say("the NIC's public key, published by host-a's vswitchd in %s: %s", filepath.Base(pub), strings.TrimSpace(string(key)))
@@ -149,9 +198,9 @@ func (n *nsStory) sealedStep(ctl func(string, ...string) (string, error), clearC
 		args = append(args, d.ip.String())
 	}
 	out, err = n.in(n.vmNS(sealerVM), "env", append([]string{childEnv + "=1", n.self, "seal"}, args...)...)
-	s.say("$ green-1: seal UDP to 198.18.30.2:7 and 198.18.30.3:7 (sealclient, in green-1's namespace)\n%s", indent(out, "  "))
+	s.say("$ green-1: seal UDP to port 7 of %v (sealclient, in green-1's namespace)\n%s", dsts, indent(out, "  "))
 	for _, d := range dests {
-		s.check(err == nil && strings.Contains(out, "reply from "+d.ip.String()+":7: "+d.vm+" got sealed hello"),
+		s.check(err == nil && strings.Contains(out, "reply from "+netip.AddrPortFrom(d.ip, 7).String()+": "+d.vm+" got sealed hello"),
 			"sealed UDP green-1 → %s (%s) opened by the NIC, delivered, and %s's reply reached green-1", d.ip, d.where, d.vm)
 	}
 	out, _ = ctl(host, "capture", "stop")
@@ -181,7 +230,7 @@ func (n *nsStory) sealedStep(ctl func(string, ...string) (string, error), clearC
 	if n.drivers.remote {
 		what = "host-a's exception capture (what nicd handed vswitchd over the channel), its vswitchd logs and vswitchctl (show, stats, flows, seal, and learned: what nicd reported over the channel)"
 	}
-	s.check(leaks == 0 && len(view["the exception capture"]) > 0, "%s hold neither 198.18.30.2 nor 198.18.30.3 (checked on the bytes)", what)
+	s.check(leaks == 0 && len(view["the exception capture"]) > 0, "%s hold none of %v (checked on the bytes)", what, dsts)
 	// The check sees: the capture of clear traffic earlier in the story
 	// does show its destination.
 	clearCap, _ := os.ReadFile(clearCapture)
@@ -206,7 +255,7 @@ func (n *nsStory) sealedFailClosed(ctl func(string, ...string) (string, error), 
 		args = append(args, d.String())
 	}
 	out, _ := n.in(n.vmNS(sealerVM), "env", append([]string{childEnv + "=1", n.self, "seal"}, args...)...)
-	s.say("$ green-1: seal UDP to 198.18.30.2:7 and 198.18.30.3:7\n%s", indent(out, "  "))
+	s.say("$ green-1: seal UDP to port 7 of %v\n%s", dsts, indent(out, "  "))
 	s.check(!strings.Contains("\n"+out, "\nreply from"), "no sealed frame got through: nothing answered")
 	var after uint64
 	werr := waitFor(5*time.Second, func() error {
@@ -257,11 +306,13 @@ func runSeal(args []string, stdout io.Writer) error {
 	// A socket on the source port: without it the VM's kernel would answer
 	// each reply with a port unreachable, which names the destination to
 	// the host.
-	hold, err := net.ListenUDP("udp4", &net.UDPAddr{Port: sealPort})
-	if err != nil {
-		return err
+	for _, nw := range []string{"udp4", "udp6"} {
+		hold, err := net.ListenUDP(nw, &net.UDPAddr{Port: sealPort})
+		if err != nil {
+			return err
+		}
+		defer hold.Close()
 	}
-	defer hold.Close()
 	c, err := sealclient.Open(sealclient.Config{Interface: "eth0", NICKey: nk, Key: priv, KeyID: 1})
 	clear(priv[:])
 	if err != nil {
@@ -280,11 +331,11 @@ func runSeal(args []string, stdout io.Writer) error {
 		}
 		r, err := c.RecvUDP(sealPort, start.Add(*wait))
 		if err != nil {
-			fmt.Fprintf(stdout, "no reply from %s:7 within %s\n", dst, *wait)
+			fmt.Fprintf(stdout, "no reply from %s within %s\n", netip.AddrPortFrom(dst, 7), *wait)
 			failed++
 			continue
 		}
-		fmt.Fprintf(stdout, "reply from %s:%d: %s\n", r.Src, r.SrcPort, r.Payload)
+		fmt.Fprintf(stdout, "reply from %s: %s\n", netip.AddrPortFrom(r.Src, r.SrcPort), r.Payload)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d sealed datagrams got no reply", failed, len(fs.Args()))

@@ -15,16 +15,18 @@ import (
 func checkSealedStep(t *testing.T, story, hostADriver string) {
 	t.Helper()
 	want := []string{
-		"opened by the NIC, delivered, and green-2's reply reached green-1",
-		"opened by the NIC, delivered, and green-3's reply reached green-1",
-		"hold neither 198.18.30.2 nor 198.18.30.3 (checked on the bytes)",
+		"198.18.30.2 (local, on host-a) opened by the NIC, delivered, and green-2's reply reached green-1",
+		"2001:db8:30::2 (local, on host-a) opened by the NIC, delivered, and green-2's reply reached green-1",
+		"198.18.30.3 (remote, on host-b) opened by the NIC, delivered, and green-3's reply reached green-1",
+		"2001:db8:30::3 (remote, on host-b) opened by the NIC, delivered, and green-3's reply reached green-1",
+		"hold none of [198.18.30.2 2001:db8:30::2 198.18.30.3 2001:db8:30::3] (checked on the bytes)",
 		"the same check finds 10.0.0.11 in the earlier capture",
 	}
 	if hostADriver == "xdp" {
 		want = []string{
 			"its NIC does not open sealed frames: they are dropped (fail closed)",
 			"no sealed frame got through",
-			"host-a's NIC dropped and counted the 2 sealed frames",
+			"host-a's NIC dropped and counted the 4 sealed frames",
 		}
 	}
 	for _, w := range want {
