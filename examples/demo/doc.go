@@ -40,7 +40,7 @@
 // destinations; its key pair is made at start, the public half in the
 // policy copy's seal_keys. green-1 (subcommand seal: securechan/sealclient
 // in its namespace) seals UDP datagrams to green-2 beside it and to green-3
-// on host-b with the key host-a's vswitchd publishes (seal_public_key); the
+// on host-b, over IPv4 and IPv6 (green's namespaces have IPv6), with the key host-a's vswitchd publishes (seal_public_key); the
 // replies arrive, and host-a's exception capture, its vswitchd logs and
 // vswitchctl's output (learned included, what nicd reports with NIC=remote)
 // are checked on the bytes: none holds the clear destination. On XDP,
