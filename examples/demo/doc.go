@@ -53,7 +53,8 @@
 // smoke test (TestInProcessStory runs it).
 //
 // The policy is the embedded default, a copy of
-// examples/policies/two-tenants.yaml.
+// examples/policies/two-tenants.yaml (the namespace story's hosts run it
+// with the sealed step's tenant added).
 package main
 
 //go:generate cp ../policies/two-tenants.yaml default-policy.yaml
