@@ -134,6 +134,19 @@ func udpFrame(sport uint16) []byte {
 		Proto: hal.ProtoUDP, SrcPort: sport, DstPort: 53, Payload: []byte("query")})
 }
 
+// tcpFrame is a TCP segment between the same VMs: a flow of its own, where
+// UDP frames with other ports share udpFrame's port-wildcard flow.
+func tcpFrame(sport uint16) []byte {
+	return wire.Build(wire.FrameSpec{SrcMAC: macBW1, DstMAC: macBW2, Src: caBW1, Dst: caBW2,
+		Proto: hal.ProtoTCP, SrcPort: sport, DstPort: 53, Payload: []byte("query")})
+}
+
+// sctpFrame is an SCTP packet between the same VMs (IP protocol 132).
+func sctpFrame(sport uint16) []byte {
+	return wire.Build(wire.FrameSpec{SrcMAC: macBW1, DstMAC: macBW2, Src: caBW1, Dst: caBW2,
+		Proto: 132, SrcPort: sport, DstPort: 53, Payload: []byte("query")})
+}
+
 // send has blue-web-1 send frames and waits until every one of them left
 // on the uplink (encapsulated toward host-b): the daemon handles the first
 // packet of a flow on its own goroutine.
@@ -197,8 +210,10 @@ func TestDaemonOffloadsAndReportsFlows(t *testing.T) {
 	if err := call(t, r, "flows", nil, &flows); err != nil {
 		t.Fatal(err)
 	}
+	// A port-wildcard flow (the verdict does not depend on the ports):
+	// its match has no transport ports.
 	if len(flows) != 1 || flows[0].Location != "nic" || flows[0].Packets != 3 || flows[0].Rule == 0 ||
-		!strings.Contains(flows[0].Match, "l4_dst=53") || !strings.Contains(strings.Join(flows[0].Actions, ","), "vni=1001") {
+		!strings.Contains(flows[0].Match, "proto=17") || strings.Contains(flows[0].Match, "l4_") || !strings.Contains(strings.Join(flows[0].Actions, ","), "vni=1001") {
 		t.Fatalf("flows: %+v", flows)
 	}
 	flows0 := flows[0]
@@ -246,7 +261,7 @@ func TestDaemonOffloadsAndReportsFlows(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	r := startDaemon(t, hostAConfig(t, t.TempDir()), nil)
-	r.send(t, udpFrame(4000), udpFrame(4000), udpFrame(4001))
+	r.send(t, udpFrame(4000), udpFrame(4000), tcpFrame(4001))
 	srv := httptest.NewServer(r.d.MetricsHandler())
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
@@ -293,7 +308,7 @@ func TestCaptureReadsBack(t *testing.T) {
 	if err := call(t, r, "capture", []string{"start", file}, nil); err == nil {
 		t.Error("a second capture started while one runs")
 	}
-	r.send(t, udpFrame(5000), udpFrame(5000), udpFrame(5001))
+	r.send(t, udpFrame(5000), udpFrame(5000), tcpFrame(5001))
 	if err := call(t, r, "capture", []string{"stop"}, &cs); err != nil {
 		t.Fatal(err)
 	}
@@ -326,12 +341,18 @@ func TestCaptureReadsBack(t *testing.T) {
 			t.Fatalf("packet %d on interface %+v (%v)", i, intf, err)
 		}
 		p := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default)
-		udp, _ := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+		// The UDP flow's first packet, then the TCP flow's.
+		var sport, dport uint16
+		if udp, _ := p.Layer(layers.LayerTypeUDP).(*layers.UDP); udp != nil && i == 0 {
+			sport, dport = uint16(udp.SrcPort), uint16(udp.DstPort)
+		} else if tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP); tcp != nil && i == 1 {
+			sport, dport = uint16(tcp.SrcPort), uint16(tcp.DstPort)
+		}
 		ip4, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-		if udp == nil || ip4 == nil || ip4.SrcIP.String() != "10.0.0.10" || udp.DstPort != 53 {
+		if ip4 == nil || ip4.SrcIP.String() != "10.0.0.10" || dport != 53 {
 			t.Fatalf("packet %d: %v", i, p)
 		}
-		ports = append(ports, uint16(udp.SrcPort))
+		ports = append(ports, sport)
 		if len(ci.AncillaryData) > 0 {
 			t.Logf("ancillary %v", ci.AncillaryData)
 		}
@@ -415,14 +436,14 @@ func TestRestartReconciles(t *testing.T) {
 	}
 	defer nic.Close()
 	r1 := startDaemon(t, cfgPath, nic)
-	r1.send(t, udpFrame(4000), udpFrame(4001))
+	r1.send(t, udpFrame(4000), tcpFrame(4001))
 	r1.stop()
 	// Two flows, each with its shadow rule (blue-web-2 is migrating).
 	if n := countRules(t, nic); n != 4 {
 		t.Fatalf("%d rules after the first run, want 4", n)
 	}
 	r2 := startDaemon(t, cfgPath, nic)
-	r2.send(t, udpFrame(4000), udpFrame(4001), udpFrame(4000), udpFrame(4001))
+	r2.send(t, udpFrame(4000), tcpFrame(4001), udpFrame(4000), tcpFrame(4001))
 	fs := r2.d.Switch().Flows()
 	want := 0
 	for _, f := range fs {

@@ -252,7 +252,17 @@ func TestRemoteHostRestart(t *testing.T) {
 	send := func(sport uint16) (out, viaHost bool) {
 		t.Helper()
 		before, _ := soft.Stats(context.Background())
-		if err := far.Send(bw1, udpFrame(sport)); err != nil {
+		// Each sport its own flow: UDP, TCP and SCTP between the same
+		// VMs (datagrams with other ports would share one port-wildcard
+		// flow).
+		f := udpFrame(sport)
+		switch sport % 3 {
+		case 1:
+			f = tcpFrame(sport)
+		case 2:
+			f = sctpFrame(sport)
+		}
+		if err := far.Send(bw1, f); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -161,6 +161,9 @@ func matrix(caps *hal.Capabilities, results []CaseResult) []CapabilityRow {
 	add("byte counters include L2", caps.Counters.BytesIncludeL2, "", "counters/rule")
 	add("generations", caps.Generations, fmt.Sprintf("scopes %d (0 = unlimited)", caps.MaxScopes), "generations/switch")
 	add("exception path", caps.ExceptionPath, "", "exception/miss")
+	// A tunnelled frame no rule takes reaches the host (decap's miss half)
+	// unless the NIC says it cannot hand such frames on.
+	add("tunnelled misses to the host", caps.ExceptionPath && !caps.TunnelMissesUnseen, "", "decap/vxlan")
 	add("atomic batch", caps.AtomicBatch, "", "rules/atomic")
 	add("crypto (sealed addresses)", caps.Crypto, "", "sealed")
 	add("tunnel filter", caps.TunnelFilter, "", "tunnel-endpoint")

@@ -134,6 +134,10 @@ func Run(t *testing.T, target Target) {
 		})
 	}
 	checkDocumentedT(t, &target, results, ran, caseNames())
+	sum := Report{Cases: results}
+	sum.summarize()
+	t.Logf("%s: %d cases and subcases: %d pass, %d fail, %d skip, %d documented", target.Name,
+		sum.Summary.Total, sum.Summary.Pass, sum.Summary.Fail, sum.Summary.Skip, sum.Summary.Documented)
 }
 
 // checkDocumentedT reports the problems of target's list as a subtest.

@@ -31,6 +31,12 @@ type Builder struct {
 	acls    []item[ACL]
 	shadows []item[Shadow]
 	acts    []item[Activation]
+
+	relocated []item[Relocated]
+	// poolFrom is the index of the first VM compiled from a relocated
+	// subnet during Build, poolOrigins their entries' origins.
+	poolFrom    int
+	poolOrigins []*origin
 }
 
 // NewBuilder returns an empty Builder.
@@ -69,6 +75,9 @@ func (b *Builder) AddVM(v VM) {
 
 // vmOrigin says where VM i came from; only called to report an error.
 func (b *Builder) vmOrigin(i int) *origin {
+	if b.poolOrigins != nil && i >= b.poolFrom {
+		return b.poolOrigins[i-b.poolFrom]
+	}
 	if o := b.vmDoc.origin(i); o != nil {
 		return o
 	}
@@ -117,8 +126,11 @@ func (s *State) Builder() *Builder {
 	for _, v := range s.vnets {
 		b.AddVNET(v)
 	}
-	for _, v := range s.vms {
+	for _, v := range s.ownVMList() {
 		b.AddVM(v)
+	}
+	for _, r := range s.relocated {
+		b.AddRelocated(r)
 	}
 	for ti := range s.tenants {
 		for _, r := range s.routes[ti] {

@@ -157,7 +157,19 @@ func (b *Builder) check() (*State, error) {
 	}
 
 	b.buildVNETs(c, s)
-	b.buildVMs(c, s)
+	s.ownVMs = len(b.vms)
+	if len(b.relocated) > 0 {
+		// The relocated pools' VMs follow the Builder's own, in a copy
+		// of the array (the Builder keeps only its own VMs).
+		own := b.vms
+		pool, origins := b.buildRelocated(c, s)
+		b.vms, b.poolFrom, b.poolOrigins = append(own[:len(own):len(own)], pool...), len(own), origins
+		b.buildVMs(c, s)
+		b.vms, b.poolOrigins = own, nil
+		b.checkRelocatedVMs(c, s)
+	} else {
+		b.buildVMs(c, s)
+	}
 	b.buildRoutes(c, s)
 	b.buildACLs(c, s)
 	b.buildShadows(c, s)
@@ -322,7 +334,12 @@ var touchSink atomic.Uint64
 // its VNET, or -1 if there is none.
 func (b *Builder) buildVM(c *checker, s *State, idx int, nameHash uint64, vi int) {
 	v := &b.vms[idx]
-	bad := func(field, format string, args ...any) { c.errf(b.vmOrigin(idx), field, format, args...) }
+	bad := func(field, format string, args ...any) {
+		if b.poolOrigins != nil && idx >= b.poolFrom {
+			field = poolField(field) // a relocated pool's address
+		}
+		c.errf(b.vmOrigin(idx), field, format, args...)
+	}
 	if v.Name == "" {
 		bad("name", "missing VM name")
 		return

@@ -61,12 +61,15 @@ type Changes struct {
 	Shadows      []Change[string, Shadow]
 	Activations  []Change[string, Activation]
 	RouterMAC    bool // the router MAC differs
+	// Relocated lists the relocated subnets that differ (their pools'
+	// mappings are in VMs and Mappings too).
+	Relocated []Change[string, Relocated]
 }
 
 // Empty reports whether nothing changed.
 func (c *Changes) Empty() bool {
 	return !c.RouterMAC && len(c.Hosts)+len(c.Gateways)+len(c.Tenants)+len(c.VNETs)+len(c.VMs)+
-		len(c.Mappings)+len(c.Routes)+len(c.ACLs)+len(c.GatewayRules)+len(c.Shadows)+len(c.Activations) == 0
+		len(c.Mappings)+len(c.Routes)+len(c.ACLs)+len(c.GatewayRules)+len(c.Shadows)+len(c.Activations)+len(c.Relocated) == 0
 }
 
 // Diff lists what changed from old to new. Either may be nil (an empty
@@ -107,6 +110,8 @@ func Diff(old, new *State) Changes {
 		index(new.shadows, func(s Shadow) string { return s.VM }), cmp.Compare[string])
 	c.Activations = diffSets(index(old.Activations(), func(a Activation) string { return a.VM }),
 		index(new.Activations(), func(a Activation) string { return a.VM }), cmp.Compare[string])
+	c.Relocated = diffSets(index(old.relocated, func(r Relocated) string { return r.Name }),
+		index(new.relocated, func(r Relocated) string { return r.Name }), cmp.Compare[string])
 	return c
 }
 

@@ -13,6 +13,7 @@ func FuzzParse(f *testing.F) {
 	for _, tc := range checkCases {
 		f.Add([]byte(tc.doc))
 	}
+	addRelocatedSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) { checkParse(t, data) })
 }
 

@@ -17,6 +17,7 @@ type (
 		Tenants     []docTenant     `yaml:"tenants,omitempty"`
 		Shadows     []docShadow     `yaml:"shadows,omitempty"`
 		Activations []docActivation `yaml:"activations,omitempty"`
+		Relocated   []docRelocated  `yaml:"relocated,omitempty"`
 	}
 	docHost struct {
 		Name string `yaml:"name"`
@@ -161,7 +162,7 @@ func Marshal(s *State) ([]byte, error) {
 		}
 		t.VNETs = append(t.VNETs, dv)
 	}
-	for _, v := range s.vms {
+	for _, v := range s.ownVMList() {
 		dv := &d.Tenants[tenantAt[v.Tenant]].VNETs[vnetAt[VNETKey{v.Tenant, v.VNET}]]
 		gen := v.Generation
 		if gen == 1 {
@@ -181,5 +182,6 @@ func Marshal(s *State) ([]byte, error) {
 			d.Activations = append(d.Activations, docActivation(a))
 		}
 	}
+	d.Relocated = marshalRelocated(s)
 	return yaml.Marshal(&d)
 }

@@ -47,6 +47,9 @@ type State struct {
 	active map[string]uint64
 
 	table *mappingTable
+
+	relocated []Relocated
+	ownVMs    int // vms[:ownVMs] are the document's; the rest relocated pools'
 }
 
 // RouterMAC is the source MAC of routed packets.

@@ -116,6 +116,7 @@ func FuzzStreamMatchesYAML(f *testing.F) {
 	for _, doc := range streamCases {
 		f.Add([]byte(doc.doc))
 	}
+	addRelocatedSeeds(f)
 	files, _ := filepath.Glob("../examples/policies/*.yaml")
 	for _, file := range files {
 		data, err := os.ReadFile(file)

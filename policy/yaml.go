@@ -457,7 +457,7 @@ func (o *object) seq(key string) []*yaml.Node {
 }
 
 func (d *decoder) document(n *yaml.Node) {
-	top := d.obj(n, "", "router_mac", "hosts", "gateways", "tenants", "shadows", "activations")
+	top := d.obj(n, "", "router_mac", "hosts", "gateways", "tenants", "shadows", "activations", "relocated")
 	if top.value("router_mac") != nil {
 		m := top.mac("router_mac", false)
 		_, p := top.o.field("router_mac")
@@ -479,6 +479,9 @@ func (d *decoder) document(n *yaml.Node) {
 		d.b.shadows = append(d.b.shadows, item[Shadow]{Shadow{
 			VM: o.str("vm", true), Host: o.str("host", true), Generation: o.uint("generation", true, math.MaxUint64),
 		}, o.o})
+	}
+	for i, rn := range top.seq("relocated") {
+		d.relocated(rn, fmt.Sprintf("relocated[%d]", i))
 	}
 	for i, an := range top.seq("activations") {
 		o := d.obj(an, fmt.Sprintf("activations[%d]", i), "vm", "generation")

@@ -8,7 +8,7 @@
 #   busybox-static    the init and tools inside the VM's initramfs
 #   clang llvm        regenerating the committed BPF objects to check they match
 #   openvswitch-switch the peer nicpath is measured against side by side (make bench-peers)
-#                     and tested with (internal/peerbed's OVS hosts): its userspace datapath,
+#                     and tested with (vswitch/vswitchtest/peerbed's OVS hosts): its userspace datapath,
 #                     whose daemons the tests start in their own namespaces and run
 #                     directories. The system's own openvswitch service is never started
 #                     by this install (see policy-rc.d below): nothing here uses it.

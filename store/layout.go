@@ -29,11 +29,12 @@ const (
 	kindGatewayRule
 	kindShadow
 	kindActivation
+	kindRelocated
 	numKinds
 )
 
 var kindDirs = [numKinds]string{"router_mac", "hosts", "gateways", "tenants", "vnets", "vms",
-	"routes", "acls", "gwrules", "shadows", "activations"}
+	"routes", "acls", "gwrules", "shadows", "activations", "relocated"}
 
 const (
 	stateDir  = "state/"
@@ -79,6 +80,8 @@ func objectKey(obj any) (string, int, error) {
 		return k(kindShadow, o.VM)
 	case policy.Activation:
 		return k(kindActivation, o.VM)
+	case policy.Relocated:
+		return k(kindRelocated, o.Name)
 	}
 	return "", 0, fmt.Errorf("store: %T is not a policy object", obj)
 }
@@ -117,6 +120,8 @@ func decodeObject(key string, val []byte) (any, int, error) {
 		obj, err = decodeJSON[policy.Shadow](val)
 	case kindActivation:
 		obj, err = decodeJSON[policy.Activation](val)
+	case kindRelocated:
+		obj, err = decodeJSON[policy.Relocated](val)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: key %q: %w", key, err)
@@ -158,7 +163,9 @@ func stateObjects(st *policy.State) []any {
 		out = append(out, v)
 	}
 	for _, v := range st.VMs() {
-		out = append(out, v)
+		if !st.IsRelocatedVM(v.Name) { // compiled from a relocated subnet
+			out = append(out, v)
+		}
 	}
 	for _, t := range st.Tenants() {
 		for _, r := range st.Routes(t.Name) {
@@ -183,6 +190,9 @@ func stateObjects(st *policy.State) []any {
 			continue // the default: no record
 		}
 		out = append(out, a)
+	}
+	for _, r := range st.Relocated() {
+		out = append(out, r)
 	}
 	return out
 }
@@ -270,6 +280,8 @@ func (m *mirror) build() (*policy.State, error) {
 				b.AddShadow(o)
 			case policy.Activation:
 				b.AddActivation(o)
+			case policy.Relocated:
+				b.AddRelocated(o)
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,10 +16,11 @@ import (
 	"github.com/nicpath/nicpath/securechan"
 )
 
-// Relocated is one relocated subnet as a configuration file gives it: the
-// tenant's VNET and prefix, the addresses its nodes are leased, the anchor
-// (a data-center host of the policy and its public UDP endpoint) and the
-// tether (its name, its ports toward the nodes, its tunnel's timers).
+// Relocated is one relocated subnet: what the policy says of it (its
+// relocated entry: tenant, VNET, prefix, gateway, pool, anchor host, tether
+// name, key and timers, filled in by Config.CheckPolicy) and what only the
+// machines running it know, from their configuration file (the anchor's
+// public endpoint and key, the tether's ports, path MTU and lease time).
 type Relocated struct {
 	Name      string
 	Tenant    string
@@ -40,15 +42,17 @@ type Relocated struct {
 	Probe      time.Duration
 	PathMTU    int
 
-	line  int            // where the entry starts
-	lines map[string]int // field → line
+	bound bool                 // filled in from a policy
+	key   securechan.PublicKey // tether.key of the file, if given
+	line  int                  // where the entry starts
+	lines map[string]int       // field → line
 }
 
 // Defaults of a Relocated entry.
 const (
 	DefaultLeaseTime = time.Hour
 	// MaxPool bounds a pool: each address is a mapping in the policy.
-	MaxPool = 4096
+	MaxPool = policy.MaxRelocatedPool
 )
 
 // Config is a relocated-subnets configuration file.
@@ -201,73 +205,33 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 			c.Subnets = append(c.Subnets, r)
 		}
 	}
-	d.crossCheck(c)
 	if len(d.errs) > 0 {
 		return nil, d.errs
 	}
 	return c, nil
 }
 
+// movedToPolicy are the fields a relocated subnet's entry had before the
+// policy named relocated subnets: they are refused, saying where they went.
+var movedToPolicy = map[string]string{
+	"tenant": "tenant", "vnet": "vnet", "prefix": "prefix", "gateway": "gateway", "pool": "pool",
+	"anchor.host": "anchor", "tether.name": "tether.name", "tether.keepalive": "tether.keepalive", "tether.probe": "tether.probe",
+}
+
+// moved refuses the fields of m that the policy now gives.
+func (d *cfgDec) moved(m map[string]*yaml.Node, prefix, path string, keys ...string) {
+	for _, k := range keys {
+		if v := m[k]; v != nil {
+			d.errf(v.Line, path+"."+k, "moved to the policy: give it as relocated[].%s of the policy's relocated subnet (see policy/FORMAT.md)", movedToPolicy[prefix+k])
+		}
+	}
+}
+
 func (d *cfgDec) relocated(n *yaml.Node, path string) Relocated {
-	r := Relocated{line: n.Line, lines: map[string]int{}, LeaseTime: DefaultLeaseTime, Keepalive: DefaultKeepalive, Probe: DefaultProbe, PathMTU: DefaultPathMTU}
+	r := Relocated{line: n.Line, lines: map[string]int{}, LeaseTime: DefaultLeaseTime, PathMTU: DefaultPathMTU}
 	m := d.fields(n, path, "name", "tenant", "vnet", "prefix", "gateway", "pool", "lease_time", "anchor", "tether")
 	r.Name, r.lines["name"] = d.str(m, "name", path, true)
-	r.Tenant, r.lines["tenant"] = d.str(m, "tenant", path, true)
-	r.VNET, r.lines["vnet"] = d.str(m, "vnet", path, true)
-	if s, l := d.str(m, "prefix", path, true); s != "" {
-		r.lines["prefix"] = l
-		p, err := netip.ParsePrefix(s)
-		switch {
-		case err != nil:
-			d.errf(l, path+".prefix", "invalid prefix %q", s)
-		case p != p.Masked():
-			d.errf(l, path+".prefix", "%s is not canonical (want %s)", s, p.Masked())
-		case !p.Addr().Is4():
-			d.errf(l, path+".prefix", "%s: only IPv4 subnets are relocated (DHCPv4 leases)", s)
-		case p.Bits() > 30:
-			d.errf(l, path+".prefix", "%s leaves no address for nodes", s)
-		default:
-			r.Prefix = p
-		}
-	}
-	if r.Prefix.IsValid() {
-		r.Gateway = r.Prefix.Addr().Next()
-		last := lastAddr(r.Prefix)
-		r.PoolFirst, r.PoolLast = r.Gateway.Next(), last.Prev()
-	}
-	if s, l := d.str(m, "gateway", path, false); s != "" {
-		r.lines["gateway"] = l
-		a, err := netip.ParseAddr(s)
-		switch {
-		case err != nil:
-			d.errf(l, path+".gateway", "invalid address %q", s)
-		case r.Prefix.IsValid() && !hostOf(r.Prefix, a):
-			d.errf(l, path+".gateway", "%s is not a host address of %s", a, r.Prefix)
-		default:
-			r.Gateway = a
-		}
-	}
-	if s, l := d.str(m, "pool", path, false); s != "" {
-		r.lines["pool"] = l
-		lo, hi, ok := strings.Cut(s, "-")
-		a, err1 := netip.ParseAddr(strings.TrimSpace(lo))
-		b, err2 := netip.ParseAddr(strings.TrimSpace(hi))
-		switch {
-		case !ok || err1 != nil || err2 != nil:
-			d.errf(l, path+".pool", "invalid range %q (want FIRST-LAST)", s)
-		case r.Prefix.IsValid() && (!hostOf(r.Prefix, a) || !hostOf(r.Prefix, b)):
-			d.errf(l, path+".pool", "%s is not inside the host addresses of %s", s, r.Prefix)
-		case b.Less(a):
-			d.errf(l, path+".pool", "%s: the last address comes before the first", s)
-		case r.Gateway.IsValid() && !r.Gateway.Less(a) && !b.Less(r.Gateway):
-			d.errf(l, path+".pool", "%s holds the gateway %s", s, r.Gateway)
-		default:
-			r.PoolFirst, r.PoolLast = a, b
-		}
-	}
-	if r.PoolFirst.IsValid() && poolSize(r.PoolFirst, r.PoolLast) > MaxPool {
-		d.errf(r.lines["pool"], path+".pool", "%d addresses: at most %d (each is a mapping in the policy)", poolSize(r.PoolFirst, r.PoolLast), MaxPool)
-	}
+	d.moved(m, "", path, "tenant", "vnet", "prefix", "gateway", "pool")
 	if s, l := d.str(m, "lease_time", path, false); s != "" {
 		r.LeaseTime = d.duration(s, l, path+".lease_time", time.Minute)
 	}
@@ -276,7 +240,7 @@ func (d *cfgDec) relocated(n *yaml.Node, path string) Relocated {
 	} else {
 		ap := path + ".anchor"
 		am := d.fields(an, ap, "host", "endpoint", "key")
-		r.AnchorHost, r.lines["anchor.host"] = d.str(am, "host", ap, true)
+		d.moved(am, "anchor.", ap, "host")
 		if s, l := d.str(am, "endpoint", ap, true); s != "" {
 			e, err := netip.ParseAddrPort(s)
 			if err != nil || e.Port() == 0 {
@@ -284,15 +248,19 @@ func (d *cfgDec) relocated(n *yaml.Node, path string) Relocated {
 			}
 			r.AnchorEndpoint = e
 		}
-		r.AnchorKey = d.key(am, ap)
+		r.AnchorKey = d.key(am, ap, true)
 	}
 	if tn := m["tether"]; tn == nil {
 		d.errf(n.Line, path+".tether", "required")
 	} else {
 		tp := path + ".tether"
 		tm := d.fields(tn, tp, "name", "key", "ports", "keepalive", "probe", "path_mtu")
-		r.TetherName, r.lines["tether.name"] = d.str(tm, "name", tp, true)
-		r.TetherKey = d.key(tm, tp)
+		d.moved(tm, "tether.", tp, "name", "keepalive", "probe")
+		r.key = d.key(tm, tp, false)
+		r.lines["tether.key"] = r.line
+		if k := tm["key"]; k != nil {
+			r.lines["tether.key"] = k.Line
+		}
 		if pn := tm["ports"]; pn == nil {
 			d.errf(tn.Line, tp+".ports", "required: the interfaces toward the nodes")
 		} else if pn.Kind != yaml.SequenceNode || len(pn.Content) == 0 {
@@ -312,12 +280,6 @@ func (d *cfgDec) relocated(n *yaml.Node, path string) Relocated {
 				}
 			}
 		}
-		if s, l := d.str(tm, "keepalive", tp, false); s != "" {
-			r.Keepalive = d.duration(s, l, tp+".keepalive", time.Second)
-		}
-		if s, l := d.str(tm, "probe", tp, false); s != "" {
-			r.Probe = d.duration(s, l, tp+".probe", 100*time.Millisecond)
-		}
 		if s, l := d.str(tm, "path_mtu", tp, false); s != "" {
 			v, err := strconv.Atoi(s)
 			if err != nil || v < 576 || v > 65535 {
@@ -325,9 +287,6 @@ func (d *cfgDec) relocated(n *yaml.Node, path string) Relocated {
 			} else {
 				r.PathMTU = v
 			}
-		}
-		if r.Probe > 0 && r.Keepalive > 0 && r.Probe > r.Keepalive {
-			d.errf(r.lines["tether.name"], tp+".probe", "probe interval %v is longer than the keepalive %v", r.Probe, r.Keepalive)
 		}
 	}
 	return r
@@ -342,8 +301,8 @@ func (d *cfgDec) duration(s string, line int, field string, least time.Duration)
 	return v
 }
 
-func (d *cfgDec) key(m map[string]*yaml.Node, path string) securechan.PublicKey {
-	s, l := d.str(m, "key", path, true)
+func (d *cfgDec) key(m map[string]*yaml.Node, path string, required bool) securechan.PublicKey {
+	s, l := d.str(m, "key", path, required)
 	if s == "" {
 		return securechan.PublicKey{}
 	}
@@ -354,87 +313,104 @@ func (d *cfgDec) key(m map[string]*yaml.Node, path string) securechan.PublicKey 
 	return k
 }
 
-// crossCheck looks at the entries together: the same tether twice, two
-// subnets overlapping, one port given to two subnets.
-func (d *cfgDec) crossCheck(c *Config) {
-	tethers := map[string]int{}
-	ports := map[string]string{}
-	for i, r := range c.Subnets {
-		path := fmt.Sprintf("relocated_subnets[%d]", i)
-		if r.TetherName != "" {
-			if j, dup := tethers[r.TetherName]; dup && c.Subnets[j].TetherKey != r.TetherKey {
-				d.errf(r.lines["tether.name"], path+".tether.key", "tether %q has another key in relocated_subnets[%d]", r.TetherName, j)
-			}
-			tethers[r.TetherName] = i
-		}
-		for j := range i {
-			o := c.Subnets[j]
-			if r.Prefix.IsValid() && o.Prefix.IsValid() && r.Tenant == o.Tenant && r.Prefix.Overlaps(o.Prefix) {
-				d.errf(r.lines["prefix"], path+".prefix", "%s overlaps %s of relocated_subnets[%d]", r.Prefix, o.Prefix, j)
-			}
-		}
-		for _, p := range r.Ports {
-			if other, dup := ports[r.TetherName+"/"+p]; dup && other != r.Name {
-				d.errf(r.line, path+".tether.ports", "port %s of tether %s is also subnet %s's", p, r.TetherName, other)
-			}
-			ports[r.TetherName+"/"+p] = r.Name
-		}
-	}
-}
-
-// CheckPolicy checks the configuration against a policy: the tenant, VNET
-// and anchor host exist, the prefix lies in one of the VNET's subnets, and
-// every pool address is a mapping to the anchor (PoolVMs, so that every
-// host sends the subnet's traffic to the anchor's PA) and no other VM's.
-// Problems are ConfigErrors at the configuration's own lines.
+// CheckPolicy takes each subnet of the configuration from the policy's
+// relocated subnet of the same name (policy.Relocated: tenant, VNET,
+// prefix, gateway, pool, anchor host, tether name, key and timers), which
+// the policy has checked and compiled into mappings to the anchor. A
+// subnet the policy does not name, a tether.key of the file that is not the
+// policy's, or a tether key file that cannot be read is a ConfigError at
+// the configuration's own line. Once taken, a subnet stays: a later policy
+// that changes it (another prefix, pool, anchor or tether) is refused, and
+// the running one kept; restart to follow it.
 func (c *Config) CheckPolicy(st *policy.State) error {
 	d := &cfgDec{file: c.File}
-	for i, r := range c.Subnets {
+	bound := make([]Relocated, len(c.Subnets))
+	for i := range c.Subnets {
+		r := c.Subnets[i]
 		path := fmt.Sprintf("relocated_subnets[%d]", i)
-		vn, ok := st.VNET(r.Tenant, r.VNET)
+		p, ok := st.RelocatedSubnet(r.Name)
 		if !ok {
-			d.errf(r.lines["vnet"], path+".vnet", "tenant %s has no VNET %s in the policy", r.Tenant, r.VNET)
+			d.errf(r.lines["name"], path+".name", "the policy has no relocated subnet %q (its relocated[] entries: %s)", r.Name, relocatedNames(st))
 			continue
 		}
-		if _, ok := st.Host(r.AnchorHost); !ok {
-			d.errf(r.lines["anchor.host"], path+".anchor.host", "%q is not a host of the policy", r.AnchorHost)
-			continue
-		}
-		inside := false
-		for _, s := range vn.Subnets {
-			inside = inside || (s.Bits() <= r.Prefix.Bits() && s.Contains(r.Prefix.Addr()))
-		}
-		if !inside {
-			d.errf(r.lines["prefix"], path+".prefix", "%s is not inside a subnet of VNET %s (%v)", r.Prefix, r.VNET, vn.Subnets)
-			continue
-		}
-		for a := r.PoolFirst; a.IsValid() && !r.PoolLast.Less(a); a = a.Next() {
-			m, ok := st.Lookup(vn.VNI, a)
-			if !ok || m.Host != r.AnchorHost {
-				what := "no mapping"
-				if ok {
-					what = fmt.Sprintf("a mapping to VM %s on %s", m.VM, m.Host)
-				}
-				line := r.lines["pool"]
-				if line == 0 {
-					line = r.lines["prefix"]
-				}
-				d.errf(line, path+".pool", "address %s has %s in the policy, not one to the anchor %s (see tether.PoolVMs)", a, what, r.AnchorHost)
-				break
+		r.Tenant, r.VNET, r.Prefix, r.Gateway = p.Tenant, p.VNET, p.Prefix, p.Gateway
+		r.PoolFirst, r.PoolLast, r.AnchorHost, r.TetherName = p.PoolFirst, p.PoolLast, p.Anchor, p.Tether.Name
+		r.Keepalive, r.Probe = orDefault(p.Tether.Keepalive, DefaultKeepalive), orDefault(p.Tether.Probe, DefaultProbe)
+		r.TetherKey = p.Tether.Key
+		if p.Tether.KeyFile != "" {
+			k, err := readPublicKey(c.File, p.Tether.KeyFile)
+			if err != nil {
+				d.errf(r.lines["name"], path+".name", "the policy's tether.key_file of %s: %v", r.Name, err)
+				continue
 			}
+			r.TetherKey = k
 		}
-		for _, vm := range st.VMs() {
-			for _, ca := range vm.CAs {
-				if vm.Tenant == r.Tenant && r.Prefix.Contains(ca) && vm.Host != r.AnchorHost {
-					d.errf(r.lines["prefix"], path+".prefix", "VM %s (%s on %s) has an address in the relocated %s", vm.Name, ca, vm.Host, r.Prefix)
-				}
+		if r.key != (securechan.PublicKey{}) && r.key != r.TetherKey {
+			d.errf(r.lines["tether.key"], path+".tether.key", "%s is not the key the policy gives tether %s (%s)", r.key, r.TetherName, r.TetherKey)
+			continue
+		}
+		if r.Probe > r.Keepalive {
+			d.errf(r.lines["name"], path+".name", "the tether's probe interval %v is longer than its keepalive %v", r.Probe, r.Keepalive)
+			continue
+		}
+		if old := c.Subnets[i]; old.bound && !sameSubnet(&old, &r) {
+			d.errf(r.lines["name"], path+".name", "the policy changes relocated subnet %s (%s) from what runs (%s): restart to follow it", r.Name, p, old.Subnet())
+			continue
+		}
+		r.bound = true
+		bound[i] = r
+	}
+	ports := map[string]string{}
+	for i, r := range bound {
+		for _, p := range r.Ports {
+			if other, dup := ports[r.TetherName+"/"+p]; dup && other != r.Name {
+				d.errf(r.line, fmt.Sprintf("relocated_subnets[%d].tether.ports", i), "port %s of tether %s is also subnet %s's", p, r.TetherName, other)
 			}
+			ports[r.TetherName+"/"+p] = r.Name
 		}
 	}
 	if len(d.errs) > 0 {
 		return d.errs
 	}
+	copy(c.Subnets, bound)
 	return nil
+}
+
+func sameSubnet(a, b *Relocated) bool {
+	return a.Tenant == b.Tenant && a.VNET == b.VNET && a.Prefix == b.Prefix && a.Gateway == b.Gateway &&
+		a.PoolFirst == b.PoolFirst && a.PoolLast == b.PoolLast && a.AnchorHost == b.AnchorHost &&
+		a.TetherName == b.TetherName && a.TetherKey == b.TetherKey && a.Keepalive == b.Keepalive && a.Probe == b.Probe
+}
+
+func relocatedNames(st *policy.State) string {
+	var names []string
+	for _, r := range st.Relocated() {
+		names = append(names, r.Name)
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// readPublicKey reads a public key file (its hex form, alone on its line);
+// a relative path is taken from the configuration file's directory.
+func readPublicKey(cfgFile, path string) (securechan.PublicKey, error) {
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(cfgFile), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return securechan.PublicKey{}, err
+	}
+	return securechan.ParsePublicKey(strings.TrimSpace(string(b)))
 }
 
 // Find returns the entry named name.
@@ -446,31 +422,19 @@ func (c *Config) Find(name string) (*Relocated, bool) {
 	return &c.Subnets[i], true
 }
 
-// PoolVMs returns the policy VMs that advertise r's pool: one per address,
-// placed on the anchor host, with a MAC derived from the address. Adding
-// them to the policy (policy.Builder.AddVM) is what makes every host send
-// the relocated addresses' traffic to the anchor's PA, and accept their
-// traffic from it.
+// PoolVMs returns the VMs that stand for r's pool in a policy, as the
+// policy compiles them from its relocated subnets (policy.Relocated.PoolVMs):
+// one per address, on the anchor host.
 func PoolVMs(r *Relocated) []policy.VM {
-	var out []policy.VM
-	for a := r.PoolFirst; a.IsValid() && !r.PoolLast.Less(a); a = a.Next() {
-		out = append(out, policy.VM{Name: PoolVMName(r.Name, a), Tenant: r.Tenant, VNET: r.VNET,
-			MAC: PoolMAC(a), CAs: []netip.Addr{a}, Host: r.AnchorHost})
-	}
-	return out
+	p := policy.Relocated{Name: r.Name, Tenant: r.Tenant, VNET: r.VNET, PoolFirst: r.PoolFirst, PoolLast: r.PoolLast, Anchor: r.AnchorHost}
+	return p.PoolVMs()
 }
 
 // PoolVMName is the policy name of a relocated address's VM.
-func PoolVMName(subnet string, a netip.Addr) string {
-	return subnet + "-" + strings.ReplaceAll(a.String(), ".", "-")
-}
+func PoolVMName(subnet string, a netip.Addr) string { return policy.RelocatedVMName(subnet, a) }
 
-// PoolMAC is the MAC the policy gives a relocated address: locally
-// administered, 02:74 ("t") and the IPv4 address.
-func PoolMAC(a netip.Addr) policy.MAC {
-	b := a.As4()
-	return policy.MAC{0x02, 0x74, b[0], b[1], b[2], b[3]}
-}
+// PoolMAC is the MAC the policy gives a relocated address.
+func PoolMAC(a netip.Addr) policy.MAC { return policy.RelocatedMAC(a) }
 
 // Peer returns the tunnel peer the anchor accepts for r.
 func (r *Relocated) Peer(vni uint32) Peer {
@@ -480,24 +444,4 @@ func (r *Relocated) Peer(vni uint32) Peer {
 // Subnet returns the anchor's view of r.
 func (r *Relocated) Subnet() Subnet {
 	return Subnet{Name: r.Name, Tenant: r.Tenant, VNET: r.VNET, Prefix: r.Prefix, Tether: r.TetherName}
-}
-
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().As4()
-	host := uint32(1)<<(32-p.Bits()) - 1
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-}
-
-// hostOf reports whether a is an address of p other than its network and
-// broadcast addresses.
-func hostOf(p netip.Prefix, a netip.Addr) bool {
-	return a.Is4() && p.Contains(a) && a != p.Addr() && a != lastAddr(p)
-}
-
-func poolSize(a, b netip.Addr) int {
-	x, y := a.As4(), b.As4()
-	u := uint32(x[0])<<24 | uint32(x[1])<<16 | uint32(x[2])<<8 | uint32(x[3])
-	v := uint32(y[0])<<24 | uint32(y[1])<<16 | uint32(y[2])<<8 | uint32(y[3])
-	return int(v-u) + 1
 }

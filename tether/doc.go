@@ -21,11 +21,12 @@
 //     replay window, a replayed Init the handshake's timestamp, and an
 //     authentic but older frame (lost on its way, replayed from elsewhere)
 //     is delivered without moving anything.
-//   - The anchor's overlay side (Overlay). The policy advertises the
-//     relocated subnet's pool as VMs placed on the anchor's host
-//     (PoolVMs: one mapping CA → the anchor's PA per address), so every
-//     host encapsulates their traffic to the anchor and accepts their
-//     traffic from it. The anchor terminates VXLAN on its PA and walks
+//   - The anchor's overlay side (Overlay). The policy names the relocated
+//     subnet (its relocated entries, policy.Relocated) and compiles its
+//     pool into VMs placed on the anchor's host (one mapping CA → the
+//     anchor's PA per address, as PoolVMs lists them), so every host
+//     following the policy or the store encapsulates their traffic to the
+//     anchor and accepts their traffic from it. The anchor terminates VXLAN on its PA and walks
 //     every frame through the policy's reference evaluator as if the
 //     relocated address were a local VM whose vport is the tunnel: from the
 //     tunnel it is the VM's outbound walk (its ACLs, the tenant's routing
@@ -53,12 +54,15 @@
 // anchor instead (hal/wire.FragmentIPv4), as a router does. Non-first
 // fragments are walked by addresses and protocol (they carry no ports).
 //
-// A Config (LoadConfig) names the relocated subnets: tenant, VNET, prefix,
-// gateway, pool, lease time, the anchor (policy host, public endpoint,
-// key) and the tether (name, key, ports, timers). A file with any problem
-// is refused whole with file, line and field; CheckPolicy holds it to a
-// policy (the VNET exists, the prefix lies in its subnets, every pool
-// address is a mapping to the anchor and no other VM's). StartAnchorNode
+// The policy names each relocated subnet: tenant, VNET, prefix, gateway,
+// pool, the anchor host and the tether (name, key or key file, timers); its
+// checker refuses a bad entry with file, line and field. A Config
+// (LoadConfig) holds what only the two ends know, by the subnet's name: the
+// anchor's public endpoint and key, the tether's ports, path MTU and lease
+// time (the fields the policy now gives are refused, saying so). A file
+// with any problem is refused whole with file, line and field; CheckPolicy
+// takes each subnet from the policy, and refuses a later policy that would
+// move a running one. StartAnchorNode
 // and StartTetherNode assemble the parts; examples/tetherd is their
 // command line, and vswitchctl's tether and leases commands read their
 // control sockets (ServeControl).

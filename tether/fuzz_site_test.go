@@ -2,6 +2,7 @@ package tether
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -16,12 +17,17 @@ import (
 )
 
 // FuzzParseConfig: the configuration parser never panics, and what it
-// takes it takes whole (every entry named, every pool inside its prefix).
+// takes it takes whole (every entry named, with ports); held to a policy,
+// it either takes every subnet from the policy (every pool inside its
+// prefix) or is refused and left as it was.
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(goodConfig()))
 	f.Add([]byte("relocated_subnets: []\n"))
 	f.Add([]byte("relocated_subnets:\n  - name: x\n    prefix: 10.0.0.0/33\n"))
 	f.Add([]byte(strings.Replace(goodConfig(), "ports: [p1, p2]", "ports: [p1, p2]\n      path_mtu: 9000\n      keepalive: 10s\n      probe: 1s", 1)))
+	f.Add([]byte(strings.Replace(goodConfig(), "name: branch", "name: lab", 1)))
+	f.Add([]byte(strings.Replace(goodConfig(), "key: "+otherKey, "key: "+goodKey, 1)))
+	st := testPolicy(f, true, false)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := ParseConfig("f.yaml", b)
 		if err != nil {
@@ -31,7 +37,24 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		for _, r := range c.Subnets {
-			if r.Name == "" || !r.Prefix.IsValid() || !hostOf(r.Prefix, r.PoolFirst) || !hostOf(r.Prefix, r.PoolLast) || r.PoolLast.Less(r.PoolFirst) {
+			if r.Name == "" || len(r.Ports) == 0 || !r.AnchorEndpoint.IsValid() {
+				t.Fatalf("took %+v", r)
+			}
+		}
+		if err := c.CheckPolicy(st); err != nil {
+			var ce ConfigErrors
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %T: %v", err, err)
+			}
+			for _, r := range c.Subnets {
+				if r.bound || r.Prefix.IsValid() {
+					t.Fatalf("a refused configuration was changed: %+v", r)
+				}
+			}
+			return
+		}
+		for _, r := range c.Subnets {
+			if !r.bound || !r.Prefix.Contains(r.PoolFirst) || !r.Prefix.Contains(r.PoolLast) || r.PoolLast.Less(r.PoolFirst) {
 				t.Fatalf("took %+v", r)
 			}
 			if n := len(PoolVMs(&r)); n == 0 || n > MaxPool {

@@ -128,8 +128,11 @@ func (n *AnchorNode) SetState(cfg *Config, st *policy.State) error {
 type TetherNodeOptions struct {
 	Config *Config
 	Subnet string // the relocated subnet this tether serves
-	VNI    uint32 // its VNET's VNI (from the policy)
-	Key    securechan.PrivateKey
+	// State is the policy the subnet is taken from (Config.CheckPolicy);
+	// nil if the caller has checked the configuration against one.
+	State *policy.State
+	VNI   uint32 // its VNET's VNI (taken from State when zero)
+	Key   securechan.PrivateKey
 	// KV keeps the leases (store.Memory, etcd, or lease.OpenFile).
 	KV        store.KV
 	KeyPrefix string // where the leases live in KV ("/nicpath/" if empty)
@@ -151,9 +154,21 @@ type TetherNode struct {
 // StartTetherNode opens the site's ports and the tunnel's socket (in the
 // calling thread's network namespace) and runs them until ctx is done.
 func StartTetherNode(ctx context.Context, o TetherNodeOptions) (*TetherNode, error) {
+	if o.State != nil {
+		if err := o.Config.CheckPolicy(o.State); err != nil {
+			return nil, err
+		}
+	}
 	r, ok := o.Config.Find(o.Subnet)
 	if !ok {
 		return nil, fmt.Errorf("tether: no relocated subnet %q in %s", o.Subnet, o.Config.File)
+	}
+	if !r.bound {
+		return nil, fmt.Errorf("tether: relocated subnet %s is not taken from a policy yet (TetherNodeOptions.State)", r.Name)
+	}
+	if o.VNI == 0 && o.State != nil {
+		vn, _ := o.State.VNET(r.Tenant, r.VNET)
+		o.VNI = vn.VNI
 	}
 	if o.Key.Public() != r.TetherKey {
 		return nil, fmt.Errorf("tether: the key given is not %s's (%s.tether.key)", r.TetherName, r.Name)

@@ -108,7 +108,7 @@ func TestQueueRuleIsExact(t *testing.T) {
 			Proto: hal.ProtoICMPv6, L4Src: 128, EthSrc: hal.MAC(macVA1), EthDst: hal.MAC(macVA2)},
 		{InPort: 2, EthType: hal.EtherTypeIPv6, Proto: hal.ProtoTCP, L4Src: 1, L4Dst: 2, VNI: 77}, // a VNI without a tunnel is not matched
 	} {
-		s.off.queueRule(hal.OpModify, 42, &k, a, 3, 5)
+		s.off.queueRule(hal.OpModify, 42, &k, a, 3, 5, false)
 		got := s.off.ops[len(s.off.ops)-1]
 		s.off.ops = s.off.ops[:len(s.off.ops)-1]
 		want := hal.Op{Kind: hal.OpModify, Rule: hal.Rule{ID: 42, Priority: prioExact, Match: hal.Exact(&k),

@@ -25,7 +25,12 @@
 // (walkmemo.go): the first packets of later connections between the same
 // endpoints take its verdict instead of walking again, as long as the
 // compiled state is the same and no connection is tracked
-// (Config.DisableWalkMemo turns it off).
+// (Config.DisableWalkMemo turns it off). Such a flow is also offloaded as a
+// port-wildcard flow (wildcard.go): its rule leaves the ports out, below
+// exact flows, so that later connections between the same endpoints never
+// reach the host at all; flows that a stateful ACL decides stay exact, so
+// that every tracked connection is walked (Config.DisablePortWildcards
+// keeps every rule exact).
 //
 // New flows of one batch are validated against the NIC (answers cached per
 // action list and match shape) and offloaded in one Apply. A flow the NIC

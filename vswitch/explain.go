@@ -62,7 +62,11 @@ func (e Explanation) String() string {
 		for i, a := range e.Actions {
 			acts[i] = a.String()
 		}
-		fmt.Fprintf(&b, "Unified flow: %s actions=%s\n", func() string { m := hal.Exact(&e.Key); return m.String() }(), strings.Join(acts, ","))
+		m := hal.Exact(&e.Key)
+		if e.Flow != nil {
+			m = e.Flow.Match
+		}
+		fmt.Fprintf(&b, "Unified flow: %s actions=%s\n", m.String(), strings.Join(acts, ","))
 	}
 	switch e.Where {
 	case PathNIC:
@@ -202,7 +206,8 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 	}
 	var tr tracer
 	var v verdict
-	s.cur.classify(k, s.cfg.Uplink, ttl, s.ct, &tr, &v)
+	anyPorts := s.cur.classify(k, s.cfg.Uplink, ttl, s.ct, &tr, &v)
+	wild := ttl > 1 && s.wildcards() && wildVerdict(k, anyPorts, &v)
 	e := Explanation{Key: *k, Trace: tr.steps, Action: v.action, Reason: v.reason}
 	e.Verdict = verdictString(&v)
 	if v.action == policy.Drop && v.reason == policy.ReasonSpoofedSource {
@@ -222,7 +227,13 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		return e
 	}
 	now := s.now()
-	if f := s.flows.get(k); f != nil {
+	f := s.flows.get(k)
+	covered := false
+	if f == nil && wild {
+		f = s.coveringWild(k, &v)
+		covered = f != nil
+	}
+	if f != nil {
 		fi := s.flowInfo(f, now)
 		e.Flow = &fi
 		e.Actions = fi.Actions
@@ -232,12 +243,19 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 			e.Detail = s.hostPathDetail(f.current(), k, f.failure())
 		case f.failure() != nil:
 			e.Detail = f.failure().Error()
+		case f.loc == PathNIC && covered:
+			e.Detail = fmt.Sprintf("covered by the port-wildcard rule %d (%s): another connection between the same endpoints made it, and the verdict does not depend on the ports", f.id, s.caps.Location)
+		case f.loc == PathNIC && f.wild:
+			e.Detail = fmt.Sprintf("offloaded as the port-wildcard rule %d (%s): every connection between the same endpoints uses it", f.id, s.caps.Location)
 		case f.loc == PathNIC:
 			e.Detail = fmt.Sprintf("offloaded as rule %d (%s)", f.id, s.caps.Location)
 		case f.why == WhyPolicy:
 			e.Detail = "the policy hands these packets to the host"
 		case f.why == WhyNoOffload:
 			e.Detail = "offload is disabled or the NIC has no exception path"
+		}
+		if covered && f.loc != PathNIC {
+			e.Detail += fmt.Sprintf(" (the port-wildcard flow of rule %d covers it)", f.id)
 		}
 		if f.current().key != actKeyOf(&v) {
 			e.Detail += " (the cached flow predates a change; it is revalidated on the next update)"
@@ -269,7 +287,11 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 				sc = hal.Scope(s.vmIDs.id(v.scopeVM))
 			}
 		}
-		r := s.off.rule(1, k, a, sc, 0)
+		r := s.off.rule(1, k, a, sc, 0, wild)
+		if wild && s.nic.Validate(&r) != nil {
+			wild = false
+			r = s.off.rule(1, k, a, sc, 0, false)
+		}
 		if err := s.nic.Validate(&r); err != nil {
 			e.Where, e.Why, e.Detail = PathHost, whyOf(err), err.Error()
 			if e.Why == WhyNotSupported {
@@ -279,6 +301,9 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 			e.Where, e.Why, e.Detail = PathHost, WhyTableFull, fmt.Sprintf("the NIC's table holds %d rules and is full", s.caps.MaxRules)
 		} else {
 			e.Where, e.Why, e.Detail = PathNIC, WhyOffloaded, "the NIC accepts the rule; the first packet offloads it"
+			if wild {
+				e.Detail += " as a port-wildcard rule (the verdict does not depend on the ports): later connections between the same endpoints use it"
+			}
 		}
 	}
 	return e

@@ -76,7 +76,9 @@ func TestFaultsKeepFlowsInHost(t *testing.T) {
 // TestRealTableFull fills softnic's table: flows beyond it stay in the host
 // and are delivered all the same.
 func TestRealTableFull(t *testing.T) {
-	tp := newTopo(t, smallPolicy(t, nil), topoOpts{maxRules: 4})
+	// Exact flows, one rule per connection: the ten connections fill the
+	// table (with port wildcards they share one rule; TestWildcardTableFull).
+	tp := newTopo(t, smallPolicy(t, nil), topoOpts{maxRules: 4, exact: true})
 	h1, h2 := tp.byNm["h1"], tp.byNm["h2"]
 	for i := 0; i < 10; i++ {
 		deliveredTo(t, tp.sendVM("va1", udp(macVA1, macVA2, caVA1, caVA2, uint16(100+i), 20)), h2, "va2")
@@ -97,7 +99,10 @@ func TestRealTableFull(t *testing.T) {
 // new policy holds for every packet.
 func TestFaultDuringUpdate(t *testing.T) {
 	st := smallPolicy(t, nil)
-	tp := newTopo(t, st, topoOpts{fault: true})
+	// Exact flows: the update's deny is reprogrammed with a Modify, which
+	// fails. (A port-wildcard flow whose verdict becomes a deny is removed
+	// instead, with a Delete: TestWildcardUpdate.)
+	tp := newTopo(t, st, topoOpts{fault: true, exact: true})
 	h1, h2 := tp.byNm["h1"], tp.byNm["h2"]
 	p := udp(macVA1, macVA2, caVA1, caVA2, 10, 20)
 	deliveredTo(t, tp.sendVM("va1", p), h2, "va2")

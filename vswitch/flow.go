@@ -101,8 +101,12 @@ type actSet struct {
 	verr  [numShapes]error
 }
 
-// numShapes is the number of values shapeOf returns.
-const numShapes = 16
+// numShapes is the number of values shapeOf returns, with shapeWild
+// (validate's bit for a port-wildcard rule) set or not.
+const numShapes = 32
+
+// shapeWild marks the shape of a port-wildcard rule in the validate cache.
+const shapeWild = 16
 
 // Match shapes differ in which fields an exact match uses (hal.Exact
 // matches tunnel fields only for tunnelled keys, IP and transport fields
@@ -153,6 +157,9 @@ type flow struct {
 	loc  Path
 	why  Why
 	dead bool // removed from the cache; results still in flight ignore it
+	// wild: a port-wildcard flow (wildcard.go): its rule matches every
+	// connection between the same endpoints, whatever its ports.
+	wild bool
 
 	created, lastUsed int64
 	// Packets and bytes, in the host and on the NIC together (only their

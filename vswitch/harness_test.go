@@ -58,8 +58,11 @@ type topoOpts struct {
 	fault     bool
 	noOffload bool
 	proactive bool
-	flowIdle  time.Duration
-	connIdle  time.Duration
+	// exact: every flow is offloaded as an exact rule
+	// (Config.DisablePortWildcards), for tests of per-connection rules.
+	exact    bool
+	flowIdle time.Duration
+	connIdle time.Duration
 	// activateAt: after that many packets of a differential run, every
 	// shadow is activated (0: never).
 	activateAt int
@@ -144,7 +147,8 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 		// broadcast, is refused by a receiver that accepts tunnelled
 		// frames only for its own MAC.)
 		sw, err := New(Config{NIC: th.nic, Host: h.Name, State: st, Ports: th.ports, Uplink: th.uplink, NextHopMAC: uplinkMAC,
-			Clock: tp.clock.Now, FlowIdle: o.flowIdle, ConnIdle: o.connIdle, DisableOffload: o.noOffload, Proactive: o.proactive})
+			Clock: tp.clock.Now, FlowIdle: o.flowIdle, ConnIdle: o.connIdle, DisableOffload: o.noOffload, Proactive: o.proactive,
+			DisablePortWildcards: o.exact})
 		if err != nil {
 			t.Fatal(err)
 		}

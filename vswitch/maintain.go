@@ -162,6 +162,7 @@ func (s *Switch) age(now int64) {
 func (s *Switch) removeFlow(f *flow) {
 	s.flows.remove(f)
 	f.dead = true
+	s.unwild(f)
 	s.dropShadow(f)
 	s.unplace(f)
 	s.release(f.acts)
@@ -211,6 +212,9 @@ type FlowInfo struct {
 	Scope    hal.Scope
 	Gen      hal.Generation
 	ShadowID hal.RuleID // inactive rule for the scope's next generation
+	// Wildcard: a port-wildcard flow (Match leaves the transport ports
+	// out; every connection between the same endpoints uses it).
+	Wildcard bool
 	// Packets and Bytes merge the host's counts and the NIC's.
 	Packets, Bytes uint64
 	Age, Idle      time.Duration
@@ -230,11 +234,12 @@ func (s *Switch) Flows() []FlowInfo {
 
 func (s *Switch) flowInfo(f *flow, now int64) FlowInfo {
 	fi := FlowInfo{
-		ID: f.id, Match: hal.Exact(&f.key), Actions: f.current().acts, Path: f.loc, Why: f.why, Err: f.failure(),
+		ID: f.id, Actions: f.current().acts, Path: f.loc, Why: f.why, Err: f.failure(), Wildcard: f.wild,
 		Gen: f.gen, ShadowID: f.shadowID,
 		Packets: f.pkts, Bytes: f.bts,
 		Age: time.Duration(now - f.created), Idle: time.Duration(now - f.lastUsed),
 	}
+	s.off.match(&fi.Match, &f.key, f.wild)
 	if f.scope != nil {
 		fi.Scope = f.scope.id
 	}

@@ -20,13 +20,31 @@ func (s *Switch) newFlow(k *hal.FlowKey, ttl uint8, now int64, reverse bool) *fl
 // (HandleBatch hashed it for the lookup).
 func (s *Switch) newFlowHashed(k *hal.FlowKey, h uint64, ttl uint8, now int64, reverse bool) *flow {
 	var v verdict
-	s.classifyFlow(s.cur, k, ttl, &v)
+	anyPorts := s.classifyFlow(s.cur, k, ttl, &v)
 	if v.action == policy.Drop && v.reason == policy.ReasonTTLExpired {
 		return nil
+	}
+	wild := anyPorts && s.wildcards() && wildVerdict(k, anyPorts, &v)
+	if wild {
+		if w := s.coveringWild(k, &v); w != nil {
+			// Another connection between the same endpoints made the
+			// flow; its rule is on its way or the NIC missed it.
+			s.stats.wildCovered++
+			return w
+		}
+		if s.wilds[wildKey(k)] != nil {
+			// A port-wildcard flow with other actions (one that predates
+			// an activation): this connection gets an exact flow, which
+			// wins over the wildcard.
+			wild = false
+		}
 	}
 	f := &flow{key: *k, created: now, lastUsed: now}
 	s.flows.putHashed(f, h)
 	s.stats.flowsCreated++
+	if wild {
+		s.setWild(f)
+	}
 	s.setVerdict(f, &v, now)
 	s.place(f)
 	s.placeShadow(f)
@@ -174,14 +192,17 @@ func (s *Switch) place(f *flow) {
 	if f.scope != nil {
 		sc, gen = f.scope.id, f.scope.active
 	}
-	if err := s.off.validate(a, &f.key, sc != 0, sc, gen); err != nil {
+	if f.wild && s.off.validate(a, &f.key, sc != 0, sc, gen, true) != nil {
+		s.unwild(f) // the NIC does not take the wildcard: an exact rule
+	}
+	if err := s.off.validate(a, &f.key, sc != 0, sc, gen, f.wild); err != nil {
 		s.toHost(f, whyOf(err), err)
 		return
 	}
 	f.gen = gen
 	f.id = s.off.newID()
 	f.loc = PathNone
-	s.off.queueRule(hal.OpAdd, f.id, &f.key, a, sc, gen)
+	s.off.queueRule(hal.OpAdd, f.id, &f.key, a, sc, gen, f.wild)
 	s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddPrimary})
 }
 
@@ -198,19 +219,25 @@ func (s *Switch) placeShadow(f *flow) {
 		return
 	}
 	var v verdict
-	s.classifyFlow(alt, &f.key, 64, &v)
+	anyPorts := s.classifyFlow(alt, &f.key, 64, &v)
 	a := s.intern(actKeyOf(&v))
 	s.release(f.shadow)
 	f.shadow = a
 	if !a.offload || f.loc == PathHost {
 		return
 	}
+	if f.wild && !wildVerdict(&f.key, anyPorts, &v) {
+		// The shadow's verdict depends on the ports: no wildcard rule for
+		// it. After the activation the connections take the host path,
+		// and the retirement re-walks the flow (and removes it).
+		return
+	}
 	gen := f.scope.active + 1
-	if err := s.off.validate(a, &f.key, true, f.scope.id, gen); err != nil {
+	if err := s.off.validate(a, &f.key, true, f.scope.id, gen, f.wild); err != nil {
 		return
 	}
 	f.shadowID = s.off.newID()
-	s.off.queueRule(hal.OpAdd, f.shadowID, &f.key, a, f.scope.id, gen)
+	s.off.queueRule(hal.OpAdd, f.shadowID, &f.key, a, f.scope.id, gen, f.wild)
 	s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddShadow})
 }
 

@@ -66,27 +66,31 @@ func (o *offloader) newID() hal.RuleID {
 	return id
 }
 
-func (o *offloader) rule(id hal.RuleID, k *hal.FlowKey, a *actSet, sc hal.Scope, gen hal.Generation) hal.Rule {
-	return hal.Rule{ID: id, Priority: prioExact, Match: hal.Exact(k), Actions: a.acts,
-		Cookie: o.cookie(), Scope: sc, Generation: gen}
+func (o *offloader) rule(id hal.RuleID, k *hal.FlowKey, a *actSet, sc hal.Scope, gen hal.Generation, wild bool) hal.Rule {
+	r := hal.Rule{ID: id, Priority: prioOf(wild), Actions: a.acts, Cookie: o.cookie(), Scope: sc, Generation: gen}
+	o.match(&r.Match, k, wild)
+	return r
 }
 
 // queueRule queues an operation on a unified flow's rule, built in place in
 // the batch: an Op is 256 bytes, and building it by value (rule, then op,
 // then append) copied it three times per first packet.
-func (o *offloader) queueRule(kind hal.OpKind, id hal.RuleID, k *hal.FlowKey, a *actSet, sc hal.Scope, gen hal.Generation) {
+// wild says that the rule is a port-wildcard flow's (wildcard.go): its
+// match leaves the transport ports out and it has prioWildcard.
+func (o *offloader) queueRule(kind hal.OpKind, id hal.RuleID, k *hal.FlowKey, a *actSet, sc hal.Scope, gen hal.Generation, wild bool) {
 	o.ops = append(o.ops, hal.Op{})
 	op := &o.ops[len(o.ops)-1]
 	op.Kind = kind
 	r := &op.Rule
-	r.ID, r.Priority, r.Actions, r.Cookie, r.Scope, r.Generation = id, prioExact, a.acts, o.cookie(), sc, gen
-	o.exact(&r.Match, k)
+	r.ID, r.Priority, r.Actions, r.Cookie, r.Scope, r.Generation = id, prioOf(wild), a.acts, o.cookie(), sc, gen
+	o.match(&r.Match, k, wild)
 }
 
-// exact sets m to hal.Exact(k). The mask hal.Exact gives depends only on
-// the key's shape (see shapeOf), so it is taken from hal.Exact once per
-// shape and the key is masked with it.
-func (o *offloader) exact(m *hal.Match, k *hal.FlowKey) {
+// match sets m to hal.Exact(k), or to hal.Exact(k) without the transport
+// ports when wild. The mask hal.Exact gives depends only on the key's
+// shape (see shapeOf), so it is taken from hal.Exact once per shape and
+// the key is masked with it.
+func (o *offloader) match(m *hal.Match, k *hal.FlowKey, wild bool) {
 	sh := shapeOf(k, false)
 	mk := &o.exactMasks[sh]
 	if !o.exactKnown[sh] {
@@ -94,21 +98,27 @@ func (o *offloader) exact(m *hal.Match, k *hal.FlowKey) {
 		o.exactKnown[sh] = true
 	}
 	m.Mask = *mk
+	if wild {
+		m.Mask.L4Src, m.Mask.L4Dst = 0, 0
+	}
 	m.Key = *k
 	m.Normalize()
 }
 
 // validate asks the NIC whether it can take a rule of this shape with
 // these actions; answers are cached per action set and shape.
-func (o *offloader) validate(a *actSet, k *hal.FlowKey, scoped bool, sc hal.Scope, gen hal.Generation) error {
+func (o *offloader) validate(a *actSet, k *hal.FlowKey, scoped bool, sc hal.Scope, gen hal.Generation, wild bool) error {
 	sh := shapeOf(k, scoped)
+	if wild {
+		sh |= shapeWild
+	}
 	switch a.valid[sh] {
 	case 1:
 		return nil
 	case 2:
 		return a.verr[sh]
 	}
-	r := o.rule(1, k, a, sc, gen)
+	r := o.rule(1, k, a, sc, gen, wild)
 	err := o.nic.Validate(&r)
 	if err == nil {
 		a.valid[sh] = 1

@@ -155,9 +155,9 @@ func (s *Switch) wanted(f *flow, shadow bool) hal.Rule {
 		sc = f.scope.id
 	}
 	if shadow {
-		return s.off.rule(f.shadowID, &f.key, f.shadow, sc, f.gen+1)
+		return s.off.rule(f.shadowID, &f.key, f.shadow, sc, f.gen+1, f.wild)
 	}
-	return s.off.rule(f.id, &f.key, f.acts, sc, f.gen)
+	return s.off.rule(f.id, &f.key, f.acts, sc, f.gen, f.wild)
 }
 
 // sameRule compares what matters of two rules; the cookie's epoch bits

@@ -71,6 +71,10 @@ type counters struct {
 	proRefused   uint64
 	// walksRemembered counts walks answered from the memo (classifyFlow).
 	walksRemembered uint64
+	// wildFlows counts flows created as port-wildcard flows; wildCovered
+	// the first packets of connections that reached the host and were
+	// handled by an existing one (wildcard.go).
+	wildFlows, wildCovered uint64
 	// spoofed counts packets dropped for a spoofed source, host and NIC
 	// together, by the sending VM's id.
 	spoofed map[uint32]uint64
@@ -135,6 +139,12 @@ type Stats struct {
 	// those the NIC refused (the destinations take the slow path).
 	ProactiveRules   int
 	ProactiveRefused uint64
+	// WildcardFlows counts flows created as port-wildcard flows (their
+	// rule matches every connection between the same endpoints);
+	// WildcardCovered the packets of other connections that still reached
+	// the host (the rule was being installed, or the NIC missed it) and
+	// were handled by such a flow instead of making a new one.
+	WildcardFlows, WildcardCovered uint64
 	// SealedRoutes counts the sealed routes pushed to the NIC
 	// (sealroute.go); SealedRefused the pushes it refused.
 	SealedRoutes  int
@@ -172,6 +182,7 @@ func (s *Switch) Stats() Stats {
 		Activations: c.activations, Reconciles: c.reconciles, ReconcileAdded: c.recAdded,
 		ReconcileRemoved: c.recRemoved, ReconcileModified: c.recModified, ForeignRules: c.foreign,
 		ProactiveRefused: c.proRefused, MTU: s.mtu.stats(),
+		WildcardFlows: c.wildFlows, WildcardCovered: c.wildCovered,
 		SealedRoutes: s.sealedRouteCount(), SealedRefused: s.seal.refused,
 		Spoofed: map[string]uint64{}, Learned: c.learned, LearnedNotOwned: c.learnedNotOwned,
 		LearnedOverflow: c.learnedOverflow, Announcements: c.announcements,
@@ -241,6 +252,7 @@ func (st Stats) String() string {
 	fmt.Fprintf(&b, "conns %d (opened %d, expired %d), aged %d, removed %d\n", st.Conns, st.ConnsOpened, st.ConnsExpired, st.FlowsAged, st.FlowsRemoved)
 	fmt.Fprintf(&b, "updates %d, revalidated %d, changed %d, reprogrammed %d, activations %d\n", st.Updates, st.Revalidated, st.Changed, st.Reprogrammed, st.Activations)
 	fmt.Fprintf(&b, "per-destination rules %d (refused %d)\n", st.ProactiveRules, st.ProactiveRefused)
+	fmt.Fprintf(&b, "port-wildcard flows %d (connections covered in the host %d)\n", st.WildcardFlows, st.WildcardCovered)
 	if st.SealedRoutes > 0 || st.SealedRefused > 0 {
 		fmt.Fprintf(&b, "sealed routes %d (refused %d)\n", st.SealedRoutes, st.SealedRefused)
 	}

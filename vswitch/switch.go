@@ -50,6 +50,13 @@ type Config struct {
 	// with the memo on, many connections between the same two endpoints
 	// cost one walk.
 	DisableWalkMemo bool
+	// DisablePortWildcards offloads every new flow as an exact rule. By
+	// default a flow whose verdict does not depend on its transport ports
+	// and tracks no connection is offloaded with the ports wildcarded, so
+	// that later connections between the same endpoints never reach the
+	// host (wildcard.go), on NICs that resolve overlapping rules by
+	// priority.
+	DisablePortWildcards bool
 	// Proactive programs per-destination rules ahead of traffic where the
 	// NIC takes wildcarded rules with priorities (see proactive.go).
 	Proactive bool
@@ -109,6 +116,8 @@ type Switch struct {
 	mtu           mtuState   // packets too big for their egress (mtu.go)
 	seal          sealState  // sealed routes pushed to the NIC (sealroute.go)
 	learn         learnState // addresses the NIC learned (learned.go)
+	// Port-wildcard flows by their key without ports (wildcard.go).
+	wilds map[hal.FlowKey]*flow
 
 	// Per-batch scratch, reused.
 	pend    []pending
@@ -158,6 +167,7 @@ func New(cfg Config) (*Switch, error) {
 		pro:    map[proKey]*proRule{},
 		cross:  map[string][]*flow{},
 		walks:  make([]walkMemo, walkMemoSize),
+		wilds:  map[hal.FlowKey]*flow{},
 	}
 	s.off = newOffloader(s.nic, &s.caps, cfg.CookieTag)
 	// Seeded now: HandleBatch hashes a batch's keys before it adds flows.

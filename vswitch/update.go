@@ -17,11 +17,18 @@ func (s *Switch) refresh(f *flow, now int64) { s.reflow(f, now, false) }
 func (s *Switch) reflow(f *flow, now int64, force bool) {
 	s.stats.revalidated++
 	var v verdict
-	s.classifyFlow(s.cur, &f.key, 64, &v)
+	anyPorts := s.classifyFlow(s.cur, &f.key, 64, &v)
 	if v.notLocal {
 		// The host's PA changed: the flow's outer destination is no
 		// longer this tunnel endpoint, and its frames are dropped before
 		// any flow from now on.
+		s.removeFlow(f)
+		return
+	}
+	if f.wild && (!wildVerdict(&f.key, anyPorts, &v) || !s.wildcards()) {
+		// The verdict now depends on the ports (or tracks a connection):
+		// the wildcard would decide other connections wrongly. Each
+		// connection's next packet makes its own flow.
 		s.removeFlow(f)
 		return
 	}
@@ -39,9 +46,9 @@ func (s *Switch) reflow(f *flow, now int64, force bool) {
 		if f.scope != nil {
 			sc, gen = f.scope.id, f.scope.active
 		}
-		if err := s.off.validate(f.acts, &f.key, sc != 0, sc, gen); err == nil {
+		if err := s.off.validate(f.acts, &f.key, sc != 0, sc, gen, f.wild); err == nil {
 			f.gen = gen
-			s.off.queueRule(hal.OpModify, f.id, &f.key, f.acts, sc, gen)
+			s.off.queueRule(hal.OpModify, f.id, &f.key, f.acts, sc, gen, f.wild)
 			s.off.refs = append(s.off.refs, opRef{f: f, purpose: opModPrimary})
 			s.placeShadow(f)
 			return

@@ -37,21 +37,30 @@ type walkMemo struct {
 // only while the connection table is empty, since a walk that consults it
 // reads the ports. The TTL only matters when it is 1 or less (a routed
 // packet is dropped); such keys are walked every time.
-func (s *Switch) classifyFlow(c *compiled, k *hal.FlowKey, ttl uint8, v *verdict) {
-	if ttl <= 1 || !hasPorts(k.Proto) || len(s.ct.conns) > 0 || s.cfg.DisableWalkMemo {
+//
+// It reports classify's result: whether v holds for every key that
+// differs from k only in its transport ports (false for a TTL of 1 or
+// less).
+func (s *Switch) classifyFlow(c *compiled, k *hal.FlowKey, ttl uint8, v *verdict) (anyPorts bool) {
+	if ttl <= 1 {
 		c.classify(k, s.cfg.Uplink, ttl, s.ct, nil, v)
-		return
+		return false
+	}
+	if !hasPorts(k.Proto) || len(s.ct.conns) > 0 || s.cfg.DisableWalkMemo {
+		return c.classify(k, s.cfg.Uplink, ttl, s.ct, nil, v)
 	}
 	m := &s.walks[walkSlot(k)]
 	if m.c == c && sameButPorts(&m.key, k) {
 		*v = m.v
 		s.stats.walksRemembered++
-		return
+		return true
 	}
 	if c.classify(k, s.cfg.Uplink, ttl, s.ct, nil, v) {
 		m.c, m.key, m.v = c, *k, *v
 		m.key.L4Src, m.key.L4Dst = 0, 0
+		return true
 	}
+	return false
 }
 
 // forgetWalks empties the memo, so that it does not keep a replaced

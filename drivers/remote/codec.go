@@ -79,15 +79,30 @@ const (
 type enc struct {
 	b        []byte
 	lastActs []hal.Action
-	lastKey  hal.FlowKey // the bases of keys and masks (see flowKey)
-	lastMask hal.FlowKey
+	// lastKey and lastMask are the bases of keys and masks (see flowKey):
+	// nil for the zero key, else the previous rule's. stable says that the
+	// rules being encoded stay put and unchanged for the whole message (an
+	// Apply's ops, which the caller does not touch until it returns), so
+	// that the bases can point into them; otherwise they point to saved,
+	// copies (a Dump's rules may live in a buffer the NIC reuses).
+	lastKey  *hal.FlowKey
+	lastMask *hal.FlowKey
+	stable   bool
+	saved    [2]hal.FlowKey
+	last     ruleHead // the previous rule's ID, priority, cookie, scope, generation
 }
 
 func (e *enc) u8(v uint8)   { e.b = append(e.b, v) }
 func (e *enc) u16(v uint16) { e.b = binary.BigEndian.AppendUint16(e.b, v) }
 func (e *enc) u32(v uint32) { e.b = binary.BigEndian.AppendUint32(e.b, v) }
 func (e *enc) u64(v uint64) { e.b = binary.BigEndian.AppendUint64(e.b, v) }
-func (e *enc) uv(v uint64)  { e.b = binary.AppendUvarint(e.b, v) }
+func (e *enc) uv(v uint64) {
+	if v < 0x80 { // most counts, IDs of small tables, the action reference
+		e.b = append(e.b, byte(v))
+		return
+	}
+	e.b = binary.AppendUvarint(e.b, v)
+}
 func (e *enc) bool(v bool) {
 	if v {
 		e.u8(1)
@@ -107,7 +122,7 @@ func (e *enc) mac(m hal.MAC) { e.b = append(e.b, m[:]...) }
 
 // begin starts a message; end fills in its length.
 func (e *enc) begin(typ uint8, id uint32) int {
-	e.lastActs, e.lastKey, e.lastMask = nil, hal.FlowKey{}, hal.FlowKey{}
+	e.lastActs, e.lastKey, e.lastMask, e.stable, e.last = nil, nil, nil, false, ruleHead{}
 	start := len(e.b)
 	e.b = append(e.b, 0, 0, 0, 0, typ)
 	e.u32(id)
@@ -170,8 +185,10 @@ type dec struct {
 	err      error
 	lastActs []hal.Action // the previous rule's actions (see enc)
 	haveLast bool
-	lastKey  hal.FlowKey // the bases of keys and masks (see flowKey)
-	lastMask hal.FlowKey
+	lastKey  *hal.FlowKey // the bases of keys and masks (see flowKey): nil
+	lastMask *hal.FlowKey // for the zero key, else the previous rule's
+	pooled   int          // actions allocated in pools (see rule)
+	last     ruleHead     // the previous rule's head (see enc)
 }
 
 func (d *dec) fail() {
@@ -222,6 +239,11 @@ func (d *dec) u64() uint64 {
 func (d *dec) uv() uint64 {
 	if d.err != nil {
 		return 0
+	}
+	if len(d.b) > 0 && d.b[0] < 0x80 { // a one-byte varint, the usual
+		v := uint64(d.b[0])
+		d.b = d.b[1:]
+		return v
 	}
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 {
@@ -359,7 +381,13 @@ const (
 	fkAll = 1<<iota - 1
 )
 
+// zeroKey is the base of a message's first key and mask.
+var zeroKey hal.FlowKey
+
 func (e *enc) flowKey(k, base *hal.FlowKey) {
+	if base == nil {
+		base = &zeroKey
+	}
 	var m uint16
 	if k.TunSrc != base.TunSrc {
 		m |= fkTunSrc
@@ -451,14 +479,19 @@ func (e *enc) flowKey(k, base *hal.FlowKey) {
 	}
 }
 
-// flowKey decodes a key as a difference from base (see enc.flowKey).
+// flowKey decodes a key as a difference from base (see enc.flowKey); nil
+// is the zero key. k and base may be the same key.
 func (d *dec) flowKey(k, base *hal.FlowKey) {
 	m := d.u16()
 	if m&^fkAll != 0 {
 		d.fail()
 		return
 	}
-	*k = *base
+	if base == nil {
+		*k = hal.FlowKey{}
+	} else if k != base {
+		*k = *base
+	}
 	if m == 0 {
 		return
 	}
@@ -573,15 +606,115 @@ func (d *dec) action(a *hal.Action) {
 	}
 }
 
+// A rule's head (ID, priority, cookie, scope, generation) goes as a
+// difference from the message's previous rule (or deleted ID), zero at
+// the start of a message: a flags byte, then the fields it does not say
+// are as before. A batch's rules mostly have consecutive IDs and the same
+// priority, cookie, scope and generation, so that the head takes one byte.
+// (Protocol version 2; version 1 sent every field.)
+type ruleHead struct {
+	id         hal.RuleID
+	priority   uint16
+	cookie     hal.Cookie
+	scope      hal.Scope
+	generation hal.Generation
+}
+
+const (
+	rhNextID   = 1 << iota // ID: the previous one + 1
+	rhPriority             // priority: the previous one
+	rhCookie               // cookie: the previous one
+	rhScope                // scope: the previous one
+	rhGen                  // generation: the previous one
+	rhAll      = 1<<iota - 1
+)
+
+func (e *enc) ruleHead(r *hal.Rule) {
+	var f uint8
+	l := &e.last
+	if r.ID == l.id+1 {
+		f |= rhNextID
+	}
+	if r.Priority == l.priority {
+		f |= rhPriority
+	}
+	if r.Cookie == l.cookie {
+		f |= rhCookie
+	}
+	if r.Scope == l.scope {
+		f |= rhScope
+	}
+	if r.Generation == l.generation {
+		f |= rhGen
+	}
+	e.u8(f)
+	if f&rhNextID == 0 {
+		e.uv(uint64(r.ID))
+	}
+	if f&rhPriority == 0 {
+		e.u16(r.Priority)
+	}
+	if f&rhCookie == 0 {
+		e.uv(uint64(r.Cookie))
+	}
+	if f&rhScope == 0 {
+		e.uv(uint64(r.Scope))
+	}
+	if f&rhGen == 0 {
+		e.uv(uint64(r.Generation))
+	}
+	*l = ruleHead{r.ID, r.Priority, r.Cookie, r.Scope, r.Generation}
+}
+
+func (d *dec) ruleHead(r *hal.Rule) {
+	f := d.u8()
+	if f&^rhAll != 0 {
+		d.fail()
+		return
+	}
+	l := &d.last
+	if f&rhNextID != 0 {
+		r.ID = l.id + 1
+	} else {
+		r.ID = hal.RuleID(d.uv())
+	}
+	if f&rhPriority != 0 {
+		r.Priority = l.priority
+	} else {
+		r.Priority = d.u16()
+	}
+	if f&rhCookie != 0 {
+		r.Cookie = l.cookie
+	} else {
+		r.Cookie = hal.Cookie(d.uv())
+	}
+	if f&rhScope != 0 {
+		r.Scope = l.scope
+	} else {
+		r.Scope = hal.Scope(d.u32v())
+	}
+	if f&rhGen != 0 {
+		r.Generation = l.generation
+	} else {
+		r.Generation = hal.Generation(d.u32v())
+	}
+	*l = ruleHead{r.ID, r.Priority, r.Cookie, r.Scope, r.Generation}
+}
+
 func (e *enc) rule(r *hal.Rule) {
-	e.uv(uint64(r.ID))
-	e.u16(r.Priority)
-	e.uv(uint64(r.Cookie))
-	e.uv(uint64(r.Scope))
-	e.uv(uint64(r.Generation))
-	e.flowKey(&r.Match.Key, &e.lastKey)
-	e.flowKey(&r.Match.Mask, &e.lastMask)
-	e.lastKey, e.lastMask = r.Match.Key, r.Match.Mask
+	e.ruleHead(r)
+	e.flowKey(&r.Match.Key, e.lastKey)
+	if e.lastMask != nil && r.Match.Mask == *e.lastMask {
+		e.u16(0) // the previous rule's mask, as a batch's rules mostly have
+	} else {
+		e.flowKey(&r.Match.Mask, e.lastMask)
+	}
+	if e.stable {
+		e.lastKey, e.lastMask = &r.Match.Key, &r.Match.Mask
+	} else {
+		e.saved = [2]hal.FlowKey{r.Match.Key, r.Match.Mask}
+		e.lastKey, e.lastMask = &e.saved[0], &e.saved[1]
+	}
 	// Actions: 0 = the previous rule's list; n+1 = n actions follow.
 	a := r.Actions
 	if len(a) > 0 && len(a) == len(e.lastActs) && &a[0] == &e.lastActs[0] {
@@ -598,14 +731,13 @@ func (e *enc) rule(r *hal.Rule) {
 // rule decodes into r; actions are carved out of *pool when it has room,
 // so that a batch's rules share one allocation.
 func (d *dec) rule(r *hal.Rule, pool *[]hal.Action) {
-	r.ID = hal.RuleID(d.uv())
-	r.Priority = d.u16()
-	r.Cookie = hal.Cookie(d.uv())
-	r.Scope = hal.Scope(d.u32v())
-	r.Generation = hal.Generation(d.u32v())
-	d.flowKey(&r.Match.Key, &d.lastKey)
-	d.flowKey(&r.Match.Mask, &d.lastMask)
-	d.lastKey, d.lastMask = r.Match.Key, r.Match.Mask
+	d.ruleHead(r)
+	// The bases point at the previous rule decoded: its memory holds it
+	// until this one is decoded (a caller that decodes every rule into the
+	// same variable makes k and base the same key).
+	d.flowKey(&r.Match.Key, d.lastKey)
+	d.flowKey(&r.Match.Mask, d.lastMask)
+	d.lastKey, d.lastMask = &r.Match.Key, &r.Match.Mask
 	if len(d.b) > 0 && d.b[0] == 0 {
 		d.b = d.b[1:]
 		if !d.haveLast {
@@ -632,6 +764,7 @@ func (d *dec) rule(r *hal.Rule, pool *[]hal.Action) {
 	if pool != nil {
 		if cap(*pool)-len(*pool) < n {
 			*pool = make([]hal.Action, 0, max(n, 256))
+			d.pooled += cap(*pool)
 		}
 		p := *pool
 		acts = p[len(p) : len(p)+n : len(p)+n]
@@ -654,20 +787,44 @@ func (d *dec) u32v() uint32 {
 	return uint32(v)
 }
 
-// Ops: a delete carries only its rule's ID.
+// Ops: a delete carries only its rule's ID, as a difference from the
+// previous rule's (see ruleHead): opNextID in its kind byte when it is
+// that one + 1, else the ID.
+const opNextID = 0x80
+
 func (e *enc) op(o *hal.Op) {
-	e.u8(uint8(o.Kind))
 	if o.Kind == hal.OpDelete {
-		e.uv(uint64(o.Rule.ID))
+		if o.Rule.ID == e.last.id+1 {
+			e.u8(uint8(o.Kind) | opNextID)
+		} else {
+			e.u8(uint8(o.Kind))
+			e.uv(uint64(o.Rule.ID))
+		}
+		e.last.id = o.Rule.ID
 		return
 	}
+	k := uint8(o.Kind)
+	if k >= opNextID {
+		k = 0 // no kind either: the NIC side refuses the op as it would this one
+	}
+	e.u8(k)
 	e.rule(&o.Rule)
 }
 
 func (d *dec) op(o *hal.Op, pool *[]hal.Action) {
-	o.Kind = hal.OpKind(d.u8())
+	k := d.u8()
+	o.Kind = hal.OpKind(k &^ opNextID)
 	if o.Kind == hal.OpDelete {
-		o.Rule = hal.Rule{ID: hal.RuleID(d.uv())}
+		id := d.last.id + 1
+		if k&opNextID == 0 {
+			id = hal.RuleID(d.uv())
+		}
+		o.Rule = hal.Rule{ID: id}
+		d.last.id = id
+		return
+	}
+	if k&opNextID != 0 {
+		d.fail() // the flag is a delete's only
 		return
 	}
 	d.rule(&o.Rule, pool)

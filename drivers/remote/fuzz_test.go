@@ -213,6 +213,23 @@ func decodeSeeds() map[string][]byte {
 	e.applyReq(2, false, false, 9000, 4096, []hal.Op{hal.AddOp(exactRule(1, 1)), hal.AddOp(exactRule(2, 2)), hal.AddOp(r6)})
 	add("apply-segment", &e)
 	e = enc{}
+	// Rule heads as differences (version 2): consecutive IDs, and each
+	// field of the head changing once; deletes with and without the next ID.
+	heads := []hal.Op{hal.AddOp(exactRule(1, 1)), hal.AddOp(exactRule(2, 2)), hal.AddOp(exactRule(7, 3))}
+	for i, f := range []func(r *hal.Rule){
+		func(r *hal.Rule) { r.Priority = 65535 },
+		func(r *hal.Rule) { r.Cookie = 1<<64 - 1 },
+		func(r *hal.Rule) { r.Scope = 3 },
+		func(r *hal.Rule) { r.Generation = 1<<32 - 1 },
+	} {
+		r := exactRule(hal.RuleID(8+i), uint16(4+i))
+		f(&r)
+		heads = append(heads, hal.AddOp(r))
+	}
+	heads = append(heads, hal.DeleteOp(12), hal.DeleteOp(13), hal.DeleteOp(1<<40), hal.ModifyOp(exactRule(1<<40+1, 9)))
+	e.applyReq(2, false, true, len(heads), 0, heads)
+	add("apply-heads", &e)
+	e = enc{}
 	e.emptyReq(msgDump, 3)
 	add("dump", &e)
 	e = enc{}

@@ -13,7 +13,15 @@ import (
 // offers a range in its hello; the server picks the newest both speak and
 // refuses a client whose range ends below the server's minimum, with a
 // *VersionError on both ends.
-const ProtocolVersion uint8 = 1
+//
+// Version 2 sends a rule's head (ID, priority, cookie, scope, generation)
+// and a delete's ID as a difference from the previous rule's (see
+// ruleHead); this package speaks no older version (oldestVersion), so a
+// server configured with a lower MinVersion still refuses version 1.
+const ProtocolVersion uint8 = 2
+
+// oldestVersion is the oldest version the codec speaks.
+const oldestVersion uint8 = 2
 
 // request is a host → NIC call as the server decodes it.
 type request struct {
@@ -26,6 +34,7 @@ type request struct {
 	total  int      // apply: operations in the whole batch
 	start  int      // apply: index of this segment's first operation
 	ops    []hal.Op
+	pooled int       // apply: actions allocated for ops since its array was last released (see releaseActions)
 	scope  hal.Scope // activate, active generation
 	gen    hal.Generation
 	port   hal.PortID // inject, port counters
@@ -181,9 +190,11 @@ func (e *enc) applyReq(id uint32, atomic, last bool, total, start int, seg []hal
 	e.uv(uint64(total))
 	e.uv(uint64(start))
 	e.uv(uint64(len(seg)))
+	e.stable = true // the caller's ops: they stay as they are until Apply returns
 	for i := range seg {
 		e.op(&seg[i])
 	}
+	e.stable = false
 	e.end(st)
 }
 
@@ -258,7 +269,7 @@ func (e *enc) credit(n uint64) {
 // result shares no memory with body.
 // The ops array of r is reused when large enough.
 func decodeRequest(typ uint8, id uint32, body []byte, r *request) error {
-	*r = request{typ: typ, id: id, ops: r.ops[:0]}
+	*r = request{typ: typ, id: id, ops: r.ops[:0], pooled: r.pooled}
 	d := dec{b: body}
 	switch typ {
 	case msgValidate:
@@ -270,8 +281,11 @@ func decodeRequest(typ uint8, id uint32, body []byte, r *request) error {
 		}
 		r.atomic, r.last = f&applyAtomic != 0, f&applyLast != 0
 		total, start := d.uv(), d.uv()
-		n := d.count(2)
-		if total > math.MaxInt32 || start > total || uint64(n) > total-start || (r.last && start+uint64(n) != total) {
+		// An op takes a byte at least (a delete of the next ID); a segment
+		// holds applySegmentMax at most (what the host sends), which bounds
+		// the ops array a message can make the server allocate.
+		n := d.count(1)
+		if n > applySegmentMax || total > math.MaxInt32 || start > total || uint64(n) > total-start || (r.last && start+uint64(n) != total) {
 			d.fail()
 		}
 		if d.err != nil {
@@ -288,6 +302,7 @@ func decodeRequest(typ uint8, id uint32, body []byte, r *request) error {
 		for i := range r.ops {
 			d.op(&r.ops[i], &pool)
 		}
+		r.pooled += d.pooled
 	case msgDump, msgStats, msgPing:
 	case msgActivate:
 		r.scope = hal.Scope(d.u32v())
@@ -487,10 +502,23 @@ func decodeRefused(body []byte) (*RefusedError, error) {
 	return r, d.done()
 }
 
+// minRuleInfo is the fewest bytes a rule info takes: its head's flags (1),
+// key and mask bitmaps (2 each), action reference (1), location, live
+// flag and two counters (1 each).
+const minRuleInfo = 10
+
+// maxDumpRules bounds the rules of one dump chunk: the server ends a chunk
+// once it holds dumpChunk bytes, and a rule takes minRuleInfo at least.
+const maxDumpRules = dumpChunk/minRuleInfo + 1
+
 // decodeDumpChunk decodes a chunk of a dump.
 func decodeDumpChunk(body []byte) ([]hal.RuleInfo, error) {
 	d := dec{b: body}
-	n := d.count32(20)
+	n := d.count32(minRuleInfo)
+	if n > maxDumpRules {
+		d.fail()
+		n = 0
+	}
 	infos := make([]hal.RuleInfo, n)
 	var pool []hal.Action
 	for i := range infos {

@@ -42,7 +42,8 @@ type ServerConfig struct {
 	// stops reading loses its session rather than holding the NIC side.
 	WriteTimeout time.Duration
 	// MinVersion is the oldest protocol version accepted (default
-	// ProtocolVersion: no downgrade).
+	// ProtocolVersion: no downgrade; never below the oldest version this
+	// package speaks).
 	MinVersion uint8
 	// Channel tunes the secure channel.
 	Channel *ChannelTuning
@@ -115,6 +116,9 @@ func NewServer(nic hal.NIC, cfg ServerConfig) (*Server, error) {
 	if cfg.MinVersion == 0 {
 		cfg.MinVersion = ProtocolVersion
 	}
+	// A version the codec does not speak cannot be allowed, whatever the
+	// configuration says.
+	cfg.MinVersion = max(cfg.MinVersion, oldestVersion)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -510,6 +514,7 @@ func (ss *serverSession) segment(r *request) (*request, error) {
 		return nil, fmt.Errorf("%w: apply %d: segment at %d out of sequence", ErrMalformed, r.id, r.start)
 	} else if b.acc != nil {
 		b.acc.ops = append(b.acc.ops, r.ops...)
+		b.acc.pooled += r.pooled
 		b.acc.last = r.last
 	}
 	b.next = r.start + len(r.ops)
@@ -555,13 +560,37 @@ func (ss *serverSession) handle() {
 			e.b = nil // do not keep a dump's buffer for the session's life
 		}
 		if r.typ == msgApply {
-			clear(r.ops) // drop the references to the rules' actions
+			releaseActions(r)
 			select {
 			case ss.free <- r:
 			default:
 			}
 		}
 	}
+}
+
+// keepActions is how many decoded actions a handled request may keep
+// referring to while it waits for reuse: a batch of rules that share
+// action lists (the vswitch interns them) decodes them into one small
+// pool, which stays; a larger pool is let go.
+const keepActions = 4096
+
+// releaseActions drops r's references to its rules' actions once the
+// pools decoded into its ops array since the last release (counted over
+// every reuse, the array's whole capacity included) hold more than
+// keepActions, so that a request kept for its array does not keep many
+// actions alive. The array itself is reused (decodeRequest overwrites what
+// it decodes); clearing it whole after every batch would cost about as
+// much as decoding it.
+func releaseActions(r *request) {
+	if r.pooled <= keepActions {
+		return
+	}
+	ops := r.ops[:cap(r.ops)]
+	for i := range ops {
+		ops[i].Rule.Actions = nil
+	}
+	r.pooled = 0
 }
 
 // call runs one request, leaving its reply in e. It returns false when the

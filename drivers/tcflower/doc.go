@@ -301,7 +301,7 @@
 // no-VLAN decap rule leaves a tagged inner frame to the host) and NVGRE's
 // framing (TestKernelNVGREEncap). TestTunnelMissProgramLoads loads the BPF
 // action on this machine's kernel, and TestGenerated checks the committed
-// object against its source. internal/peerbed runs the vswitch on this driver in the VM tier against
+// object against its source. vswitch/vswitchtest/peerbed runs the vswitch on this driver in the VM tier against
 // a plain Linux VXLAN host: a remote VM opens connections to the local one
 // through stateful inbound ACLs, and the allowed one runs on tc filters
 // both ways.

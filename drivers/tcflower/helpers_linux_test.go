@@ -125,8 +125,8 @@ func newTopology(t testing.TB) *topology {
 	ns.ip("link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", tp.remote.Name)
 	ns.ip("link", "set", "up0", "address", "02:4e:50:00:00:a1")
 	tp.remote.ip("link", "set", "up1", "address", "02:4e:50:00:00:a2")
-	ns.ip("addr", "add", underlayLocal+"/24", "dev", "up0")
-	tp.remote.ip("addr", "add", underlayRemote+"/24", "dev", "up1")
+	ns.ip("addr", "replace", underlayLocal+"/24", "dev", "up0")
+	tp.remote.ip("addr", "replace", underlayRemote+"/24", "dev", "up1")
 	ns.ip("link", "add", "vx0", "type", "vxlan", "external", "dstport", "4789")
 	ns.ip("link", "add", "gnv0", "type", "geneve", "external")
 	for _, l := range []string{"lo", "p1", "vm1", "p2", "vm2", "up0", "vx0", "gnv0"} {

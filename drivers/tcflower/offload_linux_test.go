@@ -323,7 +323,7 @@ func vmNS(t *testing.T, tp *topology, prefix, ifname string, mac hal.MAC, addr s
 	ns := newNetNS(t, prefix)
 	tp.ns.ip("link", "set", ifname, "netns", ns.Name)
 	ns.ip("link", "set", ifname, "address", mac.String(), "mtu", strconv.Itoa(mtu))
-	ns.ip("addr", "add", addr+"/24", "dev", ifname)
+	ns.ip("addr", "replace", addr+"/24", "dev", ifname)
 	ns.ip("link", "set", "lo", "up")
 	ns.ip("link", "set", ifname, "up")
 	return ns
@@ -375,7 +375,7 @@ func TestKernelPartialChecksumsTunnel(t *testing.T) {
 	r := tp.remote
 	r.ip("link", "add", "vxr", "type", "vxlan", "id", "42", "local", underlayRemote, "remote", underlayLocal, "dstport", "4789", "dev", "up1")
 	r.ip("link", "set", "vxr", "address", "02:4e:50:00:02:22", "up")
-	r.ip("addr", "add", "192.0.2.22/24", "dev", "vxr")
+	r.ip("addr", "replace", "192.0.2.22/24", "dev", "vxr")
 	r.ip("neigh", "replace", "192.0.2.1", "lladdr", macVM1.String(), "dev", "vxr", "nud", "permanent")
 	vmA.ip("neigh", "replace", "192.0.2.22", "lladdr", "02:4e:50:00:02:22", "dev", "vm1", "nud", "permanent")
 	var out, back hal.Match

@@ -19,7 +19,7 @@ import (
 // 2001:db8:18::2. The remote side stays a packet socket.
 func (tp *topology) withOuter6() {
 	tp.ns.sh("echo 0 > /proc/sys/net/ipv6/conf/up0/router_solicitations; echo 0 > /proc/sys/net/ipv6/conf/up0/dad_transmits; echo 0 > /proc/sys/net/ipv6/conf/up0/disable_ipv6")
-	tp.ns.ip("addr", "add", pa6Local.String()+"/64", "dev", "up0", "nodad")
+	tp.ns.ip("addr", "replace", pa6Local.String()+"/64", "dev", "up0", "nodad")
 	tp.ns.ip("-6", "neigh", "replace", pa6Remote.String(), "lladdr", "02:4e:50:00:00:a2", "dev", "up0", "nud", "permanent")
 }
 

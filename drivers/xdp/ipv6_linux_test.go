@@ -27,7 +27,7 @@ func TestIPv6UnderlayKernelPeer(t *testing.T) {
 	h1, h2 := twoHosts(t)
 	pa6 := map[*host]netip.Addr{h1: netip.MustParseAddr("2001:db8:1::1"), h2: netip.MustParseAddr("2001:db8:1::2")}
 	for _, h := range []*host{h1, h2} {
-		run(t, "ip", "-n", h.ns, "addr", "add", pa6[h].String()+"/64", "dev", h.up, "nodad")
+		run(t, "ip", "-n", h.ns, "addr", "replace", pa6[h].String()+"/64", "dev", h.up, "nodad")
 	}
 	const vni = 4243
 	run(t, "ip", "-n", h2.ns, "link", "add", "br0", "type", "bridge")

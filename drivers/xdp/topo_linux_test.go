@@ -163,7 +163,7 @@ func twoHosts(t testing.TB) (h1, h2 *host) {
 			up: "up0", vport: fmt.Sprintf("vp%d", i), vmDev: "eth0",
 			pa: netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", i)), ca: netip.MustParseAddr(fmt.Sprintf("198.19.1.%d", i))}
 		veth(t, h.ns, h.vport, h.vmNS, h.vmDev)
-		run(t, "ip", "-n", h.vmNS, "addr", "add", h.ca.String()+"/24", "dev", h.vmDev)
+		run(t, "ip", "-n", h.vmNS, "addr", "replace", h.ca.String()+"/24", "dev", h.vmDev)
 		h.vmMAC = linkMAC(t, h.vmNS, h.vmDev)
 		h.vmXDP = passProg(t, h.vmNS, h.vmDev)
 		return h
@@ -173,7 +173,7 @@ func twoHosts(t testing.TB) (h1, h2 *host) {
 	run(t, "ip", "-n", h1.ns, "link", "set", h1.up, "up")
 	run(t, "ip", "-n", h2.ns, "link", "set", h2.up, "up")
 	for _, h := range []*host{h1, h2} {
-		run(t, "ip", "-n", h.ns, "addr", "add", h.pa.String()+"/24", "dev", h.up)
+		run(t, "ip", "-n", h.ns, "addr", "replace", h.pa.String()+"/24", "dev", h.up)
 		h.upMAC = linkMAC(t, h.ns, h.up)
 	}
 	for _, p := range [][2]*host{{h1, h2}, {h2, h1}} {

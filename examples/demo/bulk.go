@@ -155,6 +155,6 @@ func bulk(dst string, size int, seed uint64, timeout time.Duration, out io.Write
 		return fmt.Errorf("bulk %s: the answer is CORRUPT from byte %d", dst, bad)
 	}
 	d := time.Since(start)
-	fmt.Fprintf(out, "%s; %d bytes back intact (%.1f MB both ways in %s)\n", line, size, float64(2*size)/1e6, d.Round(time.Millisecond))
+	fmt.Fprintf(out, "%s; %d bytes back intact (%.1f MB both ways in %s, from %s)\n", line, size, float64(2*size)/1e6, d.Round(time.Millisecond), c.LocalAddr())
 	return nil
 }

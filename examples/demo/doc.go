@@ -16,11 +16,21 @@
 // isolation, and removes every namespace it created, also on failure or
 // interrupt. Nothing touches the root namespace.
 //
-// DRIVER names one driver for every host (softnic, the default, or xdp) or
-// a driver per host, each host running its own vswitchd:
+// DRIVER names one driver for every host (softnic, the default, xdp or
+// tcflower) or a driver per host, each host running its own vswitchd:
 // DRIVER=host-a=xdp,host-b=softnic (or DRIVER=softnic,host-a=xdp, a
 // default and the exceptions) puts an XDP host and a softnic host on the
-// two ends of one cable.
+// two ends of one cable. A tc-flower host gets a flow-based VXLAN device
+// and its provider address on its uplink (the kernel's tunnel device
+// writes and strips the outer headers); it needs cls_flower and the tc
+// actions, which the VM tier has (TestNamespaceStoryVM tells the story on
+// Debian's 6.1 kernel, tc-flower on both hosts and beside softnic).
+//
+// Every driver pairing shows the same checks, among them a TCP connection
+// that a VM on host-a opens to a VM on host-b through host-b's stateful
+// inbound ACL: host-b walks its first packet, which arrives tunnelled, and
+// then carries the connection on its NIC both ways; a port the ACL denies
+// stays silent, its drop on the NIC.
 //
 // Otherwise (or with NICPATH_DEMO=inprocess) it tells the same story in
 // process and says so: software NICs joined by an in-memory wire, VMs as the

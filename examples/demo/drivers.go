@@ -6,10 +6,12 @@ import (
 	"strings"
 )
 
-// demoDrivers are the drivers the namespace story can run a host on: the
-// ones that bind to veths on this kernel (tc-flower needs cls_flower and a
-// tunnel device, which the story does not make).
-var demoDrivers = []string{"softnic", "xdp"}
+// demoDrivers are the drivers the namespace story can run a host on. A
+// tc-flower host gets its kernel tunnel device (a flow-based VXLAN device)
+// and its provider address on the uplink, and needs a kernel with
+// cls_flower and the tc actions: the VM tier has them
+// (TestNamespaceStoryVM), this machine's kernel may not.
+var demoDrivers = []string{"softnic", "xdp", "tcflower"}
 
 // hostDrivers is the driver each host's vswitchd runs, read from DRIVER:
 // one driver for every host ("xdp"), or a default and per-host choices

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -18,7 +19,9 @@ func TestParseDrivers(t *testing.T) {
 		{in: "xdp, host-b=softnic", a: "xdp", b: "softnic", says: "host-a xdp, host-b softnic"},
 		{in: "host-b=xdp", a: "softnic", b: "xdp", says: "host-a softnic, host-b xdp"},
 		{in: "host-a=xdp,host-b=xdp", a: "xdp", b: "xdp", says: "xdp"},
-		{in: "tcflower", errHas: `unknown driver "tcflower"`},
+		{in: "tcflower", a: "tcflower", b: "tcflower", says: "tcflower"},
+		{in: "host-a=tcflower,host-b=softnic", a: "tcflower", b: "softnic", says: "host-a tcflower, host-b softnic"},
+		{in: "ovs", errHas: `unknown driver "ovs"`},
 		{in: "host-c=xdp", errHas: `no host "host-c"`},
 		{in: "xdp,softnic", errHas: "two default drivers"},
 		{in: "host-a=xdp,host-a=softnic", errHas: "host-a named twice"},
@@ -53,7 +56,7 @@ func FuzzParseDrivers(f *testing.F) {
 			return
 		}
 		for _, h := range storyHosts {
-			if drv := d.of(h); drv != "softnic" && drv != "xdp" {
+			if drv := d.of(h); !slices.Contains(demoDrivers, drv) {
 				t.Fatalf("DRIVER=%q puts %s on %q", s, h, drv)
 			}
 		}

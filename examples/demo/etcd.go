@@ -36,7 +36,7 @@ func (n *nsStory) startEtcd(hosts []string) error {
 	}
 	for _, args := range [][]string{
 		{"-n", ctl, "link", "add", "br0", "type", "bridge"},
-		{"-n", ctl, "addr", "add", etcdAddr + "/24", "dev", "br0"},
+		{"-n", ctl, "addr", "replace", etcdAddr + "/24", "dev", "br0"},
 		{"-n", ctl, "link", "set", "br0", "up"},
 	} {
 		if err := n.ip(args...); err != nil {
@@ -49,7 +49,7 @@ func (n *nsStory) startEtcd(hosts []string) error {
 		for _, args := range [][]string{
 			{"-n", ctl, "link", "add", peer, "type", "veth", "peer", "name", "mgmt0", "netns", n.hostNS(h)},
 			{"-n", ctl, "link", "set", peer, "master", "br0", "up"},
-			{"-n", n.hostNS(h), "addr", "add", addr, "dev", "mgmt0"},
+			{"-n", n.hostNS(h), "addr", "replace", addr, "dev", "mgmt0"},
 			{"-n", n.hostNS(h), "link", "set", "mgmt0", "up"},
 		} {
 			if err := n.ip(args...); err != nil {

@@ -334,7 +334,9 @@ func runInProcess(w io.Writer) (failed []string, err error) {
 	s.check(nicFlows > 0, "flows moved from the host to the NIC (%d on the NICs)", nicFlows)
 	var udpFlow *vswitch.FlowInfo
 	for _, f := range ha.Switch.Flows() {
-		if f.Match.Key.Proto == hal.ProtoUDP && f.Match.Key.L4Dst == 53 {
+		// Exact, or a port-wildcard flow (every connection between the
+		// two VMs, port 53 included).
+		if f.Match.Key.Proto == hal.ProtoUDP && (f.Match.Key.L4Dst == 53 || f.Wildcard) {
 			udpFlow = &f
 			break
 		}

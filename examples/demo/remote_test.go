@@ -51,8 +51,8 @@ func TestNamespaceStoryRemote(t *testing.T) {
 				}
 			}
 			checkSealedStep(t, story, drv)
-			if n := strings.Count(story, "bytes back intact"); n != 4 {
-				t.Errorf("%d bulk exchanges came back intact, want 4", n)
+			if n := strings.Count(story, "bytes back intact"); n != 5 {
+				t.Errorf("%d bulk exchanges came back intact, want 5 (4 in the bulk section, 1 inbound)", n)
 			}
 			if !strings.Contains(story, "all ") || strings.Contains(story, "FAIL") {
 				t.Errorf("the story does not say that every check held:\n%s", story)

@@ -12,36 +12,7 @@
 // 0600; never overwritten) and the public key file the host pins. The
 // host makes its own pair the same way and gives nicd its public file.
 //
-// The configuration (YAML; relative paths are relative to its directory):
-//
-//	driver: softnic              # softnic, xdp or tcflower
-//	key: nic.key                 # this side's private key file
-//	hosts: [host.pub]            # public key files of the hosts allowed in
-//	listen:                      # one or more
-//	  - unix:/run/nicd.sock
-//	  - tcp:127.0.0.1:7470
-//	  - vsock:any:7470           # where the kernel has AF_VSOCK
-//	apply_chunk: 4096            # optional: operations per NIC call
-//	log_level: info              # debug, info, warn, error
-//	softnic:                     # driver: softnic
-//	  device: dpu0
-//	  crypto: false              # sealed addresses opened on the NIC
-//	  max_rules: 1048576
-//	  binding: none              # none, or afpacket: each port bound to the
-//	                             # interface of its name
-//	  netns: /run/netns/x        # afpacket: the interfaces' namespace
-//	  ports:
-//	    - {name: vm1, kind: vport, mac: "02:00:00:00:00:01"}
-//	    - {name: uplink, kind: uplink, mac: "02:00:00:00:00:ff", mtu: 1600}
-//	xdp:                         # driver: xdp (xdp.Config)
-//	  netns: /run/netns/x
-//	  mode: auto                 # auto, driver, generic
-//	  ports: [{name: veth-vm1, kind: vport}, {name: eth1, kind: uplink}]
-//	tcflower:                    # driver: tcflower (tcflower.Config)
-//	  netns: /run/netns/x
-//	  placement: any             # any, hardware, software
-//	  tunnels: {vxlan: vx0}
-//	  ports: [{name: rep0, kind: vport}, {name: eth1, kind: uplink}]
+// The configuration is drivers/remote/nicside's (see its package doc).
 //
 // nicd serves until SIGINT or SIGTERM. A host that goes away changes
 // nothing on the NIC: it keeps forwarding on its rules until a host
@@ -58,6 +29,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/nicside"
 )
 
 func main() {
@@ -89,16 +63,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		if *cfgPath == "" {
 			return errors.New("serve: -config is required")
 		}
-		cfg, err := loadConfig(*cfgPath)
+		cfg, err := nicside.LoadConfig(*cfgPath)
 		if err != nil {
 			return err
 		}
 		if *check {
-			fmt.Fprintf(stdout, "%s: ok (driver %s, %d host keys, listen %v)\n", *cfgPath, cfg.Driver, len(cfg.hostKeys), cfg.Listen)
+			fmt.Fprintf(stdout, "%s: ok (driver %s, %d host keys, listen %v)\n", *cfgPath, cfg.Driver, cfg.HostKeys(), cfg.Listen)
 			return nil
 		}
-		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.level}))
-		return serve(ctx, cfg, log, ready)
+		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Level()}))
+		return nicside.Serve(ctx, cfg, log, ready)
 	}
 	return fmt.Errorf("unknown command %q: want keygen or serve", args[0])
 }
@@ -114,7 +88,7 @@ func keygen(args []string, stdout io.Writer) error {
 	if *key == "" || *pub == "" {
 		return errors.New("keygen: -key and -pub are required")
 	}
-	k, err := remoteGenerate(*key, *pub, *name)
+	k, err := remote.GenerateKeyFiles(nil, *key, *pub, *name)
 	if err != nil {
 		return fmt.Errorf("keygen: %w", err)
 	}

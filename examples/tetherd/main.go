@@ -9,10 +9,13 @@
 //	tetherd -check -config relocated.yaml -policy policy.yaml
 //	tetherd keygen PRIVATE PUBLIC [name]
 //
-// The configuration names each relocated subnet, its anchor and its tether
-// (see tether.Config); a file with any problem is refused with its file,
-// line and field, and nothing starts. The policy must give the anchor the
-// subnet's pool (tether.PoolVMs). Key files are drivers/remote's format
+// The policy names each relocated subnet (its relocated entries: tenant,
+// VNET, prefix, pool, anchor host, tether name, key and timers) and gives
+// the anchor the subnet's pool as mappings; the configuration holds what
+// only the two ends know, by the subnet's name: the anchor's public
+// endpoint and key, the tether's ports, path MTU and lease time (see
+// tether.Config). A policy or configuration with any problem is refused
+// with its file, line and field, and nothing starts. Key files are drivers/remote's format
 // (keygen writes a pair). The tether keeps its leases in the -leases file
 // (tether/lease.FileKV), so that a restart hands every node its address
 // again. vswitchctl -s SOCKET tether | leases shows the tunnel and the

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nicpath/nicpath/drivers/remote"
 	"github.com/nicpath/nicpath/policy"
-	"github.com/nicpath/nicpath/tether"
 )
 
 // -check holds the configuration to the policy; a bad file is refused with
@@ -29,25 +28,16 @@ func TestCheck(t *testing.T) {
 	}
 	cfg := `relocated_subnets:
   - name: branch
-    tenant: blue
-    vnet: web
-    prefix: 10.0.1.0/24
-    pool: 10.0.1.10-10.0.1.11
-    anchor: {host: anchor, endpoint: "203.0.113.1:51820", key: ` + key.Public().String() + `}
-    tether: {name: b1, key: ` + key.Public().String() + `, ports: [p1]}
+    anchor: {endpoint: "203.0.113.1:51820", key: ` + key.Public().String() + `}
+    tether: {ports: [p1]}
 `
-	c, err := tether.ParseConfig("r.yaml", []byte(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, _ := c.Find("branch")
 	pb := policy.NewBuilder()
 	pb.AddHost(policy.Host{Name: "anchor", PA: netip.MustParseAddr("198.18.0.10")})
 	pb.AddTenant(policy.Tenant{Name: "blue"})
 	pb.AddVNET(policy.VNET{Tenant: "blue", Name: "web", VNI: 5, Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}})
-	for _, vm := range tether.PoolVMs(r) {
-		pb.AddVM(vm)
-	}
+	pb.AddRelocated(policy.Relocated{Name: "branch", Tenant: "blue", VNET: "web", Prefix: netip.MustParsePrefix("10.0.1.0/24"),
+		PoolFirst: netip.MustParseAddr("10.0.1.10"), PoolLast: netip.MustParseAddr("10.0.1.11"), Anchor: "anchor",
+		Tether: policy.Tether{Name: "b1", Key: key.Public()}})
 	st, err := pb.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -66,14 +56,19 @@ func TestCheck(t *testing.T) {
 	if code := run(ctx, []string{"-check", "-config", good, "-policy", pp}, &out); code != 0 {
 		t.Fatalf("good configuration: %d %s", code, out.String())
 	}
-	bad := write("bad.yaml", strings.Replace(cfg, "pool: 10.0.1.10-10.0.1.11", "pool: 10.0.1.10-10.0.1.12", 1))
+	bad := write("bad.yaml", strings.Replace(cfg, "name: branch", "name: lab", 1))
 	out.Reset()
-	if code := run(ctx, []string{"-check", "-config", bad, "-policy", pp}, &out); code != 1 || !strings.Contains(out.String(), bad+":6: relocated_subnets[0].pool: address 10.0.1.12 has no mapping") {
-		t.Fatalf("pool beyond the policy's mappings: exit %d\n%s", code, out.String())
+	if code := run(ctx, []string{"-check", "-config", bad, "-policy", pp}, &out); code != 1 || !strings.Contains(out.String(), bad+`:2: relocated_subnets[0].name: the policy has no relocated subnet "lab"`) {
+		t.Fatalf("a subnet the policy does not name: exit %d\n%s", code, out.String())
+	}
+	badPol := write("bad-policy.yaml", strings.Replace(string(pol), "anchor: anchor", "anchor: nowhere", 1))
+	out.Reset()
+	if code := run(ctx, []string{"-check", "-config", good, "-policy", badPol}, &out); code != 1 || !strings.Contains(out.String(), `relocated[0].anchor: unknown host "nowhere"`) {
+		t.Fatalf("a policy whose anchor is no host: exit %d\n%s", code, out.String())
 	}
 	worse := write("worse.yaml", strings.Replace(cfg, "ports: [p1]", "ports: []", 1))
 	out.Reset()
-	if code := run(ctx, []string{"-role", "anchor", "-config", worse, "-policy", pp}, &out); code != 1 || !strings.Contains(out.String(), worse+":8: relocated_subnets[0].tether.ports") {
+	if code := run(ctx, []string{"-role", "anchor", "-config", worse, "-policy", pp}, &out); code != 1 || !strings.Contains(out.String(), worse+":4: relocated_subnets[0].tether.ports") {
 		t.Fatalf("no ports: exit %d\n%s", code, out.String())
 	}
 }

@@ -89,7 +89,7 @@ func run(ctx context.Context, w io.Writer) int {
 	s.say("host-a, host-b: vswitchd on softnic, VMs blue-a %s and blue-b %s (VNET web, vni %d)", tethertest.VMA, tethertest.VMB, tethertest.VNI)
 	s.say("anchor: PA %s, tunnel endpoint %s:%d", tethertest.PAAnchor, tethertest.AnchorPublic, tethertest.TunnelPort)
 	s.say("nat: nftables masquerade to %s; the tether and its nodes n1, n2 behind it", tethertest.NATPublic)
-	s.say("relocated subnet %s, pool %s-%s, %d policy mappings to the anchor", b.Sub.Prefix, b.Sub.PoolFirst, b.Sub.PoolLast, b.AnchorNode.Status().Pool)
+	s.say("relocated subnet %s (the policy's relocated entry %s), pool %s-%s, %d policy mappings to the anchor", b.Sub.Prefix, b.Sub.Name, b.Sub.PoolFirst, b.Sub.PoolLast, b.AnchorNode.Status().Pool)
 	b.ServeControl(ctx, filepath.Join(dir, "anchor.sock"), filepath.Join(dir, "tether.sock"))
 	vsctl := func(sock string, args ...string) string {
 		out, err := exec.Command(ctl, append([]string{"-s", filepath.Join(dir, sock)}, args...)...).CombinedOutput()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,7 +44,37 @@ func vethNS(t *testing.T) string {
 	run("-n", name, "link", "add", "name", "npa", "type", "veth", "peer", "name", "npb")
 	run("-n", name, "link", "set", "npa", "up")
 	run("-n", name, "link", "set", "npb", "up")
+	// The kernel attaches a veth's qdisc once it sees the carrier, in its
+	// link-watch work, a moment after ip returns (later under load): until
+	// then the link drops what is sent on it. Wait for it rather than lose
+	// a test's first frame.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := exec.Command("ip", "-n", name, "-o", "link", "show").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip link show: %v\n%s", err, out)
+		}
+		if ready := vethReady(string(out)); ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the veth pair is not up after 10s:\n%s", out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return "/run/netns/" + name
+}
+
+// vethReady says whether ip -o link show lists npa and npb up, each with
+// its qdisc attached.
+func vethReady(links string) bool {
+	up := 0
+	for _, l := range strings.Split(links, "\n") {
+		if (strings.Contains(l, " npa@") || strings.Contains(l, " npb@")) && strings.Contains(l, " state UP ") && !strings.Contains(l, " qdisc noop ") {
+			up++
+		}
+	}
+	return up == 2
 }
 
 func open(t *testing.T, ns, ifname string, o afpacket.Options) *afpacket.Socket {

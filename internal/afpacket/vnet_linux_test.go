@@ -97,11 +97,11 @@ func recvUDP(t *testing.T, s *afpacket.Socket, port uint16) ([]byte, wire.Virtio
 // completion and the Segmenter make valid frames of each.
 func TestVnetHdrWhatTheKernelHandsOver(t *testing.T) {
 	ns := vethNS(t)
-	ipIn(t, ns, "addr", "add", "198.18.0.1/24", "dev", "npa")
+	ipIn(t, ns, "addr", "replace", "198.18.0.1/24", "dev", "npa")
 	ipIn(t, ns, "neigh", "replace", "198.18.0.2", "lladdr", "02:00:00:00:00:0b", "dev", "npa", "nud", "permanent")
 	ipIn(t, ns, "link", "add", "vx0", "type", "vxlan", "id", "42", "local", "198.18.0.1", "remote", "198.18.0.2",
 		"dstport", "4789", "dev", "npa")
-	ipIn(t, ns, "addr", "add", "198.51.100.1/24", "dev", "vx0")
+	ipIn(t, ns, "addr", "replace", "198.51.100.1/24", "dev", "vx0")
 	ipIn(t, ns, "link", "set", "vx0", "up")
 	ipIn(t, ns, "neigh", "replace", "198.51.100.2", "lladdr", "02:00:00:00:00:0c", "dev", "vx0", "nud", "permanent")
 	b := open(t, ns, "npb", afpacket.Options{SkipOutgoing: true, Promisc: true, VnetHdr: true, PollInterval: 20 * time.Millisecond})

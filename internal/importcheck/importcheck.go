@@ -73,18 +73,12 @@ func underAny(pkg string, roots ...string) bool {
 var ExamplesInternal = []Pair{
 	{"examples/demo", "internal/afpacket"}, // the frames a namespaced VM sends, TSO super-frames counted
 	{"examples/demo", "internal/nsexec"},   // the packet socket opened in the VM's namespace
-	{"examples/nicd", "internal/nsexec"},   // opening the served driver in a configured namespace
 }
 
 // InternalExceptions lists, by package pair, the internal packages that
 // import a driver or the vswitch today. The check fails on such an import
 // outside the list and on a pair the code no longer has: remove it then.
-var InternalExceptions = []Pair{
-	// The bed against plain Linux peers: a host programmed with tc-flower
-	// rules directly (no vswitch), and the switch's flows in its reports.
-	{"internal/peerbed", "drivers/tcflower"},
-	{"internal/peerbed", "vswitch"},
-}
+var InternalExceptions = []Pair{}
 
 // Rules are nicpath's import rules, with the exceptions given for examples
 // (importing internal/) and for internal/ (importing drivers and vswitch).

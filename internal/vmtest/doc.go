@@ -7,7 +7,8 @@
 // initramfs that it writes itself: busybox (busybox-static), the kernel
 // modules asked for with their dependencies (from the kernel's modules.dep,
 // decompressed on the host), any host executables asked for with their
-// shared libraries (iproute2's ip and tc), and the test binary. The init
+// shared libraries (iproute2's ip and tc), any other files asked for (static
+// binaries the test runs, at paths of their own), and the test binary. The init
 // script loads the modules, runs the test binary with the given arguments
 // and the environment variable NICPATH_IN_VM=1, prints an end marker with the
 // exit code and powers the machine off. Run streams the serial console and

@@ -46,6 +46,11 @@ type Config struct {
 	// copied into the VM at the same path with the shared libraries ldd
 	// lists for them.
 	Executables []string
+	// Files are more files for the VM, by their path there (absolute, and
+	// outside /proc, /sys, /dev, /run and /tmp, which init mounts over),
+	// each copied from the host path it names, executable: other static
+	// binaries a test runs (a daemon and its CLI built with CGO_ENABLED=0).
+	Files map[string]string
 	// Kernel is the kernel release to boot (e.g. "6.1.0-41-amd64"); empty
 	// means the newest 6.1 kernel found, or else the newest found.
 	Kernel string
@@ -283,6 +288,12 @@ func buildInitramfs(dst string, k kernel, cfg *Config) error {
 			return err
 		}
 	}
+	for vmPath, host := range cfg.Files {
+		if err := checkFilePath(vmPath); err != nil {
+			return err
+		}
+		files[vmPath] = host
+	}
 
 	var initScript strings.Builder
 	initScript.WriteString(`#!/bin/busybox sh
@@ -363,6 +374,19 @@ echo 3 > /proc/sys/kernel/printk
 		return err
 	}
 	return bw.Flush()
+}
+
+// checkFilePath says why a Config.Files path cannot hold a file in the VM.
+func checkFilePath(p string) error {
+	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
+		return fmt.Errorf("file %q: want a clean absolute path", p)
+	}
+	for _, m := range []string{"/proc", "/sys", "/dev", "/run", "/var/run", "/tmp", "/init"} {
+		if p == m || strings.HasPrefix(p, m+"/") {
+			return fmt.Errorf("file %q: %s is mounted over or made by init in the VM", p, m)
+		}
+	}
+	return nil
 }
 
 // addExecutable adds exe and the shared libraries it needs (as ldd lists

@@ -64,6 +64,18 @@ func TestResolveModulesOrder(t *testing.T) {
 	}
 }
 
+func TestCheckFilePath(t *testing.T) {
+	for p, ok := range map[string]bool{
+		"/opt/nicpath/bin/vswitchd": true, "/work/x": true, "/usr/local/bin/tool": true,
+		"opt/x": false, "/tmp/x": false, "/run/x": false, "/var/run/x": false, "/proc/x": false, "/": false,
+		"/opt/../tmp/x": false, "/tmpfoo/x": true, "/init": false,
+	} {
+		if err := checkFilePath(p); (err == nil) != ok {
+			t.Errorf("checkFilePath(%q) = %v, want ok %v", p, err, ok)
+		}
+	}
+}
+
 // TestInsideVM runs only inside a VM: it checks what the init script
 // promised (modules loaded, environment, iproute2 present).
 func TestInsideVM(t *testing.T) {
@@ -75,6 +87,9 @@ func TestInsideVM(t *testing.T) {
 	}
 	if _, err := os.Stat("/usr/sbin/ip"); err != nil {
 		t.Errorf("ip not copied: %v", err)
+	}
+	if b, err := os.ReadFile("/opt/vmtest/hello"); err != nil || string(b) != "hello from the host\n" {
+		t.Errorf("Config.Files: /opt/vmtest/hello holds %q (%v)", b, err)
 	}
 }
 
@@ -97,7 +112,12 @@ func TestBootVM(t *testing.T) {
 	// loaded one.
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	bin := filepath.Join(t.TempDir(), "vmtest.test")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "vmtest.test")
+	hello := filepath.Join(dir, "hello")
+	if err := os.WriteFile(hello, []byte("hello from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := BuildTestBinary(ctx, ".", bin); err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +126,7 @@ func TestBootVM(t *testing.T) {
 		Args:        []string{"-test.run", "^TestInsideVM$", "-test.v"},
 		Modules:     []string{"veth"},
 		Executables: []string{"/usr/sbin/ip"},
+		Files:       map[string]string{"/opt/vmtest/hello": hello},
 		Timeout:     8 * time.Minute,
 	})
 	if err != nil {

@@ -229,28 +229,20 @@ func New(ctx context.Context, o Options) (_ *Bed, err error) {
 	return b, nil
 }
 
-// ConfigYAML is the relocated-subnet configuration the bed runs on.
+// ConfigYAML is the relocated-subnet configuration the bed runs on: what
+// only the two ends know (the anchor's endpoint and key, the tether's key
+// and ports); the subnet itself is the policy's (BuildPolicy).
 func (b *Bed) ConfigYAML() string {
 	return fmt.Sprintf(`relocated_subnets:
   - name: branch
-    tenant: blue
-    vnet: web
-    prefix: %s
-    gateway: 10.0.1.1
-    pool: 10.0.1.10-10.0.1.19
     lease_time: 1h
     anchor:
-      host: anchor
       endpoint: %s
       key: %s
     tether:
-      name: branch-1
       key: %s
       ports: [p1, p2]
-      keepalive: %s
-      probe: %s
-`, RelocatedPrefix, netip.AddrPortFrom(AnchorPublic, TunnelPort), b.anchorKey.Public(), b.tetherKey.Public(),
-		durOr(b.opt.Keepalive, tether.DefaultKeepalive), durOr(b.opt.Probe, tether.DefaultProbe))
+`, netip.AddrPortFrom(AnchorPublic, TunnelPort), b.anchorKey.Public(), b.tetherKey.Public())
 }
 
 func durOr(d, def time.Duration) time.Duration {
@@ -270,12 +262,12 @@ func (b *Bed) policy() error {
 		return err
 	}
 	b.Config = cfg
-	b.Sub, _ = cfg.Find("branch")
 	st, err := b.BuildPolicy()
 	if err != nil {
 		return err
 	}
 	b.State = st
+	b.Sub, _ = cfg.Find("branch")
 	data, err := policy.Marshal(st)
 	if err != nil {
 		return err
@@ -293,9 +285,12 @@ func (b *Bed) BuildPolicy(extra ...policy.ACL) (*policy.State, error) {
 	pb.AddVNET(policy.VNET{Tenant: "blue", Name: "web", VNI: VNI, Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), RelocatedPrefix}})
 	pb.AddVM(policy.VM{Name: "blue-a", Tenant: "blue", VNET: "web", MAC: macVMA, CAs: []netip.Addr{VMA}, Host: "host-a"})
 	pb.AddVM(policy.VM{Name: "blue-b", Tenant: "blue", VNET: "web", MAC: macVMB, CAs: []netip.Addr{VMB}, Host: "host-b"})
-	for _, vm := range tether.PoolVMs(b.Sub) {
-		pb.AddVM(vm)
-	}
+	// The relocated subnet: the policy compiles its pool into mappings
+	// to the anchor's PA, which every vswitchd following it installs.
+	pb.AddRelocated(policy.Relocated{Name: "branch", Tenant: "blue", VNET: "web", Prefix: RelocatedPrefix,
+		Gateway: netip.MustParseAddr("10.0.1.1"), PoolFirst: netip.MustParseAddr("10.0.1.10"), PoolLast: netip.MustParseAddr("10.0.1.19"),
+		Anchor: "anchor", Tether: policy.Tether{Name: "branch-1", Key: b.tetherKey.Public(),
+			Keepalive: durOr(b.opt.Keepalive, tether.DefaultKeepalive), Probe: durOr(b.opt.Probe, tether.DefaultProbe)}})
 	pb.AddACL(policy.ACL{Tenant: "blue", ID: "no-telnet-from-branch", Priority: 10, Direction: policy.In,
 		Src: []netip.Prefix{RelocatedPrefix}, Protocol: policy.ProtoTCP, DstPorts: []policy.PortRange{{Lo: DeniedPort, Hi: DeniedPort}}, Action: policy.Deny})
 	for _, a := range extra {
@@ -336,21 +331,21 @@ func (b *Bed) network() error {
 			[]string{"-n", "ul", "link", "add", rif, "address", routerMAC(i).String(), "type", "veth", "peer", "name", "up0", "address", uplinkMACOf(i).String(), "netns", b.prefix + h.name},
 			[]string{"-n", "ul", "link", "set", rif, "up"},
 			[]string{"-n", h.name, "link", "set", "up0", "up"},
-			[]string{"-n", "ul", "route", "add", h.pa.String() + "/32", "dev", rif},
+			[]string{"-n", "ul", "route", "replace", h.pa.String() + "/32", "dev", rif},
 			[]string{"-n", "ul", "neigh", "replace", h.pa.String(), "lladdr", uplinkMACOf(i).String(), "dev", rif, "nud", "permanent"},
 		)
 	}
 	ancMAC, ulAncMAC := hal.MAC{0x02, 0xfd, 0, 0, 0, 0x10}, routerMAC(9)
 	cmds = append(cmds,
 		[]string{"-n", "ul", "link", "add", "ul-anchor", "address", ulAncMAC.String(), "type", "veth", "peer", "name", "dc0", "address", ancMAC.String(), "netns", b.prefix + "anchor"},
-		[]string{"-n", "ul", "addr", "add", ulAnchor.String() + "/32", "dev", "ul-anchor"},
+		[]string{"-n", "ul", "addr", "replace", ulAnchor.String() + "/32", "dev", "ul-anchor"},
 		[]string{"-n", "ul", "link", "set", "ul-anchor", "up"},
-		[]string{"-n", "ul", "route", "add", PAAnchor.String() + "/32", "dev", "ul-anchor"},
+		[]string{"-n", "ul", "route", "replace", PAAnchor.String() + "/32", "dev", "ul-anchor"},
 		[]string{"-n", "ul", "neigh", "replace", PAAnchor.String(), "lladdr", ancMAC.String(), "dev", "ul-anchor", "nud", "permanent"},
-		[]string{"-n", "anchor", "addr", "add", PAAnchor.String() + "/32", "dev", "dc0"},
+		[]string{"-n", "anchor", "addr", "replace", PAAnchor.String() + "/32", "dev", "dc0"},
 		[]string{"-n", "anchor", "link", "set", "dc0", "up"},
-		[]string{"-n", "anchor", "route", "add", ulAnchor.String() + "/32", "dev", "dc0"},
-		[]string{"-n", "anchor", "route", "add", "198.18.0.0/24", "via", ulAnchor.String()},
+		[]string{"-n", "anchor", "route", "replace", ulAnchor.String() + "/32", "dev", "dc0"},
+		[]string{"-n", "anchor", "route", "replace", "198.18.0.0/24", "via", ulAnchor.String()},
 		[]string{"-n", "anchor", "neigh", "replace", ulAnchor.String(), "lladdr", ulAncMAC.String(), "dev", "dc0", "nud", "permanent"},
 	)
 	// The outside: a bridge joining the anchor, the NAT and a forger.
@@ -362,18 +357,18 @@ func (b *Bed) network() error {
 		cmds = append(cmds,
 			[]string{"-n", "inet", "link", "add", e.port, "type", "veth", "peer", "name", e.dev, "netns", b.prefix + e.ns},
 			[]string{"-n", "inet", "link", "set", e.port, "master", "br0", "up"},
-			[]string{"-n", e.ns, "addr", "add", e.addr.String() + "/24", "dev", e.dev},
+			[]string{"-n", e.ns, "addr", "replace", e.addr.String() + "/24", "dev", e.dev},
 			[]string{"-n", e.ns, "link", "set", e.dev, "up"},
 		)
 	}
 	// The remote site behind the NAT.
 	cmds = append(cmds,
 		[]string{"-n", "nat", "link", "add", "in0", "type", "veth", "peer", "name", "wan0", "netns", b.prefix + "tether"},
-		[]string{"-n", "nat", "addr", "add", natInside.String() + "/24", "dev", "in0"},
+		[]string{"-n", "nat", "addr", "replace", natInside.String() + "/24", "dev", "in0"},
 		[]string{"-n", "nat", "link", "set", "in0", "up"},
-		[]string{"-n", "tether", "addr", "add", tetherWAN.String() + "/24", "dev", "wan0"},
+		[]string{"-n", "tether", "addr", "replace", tetherWAN.String() + "/24", "dev", "wan0"},
 		[]string{"-n", "tether", "link", "set", "wan0", "up"},
-		[]string{"-n", "tether", "route", "add", "default", "via", natInside.String()},
+		[]string{"-n", "tether", "route", "replace", "default", "via", natInside.String()},
 	)
 	for i, n := range []string{"n1", "n2"} {
 		p := fmt.Sprintf("p%d", i+1)
@@ -403,7 +398,7 @@ func (b *Bed) network() error {
 			// One on-link /23: the VNET's two subnets, the relocated one
 			// included (the vswitch does not answer ARP: static
 			// neighbours, as for any peer).
-			{"-n", v.ns, "addr", "add", netip.PrefixFrom(v.ca, 23).String(), "dev", "eth0"},
+			{"-n", v.ns, "addr", "replace", netip.PrefixFrom(v.ca, 23).String(), "dev", "eth0"},
 		}
 		for _, vm := range b.State.VMs() {
 			if vm.CAs[0] != v.ca {
@@ -616,7 +611,7 @@ func (b *Bed) FlushNAT() error {
 func (b *Bed) ChangeNATAddress() error {
 	return b.ipAll([][]string{
 		{"-n", "nat", "addr", "del", NATPublic.String() + "/24", "dev", "out0"},
-		{"-n", "nat", "addr", "add", NATPublic2.String() + "/24", "dev", "out0"},
+		{"-n", "nat", "addr", "replace", NATPublic2.String() + "/24", "dev", "out0"},
 	})
 }
 

@@ -170,10 +170,10 @@ func BenchmarkThroughputRatio(b *testing.B) {
 	// holds 4789 on its PA).
 	cmds := [][]string{
 		{"-n", "tether", "link", "add", "vxb", "address", "02:42:00:00:00:01", "type", "vxlan", "id", "4242", "remote", AnchorPublic.String(), "local", tetherWAN.String(), "dstport", "4790", "dev", "wan0"},
-		{"-n", "tether", "addr", "add", "192.0.2.1/30", "dev", "vxb"},
+		{"-n", "tether", "addr", "replace", "192.0.2.1/30", "dev", "vxb"},
 		{"-n", "tether", "link", "set", "vxb", "up"},
 		{"-n", "anchor", "link", "add", "vxb", "address", "02:42:00:00:00:02", "type", "vxlan", "id", "4242", "remote", NATPublic.String(), "local", AnchorPublic.String(), "dstport", "4790", "dev", "wan0"},
-		{"-n", "anchor", "addr", "add", "192.0.2.2/30", "dev", "vxb"},
+		{"-n", "anchor", "addr", "replace", "192.0.2.2/30", "dev", "vxb"},
 		{"-n", "anchor", "link", "set", "vxb", "up"},
 		// The NAT lets the anchor's answers through only to the mapped
 		// port, and a VXLAN device sends to its fixed port: no ARP back.

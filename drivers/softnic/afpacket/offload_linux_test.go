@@ -42,8 +42,8 @@ func twoVMs(tb testing.TB, tag string) (a, b string, nic *softnic.NIC, bs []*Bin
 		{a, "198.18.5.1/24", "2001:db8:5::1/64", "198.18.5.2", "2001:db8:5::2", macVMB},
 		{b, "198.18.5.2/24", "2001:db8:5::2/64", "198.18.5.1", "2001:db8:5::1", macVMA},
 	} {
-		ip(tb, "-n", c.ns, "addr", "add", c.v4, "dev", "eth0")
-		ip(tb, "-n", c.ns, "addr", "add", c.v6, "dev", "eth0", "nodad")
+		ip(tb, "-n", c.ns, "addr", "replace", c.v4, "dev", "eth0")
+		ip(tb, "-n", c.ns, "addr", "replace", c.v6, "dev", "eth0", "nodad")
 		ip(tb, "-n", c.ns, "neigh", "replace", c.peer4, "lladdr", c.peerMAC.String(), "dev", "eth0", "nud", "permanent")
 		ip(tb, "-n", c.ns, "neigh", "replace", c.peer6, "lladdr", c.peerMAC.String(), "dev", "eth0", "nud", "permanent")
 	}
@@ -152,7 +152,7 @@ func vxlanPeer(t *testing.T, v6 bool) {
 	l.veth(host, "up0", peer, "up0p", macPeer)
 	l.veth(peer, "pv0", pvm, "eth0", macPeerVM)
 	// The plain Linux host.
-	ip(t, "-n", peer, "addr", "add", paPeer.String()+plen, "dev", "up0p", "nodad")
+	ip(t, "-n", peer, "addr", "replace", paPeer.String()+plen, "dev", "up0p", "nodad")
 	ip(t, "-n", peer, "neigh", "replace", paLocal.String(), "lladdr", macUp.String(), "dev", "up0p", "nud", "permanent")
 	ip(t, "-n", peer, "link", "add", "vx0", "type", "vxlan", "id", "42", "local", paPeer.String(), "remote", paLocal.String(),
 		"dstport", "4789", "dev", "up0p")
@@ -171,8 +171,8 @@ func vxlanPeer(t *testing.T, v6 bool) {
 		{pvm, "198.18.6.2/24", "2001:db8:6::2/64", "198.18.6.1", "2001:db8:6::1", macVMA},
 	} {
 		ip(t, "-n", c.ns, "link", "set", "eth0", "mtu", mtu)
-		ip(t, "-n", c.ns, "addr", "add", c.v4, "dev", "eth0")
-		ip(t, "-n", c.ns, "addr", "add", c.v6, "dev", "eth0", "nodad")
+		ip(t, "-n", c.ns, "addr", "replace", c.v4, "dev", "eth0")
+		ip(t, "-n", c.ns, "addr", "replace", c.v6, "dev", "eth0", "nodad")
 		ip(t, "-n", c.ns, "neigh", "replace", c.peer4, "lladdr", c.peerMAC.String(), "dev", "eth0", "nud", "permanent")
 		ip(t, "-n", c.ns, "neigh", "replace", c.peer6, "lladdr", c.peerMAC.String(), "dev", "eth0", "nud", "permanent")
 	}
@@ -254,7 +254,7 @@ func TestOffloadsSegmentOverEgressMTU(t *testing.T) {
 	host, vm, far := l.ns("host"), l.ns("vm"), l.ns("wire")
 	l.veth(host, "vm1", vm, "eth0", macVMA)
 	l.veth(host, "up0", far, "up0p", macVMB)
-	ip(t, "-n", vm, "addr", "add", "198.18.7.1/24", "dev", "eth0")
+	ip(t, "-n", vm, "addr", "replace", "198.18.7.1/24", "dev", "eth0")
 	ip(t, "-n", vm, "neigh", "replace", "198.18.7.2", "lladdr", macVMB.String(), "dev", "eth0", "nud", "permanent")
 	nic, err := softnic.New(softnic.Config{Ports: []softnic.PortConfig{
 		{Name: "vm1", Kind: hal.PortVPort, MAC: macVMA},
@@ -354,8 +354,8 @@ func bridgedVMs(tb testing.TB) (a, b string) {
 	ip(tb, "-n", host, "link", "set", "vm1", "master", "br0")
 	ip(tb, "-n", host, "link", "set", "vm2", "master", "br0")
 	ip(tb, "-n", host, "link", "set", "br0", "up")
-	ip(tb, "-n", a, "addr", "add", "198.18.5.1/24", "dev", "eth0")
-	ip(tb, "-n", b, "addr", "add", "198.18.5.2/24", "dev", "eth0")
+	ip(tb, "-n", a, "addr", "replace", "198.18.5.1/24", "dev", "eth0")
+	ip(tb, "-n", b, "addr", "replace", "198.18.5.2/24", "dev", "eth0")
 	ip(tb, "-n", a, "neigh", "replace", "198.18.5.2", "lladdr", macVMB.String(), "dev", "eth0", "nud", "permanent")
 	ip(tb, "-n", b, "neigh", "replace", "198.18.5.1", "lladdr", macVMA.String(), "dev", "eth0", "nud", "permanent")
 	return a, b

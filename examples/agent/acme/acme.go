@@ -76,6 +76,8 @@ func Open(serial string, ports []Port) (*NIC, error) {
 	// The device programs rule by rule: it cannot promise all or nothing,
 	// and does not implement hal.AtomicApplier.
 	caps.AtomicBatch = false
+	// Nor does it report the addresses it sees (no hal.AddressLearner).
+	caps.AddressLearning = false
 	return &NIC{dev: dev, caps: caps}, nil
 }
 

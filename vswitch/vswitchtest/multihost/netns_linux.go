@@ -164,7 +164,7 @@ func NewNSBed(ctx context.Context, st *policy.State, o NSOptions) (_ *NSBed, err
 		for _, args := range [][]string{
 			{"-n", ul, "link", "set", rif, "up"},
 			{"-n", ns, "link", "set", "up0", "up"},
-			{"-n", ul, "route", "add", netip.PrefixFrom(h.PA, h.PA.BitLen()).String(), "dev", rif},
+			{"-n", ul, "route", "replace", netip.PrefixFrom(h.PA, h.PA.BitLen()).String(), "dev", rif},
 			{"-n", ul, "neigh", "replace", h.PA.String(), "lladdr", uplinkMACOf(i).String(), "dev", rif, "nud", "permanent"},
 		} {
 			if err := b.ip(args...); err != nil {
@@ -315,7 +315,7 @@ func (b *NSBed) addVM(vm policy.VM, host string) error {
 	for _, args := range [][]string{
 		{"-n", hns, "link", "set", hif, "mtu", "1450", "up"},
 		{"-n", ns, "link", "set", "eth0", "address", hal.MAC(vm.MAC).String(), "mtu", "1450", "up"},
-		{"-n", ns, "addr", "add", netip.PrefixFrom(ca, bits).String(), "dev", "eth0"},
+		{"-n", ns, "addr", "replace", netip.PrefixFrom(ca, bits).String(), "dev", "eth0"},
 	} {
 		if err := b.ip(args...); err != nil {
 			return err

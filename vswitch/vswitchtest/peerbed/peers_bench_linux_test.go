@@ -252,6 +252,10 @@ func BenchmarkPeerCPS(b *testing.B) {
 	}
 	done, failed := map[string]int64{}, map[string]int64{}
 	elapsed := map[string]time.Duration{}
+	exc0 := map[string]uint64{}
+	for k, bed := range beds {
+		exc0[k] = slowPathPackets(bed)
+	}
 	// The benchmark's own time is a turn of every side: it stays near a
 	// second a turn, so that the default -benchtime runs few turns.
 	b.StartTimer()
@@ -273,9 +277,27 @@ func BenchmarkPeerCPS(b *testing.B) {
 		}
 		rate[k] = float64(done[k]) / elapsed[k].Seconds()
 		b.ReportMetric(float64(failed[k]), k+"_failed")
+		if k != OVS {
+			// How many packets per connection the two vswitches' slow
+			// paths handled: with port-wildcard flows, those of the
+			// first connection only.
+			b.ReportMetric(float64(slowPathPackets(beds[k])-exc0[k])/float64(done[k]), k+"_exceptions/conn")
+		}
 		noCsumErrors(b, beds[k])
 	}
 	reportVsOVS(b, "cps", rate)
+}
+
+// slowPathPackets is the number of exception packets the bed's vswitches
+// handled (0 for a bed without one).
+func slowPathPackets(bed *Bed) uint64 {
+	var n uint64
+	for _, h := range bed.Hosts() {
+		if h != nil && h.Daemon != nil {
+			n += h.Daemon.Switch().Stats().Packets
+		}
+	}
+	return n
 }
 
 // ppsTurn is how long each bed's generator runs in one turn of

@@ -1,4 +1,4 @@
-package main
+package nicside
 
 import (
 	"bytes"
@@ -15,17 +15,17 @@ import (
 	"github.com/nicpath/nicpath/securechan"
 )
 
-// config is nicd's configuration file.
-type config struct {
+// Config is the NIC side's configuration file (see the package doc).
+type Config struct {
 	Driver     string          `yaml:"driver"`
 	Key        string          `yaml:"key"`
 	Hosts      []string        `yaml:"hosts"`
 	Listen     []string        `yaml:"listen"`
 	ApplyChunk int             `yaml:"apply_chunk"`
 	LogLevel   string          `yaml:"log_level"`
-	Softnic    *softnicConfig  `yaml:"softnic"`
-	XDP        *xdpConfig      `yaml:"xdp"`
-	TCFlower   *tcflowerConfig `yaml:"tcflower"`
+	Softnic    *SoftnicConfig  `yaml:"softnic"`
+	XDP        *XDPConfig      `yaml:"xdp"`
+	TCFlower   *TCFlowerConfig `yaml:"tcflower"`
 
 	dir      string
 	level    slog.Level
@@ -33,7 +33,8 @@ type config struct {
 	hostKeys []securechan.PublicKey
 }
 
-type portConfig struct {
+// PortConfig is one port of the served NIC.
+type PortConfig struct {
 	Name string `yaml:"name"`
 	Kind string `yaml:"kind"` // vport or uplink
 	MAC  string `yaml:"mac"`
@@ -41,37 +42,40 @@ type portConfig struct {
 	ID   uint32 `yaml:"id"` // xdp, tcflower: the port's hal ID (0: its position)
 }
 
-type softnicConfig struct {
+// SoftnicConfig configures driver softnic.
+type SoftnicConfig struct {
 	Device   string       `yaml:"device"`
 	Crypto   bool         `yaml:"crypto"`
 	MaxRules int          `yaml:"max_rules"`
 	Binding  string       `yaml:"binding"`
 	NetNS    string       `yaml:"netns"`
-	Ports    []portConfig `yaml:"ports"`
+	Ports    []PortConfig `yaml:"ports"`
 }
 
-type xdpConfig struct {
+// XDPConfig configures driver xdp (xdp.Config).
+type XDPConfig struct {
 	NetNS    string       `yaml:"netns"`
 	Mode     string       `yaml:"mode"`
 	MaxRules int          `yaml:"max_rules"`
-	Ports    []portConfig `yaml:"ports"`
+	Ports    []PortConfig `yaml:"ports"`
 }
 
-type tcflowerConfig struct {
+// TCFlowerConfig configures driver tcflower (tcflower.Config).
+type TCFlowerConfig struct {
 	NetNS     string            `yaml:"netns"`
 	Placement string            `yaml:"placement"`
 	Tunnels   map[string]string `yaml:"tunnels"`
-	Ports     []portConfig      `yaml:"ports"`
+	Ports     []PortConfig      `yaml:"ports"`
 }
 
-// loadConfig reads and checks the configuration, and loads the keys it
+// LoadConfig reads and checks the configuration, and loads the keys it
 // names. Errors name the file and the field.
-func loadConfig(path string) (*config, error) {
+func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	c := &config{dir: filepath.Dir(path)}
+	c := &Config{dir: filepath.Dir(path)}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
@@ -142,7 +146,7 @@ func loadConfig(path string) (*config, error) {
 			return nil, bad("softnic.binding", "%q: want none or afpacket", c.Softnic.Binding)
 		}
 	}
-	for sec, ps := range map[string][]portConfig{"softnic": ports(c.Softnic), "xdp": portsX(c.XDP), "tcflower": portsT(c.TCFlower)} {
+	for sec, ps := range map[string][]PortConfig{"softnic": ports(c.Softnic), "xdp": portsX(c.XDP), "tcflower": portsT(c.TCFlower)} {
 		for i, p := range ps {
 			field := fmt.Sprintf("%s.ports[%d]", sec, i)
 			if p.Name == "" {
@@ -161,28 +165,28 @@ func loadConfig(path string) (*config, error) {
 	return c, nil
 }
 
-func (c *config) rel(p string) string {
+func (c *Config) rel(p string) string {
 	if filepath.IsAbs(p) {
 		return p
 	}
 	return filepath.Join(c.dir, p)
 }
 
-func ports(s *softnicConfig) []portConfig {
+func ports(s *SoftnicConfig) []PortConfig {
 	if s == nil {
 		return nil
 	}
 	return s.Ports
 }
 
-func portsX(s *xdpConfig) []portConfig {
+func portsX(s *XDPConfig) []PortConfig {
 	if s == nil {
 		return nil
 	}
 	return s.Ports
 }
 
-func portsT(s *tcflowerConfig) []portConfig {
+func portsT(s *TCFlowerConfig) []PortConfig {
 	if s == nil {
 		return nil
 	}
@@ -199,6 +203,8 @@ func kindOf(s string) (hal.PortKind, error) {
 	return 0, fmt.Errorf("%q: want vport or uplink", s)
 }
 
-func remoteGenerate(key, pub, name string) (securechan.PublicKey, error) {
-	return remote.GenerateKeyFiles(nil, key, pub, name)
-}
+// LogLevel is the level log_level names (info by default).
+func (c *Config) Level() slog.Level { return c.level }
+
+// HostKeys is how many host keys the configuration pins.
+func (c *Config) HostKeys() int { return len(c.hostKeys) }

@@ -400,7 +400,7 @@ func (b *Bed) ovsHost(ctx context.Context, hns string, h, peer *Host, vm, other 
 	// table holds the peer's MAC (the peer may be nicpath, which answers
 	// no ARP).
 	for _, args := range [][]string{
-		{"-n", hns, "addr", "add", netip.PrefixFrom(h.PA, 24).String(), "dev", "br-phy"},
+		{"-n", hns, "addr", "replace", netip.PrefixFrom(h.PA, 24).String(), "dev", "br-phy"},
 		{"-n", hns, "link", "set", "br-phy", "up"},
 	} {
 		if err := b.ip(args...); err != nil {

@@ -219,7 +219,7 @@ func New(ctx context.Context, cfg Config) (_ *Bed, err error) {
 			// address, and the peer's MAC for the peer's PA (a nicpath
 			// uplink answers no ARP).
 			for _, args := range [][]string{
-				{"-n", hns, "addr", "add", netip.PrefixFrom(h.PA, 24).String(), "dev", "up0"},
+				{"-n", hns, "addr", "replace", netip.PrefixFrom(h.PA, 24).String(), "dev", "up0"},
 				{"-n", hns, "neigh", "replace", peer.PA.String(), "lladdr", peer.Uplink.String(), "dev", "up0", "nud", "permanent"},
 			} {
 				if err := b.ip(args...); err != nil {
@@ -345,7 +345,7 @@ func (b *Bed) addVM(i int) error {
 	for _, args := range [][]string{
 		{"-n", hns, "link", "add", "vp0", "mtu", fmt.Sprint(OverlayMTU), "type", "veth",
 			"peer", "name", "eth0", "address", vm.MAC.String(), "mtu", fmt.Sprint(OverlayMTU), "netns", vns},
-		{"-n", vns, "addr", "add", netip.PrefixFrom(vm.CA, 24).String(), "dev", "eth0"},
+		{"-n", vns, "addr", "replace", netip.PrefixFrom(vm.CA, 24).String(), "dev", "eth0"},
 		{"-n", vns, "link", "set", "eth0", "up"},
 		{"-n", hns, "link", "set", "vp0", "up"},
 		{"-n", vns, "neigh", "replace", other.CA.String(), "lladdr", other.MAC.String(), "dev", "eth0", "nud", "permanent"},

@@ -1,4 +1,4 @@
-package main
+package nicside
 
 import (
 	"context"
@@ -17,9 +17,9 @@ import (
 	"github.com/nicpath/nicpath/internal/nsexec"
 )
 
-// serve opens the driver, listens on every address and serves the NIC
+// Serve opens the driver, listens on every address and serves the NIC
 // until ctx is done.
-func serve(ctx context.Context, c *config, log *slog.Logger, ready func([]string)) error {
+func Serve(ctx context.Context, c *Config, log *slog.Logger, ready func([]string)) error {
 	nic, release, err := openNIC(ctx, c, log)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", c.Driver, err)
@@ -78,7 +78,7 @@ func collect(c chan error) []error {
 }
 
 // openNIC opens the configured driver; release closes it and its bindings.
-func openNIC(ctx context.Context, c *config, log *slog.Logger) (hal.NIC, func(), error) {
+func openNIC(ctx context.Context, c *Config, log *slog.Logger) (hal.NIC, func(), error) {
 	switch c.Driver {
 	case "softnic":
 		return openSoftnic(c.Softnic, log)
@@ -138,7 +138,7 @@ func openNIC(ctx context.Context, c *config, log *slog.Logger) (hal.NIC, func(),
 	return nil, nil, fmt.Errorf("unknown driver %q", c.Driver)
 }
 
-func openSoftnic(s *softnicConfig, log *slog.Logger) (hal.NIC, func(), error) {
+func openSoftnic(s *SoftnicConfig, log *slog.Logger) (hal.NIC, func(), error) {
 	cfg := softnic.Config{Device: s.Device, Crypto: s.Crypto, MaxRules: s.MaxRules}
 	for _, p := range s.Ports {
 		k, _ := kindOf(p.Kind)
