@@ -45,13 +45,26 @@
 // (the hosts say they are stale and keep forwarding), starts it again on
 // the same data, and checks that the hosts resync.
 //
+// Sealed addresses (namespace story): the hosts run the embedded policy
+// with a small tenant added, green, whose VM green-1 seals its
+// destinations; its key pair is made at start, the public half in the
+// policy copy's seal_keys. green-1 (subcommand seal: securechan/sealclient
+// in its namespace) seals UDP datagrams to green-2 beside it and to green-3
+// on host-b, over IPv4 and IPv6 (green's namespaces have IPv6), with the key host-a's vswitchd publishes (seal_public_key); the
+// replies arrive, and host-a's exception capture, its vswitchd logs and
+// vswitchctl's output (learned included, what nicd reports with NIC=remote)
+// are checked on the bytes: none holds the clear destination. On XDP,
+// which has no crypto, the sealed frames are dropped and counted on the NIC
+// (fail closed), and vswitchctl seal says so.
+//
 // NICPATH_DEMO_VERBOSE=1 prints every ip command the namespace story runs.
 //
 // It exits 0 only when every check of the story held, so it doubles as a
 // smoke test (TestInProcessStory runs it).
 //
 // The policy is the embedded default, a copy of
-// examples/policies/two-tenants.yaml.
+// examples/policies/two-tenants.yaml (the namespace story's hosts run it
+// with the sealed step's tenant added).
 package main
 
 //go:generate cp ../policies/two-tenants.yaml default-policy.yaml

@@ -69,7 +69,7 @@ func (n *nsStory) startEtcd(hosts []string) error {
 // runEtcd starts (or restarts, on the same data) the etcd member and waits
 // until it serves.
 func (n *nsStory) runEtcd() error {
-	if err := os.WriteFile(filepath.Join(n.dir, "policy.yaml"), defaultPolicy, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(n.dir, "policy.yaml"), n.policy, 0o644); err != nil {
 		return err
 	}
 	logFile := filepath.Join(n.dir, "etcd.log")

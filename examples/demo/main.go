@@ -30,6 +30,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		case "traffic":
 			err = runTraffic(args[1:], stdout)
+		case "seal":
+			err = runSeal(args[1:], stdout)
 		default:
 			err = errUsage
 		}

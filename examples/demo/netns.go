@@ -44,6 +44,7 @@ type nsStory struct {
 	etcd    *exec.Cmd
 	self    string // this binary, run inside VM namespaces as their applications
 	st      *policy.State
+	policy  []byte   // the policy the hosts run: the embedded default and the sealed step's tenant
 	created []string // namespaces, in creation order
 	procs   []*exec.Cmd
 	undo    []func()
@@ -200,15 +201,25 @@ func buildBinaries(dir, storeKind string) error {
 // or an error when the story could not be set up.
 func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeKind string) (failed []string, err error) {
 	s := &story{w: w}
-	st, err := policy.Parse(defaultPolicyName, defaultPolicy)
+	dir, err := os.MkdirTemp("", "nicpath-demo-")
 	if err != nil {
+		return nil, err
+	}
+	pol, err := storyPolicy(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	st, err := policy.Parse(defaultPolicyName+" with the sealed step's tenant", pol)
+	if err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	n := &nsStory{s: s, st: st, drivers: drivers, store: storeKind, self: self, prefix: fmt.Sprintf("npd%d-", os.Getpid()%100000),
+	n := &nsStory{s: s, st: st, policy: pol, dir: dir, drivers: drivers, store: storeKind, self: self, prefix: fmt.Sprintf("npd%d-", os.Getpid()%100000),
 		verbose: os.Getenv("NICPATH_DEMO_VERBOSE") != ""}
 	defer func() {
 		n.cleanup()
@@ -225,9 +236,6 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 		case <-done:
 		}
 	}()
-	if n.dir, err = os.MkdirTemp("", "nicpath-demo-"); err != nil {
-		return nil, err
-	}
 
 	s.title("Building vswitchd and vswitchctl")
 	bin := n.dir
@@ -469,6 +477,8 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 
 	n.inboundStory(ctl, traffic, check)
 
+	n.sealedStep(ctl, capFile, netip.MustParseAddr("10.0.0.11"))
+
 	s.title("Flows and counters")
 	total := 0
 	for _, h := range hosts {
@@ -574,6 +584,9 @@ func (n *nsStory) addVM(vm policy.VM, host string, router policy.MAC) error {
 			}
 		}
 	}
+	if err := n.sealedVMIPv6(vm); err != nil {
+		return err
+	}
 	// The gateway address is the subnet's first; only its MAC matters.
 	gw := subnet.Addr().Next()
 	if err := n.ip("-n", ns, "neigh", "replace", gw.String(), "lladdr", hal.MAC(router).String(), "dev", "eth0", "nud", "permanent"); err != nil {
@@ -584,7 +597,7 @@ func (n *nsStory) addVM(vm policy.VM, host string, router policy.MAC) error {
 
 func (n *nsStory) writeConfig(host string, ports map[string]string) (cfgPath, sock string, err error) {
 	pol := filepath.Join(n.dir, "policy.yaml")
-	if err := os.WriteFile(pol, defaultPolicy, 0o644); err != nil {
+	if err := os.WriteFile(pol, n.policy, 0o644); err != nil {
 		return "", "", err
 	}
 	source := "policy: policy.yaml"
@@ -603,7 +616,8 @@ func (n *nsStory) writeConfig(host string, ports map[string]string) (cfgPath, so
 	if n.drivers.remote {
 		drv = "remote\n" + n.remoteDriverLines(host)
 	}
-	fmt.Fprintf(&b, "host: %s\ndriver: %s\n%s\nuplink: up0\nnext_hop_mac: %s\ncontrol: %s\nlog_level: info\nports:\n", host, drv, source, uplinkMACOf(peer), sock)
+	fmt.Fprintf(&b, "host: %s\ndriver: %s\n%s\nuplink: up0\nnext_hop_mac: %s\ncontrol: %s\nlog_level: info\nseal_public_key: %s\nports:\n",
+		host, drv, source, uplinkMACOf(peer), sock, n.sealPubFile(host))
 	names := make([]string, 0, len(ports))
 	for vm := range ports {
 		names = append(names, vm)
@@ -755,7 +769,7 @@ func waitFor(d time.Duration, f func() error) error {
 // dispatches on it rather than run the tests again inside a VM.
 const childEnv = "NICPATH_DEMO_CHILD"
 
-var errUsage = errors.New("usage: demo [traffic ping|udp|tcp … | serve <vm> <log>]")
+var errUsage = errors.New("usage: demo [traffic ping|udp|tcp … | serve <vm> <log> | seal -nic-key K -key F dst…]")
 
 // uplinkMACOf is host's uplink MAC in the namespace story.
 func uplinkMACOf(host string) hal.MAC {

@@ -82,6 +82,7 @@ func tellStory(t *testing.T, v storyVariant) {
 	if n := strings.Count(story, "bytes back intact"); n != 5 {
 		t.Errorf("%d bulk exchanges came back intact, want 5 (4 in the bulk section, 1 inbound)", n)
 	}
+	checkSealedStep(t, story, strings.TrimPrefix(strings.Split(v.driver, ",")[0], "host-a="))
 	if n := strings.Count(story, "sent TSO super-frames"); n != v.tso {
 		t.Errorf("%d VMs showed TSO super-frames in the bulk exchanges, want %d", n, v.tso)
 	}

@@ -59,7 +59,8 @@ func (n *nsStory) writeNICD(host string, ports map[string]string) error {
 	fmt.Fprintf(&b, "driver: %s\nkey: %s-nic.key\nhosts: [%s-host.pub]\nlisten: [\"unix:%s\"]\n", drv, host, host, n.nicdSocket(host))
 	switch drv {
 	case "softnic":
-		fmt.Fprintf(&b, "softnic:\n  device: %s\n  binding: afpacket\n  ports:\n", host)
+		// crypto: the NIC opens sealed frames (the sealed step).
+		fmt.Fprintf(&b, "softnic:\n  device: %s\n  crypto: true\n  binding: afpacket\n  ports:\n", host)
 		for _, ifname := range ifs {
 			fmt.Fprintf(&b, "    - {name: %s, kind: vport, mtu: %d}\n", ifname, vmMTU)
 		}

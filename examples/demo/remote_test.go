@@ -50,6 +50,7 @@ func TestNamespaceStoryRemote(t *testing.T) {
 					t.Errorf("the story does not show %q", want)
 				}
 			}
+			checkSealedStep(t, story, drv)
 			if n := strings.Count(story, "bytes back intact"); n != 5 {
 				t.Errorf("%d bulk exchanges came back intact, want 5 (4 in the bulk section, 1 inbound)", n)
 			}

@@ -39,12 +39,23 @@ func serve(name, logPath string) error {
 		fmt.Fprintf(logf, format+"\n", a...)
 		mu.Unlock()
 	}
-	errc := make(chan error, len(servedUDP)+len(servedTCP))
+	errc := make(chan error, len(servedUDP)+len(servedTCP)+1)
+	var udp []net.PacketConn
 	for _, p := range servedUDP {
 		c, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", p))
 		if err != nil {
 			return err
 		}
+		udp = append(udp, c)
+	}
+	// The sealed step's VMs have IPv6 (the others have it off, and the
+	// socket is only bound, never reached): they answer on UDP 7 over
+	// IPv6 too.
+	if c, err := net.ListenPacket("udp6", ":7"); err == nil {
+		udp = append(udp, c)
+	}
+	for _, c := range udp {
+		p := c.LocalAddr().(*net.UDPAddr).Port
 		go func(c net.PacketConn, port int) {
 			buf := make([]byte, 2048)
 			for {
