@@ -15,8 +15,9 @@
 // github.com/nicpath/nicpath/directory/dht, on a libp2p Kademlia DHT).
 // [Cache] sits in front of a resolver on a host: answers are kept for a TTL,
 // misses for a shorter negative TTL, concurrent lookups of one destination
-// are merged, and each lookup is bounded in time. [OnDemand] puts the cache
-// in front of a vswitch: first packets to an unresolved destination wait in
-// a bounded queue per destination while the lookup runs, and are then walked
-// as usual, or dropped and counted.
+// are merged, and each lookup is bounded in time. The package
+// directory/ondemand (its Layer) puts the cache in front of a vswitch:
+// first packets to an unresolved destination wait in a bounded queue per
+// destination while the lookup runs, and are then walked as usual, or
+// dropped and counted.
 package directory
