@@ -75,6 +75,9 @@ const softnicSection = `softnic:
     - {name: uplink, kind: uplink, mac: "02:00:00:00:00:ff", mtu: 1600}
 `
 
+// TestServe: nicd serves a softnic on a unix socket and on TCP; a host
+// with the pinned keys programs it through either, and an unpinned host is
+// refused.
 func TestServe(t *testing.T) {
 	dir, err := os.MkdirTemp("", "nicd")
 	if err != nil {

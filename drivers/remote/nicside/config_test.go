@@ -65,7 +65,3 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
-
-// TestServe: nicd serves a softnic on a unix socket and on TCP; a host
-// with the pinned keys programs it through either, and an unpinned host is
-// refused.
