@@ -7,9 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 
 	"github.com/nicpath/nicpath/agent/driver"
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/fileerr"
 )
 
 // Binding says how softnic's ports reach the outside world.
@@ -103,47 +102,10 @@ type Config struct {
 
 // ConfigError is one problem of a configuration file, with the file, the
 // line and the field it is about.
-type ConfigError struct {
-	File   string
-	Line   int
-	Column int
-	Field  string
-	Msg    string
-}
-
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	b.WriteString(": ")
-	if e.Field != "" {
-		b.WriteString(e.Field)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+type ConfigError = fileerr.Error
 
 // ConfigErrors is every problem found in one configuration file, by line.
-type ConfigErrors []*ConfigError
-
-func (l ConfigErrors) Error() string {
-	s := make([]string, len(l))
-	for i, e := range l {
-		s[i] = e.Error()
-	}
-	return strings.Join(s, "\n")
-}
-
-func (l ConfigErrors) Unwrap() []error {
-	out := make([]error, len(l))
-	for i, e := range l {
-		out[i] = e
-	}
-	return out
-}
+type ConfigErrors = fileerr.List
 
 // LoadConfig reads and checks a configuration file. Every problem is a
 // *ConfigError naming file, line and field; when there is any, no Config is
@@ -156,8 +118,6 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(path, data)
 }
 
-var yamlLine = regexp.MustCompile(`line (\d+)`)
-
 // ParseConfig parses a configuration document; path names it in errors and
 // anchors relative paths.
 func ParseConfig(path string, data []byte) (*Config, error) {
@@ -166,12 +126,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	d := &cfgDecoder{file: path}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		e := &ConfigError{File: path, Msg: msg}
-		if m := yamlLine.FindStringSubmatch(msg); m != nil {
-			e.Line, _ = strconv.Atoi(m[1])
-		}
-		return nil, ConfigErrors{e}
+		return nil, fileerr.Syntax(path, err)
 	}
 	if len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
 		return nil, ConfigErrors{{File: path, Line: max(root.Line, 1), Msg: "the configuration must be a mapping of fields (host, driver, policy, uplink, ports, control, …)"}}

@@ -5,13 +5,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/nicpath/nicpath/internal/fileerr"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/securechan"
 )
@@ -64,46 +64,10 @@ type Config struct {
 
 // ConfigError is one problem of a configuration, with its file, line and
 // field (a path such as relocated_subnets[0].tether.key).
-type ConfigError struct {
-	File  string
-	Line  int
-	Field string
-	Msg   string
-}
-
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	b.WriteString(": ")
-	if e.Field != "" {
-		b.WriteString(e.Field + ": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+type ConfigError = fileerr.Error
 
 // ConfigErrors is every problem of one file.
-type ConfigErrors []*ConfigError
-
-func (l ConfigErrors) Error() string {
-	s := make([]string, len(l))
-	for i, e := range l {
-		s[i] = e.Error()
-	}
-	return strings.Join(s, "\n")
-}
-
-// Unwrap lets errors.As find each *ConfigError.
-func (l ConfigErrors) Unwrap() []error {
-	out := make([]error, len(l))
-	for i, e := range l {
-		out[i] = e
-	}
-	return out
-}
+type ConfigErrors = fileerr.List
 
 // LoadConfig reads and checks a file. With any problem it returns no
 // Config, only ConfigErrors.
@@ -114,8 +78,6 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	return ParseConfig(path, data)
 }
-
-var yamlLine = regexp.MustCompile(`line (\d+)`)
 
 type cfgDec struct {
 	file string
@@ -175,12 +137,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	d := &cfgDec{file: path}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		e := &ConfigError{File: path, Msg: msg}
-		if m := yamlLine.FindStringSubmatch(msg); m != nil {
-			e.Line, _ = strconv.Atoi(m[1])
-		}
-		return nil, ConfigErrors{e}
+		return nil, fileerr.Syntax(path, err)
 	}
 	if len(root.Content) == 0 {
 		return nil, ConfigErrors{{File: path, Line: 1, Msg: "empty: want relocated_subnets"}}
