@@ -29,28 +29,7 @@ const sealedPolicy = `hosts:
   - name: host-b
     pa: 198.19.0.2
 tenants:
-  - name: green
-    vnets:
-      - name: g
-        vni: 3001
-        subnets: [198.18.30.0/24, "2001:db8:30::/64"]
-        vms:
-          - name: green-1
-            mac: 02:00:00:0c:00:01
-            ca: [198.18.30.1, "2001:db8:30::1"]
-            host: host-a
-            seal_keys:
-              - id: 1
-                public: %s
-          - name: green-2
-            mac: 02:00:00:0c:00:02
-            ca: [198.18.30.2, "2001:db8:30::2"]
-            host: host-a
-          - name: green-3
-            mac: 02:00:00:0c:00:03
-            ca: [198.18.30.3, "2001:db8:30::3"]
-            host: host-b
-`
+` + sealedTenant
 
 // exceptionTap keeps what the NIC hands the host: the sealed step checks
 // it on the bytes.
