@@ -47,8 +47,17 @@ func (d *Agent) serveControl(ctx context.Context) {
 // serveConn answers requests on one connection, one a line, until the
 // client closes it.
 func (d *Agent) serveConn(ctx context.Context, c net.Conn) {
+	serveLines(ctx, c, func(ctx context.Context, req control.Request) (any, error) {
+		d.log.Debug("control", "cmd", req.Cmd, "args", req.Args)
+		return d.Do(ctx, req)
+	})
+}
+
+// serveLines answers JSON-line requests on one connection with do, until
+// the client closes it. Shutdown (ctx done) interrupts a connection waiting
+// for its next request.
+func serveLines(ctx context.Context, c net.Conn, do func(context.Context, control.Request) (any, error)) {
 	defer c.Close()
-	// Shutdown interrupts a connection waiting for its next request.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 	sc := bufio.NewScanner(c)
@@ -62,14 +71,10 @@ func (d *Agent) serveConn(ctx context.Context, c net.Conn) {
 		var resp control.Response
 		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
 			resp.Error = "not a request: " + err.Error()
-		} else {
-			d.log.Debug("control", "cmd", req.Cmd, "args", req.Args)
-			res, err := d.Do(ctx, req)
-			if err != nil {
-				resp.Error = err.Error()
-			} else if resp.Result, err = json.Marshal(res); err != nil {
-				resp.Error = err.Error()
-			}
+		} else if res, err := do(ctx, req); err != nil {
+			resp.Error = err.Error()
+		} else if resp.Result, err = json.Marshal(res); err != nil {
+			resp.Error = err.Error()
 		}
 		out, _ := json.Marshal(resp)
 		c.SetWriteDeadline(time.Now().Add(connIdle))

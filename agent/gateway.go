@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -534,36 +532,6 @@ func protoName(p uint8) string {
 		return "icmpv6"
 	}
 	return strconv.Itoa(int(p))
-}
-
-// serveLines answers JSON-line requests on one connection with do, as the
-// switch's control socket does, until the client closes it.
-func serveLines(ctx context.Context, c net.Conn, do func(context.Context, control.Request) (any, error)) {
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-	defer stop()
-	sc := bufio.NewScanner(c)
-	sc.Buffer(make([]byte, 4096), 1<<20)
-	for {
-		c.SetReadDeadline(time.Now().Add(connIdle))
-		if !sc.Scan() {
-			return
-		}
-		var req control.Request
-		var resp control.Response
-		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
-			resp.Error = "not a request: " + err.Error()
-		} else if res, err := do(ctx, req); err != nil {
-			resp.Error = err.Error()
-		} else if resp.Result, err = json.Marshal(res); err != nil {
-			resp.Error = err.Error()
-		}
-		out, _ := json.Marshal(resp)
-		c.SetWriteDeadline(time.Now().Add(connIdle))
-		if _, err := c.Write(append(out, '\n')); err != nil {
-			return
-		}
-	}
 }
 
 // CheckGateway loads the configuration's policy and checks that it has the
