@@ -623,6 +623,14 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 				inDrops++
 			}
 		}
+		// Counted before the reader is woken: whoever reads an exception
+		// finds it in Stats.
+		for r := range b.tally[0] {
+			if c := b.tally[0][r]; c > 0 {
+				n.stats[0][r].Add(c)
+				b.tally[0][r] = 0
+			}
+		}
 		q.mu.Unlock()
 		q.wake()
 		if in.info.Kind == hal.PortVPort {
