@@ -211,10 +211,11 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	defer stop()
 	sc, err := serverHandshake(conn, s.chcfg, s.cfg.MaxMessage, s.cfg.WriteTimeout, handshakeTimeout(s.cfg.Channel))
 	if err != nil {
-		s.handshakeFailures.Add(1)
+		// Logged before counted: whoever sees the count finds the line.
 		r := securechan.ReasonOf(err)
-		s.refused[r].Add(1)
 		s.log.Warn("remote: handshake refused", "peer", addr, "reason", r.String(), "err", err)
+		s.handshakeFailures.Add(1)
+		s.refused[r].Add(1)
 		return &HandshakeError{Addr: addr, Err: err}
 	}
 	peer := sc.s.PeerKey()
@@ -237,10 +238,10 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	version := min(h.maxVersion, ProtocolVersion)
 	if version < s.cfg.MinVersion || version < h.minVersion || h.minVersion > h.maxVersion {
 		ve := &VersionError{Offered: h.maxVersion, Min: s.cfg.MinVersion, Max: ProtocolVersion}
-		s.versionRefusals.Add(1)
-		s.refused[securechan.DropVersion].Add(1)
 		log.Warn("remote: protocol version refused", "offered_max", h.maxVersion, "offered_min", h.minVersion,
 			"min", s.cfg.MinVersion, "max", ProtocolVersion)
+		s.versionRefusals.Add(1)
+		s.refused[securechan.DropVersion].Add(1)
 		var e enc
 		e.helloRefused(ve, ve)
 		sc.writeMsgs(e.b)
@@ -309,8 +310,8 @@ func (s *Server) refuseFrame(sc *secureConn, log *slog.Logger, err error) {
 	if errors.Is(err, ErrMalformed) {
 		r = securechan.DropMalformed
 	}
-	s.refused[r].Add(1)
 	log.Warn("remote: frame refused; nothing it carried is applied", "reason", r.String(), "err", err)
+	s.refused[r].Add(1)
 	var e enc
 	e.refused(r, err.Error())
 	sc.writeMsgs(e.b)
