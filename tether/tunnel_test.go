@@ -515,16 +515,18 @@ func TestKeepalive(t *testing.T) {
 	go func() { tt.Run(ctx); done <- struct{}{} }()
 	defer func() { cancel(); <-done; <-done }()
 	eventually(t, "established", 5*time.Second, func() bool { return a.Status()[0].Established })
-	n0 := len(nat.Sent())
-	time.Sleep(time.Second)
-	sent := nat.Sent()[n0:]
-	if len(sent) < 5 || len(sent) > 15 {
-		t.Fatalf("%d datagrams in a second of silence with a 100ms keepalive", len(sent))
+	// Silence from here: only keepalives leave. Five of them come (the
+	// bound is for a loaded machine, where ticks come late), never more
+	// than the interval allows (half again for control frames), and the
+	// anchor hears them.
+	n0, t0 := len(nat.Sent()), time.Now()
+	eventually(t, "five keepalives", 10*time.Second, func() bool { return len(nat.Sent())-n0 >= 5 })
+	sent, elapsed := len(nat.Sent())-n0, time.Since(t0)
+	if most := int(1.5*float64(elapsed)/float64(100*time.Millisecond)) + 1; sent > most {
+		t.Fatalf("%d datagrams in %v of silence with a 100ms keepalive (at most %d)", sent, elapsed, most)
 	}
 	if st := tt.Status(); st.Probes != 0 {
 		t.Fatalf("probes sent: %+v", st)
 	}
-	if seen := a.Status()[0].LastSeen; time.Since(seen) > 300*time.Millisecond {
-		t.Fatalf("the anchor last heard the tether %v ago", time.Since(seen))
-	}
+	eventually(t, "the anchor to hear a keepalive", 10*time.Second, func() bool { return a.Status()[0].LastSeen.After(t0) })
 }
