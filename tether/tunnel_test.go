@@ -242,7 +242,7 @@ func (p *pair) exchange(t *testing.T, i byte) {
 func TestTunnelCarriesFramesBothWays(t *testing.T) {
 	start := time.Now()
 	p := newPair(t, 200*time.Millisecond)
-	eventually(t, "established", 5*time.Second, func() bool { return p.anchor.Status()[0].Established })
+	eventually(t, "established", 10*time.Second, func() bool { return p.anchor.Status()[0].Established })
 	p.exchange(t, 1)
 	ep, _ := p.anchor.Endpoint("branch")
 	if want := addrOf(p.nat.cur()); ep != want {
@@ -283,13 +283,13 @@ func TestTunnelCarriesFramesBothWays(t *testing.T) {
 
 func TestAnchorFollowsRebinding(t *testing.T) {
 	p := newPair(t, 200*time.Millisecond)
-	eventually(t, "established", 5*time.Second, func() bool { return p.anchor.Status()[0].Established })
+	eventually(t, "established", 10*time.Second, func() bool { return p.anchor.Status()[0].Established })
 	p.exchange(t, 1)
 	before, _ := p.anchor.Endpoint("branch")
 	p.nat.Rebind(t)
 	after := addrOf(p.nat.cur())
 	// With no data from the tether, its probe alone moves the endpoint.
-	eventually(t, "endpoint follows", 3*time.Second, func() bool { ep, _ := p.anchor.Endpoint("branch"); return ep == after })
+	eventually(t, "endpoint follows", 10*time.Second, func() bool { ep, _ := p.anchor.Endpoint("branch"); return ep == after })
 	p.exchange(t, 2)
 	st := p.anchor.Status()[0]
 	if st.Rebinds != 1 || st.Handshakes != 1 {
@@ -299,7 +299,7 @@ func TestAnchorFollowsRebinding(t *testing.T) {
 
 func TestForgedAndReplayedPacketsDoNotMoveEndpoint(t *testing.T) {
 	p := newPair(t, 200*time.Millisecond)
-	eventually(t, "established", 5*time.Second, func() bool { return p.anchor.Status()[0].Established })
+	eventually(t, "established", 10*time.Second, func() bool { return p.anchor.Status()[0].Established })
 	p.exchange(t, 1)
 	real, _ := p.anchor.Endpoint("branch")
 	evil := listen(t)
@@ -322,7 +322,7 @@ func TestForgedAndReplayedPacketsDoNotMoveEndpoint(t *testing.T) {
 	imp, _ := securechan.NewInitiator(&securechan.Config{PrivateKey: otherKey, Datagram: true}, p.aPub)
 	init, _ := imp.Start()
 	evil.WriteToUDPAddrPort(init, to)
-	eventually(t, "forgeries refused", 5*time.Second, func() bool {
+	eventually(t, "forgeries refused", 10*time.Second, func() bool {
 		return p.anchor.Refused(securechan.DropReplay) > 0 && p.anchor.Refused(securechan.DropTampered) > 0
 	})
 	time.Sleep(100 * time.Millisecond)
@@ -353,7 +353,7 @@ func TestForgedAndReplayedPacketsDoNotMoveEndpoint(t *testing.T) {
 	captured := sent[len(sent)-1]
 	p.exchange(t, 4) // newer frames arrive first
 	evil.WriteToUDPAddrPort(captured, to)
-	timeout := time.After(2 * time.Second)
+	timeout := time.After(10 * time.Second)
 	for late := false; !late; {
 		select {
 		case f := <-p.toDC:
@@ -369,11 +369,11 @@ func TestForgedAndReplayedPacketsDoNotMoveEndpoint(t *testing.T) {
 
 func TestTetherRestartTakesOver(t *testing.T) {
 	p := newPair(t, 200*time.Millisecond)
-	eventually(t, "established", 5*time.Second, func() bool { return p.anchor.Status()[0].Established })
+	eventually(t, "established", 10*time.Second, func() bool { return p.anchor.Status()[0].Established })
 	p.exchange(t, 1)
 	p.stopTether()
 	p.startTether(t, 200*time.Millisecond)
-	eventually(t, "second session", 5*time.Second, func() bool { return p.anchor.Status()[0].Handshakes == 2 })
+	eventually(t, "second session", 10*time.Second, func() bool { return p.anchor.Status()[0].Handshakes == 2 })
 	p.exchange(t, 2)
 	if ep, _ := p.anchor.Endpoint("branch"); ep != addrOf(p.nat.cur()) {
 		t.Fatalf("endpoint %v, want the restarted tether's %v", ep, addrOf(p.nat.cur()))
@@ -382,12 +382,12 @@ func TestTetherRestartTakesOver(t *testing.T) {
 
 func TestTetherRedialsRestartedAnchor(t *testing.T) {
 	p := newPair(t, 100*time.Millisecond)
-	eventually(t, "established", 5*time.Second, func() bool { return p.anchor.Status()[0].Established })
+	eventually(t, "established", 10*time.Second, func() bool { return p.anchor.Status()[0].Established })
 	p.exchange(t, 1)
 	// The anchor restarts with no memory of the session: the tether's
 	// probes go unanswered, and after DeadAfter it dials again.
 	p.restartAnchor(t)
-	eventually(t, "new session", 5*time.Second, func() bool { return p.tether.Status().Handshakes == 2 })
+	eventually(t, "new session", 10*time.Second, func() bool { return p.tether.Status().Handshakes == 2 })
 	p.exchange(t, 2)
 }
 
@@ -416,7 +416,7 @@ func TestTunnelRekeys(t *testing.T) {
 	}
 	go func() { tt.Run(ctx); done <- struct{}{} }()
 	defer func() { cancel(); <-done; <-done }()
-	eventually(t, "established", 5*time.Second, func() bool { return a.Status()[0].Established })
+	eventually(t, "established", 10*time.Second, func() bool { return a.Status()[0].Established })
 	ep, _ := a.Endpoint("branch")
 	for i := 0; i < 200; i++ {
 		up, down := testFrame(byte(i), 64), testFrame(byte(i+1), 64)
@@ -436,7 +436,7 @@ func TestTunnelRekeys(t *testing.T) {
 				if !bytes.Equal(f, c.want) {
 					t.Fatalf("frame %d: got %x", i, f[:16])
 				}
-			case <-time.After(2 * time.Second):
+			case <-time.After(10 * time.Second):
 				t.Fatalf("frame %d lost; anchor %+v tether %+v", i, a.Status(), tt.Status())
 			}
 		}
@@ -480,14 +480,14 @@ func TestRacedInitDoesNotTakeTheSession(t *testing.T) {
 	defer evil.Close()
 	var init []byte
 	go func() { tt.Run(ctx); done <- struct{}{} }()
-	eventually(t, "the Init captured", 2*time.Second, func() bool {
+	eventually(t, "the Init captured", 10*time.Second, func() bool {
 		if s := nat.Sent(); len(s) > 0 {
 			init = s[0]
 		}
 		return init != nil
 	})
 	evil.WriteToUDPAddrPort(init, addrOf(aConn)) // …and sent first from elsewhere
-	eventually(t, "established with the real tether", 3*time.Second, func() bool { return a.Status()[0].Established })
+	eventually(t, "established with the real tether", 10*time.Second, func() bool { return a.Status()[0].Established })
 	if ep, _ := a.Endpoint("branch"); ep != addrOf(nat.cur()) {
 		t.Fatalf("endpoint %v, want the tether's %v", ep, addrOf(nat.cur()))
 	}
@@ -514,7 +514,7 @@ func TestKeepalive(t *testing.T) {
 	go func() { a.Run(ctx); done <- struct{}{} }()
 	go func() { tt.Run(ctx); done <- struct{}{} }()
 	defer func() { cancel(); <-done; <-done }()
-	eventually(t, "established", 5*time.Second, func() bool { return a.Status()[0].Established })
+	eventually(t, "established", 10*time.Second, func() bool { return a.Status()[0].Established })
 	// Silence from here: only keepalives leave. Five of them come (the
 	// bound is for a loaded machine, where ticks come late), never more
 	// than the interval allows (half again for control frames), and the
