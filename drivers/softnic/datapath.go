@@ -668,12 +668,14 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 				full++
 			}
 		}
+		// Counted before the frames can be taken: whoever receives one
+		// finds it in the port's counters.
+		p.txPkts.Add(pkts)
+		p.txBytes.Add(bytes)
 		p.tx.mu.Unlock()
 		if wasEmpty && pkts > 0 {
 			p.wake()
 		}
-		p.txPkts.Add(pkts)
-		p.txBytes.Add(bytes)
 		if full > 0 {
 			p.drops.Add(full)
 			b.tally[1][hal.ReasonQueueFull] += full
