@@ -631,6 +631,7 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 				b.tally[0][r] = 0
 			}
 		}
+		in.excs.Add(inExc) // the port's count too
 		q.mu.Unlock()
 		q.wake()
 		if in.info.Kind == hal.PortVPort {
@@ -683,9 +684,6 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 	}
 	if inDrops > 0 {
 		in.drops.Add(inDrops)
-	}
-	if inExc > 0 {
-		in.excs.Add(inExc)
 	}
 	for d := 0; d < 2; d++ {
 		for r := range b.tally[d] {
