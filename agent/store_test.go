@@ -110,7 +110,7 @@ func (r *running) recvOn(t *testing.T, port string) []byte {
 		t.Fatalf("no port %s", port)
 	}
 	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		n, err := p.Recv(bufs, sizes)
 		if err != nil {

@@ -212,7 +212,7 @@ func testFrame(i byte, n int) []byte {
 func (p *pair) exchange(t *testing.T, i byte) {
 	t.Helper()
 	up, down := testFrame(i, 100), testFrame(i+100, 200)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	gotUp, gotDown := false, false
 	for !(gotUp && gotDown) {
 		if time.Now().After(deadline) {
