@@ -394,13 +394,16 @@ func TestTetherRestartTakesOver(t *testing.T) {
 }
 
 func TestTetherRedialsRestartedAnchor(t *testing.T) {
-	p := newPairDeadAfter(t, 100*time.Millisecond, 300*time.Millisecond)
+	// DeadAfter well above a handshake's round trip on a loaded machine:
+	// at 300ms (three probes) the tether gave up on each Init before its
+	// answer came and dialed again, round after round.
+	p := newPairDeadAfter(t, 100*time.Millisecond, 2*time.Second)
 	eventually(t, "established", 10*time.Second, func() bool { return p.anchor.Status()[0].Established })
 	p.exchange(t, 1)
 	// The anchor restarts with no memory of the session: the tether's
 	// probes go unanswered, and after DeadAfter it dials again.
 	p.restartAnchor(t)
-	eventually(t, "new session", 10*time.Second, func() bool { return p.tether.Status().Handshakes >= 2 })
+	eventually(t, "new session", 30*time.Second, func() bool { return p.tether.Status().Handshakes >= 2 })
 	p.exchange(t, 2)
 }
 
