@@ -214,26 +214,41 @@ func (n *Node) AddrInfo() peer.AddrInfo {
 }
 
 // Join connects to the bootstrap peers that answer and fills the routing
-// table; it fails only if none answers (a first node with no bootstrap
-// peers joins alone).
+// table (a first node with no bootstrap peers joins alone). While none
+// answers it tries them all again, round after round, until ctx is done:
+// a bootstrap peer that is restarting, or a machine so loaded that a
+// handshake outlasts DialTimeout, is waited for, not given up on the first
+// try. It fails when ctx ends with no bootstrap peer connected.
 func (n *Node) Join(ctx context.Context) error {
 	var errs []error
-	ok := 0
-	for _, b := range n.cfg.Bootstrap {
-		if b.ID == n.Host.ID() {
-			continue
+	for round := 0; ; round++ {
+		errs = errs[:0]
+		ok, tried := 0, 0
+		for _, b := range n.cfg.Bootstrap {
+			if b.ID == n.Host.ID() {
+				continue
+			}
+			tried++
+			// Past the swarm's dial backoff: a peer that failed a round
+			// ago is dialled again now.
+			cctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "join"), 5*time.Second)
+			err := n.Host.Connect(cctx, b)
+			cancel()
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			ok++
 		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := n.Host.Connect(cctx, b)
-		cancel()
-		if err != nil {
-			errs = append(errs, err)
-			continue
+		if ok > 0 || tried == 0 {
+			break
 		}
-		ok++
-	}
-	if ok == 0 && len(errs) > 0 {
-		return fmt.Errorf("dht: no bootstrap peer answered: %w", errors.Join(errs...))
+		wait := time.Duration(min(round+1, 5)) * 200 * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("dht: no bootstrap peer answered in %d rounds: %w", round+1, errors.Join(errs...))
+		case <-time.After(wait):
+		}
 	}
 	return n.DHT.Bootstrap(ctx)
 }
