@@ -304,7 +304,7 @@ func testGatewayNamespaces(t *testing.T, gwDriver string) {
 		for i := range 3 {
 			msg := fmt.Sprintf("%s %d", vm, i)
 			c.Write([]byte(msg))
-			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			n, err := c.Read(buf)
 			if err != nil || string(buf[:n]) != "echo "+msg {
 				t.Fatalf("UDP %s: got %q, %v", msg, buf[:n], err)
@@ -368,7 +368,7 @@ func testGatewayNamespaces(t *testing.T, gwDriver string) {
 		buf := make([]byte, 2048)
 		msg := "to " + vm
 		c.Write([]byte(msg))
-		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		n, err := c.Read(buf)
 		c.Close()
 		if err != nil || string(buf[:n]) != "echo "+msg {

@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -214,24 +215,32 @@ func (n *Node) AddrInfo() peer.AddrInfo {
 }
 
 // Join connects to the bootstrap peers that answer and fills the routing
-// table (a first node with no bootstrap peers joins alone). While none
-// answers it tries them all again, round after round, until ctx is done:
-// a bootstrap peer that is restarting, or a machine so loaded that a
-// handshake outlasts DialTimeout, is waited for, not given up on the first
-// try. It fails when ctx ends with no bootstrap peer connected.
+// table; it fails only if none answers (a first node with no bootstrap
+// peers joins alone). A dial, security handshake included, is bounded by
+// DialTimeout, which a loaded machine can overrun with every peer at once:
+// a round in which none answered is tried again, up to joinRounds rounds
+// while ctx lasts, past the swarm's dial backoff.
 func (n *Node) Join(ctx context.Context) error {
 	var errs []error
-	for round := 0; ; round++ {
+	for round := range joinRounds {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+				errs = append(errs, ctx.Err())
+				return fmt.Errorf("dht: no bootstrap peer answered: %w", errors.Join(errs...))
+			case <-time.After(time.Duration(round) * 100 * time.Millisecond):
+			}
+		}
 		errs = errs[:0]
-		ok, tried := 0, 0
+		ok := 0
 		for _, b := range n.cfg.Bootstrap {
 			if b.ID == n.Host.ID() {
 				continue
 			}
-			tried++
-			// Past the swarm's dial backoff: a peer that failed a round
-			// ago is dialled again now.
-			cctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "join"), 5*time.Second)
+			if sw, isSwarm := n.Host.Network().(*swarm.Swarm); isSwarm && round > 0 {
+				sw.Backoff().Clear(b.ID)
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err := n.Host.Connect(cctx, b)
 			cancel()
 			if err != nil {
@@ -240,18 +249,15 @@ func (n *Node) Join(ctx context.Context) error {
 			}
 			ok++
 		}
-		if ok > 0 || tried == 0 {
-			break
-		}
-		wait := time.Duration(min(round+1, 5)) * 200 * time.Millisecond
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("dht: no bootstrap peer answered in %d rounds: %w", round+1, errors.Join(errs...))
-		case <-time.After(wait):
+		if ok > 0 || len(errs) == 0 {
+			return n.DHT.Bootstrap(ctx)
 		}
 	}
-	return n.DHT.Bootstrap(ctx)
+	return fmt.Errorf("dht: no bootstrap peer answered: %w", errors.Join(errs...))
 }
+
+// joinRounds bounds Join's rounds of bootstrap dials.
+const joinRounds = 5
 
 // Publish stores signed records (directory.Sign) in the DHT, a few at a
 // time.

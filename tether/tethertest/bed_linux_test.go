@@ -188,7 +188,7 @@ func (b *Bed) tcpEcho(t *testing.T, from string, l net.Listener, to netip.AddrPo
 func TestRelocatedSubnet(t *testing.T) {
 	b := newBed(t, 500*time.Millisecond)
 	ctx := context.Background()
-	waitFor(t, "tunnel up", 10*time.Second, func() bool { return b.Anchor.Status()[0].Established })
+	waitFor(t, "tunnel up", 30*time.Second, func() bool { return b.Anchor.Status()[0].Established })
 
 	var n1, n2 NodeLease
 	t.Run("dhcp", func(t *testing.T) {
