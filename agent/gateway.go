@@ -163,7 +163,8 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 			d.errf(key, "gateway."+f, "missing")
 		}
 	}
-	if g.Router.IsValid() && g.Address.IsValid() && !g.Address.Contains(g.Router) {
+	if g.Router.IsValid() && g.Address.IsValid() && !g.Address.Contains(g.Router) &&
+		!(g.Router.Is6() && g.Address.Addr().Is6() && g.Router.IsLinkLocalUnicast()) {
 		d.errf(seen["router"], "gateway.router", "%s is not on the external network %s", g.Router, g.Address.Masked())
 	}
 	for a := range g.Neighbors {

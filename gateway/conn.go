@@ -508,6 +508,10 @@ func (g *Gateway) fromExternal(k *hal.FlowKey, l *wire.Layout, frame []byte, now
 		g.arp(frame)
 		return
 	}
+	if isND(k) {
+		g.nd(frame)
+		return
+	}
 	if !k.IsIP() {
 		g.stats.Drops["not-ip"]++
 		return

@@ -68,6 +68,8 @@ type Stats struct {
 	Drops       map[string]uint64 // other drops, by reason
 	ARPReplies  uint64            // ARP requests for Address answered
 	ARPRequests uint64            // ARP requests sent for next hops
+	NDReplies   uint64            // neighbour solicitations for the gateway's IPv6 addresses answered
+	NDRequests  uint64            // neighbour solicitations sent for IPv6 next hops
 }
 
 // Gateway plays one policy gateway on a NIC. Its methods are safe for
@@ -127,7 +129,8 @@ func New(cfg Config) (*Gateway, error) {
 	if !cfg.Address.IsValid() || cfg.Address.Addr().Is4In6() {
 		return nil, fmt.Errorf("%w: the external address %v is not an address with its prefix", ErrConfig, cfg.Address)
 	}
-	if cfg.Router.IsValid() && !cfg.Address.Contains(cfg.Router) {
+	if cfg.Router.IsValid() && !cfg.Address.Contains(cfg.Router) &&
+		!(cfg.Router.Is6() && cfg.Address.Addr().Is6() && cfg.Router.IsLinkLocalUnicast()) {
 		return nil, fmt.Errorf("%w: router %s is not on the external network %s", ErrConfig, cfg.Router, cfg.Address.Masked())
 	}
 	g := &Gateway{cfg: cfg, nic: cfg.NIC, log: cfg.Logger,
