@@ -31,8 +31,8 @@ type ND struct {
 	// LL is the link-layer address option's MAC: the sender's (source
 	// option) in a solicitation, the target's (target option) in an
 	// advertisement; HasLL says whether the message had one.
-	LL    hal.MAC
-	HasLL bool
+	LL     hal.MAC
+	HasLL  bool
 	SrcMAC hal.MAC // the Ethernet source
 }
 
