@@ -528,6 +528,9 @@ func (g *Gateway) fromExternal(k *hal.FlowKey, l *wire.Layout, frame []byte, now
 	case hal.ProtoTCP, hal.ProtoUDP:
 		ok.remotePort, ok.extPort = k.L4Src, k.L4Dst
 	case hal.ProtoICMP, hal.ProtoICMPv6:
+		if g.icmpErrorFromExternal(k, l, frame, now) {
+			return
+		}
 		var id uint16
 		if id, request, icmp = icmpEcho(frame, l); !icmp {
 			g.stats.Drops["no-connection"]++

@@ -70,6 +70,7 @@ type Stats struct {
 	ARPRequests uint64            // ARP requests sent for next hops
 	NDReplies   uint64            // neighbour solicitations for the gateway's IPv6 addresses answered
 	NDRequests  uint64            // neighbour solicitations sent for IPv6 next hops
+	ICMPErrors  uint64            // ICMP errors about translated connections sent on to their VMs
 }
 
 // Gateway plays one policy gateway on a NIC. Its methods are safe for
@@ -297,6 +298,11 @@ func (g *Gateway) handle(in hal.PortID, frame []byte, now int64) {
 	var k hal.FlowKey
 	var l wire.Layout
 	if err := wire.Parse(frame, in, &k, &l); err != nil {
+		if l.Flags&wire.FlagLaterFragment != 0 {
+			// No ports: no connection to find it by (see Explain).
+			g.stats.Drops["non-first-fragment"]++
+			return
+		}
 		g.stats.Drops[wire.ReasonOf(err).String()]++
 		return
 	}
