@@ -96,6 +96,7 @@ type Gateway struct {
 	ops     []hal.Op
 	owners  []opOwner
 	injects []inject
+	acts    map[actsKey][]hal.Action // shared port-free action lists (build)
 }
 
 type inject struct {
@@ -137,7 +138,7 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, nic: cfg.NIC, log: cfg.Logger,
 		conns: map[insideKey]*conn{}, byOut: map[outsideKey]*conn{},
 		cursor: map[uint8]uint16{}, refused: map[hal.FlowKey]*refusal{}, neigh: map[netip.Addr]hal.MAC{},
-		pending: map[netip.Addr]*pendingFrames{}, nextID: 1}
+		pending: map[netip.Addr]*pendingFrames{}, nextID: 1, acts: map[actsKey][]hal.Action{}}
 	g.stats.Refused, g.stats.Drops = map[string]uint64{}, map[string]uint64{}
 	var upOK, extOK bool
 	for _, p := range cfg.NIC.Ports() {
