@@ -39,20 +39,28 @@ func TestGatewayICMPErrors(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("not root: network namespaces need root")
 	}
-	for _, fam := range []string{"ipv4", "ipv6"} {
-		t.Run(fam, func(t *testing.T) { testGatewayICMPErrors(t, fam == "ipv6") })
+	for _, drv := range []string{"softnic", "xdp"} {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			t.Run(fam+" gateway on "+drv, func(t *testing.T) { testGatewayICMPErrors(t, drv, fam == "ipv6") })
+		}
 	}
 }
 
-func testGatewayICMPErrors(t *testing.T, v6 bool) {
+func testGatewayICMPErrors(t *testing.T, gwDriver string, v6 bool) {
 	tag := "4"
 	gwAddr, router, far, udp, tcp := "203.0.113.1/24", "203.0.113.254", "198.51.100.10", "udp4", "tcp4"
 	if v6 {
 		tag = "6"
 		gwAddr, router, far, udp, tcp = "2001:db8:e::1/64", "2001:db8:e::fe", "2001:db8:f::10", "udp6", "tcp6"
 	}
-	b := &gwBed{t: t, prefix: fmt.Sprintf("npgm%s%d", tag, os.Getpid()%100000), dir: t.TempDir(), v6: true, mid: true}
+	b := &gwBed{t: t, prefix: fmt.Sprintf("npgm%s%s%d", tag, gwDriver[:1], os.Getpid()%100000), dir: t.TempDir(), v6: true, mid: true}
 	b.build()
+	if gwDriver == "xdp" {
+		// As in TestGatewayNamespaces: the far ends of the gateway's
+		// veths take redirected frames only with NAPI on.
+		b.xdpPass("router", "r-gw")
+		b.xdpPass("mid", "eth0")
+	}
 	if err := os.WriteFile(filepath.Join(b.dir, "policy.yaml"), nsGatewayPolicyMid(t, true, true), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +75,12 @@ func testGatewayICMPErrors(t *testing.T, v6 bool) {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.Run(ctx); a.Close() }()
 	}
-	gw, err := NewGateway(ctx, b.config("gw", fmt.Sprintf("gateway:\n  name: gw-shared\n  external: ext0\n  address: %s\n  router: %s\n", gwAddr, router)))
+	gwCfg := b.config("gw", fmt.Sprintf("gateway:\n  name: gw-shared\n  external: ext0\n  address: %s\n  router: %s\n", gwAddr, router))
+	gwCfg.Driver = gwDriver
+	if gwDriver != "softnic" {
+		gwCfg.Binding = ""
+	}
+	gw, err := NewGateway(ctx, gwCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
