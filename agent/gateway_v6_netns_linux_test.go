@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,7 +31,8 @@ import (
 // neighbour solicitations for its own and its published addresses, and
 // resolves the host with solicitations of its own. Both tenants' VMs
 // (the same IPv6 address in each) reach the host with ping, UDP and TCP,
-// and the host reaches each VM through its published address.
+// and the host reaches each VM through its published address (ping, TCP,
+// and UDP to a closed port, whose port unreachable the VM sends back).
 func TestGatewayNamespacesIPv6(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("not root: network namespaces need root")
@@ -139,6 +142,28 @@ func testGatewayNamespacesIPv6(t *testing.T, gwDriver string) {
 		out, err := exec.Command("ip", "netns", "exec", b.ns("ext"), "ping", "-6", "-c", "5", "-i", "0.2", "-W", "5", published[vm]).CombinedOutput()
 		if err != nil || pingReceived(string(out)) < 3 {
 			t.Fatalf("ping from the external host to %s (%s): %v\n%s", published[vm], vm, err, out)
+		}
+		// UDP to a port the VM does not serve: the VM's port unreachable
+		// comes back through the gateway (quoting the datagram as the host
+		// sent it) and reaches the host's socket as ECONNREFUSED.
+		var uc *net.UDPConn
+		if err := nsexec.Do(b.path("ext"), func() (err error) {
+			uc, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(published[vm]), 9)))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var rerr error
+		for range 5 {
+			uc.Write([]byte("anyone?"))
+			uc.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, rerr = uc.Read(make([]byte, 64)); errors.Is(rerr, syscall.ECONNREFUSED) {
+				break
+			}
+		}
+		uc.Close()
+		if !errors.Is(rerr, syscall.ECONNREFUSED) {
+			t.Fatalf("UDP to %s:9 (%s's VM serves nothing there): %v, want the VM's port unreachable (ECONNREFUSED)", published[vm], vm, rerr)
 		}
 		var tc net.Conn
 		if err := nsexec.Do(b.path("ext"), func() (err error) {

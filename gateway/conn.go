@@ -200,6 +200,9 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 		g.refuse(k, v)
 		return
 	}
+	if g.icmpErrorFromTenant(k, l, frame, now, in) {
+		return
+	}
 	if known && c.inbound && c.fwdKey == (hal.FlowKey{}) && v.PA == c.hostPA {
 		// The VM's first answer on a connection the external network
 		// opened: now its rule from the tenant can be made.

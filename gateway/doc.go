@@ -89,8 +89,13 @@
 // they are: the external path is the VM's path, without encapsulation. So
 // path MTU discovery works through the gateway: a VM sending large TCP
 // segments with DF (with its kernel's TSO/GSO) across a narrower link
-// learns the link's MTU from the router's error. Errors are always handled
-// on the host (Stats.ICMPErrors); errors that quote too little, quote a
+// learns the link's MTU from the router's error. The other way, an error a
+// VM sends about a packet of a translated connection it received (a port
+// unreachable about a datagram from the external host, a packet too big)
+// leaves from the connection's external address, the quoted packet's
+// destination address and port made the external ones again, as the
+// remote host sent it; the policy judges it as any tenant packet. Errors
+// are always handled on the host (Stats.ICMPErrors); errors that quote too little, quote a
 // non-first fragment, another protocol, or no tracked connection are
 // dropped and counted (Stats.Drops icmp-error-short, icmp-error-fragment,
 // icmp-error-protocol, icmp-error-no-connection).
@@ -118,12 +123,10 @@
 // "ttl", no ICMP time exceeded) and opens no connection.
 //
 // Not done yet: reassembling fragments (non-first ones are refused, see
-// above); ICMP errors a VM sends about a connection the external network
-// opened (dropped on the tenant side: they open no connection); the quoted
-// destination of an error for a tenant whose gateway rule translates
-// destinations (the gateway sees the translated address; the VM's host
-// does not translate quotes back, so such a VM's socket does not see the
-// error); time exceeded from the gateway itself; moving an offloaded
+// above); ICMP errors of a tenant whose gateway rule translates addresses
+// (the VM's host translates the outer addresses, not the quoted packet, so
+// the gateway's translated quote does not match the VM's socket, and a
+// VM's own error quotes an address the gateway does not know); time exceeded from the gateway itself; moving an offloaded
 // connection when its VM migrates (Update removes it; the next packet
 // opens it again); sharing a NIC with a vswitch. The agent's gateway host
 // follows a policy file, not a store; its counters are on the metrics

@@ -72,6 +72,30 @@ func (g *Gateway) Explain(in hal.PortID, frame []byte) Explanation {
 			return x
 		}
 		x.Verdict = "translate"
+		if v6 := k.Proto == hal.ProtoICMPv6; (v6 || k.Proto == hal.ProtoICMP) && l.L4 >= 0 && l.L4 < l.End && icmpErrorType(frame[l.L4], v6) {
+			x.Handled = "host: ICMP errors are always handled on the host (the quoted packet is rewritten)"
+			e, err := ParseICMPError(frame[l.L4:l.End], v6)
+			if err != nil {
+				step("%v", err)
+				x.Verdict = "drop (" + icmpErrorDrop(err) + ")"
+				return x
+			}
+			kind, _ := encapKind(k.TunKind)
+			ik := insideKey{vni: k.VNI, encapKind: kind, outerSrcPA: hal.AddrFrom16(k.TunSrc), src: e.Dst, dst: e.Src,
+				sport: e.DstPort, dport: e.SrcPort, proto: e.Proto}
+			if e.Echo {
+				ik.sport, ik.dport = e.SrcPort, 0
+			}
+			if c, ok := g.conns[ik]; ok && k.Src() == c.inside.src && k.Dst() == c.outside.remote {
+				step("ICMP error (type %d code %d) from the VM about connection %s:%d > %s:%d: sent from %s, the quoted packet's destination made %s:%d again",
+					e.Type, e.Code, c.inside.src, c.inside.sport, c.inside.dst, c.inside.dport, c.outside.local, c.outside.local, c.outside.extPort)
+				x.Verdict = "icmp-error"
+				return x
+			}
+			step("ICMP error quoting %s:%d > %s:%d: no tracked connection", e.Src, e.SrcPort, e.Dst, e.DstPort)
+			x.Verdict = "drop (icmp-error-no-connection)"
+			return x
+		}
 		for _, c := range g.conns {
 			if c.fwdKey == k {
 				step("connection %s:%d > %s:%d translated to %s:%d (tenant %s)", c.inside.src, c.inside.sport,

@@ -153,6 +153,13 @@ func FuzzHandle(f *testing.F) {
 	f.Add(false, BuildARP(1, hal.MAC{2, 0, 0, 0, 0, 9}, netip.MustParseAddr("203.0.113.10"), hal.MAC{}, netip.MustParseAddr("203.0.113.1")))
 	f.Add(false, wire.Build(wire.FrameSpec{SrcMAC: hal.MAC{2, 0, 0, 0, 0, 9}, DstMAC: hal.MAC{2, 0, 0, 0, 0, 8},
 		Src: netip.MustParseAddr("203.0.113.10"), Dst: netip.MustParseAddr("203.0.113.21"), Proto: hal.ProtoTCP, SrcPort: 9, DstPort: 22}))
+	// A port unreachable from the VM, quoting a datagram from outside.
+	answer := wire.Build(wire.FrameSpec{Src: netip.MustParseAddr("203.0.113.10"), Dst: netip.MustParseAddr("10.0.0.10"),
+		Proto: hal.ProtoUDP, SrcPort: 53, DstPort: 5})[14:]
+	vmErr := wire.Build(wire.FrameSpec{SrcMAC: hal.MAC{2, 0, 0, 0xb, 0, 1}, DstMAC: hal.MAC(policy.DefaultRouterMAC),
+		Src: netip.MustParseAddr("10.0.0.10"), Dst: netip.MustParseAddr("203.0.113.10"), Proto: hal.ProtoICMP, ICMPType: 3, ICMPCode: 3, Payload: answer})
+	f.Add(true, wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 1001, Src: netip.MustParseAddr("198.18.0.1"),
+		Dst: netip.MustParseAddr("198.18.0.100")}, vmErr))
 	for _, e := range icmpErrorSeeds()[:3] {
 		f.Add(false, wire.Build(wire.FrameSpec{SrcMAC: hal.MAC{2, 0, 0, 0, 0, 9}, DstMAC: hal.MAC{2, 0, 0, 0, 0, 8},
 			Src: netip.MustParseAddr("203.0.113.254"), Dst: netip.MustParseAddr("203.0.113.1"), Proto: hal.ProtoICMP,

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
 )
 
 // ICMPError is an ICMP or ICMPv6 error message as ParseICMPError reads it:
@@ -161,31 +162,18 @@ func (g *Gateway) icmpErrorFromExternal(k *hal.FlowKey, l *wire.Layout, frame []
 		g.stats.Drops["host-path"]++
 		return true
 	}
-	m := out[ol.L4:ol.End]
-	if err := g.rewriteQuote(m, &e, c); err != nil {
-		g.stats.Drops["host-path"]++
-		return true
-	}
+	rewriteQuote(out[ol.L4:ol.End], &e, false, c.inside.src, c.inside.sport)
 	// The error's destination: the gateway's address becomes the VM's.
-	vm := c.inside.src.As16()
-	if err := wire.SetIPDst(out, &ol, vm); err != nil {
+	if err := wire.SetIPDst(out, &ol, c.inside.src.As16()); err != nil {
 		g.stats.Drops["host-path"]++
-		return true
-	}
-	expired, err := wire.DecTTL(out, &ol)
-	if err != nil || expired {
-		g.stats.Drops["ttl"]++
 		return true
 	}
 	// The message's own checksum, over everything rewritten (ICMPv6's
 	// pseudo-header has the new destination).
-	binary.BigEndian.PutUint16(m[2:], 0)
-	var init uint32
-	if v6 {
-		ip := out[ol.L3:]
-		init = wire.PseudoHeaderSum(ip[8:24], ip[24:40], hal.ProtoICMPv6, len(m))
+	if live, err := finishError(out, &ol); err != nil || !live {
+		g.stats.Drops["ttl"]++
+		return true
 	}
-	binary.BigEndian.PutUint16(m[2:], wire.Checksum(m, init))
 	wire.SetEthSrc(out, &ol, hal.MAC(g.st.RouterMAC()))
 	wire.SetEthDst(out, &ol, c.vmMAC)
 	t, err := wire.NewEncapTemplate(&hal.Encap{Kind: halEncap(c.inside.encapKind), VNI: c.inside.vni,
@@ -206,30 +194,48 @@ func (g *Gateway) icmpErrorFromExternal(k *hal.FlowKey, l *wire.Layout, frame []
 	return true
 }
 
-// rewriteQuote turns the quoted packet in error message m back into the
-// VM's: source address and port (echo identifier) to the inside ones.
-func (g *Gateway) rewriteQuote(m []byte, e *ICMPError, c *conn) error {
+// rewriteQuote rewrites the quoted packet in error message m: its source
+// address and port (echo identifier) when !dst, its destination address
+// and port when dst. The quoted IPv4 header checksum is computed again and
+// the quoted transport checksum updated when the quote reaches it; the
+// message's own checksum is the caller's.
+func rewriteQuote(m []byte, e *ICMPError, dst bool, addr netip.Addr, port uint16) {
 	q := m[e.Inner:]
 	l4 := m[e.InnerL4:]
-	vm := c.inside.src.As16()
+	a := addr.As16()
 	var oldAddr, newAddr []byte
 	if e.V6 {
-		oldAddr = append([]byte(nil), q[8:24]...)
-		newAddr = vm[:]
-		copy(q[8:24], newAddr)
+		f := q[8:24]
+		if dst {
+			f = q[24:40]
+		}
+		oldAddr, newAddr = append([]byte(nil), f...), a[:]
+		copy(f, newAddr)
 	} else {
 		ihl := e.InnerL4 - e.Inner
-		oldAddr = append([]byte(nil), q[12:16]...)
-		newAddr = vm[12:16]
-		copy(q[12:16], newAddr)
+		f := q[12:16]
+		if dst {
+			f = q[16:20]
+		}
+		oldAddr, newAddr = append([]byte(nil), f...), a[12:16]
+		copy(f, newAddr)
 		binary.BigEndian.PutUint16(q[10:12], 0)
 		binary.BigEndian.PutUint16(q[10:12], wire.Checksum(q[:ihl], 0))
 	}
+	// Where the port is: TCP/UDP source or destination port, an echo's
+	// identifier (either way: the identifier is both ends' "port").
+	at := 0
+	switch {
+	case e.Echo:
+		at = 4
+	case dst:
+		at = 2
+	}
 	var oldPort, newPort [2]byte
-	binary.BigEndian.PutUint16(oldPort[:], e.SrcPort)
-	binary.BigEndian.PutUint16(newPort[:], c.inside.sport)
+	copy(oldPort[:], l4[at:at+2])
+	binary.BigEndian.PutUint16(newPort[:], port)
 	// The quoted transport checksum, when the quote reaches it: TCP and
-	// UDP cover the addresses (pseudo-header) and the port, an echo's its
+	// UDP cover the addresses (pseudo-header) and the ports, an echo its
 	// identifier (and, for ICMPv6, the addresses).
 	csum := -1
 	switch {
@@ -254,12 +260,88 @@ func (g *Gateway) rewriteQuote(m []byte, e *ICMPError, c *conn) error {
 			binary.BigEndian.PutUint16(l4[csum:], c16)
 		}
 	}
-	if e.Echo {
-		binary.BigEndian.PutUint16(l4[4:6], c.inside.sport)
-	} else {
-		binary.BigEndian.PutUint16(l4[0:2], c.inside.sport)
+	copy(l4[at:at+2], newPort[:])
+}
+
+// finishError decrements the TTL of the rewritten error in out (parsed as
+// l) and computes its checksum again; false when the TTL ran out.
+func finishError(out []byte, l *wire.Layout) (bool, error) {
+	expired, err := wire.DecTTL(out, l)
+	if err != nil || expired {
+		return false, err
 	}
-	return nil
+	m := out[l.L4:l.End]
+	binary.BigEndian.PutUint16(m[2:], 0)
+	var init uint32
+	if l.EthType == hal.EtherTypeIPv6 {
+		ip := out[l.L3:]
+		init = wire.PseudoHeaderSum(ip[8:24], ip[24:40], hal.ProtoICMPv6, len(m))
+	}
+	binary.BigEndian.PutUint16(m[2:], wire.Checksum(m, init))
+	return true, nil
+}
+
+// icmpErrorFromTenant sends on an ICMP error a VM sends about a packet of
+// a translated connection it received (a port unreachable about a
+// datagram from the external host, a packet too big…): the error leaves
+// from the connection's external address, the quoted packet's destination
+// address and port become the external ones, as the remote host sent it.
+// The policy judges the error as any tenant packet (the caller did); it
+// must come from the connection's VM, on its host. It reports whether the
+// frame was an error (handled or dropped).
+func (g *Gateway) icmpErrorFromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now int64, in policy.InPort) bool {
+	v6 := k.Proto == hal.ProtoICMPv6
+	if !(v6 || k.Proto == hal.ProtoICMP) || l.L4 < 0 || l.End > len(frame) || l.L4 >= l.End || !icmpErrorType(frame[l.L4], v6) {
+		return false
+	}
+	e, err := ParseICMPError(frame[l.L4:l.End], v6)
+	if err != nil {
+		g.stats.Drops[icmpErrorDrop(err)]++
+		return true
+	}
+	kind, _ := encapKind(k.TunKind)
+	ik := insideKey{vni: k.VNI, encapKind: kind, outerSrcPA: in.OuterSrc, src: e.Dst, dst: e.Src, sport: e.DstPort,
+		dport: e.SrcPort, proto: e.Proto}
+	if e.Echo {
+		ik.sport, ik.dport = e.SrcPort, 0
+	}
+	c, ok := g.conns[ik]
+	if !ok || k.Src() != c.inside.src || k.Dst() != c.outside.remote {
+		g.stats.Drops["icmp-error-no-connection"]++
+		return true
+	}
+	if !g.cfg.Address.Contains(c.outside.remote) && !g.cfg.Router.IsValid() {
+		g.stats.Drops["no-route"]++
+		return true
+	}
+	start, err := wire.Decap(frame, l)
+	if err != nil {
+		g.stats.Drops["host-path"]++
+		return true
+	}
+	out := append([]byte(nil), frame[start:l.End]...)
+	var ok2 hal.FlowKey
+	var ol wire.Layout
+	if err := wire.Parse(out, g.cfg.External, &ok2, &ol); err != nil || ol.L4 < 0 {
+		g.stats.Drops["host-path"]++
+		return true
+	}
+	c.seen = now
+	port := c.outside.extPort
+	rewriteQuote(out[ol.L4:ol.End], &e, true, c.outside.local, port)
+	if err := wire.SetIPSrc(out, &ol, c.outside.local.As16()); err != nil {
+		g.stats.Drops["host-path"]++
+		return true
+	}
+	if live, err := finishError(out, &ol); err != nil || !live {
+		g.stats.Drops["ttl"]++
+		return true
+	}
+	wire.SetEthSrc(out, &ol, g.extMAC)
+	wire.SetEthDst(out, &ol, c.nhMAC)
+	g.stats.ICMPErrors++
+	g.inject(g.cfg.External, out)
+	return true
 }
 
 // csumUpdate is RFC 1624's incremental update of checksum field c for

@@ -266,3 +266,100 @@ func TestICMPErrorRefused(t *testing.T) {
 		t.Errorf("explain of a non-first fragment:\n%s", x)
 	}
 }
+
+// TestICMPErrorFromTenant: an ICMP error the VM sends about a packet of a
+// translated connection it received (a port unreachable about the remote
+// host's datagram) leaves the external port from the gateway's address,
+// quoting the datagram as the remote host sent it (to the gateway's
+// address and external port), every checksum right.
+func TestICMPErrorFromTenant(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		name := "ipv4"
+		if v6 {
+			name = "ipv6"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newErrBed(t, v6)
+			// Port 1000 is outside the external range: the gateway takes
+			// another, so the quote's port must be rewritten too.
+			_, frame := e.fromVM(wire.FrameSpec{Proto: hal.ProtoUDP, SrcPort: 1000, DstPort: 53, Payload: []byte("q")})
+			out := e.send(2, frame, 1)
+			if len(out) != 1 {
+				t.Fatalf("%d frames out", len(out))
+			}
+			var sk hal.FlowKey
+			var sl wire.Layout
+			if err := wire.Parse(out[0], 1, &sk, &sl); err != nil || sk.L4Src == 1000 {
+				t.Fatalf("translated: %+v %v", sk, err)
+			}
+			answer := wire.Build(wire.FrameSpec{SrcMAC: errRouterMAC, DstMAC: errGwMAC, Src: e.remote, Dst: e.gw,
+				Proto: hal.ProtoUDP, SrcPort: 53, DstPort: sk.L4Src, Payload: []byte("an answer the VM does not want")})
+			back := e.send(1, answer, 2)
+			if len(back) != 1 {
+				t.Fatalf("the answer reached the uplink %d times", len(back))
+			}
+			var bk hal.FlowKey
+			var bl wire.Layout
+			if err := wire.Parse(back[0], 2, &bk, &bl); err != nil {
+				t.Fatal(err)
+			}
+			got := back[0][bl.L3:bl.End] // the answer as the VM got it
+			proto, typ, code := uint8(hal.ProtoICMP), uint8(3), uint8(3)
+			if v6 {
+				proto, typ, code = hal.ProtoICMPv6, 1, 4
+			}
+			inner := wire.Build(wire.FrameSpec{SrcMAC: errVMMAC, DstMAC: hal.MAC(policy.DefaultRouterMAC), Src: e.vm, Dst: e.remote,
+				Proto: proto, ICMPType: typ, ICMPCode: code, Payload: got})
+			var il wire.Layout
+			var ik hal.FlowKey
+			if err := wire.Parse(inner, 0, &ik, &il); err != nil {
+				t.Fatal(err)
+			}
+			binary.BigEndian.PutUint32(inner[il.L4+4:], 0) // unused
+			setICMPChecksum(inner, &il)
+			errFrame := wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 1001, Src: e.hostPA, Dst: e.gatewayPA}, inner)
+			if x := e.g.Explain(2, errFrame); x.Verdict != "icmp-error" || !strings.Contains(x.String(), "from the VM about connection") {
+				t.Fatalf("explain:\n%s", x)
+			}
+			ext := e.send(2, errFrame, 1)
+			if len(ext) != 1 {
+				t.Fatalf("the VM's error left the external port %d times; drops %v", len(ext), e.g.Stats().Drops)
+			}
+			var k hal.FlowKey
+			var l wire.Layout
+			if err := wire.Parse(ext[0], 1, &k, &l); err != nil {
+				t.Fatal(err)
+			}
+			if k.Src() != e.gw || k.Dst() != e.remote || k.EthSrc != errGwMAC || k.EthDst != errRouterMAC || uint8(k.L4Src) != typ {
+				t.Fatalf("error left as %+v", k)
+			}
+			ip := ext[0][l.L3:l.End]
+			m := ext[0][l.L4:l.End]
+			var init uint32
+			if v6 {
+				init = wire.PseudoHeaderSum(ip[8:24], ip[24:40], hal.ProtoICMPv6, len(m))
+			} else if wire.Checksum(ip[:20], 0) != 0 {
+				t.Fatal("IPv4 header checksum wrong")
+			}
+			if wire.Checksum(m, init) != 0 {
+				t.Fatal("the error's checksum is wrong")
+			}
+			// The quote is the answer as the remote host sent it, but for
+			// the gateway's hop (TTL) and so the IPv4 header checksum.
+			q := append([]byte(nil), m[8:]...)
+			want := append([]byte(nil), answer[14:]...)
+			if v6 {
+				want[7]--
+			} else {
+				if wire.Checksum(q[:20], 0) != 0 {
+					t.Fatal("quoted IPv4 header checksum wrong")
+				}
+				want[8]--
+				copy(want[10:12], q[10:12])
+			}
+			if !bytes.Equal(q, want) {
+				t.Fatalf("quoted packet:\n got %x\nwant %x", q, want)
+			}
+		})
+	}
+}
