@@ -214,6 +214,9 @@ func (g *Gateway) Update(ctx context.Context, st *policy.State) error {
 	if old.PA != g.gw.PA {
 		g.setEndpoint(ctx)
 	}
+	// Shared action lists hold the old state's router MAC and PAs: new
+	// connections make theirs again.
+	clear(g.acts)
 	for _, c := range g.conns {
 		if c.inbound {
 			t := g.cfg.Publish[c.outside.local]

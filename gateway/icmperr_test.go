@@ -38,21 +38,9 @@ type errBed struct {
 
 func newErrBed(t *testing.T, v6 bool) *errBed {
 	t.Helper()
-	b := policy.NewBuilder()
 	e := &errBed{t: t, v6: v6, hostPA: netip.MustParseAddr("198.18.0.1"), gatewayPA: netip.MustParseAddr("198.18.0.100")}
-	b.AddHost(policy.Host{Name: "host-a", PA: e.hostPA})
-	b.AddGateway(policy.Gateway{Name: "gw", PA: e.gatewayPA})
-	b.AddTenant(policy.Tenant{Name: "blue"})
-	b.AddVNET(policy.VNET{Tenant: "blue", Name: "web", VNI: 1001, Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8:a::/64")}})
-	b.AddVM(policy.VM{Name: "vm", Tenant: "blue", VNET: "web", MAC: policy.MAC(errVMMAC),
-		CAs: []netip.Addr{netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("2001:db8:a::10")}, Host: "host-a"})
-	for _, p := range []string{"0.0.0.0/0", "::/0"} {
-		b.AddRoute(policy.Route{Tenant: "blue", Prefix: netip.MustParsePrefix(p), NextHop: policy.NextHop{Kind: policy.NextHopGateway, Gateway: "gw"}})
-	}
-	st, err := b.Build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := e.state(policy.DefaultRouterMAC)
+	var err error
 	addr := netip.MustParsePrefix("203.0.113.1/24")
 	e.vm, e.router, e.remote = netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("203.0.113.254"), netip.MustParseAddr("198.51.100.10")
 	if v6 {
@@ -73,6 +61,27 @@ func newErrBed(t *testing.T, v6 bool) *errBed {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// state is errBed's policy with router MAC rm.
+func (e *errBed) state(rm policy.MAC) *policy.State {
+	e.t.Helper()
+	b := policy.NewBuilder()
+	b.SetRouterMAC(rm)
+	b.AddHost(policy.Host{Name: "host-a", PA: e.hostPA})
+	b.AddGateway(policy.Gateway{Name: "gw", PA: e.gatewayPA})
+	b.AddTenant(policy.Tenant{Name: "blue"})
+	b.AddVNET(policy.VNET{Tenant: "blue", Name: "web", VNI: 1001, Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8:a::/64")}})
+	b.AddVM(policy.VM{Name: "vm", Tenant: "blue", VNET: "web", MAC: policy.MAC(errVMMAC),
+		CAs: []netip.Addr{netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("2001:db8:a::10")}, Host: "host-a"})
+	for _, p := range []string{"0.0.0.0/0", "::/0"} {
+		b.AddRoute(policy.Route{Tenant: "blue", Prefix: netip.MustParsePrefix(p), NextHop: policy.NextHop{Kind: policy.NextHopGateway, Gateway: "gw"}})
+	}
+	st, err := b.Build()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
 }
 
 // send hands one frame to the gateway as the NIC's exception path would
@@ -361,5 +370,37 @@ func TestICMPErrorFromTenant(t *testing.T) {
 				t.Fatalf("quoted packet:\n got %x\nwant %x", q, want)
 			}
 		})
+	}
+}
+
+// TestSharedActionsFollowUpdate: connections that rewrite no port share
+// their action lists; a new policy (here a new router MAC, the source of
+// answers toward the VMs) makes the next connection's lists again.
+func TestSharedActionsFollowUpdate(t *testing.T) {
+	e := newErrBed(t, false)
+	newRouter := policy.MAC{2, 0, 0, 0, 0xee, 1}
+	for i, rm := range []policy.MAC{policy.DefaultRouterMAC, newRouter} {
+		if i == 1 {
+			if err := e.g.Update(context.Background(), e.state(newRouter)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		port := uint16(40000 + i) // in the range: kept, no rewrite
+		_, frame := e.fromVM(wire.FrameSpec{Proto: hal.ProtoUDP, SrcPort: port, DstPort: 53})
+		out := e.send(2, frame, 1)
+		var k hal.FlowKey
+		var l wire.Layout
+		if len(out) != 1 || wire.Parse(out[0], 1, &k, &l) != nil || k.L4Src != port {
+			t.Fatalf("connection %d left as %+v", i, k)
+		}
+		answer := wire.Build(wire.FrameSpec{SrcMAC: errRouterMAC, DstMAC: errGwMAC, Src: e.remote, Dst: e.gw,
+			Proto: hal.ProtoUDP, SrcPort: 53, DstPort: port})
+		back := e.send(1, answer, 2)
+		if len(back) != 1 || wire.Parse(back[0], 2, &k, &l) != nil {
+			t.Fatalf("answer %d: %d frames", i, len(back))
+		}
+		if k.EthSrc != hal.MAC(rm) {
+			t.Fatalf("answer %d reached the VM from %s, want the policy's router MAC %s", i, k.EthSrc, hal.MAC(rm))
+		}
 	}
 }
