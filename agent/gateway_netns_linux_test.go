@@ -147,8 +147,8 @@ func (b *gwBed) build() {
 			"address", upMACs[h].String(), "netns", b.ns(h))
 		b.ip("-n", r, "link", "set", rif, "up")
 		b.ip("-n", b.ns(h), "link", "set", "up0", "up")
-		b.ip("-n", r, "addr", "add", "198.18.1.1/32", "dev", rif)
-		b.ip("-n", r, "route", "add", pas[h]+"/32", "dev", rif)
+		b.ip("-n", r, "addr", "replace", "198.18.1.1/32", "dev", rif)
+		b.ip("-n", r, "route", "replace", pas[h]+"/32", "dev", rif)
 		b.ip("-n", r, "neigh", "replace", pas[h], "lladdr", upMACs[h].String(), "dev", rif, "nud", "permanent")
 	}
 	for i, vm := range []string{"blue", "red"} {
@@ -157,9 +157,9 @@ func (b *gwBed) build() {
 		b.ip("-n", b.ns(host), "link", "add", "vm-"+vm, "type", "veth", "peer", "name", "eth0", "netns", vns)
 		b.ip("-n", b.ns(host), "link", "set", "vm-"+vm, "mtu", "1450", "up")
 		b.ip("-n", vns, "link", "set", "eth0", "address", hal.MAC{2, 0, 0, byte(0xb + i), 0, 1}.String(), "mtu", "1450", "up")
-		b.ip("-n", vns, "addr", "add", "10.0.0.10/24", "dev", "eth0")
+		b.ip("-n", vns, "addr", "replace", "10.0.0.10/24", "dev", "eth0")
 		b.ip("-n", vns, "neigh", "replace", "10.0.0.1", "lladdr", hal.MAC(policy.DefaultRouterMAC).String(), "dev", "eth0", "nud", "permanent")
-		b.ip("-n", vns, "route", "add", "default", "via", "10.0.0.1", "dev", "eth0")
+		b.ip("-n", vns, "route", "replace", "default", "via", "10.0.0.1", "dev", "eth0")
 		if b.v6 {
 			b.ip("-n", vns, "addr", "replace", "2001:db8:a::10/64", "dev", "eth0", "nodad")
 			b.ip("-n", vns, "neigh", "replace", "2001:db8:a::1", "lladdr", hal.MAC(policy.DefaultRouterMAC).String(), "dev", "eth0", "nud", "permanent")
@@ -174,7 +174,7 @@ func (b *gwBed) build() {
 		"address", extHostMAC.String(), "netns", b.ns("ext"))
 	b.ip("-n", b.ns("gw"), "link", "set", "ext0", "up")
 	b.ip("-n", b.ns("ext"), "link", "set", "eth0", "up")
-	b.ip("-n", b.ns("ext"), "addr", "add", "203.0.113.10/24", "dev", "eth0")
+	b.ip("-n", b.ns("ext"), "addr", "replace", "203.0.113.10/24", "dev", "eth0")
 	if b.v6 {
 		// No static neighbour on either side of the external network: the
 		// host and the gateway find each other by neighbour discovery.

@@ -175,7 +175,7 @@ func TestGatewayAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		n, _ := ext.Recv(bufs, sizes)
 		if n == 1 {

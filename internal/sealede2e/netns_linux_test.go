@@ -91,8 +91,8 @@ func TestSealedNetns(t *testing.T) {
 	} {
 		sh(t, "ip", "link", "add", vm.host, "netns", hostNS, "type", "veth", "peer", "name", "eth0", "netns", vm.ns)
 		inNS(vm.ns, "ip", "link", "set", "eth0", "address", vm.mac)
-		inNS(vm.ns, "ip", "addr", "add", vm.v4, "dev", "eth0")
-		inNS(vm.ns, "ip", "addr", "add", vm.v6, "dev", "eth0", "nodad")
+		inNS(vm.ns, "ip", "addr", "replace", vm.v4, "dev", "eth0")
+		inNS(vm.ns, "ip", "addr", "replace", vm.v6, "dev", "eth0", "nodad")
 		inNS(vm.ns, "ip", "link", "set", "eth0", "up")
 		inNS(vm.ns, "ip", "link", "set", "lo", "up")
 		inNS(hostNS, "ip", "link", "set", vm.host, "up")
