@@ -60,8 +60,8 @@ type ServerStats struct {
 	HandshakeFailures  uint64 // connections refused before or at the hello
 	VersionRefusals    uint64 // hellos refused for their version
 	Refused            [securechan.NumDropReasons]uint64
-	ExceptionsSent     uint64
-	LearnedSent        uint64 // learned addresses sent to the host (hal.AddressLearner)
+	ExceptionsSent     uint64 // exceptions handed to the channel, counted before the host can have them
+	LearnedSent        uint64 // learned addresses sent to the host (hal.AddressLearner), counted as exceptions are
 	ExceptionsDropped  uint64 // the host had no room (no credit) or no session: hal.ReasonQueueFull
 	RequestsHandled    uint64
 	SessionsSuperseded uint64 // sessions closed because the host opened a newer one
@@ -838,11 +838,14 @@ func (ss *serverSession) pump() {
 		}
 		binary.BigEndian.PutUint32(e.b[countAt:], uint32(sent))
 		e.end(st)
+		// Counted before the write: a host that has them finds them
+		// counted (a failing write ends the session; what it held is
+		// counted as sent).
+		srv.exceptionsSent.Add(uint64(sent))
 		if err := ss.c.writeMsgs(e.b); err != nil {
 			ss.cancel()
 			return
 		}
-		srv.exceptionsSent.Add(uint64(sent))
 	}
 }
 
@@ -871,10 +874,11 @@ func (ss *serverSession) pumpLearned(l hal.AddressLearner) {
 		}
 		e.b = e.b[:0]
 		e.learnedAddrs(batch[:n])
+		// Counted before the write, as exceptions are.
+		ss.srv.learnedSent.Add(uint64(n))
 		if err := ss.c.writeMsgs(e.b); err != nil {
 			ss.cancel()
 			return
 		}
-		ss.srv.learnedSent.Add(uint64(n))
 	}
 }
