@@ -14,19 +14,31 @@ import (
 
 // Bulk TCP: a client connects to a served TCP port, sends "bulk <size>
 // <seed>" and size bytes of a pseudo-random stream drawn from seed; the
-// server checks every byte, answers with a line that says whether they
-// arrived intact, then sends size bytes of the stream of seed+1, which the
-// client checks in turn. A few megabytes each way make the kernels send
-// segmentation offload frames (TSO/GSO, partial checksums) through the
-// vswitch, which a few short segments never do: a frame cut wrong, a
-// checksum left partial or a segment lost shows as a corrupt or missing
-// byte.
+// server reads all size bytes, checking every one, answers with a line
+// that says whether they arrived intact, then (when they did) sends size
+// bytes of the stream of seed+1, which the client checks in turn. A few
+// megabytes each way make the kernels send segmentation offload frames
+// (TSO/GSO, partial checksums) through the vswitch, which a few short
+// segments never do: a frame cut wrong, a checksum left partial or a
+// segment lost shows as a corrupt or missing byte.
+//
+// The server's verdict line is what an exchange ends on. The server reads
+// the whole request before it answers, even past a wrong byte, so a client
+// is not cut off while sending; when it answers early all the same (the
+// request stopped short, its deadline passed) it sends the verdict before
+// it closes, and a client whose sending fails reads that verdict and
+// reports it rather than its own write error (a broken pipe says only that
+// the server stopped reading, the verdict says why).
 
 // maxBulk bounds what a server accepts (the story sends a few MB).
 const maxBulk = 64 << 20
 
 // bulkDeadline bounds one bulk exchange, on either side.
 const bulkDeadline = 60 * time.Second
+
+// verdictWait bounds how long a client whose sending failed waits for the
+// server's verdict (already sent, or never coming).
+const verdictWait = 5 * time.Second
 
 // parseBulk reads a bulk request line: "bulk <size> <seed>", size in
 // 1..maxBulk.
@@ -63,26 +75,34 @@ func copyStream(w io.Writer, seed uint64, size int) error {
 
 // checkStream reads size bytes from r and compares them with the stream
 // of seed. It returns the offset of the first wrong byte (-1 when every
-// byte is right) or the read error.
+// byte is right), having read all size bytes all the same, or (no wrong
+// byte before it) the read error that stopped it short.
 func checkStream(r io.Reader, seed uint64, size int) (int, error) {
 	want := bulkStream(seed)
 	got, exp := make([]byte, 64<<10), make([]byte, 64<<10)
+	bad := -1
 	for off := 0; off < size; {
 		n := min(len(got), size-off)
 		if _, err := io.ReadFull(r, got[:n]); err != nil {
+			if bad >= 0 {
+				return bad, nil
+			}
 			return -1, fmt.Errorf("after %d of %d bytes: %w", off, size, err)
 		}
-		want.Read(exp[:n])
-		if !bytes.Equal(got[:n], exp[:n]) {
-			for i := range n {
-				if got[i] != exp[i] {
-					return off + i, nil
+		if bad < 0 {
+			want.Read(exp[:n])
+			if !bytes.Equal(got[:n], exp[:n]) {
+				for i := range n {
+					if got[i] != exp[i] {
+						bad = off + i
+						break
+					}
 				}
 			}
 		}
 		off += n
 	}
-	return -1, nil
+	return bad, nil
 }
 
 // serveBulk answers a bulk request whose line r has read, and returns what
@@ -96,7 +116,8 @@ func serveBulk(c net.Conn, r *bufio.Reader, name string, size int, seed uint64) 
 		fmt.Fprintf(c, "%s got %s\n", name, verdict)
 		return verdict
 	case bad >= 0:
-		// The client stops at this verdict: nothing to send back.
+		// The whole request is read: the client has sent it and stops
+		// at this verdict, with nothing to send back.
 		verdict = fmt.Sprintf("bulk %d bytes CORRUPT from byte %d", size, bad)
 		fmt.Fprintf(c, "%s got %s\n", name, verdict)
 		return verdict
@@ -129,13 +150,22 @@ func bulk(dst string, size int, seed uint64, timeout time.Duration, out io.Write
 	fmt.Fprintf(w, "bulk %d %d\n", size, seed)
 	// The server reads while this side writes, and writes only after
 	// reading everything: no deadlock on full windows.
-	if err := copyStream(w, seed, size); err != nil {
-		return fmt.Errorf("bulk %s: sending: %w", dst, err)
-	}
-	if err := w.Flush(); err != nil {
-		return fmt.Errorf("bulk %s: sending: %w", dst, err)
+	err = copyStream(w, seed, size)
+	if err == nil {
+		err = w.Flush()
 	}
 	r := bufio.NewReaderSize(c, 64<<10)
+	if err != nil {
+		// The server answered before taking everything and closed: its
+		// verdict, sent before it closed, says why.
+		c.SetReadDeadline(time.Now().Add(verdictWait))
+		if line, _ := r.ReadString('\n'); strings.HasSuffix(line, "\n") {
+			line = strings.TrimSpace(line)
+			fmt.Fprintln(out, line)
+			return fmt.Errorf("bulk %s: the server says: %s (sending stopped: %v)", dst, line, err)
+		}
+		return fmt.Errorf("bulk %s: sending (no verdict from the server): %w", dst, err)
+	}
 	line, err := r.ReadString('\n')
 	if err != nil {
 		return fmt.Errorf("bulk %s: no verdict: %w", dst, err)

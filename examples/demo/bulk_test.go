@@ -130,6 +130,49 @@ func TestBulkChecksEveryByte(t *testing.T) {
 	}
 }
 
+// A server that answers before it has read the whole request (here after
+// a few bytes, as one whose read failed would) and closes: the client's
+// sending then fails (a reset, a broken pipe), and the client reports the
+// server's verdict, which says why, not its own write error.
+func TestBulkVerdictOverWriteError(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const verdict = "srv got bulk 33554432 bytes: after 4096 of 33554432 bytes: read timeout"
+	served := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		// Unread bytes stay queued: the close resets the connection.
+		_, err = io.ReadFull(c, make([]byte, 4096))
+		if err == nil {
+			_, err = io.WriteString(c, verdict+"\n")
+		}
+		served <- err
+	}()
+	// More than the two sockets' buffers hold: the client is still
+	// sending when the reset comes.
+	var out bytes.Buffer
+	err = bulk(l.Addr().String(), 32<<20, 1, 5*time.Second, &out)
+	if serr := <-served; serr != nil {
+		t.Fatalf("the server: %v", serr)
+	}
+	if err == nil || !strings.Contains(err.Error(), "the server says: "+verdict) {
+		t.Fatalf("error %v, want the server's verdict %q", err, verdict)
+	}
+	if !strings.Contains(out.String(), verdict) {
+		t.Errorf("the client prints %q, want the verdict", out.String())
+	}
+	t.Logf("%v", err)
+}
+
 func TestParseBulk(t *testing.T) {
 	for _, c := range []struct {
 		in   string
