@@ -284,15 +284,22 @@ func TestRelocatedSubnet(t *testing.T) {
 		// handles (or not) on its own: the check is the node's
 		// reassembly.
 		before := b.reasmOKs(t, "n1")
-		b.In("vm-a", "ping", "-c", "2", "-W", "1", "-M", "dont", "-s", "1422", a1.String())
-		if b.Overlay.Stats().Fragmented.Load() == 0 {
-			t.Fatal("the anchor did not fragment")
+		// Pings wait up to 5 s for each answer (an answer or an error
+		// ends the wait), and the counters are waited for: the anchor
+		// counts a packet fragmented after it sent the fragments, and a
+		// ping that gave up still left its packet on the way.
+		b.In("vm-a", "ping", "-c", "2", "-W", "5", "-M", "dont", "-s", "1422", a1.String())
+		waitFor(t, "the anchor fragmenting", 10*time.Second, func() bool { return b.Overlay.Stats().Fragmented.Load() != 0 })
+		after := before
+		end := time.Now().Add(10 * time.Second)
+		for after = b.reasmOKs(t, "n1"); after < before+2 && time.Now().Before(end); after = b.reasmOKs(t, "n1") {
+			time.Sleep(50 * time.Millisecond)
 		}
-		if after := b.reasmOKs(t, "n1"); after < before+2 {
+		if after < before+2 {
 			t.Fatalf("the node reassembled %d packets of the anchor's fragments, want 2", after-before)
 		}
 		// With DF it is answered by the anchor.
-		out, _ := b.In("vm-a", "ping", "-c", "2", "-W", "1", "-M", "do", "-s", "1422", a1.String())
+		out, _ := b.In("vm-a", "ping", "-c", "2", "-W", "5", "-M", "do", "-s", "1422", a1.String())
 		if want := fmt.Sprintf("mtu = %d", n1.MTU); !strings.Contains(out, want) {
 			t.Fatalf("vm-a's oversized ping: no %q in\n%s", want, out)
 		}
@@ -300,15 +307,15 @@ func TestRelocatedSubnet(t *testing.T) {
 		if _, err := b.In("n2", "ip", "link", "set", "eth0", "mtu", "1500"); err != nil {
 			t.Fatal(err)
 		}
-		out, _ = b.In("n2", "ping", "-c", "2", "-W", "1", "-M", "do", "-s", "1450", VMA.String())
+		out, _ = b.In("n2", "ping", "-c", "2", "-W", "5", "-M", "do", "-s", "1450", VMA.String())
 		b.In("n2", "ip", "link", "set", "eth0", "mtu", fmt.Sprint(n2.MTU))
 		if want := fmt.Sprintf("mtu = %d", n2.MTU); !strings.Contains(out, want) {
 			t.Fatalf("n2's oversized ping: no %q in\n%s", want, out)
 		}
 		_, site, _ := b.Tether()
-		if site.Stats().TooBig.Load() == 0 || b.Overlay.Stats().TooBig.Load() == 0 {
-			t.Fatal("too-big counters did not move")
-		}
+		waitFor(t, "too-big counters moving", 10*time.Second, func() bool {
+			return site.Stats().TooBig.Load() != 0 && b.Overlay.Stats().TooBig.Load() != 0
+		})
 		b.ping(t, "n2", VMA)
 	})
 	t.Run("control", func(t *testing.T) {
