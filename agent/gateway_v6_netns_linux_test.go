@@ -98,7 +98,7 @@ func testGatewayNamespacesIPv6(t *testing.T, gwDriver string) {
 		for i := range 3 {
 			msg := fmt.Sprintf("%s %d", vm, i)
 			c.Write([]byte(msg))
-			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			n, err := c.Read(buf)
 			if err != nil || string(buf[:n]) != "echo "+msg {
 				t.Fatalf("UDP %s: got %q, %v", msg, buf[:n], err)
