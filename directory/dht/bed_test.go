@@ -33,12 +33,12 @@ type world struct {
 	bed *ondemandtest.Bed
 }
 
-func newWorld(t testing.TB, extra int, cache directory.CacheConfig) *world {
+func newWorld(t testing.TB, extra int, cache directory.CacheConfig, mut func(int, *Config)) *world {
 	// Bounded generously: under the race detector on a loaded machine a
 	// DHT put (a lookup, then twenty stores) takes seconds.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	w := &world{tn: startNet(t, 20, nil), st: storetest.ThreeHosts(extra)}
+	w := &world{tn: startNet(t, 20, mut), st: storetest.ThreeHosts(extra)}
 	w.tn.waitTables(5)
 	w.s = store.NewKV(store.NewMemory(), "")
 	w.m = migrate.New(w.s, nil)
@@ -108,7 +108,7 @@ func (ta *tally) check(t *testing.T, ds []vswitchtest.Delivery, to policy.VM) {
 func TestMigrationOverDHT(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	w := newWorld(t, 6, directory.CacheConfig{TTL: 300 * time.Millisecond, Timeout: 5 * time.Second})
+	w := newWorld(t, 6, directory.CacheConfig{TTL: 300 * time.Millisecond, Timeout: 5 * time.Second}, nil)
 	mover, _ := w.st.VM("mover")
 	var migrated atomic.Bool
 	errc := make(chan error, 1)
@@ -178,7 +178,7 @@ func TestMigrationOverDHT(t *testing.T) {
 func TestAThirdOfTheNodesLeaveMidStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	w := newWorld(t, 12, directory.CacheConfig{TTL: 50 * time.Millisecond, NegativeTTL: 50 * time.Millisecond, Timeout: 5 * time.Second})
+	w := newWorld(t, 12, directory.CacheConfig{TTL: 50 * time.Millisecond, NegativeTTL: 50 * time.Millisecond, Timeout: 5 * time.Second}, func(_ int, c *Config) { departing(c) })
 	var dsts []policy.VM
 	for i := range 12 {
 		v, _ := w.st.VM(fmt.Sprintf("vm-%d", i))

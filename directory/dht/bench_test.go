@@ -70,7 +70,7 @@ func BenchmarkLookup(b *testing.B) {
 func BenchmarkFirstPacket(b *testing.B) {
 	ctx := context.Background()
 	const vms = 200
-	w := newWorld(b, vms, directory.CacheConfig{TTL: time.Hour, Timeout: 5 * time.Second})
+	w := newWorld(b, vms, directory.CacheConfig{TTL: time.Hour, Timeout: 5 * time.Second}, nil)
 	from := mustVM(w.st, "bystander")
 	var dsts []int
 	for i := range vms {

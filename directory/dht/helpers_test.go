@@ -43,9 +43,22 @@ type testNet struct {
 	mut   func(i int, c *Config)
 }
 
+// liveDialTimeout bounds the test nets' dials (Config.DialTimeout): their
+// peers stay up, and under the race detector on a loaded machine a dial
+// and its security handshake overran the default 1 s ("failed to negotiate
+// security protocol: context deadline exceeded"). Tests whose nodes leave
+// use departing.
+const liveDialTimeout = 15 * time.Second
+
+// departing is the configuration change of the tests in which nodes
+// leave: a dial to a departed node (a QUIC dial gets no answer at all)
+// gives up after the node's default DialTimeout, as a deployment's does,
+// and a lookup goes on to the next peer within the test's bounds.
+func departing(c *Config) { c.DialTimeout = 0 }
+
 func (tn *testNet) config(i int) Config {
 	c := Config{Key: tn.keys[i], Listen: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
-		Peers: tn.ids, Trusted: []ed25519.PublicKey{managerKey.Public().(ed25519.PublicKey)}}
+		Peers: tn.ids, Trusted: []ed25519.PublicKey{managerKey.Public().(ed25519.PublicKey)}, DialTimeout: liveDialTimeout}
 	// Every node bootstraps through the first three that run.
 	for j, n := range tn.nodes {
 		if j != i && n != nil && len(c.Bootstrap) < 3 {

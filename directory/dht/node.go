@@ -66,8 +66,9 @@ type Config struct {
 	// A peer that left is given up after DialTimeout and the next one
 	// asked.
 	Concurrency int
-	// DialTimeout bounds a dial to a peer (default 1s; libp2p's is 5s on
-	// local networks, 15s elsewhere): a lookup that dials a peer that left
+	// DialTimeout bounds a dial to a peer, its security handshake
+	// included, on every network (default 1s; libp2p's is 5s on local
+	// networks, 15s elsewhere): a lookup that dials a peer that left
 	// holds one of its Concurrency slots until the dial gives up, and a
 	// QUIC dial to a port nobody listens on gets no answer at all.
 	DialTimeout time.Duration
@@ -132,8 +133,9 @@ func hostOptions(cfg Config) ([]libp2p.Option, error) {
 	if dt <= 0 {
 		dt = time.Second
 	}
-	// Below libp2p's timeout for local addresses, it applies to them too.
-	opts = append(opts, libp2p.WithDialTimeout(dt))
+	// It applies to local addresses too: libp2p bounds those by its own
+	// 5 s otherwise, whatever the setting when it is longer.
+	opts = append(opts, libp2p.WithDialTimeout(dt), libp2p.SwarmOpts(swarm.WithDialTimeoutLocal(dt)))
 	ts := cfg.Transports
 	if len(ts) == 0 {
 		ts = []string{"tcp", "quic"}

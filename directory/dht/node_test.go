@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/nicpath/nicpath/directory"
 )
@@ -36,7 +39,7 @@ func resolveAll(t *testing.T, ctx context.Context, from []*Node, recs []director
 // leave and every record is still found.
 func TestLookupsAndAThirdLeaves(t *testing.T) {
 	ctx := context.Background()
-	tn := startNet(t, 20, nil)
+	tn := startNet(t, 20, func(_ int, c *Config) { departing(c) })
 	tn.waitTables(5)
 	var recs []directory.Record
 	for i := range 30 {
@@ -124,7 +127,7 @@ func TestNewerVersionWins(t *testing.T) {
 // resolves, and stores and serves the records published after it came back.
 func TestRestartRejoinsAndServes(t *testing.T) {
 	ctx := context.Background()
-	tn := startNet(t, 8, func(_ int, c *Config) { c.Replication = 4 })
+	tn := startNet(t, 8, func(_ int, c *Config) { c.Replication = 4; departing(c) })
 	tn.waitTables(3)
 	before := rec(3, 4, "host-a", "198.18.0.1")
 	if err := tn.nodes[1].Publish(ctx, []directory.Record{before}); err != nil {
@@ -236,4 +239,61 @@ func TestTransportsAndSecurity(t *testing.T) {
 			}
 		})
 	}
+}
+
+// DialTimeout bounds dials to local addresses too, security handshake
+// included: a dial to a loopback TCP port that accepts and never says a
+// word gives up after the configured 6 s, not after libp2p's own 5 s for
+// local networks.
+func TestDialTimeoutOnLocalAddresses(t *testing.T) {
+	silent, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	k0, k1 := nodeKey(t, 0), nodeKey(t, 1)
+	id0, _ := peer.IDFromPrivateKey(k0)
+	id1, _ := peer.IDFromPrivateKey(k1)
+	const dt = 6 * time.Second
+	n, err := New(context.Background(), Config{Key: k0, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Transports: []string{"tcp"},
+		Peers: []peer.ID{id0, id1}, Trusted: []ed25519.PublicKey{managerKey.Public().(ed25519.PublicKey)}, DialTimeout: dt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	addr, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", silent.Addr().(*net.TCPAddr).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	err = n.Host.Connect(ctx, peer.AddrInfo{ID: id1, Addrs: []ma.Multiaddr{addr}})
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("a dial to a port that never answers succeeded")
+	}
+	// A lower bound only: a loaded machine makes it later, never sooner.
+	if took < dt-100*time.Millisecond {
+		t.Fatalf("the dial gave up after %v, before its DialTimeout %v: %v", took, dt, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the dial ran into the test's own bound (%v): %v", took, err)
+	}
+	t.Logf("gave up after %v: %v", took, err)
 }
