@@ -79,7 +79,7 @@ func (n *nsStory) runEtcd() error {
 		return err
 	}
 	n.etcd = cmd
-	err = waitFor(30*time.Second, func() error {
+	err = waitFor(n.wait(startWait), func() error {
 		b, _ := os.ReadFile(logFile)
 		if bytes.Contains(b, []byte("ready")) {
 			return nil
@@ -125,7 +125,9 @@ func (n *nsStory) etcdStory(ctl func(h string, args ...string) (string, error), 
 	s.title("etcd stops: the hosts keep forwarding on their last state, and say so")
 	n.stopEtcd()
 	var show string
-	werr := waitFor(15*time.Second, func() error {
+	// Waits end as soon as the hosts say so; their bounds leave room
+	// for a loaded machine (heartbeats late, resync attempts backing off).
+	werr := waitFor(n.wait(startWait), func() error {
 		show, _ = ctl("host-a", "show")
 		if strings.Contains(show, "STALE") {
 			return nil
@@ -143,7 +145,7 @@ func (n *nsStory) etcdStory(ctl func(h string, args ...string) (string, error), 
 		s.check(false, "etcd restarts on its data: %v", err)
 		return
 	}
-	werr = waitFor(20*time.Second, func() error {
+	werr = waitFor(n.wait(startWait), func() error {
 		for _, h := range []string{"host-a", "host-b"} {
 			show, _ = ctl(h, "show")
 			if strings.Contains(show, "STALE") || !strings.Contains(show, "store "+etcdStore) {

@@ -269,7 +269,7 @@ func (n *nsStory) sealedFailClosed(ctl func(string, ...string) (string, error), 
 	s.say("$ green-1: seal UDP to port 7 of %v\n%s", dsts, indent(out, "  "))
 	s.check(!strings.Contains("\n"+out, "\nreply from"), "no sealed frame got through: nothing answered")
 	var after uint64
-	werr := waitFor(5*time.Second, func() error {
+	werr := waitFor(n.wait(startWait), func() error {
 		if after = nicSealedDrops(ctl); after >= before+uint64(len(dsts)) {
 			return nil
 		}
