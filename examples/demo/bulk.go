@@ -33,8 +33,29 @@ import (
 // maxBulk bounds what a server accepts (the story sends a few MB).
 const maxBulk = 64 << 20
 
-// bulkDeadline bounds one bulk exchange, on either side.
-const bulkDeadline = 60 * time.Second
+// bulkIdle bounds how long a bulk exchange may make no progress, on
+// either side (a connection that stalls that long fails). It bounds
+// progress, not the whole exchange: a few megabytes through an emulated
+// VM on a loaded machine took over a minute while moving all along.
+const bulkIdle = 60 * time.Second
+
+// progressConn renews its deadline before every read and write: a
+// connection that keeps moving is never cut, one that stalls for idle
+// fails. One goroutine uses it at a time.
+type progressConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *progressConn) Read(b []byte) (int, error) {
+	c.Conn.SetDeadline(time.Now().Add(c.idle))
+	return c.Conn.Read(b)
+}
+
+func (c *progressConn) Write(b []byte) (int, error) {
+	c.Conn.SetDeadline(time.Now().Add(c.idle))
+	return c.Conn.Write(b)
+}
 
 // verdictWait bounds how long a client whose sending failed waits for the
 // server's verdict (already sent, or never coming).
@@ -105,8 +126,9 @@ func checkStream(r io.Reader, seed uint64, size int) (int, error) {
 	return bad, nil
 }
 
-// serveBulk answers a bulk request whose line r has read, and returns what
-// the server's log records of it.
+// serveBulk answers a bulk request whose line r (reading c) has read, and
+// returns what the server's log records of it. c is a *progressConn (or
+// has a deadline of its own).
 func serveBulk(c net.Conn, r *bufio.Reader, name string, size int, seed uint64) string {
 	bad, err := checkStream(r, seed, size)
 	var verdict string
@@ -145,8 +167,8 @@ func bulk(dst string, size int, seed uint64, timeout time.Duration, out io.Write
 		return fmt.Errorf("bulk %s: %w", dst, err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(max(timeout, bulkDeadline)))
-	w := bufio.NewWriterSize(c, 64<<10)
+	pc := &progressConn{Conn: c, idle: max(timeout, bulkIdle)}
+	w := bufio.NewWriterSize(pc, 64<<10)
 	fmt.Fprintf(w, "bulk %d %d\n", size, seed)
 	// The server reads while this side writes, and writes only after
 	// reading everything: no deadlock on full windows.
@@ -154,11 +176,11 @@ func bulk(dst string, size int, seed uint64, timeout time.Duration, out io.Write
 	if err == nil {
 		err = w.Flush()
 	}
-	r := bufio.NewReaderSize(c, 64<<10)
+	r := bufio.NewReaderSize(pc, 64<<10)
 	if err != nil {
 		// The server answered before taking everything and closed: its
 		// verdict, sent before it closed, says why.
-		c.SetReadDeadline(time.Now().Add(verdictWait))
+		pc.idle = verdictWait
 		if line, _ := r.ReadString('\n'); strings.HasSuffix(line, "\n") {
 			line = strings.TrimSpace(line)
 			fmt.Fprintln(out, line)

@@ -35,14 +35,14 @@ func bulkServer(t *testing.T, flipUp, flipDown int) (addr string, verdicts func(
 			}
 			go func() {
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				r := bufio.NewReader(c)
+				pc := &progressConn{Conn: c, idle: 10 * time.Second}
+				r := bufio.NewReader(pc)
 				line, _ := r.ReadString('\n')
 				size, seed, ok := parseBulk(strings.TrimSpace(line))
 				if !ok {
 					return
 				}
-				v := serveBulk(c, r, "srv", size, seed)
+				v := serveBulk(pc, r, "srv", size, seed)
 				mu.Lock()
 				got = append(got, v)
 				mu.Unlock()
@@ -211,4 +211,48 @@ func FuzzParseBulk(f *testing.F) {
 			t.Fatalf("parseBulk(%q) refuses but returns size %d", s, size)
 		}
 	})
+}
+
+// deadlineConn records the deadline in force at each read and write.
+type deadlineConn struct {
+	net.Conn // nil: only the methods below are called
+	deadline time.Time
+	seen     []time.Time
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error { c.deadline = t; return nil }
+func (c *deadlineConn) Read(b []byte) (int, error) {
+	c.seen = append(c.seen, c.deadline)
+	return len(b), nil
+}
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	c.seen = append(c.seen, c.deadline)
+	return len(b), nil
+}
+
+// A bulk connection's deadline bounds a stall, not the exchange: every
+// read and write starts with a deadline idle from its own start, so an
+// exchange that keeps moving outlasts idle (an emulated VM under load took
+// over a minute for a few megabytes, and the fixed minute cut it).
+func TestProgressConnRenewsItsDeadline(t *testing.T) {
+	dc := &deadlineConn{}
+	pc := &progressConn{Conn: dc, idle: time.Hour}
+	buf := make([]byte, 8)
+	for i := range 6 {
+		before := time.Now()
+		if i%2 == 0 {
+			pc.Read(buf)
+		} else {
+			pc.Write(buf)
+		}
+		if got := dc.seen[i]; got.Before(before.Add(time.Hour)) {
+			t.Fatalf("call %d ran with the deadline %v, want at least %v", i, got, before.Add(time.Hour))
+		}
+	}
+	pc.idle = time.Second
+	before := time.Now()
+	pc.Read(buf)
+	if got := dc.seen[6]; got.Before(before.Add(time.Second)) || got.After(time.Now().Add(time.Second)) {
+		t.Fatalf("after idle changed the read ran with %v, want a second from its start", got)
+	}
 }

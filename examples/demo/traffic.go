@@ -83,13 +83,13 @@ func serve(name, logPath string) error {
 				}
 				go func(c net.Conn) {
 					defer c.Close()
-					c.SetDeadline(time.Now().Add(5 * time.Second))
-					r := bufio.NewReader(c)
+					pc := &progressConn{Conn: c, idle: 5 * time.Second}
+					r := bufio.NewReader(pc)
 					line, _ := r.ReadString('\n')
 					line = strings.TrimSpace(line)
 					if size, seed, ok := parseBulk(line); ok {
-						c.SetDeadline(time.Now().Add(bulkDeadline))
-						record("tcp %d from %s: %s", port, c.RemoteAddr(), serveBulk(c, r, name, size, seed))
+						pc.idle = bulkIdle
+						record("tcp %d from %s: %s", port, c.RemoteAddr(), serveBulk(pc, r, name, size, seed))
 						return
 					}
 					record("tcp %d from %s: %s", port, c.RemoteAddr(), line)
