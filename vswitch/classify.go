@@ -491,7 +491,7 @@ func (w *walk) senderMatches(t *tenantInfo, src, outer netip.Addr) bool {
 // matching ACL decides and no match allows.
 func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool {
 	v := &w.v
-	ck := connKeyOf(vm.name, dir, p)
+	ck := connKeyOf(vm.id, dir, p)
 	if w.ct != nil && len(w.ct.conns) > 0 {
 		w.l4 = true
 	}
@@ -525,7 +525,7 @@ func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool
 		}
 		if a.stateful && v.nrec < len(v.records) {
 			rp := p.Reverse()
-			v.records[v.nrec] = connKeyOf(vm.name, dir.Opposite(), &rp)
+			v.records[v.nrec] = connKeyOf(vm.id, dir.Opposite(), &rp)
 			v.nrec++
 		}
 		return true
