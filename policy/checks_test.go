@@ -841,6 +841,43 @@ func TestDuplicatesAcrossBatches(t *testing.T) {
 	}
 }
 
+// TestLookupPlace: LookupPlace answers as LookupVM does (VM index, MAC,
+// current host and PA), before and after a shadow's activation moves a
+// VM, and not at all for an address nobody has; TouchMapping reads
+// without changing anything.
+func TestLookupPlace(t *testing.T) {
+	s := mustLoadExample(t)
+	act, err := s.Activate("blue-web-2", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for _, st := range []*State{s, act} {
+		n := 0
+		for m := range s.Mappings() {
+			st.TouchMapping(m.VNI, m.CA)
+			want, wvi, _ := st.LookupVM(m.VNI, m.CA)
+			vi, mac, host, pa, ok := st.LookupPlace(m.VNI, m.CA)
+			if !ok || vi != wvi || mac != want.MAC || host != want.Host || pa != want.PA {
+				t.Errorf("LookupPlace(%d, %s) = %d, %s, %s, %s, %v; want %d, %s, %s, %s", m.VNI, m.CA, vi, mac, host, pa, ok, wvi, want.MAC, want.Host, want.PA)
+			}
+			if st == act && host != m.Host {
+				moved++
+			}
+			n++
+		}
+		if n == 0 {
+			t.Fatal("the example has no mappings")
+		}
+		if vi, _, _, _, ok := st.LookupPlace(1001, netip.MustParseAddr("10.0.99.99")); ok || vi != -1 {
+			t.Errorf("an unmapped address: index %d, ok %v", vi, ok)
+		}
+	}
+	if moved == 0 {
+		t.Error("the activation moved no mapping: the shadow case is not tested")
+	}
+}
+
 // TestLookupVM: LookupVM answers as Lookup does, with the index of the
 // mapping's VM in VMs(), and -1 for an address nobody has.
 func TestLookupVM(t *testing.T) {

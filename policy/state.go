@@ -231,6 +231,36 @@ func (s *State) LookupVM(vni uint32, ca netip.Addr) (Mapping, int, bool) {
 	return s.mappingAt(i, true), int(s.table.entries[i].vm), true
 }
 
+// LookupPlace is LookupVM for a data path that needs only where the
+// destination is: the VM's index in VMs(), the mapping's MAC, and the
+// host the VM runs on now with its PA (shadow activation applied). It
+// builds no Mapping (names, the CA and the generation are left to
+// LookupVM) and does not allocate.
+func (s *State) LookupPlace(vni uint32, ca netip.Addr) (vm int, mac MAC, host string, pa netip.Addr, ok bool) {
+	i, ok := s.table.lookup(vni, ca)
+	if !ok {
+		return -1, MAC{}, "", netip.Addr{}, false
+	}
+	e := &s.table.entries[i]
+	host, pa, _ = s.location(int(e.vm))
+	return int(e.vm), e.mac, host, pa, true
+}
+
+// TouchMapping reads the slot where a lookup of (vni, ca) starts, so that
+// a lookup soon after finds it in the cache: a caller that will look up
+// the destinations of a batch of packets touches them all first, and the
+// cache misses of the batch overlap instead of coming one after the other.
+// The result means nothing; summing it keeps the reads from being
+// optimized away.
+func (s *State) TouchMapping(vni uint32, ca netip.Addr) uint32 {
+	t := s.table
+	if t == nil || t.n == 0 {
+		return 0
+	}
+	key := ca.As16()
+	return t.entries[t.slot(vni, &key, ca.Is4())].vni
+}
+
 func (s *State) mappingAt(i int, current bool) Mapping {
 	e := &s.table.entries[i]
 	v := &s.vms[e.vm]

@@ -292,7 +292,7 @@ func (w *walk) routedRewrite() bool {
 
 func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 	c, v := w.c, &w.v
-	m, vi, ok := c.st.LookupVM(dv.vni, target)
+	vi, mac, host, pa, ok := c.st.LookupPlace(dv.vni, target)
 	if !ok {
 		if w.tr != nil {
 			w.tr.step("VNET mapping: vnet %s (vni %d) has no mapping for %s", dv.name, dv.vni, target)
@@ -301,6 +301,7 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 		return
 	}
 	if w.tr != nil {
+		m, _, _ := c.st.LookupVM(dv.vni, target)
 		w.tr.step("VNET mapping: vni %d %s -> VM %s mac %s on %s (%s, generation %d)", m.VNI, m.CA, m.VM, m.MAC, m.Host, m.PA, m.Generation)
 	}
 	dst := c.vmAt[vi]
@@ -309,8 +310,8 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 	if routed && !w.routedRewrite() {
 		return
 	}
-	v.rw.DstMAC = m.MAC
-	if m.Host == c.host {
+	v.rw.DstMAC = mac
+	if host == c.host {
 		q := v.rw.Apply(w.p)
 		if !w.aclLayer(dst, policy.In, &q) {
 			w.drop(policy.ReasonACLDeny)
@@ -331,9 +332,9 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 		}
 		return
 	}
-	v.action, v.pa, v.vni, v.encap, v.src = policy.Encap, m.PA, m.VNI, dv.encap, c.pa
+	v.action, v.pa, v.vni, v.encap, v.src = policy.Encap, pa, dv.vni, dv.encap, c.pa
 	if w.tr != nil {
-		w.tr.step("encapsulate in %s with vni %d toward %s (%s)", dv.encap, m.VNI, m.Host, m.PA)
+		w.tr.step("encapsulate in %s with vni %d toward %s (%s)", dv.encap, dv.vni, host, pa)
 	}
 }
 
@@ -415,7 +416,7 @@ func (w *walk) inbound(k *hal.FlowKey) {
 		w.drop(policy.ReasonUnknownDestination)
 		return
 	}
-	m, vi, ok := c.st.LookupVM(dv.vni, target)
+	vi, mac, host, _, ok := c.st.LookupPlace(dv.vni, target)
 	if !ok {
 		if w.tr != nil {
 			w.tr.step("VNET mapping: vnet %s has no mapping for %s", dv.name, target)
@@ -426,9 +427,9 @@ func (w *walk) inbound(k *hal.FlowKey) {
 	dst := c.vmAt[vi]
 	v.dstVM, v.dstName = dst.id, dst.name
 	v.scopeVM = dst.name
-	if m.Host != c.host {
+	if host != c.host {
 		if w.tr != nil {
-			w.tr.step("VM %s (%s) runs on %s, not on %s", m.VM, p.Dst, m.Host, c.host)
+			w.tr.step("VM %s (%s) runs on %s, not on %s", dst.name, p.Dst, host, c.host)
 		}
 		w.drop(policy.ReasonNotLocal)
 		return
@@ -454,7 +455,7 @@ func (w *walk) inbound(k *hal.FlowKey) {
 		w.drop(policy.ReasonTenantIsolation)
 		return
 	}
-	v.rw.DstMAC = m.MAC
+	v.rw.DstMAC = mac
 	q := v.rw.Apply(p)
 	if !w.aclLayer(dst, policy.In, &q) {
 		w.drop(policy.ReasonACLDeny)
@@ -475,13 +476,14 @@ func (w *walk) senderMatches(t *tenantInfo, src, outer netip.Addr) bool {
 	if r == nil || r.hop.Kind != policy.NextHopVNET {
 		return false
 	}
-	m, vi, ok := w.c.st.LookupVM(r.vnet.vni, src)
-	if !ok || m.PA != outer {
+	vi, _, host, pa, ok := w.c.st.LookupPlace(r.vnet.vni, src)
+	if !ok || pa != outer {
 		return false
 	}
-	w.v.srcVM, w.v.srcName = w.c.vmAt[vi].id, m.VM
+	sender := w.c.vmAt[vi]
+	w.v.srcVM, w.v.srcName = sender.id, sender.name
 	if w.tr != nil {
-		w.tr.step("sender %s is VM %s on %s", src, m.VM, m.Host)
+		w.tr.step("sender %s is VM %s on %s", src, sender.name, host)
 	}
 	return true
 }
