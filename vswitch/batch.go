@@ -6,6 +6,7 @@ package vswitch
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -154,13 +155,28 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 	for i := range s.pend {
 		touched += s.flows.touch(s.pend[i].hash)
 	}
+	// Then look the flows up (their slots are arriving) and, for each
+	// packet without one, touch what its walk will read from memory far
+	// larger than the CPU's caches, its destination's CA→PA mapping: the
+	// walks that follow find the batch's mappings in the cache.
+	for i := range s.pend {
+		p := &s.pend[i]
+		if p.f = s.flows.getHashed(&p.key, p.hash); p.f == nil {
+			touched += s.touchWalk(&p.key)
+		}
+	}
 	s.touched = touched
 	// Second pass, in the packets' order: a flow that an earlier packet of
-	// the batch created is found by the later ones.
+	// the batch created is found by the later ones, and one that an
+	// earlier packet's flow removed (re-evaluating it) is not.
 	for i := range s.pend {
 		p := &s.pend[i]
 		e := &batch[p.idx]
-		f := s.flows.getHashed(&p.key, p.hash)
+		f := p.f
+		if f == nil || f.dead {
+			f = s.flows.getHashed(&p.key, p.hash)
+		}
+		p.f = nil
 		if f == nil {
 			ttl := ttlOf(e.Frame(), &p.layout)
 			f = s.newFlowHashed(&p.key, p.hash, ttl, now, true)
@@ -189,6 +205,37 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 		s.execute(e.InPort, e.Frame(), &p.layout, p.f, now)
 	}
 	return s.flushInjects(ctx)
+}
+
+// touchWalk touches the CA→PA mapping slot a walk of k is likely to read:
+// the destination in the sender's VNET (outbound) or in the frame's VNI
+// (from the uplink). A route into another VNET reads another slot; the
+// touch is then only wasted.
+func (s *Switch) touchWalk(k *hal.FlowKey) uint64 {
+	c := s.cur
+	var vni uint32
+	if k.InPort == s.cfg.Uplink {
+		if k.TunKind == hal.EncapNone {
+			return 0
+		}
+		vni = k.VNI
+	} else {
+		vm := c.byPort[k.InPort]
+		if vm == nil || vm.vnet == nil {
+			return 0
+		}
+		vni = vm.vnet.vni
+	}
+	var dst netip.Addr
+	switch k.EthType {
+	case hal.EtherTypeIPv4:
+		dst = hal.AddrFrom16(k.IPDst)
+	case hal.EtherTypeIPv6:
+		dst = netip.AddrFrom16(k.IPDst)
+	default:
+		return 0
+	}
+	return uint64(c.st.TouchMapping(vni, dst))
 }
 
 type pending struct {
