@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // Each case is a whole document; the line the error must point at carries
@@ -843,8 +844,9 @@ func TestDuplicatesAcrossBatches(t *testing.T) {
 
 // TestLookupPlace: LookupPlace answers as LookupVM does (VM index, MAC,
 // current host and PA), before and after a shadow's activation moves a
-// VM, and not at all for an address nobody has; TouchMapping reads
-// without changing anything.
+// VM, and not at all for an address nobody has. MappingSlot gives the
+// address of a slot of the table at or before the mapping's own (linear
+// probing goes forward from it).
 func TestLookupPlace(t *testing.T) {
 	s := mustLoadExample(t)
 	act, err := s.Activate("blue-web-2", 2)
@@ -855,7 +857,9 @@ func TestLookupPlace(t *testing.T) {
 	for _, st := range []*State{s, act} {
 		n := 0
 		for m := range s.Mappings() {
-			st.TouchMapping(m.VNI, m.CA)
+			if a, sz := st.MappingSlot(m.VNI, m.CA); !slotOf(st, a, sz, m.VNI, m.CA) {
+				t.Errorf("MappingSlot(%d, %s) = %#x, %d: not where the lookup starts", m.VNI, m.CA, a, sz)
+			}
 			want, wvi, _ := st.LookupVM(m.VNI, m.CA)
 			vi, mac, host, pa, ok := st.LookupPlace(m.VNI, m.CA)
 			if !ok || vi != wvi || mac != want.MAC || host != want.Host || pa != want.PA {
@@ -876,6 +880,26 @@ func TestLookupPlace(t *testing.T) {
 	if moved == 0 {
 		t.Error("the activation moved no mapping: the shadow case is not tested")
 	}
+}
+
+// slotOf reports whether a is the address of a slot of st's table, of
+// size sz, from which probing forward reaches the mapping of (vni, ca).
+func slotOf(st *State, a, sz uintptr, vni uint32, ca netip.Addr) bool {
+	es := st.table.entries
+	base := uintptr(unsafe.Pointer(&es[0]))
+	if sz != unsafe.Sizeof(es[0]) || a < base || (a-base)%sz != 0 || int((a-base)/sz) >= len(es) {
+		return false
+	}
+	want, ok := st.table.lookup(vni, ca)
+	for i, n := int((a-base)/sz), 0; ok && n < len(es); i, n = (i+1)%len(es), n+1 {
+		if i == want {
+			return true
+		}
+		if !es[i].used {
+			return false
+		}
+	}
+	return false
 }
 
 // TestLookupVM: LookupVM answers as Lookup does, with the index of the

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"unsafe"
 )
 
 // State is one checked version of the desired state. It is immutable: every
@@ -246,19 +247,20 @@ func (s *State) LookupPlace(vni uint32, ca netip.Addr) (vm int, mac MAC, host st
 	return int(e.vm), e.mac, host, pa, true
 }
 
-// TouchMapping reads the slot where a lookup of (vni, ca) starts, so that
-// a lookup soon after finds it in the cache: a caller that will look up
-// the destinations of a batch of packets touches them all first, and the
-// cache misses of the batch overlap instead of coming one after the other.
-// The result means nothing; summing it keeps the reads from being
-// optimized away.
-func (s *State) TouchMapping(vni uint32, ca netip.Addr) uint32 {
+// MappingSlot returns the address of the slot where a lookup of (vni, ca)
+// starts, and the size of a slot, or 0 for an empty table: a caller that
+// will look up the destinations of a batch of packets prefetches their
+// slots first, so that the cache misses of the batch overlap instead of
+// coming one after the other. The address is a hint for a prefetch
+// instruction only, valid as long as the State is; nothing may be read or
+// written through it.
+func (s *State) MappingSlot(vni uint32, ca netip.Addr) (addr, size uintptr) {
 	t := s.table
 	if t == nil || t.n == 0 {
-		return 0
+		return 0, 0
 	}
 	key := ca.As16()
-	return t.entries[t.slot(vni, &key, ca.Is4())].vni
+	return uintptr(unsafe.Pointer(&t.entries[t.slot(vni, &key, ca.Is4())])), unsafe.Sizeof(mapEntry{})
 }
 
 func (s *State) mappingAt(i int, current bool) Mapping {

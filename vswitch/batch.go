@@ -85,10 +85,10 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 	}
 	now := s.now()
 	s.pend = s.pend[:0]
-	// First pass: parse every packet and hash its key; then touch the slot
-	// where each lookup starts. The first packets of new flows all miss in
-	// a cache far larger than the CPU's; touched together, their cache
-	// misses overlap instead of coming one per packet.
+	// First pass: parse every packet and hash its key; then prefetch the
+	// slot where each lookup starts. The first packets of new flows all
+	// miss in a cache far larger than the CPU's; prefetched together, their
+	// cache misses overlap instead of coming one per packet.
 	for i := range batch {
 		e := &batch[i]
 		if e.Reason < hal.NumReasons {
@@ -150,22 +150,24 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 		}
 		p.hash = s.flows.hashKey(&p.key)
 	}
-	// In a loop of their own, so that the loads are in flight together.
-	var touched uint64
+	// Prefetch the slots together, so that their loads are in flight at
+	// once.
+	pf := &s.pf
 	for i := range s.pend {
-		touched += s.flows.touch(s.pend[i].hash)
+		pf.add(s.flows.slotAddr(s.pend[i].hash), flowSlotSize)
 	}
+	pf.flush()
 	// Then look the flows up (their slots are arriving) and, for each
-	// packet without one, touch what its walk will read from memory far
+	// packet without one, prefetch what its walk will read from memory far
 	// larger than the CPU's caches, its destination's CA→PA mapping: the
 	// walks that follow find the batch's mappings in the cache.
 	for i := range s.pend {
 		p := &s.pend[i]
 		if p.f = s.flows.getHashed(&p.key, p.hash); p.f == nil {
-			touched += s.touchWalk(&p.key)
+			s.prefetchWalk(&p.key)
 		}
 	}
-	s.touched = touched
+	pf.flush()
 	// Second pass, in the packets' order: a flow that an earlier packet of
 	// the batch created is found by the later ones, and one that an
 	// earlier packet's flow removed (re-evaluating it) is not.
@@ -207,22 +209,22 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 	return s.flushInjects(ctx)
 }
 
-// touchWalk touches the CA→PA mapping slot a walk of k is likely to read:
-// the destination in the sender's VNET (outbound) or in the frame's VNI
-// (from the uplink). A route into another VNET reads another slot; the
-// touch is then only wasted.
-func (s *Switch) touchWalk(k *hal.FlowKey) uint64 {
+// prefetchWalk queues the CA→PA mapping slot a walk of k is likely to
+// read: the destination in the sender's VNET (outbound) or in the frame's
+// VNI (from the uplink). A route into another VNET reads another slot;
+// the prefetch is then only wasted.
+func (s *Switch) prefetchWalk(k *hal.FlowKey) {
 	c := s.cur
 	var vni uint32
 	if k.InPort == s.cfg.Uplink {
 		if k.TunKind == hal.EncapNone {
-			return 0
+			return
 		}
 		vni = k.VNI
 	} else {
 		vm := c.byPort[k.InPort]
 		if vm == nil || vm.vnet == nil {
-			return 0
+			return
 		}
 		vni = vm.vnet.vni
 	}
@@ -233,9 +235,45 @@ func (s *Switch) touchWalk(k *hal.FlowKey) uint64 {
 	case hal.EtherTypeIPv6:
 		dst = netip.AddrFrom16(k.IPDst)
 	default:
-		return 0
+		return
 	}
-	return uint64(c.st.TouchMapping(vni, dst))
+	s.pf.add(c.st.MappingSlot(vni, dst))
+}
+
+// prefetcher collects the addresses a batch will read and prefetches
+// them together (prefetch.go).
+type prefetcher struct {
+	addrs [prefetchMax]uintptr
+	n     int
+}
+
+// prefetchMax is how many addresses one prefetch call takes: the slots of
+// a 64-packet batch, each spanning up to two cache lines.
+const prefetchMax = 256
+
+// add queues the cache lines of [a, a+size); a == 0 queues nothing.
+func (p *prefetcher) add(a, size uintptr) {
+	if a == 0 {
+		return
+	}
+	p.push(a)
+	if size > 1 && (a+size-1)>>6 != a>>6 {
+		p.push(a + size - 1)
+	}
+}
+
+func (p *prefetcher) push(a uintptr) {
+	p.addrs[p.n] = a
+	if p.n++; p.n == prefetchMax {
+		p.flush()
+	}
+}
+
+func (p *prefetcher) flush() {
+	if p.n > 0 {
+		prefetch(&p.addrs, p.n)
+		p.n = 0
+	}
 }
 
 type pending struct {

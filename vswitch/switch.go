@@ -135,7 +135,7 @@ type Switch struct {
 	injects []portFrames
 	ikey    hal.FlowKey
 	lay     wire.Layout
-	touched uint64 // keeps the batch's slot touches from being optimized away
+	pf      prefetcher
 }
 
 // New builds a switch on cfg.NIC and reconciles the NIC's table with it
