@@ -89,19 +89,23 @@ type actKey struct {
 	decap bool
 }
 
-// actSet is one interned list of header operations.
+// actSet is one interned list of header operations. What every first
+// packet reads (intern's hash, chain and count, place's offload and
+// validate answers) comes first, in the set's first cache line.
 type actSet struct {
-	key     actKey
-	acts    []hal.Action
-	tmpl    *wire.EncapTemplate // set for Encap and ToGateway
-	offload bool                // the verdict can live on a NIC (not ToHost)
-	refs    int
 	hash    uint64  // key.hash, its slot in Switch.acts
 	next    *actSet // the next with the same hash
+	refs    int
+	offload bool // the verdict can live on a NIC (not ToHost)
 	// Validate answers per match shape (see shapeOf): 0 unknown, 1 ok,
-	// 2 refused with verr.
+	// 2 refused with verr. The refusals live apart (allocated at the first
+	// one): 512 bytes of errors in every set spread a thousand sets over
+	// memory that each first packet's intern and validate missed in.
 	valid [numShapes]uint8
-	verr  [numShapes]error
+	verr  *[numShapes]error
+	key   actKey
+	acts  []hal.Action
+	tmpl  *wire.EncapTemplate // set for Encap and ToGateway
 }
 
 // numShapes is the number of values shapeOf returns, with shapeWild
