@@ -12,6 +12,7 @@ import (
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/policy"
 )
 
 // Run reads the exception path in batches and handles them until ctx is
@@ -158,13 +159,17 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 	}
 	pf.flush()
 	// Then look the flows up (their slots are arriving) and, for each
-	// packet without one, prefetch what its walk will read from memory far
-	// larger than the CPU's caches, its destination's CA→PA mapping: the
-	// walks that follow find the batch's mappings in the cache.
+	// packet without one, start its walk: route its destination and
+	// prefetch what the walk will read next from memory far larger than
+	// the CPU's caches, the CA→PA mapping the route leads to. The walks
+	// that follow take the route and find the batch's mappings in the
+	// cache.
 	for i := range s.pend {
 		p := &s.pend[i]
 		if p.f = s.flows.getHashed(&p.key, p.hash); p.f == nil {
-			s.prefetchWalk(&p.key)
+			s.prefetchWalk(p)
+		} else {
+			p.hint.c = nil
 		}
 	}
 	pf.flush()
@@ -181,7 +186,11 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 		p.f = nil
 		if f == nil {
 			ttl := ttlOf(e.Frame(), &p.layout)
+			if p.hint.c != nil {
+				s.hint = &p.hint
+			}
 			f = s.newFlowHashed(&p.key, p.hash, ttl, now, true)
+			s.hint = nil
 			if f == nil {
 				s.drop(DropTTL) // p.f stays nil: the packet is not executed
 				continue
@@ -209,24 +218,29 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 	return s.flushInjects(ctx)
 }
 
-// prefetchWalk queues the CA→PA mapping slot a walk of k is likely to
-// read: the destination in the sender's VNET (outbound) or in the frame's
-// VNI (from the uplink). A route into another VNET reads another slot;
-// the prefetch is then only wasted.
-func (s *Switch) prefetchWalk(k *hal.FlowKey) {
-	c := s.cur
-	var vni uint32
+// prefetchWalk starts the walk of p's key: it looks up the route of the
+// packet's destination in its tenant (kept in p.hint for the walk, which
+// would look it up first) and queues the CA→PA mapping slot the route
+// leads to, so that the walk finds it in the cache.
+func (s *Switch) prefetchWalk(p *pending) {
+	c, k := s.cur, &p.key
+	p.hint = routeHint{}
+	var t *tenantInfo
 	if k.InPort == s.cfg.Uplink {
-		if k.TunKind == hal.EncapNone {
+		dv := c.vnetByVNI[k.VNI]
+		if k.TunKind == hal.EncapNone || dv == nil {
 			return
 		}
-		vni = k.VNI
+		t = dv.tenant
 	} else {
 		vm := c.byPort[k.InPort]
-		if vm == nil || vm.vnet == nil {
+		if vm == nil {
 			return
 		}
-		vni = vm.vnet.vni
+		t = vm.tenant
+	}
+	if t == nil {
+		return
 	}
 	var dst netip.Addr
 	switch k.EthType {
@@ -237,7 +251,11 @@ func (s *Switch) prefetchWalk(k *hal.FlowKey) {
 	default:
 		return
 	}
-	s.pf.add(c.st.MappingSlot(vni, dst))
+	r := t.lpm(dst)
+	p.hint = routeHint{c: c, t: t, dst: dst, r: r}
+	if r != nil && r.hop.Kind == policy.NextHopVNET && r.vnet != nil {
+		s.pf.add(c.st.MappingSlot(r.vnet.vni, dst))
+	}
 }
 
 // prefetcher collects the addresses a batch will read and prefetches
@@ -280,6 +298,7 @@ type pending struct {
 	idx    int
 	f      *flow
 	hash   uint64 // of key in the flow table
+	hint   routeHint
 	key    hal.FlowKey
 	layout wire.Layout
 }

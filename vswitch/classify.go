@@ -102,6 +102,8 @@ type walk struct {
 	// l4: the walk read the key's transport ports (or ICMP type), directly
 	// or through the connection table; see classify's result.
 	l4 bool
+	// hint: the first route lookup, done ahead (nil: none).
+	hint *routeHint
 }
 
 func (w *walk) drop(r policy.Reason) {
@@ -121,7 +123,24 @@ func (w *walk) toHost(r policy.Reason) {
 // walk read neither the ports nor the connection table, and v opens, uses
 // and names no tracked connection (their keys carry the ports).
 func (c *compiled) classify(k *hal.FlowKey, uplink hal.PortID, ttl uint8, ct *conntrack, tr *tracer, v *verdict) (anyPorts bool) {
-	w := walk{c: c, ct: ct, tr: tr, p: packetOf(k, ttl), ttl: ttl}
+	return c.classifyHinted(k, uplink, ttl, ct, tr, v, nil)
+}
+
+// routeHint is the route a batch looked up ahead of a walk (HandleBatch's
+// prefetch stage) for the walk's first route lookup: the route of dst in
+// tenant t of compiled state c.
+type routeHint struct {
+	c   *compiled
+	t   *tenantInfo
+	dst netip.Addr
+	r   *routeInfo
+}
+
+// classifyHinted is classify with the first route lookup of the walk
+// already done, when hint (which may be nil) is for the same state,
+// tenant and destination.
+func (c *compiled) classifyHinted(k *hal.FlowKey, uplink hal.PortID, ttl uint8, ct *conntrack, tr *tracer, v *verdict, hint *routeHint) (anyPorts bool) {
+	w := walk{c: c, ct: ct, tr: tr, p: packetOf(k, ttl), ttl: ttl, hint: hint}
 	w.classify(k, uplink)
 	*v = w.v
 	return !w.l4 && w.v.nrec == 0 && w.v.nused == 0 && !w.v.hasDenied
@@ -257,7 +276,11 @@ func (w *walk) resolve(t *tenantInfo, dst netip.Addr) (r *routeInfo, target neti
 			w.drop(policy.ReasonRouteLoop)
 			return nil, target, via
 		}
-		r = t.lpm(target)
+		if h := w.hint; depth == 0 && h != nil && h.c == w.c && h.t == t && h.dst == target {
+			r = h.r
+		} else {
+			r = t.lpm(target)
+		}
 		if r == nil {
 			if w.tr != nil {
 				w.tr.step("routing domain of %s: no route covers %s", t.name, target)

@@ -136,6 +136,7 @@ type Switch struct {
 	ikey    hal.FlowKey
 	lay     wire.Layout
 	pf      prefetcher
+	hint    *routeHint // the next walk's route, looked up ahead (classifyFlow)
 }
 
 // New builds a switch on cfg.NIC and reconciles the NIC's table with it
