@@ -159,7 +159,7 @@ func (w *walk) classify(k *hal.FlowKey, uplink hal.PortID) {
 		w.inbound(k)
 		return
 	}
-	vm := c.byPort[k.InPort]
+	vm := c.vmOnPort(k.InPort)
 	if vm == nil {
 		if tr != nil {
 			tr.step("in-port %d is not the vport of any VM", k.InPort)
