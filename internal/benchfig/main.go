@@ -76,6 +76,8 @@ var figures = []figure{
 	{Name: "tcflower.rule_rate_vs_tc_batch", Pkg: "./drivers/tcflower", Bench: "VMRuleRate", Metric: "vs_tc_batch", Unit: "x", Target: ">= 1", Root: true},
 	{Name: "vswitch.slowpath_flows_per_s", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=off", Metric: "flows/s", Unit: "flows/s", Target: ">= 500000 (realistic policy, distinct endpoints, memo off)"},
 	{Name: "vswitch.slowpath_flows_per_cpu_s", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=off", Metric: "cpu_flows/s", Unit: "flows/s", Target: ">= 500000 (CPU time, memo off)"},
+	{Name: "vswitch.slowpath_apply_cpu_ns", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=off", Metric: "apply_cpu_ns/flow", Unit: "ns", Target: "reported (softnic's Apply per flow, counted in the figures above)"},
+	{Name: "vswitch.slowpath_switch_flows_per_cpu_s", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=off", Metric: "switch_cpu_flows/s", Unit: "flows/s", Target: "reported (CPU time net of the NIC's Apply, memo off)"},
 	{Name: "vswitch.slowpath_memo_flows_per_s", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=on", Metric: "flows/s", Unit: "flows/s", Target: "reported (realistic policy, memo on)"},
 	{Name: "vswitch.slowpath_memo_flows_per_cpu_s", Pkg: "./vswitch", Bench: "SlowPath/realistic/memo=on", Metric: "cpu_flows/s", Unit: "flows/s", Target: "reported (CPU time, memo on)"},
 	{Name: "vswitch.slowpath_onepair_flows_per_cpu_s", Pkg: "./vswitch", Bench: "SlowPath/onepair", Metric: "cpu_flows/s", Unit: "flows/s", Target: "reported (one pair of VMs, no ACL: the memo's best case)"},
