@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +23,15 @@ type Binding struct {
 	sock   *rawsock.Socket
 	log    *slog.Logger
 	c      counters
+
+	// txMu serialises taking frames from the port's ring and writing
+	// them, between the binding's own writeLoop and the readers of other
+	// bindings that transmit what their burst produced (see drainPeers);
+	// tx is its state.
+	txMu sync.Mutex
+	tx   *transmitter
+	// kick wakes writeLoop when a reader left frames in the ring.
+	kick chan struct{}
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -43,8 +53,9 @@ func Bind(port *softnic.Port, ifname string, o Options) (*Binding, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Binding{port: port, ifname: ifname, sock: sock, done: make(chan struct{}),
-		log: log.With("port", port.Info().Name, "interface", ifname)}
+	b := &Binding{port: port, ifname: ifname, sock: sock, done: make(chan struct{}), kick: make(chan struct{}, 1),
+		tx: newTransmitter(), log: log.With("port", port.Info().Name, "interface", ifname)}
+	register(b)
 	b.wg.Add(2)
 	go b.readLoop()
 	go b.writeLoop()
@@ -60,9 +71,16 @@ func (b *Binding) Stats() Stats { return b.c.snapshot() }
 // Close stops the binding and closes its socket.
 func (b *Binding) Close() error {
 	b.closeOnce.Do(func() {
+		unregister(b)
 		close(b.done)
 		b.wg.Wait()
+		// A reader of another binding may still hold this one from
+		// before it left the registry: the socket closes under txMu, and
+		// a drain after that finds tx nil.
+		b.txMu.Lock()
+		b.tx = nil
 		b.sock.Close()
+		b.txMu.Unlock()
 	})
 	return nil
 }
@@ -212,48 +230,156 @@ func (r *reader) flush() bool {
 		r.b.log.Debug("send into the NIC", "err", err)
 		return false
 	}
+	drainPeers()
 	return true
 }
 
 // writeLoop moves the frames the NIC put in the port's ring to the
-// interface, a batch per system call. When the ring is empty it waits on
-// the port's wake-up.
+// interface, a batch per system call, when no reader did (see drainPeers):
+// the frames the vswitch injects, those of a NIC's exception path, and
+// what a reader left. When the ring is empty it waits on the port's
+// wake-up.
 func (b *Binding) writeLoop() {
 	defer b.wg.Done()
-	bufs := make([][]byte, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, 1<<16)
-	}
-	sizes := make([]int, batch)
-	out := make([][]byte, batch)
 	idle := time.NewTimer(idleCheck)
 	defer idle.Stop()
 	for !b.closed() {
-		n, err := b.port.Recv(bufs, sizes)
-		if err != nil {
-			b.log.Debug("recv from the NIC", "err", err)
-		}
+		b.txMu.Lock()
+		n := b.transmitLocked()
+		b.txMu.Unlock()
 		if n == 0 {
 			idle.Reset(idleCheck)
 			select {
 			case <-b.port.Ready():
+			case <-b.kick:
 			case <-b.done:
 			case <-idle.C:
 			}
+		}
+	}
+}
+
+// transmitter is what moving a batch from the port's ring to the socket
+// needs, allocated once per binding; it is used under txMu.
+type transmitter struct {
+	bufs  [][]byte
+	sizes []int
+	out   [][]byte
+}
+
+func newTransmitter() *transmitter {
+	t := &transmitter{bufs: make([][]byte, batch), sizes: make([]int, batch), out: make([][]byte, batch)}
+	for i := range t.bufs {
+		t.bufs[i] = make([]byte, 1<<16)
+	}
+	return t
+}
+
+// transmitLocked moves up to a batch of frames from the port's ring to
+// the interface and returns how many it took from the ring; b.txMu is
+// held.
+func (b *Binding) transmitLocked() int {
+	t := b.tx
+	if t == nil {
+		return 0 // closed
+	}
+	n, err := b.port.Recv(t.bufs, t.sizes)
+	if err != nil {
+		b.log.Debug("recv from the NIC", "err", err)
+	}
+	for i := 0; i < n; i++ {
+		t.out[i] = t.bufs[i][:t.sizes[i]]
+	}
+	for sent := 0; sent < n; {
+		k, err := b.sock.SendBatch(t.out[sent:n])
+		b.c.tx.Add(uint64(k))
+		sent += k
+		if err != nil {
+			// The frame at sent was refused; the others go on.
+			b.c.txErr.Add(1)
+			b.log.Debug("write", "err", err, "len", len(t.out[sent]))
+			sent++
+		}
+	}
+	return n
+}
+
+// The process's open bindings, for drainPeers: a copy-on-write slice,
+// read without a lock.
+var (
+	liveMu sync.Mutex
+	live   atomic.Pointer[[]*Binding]
+)
+
+func register(b *Binding) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	var next []*Binding
+	if cur := live.Load(); cur != nil {
+		next = append(next, *cur...)
+	}
+	next = append(next, b)
+	live.Store(&next)
+}
+
+func unregister(b *Binding) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	cur := live.Load()
+	if cur == nil {
+		return
+	}
+	next := make([]*Binding, 0, len(*cur))
+	for _, o := range *cur {
+		if o != b {
+			next = append(next, o)
+		}
+	}
+	live.Store(&next)
+}
+
+// drainRounds bounds how many batches a reader moves out of one other
+// binding's ring before it hands the rest to that binding's writeLoop and
+// goes back to its own interface.
+const drainRounds = 4
+
+// drainPeers transmits, on the reader's goroutine, the frames that wait in
+// the rings of the process's bindings, right after the reader's burst put
+// them there (run to completion, as a poll-mode driver's forwarding loop
+// does): a frame crosses the binding with one thread's wake-up (the
+// reader's) instead of two (the reader's, then the writer's). A ring whose
+// wake-up is not pending was empty when its frames came, or its writer
+// already took them: it is left alone, which costs a channel length per
+// binding. A binding whose writer holds txMu is left to it; the wake-up is
+// taken only under txMu, so a writer that found the ring empty and is
+// about to wait still finds it. A ring that does not empty in drainRounds
+// batches is handed to its writer (kick).
+func drainPeers() {
+	all := live.Load()
+	if all == nil {
+		return
+	}
+	for _, o := range *all {
+		ready := o.port.Ready()
+		if len(ready) == 0 || !o.txMu.TryLock() {
 			continue
 		}
-		for i := 0; i < n; i++ {
-			out[i] = bufs[i][:sizes[i]]
+		select {
+		case <-ready:
+		default:
 		}
-		for sent := 0; sent < n; {
-			k, err := b.sock.SendBatch(out[sent:n])
-			b.c.tx.Add(uint64(k))
-			sent += k
-			if err != nil {
-				// The frame at sent was refused; the others go on.
-				b.c.txErr.Add(1)
-				b.log.Debug("write", "err", err, "len", len(out[sent]))
-				sent++
+		left := true
+		for range drainRounds {
+			if o.transmitLocked() < batch {
+				left = false
+				break
+			}
+		}
+		o.txMu.Unlock()
+		if left {
+			select {
+			case o.kick <- struct{}{}:
+			default:
 			}
 		}
 	}

@@ -52,10 +52,17 @@
 //   - The interface is put in promiscuous mode for the socket's lifetime
 //     (a membership, dropped when the socket closes), since a vport receives
 //     frames for addresses that are not the interface's.
+//   - Run to completion: a reader that handed a burst to the NIC then
+//     writes out, on its own goroutine, what the burst put in the rings of
+//     the process's bindings (a forwarded frame crosses the host with one
+//     thread's wake-up, the reader's, not two). Each ring is taken under
+//     its binding's transmit lock, so frames leave in the order the NIC
+//     queued them; a ring whose writer is busy is left to it.
 //   - The transmit side waits on the port's wake-up (softnic.Port.Ready)
 //     when the ring is empty, so the first frame after a quiet period goes
 //     out at once and an idle binding costs nothing; a busy one drains the
-//     ring without waiting.
+//     ring without waiting. It writes what no reader did: frames the
+//     vswitch injects or the exception path returns.
 //   - Close stops both directions and closes the socket; frames still in the
 //     port's ring stay there.
 //
