@@ -346,26 +346,26 @@ const drainRounds = 4
 // drainPeers transmits, on the reader's goroutine, the frames that wait in
 // the rings of the process's bindings, right after the reader's burst put
 // them there (run to completion, as a poll-mode driver's forwarding loop
-// does): a frame crosses the binding with one thread's wake-up (the
-// reader's) instead of two (the reader's, then the writer's). A ring whose
-// wake-up is not pending was empty when its frames came, or its writer
-// already took them: it is left alone, which costs a channel length per
-// binding. A binding whose writer holds txMu is left to it; the wake-up is
-// taken only under txMu, so a writer that found the ring empty and is
-// about to wait still finds it. A ring that does not empty in drainRounds
-// batches is handed to its writer (kick).
+// does): the frame leaves without waiting for the writer's thread to be
+// woken and scheduled. The writer is woken all the same (the NIC signals
+// the port's wake-up as the frame lands, and a waiting writer takes the
+// signal at once, so that the ring's state cannot be read from it): the
+// reader takes each ring it can lock, which costs an uncontended lock per
+// binding per burst. A binding whose writer holds txMu is left to it. A
+// ring that does not empty in drainRounds batches is handed to its writer
+// (kick).
 func drainPeers() {
 	all := live.Load()
 	if all == nil {
 		return
 	}
 	for _, o := range *all {
-		ready := o.port.Ready()
-		if len(ready) == 0 || !o.txMu.TryLock() {
+		if !o.txMu.TryLock() {
 			continue
 		}
+		// A signal the writer has not taken yet is for these frames.
 		select {
-		case <-ready:
+		case <-o.port.Ready():
 		default:
 		}
 		left := true
