@@ -21,6 +21,7 @@ type Binding struct {
 	port   *softnic.Port
 	ifname string
 	sock   *rawsock.Socket
+	ring   *rxRing // nil: frames are read with recvmsg
 	log    *slog.Logger
 	c      counters
 
@@ -55,6 +56,12 @@ func Bind(port *softnic.Port, ifname string, o Options) (*Binding, error) {
 	}
 	b := &Binding{port: port, ifname: ifname, sock: sock, done: make(chan struct{}), kick: make(chan struct{}, 1),
 		tx: newTransmitter(), log: log.With("port", port.Info().Name, "interface", ifname)}
+	if ring, err := setupRing(sock.FD(), port.Info().MTU); err != nil {
+		// Reading with recvmsg works as well, one system call a frame.
+		b.log.Warn("no receive ring: frames are read one by one", "err", err)
+	} else {
+		b.ring = ring
+	}
 	register(b)
 	b.wg.Add(2)
 	go b.readLoop()
@@ -79,6 +86,9 @@ func (b *Binding) Close() error {
 		// a drain after that finds tx nil.
 		b.txMu.Lock()
 		b.tx = nil
+		if b.ring != nil {
+			b.ring.close()
+		}
 		b.sock.Close()
 		b.txMu.Unlock()
 	})
@@ -105,6 +115,10 @@ type reader struct {
 	ri, si int // next free receive and segment buffer
 	seg    wire.Segmenter
 	maxL3  int
+	// The ring's slots read since the last flush (their frames are
+	// handed to the NIC from the ring's memory), from first on.
+	first, held int
+	spurious    int // polls in a row that found the ring empty
 }
 
 // readLoop reads frames from the interface, a batch at a time: one blocking
@@ -130,9 +144,78 @@ func (b *Binding) readLoop() {
 	defer b.wg.Done()
 	r := newReader(b)
 	for !b.closed() {
-		r.gather()
+		if b.ring != nil {
+			r.gatherRing()
+			if len(r.frames) == 0 && r.held == 0 {
+				r.pollRing()
+				continue
+			}
+		} else {
+			r.gather()
+		}
 		if !r.flush() {
 			return
+		}
+	}
+}
+
+// gatherRing takes the frames the ring holds, up to a batch.
+func (r *reader) gatherRing() {
+	b, ring := r.b, r.b.ring
+	for len(r.frames) < batch && r.held < batch {
+		s, st, ok := ring.ready()
+		if !ok {
+			return
+		}
+		r.spurious = 0
+		ring.next = (ring.next + 1) % ring.n
+		r.held++
+		f, h, skip, err := slotFrame(s, st)
+		inBuf := false
+		switch {
+		case skip:
+			continue
+		case errors.Is(err, errCopy):
+			// Too long for its slot: the whole frame waits on the queue.
+			f, h, _, err = b.sock.RecvVnet(r.rbufs[r.ri], unix.MSG_DONTWAIT)
+			if err != nil {
+				b.c.dropped.Add(1)
+				b.log.Debug("the copy of a long frame", "err", err)
+				continue
+			}
+			inBuf = true
+		case err != nil:
+			b.c.dropped.Add(1)
+			continue
+		case h.IsGSO():
+			// Cut from a buffer of its own: a flush in the middle gives
+			// the slot back.
+			f = r.rbufs[r.ri][:copy(r.rbufs[r.ri], f)]
+		}
+		if !r.take(f, &h, inBuf) {
+			return
+		}
+	}
+}
+
+// pollRing waits until the ring has a frame, at most pollInterval. The
+// socket also polls readable when its queue holds a copy whose slot the
+// kernel has not handed over yet (a moment); a copy with no slot (its
+// slot was lost) would make it readable for ever, so after a few empty
+// polls in a row one queued frame is dropped.
+func (r *reader) pollRing() {
+	fds := []unix.PollFd{{Fd: int32(r.b.sock.FD()), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, int(pollInterval/time.Millisecond))
+	if err != nil || n == 0 {
+		return
+	}
+	if _, _, ok := r.b.ring.ready(); ok {
+		return
+	}
+	if r.spurious++; r.spurious > 3 {
+		r.spurious = 0
+		if _, _, _, err := r.b.sock.RecvVnet(r.rbufs[0], unix.MSG_DONTWAIT); err == nil {
+			r.b.c.dropped.Add(1)
 		}
 	}
 }
@@ -170,22 +253,32 @@ func (r *reader) gather() {
 			b.log.Debug("read", "err", err)
 			return
 		}
-		if h.IsGSO() {
-			if !r.segment(f, &h) {
-				return
-			}
-			continue
+		if !r.take(f, &h, true) {
+			return
 		}
-		if h.NeedsCsum() {
-			if err := wire.CompleteChecksum(f, int(h.CsumStart), int(h.CsumOffset)); err != nil {
-				b.c.dropped.Add(1)
-				continue
-			}
-			b.c.csum.Add(1)
+	}
+}
+
+// take adds the frame f, read into r.rbufs[r.ri] (inBuf) or lying in the
+// ring, to the batch: cut into segments if it is a GSO super-frame, its
+// partial checksum completed. It reports false when the NIC is closed.
+func (r *reader) take(f []byte, h *wire.VirtioNetHdr, inBuf bool) bool {
+	b := r.b
+	if h.IsGSO() {
+		return r.segment(f, h)
+	}
+	if h.NeedsCsum() {
+		if err := wire.CompleteChecksum(f, int(h.CsumStart), int(h.CsumOffset)); err != nil {
+			b.c.dropped.Add(1)
+			return true
 		}
-		r.frames = append(r.frames, f)
+		b.c.csum.Add(1)
+	}
+	r.frames = append(r.frames, f)
+	if inBuf {
 		r.ri++
 	}
+	return true
 }
 
 // segment cuts the super-frame f into the segment buffers, handing full
@@ -219,6 +312,7 @@ func (r *reader) segment(f []byte, h *wire.VirtioNetHdr) bool {
 // the NIC is closed.
 func (r *reader) flush() bool {
 	if len(r.frames) == 0 {
+		r.releaseSlots()
 		return true
 	}
 	// Counted first: Send runs the frames through the NIC to completion,
@@ -226,12 +320,25 @@ func (r *reader) flush() bool {
 	r.b.c.rx.Add(uint64(len(r.frames)))
 	_, err := r.b.port.Send(r.frames)
 	r.frames, r.ri, r.si = r.frames[:0], 0, 0
+	r.releaseSlots()
 	if err != nil {
 		r.b.log.Debug("send into the NIC", "err", err)
 		return false
 	}
 	drainPeers()
 	return true
+}
+
+// releaseSlots gives the ring's slots read since the last flush back to
+// the kernel: the NIC copied their frames.
+func (r *reader) releaseSlots() {
+	if r.held == 0 {
+		return
+	}
+	ring := r.b.ring
+	ring.release(r.first, r.held)
+	r.first = (r.first + r.held) % ring.n
+	r.held = 0
 }
 
 // writeLoop moves the frames the NIC put in the port's ring to the

@@ -46,6 +46,16 @@
 //     UDP segment over the MTU, a frame that does not parse) is dropped
 //     and counted in Stats.RxDropped, as is a frame longer than the 64 KB
 //     receive buffer (an interface with BIG TCP).
+//   - Frames come in through a receive ring (PACKET_RX_RING, TPACKET_V2,
+//     2 MiB per binding) shared with the kernel: a burst is read with no
+//     system call and handed to the NIC without a copy; an empty ring
+//     costs one poll(2). A frame longer than a ring slot (a GSO
+//     super-frame; anything over the port's MTU) is also queued whole on
+//     the socket (PACKET_COPY_THRESH) and read from there with recvmsg,
+//     in the ring's order. V2 rather than V3's blocks: V3 hands a block
+//     over when it is full or its retire timer (≥ 1 ms) fires, which
+//     would hold every lone frame of a handshake. Should the kernel
+//     refuse the ring, frames are read with recvmsg, one call each.
 //   - Frames go out with sendmmsg, up to 64 per system call, behind a
 //     virtio-net header that asks for nothing; receiving and sending
 //     allocate nothing.
