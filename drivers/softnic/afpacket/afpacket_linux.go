@@ -22,6 +22,7 @@ type Binding struct {
 	ifname string
 	sock   *rawsock.Socket
 	ring   *rxRing // nil: frames are read with recvmsg
+	wait   *ringWaiter
 	log    *slog.Logger
 	c      counters
 
@@ -61,6 +62,9 @@ func Bind(port *softnic.Port, ifname string, o Options) (*Binding, error) {
 		b.log.Warn("no receive ring: frames are read one by one", "err", err)
 	} else {
 		b.ring = ring
+		if b.wait, err = newRingWaiter(sock.FD()); err != nil {
+			b.log.Warn("the ring is waited on with poll(2)", "err", err)
+		}
 	}
 	register(b)
 	b.wg.Add(2)
@@ -80,6 +84,9 @@ func (b *Binding) Close() error {
 	b.closeOnce.Do(func() {
 		unregister(b)
 		close(b.done)
+		if b.wait != nil {
+			b.wait.close()
+		}
 		b.wg.Wait()
 		// A reader of another binding may still hold this one from
 		// before it left the registry: the socket closes under txMu, and
@@ -119,6 +126,7 @@ type reader struct {
 	// handed to the NIC from the ring's memory), from first on.
 	first, held int
 	spurious    int // polls in a row that found the ring empty
+	ready       func() bool
 }
 
 // readLoop reads frames from the interface, a batch at a time: one blocking
@@ -198,12 +206,23 @@ func (r *reader) gatherRing() {
 	}
 }
 
-// pollRing waits until the ring has a frame, at most pollInterval. The
+// pollRing waits until the ring has a frame: parked in the Go poller (see
+// ringWaiter) until Close, or in poll(2) for at most pollInterval. The
 // socket also polls readable when its queue holds a copy whose slot the
 // kernel has not handed over yet (a moment); a copy with no slot (its
 // slot was lost) would make it readable for ever, so after a few empty
 // polls in a row one queued frame is dropped.
 func (r *reader) pollRing() {
+	if w := r.b.wait; w != nil {
+		if r.ready == nil {
+			r.ready = func() bool {
+				_, _, ok := r.b.ring.ready()
+				return ok || r.b.closed()
+			}
+		}
+		w.wait(r.ready)
+		return
+	}
 	fds := []unix.PollFd{{Fd: int32(r.b.sock.FD()), Events: unix.POLLIN}}
 	n, err := unix.Poll(fds, int(pollInterval/time.Millisecond))
 	if err != nil || n == 0 {

@@ -48,14 +48,16 @@
 //     receive buffer (an interface with BIG TCP).
 //   - Frames come in through a receive ring (PACKET_RX_RING, TPACKET_V2,
 //     2 MiB per binding) shared with the kernel: a burst is read with no
-//     system call and handed to the NIC without a copy; an empty ring
-//     costs one poll(2). A frame longer than a ring slot (a GSO
+//     system call and handed to the NIC without a copy. A frame longer than a ring slot (a GSO
 //     super-frame; anything over the port's MTU) is also queued whole on
 //     the socket (PACKET_COPY_THRESH) and read from there with recvmsg,
 //     in the ring's order. V2 rather than V3's blocks: V3 hands a block
 //     over when it is full or its retire timer (≥ 1 ms) fires, which
-//     would hold every lone frame of a handshake. Should the kernel
-//     refuse the ring, frames are read with recvmsg, one call each.
+//     would hold every lone frame of a handshake. The reader waits for
+//     the ring in Go's network poller (an epoll instance of its own that
+//     watches the socket), not in a blocking system call, so an idle
+//     binding holds no thread. Should the kernel refuse the ring, frames
+//     are read with recvmsg, one call each.
 //   - Frames go out with sendmmsg, up to 64 per system call, behind a
 //     virtio-net header that asks for nothing; receiving and sending
 //     allocate nothing.

@@ -45,8 +45,8 @@ func TestRingCarriesBurstsInOrderAndLongFrames(t *testing.T) {
 	apply(t, nic, hal.Rule{ID: 1, Match: m, Actions: []hal.Action{hal.Output(2)}})
 	bs := bind(t, ns, nic, "vm0", "up0")
 	for _, b := range bs {
-		if b.ring == nil {
-			t.Fatalf("%s has no receive ring", b.Interface())
+		if b.ring == nil || b.wait == nil {
+			t.Fatalf("%s has no receive ring, or no waiter in the Go poller", b.Interface())
 		}
 	}
 	var vmPeer, upPeer *rawsock.Socket
