@@ -132,8 +132,10 @@ func median(sorted []float64) float64 {
 // VMs), few enough for two cores.
 const crrWorkers = 8
 
-// crrTurn is how long each bed gets in one turn of BenchmarkPeerCPS.
-const crrTurn = 300 * time.Millisecond
+// crrTurn is how long each bed gets in one turn of BenchmarkPeerCPS: short,
+// so that a round's three turns see one machine load (a few hundred
+// connections a turn here).
+const crrTurn = 150 * time.Millisecond
 
 // crrTimeout bounds one transaction: a connection whose SYN or answer was
 // lost counts as failed rather than waiting for TCP's retransmission.
@@ -177,8 +179,8 @@ func BenchmarkPeerCPS(b *testing.B) {
 		exc0[k] = slowPathPackets(bed)
 	}
 	var rounds []map[string]float64
-	// The benchmark's own time is a turn of every side: it stays near a
-	// second a turn, so that the default -benchtime runs few turns.
+	// The benchmark's own time is a turn of every side: it stays near half
+	// a second a round, so that the default -benchtime runs few rounds.
 	b.StartTimer()
 	for i := range b.N {
 		round := map[string]float64{}
