@@ -25,6 +25,18 @@ import (
 // too long for the port and drops it: nothing of the binding's).
 func TestRingCarriesBurstsInOrderAndLongFrames(t *testing.T) {
 	skipUnlessRoot(t)
+	burstsAndLongFrames(t, true)
+}
+
+// The same with recvmsg, the path of a kernel that refuses the ring.
+func TestRecvmsgCarriesBurstsInOrderAndLongFrames(t *testing.T) {
+	skipUnlessRoot(t)
+	testNoRing = true
+	defer func() { testNoRing = false }()
+	burstsAndLongFrames(t, false)
+}
+
+func burstsAndLongFrames(t *testing.T, ring bool) {
 	ns := fmt.Sprintf("npring-%d", os.Getpid())
 	ip(t, "netns", "add", ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
@@ -45,8 +57,8 @@ func TestRingCarriesBurstsInOrderAndLongFrames(t *testing.T) {
 	apply(t, nic, hal.Rule{ID: 1, Match: m, Actions: []hal.Action{hal.Output(2)}})
 	bs := bind(t, ns, nic, "vm0", "up0")
 	for _, b := range bs {
-		if b.ring == nil || b.wait == nil {
-			t.Fatalf("%s has no receive ring, or no waiter in the Go poller", b.Interface())
+		if ring != (b.ring != nil) || ring != (b.wait != nil) {
+			t.Fatalf("%s: receive ring %v, waiter in the Go poller %v; want %v", b.Interface(), b.ring != nil, b.wait != nil, ring)
 		}
 	}
 	var vmPeer, upPeer *rawsock.Socket
