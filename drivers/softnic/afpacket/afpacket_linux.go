@@ -32,8 +32,13 @@ type Binding struct {
 	// tx is its state.
 	txMu sync.Mutex
 	tx   *transmitter
-	// kick wakes writeLoop when a reader left frames in the ring.
+	// kick wakes writeLoop: frames wait in the port's ring that no
+	// reader will take (see onReady).
 	kick chan struct{}
+	// pending is set when frames land in the port's empty ring, and
+	// cleared by whoever then takes the ring (under txMu, before it reads
+	// it): a drain after a burst skips a binding without it.
+	pending atomic.Bool
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -71,6 +76,7 @@ func Bind(port *softnic.Port, ifname string, o Options) (*Binding, error) {
 		}
 	}
 	register(b)
+	port.OnReady(b.onReady)
 	b.wg.Add(2)
 	go b.readLoop()
 	go b.writeLoop()
@@ -91,6 +97,7 @@ func (b *Binding) Stats() Stats { return b.c.snapshot() }
 func (b *Binding) Close() error {
 	b.closeOnce.Do(func() {
 		unregister(b)
+		b.port.OnReady(nil)
 		close(b.done)
 		if b.wait != nil {
 			b.wait.close()
@@ -345,14 +352,19 @@ func (r *reader) flush() bool {
 	// Counted first: Send runs the frames through the NIC to completion,
 	// and whoever sees the result may look at the counters.
 	r.b.c.rx.Add(uint64(len(r.frames)))
+	bursts.Add(1)
 	_, err := r.b.port.Send(r.frames)
 	r.frames, r.ri, r.si = r.frames[:0], 0, 0
 	r.releaseSlots()
+	if err == nil {
+		drainPeers()
+	}
+	bursts.Add(-1)
+	wakeLeft()
 	if err != nil {
 		r.b.log.Debug("send into the NIC", "err", err)
 		return false
 	}
-	drainPeers()
 	return true
 }
 
@@ -371,20 +383,20 @@ func (r *reader) releaseSlots() {
 // writeLoop moves the frames the NIC put in the port's ring to the
 // interface, a batch per system call, when no reader did (see drainPeers):
 // the frames the vswitch injects, those of a NIC's exception path, and
-// what a reader left. When the ring is empty it waits on the port's
-// wake-up.
+// what a reader left. When the ring is empty it waits for kick (see
+// onReady).
 func (b *Binding) writeLoop() {
 	defer b.wg.Done()
 	idle := time.NewTimer(idleCheck)
 	defer idle.Stop()
 	for !b.closed() {
 		b.txMu.Lock()
+		b.pending.Store(false)
 		n := b.transmitLocked()
 		b.txMu.Unlock()
 		if n == 0 {
 			idle.Reset(idleCheck)
 			select {
-			case <-b.port.Ready():
 			case <-b.kick:
 			case <-b.done:
 			case <-idle.C:
@@ -472,6 +484,48 @@ func unregister(b *Binding) {
 	live.Store(&next)
 }
 
+// bursts counts the process's readers between handing a burst to their NIC
+// and the end of their drainPeers.
+var bursts atomic.Int32
+
+// onReady is the port's OnReady: frames landed in its empty ring. While a
+// reader is in a burst it only marks the binding pending: that reader's
+// drainPeers takes them on its own goroutine (they are, almost always,
+// what its burst produced), or its wakeLeft wakes the writer. Waking the
+// writer for every frame, as the port's Ready did, cost a goroutine's
+// wake-up (often a thread's) per forwarded frame, for nothing: the reader
+// had taken the frame by the time the writer ran. Between them the
+// frames are never left: the mark comes before the count is read here,
+// and the count goes down before wakeLeft reads the marks.
+func (b *Binding) onReady() {
+	b.pending.Store(true)
+	if bursts.Load() == 0 {
+		b.signal()
+	}
+}
+
+// signal wakes writeLoop; it never blocks.
+func (b *Binding) signal() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// wakeLeft wakes the writer of every binding still pending after a
+// reader's burst: frames that landed while it ran and that no drain took.
+func wakeLeft() {
+	all := live.Load()
+	if all == nil {
+		return
+	}
+	for _, o := range *all {
+		if o.pending.Load() {
+			o.signal()
+		}
+	}
+}
+
 // drainRounds bounds how many batches a reader moves out of one other
 // binding's ring before it hands the rest to that binding's writeLoop and
 // goes back to its own interface.
@@ -481,27 +535,25 @@ const drainRounds = 4
 // the rings of the process's bindings, right after the reader's burst put
 // them there (run to completion, as a poll-mode driver's forwarding loop
 // does): the frame leaves without waiting for the writer's thread to be
-// woken and scheduled. The writer is woken all the same (the NIC signals
-// the port's wake-up as the frame lands, and a waiting writer takes the
-// signal at once, so that the ring's state cannot be read from it): the
-// reader takes each ring it can lock, which costs an uncontended lock per
-// binding per burst. A binding whose writer holds txMu is left to it. A
-// ring that does not empty in drainRounds batches is handed to its writer
-// (kick).
+// woken and scheduled. It looks at the bindings marked pending (frames
+// landed in their empty rings since they were last taken). One whose ring
+// another goroutine holds (its writer, another reader) gets its writer
+// woken, in case the holder read the ring before the frames came. A ring
+// that does not empty in drainRounds batches is handed to its writer.
 func drainPeers() {
 	all := live.Load()
 	if all == nil {
 		return
 	}
 	for _, o := range *all {
-		if !o.txMu.TryLock() {
+		if !o.pending.Load() {
 			continue
 		}
-		// A signal the writer has not taken yet is for these frames.
-		select {
-		case <-o.port.Ready():
-		default:
+		if !o.txMu.TryLock() {
+			o.signal()
+			continue
 		}
+		o.pending.Store(false)
 		left := true
 		for range drainRounds {
 			if o.transmitLocked() < batch {
@@ -511,10 +563,7 @@ func drainPeers() {
 		}
 		o.txMu.Unlock()
 		if left {
-			select {
-			case o.kick <- struct{}{}:
-			default:
-			}
+			o.signal()
 		}
 	}
 }

@@ -70,11 +70,13 @@
 //     thread's wake-up, the reader's, not two). Each ring is taken under
 //     its binding's transmit lock, so frames leave in the order the NIC
 //     queued them; a ring whose writer is busy is left to it.
-//   - The transmit side waits on the port's wake-up (softnic.Port.Ready)
-//     when the ring is empty, so the first frame after a quiet period goes
-//     out at once and an idle binding costs nothing; a busy one drains the
-//     ring without waiting. It writes what no reader did: frames the
-//     vswitch injects or the exception path returns.
+//   - The transmit side waits when the ring is empty and is woken
+//     (softnic.Port.OnReady) when frames land in it that no reader is
+//     about to take: frames the vswitch injects or the exception path
+//     returns, outside any reader's burst. So the first frame after a
+//     quiet period goes out at once, an idle binding costs nothing, and a
+//     frame a reader forwards costs no second goroutine's wake-up; a busy
+//     writer drains the ring without waiting.
 //   - Close stops both directions and closes the socket; frames still in the
 //     port's ring stay there.
 //
