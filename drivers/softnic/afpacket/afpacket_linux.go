@@ -354,17 +354,14 @@ func (r *reader) flush() bool {
 	r.b.c.rx.Add(uint64(len(r.frames)))
 	bursts.Add(1)
 	_, err := r.b.port.Send(r.frames)
+	bursts.Add(-1)
 	r.frames, r.ri, r.si = r.frames[:0], 0, 0
 	r.releaseSlots()
-	if err == nil {
-		drainPeers()
-	}
-	bursts.Add(-1)
-	wakeLeft()
 	if err != nil {
 		r.b.log.Debug("send into the NIC", "err", err)
 		return false
 	}
+	drainPeers()
 	return true
 }
 
@@ -484,19 +481,22 @@ func unregister(b *Binding) {
 	live.Store(&next)
 }
 
-// bursts counts the process's readers between handing a burst to their NIC
-// and the end of their drainPeers.
+// bursts counts the process's readers that are handing a burst to their
+// NIC (in Port.Send).
 var bursts atomic.Int32
 
 // onReady is the port's OnReady: frames landed in its empty ring. While a
-// reader is in a burst it only marks the binding pending: that reader's
-// drainPeers takes them on its own goroutine (they are, almost always,
-// what its burst produced), or its wakeLeft wakes the writer. Waking the
-// writer for every frame, as the port's Ready did, cost a goroutine's
-// wake-up (often a thread's) per forwarded frame, for nothing: the reader
-// had taken the frame by the time the writer ran. Between them the
-// frames are never left: the mark comes before the count is read here,
-// and the count goes down before wakeLeft reads the marks.
+// reader hands a burst to its NIC it only marks the binding pending: that
+// reader's drainPeers, which follows, takes them on its own goroutine
+// (they are, almost always, what its burst produced) or wakes the writer.
+// Waking the writer for every frame, as the port's Ready did, cost a
+// goroutine's wake-up (often a thread's) per forwarded frame, for
+// nothing: the reader had taken the frame by the time the writer ran.
+// No frame is left behind: the mark comes before the count is read here,
+// and a reader's count goes down before its drainPeers reads the marks,
+// so either this call sees no reader in Send and wakes the writer, or a
+// reader that was there sees the mark afterwards. A drain blocked on a
+// full socket delays no other binding's frames: it is no longer counted.
 func (b *Binding) onReady() {
 	b.pending.Store(true)
 	if bursts.Load() == 0 {
@@ -509,20 +509,6 @@ func (b *Binding) signal() {
 	select {
 	case b.kick <- struct{}{}:
 	default:
-	}
-}
-
-// wakeLeft wakes the writer of every binding still pending after a
-// reader's burst: frames that landed while it ran and that no drain took.
-func wakeLeft() {
-	all := live.Load()
-	if all == nil {
-		return
-	}
-	for _, o := range *all {
-		if o.pending.Load() {
-			o.signal()
-		}
 	}
 }
 
