@@ -264,5 +264,33 @@ func (l *crrLoad) turn(d time.Duration) (done, failed int64, elapsed time.Durati
 	return done, failed, time.Duration(ns), nil
 }
 
+// cpu is the CPU time used so far by the processes a turn on bed runs in:
+// the load's client and server, OVS's daemons on an OVS bed, and the
+// benchmark's own process (nicpath's vswitchds, idle but for the bed whose
+// turn it is; little on an OVS bed). The kernel's softirq work counts in
+// the process it interrupted: a frame's way through a veth into the next
+// hop (a VM's TCP, another binding's socket) counts for whoever sent it.
+func (l *crrLoad) cpu(bed *Bed) (time.Duration, error) {
+	pids := []int{os.Getpid(), l.client.cmd.Process.Pid, l.server.cmd.Process.Pid}
+	for _, h := range bed.Hosts() {
+		if h != nil && h.OVS != nil {
+			pids = append(pids, h.OVS.Pids()...)
+		}
+	}
+	var sum time.Duration
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, err
+		}
+		d, err := parseProcCPU(data)
+		if err != nil {
+			return 0, fmt.Errorf("process %d: %w", pid, err)
+		}
+		sum += d
+	}
+	return sum, nil
+}
+
 // nsName is the name of vm's namespace (ip netns exec's argument).
 func nsName(vm VM) string { return vm.NS[strings.LastIndexByte(vm.NS, '/')+1:] }

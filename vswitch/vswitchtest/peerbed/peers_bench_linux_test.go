@@ -154,7 +154,9 @@ const crrTimeout = time.Second
 // (<kind>_exceptions/conn says how many packets per connection nicpath's
 // vswitches handled: 0 after the first). Each round gives every bed one
 // turn of crrTurn, starting with a different bed each round. It reports
-// connections per second on each bed over the whole run (<kind>_cps),
+// connections per second on each bed over the whole run (<kind>_cps), the
+// CPU time its turns took per connection (<kind>_cpu_us/conn: see
+// crrLoad.cpu; unlike the rates, it hardly moves with the machine's load),
 // those that failed (<kind>_failed: no connection, or no answer within
 // crrTimeout), and nicpath's rate over OVS's (<driver>_vs_ovs) as the
 // median of the rounds' ratios (with the lowest and highest as
@@ -173,7 +175,7 @@ func BenchmarkPeerCPS(b *testing.B) {
 		loads[k] = l
 	}
 	done, failed := map[string]int64{}, map[string]int64{}
-	elapsed := map[string]time.Duration{}
+	elapsed, cpu := map[string]time.Duration{}, map[string]time.Duration{}
 	exc0 := map[string]uint64{}
 	for k, bed := range beds {
 		exc0[k] = slowPathPackets(bed)
@@ -186,10 +188,19 @@ func BenchmarkPeerCPS(b *testing.B) {
 		round := map[string]float64{}
 		for j := range peerKinds {
 			k := peerKinds[(i+j)%len(peerKinds)]
+			c0, err := loads[k].cpu(beds[k])
+			if err != nil {
+				b.Fatalf("%s: %v", k, err)
+			}
 			n, f, e, err := loads[k].turn(crrTurn)
 			if err != nil {
 				b.Fatalf("%s: %v", k, err)
 			}
+			c1, err := loads[k].cpu(beds[k])
+			if err != nil {
+				b.Fatalf("%s: %v", k, err)
+			}
+			cpu[k] += c1 - c0
 			done[k] += n
 			failed[k] += f
 			elapsed[k] += e
@@ -204,6 +215,7 @@ func BenchmarkPeerCPS(b *testing.B) {
 		}
 		rate[k] = float64(done[k]) / elapsed[k].Seconds()
 		b.ReportMetric(float64(failed[k]), k+"_failed")
+		b.ReportMetric(float64(cpu[k].Microseconds())/float64(done[k]), k+"_cpu_us/conn")
 		if k != OVS {
 			// How many packets per connection the two vswitches' slow
 			// paths handled.
