@@ -60,7 +60,9 @@ func heapAlloc() uint64 {
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
+	// CA→PA tables in huge-page mappings (hugemem.go) are memory the
+	// policy holds as much as its heap.
+	return m.HeapAlloc + uint64(hugeInUse.Load())
 }
 
 // BenchmarkLoadMappings builds a State with benchMappings mappings through

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // Each case is a whole document; the line the error must point at carries
@@ -839,6 +840,66 @@ func TestDuplicatesAcrossBatches(t *testing.T) {
 			t.Errorf("error %d = %q, want %q", i, list[i].Error(), w)
 		}
 	}
+}
+
+// TestLookupPlace: LookupPlace answers as LookupVM does (VM index, MAC,
+// current host and PA), before and after a shadow's activation moves a
+// VM, and not at all for an address nobody has. MappingSlot gives the
+// address of a slot of the table at or before the mapping's own (linear
+// probing goes forward from it).
+func TestLookupPlace(t *testing.T) {
+	s := mustLoadExample(t)
+	act, err := s.Activate("blue-web-2", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for _, st := range []*State{s, act} {
+		n := 0
+		for m := range s.Mappings() {
+			if a, sz := st.MappingSlot(m.VNI, m.CA); !slotOf(st, a, sz, m.VNI, m.CA) {
+				t.Errorf("MappingSlot(%d, %s) = %#x, %d: not where the lookup starts", m.VNI, m.CA, a, sz)
+			}
+			want, wvi, _ := st.LookupVM(m.VNI, m.CA)
+			vi, mac, host, pa, ok := st.LookupPlace(m.VNI, m.CA)
+			if !ok || vi != wvi || mac != want.MAC || host != want.Host || pa != want.PA {
+				t.Errorf("LookupPlace(%d, %s) = %d, %s, %s, %s, %v; want %d, %s, %s, %s", m.VNI, m.CA, vi, mac, host, pa, ok, wvi, want.MAC, want.Host, want.PA)
+			}
+			if st == act && host != m.Host {
+				moved++
+			}
+			n++
+		}
+		if n == 0 {
+			t.Fatal("the example has no mappings")
+		}
+		if vi, _, _, _, ok := st.LookupPlace(1001, netip.MustParseAddr("10.0.99.99")); ok || vi != -1 {
+			t.Errorf("an unmapped address: index %d, ok %v", vi, ok)
+		}
+	}
+	if moved == 0 {
+		t.Error("the activation moved no mapping: the shadow case is not tested")
+	}
+}
+
+// slotOf reports whether a is the address of a slot of st's table, of
+// size sz, from which probing forward reaches the mapping of (vni, ca).
+func slotOf(st *State, a, sz uintptr, vni uint32, ca netip.Addr) bool {
+	es := st.table.entries
+	base := uintptr(unsafe.Pointer(&es[0]))
+	if sz != unsafe.Sizeof(es[0]) || a < base || (a-base)%sz != 0 || int((a-base)/sz) >= len(es) {
+		return false
+	}
+	want, ok := st.table.lookup(vni, ca)
+	for i, n := int((a-base)/sz), 0; ok && n < len(es); i, n = (i+1)%len(es), n+1 {
+		if i == want {
+			return true
+		}
+		if !es[i].used {
+			return false
+		}
+	}
+	return false
 }
 
 // TestLookupVM: LookupVM answers as Lookup does, with the index of the

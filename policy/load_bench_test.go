@@ -48,7 +48,8 @@ const heapObjects = "/memory/classes/heap/objects:bytes"
 func readHeapObjects() uint64 {
 	s := []metrics.Sample{{Name: heapObjects}}
 	metrics.Read(s)
-	return s[0].Value.Uint64()
+	// CA→PA tables in huge-page mappings count as the heap would.
+	return s[0].Value.Uint64() + policy.HugeInUse()
 }
 
 func startHeapPeak(interval time.Duration) *heapPeak {
@@ -67,7 +68,7 @@ func startHeapPeak(interval time.Duration) *heapPeak {
 			}
 			metrics.Read(s)
 			p.mu.Lock()
-			p.peak = max(p.peak, s[0].Value.Uint64())
+			p.peak = max(p.peak, s[0].Value.Uint64()+policy.HugeInUse())
 			p.mu.Unlock()
 		}
 	}()
@@ -85,7 +86,7 @@ func liveHeap() uint64 {
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
+	return m.HeapAlloc + policy.HugeInUse()
 }
 
 // BenchmarkLoadFile1M loads a policy file with 1M mappings (2^20; NICPATH_

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"unsafe"
 )
 
 // State is one checked version of the desired state. It is immutable: every
@@ -229,6 +230,37 @@ func (s *State) LookupVM(vni uint32, ca netip.Addr) (Mapping, int, bool) {
 		return Mapping{}, -1, false
 	}
 	return s.mappingAt(i, true), int(s.table.entries[i].vm), true
+}
+
+// LookupPlace is LookupVM for a data path that needs only where the
+// destination is: the VM's index in VMs(), the mapping's MAC, and the
+// host the VM runs on now with its PA (shadow activation applied). It
+// builds no Mapping (names, the CA and the generation are left to
+// LookupVM) and does not allocate.
+func (s *State) LookupPlace(vni uint32, ca netip.Addr) (vm int, mac MAC, host string, pa netip.Addr, ok bool) {
+	i, ok := s.table.lookup(vni, ca)
+	if !ok {
+		return -1, MAC{}, "", netip.Addr{}, false
+	}
+	e := &s.table.entries[i]
+	host, pa, _ = s.location(int(e.vm))
+	return int(e.vm), e.mac, host, pa, true
+}
+
+// MappingSlot returns the address of the slot where a lookup of (vni, ca)
+// starts, and the size of a slot, or 0 for an empty table: a caller that
+// will look up the destinations of a batch of packets prefetches their
+// slots first, so that the cache misses of the batch overlap instead of
+// coming one after the other. The address is a hint for a prefetch
+// instruction only, valid as long as the State is; nothing may be read or
+// written through it.
+func (s *State) MappingSlot(vni uint32, ca netip.Addr) (addr, size uintptr) {
+	t := s.table
+	if t == nil || t.n == 0 {
+		return 0, 0
+	}
+	key := ca.As16()
+	return uintptr(unsafe.Pointer(&t.entries[t.slot(vni, &key, ca.Is4())])), unsafe.Sizeof(mapEntry{})
 }
 
 func (s *State) mappingAt(i int, current bool) Mapping {

@@ -31,6 +31,9 @@ type mapEntry struct {
 type mappingTable struct {
 	entries []mapEntry
 	n       int
+	// mem owns entries when they live in a huge-page mapping (hugemem.go);
+	// nil for heap memory.
+	mem *hugeMem
 }
 
 // maxLoad is the fullness at which a linear-probing table still finds a
@@ -41,7 +44,8 @@ const (
 )
 
 func newMappingTable(n int) *mappingTable {
-	return &mappingTable{entries: make([]mapEntry, max(8, n*maxLoadDen/maxLoadNum+1))}
+	e, mem := makeEntries(max(8, n*maxLoadDen/maxLoadNum+1))
+	return &mappingTable{entries: e, mem: mem}
 }
 
 func (t *mappingTable) slot(vni uint32, ca *[16]byte, v4 bool) int {

@@ -102,6 +102,8 @@ type walk struct {
 	// l4: the walk read the key's transport ports (or ICMP type), directly
 	// or through the connection table; see classify's result.
 	l4 bool
+	// hint: the first route lookup, done ahead (nil: none).
+	hint *routeHint
 }
 
 func (w *walk) drop(r policy.Reason) {
@@ -121,7 +123,24 @@ func (w *walk) toHost(r policy.Reason) {
 // walk read neither the ports nor the connection table, and v opens, uses
 // and names no tracked connection (their keys carry the ports).
 func (c *compiled) classify(k *hal.FlowKey, uplink hal.PortID, ttl uint8, ct *conntrack, tr *tracer, v *verdict) (anyPorts bool) {
-	w := walk{c: c, ct: ct, tr: tr, p: packetOf(k, ttl), ttl: ttl}
+	return c.classifyHinted(k, uplink, ttl, ct, tr, v, nil)
+}
+
+// routeHint is the route a batch looked up ahead of a walk (HandleBatch's
+// prefetch stage) for the walk's first route lookup: the route of dst in
+// tenant t of compiled state c.
+type routeHint struct {
+	c   *compiled
+	t   *tenantInfo
+	dst netip.Addr
+	r   *routeInfo
+}
+
+// classifyHinted is classify with the first route lookup of the walk
+// already done, when hint (which may be nil) is for the same state,
+// tenant and destination.
+func (c *compiled) classifyHinted(k *hal.FlowKey, uplink hal.PortID, ttl uint8, ct *conntrack, tr *tracer, v *verdict, hint *routeHint) (anyPorts bool) {
+	w := walk{c: c, ct: ct, tr: tr, p: packetOf(k, ttl), ttl: ttl, hint: hint}
 	w.classify(k, uplink)
 	*v = w.v
 	return !w.l4 && w.v.nrec == 0 && w.v.nused == 0 && !w.v.hasDenied
@@ -140,7 +159,7 @@ func (w *walk) classify(k *hal.FlowKey, uplink hal.PortID) {
 		w.inbound(k)
 		return
 	}
-	vm := c.byPort[k.InPort]
+	vm := c.vmOnPort(k.InPort)
 	if vm == nil {
 		if tr != nil {
 			tr.step("in-port %d is not the vport of any VM", k.InPort)
@@ -257,7 +276,11 @@ func (w *walk) resolve(t *tenantInfo, dst netip.Addr) (r *routeInfo, target neti
 			w.drop(policy.ReasonRouteLoop)
 			return nil, target, via
 		}
-		r = t.lpm(target)
+		if h := w.hint; depth == 0 && h != nil && h.c == w.c && h.t == t && h.dst == target {
+			r = h.r
+		} else {
+			r = t.lpm(target)
+		}
 		if r == nil {
 			if w.tr != nil {
 				w.tr.step("routing domain of %s: no route covers %s", t.name, target)
@@ -292,7 +315,7 @@ func (w *walk) routedRewrite() bool {
 
 func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 	c, v := w.c, &w.v
-	m, vi, ok := c.st.LookupVM(dv.vni, target)
+	vi, mac, host, pa, ok := c.st.LookupPlace(dv.vni, target)
 	if !ok {
 		if w.tr != nil {
 			w.tr.step("VNET mapping: vnet %s (vni %d) has no mapping for %s", dv.name, dv.vni, target)
@@ -301,6 +324,7 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 		return
 	}
 	if w.tr != nil {
+		m, _, _ := c.st.LookupVM(dv.vni, target)
 		w.tr.step("VNET mapping: vni %d %s -> VM %s mac %s on %s (%s, generation %d)", m.VNI, m.CA, m.VM, m.MAC, m.Host, m.PA, m.Generation)
 	}
 	dst := c.vmAt[vi]
@@ -309,8 +333,8 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 	if routed && !w.routedRewrite() {
 		return
 	}
-	v.rw.DstMAC = m.MAC
-	if m.Host == c.host {
+	v.rw.DstMAC = mac
+	if host == c.host {
 		q := v.rw.Apply(w.p)
 		if !w.aclLayer(dst, policy.In, &q) {
 			w.drop(policy.ReasonACLDeny)
@@ -331,9 +355,9 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 		}
 		return
 	}
-	v.action, v.pa, v.vni, v.encap, v.src = policy.Encap, m.PA, m.VNI, dv.encap, c.pa
+	v.action, v.pa, v.vni, v.encap, v.src = policy.Encap, pa, dv.vni, dv.encap, c.pa
 	if w.tr != nil {
-		w.tr.step("encapsulate in %s with vni %d toward %s (%s)", dv.encap, m.VNI, m.Host, m.PA)
+		w.tr.step("encapsulate in %s with vni %d toward %s (%s)", dv.encap, dv.vni, host, pa)
 	}
 }
 
@@ -415,7 +439,7 @@ func (w *walk) inbound(k *hal.FlowKey) {
 		w.drop(policy.ReasonUnknownDestination)
 		return
 	}
-	m, vi, ok := c.st.LookupVM(dv.vni, target)
+	vi, mac, host, _, ok := c.st.LookupPlace(dv.vni, target)
 	if !ok {
 		if w.tr != nil {
 			w.tr.step("VNET mapping: vnet %s has no mapping for %s", dv.name, target)
@@ -426,9 +450,9 @@ func (w *walk) inbound(k *hal.FlowKey) {
 	dst := c.vmAt[vi]
 	v.dstVM, v.dstName = dst.id, dst.name
 	v.scopeVM = dst.name
-	if m.Host != c.host {
+	if host != c.host {
 		if w.tr != nil {
-			w.tr.step("VM %s (%s) runs on %s, not on %s", m.VM, p.Dst, m.Host, c.host)
+			w.tr.step("VM %s (%s) runs on %s, not on %s", dst.name, p.Dst, host, c.host)
 		}
 		w.drop(policy.ReasonNotLocal)
 		return
@@ -454,7 +478,7 @@ func (w *walk) inbound(k *hal.FlowKey) {
 		w.drop(policy.ReasonTenantIsolation)
 		return
 	}
-	v.rw.DstMAC = m.MAC
+	v.rw.DstMAC = mac
 	q := v.rw.Apply(p)
 	if !w.aclLayer(dst, policy.In, &q) {
 		w.drop(policy.ReasonACLDeny)
@@ -475,13 +499,14 @@ func (w *walk) senderMatches(t *tenantInfo, src, outer netip.Addr) bool {
 	if r == nil || r.hop.Kind != policy.NextHopVNET {
 		return false
 	}
-	m, vi, ok := w.c.st.LookupVM(r.vnet.vni, src)
-	if !ok || m.PA != outer {
+	vi, _, host, pa, ok := w.c.st.LookupPlace(r.vnet.vni, src)
+	if !ok || pa != outer {
 		return false
 	}
-	w.v.srcVM, w.v.srcName = w.c.vmAt[vi].id, m.VM
+	sender := w.c.vmAt[vi]
+	w.v.srcVM, w.v.srcName = sender.id, sender.name
 	if w.tr != nil {
-		w.tr.step("sender %s is VM %s on %s", src, m.VM, m.Host)
+		w.tr.step("sender %s is VM %s on %s", src, sender.name, host)
 	}
 	return true
 }
@@ -491,7 +516,7 @@ func (w *walk) senderMatches(t *tenantInfo, src, outer netip.Addr) bool {
 // matching ACL decides and no match allows.
 func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool {
 	v := &w.v
-	ck := connKeyOf(vm.name, dir, p)
+	ck := connKeyOf(vm.id, dir, p)
 	if w.ct != nil && len(w.ct.conns) > 0 {
 		w.l4 = true
 	}
@@ -525,7 +550,7 @@ func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool
 		}
 		if a.stateful && v.nrec < len(v.records) {
 			rp := p.Reverse()
-			v.records[v.nrec] = connKeyOf(vm.name, dir.Opposite(), &rp)
+			v.records[v.nrec] = connKeyOf(vm.id, dir.Opposite(), &rp)
 			v.nrec++
 		}
 		return true

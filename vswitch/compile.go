@@ -31,9 +31,12 @@ type compiled struct {
 	endpoint  []netip.Addr
 	routerMAC hal.MAC
 
-	vms       map[string]*vmInfo
-	vmAt      []*vmInfo // by index in st.VMs() (policy.State.LookupVM)
-	byPort    map[hal.PortID]*vmInfo
+	vms    map[string]*vmInfo
+	vmAt   []*vmInfo // by index in st.VMs() (policy.State.LookupVM)
+	byPort map[hal.PortID]*vmInfo
+	// portVM is byPort for the ports below maxDensePort, indexed by port:
+	// every first packet from a VM looks its in-port up (vmOnPort).
+	portVM    []*vmInfo
 	vnetByVNI map[uint32]*vnetInfo
 	vnets     map[policy.VNETKey]*vnetInfo
 	tenants   map[string]*tenantInfo
@@ -185,9 +188,30 @@ func compileFrom(st *policy.State, host string, ports map[string]hal.PortID, vmI
 		c.vmAt[i] = vi
 		if vi.port != 0 {
 			c.byPort[vi.port] = vi
+			if vi.port < maxDensePort {
+				if int(vi.port) >= len(c.portVM) {
+					c.portVM = append(c.portVM, make([]*vmInfo, int(vi.port)+1-len(c.portVM))...)
+				}
+				c.portVM[vi.port] = vi
+			}
 		}
 	}
 	return c
+}
+
+// maxDensePort bounds the ports compiled.portVM indexes; the VMs on higher
+// ports are found in byPort alone.
+const maxDensePort = 4096
+
+// vmOnPort is byPort[p] without hashing p for the ports portVM holds.
+func (c *compiled) vmOnPort(p hal.PortID) *vmInfo {
+	if int(p) < len(c.portVM) {
+		return c.portVM[p]
+	}
+	if p < maxDensePort {
+		return nil
+	}
+	return c.byPort[p]
 }
 
 // manyCAs: a VM with more addresses than this checks a source address by

@@ -1,25 +1,32 @@
 package vswitch
 
 import (
-	"net/netip"
-
 	"github.com/nicpath/nicpath/policy"
 )
 
 // connKey names one direction of a tracked connection at one ACL layer: a
 // packet with these addresses, protocol and ports passes layer (vm, dir)
 // without an ACL check. It is policy.ConnTable's key, so the switch and the
-// reference tracker agree on what "the reply" is.
+// reference tracker agree on what "the reply" is, in a compact form: the
+// VM by its interned id (stable across policy versions, as its name is)
+// and the addresses as 16 bytes (IPv4 mapped, which no IPv6 address that
+// reaches an ACL layer is: the walk drops IPv4-mapped IPv6 as malformed).
+// It has no pointers and no padding, so the connection table hashes it as
+// plain memory (a string and two netip.Addr made every first packet's
+// lookup hash field by field).
 type connKey struct {
-	vm               string
-	dir              policy.Direction
-	src, dst         netip.Addr
-	proto            uint8
+	src, dst         [16]byte
+	vm               uint32
 	srcPort, dstPort uint16
+	dir              policy.Direction
+	proto            uint8
+	// pad fills the struct's tail: a key with padding would be hashed
+	// field by field. Always zero.
+	pad [2]uint8
 }
 
-func connKeyOf(vm string, dir policy.Direction, p *policy.Packet) connKey {
-	k := connKey{vm: vm, dir: dir, src: p.Src, dst: p.Dst, proto: p.Protocol}
+func connKeyOf(vm uint32, dir policy.Direction, p *policy.Packet) connKey {
+	k := connKey{vm: vm, dir: dir, src: p.Src.As16(), dst: p.Dst.As16(), proto: p.Protocol}
 	if hasPorts(p.Protocol) {
 		k.srcPort, k.dstPort = p.SrcPort, p.DstPort
 	}

@@ -47,8 +47,9 @@
 // operations, results and frames live in memory the switch reuses
 // (TestSlowPathAllocs, TestHostPathNoAllocs). The flow cache is an
 // open-addressing table of 16-byte (hash, flow) slots (flowtable.go); a
-// batch's lookups are hashed and their first slots touched together, so
-// that the cache misses of new flows overlap.
+// batch's lookups are hashed and their first slots prefetched together,
+// then the CA→PA mapping slots of the packets without a flow, so that the
+// cache misses of new flows overlap.
 //
 // Drops that are the policy's are flows too (a drop rule on the NIC); drops
 // that are the host's are counted by reason: sealed-address frames

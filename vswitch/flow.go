@@ -1,6 +1,7 @@
 package vswitch
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 
@@ -88,17 +89,23 @@ type actKey struct {
 	decap bool
 }
 
-// actSet is one interned list of header operations.
+// actSet is one interned list of header operations. What every first
+// packet reads (intern's hash, chain and count, place's offload and
+// validate answers) comes first, in the set's first cache line.
 type actSet struct {
-	key     actKey
-	acts    []hal.Action
-	tmpl    *wire.EncapTemplate // set for Encap and ToGateway
-	offload bool                // the verdict can live on a NIC (not ToHost)
+	hash    uint64  // key.hash, its slot in Switch.acts
+	next    *actSet // the next with the same hash
 	refs    int
+	offload bool // the verdict can live on a NIC (not ToHost)
 	// Validate answers per match shape (see shapeOf): 0 unknown, 1 ok,
-	// 2 refused with verr.
+	// 2 refused with verr. The refusals live apart (allocated at the first
+	// one): 512 bytes of errors in every set spread a thousand sets over
+	// memory that each first packet's intern and validate missed in.
 	valid [numShapes]uint8
-	verr  [numShapes]error
+	verr  *[numShapes]error
+	key   actKey
+	acts  []hal.Action
+	tmpl  *wire.EncapTemplate // set for Encap and ToGateway
 }
 
 // numShapes is the number of values shapeOf returns, with shapeWild
@@ -299,21 +306,25 @@ func encapOf(k policy.EncapKind) hal.EncapKind {
 }
 
 func (s *Switch) intern(k actKey) *actSet {
+	h := k.hash(&s.actSeed)
 	// Consecutive flows mostly share their actions (a batch of new
 	// connections toward the same VMs): compare with the last one before
-	// hashing the key.
-	if a := s.lastAct; a != nil && a.refs > 0 && a.key == k {
+	// looking the hash up.
+	if a := s.lastAct; a != nil && a.refs > 0 && a.hash == h && a.key == k {
 		a.refs++
 		return a
 	}
-	if a, ok := s.acts[k]; ok {
-		a.refs++
-		s.lastAct = a
-		return a
+	for a := s.acts[h]; a != nil; a = a.next {
+		if a.key == k {
+			a.refs++
+			s.lastAct = a
+			return a
+		}
 	}
 	a := s.buildActions(k)
-	a.refs = 1
-	s.acts[k] = a
+	a.refs, a.hash = 1, h
+	a.next = s.acts[h]
+	s.acts[h] = a
 	s.lastAct = a
 	return a
 }
@@ -322,7 +333,56 @@ func (s *Switch) release(a *actSet) {
 	if a == nil {
 		return
 	}
-	if a.refs--; a.refs <= 0 {
-		delete(s.acts, a.key)
+	if a.refs--; a.refs > 0 {
+		return
 	}
+	head := s.acts[a.hash]
+	if head == a {
+		if a.next == nil {
+			delete(s.acts, a.hash)
+		} else {
+			s.acts[a.hash] = a.next
+		}
+	} else {
+		for p := head; p != nil; p = p.next {
+			if p.next == a {
+				p.next = a.next
+				break
+			}
+		}
+	}
+	a.next = nil
+}
+
+// hash mixes every field of k (wyhash's step, seeded per switch).
+func (k *actKey) hash(seed *[2]uint64) uint64 {
+	var flags uint64
+	if k.decap {
+		flags |= 1
+	}
+	if k.rw.DecTTL {
+		flags |= 2
+	}
+	if k.rw.Src.Is4() {
+		flags |= 4
+	}
+	if k.rw.Dst.Is4() {
+		flags |= 8
+	}
+	h := mum(uint64(k.action)|uint64(k.reason)<<8|uint64(k.encap)<<16|flags<<24|uint64(k.port)<<32^seed[0],
+		uint64(k.vni)|mac64(hal.MAC(k.rw.DstMAC))<<16^seed[1])
+	h = mum(mac64(hal.MAC(k.rw.SrcMAC))^h, addrWord(k.pa)^seed[1])
+	h = mum(addrWord(k.src)^h, addrWord(k.rw.Src)^addrWord(k.rw.Dst)<<1^seed[1])
+	return mum(h^0xa0761d6478bd642f, seed[1]^0xe7037ed1a0b428db)
+}
+
+// addrWord folds an address into 64 bits for actKey.hash (equal keys are
+// compared in full).
+func addrWord(a netip.Addr) uint64 {
+	if !a.IsValid() {
+		return 0
+	}
+	b := a.As16()
+	le := binary.LittleEndian
+	return le.Uint64(b[0:8])*0x9E3779B97F4A7C15 ^ le.Uint64(b[8:16])
 }

@@ -5,6 +5,7 @@ import (
 	"iter"
 	"math/bits"
 	"math/rand/v2"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 )
@@ -118,14 +119,17 @@ func (t *flowTable) getHashed(k *hal.FlowKey, h uint64) *flow {
 	}
 }
 
-// touch reads the first slot a lookup of hash h reads, so that a lookup
-// shortly after finds it in the cache.
-func (t *flowTable) touch(h uint64) uint64 {
+// slotAddr is the address of the first slot a lookup of hash h reads, for
+// prefetching (nothing is read or written through it), or 0.
+func (t *flowTable) slotAddr(h uint64) uintptr {
 	if len(t.slots) == 0 {
 		return 0
 	}
-	return t.slots[h&t.mask].h
+	return uintptr(unsafe.Pointer(&t.slots[h&t.mask]))
 }
+
+// flowSlotSize is the size of a flowSlot.
+const flowSlotSize = unsafe.Sizeof(flowSlot{})
 
 // put records f under its key, in place of any flow with the same key
 // (as assigning to a Go map would).

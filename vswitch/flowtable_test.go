@@ -103,3 +103,15 @@ func TestFlowSize(t *testing.T) {
 		t.Errorf("a flow is %d bytes, more than 240", sz)
 	}
 }
+
+// TestConnKeyPlainMemory: a connKey has no padding (its fields' sizes add
+// up to its size) and no pointers, so the connection table hashes and
+// compares it as plain memory.
+func TestConnKeyPlainMemory(t *testing.T) {
+	var k connKey
+	fields := unsafe.Sizeof(k.src) + unsafe.Sizeof(k.dst) + unsafe.Sizeof(k.vm) + unsafe.Sizeof(k.srcPort) +
+		unsafe.Sizeof(k.dstPort) + unsafe.Sizeof(k.dir) + unsafe.Sizeof(k.proto) + unsafe.Sizeof(k.pad)
+	if sz := unsafe.Sizeof(k); sz != fields {
+		t.Errorf("a connKey is %d bytes, its fields %d: padding makes the table hash it field by field", sz, fields)
+	}
+}

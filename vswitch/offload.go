@@ -116,7 +116,7 @@ func (o *offloader) validate(a *actSet, k *hal.FlowKey, scoped bool, sc hal.Scop
 	case 1:
 		return nil
 	case 2:
-		return a.verr[sh]
+		return a.verr[sh] // set with the 2
 	}
 	r := o.rule(1, k, a, sc, gen, wild)
 	err := o.nic.Validate(&r)
@@ -125,6 +125,9 @@ func (o *offloader) validate(a *actSet, k *hal.FlowKey, scoped bool, sc hal.Scop
 		return nil
 	}
 	if errors.Is(err, hal.ErrNotSupported) || errors.Is(err, hal.ErrInvalidRule) {
+		if a.verr == nil {
+			a.verr = new([numShapes]error)
+		}
 		a.valid[sh], a.verr[sh] = 2, err
 	}
 	return err

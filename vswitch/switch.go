@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -101,7 +102,11 @@ type Switch struct {
 	vmIDs     interner
 	tenantIDs interner
 	flows     flowTable
-	acts      map[actKey]*actSet
+	// acts interns action lists by actKey.hash (collisions chained
+	// through actSet.next): the Go map hashed the padded key field by
+	// field for every first packet.
+	acts      map[uint64]*actSet
+	actSeed   [2]uint64
 	lastAct   *actSet
 	pro       map[proKey]*proRule
 	cross     map[string][]*flow // flows depending on a moving VM outside its scope
@@ -130,7 +135,8 @@ type Switch struct {
 	injects []portFrames
 	ikey    hal.FlowKey
 	lay     wire.Layout
-	touched uint64 // keeps the batch's slot touches from being optimized away
+	pf      prefetcher
+	hint    *routeHint // the next walk's route, looked up ahead (classifyFlow)
 }
 
 // New builds a switch on cfg.NIC and reconciles the NIC's table with it
@@ -161,18 +167,19 @@ func New(cfg Config) (*Switch, error) {
 		cfg.BatchSize = 64
 	}
 	s := &Switch{
-		cfg:    cfg,
-		nic:    cfg.NIC,
-		caps:   cfg.NIC.Capabilities(),
-		log:    cfg.Logger,
-		acts:   map[actKey]*actSet{},
-		scopes: map[string]*scope{},
-		ct:     newConntrack(),
-		denied: map[connKey][]*flow{},
-		pro:    map[proKey]*proRule{},
-		cross:  map[string][]*flow{},
-		walks:  make([]walkMemo, walkMemoSize),
-		wilds:  map[hal.FlowKey]*flow{},
+		cfg:     cfg,
+		nic:     cfg.NIC,
+		caps:    cfg.NIC.Capabilities(),
+		log:     cfg.Logger,
+		acts:    map[uint64]*actSet{},
+		actSeed: [2]uint64{rand.Uint64() | 1, rand.Uint64() | 1},
+		scopes:  map[string]*scope{},
+		ct:      newConntrack(),
+		denied:  map[connKey][]*flow{},
+		pro:     map[proKey]*proRule{},
+		cross:   map[string][]*flow{},
+		walks:   make([]walkMemo, walkMemoSize),
+		wilds:   map[hal.FlowKey]*flow{},
 	}
 	s.off = newOffloader(s.nic, &s.caps, cfg.CookieTag)
 	// Seeded now: HandleBatch hashes a batch's keys before it adds flows.

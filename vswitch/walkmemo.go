@@ -42,12 +42,15 @@ type walkMemo struct {
 // differs from k only in its transport ports (false for a TTL of 1 or
 // less).
 func (s *Switch) classifyFlow(c *compiled, k *hal.FlowKey, ttl uint8, v *verdict) (anyPorts bool) {
+	// The batch's route found for this key, if any: for this walk only.
+	hint := s.hint
+	s.hint = nil
 	if ttl <= 1 {
-		c.classify(k, s.cfg.Uplink, ttl, s.ct, nil, v)
+		c.classifyHinted(k, s.cfg.Uplink, ttl, s.ct, nil, v, hint)
 		return false
 	}
 	if !hasPorts(k.Proto) || len(s.ct.conns) > 0 || s.cfg.DisableWalkMemo {
-		return c.classify(k, s.cfg.Uplink, ttl, s.ct, nil, v)
+		return c.classifyHinted(k, s.cfg.Uplink, ttl, s.ct, nil, v, hint)
 	}
 	m := &s.walks[walkSlot(k)]
 	if m.c == c && sameButPorts(&m.key, k) {
@@ -55,7 +58,7 @@ func (s *Switch) classifyFlow(c *compiled, k *hal.FlowKey, ttl uint8, v *verdict
 		s.stats.walksRemembered++
 		return true
 	}
-	if c.classify(k, s.cfg.Uplink, ttl, s.ct, nil, v) {
+	if c.classifyHinted(k, s.cfg.Uplink, ttl, s.ct, nil, v, hint) {
 		m.c, m.key, m.v = c, *k, *v
 		m.key.L4Src, m.key.L4Dst = 0, 0
 		return true

@@ -17,8 +17,10 @@ type Port struct {
 	nic  *NIC
 	info hal.Port
 	tx   ring
-	// ready is signalled when frames land in an empty transmit ring.
-	ready chan struct{}
+	// ready is signalled when frames land in an empty transmit ring,
+	// unless onReady is set (OnReady): then that is called instead.
+	ready   chan struct{}
+	onReady atomic.Pointer[func()]
 
 	// tun is the port's tunnel endpoint (uplinks only; nil: no filter).
 	tun atomic.Pointer[tunFilter]
@@ -99,8 +101,26 @@ func (p *Port) Recv(bufs [][]byte, sizes []int) (int, error) {
 // taken); Recv tells.
 func (p *Port) Ready() <-chan struct{} { return p.ready }
 
-// wake signals Ready; it never blocks.
+// OnReady has f called in place of signalling Ready when frames land in
+// the port's transmit ring while it was empty, on the goroutine that put
+// them there, once the ring is unlocked; nil goes back to Ready. f must
+// not block. It is for a reader that takes most frames on the goroutines
+// that produce them (a binding whose readers write out what their burst
+// queued) and wants its own waiting side woken only for the others.
+func (p *Port) OnReady(f func()) {
+	if f == nil {
+		p.onReady.Store(nil)
+		return
+	}
+	p.onReady.Store(&f)
+}
+
+// wake signals Ready, or calls the OnReady function; it never blocks.
 func (p *Port) wake() {
+	if f := p.onReady.Load(); f != nil {
+		(*f)()
+		return
+	}
 	select {
 	case p.ready <- struct{}{}:
 	default:

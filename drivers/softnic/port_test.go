@@ -67,3 +67,41 @@ func TestPortReady(t *testing.T) {
 		t.Fatal("a waiting reader was not woken")
 	}
 }
+
+// TestPortOnReady: with an OnReady function the port calls it, on the
+// sender's goroutine, where it would have signalled Ready (frames in an
+// empty ring, through the datapath or Inject), and Ready stays quiet; nil
+// gives Ready back.
+func TestPortOnReady(t *testing.T) {
+	n := newNIC(t)
+	mustApply(t, n, hal.AddOp(dstRule(1, caRem, vxlanTo(paRem, 7))))
+	up := mustPort(t, n, pUplink)
+	var calls int // called on this goroutine: no synchronisation needed
+	up.OnReady(func() { calls++ })
+	send(t, n, pVM1, udp4(caVM1, caRem, 1000, 53, 10), udp4(caVM1, caRem, 1000, 53, 10))
+	if calls != 1 {
+		t.Fatalf("OnReady called %d times for frames in an empty ring, want 1", calls)
+	}
+	send(t, n, pVM1, udp4(caVM1, caRem, 1000, 53, 10))
+	if calls != 1 {
+		t.Fatalf("OnReady called %d times after a frame added to a ring that was not empty, want 1", calls)
+	}
+	if ready(up) {
+		t.Fatal("Ready signalled while an OnReady function is set")
+	}
+	if got := len(recvAll(t, n, pUplink)); got != 3 {
+		t.Fatalf("%d frames on the uplink, want 3", got)
+	}
+	if err := n.Inject(context.Background(), pUplink, [][]byte{udp4(caVM1, caRem, 1, 2, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 2 {
+		t.Fatalf("OnReady called %d times after an injected frame, want 2", calls)
+	}
+	recvAll(t, n, pUplink)
+	up.OnReady(nil)
+	send(t, n, pVM1, udp4(caVM1, caRem, 1000, 53, 10))
+	if r := ready(up); calls != 2 || !r {
+		t.Fatalf("after OnReady(nil): %d calls (want 2), Ready signalled %v (want true)", calls, r)
+	}
+}

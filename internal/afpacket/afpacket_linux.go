@@ -370,18 +370,36 @@ func (s *Socket) sendLocked(one []byte, batch [][]byte) (int, error) {
 			Namelen: uint32(unsafe.Sizeof(s.sendTo)), Iov: &iov[0]}}
 		s.msgs[i].Hdr.SetIovlen(per)
 	}
+	// First without waiting, as a raw system call: one that cannot block
+	// leaves the Go scheduler out (no hand-off of the processor, nothing
+	// for its monitor to take back). On a veth the call runs the
+	// receiving side's softirq work too, long enough that the monitor
+	// took the processor from a sender in an ordinary call and woke
+	// another thread for it: the process's context switches per frame
+	// halved without (measured under peerbed's CPS load). Only a full
+	// socket buffer (EAGAIN) makes the call wait, as an ordinary one.
+	wait := false
 	for {
 		var r uintptr
 		var e unix.Errno
-		if batch == nil {
+		switch {
+		case batch == nil && !wait:
+			r, _, e = unix.RawSyscall(unix.SYS_SENDMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msgs[0].Hdr)), unix.MSG_DONTWAIT)
+		case batch == nil:
 			r, _, e = unix.Syscall(unix.SYS_SENDMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msgs[0].Hdr)), 0)
-			if e == 0 {
-				r = 1
-			}
-		} else {
+		case !wait:
+			r, _, e = unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msgs[0])), uintptr(k), unix.MSG_DONTWAIT, 0, 0)
+		default:
 			r, _, e = unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msgs[0])), uintptr(k), 0, 0, 0)
 		}
+		if batch == nil && e == 0 {
+			r = 1
+		}
 		if e == unix.EINTR {
+			continue
+		}
+		if e == unix.EAGAIN && !wait {
+			wait = true
 			continue
 		}
 		// Drop the references to the callers' frames.

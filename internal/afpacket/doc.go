@@ -26,5 +26,7 @@
 //
 // Receiving and sending allocate nothing (raw recvmsg and sendmsg/sendmmsg
 // with vectors kept in the Socket); SendBatch sends up to 64 frames per
-// system call.
+// system call. A send is first tried without waiting as a raw system call,
+// outside the Go scheduler (it cannot block, so the processor is not handed
+// off); only a full socket buffer makes it wait, as an ordinary call.
 package afpacket

@@ -44,9 +44,11 @@ func (c *counters) snapshot() Stats {
 // size costs one burst.
 const batch = 64
 
-// idleCheck bounds how long an idle binding waits on the port's wake-up
-// before it looks at the transmit ring anyway (and at whether it is closed).
-const idleCheck = 100 * time.Millisecond
+// idleCheck bounds how long an idle binding's writer waits to be woken
+// before it looks at the transmit ring anyway (and at whether it is
+// closed). A variable: a test sets it to an hour, so that a frame whose
+// wake-up was lost never leaves.
+var idleCheck = 100 * time.Millisecond
 
 // pollInterval bounds how long a read blocks before it checks for Close.
 const pollInterval = 100 * time.Millisecond

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,8 +21,24 @@ type Binding struct {
 	port   *softnic.Port
 	ifname string
 	sock   *rawsock.Socket
+	ring   *rxRing // nil: frames are read with recvmsg
+	wait   *ringWaiter
 	log    *slog.Logger
 	c      counters
+
+	// txMu serialises taking frames from the port's ring and writing
+	// them, between the binding's own writeLoop and the readers of other
+	// bindings that transmit what their burst produced (see drainPeers);
+	// tx is its state.
+	txMu sync.Mutex
+	tx   *transmitter
+	// kick wakes writeLoop: frames wait in the port's ring that no
+	// reader will take (see onReady).
+	kick chan struct{}
+	// pending is set when frames land in the port's empty ring, and
+	// cleared by whoever then takes the ring (under txMu, before it reads
+	// it): a drain after a burst skips a binding without it.
+	pending atomic.Bool
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -43,13 +60,32 @@ func Bind(port *softnic.Port, ifname string, o Options) (*Binding, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Binding{port: port, ifname: ifname, sock: sock, done: make(chan struct{}),
-		log: log.With("port", port.Info().Name, "interface", ifname)}
+	b := &Binding{port: port, ifname: ifname, sock: sock, done: make(chan struct{}), kick: make(chan struct{}, 1),
+		tx: newTransmitter(), log: log.With("port", port.Info().Name, "interface", ifname)}
+	ring, err := (*rxRing)(nil), errors.New("the test asked for none")
+	if !testNoRing {
+		ring, err = setupRing(sock.FD(), port.Info().MTU)
+	}
+	if err != nil {
+		// Reading with recvmsg works as well, one system call a frame.
+		b.log.Warn("no receive ring: frames are read one by one", "err", err)
+	} else {
+		b.ring = ring
+		if b.wait, err = newRingWaiter(sock.FD()); err != nil {
+			b.log.Warn("the ring is waited on with poll(2)", "err", err)
+		}
+	}
+	register(b)
+	port.OnReady(b.onReady)
 	b.wg.Add(2)
 	go b.readLoop()
 	go b.writeLoop()
 	return b, nil
 }
+
+// testNoRing has Bind read with recvmsg, as it does when the kernel
+// refuses the ring (tests of that path set it).
+var testNoRing bool
 
 // Interface is the bound interface's name.
 func (b *Binding) Interface() string { return b.ifname }
@@ -60,9 +96,23 @@ func (b *Binding) Stats() Stats { return b.c.snapshot() }
 // Close stops the binding and closes its socket.
 func (b *Binding) Close() error {
 	b.closeOnce.Do(func() {
+		unregister(b)
+		b.port.OnReady(nil)
 		close(b.done)
+		if b.wait != nil {
+			b.wait.close()
+		}
 		b.wg.Wait()
+		// A reader of another binding may still hold this one from
+		// before it left the registry: the socket closes under txMu, and
+		// a drain after that finds tx nil.
+		b.txMu.Lock()
+		b.tx = nil
+		if b.ring != nil {
+			b.ring.close()
+		}
 		b.sock.Close()
+		b.txMu.Unlock()
 	})
 	return nil
 }
@@ -87,6 +137,11 @@ type reader struct {
 	ri, si int // next free receive and segment buffer
 	seg    wire.Segmenter
 	maxL3  int
+	// The ring's slots read since the last flush (their frames are
+	// handed to the NIC from the ring's memory), from first on.
+	first, held int
+	spurious    int // polls in a row that found the ring empty
+	ready       func() bool
 }
 
 // readLoop reads frames from the interface, a batch at a time: one blocking
@@ -112,9 +167,89 @@ func (b *Binding) readLoop() {
 	defer b.wg.Done()
 	r := newReader(b)
 	for !b.closed() {
-		r.gather()
+		if b.ring != nil {
+			r.gatherRing()
+			if len(r.frames) == 0 && r.held == 0 {
+				r.pollRing()
+				continue
+			}
+		} else {
+			r.gather()
+		}
 		if !r.flush() {
 			return
+		}
+	}
+}
+
+// gatherRing takes the frames the ring holds, up to a batch.
+func (r *reader) gatherRing() {
+	b, ring := r.b, r.b.ring
+	for len(r.frames) < batch && r.held < batch {
+		s, st, ok := ring.ready()
+		if !ok {
+			return
+		}
+		r.spurious = 0
+		ring.next = (ring.next + 1) % ring.n
+		r.held++
+		f, h, skip, err := slotFrame(s, st)
+		inBuf := false
+		switch {
+		case skip:
+			continue
+		case errors.Is(err, errCopy):
+			// Too long for its slot: the whole frame waits on the queue.
+			f, h, _, err = b.sock.RecvVnet(r.rbufs[r.ri], unix.MSG_DONTWAIT)
+			if err != nil {
+				b.c.dropped.Add(1)
+				b.log.Debug("the copy of a long frame", "err", err)
+				continue
+			}
+			inBuf = true
+		case err != nil:
+			b.c.dropped.Add(1)
+			continue
+		case h.IsGSO():
+			// Cut from a buffer of its own: a flush in the middle gives
+			// the slot back.
+			f = r.rbufs[r.ri][:copy(r.rbufs[r.ri], f)]
+		}
+		if !r.take(f, &h, inBuf) {
+			return
+		}
+	}
+}
+
+// pollRing waits until the ring has a frame: parked in the Go poller (see
+// ringWaiter) until Close, or in poll(2) for at most pollInterval. The
+// socket also polls readable when its queue holds a copy whose slot the
+// kernel has not handed over yet (a moment); a copy with no slot (its
+// slot was lost) would make it readable for ever, so after a few empty
+// polls in a row one queued frame is dropped.
+func (r *reader) pollRing() {
+	if w := r.b.wait; w != nil {
+		if r.ready == nil {
+			r.ready = func() bool {
+				_, _, ok := r.b.ring.ready()
+				return ok || r.b.closed()
+			}
+		}
+		w.wait(r.ready)
+		return
+	}
+	fds := []unix.PollFd{{Fd: int32(r.b.sock.FD()), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, int(pollInterval/time.Millisecond))
+	if err != nil || n == 0 {
+		return
+	}
+	if _, _, ok := r.b.ring.ready(); ok {
+		return
+	}
+	if r.spurious++; r.spurious > 3 {
+		r.spurious = 0
+		if _, _, _, err := r.b.sock.RecvVnet(r.rbufs[0], unix.MSG_DONTWAIT); err == nil {
+			r.b.c.dropped.Add(1)
 		}
 	}
 }
@@ -152,22 +287,32 @@ func (r *reader) gather() {
 			b.log.Debug("read", "err", err)
 			return
 		}
-		if h.IsGSO() {
-			if !r.segment(f, &h) {
-				return
-			}
-			continue
+		if !r.take(f, &h, true) {
+			return
 		}
-		if h.NeedsCsum() {
-			if err := wire.CompleteChecksum(f, int(h.CsumStart), int(h.CsumOffset)); err != nil {
-				b.c.dropped.Add(1)
-				continue
-			}
-			b.c.csum.Add(1)
+	}
+}
+
+// take adds the frame f, read into r.rbufs[r.ri] (inBuf) or lying in the
+// ring, to the batch: cut into segments if it is a GSO super-frame, its
+// partial checksum completed. It reports false when the NIC is closed.
+func (r *reader) take(f []byte, h *wire.VirtioNetHdr, inBuf bool) bool {
+	b := r.b
+	if h.IsGSO() {
+		return r.segment(f, h)
+	}
+	if h.NeedsCsum() {
+		if err := wire.CompleteChecksum(f, int(h.CsumStart), int(h.CsumOffset)); err != nil {
+			b.c.dropped.Add(1)
+			return true
 		}
-		r.frames = append(r.frames, f)
+		b.c.csum.Add(1)
+	}
+	r.frames = append(r.frames, f)
+	if inBuf {
 		r.ri++
 	}
+	return true
 }
 
 // segment cuts the super-frame f into the segment buffers, handing full
@@ -201,60 +346,210 @@ func (r *reader) segment(f []byte, h *wire.VirtioNetHdr) bool {
 // the NIC is closed.
 func (r *reader) flush() bool {
 	if len(r.frames) == 0 {
+		r.releaseSlots()
 		return true
 	}
 	// Counted first: Send runs the frames through the NIC to completion,
 	// and whoever sees the result may look at the counters.
 	r.b.c.rx.Add(uint64(len(r.frames)))
+	bursts.Add(1)
 	_, err := r.b.port.Send(r.frames)
+	bursts.Add(-1)
 	r.frames, r.ri, r.si = r.frames[:0], 0, 0
+	r.releaseSlots()
 	if err != nil {
 		r.b.log.Debug("send into the NIC", "err", err)
 		return false
 	}
+	drainPeers()
 	return true
 }
 
+// releaseSlots gives the ring's slots read since the last flush back to
+// the kernel: the NIC copied their frames.
+func (r *reader) releaseSlots() {
+	if r.held == 0 {
+		return
+	}
+	ring := r.b.ring
+	ring.release(r.first, r.held)
+	r.first = (r.first + r.held) % ring.n
+	r.held = 0
+}
+
 // writeLoop moves the frames the NIC put in the port's ring to the
-// interface, a batch per system call. When the ring is empty it waits on
-// the port's wake-up.
+// interface, a batch per system call, when no reader did (see drainPeers):
+// the frames the vswitch injects, those of a NIC's exception path, and
+// what a reader left. When the ring is empty it waits for kick (see
+// onReady).
 func (b *Binding) writeLoop() {
 	defer b.wg.Done()
-	bufs := make([][]byte, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, 1<<16)
-	}
-	sizes := make([]int, batch)
-	out := make([][]byte, batch)
 	idle := time.NewTimer(idleCheck)
 	defer idle.Stop()
 	for !b.closed() {
-		n, err := b.port.Recv(bufs, sizes)
-		if err != nil {
-			b.log.Debug("recv from the NIC", "err", err)
-		}
+		b.txMu.Lock()
+		b.pending.Store(false)
+		n := b.transmitLocked()
+		b.txMu.Unlock()
 		if n == 0 {
 			idle.Reset(idleCheck)
 			select {
-			case <-b.port.Ready():
+			case <-b.kick:
 			case <-b.done:
 			case <-idle.C:
 			}
+		}
+	}
+}
+
+// transmitter is what moving a batch from the port's ring to the socket
+// needs, allocated once per binding; it is used under txMu.
+type transmitter struct {
+	bufs  [][]byte
+	sizes []int
+	out   [][]byte
+}
+
+func newTransmitter() *transmitter {
+	t := &transmitter{bufs: make([][]byte, batch), sizes: make([]int, batch), out: make([][]byte, batch)}
+	for i := range t.bufs {
+		t.bufs[i] = make([]byte, 1<<16)
+	}
+	return t
+}
+
+// transmitLocked moves up to a batch of frames from the port's ring to
+// the interface and returns how many it took from the ring; b.txMu is
+// held.
+func (b *Binding) transmitLocked() int {
+	t := b.tx
+	if t == nil {
+		return 0 // closed
+	}
+	n, err := b.port.Recv(t.bufs, t.sizes)
+	if err != nil {
+		b.log.Debug("recv from the NIC", "err", err)
+	}
+	for i := 0; i < n; i++ {
+		t.out[i] = t.bufs[i][:t.sizes[i]]
+	}
+	for sent := 0; sent < n; {
+		k, err := b.sock.SendBatch(t.out[sent:n])
+		b.c.tx.Add(uint64(k))
+		sent += k
+		if err != nil {
+			// The frame at sent was refused; the others go on.
+			b.c.txErr.Add(1)
+			b.log.Debug("write", "err", err, "len", len(t.out[sent]))
+			sent++
+		}
+	}
+	return n
+}
+
+// The process's open bindings, for drainPeers: a copy-on-write slice,
+// read without a lock.
+var (
+	liveMu sync.Mutex
+	live   atomic.Pointer[[]*Binding]
+)
+
+func register(b *Binding) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	var next []*Binding
+	if cur := live.Load(); cur != nil {
+		next = append(next, *cur...)
+	}
+	next = append(next, b)
+	live.Store(&next)
+}
+
+func unregister(b *Binding) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	cur := live.Load()
+	if cur == nil {
+		return
+	}
+	next := make([]*Binding, 0, len(*cur))
+	for _, o := range *cur {
+		if o != b {
+			next = append(next, o)
+		}
+	}
+	live.Store(&next)
+}
+
+// bursts counts the process's readers that are handing a burst to their
+// NIC (in Port.Send).
+var bursts atomic.Int32
+
+// onReady is the port's OnReady: frames landed in its empty ring. While a
+// reader hands a burst to its NIC it only marks the binding pending: that
+// reader's drainPeers, which follows, takes them on its own goroutine
+// (they are, almost always, what its burst produced) or wakes the writer.
+// Waking the writer for every frame, as the port's Ready did, cost a
+// goroutine's wake-up (often a thread's) per forwarded frame, for
+// nothing: the reader had taken the frame by the time the writer ran.
+// No frame is left behind: the mark comes before the count is read here,
+// and a reader's count goes down before its drainPeers reads the marks,
+// so either this call sees no reader in Send and wakes the writer, or a
+// reader that was there sees the mark afterwards. A drain blocked on a
+// full socket delays no other binding's frames: it is no longer counted.
+func (b *Binding) onReady() {
+	b.pending.Store(true)
+	if bursts.Load() == 0 {
+		b.signal()
+	}
+}
+
+// signal wakes writeLoop; it never blocks.
+func (b *Binding) signal() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// drainRounds bounds how many batches a reader moves out of one other
+// binding's ring before it hands the rest to that binding's writeLoop and
+// goes back to its own interface.
+const drainRounds = 4
+
+// drainPeers transmits, on the reader's goroutine, the frames that wait in
+// the rings of the process's bindings, right after the reader's burst put
+// them there (run to completion, as a poll-mode driver's forwarding loop
+// does): the frame leaves without waiting for the writer's thread to be
+// woken and scheduled. It looks at the bindings marked pending (frames
+// landed in their empty rings since they were last taken). One whose ring
+// another goroutine holds (its writer, another reader) gets its writer
+// woken, in case the holder read the ring before the frames came. A ring
+// that does not empty in drainRounds batches is handed to its writer.
+func drainPeers() {
+	all := live.Load()
+	if all == nil {
+		return
+	}
+	for _, o := range *all {
+		if !o.pending.Load() {
 			continue
 		}
-		for i := 0; i < n; i++ {
-			out[i] = bufs[i][:sizes[i]]
+		if !o.txMu.TryLock() {
+			o.signal()
+			continue
 		}
-		for sent := 0; sent < n; {
-			k, err := b.sock.SendBatch(out[sent:n])
-			b.c.tx.Add(uint64(k))
-			sent += k
-			if err != nil {
-				// The frame at sent was refused; the others go on.
-				b.c.txErr.Add(1)
-				b.log.Debug("write", "err", err, "len", len(out[sent]))
-				sent++
+		o.pending.Store(false)
+		left := true
+		for range drainRounds {
+			if o.transmitLocked() < batch {
+				left = false
+				break
 			}
+		}
+		o.txMu.Unlock()
+		if left {
+			o.signal()
 		}
 	}
 }

@@ -46,16 +46,37 @@
 //     UDP segment over the MTU, a frame that does not parse) is dropped
 //     and counted in Stats.RxDropped, as is a frame longer than the 64 KB
 //     receive buffer (an interface with BIG TCP).
+//   - Frames come in through a receive ring (PACKET_RX_RING, TPACKET_V2,
+//     2 MiB per binding) shared with the kernel: a burst is read with no
+//     system call and handed to the NIC without a copy. A frame longer than a ring slot (a GSO
+//     super-frame; anything over the port's MTU) is also queued whole on
+//     the socket (PACKET_COPY_THRESH) and read from there with recvmsg,
+//     in the ring's order. V2 rather than V3's blocks: V3 hands a block
+//     over when it is full or its retire timer (≥ 1 ms) fires, which
+//     would hold every lone frame of a handshake. The reader waits for
+//     the ring in Go's network poller (an epoll instance of its own that
+//     watches the socket), not in a blocking system call, so an idle
+//     binding holds no thread. Should the kernel refuse the ring, frames
+//     are read with recvmsg, one call each.
 //   - Frames go out with sendmmsg, up to 64 per system call, behind a
 //     virtio-net header that asks for nothing; receiving and sending
 //     allocate nothing.
 //   - The interface is put in promiscuous mode for the socket's lifetime
 //     (a membership, dropped when the socket closes), since a vport receives
 //     frames for addresses that are not the interface's.
-//   - The transmit side waits on the port's wake-up (softnic.Port.Ready)
-//     when the ring is empty, so the first frame after a quiet period goes
-//     out at once and an idle binding costs nothing; a busy one drains the
-//     ring without waiting.
+//   - Run to completion: a reader that handed a burst to the NIC then
+//     writes out, on its own goroutine, what the burst put in the rings of
+//     the process's bindings (a forwarded frame crosses the host with one
+//     thread's wake-up, the reader's, not two). Each ring is taken under
+//     its binding's transmit lock, so frames leave in the order the NIC
+//     queued them; a ring whose writer is busy is left to it.
+//   - The transmit side waits when the ring is empty and is woken
+//     (softnic.Port.OnReady) when frames land in it that no reader is
+//     about to take: frames the vswitch injects or the exception path
+//     returns, outside any reader's burst. So the first frame after a
+//     quiet period goes out at once, an idle binding costs nothing, and a
+//     frame a reader forwards costs no second goroutine's wake-up; a busy
+//     writer drains the ring without waiting.
 //   - Close stops both directions and closes the socket; frames still in the
 //     port's ring stay there.
 //

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nicpath/nicpath/hal/wire"
 )
@@ -186,6 +187,34 @@ func FuzzStreamAt(f *testing.F) {
 					t.Fatalf("block %d does not start with its index", o/tcpBlock)
 				}
 			}
+		}
+	})
+}
+
+const procStatSample = "4242 (peer bed) (x)) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 131 0 0 20 0 9 0 12345 1000000 500 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+
+func TestParseProcCPU(t *testing.T) {
+	d, err := parseProcCPU([]byte(procStatSample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 3810 * time.Millisecond; d != want {
+		t.Fatalf("got %v, want %v (utime 250 + stime 131 ticks)", d, want)
+	}
+	for _, bad := range []string{"", "4242 peer S 1", "4242 (x) S 1 2 3", "4242 (x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 -5 131 0",
+		"4242 (x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 99999999999999999999 131 0"} {
+		if _, err := parseProcCPU([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func FuzzParseProcCPU(f *testing.F) {
+	f.Add([]byte(procStatSample))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := parseProcCPU(data)
+		if err == nil && d < 0 {
+			t.Fatalf("negative CPU time %v", d)
 		}
 	})
 }

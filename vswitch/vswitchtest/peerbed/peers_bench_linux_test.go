@@ -6,13 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/netip"
 	"os"
+	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,17 +85,45 @@ func tryBed(b *testing.B, cfg Config) (*Bed, error) {
 	return bed, nil
 }
 
-// reportVsOVS reports each bed's rate as <kind>_<unit> and nicpath's over
-// OVS's as <kind>_vs_ovs.
-func reportVsOVS(b *testing.B, unit string, rate map[string]float64) {
+// reportVsOVS reports each bed's rate as <kind>_<unit>, and nicpath's over
+// OVS's as <kind>_vs_ovs: the median of the rounds' ratios when rounds
+// (each bed's rate in one round) are given, with their lowest and highest
+// as <kind>_vs_ovs_min and _max; the ratio of the rates otherwise.
+func reportVsOVS(b *testing.B, unit string, rate map[string]float64, rounds []map[string]float64) {
 	for _, k := range peerKinds {
 		b.ReportMetric(rate[k], k+"_"+unit)
 	}
-	if rate[OVS] > 0 {
-		for _, k := range peerKinds[:len(peerKinds)-1] {
-			b.ReportMetric(rate[k]/rate[OVS], k+"_vs_ovs")
+	for _, k := range peerKinds[:len(peerKinds)-1] {
+		if len(rounds) == 0 {
+			if rate[OVS] > 0 {
+				b.ReportMetric(rate[k]/rate[OVS], k+"_vs_ovs")
+			}
+			continue
 		}
+		var ratios []float64
+		for _, r := range rounds {
+			if r[OVS] > 0 {
+				ratios = append(ratios, r[k]/r[OVS])
+			}
+		}
+		if len(ratios) == 0 {
+			continue
+		}
+		slices.Sort(ratios)
+		b.ReportMetric(median(ratios), k+"_vs_ovs")
+		b.ReportMetric(ratios[0], k+"_vs_ovs_min")
+		b.ReportMetric(ratios[len(ratios)-1], k+"_vs_ovs_max")
 	}
+}
+
+// median is the middle of sorted values (the mean of the two middle ones
+// for an even count).
+func median(sorted []float64) float64 {
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
 }
 
 // crrWorkers is how many clients connect at once in a CPS turn: enough
@@ -108,167 +132,81 @@ func reportVsOVS(b *testing.B, unit string, rate map[string]float64) {
 // VMs), few enough for two cores.
 const crrWorkers = 8
 
-// crrTurn is how long each bed gets in one turn of BenchmarkPeerCPS.
-const crrTurn = 300 * time.Millisecond
+// crrTurn is how long each bed gets in one turn of BenchmarkPeerCPS: short,
+// so that a round's three turns see one machine load (a few hundred
+// connections a turn here).
+const crrTurn = 150 * time.Millisecond
 
 // crrTimeout bounds one transaction: a connection whose SYN or answer was
 // lost counts as failed rather than waiting for TCP's retransmission.
 const crrTimeout = time.Second
 
-// crrServer answers transactions in vm-b: it accepts, reads the 1-byte
-// request, writes a 1-byte answer and closes (first, so that the clients
-// keep no TIME_WAIT and never run out of ports).
-type crrServer struct {
-	l    net.Listener
-	addr string
-	wg   sync.WaitGroup
-}
-
-func startCRRServer(b *testing.B, vm VM) *crrServer {
-	s := &crrServer{}
-	err := nsexec.Do(vm.NS, func() error {
-		var err error
-		s.l, err = net.Listen("tcp4", netip.AddrPortFrom(vm.CA, 0).String())
-		return err
-	})
-	if err != nil {
-		b.Fatalf("CPS server on %s: %v", vm.Name, err)
-	}
-	s.addr = s.l.Addr().String()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := s.l.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(2 * crrTimeout))
-				var q [1]byte
-				if _, err := io.ReadFull(c, q[:]); err != nil {
-					return
-				}
-				c.Write([]byte{q[0] ^ 0xff})
-			}()
-		}
-	}()
-	b.Cleanup(func() { s.l.Close(); s.wg.Wait() })
-	return s
-}
-
-// crrTurnOn runs connect-request-response transactions from vm on
-// crrWorkers clients for d, and returns how many completed (connected, the
-// answer read, the server's close seen), how many failed, and the time
-// from the first connect to the last transaction's end.
-func crrTurnOn(vm VM, addr string, d time.Duration) (done, failed int64, elapsed time.Duration, err error) {
-	var nDone, nFailed atomic.Int64
-	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	errs := make([]error, crrWorkers)
-	for w := range crrWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// The worker's goroutine stays on a thread inside vm's
-			// namespace: every socket it opens is vm's.
-			errs[w] = nsexec.Do(vm.NS, func() error {
-				d := net.Dialer{Timeout: crrTimeout}
-				buf := make([]byte, 8)
-				for i := byte(0); time.Now().Before(deadline); i++ {
-					if crr(&d, addr, i, buf) {
-						nDone.Add(1)
-					} else {
-						nFailed.Add(1)
-					}
-				}
-				return nil
-			})
-		}()
-	}
-	wg.Wait()
-	return nDone.Load(), nFailed.Load(), time.Since(start), errors.Join(errs...)
-}
-
-// warmCRR completes one transaction from vm, trying up to 10 times: the
-// bed works, and nothing of its setup is in the figure.
-func warmCRR(vm VM, addr string) error {
-	return nsexec.Do(vm.NS, func() error {
-		d := net.Dialer{Timeout: crrTimeout}
-		buf := make([]byte, 8)
-		for i := range byte(10) {
-			if crr(&d, addr, i, buf) {
-				return nil
-			}
-		}
-		return fmt.Errorf("%s: 10 transactions to %s failed", vm.Name, addr)
-	})
-}
-
-// crr is one transaction: connect, send q, read the answer (q^0xff) and
-// the end of the stream, close.
-func crr(d *net.Dialer, addr string, q byte, buf []byte) bool {
-	c, err := d.Dial("tcp4", addr)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(crrTimeout))
-	if _, err := c.Write([]byte{q}); err != nil {
-		return false
-	}
-	n, err := io.ReadFull(c, buf[:1])
-	if err != nil || n != 1 || buf[0] != q^0xff {
-		return false
-	}
-	// The server closes: the end of the stream and nothing else.
-	n, err = c.Read(buf)
-	return n == 0 && err == io.EOF
-}
-
 // BenchmarkPeerCPS is peer.cps_vs_ovs.<driver>: new TCP connections per
-// second end to end, from vm-a on host-a to vm-b on host-b, each
-// connection's first packet through the slow path of both hosts (nicpath:
-// the exception path, the vswitch's walk and the flow offloaded; OVS: the
-// upcall and a datapath flow) and the answer back: crrWorkers clients each
-// connect, send one byte, read the one-byte answer and the server's close,
-// and close (netperf's TCP_CRR). Each turn gives every bed crrTurn. It
-// reports connections per second on each bed (<kind>_cps), those that
-// failed (<kind>_failed: no connection, or no answer within crrTimeout),
-// and nicpath's rate over OVS's (<driver>_vs_ovs).
+// second end to end, from vm-a on host-a to vm-b on host-b, and the answer
+// back: crrWorkers clients each connect, send one byte, read the one-byte
+// answer and the server's close, and close (netperf's TCP_CRR). The
+// clients and the server are processes of their own in the VMs'
+// namespaces (see crrEnv), on every bed, so the load takes nothing from
+// nicpath's in-process vswitchds that it does not take from OVS's daemons.
+// What a new connection costs each datapath depends on the policy: on the
+// bed's (no ACL) nicpath's port-wildcard rules and OVS's megaflows both
+// forward a connection between known endpoints without their slow path
+// (<kind>_exceptions/conn says how many packets per connection nicpath's
+// vswitches handled: 0 after the first). Each round gives every bed one
+// turn of crrTurn, starting with a different bed each round. It reports
+// connections per second on each bed over the whole run (<kind>_cps), the
+// CPU time its turns took per connection (<kind>_cpu_us/conn: see
+// crrLoad.cpu; unlike the rates, it hardly moves with the machine's load),
+// those that failed (<kind>_failed: no connection, or no answer within
+// crrTimeout), and nicpath's rate over OVS's (<driver>_vs_ovs) as the
+// median of the rounds' ratios (with the lowest and highest as
+// <driver>_vs_ovs_min and _max): a round's beds ran within a second of
+// each other, so a ratio is measured on one machine load, and the median
+// keeps a burst of someone else's load from moving the figure.
 func BenchmarkPeerCPS(b *testing.B) {
 	b.StopTimer()
 	beds := peerBeds(b)
-	servers := map[string]*crrServer{}
+	loads := map[string]*crrLoad{}
 	for k, bed := range beds {
-		servers[k] = startCRRServer(b, bed.VMs()[1])
-		if err := warmCRR(bed.VMs()[0], servers[k].addr); err != nil {
+		l, err := startCRRLoad(b, bed)
+		if err != nil {
 			fatalReport(b, bed, "%s: %v", k, err)
 		}
+		loads[k] = l
 	}
 	done, failed := map[string]int64{}, map[string]int64{}
-	elapsed := map[string]time.Duration{}
+	elapsed, cpu := map[string]time.Duration{}, map[string]time.Duration{}
 	exc0 := map[string]uint64{}
 	for k, bed := range beds {
 		exc0[k] = slowPathPackets(bed)
 	}
-	// The benchmark's own time is a turn of every side: it stays near a
-	// second a turn, so that the default -benchtime runs few turns.
+	var rounds []map[string]float64
+	// The benchmark's own time is a turn of every side: it stays near half
+	// a second a round, so that the default -benchtime runs few rounds.
 	b.StartTimer()
-	for range b.N {
-		for _, k := range peerKinds {
-			n, f, e, err := crrTurnOn(beds[k].VMs()[0], servers[k].addr, crrTurn)
+	for i := range b.N {
+		round := map[string]float64{}
+		for j := range peerKinds {
+			k := peerKinds[(i+j)%len(peerKinds)]
+			c0, err := loads[k].cpu(beds[k])
 			if err != nil {
 				b.Fatalf("%s: %v", k, err)
 			}
+			n, f, e, err := loads[k].turn(crrTurn)
+			if err != nil {
+				b.Fatalf("%s: %v", k, err)
+			}
+			c1, err := loads[k].cpu(beds[k])
+			if err != nil {
+				b.Fatalf("%s: %v", k, err)
+			}
+			cpu[k] += c1 - c0
 			done[k] += n
 			failed[k] += f
 			elapsed[k] += e
+			round[k] = float64(n) / e.Seconds()
 		}
+		rounds = append(rounds, round)
 	}
 	rate := map[string]float64{}
 	for _, k := range peerKinds {
@@ -277,15 +215,15 @@ func BenchmarkPeerCPS(b *testing.B) {
 		}
 		rate[k] = float64(done[k]) / elapsed[k].Seconds()
 		b.ReportMetric(float64(failed[k]), k+"_failed")
+		b.ReportMetric(float64(cpu[k].Microseconds())/float64(done[k]), k+"_cpu_us/conn")
 		if k != OVS {
 			// How many packets per connection the two vswitches' slow
-			// paths handled: with port-wildcard flows, those of the
-			// first connection only.
+			// paths handled.
 			b.ReportMetric(float64(slowPathPackets(beds[k])-exc0[k])/float64(done[k]), k+"_exceptions/conn")
 		}
 		noCsumErrors(b, beds[k])
 	}
-	reportVsOVS(b, "cps", rate)
+	reportVsOVS(b, "cps", rate, rounds)
 }
 
 // slowPathPackets is the number of exception packets the bed's vswitches
@@ -460,9 +398,12 @@ func warm(g *generator, bed *Bed) error {
 // decapsulated on host-b), one flow, counted by vm-b's kernel. A packet
 // generator in vm-a (an AF_PACKET socket with PACKET_QDISC_BYPASS and
 // sendmmsg batches of ppsBatch) floods each bed in turn for ppsTurn; the
-// rate counts what arrived from ppsRamp to the end of the turn. It reports
-// each bed's frames per second (<kind>_pps) and nicpath's over OVS's
-// (<driver>_vs_ovs), and fails if a VM counted a checksum error.
+// rate counts what arrived from ppsRamp to the end of the turn; each round
+// gives every bed one turn, starting with a different bed each round. It
+// reports each bed's frames per second over the whole run (<kind>_pps)
+// and nicpath's over OVS's (<driver>_vs_ovs) as the median of the rounds'
+// ratios, with the lowest and highest (see BenchmarkPeerCPS for why), and
+// fails if a VM counted a checksum error.
 func BenchmarkPeerPPS(b *testing.B) {
 	b.StopTimer()
 	beds := peerBeds(b)
@@ -479,16 +420,21 @@ func BenchmarkPeerPPS(b *testing.B) {
 	elapsed := map[string]time.Duration{}
 	// The benchmark's own time is a turn of every side: it stays near a
 	// second a turn, so that the default -benchtime runs few turns.
+	var rounds []map[string]float64
 	b.StartTimer()
-	for range b.N {
-		for _, k := range peerKinds {
+	for i := range b.N {
+		round := map[string]float64{}
+		for j := range peerKinds {
+			k := peerKinds[(i+j)%len(peerKinds)]
 			n, e, err := ppsTurnOn(gens[k], beds[k].VMs()[1])
 			if err != nil {
 				b.Fatalf("%s: %v", k, err)
 			}
 			arrived[k] += n
 			elapsed[k] += e
+			round[k] = float64(n) / e.Seconds()
 		}
+		rounds = append(rounds, round)
 	}
 	rate := map[string]float64{}
 	for _, k := range peerKinds {
@@ -498,7 +444,7 @@ func BenchmarkPeerPPS(b *testing.B) {
 		rate[k] = float64(arrived[k]) / elapsed[k].Seconds()
 		noCsumErrors(b, beds[k])
 	}
-	reportVsOVS(b, "pps", rate)
+	reportVsOVS(b, "pps", rate, rounds)
 }
 
 // ruleCount is how many rules one turn of BenchmarkPeerRuleInstall
@@ -623,7 +569,7 @@ func BenchmarkPeerRuleInstall(b *testing.B) {
 	for _, k := range peerKinds {
 		rate[k] = float64(ruleCount*b.N) / elapsed[k].Seconds()
 	}
-	reportVsOVS(b, "rules_per_s", rate)
+	reportVsOVS(b, "rules_per_s", rate, nil)
 }
 
 func writeFlows(file string, flows []string) error {
