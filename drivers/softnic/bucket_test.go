@@ -74,7 +74,13 @@ func TestKeyEqual(t *testing.T) {
 		for j := 0; j < nw; j++ {
 			want = want && pk[j] == ek[j]
 		}
-		if got := keyEqual(&pk, &ek, nw); got != want {
+		var e entry
+		e.arg = rng.Uint64() // beside the key: never compared
+		e.setKey(&ek, nw)
+		if k := e.keyOf(nw); k != ek {
+			t.Fatalf("entry key %#x, stored %#x", k, ek)
+		}
+		if got := keyEqual(&pk, &e, nw); got != want {
 			t.Fatalf("keyEqual(%#x, %#x, %d) = %v", pk, ek, nw, got)
 		}
 	}

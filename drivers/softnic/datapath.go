@@ -211,7 +211,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			continue
 		}
 		idx := b.best[i]
-		p := v.progs[v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)].prog]
+		p := v.progs[entryAt(v.chunks, idx).prog]
 		b.prog[i] = p
 		b.pf[npf] = uintptr(unsafe.Pointer(p))
 		npf++
@@ -233,7 +233,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		idx := b.best[i]
 		p := b.prog[i]
 		if p.argMAC {
-			b.arg[i] = v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)].arg
+			b.arg[i] = entryAt(v.chunks, idx).arg
 		}
 		if p.count {
 			if idx != lastCount {
@@ -259,7 +259,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		// The rule ID sits in the entry's second cache line, which
 		// nothing else on the way out reads: only exceptions carry it.
 		if b.fate[i] == fateHost {
-			b.rule[i] = v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)].id
+			b.rule[i] = v.chunks[idx>>chunkShift].ids[idx&(chunkSize-1)]
 		}
 	}
 	if lastCount != noRule {
@@ -378,7 +378,7 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		}
 		if m != 0 {
 			idx := bk.idx[bits.TrailingZeros32(m)&7]
-			b.pf[npf] = uintptr(unsafe.Pointer(&v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]))
+			b.pf[npf] = uintptr(unsafe.Pointer(entryAt(v.chunks, idx)))
 			npf++
 		}
 	}
@@ -402,12 +402,12 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 			bk := &ht.b[bi]
 			for ; m != 0; m &= m - 1 {
 				idx := bk.idx[bits.TrailingZeros32(m)&7]
-				e := &chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
-				if !keyEqual(pk, &e.key, nw) || gens[e.scope] != e.gen {
+				e := entryAt(chunks, idx)
+				if !keyEqual(pk, e, nw) || gens[e.scope] != e.gen {
 					continue
 				}
 				pr := int32(e.prio)
-				if pr > b.prio[i] || (pr == b.prio[i] && e.id < chunks[b.best[i]>>chunkShift].e[b.best[i]&(chunkSize-1)].id) {
+				if pr > b.prio[i] || (pr == b.prio[i] && idOf(chunks, idx) < idOf(chunks, b.best[i])) {
 					b.best[i], b.prio[i] = idx, pr
 				}
 			}
@@ -418,6 +418,12 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 			m, empty = ht.b[bi].scan(sig)
 		}
 	}
+}
+
+// idOf is the rule ID of entry idx, which a lookup reads only to break a
+// tie of priorities.
+func idOf(chunks []*chunk, idx uint32) hal.RuleID {
+	return chunks[idx>>chunkShift].ids[idx&(chunkSize-1)]
 }
 
 // execute runs program p on packet i. Whatever can send the packet to the

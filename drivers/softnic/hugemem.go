@@ -3,6 +3,8 @@ package softnic
 import (
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/nicpath/nicpath/hal"
 )
 
 // Huge pages for the rule table. With a million rules the datapath's two
@@ -78,25 +80,34 @@ func makeBuckets(n int) (b []bucket, mem *hugeMem) {
 	return make([]bucket, n), nil
 }
 
-// slabChunks is how many chunks one slab holds.
-const slabChunks = slabBytes / int(unsafe.Sizeof(chunk{}))
-
-// newChunk returns a zeroed chunk for the writer: from the heap for the
-// first heapChunks, then carved from huge-page slabs.
-func (w *writerState) newChunk() *chunk {
-	if len(w.chunks) < heapChunks {
-		return new(chunk)
-	}
-	if w.slabFree == 0 {
-		p, m := mapHuge(slabChunks * int(unsafe.Sizeof(chunk{})))
-		if p == nil {
-			return new(chunk)
+// newChunk returns a chunk for the writer whose entries are 1<<shift bytes
+// each, zeroed: from the heap for the first heapChunks, then carved from
+// huge-page slabs. A heap array of small entries has one record more than
+// it holds, so that a small entry read as an entry (whose fields beyond
+// its 64 bytes are never touched) lies within one allocation, as checkptr
+// requires.
+func (w *writerState) newChunk(shift uint8) *chunk {
+	c := &chunk{shift: shift, ids: new([chunkSize]hal.RuleID)}
+	size := chunkSize << shift
+	if len(w.chunks) >= heapChunks {
+		if w.slabFree < size {
+			p, m := mapHuge(slabBytes)
+			if p != nil {
+				w.slabs = append(w.slabs, m)
+				w.slabNext, w.slabFree = p, slabBytes
+			}
 		}
-		w.slabs = append(w.slabs, m)
-		w.slabNext, w.slabFree = p, slabChunks
+		if w.slabFree >= size {
+			c.e = w.slabNext
+			w.slabNext = unsafe.Add(w.slabNext, size)
+			w.slabFree -= size
+			return c
+		}
 	}
-	c := (*chunk)(w.slabNext)
-	w.slabNext = unsafe.Add(w.slabNext, unsafe.Sizeof(chunk{}))
-	w.slabFree--
+	if shift == smallShift {
+		c.e = unsafe.Pointer(new([chunkSize + 1]smallEntry))
+	} else {
+		c.e = unsafe.Pointer(new([chunkSize]entry))
+	}
 	return c
 }

@@ -173,19 +173,22 @@ func (s *tupleShape) hashPacked(pk *words) uint64 {
 }
 
 // entryLineWords is how many key words an entry holds in its first cache
-// line, the one the lookup prefetches.
-const entryLineWords = 6
+// line, the one the lookup prefetches, beside its 16-byte header and its
+// operand (entry.arg): five, which is all of a mapping's per-destination
+// rule (in_port, source MAC, EthType, the IPv4 addresses' words).
+const entryLineWords = 5
 
-// keyEqual reports whether a packet's packed words pk are the packed rule
-// key ek of a tuple that compares nw words. Both are zero from nw on (pack
-// leaves them so, and lookup clears them in pk up to entryLineWords), so
+// keyEqual reports whether a packet's packed words pk are the packed key of
+// entry e, of a tuple that compares nw words. Both are zero from nw up to
+// entryLineWords (pack leaves them so, and lookup clears them in pk), so
 // the first entryLineWords are compared in straight-line code, without a
 // loop whose counter the compiler, short of registers in the lookup, kept
-// in memory.
-func keyEqual(pk, ek *words, nw int) bool {
-	d := (pk[0] ^ ek[0]) | (pk[1] ^ ek[1]) | (pk[2] ^ ek[2]) | (pk[3] ^ ek[3]) | (pk[4] ^ ek[4]) | (pk[5] ^ ek[5])
+// in memory; the rest (large entries only) in a loop.
+func keyEqual(pk *words, e *entry, nw int) bool {
+	ek := &e.key
+	d := (pk[0] ^ ek[0]) | (pk[1] ^ ek[1]) | (pk[2] ^ ek[2]) | (pk[3] ^ ek[3]) | (pk[4] ^ ek[4])
 	for j := entryLineWords; j < nw; j++ {
-		d |= pk[j] ^ ek[j]
+		d |= pk[j] ^ e.more[j-entryLineWords]
 	}
 	return d == 0
 }

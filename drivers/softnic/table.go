@@ -28,27 +28,64 @@ import (
 
 // entry is one installed rule. Its fields do not change while any view
 // refers to it; a modify writes a new entry.
+//
+// Entries come in two sizes, by how many packed key words their tuple
+// compares: a tuple of at most entryLineWords words (a mapping's
+// per-destination rule: in_port, source MAC, source and destination
+// address, EthType) has 64-byte entries, the first line of this struct
+// only; wider tuples (an exact 5-tuple with tunnel fields) the whole 128
+// bytes. A small entry's record is followed by the next one, so more is
+// read only when the tuple's words reach it.
 type entry struct {
 	// The first cache line holds what a lookup reads: liveness, priority,
-	// the program and the first six key words (all of an exact IPv4
-	// 5-tuple-with-MACs key).
+	// the program, the first key words and the program's operand.
 	prog  uint32 // index in the program table
 	scope uint32 // index in the generation array
 	gen   uint32
 	prio  uint16
-	tup   uint16 // the tuple's ID (writerState.tupleByID)
-	key   words  // packed by the tuple's shape
-	id    hal.RuleID
+	tup   uint16                 // the tuple's ID (writerState.tupleByID)
+	key   [entryLineWords]uint64 // packed by the tuple's shape
 	// arg is the rule's own operand of its shared program: the MAC of the
 	// program's parametrized set_eth_dst (program.argAct), as macWord.
 	// Rules that differ only there (a mapping's per-destination rules,
 	// one MAC per destination VM) share one program instead of each
 	// compiling its own (some 1.2 KB with its encapsulation template).
 	arg uint64
+	// more holds key words entryLineWords and up: large entries only.
+	more [numWords - entryLineWords]uint64
+	_    uint64
 }
 
-// counter is a rule's packet and byte count, kept beside the entry so that
-// rules that count do not dirty the lines that lookups read.
+// smallEntry is the record of an entry of a narrow tuple: the first cache
+// line of entry.
+type smallEntry [64]byte
+
+const (
+	smallShift = 6 // log2 of a small entry's size
+	largeShift = 7 // of an entry's
+)
+
+// keyOf returns the packed key of e, whose tuple compares nw words.
+func (e *entry) keyOf(nw int) words {
+	var k words
+	copy(k[:entryLineWords], e.key[:])
+	for j := entryLineWords; j < nw; j++ {
+		k[j] = e.more[j-entryLineWords]
+	}
+	return k
+}
+
+// setKey stores packed key pk of nw words in e; a small entry (nw <=
+// entryLineWords) is written no further than its 64 bytes.
+func (e *entry) setKey(pk *words, nw int) {
+	copy(e.key[:], pk[:entryLineWords])
+	for j := entryLineWords; j < nw; j++ {
+		e.more[j-entryLineWords] = pk[j]
+	}
+}
+
+// counter is a rule's packet and byte count, kept apart from the entry so
+// that rules that count do not dirty the lines that lookups read.
 type counter struct {
 	pkts, bytes atomic.Uint64
 }
@@ -58,12 +95,57 @@ const (
 	chunkSize  = 1 << chunkShift
 )
 
+// chunk is chunkSize entries of one size, and what belongs to them beside
+// the lookups' lines. Only writers change a chunk's fields; the datapath
+// reads e, shift, ids and (for rules that count) c.
 type chunk struct {
-	e [chunkSize]entry
-	c [chunkSize]counter
-	// ck is each entry's cookie, which only Dump reads: here it leaves
-	// the entry's bytes to what the datapath reads.
-	ck [chunkSize]hal.Cookie
+	// e is the entries: chunkSize records of 1<<shift bytes, from the
+	// heap or a huge-page slab (hugemem.go).
+	e     unsafe.Pointer
+	shift uint8
+	// ids is each entry's rule ID, which a lookup reads only to break a
+	// tie of priorities and an exception to name its rule.
+	ids *[chunkSize]hal.RuleID
+	// c is the rules' counters, made when the first rule of the chunk
+	// that counts (or keeps a modified rule's counts) lands in it: rules
+	// without a Count action, a mapping's for one, take none.
+	c *[chunkSize]counter
+	// Each entry's cookie, which only Dump reads: ck0 for all while ck is
+	// nil (a controller marks its rules with one cookie per epoch).
+	ckSet bool
+	ck0   hal.Cookie
+	ck    *[chunkSize]hal.Cookie
+}
+
+// at returns entry i of c.
+func (c *chunk) at(i uint32) *entry {
+	return (*entry)(unsafe.Add(c.e, uintptr(i&(chunkSize-1))<<c.shift))
+}
+
+// entryAt returns entry idx of a view's chunks.
+func entryAt(chunks []*chunk, idx uint32) *entry {
+	return chunks[idx>>chunkShift].at(idx)
+}
+
+func (c *chunk) cookie(i uint32) hal.Cookie {
+	if c.ck == nil {
+		return c.ck0
+	}
+	return c.ck[i&(chunkSize-1)]
+}
+
+func (c *chunk) setCookie(i uint32, ck hal.Cookie) {
+	if c.ck == nil {
+		if !c.ckSet || ck == c.ck0 {
+			c.ckSet, c.ck0 = true, ck
+			return
+		}
+		c.ck = new([chunkSize]hal.Cookie)
+		for j := range c.ck {
+			c.ck[j] = c.ck0
+		}
+	}
+	c.ck[i&(chunkSize-1)] = ck
 }
 
 // bucket is 64 bytes: eight signature/index pairs, so that a probe reads
