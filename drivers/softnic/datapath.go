@@ -259,7 +259,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		// The rule ID sits in the entry's second cache line, which
 		// nothing else on the way out reads: only exceptions carry it.
 		if b.fate[i] == fateHost {
-			b.rule[i] = v.chunks[idx>>chunkShift].ids[idx&(chunkSize-1)]
+			b.rule[i] = v.chunks[idx>>chunkShift].id(idx)
 		}
 	}
 	if lastCount != noRule {
@@ -423,7 +423,7 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 // idOf is the rule ID of entry idx, which a lookup reads only to break a
 // tie of priorities.
 func idOf(chunks []*chunk, idx uint32) hal.RuleID {
-	return chunks[idx>>chunkShift].ids[idx&(chunkSize-1)]
+	return chunks[idx>>chunkShift].id(idx)
 }
 
 // execute runs program p on packet i. Whatever can send the packet to the

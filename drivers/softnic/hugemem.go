@@ -3,8 +3,6 @@ package softnic
 import (
 	"sync/atomic"
 	"unsafe"
-
-	"github.com/nicpath/nicpath/hal"
 )
 
 // Huge pages for the rule table. With a million rules the datapath's two
@@ -87,7 +85,7 @@ func makeBuckets(n int) (b []bucket, mem *hugeMem) {
 // its 64 bytes are never touched) lies within one allocation, as checkptr
 // requires.
 func (w *writerState) newChunk(shift uint8) *chunk {
-	c := &chunk{shift: shift, ids: new([chunkSize]hal.RuleID)}
+	c := &chunk{shift: shift, ids: new([chunkSize]uint32)}
 	size := chunkSize << shift
 	if len(w.chunks) >= heapChunks {
 		if w.slabFree < size {

@@ -296,7 +296,7 @@ func (w *writerState) do(op *hal.Op) error {
 		// Field by field: a small entry has no more than its 64 bytes.
 		e.prog, e.scope, e.gen, e.prio, e.tup, e.arg = prog.idx, scope, uint32(r.Generation), r.Priority, t.id, arg
 		e.setKey(&pk, t.shape.n)
-		c.ids[idx&(chunkSize-1)] = r.ID
+		c.setID(idx, r.ID)
 		c.setCookie(idx, r.Cookie)
 		if c.c == nil && (prog.count || op.Kind == hal.OpModify) {
 			// No reader reads c of a chunk without a rule that counts.

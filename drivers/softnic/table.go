@@ -2,6 +2,7 @@ package softnic
 
 import (
 	"cmp"
+	"math/bits"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -104,8 +105,11 @@ type chunk struct {
 	e     unsafe.Pointer
 	shift uint8
 	// ids is each entry's rule ID, which a lookup reads only to break a
-	// tie of priorities and an exception to name its rule.
-	ids *[chunkSize]hal.RuleID
+	// tie of priorities and an exception to name its rule: 32 bits while
+	// every ID of the chunk fits (controllers count theirs up from 1),
+	// then all 64 in wide, which readers then read instead.
+	ids  *[chunkSize]uint32
+	wide atomic.Pointer[[chunkSize]hal.RuleID]
 	// c is the rules' counters, made when the first rule of the chunk
 	// that counts (or keeps a modified rule's counts) lands in it: rules
 	// without a Count action, a mapping's for one, take none.
@@ -125,6 +129,33 @@ func (c *chunk) at(i uint32) *entry {
 // entryAt returns entry idx of a view's chunks.
 func entryAt(chunks []*chunk, idx uint32) *entry {
 	return chunks[idx>>chunkShift].at(idx)
+}
+
+// id is the rule ID of entry i of c.
+func (c *chunk) id(i uint32) hal.RuleID {
+	if w := c.wide.Load(); w != nil {
+		return w[i&(chunkSize-1)]
+	}
+	return hal.RuleID(c.ids[i&(chunkSize-1)])
+}
+
+// setID records the ID of entry i, which no reader can reach yet.
+func (c *chunk) setID(i uint32, id hal.RuleID) {
+	i &= chunkSize - 1
+	if w := c.wide.Load(); w != nil {
+		w[i] = id
+		return
+	}
+	if id <= 1<<32-1 {
+		c.ids[i] = uint32(id)
+		return
+	}
+	w := new([chunkSize]hal.RuleID)
+	for j := range w {
+		w[j] = hal.RuleID(c.ids[j])
+	}
+	w[i] = id
+	c.wide.Store(w)
 }
 
 func (c *chunk) cookie(i uint32) hal.Cookie {
@@ -228,20 +259,23 @@ func (t *htab) init(nbuckets int) {
 
 // insert adds idx under signature sig. The home bucket comes from the
 // signature's low bits, so that a table can be rebuilt from its buckets
-// alone, without reading (cache-missing) every entry again.
+// alone, without reading (cache-missing) every entry again. The free slots
+// of a bucket (empty or deleted) are found with two scans, not a branch per
+// slot.
 func (t *htab) insert(sig uint32, idx uint32) {
 	for bi := uint64(sig) & t.mask; ; bi = (bi + 1) & t.mask {
 		b := &t.b[bi]
-		for s := 0; s < 8; s++ {
-			if x := b.sig(s); x == sigEmpty || x == sigTomb {
-				if x == sigTomb {
-					t.tombs--
-				}
-				b.idx[s] = idx
-				b.setSig(s, sig)
-				t.used++
-				return
+		empty, _ := b.scan(sigEmpty)
+		tomb, _ := b.scan(sigTomb)
+		if free := empty | tomb; free != 0 {
+			s := bits.TrailingZeros32(free) & 7
+			if tomb&(1<<s) != 0 {
+				t.tombs--
 			}
+			b.idx[s] = idx
+			b.setSig(s, sig)
+			t.used++
+			return
 		}
 	}
 }
@@ -249,15 +283,14 @@ func (t *htab) insert(sig uint32, idx uint32) {
 func (t *htab) remove(sig uint32, idx uint32) bool {
 	for bi, n := uint64(sig)&t.mask, 0; n <= int(t.mask); bi, n = (bi+1)&t.mask, n+1 {
 		b := &t.b[bi]
-		empty := false
-		for s := 0; s < 8; s++ {
-			if b.sig(s) == sig && b.idx[s] == idx {
+		m, empty := b.scan(sig)
+		for ; m != 0; m &= m - 1 {
+			if s := bits.TrailingZeros32(m) & 7; b.idx[s] == idx {
 				b.setSig(s, sigTomb)
 				t.used--
 				t.tombs++
 				return true
 			}
-			empty = empty || b.sig(s) == sigEmpty
 		}
 		if empty {
 			return false
