@@ -361,14 +361,14 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		}
 		sig := sigOf(finish(h))
 		b.sig[i] = sig
-		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[uint64(sig)&ht.mask]))
+		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[ht.home(sig)]))
 		todo = append(todo, uint8(i))
 	}
 	prefetch(&b.pf, len(todo))
 	npf := 0
 	for _, i := range todo {
 		sig := b.sig[i]
-		bk := &ht.b[uint64(sig)&ht.mask]
+		bk := &ht.b[ht.home(sig)]
 		m, empty := bk.scan(sig)
 		// The home bucket's answer, for the compare pass: bit 8 says
 		// the bucket has an empty slot.
@@ -396,7 +396,7 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 	for _, i := range todo {
 		sig := b.sig[i]
 		pk := &b.pk[i]
-		bi := uint64(sig) & ht.mask
+		bi := ht.home(sig)
 		m, empty := uint32(b.home[i]&0xff), b.home[i]&(1<<8) != 0
 		for {
 			bk := &ht.b[bi]
@@ -414,7 +414,9 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 			if empty {
 				break
 			}
-			bi = (bi + 1) & ht.mask
+			if bi++; bi == ht.nb {
+				bi = 0
+			}
 			m, empty = ht.b[bi].scan(sig)
 		}
 	}

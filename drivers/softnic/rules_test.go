@@ -436,7 +436,7 @@ func TestViewsAgree(t *testing.T) {
 			if tup.batchMuts != 0 {
 				t.Fatalf("round %d: batchMuts %d left between batches", round, tup.batchMuts)
 			}
-			if a.ht.used != b.ht.used || a.ht.tombs != b.ht.tombs || a.ht.mask != b.ht.mask || !slices.Equal(a.ht.b, b.ht.b) {
+			if a.ht.used != b.ht.used || a.ht.tombs != b.ht.tombs || a.ht.nb != b.ht.nb || !slices.Equal(a.ht.b, b.ht.b) {
 				t.Fatalf("round %d: views differ: used %d/%d tombs %d/%d buckets %d/%d",
 					round, a.ht.used, b.ht.used, a.ht.tombs, b.ht.tombs, len(a.ht.b), len(b.ht.b))
 			}

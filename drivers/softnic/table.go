@@ -243,27 +243,43 @@ func sigOf(h uint64) uint32 {
 // htab is an open-addressing table of buckets with linear probing bucket by
 // bucket. Keys may repeat (one match in several generations); a lookup
 // walks the probe chain until a bucket that still has an empty slot.
+//
+// Any number of buckets will do: a signature's home bucket is its share of
+// nb (multiply and shift), so a table grows by half, not double, and its
+// load stays between a half and maxLoad instead of falling to three
+// eighths after each doubling.
 type htab struct {
 	b     []bucket
 	mem   *hugeMem // owns b when it is huge-page memory (hugemem.go)
-	mask  uint64
+	nb    uint64   // len(b)
 	used  int
 	tombs int
 }
 
 func (t *htab) init(nbuckets int) {
 	t.b, t.mem = makeBuckets(nbuckets)
-	t.mask = uint64(nbuckets - 1)
+	t.nb = uint64(nbuckets)
 	t.used, t.tombs = 0, 0
 }
 
+// home is the bucket where sig's probe chain starts.
+func (t *htab) home(sig uint32) uint64 { return uint64(sig) * t.nb >> 32 }
+
+// next is the bucket after bi in a probe chain.
+func (t *htab) next(bi uint64) uint64 {
+	if bi++; bi == t.nb {
+		return 0
+	}
+	return bi
+}
+
 // insert adds idx under signature sig. The home bucket comes from the
-// signature's low bits, so that a table can be rebuilt from its buckets
+// signature, so that a table can be rebuilt from its buckets
 // alone, without reading (cache-missing) every entry again. The free slots
 // of a bucket (empty or deleted) are found with two scans, not a branch per
 // slot.
 func (t *htab) insert(sig uint32, idx uint32) {
-	for bi := uint64(sig) & t.mask; ; bi = (bi + 1) & t.mask {
+	for bi := t.home(sig); ; bi = t.next(bi) {
 		b := &t.b[bi]
 		empty, _ := b.scan(sigEmpty)
 		tomb, _ := b.scan(sigTomb)
@@ -281,7 +297,7 @@ func (t *htab) insert(sig uint32, idx uint32) {
 }
 
 func (t *htab) remove(sig uint32, idx uint32) bool {
-	for bi, n := uint64(sig)&t.mask, 0; n <= int(t.mask); bi, n = (bi+1)&t.mask, n+1 {
+	for bi, n := t.home(sig), uint64(0); n < t.nb; bi, n = t.next(bi), n+1 {
 		b := &t.b[bi]
 		m, empty := b.scan(sig)
 		for ; m != 0; m &= m - 1 {
@@ -467,7 +483,7 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 					tab.ht.b, tab.ht.mem = makeBuckets(len(src.b))
 				}
 				copy(tab.ht.b, src.b)
-				tab.ht.mask, tab.ht.used, tab.ht.tombs = src.mask, src.used, src.tombs
+				tab.ht.nb, tab.ht.used, tab.ht.tombs = src.nb, src.used, src.tombs
 				t.batchMuts = -1 // copied: skip its mutations below
 			} else {
 				t.batchMuts = -2 // replayed
@@ -554,20 +570,20 @@ func prefetchMutations(muts []mutation, side int, pf *[MaxBurst]uintptr) {
 	for i := range muts {
 		m := &muts[i]
 		if tab := m.t.tabs[side]; tab != nil && m.t.batchMuts != -1 {
-			pf[n] = uintptr(unsafe.Pointer(&tab.ht.b[uint64(m.sig)&tab.ht.mask]))
+			pf[n] = uintptr(unsafe.Pointer(&tab.ht.b[tab.ht.home(m.sig)]))
 			n++
 		}
 	}
 	prefetch(pf, n)
 }
 
-// grow rebuilds tab's hash table, twice as large unless deleted slots were
-// most of the load, from the entries it holds.
+// grow rebuilds tab's hash table, half as large again unless deleted slots
+// were most of the load, from the entries it holds.
 func (w *writerState) grow(tab *tupleTab) {
 	old := tab.ht
 	nb := len(old.b)
 	if old.used*2 >= nb*8*maxLoadNum/maxLoadDen {
-		nb *= 2
+		nb += nb / 2
 	}
 	tab.ht.init(nb)
 	for bi := range old.b {
