@@ -211,7 +211,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			continue
 		}
 		idx := b.best[i]
-		p := v.progs[entryAt(v.chunks, idx).prog]
+		p := v.progs[entryAt(v.ents, idx).prog]
 		b.prog[i] = p
 		b.pf[npf] = uintptr(unsafe.Pointer(p))
 		npf++
@@ -233,7 +233,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		idx := b.best[i]
 		p := b.prog[i]
 		if p.argMAC {
-			b.arg[i] = entryAt(v.chunks, idx).arg
+			b.arg[i] = entryAt(v.ents, idx).arg
 		}
 		if p.count {
 			if idx != lastCount {
@@ -378,11 +378,20 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		}
 		if m != 0 {
 			idx := bk.idx[bits.TrailingZeros32(m)&7]
-			b.pf[npf] = uintptr(unsafe.Pointer(entryAt(v.chunks, idx)))
+			b.pf[npf] = uintptr(unsafe.Pointer(entryAt(v.ents, idx)))
 			npf++
 		}
 	}
 	prefetch(&b.pf, npf)
+	if sh.n > entryLineWords {
+		// A large entry's key goes on in its second line (entry.more),
+		// which the compare reads too: without this, a second miss per
+		// packet, one after the other.
+		for j := 0; j < npf; j++ {
+			b.pf[j] += 64
+		}
+		prefetch(&b.pf, npf)
+	}
 	compare(b, v, tab, todo)
 }
 
@@ -392,7 +401,7 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 	ht := &tab.ht
 	nw := min(tab.shape.n, numWords)
-	chunks, gens := v.chunks, v.gens
+	chunks, ents, gens := v.chunks, v.ents, v.gens
 	for _, i := range todo {
 		sig := b.sig[i]
 		pk := &b.pk[i]
@@ -402,7 +411,7 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 			bk := &ht.b[bi]
 			for ; m != 0; m &= m - 1 {
 				idx := bk.idx[bits.TrailingZeros32(m)&7]
-				e := entryAt(chunks, idx)
+				e := entryAt(ents, idx)
 				if !keyEqual(pk, e, nw) || gens[e.scope] != e.gen {
 					continue
 				}

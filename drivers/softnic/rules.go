@@ -17,6 +17,7 @@ type writerState struct {
 	live   int
 
 	chunks []*chunk
+	ents   []entRef // chunks[i].ref()
 	// Huge-page slabs that chunks beyond the first heapChunks are carved
 	// from (hugemem.go): their owners, and the rest of the last one.
 	slabs    []*hugeMem
@@ -91,7 +92,7 @@ func (w *writerState) init(n *NIC) {
 func (w *writerState) reset() { w.init(w.n) }
 
 func (w *writerState) entry(idx uint32) *entry {
-	return entryAt(w.chunks, idx)
+	return entryAt(w.ents, idx)
 }
 
 // counter returns the counter of entry idx, nil when its chunk has none
@@ -125,7 +126,9 @@ func (w *writerState) allocEntry(class int) uint32 {
 			shift = largeShift
 		}
 		w.cur[class] = uint32(len(w.chunks))
-		w.chunks = append(w.chunks, w.newChunk(shift))
+		c := w.newChunk(shift)
+		w.chunks = append(w.chunks, c)
+		w.ents = append(w.ents, c.ref())
 	}
 	idx := w.cur[class]<<chunkShift | w.fill[class]
 	w.fill[class] = (w.fill[class] + 1) & (chunkSize - 1)

@@ -13,7 +13,7 @@ import (
 
 // The rule table, and how the datapath reads it without locks.
 //
-// Rules live in entries (fixed 128-byte records in chunks that never move),
+// Rules live in entries (64- or 128-byte records in chunks that never move),
 // found through one hash table per tuple (per distinct mask). The hash
 // tables and the active-generation array exist twice, as two views: a
 // left-right scheme. Readers (the datapath) always read the active view;
@@ -126,9 +126,25 @@ func (c *chunk) at(i uint32) *entry {
 	return (*entry)(unsafe.Add(c.e, uintptr(i&(chunkSize-1))<<c.shift))
 }
 
-// entryAt returns entry idx of a view's chunks.
-func entryAt(chunks []*chunk, idx uint32) *entry {
-	return chunks[idx>>chunkShift].at(idx)
+// entRef is a chunk's entries as the datapath finds them: the address of
+// the first, plus one when they are large (entry rather than smallEntry).
+// A dense slice of these (view.ents) gives an entry's address from one
+// load, as a slice of chunk pointers would not (the chunk, then its
+// fields).
+type entRef unsafe.Pointer
+
+func (c *chunk) ref() entRef {
+	if c.shift == largeShift {
+		return entRef(unsafe.Add(c.e, 1))
+	}
+	return entRef(c.e)
+}
+
+// entryAt returns entry idx of a view's (or the writer's) entRefs.
+func entryAt(ents []entRef, idx uint32) *entry {
+	p := unsafe.Pointer(ents[idx>>chunkShift])
+	large := uintptr(p) & 1
+	return (*entry)(unsafe.Add(p, uintptr(idx&(chunkSize-1))<<(smallShift+large)-large))
 }
 
 // id is the rule ID of entry i of c.
@@ -331,6 +347,7 @@ type view struct {
 	tabs   []*tupleTab // tuples with rules, by decreasing maximum priority
 	gens   []uint32    // active generation by scope index
 	chunks []*chunk
+	ents   []entRef // chunks[i].ref()
 	progs  []*program
 	// slabs owns the huge-page memory of chunks (hugemem.go): while a
 	// reader can see a chunk, it is not unmapped.
@@ -524,7 +541,7 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 			muts[i].t.batchMuts = 0
 		}
 	}
-	v.chunks = w.chunks
+	v.chunks, v.ents = w.chunks, w.ents
 	v.slabs = w.slabs
 	v.progs = w.progs
 	for len(v.gens) < len(w.scopeGen) {
