@@ -369,11 +369,11 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	for _, i := range todo {
 		sig := b.sig[i]
 		bk := &ht.b[ht.home(sig)]
-		m, empty := bk.scan(sig)
+		m, more := bk.scan(sig)
 		// The home bucket's answer, for the compare pass: bit 8 says
-		// the bucket has an empty slot.
+		// the probe chain goes on past it.
 		b.home[i] = uint16(m)
-		if empty {
+		if more {
 			b.home[i] |= 1 << 8
 		}
 		if m != 0 {
@@ -406,7 +406,7 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 		sig := b.sig[i]
 		pk := &b.pk[i]
 		bi := ht.home(sig)
-		m, empty := uint32(b.home[i]&0xff), b.home[i]&(1<<8) != 0
+		m, more := uint32(b.home[i]&0xff), b.home[i]&(1<<8) != 0
 		for {
 			bk := &ht.b[bi]
 			for ; m != 0; m &= m - 1 {
@@ -420,13 +420,13 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 					b.best[i], b.prio[i] = idx, pr
 				}
 			}
-			if empty {
+			if !more {
 				break
 			}
 			if bi++; bi == ht.nb {
 				bi = 0
 			}
-			m, empty = ht.b[bi].scan(sig)
+			m, more = ht.b[bi].scan(sig)
 		}
 	}
 }

@@ -196,47 +196,61 @@ func (c *chunk) setCookie(i uint32, ck hal.Cookie) {
 }
 
 // bucket is 64 bytes: eight signature/index pairs, so that a probe reads
-// one cache line. A signature is the high half of the hash with the values
-// 0 (empty) and 1 (deleted) reserved. Signatures are stored two to a word
+// one cache line. A signature is 31 bits of the hash with the values 0
+// (empty) and 1 (deleted) reserved. Signatures are stored two to a word
 // (slot 2j in the low half of sigs[j], 2j+1 in the high half), so that scan
-// compares them a word at a time, whatever the machine's byte order.
+// compares them a word at a time, whatever the machine's byte order. The
+// top bit of slot 0's half (overflowBit) says that an insert found the
+// bucket full and went on to the next: only then does a probe chain go on
+// past it. (Ending chains at the first bucket with an empty slot instead
+// sent a lookup on to a second bucket, a second miss, whenever its home
+// bucket was merely full, some one time in six at three quarters load.)
 type bucket struct {
 	sigs [4]uint64
 	idx  [8]uint32
 }
 
-func (bk *bucket) sig(s int) uint32 { return uint32(bk.sigs[s>>1] >> (32 * (s & 1))) }
+const (
+	sigMask     = 1<<31 - 1
+	overflowBit = 1 << 31
+)
+
+func (bk *bucket) sig(s int) uint32 { return uint32(bk.sigs[s>>1]>>(32*(s&1))) & sigMask }
 
 func (bk *bucket) setSig(s int, sig uint32) {
 	sh := 32 * (s & 1)
 	w := &bk.sigs[s>>1]
-	*w = *w&^(0xffffffff<<sh) | uint64(sig)<<sh
+	*w = *w&^(sigMask<<sh) | uint64(sig)<<sh
 }
 
+// overflowed says whether a probe chain goes on past bk.
+func (bk *bucket) overflowed() bool { return bk.sigs[0]&overflowBit != 0 }
+
+func (bk *bucket) setOverflow() { bk.sigs[0] |= overflowBit }
+
 // scan returns a mask with bit s set for every slot whose signature is sig,
-// and whether the bucket has an empty slot (which ends a probe chain). The
-// slots are compared two at a time, without a branch: which slot of a
+// and whether the bucket overflowed (a probe chain goes on to the next).
+// The slots are compared two at a time, without a branch: which slot of a
 // bucket holds a packet's rule is random, and a compare-and-branch per slot
 // cost about one mispredicted branch per lookup.
-func (bk *bucket) scan(sig uint32) (match uint32, empty bool) {
+func (bk *bucket) scan(sig uint32) (match uint32, more bool) {
 	const (
 		lanes = 0x0000000100000001
 		low31 = 0x7fffffff7fffffff
 	)
 	want := uint64(sig) * lanes
 	w0, w1, w2, w3 := bk.sigs[0], bk.sigs[1], bk.sigs[2], bk.sigs[3]
+	more = w0&overflowBit != 0
 	// A lane of x is zero exactly when its slot matches; the top bit of
-	// each lane of t says so, without carries between lanes.
-	x0, x1, x2, x3 := w0^want, w1^want, w2^want, w3^want
+	// each lane of t says so, without carries between lanes (no lane of
+	// want has its top bit, which the words' lanes leave to overflowBit).
+	x0, x1, x2, x3 := (w0&low31)^want, w1^want, w2^want, w3^want
 	t0 := ^((x0&low31 + low31) | x0)
 	t1 := ^((x1&low31 + low31) | x1)
 	t2 := ^((x2&low31 + low31) | x2)
 	t3 := ^((x3&low31 + low31) | x3)
 	z := t0>>31&1 | t0>>62&2 | t1>>29&4 | t1>>60&8 | t2>>27&16 | t2>>58&32 | t3>>25&64 | t3>>56&128
-	// Any empty (zero) lane: the borrow test may also flag a lane above a
-	// zero one, which does not change the answer.
-	e := (w0-lanes)&^w0 | (w1-lanes)&^w1 | (w2-lanes)&^w2 | (w3-lanes)&^w3
-	return uint32(z), e&^low31 != 0
+	return uint32(z), more
 }
 
 const (
@@ -249,7 +263,7 @@ const (
 )
 
 func sigOf(h uint64) uint32 {
-	s := uint32(h >> 32)
+	s := uint32(h >> 33)
 	if s < 2 {
 		s += 2
 	}
@@ -258,7 +272,7 @@ func sigOf(h uint64) uint32 {
 
 // htab is an open-addressing table of buckets with linear probing bucket by
 // bucket. Keys may repeat (one match in several generations); a lookup
-// walks the probe chain until a bucket that still has an empty slot.
+// walks the probe chain until a bucket that never overflowed.
 //
 // Any number of buckets will do: a signature's home bucket is its share of
 // nb (multiply and shift), so a table grows by half, not double, and its
@@ -279,7 +293,7 @@ func (t *htab) init(nbuckets int) {
 }
 
 // home is the bucket where sig's probe chain starts.
-func (t *htab) home(sig uint32) uint64 { return uint64(sig) * t.nb >> 32 }
+func (t *htab) home(sig uint32) uint64 { return uint64(sig) * t.nb >> 31 }
 
 // next is the bucket after bi in a probe chain.
 func (t *htab) next(bi uint64) uint64 {
@@ -309,13 +323,14 @@ func (t *htab) insert(sig uint32, idx uint32) {
 			t.used++
 			return
 		}
+		b.setOverflow()
 	}
 }
 
 func (t *htab) remove(sig uint32, idx uint32) bool {
 	for bi, n := t.home(sig), uint64(0); n < t.nb; bi, n = t.next(bi), n+1 {
 		b := &t.b[bi]
-		m, empty := b.scan(sig)
+		m, more := b.scan(sig)
 		for ; m != 0; m &= m - 1 {
 			if s := bits.TrailingZeros32(m) & 7; b.idx[s] == idx {
 				b.setSig(s, sigTomb)
@@ -324,7 +339,7 @@ func (t *htab) remove(sig uint32, idx uint32) bool {
 				return true
 			}
 		}
-		if empty {
+		if !more {
 			return false
 		}
 	}
