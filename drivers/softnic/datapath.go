@@ -344,7 +344,10 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	floor := int32(tab.maxPrio)
 	todo := b.todo[:0]
 	for i := 0; i < k; i++ {
-		if b.fate[i] != fatePending || b.prio[i] > floor {
+		// A v4 tuple leaves out words that only IPv4 packets are sure
+		// to hold as its rules do (v4Known): no other packet probes it.
+		if b.fate[i] != fatePending || b.prio[i] > floor ||
+			(sh.v4 && uint16(b.w[i][wordEthType]>>ethTypeShift) != hal.EtherTypeIPv4) {
 			continue
 		}
 		// The packet's words as this tuple sees them, packed like its
