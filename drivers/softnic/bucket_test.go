@@ -3,7 +3,11 @@ package softnic
 import (
 	"math/bits"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
+	"unsafe"
+
+	"github.com/nicpath/nicpath/hal"
 )
 
 // TestBucketScan holds scan's word-at-a-time compare to a slot-by-slot one,
@@ -150,6 +154,44 @@ func TestProbeChains(t *testing.T) {
 		}
 		if ht.used != len(live) {
 			t.Fatalf("round %d: %d used, %d live", round, ht.used, len(live))
+		}
+	}
+}
+
+// TestSizeClasses: tuples of the benchmarks' and the model test's shapes
+// get the entry sizes their keys need, and entryAt finds entry i of a
+// chunk of each class where the chunk's own at does.
+func TestSizeClasses(t *testing.T) {
+	n := newNIC(t)
+	var mapping, port hal.Match
+	mapping.InPort(pVM1).EthSrc(macVM1).IPSrc(netip.PrefixFrom(caVM1, 32)).IPDst(hal.MustPrefix("198.18.0.1/32"))
+	port.InPort(pVM1).EthSrc(macVM1).IPDst(hal.MustPrefix("198.18.0.1/32")).Proto(hal.ProtoUDP).L4Dst(53)
+	k := flowKey(1)
+	tk6 := k
+	tk6.TunKind, tk6.VNI = hal.EncapVXLAN, 5000
+	tk6.TunSrc, tk6.TunDst = hal.Addr16(paRem), hal.Addr16(paLocal)
+	for _, c := range []struct {
+		name string
+		m    hal.Match
+		nw   int
+		cls  int
+	}{{"mapping", mapping, 3, classTiny}, {"mapping+port", port, 4, classSmall}, {"exact", hal.Exact(&k), 5, classSmall},
+		{"exact tunnelled", hal.Exact(&tk6), 9, classLarge}} {
+		var tk tupleKey
+		var kw words
+		ruleKey(&c.m, &tk, &kw)
+		if sh := newShape(&tk); sh.n != c.nw || sizeClass(sh.n) != c.cls || !tk.v4 {
+			t.Errorf("%s: %d words (v4 %v), class %d; want %d, class %d", c.name, sh.n, tk.v4, sizeClass(sh.n), c.nw, c.cls)
+		}
+		ch := n.w.newChunk(uint8(c.cls))
+		ents := []entRef{ch.ref()}
+		for i := uint32(0); i < chunkSize; i++ {
+			if got, want := entryAt(ents, i), ch.at(i); got != want {
+				t.Fatalf("%s: entry %d at %p, want %p", c.name, i, got, want)
+			}
+		}
+		if uintptr(unsafe.Pointer(ch.at(1)))-uintptr(unsafe.Pointer(ch.at(0))) != classSize[c.cls] {
+			t.Errorf("%s: entries %d bytes apart", c.name, classSize[c.cls])
 		}
 	}
 }

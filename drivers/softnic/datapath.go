@@ -386,12 +386,20 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		}
 	}
 	prefetch(&b.pf, npf)
-	if sh.n > entryLineWords {
-		// A large entry's key goes on in its second line (entry.more),
-		// which the compare reads too: without this, a second miss per
-		// packet, one after the other.
+	// The rest of each entry the compare reads, when it may lie in the
+	// next line: without this, a second miss per packet, one after the
+	// other. A large entry's key goes on in its second line
+	// (entry.more); a 48-byte tiny entry straddles two lines at every
+	// other index.
+	switch sizeClass(sh.n) {
+	case classLarge:
 		for j := 0; j < npf; j++ {
 			b.pf[j] += 64
+		}
+		prefetch(&b.pf, npf)
+	case classTiny:
+		for j := 0; j < npf; j++ {
+			b.pf[j] += 40 // the last key word
 		}
 		prefetch(&b.pf, npf)
 	}

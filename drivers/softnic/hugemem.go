@@ -78,15 +78,15 @@ func makeBuckets(n int) (b []bucket, mem *hugeMem) {
 	return make([]bucket, n), nil
 }
 
-// newChunk returns a chunk for the writer whose entries are 1<<shift bytes
-// each, zeroed: from the heap for the first heapChunks, then carved from
-// huge-page slabs. A heap array of small entries has one record more than
-// it holds, so that a small entry read as an entry (whose fields beyond
-// its 64 bytes are never touched) lies within one allocation, as checkptr
-// requires.
-func (w *writerState) newChunk(shift uint8) *chunk {
-	c := &chunk{shift: shift, ids: new([chunkSize]uint32)}
-	size := chunkSize << shift
+// newChunk returns a chunk for the writer whose entries are of size class
+// class, zeroed: from the heap for the first heapChunks, then carved from
+// huge-page slabs. A heap array of tiny or small entries has room for an
+// entry struct past its last record, so that such an entry read as an
+// entry (whose fields beyond its class's size are never touched) lies
+// within one allocation, as checkptr requires.
+func (w *writerState) newChunk(class uint8) *chunk {
+	c := &chunk{class: class, ids: new([chunkSize]uint32)}
+	size := chunkSize * int(classSize[class])
 	if len(w.chunks) >= heapChunks {
 		if w.slabFree < size {
 			p, m := mapHuge(slabBytes)
@@ -102,9 +102,15 @@ func (w *writerState) newChunk(shift uint8) *chunk {
 			return c
 		}
 	}
-	if shift == smallShift {
-		c.e = unsafe.Pointer(new([chunkSize + 1]smallEntry))
-	} else {
+	// Large objects, so page-aligned (entRef's low bits are free). The
+	// smaller classes get room for a whole entry struct past their last
+	// record: the pointer entryAt makes to it spans that much.
+	switch class {
+	case classTiny:
+		c.e = unsafe.Pointer(new([chunkSize*48/8 + (128-48)/8]uint64))
+	case classSmall:
+		c.e = unsafe.Pointer(new([chunkSize*64/8 + (128-64)/8]uint64))
+	default:
 		c.e = unsafe.Pointer(new([chunkSize]entry))
 	}
 	return c

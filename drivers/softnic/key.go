@@ -187,21 +187,25 @@ func (s *tupleShape) hashPacked(pk *words) uint64 {
 	return finish(h)
 }
 
-// entryLineWords is how many key words an entry holds in its first cache
-// line, the one the lookup prefetches, beside its 16-byte header and its
-// operand (entry.arg): five, which is all of a mapping's per-destination
-// rule (in_port, source MAC, EthType, the IPv4 addresses' words).
+// entryLineWords is how many key words an entry holds in its first 64
+// bytes beside its 16-byte header and its operand (entry.arg); a tiny
+// entry holds tinyWords of them (sizeClass).
 const entryLineWords = 5
 
 // keyEqual reports whether a packet's packed words pk are the packed key of
 // entry e, of a tuple that compares nw words. Both are zero from nw up to
-// entryLineWords (pack leaves them so, and lookup clears them in pk), so
-// the first entryLineWords are compared in straight-line code, without a
-// loop whose counter the compiler, short of registers in the lookup, kept
-// in memory; the rest (large entries only) in a loop.
+// the entry's line words (pack leaves them so, and lookup clears them in
+// pk), so those are compared in straight-line code, without a loop whose
+// counter the compiler, short of registers in the lookup, kept in memory;
+// the rest (large entries only) in a loop. A tiny entry's record ends
+// after tinyWords: nothing further is read.
 func keyEqual(pk *words, e *entry, nw int) bool {
 	ek := &e.key
-	d := (pk[0] ^ ek[0]) | (pk[1] ^ ek[1]) | (pk[2] ^ ek[2]) | (pk[3] ^ ek[3]) | (pk[4] ^ ek[4])
+	d := (pk[0] ^ ek[0]) | (pk[1] ^ ek[1]) | (pk[2] ^ ek[2])
+	if nw <= tinyWords {
+		return d == 0 // a tiny entry ends here
+	}
+	d |= (pk[3] ^ ek[3]) | (pk[4] ^ ek[4])
 	for j := entryLineWords; j < nw; j++ {
 		d |= pk[j] ^ e.more[j-entryLineWords]
 	}

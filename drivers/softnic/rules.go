@@ -29,9 +29,9 @@ type writerState struct {
 	// Entry indices free for reuse, and the chunk being filled, by size
 	// (0 small, 1 large): cur is its index, fill how many of its entries
 	// were handed out (0: none being filled).
-	free [2][]uint32
-	cur  [2]uint32
-	fill [2]uint32
+	free [numClasses][]uint32
+	cur  [numClasses]uint32
+	fill [numClasses]uint32
 
 	progs      []*program
 	progByHash map[uint64][]*program
@@ -105,15 +105,6 @@ func (w *writerState) counter(idx uint32) *counter {
 	return &c[idx&(chunkSize-1)]
 }
 
-// sizeClass is the entry size of a tuple that compares nw words: 0 small
-// (smallEntry), 1 large (entry).
-func sizeClass(nw int) int {
-	if nw > entryLineWords {
-		return 1
-	}
-	return 0
-}
-
 func (w *writerState) allocEntry(class int) uint32 {
 	if k := len(w.free[class]); k > 0 {
 		idx := w.free[class][k-1]
@@ -121,12 +112,8 @@ func (w *writerState) allocEntry(class int) uint32 {
 		return idx
 	}
 	if w.fill[class] == 0 {
-		shift := uint8(smallShift)
-		if class == 1 {
-			shift = largeShift
-		}
 		w.cur[class] = uint32(len(w.chunks))
-		c := w.newChunk(shift)
+		c := w.newChunk(uint8(class))
 		w.chunks = append(w.chunks, c)
 		w.ents = append(w.ents, c.ref())
 	}
@@ -137,10 +124,7 @@ func (w *writerState) allocEntry(class int) uint32 {
 
 // freeEntry makes entry idx available again.
 func (w *writerState) freeEntry(idx uint32) {
-	class := 0
-	if w.chunks[idx>>chunkShift].shift == largeShift {
-		class = 1
-	}
+	class := w.chunks[idx>>chunkShift].class
 	w.free[class] = append(w.free[class], idx)
 }
 

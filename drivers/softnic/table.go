@@ -13,7 +13,7 @@ import (
 
 // The rule table, and how the datapath reads it without locks.
 //
-// Rules live in entries (64- or 128-byte records in chunks that never move),
+// Rules live in entries (48-, 64- or 128-byte records in chunks that never move),
 // found through one hash table per tuple (per distinct mask). The hash
 // tables and the active-generation array exist twice, as two views: a
 // left-right scheme. Readers (the datapath) always read the active view;
@@ -30,56 +30,86 @@ import (
 // entry is one installed rule. Its fields do not change while any view
 // refers to it; a modify writes a new entry.
 //
-// Entries come in two sizes, by how many packed key words their tuple
-// compares: a tuple of at most entryLineWords words (a mapping's
-// per-destination rule: in_port, source MAC, source and destination
-// address, EthType) has 64-byte entries, the first line of this struct
-// only; wider tuples (an exact 5-tuple with tunnel fields) the whole 128
-// bytes. A small entry's record is followed by the next one, so more is
-// read only when the tuple's words reach it.
+// Entries come in three sizes (size classes), by how many packed key words
+// their tuple compares: a tuple of at most tinyWords words (a mapping's
+// per-destination rule: its IPv4 addresses, in_port, source MAC) has
+// 48-byte entries, the header, operand and three key words; one of at most
+// entryLineWords words 64-byte entries, the first cache line of this
+// struct; wider tuples (an exact 5-tuple with tunnel fields) the whole 128
+// bytes. An entry's record is followed by the next one, so nothing past its
+// class's size is read or written (keyEqual, keyOf, setKey).
 type entry struct {
-	// The first cache line holds what a lookup reads: liveness, priority,
-	// the program, the first key words and the program's operand.
+	// The first 48 bytes hold what a lookup reads: liveness, priority,
+	// the program, the program's operand and the first key words.
 	prog  uint32 // index in the program table
 	scope uint32 // index in the generation array
 	gen   uint32
 	prio  uint16
-	tup   uint16                 // the tuple's ID (writerState.tupleByID)
-	key   [entryLineWords]uint64 // packed by the tuple's shape
+	tup   uint16 // the tuple's ID (writerState.tupleByID)
 	// arg is the rule's own operand of its shared program: the MAC of the
 	// program's parametrized set_eth_dst (program.argAct), as macWord.
 	// Rules that differ only there (a mapping's per-destination rules,
 	// one MAC per destination VM) share one program instead of each
 	// compiling its own (some 1.2 KB with its encapsulation template).
 	arg uint64
+	key [entryLineWords]uint64 // packed by the tuple's shape
 	// more holds key words entryLineWords and up: large entries only.
 	more [numWords - entryLineWords]uint64
 	_    uint64
 }
 
-// smallEntry is the record of an entry of a narrow tuple: the first cache
-// line of entry.
-type smallEntry [64]byte
-
+// The size classes of entries.
 const (
-	smallShift = 6 // log2 of a small entry's size
-	largeShift = 7 // of an entry's
+	classTiny  = iota // 48 bytes: at most tinyWords key words
+	classSmall        // 64 bytes: at most entryLineWords
+	classLarge        // 128 bytes: the whole entry
+	numClasses
+
+	tinyWords = 3
 )
+
+// classSize is each class's record size in bytes.
+var classSize = [numClasses]uintptr{48, 64, 128}
+
+// classUnits holds each class's size in 16-byte units, a byte per class,
+// for entryAt: a shift and a mask instead of a load from classSize.
+const classUnits = 3 | 4<<8 | 8<<16
+
+// sizeClass is the class of the entries of a tuple that compares nw words.
+func sizeClass(nw int) int {
+	switch {
+	case nw <= tinyWords:
+		return classTiny
+	case nw <= entryLineWords:
+		return classSmall
+	}
+	return classLarge
+}
+
+// lineWords is how many of e.key an entry of a tuple of nw words holds:
+// the rest of its record belongs to the next entry.
+func lineWords(nw int) int {
+	if nw <= tinyWords {
+		return tinyWords
+	}
+	return entryLineWords
+}
 
 // keyOf returns the packed key of e, whose tuple compares nw words.
 func (e *entry) keyOf(nw int) words {
 	var k words
-	copy(k[:entryLineWords], e.key[:])
+	copy(k[:lineWords(nw)], e.key[:])
 	for j := entryLineWords; j < nw; j++ {
 		k[j] = e.more[j-entryLineWords]
 	}
 	return k
 }
 
-// setKey stores packed key pk of nw words in e; a small entry (nw <=
-// entryLineWords) is written no further than its 64 bytes.
+// setKey stores packed key pk of nw words in e, no further than its
+// class's record: the words of its line beyond nw too (zero in pk), which
+// keyEqual compares.
 func (e *entry) setKey(pk *words, nw int) {
-	copy(e.key[:], pk[:entryLineWords])
+	copy(e.key[:lineWords(nw)], pk[:])
 	for j := entryLineWords; j < nw; j++ {
 		e.more[j-entryLineWords] = pk[j]
 	}
@@ -98,12 +128,13 @@ const (
 
 // chunk is chunkSize entries of one size, and what belongs to them beside
 // the lookups' lines. Only writers change a chunk's fields; the datapath
-// reads e, shift, ids and (for rules that count) c.
+// reads e, ids and (for rules that count) c.
 type chunk struct {
-	// e is the entries: chunkSize records of 1<<shift bytes, from the
-	// heap or a huge-page slab (hugemem.go).
+	// e is the entries: chunkSize records of class's size, from the heap
+	// or a huge-page slab (hugemem.go), at an address with its two low
+	// bits clear (entRef).
 	e     unsafe.Pointer
-	shift uint8
+	class uint8
 	// ids is each entry's rule ID, which a lookup reads only to break a
 	// tie of priorities and an exception to name its rule: 32 bits while
 	// every ID of the chunk fits (controllers count theirs up from 1),
@@ -123,28 +154,26 @@ type chunk struct {
 
 // at returns entry i of c.
 func (c *chunk) at(i uint32) *entry {
-	return (*entry)(unsafe.Add(c.e, uintptr(i&(chunkSize-1))<<c.shift))
+	return (*entry)(unsafe.Add(c.e, uintptr(i&(chunkSize-1))*classSize[c.class]))
 }
 
 // entRef is a chunk's entries as the datapath finds them: the address of
-// the first, plus one when they are large (entry rather than smallEntry).
+// the first plus their size class.
 // A dense slice of these (view.ents) gives an entry's address from one
 // load, as a slice of chunk pointers would not (the chunk, then its
 // fields).
 type entRef unsafe.Pointer
 
 func (c *chunk) ref() entRef {
-	if c.shift == largeShift {
-		return entRef(unsafe.Add(c.e, 1))
-	}
-	return entRef(c.e)
+	return entRef(unsafe.Add(c.e, c.class))
 }
 
 // entryAt returns entry idx of a view's (or the writer's) entRefs.
 func entryAt(ents []entRef, idx uint32) *entry {
 	p := unsafe.Pointer(ents[idx>>chunkShift])
-	large := uintptr(p) & 1
-	return (*entry)(unsafe.Add(p, uintptr(idx&(chunkSize-1))<<(smallShift+large)-large))
+	class := uintptr(p) & 3
+	units := uintptr(classUnits) >> (8 * class) & 0xff
+	return (*entry)(unsafe.Add(p, uintptr(idx&(chunkSize-1))*units<<4-class))
 }
 
 // id is the rule ID of entry i of c.

@@ -14,9 +14,10 @@ import (
 // TestTableAgainstModel is a differential test of the rule table against a
 // plain map of rules: random batches of adds, deletes and modifies (some
 // all-or-nothing batches that fail and must leave the table as it was) of
-// rules of three shapes, exact 5-tuples (large entries), mapping-like
-// /32 rules on in_port, source MAC and addresses (small entries) and /24
-// prefixes (small entries, a third mask), with and without a Count action,
+// rules of four shapes, exact 5-tuples (large entries), mapping-like
+// /32 rules on in_port, source MAC and addresses (tiny entries), the same
+// on the destination with its UDP port (small entries) and /24 prefixes
+// (tiny entries, a fourth mask), with and without a Count action,
 // with one cookie or several. After each batch: Dump holds exactly the
 // model's rules with their cookies and exact counts, and packets of sampled
 // flows come out with the MAC of the rule the model says wins (highest
@@ -49,12 +50,15 @@ func TestTableAgainstModel(t *testing.T) {
 		f := rng.IntN(flows)
 		var m hal.Match
 		prio := uint16(1 + rng.IntN(4))
-		switch rng.IntN(3) {
+		switch rng.IntN(4) {
 		case 0:
 			m = hal.Exact(&keys[f])
 			prio = 100
 		case 1:
 			m.InPort(pVM1).EthSrc(macVM1).IPSrc(netip.PrefixFrom(caVM1, 32)).IPDst(netip.PrefixFrom(netip.AddrFrom16(keys[f].IPDst).Unmap(), 32))
+			prio = uint16(50 + rng.IntN(2))
+		case 2:
+			m.InPort(pVM1).EthSrc(macVM1).IPDst(netip.PrefixFrom(netip.AddrFrom16(keys[f].IPDst).Unmap(), 32)).Proto(hal.ProtoUDP).L4Dst(53)
 			prio = uint16(50 + rng.IntN(2))
 		default:
 			m.IPDst(netip.PrefixFrom(netip.AddrFrom16(keys[f].IPDst).Unmap(), 24).Masked())
