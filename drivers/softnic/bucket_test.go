@@ -10,9 +10,10 @@ import (
 	"github.com/nicpath/nicpath/hal"
 )
 
-// TestBucketScan holds scan's word-at-a-time compare to a slot-by-slot one,
-// on buckets whose signatures collide, differ by one bit, or are empty,
-// with and without the overflow bit (which no signature compare sees).
+// TestBucketScan holds scan's and free's word-at-a-time compares to
+// slot-by-slot ones, on buckets whose signatures collide, differ by one
+// bit, or are empty or deleted, with and without the overflow bit (which no
+// signature compare sees).
 func TestBucketScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	pick := func(sig uint32) uint32 {
@@ -46,14 +47,20 @@ func TestBucketScan(t *testing.T) {
 			bk.setSig(s, sigs[s])
 			bk.idx[s] = uint32(s)
 		}
-		var want uint32
+		var want, wantFree uint32
 		for s := 0; s < 8; s++ {
+			if sigs[s] < 2 {
+				wantFree |= 1 << s
+			}
 			if bk.sig(s) != sigs[s] {
 				t.Fatalf("slot %d holds %#x, set %#x", s, bk.sig(s), sigs[s])
 			}
 			if sigs[s] == sig {
 				want |= 1 << s
 			}
+		}
+		if got := bk.free(); got != wantFree {
+			t.Fatalf("bucket %#x: free = %08b, want %08b", bk.sigs, got, wantFree)
 		}
 		got, more := bk.scan(sig)
 		if got != want || more != over || bk.overflowed() != over {
