@@ -214,10 +214,12 @@
 // Config.MaxRules rules (1M by default), Config.MaxBatch operations per
 // Apply, Config.MaxScopes scopes, 65536 distinct masks (a rule with one
 // more is refused with ErrNotSupported). Frames up to the largest port MTU plus 22
-// bytes. Memory is about 97 bytes per mapping's per-destination rule at 8M
-// of them (the 64-byte entry, its 4-byte ID, both hash table copies, the ID
-// index: BenchmarkMappingMemory) and about 170 per exact-match rule (the
-// 128-byte entry: BenchmarkRuleMemory), 16 more for a rule that counts. Identical action lists are stored once. The ID
+// bytes. Memory is about 81 bytes per mapping's per-destination rule at 8M
+// of them (the 48-byte entry of a three-word key, its 4-byte ID, both hash
+// table copies, the ID index: BenchmarkMappingMemory) and about 111 per
+// exact-match IPv4 rule (a 64-byte entry; 128 with tunnel fields:
+// BenchmarkRuleMemory), 16 more for a rule that counts. Identical action
+// lists are stored once. The ID
 // index is a paged dense array (4 bytes per ID, pages of 1024 IDs freed
 // when empty) for IDs below 2^26, as controllers hand out IDs in sequence,
 // and a map above.
