@@ -1,12 +1,19 @@
 package softnic
 
 import (
+	"math/bits"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
+	"unsafe"
+
+	"github.com/nicpath/nicpath/hal"
 )
 
-// TestBucketScan holds scan's word-at-a-time compare to a slot-by-slot one,
-// on buckets whose signatures collide, differ by one bit, or are empty.
+// TestBucketScan holds scan's and free's word-at-a-time compares to
+// slot-by-slot ones, on buckets whose signatures collide, differ by one
+// bit, or are empty or deleted, with and without the overflow bit (which no
+// signature compare sees).
 func TestBucketScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	pick := func(sig uint32) uint32 {
@@ -18,33 +25,46 @@ func TestBucketScan(t *testing.T) {
 		case 2:
 			return sig
 		case 3:
-			return sig ^ 1<<rng.IntN(32)
+			return sig ^ 1<<rng.IntN(31)
 		case 4:
-			return sig ^ 0x80000000
+			return sig ^ 0x40000000
 		}
-		return rng.Uint32()
+		return rng.Uint32() & sigMask
 	}
 	for n := 0; n < 200000; n++ {
-		sig := rng.Uint32()
+		sig := rng.Uint32() & sigMask
 		if n%3 == 0 {
-			sig = []uint32{2, 3, 0x7fffffff, 0x80000000, 0xffffffff}[rng.IntN(5)]
+			sig = []uint32{2, 3, 0x3fffffff, 0x40000000, 0x7fffffff}[rng.IntN(5)]
 		}
 		var bk bucket
+		over := rng.IntN(2) == 0
+		if over {
+			bk.setOverflow()
+		}
+		sigs := make([]uint32, 8)
 		for s := 0; s < 8; s++ {
-			bk.setSig(s, pick(sig))
+			sigs[s] = pick(sig)
+			bk.setSig(s, sigs[s])
 			bk.idx[s] = uint32(s)
 		}
-		var want uint32
-		wantEmpty := false
+		var want, wantFree uint32
 		for s := 0; s < 8; s++ {
-			if bk.sig(s) == sig {
+			if sigs[s] < 2 {
+				wantFree |= 1 << s
+			}
+			if bk.sig(s) != sigs[s] {
+				t.Fatalf("slot %d holds %#x, set %#x", s, bk.sig(s), sigs[s])
+			}
+			if sigs[s] == sig {
 				want |= 1 << s
 			}
-			wantEmpty = wantEmpty || bk.sig(s) == sigEmpty
 		}
-		got, empty := bk.scan(sig)
-		if got != want || empty != wantEmpty {
-			t.Fatalf("bucket %#x sig %#x: scan = %08b, %v; want %08b, %v", bk.sigs, sig, got, empty, want, wantEmpty)
+		if got := bk.free(); got != wantFree {
+			t.Fatalf("bucket %#x: free = %08b, want %08b", bk.sigs, got, wantFree)
+		}
+		got, more := bk.scan(sig)
+		if got != want || more != over || bk.overflowed() != over {
+			t.Fatalf("bucket %#x sig %#x: scan = %08b, %v; want %08b, %v", bk.sigs, sig, got, more, want, over)
 		}
 	}
 }
@@ -74,8 +94,111 @@ func TestKeyEqual(t *testing.T) {
 		for j := 0; j < nw; j++ {
 			want = want && pk[j] == ek[j]
 		}
-		if got := keyEqual(&pk, &ek, nw); got != want {
+		var e entry
+		e.arg = rng.Uint64() // beside the key: never compared
+		e.setKey(&ek, nw)
+		if k := e.keyOf(nw); k != ek {
+			t.Fatalf("entry key %#x, stored %#x", k, ek)
+		}
+		if got := keyEqual(&pk, &e, nw); got != want {
 			t.Fatalf("keyEqual(%#x, %#x, %d) = %v", pk, ek, nw, got)
+		}
+	}
+}
+
+// TestProbeChains: a table filled to its growth limit with signatures
+// crowded onto few home buckets, with removals and reinsertions, against a
+// plain map: every slot present is found by walking its chain as the
+// lookup does (ending at the first bucket that never overflowed), and none
+// removed is.
+func TestProbeChains(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	var ht htab
+	ht.init(64)
+	type slot struct{ sig, idx uint32 }
+	live := map[slot]bool{}
+	var order []slot
+	find := func(s slot) bool {
+		bi := ht.home(s.sig)
+		for n := uint64(0); n < ht.nb; n++ {
+			m, more := ht.b[bi].scan(s.sig)
+			for ; m != 0; m &= m - 1 {
+				if ht.b[bi].idx[bits.TrailingZeros32(m)&7] == s.idx {
+					return true
+				}
+			}
+			if !more {
+				return false
+			}
+			bi = ht.next(bi)
+		}
+		return false
+	}
+	limit := 64 * 8 * maxLoadNum / maxLoadDen
+	for round := 0; round < 2000; round++ {
+		if len(live) < limit && (rng.IntN(3) > 0 || len(order) == 0) {
+			// Signatures of a few home buckets: long chains.
+			s := slot{sig: 2 + uint32(rng.IntN(4))<<27 + uint32(rng.IntN(1<<20)), idx: uint32(round)}
+			ht.insert(s.sig, s.idx)
+			live[s] = true
+			order = append(order, s)
+		} else {
+			k := rng.IntN(len(order))
+			s := order[k]
+			order = append(order[:k], order[k+1:]...)
+			if !ht.remove(s.sig, s.idx) {
+				t.Fatalf("round %d: remove of %+v found nothing", round, s)
+			}
+			delete(live, s)
+			if find(s) {
+				t.Fatalf("round %d: %+v found after its removal", round, s)
+			}
+		}
+		for s := range live {
+			if !find(s) {
+				t.Fatalf("round %d: %+v not found", round, s)
+			}
+		}
+		if ht.used != len(live) {
+			t.Fatalf("round %d: %d used, %d live", round, ht.used, len(live))
+		}
+	}
+}
+
+// TestSizeClasses: tuples of the benchmarks' and the model test's shapes
+// get the entry sizes their keys need, and entryAt finds entry i of a
+// chunk of each class where the chunk's own at does.
+func TestSizeClasses(t *testing.T) {
+	n := newNIC(t)
+	var mapping, port hal.Match
+	mapping.InPort(pVM1).EthSrc(macVM1).IPSrc(netip.PrefixFrom(caVM1, 32)).IPDst(hal.MustPrefix("198.18.0.1/32"))
+	port.InPort(pVM1).EthSrc(macVM1).IPDst(hal.MustPrefix("198.18.0.1/32")).Proto(hal.ProtoUDP).L4Dst(53)
+	k := flowKey(1)
+	tk6 := k
+	tk6.TunKind, tk6.VNI = hal.EncapVXLAN, 5000
+	tk6.TunSrc, tk6.TunDst = hal.Addr16(paRem), hal.Addr16(paLocal)
+	for _, c := range []struct {
+		name string
+		m    hal.Match
+		nw   int
+		cls  int
+	}{{"mapping", mapping, 3, classTiny}, {"mapping+port", port, 4, classSmall}, {"exact", hal.Exact(&k), 5, classSmall},
+		{"exact tunnelled", hal.Exact(&tk6), 9, classLarge}} {
+		var tk tupleKey
+		var kw words
+		ruleKey(&c.m, &tk, &kw)
+		if sh := newShape(&tk); sh.n != c.nw || sizeClass(sh.n) != c.cls || !tk.v4 {
+			t.Errorf("%s: %d words (v4 %v), class %d; want %d, class %d", c.name, sh.n, tk.v4, sizeClass(sh.n), c.nw, c.cls)
+		}
+		ch := n.w.newChunk(uint8(c.cls))
+		ents := []entRef{ch.ref()}
+		for i := uint32(0); i < chunkSize; i++ {
+			if got, want := entryAt(ents, i), ch.at(i); got != want {
+				t.Fatalf("%s: entry %d at %p, want %p", c.name, i, got, want)
+			}
+		}
+		if uintptr(unsafe.Pointer(ch.at(1)))-uintptr(unsafe.Pointer(ch.at(0))) != classSize[c.cls] {
+			t.Errorf("%s: entries %d bytes apart", c.name, classSize[c.cls])
 		}
 	}
 }

@@ -29,8 +29,10 @@ func (n *NIC) RuleCounters(ctx context.Context, ids []hal.RuleID, out []hal.Coun
 		if !ok {
 			return fmt.Errorf("%s: counters of rule %d: %w", DriverName, id, hal.ErrNotFound)
 		}
-		c := n.w.counter(idx)
-		out[i] = hal.Counters{Packets: c.pkts.Load(), Bytes: c.bytes.Load()}
+		out[i] = hal.Counters{}
+		if c := n.w.counter(idx); c != nil {
+			out[i] = hal.Counters{Packets: c.pkts.Load(), Bytes: c.bytes.Load()}
+		}
 	}
 	return nil
 }

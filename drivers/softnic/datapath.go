@@ -211,7 +211,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			continue
 		}
 		idx := b.best[i]
-		p := v.progs[v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)].prog]
+		p := v.progs[entryAt(v.ents, idx).prog]
 		b.prog[i] = p
 		b.pf[npf] = uintptr(unsafe.Pointer(p))
 		npf++
@@ -233,7 +233,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		idx := b.best[i]
 		p := b.prog[i]
 		if p.argMAC {
-			b.arg[i] = v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)].arg
+			b.arg[i] = entryAt(v.ents, idx).arg
 		}
 		if p.count {
 			if idx != lastCount {
@@ -259,7 +259,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		// The rule ID sits in the entry's second cache line, which
 		// nothing else on the way out reads: only exceptions carry it.
 		if b.fate[i] == fateHost {
-			b.rule[i] = v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)].id
+			b.rule[i] = v.chunks[idx>>chunkShift].id(idx)
 		}
 	}
 	if lastCount != noRule {
@@ -344,7 +344,10 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	floor := int32(tab.maxPrio)
 	todo := b.todo[:0]
 	for i := 0; i < k; i++ {
-		if b.fate[i] != fatePending || b.prio[i] > floor {
+		// A v4 tuple leaves out words that only IPv4 packets are sure
+		// to hold as its rules do (v4Known): no other packet probes it.
+		if b.fate[i] != fatePending || b.prio[i] > floor ||
+			(sh.v4 && uint16(b.w[i][wordEthType]>>ethTypeShift) != hal.EtherTypeIPv4) {
 			continue
 		}
 		// The packet's words as this tuple sees them, packed like its
@@ -361,28 +364,45 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		}
 		sig := sigOf(finish(h))
 		b.sig[i] = sig
-		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[uint64(sig)&ht.mask]))
+		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[ht.home(sig)]))
 		todo = append(todo, uint8(i))
 	}
 	prefetch(&b.pf, len(todo))
 	npf := 0
 	for _, i := range todo {
 		sig := b.sig[i]
-		bk := &ht.b[uint64(sig)&ht.mask]
-		m, empty := bk.scan(sig)
+		bk := &ht.b[ht.home(sig)]
+		m, more := bk.scan(sig)
 		// The home bucket's answer, for the compare pass: bit 8 says
-		// the bucket has an empty slot.
+		// the probe chain goes on past it.
 		b.home[i] = uint16(m)
-		if empty {
+		if more {
 			b.home[i] |= 1 << 8
 		}
 		if m != 0 {
 			idx := bk.idx[bits.TrailingZeros32(m)&7]
-			b.pf[npf] = uintptr(unsafe.Pointer(&v.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]))
+			b.pf[npf] = uintptr(unsafe.Pointer(entryAt(v.ents, idx)))
 			npf++
 		}
 	}
 	prefetch(&b.pf, npf)
+	// The rest of each entry the compare reads, when it may lie in the
+	// next line: without this, a second miss per packet, one after the
+	// other. A large entry's key goes on in its second line
+	// (entry.more); a 48-byte tiny entry straddles two lines at every
+	// other index.
+	switch sizeClass(sh.n) {
+	case classLarge:
+		for j := 0; j < npf; j++ {
+			b.pf[j] += 64
+		}
+		prefetch(&b.pf, npf)
+	case classTiny:
+		for j := 0; j < npf; j++ {
+			b.pf[j] += 40 // the last key word
+		}
+		prefetch(&b.pf, npf)
+	}
 	compare(b, v, tab, todo)
 }
 
@@ -392,32 +412,40 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 	ht := &tab.ht
 	nw := min(tab.shape.n, numWords)
-	chunks, gens := v.chunks, v.gens
+	chunks, ents, gens := v.chunks, v.ents, v.gens
 	for _, i := range todo {
 		sig := b.sig[i]
 		pk := &b.pk[i]
-		bi := uint64(sig) & ht.mask
-		m, empty := uint32(b.home[i]&0xff), b.home[i]&(1<<8) != 0
+		bi := ht.home(sig)
+		m, more := uint32(b.home[i]&0xff), b.home[i]&(1<<8) != 0
 		for {
 			bk := &ht.b[bi]
 			for ; m != 0; m &= m - 1 {
 				idx := bk.idx[bits.TrailingZeros32(m)&7]
-				e := &chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
-				if !keyEqual(pk, &e.key, nw) || gens[e.scope] != e.gen {
+				e := entryAt(ents, idx)
+				if !keyEqual(pk, e, nw) || gens[e.scope] != e.gen {
 					continue
 				}
 				pr := int32(e.prio)
-				if pr > b.prio[i] || (pr == b.prio[i] && e.id < chunks[b.best[i]>>chunkShift].e[b.best[i]&(chunkSize-1)].id) {
+				if pr > b.prio[i] || (pr == b.prio[i] && idOf(chunks, idx) < idOf(chunks, b.best[i])) {
 					b.best[i], b.prio[i] = idx, pr
 				}
 			}
-			if empty {
+			if !more {
 				break
 			}
-			bi = (bi + 1) & ht.mask
-			m, empty = ht.b[bi].scan(sig)
+			if bi++; bi == ht.nb {
+				bi = 0
+			}
+			m, more = ht.b[bi].scan(sig)
 		}
 	}
+}
+
+// idOf is the rule ID of entry idx, which a lookup reads only to break a
+// tie of priorities.
+func idOf(chunks []*chunk, idx uint32) hal.RuleID {
+	return chunks[idx>>chunkShift].id(idx)
 }
 
 // execute runs program p on packet i. Whatever can send the packet to the

@@ -32,7 +32,8 @@
 //
 // Rules are grouped by mask (tuple space search, as in Open vSwitch): one
 // open-addressing hash table per distinct mask, of 64-byte buckets holding
-// eight signature/index pairs, probed in decreasing order of the highest
+// eight signature/index pairs (any number of buckets, grown by half, so
+// that a table stays half to three quarters full), probed in decreasing order of the highest
 // priority each table holds, so that an exact-match table of a million
 // flows costs one bucket and one entry read per packet. Lookups are done a
 // burst at a time, hashing every packet first and prefetching buckets, then
@@ -42,7 +43,12 @@
 // IPv4 without options, TCP or UDP) are keyed by a parse of softnic's own
 // straight into the lookup's words; every other frame goes through
 // hal/wire.Parse, whose result the short one reproduces (TestParseFast).
-// Each rule is a fixed 128-byte entry; rules with identical action lists
+// Each rule is an entry of 64 bytes when its mask leaves at most five key
+// words to compare (a mapping's per-destination rule: in_port, source
+// MAC, EthType, addresses), 128 otherwise (an exact 5-tuple with tunnel
+// fields); its ID sits beside it (4 bytes while IDs fit in 32 bits), its
+// counter only in chunks of entries where a rule counts, and a chunk's
+// cookies are one value until two differ. Rules with identical action lists
 // share one compiled program (precomputed encapsulation headers included),
 // the MAC of a first set_eth_dst apart, which each rule keeps in its entry:
 // a mapping's per-destination rules, one destination MAC each, share the
@@ -208,9 +214,12 @@
 // Config.MaxRules rules (1M by default), Config.MaxBatch operations per
 // Apply, Config.MaxScopes scopes, 65536 distinct masks (a rule with one
 // more is refused with ErrNotSupported). Frames up to the largest port MTU plus 22
-// bytes. Memory is about 190 bytes per exact-match rule: the 128-byte entry
-// and its 16-byte counter, both hash table copies, the ID index (see
-// BenchmarkRuleMemory). Identical action lists are stored once. The ID
+// bytes. Memory is about 81 bytes per mapping's per-destination rule at 8M
+// of them (the 48-byte entry of a three-word key, its 4-byte ID, both hash
+// table copies, the ID index: BenchmarkMappingMemory) and about 111 per
+// exact-match IPv4 rule (a 64-byte entry; 128 with tunnel fields:
+// BenchmarkRuleMemory), 16 more for a rule that counts. Identical action
+// lists are stored once. The ID
 // index is a paged dense array (4 bytes per ID, pages of 1024 IDs freed
 // when empty) for IDs below 2^26, as controllers hand out IDs in sequence,
 // and a map above.

@@ -78,25 +78,40 @@ func makeBuckets(n int) (b []bucket, mem *hugeMem) {
 	return make([]bucket, n), nil
 }
 
-// slabChunks is how many chunks one slab holds.
-const slabChunks = slabBytes / int(unsafe.Sizeof(chunk{}))
-
-// newChunk returns a zeroed chunk for the writer: from the heap for the
-// first heapChunks, then carved from huge-page slabs.
-func (w *writerState) newChunk() *chunk {
-	if len(w.chunks) < heapChunks {
-		return new(chunk)
-	}
-	if w.slabFree == 0 {
-		p, m := mapHuge(slabChunks * int(unsafe.Sizeof(chunk{})))
-		if p == nil {
-			return new(chunk)
+// newChunk returns a chunk for the writer whose entries are of size class
+// class, zeroed: from the heap for the first heapChunks, then carved from
+// huge-page slabs. A heap array of tiny or small entries has room for an
+// entry struct past its last record, so that such an entry read as an
+// entry (whose fields beyond its class's size are never touched) lies
+// within one allocation, as checkptr requires.
+func (w *writerState) newChunk(class uint8) *chunk {
+	c := &chunk{class: class, ids: new([chunkSize]uint32)}
+	size := chunkSize * int(classSize[class])
+	if len(w.chunks) >= heapChunks {
+		if w.slabFree < size {
+			p, m := mapHuge(slabBytes)
+			if p != nil {
+				w.slabs = append(w.slabs, m)
+				w.slabNext, w.slabFree = p, slabBytes
+			}
 		}
-		w.slabs = append(w.slabs, m)
-		w.slabNext, w.slabFree = p, slabChunks
+		if w.slabFree >= size {
+			c.e = w.slabNext
+			w.slabNext = unsafe.Add(w.slabNext, size)
+			w.slabFree -= size
+			return c
+		}
 	}
-	c := (*chunk)(w.slabNext)
-	w.slabNext = unsafe.Add(w.slabNext, unsafe.Sizeof(chunk{}))
-	w.slabFree--
+	// Large objects, so page-aligned (entRef's low bits are free). The
+	// smaller classes get room for a whole entry struct past their last
+	// record: the pointer entryAt makes to it spans that much.
+	switch class {
+	case classTiny:
+		c.e = unsafe.Pointer(new([chunkSize*48/8 + (128-48)/8]uint64))
+	case classSmall:
+		c.e = unsafe.Pointer(new([chunkSize*64/8 + (128-64)/8]uint64))
+	default:
+		c.e = unsafe.Pointer(new([chunkSize]entry))
+	}
 	return c
 }

@@ -11,7 +11,9 @@ import (
 // and comparing are a few word operations instead of a walk over fields.
 // The word layout is softnic's own (not Go's struct layout):
 //
-//	0-1 TunSrc   2-3 TunDst   4-5 IPSrc   6-7 IPDst
+//	0-1 TunSrc   2-3 TunDst
+//	4   IPSrc[0:8]    5 IPSrc[12:16] | IPDst[12:16]<<32
+//	6   IPDst[0:8]    7 IPSrc[8:12] | IPDst[8:12]<<32
 //	8   InPort | VNI<<32
 //	9   EthSrc | EthDst[0:2]<<48
 //	10  EthDst[2:6] | EthType<<32 | VLAN<<48
@@ -21,13 +23,20 @@ const numWords = 12
 type words [numWords]uint64
 
 // Words 4 and 6 hold bytes 0-7 of the inner addresses, always zero in the
-// IPv4-mapped form of an IPv4 packet: a tuple that pins EthType to IPv4
-// leaves them out of its compare and its hash.
+// IPv4-mapped form of an IPv4 packet, and word 7 bytes 8-11 of both, always
+// ::ffff's (v4Mid): so an IPv4 packet's two addresses are word 5 alone. A
+// tuple that pins EthType to IPv4 leaves words 4, 6 and 7 out of its
+// compare and its hash, and word 10 as well when it masks no more of it
+// than the EtherType: the lookup lets only IPv4 packets probe such a tuple
+// (tupleShape.v4), for which those words can hold nothing else.
 const (
 	wordIPSrcHigh = 4
 	wordIPDstHigh = 6
+	wordIPMid     = 7
 	wordEthType   = 10
 	ethTypeShift  = 32
+	v4Mid         = 0xffff0000ffff0000
+	ethTypeMask   = 0xffff << ethTypeShift
 )
 
 func loadWords(k *hal.FlowKey, w *words) {
@@ -37,9 +46,9 @@ func loadWords(k *hal.FlowKey, w *words) {
 	w[2] = le.Uint64(k.TunDst[0:8])
 	w[3] = le.Uint64(k.TunDst[8:16])
 	w[4] = le.Uint64(k.IPSrc[0:8])
-	w[5] = le.Uint64(k.IPSrc[8:16])
+	w[5] = uint64(le.Uint32(k.IPSrc[12:16])) | uint64(le.Uint32(k.IPDst[12:16]))<<32
 	w[6] = le.Uint64(k.IPDst[0:8])
-	w[7] = le.Uint64(k.IPDst[8:16])
+	w[7] = uint64(le.Uint32(k.IPSrc[8:12])) | uint64(le.Uint32(k.IPDst[8:12]))<<32
 	w[8] = uint64(k.InPort) | uint64(k.VNI)<<32
 	s, d := &k.EthSrc, &k.EthDst
 	w[9] = uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 | uint64(s[4])<<32 |
@@ -56,9 +65,11 @@ func storeWords(w *words, k *hal.FlowKey) {
 	le.PutUint64(k.TunDst[0:8], w[2])
 	le.PutUint64(k.TunDst[8:16], w[3])
 	le.PutUint64(k.IPSrc[0:8], w[4])
-	le.PutUint64(k.IPSrc[8:16], w[5])
+	le.PutUint32(k.IPSrc[8:12], uint32(w[7]))
+	le.PutUint32(k.IPSrc[12:16], uint32(w[5]))
 	le.PutUint64(k.IPDst[0:8], w[6])
-	le.PutUint64(k.IPDst[8:16], w[7])
+	le.PutUint32(k.IPDst[8:12], uint32(w[7]>>32))
+	le.PutUint32(k.IPDst[12:16], uint32(w[5]>>32))
 	k.InPort, k.VNI = hal.PortID(w[8]), uint32(w[8]>>32)
 	for i := 0; i < 6; i++ {
 		k.EthSrc[i] = byte(w[9] >> (8 * i))
@@ -82,13 +93,14 @@ func flowHash(w *words) uint32 {
 	case hal.EtherTypeIPv4:
 		// The low 4 bytes of the IPv4-mapped addresses, then the ports
 		// and protocol.
-		h = mix(h, w[5]>>32|w[7]&^0xffffffff)
+		h = mix(h, w[5])
 		h = mix(h, w[11]&0xffffffffff)
 	case hal.EtherTypeIPv6:
+		// The addresses' bytes 0-7 and 8-15, as wire.FlowHash takes them.
 		h = mix(h, w[4])
-		h = mix(h, w[5])
+		h = mix(h, w[7]&0xffffffff|w[5]<<32)
 		h = mix(h, w[6])
-		h = mix(h, w[7])
+		h = mix(h, w[7]>>32|w[5]&^0xffffffff)
 		h = mix(h, w[11]&0xffffffffff)
 	default:
 		h = mix(h, w[9]&0xffffffffffff|uint64(et)<<48)
@@ -111,17 +123,20 @@ type tupleKey struct {
 }
 
 // tupleShape is the immutable part of a tuple that the datapath reads: which
-// words it compares, and their masks, packed.
+// words it compares, and their masks, packed. v4 says that only IPv4
+// packets can match (the tuple's key is v4): the words it leaves out for
+// that are known for those packets alone.
 type tupleShape struct {
+	v4    bool
 	n     int
 	idx   [numWords]uint8
 	pmask [numWords]uint64
 }
 
 func newShape(tk *tupleKey) tupleShape {
-	var s tupleShape
+	s := tupleShape{v4: tk.v4}
 	for i := 0; i < numWords; i++ {
-		if tk.mask[i] == 0 || (tk.v4 && (i == wordIPSrcHigh || i == wordIPDstHigh)) {
+		if tk.mask[i] == 0 || (tk.v4 && v4Known(i, &tk.mask)) {
 			continue
 		}
 		s.idx[s.n] = uint8(i)
@@ -172,20 +187,27 @@ func (s *tupleShape) hashPacked(pk *words) uint64 {
 	return finish(h)
 }
 
-// entryLineWords is how many key words an entry holds in its first cache
-// line, the one the lookup prefetches.
-const entryLineWords = 6
+// entryLineWords is how many key words an entry holds in its first 64
+// bytes beside its 16-byte header and its operand (entry.arg); a tiny
+// entry holds tinyWords of them (sizeClass).
+const entryLineWords = 5
 
-// keyEqual reports whether a packet's packed words pk are the packed rule
-// key ek of a tuple that compares nw words. Both are zero from nw on (pack
-// leaves them so, and lookup clears them in pk up to entryLineWords), so
-// the first entryLineWords are compared in straight-line code, without a
-// loop whose counter the compiler, short of registers in the lookup, kept
-// in memory.
-func keyEqual(pk, ek *words, nw int) bool {
-	d := (pk[0] ^ ek[0]) | (pk[1] ^ ek[1]) | (pk[2] ^ ek[2]) | (pk[3] ^ ek[3]) | (pk[4] ^ ek[4]) | (pk[5] ^ ek[5])
+// keyEqual reports whether a packet's packed words pk are the packed key of
+// entry e, of a tuple that compares nw words. Both are zero from nw up to
+// the entry's line words (pack leaves them so, and lookup clears them in
+// pk), so those are compared in straight-line code, without a loop whose
+// counter the compiler, short of registers in the lookup, kept in memory;
+// the rest (large entries only) in a loop. A tiny entry's record ends
+// after tinyWords: nothing further is read.
+func keyEqual(pk *words, e *entry, nw int) bool {
+	ek := &e.key
+	d := (pk[0] ^ ek[0]) | (pk[1] ^ ek[1]) | (pk[2] ^ ek[2])
+	if nw <= tinyWords {
+		return d == 0 // a tiny entry ends here
+	}
+	d |= (pk[3] ^ ek[3]) | (pk[4] ^ ek[4])
 	for j := entryLineWords; j < nw; j++ {
-		d |= pk[j] ^ ek[j]
+		d |= pk[j] ^ e.more[j-entryLineWords]
 	}
 	return d == 0
 }
@@ -200,11 +222,28 @@ func ruleKey(m *hal.Match, tk *tupleKey, kw *words) {
 }
 
 // pinsIPv4 says whether a rule with mask words mask and key words kw pins
-// EthType to IPv4 with the high address words masked to zero (tupleKey.v4).
+// EthType to IPv4 with the address words that IPv4 packets hold fixed
+// masked to their values: zero high words, ::ffff in the middle
+// (tupleKey.v4).
 func pinsIPv4(mask, kw *words, ethType uint16) bool {
 	et := mask[wordEthType] >> ethTypeShift & 0xffff
 	return et == 0xffff && ethType == hal.EtherTypeIPv4 &&
-		kw[wordIPSrcHigh]&mask[wordIPSrcHigh] == 0 && kw[wordIPDstHigh]&mask[wordIPDstHigh] == 0
+		kw[wordIPSrcHigh]&mask[wordIPSrcHigh] == 0 && kw[wordIPDstHigh]&mask[wordIPDstHigh] == 0 &&
+		kw[wordIPMid]&mask[wordIPMid] == v4Mid&mask[wordIPMid]
+}
+
+// v4Known says whether word i, under mask, holds the same value in every
+// IPv4 packet and every rule of a v4 tuple, so that such a tuple need not
+// compare it: the high and middle address words, and the EtherType word
+// when the mask covers nothing else of it.
+func v4Known(i int, mask *words) bool {
+	switch i {
+	case wordIPSrcHigh, wordIPDstHigh, wordIPMid:
+		return true
+	case wordEthType:
+		return mask[i]&^ethTypeMask == 0
+	}
+	return false
 }
 
 // pack keeps the words s compares, masked, in order.
@@ -219,6 +258,11 @@ func (s *tupleShape) pack(kw *words) words {
 // unpackMatch rebuilds the hal.Match of a rule from its tuple and packed key.
 func unpackMatch(tk *tupleKey, s *tupleShape, pk *words) hal.Match {
 	var kw words
+	if tk.v4 {
+		// The words the shape leaves out, as its rules hold them.
+		kw[wordIPMid] = v4Mid & tk.mask[wordIPMid]
+		kw[wordEthType] = uint64(hal.EtherTypeIPv4) << ethTypeShift & tk.mask[wordEthType]
+	}
 	for j := 0; j < s.n; j++ {
 		kw[s.idx[j]] = pk[j]
 	}

@@ -91,8 +91,8 @@ func parseFast(b []byte, inPort hal.PortID, w *words, l *wire.Layout) bool {
 	// IPv4-mapped addresses, in-port, MACs, EtherType and tag, L4.
 	// (Word by word: a composite literal is built on the stack and copied.)
 	w[0], w[1], w[2], w[3], w[4], w[6] = 0, 0, 0, 0, 0, 0
-	w[5] = 0xffff0000 | w1&0xffffffff00000000
-	w[7] = 0xffff0000 | w2<<32
+	w[5] = w1>>32 | w2<<32
+	w[7] = v4Mid
 	w[8] = uint64(inPort)
 	w[9] = le.Uint64(b[6:14])&0xffffffffffff | uint64(le.Uint16(b[0:2]))<<48
 	w[10] = uint64(le.Uint32(b[2:6])) | uint64(et)<<32 | uint64(vlan)<<48

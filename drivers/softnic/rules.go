@@ -17,6 +17,7 @@ type writerState struct {
 	live   int
 
 	chunks []*chunk
+	ents   []entRef // chunks[i].ref()
 	// Huge-page slabs that chunks beyond the first heapChunks are carved
 	// from (hugemem.go): their owners, and the rest of the last one.
 	slabs    []*hugeMem
@@ -25,8 +26,12 @@ type writerState struct {
 	// tupleByID finds a tuple from the 16-bit ID its entries carry.
 	tupleByID    []*tuple
 	freeTupleIDs []uint16
-	free         []uint32 // entry indices free for reuse
-	next         uint32   // first entry index never used
+	// Entry indices free for reuse, and the chunk being filled, by size
+	// (0 small, 1 large): cur is its index, fill how many of its entries
+	// were handed out (0: none being filled).
+	free [numClasses][]uint32
+	cur  [numClasses]uint32
+	fill [numClasses]uint32
 
 	progs      []*program
 	progByHash map[uint64][]*program
@@ -87,25 +92,40 @@ func (w *writerState) init(n *NIC) {
 func (w *writerState) reset() { w.init(w.n) }
 
 func (w *writerState) entry(idx uint32) *entry {
-	return &w.chunks[idx>>chunkShift].e[idx&(chunkSize-1)]
+	return entryAt(w.ents, idx)
 }
 
+// counter returns the counter of entry idx, nil when its chunk has none
+// (no rule of it ever counted: the count is zero).
 func (w *writerState) counter(idx uint32) *counter {
-	return &w.chunks[idx>>chunkShift].c[idx&(chunkSize-1)]
+	c := w.chunks[idx>>chunkShift].c
+	if c == nil {
+		return nil
+	}
+	return &c[idx&(chunkSize-1)]
 }
 
-func (w *writerState) allocEntry() uint32 {
-	if k := len(w.free); k > 0 {
-		idx := w.free[k-1]
-		w.free = w.free[:k-1]
+func (w *writerState) allocEntry(class int) uint32 {
+	if k := len(w.free[class]); k > 0 {
+		idx := w.free[class][k-1]
+		w.free[class] = w.free[class][:k-1]
 		return idx
 	}
-	idx := w.next
-	if int(idx>>chunkShift) == len(w.chunks) {
-		w.chunks = append(w.chunks, w.newChunk())
+	if w.fill[class] == 0 {
+		w.cur[class] = uint32(len(w.chunks))
+		c := w.newChunk(uint8(class))
+		w.chunks = append(w.chunks, c)
+		w.ents = append(w.ents, c.ref())
 	}
-	w.next++
+	idx := w.cur[class]<<chunkShift | w.fill[class]
+	w.fill[class] = (w.fill[class] + 1) & (chunkSize - 1)
 	return idx
+}
+
+// freeEntry makes entry idx available again.
+func (w *writerState) freeEntry(idx uint32) {
+	class := w.chunks[idx>>chunkShift].class
+	w.free[class] = append(w.free[class], idx)
 }
 
 // Validate says whether the NIC can take r: hal.CheckRule against the
@@ -257,14 +277,25 @@ func (w *writerState) do(op *hal.Op) error {
 			return err
 		}
 		pk := t.shape.pack(&kw)
-		idx := w.allocEntry()
-		e := w.entry(idx)
-		*e = entry{prog: prog.idx, scope: scope, gen: uint32(r.Generation), prio: r.Priority, tup: t.id, id: r.ID, key: pk, arg: arg}
-		w.chunks[idx>>chunkShift].ck[idx&(chunkSize-1)] = r.Cookie
-		// No reader can hold idx (a freed entry is reused only after both
-		// views dropped it and their readers left): plain stores suffice,
-		// where two atomic ones would each cost a locked instruction.
-		*w.counter(idx) = counter{}
+		idx := w.allocEntry(sizeClass(t.shape.n))
+		c := w.chunks[idx>>chunkShift]
+		e := c.at(idx)
+		// Field by field: a small entry has no more than its 64 bytes.
+		e.prog, e.scope, e.gen, e.prio, e.tup, e.arg = prog.idx, scope, uint32(r.Generation), r.Priority, t.id, arg
+		e.setKey(&pk, t.shape.n)
+		c.setID(idx, r.ID)
+		c.setCookie(idx, r.Cookie)
+		if c.c == nil && (prog.count || op.Kind == hal.OpModify) {
+			// No reader reads c of a chunk without a rule that counts.
+			c.c = new([chunkSize]counter)
+		}
+		if c.c != nil {
+			// No reader can hold idx (a freed entry is reused only after
+			// both views dropped it and their readers left): plain stores
+			// suffice, where two atomic ones would each cost a locked
+			// instruction.
+			c.c[idx&(chunkSize-1)] = counter{}
+		}
 		t.addPrio(r.Priority)
 		w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&pk)), idx: idx, add: true})
 		w.byID.set(r.ID, idx)
@@ -297,7 +328,8 @@ func (w *writerState) removeEntry(idx uint32) {
 	t := w.tupleByID[e.tup]
 	t.delPrio(e.prio)
 	w.emptied = w.emptied || t.rules == 0
-	w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&e.key)), idx: idx})
+	k := e.keyOf(t.shape.n)
+	w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&k)), idx: idx})
 	w.retired = append(w.retired, idx)
 }
 
@@ -331,7 +363,7 @@ func (w *writerState) dropNew(idx uint32) {
 	t.delPrio(e.prio)
 	w.emptied = w.emptied || t.rules == 0
 	w.release(w.progs[e.prog])
-	w.free = append(w.free, idx)
+	w.freeEntry(idx)
 }
 
 // restore puts back an entry whose removal was planned in this batch.
@@ -345,13 +377,16 @@ func (w *writerState) restore(idx uint32) {
 func (w *writerState) settle() {
 	for _, c := range w.carry {
 		from, to := w.counter(c[0]), w.counter(c[1])
+		if from == nil {
+			continue // nothing counted
+		}
 		to.pkts.Add(from.pkts.Load())
 		to.bytes.Add(from.bytes.Load())
 	}
 	for _, idx := range w.retired {
 		e := w.entry(idx)
 		w.release(w.progs[e.prog])
-		w.free = append(w.free, idx)
+		w.freeEntry(idx)
 	}
 	w.dropEmptyTuples()
 	w.muts, w.retired, w.carry = w.muts[:0], w.retired[:0], w.carry[:0]
@@ -511,21 +546,25 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 		}
 		e := w.entry(idx)
 		t := w.tupleByID[e.tup]
-		c := w.counter(idx)
+		var cnt hal.Counters
+		if c := w.counter(idx); c != nil {
+			cnt = hal.Counters{Packets: c.pkts.Load(), Bytes: c.bytes.Load()}
+		}
 		p := w.progs[e.prog]
+		k := e.keyOf(t.shape.n)
 		acts := hal.CloneActions(p.actions)
 		if p.argAct >= 0 {
 			acts[p.argAct].MAC = macOfWord(e.arg)
 		}
 		info = hal.RuleInfo{
 			Rule: hal.Rule{
-				ID: id, Priority: e.prio, Match: unpackMatch(&t.key, &t.shape, &e.key),
-				Actions: acts, Cookie: w.chunks[idx>>chunkShift].ck[idx&(chunkSize-1)],
+				ID: id, Priority: e.prio, Match: unpackMatch(&t.key, &t.shape, &k),
+				Actions: acts, Cookie: w.chunks[idx>>chunkShift].cookie(idx),
 				Scope: w.scopeOf[e.scope], Generation: hal.Generation(e.gen),
 			},
 			Location: hal.LocationUser,
 			Live:     w.scopeGen[e.scope] == hal.Generation(e.gen),
-			Counters: hal.Counters{Packets: c.pkts.Load(), Bytes: c.bytes.Load()},
+			Counters: cnt,
 		}
 		if err := fn(&info); err != nil {
 			return err

@@ -436,7 +436,7 @@ func TestViewsAgree(t *testing.T) {
 			if tup.batchMuts != 0 {
 				t.Fatalf("round %d: batchMuts %d left between batches", round, tup.batchMuts)
 			}
-			if a.ht.used != b.ht.used || a.ht.tombs != b.ht.tombs || a.ht.mask != b.ht.mask || !slices.Equal(a.ht.b, b.ht.b) {
+			if a.ht.used != b.ht.used || a.ht.tombs != b.ht.tombs || a.ht.nb != b.ht.nb || !slices.Equal(a.ht.b, b.ht.b) {
 				t.Fatalf("round %d: views differ: used %d/%d tombs %d/%d buckets %d/%d",
 					round, a.ht.used, b.ht.used, a.ht.tombs, b.ht.tombs, len(a.ht.b), len(b.ht.b))
 			}
@@ -648,5 +648,53 @@ func TestEmptyTuplesGo(t *testing.T) {
 	mustApply(t, n, hal.DeleteOp(1))
 	if len(n.w.tuples) != 1 {
 		t.Fatalf("%d tuples after deleting the /32 rule, want 1", len(n.w.tuples))
+	}
+}
+
+// TestV4TupleIPv4Only: a tuple of IPv4 rules compares neither the EtherType
+// nor the address words that IPv4 packets hold fixed (v4Known), so an IPv6
+// packet whose addresses are the rule's in IPv4-mapped form, from the same
+// port and MAC, must still miss it, and an IPv4 one hit; a rule of the
+// same mask with an IPv6 key, in its own tuple, takes the IPv6 packet. Dump
+// gives the rules' matches back whole.
+func TestV4TupleIPv4Only(t *testing.T) {
+	n := newNIC(t)
+	src, dst := netip.MustParseAddr("198.18.1.1"), netip.MustParseAddr("198.18.2.2")
+	src6, dst6 := netip.AddrFrom16(src.As16()), netip.AddrFrom16(dst.As16())
+	var m4, m6 hal.Match
+	m4.InPort(pVM1).EthSrc(macVM1).IPSrc(netip.PrefixFrom(src, 32)).IPDst(netip.PrefixFrom(dst, 32))
+	m6.InPort(pVM1).EthSrc(macVM1).IPSrc(netip.PrefixFrom(src6, 128)).IPDst(netip.PrefixFrom(dst6, 128))
+	r4 := hal.Rule{ID: 1, Priority: 1, Match: m4, Actions: []hal.Action{hal.Output(pUplink)}}
+	mustApply(t, n, hal.AddOp(r4))
+	f4 := udp4(src, dst, 1000, 2000, 10)
+	f6 := wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macGW, Src: src6, Dst: dst6, Proto: hal.ProtoUDP,
+		SrcPort: 1000, DstPort: 2000, Payload: make([]byte, 10)})
+	if k, _ := parse(t, f6); k.EthType != hal.EtherTypeIPv6 || k.IPSrc != hal.Addr16(src) {
+		t.Fatalf("the IPv6 frame parses as %v", k)
+	}
+	if out, r, _ := outPortOf(t, n, f4); out != pUplink {
+		t.Fatalf("IPv4 frame: out %d (%v), want the uplink", out, r)
+	}
+	if out, r, _ := outPortOf(t, n, f6); out != 0 || r != hal.ReasonMiss {
+		t.Fatalf("IPv6 frame with IPv4-mapped addresses: out %d (%v), want a miss", out, r)
+	}
+	r6 := hal.Rule{ID: 2, Priority: 1, Match: m6, Actions: []hal.Action{hal.Output(pVM2)}}
+	mustApply(t, n, hal.AddOp(r6))
+	if out, r, _ := outPortOf(t, n, f6); out != pVM2 {
+		t.Fatalf("IPv6 frame with its own rule: out %d (%v), want vm2", out, r)
+	}
+	if out, r, _ := outPortOf(t, n, f4); out != pUplink {
+		t.Fatalf("IPv4 frame beside the IPv6 rule: out %d (%v), want the uplink", out, r)
+	}
+	got := map[hal.RuleID]hal.Match{}
+	if err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error { got[ri.Rule.ID] = ri.Rule.Match; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []hal.Rule{r4, r6} {
+		want := r.Match
+		want.Normalize()
+		if got[r.ID] != want {
+			t.Errorf("rule %d dumped as %v, want %v", r.ID, got[r.ID], want)
+		}
 	}
 }
