@@ -30,7 +30,13 @@
 // another station's MAC are dropped and counted under not_local, never
 // delivered nor handed to the host, for every encapsulation the NIC
 // decapsulates; its own and a given group's frames are delivered as
-// before. A NIC without the capability skips that case and says so.
+// before. A NIC without the capability skips that case and says so. A NIC
+// with Capabilities.AddressLearning (hal.AddressLearner) reports the
+// sources of its vports' first packets and ARP requests once each, a
+// solicited neighbour advertisement's source, and gratuitous ARPs and
+// unsolicited neighbour advertisements as announcements, nothing of an
+// uplink's frames; the frames it learns from reach the exception path,
+// which the case reads as a host would before asking for reports.
 //
 // Each case opens a fresh NIC. A case skips only when the NIC does not
 // advertise a capability it needs (a match, an action, an uplink), and the

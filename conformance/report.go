@@ -167,6 +167,7 @@ func matrix(caps *hal.Capabilities, results []CaseResult) []CapabilityRow {
 	add("atomic batch", caps.AtomicBatch, "", "rules/atomic")
 	add("crypto (sealed addresses)", caps.Crypto, "", "sealed")
 	add("tunnel filter", caps.TunnelFilter, "", "tunnel-endpoint")
+	add("address learning", caps.AddressLearning, "", "learning")
 	return rows
 }
 

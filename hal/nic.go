@@ -255,7 +255,10 @@ type LearnedAddress struct {
 // vports use (Capabilities.AddressLearning). Reports are deduplicated by
 // the NIC (an address seen again is reported again only after a while)
 // and bounded: reports the reader does not take in time are dropped, never
-// the frames they came from.
+// the frames they came from. A NIC learns from the frames its exception
+// path carries; one may learn as ReadExceptions reads them (xdp, tcflower),
+// so that a frame the host never reads teaches nothing. Package hal/learn
+// is the learning the project's drivers share.
 type AddressLearner interface {
 	// ReadLearned fills batch with learned addresses and returns how many
 	// it filled. It blocks until at least one is there or ctx is done.

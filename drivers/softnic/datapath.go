@@ -667,7 +667,7 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 				// A sealed frame's source is learned from the frame as it
 				// arrived (bufs), never from what was opened.
 				if b.fate[i] == fateHost && b.vni[i] == 0 {
-					n.learn.frame(in.info.ID, bufs[i][offset:offset+sizes[i]])
+					n.learn.Frame(in.info.ID, bufs[i][offset:offset+sizes[i]])
 				}
 			}
 		}

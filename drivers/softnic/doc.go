@@ -144,6 +144,16 @@
 //	Close                        every later call returns ErrClosed; blocked ReadExceptions
 //	                             return ErrClosed; frames already in rings can still be Recv'd
 //
+// # Address learning
+//
+// The NIC implements hal.AddressLearner with hal/learn, which xdp and
+// tcflower share: the datapath learns from every frame of a vport it puts
+// on the exception path (a first packet's source, an ARP's sender, a
+// gratuitous ARP or unsolicited neighbour advertisement as an
+// announcement), after the frame is queued and whether or not the host
+// reads it; a sealed frame's source is read from the frame as it arrived,
+// never from what was opened. ReadLearned hands the reports out.
+//
 // # Sealed addresses
 //
 // With Config.Crypto the NIC implements hal.SealedAddresses: it holds a

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/learn"
 	"github.com/nicpath/nicpath/hal/wire"
 )
 
@@ -63,7 +64,8 @@ func readLearned(t *testing.T, n *NIC, want int) []hal.LearnedAddress {
 
 // The NIC reports the sources its vports use on the frames its exception
 // path carries, and announcements as such; not the uplink's frames, not
-// sealed ones, and an address seen again only after a while.
+// sealed ones, and an address seen again only after a while (hal/learn's
+// tests check the refresh times and bounds).
 func TestLearnedAddresses(t *testing.T) {
 	n := newNIC(t)
 	if !n.Capabilities().AddressLearning {
@@ -103,28 +105,14 @@ func TestLearnedAddresses(t *testing.T) {
 			t.Errorf("report %d: %+v, want %+v", i, got[i], want[i])
 		}
 	}
-	// An announcement repeated at once is one report; a second later,
-	// another.
-	clock := time.Now().Add(time.Minute)
-	n.learn.mu.Lock()
-	n.learn.now = func() time.Time { return clock }
-	n.learn.mu.Unlock()
-	g := arpFrame(macVM1, caVM1, caVM1)
-	fs.Send(pVM1, g, g)
-	readLearned(t, n, 1)
-	clock = clock.Add(2 * time.Second)
-	fs.Send(pVM1, g)
-	if got := readLearned(t, n, 1); got[0].Kind != hal.LearnAnnounced {
-		t.Fatalf("%+v", got[0])
-	}
 }
 
 // A reader that does not keep up loses reports, never frames: the queue is
 // bounded, the drops counted, and the address comes back on its next frame.
 func TestLearnedQueueBounded(t *testing.T) {
-	n := newNIC(t, func(c *Config) { c.ExceptionQueue = 4 * learnQueueMax })
+	n := newNIC(t, func(c *Config) { c.ExceptionQueue = 4 * learn.QueueMax })
 	fs := FarSide{NIC: n}
-	for i := range learnQueueMax + 10 {
+	for i := range learn.QueueMax + 10 {
 		src := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
 		f := wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macGW, Src: src, Dst: caRem, Proto: hal.ProtoUDP, SrcPort: 1, DstPort: 53})
 		if err := fs.Send(pVM1, f); err != nil {
@@ -135,34 +123,14 @@ func TestLearnedQueueBounded(t *testing.T) {
 		t.Fatalf("%d reports dropped, want 10", d)
 	}
 	st, _ := n.Stats(context.Background())
-	if st.Exceptions[hal.ReasonMiss] != learnQueueMax+10 {
+	if st.Exceptions[hal.ReasonMiss] != learn.QueueMax+10 {
 		t.Fatalf("%d misses reached the exception path, want every frame", st.Exceptions[hal.ReasonMiss])
 	}
-	readLearned(t, n, learnQueueMax)
-	i := learnQueueMax + 9
+	readLearned(t, n, learn.QueueMax)
+	i := learn.QueueMax + 9
 	last := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
 	fs.Send(pVM1, wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macGW, Src: last, Dst: caRem, Proto: hal.ProtoUDP, SrcPort: 1, DstPort: 53}))
 	if got := readLearned(t, n, 1); got[0].Addr != last {
 		t.Fatalf("the dropped report did not come back: %+v", got[0])
 	}
-}
-
-// FuzzLearnFrom: any frame is read without panicking, and what is learned
-// is a unicast source address.
-func FuzzLearnFrom(f *testing.F) {
-	f.Add(arpFrame(macVM1, caVM1, caVM1))
-	f.Add(naFrame(macVM1, netip.MustParseAddr("fe80::1"), netip.MustParseAddr("2001:db8::5"), false))
-	f.Add(wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macGW, VLAN: 5, Src: caVM1, Dst: caRem, Proto: hal.ProtoUDP, SrcPort: 1, DstPort: 53}))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		a, ok := learnFrom(b)
-		if !ok {
-			return
-		}
-		if !a.Addr.IsValid() || a.Addr.IsMulticast() || a.Addr.IsUnspecified() || a.MAC[0]&1 != 0 {
-			t.Fatalf("learned %+v", a)
-		}
-		if a.Kind != hal.LearnSeen && a.Kind != hal.LearnAnnounced {
-			t.Fatalf("kind %v", a.Kind)
-		}
-	})
 }

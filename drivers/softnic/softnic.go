@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/learn"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/securechan"
 )
@@ -130,7 +131,7 @@ type NIC struct {
 	exc excQueue
 
 	// learn reports the addresses vports use (learn.go).
-	learn learner
+	learn *learn.Learner
 
 	stats [2][hal.NumReasons]atomic.Uint64 // [0] exceptions, [1] drops
 
@@ -201,7 +202,7 @@ func New(cfg Config) (*NIC, error) {
 		p.ready = make(chan struct{}, 1)
 	}
 	n.exc.init(orDefault(cfg.ExceptionQueue, DefaultExceptionQueue), maxMTU+l2Allowance)
-	n.learn.init()
+	n.learn = learn.New()
 	n.caps = n.capabilities(cfg)
 	n.w.init(n)
 	n.rcu.init(n)
@@ -278,5 +279,6 @@ func (n *NIC) Close() error {
 	n.w.reset()
 	n.rcu.publishEmpty()
 	n.exc.close()
+	n.learn.Close()
 	return nil
 }

@@ -192,6 +192,22 @@
 // load or the kernel lacks act_bpf, it is true, the notes say why, and
 // such a frame continues into the tunnel device's stack as before.
 //
+// # Address learning
+//
+// Where it has an exception path, the NIC implements hal.AddressLearner
+// with hal/learn (Capabilities.AddressLearning; without one it reports
+// the capability absent and ReadLearned fails with hal.ErrNotSupported):
+// ReadExceptions learns from every frame a vport sent that it reads from
+// the channel (a first packet's source, an ARP's sender, a gratuitous ARP
+// or unsolicited neighbour advertisement as an announcement), and
+// ReadLearned hands the reports out. A vport's ARP and neighbour discovery
+// are misses like any other frame no rule takes (or hit the vswitch's
+// ToHost rules) and reach the channel; only an uplink's pass to the
+// kernel's stack, for the tunnel devices' next hops, and an uplink's frames
+// teach nothing anyway. No filter does any work for learning. Learning
+// follows the host's reading: a frame is learned when ReadExceptions reads
+// it.
+//
 // # Placement and honesty
 //
 // [Placement] says where rules may live: hardware only (skip_sw), software

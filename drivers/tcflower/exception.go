@@ -340,6 +340,7 @@ func (n *NIC) installExceptionPath(tx *device, rxName string, tunnelPorts []uint
 	n.lay.hostChain = hostChainIndex
 	n.excBuf = make([]byte, excBufLen)
 	n.caps.ExceptionPath = true
+	n.caps.AddressLearning = true // from what the channel carries (learn.go)
 	n.caps.Actions |= hal.ActionsOf(hal.ActionToHost)
 	if n.caps.HasAction(hal.ActionSetIPSrc) {
 		// pedit and csum are there, and the host takes expiring TTLs.
@@ -575,6 +576,7 @@ func (n *NIC) ReadExceptions(ctx context.Context, batch []hal.Exception) (int, e
 			return count, &hal.OpError{Driver: driverName, Op: "read exceptions", Err: err}
 		}
 		if n.decodeException(f, partial, &batch[count]) {
+			n.learnFrom(&batch[count], f)
 			count++
 		}
 	}

@@ -11,10 +11,14 @@ import (
 	"github.com/mdlayher/netlink"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/learn"
 	"github.com/nicpath/nicpath/hal/wire"
 )
 
-var _ hal.NIC = (*NIC)(nil)
+var (
+	_ hal.NIC            = (*NIC)(nil)
+	_ hal.AddressLearner = (*NIC)(nil)
+)
 
 // maxScopes is how many scopes fit the kernel's limit on chain jumps per
 // packet: __tcf_classify gives up (and drops) after 16 jumps
@@ -96,6 +100,8 @@ type NIC struct {
 	// stopped is set by Close before anything else, so that a reader
 	// blocked in ReadExceptions (which never takes mu) leaves.
 	stopped atomic.Bool
+	// learn learns from the exceptions ReadExceptions reads (learn.go).
+	learn *learn.Learner
 
 	// readMu serialises ReadExceptions; excBuf is its receive buffer and
 	// tmpls its templates of tunnelled misses' outer headers.
@@ -133,6 +139,7 @@ func newNIC(conn *netlink.Conn, cfg Config, block, flags uint32, lay layout, dev
 		cfg: cfg, conn: conn, block: block, flags: flags, lay: lay, devs: devs,
 		rules: map[hal.RuleID]*installed{}, nextChain: 1, nextHandle: 1,
 		endpoints: map[hal.PortID]*endpointState{}, retiredNotLocal: map[hal.PortID]uint64{},
+		learn: learn.New(),
 	}
 	for _, d := range devs {
 		if d.ID != 0 {
@@ -163,6 +170,9 @@ func (n *NIC) Block() uint32 { return n.block }
 // hal.ErrClosed, as do later calls.
 func (n *NIC) Close() error {
 	n.stopped.Store(true)
+	if n.learn != nil {
+		n.learn.Close()
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {

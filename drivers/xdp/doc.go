@@ -135,6 +135,23 @@
 // socket can read it) and over AF_XDP (a UMEM and rings per port for a path
 // that carries only first packets).
 //
+// # Address learning
+//
+// The NIC implements hal.AddressLearner with hal/learn, the code softnic
+// learns with: ReadExceptions learns from every frame a vport sent that it
+// reads (the source of a first packet, an ARP's sender, a gratuitous ARP
+// or unsolicited neighbour advertisement as an announcement), before the
+// copy into the caller's buffer; ReadLearned hands the reports out. ARP and
+// neighbour discovery from a vport need nothing of the program: like any
+// frame no rule forwards they are misses (or hit the vswitch's ToHost
+// rules), go to the perf ring and are dropped, never passed to the host's
+// stack, and the vswitch answers them from its mappings; the program does
+// no work for learning. Frames from uplinks and tunnelled frames teach
+// nothing. Unlike softnic, which learns in its datapath, learning follows
+// the host's reading: a frame is learned when ReadExceptions reads it, and
+// one the rings lost is not learned (the vswitch reads exceptions all the
+// time it runs).
+//
 // # Capabilities
 //
 //	field          value                                   from
@@ -150,6 +167,7 @@
 //	Generations    yes, Config.MaxScopes scopes               the active_gen array
 //	ExceptionPath  yes (perf events), AtomicBatch no
 //	TunnelFilter   yes, 16 addresses and groups per uplink  the tun_eps map
+//	AddressLearning yes (hal.AddressLearner)                 the exception reader
 //	Notes          the mode each port attached in, and why a driver-mode
 //	               attach fell back to generic; per port, the driver
 //	               and, for a veth, the peer's MTU and the cap the kernel

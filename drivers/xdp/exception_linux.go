@@ -76,6 +76,7 @@ func (n *NIC) ReadExceptions(ctx context.Context, batch []hal.Exception) (int, e
 		}
 		e.Len = copy(e.Buf, frame)
 		e.Truncated = e.Len < len(frame)
+		n.learnFrom(e, frame)
 		count++
 	}
 	return count, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/perf"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/learn"
 	"github.com/nicpath/nicpath/internal/afpacket"
 	"github.com/nicpath/nicpath/internal/nsexec"
 )
@@ -22,6 +23,7 @@ import (
 var (
 	_ hal.NIC              = (*NIC)(nil)
 	_ hal.TunnelTerminator = (*NIC)(nil)
+	_ hal.AddressLearner   = (*NIC)(nil)
 )
 
 // ErrDetached means the program of a port is no longer attached to its
@@ -57,6 +59,7 @@ type NIC struct {
 	readMu sync.Mutex // one ReadExceptions at a time: the reader and rec are shared
 	rec    perf.Record
 	lost   atomic.Uint64
+	learn  *learn.Learner // fed by ReadExceptions (learn_linux.go)
 
 	mu     sync.Mutex
 	closed bool
@@ -86,7 +89,7 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 		return nil, fmt.Errorf("xdp: possible CPUs: %w", err)
 	}
 	n := &NIC{cfg: c, spec: spec, maps: map[string]*ebpf.Map{}, ports: map[hal.PortID]*port{}, ncpu: ncpu,
-		active: map[hal.Scope]hal.Generation{}}
+		active: map[hal.Scope]hal.Generation{}, learn: learn.New()}
 	defer func() {
 		if err != nil {
 			n.release()
@@ -292,6 +295,7 @@ func (n *NIC) Close() error {
 	}
 	n.closed = true
 	n.mu.Unlock()
+	n.learn.Close()
 	// The reader's Close wakes a blocked ReadExceptions; take readMu after
 	// it so that no read is left using freed rings.
 	err := n.release()

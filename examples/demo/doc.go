@@ -57,6 +57,11 @@
 // which has no crypto, the sealed frames are dropped and counted on the NIC
 // (fail closed), and vswitchctl seal says so.
 //
+// Learned addresses (namespace story, every driver): after the ping,
+// blue-web-1 sends a gratuitous ARP for its address on its eth0, and
+// vswitchctl learned on host-a shows the address, owned by its policy, and
+// the announcement (the NIC's report through its exception path).
+//
 // NICPATH_DEMO_VERBOSE=1 prints every ip command the namespace story runs.
 //
 // It exits 0 only when every check of the story held, so it doubles as a

@@ -381,6 +381,7 @@ func runNamespaces(ctx context.Context, w io.Writer, drivers hostDrivers, storeK
 	out, _ = ctl("host-a", "flows")
 	s.say("$ vswitchctl flows\n%s", indent(out, "  "))
 	check(strings.Contains(out, "where=nic"), out, nil, "host-a's ping flows are on the NIC")
+	n.learnedStep(ctl)
 	if drivers.remote {
 		if err := n.remoteFaults(ctl, traffic); err != nil {
 			return nil, err

@@ -69,6 +69,7 @@ func tellStory(t *testing.T, v storyVariant) {
 		"Handled: NIC: offloaded",
 		"ok    host-b took the connection's first packet (a tunnelled miss) through its ACLs, then put the connection on its NIC both ways (where=nic)",
 		"ok    red-app-2 → 10.0.0.10:5432: ACL deny-in drops the handshake on host-b",
+		"ok    host-a's NIC reported blue-web-1's gratuitous ARP as an announcement of 10.0.0.10",
 	} {
 		if !strings.Contains(story, want) {
 			t.Errorf("the story does not show %q", want)

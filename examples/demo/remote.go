@@ -150,13 +150,8 @@ func (n *nsStory) remoteFaults(ctl func(string, ...string) (string, error), traf
 	s.title("NIC=remote: what host-a's NIC learned over the channel")
 	out, err := ctl("host-a", "learned")
 	s.say("$ vswitchctl learned\n%s", indent(out, "  "))
-	if n.drivers.of("host-a") == "softnic" {
-		s.check(err == nil && strings.Contains(out, "blue-web-1") && strings.Contains(out, "10.0.0.10") && strings.Contains(out, "owned"),
-			"host-a's nicd reported blue-web-1's address 10.0.0.10 over the secure channel, owned by its policy")
-	} else {
-		s.check(err == nil && strings.Contains(out, "does not report learned addresses"),
-			"host-a's nicd serves %s, which does not learn addresses, and vswitchctl says so", n.drivers.of("host-a"))
-	}
+	s.check(err == nil && strings.Contains(out, "blue-web-1") && strings.Contains(out, "10.0.0.10") && strings.Contains(out, "owned"),
+		"host-a's nicd reported blue-web-1's address 10.0.0.10 over the secure channel, owned by its policy")
 
 	s.title("NIC=remote: host-a's vswitchd stops; the NIC keeps forwarding on its last rules")
 	if err := n.stopProc(filepath.Join(n.dir, "host-a.yaml")); err != nil {

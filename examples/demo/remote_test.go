@@ -34,9 +34,6 @@ func TestNamespaceStoryRemote(t *testing.T) {
 			}
 			story := out.String()
 			learned := "reported blue-web-1's address 10.0.0.10 over the secure channel"
-			if drv == "xdp" {
-				learned = "which does not learn addresses, and vswitchctl says so"
-			}
 			for _, want := range []string{
 				"driver " + drv + ", each NIC in a nicd process of its own (NIC=remote)\n",
 				", driver remote on " + drv + " (",

@@ -16,7 +16,8 @@
 //     way: exactly today's, a list that only shrinks);
 //   - control imports nothing of nicpath's (a control client carries none
 //     of the agent's dependencies); hal/haltest and agent/driver import
-//     only hal (drivers and their tests may use them).
+//     only hal (drivers and their tests may use them);
+//   - hal/learn (the drivers' shared address learning) imports only hal.
 //
 // Rules read the packages' non-test imports: tests may reach further (a
 // driver's test runs the conformance suite).
@@ -151,6 +152,11 @@ func Rules(examplesInternal, internalExceptions []Pair) []Rule {
 		{
 			Name:    "hal/haltest and agent/driver import only hal",
 			Applies: func(pkg string) bool { return pkg == "hal/haltest" || pkg == "agent/driver" },
+			Forbids: func(_, dep string) bool { return dep != "hal" },
+		},
+		{
+			Name:    "hal/learn imports only hal",
+			Applies: func(pkg string) bool { return pkg == "hal/learn" },
 			Forbids: func(_, dep string) bool { return dep != "hal" },
 		},
 	}
