@@ -594,6 +594,8 @@ func (t *table) publish() error {
 		s.M[i] = bpfMaskEntry{Mask: m.mask, MaxPrio: uint32(m.maxPrio), ID: m.id}
 		if m.exact4 {
 			s.M[i].Exact4 = 1
+		} else if uint32(m.maxPrio)+1 > s.OtherMax {
+			s.OtherMax = uint32(m.maxPrio) + 1
 		}
 	}
 	bank := t.bank ^ 1
