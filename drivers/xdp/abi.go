@@ -141,7 +141,7 @@ type bpfMaskSet struct {
 	// exact4, 0 when every shape is: an exact IPv4 hit of a higher
 	// priority needs no search.
 	OtherMax uint32
-	M      [maxMasks]bpfMaskEntry
+	M        [maxMasks]bpfMaskEntry
 }
 
 type bpfPortCfg struct {
