@@ -27,33 +27,34 @@ static __always_inline void best_of(struct flow_val *v, struct rule **best)
 
 #define HASH4_M 0x9E3779B97F4A7C15ULL
 
-/* hash4 is table4's hash of a compact key (abi.go: hash4): four 64-bit
- * words, multiplied in, seeded per NIC. */
-static __always_inline __u64 hash4(const struct flow_key4 *k)
+/* hash4 is table4's hash of a compact key's four 64-bit words (abi.go:
+ * hash4), seeded per NIC. */
+static __always_inline __u64 hash4(__u64 w0, __u64 w1, __u64 w2, __u64 w3)
 {
-	const __u64 *w = (const __u64 *)k;
 	__u64 h = seed4;
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		h = (h ^ w[i]) * HASH4_M;
-		h ^= h >> 29;
-	}
+	h = (h ^ w0) * HASH4_M;
+	h ^= h >> 29;
+	h = (h ^ w1) * HASH4_M;
+	h ^= h >> 29;
+	h = (h ^ w2) * HASH4_M;
+	h ^= h >> 29;
+	h = (h ^ w3) * HASH4_M;
+	h ^= h >> 29;
 	return h;
 }
 
 #define barrier() asm volatile("" ::: "memory")
 
-/* probe4 looks the compact key k up in table4 and, when a slot holds it
- * with a live rule, copies the better live rule into out and returns 1.
- * A slot whose seq changed while it was read (being retired or reused) is
- * read again from the first slot: its new version, if any, was published
- * before it was retired. Loads are ordered as written (compiler barriers;
- * x86 keeps loads in order). */
-static __always_inline int probe4(const struct flow_key4 *k, struct rule *out)
+/* probe4 looks the compact key w0..w3 up in table4 and, when a slot holds
+ * it with a live rule, copies the better live rule into out and returns 1.
+ * A slot whose seq changed while it was read (being retired or reused)
+ * makes the search start again from the first slot: the new version of an
+ * entry, if any, is published before its old slot is retired. Loads are
+ * ordered as written (compiler barriers; x86 keeps loads in order). */
+static __always_inline int probe4(__u64 w0, __u64 w1, __u64 w2, __u64 w3, struct rule *out)
 {
-	__u64 h = hash4(k);
+	__u64 h = hash4(w0, w1, w2, w3);
 	__u32 base = (__u32)(((h >> 32) * (__u64)slots4) >> 32);
-	const __u64 *kw = (const __u64 *)k;
 	for (int attempt = 0; attempt < 3; attempt++) {
 		int again = 0;
 		for (__u32 i = 0; i < PROBE4; i++) {
@@ -66,10 +67,10 @@ static __always_inline int probe4(const struct flow_key4 *k, struct rule *out)
 				continue;
 			barrier();
 			const __u64 *sw = (const __u64 *)&s->key;
-			if (sw[0] != kw[0] || sw[1] != kw[1] || sw[2] != kw[2] || sw[3] != kw[3]) {
+			if (sw[0] != w0 || sw[1] != w1 || sw[2] != w2 || sw[3] != w3) {
 				barrier();
 				if (*(volatile __u32 *)&s->seq != s1) {
-					again = 1; /* the slot changed: it may hold k now */
+					again = 1; /* the slot changed: it may hold the key now */
 					break;
 				}
 				continue;
@@ -96,8 +97,9 @@ static __always_inline int probe4(const struct flow_key4 *k, struct rule *out)
  * shapes hold for it. It copies the better live rule into out and returns
  * LOOKUP_FINAL when no other shape can beat it (none holds a priority as
  * high), LOOKUP_FOUND when lookup must still search the other shapes, or
- * 0. A function of its own: the compact key's room is on its stack, not
- * on lookup's. */
+ * 0. The key's four words are built in registers (struct flow_key4's
+ * layout), not field by field on the stack, whose narrow stores the wide
+ * loads of the hash would wait for. */
 #define LOOKUP_FOUND 1
 #define LOOKUP_FINAL 2
 
@@ -105,23 +107,18 @@ __global int lookup4(struct flow_key *key, struct rule *out)
 {
 	if (!key || !out)
 		return 0;
-	struct flow_key4 k4;
-	k4.in_port = key->in_port;
-	*(__u32 *)k4.ip_src = *(const __u32 *)(key->ip_src + 12);
-	*(__u32 *)k4.ip_dst = *(const __u32 *)(key->ip_dst + 12);
-	k4.l4_src = key->l4_src;
-	k4.l4_dst = key->l4_dst;
-	__builtin_memcpy(k4.eth_src, key->eth_src, 12);
-	k4.vlan = key->vlan;
-	k4.proto = key->proto;
-	k4.pad = 0;
+	__u64 w0 = (__u64)key->in_port | (__u64)*(const __u32 *)(key->ip_src + 12) << 32;
+	__u64 w1 = (__u64)*(const __u32 *)(key->ip_dst + 12) | (__u64)key->l4_src << 32 | (__u64)key->l4_dst << 48;
+	__u64 w2 = *(const __u64 *)key->eth_src; /* eth_src and eth_dst[0:2] */
+	__u64 w3 = (__u64)*(const __u32 *)(key->eth_dst + 2) | (__u64)key->vlan << 32 | (__u64)key->proto << 48;
 	__u32 zero = 0, one = 1;
-	int found = probe4(&k4, out);
+	int found = probe4(w0, w1, w2, w3, out);
 	if (!found) {
 		struct cfg *ov = bpf_map_lookup_elem(&config, &one);
 		if (!ov || !ov->bank)
 			return 0;
-		struct flow_val *v = bpf_map_lookup_elem(&flows4, &k4);
+		__u64 k4[4] = { w0, w1, w2, w3 };
+		struct flow_val *v = bpf_map_lookup_elem(&flows4, k4);
 		if (!v)
 			return 0;
 		struct rule *best = 0;
