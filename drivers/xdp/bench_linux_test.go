@@ -132,7 +132,9 @@ func BenchmarkHitEncap(b *testing.B) {
 }
 
 // BenchmarkRuleOps is xdp.rule_ops_per_s: adds of exact-match rules through
-// Apply, written with BPF batch updates, into an empty table.
+// Apply into an empty table (exact IPv4 rules: written into table4 through
+// its mmap, without a system call per rule). map_ops/s and map_cpu_ns/op
+// are the same entries written by the backend alone into a fresh NIC.
 func BenchmarkRuleOps(b *testing.B) {
 	requireRoot(b)
 	const batch = 1 << 17
