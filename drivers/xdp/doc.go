@@ -137,11 +137,10 @@
 // costs several nanoseconds. The hash lookup of an exact IPv4 rule was four
 // of them (the helper, jhash, the bucket walk, memcmp); table4's probe is
 // none (array lookups are inlined by the verifier), and encapsulation over
-// IPv4 and lookup4 are inlined into the program (lookup4 builds its
-// overflow key in the rule buffer and shares one stack word among its
-// array keys, so the program and its deepest subprogram stay within BPF's
-// 512 bytes of stack). What is left: the parser (parse_one, a subprogram of
-// its own), the redirect helper, and the test-run harness itself.
+// IPv4 is inlined into the program. What is left: the parser (two
+// subprograms), lookup4 (its own subprogram: inlined, its stack and the
+// program's and lookup's would exceed BPF's 512 bytes), the redirect
+// helper, and the test-run harness itself.
 //
 // # Exception path (to-host)
 //
