@@ -103,7 +103,7 @@ static __always_inline int probe4(__u64 w0, __u64 w1, __u64 w2, __u64 w3, struct
 #define LOOKUP_FOUND 1
 #define LOOKUP_FINAL 2
 
-static __always_inline int lookup4(struct flow_key *key, struct rule *out)
+__global int lookup4(struct flow_key *key, struct rule *out)
 {
 	if (!key || !out)
 		return 0;
@@ -111,20 +111,13 @@ static __always_inline int lookup4(struct flow_key *key, struct rule *out)
 	__u64 w1 = (__u64)*(const __u32 *)(key->ip_dst + 12) | (__u64)key->l4_src << 32 | (__u64)key->l4_dst << 48;
 	__u64 w2 = *(const __u64 *)key->eth_src; /* eth_src and eth_dst[0:2] */
 	__u64 w3 = (__u64)*(const __u32 *)(key->eth_dst + 2) | (__u64)key->vlan << 32 | (__u64)key->proto << 48;
-	/* one stack word for every array key: inlined into the program,
-	 * whose stack is near BPF's 512 bytes */
-	__u32 ck = 1;
+	__u32 zero = 0, one = 1;
 	int found = probe4(w0, w1, w2, w3, out);
 	if (!found) {
-		struct cfg *ov = bpf_map_lookup_elem(&config, &ck);
+		struct cfg *ov = bpf_map_lookup_elem(&config, &one);
 		if (!ov || !ov->bank)
 			return 0;
-		/* out's first 32 bytes hold the key: no stack of its own */
-		__u64 *k4 = (__u64 *)out;
-		k4[0] = w0;
-		k4[1] = w1;
-		k4[2] = w2;
-		k4[3] = w3;
+		__u64 k4[4] = { w0, w1, w2, w3 };
 		struct flow_val *v = bpf_map_lookup_elem(&flows4, k4);
 		if (!v)
 			return 0;
@@ -134,12 +127,11 @@ static __always_inline int lookup4(struct flow_key *key, struct rule *out)
 			return 0;
 		__builtin_memcpy(out, best, sizeof(*out));
 	}
-	ck = 0;
-	struct cfg *cf = bpf_map_lookup_elem(&config, &ck);
+	struct cfg *cf = bpf_map_lookup_elem(&config, &zero);
 	if (!cf)
 		return LOOKUP_FOUND;
-	ck = cf->bank & 1;
-	struct mask_set *ms = bpf_map_lookup_elem(&mask_sets, &ck);
+	__u32 bank = cf->bank & 1;
+	struct mask_set *ms = bpf_map_lookup_elem(&mask_sets, &bank);
 	if (!ms)
 		return LOOKUP_FOUND;
 	/* other_max: 1 + the highest priority of the shapes that are not
