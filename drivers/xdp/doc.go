@@ -137,10 +137,11 @@
 // costs several nanoseconds. The hash lookup of an exact IPv4 rule was four
 // of them (the helper, jhash, the bucket walk, memcmp); table4's probe is
 // none (array lookups are inlined by the verifier), and encapsulation over
-// IPv4 is inlined into the program. What is left: the parser (two
-// subprograms), lookup4 (its own subprogram: inlined, its stack and the
-// program's and lookup's would exceed BPF's 512 bytes), the redirect
-// helper, and the test-run harness itself.
+// IPv4 is inlined into the program. What is left: the parser (parse_one;
+// parse_frame is inlined), lookup4 (its own subprogram: inlined, the
+// program's stack and its deepest subprogram's exceed BPF's 512 bytes under
+// Linux 6.1's verifier), the redirect helper, and the test-run harness
+// itself.
 //
 // # Exception path (to-host)
 //
