@@ -136,8 +136,12 @@ func key4(k *bpfKey) bpfKey4 {
 }
 
 type bpfMaskSet struct {
-	N, Pad uint32
-	M      [maxMasks]bpfMaskEntry
+	N uint32
+	// OtherMax is 1 + the highest MaxPrio among the shapes that are not
+	// exact4, 0 when every shape is: an exact IPv4 hit of a higher
+	// priority needs no search.
+	OtherMax uint32
+	M        [maxMasks]bpfMaskEntry
 }
 
 type bpfPortCfg struct {

@@ -132,7 +132,9 @@ func BenchmarkHitEncap(b *testing.B) {
 }
 
 // BenchmarkRuleOps is xdp.rule_ops_per_s: adds of exact-match rules through
-// Apply, written with BPF batch updates, into an empty table.
+// Apply into an empty table (exact IPv4 rules: written into table4 through
+// its mmap, without a system call per rule). map_ops/s and map_cpu_ns/op
+// are the same entries written by the backend alone into a fresh NIC.
 func BenchmarkRuleOps(b *testing.B) {
 	requireRoot(b)
 	const batch = 1 << 17
@@ -180,7 +182,7 @@ func BenchmarkRuleOps(b *testing.B) {
 			b.Fatal(err)
 		}
 		start, cstart = nowNS(), cpuNS()
-		_, err = (&mapBackend{n: n2}).putEntries(keys, vals)
+		_, err = n2.tab.be.putEntries(keys, vals)
 		mapTimed += float64(nowNS() - start)
 		mapCPU += float64(cpuNS() - cstart)
 		n2.Close()

@@ -59,9 +59,11 @@ type Config struct {
 	Ports []PortConfig
 	Mode  Mode
 	// MaxRules is the size of the flow hash (entries; each holds up to two
-	// rules with the same match). Default 65536. The compact IPv4 hash
-	// (exact rules of untunnelled IPv4 frames) has as many, so the kernel
-	// reserves room for twice MaxRules entries.
+	// rules with the same match). Default 65536. Exact rules of
+	// untunnelled IPv4 frames live in table4, an mmapped array of
+	// 2*MaxRules+8 slots of 360 bytes (about 47 MB at the default,
+	// allocated and mapped at Open), and in its overflow, a hash of up to
+	// MaxRules entries allocated as they come.
 	MaxRules int
 	// MaxScopes is the size of the active-generation array. Default 4096.
 	MaxScopes int

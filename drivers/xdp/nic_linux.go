@@ -4,15 +4,19 @@ package xdp
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/perf"
+	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/learn"
@@ -65,6 +69,7 @@ type NIC struct {
 	closed bool
 	tab    *table
 	active map[hal.Scope]hal.Generation
+	t4mem  []byte // table4's mmap, unmapped by release
 }
 
 // Open loads the datapath, attaches it to every port of cfg and returns the
@@ -82,6 +87,19 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 	}
 	spec.Maps["flows"].MaxEntries = uint32(c.MaxRules)
 	spec.Maps["flows4"].MaxEntries = uint32(c.MaxRules)
+	slots4 := slots4For(c.MaxRules)
+	spec.Maps["table4"].MaxEntries = slots4 + probe4
+	var seed [8]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("xdp: table4 seed: %w", err)
+	}
+	t4 := &table4{slots: slots4, seed: binary.LittleEndian.Uint64(seed[:]), tags: make([]uint16, slots4+probe4)}
+	if err := spec.Variables["slots4"].Set(t4.slots); err != nil {
+		return nil, err
+	}
+	if err := spec.Variables["seed4"].Set(t4.seed); err != nil {
+		return nil, err
+	}
 	spec.Maps["active_gen"].MaxEntries = uint32(c.MaxScopes)
 	spec.Maps["rule_counters"].MaxEntries = uint32(c.MaxRules + 1)
 	ncpu, err := ebpf.PossibleCPU()
@@ -105,6 +123,11 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 		}
 		n.maps[name] = m
 	}
+	size := (int(slots4+probe4)*int(slot4Size) + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
+	if t4.mem, err = unix.Mmap(n.maps["table4"].FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
+		return nil, fmt.Errorf("xdp: map table4: %w", err)
+	}
+	n.t4mem = t4.mem
 	n.caps = baseCapabilities(&c)
 	n.caps.Device = ""
 	// Table sizes as the kernel created them, not as asked.
@@ -133,7 +156,7 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 	n.tab = newTable(DriverName, c.MaxRules, c.MaxScopes, c.MaxRules+1, func(id hal.PortID) bool {
 		_, ok := n.ports[id]
 		return ok
-	}, &mapBackend{n: n})
+	}, &mapBackend{n: n, t4: t4, over: map[bpfKey4]struct{}{}})
 	return n, nil
 }
 
@@ -278,6 +301,10 @@ func (n *NIC) release() error {
 		if p.tracer != nil {
 			p.tracer.Close()
 		}
+	}
+	if n.t4mem != nil {
+		unix.Munmap(n.t4mem)
+		n.t4mem = nil
 	}
 	for _, m := range n.maps {
 		m.Close()

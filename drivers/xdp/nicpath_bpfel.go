@@ -26,11 +26,14 @@ const (
 	nicpathMapPorts        = "ports"
 	nicpathMapReasonStats  = "reason_stats"
 	nicpathMapRuleCounters = "rule_counters"
+	nicpathMapTable4       = "table4"
 	nicpathMapTrace        = "trace"
 	nicpathMapTunEps       = "tun_eps"
 	nicpathMapTxPorts      = "tx_ports"
 	nicpathProgNicpathXdp  = "nicpath_xdp"
 	nicpathVarInPort       = "in_port"
+	nicpathVarSeed4        = "seed4"
+	nicpathVarSlots4       = "slots4"
 	nicpathVarTraceOn      = "trace_on"
 )
 
@@ -93,6 +96,7 @@ type nicpathMapSpecs struct {
 	Ports        *ebpf.MapSpec `ebpf:"ports"`
 	ReasonStats  *ebpf.MapSpec `ebpf:"reason_stats"`
 	RuleCounters *ebpf.MapSpec `ebpf:"rule_counters"`
+	Table4       *ebpf.MapSpec `ebpf:"table4"`
 	Trace        *ebpf.MapSpec `ebpf:"trace"`
 	TunEps       *ebpf.MapSpec `ebpf:"tun_eps"`
 	TxPorts      *ebpf.MapSpec `ebpf:"tx_ports"`
@@ -103,6 +107,8 @@ type nicpathMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type nicpathVariableSpecs struct {
 	InPort  *ebpf.VariableSpec `ebpf:"in_port"`
+	Seed4   *ebpf.VariableSpec `ebpf:"seed4"`
+	Slots4  *ebpf.VariableSpec `ebpf:"slots4"`
 	TraceOn *ebpf.VariableSpec `ebpf:"trace_on"`
 }
 
@@ -136,6 +142,7 @@ type nicpathMaps struct {
 	Ports        *ebpf.Map `ebpf:"ports"`
 	ReasonStats  *ebpf.Map `ebpf:"reason_stats"`
 	RuleCounters *ebpf.Map `ebpf:"rule_counters"`
+	Table4       *ebpf.Map `ebpf:"table4"`
 	Trace        *ebpf.Map `ebpf:"trace"`
 	TunEps       *ebpf.Map `ebpf:"tun_eps"`
 	TxPorts      *ebpf.Map `ebpf:"tx_ports"`
@@ -153,6 +160,7 @@ func (m *nicpathMaps) Close() error {
 		m.Ports,
 		m.ReasonStats,
 		m.RuleCounters,
+		m.Table4,
 		m.Trace,
 		m.TunEps,
 		m.TxPorts,
@@ -164,6 +172,8 @@ func (m *nicpathMaps) Close() error {
 // It can be passed to loadNicpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nicpathVariables struct {
 	InPort  *ebpf.Variable `ebpf:"in_port"`
+	Seed4   *ebpf.Variable `ebpf:"seed4"`
+	Slots4  *ebpf.Variable `ebpf:"slots4"`
 	TraceOn *ebpf.Variable `ebpf:"trace_on"`
 }
 

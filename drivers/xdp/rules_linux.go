@@ -76,8 +76,11 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 
 // mapBackend writes the table into the BPF maps.
 type mapBackend struct {
-	n  *NIC
-	k4 []bpfKey4 // compact keys of the run being written, reused
+	n *NIC
+	// t4 is table4 through its mmap; over holds the compact keys whose
+	// entries overflowed into flows4.
+	t4   *table4
+	over map[bpfKey4]struct{}
 }
 
 func fullErr(err error) error {
@@ -87,33 +90,56 @@ func fullErr(err error) error {
 	return err
 }
 
-// putEntries writes each run of keys to its map: flows4 for the keys
-// marked inFlows4 (under their compact key), flows for the others.
+// putEntries writes each run of keys to its map: table4 (or its overflow,
+// flows4) for the keys marked inFlows4, under their compact key; flows for
+// the others, in batch updates.
 func (b *mapBackend) putEntries(keys []bpfKey, vals []bpfFlowVal) (int, error) {
 	done := 0
 	for done < len(keys) {
-		four := keys[done].Pad == inFlows4
+		if keys[done].Pad == inFlows4 {
+			if err := b.put4(&keys[done], &vals[done]); err != nil {
+				return done, err
+			}
+			done++
+			continue
+		}
 		end := done + 1
-		for end < len(keys) && (keys[end].Pad == inFlows4) == four {
+		for end < len(keys) && keys[end].Pad != inFlows4 {
 			end++
 		}
-		var n int
-		var err error
-		if four {
-			b.k4 = b.k4[:0]
-			for i := done; i < end; i++ {
-				b.k4 = append(b.k4, key4(&keys[i]))
-			}
-			n, err = putBatch(b.n.maps["flows4"], b.k4, vals[done:end])
-		} else {
-			n, err = putBatch(b.n.maps["flows"], keys[done:end], vals[done:end])
-		}
+		n, err := putBatch(b.n.maps["flows"], keys[done:end], vals[done:end])
 		done += n
 		if err != nil {
 			return done, err
 		}
 	}
 	return done, nil
+}
+
+// put4 writes an exact IPv4 entry: into table4 when its window has room (or
+// it is there already), else into flows4, published before the slot that
+// held it, if any, is retired.
+func (b *mapBackend) put4(k *bpfKey, v *bpfFlowVal) error {
+	k4 := key4(k)
+	if _, ok := b.over[k4]; !ok && b.t4.put(&k4, v) {
+		return nil
+	}
+	if len(b.over) == 0 {
+		// The program looks in flows4 from now on: before the entry
+		// is there.
+		if err := b.n.maps["config"].Update(uint32(1), uint32(1), ebpf.UpdateAny); err != nil {
+			return err
+		}
+	}
+	if err := b.n.maps["flows4"].Update(&k4, v, ebpf.UpdateAny); err != nil {
+		if len(b.over) == 0 {
+			b.n.maps["config"].Update(uint32(1), uint32(0), ebpf.UpdateAny)
+		}
+		return fullErr(err)
+	}
+	b.over[k4] = struct{}{}
+	b.t4.del(&k4)
+	return nil
 }
 
 // putBatch writes keys[i]→vals[i] into m, in BPF batch updates (one
@@ -140,11 +166,24 @@ func putBatch[K any](m *ebpf.Map, keys []K, vals []bpfFlowVal) (int, error) {
 }
 
 func (b *mapBackend) deleteEntry(k *bpfKey) error {
-	if k.Pad == inFlows4 {
-		k4 := key4(k)
-		return b.n.maps["flows4"].Delete(&k4)
+	if k.Pad != inFlows4 {
+		return b.n.maps["flows"].Delete(k)
 	}
-	return b.n.maps["flows"].Delete(k)
+	k4 := key4(k)
+	if _, ok := b.over[k4]; !ok {
+		if !b.t4.del(&k4) {
+			return fmt.Errorf("table4 has no entry for the key: %w", unix.ENOENT)
+		}
+		return nil
+	}
+	if err := b.n.maps["flows4"].Delete(&k4); err != nil {
+		return err
+	}
+	delete(b.over, k4)
+	if len(b.over) == 0 {
+		return b.n.maps["config"].Update(uint32(1), uint32(0), ebpf.UpdateAny)
+	}
+	return nil
 }
 
 func (b *mapBackend) putMasks(bank uint32, s *bpfMaskSet) error {

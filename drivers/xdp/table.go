@@ -12,8 +12,10 @@ import (
 // map in memory in the unit tests of the bookkeeping.
 type backend interface {
 	// putEntries writes keys[i]→vals[i] in order and returns how many
-	// landed before the first failure. It may run on another goroutine
-	// while the table calls resetCounter (never another method).
+	// landed before the first failure. A batch of keys not marked
+	// inFlows4 may run on another goroutine while the table calls
+	// resetCounter or writes one inFlows4 key with putEntries (never
+	// another method).
 	putEntries(keys []bpfKey, vals []bpfFlowVal) (int, error)
 	deleteEntry(k *bpfKey) error
 	// putMasks writes s into bank and then makes bank the one the program
@@ -171,6 +173,11 @@ type table struct {
 	spare    writeBatch
 	inflight *inflightWrite
 	chunk    int // flushChunk, smaller in tests
+	// one is the room for an entry written on its own.
+	one struct {
+		keys [1]bpfKey
+		vals [1]bpfFlowVal
+	}
 }
 
 // writeBatch is entries to write, and the operations and rules they are for.
@@ -594,6 +601,8 @@ func (t *table) publish() error {
 		s.M[i] = bpfMaskEntry{Mask: m.mask, MaxPrio: uint32(m.maxPrio), ID: m.id}
 		if m.exact4 {
 			s.M[i].Exact4 = 1
+		} else if uint32(m.maxPrio)+1 > s.OtherMax {
+			s.OtherMax = uint32(m.maxPrio) + 1
 		}
 	}
 	bank := t.bank ^ 1
@@ -764,11 +773,23 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 		results[i].Err = err
 		return
 	}
-	rs.entry.pending = true
 	key.MaskID = rs.mask.id
 	if rs.mask.exact4 {
 		markFlows4(&key)
 	}
+	if key.Pad == inFlows4 {
+		// An exact IPv4 entry is a few stores into table4, no system
+		// call: written now rather than gathered (entries of other
+		// maps in flight are independent of it, and none is this one:
+		// a pending entry was flushed above).
+		t.one.keys[0], t.one.vals[0] = key, t.value(rs.entry, rs, &enc)
+		if _, err := t.be.putEntries(t.one.keys[:], t.one.vals[:]); err != nil {
+			t.detach(rs)
+			results[i].Err = t.opErr("add", rs.rule.ID, err)
+		}
+		return
+	}
+	rs.entry.pending = true
 	p := &t.pend
 	p.keys = append(p.keys, key)
 	p.vals = append(p.vals, t.value(rs.entry, rs, &enc))

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 	"unsafe"
 
@@ -19,6 +20,7 @@ import (
 // fakeBackend keeps the table's writes in memory; full makes it refuse new
 // keys beyond a size, as a full BPF hash does.
 type fakeBackend struct {
+	mu      sync.Mutex // an exact IPv4 entry may be written during a batch in flight
 	entries map[bpfKey]bpfFlowVal
 	masks   [2]bpfMaskSet
 	bank    uint32
@@ -26,6 +28,8 @@ type fakeBackend struct {
 }
 
 func (f *fakeBackend) putEntries(keys []bpfKey, vals []bpfFlowVal) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for i := range keys {
 		if _, ok := f.entries[keys[i]]; !ok && f.full > 0 && len(f.entries) >= f.full {
 			return i, errFull
@@ -34,7 +38,12 @@ func (f *fakeBackend) putEntries(keys []bpfKey, vals []bpfFlowVal) (int, error) 
 	}
 	return len(keys), nil
 }
-func (f *fakeBackend) deleteEntry(k *bpfKey) error { delete(f.entries, *k); return nil }
+func (f *fakeBackend) deleteEntry(k *bpfKey) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.entries, *k)
+	return nil
+}
 func (f *fakeBackend) putMasks(bank uint32, s *bpfMaskSet) error {
 	f.masks[bank], f.bank = *s, bank
 	return nil

@@ -42,6 +42,8 @@ enum {
 };
 
 #define BPF_F_CURRENT_CPU 0xffffffffULL
+#define BPF_F_NO_PREALLOC (1U << 0)
+#define BPF_F_MMAPABLE (1U << 10)
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *data, __u64 size) = (void *)25;
@@ -56,5 +58,17 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 #define ntohs(x) ((__u16)bswap16((__u16)(x)))
 #define htonl(x) ((__be32)bswap32((__u32)(x)))
 #define ntohl(x) ((__u32)bswap32((__u32)(x)))
+
+/* len16 reads a 16-bit length field (network order) as a number below
+ * 65536 that every verifier knows to be so: before Linux 6.3 or so the
+ * verifier does not bound the result of a byte swap, and refuses packet
+ * pointer arithmetic with it. The empty asm keeps clang from dropping the
+ * mask it believes redundant. */
+static inline __attribute__((always_inline)) __u32 len16(__u16 v)
+{
+	__u32 x = bswap16(v);
+	asm volatile("" : "+r"(x));
+	return x & 0xffff;
+}
 
 #endif

@@ -45,11 +45,18 @@ int nicpath_xdp(struct xdp_md *ctx)
 		return to_host(ctx, r, key.vni, 0);
 
 	struct rule ru;
-	if (!lookup(&key, &ru)) {
+	int have = 0;
+	if (key.eth_type == 0x0800 && key.tun_kind == TUN_NONE) {
+		have = lookup4(&key, &ru);
+		if (have == LOOKUP_FINAL)
+			goto found;
+	}
+	if (!lookup(&key, &ru, have)) {
 		if (st.partial)
 			complete_csums(ctx, &st, 0);
 		return to_host(ctx, R_MISS, key.vni, 0);
 	}
+found:;
 
 	__u16 flags = ru.flags;
 	if (flags & ACT_COUNT) {

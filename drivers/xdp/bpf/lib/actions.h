@@ -243,7 +243,7 @@ __global int push_vlan(struct xdp_md *ctx, __u32 tci)
 /* encap writes r's outer headers in front of the frame and fills the
  * per-packet fields: lengths, the IPv4 checksum, the UDP source port (or
  * NVGRE FlowID) from the flow hash. UDP checksums stay 0 over IPv4. */
-__global int encap(struct xdp_md *ctx, struct rule *r, __u32 hash)
+static __always_inline int encap(struct xdp_md *ctx, struct rule *r, __u32 hash)
 {
 	if (!ctx || !r)
 		return -1;

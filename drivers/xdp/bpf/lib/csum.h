@@ -210,20 +210,20 @@ __global int complete_l4(struct xdp_md *ctx, __u32 l3, __u32 l4, __u32 v6)
 			return -1;
 		psum = sum_words(ip + 8, 32);
 		proto = ip[6];
-		len = ntohs(*(__u16 *)(ip + 4)); /* no extension headers: the parser sends those to the host */
+		len = len16(*(__u16 *)(ip + 4)); /* no extension headers: the parser sends those to the host */
 	} else {
 		if ((void *)(ip + 20) > data_end)
 			return -1;
 		psum = (__u64)*(__u32 *)(ip + 12) + *(__u32 *)(ip + 16);
 		proto = ip[9];
-		len = ntohs(*(__u16 *)(ip + 2)) - (l4 - l3);
+		len = len16(*(__u16 *)(ip + 2)) - (l4 - l3);
 	}
 	__u8 *h = data + l4;
 	if ((void *)(h + 8) > data_end)
 		return -1;
 	__u32 co = 6;
 	if (proto == 17)
-		len = ntohs(*(__u16 *)(h + 4));
+		len = len16(*(__u16 *)(h + 4));
 	else if (proto == 6)
 		co = 16;
 	else

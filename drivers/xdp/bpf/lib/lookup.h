@@ -25,12 +25,128 @@ static __always_inline void best_of(struct flow_val *v, struct rule **best)
 	}
 }
 
+#define HASH4_M 0x9E3779B97F4A7C15ULL
+
+/* hash4 is table4's hash of a compact key's four 64-bit words (abi.go:
+ * hash4), seeded per NIC. */
+static __always_inline __u64 hash4(__u64 w0, __u64 w1, __u64 w2, __u64 w3)
+{
+	__u64 h = seed4;
+	h = (h ^ w0) * HASH4_M;
+	h ^= h >> 29;
+	h = (h ^ w1) * HASH4_M;
+	h ^= h >> 29;
+	h = (h ^ w2) * HASH4_M;
+	h ^= h >> 29;
+	h = (h ^ w3) * HASH4_M;
+	h ^= h >> 29;
+	return h;
+}
+
+#define barrier() asm volatile("" ::: "memory")
+
+/* probe4 looks the compact key w0..w3 up in table4 and, when a slot holds
+ * it with a live rule, copies the better live rule into out and returns 1.
+ * A slot whose seq changed while it was read (being retired or reused)
+ * makes the search start again from the first slot: the new version of an
+ * entry, if any, is published before its old slot is retired. Loads are
+ * ordered as written (compiler barriers; x86 keeps loads in order). */
+static __always_inline int probe4(__u64 w0, __u64 w1, __u64 w2, __u64 w3, struct rule *out)
+{
+	__u64 h = hash4(w0, w1, w2, w3);
+	__u32 base = (__u32)(((h >> 32) * (__u64)slots4) >> 32);
+	for (int attempt = 0; attempt < 3; attempt++) {
+		int again = 0;
+		for (__u32 i = 0; i < PROBE4; i++) {
+			__u32 idx = base + i;
+			struct slot4 *s = bpf_map_lookup_elem(&table4, &idx);
+			if (!s)
+				return 0;
+			__u32 s1 = *(volatile __u32 *)&s->seq;
+			if (!(s1 & SEQ_VALID))
+				continue;
+			barrier();
+			const __u64 *sw = (const __u64 *)&s->key;
+			if (sw[0] != w0 || sw[1] != w1 || sw[2] != w2 || sw[3] != w3) {
+				barrier();
+				if (*(volatile __u32 *)&s->seq != s1) {
+					again = 1; /* the slot changed: it may hold the key now */
+					break;
+				}
+				continue;
+			}
+			struct rule *best = 0;
+			best_of(&s->val, &best);
+			if (best)
+				__builtin_memcpy(out, best, sizeof(*out));
+			barrier();
+			if (*(volatile __u32 *)&s->seq != s1) {
+				again = 1;
+				break;
+			}
+			return best ? 1 : 0;
+		}
+		if (!again)
+			return 0;
+	}
+	return 0;
+}
+
+/* lookup4 looks an untunnelled IPv4 frame's compact key up in table4, and
+ * in flows4 (table4's overflow) when that has entries: what the exact4
+ * shapes hold for it. It copies the better live rule into out and returns
+ * LOOKUP_FINAL when no other shape can beat it (none holds a priority as
+ * high), LOOKUP_FOUND when lookup must still search the other shapes, or
+ * 0. The key's four words are built in registers (struct flow_key4's
+ * layout), not field by field on the stack, whose narrow stores the wide
+ * loads of the hash would wait for. */
+#define LOOKUP_FOUND 1
+#define LOOKUP_FINAL 2
+
+__global int lookup4(struct flow_key *key, struct rule *out)
+{
+	if (!key || !out)
+		return 0;
+	__u64 w0 = (__u64)key->in_port | (__u64)*(const __u32 *)(key->ip_src + 12) << 32;
+	__u64 w1 = (__u64)*(const __u32 *)(key->ip_dst + 12) | (__u64)key->l4_src << 32 | (__u64)key->l4_dst << 48;
+	__u64 w2 = *(const __u64 *)key->eth_src; /* eth_src and eth_dst[0:2] */
+	__u64 w3 = (__u64)*(const __u32 *)(key->eth_dst + 2) | (__u64)key->vlan << 32 | (__u64)key->proto << 48;
+	__u32 zero = 0, one = 1;
+	int found = probe4(w0, w1, w2, w3, out);
+	if (!found) {
+		struct cfg *ov = bpf_map_lookup_elem(&config, &one);
+		if (!ov || !ov->bank)
+			return 0;
+		__u64 k4[4] = { w0, w1, w2, w3 };
+		struct flow_val *v = bpf_map_lookup_elem(&flows4, k4);
+		if (!v)
+			return 0;
+		struct rule *best = 0;
+		best_of(v, &best);
+		if (!best)
+			return 0;
+		__builtin_memcpy(out, best, sizeof(*out));
+	}
+	struct cfg *cf = bpf_map_lookup_elem(&config, &zero);
+	if (!cf)
+		return LOOKUP_FOUND;
+	__u32 bank = cf->bank & 1;
+	struct mask_set *ms = bpf_map_lookup_elem(&mask_sets, &bank);
+	if (!ms)
+		return LOOKUP_FOUND;
+	/* other_max: 1 + the highest priority of the shapes that are not
+	 * exact4, 0 when there are none */
+	if (out->prio >= ms->other_max)
+		return LOOKUP_FINAL;
+	return LOOKUP_FOUND;
+}
+
 /* lookup finds the best live rule for key by tuple-space search over the
- * mask shapes, highest max_prio first, and copies it into out. An
- * untunnelled IPv4 frame first looks up its compact key in flows4, which
- * holds what the exact4 shapes have for it; the search then skips those
- * shapes and stops at the first whose max_prio is below the best found. */
-__global int lookup(struct flow_key *key, struct rule *out)
+ * mask shapes, highest max_prio first, and copies it into out. When have is
+ * set, out already holds what lookup4 found for an untunnelled IPv4 frame:
+ * the search then skips the exact4 shapes and stops at the first whose
+ * max_prio is below the best found. */
+__global int lookup(struct flow_key *key, struct rule *out, int have)
 {
 	if (!key || !out)
 		return 0;
@@ -42,25 +158,9 @@ __global int lookup(struct flow_key *key, struct rule *out)
 	struct mask_set *ms = bpf_map_lookup_elem(&mask_sets, &bank);
 	if (!ms)
 		return 0;
-	struct rule *best = 0;
+	struct rule *best = have ? out : 0;
 	struct flow_key mk;
 	int v4 = key->eth_type == 0x0800 && key->tun_kind == TUN_NONE;
-	if (v4) {
-		/* mk's room holds the compact key: the stack is short */
-		struct flow_key4 *k4 = (struct flow_key4 *)&mk;
-		k4->in_port = key->in_port;
-		*(__u32 *)k4->ip_src = *(const __u32 *)(key->ip_src + 12);
-		*(__u32 *)k4->ip_dst = *(const __u32 *)(key->ip_dst + 12);
-		k4->l4_src = key->l4_src;
-		k4->l4_dst = key->l4_dst;
-		__builtin_memcpy(k4->eth_src, key->eth_src, 12);
-		k4->vlan = key->vlan;
-		k4->proto = key->proto;
-		k4->pad = 0;
-		struct flow_val *v = bpf_map_lookup_elem(&flows4, k4);
-		if (v)
-			best_of(v, &best);
-	}
 	__u32 nmasks = ms->n;
 	for (__u32 i = 0; i < MAX_MASKS; i++) {
 		if (i >= nmasks)
@@ -81,7 +181,8 @@ __global int lookup(struct flow_key *key, struct rule *out)
 	}
 	if (!best)
 		return 0;
-	__builtin_memcpy(out, best, sizeof(*out));
+	if (best != out)
+		__builtin_memcpy(out, best, sizeof(*out));
 	return 1;
 }
 

@@ -129,7 +129,9 @@ struct mask_entry {
  * consistent set. */
 struct mask_set {
 	__u32 n;
-	__u32 pad;
+	/* 1 + the highest max_prio among the shapes that are not exact4; 0
+	 * when every shape is */
+	__u32 other_max;
 	struct mask_entry m[MAX_MASKS];
 };
 
@@ -202,7 +204,35 @@ struct {
 	__type(key, struct flow_key4);
 	__type(value, struct flow_val);
 	__uint(max_entries, 65536); /* resized by the loader */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 } flows4 SEC(".maps");
+
+/* One slot of table4, the open-addressing table of exact IPv4 entries that
+ * user space writes through an mmap, without a system call per rule. seq
+ * says what the slot holds: SEQ_VALID when key and val are a published
+ * entry; every change to the slot (publish, retire) gives seq a new value
+ * (its upper bits count the slot's changes), so a reader that finds seq
+ * unchanged after reading key and val read one version of them. A slot is
+ * never rewritten while it holds a published entry: a new version of an
+ * entry is published in another slot (or in flows4) before the old slot is
+ * retired, so a reader finds the old version, the new one, or both. */
+#define SEQ_VALID 2
+#define PROBE4 8   /* slots probed per key: base .. base+PROBE4-1 */
+
+struct slot4 {
+	__u32 seq;
+	__u32 pad;
+	struct flow_key4 key;
+	struct flow_val val;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct slot4);
+	__uint(max_entries, 65536 + PROBE4); /* resized by the loader: slots4 + PROBE4 */
+	__uint(map_flags, BPF_F_MMAPABLE);
+} table4 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -211,11 +241,14 @@ struct {
 	__uint(max_entries, 2);
 } mask_sets SEC(".maps");
 
+/* [0]: the mask bank the program reads; [1]: nonzero while flows4 holds
+ * entries (table4's overflow), so that a key table4 does not hold is looked
+ * up there only then. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct cfg);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 } config SEC(".maps");
 
 struct {
@@ -287,6 +320,10 @@ struct {
  * whether it records its verdict in trace (the instance behind NIC.Run). */
 volatile const __u32 in_port = 0;
 volatile const __u32 trace_on = 0;
+/* table4's geometry, set by the loader: the number of base slots a key
+ * hashes to, and the hash's seed. */
+volatile const __u32 slots4 = 65536;
+volatile const __u64 seed4 = 0;
 
 struct pstate {
 	__u32 l3;      /* offset of the IP header (0: not IP) */

@@ -116,7 +116,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 		if ((ip[0] >> 4) != 4)
 			return R_MALFORMED;
 		__u32 ihl = (ip[0] & 0x0f) * 4;
-		__u32 tot = ntohs(*(__u16 *)(ip + 2));
+		__u32 tot = len16(*(__u16 *)(ip + 2));
 		if (ihl < 20 || tot < ihl || (void *)(ip + tot) > data_end || off + tot > limit)
 			return R_MALFORMED;
 		/* The header checksum must hold, as hal/wire checks: a frame
@@ -155,7 +155,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 			return R_MALFORMED;
 		if ((ip6[0] >> 4) != 6)
 			return R_MALFORMED;
-		__u32 plen = ntohs(*(__u16 *)(ip6 + 4));
+		__u32 plen = len16(*(__u16 *)(ip6 + 4));
 		if ((void *)(ip6 + 40 + plen) > data_end || off + 40 + plen > limit)
 			return R_MALFORMED;
 		copy16(k->ip_src, ip6 + 8);
@@ -194,7 +194,7 @@ __global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct
 	} else if (proto == 17) {
 		if ((void *)(l4 + 8) > data_end || off + 8 > end)
 			return R_MALFORMED;
-		__u32 ulen = ntohs(*(__u16 *)(l4 + 4));
+		__u32 ulen = len16(*(__u16 *)(l4 + 4));
 		if (ulen < 8 || (off + ulen > end && !first_frag))
 			return R_MALFORMED;
 		k->l4_src = ntohs(*(__u16 *)l4);
@@ -296,7 +296,7 @@ static __always_inline int tunnel_local(const struct flow_key *k)
 
 /* parse_frame parses the frame into k; a tunnelled frame's outer headers
  * become the tunnel fields and the rest of k describes the inner frame. */
-__global int parse_frame(struct xdp_md *ctx, struct flow_key *k, struct pstate *st)
+static __always_inline int parse_frame(struct xdp_md *ctx, struct flow_key *k, struct pstate *st)
 {
 	if (!ctx || !k || !st)
 		return R_MALFORMED;

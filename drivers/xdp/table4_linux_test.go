@@ -1,0 +1,184 @@
+//go:build linux
+
+package xdp
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
+)
+
+// sameWindow returns count frames (UDP from port 1000 up) whose exact rules
+// hash to one base slot of n's table4, so that the window of that slot
+// cannot hold all of them once count > probe4.
+func sameWindow(t *testing.T, n *NIC, count int) [][]byte {
+	t.Helper()
+	t4 := n.tab.be.(*mapBackend).t4
+	byBase := map[uint32][][]byte{}
+	for sp := 1000; sp < 65000; sp++ {
+		f := wire.Build(udp4(ca1, ca2, uint16(sp), 2000))
+		r := exactRule(t, 1, pVM1, f)
+		key, _ := matchKeys(&r.Match)
+		markFlows4(&key)
+		if key.Pad != inFlows4 {
+			t.Fatal("an exact untunnelled IPv4 key is not marked for table4")
+		}
+		k4 := key4(&key)
+		base, _ := t4.base(&k4)
+		byBase[base] = append(byBase[base], f)
+		if len(byBase[base]) == count {
+			return byBase[base]
+		}
+	}
+	t.Fatalf("no %d keys share a base slot", count)
+	return nil
+}
+
+func overflowOn(t *testing.T, n *NIC) bool {
+	t.Helper()
+	var v uint32
+	if err := n.maps["config"].Lookup(uint32(1), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v != 0
+}
+
+// TestTable4Overflow fills one window of table4 and more: the entries that
+// find no free slot live in flows4 and are found there; a modify of an
+// entry whose window is full moves it to flows4 without a miss; deleting
+// the overflowed entries turns the program's flows4 lookup off again, and
+// every entry still hits until it is deleted.
+func TestTable4Overflow(t *testing.T) {
+	n := openVirtual(t, Config{MaxRules: 64})
+	frames := sameWindow(t, n, probe4+2)
+	var ops []hal.Op
+	for i, f := range frames {
+		ops = append(ops, hal.AddOp(exactRule(t, hal.RuleID(i+1), pVM1, f, hal.Output(pVM2))))
+	}
+	mustApply(t, n, ops...)
+	if four, flows := mapLens(t, n); four != len(frames) || flows != 0 {
+		t.Fatalf("%d exact IPv4 entries: %d in table4 and flows4, %d in flows", len(frames), four, flows)
+	}
+	if c, _ := n.maps["flows4"].Info(); c == nil {
+		t.Fatal("no flows4")
+	}
+	var over int
+	var k4 bpfKey4
+	var v bpfFlowVal
+	for it := n.maps["flows4"].Iterate(); it.Next(&k4, &v); {
+		over++
+	}
+	if over != 2 || !overflowOn(t, n) {
+		t.Fatalf("%d entries overflowed into flows4 (flag %v), want 2 and the flag on", over, overflowOn(t, n))
+	}
+	for _, f := range frames {
+		expectOutput(t, mustRun(t, n, pVM1, f), pVM2, f)
+	}
+	// The window is full: a new version of entry 1 goes to flows4.
+	r := exactRule(t, 1, pVM1, frames[0], hal.Output(pUp))
+	mustApply(t, n, hal.ModifyOp(r))
+	expectOutput(t, mustRun(t, n, pVM1, frames[0]), pUp, frames[0])
+	if four, _ := mapLens(t, n); four != len(frames) {
+		t.Fatalf("after the modify: %d exact IPv4 entries, want %d", four, len(frames))
+	}
+	// Delete every entry that is in flows4 now: the flag goes off, the
+	// rest still hit.
+	var del []hal.Op
+	for it := n.maps["flows4"].Iterate(); it.Next(&k4, &v); {
+		for _, s := range v.Slot {
+			if s.ID != 0 {
+				del = append(del, hal.DeleteOp(hal.RuleID(s.ID)))
+			}
+		}
+	}
+	if len(del) != 3 {
+		t.Fatalf("%d rules in flows4 after the modify, want 3", len(del))
+	}
+	mustApply(t, n, del...)
+	if overflowOn(t, n) {
+		t.Fatal("flows4 is empty but the program still looks there")
+	}
+	gone := map[hal.RuleID]bool{}
+	for _, d := range del {
+		gone[d.Rule.ID] = true
+	}
+	for i, f := range frames {
+		res := mustRun(t, n, pVM1, f)
+		if gone[hal.RuleID(i+1)] {
+			if res.Verdict != VerdictToHost || res.Reason != hal.ReasonMiss {
+				t.Fatalf("deleted rule %d: %v %v, want a miss", i+1, res.Verdict, res.Reason)
+			}
+			continue
+		}
+		expectOutput(t, res, pVM2, f)
+	}
+}
+
+// TestTable4NeverMisses runs a frame through the program, without the
+// NIC's lock, while its rule is modified over and over (in table4; and,
+// with its window full, moved to flows4 and rewritten there): every run
+// must hit the old or the new version, never miss.
+func TestTable4NeverMisses(t *testing.T) {
+	for _, full := range []bool{false, true} {
+		name := "window-free"
+		if full {
+			name = "window-full"
+		}
+		t.Run(name, func(t *testing.T) {
+			n := openVirtual(t, Config{MaxRules: 64})
+			frames := sameWindow(t, n, probe4)
+			if !full {
+				frames = frames[:1]
+			}
+			var ops []hal.Op
+			for i, f := range frames {
+				ops = append(ops, hal.AddOp(exactRule(t, hal.RuleID(i+1), pVM1, f, hal.Output(pVM2))))
+			}
+			mustApply(t, n, ops...)
+			prog := n.ports[pVM1].prog
+			var stop atomic.Bool
+			var runs, misses atomic.Int64
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					ret, err := prog.Run(&ebpf.RunOptions{Data: frames[0], Repeat: 64})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					runs.Add(1)
+					if ret != 4 { // XDP_REDIRECT: the rule's output
+						misses.Add(1)
+					}
+				}
+			}()
+			// At least this many modifies, and on until the runs
+			// overlapping them are as many (on a loaded machine the
+			// runner may get a CPU late), within a generous bound.
+			const modifies = 3000
+			deadline := time.Now().Add(2 * time.Minute)
+			for i := 0; (i < modifies || runs.Load() < modifies) && time.Now().Before(deadline) && !t.Failed(); i++ {
+				out := pVM2
+				if i%2 == 0 {
+					out = pUp
+				}
+				mustApply(t, n, hal.ModifyOp(exactRule(t, 1, pVM1, frames[0], hal.Output(out))))
+			}
+			stop.Store(true)
+			wg.Wait()
+			if runs.Load() == 0 {
+				t.Fatal("no run overlapped the modifies")
+			}
+			if m := misses.Load(); m != 0 {
+				t.Fatalf("%d of %d runs missed while the rule was modified", m, runs.Load())
+			}
+		})
+	}
+}
