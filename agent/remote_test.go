@@ -2,18 +2,15 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
-	"github.com/nicpath/nicpath/securechan"
 )
 
 // servedNIC is host-a's NIC on the NIC side. It numbers its ports its own
@@ -44,37 +41,6 @@ func portNamed(t *testing.T, n hal.NIC, name string) hal.PortID {
 	}
 	t.Fatalf("no port %s", name)
 	return 0
-}
-
-// nicServer is a remote.Server on a unix socket, stopped by stop.
-type nicServer struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func serveNIC(t *testing.T, nic hal.NIC, addr string, priv securechan.PrivateKey, host securechan.PublicKey) *nicServer {
-	t.Helper()
-	ln, err := remote.Listen(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := remote.NewServer(nic, remote.ServerConfig{PrivateKey: priv, HostKeys: []securechan.PublicKey{host}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &nicServer{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		srv.Serve(ctx, ln)
-	}()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *nicServer) stop() {
-	s.cancel()
-	<-s.done
 }
 
 // dumpRules is the NIC's table by rule ID; a rule dumped twice fails.
@@ -113,26 +79,12 @@ func sameTable(t *testing.T, what string, got, want map[hal.RuleID]hal.Rule) {
 // side restarts: on the same NIC nothing is added twice, on a fresh one
 // the flow's rule is put back once.
 func TestRemoteDriver(t *testing.T) {
-	// A short directory: a unix socket path is limited to 108 bytes.
-	dir, err := os.MkdirTemp("", "agent-remote")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	hostPub, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "host.key"), filepath.Join(dir, "host.pub"), "host-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "nic.key"), filepath.Join(dir, "nic.pub"), "nicd"); err != nil {
-		t.Fatal(err)
-	}
-	nicPriv, err := remote.LoadPrivateKey(filepath.Join(dir, "nic.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "unix:" + filepath.Join(dir, "nic.sock")
+	// Key files host.key, host.pub, nic.key and nic.pub in a short
+	// directory (a unix socket path is limited to 108 bytes).
+	bed := remotetest.NewBedFiles(t)
+	dir, addr := bed.Dir, bed.Addr
 	soft1 := servedNIC(t)
-	s1 := serveNIC(t, soft1, addr, nicPriv, hostPub)
+	s1 := bed.Serve(t, soft1)
 
 	path := hostAConfig(t, dir)
 	doc, err := os.ReadFile(path)
@@ -189,8 +141,8 @@ func TestRemoteDriver(t *testing.T) {
 	// The NIC side restarts on the same NIC: the rule is still there, and
 	// the reconcile adds nothing.
 	st := sw.Stats()
-	s1.stop()
-	s2 := serveNIC(t, soft1, addr, nicPriv, hostPub)
+	s1.Stop()
+	s2 := bed.Serve(t, soft1)
 	waitReconcile(st.Reconciles)
 	if after := sw.Stats(); after.ReconcileAdded != st.ReconcileAdded || after.ReconcileRemoved != st.ReconcileRemoved {
 		t.Errorf("reconcile after a restart that kept the rules added %d, removed %d",
@@ -201,9 +153,9 @@ func TestRemoteDriver(t *testing.T) {
 	// The NIC side restarts on a fresh NIC: the reconcile puts the rule
 	// back, once.
 	st = sw.Stats()
-	s2.stop()
+	s2.Stop()
 	soft2 := servedNIC(t)
-	serveNIC(t, soft2, addr, nicPriv, hostPub)
+	bed.Serve(t, soft2)
 	waitReconcile(st.Reconciles)
 	if added := sw.Stats().ReconcileAdded - st.ReconcileAdded; added != uint64(len(want)) {
 		t.Errorf("reconcile after a restart on a fresh NIC added %d rules, want %d", added, len(want))
@@ -216,25 +168,12 @@ func TestRemoteDriver(t *testing.T) {
 // the next agent takes the NIC over and, once traffic flows again, holds
 // each flow's rule once (no rule twice, none left over).
 func TestRemoteHostRestart(t *testing.T) {
-	dir, err := os.MkdirTemp("", "agent-remote")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	hostPub, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "host.key"), filepath.Join(dir, "host.pub"), "host-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "nic.key"), filepath.Join(dir, "nic.pub"), "nicd"); err != nil {
-		t.Fatal(err)
-	}
-	nicPriv, err := remote.LoadPrivateKey(filepath.Join(dir, "nic.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "unix:" + filepath.Join(dir, "nic.sock")
+	// Key files host.key, host.pub, nic.key and nic.pub in a short
+	// directory (a unix socket path is limited to 108 bytes).
+	bed := remotetest.NewBedFiles(t)
+	dir, addr := bed.Dir, bed.Addr
 	soft := servedNIC(t)
-	serveNIC(t, soft, addr, nicPriv, hostPub)
+	bed.Serve(t, soft)
 	path := hostAConfig(t, dir)
 	doc, err := os.ReadFile(path)
 	if err != nil {

@@ -4,18 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/policy"
-	"github.com/nicpath/nicpath/securechan"
 	"github.com/nicpath/nicpath/vswitch"
 )
 
@@ -65,33 +63,6 @@ func hostA(t *testing.T) *softnic.NIC {
 	return n
 }
 
-// nicSide is a NIC-side server on a unix socket.
-type nicSide struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func serveAt(t *testing.T, nic hal.NIC, addr string, priv securechan.PrivateKey, host securechan.PublicKey) *nicSide {
-	t.Helper()
-	ln, err := remote.Listen(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &nicSide{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		remote.Serve(ctx, nic, ln, remote.ServerConfig{PrivateKey: priv, HostKeys: []securechan.PublicKey{host}})
-	}()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *nicSide) stop() {
-	s.cancel()
-	<-s.done
-}
-
 func flowFrame(sport uint16) []byte {
 	return wire.Build(wire.FrameSpec{SrcMAC: macA1, DstMAC: macB1,
 		Src: netip.MustParseAddr("198.18.10.1"), Dst: netip.MustParseAddr("198.18.10.20"),
@@ -136,24 +107,15 @@ func TestVswitchOverRemote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hostPub, hostPriv, _ := securechan.GenerateKey(nil)
-	nicPub, nicPriv, _ := securechan.GenerateKey(nil)
-	dir, err := os.MkdirTemp("", "remote-vs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	addr := "unix:" + filepath.Join(dir, "nic.sock")
-
+	bed := remotetest.NewBed(t)
 	soft1 := hostA(t)
-	s1 := serveAt(t, soft1, addr, nicPriv, hostPub)
+	s1 := bed.Serve(t, soft1)
 
 	var sw atomic.Pointer[vswitch.Switch]
 	reports := make(chan vswitch.ReconcileReport, 4)
-	nic, err := remote.Open(context.Background(), remote.Config{Address: addr, PrivateKey: hostPriv, ServerKey: nicPub,
-		Logger: slog.New(slog.DiscardHandler),
+	nic := bed.Open(t, func(c *remote.Config) {
 		// The hook a daemon installs: reconcile when the channel is back.
-		OnReconnect: func(remote.Reconnect) {
+		c.OnReconnect = func(remote.Reconnect) {
 			if s := sw.Load(); s != nil {
 				rep, err := s.Reconcile(context.Background())
 				if err != nil {
@@ -161,11 +123,8 @@ func TestVswitchOverRemote(t *testing.T) {
 				}
 				reports <- rep
 			}
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nic.Close()
+		}
+	})
 	// Exact flows: the ten connections below are ten rules through the
 	// channel (port-wildcard flows would make them one).
 	s, err := vswitch.New(vswitch.Config{NIC: nic, Host: "host-a", State: st,
@@ -216,7 +175,7 @@ func TestVswitchOverRemote(t *testing.T) {
 	// The NIC side restarts on the same NIC: its rules are still there,
 	// and while no server runs the NIC forwards the offloaded flows by
 	// itself.
-	s1.stop()
+	s1.Stop()
 	dctx, dcancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	far.Recv(dctx, 3, 64) // what the first packets left on the uplink
 	dcancel()
@@ -233,7 +192,7 @@ func TestVswitchOverRemote(t *testing.T) {
 			t.Fatalf("flow %d while the NIC side's server was down: %d frames out, exceptions %d → %d", sport, len(got), before.Exceptions, after.Exceptions)
 		}
 	}
-	s2 := serveAt(t, soft1, addr, nicPriv, hostPub)
+	s2 := bed.Serve(t, soft1)
 	rep := waitReport()
 	if rep.Added != 0 || rep.Removed != 0 || rep.Modified != 0 {
 		t.Errorf("reconcile after a restart that kept the rules: %+v", rep)
@@ -242,9 +201,9 @@ func TestVswitchOverRemote(t *testing.T) {
 
 	// The NIC side restarts on a fresh NIC: the rules are gone, and the
 	// reconcile puts each back once.
-	s2.stop()
+	s2.Stop()
 	soft2 := hostA(t)
-	serveAt(t, soft2, addr, nicPriv, hostPub)
+	bed.Serve(t, soft2)
 	rep = waitReport()
 	if rep.Added != len(want) || rep.Removed != 0 {
 		t.Errorf("reconcile after a restart on a fresh NIC: %+v, want %d added", rep, len(want))

@@ -9,13 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
@@ -199,21 +199,11 @@ type channel struct {
 
 func connect(t *testing.T, nic *softnic.NIC) *channel {
 	t.Helper()
-	hostPub, hostPriv, err := securechan.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nicPub, nicPriv, err := securechan.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A short path: unix socket paths are limited to about 100 bytes.
-	dir, err := os.MkdirTemp("", "se2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	ln, err := net.Listen("unix", filepath.Join(dir, "chan"))
+	// The keys of the remote driver's channel, each side pinning the
+	// other's; a short path (unix socket paths are limited to 108 bytes).
+	k := remotetest.NewKeys(t)
+	path := filepath.Join(remotetest.Dir(t, "se2e"), "chan")
+	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +217,7 @@ func connect(t *testing.T, nic *softnic.NIC) *channel {
 			agentDone <- err
 			return
 		}
-		conn, err := securechan.Server(c, &securechan.Config{PrivateKey: nicPriv, PeerKeys: []securechan.PublicKey{hostPub}})
+		conn, err := securechan.Server(c, &securechan.Config{PrivateKey: k.NICPriv, PeerKeys: []securechan.PublicKey{k.HostPub}})
 		if err != nil {
 			agentDone <- err
 			return
@@ -253,12 +243,12 @@ func connect(t *testing.T, nic *softnic.NIC) *channel {
 			}
 		}
 	}()
-	raw, err := net.Dial("unix", filepath.Join(dir, "chan"))
+	raw, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := sealtest.Record(raw)
-	conn, err := securechan.Client(rec, &securechan.Config{PrivateKey: hostPriv, PeerKeys: []securechan.PublicKey{nicPub}}, nicPub)
+	conn, err := securechan.Client(rec, &securechan.Config{PrivateKey: k.HostPriv, PeerKeys: []securechan.PublicKey{k.NICPub}}, k.NICPub)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,86 @@
+package remotetest_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
+	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
+)
+
+func newSoftnic(t *testing.T) *softnic.NIC {
+	t.Helper()
+	n, err := softnic.New(softnic.Config{Ports: []softnic.PortConfig{
+		{Name: "vm1", Kind: hal.PortVPort, MAC: hal.MAC{0x02, 0, 0, 0, 0, 1}},
+		{Name: "uplink", Kind: hal.PortUplink, MAC: hal.MAC{0x02, 0, 0, 0, 0, 2}, MTU: 1600},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func rules(t *testing.T, n hal.NIC) int {
+	t.Helper()
+	count := 0
+	if err := n.Dump(context.Background(), func(*hal.RuleInfo) error { count++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return count
+}
+
+// Start's NIC is the served one: a rule applied through it lands on the
+// softnic.
+func TestStart(t *testing.T) {
+	soft := newSoftnic(t)
+	nic := remotetest.Start(t, soft)
+	k := hal.FlowKey{InPort: 1, EthType: hal.EtherTypeIPv4, Proto: hal.ProtoUDP,
+		IPSrc: hal.Addr16(netip.MustParseAddr("198.18.0.1")), IPDst: hal.Addr16(netip.MustParseAddr("198.18.0.2")), L4Src: 1, L4Dst: 2}
+	res := make([]hal.OpResult, 1)
+	if err := nic.Apply(context.Background(), []hal.Op{hal.AddOp(hal.Rule{ID: 7, Priority: 1, Match: hal.Exact(&k), Actions: []hal.Action{hal.Output(2)}})}, res); err != nil || res[0].Err != nil {
+		t.Fatalf("apply through the channel: %v, %v", err, res[0].Err)
+	}
+	if got := rules(t, soft); got != 1 {
+		t.Fatalf("the served softnic holds %d rules, want 1", got)
+	}
+}
+
+// A bed's keys pin each other: a host with another key is refused, and a
+// server stopped and started again at the same address takes the host
+// back.
+func TestBed(t *testing.T) {
+	bed := remotetest.NewBed(t)
+	soft := newSoftnic(t)
+	s := bed.Serve(t, soft)
+	stranger := remotetest.NewKeys(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg := bed.Config(bed.Addr)
+	cfg.PrivateKey = stranger.HostPriv
+	if n, err := remote.Open(ctx, cfg); !errors.Is(err, remote.ErrHandshake) {
+		if n != nil {
+			n.Close()
+		}
+		t.Fatalf("a host with another key: %v, want %v", err, remote.ErrHandshake)
+	}
+	s.Stop()
+	bed.Serve(t, soft)
+	nic := bed.Open(t, nil)
+	if got := rules(t, nic); got != 0 {
+		t.Fatalf("a fresh softnic dumps %d rules through the channel", got)
+	}
+}
+
+// KeyFiles' keys are the files' keys.
+func TestKeyFiles(t *testing.T) {
+	bed := remotetest.NewBedFiles(t)
+	cfg := remote.Config{Address: bed.Addr, KeyFile: bed.Dir + "/host.key", ServerKeyFile: bed.Dir + "/nic.pub"}
+	bed.Serve(t, newSoftnic(t))
+	remotetest.Open(t, cfg)
+}
