@@ -163,29 +163,26 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		case "uplink":
 			c.Uplink = d.str(v, "uplink")
 		case "ports":
-			if v.Kind != yaml.MappingNode {
-				d.errf(v, "ports", "want a mapping of VM name to interface")
+			if !d.mapping(v, "ports", "VM name to interface") {
 				continue
 			}
 			ifaces := map[string]string{}
-			for j := 0; j+1 < len(v.Content); j += 2 {
-				vk, vv := v.Content[j], v.Content[j+1]
-				field := "ports." + vk.Value
+			d.entries(v, "ports", func(vk, vv *yaml.Node, field string) {
 				if _, dup := c.Ports[vk.Value]; dup {
 					d.errf(vk, field, "VM given twice")
-					continue
+					return
 				}
 				iface := d.str(vv, field)
 				if iface == "" {
 					d.errf(vv, field, "want the interface of the VM's port")
-					continue
+					return
 				}
 				if other, dup := ifaces[iface]; dup {
 					d.errf(vv, field, "interface %q is already the port of %s", iface, other)
 				}
 				ifaces[iface] = vk.Value
 				c.Ports[vk.Value] = iface
-			}
+			})
 		case "control":
 			c.Control = d.path(v, "control")
 		case "metrics":
@@ -210,36 +207,31 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		case "netns":
 			c.NetNS = d.str(v, "netns")
 		case "tunnels":
-			if v.Kind != yaml.MappingNode {
-				d.errf(v, "tunnels", "want a mapping of encapsulation (vxlan, geneve, nvgre) to device")
+			if !d.mapping(v, "tunnels", "encapsulation (vxlan, geneve, nvgre) to device") {
 				continue
 			}
 			c.Tunnels = map[hal.EncapKind]string{}
-			for j := 0; j+1 < len(v.Content); j += 2 {
-				vk, vv := v.Content[j], v.Content[j+1]
+			d.entries(v, "tunnels", func(vk, vv *yaml.Node, field string) {
 				kind, ok := map[string]hal.EncapKind{"vxlan": hal.EncapVXLAN, "geneve": hal.EncapGeneve, "nvgre": hal.EncapNVGRE}[vk.Value]
 				if !ok {
-					d.errf(vk, "tunnels."+vk.Value, "unknown encapsulation (want vxlan, geneve or nvgre)")
-					continue
+					d.errf(vk, field, "unknown encapsulation (want vxlan, geneve or nvgre)")
+					return
 				}
-				c.Tunnels[kind] = d.str(vv, "tunnels."+vk.Value)
-			}
+				c.Tunnels[kind] = d.str(vv, field)
+			})
 		case "driver_options":
-			if v.Kind != yaml.MappingNode {
-				d.errf(v, "driver_options", "want a mapping of the driver's option names to values")
+			if !d.mapping(v, "driver_options", "the driver's option names to values") {
 				continue
 			}
 			c.DriverOptions = map[string]string{}
-			for j := 0; j+1 < len(v.Content); j += 2 {
-				vk, vv := v.Content[j], v.Content[j+1]
-				field := "driver_options." + vk.Value
+			d.entries(v, "driver_options", func(vk, vv *yaml.Node, field string) {
 				if _, dup := c.DriverOptions[vk.Value]; dup {
 					d.errf(vk, field, "given twice")
-					continue
+					return
 				}
 				c.DriverOptions[vk.Value] = d.str(vv, field)
 				optKeys = append(optKeys, vk)
-			}
+			})
 		case "gateway":
 			c.Gateway = d.gateway(k, v)
 		case "seal_public_key":
@@ -318,6 +310,25 @@ func (d *cfgDecoder) errf(n *yaml.Node, field, format string, a ...any) {
 		e.Line, e.Column = n.Line, n.Column
 	}
 	d.errs = append(d.errs, e)
+}
+
+// mapping reports whether n, given for field, is a mapping; if it is not,
+// it says so: "want a mapping of " what.
+func (d *cfgDecoder) mapping(n *yaml.Node, field, what string) bool {
+	if n.Kind != yaml.MappingNode {
+		d.errf(n, field, "want a mapping of %s", what)
+		return false
+	}
+	return true
+}
+
+// entries calls each with every entry of the mapping n, in order: the
+// key's node, the value's, and the entry's own field (field.key).
+func (d *cfgDecoder) entries(n *yaml.Node, field string, each func(k, v *yaml.Node, field string)) {
+	for j := 0; j+1 < len(n.Content); j += 2 {
+		k := n.Content[j]
+		each(k, n.Content[j+1], field+"."+k.Value)
+	}
 }
 
 func (d *cfgDecoder) str(n *yaml.Node, field string) string {
