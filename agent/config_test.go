@@ -168,7 +168,6 @@ func TestParseConfigMappings(t *testing.T) {
 		{"tunnel not a string", "tunnels:\n  geneve: {}\n", "c.yaml:12: tunnels.geneve: want a string", 11},
 		{"options not a map", "driver_options: [a]\n", "c.yaml:11: driver_options: want a mapping of the driver's option names to values", 17},
 		{"option twice", "driver_options:\n  crypto: 'off'\n  crypto: 'on'\n", "c.yaml:13: driver_options.crypto: given twice", 3},
-		{"unknown option", "driver_options:\n  colour: blue\n", "c.yaml:12: driver_options.colour: the softnic driver has no such option (it takes crypto, seal_key)", 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := strings.Replace(goodConfig, "ports:\n  blue-web-1: vm-bw1\n", "", 1) + "uplink_mac: 02:00:00:00:00:01\n" + tc.extra
