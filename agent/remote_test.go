@@ -43,6 +43,28 @@ func portNamed(t *testing.T, n hal.NIC, name string) hal.PortID {
 	return 0
 }
 
+// remoteDriver is the driver section of a configuration in bed's directory
+// that opens bed's NIC side with bed's key files.
+func remoteDriver(bed *remotetest.Bed) string {
+	return "driver: remote\ndriver_options:\n  address: " + bed.Addr + "\n  key: host.key\n  server_key: nic.pub\n"
+}
+
+// remoteHostAConfig writes host-a's configuration (hostAConfig) into bed's
+// directory, on the remote driver to bed.
+func remoteHostAConfig(t *testing.T, bed *remotetest.Bed) string {
+	t.Helper()
+	path := hostAConfig(t, bed.Dir)
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc = []byte(strings.Replace(string(doc), "driver: softnic\nbinding: none\n", remoteDriver(bed), 1))
+	if err := os.WriteFile(path, doc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // dumpRules is the NIC's table by rule ID; a rule dumped twice fails.
 func dumpRules(t *testing.T, n hal.NIC) map[hal.RuleID]hal.Rule {
 	t.Helper()
@@ -82,20 +104,10 @@ func TestRemoteDriver(t *testing.T) {
 	// Key files host.key, host.pub, nic.key and nic.pub in a short
 	// directory (a unix socket path is limited to 108 bytes).
 	bed := remotetest.NewBedFiles(t)
-	dir, addr := bed.Dir, bed.Addr
 	soft1 := servedNIC(t)
 	s1 := bed.Serve(t, soft1)
 
-	path := hostAConfig(t, dir)
-	doc, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc = []byte(strings.Replace(string(doc), "driver: softnic\nbinding: none\n",
-		"driver: remote\ndriver_options:\n  address: "+addr+"\n  key: host.key\n  server_key: nic.pub\n", 1))
-	if err := os.WriteFile(path, doc, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := remoteHostAConfig(t, bed)
 	r := startDaemon(t, path, nil)
 
 	// blue-web-1's first packet goes to the host through the channel; the
@@ -171,19 +183,9 @@ func TestRemoteHostRestart(t *testing.T) {
 	// Key files host.key, host.pub, nic.key and nic.pub in a short
 	// directory (a unix socket path is limited to 108 bytes).
 	bed := remotetest.NewBedFiles(t)
-	dir, addr := bed.Dir, bed.Addr
 	soft := servedNIC(t)
 	bed.Serve(t, soft)
-	path := hostAConfig(t, dir)
-	doc, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc = []byte(strings.Replace(string(doc), "driver: softnic\nbinding: none\n",
-		"driver: remote\ndriver_options:\n  address: "+addr+"\n  key: host.key\n  server_key: nic.pub\n", 1))
-	if err := os.WriteFile(path, doc, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := remoteHostAConfig(t, bed)
 	bw1, up := portNamed(t, soft, "vm-bw1"), portNamed(t, soft, "up0")
 	far := softnic.FarSide{NIC: soft}
 	// send puts flow sport's next packet in and says whether it left the

@@ -21,7 +21,7 @@ func TestRemoteSealed(t *testing.T) {
 	// Key files host.key, host.pub, nic.key and nic.pub in a short
 	// directory (a unix socket path is limited to 108 bytes).
 	bed := remotetest.NewBedFiles(t)
-	dir, addr := bed.Dir, bed.Addr
+	dir := bed.Dir
 	served := func() *softnic.NIC {
 		n, err := softnic.New(softnic.Config{Device: "nicd host-a", Crypto: true, Ports: []softnic.PortConfig{
 			{Name: "vm-s1", Kind: hal.PortVPort, MAC: hal.MustMAC("02:00:00:00:07:01")},
@@ -44,13 +44,7 @@ func TestRemoteSealed(t *testing.T) {
 	}
 	soft1 := served()
 	s1 := bed.Serve(t, soft1)
-	cfg := `host: host-a
-driver: remote
-driver_options:
-  address: ` + addr + `
-  key: host.key
-  server_key: nic.pub
-policy: policy.yaml
+	cfg := "host: host-a\n" + remoteDriver(bed) + `policy: policy.yaml
 uplink: up0
 ports:
   s1: vm-s1
