@@ -154,24 +154,46 @@ func newHost(t *testing.T, crypto bool) *host {
 		t.Fatal(err)
 	}
 	clk := &sealClock{t: time.Unix(1_700_000_000, 0)}
-	nic, err := softnic.New(softnic.Config{Device: "host-a", Ports: []softnic.PortConfig{
+	h := startHost(t, st, softnic.Config{Crypto: crypto, SealRotationGrace: grace, SealClock: clk.now}, nil,
+		func(h *host, c *vswitch.Config) { c.Proactive = true })
+	h.clk = clk
+	return h
+}
+
+// startHost makes host-a's softnic from nc (its device name and ports a1,
+// a2 and uplink set here) and runs a vswitch on st over the recorder,
+// logging into h.logs; before, if not nil, runs first (the agent's part),
+// and tweak, if not nil, adjusts the switch's configuration. Everything
+// stops at cleanup.
+func startHost(t *testing.T, st *policy.State, nc softnic.Config, before func(h *host), tweak func(h *host, c *vswitch.Config)) *host {
+	t.Helper()
+	nc.Device = "host-a"
+	nc.Ports = []softnic.PortConfig{
 		{Name: "a1", Kind: hal.PortVPort, MAC: macA1},
 		{Name: "a2", Kind: hal.PortVPort, MAC: macA2},
 		{Name: "uplink", Kind: hal.PortUplink, MAC: macUplnk, MTU: 1600},
-	}, Crypto: crypto, SealRotationGrace: grace, SealClock: clk.now})
+	}
+	nic, err := softnic.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &host{t: t, nic: nic, rec: &recordingNIC{NIC: nic}, logs: &lockedBuffer{}, clk: clk, far: map[hal.PortID]*softnic.Port{}}
+	h := &host{t: t, nic: nic, rec: &recordingNIC{NIC: nic}, logs: &lockedBuffer{}, far: map[hal.PortID]*softnic.Port{}}
 	for _, id := range []hal.PortID{pA1, pA2, pUplink} {
 		if h.far[id], err = nic.Port(id); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if before != nil {
+		before(h)
+	}
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h.sw, err = vswitch.New(vswitch.Config{NIC: h.rec, Host: "host-a", State: st,
-		Ports: map[string]hal.PortID{"a1": pA1, "a2": pA2}, Uplink: pUplink, Logger: logger, Proactive: true})
-	if err != nil {
+	cfg := vswitch.Config{NIC: h.rec, Host: "host-a", State: st,
+		Ports: map[string]hal.PortID{"a1": pA1, "a2": pA2}, Uplink: pUplink, Logger: logger}
+	if tweak != nil {
+		tweak(h, &cfg)
+	}
+	if h.sw, err = vswitch.New(cfg); err != nil {
+		nic.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
