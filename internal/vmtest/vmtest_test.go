@@ -117,11 +117,12 @@ func TestBootVM(t *testing.T) {
 	}
 }
 
-// PassedTest finds a test's, or a subtest's, verbose PASS line, and no
-// other result or name that merely starts with it.
+// PassedTest finds a test's, or a subtest's, verbose PASS line, also
+// behind console noise, and no other result or name that merely starts
+// with it.
 func TestPassedTest(t *testing.T) {
-	r := Result{Output: "=== RUN   TestA\r\n--- PASS: TestA (1.00s)\r\n    --- PASS: TestB/sub (0.01s)\n--- FAIL: TestC (0.00s)\n--- SKIP: TestD (0.00s)\n--- PASS: TestEx (0.00s)\n"}
-	for name, want := range map[string]bool{"TestA": true, "TestB/sub": true, "TestB": false, "TestC": false, "TestD": false, "TestE": false, "TestEx": true} {
+	r := Result{Output: "=== RUN   TestA\r\n--- PASS: TestA (1.00s)\r\n    --- PASS: TestB/sub (0.01s)\n--- FAIL: TestC (0.00s)\n--- SKIP: TestD (0.00s)\n--- PASS: TestEx (0.00s)\n[   12.5] veth: --- PASS: TestF (0.00s)\n"}
+	for name, want := range map[string]bool{"TestA": true, "TestB/sub": true, "TestB": false, "TestC": false, "TestD": false, "TestE": false, "TestEx": true, "TestF": true} {
 		if got := r.PassedTest(name); got != want {
 			t.Errorf("PassedTest(%q) = %v, want %v", name, got, want)
 		}
