@@ -65,35 +65,6 @@ func remoteHostAConfig(t *testing.T, bed *remotetest.Bed) string {
 	return path
 }
 
-// dumpRules is the NIC's table by rule ID; a rule dumped twice fails.
-func dumpRules(t *testing.T, n hal.NIC) map[hal.RuleID]hal.Rule {
-	t.Helper()
-	out := map[hal.RuleID]hal.Rule{}
-	if err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
-		if _, dup := out[ri.Rule.ID]; dup {
-			t.Errorf("rule %d twice in the dump", ri.Rule.ID)
-		}
-		out[ri.Rule.ID] = ri.Rule
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func sameTable(t *testing.T, what string, got, want map[hal.RuleID]hal.Rule) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d rules, want %d", what, len(got), len(want))
-	}
-	for id, w := range want {
-		g, ok := got[id]
-		if !ok || g.Match != w.Match || g.Cookie != w.Cookie || len(g.Actions) != len(w.Actions) {
-			t.Fatalf("%s: rule %d is %v, want %v", what, id, &g, &w)
-		}
-	}
-}
-
 // An agent configured with driver: remote opens the NIC side over the
 // secure channel with the keys its driver_options name (relative to the
 // configuration file), takes the port numbering from the NIC, offloads a
@@ -118,13 +89,13 @@ func TestRemoteDriver(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(dumpRules(t, soft1)) == 0 {
+	for len(remotetest.Rules(t, soft1)) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no rule on the served NIC\nlogs:\n%s", r.logs.String())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	want := dumpRules(t, soft1)
+	want := remotetest.Rules(t, soft1)
 	for _, rule := range want {
 		if rule.Match.Key.InPort != bw1 {
 			t.Errorf("rule %v: want in_port %d (the NIC's own numbering of vm-bw1)", &rule, bw1)
@@ -160,7 +131,7 @@ func TestRemoteDriver(t *testing.T) {
 		t.Errorf("reconcile after a restart that kept the rules added %d, removed %d",
 			after.ReconcileAdded-st.ReconcileAdded, after.ReconcileRemoved-st.ReconcileRemoved)
 	}
-	sameTable(t, "after a restart on the same NIC", dumpRules(t, soft1), want)
+	remotetest.SameRules(t, "after a restart on the same NIC", remotetest.Rules(t, soft1), want)
 
 	// The NIC side restarts on a fresh NIC: the reconcile puts the rule
 	// back, once.
@@ -172,7 +143,7 @@ func TestRemoteDriver(t *testing.T) {
 	if added := sw.Stats().ReconcileAdded - st.ReconcileAdded; added != uint64(len(want)) {
 		t.Errorf("reconcile after a restart on a fresh NIC added %d rules, want %d", added, len(want))
 	}
-	sameTable(t, "the fresh NIC", dumpRules(t, soft2), want)
+	remotetest.SameRules(t, "the fresh NIC", remotetest.Rules(t, soft2), want)
 }
 
 // The host restarts: the agent driving the NIC side over the channel goes
@@ -216,7 +187,7 @@ func TestRemoteHostRestart(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			rs := dumpRules(t, soft)
+			rs := remotetest.Rules(t, soft)
 			if len(rs) >= n {
 				return rs
 			}
@@ -241,7 +212,7 @@ func TestRemoteHostRestart(t *testing.T) {
 
 	// The host goes away: the NIC forwards on its rules by itself.
 	r1.stop()
-	sameTable(t, "after the host went away", dumpRules(t, soft), want)
+	remotetest.SameRules(t, "after the host went away", remotetest.Rules(t, soft), want)
 	for _, sport := range []uint16{4000, 4001} {
 		if out, viaHost := send(sport); !out || viaHost {
 			t.Fatalf("flow %d with no host: out %v, through the host %v", sport, out, viaHost)
@@ -257,7 +228,7 @@ func TestRemoteHostRestart(t *testing.T) {
 	}
 	waitRules("the next agent", 3*perFlow)
 	time.Sleep(50 * time.Millisecond) // room for a rule added twice to show
-	got := dumpRules(t, soft)
+	got := remotetest.Rules(t, soft)
 	matches := map[string]hal.RuleID{}
 	for id, r := range got {
 		m := fmt.Sprintf("%s scope %d gen %d", r.Match.String(), r.Scope, r.Generation)

@@ -69,34 +69,6 @@ func flowFrame(sport uint16) []byte {
 		Proto: hal.ProtoUDP, SrcPort: sport, DstPort: 7000, Payload: []byte("hello")})
 }
 
-func rulesOf(t *testing.T, n hal.NIC) map[hal.RuleID]hal.Rule {
-	t.Helper()
-	out := map[hal.RuleID]hal.Rule{}
-	if err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
-		if _, dup := out[ri.Rule.ID]; dup {
-			t.Errorf("rule %d twice in the dump", ri.Rule.ID)
-		}
-		out[ri.Rule.ID] = ri.Rule
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func sameRules(t *testing.T, what string, got, want map[hal.RuleID]hal.Rule) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d rules, want %d", what, len(got), len(want))
-	}
-	for id, w := range want {
-		g, ok := got[id]
-		if !ok || g.Match != w.Match || g.Cookie != w.Cookie || len(g.Actions) != len(w.Actions) {
-			t.Fatalf("%s: rule %d is %v, want %v", what, id, &g, &w)
-		}
-	}
-}
-
 // TestVswitchOverRemote: a vswitch on remote(softnic) offloads flows
 // through the channel; the NIC side restarts, on the same NIC and then on a
 // fresh one, and the reconnect the driver reports makes the vswitch
@@ -152,14 +124,14 @@ func TestVswitchOverRemote(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(rulesOf(t, soft1)) < 10 {
+	for len(remotetest.Rules(t, soft1)) < 10 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the vswitch offloaded %d of 10 flows through the channel", len(rulesOf(t, soft1)))
+			t.Fatalf("the vswitch offloaded %d of 10 flows through the channel", len(remotetest.Rules(t, soft1)))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	want := rulesOf(t, soft1)
-	sameRules(t, "remote dump", rulesOf(t, nic), want)
+	want := remotetest.Rules(t, soft1)
+	remotetest.SameRules(t, "remote dump", remotetest.Rules(t, nic), want)
 
 	waitReport := func() vswitch.ReconcileReport {
 		t.Helper()
@@ -197,7 +169,7 @@ func TestVswitchOverRemote(t *testing.T) {
 	if rep.Added != 0 || rep.Removed != 0 || rep.Modified != 0 {
 		t.Errorf("reconcile after a restart that kept the rules: %+v", rep)
 	}
-	sameRules(t, "after a restart on the same NIC", rulesOf(t, nic), want)
+	remotetest.SameRules(t, "after a restart on the same NIC", remotetest.Rules(t, nic), want)
 
 	// The NIC side restarts on a fresh NIC: the rules are gone, and the
 	// reconcile puts each back once.
@@ -208,8 +180,8 @@ func TestVswitchOverRemote(t *testing.T) {
 	if rep.Added != len(want) || rep.Removed != 0 {
 		t.Errorf("reconcile after a restart on a fresh NIC: %+v, want %d added", rep, len(want))
 	}
-	sameRules(t, "after a restart on a fresh NIC", rulesOf(t, nic), want)
-	sameRules(t, "the fresh NIC itself", rulesOf(t, soft2), want)
+	remotetest.SameRules(t, "after a restart on a fresh NIC", remotetest.Rules(t, nic), want)
+	remotetest.SameRules(t, "the fresh NIC itself", remotetest.Rules(t, soft2), want)
 	// A second reconcile finds nothing to do: no duplicates.
 	if rep, err := s.Reconcile(context.Background()); err != nil || rep.Added+rep.Removed+rep.Modified != 0 {
 		t.Errorf("a second reconcile: %+v, %v", rep, err)

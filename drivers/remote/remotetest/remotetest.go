@@ -199,3 +199,35 @@ func Start(t testing.TB, nic hal.NIC) hal.NIC {
 	b.Serve(t, nic)
 	return b.Open(t, nil)
 }
+
+// Rules is n's table by rule ID, as Dump gives it (through the channel or
+// on the served NIC itself); a rule dumped twice fails t.
+func Rules(t testing.TB, n hal.NIC) map[hal.RuleID]hal.Rule {
+	t.Helper()
+	out := map[hal.RuleID]hal.Rule{}
+	if err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
+		if _, dup := out[ri.Rule.ID]; dup {
+			t.Errorf("rule %d twice in the dump", ri.Rule.ID)
+		}
+		out[ri.Rule.ID] = ri.Rule
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// SameRules fails t unless got holds exactly want's rule IDs, each with
+// want's match, cookie and number of actions; what names the table.
+func SameRules(t testing.TB, what string, got, want map[hal.RuleID]hal.Rule) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d rules, want %d", what, len(got), len(want))
+	}
+	for id, w := range want {
+		g, ok := got[id]
+		if !ok || g.Match != w.Match || g.Cookie != w.Cookie || len(g.Actions) != len(w.Actions) {
+			t.Fatalf("%s: rule %d is %v, want %v", what, id, &g, &w)
+		}
+	}
+}
