@@ -26,15 +26,6 @@ func newSoftnic(t *testing.T) *softnic.NIC {
 	return n
 }
 
-func rules(t *testing.T, n hal.NIC) int {
-	t.Helper()
-	count := 0
-	if err := n.Dump(context.Background(), func(*hal.RuleInfo) error { count++; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	return count
-}
-
 // Start's NIC is the served one: a rule applied through it lands on the
 // softnic.
 func TestStart(t *testing.T) {
@@ -46,8 +37,10 @@ func TestStart(t *testing.T) {
 	if err := nic.Apply(context.Background(), []hal.Op{hal.AddOp(hal.Rule{ID: 7, Priority: 1, Match: hal.Exact(&k), Actions: []hal.Action{hal.Output(2)}})}, res); err != nil || res[0].Err != nil {
 		t.Fatalf("apply through the channel: %v, %v", err, res[0].Err)
 	}
-	if got := rules(t, soft); got != 1 {
-		t.Fatalf("the served softnic holds %d rules, want 1", got)
+	// The table through the channel is the served NIC's.
+	remotetest.SameRules(t, "the served softnic", remotetest.Rules(t, soft), remotetest.Rules(t, nic))
+	if got := remotetest.Rules(t, soft); len(got) != 1 || got[7].Priority != 1 {
+		t.Fatalf("the served softnic holds %v, want rule 7", got)
 	}
 }
 
@@ -72,8 +65,8 @@ func TestBed(t *testing.T) {
 	s.Stop()
 	bed.Serve(t, soft)
 	nic := bed.Open(t, nil)
-	if got := rules(t, nic); got != 0 {
-		t.Fatalf("a fresh softnic dumps %d rules through the channel", got)
+	if got := remotetest.Rules(t, nic); len(got) != 0 {
+		t.Fatalf("a fresh softnic dumps %d rules through the channel", len(got))
 	}
 }
 
