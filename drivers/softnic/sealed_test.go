@@ -6,39 +6,26 @@ import (
 	"errors"
 	"net/netip"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/internal/testclock"
 	"github.com/nicpath/nicpath/securechan"
 	"github.com/nicpath/nicpath/securechan/sealtest"
 )
-
-// sealClock is a rotation clock tests move by hand.
-type sealClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *sealClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *sealClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 const testGrace = 10 * time.Second
 
 // cryptoNIC is the test NIC with sealed addresses, a fixed clock and the
 // grace testGrace.
-func cryptoNIC(t testing.TB) (*NIC, *sealClock) {
-	clk := &sealClock{t: time.Unix(1_700_000_000, 0)}
+func cryptoNIC(t testing.TB) (*NIC, *testclock.Clock) {
+	clk := testclock.New(time.Unix(1_700_000_000, 0))
 	n := newNIC(t, func(c *Config) {
 		c.Crypto = true
 		c.SealRotationGrace = testGrace
-		c.SealClock = clk.now
+		c.SealClock = clk.Now
 	})
 	return n, clk
 }
@@ -283,12 +270,12 @@ func TestSealedRotation(t *testing.T) {
 	if k := n.SealKeys(pVM1); len(k) != 2 || k[0].KeyID != 2 || k[1].KeyID != 1 || k[1].Until.IsZero() {
 		t.Fatalf("keys during rotation %+v", k)
 	}
-	clk.advance(testGrace - time.Second)
+	clk.Advance(testGrace - time.Second)
 	send(t, n, pVM1, seal(t, s1, frame), seal(t, s2, frame), seal(t, s1, frame))
 	if got := len(recvAll(t, n, pUplink)); got != 4 {
 		t.Fatalf("%d of 4 frames within the window reached the uplink", got)
 	}
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	send(t, n, pVM1, seal(t, s1, frame), seal(t, s2, frame))
 	if got := len(recvAll(t, n, pUplink)); got != 1 {
 		t.Fatalf("after the window: %d frames out, want key 2's only", got)

@@ -19,6 +19,7 @@ import (
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/internal/testclock"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/securechan"
 	"github.com/nicpath/nicpath/securechan/sealtest"
@@ -80,19 +81,6 @@ var (
 // sees may reveal them.
 var secrets = []sealtest.Secret{{IP: caB1, MAC: macB1}, {IP: caNone, MAC: macNone}}
 
-// sealClock is the NIC's rotation clock, moved by hand.
-type sealClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *sealClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *sealClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // recordingNIC is what the host sees of the NIC: it keeps a copy of every
 // frame ReadExceptions hands to the vswitch.
 type recordingNIC struct {
@@ -143,7 +131,7 @@ type host struct {
 	rec  *recordingNIC
 	sw   *vswitch.Switch
 	logs *lockedBuffer
-	clk  *sealClock
+	clk  *testclock.Clock // the NIC's rotation clock
 	far  map[hal.PortID]*softnic.Port
 }
 
@@ -153,8 +141,8 @@ func newHost(t *testing.T, crypto bool) *host {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &sealClock{t: time.Unix(1_700_000_000, 0)}
-	h := startHost(t, st, softnic.Config{Crypto: crypto, SealRotationGrace: grace, SealClock: clk.now}, nil,
+	clk := testclock.New(time.Unix(1_700_000_000, 0))
+	h := startHost(t, st, softnic.Config{Crypto: crypto, SealRotationGrace: grace, SealClock: clk.Now}, nil,
 		func(h *host, c *vswitch.Config) { c.Proactive = true })
 	h.clk = clk
 	return h
@@ -606,7 +594,7 @@ func TestSealedKeyRotation(t *testing.T) {
 	}
 
 	// After the window: key 1 refused and counted, key 2 routed.
-	h.clk.advance(grace)
+	h.clk.Advance(grace)
 	h.send(pA1, seal(t, s1, toB1), seal(t, s2, toB1), seal(t, s1, toB1), seal(t, s2, toB1))
 	up := h.recv(pUplink)
 	if len(up) != 2 {
