@@ -26,8 +26,7 @@ var vmModules = slices.Concat(vmtest.TCModules, []string{"geneve", "ip_gre"})
 var vmExecutables = []string{"/usr/sbin/ip", "/usr/sbin/tc", "/usr/bin/nstat"}
 
 var (
-	vmConsole = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
-	vmRun     = flag.String("vm.run", "^(TestKernel|TestConformance)", "the tests TestVM runs inside the VM (a -test.run pattern)")
+	vmRun = flag.String("vm.run", "^(TestKernel|TestConformance)", "the tests TestVM runs inside the VM (a -test.run pattern)")
 )
 
 // runInVM builds this package's tests as a static binary and runs it in the
@@ -56,9 +55,6 @@ func runBinInVM(t testing.TB, bin string, args []string, timeout time.Duration) 
 		Executables: vmExecutables,
 		MemoryMB:    2048,
 		Timeout:     timeout,
-	}
-	if *vmConsole {
-		cfg.Console = os.Stderr
 	}
 	return vmtest.RunTest(t, cfg)
 }

@@ -19,8 +19,7 @@ import (
 // cabled to a softnic host.
 
 var (
-	vmConsole = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
-	vmRun     = flag.String("vm.run", "^TestNamespaceStoryInVM$", "the tests TestNamespaceStoryVM runs inside the VM (a -test.run pattern, e.g. ^TestNamespaceStoryInVM$/^tcflower$)")
+	vmRun = flag.String("vm.run", "^TestNamespaceStoryInVM$", "the tests TestNamespaceStoryVM runs inside the VM (a -test.run pattern, e.g. ^TestNamespaceStoryInVM$/^tcflower$)")
 )
 
 // vmStoryVariants are the driver pairings told inside the VM. Every VM
@@ -64,9 +63,6 @@ func TestNamespaceStoryVM(t *testing.T) {
 		},
 		MemoryMB: 2048,
 		Timeout:  20 * time.Minute,
-	}
-	if *vmConsole {
-		cfg.Console = os.Stderr
 	}
 	res := vmtest.RunTest(t, cfg)
 	t.Logf("in-VM output:\n%s", res.Output)

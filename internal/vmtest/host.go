@@ -2,12 +2,17 @@ package vmtest
 
 import (
 	"context"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
+
+// console is the -vm.console flag of every test binary that boots the VM
+// tier through RunTest.
+var console = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
 
 // TCModules are the kernel modules the tc-flower driver programs through
 // (the ingress qdisc, flower, and the actions it writes, act_bpf carrying
@@ -50,7 +55,8 @@ func BuildTest(t testing.TB, dir, name string) string {
 }
 
 // RunTest boots the VM with cfg, bounded by cfg.Timeout (0: Run's default)
-// from now on, so not counting a build before it. A run that did not reach
+// from now on, so not counting a build before it; with -vm.console and no
+// cfg.Console, the serial console streams to stderr. A run that did not reach
 // its end fails t with the output so far; otherwise the kernel booted and
 // the times are logged and the result returned, whatever the binary's exit
 // code.
@@ -61,6 +67,9 @@ func RunTest(t testing.TB, cfg Config) Result {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
+	}
+	if *console && cfg.Console == nil {
+		cfg.Console = os.Stderr
 	}
 	res, err := Run(ctx, cfg)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -22,8 +21,7 @@ import (
 )
 
 var (
-	vmConsole = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
-	vmRun     = flag.String("vm.run", "^TestLinuxPeerTCFlowerInVM$", "the tests TestLinuxPeerTCFlowerVM runs inside the VM (a -test.run pattern)")
+	vmRun = flag.String("vm.run", "^TestLinuxPeerTCFlowerInVM$", "the tests TestLinuxPeerTCFlowerVM runs inside the VM (a -test.run pattern)")
 )
 
 // TestLinuxPeerTCFlowerVM boots the VM tier (Debian's kernel, which has
@@ -41,9 +39,6 @@ func TestLinuxPeerTCFlowerVM(t *testing.T) {
 		Executables: []string{"/usr/sbin/ip", "/usr/sbin/tc"},
 		MemoryMB:    2048,
 		Timeout:     12 * time.Minute,
-	}
-	if *vmConsole {
-		cfg.Console = os.Stderr
 	}
 	res := vmtest.RunTest(t, cfg)
 	t.Logf("in-VM output:\n%s", res.Output)
