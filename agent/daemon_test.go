@@ -164,7 +164,7 @@ func (r *running) send(t *testing.T, frames ...[]byte) [][]byte {
 		if _, err := vm.Send([][]byte{f}); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for {
 			n, err := up.Recv(bufs, sizes)
 			if err != nil {
@@ -405,7 +405,7 @@ func TestPolicyWatch(t *testing.T) {
 	if err := os.WriteFile(polPath, moved, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for r.d.Switch().Stats().Updates == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("the watcher never applied the change\n%s", r.logs.String())

@@ -62,7 +62,7 @@ func Example() {
 		Src: netip.MustParseAddr("10.0.0.10"), Dst: netip.MustParseAddr("10.0.0.11"), Proto: hal.ProtoUDP,
 		SrcPort: 4000, DstPort: 53, Payload: []byte("query")})})
 	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		if n, _ := up.Recv(bufs, sizes); n == 1 {
 			break
 		}

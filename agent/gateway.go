@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -42,7 +43,8 @@ import (
 //	    203.0.113.10: 02:00:00:00:fe:10
 //
 // With a gateway, the configuration names no VM ports and follows a policy
-// file (a store is not followed by a gateway host yet).
+// file (a store is not followed by a gateway host yet); `metrics` serves
+// the gateway's counters (nicpath_gateway_*) and the NIC's ports.
 type GatewayConfig struct {
 	Name        string
 	External    string
@@ -163,7 +165,8 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 			d.errf(key, "gateway."+f, "missing")
 		}
 	}
-	if g.Router.IsValid() && g.Address.IsValid() && !g.Address.Contains(g.Router) {
+	if g.Router.IsValid() && g.Address.IsValid() && !g.Address.Contains(g.Router) &&
+		!(g.Router.Is6() && g.Address.Addr().Is6() && g.Router.IsLinkLocalUnicast()) {
 		d.errf(seen["router"], "gateway.router", "%s is not on the external network %s", g.Router, g.Address.Masked())
 	}
 	for a := range g.Neighbors {
@@ -193,10 +196,8 @@ func (d *cfgDecoder) checkGatewayRole(c *Config, seen map[string]*yaml.Node) {
 	if seen["store"] != nil {
 		d.errf(seen["store"], "store", "a gateway host follows a policy file (store following is not done for gateways yet)")
 	}
-	for _, f := range []string{"metrics", "flow_idle"} {
-		if seen[f] != nil {
-			d.errf(seen[f], f, "not for a gateway host (its connections' idle time is gateway.idle; it has no metrics endpoint yet)")
-		}
+	if seen["flow_idle"] != nil {
+		d.errf(seen["flow_idle"], "flow_idle", "not for a gateway host (its connections' idle time is gateway.idle)")
 	}
 }
 
@@ -242,6 +243,8 @@ type GatewayAgent struct {
 	ext, up  hal.PortID
 	ctl      net.Listener
 	started  time.Time
+	metricL  net.Listener // the metrics endpoint (configuration's metrics), or nil
+	httpSrv  *http.Server
 
 	mu         sync.Mutex
 	st         *policy.State
@@ -311,6 +314,14 @@ func startGateway(ctx context.Context, cfg *Config, nic hal.NIC) (_ *GatewayAgen
 	}
 	if a.ctl, err = listenControl(cfg.Control); err != nil {
 		return nil, err
+	}
+	if cfg.Metrics != "" {
+		if a.metricL, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", a.MetricsHandler())
+		a.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
 	pg := a.gw.Gateway()
 	a.log.Info("gateway started", "pa", pg.PA, "tenant", pg.Tenant, "address", g.Address, "driver", nic.Capabilities().Driver)
@@ -388,7 +399,19 @@ func (a *GatewayAgent) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	a.log.Info("running", "control", a.cfg.Control, "policy", a.cfg.Policy)
+	if a.httpSrv != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.httpSrv.Serve(a.metricL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				select {
+				case errc <- fmt.Errorf("metrics: %w", err):
+				default:
+				}
+			}
+		}()
+	}
+	a.log.Info("running", "control", a.cfg.Control, "metrics", a.cfg.Metrics, "policy", a.cfg.Policy)
 	var err error
 	select {
 	case <-ctx.Done():
@@ -396,6 +419,9 @@ func (a *GatewayAgent) Run(ctx context.Context) error {
 	}
 	cancel()
 	a.ctl.Close()
+	if a.httpSrv != nil {
+		a.httpSrv.Close()
+	}
 	wg.Wait()
 	return err
 }
@@ -438,6 +464,12 @@ func (a *GatewayAgent) Close() error {
 	if a.ctl != nil {
 		a.ctl.Close()
 		os.Remove(a.cfg.Control)
+	}
+	if a.httpSrv != nil {
+		a.httpSrv.Close()
+	}
+	if a.metricL != nil {
+		a.metricL.Close() // when Run never served it
 	}
 	if a.closeNIC && a.nic != nil {
 		errs = append(errs, a.nic.Close())
@@ -492,6 +524,8 @@ func (a *GatewayAgent) status() control.GatewayStatus {
 		a.cfg.Gateway.Address, out.Driver, time.Since(a.started).Round(time.Millisecond))
 	fmt.Fprintf(&b, "connections %d (new %d, %d of them from outside; on the NIC %d, on the host %d), host packets %d\n",
 		s.Conns, s.NewConns, s.Inbound, s.Offloaded, s.HostPath, s.HostPackets)
+	fmt.Fprintf(&b, "neighbours: ARP %d answered, %d asked; ND %d answered, %d asked; ICMP errors sent on to VMs %d\n",
+		s.ARPReplies, s.ARPRequests, s.NDReplies, s.NDRequests, s.ICMPErrors)
 	if len(a.cfg.Gateway.Publish) > 0 {
 		pubs := make([]string, 0, len(a.cfg.Gateway.Publish))
 		for ad, t := range a.cfg.Gateway.Publish {

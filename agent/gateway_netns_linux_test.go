@@ -44,6 +44,15 @@ type gwBed struct {
 	t      *testing.T
 	prefix string
 	dir    string
+	// v6 gives the VMs and the external host IPv6 addresses too
+	// (2001:db8:a::10 in both tenants, 2001:db8:e::10 outside), with no
+	// static neighbour on the external network.
+	v6 bool
+	// mid puts a router between the gateway and the external host: the
+	// gateway's external network is 203.0.113.0/24 (2001:db8:e::/64) with
+	// the router at .254 (::fe), the host is 198.51.100.10
+	// (2001:db8:f::10) beyond it, across a link of MTU 1280.
+	mid bool
 }
 
 func (b *gwBed) ns(name string) string   { return b.prefix + "-" + name }
@@ -66,7 +75,17 @@ var (
 	extHostMAC = hal.MustMAC("02:65:00:00:00:10")
 )
 
-func nsGatewayPolicy(t *testing.T) []byte {
+func nsGatewayPolicy(t *testing.T) []byte { return nsGatewayPolicyWith(t, false) }
+
+// nsGatewayPolicyWith is nsGatewayPolicy; with v6 both tenants' VNETs also
+// have 2001:db8:a::/64 (the VMs 2001:db8:a::10) and both route
+// 2001:db8:e::/64 to the shared gateway.
+func nsGatewayPolicyWith(t *testing.T, v6 bool) []byte { return nsGatewayPolicyMid(t, v6, false) }
+
+// nsGatewayPolicyMid is nsGatewayPolicyWith; with mid both tenants also
+// route the network beyond the router (198.51.100.0/24, with v6 also
+// 2001:db8:f::/64) to the shared gateway.
+func nsGatewayPolicyMid(t *testing.T, v6, mid bool) []byte {
 	t.Helper()
 	p := netip.MustParsePrefix
 	b := policy.NewBuilder()
@@ -75,9 +94,23 @@ func nsGatewayPolicy(t *testing.T) []byte {
 	b.AddGateway(policy.Gateway{Name: "gw-shared", PA: netip.MustParseAddr(pas["gw"])})
 	for i, tn := range []string{"blue", "red"} {
 		b.AddTenant(policy.Tenant{Name: tn})
-		b.AddVNET(policy.VNET{Tenant: tn, Name: "web", VNI: uint32(1001 + 1000*i), Subnets: []netip.Prefix{p("10.0.0.0/24")}})
+		subnets, cas := []netip.Prefix{p("10.0.0.0/24")}, []netip.Addr{netip.MustParseAddr("10.0.0.10")}
+		if v6 {
+			subnets, cas = append(subnets, p("2001:db8:a::/64")), append(cas, netip.MustParseAddr("2001:db8:a::10"))
+			b.AddRoute(policy.Route{Tenant: tn, Prefix: p("2001:db8:e::/64"), NextHop: policy.NextHop{Kind: policy.NextHopGateway, Gateway: "gw-shared"}})
+		}
+		beyond := []netip.Prefix{p("198.51.100.0/24")}
+		if v6 {
+			beyond = append(beyond, p("2001:db8:f::/64"))
+		}
+		for _, pr := range beyond {
+			if mid {
+				b.AddRoute(policy.Route{Tenant: tn, Prefix: pr, NextHop: policy.NextHop{Kind: policy.NextHopGateway, Gateway: "gw-shared"}})
+			}
+		}
+		b.AddVNET(policy.VNET{Tenant: tn, Name: "web", VNI: uint32(1001 + 1000*i), Subnets: subnets})
 		b.AddVM(policy.VM{Name: tn + "-web-1", Tenant: tn, VNET: "web", MAC: policy.MAC{2, 0, 0, byte(0xb + i), 0, 1},
-			CAs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}, Host: []string{"host-a", "host-b"}[i]})
+			CAs: cas, Host: []string{"host-a", "host-b"}[i]})
 	}
 	b.AddGatewayRule(policy.GatewayRule{Tenant: "blue", Name: "storage", Prefix: p("192.0.2.0/24"), Gateway: "gw-shared", NAT: p("203.0.113.0/24")})
 	b.AddRoute(policy.Route{Tenant: "red", Prefix: p("203.0.113.0/24"), NextHop: policy.NextHop{Kind: policy.NextHopGateway, Gateway: "gw-shared"}})
@@ -94,7 +127,11 @@ func nsGatewayPolicy(t *testing.T) []byte {
 
 func (b *gwBed) build() {
 	t := b.t
-	for _, n := range []string{"router", "host-a", "host-b", "gw", "ext", "vm-blue", "vm-red"} {
+	names := []string{"router", "host-a", "host-b", "gw", "ext", "vm-blue", "vm-red"}
+	if b.mid {
+		names = append(names, "mid")
+	}
+	for _, n := range names {
 		b.ip("netns", "add", b.ns(n))
 		name := b.ns(n)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
@@ -110,8 +147,8 @@ func (b *gwBed) build() {
 			"address", upMACs[h].String(), "netns", b.ns(h))
 		b.ip("-n", r, "link", "set", rif, "up")
 		b.ip("-n", b.ns(h), "link", "set", "up0", "up")
-		b.ip("-n", r, "addr", "add", "198.18.1.1/32", "dev", rif)
-		b.ip("-n", r, "route", "add", pas[h]+"/32", "dev", rif)
+		b.ip("-n", r, "addr", "replace", "198.18.1.1/32", "dev", rif)
+		b.ip("-n", r, "route", "replace", pas[h]+"/32", "dev", rif)
 		b.ip("-n", r, "neigh", "replace", pas[h], "lladdr", upMACs[h].String(), "dev", rif, "nud", "permanent")
 	}
 	for i, vm := range []string{"blue", "red"} {
@@ -120,15 +157,55 @@ func (b *gwBed) build() {
 		b.ip("-n", b.ns(host), "link", "add", "vm-"+vm, "type", "veth", "peer", "name", "eth0", "netns", vns)
 		b.ip("-n", b.ns(host), "link", "set", "vm-"+vm, "mtu", "1450", "up")
 		b.ip("-n", vns, "link", "set", "eth0", "address", hal.MAC{2, 0, 0, byte(0xb + i), 0, 1}.String(), "mtu", "1450", "up")
-		b.ip("-n", vns, "addr", "add", "10.0.0.10/24", "dev", "eth0")
+		b.ip("-n", vns, "addr", "replace", "10.0.0.10/24", "dev", "eth0")
 		b.ip("-n", vns, "neigh", "replace", "10.0.0.1", "lladdr", hal.MAC(policy.DefaultRouterMAC).String(), "dev", "eth0", "nud", "permanent")
-		b.ip("-n", vns, "route", "add", "default", "via", "10.0.0.1", "dev", "eth0")
+		b.ip("-n", vns, "route", "replace", "default", "via", "10.0.0.1", "dev", "eth0")
+		if b.v6 {
+			b.ip("-n", vns, "addr", "replace", "2001:db8:a::10/64", "dev", "eth0", "nodad")
+			b.ip("-n", vns, "neigh", "replace", "2001:db8:a::1", "lladdr", hal.MAC(policy.DefaultRouterMAC).String(), "dev", "eth0", "nud", "permanent")
+			b.ip("-n", vns, "-6", "route", "replace", "default", "via", "2001:db8:a::1", "dev", "eth0")
+		}
+	}
+	if b.mid {
+		b.buildMid()
+		return
 	}
 	b.ip("-n", b.ns("gw"), "link", "add", "ext0", "address", gwExtMAC.String(), "type", "veth", "peer", "name", "eth0",
 		"address", extHostMAC.String(), "netns", b.ns("ext"))
 	b.ip("-n", b.ns("gw"), "link", "set", "ext0", "up")
 	b.ip("-n", b.ns("ext"), "link", "set", "eth0", "up")
-	b.ip("-n", b.ns("ext"), "addr", "add", "203.0.113.10/24", "dev", "eth0")
+	b.ip("-n", b.ns("ext"), "addr", "replace", "203.0.113.10/24", "dev", "eth0")
+	if b.v6 {
+		// No static neighbour on either side of the external network: the
+		// host and the gateway find each other by neighbour discovery.
+		b.ip("-n", b.ns("ext"), "addr", "replace", "2001:db8:e::10/64", "dev", "eth0", "nodad")
+	}
+}
+
+// buildMid is build's external side with a router between the gateway
+// and the host.
+func (b *gwBed) buildMid() {
+	m := b.ns("mid")
+	for _, sc := range []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"} {
+		b.run("ip", "netns", "exec", m, "sysctl", "-qw", sc)
+	}
+	b.ip("-n", b.ns("gw"), "link", "add", "ext0", "address", gwExtMAC.String(), "type", "veth", "peer", "name", "eth0",
+		"address", extHostMAC.String(), "netns", m)
+	b.ip("-n", b.ns("gw"), "link", "set", "ext0", "up")
+	b.ip("-n", m, "link", "set", "eth0", "up")
+	b.ip("-n", m, "addr", "replace", "203.0.113.254/24", "dev", "eth0")
+	b.ip("-n", m, "addr", "replace", "2001:db8:e::fe/64", "dev", "eth0", "nodad")
+	// The narrow link: the router's side has MTU 1280, the host's 1500, so
+	// that the host's MSS does not hide it from the VMs.
+	b.ip("-n", m, "link", "add", "eth1", "mtu", "1280", "type", "veth", "peer", "name", "eth0", "netns", b.ns("ext"))
+	b.ip("-n", m, "link", "set", "eth1", "up")
+	b.ip("-n", b.ns("ext"), "link", "set", "eth0", "up")
+	b.ip("-n", m, "addr", "replace", "198.51.100.1/24", "dev", "eth1")
+	b.ip("-n", m, "addr", "replace", "2001:db8:f::1/64", "dev", "eth1", "nodad")
+	b.ip("-n", b.ns("ext"), "addr", "replace", "198.51.100.10/24", "dev", "eth0")
+	b.ip("-n", b.ns("ext"), "addr", "replace", "2001:db8:f::10/64", "dev", "eth0", "nodad")
+	b.ip("-n", b.ns("ext"), "route", "replace", "default", "via", "198.51.100.1", "dev", "eth0")
+	b.ip("-n", b.ns("ext"), "-6", "route", "replace", "default", "via", "2001:db8:f::1", "dev", "eth0")
 }
 
 // xdpPass attaches an XDP_PASS program to dev in namespace ns, for as long
@@ -181,10 +258,10 @@ func (b *gwBed) servers(ctx context.Context, ns, addr string) (peers func() []ne
 	var pc net.PacketConn
 	var ln net.Listener
 	err := nsexec.Do(b.path(ns), func() (err error) {
-		if pc, err = net.ListenPacket("udp4", addr+":7"); err != nil {
+		if pc, err = net.ListenPacket("udp", net.JoinHostPort(addr, "7")); err != nil {
 			return err
 		}
-		ln, err = net.Listen("tcp4", addr+":80")
+		ln, err = net.Listen("tcp", net.JoinHostPort(addr, "80"))
 		return err
 	})
 	if err != nil {
@@ -304,7 +381,7 @@ func testGatewayNamespaces(t *testing.T, gwDriver string) {
 		for i := range 3 {
 			msg := fmt.Sprintf("%s %d", vm, i)
 			c.Write([]byte(msg))
-			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			n, err := c.Read(buf)
 			if err != nil || string(buf[:n]) != "echo "+msg {
 				t.Fatalf("UDP %s: got %q, %v", msg, buf[:n], err)
@@ -368,7 +445,7 @@ func testGatewayNamespaces(t *testing.T, gwDriver string) {
 		buf := make([]byte, 2048)
 		msg := "to " + vm
 		c.Write([]byte(msg))
-		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		n, err := c.Read(buf)
 		c.Close()
 		if err != nil || string(buf[:n]) != "echo "+msg {

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -73,7 +75,7 @@ func TestGatewayConfigRefused(t *testing.T) {
 		{"external is the uplink", "external: ext0", "external: up0", 6, "gateway.external", "is the uplink"},
 		{"VM ports on a gateway", "control:", "ports:\n  vm: tap0\ncontrol:", 5, "ports", "no VM ports"},
 		{"a store", "policy: policy.yaml", "store: etcd://192.0.2.1:2379/n/", 3, "store", "policy file"},
-		{"metrics", "control:", "metrics: 127.0.0.1:9464\ncontrol:", 5, "metrics", "not for a gateway host"},
+		{"flow_idle", "control:", "flow_idle: 30s\ncontrol:", 5, "flow_idle", "not for a gateway host"},
 		{"not a mapping", goodGatewayConfig[strings.Index(goodGatewayConfig, "gateway:"):], "gateway: gw-shared\n", 6, "gateway", "want a mapping"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,7 +135,7 @@ func TestGatewayAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc := strings.Replace(goodGatewayConfig, "/run/nicpath/gw.sock", filepath.Join(dir, "gw.sock"), 1)
-	doc = strings.Replace(doc, "driver: softnic\n", "driver: softnic\nbinding: none\nwatch_interval: 1h\n", 1)
+	doc = strings.Replace(doc, "driver: softnic\n", "driver: softnic\nbinding: none\nwatch_interval: 1h\n", 1) + "metrics: 127.0.0.1:0\n"
 	cfgPath := filepath.Join(dir, "gw.yaml")
 	cfg, err := ParseConfig(cfgPath, []byte(doc))
 	if err != nil {
@@ -173,7 +175,7 @@ func TestGatewayAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		n, _ := ext.Recv(bufs, sizes)
 		if n == 1 {
@@ -198,6 +200,28 @@ func TestGatewayAgent(t *testing.T) {
 	if st.Name != "gw-shared" || st.Conns != 1 || len(st.Connections) != 1 || st.Connections[0].VM != "blue-web-1" ||
 		!strings.Contains(st.Text, "tenant blue vm blue-web-1: 10.0.0.10:5000 > 203.0.113.10:53") {
 		t.Fatalf("%+v\n%s", st, st.Text)
+	}
+
+	// The metrics endpoint has the gateway's counters and the NIC's ports.
+	resp, err := http.Get("http://" + a.metricL.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"nicpath_gateway_connections 1\n",
+		`nicpath_gateway_connections_created_total{opened_by="tenant"} 1` + "\n",
+		`nicpath_gateway_connections_placed_total{where="nic"} 1` + "\n",
+		"nicpath_gateway_host_packets_total 1\n",
+		`nicpath_gateway_neighbor_messages_total{message="arp_request"} 0` + "\n",
+		"nicpath_gateway_icmp_errors_total 0\n",
+		`nicpath_port_packets_total{direction="tx",port="ext0"} 1` + "\n",
+		`nicpath_port_packets_total{direction="rx",port="up0"} 1` + "\n",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
 	}
 
 	// A policy without the gateway: refused, nothing applied.

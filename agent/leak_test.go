@@ -26,7 +26,7 @@ func TestShutdownLeavesNothing(t *testing.T) {
 	idle := &control.Client{Path: r.d.cfg.Control}
 	go idle.Call(context.Background(), "stats", nil, nil)
 	r.stop()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for runtime.NumGoroutine() > before {
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<16)

@@ -55,8 +55,10 @@ func TestOnDemandDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := &gatedResolver{st: st, gate: make(chan struct{}), hang: map[uint32]bool{2001: true}}
+	// The timeout is what red's lookup waits out; blue's lookup must not
+	// reach it before the test opens the gate, on a loaded machine too.
 	cfg.Directory = &Directory{Resolver: res, QueueLen: 2,
-		Cache: directory.CacheConfig{Timeout: 2 * time.Second, TTL: time.Minute}}
+		Cache: directory.CacheConfig{Timeout: 5 * time.Second, TTL: time.Minute}}
 	r := startAgent(t, cfg)
 
 	dbCA := netip.MustParseAddr("10.0.1.10")
@@ -178,7 +180,7 @@ func startAgent(t *testing.T, cfg *Config) *running {
 
 func waitOnDemand(t *testing.T, r *running, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("condition not met\nlogs:\n%s", r.logs.String())

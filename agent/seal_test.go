@@ -149,7 +149,7 @@ driver_options:
 		t.Fatal(err)
 	}
 	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		n, err := p2.Recv(bufs, sizes)
 		if err != nil {

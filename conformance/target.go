@@ -33,7 +33,8 @@ type Target struct {
 	Devices func(ctx context.Context) ([]DeviceInfo, error)
 
 	// Timeout bounds how long the suite waits for a frame that must arrive
-	// (default 2s). Quiet is how long it listens before it concludes that a
+	// (default 10s: a passing case waits only as long as the frame takes,
+	// and a loaded machine can take seconds). Quiet is how long it listens before it concludes that a
 	// frame did not arrive (default 100ms; slower datapaths such as a VM want
 	// more).
 	Timeout time.Duration
@@ -107,7 +108,7 @@ func (t *Target) timeout() time.Duration {
 	if t.Timeout > 0 {
 		return t.Timeout
 	}
-	return 2 * time.Second
+	return 10 * time.Second
 }
 
 func (t *Target) quiet() time.Duration {

@@ -94,24 +94,13 @@ func (g *Gateway) arp(frame []byte) {
 		g.stats.ARPReplies++
 		g.inject(g.cfg.External, BuildARP(2, g.extMAC, tpa, sha, spa))
 	}
-	if p, ok := g.pending[spa]; ok {
-		if _, known := g.neigh[spa]; known {
-			delete(g.pending, spa)
-			now := g.cfg.Clock().UnixNano()
-			for _, f := range p.frames {
-				g.handle(g.cfg.Uplink, f, now)
-			}
-		}
-	}
+	g.release(spa)
 }
 
 // await holds a tenant frame until next hop nh is resolved, asking for it
-// (again, at most once a second).
+// (again, at most once a second): ARP for IPv4, a neighbour solicitation
+// for IPv6.
 func (g *Gateway) await(nh netip.Addr, frame []byte) {
-	if !nh.Is4() {
-		g.stats.Drops["no-neighbor"]++
-		return
-	}
 	now := g.cfg.Clock().UnixNano()
 	p := g.pending[nh]
 	if p == nil {
@@ -129,7 +118,12 @@ func (g *Gateway) await(nh netip.Addr, frame []byte) {
 	}
 	if p.asked == 0 || now-p.asked > 1e9 {
 		p.asked = now
-		g.stats.ARPRequests++
-		g.inject(g.cfg.External, BuildARP(1, g.extMAC, g.cfg.Address.Addr(), hal.MAC{}, nh))
+		if nh.Is4() {
+			g.stats.ARPRequests++
+			g.inject(g.cfg.External, BuildARP(1, g.extMAC, g.cfg.Address.Addr(), hal.MAC{}, nh))
+		} else {
+			g.stats.NDRequests++
+			g.inject(g.cfg.External, BuildNS(g.extMAC, g.cfg.Address.Addr(), nh))
+		}
 	}
 }

@@ -200,6 +200,9 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 		g.refuse(k, v)
 		return
 	}
+	if g.icmpErrorFromTenant(k, l, frame, now, in) {
+		return
+	}
 	if known && c.inbound && c.fwdKey == (hal.FlowKey{}) && v.PA == c.hostPA {
 		// The VM's first answer on a connection the external network
 		// opened: now its rule from the tenant can be made.
@@ -242,7 +245,7 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 		g.removeConn(c)
 	}
 	local := g.cfg.Address.Addr()
-	extPort, ok := g.allocPort(k.Proto, local, ik.dst, ik.dport)
+	extPort, ok := g.allocPort(k.Proto, local, ik.dst, ik.dport, ik.sport, !icmp)
 	if !ok {
 		g.stats.Drops["ports-exhausted"]++
 		return
@@ -263,17 +266,66 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 // MACs, address, port, dec_ttl, encap, count, output).
 const maxActions = 9
 
+// actsKey names an action list that rewrites no port: the same for every
+// connection with the same values, so connections share one copy.
+type actsKey struct {
+	reverse    bool
+	mac        hal.MAC // the next hop's (from the tenant) or the VM's (answers)
+	addr       netip.Addr
+	kind       policy.EncapKind
+	vni        uint32
+	gwPA, host netip.Addr
+}
+
+// maxSharedActs bounds the shared action lists kept (one per next hop and
+// external address, one per VM address and host); past it the cache
+// starts again.
+const maxSharedActs = 4096
+
+// shared returns the shared copy of a port-free action list, making it
+// with mk the first time.
+func (g *Gateway) shared(k actsKey, mk func([]hal.Action) []hal.Action) []hal.Action {
+	if a, ok := g.acts[k]; ok {
+		return a
+	}
+	if len(g.acts) >= maxSharedActs {
+		clear(g.acts)
+	}
+	a := mk(make([]hal.Action, 0, maxActions))
+	g.acts[k] = a
+	return a
+}
+
 // build writes the connection's two action lists and the reply's key.
+// Lists that rewrite no port are shared between connections (never
+// modified once made).
 func (g *Gateway) build(c *conn) {
 	ext := c.outside.local
-	// Both lists in one allocation, each with room for all its actions.
-	acts := make([]hal.Action, 0, 2*maxActions)
-	c.fwd, c.rev = acts[:0:maxActions], acts[maxActions:maxActions]
-	c.fwd = append(c.fwd, hal.Decap(), hal.SetEthSrc(g.extMAC), hal.SetEthDst(c.nhMAC), hal.SetIPSrc(ext))
-	if !c.icmp && c.outside.extPort != c.inside.sport {
-		c.fwd = append(c.fwd, hal.SetL4Src(c.outside.extPort))
+	rewrite := !c.icmp && c.outside.extPort != c.inside.sport
+	fwd := func(a []hal.Action) []hal.Action {
+		a = append(a, hal.Decap(), hal.SetEthSrc(g.extMAC), hal.SetEthDst(c.nhMAC), hal.SetIPSrc(ext))
+		if rewrite {
+			a = append(a, hal.SetL4Src(c.outside.extPort))
+		}
+		return append(a, hal.DecTTL(), hal.Count(), hal.Output(g.cfg.External))
 	}
-	c.fwd = append(c.fwd, hal.DecTTL(), hal.Count(), hal.Output(g.cfg.External))
+	rev := func(a []hal.Action) []hal.Action {
+		a = append(a, hal.SetEthSrc(hal.MAC(g.st.RouterMAC())), hal.SetEthDst(c.vmMAC), hal.SetIPDst(c.inside.src))
+		if rewrite {
+			a = append(a, hal.SetL4Dst(c.inside.sport))
+		}
+		return append(a, hal.DecTTL(), hal.EncapWith(hal.Encap{Kind: halEncap(c.inside.encapKind), VNI: c.inside.vni,
+			Src: c.gwPA, Dst: c.hostPA, SrcMAC: g.uplinkMAC, DstMAC: g.nextHopMAC()}), hal.Count(), hal.Output(g.cfg.Uplink))
+	}
+	if rewrite {
+		// Both lists in one allocation, each with room for all its actions.
+		acts := make([]hal.Action, 0, 2*maxActions)
+		c.fwd, c.rev = fwd(acts[:0:maxActions]), rev(acts[maxActions:maxActions])
+	} else {
+		c.fwd = g.shared(actsKey{mac: c.nhMAC, addr: ext}, fwd)
+		c.rev = g.shared(actsKey{reverse: true, mac: c.vmMAC, addr: c.inside.src, kind: c.inside.encapKind,
+			vni: c.inside.vni, gwPA: c.gwPA, host: c.hostPA}, rev)
+	}
 
 	et := hal.EtherTypeIPv6
 	if c.outside.remote.Is4() {
@@ -296,13 +348,6 @@ func (g *Gateway) build(c *conn) {
 		}
 	}
 	c.revKey = rk
-	c.rev = append(c.rev, hal.SetEthSrc(hal.MAC(g.st.RouterMAC())), hal.SetEthDst(c.vmMAC),
-		hal.SetIPDst(c.inside.src))
-	if !c.icmp && c.outside.extPort != c.inside.sport {
-		c.rev = append(c.rev, hal.SetL4Dst(c.inside.sport))
-	}
-	c.rev = append(c.rev, hal.DecTTL(), hal.EncapWith(hal.Encap{Kind: halEncap(c.inside.encapKind), VNI: c.inside.vni,
-		Src: c.gwPA, Dst: c.hostPA, SrcMAC: g.uplinkMAC, DstMAC: g.nextHopMAC()}), hal.Count(), hal.Output(g.cfg.Uplink))
 }
 
 func (g *Gateway) nextHopMAC() hal.MAC {
@@ -392,6 +437,15 @@ func (g *Gateway) flush(ctx context.Context) error {
 	// being applied must not be written over.
 	ops, owners := g.ops, g.owners
 	g.ops, g.owners = nil, nil
+	defer func(ops []hal.Op, owners []opOwner) {
+		// Nothing was queued meanwhile: the slices serve again (cleared,
+		// so that they keep no connection alive).
+		if g.ops == nil && cap(ops) > 0 {
+			clear(ops)
+			clear(owners)
+			g.ops, g.owners = ops[:0], owners[:0]
+		}
+	}(ops, owners)
 	for len(ops) > 0 {
 		n := min(len(ops), max)
 		res := make([]hal.OpResult, n)
@@ -448,10 +502,19 @@ func (g *Gateway) flush(ctx context.Context) error {
 // allocPort picks an external port for a connection to remote:rport that
 // no other connection to the same remote endpoint holds (endpoint-dependent
 // translation: an answer is told apart by the remote endpoint and the
-// external port together), going round the range from where the last
-// allocation of the protocol stopped.
-func (g *Gateway) allocPort(proto uint8, local, remote netip.Addr, rport uint16) (uint16, bool) {
+// external port together). The VM's own port (inside, when preserve) is
+// kept when it is in the range and free: the connection's rules then
+// rewrite no port, so that its action lists are those of every other such
+// connection of the VM and the NIC shares one program between them (a
+// rule's program is the expensive part of placing it). Otherwise it goes
+// round the range from where the last allocation of the protocol stopped.
+func (g *Gateway) allocPort(proto uint8, local, remote netip.Addr, rport, inside uint16, preserve bool) (uint16, bool) {
 	lo, hi := g.cfg.PortLo, g.cfg.PortHi
+	if preserve && inside >= lo && inside <= hi {
+		if _, used := g.byOut[outsideKey{local: local, remote: remote, remotePort: rport, extPort: inside, proto: proto}]; !used {
+			return inside, true
+		}
+	}
 	span := int(hi-lo) + 1
 	cur := g.cursor[proto]
 	if cur < lo || cur > hi {
@@ -508,6 +571,10 @@ func (g *Gateway) fromExternal(k *hal.FlowKey, l *wire.Layout, frame []byte, now
 		g.arp(frame)
 		return
 	}
+	if isND(k) {
+		g.nd(frame)
+		return
+	}
 	if !k.IsIP() {
 		g.stats.Drops["not-ip"]++
 		return
@@ -524,6 +591,9 @@ func (g *Gateway) fromExternal(k *hal.FlowKey, l *wire.Layout, frame []byte, now
 	case hal.ProtoTCP, hal.ProtoUDP:
 		ok.remotePort, ok.extPort = k.L4Src, k.L4Dst
 	case hal.ProtoICMP, hal.ProtoICMPv6:
+		if g.icmpErrorFromExternal(k, l, frame, now) {
+			return
+		}
 		var id uint16
 		if id, request, icmp = icmpEcho(frame, l); !icmp {
 			g.stats.Drops["no-connection"]++

@@ -20,7 +20,14 @@
 // The translation is what keeps tenants apart on the physical network: two
 // tenants whose customer addresses overlap (both 10.0.0.5, port 40000)
 // leave with different external ports, and an answer finds its connection
-// by (protocol, remote address, remote port, external port) alone. A
+// by (protocol, remote address, remote port, external port) alone. A VM's
+// own source port is kept when it is in the external range (Config.PortLo
+// to PortHi) and no other connection to the same remote endpoint holds it;
+// only a colliding connection (the second tenant above) takes another.
+// Kept ports mean rules that rewrite no port: their action lists are the
+// same for all of a VM's connections (shared, never modified), so that a
+// NIC that compiles a program per distinct action list (softnic) compiles
+// one per VM instead of two per connection. A
 // dedicated gateway (policy.Gateway.Tenant set) refuses every other
 // tenant's traffic: the frame is dropped, counted (Stats.Refused by
 // reason) and its flow becomes a drop rule on the NIC; Explain says why.
@@ -54,12 +61,51 @@
 //
 // # Neighbours
 //
-// The gateway answers ARP for Config.Address on the external port, and
-// resolves the next hop of an external destination (the destination when
-// Config.Address's prefix holds it, Config.Router otherwise) with ARP,
-// holding a few frames per next hop meanwhile (Config.Neighbors gives
-// static entries). IPv6 neighbour discovery is not done: an IPv6 next hop
-// needs a static entry.
+// The gateway answers ARP (IPv4) and neighbour solicitations (IPv6, RFC
+// 4861: hop limit 255, checksum, options checked; solicited advertisements
+// with the override bit and a target link-layer option) for Config.Address
+// and the published addresses on the external port, and resolves the next
+// hop of an external destination (the destination when Config.Address's
+// prefix holds it, Config.Router otherwise; an IPv6 router may be a
+// link-local address) with ARP or a solicitation to the solicited-node
+// group, holding a few frames per next hop meanwhile and asking again at
+// most once a second (Config.Neighbors gives static entries). Next hops are
+// learned from requests and solicitations for the gateway's addresses and
+// from replies and advertisements for next hops it asked for.
+//
+// # ICMP errors and fragments
+//
+// An ICMP error from the external network (destination unreachable with
+// fragmentation needed, time exceeded, parameter problem; ICMPv6 also
+// packet too big) that quotes a packet of a translated connection (from
+// the gateway's or a published address and the connection's external port
+// or echo identifier, to its remote endpoint) goes on to the VM: the
+// error's destination becomes the VM's address, the quoted packet's source
+// address and port (echo identifier) the VM's, the quoted IPv4 header
+// checksum is computed again, the quoted TCP/UDP (or echo) checksum is
+// updated when the quote reaches it, and the error's own checksum is
+// computed again (ICMPv6 over its new pseudo-header). The error's source
+// (the remote host or a router between) and the MTU it announces stay as
+// they are: the external path is the VM's path, without encapsulation. So
+// path MTU discovery works through the gateway: a VM sending large TCP
+// segments with DF (with its kernel's TSO/GSO) across a narrower link
+// learns the link's MTU from the router's error. The other way, an error a
+// VM sends about a packet of a translated connection it received (a port
+// unreachable about a datagram from the external host, a packet too big)
+// leaves from the connection's external address, the quoted packet's
+// destination address and port made the external ones again, as the
+// remote host sent it; the policy judges it as any tenant packet. Errors
+// are always handled on the host (Stats.ICMPErrors); errors that quote too little, quote a
+// non-first fragment, another protocol, or no tracked connection are
+// dropped and counted (Stats.Drops icmp-error-short, icmp-error-fragment,
+// icmp-error-protocol, icmp-error-no-connection).
+//
+// Non-first IP fragments are refused: they carry no ports, so they cannot
+// be matched to a connection, and the gateway does not reassemble. They
+// are dropped and counted (Stats.Drops["non-first-fragment"]) and Explain
+// says so. A first fragment passes with its connection (so a fragmented
+// datagram arrives incomplete); TCP and other DF traffic does not fragment,
+// since path MTU discovery works through the gateway.
 //
 // # Using it
 //
@@ -76,11 +122,13 @@
 // A packet whose TTL would run out at the gateway is dropped (counted
 // "ttl", no ICMP time exceeded) and opens no connection.
 //
-// Not done yet: IPv6 neighbour discovery (an IPv6 next hop needs a static
-// entry), non-first IP fragments (dropped: they carry no ports to find
-// their connection by), ICMP errors about translated connections (dropped:
-// no connection matches them), moving an offloaded connection when its VM
-// migrates (Update removes it; the next packet opens it again), and
-// sharing a NIC with a vswitch. The agent's gateway host follows a policy
-// file, not a store, and has no metrics endpoint.
+// Not done yet: reassembling fragments (non-first ones are refused, see
+// above); ICMP errors of a tenant whose gateway rule translates addresses
+// (the VM's host translates the outer addresses, not the quoted packet, so
+// the gateway's translated quote does not match the VM's socket, and a
+// VM's own error quotes an address the gateway does not know); time exceeded from the gateway itself; moving an offloaded
+// connection when its VM migrates (Update removes it; the next packet
+// opens it again); sharing a NIC with a vswitch. The agent's gateway host
+// follows a policy file, not a store; its counters are on the metrics
+// endpoint (nicpath_gateway_*).
 package gateway

@@ -110,7 +110,7 @@ func Example() {
 func recv(p *softnic.Port) []byte {
 	buf := [][]byte{make([]byte, 2048)}
 	sizes := []int{0}
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(30 * time.Second)
 	for {
 		if n, _ := p.Recv(buf, sizes); n == 1 {
 			return buf[0][:sizes[0]]

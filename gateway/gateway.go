@@ -68,6 +68,9 @@ type Stats struct {
 	Drops       map[string]uint64 // other drops, by reason
 	ARPReplies  uint64            // ARP requests for Address answered
 	ARPRequests uint64            // ARP requests sent for next hops
+	NDReplies   uint64            // neighbour solicitations for the gateway's IPv6 addresses answered
+	NDRequests  uint64            // neighbour solicitations sent for IPv6 next hops
+	ICMPErrors  uint64            // ICMP errors about translated connections sent on to their VMs
 }
 
 // Gateway plays one policy gateway on a NIC. Its methods are safe for
@@ -93,6 +96,7 @@ type Gateway struct {
 	ops     []hal.Op
 	owners  []opOwner
 	injects []inject
+	acts    map[actsKey][]hal.Action // shared port-free action lists (build)
 }
 
 type inject struct {
@@ -127,13 +131,14 @@ func New(cfg Config) (*Gateway, error) {
 	if !cfg.Address.IsValid() || cfg.Address.Addr().Is4In6() {
 		return nil, fmt.Errorf("%w: the external address %v is not an address with its prefix", ErrConfig, cfg.Address)
 	}
-	if cfg.Router.IsValid() && !cfg.Address.Contains(cfg.Router) {
+	if cfg.Router.IsValid() && !cfg.Address.Contains(cfg.Router) &&
+		!(cfg.Router.Is6() && cfg.Address.Addr().Is6() && cfg.Router.IsLinkLocalUnicast()) {
 		return nil, fmt.Errorf("%w: router %s is not on the external network %s", ErrConfig, cfg.Router, cfg.Address.Masked())
 	}
 	g := &Gateway{cfg: cfg, nic: cfg.NIC, log: cfg.Logger,
 		conns: map[insideKey]*conn{}, byOut: map[outsideKey]*conn{},
 		cursor: map[uint8]uint16{}, refused: map[hal.FlowKey]*refusal{}, neigh: map[netip.Addr]hal.MAC{},
-		pending: map[netip.Addr]*pendingFrames{}, nextID: 1}
+		pending: map[netip.Addr]*pendingFrames{}, nextID: 1, acts: map[actsKey][]hal.Action{}}
 	g.stats.Refused, g.stats.Drops = map[string]uint64{}, map[string]uint64{}
 	var upOK, extOK bool
 	for _, p := range cfg.NIC.Ports() {
@@ -209,6 +214,9 @@ func (g *Gateway) Update(ctx context.Context, st *policy.State) error {
 	if old.PA != g.gw.PA {
 		g.setEndpoint(ctx)
 	}
+	// Shared action lists hold the old state's router MAC and PAs: new
+	// connections make theirs again.
+	clear(g.acts)
 	for _, c := range g.conns {
 		if c.inbound {
 			t := g.cfg.Publish[c.outside.local]
@@ -294,6 +302,11 @@ func (g *Gateway) handle(in hal.PortID, frame []byte, now int64) {
 	var k hal.FlowKey
 	var l wire.Layout
 	if err := wire.Parse(frame, in, &k, &l); err != nil {
+		if l.Flags&wire.FlagLaterFragment != 0 {
+			// No ports: no connection to find it by (see Explain).
+			g.stats.Drops["non-first-fragment"]++
+			return
+		}
 		g.stats.Drops[wire.ReasonOf(err).String()]++
 		return
 	}

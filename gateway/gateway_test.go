@@ -198,6 +198,11 @@ func TestSharedGatewayOverlappingTenants(t *testing.T) {
 	if rk.Src() != extAddr.Addr() || rk.L4Src == bk.L4Src {
 		t.Fatalf("red's frame left from %s:%d, blue's from port %d: the tenants must not share a translation", rk.Src(), rk.L4Src, bk.L4Src)
 	}
+	// The first keeps its own port (in the external range and free), so
+	// its rules rewrite no port; the second, colliding, is given another.
+	if bk.L4Src != 40000 || rk.L4Src == 40000 {
+		t.Fatalf("blue left from port %d (want its own 40000 kept), red from %d (want another)", bk.L4Src, rk.L4Src)
+	}
 
 	// The answers go back, each to its own tenant's VM, translated back.
 	for _, c := range []struct {
@@ -556,7 +561,9 @@ func TestHostPathWhenTheNICCannot(t *testing.T) {
 	u.Add(gw)
 	bd := &bed{t: t, st: st, u: u, a: a, gw: gw}
 	for i := range 2 {
-		ext, _ := bd.send(a, "blue-web-1", vmFrame(blueMAC, netip.MustParseAddr("192.0.2.10"), hal.ProtoUDP, 40000, 53))
+		// Source port 1000 is outside the external range (20000-59999), so
+		// the gateway must rewrite it (a port in the range is kept).
+		ext, _ := bd.send(a, "blue-web-1", vmFrame(blueMAC, netip.MustParseAddr("192.0.2.10"), hal.ProtoUDP, 1000, 53))
 		if len(ext) != 1 {
 			t.Fatalf("packet %d: %d frames out", i, len(ext))
 		}

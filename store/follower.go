@@ -33,7 +33,7 @@ type FollowerConfig struct {
 	// 200ms.
 	Retry time.Duration
 	// OnApply, when set, is called after every state the target took, in
-	// order (tests record the sequence).
+	// order (tests record the sequence), before Applied reports it.
 	OnApply func(Snapshot)
 	// Initial, when its State is set, is the snapshot the target was built
 	// with (a daemon that loads the store before it starts its switch): the
@@ -243,13 +243,15 @@ func (f *Follower) apply(ctx context.Context, snap Snapshot) {
 		f.report(ctx)
 		return
 	}
+	// OnApply before Applied shows the revision: whoever sees it applied
+	// finds what OnApply recorded.
+	if f.cfg.OnApply != nil {
+		f.cfg.OnApply(snap)
+	}
 	f.mu.Lock()
 	f.applied = snap
 	f.lastErr = nil
 	f.mu.Unlock()
-	if f.cfg.OnApply != nil {
-		f.cfg.OnApply(snap)
-	}
 	f.report(ctx)
 }
 

@@ -125,8 +125,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func startFollower(t *testing.T, s store.Store, host string, tgt store.Target, log *revLog) *store.Follower {
+	// The heartbeat's ping is bounded by the heartbeat itself: at 20ms a
+	// loaded machine's scheduling delay alone could make the follower stale
+	// for a moment. The outages here end the watch; no test waits on a ping.
 	f := store.NewFollower(store.FollowerConfig{Store: s, Host: host, Target: tgt,
-		Heartbeat: 20 * time.Millisecond, Retry: 10 * time.Millisecond, Timeout: time.Second, OnApply: log.add})
+		Heartbeat: 500 * time.Millisecond, Retry: 10 * time.Millisecond, Timeout: time.Second, OnApply: log.add})
 	c, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.Run(c); close(done) }()
@@ -410,7 +413,7 @@ func TestFollowerInitial(t *testing.T) {
 	}
 	rec := &recorder{}
 	f := store.NewFollower(store.FollowerConfig{Store: s, Host: "host-a", Target: rec, Initial: snap,
-		Heartbeat: 20 * time.Millisecond, Retry: 10 * time.Millisecond, Timeout: time.Second})
+		Heartbeat: 500 * time.Millisecond, Retry: 10 * time.Millisecond, Timeout: time.Second})
 	if got := f.Applied().Revision; got != snap.Revision {
 		t.Fatalf("Applied before Run: revision %d, want the initial %d", got, snap.Revision)
 	}

@@ -280,12 +280,14 @@ func (t *Tether) receive(pkt, plain []byte) {
 			t.cfg.Deliver(m.VNI, m.Frame)
 		}
 	case KindProbeAck:
-		t.acks.Add(1)
+		// The round trip before the count: a reader that sees the ack
+		// counted finds its round trip.
 		t.mu.Lock()
 		if m.Seq == t.seq {
 			t.rtt = now.Sub(time.Unix(0, m.Clock))
 		}
 		t.mu.Unlock()
+		t.acks.Add(1)
 	}
 }
 

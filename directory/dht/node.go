@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -215,28 +216,48 @@ func (n *Node) AddrInfo() peer.AddrInfo {
 
 // Join connects to the bootstrap peers that answer and fills the routing
 // table; it fails only if none answers (a first node with no bootstrap
-// peers joins alone).
+// peers joins alone). A dial, security handshake included, is bounded by
+// DialTimeout, which a loaded machine can overrun with every peer at once:
+// a round in which none answered is tried again, up to joinRounds rounds
+// while ctx lasts, past the swarm's dial backoff.
 func (n *Node) Join(ctx context.Context) error {
 	var errs []error
-	ok := 0
-	for _, b := range n.cfg.Bootstrap {
-		if b.ID == n.Host.ID() {
-			continue
+	for round := range joinRounds {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+				errs = append(errs, ctx.Err())
+				return fmt.Errorf("dht: no bootstrap peer answered: %w", errors.Join(errs...))
+			case <-time.After(time.Duration(round) * 100 * time.Millisecond):
+			}
 		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := n.Host.Connect(cctx, b)
-		cancel()
-		if err != nil {
-			errs = append(errs, err)
-			continue
+		errs = errs[:0]
+		ok := 0
+		for _, b := range n.cfg.Bootstrap {
+			if b.ID == n.Host.ID() {
+				continue
+			}
+			if sw, isSwarm := n.Host.Network().(*swarm.Swarm); isSwarm && round > 0 {
+				sw.Backoff().Clear(b.ID)
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := n.Host.Connect(cctx, b)
+			cancel()
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			ok++
 		}
-		ok++
+		if ok > 0 || len(errs) == 0 {
+			return n.DHT.Bootstrap(ctx)
+		}
 	}
-	if ok == 0 && len(errs) > 0 {
-		return fmt.Errorf("dht: no bootstrap peer answered: %w", errors.Join(errs...))
-	}
-	return n.DHT.Bootstrap(ctx)
+	return fmt.Errorf("dht: no bootstrap peer answered: %w", errors.Join(errs...))
 }
+
+// joinRounds bounds Join's rounds of bootstrap dials.
+const joinRounds = 5
 
 // Publish stores signed records (directory.Sign) in the DHT, a few at a
 // time.

@@ -329,6 +329,7 @@ func (l *Layer) Release(ctx context.Context) error {
 		err    error
 	}
 	var outs []out
+	notFound := uint64(0)
 	for _, d := range done {
 		q := l.queues[d]
 		delete(l.queues, d)
@@ -341,7 +342,7 @@ func (l *Layer) Release(ctx context.Context) error {
 			}
 			delete(l.last, d)
 		case errors.Is(e.Err, directory.ErrNotFound):
-			l.stats.NotFound++
+			notFound++
 		}
 		if q != nil {
 			outs = append(outs, out{d, q.frames, e.Err})
@@ -356,6 +357,9 @@ func (l *Layer) Release(ctx context.Context) error {
 	}
 	var walk []hal.Exception
 	l.mu.Lock()
+	// The answers are counted with their packets' fates, in one step: a
+	// reader that sees "no record" counted finds the packets released.
+	l.stats.NotFound += notFound
 	for _, o := range outs {
 		switch {
 		case o.err == nil || errors.Is(o.err, directory.ErrNotFound):

@@ -251,7 +251,7 @@ func TestRefuseHandshakeVersion(t *testing.T) {
 	if !errors.Is(err, ErrHandshake) {
 		t.Fatalf("open through a version-rewriting attacker: %v", err)
 	}
-	waitFor(t, "server's count", 2*time.Second, func() bool { return s.srv.Stats().Refused[securechan.DropVersion] == 1 })
+	waitFor(t, "server's count", 10*time.Second, func() bool { return s.srv.Stats().Refused[securechan.DropVersion] == 1 })
 	if !s.log.has("handshake refused") {
 		t.Errorf("not logged: %v", s.log.all())
 	}
@@ -291,7 +291,7 @@ func TestRefuseWrongHostKey(t *testing.T) {
 	if !errors.Is(err, ErrHandshake) {
 		t.Fatalf("open with an unpinned host key: %v", err)
 	}
-	waitFor(t, "server's count", 2*time.Second, func() bool { return s.srv.Stats().Refused[securechan.DropPeerKey] == 1 })
+	waitFor(t, "server's count", 10*time.Second, func() bool { return s.srv.Stats().Refused[securechan.DropPeerKey] == 1 })
 	if !s.log.has("peer_key") {
 		t.Errorf("not logged: %v", s.log.all())
 	}
@@ -309,7 +309,7 @@ func TestRefuseWrongServerKey(t *testing.T) {
 		t.Fatalf("open against an impostor: %v", err)
 	}
 	// The impostor cannot open the Init sealed to the pinned key.
-	waitFor(t, "server's count", 2*time.Second, func() bool { return s.srv.Stats().Refused[securechan.DropTampered] == 1 })
+	waitFor(t, "server's count", 10*time.Second, func() bool { return s.srv.Stats().Refused[securechan.DropTampered] == 1 })
 }
 
 // TestRefuseTamperedReply: the NIC side's answer altered on the way: the

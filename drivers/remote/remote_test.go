@@ -138,7 +138,13 @@ func TestLargeBatches(t *testing.T) {
 	k := newKeys(t)
 	soft := newSoftnic(t, false)
 	s := serve(t, soft, k, sockPath(t), func(c *ServerConfig) { c.ApplyChunk = 3000 })
-	n := open(t, clientConfig(k, s.addr))
+	// 40,000 rules at a time under the race detector: on a loaded machine
+	// the server's and the client's goroutines wait seconds for a CPU, and the default
+	// keepalive (1 s, dead after 4 s of silence) declared the channel dead
+	// mid-batch. This test is about batches, not liveness.
+	cfg := clientConfig(k, s.addr)
+	cfg.KeepAlive = 5 * time.Second
+	n := open(t, cfg)
 	ctx := context.Background()
 	const size = 40000 // segments of 2048, 4096, 8192, 16384, 9280
 	batch := func(base int) ([]hal.Op, map[int]bool) {

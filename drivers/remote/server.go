@@ -211,11 +211,12 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	defer stop()
 	sc, err := serverHandshake(conn, s.chcfg, s.cfg.MaxMessage, s.cfg.WriteTimeout, handshakeTimeout(s.cfg.Channel))
 	if err != nil {
-		// Logged before counted: whoever sees the count finds the line.
+		// Logged before counted, and the reason before the total: whoever
+		// sees a count finds the line, whoever sees the total the reason.
 		r := securechan.ReasonOf(err)
 		s.log.Warn("remote: handshake refused", "peer", addr, "reason", r.String(), "err", err)
-		s.handshakeFailures.Add(1)
 		s.refused[r].Add(1)
+		s.handshakeFailures.Add(1)
 		return &HandshakeError{Addr: addr, Err: err}
 	}
 	peer := sc.s.PeerKey()
@@ -231,8 +232,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 		err = decodeHello(body, &h)
 	}
 	if err != nil {
-		s.handshakeFailures.Add(1)
-		s.refuseFrame(sc, log, err)
+		s.refuseFrame(sc, log, err, &s.handshakeFailures)
 		return &HandshakeError{Addr: addr, Err: err}
 	}
 	version := min(h.maxVersion, ProtocolVersion)
@@ -240,8 +240,8 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 		ve := &VersionError{Offered: h.maxVersion, Min: s.cfg.MinVersion, Max: ProtocolVersion}
 		log.Warn("remote: protocol version refused", "offered_max", h.maxVersion, "offered_min", h.minVersion,
 			"min", s.cfg.MinVersion, "max", ProtocolVersion)
-		s.versionRefusals.Add(1)
 		s.refused[securechan.DropVersion].Add(1)
+		s.versionRefusals.Add(1)
 		var e enc
 		e.helloRefused(ve, ve)
 		sc.writeMsgs(e.b)
@@ -303,15 +303,20 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	return ss.run()
 }
 
-// refuseFrame logs and counts a refused frame or message, tells the host
-// (sealed, so it is authentic) and closes the channel.
-func (s *Server) refuseFrame(sc *secureConn, log *slog.Logger, err error) {
+// refuseFrame logs and counts a refused frame or message (by reason, then
+// in total if total is not nil), tells the host (sealed, so it is
+// authentic) and closes the channel: a host told of the refusal finds it
+// logged and counted.
+func (s *Server) refuseFrame(sc *secureConn, log *slog.Logger, err error, total *atomic.Uint64) {
 	r := securechan.ReasonOf(err)
 	if errors.Is(err, ErrMalformed) {
 		r = securechan.DropMalformed
 	}
 	log.Warn("remote: frame refused; nothing it carried is applied", "reason", r.String(), "err", err)
 	s.refused[r].Add(1)
+	if total != nil {
+		total.Add(1)
+	}
 	var e enc
 	e.refused(r, err.Error())
 	sc.writeMsgs(e.b)
@@ -406,7 +411,7 @@ func (ss *serverSession) run() error {
 		// authentic: answer them, then say what was refused.
 		close(ss.reqs)
 		hw.Wait()
-		ss.srv.refuseFrame(ss.c, ss.log, err)
+		ss.srv.refuseFrame(ss.c, ss.log, err, nil)
 		ss.cancel()
 		pw.Wait()
 		return err

@@ -631,6 +631,7 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 				b.tally[0][r] = 0
 			}
 		}
+		in.excs.Add(inExc) // the port's count too
 		q.mu.Unlock()
 		q.wake()
 		if in.info.Kind == hal.PortVPort {
@@ -668,12 +669,14 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 				full++
 			}
 		}
+		// Counted before the frames can be taken: whoever receives one
+		// finds it in the port's counters.
+		p.txPkts.Add(pkts)
+		p.txBytes.Add(bytes)
 		p.tx.mu.Unlock()
 		if wasEmpty && pkts > 0 {
 			p.wake()
 		}
-		p.txPkts.Add(pkts)
-		p.txBytes.Add(bytes)
 		if full > 0 {
 			p.drops.Add(full)
 			b.tally[1][hal.ReasonQueueFull] += full
@@ -681,9 +684,6 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 	}
 	if inDrops > 0 {
 		in.drops.Add(inDrops)
-	}
-	if inExc > 0 {
-		in.excs.Add(inExc)
 	}
 	for d := 0; d < 2; d++ {
 		for r := range b.tally[d] {

@@ -123,12 +123,13 @@ func (n *NIC) Inject(ctx context.Context, port hal.PortID, frames [][]byte) erro
 			bytes += uint64(len(f))
 		}
 	}
+	// Counted before the frames can be taken (as in the datapath).
+	p.txPkts.Add(pkts)
+	p.txBytes.Add(bytes)
 	p.tx.mu.Unlock()
 	if wasEmpty && pkts > 0 {
 		p.wake()
 	}
-	p.txPkts.Add(pkts)
-	p.txBytes.Add(bytes)
 	if bad+full > 0 {
 		p.drops.Add(uint64(bad + full))
 		n.countStat(true, hal.ReasonQueueFull, uint64(full))

@@ -250,7 +250,7 @@ func TestConformance(t *testing.T) {
 			return n, h, nil
 		},
 		Documented: confDocumented,
-		Timeout:    3 * time.Second,
+		Timeout:    10 * time.Second,
 		Quiet:      300 * time.Millisecond,
 	})
 }

@@ -39,9 +39,9 @@ func TestServe(t *testing.T) {
 	var errb bytes.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"-policy", examplePolicy, "-control", sock}, &bytes.Buffer{}, &errb) }()
-	c := &control.Client{Path: sock, Timeout: time.Second}
+	c := &control.Client{Path: sock, Timeout: 10 * time.Second}
 	var caps control.Caps
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := c.Call(context.Background(), "caps", nil, &caps)
 		if err == nil {

@@ -85,7 +85,9 @@ func (n *nsStory) startNICD(host string) error {
 	if _, err := n.start(n.hostNS(host), logFile, filepath.Join(n.bin, "nicd"), "serve", "-config", n.nicdConfig(host)); err != nil {
 		return err
 	}
-	return waitFor(10*time.Second, func() error {
+	// As long as a vswitchd gets: nicd over XDP loads the program first,
+	// which takes seconds on a loaded machine.
+	return waitFor(n.wait(startWait), func() error {
 		b, _ := os.ReadFile(logFile)
 		if strings.Contains(string(b), "nicd: serving") {
 			return nil
@@ -180,7 +182,7 @@ func (n *nsStory) remoteFaults(ctl func(string, ...string) (string, error), traf
 		return err
 	}
 	var after string
-	werr := waitFor(15*time.Second, func() error {
+	werr := waitFor(n.wait(startWait), func() error {
 		after, _ = ctl("host-a", "stats")
 		if reconciles(after) > reconciles(before) {
 			return nil

@@ -123,7 +123,7 @@ func (n *nsStory) sealedVMIPv6(vm policy.VM) error {
 		}
 		for _, p := range vn.Subnets {
 			if p.Contains(ca) {
-				if err := n.ip("-n", ns, "addr", "add", netip.PrefixFrom(ca, p.Bits()).String(), "dev", "eth0", "nodad"); err != nil {
+				if err := n.ip("-n", ns, "addr", "replace", netip.PrefixFrom(ca, p.Bits()).String(), "dev", "eth0", "nodad"); err != nil {
 					return err
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,7 +153,10 @@ func TestServe(t *testing.T) {
 // host) or the vsock_loopback transport; this test makes none, so it
 // checks the listener only.
 func TestVsock(t *testing.T) {
-	ln, err := remote.Listen("vsock:any:47470")
+	// vsock ports are the machine's, not a namespace's: one per process,
+	// so that two runs of this test at once do not collide.
+	port := fmt.Sprint(1<<20 + os.Getpid())
+	ln, err := remote.Listen("vsock:any:" + port)
 	if err != nil {
 		if _, serr := os.Stat("/dev/vsock"); serr != nil {
 			t.Skipf("no AF_VSOCK on this machine (%v): vsock is not served here", err)
@@ -160,7 +164,7 @@ func TestVsock(t *testing.T) {
 		t.Fatalf("vsock listen with /dev/vsock present: %v", err)
 	}
 	defer ln.Close()
-	if ln.Addr().Network() != "vsock" || !strings.HasSuffix(ln.Addr().String(), ":47470") {
+	if ln.Addr().Network() != "vsock" || !strings.HasSuffix(ln.Addr().String(), ":"+port) {
 		t.Fatalf("listener address %v", ln.Addr())
 	}
 }

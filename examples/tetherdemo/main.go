@@ -98,7 +98,7 @@ func run(ctx context.Context, w io.Writer) int {
 		}
 		return string(out)
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !b.Anchor.Status()[0].Established && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}

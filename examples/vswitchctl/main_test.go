@@ -79,7 +79,7 @@ func sendL4(t *testing.T, d *agent.Agent, proto uint8, sport uint16) {
 		t.Fatal(err)
 	}
 	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	for deadline := time.Now().Add(30 * time.Second); ; {
 		if n, _ := up.Recv(bufs, sizes); n == 1 {
 			return
 		}
@@ -370,7 +370,7 @@ func TestLearned(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		d.Switch().Maintain(context.Background())
 		out, _, _ = ctl(t, sock, "learned")
 		if strings.Contains(out, "first on this host: arrived") && strings.Contains(out, "blue-web-1=3") {

@@ -63,13 +63,13 @@ func udpSender(t *testing.T, ns, local string, segment int) *net.UDPConn {
 	return c
 }
 
-// recvUDP waits up to 3s for a UDP frame to port on s and returns a copy
+// recvUDP waits up to 10s for a UDP frame to port on s and returns a copy
 // with its virtio-net header; other frames (IPv6 solicitations …) are
 // passed over.
 func recvUDP(t *testing.T, s *afpacket.Socket, port uint16) ([]byte, wire.VirtioNetHdr) {
 	t.Helper()
 	buf := make([]byte, 1<<17)
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		f, h, _, err := s.RecvVnet(buf, 0)
 		if errors.Is(err, afpacket.ErrTimeout) {
 			continue

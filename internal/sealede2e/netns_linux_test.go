@@ -91,8 +91,8 @@ func TestSealedNetns(t *testing.T) {
 	} {
 		sh(t, "ip", "link", "add", vm.host, "netns", hostNS, "type", "veth", "peer", "name", "eth0", "netns", vm.ns)
 		inNS(vm.ns, "ip", "link", "set", "eth0", "address", vm.mac)
-		inNS(vm.ns, "ip", "addr", "add", vm.v4, "dev", "eth0")
-		inNS(vm.ns, "ip", "addr", "add", vm.v6, "dev", "eth0", "nodad")
+		inNS(vm.ns, "ip", "addr", "replace", vm.v4, "dev", "eth0")
+		inNS(vm.ns, "ip", "addr", "replace", vm.v6, "dev", "eth0", "nodad")
 		inNS(vm.ns, "ip", "link", "set", "eth0", "up")
 		inNS(vm.ns, "ip", "link", "set", "lo", "up")
 		inNS(hostNS, "ip", "link", "set", vm.host, "up")
@@ -193,7 +193,7 @@ func TestSealedNetns(t *testing.T) {
 		if err := client.SendUDP(u); err != nil {
 			t.Fatal(err)
 		}
-		r, err := client.RecvUDP(40000, start.Add(5*time.Second))
+		r, err := client.RecvUDP(40000, start.Add(15*time.Second))
 		if err != nil {
 			t.Fatalf("no reply from %s: %v\nlogs:\n%s", dst, err, logs.String())
 		}
@@ -235,7 +235,7 @@ func TestSealedNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	inNS(s1NS, "ip", "neigh", "replace", "198.18.7.2", "lladdr", "02:00:00:00:07:02", "dev", "eth0", "nud", "permanent")
-	hold4.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hold4.SetReadDeadline(time.Now().Add(15 * time.Second))
 	if _, err := hold4.WriteToUDP([]byte("clear hello"), &net.UDPAddr{IP: net.ParseIP("198.18.7.2"), Port: 7}); err != nil {
 		t.Fatal(err)
 	}

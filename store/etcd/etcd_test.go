@@ -118,7 +118,7 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 
 func follow(t *testing.T, s store.Store, host string, r *recorder) *store.Follower {
 	f := store.NewFollower(store.FollowerConfig{Store: s, Host: host, Target: r, OnApply: r.onApply,
-		Heartbeat: 100 * time.Millisecond, Timeout: 500 * time.Millisecond, Retry: 50 * time.Millisecond})
+		Heartbeat: time.Second, Timeout: 5 * time.Second, Retry: 50 * time.Millisecond})
 	c, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.Run(c); close(done) }()

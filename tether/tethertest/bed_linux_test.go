@@ -126,13 +126,27 @@ func (b *Bed) udpEchoes(from string, server *net.UDPConn, to netip.AddrPort, tri
 	defer c.Close()
 	got := 0
 	buf := make([]byte, 2048)
+	// An echo that comes back after its read timed out (a loaded machine)
+	// still counts when it arrives, and does not stand in the way of the
+	// next datagram's.
+	pending := map[string]bool{}
 	for i := 0; i < tries && got < 10; i++ {
 		msg := []byte(fmt.Sprintf("datagram %d from %s %s", i, from, strings.Repeat("x", 1000)))
+		pending[string(msg)] = true
 		c.WriteToUDPAddrPort(msg, to)
 		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		n, _, err := c.ReadFromUDPAddrPort(buf)
-		if err == nil && bytes.Equal(buf[:n], msg) {
-			got++
+		for {
+			n, _, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break
+			}
+			if pending[string(buf[:n])] {
+				delete(pending, string(buf[:n]))
+				got++
+			}
+			if bytes.Equal(buf[:n], msg) {
+				break
+			}
 		}
 	}
 	return got
@@ -174,7 +188,7 @@ func (b *Bed) tcpEcho(t *testing.T, from string, l net.Listener, to netip.AddrPo
 func TestRelocatedSubnet(t *testing.T) {
 	b := newBed(t, 500*time.Millisecond)
 	ctx := context.Background()
-	waitFor(t, "tunnel up", 10*time.Second, func() bool { return b.Anchor.Status()[0].Established })
+	waitFor(t, "tunnel up", 30*time.Second, func() bool { return b.Anchor.Status()[0].Established })
 
 	var n1, n2 NodeLease
 	t.Run("dhcp", func(t *testing.T) {

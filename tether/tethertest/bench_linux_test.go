@@ -29,7 +29,7 @@ func benchBed(b *testing.B) (*Bed, NodeLease) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { bed.Close() })
-	waitFor(b, "tunnel up", 15*time.Second, func() bool { return bed.Anchor.Status()[0].Established })
+	waitFor(b, "tunnel up", 30*time.Second, func() bool { return bed.Anchor.Status()[0].Established })
 	nl, err := bed.DHCP(ctx, "n1")
 	if err != nil {
 		b.Fatal(err)

@@ -38,7 +38,7 @@ func XDP(p Ports, mode xdp.Mode) (conformance.Target, error) {
 			return deviceInfo(ctx, p.NetNS, ports, nil)
 		},
 		Documented: xdpDocumented,
-		Timeout:    2 * time.Second,
+		Timeout:    10 * time.Second,
 		Quiet:      150 * time.Millisecond,
 		MinFrame:   14,
 	}, nil

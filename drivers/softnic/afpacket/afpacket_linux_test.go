@@ -46,12 +46,12 @@ func (p peerSock) send(t *testing.T, f []byte) {
 	}
 }
 
-// recvMatching waits up to 3s for a frame equal to want, ignoring others
+// recvMatching waits up to 10s for a frame equal to want, ignoring others
 // (IPv6 router solicitations and the like that a fresh link sends).
 func (p peerSock) recvMatching(t *testing.T, want []byte) {
 	t.Helper()
 	buf := make([]byte, 1<<16)
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		f, err := p.Recv(buf)
 		if err != nil {
@@ -167,7 +167,7 @@ func TestBindMovesFramesBothWays(t *testing.T) {
 	// A binding counts a frame after the write that delivered it returns:
 	// the peer can have it first.
 	for i, b := range bindings {
-		deadline := time.Now().Add(2 * time.Second)
+		deadline := time.Now().Add(10 * time.Second)
 		s := b.Stats()
 		for (s.RxFrames == 0 || (i == 1 && s.TxFrames == 0)) && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)

@@ -130,7 +130,9 @@ func TestMissedActivation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	opt := migrate.Options{ActivateTimeout: 300 * time.Millisecond,
+	// Long enough for host-a and host-b to report on a loaded machine
+	// (only host-c may lag); the test waits it out once, for host-c.
+	opt := migrate.Options{ActivateTimeout: 5 * time.Second,
 		BeforeActivate: func() { fb.StopFollower(c) }} // host-c misses the activation
 	mig, err := mgr.Migrate(ctx, "mover", "host-b", opt)
 	if err != nil {

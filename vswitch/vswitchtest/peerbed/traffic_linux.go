@@ -152,7 +152,7 @@ func udpSize(seq uint64) int { return udpSizes[seq%uint64(len(udpSizes))] }
 
 // UDP sends count datagrams from one VM to the other, one every 500µs,
 // cycling through payload sizes up to MaxUDPPayload, and counts those that
-// arrive intact. It waits for the last ones for up to 2s.
+// arrive intact. It waits for the last ones for up to 10s.
 func UDP(ctx context.Context, from, to VM, count int) (UDPResult, error) {
 	var res UDPResult
 	var rc, sc *net.UDPConn
@@ -165,6 +165,12 @@ func UDP(ctx context.Context, from, to VM, count int) (UDPResult, error) {
 		return res, fmt.Errorf("peerbed: UDP receiver on %s: %w", to.Name, err)
 	}
 	defer rc.Close()
+	// Room for every datagram even if the reader is not scheduled while
+	// they arrive (a loaded machine): the default buffer holds about 100
+	// of them, and a full buffer drops.
+	if raw, err := rc.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) })
+	}
 	dst := rc.LocalAddr().(*net.UDPAddr).AddrPort()
 	err = nsexec.Do(from.NS, func() error {
 		var err error
@@ -225,8 +231,8 @@ func UDP(ctx context.Context, from, to VM, count int) (UDPResult, error) {
 		res.Sent++
 		time.Sleep(500 * time.Microsecond)
 	}
-	// The stragglers: until everything arrived or 2s passed.
-	deadline := time.Now().Add(2 * time.Second)
+	// The stragglers: until everything arrived or 10s passed.
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		mu.Lock()
 		n := len(seen)

@@ -1,0 +1,140 @@
+//go:build linux
+
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/internal/nsexec"
+)
+
+// TestGatewayICMPErrors: ICMP errors about translated connections reach
+// the VMs. A router stands between the gateway and the external host, the
+// link beyond it has MTU 1280 while the VMs' is 1450 and the host's 1500;
+// the VMs keep the kernel's default offloads (TSO/GSO, partial checksums).
+//   - A megabyte of TCP from each tenant's VM (the same address in both)
+//     to the host arrives whole: the router's "fragmentation needed"
+//     (ICMPv6 "packet too big") comes back through the gateway, translated
+//     to the VM's connection, and the VM's kernel lowers its path MTU to
+//     1280 (checked in its route cache). Without it the transfer stalls:
+//     the VMs' packets are too big and carry DF.
+//   - UDP to a port the host does not serve: the host's "port
+//     unreachable" reaches the VM's socket as ECONNREFUSED.
+func TestGatewayICMPErrors(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: network namespaces need root")
+	}
+	for _, drv := range []string{"softnic", "xdp"} {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			t.Run(fam+" gateway on "+drv, func(t *testing.T) { testGatewayICMPErrors(t, drv, fam == "ipv6") })
+		}
+	}
+}
+
+func testGatewayICMPErrors(t *testing.T, gwDriver string, v6 bool) {
+	tag := "4"
+	gwAddr, router, far, udp, tcp := "203.0.113.1/24", "203.0.113.254", "198.51.100.10", "udp4", "tcp4"
+	if v6 {
+		tag = "6"
+		gwAddr, router, far, udp, tcp = "2001:db8:e::1/64", "2001:db8:e::fe", "2001:db8:f::10", "udp6", "tcp6"
+	}
+	b := &gwBed{t: t, prefix: fmt.Sprintf("npgm%s%s%d", tag, gwDriver[:1], os.Getpid()%100000), dir: t.TempDir(), v6: true, mid: true}
+	b.build()
+	if gwDriver == "xdp" {
+		// As in TestGatewayNamespaces: the far ends of the gateway's
+		// veths take redirected frames only with NAPI on.
+		b.xdpPass("router", "r-gw")
+		b.xdpPass("mid", "eth0")
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "policy.yaml"), nsGatewayPolicyMid(t, true, true), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for _, h := range []struct{ host, vm, iface string }{{"host-a", "blue-web-1", "vm-blue"}, {"host-b", "red-web-1", "vm-red"}} {
+		a, err := New(ctx, b.config(h.host, fmt.Sprintf("ports:\n  %s: %s\n", h.vm, h.iface)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); a.Run(ctx); a.Close() }()
+	}
+	gwCfg := b.config("gw", fmt.Sprintf("gateway:\n  name: gw-shared\n  external: ext0\n  address: %s\n  router: %s\n", gwAddr, router))
+	gwCfg.Driver = gwDriver
+	if gwDriver != "softnic" {
+		gwCfg.Binding = ""
+	}
+	gw, err := NewGateway(ctx, gwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); gw.Run(ctx); gw.Close() }()
+	b.servers(ctx, "ext", far)
+
+	for _, vm := range []string{"blue", "red"} {
+		// UDP to port 9, which nothing serves on the host.
+		var c *net.UDPConn
+		if err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
+			c, err = net.DialUDP(udp, nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(far), 9)))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var rerr error
+		buf := make([]byte, 64)
+		for range 5 { // the first datagram may wait out the router's resolution
+			c.Write([]byte("anyone?"))
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, rerr = c.Read(buf); errors.Is(rerr, syscall.ECONNREFUSED) {
+				break
+			}
+		}
+		c.Close()
+		if !errors.Is(rerr, syscall.ECONNREFUSED) {
+			t.Fatalf("UDP from %s to %s:9: %v, want the host's port unreachable (ECONNREFUSED)", vm, far, rerr)
+		}
+
+		// TCP: a megabyte across the narrow link.
+		var tc net.Conn
+		if err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
+			tc, err = net.DialTimeout(tcp, net.JoinHostPort(far, "80"), 5*time.Second)
+			return err
+		}); err != nil {
+			t.Fatalf("TCP from %s: %v", vm, err)
+		}
+		data := bytes.Repeat([]byte(vm+" across a narrow link "), 1<<20/len(vm+" across a narrow link "))
+		tc.SetDeadline(time.Now().Add(30 * time.Second))
+		go func() { tc.Write(data); tc.(*net.TCPConn).CloseWrite() }()
+		got, err := io.ReadAll(tc)
+		tc.Close()
+		if want := sha256.Sum256(data); err != nil || !bytes.Equal(got, want[:]) {
+			t.Fatalf("TCP from %s to %s across MTU 1280: digest %x (%v), want %x (path MTU discovery through the gateway)", vm, far, got, err, want)
+		}
+		out, err := exec.Command("ip", "-n", b.ns("vm-"+vm), "route", "get", far).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "mtu 1280") {
+			t.Fatalf("%s's route to %s: %v\n%s\nwant the path MTU 1280 learned from the router's ICMP error", vm, far, err, out)
+		}
+	}
+	s := gw.Gateway().Stats()
+	t.Logf("gateway: %d ICMP errors translated, drops %v", s.ICMPErrors, s.Drops)
+	if s.ICMPErrors < 4 {
+		t.Fatalf("the gateway translated %d ICMP errors: want at least a port unreachable and a too-big for each tenant", s.ICMPErrors)
+	}
+}

@@ -1,0 +1,219 @@
+//go:build linux
+
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nicpath/nicpath/control"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/nsexec"
+)
+
+// TestGatewayNamespacesIPv6: the gateway with an IPv6 external address
+// and a plain Linux host with an IPv6 address on the external network,
+// neither with a static neighbour entry: the gateway answers the host's
+// neighbour solicitations for its own and its published addresses, and
+// resolves the host with solicitations of its own. Both tenants' VMs
+// (the same IPv6 address in each) reach the host with ping, UDP and TCP,
+// and the host reaches each VM through its published address (ping, TCP,
+// and UDP to a closed port, whose port unreachable the VM sends back).
+func TestGatewayNamespacesIPv6(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: network namespaces need root")
+	}
+	for _, drv := range []string{"softnic", "xdp"} {
+		t.Run("gateway on "+drv, func(t *testing.T) { testGatewayNamespacesIPv6(t, drv) })
+	}
+}
+
+func testGatewayNamespacesIPv6(t *testing.T, gwDriver string) {
+	b := &gwBed{t: t, prefix: fmt.Sprintf("npg6%s%d", gwDriver[:1], os.Getpid()%100000), dir: t.TempDir(), v6: true}
+	b.build()
+	if gwDriver == "xdp" {
+		b.xdpPass("router", "r-gw")
+		b.xdpPass("ext", "eth0")
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "policy.yaml"), nsGatewayPolicyWith(t, true), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for _, h := range []struct{ host, vm, iface string }{{"host-a", "blue-web-1", "vm-blue"}, {"host-b", "red-web-1", "vm-red"}} {
+		a, err := New(ctx, b.config(h.host, fmt.Sprintf("ports:\n  %s: %s\n", h.vm, h.iface)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); a.Run(ctx); a.Close() }()
+	}
+	gwCfg := b.config("gw", "gateway:\n  name: gw-shared\n  external: ext0\n  address: 2001:db8:e::1/64\n"+
+		"  publish:\n    2001:db8:e::21: blue/2001:db8:a::10\n    2001:db8:e::22: red/2001:db8:a::10\n")
+	gwCfg.Driver = gwDriver
+	if gwDriver != "softnic" {
+		gwCfg.Binding = ""
+	}
+	gw, err := NewGateway(ctx, gwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); gw.Run(ctx); gw.Close() }()
+	const host = "2001:db8:e::10"
+	peers := b.servers(ctx, "ext", host)
+
+	for _, vm := range []string{"blue", "red"} {
+		out, err := exec.Command("ip", "netns", "exec", b.ns("vm-"+vm), "ping", "-6", "-c", "5", "-i", "0.2", "-W", "5", host).CombinedOutput()
+		if err != nil || pingReceived(string(out)) < 3 {
+			t.Fatalf("ping from %s to %s: %v\n%s", vm, host, err, out)
+		}
+	}
+	for _, vm := range []string{"blue", "red"} {
+		var c *net.UDPConn
+		err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
+			c, err = net.DialUDP("udp6", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8:a::10]:40000")),
+				net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(host), 7)))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 2048)
+		for i := range 3 {
+			msg := fmt.Sprintf("%s %d", vm, i)
+			c.Write([]byte(msg))
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, err := c.Read(buf)
+			if err != nil || string(buf[:n]) != "echo "+msg {
+				t.Fatalf("UDP %s: got %q, %v", msg, buf[:n], err)
+			}
+		}
+		c.Close()
+	}
+	ports := map[uint16]bool{}
+	for _, p := range peers() {
+		if p.Addr() != netip.MustParseAddr("2001:db8:e::1") {
+			t.Fatalf("the external host saw a datagram from %s: not the gateway's address", p)
+		}
+		ports[p.Port()] = true
+	}
+	if len(ports) != 2 {
+		t.Fatalf("the two tenants' datagrams (same address and port inside) came from ports %v: want one each", ports)
+	}
+	for _, vm := range []string{"blue", "red"} {
+		var c net.Conn
+		if err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
+			c, err = net.DialTimeout("tcp6", "["+host+"]:80", 5*time.Second)
+			return err
+		}); err != nil {
+			t.Fatalf("TCP from %s: %v", vm, err)
+		}
+		data := bytes.Repeat([]byte(vm+" over IPv6 "), 1<<20/len(vm+" over IPv6 "))
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		go func() { c.Write(data); c.(*net.TCPConn).CloseWrite() }()
+		got, err := io.ReadAll(c)
+		c.Close()
+		if want := sha256.Sum256(data); err != nil || !bytes.Equal(got, want[:]) {
+			t.Fatalf("TCP from %s: digest %x (%v), want %x", vm, got, err, want)
+		}
+	}
+
+	// The host opens connections to the published addresses: it finds
+	// them by solicitation too.
+	published := map[string]string{"blue": "2001:db8:e::21", "red": "2001:db8:e::22"}
+	for _, vm := range []string{"blue", "red"} {
+		b.servers(ctx, "vm-"+vm, "2001:db8:a::10")
+		out, err := exec.Command("ip", "netns", "exec", b.ns("ext"), "ping", "-6", "-c", "5", "-i", "0.2", "-W", "5", published[vm]).CombinedOutput()
+		if err != nil || pingReceived(string(out)) < 3 {
+			t.Fatalf("ping from the external host to %s (%s): %v\n%s", published[vm], vm, err, out)
+		}
+		// UDP to a port the VM does not serve: the VM's port unreachable
+		// comes back through the gateway (quoting the datagram as the host
+		// sent it) and reaches the host's socket as ECONNREFUSED.
+		var uc *net.UDPConn
+		if err := nsexec.Do(b.path("ext"), func() (err error) {
+			uc, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(published[vm]), 9)))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var rerr error
+		for range 5 {
+			uc.Write([]byte("anyone?"))
+			uc.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, rerr = uc.Read(make([]byte, 64)); errors.Is(rerr, syscall.ECONNREFUSED) {
+				break
+			}
+		}
+		uc.Close()
+		if !errors.Is(rerr, syscall.ECONNREFUSED) {
+			t.Fatalf("UDP to %s:9 (%s's VM serves nothing there): %v, want the VM's port unreachable (ECONNREFUSED)", published[vm], vm, rerr)
+		}
+		var tc net.Conn
+		if err := nsexec.Do(b.path("ext"), func() (err error) {
+			tc, err = net.DialTimeout("tcp6", "["+published[vm]+"]:80", 5*time.Second)
+			return err
+		}); err != nil {
+			t.Fatalf("TCP to %s: %v", published[vm], err)
+		}
+		data := bytes.Repeat([]byte("to "+vm+" from outside "), 1<<19/len("to "+vm+" from outside "))
+		tc.SetDeadline(time.Now().Add(20 * time.Second))
+		go func() { tc.Write(data); tc.(*net.TCPConn).CloseWrite() }()
+		got, err := io.ReadAll(tc)
+		tc.Close()
+		if want := sha256.Sum256(data); err != nil || !bytes.Equal(got, want[:]) {
+			t.Fatalf("TCP to %s: digest %x (%v), want %x", published[vm], got, err, want)
+		}
+	}
+
+	// The host learned the gateway's addresses by discovery (no entry is
+	// permanent), with the gateway's external MAC.
+	out, err := exec.Command("ip", "-n", b.ns("ext"), "-6", "neigh", "show", "dev", "eth0").CombinedOutput()
+	if err != nil {
+		t.Fatal(err, string(out))
+	}
+	for _, a := range []string{"2001:db8:e::1 ", "2001:db8:e::21 ", "2001:db8:e::22 "} {
+		line := ""
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, a) {
+				line = l
+			}
+		}
+		if !strings.Contains(line, gwExtMAC.String()) || strings.Contains(line, "PERMANENT") {
+			t.Errorf("the external host's neighbour entry for %s: %q, want the gateway's MAC %s, learned\n%s", a, line, gwExtMAC, out)
+		}
+	}
+	var st control.GatewayStatus
+	if err := (&control.Client{Path: filepath.Join(b.dir, "gw.sock")}).Call(ctx, "gateway", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("vswitchctl gateway:\n%s", st.Text)
+	s := gw.Gateway().Stats()
+	if s.NDReplies == 0 || s.NDRequests == 0 {
+		t.Errorf("neighbour discovery: %d solicitations answered, %d sent; want both", s.NDReplies, s.NDRequests)
+	}
+	for _, c := range st.Connections {
+		if (c.Proto == hal.ProtoTCP || c.Proto == hal.ProtoUDP) && c.Where != "nic" {
+			t.Errorf("connection %+v is not on the gateway's NIC", c)
+		}
+	}
+	if st.Offloaded < 6 || st.Inbound < 4 {
+		t.Fatalf("want UDP and TCP of both tenants offloaded and the inbound connections tracked: %+v", st)
+	}
+}
