@@ -132,15 +132,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		return nil, ConfigErrors{{File: path, Line: max(root.Line, 1), Msg: "the configuration must be a mapping of fields (host, driver, policy, uplink, ports, control, …)"}}
 	}
 	top := root.Content[0]
-	seen := map[string]*yaml.Node{}
 	var optKeys []*yaml.Node // driver_options' names
-	for i := 0; i+1 < len(top.Content); i += 2 {
-		k, v := top.Content[i], top.Content[i+1]
-		if prev, dup := seen[k.Value]; dup {
-			d.errf(k, k.Value, "given twice (first on line %d)", prev.Line)
-			continue
-		}
-		seen[k.Value] = k
+	seen := d.fields(top, "", func(k, v *yaml.Node, _ string) {
 		switch k.Value {
 		case "host":
 			c.Host = d.str(v, "host")
@@ -164,7 +157,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 			c.Uplink = d.str(v, "uplink")
 		case "ports":
 			if !d.mapping(v, "ports", "VM name to interface") {
-				continue
+				return
 			}
 			ifaces := map[string]string{}
 			d.entries(v, "ports", func(vk, vv *yaml.Node, field string) {
@@ -208,7 +201,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 			c.NetNS = d.str(v, "netns")
 		case "tunnels":
 			if !d.mapping(v, "tunnels", "encapsulation (vxlan, geneve, nvgre) to device") {
-				continue
+				return
 			}
 			c.Tunnels = map[hal.EncapKind]string{}
 			d.entries(v, "tunnels", func(vk, vv *yaml.Node, field string) {
@@ -221,7 +214,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 			})
 		case "driver_options":
 			if !d.mapping(v, "driver_options", "the driver's option names to values") {
-				continue
+				return
 			}
 			c.DriverOptions = map[string]string{}
 			d.entries(v, "driver_options", func(vk, vv *yaml.Node, field string) {
@@ -239,7 +232,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		default:
 			d.errf(k, k.Value, "unknown field (known: %s)", strings.Join(knownFields, ", "))
 		}
-	}
+	})
 	for _, f := range []struct {
 		name string
 		val  string
@@ -310,6 +303,24 @@ func (d *cfgDecoder) errf(n *yaml.Node, field, format string, a ...any) {
 		e.Line, e.Column = n.Line, n.Column
 	}
 	d.errs = append(d.errs, e)
+}
+
+// fields calls each with every field of the mapping n, in order: the
+// key's node, the value's, and the field's name (prefix and key). A field
+// given twice is reported and skipped. It returns the key's node of each
+// field by name, for the checks between fields.
+func (d *cfgDecoder) fields(n *yaml.Node, prefix string, each func(k, v *yaml.Node, field string)) map[string]*yaml.Node {
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if prev, dup := seen[k.Value]; dup {
+			d.errf(k, prefix+k.Value, "given twice (first on line %d)", prev.Line)
+			continue
+		}
+		seen[k.Value] = k
+		each(k, n.Content[i+1], prefix+k.Value)
+	}
+	return seen
 }
 
 // mapping reports whether n, given for field, is a mapping; if it is not,

@@ -153,6 +153,23 @@ func TestExampleConfig(t *testing.T) {
 	}
 }
 
+// refusedExactly fails t unless the configuration doc (named file) is
+// refused with exactly the errors want, the first in column col.
+func refusedExactly(t *testing.T, file, doc, want string, col int) {
+	t.Helper()
+	c, err := ParseConfig(file, []byte(doc))
+	if err == nil {
+		t.Fatalf("accepted: %+v", c)
+	}
+	if err.Error() != want {
+		t.Fatalf("error %q\nwant %q", err, want)
+	}
+	var l ConfigErrors
+	if !errors.As(err, &l) || l[0].Column != col {
+		t.Fatalf("errors %#v: want the first in column %d", l, col)
+	}
+}
+
 // The mapping fields (ports, tunnels, driver_options) name the entry's
 // field, its line and column in every error, and take what is valid.
 func TestParseConfigMappings(t *testing.T) {
@@ -171,17 +188,7 @@ func TestParseConfigMappings(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := strings.Replace(goodConfig, "ports:\n  blue-web-1: vm-bw1\n", "", 1) + "uplink_mac: 02:00:00:00:00:01\n" + tc.extra
-			c, err := ParseConfig("c.yaml", []byte(doc))
-			if err == nil {
-				t.Fatalf("accepted: %+v", c)
-			}
-			if err.Error() != tc.want {
-				t.Fatalf("error %q\nwant %q", err, tc.want)
-			}
-			var l ConfigErrors
-			if !errors.As(err, &l) || l[0].Column != tc.col {
-				t.Fatalf("errors %#v: want the first in column %d", l, tc.col)
-			}
+			refusedExactly(t, "c.yaml", doc, tc.want, tc.col)
 		})
 	}
 	doc := goodConfig + "tunnels:\n  vxlan: vx0\n  geneve: gnv0\ndriver_options:\n  crypto: 'off'\n"

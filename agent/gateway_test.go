@@ -270,17 +270,7 @@ func TestGatewayConfigMappings(t *testing.T) {
 			if doc == goodGatewayConfig {
 				t.Fatalf("the case changes nothing")
 			}
-			c, err := ParseConfig("gw.yaml", []byte(doc))
-			if err == nil {
-				t.Fatalf("accepted: %+v", c)
-			}
-			if err.Error() != tc.want {
-				t.Fatalf("error %q\nwant %q", err, tc.want)
-			}
-			var l ConfigErrors
-			if !errors.As(err, &l) || l[0].Column != tc.col {
-				t.Fatalf("errors %#v: want the first in column %d", l, tc.col)
-			}
+			refusedExactly(t, "gw.yaml", doc, tc.want, tc.col)
 		})
 	}
 }
