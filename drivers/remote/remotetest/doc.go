@@ -1,7 +1,9 @@
 // Package remotetest starts the NIC side of drivers/remote for tests: a
 // remote.Server serving any hal.NIC (a softnic, usually) on a unix socket,
 // with fresh key pairs each pinning the other, and the host side opened to
-// it. Everything it starts is stopped by the test's cleanup.
+// it; and the files of a NIC side's configuration (nicd's): key files
+// (KeyFiles) and the configuration itself (WriteNICConfig,
+// SoftnicSection). Everything it starts is stopped by the test's cleanup.
 //
 // The tests of package remote itself cannot import it (it imports remote);
 // they keep their own helpers.

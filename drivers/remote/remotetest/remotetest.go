@@ -143,6 +143,28 @@ func Open(t testing.TB, cfg remote.Config) hal.NIC {
 	return n
 }
 
+// SoftnicSection is a NIC side configuration's (nicd's) softnic section:
+// device dpu0 with vports vm1 and vm2 and an uplink of MTU 1600.
+const SoftnicSection = `softnic:
+  device: dpu0
+  ports:
+    - {name: vm1, kind: vport, mac: "02:00:00:00:00:01"}
+    - {name: vm2, kind: vport, mac: "02:00:00:00:00:02"}
+    - {name: uplink, kind: uplink, mac: "02:00:00:00:00:ff", mtu: 1600}
+`
+
+// WriteNICConfig writes body into dir as the NIC side's configuration
+// file, nicd.yaml, and returns its path; its key files (KeyFiles) and
+// relative paths are found beside it.
+func WriteNICConfig(t testing.TB, dir, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, "nicd.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // Bed is one NIC side's place: the keys, a short directory and the socket
 // address in it. Servers started there one after another stand for the
 // NIC side restarting.

@@ -3,11 +3,13 @@ package remotetest_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/nicside"
 	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
@@ -76,4 +78,41 @@ func TestKeyFiles(t *testing.T) {
 	cfg := remote.Config{Address: bed.Addr, KeyFile: bed.Dir + "/host.key", ServerKeyFile: bed.Dir + "/nic.pub"}
 	bed.Serve(t, newSoftnic(t))
 	remotetest.Open(t, cfg)
+}
+
+// WriteNICConfig with SoftnicSection and a bed's key files is a NIC
+// side's configuration that nicside loads and serves: the bed's keys open
+// it, and the softnic it serves has the section's three ports.
+func TestWriteNICConfig(t *testing.T) {
+	bed := remotetest.NewBedFiles(t)
+	p := remotetest.WriteNICConfig(t, bed.Dir, "driver: softnic\nkey: nic.key\nhosts: [host.pub]\nlisten: [\""+bed.Addr+"\"]\nlog_level: warn\n"+remotetest.SoftnicSection)
+	c, err := nicside.LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Driver != "softnic" || c.HostKeys() != 1 || c.Softnic == nil || c.Softnic.Device != "dpu0" || len(c.Softnic.Ports) != 3 {
+		t.Fatalf("loaded %+v", c)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan []string, 1)
+	done := make(chan error, 1)
+	go func() { done <- nicside.Serve(ctx, c, slog.New(slog.DiscardHandler), func(a []string) { ready <- a }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		done <- err
+		t.Fatalf("serve ended before listening: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not listen within 30 s")
+	}
+	nic := bed.Open(t, nil)
+	if ports := nic.Ports(); len(ports) != 3 || ports[2].Kind != hal.PortUplink || ports[2].MTU != 1600 {
+		t.Fatalf("the served NIC has ports %+v, want the section's three", ports)
+	}
 }
