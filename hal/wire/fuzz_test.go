@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -539,9 +541,14 @@ func fuzzSeeds() map[string][]seed {
 
 // writeCorpus replaces the generated seeds (seed-*) of each fuzz target
 // under testdata/fuzz by seeds; inputs the fuzzer found (named by their
-// hash) stay as regression cases.
+// hash) stay as regression cases. Unless WIRE_WRITE_CORPUS=1, it skips t
+// and writes nothing.
 func writeCorpus(t *testing.T, seeds map[string][]seed) {
 	t.Helper()
+	if os.Getenv("WIRE_WRITE_CORPUS") != "1" {
+		targets := slices.Sorted(maps.Keys(seeds))
+		t.Skipf("set WIRE_WRITE_CORPUS=1 to regenerate testdata/fuzz/{%s}", strings.Join(targets, ","))
+	}
 	for target, ss := range seeds {
 		dir := filepath.Join("testdata", "fuzz", target)
 		old, err := filepath.Glob(filepath.Join(dir, "seed-*"))
@@ -584,9 +591,6 @@ func checkCorpus(t *testing.T, seeds map[string][]seed) {
 
 // TestWriteFuzzCorpus regenerates testdata/fuzz when WIRE_WRITE_CORPUS=1.
 func TestWriteFuzzCorpus(t *testing.T) {
-	if os.Getenv("WIRE_WRITE_CORPUS") != "1" {
-		t.Skip("set WIRE_WRITE_CORPUS=1 to regenerate testdata/fuzz")
-	}
 	writeCorpus(t, fuzzSeeds())
 }
 

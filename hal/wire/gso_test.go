@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand"
-	"os"
 	"strings"
 	"testing"
 
@@ -522,9 +521,6 @@ func gsoSeeds(t testing.TB) []seed {
 // TestWriteGSOCorpus regenerates testdata/fuzz/FuzzSegment when
 // WIRE_WRITE_CORPUS=1; TestGSOCorpusCommitted checks it is current.
 func TestWriteGSOCorpus(t *testing.T) {
-	if os.Getenv("WIRE_WRITE_CORPUS") != "1" {
-		t.Skip("set WIRE_WRITE_CORPUS=1 to regenerate testdata/fuzz/FuzzSegment")
-	}
 	writeCorpus(t, map[string][]seed{"FuzzSegment": gsoSeeds(t)})
 }
 

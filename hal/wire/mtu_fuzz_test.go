@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/nicpath/nicpath/hal"
@@ -294,9 +293,6 @@ func mtuFuzzSeeds() map[string][]seed {
 // TestWriteMTUFuzzCorpus regenerates the corpora of FuzzFragmentIPv4 and
 // FuzzTooBig when WIRE_WRITE_CORPUS=1.
 func TestWriteMTUFuzzCorpus(t *testing.T) {
-	if os.Getenv("WIRE_WRITE_CORPUS") != "1" {
-		t.Skip("set WIRE_WRITE_CORPUS=1 to regenerate testdata/fuzz")
-	}
 	writeCorpus(t, mtuFuzzSeeds())
 }
 
