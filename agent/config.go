@@ -156,11 +156,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		case "uplink":
 			c.Uplink = d.str(v, "uplink")
 		case "ports":
-			if !d.mapping(v, "ports", "VM name to interface") {
-				return
-			}
 			ifaces := map[string]string{}
-			d.entries(v, "ports", func(vk, vv *yaml.Node, field string) {
+			d.entries(v, "ports", "VM name to interface", func(vk, vv *yaml.Node, field string) {
 				if _, dup := c.Ports[vk.Value]; dup {
 					d.errf(vk, field, "VM given twice")
 					return
@@ -200,11 +197,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		case "netns":
 			c.NetNS = d.str(v, "netns")
 		case "tunnels":
-			if !d.mapping(v, "tunnels", "encapsulation (vxlan, geneve, nvgre) to device") {
-				return
-			}
 			c.Tunnels = map[hal.EncapKind]string{}
-			d.entries(v, "tunnels", func(vk, vv *yaml.Node, field string) {
+			d.entries(v, "tunnels", "encapsulation (vxlan, geneve, nvgre) to device", func(vk, vv *yaml.Node, field string) {
 				kind, ok := map[string]hal.EncapKind{"vxlan": hal.EncapVXLAN, "geneve": hal.EncapGeneve, "nvgre": hal.EncapNVGRE}[vk.Value]
 				if !ok {
 					d.errf(vk, field, "unknown encapsulation (want vxlan, geneve or nvgre)")
@@ -213,11 +207,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 				c.Tunnels[kind] = d.str(vv, field)
 			})
 		case "driver_options":
-			if !d.mapping(v, "driver_options", "the driver's option names to values") {
-				return
-			}
 			c.DriverOptions = map[string]string{}
-			d.entries(v, "driver_options", func(vk, vv *yaml.Node, field string) {
+			d.entries(v, "driver_options", "the driver's option names to values", func(vk, vv *yaml.Node, field string) {
 				if _, dup := c.DriverOptions[vk.Value]; dup {
 					d.errf(vk, field, "given twice")
 					return
@@ -323,19 +314,15 @@ func (d *cfgDecoder) fields(n *yaml.Node, prefix string, each func(k, v *yaml.No
 	return seen
 }
 
-// mapping reports whether n, given for field, is a mapping; if it is not,
-// it says so: "want a mapping of " what.
-func (d *cfgDecoder) mapping(n *yaml.Node, field, what string) bool {
+// entries calls each with every entry of the mapping n, given for field,
+// in order: the key's node, the value's, and the entry's own field
+// (field.key). When n is no mapping, it says so ("want a mapping of "
+// what) and calls each with nothing.
+func (d *cfgDecoder) entries(n *yaml.Node, field, what string, each func(k, v *yaml.Node, field string)) {
 	if n.Kind != yaml.MappingNode {
 		d.errf(n, field, "want a mapping of %s", what)
-		return false
+		return
 	}
-	return true
-}
-
-// entries calls each with every entry of the mapping n, in order: the
-// key's node, the value's, and the entry's own field (field.key).
-func (d *cfgDecoder) entries(n *yaml.Node, field string, each func(k, v *yaml.Node, field string)) {
 	for j := 0; j+1 < len(n.Content); j += 2 {
 		k := n.Content[j]
 		each(k, n.Content[j+1], field+"."+k.Value)

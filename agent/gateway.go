@@ -110,21 +110,15 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 				d.errf(v, field, "must be positive")
 			}
 		case "neighbors":
-			if !d.mapping(v, field, "address to MAC") {
-				break
-			}
 			g.Neighbors = map[netip.Addr]hal.MAC{}
-			d.entries(v, field, func(nk, nv *yaml.Node, f string) {
+			d.entries(v, field, "address to MAC", func(nk, nv *yaml.Node, f string) {
 				if a, ok := d.addrKey(nk, f); ok {
 					g.Neighbors[a] = d.mac(nv, f)
 				}
 			})
 		case "publish":
-			if !d.mapping(v, field, "address to tenant/address") {
-				break
-			}
 			g.Publish, g.publishAt = map[netip.Addr]gateway.Target{}, map[netip.Addr][2]int{}
-			d.entries(v, field, func(pk, pv *yaml.Node, f string) {
+			d.entries(v, field, "address to tenant/address", func(pk, pv *yaml.Node, f string) {
 				a, ok := d.addrKey(pk, f)
 				if !ok {
 					return
