@@ -145,10 +145,17 @@ func NewAnchor(conn PacketConn, cfg AnchorConfig) (*Anchor, error) {
 }
 
 // Run reads the socket until ctx is done or the socket fails; it closes the
-// socket when ctx ends.
+// socket when ctx ends, and returns only once it is closed, so that its
+// address can be bound again at once (a send in flight elsewhere holds the
+// socket open past the moment the read fails).
 func (a *Anchor) Run(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { a.conn.Close() })
-	defer stop()
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { a.conn.Close(); close(closed) })
+	defer func() {
+		if !stop() {
+			<-closed
+		}
+	}()
 	buf := make([]byte, 64<<10)
 	plain := make([]byte, 0, 64<<10)
 	for {

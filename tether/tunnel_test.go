@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,6 +162,11 @@ func (p *pair) restartAnchor(t *testing.T) {
 	addr := p.aConn.LocalAddr().(*net.UDPAddr)
 	p.stopAnchor()
 	c, err := net.ListenUDP("udp4", addr)
+	for deadline := time.Now().Add(5 * time.Second); errors.Is(err, syscall.EADDRINUSE) && time.Now().Before(deadline); {
+		// Another process's ephemeral bind may hold the freed port a moment.
+		time.Sleep(50 * time.Millisecond)
+		c, err = net.ListenUDP("udp4", addr)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
