@@ -132,15 +132,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		return nil, ConfigErrors{{File: path, Line: max(root.Line, 1), Msg: "the configuration must be a mapping of fields (host, driver, policy, uplink, ports, control, …)"}}
 	}
 	top := root.Content[0]
-	seen := map[string]*yaml.Node{}
 	var optKeys []*yaml.Node // driver_options' names
-	for i := 0; i+1 < len(top.Content); i += 2 {
-		k, v := top.Content[i], top.Content[i+1]
-		if prev, dup := seen[k.Value]; dup {
-			d.errf(k, k.Value, "given twice (first on line %d)", prev.Line)
-			continue
-		}
-		seen[k.Value] = k
+	seen := d.fields(top, "", func(k, v *yaml.Node, _ string) {
 		switch k.Value {
 		case "host":
 			c.Host = d.str(v, "host")
@@ -163,29 +156,23 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		case "uplink":
 			c.Uplink = d.str(v, "uplink")
 		case "ports":
-			if v.Kind != yaml.MappingNode {
-				d.errf(v, "ports", "want a mapping of VM name to interface")
-				continue
-			}
 			ifaces := map[string]string{}
-			for j := 0; j+1 < len(v.Content); j += 2 {
-				vk, vv := v.Content[j], v.Content[j+1]
-				field := "ports." + vk.Value
+			d.entries(v, "ports", "VM name to interface", func(vk, vv *yaml.Node, field string) {
 				if _, dup := c.Ports[vk.Value]; dup {
 					d.errf(vk, field, "VM given twice")
-					continue
+					return
 				}
 				iface := d.str(vv, field)
 				if iface == "" {
 					d.errf(vv, field, "want the interface of the VM's port")
-					continue
+					return
 				}
 				if other, dup := ifaces[iface]; dup {
 					d.errf(vv, field, "interface %q is already the port of %s", iface, other)
 				}
 				ifaces[iface] = vk.Value
 				c.Ports[vk.Value] = iface
-			}
+			})
 		case "control":
 			c.Control = d.path(v, "control")
 		case "metrics":
@@ -210,36 +197,25 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		case "netns":
 			c.NetNS = d.str(v, "netns")
 		case "tunnels":
-			if v.Kind != yaml.MappingNode {
-				d.errf(v, "tunnels", "want a mapping of encapsulation (vxlan, geneve, nvgre) to device")
-				continue
-			}
 			c.Tunnels = map[hal.EncapKind]string{}
-			for j := 0; j+1 < len(v.Content); j += 2 {
-				vk, vv := v.Content[j], v.Content[j+1]
+			d.entries(v, "tunnels", "encapsulation (vxlan, geneve, nvgre) to device", func(vk, vv *yaml.Node, field string) {
 				kind, ok := map[string]hal.EncapKind{"vxlan": hal.EncapVXLAN, "geneve": hal.EncapGeneve, "nvgre": hal.EncapNVGRE}[vk.Value]
 				if !ok {
-					d.errf(vk, "tunnels."+vk.Value, "unknown encapsulation (want vxlan, geneve or nvgre)")
-					continue
+					d.errf(vk, field, "unknown encapsulation (want vxlan, geneve or nvgre)")
+					return
 				}
-				c.Tunnels[kind] = d.str(vv, "tunnels."+vk.Value)
-			}
+				c.Tunnels[kind] = d.str(vv, field)
+			})
 		case "driver_options":
-			if v.Kind != yaml.MappingNode {
-				d.errf(v, "driver_options", "want a mapping of the driver's option names to values")
-				continue
-			}
 			c.DriverOptions = map[string]string{}
-			for j := 0; j+1 < len(v.Content); j += 2 {
-				vk, vv := v.Content[j], v.Content[j+1]
-				field := "driver_options." + vk.Value
+			d.entries(v, "driver_options", "the driver's option names to values", func(vk, vv *yaml.Node, field string) {
 				if _, dup := c.DriverOptions[vk.Value]; dup {
 					d.errf(vk, field, "given twice")
-					continue
+					return
 				}
 				c.DriverOptions[vk.Value] = d.str(vv, field)
 				optKeys = append(optKeys, vk)
-			}
+			})
 		case "gateway":
 			c.Gateway = d.gateway(k, v)
 		case "seal_public_key":
@@ -247,7 +223,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		default:
 			d.errf(k, k.Value, "unknown field (known: %s)", strings.Join(knownFields, ", "))
 		}
-	}
+	})
 	for _, f := range []struct {
 		name string
 		val  string
@@ -318,6 +294,39 @@ func (d *cfgDecoder) errf(n *yaml.Node, field, format string, a ...any) {
 		e.Line, e.Column = n.Line, n.Column
 	}
 	d.errs = append(d.errs, e)
+}
+
+// fields calls each with every field of the mapping n, in order: the
+// key's node, the value's, and the field's name (prefix and key). A field
+// given twice is reported and skipped. It returns the key's node of each
+// field by name, for the checks between fields.
+func (d *cfgDecoder) fields(n *yaml.Node, prefix string, each func(k, v *yaml.Node, field string)) map[string]*yaml.Node {
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if prev, dup := seen[k.Value]; dup {
+			d.errf(k, prefix+k.Value, "given twice (first on line %d)", prev.Line)
+			continue
+		}
+		seen[k.Value] = k
+		each(k, n.Content[i+1], prefix+k.Value)
+	}
+	return seen
+}
+
+// entries calls each with every entry of the mapping n, given for field,
+// in order: the key's node, the value's, and the entry's own field
+// (field.key). When n is no mapping, it says so ("want a mapping of "
+// what) and calls each with nothing.
+func (d *cfgDecoder) entries(n *yaml.Node, field, what string, each func(k, v *yaml.Node, field string)) {
+	if n.Kind != yaml.MappingNode {
+		d.errf(n, field, "want a mapping of %s", what)
+		return
+	}
+	for j := 0; j+1 < len(n.Content); j += 2 {
+		k := n.Content[j]
+		each(k, n.Content[j+1], field+"."+k.Value)
+	}
 }
 
 func (d *cfgDecoder) str(n *yaml.Node, field string) string {

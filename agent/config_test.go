@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nicpath/nicpath/hal"
 )
 
 const goodConfig = `host: host-a
@@ -148,5 +150,53 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if c.Host != "host-a" || len(c.Ports) != 3 || c.Metrics == "" {
 		t.Fatalf("%+v", c)
+	}
+}
+
+// refusedExactly fails t unless the configuration doc (named file) is
+// refused with exactly the errors want, the first in column col.
+func refusedExactly(t *testing.T, file, doc, want string, col int) {
+	t.Helper()
+	c, err := ParseConfig(file, []byte(doc))
+	if err == nil {
+		t.Fatalf("accepted: %+v", c)
+	}
+	if err.Error() != want {
+		t.Fatalf("error %q\nwant %q", err, want)
+	}
+	var l ConfigErrors
+	if !errors.As(err, &l) || l[0].Column != col {
+		t.Fatalf("errors %#v: want the first in column %d", l, col)
+	}
+}
+
+// The mapping fields (ports, tunnels, driver_options) name the entry's
+// field, its line and column in every error, and take what is valid.
+func TestParseConfigMappings(t *testing.T) {
+	for _, tc := range []struct {
+		name, extra, want string
+		col               int // of the first error
+	}{
+		{"VM twice", "ports:\n  a: x\n  a: y\n", "c.yaml:13: ports.a: VM given twice", 3},
+		{"no interface", "ports:\n  a: ''\n", "c.yaml:12: ports.a: want the interface of the VM's port", 6},
+		{"port not a string", "ports:\n  a: [x]\n", "c.yaml:12: ports.a: want a string\nc.yaml:12: ports.a: want the interface of the VM's port", 6},
+		{"tunnels not a map", "tunnels: vx0\n", "c.yaml:11: tunnels: want a mapping of encapsulation (vxlan, geneve, nvgre) to device", 10},
+		{"unknown tunnel", "tunnels:\n  vxlan: vx0\n  gre: gre0\n", "c.yaml:13: tunnels.gre: unknown encapsulation (want vxlan, geneve or nvgre)", 3},
+		{"tunnel not a string", "tunnels:\n  geneve: {}\n", "c.yaml:12: tunnels.geneve: want a string", 11},
+		{"options not a map", "driver_options: [a]\n", "c.yaml:11: driver_options: want a mapping of the driver's option names to values", 17},
+		{"option twice", "driver_options:\n  crypto: 'off'\n  crypto: 'on'\n", "c.yaml:13: driver_options.crypto: given twice", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := strings.Replace(goodConfig, "ports:\n  blue-web-1: vm-bw1\n", "", 1) + "uplink_mac: 02:00:00:00:00:01\n" + tc.extra
+			refusedExactly(t, "c.yaml", doc, tc.want, tc.col)
+		})
+	}
+	doc := goodConfig + "tunnels:\n  vxlan: vx0\n  geneve: gnv0\ndriver_options:\n  crypto: 'off'\n"
+	c, err := ParseConfig("c.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Tunnels) != 2 || c.Tunnels[hal.EncapVXLAN] != "vx0" || c.Tunnels[hal.EncapGeneve] != "gnv0" || len(c.DriverOptions) != 1 || c.DriverOptions["crypto"] != "off" {
+		t.Fatalf("tunnels %v, driver options %v", c.Tunnels, c.DriverOptions)
 	}
 }

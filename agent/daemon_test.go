@@ -87,16 +87,25 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// startDaemon runs an agent on the configuration file cfgPath (and on
+// nic, if not nil) until the test ends.
 func startDaemon(t *testing.T, cfgPath string, nic hal.NIC) *running {
 	t.Helper()
 	cfg, err := LoadConfig(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startAgent(t, cfg, nic)
+}
+
+// startAgent runs an agent on cfg (and on nic, if not nil) until the test
+// ends, logging at debug level into its running's logs.
+func startAgent(t *testing.T, cfg *Config, nic hal.NIC) *running {
+	t.Helper()
 	logs := newSyncBuffer()
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Logger = log
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var d *Agent
+	var err error
 	if nic != nil {
 		d, err = NewWithNIC(context.Background(), nic, cfg)
 	} else {

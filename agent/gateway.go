@@ -71,15 +71,7 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 		d.errf(n, "gateway", "want a mapping (name, external, address, …)")
 		return g
 	}
-	seen := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		field := "gateway." + k.Value
-		if prev, dup := seen[k.Value]; dup {
-			d.errf(k, field, "given twice (first on line %d)", prev.Line)
-			continue
-		}
-		seen[k.Value] = k
+	seen := d.fields(n, "gateway.", func(k, v *yaml.Node, field string) {
 		switch k.Value {
 		case "name":
 			g.Name, g.nameLine, g.nameCol = d.str(v, field), v.Line, v.Column
@@ -118,48 +110,32 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 				d.errf(v, field, "must be positive")
 			}
 		case "neighbors":
-			if v.Kind != yaml.MappingNode {
-				d.errf(v, field, "want a mapping of address to MAC")
-				break
-			}
 			g.Neighbors = map[netip.Addr]hal.MAC{}
-			for j := 0; j+1 < len(v.Content); j += 2 {
-				nk, nv := v.Content[j], v.Content[j+1]
-				f := field + "." + nk.Value
-				a, err := netip.ParseAddr(nk.Value)
-				if err != nil {
-					d.errf(nk, f, "not an address")
-					continue
+			d.entries(v, field, "address to MAC", func(nk, nv *yaml.Node, f string) {
+				if a, ok := d.addrKey(nk, f); ok {
+					g.Neighbors[a] = d.mac(nv, f)
 				}
-				g.Neighbors[a] = d.mac(nv, f)
-			}
+			})
 		case "publish":
-			if v.Kind != yaml.MappingNode {
-				d.errf(v, field, "want a mapping of address to tenant/address")
-				break
-			}
 			g.Publish, g.publishAt = map[netip.Addr]gateway.Target{}, map[netip.Addr][2]int{}
-			for j := 0; j+1 < len(v.Content); j += 2 {
-				pk, pv := v.Content[j], v.Content[j+1]
-				f := field + "." + pk.Value
-				a, err := netip.ParseAddr(pk.Value)
-				if err != nil {
-					d.errf(pk, f, "not an address")
-					continue
+			d.entries(v, field, "address to tenant/address", func(pk, pv *yaml.Node, f string) {
+				a, ok := d.addrKey(pk, f)
+				if !ok {
+					return
 				}
 				tn, ca, ok := strings.Cut(d.str(pv, f), "/")
 				cad, err := netip.ParseAddr(ca)
 				if !ok || tn == "" || err != nil {
 					d.errf(pv, f, "want tenant/address, such as blue/10.0.0.10")
-					continue
+					return
 				}
 				g.Publish[a] = gateway.Target{Tenant: tn, CA: cad}
 				g.publishAt[a] = [2]int{pv.Line, pv.Column}
-			}
+			})
 		default:
 			d.errf(k, field, "unknown field (known: name, external, address, router, external_mac, ports, idle, neighbors, publish)")
 		}
-	}
+	})
 	for _, f := range []string{"name", "external", "address"} {
 		if seen[f] == nil {
 			d.errf(key, "gateway."+f, "missing")
@@ -180,6 +156,17 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 		}
 	}
 	return g
+}
+
+// addrKey is the address a mapping's key k (field) names; when it names
+// none, it says so and reports false.
+func (d *cfgDecoder) addrKey(k *yaml.Node, field string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(k.Value)
+	if err != nil {
+		d.errf(k, field, "not an address")
+		return netip.Addr{}, false
+	}
+	return a, true
 }
 
 // checkGatewayRole checks the fields that go with a gateway section.

@@ -235,6 +235,55 @@ func (b *gwBed) xdpPass(ns, dev string) {
 	}
 }
 
+// start builds the bed, writes policy into its directory and runs on it
+// the hosts' agents (blue-web-1 on host-a's vm-blue, red-web-1 on
+// host-b's vm-red) and the gateway gw on gwDriver with the configuration's
+// gateway section gwSection, until the test's cleanup; it returns the
+// context they run in and the gateway.
+func (b *gwBed) start(gwDriver string, policy []byte, gwSection string) (context.Context, *GatewayAgent) {
+	t := b.t
+	t.Helper()
+	b.build()
+	if gwDriver == "xdp" {
+		// The gateway's XDP program sends by redirect into its veths: their
+		// far ends (the router's, and the external host's or the middle
+		// router's) take such frames only with NAPI on, which an XDP_PASS
+		// program turns on.
+		b.xdpPass("router", "r-gw")
+		if b.mid {
+			b.xdpPass("mid", "eth0")
+		} else {
+			b.xdpPass("ext", "eth0")
+		}
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "policy.yaml"), policy, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for _, h := range []struct{ host, vm, iface string }{{"host-a", "blue-web-1", "vm-blue"}, {"host-b", "red-web-1", "vm-red"}} {
+		a, err := New(ctx, b.config(h.host, fmt.Sprintf("ports:\n  %s: %s\n", h.vm, h.iface)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); a.Run(ctx); a.Close() }()
+	}
+	gwCfg := b.config("gw", gwSection)
+	gwCfg.Driver = gwDriver
+	if gwDriver != "softnic" {
+		gwCfg.Binding = ""
+	}
+	gw, err := NewGateway(ctx, gwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); gw.Run(ctx); gw.Close() }()
+	return ctx, gw
+}
+
 func (b *gwBed) config(host, body string) *Config {
 	b.t.Helper()
 	doc := fmt.Sprintf("host: %s\ndriver: softnic\npolicy: policy.yaml\nuplink: up0\nnetns: %s\nnext_hop_mac: %s\ncontrol: %s\nlog_level: warn\n%s",
@@ -319,41 +368,8 @@ func TestGatewayNamespaces(t *testing.T) {
 
 func testGatewayNamespaces(t *testing.T, gwDriver string) {
 	b := &gwBed{t: t, prefix: fmt.Sprintf("npgw%s%d", gwDriver[:1], os.Getpid()%100000), dir: t.TempDir()}
-	b.build()
-	if gwDriver == "xdp" {
-		// The gateway's XDP program sends by redirect into its veths: their
-		// far ends (the router's and the external host's) take such frames
-		// only with NAPI on, which an XDP_PASS program turns on.
-		b.xdpPass("router", "r-gw")
-		b.xdpPass("ext", "eth0")
-	}
-	if err := os.WriteFile(filepath.Join(b.dir, "policy.yaml"), nsGatewayPolicy(t), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-
-	for _, h := range []struct{ host, vm, iface string }{{"host-a", "blue-web-1", "vm-blue"}, {"host-b", "red-web-1", "vm-red"}} {
-		a, err := New(ctx, b.config(h.host, fmt.Sprintf("ports:\n  %s: %s\n", h.vm, h.iface)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); a.Run(ctx); a.Close() }()
-	}
-	gwCfg := b.config("gw", "gateway:\n  name: gw-shared\n  external: ext0\n  address: 203.0.113.1/24\n"+
+	ctx, gw := b.start(gwDriver, nsGatewayPolicy(t), "gateway:\n  name: gw-shared\n  external: ext0\n  address: 203.0.113.1/24\n"+
 		"  publish:\n    203.0.113.21: blue/10.0.0.10\n    203.0.113.22: red/10.0.0.10\n")
-	gwCfg.Driver = gwDriver
-	if gwDriver != "softnic" {
-		gwCfg.Binding = ""
-	}
-	gw, err := NewGateway(ctx, gwCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); gw.Run(ctx); gw.Close() }()
 	peers := b.servers(ctx, "ext", "203.0.113.10")
 
 	// ping: blue addresses the host as 192.0.2.10 (its gateway rule), red

@@ -4,7 +4,6 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -13,9 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,38 +51,7 @@ func testGatewayICMPErrors(t *testing.T, gwDriver string, v6 bool) {
 		gwAddr, router, far, udp, tcp = "2001:db8:e::1/64", "2001:db8:e::fe", "2001:db8:f::10", "udp6", "tcp6"
 	}
 	b := &gwBed{t: t, prefix: fmt.Sprintf("npgm%s%s%d", tag, gwDriver[:1], os.Getpid()%100000), dir: t.TempDir(), v6: true, mid: true}
-	b.build()
-	if gwDriver == "xdp" {
-		// As in TestGatewayNamespaces: the far ends of the gateway's
-		// veths take redirected frames only with NAPI on.
-		b.xdpPass("router", "r-gw")
-		b.xdpPass("mid", "eth0")
-	}
-	if err := os.WriteFile(filepath.Join(b.dir, "policy.yaml"), nsGatewayPolicyMid(t, true, true), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	for _, h := range []struct{ host, vm, iface string }{{"host-a", "blue-web-1", "vm-blue"}, {"host-b", "red-web-1", "vm-red"}} {
-		a, err := New(ctx, b.config(h.host, fmt.Sprintf("ports:\n  %s: %s\n", h.vm, h.iface)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); a.Run(ctx); a.Close() }()
-	}
-	gwCfg := b.config("gw", fmt.Sprintf("gateway:\n  name: gw-shared\n  external: ext0\n  address: %s\n  router: %s\n", gwAddr, router))
-	gwCfg.Driver = gwDriver
-	if gwDriver != "softnic" {
-		gwCfg.Binding = ""
-	}
-	gw, err := NewGateway(ctx, gwCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); gw.Run(ctx); gw.Close() }()
+	ctx, gw := b.start(gwDriver, nsGatewayPolicyMid(t, true, true), fmt.Sprintf("gateway:\n  name: gw-shared\n  external: ext0\n  address: %s\n  router: %s\n", gwAddr, router))
 	b.servers(ctx, "ext", far)
 
 	for _, vm := range []string{"blue", "red"} {

@@ -240,3 +240,37 @@ func TestGatewayAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The gateway section's fields and its mappings (neighbors, publish) name
+// the entry's field, its line and column in every error, as the
+// configuration's own mapping fields do.
+func TestGatewayConfigMappings(t *testing.T) {
+	for _, tc := range []struct {
+		name, from, to, want string
+		col                  int // of the first error
+	}{
+		{"not a mapping", goodGatewayConfig[strings.Index(goodGatewayConfig, "gateway:"):], "gateway: [gw]\n",
+			"gw.yaml:6: gateway: want a mapping (name, external, address, …)", 10},
+		{"field twice", "  idle: 30s\n", "  idle: 30s\n  name: gw-2\n", "gw.yaml:13: gateway.name: given twice (first on line 7)", 3},
+		{"unknown field", "  idle: 30s\n", "  idle: 30s\n  nat: yes\n",
+			"gw.yaml:13: gateway.nat: unknown field (known: name, external, address, router, external_mac, ports, idle, neighbors, publish)", 3},
+		{"neighbors not a mapping", "  neighbors:\n    203.0.113.10: 02:00:00:00:fe:10\n", "  neighbors: [203.0.113.10]\n",
+			"gw.yaml:13: gateway.neighbors: want a mapping of address to MAC", 14},
+		{"neighbor not an address", "203.0.113.10: 02", "gw-1: 02", "gw.yaml:14: gateway.neighbors.gw-1: not an address", 5},
+		{"neighbor MAC not a string", "203.0.113.10: 02:00:00:00:fe:10", "203.0.113.10: [02]",
+			"gw.yaml:14: gateway.neighbors.203.0.113.10: want a string", 19},
+		{"publish not a mapping", "  publish:\n    203.0.113.21: blue/10.0.0.10\n", "  publish: blue/10.0.0.10\n",
+			"gw.yaml:15: gateway.publish: want a mapping of address to tenant/address", 12},
+		{"published not an address", "203.0.113.21: blue", "web: blue", "gw.yaml:16: gateway.publish.web: not an address", 5},
+		{"no tenant", "blue/10.0.0.10", "/10.0.0.10",
+			"gw.yaml:16: gateway.publish.203.0.113.21: want tenant/address, such as blue/10.0.0.10", 19},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := strings.Replace(goodGatewayConfig, tc.from, tc.to, 1)
+			if doc == goodGatewayConfig {
+				t.Fatalf("the case changes nothing")
+			}
+			refusedExactly(t, "gw.yaml", doc, tc.want, tc.col)
+		})
+	}
+}

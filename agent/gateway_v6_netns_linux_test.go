@@ -4,7 +4,6 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,37 +42,8 @@ func TestGatewayNamespacesIPv6(t *testing.T) {
 
 func testGatewayNamespacesIPv6(t *testing.T, gwDriver string) {
 	b := &gwBed{t: t, prefix: fmt.Sprintf("npg6%s%d", gwDriver[:1], os.Getpid()%100000), dir: t.TempDir(), v6: true}
-	b.build()
-	if gwDriver == "xdp" {
-		b.xdpPass("router", "r-gw")
-		b.xdpPass("ext", "eth0")
-	}
-	if err := os.WriteFile(filepath.Join(b.dir, "policy.yaml"), nsGatewayPolicyWith(t, true), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	for _, h := range []struct{ host, vm, iface string }{{"host-a", "blue-web-1", "vm-blue"}, {"host-b", "red-web-1", "vm-red"}} {
-		a, err := New(ctx, b.config(h.host, fmt.Sprintf("ports:\n  %s: %s\n", h.vm, h.iface)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); a.Run(ctx); a.Close() }()
-	}
-	gwCfg := b.config("gw", "gateway:\n  name: gw-shared\n  external: ext0\n  address: 2001:db8:e::1/64\n"+
+	ctx, gw := b.start(gwDriver, nsGatewayPolicyWith(t, true), "gateway:\n  name: gw-shared\n  external: ext0\n  address: 2001:db8:e::1/64\n"+
 		"  publish:\n    2001:db8:e::21: blue/2001:db8:a::10\n    2001:db8:e::22: red/2001:db8:a::10\n")
-	gwCfg.Driver = gwDriver
-	if gwDriver != "softnic" {
-		gwCfg.Binding = ""
-	}
-	gw, err := NewGateway(ctx, gwCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); gw.Run(ctx); gw.Close() }()
 	const host = "2001:db8:e::10"
 	peers := b.servers(ctx, "ext", host)
 

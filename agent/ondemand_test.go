@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"log/slog"
-
 	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/directory"
 	"github.com/nicpath/nicpath/hal"
@@ -59,7 +57,7 @@ func TestOnDemandDirectory(t *testing.T) {
 	// reach it before the test opens the gate, on a loaded machine too.
 	cfg.Directory = &Directory{Resolver: res, QueueLen: 2,
 		Cache: directory.CacheConfig{Timeout: 5 * time.Second, TTL: time.Minute}}
-	r := startAgent(t, cfg)
+	r := startAgent(t, cfg, nil)
 
 	dbCA := netip.MustParseAddr("10.0.1.10")
 	syn := func(sport uint16) []byte {
@@ -160,22 +158,6 @@ func TestOnDemandDirectory(t *testing.T) {
 	if t.Failed() {
 		t.Logf("metrics:\n%s", body)
 	}
-}
-
-// startAgent runs an agent on cfg until the test ends.
-func startAgent(t *testing.T, cfg *Config) *running {
-	t.Helper()
-	logs := newSyncBuffer()
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{d: d, cancel: cancel, done: make(chan error, 1), logs: logs}
-	go func() { r.done <- d.Run(ctx) }()
-	t.Cleanup(r.stop)
-	return r
 }
 
 func waitOnDemand(t *testing.T, r *running, cond func() bool) {

@@ -2,18 +2,15 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
-	"github.com/nicpath/nicpath/securechan"
 )
 
 // servedNIC is host-a's NIC on the NIC side. It numbers its ports its own
@@ -46,64 +43,26 @@ func portNamed(t *testing.T, n hal.NIC, name string) hal.PortID {
 	return 0
 }
 
-// nicServer is a remote.Server on a unix socket, stopped by stop.
-type nicServer struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+// remoteDriver is the driver section of a configuration in bed's directory
+// that opens bed's NIC side with bed's key files.
+func remoteDriver(bed *remotetest.Bed) string {
+	return "driver: remote\ndriver_options:\n  address: " + bed.Addr + "\n  key: host.key\n  server_key: nic.pub\n"
 }
 
-func serveNIC(t *testing.T, nic hal.NIC, addr string, priv securechan.PrivateKey, host securechan.PublicKey) *nicServer {
+// remoteHostAConfig writes host-a's configuration (hostAConfig) into bed's
+// directory, on the remote driver to bed.
+func remoteHostAConfig(t *testing.T, bed *remotetest.Bed) string {
 	t.Helper()
-	ln, err := remote.Listen(addr)
+	path := hostAConfig(t, bed.Dir)
+	doc, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := remote.NewServer(nic, remote.ServerConfig{PrivateKey: priv, HostKeys: []securechan.PublicKey{host}})
-	if err != nil {
+	doc = []byte(strings.Replace(string(doc), "driver: softnic\nbinding: none\n", remoteDriver(bed), 1))
+	if err := os.WriteFile(path, doc, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &nicServer{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		srv.Serve(ctx, ln)
-	}()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *nicServer) stop() {
-	s.cancel()
-	<-s.done
-}
-
-// dumpRules is the NIC's table by rule ID; a rule dumped twice fails.
-func dumpRules(t *testing.T, n hal.NIC) map[hal.RuleID]hal.Rule {
-	t.Helper()
-	out := map[hal.RuleID]hal.Rule{}
-	if err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
-		if _, dup := out[ri.Rule.ID]; dup {
-			t.Errorf("rule %d twice in the dump", ri.Rule.ID)
-		}
-		out[ri.Rule.ID] = ri.Rule
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func sameTable(t *testing.T, what string, got, want map[hal.RuleID]hal.Rule) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d rules, want %d", what, len(got), len(want))
-	}
-	for id, w := range want {
-		g, ok := got[id]
-		if !ok || g.Match != w.Match || g.Cookie != w.Cookie || len(g.Actions) != len(w.Actions) {
-			t.Fatalf("%s: rule %d is %v, want %v", what, id, &g, &w)
-		}
-	}
+	return path
 }
 
 // An agent configured with driver: remote opens the NIC side over the
@@ -113,37 +72,13 @@ func sameTable(t *testing.T, what string, got, want map[hal.RuleID]hal.Rule) {
 // side restarts: on the same NIC nothing is added twice, on a fresh one
 // the flow's rule is put back once.
 func TestRemoteDriver(t *testing.T) {
-	// A short directory: a unix socket path is limited to 108 bytes.
-	dir, err := os.MkdirTemp("", "agent-remote")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	hostPub, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "host.key"), filepath.Join(dir, "host.pub"), "host-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "nic.key"), filepath.Join(dir, "nic.pub"), "nicd"); err != nil {
-		t.Fatal(err)
-	}
-	nicPriv, err := remote.LoadPrivateKey(filepath.Join(dir, "nic.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "unix:" + filepath.Join(dir, "nic.sock")
+	// Key files host.key, host.pub, nic.key and nic.pub in a short
+	// directory (a unix socket path is limited to 108 bytes).
+	bed := remotetest.NewBedFiles(t)
 	soft1 := servedNIC(t)
-	s1 := serveNIC(t, soft1, addr, nicPriv, hostPub)
+	s1 := bed.Serve(t, soft1)
 
-	path := hostAConfig(t, dir)
-	doc, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc = []byte(strings.Replace(string(doc), "driver: softnic\nbinding: none\n",
-		"driver: remote\ndriver_options:\n  address: "+addr+"\n  key: host.key\n  server_key: nic.pub\n", 1))
-	if err := os.WriteFile(path, doc, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := remoteHostAConfig(t, bed)
 	r := startDaemon(t, path, nil)
 
 	// blue-web-1's first packet goes to the host through the channel; the
@@ -154,13 +89,13 @@ func TestRemoteDriver(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(dumpRules(t, soft1)) == 0 {
+	for len(remotetest.Rules(t, soft1)) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no rule on the served NIC\nlogs:\n%s", r.logs.String())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	want := dumpRules(t, soft1)
+	want := remotetest.Rules(t, soft1)
 	for _, rule := range want {
 		if rule.Match.Key.InPort != bw1 {
 			t.Errorf("rule %v: want in_port %d (the NIC's own numbering of vm-bw1)", &rule, bw1)
@@ -189,26 +124,26 @@ func TestRemoteDriver(t *testing.T) {
 	// The NIC side restarts on the same NIC: the rule is still there, and
 	// the reconcile adds nothing.
 	st := sw.Stats()
-	s1.stop()
-	s2 := serveNIC(t, soft1, addr, nicPriv, hostPub)
+	s1.Stop()
+	s2 := bed.Serve(t, soft1)
 	waitReconcile(st.Reconciles)
 	if after := sw.Stats(); after.ReconcileAdded != st.ReconcileAdded || after.ReconcileRemoved != st.ReconcileRemoved {
 		t.Errorf("reconcile after a restart that kept the rules added %d, removed %d",
 			after.ReconcileAdded-st.ReconcileAdded, after.ReconcileRemoved-st.ReconcileRemoved)
 	}
-	sameTable(t, "after a restart on the same NIC", dumpRules(t, soft1), want)
+	remotetest.SameRules(t, "after a restart on the same NIC", remotetest.Rules(t, soft1), want)
 
 	// The NIC side restarts on a fresh NIC: the reconcile puts the rule
 	// back, once.
 	st = sw.Stats()
-	s2.stop()
+	s2.Stop()
 	soft2 := servedNIC(t)
-	serveNIC(t, soft2, addr, nicPriv, hostPub)
+	bed.Serve(t, soft2)
 	waitReconcile(st.Reconciles)
 	if added := sw.Stats().ReconcileAdded - st.ReconcileAdded; added != uint64(len(want)) {
 		t.Errorf("reconcile after a restart on a fresh NIC added %d rules, want %d", added, len(want))
 	}
-	sameTable(t, "the fresh NIC", dumpRules(t, soft2), want)
+	remotetest.SameRules(t, "the fresh NIC", remotetest.Rules(t, soft2), want)
 }
 
 // The host restarts: the agent driving the NIC side over the channel goes
@@ -216,35 +151,12 @@ func TestRemoteDriver(t *testing.T) {
 // the next agent takes the NIC over and, once traffic flows again, holds
 // each flow's rule once (no rule twice, none left over).
 func TestRemoteHostRestart(t *testing.T) {
-	dir, err := os.MkdirTemp("", "agent-remote")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	hostPub, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "host.key"), filepath.Join(dir, "host.pub"), "host-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "nic.key"), filepath.Join(dir, "nic.pub"), "nicd"); err != nil {
-		t.Fatal(err)
-	}
-	nicPriv, err := remote.LoadPrivateKey(filepath.Join(dir, "nic.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "unix:" + filepath.Join(dir, "nic.sock")
+	// Key files host.key, host.pub, nic.key and nic.pub in a short
+	// directory (a unix socket path is limited to 108 bytes).
+	bed := remotetest.NewBedFiles(t)
 	soft := servedNIC(t)
-	serveNIC(t, soft, addr, nicPriv, hostPub)
-	path := hostAConfig(t, dir)
-	doc, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc = []byte(strings.Replace(string(doc), "driver: softnic\nbinding: none\n",
-		"driver: remote\ndriver_options:\n  address: "+addr+"\n  key: host.key\n  server_key: nic.pub\n", 1))
-	if err := os.WriteFile(path, doc, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	bed.Serve(t, soft)
+	path := remoteHostAConfig(t, bed)
 	bw1, up := portNamed(t, soft, "vm-bw1"), portNamed(t, soft, "up0")
 	far := softnic.FarSide{NIC: soft}
 	// send puts flow sport's next packet in and says whether it left the
@@ -275,7 +187,7 @@ func TestRemoteHostRestart(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			rs := dumpRules(t, soft)
+			rs := remotetest.Rules(t, soft)
 			if len(rs) >= n {
 				return rs
 			}
@@ -300,7 +212,7 @@ func TestRemoteHostRestart(t *testing.T) {
 
 	// The host goes away: the NIC forwards on its rules by itself.
 	r1.stop()
-	sameTable(t, "after the host went away", dumpRules(t, soft), want)
+	remotetest.SameRules(t, "after the host went away", remotetest.Rules(t, soft), want)
 	for _, sport := range []uint16{4000, 4001} {
 		if out, viaHost := send(sport); !out || viaHost {
 			t.Fatalf("flow %d with no host: out %v, through the host %v", sport, out, viaHost)
@@ -316,7 +228,7 @@ func TestRemoteHostRestart(t *testing.T) {
 	}
 	waitRules("the next agent", 3*perFlow)
 	time.Sleep(50 * time.Millisecond) // room for a rule added twice to show
-	got := dumpRules(t, soft)
+	got := remotetest.Rules(t, soft)
 	matches := map[string]hal.RuleID{}
 	for id, r := range got {
 		m := fmt.Sprintf("%s scope %d gen %d", r.Match.String(), r.Scope, r.Generation)

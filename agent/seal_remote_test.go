@@ -1,14 +1,13 @@
 package agent
 
 import (
-	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/securechan"
@@ -19,22 +18,10 @@ import (
 // channel; when the NIC side restarts on a fresh NIC, both are there again
 // after the reconnect.
 func TestRemoteSealed(t *testing.T) {
-	dir, err := os.MkdirTemp("", "agent-seal")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	hostPub, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "host.key"), filepath.Join(dir, "host.pub"), "host-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := remote.GenerateKeyFiles(rand.Reader, filepath.Join(dir, "nic.key"), filepath.Join(dir, "nic.pub"), "nicd"); err != nil {
-		t.Fatal(err)
-	}
-	nicPriv, err := remote.LoadPrivateKey(filepath.Join(dir, "nic.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Key files host.key, host.pub, nic.key and nic.pub in a short
+	// directory (a unix socket path is limited to 108 bytes).
+	bed := remotetest.NewBedFiles(t)
+	dir := bed.Dir
 	served := func() *softnic.NIC {
 		n, err := softnic.New(softnic.Config{Device: "nicd host-a", Crypto: true, Ports: []softnic.PortConfig{
 			{Name: "vm-s1", Kind: hal.PortVPort, MAC: hal.MustMAC("02:00:00:00:07:01")},
@@ -55,16 +42,9 @@ func TestRemoteSealed(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := "unix:" + filepath.Join(dir, "nic.sock")
 	soft1 := served()
-	s1 := serveNIC(t, soft1, addr, nicPriv, hostPub)
-	cfg := `host: host-a
-driver: remote
-driver_options:
-  address: ` + addr + `
-  key: host.key
-  server_key: nic.pub
-policy: policy.yaml
+	s1 := bed.Serve(t, soft1)
+	cfg := "host: host-a\n" + remoteDriver(bed) + `policy: policy.yaml
 uplink: up0
 ports:
   s1: vm-s1
@@ -100,9 +80,9 @@ seal_public_key: seal.pub
 	if k := soft1.SealPublicKey(); string(published) != fmt.Sprintf("%x\n", k) {
 		t.Fatalf("published %q, the served NIC's key is %x", published, k)
 	}
-	s1.stop()
+	s1.Stop()
 	soft2 := served()
-	serveNIC(t, soft2, addr, nicPriv, hostPub)
+	bed.Serve(t, soft2)
 	check(soft2, "after the NIC side restarted on a fresh NIC")
 	// The fresh NIC has a key of its own: published in place of the old.
 	deadline := time.Now().Add(10 * time.Second)

@@ -5,30 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/nicpath/nicpath/internal/testclock"
 )
 
-// fakeClock is a settable clock for rekey and rotation tests.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_800_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// newFakeClock is a settable clock for rekey and rotation tests.
+func newFakeClock() *testclock.Clock { return testclock.New(time.Unix(1_800_000_000, 0)) }
 
 func mustKey(t testing.TB) (PublicKey, PrivateKey) {
 	t.Helper()
@@ -46,7 +30,7 @@ type pair struct {
 	host, nic       *Config
 }
 
-func newPair(t testing.TB, datagram bool, clock *fakeClock) *pair {
+func newPair(t testing.TB, datagram bool, clock *testclock.Clock) *pair {
 	t.Helper()
 	hp, hk := mustKey(t)
 	np, nk := mustKey(t)

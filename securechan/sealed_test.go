@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/nicpath/nicpath/internal/testclock"
 )
 
 var (
@@ -26,7 +28,7 @@ type sealEnv struct {
 	sealer *Sealer
 	vmPub  PublicKey
 	vmKey  PrivateKey
-	clock  *fakeClock
+	clock  *testclock.Clock
 }
 
 func newSealEnv(t testing.TB) *sealEnv {

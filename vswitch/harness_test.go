@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,28 +12,12 @@ import (
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/haltest"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/internal/testclock"
 	"github.com/nicpath/nicpath/policy"
 )
 
-// fakeClock is a clock tests move by hand, for aging.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// newClock is a clock tests move by hand, for aging.
+func newClock() *testclock.Clock { return testclock.New(time.Unix(1_700_000_000, 0)) }
 
 // testHost is one host of the in-memory topology: a softnic, its switch and
 // the far sides of its ports (the VMs and the wire).
@@ -92,7 +75,7 @@ type topo struct {
 	hosts []*testHost
 	byPA  map[netip.Addr]*testHost
 	byNm  map[string]*testHost
-	clock *fakeClock
+	clock *testclock.Clock
 	// wire, when set, sees every frame carried from one host's uplink to
 	// another's.
 	wire func(from, to *testHost, frame []byte)

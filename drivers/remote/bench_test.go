@@ -80,6 +80,21 @@ func applyRate(b *testing.B, n hal.NIC, adds, dels []hal.Op, rounds int) (rate, 
 	return ops / time.Since(start).Seconds(), ops / (processCPU() - cpu0).Seconds()
 }
 
+// benchSides are the two sides the benchmarks set against each other: a
+// softnic driven directly, and a softnic served over a unix socket with the
+// host side n opened to it. Everything closes at cleanup, the host side
+// first.
+func benchSides(b *testing.B) (direct, served *softnic.NIC, n hal.NIC) {
+	b.Helper()
+	direct = newSoftnic(b, false)
+	b.Cleanup(func() { direct.Close() })
+	served = newSoftnic(b, false)
+	b.Cleanup(func() { served.Close() })
+	k := newKeys(b)
+	s := serve(b, served, k, sockPath(b), nil)
+	return direct, served, open(b, clientConfig(k, s.addr))
+}
+
 // BenchmarkApply: rule operations per second through remote(softnic) over
 // a unix socket, batches of 64K exact-match rules (one request per Apply,
 // in segments),
@@ -88,13 +103,7 @@ func applyRate(b *testing.B, n hal.NIC, adds, dels []hal.Op, rounds int) (rate, 
 // measured over interleaved rounds, the best round kept, so that a burst
 // of load from another process hits both alike.
 func BenchmarkApply(b *testing.B) {
-	k := newKeys(b)
-	direct := newSoftnic(b, false)
-	defer direct.Close()
-	served := newSoftnic(b, false)
-	defer served.Close()
-	s := serve(b, served, k, sockPath(b), nil)
-	n := open(b, clientConfig(k, s.addr))
+	direct, _, n := benchSides(b)
 	benchInstall(b, direct)
 	benchInstall(b, n)
 	adds, dels := benchOps()
@@ -181,13 +190,7 @@ func BenchmarkExceptions(b *testing.B) {
 // the differences of the percentiles (remote.first_packet_p50_us and
 // p99_us).
 func BenchmarkFirstPacket(b *testing.B) {
-	k := newKeys(b)
-	direct := newSoftnic(b, false)
-	defer direct.Close()
-	served := newSoftnic(b, false)
-	defer served.Close()
-	s := serve(b, served, k, sockPath(b), nil)
-	n := open(b, clientConfig(k, s.addr))
+	direct, served, n := benchSides(b)
 	f := udpFrame(7)
 	batch := []hal.Exception{{Buf: make([]byte, 2048)}}
 	rbuf, rsize := [][]byte{make([]byte, 2048)}, []int{0}

@@ -2,18 +2,15 @@ package remote_test
 
 import (
 	"context"
-	"errors"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/nicpath/nicpath/conformance"
 	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
-	"github.com/nicpath/nicpath/securechan"
 )
 
 // TestConformance runs the conformance suite against remote(softnic): a
@@ -43,19 +40,8 @@ func (h servedHarness) Close() error {
 }
 
 func conformanceRun(t *testing.T, name string, crypto bool) {
-	hostPub, hostPriv, err := securechan.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nicPub, nicPriv, err := securechan.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "remote-conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	keys := remotetest.NewKeys(t)
+	dir := remotetest.Dir(t, "remote-conf")
 	seq := 0
 	conformance.Run(t, conformance.Target{
 		Name: name,
@@ -75,24 +61,16 @@ func conformanceRun(t *testing.T, name string, crypto bool) {
 			}
 			seq++
 			addr := "unix:" + filepath.Join(dir, "nic"+string(rune('a'+seq%26))+".sock")
-			ln, err := remote.Listen(addr)
+			srv, err := remotetest.StartServer(soft, addr, keys.ServerConfig())
 			if err != nil {
 				soft.Close()
 				return nil, nil, err
 			}
-			sctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				remote.Serve(sctx, soft, ln, remote.ServerConfig{PrivateKey: nicPriv, HostKeys: []securechan.PublicKey{hostPub}})
-			}()
 			stop := func() {
-				cancel()
-				<-done
+				srv.Stop()
 				soft.Close()
 			}
-			nic, err := remote.Open(ctx, remote.Config{Address: addr, PrivateKey: hostPriv, ServerKey: nicPub,
-				Logger: slog.New(slog.DiscardHandler)})
+			nic, err := remote.Open(ctx, keys.Config(addr))
 			if err != nil {
 				stop()
 				return nil, nil, err
@@ -104,5 +82,3 @@ func conformanceRun(t *testing.T, name string, crypto bool) {
 		Quiet: 100 * time.Millisecond,
 	})
 }
-
-var _ = errors.Is

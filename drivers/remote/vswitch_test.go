@@ -4,18 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/policy"
-	"github.com/nicpath/nicpath/securechan"
 	"github.com/nicpath/nicpath/vswitch"
 )
 
@@ -65,65 +63,10 @@ func hostA(t *testing.T) *softnic.NIC {
 	return n
 }
 
-// nicSide is a NIC-side server on a unix socket.
-type nicSide struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func serveAt(t *testing.T, nic hal.NIC, addr string, priv securechan.PrivateKey, host securechan.PublicKey) *nicSide {
-	t.Helper()
-	ln, err := remote.Listen(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &nicSide{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		remote.Serve(ctx, nic, ln, remote.ServerConfig{PrivateKey: priv, HostKeys: []securechan.PublicKey{host}})
-	}()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *nicSide) stop() {
-	s.cancel()
-	<-s.done
-}
-
 func flowFrame(sport uint16) []byte {
 	return wire.Build(wire.FrameSpec{SrcMAC: macA1, DstMAC: macB1,
 		Src: netip.MustParseAddr("198.18.10.1"), Dst: netip.MustParseAddr("198.18.10.20"),
 		Proto: hal.ProtoUDP, SrcPort: sport, DstPort: 7000, Payload: []byte("hello")})
-}
-
-func rulesOf(t *testing.T, n hal.NIC) map[hal.RuleID]hal.Rule {
-	t.Helper()
-	out := map[hal.RuleID]hal.Rule{}
-	if err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
-		if _, dup := out[ri.Rule.ID]; dup {
-			t.Errorf("rule %d twice in the dump", ri.Rule.ID)
-		}
-		out[ri.Rule.ID] = ri.Rule
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func sameRules(t *testing.T, what string, got, want map[hal.RuleID]hal.Rule) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d rules, want %d", what, len(got), len(want))
-	}
-	for id, w := range want {
-		g, ok := got[id]
-		if !ok || g.Match != w.Match || g.Cookie != w.Cookie || len(g.Actions) != len(w.Actions) {
-			t.Fatalf("%s: rule %d is %v, want %v", what, id, &g, &w)
-		}
-	}
 }
 
 // TestVswitchOverRemote: a vswitch on remote(softnic) offloads flows
@@ -136,24 +79,15 @@ func TestVswitchOverRemote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hostPub, hostPriv, _ := securechan.GenerateKey(nil)
-	nicPub, nicPriv, _ := securechan.GenerateKey(nil)
-	dir, err := os.MkdirTemp("", "remote-vs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	addr := "unix:" + filepath.Join(dir, "nic.sock")
-
+	bed := remotetest.NewBed(t)
 	soft1 := hostA(t)
-	s1 := serveAt(t, soft1, addr, nicPriv, hostPub)
+	s1 := bed.Serve(t, soft1)
 
 	var sw atomic.Pointer[vswitch.Switch]
 	reports := make(chan vswitch.ReconcileReport, 4)
-	nic, err := remote.Open(context.Background(), remote.Config{Address: addr, PrivateKey: hostPriv, ServerKey: nicPub,
-		Logger: slog.New(slog.DiscardHandler),
+	nic := bed.Open(t, func(c *remote.Config) {
 		// The hook a daemon installs: reconcile when the channel is back.
-		OnReconnect: func(remote.Reconnect) {
+		c.OnReconnect = func(remote.Reconnect) {
 			if s := sw.Load(); s != nil {
 				rep, err := s.Reconcile(context.Background())
 				if err != nil {
@@ -161,11 +95,8 @@ func TestVswitchOverRemote(t *testing.T) {
 				}
 				reports <- rep
 			}
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nic.Close()
+		}
+	})
 	// Exact flows: the ten connections below are ten rules through the
 	// channel (port-wildcard flows would make them one).
 	s, err := vswitch.New(vswitch.Config{NIC: nic, Host: "host-a", State: st,
@@ -193,14 +124,14 @@ func TestVswitchOverRemote(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(rulesOf(t, soft1)) < 10 {
+	for len(remotetest.Rules(t, soft1)) < 10 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the vswitch offloaded %d of 10 flows through the channel", len(rulesOf(t, soft1)))
+			t.Fatalf("the vswitch offloaded %d of 10 flows through the channel", len(remotetest.Rules(t, soft1)))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	want := rulesOf(t, soft1)
-	sameRules(t, "remote dump", rulesOf(t, nic), want)
+	want := remotetest.Rules(t, soft1)
+	remotetest.SameRules(t, "remote dump", remotetest.Rules(t, nic), want)
 
 	waitReport := func() vswitch.ReconcileReport {
 		t.Helper()
@@ -216,7 +147,7 @@ func TestVswitchOverRemote(t *testing.T) {
 	// The NIC side restarts on the same NIC: its rules are still there,
 	// and while no server runs the NIC forwards the offloaded flows by
 	// itself.
-	s1.stop()
+	s1.Stop()
 	dctx, dcancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	far.Recv(dctx, 3, 64) // what the first packets left on the uplink
 	dcancel()
@@ -233,24 +164,24 @@ func TestVswitchOverRemote(t *testing.T) {
 			t.Fatalf("flow %d while the NIC side's server was down: %d frames out, exceptions %d → %d", sport, len(got), before.Exceptions, after.Exceptions)
 		}
 	}
-	s2 := serveAt(t, soft1, addr, nicPriv, hostPub)
+	s2 := bed.Serve(t, soft1)
 	rep := waitReport()
 	if rep.Added != 0 || rep.Removed != 0 || rep.Modified != 0 {
 		t.Errorf("reconcile after a restart that kept the rules: %+v", rep)
 	}
-	sameRules(t, "after a restart on the same NIC", rulesOf(t, nic), want)
+	remotetest.SameRules(t, "after a restart on the same NIC", remotetest.Rules(t, nic), want)
 
 	// The NIC side restarts on a fresh NIC: the rules are gone, and the
 	// reconcile puts each back once.
-	s2.stop()
+	s2.Stop()
 	soft2 := hostA(t)
-	serveAt(t, soft2, addr, nicPriv, hostPub)
+	bed.Serve(t, soft2)
 	rep = waitReport()
 	if rep.Added != len(want) || rep.Removed != 0 {
 		t.Errorf("reconcile after a restart on a fresh NIC: %+v, want %d added", rep, len(want))
 	}
-	sameRules(t, "after a restart on a fresh NIC", rulesOf(t, nic), want)
-	sameRules(t, "the fresh NIC itself", rulesOf(t, soft2), want)
+	remotetest.SameRules(t, "after a restart on a fresh NIC", remotetest.Rules(t, nic), want)
+	remotetest.SameRules(t, "the fresh NIC itself", remotetest.Rules(t, soft2), want)
 	// A second reconcile finds nothing to do: no duplicates.
 	if rep, err := s.Reconcile(context.Background()); err != nil || rep.Added+rep.Removed+rep.Modified != 0 {
 		t.Errorf("a second reconcile: %+v, %v", rep, err)

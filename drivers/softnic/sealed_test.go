@@ -6,39 +6,26 @@ import (
 	"errors"
 	"net/netip"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/internal/testclock"
 	"github.com/nicpath/nicpath/securechan"
 	"github.com/nicpath/nicpath/securechan/sealtest"
 )
-
-// sealClock is a rotation clock tests move by hand.
-type sealClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *sealClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *sealClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 const testGrace = 10 * time.Second
 
 // cryptoNIC is the test NIC with sealed addresses, a fixed clock and the
 // grace testGrace.
-func cryptoNIC(t testing.TB) (*NIC, *sealClock) {
-	clk := &sealClock{t: time.Unix(1_700_000_000, 0)}
+func cryptoNIC(t testing.TB) (*NIC, *testclock.Clock) {
+	clk := testclock.New(time.Unix(1_700_000_000, 0))
 	n := newNIC(t, func(c *Config) {
 		c.Crypto = true
 		c.SealRotationGrace = testGrace
-		c.SealClock = clk.now
+		c.SealClock = clk.Now
 	})
 	return n, clk
 }
@@ -283,12 +270,12 @@ func TestSealedRotation(t *testing.T) {
 	if k := n.SealKeys(pVM1); len(k) != 2 || k[0].KeyID != 2 || k[1].KeyID != 1 || k[1].Until.IsZero() {
 		t.Fatalf("keys during rotation %+v", k)
 	}
-	clk.advance(testGrace - time.Second)
+	clk.Advance(testGrace - time.Second)
 	send(t, n, pVM1, seal(t, s1, frame), seal(t, s2, frame), seal(t, s1, frame))
 	if got := len(recvAll(t, n, pUplink)); got != 4 {
 		t.Fatalf("%d of 4 frames within the window reached the uplink", got)
 	}
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	send(t, n, pVM1, seal(t, s1, frame), seal(t, s2, frame))
 	if got := len(recvAll(t, n, pUplink)); got != 1 {
 		t.Fatalf("after the window: %d frames out, want key 2's only", got)
@@ -330,41 +317,89 @@ func sealedBurst(t testing.TB, s *securechan.Sealer, bufs [][]byte, sizes []int,
 	}
 }
 
-// TestZeroAllocSealed: opening, routing and refusing sealed frames
-// allocates nothing, next to ordinary frames and the exception path.
-func TestZeroAllocSealed(t *testing.T) {
+// sealedBed is the NIC of the sealed benchmarks and allocation tests:
+// sealed addresses on, flows [0, 1024) installed, vm1's sealer, and a
+// burst of buffers each with room for a sealed benchFrameLen frame.
+type sealedBed struct {
+	n     *NIC
+	s     *securechan.Sealer
+	bufs  [][]byte
+	sizes []int
+}
+
+func newSealedBed(t testing.TB) *sealedBed {
+	t.Helper()
 	n, _ := cryptoNIC(t)
 	installFlows(t, n, 1024)
-	s := vmSealer(t, n, pVM1, 1)
-	bufs := make([][]byte, MaxBurst)
-	sizes := make([]int, MaxBurst)
-	for i := range bufs {
-		bufs[i] = make([]byte, Headroom+benchFrameLen+securechan.SealedHeaderLen)
+	bed := &sealedBed{n: n, s: vmSealer(t, n, pVM1, 1), bufs: make([][]byte, MaxBurst), sizes: make([]int, MaxBurst)}
+	for i := range bed.bufs {
+		bed.bufs[i] = make([]byte, Headroom+benchFrameLen+securechan.SealedHeaderLen)
 	}
-	sealedBurst(t, s, bufs, sizes, true)
-	// Process rewrites the frames in place: keep the originals to restore.
+	return bed
+}
+
+// routes are sealed routes from vm1 to every destination of flows
+// [0, 1024), each with its flow's actions and the reply entry reply
+// (none if nil).
+func (bed *sealedBed) routes(reply *hal.SealedReply) []hal.SealedRoute {
+	var routes []hal.SealedRoute
+	seen := map[netip.Addr]bool{}
+	for f := 0; f < 1024; f++ {
+		k := flowKey(f)
+		if d := k.Dst(); !seen[d] {
+			seen[d] = true
+			routes = append(routes, hal.SealedRoute{SrcMAC: macVM1, Src: caVM1, Dst: d, Actions: flowRule(f).Actions, Reply: reply})
+		}
+	}
+	return routes
+}
+
+// keep copies bufs as they are now; the returned function puts the copies
+// back (Process rewrites frames in place) and allocates nothing.
+func keep(bufs [][]byte) (restore func()) {
 	orig := make([][]byte, len(bufs))
 	for i := range bufs {
 		orig[i] = append([]byte(nil), bufs[i]...)
 	}
-	up := mustPort(t, n, pUplink)
+	return func() {
+		for i := range bufs {
+			copy(bufs[i], orig[i])
+		}
+	}
+}
+
+// allocsPerBurst is the allocations of one call of burst, which processes
+// frames, followed by reading the exceptions they raised.
+func allocsPerBurst(t *testing.T, n *NIC, burst func()) float64 {
+	t.Helper()
 	batch := make([]hal.Exception, MaxBurst)
 	for i := range batch {
 		batch[i].Buf = make([]byte, 256)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	allocs := testing.AllocsPerRun(200, func() {
-		for i := range bufs {
-			copy(bufs[i], orig[i])
-		}
-		if err := n.Process(pVM1, bufs, sizes, Headroom); err != nil {
-			t.Fatal(err)
-		}
-		up.Discard()
+	return testing.AllocsPerRun(200, func() {
+		burst()
 		if _, err := n.ReadExceptions(ctx, batch); err != nil {
 			t.Fatal(err)
 		}
+	})
+}
+
+// TestZeroAllocSealed: opening, routing and refusing sealed frames
+// allocates nothing, next to ordinary frames and the exception path.
+func TestZeroAllocSealed(t *testing.T) {
+	bed := newSealedBed(t)
+	n := bed.n
+	sealedBurst(t, bed.s, bed.bufs, bed.sizes, true)
+	restore := keep(bed.bufs)
+	up := mustPort(t, n, pUplink)
+	allocs := allocsPerBurst(t, n, func() {
+		restore()
+		if err := n.Process(pVM1, bed.bufs, bed.sizes, Headroom); err != nil {
+			t.Fatal(err)
+		}
+		up.Discard()
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per burst", allocs)
@@ -375,18 +410,13 @@ func TestZeroAllocSealed(t *testing.T) {
 	}
 }
 
-// BenchmarkSealedOpenRoute: 64-byte inner frames sealed by a VM, opened on
-// the fast path and routed by an exact rule with VXLAN encapsulation (1024
-// flows), against the same frames unsealed in the same run.
-func BenchmarkSealedOpenRoute(b *testing.B) {
-	n, _ := cryptoNIC(b)
-	installFlows(b, n, 1024)
-	s := vmSealer(b, n, pVM1, 1)
-	bufs := make([][]byte, MaxBurst)
-	sizes := make([]int, MaxBurst)
-	for i := range bufs {
-		bufs[i] = make([]byte, Headroom+benchFrameLen+securechan.SealedHeaderLen)
-	}
+// benchSealedVsClear runs the sealed frames of sealedBurst from vm1 in
+// bursts ("sealed"), and the same flows' frames unsealed ("clear"),
+// reporting wall (ns/pkt) and thread CPU (cpu-ns/pkt) time per frame and
+// allocs/pkt. Every frame must reach the uplink; with routed, every sealed
+// one on a sealed route.
+func benchSealedVsClear(b *testing.B, bed *sealedBed, routed bool) {
+	n, bufs, sizes := bed.n, bed.bufs, bed.sizes
 	for _, sealedCase := range []bool{true, false} {
 		name := "sealed"
 		if !sealedCase {
@@ -394,7 +424,7 @@ func BenchmarkSealedOpenRoute(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			if sealedCase {
-				sealedBurst(b, s, bufs, sizes, false)
+				sealedBurst(b, bed.s, bufs, sizes, false)
 			} else {
 				for i := range bufs {
 					writeFlowFrame(bufs[i][Headroom:], (i*7)%1024)
@@ -406,14 +436,14 @@ func BenchmarkSealedOpenRoute(b *testing.B) {
 				orig[i] = append([]byte(nil), bufs[i][Headroom:Headroom+sizes[i]]...)
 			}
 			up := mustPort(b, n, pUplink)
-			var before uint64
 			// Warm the burst pool: its first use allocates the scratch.
 			if err := n.Process(pVM1, bufs[:1], sizes[:1], Headroom); err != nil {
 				b.Fatal(err)
 			}
 			up.Discard()
 			copy(bufs[0][Headroom:], orig[0])
-			before = up.counters().Tx.Packets
+			before := up.counters().Tx.Packets
+			routed0 := n.SealedStats().Routed
 			var ms0, ms1 runtime.MemStats
 			runtime.ReadMemStats(&ms0)
 			runtime.LockOSThread()
@@ -436,6 +466,9 @@ func BenchmarkSealedOpenRoute(b *testing.B) {
 			if sent := up.counters().Tx.Packets - before; sent != uint64(b.N) {
 				b.Fatalf("%d of %d packets reached the uplink", sent, b.N)
 			}
+			if got := n.SealedStats().Routed - routed0; routed && sealedCase && got != uint64(b.N) {
+				b.Fatalf("%d of %d sealed frames took a sealed route", got, b.N)
+			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/pkt")
 			if cpuOK {
 				// Thread CPU time: on a shared machine wall time also
@@ -445,6 +478,13 @@ func BenchmarkSealedOpenRoute(b *testing.B) {
 			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/float64(b.N), "allocs/pkt")
 		})
 	}
+}
+
+// BenchmarkSealedOpenRoute: 64-byte inner frames sealed by a VM, opened on
+// the fast path and routed by an exact rule with VXLAN encapsulation (1024
+// flows), against the same frames unsealed in the same run.
+func BenchmarkSealedOpenRoute(b *testing.B) {
+	benchSealedVsClear(b, newSealedBed(b), false)
 }
 
 // FuzzSealed seals arbitrary frames as vm1 (those SealFrame refuses are

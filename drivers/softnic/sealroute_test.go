@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
-	"runtime"
 	"testing"
-	"time"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
-	"github.com/nicpath/nicpath/securechan"
 	"github.com/nicpath/nicpath/securechan/sealtest"
 )
 
@@ -198,113 +195,26 @@ func TestSealedRoutesRefused(t *testing.T) {
 // flows. 64 destinations, 1024 flows, 64-byte frames, encapsulated toward
 // remote hosts; ns/pkt is wall time per frame, cpu-ns/pkt the thread's.
 func BenchmarkSealedE2ERoute(b *testing.B) {
-	n, _ := cryptoNIC(b)
-	installFlows(b, n, 1024)
-	s := vmSealer(b, n, pVM1, 1)
-	var routes []hal.SealedRoute
-	seen := map[netip.Addr]bool{}
-	for f := 0; f < 1024; f++ {
-		k := flowKey(f)
-		if d := k.Dst(); !seen[d] {
-			seen[d] = true
-			routes = append(routes, hal.SealedRoute{SrcMAC: macVM1, Src: caVM1, Dst: d, Actions: flowRule(f).Actions})
-		}
-	}
-	if err := n.SetSealedRoutes(context.Background(), pVM1, routes); err != nil {
+	bed := newSealedBed(b)
+	if err := bed.n.SetSealedRoutes(context.Background(), pVM1, bed.routes(nil)); err != nil {
 		b.Fatal(err)
 	}
-	bufs := make([][]byte, MaxBurst)
-	sizes := make([]int, MaxBurst)
-	for i := range bufs {
-		bufs[i] = make([]byte, Headroom+benchFrameLen+securechan.SealedHeaderLen)
-	}
-	for _, sealedCase := range []bool{true, false} {
-		name := "sealed"
-		if !sealedCase {
-			name = "clear"
-		}
-		b.Run(name, func(b *testing.B) {
-			if sealedCase {
-				sealedBurst(b, s, bufs, sizes, false)
-			} else {
-				for i := range bufs {
-					writeFlowFrame(bufs[i][Headroom:], (i*7)%1024)
-					sizes[i] = benchFrameLen
-				}
-			}
-			orig := make([][]byte, len(bufs))
-			for i := range bufs {
-				orig[i] = append([]byte(nil), bufs[i][Headroom:Headroom+sizes[i]]...)
-			}
-			up := mustPort(b, n, pUplink)
-			if err := n.Process(pVM1, bufs[:1], sizes[:1], Headroom); err != nil {
-				b.Fatal(err)
-			}
-			up.Discard()
-			copy(bufs[0][Headroom:], orig[0])
-			before := up.counters().Tx.Packets
-			routed := n.SealedStats().Routed
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			cpu0, cpuOK := threadCPU()
-			b.ResetTimer()
-			for done := 0; done < b.N; done += MaxBurst {
-				k := min(MaxBurst, b.N-done)
-				for i := 0; i < k; i++ {
-					copy(bufs[i][Headroom:], orig[i])
-				}
-				if err := n.Process(pVM1, bufs[:k], sizes[:k], Headroom); err != nil {
-					b.Fatal(err)
-				}
-				up.Discard()
-			}
-			b.StopTimer()
-			cpu1, _ := threadCPU()
-			if sent := up.counters().Tx.Packets - before; sent != uint64(b.N) {
-				b.Fatalf("%d of %d packets reached the uplink", sent, b.N)
-			}
-			if got := n.SealedStats().Routed - routed; sealedCase && got != uint64(b.N) {
-				b.Fatalf("%d of %d sealed frames took a sealed route", got, b.N)
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/pkt")
-			if cpuOK {
-				b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/pkt")
-			}
-		})
-	}
+	benchSealedVsClear(b, bed, true)
 }
 
 // TestZeroAllocSealedRoutes: sealed frames on their routes, and misses
 // looked up among the routes' replies, allocate nothing.
 func TestZeroAllocSealedRoutes(t *testing.T) {
-	n, _ := cryptoNIC(t)
-	installFlows(t, n, 1024)
-	s := vmSealer(t, n, pVM1, 1)
-	var routes []hal.SealedRoute
-	seen := map[netip.Addr]bool{}
-	for f := 0; f < 1024; f++ {
-		k := flowKey(f)
-		if d := k.Dst(); !seen[d] {
-			seen[d] = true
-			routes = append(routes, hal.SealedRoute{SrcMAC: macVM1, Src: caVM1, Dst: d, Actions: flowRule(f).Actions,
-				Reply: &hal.SealedReply{InPort: pVM2, SrcMAC: macVM2, Actions: []hal.Action{hal.Output(pVM1)}}})
-		}
-	}
+	bed := newSealedBed(t)
+	n := bed.n
+	routes := bed.routes(&hal.SealedReply{InPort: pVM2, SrcMAC: macVM2, Actions: []hal.Action{hal.Output(pVM1)}})
 	if err := n.SetSealedRoutes(context.Background(), pVM1, routes); err != nil {
 		t.Fatal(err)
 	}
-	bufs := make([][]byte, MaxBurst)
-	sizes := make([]int, MaxBurst)
-	for i := range bufs {
-		bufs[i] = make([]byte, Headroom+benchFrameLen+securechan.SealedHeaderLen)
-	}
 	// mixed: sealed frames on routes, sealed without a route, clear hits
 	// and clear misses (no reply entry: vm1's own).
-	sealedBurst(t, s, bufs, sizes, true)
-	orig := make([][]byte, len(bufs))
-	for i := range bufs {
-		orig[i] = append([]byte(nil), bufs[i]...)
-	}
+	sealedBurst(t, bed.s, bed.bufs, bed.sizes, true)
+	restore := keep(bed.bufs)
 	// A reply burst from vm2: misses that the replies forward.
 	rep := make([][]byte, 8)
 	rsz := make([]int, len(rep))
@@ -315,25 +225,12 @@ func TestZeroAllocSealedRoutes(t *testing.T) {
 		copy(rep[i][Headroom:], f)
 		rsz[i] = len(f)
 	}
-	repOrig := make([][]byte, len(rep))
-	for i := range rep {
-		repOrig[i] = append([]byte(nil), rep[i]...)
-	}
+	restoreRep := keep(rep)
 	up, vm1 := mustPort(t, n, pUplink), mustPort(t, n, pVM1)
-	batch := make([]hal.Exception, MaxBurst)
-	for i := range batch {
-		batch[i].Buf = make([]byte, 256)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	allocs := testing.AllocsPerRun(200, func() {
-		for i := range bufs {
-			copy(bufs[i], orig[i])
-		}
-		for i := range rep {
-			copy(rep[i], repOrig[i])
-		}
-		if err := n.Process(pVM1, bufs, sizes, Headroom); err != nil {
+	allocs := allocsPerBurst(t, n, func() {
+		restore()
+		restoreRep()
+		if err := n.Process(pVM1, bed.bufs, bed.sizes, Headroom); err != nil {
 			t.Fatal(err)
 		}
 		if err := n.Process(pVM2, rep, rsz, Headroom); err != nil {
@@ -341,9 +238,6 @@ func TestZeroAllocSealedRoutes(t *testing.T) {
 		}
 		up.Discard()
 		vm1.Discard()
-		if _, err := n.ReadExceptions(ctx, batch); err != nil {
-			t.Fatal(err)
-		}
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per burst", allocs)

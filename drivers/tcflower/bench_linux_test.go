@@ -201,17 +201,7 @@ func activateSizes() []int {
 // vmBench runs the kernel benchmarks in one VM boot and parses their
 // metrics, once per process, for the host-side benchmarks below.
 func vmBench(b *testing.B) map[string]map[string]float64 {
-	switch {
-	case vmtest.InVM():
-		b.Skip("already inside the VM")
-	case testing.Short():
-		b.Skip("boots a VM: not in -short mode")
-	case os.Geteuid() != 0:
-		b.Skip("the VM tier needs root: the kernel image under /boot is readable by root only")
-	}
-	if err := vmtest.Available(); err != nil {
-		b.Skipf("VM tier unavailable: %v", err)
-	}
+	vmtest.SkipHost(b)
 	vmBenchOnce.Do(func() {
 		vmBenchErr = "the VM run did not finish"
 		defer func() {

@@ -87,30 +87,10 @@ func (n *NIC) installTunnelMisses(act tunnelAction) error {
 	if len(fs) == 0 {
 		return errors.New("no tunnel device")
 	}
-	msgs := make([]netlink.Message, 0, len(fs))
-	for _, f := range fs {
-		m, err := n.filterMsg(f, netlink.Create|netlink.Excl)
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, m)
-	}
-	var failed error
-	var landed []filterID
-	for i, err := range n.sendBatch(msgs) {
-		if err != nil {
-			if failed == nil {
-				failed = opError(fmt.Sprintf("install the tunnel devices' miss filter %d", fs[i].Handle), 0, kernelError(err))
-			}
-			continue
-		}
-		landed = append(landed, filterID{fs[i].Chain, fs[i].Prio, fs[i].Handle})
-	}
-	if failed != nil {
-		for _, id := range landed {
-			_ = n.do(n.delFilterMsg(id.chain, id.prio, id.handle))
-		}
-		return failed
+	if err := n.addFilters(fs, func(f *filterSpec, err error) error {
+		return opError(fmt.Sprintf("install the tunnel devices' miss filter %d", f.Handle), 0, kernelError(err))
+	}); err != nil {
+		return err
 	}
 	up := n.firstUplink()
 	for _, f := range fs {

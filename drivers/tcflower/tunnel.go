@@ -272,7 +272,9 @@ func (n *NIC) SetTunnelEndpoint(ctx context.Context, ep hal.TunnelEndpoint) erro
 			return fmt.Errorf("tcflower: tunnel endpoint: joining %v on %s: %w", ep.Groups, d.Name, err)
 		}
 	}
-	if err := n.addFilters(add); err != nil {
+	if err := n.addFilters(add, func(f *filterSpec, err error) error {
+		return opError(fmt.Sprintf("tunnel endpoint filter %#x (prio %d)", f.Handle, f.Prio), 0, err)
+	}); err != nil {
 		if st.groups != nil {
 			st.groups.Close()
 		}
@@ -327,8 +329,9 @@ func (n *NIC) publishEndpoints() {
 }
 
 // addFilters creates fs in one batch; when one fails, the ones that landed
-// are removed again.
-func (n *NIC) addFilters(fs []*filterSpec) error {
+// are removed again, and the first failure is returned as fail makes it of
+// the filter and the kernel's error.
+func (n *NIC) addFilters(fs []*filterSpec, fail func(f *filterSpec, err error) error) error {
 	if len(fs) == 0 {
 		return nil
 	}
@@ -345,7 +348,7 @@ func (n *NIC) addFilters(fs []*filterSpec) error {
 	for i, err := range n.sendBatch(msgs) {
 		if err != nil {
 			if failed == nil {
-				failed = opError(fmt.Sprintf("tunnel endpoint filter %#x (prio %d)", fs[i].Handle, fs[i].Prio), 0, err)
+				failed = fail(fs[i], err)
 			}
 			continue
 		}

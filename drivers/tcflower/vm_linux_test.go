@@ -3,12 +3,11 @@
 package tcflower
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,10 +18,7 @@ import (
 
 // vmModules are the kernel modules the in-VM tests need; their dependencies
 // (udp_tunnel, ip6_udp_tunnel, …) come from modules.dep.
-var vmModules = []string{
-	"veth", "vxlan", "geneve", "sch_ingress", "cls_flower", "act_gact", "act_mirred",
-	"act_pedit", "act_csum", "act_tunnel_key", "act_vlan", "act_nat", "act_bpf", "ip_gre",
-}
+var vmModules = slices.Concat(vmtest.TCModules, []string{"geneve", "ip_gre"})
 
 // vmExecutables are copied into the VM with their libraries: ip builds the
 // topologies, tc is the `tc -b` baseline and lists what is left behind,
@@ -30,8 +26,7 @@ var vmModules = []string{
 var vmExecutables = []string{"/usr/sbin/ip", "/usr/sbin/tc", "/usr/bin/nstat"}
 
 var (
-	vmConsole = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
-	vmRun     = flag.String("vm.run", "^(TestKernel|TestConformance)", "the tests TestVM runs inside the VM (a -test.run pattern)")
+	vmRun = flag.String("vm.run", "^(TestKernel|TestConformance)", "the tests TestVM runs inside the VM (a -test.run pattern)")
 )
 
 // runInVM builds this package's tests as a static binary and runs it in the
@@ -45,30 +40,14 @@ func runInVM(t testing.TB, args []string, timeout time.Duration) vmtest.Result {
 // skipping t where the VM tier cannot run.
 func buildVMBinary(t testing.TB) string {
 	t.Helper()
-	if vmtest.InVM() {
-		t.Skip("already inside the VM")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("the VM tier needs root: the kernel image under /boot is readable by root only")
-	}
-	if err := vmtest.Available(); err != nil {
-		t.Skipf("VM tier unavailable: %v (scripts/install-deps.sh installs it)", err)
-	}
-	bctx, bcancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer bcancel()
-	bin := filepath.Join(t.TempDir(), "tcflower.test")
-	if err := vmtest.BuildTestBinary(bctx, ".", bin); err != nil {
-		t.Fatal(err)
-	}
-	return bin
+	vmtest.SkipHost(t)
+	return vmtest.BuildTest(t, t.TempDir(), "tcflower.test")
 }
 
 // runBinInVM runs bin (buildVMBinary's) in the VM with args.
 func runBinInVM(t testing.TB, bin string, args []string, timeout time.Duration) vmtest.Result {
 	t.Helper()
 	// The VM's own bound starts after the build.
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	cfg := vmtest.Config{
 		TestBinary:  bin,
 		Args:        args,
@@ -77,15 +56,7 @@ func runBinInVM(t testing.TB, bin string, args []string, timeout time.Duration) 
 		MemoryMB:    2048,
 		Timeout:     timeout,
 	}
-	if *vmConsole {
-		cfg.Console = os.Stderr
-	}
-	res, err := vmtest.Run(ctx, cfg)
-	if err != nil {
-		t.Fatalf("VM run: %v\n%s", err, res.Output)
-	}
-	t.Logf("VM: kernel %s, boot %v, total %v", res.Kernel, res.Boot.Round(time.Millisecond), res.Total.Round(time.Millisecond))
-	return res
+	return vmtest.RunTest(t, cfg)
 }
 
 // TestVM runs the kernel tests (TestKernel*) and the conformance suite

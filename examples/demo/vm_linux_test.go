@@ -3,11 +3,9 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,8 +19,7 @@ import (
 // cabled to a softnic host.
 
 var (
-	vmConsole = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
-	vmRun     = flag.String("vm.run", "^TestNamespaceStoryInVM$", "the tests TestNamespaceStoryVM runs inside the VM (a -test.run pattern, e.g. ^TestNamespaceStoryInVM$/^tcflower$)")
+	vmRun = flag.String("vm.run", "^TestNamespaceStoryInVM$", "the tests TestNamespaceStoryVM runs inside the VM (a -test.run pattern, e.g. ^TestNamespaceStoryInVM$/^tcflower$)")
 )
 
 // vmStoryVariants are the driver pairings told inside the VM. Every VM
@@ -44,55 +41,30 @@ const vmTimeScale = "4"
 // TestNamespaceStoryVM boots the VM tier and runs TestNamespaceStoryInVM
 // there: the demo's namespace story with vswitchd on tc-flower.
 func TestNamespaceStoryVM(t *testing.T) {
-	switch {
-	case vmtest.InVM():
-		t.Skip("already inside the VM")
-	case testing.Short():
-		t.Skip("-short: boots a VM and tells the story twice under emulation (several minutes)")
-	case os.Geteuid() != 0:
-		t.Skip("the VM tier needs root: the kernel image under /boot is readable by root only")
-	}
-	if err := vmtest.Available(); err != nil {
-		t.Skipf("VM tier unavailable: %v (scripts/install-deps.sh installs it)", err)
-	}
-	bctx, bcancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer bcancel()
+	vmtest.SkipHost(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "demo.test")
-	if err := vmtest.BuildTestBinary(bctx, ".", bin); err != nil {
-		t.Fatal(err)
-	}
+	bin := vmtest.BuildTest(t, dir, "demo.test")
 	// vswitchd and vswitchctl as the story builds them, static: the VM
 	// has no libc.
 	t.Setenv("CGO_ENABLED", "0")
 	if err := buildBinaries(dir, ""); err != nil {
 		t.Fatal(err)
 	}
-	const timeout = 20 * time.Minute
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+	// Emulated (TCG) and telling the story twice: several minutes.
 	cfg := vmtest.Config{
-		TestBinary: bin,
-		Args:       []string{"-test.run", *vmRun, "-test.v", "-test.timeout", "18m"},
-		Env:        []string{envVMBin + "=" + vmBinDir, "NICPATH_DEMO_TIMESCALE=" + vmTimeScale},
-		Modules: []string{"veth", "vxlan", "sch_ingress", "cls_flower", "act_gact", "act_mirred",
-			"act_pedit", "act_csum", "act_tunnel_key", "act_vlan", "act_nat", "act_bpf"},
+		TestBinary:  bin,
+		Args:        []string{"-test.run", *vmRun, "-test.v", "-test.timeout", "18m"},
+		Env:         []string{envVMBin + "=" + vmBinDir, "NICPATH_DEMO_TIMESCALE=" + vmTimeScale},
+		Modules:     vmtest.TCModules,
 		Executables: []string{"/usr/sbin/ip", "/usr/sbin/tc"},
 		Files: map[string]string{
 			vmBinDir + "/vswitchd":   filepath.Join(dir, "vswitchd"),
 			vmBinDir + "/vswitchctl": filepath.Join(dir, "vswitchctl"),
 		},
 		MemoryMB: 2048,
-		Timeout:  timeout,
+		Timeout:  20 * time.Minute,
 	}
-	if *vmConsole {
-		cfg.Console = os.Stderr
-	}
-	res, err := vmtest.Run(ctx, cfg)
-	if err != nil {
-		t.Fatalf("VM run: %v\n%s", err, res.Output)
-	}
-	t.Logf("VM: kernel %s, boot %v, total %v", res.Kernel, res.Boot.Round(time.Millisecond), res.Total.Round(time.Millisecond))
+	res := vmtest.RunTest(t, cfg)
 	t.Logf("in-VM output:\n%s", res.Output)
 	if !res.Passed() {
 		t.Fatalf("the story failed in the VM (exit %d)", res.ExitCode)
@@ -101,7 +73,7 @@ func TestNamespaceStoryVM(t *testing.T) {
 		return // a part was asked for
 	}
 	for _, v := range vmStoryVariants {
-		if !strings.Contains(res.Output, "--- PASS: TestNamespaceStoryInVM/"+v.name+" ") {
+		if !res.PassedTest("TestNamespaceStoryInVM/" + v.name) {
 			t.Errorf("the story on %s did not pass in the VM (skipped, or did not run)", v.driver)
 		}
 	}

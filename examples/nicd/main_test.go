@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 	"github.com/nicpath/nicpath/hal"
 )
 
@@ -59,35 +60,14 @@ func TestKeygen(t *testing.T) {
 	}
 }
 
-func writeConfig(t *testing.T, dir, body string) string {
-	t.Helper()
-	p := filepath.Join(dir, "nicd.yaml")
-	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-const softnicSection = `softnic:
-  device: dpu0
-  ports:
-    - {name: vm1, kind: vport, mac: "02:00:00:00:00:01"}
-    - {name: vm2, kind: vport, mac: "02:00:00:00:00:02"}
-    - {name: uplink, kind: uplink, mac: "02:00:00:00:00:ff", mtu: 1600}
-`
-
 // TestServe: nicd serves a softnic on a unix socket and on TCP; a host
 // with the pinned keys programs it through either, and an unpinned host is
 // refused.
 func TestServe(t *testing.T) {
-	dir, err := os.MkdirTemp("", "nicd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir := remotetest.Dir(t, "nicd")
 	keys(t, dir)
 	sock := filepath.Join(dir, "nicd.sock")
-	p := writeConfig(t, dir, "driver: softnic\nkey: nic.key\nhosts: [host.pub]\nlisten: [unix:"+sock+", tcp:127.0.0.1:0]\n"+softnicSection)
+	p := remotetest.WriteNICConfig(t, dir, "driver: softnic\nkey: nic.key\nhosts: [host.pub]\nlisten: [unix:"+sock+", tcp:127.0.0.1:0]\n"+remotetest.SoftnicSection)
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"serve", "-config", p, "-check"}, &out, &out, nil); err != nil || !strings.Contains(out.String(), "ok") {
 		t.Fatalf("-check: %v %s", err, out.String())

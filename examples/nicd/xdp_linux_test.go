@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 	"github.com/nicpath/nicpath/hal"
 )
 
@@ -37,14 +38,10 @@ func TestServeXDP(t *testing.T) {
 		sh("ip", "-n", ns, "link", "set", pair[0], "up")
 		sh("ip", "-n", ns, "link", "set", pair[1], "up")
 	}
-	dir, err := os.MkdirTemp("", "nicd-xdp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir := remotetest.Dir(t, "nicd-xdp")
 	keys(t, dir)
 	sock := filepath.Join(dir, "nicd.sock")
-	p := writeConfig(t, dir, fmt.Sprintf(`driver: xdp
+	p := remotetest.WriteNICConfig(t, dir, fmt.Sprintf(`driver: xdp
 key: nic.key
 hosts: [host.pub]
 listen: [unix:%s]

@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -425,6 +427,8 @@ func corpusFile(vals []any) []byte {
 			fmt.Fprintf(&b, "[]byte(%q)\n", x)
 		case uint8:
 			fmt.Fprintf(&b, "byte(%q)\n", x)
+		case uint16:
+			fmt.Fprintf(&b, "uint16(%d)\n", x)
 		default:
 			panic(fmt.Sprintf("corpus value %T", v))
 		}
@@ -535,15 +539,18 @@ func fuzzSeeds() map[string][]seed {
 	return out
 }
 
-// TestWriteFuzzCorpus regenerates testdata/fuzz when WIRE_WRITE_CORPUS=1.
-func TestWriteFuzzCorpus(t *testing.T) {
+// writeCorpus replaces the generated seeds (seed-*) of each fuzz target
+// under testdata/fuzz by seeds; inputs the fuzzer found (named by their
+// hash) stay as regression cases. Unless WIRE_WRITE_CORPUS=1, it skips t
+// and writes nothing.
+func writeCorpus(t *testing.T, seeds map[string][]seed) {
+	t.Helper()
 	if os.Getenv("WIRE_WRITE_CORPUS") != "1" {
-		t.Skip("set WIRE_WRITE_CORPUS=1 to regenerate testdata/fuzz")
+		targets := slices.Sorted(maps.Keys(seeds))
+		t.Skipf("set WIRE_WRITE_CORPUS=1 to regenerate testdata/fuzz/{%s}", strings.Join(targets, ","))
 	}
-	for target, seeds := range fuzzSeeds() {
+	for target, ss := range seeds {
 		dir := filepath.Join("testdata", "fuzz", target)
-		// Only the generated seeds are replaced: inputs the fuzzer found
-		// (named by their hash) stay as regression cases.
 		old, err := filepath.Glob(filepath.Join(dir, "seed-*"))
 		if err != nil {
 			t.Fatal(err)
@@ -556,7 +563,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		for _, s := range seeds {
+		for _, s := range ss {
 			if err := os.WriteFile(filepath.Join(dir, "seed-"+s.name), corpusFile(s.vals), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -564,11 +571,12 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	}
 }
 
-// TestFuzzCorpusCommitted checks that the committed corpus is the one the
-// generator makes, so that it cannot silently go stale.
-func TestFuzzCorpusCommitted(t *testing.T) {
-	for target, seeds := range fuzzSeeds() {
-		for _, s := range seeds {
+// checkCorpus fails unless the committed seeds are seeds, so that a
+// corpus cannot silently go stale.
+func checkCorpus(t *testing.T, seeds map[string][]seed) {
+	t.Helper()
+	for target, ss := range seeds {
+		for _, s := range ss {
 			p := filepath.Join("testdata", "fuzz", target, "seed-"+s.name)
 			got, err := os.ReadFile(p)
 			if err != nil {
@@ -579,4 +587,15 @@ func TestFuzzCorpusCommitted(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestWriteFuzzCorpus regenerates testdata/fuzz when WIRE_WRITE_CORPUS=1.
+func TestWriteFuzzCorpus(t *testing.T) {
+	writeCorpus(t, fuzzSeeds())
+}
+
+// TestFuzzCorpusCommitted checks that the committed corpus is the one the
+// generator makes.
+func TestFuzzCorpusCommitted(t *testing.T) {
+	checkCorpus(t, fuzzSeeds())
 }

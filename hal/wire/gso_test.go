@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -523,37 +521,11 @@ func gsoSeeds(t testing.TB) []seed {
 // TestWriteGSOCorpus regenerates testdata/fuzz/FuzzSegment when
 // WIRE_WRITE_CORPUS=1; TestGSOCorpusCommitted checks it is current.
 func TestWriteGSOCorpus(t *testing.T) {
-	if os.Getenv("WIRE_WRITE_CORPUS") != "1" {
-		t.Skip("set WIRE_WRITE_CORPUS=1 to regenerate testdata/fuzz/FuzzSegment")
-	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzSegment")
-	old, _ := filepath.Glob(filepath.Join(dir, "seed-*"))
-	for _, p := range old {
-		if err := os.Remove(p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range gsoSeeds(t) {
-		if err := os.WriteFile(filepath.Join(dir, "seed-"+s.name), corpusFile(s.vals), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeCorpus(t, map[string][]seed{"FuzzSegment": gsoSeeds(t)})
 }
 
 func TestGSOCorpusCommitted(t *testing.T) {
-	for _, s := range gsoSeeds(t) {
-		p := filepath.Join("testdata", "fuzz", "FuzzSegment", "seed-"+s.name)
-		got, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatalf("%v (regenerate with WIRE_WRITE_CORPUS=1)", err)
-		}
-		if !bytes.Equal(got, corpusFile(s.vals)) {
-			t.Fatalf("%s is stale (regenerate with WIRE_WRITE_CORPUS=1)", p)
-		}
-	}
+	checkCorpus(t, map[string][]seed{"FuzzSegment": gsoSeeds(t)})
 }
 
 // BenchmarkSegment cuts a 64 KB TCP super-frame (a VM's TSO frame) and a

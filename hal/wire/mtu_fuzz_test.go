@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"math/rand"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/nicpath/nicpath/hal"
@@ -240,32 +238,11 @@ func checkTooBig(t *testing.T, frame []byte, l *Layout, ans []byte, mtu, maxLen 
 
 // ---- seed corpus ----
 
-type mtuSeed struct {
-	name string
-	vals []any
-}
-
-func mtuCorpusFile(vals []any) []byte {
-	var b bytes.Buffer
-	b.WriteString("go test fuzz v1\n")
-	for _, v := range vals {
-		switch x := v.(type) {
-		case []byte:
-			fmt.Fprintf(&b, "[]byte(%q)\n", x)
-		case uint16:
-			fmt.Fprintf(&b, "uint16(%d)\n", x)
-		default:
-			panic(fmt.Sprintf("corpus value %T", v))
-		}
-	}
-	return b.Bytes()
-}
-
-func mtuFuzzSeeds() map[string][]mtuSeed {
+func mtuFuzzSeeds() map[string][]seed {
 	r := rand.New(rand.NewSource(2))
-	out := map[string][]mtuSeed{}
+	out := map[string][]seed{}
 	add := func(target, name string, vals ...any) {
-		out[target] = append(out[target], mtuSeed{seedName(name), vals})
+		out[target] = append(out[target], seed{seedName(name), vals})
 	}
 	frame := func(src, dst netip.Addr, n int, mod func(s *FrameSpec)) []byte {
 		s := bigSpec(src, dst, n)
@@ -316,44 +293,11 @@ func mtuFuzzSeeds() map[string][]mtuSeed {
 // TestWriteMTUFuzzCorpus regenerates the corpora of FuzzFragmentIPv4 and
 // FuzzTooBig when WIRE_WRITE_CORPUS=1.
 func TestWriteMTUFuzzCorpus(t *testing.T) {
-	if os.Getenv("WIRE_WRITE_CORPUS") != "1" {
-		t.Skip("set WIRE_WRITE_CORPUS=1 to regenerate testdata/fuzz")
-	}
-	for target, seeds := range mtuFuzzSeeds() {
-		dir := filepath.Join("testdata", "fuzz", target)
-		old, err := filepath.Glob(filepath.Join(dir, "seed-*"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range old {
-			if err := os.Remove(p); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range seeds {
-			if err := os.WriteFile(filepath.Join(dir, "seed-"+s.name), mtuCorpusFile(s.vals), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	writeCorpus(t, mtuFuzzSeeds())
 }
 
 // TestMTUFuzzCorpusCommitted checks that the committed corpora are the
 // ones the generator makes.
 func TestMTUFuzzCorpusCommitted(t *testing.T) {
-	for target, seeds := range mtuFuzzSeeds() {
-		for _, s := range seeds {
-			p := filepath.Join("testdata", "fuzz", target, "seed-"+s.name)
-			got, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatalf("%v (regenerate with WIRE_WRITE_CORPUS=1)", err)
-			}
-			if !bytes.Equal(got, mtuCorpusFile(s.vals)) {
-				t.Fatalf("%s is stale (regenerate with WIRE_WRITE_CORPUS=1)", p)
-			}
-		}
-	}
+	checkCorpus(t, mtuFuzzSeeds())
 }

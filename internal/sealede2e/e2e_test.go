@@ -9,16 +9,17 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/internal/testclock"
 	"github.com/nicpath/nicpath/policy"
 	"github.com/nicpath/nicpath/securechan"
 	"github.com/nicpath/nicpath/securechan/sealtest"
@@ -80,19 +81,6 @@ var (
 // sees may reveal them.
 var secrets = []sealtest.Secret{{IP: caB1, MAC: macB1}, {IP: caNone, MAC: macNone}}
 
-// sealClock is the NIC's rotation clock, moved by hand.
-type sealClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *sealClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *sealClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // recordingNIC is what the host sees of the NIC: it keeps a copy of every
 // frame ReadExceptions hands to the vswitch.
 type recordingNIC struct {
@@ -143,7 +131,7 @@ type host struct {
 	rec  *recordingNIC
 	sw   *vswitch.Switch
 	logs *lockedBuffer
-	clk  *sealClock
+	clk  *testclock.Clock // the NIC's rotation clock
 	far  map[hal.PortID]*softnic.Port
 }
 
@@ -153,25 +141,47 @@ func newHost(t *testing.T, crypto bool) *host {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &sealClock{t: time.Unix(1_700_000_000, 0)}
-	nic, err := softnic.New(softnic.Config{Device: "host-a", Ports: []softnic.PortConfig{
+	clk := testclock.New(time.Unix(1_700_000_000, 0))
+	h := startHost(t, st, softnic.Config{Crypto: crypto, SealRotationGrace: grace, SealClock: clk.Now}, nil,
+		func(h *host, c *vswitch.Config) { c.Proactive = true })
+	h.clk = clk
+	return h
+}
+
+// startHost makes host-a's softnic from nc (its device name and ports a1,
+// a2 and uplink set here) and runs a vswitch on st over the recorder,
+// logging into h.logs; before, if not nil, runs first (the agent's part),
+// and tweak, if not nil, adjusts the switch's configuration. Everything
+// stops at cleanup.
+func startHost(t *testing.T, st *policy.State, nc softnic.Config, before func(h *host), tweak func(h *host, c *vswitch.Config)) *host {
+	t.Helper()
+	nc.Device = "host-a"
+	nc.Ports = []softnic.PortConfig{
 		{Name: "a1", Kind: hal.PortVPort, MAC: macA1},
 		{Name: "a2", Kind: hal.PortVPort, MAC: macA2},
 		{Name: "uplink", Kind: hal.PortUplink, MAC: macUplnk, MTU: 1600},
-	}, Crypto: crypto, SealRotationGrace: grace, SealClock: clk.now})
+	}
+	nic, err := softnic.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &host{t: t, nic: nic, rec: &recordingNIC{NIC: nic}, logs: &lockedBuffer{}, clk: clk, far: map[hal.PortID]*softnic.Port{}}
+	h := &host{t: t, nic: nic, rec: &recordingNIC{NIC: nic}, logs: &lockedBuffer{}, far: map[hal.PortID]*softnic.Port{}}
 	for _, id := range []hal.PortID{pA1, pA2, pUplink} {
 		if h.far[id], err = nic.Port(id); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if before != nil {
+		before(h)
+	}
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h.sw, err = vswitch.New(vswitch.Config{NIC: h.rec, Host: "host-a", State: st,
-		Ports: map[string]hal.PortID{"a1": pA1, "a2": pA2}, Uplink: pUplink, Logger: logger, Proactive: true})
-	if err != nil {
+	cfg := vswitch.Config{NIC: h.rec, Host: "host-a", State: st,
+		Ports: map[string]hal.PortID{"a1": pA1, "a2": pA2}, Uplink: pUplink, Logger: logger}
+	if tweak != nil {
+		tweak(h, &cfg)
+	}
+	if h.sw, err = vswitch.New(cfg); err != nil {
+		nic.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -199,21 +209,11 @@ type channel struct {
 
 func connect(t *testing.T, nic *softnic.NIC) *channel {
 	t.Helper()
-	hostPub, hostPriv, err := securechan.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nicPub, nicPriv, err := securechan.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A short path: unix socket paths are limited to about 100 bytes.
-	dir, err := os.MkdirTemp("", "se2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	ln, err := net.Listen("unix", filepath.Join(dir, "chan"))
+	// The keys of the remote driver's channel, each side pinning the
+	// other's; a short path (unix socket paths are limited to 108 bytes).
+	k := remotetest.NewKeys(t)
+	path := filepath.Join(remotetest.Dir(t, "se2e"), "chan")
+	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func connect(t *testing.T, nic *softnic.NIC) *channel {
 			agentDone <- err
 			return
 		}
-		conn, err := securechan.Server(c, &securechan.Config{PrivateKey: nicPriv, PeerKeys: []securechan.PublicKey{hostPub}})
+		conn, err := securechan.Server(c, &securechan.Config{PrivateKey: k.NICPriv, PeerKeys: []securechan.PublicKey{k.HostPub}})
 		if err != nil {
 			agentDone <- err
 			return
@@ -253,12 +253,12 @@ func connect(t *testing.T, nic *softnic.NIC) *channel {
 			}
 		}
 	}()
-	raw, err := net.Dial("unix", filepath.Join(dir, "chan"))
+	raw, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := sealtest.Record(raw)
-	conn, err := securechan.Client(rec, &securechan.Config{PrivateKey: hostPriv, PeerKeys: []securechan.PublicKey{nicPub}}, nicPub)
+	conn, err := securechan.Client(rec, &securechan.Config{PrivateKey: k.HostPriv, PeerKeys: []securechan.PublicKey{k.NICPub}}, k.NICPub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -594,7 +594,7 @@ func TestSealedKeyRotation(t *testing.T) {
 	}
 
 	// After the window: key 1 refused and counted, key 2 routed.
-	h.clk.advance(grace)
+	h.clk.Advance(grace)
 	h.send(pA1, seal(t, s1, toB1), seal(t, s2, toB1), seal(t, s1, toB1), seal(t, s2, toB1))
 	up := h.recv(pUplink)
 	if len(up) != 2 {

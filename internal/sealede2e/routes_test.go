@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -79,48 +78,22 @@ func TestSealedRoutesNoFirstPacket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nic, err := softnic.New(softnic.Config{Device: "host-a", Ports: []softnic.PortConfig{
-		{Name: "a1", Kind: hal.PortVPort, MAC: macA1},
-		{Name: "a2", Kind: hal.PortVPort, MAC: macA2},
-		{Name: "uplink", Kind: hal.PortUplink, MAC: macUplnk, MTU: 1600},
-	}, Crypto: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &host{t: t, nic: nic, rec: &recordingNIC{NIC: nic}, logs: &lockedBuffer{}, far: map[hal.PortID]*softnic.Port{}}
-	for _, id := range []hal.PortID{pA1, pA2, pUplink} {
-		if h.far[id], err = nic.Port(id); err != nil {
+	h := startHost(t, st, softnic.Config{Crypto: true}, func(h *host) {
+		// The agent's part: the key from the policy, registered with the NIC.
+		vm, _ := st.VM("a1")
+		if err := h.nic.RegisterSealKey(context.Background(), pA1, vm.SealKeys[0].ID, vm.SealKeys[0].Public); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// The agent's part: the key from the policy, registered with the NIC.
-	vm, _ := st.VM("a1")
-	if err := nic.RegisterSealKey(context.Background(), pA1, vm.SealKeys[0].ID, vm.SealKeys[0].Public); err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	// The switch sees the NIC through the recorder, with its optional
-	// interface for sealed addresses.
-	recS := struct {
-		*recordingNIC
-		hal.SealedAddresses
-	}{h.rec, nic}
-	h.sw, err = vswitch.New(vswitch.Config{NIC: recS, Host: "host-a", State: st, NextHopMAC: macB1,
-		Ports: map[string]hal.PortID{"a1": pA1, "a2": pA2}, Uplink: pUplink, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.sw.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("vswitch Run: %v", err)
-		}
-		h.sw.Close()
-		nic.Close()
+	}, func(h *host, c *vswitch.Config) {
+		// The switch sees the NIC through the recorder, with its optional
+		// interface for sealed addresses.
+		c.NIC = struct {
+			*recordingNIC
+			hal.SealedAddresses
+		}{h.rec, h.nic}
+		c.NextHopMAC = macB1
 	})
+	nic := h.nic
 	if n := h.sw.Stats().SealedRoutes; n != 4 {
 		t.Fatalf("sealed routes %d, want 4 (a2 and b1, IPv4 and IPv6)", n)
 	}

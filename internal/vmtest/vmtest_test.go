@@ -2,7 +2,6 @@ package vmtest
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,32 +95,16 @@ func TestInsideVM(t *testing.T) {
 // TestBootVM boots the VM with this package's own test binary and checks
 // that TestInsideVM passed in it.
 func TestBootVM(t *testing.T) {
-	if InVM() {
-		t.Skip("already inside the VM")
-	}
-	if testing.Short() {
-		t.Skip("boots a VM: not in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the kernel image under /boot is readable by root only")
-	}
-	if err := Available(); err != nil {
-		t.Skipf("VM tier unavailable: %v", err)
-	}
-	// A boot takes seconds on an idle machine; the bounds leave room for a
-	// loaded one.
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
-	defer cancel()
+	SkipHost(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "vmtest.test")
 	hello := filepath.Join(dir, "hello")
 	if err := os.WriteFile(hello, []byte("hello from the host\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := BuildTestBinary(ctx, ".", bin); err != nil {
-		t.Fatal(err)
-	}
-	res, err := Run(ctx, Config{
+	bin := BuildTest(t, dir, "vmtest.test")
+	// A boot takes seconds on an idle machine; the bound leaves room for a
+	// loaded one.
+	res := RunTest(t, Config{
 		TestBinary:  bin,
 		Args:        []string{"-test.run", "^TestInsideVM$", "-test.v"},
 		Modules:     []string{"veth"},
@@ -129,11 +112,19 @@ func TestBootVM(t *testing.T) {
 		Files:       map[string]string{"/opt/vmtest/hello": hello},
 		Timeout:     8 * time.Minute,
 	})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, res.Output)
-	}
-	t.Logf("kernel %s, boot %v, total %v", res.Kernel, res.Boot.Round(time.Millisecond), res.Total.Round(time.Millisecond))
-	if !res.Passed() || !strings.Contains(res.Output, "--- PASS: TestInsideVM") {
+	if !res.Passed() || !res.PassedTest("TestInsideVM") {
 		t.Fatalf("in-VM test failed (exit %d):\n%s", res.ExitCode, res.Output)
+	}
+}
+
+// PassedTest finds a test's, or a subtest's, verbose PASS line, also
+// behind console noise, and no other result or name that merely starts
+// with it.
+func TestPassedTest(t *testing.T) {
+	r := Result{Output: "=== RUN   TestA\r\n--- PASS: TestA (1.00s)\r\n    --- PASS: TestB/sub (0.01s)\n--- FAIL: TestC (0.00s)\n--- SKIP: TestD (0.00s)\n--- PASS: TestEx (0.00s)\n[   12.5] veth: --- PASS: TestF (0.00s)\n"}
+	for name, want := range map[string]bool{"TestA": true, "TestB/sub": true, "TestB": false, "TestC": false, "TestD": false, "TestE": false, "TestEx": true, "TestF": true} {
+		if got := r.PassedTest(name); got != want {
+			t.Errorf("PassedTest(%q) = %v, want %v", name, got, want)
+		}
 	}
 }

@@ -5,9 +5,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,42 +20,21 @@ import (
 // tc-flower driver, as an operator would run it. The driver's own tests run
 // the whole suite in the VM; this checks the command's tc-flower path.
 func TestRunTCFlowerVM(t *testing.T) {
-	if vmtest.InVM() {
-		t.Skip("already inside the VM")
-	}
-	if testing.Short() {
-		t.Skip("boots a VM: not in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("the VM tier needs root: the kernel image under /boot is readable by root only")
-	}
-	if err := vmtest.Available(); err != nil {
-		t.Skipf("VM tier unavailable: %v (scripts/install-deps.sh installs it)", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
-	defer cancel()
-	bin := filepath.Join(t.TempDir(), "nicconform.test")
-	if err := vmtest.BuildTestBinary(ctx, ".", bin); err != nil {
-		t.Fatal(err)
-	}
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	vmtest.SkipHost(t)
+	bin := vmtest.BuildTest(t, t.TempDir(), "nicconform.test")
+	res := vmtest.RunTest(t, vmtest.Config{
 		TestBinary: bin,
 		Args:       []string{"-test.run", "^TestRunTCFlowerInVM$", "-test.v", "-test.timeout", "7m"},
-		// act_bpf carries tunnelled misses to the host, as the driver
-		// runs wherever the kernel has it.
-		Modules: []string{"veth", "vxlan", "geneve", "sch_ingress", "cls_flower", "act_gact", "act_mirred",
-			"act_pedit", "act_csum", "act_tunnel_key", "act_vlan", "act_nat", "act_bpf"},
+		// act_bpf (in TCModules) carries tunnelled misses to the host, as
+		// the driver runs wherever the kernel has it.
+		Modules:     slices.Concat(vmtest.TCModules, []string{"geneve"}),
 		Executables: []string{"/usr/sbin/ip", "/usr/sbin/tc"},
 		MemoryMB:    2048,
 		Timeout:     9 * time.Minute,
 	})
-	if err != nil {
-		t.Fatalf("VM run: %v\n%s", err, res.Output)
-	}
-	if !res.Passed() || !strings.Contains(res.Output, "--- PASS: TestRunTCFlowerInVM") {
+	if !res.Passed() || !res.PassedTest("TestRunTCFlowerInVM") {
 		t.Fatalf("in-VM run failed (exit %d):\n%s", res.ExitCode, res.Output)
 	}
-	t.Logf("VM: boot %v, total %v", res.Boot.Round(time.Millisecond), res.Total.Round(time.Millisecond))
 	for _, l := range strings.Split(res.Output, "\n") {
 		if strings.Contains(l, " cases: ") {
 			t.Log(strings.TrimSpace(l))

@@ -5,41 +5,14 @@ import (
 	"strings"
 	"testing"
 
-	"os"
-
-	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/remote/remotetest"
 )
 
-// keys writes a NIC side's and a host's key files into dir.
-func keys(t *testing.T, dir string) {
-	t.Helper()
-	for _, who := range []string{"nic", "host"} {
-		if _, err := remote.GenerateKeyFiles(nil, filepath.Join(dir, who+".key"), filepath.Join(dir, who+".pub"), who); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func writeConfig(t *testing.T, dir, body string) string {
-	t.Helper()
-	p := filepath.Join(dir, "nicd.yaml")
-	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-const softnicSection = `softnic:
-  device: dpu0
-  ports:
-    - {name: vm1, kind: vport, mac: "02:00:00:00:00:01"}
-    - {name: vm2, kind: vport, mac: "02:00:00:00:00:02"}
-    - {name: uplink, kind: uplink, mac: "02:00:00:00:00:ff", mtu: 1600}
-`
+const softnicSection = remotetest.SoftnicSection
 
 func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
-	keys(t, dir)
+	remotetest.KeyFiles(t, dir)
 	base := "key: nic.key\nhosts: [host.pub]\nlisten: [unix:" + filepath.Join(dir, "s") + "]\n"
 	for _, tc := range []struct{ body, want string }{
 		{base + softnicSection, ""},
@@ -55,7 +28,7 @@ func TestConfigErrors(t *testing.T) {
 		if tc.want == "" {
 			tc.body = "driver: softnic\n" + tc.body
 		}
-		p := writeConfig(t, dir, tc.body)
+		p := remotetest.WriteNICConfig(t, dir, tc.body)
 		_, err := LoadConfig(p)
 		switch {
 		case tc.want == "" && err != nil:

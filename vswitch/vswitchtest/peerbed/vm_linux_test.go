@@ -8,10 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -22,54 +21,26 @@ import (
 )
 
 var (
-	vmConsole = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
-	vmRun     = flag.String("vm.run", "^TestLinuxPeerTCFlowerInVM$", "the tests TestLinuxPeerTCFlowerVM runs inside the VM (a -test.run pattern)")
+	vmRun = flag.String("vm.run", "^TestLinuxPeerTCFlowerInVM$", "the tests TestLinuxPeerTCFlowerVM runs inside the VM (a -test.run pattern)")
 )
 
 // TestLinuxPeerTCFlowerVM boots the VM tier (Debian's kernel, which has
 // cls_flower and the tc actions this machine's kernel lacks) and runs
 // TestLinuxPeerTCFlowerInVM there.
 func TestLinuxPeerTCFlowerVM(t *testing.T) {
-	if vmtest.InVM() {
-		t.Skip("already inside the VM")
-	}
-	if testing.Short() {
-		t.Skip("boots a VM: not in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("the VM tier needs root: the kernel image under /boot is readable by root only")
-	}
-	if err := vmtest.Available(); err != nil {
-		t.Skipf("VM tier unavailable: %v (scripts/install-deps.sh installs it)", err)
-	}
-	bctx, bcancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer bcancel()
-	bin := filepath.Join(t.TempDir(), "peerbed.test")
-	if err := vmtest.BuildTestBinary(bctx, ".", bin); err != nil {
-		t.Fatal(err)
-	}
+	vmtest.SkipHost(t)
+	bin := vmtest.BuildTest(t, t.TempDir(), "peerbed.test")
 	// Emulated (TCG): the transfers are slow; the bounds leave room for a
 	// loaded machine.
-	const timeout = 12 * time.Minute
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	cfg := vmtest.Config{
-		TestBinary: bin,
-		Args:       []string{"-test.run", *vmRun, "-test.v", "-test.timeout", "10m"},
-		Modules: []string{"veth", "vxlan", "bridge", "sch_ingress", "cls_flower", "act_gact", "act_mirred",
-			"act_pedit", "act_csum", "act_tunnel_key", "act_vlan", "act_nat", "act_bpf"},
+		TestBinary:  bin,
+		Args:        []string{"-test.run", *vmRun, "-test.v", "-test.timeout", "10m"},
+		Modules:     slices.Concat(vmtest.TCModules, []string{"bridge"}),
 		Executables: []string{"/usr/sbin/ip", "/usr/sbin/tc"},
 		MemoryMB:    2048,
-		Timeout:     timeout,
+		Timeout:     12 * time.Minute,
 	}
-	if *vmConsole {
-		cfg.Console = os.Stderr
-	}
-	res, err := vmtest.Run(ctx, cfg)
-	if err != nil {
-		t.Fatalf("VM run: %v\n%s", err, res.Output)
-	}
-	t.Logf("VM: kernel %s, boot %v, total %v", res.Kernel, res.Boot.Round(time.Millisecond), res.Total.Round(time.Millisecond))
+	res := vmtest.RunTest(t, cfg)
 	t.Logf("in-VM output:\n%s", res.Output)
 	if !res.Passed() {
 		t.Fatalf("in-VM test failed (exit %d)", res.ExitCode)
@@ -78,7 +49,7 @@ func TestLinuxPeerTCFlowerVM(t *testing.T) {
 		return // a part was asked for
 	}
 	for _, sub := range []string{"rules", "vswitch", "vswitch-acl"} {
-		if !strings.Contains(res.Output, "--- PASS: TestLinuxPeerTCFlowerInVM/"+sub+" ") {
+		if !res.PassedTest("TestLinuxPeerTCFlowerInVM/" + sub) {
 			t.Errorf("TestLinuxPeerTCFlowerInVM/%s did not pass in the VM (skipped, or did not run)", sub)
 		}
 	}

@@ -1,0 +1,30 @@
+package testclock
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+// The clock stands still until advanced, and advances add up, also from
+// several goroutines at once.
+func TestClock(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0)
+	c := New(start)
+	if !c.Now().Equal(start) || !c.Now().Equal(start) {
+		t.Fatalf("a new clock reads %v, want %v", c.Now(), start)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Advance(time.Second)
+			_ = c.Now()
+		}()
+	}
+	wg.Wait()
+	if got := c.Now().Sub(start); got != 8*time.Second {
+		t.Fatalf("advanced by %v, want 8s", got)
+	}
+}
