@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/nicpath/nicpath/internal/hugemem"
 )
 
 // TestHugePageTable: a CA→PA table large enough to live in a huge-page
@@ -17,7 +19,7 @@ func TestHugePageTable(t *testing.T) {
 		t.Skip("inserts 200k mappings; -short skips it")
 	}
 	before := hugeInUse.Load()
-	const n = 200_000 // 200k×36 B / 0.75 ≈ 9.6 MB, past hugeMinBytes
+	const n = 200_000 // 200k×36 B / 0.75 ≈ 9.6 MB, past hugemem.MinBytes
 	ca := func(i int) netip.Addr {
 		return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 	}
@@ -32,7 +34,7 @@ func TestHugePageTable(t *testing.T) {
 			t.Fatalf("mapping %d already present", i)
 		}
 	}
-	if p, _ := mapHuge(1); p == nil {
+	if !hugemem.Available() {
 		t.Log("no huge-page mappings on this system: the heap path is what runs")
 	} else if tab.mem == nil || hugeInUse.Load() <= before {
 		t.Fatalf("%d mappings in %d entries and no huge-page memory mapped", n, len(tab.entries))

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"net/netip"
+
+	"github.com/nicpath/nicpath/internal/hugemem"
 )
 
 // mapEntry is one compiled CA→PA mapping. It holds no pointers, so the
@@ -33,7 +35,7 @@ type mappingTable struct {
 	n       int
 	// mem owns entries when they live in a huge-page mapping (hugemem.go);
 	// nil for heap memory.
-	mem *hugeMem
+	mem *hugemem.Mem
 }
 
 // maxLoad is the fullness at which a linear-probing table still finds a

@@ -3,6 +3,8 @@ package softnic
 import (
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/nicpath/nicpath/internal/hugemem"
 )
 
 // Huge pages for the rule table. With a million rules the datapath's two
@@ -16,50 +18,17 @@ import (
 // only the TLB advantage is lost). Neither holds Go pointers, so the
 // garbage collector has nothing to scan there.
 //
-// Such memory is unmapped by a cleanup on its owner (hugeMem), which every
-// holder of the memory keeps reachable: a table's owner sits beside its
-// bucket slice (htab.mem), the chunks' owners in the views (view.slabs) as
+// Such memory (internal/hugemem) is unmapped by a cleanup on its owner
+// (hugemem.Mem) or by the writer's Free, so every holder of the memory
+// keeps its owner reachable: a table's owner sits beside its bucket slice (htab.mem), the chunks' owners in the views (view.slabs) as
 // well as the writer's list. A reader can reach the memory only through a
 // view it entered, so nothing is unmapped under it.
-
-// hugeMem owns one mapping; when it becomes unreachable the mapping goes,
-// unless free unmapped it before.
-type hugeMem struct {
-	r *hugeRegion
-}
-
-// hugeRegion is the mapping itself, which the cleanup of its owner and
-// free share.
-type hugeRegion struct {
-	b     []byte
-	freed atomic.Bool
-}
-
-func (r *hugeRegion) unmap() {
-	if !r.freed.Swap(true) {
-		hugeInUse.Add(-int64(len(r.b)))
-		unmapHuge(r.b)
-	}
-}
-
-// free unmaps m's memory now: the writer calls it for a bucket array it
-// replaced, which no view and no reader can reach any more (a view's
-// tables change only while no reader is on it). A nil m is heap memory,
-// left to the collector.
-func (m *hugeMem) free() {
-	if m != nil {
-		m.r.unmap()
-	}
-}
 
 // hugeInUse is the bytes mapped for rule tables by every NIC in the
 // process, which the memory benchmarks add to the heap's figure.
 var hugeInUse atomic.Int64
 
 const (
-	// hugeMinBytes: smaller allocations come from the Go heap (a huge
-	// page for a table of a few thousand rules would waste most of it).
-	hugeMinBytes = 2 << 20
 	// slabBytes is the mapping that entry chunks are carved from, once
 	// a NIC holds heapChunks chunks from the heap.
 	slabBytes  = 8 << 20
@@ -68,14 +37,8 @@ const (
 
 // makeBuckets returns a zeroed array of n buckets, from huge-page memory
 // when it is large (mem is then its owner, to keep beside it).
-func makeBuckets(n int) (b []bucket, mem *hugeMem) {
-	size := n * int(unsafe.Sizeof(bucket{}))
-	if size >= hugeMinBytes {
-		if p, m := mapHuge(size); p != nil {
-			return unsafe.Slice((*bucket)(p), n), m
-		}
-	}
-	return make([]bucket, n), nil
+func makeBuckets(n int) (b []bucket, mem *hugemem.Mem) {
+	return hugemem.Slice[bucket](n, &hugeInUse)
 }
 
 // newChunk returns a chunk for the writer whose entries are of size class
@@ -89,7 +52,7 @@ func (w *writerState) newChunk(class uint8) *chunk {
 	size := chunkSize * int(classSize[class])
 	if len(w.chunks) >= heapChunks {
 		if w.slabFree < size {
-			p, m := mapHuge(slabBytes)
+			p, m := hugemem.Map(slabBytes, &hugeInUse)
 			if p != nil {
 				w.slabs = append(w.slabs, m)
 				w.slabNext, w.slabFree = p, slabBytes

@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/hugemem"
 )
 
 // writerState is the control plane's bookkeeping; only writers (under
@@ -20,7 +21,7 @@ type writerState struct {
 	ents   []entRef // chunks[i].ref()
 	// Huge-page slabs that chunks beyond the first heapChunks are carved
 	// from (hugemem.go): their owners, and the rest of the last one.
-	slabs    []*hugeMem
+	slabs    []*hugemem.Mem
 	slabNext unsafe.Pointer
 	slabFree int
 	// tupleByID finds a tuple from the 16-bit ID its entries carry.

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/hugemem"
 )
 
 // The rule table, and how the datapath reads it without locks.
@@ -328,8 +329,8 @@ func sigOf(h uint64) uint32 {
 // eighths after each doubling.
 type htab struct {
 	b     []bucket
-	mem   *hugeMem // owns b when it is huge-page memory (hugemem.go)
-	nb    uint64   // len(b)
+	mem   *hugemem.Mem // owns b when it is huge-page memory (hugemem.go)
+	nb    uint64       // len(b)
 	used  int
 	tombs int
 }
@@ -412,7 +413,7 @@ type view struct {
 	progs  []*program
 	// slabs owns the huge-page memory of chunks (hugemem.go): while a
 	// reader can see a chunk, it is not unmapped.
-	slabs []*hugeMem
+	slabs []*hugemem.Mem
 }
 
 type paddedCount struct {
@@ -557,7 +558,7 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 					reorder = true
 				}
 				if len(tab.ht.b) != len(src.b) {
-					tab.ht.mem.free() // this view's: no reader on it
+					tab.ht.mem.Free() // this view's: no reader on it
 					tab.ht.b, tab.ht.mem = makeBuckets(len(src.b))
 				}
 				copy(tab.ht.b, src.b)
@@ -674,5 +675,5 @@ func (w *writerState) grow(tab *tupleTab) {
 	}
 	// No reader is on this view (see leftRight.update): the old array
 	// goes at once rather than at the collector's next cycle.
-	old.mem.free()
+	old.mem.Free()
 }
