@@ -13,6 +13,7 @@ import (
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/internal/prefetch"
 	"github.com/nicpath/nicpath/policy"
 )
 
@@ -288,7 +289,7 @@ func (s *Switch) prefetchMapping(p *pending) {
 }
 
 // prefetcher collects the addresses a batch will read and prefetches
-// them together (prefetch.go).
+// them together (internal/prefetch).
 type prefetcher struct {
 	addrs [prefetchMax]uintptr
 	n     int
@@ -325,7 +326,7 @@ func (p *prefetcher) push(a uintptr) {
 
 func (p *prefetcher) flush() {
 	if p.n > 0 {
-		prefetch(&p.addrs, p.n)
+		prefetch.Lines(p.addrs[:p.n])
 		p.n = 0
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/internal/prefetch"
 )
 
 // A packet's fate within a burst.
@@ -216,7 +217,7 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		b.pf[npf] = uintptr(unsafe.Pointer(p))
 		npf++
 	}
-	prefetch(&b.pf, npf)
+	prefetch.Lines(b.pf[:npf])
 
 	// Execute, inside the read section: the rule counters belong to entries
 	// that a writer may reuse once no reader is left.
@@ -367,7 +368,7 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[ht.home(sig)]))
 		todo = append(todo, uint8(i))
 	}
-	prefetch(&b.pf, len(todo))
+	prefetch.Lines(b.pf[:len(todo)])
 	npf := 0
 	for _, i := range todo {
 		sig := b.sig[i]
@@ -385,7 +386,7 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 			npf++
 		}
 	}
-	prefetch(&b.pf, npf)
+	prefetch.Lines(b.pf[:npf])
 	// The rest of each entry the compare reads, when it may lie in the
 	// next line: without this, a second miss per packet, one after the
 	// other. A large entry's key goes on in its second line
@@ -396,12 +397,12 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		for j := 0; j < npf; j++ {
 			b.pf[j] += 64
 		}
-		prefetch(&b.pf, npf)
+		prefetch.Lines(b.pf[:npf])
 	case classTiny:
 		for j := 0; j < npf; j++ {
 			b.pf[j] += 40 // the last key word
 		}
-		prefetch(&b.pf, npf)
+		prefetch.Lines(b.pf[:npf])
 	}
 	compare(b, v, tab, todo)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/internal/hugemem"
+	"github.com/nicpath/nicpath/internal/prefetch"
 )
 
 // The rule table, and how the datapath reads it without locks.
@@ -653,7 +654,7 @@ func prefetchMutations(muts []mutation, side int, pf *[MaxBurst]uintptr) {
 			n++
 		}
 	}
-	prefetch(pf, n)
+	prefetch.Lines(pf[:n])
 }
 
 // grow rebuilds tab's hash table, half as large again unless deleted slots
