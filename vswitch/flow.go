@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
@@ -139,10 +140,10 @@ func shapeOf(k *hal.FlowKey, scoped bool) int {
 
 // flow is one unified flow: an exact key and one list of header operations.
 //
-// Every first packet allocates one, so it is kept small (240 bytes, the
-// size class; a test holds it there) with its pointers first: the garbage
-// collector scans an object only up to its last pointer. What few flows
-// need lives in flowExtra.
+// Every first packet makes one (allocFlow: in slabs), so it is kept small
+// (at most 240 bytes, seventeen to a 4 KiB slab; a test holds it there)
+// with its pointers first: the garbage collector reads the pointer words
+// of each and skips the rest. What few flows need lives in flowExtra.
 type flow struct {
 	acts *actSet
 	// Shadow: the flow's actions for the next generation of its scope,
@@ -385,4 +386,27 @@ func addrWord(a netip.Addr) uint64 {
 	b := a.As16()
 	le := binary.LittleEndian
 	return le.Uint64(b[0:8])*0x9E3779B97F4A7C15 ^ le.Uint64(b[8:16])
+}
+
+// flowsPerSlab is how many flows one allocation holds: a 4,096-byte size
+// class's worth.
+const flowsPerSlab = 4096 / int(unsafe.Sizeof(flow{}))
+
+// allocFlow returns a zero flow. Flows are allocated in slabs of
+// flowsPerSlab, handed out in order and never reused: every first packet
+// needed an allocation of its own, and the collector a mark of its own.
+// A flow that is removed stays in its slab, garbage with it once no flow
+// of the slab is referenced (a pointer to a flow keeps its whole slab,
+// which is what bounds the slab's size: flows created together, by the
+// same batches, mostly age together). A removed flow is never handed out
+// again, so whatever still points at it (a result in flight, a
+// connection's users) sees it dead, as it did when each flow was an
+// allocation of its own.
+func (s *Switch) allocFlow() *flow {
+	if len(s.slab) == 0 {
+		s.slab = make([]flow, flowsPerSlab)
+	}
+	f := &s.slab[0]
+	s.slab = s.slab[1:]
+	return f
 }

@@ -95,9 +95,9 @@ func TestFlowTableIterateWhileChanging(t *testing.T) {
 	}
 }
 
-// TestFlowSize holds a flow within the 240-byte allocation size class:
-// every first packet allocates one, and the next class up is 256 bytes.
-// Fields that few flows need belong in flowExtra.
+// TestFlowSize holds a flow within 240 bytes: every first packet makes
+// one, seventeen to a 4 KiB slab (allocFlow). Fields that few flows need
+// belong in flowExtra.
 func TestFlowSize(t *testing.T) {
 	if sz := unsafe.Sizeof(flow{}); sz > 240 {
 		t.Errorf("a flow is %d bytes, more than 240", sz)
@@ -113,5 +113,28 @@ func TestConnKeyPlainMemory(t *testing.T) {
 		unsafe.Sizeof(k.dstPort) + unsafe.Sizeof(k.dir) + unsafe.Sizeof(k.proto) + unsafe.Sizeof(k.pad)
 	if sz := unsafe.Sizeof(k); sz != fields {
 		t.Errorf("a connKey is %d bytes, its fields %d: padding makes the table hash it field by field", sz, fields)
+	}
+}
+
+// TestAllocFlow: the slab allocator hands out zero flows, each once:
+// across slabs no flow is handed out twice, so a pointer kept to a removed
+// flow never sees another flow in its place.
+func TestAllocFlow(t *testing.T) {
+	if flowsPerSlab < 2 {
+		t.Fatalf("%d flows per slab", flowsPerSlab)
+	}
+	var s Switch
+	seen := map[*flow]bool{}
+	for i := range 3*flowsPerSlab + 1 {
+		f := s.allocFlow()
+		if seen[f] {
+			t.Fatalf("flow %d handed out twice", i)
+		}
+		seen[f] = true
+		if *f != (flow{}) {
+			t.Fatalf("flow %d is not zero", i)
+		}
+		// A flow is written after it is handed out; the next must not see it.
+		f.key.L4Src, f.dead = uint16(i), true
 	}
 }

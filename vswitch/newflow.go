@@ -39,7 +39,8 @@ func (s *Switch) newFlowHashed(k *hal.FlowKey, h uint64, ttl uint8, now int64, r
 			wild = false
 		}
 	}
-	f := &flow{key: *k, created: now, lastUsed: now}
+	f := s.allocFlow()
+	f.key, f.created, f.lastUsed = *k, now, now
 	s.flows.putHashed(f, h)
 	s.stats.flowsCreated++
 	if wild {

@@ -128,6 +128,8 @@ type Switch struct {
 	learn         learnState // addresses the NIC learned (learned.go)
 	// Port-wildcard flows by their key without ports (wildcard.go).
 	wilds map[hal.FlowKey]*flow
+	// slab holds the flows allocFlow hands out next (flow.go).
+	slab []flow
 
 	// Per-batch scratch, reused.
 	pend    []pending
