@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -839,6 +840,43 @@ func TestDuplicatesAcrossBatches(t *testing.T) {
 		if list[i].Error() != w {
 			t.Errorf("error %d = %q, want %q", i, list[i].Error(), w)
 		}
+	}
+}
+
+// TestLookupPlaceEveryExample: in every example document, with shadows or
+// without (LookupPlace then finds the host without reading the VM),
+// LookupPlace answers as LookupVM does for every mapping.
+func TestLookupPlaceEveryExample(t *testing.T) {
+	files, err := filepath.Glob("../examples/policies/*.yaml")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("examples: %v %v", files, err)
+	}
+	withShadows, without := 0, 0
+	for _, f := range files {
+		st, err := LoadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Shadows()) > 0 {
+			withShadows++
+		} else {
+			without++
+		}
+		n := 0
+		for m := range st.Mappings() {
+			want, wvi, _ := st.LookupVM(m.VNI, m.CA)
+			vi, mac, host, pa, ok := st.LookupPlace(m.VNI, m.CA)
+			if !ok || vi != wvi || mac != want.MAC || host != want.Host || pa != want.PA {
+				t.Errorf("%s: LookupPlace(%d, %s) = %d, %s, %s, %s, %v; want %d, %s, %s, %s", f, m.VNI, m.CA, vi, mac, host, pa, ok, wvi, want.MAC, want.Host, want.PA)
+			}
+			n++
+		}
+		if n == 0 {
+			t.Errorf("%s has no mappings", f)
+		}
+	}
+	if withShadows == 0 || without == 0 {
+		t.Errorf("%d examples with shadows, %d without: the test needs both", withShadows, without)
 	}
 }
 
