@@ -260,6 +260,10 @@ func (s *Switch) prefetchWalk(p *pending) {
 			return
 		}
 		t = vm.tenant
+		if vm.caSet != nil {
+			// The walk checks the source address among the VM's.
+			s.pf.add(vm.caSet.slotAddr(addr128From16(k.IPSrc)), unsafe.Sizeof(addr128{}))
+		}
 	}
 	if t == nil {
 		return
