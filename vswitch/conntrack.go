@@ -1,6 +1,9 @@
 package vswitch
 
 import (
+	"encoding/binary"
+	"math/rand/v2"
+
 	"github.com/nicpath/nicpath/policy"
 )
 
@@ -45,13 +48,93 @@ type conn struct {
 	users map[*flow]struct{}
 }
 
+// conntrack is the connection table. Every ACL layer of every first
+// packet asks it whether the packet's connection is established, and
+// almost always it is not: a summary of the keys (a blocked Bloom filter:
+// two bits in one 64-bit word per key, some 16 bits per entry, read from
+// one cache line the size of a few kilobytes per thousand connections)
+// answers those without probing the map, whose slots are spread over
+// memory far larger than the caches.
 type conntrack struct {
 	conns map[connKey]*conn
+	// filter has, for every key in conns, the two bits of filterBits set
+	// (and some of removed keys until the next rebuild); its length is a
+	// power of two.
+	filter  []uint64
+	removed int // keys removed since the filter was rebuilt
+	seed    [2]uint64
 }
 
-func newConntrack() *conntrack { return &conntrack{conns: map[connKey]*conn{}} }
+func newConntrack() *conntrack {
+	return &conntrack{conns: map[connKey]*conn{}, filter: make([]uint64, filterMinWords),
+		seed: [2]uint64{rand.Uint64() | 1, rand.Uint64() | 1}}
+}
+
+// filterMinWords is the filter's smallest size; it grows to hold 16 bits
+// per connection.
+const filterMinWords = 64
 
 func (t *conntrack) established(k connKey) bool {
+	if !t.mayHave(&k) {
+		return false
+	}
 	_, ok := t.conns[k]
 	return ok
+}
+
+// add records c under its key.
+func (t *conntrack) add(c *conn) {
+	t.conns[c.key] = c
+	if len(t.conns) > len(t.filter)*4 {
+		t.rebuild(2 * len(t.filter))
+		return
+	}
+	w, b := t.filterBits(&c.key)
+	t.filter[w] |= b
+}
+
+// remove forgets the connection with key k.
+func (t *conntrack) remove(k connKey) {
+	delete(t.conns, k)
+	// The filter keeps its bits: it answers "maybe" for them, and the map
+	// "no". Rebuilt once the removed outnumber the live.
+	if t.removed++; t.removed > len(t.conns)+len(t.filter) {
+		t.rebuild(len(t.filter))
+	}
+}
+
+func (t *conntrack) rebuild(words int) {
+	for words > filterMinWords && len(t.conns) < words {
+		words /= 2 // shrink to what the live connections need
+	}
+	for len(t.conns) > words*4 {
+		words *= 2
+	}
+	if words == len(t.filter) {
+		clear(t.filter)
+	} else {
+		t.filter = make([]uint64, words)
+	}
+	for k := range t.conns {
+		w, b := t.filterBits(&k)
+		t.filter[w] |= b
+	}
+	t.removed = 0
+}
+
+// mayHave reports whether k may be in the table; false is certain.
+func (t *conntrack) mayHave(k *connKey) bool {
+	w, b := t.filterBits(k)
+	return t.filter[w]&b == b
+}
+
+// filterBits is k's word in the filter and its two bits in it.
+func (t *conntrack) filterBits(k *connKey) (int, uint64) {
+	le := binary.LittleEndian
+	h := mum(le.Uint64(k.src[0:8])^t.seed[0], le.Uint64(k.src[8:16])^t.seed[1])
+	h = mum(le.Uint64(k.dst[0:8])^h, le.Uint64(k.dst[8:16])^t.seed[1])
+	h = mum(uint64(k.vm)|uint64(k.srcPort)<<32|uint64(k.dstPort)<<48^h,
+		uint64(k.dir)|uint64(k.proto)<<8^t.seed[1])
+	w := int(h & uint64(len(t.filter)-1))
+	return w, 1<<(h>>52&63) | 1<<(h>>58)
 }

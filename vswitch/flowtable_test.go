@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/policy"
 )
 
 // TestFlowTableAgainstMap runs random puts, gets and removes against the
@@ -136,5 +137,62 @@ func TestAllocFlow(t *testing.T) {
 		}
 		// A flow is written after it is handed out; the next must not see it.
 		f.key.L4Src, f.dead = uint16(i), true
+	}
+}
+
+// TestConntrackFilter: the connection table's filter never says no for a
+// connection in the table, through growth, removals and the rebuilds they
+// cause; and it says no for most keys that are not (else it would spare
+// no look-up).
+func TestConntrackFilter(t *testing.T) {
+	ct := newConntrack()
+	key := func(i int) connKey {
+		k := connKey{vm: uint32(i % 7), dir: policy.Direction(i % 2), proto: 6, srcPort: uint16(i), dstPort: 443}
+		k.src[15], k.src[14], k.dst[13] = byte(i), byte(i>>8), byte(i>>16)
+		return k
+	}
+	check := func(lo, hi int) {
+		t.Helper()
+		for i := lo; i < hi; i++ {
+			if !ct.established(key(i)) {
+				t.Fatalf("connection %d in the table (%d, filter of %d words) is not established", i, len(ct.conns), len(ct.filter))
+			}
+		}
+	}
+	const n = 20000
+	for i := range n {
+		ct.add(&conn{key: key(i)})
+		if i%1000 == 0 {
+			check(0, i+1)
+		}
+	}
+	check(0, n)
+	grown := len(ct.filter)
+	if grown*64 < n*8 {
+		t.Errorf("filter of %d words for %d connections", grown, n)
+	}
+	// Remove all but the last thousand, a few at a time, checking as it goes.
+	for i := range n - 1000 {
+		ct.remove(key(i))
+		if ct.established(key(i)) {
+			t.Fatalf("removed connection %d is established", i)
+		}
+		if i%997 == 0 {
+			check(i+1, n)
+		}
+	}
+	check(n-1000, n)
+	if len(ct.filter) >= grown {
+		t.Errorf("the filter kept %d words for %d connections", len(ct.filter), len(ct.conns))
+	}
+	maybe := 0
+	for i := 2 * n; i < 3*n; i++ {
+		k := key(i)
+		if ct.mayHave(&k) {
+			maybe++
+		}
+	}
+	if maybe > n/10 {
+		t.Errorf("the filter says maybe for %d of %d keys never added", maybe, n)
 	}
 }

@@ -115,7 +115,7 @@ func (s *Switch) age(now int64) {
 		if now-c.lastSeen <= connIdle {
 			continue
 		}
-		delete(s.ct.conns, c.key)
+		s.ct.remove(c.key)
 		s.stats.connsExpired++
 		for f := range c.users {
 			if !f.dead {

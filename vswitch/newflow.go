@@ -151,7 +151,7 @@ func (s *Switch) openConn(f *flow, k connKey, now int64) {
 	c := s.ct.conns[k]
 	if c == nil {
 		c = &conn{key: k, lastSeen: now, users: map[*flow]struct{}{}}
-		s.ct.conns[k] = c
+		s.ct.add(c)
 		s.stats.connsOpened++
 		if fs := s.denied[k]; len(fs) > 0 {
 			delete(s.denied, k)
