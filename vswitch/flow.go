@@ -94,8 +94,7 @@ type actKey struct {
 // packet reads (intern's hash, chain and count, place's offload and
 // validate answers) comes first, in the set's first cache line.
 type actSet struct {
-	hash    uint64  // key.hash, its slot in Switch.acts
-	next    *actSet // the next with the same hash
+	hash    uint64 // key.hash, its slot in Switch.acts
 	refs    int
 	offload bool // the verdict can live on a NIC (not ToHost)
 	// Validate answers per match shape (see shapeOf): 0 unknown, 1 ok,
@@ -315,17 +314,14 @@ func (s *Switch) intern(k actKey) *actSet {
 		a.refs++
 		return a
 	}
-	for a := s.acts[h]; a != nil; a = a.next {
-		if a.key == k {
-			a.refs++
-			s.lastAct = a
-			return a
-		}
+	if a := s.acts.find(h, &k); a != nil {
+		a.refs++
+		s.lastAct = a
+		return a
 	}
 	a := s.buildActions(k)
 	a.refs, a.hash = 1, h
-	a.next = s.acts[h]
-	s.acts[h] = a
+	s.acts.put(a)
 	s.lastAct = a
 	return a
 }
@@ -337,23 +333,90 @@ func (s *Switch) release(a *actSet) {
 	if a.refs--; a.refs > 0 {
 		return
 	}
-	head := s.acts[a.hash]
-	if head == a {
-		if a.next == nil {
-			delete(s.acts, a.hash)
-		} else {
-			s.acts[a.hash] = a.next
+	s.acts.remove(a)
+}
+
+// actTable interns action sets: open addressing with linear probing over
+// slots of a set's hash and the set, so that a look-up reads one line of
+// slots and only the sets whose full hash matches (where a Go map of
+// hash → chain of sets probed the map's groups, then followed the chain).
+// A removal shifts the following slots of its run back (no tombstones).
+type actTable struct {
+	slots []actSlot // a power of two, at most half full
+	n     int
+}
+
+type actSlot struct {
+	h uint64
+	a *actSet // nil: empty
+}
+
+// find returns the set with key k, whose hash is h, or nil.
+func (t *actTable) find(h uint64, k *actKey) *actSet {
+	if len(t.slots) == 0 {
+		return nil
+	}
+	mask := uint64(len(t.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		sl := &t.slots[i]
+		if sl.a == nil {
+			return nil
 		}
-	} else {
-		for p := head; p != nil; p = p.next {
-			if p.next == a {
-				p.next = a.next
-				break
+		if sl.h == h && sl.a.key == *k {
+			return sl.a
+		}
+	}
+}
+
+// put adds a, whose key is not in the table.
+func (t *actTable) put(a *actSet) {
+	if 2*(t.n+1) > len(t.slots) {
+		old := t.slots
+		t.slots = make([]actSlot, max(64, 2*len(old)))
+		t.n = 0
+		for _, sl := range old {
+			if sl.a != nil {
+				t.put(sl.a)
 			}
 		}
 	}
-	a.next = nil
+	mask := uint64(len(t.slots) - 1)
+	i := a.hash & mask
+	for t.slots[i].a != nil {
+		i = (i + 1) & mask
+	}
+	t.slots[i] = actSlot{h: a.hash, a: a}
+	t.n++
 }
+
+// remove takes a out of the table, if it is there.
+func (t *actTable) remove(a *actSet) {
+	if len(t.slots) == 0 {
+		return
+	}
+	mask := uint64(len(t.slots) - 1)
+	i := a.hash & mask
+	for t.slots[i].a != a {
+		if t.slots[i].a == nil {
+			return
+		}
+		i = (i + 1) & mask
+	}
+	// Backward shift: move up every later slot of the run whose home is
+	// not between the hole and it.
+	for j := (i + 1) & mask; t.slots[j].a != nil; j = (j + 1) & mask {
+		home := t.slots[j].h & mask
+		if (j-home)&mask >= (j-i)&mask {
+			t.slots[i] = t.slots[j]
+			i = j
+		}
+	}
+	t.slots[i] = actSlot{}
+	t.n--
+}
+
+// len is the number of sets.
+func (t *actTable) len() int { return t.n }
 
 // hash mixes every field of k (wyhash's step, seeded per switch).
 func (k *actKey) hash(seed *[2]uint64) uint64 {

@@ -1,21 +1,23 @@
 package vswitch
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
 	"github.com/nicpath/nicpath/policy"
 )
 
-// TestInternChains: interned action sets are found by key, shared while
-// referenced and forgotten with their last reference, also when two keys
-// share a hash (the chain is set up by hand: the hash is seeded).
-func TestInternChains(t *testing.T) {
+// TestInternTable: interned action sets are found by key, shared while
+// referenced and forgotten with their last reference, also when keys
+// share a hash or a run of slots (the collisions are set up by hand: the
+// hash is seeded).
+func TestInternTable(t *testing.T) {
 	h := newBenchHost(t, smallPolicy(t, nil), 0)
 	s := h.sw
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	base := len(s.acts)
+	base := s.acts.len()
 	key := func(i int) actKey {
 		return actKey{action: policy.Encap, pa: netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), vni: uint32(i),
 			rw: policy.Rewrite{DstMAC: policy.MAC{2, 0, 0, 0, byte(i >> 8), byte(i)}}}
@@ -39,39 +41,62 @@ func TestInternChains(t *testing.T) {
 	}
 	for i := range n {
 		s.release(sets[i])
+		// The others are still found after each removal.
+		if i%97 == 0 {
+			for j := i + 1; j < n; j++ {
+				if got := s.acts.find(sets[j].hash, &sets[j].key); got != sets[j] {
+					t.Fatalf("after releasing %d sets, set %d is not found", i+1, j)
+				}
+			}
+		}
 	}
-	if len(s.acts) != base {
-		t.Fatalf("%d hashes interned after every set was released, want %d", len(s.acts), base)
+	if s.acts.len() != base {
+		t.Fatalf("%d sets interned after every set was released, want %d", s.acts.len(), base)
 	}
 
-	// Three sets under the hash of key 2, its own set at the tail: c → a → b.
-	a, b, c := s.intern(key(1)), s.intern(key(2)), s.intern(key(3))
-	for _, x := range []*actSet{a, c} {
-		delete(s.acts, x.hash)
-		x.hash = b.hash
+	// Collisions: sets with one hash, and sets whose hashes share a run,
+	// put and removed in every order of a few.
+	var tab actTable
+	mk := func(i int, h uint64) *actSet { return &actSet{key: key(i), hash: h, refs: 1} }
+	size := uint64(64)
+	for order := range 24 {
+		xs := []*actSet{mk(1, 5), mk(2, 5), mk(3, 6), mk(4, 5+size), mk(5, size-1), mk(6, 7)}
+		for _, x := range xs {
+			tab.put(x)
+		}
+		if uint64(len(tab.slots)) != size {
+			t.Fatalf("%d slots, want %d", len(tab.slots), size)
+		}
+		perm := rand.New(rand.NewPCG(uint64(order), 1)).Perm(len(xs))
+		for k, p := range perm {
+			tab.remove(xs[p])
+			if got := tab.find(xs[p].hash, &xs[p].key); got != nil {
+				t.Fatalf("order %d: removed set %d found", order, p)
+			}
+			for _, q := range perm[k+1:] {
+				if got := tab.find(xs[q].hash, &xs[q].key); got != xs[q] {
+					t.Fatalf("order %d: after removing %v, set %d not found", order, perm[:k+1], q)
+				}
+			}
+		}
+		if tab.len() != 0 {
+			t.Fatalf("order %d: %d sets left", order, tab.len())
+		}
+		for _, sl := range tab.slots {
+			if sl.a != nil {
+				t.Fatalf("order %d: a slot still holds a set", order)
+			}
+		}
 	}
-	c.next, a.next = a, b
-	s.acts[b.hash] = c
+	// A set that is not in the table (a removed flow's placeholder) is
+	// removed as a no-op.
+	tab.put(mk(1, 5))
+	tab.remove(mk(1, 5))
+	if tab.len() != 1 {
+		t.Fatal("removing a set that is not in the table removed another")
+	}
 	s.lastAct = nil
-	if got := s.intern(key(2)); got != b {
-		t.Fatal("key 2 behind two other sets of its hash: not found")
-	}
-	s.release(b)
-	// The middle goes first, then the head.
-	s.release(a)
-	if s.acts[b.hash] != c || c.next != b || b.next != nil {
-		t.Fatal("releasing the middle of a chain broke it")
-	}
-	s.release(c)
-	if s.acts[b.hash] != b || b.next != nil {
-		t.Fatal("releasing the head of a chain lost its tail")
-	}
-	s.release(b)
-	if len(s.acts) != base {
-		t.Fatalf("%d hashes interned at the end, want %d", len(s.acts), base)
-	}
-	s.lastAct = nil
-	if got := s.intern(key(2)); got == b {
+	if got := s.intern(key(2)); got == sets[2] {
 		t.Fatal("a released set was found again")
 	} else {
 		s.release(got)

@@ -102,10 +102,9 @@ type Switch struct {
 	vmIDs     interner
 	tenantIDs interner
 	flows     flowTable
-	// acts interns action lists by actKey.hash (collisions chained
-	// through actSet.next): the Go map hashed the padded key field by
-	// field for every first packet.
-	acts      map[uint64]*actSet
+	// acts interns action lists by actKey.hash: a Go map keyed by the
+	// actKey hashed the padded key field by field for every first packet.
+	acts      actTable
 	actSeed   [2]uint64
 	lastAct   *actSet
 	pro       map[proKey]*proRule
@@ -173,7 +172,6 @@ func New(cfg Config) (*Switch, error) {
 		nic:     cfg.NIC,
 		caps:    cfg.NIC.Capabilities(),
 		log:     cfg.Logger,
-		acts:    map[uint64]*actSet{},
 		actSeed: [2]uint64{rand.Uint64() | 1, rand.Uint64() | 1},
 		scopes:  map[string]*scope{},
 		ct:      newConntrack(),
