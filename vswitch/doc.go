@@ -42,8 +42,8 @@
 // offloaded flow never reach the host. Flows with equal header operations
 // share one interned action list.
 //
-// The slow path allocates one object per first packet, its flow (240
-// bytes), and nothing per packet of a known flow: verdicts, rules,
+// The slow path allocates a flow per first packet, seventeen to a 4 KiB
+// slab (allocFlow), and nothing per packet of a known flow: verdicts, rules,
 // operations, results and frames live in memory the switch reuses
 // (TestSlowPathAllocs, TestHostPathNoAllocs). The flow cache is an
 // open-addressing table of 16-byte (hash, flow) slots (flowtable.go); a
