@@ -57,8 +57,8 @@ type burst struct {
 	// the addresses to prefetch for them.
 	chain [MaxBurst]uint8
 	pfn   [2 * MaxBurst]uintptr
-	prog [MaxBurst]*program // the program of each hit
-	arg  [MaxBurst]uint64   // the hit's entry.arg, when its program takes one
+	prog  [MaxBurst]*program // the program of each hit
+	arg   [MaxBurst]uint64   // the hit's entry.arg, when its program takes one
 
 	// Sealed frames: sealed[i] says packet i was opened into open[i] (its
 	// clear frame at open[i][Headroom:Headroom+osz[i]], Headroom in front
