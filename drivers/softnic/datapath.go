@@ -222,6 +222,29 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		npf++
 	}
 	prefetch.Lines(b.pf[:npf])
+	// Then each encapsulation's template, which Push reads whole: the
+	// outer headers it copies (from the start) and its own fields (after
+	// the MaxEncapHeadroom bytes of headers). A program's line was asked
+	// for a burst's worth of packets ago; with a thousand remote hosts the
+	// templates are not all in the nearer caches, and waiting for each in
+	// execute came to more than the lookup's own misses. (The offsets are
+	// hints: were they wrong, only the prefetch would be wasted.)
+	npf = 0
+	nhd := 0
+	for i := 0; i < k; i++ {
+		if b.fate[i] != fatePending || b.best[i] == noRule {
+			continue
+		}
+		if p := b.prog[i]; p.encap != nil {
+			t := uintptr(unsafe.Pointer(p.encap))
+			b.pfn[nhd], b.pfn[nhd+1] = t, t+uintptr(p.encapLen)-1
+			b.pf[npf] = t + wire.MaxEncapHeadroom + 8
+			nhd += 2
+			npf++
+		}
+	}
+	prefetch.Lines(b.pfn[:nhd])
+	prefetch.Lines(b.pf[:npf])
 
 	// Execute, inside the read section: the rule counters belong to entries
 	// that a writer may reuse once no reader is left.
