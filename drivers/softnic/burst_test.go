@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
@@ -179,5 +180,29 @@ func TestBurstSameAsOneByOne(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestEncapProgramLayout: an encapsulating program's template lies
+// tmplOffset bytes after the program, where compare prefetches it from the
+// program's address alone; a program without an encapsulation has none.
+func TestEncapProgramLayout(t *testing.T) {
+	n := newNIC(t)
+	p, err := n.compile(remoteActions[3], -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.encap == nil || uintptr(unsafe.Pointer(p.encap)) != uintptr(unsafe.Pointer(p))+tmplOffset {
+		t.Fatalf("template at %p, program at %p, want it %d bytes after", p.encap, p, tmplOffset)
+	}
+	if got, want := p.encap.Encap(), remoteActions[3][0].Encap; got.Dst != want.Dst || got.VNI != want.VNI || p.encapLen != p.encap.Len() {
+		t.Fatalf("template of %+v, want %+v", got, want)
+	}
+	q, err := n.compile([]hal.Action{hal.Output(pVM2)}, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.encap != nil {
+		t.Fatal("a program without an encapsulation has a template")
 	}
 }

@@ -52,7 +52,7 @@ type burst struct {
 	// lookup's scratch: the packets a tuple probes, and the addresses
 	// to prefetch for them.
 	todo [MaxBurst]uint8
-	pf   [MaxBurst]uintptr
+	pf   [3 * MaxBurst]uintptr
 	// The packets whose probe chain goes on past the home bucket, and
 	// the addresses to prefetch for them.
 	chain [MaxBurst]uint8
@@ -206,44 +206,23 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		n.lookup(b, v, tab, k)
 	}
 
-	// Find every hit's program before executing any: here the loads of
-	// entry and program pointer are independent from packet to packet and
-	// overlap, and the programs are prefetched; in the execute loop each
-	// would wait behind the previous packet's work.
+	// Find every hit's program before executing any. compare asked for
+	// each program and the two lines of its template that Push reads
+	// first (encapProgram) as it found the hits; the last line of the
+	// outer headers, when they run on into the next line, is asked for
+	// here.
 	npf := 0
 	for i := 0; i < k; i++ {
 		if b.fate[i] != fatePending || b.best[i] == noRule {
 			continue
 		}
-		idx := b.best[i]
-		p := v.progs[entryAt(v.ents, idx).prog]
+		p := v.progs[entryAt(v.ents, b.best[i]).prog]
 		b.prog[i] = p
-		b.pf[npf] = uintptr(unsafe.Pointer(p))
-		npf++
-	}
-	prefetch.Lines(b.pf[:npf])
-	// Then each encapsulation's template, which Push reads whole: the
-	// outer headers it copies (from the start) and its own fields (after
-	// the MaxEncapHeadroom bytes of headers). A program's line was asked
-	// for a burst's worth of packets ago; with a thousand remote hosts the
-	// templates are not all in the nearer caches, and waiting for each in
-	// execute came to more than the lookup's own misses. (The offsets are
-	// hints: were they wrong, only the prefetch would be wasted.)
-	npf = 0
-	nhd := 0
-	for i := 0; i < k; i++ {
-		if b.fate[i] != fatePending || b.best[i] == noRule {
-			continue
-		}
-		if p := b.prog[i]; p.encap != nil {
-			t := uintptr(unsafe.Pointer(p.encap))
-			b.pfn[nhd], b.pfn[nhd+1] = t, t+uintptr(p.encapLen)-1
-			b.pf[npf] = t + wire.MaxEncapHeadroom + 8
-			nhd += 2
+		if p.encap != nil {
+			b.pf[npf] = uintptr(unsafe.Pointer(p.encap)) + uintptr(p.encapLen) - 1
 			npf++
 		}
 	}
-	prefetch.Lines(b.pfn[:nhd])
 	prefetch.Lines(b.pf[:npf])
 
 	// Execute, inside the read section: the rule counters belong to entries
@@ -502,10 +481,12 @@ func chainEntries(b *burst, v *view, tab *tupleTab, nnx int) {
 func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 	ht := &tab.ht
 	nw := min(tab.shape.n, numWords)
-	chunks, ents, gens := v.chunks, v.ents, v.gens
+	chunks, ents, gens, progs := v.chunks, v.ents, v.gens, v.progs
+	npf, pfd := 0, 0
 	for _, i := range todo {
 		sig := b.sig[i]
 		pk := &b.pk[i]
+		was := b.best[i]
 		bi := ht.home(sig)
 		m, more := uint32(b.home[i]&0xff), b.home[i]&(1<<8) != 0
 		for {
@@ -529,7 +510,28 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 			}
 			m, more = ht.b[bi].scan(sig)
 		}
+		// A hit: its program, which the execute pass reads, and the
+		// template that an encapsulating program carries right after it
+		// (encapProgram: the first line of its outer headers, and its
+		// fields after the MaxEncapHeadroom bytes of headers), are asked
+		// for now, while the rest of the burst is compared, rather than
+		// after the lookup. With a thousand remote hosts neither is in
+		// the nearer caches, and in the execute loop each packet would
+		// wait for its own. (These are hints: for a program without an
+		// encapsulation, or were the offset of the fields wrong, only
+		// the prefetch would be wasted; a later tuple may still find a
+		// better rule, whose program process reads in any case.)
+		if b.best[i] != was {
+			p := uintptr(unsafe.Pointer(progs[entryAt(ents, b.best[i]).prog]))
+			t := p + tmplOffset
+			b.pf[npf], b.pf[npf+1], b.pf[npf+2] = p, t, t+wire.MaxEncapHeadroom+8
+			if npf += 3; npf-pfd >= pfGroup {
+				prefetch.Lines(b.pf[pfd:npf])
+				pfd = npf
+			}
+		}
 	}
+	prefetch.Lines(b.pf[pfd:npf])
 }
 
 // idOf is the rule ID of entry idx, which a lookup reads only to break a
