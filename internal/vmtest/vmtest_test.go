@@ -128,3 +128,20 @@ func TestPassedTest(t *testing.T) {
 		}
 	}
 }
+
+// -vm.count becomes -test.count inside the VM, after the test's own
+// arguments, which it leaves as they were.
+func TestWithCount(t *testing.T) {
+	args := make([]string, 1, 4)
+	args[0] = "-test.run=^TestX$"
+	if got := withCount(args, 0); strings.Join(got, " ") != "-test.run=^TestX$" {
+		t.Fatalf("count 0: %q", got)
+	}
+	got := withCount(args, 3)
+	if strings.Join(got, " ") != "-test.run=^TestX$ -test.count=3" {
+		t.Fatalf("count 3: %q", got)
+	}
+	if withCount(args, 2); len(args) != 1 || strings.Join(got, " ") != "-test.run=^TestX$ -test.count=3" {
+		t.Fatalf("withCount changed its argument or an earlier result: %q %q", args, got)
+	}
+}
