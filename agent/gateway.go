@@ -450,8 +450,8 @@ func (a *GatewayAgent) status() control.GatewayStatus {
 		a.cfg.Gateway.Address, out.Driver, time.Since(a.started).Round(time.Millisecond))
 	fmt.Fprintf(&b, "connections %d (new %d, %d of them from outside; on the NIC %d, on the host %d), host packets %d\n",
 		s.Conns, s.NewConns, s.Inbound, s.Offloaded, s.HostPath, s.HostPackets)
-	fmt.Fprintf(&b, "neighbours: ARP %d answered, %d asked; ND %d answered, %d asked; ICMP errors sent on to VMs %d\n",
-		s.ARPReplies, s.ARPRequests, s.NDReplies, s.NDRequests, s.ICMPErrors)
+	fmt.Fprintf(&b, "neighbours: ARP %d answered, %d asked; ND %d answered, %d asked; moved to a new MAC %d; ICMP errors sent on to VMs %d\n",
+		s.ARPReplies, s.ARPRequests, s.NDReplies, s.NDRequests, s.NeighborMoves, s.ICMPErrors)
 	if len(a.cfg.Gateway.Publish) > 0 {
 		pubs := make([]string, 0, len(a.cfg.Gateway.Publish))
 		for ad, t := range a.cfg.Gateway.Publish {

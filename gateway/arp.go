@@ -87,7 +87,7 @@ func (g *Gateway) arp(frame []byte) {
 		_, waiting := g.pending[spa]
 		_, known := g.neigh[spa]
 		if waiting || known || tpa == ours || published {
-			g.neigh[spa] = sha
+			g.learn(spa, sha)
 		}
 	}
 	if op == 1 && (tpa == ours || published) {

@@ -461,6 +461,25 @@ func (g *Gateway) flush(ctx context.Context) error {
 				}
 				continue
 			}
+			if ops[i].Kind == hal.OpModify && owners[i].c != nil {
+				// A connection's rule that did not take its change
+				// (moveNeighbor) kept its old actions, or is gone:
+				// both rules are taken back, so that the connection
+				// goes through the host.
+				c := owners[i].c
+				if c.why == "" {
+					c.why = "NIC did not take the rule's change: " + res[i].Err.Error()
+					g.stats.HostPath++
+				}
+				for _, id := range []hal.RuleID{c.fwdID, c.revID} {
+					if id != 0 {
+						g.ops = append(g.ops, hal.DeleteOp(id))
+						g.owners = append(g.owners, opOwner{})
+					}
+				}
+				c.fwdID, c.revID = 0, 0
+				continue
+			}
 			if ops[i].Kind != hal.OpAdd {
 				if !errors.Is(res[i].Err, hal.ErrNotFound) {
 					errs = append(errs, res[i].Err)

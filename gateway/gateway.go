@@ -71,6 +71,10 @@ type Stats struct {
 	NDReplies   uint64            // neighbour solicitations for the gateway's IPv6 addresses answered
 	NDRequests  uint64            // neighbour solicitations sent for IPv6 next hops
 	ICMPErrors  uint64            // ICMP errors about translated connections sent on to their VMs
+	// NeighborMoves counts next hops on the external network that
+	// announced a new MAC (a router replaced or failed over); the
+	// connections through them moved with them (neighbor.go).
+	NeighborMoves uint64
 }
 
 // Gateway plays one policy gateway on a NIC. Its methods are safe for

@@ -1,0 +1,118 @@
+package gateway_test
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/nicpath/nicpath/gateway"
+	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/haltest"
+	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/vswitch/vswitchtest"
+)
+
+// A next hop that announces a new MAC (a gratuitous ARP: a router replaced
+// or failed over) takes its connections with it: packets toward it leave
+// for the new MAC and its answers from the new MAC reach the VM, on the
+// NIC's rules (the rule from the tenant modified, the one for answers
+// replaced). A NIC that refuses the modification leaves the connection on
+// the host path, with no rule left behind, still reaching the new MAC.
+func TestNeighborMove(t *testing.T) {
+	newMAC := hal.MustMAC("02:00:00:00:fe:11")
+	errRefused := errors.New("modify refused (test)")
+	for _, refuse := range []bool{false, true} {
+		name := "NIC takes the change"
+		if refuse {
+			name = "NIC refuses the change"
+		}
+		t.Run(name, func(t *testing.T) {
+			st := testPolicy(t)
+			u := vswitchtest.NewUnderlay()
+			ph, _ := st.Host("host-b")
+			b, err := vswitchtest.NewHost(ph, st, st.LocalVMs("host-b"), fabricMAC, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			u.Add(b)
+			faulty := func(host string, ports []vswitchtest.PortSpec) (hal.NIC, map[hal.PortID]vswitchtest.FarPort, error) {
+				nic, far, err := vswitchtest.Softnic(host, ports)
+				if err != nil {
+					return nil, nil, err
+				}
+				f := haltest.NewFaultNIC(nic)
+				if refuse {
+					f.FailOps(func(op *hal.Op) error {
+						if op.Kind == hal.OpModify {
+							return errRefused
+						}
+						return nil
+					})
+				}
+				return f.NIC(), far, nil
+			}
+			pg, _ := st.Gateway("gw-shared")
+			gw, err := vswitchtest.NewGatewayHostOn(faulty, pg, st, fabricMAC, extMAC,
+				gateway.Config{Address: extAddr, Neighbors: map[netip.Addr]hal.MAC{remote: remoteMAC}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gw.Close()
+			u.Add(gw)
+			bd := &bed{t: t, st: st, u: u, b: b, gw: gw}
+			// exchange sends a datagram from red-web-1 and its answer from
+			// the remote at mac; it returns the MAC the datagram left for.
+			exchange := func(mac hal.MAC) hal.MAC {
+				t.Helper()
+				ext, _ := bd.send(b, "red-web-1", vmFrame(redMAC, remote, hal.ProtoUDP, 40000, 53))
+				if len(ext) != 1 {
+					t.Fatalf("%d frames out", len(ext))
+				}
+				k, _ := parse(t, ext[0])
+				ans := wire.Build(wire.FrameSpec{SrcMAC: mac, DstMAC: extMAC, Src: k.Dst(), Dst: k.Src(), Proto: k.Proto,
+					SrcPort: k.L4Dst, DstPort: k.L4Src, Payload: []byte("ok")})
+				if _, vms := bd.send(gw, vswitchtest.ExternalPort, ans); len(vms) != 1 || vms[0].VM != "red-web-1" {
+					t.Fatalf("the answer from %s reached %v", mac, vms)
+				}
+				return k.EthDst
+			}
+			if got := exchange(remoteMAC); got != remoteMAC {
+				t.Fatalf("the first datagram left for %s, want %s", got, remoteMAC)
+			}
+			if n := ruleCount(t, gw.NIC); n != 2 {
+				t.Fatalf("%d rules on the NIC, want the connection's 2", n)
+			}
+			before := gw.Gateway.Stats()
+			// The remote announces its new MAC.
+			if _, vms := bd.send(gw, vswitchtest.ExternalPort, gateway.BuildARP(1, newMAC, remote, hal.MAC{}, remote)); len(vms) != 0 {
+				t.Fatalf("the gratuitous ARP reached VMs: %v", vms)
+			}
+			if s := gw.Gateway.Stats(); s.NeighborMoves != 1 {
+				t.Fatalf("neighbour moves %d, want 1", s.NeighborMoves)
+			}
+			for range 2 {
+				if got := exchange(newMAC); got != newMAC {
+					t.Fatalf("after the move a datagram left for %s, want %s", got, newMAC)
+				}
+			}
+			after, conns := gw.Gateway.Stats(), gw.Gateway.Conns()
+			if len(conns) != 1 {
+				t.Fatalf("connections %+v", conns)
+			}
+			if !refuse {
+				if conns[0].Where != "nic" || ruleCount(t, gw.NIC) != 2 || after.HostPackets != before.HostPackets {
+					t.Fatalf("after the move: %s, %d rules, host packets %d -> %d; want both directions on the NIC's 2 rules",
+						conns[0].Where, ruleCount(t, gw.NIC), before.HostPackets, after.HostPackets)
+				}
+				return
+			}
+			if !strings.Contains(conns[0].Where, "NIC did not take the rule's change: "+errRefused.Error()) || ruleCount(t, gw.NIC) != 0 ||
+				after.HostPackets != before.HostPackets+4 {
+				t.Fatalf("after a refused move: %s, %d rules, host packets %d -> %d; want the host path, no rule, 4 packets there",
+					conns[0].Where, ruleCount(t, gw.NIC), before.HostPackets, after.HostPackets)
+			}
+		})
+	}
+}
