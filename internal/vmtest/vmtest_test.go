@@ -115,6 +115,10 @@ func TestBootVM(t *testing.T) {
 	if !res.Passed() || !res.PassedTest("TestInsideVM") {
 		t.Fatalf("in-VM test failed (exit %d):\n%s", res.ExitCode, res.Output)
 	}
+	// -vm.count=N runs it N times in this one boot.
+	if runs, want := strings.Count(res.Output, "--- PASS: TestInsideVM ("), max(*count, 1); runs != want {
+		t.Fatalf("TestInsideVM passed %d times in the VM, want %d (-vm.count %d):\n%s", runs, want, *count, res.Output)
+	}
 }
 
 // PassedTest finds a test's, or a subtest's, verbose PASS line, also
