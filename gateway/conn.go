@@ -234,11 +234,12 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 		}
 		nh = g.cfg.Router
 	}
-	mac, ok := g.neigh[nh]
+	n, ok := g.neigh[nh]
 	if !ok {
 		g.await(nh, frame)
 		return
 	}
+	mac := n.mac
 	if known {
 		// The same connection from another inner MAC or TTL-independent
 		// key field (a VM's MAC changed): forget the old one.
@@ -679,6 +680,7 @@ func (g *Gateway) Expire(ctx context.Context) error {
 			delete(g.pending, nh)
 		}
 	}
+	g.refreshNeighbors(now)
 	for _, c := range g.conns {
 		if c.fwdID != 0 {
 			var cs [2]hal.Counters
@@ -695,6 +697,9 @@ func (g *Gateway) Expire(ctx context.Context) error {
 		}
 	}
 	if err := g.flush(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := g.flushInjects(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -75,8 +75,10 @@
 // hop that announces a new MAC (a gratuitous ARP, an unsolicited
 // advertisement: a router replaced or failed over) takes its connections
 // with it: their rule toward it is modified to the new MAC, their rule for
-// its answers replaced to match it (Stats.NeighborMoves). Learned entries do
-// not expire.
+// its answers replaced to match it (Stats.NeighborMoves). A learned next hop
+// not heard from for Config.NeighborRefresh (a minute) is asked for again by
+// Expire while a connection goes through it (so a router replaced without a
+// word is found too), and forgotten when none does.
 //
 // # ICMP errors and fragments
 //

@@ -6,16 +6,59 @@ import (
 	"github.com/nicpath/nicpath/hal"
 )
 
-// learn records mac as next hop a's MAC. When a was known at another MAC
-// (a router replaced, or failed over to a standby, announcing itself with
-// a gratuitous ARP or an unsolicited neighbour advertisement), the
-// connections through a move with it.
+// neighbor is a next hop's entry on the external network.
+type neighbor struct {
+	mac    hal.MAC
+	heard  int64 // when it last told its MAC (an answer, a request, an announcement)
+	asked  int64 // when Expire last asked for it since (0: not asked)
+	static bool  // from Config.Neighbors: never asked for nor forgotten
+}
+
+// learn records mac as next hop a's MAC, heard now. When a was known at
+// another MAC (a router replaced, or failed over to a standby, announcing
+// itself with a gratuitous ARP or an unsolicited neighbour advertisement,
+// or answering when refreshNeighbors asked), the connections through a
+// move with it.
 func (g *Gateway) learn(a netip.Addr, mac hal.MAC) {
-	old, known := g.neigh[a]
-	g.neigh[a] = mac
+	n, known := g.neigh[a]
+	if !known {
+		n = &neighbor{}
+		g.neigh[a] = n
+	}
+	old := n.mac
+	n.mac, n.heard, n.asked = mac, g.cfg.Clock().UnixNano(), 0
 	if known && old != mac {
 		g.stats.NeighborMoves++
 		g.moveNeighbor(a, mac)
+	}
+}
+
+// refreshNeighbors asks again for the learned next hops not heard from for
+// Config.NeighborRefresh that a connection goes through (once a refresh
+// period; an answer is learned, and a new MAC moves the connections), and
+// forgets those no connection goes through (the next connection through
+// one asks for it first): the table holds the next hops in use, however
+// many hosts of the external network once spoke to the gateway.
+func (g *Gateway) refreshNeighbors(now int64) {
+	refresh := int64(g.cfg.NeighborRefresh)
+	var inUse map[netip.Addr]bool
+	for a, n := range g.neigh {
+		if n.static || now-n.heard <= refresh {
+			continue
+		}
+		if inUse == nil {
+			inUse = make(map[netip.Addr]bool)
+			for _, c := range g.conns {
+				inUse[g.nextHop(c.outside.remote)] = true
+			}
+		}
+		switch {
+		case !inUse[a]:
+			delete(g.neigh, a)
+		case n.asked == 0 || now-n.asked > refresh:
+			n.asked = now
+			g.ask(a)
+		}
 	}
 }
 

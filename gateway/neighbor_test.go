@@ -1,10 +1,12 @@
 package gateway_test
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nicpath/nicpath/gateway"
 	"github.com/nicpath/nicpath/hal"
@@ -115,4 +117,101 @@ func TestNeighborMove(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Learned next hops are asked for again once not heard from for
+// NeighborRefresh while a connection goes through them (an answer with a
+// new MAC moves the connection: a router replaced without a word), and
+// forgotten when none does (the next connection through one asks first),
+// so that the table holds the next hops in use.
+func TestNeighborRefresh(t *testing.T) {
+	now := time.Unix(1000, 0)
+	bd := newBed(t, func(c *gateway.Config) {
+		c.Clock = func() time.Time { return now }
+		c.NeighborRefresh = time.Minute
+		c.Idle = 10 * time.Minute
+	}, "gw-shared")
+	ctx := context.Background()
+	g := bd.gw.Gateway
+	other := netip.MustParseAddr("203.0.113.11")
+	newMAC := hal.MustMAC("02:00:00:00:fe:11")
+	// asks returns the next hops the gateway asked for on the external
+	// port in out.
+	asks := func(out []vswitchtest.Delivery) []netip.Addr {
+		t.Helper()
+		var a []netip.Addr
+		for _, d := range out {
+			if d.VM != vswitchtest.ExternalPort {
+				t.Fatalf("a frame reached %s", d.VM)
+			}
+			op, _, _, tpa, ok := gateway.ParseARP(d.Frame)
+			if !ok || op != 1 {
+				t.Fatalf("a frame on the external port that is no ARP request: %x", d.Frame)
+			}
+			a = append(a, tpa)
+		}
+		return a
+	}
+	expire := func() []netip.Addr {
+		t.Helper()
+		if err := g.Expire(ctx); err != nil {
+			t.Fatal(err)
+		}
+		out, err := bd.u.Settle(bd.gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return asks(out)
+	}
+	// red's connection to remote, resolved by ARP; other asks for the
+	// gateway's address, and is learned.
+	ext, _ := bd.send(bd.b, "red-web-1", vmFrame(redMAC, remote, hal.ProtoUDP, 40000, 53))
+	if out := bd.resolve(bd.gw, ext); len(out) != 1 {
+		t.Fatalf("%d frames after the ARP reply", len(out))
+	}
+	if out, _ := bd.send(bd.gw, vswitchtest.ExternalPort, gateway.BuildARP(1, hal.MustMAC("02:00:00:00:fe:20"), other, hal.MAC{}, extAddr.Addr())); len(out) != 1 {
+		t.Fatalf("the ARP request for the gateway's address was not answered: %d frames", len(out))
+	}
+
+	now = now.Add(30 * time.Second)
+	if a := expire(); len(a) != 0 {
+		t.Fatalf("asked for %v within the refresh period", a)
+	}
+	now = now.Add(31 * time.Second)
+	if a := expire(); len(a) != 1 || a[0] != remote {
+		t.Fatalf("after the refresh period: asked for %v, want %s alone (other is in no connection)", a, remote)
+	}
+	if a := expire(); len(a) != 0 {
+		t.Fatalf("asked again for %v in the same refresh period", a)
+	}
+	// remote answers from a new MAC: its connection moves.
+	bd.send(bd.gw, vswitchtest.ExternalPort, gateway.BuildARP(2, newMAC, remote, extMAC, extAddr.Addr()))
+	if s := g.Stats(); s.NeighborMoves != 1 {
+		t.Fatalf("neighbour moves %d after the answer from a new MAC, want 1", s.NeighborMoves)
+	}
+	ext, _ = bd.send(bd.b, "red-web-1", vmFrame(redMAC, remote, hal.ProtoUDP, 40000, 53))
+	if len(ext) != 1 {
+		t.Fatalf("%d frames out", len(ext))
+	}
+	if k, _ := parse(t, ext[0]); k.EthDst != newMAC {
+		t.Fatalf("the connection's datagram left for %s, want the new MAC %s", k.EthDst, newMAC)
+	}
+	// Heard from just now: not asked for again yet.
+	now = now.Add(30 * time.Second)
+	if a := expire(); len(a) != 0 {
+		t.Fatalf("asked for %v within the refresh period of the answer", a)
+	}
+	// other was forgotten: a connection to it asks for it first.
+	ext, _ = bd.send(bd.b, "red-web-1", vmFrame(redMAC, other, hal.ProtoUDP, 40001, 53))
+	if a := asks(deliveries(ext)); len(a) != 1 || a[0] != other {
+		t.Fatalf("the first datagram to the forgotten %s: asked for %v, want an ARP request for it", other, a)
+	}
+}
+
+func deliveries(frames [][]byte) []vswitchtest.Delivery {
+	ds := make([]vswitchtest.Delivery, len(frames))
+	for i, f := range frames {
+		ds[i] = vswitchtest.Delivery{VM: vswitchtest.ExternalPort, Frame: f}
+	}
+	return ds
 }
