@@ -10,7 +10,6 @@ import (
 
 	"github.com/nicpath/nicpath/gateway"
 	"github.com/nicpath/nicpath/hal"
-	"github.com/nicpath/nicpath/hal/haltest"
 	"github.com/nicpath/nicpath/hal/wire"
 	"github.com/nicpath/nicpath/vswitch/vswitchtest"
 )
@@ -30,40 +29,17 @@ func TestNeighborMove(t *testing.T) {
 			name = "NIC refuses the change"
 		}
 		t.Run(name, func(t *testing.T) {
-			st := testPolicy(t)
-			u := vswitchtest.NewUnderlay()
-			ph, _ := st.Host("host-b")
-			b, err := vswitchtest.NewHost(ph, st, st.LocalVMs("host-b"), fabricMAC, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
-			u.Add(b)
-			faulty := func(host string, ports []vswitchtest.PortSpec) (hal.NIC, map[hal.PortID]vswitchtest.FarPort, error) {
-				nic, far, err := vswitchtest.Softnic(host, ports)
-				if err != nil {
-					return nil, nil, err
+			var fail func(op *hal.Op) error
+			if refuse {
+				fail = func(op *hal.Op) error {
+					if op.Kind == hal.OpModify {
+						return errRefused
+					}
+					return nil
 				}
-				f := haltest.NewFaultNIC(nic)
-				if refuse {
-					f.FailOps(func(op *hal.Op) error {
-						if op.Kind == hal.OpModify {
-							return errRefused
-						}
-						return nil
-					})
-				}
-				return f.NIC(), far, nil
 			}
-			pg, _ := st.Gateway("gw-shared")
-			gw, err := vswitchtest.NewGatewayHostOn(faulty, pg, st, fabricMAC, extMAC,
-				gateway.Config{Address: extAddr, Neighbors: map[netip.Addr]hal.MAC{remote: remoteMAC}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gw.Close()
-			u.Add(gw)
-			bd := &bed{t: t, st: st, u: u, b: b, gw: gw}
+			bd := faultyBed(t, fail)
+			b, gw := bd.b, bd.gw
 			// exchange sends a datagram from red-web-1 and its answer from
 			// the remote at mac; it returns the MAC the datagram left for.
 			exchange := func(mac hal.MAC) hal.MAC {
