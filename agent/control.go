@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nicpath/nicpath/control"
@@ -25,32 +24,10 @@ import (
 // stuck client cannot hold a goroutine forever.
 const connIdle = 30 * time.Second
 
-func (d *Agent) serveControl(ctx context.Context) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := d.ctl.Accept()
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				d.log.Warn("control socket", "err", err)
-			}
-			return
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.serveConn(ctx, c)
-		}()
-	}
-}
-
-// serveConn answers requests on one connection, one a line, until the
-// client closes it.
-func (d *Agent) serveConn(ctx context.Context, c net.Conn) {
-	serveLines(ctx, c, func(ctx context.Context, req control.Request) (any, error) {
-		d.log.Debug("control", "cmd", req.Cmd, "args", req.Args)
-		return d.Do(ctx, req)
-	})
+// answer answers one request on the control socket.
+func (d *Agent) answer(ctx context.Context, req control.Request) (any, error) {
+	d.log.Debug("control", "cmd", req.Cmd, "args", req.Args)
+	return d.Do(ctx, req)
 }
 
 // serveLines answers JSON-line requests on one connection with do, until

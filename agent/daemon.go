@@ -8,7 +8,6 @@ import (
 	"hash"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"runtime/debug"
@@ -44,9 +43,7 @@ type Agent struct {
 	capture *capturer
 	started time.Time
 
-	ctl     net.Listener
-	metricL net.Listener
-	httpSrv *http.Server
+	ep *endpoints // the control socket and the metrics endpoint
 
 	// mu guards the policy the switch runs and what the watcher knows of
 	// the file.
@@ -222,16 +219,8 @@ func start(ctx context.Context, cfg *Config, nic hal.NIC) (_ *Agent, err error) 
 		"ports", len(d.plan.vms)+1, "reconciled_removed", s.ReconcileRemoved, "reconciled_added", s.ReconcileAdded,
 		"foreign_rules", s.ForeignRules)
 
-	if d.ctl, err = listenControl(cfg.Control); err != nil {
+	if d.ep, err = listenEndpoints(d.log, cfg.Control, cfg.Metrics, d.MetricsHandler()); err != nil {
 		return nil, err
-	}
-	if cfg.Metrics != "" {
-		if d.metricL, err = net.Listen("tcp", cfg.Metrics); err != nil {
-			return nil, fmt.Errorf("metrics: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", d.MetricsHandler())
-		d.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
 	releaseMemory()
 	return d, nil
@@ -266,29 +255,6 @@ func (d *Agent) source() string {
 	return d.cfg.Policy
 }
 
-// listenControl listens on the control socket, replacing a stale socket
-// file left by a daemon that did not shut down, but never one a live daemon
-// answers on.
-func listenControl(path string) (net.Listener, error) {
-	if _, err := os.Stat(path); err == nil {
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("control socket %s: another vswitchd answers on it", path)
-		}
-		os.Remove(path)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	// The socket changes the switch: only its owner may use it.
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
-}
-
 // Run runs the switch, the control server, the metrics server and the
 // policy watcher until ctx is done, then shuts down gracefully: the control
 // socket stops answering, a running capture is finished, the switch and the
@@ -298,7 +264,7 @@ func (d *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
-	wg.Add(3)
+	wg.Add(2)
 	if d.od != nil {
 		wg.Add(1)
 		go func() {
@@ -314,25 +280,13 @@ func (d *Agent) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		d.serveControl(ctx)
-	}()
-	go func() {
-		defer wg.Done()
 		if d.follower != nil {
 			d.follower.Run(ctx)
 			return
 		}
 		d.watch(ctx)
 	}()
-	if d.httpSrv != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := d.httpSrv.Serve(d.metricL); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("metrics: %w", err)
-			}
-		}()
-	}
+	d.ep.serve(ctx, &wg, d.answer, errc)
 	d.log.Info("running", "control", d.cfg.Control, "metrics", d.cfg.Metrics, "policy", d.source())
 	var err error
 	select {
@@ -341,12 +295,7 @@ func (d *Agent) Run(ctx context.Context) error {
 		d.log.Error("stopping", "err", err)
 	}
 	cancel()
-	d.ctl.Close()
-	if d.httpSrv != nil {
-		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
-		d.httpSrv.Shutdown(sctx)
-		scancel()
-	}
+	d.ep.stop()
 	wg.Wait()
 	d.log.Info("stopped")
 	return err
@@ -371,13 +320,7 @@ func (d *Agent) Close() error {
 	if d.store != nil {
 		errs = append(errs, d.store.Close())
 	}
-	if d.ctl != nil {
-		d.ctl.Close()
-		os.Remove(d.cfg.Control)
-	}
-	if d.metricL != nil {
-		d.metricL.Close()
-	}
+	d.ep.close()
 	return errors.Join(errs...)
 }
 
@@ -632,21 +575,43 @@ func (d *Agent) logPolicyError(err error) {
 // watch polls the policy file (no inotify dependency, and it works on any
 // file system): a change is checked first and applied only when it loads.
 func (d *Agent) watch(ctx context.Context) {
-	t := time.NewTicker(d.cfg.WatchInterval)
+	every(ctx, d.cfg.WatchInterval, func() {
+		d.mu.Lock()
+		changed, _ := d.reloadLocked(ctx, false)
+		d.mu.Unlock()
+		if changed {
+			releaseMemory()
+		}
+	})
+}
+
+// every calls f every interval until ctx is done.
+func every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			d.mu.Lock()
-			changed, _ := d.reloadLocked(ctx, false)
-			d.mu.Unlock()
-			if changed {
-				releaseMemory()
-			}
+			f()
 		}
 	}
+}
+
+// runAndClose runs a started daemon until ctx is done, closes it, and
+// returns Main's exit code: 1 if running or closing failed (said on
+// stderr), 0 otherwise.
+func runAndClose(ctx context.Context, run func(context.Context) error, release func() error, stderr io.Writer) int {
+	err := run(ctx)
+	if cerr := release(); err == nil {
+		err = cerr
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "vswitchd:", err)
+		return 1
+	}
+	return 0
 }
 
 // ActivateShadow makes vm's shadow location live (see

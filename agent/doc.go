@@ -60,7 +60,12 @@
 // The control socket speaks package control's protocol (vswitchctl is its
 // command line): show, caps, flows, explain, stats, activate, capture and
 // reload; Do answers the same requests in process. MetricsHandler serves the
-// Prometheus metrics (also on Config.Metrics when set). A capture writes the
+// Prometheus metrics (also on Config.Metrics when set). The control socket
+// (mode 0600) replaces a stale socket file nobody answers on, but a daemon
+// is refused when a live one answers there or when the path is not a
+// socket; the file is removed when Run returns, and only while it is this
+// daemon's own (the gateway host's daemon, GatewayAgent, does the same). A
+// capture writes the
 // exception path to a pcapng file, one interface per port, each packet with
 // its reason, in-port, VNI and rule as a comment. The NIC the switch
 // programs is the opened one behind a decorator for the metrics and the

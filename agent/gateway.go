@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -228,10 +227,8 @@ type GatewayAgent struct {
 	closeNIC bool
 	gw       *gateway.Gateway
 	ext, up  hal.PortID
-	ctl      net.Listener
+	ep       *endpoints // the control socket and the metrics endpoint
 	started  time.Time
-	metricL  net.Listener // the metrics endpoint (configuration's metrics), or nil
-	httpSrv  *http.Server
 
 	mu         sync.Mutex
 	st         *policy.State
@@ -299,16 +296,8 @@ func startGateway(ctx context.Context, cfg *Config, nic hal.NIC) (_ *GatewayAgen
 	if err != nil {
 		return nil, err
 	}
-	if a.ctl, err = listenControl(cfg.Control); err != nil {
+	if a.ep, err = listenEndpoints(a.log, cfg.Control, cfg.Metrics, a.MetricsHandler()); err != nil {
 		return nil, err
-	}
-	if cfg.Metrics != "" {
-		if a.metricL, err = net.Listen("tcp", cfg.Metrics); err != nil {
-			return nil, fmt.Errorf("metrics: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", a.MetricsHandler())
-		a.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
 	pg := a.gw.Gateway()
 	a.log.Info("gateway started", "pa", pg.PA, "tenant", pg.Tenant, "address", g.Address, "driver", nic.Capabilities().Driver)
@@ -359,8 +348,8 @@ func (a *GatewayAgent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 1)
-	wg.Add(3)
+	errc := make(chan error, 2) // the gateway's and the metrics server's
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		if err := a.gw.Run(ctx); err != nil {
@@ -369,35 +358,13 @@ func (a *GatewayAgent) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		a.serveControl(ctx)
-	}()
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(a.cfg.WatchInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if _, err := a.Reload(ctx); err != nil {
-					a.log.Warn("policy rejected; the gateway keeps the last one", "err", err)
-				}
+		every(ctx, a.cfg.WatchInterval, func() {
+			if _, err := a.Reload(ctx); err != nil {
+				a.log.Warn("policy rejected; the gateway keeps the last one", "err", err)
 			}
-		}
+		})
 	}()
-	if a.httpSrv != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := a.httpSrv.Serve(a.metricL); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				select {
-				case errc <- fmt.Errorf("metrics: %w", err):
-				default:
-				}
-			}
-		}()
-	}
+	a.ep.serve(ctx, &wg, a.Do, errc)
 	a.log.Info("running", "control", a.cfg.Control, "metrics", a.cfg.Metrics, "policy", a.cfg.Policy)
 	var err error
 	select {
@@ -405,10 +372,7 @@ func (a *GatewayAgent) Run(ctx context.Context) error {
 	case err = <-errc:
 	}
 	cancel()
-	a.ctl.Close()
-	if a.httpSrv != nil {
-		a.httpSrv.Close()
-	}
+	a.ep.stop()
 	wg.Wait()
 	return err
 }
@@ -448,36 +412,11 @@ func (a *GatewayAgent) Close() error {
 		errs = append(errs, a.gw.Close(ctx))
 		cancel()
 	}
-	if a.ctl != nil {
-		a.ctl.Close()
-		os.Remove(a.cfg.Control)
-	}
-	if a.httpSrv != nil {
-		a.httpSrv.Close()
-	}
-	if a.metricL != nil {
-		a.metricL.Close() // when Run never served it
-	}
+	a.ep.close()
 	if a.closeNIC && a.nic != nil {
 		errs = append(errs, a.nic.Close())
 	}
 	return errors.Join(errs...)
-}
-
-func (a *GatewayAgent) serveControl(ctx context.Context) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := a.ctl.Accept()
-		if err != nil {
-			return
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			serveLines(ctx, c, a.Do)
-		}()
-	}
 }
 
 // Do carries out one control command: "gateway" (the gateway, its
@@ -511,8 +450,8 @@ func (a *GatewayAgent) status() control.GatewayStatus {
 		a.cfg.Gateway.Address, out.Driver, time.Since(a.started).Round(time.Millisecond))
 	fmt.Fprintf(&b, "connections %d (new %d, %d of them from outside; on the NIC %d, on the host %d), host packets %d\n",
 		s.Conns, s.NewConns, s.Inbound, s.Offloaded, s.HostPath, s.HostPackets)
-	fmt.Fprintf(&b, "neighbours: ARP %d answered, %d asked; ND %d answered, %d asked; ICMP errors sent on to VMs %d\n",
-		s.ARPReplies, s.ARPRequests, s.NDReplies, s.NDRequests, s.ICMPErrors)
+	fmt.Fprintf(&b, "neighbours: ARP %d answered, %d asked; ND %d answered, %d asked; moved to a new MAC %d; ICMP errors sent on to VMs %d\n",
+		s.ARPReplies, s.ARPRequests, s.NDReplies, s.NDRequests, s.NeighborMoves, s.ICMPErrors)
 	if len(a.cfg.Gateway.Publish) > 0 {
 		pubs := make([]string, 0, len(a.cfg.Gateway.Publish))
 		for ad, t := range a.cfg.Gateway.Publish {
@@ -587,13 +526,5 @@ func gatewayMain(ctx context.Context, cfg *Config, check bool, format string, st
 		fmt.Fprintln(stderr, "vswitchd:", err)
 		return 1
 	}
-	err = a.Run(ctx)
-	if cerr := a.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		fmt.Fprintln(stderr, "vswitchd:", err)
-		return 1
-	}
-	return 0
+	return runAndClose(ctx, a.Run, a.Close, stderr)
 }

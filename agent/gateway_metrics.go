@@ -31,6 +31,8 @@ var (
 		"Other packets the gateway dropped, by reason (no-connection, non-first-fragment, icmp-error-no-connection, neighbor-unresolved, ttl, …).", []string{"reason"}, nil)
 	descGwNeighbor = prometheus.NewDesc("nicpath_gateway_neighbor_messages_total",
 		"Neighbour resolution on the external network, by message: arp_reply and nd_advert (the gateway's addresses answered), arp_request and nd_solicit (next hops asked for).", []string{"message"}, nil)
+	descGwNeighborMoves = prometheus.NewDesc("nicpath_gateway_neighbor_moves_total",
+		"Next hops on the external network that announced a new MAC (a router replaced or failed over); their connections' rules follow it.", nil, nil)
 	descGwICMPErrors = prometheus.NewDesc("nicpath_gateway_icmp_errors_total",
 		"ICMP errors about translated connections (port unreachable, fragmentation needed / packet too big, time exceeded…) sent on to their VMs.", nil, nil)
 )
@@ -40,7 +42,7 @@ type gatewayCollector struct{ a *GatewayAgent }
 
 func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descGwConns, descGwCreated, descGwExpired, descGwPlaced, descGwHostPackets,
-		descGwRefused, descGwDrops, descGwNeighbor, descGwICMPErrors, descPortPackets, descDrops} {
+		descGwRefused, descGwDrops, descGwNeighbor, descGwICMPErrors, descPortPackets, descDrops, descGwNeighborMoves} {
 		ch <- d
 	}
 }
@@ -68,6 +70,7 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descGwNeighbor, s.NDReplies, "nd_advert")
 	counter(descGwNeighbor, s.NDRequests, "nd_solicit")
 	counter(descGwICMPErrors, s.ICMPErrors)
+	counter(descGwNeighborMoves, s.NeighborMoves)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if ns, err := c.a.nic.Stats(ctx); err == nil {

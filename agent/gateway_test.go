@@ -203,7 +203,7 @@ func TestGatewayAgent(t *testing.T) {
 	}
 
 	// The metrics endpoint has the gateway's counters and the NIC's ports.
-	resp, err := http.Get("http://" + a.metricL.Addr().String() + "/metrics")
+	resp, err := http.Get("http://" + a.ep.metricsAddr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -115,13 +114,5 @@ func MainWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts
 			}
 		}
 	}()
-	err = d.Run(ctx)
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		fmt.Fprintln(stderr, "vswitchd:", err)
-		return 1
-	}
-	return 0
+	return runAndClose(ctx, d.Run, d.Close, stderr)
 }

@@ -108,6 +108,8 @@ var (
 		"Packets a VM sent from a MAC or address its policy does not give it, all dropped (anti-spoofing), by VM: in the host and on the NIC together.", []string{"vm"}, nil)
 	descLearned = prometheus.NewDesc("nicpath_learned_addresses_total",
 		"Source addresses the NIC reported its vports using, by whether the policy gives the port's VM that MAC and address (owned: yes or no).", []string{"owned"}, nil)
+	descReconciles = prometheus.NewDesc("nicpath_reconciles_total",
+		"Reconciliations of the NIC's table with the switch's flows (at start, after a driver error, after the NIC reconnected), by result: ok, or failed (the table could not be read; the switch tries again).", []string{"result"}, nil)
 	descAnnouncements = prometheus.NewDesc("nicpath_address_announcements_total",
 		"Gratuitous ARPs and unsolicited neighbour advertisements the NIC reported (a VM announcing itself, e.g. after it moved).", nil, nil)
 )
@@ -115,7 +117,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFlows, descExceptions, descDrops, descPolicyDrops, descFallbacks,
 		descFlowsCreated, descOffloaded, descPortPackets, descPolicyRejected, descPolicyLastRejection,
-		descStoreRevision, descStoreStale, descStoreResyncs, descSpoofed, descLearned, descAnnouncements} {
+		descStoreRevision, descStoreStale, descStoreResyncs, descSpoofed, descLearned, descAnnouncements, descReconciles} {
 		ch <- d
 	}
 	describeOnDemand(ch)
@@ -159,6 +161,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descFlowsCreated, prometheus.CounterValue, float64(st.FlowsCreated))
 	ch <- prometheus.MustNewConstMetric(descOffloaded, prometheus.CounterValue, float64(st.Offloaded))
+	ch <- prometheus.MustNewConstMetric(descReconciles, prometheus.CounterValue, float64(st.Reconciles-st.ReconcileFailed), "ok")
+	ch <- prometheus.MustNewConstMetric(descReconciles, prometheus.CounterValue, float64(st.ReconcileFailed), "failed")
 	for _, p := range d.nic.Ports() {
 		pc, err := d.nic.PortCounters(ctx, p.ID)
 		if err != nil {

@@ -87,7 +87,7 @@ func (g *Gateway) arp(frame []byte) {
 		_, waiting := g.pending[spa]
 		_, known := g.neigh[spa]
 		if waiting || known || tpa == ours || published {
-			g.neigh[spa] = sha
+			g.learn(spa, sha)
 		}
 	}
 	if op == 1 && (tpa == ours || published) {
@@ -118,12 +118,19 @@ func (g *Gateway) await(nh netip.Addr, frame []byte) {
 	}
 	if p.asked == 0 || now-p.asked > 1e9 {
 		p.asked = now
-		if nh.Is4() {
-			g.stats.ARPRequests++
-			g.inject(g.cfg.External, BuildARP(1, g.extMAC, g.cfg.Address.Addr(), hal.MAC{}, nh))
-		} else {
-			g.stats.NDRequests++
-			g.inject(g.cfg.External, BuildNS(g.extMAC, g.cfg.Address.Addr(), nh))
-		}
+		g.ask(nh)
+	}
+}
+
+// ask asks the external network for next hop nh's MAC: an ARP request
+// (broadcast) for IPv4, a neighbour solicitation (to its solicited-node
+// group) for IPv6.
+func (g *Gateway) ask(nh netip.Addr) {
+	if nh.Is4() {
+		g.stats.ARPRequests++
+		g.inject(g.cfg.External, BuildARP(1, g.extMAC, g.cfg.Address.Addr(), hal.MAC{}, nh))
+	} else {
+		g.stats.NDRequests++
+		g.inject(g.cfg.External, BuildNS(g.extMAC, g.cfg.Address.Addr(), nh))
 	}
 }

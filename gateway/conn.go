@@ -234,11 +234,12 @@ func (g *Gateway) fromTenant(k *hal.FlowKey, l *wire.Layout, frame []byte, now i
 		}
 		nh = g.cfg.Router
 	}
-	mac, ok := g.neigh[nh]
+	n, ok := g.neigh[nh]
 	if !ok {
 		g.await(nh, frame)
 		return
 	}
+	mac := n.mac
 	if known {
 		// The same connection from another inner MAC or TTL-independent
 		// key field (a VM's MAC changed): forget the old one.
@@ -461,6 +462,25 @@ func (g *Gateway) flush(ctx context.Context) error {
 				}
 				continue
 			}
+			if ops[i].Kind == hal.OpModify && owners[i].c != nil {
+				// A connection's rule that did not take its change
+				// (moveNeighbor) kept its old actions, or is gone:
+				// both rules are taken back, so that the connection
+				// goes through the host.
+				c := owners[i].c
+				if c.why == "" {
+					c.why = "NIC did not take the rule's change: " + res[i].Err.Error()
+					g.stats.HostPath++
+				}
+				for _, id := range []hal.RuleID{c.fwdID, c.revID} {
+					if id != 0 {
+						g.ops = append(g.ops, hal.DeleteOp(id))
+						g.owners = append(g.owners, opOwner{})
+					}
+				}
+				c.fwdID, c.revID = 0, 0
+				continue
+			}
 			if ops[i].Kind != hal.OpAdd {
 				if !errors.Is(res[i].Err, hal.ErrNotFound) {
 					errs = append(errs, res[i].Err)
@@ -660,6 +680,7 @@ func (g *Gateway) Expire(ctx context.Context) error {
 			delete(g.pending, nh)
 		}
 	}
+	g.refreshNeighbors(now)
 	for _, c := range g.conns {
 		if c.fwdID != 0 {
 			var cs [2]hal.Counters
@@ -676,6 +697,9 @@ func (g *Gateway) Expire(ctx context.Context) error {
 		}
 	}
 	if err := g.flush(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := g.flushInjects(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

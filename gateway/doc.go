@@ -71,7 +71,14 @@
 // group, holding a few frames per next hop meanwhile and asking again at
 // most once a second (Config.Neighbors gives static entries). Next hops are
 // learned from requests and solicitations for the gateway's addresses and
-// from replies and advertisements for next hops it asked for.
+// from replies and advertisements for next hops it asked for. A known next
+// hop that announces a new MAC (a gratuitous ARP, an unsolicited
+// advertisement: a router replaced or failed over) takes its connections
+// with it: their rule toward it is modified to the new MAC, their rule for
+// its answers replaced to match it (Stats.NeighborMoves). A learned next hop
+// not heard from for Config.NeighborRefresh (a minute) is asked for again by
+// Expire while a connection goes through it (so a router replaced without a
+// word is found too), and forgotten when none does.
 //
 // # ICMP errors and fragments
 //

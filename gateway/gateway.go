@@ -50,9 +50,15 @@ type Config struct {
 	Publish map[netip.Addr]Target
 	// Idle is how long a connection may go without packets before Expire
 	// removes it; zero means 2 minutes.
-	Idle   time.Duration
-	Clock  func() time.Time
-	Logger *slog.Logger
+	Idle time.Duration
+	// NeighborRefresh is how long a learned next hop's MAC is trusted
+	// without word from it: Expire then asks for it again (an answer with
+	// a new MAC moves its connections), or forgets it when no connection
+	// goes through it. Zero means a minute. Static entries (Neighbors) are
+	// neither asked for nor forgotten.
+	NeighborRefresh time.Duration
+	Clock           func() time.Time
+	Logger          *slog.Logger
 }
 
 // Stats are the gateway's counters.
@@ -71,6 +77,10 @@ type Stats struct {
 	NDReplies   uint64            // neighbour solicitations for the gateway's IPv6 addresses answered
 	NDRequests  uint64            // neighbour solicitations sent for IPv6 next hops
 	ICMPErrors  uint64            // ICMP errors about translated connections sent on to their VMs
+	// NeighborMoves counts next hops on the external network that
+	// announced a new MAC (a router replaced or failed over); the
+	// connections through them moved with them (neighbor.go).
+	NeighborMoves uint64
 }
 
 // Gateway plays one policy gateway on a NIC. Its methods are safe for
@@ -89,7 +99,7 @@ type Gateway struct {
 	byOut   map[outsideKey]*conn
 	cursor  map[uint8]uint16
 	refused map[hal.FlowKey]*refusal
-	neigh   map[netip.Addr]hal.MAC
+	neigh   map[netip.Addr]*neighbor
 	pending map[netip.Addr]*pendingFrames
 	nextID  hal.RuleID
 	stats   Stats
@@ -128,6 +138,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Idle <= 0 {
 		cfg.Idle = 2 * time.Minute
 	}
+	if cfg.NeighborRefresh <= 0 {
+		cfg.NeighborRefresh = time.Minute
+	}
 	if !cfg.Address.IsValid() || cfg.Address.Addr().Is4In6() {
 		return nil, fmt.Errorf("%w: the external address %v is not an address with its prefix", ErrConfig, cfg.Address)
 	}
@@ -137,7 +150,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, nic: cfg.NIC, log: cfg.Logger,
 		conns: map[insideKey]*conn{}, byOut: map[outsideKey]*conn{},
-		cursor: map[uint8]uint16{}, refused: map[hal.FlowKey]*refusal{}, neigh: map[netip.Addr]hal.MAC{},
+		cursor: map[uint8]uint16{}, refused: map[hal.FlowKey]*refusal{}, neigh: map[netip.Addr]*neighbor{},
 		pending: map[netip.Addr]*pendingFrames{}, nextID: 1, acts: map[actsKey][]hal.Action{}}
 	g.stats.Refused, g.stats.Drops = map[string]uint64{}, map[string]uint64{}
 	var upOK, extOK bool
@@ -159,7 +172,7 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	for a, m := range cfg.Neighbors {
-		g.neigh[a] = m
+		g.neigh[a] = &neighbor{mac: m, static: true}
 	}
 	for a, t := range cfg.Publish {
 		if !cfg.Address.Contains(a) || a == cfg.Address.Addr() {

@@ -523,6 +523,41 @@ func TestExpireAndUpdate(t *testing.T) {
 	}
 }
 
+// faultyBed is host-b (red-web-1) and the shared gateway, whose NIC fails
+// the operations fail fails (nil: none) and which knows remote statically.
+func faultyBed(t *testing.T, fail func(op *hal.Op) error) *bed {
+	t.Helper()
+	st := testPolicy(t)
+	u := vswitchtest.NewUnderlay()
+	ph, _ := st.Host("host-b")
+	b, err := vswitchtest.NewHost(ph, st, st.LocalVMs("host-b"), fabricMAC, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	u.Add(b)
+	faulty := func(host string, ports []vswitchtest.PortSpec) (hal.NIC, map[hal.PortID]vswitchtest.FarPort, error) {
+		nic, far, err := vswitchtest.Softnic(host, ports)
+		if err != nil {
+			return nil, nil, err
+		}
+		f := haltest.NewFaultNIC(nic)
+		if fail != nil {
+			f.FailOps(fail)
+		}
+		return f.NIC(), far, nil
+	}
+	pg, _ := st.Gateway("gw-shared")
+	gw, err := vswitchtest.NewGatewayHostOn(faulty, pg, st, fabricMAC, extMAC,
+		gateway.Config{Address: extAddr, Neighbors: map[netip.Addr]hal.MAC{remote: remoteMAC}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Close)
+	u.Add(gw)
+	return &bed{t: t, st: st, u: u, b: b, gw: gw}
+}
+
 // A NIC that cannot rewrite transport ports keeps the gateway's
 // connections on the host path: traffic still flows, translated by the
 // host, and the gateway says why.
@@ -586,40 +621,15 @@ func TestHostPathWhenTheNICCannot(t *testing.T) {
 // landed rule is taken back and the connection runs on the host path,
 // whole, saying why.
 func TestHalfLandedConnectionGoesToTheHost(t *testing.T) {
-	st := testPolicy(t)
-	u := vswitchtest.NewUnderlay()
-	ph, _ := st.Host("host-b")
-	b, err := vswitchtest.NewHost(ph, st, st.LocalVMs("host-b"), fabricMAC, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	u.Add(b)
-	failing := func(host string, ports []vswitchtest.PortSpec) (hal.NIC, map[hal.PortID]vswitchtest.FarPort, error) {
-		nic, far, err := vswitchtest.Softnic(host, ports)
-		if err != nil {
-			return nil, nil, err
-		}
-		f := haltest.NewFaultNIC(nic)
-		f.FailOps(func(op *hal.Op) error {
-			for _, a := range op.Rule.Actions {
-				if op.Kind == hal.OpAdd && a.Kind == hal.ActionEncap {
-					return hal.ErrTableFull
-				}
+	bd := faultyBed(t, func(op *hal.Op) error {
+		for _, a := range op.Rule.Actions {
+			if op.Kind == hal.OpAdd && a.Kind == hal.ActionEncap {
+				return hal.ErrTableFull
 			}
-			return nil
-		})
-		return f.NIC(), far, nil
-	}
-	pg, _ := st.Gateway("gw-shared")
-	gw, err := vswitchtest.NewGatewayHostOn(failing, pg, st, fabricMAC, extMAC,
-		gateway.Config{Address: extAddr, Neighbors: map[netip.Addr]hal.MAC{remote: remoteMAC}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close()
-	u.Add(gw)
-	bd := &bed{t: t, st: st, u: u, b: b, gw: gw}
+		}
+		return nil
+	})
+	b, gw := bd.b, bd.gw
 	for i := range 2 {
 		ext, _ := bd.send(b, "red-web-1", vmFrame(redMAC, remote, hal.ProtoUDP, 40000, 53))
 		if len(ext) != 1 {

@@ -178,7 +178,7 @@ func (g *Gateway) nd(frame []byte) {
 			_, waiting := g.pending[who]
 			_, known := g.neigh[who]
 			if waiting || known || (m.Type == ndSolicit && mine) {
-				g.neigh[who] = mac
+				g.learn(who, mac)
 			}
 		}
 	}

@@ -90,6 +90,7 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 	})
 	if err != nil {
 		s.needRecon = true
+		s.stats.recFailed++
 		return rep, err
 	}
 	s.stats.foreign = uint64(rep.Foreign)

@@ -67,6 +67,7 @@ type counters struct {
 	recAdded     uint64
 	recRemoved   uint64
 	recModified  uint64
+	recFailed    uint64
 	foreign      uint64
 	proRefused   uint64
 	// walksRemembered counts walks answered from the memo (classifyFlow).
@@ -135,6 +136,10 @@ type Stats struct {
 	Reconciles, ReconcileAdded                  uint64
 	ReconcileRemoved, ReconcileModified         uint64
 	ForeignRules                                uint64
+	// ReconcileFailed counts the reconciles (of Reconciles) that could
+	// not read the NIC's table and changed nothing; Maintain tries again.
+	// Reconciles - ReconcileFailed is the number that succeeded.
+	ReconcileFailed uint64
 	// ProactiveRules counts per-destination rules on the NIC; ProactiveRefused
 	// those the NIC refused (the destinations take the slow path).
 	ProactiveRules   int
@@ -181,6 +186,7 @@ func (s *Switch) Stats() Stats {
 		Updates: c.updates, Revalidated: c.revalidated, Changed: c.changed, Reprogrammed: c.reprogrammed,
 		Activations: c.activations, Reconciles: c.reconciles, ReconcileAdded: c.recAdded,
 		ReconcileRemoved: c.recRemoved, ReconcileModified: c.recModified, ForeignRules: c.foreign,
+		ReconcileFailed:  c.recFailed,
 		ProactiveRefused: c.proRefused, MTU: s.mtu.stats(),
 		WildcardFlows: c.wildFlows, WildcardCovered: c.wildCovered,
 		SealedRoutes: s.sealedRouteCount(), SealedRefused: s.seal.refused,
@@ -257,6 +263,9 @@ func (st Stats) String() string {
 		fmt.Fprintf(&b, "sealed routes %d (refused %d)\n", st.SealedRoutes, st.SealedRefused)
 	}
 	fmt.Fprintf(&b, "reconciles %d: added %d, removed %d, modified %d, foreign rules %d\n", st.Reconciles, st.ReconcileAdded, st.ReconcileRemoved, st.ReconcileModified, st.ForeignRules)
+	if st.ReconcileFailed > 0 {
+		fmt.Fprintf(&b, "reconciles failed %d (the NIC's table could not be read)\n", st.ReconcileFailed)
+	}
 	if m := st.MTU.String(); m != "" {
 		b.WriteString(m + "\n")
 	}

@@ -19,6 +19,14 @@
 //     the test does to networking stays inside the VM.
 //   - A run is bounded by Config.Timeout; qemu is killed when it expires or
 //     when ctx is done, and the error says so.
+//   - qemu dies with the process that started it (a parent-death signal):
+//     a test binary killed by its -timeout, by a signal or by go test
+//     leaves no VM running.
+//   - Every Run boots a VM of its own: `go test -count=N` of a package
+//     whose TestVM boots one boots N, each a fresh run (which is what
+//     -count is for). To repeat the tests inside one VM instead, RunTest
+//     takes -vm.count=N (go test -run TestVM -vm.count=3 ./drivers/tcflower),
+//     which runs them with -test.count=N in one boot.
 //   - Decompressed modules are cached per kernel version under
 //     os.UserCacheDir()/nicpath-vmtest; the initramfs is written anew for
 //     every run into a temporary directory that Run removes.

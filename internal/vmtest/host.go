@@ -5,6 +5,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,19 @@ import (
 // console is the -vm.console flag of every test binary that boots the VM
 // tier through RunTest.
 var console = flag.Bool("vm.console", false, "stream the VM's serial console to stderr")
+
+// count is the -vm.count flag of the same binaries: the tests inside the
+// VM run that many times in one boot (go test's own -count boots the VM
+// that many times).
+var count = flag.Int("vm.count", 0, "run the tests inside the VM this many times in one boot (their -test.count; 0: once)")
+
+// withCount adds -test.count=n to args for n > 0, leaving args as they are.
+func withCount(args []string, n int) []string {
+	if n <= 0 {
+		return args
+	}
+	return append(slices.Clip(args), "-test.count="+strconv.Itoa(n))
+}
 
 // TCModules are the kernel modules the tc-flower driver programs through
 // (the ingress qdisc, flower, and the actions it writes, act_bpf carrying
@@ -71,6 +86,7 @@ func RunTest(t testing.TB, cfg Config) Result {
 	if *console && cfg.Console == nil {
 		cfg.Console = os.Stderr
 	}
+	cfg.Args = withCount(cfg.Args, *count)
 	res, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatalf("VM run: %v\n%s", err, res.Output)

@@ -208,9 +208,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	// qemu dies with this process: a test killed by its timeout leaves
+	// no VM running.
+	release, err := startTied(cmd)
+	if err != nil {
 		return res, fmt.Errorf("qemu: %w", err)
 	}
+	defer release()
 
 	var (
 		out      strings.Builder

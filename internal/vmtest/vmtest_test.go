@@ -115,6 +115,10 @@ func TestBootVM(t *testing.T) {
 	if !res.Passed() || !res.PassedTest("TestInsideVM") {
 		t.Fatalf("in-VM test failed (exit %d):\n%s", res.ExitCode, res.Output)
 	}
+	// -vm.count=N runs it N times in this one boot.
+	if runs, want := strings.Count(res.Output, "--- PASS: TestInsideVM ("), max(*count, 1); runs != want {
+		t.Fatalf("TestInsideVM passed %d times in the VM, want %d (-vm.count %d):\n%s", runs, want, *count, res.Output)
+	}
 }
 
 // PassedTest finds a test's, or a subtest's, verbose PASS line, also
@@ -126,5 +130,22 @@ func TestPassedTest(t *testing.T) {
 		if got := r.PassedTest(name); got != want {
 			t.Errorf("PassedTest(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// -vm.count becomes -test.count inside the VM, after the test's own
+// arguments, which it leaves as they were.
+func TestWithCount(t *testing.T) {
+	args := make([]string, 1, 4)
+	args[0] = "-test.run=^TestX$"
+	if got := withCount(args, 0); strings.Join(got, " ") != "-test.run=^TestX$" {
+		t.Fatalf("count 0: %q", got)
+	}
+	got := withCount(args, 3)
+	if strings.Join(got, " ") != "-test.run=^TestX$ -test.count=3" {
+		t.Fatalf("count 3: %q", got)
+	}
+	if withCount(args, 2); len(args) != 1 || strings.Join(got, " ") != "-test.run=^TestX$ -test.count=3" {
+		t.Fatalf("withCount changed its argument or an earlier result: %q %q", args, got)
 	}
 }

@@ -13,6 +13,10 @@
 //	nicstore [-store …] migrate [-timeout 30s] VM HOST
 //	nicstore [-store …] leases
 //
+// serve prints "ready: etcd://HOST:PORT/" once clients can connect; with
+// port 0 (-listen 127.0.0.1:0) the kernel picks the ports and the line
+// names the client's.
+//
 // leases lists the relocated subnets' leases a tether keeps in the store
 // (package tether/lease, under PREFIX/leases/).
 //

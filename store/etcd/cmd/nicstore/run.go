@@ -182,7 +182,10 @@ func printStatus(ctx context.Context, s migrate.Store, w io.Writer) error {
 }
 
 // serve runs a one-member etcd server until ctx is done. It prints "ready"
-// once clients can connect.
+// and the client address once clients can connect: with port 0 in -listen
+// (and in -peer, which then defaults to port 0 as well) the kernel picks the
+// port when etcd binds, and the ready line names it, with no window in which
+// another process could take a port picked before.
 func serve(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -194,11 +197,14 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 		return errUsage
 	}
 	if *peer == "" {
-		host := *listen
+		host, port := *listen, "2380"
 		if i := strings.LastIndex(host, ":"); i >= 0 {
+			if host[i+1:] == "0" {
+				port = "0"
+			}
 			host = host[:i]
 		}
-		*peer = host + ":2380"
+		*peer = host + ":" + port
 	}
 	cfg := embed.NewConfig()
 	cfg.Name, cfg.Dir = "nicstore", *data
@@ -227,7 +233,11 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 	case <-ctx.Done():
 		return nil
 	}
-	fmt.Fprintf(stdout, "ready: etcd://%s/ (data in %s)\n", *listen, *data)
+	addr := *listen
+	if len(e.Clients) > 0 && strings.HasSuffix(addr, ":0") {
+		addr = e.Clients[0].Addr().String() // the port the kernel picked
+	}
+	fmt.Fprintf(stdout, "ready: etcd://%s/ (data in %s)\n", addr, *data)
 	select {
 	case <-ctx.Done():
 		return nil

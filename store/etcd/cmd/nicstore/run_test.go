@@ -1,10 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
-	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -99,41 +100,49 @@ func TestMigrateRefusals(t *testing.T) {
 	}
 }
 
-// TestServe: serve runs a member clients can use, and stops with its
-// context.
+// TestServe: serve runs a member clients can use on the port the kernel
+// picked when etcd bound it (port 0: the ready line names the address),
+// and stops with its context.
 func TestServe(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	client, peer := freeAddr(t), freeAddr(t)
+	defer cancel()
+	pr, pw := io.Pipe()
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "-listen", client, "-peer", peer, "-data", dir, "-unsafe-no-fsync"}, io.Discard, io.Discard)
+		code := run(ctx, []string{"serve", "-listen", "127.0.0.1:0", "-data", dir, "-unsafe-no-fsync"}, pw, io.Discard)
+		pw.Close()
+		done <- code
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	spec := "etcd://" + client + "/serve-test/"
-	for {
-		code, _, _ := nicstore(t, "-store", spec, "publish", "../../../../examples/policies/two-tenants.yaml")
-		if code == 0 {
-			break
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if l := sc.Text(); strings.HasPrefix(l, "ready: ") {
+				ready <- l
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the served etcd never took a publish")
-		}
-		time.Sleep(100 * time.Millisecond)
+		close(ready)
+	}()
+	var line string
+	select {
+	case line = <-ready:
+	case <-time.After(60 * time.Second):
+		t.Fatal("serve never said ready")
+	}
+	m := regexp.MustCompile(`^ready: etcd://(127\.0\.0\.1:(\d+))/ `).FindStringSubmatch(line)
+	if m == nil || m[2] == "0" {
+		t.Fatalf("ready line %q: want the address the kernel picked", line)
+	}
+	spec := "etcd://" + m[1] + "/serve-test/"
+	// Ready means clients can connect: the first publish is taken.
+	if code, _, errOut := nicstore(t, "-store", spec, "publish", "../../../../examples/policies/two-tenants.yaml"); code != 0 {
+		t.Fatalf("publish to the served etcd: %d %s", code, errOut)
 	}
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("serve exited %d", code)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // TestLeases: the leases a tether's broker keeps in the store (records as
