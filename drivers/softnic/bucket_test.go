@@ -146,7 +146,7 @@ func TestProbeChains(t *testing.T) {
 			k := rng.IntN(len(order))
 			s := order[k]
 			order = append(order[:k], order[k+1:]...)
-			if !ht.remove(s.sig, s.idx) {
+			if _, ok := ht.remove(s.sig, s.idx, marks{}); !ok {
 				t.Fatalf("round %d: remove of %+v found nothing", round, s)
 			}
 			delete(live, s)

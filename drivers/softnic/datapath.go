@@ -381,9 +381,10 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 			b.home[i] |= 1 << 8
 		}
 		if m != 0 {
-			idx := bk.idx[bits.TrailingZeros32(m)&7]
-			b.pf[npf] = uintptr(unsafe.Pointer(entryAt(v.ents, idx)))
-			npf++
+			if idx, ok := bk.ref(bits.TrailingZeros32(m)&7, v.hide); ok {
+				b.pf[npf] = uintptr(unsafe.Pointer(entryAt(v.ents, idx)))
+				npf++
+			}
 		}
 	}
 	prefetch.Lines(b.pf[:npf])
@@ -413,7 +414,7 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 	ht := &tab.ht
 	nw := min(tab.shape.n, numWords)
-	chunks, ents, gens := v.chunks, v.ents, v.gens
+	chunks, ents, gens, hide := v.chunks, v.ents, v.gens, v.hide
 	for _, i := range todo {
 		sig := b.sig[i]
 		pk := &b.pk[i]
@@ -422,7 +423,10 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 		for {
 			bk := &ht.b[bi]
 			for ; m != 0; m &= m - 1 {
-				idx := bk.idx[bits.TrailingZeros32(m)&7]
+				idx, ok := bk.ref(bits.TrailingZeros32(m)&7, hide)
+				if !ok {
+					continue // a batch's, not yet (or no longer) this view's
+				}
 				e := entryAt(ents, idx)
 				if !keyEqual(pk, e, nw) || gens[e.scope] != e.gen {
 					continue

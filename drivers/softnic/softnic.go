@@ -171,6 +171,10 @@ func New(cfg Config) (*NIC, error) {
 		maxBatch:  orDefault(cfg.MaxBatch, DefaultMaxBatch),
 		maxScopes: orDefault(cfg.MaxScopes, DefaultMaxScopes),
 	}
+	if n.maxRules > maxEntries/2 {
+		// A batch's modifies hold new entries beside the old ones.
+		return nil, fmt.Errorf("softnic: MaxRules %d above %d", n.maxRules, maxEntries/2)
+	}
 	ringSize := orDefault(cfg.RingSize, DefaultRingSize)
 	maxMTU := 0
 	names := map[string]bool{}
