@@ -202,3 +202,42 @@ func TestSizeClasses(t *testing.T) {
 		}
 	}
 }
+
+// TestEntryIDs: a rule ID of up to 32 bits lives in its entry beside the
+// operand (entry.idHi, entry.arg's top bits) without changing the MAC the
+// program reads, in every size class; the first wider ID moves the
+// chunk's IDs to its wide array, all of them kept.
+func TestEntryIDs(t *testing.T) {
+	n := newNIC(t)
+	for class := uint8(0); class < numClasses; class++ {
+		c := n.w.newChunk(class)
+		mac := hal.MAC{0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee}
+		want := make([]hal.RuleID, chunkSize)
+		for i := uint32(0); i < chunkSize; i++ {
+			c.at(i).arg = macWord(mac)
+			want[i] = hal.RuleID(1<<32-1-i*4099) ^ hal.RuleID(i)<<7
+			c.setID(i, want[i])
+		}
+		for i := uint32(0); i < chunkSize; i++ {
+			if got := c.id(i); got != want[i] {
+				t.Fatalf("class %d entry %d: ID %#x, want %#x", class, i, got, want[i])
+			}
+			if got := macOfWord(c.at(i).arg); got != mac {
+				t.Fatalf("class %d entry %d: operand %v, want %v", class, i, got, mac)
+			}
+		}
+		if c.wide.Load() != nil {
+			t.Fatalf("class %d: wide IDs with every ID of 32 bits", class)
+		}
+		want[5] = 1 << 40
+		c.setID(5, want[5])
+		if c.wide.Load() == nil {
+			t.Fatalf("class %d: a 41-bit ID kept in the entry", class)
+		}
+		for i := uint32(0); i < chunkSize; i++ {
+			if got := c.id(i); got != want[i] {
+				t.Fatalf("class %d entry %d after widening: ID %#x, want %#x", class, i, got, want[i])
+			}
+		}
+	}
+}

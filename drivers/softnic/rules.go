@@ -282,7 +282,7 @@ func (w *writerState) do(op *hal.Op) error {
 		c := w.chunks[idx>>chunkShift]
 		e := c.at(idx)
 		// Field by field: a small entry has no more than its 64 bytes.
-		e.prog, e.scope, e.gen, e.prio, e.tup, e.arg = prog.idx, scope, uint32(r.Generation), r.Priority, t.id, arg
+		e.prog, e.scope, e.gen, e.prio, e.tup, e.arg = prog.idx, uint16(scope), uint32(r.Generation), r.Priority, t.id, arg
 		e.setKey(&pk, t.shape.n)
 		c.setID(idx, r.ID)
 		c.setCookie(idx, r.Cookie)

@@ -53,15 +53,19 @@ type entry struct {
 	// The first 48 bytes hold what a lookup reads: liveness, priority,
 	// the program, the program's operand and the first key words.
 	prog  uint32 // index in the program table
-	scope uint32 // index in the generation array
 	gen   uint32
+	scope uint16 // index in the generation array (maxScopes <= 1<<16)
 	prio  uint16
 	tup   uint16 // the tuple's ID (writerState.tupleByID)
-	// arg is the rule's own operand of its shared program: the MAC of the
-	// program's parametrized set_eth_dst (program.argAct), as macWord.
-	// Rules that differ only there (a mapping's per-destination rules,
-	// one MAC per destination VM) share one program instead of each
-	// compiling its own (some 1.2 KB with its encapsulation template).
+	// idHi is bits 16-31 of the rule ID, bits 0-15 are arg's top bits
+	// (chunk.id).
+	idHi uint16
+	// arg is the rule's own operand of its shared program in its low 48
+	// bits: the MAC of the program's parametrized set_eth_dst
+	// (program.argAct), as macWord, which reads no further. Rules that
+	// differ only there (a mapping's per-destination rules, one MAC per
+	// destination VM) share one program instead of each compiling its own
+	// (some 1.2 KB with its encapsulation template).
 	arg uint64
 	key [entryLineWords]uint64 // packed by the tuple's shape
 	// more holds key words entryLineWords and up: large entries only.
@@ -146,11 +150,9 @@ type chunk struct {
 	// bits clear (entRef).
 	e     unsafe.Pointer
 	class uint8
-	// ids is each entry's rule ID, which a lookup reads only to break a
-	// tie of priorities and an exception to name its rule: 32 bits while
-	// every ID of the chunk fits (controllers count theirs up from 1),
-	// then all 64 in wide, which readers then read instead.
-	ids  *[chunkSize]uint32
+	// wide is every entry's rule ID once one of the chunk's does not fit
+	// the 32 bits its entry holds (entry.idHi, entry.arg's top bits;
+	// controllers count theirs up from 1): readers then read it instead.
 	wide atomic.Pointer[[chunkSize]hal.RuleID]
 	// c is the rules' counters, made when the first rule of the chunk
 	// that counts (or keeps a modified rule's counts) lands in it: rules
@@ -187,15 +189,28 @@ func entryAt(ents []entRef, idx uint32) *entry {
 	return (*entry)(unsafe.Add(p, uintptr(idx&(chunkSize-1))*units<<4-class))
 }
 
-// id is the rule ID of entry i of c.
+// id is the rule ID of entry i of c, which a lookup reads only to break a
+// tie of priorities (the entry is then in the cache) and an exception to
+// name its rule.
 func (c *chunk) id(i uint32) hal.RuleID {
 	if w := c.wide.Load(); w != nil {
 		return w[i&(chunkSize-1)]
 	}
-	return hal.RuleID(c.ids[i&(chunkSize-1)])
+	return hal.RuleID(c.at(i).id32())
 }
 
-// setID records the ID of entry i, which no reader can reach yet.
+// argMask is the bits of entry.arg that hold the operand.
+const argMask = 1<<48 - 1
+
+func (e *entry) id32() uint32 { return uint32(e.arg>>48) | uint32(e.idHi)<<16 }
+
+func (e *entry) setID32(id uint32) {
+	e.arg = e.arg&argMask | uint64(id)<<48
+	e.idHi = uint16(id >> 16)
+}
+
+// setID records the ID of entry i, which no reader can reach yet, after
+// its operand (entry.arg).
 func (c *chunk) setID(i uint32, id hal.RuleID) {
 	i &= chunkSize - 1
 	if w := c.wide.Load(); w != nil {
@@ -203,12 +218,12 @@ func (c *chunk) setID(i uint32, id hal.RuleID) {
 		return
 	}
 	if id <= 1<<32-1 {
-		c.ids[i] = uint32(id)
+		c.at(i).setID32(uint32(id))
 		return
 	}
 	w := new([chunkSize]hal.RuleID)
 	for j := range w {
-		w[j] = hal.RuleID(c.ids[j])
+		w[j] = hal.RuleID(c.at(uint32(j)).id32())
 	}
 	w[i] = id
 	c.wide.Store(w)
