@@ -45,7 +45,7 @@ func TestBucketScan(t *testing.T) {
 		for s := 0; s < 8; s++ {
 			sigs[s] = pick(sig)
 			bk.setSig(s, sigs[s])
-			bk.idx[s] = uint32(s)
+			bk.ixw[s] = uint32(s)
 		}
 		var want, wantFree uint32
 		for s := 0; s < 8; s++ {
@@ -123,7 +123,7 @@ func TestProbeChains(t *testing.T) {
 		for n := uint64(0); n < ht.nb; n++ {
 			m, more := ht.b[bi].scan(s.sig)
 			for ; m != 0; m &= m - 1 {
-				if ht.b[bi].idx[bits.TrailingZeros32(m)&7] == s.idx {
+				if ht.b[bi].ixw[bits.TrailingZeros32(m)&7] == s.idx {
 					return true
 				}
 			}

@@ -454,7 +454,7 @@ func TestViewsAgree(t *testing.T) {
 						tombs++
 					case sig >= 2:
 						used++
-						if x := bk.idx[s]; x&^idxMask != 0 {
+						if x := bk.ixw[s]; x&^idxMask != 0 {
 							t.Fatalf("round %d: slot %d/%d keeps hide bits %#x", round, bi, s, x&^idxMask)
 						}
 					}

@@ -260,9 +260,13 @@ func (c *chunk) setCookie(i uint32, ck hal.Cookie) {
 // past it. (Ending chains at the first bucket with an empty slot instead
 // sent a lookup on to a second bucket, a second miss, whenever its home
 // bucket was merely full, some one time in six at three quarters load.)
+//
+// ixw is each slot's index word: the entry index and the hide bits of a
+// batch being published (hideBit). Readers go through ref, which reads it
+// atomically and says whether their view sees the slot.
 type bucket struct {
 	sigs [4]uint64
-	idx  [8]uint32
+	ixw  [8]uint32
 }
 
 const (
@@ -293,14 +297,14 @@ func (bk *bucket) setSig(s int, sig uint32) {
 }
 
 // setIdx stores slot s's index word (an entry index and its hide bits).
-func (bk *bucket) setIdx(s int, x uint32) { atomic.StoreUint32(&bk.idx[s], x) }
+func (bk *bucket) setIdx(s int, x uint32) { atomic.StoreUint32(&bk.ixw[s], x) }
 
 // ref returns the entry index in slot s as a reader of the view with hide
 // bit hide finds it, and whether that reader sees it. Readers never read
 // an entry they do not see: it may be one a batch is writing, or one freed
 // since.
 func (bk *bucket) ref(s int, hide uint32) (uint32, bool) {
-	x := atomic.LoadUint32(&bk.idx[s])
+	x := atomic.LoadUint32(&bk.ixw[s])
 	return x & idxMask, x&hide == 0
 }
 
@@ -453,7 +457,7 @@ func (t *htab) remove(sig uint32, idx uint32, mk marks) (uint64, bool) {
 		m, more := b.scan(sig)
 		for ; m != 0; m &= m - 1 {
 			s := bits.TrailingZeros32(m) & 7
-			x := b.idx[s]
+			x := b.ixw[s]
 			if x&idxMask != idx || (mk.del != 0 && x&mk.del != 0) {
 				continue
 			}
@@ -483,9 +487,9 @@ func (t *htab) remove(sig uint32, idx uint32, mk marks) (uint64, bool) {
 func (t *htab) finalize(pos uint64, x uint32, add bool, mk marks) {
 	b, s := &t.b[pos>>3], int(pos&7)
 	switch {
-	case add && b.idx[s] == x|mk.add && b.sig(s) >= 2:
+	case add && b.ixw[s] == x|mk.add && b.sig(s) >= 2:
 		b.setIdx(s, x)
-	case !add && b.idx[s] == x|mk.del && b.sig(s) >= 2:
+	case !add && b.ixw[s] == x|mk.del && b.sig(s) >= 2:
 		b.setSig(s, sigTomb)
 	}
 }
@@ -797,7 +801,7 @@ func (w *writerState) grow(tab *tupleTab, mk marks, fresh bool) {
 		b := &old.b[bi]
 		for s := 0; s < 8; s++ {
 			if x := b.sig(s); x >= 2 {
-				if ix := b.idx[s]; mk.del == 0 || ix&mk.del == 0 {
+				if ix := b.ixw[s]; mk.del == 0 || ix&mk.del == 0 {
 					tab.ht.insert(x, ix&idxMask)
 				}
 			}

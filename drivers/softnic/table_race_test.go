@@ -163,7 +163,7 @@ func TestBatchVisibilityOneTable(t *testing.T) {
 		ht := &tup.tabs[0].ht
 		for bi := range ht.b {
 			for s := 0; s < 8; s++ {
-				if ht.b[bi].sig(s) >= 2 && ht.b[bi].idx[s]&^idxMask != 0 {
+				if ht.b[bi].sig(s) >= 2 && ht.b[bi].ixw[s]&^idxMask != 0 {
 					t.Fatalf("slot %d/%d keeps hide bits", bi, s)
 				}
 			}
