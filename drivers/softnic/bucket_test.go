@@ -139,7 +139,7 @@ func TestProbeChains(t *testing.T) {
 		if len(live) < limit && (rng.IntN(3) > 0 || len(order) == 0) {
 			// Signatures of a few home buckets: long chains.
 			s := slot{sig: 2 + uint32(rng.IntN(4))<<27 + uint32(rng.IntN(1<<20)), idx: uint32(round)}
-			ht.insert(s.sig, s.idx)
+			ht.insert(s.sig, s.idx, rng.IntN(2) == 0)
 			live[s] = true
 			order = append(order, s)
 		} else {

@@ -427,16 +427,35 @@ type marks struct{ add, del uint32 }
 // of a bucket (empty or deleted) are found word-wise (free), not with a
 // branch per slot. The index goes in before the signature, so that a
 // reader that finds the signature finds the index too.
-func (t *htab) insert(sig uint32, x uint32) uint64 {
+//
+// Stores to a table that no reader can see yet (shared false: made by the
+// batch) are plain ones, as is the index word of a slot that was never
+// used: no reader matched its signature, and one that matches the new one
+// reads the index after it (an atomic store of the signature orders them).
+// Atomic stores are locked instructions, and a table's rebuild makes one
+// per entry.
+func (t *htab) insert(sig uint32, x uint32, shared bool) uint64 {
 	for bi := t.home(sig); ; bi = t.next(bi) {
 		b := &t.b[bi]
 		if free := b.free(); free != 0 {
 			s := bits.TrailingZeros32(free) & 7
-			if b.sig(s) == sigTomb {
+			tomb := b.sig(s) == sigTomb
+			if tomb {
 				t.tombs--
 			}
-			b.setIdx(s, x)
-			b.setSig(s, sig)
+			if !shared {
+				b.ixw[s] = x
+				sh := 32 * (s & 1)
+				w := &b.sigs[s>>1]
+				*w = *w&^(sigMask<<sh) | uint64(sig)<<sh
+			} else {
+				if tomb {
+					b.setIdx(s, x) // a reader may have matched it before
+				} else {
+					b.ixw[s] = x
+				}
+				b.setSig(s, sig)
+			}
 			t.used++
 			return bi<<3 | uint64(s)
 		}
@@ -710,7 +729,7 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 					w.grow(tab, mk, t.fresh)
 					t.fresh, mk = true, marks{}
 				}
-				m.pos = tab.ht.insert(m.sig, m.idx|mk.add)
+				m.pos = tab.ht.insert(m.sig, m.idx|mk.add, !t.fresh)
 			} else {
 				m.pos, _ = tab.ht.remove(m.sig, m.idx, mk)
 			}
@@ -802,7 +821,7 @@ func (w *writerState) grow(tab *tupleTab, mk marks, fresh bool) {
 		for s := 0; s < 8; s++ {
 			if x := b.sig(s); x >= 2 {
 				if ix := b.ixw[s]; mk.del == 0 || ix&mk.del == 0 {
-					tab.ht.insert(x, ix&idxMask)
+					tab.ht.insert(x, ix&idxMask, false)
 				}
 			}
 		}
