@@ -52,9 +52,13 @@ type burst struct {
 	// lookup's scratch: the packets a tuple probes, and the addresses
 	// to prefetch for them.
 	todo [MaxBurst]uint8
-	pf   [MaxBurst]uintptr
-	prog [MaxBurst]*program // the program of each hit
-	arg  [MaxBurst]uint64   // the hit's entry.arg, when its program takes one
+	pf   [3 * MaxBurst]uintptr
+	// The packets whose probe chain goes on past the home bucket, and
+	// the addresses to prefetch for them.
+	chain [MaxBurst]uint8
+	pfn   [2 * MaxBurst]uintptr
+	prog  [MaxBurst]*program // the program of each hit
+	arg   [MaxBurst]uint64   // the hit's entry.arg, when its program takes one
 
 	// Sealed frames: sealed[i] says packet i was opened into open[i] (its
 	// clear frame at open[i][Headroom:Headroom+osz[i]], Headroom in front
@@ -202,20 +206,22 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		n.lookup(b, v, tab, k)
 	}
 
-	// Find every hit's program before executing any: here the loads of
-	// entry and program pointer are independent from packet to packet and
-	// overlap, and the programs are prefetched; in the execute loop each
-	// would wait behind the previous packet's work.
+	// Find every hit's program before executing any. compare asked for
+	// each program and the two lines of its template that Push reads
+	// first (encapProgram) as it found the hits; the last line of the
+	// outer headers, when they run on into the next line, is asked for
+	// here.
 	npf := 0
 	for i := 0; i < k; i++ {
 		if b.fate[i] != fatePending || b.best[i] == noRule {
 			continue
 		}
-		idx := b.best[i]
-		p := v.progs[entryAt(v.ents, idx).prog]
+		p := v.progs[entryAt(v.ents, b.best[i]).prog]
 		b.prog[i] = p
-		b.pf[npf] = uintptr(unsafe.Pointer(p))
-		npf++
+		if p.encap != nil {
+			b.pf[npf] = uintptr(unsafe.Pointer(p.encap)) + uintptr(p.encapLen) - 1
+			npf++
+		}
 	}
 	prefetch.Lines(b.pf[:npf])
 
@@ -257,8 +263,8 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		} else {
 			n.execute(b, i, p, bufs[i], offset, sizes[i])
 		}
-		// The rule ID sits in the entry's second cache line, which
-		// nothing else on the way out reads: only exceptions carry it.
+		// Only exceptions carry the rule ID (chunk.id: the entry's, or
+		// the chunk's wide array).
 		if b.fate[i] == fateHost {
 			b.rule[i] = v.chunks[idx>>chunkShift].id(idx)
 		}
@@ -329,12 +335,17 @@ func parseReason(err error) hal.Reason {
 }
 
 // lookup probes one tuple for every packet that a rule of this tuple could
-// still win, in three passes over the burst (DPDK's bulk lookup): hash every
+// still win, in passes over the burst (DPDK's bulk lookup): hash every
 // packet and prefetch its bucket; read the buckets and prefetch the entries
-// their signatures point to; then compare. With a million rules the bucket
-// and the entry of a packet are each a cache (and TLB) miss; prefetches,
-// unlike loads, do not hold up the instructions after them, so the misses
-// of a whole burst are in flight together instead of a few at a time.
+// their signatures point to (and the next bucket, where the probe chain
+// goes on); read those next buckets and prefetch their entries; then
+// compare. With a million rules the bucket and the entry of a packet are
+// each a cache miss; prefetches, unlike loads, do not hold up the
+// instructions after them, so the misses of a whole burst are in flight
+// together instead of one after the other. Prefetches go out in groups of
+// pfGroup as the pass goes, not all at its end: the first packets' lines
+// are then on their way while the rest are hashed, and arrive before the
+// next pass reads them.
 func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	sh := tab.shape
 	ht := &tab.ht
@@ -344,6 +355,13 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	nw := min(sh.n, numWords)
 	floor := int32(tab.maxPrio)
 	todo := b.todo[:0]
+	// The shape's first entryLineWords words, in locals: with the
+	// words past nw masked to zero (pmask is zero there), the packing
+	// and the hash of a tuple of at most entryLineWords words are
+	// straight-line code, whatever nw.
+	i0, i1, i2, i3, i4 := sh.idx[0], sh.idx[1], sh.idx[2], sh.idx[3], sh.idx[4]
+	m0, m1, m2, m3, m4 := sh.pmask[0], sh.pmask[1], sh.pmask[2], sh.pmask[3], sh.pmask[4]
+	pfd := 0
 	for i := 0; i < k; i++ {
 		// A v4 tuple leaves out words that only IPv4 packets are sure
 		// to hold as its rules do (v4Known): no other packet probes it.
@@ -353,41 +371,59 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		}
 		// The packet's words as this tuple sees them, packed like its
 		// rules' keys: hashed here, compared below without the masks.
+		// Words nw to entryLineWords stay zero, as in a packed rule
+		// key (see keyEqual); they add nothing to the hash.
 		w, pk := &b.w[i], &b.pk[i]
-		h := uint64(hashSeed)
-		for j := 0; j < nw; j++ {
+		x0, x1, x2, x3, x4 := w[i0]&m0, w[i1]&m1, w[i2]&m2, w[i3]&m3, w[i4]&m4
+		pk[0], pk[1], pk[2], pk[3], pk[4] = x0, x1, x2, x3, x4
+		h := uint64(hashSeed) + x0*wordMul[0] + bits.RotateLeft64(x1, 7)*wordMul[1] +
+			bits.RotateLeft64(x2, 14)*wordMul[2] + bits.RotateLeft64(x3, 21)*wordMul[3] +
+			bits.RotateLeft64(x4, 28)*wordMul[4]
+		for j := entryLineWords; j < nw; j++ {
 			x := w[sh.idx[j]] & sh.pmask[j]
 			pk[j] = x
 			h += bits.RotateLeft64(x, j*7) * wordMul[j]
-		}
-		for j := nw; j < entryLineWords; j++ {
-			pk[j] = 0 // as in a packed rule key: see keyEqual
 		}
 		sig := sigOf(finish(h))
 		b.sig[i] = sig
 		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[ht.home(sig)]))
 		todo = append(todo, uint8(i))
+		if len(todo)-pfd == pfGroup {
+			prefetch.Lines(b.pf[pfd:len(todo)])
+			pfd = len(todo)
+		}
 	}
-	prefetch.Lines(b.pf[:len(todo)])
-	npf := 0
+	prefetch.Lines(b.pf[pfd:len(todo)])
+	// The buckets: the entries their signatures point to, and the next
+	// bucket of every chain that goes on.
+	npf, nnx, pfd := 0, 0, 0
 	for _, i := range todo {
 		sig := b.sig[i]
-		bk := &ht.b[ht.home(sig)]
+		bi := ht.home(sig)
+		bk := &ht.b[bi]
 		m, more := bk.scan(sig)
 		// The home bucket's answer, for the compare pass: bit 8 says
 		// the probe chain goes on past it.
 		b.home[i] = uint16(m)
 		if more {
 			b.home[i] |= 1 << 8
+			b.chain[nnx] = i
+			b.pfn[nnx] = uintptr(unsafe.Pointer(&ht.b[ht.next(bi)]))
+			nnx++
 		}
 		if m != 0 {
 			if idx, ok := bk.ref(bits.TrailingZeros32(m)&7, v.hide); ok {
 				b.pf[npf] = uintptr(unsafe.Pointer(entryAt(v.ents, idx)))
 				npf++
+				if npf-pfd == pfGroup {
+					prefetch.Lines(b.pf[pfd:npf])
+					pfd = npf
+				}
 			}
 		}
 	}
-	prefetch.Lines(b.pf[:npf])
+	prefetch.Lines(b.pf[pfd:npf])
+	prefetch.Lines(b.pfn[:nnx])
 	// The rest of each entry the compare reads, when it may lie in the
 	// next line: without this, a second miss per packet, one after the
 	// other. A large entry's key goes on in its second line
@@ -405,7 +441,43 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		}
 		prefetch.Lines(b.pf[:npf])
 	}
+	if nnx > 0 {
+		chainEntries(b, v, tab, nnx)
+	}
 	compare(b, v, tab, todo)
+}
+
+// pfGroup is how many prefetches lookup gathers before it sends them.
+const pfGroup = 16
+
+// chainEntries prefetches, for the nnx packets b.chain whose probe chain
+// goes on past the home bucket (some one lookup in five at a table's usual
+// load), the entries that the next bucket's signatures point to: without
+// it, compare would wait there for the bucket and then for the entry, one
+// packet after the other. By now the next buckets have had the bucket pass
+// to arrive.
+func chainEntries(b *burst, v *view, tab *tupleTab, nnx int) {
+	ht := &tab.ht
+	large := sizeClass(tab.shape.n) == classLarge
+	npf := 0
+	for _, i := range b.chain[:nnx] {
+		sig := b.sig[i]
+		m, _ := ht.b[ht.next(ht.home(sig))].scan(sig)
+		for bk := &ht.b[ht.next(ht.home(sig))]; m != 0 && npf < len(b.pfn)-1; m &= m - 1 {
+			idx, ok := bk.ref(bits.TrailingZeros32(m)&7, v.hide)
+			if !ok {
+				continue // a batch's slot, not this view's
+			}
+			e := uintptr(unsafe.Pointer(entryAt(v.ents, idx)))
+			b.pfn[npf] = e
+			npf++
+			if large {
+				b.pfn[npf] = e + 64
+				npf++
+			}
+		}
+	}
+	prefetch.Lines(b.pfn[:npf])
 }
 
 // compare is lookup's third pass, on its own so that its loop has the
@@ -414,10 +486,12 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 	ht := &tab.ht
 	nw := min(tab.shape.n, numWords)
-	chunks, ents, gens, hide := v.chunks, v.ents, v.gens, v.hide
+	chunks, ents, gens, progs, hide := v.chunks, v.ents, v.gens, v.progs, v.hide
+	npf, pfd := 0, 0
 	for _, i := range todo {
 		sig := b.sig[i]
 		pk := &b.pk[i]
+		was := b.best[i]
 		bi := ht.home(sig)
 		m, more := uint32(b.home[i]&0xff), b.home[i]&(1<<8) != 0
 		for {
@@ -444,7 +518,28 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 			}
 			m, more = ht.b[bi].scan(sig)
 		}
+		// A hit: its program, which the execute pass reads, and the
+		// template that an encapsulating program carries right after it
+		// (encapProgram: the first line of its outer headers, and its
+		// fields after the MaxEncapHeadroom bytes of headers), are asked
+		// for now, while the rest of the burst is compared, rather than
+		// after the lookup. With a thousand remote hosts neither is in
+		// the nearer caches, and in the execute loop each packet would
+		// wait for its own. (These are hints: for a program without an
+		// encapsulation, or were the offset of the fields wrong, only
+		// the prefetch would be wasted; a later tuple may still find a
+		// better rule, whose program process reads in any case.)
+		if b.best[i] != was {
+			p := uintptr(unsafe.Pointer(progs[entryAt(ents, b.best[i]).prog]))
+			t := p + tmplOffset
+			b.pf[npf], b.pf[npf+1], b.pf[npf+2] = p, t, t+wire.MaxEncapHeadroom+8
+			if npf += 3; npf-pfd >= pfGroup {
+				prefetch.Lines(b.pf[pfd:npf])
+				pfd = npf
+			}
+		}
 	}
+	prefetch.Lines(b.pf[pfd:npf])
 }
 
 // idOf is the rule ID of entry idx, which a lookup reads only to break a

@@ -37,7 +37,10 @@
 // priority each table holds, so that an exact-match table of a million
 // flows costs one bucket and one entry read per packet. Lookups are done a
 // burst at a time, hashing every packet first and prefetching buckets, then
-// entries, before comparing, so that the cache misses of a burst overlap.
+// entries (and the next bucket of a probe chain that goes on, with its
+// entries), before comparing, so that the cache misses of a burst overlap;
+// each hit's program, and the encapsulation template stored right after
+// it, are prefetched as the compare finds the hit.
 // A bucket's signatures are compared two to a word, without a branch per
 // slot. Frames of the common shape (Ethernet with at most one 802.1Q tag,
 // IPv4 without options, TCP or UDP) are keyed by a parse of softnic's own

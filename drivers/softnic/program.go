@@ -3,6 +3,7 @@ package softnic
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
@@ -61,10 +62,41 @@ func argAction(acts []hal.Action) int {
 	return -1
 }
 
+// encapProgram is a program that encapsulates, with its template.
+type encapProgram struct {
+	program
+	tmpl wire.EncapTemplate
+}
+
+// tmplOffset is where an encapProgram's template starts.
+const tmplOffset = unsafe.Offsetof(encapProgram{}.tmpl)
+
+func hasEncap(acts []hal.Action) bool {
+	for i := range acts {
+		if acts[i].Kind == hal.ActionEncap {
+			return true
+		}
+	}
+	return false
+}
+
 // compile builds a program from actions that validate accepted; the MAC
 // of acts[arg] (argAction), if any, is left to each rule.
 func (n *NIC) compile(acts []hal.Action, arg int) (*program, error) {
-	p := &program{actions: hal.CloneActions(acts), argAct: arg, argMAC: arg >= 0}
+	var p *program
+	var tmpl *wire.EncapTemplate
+	if hasEncap(acts) {
+		// The program and its template in one allocation, the template
+		// right after the program's fields (encapProgram): the datapath
+		// reads both for every packet, and prefetches the template's
+		// lines from the program's address (compare) without first
+		// waiting for the program.
+		ep := new(encapProgram)
+		p, tmpl = &ep.program, &ep.tmpl
+	} else {
+		p = new(program)
+	}
+	*p = program{actions: hal.CloneActions(acts), argAct: arg, argMAC: arg >= 0}
 	if arg >= 0 {
 		p.actions[arg].MAC = hal.MAC{}
 	}
@@ -97,7 +129,8 @@ func (n *NIC) compile(acts []hal.Action, arg int) (*program, error) {
 			if err != nil {
 				return nil, &hal.RuleError{Field: fmt.Sprintf("actions[%d] encap", i), Reason: err.Error()}
 			}
-			p.encap = t
+			*tmpl = *t
+			p.encap = tmpl
 		case hal.ActionCount:
 			p.count = true
 		case hal.ActionOutput:
