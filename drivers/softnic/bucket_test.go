@@ -45,7 +45,7 @@ func TestBucketScan(t *testing.T) {
 		for s := 0; s < 8; s++ {
 			sigs[s] = pick(sig)
 			bk.setSig(s, sigs[s])
-			bk.idx[s] = uint32(s)
+			bk.ixw[s] = uint32(s)
 		}
 		var want, wantFree uint32
 		for s := 0; s < 8; s++ {
@@ -123,7 +123,7 @@ func TestProbeChains(t *testing.T) {
 		for n := uint64(0); n < ht.nb; n++ {
 			m, more := ht.b[bi].scan(s.sig)
 			for ; m != 0; m &= m - 1 {
-				if ht.b[bi].idx[bits.TrailingZeros32(m)&7] == s.idx {
+				if ht.b[bi].ixw[bits.TrailingZeros32(m)&7] == s.idx {
 					return true
 				}
 			}
@@ -139,14 +139,14 @@ func TestProbeChains(t *testing.T) {
 		if len(live) < limit && (rng.IntN(3) > 0 || len(order) == 0) {
 			// Signatures of a few home buckets: long chains.
 			s := slot{sig: 2 + uint32(rng.IntN(4))<<27 + uint32(rng.IntN(1<<20)), idx: uint32(round)}
-			ht.insert(s.sig, s.idx)
+			ht.insert(s.sig, s.idx, rng.IntN(2) == 0)
 			live[s] = true
 			order = append(order, s)
 		} else {
 			k := rng.IntN(len(order))
 			s := order[k]
 			order = append(order[:k], order[k+1:]...)
-			if !ht.remove(s.sig, s.idx) {
+			if _, ok := ht.remove(s.sig, s.idx, marks{}); !ok {
 				t.Fatalf("round %d: remove of %+v found nothing", round, s)
 			}
 			delete(live, s)
@@ -199,6 +199,45 @@ func TestSizeClasses(t *testing.T) {
 		}
 		if uintptr(unsafe.Pointer(ch.at(1)))-uintptr(unsafe.Pointer(ch.at(0))) != classSize[c.cls] {
 			t.Errorf("%s: entries %d bytes apart", c.name, classSize[c.cls])
+		}
+	}
+}
+
+// TestEntryIDs: a rule ID of up to 32 bits lives in its entry beside the
+// operand (entry.idHi, entry.arg's top bits) without changing the MAC the
+// program reads, in every size class; the first wider ID moves the
+// chunk's IDs to its wide array, all of them kept.
+func TestEntryIDs(t *testing.T) {
+	n := newNIC(t)
+	for class := uint8(0); class < numClasses; class++ {
+		c := n.w.newChunk(class)
+		mac := hal.MAC{0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee}
+		want := make([]hal.RuleID, chunkSize)
+		for i := uint32(0); i < chunkSize; i++ {
+			c.at(i).arg = macWord(mac)
+			want[i] = hal.RuleID(1<<32-1-i*4099) ^ hal.RuleID(i)<<7
+			c.setID(i, want[i])
+		}
+		for i := uint32(0); i < chunkSize; i++ {
+			if got := c.id(i); got != want[i] {
+				t.Fatalf("class %d entry %d: ID %#x, want %#x", class, i, got, want[i])
+			}
+			if got := macOfWord(c.at(i).arg); got != mac {
+				t.Fatalf("class %d entry %d: operand %v, want %v", class, i, got, mac)
+			}
+		}
+		if c.wide.Load() != nil {
+			t.Fatalf("class %d: wide IDs with every ID of 32 bits", class)
+		}
+		want[5] = 1 << 40
+		c.setID(5, want[5])
+		if c.wide.Load() == nil {
+			t.Fatalf("class %d: a 41-bit ID kept in the entry", class)
+		}
+		for i := uint32(0); i < chunkSize; i++ {
+			if got := c.id(i); got != want[i] {
+				t.Fatalf("class %d entry %d after widening: ID %#x, want %#x", class, i, got, want[i])
+			}
 		}
 	}
 }

@@ -263,8 +263,8 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		} else {
 			n.execute(b, i, p, bufs[i], offset, sizes[i])
 		}
-		// The rule ID sits in the entry's second cache line, which
-		// nothing else on the way out reads: only exceptions carry it.
+		// Only exceptions carry the rule ID (chunk.id: the entry's, or
+		// the chunk's wide array).
 		if b.fate[i] == fateHost {
 			b.rule[i] = v.chunks[idx>>chunkShift].id(idx)
 		}
@@ -412,12 +412,13 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 			nnx++
 		}
 		if m != 0 {
-			idx := bk.idx[bits.TrailingZeros32(m)&7]
-			b.pf[npf] = uintptr(unsafe.Pointer(entryAt(v.ents, idx)))
-			npf++
-			if npf-pfd == pfGroup {
-				prefetch.Lines(b.pf[pfd:npf])
-				pfd = npf
+			if idx, ok := bk.ref(bits.TrailingZeros32(m)&7, v.hide); ok {
+				b.pf[npf] = uintptr(unsafe.Pointer(entryAt(v.ents, idx)))
+				npf++
+				if npf-pfd == pfGroup {
+					prefetch.Lines(b.pf[pfd:npf])
+					pfd = npf
+				}
 			}
 		}
 	}
@@ -463,7 +464,11 @@ func chainEntries(b *burst, v *view, tab *tupleTab, nnx int) {
 		sig := b.sig[i]
 		m, _ := ht.b[ht.next(ht.home(sig))].scan(sig)
 		for bk := &ht.b[ht.next(ht.home(sig))]; m != 0 && npf < len(b.pfn)-1; m &= m - 1 {
-			e := uintptr(unsafe.Pointer(entryAt(v.ents, bk.idx[bits.TrailingZeros32(m)&7])))
+			idx, ok := bk.ref(bits.TrailingZeros32(m)&7, v.hide)
+			if !ok {
+				continue // a batch's slot, not this view's
+			}
+			e := uintptr(unsafe.Pointer(entryAt(v.ents, idx)))
 			b.pfn[npf] = e
 			npf++
 			if large {
@@ -481,7 +486,7 @@ func chainEntries(b *burst, v *view, tab *tupleTab, nnx int) {
 func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 	ht := &tab.ht
 	nw := min(tab.shape.n, numWords)
-	chunks, ents, gens, progs := v.chunks, v.ents, v.gens, v.progs
+	chunks, ents, gens, progs, hide := v.chunks, v.ents, v.gens, v.progs, v.hide
 	npf, pfd := 0, 0
 	for _, i := range todo {
 		sig := b.sig[i]
@@ -492,7 +497,10 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 		for {
 			bk := &ht.b[bi]
 			for ; m != 0; m &= m - 1 {
-				idx := bk.idx[bits.TrailingZeros32(m)&7]
+				idx, ok := bk.ref(bits.TrailingZeros32(m)&7, hide)
+				if !ok {
+					continue // a batch's, not yet (or no longer) this view's
+				}
 				e := entryAt(ents, idx)
 				if !keyEqual(pk, e, nw) || gens[e.scope] != e.gen {
 					continue

@@ -60,14 +60,17 @@
 // transparent huge pages, so that the two random reads of a lookup among a
 // million rules do not each walk the page tables.
 //
-// The hash tables and the active generations exist in two copies
-// (left-right): the datapath reads the active copy without locks or
-// allocation; a writer (Apply, ApplyAtomic, Activate) changes the inactive
-// copy, switches copies with one atomic store, waits for the bursts still
-// reading the old copy (microseconds) and updates it too (replaying the
-// batch, or copying a table the batch changed much). A burst therefore
-// sees the rule set before or after a whole Apply batch or Activate, never
-// a mix, and Activate costs the same whatever the number of rules.
+// Each mask's hash table exists once; the active generations and the
+// tables' headers exist in two copies, two views (left-right): the
+// datapath reads the active view without locks or allocation; a writer
+// (Apply, ApplyAtomic, Activate) changes the inactive one, switches views
+// with one atomic store, waits for the bursts still reading the old view
+// (microseconds) and updates it too. The slots a batch adds to or removes
+// from a table carry a bit per view that hides them from that view's
+// readers until the switch, cleared (or turned into deleted slots) once
+// the old view has no reader. A burst therefore sees the rule set before
+// or after a whole Apply batch or Activate, never a mix, and Activate
+// costs the same whatever the number of rules.
 //
 // # Cases
 //

@@ -48,7 +48,7 @@ func makeBuckets(n int) (b []bucket, mem *hugemem.Mem) {
 // entry (whose fields beyond its class's size are never touched) lies
 // within one allocation, as checkptr requires.
 func (w *writerState) newChunk(class uint8) *chunk {
-	c := &chunk{class: class, ids: new([chunkSize]uint32)}
+	c := &chunk{class: class}
 	size := chunkSize * int(classSize[class])
 	if len(w.chunks) >= heapChunks {
 		if w.slabFree < size {

@@ -8,7 +8,7 @@ import (
 
 // idIndex maps rule IDs to entry indices for the writer. Controllers hand
 // out IDs in sequence (the vswitch does), so IDs below idDenseLimit live in
-// pages of a dense array: an add touches one slot next to the previous
+// pages (idPage, a run or a dense array): an add touches one slot next to the previous
 // add's, where a Go map would probe a cold bucket and keep growing. Other
 // IDs (sparse, huge) fall back to a map. A page that empties is freed, so
 // memory follows the live IDs even when they march upward forever.
@@ -25,17 +25,31 @@ const (
 	idDenseLimit = 1 << 26
 )
 
-// idPage holds entry index+1 per ID (0: no rule) and how many are set.
+// idPage maps the IDs of one page. Controllers program rules in runs (a
+// batch of mappings with IDs counted up, which the writer gives entries in
+// order), so a page starts as a run: ID i of the page maps to entry
+// first+i for every i set in has, 1/32 of the memory of a slot per ID.
+// The first ID that breaks the run (a modify, which moves a rule to a new
+// entry; an ID given an entry out of order) turns the page into slot:
+// entry index+1 per ID (0: no rule). n counts the IDs set.
 type idPage struct {
-	slot [idPageSize]uint32
-	n    int
+	slot  *[idPageSize]uint32
+	has   [idPageSize / 64]uint64
+	first uint32
+	n     int
 }
+
+func (pg *idPage) in(i uint64) bool { return pg.has[i>>6]&(1<<(i&63)) != 0 }
 
 func (x *idIndex) get(id hal.RuleID) (uint32, bool) {
 	if id < idDenseLimit {
 		if p := int(id >> idPageShift); p < len(x.pages) && x.pages[p] != nil {
-			v := x.pages[p].slot[id&(idPageSize-1)]
-			return v - 1, v != 0
+			pg, i := x.pages[p], uint64(id&(idPageSize-1))
+			if pg.slot != nil {
+				v := pg.slot[i]
+				return v - 1, v != 0
+			}
+			return pg.first + uint32(i), pg.in(i)
 		}
 		return 0, false
 	}
@@ -61,7 +75,26 @@ func (x *idIndex) set(id hal.RuleID, idx uint32) {
 		pg = new(idPage)
 		x.pages[p] = pg
 	}
-	s := &pg.slot[id&(idPageSize-1)]
+	i := uint64(id & (idPageSize - 1))
+	if pg.slot == nil {
+		if pg.n == 0 {
+			pg.first = idx - uint32(i) // mod 2^32: first+i is idx
+		}
+		if pg.first+uint32(i) == idx {
+			if !pg.in(i) {
+				pg.has[i>>6] |= 1 << (i & 63)
+				pg.n++
+			}
+			return
+		}
+		pg.slot = new([idPageSize]uint32)
+		for j := range pg.slot {
+			if pg.in(uint64(j)) {
+				pg.slot[j] = pg.first + uint32(j) + 1
+			}
+		}
+	}
+	s := &pg.slot[i]
 	if *s == 0 {
 		pg.n++
 	}
@@ -77,12 +110,18 @@ func (x *idIndex) del(id hal.RuleID) {
 	if p >= len(x.pages) || x.pages[p] == nil {
 		return
 	}
-	pg := x.pages[p]
-	s := &pg.slot[id&(idPageSize-1)]
-	if *s == 0 {
-		return
+	pg, i := x.pages[p], uint64(id&(idPageSize-1))
+	if pg.slot != nil {
+		if pg.slot[i] == 0 {
+			return
+		}
+		pg.slot[i] = 0
+	} else {
+		if !pg.in(i) {
+			return
+		}
+		pg.has[i>>6] &^= 1 << (i & 63)
 	}
-	*s = 0
 	if pg.n--; pg.n == 0 {
 		x.pages[p] = nil
 	}
@@ -96,8 +135,12 @@ func (x *idIndex) all() iter.Seq2[hal.RuleID, uint32] {
 			if pg == nil {
 				continue
 			}
-			for s, v := range pg.slot {
-				if v != 0 && !yield(hal.RuleID(p<<idPageShift|s), v-1) {
+			for i := uint64(0); i < idPageSize; i++ {
+				idx, ok := pg.first+uint32(i), pg.in(i)
+				if pg.slot != nil {
+					idx, ok = pg.slot[i]-1, pg.slot[i] != 0
+				}
+				if ok && !yield(hal.RuleID(uint64(p)<<idPageShift|i), idx) {
 					return
 				}
 			}

@@ -14,9 +14,9 @@ import (
 )
 
 // benchMappings is how many CA→PA mappings BenchmarkMappingMemory programs:
-// 8M (1<<23), DESIGN.md's scale (DASH's per card). At some 80 bytes per
-// mapping that holds about 0.7 GB and takes about a minute to program on
-// a 2-core machine; SOFTNIC_BENCH_MAPPINGS overrides the count for quicker
+// 8M (1<<23), DESIGN.md's scale (DASH's per card). At some 61 bytes per
+// mapping that holds about 0.5 GB and takes some 10-30 seconds to program
+// on a 2-core machine; SOFTNIC_BENCH_MAPPINGS overrides the count for quicker
 // local runs. The count measured is reported as the "mappings" metric.
 var benchMappings = func() int {
 	if v, err := strconv.Atoi(os.Getenv("SOFTNIC_BENCH_MAPPINGS")); err == nil && v > 0 {

@@ -222,7 +222,8 @@ func (n *NIC) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult, a
 	return hal.Summarize(results)
 }
 
-// publish makes a change visible: both views, the inactive one first.
+// publish makes a change visible: both views, the inactive one first
+// (applyMutations).
 func (w *writerState) publish(fn func(v *view, side int)) {
 	w.n.rcu.update(fn)
 }
@@ -282,7 +283,7 @@ func (w *writerState) do(op *hal.Op) error {
 		c := w.chunks[idx>>chunkShift]
 		e := c.at(idx)
 		// Field by field: a small entry has no more than its 64 bytes.
-		e.prog, e.scope, e.gen, e.prio, e.tup, e.arg = prog.idx, scope, uint32(r.Generation), r.Priority, t.id, arg
+		e.prog, e.scope, e.gen, e.prio, e.tup, e.arg = prog.idx, uint16(scope), uint32(r.Generation), r.Priority, t.id, arg
 		e.setKey(&pk, t.shape.n)
 		c.setID(idx, r.ID)
 		c.setCookie(idx, r.Cookie)
@@ -292,7 +293,7 @@ func (w *writerState) do(op *hal.Op) error {
 		}
 		if c.c != nil {
 			// No reader can hold idx (a freed entry is reused only after
-			// both views dropped it and their readers left): plain stores
+			// no reader sees it, see htab.finalize): plain stores
 			// suffice, where two atomic ones would each cost a locked
 			// instruction.
 			c.c[idx&(chunkSize-1)] = counter{}
@@ -374,7 +375,8 @@ func (w *writerState) restore(idx uint32) {
 }
 
 // settle runs after a batch is visible in both views: entries and programs
-// no view refers to any more are freed, modified rules keep their counts.
+// that no reader can see any more are freed, modified rules keep their
+// counts.
 func (w *writerState) settle() {
 	for _, c := range w.carry {
 		from, to := w.counter(c[0]), w.counter(c[1])

@@ -7,9 +7,9 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
-	"slices"
 	"sort"
 	"testing"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
@@ -403,9 +403,10 @@ func TestNewRefuses(t *testing.T) {
 	}
 }
 
-// TestViewsAgree: after batches of every size (some replayed on the second
-// view, some copied to it from the first), both views hold the same hash
-// tables, and every installed rule is found in them.
+// TestViewsAgree: after batches of every size (some growing the table,
+// some adding and removing in one batch), both views' headers point to
+// the same hash table, no slot keeps a batch's hide bit, and every
+// installed rule is in it.
 func TestViewsAgree(t *testing.T) {
 	n := newNIC(t, func(c *Config) { c.MaxRules = 1 << 16 })
 	ctx := context.Background()
@@ -433,15 +434,34 @@ func TestViewsAgree(t *testing.T) {
 			if a == nil || b == nil {
 				t.Fatalf("round %d: tuple with a table in one view only", round)
 			}
-			if tup.batchMuts != 0 {
-				t.Fatalf("round %d: batchMuts %d left between batches", round, tup.batchMuts)
+			if tup.inBatch || tup.fresh {
+				t.Fatalf("round %d: batch state left between batches (inBatch %v, fresh %v)", round, tup.inBatch, tup.fresh)
 			}
-			if a.ht.used != b.ht.used || a.ht.tombs != b.ht.tombs || a.ht.nb != b.ht.nb || !slices.Equal(a.ht.b, b.ht.b) {
+			if unsafe.SliceData(a.ht.b) != unsafe.SliceData(b.ht.b) || len(a.ht.b) != len(b.ht.b) || a.ht.nb != b.ht.nb ||
+				a.ht.mem != b.ht.mem || a.ht.used != b.ht.used || a.ht.tombs != b.ht.tombs {
 				t.Fatalf("round %d: views differ: used %d/%d tombs %d/%d buckets %d/%d",
 					round, a.ht.used, b.ht.used, a.ht.tombs, b.ht.tombs, len(a.ht.b), len(b.ht.b))
 			}
 			if a.ht.used != len(live) {
 				t.Fatalf("round %d: %d slots used, %d rules live", round, a.ht.used, len(live))
+			}
+			used, tombs := 0, 0
+			for bi := range a.ht.b {
+				bk := &a.ht.b[bi]
+				for s := 0; s < 8; s++ {
+					switch sig := bk.sig(s); {
+					case sig == sigTomb:
+						tombs++
+					case sig >= 2:
+						used++
+						if x := bk.ixw[s]; x&^idxMask != 0 {
+							t.Fatalf("round %d: slot %d/%d keeps hide bits %#x", round, bi, s, x&^idxMask)
+						}
+					}
+				}
+			}
+			if used != a.ht.used || tombs != a.ht.tombs {
+				t.Fatalf("round %d: %d slots used and %d deleted, the header says %d and %d", round, used, tombs, a.ht.used, a.ht.tombs)
 			}
 		}
 		n.wmu.Unlock()

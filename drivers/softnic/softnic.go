@@ -84,7 +84,7 @@ type Config struct {
 	// MaxBatch bounds the operations of one Apply call (DefaultMaxBatch).
 	MaxBatch int
 	// MaxScopes bounds the distinct scopes rules and Activate may name
-	// (DefaultMaxScopes).
+	// (DefaultMaxScopes, also the most: entries hold a scope in 16 bits).
 	MaxScopes int
 	// RingSize is how many frames each port's transmit ring holds
 	// (DefaultRingSize); a frame for a full ring is dropped with
@@ -170,6 +170,13 @@ func New(cfg Config) (*NIC, error) {
 		maxRules:  orDefault(cfg.MaxRules, DefaultMaxRules),
 		maxBatch:  orDefault(cfg.MaxBatch, DefaultMaxBatch),
 		maxScopes: orDefault(cfg.MaxScopes, DefaultMaxScopes),
+	}
+	if n.maxScopes > 1<<16 {
+		return nil, fmt.Errorf("softnic: MaxScopes %d above %d", n.maxScopes, 1<<16)
+	}
+	if n.maxRules > maxEntries/2 {
+		// A batch's modifies hold new entries beside the old ones.
+		return nil, fmt.Errorf("softnic: MaxRules %d above %d", n.maxRules, maxEntries/2)
 	}
 	ringSize := orDefault(cfg.RingSize, DefaultRingSize)
 	maxMTU := 0

@@ -16,18 +16,27 @@ import (
 // The rule table, and how the datapath reads it without locks.
 //
 // Rules live in entries (48-, 64- or 128-byte records in chunks that never move),
-// found through one hash table per tuple (per distinct mask). The hash
-// tables and the active-generation array exist twice, as two views: a
-// left-right scheme. Readers (the datapath) always read the active view;
-// writers (Apply, Activate) change the inactive one, switch the active view
-// with one atomic store, wait until no reader is left on the old view, and
-// make the same change to it (see applyMutations: a table that a batch
-// changed much is copied from the other view rather than replayed). So a
-// burst of packets sees the whole table as
-// it was before an Apply batch or an Activate, or as it is after, never a
-// mix; readers never wait, and a writer waits only for bursts already in
-// flight (microseconds). Entries and programs that a batch removes are freed
-// only after both views stopped referring to them.
+// found through one hash table per tuple (per distinct mask). There is one
+// hash table per tuple, which the datapath reads while a writer changes it;
+// what else a reader needs (the tuple list, the active-generation array,
+// the chunk and program slices and each table's header) exists twice, as
+// two views: a left-right scheme. Readers (the datapath) always read the
+// active view; writers (Apply, Activate) change the inactive one, switch
+// the active view with one atomic store, wait until no reader is left on
+// the old view, and bring it up to date.
+//
+// A batch's changes to a hash table are visible per view: a slot's entry
+// index carries a bit per view that hides it from that view's readers
+// (hideBit). A batch that will be published on view o adds its slots hidden
+// from the other view's readers and marks the slots it removes hidden from
+// o's; once no reader is left on the other view, it clears the first and
+// turns the second into deleted slots (applyMutations, finalize). So a
+// burst of packets sees the whole table as it was before an Apply batch or
+// an Activate, or as it is after, never a mix; readers never wait, and a
+// writer waits only for bursts already in flight (microseconds). A table
+// that a batch grows is rebuilt, with the batch settled, into a new array
+// that only o's header points to until the switch. Entries and programs
+// that a batch removes are freed only after no reader can see them.
 
 // entry is one installed rule. Its fields do not change while any view
 // refers to it; a modify writes a new entry.
@@ -44,15 +53,19 @@ type entry struct {
 	// The first 48 bytes hold what a lookup reads: liveness, priority,
 	// the program, the program's operand and the first key words.
 	prog  uint32 // index in the program table
-	scope uint32 // index in the generation array
 	gen   uint32
+	scope uint16 // index in the generation array (maxScopes <= 1<<16)
 	prio  uint16
 	tup   uint16 // the tuple's ID (writerState.tupleByID)
-	// arg is the rule's own operand of its shared program: the MAC of the
-	// program's parametrized set_eth_dst (program.argAct), as macWord.
-	// Rules that differ only there (a mapping's per-destination rules,
-	// one MAC per destination VM) share one program instead of each
-	// compiling its own (some 1.2 KB with its encapsulation template).
+	// idHi is bits 16-31 of the rule ID, bits 0-15 are arg's top bits
+	// (chunk.id).
+	idHi uint16
+	// arg is the rule's own operand of its shared program in its low 48
+	// bits: the MAC of the program's parametrized set_eth_dst
+	// (program.argAct), as macWord, which reads no further. Rules that
+	// differ only there (a mapping's per-destination rules, one MAC per
+	// destination VM) share one program instead of each compiling its own
+	// (some 1.2 KB with its encapsulation template).
 	arg uint64
 	key [entryLineWords]uint64 // packed by the tuple's shape
 	// more holds key words entryLineWords and up: large entries only.
@@ -137,11 +150,9 @@ type chunk struct {
 	// bits clear (entRef).
 	e     unsafe.Pointer
 	class uint8
-	// ids is each entry's rule ID, which a lookup reads only to break a
-	// tie of priorities and an exception to name its rule: 32 bits while
-	// every ID of the chunk fits (controllers count theirs up from 1),
-	// then all 64 in wide, which readers then read instead.
-	ids  *[chunkSize]uint32
+	// wide is every entry's rule ID once one of the chunk's does not fit
+	// the 32 bits its entry holds (entry.idHi, entry.arg's top bits;
+	// controllers count theirs up from 1): readers then read it instead.
 	wide atomic.Pointer[[chunkSize]hal.RuleID]
 	// c is the rules' counters, made when the first rule of the chunk
 	// that counts (or keeps a modified rule's counts) lands in it: rules
@@ -178,15 +189,28 @@ func entryAt(ents []entRef, idx uint32) *entry {
 	return (*entry)(unsafe.Add(p, uintptr(idx&(chunkSize-1))*units<<4-class))
 }
 
-// id is the rule ID of entry i of c.
+// id is the rule ID of entry i of c, which a lookup reads only to break a
+// tie of priorities (the entry is then in the cache) and an exception to
+// name its rule.
 func (c *chunk) id(i uint32) hal.RuleID {
 	if w := c.wide.Load(); w != nil {
 		return w[i&(chunkSize-1)]
 	}
-	return hal.RuleID(c.ids[i&(chunkSize-1)])
+	return hal.RuleID(c.at(i).id32())
 }
 
-// setID records the ID of entry i, which no reader can reach yet.
+// argMask is the bits of entry.arg that hold the operand.
+const argMask = 1<<48 - 1
+
+func (e *entry) id32() uint32 { return uint32(e.arg>>48) | uint32(e.idHi)<<16 }
+
+func (e *entry) setID32(id uint32) {
+	e.arg = e.arg&argMask | uint64(id)<<48
+	e.idHi = uint16(id >> 16)
+}
+
+// setID records the ID of entry i, which no reader can reach yet, after
+// its operand (entry.arg).
 func (c *chunk) setID(i uint32, id hal.RuleID) {
 	i &= chunkSize - 1
 	if w := c.wide.Load(); w != nil {
@@ -194,12 +218,12 @@ func (c *chunk) setID(i uint32, id hal.RuleID) {
 		return
 	}
 	if id <= 1<<32-1 {
-		c.ids[i] = uint32(id)
+		c.at(i).setID32(uint32(id))
 		return
 	}
 	w := new([chunkSize]hal.RuleID)
 	for j := range w {
-		w[j] = hal.RuleID(c.ids[j])
+		w[j] = hal.RuleID(c.at(uint32(j)).id32())
 	}
 	w[i] = id
 	c.wide.Store(w)
@@ -236,9 +260,13 @@ func (c *chunk) setCookie(i uint32, ck hal.Cookie) {
 // past it. (Ending chains at the first bucket with an empty slot instead
 // sent a lookup on to a second bucket, a second miss, whenever its home
 // bucket was merely full, some one time in six at three quarters load.)
+//
+// ixw is each slot's index word: the entry index and the hide bits of a
+// batch being published (hideBit). Readers go through ref, which reads it
+// atomically and says whether their view sees the slot.
 type bucket struct {
 	sigs [4]uint64
-	idx  [8]uint32
+	ixw  [8]uint32
 }
 
 const (
@@ -246,18 +274,48 @@ const (
 	overflowBit = 1 << 31
 )
 
+// The entry index of a slot holds, in its top bits, which views' readers
+// do not see it (hideBit): set while the batch that adds or removes it is
+// being published, clear otherwise. Entry indices are below maxEntries.
+const (
+	maxEntries = 1 << 30
+	idxMask    = maxEntries - 1
+)
+
+// hideBit is the bit of a slot's index word that hides it from the readers
+// of view side.
+func hideBit(side int) uint32 { return maxEntries << side }
+
 func (bk *bucket) sig(s int) uint32 { return uint32(bk.sigs[s>>1]>>(32*(s&1))) & sigMask }
 
+// setSig changes slot s's signature. Readers read the signatures while a
+// writer changes them: whole words, atomically.
 func (bk *bucket) setSig(s int, sig uint32) {
 	sh := 32 * (s & 1)
 	w := &bk.sigs[s>>1]
-	*w = *w&^(sigMask<<sh) | uint64(sig)<<sh
+	atomic.StoreUint64(w, *w&^(sigMask<<sh)|uint64(sig)<<sh)
+}
+
+// setIdx stores slot s's index word (an entry index and its hide bits).
+func (bk *bucket) setIdx(s int, x uint32) { atomic.StoreUint32(&bk.ixw[s], x) }
+
+// ref returns the entry index in slot s as a reader of the view with hide
+// bit hide finds it, and whether that reader sees it. Readers never read
+// an entry they do not see: it may be one a batch is writing, or one freed
+// since.
+func (bk *bucket) ref(s int, hide uint32) (uint32, bool) {
+	x := atomic.LoadUint32(&bk.ixw[s])
+	return x & idxMask, x&hide == 0
 }
 
 // overflowed says whether a probe chain goes on past bk.
-func (bk *bucket) overflowed() bool { return bk.sigs[0]&overflowBit != 0 }
+func (bk *bucket) overflowed() bool { return atomic.LoadUint64(&bk.sigs[0])&overflowBit != 0 }
 
-func (bk *bucket) setOverflow() { bk.sigs[0] |= overflowBit }
+func (bk *bucket) setOverflow() {
+	if w := bk.sigs[0]; w&overflowBit == 0 {
+		atomic.StoreUint64(&bk.sigs[0], w|overflowBit)
+	}
+}
 
 // scan returns a mask with bit s set for every slot whose signature is sig,
 // and whether the bucket overflowed (a probe chain goes on to the next).
@@ -270,7 +328,9 @@ func (bk *bucket) scan(sig uint32) (match uint32, more bool) {
 		low31 = 0x7fffffff7fffffff
 	)
 	want := uint64(sig) * lanes
-	w0, w1, w2, w3 := bk.sigs[0], bk.sigs[1], bk.sigs[2], bk.sigs[3]
+	// Atomic loads (plain ones on amd64 and arm64's ordered ones): a
+	// writer changes the words under readers.
+	w0, w1, w2, w3 := atomic.LoadUint64(&bk.sigs[0]), atomic.LoadUint64(&bk.sigs[1]), atomic.LoadUint64(&bk.sigs[2]), atomic.LoadUint64(&bk.sigs[3])
 	more = w0&overflowBit != 0
 	// A lane of x is zero exactly when its slot matches; the top bit of
 	// each lane of t says so, without carries between lanes (no lane of
@@ -353,48 +413,109 @@ func (t *htab) next(bi uint64) uint64 {
 	return bi
 }
 
-// insert adds idx under signature sig. The home bucket comes from the
-// signature, so that a table can be rebuilt from its buckets
+// marks are the hide bits a batch sets on the slots it changes in a table
+// that readers can see: add on the slots it adds (hiding them from the
+// readers of the view being left), del on the slots it removes (hiding
+// them from the readers of the view it is published on). Zero marks, for
+// a table no reader can see yet, make every change final at once.
+type marks struct{ add, del uint32 }
+
+// insert adds x (an entry index, with the batch's add mark) under
+// signature sig and returns its slot (bucket<<3 | slot). The home bucket
+// comes from the signature, so that a table can be rebuilt from its buckets
 // alone, without reading (cache-missing) every entry again. The free slots
 // of a bucket (empty or deleted) are found word-wise (free), not with a
-// branch per slot.
-func (t *htab) insert(sig uint32, idx uint32) {
+// branch per slot. The index goes in before the signature, so that a
+// reader that finds the signature finds the index too.
+//
+// Stores to a table that no reader can see yet (shared false: made by the
+// batch) are plain ones, as is the index word of a slot that was never
+// used: no reader matched its signature, and one that matches the new one
+// reads the index after it (an atomic store of the signature orders them).
+// Atomic stores are locked instructions, and a table's rebuild makes one
+// per entry.
+func (t *htab) insert(sig uint32, x uint32, shared bool) uint64 {
 	for bi := t.home(sig); ; bi = t.next(bi) {
 		b := &t.b[bi]
 		if free := b.free(); free != 0 {
 			s := bits.TrailingZeros32(free) & 7
-			if b.sig(s) == sigTomb {
+			tomb := b.sig(s) == sigTomb
+			if tomb {
 				t.tombs--
 			}
-			b.idx[s] = idx
-			b.setSig(s, sig)
+			if !shared {
+				b.ixw[s] = x
+				sh := 32 * (s & 1)
+				w := &b.sigs[s>>1]
+				*w = *w&^(sigMask<<sh) | uint64(sig)<<sh
+			} else {
+				if tomb {
+					b.setIdx(s, x) // a reader may have matched it before
+				} else {
+					b.ixw[s] = x
+				}
+				b.setSig(s, sig)
+			}
 			t.used++
-			return
+			return bi<<3 | uint64(s)
 		}
 		b.setOverflow()
 	}
 }
 
-func (t *htab) remove(sig uint32, idx uint32) bool {
+// remove takes entry idx, under signature sig, out of the table and
+// returns its slot. With a del mark the slot stays, hidden from the
+// readers of the view the batch is published on, until finalize turns it
+// into a deleted one (readers of the other view still see it meanwhile); a
+// slot that the same batch added, which no reader sees, goes at once. The
+// counts change at once either way: an insert does not take a slot that
+// is only marked, since its signature stays.
+func (t *htab) remove(sig uint32, idx uint32, mk marks) (uint64, bool) {
 	for bi, n := t.home(sig), uint64(0); n < t.nb; bi, n = t.next(bi), n+1 {
 		b := &t.b[bi]
 		m, more := b.scan(sig)
 		for ; m != 0; m &= m - 1 {
-			if s := bits.TrailingZeros32(m) & 7; b.idx[s] == idx {
-				b.setSig(s, sigTomb)
-				t.used--
-				t.tombs++
-				return true
+			s := bits.TrailingZeros32(m) & 7
+			x := b.ixw[s]
+			if x&idxMask != idx || (mk.del != 0 && x&mk.del != 0) {
+				continue
 			}
+			if mk.del == 0 || x&mk.add != 0 {
+				b.setSig(s, sigTomb)
+			} else {
+				b.setIdx(s, x|mk.del)
+			}
+			t.used--
+			t.tombs++
+			return bi<<3 | uint64(s), true
 		}
 		if !more {
-			return false
+			return 0, false
 		}
 	}
-	return false
+	return 0, false
 }
 
-// tupleTab is one view's hash table of one tuple.
+// finalize settles the slot pos that a batch with marks mk changed, once
+// no reader is left on the view the batch was not published on: a slot
+// added, still holding x with the add mark, is shown to every reader; one
+// removed, still holding x with the del mark, becomes a deleted slot. Its
+// hide bit stays: a reader that matched the signature before reads the
+// index word after, and must not take the entry, freed once the batch
+// settles. (The same batch may have removed an added slot and reused it.)
+func (t *htab) finalize(pos uint64, x uint32, add bool, mk marks) {
+	b, s := &t.b[pos>>3], int(pos&7)
+	switch {
+	case add && b.ixw[s] == x|mk.add && b.sig(s) >= 2:
+		b.setIdx(s, x)
+	case !add && b.ixw[s] == x|mk.del && b.sig(s) >= 2:
+		b.setSig(s, sigTomb)
+	}
+}
+
+// tupleTab is one view's header of the hash table of one tuple: both views'
+// point to the same buckets but while a batch that grows the table is
+// published.
 type tupleTab struct {
 	tup     *tuple
 	shape   *tupleShape
@@ -415,6 +536,9 @@ type view struct {
 	// slabs owns the huge-page memory of chunks (hugemem.go): while a
 	// reader can see a chunk, it is not unmapped.
 	slabs []*hugemem.Mem
+	// hide is this view's hideBit: slots with it set are not for its
+	// readers (bucket.ref).
+	hide uint32
 }
 
 type paddedCount struct {
@@ -432,6 +556,7 @@ type leftRight struct {
 func (lr *leftRight) init(n *NIC) {
 	for i := range lr.views {
 		lr.views[i].gens = make([]uint32, 1)
+		lr.views[i].hide = hideBit(i)
 	}
 }
 
@@ -464,7 +589,7 @@ func (lr *leftRight) update(fn func(v *view, side int)) {
 }
 
 func (lr *leftRight) publishEmpty() {
-	lr.update(func(v *view, _ int) { *v = view{gens: make([]uint32, 1)} })
+	lr.update(func(v *view, side int) { *v = view{gens: make([]uint32, 1), hide: hideBit(side)} })
 }
 
 // tuple is the writer's record of one mask.
@@ -482,10 +607,12 @@ type tuple struct {
 	prios map[uint16]int
 	max   uint16
 	tabs  [2]*tupleTab
-	// batchMuts counts the batch's mutations of this tuple while the
-	// first view is changed; on the second, -1 marks a table copied from
-	// the first and -2 one replayed. Zero between batches.
-	batchMuts int
+	// While a batch is published: inBatch says that it changes this
+	// tuple's table, fresh that the table's buckets were made by the
+	// batch (a new tuple's, or grown), which no reader sees before the
+	// switch, so that its changes are final at once. False between
+	// batches.
+	inBatch, fresh bool
 }
 
 func (t *tuple) addPrio(p uint16) {
@@ -524,84 +651,88 @@ func (t *tuple) delPrio(p uint16) {
 	}
 }
 
-// mutation is one change to the hash tables, replayed on both views.
+// mutation is one change to the hash tables.
 type mutation struct {
 	t   *tuple
 	sig uint32
 	idx uint32
 	add bool
+	pos uint64 // the slot it changed (htab.insert, htab.remove)
 }
 
-// copyFraction: a view's table of a tuple is copied from the other view,
-// instead of replaying the batch on it, when the batch changed at least
-// 1/copyFraction as many slots as the table has buckets. A replayed
-// mutation is a random access (a cache miss on a large table) and copying
-// a 64-byte bucket a sequential one, several times cheaper.
-const copyFraction = 4
-
 // applyMutations changes view v (side) as muts say and reorders its tuples.
-// replica says that the other view already holds the batch (update's
-// second call): tables that the batch changed much are copied from there.
+// The first call (replica false) is on the view the batch is published
+// on, before the switch: it makes the changes to the tables, marked
+// (marks) in tables that readers see. The second (replica true), after
+// the switch, when no reader is left on v: it brings v's table headers up
+// to those of the first, frees the buckets a grown table left, and
+// finalizes the marked slots.
 func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica bool) {
 	reorder := false
+	const ahead = MaxBurst / 2
 	if replica {
 		for i := range muts {
 			t := muts[i].t
-			if t.batchMuts < 0 {
-				continue // handled
+			if !t.inBatch {
+				continue // seen
 			}
+			t.inBatch = false
 			src := &t.tabs[1-side].ht
-			if t.batchMuts*copyFraction >= len(src.b) {
-				tab := t.tabs[side]
-				if tab == nil {
-					tab = &tupleTab{tup: t, shape: &t.shape}
-					t.tabs[side] = tab
-					reorder = true
-				}
-				if len(tab.ht.b) != len(src.b) {
-					tab.ht.mem.Free() // this view's: no reader on it
-					tab.ht.b, tab.ht.mem = makeBuckets(len(src.b))
-				}
-				copy(tab.ht.b, src.b)
-				tab.ht.nb, tab.ht.used, tab.ht.tombs = src.nb, src.used, src.tombs
-				t.batchMuts = -1 // copied: skip its mutations below
-			} else {
-				t.batchMuts = -2 // replayed
+			tab := t.tabs[side]
+			if tab == nil {
+				tab = &tupleTab{tup: t, shape: &t.shape}
+				t.tabs[side] = tab
+				reorder = true
+			} else if unsafe.SliceData(tab.ht.b) != unsafe.SliceData(src.b) {
+				tab.ht.mem.Free() // grown: no reader is left on it
 			}
+			tab.ht = *src
 		}
-	}
-	const ahead = MaxBurst / 2
-	prefetchMutations(muts[:min(ahead, len(muts))], side, &w.pf)
-	for i := range muts {
-		if i%ahead == 0 && i+ahead < len(muts) {
-			// One group ahead: its buckets arrive while this one is done.
-			prefetchMutations(muts[i+ahead:min(i+2*ahead, len(muts))], side, &w.pf)
-		}
-		m := &muts[i]
-		if !replica {
-			m.t.batchMuts++
-		} else if m.t.batchMuts == -1 {
-			continue
-		}
-		tab := m.t.tabs[side]
-		if tab == nil {
-			tab = &tupleTab{tup: m.t, shape: &m.t.shape}
-			tab.ht.init(8)
-			m.t.tabs[side] = tab
-			reorder = true
-		}
-		if m.add {
-			if (tab.ht.used+tab.ht.tombs+1)*maxLoadDen > len(tab.ht.b)*8*maxLoadNum {
-				w.grow(tab)
-			}
-			tab.ht.insert(m.sig, m.idx)
-		} else {
-			tab.ht.remove(m.sig, m.idx)
-		}
-	}
-	if replica {
+		mk := marks{add: hideBit(side), del: hideBit(1 - side)}
+		w.prefetchSlots(muts[:min(ahead, len(muts))])
 		for i := range muts {
-			muts[i].t.batchMuts = 0
+			if i%ahead == 0 && i+ahead < len(muts) {
+				w.prefetchSlots(muts[i+ahead : min(i+2*ahead, len(muts))])
+			}
+			if m := &muts[i]; !m.t.fresh {
+				m.t.tabs[side].ht.finalize(m.pos, m.idx, m.add, mk)
+			}
+		}
+		for i := range muts {
+			muts[i].t.fresh = false
+		}
+	} else {
+		shared := marks{add: hideBit(1 - side), del: hideBit(side)}
+		prefetchMutations(muts[:min(ahead, len(muts))], side, &w.pf)
+		for i := range muts {
+			if i%ahead == 0 && i+ahead < len(muts) {
+				// One group ahead: its buckets arrive while this one is done.
+				prefetchMutations(muts[i+ahead:min(i+2*ahead, len(muts))], side, &w.pf)
+			}
+			m := &muts[i]
+			t := m.t
+			t.inBatch = true
+			tab := t.tabs[side]
+			if tab == nil {
+				tab = &tupleTab{tup: t, shape: &t.shape}
+				tab.ht.init(8)
+				t.tabs[side] = tab
+				t.fresh = true
+				reorder = true
+			}
+			mk := shared
+			if t.fresh {
+				mk = marks{}
+			}
+			if m.add {
+				if (tab.ht.used+tab.ht.tombs+1)*maxLoadDen > len(tab.ht.b)*8*maxLoadNum {
+					w.grow(tab, mk, t.fresh)
+					t.fresh, mk = true, marks{}
+				}
+				m.pos = tab.ht.insert(m.sig, m.idx|mk.add, !t.fresh)
+			} else {
+				m.pos, _ = tab.ht.remove(m.sig, m.idx, mk)
+			}
 		}
 	}
 	v.chunks, v.ents = w.chunks, w.ents
@@ -649,7 +780,7 @@ func prefetchMutations(muts []mutation, side int, pf *[MaxBurst]uintptr) {
 	n := 0
 	for i := range muts {
 		m := &muts[i]
-		if tab := m.t.tabs[side]; tab != nil && m.t.batchMuts != -1 {
+		if tab := m.t.tabs[side]; tab != nil {
 			pf[n] = uintptr(unsafe.Pointer(&tab.ht.b[tab.ht.home(m.sig)]))
 			n++
 		}
@@ -657,9 +788,28 @@ func prefetchMutations(muts []mutation, side int, pf *[MaxBurst]uintptr) {
 	prefetch.Lines(pf[:n])
 }
 
+// prefetchSlots starts loading the buckets that finalize changes for
+// muts (at most MaxBurst).
+func (w *writerState) prefetchSlots(muts []mutation) {
+	n := 0
+	for i := range muts {
+		if m := &muts[i]; !m.t.fresh {
+			// Both views' headers agree by now: the first's is read.
+			ht := &m.t.tabs[0].ht
+			w.pf[n] = uintptr(unsafe.Pointer(&ht.b[m.pos>>3]))
+			n++
+		}
+	}
+	prefetch.Lines(w.pf[:n])
+}
+
 // grow rebuilds tab's hash table, half as large again unless deleted slots
-// were most of the load, from the entries it holds.
-func (w *writerState) grow(tab *tupleTab) {
+// were most of the load, from the entries it holds, with the batch's
+// changes so far (marks mk) settled: the new buckets are for the view the
+// batch is published on, whose readers see the batch. The old ones stay
+// for the other view's readers, unless the batch made them (fresh): no
+// reader saw those.
+func (w *writerState) grow(tab *tupleTab, mk marks, fresh bool) {
 	old := tab.ht
 	nb := len(old.b)
 	if old.used*2 >= nb*8*maxLoadNum/maxLoadDen {
@@ -670,11 +820,13 @@ func (w *writerState) grow(tab *tupleTab) {
 		b := &old.b[bi]
 		for s := 0; s < 8; s++ {
 			if x := b.sig(s); x >= 2 {
-				tab.ht.insert(x, b.idx[s])
+				if ix := b.ixw[s]; mk.del == 0 || ix&mk.del == 0 {
+					tab.ht.insert(x, ix&idxMask, false)
+				}
 			}
 		}
 	}
-	// No reader is on this view (see leftRight.update): the old array
-	// goes at once rather than at the collector's next cycle.
-	old.mem.Free()
+	if fresh {
+		old.mem.Free()
+	}
 }
