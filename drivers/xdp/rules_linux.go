@@ -142,23 +142,6 @@ func (b *mapBackend) put4(k *bpfKey, v *bpfFlowVal) error {
 	return nil
 }
 
-// warm4 prefetches the table4 slots that the entries of keys (exact IPv4
-// keys of an exact4 shape) will be written to; keys of other frames go to
-// flows and are skipped.
-func (b *mapBackend) warm4(keys []bpfKey) {
-	var k4s [warmAhead]bpfKey4
-	n := 0
-	for i := range keys {
-		k := keys[i]
-		if markFlows4(&k); k.Pad == inFlows4 && n < len(k4s) {
-			k4s[n] = key4(&k)
-			n++
-		}
-	}
-	var addrs [warmAhead * prefetchLines]uintptr
-	b.t4.prefetch(k4s[:n], addrs[:])
-}
-
 // putBatch writes keys[i]→vals[i] into m, in BPF batch updates (one
 // system call for as many entries as the kernel takes at a time).
 func putBatch[K any](m *ebpf.Map, keys []K, vals []bpfFlowVal) (int, error) {

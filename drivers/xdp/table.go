@@ -25,13 +25,6 @@ type backend interface {
 	resetCounter(idx uint32) error
 }
 
-// warmer is a backend that can start loading, ahead of the writes, where
-// the entries of the given keys (masked by an exact4 shape) will be
-// written: table4's slots, cold cache lines of a big mmap.
-type warmer interface {
-	warm4(keys []bpfKey)
-}
-
 // errFull marks a backend failure that means "no room" (E2BIG/ENOSPC from a
 // full hash map), translated to hal.ErrTableFull.
 var errFull = errors.New("map full")
@@ -739,7 +732,6 @@ func (t *table) warm(ops []hal.Op) {
 	if m := t.lastMask; m != nil && m.refs > 0 {
 		// The hashes first, then the probes back to back.
 		var hs [warmAhead]uint64
-		var keys [warmAhead]bpfKey
 		n := 0
 		for i := range ops {
 			if ops[i].Kind != hal.OpAdd {
@@ -749,12 +741,8 @@ func (t *table) warm(ops []hal.Op) {
 			if mask == m.mask {
 				key.MaskID = m.id
 				hs[n] = t.entries.hash(&key)
-				keys[n] = key
 				n++
 			}
-		}
-		if w, ok := t.be.(warmer); ok && m.exact4 {
-			w.warm4(keys[:n])
 		}
 		for _, h := range hs[:n] {
 			if t.entries.m[h] != nil {

@@ -3,8 +3,6 @@ package xdp
 import (
 	"sync/atomic"
 	"unsafe"
-
-	"github.com/nicpath/nicpath/internal/prefetch"
 )
 
 // table4 is the user-space side of the BPF array table4 (bpf/lib/maps.h):
@@ -137,29 +135,4 @@ func (t *table4) del(k *bpfKey4) bool {
 	}
 	t.retire(uint32(i))
 	return true
-}
-
-// prefetchLines is how many cache lines prefetch takes per key at most:
-// one of tags, and the lines a slot spans.
-const prefetchLines = 1 + (int(slot4Size)+63)/64 + 1
-
-// prefetch starts loading what putting each of keys touches: its window's
-// tags and its base slot, where a free window puts it. The addresses go
-// into addrs, whose room bounds how many keys are taken.
-func (t *table4) prefetch(keys []bpfKey4, addrs []uintptr) {
-	n := 0
-	for i := range keys {
-		base, _ := t.base(&keys[i])
-		if n+prefetchLines > len(addrs) {
-			break
-		}
-		addrs[n] = uintptr(unsafe.Pointer(&t.tags[base]))
-		n++
-		s := uintptr(unsafe.Pointer(t.slot(base)))
-		for a := s &^ 63; a < s+slot4Size; a += 64 {
-			addrs[n] = a
-			n++
-		}
-	}
-	prefetch.Lines(addrs[:n])
 }
