@@ -26,6 +26,7 @@ const (
 	nicpathMapPorts        = "ports"
 	nicpathMapReasonStats  = "reason_stats"
 	nicpathMapRuleCounters = "rule_counters"
+	nicpathMapScratch      = "scratch"
 	nicpathMapTable4       = "table4"
 	nicpathMapTrace        = "trace"
 	nicpathMapTunEps       = "tun_eps"
@@ -96,6 +97,7 @@ type nicpathMapSpecs struct {
 	Ports        *ebpf.MapSpec `ebpf:"ports"`
 	ReasonStats  *ebpf.MapSpec `ebpf:"reason_stats"`
 	RuleCounters *ebpf.MapSpec `ebpf:"rule_counters"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	Table4       *ebpf.MapSpec `ebpf:"table4"`
 	Trace        *ebpf.MapSpec `ebpf:"trace"`
 	TunEps       *ebpf.MapSpec `ebpf:"tun_eps"`
@@ -142,6 +144,7 @@ type nicpathMaps struct {
 	Ports        *ebpf.Map `ebpf:"ports"`
 	ReasonStats  *ebpf.Map `ebpf:"reason_stats"`
 	RuleCounters *ebpf.Map `ebpf:"rule_counters"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
 	Table4       *ebpf.Map `ebpf:"table4"`
 	Trace        *ebpf.Map `ebpf:"trace"`
 	TunEps       *ebpf.Map `ebpf:"tun_eps"`
@@ -160,6 +163,7 @@ func (m *nicpathMaps) Close() error {
 		m.Ports,
 		m.ReasonStats,
 		m.RuleCounters,
+		m.Scratch,
 		m.Table4,
 		m.Trace,
 		m.TunEps,

@@ -102,9 +102,17 @@ func (e *entryState) key() (bpfKey, bool) {
 // rs already encoded.
 func (t *table) value(e *entryState, rs *ruleState, enc *bpfRule) bpfFlowVal {
 	var v bpfFlowVal
+	t.valueInto(&v, e, rs, enc)
+	return v
+}
+
+// valueInto is value written into v, every slot of it: on a bulk load
+// the value is 320 bytes, built where it is written from.
+func (t *table) valueInto(v *bpfFlowVal, e *entryState, rs *ruleState, enc *bpfRule) {
 	for i, s := range e.slots {
 		switch {
 		case s == nil:
+			v.Slot[i] = bpfRule{}
 		case s == rs && enc != nil:
 			v.Slot[i] = *enc
 			v.Slot[i].Counter = rs.enc.Counter
@@ -112,7 +120,6 @@ func (t *table) value(e *entryState, rs *ruleState, enc *bpfRule) bpfFlowVal {
 			v.Slot[i] = t.slot(s)
 		}
 	}
-	return v
 }
 
 func (e *entryState) empty() bool { return e.slots == [slotsPerEntry]*ruleState{} }
@@ -300,13 +307,15 @@ func (t *table) attachKeys(rs *ruleState, key, mask bpfKey) error {
 		k.MaskID = ms.id
 		e = t.entries.get(&k)
 	}
-	return t.attachFound(rs, key, mask, ms, e)
+	return t.attachFound(rs, key, mask, ms, e, 0, false)
 }
 
 // attachFound is attachKeys once the caller has looked up the mask shape
 // (ms, nil when new) and, for a known shape, the entry of key under it (e,
-// nil when none).
-func (t *table) attachFound(rs *ruleState, key, mask bpfKey, ms *maskState, e *entryState) error {
+// nil when none). When hashed is set, h is the entry index's hash of key
+// under ms (which is then not nil), so that a new entry is indexed without
+// hashing its key again.
+func (t *table) attachFound(rs *ruleState, key, mask bpfKey, ms *maskState, e *entryState, h uint64, hashed bool) error {
 	if ms == nil {
 		if len(t.masks) >= maxMasks {
 			return fmt.Errorf("%s: all %d mask shapes are in use: %w", t.driver, maxMasks, hal.ErrTableFull)
@@ -344,6 +353,7 @@ func (t *table) attachFound(rs *ruleState, key, mask bpfKey, ms *maskState, e *e
 		t.dirty = true
 		key.MaskID = ms.id
 		e = nil
+		hashed = false
 	}
 	ms.refs++
 	if rs.rule.Priority > ms.maxPrio || ms.refs == 1 {
@@ -363,7 +373,11 @@ func (t *table) attachFound(rs *ruleState, key, mask bpfKey, ms *maskState, e *e
 		}
 	}
 	if fresh {
-		t.entries.put(&key, e) // after the slot: the index reads the key from it
+		// after the slot: the index reads the key from it
+		if !hashed {
+			h = t.entries.hash(&key)
+		}
+		t.entries.putHashed(h, e)
 	}
 	rs.mask, rs.entry = ms, e
 	t.rules[rs.rule.ID] = rs
@@ -751,16 +765,19 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 	key, mask := matchKeys(&r.Match)
 	ms := t.findMask(&mask)
 	var e *entryState
+	var h uint64
 	if ms != nil {
 		k := key
 		k.MaskID = ms.id
-		if e = t.entries.get(&k); e != nil && e.pending {
+		h = t.entries.hash(&k)
+		if e = t.entries.getHashed(&k, h); e != nil && e.pending {
 			t.flush(results)
 			// The flush may have undone rules (a write that did not
 			// land): look the shape and the entry up again.
 			if ms = t.findMask(&mask); ms != nil {
 				k.MaskID = ms.id
-				e = t.entries.get(&k)
+				h = t.entries.hash(&k)
+				e = t.entries.getHashed(&k, h)
 			} else {
 				e = nil
 			}
@@ -768,7 +785,7 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 	}
 	rs := t.newRuleState()
 	rs.rule, rs.enc = t.keepRule(r), ruleEnc{Flags: enc.Flags}
-	if err := t.attachFound(rs, key, mask, ms, e); err != nil {
+	if err := t.attachFound(rs, key, mask, ms, e, h, ms != nil); err != nil {
 		*rs = ruleState{} // drop its references; the slot is not reused
 		results[i].Err = err
 		return
@@ -782,7 +799,8 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 		// call: written now rather than gathered (entries of other
 		// maps in flight are independent of it, and none is this one:
 		// a pending entry was flushed above).
-		t.one.keys[0], t.one.vals[0] = key, t.value(rs.entry, rs, &enc)
+		t.one.keys[0] = key
+		t.valueInto(&t.one.vals[0], rs.entry, rs, &enc)
 		if _, err := t.be.putEntries(t.one.keys[:], t.one.vals[:]); err != nil {
 			t.detach(rs)
 			results[i].Err = t.opErr("add", rs.rule.ID, err)
@@ -792,7 +810,8 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 	rs.entry.pending = true
 	p := &t.pend
 	p.keys = append(p.keys, key)
-	p.vals = append(p.vals, t.value(rs.entry, rs, &enc))
+	p.vals = append(p.vals, bpfFlowVal{})
+	t.valueInto(&p.vals[len(p.vals)-1], rs.entry, rs, &enc)
 	p.ops = append(p.ops, i)
 	p.rules = append(p.rules, rs)
 	if len(p.rules) >= t.chunk {

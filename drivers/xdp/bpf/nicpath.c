@@ -44,44 +44,47 @@ int nicpath_xdp(struct xdp_md *ctx)
 	if (r != 0)
 		return to_host(ctx, r, key.vni, 0);
 
-	struct rule ru;
+	__u32 zero = 0;
+	struct rule *rp = bpf_map_lookup_elem(&scratch, &zero);
+	if (!rp)
+		return drop(R_MALFORMED, 0);
 	int have = 0;
 	if (key.eth_type == 0x0800 && key.tun_kind == TUN_NONE) {
-		have = lookup4(&key, &ru);
+		have = lookup4(&key, rp);
 		if (have == LOOKUP_FINAL)
 			goto found;
 	}
-	if (!lookup(&key, &ru, have)) {
+	if (!lookup(&key, rp, have)) {
 		if (st.partial)
 			complete_csums(ctx, &st, 0);
 		return to_host(ctx, R_MISS, key.vni, 0);
 	}
 found:;
 
-	__u16 flags = ru.flags;
+	__u16 flags = rp->flags;
 	if (flags & ACT_COUNT) {
-		__u32 ci = ru.counter;
+		__u32 ci = rp->counter;
 		struct counters *c = bpf_map_lookup_elem(&rule_counters, &ci);
 		if (c) {
 			c->packets++;
 			c->bytes += len;
 		}
 	}
-	if (ru.terminal != TERM_OUTPUT && ru.terminal != TERM_TOHOST)
-		return drop(ru.reason, ru.id);
+	if (rp->terminal != TERM_OUTPUT && rp->terminal != TERM_TOHOST)
+		return drop(rp->reason, rp->id);
 	/* Whatever leaves toward a VM, the wire or the host carries complete
 	 * checksums: an xdp_frame (and a perf event) has no checksum state
 	 * to finish them later. */
 	if (st.partial)
-		complete_csums(ctx, &st, ru.terminal == TERM_OUTPUT && (flags & ACT_DECAP));
-	if (ru.terminal == TERM_TOHOST)
-		return to_host(ctx, ru.reason, key.vni, ru.id);
+		complete_csums(ctx, &st, rp->terminal == TERM_OUTPUT && (flags & ACT_DECAP));
+	if (rp->terminal == TERM_TOHOST)
+		return to_host(ctx, rp->reason, key.vni, rp->id);
 
 	/* Checks that send the frame to the host as it arrived, before any
 	 * change: an expiring TTL, a frame too big for the egress port. */
 	if ((flags & ACT_DEC_TTL) && st.l3 && ttl_of(ctx, st.l3, st.v6) <= 1)
-		return to_host(ctx, R_TTL, key.vni, ru.id);
-	__u32 out = ru.out_port;
+		return to_host(ctx, R_TTL, key.vni, rp->id);
+	__u32 out = rp->out_port;
 	__u32 final_len = len;
 	__u32 tagged = st.vlan_off ? 1 : 0;
 	__u32 decap_off = (flags & ACT_DECAP) ? st.inner : 0;
@@ -96,38 +99,38 @@ found:;
 		tagged = 1;
 	}
 	if (flags & ACT_ENCAP) {
-		final_len += ru.encap_len;
+		final_len += rp->encap_len;
 		tagged = 0;
 	}
 	struct port_cfg *pc = bpf_map_lookup_elem(&ports, &out);
 	if (pc && pc->mtu && final_len > pc->mtu + 14 + 4 * tagged)
-		return to_host(ctx, R_MTU, key.vni, ru.id);
+		return to_host(ctx, R_MTU, key.vni, rp->id);
 
 	if (decap_off || pop) {
 		if (strip_head(ctx, decap_off, pop))
-			return drop(R_MALFORMED, ru.id);
+			return drop(R_MALFORMED, rp->id);
 		__u32 moved = decap_off + (pop ? 4 : 0);
 		st.l3 = st.l3 ? st.l3 - moved : 0;
 		st.l4 = st.l4 ? st.l4 - moved : 0;
 	}
 	if (flags & (ACT_SET_ETH_SRC | ACT_SET_ETH_DST | ACT_SET_IP_SRC | ACT_SET_IP_DST |
 		     ACT_SET_L4_SRC | ACT_SET_L4_DST | ACT_DEC_TTL)) {
-		if (rewrite(ctx, &ru, &st, key.proto))
-			return drop(R_MALFORMED, ru.id);
+		if (rewrite(ctx, rp, &st, key.proto))
+			return drop(R_MALFORMED, rp->id);
 	}
-	if ((flags & ACT_PUSH_VLAN) && push_vlan(ctx, ru.vlan_tci))
-		return drop(R_MTU, ru.id);
+	if ((flags & ACT_PUSH_VLAN) && push_vlan(ctx, rp->vlan_tci))
+		return drop(R_MTU, rp->id);
 	if (flags & ACT_ENCAP) {
 		/* 42 and 50: IPv4 outer headers; 62 and 70: IPv6 */
 		__u32 h = flow_hash(&key);
-		if (ru.encap_len > 50 ? encap6(ctx, &ru, h) : encap(ctx, &ru, h))
-			return drop(R_MTU, ru.id);
+		if (rp->encap_len > 50 ? encap6(ctx, rp, h) : encap(ctx, rp, h))
+			return drop(R_MTU, rp->id);
 	}
 
 	long rc = bpf_redirect_map(&tx_ports, out, XDP_DROP);
 	if (rc != XDP_REDIRECT)
-		return drop(R_NOPORT, ru.id);
-	record(V_OUTPUT, out, 0, ru.id);
+		return drop(R_NOPORT, rp->id);
+	record(V_OUTPUT, out, 0, rp->id);
 	struct port_stats *tx = bpf_map_lookup_elem(&port_stats, &out);
 	if (tx) {
 		tx->tx_packets++;

@@ -103,10 +103,29 @@ static __always_inline int probe4(__u64 w0, __u64 w1, __u64 w2, __u64 w3, struct
 #define LOOKUP_FOUND 1
 #define LOOKUP_FINAL 2
 
-__global int lookup4(struct flow_key *key, struct rule *out)
+/* lookup4_over looks the compact key w0..w3 up in flows4, table4's
+ * overflow, and copies the better live rule into out: 1 when it found one.
+ * A function of its own: the key it needs on the stack stays off the main
+ * program's frame, and only a key table4 does not hold while flows4 has
+ * entries pays the call. */
+__global int lookup4_over(__u64 w0, __u64 w1, __u64 w2, __u64 w3, struct rule *out)
 {
-	if (!key || !out)
+	if (!out)
 		return 0;
+	__u64 k4[4] = { w0, w1, w2, w3 };
+	struct flow_val *v = bpf_map_lookup_elem(&flows4, k4);
+	if (!v)
+		return 0;
+	struct rule *best = 0;
+	best_of(v, &best);
+	if (!best)
+		return 0;
+	__builtin_memcpy(out, best, sizeof(*out));
+	return 1;
+}
+
+static __always_inline int lookup4(struct flow_key *key, struct rule *out)
+{
 	__u64 w0 = (__u64)key->in_port | (__u64)*(const __u32 *)(key->ip_src + 12) << 32;
 	__u64 w1 = (__u64)*(const __u32 *)(key->ip_dst + 12) | (__u64)key->l4_src << 32 | (__u64)key->l4_dst << 48;
 	__u64 w2 = *(const __u64 *)key->eth_src; /* eth_src and eth_dst[0:2] */
@@ -117,15 +136,8 @@ __global int lookup4(struct flow_key *key, struct rule *out)
 		struct cfg *ov = bpf_map_lookup_elem(&config, &one);
 		if (!ov || !ov->bank)
 			return 0;
-		__u64 k4[4] = { w0, w1, w2, w3 };
-		struct flow_val *v = bpf_map_lookup_elem(&flows4, k4);
-		if (!v)
+		if (!lookup4_over(w0, w1, w2, w3, out))
 			return 0;
-		struct rule *best = 0;
-		best_of(v, &best);
-		if (!best)
-			return 0;
-		__builtin_memcpy(out, best, sizeof(*out));
 	}
 	struct cfg *cf = bpf_map_lookup_elem(&config, &zero);
 	if (!cf)

@@ -287,8 +287,10 @@ struct {
 	__uint(max_entries, MAX_PORTS);
 } ports SEC(".maps");
 
+/* Port ID → ifindex. An array: port IDs are small and dense, and the
+ * redirect's lookup is then an index rather than a hash and a list walk. */
 struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
 	__type(key, __u32);
 	__type(value, __u32);
 	__uint(max_entries, MAX_PORTS);
@@ -308,6 +310,19 @@ struct {
 	__type(value, struct tun_ep);
 	__uint(max_entries, MAX_PORTS);
 } tun_eps SEC(".maps");
+
+/* The rule a packet acts on, copied out of its entry: per CPU, since a
+ * program runs to its end on one CPU without another instance of it
+ * starting there (softirq, or BPF_PROG_TEST_RUN with bottom halves off).
+ * Off the stack, so that the main program, the lookup inlined in it and
+ * the functions it calls stay within BPF's 512 bytes of stack (Debian's
+ * 6.1 kernel rounds each frame up to 32 bytes). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct rule);
+	__uint(max_entries, 1);
+} scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
