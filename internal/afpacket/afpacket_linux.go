@@ -33,10 +33,11 @@ type Socket struct {
 	rfrom unix.RawSockaddrLinklayer
 
 	// sendMu guards the sendmsg/sendmmsg arguments below: one address for
-	// the socket's life, and the message vectors, reused so that sending
-	// allocates nothing (after the first batch of a given size).
+	// the socket's life (nil when the bound one does: see Open), and the
+	// message vectors, reused so that sending allocates nothing (after
+	// the first batch of a given size).
 	sendMu sync.Mutex
-	sendTo unix.RawSockaddrLinklayer
+	sendTo *unix.RawSockaddrLinklayer
 	msgs   []unix.Mmsghdr
 	iovs   []unix.Iovec
 }
@@ -67,12 +68,15 @@ func Open(ifname string, o Options) (*Socket, error) {
 		return nil, fmt.Errorf("afpacket: socket for %s: %w", ifname, err)
 	}
 	s := &Socket{fd: fd, ifindex: ifi.Index, name: ifname, sendOnly: o.SendOnly, skipOut: o.SkipOutgoing, vnet: o.VnetHdr}
-	// Sent frames carry the bound protocol, as the kernel's own default
-	// would; for a single ethertype (which other frames would be mislabelled
-	// with) 0, which has the kernel read the frame's own ethertype.
-	s.sendTo = unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Ifindex: int32(ifi.Index)}
-	if proto == unix.ETH_P_ALL {
-		s.sendTo.Protocol = htons(unix.ETH_P_ALL)
+	// Sent frames go out of the bound interface. A socket bound to every
+	// protocol (or, SendOnly, to none) sends with no address: the kernel
+	// takes the bound interface (cached at bind, where an address costs a
+	// copy and a lookup of the interface per frame) and reads each frame's
+	// own ethertype. One bound to a single ethertype, which the bound
+	// protocol would mislabel other frames with, names the interface and
+	// protocol 0, which has the kernel read the frame's own ethertype too.
+	if proto != unix.ETH_P_ALL && proto != 0 {
+		s.sendTo = &unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Ifindex: int32(ifi.Index)}
 	}
 	fail := func(what string, err error) (*Socket, error) {
 		unix.Close(fd)
@@ -366,8 +370,11 @@ func (s *Socket) sendLocked(one []byte, batch [][]byte) (int, error) {
 			last.Base = &f[0]
 		}
 		last.SetLen(len(f))
-		s.msgs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{Name: (*byte)(unsafe.Pointer(&s.sendTo)),
-			Namelen: uint32(unsafe.Sizeof(s.sendTo)), Iov: &iov[0]}}
+		s.msgs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{Iov: &iov[0]}}
+		if s.sendTo != nil {
+			s.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(s.sendTo))
+			s.msgs[i].Hdr.Namelen = uint32(unsafe.Sizeof(*s.sendTo))
+		}
 		s.msgs[i].Hdr.SetIovlen(per)
 	}
 	// First without waiting, as a raw system call: one that cannot block

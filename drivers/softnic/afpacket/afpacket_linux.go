@@ -20,7 +20,13 @@ import (
 type Binding struct {
 	port   *softnic.Port
 	ifname string
-	sock   *rawsock.Socket
+	sock   *rawsock.Socket // receives
+	// txSock sends: a socket of its own, which receives nothing, so that
+	// no one waits on it. The kernel tells a socket's waiters that it has
+	// room again each time a frame it sent is freed; the receiving
+	// socket's waiter (the ring's epoll) was woken so, and looked away,
+	// for every frame the binding sent.
+	txSock *rawsock.Socket
 	ring   *rxRing // nil: frames are read with recvmsg
 	wait   *ringWaiter
 	log    *slog.Logger
@@ -56,11 +62,18 @@ func Bind(port *softnic.Port, ifname string, o Options) (*Binding, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Frames go out as they are: a virtio-net header would only ever ask
+	// for nothing.
+	txSock, err := rawsock.Open(ifname, rawsock.Options{SendOnly: true})
+	if err != nil {
+		sock.Close()
+		return nil, err
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Binding{port: port, ifname: ifname, sock: sock, done: make(chan struct{}), kick: make(chan struct{}, 1),
+	b := &Binding{port: port, ifname: ifname, sock: sock, txSock: txSock, done: make(chan struct{}), kick: make(chan struct{}, 1),
 		tx: newTransmitter(), log: log.With("port", port.Info().Name, "interface", ifname)}
 	ring, err := (*rxRing)(nil), errors.New("the test asked for none")
 	if !testNoRing {
@@ -112,6 +125,7 @@ func (b *Binding) Close() error {
 			b.ring.close()
 		}
 		b.sock.Close()
+		b.txSock.Close()
 		b.txMu.Unlock()
 	})
 	return nil
@@ -434,7 +448,7 @@ func (b *Binding) transmitLocked() int {
 		t.out[i] = t.bufs[i][:t.sizes[i]]
 	}
 	for sent := 0; sent < n; {
-		k, err := b.sock.SendBatch(t.out[sent:n])
+		k, err := b.txSock.SendBatch(t.out[sent:n])
 		b.c.tx.Add(uint64(k))
 		sent += k
 		if err != nil {

@@ -58,8 +58,10 @@
 //     watches the socket), not in a blocking system call, so an idle
 //     binding holds no thread. Should the kernel refuse the ring, frames
 //     are read with recvmsg, one call each.
-//   - Frames go out with sendmmsg, up to 64 per system call, behind a
-//     virtio-net header that asks for nothing; receiving and sending
+//   - Frames go out with sendmmsg, up to 64 per system call, on a socket
+//     of their own that receives nothing (no one waits on it, so the
+//     kernel wakes no one as it frees what was sent), with no address
+//     (the kernel takes the bound interface); receiving and sending
 //     allocate nothing.
 //   - The interface is put in promiscuous mode for the socket's lifetime
 //     (a membership, dropped when the socket closes), since a vport receives
