@@ -123,3 +123,46 @@ func TestQueueRuleIsExact(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveFlowNoAllocs: removing a flow allocates nothing: the removed
+// flow holds the switch's one empty action set (each removal allocated one
+// of its own) and its table's slot and rule go back.
+func TestRemoveFlowNoAllocs(t *testing.T) {
+	h := newBenchHost(t, smallPolicy(t, nil), 0)
+	batch, fill := newFlowBatch(h)
+	ctx := context.Background()
+	for i := 0; i < 4; i++ {
+		fill(i * len(batch))
+		if err := h.sw.HandleBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		h.uplink.Discard()
+	}
+	s := h.sw
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var flows []*flow
+	for f := range s.flows.all() {
+		flows = append(flows, f)
+	}
+	const runs = 100
+	if len(flows) < runs+1 {
+		t.Fatalf("%d flows, want more than %d", len(flows), runs)
+	}
+	next := 0
+	allocs := testing.AllocsPerRun(runs, func() {
+		s.removeFlow(flows[next])
+		next++
+	})
+	if allocs != 0 {
+		t.Errorf("%.2f allocations per removed flow, want 0", allocs)
+	}
+	for _, f := range flows[:next] {
+		if !f.dead || f.acts == nil || len(f.acts.acts) != 0 {
+			t.Fatalf("a removed flow: dead %v, actions %v", f.dead, f.acts)
+		}
+	}
+	if n := s.flows.Len(); n != len(flows)-next {
+		t.Fatalf("%d flows left of %d after %d removals", n, len(flows), next)
+	}
+}

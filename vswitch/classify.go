@@ -99,9 +99,13 @@ type walk struct {
 	p   policy.Packet
 	v   verdict
 	ttl uint8
-	// l4: the walk read the key's transport ports (or ICMP type), directly
-	// or through the connection table; see classify's result.
-	l4 bool
+	// l4: the walk read the key's transport ports (or ICMP type) in the
+	// policy; ctRead: it asked a non-empty connection table, whose keys
+	// carry the ports. See classify's result.
+	l4, ctRead bool
+	// deps collects the ACL layers the walk passed (by value: a pointer
+	// kept here would move the caller's walkDeps to the heap, as with v).
+	deps walkDeps
 	// hint: the first route lookup, done ahead (nil: none).
 	hint *routeHint
 }
@@ -140,10 +144,34 @@ type routeHint struct {
 // already done, when hint (which may be nil) is for the same state,
 // tenant and destination.
 func (c *compiled) classifyHinted(k *hal.FlowKey, uplink hal.PortID, ttl uint8, ct *conntrack, tr *tracer, v *verdict, hint *routeHint) (anyPorts bool) {
+	return c.classifyDeps(k, uplink, ttl, ct, tr, v, hint, nil)
+}
+
+// walkDeps is what a walk's verdict depends on besides the policy and the
+// key's fields other than its ports: the ACL layers it passed, as
+// connection keys with their ports zeroed (walkmemo.go).
+type walkDeps struct {
+	layers [2]connKey
+	n      int
+	// portFree: the verdict holds for every key that differs from k only
+	// in its ports, as long as no connection is tracked at any of the
+	// layers between the same endpoints: the walk read no port in the
+	// policy, found no connection established, opened none, and was not
+	// denied (a deny names its packet, ports included). Set by classifyDeps.
+	portFree bool
+}
+
+// classifyDeps is classifyHinted that also fills deps, when not nil.
+func (c *compiled) classifyDeps(k *hal.FlowKey, uplink hal.PortID, ttl uint8, ct *conntrack, tr *tracer, v *verdict, hint *routeHint, deps *walkDeps) (anyPorts bool) {
 	w := walk{c: c, ct: ct, tr: tr, p: packetOf(k, ttl), ttl: ttl, hint: hint}
 	w.classify(k, uplink)
 	*v = w.v
-	return !w.l4 && w.v.nrec == 0 && w.v.nused == 0 && !w.v.hasDenied
+	free := !w.l4 && w.v.nrec == 0 && w.v.nused == 0 && !w.v.hasDenied
+	if deps != nil {
+		*deps = w.deps
+		deps.portFree = free && deps.n <= len(deps.layers)
+	}
+	return free && !w.ctRead
 }
 
 func (w *walk) classify(k *hal.FlowKey, uplink hal.PortID) {
@@ -517,8 +545,13 @@ func (w *walk) senderMatches(t *tenantInfo, src, outer netip.Addr) bool {
 func (w *walk) aclLayer(vm *vmInfo, dir policy.Direction, p *policy.Packet) bool {
 	v := &w.v
 	ck := connKeyOf(vm.id, dir, p)
+	if d := &w.deps; d.n < len(d.layers) {
+		d.layers[d.n] = ck
+		d.layers[d.n].srcPort, d.layers[d.n].dstPort = 0, 0
+	}
+	w.deps.n++
 	if w.ct != nil && len(w.ct.conns) > 0 {
-		w.l4 = true
+		w.ctRead = true
 	}
 	if w.ct != nil && len(w.ct.conns) > 0 && w.ct.established(ck) {
 		if v.nused < len(v.used) {

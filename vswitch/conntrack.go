@@ -60,14 +60,20 @@ type conntrack struct {
 	// filter has, for every key in conns, the two bits of filterBits set
 	// (and some of removed keys until the next rebuild); its length is a
 	// power of two.
-	filter  []uint64
-	removed int // keys removed since the filter was rebuilt
+	filter []uint64
+	// pairs is the same kind of filter over the keys with their ports
+	// zeroed: for every key in conns, its endpoints' bits are set (and
+	// some of removed keys' until the next rebuild). The walk memo asks it
+	// whether any connection, whatever its ports, passes a layer between
+	// two endpoints (walkmemo.go). Same length as filter.
+	pairs   []uint64
+	removed int // keys removed since the filters were rebuilt
 	seed    [2]uint64
 }
 
 func newConntrack() *conntrack {
 	return &conntrack{conns: map[connKey]*conn{}, filter: make([]uint64, filterMinWords),
-		seed: [2]uint64{rand.Uint64() | 1, rand.Uint64() | 1}}
+		pairs: make([]uint64, filterMinWords), seed: [2]uint64{rand.Uint64() | 1, rand.Uint64() | 1}}
 }
 
 // filterMinWords is the filter's smallest size; it grows to hold 16 bits
@@ -91,6 +97,8 @@ func (t *conntrack) add(c *conn) {
 	}
 	w, b := t.filterBits(&c.key)
 	t.filter[w] |= b
+	w, b = t.pairBits(&c.key)
+	t.pairs[w] |= b
 }
 
 // remove forgets the connection with key k.
@@ -112,12 +120,16 @@ func (t *conntrack) rebuild(words int) {
 	}
 	if words == len(t.filter) {
 		clear(t.filter)
+		clear(t.pairs)
 	} else {
 		t.filter = make([]uint64, words)
+		t.pairs = make([]uint64, words)
 	}
 	for k := range t.conns {
 		w, b := t.filterBits(&k)
 		t.filter[w] |= b
+		w, b = t.pairBits(&k)
+		t.pairs[w] |= b
 	}
 	t.removed = 0
 }
@@ -126,6 +138,21 @@ func (t *conntrack) rebuild(words int) {
 func (t *conntrack) mayHave(k *connKey) bool {
 	w, b := t.filterBits(k)
 	return t.filter[w]&b == b
+}
+
+// mayHavePair reports whether a key that differs from k at most in its
+// ports may be in the table; false is certain.
+func (t *conntrack) mayHavePair(k *connKey) bool {
+	w, b := t.pairBits(k)
+	return t.pairs[w]&b == b
+}
+
+// pairBits is k's word and bits in pairs: filterBits of k with its ports
+// zeroed.
+func (t *conntrack) pairBits(k *connKey) (int, uint64) {
+	p := *k
+	p.srcPort, p.dstPort = 0, 0
+	return t.filterBits(&p)
 }
 
 // filterBits is k's word in the filter and its two bits in it.

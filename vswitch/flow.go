@@ -327,7 +327,7 @@ func (s *Switch) intern(k actKey) *actSet {
 }
 
 func (s *Switch) release(a *actSet) {
-	if a == nil {
+	if a == nil || a == s.deadActs {
 		return
 	}
 	if a.refs--; a.refs > 0 {

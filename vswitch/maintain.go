@@ -166,7 +166,7 @@ func (s *Switch) removeFlow(f *flow) {
 	s.dropShadow(f)
 	s.unplace(f)
 	s.release(f.acts)
-	f.acts = &actSet{}
+	f.acts = s.deadActs
 	if x := f.x; x != nil {
 		for _, c := range x.opened {
 			delete(c.users, f)

@@ -107,6 +107,7 @@ type Switch struct {
 	acts      actTable
 	actSeed   [2]uint64
 	lastAct   *actSet
+	deadActs  *actSet // what removed flows hold: empty, never interned nor released
 	pro       map[proKey]*proRule
 	cross     map[string][]*flow // flows depending on a moving VM outside its scope
 	scopes    map[string]*scope
@@ -181,6 +182,7 @@ func New(cfg Config) (*Switch, error) {
 		walks:   make([]walkMemo, walkMemoSize),
 		wilds:   map[hal.FlowKey]*flow{},
 	}
+	s.deadActs = &actSet{}
 	s.off = newOffloader(s.nic, &s.caps, cfg.CookieTag)
 	// Seeded now: HandleBatch hashes a batch's keys before it adds flows.
 	s.flows.init(0)

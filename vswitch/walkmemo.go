@@ -17,26 +17,36 @@ const walkMemoSize = 64
 // key that differs from key (ports zeroed) only in its transport ports.
 //
 // This is the megaflow idea of OVS, reduced to the one field that varies
-// most between connections: a walk that never read the ports (no ACL with
-// port ranges on its path, no connection table to consult, no tracked
-// connection opened or named) gives every connection between the same two
-// endpoints the same verdict, so it is walked once.
+// most between connections: a walk that never read the ports in the policy
+// (no ACL with port ranges on its path, no tracked connection opened or
+// named) gives every connection between the same two endpoints the same
+// verdict, so it is walked once, unless a connection between those
+// endpoints is tracked at one of the ACL layers it passed (layers): a
+// connection's key carries its ports, so it would let some of those
+// connections pass that layer as established, and the flow would depend
+// on it.
 type walkMemo struct {
-	c   *compiled // nil: empty
-	key hal.FlowKey
-	v   verdict
+	c      *compiled // nil: empty
+	key    hal.FlowKey
+	v      verdict
+	layers [2]connKey // the ACL layers passed, ports zeroed
+	n      uint8      // how many
 }
 
 // classifyFlow is c.classify for a flow on the data path (no tracer): a key
 // whose walk is remembered takes the remembered verdict, unless
 // Config.DisableWalkMemo.
 //
-// A remembered verdict stays right as long as c and the connection table
-// do: compiled states are immutable (an update makes a new one, so the
-// pointer tells them apart), and a walk is remembered, and a memo used,
-// only while the connection table is empty, since a walk that consults it
-// reads the ports. The TTL only matters when it is 1 or less (a routed
-// packet is dropped); such keys are walked every time.
+// A remembered verdict stays right as long as c does and no connection is
+// tracked between its endpoints at the layers it passed: compiled states
+// are immutable (an update makes a new one, so the pointer tells them
+// apart); a walk is remembered only if it found no connection established
+// (whatever the table held then), and a memo is used only if the
+// connection table's summary of endpoint pairs (conntrack.mayHavePair)
+// says that none of its layers has a connection between those endpoints,
+// on any ports. Then a fresh walk of k would find none either, read the
+// same policy fields, and decide the same. The TTL only matters when it is
+// 1 or less (a routed packet is dropped); such keys are walked every time.
 //
 // It reports classify's result: whether v holds for every key that
 // differs from k only in its transport ports (false for a TTL of 1 or
@@ -49,19 +59,38 @@ func (s *Switch) classifyFlow(c *compiled, k *hal.FlowKey, ttl uint8, v *verdict
 		c.classifyHinted(k, s.cfg.Uplink, ttl, s.ct, nil, v, hint)
 		return false
 	}
-	if !hasPorts(k.Proto) || len(s.ct.conns) > 0 || s.cfg.DisableWalkMemo {
+	if !hasPorts(k.Proto) || s.cfg.DisableWalkMemo {
 		return c.classifyHinted(k, s.cfg.Uplink, ttl, s.ct, nil, v, hint)
 	}
 	m := &s.walks[walkSlot(k)]
-	if m.c == c && sameButPorts(&m.key, k) {
+	if m.c == c && sameButPorts(&m.key, k) && !s.connsAt(m) {
 		*v = m.v
 		s.stats.walksRemembered++
-		return true
+		// What a fresh walk reports: it reads the connection table's
+		// keys, ports and all, at every ACL layer while any connection
+		// is tracked.
+		return m.n == 0 || len(s.ct.conns) == 0
 	}
-	if c.classifyHinted(k, s.cfg.Uplink, ttl, s.ct, nil, v, hint) {
+	var d walkDeps
+	anyPorts = c.classifyDeps(k, s.cfg.Uplink, ttl, s.ct, nil, v, hint, &d)
+	if d.portFree {
 		m.c, m.key, m.v = c, *k, *v
 		m.key.L4Src, m.key.L4Dst = 0, 0
-		return true
+		m.layers, m.n = d.layers, uint8(d.n)
+	}
+	return anyPorts
+}
+
+// connsAt reports whether the connection table may hold a connection at
+// one of m's layers between m's endpoints, on any ports.
+func (s *Switch) connsAt(m *walkMemo) bool {
+	if len(s.ct.conns) == 0 {
+		return false
+	}
+	for i := range m.n {
+		if s.ct.mayHavePair(&m.layers[i]) {
+			return true
+		}
 	}
 	return false
 }

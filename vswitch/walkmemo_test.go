@@ -2,6 +2,8 @@ package vswitch
 
 import (
 	"context"
+	"github.com/nicpath/nicpath/hal/wire"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -16,7 +18,8 @@ func exception(port hal.PortID, p policy.Packet) hal.Exception {
 }
 
 // TestWalkMemoKeepsConnectionUsers: a walk remembered while no connection
-// was tracked is not reused once one is. The reverse flow pre-installed for
+// was tracked is not reused once one is tracked between its endpoints at
+// a layer it passed. The reverse flow pre-installed for
 // a stateful request has the key (ports aside) of a flow walked before the
 // connection opened; its own walk passes the receiver's layer as
 // established, and the flow must be recorded as a user of the connection
@@ -120,5 +123,102 @@ func TestWalkMemoForgottenOnUpdate(t *testing.T) {
 	}
 	if st := s.Stats(); st.Injected != uint64(len(batch)) {
 		t.Fatalf("%d packets reinjected: the new connections after the deny were let through\n%s", st.Injected, st)
+	}
+}
+
+// TestWalkMemoAgreesWithWalk: while connections come and go, a verdict
+// from the memo is the verdict a fresh walk of the same key gives, and
+// classifyFlow reports the same about its ports. The connections are
+// tracked at the very layers the remembered walks passed, between the same
+// endpoints, on some of the ports the keys use: a memo that ignored them
+// would answer for a key that a fresh walk passes as established (a flow
+// that must be recorded as the connection's user), and a memo that shunned
+// every walk while connections are tracked would not answer at all.
+func TestWalkMemoAgreesWithWalk(t *testing.T) {
+	st := smallPolicy(t, nil)
+	h := newBenchHost(t, st, 0)
+	s := h.sw
+	router := st.RouterMAC()
+	type pair struct {
+		port     hal.PortID
+		src, dst policy.MAC
+		s, d     netip.Addr
+	}
+	pairs := []pair{
+		{1, macVA1, router, caVA1, caVB1}, // routed, delivered here: two layers
+		{2, macVB1, router, caVB1, caVA1},
+		{1, macVA1, macVA2, caVA1, caVA2}, // to another host: one layer
+	}
+	sports, dports := []uint16{1000, 1001, 1002, 1003}, []uint16{53, 80}
+	keyOf := func(p pair, sp, dp uint16, proto uint8) hal.FlowKey {
+		pkt := udp(p.src, p.dst, p.s, p.d, sp, dp)
+		pkt.Protocol = proto
+		var k hal.FlowKey
+		var l wire.Layout
+		if err := wire.Parse(frameOf(pkt), p.port, &k, &l); err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	r := rand.New(rand.NewPCG(20, 2))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.cur
+	var added []connKey
+	var hits, hitsWithConns, used, compared int
+	for i := 0; i < 20000; i++ {
+		p := pairs[r.IntN(len(pairs))]
+		proto := []uint8{policy.ProtoUDP, policy.ProtoTCP}[r.IntN(2)]
+		k := keyOf(p, sports[r.IntN(len(sports))], dports[r.IntN(len(dports))], proto)
+		switch op := r.IntN(10); {
+		case op < 2:
+			// A connection at one of the layers this key passes, on its
+			// ports.
+			var d walkDeps
+			var v verdict
+			c.classifyDeps(&k, s.cfg.Uplink, 64, nil, nil, &v, nil, &d)
+			if d.n == 0 {
+				t.Fatalf("%v passed no ACL layer", k)
+			}
+			ck := d.layers[r.IntN(min(d.n, len(d.layers)))]
+			ck.srcPort, ck.dstPort = k.L4Src, k.L4Dst
+			if s.ct.conns[ck] == nil {
+				s.ct.add(&conn{key: ck, users: map[*flow]struct{}{}})
+				added = append(added, ck)
+			}
+		case op < 4 && len(added) > 0:
+			j := r.IntN(len(added))
+			s.ct.remove(added[j])
+			added[j] = added[len(added)-1]
+			added = added[:len(added)-1]
+		default:
+			before := s.stats.walksRemembered
+			var vm, vf verdict
+			anyM := s.classifyFlow(c, &k, 64, &vm)
+			anyF := c.classifyHinted(&k, s.cfg.Uplink, 64, s.ct, nil, &vf, nil)
+			compared++
+			if s.stats.walksRemembered != before {
+				hits++
+				if len(s.ct.conns) > 0 {
+					hitsWithConns++
+				}
+			}
+			if vf.nused > 0 {
+				used++
+			}
+			if vm != vf || anyM != anyF {
+				t.Fatalf("step %d, %d connections tracked: key %+v\nmemo:  %+v (any ports %v)\nfresh: %+v (any ports %v)",
+					i, len(s.ct.conns), k, vm, anyM, vf, anyF)
+			}
+		}
+	}
+	for _, ck := range added {
+		s.ct.remove(ck)
+	}
+	t.Logf("%d keys compared: %d remembered, %d of them with connections tracked; %d fresh walks passed a layer as established",
+		compared, hits, hitsWithConns, used)
+	if hitsWithConns == 0 || used == 0 || hits == compared {
+		t.Fatalf("the test did not exercise the memo with connections tracked (%d compared, %d remembered, %d with connections, %d established)",
+			compared, hits, hitsWithConns, used)
 	}
 }
