@@ -215,16 +215,22 @@ func (t *EncapTemplate) Push(buf []byte, start, end int, hash uint32) (int, erro
 		return start, ErrTooBig
 	}
 	// Constant-size copies for the fixed templates compile to a few vector
-	// moves instead of a memmove call.
+	// moves instead of a memmove call, provided they go through a local:
+	// an array assigned from one slice's memory to another's may overlap,
+	// and the compiler calls memmove for that (a stack temporary cannot).
 	switch n {
 	case HeadroomVXLANIPv4:
-		*(*[HeadroomVXLANIPv4]byte)(h) = *(*[HeadroomVXLANIPv4]byte)(t.hdr[:HeadroomVXLANIPv4])
+		v := *(*[HeadroomVXLANIPv4]byte)(t.hdr[:HeadroomVXLANIPv4])
+		*(*[HeadroomVXLANIPv4]byte)(h) = v
 	case HeadroomVXLANIPv6:
-		*(*[HeadroomVXLANIPv6]byte)(h) = *(*[HeadroomVXLANIPv6]byte)(t.hdr[:HeadroomVXLANIPv6])
+		v := *(*[HeadroomVXLANIPv6]byte)(t.hdr[:HeadroomVXLANIPv6])
+		*(*[HeadroomVXLANIPv6]byte)(h) = v
 	case HeadroomNVGREIPv4:
-		*(*[HeadroomNVGREIPv4]byte)(h) = *(*[HeadroomNVGREIPv4]byte)(t.hdr[:HeadroomNVGREIPv4])
+		v := *(*[HeadroomNVGREIPv4]byte)(t.hdr[:HeadroomNVGREIPv4])
+		*(*[HeadroomNVGREIPv4]byte)(h) = v
 	case HeadroomNVGREIPv6:
-		*(*[HeadroomNVGREIPv6]byte)(h) = *(*[HeadroomNVGREIPv6]byte)(t.hdr[:HeadroomNVGREIPv6])
+		v := *(*[HeadroomNVGREIPv6]byte)(t.hdr[:HeadroomNVGREIPv6])
+		*(*[HeadroomNVGREIPv6]byte)(h) = v
 	default:
 		copy(h, t.hdr[:n])
 	}
