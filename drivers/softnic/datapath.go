@@ -723,7 +723,7 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 	in.rxPkts.Add(uint64(k))
 	in.rxBytes.Add(rxBytes)
 	var inDrops, inExc uint64
-	hasExc := false
+	hasExc, anyFull := false, false
 	for i := 0; i < k; i++ {
 		switch b.fate[i] {
 		case fateDrop:
@@ -808,10 +808,17 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		if full > 0 {
 			p.drops.Add(full)
 			b.tally[1][hal.ReasonQueueFull] += full
+			anyFull = true
 		}
 	}
 	if inDrops > 0 {
 		in.drops.Add(inDrops)
+	}
+	// Only a drop or a full ring tallies anything here (the exceptions'
+	// tally went out above): a burst of hits that all went out, the
+	// common case, skips the walk over every reason.
+	if inDrops == 0 && !anyFull {
+		return
 	}
 	for d := 0; d < 2; d++ {
 		for r := range b.tally[d] {
