@@ -241,3 +241,37 @@ func TestEntryIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestEntryKeyHash holds keyHash, which a delete hashes its entry with in
+// place, to hashPacked of the entry's key as keyOf copies it out (what
+// inserts and lookups hash), for tuples of every width: a delete that
+// hashed differently would look for its slot in the wrong bucket.
+func TestEntryKeyHash(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for nw := 1; nw <= numWords; nw++ {
+		s := tupleShape{n: nw}
+		for range 200 {
+			var pk words
+			for j := 0; j < nw; j++ {
+				pk[j] = rng.Uint64() >> uint(rng.IntN(64))
+			}
+			// A whole entry, its words past the class's record set, which
+			// keyHash must not read.
+			var e entry
+			for j := range e.key {
+				e.key[j] = rng.Uint64()
+			}
+			for j := range e.more {
+				e.more[j] = rng.Uint64()
+			}
+			e.setKey(&pk, nw)
+			k := e.keyOf(nw)
+			if k != pk {
+				t.Fatalf("%d words: keyOf %x, set %x", nw, k, pk)
+			}
+			if got, want := e.keyHash(&s), s.hashPacked(&pk); got != want {
+				t.Fatalf("%d words: keyHash %#x, hashPacked %#x (key %x)", nw, got, want, pk)
+			}
+		}
+	}
+}

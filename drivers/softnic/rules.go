@@ -352,8 +352,7 @@ func (w *writerState) removeEntry(idx uint32) {
 	t := w.tupleByID[e.tup]
 	t.delPrio(e.prio)
 	w.emptied = w.emptied || t.rules == 0
-	k := e.keyOf(t.shape.n)
-	w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&k)), idx: idx})
+	w.muts = append(w.muts, mutation{t: t, sig: sigOf(e.keyHash(&t.shape)), idx: idx})
 	w.retired = append(w.retired, idx)
 }
 

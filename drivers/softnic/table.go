@@ -130,6 +130,21 @@ func (e *entry) setKey(pk *words, nw int) {
 	}
 }
 
+// keyHash is s.hashPacked of e's key (keyOf), read where it lies: a
+// delete hashes the entry it takes out without first copying its key into
+// a zeroed array of numWords. TestEntryKeyHash holds the two together.
+func (e *entry) keyHash(s *tupleShape) uint64 {
+	h := uint64(hashSeed)
+	n := s.n
+	for j := 0; j < min(n, entryLineWords); j++ {
+		h += bits.RotateLeft64(e.key[j], j*7) * wordMul[j]
+	}
+	for j := entryLineWords; j < n; j++ {
+		h += bits.RotateLeft64(e.more[j-entryLineWords], j*7) * wordMul[j]
+	}
+	return finish(h)
+}
+
 // counter is a rule's packet and byte count, kept apart from the entry so
 // that rules that count do not dirty the lines that lookups read.
 type counter struct {
