@@ -71,6 +71,10 @@ type writerState struct {
 	retired  []uint32    // entries that leave the table in this batch
 	carry    [][2]uint32 // modify: counters move from [0] to [1]
 	newProgs []*program
+	// batchTuples is the tuples whose tables the batch being published
+	// changes, each once (tuple.inBatch): the passes after the first go
+	// over them, not over every mutation.
+	batchTuples []*tuple
 	pf       [MaxBurst]uintptr // addresses to prefetch
 }
 

@@ -686,11 +686,7 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 	reorder := false
 	const ahead = MaxBurst / 2
 	if replica {
-		for i := range muts {
-			t := muts[i].t
-			if !t.inBatch {
-				continue // seen
-			}
+		for _, t := range w.batchTuples {
 			t.inBatch = false
 			src := &t.tabs[1-side].ht
 			tab := t.tabs[side]
@@ -713,10 +709,11 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 				m.t.tabs[side].ht.finalize(m.pos, m.idx, m.add, mk)
 			}
 		}
-		for i := range muts {
-			muts[i].t.fresh = false
+		for _, t := range w.batchTuples {
+			t.fresh = false
 		}
 	} else {
+		w.batchTuples = w.batchTuples[:0]
 		shared := marks{add: hideBit(1 - side), del: hideBit(side)}
 		prefetchMutations(muts[:min(ahead, len(muts))], side, &w.pf)
 		for i := range muts {
@@ -726,7 +723,10 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 			}
 			m := &muts[i]
 			t := m.t
-			t.inBatch = true
+			if !t.inBatch {
+				t.inBatch = true
+				w.batchTuples = append(w.batchTuples, t)
+			}
 			tab := t.tabs[side]
 			if tab == nil {
 				tab = &tupleTab{tup: t, shape: &t.shape}
@@ -760,9 +760,10 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 	// its last or its highest priority moves; most batches (flows added to
 	// masks that already hold some) do none of that, and rebuilding and
 	// sorting the list for every batch cost four allocations and a walk of
-	// every tuple. Only the tuples this batch touched can have changed.
-	for i := 0; i < len(muts) && !reorder; i++ {
-		t := muts[i].t
+	// every tuple. Only the tuples this batch touched (batchTuples) can
+	// have changed.
+	for i := 0; i < len(w.batchTuples) && !reorder; i++ {
+		t := w.batchTuples[i]
 		tab := t.tabs[side]
 		reorder = tab.listed != (t.rules > 0) || (t.rules > 0 && tab.maxPrio != t.max)
 	}
