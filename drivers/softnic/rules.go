@@ -75,7 +75,7 @@ type writerState struct {
 	// changes, each once (tuple.inBatch): the passes after the first go
 	// over them, not over every mutation.
 	batchTuples []*tuple
-	pf       [MaxBurst]uintptr // addresses to prefetch
+	pf          [MaxBurst]uintptr // addresses to prefetch
 }
 
 type undoRec struct {
