@@ -243,7 +243,7 @@ func TestEntryIDs(t *testing.T) {
 }
 
 // TestEntryKeyHash holds keyHash, which a delete hashes its entry with in
-// place, to hashPacked of the entry's key as keyOf copies it out (what
+// place, and setPacked, which an add stores its key with, to hashPacked of the entry's key as keyOf copies it out (what
 // inserts and lookups hash), for tuples of every width: a delete that
 // hashed differently would look for its slot in the wrong bucket.
 func TestEntryKeyHash(t *testing.T) {
@@ -271,6 +271,31 @@ func TestEntryKeyHash(t *testing.T) {
 			}
 			if got, want := e.keyHash(&s), s.hashPacked(&pk); got != want {
 				t.Fatalf("%d words: keyHash %#x, hashPacked %#x (key %x)", nw, got, want, pk)
+			}
+			// setPacked, as an add stores its key: the same words (and
+			// zeros up to the line's end, which keyEqual compares) as
+			// setKey of pack, and their hash, from unpacked words that
+			// the shape's masks cut down.
+			var kw words
+			ps := tupleShape{n: nw}
+			for j := range kw {
+				kw[j] = rng.Uint64()
+			}
+			for j := 0; j < nw; j++ {
+				ps.idx[j] = uint8(rng.IntN(numWords))
+				ps.pmask[j] = rng.Uint64()
+			}
+			var e1, e2 entry
+			for j := range e1.key {
+				e1.key[j], e2.key[j] = ^uint64(0), ^uint64(0)
+			}
+			want := ps.pack(&kw)
+			e1.setKey(&want, nw)
+			if h := e2.setPacked(&ps, &kw); h != ps.hashPacked(&want) {
+				t.Fatalf("%d words: setPacked hash %#x, hashPacked %#x", nw, h, ps.hashPacked(&want))
+			}
+			if e1 != e2 {
+				t.Fatalf("%d words: setPacked stored %x %x, setKey of pack %x %x", nw, e2.key, e2.more, e1.key, e1.more)
 			}
 		}
 	}

@@ -304,13 +304,12 @@ func (w *writerState) do(op *hal.Op) error {
 		if err != nil {
 			return err
 		}
-		pk := t.shape.pack(&kw)
 		idx := w.allocEntry(sizeClass(t.shape.n))
 		c := w.chunks[idx>>chunkShift]
 		e := c.at(idx)
 		// Field by field: a small entry has no more than its 64 bytes.
 		e.prog, e.scope, e.gen, e.prio, e.tup, e.arg = prog.idx, uint16(scope), uint32(r.Generation), r.Priority, t.id, arg
-		e.setKey(&pk, t.shape.n)
+		h := e.setPacked(&t.shape, &kw)
 		c.setID(idx, r.ID)
 		c.setCookie(idx, r.Cookie)
 		if c.c == nil && (prog.count || op.Kind == hal.OpModify) {
@@ -325,7 +324,7 @@ func (w *writerState) do(op *hal.Op) error {
 			c.c[idx&(chunkSize-1)] = counter{}
 		}
 		t.addPrio(r.Priority)
-		w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&pk)), idx: idx, add: true})
+		w.muts = append(w.muts, mutation{t: t, sig: sigOf(h), idx: idx, add: true})
 		w.byID.set(r.ID, idx)
 		if op.Kind == hal.OpModify {
 			w.removeEntry(old)

@@ -130,6 +130,29 @@ func (e *entry) setKey(pk *words, nw int) {
 	}
 }
 
+// setPacked packs key words kw by s into e (what setKey of s.pack(kw)
+// stores, the words of its line beyond s.n zero) and returns their
+// hashPacked, without the packed copy in between.
+func (e *entry) setPacked(s *tupleShape, kw *words) uint64 {
+	h := uint64(hashSeed)
+	n := s.n
+	lw := lineWords(n)
+	for j := 0; j < min(n, entryLineWords); j++ {
+		x := kw[s.idx[j]] & s.pmask[j]
+		e.key[j] = x
+		h += bits.RotateLeft64(x, j*7) * wordMul[j]
+	}
+	for j := n; j < lw; j++ {
+		e.key[j] = 0
+	}
+	for j := entryLineWords; j < n; j++ {
+		x := kw[s.idx[j]] & s.pmask[j]
+		e.more[j-entryLineWords] = x
+		h += bits.RotateLeft64(x, j*7) * wordMul[j]
+	}
+	return finish(h)
+}
+
 // keyHash is s.hashPacked of e's key (keyOf), read where it lies: a
 // delete hashes the entry it takes out without first copying its key into
 // a zeroed array of numWords. TestEntryKeyHash holds the two together.
