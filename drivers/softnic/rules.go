@@ -66,9 +66,12 @@ type writerState struct {
 	progCache [progCacheSize][2]progWay
 
 	// scratch of one batch, kept to avoid reallocating
-	muts     []mutation
-	undo     []undoRec
-	retired  []uint32    // entries that leave the table in this batch
+	muts []mutation
+	undo []undoRec
+	// retired is the entries that leave the table in this batch and
+	// their programs: settle frees both without reading the entries again
+	// (cache misses, a large batch after).
+	retired  [][2]uint32
 	carry    [][2]uint32 // modify: counters move from [0] to [1]
 	newProgs []*program
 	// batchTuples is the tuples whose tables the batch being published
@@ -356,7 +359,7 @@ func (w *writerState) removeEntry(idx uint32) {
 	t.delPrio(e.prio)
 	w.emptied = w.emptied || t.rules == 0
 	w.muts = append(w.muts, mutation{t: t, sig: sigOf(e.keyHash(&t.shape)), idx: idx})
-	w.retired = append(w.retired, idx)
+	w.retired = append(w.retired, [2]uint32{idx, e.prog})
 }
 
 // rollback undoes the planned operations of the batch, newest first.
@@ -410,10 +413,9 @@ func (w *writerState) settle() {
 		to.pkts.Add(from.pkts.Load())
 		to.bytes.Add(from.bytes.Load())
 	}
-	for _, idx := range w.retired {
-		e := w.entry(idx)
-		w.release(w.progs[e.prog])
-		w.freeEntry(idx)
+	for _, r := range w.retired {
+		w.release(w.progs[r[1]])
+		w.freeEntry(r[0])
 	}
 	w.dropEmptyTuples()
 	w.muts, w.retired, w.carry = w.muts[:0], w.retired[:0], w.carry[:0]
