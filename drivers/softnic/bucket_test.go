@@ -241,3 +241,62 @@ func TestEntryIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestEntryKeyHash holds keyHash, which a delete hashes its entry with in
+// place, and setPacked, which an add stores its key with, to hashPacked of the entry's key as keyOf copies it out (what
+// inserts and lookups hash), for tuples of every width: a delete that
+// hashed differently would look for its slot in the wrong bucket.
+func TestEntryKeyHash(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for nw := 1; nw <= numWords; nw++ {
+		s := tupleShape{n: nw}
+		for range 200 {
+			var pk words
+			for j := 0; j < nw; j++ {
+				pk[j] = rng.Uint64() >> uint(rng.IntN(64))
+			}
+			// A whole entry, its words past the class's record set, which
+			// keyHash must not read.
+			var e entry
+			for j := range e.key {
+				e.key[j] = rng.Uint64()
+			}
+			for j := range e.more {
+				e.more[j] = rng.Uint64()
+			}
+			e.setKey(&pk, nw)
+			k := e.keyOf(nw)
+			if k != pk {
+				t.Fatalf("%d words: keyOf %x, set %x", nw, k, pk)
+			}
+			if got, want := e.keyHash(&s), s.hashPacked(&pk); got != want {
+				t.Fatalf("%d words: keyHash %#x, hashPacked %#x (key %x)", nw, got, want, pk)
+			}
+			// setPacked, as an add stores its key: the same words (and
+			// zeros up to the line's end, which keyEqual compares) as
+			// setKey of pack, and their hash, from unpacked words that
+			// the shape's masks cut down.
+			var kw words
+			ps := tupleShape{n: nw}
+			for j := range kw {
+				kw[j] = rng.Uint64()
+			}
+			for j := 0; j < nw; j++ {
+				ps.idx[j] = uint8(rng.IntN(numWords))
+				ps.pmask[j] = rng.Uint64()
+			}
+			var e1, e2 entry
+			for j := range e1.key {
+				e1.key[j], e2.key[j] = ^uint64(0), ^uint64(0)
+			}
+			want := ps.pack(&kw)
+			e1.setKey(&want, nw)
+			if h := e2.setPacked(&ps, &kw); h != ps.hashPacked(&want) {
+				t.Fatalf("%d words: setPacked hash %#x, hashPacked %#x", nw, h, ps.hashPacked(&want))
+			}
+			if e1 != e2 {
+				t.Fatalf("%d words: setPacked stored %x %x, setKey of pack %x %x", nw, e2.key, e2.more, e1.key, e1.more)
+			}
+		}
+	}
+}

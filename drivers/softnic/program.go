@@ -36,11 +36,13 @@ type program struct {
 	argAct int
 	argMAC bool // argAct >= 0, beside the fields execute reads
 
+	// What interning a rule's actions reads, side by side (a line or
+	// two, not three).
+	quick   uint64       // quickActionsHash(actions)
+	refs    int          // rules that use it
+	actions []hal.Action // as given, for interning and Dump
 	idx     uint32
 	hash    uint64
-	quick   uint64 // quickActionsHash(actions)
-	refs    int
-	actions []hal.Action // as given, for Dump
 }
 
 type step struct {

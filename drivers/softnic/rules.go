@@ -59,16 +59,26 @@ type writerState struct {
 	// progCache maps a cheap fingerprint of an action list (see
 	// quickActionsHash) to the programs last seen with it, most recent
 	// first: it spares the full hash and map lookup when rules alternate
-	// between a few thousand action lists (one per remote host).
-	progCache [progCacheSize][2]*program
+	// between a few thousand action lists (one per remote host). Each
+	// way holds its program's fingerprint, so that a way that is not the
+	// one costs no read of the program (a cache miss once a batch's
+	// table writes have evicted it).
+	progCache [progCacheSize][2]progWay
 
 	// scratch of one batch, kept to avoid reallocating
-	muts     []mutation
-	undo     []undoRec
-	retired  []uint32    // entries that leave the table in this batch
+	muts []mutation
+	undo []undoRec
+	// retired is the entries that leave the table in this batch and
+	// their programs: settle frees both without reading the entries again
+	// (cache misses, a large batch after).
+	retired  [][2]uint32
 	carry    [][2]uint32 // modify: counters move from [0] to [1]
 	newProgs []*program
-	pf       [MaxBurst]uintptr // addresses to prefetch
+	// batchTuples is the tuples whose tables the batch being published
+	// changes, each once (tuple.inBatch): the passes after the first go
+	// over them, not over every mutation.
+	batchTuples []*tuple
+	pf          [MaxBurst]uintptr // addresses to prefetch
 }
 
 type undoRec struct {
@@ -140,8 +150,20 @@ func (n *NIC) Validate(r *hal.Rule) error {
 }
 
 // validate checks r with hal.CheckRule, or with c (nil, or the writer's,
-// under wmu), which remembers the previous rule's mask.
+// under wmu), which remembers the previous rule's mask, then with
+// softnic's own limits (checkMatch, checkActions).
 func (n *NIC) validate(r *hal.Rule, c *hal.Checker) error {
+	if err := n.checkMatch(r, c); err != nil {
+		return err
+	}
+	return n.checkActions(r.Actions)
+}
+
+// checkMatch is validate but for checkActions, which Apply leaves to the
+// rules whose action list compiles a new program (writerState.intern):
+// its answer depends on nothing but the list and the ports, which do not
+// change, so a list that is a program's already passed it.
+func (n *NIC) checkMatch(r *hal.Rule, c *hal.Checker) error {
 	var err error
 	if c != nil {
 		err = c.Check(r)
@@ -155,9 +177,15 @@ func (n *NIC) validate(r *hal.Rule, c *hal.Checker) error {
 		return hal.Unsupported(DriverName, "match.tun_kind "+r.Match.Key.TunKind.String(),
 			"the NIC does not parse %s tunnels", r.Match.Key.TunKind)
 	}
+	return nil
+}
+
+// checkActions checks softnic's limits on an action list: output ports
+// that exist, at most two pushed VLAN tags.
+func (n *NIC) checkActions(acts []hal.Action) error {
 	pushes := 0
-	for i := range r.Actions {
-		a := &r.Actions[i]
+	for i := range acts {
+		a := &acts[i]
 		switch a.Kind {
 		case hal.ActionOutput:
 			if n.port(a.OutPort) == nil {
@@ -234,7 +262,8 @@ func (w *writerState) do(op *hal.Op) error {
 	r := &op.Rule
 	switch op.Kind {
 	case hal.OpAdd, hal.OpModify:
-		if err := w.n.validate(r, w.checker); err != nil {
+		// The action list's own checks come with interning it (intern).
+		if err := w.n.checkMatch(r, w.checker); err != nil {
 			return err
 		}
 		old, exists := w.byID.get(r.ID)
@@ -278,13 +307,12 @@ func (w *writerState) do(op *hal.Op) error {
 		if err != nil {
 			return err
 		}
-		pk := t.shape.pack(&kw)
 		idx := w.allocEntry(sizeClass(t.shape.n))
 		c := w.chunks[idx>>chunkShift]
 		e := c.at(idx)
 		// Field by field: a small entry has no more than its 64 bytes.
 		e.prog, e.scope, e.gen, e.prio, e.tup, e.arg = prog.idx, uint16(scope), uint32(r.Generation), r.Priority, t.id, arg
-		e.setKey(&pk, t.shape.n)
+		h := e.setPacked(&t.shape, &kw)
 		c.setID(idx, r.ID)
 		c.setCookie(idx, r.Cookie)
 		if c.c == nil && (prog.count || op.Kind == hal.OpModify) {
@@ -299,7 +327,7 @@ func (w *writerState) do(op *hal.Op) error {
 			c.c[idx&(chunkSize-1)] = counter{}
 		}
 		t.addPrio(r.Priority)
-		w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&pk)), idx: idx, add: true})
+		w.muts = append(w.muts, mutation{t: t, sig: sigOf(h), idx: idx, add: true})
 		w.byID.set(r.ID, idx)
 		if op.Kind == hal.OpModify {
 			w.removeEntry(old)
@@ -330,9 +358,8 @@ func (w *writerState) removeEntry(idx uint32) {
 	t := w.tupleByID[e.tup]
 	t.delPrio(e.prio)
 	w.emptied = w.emptied || t.rules == 0
-	k := e.keyOf(t.shape.n)
-	w.muts = append(w.muts, mutation{t: t, sig: sigOf(t.shape.hashPacked(&k)), idx: idx})
-	w.retired = append(w.retired, idx)
+	w.muts = append(w.muts, mutation{t: t, sig: sigOf(e.keyHash(&t.shape)), idx: idx})
+	w.retired = append(w.retired, [2]uint32{idx, e.prog})
 }
 
 // rollback undoes the planned operations of the batch, newest first.
@@ -386,10 +413,9 @@ func (w *writerState) settle() {
 		to.pkts.Add(from.pkts.Load())
 		to.bytes.Add(from.bytes.Load())
 	}
-	for _, idx := range w.retired {
-		e := w.entry(idx)
-		w.release(w.progs[e.prog])
-		w.freeEntry(idx)
+	for _, r := range w.retired {
+		w.release(w.progs[r[1]])
+		w.freeEntry(r[0])
 	}
 	w.dropEmptyTuples()
 	w.muts, w.retired, w.carry = w.muts[:0], w.retired[:0], w.carry[:0]
@@ -441,17 +467,17 @@ func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
 		arg = macWord(acts[skip].MAC)
 	}
 	q := quickActionsHash(acts)
-	if p := w.lastProg; p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts, skip) {
+	if p := w.lastProg; p != nil && p.quick == q && p.refs > 0 && sameActions(p.actions, acts, skip) {
 		p.refs++
 		return p, arg, nil
 	}
 	set := &w.progCache[q>>(64-progCacheBits)]
-	for way, p := range set {
-		if p != nil && p.refs > 0 && p.quick == q && sameActions(p.actions, acts, skip) {
+	for way := range set {
+		if p := set[way].p; set[way].quick == q && p != nil && p.refs > 0 && sameActions(p.actions, acts, skip) {
 			p.refs++
 			w.lastProg = p
 			if way > 0 {
-				set[0], set[way] = p, set[0]
+				set[0], set[way] = set[way], set[0]
 			}
 			return p, arg, nil
 		}
@@ -461,9 +487,14 @@ func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
 		if sameActions(p.actions, acts, skip) {
 			p.refs++
 			w.lastProg = p
-			set[0], set[1] = p, set[0]
+			set[0], set[1] = progWay{q, p}, set[0]
 			return p, arg, nil
 		}
+	}
+	// A list that is no program's yet: softnic's checks of it
+	// (checkActions), which every list that is one passed.
+	if err := w.n.checkActions(acts); err != nil {
+		return nil, 0, err
 	}
 	p, err := w.n.compile(acts, skip)
 	if err != nil {
@@ -480,8 +511,15 @@ func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
 	}
 	w.progByHash[h] = append(w.progByHash[h], p)
 	w.lastProg = p
-	set[0], set[1] = p, set[0]
+	set[0], set[1] = progWay{q, p}, set[0]
 	return p, arg, nil
+}
+
+// progWay is one way of writerState.progCache: a program and its
+// quickActionsHash.
+type progWay struct {
+	quick uint64
+	p     *program
 }
 
 func (w *writerState) release(p *program) {

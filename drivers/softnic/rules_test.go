@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"testing"
 	"unsafe"
@@ -716,5 +717,65 @@ func TestV4TupleIPv4Only(t *testing.T) {
 		if got[r.ID] != want {
 			t.Errorf("rule %d dumped as %v, want %v", r.ID, got[r.ID], want)
 		}
+	}
+}
+
+// TestApplyChecksActionLists: softnic's own checks of an action list (an
+// output port that exists, at most two pushed tags) run when the list
+// compiles a new program, not for every rule; a rule whose list fails
+// them fails however often it comes, and leaves nothing behind, while the
+// rules whose list is a program's already pass.
+func TestApplyChecksActionLists(t *testing.T) {
+	n, err := New(testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	good := flowRule(0).Actions
+	missing := []hal.Action{hal.Output(99)}
+	pushes := []hal.Action{hal.PushVLAN(1), hal.PushVLAN(2), hal.PushVLAN(3), hal.Output(pUplink)}
+	lists := [][]hal.Action{good, missing, pushes, good, missing, pushes, good}
+	ops := make([]hal.Op, len(lists))
+	for i, acts := range lists {
+		r := flowRule(i)
+		r.Actions = acts
+		ops[i] = hal.AddOp(r)
+	}
+	res := make([]hal.OpResult, len(ops))
+	if err := n.Apply(context.Background(), ops, res); err == nil {
+		t.Fatal("Apply of a batch with bad action lists: no error")
+	}
+	for i, acts := range lists {
+		switch {
+		case &acts[0] == &good[0]:
+			if res[i].Err != nil {
+				t.Errorf("op %d (good list): %v", i, res[i].Err)
+			}
+		case &acts[0] == &missing[0]:
+			if !errors.Is(res[i].Err, hal.ErrNotFound) {
+				t.Errorf("op %d (output to port 99): %v, want ErrNotFound", i, res[i].Err)
+			}
+		default:
+			if !errors.Is(res[i].Err, hal.ErrNotSupported) {
+				t.Errorf("op %d (three pushes): %v, want ErrNotSupported", i, res[i].Err)
+			}
+		}
+	}
+	var ids []hal.RuleID
+	if err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
+		ids = append(ids, ri.Rule.ID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ids)
+	if want := []hal.RuleID{1, 4, 7}; !slices.Equal(ids, want) {
+		t.Fatalf("installed %v, want %v", ids, want)
+	}
+	// Validate checks the lists on its own.
+	r := flowRule(10)
+	r.Actions = missing
+	if err := n.Validate(&r); !errors.Is(err, hal.ErrNotFound) {
+		t.Fatalf("Validate output to port 99: %v", err)
 	}
 }
