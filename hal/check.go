@@ -227,6 +227,7 @@ type Checker struct {
 	mask FlowKey // the last mask that passed the field checks
 	v6   bool    // whether that rule's key was IPv6
 	ok   bool    // mask and v6 hold a mask that passed
+	seq  uint64  // counts the changes of mask and v6 (MaskSeq)
 }
 
 // NewChecker returns a Checker for caps.
@@ -243,9 +244,19 @@ func (c *Checker) Check(r *Rule) error {
 			return err
 		}
 		c.mask, c.v6, c.ok = m.Mask, v6, true
+		c.seq++
 	}
 	return checkActions(c.caps, r)
 }
+
+// MaskSeq hands back what Check found about the mask: a number that
+// changes each time the Checker takes a new mask to remember. Check(r)
+// returning nil leaves the Checker remembering r's mask (and whether r's
+// key is IPv6), so two rules for which Check returned nil, with the same
+// MaskSeq read after each, have equal masks and the same IP version. A
+// driver that keeps something per mask (a table found for the previous
+// rule) can thus reuse it without comparing the masks a second time.
+func (c *Checker) MaskSeq() uint64 { return c.seq }
 
 // MustPrefix parses a prefix for constants; it panics on a bad one.
 func MustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

@@ -48,6 +48,52 @@ func TestCheckerAgreesWithCheckRule(t *testing.T) {
 	}
 }
 
+// TestCheckerMaskSeq: after a rule passes, the MaskSeq read is the one
+// read after the previous rule that passed only if the two have equal
+// masks and the same IP version, and it is whenever they have and no rule
+// that failed came between (random rules, every other one with the mask
+// and ethertype of the one before).
+func TestCheckerMaskSeq(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	caps := hal.Capabilities{Driver: "all", MatchFields: hal.MatchAll, MaskedFields: hal.MatchAll, Actions: hal.AllActions,
+		Encaps: hal.EncapsOf(hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE), Decaps: hal.EncapsOf(hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE)}
+	c := hal.NewChecker(&caps)
+	var last hal.Rule // the last rule that passed
+	var lastSeq uint64
+	have, adjacent := false, false // a rule passed; the last call was it
+	var prev hal.Rule
+	same, changed := 0, 0
+	for i := 0; i < 200000; i++ {
+		r := randomRule(rng)
+		if i%2 == 1 {
+			r.Match.Mask = prev.Match.Mask
+			r.Match.Key.EthType = prev.Match.Key.EthType
+		}
+		prev = r
+		if c.Check(&r) != nil {
+			adjacent = false
+			continue
+		}
+		seq := c.MaskSeq()
+		if have {
+			eq := r.Match.Mask == last.Match.Mask &&
+				(r.Match.Key.EthType == hal.EtherTypeIPv6) == (last.Match.Key.EthType == hal.EtherTypeIPv6)
+			if seq == lastSeq && !eq || eq && adjacent && seq != lastSeq {
+				t.Fatalf("masks equal %v, MaskSeq %d then %d:\n%v\n%v", eq, lastSeq, seq, last.String(), r.String())
+			}
+			if eq {
+				same++
+			} else {
+				changed++
+			}
+		}
+		last, lastSeq, have, adjacent = r, seq, true, true
+	}
+	if same < 100 || changed < 100 {
+		t.Fatalf("%d rules passed with the previous mask, %d with another: the generator does not reach both", same, changed)
+	}
+}
+
 // BenchmarkChecker: a batch of exact-match rules sharing one mask, as a
 // vswitch sends them, through CheckRule and through a Checker.
 func BenchmarkChecker(b *testing.B) {

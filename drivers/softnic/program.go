@@ -1,6 +1,7 @@
 package softnic
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"unsafe"
@@ -98,7 +99,10 @@ func (n *NIC) compile(acts []hal.Action, arg int) (*program, error) {
 	} else {
 		p = new(program)
 	}
-	*p = program{actions: hal.CloneActions(acts), argAct: arg, argMAC: arg >= 0}
+	*p = program{actions: make([]hal.Action, len(acts)), argAct: arg, argMAC: arg >= 0}
+	for i := range acts {
+		p.actions[i] = readFields(&acts[i])
+	}
 	if arg >= 0 {
 		p.actions[arg].MAC = hal.MAC{}
 	}
@@ -156,23 +160,16 @@ func (n *NIC) compile(acts []hal.Action, arg int) (*program, error) {
 	return p, nil
 }
 
-// hashActions fingerprints an action list for interning, without the MAC
-// of acts[skip] (argAction).
+// hashActions fingerprints an action list for interning by the fields each
+// kind reads (sameActions), without the MAC of acts[skip] (argAction).
 func hashActions(acts []hal.Action, skip int) uint64 {
 	h := uint64(hashSeed) ^ uint64(len(acts))
 	var b [16]byte
 	for i := range acts {
 		a := &acts[i]
-		h = mix(h, uint64(a.Kind)|uint64(a.L4Port)<<8|uint64(a.VLAN)<<24|uint64(a.OutPort)<<40|uint64(a.Reason)<<56)
-		if i != skip {
-			h = mix(h, macWord(a.MAC))
-		}
-		if a.Addr.IsValid() {
-			b = a.Addr.As16()
-			h = mix(h, binary.LittleEndian.Uint64(b[:8])^1)
-			h = mix(h, binary.LittleEndian.Uint64(b[8:]))
-		}
-		if a.Kind == hal.ActionEncap {
+		h = mix(h, uint64(a.Kind))
+		switch a.Kind {
+		case hal.ActionEncap:
 			e := &a.Encap
 			h = mix(h, uint64(e.Kind)|uint64(e.VNI)<<8|uint64(e.TTL)<<32|uint64(e.DstPort)<<40|uint64(e.FlowID)<<56)
 			b = e.Src.As16()
@@ -185,6 +182,24 @@ func hashActions(acts []hal.Action, skip int) uint64 {
 			for _, o := range e.GeneveOptions {
 				h = mix(h, uint64(o))
 			}
+		case hal.ActionOutput:
+			h = mix(h, uint64(a.OutPort))
+		case hal.ActionSetEthSrc, hal.ActionSetEthDst:
+			if i != skip {
+				h = mix(h, macWord(a.MAC))
+			}
+		case hal.ActionSetIPSrc, hal.ActionSetIPDst:
+			if a.Addr.IsValid() {
+				b = a.Addr.As16()
+				h = mix(h, binary.LittleEndian.Uint64(b[:8])^1)
+				h = mix(h, binary.LittleEndian.Uint64(b[8:]))
+			}
+		case hal.ActionSetL4Src, hal.ActionSetL4Dst:
+			h = mix(h, uint64(a.L4Port))
+		case hal.ActionPushVLAN:
+			h = mix(h, uint64(a.VLAN))
+		case hal.ActionDrop, hal.ActionToHost:
+			h = mix(h, uint64(a.Reason))
 		}
 	}
 	return finish(h)
@@ -207,8 +222,10 @@ func quickActionsHash(acts []hal.Action) uint64 {
 	h := uint64(len(acts))
 	for i := range acts {
 		a := &acts[i]
-		h = h*31 + uint64(a.Kind) + uint64(a.OutPort)<<8
-		if a.Kind == hal.ActionEncap {
+		h = h*31 + uint64(a.Kind)
+		if a.Kind == hal.ActionOutput {
+			h += uint64(a.OutPort) << 8
+		} else if a.Kind == hal.ActionEncap {
 			d := a.Encap.Dst.As16()
 			h = h*31 + uint64(binary.LittleEndian.Uint32(d[12:])) + uint64(a.Encap.VNI)<<32
 		}
@@ -224,24 +241,78 @@ func macOfWord(w uint64) hal.MAC {
 	return hal.MAC{byte(w), byte(w >> 8), byte(w >> 16), byte(w >> 24), byte(w >> 32), byte(w >> 40)}
 }
 
-// sameActions compares two action lists by the fields each kind uses, but
-// for the MAC of action skip (argAction): a program's list (a) has it zero.
+// sameActions compares two action lists by the fields each kind reads
+// (hal.Action: only those mean anything), but for the MAC of action skip
+// (argAction): a program's list (a) has it zero. Among an encapsulation's
+// fields the destination and the VNI, which tell the lists of a host's
+// flows apart, come first.
 func sameActions(a, b []hal.Action, skip int) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := range a {
 		x, y := &a[i], &b[i]
-		if x.Kind != y.Kind || (x.MAC != y.MAC && i != skip) || x.Addr != y.Addr || x.L4Port != y.L4Port || x.VLAN != y.VLAN ||
-			x.OutPort != y.OutPort || x.Reason != y.Reason {
+		if x.Kind != y.Kind {
 			return false
 		}
-		ex, ey := &x.Encap, &y.Encap
-		if ex.Kind != ey.Kind || ex.VNI != ey.VNI || ex.Src != ey.Src || ex.Dst != ey.Dst || ex.SrcMAC != ey.SrcMAC ||
-			ex.DstMAC != ey.DstMAC || ex.TTL != ey.TTL || ex.DstPort != ey.DstPort || ex.FlowID != ey.FlowID ||
-			string(ex.GeneveOptions) != string(ey.GeneveOptions) {
-			return false
+		switch x.Kind {
+		case hal.ActionEncap:
+			ex, ey := &x.Encap, &y.Encap
+			if ex.Dst != ey.Dst || ex.VNI != ey.VNI || ex.Kind != ey.Kind || ex.Src != ey.Src || ex.DstMAC != ey.DstMAC ||
+				ex.SrcMAC != ey.SrcMAC || ex.TTL != ey.TTL || ex.DstPort != ey.DstPort || ex.FlowID != ey.FlowID ||
+				string(ex.GeneveOptions) != string(ey.GeneveOptions) {
+				return false
+			}
+		case hal.ActionOutput:
+			if x.OutPort != y.OutPort {
+				return false
+			}
+		case hal.ActionSetEthSrc, hal.ActionSetEthDst:
+			if x.MAC != y.MAC && i != skip {
+				return false
+			}
+		case hal.ActionSetIPSrc, hal.ActionSetIPDst:
+			if x.Addr != y.Addr {
+				return false
+			}
+		case hal.ActionSetL4Src, hal.ActionSetL4Dst:
+			if x.L4Port != y.L4Port {
+				return false
+			}
+		case hal.ActionPushVLAN:
+			if x.VLAN != y.VLAN {
+				return false
+			}
+		case hal.ActionDrop, hal.ActionToHost:
+			if x.Reason != y.Reason {
+				return false
+			}
 		}
 	}
 	return true
+}
+
+// readFields returns a with only the fields its kind reads (hal.Action),
+// the others zero: what a program keeps of a list, so that lists that
+// sameActions takes for one give one answer in Dump.
+func readFields(a *hal.Action) hal.Action {
+	r := hal.Action{Kind: a.Kind}
+	switch a.Kind {
+	case hal.ActionEncap:
+		r.Encap = a.Encap
+		r.Encap.GeneveOptions = bytes.Clone(a.Encap.GeneveOptions)
+	case hal.ActionOutput:
+		r.OutPort = a.OutPort
+	case hal.ActionSetEthSrc, hal.ActionSetEthDst:
+		r.MAC = a.MAC
+	case hal.ActionSetIPSrc, hal.ActionSetIPDst:
+		r.Addr = a.Addr
+	case hal.ActionSetL4Src, hal.ActionSetL4Dst:
+		r.L4Port = a.L4Port
+	case hal.ActionPushVLAN:
+		r.VLAN = a.VLAN
+	case hal.ActionDrop, hal.ActionToHost:
+		r.Reason = a.Reason
+	}
+	return r
 }

@@ -49,9 +49,11 @@ type writerState struct {
 	// lastTuple and lastProg shortcut the map lookups for runs of rules
 	// with one mask or one action list, the usual shape of a batch.
 	lastTuple *tuple
-	lastMask  hal.FlowKey // the match mask lastTuple was found for
-	lastProg  *program
-	checker   *hal.Checker // validate's checker, with its memory of the last mask
+	// lastSeq is checker.MaskSeq() when lastTuple was found: while it
+	// stays the same, a rule checker passed has lastTuple's mask.
+	lastSeq  uint64
+	lastProg *program
+	checker  *hal.Checker // validate's checker, with its memory of the last mask
 	// emptied says that a tuple of the batch may be left without rules
 	// (one lost its last, or one was made): only then does settle look
 	// for empty tuples, a walk of every tuple.
@@ -281,12 +283,13 @@ func (w *writerState) do(op *hal.Op) error {
 			return err
 		}
 		// Runs of rules share a mask: the previous rule's tuple is this
-		// one's when the masks are equal and the key leaves it as IPv4-only
-		// as it was, which spares converting and comparing tuple keys.
+		// one's when the masks are equal (the checker, which compared them
+		// already, says so) and the key leaves it as IPv4-only as it was,
+		// which spares converting and comparing tuple keys.
 		var kw words
 		loadWords(&r.Match.Key, &kw)
 		t := w.lastTuple
-		if t == nil || r.Match.Mask != w.lastMask || t.key.v4 != pinsIPv4(&t.key.mask, &kw, r.Match.Key.EthType) {
+		if t == nil || w.checker.MaskSeq() != w.lastSeq || t.key.v4 != pinsIPv4(&t.key.mask, &kw, r.Match.Key.EthType) {
 			var tk tupleKey
 			ruleKey(&r.Match, &tk, &kw)
 			if t = w.tuples[tk]; t == nil {
@@ -299,7 +302,7 @@ func (w *writerState) do(op *hal.Op) error {
 				w.emptied = true // if the op fails below
 				w.tupleByID[id] = t
 			}
-			w.lastTuple, w.lastMask = t, r.Match.Mask
+			w.lastTuple, w.lastSeq = t, w.checker.MaskSeq()
 		}
 		// A tuple made here and left empty by a failure below is dropped
 		// when the batch settles.

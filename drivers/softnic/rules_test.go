@@ -779,3 +779,130 @@ func TestApplyChecksActionLists(t *testing.T) {
 		t.Fatalf("Validate output to port 99: %v", err)
 	}
 }
+
+// TestInternByReadFields: action lists that differ only in fields their
+// kinds do not read (hal.Action) share one program, and Dump gives each of
+// their rules the list with those fields zero; lists that differ in a field
+// that is read get programs of their own.
+func TestInternByReadFields(t *testing.T) {
+	n := newNIC(t)
+	dst := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 31, byte(i)}) }
+	clean := dstRule(1, dst(1), vxlanTo(paRem, 7)).Actions
+	stray := hal.CloneActions(clean)
+	stray[0].OutPort, stray[0].MAC, stray[0].VLAN, stray[0].Reason = pVM1, macVM1, 12, hal.ReasonTTL
+	stray[1].Encap = vxlanTo(paLocal, 9)
+	stray[1].L4Port, stray[1].Addr = 80, caVM1
+	other := hal.CloneActions(clean)
+	other[0].Encap.TTL = 9 // read: a program of its own
+	rules := []hal.Rule{dstRule(1, dst(1), vxlanTo(paRem, 7)), dstRule(2, dst(2), vxlanTo(paRem, 7)), dstRule(3, dst(3), vxlanTo(paRem, 7))}
+	rules[1].Actions, rules[2].Actions = stray, other
+	for _, r := range rules {
+		mustApply(t, n, hal.AddOp(r))
+	}
+	progs := 0
+	for _, p := range n.w.progs {
+		if p != nil {
+			progs++
+		}
+	}
+	if progs != 2 {
+		t.Errorf("%d programs, want 2 (one for the lists that differ in unread fields only, one for the other)", progs)
+	}
+	want := map[hal.RuleID][]hal.Action{1: clean, 2: clean, 3: other}
+	seen := 0
+	err := n.Dump(context.Background(), func(ri *hal.RuleInfo) error {
+		seen++
+		if w := want[ri.Rule.ID]; !reflect.DeepEqual(ri.Rule.Actions, w) {
+			t.Errorf("rule %d dumped with %v, want %v", ri.Rule.ID, ri.Rule.Actions, w)
+		}
+		return nil
+	})
+	if err != nil || seen != len(rules) {
+		t.Fatalf("dump: %d rules, %v", seen, err)
+	}
+}
+
+// TestActionHashesFollowSameActions: lists that sameActions takes for one
+// (random lists, and each with its unread fields scrambled) have the same
+// hashActions and quickActionsHash, and readFields keeps a list the same.
+func TestActionHashesFollowSameActions(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	kinds := []hal.ActionKind{hal.ActionDecap, hal.ActionSetEthSrc, hal.ActionSetEthDst, hal.ActionSetIPSrc, hal.ActionSetIPDst,
+		hal.ActionSetL4Src, hal.ActionSetL4Dst, hal.ActionDecTTL, hal.ActionPushVLAN, hal.ActionPopVLAN, hal.ActionEncap,
+		hal.ActionCount, hal.ActionOutput, hal.ActionDrop, hal.ActionToHost}
+	scramble := func(a *hal.Action) {
+		a.MAC = hal.MAC{2, byte(rng.Uint32()), 0, 0, 0, byte(rng.Uint32())}
+		a.Addr = netip.AddrFrom4([4]byte{198, 18, byte(rng.Uint32()), byte(rng.Uint32())})
+		a.L4Port, a.VLAN, a.OutPort, a.Reason = uint16(rng.Uint32()), uint16(rng.Uint32()), hal.PortID(rng.Uint32()), hal.Reason(rng.Uint32()%4)
+		a.Encap = hal.Encap{Kind: hal.EncapGeneve, VNI: rng.Uint32() & 0xffffff, Src: a.Addr, Dst: a.Addr, TTL: uint8(rng.Uint32()),
+			GeneveOptions: []byte{byte(rng.Uint32()), 0, 0, 0}}
+	}
+	differ := 0
+	for i := 0; i < 20000; i++ {
+		a := make([]hal.Action, 1+rng.IntN(4))
+		for j := range a {
+			scramble(&a[j])
+			a[j].Kind = kinds[rng.IntN(len(kinds))]
+		}
+		b := make([]hal.Action, len(a))
+		norm := make([]hal.Action, len(a))
+		for j := range a {
+			b[j] = a[j]
+			scramble(&b[j])
+			b[j].Kind = a[j].Kind
+			read := &b[j] // back to a[j] in what its kind reads
+			r := readFields(&a[j])
+			switch a[j].Kind {
+			case hal.ActionEncap:
+				read.Encap = r.Encap
+			case hal.ActionOutput:
+				read.OutPort = r.OutPort
+			case hal.ActionSetEthSrc, hal.ActionSetEthDst:
+				read.MAC = r.MAC
+			case hal.ActionSetIPSrc, hal.ActionSetIPDst:
+				read.Addr = r.Addr
+			case hal.ActionSetL4Src, hal.ActionSetL4Dst:
+				read.L4Port = r.L4Port
+			case hal.ActionPushVLAN:
+				read.VLAN = r.VLAN
+			case hal.ActionDrop, hal.ActionToHost:
+				read.Reason = r.Reason
+			}
+			norm[j] = readFields(&a[j])
+		}
+		if !sameActions(a, b, -1) || !sameActions(norm, a, -1) {
+			t.Fatalf("lists that differ in unread fields only are not the same:\n%v\n%v", a, b)
+		}
+		if hashActions(a, -1) != hashActions(b, -1) || quickActionsHash(a) != quickActionsHash(b) {
+			t.Fatalf("the same lists hash apart:\n%v\n%v", a, b)
+		}
+		if !reflect.DeepEqual(a, b) {
+			differ++
+		}
+		// One read field changed: not the same.
+		c := hal.CloneActions(norm)
+		j := rng.IntN(len(c))
+		switch c[j].Kind {
+		case hal.ActionEncap:
+			c[j].Encap.TTL++
+		case hal.ActionOutput:
+			c[j].OutPort++
+		case hal.ActionSetEthSrc, hal.ActionSetEthDst:
+			c[j].MAC[5]++
+		case hal.ActionSetL4Src, hal.ActionSetL4Dst:
+			c[j].L4Port++
+		case hal.ActionPushVLAN:
+			c[j].VLAN++
+		case hal.ActionDrop, hal.ActionToHost:
+			c[j].Reason++
+		default:
+			continue
+		}
+		if sameActions(norm, c, -1) {
+			t.Fatalf("lists that differ in a read field are the same:\n%v\n%v", norm, c)
+		}
+	}
+	if differ < 1000 {
+		t.Fatalf("only %d pairs differed in unread fields", differ)
+	}
+}
