@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -86,11 +87,13 @@ type vethHarness struct {
 	socks map[hal.PortID]int
 }
 
-var harnessSeq int
+// harnessSeq numbers the harnesses' namespaces. Atomic: a case the
+// conformance runner gave up on (its deadline passed while the NIC was
+// still opening) goes on building its harness beside the next case's.
+var harnessSeq atomic.Int64
 
 func newVethHarness() (_ *vethHarness, err error) {
-	harnessSeq++
-	h := &vethHarness{ns: fmt.Sprintf("np-xdp-%d-conf%d", os.Getpid(), harnessSeq), socks: map[hal.PortID]int{}}
+	h := &vethHarness{ns: fmt.Sprintf("np-xdp-%d-conf%d", os.Getpid(), harnessSeq.Add(1)), socks: map[hal.PortID]int{}}
 	sh := func(args ...string) error {
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 			return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
