@@ -44,13 +44,17 @@ type Options struct {
 	Run string
 	// Progress, when set, gets one line per finished case or subcase.
 	Progress io.Writer
-	// CaseTimeout bounds one top-level case (default 3 minutes).
+	// CaseTimeout bounds one top-level case (default: the target's
+	// CaseTimeout, else 3 minutes).
 	CaseTimeout time.Duration
 }
 
-func (o *Options) caseTimeout() time.Duration {
+func (o *Options) caseTimeout(tg *Target) time.Duration {
 	if o.CaseTimeout > 0 {
 		return o.CaseTimeout
+	}
+	if tg.CaseTimeout > 0 {
+		return tg.CaseTimeout
 	}
 	return 3 * time.Minute
 }
@@ -190,7 +194,7 @@ func documentedCase(tg *Target, results []CaseResult, ran map[string]bool, selec
 // runCase runs one top-level case on a fresh record, writing a progress
 // line as it and each of its subcases end.
 func runCase(ctx context.Context, tg *Target, c caseDef, o *Options) *record {
-	ctx, cancel := context.WithTimeout(ctx, o.caseTimeout())
+	ctx, cancel := context.WithTimeout(ctx, o.caseTimeout(tg))
 	defer cancel()
 	rec := newRecord(ctx, c.name)
 	rec.filter, _ = o.filter() // RunSuite reported a bad pattern already
@@ -198,7 +202,7 @@ func runCase(ctx context.Context, tg *Target, c caseDef, o *Options) *record {
 		fmt.Fprintf(o.Progress, "%-10s %s\n", "RUN", c.name)
 		rec.done = func(r *record) { progress(o.Progress, resultOf(tg, r)) }
 	}
-	rec.exec(func(r *record) { c.run(r, tg) }, o.caseTimeout()+5*time.Second)
+	rec.exec(func(r *record) { c.run(r, tg) }, o.caseTimeout(tg)+5*time.Second)
 	return rec
 }
 

@@ -44,6 +44,11 @@ type Target struct {
 	// on a real link refuses frames shorter than an Ethernet header); the
 	// malformed-frame cases leave shorter ones out and say so. 0: any.
 	MinFrame int
+	// CaseTimeout bounds one top-level case of this target when the
+	// run's Options give none (default 3 minutes): a NIC that takes long
+	// to open (a BPF program the verifier walks for seconds, once per
+	// subcase) says so here rather than every caller in its options.
+	CaseTimeout time.Duration
 
 	// FillLimit is the largest MaxRules for which the full-table case fills
 	// the table (default 4096); above it the case skips and says so.

@@ -42,6 +42,10 @@ func vethTarget(t *testing.T) conformance.Target {
 		// A packet socket cannot send a frame shorter than the link
 		// header of a veth.
 		MinFrame: 14,
+		// Each subcase opens the NIC, and the verifier's walk of the
+		// program takes seconds; under CI's load a case of four subcases
+		// came within 2 s of the 3-minute default.
+		CaseTimeout: 10 * time.Minute,
 		Open: func(ctx context.Context) (hal.NIC, conformance.Harness, error) {
 			h, err := newVethHarness()
 			if err != nil {
