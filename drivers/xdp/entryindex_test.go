@@ -18,7 +18,8 @@ func TestEntryIndexCollisions(t *testing.T) {
 		var ents [3]*entryState
 		ms := &maskState{id: 1}
 		for i := range keys {
-			rs := &ruleState{rule: prefixRule(hal.RuleID(i+1), 1, fmt.Sprintf("198.19.%d.0/24", i)), mask: ms}
+			r := prefixRule(hal.RuleID(i+1), 1, fmt.Sprintf("198.19.%d.0/24", i))
+			rs := &ruleState{rule: keep(&r, nil), mask: ms}
 			keys[i] = rs.bpfKey()
 			ents[i] = &entryState{}
 			ents[i].slots[0] = rs

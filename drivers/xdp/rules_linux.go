@@ -54,7 +54,7 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 	}
 	infos := make([]hal.RuleInfo, 0, len(n.tab.rules))
 	for _, rs := range n.tab.rules {
-		ri := hal.RuleInfo{Rule: rs.rule.Clone(), Location: n.caps.Location,
+		ri := hal.RuleInfo{Rule: rs.rule.clone(), Location: n.caps.Location,
 			Live: n.active[rs.rule.Scope] == rs.rule.Generation}
 		if rs.enc.Flags&actCount != 0 {
 			ri.Counters, _ = n.readCounter(rs.enc.Counter)

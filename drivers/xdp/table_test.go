@@ -521,3 +521,65 @@ func TestModifyFailureKeepsCounters(t *testing.T) {
 		}
 	}
 }
+
+// TestKeptRuleSharesMask: the rules of one shape keep its mask once (their
+// Mask points at the shape's copy), a rule of another shape or one whose
+// mask differs from its shape's keeps its own, and every rule reads back
+// exactly as given, through a modify in place and one that moves it.
+func TestKeptRuleSharesMask(t *testing.T) {
+	fb := &fakeBackend{entries: map[bpfKey]bpfFlowVal{}}
+	tab := newTable("test", 100, 16, 100, nil, fb)
+	given := map[hal.RuleID]hal.Rule{}
+	var ops []hal.Op
+	for i := range 5 {
+		r := prefixRule(hal.RuleID(i+1), 1, fmt.Sprintf("198.19.%d.0/24", i))
+		given[r.ID] = r
+		ops = append(ops, hal.AddOp(r))
+	}
+	other := prefixRule(9, 1, "198.18.0.0/16")
+	given[9] = other
+	ops = append(ops, hal.AddOp(other))
+	for i, r := range applyT(t, tab, ops...) {
+		if r.Err != nil {
+			t.Fatalf("op %d: %v", i, r.Err)
+		}
+	}
+	check := func() {
+		t.Helper()
+		for id, want := range given {
+			rs := tab.rules[id]
+			if rs == nil {
+				t.Fatalf("rule %d missing", id)
+			}
+			if got := rs.rule.clone(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("rule %d reads back as %v, was %v", id, got.String(), want.String())
+			}
+			if rs.rule.Mask != &rs.mask.hmask {
+				t.Fatalf("rule %d keeps its own mask, not its shape's", id)
+			}
+		}
+	}
+	check()
+	if tab.rules[1].mask == tab.rules[9].mask || tab.rules[1].rule.Mask != tab.rules[2].rule.Mask {
+		t.Fatal("shapes not kept apart or not shared")
+	}
+	m := given[2]
+	m.Priority, m.Cookie = 7, 0x42
+	given[2] = m
+	mv := given[3]
+	mv.Match = hal.Match{}
+	mv.Match.IPDst(netip.MustParsePrefix("198.18.5.0/24")).EthType(hal.EtherTypeIPv4)
+	given[3] = mv
+	for i, r := range applyT(t, tab, hal.ModifyOp(m), hal.ModifyOp(mv)) {
+		if r.Err != nil {
+			t.Fatalf("modify %d: %v", i, r.Err)
+		}
+	}
+	check()
+	// A mask unlike the shape's is kept on its own.
+	r := given[1]
+	r.Match.Mask.VLAN = 1
+	if k := keep(&r, tab.rules[1].mask); k.Mask == &tab.rules[1].mask.hmask || *k.Mask != r.Match.Mask {
+		t.Fatal("a different mask shares the shape's")
+	}
+}
