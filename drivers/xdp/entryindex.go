@@ -50,11 +50,8 @@ func (x *entryIndex) getHashed(k *bpfKey, h uint64) *entryState {
 	return nil
 }
 
-// put indexes e under k, which no other entry has. e must hold a rule
-// whose key is k before the next get.
-func (x *entryIndex) put(k *bpfKey, e *entryState) { x.putHashed(x.hash(k), e) }
-
-// putHashed is put with the hash of the key already computed.
+// putHashed indexes e under the key whose hash is h, which no other entry
+// has. e must hold a rule with that key before the next get.
 func (x *entryIndex) putHashed(h uint64, e *entryState) {
 	e.hash, e.next = h, x.m[h]
 	x.m[h] = e

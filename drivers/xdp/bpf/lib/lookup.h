@@ -49,20 +49,26 @@ static __always_inline __u64 hash4(__u64 w0, __u64 w1, __u64 w2, __u64 w3)
  * it with a live rule, copies the better live rule into out and returns 1.
  * A slot whose seq changed while it was read (being retired or reused)
  * makes the search start again from the first slot: the new version of an
- * entry, if any, is published before its old slot is retired. Loads are
- * ordered as written (compiler barriers; x86 keeps loads in order). */
+ * entry, if any, is published before its old slot is retired. The new
+ * version may land in a slot the search has already passed while the old
+ * one is retired before the search reaches it; so a search that finds
+ * nothing reads every seq of the window again, and starts again if their
+ * sum moved (a slot's seq only grows). Loads are ordered as written
+ * (compiler barriers; x86 keeps loads in order). */
 static __always_inline int probe4(__u64 w0, __u64 w1, __u64 w2, __u64 w3, struct rule *out)
 {
 	__u64 h = hash4(w0, w1, w2, w3);
 	__u32 base = (__u32)(((h >> 32) * (__u64)slots4) >> 32);
 	for (int attempt = 0; attempt < 3; attempt++) {
 		int again = 0;
+		__u32 sum = 0;
 		for (__u32 i = 0; i < PROBE4; i++) {
 			__u32 idx = base + i;
 			struct slot4 *s = bpf_map_lookup_elem(&table4, &idx);
 			if (!s)
 				return 0;
 			__u32 s1 = *(volatile __u32 *)&s->seq;
+			sum += s1;
 			if (!(s1 & SEQ_VALID))
 				continue;
 			barrier();
@@ -86,8 +92,19 @@ static __always_inline int probe4(__u64 w0, __u64 w1, __u64 w2, __u64 w3, struct
 			}
 			return best ? 1 : 0;
 		}
-		if (!again)
-			return 0;
+		if (!again) {
+			barrier();
+			__u32 sum2 = 0;
+			for (__u32 i = 0; i < PROBE4; i++) {
+				__u32 idx = base + i;
+				struct slot4 *s = bpf_map_lookup_elem(&table4, &idx);
+				if (!s)
+					return 0;
+				sum2 += *(volatile __u32 *)&s->seq;
+			}
+			if (sum2 == sum)
+				return 0;
+		}
 	}
 	return 0;
 }
