@@ -20,7 +20,9 @@ import (
 // never neither. A slot's seq changes on every publish and retire (the
 // upper bits count its changes), so the program, which reads seq before
 // and after the key and value, notices a slot that changed under it and
-// reads again.
+// reads again. The new version may land before the old one in the window,
+// so a search that finds nothing sums the window's seq words again and
+// starts over when the sum moved (probe4 in bpf/lib/lookup.h).
 type table4 struct {
 	mem   []byte // the array's values, slots+probe4 of slot4Size bytes
 	slots uint32 // base slots a key hashes to
