@@ -140,10 +140,44 @@ func (n *NIC) Process(port hal.PortID, bufs [][]byte, sizes []int, offset int) e
 // process runs one burst of at most MaxBurst frames.
 func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int) {
 	k := len(bufs)
+	// Parse every frame first: the keys are then ready for the bulk lookup.
+	rxBytes := n.parseBurst(b, in, bufs, sizes, offset)
+
+	s := n.rcu.enter()
+	v := &n.rcu.views[s]
+	for _, tab := range v.tabs {
+		n.lookup(b, v, tab, k)
+	}
+	// Execute, inside the read section: the rule counters belong to entries
+	// that a writer may reuse once no reader is left.
+	n.executeBurst(b, v, bufs, sizes, offset)
+	n.rcu.exit(s)
+
+	if n.seal != nil {
+		n.sealedReplies(b, in, bufs, sizes, offset, k)
+	}
+	if b.anySealed {
+		n.sealedRoutes(b, k)
+		n.sealedNoHost(b, k)
+	}
+	n.deliver(b, in, bufs, sizes, offset, rxBytes)
+	if b.anySealed {
+		// The clear frames are of no further use: do not leave them in
+		// memory the next burst may not overwrite.
+		for i := 0; i < k; i++ {
+			if b.sealed[i] {
+				clear(b.open[i][:Headroom+b.osz[i]])
+			}
+		}
+	}
+}
+
+// parseBurst parses the frames of a burst into b (their words, layouts and
+// fates) and returns the bytes they hold.
+func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset int) uint64 {
+	k := len(bufs)
 	maxIn := in.info.MTU + l2Allowance
 	var rxBytes uint64
-
-	// Parse every frame first: the keys are then ready for the bulk lookup.
 	b.anySealed = false
 	for i := 0; i < k; i++ {
 		size := sizes[i]
@@ -199,13 +233,13 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		b.fate[i] = fatePending
 		loadWords(key, &b.w[i])
 	}
+	return rxBytes
+}
 
-	s := n.rcu.enter()
-	v := &n.rcu.views[s]
-	for _, tab := range v.tabs {
-		n.lookup(b, v, tab, k)
-	}
-
+// executeBurst runs the program of every hit of the burst (lookup's
+// result) and sends every miss to the host, in view v's read section.
+func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset int) {
+	k := len(bufs)
 	// Find every hit's program before executing any. compare asked for
 	// each program and the two lines of its template that Push reads
 	// first (encapProgram) as it found the hits; the last line of the
@@ -225,8 +259,6 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 	}
 	prefetch.Lines(b.pf[:npf])
 
-	// Execute, inside the read section: the rule counters belong to entries
-	// that a writer may reuse once no reader is left.
 	var lastCount uint32 = noRule
 	var cntPkts, cntBytes uint64
 	for i := 0; i < k; i++ {
@@ -273,25 +305,6 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 		c := &v.chunks[lastCount>>chunkShift].c[lastCount&(chunkSize-1)]
 		c.pkts.Add(cntPkts)
 		c.bytes.Add(cntBytes)
-	}
-	n.rcu.exit(s)
-
-	if n.seal != nil {
-		n.sealedReplies(b, in, bufs, sizes, offset, k)
-	}
-	if b.anySealed {
-		n.sealedRoutes(b, k)
-		n.sealedNoHost(b, k)
-	}
-	n.deliver(b, in, bufs, sizes, offset, rxBytes)
-	if b.anySealed {
-		// The clear frames are of no further use: do not leave them in
-		// memory the next burst may not overwrite.
-		for i := 0; i < k; i++ {
-			if b.sealed[i] {
-				clear(b.open[i][:Headroom+b.osz[i]])
-			}
-		}
 	}
 }
 
