@@ -34,21 +34,28 @@ type burst struct {
 	// key is where wire.Parse keys each frame that parseFast did not
 	// take, one after the other: the lookup reads the packet's words (w),
 	// the exception path its VNI (vni), encap the flow hash from w.
-	key   hal.FlowKey
-	vni   [MaxBurst]uint32
-	lays  [MaxBurst]wire.Layout
-	w     [MaxBurst]words
-	pk    [MaxBurst]words // w packed by the tuple being probed
-	home  [MaxBurst]uint16
-	sig   [MaxBurst]uint32
-	best  [MaxBurst]uint32
-	prio  [MaxBurst]int32
-	fate  [MaxBurst]uint8
-	why   [MaxBurst]hal.Reason
-	rule  [MaxBurst]hal.RuleID
-	out   [MaxBurst]*Port
-	start [MaxBurst]int
-	end   [MaxBurst]int
+	key  hal.FlowKey
+	vni  [MaxBurst]uint32
+	lays [MaxBurst]wire.Layout
+	w    [MaxBurst]words
+	pk   [MaxBurst]words  // w packed by the tuple being probed
+	bkt  [MaxBurst]uint32 // the home bucket of the tuple being probed
+	home [MaxBurst]uint16
+	// The one rule a packet's home bucket names for it, when that is all
+	// the tuple being probed can hold for it (home's candBit): its entry
+	// and index, found by the bucket pass, compared by compare (which
+	// clears cand: entries do not outlive the read section).
+	cand    [MaxBurst]*entry
+	candIdx [MaxBurst]uint32
+	sig     [MaxBurst]uint32
+	best    [MaxBurst]uint32
+	prio    [MaxBurst]int32
+	fate    [MaxBurst]uint8
+	why     [MaxBurst]hal.Reason
+	rule    [MaxBurst]hal.RuleID
+	out     [MaxBurst]*Port
+	start   [MaxBurst]int
+	end     [MaxBurst]int
 	// lookup's scratch: the packets a tuple probes, and the addresses
 	// to prefetch for them.
 	todo [MaxBurst]uint8
@@ -250,8 +257,7 @@ func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset
 		if b.fate[i] != fatePending || b.best[i] == noRule {
 			continue
 		}
-		p := v.progs[entryAt(v.ents, b.best[i]).prog]
-		b.prog[i] = p
+		p := b.prog[i] // compare's, with best
 		if p.encap != nil {
 			b.pf[npf] = uintptr(unsafe.Pointer(p.encap)) + uintptr(p.encapLen) - 1
 			npf++
@@ -398,8 +404,9 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 			h += bits.RotateLeft64(x, j*7) * wordMul[j]
 		}
 		sig := sigOf(finish(h))
-		b.sig[i] = sig
-		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[ht.home(sig)]))
+		bi := ht.home(sig)
+		b.sig[i], b.bkt[i] = sig, uint32(bi)
+		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[bi]))
 		todo = append(todo, uint8(i))
 		if len(todo)-pfd == pfGroup {
 			prefetch.Lines(b.pf[pfd:len(todo)])
@@ -410,30 +417,43 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	// The buckets: the entries their signatures point to, and the next
 	// bucket of every chain that goes on.
 	npf, nnx, pfd := 0, 0, 0
-	for _, i := range todo {
+	ents, hide := v.ents, v.hide
+	for _, ii := range todo {
+		i := ii & (MaxBurst - 1)
 		sig := b.sig[i]
-		bi := ht.home(sig)
+		bi := uint64(b.bkt[i])
 		bk := &ht.b[bi]
 		m, more := bk.scan(sig)
 		// The home bucket's answer, for the compare pass: bit 8 says
-		// the probe chain goes on past it.
-		b.home[i] = uint16(m)
+		// the probe chain goes on past it, candBit that the bucket
+		// names one rule and the chain ends there, which the bucket
+		// pass found (cand): compare takes it without reading the
+		// bucket again.
+		h := uint16(m)
 		if more {
-			b.home[i] |= 1 << 8
+			h |= moreBit
 			b.chain[nnx] = i
 			b.pfn[nnx] = uintptr(unsafe.Pointer(&ht.b[ht.next(bi)]))
 			nnx++
 		}
 		if m != 0 {
-			if idx, ok := bk.ref(bits.TrailingZeros32(m)&7, v.hide); ok {
-				b.pf[npf] = uintptr(unsafe.Pointer(entryAt(v.ents, idx)))
+			if idx, ok := bk.ref(bits.TrailingZeros32(m)&7, hide); ok {
+				e := entryAt(ents, idx)
+				if h == uint16(m&-m) {
+					h = candBit
+					b.cand[i], b.candIdx[i] = e, idx
+				}
+				b.pf[npf] = uintptr(unsafe.Pointer(e))
 				npf++
 				if npf-pfd == pfGroup {
 					prefetch.Lines(b.pf[pfd:npf])
 					pfd = npf
 				}
+			} else if h == uint16(m&-m) {
+				h = 0 // its one slot is not this view's
 			}
 		}
+		b.home[i] = h
 	}
 	prefetch.Lines(b.pf[pfd:npf])
 	prefetch.Lines(b.pfn[:nnx])
@@ -463,6 +483,14 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 // pfGroup is how many prefetches lookup gathers before it sends them.
 const pfGroup = 16
 
+// The bits of burst.home above a home bucket's slot mask: moreBit, the
+// probe chain goes on past the bucket; candBit (alone), the bucket names
+// one rule this view sees, in burst.cand, and the chain ends there.
+const (
+	moreBit = 1 << 8
+	candBit = 1 << 9
+)
+
 // chainEntries prefetches, for the nnx packets b.chain whose probe chain
 // goes on past the home bucket (some one lookup in five at a table's usual
 // load), the entries that the next bucket's signatures point to: without
@@ -475,8 +503,9 @@ func chainEntries(b *burst, v *view, tab *tupleTab, nnx int) {
 	npf := 0
 	for _, i := range b.chain[:nnx] {
 		sig := b.sig[i]
-		m, _ := ht.b[ht.next(ht.home(sig))].scan(sig)
-		for bk := &ht.b[ht.next(ht.home(sig))]; m != 0 && npf < len(b.pfn)-1; m &= m - 1 {
+		bk := &ht.b[ht.next(uint64(b.bkt[i]))]
+		m, _ := bk.scan(sig)
+		for ; m != 0 && npf < len(b.pfn)-1; m &= m - 1 {
 			idx, ok := bk.ref(bits.TrailingZeros32(m)&7, v.hide)
 			if !ok {
 				continue // a batch's slot, not this view's
@@ -495,41 +524,42 @@ func chainEntries(b *burst, v *view, tab *tupleTab, nnx int) {
 
 // compare is lookup's third pass, on its own so that its loop has the
 // registers to itself: the packets todo, hashed for tab, against the rules
-// their buckets point to.
+// their buckets point to. Most packets' home bucket names one rule and
+// ends the probe chain (candBit): the bucket pass found that rule's
+// entry, and compare checks it in straight-line code; the others walk the
+// chain (compareChain).
 func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
-	ht := &tab.ht
 	nw := min(tab.shape.n, numWords)
-	chunks, ents, gens, progs, hide := v.chunks, v.ents, v.gens, v.progs, v.hide
+	tiny, large := nw <= tinyWords, nw > entryLineWords
+	gens, progs := v.gens, v.progs
 	npf, pfd := 0, 0
-	for _, i := range todo {
-		sig := b.sig[i]
-		pk := &b.pk[i]
+	for _, ii := range todo {
+		i := ii & (MaxBurst - 1)
 		was := b.best[i]
-		bi := ht.home(sig)
-		m, more := uint32(b.home[i]&0xff), b.home[i]&(1<<8) != 0
-		for {
-			bk := &ht.b[bi]
-			for ; m != 0; m &= m - 1 {
-				idx, ok := bk.ref(bits.TrailingZeros32(m)&7, hide)
-				if !ok {
-					continue // a batch's, not yet (or no longer) this view's
-				}
-				e := entryAt(ents, idx)
-				if !keyEqual(pk, e, nw) || gens[e.scope] != e.gen {
-					continue
-				}
-				pr := int32(e.prio)
-				if pr > b.prio[i] || (pr == b.prio[i] && idOf(chunks, idx) < idOf(chunks, b.best[i])) {
-					b.best[i], b.prio[i] = idx, pr
+		if h := b.home[i]; h == candBit {
+			// keyEqual, with the entry's class known for the tuple.
+			e, pk := b.cand[i], &b.pk[i]
+			// Not kept past the read section: a huge-page slab's
+			// entries may be unmapped once no reader is left.
+			b.cand[i] = nil
+			ek := &e.key
+			d := (pk[0] ^ ek[0]) | (pk[1] ^ ek[1]) | (pk[2] ^ ek[2])
+			if !tiny {
+				d |= (pk[3] ^ ek[3]) | (pk[4] ^ ek[4])
+				if large {
+					for j := entryLineWords; j < nw; j++ {
+						d |= pk[j] ^ e.more[j-entryLineWords]
+					}
 				}
 			}
-			if !more {
-				break
+			if d == 0 && gens[e.scope] == e.gen {
+				idx, pr := b.candIdx[i], int32(e.prio)
+				if pr > b.prio[i] || (pr == b.prio[i] && idOf(v.chunks, idx) < idOf(v.chunks, was)) {
+					b.best[i], b.prio[i], b.prog[i] = idx, pr, progs[e.prog]
+				}
 			}
-			if bi++; bi == ht.nb {
-				bi = 0
-			}
-			m, more = ht.b[bi].scan(sig)
+		} else if h != 0 {
+			compareChain(b, v, tab, i, nw)
 		}
 		// A hit: its program, which the execute pass reads, and the
 		// template that an encapsulating program carries right after it
@@ -541,9 +571,9 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 		// wait for its own. (These are hints: for a program without an
 		// encapsulation, or were the offset of the fields wrong, only
 		// the prefetch would be wasted; a later tuple may still find a
-		// better rule, whose program process reads in any case.)
+		// better rule, whose program compare then records instead.)
 		if b.best[i] != was {
-			p := uintptr(unsafe.Pointer(progs[entryAt(ents, b.best[i]).prog]))
+			p := uintptr(unsafe.Pointer(b.prog[i]))
 			t := p + tmplOffset
 			b.pf[npf], b.pf[npf+1], b.pf[npf+2] = p, t, t+wire.MaxEncapHeadroom+8
 			if npf += 3; npf-pfd >= pfGroup {
@@ -553,6 +583,41 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 		}
 	}
 	prefetch.Lines(b.pf[pfd:npf])
+}
+
+// compareChain compares packet i, hashed for tab, against every rule its
+// probe chain names that the view sees: the home bucket's slots b.home
+// found, and those of the buckets after it while the chain goes on.
+func compareChain(b *burst, v *view, tab *tupleTab, i uint8, nw int) {
+	ht := &tab.ht
+	chunks, ents, gens, progs, hide := v.chunks, v.ents, v.gens, v.progs, v.hide
+	sig, pk := b.sig[i], &b.pk[i]
+	bi := uint64(b.bkt[i])
+	m, more := uint32(b.home[i]&0xff), b.home[i]&moreBit != 0
+	for {
+		bk := &ht.b[bi]
+		for ; m != 0; m &= m - 1 {
+			idx, ok := bk.ref(bits.TrailingZeros32(m)&7, hide)
+			if !ok {
+				continue // a batch's, not yet (or no longer) this view's
+			}
+			e := entryAt(ents, idx)
+			if !keyEqual(pk, e, nw) || gens[e.scope] != e.gen {
+				continue
+			}
+			pr := int32(e.prio)
+			if pr > b.prio[i] || (pr == b.prio[i] && idOf(chunks, idx) < idOf(chunks, b.best[i])) {
+				b.best[i], b.prio[i], b.prog[i] = idx, pr, progs[e.prog]
+			}
+		}
+		if !more {
+			return
+		}
+		if bi++; bi == ht.nb {
+			bi = 0
+		}
+		m, more = ht.b[bi].scan(sig)
+	}
 }
 
 // idOf is the rule ID of entry idx, which a lookup reads only to break a
