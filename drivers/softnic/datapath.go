@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
@@ -423,7 +424,17 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		sig := b.sig[i]
 		bi := uint64(b.bkt[i])
 		bk := &ht.b[bi]
-		m, more := bk.scan(sig)
+		// bk.scan(sig), written out: as a call it cost the loop its
+		// registers, saved and restored around it for every packet.
+		want := uint64(sig) * scanLanes
+		w0, w1, w2, w3 := atomic.LoadUint64(&bk.sigs[0]), atomic.LoadUint64(&bk.sigs[1]), atomic.LoadUint64(&bk.sigs[2]), atomic.LoadUint64(&bk.sigs[3])
+		more := w0&overflowBit != 0
+		x0, x1, x2, x3 := (w0&scanLow31)^want, w1^want, w2^want, w3^want
+		t0 := ^((x0&scanLow31 + scanLow31) | x0)
+		t1 := ^((x1&scanLow31 + scanLow31) | x1)
+		t2 := ^((x2&scanLow31 + scanLow31) | x2)
+		t3 := ^((x3&scanLow31 + scanLow31) | x3)
+		m := uint32(t0>>31&1 | t0>>62&2 | t1>>29&4 | t1>>60&8 | t2>>27&16 | t2>>58&32 | t3>>25&64 | t3>>56&128)
 		// The home bucket's answer, for the compare pass: bit 8 says
 		// the probe chain goes on past it, candBit that the bucket
 		// names one rule and the chain ends there, which the bucket

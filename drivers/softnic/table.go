@@ -355,6 +355,13 @@ func (bk *bucket) setOverflow() {
 	}
 }
 
+// scan's constants: a signature in both halves of a word, and the low 31
+// bits of each half. (NIC.lookup's bucket pass has its own copy of scan.)
+const (
+	scanLanes = 0x0000000100000001
+	scanLow31 = 0x7fffffff7fffffff
+)
+
 // scan returns a mask with bit s set for every slot whose signature is sig,
 // and whether the bucket overflowed (a probe chain goes on to the next).
 // The slots are compared two at a time, without a branch: which slot of a
@@ -362,8 +369,8 @@ func (bk *bucket) setOverflow() {
 // cost about one mispredicted branch per lookup.
 func (bk *bucket) scan(sig uint32) (match uint32, more bool) {
 	const (
-		lanes = 0x0000000100000001
-		low31 = 0x7fffffff7fffffff
+		lanes = scanLanes
+		low31 = scanLow31
 	)
 	want := uint64(sig) * lanes
 	// Atomic loads (plain ones on amd64 and arm64's ordered ones): a
