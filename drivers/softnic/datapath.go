@@ -297,11 +297,53 @@ func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset
 				cntBytes += uint64(sizes[i])
 			}
 		}
+		buf, off, size := bufs[i], offset, sizes[i]
 		if b.sealed[i] {
-			n.execute(b, i, p, b.open[i], Headroom, b.osz[i])
-		} else {
-			n.execute(b, i, p, bufs[i], offset, sizes[i])
+			buf, off, size = b.open[i], Headroom, b.osz[i]
 		}
+		if l := &b.lays[i]; p.macsOnly && l.Tunnel < 0 {
+			// The common shape (MAC rewrites, an encapsulation, output)
+			// on a frame that is not tunnelled: execute's general path,
+			// with what cannot happen left out, here in the loop rather
+			// than behind a call per packet.
+			l3 := size - wire.EthHeaderLen - wire.VLANTagLen*l.VLANs
+			if p.encap != nil {
+				l3 = size + p.encapLen - wire.EthHeaderLen
+			}
+			if l3 > p.outMTU {
+				b.fate[i], b.why[i] = fateHost, hal.ReasonMTU
+				b.rule[i] = v.chunks[idx>>chunkShift].id(idx)
+				continue
+			}
+			frame := buf[off : off+size]
+			for si := range p.steps {
+				if st := &p.steps[si]; st.arg {
+					wire.SetEthDst(frame, l, macOfWord(b.arg[i]))
+				} else if st.kind == hal.ActionSetEthDst {
+					wire.SetEthDst(frame, l, st.mac)
+				} else {
+					wire.SetEthSrc(frame, l, st.mac)
+				}
+			}
+			start, end := off, off+size
+			if p.encap != nil {
+				w := &b.w[i]
+				h := uint32(0)
+				if uint16(w[wordEthType]>>ethTypeShift) == hal.EtherTypeIPv4 {
+					h = flowHash4(w)
+				} else {
+					h = flowHash(w)
+				}
+				var err error
+				if start, err = p.encap.Push(buf, start, end, h); err != nil {
+					b.fate[i], b.why[i] = fateDrop, hal.ReasonUnsupported
+					continue
+				}
+			}
+			b.fate[i], b.out[i], b.start[i], b.end[i] = fateOut, p.out, start, end
+			continue
+		}
+		n.execute(b, i, p, buf, off, size)
 		// Only exceptions carry the rule ID (chunk.id: the entry's, or
 		// the chunk's wide array).
 		if b.fate[i] == fateHost {
@@ -640,6 +682,8 @@ func idOf(chunks []*chunk, idx uint32) hal.RuleID {
 // execute runs program p on packet i. Whatever can send the packet to the
 // host instead (TTL, MTU, a VLAN to pop that is not there) is checked before
 // the frame is touched, so that the host gets the frame as it arrived.
+// executeBurst runs the common shape (program.macsOnly on a frame that is
+// not tunnelled) itself, with what cannot happen there left out.
 func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int) {
 	switch p.term {
 	case hal.ActionDrop:
@@ -650,39 +694,6 @@ func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int)
 		return
 	}
 	l := &b.lays[i]
-	if p.macsOnly && l.Tunnel < 0 {
-		// The common shape (MAC rewrites, an encapsulation, output) on a
-		// frame that is not tunnelled: the general path below, with
-		// what cannot happen left out.
-		l3 := size - wire.EthHeaderLen - wire.VLANTagLen*l.VLANs
-		if p.encap != nil {
-			l3 = size + p.encapLen - wire.EthHeaderLen
-		}
-		if l3 > p.outMTU {
-			b.fate[i], b.why[i] = fateHost, hal.ReasonMTU
-			return
-		}
-		frame := buf[offset : offset+size]
-		for si := range p.steps {
-			if st := &p.steps[si]; st.arg {
-				wire.SetEthDst(frame, l, macOfWord(b.arg[i]))
-			} else if st.kind == hal.ActionSetEthDst {
-				wire.SetEthDst(frame, l, st.mac)
-			} else {
-				wire.SetEthSrc(frame, l, st.mac)
-			}
-		}
-		start, end := offset, offset+size
-		if p.encap != nil {
-			var err error
-			if start, err = p.encap.Push(buf, start, end, flowHash(&b.w[i])); err != nil {
-				b.fate[i], b.why[i] = fateDrop, hal.ReasonUnsupported
-				return
-			}
-		}
-		b.fate[i], b.out[i], b.start[i], b.end[i] = fateOut, p.out, start, end
-		return
-	}
 	tunnelled := l.Tunnel >= 0
 	start, end := offset, offset+size
 	tags := l.VLANs

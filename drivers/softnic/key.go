@@ -91,10 +91,7 @@ func flowHash(w *words) uint32 {
 	var h uint64
 	switch et := uint16(w[wordEthType] >> ethTypeShift); et {
 	case hal.EtherTypeIPv4:
-		// The low 4 bytes of the IPv4-mapped addresses, then the ports
-		// and protocol.
-		h = mix(h, w[5])
-		h = mix(h, w[11]&0xffffffffff)
+		return flowHash4(w)
 	case hal.EtherTypeIPv6:
 		// The addresses' bytes 0-7 and 8-15, as wire.FlowHash takes them.
 		h = mix(h, w[4])
@@ -107,6 +104,20 @@ func flowHash(w *words) uint32 {
 		h = mix(h, w[9]>>48|(w[10]&0xffffffff)<<16)
 	}
 	// wire.FlowHash's avalanche.
+	h ^= h >> 33
+	h *= hashMul2
+	h ^= h >> 29
+	h *= 0x165667B19E3779F9
+	h ^= h >> 32
+	return uint32(h)
+}
+
+// flowHash4 is flowHash of the words of an IPv4 packet, small enough to
+// inline: the low 4 bytes of the IPv4-mapped addresses, then the ports and
+// protocol, and wire.FlowHash's avalanche.
+func flowHash4(w *words) uint32 {
+	h := bits.RotateLeft64(w[5]*hashMul1, 31) * hashMul2 // mix(0, w[5])
+	h = mix(h, w[11]&0xffffffffff)
 	h ^= h >> 33
 	h *= hashMul2
 	h ^= h >> 29
