@@ -1,6 +1,7 @@
 package softnic
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -103,5 +104,32 @@ func TestPortOnReady(t *testing.T) {
 	send(t, n, pVM1, udp4(caVM1, caRem, 1000, 53, 10))
 	if r := ready(up); calls != 2 || !r {
 		t.Fatalf("after OnReady(nil): %d calls (want 2), Ready signalled %v (want true)", calls, r)
+	}
+}
+
+// copyFrame copies exactly the frame, whatever its length and the
+// alignment of either side: the bytes after it in dst stay as they were.
+func TestCopyFrame(t *testing.T) {
+	src := make([]byte, 300)
+	for i := range src {
+		src[i] = byte(i*7 + 1)
+	}
+	for _, n := range []int{0, 1, 63, 64, 65, 100, 114, 127, 128, 129, 200} {
+		for _, a := range []int{0, 1, 3, 8} {
+			dst := make([]byte, 260)
+			for i := range dst {
+				dst[i] = 0xee
+			}
+			f := src[a : a+n]
+			copyFrame(dst[a:], f)
+			if !bytes.Equal(dst[a:a+n], f) {
+				t.Fatalf("length %d, offset %d: frame not copied", n, a)
+			}
+			for i, c := range dst {
+				if (i < a || i >= a+n) && c != 0xee {
+					t.Fatalf("length %d, offset %d: byte %d outside the frame changed", n, a, i)
+				}
+			}
+		}
 	}
 }
