@@ -18,7 +18,11 @@ import (
 //     (the encapsulation included);
 //   - deliver: deliver, the encapsulated frames copied into the uplink's
 //     ring and the counters, then the ring emptied (Discard, once a burst,
-//     as HitEncap does).
+//     as HitEncap does);
+//   - process: all of them as Process runs them (with what it does once a
+//     burst), on the same frames again and again: the stages' sum, and
+//     what they cost one another in the caches, without HitEncap's copy
+//     of fresh frames from its receive area.
 //
 // Each reports cpu-ns/pkt, the thread's CPU time per packet. Every stage
 // runs on the state the stages before it leave, which each iteration puts
@@ -113,6 +117,20 @@ func BenchmarkStage(b *testing.B) {
 		perPkt(b, func() {
 			bu.fate = fates
 			n.deliver(bu, in, bufs, sizes, Headroom, MaxBurst*benchFrameLen)
+			up.Discard()
+			count += MaxBurst
+		})
+		if tx := up.counters().Tx.Packets - tx0; tx != uint64(count) {
+			b.Fatalf("%d of %d frames reached the uplink's ring", tx, count)
+		}
+	})
+	b.Run("process", func(b *testing.B) {
+		tx0 := up.counters().Tx.Packets
+		count := 0
+		perPkt(b, func() {
+			if err := n.Process(pVM1, bufs, sizes, Headroom); err != nil {
+				b.Fatal(err)
+			}
 			up.Discard()
 			count += MaxBurst
 		})
