@@ -23,6 +23,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/hal"
@@ -520,3 +521,49 @@ func pingReceived(out string) int {
 	n, _ := strconv.Atoi(m[1])
 	return n
 }
+
+// rawExchange sends frame out of dev in namespace ns on an AF_PACKET
+// socket, as it is (a station on dev's link that the namespace's kernel is
+// not), and waits up to 30s for a frame on dev that answer accepts.
+func (b *gwBed) rawExchange(ns, dev string, frame []byte, answer func([]byte) bool) {
+	b.t.Helper()
+	var fd int
+	var ifindex int
+	err := nsexec.Do(b.path(ns), func() error {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		ifindex = ifi.Index
+		all := int(htons(unix.ETH_P_ALL))
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, all); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		b.t.Fatalf("a raw socket on %s in %s: %v", dev, ns, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifindex, Halen: 6}); err != nil {
+		b.t.Fatalf("a raw frame out of %s in %s: %v", dev, ns, err)
+	}
+	tv := unix.NsecToTimeval(int64(time.Second))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		b.t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == nil && answer(buf[:n]) {
+			return
+		}
+	}
+	b.t.Fatalf("no answer on %s in %s within 30s to the frame %x", dev, ns, frame)
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -33,7 +33,8 @@ type Config struct {
 	// Address's prefix; invalid means none (they are dropped,
 	// Stats.Drops["no-route"]).
 	Router netip.Addr
-	// Neighbors are static next-hop MACs on the external network.
+	// Neighbors are static next-hop MACs on the external network: never
+	// asked for, forgotten or moved by what the network announces.
 	Neighbors map[netip.Addr]hal.MAC
 	// NextHopMAC is the underlay next hop's MAC (outer destination of the
 	// encapsulated answers); zero is broadcast.
