@@ -434,7 +434,7 @@ func (a *GatewayAgent) status() control.GatewayStatus {
 	s := a.gw.Stats()
 	out := control.GatewayStatus{Name: pg.Name, PA: pg.PA.String(), Tenant: pg.Tenant, Address: a.cfg.Gateway.Address.String(),
 		Driver: a.nic.Capabilities().Driver, Conns: s.Conns, NewConns: s.NewConns, Inbound: s.Inbound, Offloaded: s.Offloaded, HostPath: s.HostPath,
-		HostPackets: s.HostPackets, Refused: s.Refused, Drops: s.Drops}
+		HostPackets: s.HostPackets, Refused: s.Refused, Drops: s.Drops, NeighborMoves: s.NeighborMoves}
 	for _, c := range a.gw.Conns() {
 		out.Connections = append(out.Connections, control.GatewayConn{Tenant: c.Tenant, VNET: c.VNET, VM: c.VM, Host: c.Host,
 			Proto: c.Proto, Inside: c.Inside, Outside: c.Outside, Where: c.Where, AgeMillis: c.Age.Milliseconds()})
@@ -451,7 +451,7 @@ func (a *GatewayAgent) status() control.GatewayStatus {
 	fmt.Fprintf(&b, "connections %d (new %d, %d of them from outside; on the NIC %d, on the host %d), host packets %d\n",
 		s.Conns, s.NewConns, s.Inbound, s.Offloaded, s.HostPath, s.HostPackets)
 	fmt.Fprintf(&b, "neighbours: ARP %d answered, %d asked; ND %d answered, %d asked; moved to a new MAC %d; ICMP errors sent on to VMs %d\n",
-		s.ARPReplies, s.ARPRequests, s.NDReplies, s.NDRequests, s.NeighborMoves, s.ICMPErrors)
+		s.ARPReplies, s.ARPRequests, s.NDReplies, s.NDRequests, out.NeighborMoves, s.ICMPErrors)
 	if len(a.cfg.Gateway.Publish) > 0 {
 		pubs := make([]string, 0, len(a.cfg.Gateway.Publish))
 		for ad, t := range a.cfg.Gateway.Publish {

@@ -8,10 +8,13 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/gateway"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/internal/nsexec"
@@ -143,6 +146,14 @@ func testGatewayRouterMACChange(t *testing.T, v6 bool) {
 	gw.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if m := regexp.MustCompile(`(?m)^nicpath_gateway_neighbor_moves_total [1-9]`).FindString(rec.Body.String()); m == "" {
 		t.Errorf("the metrics do not count the router's move:\n%s", rec.Body.String())
+	}
+	// The control socket's status (vswitchctl gateway) counts it too.
+	var st control.GatewayStatus
+	if err := (&control.Client{Path: filepath.Join(b.dir, "gw.sock"), Timeout: 10 * time.Second}).Call(ctx, "gateway", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("moved to a new MAC %d;", st.NeighborMoves); st.NeighborMoves == 0 || !strings.Contains(st.Text, want) {
+		t.Errorf("the gateway's status does not count the router's move: neighbor_moves %d, text:\n%s", st.NeighborMoves, st.Text)
 	}
 	if !onNIC(gw) {
 		t.Fatalf("after the router's MAC changed, the connection left the NIC: %+v", gw.Gateway().Conns())
