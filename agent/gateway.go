@@ -40,6 +40,7 @@ import (
 //	  idle: 2m                 # optional: a connection's idle timeout
 //	  neighbors:               # optional: static next hops
 //	    203.0.113.10: 02:00:00:00:fe:10
+//	  neighbor_refresh: 1m     # optional: how long a learned next hop's MAC is trusted (at least 1s)
 //
 // With a gateway, the configuration names no VM ports and follows a policy
 // file (a store is not followed by a gateway host yet); `metrics` serves
@@ -54,6 +55,10 @@ type GatewayConfig struct {
 	PortHi      uint16
 	Idle        time.Duration
 	Neighbors   map[netip.Addr]hal.MAC
+	// NeighborRefresh is gateway.Config.NeighborRefresh: how long a
+	// learned next hop's MAC is trusted without word from it before the
+	// gateway asks again (zero: the gateway's default, a minute).
+	NeighborRefresh time.Duration
 	// Publish maps addresses of the external network to tenant addresses
 	// (gateway.Config.Publish), written tenant/address.
 	Publish map[netip.Addr]gateway.Target
@@ -115,6 +120,14 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 					g.Neighbors[a] = d.mac(nv, f)
 				}
 			})
+		case "neighbor_refresh":
+			// The gateway asks a next hop again at most once a refresh
+			// period: below a second, a refresh would be an ARP storm
+			// in the making rather than a cache.
+			g.NeighborRefresh = d.duration(v, field)
+			if _, err := time.ParseDuration(v.Value); err == nil && g.NeighborRefresh < time.Second {
+				d.errf(v, field, "must be at least 1s (got %q)", v.Value)
+			}
 		case "publish":
 			g.Publish, g.publishAt = map[netip.Addr]gateway.Target{}, map[netip.Addr][2]int{}
 			d.entries(v, field, "address to tenant/address", func(pk, pv *yaml.Node, f string) {
@@ -132,7 +145,7 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 				g.publishAt[a] = [2]int{pv.Line, pv.Column}
 			})
 		default:
-			d.errf(k, field, "unknown field (known: name, external, address, router, external_mac, ports, idle, neighbors, publish)")
+			d.errf(k, field, "unknown field (known: name, external, address, router, external_mac, ports, idle, neighbors, neighbor_refresh, publish)")
 		}
 	})
 	for _, f := range []string{"name", "external", "address"} {
@@ -292,7 +305,7 @@ func startGateway(ctx context.Context, cfg *Config, nic hal.NIC) (_ *GatewayAgen
 	g := cfg.Gateway
 	a.gw, err = gateway.New(gateway.Config{NIC: nic, State: st, Name: g.Name, Uplink: a.up, External: a.ext,
 		Address: g.Address, Router: g.Router, Neighbors: g.Neighbors, NextHopMAC: cfg.NextHopMAC,
-		PortLo: g.PortLo, PortHi: g.PortHi, Idle: g.Idle, Publish: g.Publish, Logger: a.log})
+		PortLo: g.PortLo, PortHi: g.PortHi, Idle: g.Idle, NeighborRefresh: g.NeighborRefresh, Publish: g.Publish, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
