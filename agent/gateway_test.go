@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,24 +155,11 @@ func TestGatewayAgent(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "gw.sock")); err == nil {
 		t.Fatal("a refused configuration left a control socket")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, err := NewGateway(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-
+	ctx, a, stop := runGatewayAgent(t, cfg)
 	nic := a.NIC().(*softnic.NIC)
 	up, _ := nic.Port(2)
 	ext, _ := nic.Port(1)
-	inner := wire.Build(wire.FrameSpec{SrcMAC: hal.MAC{2, 0, 0, 0xb, 0, 1}, DstMAC: hal.MAC(policy.DefaultRouterMAC),
-		Src: netip.MustParseAddr("10.0.0.10"), Dst: netip.MustParseAddr("203.0.113.10"), Proto: hal.ProtoUDP, SrcPort: 5000, DstPort: 53})
-	frame := wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 1001, Src: netip.MustParseAddr("198.18.0.1"),
-		Dst: netip.MustParseAddr("198.18.0.100"), SrcMAC: hal.MAC{2, 0, 0, 0, 0, 1}, DstMAC: nic.Ports()[1].MAC}, inner)
-	if _, err := up.Send([][]byte{frame}); err != nil {
+	if _, err := up.Send([][]byte{blueToRemote(nic)}); err != nil {
 		t.Fatal(err)
 	}
 	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
@@ -235,10 +223,40 @@ func TestGatewayAgent(t *testing.T) {
 	if got := a.Gateway().Stats().Conns; got != 1 {
 		t.Fatalf("the refused policy changed the gateway: %d connections", got)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// runGatewayAgent starts a gateway host on cfg, running until stop (or
+// the test's end); stop returns what Run returned.
+func runGatewayAgent(t *testing.T, cfg *Config) (ctx context.Context, a *GatewayAgent, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := NewGateway(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() { cancel(); runErr = <-done; a.Close() })
+		return runErr
+	}
+	t.Cleanup(func() { stop() })
+	return ctx, a, stop
+}
+
+// blueToRemote is blue-web-1's UDP datagram 10.0.0.10:5000 > 203.0.113.10:53
+// as host-a's tunnel brings it to the gateway's uplink (port 2 of nic).
+func blueToRemote(nic *softnic.NIC) []byte {
+	inner := wire.Build(wire.FrameSpec{SrcMAC: hal.MAC{2, 0, 0, 0xb, 0, 1}, DstMAC: hal.MAC(policy.DefaultRouterMAC),
+		Src: netip.MustParseAddr("10.0.0.10"), Dst: netip.MustParseAddr("203.0.113.10"), Proto: hal.ProtoUDP, SrcPort: 5000, DstPort: 53})
+	return wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 1001, Src: netip.MustParseAddr("198.18.0.1"),
+		Dst: netip.MustParseAddr("198.18.0.100"), SrcMAC: hal.MAC{2, 0, 0, 0, 0, 1}, DstMAC: nic.Ports()[1].MAC}, inner)
 }
 
 // The gateway section's fields and its mappings (neighbors, publish) name
@@ -307,17 +325,7 @@ func TestGatewayNeighborRefreshConfig(t *testing.T) {
 	if cfg.Gateway.NeighborRefresh != time.Second {
 		t.Fatalf("neighbor_refresh %v, want 1s", cfg.Gateway.NeighborRefresh)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, err := NewGateway(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-
+	_, a, _ := runGatewayAgent(t, cfg)
 	nic := a.NIC().(*softnic.NIC)
 	up, _ := nic.Port(2)
 	ext, _ := nic.Port(1)
@@ -341,11 +349,7 @@ func TestGatewayNeighborRefreshConfig(t *testing.T) {
 		op, _, _, tpa, ok := gateway.ParseARP(f)
 		return ok && op == 1 && tpa == remote
 	}
-	inner := wire.Build(wire.FrameSpec{SrcMAC: hal.MAC{2, 0, 0, 0xb, 0, 1}, DstMAC: hal.MAC(policy.DefaultRouterMAC),
-		Src: netip.MustParseAddr("10.0.0.10"), Dst: remote, Proto: hal.ProtoUDP, SrcPort: 5000, DstPort: 53})
-	frame := wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 1001, Src: netip.MustParseAddr("198.18.0.1"),
-		Dst: netip.MustParseAddr("198.18.0.100"), SrcMAC: hal.MAC{2, 0, 0, 0, 0, 1}, DstMAC: nic.Ports()[1].MAC}, inner)
-	if _, err := up.Send([][]byte{frame}); err != nil {
+	if _, err := up.Send([][]byte{blueToRemote(nic)}); err != nil {
 		t.Fatal(err)
 	}
 	next("ARP request for "+remote.String(), asksRemote)

@@ -10,7 +10,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-func put(t *testing.T, endpoint, k, v string) {
+// call runs f with a client of endpoint and a bounded context.
+func call(t *testing.T, endpoint string, f func(context.Context, *clientv3.Client) error) {
 	t.Helper()
 	c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -19,28 +20,29 @@ func put(t *testing.T, endpoint, k, v string) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := c.Put(ctx, k, v); err != nil {
+	if err := f(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func get(t *testing.T, endpoint, k string) string {
+func put(t *testing.T, endpoint, k, v string) {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r, err := c.Get(ctx, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(r.Kvs) != 1 {
-		return ""
-	}
-	return string(r.Kvs[0].Value)
+	call(t, endpoint, func(ctx context.Context, c *clientv3.Client) error {
+		_, err := c.Put(ctx, k, v)
+		return err
+	})
+}
+
+func get(t *testing.T, endpoint, k string) (v string) {
+	t.Helper()
+	call(t, endpoint, func(ctx context.Context, c *clientv3.Client) error {
+		r, err := c.Get(ctx, k)
+		if err == nil && len(r.Kvs) == 1 {
+			v = string(r.Kvs[0].Value)
+		}
+		return err
+	})
+	return v
 }
 
 // TestPortsPickedAtBind: the server's client port is the one its listener
