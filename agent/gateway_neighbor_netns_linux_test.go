@@ -8,16 +8,13 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/gateway"
 	"github.com/nicpath/nicpath/hal"
-	"github.com/nicpath/nicpath/internal/nsexec"
 )
 
 // TestGatewayRouterMACChange: the router beyond the gateway's external
@@ -59,12 +56,7 @@ type udpEcho struct {
 func dialEcho(t *testing.T, b *gwBed, udp, far string) *udpEcho {
 	t.Helper()
 	e := &udpEcho{t: t, buf: make([]byte, 2048)}
-	if err := nsexec.Do(b.path("vm-blue"), func() (err error) {
-		e.c, err = net.DialUDP(udp, nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(far), 7)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e.c = b.dialUDP("vm-blue", udp, netip.AddrPort{}, netip.AddrPortFrom(netip.MustParseAddr(far), 7))
 	t.Cleanup(func() { e.c.Close() })
 	return e
 }
@@ -148,10 +140,7 @@ func testGatewayRouterMACChange(t *testing.T, v6 bool) {
 		t.Errorf("the metrics do not count the router's move:\n%s", rec.Body.String())
 	}
 	// The control socket's status (vswitchctl gateway) counts it too.
-	var st control.GatewayStatus
-	if err := (&control.Client{Path: filepath.Join(b.dir, "gw.sock"), Timeout: 10 * time.Second}).Call(ctx, "gateway", nil, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := b.gatewayStatus(ctx)
 	if want := fmt.Sprintf("moved to a new MAC %d;", st.NeighborMoves); st.NeighborMoves == 0 || !strings.Contains(st.Text, want) {
 		t.Errorf("the gateway's status does not count the router's move: neighbor_moves %d, text:\n%s", st.NeighborMoves, st.Text)
 	}
