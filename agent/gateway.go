@@ -125,7 +125,7 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 			// period: below a second, a refresh would be an ARP storm
 			// in the making rather than a cache.
 			g.NeighborRefresh = d.duration(v, field)
-			if _, err := time.ParseDuration(v.Value); err == nil && g.NeighborRefresh < time.Second {
+			if r, err := time.ParseDuration(v.Value); err == nil && r >= 0 && r < time.Second { // else d.duration said why
 				d.errf(v, field, "must be at least 1s (got %q)", v.Value)
 			}
 		case "publish":

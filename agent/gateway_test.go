@@ -298,7 +298,7 @@ func TestGatewayConfigMappings(t *testing.T) {
 // default, a minute, not before the minute is out). Settings below a
 // second, or not durations, are refused.
 func TestGatewayNeighborRefreshConfig(t *testing.T) {
-	for _, tc := range []struct{ value, msg string }{{"0s", "at least 1s"}, {"500ms", "at least 1s"}, {"soon", "not a duration"}} {
+	for _, tc := range []struct{ value, msg string }{{"0s", "at least 1s"}, {"500ms", "at least 1s"}, {"soon", "not a duration"}, {"-1s", "not a duration"}} {
 		doc := goodGatewayConfig + "  neighbor_refresh: " + tc.value + "\n"
 		var list ConfigErrors
 		if _, err := ParseConfig("gw.yaml", []byte(doc)); !errors.As(err, &list) || len(list) != 1 ||
