@@ -61,7 +61,8 @@
 // command line): show, caps, flows, explain, stats, activate, capture and
 // reload; Do answers the same requests in process. MetricsHandler serves the
 // Prometheus metrics (also on Config.Metrics when set). The control socket
-// (mode 0600) replaces a stale socket file nobody answers on, but a daemon
+// (mode 0600 from the moment it appears: bound in a private directory beside
+// its path, then linked there) replaces a stale socket file nobody answers on, but a daemon
 // is refused when a live one answers there or when the path is not a
 // socket; the file is removed when Run returns, and only while it is this
 // daemon's own (the gateway host's daemon, GatewayAgent, does the same). A

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -90,23 +91,59 @@ func listenControl(path string) (*net.UnixListener, os.FileInfo, error) {
 		}
 		os.Remove(path) // stale: nobody listens on it
 	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	l, fi, err := bindPrivately(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("control socket: %w", err)
 	}
-	// Removed by removeSocket, and only while it is this one.
-	l.SetUnlinkOnClose(false)
-	fi, err := os.Lstat(path)
-	if err == nil {
-		// The socket changes the switch: only its owner may use it.
-		err = os.Chmod(path, 0o600)
+	return l, fi, nil
+}
+
+// bindPrivately creates the control socket at path with its final mode,
+// 0600 (the socket changes the switch: only its owner may use it), with no
+// moment in which the file at path has another: bound at a socket file
+// made with the process's umask and then chmod'ed, it would answer anyone
+// the umask lets in until the chmod. The socket is bound in a directory of
+// its own beside path (mode 0700: nobody else reaches what is in it),
+// chmod'ed there, then hard-linked to path, which fails rather than replace
+// a file another daemon put there meanwhile; the private name and
+// directory are removed. Setting the umask around the bind instead would
+// change it for the whole process, and a file or directory another
+// goroutine creates meanwhile would get the socket's 0177 (a directory
+// nobody may enter).
+//
+// The private name, .cNNNNNNNNNN/s beside path, is at most 14 bytes, as
+// long as vswitchd.sock's own: a path a few bytes short of the kernel's
+// limit for socket addresses (107 bytes) may not bind with a shorter last
+// element.
+func bindPrivately(path string) (*net.UnixListener, os.FileInfo, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".c")
+	if err != nil {
+		return nil, nil, err
 	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, nil, err
+	}
+	// The file at path is removed by stop, and only while it is this
+	// one; the private name goes with its directory.
+	l.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		l.Close()
+		return nil, nil, err
+	}
+	if err := os.Link(tmp, path); err != nil {
+		l.Close()
+		if errors.Is(err, os.ErrExist) {
+			return nil, nil, fmt.Errorf("%s: another daemon created it meanwhile", path)
+		}
+		return nil, nil, err
+	}
+	fi, err := os.Lstat(path)
 	if err != nil {
 		l.Close()
-		if fi != nil {
-			removeIfSame(path, fi)
-		}
-		return nil, nil, fmt.Errorf("control socket: %w", err)
+		return nil, nil, err
 	}
 	return l, fi, nil
 }

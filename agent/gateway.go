@@ -40,6 +40,7 @@ import (
 //	  idle: 2m                 # optional: a connection's idle timeout
 //	  neighbors:               # optional: static next hops
 //	    203.0.113.10: 02:00:00:00:fe:10
+//	  neighbor_refresh: 1m     # optional: how long a learned next hop's MAC is trusted (at least 1s)
 //
 // With a gateway, the configuration names no VM ports and follows a policy
 // file (a store is not followed by a gateway host yet); `metrics` serves
@@ -54,6 +55,10 @@ type GatewayConfig struct {
 	PortHi      uint16
 	Idle        time.Duration
 	Neighbors   map[netip.Addr]hal.MAC
+	// NeighborRefresh is gateway.Config.NeighborRefresh: how long a
+	// learned next hop's MAC is trusted without word from it before the
+	// gateway asks again (zero: the gateway's default, a minute).
+	NeighborRefresh time.Duration
 	// Publish maps addresses of the external network to tenant addresses
 	// (gateway.Config.Publish), written tenant/address.
 	Publish map[netip.Addr]gateway.Target
@@ -115,6 +120,14 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 					g.Neighbors[a] = d.mac(nv, f)
 				}
 			})
+		case "neighbor_refresh":
+			// The gateway asks a next hop again at most once a refresh
+			// period: below a second, a refresh would be an ARP storm
+			// in the making rather than a cache.
+			g.NeighborRefresh = d.duration(v, field)
+			if r, err := time.ParseDuration(v.Value); err == nil && r >= 0 && r < time.Second { // else d.duration said why
+				d.errf(v, field, "must be at least 1s (got %q)", v.Value)
+			}
 		case "publish":
 			g.Publish, g.publishAt = map[netip.Addr]gateway.Target{}, map[netip.Addr][2]int{}
 			d.entries(v, field, "address to tenant/address", func(pk, pv *yaml.Node, f string) {
@@ -132,7 +145,7 @@ func (d *cfgDecoder) gateway(key, n *yaml.Node) *GatewayConfig {
 				g.publishAt[a] = [2]int{pv.Line, pv.Column}
 			})
 		default:
-			d.errf(k, field, "unknown field (known: name, external, address, router, external_mac, ports, idle, neighbors, publish)")
+			d.errf(k, field, "unknown field (known: name, external, address, router, external_mac, ports, idle, neighbors, neighbor_refresh, publish)")
 		}
 	})
 	for _, f := range []string{"name", "external", "address"} {
@@ -292,7 +305,7 @@ func startGateway(ctx context.Context, cfg *Config, nic hal.NIC) (_ *GatewayAgen
 	g := cfg.Gateway
 	a.gw, err = gateway.New(gateway.Config{NIC: nic, State: st, Name: g.Name, Uplink: a.up, External: a.ext,
 		Address: g.Address, Router: g.Router, Neighbors: g.Neighbors, NextHopMAC: cfg.NextHopMAC,
-		PortLo: g.PortLo, PortHi: g.PortHi, Idle: g.Idle, Publish: g.Publish, Logger: a.log})
+		PortLo: g.PortLo, PortHi: g.PortHi, Idle: g.Idle, NeighborRefresh: g.NeighborRefresh, Publish: g.Publish, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
@@ -434,7 +447,7 @@ func (a *GatewayAgent) status() control.GatewayStatus {
 	s := a.gw.Stats()
 	out := control.GatewayStatus{Name: pg.Name, PA: pg.PA.String(), Tenant: pg.Tenant, Address: a.cfg.Gateway.Address.String(),
 		Driver: a.nic.Capabilities().Driver, Conns: s.Conns, NewConns: s.NewConns, Inbound: s.Inbound, Offloaded: s.Offloaded, HostPath: s.HostPath,
-		HostPackets: s.HostPackets, Refused: s.Refused, Drops: s.Drops}
+		HostPackets: s.HostPackets, Refused: s.Refused, Drops: s.Drops, NeighborMoves: s.NeighborMoves}
 	for _, c := range a.gw.Conns() {
 		out.Connections = append(out.Connections, control.GatewayConn{Tenant: c.Tenant, VNET: c.VNET, VM: c.VM, Host: c.Host,
 			Proto: c.Proto, Inside: c.Inside, Outside: c.Outside, Where: c.Where, AgeMillis: c.Age.Milliseconds()})
@@ -451,7 +464,7 @@ func (a *GatewayAgent) status() control.GatewayStatus {
 	fmt.Fprintf(&b, "connections %d (new %d, %d of them from outside; on the NIC %d, on the host %d), host packets %d\n",
 		s.Conns, s.NewConns, s.Inbound, s.Offloaded, s.HostPath, s.HostPackets)
 	fmt.Fprintf(&b, "neighbours: ARP %d answered, %d asked; ND %d answered, %d asked; moved to a new MAC %d; ICMP errors sent on to VMs %d\n",
-		s.ARPReplies, s.ARPRequests, s.NDReplies, s.NDRequests, s.NeighborMoves, s.ICMPErrors)
+		s.ARPReplies, s.ARPRequests, s.NDReplies, s.NDRequests, out.NeighborMoves, s.ICMPErrors)
 	if len(a.cfg.Gateway.Publish) > 0 {
 		pubs := make([]string, 0, len(a.cfg.Gateway.Publish))
 		for ad, t := range a.cfg.Gateway.Publish {

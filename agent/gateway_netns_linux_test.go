@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,12 +18,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/hal"
@@ -376,33 +379,13 @@ func testGatewayNamespaces(t *testing.T, gwDriver string) {
 	// as 203.0.113.10.
 	dst := map[string]string{"blue": "192.0.2.10", "red": "203.0.113.10"}
 	for _, vm := range []string{"blue", "red"} {
-		out, err := exec.Command("ip", "netns", "exec", b.ns("vm-"+vm), "ping", "-c", "5", "-i", "0.2", "-W", "5", dst[vm]).CombinedOutput()
-		if err != nil || pingReceived(string(out)) < 3 {
-			t.Fatalf("ping from %s to %s: %v\n%s", vm, dst[vm], err, out)
-		}
+		b.pingFrom("vm-"+vm, dst[vm])
 	}
 
 	// UDP from the same address and port in both tenants.
 	for _, vm := range []string{"blue", "red"} {
-		var c *net.UDPConn
-		err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
-			c, err = net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.0.0.10:40000")),
-				net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(dst[vm]), 7)))
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 2048)
-		for i := range 3 {
-			msg := fmt.Sprintf("%s %d", vm, i)
-			c.Write([]byte(msg))
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			n, err := c.Read(buf)
-			if err != nil || string(buf[:n]) != "echo "+msg {
-				t.Fatalf("UDP %s: got %q, %v", msg, buf[:n], err)
-			}
-		}
+		c := b.dialUDP("vm-"+vm, "udp4", netip.MustParseAddrPort("10.0.0.10:40000"), netip.AddrPortFrom(netip.MustParseAddr(dst[vm]), 7))
+		echoes(t, c, vm+" 0", vm+" 1", vm+" 2")
 		c.Close()
 	}
 	ps := peers()
@@ -419,23 +402,7 @@ func testGatewayNamespaces(t *testing.T, gwDriver string) {
 
 	// TCP: a megabyte each way through the gateway, every byte checked.
 	for _, vm := range []string{"blue", "red"} {
-		var c net.Conn
-		err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
-			c, err = net.DialTimeout("tcp4", dst[vm]+":80", 5*time.Second)
-			return err
-		})
-		if err != nil {
-			t.Fatalf("TCP from %s: %v", vm, err)
-		}
-		data := bytes.Repeat([]byte(vm+" through the gateway "), 1<<20/len(vm+" through the gateway "))
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		go func() { c.Write(data); c.(*net.TCPConn).CloseWrite() }()
-		got, err := io.ReadAll(c)
-		c.Close()
-		want := sha256.Sum256(data)
-		if err != nil || !bytes.Equal(got, want[:]) {
-			t.Fatalf("TCP from %s: the digest %x (%v), want %x", vm, got, err, want)
-		}
+		b.tcpDigest("vm-"+vm, "tcp4", dst[vm]+":80", repeat(vm+" through the gateway ", 1<<20), 20*time.Second, "")
 	}
 
 	// The other way: the non-virtualized host opens ping, UDP and TCP to
@@ -447,50 +414,17 @@ func testGatewayNamespaces(t *testing.T, gwDriver string) {
 		vmPeers[vm] = b.servers(ctx, "vm-"+vm, "10.0.0.10")
 	}
 	for _, vm := range []string{"blue", "red"} {
-		out, err := exec.Command("ip", "netns", "exec", b.ns("ext"), "ping", "-c", "5", "-i", "0.2", "-W", "5", published[vm]).CombinedOutput()
-		if err != nil || pingReceived(string(out)) < 3 {
-			t.Fatalf("ping from the external host to %s (%s): %v\n%s", published[vm], vm, err, out)
-		}
-		var c *net.UDPConn
-		if err := nsexec.Do(b.path("ext"), func() (err error) {
-			c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(published[vm]), 7)))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 2048)
-		msg := "to " + vm
-		c.Write([]byte(msg))
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		n, err := c.Read(buf)
+		b.pingFrom("ext", published[vm])
+		c := b.dialUDP("ext", "udp4", netip.AddrPort{}, netip.AddrPortFrom(netip.MustParseAddr(published[vm]), 7))
+		echoes(t, c, "to "+vm)
 		c.Close()
-		if err != nil || string(buf[:n]) != "echo "+msg {
-			t.Fatalf("UDP to %s: got %q, %v", published[vm], buf[:n], err)
-		}
 		if ps := vmPeers[vm](); len(ps) != 1 || ps[0].Addr() != netip.MustParseAddr(dst[vm]) {
 			t.Fatalf("%s's VM saw the external host as %v, want %s", vm, ps, dst[vm])
 		}
-		var tc net.Conn
-		if err := nsexec.Do(b.path("ext"), func() (err error) {
-			tc, err = net.DialTimeout("tcp4", published[vm]+":80", 5*time.Second)
-			return err
-		}); err != nil {
-			t.Fatalf("TCP to %s: %v", published[vm], err)
-		}
-		data := bytes.Repeat([]byte("to "+vm+" from outside "), 1<<19/len("to "+vm+" from outside "))
-		tc.SetDeadline(time.Now().Add(20 * time.Second))
-		go func() { tc.Write(data); tc.(*net.TCPConn).CloseWrite() }()
-		got, err := io.ReadAll(tc)
-		tc.Close()
-		if want := sha256.Sum256(data); err != nil || !bytes.Equal(got, want[:]) {
-			t.Fatalf("TCP to %s: digest %x (%v), want %x", published[vm], got, err, want)
-		}
+		b.tcpDigest("ext", "tcp4", published[vm]+":80", repeat("to "+vm+" from outside ", 1<<19), 20*time.Second, "")
 	}
 
-	var st control.GatewayStatus
-	if err := (&control.Client{Path: filepath.Join(b.dir, "gw.sock")}).Call(ctx, "gateway", nil, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := b.gatewayStatus(ctx)
 	t.Logf("vswitchctl gateway:\n%s", st.Text)
 	tenants := map[string]int{}
 	for _, c := range st.Connections {
@@ -519,4 +453,149 @@ func pingReceived(out string) int {
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
+}
+
+// rawExchange sends frame out of dev in namespace ns on an AF_PACKET
+// socket, as it is (a station on dev's link that the namespace's kernel is
+// not), and waits up to 30s for a frame on dev that answer accepts.
+func (b *gwBed) rawExchange(ns, dev string, frame []byte, answer func([]byte) bool) {
+	b.t.Helper()
+	var fd int
+	var ifindex int
+	err := nsexec.Do(b.path(ns), func() error {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		ifindex = ifi.Index
+		all := int(htons(unix.ETH_P_ALL))
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, all); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		b.t.Fatalf("a raw socket on %s in %s: %v", dev, ns, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifindex, Halen: 6}); err != nil {
+		b.t.Fatalf("a raw frame out of %s in %s: %v", dev, ns, err)
+	}
+	tv := unix.NsecToTimeval(int64(time.Second))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		b.t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == nil && answer(buf[:n]) {
+			return
+		}
+	}
+	b.t.Fatalf("no answer on %s in %s within 30s to the frame %x", dev, ns, frame)
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// pingFrom pings dst from namespace ns (5 echoes; at least 3 must come
+// back, see pingReceived) and fails the test otherwise.
+func (b *gwBed) pingFrom(ns, dst string) {
+	b.t.Helper()
+	args := []string{"ip", "netns", "exec", b.ns(ns), "ping"}
+	if netip.MustParseAddr(dst).Is6() {
+		args = append(args, "-6")
+	}
+	args = append(args, "-c", "5", "-i", "0.2", "-W", "5", dst)
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil || pingReceived(string(out)) < 3 {
+		b.t.Fatalf("ping from %s to %s: %v\n%s", ns, dst, err, out)
+	}
+}
+
+// dialUDP opens a UDP socket in namespace ns from local (any when
+// invalid) to remote.
+func (b *gwBed) dialUDP(ns, network string, local, remote netip.AddrPort) *net.UDPConn {
+	b.t.Helper()
+	var laddr *net.UDPAddr
+	if local.IsValid() {
+		laddr = net.UDPAddrFromAddrPort(local)
+	}
+	var c *net.UDPConn
+	if err := nsexec.Do(b.path(ns), func() (err error) {
+		c, err = net.DialUDP(network, laddr, net.UDPAddrFromAddrPort(remote))
+		return err
+	}); err != nil {
+		b.t.Fatalf("UDP from %s to %s: %v", ns, remote, err)
+	}
+	return c
+}
+
+// echoes sends each message on c and wants "echo " and it back within 10s.
+func echoes(t *testing.T, c *net.UDPConn, msgs ...string) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	for _, msg := range msgs {
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != "echo "+msg {
+			t.Fatalf("UDP %s to %s: got %q, %v", msg, c.RemoteAddr(), buf[:n], err)
+		}
+	}
+}
+
+// refused sends datagrams on c, to a port nothing serves, until the port
+// unreachable that comes back surfaces as ECONNREFUSED (up to 5, 2s each:
+// the first may wait out a resolution on the way); it returns the last
+// read's error, ECONNREFUSED when it came.
+func refused(c *net.UDPConn) error {
+	var err error
+	buf := make([]byte, 64)
+	for range 5 {
+		c.Write([]byte("anyone?"))
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err = c.Read(buf); errors.Is(err, syscall.ECONNREFUSED) {
+			return err
+		}
+	}
+	return err
+}
+
+// tcpDigest connects from namespace ns to addr (one of the servers'
+// TCP services), sends data within timeout and fails the test unless the
+// SHA-256 of data comes back; what says what the transfer is for.
+func (b *gwBed) tcpDigest(ns, network, addr string, data []byte, timeout time.Duration, what string) {
+	b.t.Helper()
+	var c net.Conn
+	if err := nsexec.Do(b.path(ns), func() (err error) {
+		c, err = net.DialTimeout(network, addr, 5*time.Second)
+		return err
+	}); err != nil {
+		b.t.Fatalf("TCP from %s to %s: %v", ns, addr, err)
+	}
+	c.SetDeadline(time.Now().Add(timeout))
+	go func() { c.Write(data); c.(*net.TCPConn).CloseWrite() }()
+	got, err := io.ReadAll(c)
+	c.Close()
+	if want := sha256.Sum256(data); err != nil || !bytes.Equal(got, want[:]) {
+		b.t.Fatalf("TCP from %s to %s%s: digest %x (%v), want %x", ns, addr, what, got, err, want)
+	}
+}
+
+// repeat is s repeated to about n bytes.
+func repeat(s string, n int) []byte { return bytes.Repeat([]byte(s), n/len(s)) }
+
+// gatewayStatus is the gateway's answer to "gateway" on its control
+// socket (what vswitchctl gateway prints).
+func (b *gwBed) gatewayStatus(ctx context.Context) control.GatewayStatus {
+	b.t.Helper()
+	var st control.GatewayStatus
+	if err := (&control.Client{Path: filepath.Join(b.dir, "gw.sock"), Timeout: 10 * time.Second}).Call(ctx, "gateway", nil, &st); err != nil {
+		b.t.Fatal(err)
+	}
+	return st
 }

@@ -3,11 +3,8 @@
 package agent
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -16,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nicpath/nicpath/internal/nsexec"
 )
 
 // TestGatewayICMPErrors: ICMP errors about translated connections reach
@@ -56,43 +51,16 @@ func testGatewayICMPErrors(t *testing.T, gwDriver string, v6 bool) {
 
 	for _, vm := range []string{"blue", "red"} {
 		// UDP to port 9, which nothing serves on the host.
-		var c *net.UDPConn
-		if err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
-			c, err = net.DialUDP(udp, nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(far), 9)))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		var rerr error
-		buf := make([]byte, 64)
-		for range 5 { // the first datagram may wait out the router's resolution
-			c.Write([]byte("anyone?"))
-			c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			if _, rerr = c.Read(buf); errors.Is(rerr, syscall.ECONNREFUSED) {
-				break
-			}
-		}
+		c := b.dialUDP("vm-"+vm, udp, netip.AddrPort{}, netip.AddrPortFrom(netip.MustParseAddr(far), 9))
+		rerr := refused(c)
 		c.Close()
 		if !errors.Is(rerr, syscall.ECONNREFUSED) {
 			t.Fatalf("UDP from %s to %s:9: %v, want the host's port unreachable (ECONNREFUSED)", vm, far, rerr)
 		}
 
 		// TCP: a megabyte across the narrow link.
-		var tc net.Conn
-		if err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
-			tc, err = net.DialTimeout(tcp, net.JoinHostPort(far, "80"), 5*time.Second)
-			return err
-		}); err != nil {
-			t.Fatalf("TCP from %s: %v", vm, err)
-		}
-		data := bytes.Repeat([]byte(vm+" across a narrow link "), 1<<20/len(vm+" across a narrow link "))
-		tc.SetDeadline(time.Now().Add(30 * time.Second))
-		go func() { tc.Write(data); tc.(*net.TCPConn).CloseWrite() }()
-		got, err := io.ReadAll(tc)
-		tc.Close()
-		if want := sha256.Sum256(data); err != nil || !bytes.Equal(got, want[:]) {
-			t.Fatalf("TCP from %s to %s across MTU 1280: digest %x (%v), want %x (path MTU discovery through the gateway)", vm, far, got, err, want)
-		}
+		b.tcpDigest("vm-"+vm, tcp, net.JoinHostPort(far, "80"), repeat(vm+" across a narrow link ", 1<<20), 30*time.Second,
+			" across MTU 1280 (path MTU discovery through the gateway)")
 		out, err := exec.Command("ip", "-n", b.ns("vm-"+vm), "route", "get", far).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "mtu 1280") {
 			t.Fatalf("%s's route to %s: %v\n%s\nwant the path MTU 1280 learned from the router's ICMP error", vm, far, err, out)

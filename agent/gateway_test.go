@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,24 +155,11 @@ func TestGatewayAgent(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "gw.sock")); err == nil {
 		t.Fatal("a refused configuration left a control socket")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, err := NewGateway(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-
+	ctx, a, stop := runGatewayAgent(t, cfg)
 	nic := a.NIC().(*softnic.NIC)
 	up, _ := nic.Port(2)
 	ext, _ := nic.Port(1)
-	inner := wire.Build(wire.FrameSpec{SrcMAC: hal.MAC{2, 0, 0, 0xb, 0, 1}, DstMAC: hal.MAC(policy.DefaultRouterMAC),
-		Src: netip.MustParseAddr("10.0.0.10"), Dst: netip.MustParseAddr("203.0.113.10"), Proto: hal.ProtoUDP, SrcPort: 5000, DstPort: 53})
-	frame := wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 1001, Src: netip.MustParseAddr("198.18.0.1"),
-		Dst: netip.MustParseAddr("198.18.0.100"), SrcMAC: hal.MAC{2, 0, 0, 0, 0, 1}, DstMAC: nic.Ports()[1].MAC}, inner)
-	if _, err := up.Send([][]byte{frame}); err != nil {
+	if _, err := up.Send([][]byte{blueToRemote(nic)}); err != nil {
 		t.Fatal(err)
 	}
 	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
@@ -235,10 +223,40 @@ func TestGatewayAgent(t *testing.T) {
 	if got := a.Gateway().Stats().Conns; got != 1 {
 		t.Fatalf("the refused policy changed the gateway: %d connections", got)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// runGatewayAgent starts a gateway host on cfg, running until stop (or
+// the test's end); stop returns what Run returned.
+func runGatewayAgent(t *testing.T, cfg *Config) (ctx context.Context, a *GatewayAgent, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := NewGateway(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() { cancel(); runErr = <-done; a.Close() })
+		return runErr
+	}
+	t.Cleanup(func() { stop() })
+	return ctx, a, stop
+}
+
+// blueToRemote is blue-web-1's UDP datagram 10.0.0.10:5000 > 203.0.113.10:53
+// as host-a's tunnel brings it to the gateway's uplink (port 2 of nic).
+func blueToRemote(nic *softnic.NIC) []byte {
+	inner := wire.Build(wire.FrameSpec{SrcMAC: hal.MAC{2, 0, 0, 0xb, 0, 1}, DstMAC: hal.MAC(policy.DefaultRouterMAC),
+		Src: netip.MustParseAddr("10.0.0.10"), Dst: netip.MustParseAddr("203.0.113.10"), Proto: hal.ProtoUDP, SrcPort: 5000, DstPort: 53})
+	return wire.BuildEncap(&hal.Encap{Kind: hal.EncapVXLAN, VNI: 1001, Src: netip.MustParseAddr("198.18.0.1"),
+		Dst: netip.MustParseAddr("198.18.0.100"), SrcMAC: hal.MAC{2, 0, 0, 0, 0, 1}, DstMAC: nic.Ports()[1].MAC}, inner)
 }
 
 // The gateway section's fields and its mappings (neighbors, publish) name
@@ -253,7 +271,7 @@ func TestGatewayConfigMappings(t *testing.T) {
 			"gw.yaml:6: gateway: want a mapping (name, external, address, …)", 10},
 		{"field twice", "  idle: 30s\n", "  idle: 30s\n  name: gw-2\n", "gw.yaml:13: gateway.name: given twice (first on line 7)", 3},
 		{"unknown field", "  idle: 30s\n", "  idle: 30s\n  nat: yes\n",
-			"gw.yaml:13: gateway.nat: unknown field (known: name, external, address, router, external_mac, ports, idle, neighbors, publish)", 3},
+			"gw.yaml:13: gateway.nat: unknown field (known: name, external, address, router, external_mac, ports, idle, neighbors, neighbor_refresh, publish)", 3},
 		{"neighbors not a mapping", "  neighbors:\n    203.0.113.10: 02:00:00:00:fe:10\n", "  neighbors: [203.0.113.10]\n",
 			"gw.yaml:13: gateway.neighbors: want a mapping of address to MAC", 14},
 		{"neighbor not an address", "203.0.113.10: 02", "gw-1: 02", "gw.yaml:14: gateway.neighbors.gw-1: not an address", 5},
@@ -272,5 +290,82 @@ func TestGatewayConfigMappings(t *testing.T) {
 			}
 			refusedExactly(t, "gw.yaml", doc, tc.want, tc.col)
 		})
+	}
+}
+
+// neighbor_refresh reaches the gateway: with 1s, a next hop learned for a
+// connection is asked for again within seconds (with the gateway's
+// default, a minute, not before the minute is out). Settings below a
+// second, or not durations, are refused.
+func TestGatewayNeighborRefreshConfig(t *testing.T) {
+	for _, tc := range []struct{ value, msg string }{{"0s", "at least 1s"}, {"500ms", "at least 1s"}, {"soon", "not a duration"}, {"-1s", "not a duration"}} {
+		doc := goodGatewayConfig + "  neighbor_refresh: " + tc.value + "\n"
+		var list ConfigErrors
+		if _, err := ParseConfig("gw.yaml", []byte(doc)); !errors.As(err, &list) || len(list) != 1 ||
+			list[0].Line != 17 || list[0].Field != "gateway.neighbor_refresh" || !strings.Contains(list[0].Msg, tc.msg) {
+			t.Fatalf("neighbor_refresh %s: %v, want one error at gw.yaml:17: gateway.neighbor_refresh: …%s…", tc.value, err, tc.msg)
+		}
+	}
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), gatewayPolicy(t, true), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// No static neighbour: 203.0.113.10 is learned.
+	doc := strings.Replace(goodGatewayConfig, "  neighbors:\n    203.0.113.10: 02:00:00:00:fe:10\n", "", 1)
+	doc = strings.Replace(doc, "/run/nicpath/gw.sock", filepath.Join(dir, "gw.sock"), 1)
+	// A long idle: the gateway's housekeeping (Expire) runs as often as
+	// the refresh needs, not only every quarter of the idle timeout.
+	doc = strings.Replace(doc, "idle: 30s", "idle: 1h", 1)
+	doc = strings.Replace(doc, "driver: softnic\n", "driver: softnic\nbinding: none\nwatch_interval: 1h\n", 1) + "  neighbor_refresh: 1s\n"
+	cfg, err := ParseConfig(filepath.Join(dir, "gw.yaml"), []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Gateway.NeighborRefresh != time.Second {
+		t.Fatalf("neighbor_refresh %v, want 1s", cfg.Gateway.NeighborRefresh)
+	}
+	_, a, _ := runGatewayAgent(t, cfg)
+	nic := a.NIC().(*softnic.NIC)
+	up, _ := nic.Port(2)
+	ext, _ := nic.Port(1)
+	extMAC := nic.Ports()[0].MAC
+	remote, remoteMAC := netip.MustParseAddr("203.0.113.10"), hal.MustMAC("02:00:00:00:fe:10")
+	bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
+	// next returns the next frame on the external port that keep accepts,
+	// waiting up to 30s.
+	next := func(what string, keep func([]byte) bool) []byte {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+			if n, _ := ext.Recv(bufs, sizes); n == 1 && keep(bufs[0][:sizes[0]]) {
+				return bufs[0][:sizes[0]]
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("no %s on the external port within 30s", what)
+		return nil
+	}
+	asksRemote := func(f []byte) bool {
+		op, _, _, tpa, ok := gateway.ParseARP(f)
+		return ok && op == 1 && tpa == remote
+	}
+	if _, err := up.Send([][]byte{blueToRemote(nic)}); err != nil {
+		t.Fatal(err)
+	}
+	next("ARP request for "+remote.String(), asksRemote)
+	if _, err := ext.Send([][]byte{gateway.BuildARP(2, remoteMAC, remote, extMAC, netip.MustParseAddr("203.0.113.1"))}); err != nil {
+		t.Fatal(err)
+	}
+	next("held datagram", func(f []byte) bool {
+		var k hal.FlowKey
+		var l wire.Layout
+		return wire.Parse(f, 0, &k, &l) == nil && k.Proto == hal.ProtoUDP && k.EthDst == remoteMAC
+	})
+	learned := time.Now()
+	// Not heard from since: asked for again once the second is out (the
+	// connection goes through it).
+	next("second ARP request for "+remote.String()+" (the refresh)", asksRemote)
+	if d := time.Since(learned); d < 900*time.Millisecond {
+		t.Fatalf("asked for again %v after the answer: before neighbor_refresh (1s) was out", d)
 	}
 }

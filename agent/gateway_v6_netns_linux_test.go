@@ -3,24 +3,17 @@
 package agent
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nicpath/nicpath/control"
 	"github.com/nicpath/nicpath/hal"
-	"github.com/nicpath/nicpath/internal/nsexec"
 )
 
 // TestGatewayNamespacesIPv6: the gateway with an IPv6 external address
@@ -48,31 +41,11 @@ func testGatewayNamespacesIPv6(t *testing.T, gwDriver string) {
 	peers := b.servers(ctx, "ext", host)
 
 	for _, vm := range []string{"blue", "red"} {
-		out, err := exec.Command("ip", "netns", "exec", b.ns("vm-"+vm), "ping", "-6", "-c", "5", "-i", "0.2", "-W", "5", host).CombinedOutput()
-		if err != nil || pingReceived(string(out)) < 3 {
-			t.Fatalf("ping from %s to %s: %v\n%s", vm, host, err, out)
-		}
+		b.pingFrom("vm-"+vm, host)
 	}
 	for _, vm := range []string{"blue", "red"} {
-		var c *net.UDPConn
-		err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
-			c, err = net.DialUDP("udp6", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8:a::10]:40000")),
-				net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(host), 7)))
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 2048)
-		for i := range 3 {
-			msg := fmt.Sprintf("%s %d", vm, i)
-			c.Write([]byte(msg))
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			n, err := c.Read(buf)
-			if err != nil || string(buf[:n]) != "echo "+msg {
-				t.Fatalf("UDP %s: got %q, %v", msg, buf[:n], err)
-			}
-		}
+		c := b.dialUDP("vm-"+vm, "udp6", netip.MustParseAddrPort("[2001:db8:a::10]:40000"), netip.AddrPortFrom(netip.MustParseAddr(host), 7))
+		echoes(t, c, vm+" 0", vm+" 1", vm+" 2")
 		c.Close()
 	}
 	ports := map[uint16]bool{}
@@ -86,21 +59,7 @@ func testGatewayNamespacesIPv6(t *testing.T, gwDriver string) {
 		t.Fatalf("the two tenants' datagrams (same address and port inside) came from ports %v: want one each", ports)
 	}
 	for _, vm := range []string{"blue", "red"} {
-		var c net.Conn
-		if err := nsexec.Do(b.path("vm-"+vm), func() (err error) {
-			c, err = net.DialTimeout("tcp6", "["+host+"]:80", 5*time.Second)
-			return err
-		}); err != nil {
-			t.Fatalf("TCP from %s: %v", vm, err)
-		}
-		data := bytes.Repeat([]byte(vm+" over IPv6 "), 1<<20/len(vm+" over IPv6 "))
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		go func() { c.Write(data); c.(*net.TCPConn).CloseWrite() }()
-		got, err := io.ReadAll(c)
-		c.Close()
-		if want := sha256.Sum256(data); err != nil || !bytes.Equal(got, want[:]) {
-			t.Fatalf("TCP from %s: digest %x (%v), want %x", vm, got, err, want)
-		}
+		b.tcpDigest("vm-"+vm, "tcp6", "["+host+"]:80", repeat(vm+" over IPv6 ", 1<<20), 20*time.Second, "")
 	}
 
 	// The host opens connections to the published addresses: it finds
@@ -108,47 +67,17 @@ func testGatewayNamespacesIPv6(t *testing.T, gwDriver string) {
 	published := map[string]string{"blue": "2001:db8:e::21", "red": "2001:db8:e::22"}
 	for _, vm := range []string{"blue", "red"} {
 		b.servers(ctx, "vm-"+vm, "2001:db8:a::10")
-		out, err := exec.Command("ip", "netns", "exec", b.ns("ext"), "ping", "-6", "-c", "5", "-i", "0.2", "-W", "5", published[vm]).CombinedOutput()
-		if err != nil || pingReceived(string(out)) < 3 {
-			t.Fatalf("ping from the external host to %s (%s): %v\n%s", published[vm], vm, err, out)
-		}
+		b.pingFrom("ext", published[vm])
 		// UDP to a port the VM does not serve: the VM's port unreachable
 		// comes back through the gateway (quoting the datagram as the host
 		// sent it) and reaches the host's socket as ECONNREFUSED.
-		var uc *net.UDPConn
-		if err := nsexec.Do(b.path("ext"), func() (err error) {
-			uc, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(published[vm]), 9)))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		var rerr error
-		for range 5 {
-			uc.Write([]byte("anyone?"))
-			uc.SetReadDeadline(time.Now().Add(2 * time.Second))
-			if _, rerr = uc.Read(make([]byte, 64)); errors.Is(rerr, syscall.ECONNREFUSED) {
-				break
-			}
-		}
+		uc := b.dialUDP("ext", "udp6", netip.AddrPort{}, netip.AddrPortFrom(netip.MustParseAddr(published[vm]), 9))
+		rerr := refused(uc)
 		uc.Close()
 		if !errors.Is(rerr, syscall.ECONNREFUSED) {
 			t.Fatalf("UDP to %s:9 (%s's VM serves nothing there): %v, want the VM's port unreachable (ECONNREFUSED)", published[vm], vm, rerr)
 		}
-		var tc net.Conn
-		if err := nsexec.Do(b.path("ext"), func() (err error) {
-			tc, err = net.DialTimeout("tcp6", "["+published[vm]+"]:80", 5*time.Second)
-			return err
-		}); err != nil {
-			t.Fatalf("TCP to %s: %v", published[vm], err)
-		}
-		data := bytes.Repeat([]byte("to "+vm+" from outside "), 1<<19/len("to "+vm+" from outside "))
-		tc.SetDeadline(time.Now().Add(20 * time.Second))
-		go func() { tc.Write(data); tc.(*net.TCPConn).CloseWrite() }()
-		got, err := io.ReadAll(tc)
-		tc.Close()
-		if want := sha256.Sum256(data); err != nil || !bytes.Equal(got, want[:]) {
-			t.Fatalf("TCP to %s: digest %x (%v), want %x", published[vm], got, err, want)
-		}
+		b.tcpDigest("ext", "tcp6", "["+published[vm]+"]:80", repeat("to "+vm+" from outside ", 1<<19), 20*time.Second, "")
 	}
 
 	// The host learned the gateway's addresses by discovery (no entry is
@@ -168,10 +97,7 @@ func testGatewayNamespacesIPv6(t *testing.T, gwDriver string) {
 			t.Errorf("the external host's neighbour entry for %s: %q, want the gateway's MAC %s, learned\n%s", a, line, gwExtMAC, out)
 		}
 	}
-	var st control.GatewayStatus
-	if err := (&control.Client{Path: filepath.Join(b.dir, "gw.sock")}).Call(ctx, "gateway", nil, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := b.gatewayStatus(ctx)
 	t.Logf("vswitchctl gateway:\n%s", st.Text)
 	s := gw.Gateway().Stats()
 	if s.NDReplies == 0 || s.NDRequests == 0 {

@@ -17,8 +17,12 @@ type GatewayStatus struct {
 	HostPackets uint64            `json:"host_packets"`
 	Refused     map[string]uint64 `json:"refused,omitempty"`
 	Drops       map[string]uint64 `json:"drops,omitempty"`
-	Connections []GatewayConn     `json:"connections,omitempty"`
-	Text        string            `json:"text"`
+	// NeighborMoves counts next hops on the external network that
+	// announced a new MAC and took their connections with them
+	// (nicpath_gateway_neighbor_moves_total).
+	NeighborMoves uint64        `json:"neighbor_moves"`
+	Connections   []GatewayConn `json:"connections,omitempty"`
+	Text          string        `json:"text"`
 }
 
 // GatewayConn is one translated connection of a gateway.

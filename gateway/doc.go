@@ -69,9 +69,10 @@
 // prefix holds it, Config.Router otherwise; an IPv6 router may be a
 // link-local address) with ARP or a solicitation to the solicited-node
 // group, holding a few frames per next hop meanwhile and asking again at
-// most once a second (Config.Neighbors gives static entries). Next hops are
+// most once a second (Config.Neighbors gives static entries, which keep
+// their configured MAC whatever the network announces). Next hops are
 // learned from requests and solicitations for the gateway's addresses and
-// from replies and advertisements for next hops it asked for. A known next
+// from replies and advertisements for next hops it asked for. A learned next
 // hop that announces a new MAC (a gratuitous ARP, an unsolicited
 // advertisement: a router replaced or failed over) takes its connections
 // with it: their rule toward it is modified to the new MAC, their rule for

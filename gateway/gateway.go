@@ -33,7 +33,8 @@ type Config struct {
 	// Address's prefix; invalid means none (they are dropped,
 	// Stats.Drops["no-route"]).
 	Router netip.Addr
-	// Neighbors are static next-hop MACs on the external network.
+	// Neighbors are static next-hop MACs on the external network: never
+	// asked for, forgotten or moved by what the network announces.
 	Neighbors map[netip.Addr]hal.MAC
 	// NextHopMAC is the underlay next hop's MAC (outer destination of the
 	// encapsulated answers); zero is broadcast.
@@ -257,13 +258,17 @@ func (g *Gateway) Update(ctx context.Context, st *policy.State) error {
 }
 
 // Run reads the NIC's exception path and handles every batch until ctx is
-// done, expiring idle connections as it goes.
+// done, expiring idle connections and refreshing next hops as it goes
+// (Expire every quarter of Idle or half of NeighborRefresh, the shorter).
 func (g *Gateway) Run(ctx context.Context) error {
 	batch := make([]hal.Exception, 64)
 	for i := range batch {
 		batch[i].Buf = make([]byte, 9216)
 	}
-	tick := time.NewTicker(g.cfg.Idle / 4)
+	// Expire ends idle connections and refreshes next hops: often enough
+	// for both (a next hop is asked for within half a refresh period of
+	// its due time).
+	tick := time.NewTicker(min(g.cfg.Idle/4, g.cfg.NeighborRefresh/2))
 	defer tick.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -523,20 +523,36 @@ func TestExpireAndUpdate(t *testing.T) {
 	}
 }
 
-// faultyBed is host-b (red-web-1) and the shared gateway, whose NIC fails
-// the operations fail fails (nil: none) and which knows remote statically.
-func faultyBed(t *testing.T, fail func(op *hal.Op) error) *bed {
+// nicBed is one host (host-a: blue-web-1, or host-b: red-web-1) and the
+// shared gateway on the NIC factory makes, configured with cfg.
+func nicBed(t *testing.T, host string, factory vswitchtest.Factory, cfg gateway.Config) *bed {
 	t.Helper()
 	st := testPolicy(t)
-	u := vswitchtest.NewUnderlay()
-	ph, _ := st.Host("host-b")
-	b, err := vswitchtest.NewHost(ph, st, st.LocalVMs("host-b"), fabricMAC, nil)
+	bd := &bed{t: t, st: st, u: vswitchtest.NewUnderlay()}
+	ph, _ := st.Host(host)
+	h, err := vswitchtest.NewHost(ph, st, st.LocalVMs(host), fabricMAC, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.Close)
-	u.Add(b)
-	faulty := func(host string, ports []vswitchtest.PortSpec) (hal.NIC, map[hal.PortID]vswitchtest.FarPort, error) {
+	t.Cleanup(h.Close)
+	bd.u.Add(h)
+	if host == "host-a" {
+		bd.a = h
+	} else {
+		bd.b = h
+	}
+	pg, _ := st.Gateway("gw-shared")
+	if bd.gw, err = vswitchtest.NewGatewayHostOn(factory, pg, st, fabricMAC, extMAC, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bd.gw.Close)
+	bd.u.Add(bd.gw)
+	return bd
+}
+
+// faultyNIC is a softnic whose operations fail as fail says (nil: none).
+func faultyNIC(fail func(op *hal.Op) error) vswitchtest.Factory {
+	return func(host string, ports []vswitchtest.PortSpec) (hal.NIC, map[hal.PortID]vswitchtest.FarPort, error) {
 		nic, far, err := vswitchtest.Softnic(host, ports)
 		if err != nil {
 			return nil, nil, err
@@ -547,30 +563,25 @@ func faultyBed(t *testing.T, fail func(op *hal.Op) error) *bed {
 		}
 		return f.NIC(), far, nil
 	}
-	pg, _ := st.Gateway("gw-shared")
-	gw, err := vswitchtest.NewGatewayHostOn(faulty, pg, st, fabricMAC, extMAC,
-		gateway.Config{Address: extAddr, Neighbors: map[netip.Addr]hal.MAC{remote: remoteMAC}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gw.Close)
-	u.Add(gw)
-	return &bed{t: t, st: st, u: u, b: b, gw: gw}
+}
+
+// staticRemote is the shared gateway's configuration knowing remote
+// statically.
+func staticRemote() gateway.Config {
+	return gateway.Config{Address: extAddr, Neighbors: map[netip.Addr]hal.MAC{remote: remoteMAC}}
+}
+
+// faultyBed is host-b (red-web-1) and the shared gateway, whose NIC fails
+// the operations fail fails (nil: none) and which knows remote statically.
+func faultyBed(t *testing.T, fail func(op *hal.Op) error) *bed {
+	t.Helper()
+	return nicBed(t, "host-b", faultyNIC(fail), staticRemote())
 }
 
 // A NIC that cannot rewrite transport ports keeps the gateway's
 // connections on the host path: traffic still flows, translated by the
 // host, and the gateway says why.
 func TestHostPathWhenTheNICCannot(t *testing.T) {
-	st := testPolicy(t)
-	u := vswitchtest.NewUnderlay()
-	ph, _ := st.Host("host-a")
-	a, err := vswitchtest.NewHost(ph, st, st.LocalVMs("host-a"), fabricMAC, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	u.Add(a)
 	noPorts := func(host string, ports []vswitchtest.PortSpec) (hal.NIC, map[hal.PortID]vswitchtest.FarPort, error) {
 		pcs := make([]softnic.PortConfig, len(ports))
 		for i, p := range ports {
@@ -586,15 +597,8 @@ func TestHostPathWhenTheNICCannot(t *testing.T) {
 		}
 		return nic, far, nil
 	}
-	pg, _ := st.Gateway("gw-shared")
-	gw, err := vswitchtest.NewGatewayHostOn(noPorts, pg, st, fabricMAC, extMAC,
-		gateway.Config{Address: extAddr, Neighbors: map[netip.Addr]hal.MAC{remote: remoteMAC}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close()
-	u.Add(gw)
-	bd := &bed{t: t, st: st, u: u, a: a, gw: gw}
+	bd := nicBed(t, "host-a", noPorts, staticRemote())
+	a, gw := bd.a, bd.gw
 	for i := range 2 {
 		// Source port 1000 is outside the external range (20000-59999), so
 		// the gateway must rewrite it (a port in the range is kept).

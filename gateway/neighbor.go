@@ -18,9 +18,15 @@ type neighbor struct {
 // another MAC (a router replaced, or failed over to a standby, announcing
 // itself with a gratuitous ARP or an unsolicited neighbour advertisement,
 // or answering when refreshNeighbors asked), the connections through a
-// move with it.
+// move with it. A static neighbour (Config.Neighbors) keeps its configured
+// MAC whatever the network says: the configuration is what the operator
+// chose over learning (and what a host answering for that address may not
+// take over).
 func (g *Gateway) learn(a netip.Addr, mac hal.MAC) {
 	n, known := g.neigh[a]
+	if known && n.static {
+		return
+	}
 	if !known {
 		n = &neighbor{}
 		g.neigh[a] = n

@@ -38,13 +38,20 @@ func TestNeighborMove(t *testing.T) {
 					return nil
 				}
 			}
-			bd := faultyBed(t, fail)
+			// remote is learned (a static neighbour keeps its MAC:
+			// TestStaticNeighborStays).
+			bd := nicBed(t, "host-b", faultyNIC(fail), gateway.Config{Address: extAddr})
 			b, gw := bd.b, bd.gw
-			// exchange sends a datagram from red-web-1 and its answer from
-			// the remote at mac; it returns the MAC the datagram left for.
+			resolved := false
+			// exchange sends a datagram from red-web-1 (the first one
+			// resolves remote) and its answer from the remote at mac; it
+			// returns the MAC the datagram left for.
 			exchange := func(mac hal.MAC) hal.MAC {
 				t.Helper()
 				ext, _ := bd.send(b, "red-web-1", vmFrame(redMAC, remote, hal.ProtoUDP, 40000, 53))
+				if !resolved {
+					ext, resolved = bd.resolve(gw, ext), true
+				}
 				if len(ext) != 1 {
 					t.Fatalf("%d frames out", len(ext))
 				}
@@ -92,6 +99,63 @@ func TestNeighborMove(t *testing.T) {
 					conns[0].Where, ruleCount(t, gw.NIC), before.HostPackets, after.HostPackets)
 			}
 		})
+	}
+}
+
+// A static neighbour (Config.Neighbors) keeps its configured MAC when
+// something on the external network claims its address: a gratuitous ARP,
+// an ARP reply, an ARP request for the gateway's address. Its connections
+// go on leaving for the configured MAC, on the NIC, and no move is
+// counted; a learned neighbour beside it still moves.
+func TestStaticNeighborStays(t *testing.T) {
+	other := netip.MustParseAddr("203.0.113.11")
+	otherMAC, newMAC := hal.MustMAC("02:00:00:00:fe:20"), hal.MustMAC("02:00:00:00:fe:11")
+	bd := faultyBed(t, nil)
+	b, gw := bd.b, bd.gw
+	// out sends a datagram from red-web-1 to dst and returns the MAC it
+	// left for.
+	out := func(dst netip.Addr, sport uint16) hal.MAC {
+		t.Helper()
+		ext, _ := bd.send(b, "red-web-1", vmFrame(redMAC, dst, hal.ProtoUDP, sport, 53))
+		if len(ext) != 1 {
+			t.Fatalf("%d frames out", len(ext))
+		}
+		k, _ := parse(t, ext[0])
+		return k.EthDst
+	}
+	if got := out(remote, 40000); got != remoteMAC {
+		t.Fatalf("the first datagram left for %s, want the configured %s", got, remoteMAC)
+	}
+	for _, claim := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"gratuitous ARP", gateway.BuildARP(1, newMAC, remote, hal.MAC{}, remote)},
+		{"ARP reply", gateway.BuildARP(2, newMAC, remote, extMAC, extAddr.Addr())},
+		{"ARP request for the gateway", gateway.BuildARP(1, newMAC, remote, hal.MAC{}, extAddr.Addr())},
+	} {
+		bd.send(gw, vswitchtest.ExternalPort, claim.frame)
+		if got := out(remote, 40000); got != remoteMAC {
+			t.Fatalf("after a %s from %s: the datagram left for %s, want the configured %s", claim.name, newMAC, got, remoteMAC)
+		}
+		if s := gw.Gateway.Stats(); s.NeighborMoves != 0 {
+			t.Fatalf("after a %s: neighbour moves %d, want 0", claim.name, s.NeighborMoves)
+		}
+	}
+	if conns := gw.Gateway.Conns(); len(conns) != 1 || conns[0].Where != "nic" || ruleCount(t, gw.NIC) != 2 {
+		t.Fatalf("connections %+v, %d rules: want the one connection on the NIC", conns, ruleCount(t, gw.NIC))
+	}
+	// A learned neighbour still moves.
+	bd.send(gw, vswitchtest.ExternalPort, gateway.BuildARP(1, otherMAC, other, hal.MAC{}, extAddr.Addr()))
+	if got := out(other, 40001); got != otherMAC {
+		t.Fatalf("a datagram to the learned %s left for %s, want %s", other, got, otherMAC)
+	}
+	bd.send(gw, vswitchtest.ExternalPort, gateway.BuildARP(1, newMAC, other, hal.MAC{}, other))
+	if got := out(other, 40001); got != newMAC {
+		t.Fatalf("after the learned %s moved, a datagram left for %s, want %s", other, got, newMAC)
+	}
+	if s := gw.Gateway.Stats(); s.NeighborMoves != 1 {
+		t.Fatalf("neighbour moves %d, want the learned one's 1", s.NeighborMoves)
 	}
 }
 

@@ -1,13 +1,14 @@
 // Package etcdtest starts a real etcd server in process
 // (go.etcd.io/etcd/server/v3/embed) for tests: one member on 127.0.0.1 with
-// ports the kernel picked, its data in a test's temporary directory, and
-// Stop/Start to play an outage (the same ports and data come back).
+// ports the kernel picked when etcd bound them, its data in a test's
+// temporary directory, and Stop/Start to play an outage (the same client
+// port and data come back).
 package etcdtest
 
 import (
-	"fmt"
-	"net"
+	"errors"
 	"net/url"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,16 +25,6 @@ type Server struct {
 	Endpoint string
 }
 
-// freePort asks the kernel for a free port on the loopback address.
-func freePort(tb testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Start starts a server whose data lives in tb.TempDir(); it stops at the
 // end of the test. maxTxnOps raises etcd's limit on the operations of one
 // transaction (0 keeps etcd's default, 128).
@@ -41,8 +32,12 @@ func Start(tb testing.TB, maxTxnOps uint) *Server {
 	cfg := embed.NewConfig()
 	cfg.Dir = tb.TempDir()
 	cfg.Name = "nicpath-test"
-	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(tb)))
-	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(tb)))
+	// Port 0: the kernel picks the ports as etcd binds them, and the
+	// client's is read back from its listener. A port picked before, by a
+	// listener opened and closed, is free for anything else on the machine
+	// to take until etcd binds it.
+	cu, _ := url.Parse("http://127.0.0.1:0")
+	pu, _ := url.Parse("http://127.0.0.1:0")
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
@@ -56,11 +51,16 @@ func Start(tb testing.TB, maxTxnOps uint) *Server {
 	}
 	// A million-key benchmark needs more than the default 2 GiB backend.
 	cfg.QuotaBackendBytes = 8 << 30
-	s := &Server{tb: tb, cfg: cfg, Endpoint: cu.Host}
+	s := &Server{tb: tb, cfg: cfg}
 	s.Start()
 	tb.Cleanup(s.Stop)
 	return s
 }
+
+// restartWait bounds how long a restart waits for its client port while
+// something else holds it (a connection of the stopped server's still
+// closing, another test's listener for a moment).
+const restartWait = 30 * time.Second
 
 // Start starts the server again after Stop, with the same data and ports.
 func (s *Server) Start() {
@@ -71,6 +71,11 @@ func (s *Server) Start() {
 		s.cfg.ClusterState = embed.ClusterStateFlagNew
 	}
 	e, err := embed.StartEtcd(s.cfg)
+	for deadline := time.Now().Add(restartWait); err != nil && s.Endpoint != "" &&
+		errors.Is(err, syscall.EADDRINUSE) && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond) // a poll for the port, bounded
+		e, err = embed.StartEtcd(s.cfg)
+	}
 	if err != nil {
 		s.tb.Fatalf("etcd: %v", err)
 	}
@@ -81,6 +86,14 @@ func (s *Server) Start() {
 		s.tb.Fatal("etcd did not become ready in 30s")
 	}
 	s.e = e
+	if s.Endpoint == "" {
+		// The first start: the client port the kernel picked is the
+		// server's from now on, so that clients find it again after an
+		// outage. The peer port stays 0: a member alone never dials it.
+		s.Endpoint = e.Clients[0].Addr().String()
+		cu := url.URL{Scheme: "http", Host: s.Endpoint}
+		s.cfg.ListenClientUrls, s.cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	}
 }
 
 // Stop stops the server; clients see it unreachable.
