@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
@@ -39,11 +40,13 @@ type program struct {
 
 	// What interning a rule's actions reads, side by side (a line or
 	// two, not three).
-	quick   uint64       // quickActionsHash(actions)
-	refs    int          // rules that use it
-	actions []hal.Action // as given, for interning and Dump
+	hash uint64 // hashKey(key), or hashActions(actions) when key is nil
+	refs int    // rules that use it
+	// key is actions packed (appendActionsKey), nil for a list it cannot
+	// pack: interning compares keys, not lists.
+	key     []uint64
+	actions []hal.Action // as given, for Dump (and interning when key is nil)
 	idx     uint32
-	hash    uint64
 }
 
 type step struct {
@@ -160,8 +163,93 @@ func (n *NIC) compile(acts []hal.Action, arg int) (*program, error) {
 	return p, nil
 }
 
-// hashActions fingerprints an action list for interning by the fields each
-// kind reads (sameActions), without the MAC of acts[skip] (argAction).
+// progCacheBits sizes writerState.progCache: 4096 sets of two programs,
+// so that the few thousand action lists of a host's flows (one per remote
+// host) rarely evict each other.
+const (
+	progCacheBits = 12
+	progCacheSize = 1 << progCacheBits
+)
+
+// appendActionsKey appends to dst the action list acts as interning
+// compares it: the fields each kind reads (sameActions), but for the MAC of
+// acts[skip] (argAction), packed into words, so that two lists are the
+// same exactly when their keys are. A program keeps its list's key in a
+// few contiguous words, where the list itself spreads over a cache line or
+// two per action: comparing keys reads two or three lines of the program,
+// which interning prefetches for a whole batch (writerState.prepare). ok
+// is false for a list it cannot pack (an address with an IPv6 zone), which
+// interning compares with sameActions instead.
+func appendActionsKey(dst []uint64, acts []hal.Action, skip int) ([]uint64, bool) {
+	dst = append(dst, uint64(len(acts)))
+	ok := true
+	addr := func(a netip.Addr) {
+		var tag uint64
+		switch {
+		case !a.IsValid():
+		case a.Zone() != "":
+			ok = false
+		case a.Is4():
+			tag = 1
+		default:
+			tag = 2
+		}
+		b := a.As16()
+		dst = append(dst, tag, binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:]))
+	}
+	for i := range acts {
+		a := &acts[i]
+		k := uint64(a.Kind)
+		switch a.Kind {
+		case hal.ActionEncap:
+			e := &a.Encap
+			dst = append(dst, k|uint64(e.Kind)<<8|uint64(e.TTL)<<16|uint64(e.DstPort)<<24|uint64(e.FlowID)<<40,
+				uint64(e.VNI)|uint64(len(e.GeneveOptions))<<32, macWord(e.SrcMAC), macWord(e.DstMAC))
+			addr(e.Src)
+			addr(e.Dst)
+			for o := e.GeneveOptions; len(o) > 0; {
+				var w [8]byte
+				n := copy(w[:], o)
+				o = o[n:]
+				dst = append(dst, binary.LittleEndian.Uint64(w[:]))
+			}
+		case hal.ActionOutput:
+			dst = append(dst, k|uint64(a.OutPort)<<32)
+		case hal.ActionSetEthSrc, hal.ActionSetEthDst:
+			if i == skip {
+				dst = append(dst, k)
+			} else {
+				dst = append(dst, k|macWord(a.MAC)<<8)
+			}
+		case hal.ActionSetIPSrc, hal.ActionSetIPDst:
+			dst = append(dst, k)
+			addr(a.Addr)
+		case hal.ActionSetL4Src, hal.ActionSetL4Dst:
+			dst = append(dst, k|uint64(a.L4Port)<<8)
+		case hal.ActionPushVLAN:
+			dst = append(dst, k|uint64(a.VLAN)<<8)
+		case hal.ActionDrop, hal.ActionToHost:
+			dst = append(dst, k|uint64(a.Reason)<<8)
+		default:
+			dst = append(dst, k)
+		}
+	}
+	return dst, ok
+}
+
+// hashKey fingerprints an action list's key (appendActionsKey): the index
+// of writerState.progByHash, and (its top bits) the set of progCache.
+func hashKey(key []uint64) uint64 {
+	h := uint64(hashSeed)
+	for _, v := range key {
+		h = mix(h, v)
+	}
+	return finish(h)
+}
+
+// hashActions fingerprints an action list that appendActionsKey cannot
+// pack, by the fields each kind reads (sameActions), without the MAC of
+// acts[skip] (argAction).
 func hashActions(acts []hal.Action, skip int) uint64 {
 	h := uint64(hashSeed) ^ uint64(len(acts))
 	var b [16]byte
@@ -203,34 +291,6 @@ func hashActions(acts []hal.Action, skip int) uint64 {
 		}
 	}
 	return finish(h)
-}
-
-// progCacheBits sizes writerState.progCache: 4096 sets of two programs,
-// so that the few thousand action lists of a host's flows (one per remote
-// host) rarely evict each other.
-const (
-	progCacheBits = 12
-	progCacheSize = 1 << progCacheBits
-)
-
-// quickActionsHash is a cheap fingerprint of an action list: the kinds, the
-// output port and the encapsulation's destination and VNI, which is what
-// tells apart the action lists of a host's flows. Collisions only cost a
-// miss in writerState.progCache. The result is multiplied out so that its
-// top bits, which pick the cache set, depend on every input bit.
-func quickActionsHash(acts []hal.Action) uint64 {
-	h := uint64(len(acts))
-	for i := range acts {
-		a := &acts[i]
-		h = h*31 + uint64(a.Kind)
-		if a.Kind == hal.ActionOutput {
-			h += uint64(a.OutPort) << 8
-		} else if a.Kind == hal.ActionEncap {
-			d := a.Encap.Dst.As16()
-			h = h*31 + uint64(binary.LittleEndian.Uint32(d[12:])) + uint64(a.Encap.VNI)<<32
-		}
-	}
-	return (h ^ h>>31) * hashMul1
 }
 
 func macWord(m hal.MAC) uint64 {

@@ -3,10 +3,12 @@ package softnic
 import (
 	"context"
 	"fmt"
+	"slices"
 	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/internal/hugemem"
+	"github.com/nicpath/nicpath/internal/prefetch"
 )
 
 // writerState is the control plane's bookkeeping; only writers (under
@@ -58,14 +60,16 @@ type writerState struct {
 	// (one lost its last, or one was made): only then does settle look
 	// for empty tuples, a walk of every tuple.
 	emptied bool
-	// progCache maps a cheap fingerprint of an action list (see
-	// quickActionsHash) to the programs last seen with it, most recent
-	// first: it spares the full hash and map lookup when rules alternate
-	// between a few thousand action lists (one per remote host). Each
-	// way holds its program's fingerprint, so that a way that is not the
-	// one costs no read of the program (a cache miss once a batch's
-	// table writes have evicted it).
+	// progCache maps an action list's hash (hashKey) to the programs
+	// last seen with it, most recent first: it spares the map lookup when
+	// rules alternate between a few thousand action lists (one per remote
+	// host). Each way holds its program's hash, so that a way that is
+	// not the one costs no read of the program (a cache miss once a
+	// batch's table writes have evicted it).
 	progCache [progCacheSize][2]progWay
+	// pre is the prefetch pipeline's ring of prepared operations
+	// (prepare).
+	pre [preRing]preOp
 
 	// scratch of one batch, kept to avoid reallocating
 	muts []mutation
@@ -228,8 +232,18 @@ func (n *NIC) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult, a
 	w := &n.w
 	w.muts, w.undo, w.retired, w.carry, w.newProgs = w.muts[:0], w.undo[:0], w.retired[:0], w.carry[:0], w.newProgs[:0]
 	failed := false
+	// The prefetch pipeline (prepare): stage s of group g runs while
+	// group g-3+s is done.
+	w.prepare(ops, 0, preGroup, 0)
+	w.prepare(ops, preGroup, 2*preGroup, 0)
+	w.prepare(ops, 0, preGroup, 1)
 	for i := range ops {
-		results[i].Err = w.do(&ops[i])
+		if i%preGroup == 0 {
+			w.prepare(ops, i+2*preGroup, i+3*preGroup, 0)
+			w.prepare(ops, i+preGroup, i+2*preGroup, 1)
+			w.prepare(ops, i, i+preGroup, 2)
+		}
+		results[i].Err = w.do(&ops[i], &w.pre[i%preRing])
 		failed = failed || results[i].Err != nil
 	}
 	if atomicBatch && failed {
@@ -260,7 +274,7 @@ func (w *writerState) publish(fn func(v *view, side int)) {
 
 // do plans one operation on the writer state, recording the table
 // mutations and how to undo it.
-func (w *writerState) do(op *hal.Op) error {
+func (w *writerState) do(op *hal.Op, pre *preOp) error {
 	r := &op.Rule
 	switch op.Kind {
 	case hal.OpAdd, hal.OpModify:
@@ -306,7 +320,7 @@ func (w *writerState) do(op *hal.Op) error {
 		}
 		// A tuple made here and left empty by a failure below is dropped
 		// when the batch settles.
-		prog, arg, err := w.intern(r.Actions)
+		prog, arg, err := w.intern(r.Actions, pre)
 		if err != nil {
 			return err
 		}
@@ -458,25 +472,32 @@ func (w *writerState) tupleID() (uint16, bool) {
 	return uint16(len(w.tupleByID) - 1), true
 }
 
-// intern returns the program for acts, sharing one with identical actions
-// but for the MAC of the first set_eth_dst (argAction), which it returns
-// as the rule's operand (entry.arg). The quick fingerprint spares the full
-// comparison of action lists (large structs) with a cached program that is
-// not the one.
-func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
+// intern returns the program for the action list acts of the batch's
+// operation i, whose key prepare made (pre), sharing one with identical
+// actions but for the MAC of the first set_eth_dst (argAction), which it
+// returns as the rule's operand (entry.arg). Lists are compared by their
+// keys (appendActionsKey), a few contiguous words, rather than action by
+// action.
+func (w *writerState) intern(acts []hal.Action, pre *preOp) (*program, uint64, error) {
 	skip := argAction(acts)
 	var arg uint64
 	if skip >= 0 {
 		arg = macWord(acts[skip].MAC)
 	}
-	q := quickActionsHash(acts)
-	if p := w.lastProg; p != nil && p.quick == q && p.refs > 0 && sameActions(p.actions, acts, skip) {
+	h := pre.hash
+	same := func(p *program) bool {
+		if pre.keyed {
+			return slices.Equal(p.key, pre.key)
+		}
+		return p.key == nil && sameActions(p.actions, acts, skip)
+	}
+	if p := w.lastProg; p != nil && p.hash == h && p.refs > 0 && same(p) {
 		p.refs++
 		return p, arg, nil
 	}
-	set := &w.progCache[q>>(64-progCacheBits)]
+	set := &w.progCache[h>>(64-progCacheBits)]
 	for way := range set {
-		if p := set[way].p; set[way].quick == q && p != nil && p.refs > 0 && sameActions(p.actions, acts, skip) {
+		if p := set[way].p; set[way].hash == h && p != nil && p.refs > 0 && same(p) {
 			p.refs++
 			w.lastProg = p
 			if way > 0 {
@@ -485,12 +506,11 @@ func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
 			return p, arg, nil
 		}
 	}
-	h := hashActions(acts, skip)
 	for _, p := range w.progByHash[h] {
-		if sameActions(p.actions, acts, skip) {
+		if same(p) {
 			p.refs++
 			w.lastProg = p
-			set[0], set[1] = progWay{q, p}, set[0]
+			set[0], set[1] = progWay{h, p}, set[0]
 			return p, arg, nil
 		}
 	}
@@ -503,7 +523,10 @@ func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	p.hash, p.quick, p.refs = h, q, 1
+	p.hash, p.refs = h, 1
+	if pre.keyed {
+		p.key = slices.Clone(pre.key)
+	}
 	if k := len(w.freeProgs); k > 0 {
 		p.idx = w.freeProgs[k-1]
 		w.freeProgs = w.freeProgs[:k-1]
@@ -514,15 +537,94 @@ func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
 	}
 	w.progByHash[h] = append(w.progByHash[h], p)
 	w.lastProg = p
-	set[0], set[1] = progWay{q, p}, set[0]
+	set[0], set[1] = progWay{h, p}, set[0]
 	return p, arg, nil
 }
 
-// progWay is one way of writerState.progCache: a program and its
-// quickActionsHash.
+// progWay is one way of writerState.progCache: a program and its hash,
+// so that a way that is not the one costs no read of the program.
 type progWay struct {
-	quick uint64
-	p     *program
+	hash uint64
+	p    *program
+}
+
+// preOp is what prepare made of one operation of the batch for intern:
+// its action list's key and hash.
+type preOp struct {
+	key   []uint64
+	hash  uint64
+	keyed bool // key is the list's (appendActionsKey could pack it)
+}
+
+// set makes pre the one of action list acts.
+func (pre *preOp) set(acts []hal.Action) {
+	skip := argAction(acts)
+	pre.key, pre.keyed = appendActionsKey(pre.key[:0], acts, skip)
+	if pre.keyed {
+		pre.hash = hashKey(pre.key)
+	} else {
+		pre.hash = hashActions(acts, skip)
+	}
+}
+
+// Interning a batch's action lists reads, for each, a set of progCache,
+// the program it names and that program's key: three dependent cache
+// misses once the batch's other work (or the caller's, between batches)
+// has evicted them, which cost more than the rest of an operation on a
+// large table. prepare takes them a group of preGroup operations at a
+// time, in three stages each a group apart (the key and the set, the
+// program, the program's key), so that when an operation is done its
+// lines have arrived and the misses of a group are in flight together.
+// Its keys live in a ring of preRing operations, reused batch after batch.
+const (
+	preGroup = 16
+	preRing  = 4 * preGroup
+)
+
+// prepare runs stage stage (0, 1, 2) of the prefetch pipeline for the
+// operations ops[lo:hi] of the batch.
+func (w *writerState) prepare(ops []hal.Op, lo, hi, stage int) {
+	hi = min(hi, len(ops))
+	n := 0
+	for i := lo; i < hi; i++ {
+		op := &ops[i]
+		if op.Kind != hal.OpAdd && op.Kind != hal.OpModify {
+			continue
+		}
+		pre := &w.pre[i%preRing]
+		switch stage {
+		case 0:
+			pre.set(op.Rule.Actions)
+			w.pf[n] = uintptr(unsafe.Pointer(&w.progCache[pre.hash>>(64-progCacheBits)]))
+			n++
+		case 1:
+			set := &w.progCache[pre.hash>>(64-progCacheBits)]
+			for way := range set {
+				if set[way].hash == pre.hash && set[way].p != nil {
+					p := set[way].p
+					w.pf[n], w.pf[n+1] = uintptr(unsafe.Pointer(&p.hash)), uintptr(unsafe.Pointer(&p.key))
+					n += 2
+					break
+				}
+			}
+		case 2:
+			set := &w.progCache[pre.hash>>(64-progCacheBits)]
+			for way := range set {
+				if p := set[way].p; set[way].hash == pre.hash && p != nil {
+					if len(p.key) > 0 {
+						w.pf[n] = uintptr(unsafe.Pointer(&p.key[0]))
+						n++
+						if len(p.key) > 8 {
+							w.pf[n] = uintptr(unsafe.Pointer(&p.key[8]))
+							n++
+						}
+					}
+					break
+				}
+			}
+		}
+	}
+	prefetch.Lines(w.pf[:n])
 }
 
 func (w *writerState) release(p *program) {
