@@ -42,11 +42,11 @@ type program struct {
 	// two, not three).
 	hash uint64 // hashKey(key), or hashActions(actions) when key is nil
 	refs int    // rules that use it
+	idx  uint32
 	// key is actions packed (appendActionsKey), nil for a list it cannot
 	// pack: interning compares keys, not lists.
 	key     []uint64
 	actions []hal.Action // as given, for Dump (and interning when key is nil)
-	idx     uint32
 }
 
 type step struct {
@@ -183,30 +183,21 @@ const (
 func appendActionsKey(dst []uint64, acts []hal.Action, skip int) ([]uint64, bool) {
 	dst = append(dst, uint64(len(acts)))
 	ok := true
-	addr := func(a netip.Addr) {
-		var tag uint64
-		switch {
-		case !a.IsValid():
-		case a.Zone() != "":
-			ok = false
-		case a.Is4():
-			tag = 1
-		default:
-			tag = 2
-		}
-		b := a.As16()
-		dst = append(dst, tag, binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:]))
-	}
 	for i := range acts {
 		a := &acts[i]
 		k := uint64(a.Kind)
 		switch a.Kind {
 		case hal.ActionEncap:
 			e := &a.Encap
-			dst = append(dst, k|uint64(e.Kind)<<8|uint64(e.TTL)<<16|uint64(e.DstPort)<<24|uint64(e.FlowID)<<40,
-				uint64(e.VNI)|uint64(len(e.GeneveOptions))<<32, macWord(e.SrcMAC), macWord(e.DstMAC))
-			addr(e.Src)
-			addr(e.Dst)
+			st, sok := addrTag(e.Src)
+			dt, dok := addrTag(e.Dst)
+			ok = ok && sok && dok
+			s, d := e.Src.As16(), e.Dst.As16()
+			dst = append(dst, k|uint64(e.Kind)<<8|uint64(e.TTL)<<16|uint64(e.DstPort)<<24|uint64(e.FlowID)<<40|st<<48|dt<<52,
+				uint64(e.VNI)|uint64(len(e.GeneveOptions))<<32,
+				binary.LittleEndian.Uint64(d[:8]), binary.LittleEndian.Uint64(d[8:]),
+				binary.LittleEndian.Uint64(s[:8]), binary.LittleEndian.Uint64(s[8:]),
+				macWord(e.SrcMAC), macWord(e.DstMAC))
 			for o := e.GeneveOptions; len(o) > 0; {
 				var w [8]byte
 				n := copy(w[:], o)
@@ -222,8 +213,10 @@ func appendActionsKey(dst []uint64, acts []hal.Action, skip int) ([]uint64, bool
 				dst = append(dst, k|macWord(a.MAC)<<8)
 			}
 		case hal.ActionSetIPSrc, hal.ActionSetIPDst:
-			dst = append(dst, k)
-			addr(a.Addr)
+			t, tok := addrTag(a.Addr)
+			ok = ok && tok
+			b := a.Addr.As16()
+			dst = append(dst, k|t<<8, binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:]))
 		case hal.ActionSetL4Src, hal.ActionSetL4Dst:
 			dst = append(dst, k|uint64(a.L4Port)<<8)
 		case hal.ActionPushVLAN:
@@ -237,12 +230,26 @@ func appendActionsKey(dst []uint64, acts []hal.Action, skip int) ([]uint64, bool
 	return dst, ok
 }
 
+// addrTag tells apart what As16 does not: no address (0), IPv4 (1),
+// IPv6 (2). ok is false for an IPv6 address with a zone, which a key does
+// not hold.
+func addrTag(a netip.Addr) (tag uint64, ok bool) {
+	switch {
+	case a.Is4():
+		return 1, true
+	case !a.IsValid():
+		return 0, true
+	}
+	return 2, a.Zone() == ""
+}
+
 // hashKey fingerprints an action list's key (appendActionsKey): the index
 // of writerState.progByHash, and (its top bits) the set of progCache.
 func hashKey(key []uint64) uint64 {
 	h := uint64(hashSeed)
 	for _, v := range key {
-		h = mix(h, v)
+		h = (h ^ v) * hashMul1
+		h ^= h >> 29
 	}
 	return finish(h)
 }

@@ -485,19 +485,13 @@ func (w *writerState) intern(acts []hal.Action, pre *preOp) (*program, uint64, e
 		arg = macWord(acts[skip].MAC)
 	}
 	h := pre.hash
-	same := func(p *program) bool {
-		if pre.keyed {
-			return slices.Equal(p.key, pre.key)
-		}
-		return p.key == nil && sameActions(p.actions, acts, skip)
-	}
-	if p := w.lastProg; p != nil && p.hash == h && p.refs > 0 && same(p) {
+	if p := w.lastProg; p != nil && p.hash == h && p.refs > 0 && pre.same(p, acts, skip) {
 		p.refs++
 		return p, arg, nil
 	}
 	set := &w.progCache[h>>(64-progCacheBits)]
 	for way := range set {
-		if p := set[way].p; set[way].hash == h && p != nil && p.refs > 0 && same(p) {
+		if p := set[way].p; set[way].hash == h && p != nil && p.refs > 0 && pre.same(p, acts, skip) {
 			p.refs++
 			w.lastProg = p
 			if way > 0 {
@@ -507,7 +501,7 @@ func (w *writerState) intern(acts []hal.Action, pre *preOp) (*program, uint64, e
 		}
 	}
 	for _, p := range w.progByHash[h] {
-		if same(p) {
+		if pre.same(p, acts, skip) {
 			p.refs++
 			w.lastProg = p
 			set[0], set[1] = progWay{h, p}, set[0]
@@ -567,6 +561,15 @@ func (pre *preOp) set(acts []hal.Action) {
 	}
 }
 
+// same says whether program p is for the list acts that pre was made of
+// (skip: argAction(acts)).
+func (pre *preOp) same(p *program, acts []hal.Action, skip int) bool {
+	if pre.keyed {
+		return slices.Equal(p.key, pre.key)
+	}
+	return p.key == nil && sameActions(p.actions, acts, skip)
+}
+
 // Interning a batch's action lists reads, for each, a set of progCache,
 // the program it names and that program's key: three dependent cache
 // misses once the batch's other work (or the caller's, between batches)
@@ -582,7 +585,8 @@ const (
 )
 
 // prepare runs stage stage (0, 1, 2) of the prefetch pipeline for the
-// operations ops[lo:hi] of the batch.
+// operations ops[lo:hi] of the batch (at most preGroup: three addresses
+// each fit w.pf).
 func (w *writerState) prepare(ops []hal.Op, lo, hi, stage int) {
 	hi = min(hi, len(ops))
 	n := 0
@@ -601,9 +605,11 @@ func (w *writerState) prepare(ops []hal.Op, lo, hi, stage int) {
 			set := &w.progCache[pre.hash>>(64-progCacheBits)]
 			for way := range set {
 				if set[way].hash == pre.hash && set[way].p != nil {
+					// The line do reads (count), and those intern
+					// reads (hash to key).
 					p := set[way].p
-					w.pf[n], w.pf[n+1] = uintptr(unsafe.Pointer(&p.hash)), uintptr(unsafe.Pointer(&p.key))
-					n += 2
+					w.pf[n], w.pf[n+1], w.pf[n+2] = uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&p.hash)), uintptr(unsafe.Pointer(&p.key))
+					n += 3
 					break
 				}
 			}
