@@ -3,7 +3,6 @@ package softnic
 import (
 	"context"
 	"fmt"
-	"slices"
 	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
@@ -60,16 +59,18 @@ type writerState struct {
 	// (one lost its last, or one was made): only then does settle look
 	// for empty tuples, a walk of every tuple.
 	emptied bool
-	// progCache maps an action list's hash (hashKey) to the programs
-	// last seen with it, most recent first: it spares the map lookup when
-	// rules alternate between a few thousand action lists (one per remote
-	// host). Each way holds its program's hash, so that a way that is
-	// not the one costs no read of the program (a cache miss once a
-	// batch's table writes have evicted it).
+	// progCache maps a cheap fingerprint of an action list (see
+	// quickActionsHash) to the programs last seen with it, most recent
+	// first: it spares the full hash and map lookup when rules alternate
+	// between a few thousand action lists (one per remote host). Each
+	// way holds its program's fingerprint, so that a way that is not the
+	// one costs no read of the program (a cache miss once a batch's
+	// table writes have evicted it).
 	progCache [progCacheSize][2]progWay
 	// pre is the prefetch pipeline's ring of prepared operations
-	// (prepare).
-	pre [preRing]preOp
+	// (prepare); batch numbers the batches (program.is).
+	pre   [preRing]preOp
+	batch uint64
 
 	// scratch of one batch, kept to avoid reallocating
 	muts []mutation
@@ -232,6 +233,7 @@ func (n *NIC) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult, a
 	w := &n.w
 	w.muts, w.undo, w.retired, w.carry, w.newProgs = w.muts[:0], w.undo[:0], w.retired[:0], w.carry[:0], w.newProgs[:0]
 	failed := false
+	w.batch++
 	// The prefetch pipeline (prepare): stage s of group g runs while
 	// group g-3+s is done.
 	w.prepare(ops, 0, preGroup, 0)
@@ -473,25 +475,25 @@ func (w *writerState) tupleID() (uint16, bool) {
 }
 
 // intern returns the program for the action list acts of the batch's
-// operation i, whose key prepare made (pre), sharing one with identical
-// actions but for the MAC of the first set_eth_dst (argAction), which it
-// returns as the rule's operand (entry.arg). Lists are compared by their
-// keys (appendActionsKey), a few contiguous words, rather than action by
-// action.
+// operation whose quick hash prepare computed (pre), sharing one with
+// identical actions but for the MAC of the first set_eth_dst (argAction),
+// which it returns as the rule's operand (entry.arg). A rule's list is
+// compared with a program's packed key (matchKey), a few contiguous words,
+// rather than with its list, action by action.
 func (w *writerState) intern(acts []hal.Action, pre *preOp) (*program, uint64, error) {
 	skip := argAction(acts)
 	var arg uint64
 	if skip >= 0 {
 		arg = macWord(acts[skip].MAC)
 	}
-	h := pre.hash
-	if p := w.lastProg; p != nil && p.hash == h && p.refs > 0 && pre.same(p, acts, skip) {
+	q := pre.quick
+	if p := w.lastProg; p != nil && p.quick == q && p.refs > 0 && p.is(acts, skip, w.batch) {
 		p.refs++
 		return p, arg, nil
 	}
-	set := &w.progCache[h>>(64-progCacheBits)]
+	set := &w.progCache[q>>(64-progCacheBits)]
 	for way := range set {
-		if p := set[way].p; set[way].hash == h && p != nil && p.refs > 0 && pre.same(p, acts, skip) {
+		if p := set[way].p; set[way].quick == q && p != nil && p.refs > 0 && p.is(acts, skip, w.batch) {
 			p.refs++
 			w.lastProg = p
 			if way > 0 {
@@ -500,11 +502,12 @@ func (w *writerState) intern(acts []hal.Action, pre *preOp) (*program, uint64, e
 			return p, arg, nil
 		}
 	}
+	h := hashActions(acts, skip)
 	for _, p := range w.progByHash[h] {
-		if pre.same(p, acts, skip) {
+		if p.is(acts, skip, w.batch) {
 			p.refs++
 			w.lastProg = p
-			set[0], set[1] = progWay{h, p}, set[0]
+			set[0], set[1] = progWay{q, p}, set[0]
 			return p, arg, nil
 		}
 	}
@@ -517,9 +520,10 @@ func (w *writerState) intern(acts []hal.Action, pre *preOp) (*program, uint64, e
 	if err != nil {
 		return nil, 0, err
 	}
-	p.hash, p.refs = h, 1
-	if pre.keyed {
-		p.key = slices.Clone(pre.key)
+	p.hash, p.quick, p.refs = h, q, 1
+	p.src, p.srcLen, p.srcBatch = uintptr(unsafe.Pointer(unsafe.SliceData(acts))), len(acts), w.batch
+	if key, ok := appendActionsKey(nil, acts, skip); ok {
+		p.key = key
 	}
 	if k := len(w.freeProgs); k > 0 {
 		p.idx = w.freeProgs[k-1]
@@ -531,43 +535,46 @@ func (w *writerState) intern(acts []hal.Action, pre *preOp) (*program, uint64, e
 	}
 	w.progByHash[h] = append(w.progByHash[h], p)
 	w.lastProg = p
-	set[0], set[1] = progWay{h, p}, set[0]
+	set[0], set[1] = progWay{q, p}, set[0]
 	return p, arg, nil
 }
 
-// progWay is one way of writerState.progCache: a program and its hash,
-// so that a way that is not the one costs no read of the program.
+// is says whether p is the program of action list acts (skip:
+// argAction(acts)) of the operation being done in batch batch. Within one
+// Apply the caller's lists do not change (the operations are the
+// caller's until it returns), so a list given as the same slice as one p
+// was found for earlier in the batch is p's without comparing it again:
+// a caller that shares one slice among many rules (those to one remote
+// host) has it compared once per batch. The batch number keeps a slice of
+// an earlier batch, whose memory may hold another list since, from
+// counting.
+func (p *program) is(acts []hal.Action, skip int, batch uint64) bool {
+	src := uintptr(unsafe.Pointer(unsafe.SliceData(acts)))
+	if p.srcBatch == batch && p.src == src && p.srcLen == len(acts) {
+		return true
+	}
+	if p.key != nil {
+		if !matchKey(p.key, acts, skip) {
+			return false
+		}
+	} else if !sameActions(p.actions, acts, skip) {
+		return false
+	}
+	p.src, p.srcLen, p.srcBatch = src, len(acts), batch
+	return true
+}
+
+// progWay is one way of writerState.progCache: a program and its
+// quickActionsHash, so that a way that is not the one costs no read of
+// the program.
 type progWay struct {
-	hash uint64
-	p    *program
+	quick uint64
+	p     *program
 }
 
-// preOp is what prepare made of one operation of the batch for intern:
-// its action list's key and hash.
+// preOp is what prepare made of one operation of the batch for intern.
 type preOp struct {
-	key   []uint64
-	hash  uint64
-	keyed bool // key is the list's (appendActionsKey could pack it)
-}
-
-// set makes pre the one of action list acts.
-func (pre *preOp) set(acts []hal.Action) {
-	skip := argAction(acts)
-	pre.key, pre.keyed = appendActionsKey(pre.key[:0], acts, skip)
-	if pre.keyed {
-		pre.hash = hashKey(pre.key)
-	} else {
-		pre.hash = hashActions(acts, skip)
-	}
-}
-
-// same says whether program p is for the list acts that pre was made of
-// (skip: argAction(acts)).
-func (pre *preOp) same(p *program, acts []hal.Action, skip int) bool {
-	if pre.keyed {
-		return slices.Equal(p.key, pre.key)
-	}
-	return p.key == nil && sameActions(p.actions, acts, skip)
+	quick uint64 // quickActionsHash of its action list
 }
 
 // Interning a batch's action lists reads, for each, a set of progCache,
@@ -575,10 +582,10 @@ func (pre *preOp) same(p *program, acts []hal.Action, skip int) bool {
 // misses once the batch's other work (or the caller's, between batches)
 // has evicted them, which cost more than the rest of an operation on a
 // large table. prepare takes them a group of preGroup operations at a
-// time, in three stages each a group apart (the key and the set, the
-// program, the program's key), so that when an operation is done its
+// time, in three stages each a group apart (the quick hash and the set,
+// the program, the program's key), so that when an operation is done its
 // lines have arrived and the misses of a group are in flight together.
-// Its keys live in a ring of preRing operations, reused batch after batch.
+// The hashes live in a ring of preRing operations.
 const (
 	preGroup = 16
 	preRing  = 4 * preGroup
@@ -598,25 +605,25 @@ func (w *writerState) prepare(ops []hal.Op, lo, hi, stage int) {
 		pre := &w.pre[i%preRing]
 		switch stage {
 		case 0:
-			pre.set(op.Rule.Actions)
-			w.pf[n] = uintptr(unsafe.Pointer(&w.progCache[pre.hash>>(64-progCacheBits)]))
+			pre.quick = quickActionsHash(op.Rule.Actions)
+			w.pf[n] = uintptr(unsafe.Pointer(&w.progCache[pre.quick>>(64-progCacheBits)]))
 			n++
 		case 1:
-			set := &w.progCache[pre.hash>>(64-progCacheBits)]
+			set := &w.progCache[pre.quick>>(64-progCacheBits)]
 			for way := range set {
-				if set[way].hash == pre.hash && set[way].p != nil {
+				if set[way].quick == pre.quick && set[way].p != nil {
 					// The line do reads (count), and those intern
-					// reads (hash to key).
+					// reads (quick to key).
 					p := set[way].p
-					w.pf[n], w.pf[n+1], w.pf[n+2] = uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&p.hash)), uintptr(unsafe.Pointer(&p.key))
+					w.pf[n], w.pf[n+1], w.pf[n+2] = uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&p.quick)), uintptr(unsafe.Pointer(&p.key))
 					n += 3
 					break
 				}
 			}
 		case 2:
-			set := &w.progCache[pre.hash>>(64-progCacheBits)]
+			set := &w.progCache[pre.quick>>(64-progCacheBits)]
 			for way := range set {
-				if p := set[way].p; set[way].hash == pre.hash && p != nil {
+				if p := set[way].p; set[way].quick == pre.quick && p != nil {
 					if len(p.key) > 0 {
 						w.pf[n] = uintptr(unsafe.Pointer(&p.key[0]))
 						n++

@@ -824,8 +824,10 @@ func TestInternByReadFields(t *testing.T) {
 
 // TestActionHashesFollowSameActions: lists that sameActions takes for one
 // (random lists, and each with its unread fields scrambled) have the same
-// hashActions and the same key (appendActionsKey), and readFields keeps a
-// list the same; lists that differ in a read field have different keys.
+// hashActions and quickActionsHash and the same key (appendActionsKey),
+// which matchKey finds them to be, and readFields keeps a list the same;
+// lists that differ in a read field have different keys, which matchKey
+// tells apart.
 func TestActionHashesFollowSameActions(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	kinds := []hal.ActionKind{hal.ActionDecap, hal.ActionSetEthSrc, hal.ActionSetEthDst, hal.ActionSetIPSrc, hal.ActionSetIPDst,
@@ -874,12 +876,12 @@ func TestActionHashesFollowSameActions(t *testing.T) {
 		if !sameActions(a, b, -1) || !sameActions(norm, a, -1) {
 			t.Fatalf("lists that differ in unread fields only are not the same:\n%v\n%v", a, b)
 		}
-		if hashActions(a, -1) != hashActions(b, -1) {
+		if hashActions(a, -1) != hashActions(b, -1) || quickActionsHash(a) != quickActionsHash(b) {
 			t.Fatalf("the same lists hash apart:\n%v\n%v", a, b)
 		}
 		ka, oka := appendActionsKey(nil, a, argAction(a))
 		kb, okb := appendActionsKey(nil, b, argAction(b))
-		if !oka || !okb || !slices.Equal(ka, kb) {
+		if !oka || !okb || !slices.Equal(ka, kb) || !matchKey(ka, b, argAction(b)) {
 			t.Fatalf("the same lists have different keys:\n%v\n%v\n%x\n%x", a, b, ka, kb)
 		}
 		if !reflect.DeepEqual(a, b) {
@@ -908,7 +910,7 @@ func TestActionHashesFollowSameActions(t *testing.T) {
 			t.Fatalf("lists that differ in a read field are the same:\n%v\n%v", norm, c)
 		}
 		kn, _ := appendActionsKey(nil, norm, -1)
-		if kc, _ := appendActionsKey(nil, c, -1); slices.Equal(kn, kc) {
+		if kc, _ := appendActionsKey(nil, c, -1); slices.Equal(kn, kc) || matchKey(kn, c, -1) {
 			t.Fatalf("lists that differ in a read field have one key:\n%v\n%v", norm, c)
 		}
 	}
@@ -957,8 +959,8 @@ func TestActionsKeyEdges(t *testing.T) {
 		for j, b := range lists {
 			kb, _ := appendActionsKey(nil, b, argAction(b))
 			same := sameActions(a, b, argAction(b)) && len(a) == len(b) && argAction(a) == argAction(b)
-			if slices.Equal(ka, kb) != same {
-				t.Errorf("lists %d and %d: same %v, keys equal %v:\n%v\n%v", i, j, same, !same, a, b)
+			if slices.Equal(ka, kb) != same || matchKey(ka, b, argAction(b)) != same {
+				t.Errorf("lists %d and %d: same %v, keys equal %v, matchKey %v:\n%v\n%v", i, j, same, slices.Equal(ka, kb), matchKey(ka, b, argAction(b)), a, b)
 			}
 		}
 	}
@@ -971,8 +973,13 @@ func TestActionsKeyEdges(t *testing.T) {
 	if !slices.Equal(ka, kb) {
 		t.Errorf("lists alike but for the rule's MAC and empty options have keys %x and %x", ka, kb)
 	}
-	if _, ok := appendActionsKey(nil, []hal.Action{hal.SetIPDst(netip.MustParseAddr("fe80::1%eth0")), hal.Output(1)}, -1); ok {
+	zoned := []hal.Action{hal.SetIPDst(netip.MustParseAddr("fe80::1%eth0")), hal.Output(1)}
+	if _, ok := appendActionsKey(nil, zoned, -1); ok {
 		t.Error("a zoned address was packed")
+	}
+	unzoned := []hal.Action{hal.SetIPDst(netip.MustParseAddr("fe80::1")), hal.Output(1)}
+	if k, _ := appendActionsKey(nil, unzoned, -1); matchKey(k, zoned, -1) {
+		t.Error("a zoned list matches the key of the same list without the zone")
 	}
 }
 
@@ -988,8 +995,7 @@ func TestInternZonedAddress(t *testing.T) {
 	n.wmu.Lock()
 	defer n.wmu.Unlock()
 	intern := func(acts []hal.Action) *program {
-		var pre preOp
-		pre.set(acts)
+		pre := preOp{quick: quickActionsHash(acts)}
 		p, _, err := n.w.intern(acts, &pre)
 		if err != nil {
 			t.Fatal(err)
@@ -1006,5 +1012,63 @@ func TestInternZonedAddress(t *testing.T) {
 	}
 	if got := intern(list("fe80::1")); got != d {
 		t.Error("a packed list did not find its program")
+	}
+}
+
+// TestInternSharedSlice: rules that share one action slice in a batch
+// share its program; when the caller changes the slice between batches,
+// the next batch's rules get the program of what it holds then, not the
+// one the same slice had before.
+func TestInternSharedSlice(t *testing.T) {
+	n := newNIC(t)
+	ctx := context.Background()
+	shared := []hal.Action{hal.SetEthDst(macVM2), hal.Output(pVM2)}
+	var ops []hal.Op
+	for f := 0; f < 100; f++ {
+		r := flowRule(f)
+		r.Actions = shared
+		if f%3 == 0 {
+			r.Actions = hal.CloneActions(shared) // the same list, its own slice
+		}
+		ops = append(ops, hal.AddOp(r))
+	}
+	if err := n.Apply(ctx, ops, make([]hal.OpResult, len(ops))); err != nil {
+		t.Fatal(err)
+	}
+	prog := func(id hal.RuleID) *program {
+		t.Helper()
+		idx, ok := n.w.byID.get(id)
+		if !ok {
+			t.Fatalf("rule %d not installed", id)
+		}
+		return n.w.progs[n.w.entry(idx).prog]
+	}
+	first := prog(1)
+	for f := 0; f < 100; f++ {
+		if prog(hal.RuleID(f+1)) != first {
+			t.Fatalf("rule %d has a program of its own", f+1)
+		}
+	}
+	shared[1] = hal.Output(pVM1) // the caller's slice, reused
+	ops = ops[:0]
+	for f := 100; f < 200; f++ {
+		r := flowRule(f)
+		r.Actions = shared
+		ops = append(ops, hal.AddOp(r))
+	}
+	if err := n.Apply(ctx, ops, make([]hal.OpResult, len(ops))); err != nil {
+		t.Fatal(err)
+	}
+	second := prog(101)
+	if second == first || second.out == nil || second.out.info.ID != pVM1 {
+		t.Fatalf("rules given the changed slice have program %p (first %p), output %v", second, first, second.out)
+	}
+	for f := 100; f < 200; f++ {
+		if prog(hal.RuleID(f+1)) != second {
+			t.Fatalf("rule %d: not the changed list's program", f+1)
+		}
+	}
+	if first.refs != 100 || second.refs != 100 {
+		t.Fatalf("refs %d and %d, want 100 each", first.refs, second.refs)
 	}
 }
