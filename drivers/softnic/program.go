@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
@@ -39,11 +40,20 @@ type program struct {
 
 	// What interning a rule's actions reads, side by side (a line or
 	// two, not three).
-	quick   uint64       // quickActionsHash(actions)
-	refs    int          // rules that use it
-	actions []hal.Action // as given, for interning and Dump
-	idx     uint32
-	hash    uint64
+	quick uint64 // quickActionsHash(actions)
+	refs  int    // rules that use it
+	idx   uint32
+	// The caller's slice that the program was last found for, and in
+	// which batch (writerState.batch): see matches.
+	srcLen   int
+	src      uintptr
+	srcBatch uint64
+	// key is actions packed (appendActionsKey), nil for a list it cannot
+	// pack: interning compares a rule's list with it (matchKey), not
+	// with actions.
+	key     []uint64
+	actions []hal.Action // as given, for Dump (and interning when key is nil)
+	hash    uint64       // hashActions(actions), its index in progByHash
 }
 
 type step struct {
@@ -160,6 +170,155 @@ func (n *NIC) compile(acts []hal.Action, arg int) (*program, error) {
 	return p, nil
 }
 
+// progCacheBits sizes writerState.progCache: 4096 sets of two programs,
+// so that the few thousand action lists of a host's flows (one per remote
+// host) rarely evict each other.
+const (
+	progCacheBits = 12
+	progCacheSize = 1 << progCacheBits
+)
+
+// quickActionsHash is a cheap fingerprint of an action list: the kinds, the
+// output port and the encapsulation's destination and VNI, which is what
+// tells apart the action lists of a host's flows. Collisions only cost a
+// miss in writerState.progCache. The result is multiplied out so that its
+// top bits, which pick the cache set, depend on every input bit.
+func quickActionsHash(acts []hal.Action) uint64 {
+	h := uint64(len(acts))
+	for i := range acts {
+		a := &acts[i]
+		h = h*31 + uint64(a.Kind)
+		if a.Kind == hal.ActionOutput {
+			h += uint64(a.OutPort) << 8
+		} else if a.Kind == hal.ActionEncap {
+			d := a.Encap.Dst.As16()
+			h = h*31 + uint64(binary.LittleEndian.Uint32(d[12:])) + uint64(a.Encap.VNI)<<32
+		}
+	}
+	return (h ^ h>>31) * hashMul1
+}
+
+// appendActionsKey appends to dst the action list acts as interning
+// compares it: the fields each kind reads (sameActions), but for the MAC of
+// acts[skip] (argAction), packed into words, so that two lists are the
+// same exactly when their keys are. A program keeps its list's key in a
+// few contiguous words, where the list itself spreads over a cache line or
+// two per action: comparing a rule's list with a program's (matchKey)
+// reads two or three lines of the program, which interning prefetches for
+// a whole batch (writerState.prepare). ok is false for a list it cannot
+// pack (an address with an IPv6 zone), which interning compares with
+// sameActions instead.
+func appendActionsKey(dst []uint64, acts []hal.Action, skip int) ([]uint64, bool) {
+	dst = append(dst, uint64(len(acts)))
+	for i := range acts {
+		var w [actionWordsMax]uint64
+		n, ok := actionWords(&acts[i], i == skip, &w)
+		if !ok {
+			return dst, false
+		}
+		dst = append(dst, w[:n]...)
+		for o := acts[i].Encap.GeneveOptions; acts[i].Kind == hal.ActionEncap && len(o) > 0; {
+			var b [8]byte
+			k := copy(b[:], o)
+			o = o[k:]
+			dst = append(dst, binary.LittleEndian.Uint64(b[:]))
+		}
+	}
+	return dst, true
+}
+
+// matchKey says whether acts is the list of key, a program's
+// (appendActionsKey): the same comparison as packing acts and comparing
+// keys, without the packing's stores, and stopping at the first action
+// that differs.
+func matchKey(key []uint64, acts []hal.Action, skip int) bool {
+	if len(key) == 0 || key[0] != uint64(len(acts)) {
+		return false
+	}
+	key = key[1:]
+	for i := range acts {
+		var w [actionWordsMax]uint64
+		n, ok := actionWords(&acts[i], i == skip, &w)
+		if !ok || len(key) < n {
+			return false
+		}
+		for j := 0; j < n; j++ {
+			if key[j] != w[j] {
+				return false
+			}
+		}
+		key = key[n:]
+		for o := acts[i].Encap.GeneveOptions; acts[i].Kind == hal.ActionEncap && len(o) > 0; {
+			var b [8]byte
+			k := copy(b[:], o)
+			o = o[k:]
+			if len(key) == 0 || key[0] != binary.LittleEndian.Uint64(b[:]) {
+				return false
+			}
+			key = key[1:]
+		}
+	}
+	return len(key) == 0
+}
+
+// actionWordsMax is the most words actionWords packs an action into.
+const actionWordsMax = 8
+
+// actionWords packs the fields of a that its kind reads into w (but for
+// its MAC when arg: the rule's own, see argAction), and returns how many
+// words; an encapsulation's Geneve options follow, packed by the caller.
+// ok is false for what a key cannot hold (addrTag).
+func actionWords(a *hal.Action, arg bool, w *[actionWordsMax]uint64) (n int, ok bool) {
+	k := uint64(a.Kind)
+	switch a.Kind {
+	case hal.ActionEncap:
+		e := &a.Encap
+		st, sok := addrTag(e.Src)
+		dt, dok := addrTag(e.Dst)
+		s, d := e.Src.As16(), e.Dst.As16()
+		*w = [actionWordsMax]uint64{k | uint64(e.Kind)<<8 | uint64(e.TTL)<<16 | uint64(e.DstPort)<<24 | uint64(e.FlowID)<<40 | st<<48 | dt<<52,
+			uint64(e.VNI) | uint64(len(e.GeneveOptions))<<32,
+			binary.LittleEndian.Uint64(d[:8]), binary.LittleEndian.Uint64(d[8:]),
+			binary.LittleEndian.Uint64(s[:8]), binary.LittleEndian.Uint64(s[8:]),
+			macWord(e.SrcMAC), macWord(e.DstMAC)}
+		return 8, sok && dok
+	case hal.ActionOutput:
+		w[0] = k | uint64(a.OutPort)<<32
+	case hal.ActionSetEthSrc, hal.ActionSetEthDst:
+		w[0] = k
+		if !arg {
+			w[0] |= macWord(a.MAC) << 8
+		}
+	case hal.ActionSetIPSrc, hal.ActionSetIPDst:
+		t, tok := addrTag(a.Addr)
+		b := a.Addr.As16()
+		w[0], w[1], w[2] = k|t<<8, binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])
+		return 3, tok
+	case hal.ActionSetL4Src, hal.ActionSetL4Dst:
+		w[0] = k | uint64(a.L4Port)<<8
+	case hal.ActionPushVLAN:
+		w[0] = k | uint64(a.VLAN)<<8
+	case hal.ActionDrop, hal.ActionToHost:
+		w[0] = k | uint64(a.Reason)<<8
+	default:
+		w[0] = k
+	}
+	return 1, true
+}
+
+// addrTag tells apart what As16 does not: no address (0), IPv4 (1),
+// IPv6 (2). ok is false for an IPv6 address with a zone, which a key does
+// not hold.
+func addrTag(a netip.Addr) (tag uint64, ok bool) {
+	switch {
+	case a.Is4():
+		return 1, true
+	case !a.IsValid():
+		return 0, true
+	}
+	return 2, a.Zone() == ""
+}
+
 // hashActions fingerprints an action list for interning by the fields each
 // kind reads (sameActions), without the MAC of acts[skip] (argAction).
 func hashActions(acts []hal.Action, skip int) uint64 {
@@ -203,34 +362,6 @@ func hashActions(acts []hal.Action, skip int) uint64 {
 		}
 	}
 	return finish(h)
-}
-
-// progCacheBits sizes writerState.progCache: 4096 sets of two programs,
-// so that the few thousand action lists of a host's flows (one per remote
-// host) rarely evict each other.
-const (
-	progCacheBits = 12
-	progCacheSize = 1 << progCacheBits
-)
-
-// quickActionsHash is a cheap fingerprint of an action list: the kinds, the
-// output port and the encapsulation's destination and VNI, which is what
-// tells apart the action lists of a host's flows. Collisions only cost a
-// miss in writerState.progCache. The result is multiplied out so that its
-// top bits, which pick the cache set, depend on every input bit.
-func quickActionsHash(acts []hal.Action) uint64 {
-	h := uint64(len(acts))
-	for i := range acts {
-		a := &acts[i]
-		h = h*31 + uint64(a.Kind)
-		if a.Kind == hal.ActionOutput {
-			h += uint64(a.OutPort) << 8
-		} else if a.Kind == hal.ActionEncap {
-			d := a.Encap.Dst.As16()
-			h = h*31 + uint64(binary.LittleEndian.Uint32(d[12:])) + uint64(a.Encap.VNI)<<32
-		}
-	}
-	return (h ^ h>>31) * hashMul1
 }
 
 func macWord(m hal.MAC) uint64 {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/internal/hugemem"
+	"github.com/nicpath/nicpath/internal/prefetch"
 )
 
 // writerState is the control plane's bookkeeping; only writers (under
@@ -66,6 +67,10 @@ type writerState struct {
 	// one costs no read of the program (a cache miss once a batch's
 	// table writes have evicted it).
 	progCache [progCacheSize][2]progWay
+	// pre is the prefetch pipeline's ring of prepared operations
+	// (prepare); batch numbers the batches (program.is).
+	pre   [preRing]preOp
+	batch uint64
 
 	// scratch of one batch, kept to avoid reallocating
 	muts []mutation
@@ -228,8 +233,19 @@ func (n *NIC) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult, a
 	w := &n.w
 	w.muts, w.undo, w.retired, w.carry, w.newProgs = w.muts[:0], w.undo[:0], w.retired[:0], w.carry[:0], w.newProgs[:0]
 	failed := false
+	w.batch++
+	// The prefetch pipeline (prepare): stage s of group g runs while
+	// group g-3+s is done.
+	w.prepare(ops, 0, preGroup, 0)
+	w.prepare(ops, preGroup, 2*preGroup, 0)
+	w.prepare(ops, 0, preGroup, 1)
 	for i := range ops {
-		results[i].Err = w.do(&ops[i])
+		if i%preGroup == 0 {
+			w.prepare(ops, i+2*preGroup, i+3*preGroup, 0)
+			w.prepare(ops, i+preGroup, i+2*preGroup, 1)
+			w.prepare(ops, i, i+preGroup, 2)
+		}
+		results[i].Err = w.do(&ops[i], &w.pre[i%preRing])
 		failed = failed || results[i].Err != nil
 	}
 	if atomicBatch && failed {
@@ -260,7 +276,7 @@ func (w *writerState) publish(fn func(v *view, side int)) {
 
 // do plans one operation on the writer state, recording the table
 // mutations and how to undo it.
-func (w *writerState) do(op *hal.Op) error {
+func (w *writerState) do(op *hal.Op, pre *preOp) error {
 	r := &op.Rule
 	switch op.Kind {
 	case hal.OpAdd, hal.OpModify:
@@ -306,7 +322,7 @@ func (w *writerState) do(op *hal.Op) error {
 		}
 		// A tuple made here and left empty by a failure below is dropped
 		// when the batch settles.
-		prog, arg, err := w.intern(r.Actions)
+		prog, arg, err := w.intern(r.Actions, pre)
 		if err != nil {
 			return err
 		}
@@ -458,25 +474,26 @@ func (w *writerState) tupleID() (uint16, bool) {
 	return uint16(len(w.tupleByID) - 1), true
 }
 
-// intern returns the program for acts, sharing one with identical actions
-// but for the MAC of the first set_eth_dst (argAction), which it returns
-// as the rule's operand (entry.arg). The quick fingerprint spares the full
-// comparison of action lists (large structs) with a cached program that is
-// not the one.
-func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
+// intern returns the program for the action list acts of the batch's
+// operation whose quick hash prepare computed (pre), sharing one with
+// identical actions but for the MAC of the first set_eth_dst (argAction),
+// which it returns as the rule's operand (entry.arg). A rule's list is
+// compared with a program's packed key (matchKey), a few contiguous words,
+// rather than with its list, action by action.
+func (w *writerState) intern(acts []hal.Action, pre *preOp) (*program, uint64, error) {
 	skip := argAction(acts)
 	var arg uint64
 	if skip >= 0 {
 		arg = macWord(acts[skip].MAC)
 	}
-	q := quickActionsHash(acts)
-	if p := w.lastProg; p != nil && p.quick == q && p.refs > 0 && sameActions(p.actions, acts, skip) {
+	q := pre.quick
+	if p := w.lastProg; p != nil && p.quick == q && p.refs > 0 && p.is(acts, skip, w.batch) {
 		p.refs++
 		return p, arg, nil
 	}
 	set := &w.progCache[q>>(64-progCacheBits)]
 	for way := range set {
-		if p := set[way].p; set[way].quick == q && p != nil && p.refs > 0 && sameActions(p.actions, acts, skip) {
+		if p := set[way].p; set[way].quick == q && p != nil && p.refs > 0 && p.is(acts, skip, w.batch) {
 			p.refs++
 			w.lastProg = p
 			if way > 0 {
@@ -487,7 +504,7 @@ func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
 	}
 	h := hashActions(acts, skip)
 	for _, p := range w.progByHash[h] {
-		if sameActions(p.actions, acts, skip) {
+		if p.is(acts, skip, w.batch) {
 			p.refs++
 			w.lastProg = p
 			set[0], set[1] = progWay{q, p}, set[0]
@@ -504,6 +521,10 @@ func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
 		return nil, 0, err
 	}
 	p.hash, p.quick, p.refs = h, q, 1
+	p.src, p.srcLen, p.srcBatch = uintptr(unsafe.Pointer(unsafe.SliceData(acts))), len(acts), w.batch
+	if key, ok := appendActionsKey(nil, acts, skip); ok {
+		p.key = key
+	}
 	if k := len(w.freeProgs); k > 0 {
 		p.idx = w.freeProgs[k-1]
 		w.freeProgs = w.freeProgs[:k-1]
@@ -518,11 +539,105 @@ func (w *writerState) intern(acts []hal.Action) (*program, uint64, error) {
 	return p, arg, nil
 }
 
+// is says whether p is the program of action list acts (skip:
+// argAction(acts)) of the operation being done in batch batch. Within one
+// Apply the caller's lists do not change (the operations are the
+// caller's until it returns), so a list given as the same slice as one p
+// was found for earlier in the batch is p's without comparing it again:
+// a caller that shares one slice among many rules (those to one remote
+// host) has it compared once per batch. The batch number keeps a slice of
+// an earlier batch, whose memory may hold another list since, from
+// counting.
+func (p *program) is(acts []hal.Action, skip int, batch uint64) bool {
+	src := uintptr(unsafe.Pointer(unsafe.SliceData(acts)))
+	if p.srcBatch == batch && p.src == src && p.srcLen == len(acts) {
+		return true
+	}
+	if p.key != nil {
+		if !matchKey(p.key, acts, skip) {
+			return false
+		}
+	} else if !sameActions(p.actions, acts, skip) {
+		return false
+	}
+	p.src, p.srcLen, p.srcBatch = src, len(acts), batch
+	return true
+}
+
 // progWay is one way of writerState.progCache: a program and its
-// quickActionsHash.
+// quickActionsHash, so that a way that is not the one costs no read of
+// the program.
 type progWay struct {
 	quick uint64
 	p     *program
+}
+
+// preOp is what prepare made of one operation of the batch for intern.
+type preOp struct {
+	quick uint64 // quickActionsHash of its action list
+}
+
+// Interning a batch's action lists reads, for each, a set of progCache,
+// the program it names and that program's key: three dependent cache
+// misses once the batch's other work (or the caller's, between batches)
+// has evicted them, which cost more than the rest of an operation on a
+// large table. prepare takes them a group of preGroup operations at a
+// time, in three stages each a group apart (the quick hash and the set,
+// the program, the program's key), so that when an operation is done its
+// lines have arrived and the misses of a group are in flight together.
+// The hashes live in a ring of preRing operations.
+const (
+	preGroup = 16
+	preRing  = 4 * preGroup
+)
+
+// prepare runs stage stage (0, 1, 2) of the prefetch pipeline for the
+// operations ops[lo:hi] of the batch (at most preGroup: three addresses
+// each fit w.pf).
+func (w *writerState) prepare(ops []hal.Op, lo, hi, stage int) {
+	hi = min(hi, len(ops))
+	n := 0
+	for i := lo; i < hi; i++ {
+		op := &ops[i]
+		if op.Kind != hal.OpAdd && op.Kind != hal.OpModify {
+			continue
+		}
+		pre := &w.pre[i%preRing]
+		switch stage {
+		case 0:
+			pre.quick = quickActionsHash(op.Rule.Actions)
+			w.pf[n] = uintptr(unsafe.Pointer(&w.progCache[pre.quick>>(64-progCacheBits)]))
+			n++
+		case 1:
+			set := &w.progCache[pre.quick>>(64-progCacheBits)]
+			for way := range set {
+				if set[way].quick == pre.quick && set[way].p != nil {
+					// The line do reads (count), and those intern
+					// reads (quick to key).
+					p := set[way].p
+					w.pf[n], w.pf[n+1], w.pf[n+2] = uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&p.quick)), uintptr(unsafe.Pointer(&p.key))
+					n += 3
+					break
+				}
+			}
+		case 2:
+			set := &w.progCache[pre.quick>>(64-progCacheBits)]
+			for way := range set {
+				if p := set[way].p; set[way].quick == pre.quick && p != nil {
+					if len(p.key) > 0 {
+						w.pf[n] = uintptr(unsafe.Pointer(&p.key[0]))
+						n++
+						if len(p.key) > 8 {
+							w.pf[n] = uintptr(unsafe.Pointer(&p.key[8]))
+							n++
+						}
+					}
+					break
+				}
+			}
+		}
+	}
+	prefetch.Lines(w.pf[:n])
 }
 
 func (w *writerState) release(p *program) {

@@ -824,7 +824,10 @@ func TestInternByReadFields(t *testing.T) {
 
 // TestActionHashesFollowSameActions: lists that sameActions takes for one
 // (random lists, and each with its unread fields scrambled) have the same
-// hashActions and quickActionsHash, and readFields keeps a list the same.
+// hashActions and quickActionsHash and the same key (appendActionsKey),
+// which matchKey finds them to be, and readFields keeps a list the same;
+// lists that differ in a read field have different keys, which matchKey
+// tells apart.
 func TestActionHashesFollowSameActions(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	kinds := []hal.ActionKind{hal.ActionDecap, hal.ActionSetEthSrc, hal.ActionSetEthDst, hal.ActionSetIPSrc, hal.ActionSetIPDst,
@@ -876,6 +879,11 @@ func TestActionHashesFollowSameActions(t *testing.T) {
 		if hashActions(a, -1) != hashActions(b, -1) || quickActionsHash(a) != quickActionsHash(b) {
 			t.Fatalf("the same lists hash apart:\n%v\n%v", a, b)
 		}
+		ka, oka := appendActionsKey(nil, a, argAction(a))
+		kb, okb := appendActionsKey(nil, b, argAction(b))
+		if !oka || !okb || !slices.Equal(ka, kb) || !matchKey(ka, b, argAction(b)) {
+			t.Fatalf("the same lists have different keys:\n%v\n%v\n%x\n%x", a, b, ka, kb)
+		}
 		if !reflect.DeepEqual(a, b) {
 			differ++
 		}
@@ -901,8 +909,166 @@ func TestActionHashesFollowSameActions(t *testing.T) {
 		if sameActions(norm, c, -1) {
 			t.Fatalf("lists that differ in a read field are the same:\n%v\n%v", norm, c)
 		}
+		kn, _ := appendActionsKey(nil, norm, -1)
+		if kc, _ := appendActionsKey(nil, c, -1); slices.Equal(kn, kc) || matchKey(kn, c, -1) {
+			t.Fatalf("lists that differ in a read field have one key:\n%v\n%v", norm, c)
+		}
 	}
 	if differ < 1000 {
 		t.Fatalf("only %d pairs differed in unread fields", differ)
+	}
+}
+
+// TestActionsKeyEdges: appendActionsKey tells apart what sameActions tells
+// apart where packing could blur it (an IPv4 address and the same one
+// mapped into IPv6, no address and the zero one, option bytes that pad to
+// the same word), keeps together what it keeps together (nil and empty
+// Geneve options, the rule's own MAC), and refuses a zoned address.
+func TestActionsKeyEdges(t *testing.T) {
+	v4 := netip.MustParseAddr("198.51.100.7")
+	encap := func(f func(e *hal.Encap)) []hal.Action {
+		e := hal.Encap{Kind: hal.EncapGeneve, VNI: 7, Src: netip.MustParseAddr("198.51.100.1"), Dst: v4}
+		f(&e)
+		return []hal.Action{hal.SetEthDst(hal.MAC{2, 0, 0, 0, 0, 1}), hal.EncapWith(e), hal.Output(1)}
+	}
+	lists := [][]hal.Action{
+		{hal.SetIPDst(v4), hal.Output(1)},
+		{hal.SetIPDst(netip.AddrFrom16(v4.As16())), hal.Output(1)},
+		{hal.SetIPDst(netip.Addr{}), hal.Output(1)},
+		{hal.SetIPDst(netip.IPv6Unspecified()), hal.Output(1)},
+		{hal.SetIPDst(netip.IPv4Unspecified()), hal.Output(1)},
+		encap(func(e *hal.Encap) {}),
+		encap(func(e *hal.Encap) { e.GeneveOptions = []byte{0} }),
+		encap(func(e *hal.Encap) { e.GeneveOptions = []byte{0, 0} }),
+		encap(func(e *hal.Encap) { e.GeneveOptions = []byte{1, 0, 0, 0, 0, 0, 0, 0, 0} }),
+		encap(func(e *hal.Encap) { e.GeneveOptions = []byte{1, 0, 0, 0, 0, 0, 0, 0} }),
+		encap(func(e *hal.Encap) { e.FlowID = 1 }),
+		encap(func(e *hal.Encap) { e.VNI = 7 << 24 }),
+		encap(func(e *hal.Encap) { e.Dst = netip.AddrFrom16(v4.As16()) }),
+		{hal.SetEthDst(hal.MAC{2, 0, 0, 0, 0, 1}), hal.SetEthDst(hal.MAC{2, 0, 0, 0, 0, 2}), hal.Output(1)},
+		{hal.SetEthDst(hal.MAC{2, 0, 0, 0, 0, 1}), hal.SetEthDst(hal.MAC{2, 0, 0, 0, 0, 3}), hal.Output(1)},
+		{hal.Output(1)},
+		{hal.Output(2)},
+		{hal.Drop(hal.ReasonMiss)},
+	}
+	for i, a := range lists {
+		ka, ok := appendActionsKey(nil, a, argAction(a))
+		if !ok {
+			t.Fatalf("list %d not packed: %v", i, a)
+		}
+		for j, b := range lists {
+			kb, _ := appendActionsKey(nil, b, argAction(b))
+			same := sameActions(a, b, argAction(b)) && len(a) == len(b) && argAction(a) == argAction(b)
+			if slices.Equal(ka, kb) != same || matchKey(ka, b, argAction(b)) != same {
+				t.Errorf("lists %d and %d: same %v, keys equal %v, matchKey %v:\n%v\n%v", i, j, same, slices.Equal(ka, kb), matchKey(ka, b, argAction(b)), a, b)
+			}
+		}
+	}
+	// nil and empty options, and another MAC for the rule's own: one key.
+	a := encap(func(e *hal.Encap) {})
+	b := encap(func(e *hal.Encap) { e.GeneveOptions = []byte{} })
+	b[0].MAC = hal.MAC{2, 0, 0, 0, 0, 9}
+	ka, _ := appendActionsKey(nil, a, argAction(a))
+	kb, _ := appendActionsKey(nil, b, argAction(b))
+	if !slices.Equal(ka, kb) {
+		t.Errorf("lists alike but for the rule's MAC and empty options have keys %x and %x", ka, kb)
+	}
+	zoned := []hal.Action{hal.SetIPDst(netip.MustParseAddr("fe80::1%eth0")), hal.Output(1)}
+	if _, ok := appendActionsKey(nil, zoned, -1); ok {
+		t.Error("a zoned address was packed")
+	}
+	unzoned := []hal.Action{hal.SetIPDst(netip.MustParseAddr("fe80::1")), hal.Output(1)}
+	if k, _ := appendActionsKey(nil, unzoned, -1); matchKey(k, zoned, -1) {
+		t.Error("a zoned list matches the key of the same list without the zone")
+	}
+}
+
+// TestInternZonedAddress: lists that cannot be packed (a zoned address,
+// which hal's checks turn away before interning today) are interned by
+// comparing lists: the same list shares a program, another zone gets its
+// own, and none shares with a packed list.
+func TestInternZonedAddress(t *testing.T) {
+	n := newNIC(t)
+	list := func(a string) []hal.Action {
+		return []hal.Action{hal.SetIPDst(netip.MustParseAddr(a)), hal.Output(pVM2)}
+	}
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	intern := func(acts []hal.Action) *program {
+		pre := preOp{quick: quickActionsHash(acts)}
+		p, _, err := n.w.intern(acts, &pre)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a, b := intern(list("fe80::1%eth0")), intern(list("fe80::1%eth0"))
+	c, d := intern(list("fe80::1%eth1")), intern(list("fe80::1"))
+	if a != b || a.refs != 2 || a.key != nil {
+		t.Errorf("one zoned list: programs %p and %p (refs %d, key %x)", a, b, a.refs, a.key)
+	}
+	if a == c || a == d || c == d || d.key == nil {
+		t.Error("different lists share a program")
+	}
+	if got := intern(list("fe80::1")); got != d {
+		t.Error("a packed list did not find its program")
+	}
+}
+
+// TestInternSharedSlice: rules that share one action slice in a batch
+// share its program; when the caller changes the slice between batches,
+// the next batch's rules get the program of what it holds then, not the
+// one the same slice had before.
+func TestInternSharedSlice(t *testing.T) {
+	n := newNIC(t)
+	ctx := context.Background()
+	shared := []hal.Action{hal.SetEthDst(macVM2), hal.Output(pVM2)}
+	var ops []hal.Op
+	for f := 0; f < 100; f++ {
+		r := flowRule(f)
+		r.Actions = shared
+		if f%3 == 0 {
+			r.Actions = hal.CloneActions(shared) // the same list, its own slice
+		}
+		ops = append(ops, hal.AddOp(r))
+	}
+	if err := n.Apply(ctx, ops, make([]hal.OpResult, len(ops))); err != nil {
+		t.Fatal(err)
+	}
+	prog := func(id hal.RuleID) *program {
+		t.Helper()
+		idx, ok := n.w.byID.get(id)
+		if !ok {
+			t.Fatalf("rule %d not installed", id)
+		}
+		return n.w.progs[n.w.entry(idx).prog]
+	}
+	first := prog(1)
+	for f := 0; f < 100; f++ {
+		if prog(hal.RuleID(f+1)) != first {
+			t.Fatalf("rule %d has a program of its own", f+1)
+		}
+	}
+	shared[1] = hal.Output(pVM1) // the caller's slice, reused
+	ops = ops[:0]
+	for f := 100; f < 200; f++ {
+		r := flowRule(f)
+		r.Actions = shared
+		ops = append(ops, hal.AddOp(r))
+	}
+	if err := n.Apply(ctx, ops, make([]hal.OpResult, len(ops))); err != nil {
+		t.Fatal(err)
+	}
+	second := prog(101)
+	if second == first || second.out == nil || second.out.info.ID != pVM1 {
+		t.Fatalf("rules given the changed slice have program %p (first %p), output %v", second, first, second.out)
+	}
+	for f := 100; f < 200; f++ {
+		if prog(hal.RuleID(f+1)) != second {
+			t.Fatalf("rule %d: not the changed list's program", f+1)
+		}
+	}
+	if first.refs != 100 || second.refs != 100 {
+		t.Fatalf("refs %d and %d, want 100 each", first.refs, second.refs)
 	}
 }

@@ -5,3 +5,5 @@ package softnic
 import "time"
 
 func threadCPU() (time.Duration, bool) { return 0, false }
+
+func threadCPUPrecise() (time.Duration, bool) { return 0, false }
