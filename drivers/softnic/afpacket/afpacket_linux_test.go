@@ -126,7 +126,7 @@ func TestBindMovesFramesBothWays(t *testing.T) {
 		Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: hal.ProtoUDP,
 		SrcPort: 1000, DstPort: 2000, Payload: []byte("afpacket")})
 	vmPeer.send(t, frame)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	batch := []hal.Exception{{Buf: make([]byte, 2048)}}
 	for {
@@ -150,18 +150,22 @@ func TestBindMovesFramesBothWays(t *testing.T) {
 	}
 	upPeer.recvMatching(t, tagged)
 
-	// The tag the far side's kernel strips is given back to the NIC.
+	// The tag the far side's kernel strips is given back to the NIC. The
+	// peer's own kernel sends on that link too (IPv6 multicast listener
+	// reports, router solicitations), so the uplink's other frames are
+	// passed over and the last one is shown if ours never comes.
 	upPeer.send(t, tagged)
+	var other []byte
 	for {
 		n, err := nic.ReadExceptions(ctx, batch)
 		if err != nil {
-			t.Fatalf("no exception for the tagged frame: %v", err)
+			t.Fatalf("no exception for the tagged frame (%v); the uplink's last other frame: % x", err, other)
 		}
 		if n == 1 && batch[0].InPort == 2 {
-			if string(batch[0].Frame()) != string(tagged) {
-				t.Fatalf("the NIC got % x, want % x", batch[0].Frame(), tagged)
+			if string(batch[0].Frame()) == string(tagged) {
+				break
 			}
-			break
+			other = append(other[:0], batch[0].Frame()...)
 		}
 	}
 	// A binding counts a frame after the write that delivered it returns:
