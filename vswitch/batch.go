@@ -186,12 +186,15 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 	pf.flush()
 	// Second pass, in the packets' order: a flow that an earlier packet of
 	// the batch created is found by the later ones, and one that an
-	// earlier packet's flow removed (re-evaluating it) is not.
+	// earlier packet's flow removed (re-evaluating it) is not. A packet
+	// that found none is looked up again only if a flow with its hash may
+	// have been put since (flowTable.puts).
+	s.flows.forgetPuts()
 	for i := range s.pend {
 		p := &s.pend[i]
 		e := &batch[p.idx]
 		f := p.f
-		if f == nil || f.dead {
+		if (f == nil && s.flows.mayHavePut(p.hash)) || (f != nil && f.dead) {
 			f = s.flows.getHashed(&p.key, p.hash)
 		}
 		p.f = nil

@@ -1,6 +1,7 @@
 package vswitch
 
 import (
+	"context"
 	"math/rand/v2"
 	"testing"
 	"unsafe"
@@ -194,5 +195,73 @@ func TestConntrackFilter(t *testing.T) {
 	}
 	if maybe > n/10 {
 		t.Errorf("the filter says maybe for %d of %d keys never added", maybe, n)
+	}
+}
+
+// TestFlowTablePutFilter: every hash put since forgetPuts answers
+// mayHavePut (the filter has no false negatives, which would make
+// HandleBatch miss a flow an earlier packet of its batch made), and after
+// forgetPuts most hashes do not.
+func TestFlowTablePutFilter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var tab flowTable
+	tab.init(0)
+	for round := range 100 {
+		tab.forgetPuts()
+		put := make([]uint64, 80)
+		for i := range put {
+			f := &flow{key: hal.FlowKey{InPort: 1, L4Src: uint16(round), L4Dst: uint16(i)}}
+			put[i] = tab.hashKey(&f.key)
+			tab.putHashed(f, put[i])
+		}
+		for _, h := range put {
+			if !tab.mayHavePut(h) {
+				t.Fatalf("round %d: hash %#x put but not in the filter", round, h)
+			}
+		}
+		tab.forgetPuts()
+		for _, h := range put {
+			if tab.mayHavePut(h) {
+				t.Fatalf("round %d: hash %#x in the filter after forgetPuts", round, h)
+			}
+		}
+		if round == 0 {
+			tab.putHashed(&flow{}, put[0])
+			others := 0
+			for range 1000 {
+				if tab.mayHavePut(rng.Uint64()) {
+					others++
+				}
+			}
+			if others > 20 {
+				t.Fatalf("one hash put: %d of 1000 others in the filter", others)
+			}
+		}
+	}
+}
+
+// TestBatchFindsFlowsItMade: in one batch, the later packets of a flow that
+// an earlier packet created take that flow (one flow per connection, not
+// one per packet), whether or not they come right after it.
+func TestBatchFindsFlowsItMade(t *testing.T) {
+	h := newBenchHost(t, smallPolicy(t, nil), 0)
+	h.sw.Close()
+	sw, err := New(Config{NIC: h.soft, Host: "h1", State: h.sw.cur.st, Ports: map[string]hal.PortID{"va1": 1, "vb1": 2, "u1": 3},
+		Uplink: 4, DisableWalkMemo: true, DisablePortWildcards: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Close()
+	h.sw = sw
+	batch, _ := newFlowBatch(h)
+	for i := range batch {
+		setFlow(batch[i].Buf, 1000+i%16) // 16 connections, each 4 times, interleaved
+	}
+	if err := sw.HandleBatch(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	s := sw.Stats()
+	if s.FlowsCreated != 16 || s.Flows != 16 {
+		t.Fatalf("16 connections in a batch of 64 made %d flows (%d live), want 16\n%s", s.FlowsCreated, s.Flows, s)
 	}
 }
