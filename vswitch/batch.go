@@ -227,7 +227,9 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 	// Apply; prefetched together, their misses overlap.
 	for i := range s.pend {
 		if f := s.pend[i].f; f != nil && f.acts != nil && f.acts.tmpl != nil {
-			pf.addAll(uintptr(unsafe.Pointer(f.acts.tmpl)), unsafe.Sizeof(wire.EncapTemplate{}))
+			h, hn, fl, fn := f.acts.tmpl.HotLines()
+			pf.addAll(h, hn)
+			pf.add(fl, fn)
 		}
 	}
 	pf.flush()
@@ -283,7 +285,7 @@ func (s *Switch) prefetchWalk(p *pending) {
 	r := t.lpm(dst)
 	p.hint = routeHint{c: c, t: t, dst: dst, r: r}
 	if r != nil {
-		s.pf.addAll(uintptr(unsafe.Pointer(r)), unsafe.Sizeof(*r))
+		s.pf.add(uintptr(unsafe.Pointer(r)), routeHot)
 	}
 }
 
