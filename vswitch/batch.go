@@ -290,10 +290,13 @@ func (s *Switch) prefetchWalk(p *pending) {
 }
 
 // prefetchMapping queues the CA→PA mapping slot of the route that
-// prefetchWalk found for p, when it leads into a VNET.
+// prefetchWalk found for p, when it leads into a VNET, and the slot after
+// it: the table probes linearly, filled up to three quarters, so a lookup
+// often reads the next slot too, and slots (36 bytes) straddle lines.
 func (s *Switch) prefetchMapping(p *pending) {
 	if r := p.hint.r; r.hop.Kind == policy.NextHopVNET && r.vnet != nil {
-		s.pf.add(p.hint.c.st.MappingSlot(r.vnet.vni, p.hint.dst))
+		a, size := p.hint.c.st.MappingSlot(r.vnet.vni, p.hint.dst)
+		s.pf.addAll(a, 2*size)
 	}
 }
 
