@@ -269,6 +269,13 @@ func (s *Switch) prefetchWalk(p *pending) {
 			// The walk checks the source address among the VM's.
 			s.pf.add(vm.caSet.slotAddr(addr128From16(k.IPSrc)), unsafe.Sizeof(addr128{}))
 		}
+		if len(s.ct.conns) > 0 && (k.EthType == hal.EtherTypeIPv4 || k.EthType == hal.EtherTypeIPv6) {
+			// Then its ACL layer asks the connection table whether the
+			// packet's connection is established: the filter word that
+			// answers (connKeyOf of the packet the walk makes of k).
+			ck := outConnKey(vm.id, k)
+			s.pf.add(s.ct.filterAddr(&ck), 8)
+		}
 	}
 	if t == nil {
 		return

@@ -3,6 +3,7 @@ package vswitch
 import (
 	"context"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 	"unsafe"
 
@@ -263,5 +264,30 @@ func TestBatchFindsFlowsItMade(t *testing.T) {
 	s := sw.Stats()
 	if s.FlowsCreated != 16 || s.Flows != 16 {
 		t.Fatalf("16 connections in a batch of 64 made %d flows (%d live), want 16\n%s", s.FlowsCreated, s.Flows, s)
+	}
+}
+
+// TestOutConnKey: the key a batch prefetches the connection filter with
+// is the one the walk's sender layer asks about, for IPv4 and IPv6 keys
+// of every protocol (ports only where the protocol has them).
+func TestOutConnKey(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	protos := []uint8{hal.ProtoTCP, hal.ProtoUDP, policy.ProtoSCTP, policy.ProtoICMP, policy.ProtoICMPv6, 47, 0}
+	for i := range 5000 {
+		k := hal.FlowKey{InPort: 1, Proto: protos[rng.IntN(len(protos))], L4Src: uint16(rng.Uint32()), L4Dst: uint16(rng.Uint32())}
+		if i%2 == 0 {
+			k.EthType = hal.EtherTypeIPv4
+			k.IPSrc = netip.AddrFrom4([4]byte{10, byte(i), byte(i >> 8), 1}).As16()
+			k.IPDst = netip.AddrFrom4([4]byte{10, 9, byte(i), byte(i >> 8)}).As16()
+		} else {
+			k.EthType = hal.EtherTypeIPv6
+			k.IPSrc = netip.AddrFrom16([16]byte{0: 0xfd, 14: byte(i), 15: byte(i >> 8)}).As16()
+			k.IPDst = netip.AddrFrom16([16]byte{0: 0xfd, 1: 9, 15: byte(i)}).As16()
+		}
+		vm := uint32(rng.IntN(1000))
+		p := packetOf(&k, 64)
+		if got, want := outConnKey(vm, &k), connKeyOf(vm, policy.Out, &p); got != want {
+			t.Fatalf("key %+v: outConnKey %+v, the walk's %+v", k, got, want)
+		}
 	}
 }
