@@ -157,7 +157,7 @@ func (f *addrField) lookup(a netip.Addr) int32 {
 	if !a.IsValid() || (!a.Is4() && a.Zone() != "") {
 		return f.any // netip.Prefix.Contains: a zoned address is in no prefix
 	}
-	if a.Is4() && f.v4.starts != nil {
+	if a.Is4() && f.v4.iv != nil {
 		return f.v4.lookup(u32(a))
 	}
 	if s, ok := f.t.Lookup(a); ok {

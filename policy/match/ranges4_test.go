@@ -42,19 +42,22 @@ func TestRanges4AgreesWithTrie(t *testing.T) {
 				t.Fatalf("round %d: %s: intervals say %d, the trie %d", round, addr4(v), got, want)
 			}
 		}
-		for _, s := range rg.starts {
-			check(s)
-			check(s - 1)
-			check(s + 1)
+		for _, iv := range rg.iv {
+			check(iv.start)
+			check(iv.start - 1)
+			check(iv.start + 1)
 		}
 		check(0)
 		check(^uint32(0))
 		for range 500 {
 			check(r.Uint32())
 		}
-		for i := 1; i < len(rg.starts); i++ {
-			if rg.starts[i] <= rg.starts[i-1] || rg.vals[i] == rg.vals[i-1] {
-				t.Fatalf("round %d: interval %d not ascending or not merged: %v %v", round, i, rg.starts, rg.vals)
+		if len(rg.iv) == 0 || rg.iv[0].start != 0 {
+			t.Fatalf("round %d: intervals do not start at 0: %v", round, rg.iv)
+		}
+		for i := 1; i < len(rg.iv); i++ {
+			if rg.iv[i].start <= rg.iv[i-1].start || rg.iv[i].val == rg.iv[i-1].val {
+				t.Fatalf("round %d: interval %d not ascending or not merged: %v", round, i, rg.iv)
 			}
 		}
 	}

@@ -20,7 +20,7 @@ import (
 // Balanced Routing Table: 8-bit strides, popcount-compressed nodes), so a
 // lookup costs at most 4 node visits for IPv4 and 16 for IPv6, whatever
 // the number of routes. IPv4 lookups go to the trie's prefixes flattened
-// into sorted intervals (ranges4: a binary search in two flat arrays,
+// into sorted intervals (ranges4: a binary search in one flat array,
 // log2 of twice the routes steps), which cost fewer cache misses when the
 // lookups are cold.
 type Routes struct {
@@ -57,7 +57,7 @@ func (r *Routes) Lookup(a netip.Addr) (int, bool) {
 	if !a.IsValid() || (!a.Is4() && a.Zone() != "") {
 		return -1, false
 	}
-	if a.Is4() && r.v4.starts != nil {
+	if a.Is4() && r.v4.iv != nil {
 		i := r.v4.lookup(u32(a))
 		return int(i), i >= 0
 	}
