@@ -186,12 +186,15 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 	pf.flush()
 	// Second pass, in the packets' order: a flow that an earlier packet of
 	// the batch created is found by the later ones, and one that an
-	// earlier packet's flow removed (re-evaluating it) is not.
+	// earlier packet's flow removed (re-evaluating it) is not. A packet
+	// that found none is looked up again only if a flow with its hash may
+	// have been put since (flowTable.puts).
+	s.flows.forgetPuts()
 	for i := range s.pend {
 		p := &s.pend[i]
 		e := &batch[p.idx]
 		f := p.f
-		if f == nil || f.dead {
+		if (f == nil && s.flows.mayHavePut(p.hash)) || (f != nil && f.dead) {
 			f = s.flows.getHashed(&p.key, p.hash)
 		}
 		p.f = nil
@@ -224,7 +227,9 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 	// Apply; prefetched together, their misses overlap.
 	for i := range s.pend {
 		if f := s.pend[i].f; f != nil && f.acts != nil && f.acts.tmpl != nil {
-			pf.addAll(uintptr(unsafe.Pointer(f.acts.tmpl)), unsafe.Sizeof(wire.EncapTemplate{}))
+			h, hn, fl, fn := f.acts.tmpl.HotLines()
+			pf.addAll(h, hn)
+			pf.add(fl, fn)
 		}
 	}
 	pf.flush()
@@ -264,6 +269,13 @@ func (s *Switch) prefetchWalk(p *pending) {
 			// The walk checks the source address among the VM's.
 			s.pf.add(vm.caSet.slotAddr(addr128From16(k.IPSrc)), unsafe.Sizeof(addr128{}))
 		}
+		if len(s.ct.conns) > 0 && (k.EthType == hal.EtherTypeIPv4 || k.EthType == hal.EtherTypeIPv6) {
+			// Then its ACL layer asks the connection table whether the
+			// packet's connection is established: the filter word that
+			// answers (connKeyOf of the packet the walk makes of k).
+			ck := outConnKey(vm.id, k)
+			s.pf.add(s.ct.filterAddr(&ck), 8)
+		}
 	}
 	if t == nil {
 		return
@@ -280,15 +292,18 @@ func (s *Switch) prefetchWalk(p *pending) {
 	r := t.lpm(dst)
 	p.hint = routeHint{c: c, t: t, dst: dst, r: r}
 	if r != nil {
-		s.pf.addAll(uintptr(unsafe.Pointer(r)), unsafe.Sizeof(*r))
+		s.pf.add(uintptr(unsafe.Pointer(r)), routeHot)
 	}
 }
 
 // prefetchMapping queues the CA→PA mapping slot of the route that
-// prefetchWalk found for p, when it leads into a VNET.
+// prefetchWalk found for p, when it leads into a VNET, and the slot after
+// it: the table probes linearly, filled up to three quarters, so a lookup
+// often reads the next slot too, and slots (36 bytes) straddle lines.
 func (s *Switch) prefetchMapping(p *pending) {
 	if r := p.hint.r; r.hop.Kind == policy.NextHopVNET && r.vnet != nil {
-		s.pf.add(p.hint.c.st.MappingSlot(r.vnet.vni, p.hint.dst))
+		a, size := p.hint.c.st.MappingSlot(r.vnet.vni, p.hint.dst)
+		s.pf.addAll(a, 2*size)
 	}
 }
 

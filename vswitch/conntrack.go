@@ -3,7 +3,9 @@ package vswitch
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"unsafe"
 
+	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/policy"
 )
 
@@ -34,6 +36,17 @@ func connKeyOf(vm uint32, dir policy.Direction, p *policy.Packet) connKey {
 		k.srcPort, k.dstPort = p.SrcPort, p.DstPort
 	}
 	return k
+}
+
+// outConnKey is connKeyOf(vm, policy.Out, &p) for the packet p that a
+// walk makes of the IPv4 or IPv6 key k (packetOf), made from k directly:
+// a batch prefetches what the walk's sender layer will read with it.
+func outConnKey(vm uint32, k *hal.FlowKey) connKey {
+	ck := connKey{vm: vm, dir: policy.Out, src: k.IPSrc, dst: k.IPDst, proto: k.Proto}
+	if hasPorts(k.Proto) {
+		ck.srcPort, ck.dstPort = k.L4Src, k.L4Dst
+	}
+	return ck
 }
 
 // conn is one tracked connection entry. It is kept alive by the traffic of
@@ -138,6 +151,13 @@ func (t *conntrack) rebuild(words int) {
 func (t *conntrack) mayHave(k *connKey) bool {
 	w, b := t.filterBits(k)
 	return t.filter[w]&b == b
+}
+
+// filterAddr is the address of the filter word that mayHave reads for k,
+// for prefetching (nothing is read or written through it).
+func (t *conntrack) filterAddr(k *connKey) uintptr {
+	w, _ := t.filterBits(k)
+	return uintptr(unsafe.Pointer(&t.filter[w]))
 }
 
 // mayHavePair reports whether a key that differs from k at most in its

@@ -30,6 +30,28 @@ type flowTable struct {
 	n     int // live flows
 	used  int // live flows and tombstones
 	seed  [2]uint64
+	// puts is a Bloom filter of the hashes put since forgetPuts (one bit
+	// per hash, by its top bits): a lookup that missed before then can only
+	// hit now if its hash's bit is set (mayHavePut). HandleBatch looks its
+	// packets up before walking the new ones, and again after the walks
+	// of earlier packets made flows: the filter spares the second lookup
+	// of every packet whose key none of those flows has.
+	puts [putsWords]uint64
+}
+
+// putsWords is the size of flowTable.puts in 64-bit words: 1,024 bits,
+// so that a batch's 64 flows and their reverse flows leave nine bits in
+// ten clear.
+const putsWords = 16
+
+// forgetPuts clears the filter of hashes put.
+func (t *flowTable) forgetPuts() { t.puts = [putsWords]uint64{} }
+
+// mayHavePut reports whether a flow with hash h may have been put since
+// forgetPuts; false is certain.
+func (t *flowTable) mayHavePut(h uint64) bool {
+	b := h >> (64 - 10)
+	return t.puts[b/64]&(1<<(b%64)) != 0
 }
 
 // flowSlot: f == nil is empty (h == 0) or a tombstone (h == 1).
@@ -148,6 +170,8 @@ func (t *flowTable) putHashed(f *flow, h uint64) {
 	if (t.used+1)*flowLoadDen > len(t.slots)*flowLoadNum {
 		t.rebuild()
 	}
+	b := h >> (64 - 10)
+	t.puts[b/64] |= 1 << (b % 64)
 	var free *flowSlot
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]

@@ -1,7 +1,9 @@
 package vswitch
 
 import (
+	"context"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 	"unsafe"
 
@@ -194,5 +196,98 @@ func TestConntrackFilter(t *testing.T) {
 	}
 	if maybe > n/10 {
 		t.Errorf("the filter says maybe for %d of %d keys never added", maybe, n)
+	}
+}
+
+// TestFlowTablePutFilter: every hash put since forgetPuts answers
+// mayHavePut (the filter has no false negatives, which would make
+// HandleBatch miss a flow an earlier packet of its batch made), and after
+// forgetPuts most hashes do not.
+func TestFlowTablePutFilter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var tab flowTable
+	tab.init(0)
+	for round := range 100 {
+		tab.forgetPuts()
+		put := make([]uint64, 80)
+		for i := range put {
+			f := &flow{key: hal.FlowKey{InPort: 1, L4Src: uint16(round), L4Dst: uint16(i)}}
+			put[i] = tab.hashKey(&f.key)
+			tab.putHashed(f, put[i])
+		}
+		for _, h := range put {
+			if !tab.mayHavePut(h) {
+				t.Fatalf("round %d: hash %#x put but not in the filter", round, h)
+			}
+		}
+		tab.forgetPuts()
+		for _, h := range put {
+			if tab.mayHavePut(h) {
+				t.Fatalf("round %d: hash %#x in the filter after forgetPuts", round, h)
+			}
+		}
+		if round == 0 {
+			tab.putHashed(&flow{}, put[0])
+			others := 0
+			for range 1000 {
+				if tab.mayHavePut(rng.Uint64()) {
+					others++
+				}
+			}
+			if others > 20 {
+				t.Fatalf("one hash put: %d of 1000 others in the filter", others)
+			}
+		}
+	}
+}
+
+// TestBatchFindsFlowsItMade: in one batch, the later packets of a flow that
+// an earlier packet created take that flow (one flow per connection, not
+// one per packet), whether or not they come right after it.
+func TestBatchFindsFlowsItMade(t *testing.T) {
+	h := newBenchHost(t, smallPolicy(t, nil), 0)
+	h.sw.Close()
+	sw, err := New(Config{NIC: h.soft, Host: "h1", State: h.sw.cur.st, Ports: map[string]hal.PortID{"va1": 1, "vb1": 2, "u1": 3},
+		Uplink: 4, DisableWalkMemo: true, DisablePortWildcards: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Close()
+	h.sw = sw
+	batch, _ := newFlowBatch(h)
+	for i := range batch {
+		setFlow(batch[i].Buf, 1000+i%16) // 16 connections, each 4 times, interleaved
+	}
+	if err := sw.HandleBatch(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	s := sw.Stats()
+	if s.FlowsCreated != 16 || s.Flows != 16 {
+		t.Fatalf("16 connections in a batch of 64 made %d flows (%d live), want 16\n%s", s.FlowsCreated, s.Flows, s)
+	}
+}
+
+// TestOutConnKey: the key a batch prefetches the connection filter with
+// is the one the walk's sender layer asks about, for IPv4 and IPv6 keys
+// of every protocol (ports only where the protocol has them).
+func TestOutConnKey(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	protos := []uint8{hal.ProtoTCP, hal.ProtoUDP, policy.ProtoSCTP, policy.ProtoICMP, policy.ProtoICMPv6, 47, 0}
+	for i := range 5000 {
+		k := hal.FlowKey{InPort: 1, Proto: protos[rng.IntN(len(protos))], L4Src: uint16(rng.Uint32()), L4Dst: uint16(rng.Uint32())}
+		if i%2 == 0 {
+			k.EthType = hal.EtherTypeIPv4
+			k.IPSrc = netip.AddrFrom4([4]byte{10, byte(i), byte(i >> 8), 1}).As16()
+			k.IPDst = netip.AddrFrom4([4]byte{10, 9, byte(i), byte(i >> 8)}).As16()
+		} else {
+			k.EthType = hal.EtherTypeIPv6
+			k.IPSrc = netip.AddrFrom16([16]byte{0: 0xfd, 14: byte(i), 15: byte(i >> 8)}).As16()
+			k.IPDst = netip.AddrFrom16([16]byte{0: 0xfd, 1: 9, 15: byte(i)}).As16()
+		}
+		vm := uint32(rng.IntN(1000))
+		p := packetOf(&k, 64)
+		if got, want := outConnKey(vm, &k), connKeyOf(vm, policy.Out, &p); got != want {
+			t.Fatalf("key %+v: outConnKey %+v, the walk's %+v", k, got, want)
+		}
 	}
 }

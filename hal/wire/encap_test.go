@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"unsafe"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -270,5 +271,19 @@ func TestFlowHash(t *testing.T) {
 	arp2.EthSrc = macC
 	if FlowHash(&arp1) == FlowHash(&arp2) {
 		t.Fatal("non-IP frames hash the same whatever the MAC")
+	}
+}
+
+// TestHotLinesInsideTemplate: the spans HotLines names lie inside the
+// template and cover the fields Push reads first (n) and last (flowID).
+func TestHotLinesInsideTemplate(t *testing.T) {
+	var tp EncapTemplate
+	base, end := uintptr(unsafe.Pointer(&tp)), uintptr(unsafe.Pointer(&tp))+unsafe.Sizeof(tp)
+	h, hn, f, fn := tp.HotLines()
+	if h != base+unsafe.Offsetof(tp.hdr) || h+hn > end || hn < HeadroomVXLANIPv4 {
+		t.Errorf("header span %#x+%d outside the template %#x-%#x", h, hn, base, end)
+	}
+	if f != uintptr(unsafe.Pointer(&tp.n)) || f+fn > end || f+fn < uintptr(unsafe.Pointer(&tp.flowID))+1 {
+		t.Errorf("fields span %#x+%d does not cover n..flowID", f, fn)
 	}
 }

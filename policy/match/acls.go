@@ -19,7 +19,8 @@ import (
 // searched on its own for the set of rules whose condition on that field
 // the packet meets:
 //
-//   - source and destination address: a longest-prefix match (bart) over
+//   - source and destination address: a longest-prefix match (bart; for
+//     IPv4 addresses its prefixes flattened into intervals, ranges4) over
 //     the distinct prefixes the rules name; the set stored at a prefix P
 //     holds the rules with no condition on the field and those naming a
 //     prefix that contains P. Any prefix containing the address either
@@ -55,6 +56,9 @@ type ACLs struct {
 type addrField struct {
 	t   *bart.Table[int32]
 	any int32 // rules with no condition on the field (no prefix matched)
+	// v4: the trie's IPv4 prefixes as intervals (ranges4), for IPv4
+	// addresses.
+	v4 ranges4
 }
 
 type portField struct {
@@ -145,12 +149,16 @@ func buildAddrField(rules []policy.ACL, field func(*policy.ACL) []netip.Prefix, 
 			}))
 		}
 	}
+	f.v4 = buildRanges4(f.t, f.any)
 	return f
 }
 
 func (f *addrField) lookup(a netip.Addr) int32 {
 	if !a.IsValid() || (!a.Is4() && a.Zone() != "") {
 		return f.any // netip.Prefix.Contains: a zoned address is in no prefix
+	}
+	if a.Is4() && f.v4.iv != nil {
+		return f.v4.lookup(u32(a))
 	}
 	if s, ok := f.t.Lookup(a); ok {
 		return s

@@ -66,7 +66,8 @@ func linearFirst(ps []netip.Prefix, a netip.Addr) int {
 }
 
 // BenchmarkRouteLookup measures a longest-prefix match among 100k routes,
-// in the trie (ns/op; cpu_ns/lookup) and, in the same run on the same
+// in Routes (ns/op; cpu_ns/lookup: the addresses are IPv4, so its sorted
+// intervals answer) and, in the same run on the same
 // addresses, by the linear scan it replaces (linear_ns/lookup and linear_cpu_ns/lookup, over a
 // sample of the addresses: a scan of 100k routes takes a while). Nine
 // addresses in ten fall inside a random route, the rest anywhere.

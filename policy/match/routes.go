@@ -19,9 +19,16 @@ import (
 // prefix first (policy.State.Routes' order), in a multibit trie (bart's
 // Balanced Routing Table: 8-bit strides, popcount-compressed nodes), so a
 // lookup costs at most 4 node visits for IPv4 and 16 for IPv6, whatever
-// the number of routes.
+// the number of routes. IPv4 lookups go to the trie's prefixes flattened
+// into sorted intervals (ranges4: a binary search in one flat array,
+// log2 of twice the routes steps), which cost fewer cache misses when the
+// lookups are cold.
 type Routes struct {
 	t bart.Table[int32]
+	// v4 answers IPv4 lookups: the trie's IPv4 prefixes as sorted
+	// intervals (ranges4), which a slow path's cold lookups find in fewer
+	// cache misses than the trie's nodes.
+	v4 ranges4
 }
 
 // NewRoutes indexes prefixes; Lookup answers with indexes into it. Among
@@ -38,6 +45,7 @@ func NewRoutes(prefixes []netip.Prefix) *Routes {
 		}
 		r.t.Insert(p, int32(i))
 	}
+	r.v4 = buildRanges4(&r.t, -1)
 	return r
 }
 
@@ -48,6 +56,10 @@ func NewRoutes(prefixes []netip.Prefix) *Routes {
 func (r *Routes) Lookup(a netip.Addr) (int, bool) {
 	if !a.IsValid() || (!a.Is4() && a.Zone() != "") {
 		return -1, false
+	}
+	if a.Is4() && r.v4.iv != nil {
+		i := r.v4.lookup(u32(a))
+		return int(i), i >= 0
 	}
 	i, ok := r.t.Lookup(a)
 	if !ok {
