@@ -178,7 +178,9 @@ type reader struct {
 	// handed to the NIC from the ring's memory), from first on.
 	first, held int
 	spurious    int // polls in a row that found the ring empty
-	ready       func() bool
+	// ready says whether the ring has a frame or the binding closed
+	// (ringWaiter.wait's condition), made once.
+	ready func(uintptr) bool
 }
 
 // readLoop reads frames from the interface, a batch at a time: one blocking
@@ -267,7 +269,7 @@ func (r *reader) gatherRing() {
 func (r *reader) pollRing() {
 	if w := r.b.wait; w != nil {
 		if r.ready == nil {
-			r.ready = func() bool {
+			r.ready = func(uintptr) bool {
 				_, _, ok := r.b.ring.ready()
 				return ok || r.b.closed()
 			}

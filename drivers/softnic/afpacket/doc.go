@@ -55,12 +55,12 @@
 //     in the ring's order. V2 rather than V3's blocks: V3 hands a block
 //     over when it is full or its retire timer (≥ 1 ms) fires, which
 //     would hold every lone frame of a handshake. The reader waits for
-//     the ring in Go's network poller (an epoll instance of its own that
-//     watches the socket), not in a blocking system call, so an idle
-//     binding holds no thread. Should the kernel refuse the ring, frames
-//     are read with recvmsg, one call each.
-//   - Frames go out with sendmmsg, up to 64 per system call (a lone frame
-//     with sendto, which has no message header and vector to copy in), on a socket
+//     the ring in Go's network poller (which watches the socket itself,
+//     through a non-blocking duplicate of its descriptor), not in a
+//     blocking system call, so an idle binding holds no thread. Should
+//     the kernel refuse the ring, frames are read with recvmsg, one call
+//     each.
+//   - Frames go out with sendmmsg, up to 64 per system call, on a socket
 //     of their own that receives nothing (no one waits on it, so the
 //     kernel wakes no one as it frees what was sent), with no address
 //     (the kernel takes the bound interface); receiving and sending
