@@ -4,6 +4,7 @@ package afpacket
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
 	rawsock "github.com/nicpath/nicpath/internal/afpacket"
 )
@@ -31,6 +33,9 @@ type Binding struct {
 	wait   *ringWaiter
 	log    *slog.Logger
 	c      counters
+	// fromHost keeps an uplink's frames from the host's stack (see
+	// takeFromHost); nil when it does not.
+	fromHost io.Closer
 
 	// txMu serialises taking frames from the port's ring and writing
 	// them, between the binding's own writeLoop and the readers of other
@@ -88,6 +93,16 @@ func Bind(port *softnic.Port, ifname string, o Options) (*Binding, error) {
 			b.log.Warn("the ring is waited on with poll(2)", "err", err)
 		}
 	}
+	if port.Info().Kind == hal.PortUplink {
+		var whyNot string
+		b.fromHost, whyNot, err = takeFromHost(ifname, sock.Ifindex())
+		switch {
+		case err != nil:
+			b.log.Warn("the host's stack goes on handling the uplink's frames", "err", err)
+		case whyNot != "":
+			b.log.Debug("the host's stack may use the uplink: it sees its frames", "why", whyNot)
+		}
+	}
 	register(b)
 	port.OnReady(b.onReady)
 	b.wg.Add(2)
@@ -105,6 +120,11 @@ func (b *Binding) Interface() string { return b.ifname }
 
 // Stats returns the binding's counters.
 func (b *Binding) Stats() Stats { return b.c.snapshot() }
+
+// TakesFromHost says whether the binding keeps the interface's frames from
+// the host's stack: an uplink the host's stack cannot use (see the
+// package doc).
+func (b *Binding) TakesFromHost() bool { return b.fromHost != nil }
 
 // Close stops the binding and closes its socket.
 func (b *Binding) Close() error {
@@ -127,6 +147,9 @@ func (b *Binding) Close() error {
 		b.sock.Close()
 		b.txSock.Close()
 		b.txMu.Unlock()
+		if b.fromHost != nil {
+			b.fromHost.Close()
+		}
 	})
 	return nil
 }
@@ -155,7 +178,9 @@ type reader struct {
 	// handed to the NIC from the ring's memory), from first on.
 	first, held int
 	spurious    int // polls in a row that found the ring empty
-	ready       func() bool
+	// ready says whether the ring has a frame or the binding closed
+	// (ringWaiter.wait's condition), made once.
+	ready func(uintptr) bool
 }
 
 // readLoop reads frames from the interface, a batch at a time: one blocking
@@ -244,7 +269,7 @@ func (r *reader) gatherRing() {
 func (r *reader) pollRing() {
 	if w := r.b.wait; w != nil {
 		if r.ready == nil {
-			r.ready = func() bool {
+			r.ready = func(uintptr) bool {
 				_, _, ok := r.b.ring.ready()
 				return ok || r.b.closed()
 			}

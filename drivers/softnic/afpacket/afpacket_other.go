@@ -23,5 +23,8 @@ func (b *Binding) Interface() string { return "" }
 // Stats returns the binding's counters.
 func (b *Binding) Stats() Stats { return Stats{} }
 
+// TakesFromHost is false.
+func (b *Binding) TakesFromHost() bool { return false }
+
 // Close does nothing.
 func (b *Binding) Close() error { return nil }

@@ -7,7 +7,8 @@
 // interface toward the physical network. The interface should carry no
 // addresses of its own: the host's stack still sees the frames it receives
 // (AF_PACKET taps the traffic, it does not steal it), which is harmless on an
-// interface without addresses and without forwarding.
+// interface without addresses and without forwarding; an uplink's are kept
+// from it where it cannot use them (see the contracts).
 //
 // Contracts:
 //   - Frames the binding itself transmits are not read back
@@ -54,10 +55,11 @@
 //     in the ring's order. V2 rather than V3's blocks: V3 hands a block
 //     over when it is full or its retire timer (≥ 1 ms) fires, which
 //     would hold every lone frame of a handshake. The reader waits for
-//     the ring in Go's network poller (an epoll instance of its own that
-//     watches the socket), not in a blocking system call, so an idle
-//     binding holds no thread. Should the kernel refuse the ring, frames
-//     are read with recvmsg, one call each.
+//     the ring in Go's network poller (which watches the socket itself,
+//     through a non-blocking duplicate of its descriptor), not in a
+//     blocking system call, so an idle binding holds no thread. Should
+//     the kernel refuse the ring, frames are read with recvmsg, one call
+//     each.
 //   - Frames go out with sendmmsg, up to 64 per system call, on a socket
 //     of their own that receives nothing (no one waits on it, so the
 //     kernel wakes no one as it frees what was sent), with no address
@@ -79,6 +81,17 @@
 //     quiet period goes out at once, an idle binding costs nothing, and a
 //     frame a reader forwards costs no second goroutine's wake-up; a busy
 //     writer drains the ring without waiting.
+//   - An uplink the host's stack cannot use (no IPv4 address, IPv6 off on
+//     it: checked at Bind) has its frames kept from the host's stack while
+//     bound: a tcx ingress program drops each one after the interface's
+//     AF_PACKET taps (the binding's ring, a tcpdump) had it, as a NIC that
+//     owns its port would (TakesFromHost says so). The host's stack did
+//     nothing with them but drop them, at a cost paid in the sender's
+//     softirq: a tunnel packet for the uplink's MAC was routed (a route
+//     built and freed for it) and dropped. On any other interface, and on
+//     kernels without tcx (before 6.6), the host's stack sees the frames
+//     as before. An address added while the binding lives is not seen by
+//     the host's stack: the uplink should carry none.
 //   - Close stops both directions and closes the socket; frames still in the
 //     port's ring stay there.
 //

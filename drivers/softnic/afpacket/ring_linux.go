@@ -188,44 +188,46 @@ var errFrameCut = errors.New("afpacket: frame longer than the ring's slot, and n
 // runtime's monitor takes it back (it wakes every 20 µs while any is
 // blocked so), and the thread that returns must find a processor again;
 // measured here, those were a sixth of the binding's CPU under a
-// connection-per-second load. The socket itself stays blocking (its sends
-// must wait, not fail, when its buffer is full): the poller watches an
-// epoll instance of the binding's own that watches the socket.
+// connection-per-second load. The poller watches the socket itself,
+// through a duplicate of its descriptor made non-blocking (which makes the
+// socket so: the binding only ever reads it without waiting, and sends on
+// a socket of its own), so that a frame wakes the reader through one
+// epoll instance, the poller's. An instance of the binding's own in
+// between, watched by the poller, cost a second wake-up callback in the
+// sender's softirq for every frame and a second poll of the socket for
+// every wake-up.
 type ringWaiter struct {
-	ep *os.File
+	f  *os.File
 	rc syscall.RawConn
 }
 
 func newRingWaiter(sockfd int) (*ringWaiter, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	fd, err := unix.FcntlInt(uintptr(sockfd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
+		return nil, fmt.Errorf("dup of the socket: %w", err)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(sockfd)}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, sockfd, &ev); err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("epoll_ctl: %w", err)
-	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
 	// Non-blocking: os.NewFile hands it to the poller.
-	f := os.NewFile(uintptr(epfd), "afpacket ring")
+	f := os.NewFile(uintptr(fd), "afpacket ring")
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	return &ringWaiter{ep: f, rc: rc}, nil
+	return &ringWaiter{f: f, rc: rc}, nil
 }
 
 // wait returns once ready reports true, checking it whenever the socket
-// gets a frame; it returns an error once close was called.
-func (w *ringWaiter) wait(ready func() bool) error {
-	return w.rc.Read(func(uintptr) bool { return ready() })
+// gets a frame; it returns an error once close was called. ready has
+// RawConn.Read's signature (its argument unused), so that a wait
+// allocates no closure around it.
+func (w *ringWaiter) wait(ready func(uintptr) bool) error {
+	return w.rc.Read(ready)
 }
 
-// close wakes a wait in progress (with an error) and releases the epoll
-// instance.
-func (w *ringWaiter) close() error { return w.ep.Close() }
+// close wakes a wait in progress (with an error) and closes the duplicate
+// descriptor (the socket stays open).
+func (w *ringWaiter) close() error { return w.f.Close() }

@@ -8,8 +8,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
@@ -137,5 +140,66 @@ func burstsAndLongFrames(t *testing.T, ring bool) {
 	}
 	if got := pc.Rx.Bytes - pc0.Rx.Bytes; got < uint64(len(long)) || vm.Stats().RxDropped != dropped {
 		t.Fatalf("after a %d-byte frame the NIC's port counted %d bytes more, the binding %+v", len(long), got, vm.Stats())
+	}
+}
+
+// The ring's waiter wakes when its descriptor turns readable, returns at
+// once when the condition already holds, allocates nothing for a wait,
+// leaves the descriptor it watches open when it closes, and wakes a wait
+// in progress with an error when it closes.
+func TestRingWaiter(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	w, err := newRingWaiter(fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Bool
+	readable := func(uintptr) bool {
+		n, _, err := unix.Recvfrom(fds[0], make([]byte, 1), unix.MSG_DONTWAIT|unix.MSG_PEEK)
+		got.Store(err == nil && n == 1)
+		return got.Load()
+	}
+	woke := make(chan error, 1)
+	go func() { woke <- w.wait(readable) }()
+	if _, err := unix.Write(fds[1], []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-woke:
+		if err != nil || !got.Load() {
+			t.Fatalf("wait returned %v with the condition %v", err, got.Load())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a datagram did not wake the wait")
+	}
+	always := func(uintptr) bool { return true }
+	if a := testing.AllocsPerRun(100, func() { w.wait(always) }); a != 0 {
+		t.Errorf("a wait allocates %v times", a)
+	}
+	never := func(uintptr) bool { return false }
+	go func() { woke <- w.wait(never) }()
+	// Whether the wait is parked yet or not, close ends it.
+	if err := w.close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-woke:
+		if err == nil {
+			t.Fatal("a wait ended by close returned no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("close did not wake the wait")
+	}
+	// The socket's own descriptor stays open.
+	if _, err := unix.Write(fds[1], []byte{2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Read(fds[0], make([]byte, 1)); err != nil {
+		t.Fatalf("the watched descriptor after close: %v", err)
 	}
 }

@@ -264,19 +264,41 @@ func (l *crrLoad) turn(d time.Duration) (done, failed int64, elapsed time.Durati
 	return done, failed, time.Duration(ns), nil
 }
 
-// cpu is the CPU time used so far by the processes a turn on bed runs in:
-// the load's client and server, OVS's daemons on an OVS bed, and the
-// benchmark's own process (nicpath's vswitchds, idle but for the bed whose
-// turn it is; little on an OVS bed). The kernel's softirq work counts in
-// the process it interrupted: a frame's way through a veth into the next
-// hop (a VM's TCP, another binding's socket) counts for whoever sent it.
-func (l *crrLoad) cpu(bed *Bed) (time.Duration, error) {
-	pids := []int{os.Getpid(), l.client.cmd.Process.Pid, l.server.cmd.Process.Pid}
+// cpu is the CPU time used so far by the processes a turn on bed runs in
+// (all): the load's client and server, OVS's daemons on an OVS bed, and
+// the benchmark's own process (nicpath's vswitchds, idle but for the bed
+// whose turn it is; little on an OVS bed); the part of it the load's
+// client and server used (load); and the time the machine's CPUs were
+// busy so far, whoever's work it was (busy: see parseMachineBusy). The
+// kernel's softirq work counts in the process it interrupted: a frame's
+// way through a veth into the next hop (a VM's TCP, another binding's
+// socket) counts for whoever sent it.
+func (l *crrLoad) cpu(bed *Bed) (all, load, busy time.Duration, err error) {
+	if load, err = procsCPU(l.client.cmd.Process.Pid, l.server.cmd.Process.Pid); err != nil {
+		return 0, 0, 0, err
+	}
+	pids := []int{os.Getpid()}
 	for _, h := range bed.Hosts() {
 		if h != nil && h.OVS != nil {
 			pids = append(pids, h.OVS.Pids()...)
 		}
 	}
+	others, err := procsCPU(pids...)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	data, err := os.ReadFile("/proc/stat")
+	if err == nil {
+		busy, err = parseMachineBusy(data)
+	}
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return load + others, load, busy, nil
+}
+
+// procsCPU is the CPU time the processes pids used so far.
+func procsCPU(pids ...int) (time.Duration, error) {
 	var sum time.Duration
 	for _, pid := range pids {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -218,3 +218,32 @@ func FuzzParseProcCPU(f *testing.F) {
 		}
 	})
 }
+
+const machineStatSample = "cpu  6184741 7 2138807 3985226 6858 3 99706 56733 11 0\ncpu0 3092370 0 1069403 1992613 3429 0 49853 28366 0 0\n"
+
+func TestParseMachineBusy(t *testing.T) {
+	d, err := parseMachineBusy([]byte(machineStatSample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// user + nice + system + irq + softirq + steal; not idle, iowait, guest.
+	if want := time.Duration(6184741+7+2138807+3+99706+56733) * 10 * time.Millisecond; d != want {
+		t.Fatalf("got %v, want %v", d, want)
+	}
+	for _, bad := range []string{"", "cpu0 1 2 3 4 5 6 7 8\n", "cpu 1 2 3 4 5 6 7\n", "cpu 1 2 3 4 5 6 -7 8\n",
+		"cpu 1 2 3 4 5 6 7 99999999999999999999\n", "cpu 4611686018427387 4611686018427387 0 0 0 0 0 0\n"} {
+		if _, err := parseMachineBusy([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func FuzzParseMachineBusy(f *testing.F) {
+	f.Add([]byte(machineStatSample))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := parseMachineBusy(data)
+		if err == nil && d < 0 {
+			t.Fatalf("negative CPU time %v", d)
+		}
+	})
+}

@@ -156,9 +156,18 @@ const crrTimeout = time.Second
 // turn of crrTurn, starting with a different bed each round. It reports
 // connections per second on each bed over the whole run (<kind>_cps), the
 // CPU time its turns took per connection (<kind>_cpu_us/conn: see
-// crrLoad.cpu; unlike the rates, it hardly moves with the machine's load),
-// those that failed (<kind>_failed: no connection, or no answer within
-// crrTimeout), and nicpath's rate over OVS's (<driver>_vs_ovs) as the
+// crrLoad.cpu; it moves with the machine's load less than the rates do,
+// but it does: a quarter to a half more on a busy machine than on a
+// quiet one, measured here), the part of it the load's own processes
+// took (<kind>_load_cpu_us/conn: the client's and the server's system
+// calls and the softirq work that ran in them, which on xdp is nearly
+// all of the datapath's), how many of the machine's CPUs were busy
+// during its turns, whoever's work it was (<kind>_busy_cores: all of
+// them says the bed competed for CPU with other work, and then its
+// connections per second follow its CPU per connection; fewer says its
+// connections waited on something else), those that failed
+// (<kind>_failed: no connection, or no answer within crrTimeout), and
+// nicpath's rate over OVS's (<driver>_vs_ovs) as the
 // median of the rounds' ratios (with the lowest and highest as
 // <driver>_vs_ovs_min and _max): a round's beds ran within a second of
 // each other, so a ratio is measured on one machine load, and the median
@@ -176,6 +185,7 @@ func BenchmarkPeerCPS(b *testing.B) {
 	}
 	done, failed := map[string]int64{}, map[string]int64{}
 	elapsed, cpu := map[string]time.Duration{}, map[string]time.Duration{}
+	loadCPU, busy := map[string]time.Duration{}, map[string]time.Duration{}
 	exc0 := map[string]uint64{}
 	for k, bed := range beds {
 		exc0[k] = slowPathPackets(bed)
@@ -188,7 +198,7 @@ func BenchmarkPeerCPS(b *testing.B) {
 		round := map[string]float64{}
 		for j := range peerKinds {
 			k := peerKinds[(i+j)%len(peerKinds)]
-			c0, err := loads[k].cpu(beds[k])
+			c0, l0, m0, err := loads[k].cpu(beds[k])
 			if err != nil {
 				b.Fatalf("%s: %v", k, err)
 			}
@@ -196,11 +206,13 @@ func BenchmarkPeerCPS(b *testing.B) {
 			if err != nil {
 				b.Fatalf("%s: %v", k, err)
 			}
-			c1, err := loads[k].cpu(beds[k])
+			c1, l1, m1, err := loads[k].cpu(beds[k])
 			if err != nil {
 				b.Fatalf("%s: %v", k, err)
 			}
 			cpu[k] += c1 - c0
+			loadCPU[k] += l1 - l0
+			busy[k] += m1 - m0
 			done[k] += n
 			failed[k] += f
 			elapsed[k] += e
@@ -216,6 +228,8 @@ func BenchmarkPeerCPS(b *testing.B) {
 		rate[k] = float64(done[k]) / elapsed[k].Seconds()
 		b.ReportMetric(float64(failed[k]), k+"_failed")
 		b.ReportMetric(float64(cpu[k].Microseconds())/float64(done[k]), k+"_cpu_us/conn")
+		b.ReportMetric(float64(loadCPU[k].Microseconds())/float64(done[k]), k+"_load_cpu_us/conn")
+		b.ReportMetric(busy[k].Seconds()/elapsed[k].Seconds(), k+"_busy_cores")
 		if k != OVS {
 			// How many packets per connection the two vswitches' slow
 			// paths handled.
