@@ -1,8 +1,0 @@
-//go:build !linux
-
-package vswitch
-
-import "time"
-
-// threadCPU is unknown here; benchmarks then leave out their per-thread figures.
-func threadCPU() time.Duration { return 0 }
