@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/nicpath/nicpath/hal"
@@ -140,6 +141,14 @@ func (b *mapBackend) put4(k *bpfKey, v *bpfFlowVal) error {
 	b.over[k4] = struct{}{}
 	b.t4.del(&k4)
 	return nil
+}
+
+// warm4 reads the first slot and the tags of the window of k's entry in
+// table4, which put4 will read and write.
+func (b *mapBackend) warm4(k *bpfKey) int {
+	k4 := key4(k)
+	base, _ := b.t4.base(&k4)
+	return int(b.t4.tags[base]) + int(atomic.LoadUint32(&b.t4.slot(base).Seq)&1)
 }
 
 // putBatch writes keys[i]→vals[i] into m, in BPF batch updates (one

@@ -799,6 +799,7 @@ func (t *table) warm(ops []hal.Op) {
 		// The hashes first, then the probes back to back.
 		var hs [warmAhead]uint64
 		n := 0
+		w4, _ := t.be.(warmer4)
 		for i := range ops {
 			if ops[i].Kind != hal.OpAdd {
 				continue
@@ -808,6 +809,14 @@ func (t *table) warm(ops []hal.Op) {
 				key.MaskID = m.id
 				hs[n] = t.entries.hash(&key)
 				n++
+				if m.exact4 && w4 != nil {
+					// The window its entry will be written to:
+					// a cold line of a table of the rules' size.
+					markFlows4(&key)
+					if key.Pad == inFlows4 {
+						found += w4.warm4(&key)
+					}
+				}
 			}
 		}
 		for _, h := range hs[:n] {
@@ -817,6 +826,14 @@ func (t *table) warm(ops []hal.Op) {
 		}
 	}
 	t.warmed += found
+}
+
+// warmer4 is a backend that can warm the place an exact IPv4 entry will be
+// written to (table4's window of its key).
+type warmer4 interface {
+	// warm4 reads what writing k's entry will read first, and returns
+	// something of it for warm to count.
+	warm4(k *bpfKey) int
 }
 
 func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
