@@ -53,8 +53,8 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 		n.mu.Unlock()
 		return err
 	}
-	infos := make([]hal.RuleInfo, 0, len(n.tab.rules))
-	for _, rs := range n.tab.rules {
+	infos := make([]hal.RuleInfo, 0, n.tab.rules.len())
+	for _, rs := range n.tab.rules.all() {
 		ri := hal.RuleInfo{Rule: rs.rule.clone(), Location: n.caps.Location,
 			Live: n.active[rs.rule.Scope] == rs.rule.Generation}
 		if rs.enc.Flags&actCount != 0 {
