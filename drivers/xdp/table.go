@@ -814,7 +814,7 @@ func (t *table) warm(ops []hal.Op) {
 					// a cold line of a table of the rules' size.
 					markFlows4(&key)
 					if key.Pad == inFlows4 {
-						found += w4.warm4(&key)
+						found += w4.warm4(key)
 					}
 				}
 			}
@@ -832,8 +832,9 @@ func (t *table) warm(ops []hal.Op) {
 // written to (table4's window of its key).
 type warmer4 interface {
 	// warm4 reads what writing k's entry will read first, and returns
-	// something of it for warm to count.
-	warm4(k *bpfKey) int
+	// something of it for warm to count. k by value: a pointer passed
+	// through the interface would move the caller's key to the heap.
+	warm4(k bpfKey) int
 }
 
 func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
