@@ -61,9 +61,10 @@ type Config struct {
 	// MaxRules is the size of the flow hash (entries; each holds up to two
 	// rules with the same match). Default 65536. Exact rules of
 	// untunnelled IPv4 frames live in table4, an mmapped array of
-	// 2*MaxRules+8 slots of 360 bytes (about 47 MB at the default,
-	// allocated and mapped at Open), and in its overflow, a hash of up to
-	// MaxRules entries allocated as they come.
+	// 2*MaxRules+8 slots of 104 bytes, with their actions in progs4, an
+	// mmapped array of MaxRules+2 programs of 160 bytes (together about
+	// 24 MB at the default, allocated and mapped at Open), and in its
+	// overflow, a hash of up to MaxRules entries allocated as they come.
 	MaxRules int
 	// MaxScopes is the size of the active-generation array. Default 4096.
 	MaxScopes int

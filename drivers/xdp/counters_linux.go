@@ -34,8 +34,8 @@ func (n *NIC) RuleCounters(ctx context.Context, ids []hal.RuleID, out []hal.Coun
 		return err
 	}
 	for i, id := range ids {
-		rs, ok := n.tab.rules[id]
-		if !ok {
+		rs := n.tab.rules.get(id)
+		if rs == nil {
 			return fmt.Errorf("xdp: counters of rule %d: %w", id, hal.ErrNotFound)
 		}
 		out[i] = hal.Counters{}

@@ -70,6 +70,7 @@ type NIC struct {
 	tab    *table
 	active map[hal.Scope]hal.Generation
 	t4mem  []byte // table4's mmap, unmapped by release
+	p4mem  []byte // progs4's mmap, likewise
 }
 
 // Open loads the datapath, attaches it to every port of cfg and returns the
@@ -89,6 +90,10 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 	spec.Maps["flows4"].MaxEntries = uint32(c.MaxRules)
 	slots4 := slots4For(c.MaxRules)
 	spec.Maps["table4"].MaxEntries = slots4 + probe4
+	// A program per rule at most, and room for a rule's new version
+	// published before its old one is retired.
+	progs4 := uint32(c.MaxRules + 2)
+	spec.Maps["progs4"].MaxEntries = progs4
 	var seed [8]byte
 	if _, err := rand.Read(seed[:]); err != nil {
 		return nil, fmt.Errorf("xdp: table4 seed: %w", err)
@@ -128,6 +133,13 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 		return nil, fmt.Errorf("xdp: map table4: %w", err)
 	}
 	n.t4mem = t4.mem
+	psize := (int(progs4)*int(bpfRuleSize) + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
+	pmem, err := unix.Mmap(n.maps["progs4"].FD(), 0, psize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, fmt.Errorf("xdp: map progs4: %w", err)
+	}
+	n.p4mem = pmem
+	t4.progs = newProgs4(pmem, progs4)
 	n.caps = baseCapabilities(&c)
 	n.caps.Device = ""
 	// Table sizes as the kernel created them, not as asked.
@@ -305,6 +317,10 @@ func (n *NIC) release() error {
 	if n.t4mem != nil {
 		unix.Munmap(n.t4mem)
 		n.t4mem = nil
+	}
+	if n.p4mem != nil {
+		unix.Munmap(n.p4mem)
+		n.p4mem = nil
 	}
 	for _, m := range n.maps {
 		m.Close()

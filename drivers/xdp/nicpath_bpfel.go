@@ -24,6 +24,7 @@ const (
 	nicpathMapMaskSets     = "mask_sets"
 	nicpathMapPortStats    = "port_stats"
 	nicpathMapPorts        = "ports"
+	nicpathMapProgs4       = "progs4"
 	nicpathMapReasonStats  = "reason_stats"
 	nicpathMapRuleCounters = "rule_counters"
 	nicpathMapScratch      = "scratch"
@@ -95,6 +96,7 @@ type nicpathMapSpecs struct {
 	MaskSets     *ebpf.MapSpec `ebpf:"mask_sets"`
 	PortStats    *ebpf.MapSpec `ebpf:"port_stats"`
 	Ports        *ebpf.MapSpec `ebpf:"ports"`
+	Progs4       *ebpf.MapSpec `ebpf:"progs4"`
 	ReasonStats  *ebpf.MapSpec `ebpf:"reason_stats"`
 	RuleCounters *ebpf.MapSpec `ebpf:"rule_counters"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
@@ -142,6 +144,7 @@ type nicpathMaps struct {
 	MaskSets     *ebpf.Map `ebpf:"mask_sets"`
 	PortStats    *ebpf.Map `ebpf:"port_stats"`
 	Ports        *ebpf.Map `ebpf:"ports"`
+	Progs4       *ebpf.Map `ebpf:"progs4"`
 	ReasonStats  *ebpf.Map `ebpf:"reason_stats"`
 	RuleCounters *ebpf.Map `ebpf:"rule_counters"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
@@ -161,6 +164,7 @@ func (m *nicpathMaps) Close() error {
 		m.MaskSets,
 		m.PortStats,
 		m.Ports,
+		m.Progs4,
 		m.ReasonStats,
 		m.RuleCounters,
 		m.Scratch,

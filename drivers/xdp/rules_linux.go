@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/nicpath/nicpath/hal"
@@ -52,8 +53,8 @@ func (n *NIC) Dump(ctx context.Context, fn func(*hal.RuleInfo) error) error {
 		n.mu.Unlock()
 		return err
 	}
-	infos := make([]hal.RuleInfo, 0, len(n.tab.rules))
-	for _, rs := range n.tab.rules {
+	infos := make([]hal.RuleInfo, 0, n.tab.rules.len())
+	for _, rs := range n.tab.rules.all() {
 		ri := hal.RuleInfo{Rule: rs.rule.clone(), Location: n.caps.Location,
 			Live: n.active[rs.rule.Scope] == rs.rule.Generation}
 		if rs.enc.Flags&actCount != 0 {
@@ -131,7 +132,10 @@ func (b *mapBackend) put4(k *bpfKey, v *bpfFlowVal) error {
 			return err
 		}
 	}
-	if err := b.n.maps["flows4"].Update(&k4, v, ebpf.UpdateAny); err != nil {
+	// A copy for Update, which keeps its key argument (an interface): k4
+	// itself stays on the stack for the table4 path.
+	uk := k4
+	if err := b.n.maps["flows4"].Update(&uk, v, ebpf.UpdateAny); err != nil {
 		if len(b.over) == 0 {
 			b.n.maps["config"].Update(uint32(1), uint32(0), ebpf.UpdateAny)
 		}
@@ -140,6 +144,14 @@ func (b *mapBackend) put4(k *bpfKey, v *bpfFlowVal) error {
 	b.over[k4] = struct{}{}
 	b.t4.del(&k4)
 	return nil
+}
+
+// warm4 reads the first slot and the tags of the window of k's entry in
+// table4, which put4 will read and write.
+func (b *mapBackend) warm4(k bpfKey) int {
+	k4 := key4(&k)
+	base, _ := b.t4.base(&k4)
+	return int(b.t4.tags[base]) + int(atomic.LoadUint32(&b.t4.slot(base).Seq)&1)
 }
 
 // putBatch writes keys[i]→vals[i] into m, in BPF batch updates (one
@@ -176,7 +188,8 @@ func (b *mapBackend) deleteEntry(k *bpfKey) error {
 		}
 		return nil
 	}
-	if err := b.n.maps["flows4"].Delete(&k4); err != nil {
+	uk := k4 // as in put4
+	if err := b.n.maps["flows4"].Delete(&uk); err != nil {
 		return err
 	}
 	delete(b.over, k4)

@@ -206,7 +206,7 @@ type table struct {
 	hasPort     func(hal.PortID) bool
 	be          backend
 
-	rules   map[hal.RuleID]*ruleState
+	rules   ruleIndex
 	entries entryIndex
 	masks   map[bpfKey]*maskState
 	maskIDs [256]bool
@@ -283,7 +283,7 @@ func newTable(driver string, maxEntries, maxScopes, maxCounters int, hasPort fun
 	return &table{
 		driver: driver, maxEntries: maxEntries, maxScopes: maxScopes, maxCounters: maxCounters,
 		hasPort: hasPort, be: be,
-		rules: map[hal.RuleID]*ruleState{}, entries: newEntryIndex(0),
+		rules: newRuleIndex(0), entries: newEntryIndex(0),
 		masks: map[bpfKey]*maskState{}, counterNext: 1, chunk: flushChunk,
 	}
 }
@@ -445,7 +445,7 @@ func (t *table) attachFound(rs *ruleState, key, mask bpfKey, ms *maskState, e *e
 	if rs.rule.Mask != &ms.hmask && *rs.rule.Mask == ms.hmask {
 		rs.rule.Mask = &ms.hmask
 	}
-	t.rules[rs.rule.ID] = rs
+	t.rules.put(rs.rule.ID, rs)
 	return nil
 }
 
@@ -474,7 +474,7 @@ func (t *table) detach(rs *ruleState) (empty bool) {
 	if rs.enc.Flags&actCount != 0 && rs.enc.Counter != 0 {
 		t.counterFree = append(t.counterFree, rs.enc.Counter)
 	}
-	delete(t.rules, rs.rule.ID)
+	t.rules.del(rs.rule.ID)
 	return empty
 }
 
@@ -699,11 +699,11 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 	for i := range ops {
 		results[i].Err = nil
 	}
-	if len(t.rules) == 0 && len(ops) > 64 {
+	if t.rules.len() == 0 && len(ops) > 64 {
 		// An empty table about to take a big batch (a reload, a
 		// restart): size the maps once instead of growing them step by
 		// step through the batch.
-		t.rules = make(map[hal.RuleID]*ruleState, len(ops))
+		t.rules = newRuleIndex(len(ops))
 		t.entries = newEntryIndex(len(ops))
 	}
 	t.pend.grow(min(len(ops), t.chunk))
@@ -768,12 +768,12 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 // of the same ID is then tried again rather than refused as existing, and
 // a modify or delete does not act on a rule that is gone).
 func (t *table) lookup(id hal.RuleID, results []hal.OpResult) (*ruleState, bool) {
-	rs, ok := t.rules[id]
-	if ok && rs.entry != nil && rs.entry.pending {
+	rs := t.rules.get(id)
+	if rs != nil && rs.entry != nil && rs.entry.pending {
 		t.flush(results)
-		rs, ok = t.rules[id]
+		rs = t.rules.get(id)
 	}
-	return rs, ok
+	return rs, rs != nil
 }
 
 // warmAhead is how many operations warm looks up at a time: enough
@@ -791,7 +791,7 @@ const warmAhead = 16
 func (t *table) warm(ops []hal.Op) {
 	found := 0
 	for i := range ops {
-		if t.rules[ops[i].Rule.ID] != nil {
+		if t.rules.get(ops[i].Rule.ID) != nil {
 			found++
 		}
 	}
@@ -799,6 +799,7 @@ func (t *table) warm(ops []hal.Op) {
 		// The hashes first, then the probes back to back.
 		var hs [warmAhead]uint64
 		n := 0
+		w4, _ := t.be.(warmer4)
 		for i := range ops {
 			if ops[i].Kind != hal.OpAdd {
 				continue
@@ -808,6 +809,14 @@ func (t *table) warm(ops []hal.Op) {
 				key.MaskID = m.id
 				hs[n] = t.entries.hash(&key)
 				n++
+				if m.exact4 && w4 != nil {
+					// The window its entry will be written to:
+					// a cold line of a table of the rules' size.
+					markFlows4(&key)
+					if key.Pad == inFlows4 {
+						found += w4.warm4(key)
+					}
+				}
 			}
 		}
 		for _, h := range hs[:n] {
@@ -817,6 +826,15 @@ func (t *table) warm(ops []hal.Op) {
 		}
 	}
 	t.warmed += found
+}
+
+// warmer4 is a backend that can warm the place an exact IPv4 entry will be
+// written to (table4's window of its key).
+type warmer4 interface {
+	// warm4 reads what writing k's entry will read first, and returns
+	// something of it for warm to count. k by value: a pointer passed
+	// through the interface would move the caller's key to the heap.
+	warm4(k bpfKey) int
 }
 
 func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
@@ -943,16 +961,16 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 	}
 	// A different match: add the new rule under a temporary identity, then
 	// remove the old one.
-	delete(t.rules, old.rule.ID)
+	t.rules.del(old.rule.ID)
 	rs := &ruleState{rule: cloneKeep(r, t.masks[mask]), enc: ruleEnc{Flags: enc.Flags}}
 	if err := t.attach(rs); err != nil {
-		t.rules[old.rule.ID] = old
+		t.rules.put(old.rule.ID, old)
 		results[i].Err = err
 		return
 	}
 	if _, err := t.be.putEntries([]bpfKey{rs.mapKey()}, []bpfFlowVal{t.value(rs.entry, nil, nil)}); err != nil {
 		t.detach(rs)
-		t.rules[old.rule.ID] = old
+		t.rules.put(old.rule.ID, old)
 		results[i].Err = t.opErr("modify", r.ID, err)
 		return
 	}
@@ -960,12 +978,12 @@ func (t *table) modify(i int, old *ruleState, r *hal.Rule, results []hal.OpResul
 		results[i].Err = err
 		return
 	}
-	t.rules[old.rule.ID] = old
+	t.rules.put(old.rule.ID, old)
 	if err := t.remove(old); err != nil {
 		results[i].Err = err
 		return
 	}
-	t.rules[rs.rule.ID] = rs
+	t.rules.put(rs.rule.ID, rs)
 }
 
 // remove deletes rs from the maps: its entry is rewritten without it, or

@@ -92,7 +92,7 @@ func TestTableBookkeeping(t *testing.T) {
 	if res[0].Err != nil || !errors.Is(res[1].Err, hal.ErrTableFull) {
 		t.Fatalf("shadow %v, third %v", res[0].Err, res[1].Err)
 	}
-	k := tab.rules[1].bpfKey()
+	k := tab.rules.get(1).bpfKey()
 	if v := fb.entries[k]; v.Slot[0].ID != 1 || v.Slot[1].ID != 4 || v.Slot[1].Gen != 1 {
 		t.Fatalf("shared entry %+v / %+v", v.Slot[0].ID, v.Slot[1].ID)
 	}
@@ -117,8 +117,8 @@ func TestTableBookkeeping(t *testing.T) {
 	if v := fb.entries[k]; v.Slot[0].ID != 0 || v.Slot[1].ID != 4 {
 		t.Fatalf("old entry after the move: %d %d", v.Slot[0].ID, v.Slot[1].ID)
 	}
-	if len(fb.entries) != 2 || len(tab.rules) != 2 {
-		t.Fatalf("%d entries %d rules", len(fb.entries), len(tab.rules))
+	if len(fb.entries) != 2 || tab.rules.len() != 2 {
+		t.Fatalf("%d entries %d rules", len(fb.entries), tab.rules.len())
 	}
 	// Errors: exists, not found.
 	res = applyT(t, tab, hal.AddOp(moved), hal.DeleteOp(99), hal.ModifyOp(prefixRule(98, 1, "192.0.2.0/24")))
@@ -142,8 +142,8 @@ func TestTableFullRollsBack(t *testing.T) {
 			t.Fatalf("op %d: %v", i, r.Err)
 		}
 	}
-	if len(tab.rules) != 3 || tab.entries.len() != 3 {
-		t.Fatalf("%d rules, %d entries kept", len(tab.rules), tab.entries.len())
+	if tab.rules.len() != 3 || tab.entries.len() != 3 {
+		t.Fatalf("%d rules, %d entries kept", tab.rules.len(), tab.entries.len())
 	}
 	if err := hal.Summarize(res); !errors.Is(err, hal.ErrTableFull) {
 		t.Fatalf("summary %v", err)
@@ -339,10 +339,10 @@ func TestSharedActionsStayApart(t *testing.T) {
 	if res := applyT(t, tab, hal.ModifyOp(m)); res[0].Err != nil {
 		t.Fatal(res[0].Err)
 	}
-	if a := tab.rules[2].rule.Actions; len(a) != 1 || a[0].Kind != hal.ActionOutput || a[0].OutPort != 1 {
+	if a := tab.rules.get(2).rule.Actions; len(a) != 1 || a[0].Kind != hal.ActionOutput || a[0].OutPort != 1 {
 		t.Fatalf("rule 2 actions %+v", a)
 	}
-	if a := tab.rules[1].rule.Actions; len(a) != 1 || a[0].Kind != hal.ActionDrop {
+	if a := tab.rules.get(1).rule.Actions; len(a) != 1 || a[0].Kind != hal.ActionDrop {
 		t.Fatalf("rule 1 actions %+v", a)
 	}
 }
@@ -455,11 +455,11 @@ func testTableRandomOps(t *testing.T, full, chunk int) {
 				t.Fatalf("batch %d op %d: %v", batch, i, err)
 			}
 		}
-		if len(tab.rules) != len(model) {
-			t.Fatalf("batch %d: %d rules, model %d", batch, len(tab.rules), len(model))
+		if tab.rules.len() != len(model) {
+			t.Fatalf("batch %d: %d rules, model %d", batch, tab.rules.len(), len(model))
 		}
 		for id := range model {
-			rs := tab.rules[id]
+			rs := tab.rules.get(id)
 			if rs == nil {
 				t.Fatalf("batch %d: rule %d missing", batch, id)
 			}
@@ -547,7 +547,7 @@ func TestKeptRuleSharesMask(t *testing.T) {
 	check := func() {
 		t.Helper()
 		for id, want := range given {
-			rs := tab.rules[id]
+			rs := tab.rules.get(id)
 			if rs == nil {
 				t.Fatalf("rule %d missing", id)
 			}
@@ -560,7 +560,7 @@ func TestKeptRuleSharesMask(t *testing.T) {
 		}
 	}
 	check()
-	if tab.rules[1].mask == tab.rules[9].mask || tab.rules[1].rule.Mask != tab.rules[2].rule.Mask {
+	if tab.rules.get(1).mask == tab.rules.get(9).mask || tab.rules.get(1).rule.Mask != tab.rules.get(2).rule.Mask {
 		t.Fatal("shapes not kept apart or not shared")
 	}
 	m := given[2]
@@ -579,7 +579,7 @@ func TestKeptRuleSharesMask(t *testing.T) {
 	// A mask unlike the shape's is kept on its own.
 	r := given[1]
 	r.Match.Mask.VLAN = 1
-	if k := keep(&r, tab.rules[1].mask); k.Mask == &tab.rules[1].mask.hmask || *k.Mask != r.Match.Mask {
+	if k := keep(&r, tab.rules.get(1).mask); k.Mask == &tab.rules.get(1).mask.hmask || *k.Mask != r.Match.Mask {
 		t.Fatal("a different mask shares the shape's")
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/nicpath/nicpath/internal/vmtest"
 )
 
-var vmRun = flag.String("vm.run", "^(TestCapabilities|TestFlows4|TestTable4Overflow|TestTable4NeverMisses|TestVerifierStats)$",
+var vmRun = flag.String("vm.run", "^(TestCapabilities|TestFlows4|TestTable4Overflow|TestTable4NeverMisses|TestTable4NeverTorn|TestVerifierStats)$",
 	"the tests TestVM runs inside the VM (a -test.run pattern)")
 
 // TestVM runs tests of this package inside a VM booted on Debian's 6.1

@@ -209,21 +209,36 @@ struct {
 
 /* One slot of table4, the open-addressing table of exact IPv4 entries that
  * user space writes through an mmap, without a system call per rule. seq
- * says what the slot holds: SEQ_VALID when key and val are a published
+ * says what the slot holds: SEQ_VALID when key and ref are a published
  * entry; every change to the slot (publish, retire) gives seq a new value
  * (its upper bits count the slot's changes), so a reader that finds seq
- * unchanged after reading key and val read one version of them. A slot is
- * never rewritten while it holds a published entry: a new version of an
- * entry is published in another slot (or in flows4) before the old slot is
- * retired, so a reader finds the old version, the new one, or both. */
+ * unchanged after reading key, ref and the programs ref names read one
+ * version of them. A slot is never rewritten while it holds a published
+ * entry: a new version of an entry is published in another slot (or in
+ * flows4) before the old slot is retired, so a reader finds the old
+ * version, the new one, or both. */
 #define SEQ_VALID 2
 #define PROBE4 8   /* slots probed per key: base .. base+PROBE4-1 */
+
+/* One rule of a table4 entry: what picking the better live rule needs
+ * (id, scope, generation, priority), its counter, and its program: the
+ * index in progs4 of its actions. id 0: no rule. */
+struct ref4 {
+	__u64 id;
+	__u32 scope;
+	__u32 gen;
+	__u32 counter;
+	__u32 prog;
+	__u16 prio;
+	__u16 pad;
+	__u32 pad2;
+};
 
 struct slot4 {
 	__u32 seq;
 	__u32 pad;
 	struct flow_key4 key;
-	struct flow_val val;
+	struct ref4 ref[2];
 };
 
 struct {
@@ -233,6 +248,21 @@ struct {
 	__uint(max_entries, 65536 + PROBE4); /* resized by the loader: slots4 + PROBE4 */
 	__uint(map_flags, BPF_F_MMAPABLE);
 } table4 SEC(".maps");
+
+/* The programs of table4's rules: a rule's actions (struct rule with id,
+ * scope, gen, counter and prio zero: those are the ref's), interned, so
+ * that the rules with the same actions (the flows toward one host) share
+ * one. User space writes a program through an mmap before it publishes a
+ * slot naming it, and rewrites one only after retiring every slot that
+ * named it: a reader that read a program being rewritten sees its slot's
+ * seq changed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct rule);
+	__uint(max_entries, 65536); /* resized by the loader */
+	__uint(map_flags, BPF_F_MMAPABLE);
+} progs4 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
