@@ -12,8 +12,9 @@ import (
 
 // TestBucketScan holds scan's and free's word-at-a-time compares to
 // slot-by-slot ones, on buckets whose signatures collide, differ by one
-// bit, or are empty or deleted, with and without the overflow bit (which no
-// signature compare sees).
+// bit, or are empty or deleted, with and without overflow bits (which no
+// signature compare sees), set before and after the signatures: scan says
+// a chain goes on exactly when the bit of sig's ovfSlot is set.
 func TestBucketScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	pick := func(sig uint32) uint32 {
@@ -37,15 +38,30 @@ func TestBucketScan(t *testing.T) {
 			sig = []uint32{2, 3, 0x3fffffff, 0x40000000, 0x7fffffff}[rng.IntN(5)]
 		}
 		var bk bucket
-		over := rng.IntN(2) == 0
-		if over {
-			bk.setOverflow()
+		var set [8]bool
+		overs := rng.IntN(4)
+		over := func() {
+			o := rng.Uint32() & sigMask
+			if rng.IntN(3) == 0 {
+				o = sig
+			}
+			bk.setOverflow(o)
+			set[ovfSlot(o)] = true
+		}
+		for j := 0; j < overs/2; j++ {
+			over()
 		}
 		sigs := make([]uint32, 8)
 		for s := 0; s < 8; s++ {
 			sigs[s] = pick(sig)
 			bk.setSig(s, sigs[s])
 			bk.ixw[s] = uint32(s)
+		}
+		for j := overs / 2; j < overs; j++ {
+			over()
+		}
+		if set[0] {
+			t.Fatalf("ovfSlot picked slot 0")
 		}
 		var want, wantFree uint32
 		for s := 0; s < 8; s++ {
@@ -63,8 +79,8 @@ func TestBucketScan(t *testing.T) {
 			t.Fatalf("bucket %#x: free = %08b, want %08b", bk.sigs, got, wantFree)
 		}
 		got, more := bk.scan(sig)
-		if got != want || more != over || bk.overflowed() != over {
-			t.Fatalf("bucket %#x sig %#x: scan = %08b, %v; want %08b, %v", bk.sigs, sig, got, more, want, over)
+		if got != want || more != set[ovfSlot(sig)] || bk.overflowed() != (overs > 0) {
+			t.Fatalf("bucket %#x sig %#x: scan = %08b, %v; want %08b, %v", bk.sigs, sig, got, more, want, set[ovfSlot(sig)])
 		}
 	}
 }
@@ -109,7 +125,8 @@ func TestKeyEqual(t *testing.T) {
 // TestProbeChains: a table filled to its growth limit with signatures
 // crowded onto few home buckets, with removals and reinsertions, against a
 // plain map: every slot present is found by walking its chain as the
-// lookup does (ending at the first bucket that never overflowed), and none
+// lookup does (ending at the first bucket that no chain of its signature
+// went past), and none
 // removed is.
 func TestProbeChains(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))

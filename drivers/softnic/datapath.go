@@ -470,8 +470,9 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		// registers, saved and restored around it for every packet.
 		want := uint64(sig) * scanLanes
 		w0, w1, w2, w3 := atomic.LoadUint64(&bk.sigs[0]), atomic.LoadUint64(&bk.sigs[1]), atomic.LoadUint64(&bk.sigs[2]), atomic.LoadUint64(&bk.sigs[3])
-		more := w0&overflowBit != 0
-		x0, x1, x2, x3 := (w0&scanLow31)^want, w1^want, w2^want, w3^want
+		o := ovfSlot(sig)
+		more := atomic.LoadUint64(&bk.sigs[o>>1&3])&ovfBit(o) != 0
+		x0, x1, x2, x3 := (w0&scanLow31)^want, (w1&scanLow31)^want, (w2&scanLow31)^want, (w3&scanLow31)^want
 		t0 := ^((x0&scanLow31 + scanLow31) | x0)
 		t1 := ^((x1&scanLow31 + scanLow31) | x1)
 		t2 := ^((x2&scanLow31 + scanLow31) | x2)
@@ -545,8 +546,8 @@ const (
 )
 
 // chainEntries prefetches, for the nnx packets b.chain whose probe chain
-// goes on past the home bucket (some one lookup in five at a table's usual
-// load), the entries that the next bucket's signatures point to: without
+// goes on past the home bucket (some 8% of lookups at a million rules),
+// the entries that the next bucket's signatures point to: without
 // it, compare would wait there for the bucket and then for the entry, one
 // packet after the other. By now the next buckets have had the bucket pass
 // to arrive.

@@ -22,7 +22,11 @@ import (
 //   - process: all of them as Process runs them (with what it does once a
 //     burst), on the same frames again and again: the stages' sum, and
 //     what they cost one another in the caches, without HitEncap's copy
-//     of fresh frames from its receive area.
+//     of fresh frames from its receive area;
+//   - once: what Process does once a burst beside the stages, alone:
+//     taking a burst state from the free list and giving it back, and
+//     entering and leaving the table's read section, shared by the
+//     burst's MaxBurst packets.
 //
 // Each reports cpu-ns/pkt, the thread's CPU time per packet. Every stage
 // runs on the state the stages before it leave, which each iteration puts
@@ -124,6 +128,14 @@ func BenchmarkStage(b *testing.B) {
 		if tx := up.counters().Tx.Packets - tx0; tx != uint64(count) {
 			b.Fatalf("%d of %d frames reached the uplink's ring", tx, count)
 		}
+	})
+	b.Run("once", func(b *testing.B) {
+		perPkt(b, func() {
+			x := n.getBurst()
+			s := n.rcu.enter()
+			n.rcu.exit(s)
+			n.putBurst(x)
+		})
 	})
 	b.Run("process", func(b *testing.B) {
 		tx0 := up.counters().Tx.Packets

@@ -294,10 +294,17 @@ func (c *chunk) setCookie(i uint32, ck hal.Cookie) {
 // (slot 2j in the low half of sigs[j], 2j+1 in the high half), so that scan
 // compares them a word at a time, whatever the machine's byte order. The
 // top bit of slot 0's half (overflowBit) says that an insert found the
-// bucket full and went on to the next: only then does a probe chain go on
-// past it. (Ending chains at the first bucket with an empty slot instead
-// sent a lookup on to a second bucket, a second miss, whenever its home
-// bucket was merely full, some one time in six at three quarters load.)
+// bucket full and went on to the next. (Ending chains at the first bucket
+// with an empty slot instead sent a lookup on to a second bucket, a second
+// miss, whenever its home bucket was merely full, some one time in six at
+// three quarters load.) The top bits of slots 1-7 say which signatures'
+// probe chains go on past the bucket: an insert that passes over it sets
+// the one its signature picks (ovfSlot), and a lookup goes on only when its
+// own is set. A full bucket that one key went past then sends on only the
+// lookups of one signature in seven, not all of them. A bit may stay set
+// after the keys that set it leave (a lookup then reads one bucket more);
+// it is never clear while a key whose chain it picks lies past the bucket
+// (TestOverflowBits).
 //
 // ixw is each slot's index word: the entry index and the hide bits of a
 // batch being published (hideBit). Readers go through ref, which reads it
@@ -346,12 +353,27 @@ func (bk *bucket) ref(s int, hide uint32) (uint32, bool) {
 	return x & idxMask, x&hide == 0
 }
 
-// overflowed says whether a probe chain goes on past bk.
+// overflowed says whether any probe chain goes on past bk.
 func (bk *bucket) overflowed() bool { return atomic.LoadUint64(&bk.sigs[0])&overflowBit != 0 }
 
-func (bk *bucket) setOverflow() {
+// ovfSlot is the slot (1-7) whose signature's top bit says whether the
+// probe chains of signature sig go on past a bucket: from sig's low byte,
+// which the home bucket (the top bits) leaves spread evenly over a
+// bucket's signatures at any table size up to 2^23 buckets.
+func ovfSlot(sig uint32) uint32 { return 1 + (sig&0xff)*7>>8 }
+
+// ovfBit is the bit of bucket.sigs[ovfSlot(sig)>>1] that is sig's.
+func ovfBit(slot uint32) uint64 { return overflowBit << (32 * (slot & 1)) }
+
+// setOverflow records that an insert of signature sig went on past bk: the
+// bucket's overflowBit and sig's own bit (ovfSlot).
+func (bk *bucket) setOverflow(sig uint32) {
 	if w := bk.sigs[0]; w&overflowBit == 0 {
 		atomic.StoreUint64(&bk.sigs[0], w|overflowBit)
+	}
+	o := ovfSlot(sig)
+	if w, bit := &bk.sigs[o>>1&3], ovfBit(o); *w&bit == 0 {
+		atomic.StoreUint64(w, *w|bit)
 	}
 }
 
@@ -363,7 +385,7 @@ const (
 )
 
 // scan returns a mask with bit s set for every slot whose signature is sig,
-// and whether the bucket overflowed (a probe chain goes on to the next).
+// and whether sig's probe chains go on past the bucket (ovfSlot).
 // The slots are compared two at a time, without a branch: which slot of a
 // bucket holds a packet's rule is random, and a compare-and-branch per slot
 // cost about one mispredicted branch per lookup.
@@ -376,11 +398,13 @@ func (bk *bucket) scan(sig uint32) (match uint32, more bool) {
 	// Atomic loads (plain ones on amd64 and arm64's ordered ones): a
 	// writer changes the words under readers.
 	w0, w1, w2, w3 := atomic.LoadUint64(&bk.sigs[0]), atomic.LoadUint64(&bk.sigs[1]), atomic.LoadUint64(&bk.sigs[2]), atomic.LoadUint64(&bk.sigs[3])
-	more = w0&overflowBit != 0
+	o := ovfSlot(sig)
+	more = atomic.LoadUint64(&bk.sigs[o>>1&3])&ovfBit(o) != 0
 	// A lane of x is zero exactly when its slot matches; the top bit of
 	// each lane of t says so, without carries between lanes (no lane of
-	// want has its top bit, which the words' lanes leave to overflowBit).
-	x0, x1, x2, x3 := (w0&low31)^want, w1^want, w2^want, w3^want
+	// want has its top bit, which the words' lanes leave to the overflow
+	// bits).
+	x0, x1, x2, x3 := (w0&low31)^want, (w1&low31)^want, (w2&low31)^want, (w3&low31)^want
 	t0 := ^((x0&low31 + low31) | x0)
 	t1 := ^((x1&low31 + low31) | x1)
 	t2 := ^((x2&low31 + low31) | x2)
@@ -504,7 +528,7 @@ func (t *htab) insert(sig uint32, x uint32, shared bool) uint64 {
 			t.used++
 			return bi<<3 | uint64(s)
 		}
-		b.setOverflow()
+		b.setOverflow(sig)
 	}
 }
 
