@@ -43,7 +43,7 @@ var slowPathActions = func() [][]hal.Action {
 // calls alone (CLOCK_THREAD_CPUTIME_ID around each), per rule;
 // del_cpu_ns/op the same for the deletes.
 func BenchmarkApplySlowPath(b *testing.B) {
-	cpuAt, ok := threadCPUPrecise()
+	cpuAt, ok := threadCPU()
 	_ = cpuAt
 	if !ok {
 		b.Skip("no per-thread CPU clock on this system")
@@ -87,9 +87,9 @@ func BenchmarkApplySlowPath(b *testing.B) {
 			ops[i] = hal.AddOp(slowPathFlow(next+i, slowPathActions))
 		}
 		flush()
-		c0, _ := threadCPUPrecise()
+		c0, _ := threadCPU()
 		err := n.Apply(ctx, ops, res)
-		c1, _ := threadCPUPrecise()
+		c1, _ := threadCPU()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -100,9 +100,9 @@ func BenchmarkApplySlowPath(b *testing.B) {
 			ops[i] = hal.DeleteOp(hal.RuleID(oldest + i + 1))
 		}
 		flush()
-		c0, _ = threadCPUPrecise()
+		c0, _ = threadCPU()
 		err = n.Apply(ctx, ops, res)
-		c1, _ = threadCPUPrecise()
+		c1, _ = threadCPU()
 		if err != nil {
 			b.Fatal(err)
 		}
