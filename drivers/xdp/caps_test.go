@@ -9,7 +9,7 @@ import (
 // A capability the driver does not have is explained in its Notes (what
 // vswitchctl caps prints): atomic batches and crypto, which softnic has,
 // here say why not.
-func TestCapabilitiesExplainNoAtomicBatch(t *testing.T) {
+func TestCapabilitiesExplainRefusals(t *testing.T) {
 	caps := baseCapabilities(&Config{MaxRules: 16})
 	if caps.AtomicBatch {
 		t.Fatal("AtomicBatch advertised, but the driver implements no hal.AtomicApplier")
