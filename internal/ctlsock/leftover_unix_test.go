@@ -5,6 +5,7 @@ package ctlsock
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -18,7 +19,8 @@ import (
 // When run as the helper process, it makes a private directory beside
 // CTLSOCK_HELPER_DIR/x, binds a socket in it as Listen does, names the
 // directory on stdout and waits to be killed: a daemon caught between
-// creating its private directory and removing it.
+// creating its private directory and removing it. It exits when its stdin
+// closes, so that it does not outlive a test process that died.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv("CTLSOCK_HELPER_DIR"); dir != "" {
 		d, _, err := lockedPrivateDir(dir)
@@ -31,7 +33,8 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		fmt.Println(filepath.Base(d))
-		select {}
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
@@ -47,6 +50,11 @@ func TestLeftoverOfACrashedDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stdin, err := cmd.StdinPipe() // held open: the helper lives while it is
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
