@@ -7,13 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nicpath/nicpath/control"
+	"github.com/nicpath/nicpath/internal/ctlsock"
 )
 
 // endpoints are what a daemon serves beside its datapath: the control socket
@@ -30,13 +28,14 @@ import (
 //   - close at the daemon's Close: whatever stop did not release (Run
 //     never ran) is released. Both may be called more than once.
 //
-// The socket file is removed only while it is the one this daemon created:
-// a daemon started on the same path after this one stopped keeps its socket.
+// The control socket's own lifecycle (its mode from birth, a stale socket
+// replaced but never a live daemon's, crash leftovers removed, the file
+// removed only while it is this daemon's) is package internal/ctlsock's,
+// shared with tetherd's.
 type endpoints struct {
 	log     *slog.Logger
 	path    string // the control socket's
-	ctl     *net.UnixListener
-	ctlFile os.FileInfo // the socket file as listen created it
+	ctl     *ctlsock.Listener
 	metricL net.Listener
 	httpSrv *http.Server
 
@@ -55,7 +54,7 @@ const metricsGrace = 2 * time.Second
 func listenEndpoints(log *slog.Logger, path, metricsAddr string, metrics http.Handler) (*endpoints, error) {
 	e := &endpoints{log: log, path: path}
 	var err error
-	if e.ctl, e.ctlFile, err = listenControl(path); err != nil {
+	if e.ctl, err = ctlsock.Listen(path); err != nil {
 		return nil, err
 	}
 	if metricsAddr != "" {
@@ -68,91 +67,6 @@ func listenEndpoints(log *slog.Logger, path, metricsAddr string, metrics http.Ha
 		e.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
 	return e, nil
-}
-
-// listenControl listens on the control socket, replacing a stale socket
-// file left by a daemon that did not shut down, but never one a live daemon
-// answers on, nor a file that is not a socket. It returns the socket file's
-// identity, for removing it only while it is this one.
-func listenControl(path string) (*net.UnixListener, os.FileInfo, error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, nil, fmt.Errorf("control socket %s: the file exists and is not a socket (remove it, or configure another control path)", path)
-		}
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, nil, fmt.Errorf("control socket %s: another vswitchd answers on it", path)
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			// Not known to be stale (a live daemon too busy to
-			// accept, a socket this process may not use): left alone.
-			return nil, nil, fmt.Errorf("control socket %s: exists, and whether a daemon answers on it is unknown: %w", path, err)
-		}
-		os.Remove(path) // stale: nobody listens on it
-	}
-	l, fi, err := bindPrivately(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("control socket: %w", err)
-	}
-	return l, fi, nil
-}
-
-// bindPrivately creates the control socket at path with its final mode,
-// 0600 (the socket changes the switch: only its owner may use it), with no
-// moment in which the file at path has another: bound at a socket file
-// made with the process's umask and then chmod'ed, it would answer anyone
-// the umask lets in until the chmod. The socket is bound in a directory of
-// its own beside path (mode 0700: nobody else reaches what is in it),
-// chmod'ed there, then hard-linked to path, which fails rather than replace
-// a file another daemon put there meanwhile; the private name and
-// directory are removed. Setting the umask around the bind instead would
-// change it for the whole process, and a file or directory another
-// goroutine creates meanwhile would get the socket's 0177 (a directory
-// nobody may enter).
-//
-// The private name, .cNNNNNNNNNN/s beside path, is at most 14 bytes, as
-// long as vswitchd.sock's own: a path a few bytes short of the kernel's
-// limit for socket addresses (107 bytes) may not bind with a shorter last
-// element.
-func bindPrivately(path string) (*net.UnixListener, os.FileInfo, error) {
-	dir, err := os.MkdirTemp(filepath.Dir(path), ".c")
-	if err != nil {
-		return nil, nil, err
-	}
-	defer os.RemoveAll(dir)
-	tmp := filepath.Join(dir, "s")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
-	if err != nil {
-		return nil, nil, err
-	}
-	// The file at path is removed by stop, and only while it is this
-	// one; the private name goes with its directory.
-	l.SetUnlinkOnClose(false)
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		l.Close()
-		return nil, nil, err
-	}
-	if err := os.Link(tmp, path); err != nil {
-		l.Close()
-		if errors.Is(err, os.ErrExist) {
-			return nil, nil, fmt.Errorf("%s: another daemon created it meanwhile", path)
-		}
-		return nil, nil, err
-	}
-	fi, err := os.Lstat(path)
-	if err != nil {
-		l.Close()
-		return nil, nil, err
-	}
-	return l, fi, nil
-}
-
-// removeIfSame removes path if it is still the file fi describes.
-func removeIfSame(path string, fi os.FileInfo) {
-	if now, err := os.Lstat(path); err == nil && os.SameFile(now, fi) {
-		os.Remove(path)
-	}
 }
 
 // serve serves the control socket with do and the metrics endpoint, each
@@ -216,7 +130,7 @@ func (e *endpoints) stop() {
 	}
 	e.once.Do(func() {
 		e.ctl.Close()
-		removeIfSame(e.path, e.ctlFile)
+		e.ctl.Remove()
 		if e.httpSrv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), metricsGrace)
 			if err := e.httpSrv.Shutdown(ctx); err != nil {

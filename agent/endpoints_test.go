@@ -147,7 +147,7 @@ func TestEndpointsSecondRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ctl.sock")
 	serveEndpoints(t, path, "")
 	_, err := listenEndpoints(slog.New(slog.DiscardHandler), path, "", okMetrics)
-	if err == nil || !strings.Contains(err.Error(), "another vswitchd answers on it") {
+	if err == nil || !strings.Contains(err.Error(), "another daemon answers on it") {
 		t.Fatalf("second listen on a live socket: %v", err)
 	}
 	if err := answers(path); err != nil {
@@ -218,7 +218,7 @@ func TestDaemonSecondOnSameSocket(t *testing.T) {
 	if d, err := New(context.Background(), cfg); err == nil {
 		d.Close()
 		t.Fatal("a second daemon started on a live control socket")
-	} else if !strings.Contains(err.Error(), "control socket "+cfg.Control+": another vswitchd answers on it") {
+	} else if !strings.Contains(err.Error(), "control socket "+cfg.Control+": another daemon answers on it") {
 		t.Fatalf("second daemon: %v", err)
 	}
 	var s control.Show

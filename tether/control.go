@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 
 	"github.com/nicpath/nicpath/control"
+	"github.com/nicpath/nicpath/internal/ctlsock"
 	"github.com/nicpath/nicpath/tether/lease"
 )
 
@@ -53,13 +53,16 @@ type ControlHandler struct {
 // ServeControl answers package control's protocol (one JSON request line,
 // one response line per connection) on a unix socket at path until ctx is
 // done, so that vswitchctl's tether and leases commands work against it.
+// The socket has vswitchd's lifecycle (package internal/ctlsock): mode 0600
+// from its creation, a stale socket at path replaced but never a live
+// daemon's nor a file that is not a socket (ServeControl returns the error
+// at once), and at the end the file removed only while it is this one.
 func ServeControl(ctx context.Context, path string, h ControlHandler) error {
-	os.Remove(path)
-	l, err := net.Listen("unix", path)
+	l, err := ctlsock.Listen(path)
 	if err != nil {
 		return err
 	}
-	context.AfterFunc(ctx, func() { l.Close(); os.Remove(path) })
+	context.AfterFunc(ctx, func() { l.Close(); l.Remove() })
 	for {
 		c, err := l.Accept()
 		if err != nil {

@@ -252,7 +252,7 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		case f.why == WhyPolicy:
 			e.Detail = "the policy hands these packets to the host"
 		case f.why == WhyNoOffload:
-			e.Detail = "offload is disabled or the NIC has no exception path"
+			e.Detail = s.noOffloadDetail()
 		}
 		if covered && f.loc != PathNIC {
 			e.Detail += fmt.Sprintf(" (the port-wildcard flow of rule %d covers it)", f.id)
@@ -277,7 +277,7 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 	case !a.offload:
 		e.Where, e.Why, e.Detail = PathHost, WhyPolicy, "the policy hands these packets to the host"
 	case !s.offloading():
-		e.Where, e.Why, e.Detail = PathHost, WhyNoOffload, "offload is disabled or the NIC has no exception path"
+		e.Where, e.Why, e.Detail = PathHost, WhyNoOffload, s.noOffloadDetail()
 	default:
 		var sc hal.Scope
 		if v.scopeVM != "" && s.caps.Generations {
@@ -334,6 +334,15 @@ func (s *Switch) hostPathDetail(a *actSet, k *hal.FlowKey, err error) string {
 		return fmt.Sprintf("NIC cannot decapsulate %s: kept on the host path, which decapsulates in software (%v)", k.TunKind, err)
 	}
 	return err.Error()
+}
+
+// noOffloadDetail says which of the two reasons offloading() gives keeps
+// flows off the NIC.
+func (s *Switch) noOffloadDetail() string {
+	if s.cfg.DisableOffload {
+		return "offload is disabled by configuration"
+	}
+	return "the NIC has no exception path (its capabilities say so; see the driver's notes): no first packet reaches the switch to offload a flow from"
 }
 
 func (s *Switch) countNIC() int {

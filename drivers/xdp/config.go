@@ -112,6 +112,13 @@ func (c *Config) withDefaults() Config {
 // updates; the bound only keeps one call's memory and latency in reason.
 const maxBatch = 1 << 20
 
+// atomicBatchNote says why AtomicBatch is false: the rules are BPF map
+// entries, written one after another.
+const atomicBatchNote = "atomic batches: no (no hal.AtomicApplier): a batch's rules are BPF map entries written one after another, so each operation lands or fails on its own and its result says which; a failed batch may have applied part of itself"
+
+// sealedNote says why Crypto is false and what becomes of sealed frames.
+const sealedNote = "sealed-address frames (EtherType 0x88B5) are dropped ahead of every rule and counted under reason sealed: no crypto (the program holds no keys), so the NIC fails closed"
+
 // baseCapabilities is what the loaded program does whatever the device: the
 // probe in Open adds where the rules live and what it found per port.
 func baseCapabilities(cfg *Config) hal.Capabilities {
@@ -141,6 +148,8 @@ func baseCapabilities(cfg *Config) hal.Capabilities {
 			"at most 16 distinct mask shapes; 2 rules per identical match",
 			"partial TCP/UDP checksums (a sender's checksum offload) are completed on every frame that leaves, to a port or to the host",
 			fmt.Sprintf("tunnel filter: at most %d addresses and groups per uplink", maxEPAddrs),
+			atomicBatchNote,
+			sealedNote,
 		},
 	}
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package agent
+package ctlsock
 
 import (
 	"bytes"
@@ -41,7 +41,7 @@ func TestControlSocketBornWithItsMode(t *testing.T) {
 			unix.Close(fd)
 			t.Fatal(err)
 		}
-		l, fi, err := listenControl(path)
+		l, err := Listen(path)
 		if err != nil {
 			unix.Close(fd)
 			t.Fatal(err)
@@ -49,6 +49,7 @@ func TestControlSocketBornWithItsMode(t *testing.T) {
 		events := readInotify(t, fd)
 		unix.Close(fd)
 		l.Close()
+		fi := l.FileInfo()
 		if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("control socket: %v, want a socket with mode 0600", fi.Mode())
 		}
@@ -72,7 +73,7 @@ func TestControlSocketBornWithItsMode(t *testing.T) {
 			}
 			t.Fatalf("the directory holds %q, want the socket alone", names)
 		}
-		removeIfSame(path, fi)
+		l.Remove()
 	}
 }
 
