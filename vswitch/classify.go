@@ -23,6 +23,9 @@ type verdict struct {
 	src    netip.Addr // Encap/ToGateway: outer source (this host's PA)
 	vni    uint32     // Encap/ToGateway: VNI to encapsulate with
 	decap  bool       // the flow came in tunnelled from the uplink
+	// dst is the receiving VM's info, whose act is the likely action set
+	// of the flow (internHinted); nil when there is no receiving VM.
+	dst *vmInfo
 	// notLocal: the flow came in tunnelled toward an outer destination
 	// that is not this host's provider address; the host drops it
 	// (DropNotLocal) before any flow, as the NIC's tunnel filter does.
@@ -356,7 +359,7 @@ func (w *walk) toVNET(dv *vnetInfo, target netip.Addr, routed bool) {
 		w.tr.step("VNET mapping: vni %d %s -> VM %s mac %s on %s (%s, generation %d)", m.VNI, m.CA, m.VM, m.MAC, m.Host, m.PA, m.Generation)
 	}
 	dst := c.vmAt[vi]
-	v.dstVM, v.dstName = dst.id, dst.name
+	v.dstVM, v.dstName, v.dst = dst.id, dst.name, dst
 	v.scopeVM = dst.name
 	if routed && !w.routedRewrite() {
 		return
@@ -476,7 +479,7 @@ func (w *walk) inbound(k *hal.FlowKey) {
 		return
 	}
 	dst := c.vmAt[vi]
-	v.dstVM, v.dstName = dst.id, dst.name
+	v.dstVM, v.dstName, v.dst = dst.id, dst.name, dst
 	v.scopeVM = dst.name
 	if host != c.host {
 		if w.tr != nil {

@@ -66,6 +66,12 @@ type vmInfo struct {
 	caSet *caSet
 	port  hal.PortID // its vport on this host; 0 when it has none
 	local bool       // runs on this host now (shadow activation applied)
+	// act is the action set last interned for a flow toward the VM
+	// (internHinted): most of a VM's flows share one, so interning
+	// compares it with the verdict's key before probing the table of all
+	// sets, whose slots are out of the cache (a thousand sets on a
+	// realistic host). Only a hint: checked in full, stale once released.
+	act *actSet
 }
 
 type vnetInfo struct {

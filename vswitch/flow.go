@@ -326,6 +326,26 @@ func (s *Switch) intern(k actKey) *actSet {
 	return a
 }
 
+// internHinted is intern for the verdict of a flow toward dst (nil:
+// none): it tries dst's last action set (vmInfo.act) before the table,
+// and records the answer there. The hint costs one cache miss (the set's
+// own lines) where the table cost two in a row (a slot, then the set it
+// points to); it is not prefetched by the walk that finds dst: measured,
+// the prefetch cost more than the miss it hid.
+func (s *Switch) internHinted(k actKey, dst *vmInfo) *actSet {
+	if dst == nil {
+		return s.intern(k)
+	}
+	if a := dst.act; a != nil && a.refs > 0 && a.key == k {
+		a.refs++
+		s.lastAct = a
+		return a
+	}
+	a := s.intern(k)
+	dst.act = a
+	return a
+}
+
 func (s *Switch) release(a *actSet) {
 	if a == nil || a == s.deadActs {
 		return

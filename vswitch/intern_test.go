@@ -102,3 +102,59 @@ func TestInternTable(t *testing.T) {
 		s.release(got)
 	}
 }
+
+// TestInternHinted: interning with a receiver's hint (vmInfo.act) gives
+// the set intern gives, counts the reference once, and never answers with
+// a set whose key differs or that was released (a stale hint), after
+// which the hint is the table's answer.
+func TestInternHinted(t *testing.T) {
+	h := newBenchHost(t, smallPolicy(t, nil), 0)
+	s := h.sw
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	base := s.acts.len()
+	k1 := actKey{action: policy.Encap, pa: netip.MustParseAddr("198.18.0.1"), vni: 1}
+	k2 := actKey{action: policy.Encap, pa: netip.MustParseAddr("198.18.0.2"), vni: 1}
+	var vm vmInfo
+
+	a := s.internHinted(k1, &vm)
+	if vm.act != a || a.key != k1 || a.refs != 1 {
+		t.Fatalf("first intern: hint %p, set %p with key %+v and %d refs", vm.act, a, a.key, a.refs)
+	}
+	s.lastAct = nil // so that the hint, not the last set, answers
+	if b := s.internHinted(k1, &vm); b != a || a.refs != 2 {
+		t.Fatalf("hinted intern gave %p (want %p), %d refs", b, a, a.refs)
+	}
+	// Another key: the table answers, and the hint follows.
+	b := s.internHinted(k2, &vm)
+	if b == a || b.key != k2 || vm.act != b || s.intern(k2) != b {
+		t.Fatalf("second key: set %p with key %+v, hint %p", b, b.key, vm.act)
+	}
+	s.release(b)
+	// The same key as another VM's hint, through the table.
+	var other vmInfo
+	if c := s.internHinted(k1, &other); c != a || a.refs != 3 || other.act != a {
+		t.Fatalf("other VM: set %p (want %p), %d refs", c, a, a.refs)
+	}
+	// A stale hint: every reference released, the set left the table.
+	for range 3 {
+		s.release(a)
+	}
+	s.release(b)
+	if s.acts.len() != base {
+		t.Fatalf("%d sets interned after every set was released, want %d", s.acts.len(), base)
+	}
+	s.lastAct = nil
+	c := s.internHinted(k1, &other)
+	if c == a || c.key != k1 || c.refs != 1 || other.act != c || s.acts.find(c.hash, &k1) != c {
+		t.Fatalf("stale hint: got %p (released %p), key %+v, %d refs, hint %p", c, a, c.key, c.refs, other.act)
+	}
+	s.release(c)
+	if s.acts.len() != base {
+		t.Fatalf("%d sets interned at the end, want %d", s.acts.len(), base)
+	}
+	// No receiver: plain interning.
+	if d := s.internHinted(k2, nil); d.key != k2 || d.refs != 1 {
+		t.Fatalf("no hint: key %+v, %d refs", d.key, d.refs)
+	}
+}

@@ -59,7 +59,7 @@ func (s *Switch) newFlowHashed(k *hal.FlowKey, h uint64, ttl uint8, now int64, r
 // connection-tracking entries it opens or uses.
 func (s *Switch) setVerdict(f *flow, v *verdict, now int64) {
 	old := f.acts
-	f.acts = s.intern(actKeyOf(v))
+	f.acts = s.internHinted(actKeyOf(v), v.dst)
 	s.release(old)
 	f.tenant, f.srcVM, f.dstVM = v.tenant, v.srcVM, v.dstVM
 	f.gateway, f.routed = v.gateway, v.routed
