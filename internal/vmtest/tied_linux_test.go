@@ -105,8 +105,16 @@ func TestChildDiesWithParent(t *testing.T) {
 				parent.Wait()
 				t.Fatal("the helper did not start its child within 30s")
 			}
-			if !alive(t, pid) {
-				t.Fatalf("the child %d is not running before its parent is killed", pid)
+			// The helper prints the pid once exec has begun, but the
+			// kernel closes the exec pipe (Start returns) before it sets
+			// the new image's argument area: /proc/pid/cmdline can read
+			// empty for a moment after.
+			for deadline := time.Now().Add(30 * time.Second); !alive(t, pid); time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					parent.Process.Kill()
+					parent.Wait()
+					t.Fatalf("the child %d is not running 30s after its parent started it", pid)
+				}
 			}
 			parent.Process.Kill()
 			parent.Wait()
