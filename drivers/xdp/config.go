@@ -142,6 +142,7 @@ func baseCapabilities(cfg *Config) hal.Capabilities {
 		TunnelFilter:  true,
 		// Learned by the exception reader (learn_linux.go).
 		AddressLearning: true,
+		SealedDrop:      true, // sealedNote
 		Notes: []string{
 			"encap: IPv4 or IPv6 outer headers (full UDP checksum over IPv6); Geneve without options",
 			"IPv6 extension headers go to the host (unsupported)",
