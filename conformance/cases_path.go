@@ -496,10 +496,15 @@ func caseSealed(t T, tg *Target) {
 		for _, x := range e.exceptions(1, e.tg.quiet()*2) {
 			if x.Reason != hal.ReasonSealed {
 				t.Errorf("an unopenable sealed frame reached the host with reason %v, want sealed", x.Reason)
+			} else if e.caps.SealedDrop {
+				t.Errorf("SealedDrop is advertised, but an unopenable sealed frame reached the host")
 			}
 		}
 	}
 	after := e.stats()
+	if e.caps.SealedDrop && after.Drops[hal.ReasonSealed] == before.Drops[hal.ReasonSealed] {
+		t.Errorf("SealedDrop is advertised, but the NIC counted no drop under reason sealed")
+	}
 	if after.Drops[hal.ReasonSealed]+after.Exceptions[hal.ReasonSealed] == before.Drops[hal.ReasonSealed]+before.Exceptions[hal.ReasonSealed] {
 		t.Errorf("an unopenable sealed frame was not counted under reason sealed")
 	}

@@ -55,6 +55,12 @@ type Capabilities struct {
 	// it reports the source addresses its vports use and their
 	// announcements (gratuitous ARP, unsolicited neighbour advertisements).
 	AddressLearning bool
+	// SealedDrop is true when a sealed-address frame the NIC does not
+	// open and forward (no crypto, an unknown key, a bad seal, no sealed
+	// route) is dropped on the NIC and counted under ReasonSealed, never
+	// handed to the host; false means such frames may reach
+	// ReadExceptions with ReasonSealed (the host then drops them).
+	SealedDrop bool
 	// Notes say, in words, what the driver found while probing (e.g. "generic
 	// XDP: no driver-mode support on veth0", "skip_sw refused: no hardware").
 	Notes []string
@@ -79,7 +85,7 @@ func (c *Capabilities) String() string {
 	fmt.Fprintf(&b, "decap:         %s\n", c.Decaps)
 	fmt.Fprintf(&b, "counters:      per-rule %v, per-port %v, L2 bytes %v\n", c.Counters.PerRule, c.Counters.PerPort, c.Counters.BytesIncludeL2)
 	fmt.Fprintf(&b, "generations:   %v (scopes %d)\n", c.Generations, c.MaxScopes)
-	fmt.Fprintf(&b, "crypto:        %v\n", c.Crypto)
+	fmt.Fprintf(&b, "crypto:        %v (sealed frames dropped on the NIC %v)\n", c.Crypto, c.SealedDrop)
 	fmt.Fprintf(&b, "exception:     %v, atomic batch %v\n", c.ExceptionPath, c.AtomicBatch)
 	fmt.Fprintf(&b, "tunnel filter: %v\n", c.TunnelFilter)
 	if c.TunnelMissesUnseen {

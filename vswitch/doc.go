@@ -53,9 +53,11 @@
 //
 // Drops that are the policy's are flows too (a drop rule on the NIC); drops
 // that are the host's are counted by reason: sealed-address frames
-// (EtherType 0x88B5) are always dropped in the host, never opened (fail
-// closed; a NIC with Capabilities.Crypto opens them itself and forwards
-// them on the sealed routes the switch pushes: sealroute.go), as are expired
+// (EtherType 0x88B5) that reach the host are dropped there, never opened
+// (fail closed; a NIC with Capabilities.Crypto opens them itself and
+// forwards them on the sealed routes the switch pushes: sealroute.go, and
+// one with Capabilities.SealedDrop drops those it does not forward itself,
+// as Explain says), as are expired
 // TTLs, malformed frames, non-first fragments and tunnelled frames for
 // another tunnel endpoint (below).
 //

@@ -35,14 +35,15 @@ type Explanation struct {
 	Reason  policy.Reason
 	Actions []hal.Action // the unified flow's header operations
 	// Where it is handled: the NIC or the host; PathNone for a packet the
-	// host drops before any flow (sealed, TTL, malformed).
+	// host drops before any flow (sealed, TTL, malformed), or a sealed
+	// frame the NIC drops itself (Capabilities.SealedDrop).
 	Where Path
 	Why   Why
 	// Detail is the refusal, failure or host drop behind Why, in words.
 	Detail string
 	// HostDrop names the host drop (a key of Stats.Drops: "not_local",
 	// "sealed", "ttl", …) when the host drops the packet before any flow;
-	// empty otherwise.
+	// empty otherwise (a sealed frame the NIC drops itself included).
 	HostDrop string
 	// Flow is the cached flow, when the switch has one for the key.
 	Flow *FlowInfo
@@ -145,14 +146,31 @@ func (s *Switch) ExplainFlow(id hal.RuleID) (Explanation, bool) {
 	return Explanation{}, false
 }
 
+// explainSealed says what becomes of a sealed-address frame, as the NIC
+// reports it: Crypto (it opens them) and SealedDrop (what it cannot open or
+// route it drops itself, never handing it to the host).
 func (s *Switch) explainSealed(k hal.FlowKey) Explanation {
-	e := Explanation{Key: k, Verdict: "drop", Where: PathNone, HostDrop: DropSealed.String()}
+	e := Explanation{Key: k, Verdict: "drop", Where: PathNone}
+	var b strings.Builder
 	if s.caps.Crypto {
-		e.Detail = "sealed-address frame: the NIC opens it and forwards it on the sealed routes the host pushed (" +
-			strconv.Itoa(len(s.seal.pushed[k.InPort])) + " for this vport); one that reaches the host (no key, a bad seal, no route) is dropped there and never opened"
+		b.WriteString("sealed-address frame: the NIC opens it and forwards it on the sealed routes the host pushed (" +
+			strconv.Itoa(len(s.seal.pushed[k.InPort])) + " for this vport); ")
+		if s.caps.SealedDrop {
+			b.WriteString("one it cannot open or route (no key, a bad seal, no route) the NIC drops itself (reason sealed): none reaches the host")
+		} else {
+			b.WriteString("one it cannot open or route (no key, a bad seal, no route) it hands to the host, which drops it (fail closed) and never opens it")
+			e.HostDrop = DropSealed.String()
+		}
 	} else {
-		e.Detail = "sealed-address frame and the NIC has no crypto capability: the host drops it (fail closed) and never opens it"
+		b.WriteString("sealed-address frame and the NIC has no crypto capability: ")
+		if s.caps.SealedDrop {
+			b.WriteString("the NIC drops it (fail closed, reason sealed, see its notes); it never reaches the host")
+		} else {
+			b.WriteString("the NIC hands it to the host, which drops it (fail closed) and never opens it")
+			e.HostDrop = DropSealed.String()
+		}
 	}
+	e.Detail = b.String()
 	return e
 }
 

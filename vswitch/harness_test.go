@@ -58,6 +58,8 @@ type topoOpts struct {
 	// wrap, when set, decorates each host's NIC (after the fault
 	// decorator) before its switch is built on it.
 	wrap func(host string, nic hal.NIC) hal.NIC
+	// crypto: each softnic opens sealed addresses (softnic.Config.Crypto).
+	crypto bool
 }
 
 func (o *topoOpts) portMTU(host, port string) int {
@@ -96,7 +98,7 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 			names = append(names, vm.Name)
 		}
 		pcs = append(pcs, softnic.PortConfig{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: o.portMTU(h.Name, "uplink")})
-		soft, err := softnic.New(softnic.Config{Device: h.Name, Ports: pcs, MaxRules: o.maxRules, Disable: o.disable})
+		soft, err := softnic.New(softnic.Config{Device: h.Name, Ports: pcs, MaxRules: o.maxRules, Disable: o.disable, Crypto: o.crypto})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -843,7 +843,7 @@ func (e *enc) caps(c *hal.Capabilities) {
 	e.u8(uint8(c.Decaps))
 	var f uint16
 	for i, b := range []bool{c.Priorities, c.Counters.PerRule, c.Counters.PerPort, c.Counters.BytesIncludeL2,
-		c.Generations, c.Crypto, c.ExceptionPath, c.AtomicBatch, c.TunnelFilter, c.AddressLearning, c.TunnelMissesUnseen} {
+		c.Generations, c.Crypto, c.ExceptionPath, c.AtomicBatch, c.TunnelFilter, c.AddressLearning, c.TunnelMissesUnseen, c.SealedDrop} {
 		if b {
 			f |= 1 << i
 		}
@@ -856,7 +856,7 @@ func (e *enc) caps(c *hal.Capabilities) {
 	}
 }
 
-const capsFlags = 1<<11 - 1
+const capsFlags = 1<<12 - 1
 
 func (d *dec) caps(c *hal.Capabilities) {
 	c.Driver = d.str()
@@ -876,7 +876,7 @@ func (d *dec) caps(c *hal.Capabilities) {
 	bit := func(i int) bool { return f&(1<<i) != 0 }
 	c.Priorities, c.Counters.PerRule, c.Counters.PerPort, c.Counters.BytesIncludeL2 = bit(0), bit(1), bit(2), bit(3)
 	c.Generations, c.Crypto, c.ExceptionPath, c.AtomicBatch, c.TunnelFilter = bit(4), bit(5), bit(6), bit(7), bit(8)
-	c.AddressLearning, c.TunnelMissesUnseen = bit(9), bit(10)
+	c.AddressLearning, c.TunnelMissesUnseen, c.SealedDrop = bit(9), bit(10), bit(11)
 	c.MaxScopes = d.int()
 	n := d.count(1)
 	c.Notes = nil

@@ -112,15 +112,16 @@ func TestCapsFlagsRoundTrip(t *testing.T) {
 	for _, c := range []hal.Capabilities{
 		{Driver: "x", AddressLearning: true},
 		{Driver: "x", TunnelMissesUnseen: true},
+		{Driver: "x", SealedDrop: true},
 		{Driver: "x", Priorities: true, Generations: true, Crypto: true, ExceptionPath: true, AtomicBatch: true, TunnelFilter: true,
-			AddressLearning: true, TunnelMissesUnseen: true, Counters: hal.CounterCaps{PerRule: true, PerPort: true, BytesIncludeL2: true}},
+			AddressLearning: true, TunnelMissesUnseen: true, SealedDrop: true, Counters: hal.CounterCaps{PerRule: true, PerPort: true, BytesIncludeL2: true}},
 	} {
 		var e enc
 		e.caps(&c)
 		d := dec{b: e.b}
 		var got hal.Capabilities
 		d.caps(&got)
-		if err := d.done(); err != nil || got.AddressLearning != c.AddressLearning || got.TunnelMissesUnseen != c.TunnelMissesUnseen ||
+		if err := d.done(); err != nil || got.AddressLearning != c.AddressLearning || got.TunnelMissesUnseen != c.TunnelMissesUnseen || got.SealedDrop != c.SealedDrop ||
 			got.AtomicBatch != c.AtomicBatch || got.Counters != c.Counters {
 			t.Errorf("caps %+v came back %+v (%v)", c, got, err)
 		}

@@ -37,7 +37,9 @@ func (n *NIC) capabilities(cfg Config) hal.Capabilities {
 		TunnelFilter:  !d.TunnelFilter,
 		// Learned from the exception path (learn.go).
 		AddressLearning: true,
-		Notes:           []string{"rules live in process memory; counters count the frame as it matched, Ethernet header included"},
+		// Sealed frames it cannot open or route are dropped (sealed.go).
+		SealedDrop: true,
+		Notes:      []string{"rules live in process memory; counters count the frame as it matched, Ethernet header included"},
 	}
 	if c.Generations {
 		c.MaxScopes = n.maxScopes

@@ -220,6 +220,7 @@ func (n *NIC) probe(ctx context.Context) error {
 		Generations:   true,
 		MaxScopes:     maxScopes,
 		ExceptionPath: false,
+		SealedDrop:    true, // installSealedDrop
 		Notes:         notes,
 	}
 	return nil

@@ -17,6 +17,9 @@ func TestCapabilitiesExplainRefusals(t *testing.T) {
 	if caps.Crypto {
 		t.Fatal("Crypto advertised, but the program holds no keys")
 	}
+	if !caps.SealedDrop {
+		t.Fatal("SealedDrop not advertised, but the program drops sealed frames itself")
+	}
 	for _, want := range []string{"atomic batches: no", "sealed-address frames (EtherType 0x88B5) are dropped"} {
 		if !slices.ContainsFunc(caps.Notes, func(n string) bool { return strings.HasPrefix(n, want) }) {
 			t.Errorf("no note starting %q: %q", want, caps.Notes)

@@ -1,6 +1,7 @@
 package xdp
 
 import (
+	"cmp"
 	"fmt"
 
 	"github.com/nicpath/nicpath/hal"
@@ -71,6 +72,11 @@ type Config struct {
 	// ExceptionBuffer is the per-CPU size, in bytes, of the exception ring
 	// (rounded up to pages). Default 1 MiB.
 	ExceptionBuffer int
+	// MaxBatch bounds the operations of one Apply call
+	// (Capabilities.MaxBatch); a larger batch is refused whole with
+	// hal.ErrBatchTooLarge. Default DefaultMaxBatch; negative is refused
+	// by Open.
+	MaxBatch int
 }
 
 func (c *Config) withDefaults() Config {
@@ -83,6 +89,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if d.ExceptionBuffer <= 0 {
 		d.ExceptionBuffer = 1 << 20
+	}
+	if d.MaxBatch == 0 {
+		d.MaxBatch = DefaultMaxBatch
 	}
 	d.Ports = append([]PortConfig(nil), c.Ports...)
 	used := map[hal.PortID]bool{}
@@ -108,9 +117,10 @@ func (c *Config) withDefaults() Config {
 	return d
 }
 
-// maxBatch bounds one Apply call. Batches are written with BPF batch
-// updates; the bound only keeps one call's memory and latency in reason.
-const maxBatch = 1 << 20
+// DefaultMaxBatch bounds one Apply call unless Config.MaxBatch says
+// otherwise. Batches are written with BPF batch updates; the bound only
+// keeps one call's memory and latency in reason.
+const DefaultMaxBatch = 1 << 20
 
 // atomicBatchNote says why AtomicBatch is false: the rules are BPF map
 // entries, written one after another.
@@ -126,7 +136,7 @@ func baseCapabilities(cfg *Config) hal.Capabilities {
 		Driver:   DriverName,
 		Location: hal.LocationKernel,
 		MaxRules: cfg.MaxRules,
-		MaxBatch: maxBatch,
+		MaxBatch: cmp.Or(cfg.MaxBatch, DefaultMaxBatch),
 		// Tuple-space search: any field, any bit mask, up to maxMasks
 		// distinct mask shapes, overlaps resolved by priority.
 		MatchFields:   hal.MatchAll,
@@ -142,6 +152,7 @@ func baseCapabilities(cfg *Config) hal.Capabilities {
 		TunnelFilter:  true,
 		// Learned by the exception reader (learn_linux.go).
 		AddressLearning: true,
+		SealedDrop:      true, // sealedNote
 		Notes: []string{
 			"encap: IPv4 or IPv6 outer headers (full UDP checksum over IPv6); Geneve without options",
 			"IPv6 extension headers go to the host (unsupported)",

@@ -51,7 +51,9 @@ func vethTarget(t *testing.T) conformance.Target {
 			if err != nil {
 				return nil, nil, err
 			}
-			n, err := Open(ctx, Config{NetNS: "/var/run/netns/" + h.ns, MaxRules: 4096, Ports: []PortConfig{
+			// A small MaxBatch, so that the suite can build a batch
+			// one larger (apply/*/too-large).
+			n, err := Open(ctx, Config{NetNS: "/var/run/netns/" + h.ns, MaxRules: 4096, MaxBatch: 256, Ports: []PortConfig{
 				{ID: 1, Name: "p1", Kind: hal.PortVPort}, {ID: 2, Name: "p2", Kind: hal.PortVPort}, {ID: 3, Name: "p3", Kind: hal.PortUplink}}})
 			if err != nil {
 				h.Close()

@@ -214,6 +214,7 @@
 //	Counters       per rule (Count), per port, L2 bytes      per-CPU arrays
 //	Generations    yes, Config.MaxScopes scopes               the active_gen array
 //	ExceptionPath  yes (perf events), AtomicBatch no
+//	MaxBatch       Config.MaxBatch operations per Apply     Config (default DefaultMaxBatch, 1<<20)
 //	TunnelFilter   yes, 16 addresses and groups per uplink  the tun_eps map
 //	AddressLearning yes (hal.AddressLearner)                 the exception reader
 //	Notes          the mode each port attached in, and why a driver-mode

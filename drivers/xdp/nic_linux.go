@@ -76,6 +76,9 @@ type NIC struct {
 // Open loads the datapath, attaches it to every port of cfg and returns the
 // NIC. On failure nothing stays attached or loaded.
 func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
+	if cfg.MaxBatch < 0 {
+		return nil, fmt.Errorf("xdp: MaxBatch %d is negative", cfg.MaxBatch)
+	}
 	c := cfg.withDefaults()
 	for _, p := range c.Ports {
 		if p.ID == 0 || p.ID >= MaxPorts {

@@ -13,13 +13,13 @@ import (
 // TestCapabilities: what Open reports is what it created and attached.
 func TestCapabilities(t *testing.T) {
 	requireRoot(t)
-	n, err := Open(context.Background(), Config{MaxRules: 1000, MaxScopes: 77, Ports: []PortConfig{{}, {Kind: hal.PortUplink}}})
+	n, err := Open(context.Background(), Config{MaxRules: 1000, MaxScopes: 77, MaxBatch: 300, Ports: []PortConfig{{}, {Kind: hal.PortUplink}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
 	c := n.Capabilities()
-	if c.Driver != DriverName || c.MaxRules != 1000 || c.MaxScopes != 77 || c.Location != hal.LocationKernel {
+	if c.Driver != DriverName || c.MaxRules != 1000 || c.MaxScopes != 77 || c.MaxBatch != 300 || c.Location != hal.LocationKernel {
 		t.Fatalf("capabilities:\n%s", c.String())
 	}
 	if !c.Generations || !c.ExceptionPath || !c.Priorities || c.AtomicBatch || c.Crypto {
@@ -30,6 +30,24 @@ func TestCapabilities(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(c.Notes, "\n"), "verified") {
 		t.Fatalf("notes %q", c.Notes)
+	}
+}
+
+// TestCapabilitiesMaxBatch: Config.MaxBatch defaults to DefaultMaxBatch,
+// and a negative one fails Open before anything is loaded.
+func TestCapabilitiesMaxBatch(t *testing.T) {
+	requireRoot(t)
+	d := (&Config{}).withDefaults()
+	if c := baseCapabilities(&d); c.MaxBatch != DefaultMaxBatch {
+		t.Fatalf("default MaxBatch %d, want %d", c.MaxBatch, DefaultMaxBatch)
+	}
+	n, err := Open(context.Background(), Config{MaxBatch: -1, Ports: []PortConfig{{}}})
+	if err == nil {
+		n.Close()
+		t.Fatal("Open took MaxBatch -1")
+	}
+	if !strings.Contains(err.Error(), "MaxBatch") {
+		t.Fatalf("Open with MaxBatch -1: %v", err)
 	}
 }
 
