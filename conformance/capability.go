@@ -38,14 +38,42 @@ func knownCapability(name string) bool {
 // capability, which the case needs; capability is one of CapabilityNames,
 // and the report carries it. It is the only way a case skips: a NIC that
 // advertises a capability and then refuses a rule within it fails.
+//
+// When the NIC the case opened says why in its Capabilities.Notes (see
+// noteOn), the skip quotes it, so that the report says why the NIC lacks
+// the capability and not only that it does.
 func need(t T, capability, format string, args ...any) {
 	t.Helper()
+	why := fmt.Sprintf(format, args...)
 	if r, ok := t.(*record); ok {
 		r.mu.Lock()
 		r.missing = capability
+		if n := noteOn(r.notes, capability); n != "" {
+			why += "; the NIC says: " + n
+		}
 		r.mu.Unlock()
 	}
-	t.Skipf("needs %s: %s", capability, fmt.Sprintf(format, args...))
+	t.Skipf("needs %s: %s", capability, why)
+}
+
+// noteOn returns the note of notes that speaks of capability (one of
+// CapabilityNames): the first whose text before its first colon is the
+// capability's name, or its plural, in any case ("atomic batches: no
+// (…)" speaks of "atomic batch"). "" when there is none.
+func noteOn(notes []string, capability string) string {
+	for _, n := range notes {
+		head, _, ok := strings.Cut(n, ":")
+		if !ok {
+			continue
+		}
+		head = strings.TrimSpace(head)
+		for _, name := range []string{capability, capability + "s", capability + "es"} {
+			if strings.EqualFold(head, name) {
+				return n
+			}
+		}
+	}
+	return ""
 }
 
 // matchNeed names the first field of missing as a capability.

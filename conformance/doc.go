@@ -40,7 +40,11 @@
 //
 // Each case opens a fresh NIC. A case skips only when the NIC does not
 // advertise a capability it needs (a match, an action, an uplink), and the
-// skip names it (CaseResult.Missing, one of [CapabilityNames]). A rule
+// skip names it (CaseResult.Missing, one of [CapabilityNames]) and quotes
+// what the NIC says of it: the note of hal.Capabilities.Notes whose text
+// before its first colon is the capability's name ("atomic batches: no
+// (…): tc has no transaction over filters" for "atomic batch"); the
+// capability matrix shows the same note beside the row. A rule
 // within what the NIC advertises that its Validate refuses fails the case:
 // a variant of an advertised capability (IPv6 outer headers, Geneve
 // options, an encapsulation TTL) is part of it, not a reason to skip.

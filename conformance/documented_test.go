@@ -238,3 +238,49 @@ func TestRunFailsStaleDocumented(t *testing.T) {
 		t.Logf("child output:\n%s", out)
 	}
 }
+
+// A skip for a capability the NIC lacks quotes what the NIC says of it in
+// Capabilities.Notes (the note whose text before its colon names the
+// capability, plural or not, in any case), and the capability matrix shows
+// the note beside the row; a NIC that says nothing gets nothing invented.
+func TestSkipQuotesTheNICsNote(t *testing.T) {
+	const why = "Atomic Batches: no (no hal.AtomicApplier): each operation lands on its own"
+	for _, c := range []struct {
+		name  string
+		notes []string
+		want  string
+	}{
+		{"note", []string{"generations: fine", "atomic: a decoy", why}, why},
+		{"no-note", []string{"atomic batching is planned"}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tg := wrap("no atomic batches", nil, func(n hal.NIC) hal.NIC {
+				return &broken{NIC: n, caps: func(caps hal.Capabilities) hal.Capabilities {
+					caps.Notes = append(caps.Notes, c.notes...)
+					return caps
+				}}
+			}, nil)
+			rep := conformance.RunSuite(context.Background(), tg, conformance.Options{Run: "^rules$/^atomic$"})
+			atomic, ok := rep.Case("rules/atomic")
+			if !ok || atomic.Status != conformance.StatusSkip || atomic.Missing != "atomic batch" {
+				t.Fatalf("rules/atomic: %+v; want a skip for atomic batch", atomic)
+			}
+			quoted := strings.Contains(atomic.Reason, "the NIC says: ")
+			if c.want != "" && !strings.HasSuffix(atomic.Reason, "the NIC says: "+c.want) {
+				t.Errorf("skip reason %q does not quote the NIC's note %q", atomic.Reason, c.want)
+			}
+			if c.want == "" && quoted {
+				t.Errorf("skip reason %q quotes a note that does not speak of atomic batches", atomic.Reason)
+			}
+			var row *conformance.CapabilityRow
+			for i := range rep.Matrix {
+				if rep.Matrix[i].Capability == "atomic batch" {
+					row = &rep.Matrix[i]
+				}
+			}
+			if row == nil || row.Advertised || row.Detail != c.want {
+				t.Errorf("matrix row %+v; want atomic batch not advertised, detail %q", row, c.want)
+			}
+		})
+	}
+}

@@ -42,6 +42,11 @@ func open(t T, tg *Target) *env {
 		t.Fatalf("opening %s: %v", tg.Name, err)
 	}
 	e := &env{t: t, tg: tg, nic: nic, h: h, caps: nic.Capabilities(), nextID: 1}
+	if r, ok := t.(*record); ok {
+		r.mu.Lock()
+		r.notes = e.caps.Notes
+		r.mu.Unlock()
+	}
 	t.Cleanup(e.release)
 	e.ports = nic.Ports()
 	for _, p := range e.ports {

@@ -131,6 +131,14 @@ func matrix(caps *hal.Capabilities, results []CaseResult) []CapabilityRow {
 	}
 	var rows []CapabilityRow
 	add := func(name string, adv bool, detail, cs string) {
+		// What the NIC says of the capability, beside the row: why it
+		// lacks it, or what bounds it.
+		if n := noteOn(caps.Notes, name); n != "" {
+			if detail != "" {
+				detail += "; "
+			}
+			detail += n
+		}
 		rows = append(rows, CapabilityRow{Capability: name, Advertised: adv, Detail: detail, Case: cs, Status: status[cs]})
 	}
 	add("location", true, caps.Location.String(), "")
@@ -166,6 +174,7 @@ func matrix(caps *hal.Capabilities, results []CaseResult) []CapabilityRow {
 	add("tunnelled misses to the host", caps.ExceptionPath && !caps.TunnelMissesUnseen, "", "decap/vxlan")
 	add("atomic batch", caps.AtomicBatch, "", "rules/atomic")
 	add("crypto (sealed addresses)", caps.Crypto, "", "sealed")
+	add("sealed drop", caps.SealedDrop, "", "sealed")
 	add("tunnel filter", caps.TunnelFilter, "", "tunnel-endpoint")
 	add("address learning", caps.AddressLearning, "", "learning")
 	return rows

@@ -26,7 +26,8 @@ func goldenReport() *Report {
 		Actions:  hal.ActionsOf(hal.ActionEncap, hal.ActionOutput, hal.ActionCount),
 		Encaps:   hal.EncapsOf(hal.EncapVXLAN),
 		Counters: hal.CounterCaps{PerRule: true, BytesIncludeL2: true}, ExceptionPath: true,
-		Notes: []string{"generic XDP | no driver mode"},
+		SealedDrop: true,
+		Notes:      []string{"generic XDP | no driver mode", "atomic batches: no (rules written <one by one>)"},
 	}
 	r := &Report{
 		Target: "fake on veth0,veth1", Mode: ModeSuite,

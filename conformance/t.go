@@ -49,6 +49,9 @@ type record struct {
 	skipped  bool
 	skip     string
 	missing  string // the capability a skip names (see need)
+	// notes are the Capabilities.Notes of the NIC the case opened (see
+	// open); subcases inherit them, and need quotes them.
+	notes    []string
 	children []*record
 	cleanups []func()
 
@@ -128,6 +131,7 @@ func (r *record) Run(name string, f func(T)) bool {
 	c := newRecord(r.ctx, r.name+"/"+name)
 	c.done, c.filter, c.depth = r.done, r.filter, r.depth+1
 	r.mu.Lock()
+	c.notes = r.notes
 	r.children = append(r.children, c)
 	r.mu.Unlock()
 	c.exec(func(t *record) { f(t) }, 0)

@@ -1,6 +1,11 @@
 package tcflower
 
-import "github.com/nicpath/nicpath/hal"
+import (
+	"cmp"
+	"fmt"
+
+	"github.com/nicpath/nicpath/hal"
+)
 
 // Placement says where rules may live.
 type Placement uint8
@@ -60,4 +65,40 @@ type Config struct {
 	NetNS string
 	// Block is the index of the shared tc block; 0 picks a free one.
 	Block uint32
+	// MaxRules is the table size (Capabilities.MaxRules): an add beyond it
+	// is refused with hal.ErrTableFull and nothing installed is touched.
+	// Default DefaultMaxRules; negative is refused by Open.
+	MaxRules int
+	// MaxBatch bounds the operations of one Apply call
+	// (Capabilities.MaxBatch); a larger batch is refused whole with
+	// hal.ErrBatchTooLarge. Default DefaultMaxBatch; negative is refused
+	// by Open.
+	MaxBatch int
 }
+
+// DefaultMaxRules is the table size unless Config.MaxRules says otherwise.
+// Software filters have no table size, only kernel memory; the bound keeps
+// one NIC from exhausting it and gives callers a table size to plan with.
+const DefaultMaxRules = 1 << 20
+
+// DefaultMaxBatch bounds one Apply call unless Config.MaxBatch says
+// otherwise: Apply holds the NIC's lock for its whole batch, and a batch of
+// a million filters already takes the kernel seconds.
+const DefaultMaxBatch = 1 << 20
+
+// checkLimits refuses limits Open cannot take.
+func (c *Config) checkLimits() error {
+	if c.MaxRules < 0 {
+		return fmt.Errorf("tcflower: MaxRules %d is negative", c.MaxRules)
+	}
+	if c.MaxBatch < 0 {
+		return fmt.Errorf("tcflower: MaxBatch %d is negative", c.MaxBatch)
+	}
+	return nil
+}
+
+func (c *Config) maxRules() int { return cmp.Or(c.MaxRules, DefaultMaxRules) }
+func (c *Config) maxBatch() int { return cmp.Or(c.MaxBatch, DefaultMaxBatch) }
+
+// atomicBatchNote says why Capabilities.AtomicBatch is false.
+const atomicBatchNote = "atomic batches: no (no hal.AtomicApplier): tc has no transaction over filters; the kernel runs each filter message of a batch on its own and answers it on its own, so a failed batch may have applied part of itself, and its results say which operations landed. Rolling back would be more messages, each of which can fail in turn, and packets would meet the partial batch meanwhile"

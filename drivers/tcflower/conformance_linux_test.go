@@ -95,6 +95,10 @@ func (b *confBed) config() Config {
 		},
 		Tunnels: map[hal.EncapKind]string{hal.EncapVXLAN: "vx0", hal.EncapGeneve: "gnv0"},
 		NetNS:   b.ns.Path,
+		// A table the full-table case fills (table/full), and a batch
+		// bound the suite can exceed by one (apply/*/too-large).
+		MaxRules: 512,
+		MaxBatch: 256,
 	}
 }
 

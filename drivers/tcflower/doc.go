@@ -241,6 +241,18 @@
 // the new filter before removing the old. Close deletes the qdiscs, which
 // destroys the block and every filter in it.
 //
+// Config.MaxBatch bounds one Apply (Capabilities.MaxBatch; a larger batch
+// is refused whole with hal.ErrBatchTooLarge) and Config.MaxRules is the
+// table size (Capabilities.MaxRules; an add beyond it fails with
+// hal.ErrTableFull and touches nothing installed); both default to 1<<20
+// (DefaultMaxBatch, DefaultMaxRules). Batches are not atomic
+// (Capabilities.AtomicBatch false, no hal.AtomicApplier, and a note says
+// why): tc has no transaction over filters, the kernel runs and answers
+// each filter message on its own, so a failed batch may have applied part
+// of itself, and its results say which operations landed. An undo would
+// be more messages that can fail in turn, and packets would meet the
+// partial batch meanwhile.
+//
 // # Not done, and known differences
 //
 //   - A tunnelled miss reaches the host rebuilt, not as it arrived (see

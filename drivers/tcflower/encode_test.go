@@ -130,7 +130,7 @@ func fakeNIC(t *testing.T, k *fakeKernel) *NIC {
 	lay := layout{ports: map[hal.PortID]*device{1: devs[0], 2: devs[1], 3: devs[2]}, tunnels: map[hal.EncapKind]*device{hal.EncapVXLAN: devs[3]}, outer6: hal.EncapsOf(hal.EncapVXLAN)}
 	n := newNIC(conn, Config{}, testBlock, clsFlagsSkipHW, lay, devs)
 	n.caps = hal.Capabilities{
-		Driver: driverName, MaxBatch: maxBatch, MaxRules: 1 << 20,
+		Driver: driverName, MaxBatch: DefaultMaxBatch, MaxRules: DefaultMaxRules,
 		MatchFields: hal.MatchAll&^hal.MatchTunKind | hal.MatchTunKind, MaskedFields: hal.MatchAll,
 		Actions: hal.AllActions &^ hal.ActionsOf(hal.ActionToHost, hal.ActionDecTTL),
 		Encaps:  hal.EncapsOf(hal.EncapVXLAN), Decaps: hal.EncapsOf(hal.EncapVXLAN),

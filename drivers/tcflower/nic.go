@@ -34,15 +34,6 @@ const maxScopes = 7
 // costs one system call per thousand rules.
 const chunkOps = 1024
 
-// maxRules bounds the rules one NIC holds. Software filters have no table
-// size, only kernel memory; the bound keeps one NIC from exhausting it and
-// gives callers a table size to plan with (ErrTableFull beyond it).
-const maxRules = 1 << 20
-
-// maxBatch is the Apply size the driver accepts; larger batches are refused
-// so that a single call cannot hold the lock for minutes.
-const maxBatch = 1 << 20
-
 // Structural filters: priorities and handle.
 const (
 	prioSealed   = 1      // chain 0: drop sealed-address frames, first

@@ -39,6 +39,9 @@ func Open(ctx context.Context, cfg Config) (*NIC, error) {
 	if len(cfg.Ports) == 0 {
 		return nil, errors.New("tcflower: no ports")
 	}
+	if err := cfg.checkLimits(); err != nil {
+		return nil, err
+	}
 	var nsFD int
 	if cfg.NetNS != "" {
 		f, err := os.Open(cfg.NetNS)

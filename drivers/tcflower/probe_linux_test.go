@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -141,5 +142,63 @@ func TestProbeAnswersThreeWays(t *testing.T) {
 				t.Errorf("%v: the kernel's message is lost", err)
 			}
 		})
+	}
+}
+
+// TestProbeLimits: Capabilities.MaxRules and MaxBatch are Config's, the
+// package defaults when Config leaves them 0, and Open refuses negative
+// ones before it touches the kernel. A batch one larger than MaxBatch is
+// refused whole; the table refuses the add past MaxRules.
+func TestProbeLimits(t *testing.T) {
+	ctx := context.Background()
+	n := probeNIC(t, PlaceSoftware, nil)
+	if err := n.probe(ctx); err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	if n.caps.MaxRules != DefaultMaxRules || n.caps.MaxBatch != DefaultMaxBatch {
+		t.Errorf("defaults: MaxRules %d, MaxBatch %d; want %d, %d", n.caps.MaxRules, n.caps.MaxBatch, DefaultMaxRules, DefaultMaxBatch)
+	}
+
+	n = probeNIC(t, PlaceSoftware, nil)
+	n.cfg.MaxRules, n.cfg.MaxBatch = 2, 3
+	if err := n.probe(ctx); err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	if n.caps.MaxRules != 2 || n.caps.MaxBatch != 3 {
+		t.Fatalf("configured: MaxRules %d, MaxBatch %d; want 2, 3", n.caps.MaxRules, n.caps.MaxBatch)
+	}
+	if notes := strings.Join(n.caps.Notes, "\n"); !strings.Contains(notes, "max rules: 2,") {
+		t.Errorf("notes do not give the configured table size: %q", n.caps.Notes)
+	}
+	// No atomic batches, and the notes say why (the conformance report
+	// quotes the note that starts with the capability's name).
+	if _, ok := any(n).(hal.AtomicApplier); ok || n.caps.AtomicBatch || !slices.Contains(n.caps.Notes, atomicBatchNote) {
+		t.Errorf("atomic batches: AtomicBatch %v, notes %q; want false, with the note that says why", n.caps.AtomicBatch, n.caps.Notes)
+	}
+	ops := []hal.Op{hal.AddOp(rule(1, "192.0.2.1")), hal.AddOp(rule(2, "192.0.2.2")), hal.AddOp(rule(3, "192.0.2.3")), hal.AddOp(rule(4, "192.0.2.4"))}
+	res := make([]hal.OpResult, len(ops))
+	var be *hal.BatchError
+	if err := n.Apply(ctx, ops, res); !errors.Is(err, hal.ErrBatchTooLarge) || !errors.As(err, &be) || be.Failed != 4 {
+		t.Fatalf("a batch of 4 with MaxBatch 3: %v; want a *hal.BatchError, every op ErrBatchTooLarge", err)
+	}
+	if len(n.rules) != 0 {
+		t.Fatalf("%d rules of a refused batch installed", len(n.rules))
+	}
+	err := n.Apply(ctx, ops[:3], res[:3])
+	if res[0].Err != nil || res[1].Err != nil || !errors.Is(res[2].Err, hal.ErrTableFull) || !errors.Is(err, hal.ErrTableFull) {
+		t.Errorf("three adds into a table of 2: %v, results %v; want nil, nil, ErrTableFull", err, res[:3])
+	}
+	if len(n.rules) != 2 {
+		t.Errorf("%d rules installed, want 2", len(n.rules))
+	}
+
+	for _, cfg := range []Config{{MaxRules: -1}, {MaxBatch: -1}} {
+		cfg.Ports = []PortConfig{{Name: "lo", Kind: hal.PortVPort}}
+		if nic, err := Open(ctx, cfg); err == nil {
+			nic.Close()
+			t.Errorf("Open took MaxRules %d, MaxBatch %d", cfg.MaxRules, cfg.MaxBatch)
+		} else if !strings.Contains(err.Error(), "negative") {
+			t.Errorf("Open with MaxRules %d, MaxBatch %d: %v; want it to say which limit is negative", cfg.MaxRules, cfg.MaxBatch, err)
+		}
 	}
 }

@@ -15,8 +15,13 @@
 // sends only frames addressed within 198.18.0.0/15 and 2001:db8::/32 to and
 // from those far sides.
 //
+// The device drivers are opened with a table of -max-rules rules and a
+// bound of -max-batch operations per Apply, where the driver takes them,
+// so that the full-table and too-large cases can fill and exceed them.
+//
 // Every case is reported as pass, fail, skip (naming the capability the
-// NIC does not advertise that the case needs) or documented (a difference
+// NIC does not advertise that the case needs, and quoting what the NIC
+// says of it in its capabilities' notes) or documented (a difference
 // from softnic the driver documents, with the capability and the reason);
 // a documented case that passes, or a documented name that matches no case,
 // fails the run. The reports carry the environment: the kernel release,
@@ -89,6 +94,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.ports.NetNS, "netns", "", "path of the network namespace the interfaces are in (default: the current one)")
 	fs.StringVar(&tunnels, "tunnels", "", "tcflower: flow-based tunnel devices, e.g. vxlan=vx0,geneve=gnv0")
 	fs.IntVar(&c.ports.MaxRules, "max-rules", 512, "table size to open the NIC with, where the driver takes one (small enough for the full-table case)")
+	fs.IntVar(&c.ports.MaxBatch, "max-batch", 256, "operations per Apply to open the NIC with, where the driver takes a bound (small enough for the too-large case)")
 	fs.StringVar(&c.mode, "mode", "auto", "xdp: attach mode: auto, driver or generic")
 	fs.StringVar(&c.placement, "placement", "any", "tcflower: where rules may live: any, software or hardware")
 	fs.StringVar(&c.out, "out", ".", "directory the reports are written to")
@@ -154,6 +160,9 @@ func softnicTarget(p devices.Ports) (conformance.Target, error) {
 		if p.MaxRules > 0 {
 			c.MaxRules = p.MaxRules
 		}
+		if p.MaxBatch > 0 {
+			c.MaxBatch = p.MaxBatch
+		}
 	})
 	tg.Name = fmt.Sprintf("softnic (in memory: %s)", strings.Join(append(append([]string(nil), vports...), uplinks...), ","))
 	return tg, nil
@@ -205,7 +214,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		rep.Summary = conformance.Summary{Total: 1, Fail: 1}
 		fmt.Fprintln(stderr, "nicconform:", err)
 	case c.differential:
-		ref, _ := softnicTarget(devices.Ports{MaxRules: c.ports.MaxRules})
+		ref, _ := softnicTarget(devices.Ports{MaxRules: c.ports.MaxRules, MaxBatch: c.ports.MaxBatch})
 		fmt.Fprintf(stderr, "nicconform: differential: %s against %s\n", tg.Name, ref.Name)
 		rep = conformance.Differential(ctx, ref, tg, opts)
 	default:

@@ -69,7 +69,7 @@ func vethTopology(t *testing.T) (nsPath string, ports devices.Ports) {
 	if err != nil {
 		t.Fatalf("enabling GRO on the far sides: %v", err)
 	}
-	return nsPath, devices.Ports{NetNS: nsPath, VPorts: []string{"nv1", "nv2"}, Uplinks: []string{"nvu"}, MaxRules: 512}
+	return nsPath, devices.Ports{NetNS: nsPath, VPorts: []string{"nv1", "nv2"}, Uplinks: []string{"nvu"}, MaxRules: 512, MaxBatch: 256}
 }
 
 // TestRunXDP runs the command against the XDP driver on veth pairs in a

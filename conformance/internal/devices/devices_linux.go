@@ -27,7 +27,7 @@ func XDP(p Ports, mode xdp.Mode) (conformance.Target, error) {
 	return conformance.Target{
 		Name: fmt.Sprintf("xdp (%s mode) on %v", mode, names(ports)),
 		Open: func(ctx context.Context) (hal.NIC, conformance.Harness, error) {
-			cfg := xdp.Config{NetNS: p.NetNS, Mode: mode, MaxRules: p.MaxRules}
+			cfg := xdp.Config{NetNS: p.NetNS, Mode: mode, MaxRules: p.MaxRules, MaxBatch: p.MaxBatch}
 			for _, pt := range ports {
 				cfg.Ports = append(cfg.Ports, xdp.PortConfig{ID: pt.id, Name: pt.name, Kind: pt.kind})
 			}
@@ -61,7 +61,7 @@ func TCFlower(p Ports, placement tcflower.Placement) (conformance.Target, error)
 	return conformance.Target{
 		Name: fmt.Sprintf("tcflower (%s placement) on %v", placement, names(ports)),
 		Open: func(ctx context.Context) (hal.NIC, conformance.Harness, error) {
-			cfg := tcflower.Config{NetNS: p.NetNS, Placement: placement, Tunnels: p.Tunnels}
+			cfg := tcflower.Config{NetNS: p.NetNS, Placement: placement, Tunnels: p.Tunnels, MaxRules: p.MaxRules, MaxBatch: p.MaxBatch}
 			for _, pt := range ports {
 				cfg.Ports = append(cfg.Ports, tcflower.PortConfig{ID: pt.id, Name: pt.name, Kind: pt.kind})
 			}

@@ -22,6 +22,10 @@ type Ports struct {
 	// MaxRules sizes the table where the driver takes a size, so that the
 	// full-table case can fill it (0: the driver's default).
 	MaxRules int
+	// MaxBatch bounds one Apply call where the driver takes a bound, so
+	// that the too-large case can build a batch one larger (0: the
+	// driver's default).
+	MaxBatch int
 }
 
 // port is one interface with its hal ID and kind.
