@@ -84,7 +84,7 @@ func TestRunTCFlowerInVM(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), []string{"-driver", "tcflower", "-netns", "/run/netns/" + ns,
 		"-ports", "p1,p2", "-uplink", "up0", "-peers", "vm1,vm2,up1", "-tunnels", "vxlan=vx0,geneve=gnv0",
-		"-out", dir, "-run", "^(sanity|action|encap|decap|close)$"}, &stdout, &stderr)
+		"-out", dir, "-run", "^(sanity|action|encap|decap|close|apply|table)$"}, &stdout, &stderr)
 	j, r, md := readReports(t, dir)
 	t.Logf("%s\n%s", stdout.String(), md)
 	if code != 0 {
@@ -92,6 +92,13 @@ func TestRunTCFlowerInVM(t *testing.T) {
 	}
 	if r.Driver != "tcflower" || r.Summary.Pass < 20 || j.Failures != 0 {
 		t.Errorf("driver %q summary %+v", r.Driver, r.Summary)
+	}
+	// The command opens the NIC with its -max-rules and -max-batch
+	// defaults: a table the suite fills, a batch bound it exceeds.
+	for _, name := range []string{"table/full", "apply/Apply/too-large"} {
+		if c, _ := r.Case(name); c.Status != conformance.StatusPass {
+			t.Errorf("%s: %+v; want a pass", name, c)
+		}
 	}
 	// The documented differences the run selects fail as documented, and
 	// the list holds (no entry passes or matches no case).
