@@ -98,6 +98,68 @@ func TestFlowTableIterateWhileChanging(t *testing.T) {
 	}
 }
 
+// TestFlowTableRemoveAt removes flows by the slot allAt yielded them at,
+// while new flows rebuild the table under the loop (so that some slots
+// are stale by the time they are used), and at random slots that hold
+// another flow or none: only the flow named goes, and the table agrees
+// with a map throughout.
+func TestFlowTableRemoveAt(t *testing.T) {
+	var tab flowTable
+	ref := map[hal.FlowKey]*flow{}
+	add := func(i int) {
+		f := &flow{key: hal.FlowKey{InPort: 1, L4Src: uint16(i), L4Dst: uint16(i >> 16)}}
+		tab.put(f)
+		ref[f.key] = f
+	}
+	for i := 0; i < 1000; i++ {
+		add(i)
+	}
+	next := 1000
+	type seen struct {
+		f    *flow
+		slot int
+	}
+	var held []seen // yielded, removed later by a slot that may be stale
+	for i, f := range tab.allAt() {
+		if f.dead {
+			t.Fatal("a removed flow was produced")
+		}
+		switch i % 3 {
+		case 0:
+			tab.removeAt(f, i)
+			f.dead = true
+			delete(ref, f.key)
+		case 1:
+			held = append(held, seen{f, i})
+		}
+		add(next) // enough to rebuild the table during the loop
+		next++
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for j, h := range held {
+		slot := h.slot
+		if j%2 == 1 {
+			slot = rng.IntN(len(tab.slots)+2) - 1 // wrong, out of range or -1
+		}
+		tab.removeAt(h.f, slot)
+		h.f.dead = true
+		delete(ref, h.f.key)
+	}
+	if tab.Len() != len(ref) {
+		t.Fatalf("Len %d, want %d", tab.Len(), len(ref))
+	}
+	for k, f := range ref {
+		if got := tab.get(&k); got != f {
+			t.Fatalf("get(%v) = %p, want %p", k, got, f)
+		}
+	}
+	for _, h := range held {
+		if got := tab.get(&h.f.key); got != nil {
+			t.Fatalf("removed flow %v still found", h.f.key)
+		}
+	}
+}
+
 // TestFlowSize holds a flow within 240 bytes: every first packet makes
 // one, seventeen to a 4 KiB slab (allocFlow). Fields that few flows need
 // belong in flowExtra.

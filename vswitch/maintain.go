@@ -8,8 +8,10 @@ import (
 )
 
 // counterChunk bounds one RuleCounters call: big enough to amortise the
-// call, small enough that the scratch slices stay in cache.
-const counterChunk = 4096
+// call, small enough that the scratch slices and the chunk's flows (two
+// or three cache lines each, read again once the counters are in) stay
+// in the L2 cache.
+const counterChunk = 512
 
 // retryPerMaintain bounds how many host flows (left there by a full table
 // or a driver error) one Maintain tries to offload again.
@@ -36,22 +38,39 @@ func (s *Switch) Maintain(ctx context.Context) error {
 	if eerr := s.syncEndpoint(ctx); eerr != nil && err == nil {
 		err = eerr
 	}
-	if cerr := s.readCounters(ctx, now); cerr != nil && err == nil {
+	// Idle flows go in the same pass over the flows as the counters
+	// (which say which flows are idle), unless a retirement is pending:
+	// it promotes shadow rules, and goes first.
+	ageFlows := !s.retirePending
+	if cerr := s.readCounters(ctx, now, ageFlows); cerr != nil && err == nil {
 		err = cerr
 	}
 	s.retire(now)
-	s.age(now)
+	s.age(now, !ageFlows)
 	s.retryHost()
 	s.flush(ctx)
 	return err
 }
 
-func (s *Switch) readCounters(ctx context.Context, now int64) error {
+// readCounters merges the NIC's per-rule counters into the flows (and so
+// into their connections); with ageIdle, it also removes the flows idle
+// for FlowIdle, in the same pass (age's own pass over the flows then has
+// nothing to do): a scan touches every flow, and the flows lie wherever
+// their slabs are, one cache miss each. It does them a chunk at a time,
+// while the chunk's flows are still in the cache.
+func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) error {
+	flowIdle := int64(s.cfg.FlowIdle)
 	if !s.counting {
+		if ageIdle {
+			for i, f := range s.flows.allAt() {
+				s.ageFlow(f, i, now, flowIdle)
+			}
+		}
 		return nil
 	}
 	type ref struct {
 		f      *flow
+		slot   int // in the flow table, for removeAt
 		shadow bool
 	}
 	ids := make([]hal.RuleID, 0, counterChunk)
@@ -84,19 +103,31 @@ func (s *Switch) readCounters(ctx context.Context, now int64) error {
 				*lp, *lb = c.Packets, c.Bytes
 			}
 		}
+		if ageIdle {
+			for _, r := range refs {
+				// A flow with a shadow rule is here twice; removed, it is dead.
+				if !r.f.dead {
+					s.ageFlow(r.f, r.slot, now, flowIdle)
+				}
+			}
+		}
 		ids, refs = ids[:0], refs[:0]
 	}
-	for f := range s.flows.all() {
-		if f.loc != PathNIC {
+	for i, f := range s.flows.allAt() {
+		if f.loc != PathNIC || f.id == 0 && f.shadowID == 0 {
+			// No counters to read first.
+			if ageIdle {
+				s.ageFlow(f, i, now, flowIdle)
+			}
 			continue
 		}
 		if f.id != 0 {
 			ids = append(ids, f.id)
-			refs = append(refs, ref{f, false})
+			refs = append(refs, ref{f, i, false})
 		}
 		if f.shadowID != 0 {
 			ids = append(ids, f.shadowID)
-			refs = append(refs, ref{f, true})
+			refs = append(refs, ref{f, i, true})
 		}
 		if len(ids) >= counterChunk-1 {
 			do()
@@ -106,10 +137,20 @@ func (s *Switch) readCounters(ctx context.Context, now int64) error {
 	return firstErr
 }
 
-// age removes flows idle for FlowIdle and connections idle for ConnIdle
-// (with every flow that opened or relied on them: the next packet walks the
-// layers again and finds the connection gone).
-func (s *Switch) age(now int64) {
+// ageFlow removes f, which allAt yielded at slot, if it has been idle
+// for flowIdle.
+func (s *Switch) ageFlow(f *flow, slot int, now, flowIdle int64) {
+	if now-f.lastUsed > flowIdle {
+		s.removeFlowAt(f, slot)
+		s.stats.flowsAged++
+	}
+}
+
+// age removes connections idle for ConnIdle (with every flow that opened
+// or relied on them: the next packet walks the layers again and finds the
+// connection gone) and, with flows (readCounters did not), flows idle for
+// FlowIdle.
+func (s *Switch) age(now int64, flows bool) {
 	flowIdle, connIdle := int64(s.cfg.FlowIdle), int64(s.cfg.ConnIdle)
 	for _, c := range s.ct.conns {
 		if now-c.lastSeen <= connIdle {
@@ -124,10 +165,9 @@ func (s *Switch) age(now int64) {
 			}
 		}
 	}
-	for f := range s.flows.all() {
-		if now-f.lastUsed > flowIdle {
-			s.removeFlow(f)
-			s.stats.flowsAged++
+	if flows {
+		for i, f := range s.flows.allAt() {
+			s.ageFlow(f, i, now, flowIdle)
 		}
 	}
 	for vm, fs := range s.cross {
@@ -159,8 +199,12 @@ func (s *Switch) age(now int64) {
 }
 
 // removeFlow forgets f and deletes its rules.
-func (s *Switch) removeFlow(f *flow) {
-	s.flows.remove(f)
+func (s *Switch) removeFlow(f *flow) { s.removeFlowAt(f, -1) }
+
+// removeFlowAt is removeFlow for a flow that the flow table's allAt
+// yielded at slot (-1: not known).
+func (s *Switch) removeFlowAt(f *flow, slot int) {
+	s.flows.removeAt(f, slot)
 	f.dead = true
 	s.unwild(f)
 	s.dropShadow(f)
@@ -182,12 +226,16 @@ func (s *Switch) removeFlow(f *flow) {
 // retryHost tries again to offload flows that a full table or a driver
 // error left in the host.
 func (s *Switch) retryHost() {
-	if !s.offloading() {
+	if !s.offloading() || !s.retryDue {
 		return
 	}
+	// Set again by the retries that fail (toHost), or below when the
+	// bound leaves flows for the next Maintain.
+	s.retryDue = false
 	n := 0
 	for f := range s.flows.all() {
 		if n >= retryPerMaintain {
+			s.retryDue = true
 			return
 		}
 		if f.loc == PathHost && (f.why == WhyTableFull || f.why == WhyDeviceError) {
