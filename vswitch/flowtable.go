@@ -8,7 +8,6 @@ import (
 	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
-	"github.com/nicpath/nicpath/internal/prefetch"
 )
 
 // flowTable is the host's flow cache: exact flow key → flow.
@@ -186,7 +185,8 @@ func (t *flowTable) putHashed(f *flow, h uint64) {
 			continue
 		}
 		if s.h == h && s.f.key == f.key {
-			s.f = f
+			s.f.inTable = false
+			s.f, f.inTable = f, true
 			return
 		}
 	}
@@ -194,6 +194,7 @@ func (t *flowTable) putHashed(f *flow, h uint64) {
 		t.used++
 	}
 	free.h, free.f = h, f
+	f.inTable = true
 	t.n++
 }
 
@@ -206,38 +207,21 @@ func (t *flowTable) remove(f *flow) {
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]
 		if s.f == f {
-			t.clearSlot(i)
+			s.f, f.inTable = nil, false
+			if t.slots[(i+1)&t.mask].h == 0 {
+				// The end of a chain: no probe needs to pass this slot.
+				s.h = 0
+				t.used--
+			} else {
+				s.h = 1
+			}
+			t.n--
 			return
 		}
 		if s.h == 0 {
 			return
 		}
 	}
-}
-
-// removeAt is remove for a flow that allAt yielded at slot i: when it is
-// still there (no rebuild since), it needs neither its key's hash (the
-// key's cache lines, which a scan does not otherwise read) nor a probe.
-func (t *flowTable) removeAt(f *flow, i int) {
-	if i >= 0 && i < len(t.slots) && t.slots[i].f == f {
-		t.clearSlot(uint64(i))
-		return
-	}
-	t.remove(f)
-}
-
-// clearSlot empties slot i, which holds a flow.
-func (t *flowTable) clearSlot(i uint64) {
-	s := &t.slots[i]
-	s.f = nil
-	if t.slots[(i+1)&t.mask].h == 0 {
-		// The end of a chain: no probe needs to pass this slot.
-		s.h = 0
-		t.used--
-	} else {
-		s.h = 1
-	}
-	t.n--
 }
 
 // rebuild re-slots the live flows by their stored hashes, in a table twice
@@ -266,59 +250,19 @@ func (t *flowTable) rebuild() {
 	}
 }
 
-// allAhead is how many slots ahead of the loop all prefetches the flows
-// of: a scan (Maintain reads every flow's counters and idle time, and
-// retries host flows, several times over each flow's life) otherwise
-// takes one cache miss per flow, one after the other, for the flows lie
-// wherever their slabs are; with the flows of the next allAhead slots in
-// flight (about half of them hold one), those misses overlap. 64 slots:
-// about 32 flows of two or three lines each, well within the misses a
-// core keeps in flight without evicting what the loop body uses.
-const allAhead = 64
-
 // all yields every flow. The loop body may remove flows and add new ones.
 func (t *flowTable) all() iter.Seq[*flow] {
 	return func(yield func(*flow) bool) {
-		for _, f := range t.allAt() {
+		slots := t.slots
+		for i := range slots {
+			f := slots[i].f
+			// A rebuild during the loop leaves it on the old slots, where
+			// flows removed since still appear: they are marked dead.
+			if f == nil || f.dead {
+				continue
+			}
 			if !yield(f) {
 				return
-			}
-		}
-	}
-}
-
-// allAt is all, with each flow's slot (for removeAt).
-func (t *flowTable) allAt() iter.Seq2[int, *flow] {
-	return func(yield func(int, *flow) bool) {
-		slots := t.slots
-		var addrs [3 * allAhead]uintptr
-		for base := 0; base < len(slots); base += allAhead {
-			// The flows of the next block of slots, while this block's
-			// are yielded. A slot's flow may be removed (and freed) before
-			// its prefetch lands: a prefetch never faults, and the slot
-			// held the pointer when its address was taken.
-			n := 0
-			for _, s := range slots[min(base+allAhead, len(slots)):min(base+2*allAhead, len(slots))] {
-				if f := s.f; f != nil {
-					// The fields every scan reads: id and loc, dead,
-					// lastUsed, the counter readings.
-					addrs[n] = uintptr(unsafe.Pointer(&f.id))
-					addrs[n+1] = uintptr(unsafe.Pointer(&f.lastUsed))
-					addrs[n+2] = uintptr(unsafe.Pointer(&f.shB))
-					n += 3
-				}
-			}
-			prefetch.Lines(addrs[:n])
-			for i := base; i < min(base+allAhead, len(slots)); i++ {
-				f := slots[i].f
-				// A rebuild during the loop leaves it on the old slots, where
-				// flows removed since still appear: they are marked dead.
-				if f == nil || f.dead {
-					continue
-				}
-				if !yield(i, f) {
-					return
-				}
 			}
 		}
 	}

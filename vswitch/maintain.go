@@ -55,22 +55,20 @@ func (s *Switch) Maintain(ctx context.Context) error {
 // readCounters merges the NIC's per-rule counters into the flows (and so
 // into their connections); with ageIdle, it also removes the flows idle
 // for FlowIdle, in the same pass (age's own pass over the flows then has
-// nothing to do): a scan touches every flow, and the flows lie wherever
-// their slabs are, one cache miss each. It does them a chunk at a time,
-// while the chunk's flows are still in the cache.
+// nothing to do), in the order of the flows' slabs (tableFlows). It does
+// them a chunk at a time, while the chunk's flows are still in the cache.
 func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) error {
 	flowIdle := int64(s.cfg.FlowIdle)
 	if !s.counting {
 		if ageIdle {
-			for i, f := range s.flows.allAt() {
-				s.ageFlow(f, i, now, flowIdle)
+			for f := range s.tableFlows() {
+				s.ageFlow(f, now, flowIdle)
 			}
 		}
 		return nil
 	}
 	type ref struct {
 		f      *flow
-		slot   int // in the flow table, for removeAt
 		shadow bool
 	}
 	ids := make([]hal.RuleID, 0, counterChunk)
@@ -107,27 +105,27 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 			for _, r := range refs {
 				// A flow with a shadow rule is here twice; removed, it is dead.
 				if !r.f.dead {
-					s.ageFlow(r.f, r.slot, now, flowIdle)
+					s.ageFlow(r.f, now, flowIdle)
 				}
 			}
 		}
 		ids, refs = ids[:0], refs[:0]
 	}
-	for i, f := range s.flows.allAt() {
+	for f := range s.tableFlows() {
 		if f.loc != PathNIC || f.id == 0 && f.shadowID == 0 {
 			// No counters to read first.
 			if ageIdle {
-				s.ageFlow(f, i, now, flowIdle)
+				s.ageFlow(f, now, flowIdle)
 			}
 			continue
 		}
 		if f.id != 0 {
 			ids = append(ids, f.id)
-			refs = append(refs, ref{f, i, false})
+			refs = append(refs, ref{f, false})
 		}
 		if f.shadowID != 0 {
 			ids = append(ids, f.shadowID)
-			refs = append(refs, ref{f, i, true})
+			refs = append(refs, ref{f, true})
 		}
 		if len(ids) >= counterChunk-1 {
 			do()
@@ -137,11 +135,10 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 	return firstErr
 }
 
-// ageFlow removes f, which allAt yielded at slot, if it has been idle
-// for flowIdle.
-func (s *Switch) ageFlow(f *flow, slot int, now, flowIdle int64) {
+// ageFlow removes f if it has been idle for flowIdle.
+func (s *Switch) ageFlow(f *flow, now, flowIdle int64) {
 	if now-f.lastUsed > flowIdle {
-		s.removeFlowAt(f, slot)
+		s.removeFlow(f)
 		s.stats.flowsAged++
 	}
 }
@@ -166,8 +163,8 @@ func (s *Switch) age(now int64, flows bool) {
 		}
 	}
 	if flows {
-		for i, f := range s.flows.allAt() {
-			s.ageFlow(f, i, now, flowIdle)
+		for f := range s.tableFlows() {
+			s.ageFlow(f, now, flowIdle)
 		}
 	}
 	for vm, fs := range s.cross {
@@ -199,12 +196,8 @@ func (s *Switch) age(now int64, flows bool) {
 }
 
 // removeFlow forgets f and deletes its rules.
-func (s *Switch) removeFlow(f *flow) { s.removeFlowAt(f, -1) }
-
-// removeFlowAt is removeFlow for a flow that the flow table's allAt
-// yielded at slot (-1: not known).
-func (s *Switch) removeFlowAt(f *flow, slot int) {
-	s.flows.removeAt(f, slot)
+func (s *Switch) removeFlow(f *flow) {
+	s.flows.remove(f)
 	f.dead = true
 	s.unwild(f)
 	s.dropShadow(f)
@@ -233,7 +226,7 @@ func (s *Switch) retryHost() {
 	// bound leaves flows for the next Maintain.
 	s.retryDue = false
 	n := 0
-	for f := range s.flows.all() {
+	for f := range s.tableFlows() {
 		if n >= retryPerMaintain {
 			s.retryDue = true
 			return

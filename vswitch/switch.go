@@ -132,8 +132,11 @@ type Switch struct {
 	learn    learnState // addresses the NIC learned (learned.go)
 	// Port-wildcard flows by their key without ports (wildcard.go).
 	wilds map[hal.FlowKey]*flow
-	// slab holds the flows allocFlow hands out next (flow.go).
-	slab []flow
+	// slab holds the flows allocFlow hands out next (flow.go); slabs
+	// every slab that holds a flow of the table, in allocation order, the
+	// current one last (tableFlows).
+	slab  []flow
+	slabs [][]flow
 
 	// Per-batch scratch, reused.
 	pend    []pending
