@@ -203,7 +203,14 @@ func (t *flowTable) remove(f *flow) {
 	if t.n == 0 {
 		return
 	}
-	h := t.hashKey(&f.key)
+	t.removeHashed(f, t.hashKey(&f.key))
+}
+
+// removeHashed is remove with f's key's hash already known (hashKey).
+func (t *flowTable) removeHashed(f *flow, h uint64) {
+	if t.n == 0 {
+		return
+	}
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]
 		if s.f == f {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/prefetch"
 )
 
 // counterChunk bounds one RuleCounters call: big enough to amortise the
@@ -73,6 +74,14 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 	}
 	ids := make([]hal.RuleID, 0, counterChunk)
 	refs := make([]ref, 0, counterChunk)
+	var idle []*flow
+	var hashes []uint64
+	var slots []uintptr
+	if ageIdle {
+		idle = make([]*flow, 0, counterChunk)
+		hashes = make([]uint64, 0, counterChunk)
+		slots = make([]uintptr, 0, counterChunk)
+	}
 	out := make([]hal.Counters, counterChunk)
 	var firstErr error
 	do := func() {
@@ -102,11 +111,26 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 			}
 		}
 		if ageIdle {
+			// The chunk's idle flows, their slots in the table (in hash
+			// order, a cache miss each) fetched together before the
+			// removals read them.
+			idle, hashes, slots = idle[:0], hashes[:0], slots[:0]
 			for _, r := range refs {
-				// A flow with a shadow rule is here twice; removed, it is dead.
-				if !r.f.dead {
-					s.ageFlow(r.f, now, flowIdle)
+				f := r.f
+				if f.dead || now-f.lastUsed <= flowIdle || len(idle) > 0 && idle[len(idle)-1] == f {
+					continue // a flow with a shadow rule is here twice, in a row
 				}
+				h := s.flows.hashKey(&f.key)
+				idle, hashes = append(idle, f), append(hashes, h)
+				slots = append(slots, s.flows.slotAddr(h))
+			}
+			prefetch.Lines(slots)
+			for i, f := range idle {
+				if f.dead {
+					continue
+				}
+				s.removeFlowHashed(f, hashes[i])
+				s.stats.flowsAged++
 			}
 		}
 		ids, refs = ids[:0], refs[:0]
@@ -196,8 +220,12 @@ func (s *Switch) age(now int64, flows bool) {
 }
 
 // removeFlow forgets f and deletes its rules.
-func (s *Switch) removeFlow(f *flow) {
-	s.flows.remove(f)
+func (s *Switch) removeFlow(f *flow) { s.removeFlowHashed(f, s.flows.hashKey(&f.key)) }
+
+// removeFlowHashed is removeFlow with the hash of f's key in the flow
+// table (hashKey).
+func (s *Switch) removeFlowHashed(f *flow, h uint64) {
+	s.flows.removeHashed(f, h)
 	f.dead = true
 	s.unwild(f)
 	s.dropShadow(f)
