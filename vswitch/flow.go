@@ -3,6 +3,7 @@ package vswitch
 import (
 	"encoding/binary"
 	"errors"
+	"iter"
 	"net/netip"
 	"unsafe"
 
@@ -164,6 +165,10 @@ type flow struct {
 	loc  Path
 	why  Why
 	dead bool // removed from the cache; results still in flight ignore it
+	// inTable: in the flow table (flowTable sets and clears it), which
+	// is how a scan in slab order (Switch.tableFlows) tells the table's
+	// flows from removed ones and from those not handed out yet.
+	inTable bool
 	// wild: a port-wildcard flow (wildcard.go): its rule matches every
 	// connection between the same endpoints, whatever its ports.
 	wild bool
@@ -479,17 +484,68 @@ const flowsPerSlab = 4096 / int(unsafe.Sizeof(flow{}))
 // flowsPerSlab, handed out in order and never reused: every first packet
 // needed an allocation of its own, and the collector a mark of its own.
 // A flow that is removed stays in its slab, garbage with it once no flow
-// of the slab is referenced (a pointer to a flow keeps its whole slab,
-// which is what bounds the slab's size: flows created together, by the
-// same batches, mostly age together). A removed flow is never handed out
+// of the slab is referenced and a pass of tableFlows has found none of
+// its flows in the table (Switch.slabs lists it until then). A pointer
+// to a flow keeps its whole slab, which is what bounds the slab's size:
+// flows created together, by the same batches, mostly age together. A removed flow is never handed out
 // again, so whatever still points at it (a result in flight, a
 // connection's users) sees it dead, as it did when each flow was an
 // allocation of its own.
 func (s *Switch) allocFlow() *flow {
 	if len(s.slab) == 0 {
 		s.slab = make([]flow, flowsPerSlab)
+		s.slabs = append(s.slabs, s.slab)
 	}
 	f := &s.slab[0]
 	s.slab = s.slab[1:]
 	return f
+}
+
+// tableFlows yields every flow in the flow table, as s.flows.all does,
+// but in the order of their slabs: Maintain's pass over every flow then
+// reads memory in order, a few cache lines per flow that the hardware
+// fetches ahead, where the table's order (the keys' hashes) takes a cache
+// miss for every flow. The loop body may remove flows and add new ones (a
+// flow added during the loop may or may not be produced).
+//
+// The pass also forgets the slabs that no longer hold a flow of the
+// table (but the one allocFlow hands out from), so that the list keeps
+// no slab from the collector.
+func (s *Switch) tableFlows() iter.Seq[*flow] {
+	return func(yield func(*flow) bool) {
+		slabs, n := s.slabs, len(s.slabs)
+		kept := 0
+		for i := 0; i < n; i++ {
+			sl := slabs[i]
+			live := false
+			for k := range sl {
+				f := &sl[k]
+				if !f.inTable {
+					continue
+				}
+				live = true
+				if !yield(f) {
+					// Keep this slab and the ones not looked at.
+					s.keepSlabs(slabs, kept, i, n)
+					return
+				}
+			}
+			if live || i == n-1 {
+				slabs[kept] = sl
+				kept++
+			}
+		}
+		s.keepSlabs(slabs, kept, n, n)
+	}
+}
+
+// keepSlabs ends a tableFlows pass over slabs[:n]: slabs[:kept] are the
+// slabs kept of those looked at, slabs[from:n] those not looked at, and
+// s.slabs[n:] any that allocFlow added during the pass.
+func (s *Switch) keepSlabs(slabs [][]flow, kept, from, n int) {
+	added := s.slabs[n:]
+	out := append(slabs[:kept], slabs[from:n]...)
+	out = append(out, added...)
+	clear(slabs[len(out):n]) // in the old array: no slab kept alive there
+	s.slabs = out
 }

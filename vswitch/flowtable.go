@@ -185,7 +185,8 @@ func (t *flowTable) putHashed(f *flow, h uint64) {
 			continue
 		}
 		if s.h == h && s.f.key == f.key {
-			s.f = f
+			s.f.inTable = false
+			s.f, f.inTable = f, true
 			return
 		}
 	}
@@ -193,6 +194,7 @@ func (t *flowTable) putHashed(f *flow, h uint64) {
 		t.used++
 	}
 	free.h, free.f = h, f
+	f.inTable = true
 	t.n++
 }
 
@@ -201,11 +203,18 @@ func (t *flowTable) remove(f *flow) {
 	if t.n == 0 {
 		return
 	}
-	h := t.hashKey(&f.key)
+	t.removeHashed(f, t.hashKey(&f.key))
+}
+
+// removeHashed is remove with f's key's hash already known (hashKey).
+func (t *flowTable) removeHashed(f *flow, h uint64) {
+	if t.n == 0 {
+		return
+	}
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]
 		if s.f == f {
-			s.f = nil
+			s.f, f.inTable = nil, false
 			if t.slots[(i+1)&t.mask].h == 0 {
 				// The end of a chain: no probe needs to pass this slot.
 				s.h = 0

@@ -98,6 +98,106 @@ func TestFlowTableIterateWhileChanging(t *testing.T) {
 	}
 }
 
+// TestTableFlows: the slab-order pass yields exactly the flow table's
+// flows, removed ones and those replaced under their key never, tolerates
+// removals during the loop, and forgets the slabs none of whose flows is
+// in the table (but the one being handed out from).
+func TestTableFlows(t *testing.T) {
+	var s Switch
+	rng := rand.New(rand.NewPCG(5, 6))
+	const n = 20 * flowsPerSlab
+	var all []*flow
+	for i := range n {
+		f := s.allocFlow()
+		f.key = hal.FlowKey{InPort: 1, L4Src: uint16(i), L4Dst: uint16(i >> 16)}
+		s.flows.put(f)
+		all = append(all, f)
+	}
+	remove := func(f *flow) {
+		s.flows.remove(f)
+		f.dead = true
+	}
+	// The first five slabs emptied, and one flow in three of the rest.
+	for i, f := range all {
+		if i < 5*flowsPerSlab || rng.IntN(3) == 0 {
+			remove(f)
+		}
+	}
+	// A flow replaced by another with its key leaves the table.
+	replaced := all[len(all)-1]
+	if replaced.dead {
+		t.Fatal("the last flow was removed")
+	}
+	nf := s.allocFlow()
+	nf.key = replaced.key
+	s.flows.put(nf)
+	if replaced.inTable || !nf.inTable {
+		t.Fatalf("after a put under its key: old flow in table %v, new %v", replaced.inTable, nf.inTable)
+	}
+	check := func(when string) {
+		t.Helper()
+		want := map[*flow]bool{}
+		for f := range s.flows.all() {
+			want[f] = true
+		}
+		got := map[*flow]bool{}
+		for f := range s.tableFlows() {
+			if got[f] {
+				t.Fatalf("%s: a flow yielded twice", when)
+			}
+			got[f] = true
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d flows yielded, the table holds %d", when, len(got), len(want))
+		}
+		for f := range got {
+			if !want[f] {
+				t.Fatalf("%s: a flow not in the table yielded", when)
+			}
+		}
+	}
+	before := len(s.slabs)
+	check("after removals")
+	if len(s.slabs) != before-5 {
+		t.Fatalf("%d slabs listed after the pass, want %d (five emptied)", len(s.slabs), before-5)
+	}
+	// Remove every other flow during a pass: none of them is yielded
+	// after its removal, and the rest still are.
+	odd := false
+	for f := range s.tableFlows() {
+		if f.dead {
+			t.Fatal("a removed flow was yielded")
+		}
+		if odd {
+			remove(f)
+		}
+		odd = !odd
+	}
+	check("after removals during a pass")
+	// Empty the table: only the current slab stays listed.
+	for f := range s.tableFlows() {
+		remove(f)
+	}
+	check("emptied")
+	if s.flows.Len() != 0 || len(s.slabs) != 1 {
+		t.Fatalf("%d flows, %d slabs listed after emptying, want 0 and 1", s.flows.Len(), len(s.slabs))
+	}
+	// A pass stopped early keeps every slab it did not finish.
+	for i := range 3 * flowsPerSlab {
+		f := s.allocFlow()
+		f.key = hal.FlowKey{InPort: 2, L4Src: uint16(i)}
+		s.flows.put(f)
+	}
+	before = len(s.slabs)
+	for range s.tableFlows() {
+		break
+	}
+	if len(s.slabs) != before {
+		t.Fatalf("%d slabs listed after a stopped pass, want %d", len(s.slabs), before)
+	}
+	check("after a stopped pass")
+}
+
 // TestFlowSize holds a flow within 240 bytes: every first packet makes
 // one, seventeen to a 4 KiB slab (allocFlow). Fields that few flows need
 // belong in flowExtra.

@@ -5,11 +5,14 @@ import (
 	"time"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/internal/prefetch"
 )
 
 // counterChunk bounds one RuleCounters call: big enough to amortise the
-// call, small enough that the scratch slices stay in cache.
-const counterChunk = 4096
+// call, small enough that the scratch slices and the chunk's flows (two
+// or three cache lines each, read again once the counters are in) stay
+// in the L2 cache.
+const counterChunk = 512
 
 // retryPerMaintain bounds how many host flows (left there by a full table
 // or a driver error) one Maintain tries to offload again.
@@ -36,18 +39,33 @@ func (s *Switch) Maintain(ctx context.Context) error {
 	if eerr := s.syncEndpoint(ctx); eerr != nil && err == nil {
 		err = eerr
 	}
-	if cerr := s.readCounters(ctx, now); cerr != nil && err == nil {
+	// Idle flows go in the same pass over the flows as the counters
+	// (which say which flows are idle), unless a retirement is pending:
+	// it promotes shadow rules, and goes first.
+	ageFlows := !s.retirePending
+	if cerr := s.readCounters(ctx, now, ageFlows); cerr != nil && err == nil {
 		err = cerr
 	}
 	s.retire(now)
-	s.age(now)
+	s.age(now, !ageFlows)
 	s.retryHost()
 	s.flush(ctx)
 	return err
 }
 
-func (s *Switch) readCounters(ctx context.Context, now int64) error {
+// readCounters merges the NIC's per-rule counters into the flows (and so
+// into their connections); with ageIdle, it also removes the flows idle
+// for FlowIdle, in the same pass (age's own pass over the flows then has
+// nothing to do), in the order of the flows' slabs (tableFlows). It does
+// them a chunk at a time, while the chunk's flows are still in the cache.
+func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) error {
+	flowIdle := int64(s.cfg.FlowIdle)
 	if !s.counting {
+		if ageIdle {
+			for f := range s.tableFlows() {
+				s.ageFlow(f, now, flowIdle)
+			}
+		}
 		return nil
 	}
 	type ref struct {
@@ -56,6 +74,14 @@ func (s *Switch) readCounters(ctx context.Context, now int64) error {
 	}
 	ids := make([]hal.RuleID, 0, counterChunk)
 	refs := make([]ref, 0, counterChunk)
+	var idle []*flow
+	var hashes []uint64
+	var slots []uintptr
+	if ageIdle {
+		idle = make([]*flow, 0, counterChunk)
+		hashes = make([]uint64, 0, counterChunk)
+		slots = make([]uintptr, 0, counterChunk)
+	}
 	out := make([]hal.Counters, counterChunk)
 	var firstErr error
 	do := func() {
@@ -84,10 +110,37 @@ func (s *Switch) readCounters(ctx context.Context, now int64) error {
 				*lp, *lb = c.Packets, c.Bytes
 			}
 		}
+		if ageIdle {
+			// The chunk's idle flows, their slots in the table (in hash
+			// order, a cache miss each) fetched together before the
+			// removals read them.
+			idle, hashes, slots = idle[:0], hashes[:0], slots[:0]
+			for _, r := range refs {
+				f := r.f
+				if f.dead || now-f.lastUsed <= flowIdle || len(idle) > 0 && idle[len(idle)-1] == f {
+					continue // a flow with a shadow rule is here twice, in a row
+				}
+				h := s.flows.hashKey(&f.key)
+				idle, hashes = append(idle, f), append(hashes, h)
+				slots = append(slots, s.flows.slotAddr(h))
+			}
+			prefetch.Lines(slots)
+			for i, f := range idle {
+				if f.dead {
+					continue
+				}
+				s.removeFlowHashed(f, hashes[i])
+				s.stats.flowsAged++
+			}
+		}
 		ids, refs = ids[:0], refs[:0]
 	}
-	for f := range s.flows.all() {
-		if f.loc != PathNIC {
+	for f := range s.tableFlows() {
+		if f.loc != PathNIC || f.id == 0 && f.shadowID == 0 {
+			// No counters to read first.
+			if ageIdle {
+				s.ageFlow(f, now, flowIdle)
+			}
 			continue
 		}
 		if f.id != 0 {
@@ -106,10 +159,19 @@ func (s *Switch) readCounters(ctx context.Context, now int64) error {
 	return firstErr
 }
 
-// age removes flows idle for FlowIdle and connections idle for ConnIdle
-// (with every flow that opened or relied on them: the next packet walks the
-// layers again and finds the connection gone).
-func (s *Switch) age(now int64) {
+// ageFlow removes f if it has been idle for flowIdle.
+func (s *Switch) ageFlow(f *flow, now, flowIdle int64) {
+	if now-f.lastUsed > flowIdle {
+		s.removeFlow(f)
+		s.stats.flowsAged++
+	}
+}
+
+// age removes connections idle for ConnIdle (with every flow that opened
+// or relied on them: the next packet walks the layers again and finds the
+// connection gone) and, with flows (readCounters did not), flows idle for
+// FlowIdle.
+func (s *Switch) age(now int64, flows bool) {
 	flowIdle, connIdle := int64(s.cfg.FlowIdle), int64(s.cfg.ConnIdle)
 	for _, c := range s.ct.conns {
 		if now-c.lastSeen <= connIdle {
@@ -124,10 +186,9 @@ func (s *Switch) age(now int64) {
 			}
 		}
 	}
-	for f := range s.flows.all() {
-		if now-f.lastUsed > flowIdle {
-			s.removeFlow(f)
-			s.stats.flowsAged++
+	if flows {
+		for f := range s.tableFlows() {
+			s.ageFlow(f, now, flowIdle)
 		}
 	}
 	for vm, fs := range s.cross {
@@ -159,8 +220,12 @@ func (s *Switch) age(now int64) {
 }
 
 // removeFlow forgets f and deletes its rules.
-func (s *Switch) removeFlow(f *flow) {
-	s.flows.remove(f)
+func (s *Switch) removeFlow(f *flow) { s.removeFlowHashed(f, s.flows.hashKey(&f.key)) }
+
+// removeFlowHashed is removeFlow with the hash of f's key in the flow
+// table (hashKey).
+func (s *Switch) removeFlowHashed(f *flow, h uint64) {
+	s.flows.removeHashed(f, h)
 	f.dead = true
 	s.unwild(f)
 	s.dropShadow(f)
@@ -182,12 +247,16 @@ func (s *Switch) removeFlow(f *flow) {
 // retryHost tries again to offload flows that a full table or a driver
 // error left in the host.
 func (s *Switch) retryHost() {
-	if !s.offloading() {
+	if !s.offloading() || !s.retryDue {
 		return
 	}
+	// Set again by the retries that fail (toHost), or below when the
+	// bound leaves flows for the next Maintain.
+	s.retryDue = false
 	n := 0
-	for f := range s.flows.all() {
+	for f := range s.tableFlows() {
 		if n >= retryPerMaintain {
+			s.retryDue = true
 			return
 		}
 		if f.loc == PathHost && (f.why == WhyTableFull || f.why == WhyDeviceError) {

@@ -244,6 +244,9 @@ func (s *Switch) placeShadow(f *flow) {
 
 func (s *Switch) toHost(f *flow, why Why, err error) {
 	f.loc, f.why = PathHost, why
+	if why == WhyTableFull || why == WhyDeviceError {
+		s.retryDue = true
+	}
 	f.setFailure(err)
 	s.stats.fallbacks[why]++
 }

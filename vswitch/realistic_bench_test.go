@@ -91,10 +91,11 @@ func realisticSetup(b *testing.B) {
 }
 
 // newRealisticHost builds host-0's switch on a fresh softnic; wrap, when
-// not nil, decorates the NIC. The caller closes both (closeHost): a
-// benchmark that replaces its switch closes the old one at once, for
-// each holds a table of a million rules.
-func newRealisticHost(b *testing.B, memo bool, wrap func(hal.NIC) hal.NIC) (*Switch, *softnic.NIC) {
+// not nil, decorates the NIC, and tune, when not nil, changes the
+// switch's configuration. The caller closes both (closeHost): a benchmark
+// that replaces its switch closes the old one at once, for each holds a
+// table of a million rules.
+func newRealisticHost(b *testing.B, memo bool, wrap func(hal.NIC) hal.NIC, tune func(*Config)) (*Switch, *softnic.NIC) {
 	soft, err := softnic.New(softnic.Config{Device: "bench", MaxRules: 4 * realisticFlows, Ports: realistic.pcfg})
 	if err != nil {
 		b.Fatal(err)
@@ -103,8 +104,12 @@ func newRealisticHost(b *testing.B, memo bool, wrap func(hal.NIC) hal.NIC) (*Swi
 	if wrap != nil {
 		nic = wrap(soft)
 	}
-	sw, err := New(Config{NIC: nic, Host: realistic.host, State: realistic.st, Ports: realistic.ports,
-		Uplink: realistic.uplink, DisableWalkMemo: !memo})
+	cfg := Config{NIC: nic, Host: realistic.host, State: realistic.st, Ports: realistic.ports,
+		Uplink: realistic.uplink, DisableWalkMemo: !memo}
+	if tune != nil {
+		tune(&cfg)
+	}
+	sw, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -116,8 +121,14 @@ func closeHost(sw *Switch, soft *softnic.NIC) {
 	soft.Close()
 }
 
-// benchSlowPathRealistic is BenchmarkSlowPath on the realistic policy:
-// every first packet has endpoints no other has, so that the layer walk
+// benchSlowPathGrow is BenchmarkSlowPath/growing/memo=off: the realistic
+// traffic of benchSlowPathSteady, on a switch and NIC that start empty
+// and only grow (nothing idles out), replaced by a fresh pair every
+// realisticFlows first packets. Beside the steady figure it shows what
+// growing from empty adds: the NIC's and the switch's tables taking fresh
+// memory (the kernel zeroing new pages) as they fill.
+//
+// Every first packet has endpoints no other has, so that the layer walk
 // (source checks, the sender's ACLs through the classifier, routing
 // through the trie, the CA→PA lookup among 1M mappings, the receiver's
 // ACLs for a local destination, connection tracking for stateful allows)
@@ -139,7 +150,7 @@ func closeHost(sw *Switch, soft *softnic.NIC) {
 // with the timers stopped, so that the next cycle's garbage is the slow
 // path's own. The fixture is one allocation of frames and one of ports,
 // which the collector does not scan.
-func benchSlowPathRealistic(b *testing.B, memo bool) {
+func benchSlowPathGrow(b *testing.B, memo bool) {
 	realisticSetup(b)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -148,7 +159,7 @@ func benchSlowPathRealistic(b *testing.B, memo bool) {
 		timer.NIC = n
 		return timer
 	}
-	sw, soft := newRealisticHost(b, memo, wrap)
+	sw, soft := newRealisticHost(b, memo, wrap, nil)
 	defer func() { closeHost(sw, soft) }()
 	up, _ := soft.Port(realistic.uplink)
 	batch := make([]hal.Exception, 64)
@@ -179,7 +190,7 @@ func benchSlowPathRealistic(b *testing.B, memo bool) {
 			closeHost(sw, soft)
 			sw, soft = nil, nil
 			runtime.GC() // the old switch and NIC, before the new are made
-			sw, soft = newRealisticHost(b, memo, wrap)
+			sw, soft = newRealisticHost(b, memo, wrap, nil)
 			up, _ = soft.Port(realistic.uplink)
 			made = 0
 			runtime.GC() // the new NIC's construction garbage
@@ -244,6 +255,171 @@ func benchSlowPathRealistic(b *testing.B, memo bool) {
 	}
 }
 
+// steadyFlows is how many first packets' worth of flows the steady-state
+// benchmarks' switch keeps: its flow idle time, in first packets. Half
+// the realistic traffic, so that a frame comes round again (it cycles)
+// only after its flows and connections have idled out.
+const steadyFlows = realisticFlows / 2
+
+// benchSlowPathSteady is BenchmarkSlowPath/realistic on the realistic
+// policy at a steady table size, as a running switch sees it: flows idle
+// out as new ones arrive, so the NIC's table and the switch's flow and
+// connection tables stay the same size. Every first packet has endpoints
+// no other has among the live flows, so that the layer walk (source
+// checks, the sender's ACLs through the classifier, routing through the
+// trie, the CA→PA lookup among 1M mappings, the receiver's ACLs for a
+// local destination, connection tracking for stateful allows) runs for
+// each, unless the memo is on and answers (it can only for repeated
+// endpoint pairs among its 64 most recent walks, which there are none
+// of). The verdicts are those of a real tenant mix: encapsulations to
+// other hosts mostly, local deliveries, routed packets, gateways, drops.
+//
+// The switch's clock advances one nanosecond per first packet; FlowIdle
+// and ConnIdle are steadyFlows of them, and Maintain runs every quarter
+// of FlowIdle, as Run calls it: it ages out the flows and connections of
+// the first packets more than steadyFlows before (deleting their rules
+// from the NIC) and reads the NIC's counters. The traffic cycles through
+// its realisticFlows frames, each coming round after its flows and
+// connections are gone, so each is a first packet again and walked again.
+// Before the timers start, the switch takes 1.5×steadyFlows first packets
+// (with Maintain), so the tables are at their steady size.
+//
+// What is timed (the wall clock, the process's CPU time and b's timer
+// alike): HandleBatch on batches of 64 first packets (the walks, the
+// flows' placement, one Apply per batch on softnic, the reinjection),
+// Maintain (idle expiry, with its rule deletions on the NIC, and the
+// counters), the garbage collection that work makes, the copy of each
+// frame into its exception buffer and the draining of the ports the
+// reinjected packets land on (as a NIC's reader would). What is not:
+// building the fixture (policy, frames) and the warm-up. The fixture is
+// one allocation of frames and one of ports, which the collector does not
+// scan.
+func benchSlowPathSteady(b *testing.B, memo bool) {
+	realisticSetup(b)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	timer := &applyTimer{}
+	wrap := func(n hal.NIC) hal.NIC {
+		timer.NIC = n
+		return timer
+	}
+	var clock int64 // nanoseconds: one per first packet
+	tune := func(c *Config) {
+		c.Clock = func() time.Time { return time.Unix(0, clock) }
+		c.FlowIdle = steadyFlows
+		c.ConnIdle = steadyFlows
+	}
+	sw, soft := newRealisticHost(b, memo, wrap, tune)
+	defer closeHost(sw, soft)
+	up, _ := soft.Port(realistic.uplink)
+	batch := make([]hal.Exception, 64)
+	for i := range batch {
+		batch[i].Buf = make([]byte, 256)
+		batch[i].Reason = hal.ReasonMiss
+	}
+	ctx := context.Background()
+	nframes := len(realistic.inPorts)
+	next, sinceMaintain := 0, 0
+	var maintainCPU time.Duration // Maintain's, on this thread
+	// feed hands the switch k first packets, the frames after the last
+	// fed, and runs Maintain every quarter of FlowIdle.
+	feed := func(k int) {
+		for i := 0; i < k; i++ {
+			e := &batch[i]
+			f := (next + i) % nframes
+			e.InPort = realistic.inPorts[f]
+			e.Len = copy(e.Buf, realisticFrame(f))
+		}
+		clock += int64(k)
+		if err := sw.HandleBatch(ctx, batch[:k]); err != nil {
+			b.Fatal(err)
+		}
+		up.Discard()
+		if (next/len(batch))%16 == 15 {
+			// local deliveries: one in twenty packets, over all the vports
+			for i := range realistic.pcfg[:len(realistic.pcfg)-1] {
+				if p, err := soft.Port(hal.PortID(i + 1)); err == nil {
+					p.Discard()
+				}
+			}
+		}
+		next += k
+		if sinceMaintain += k; sinceMaintain >= steadyFlows/4 {
+			sinceMaintain = 0
+			c0 := threadCPU()
+			if err := sw.Maintain(ctx); err != nil {
+				b.Fatal(err)
+			}
+			maintainCPU += threadCPU() - c0
+		}
+	}
+	for next < steadyFlows*3/2 {
+		feed(len(batch))
+	}
+	warm := sw.Stats()
+	sw.mu.Lock()
+	remembered0 := sw.stats.walksRemembered
+	wild0 := sw.stats.wildFlows
+	sw.mu.Unlock()
+	// The setup's garbage (a million mappings' worth) and the warm-up's
+	// are not the timed slow path's to collect.
+	runtime.GC()
+	b.ReportAllocs()
+	timer.cpu, maintainCPU = 0, 0
+	b.ResetTimer()
+	start, cpu0 := time.Now(), cpuTime()
+	for n := 0; n < b.N; {
+		k := min(len(batch), b.N-n)
+		feed(k)
+		n += k
+	}
+	el := time.Since(start)
+	cpu := cpuTime() - cpu0
+	b.StopTimer()
+	s := sw.Stats()
+	sw.mu.Lock()
+	remembered := sw.stats.walksRemembered - remembered0
+	wild := sw.stats.wildFlows - wild0
+	sw.mu.Unlock()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "flows/s")
+	if cpu > 0 {
+		b.ReportMetric(float64(b.N)/cpu.Seconds(), "cpu_flows/s")
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu_ns/flow")
+	}
+	if timer.cpu > 0 {
+		b.ReportMetric(float64(timer.cpu.Nanoseconds())/float64(b.N), "apply_cpu_ns/flow")
+		if own := cpu - timer.cpu; own > 0 {
+			// The switch's own share: the same CPU time without the NIC's
+			// Apply (softnic's rule table: adds, and deletions of the
+			// flows that idled out), which the figure above counts as
+			// part of placing a flow.
+			b.ReportMetric(float64(b.N)/own.Seconds(), "switch_cpu_flows/s")
+		}
+	}
+	// Maintain's share (idle expiry, the counters, and the Apply of the
+	// deletions, which apply_cpu_ns/flow counts as well).
+	b.ReportMetric(float64(maintainCPU.Nanoseconds())/float64(b.N), "maintain_cpu_ns/flow")
+	b.ReportMetric(float64(remembered)/float64(b.N), "remembered/flow")
+	// Flows offloaded as port-wildcard rules (wildcard.go).
+	b.ReportMetric(float64(wild)/float64(b.N), "wildcard/flow")
+	// Flows idled out, per first packet timed: about one (more for the
+	// stateful allows' reply flows).
+	b.ReportMetric(float64(s.FlowsAged-warm.FlowsAged)/float64(b.N), "aged/flow")
+	b.ReportMetric(float64(s.Flows), "table_flows")
+	if !memo && remembered != 0 {
+		b.Fatalf("%d walks answered by the memo with the memo off", remembered)
+	}
+	// The table is at its steady size: at least the flows of the last
+	// steadyFlows first packets (one each), nearly all on the NIC, and no
+	// more than those of the last 1¼ steadyFlows with their replies.
+	if s.Flows < steadyFlows || s.FlowsNIC < s.Flows*9/10 || s.Flows > 2*(steadyFlows+steadyFlows/4+len(batch)) {
+		b.Fatalf("%d flows in the switch, %d on the NIC, after %d first packets, not a steady %d:\n%s", s.Flows, s.FlowsNIC, next, steadyFlows, s)
+	}
+	if b.N >= steadyFlows/4 && s.FlowsAged == warm.FlowsAged {
+		b.Fatalf("no flow idled out over %d first packets:\n%s", b.N, s)
+	}
+}
+
 // BenchmarkSlowPath measures first packet → unified flow offloaded, on one
 // core: every exception is a new flow, walked through the layers,
 // validated, offloaded in one Apply per 64-packet batch, and the packet
@@ -253,14 +429,18 @@ func benchSlowPathRealistic(b *testing.B, memo bool) {
 // benchmark's own thread), and the rate net of it (switch_cpu_flows/s:
 // the switch's own cost per flow, the NIC's apart).
 //
-//   - realistic/memo=off, realistic/memo=on: the realistic policy
-//     (benchSlowPathRealistic), with the walk memo off and on.
+//   - realistic/memo=off, realistic/memo=on: the realistic policy at a
+//     steady table size, flows idling out as new ones arrive
+//     (benchSlowPathSteady), with the walk memo off and on.
+//   - growing/memo=off: the same traffic on a switch and NIC that
+//     grow from empty (benchSlowPathGrow).
 //   - onepair: every flow between the same two VMs of a small policy
 //     without ACLs, memo on: after the first, every walk is remembered.
 //     It is the memo's best case, not the slow path's cost.
 func BenchmarkSlowPath(b *testing.B) {
-	b.Run("realistic/memo=off", func(b *testing.B) { benchSlowPathRealistic(b, false) })
-	b.Run("realistic/memo=on", func(b *testing.B) { benchSlowPathRealistic(b, true) })
+	b.Run("realistic/memo=off", func(b *testing.B) { benchSlowPathSteady(b, false) })
+	b.Run("realistic/memo=on", func(b *testing.B) { benchSlowPathSteady(b, true) })
+	b.Run("growing/memo=off", func(b *testing.B) { benchSlowPathGrow(b, false) })
 	b.Run("onepair", benchSlowPathOnePair)
 }
 
@@ -282,7 +462,7 @@ func BenchmarkFirstPacketLatency(b *testing.B) {
 			picks = append(picks, i)
 		}
 	}
-	sw, soft := newRealisticHost(b, false, nil)
+	sw, soft := newRealisticHost(b, false, nil, nil)
 	defer func() { closeHost(sw, soft) }()
 	up, _ := soft.Port(realistic.uplink)
 	batch := []hal.Exception{{Buf: make([]byte, 2048)}}
@@ -299,7 +479,7 @@ func BenchmarkFirstPacketLatency(b *testing.B) {
 			b.StopTimer()
 			c0 := cpuTime()
 			closeHost(sw, soft)
-			sw, soft = newRealisticHost(b, false, nil)
+			sw, soft = newRealisticHost(b, false, nil, nil)
 			up, _ = soft.Port(realistic.uplink)
 			cpuPaused += cpuTime() - c0
 			b.StartTimer()

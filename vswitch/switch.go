@@ -121,15 +121,22 @@ type Switch struct {
 	// retirePending: a scope moved to a new generation; Maintain promotes
 	// its flows' shadow rules and deletes the old ones.
 	retirePending bool
-	rollback      map[string]rollbackPoint
-	walks         []walkMemo // recent port-independent walks (walkmemo.go)
-	mtu           mtuState   // packets too big for their egress (mtu.go)
-	seal          sealState  // sealed routes pushed to the NIC (sealroute.go)
-	learn         learnState // addresses the NIC learned (learned.go)
+	// retryDue: a flow may be in the host for a full table or a driver
+	// error since retryHost last looked (toHost sets it), so Maintain
+	// scans the flows for it; otherwise it does not.
+	retryDue bool
+	rollback map[string]rollbackPoint
+	walks    []walkMemo // recent port-independent walks (walkmemo.go)
+	mtu      mtuState   // packets too big for their egress (mtu.go)
+	seal     sealState  // sealed routes pushed to the NIC (sealroute.go)
+	learn    learnState // addresses the NIC learned (learned.go)
 	// Port-wildcard flows by their key without ports (wildcard.go).
 	wilds map[hal.FlowKey]*flow
-	// slab holds the flows allocFlow hands out next (flow.go).
-	slab []flow
+	// slab holds the flows allocFlow hands out next (flow.go); slabs
+	// every slab that holds a flow of the table, in allocation order, the
+	// current one last (tableFlows).
+	slab  []flow
+	slabs [][]flow
 
 	// Per-batch scratch, reused.
 	pend    []pending
