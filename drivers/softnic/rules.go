@@ -171,10 +171,20 @@ func (n *NIC) validate(r *hal.Rule, c *hal.Checker) error {
 // its answer depends on nothing but the list and the ports, which do not
 // change, so a list that is a program's already passed it.
 func (n *NIC) checkMatch(r *hal.Rule, c *hal.Checker) error {
+	return n.checkRule(r, c, false)
+}
+
+// checkRule is checkMatch, with c.CheckKnownActions for a rule whose
+// action list is known to have passed hal's checks (known: see
+// writerState.knownActions).
+func (n *NIC) checkRule(r *hal.Rule, c *hal.Checker, known bool) error {
 	var err error
-	if c != nil {
+	switch {
+	case known:
+		err = c.CheckKnownActions(r)
+	case c != nil:
 		err = c.Check(r)
-	} else {
+	default:
 		err = hal.CheckRule(&n.caps, r)
 	}
 	if err != nil {
@@ -280,8 +290,10 @@ func (w *writerState) do(op *hal.Op, pre *preOp) error {
 	r := &op.Rule
 	switch op.Kind {
 	case hal.OpAdd, hal.OpModify:
-		// The action list's own checks come with interning it (intern).
-		if err := w.n.checkMatch(r, w.checker); err != nil {
+		// The action list's own checks come with interning it (intern);
+		// hal's, once per batch for a list that rules share.
+		traits := hal.TraitsOf(&r.Match)
+		if err := w.n.checkRule(r, w.checker, w.knownActions(r.Actions, pre, traits)); err != nil {
 			return err
 		}
 		old, exists := w.byID.get(r.ID)
@@ -326,6 +338,8 @@ func (w *writerState) do(op *hal.Op, pre *preOp) error {
 		if err != nil {
 			return err
 		}
+		// The rule passed hal's checks: its list is prog's src now.
+		prog.srcTraits = traits
 		idx := w.allocEntry(sizeClass(t.shape.n))
 		c := w.chunks[idx>>chunkShift]
 		e := c.at(idx)
@@ -537,6 +551,35 @@ func (w *writerState) intern(acts []hal.Action, pre *preOp) (*program, uint64, e
 	w.lastProg = p
 	set[0], set[1] = progWay{q, p}, set[0]
 	return p, arg, nil
+}
+
+// knownActions says whether the action list acts, of a rule whose match
+// has traits, passed hal's checks earlier in the batch with the same
+// traits, as the same slice: the list then passes them again
+// (hal.Checker.CheckKnownActions), since within one Apply the caller's
+// lists do not change. The program a list was interned to keeps the slice
+// it was last found for (program.is), and the traits of that rule's match,
+// which passed the checks before interning; the program is found as intern
+// finds it, from lines the prefetch pipeline loaded (prepare), so that a
+// list that rules share (those to one remote host) is checked once per
+// batch at the cost of no cache miss.
+func (w *writerState) knownActions(acts []hal.Action, pre *preOp, traits hal.ActionTraits) bool {
+	p := w.lastProg
+	if p == nil || p.quick != pre.quick {
+		p = nil
+		set := &w.progCache[pre.quick>>(64-progCacheBits)]
+		for way := range set {
+			if set[way].quick == pre.quick && set[way].p != nil {
+				p = set[way].p
+				break
+			}
+		}
+		if p == nil {
+			return false
+		}
+	}
+	return p.refs > 0 && p.srcBatch == w.batch && p.src == uintptr(unsafe.Pointer(unsafe.SliceData(acts))) &&
+		p.srcLen == len(acts) && p.srcTraits == traits
 }
 
 // is says whether p is the program of action list acts (skip:

@@ -1072,3 +1072,67 @@ func TestInternSharedSlice(t *testing.T) {
 		t.Fatalf("refs %d and %d, want 100 each", first.refs, second.refs)
 	}
 }
+
+// TestApplyKnownListsStillChecked: a list that rules of a batch share is
+// checked once per batch (knownActions), yet every rule gets hal's answer:
+// a shared list that passed with one rule's match is refused with another
+// whose match it does not fit (an IPv4 rewrite on an IPv6 flow, a port
+// rewrite on a flow without a protocol), in the same batch; and a shared
+// slice that the caller changed in place between batches is checked
+// again in the next.
+func TestApplyKnownListsStillChecked(t *testing.T) {
+	n := newNIC(t)
+	ctx := context.Background()
+	setDst := []hal.Action{hal.SetIPDst(caVM2), hal.Output(pVM2)}
+	setPort := []hal.Action{{Kind: hal.ActionSetL4Dst, L4Port: 8080}, hal.Output(pVM2)}
+	v6 := func(id hal.RuleID) hal.Rule {
+		k := hal.FlowKey{InPort: pVM1, EthType: hal.EtherTypeIPv6, Proto: hal.ProtoUDP, L4Dst: 53,
+			IPSrc: hal.Addr16(pa6Loc), IPDst: hal.Addr16(pa6Rem)}
+		return hal.Rule{ID: id, Priority: 10, Match: hal.Exact(&k), Actions: setDst}
+	}
+	noProto := func(id hal.RuleID) hal.Rule {
+		var m hal.Match
+		m.InPort(pVM1).IPDst(netip.PrefixFrom(caRem, 32))
+		return hal.Rule{ID: id, Priority: 10, Match: m, Actions: setPort}
+	}
+	ops := []hal.Op{
+		hal.AddOp(withActions(flowRule(0), setDst)),
+		hal.AddOp(v6(1000)),
+		hal.AddOp(withActions(flowRule(1), setDst)),
+		hal.AddOp(withActions(flowRule(2), setPort)),
+		hal.AddOp(noProto(1001)),
+		hal.AddOp(withActions(flowRule(3), setPort)),
+	}
+	res := make([]hal.OpResult, len(ops))
+	if err := n.Apply(ctx, ops, res); err == nil {
+		t.Fatal("a batch with ill-fitting rules: no error")
+	}
+	for i, op := range ops {
+		want := hal.CheckRule(&n.caps, &op.Rule)
+		if (res[i].Err == nil) != (want == nil) || (want != nil && res[i].Err.Error() != want.Error()) {
+			t.Errorf("op %d (rule %d): %v, want %v", i, op.Rule.ID, res[i].Err, want)
+		}
+	}
+	if res[1].Err == nil || res[4].Err == nil || res[0].Err != nil || res[2].Err != nil || res[3].Err != nil || res[5].Err != nil {
+		t.Fatalf("results %v: want rules 1000 and 1001 refused, the others in", res)
+	}
+	// The shared slice, changed in place (where interning's quick hash
+	// does not look): an IPv6 address on IPv4 flows.
+	setDst[0] = hal.SetIPDst(pa6Rem)
+	ops = []hal.Op{hal.AddOp(withActions(flowRule(10), setDst)), hal.AddOp(withActions(flowRule(11), setDst))}
+	res = res[:len(ops)]
+	if err := n.Apply(ctx, ops, res); err == nil {
+		t.Fatal("a list changed to an IPv6 rewrite of IPv4 flows passed")
+	}
+	for i := range ops {
+		var re *hal.RuleError
+		if !errors.As(res[i].Err, &re) {
+			t.Errorf("op %d: %v, want a *hal.RuleError", i, res[i].Err)
+		}
+	}
+}
+
+func withActions(r hal.Rule, acts []hal.Action) hal.Rule {
+	r.Actions = acts
+	return r
+}
