@@ -446,7 +446,13 @@ func (w *writerState) settle() {
 		to.pkts.Add(from.pkts.Load())
 		to.bytes.Add(from.bytes.Load())
 	}
-	for _, r := range w.retired {
+	// Newest first: the free lists are stacks, so the entries of rules
+	// deleted in ID order are handed out again in the order they were
+	// freed, and the rules of a later run of IDs get entries in ascending
+	// order, which keeps their idIndex pages runs (no slot array to
+	// allocate and fill) and their entries' stores sequential.
+	for i := len(w.retired) - 1; i >= 0; i-- {
+		r := w.retired[i]
 		w.release(w.progs[r[1]])
 		w.freeEntry(r[0])
 	}

@@ -1136,3 +1136,78 @@ func withActions(r hal.Rule, acts []hal.Action) hal.Rule {
 	r.Actions = acts
 	return r
 }
+
+// TestDeletedEntriesReusedInOrder: rules deleted in ID order leave their
+// entries to be handed out again in the order they were freed, so that the
+// next run of IDs gets ascending entries and its ID pages stay runs (no
+// slot arrays), batch after batch, as a controller that replaces its rules
+// in runs does.
+func TestDeletedEntriesReusedInOrder(t *testing.T) {
+	n := newNIC(t)
+	ctx := context.Background()
+	const run = 3 * idPageSize
+	for round := 0; round < 3; round++ {
+		base := round * run
+		ops := make([]hal.Op, run)
+		for i := range ops {
+			ops[i] = hal.AddOp(flowRule(base + i))
+		}
+		res := make([]hal.OpResult, run)
+		if err := n.Apply(ctx, ops, res); err != nil {
+			t.Fatal(err)
+		}
+		prev, _ := n.w.byID.get(hal.RuleID(base + 1))
+		for i := 1; i < run; i++ {
+			idx, _ := n.w.byID.get(hal.RuleID(base + i + 1))
+			if idx != prev+1 {
+				t.Fatalf("round %d: rule %d at entry %d after %d: not ascending", round, base+i+1, idx, prev)
+			}
+			prev = idx
+		}
+		for p := (base + 1) / idPageSize; p <= (base+run)/idPageSize; p++ {
+			if pg := n.w.byID.pages[p]; pg != nil && pg.slot != nil {
+				t.Fatalf("round %d: ID page %d turned to slots", round, p)
+			}
+		}
+		for i := range ops {
+			ops[i] = hal.DeleteOp(hal.RuleID(base + i + 1))
+		}
+		if err := n.Apply(ctx, ops, res); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestApplyInRunsAllocatesNothing: once a table has settled, a controller
+// that adds a run of rules and deletes the oldest, batch after batch (IDs
+// counted up, lists shared per remote host), costs Apply no allocation:
+// entries, ID pages and program references are reused.
+func TestApplyInRunsAllocatesNothing(t *testing.T) {
+	const base, batch = 4 * idPageSize, 2 * idPageSize
+	n := newNIC(t, func(c *Config) { c.MaxRules = base + batch })
+	ctx := context.Background()
+	installFlows(t, n, base)
+	adds := make([]hal.Op, batch)
+	dels := make([]hal.Op, batch)
+	res := make([]hal.OpResult, batch)
+	next, oldest := base, 0
+	step := func() {
+		for i := range adds {
+			adds[i] = hal.AddOp(flowRule(next + i))
+			dels[i] = hal.DeleteOp(hal.RuleID(oldest + i + 1))
+		}
+		next, oldest = next+batch, oldest+batch
+		if err := n.Apply(ctx, adds, res); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Apply(ctx, dels, res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 8; i++ {
+		step() // the table and the writer's scratch reach their sizes
+	}
+	if a := testing.AllocsPerRun(20, step); a != 0 {
+		t.Fatalf("%v allocations per batch of %d adds and %d deletes", a, batch, batch)
+	}
+}
