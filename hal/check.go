@@ -32,6 +32,15 @@ func (f actionField) String() string { return fmt.Sprintf("actions[%d] %s", f.i,
 
 // CheckShape checks that r is well formed whatever the NIC.
 func CheckShape(r *Rule) error {
+	if err := checkMatchShape(r); err != nil {
+		return err
+	}
+	return checkActionShape(r)
+}
+
+// checkMatchShape is CheckShape up to the action list: the rule's ID, its
+// match, and that it has actions.
+func checkMatchShape(r *Rule) error {
 	if r.ID == 0 {
 		return invalid("id", "rule ID 0 is reserved")
 	}
@@ -56,6 +65,15 @@ func CheckShape(r *Rule) error {
 	if len(r.Actions) == 0 {
 		return invalid("actions", "no actions: a rule needs a terminal action (output, drop or to_host)")
 	}
+	return nil
+}
+
+// checkActionShape is the rest of CheckShape: the action list, in the
+// light of what the match pins (ActionTraits).
+func checkActionShape(r *Rule) error {
+	m := &r.Match
+	k, mk := &m.Key, &m.Mask
+	isIP := k.EthType == EtherTypeIPv4 || k.EthType == EtherTypeIPv6
 	const (
 		stageDecap = iota
 		stageRewrite
@@ -191,10 +209,18 @@ func checkFields(caps *Capabilities, m *Match) error {
 	return nil
 }
 
-// checkActions checks r's generation and actions against caps.
-func checkActions(caps *Capabilities, r *Rule) error {
+// checkGeneration checks r's scope and generation against caps.
+func checkGeneration(caps *Capabilities, r *Rule) error {
 	if (r.Scope != 0 || r.Generation != 0) && !caps.Generations {
 		return Unsupported(caps.Driver, "generation", "the NIC has no generations (scope %d gen %d)", r.Scope, r.Generation)
+	}
+	return nil
+}
+
+// checkActions checks r's generation and actions against caps.
+func checkActions(caps *Capabilities, r *Rule) error {
+	if err := checkGeneration(caps, r); err != nil {
+		return err
 	}
 	for i := range r.Actions {
 		a := &r.Actions[i]
@@ -220,6 +246,8 @@ func checkActions(caps *Capabilities, r *Rule) error {
 // fields the capabilities cover, and a rule with the same mask (the rules
 // of a batch mostly share one) skips the field checks, the costliest part
 // of CheckRule. Its answer for every rule is CheckRule's, error for error.
+// A driver that knows a rule's action list passed before (CheckKnownActions)
+// spares the checks of the list as well.
 // A Checker is not safe for concurrent use, and the capabilities it was
 // made with must not change while it is used.
 type Checker struct {
@@ -233,12 +261,64 @@ type Checker struct {
 // NewChecker returns a Checker for caps.
 func NewChecker(caps *Capabilities) *Checker { return &Checker{caps: caps} }
 
+// ActionTraits is what the checks of a rule's action list read of its
+// match: whether the match pins an IP ethertype and which, whether it pins
+// TCP or UDP, whether it matches a tunnel, and the key's tunnel kind. Two
+// rules with equal action lists and equal traits get the same answer from
+// those checks, whatever else their matches, IDs or priorities hold.
+type ActionTraits uint16
+
+// TraitsOf returns the ActionTraits of match m.
+func TraitsOf(m *Match) ActionTraits {
+	k, mk := &m.Key, &m.Mask
+	var t ActionTraits
+	if mk.EthType == 0xffff && (k.EthType == EtherTypeIPv4 || k.EthType == EtherTypeIPv6) {
+		t |= 1
+	}
+	if k.EthType == EtherTypeIPv4 {
+		t |= 2
+	}
+	if mk.Proto == 0xff && (k.Proto == ProtoTCP || k.Proto == ProtoUDP) {
+		t |= 4
+	}
+	if mk.TunKind == 0xff && k.TunKind != EncapNone {
+		t |= 8
+	}
+	return t | ActionTraits(k.TunKind)<<8
+}
+
 // Check returns what CheckRule(caps, r) returns.
 func (c *Checker) Check(r *Rule) error {
 	if err := CheckShape(r); err != nil {
 		return err
 	}
-	m := &r.Match
+	if err := c.checkFields(&r.Match); err != nil {
+		return err
+	}
+	return checkActions(c.caps, r)
+}
+
+// CheckKnownActions returns what Check(r) returns, for a rule whose action
+// list is known to pass: a rule with an equal list and equal TraitsOf its
+// match passed Check before, against the same capabilities. It leaves out
+// the checks of the list, which would pass again. Controllers share one
+// list among many rules (those to one remote host), and a driver that
+// remembers the lists that passed in a batch whose lists do not change
+// (an Apply's operations are the caller's, unchanged, until it returns)
+// checks each distinct list once per batch, not once per rule.
+func (c *Checker) CheckKnownActions(r *Rule) error {
+	if err := checkMatchShape(r); err != nil {
+		return err
+	}
+	if err := c.checkFields(&r.Match); err != nil {
+		return err
+	}
+	return checkGeneration(c.caps, r)
+}
+
+// checkFields is checkFields against c's capabilities, skipped for the
+// mask that passed last.
+func (c *Checker) checkFields(m *Match) error {
 	if v6 := m.Key.EthType == EtherTypeIPv6; !c.ok || c.v6 != v6 || c.mask != m.Mask {
 		if err := checkFields(c.caps, m); err != nil {
 			return err
@@ -246,12 +326,12 @@ func (c *Checker) Check(r *Rule) error {
 		c.mask, c.v6, c.ok = m.Mask, v6, true
 		c.seq++
 	}
-	return checkActions(c.caps, r)
+	return nil
 }
 
 // MaskSeq hands back what Check found about the mask: a number that
 // changes each time the Checker takes a new mask to remember. Check(r)
-// returning nil leaves the Checker remembering r's mask (and whether r's
+// (or CheckKnownActions(r)) returning nil leaves the Checker remembering r's mask (and whether r's
 // key is IPv6), so two rules for which Check returned nil, with the same
 // MaskSeq read after each, have equal masks and the same IP version. A
 // driver that keeps something per mask (a table found for the previous

@@ -48,6 +48,118 @@ func TestCheckerAgreesWithCheckRule(t *testing.T) {
 	}
 }
 
+// TestCheckerKnownActionsAgreesWithCheckRule: a Checker used as a driver
+// uses it for a batch, CheckKnownActions for a rule whose action list (the
+// same slice, unchanged) passed earlier in the batch with the same
+// TraitsOf, Check otherwise, answers what CheckRule answers, error for
+// error. Rules draw their lists from a small pool of shared slices, so
+// that one list comes back at once with one trait of the match changed
+// (a tunnel kind the mask leaves out, no protocol, the other IP version,
+// another tunnel kind), and with other IDs, scopes and generations. A
+// trait the checks read that TraitsOf left out would pass a rule that
+// CheckRule refuses.
+func TestCheckerKnownActionsAgreesWithCheckRule(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	capsets := []hal.Capabilities{
+		{Driver: "all", MatchFields: hal.MatchAll, MaskedFields: hal.MatchAll, Actions: hal.AllActions,
+			Encaps: hal.EncapsOf(hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE), Decaps: hal.EncapsOf(hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE), Generations: true},
+		{Driver: "reduced", MatchFields: hal.MatchAll &^ (hal.MatchVNI | hal.MatchL4Src), MaskedFields: hal.MatchAll &^ hal.MatchIPv6Dst,
+			Actions: hal.AllActions &^ hal.ActionsOf(hal.ActionDecTTL, hal.ActionPushVLAN), Encaps: hal.EncapsOf(hal.EncapVXLAN), Decaps: hal.EncapsOf(hal.EncapVXLAN)},
+		{Driver: "vxlan", MatchFields: hal.MatchAll, MaskedFields: hal.MatchAll, Actions: hal.AllActions,
+			Encaps: hal.EncapsOf(hal.EncapVXLAN), Decaps: hal.EncapsOf(hal.EncapVXLAN), Generations: true},
+	}
+	type listKey struct {
+		p      *hal.Action
+		n      int
+		traits hal.ActionTraits
+	}
+	checkers := make([]*hal.Checker, len(capsets))
+	passed := make([]map[listKey]bool, len(capsets)) // this batch's
+	for i := range capsets {
+		checkers[i] = hal.NewChecker(&capsets[i])
+		passed[i] = map[listKey]bool{}
+	}
+	// Lists whose answer turns on the match: the first few of the pool.
+	enc := hal.Encap{Kind: hal.EncapVXLAN, VNI: 7, Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2")}
+	traitLists := [][]hal.Action{
+		{{Kind: hal.ActionDecap}, hal.Output(1)},
+		{{Kind: hal.ActionDecap}, hal.EncapWith(enc), hal.Output(2)},
+		{{Kind: hal.ActionSetIPDst, Addr: netip.MustParseAddr("198.18.0.9")}, hal.Output(1)},
+		{{Kind: hal.ActionSetIPSrc, Addr: netip.MustParseAddr("2001:db8::9")}, hal.Output(1)},
+		{{Kind: hal.ActionSetL4Dst, L4Port: 80}, hal.Output(1)},
+		{{Kind: hal.ActionDecTTL}, hal.Output(1)},
+	}
+	// The pool: slices of room for 6 actions, refilled in place between
+	// some batches.
+	pool := make([][]hal.Action, 32)
+	for i := range pool {
+		pool[i] = make([]hal.Action, 0, 6)
+	}
+	fill := func() {
+		for i := range pool {
+			acts := randomRule(rng).Actions
+			if i < len(traitLists) {
+				acts = traitLists[i]
+			}
+			pool[i] = append(pool[i][:0], acts...)
+		}
+	}
+	accepted, known := 0, 0
+	for batch := 0; batch < 500; batch++ {
+		if batch%3 == 0 {
+			fill()
+		}
+		for i := range passed {
+			clear(passed[i])
+		}
+		for i := 0; i < 100; i++ {
+			r := randomRule(rng)
+			r.Actions = pool[rng.IntN(len(pool))]
+			if n := len(r.Actions); n > 1 && rng.IntN(4) == 0 {
+				// A list at the address of a longer one.
+				r.Actions = r.Actions[:n-1]
+			}
+			v := r
+			m := &v.Match
+			switch rng.IntN(4) {
+			case 0: // a tunnel kind in the key that the mask leaves out
+				m.Mask.TunKind, m.Mask.VNI, m.Mask.TunSrc, m.Mask.TunDst = 0, 0, [16]byte{}, [16]byte{}
+			case 1: // no protocol
+				m.Mask.Proto, m.Mask.L4Src, m.Mask.L4Dst = 0, 0, 0
+			case 2: // the other IP version, or none
+				m.Key.EthType = map[uint16]uint16{hal.EtherTypeIPv4: hal.EtherTypeIPv6, hal.EtherTypeIPv6: hal.EtherTypeIPv4}[m.Key.EthType]
+			case 3: // another tunnel kind
+				m.Key.TunKind = hal.EncapKind(rng.IntN(4))
+			}
+			for _, r := range []*hal.Rule{&r, &v} {
+				var k listKey
+				if len(r.Actions) > 0 {
+					k = listKey{&r.Actions[0], len(r.Actions), hal.TraitsOf(&r.Match)}
+				}
+				for ci := range capsets {
+					want := hal.CheckRule(&capsets[ci], r)
+					var got error
+					if k.p != nil && passed[ci][k] {
+						got = checkers[ci].CheckKnownActions(r)
+						known++
+					} else if got = checkers[ci].Check(r); got == nil && k.p != nil {
+						passed[ci][k] = true
+					}
+					if (got == nil) != (want == nil) || (got != nil && got.Error() != want.Error()) {
+						t.Fatalf("batch %d caps %s: Checker says %v, CheckRule %v:\n%v", batch, capsets[ci].Driver, got, want, r.String())
+					}
+					if want == nil {
+						accepted++
+					}
+				}
+			}
+		}
+	}
+	if accepted < 1000 || known < 2000 {
+		t.Fatalf("%d rules accepted, %d checked as known: the generator does not reach the known lists", accepted, known)
+	}
+}
+
 // TestCheckerMaskSeq: after a rule passes, the MaskSeq read is the one
 // read after the previous rule that passed only if the two have equal
 // masks and the same IP version, and it is whenever they have and no rule
@@ -119,6 +231,20 @@ func BenchmarkChecker(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			if err := c.Check(&rules[i&255]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The 256 rules share their action list: a driver that remembers
+	// that it passed checks it once (CheckKnownActions after).
+	b.Run("CheckerKnownActions", func(b *testing.B) {
+		c := hal.NewChecker(&caps)
+		if err := c.Check(&rules[0]); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if err := c.CheckKnownActions(&rules[i&255]); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -17,7 +17,10 @@
 // and exactly one terminal action last (Output, Drop or ToHost). [CheckRule]
 // enforces that shape, so a rule that is well formed for one driver is well
 // formed for all of them; a [Checker] gives CheckRule's answers for a batch at
-// less cost. [Rule.Clone] is the deep copy a driver keeps of a rule.
+// less cost, and [Checker.CheckKnownActions] spares a driver that remembers
+// which action lists passed (with which [ActionTraits] of their match) checking
+// a list that its rules share again for every rule. [Rule.Clone] is the deep
+// copy a driver keeps of a rule.
 //
 // # Capabilities and Validate
 //

@@ -15,7 +15,16 @@ import (
 type idIndex struct {
 	pages  []*idPage
 	sparse map[hal.RuleID]uint32
+	// spare holds up to idSpareMax emptied pages for reuse: a controller
+	// that deletes a run of rules and adds the next (IDs counted up)
+	// empties and starts pages at the same pace, and reusing them spares
+	// an allocation per page, and the collector the garbage.
+	spare []*idPage
 }
+
+// idSpareMax bounds idIndex.spare: 64 pages (10 KiB), a batch of 64K
+// rules' worth.
+const idSpareMax = 64
 
 const (
 	idPageShift = 10
@@ -72,7 +81,12 @@ func (x *idIndex) set(id hal.RuleID, idx uint32) {
 	}
 	pg := x.pages[p]
 	if pg == nil {
-		pg = new(idPage)
+		if k := len(x.spare); k > 0 {
+			pg = x.spare[k-1]
+			x.spare = x.spare[:k-1]
+		} else {
+			pg = new(idPage)
+		}
 		x.pages[p] = pg
 	}
 	i := uint64(id & (idPageSize - 1))
@@ -124,6 +138,13 @@ func (x *idIndex) del(id hal.RuleID) {
 	}
 	if pg.n--; pg.n == 0 {
 		x.pages[p] = nil
+		if len(x.spare) < idSpareMax {
+			// A page's has bits stay as they were once it turned
+			// to slots: all cleared. A slot array goes, memory
+			// follows the live IDs.
+			*pg = idPage{}
+			x.spare = append(x.spare, pg)
+		}
 	}
 }
 

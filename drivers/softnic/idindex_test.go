@@ -161,3 +161,52 @@ func TestIDIndexRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestIDIndexReusesEmptiedPages: a page that empties is kept as a spare
+// (up to idSpareMax) and reused for the next page started, with nothing of
+// its past: a page that had turned to slots, emptied and reused for a run,
+// answers for the run's IDs alone, as a run.
+func TestIDIndexReusesEmptiedPages(t *testing.T) {
+	var x idIndex
+	// Page 0 as slots (entries out of order), then emptied.
+	for i := 1; i < 100; i++ {
+		x.set(hal.RuleID(i), uint32(1000-i))
+	}
+	old := x.pages[0]
+	if old.slot == nil {
+		t.Fatal("entries out of order: the page should have turned to slots")
+	}
+	for i := 1; i < 100; i++ {
+		x.del(hal.RuleID(i))
+	}
+	if x.pages[0] != nil || len(x.spare) != 1 {
+		t.Fatalf("emptied page: pages[0] %p, %d spares; want nil, 1", x.pages[0], len(x.spare))
+	}
+	// Page 3 as a run, on the spare.
+	base := hal.RuleID(3 * idPageSize)
+	for i := 50; i < 60; i++ {
+		x.set(base+hal.RuleID(i), uint32(500+i))
+	}
+	if x.pages[3] != old || len(x.spare) != 0 {
+		t.Fatal("a new page did not reuse the spare")
+	}
+	if old.slot != nil {
+		t.Fatal("the reused page kept its slots: a run should need none")
+	}
+	for id := base; id < base+idPageSize; id++ {
+		idx, ok := x.get(id)
+		if want := id >= base+50 && id < base+60; ok != want || (ok && idx != uint32(500+id-base)) {
+			t.Fatalf("id %d: get %d,%v; want present %v", id, idx, ok, want)
+		}
+	}
+	// Spares are bounded.
+	for p := 0; p < 2*idSpareMax; p++ {
+		x.set(hal.RuleID((10+p)*idPageSize), 1)
+	}
+	for p := 0; p < 2*idSpareMax; p++ {
+		x.del(hal.RuleID((10 + p) * idPageSize))
+	}
+	if len(x.spare) != idSpareMax {
+		t.Fatalf("%d spare pages, want at most %d", len(x.spare), idSpareMax)
+	}
+}

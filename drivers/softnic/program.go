@@ -43,6 +43,10 @@ type program struct {
 	quick uint64 // quickActionsHash(actions)
 	refs  int    // rules that use it
 	idx   uint32
+	// srcTraits is hal.TraitsOf the match of the rule that the program
+	// was last found for, which passed hal's checks with src: see
+	// writerState.knownActions.
+	srcTraits hal.ActionTraits
 	// The caller's slice that the program was last found for, and in
 	// which batch (writerState.batch): see matches.
 	srcLen   int

@@ -1072,3 +1072,142 @@ func TestInternSharedSlice(t *testing.T) {
 		t.Fatalf("refs %d and %d, want 100 each", first.refs, second.refs)
 	}
 }
+
+// TestApplyKnownListsStillChecked: a list that rules of a batch share is
+// checked once per batch (knownActions), yet every rule gets hal's answer:
+// a shared list that passed with one rule's match is refused with another
+// whose match it does not fit (an IPv4 rewrite on an IPv6 flow, a port
+// rewrite on a flow without a protocol), in the same batch; and a shared
+// slice that the caller changed in place between batches is checked
+// again in the next.
+func TestApplyKnownListsStillChecked(t *testing.T) {
+	n := newNIC(t)
+	ctx := context.Background()
+	setDst := []hal.Action{hal.SetIPDst(caVM2), hal.Output(pVM2)}
+	setPort := []hal.Action{{Kind: hal.ActionSetL4Dst, L4Port: 8080}, hal.Output(pVM2)}
+	v6 := func(id hal.RuleID) hal.Rule {
+		k := hal.FlowKey{InPort: pVM1, EthType: hal.EtherTypeIPv6, Proto: hal.ProtoUDP, L4Dst: 53,
+			IPSrc: hal.Addr16(pa6Loc), IPDst: hal.Addr16(pa6Rem)}
+		return hal.Rule{ID: id, Priority: 10, Match: hal.Exact(&k), Actions: setDst}
+	}
+	noProto := func(id hal.RuleID) hal.Rule {
+		var m hal.Match
+		m.InPort(pVM1).IPDst(netip.PrefixFrom(caRem, 32))
+		return hal.Rule{ID: id, Priority: 10, Match: m, Actions: setPort}
+	}
+	ops := []hal.Op{
+		hal.AddOp(withActions(flowRule(0), setDst)),
+		hal.AddOp(v6(1000)),
+		hal.AddOp(withActions(flowRule(1), setDst)),
+		hal.AddOp(withActions(flowRule(2), setPort)),
+		hal.AddOp(noProto(1001)),
+		hal.AddOp(withActions(flowRule(3), setPort)),
+	}
+	res := make([]hal.OpResult, len(ops))
+	if err := n.Apply(ctx, ops, res); err == nil {
+		t.Fatal("a batch with ill-fitting rules: no error")
+	}
+	for i, op := range ops {
+		want := hal.CheckRule(&n.caps, &op.Rule)
+		if (res[i].Err == nil) != (want == nil) || (want != nil && res[i].Err.Error() != want.Error()) {
+			t.Errorf("op %d (rule %d): %v, want %v", i, op.Rule.ID, res[i].Err, want)
+		}
+	}
+	if res[1].Err == nil || res[4].Err == nil || res[0].Err != nil || res[2].Err != nil || res[3].Err != nil || res[5].Err != nil {
+		t.Fatalf("results %v: want rules 1000 and 1001 refused, the others in", res)
+	}
+	// The shared slice, changed in place (where interning's quick hash
+	// does not look): an IPv6 address on IPv4 flows.
+	setDst[0] = hal.SetIPDst(pa6Rem)
+	ops = []hal.Op{hal.AddOp(withActions(flowRule(10), setDst)), hal.AddOp(withActions(flowRule(11), setDst))}
+	res = res[:len(ops)]
+	if err := n.Apply(ctx, ops, res); err == nil {
+		t.Fatal("a list changed to an IPv6 rewrite of IPv4 flows passed")
+	}
+	for i := range ops {
+		var re *hal.RuleError
+		if !errors.As(res[i].Err, &re) {
+			t.Errorf("op %d: %v, want a *hal.RuleError", i, res[i].Err)
+		}
+	}
+}
+
+func withActions(r hal.Rule, acts []hal.Action) hal.Rule {
+	r.Actions = acts
+	return r
+}
+
+// TestDeletedEntriesReusedInOrder: rules deleted in ID order leave their
+// entries to be handed out again in the order they were freed, so that the
+// next run of IDs gets ascending entries and its ID pages stay runs (no
+// slot arrays), batch after batch, as a controller that replaces its rules
+// in runs does.
+func TestDeletedEntriesReusedInOrder(t *testing.T) {
+	n := newNIC(t)
+	ctx := context.Background()
+	const run = 3 * idPageSize
+	for round := 0; round < 3; round++ {
+		base := round * run
+		ops := make([]hal.Op, run)
+		for i := range ops {
+			ops[i] = hal.AddOp(flowRule(base + i))
+		}
+		res := make([]hal.OpResult, run)
+		if err := n.Apply(ctx, ops, res); err != nil {
+			t.Fatal(err)
+		}
+		prev, _ := n.w.byID.get(hal.RuleID(base + 1))
+		for i := 1; i < run; i++ {
+			idx, _ := n.w.byID.get(hal.RuleID(base + i + 1))
+			if idx != prev+1 {
+				t.Fatalf("round %d: rule %d at entry %d after %d: not ascending", round, base+i+1, idx, prev)
+			}
+			prev = idx
+		}
+		for p := (base + 1) / idPageSize; p <= (base+run)/idPageSize; p++ {
+			if pg := n.w.byID.pages[p]; pg != nil && pg.slot != nil {
+				t.Fatalf("round %d: ID page %d turned to slots", round, p)
+			}
+		}
+		for i := range ops {
+			ops[i] = hal.DeleteOp(hal.RuleID(base + i + 1))
+		}
+		if err := n.Apply(ctx, ops, res); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestApplyInRunsAllocatesNothing: once a table has settled, a controller
+// that adds a run of rules and deletes the oldest, batch after batch (IDs
+// counted up, lists shared per remote host), costs Apply no allocation:
+// entries, ID pages and program references are reused.
+func TestApplyInRunsAllocatesNothing(t *testing.T) {
+	const base, batch = 4 * idPageSize, 2 * idPageSize
+	n := newNIC(t, func(c *Config) { c.MaxRules = base + batch })
+	ctx := context.Background()
+	installFlows(t, n, base)
+	adds := make([]hal.Op, batch)
+	dels := make([]hal.Op, batch)
+	res := make([]hal.OpResult, batch)
+	next, oldest := base, 0
+	step := func() {
+		for i := range adds {
+			adds[i] = hal.AddOp(flowRule(next + i))
+			dels[i] = hal.DeleteOp(hal.RuleID(oldest + i + 1))
+		}
+		next, oldest = next+batch, oldest+batch
+		if err := n.Apply(ctx, adds, res); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Apply(ctx, dels, res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 8; i++ {
+		step() // the table and the writer's scratch reach their sizes
+	}
+	if a := testing.AllocsPerRun(20, step); a != 0 {
+		t.Fatalf("%v allocations per batch of %d adds and %d deletes", a, batch, batch)
+	}
+}
