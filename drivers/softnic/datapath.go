@@ -249,10 +249,9 @@ func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset 
 func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset int) {
 	k := len(bufs)
 	// Find every hit's program before executing any. compare asked for
-	// each program and the two lines of its template that Push reads
-	// first (encapProgram) as it found the hits; the last line of the
-	// outer headers, when they run on into the next line, is asked for
-	// here.
+	// each program's line and its template's first (encapProgram) as it
+	// found the hits; the last line of the outer headers, when they run
+	// on past that one (all but VXLAN over IPv4), is asked for here.
 	npf := 0
 	for i := 0; i < k; i++ {
 		if b.fate[i] != fatePending || b.best[i] == noRule {
@@ -260,8 +259,11 @@ func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset
 		}
 		p := b.prog[i] // compare's, with best
 		if p.encap != nil {
-			b.pf[npf] = uintptr(unsafe.Pointer(p.encap)) + uintptr(p.encapLen) - 1
-			npf++
+			t := uintptr(unsafe.Pointer(p.encap))
+			if last := t + wire.EncapHotFields + uintptr(p.encapLen) - 1; last>>6 != t>>6 {
+				b.pf[npf] = last
+				npf++
+			}
 		}
 	}
 	prefetch.Lines(b.pf[:npf])
@@ -308,9 +310,9 @@ func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset
 			// than behind a call per packet.
 			l3 := size - wire.EthHeaderLen - wire.VLANTagLen*l.VLANs
 			if p.encap != nil {
-				l3 = size + p.encapLen - wire.EthHeaderLen
+				l3 = size + int(p.encapLen) - wire.EthHeaderLen
 			}
-			if l3 > p.outMTU {
+			if l3 > int(p.outMTU) {
 				b.fate[i], b.why[i] = fateHost, hal.ReasonMTU
 				b.rule[i] = v.chunks[idx>>chunkShift].id(idx)
 				continue
@@ -615,22 +617,21 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 		} else if h != 0 {
 			compareChain(b, v, tab, i, nw)
 		}
-		// A hit: its program, which the execute pass reads, and the
-		// template that an encapsulating program carries right after it
-		// (encapProgram: the first line of its outer headers, and its
-		// fields after the MaxEncapHeadroom bytes of headers), are asked
-		// for now, while the rest of the burst is compared, rather than
-		// after the lookup. With a thousand remote hosts neither is in
-		// the nearer caches, and in the execute loop each packet would
-		// wait for its own. (These are hints: for a program without an
-		// encapsulation, or were the offset of the fields wrong, only
-		// the prefetch would be wasted; a later tuple may still find a
-		// better rule, whose program compare then records instead.)
+		// A hit: the line of its program that the execute pass reads,
+		// and the first line of the template that an encapsulating
+		// program carries after it (encapProgram: the fields Push reads
+		// and the outer headers, all of them for VXLAN over IPv4), are
+		// asked for now, while the rest of the burst is compared, rather
+		// than after the lookup. With a thousand remote hosts neither is
+		// in the nearer caches, and in the execute loop each packet
+		// would wait for its own. (These are hints: for a program without
+		// an encapsulation only the second prefetch is wasted; a later
+		// tuple may still find a better rule, whose program compare then
+		// records instead.)
 		if b.best[i] != was {
 			p := uintptr(unsafe.Pointer(b.prog[i]))
-			t := p + tmplOffset
-			b.pf[npf], b.pf[npf+1], b.pf[npf+2] = p, t, t+wire.MaxEncapHeadroom+8
-			if npf += 3; npf-pfd >= pfGroup {
+			b.pf[npf], b.pf[npf+1] = p, p+tmplOffset
+			if npf += 2; npf-pfd >= pfGroup {
 				prefetch.Lines(b.pf[pfd:npf])
 				pfd = npf
 			}
@@ -730,9 +731,9 @@ func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int)
 	ln := end - start + wire.VLANTagLen*(p.pushes-p.pops)
 	l3 := ln - wire.EthHeaderLen - wire.VLANTagLen*tags
 	if p.encap != nil {
-		l3 = ln + p.encapLen - wire.EthHeaderLen
+		l3 = ln + int(p.encapLen) - wire.EthHeaderLen
 	}
-	if l3 > p.outMTU {
+	if l3 > int(p.outMTU) {
 		b.fate[i], b.why[i] = fateHost, hal.ReasonMTU
 		return
 	}
