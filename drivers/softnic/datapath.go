@@ -183,12 +183,14 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 // parseBurst parses the frames of a burst into b (their words, layouts and
 // fates) and returns the bytes they hold.
 func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset int) uint64 {
-	k := len(bufs)
+	// At most MaxBurst (process's bursts are no longer), with sizes as
+	// long as bufs: the compiler then knows every index below in bounds.
+	k := min(len(bufs), MaxBurst)
+	bufs, sizes = bufs[:k], sizes[:k]
 	maxIn := in.info.MTU + l2Allowance
 	var rxBytes uint64
 	b.anySealed = false
-	for i := 0; i < k; i++ {
-		size := sizes[i]
+	for i, size := range sizes {
 		rxBytes += uint64(max(size, 0))
 		b.best[i], b.prio[i], b.rule[i], b.sealed[i] = noRule, -1, 0, false
 		if size > maxIn || size < 0 || offset+size > len(bufs[i]) {
@@ -247,7 +249,9 @@ func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset 
 // executeBurst runs the program of every hit of the burst (lookup's
 // result) and sends every miss to the host, in view v's read section.
 func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset int) {
-	k := len(bufs)
+	// As in parseBurst: no index below out of bounds.
+	k := min(len(bufs), MaxBurst)
+	bufs, sizes = bufs[:k], sizes[:k]
 	// Find every hit's program before executing any. compare asked for
 	// each program's line and its template's first (encapProgram) as it
 	// found the hits; the last line of the outer headers, when they run
@@ -418,19 +422,25 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	}
 	nw := min(sh.n, numWords)
 	floor := int32(tab.maxPrio)
-	todo := b.todo[:0]
-	// The shape's first entryLineWords words, in locals: with the
-	// words past nw masked to zero (pmask is zero there), the packing
-	// and the hash of a tuple of at most entryLineWords words are
-	// straight-line code, whatever nw.
-	i0, i1, i2, i3, i4 := sh.idx[0], sh.idx[1], sh.idx[2], sh.idx[3], sh.idx[4]
+	// The shape's first entryLineWords words, as byte offsets into a
+	// packet's words (newShape keeps every index below numWords, so
+	// wordAt reads inside them, without a bounds check per word), and
+	// their masks: with the words past nw masked to zero (pmask is zero
+	// there), the packing and the hash of a tuple of at most
+	// entryLineWords words are straight-line code, whatever nw.
+	o0, o1, o2, o3, o4 := wordOff(sh.idx[0]), wordOff(sh.idx[1]), wordOff(sh.idx[2]), wordOff(sh.idx[3]), wordOff(sh.idx[4])
 	m0, m1, m2, m3, m4 := sh.pmask[0], sh.pmask[1], sh.pmask[2], sh.pmask[3], sh.pmask[4]
-	pfd := 0
-	for i := 0; i < k; i++ {
-		// A v4 tuple leaves out words that only IPv4 packets are sure
-		// to hold as its rules do (v4Known): no other packet probes it.
-		if b.fate[i] != fatePending || b.prio[i] > floor ||
-			(sh.v4 && uint16(b.w[i][wordEthType]>>ethTypeShift) != hal.EtherTypeIPv4) {
+	// A v4 tuple leaves out words that only IPv4 packets are sure to
+	// hold as its rules do (v4Known): no other packet probes it. For
+	// any other tuple, want and etMask let every EtherType through.
+	want, etMask := uint64(0), uint64(0)
+	if sh.v4 {
+		want, etMask = uint64(hal.EtherTypeIPv4)<<ethTypeShift, ethTypeMask
+	}
+	k = min(k, MaxBurst)
+	nt, pfd := 0, 0
+	for i := range b.fate[:k] {
+		if b.fate[i] != fatePending || b.prio[i] > floor || b.w[i][wordEthType]&etMask != want {
 			continue
 		}
 		// The packet's words as this tuple sees them, packed like its
@@ -438,7 +448,7 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		// Words nw to entryLineWords stay zero, as in a packed rule
 		// key (see keyEqual); they add nothing to the hash.
 		w, pk := &b.w[i], &b.pk[i]
-		x0, x1, x2, x3, x4 := w[i0]&m0, w[i1]&m1, w[i2]&m2, w[i3]&m3, w[i4]&m4
+		x0, x1, x2, x3, x4 := wordAt(w, o0)&m0, wordAt(w, o1)&m1, wordAt(w, o2)&m2, wordAt(w, o3)&m3, wordAt(w, o4)&m4
 		pk[0], pk[1], pk[2], pk[3], pk[4] = x0, x1, x2, x3, x4
 		h := uint64(hashSeed) + x0*wordMul[0] + bits.RotateLeft64(x1, 7)*wordMul[1] +
 			bits.RotateLeft64(x2, 14)*wordMul[2] + bits.RotateLeft64(x3, 21)*wordMul[3] +
@@ -451,14 +461,17 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		sig := sigOf(finish(h))
 		bi := ht.home(sig)
 		b.sig[i], b.bkt[i] = sig, uint32(bi)
-		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[bi]))
-		todo = append(todo, uint8(i))
-		if len(todo)-pfd == pfGroup {
-			prefetch.Lines(b.pf[pfd:len(todo)])
-			pfd = len(todo)
+		// nt counts at most k packets: the masks only let the compiler
+		// see that the indexes are in bounds.
+		b.pf[nt&(MaxBurst-1)] = uintptr(unsafe.Pointer(&ht.b[bi]))
+		b.todo[nt&(MaxBurst-1)] = uint8(i)
+		if nt++; nt-pfd == pfGroup {
+			prefetch.Lines(b.pf[pfd:nt])
+			pfd = nt
 		}
 	}
-	prefetch.Lines(b.pf[pfd:len(todo)])
+	todo := b.todo[:nt]
+	prefetch.Lines(b.pf[pfd:nt])
 	// The buckets: the entries their signatures point to, and the next
 	// bucket of every chain that goes on.
 	npf, nnx, pfd := 0, 0, 0
@@ -475,11 +488,13 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		o := ovfSlot(sig)
 		more := atomic.LoadUint64(&bk.sigs[o>>1&3])&ovfBit(o) != 0
 		x0, x1, x2, x3 := (w0&scanLow31)^want, (w1&scanLow31)^want, (w2&scanLow31)^want, (w3&scanLow31)^want
-		t0 := ^((x0&scanLow31 + scanLow31) | x0)
-		t1 := ^((x1&scanLow31 + scanLow31) | x1)
-		t2 := ^((x2&scanLow31 + scanLow31) | x2)
-		t3 := ^((x3&scanLow31 + scanLow31) | x3)
-		m := uint32(t0>>31&1 | t0>>62&2 | t1>>29&4 | t1>>60&8 | t2>>27&16 | t2>>58&32 | t3>>25&64 | t3>>56&128)
+		// The lanes of x have no top bit (the words' is masked off,
+		// want's is zero), so the sum needs no mask before it.
+		t0 := ^((x0 + scanLow31) | x0)
+		t1 := ^((x1 + scanLow31) | x1)
+		t2 := ^((x2 + scanLow31) | x2)
+		t3 := ^((x3 + scanLow31) | x3)
+		m := laneMask(t0, t1, t2, t3)
 		// The home bucket's answer, for the compare pass: bit 8 says
 		// the probe chain goes on past it, candBit that the bucket
 		// names one rule and the chain ends there, which the bucket
@@ -821,7 +836,9 @@ func popsFit(p *program, tags int) bool {
 // (one lock per destination port), exceptions into the queue, and the
 // counters, once per burst.
 func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int, rxBytes uint64) {
-	k := len(bufs)
+	// As in parseBurst: no index below out of bounds.
+	k := min(len(bufs), MaxBurst)
+	bufs, sizes = bufs[:k], sizes[:k]
 	in.rxPkts.Add(uint64(k))
 	in.rxBytes.Add(rxBytes)
 	var inDrops, inExc uint64
