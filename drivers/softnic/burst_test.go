@@ -215,6 +215,9 @@ func TestEncapProgramLayout(t *testing.T) {
 		if uintptr(unsafe.Pointer(p.encap))&63 != 0 {
 			t.Fatalf("template at %p, not on a cache line boundary", p.encap)
 		}
+		if p.encapTail {
+			t.Fatal("a VXLAN-over-IPv4 template's headers marked as running past its first line")
+		}
 		q, err := n.compile([]hal.Action{hal.SetEthDst(macVM2), hal.Output(pVM2)}, -1)
 		if err != nil {
 			t.Fatal(err)
@@ -223,5 +226,19 @@ func TestEncapProgramLayout(t *testing.T) {
 			t.Fatal("a program without an encapsulation has a template")
 		}
 		oneLine("a program's hot fields", unsafe.Pointer(q), progHotBytes)
+	}
+	// Outer IPv6 headers run on past the template's first line: the
+	// execute pass asks for their last line (encapTail).
+	for _, kind := range []hal.EncapKind{hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE} {
+		p, err := n.compile([]hal.Action{
+			hal.EncapWith(hal.Encap{Kind: kind, VNI: 5000, Src: pa6Loc, Dst: pa6Rem, SrcMAC: macUp, DstMAC: macNext}),
+			hal.Output(pUplink)}, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, last := uintptr(unsafe.Pointer(p.encap)), p.encapLastLine()
+		if !p.encapTail || last>>6 == a>>6 || last != a+wire.EncapHotFields+uintptr(p.encap.Len())-1 {
+			t.Fatalf("%v over IPv6: template at %#x, headers' last byte at %#x, encapTail %v", kind, a, last, p.encapTail)
+		}
 	}
 }

@@ -261,13 +261,9 @@ func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset
 		if b.fate[i] != fatePending || b.best[i] == noRule {
 			continue
 		}
-		p := b.prog[i] // compare's, with best
-		if p.encap != nil {
-			t := uintptr(unsafe.Pointer(p.encap))
-			if last := t + wire.EncapHotFields + uintptr(p.encapLen) - 1; last>>6 != t>>6 {
-				b.pf[npf] = last
-				npf++
-			}
+		if p := b.prog[i]; p.encapTail { // compare's, with best
+			b.pf[npf] = p.encapLastLine()
+			npf++
 		}
 	}
 	prefetch.Lines(b.pf[:npf])

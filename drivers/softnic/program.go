@@ -29,11 +29,15 @@ type program struct {
 	macsOnly bool // steps are MAC rewrites only, nothing else but encap and output: see execute
 	argMAC   bool // argAct >= 0
 	reason   hal.Reason
-	out      *Port
-	encap    *wire.EncapTemplate
-	outMTU   int32  // out's MTU, which never changes
-	encapLen int32  // encap.Len()
-	steps    []step // header rewrites, in order
+	// encapTail says that encap's outer headers run on past the line
+	// the template starts on (all but VXLAN over IPv4): the execute
+	// pass then asks for their last line (encapLastLine).
+	encapTail bool
+	out       *Port
+	encap     *wire.EncapTemplate
+	outMTU    int32  // out's MTU, which never changes
+	encapLen  int32  // encap.Len()
+	steps     []step // header rewrites, in order
 
 	pushes int // VLAN tags pushed
 	pops   int // VLAN tags popped
@@ -109,6 +113,12 @@ type encapProgram struct {
 	program
 	_    [(64 - (mallocHeader+unsafe.Sizeof(program{}))%64) % 64]byte
 	tmpl wire.EncapTemplate
+}
+
+// encapLastLine is the address of the last byte of the outer headers of
+// p's template (p.encap not nil).
+func (p *program) encapLastLine() uintptr {
+	return uintptr(unsafe.Pointer(p.encap)) + wire.EncapHotFields + uintptr(p.encapLen) - 1
 }
 
 // tmplOffset is where an encapProgram's template starts.
@@ -187,6 +197,9 @@ func (n *NIC) compile(acts []hal.Action, arg int) (*program, error) {
 	}
 	if p.encap != nil {
 		p.encapLen = int32(p.encap.Len())
+		// The template never moves: its lines are known now.
+		t := uintptr(unsafe.Pointer(p.encap))
+		p.encapTail = p.encapLastLine()>>6 != t>>6
 	}
 	if p.term == hal.ActionOutput && p.out != nil {
 		p.outMTU = int32(p.out.info.MTU)
