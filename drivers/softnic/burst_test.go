@@ -186,23 +186,59 @@ func TestBurstSameAsOneByOne(t *testing.T) {
 // TestEncapProgramLayout: an encapsulating program's template lies
 // tmplOffset bytes after the program, where compare prefetches it from the
 // program's address alone; a program without an encapsulation has none.
+// Every program's fields that the datapath reads (progHotBytes) lie in
+// one cache line, and a template starts on a line of its own, so that a
+// VXLAN-over-IPv4 hit reads two lines of program: what the allocator does
+// with the sizes program.go gives (mallocHeader) is checked here, on many
+// programs.
 func TestEncapProgramLayout(t *testing.T) {
 	n := newNIC(t)
-	p, err := n.compile(remoteActions[3], -1)
-	if err != nil {
-		t.Fatal(err)
+	oneLine := func(what string, p unsafe.Pointer, size uintptr) {
+		t.Helper()
+		if a := uintptr(p); a>>6 != (a+size-1)>>6 {
+			t.Fatalf("%s at %#x (%d bytes) crosses a cache line", what, a, size)
+		}
 	}
-	if p.encap == nil || uintptr(unsafe.Pointer(p.encap)) != uintptr(unsafe.Pointer(p))+tmplOffset {
-		t.Fatalf("template at %p, program at %p, want it %d bytes after", p.encap, p, tmplOffset)
+	for i := range remoteActions {
+		p, err := n.compile(remoteActions[i], -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.encap == nil || uintptr(unsafe.Pointer(p.encap)) != uintptr(unsafe.Pointer(p))+tmplOffset {
+			t.Fatalf("template at %p, program at %p, want it %d bytes after", p.encap, p, tmplOffset)
+		}
+		if got, want := p.encap.Encap(), remoteActions[i][0].Encap; got.Dst != want.Dst || got.VNI != want.VNI || int(p.encapLen) != p.encap.Len() {
+			t.Fatalf("template of %+v, want %+v", got, want)
+		}
+		oneLine("an encapsulating program's hot fields", unsafe.Pointer(p), progHotBytes)
+		oneLine("a VXLAN-over-IPv4 template's fields and headers", unsafe.Pointer(p.encap), wire.EncapHotFields+uintptr(p.encapLen))
+		if uintptr(unsafe.Pointer(p.encap))&63 != 0 {
+			t.Fatalf("template at %p, not on a cache line boundary", p.encap)
+		}
+		if p.encapTail {
+			t.Fatal("a VXLAN-over-IPv4 template's headers marked as running past its first line")
+		}
+		q, err := n.compile([]hal.Action{hal.SetEthDst(macVM2), hal.Output(pVM2)}, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.encap != nil {
+			t.Fatal("a program without an encapsulation has a template")
+		}
+		oneLine("a program's hot fields", unsafe.Pointer(q), progHotBytes)
 	}
-	if got, want := p.encap.Encap(), remoteActions[3][0].Encap; got.Dst != want.Dst || got.VNI != want.VNI || p.encapLen != p.encap.Len() {
-		t.Fatalf("template of %+v, want %+v", got, want)
-	}
-	q, err := n.compile([]hal.Action{hal.Output(pVM2)}, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if q.encap != nil {
-		t.Fatal("a program without an encapsulation has a template")
+	// Outer IPv6 headers run on past the template's first line: the
+	// execute pass asks for their last line (encapTail).
+	for _, kind := range []hal.EncapKind{hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE} {
+		p, err := n.compile([]hal.Action{
+			hal.EncapWith(hal.Encap{Kind: kind, VNI: 5000, Src: pa6Loc, Dst: pa6Rem, SrcMAC: macUp, DstMAC: macNext}),
+			hal.Output(pUplink)}, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, last := uintptr(unsafe.Pointer(p.encap)), p.encapLastLine()
+		if !p.encapTail || last>>6 == a>>6 || last != a+wire.EncapHotFields+uintptr(p.encap.Len())-1 {
+			t.Fatalf("%v over IPv6: template at %#x, headers' last byte at %#x, encapTail %v", kind, a, last, p.encapTail)
+		}
 	}
 }

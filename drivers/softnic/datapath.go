@@ -183,12 +183,14 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 // parseBurst parses the frames of a burst into b (their words, layouts and
 // fates) and returns the bytes they hold.
 func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset int) uint64 {
-	k := len(bufs)
+	// At most MaxBurst (process's bursts are no longer), with sizes as
+	// long as bufs: the compiler then knows every index below in bounds.
+	k := min(len(bufs), MaxBurst)
+	bufs, sizes = bufs[:k], sizes[:k]
 	maxIn := in.info.MTU + l2Allowance
 	var rxBytes uint64
 	b.anySealed = false
-	for i := 0; i < k; i++ {
-		size := sizes[i]
+	for i, size := range sizes {
 		rxBytes += uint64(max(size, 0))
 		b.best[i], b.prio[i], b.rule[i], b.sealed[i] = noRule, -1, 0, false
 		if size > maxIn || size < 0 || offset+size > len(bufs[i]) {
@@ -247,20 +249,20 @@ func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset 
 // executeBurst runs the program of every hit of the burst (lookup's
 // result) and sends every miss to the host, in view v's read section.
 func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset int) {
-	k := len(bufs)
+	// As in parseBurst: no index below out of bounds.
+	k := min(len(bufs), MaxBurst)
+	bufs, sizes = bufs[:k], sizes[:k]
 	// Find every hit's program before executing any. compare asked for
-	// each program and the two lines of its template that Push reads
-	// first (encapProgram) as it found the hits; the last line of the
-	// outer headers, when they run on into the next line, is asked for
-	// here.
+	// each program's line and its template's first (encapProgram) as it
+	// found the hits; the last line of the outer headers, when they run
+	// on past that one (all but VXLAN over IPv4), is asked for here.
 	npf := 0
 	for i := 0; i < k; i++ {
 		if b.fate[i] != fatePending || b.best[i] == noRule {
 			continue
 		}
-		p := b.prog[i] // compare's, with best
-		if p.encap != nil {
-			b.pf[npf] = uintptr(unsafe.Pointer(p.encap)) + uintptr(p.encapLen) - 1
+		if p := b.prog[i]; p.encapTail { // compare's, with best
+			b.pf[npf] = p.encapLastLine()
 			npf++
 		}
 	}
@@ -308,9 +310,9 @@ func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset
 			// than behind a call per packet.
 			l3 := size - wire.EthHeaderLen - wire.VLANTagLen*l.VLANs
 			if p.encap != nil {
-				l3 = size + p.encapLen - wire.EthHeaderLen
+				l3 = size + int(p.encapLen) - wire.EthHeaderLen
 			}
-			if l3 > p.outMTU {
+			if l3 > int(p.outMTU) {
 				b.fate[i], b.why[i] = fateHost, hal.ReasonMTU
 				b.rule[i] = v.chunks[idx>>chunkShift].id(idx)
 				continue
@@ -416,19 +418,25 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	}
 	nw := min(sh.n, numWords)
 	floor := int32(tab.maxPrio)
-	todo := b.todo[:0]
-	// The shape's first entryLineWords words, in locals: with the
-	// words past nw masked to zero (pmask is zero there), the packing
-	// and the hash of a tuple of at most entryLineWords words are
-	// straight-line code, whatever nw.
-	i0, i1, i2, i3, i4 := sh.idx[0], sh.idx[1], sh.idx[2], sh.idx[3], sh.idx[4]
+	// The shape's first entryLineWords words, as byte offsets into a
+	// packet's words (newShape keeps every index below numWords, so
+	// wordAt reads inside them, without a bounds check per word), and
+	// their masks: with the words past nw masked to zero (pmask is zero
+	// there), the packing and the hash of a tuple of at most
+	// entryLineWords words are straight-line code, whatever nw.
+	o0, o1, o2, o3, o4 := wordOff(sh.idx[0]), wordOff(sh.idx[1]), wordOff(sh.idx[2]), wordOff(sh.idx[3]), wordOff(sh.idx[4])
 	m0, m1, m2, m3, m4 := sh.pmask[0], sh.pmask[1], sh.pmask[2], sh.pmask[3], sh.pmask[4]
-	pfd := 0
-	for i := 0; i < k; i++ {
-		// A v4 tuple leaves out words that only IPv4 packets are sure
-		// to hold as its rules do (v4Known): no other packet probes it.
-		if b.fate[i] != fatePending || b.prio[i] > floor ||
-			(sh.v4 && uint16(b.w[i][wordEthType]>>ethTypeShift) != hal.EtherTypeIPv4) {
+	// A v4 tuple leaves out words that only IPv4 packets are sure to
+	// hold as its rules do (v4Known): no other packet probes it. For
+	// any other tuple, want and etMask let every EtherType through.
+	want, etMask := uint64(0), uint64(0)
+	if sh.v4 {
+		want, etMask = uint64(hal.EtherTypeIPv4)<<ethTypeShift, ethTypeMask
+	}
+	k = min(k, MaxBurst)
+	nt, pfd := 0, 0
+	for i := range b.fate[:k] {
+		if b.fate[i] != fatePending || b.prio[i] > floor || b.w[i][wordEthType]&etMask != want {
 			continue
 		}
 		// The packet's words as this tuple sees them, packed like its
@@ -436,7 +444,7 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		// Words nw to entryLineWords stay zero, as in a packed rule
 		// key (see keyEqual); they add nothing to the hash.
 		w, pk := &b.w[i], &b.pk[i]
-		x0, x1, x2, x3, x4 := w[i0]&m0, w[i1]&m1, w[i2]&m2, w[i3]&m3, w[i4]&m4
+		x0, x1, x2, x3, x4 := wordAt(w, o0)&m0, wordAt(w, o1)&m1, wordAt(w, o2)&m2, wordAt(w, o3)&m3, wordAt(w, o4)&m4
 		pk[0], pk[1], pk[2], pk[3], pk[4] = x0, x1, x2, x3, x4
 		h := uint64(hashSeed) + x0*wordMul[0] + bits.RotateLeft64(x1, 7)*wordMul[1] +
 			bits.RotateLeft64(x2, 14)*wordMul[2] + bits.RotateLeft64(x3, 21)*wordMul[3] +
@@ -449,14 +457,17 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		sig := sigOf(finish(h))
 		bi := ht.home(sig)
 		b.sig[i], b.bkt[i] = sig, uint32(bi)
-		b.pf[len(todo)] = uintptr(unsafe.Pointer(&ht.b[bi]))
-		todo = append(todo, uint8(i))
-		if len(todo)-pfd == pfGroup {
-			prefetch.Lines(b.pf[pfd:len(todo)])
-			pfd = len(todo)
+		// nt counts at most k packets: the masks only let the compiler
+		// see that the indexes are in bounds.
+		b.pf[nt&(MaxBurst-1)] = uintptr(unsafe.Pointer(&ht.b[bi]))
+		b.todo[nt&(MaxBurst-1)] = uint8(i)
+		if nt++; nt-pfd == pfGroup {
+			prefetch.Lines(b.pf[pfd:nt])
+			pfd = nt
 		}
 	}
-	prefetch.Lines(b.pf[pfd:len(todo)])
+	todo := b.todo[:nt]
+	prefetch.Lines(b.pf[pfd:nt])
 	// The buckets: the entries their signatures point to, and the next
 	// bucket of every chain that goes on.
 	npf, nnx, pfd := 0, 0, 0
@@ -473,11 +484,13 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		o := ovfSlot(sig)
 		more := atomic.LoadUint64(&bk.sigs[o>>1&3])&ovfBit(o) != 0
 		x0, x1, x2, x3 := (w0&scanLow31)^want, (w1&scanLow31)^want, (w2&scanLow31)^want, (w3&scanLow31)^want
-		t0 := ^((x0&scanLow31 + scanLow31) | x0)
-		t1 := ^((x1&scanLow31 + scanLow31) | x1)
-		t2 := ^((x2&scanLow31 + scanLow31) | x2)
-		t3 := ^((x3&scanLow31 + scanLow31) | x3)
-		m := uint32(t0>>31&1 | t0>>62&2 | t1>>29&4 | t1>>60&8 | t2>>27&16 | t2>>58&32 | t3>>25&64 | t3>>56&128)
+		// The lanes of x have no top bit (the words' is masked off,
+		// want's is zero), so the sum needs no mask before it.
+		t0 := ^((x0 + scanLow31) | x0)
+		t1 := ^((x1 + scanLow31) | x1)
+		t2 := ^((x2 + scanLow31) | x2)
+		t3 := ^((x3 + scanLow31) | x3)
+		m := laneMask(t0, t1, t2, t3)
 		// The home bucket's answer, for the compare pass: bit 8 says
 		// the probe chain goes on past it, candBit that the bucket
 		// names one rule and the chain ends there, which the bucket
@@ -615,22 +628,21 @@ func compare(b *burst, v *view, tab *tupleTab, todo []uint8) {
 		} else if h != 0 {
 			compareChain(b, v, tab, i, nw)
 		}
-		// A hit: its program, which the execute pass reads, and the
-		// template that an encapsulating program carries right after it
-		// (encapProgram: the first line of its outer headers, and its
-		// fields after the MaxEncapHeadroom bytes of headers), are asked
-		// for now, while the rest of the burst is compared, rather than
-		// after the lookup. With a thousand remote hosts neither is in
-		// the nearer caches, and in the execute loop each packet would
-		// wait for its own. (These are hints: for a program without an
-		// encapsulation, or were the offset of the fields wrong, only
-		// the prefetch would be wasted; a later tuple may still find a
-		// better rule, whose program compare then records instead.)
+		// A hit: the line of its program that the execute pass reads,
+		// and the first line of the template that an encapsulating
+		// program carries after it (encapProgram: the fields Push reads
+		// and the outer headers, all of them for VXLAN over IPv4), are
+		// asked for now, while the rest of the burst is compared, rather
+		// than after the lookup. With a thousand remote hosts neither is
+		// in the nearer caches, and in the execute loop each packet
+		// would wait for its own. (These are hints: for a program without
+		// an encapsulation only the second prefetch is wasted; a later
+		// tuple may still find a better rule, whose program compare then
+		// records instead.)
 		if b.best[i] != was {
 			p := uintptr(unsafe.Pointer(b.prog[i]))
-			t := p + tmplOffset
-			b.pf[npf], b.pf[npf+1], b.pf[npf+2] = p, t, t+wire.MaxEncapHeadroom+8
-			if npf += 3; npf-pfd >= pfGroup {
+			b.pf[npf], b.pf[npf+1] = p, p+tmplOffset
+			if npf += 2; npf-pfd >= pfGroup {
 				prefetch.Lines(b.pf[pfd:npf])
 				pfd = npf
 			}
@@ -730,9 +742,9 @@ func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int)
 	ln := end - start + wire.VLANTagLen*(p.pushes-p.pops)
 	l3 := ln - wire.EthHeaderLen - wire.VLANTagLen*tags
 	if p.encap != nil {
-		l3 = ln + p.encapLen - wire.EthHeaderLen
+		l3 = ln + int(p.encapLen) - wire.EthHeaderLen
 	}
-	if l3 > p.outMTU {
+	if l3 > int(p.outMTU) {
 		b.fate[i], b.why[i] = fateHost, hal.ReasonMTU
 		return
 	}
@@ -820,7 +832,9 @@ func popsFit(p *program, tags int) bool {
 // (one lock per destination port), exceptions into the queue, and the
 // counters, once per burst.
 func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int, rxBytes uint64) {
-	k := len(bufs)
+	// As in parseBurst: no index below out of bounds.
+	k := min(len(bufs), MaxBurst)
+	bufs, sizes = bufs[:k], sizes[:k]
 	in.rxPkts.Add(uint64(k))
 	in.rxBytes.Add(rxBytes)
 	var inDrops, inExc uint64

@@ -40,7 +40,9 @@
 // entries (and the next bucket of a probe chain that goes on, with its
 // entries), before comparing, so that the cache misses of a burst overlap;
 // each hit's program, and the encapsulation template stored right after
-// it, are prefetched as the compare finds the hit.
+// it, are prefetched as the compare finds the hit: the fields the datapath
+// reads of a program lie in one cache line, and a VXLAN-over-IPv4
+// template's fields and headers in the next (TestEncapProgramLayout).
 // A bucket's signatures are compared two to a word, without a branch per
 // slot; a home bucket that names one rule and ends its probe chain hands
 // that entry to the compare, which checks it with a few word compares in

@@ -3,6 +3,7 @@ package softnic
 import (
 	"encoding/binary"
 	"math/bits"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 )
@@ -282,4 +283,30 @@ func unpackMatch(tk *tupleKey, s *tupleShape, pk *words) hal.Match {
 	storeWords(&mask, &m.Mask)
 	storeWords(&kw, &m.Key)
 	return m
+}
+
+// wordOff is the byte offset of word i in a words value.
+func wordOff(i uint8) uintptr { return uintptr(i) * 8 }
+
+// wordAt is the word at byte offset off (wordOff of an index below
+// numWords) of w: w[i] without the bounds check, for the lookup's packing
+// of a packet's words, whose indexes (tupleShape.idx) newShape keeps below
+// numWords.
+func wordAt(w *words, off uintptr) uint64 {
+	return *(*uint64)(unsafe.Add(unsafe.Pointer(w), off))
+}
+
+// laneTops are the top bits of the two 32-bit lanes of a word.
+const laneTops = 1<<31 | 1<<63
+
+// laneMask gathers the lanes' top bits of four words, slot 2j's from bit
+// 31 of tj and slot 2j+1's from bit 63, into bit s of a slot mask: what
+// bucket.scan computes with a shift and a mask per slot, in about half
+// the instructions (TestLaneMask). The words are lined up so that slot
+// 2j's bit lands on bit 2j+25 and slot 2j+1's on bit 2j+57; one shift
+// brings the first to bit 2j, the second to 2j+32, and a second shift
+// the latter to 2j+1.
+func laneMask(t0, t1, t2, t3 uint64) uint32 {
+	u := ((t0&laneTops)>>6 | (t1&laneTops)>>4 | (t2&laneTops)>>2 | t3&laneTops) >> 25
+	return uint32(u | u>>31)
 }

@@ -18,25 +18,32 @@ import (
 // own (entry.arg), not the program's: rules to every VM behind one remote
 // host differ only there, and share one program.
 type program struct {
-	// What the datapath reads comes first, in one cache line.
+	// What the datapath reads of a hit comes first, in progHotBytes
+	// bytes, which lie in one cache line (newProgram): the execute pass
+	// reads that line and, for an encapsulation, the template's first
+	// (encapProgram), and nothing else of the program.
 	term     hal.ActionKind
 	count    bool
 	decap    bool
 	decTTL   bool
 	macsOnly bool // steps are MAC rewrites only, nothing else but encap and output: see execute
-	out      *Port
-	outMTU   int // out's MTU, which never changes
-	encap    *wire.EncapTemplate
-	encapLen int    // encap.Len(), beside the other fields execute reads
-	steps    []step // header rewrites, in order
+	argMAC   bool // argAct >= 0
 	reason   hal.Reason
-	pushes   int // VLAN tags pushed
-	pops     int // VLAN tags popped
+	// encapTail says that encap's outer headers run on past the line
+	// the template starts on (all but VXLAN over IPv4): the execute
+	// pass then asks for their last line (encapLastLine).
+	encapTail bool
+	out       *Port
+	encap     *wire.EncapTemplate
+	outMTU    int32  // out's MTU, which never changes
+	encapLen  int32  // encap.Len()
+	steps     []step // header rewrites, in order
 
+	pushes int // VLAN tags pushed
+	pops   int // VLAN tags popped
 	// argAct is the index in actions of the set_eth_dst whose MAC each
 	// rule gives (entry.arg; zero in actions), -1 when none.
 	argAct int
-	argMAC bool // argAct >= 0, beside the fields execute reads
 
 	// What interning a rule's actions reads, side by side (a line or
 	// two, not three).
@@ -79,10 +86,43 @@ func argAction(acts []hal.Action) int {
 	return -1
 }
 
-// encapProgram is a program that encapsulates, with its template.
+// progHotBytes is the size of a program's first fields, those the
+// datapath reads (term to steps).
+const progHotBytes = unsafe.Offsetof(program{}.steps) + unsafe.Sizeof(program{}.steps)
+
+// mallocHeader is what Go's allocator puts in front of an object larger
+// than 512 bytes that holds pointers, in the object's first bytes: the
+// object itself starts on a 64-byte boundary (every size class above 512
+// bytes is a multiple of 64, in spans that start on a page), the pointer
+// new returns is mallocHeader bytes into it. Objects of up to 512 bytes
+// have no header. TestProgramLines holds the layouts below to this.
+const mallocHeader = 8
+
+// plainProgram is a program without an encapsulation, padded to a
+// multiple of 64 bytes: a size class of such a size keeps its objects on
+// 64-byte boundaries, so that the program's hot fields lie in its first
+// cache line.
+type plainProgram struct {
+	program
+	_ [(64 - unsafe.Sizeof(program{})%64) % 64]byte
+}
+
+// encapProgram is a program that encapsulates, with its template, in one
+// allocation: the template starts on the cache line boundary after the
+// program's fields, so that its hot part (wire.EncapHotFields and the
+// headers; all of it for VXLAN over IPv4) is one line that compare
+// prefetches from the program's address alone, and that line holds
+// nothing else.
 type encapProgram struct {
 	program
+	_    [(64 - (mallocHeader+unsafe.Sizeof(program{}))%64) % 64]byte
 	tmpl wire.EncapTemplate
+}
+
+// encapLastLine is the address of the last byte of the outer headers of
+// p's template (p.encap not nil).
+func (p *program) encapLastLine() uintptr {
+	return uintptr(unsafe.Pointer(p.encap)) + wire.EncapHotFields + uintptr(p.encapLen) - 1
 }
 
 // tmplOffset is where an encapProgram's template starts.
@@ -111,7 +151,7 @@ func (n *NIC) compile(acts []hal.Action, arg int) (*program, error) {
 		ep := new(encapProgram)
 		p, tmpl = &ep.program, &ep.tmpl
 	} else {
-		p = new(program)
+		p = &new(plainProgram).program
 	}
 	*p = program{actions: make([]hal.Action, len(acts)), argAct: arg, argMAC: arg >= 0}
 	for i := range acts {
@@ -160,10 +200,13 @@ func (n *NIC) compile(acts []hal.Action, arg int) (*program, error) {
 		}
 	}
 	if p.encap != nil {
-		p.encapLen = p.encap.Len()
+		p.encapLen = int32(p.encap.Len())
+		// The template never moves: its lines are known now.
+		t := uintptr(unsafe.Pointer(p.encap))
+		p.encapTail = p.encapLastLine()>>6 != t>>6
 	}
 	if p.term == hal.ActionOutput && p.out != nil {
-		p.outMTU = p.out.info.MTU
+		p.outMTU = int32(p.out.info.MTU)
 		p.macsOnly = !p.decap && p.pushes == 0 && p.pops == 0 && !p.decTTL
 		for i := range p.steps {
 			if k := p.steps[i].kind; k != hal.ActionSetEthSrc && k != hal.ActionSetEthDst {

@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 )
@@ -66,17 +67,27 @@ const DefaultTTL = 64
 // checksum sums are precomputed without the length fields, which Push adds
 // per packet. A template is read-only after NewEncapTemplate: any number of
 // goroutines may Push with it at once.
+//
+// The fields Push reads come first, in EncapHotFields bytes, and the
+// headers right after them: a template that starts on a cache line holds
+// what Push reads for a VXLAN-over-IPv4 encapsulation in that one line
+// (EncapHotFields+HeadroomVXLANIPv4 = 64 bytes), and for the other fixed
+// encapsulations in two.
 type EncapTemplate struct {
-	hdr    [MaxEncapHeadroom]byte
-	n      int
-	kind   hal.EncapKind
-	v6     bool
-	l4     int    // offset of the UDP/GRE header in hdr
 	ipSum  uint32 // IPv4: running sum of the header with total length and checksum zero
 	udpSum uint32 // IPv6 UDP: pseudo-header addresses + protocol, destination port and tunnel header
-	flowID bool   // NVGRE FlowID fixed by the Encap rather than taken from the hash
+	n      uint16 // bytes of outer headers (at most MaxEncapHeadroom)
+	l4     uint8  // offset of the UDP/GRE header in hdr
+	kind   hal.EncapKind
+	v6     bool
+	flowID bool // NVGRE FlowID fixed by the Encap rather than taken from the hash
+	hdr    [MaxEncapHeadroom]byte
 	encap  hal.Encap
 }
+
+// EncapHotFields is the offset of an EncapTemplate's headers: the bytes
+// of fields Push reads that come before them.
+const EncapHotFields = unsafe.Offsetof(EncapTemplate{}.hdr)
 
 // NewEncapTemplate checks e and precomputes its outer headers.
 func NewEncapTemplate(e *hal.Encap) (*EncapTemplate, error) {
@@ -104,7 +115,7 @@ func NewEncapTemplate(e *hal.Encap) (*EncapTemplate, error) {
 			return nil, fmt.Errorf("wire: Geneve option at byte %d overruns the options", bad)
 		}
 	}
-	t := &EncapTemplate{kind: e.Kind, v6: e.Src.Is6(), n: Headroom(e), encap: *e}
+	t := &EncapTemplate{kind: e.Kind, v6: e.Src.Is6(), n: uint16(Headroom(e)), encap: *e}
 	t.encap.GeneveOptions = append([]byte(nil), e.GeneveOptions...)
 	if t.n == 0 {
 		return nil, fmt.Errorf("wire: unknown encapsulation %s", e.Kind)
@@ -168,7 +179,7 @@ func NewEncapTemplate(e *hal.Encap) (*EncapTemplate, error) {
 		if t.v6 {
 			t.udpSum = PseudoHeaderSum(ip[8:24], ip[24:40], hal.ProtoUDP, 0)
 			t.udpSum = Sum(l4[2:4], t.udpSum)
-			t.udpSum = Sum(tun[:t.n-t.l4-UDPHeaderLen], t.udpSum)
+			t.udpSum = Sum(tun[:int(t.n)-int(t.l4)-UDPHeaderLen], t.udpSum)
 		}
 	case hal.EncapNVGRE:
 		l4[0] = 0x20 // K
@@ -179,8 +190,15 @@ func NewEncapTemplate(e *hal.Encap) (*EncapTemplate, error) {
 	return t, nil
 }
 
+// hdrCopy is n bytes of headers that Push copies in line: a struct, which
+// the compiler copies with wide moves (an array it copies with memmove, in
+// case the two overlap), of bytes, so that it may lie at any address. h
+// and t.hdr are both at least n long, and never overlap (a template is
+// not a packet buffer).
+type hdrCopy[A any] struct{ b A }
+
 // Len is the number of bytes of outer headers Push writes.
-func (t *EncapTemplate) Len() int { return t.n }
+func (t *EncapTemplate) Len() int { return int(t.n) }
 
 // Kind is the template's encapsulation.
 func (t *EncapTemplate) Kind() hal.EncapKind { return t.kind }
@@ -197,7 +215,7 @@ func (t *EncapTemplate) Encap() hal.Encap { return t.encap }
 // allocates nothing and fails only with ErrNoHeadroom, ErrBounds or
 // ErrTooBig, leaving buf untouched.
 func (t *EncapTemplate) Push(buf []byte, start, end int, hash uint32) (int, error) {
-	n := t.n
+	n := int(t.n)
 	if start < 0 || start > end || end > len(buf) {
 		return start, ErrBounds
 	}
@@ -208,23 +226,25 @@ func (t *EncapTemplate) Push(buf []byte, start, end int, hash uint32) (int, erro
 	s := start - n
 	h := buf[s:start:start]
 	_ = h[n-1]
-	l4len := n - t.l4 + inner
+	l4len := n - int(t.l4) + inner
 	// The IPv4 total length counts the IP header too; the IPv6 payload
 	// length is l4len. Either must fit 16 bits.
 	if l4len > 0xffff || !t.v6 && n-EthHeaderLen+inner > 0xffff {
 		return start, ErrTooBig
 	}
-	// Constant-size copies for the fixed templates compile to a few vector
-	// moves instead of a memmove call.
+	// Constant-size copies for the fixed templates, as structs of bytes
+	// (hdrCopy), compile to a few vector moves; an array copy, which the
+	// compiler must assume may overlap, is a memmove call.
+	d, src := unsafe.Pointer(&h[0]), unsafe.Pointer(&t.hdr[0])
 	switch n {
 	case HeadroomVXLANIPv4:
-		*(*[HeadroomVXLANIPv4]byte)(h) = *(*[HeadroomVXLANIPv4]byte)(t.hdr[:HeadroomVXLANIPv4])
+		*(*hdrCopy[[HeadroomVXLANIPv4]byte])(d) = *(*hdrCopy[[HeadroomVXLANIPv4]byte])(src)
 	case HeadroomVXLANIPv6:
-		*(*[HeadroomVXLANIPv6]byte)(h) = *(*[HeadroomVXLANIPv6]byte)(t.hdr[:HeadroomVXLANIPv6])
+		*(*hdrCopy[[HeadroomVXLANIPv6]byte])(d) = *(*hdrCopy[[HeadroomVXLANIPv6]byte])(src)
 	case HeadroomNVGREIPv4:
-		*(*[HeadroomNVGREIPv4]byte)(h) = *(*[HeadroomNVGREIPv4]byte)(t.hdr[:HeadroomNVGREIPv4])
+		*(*hdrCopy[[HeadroomNVGREIPv4]byte])(d) = *(*hdrCopy[[HeadroomNVGREIPv4]byte])(src)
 	case HeadroomNVGREIPv6:
-		*(*[HeadroomNVGREIPv6]byte)(h) = *(*[HeadroomNVGREIPv6]byte)(t.hdr[:HeadroomNVGREIPv6])
+		*(*hdrCopy[[HeadroomNVGREIPv6]byte])(d) = *(*hdrCopy[[HeadroomNVGREIPv6]byte])(src)
 	default:
 		copy(h, t.hdr[:n])
 	}

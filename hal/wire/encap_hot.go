@@ -11,7 +11,7 @@ import "unsafe"
 // template, most of which is room for the longest Geneve options.
 func (t *EncapTemplate) HotLines() (hdr, hdrSize, fields, fieldsSize uintptr) {
 	hdr, hdrSize = uintptr(unsafe.Pointer(&t.hdr[0])), HeadroomVXLANIPv6
-	fields = uintptr(unsafe.Pointer(&t.n))
+	fields = uintptr(unsafe.Pointer(&t.ipSum))
 	fieldsSize = uintptr(unsafe.Pointer(&t.flowID)) + unsafe.Sizeof(t.flowID) - fields
 	return
 }

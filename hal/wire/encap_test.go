@@ -275,7 +275,9 @@ func TestFlowHash(t *testing.T) {
 }
 
 // TestHotLinesInsideTemplate: the spans HotLines names lie inside the
-// template and cover the fields Push reads first (n) and last (flowID).
+// template and cover the fields Push reads, first (ipSum) to last
+// (flowID), which come right before the headers (EncapHotFields), so
+// that a VXLAN-over-IPv4 template's hot part fits one cache line.
 func TestHotLinesInsideTemplate(t *testing.T) {
 	var tp EncapTemplate
 	base, end := uintptr(unsafe.Pointer(&tp)), uintptr(unsafe.Pointer(&tp))+unsafe.Sizeof(tp)
@@ -283,7 +285,11 @@ func TestHotLinesInsideTemplate(t *testing.T) {
 	if h != base+unsafe.Offsetof(tp.hdr) || h+hn > end || hn < HeadroomVXLANIPv4 {
 		t.Errorf("header span %#x+%d outside the template %#x-%#x", h, hn, base, end)
 	}
-	if f != uintptr(unsafe.Pointer(&tp.n)) || f+fn > end || f+fn < uintptr(unsafe.Pointer(&tp.flowID))+1 {
-		t.Errorf("fields span %#x+%d does not cover n..flowID", f, fn)
+	if f != uintptr(unsafe.Pointer(&tp.ipSum)) || f+fn > end || f+fn < uintptr(unsafe.Pointer(&tp.flowID))+1 {
+		t.Errorf("fields span %#x+%d does not cover ipSum..flowID", f, fn)
+	}
+	if f != base || f+fn > h || EncapHotFields+HeadroomVXLANIPv4 > 64 {
+		t.Errorf("fields %#x+%d, headers at %#x (template at %#x): the fields and a VXLAN-over-IPv4 header take %d bytes, want them first and in 64",
+			f, fn, h, base, EncapHotFields+HeadroomVXLANIPv4)
 	}
 }
