@@ -84,8 +84,12 @@ type Config struct {
 	Tunnels map[hal.EncapKind]string
 	// DriverOptions are the driver's own settings (driver_options: a
 	// mapping of names to strings), among those it registered with
-	// RegisterDriver; of this module's drivers only remote takes some
-	// (address, key, server_key).
+	// RegisterDriver. softnic, xdp and tcflower take max_rules (the rule
+	// table's size, Capabilities.MaxRules) and max_batch (the most
+	// operations of one Apply, Capabilities.MaxBatch): whole numbers, 0
+	// or absent for the driver's default; softnic also takes crypto and
+	// seal_key; remote takes address, key and server_key (its table is
+	// sized on the NIC side, by nicd's configuration).
 	DriverOptions map[string]string
 	// Gateway, when set, makes this host play a gateway of the policy
 	// instead of hosting VMs (NewGateway; see GatewayConfig).
@@ -132,7 +136,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		return nil, ConfigErrors{{File: path, Line: max(root.Line, 1), Msg: "the configuration must be a mapping of fields (host, driver, policy, uplink, ports, control, …)"}}
 	}
 	top := root.Content[0]
-	var optKeys []*yaml.Node // driver_options' names
+	var optKeys, optVals []*yaml.Node // driver_options' names and values
 	seen := d.fields(top, "", func(k, v *yaml.Node, _ string) {
 		switch k.Value {
 		case "host":
@@ -215,6 +219,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 				}
 				c.DriverOptions[vk.Value] = d.str(vv, field)
 				optKeys = append(optKeys, vk)
+				optVals = append(optVals, vv)
 			})
 		case "gateway":
 			c.Gateway = d.gateway(k, v)
@@ -250,13 +255,19 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	if driver.Known(c.Driver) {
 		takes := driver.Options(c.Driver)
-		for _, k := range optKeys {
+		for i, k := range optKeys {
 			if !contains(takes, k.Value) {
 				known := "it takes none"
 				if len(takes) > 0 {
 					known = "it takes " + strings.Join(takes, ", ")
 				}
 				d.errf(k, "driver_options."+k.Value, "the %s driver has no such option (%s)", c.Driver, known)
+				continue
+			}
+			if ownDriver(c.Driver) && contains(limitOptions, k.Value) {
+				if _, err := limitOption(c.Driver, c.DriverOptions, k.Value); err != nil {
+					d.errf(optVals[i], "driver_options."+k.Value, "%v", err)
+				}
 			}
 		}
 	}
@@ -273,6 +284,12 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 
 var knownFields = []string{"host", "driver", "binding", "policy", "store", "store_timeout", "uplink", "ports", "control", "metrics",
 	"log_level", "next_hop_mac", "uplink_mac", "flow_idle", "watch_interval", "netns", "tunnels", "driver_options", "gateway", "seal_public_key"}
+
+// ownDriver reports whether name is one of the drivers this package
+// registers (a program may register another under a name of its own).
+func ownDriver(name string) bool {
+	return name == "softnic" || name == "xdp" || name == "tcflower"
+}
 
 func contains(l []string, s string) bool {
 	for _, x := range l {

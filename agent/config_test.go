@@ -84,6 +84,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"policy and store", goodConfig + "store: etcd://192.0.2.1:2379/nicpath/\n", "c.yaml:12: store: a configuration has a policy file or a store, not both (policy is on line 3)"},
 		{"mem store", strings.Replace(goodConfig, "policy: policy.yaml", "store: 'mem:'", 1), "c.yaml:3: store: mem: is an in-process store"},
 		{"store timeout without store", goodConfig + "store_timeout: 5s\n", "c.yaml:12: store_timeout: only meaningful with a store"},
+		{"negative max_rules", goodConfig + "driver_options:\n  max_rules: -1\n", `c.yaml:13: driver_options.max_rules: "-1": want a whole number, 0 or more (0: the driver's default)`},
+		{"max_batch not a number", strings.Replace(goodConfig, "driver: softnic", "driver: xdp", 1) + "driver_options:\n  max_batch: lots\n", `c.yaml:13: driver_options.max_batch: "lots": want a whole number`},
+		{"negative max_batch", strings.Replace(goodConfig, "driver: softnic", "driver: tcflower", 1) + "driver_options:\n  max_rules: 64\n  max_batch: -4\n", `c.yaml:14: driver_options.max_batch: "-4"`},
+		{"max_rules above softnic's", goodConfig + "driver_options:\n  max_rules: 1073741824\n", "c.yaml:13: driver_options.max_rules: 1073741824 is above the softnic driver's maximum, 536870912"},
+		{"max_rules on remote", strings.Replace(goodConfig, "driver: softnic", "driver: remote", 1) + "driver_options:\n  max_rules: 64\n", "c.yaml:13: driver_options.max_rules: the remote driver has no such option"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig("c.yaml", []byte(tc.doc))
@@ -134,6 +139,12 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		if g := c.Gateway; g != nil && (g.Name == "" || g.External == "" || !g.Address.IsValid() || len(c.Ports) > 0) {
 			t.Fatalf("loaded an incomplete gateway section: %+v", g)
+		}
+		// A loaded table size or batch bound is one the driver takes.
+		if ownDriver(c.Driver) {
+			if _, _, err := limits(c.Driver, c.DriverOptions); err != nil {
+				t.Fatalf("loaded with %v", err)
+			}
 		}
 	})
 }

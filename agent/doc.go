@@ -17,8 +17,14 @@
 // driver, binding (softnic: afpacket or none), policy or store, uplink,
 // ports (VM name → interface), control, metrics, log_level, next_hop_mac,
 // uplink_mac, flow_idle, watch_interval, netns, tunnels (tcflower) and
-// driver_options (the driver's own settings). examples/vswitchd's
-// vswitchd.example.yaml is a complete one.
+// driver_options (the driver's own settings). softnic, xdp and tcflower
+// take driver_options max_rules (the rule table's size,
+// Capabilities.MaxRules) and max_batch (the most operations of one Apply,
+// Capabilities.MaxBatch): whole numbers, 0 or absent for the driver's
+// default. A negative value, one above the driver's maximum (softnic's
+// max_rules: softnic.MostRules) or either option given to remote (whose
+// table nicd's configuration sizes) is refused naming the field.
+// examples/vswitchd's vswitchd.example.yaml is a complete one.
 //
 // # Drivers
 //

@@ -83,8 +83,8 @@ func TestParseConfigDriverOptions(t *testing.T) {
 		t.Fatalf("%+v %v", c, err)
 	}
 	for _, tc := range []struct{ name, doc, want string }{
-		{"softnic's own", goodConfig + "driver_options:\n  serial: x\n", "c.yaml:13: driver_options.serial: the softnic driver has no such option (it takes crypto, seal_key)"},
-		{"none for xdp", strings.Replace(goodConfig, "driver: softnic", "driver: xdp", 1) + "driver_options:\n  serial: x\n", "c.yaml:13: driver_options.serial: the xdp driver has no such option (it takes none)"},
+		{"softnic's own", goodConfig + "driver_options:\n  serial: x\n", "c.yaml:13: driver_options.serial: the softnic driver has no such option (it takes crypto, seal_key, max_rules, max_batch)"},
+		{"xdp's own", strings.Replace(goodConfig, "driver: softnic", "driver: xdp", 1) + "driver_options:\n  serial: x\n", "c.yaml:13: driver_options.serial: the xdp driver has no such option (it takes max_rules, max_batch)"},
 		{"unknown option", at + "driver_options:\n  serial: x\n  colour: blue\n", "c.yaml:14: driver_options.colour: the agenttest driver has no such option (it takes serial)"},
 		{"not a mapping", at + "driver_options: [serial]\n", "c.yaml:12: driver_options: want a mapping"},
 		{"not a string", at + "driver_options:\n  serial: [1]\n", "c.yaml:13: driver_options.serial: want a string"},

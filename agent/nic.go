@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/nicpath/nicpath/agent/driver"
@@ -123,9 +124,47 @@ func (o *opened) close() error {
 // The drivers of this module; others register with driver.Register (or
 // RegisterDriver), from their own package or the program's.
 func init() {
-	driver.Register("softnic", openSoftnic, "crypto", "seal_key")
-	driver.Register("xdp", openXDP)
-	driver.Register("tcflower", openTCFlower)
+	driver.Register("softnic", openSoftnic, "crypto", "seal_key", "max_rules", "max_batch")
+	driver.Register("xdp", openXDP, "max_rules", "max_batch")
+	driver.Register("tcflower", openTCFlower, "max_rules", "max_batch")
+}
+
+// limitOptions are the driver_options of this module's drivers that size
+// the rule table (Capabilities.MaxRules) and bound one Apply call
+// (Capabilities.MaxBatch): whole numbers, 0 or absent for the driver's
+// default.
+var limitOptions = []string{"max_rules", "max_batch"}
+
+// limitMost is the largest value a driver takes for a limit option, where
+// the driver has one.
+var limitMost = map[string]map[string]int{"softnic": {"max_rules": softnic.MostRules}}
+
+// limitOption reads the limit option name of driver drv from opts (0 when
+// absent). Its error does not name the field; callers do.
+func limitOption(drv string, opts map[string]string, name string) (int, error) {
+	s := opts[name]
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("%q: want a whole number, 0 or more (0: the driver's default)", s)
+	}
+	if most, ok := limitMost[drv][name]; ok && v > most {
+		return 0, fmt.Errorf("%d is above the %s driver's maximum, %d", v, drv, most)
+	}
+	return v, nil
+}
+
+// limits reads max_rules and max_batch of driver drv from opts.
+func limits(drv string, opts map[string]string) (rules, batch int, err error) {
+	if rules, err = limitOption(drv, opts, "max_rules"); err != nil {
+		return 0, 0, fmt.Errorf("driver_options.max_rules: %w", err)
+	}
+	if batch, err = limitOption(drv, opts, "max_batch"); err != nil {
+		return 0, 0, fmt.Errorf("driver_options.max_batch: %w", err)
+	}
+	return rules, batch, nil
 }
 
 // RegisterDriver makes a driver known to configurations by name, with the
@@ -158,15 +197,31 @@ func openXDP(ctx context.Context, c driver.Config) (hal.NIC, error) {
 	for _, p := range c.Ports {
 		pcs = append(pcs, xdp.PortConfig{ID: p.ID, Name: p.Name, Kind: p.Kind})
 	}
-	return xdp.Open(ctx, xdp.Config{NetNS: c.NetNS, Ports: pcs})
+	rules, batch, err := limits("xdp", c.Options)
+	if err != nil {
+		return nil, err
+	}
+	return xdp.Open(ctx, xdp.Config{NetNS: c.NetNS, Ports: pcs, MaxRules: rules, MaxBatch: batch})
 }
 
 func openTCFlower(ctx context.Context, c driver.Config) (hal.NIC, error) {
+	cfg, err := tcflowerConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	return tcflower.Open(ctx, cfg)
+}
+
+func tcflowerConfig(c driver.Config) (tcflower.Config, error) {
 	pcs := make([]tcflower.PortConfig, 0, len(c.Ports))
 	for _, p := range c.Ports {
 		pcs = append(pcs, tcflower.PortConfig{ID: p.ID, Name: p.Name, Kind: p.Kind})
 	}
-	return tcflower.Open(ctx, tcflower.Config{NetNS: c.NetNS, Ports: pcs, Tunnels: c.Tunnels})
+	rules, batch, err := limits("tcflower", c.Options)
+	if err != nil {
+		return tcflower.Config{}, err
+	}
+	return tcflower.Config{NetNS: c.NetNS, Ports: pcs, Tunnels: c.Tunnels, MaxRules: rules, MaxBatch: batch}, nil
 }
 
 // boundSoftnic is a softnic whose ports are bound to interfaces: closing it
@@ -185,6 +240,10 @@ func (b *boundSoftnic) Close() error {
 }
 
 func openSoftnic(_ context.Context, c driver.Config) (hal.NIC, error) {
+	rules, batch, err := limits("softnic", c.Options)
+	if err != nil {
+		return nil, err
+	}
 	var pcs []softnic.PortConfig
 	ifaces := map[hal.PortID]*net.Interface{}
 	if c.Binding == BindAFPacket {
@@ -224,7 +283,7 @@ func openSoftnic(_ context.Context, c driver.Config) (hal.NIC, error) {
 		up.MAC = defaultUplinkMAC
 	}
 	pcs = append(pcs, up)
-	sc := softnic.Config{Device: c.Host, Ports: pcs}
+	sc := softnic.Config{Device: c.Host, Ports: pcs, MaxRules: rules, MaxBatch: batch}
 	if err := softnicCrypto(&sc, c); err != nil {
 		return nil, err
 	}

@@ -42,6 +42,9 @@ const (
 	DefaultRingSize       = 1024
 	DefaultExceptionQueue = 1024
 	DefaultMaxScopes      = 1 << 16
+	// MostRules is the largest Config.MaxRules: a batch's modifies hold
+	// new entries beside the old ones, in a table of at most 1<<30.
+	MostRules = maxEntries / 2
 	// l2Allowance is what an Ethernet frame adds to its port's MTU: the
 	// header and up to two tags (QinQ), the most wire.Parse walks.
 	l2Allowance = wire.EthHeaderLen + wire.MaxVLANs*wire.VLANTagLen
@@ -174,9 +177,8 @@ func New(cfg Config) (*NIC, error) {
 	if n.maxScopes > 1<<16 {
 		return nil, fmt.Errorf("softnic: MaxScopes %d above %d", n.maxScopes, 1<<16)
 	}
-	if n.maxRules > maxEntries/2 {
-		// A batch's modifies hold new entries beside the old ones.
-		return nil, fmt.Errorf("softnic: MaxRules %d above %d", n.maxRules, maxEntries/2)
+	if n.maxRules > MostRules {
+		return nil, fmt.Errorf("softnic: MaxRules %d above %d", n.maxRules, MostRules)
 	}
 	ringSize := orDefault(cfg.RingSize, DefaultRingSize)
 	maxMTU := 0

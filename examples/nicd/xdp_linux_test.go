@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,25 +18,13 @@ import (
 // TestServeXDP: nicd opens the XDP driver through its configuration, on
 // veth pairs in a namespace of the test's own, and a host programs it
 // over the channel: the rule lands in the BPF maps (the Dump reads them
-// back) and the capabilities are XDP's.
+// back) and the capabilities are XDP's, with the configured table size and
+// batch bound.
 func TestServeXDP(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: XDP programs and network namespaces")
 	}
-	ns := fmt.Sprintf("np-nicd-%d", os.Getpid())
-	sh := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	sh("ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	for _, pair := range [][2]string{{"p1", "w1"}, {"p2", "w2"}} {
-		sh("ip", "-n", ns, "link", "add", pair[0], "type", "veth", "peer", "name", pair[1])
-		sh("ip", "-n", ns, "link", "set", pair[0], "up")
-		sh("ip", "-n", ns, "link", "set", pair[1], "up")
-	}
+	ns := remotetest.VethNS(t, "np-nicd", [2]string{"p1", "w1"}, [2]string{"p2", "w2"})
 	dir := remotetest.Dir(t, "nicd-xdp")
 	keys(t, dir)
 	sock := filepath.Join(dir, "nicd.sock")
@@ -48,6 +35,8 @@ listen: [unix:%s]
 xdp:
   netns: /var/run/netns/%s
   mode: generic
+  max_rules: 512
+  max_batch: 64
   ports:
     - {name: p1, kind: vport, id: 1}
     - {name: p2, kind: uplink, id: 2}
@@ -74,6 +63,9 @@ xdp:
 	caps := n.Capabilities()
 	if !strings.HasPrefix(caps.Device, "xdp ") || caps.Location != hal.LocationKernel {
 		t.Errorf("capabilities of the served XDP NIC: %s", caps.String())
+	}
+	if caps.MaxRules != 512 || caps.MaxBatch != 64 {
+		t.Errorf("xdp.max_rules 512, max_batch 64 configured: the host sees MaxRules %d, MaxBatch %d", caps.MaxRules, caps.MaxBatch)
 	}
 	r := hal.Rule{ID: 7, Priority: 1, Actions: []hal.Action{hal.Output(2)}}
 	r.Match.InPort(1)

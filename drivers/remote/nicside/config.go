@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/nicpath/nicpath/drivers/remote"
+	"github.com/nicpath/nicpath/drivers/softnic"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/securechan"
 )
@@ -47,6 +48,7 @@ type SoftnicConfig struct {
 	Device   string       `yaml:"device"`
 	Crypto   bool         `yaml:"crypto"`
 	MaxRules int          `yaml:"max_rules"`
+	MaxBatch int          `yaml:"max_batch"`
 	Binding  string       `yaml:"binding"`
 	NetNS    string       `yaml:"netns"`
 	Ports    []PortConfig `yaml:"ports"`
@@ -57,6 +59,7 @@ type XDPConfig struct {
 	NetNS    string       `yaml:"netns"`
 	Mode     string       `yaml:"mode"`
 	MaxRules int          `yaml:"max_rules"`
+	MaxBatch int          `yaml:"max_batch"`
 	Ports    []PortConfig `yaml:"ports"`
 }
 
@@ -65,6 +68,8 @@ type TCFlowerConfig struct {
 	NetNS     string            `yaml:"netns"`
 	Placement string            `yaml:"placement"`
 	Tunnels   map[string]string `yaml:"tunnels"`
+	MaxRules  int               `yaml:"max_rules"`
+	MaxBatch  int               `yaml:"max_batch"`
 	Ports     []PortConfig      `yaml:"ports"`
 }
 
@@ -146,6 +151,14 @@ func LoadConfig(path string) (*Config, error) {
 			return nil, bad("softnic.binding", "%q: want none or afpacket", c.Softnic.Binding)
 		}
 	}
+	for _, l := range c.limits() {
+		switch {
+		case l.v < 0:
+			return nil, bad(l.field, "%d: want 0 or more (0: the driver's default)", l.v)
+		case l.most > 0 && l.v > l.most:
+			return nil, bad(l.field, "%d is above the %s driver's maximum, %d", l.v, c.Driver, l.most)
+		}
+	}
 	for sec, ps := range map[string][]PortConfig{"softnic": ports(c.Softnic), "xdp": portsX(c.XDP), "tcflower": portsT(c.TCFlower)} {
 		for i, p := range ps {
 			field := fmt.Sprintf("%s.ports[%d]", sec, i)
@@ -163,6 +176,26 @@ func LoadConfig(path string) (*Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// limit is one table size or batch bound of the driver's section: the
+// field, its value, and the driver's largest (0: none).
+type limit struct {
+	field   string
+	v, most int
+}
+
+// limits are the driver section's max_rules and max_batch.
+func (c *Config) limits() []limit {
+	switch {
+	case c.Softnic != nil:
+		return []limit{{"softnic.max_rules", c.Softnic.MaxRules, softnic.MostRules}, {"softnic.max_batch", c.Softnic.MaxBatch, 0}}
+	case c.XDP != nil:
+		return []limit{{"xdp.max_rules", c.XDP.MaxRules, 0}, {"xdp.max_batch", c.XDP.MaxBatch, 0}}
+	case c.TCFlower != nil:
+		return []limit{{"tcflower.max_rules", c.TCFlower.MaxRules, 0}, {"tcflower.max_batch", c.TCFlower.MaxBatch, 0}}
+	}
+	return nil
 }
 
 func (c *Config) rel(p string) string {

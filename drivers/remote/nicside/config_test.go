@@ -24,6 +24,13 @@ func TestConfigErrors(t *testing.T) {
 		{"driver: softnic\nkey: nic.pub\nhosts: [host.pub]\nlisten: [tcp:127.0.0.1:0]\n" + softnicSection, "key:"},
 		{"driver: softnic\n" + base + "xdp: {}\n" + softnicSection, "a section for xdp"},
 		{"driver: softnic\n" + base + strings.Replace(softnicSection, "kind: uplink", "kind: wan", 1), "softnic.ports[2].kind"},
+		{"driver: softnic\n" + base + strings.Replace(softnicSection, "device: dpu0", "device: dpu0\n  max_rules: -1", 1), "softnic.max_rules: -1: want 0 or more"},
+		{"driver: softnic\n" + base + strings.Replace(softnicSection, "device: dpu0", "device: dpu0\n  max_batch: -5", 1), "softnic.max_batch: -5: want 0 or more"},
+		{"driver: softnic\n" + base + strings.Replace(softnicSection, "device: dpu0", "device: dpu0\n  max_rules: 1073741824", 1), "softnic.max_rules: 1073741824 is above the softnic driver's maximum, 536870912"},
+		{"driver: xdp\n" + base + "xdp: {max_rules: -2, ports: [{name: p1}]}\n", "xdp.max_rules: -2"},
+		{"driver: xdp\n" + base + "xdp: {max_batch: -2, ports: [{name: p1}]}\n", "xdp.max_batch: -2"},
+		{"driver: tcflower\n" + base + "tcflower: {max_rules: -3, ports: [{name: p1}]}\n", "tcflower.max_rules: -3"},
+		{"driver: tcflower\n" + base + "tcflower: {max_batch: -3, ports: [{name: p1}]}\n", "tcflower.max_batch: -3"},
 	} {
 		if tc.want == "" {
 			tc.body = "driver: softnic\n" + tc.body

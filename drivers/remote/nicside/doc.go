@@ -17,7 +17,10 @@
 //	softnic:                     # driver: softnic
 //	  device: dpu0
 //	  crypto: false              # sealed addresses opened on the NIC
-//	  max_rules: 1048576
+//	  max_rules: 1048576         # optional, every driver: the rule table's
+//	                             # size (Capabilities.MaxRules)
+//	  max_batch: 65536           # optional, every driver: the most operations
+//	                             # of one Apply (Capabilities.MaxBatch)
 //	  binding: none              # none, or afpacket: each port bound to the
 //	                             # interface of its name
 //	  netns: /run/netns/x        # afpacket: the interfaces' namespace
@@ -27,12 +30,20 @@
 //	xdp:                         # driver: xdp (xdp.Config)
 //	  netns: /run/netns/x
 //	  mode: auto                 # auto, driver, generic
+//	  max_rules: 65536
+//	  max_batch: 4096
 //	  ports: [{name: veth-vm1, kind: vport}, {name: eth1, kind: uplink}]
 //	tcflower:                    # driver: tcflower (tcflower.Config)
 //	  netns: /run/netns/x
 //	  placement: any             # any, hardware, software
 //	  tunnels: {vxlan: vx0}
+//	  max_rules: 4096
+//	  max_batch: 256
 //	  ports: [{name: rep0, kind: vport}, {name: eth1, kind: uplink}]
+//
+// max_rules and max_batch left out or 0 are the driver's defaults; a
+// negative value, or one above the driver's maximum (softnic's max_rules:
+// softnic.MostRules), is refused naming the field, and nothing is served.
 //
 // Serve serves until its context is done. A host that goes away changes
 // nothing on the NIC: it keeps forwarding on its rules until a host

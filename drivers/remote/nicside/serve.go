@@ -84,7 +84,7 @@ func openNIC(ctx context.Context, c *Config, log *slog.Logger) (hal.NIC, func(),
 		return openSoftnic(c.Softnic, log)
 	case "xdp":
 		x := c.XDP
-		cfg := xdp.Config{NetNS: x.NetNS, MaxRules: x.MaxRules}
+		cfg := xdp.Config{NetNS: x.NetNS, MaxRules: x.MaxRules, MaxBatch: x.MaxBatch}
 		switch x.Mode {
 		case "", "auto":
 		case "driver":
@@ -104,30 +104,9 @@ func openNIC(ctx context.Context, c *Config, log *slog.Logger) (hal.NIC, func(),
 		}
 		return n, func() { n.Close() }, nil
 	case "tcflower":
-		t := c.TCFlower
-		cfg := tcflower.Config{NetNS: t.NetNS, Tunnels: map[hal.EncapKind]string{}}
-		switch t.Placement {
-		case "", "any":
-		case "hardware":
-			cfg.Placement = tcflower.PlaceHardware
-		case "software":
-			cfg.Placement = tcflower.PlaceSoftware
-		default:
-			return nil, nil, fmt.Errorf("tcflower.placement %q: want any, hardware or software", t.Placement)
-		}
-		for kind, dev := range t.Tunnels {
-			switch kind {
-			case "vxlan":
-				cfg.Tunnels[hal.EncapVXLAN] = dev
-			case "geneve":
-				cfg.Tunnels[hal.EncapGeneve] = dev
-			default:
-				return nil, nil, fmt.Errorf("tcflower.tunnels: %q: want vxlan or geneve", kind)
-			}
-		}
-		for _, p := range t.Ports {
-			k, _ := kindOf(p.Kind)
-			cfg.Ports = append(cfg.Ports, tcflower.PortConfig{ID: hal.PortID(p.ID), Name: p.Name, Kind: k})
+		cfg, err := tcflowerConfig(c.TCFlower)
+		if err != nil {
+			return nil, nil, err
 		}
 		n, err := tcflower.Open(ctx, cfg)
 		if err != nil {
@@ -138,8 +117,37 @@ func openNIC(ctx context.Context, c *Config, log *slog.Logger) (hal.NIC, func(),
 	return nil, nil, fmt.Errorf("unknown driver %q", c.Driver)
 }
 
+// tcflowerConfig is the tcflower.Config of the configuration's section.
+func tcflowerConfig(t *TCFlowerConfig) (tcflower.Config, error) {
+	cfg := tcflower.Config{NetNS: t.NetNS, Tunnels: map[hal.EncapKind]string{}, MaxRules: t.MaxRules, MaxBatch: t.MaxBatch}
+	switch t.Placement {
+	case "", "any":
+	case "hardware":
+		cfg.Placement = tcflower.PlaceHardware
+	case "software":
+		cfg.Placement = tcflower.PlaceSoftware
+	default:
+		return tcflower.Config{}, fmt.Errorf("tcflower.placement %q: want any, hardware or software", t.Placement)
+	}
+	for kind, dev := range t.Tunnels {
+		switch kind {
+		case "vxlan":
+			cfg.Tunnels[hal.EncapVXLAN] = dev
+		case "geneve":
+			cfg.Tunnels[hal.EncapGeneve] = dev
+		default:
+			return tcflower.Config{}, fmt.Errorf("tcflower.tunnels: %q: want vxlan or geneve", kind)
+		}
+	}
+	for _, p := range t.Ports {
+		k, _ := kindOf(p.Kind)
+		cfg.Ports = append(cfg.Ports, tcflower.PortConfig{ID: hal.PortID(p.ID), Name: p.Name, Kind: k})
+	}
+	return cfg, nil
+}
+
 func openSoftnic(s *SoftnicConfig, log *slog.Logger) (hal.NIC, func(), error) {
-	cfg := softnic.Config{Device: s.Device, Crypto: s.Crypto, MaxRules: s.MaxRules}
+	cfg := softnic.Config{Device: s.Device, Crypto: s.Crypto, MaxRules: s.MaxRules, MaxBatch: s.MaxBatch}
 	for _, p := range s.Ports {
 		k, _ := kindOf(p.Kind)
 		pc := softnic.PortConfig{Name: p.Name, Kind: k, MTU: p.MTU}

@@ -3,7 +3,8 @@
 // with fresh key pairs each pinning the other, and the host side opened to
 // it; and the files of a NIC side's configuration (nicd's): key files
 // (KeyFiles) and the configuration itself (WriteNICConfig,
-// SoftnicSection). Everything it starts is stopped by the test's cleanup.
+// SoftnicSection), and a namespace of veth pairs for the drivers that
+// attach to interfaces (VethNS). Everything it starts is stopped by the test's cleanup.
 //
 // The tests of package remote itself cannot import it (it imports remote);
 // they keep their own helpers.
