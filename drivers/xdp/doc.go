@@ -98,7 +98,12 @@
 // store of seq, and never rewrites a published slot: a
 // new version of an entry is published in another slot (or in flows4)
 // before the old slot is retired, so a packet meets the old version, the
-// new one, or both, never a miss between them. The program reads seq
+// new one, or both, never a miss between them. Apply reserves an add's
+// slot (and interns its program) when it runs the add, so that the write
+// can no longer fail, and makes the writes of up to 32768 reserved slots
+// together, in slot order, before it returns or before any operation on
+// one of their entries: a bulk load of random keys then walks the table
+// once from one end to the other rather than jumping about it. The program reads seq
 // before and after the key, the rules and the program it copies, and
 // searches again when it changed (a slot retired or reused under it); a
 // program is rewritten only once every slot naming it is retired. The loads are ordered by compiler

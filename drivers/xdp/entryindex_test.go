@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -25,8 +26,8 @@ func TestEntryIndexCollisions(t *testing.T) {
 			ents[i].slots[0] = rs
 			x.putHashed(42, ents[i])
 		}
-		if x.len() != 3 || len(x.m) != 1 {
-			t.Fatalf("%d entries in %d chains", x.len(), len(x.m))
+		if x.len() != 3 || x.used != 1 {
+			t.Fatalf("%d entries in %d chains", x.len(), x.used)
 		}
 		for i := range keys {
 			if e := x.getHashed(&keys[i], 42); e != ents[i] {
@@ -94,5 +95,62 @@ func TestEntryIndexThroughTable(t *testing.T) {
 	}
 	if tab.entries.len() != len(fb.entries) {
 		t.Fatalf("%d entries indexed, %d written", tab.entries.len(), len(fb.entries))
+	}
+}
+
+// TestEntryIndexModel runs random puts and deletes of entries whose hashes
+// are drawn from a small set (so that they share cells, on chains, and
+// crowd runs of cells whose homes coincide) against a model, across growth
+// and backward-shift deletions: every entry put is found under its key,
+// no other is, and all yields exactly the entries put.
+func TestEntryIndexModel(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	x := newEntryIndex(0)
+	ms := &maskState{id: 1}
+	const n = 400
+	var ents [n]*entryState
+	var keys [n]bpfKey
+	var hashes [n]uint64
+	for i := range ents {
+		ru := prefixRule(hal.RuleID(i+1), 1, fmt.Sprintf("198.19.%d.%d/32", i/256, i%256))
+		rs := &ruleState{rule: keep(&ru, nil), mask: ms}
+		ents[i] = &entryState{}
+		ents[i].slots[0] = rs
+		keys[i] = rs.bpfKey()
+		// Homes 0..31 of any table size, some hashes shared.
+		hashes[i] = uint64(r.IntN(32)) | uint64(r.IntN(3))<<40
+	}
+	in := map[int]bool{}
+	for step := 0; step < 100000; step++ {
+		i := r.IntN(n)
+		if in[i] {
+			x.del(ents[i])
+			delete(in, i)
+		} else {
+			x.putHashed(hashes[i], ents[i])
+			in[i] = true
+		}
+		j := r.IntN(n)
+		if got := x.getHashed(&keys[j], hashes[j]); (got == ents[j]) != in[j] || (got != nil && got != ents[j]) {
+			t.Fatalf("step %d: entry %d (in %v) found as %p", step, j, in[j], got)
+		}
+		if x.len() != len(in) {
+			t.Fatalf("step %d: %d entries, want %d", step, x.len(), len(in))
+		}
+	}
+	for i := range ents {
+		if got := x.getHashed(&keys[i], hashes[i]); (got != nil) != in[i] {
+			t.Fatalf("entry %d (in %v) found %v", i, in[i], got != nil)
+		}
+	}
+	seen := map[*entryState]bool{}
+	for k, e := range x.all() {
+		if ek, _ := e.key(); ek != k || seen[e] {
+			t.Fatalf("all yields %+v twice or under another key", k)
+		}
+		seen[e] = true
+	}
+	if len(seen) != len(in) {
+		t.Fatalf("all yields %d entries, want %d", len(seen), len(in))
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/nicpath/nicpath/hal"
@@ -121,6 +120,7 @@ func (b *mapBackend) putEntries(keys []bpfKey, vals []bpfFlowVal) (int, error) {
 // it is there already), else into flows4, published before the slot that
 // held it, if any, is retired.
 func (b *mapBackend) put4(k *bpfKey, v *bpfFlowVal) error {
+	b.t4.commit()
 	k4 := key4(k)
 	if _, ok := b.over[k4]; !ok && b.t4.put(&k4, v) {
 		return nil
@@ -146,12 +146,32 @@ func (b *mapBackend) put4(k *bpfKey, v *bpfFlowVal) error {
 	return nil
 }
 
-// warm4 reads the first slot and the tags of the window of k's entry in
-// table4, which put4 will read and write.
-func (b *mapBackend) warm4(k bpfKey) int {
-	k4 := key4(&k)
-	base, _ := b.t4.base(&k4)
-	return int(b.t4.tags[base]) + int(atomic.LoadUint32(&b.t4.slot(base).Seq)&1)
+// stage4 stages an exact IPv4 entry's write into table4 (see table4.stage)
+// when its window has room; otherwise it writes the entry now, as put4.
+func (b *mapBackend) stage4(k *bpfKey, v *bpfFlowVal) (bool, error) {
+	k4 := key4(k)
+	if _, ok := b.over[k4]; !ok && b.t4.stage(&k4, v) {
+		return true, nil
+	}
+	return false, b.put4(k, v)
+}
+
+// commit4 makes the staged writes.
+func (b *mapBackend) commit4() { b.t4.commit() }
+
+// warm4 reads the tags of the windows of keys' entries in table4, which
+// stage4 will read and write: the hashes first, then the reads.
+func (b *mapBackend) warm4(keys []bpfKey) int {
+	var bases [warmAhead]uint32
+	for i := range keys[:min(len(keys), warmAhead)] {
+		k4 := key4(&keys[i])
+		bases[i], _ = b.t4.base(&k4)
+	}
+	n := 0
+	for _, base := range bases[:min(len(keys), warmAhead)] {
+		n += int(b.t4.tags[base])
+	}
+	return n
 }
 
 // putBatch writes keys[i]→vals[i] into m, in BPF batch updates (one
@@ -181,6 +201,7 @@ func (b *mapBackend) deleteEntry(k *bpfKey) error {
 	if k.Pad != inFlows4 {
 		return b.n.maps["flows"].Delete(k)
 	}
+	b.t4.commit()
 	k4 := key4(k)
 	if _, ok := b.over[k4]; !ok {
 		if !b.t4.del(&k4) {

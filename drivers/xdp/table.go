@@ -231,6 +231,7 @@ type table struct {
 	lastActs []hal.Action
 	// warmed counts what warm found, so that its lookups have a use.
 	warmed int
+	ahead  aheadOps
 
 	// pend is the batch being gathered: entries written in one
 	// putEntries call, at most flushChunk of them. While it fills, the
@@ -240,6 +241,9 @@ type table struct {
 	spare    writeBatch
 	inflight *inflightWrite
 	chunk    int // flushChunk, smaller in tests
+	// staged is the entries whose writes the backend staged (stager4),
+	// pending until commit4, at most stageChunk of them.
+	staged []*entryState
 	// one is the room for an entry written on its own.
 	one struct {
 		keys [1]bpfKey
@@ -551,6 +555,11 @@ const (
 	// BenchmarkRuleOps), larger ones saved nothing more.
 	flushChunk = 8192
 
+	// stageChunk bounds the exact IPv4 entries staged before they are
+	// written (stager4): the more there are, the closer together their
+	// slots lie when written in slot order.
+	stageChunk = 1 << 15
+
 	ruleSlabChunk  = 1024
 	entrySlabChunk = 1024
 	actSlabChunk   = 2048
@@ -588,6 +597,7 @@ func (t *table) opErr(op string, id hal.RuleID, err error) error {
 // whose write did not land are undone in the Go state and get their error.
 // Whatever flush returns to, every gathered write has been made.
 func (t *table) flush(results []hal.OpResult) {
+	t.commit4()
 	t.wait(results)
 	if len(t.pend.rules) == 0 {
 		return
@@ -699,6 +709,7 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 	for i := range ops {
 		results[i].Err = nil
 	}
+	t.ahead.n = 0 // warm's work was for another batch
 	if t.rules.len() == 0 && len(ops) > 64 {
 		// An empty table about to take a big batch (a reload, a
 		// restart): size the maps once instead of growing them step by
@@ -709,7 +720,7 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 	t.pend.grow(min(len(ops), t.chunk))
 	for i := range ops {
 		if i%warmAhead == 0 {
-			t.warm(ops[i:min(i+warmAhead, len(ops))])
+			t.warm(i, ops[i:min(i+warmAhead, len(ops))])
 		}
 		op := &ops[i]
 		switch op.Kind {
@@ -783,58 +794,125 @@ const warmAhead = 16
 
 // warm looks up, ahead of running them, what the next operations will look
 // up: their rule IDs and, for adds of the shape the previous add had, their
-// entries. Each of these is a cold cache miss on a big table (a few hundred
-// ns each in a VM, where the page walk misses too); probes made back to
-// back in a loop overlap, where one per operation between the rest of its
-// work do not. The answers are not used, only the cache lines: an
-// operation can still change what a later one finds.
-func (t *table) warm(ops []hal.Op) {
+// entries and the places table4 will put them (warmer4). Each of these is
+// a cold cache miss on a big table (a few hundred ns each in a VM, where
+// the page walk misses too); probes made back to back in a loop overlap,
+// where one per operation between the rest of its work do not, so the
+// keys and hashes are computed first and the probes made after, all
+// together. The answers are not used, only the cache lines: an operation
+// can still change what a later one finds. What does not change is kept
+// for add (ahead): an add's masked key, and its entry's hash under a mask
+// ID.
+func (t *table) warm(first int, ops []hal.Op) {
 	found := 0
 	for i := range ops {
 		if t.rules.get(ops[i].Rule.ID) != nil {
 			found++
 		}
 	}
-	if m := t.lastMask; m != nil && m.refs > 0 {
-		// The hashes first, then the probes back to back.
-		var hs [warmAhead]uint64
-		n := 0
-		w4, _ := t.be.(warmer4)
-		for i := range ops {
-			if ops[i].Kind != hal.OpAdd {
-				continue
-			}
-			key, mask := matchKeys(&ops[i].Rule.Match)
-			if mask == m.mask {
-				key.MaskID = m.id
-				hs[n] = t.entries.hash(&key)
-				n++
-				if m.exact4 && w4 != nil {
-					// The window its entry will be written to:
-					// a cold line of a table of the rules' size.
-					markFlows4(&key)
-					if key.Pad == inFlows4 {
-						found += w4.warm4(key)
-					}
-				}
+	a := &t.ahead
+	a.first, a.n = first, len(ops)
+	m := t.lastMask
+	if m != nil && m.refs == 0 {
+		m = nil
+	}
+	w4, _ := t.be.(warmer4)
+	n4 := 0
+	for i := range ops {
+		a.ok[i], a.hashed[i] = false, false
+		if ops[i].Kind != hal.OpAdd {
+			continue
+		}
+		a.key[i], a.mask[i] = matchKeys(&ops[i].Rule.Match)
+		a.ok[i] = true
+		if m == nil || a.mask[i] != m.mask {
+			continue
+		}
+		k := a.key[i]
+		k.MaskID = m.id
+		a.h[i], a.maskID[i], a.hashed[i] = t.entries.hash(&k), m.id, true
+		if m.exact4 && w4 != nil {
+			// The window its entry will be written to: a cold
+			// line of a table of the rules' size.
+			markFlows4(&k)
+			if k.Pad == inFlows4 {
+				a.keys4[n4] = k
+				n4++
 			}
 		}
-		for _, h := range hs[:n] {
-			if t.entries.m[h] != nil {
-				found++
-			}
+	}
+	for i := range ops {
+		if a.hashed[i] && t.entries.probe(a.h[i]) {
+			found++
 		}
+	}
+	if n4 > 0 {
+		found += w4.warm4(a.keys4[:n4])
 	}
 	t.warmed += found
 }
 
-// warmer4 is a backend that can warm the place an exact IPv4 entry will be
-// written to (table4's window of its key).
+// aheadOps is what warm computed for the operations it warmed, from
+// first on.
+type aheadOps struct {
+	first, n int
+	ok       [warmAhead]bool // key and mask are the add's
+	key      [warmAhead]bpfKey
+	mask     [warmAhead]bpfKey
+	hashed   [warmAhead]bool // h is the hash of key under maskID
+	maskID   [warmAhead]uint8
+	h        [warmAhead]uint64
+	keys4    [warmAhead]bpfKey // warm4's argument
+}
+
+// keys is matchKeys of op i's match, as warm computed it when it did.
+func (t *table) keys(i int, r *hal.Rule) (key, mask bpfKey) {
+	if j := i - t.ahead.first; j >= 0 && j < t.ahead.n && t.ahead.ok[j] {
+		return t.ahead.key[j], t.ahead.mask[j]
+	}
+	return matchKeys(&r.Match)
+}
+
+// entryHash is the entry index's hash of op i's key k (its mask ID set),
+// as warm computed it when it did.
+func (t *table) entryHash(i int, k *bpfKey) uint64 {
+	if j := i - t.ahead.first; j >= 0 && j < t.ahead.n && t.ahead.hashed[j] && t.ahead.maskID[j] == k.MaskID {
+		return t.ahead.h[j]
+	}
+	return t.entries.hash(k)
+}
+
+// warmer4 is a backend that can warm the places exact IPv4 entries will
+// be written to (table4's windows of their keys).
 type warmer4 interface {
-	// warm4 reads what writing k's entry will read first, and returns
-	// something of it for warm to count. k by value: a pointer passed
-	// through the interface would move the caller's key to the heap.
-	warm4(k bpfKey) int
+	// warm4 reads what writing the entries of keys (marked inFlows4)
+	// will read first, and returns something of it for warm to count.
+	warm4(keys []bpfKey) int
+}
+
+// stager4 is a backend that can stage exact IPv4 entries: reserve their
+// place now, when the table decides they land, and write them later, all
+// together, in the order that suits the backend (table4's slot order).
+type stager4 interface {
+	// stage4 stages k→v, or writes it now (false) when it cannot be
+	// staged; an error means it did not land. k and v are copied.
+	stage4(k *bpfKey, v *bpfFlowVal) (bool, error)
+	// commit4 writes what was staged.
+	commit4()
+}
+
+// commit4 writes the staged entries, which can no longer fail, and
+// clears their pending marks.
+func (t *table) commit4() {
+	if len(t.staged) == 0 {
+		return
+	}
+	t.be.(stager4).commit4()
+	for _, e := range t.staged {
+		e.pending = false
+	}
+	clear(t.staged)
+	t.staged = t.staged[:0]
 }
 
 func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
@@ -846,14 +924,14 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 		results[i].Err = hal.Unsupported(t.driver, "actions encap", "%v", err)
 		return
 	}
-	key, mask := matchKeys(&r.Match)
+	key, mask := t.keys(i, r)
 	ms := t.findMask(&mask)
 	var e *entryState
 	var h uint64
 	if ms != nil {
 		k := key
 		k.MaskID = ms.id
-		h = t.entries.hash(&k)
+		h = t.entryHash(i, &k)
 		if e = t.entries.getHashed(&k, h); e != nil && e.pending {
 			t.flush(results)
 			// The flush may have undone rules (a write that did not
@@ -885,6 +963,22 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 		// a pending entry was flushed above).
 		t.one.keys[0] = key
 		t.valueInto(&t.one.vals[0], rs.entry, rs, &enc)
+		if st, ok := t.be.(stager4); ok {
+			staged, err := st.stage4(&t.one.keys[0], &t.one.vals[0])
+			if err != nil {
+				t.detach(rs)
+				results[i].Err = t.opErr("add", rs.rule.ID, err)
+				return
+			}
+			if staged {
+				rs.entry.pending = true
+				t.staged = append(t.staged, rs.entry)
+				if len(t.staged) >= stageChunk {
+					t.commit4()
+				}
+			}
+			return
+		}
 		if _, err := t.be.putEntries(t.one.keys[:], t.one.vals[:]); err != nil {
 			t.detach(rs)
 			results[i].Err = t.opErr("add", rs.rule.ID, err)

@@ -41,6 +41,27 @@ type table4 struct {
 	// are eight lines of the map: the writer reads a slot only when its
 	// tag matches.
 	tags []uint16
+
+	// staged is the writes reserved (stage) but not yet made (commit):
+	// each has its free slot taken in tags and its programs interned, so
+	// that it can no longer fail. commit makes them in the order of their
+	// slots: a bulk load of random keys then walks the table (a cold line
+	// and often a page of its own per key, on a table of the rules' size)
+	// from one end to the other instead of jumping about it. stagedAt
+	// marks their slots, whose keys are not in the table yet (see keyAt).
+	staged   []stage4
+	stagedAt []uint64
+	order    [2][]uint32 // commit's radix sort
+	warmed   uint32      // the sum of what commit read ahead, kept so that the reads are made
+}
+
+// stage4 is a write of table4 reserved by stage: k→refs is published in
+// slot and then old, when not -1, is retired.
+type stage4 struct {
+	slot uint32
+	old  int32
+	key  bpfKey4
+	refs [slotsPerEntry]bpfRef4
 }
 
 const (
@@ -96,11 +117,23 @@ func (t *table4) base(k *bpfKey4) (uint32, uint16) {
 // find returns the slot holding k, or -1.
 func (t *table4) find(k *bpfKey4, base uint32, tag uint16) int {
 	for i := base; i < base+probe4; i++ {
-		if t.tags[i] == tag && t.slot(i).Key == *k {
+		if t.tags[i] == tag && *t.keyAt(i) == *k {
 			return int(i)
 		}
 	}
 	return -1
+}
+
+// keyAt is the key slot i holds or, staged, will hold.
+func (t *table4) keyAt(i uint32) *bpfKey4 {
+	if len(t.staged) > 0 && t.stagedAt[i/64]&(1<<(i%64)) != 0 {
+		for j := range t.staged {
+			if t.staged[j].slot == i {
+				return &t.staged[j].key
+			}
+		}
+	}
+	return &t.slot(i).Key
 }
 
 // free returns a slot of k's window that holds nothing, or -1.
@@ -117,43 +150,127 @@ func (t *table4) free(base uint32) int {
 // that held k before, if any. It returns false, changing nothing, when the
 // window has no free slot or progs4 no room for a program of v.
 func (t *table4) put(k *bpfKey4, v *bpfFlowVal) bool {
+	var st stage4
+	if !t.reserve(k, v, &st) {
+		return false
+	}
+	t.write(&st)
+	return true
+}
+
+// stage is put with the write left for commit; false as for put. Until
+// commit, k must not be put, staged again or deleted.
+func (t *table4) stage(k *bpfKey4, v *bpfFlowVal) bool {
+	if t.stagedAt == nil {
+		t.stagedAt = make([]uint64, (len(t.tags)+63)/64)
+	}
+	t.staged = append(t.staged, stage4{})
+	st := &t.staged[len(t.staged)-1]
+	if !t.reserve(k, v, st) {
+		t.staged = t.staged[:len(t.staged)-1]
+		return false
+	}
+	t.stagedAt[st.slot/64] |= 1 << (st.slot % 64)
+	return true
+}
+
+// reserve takes a free slot of k's window for k→v (in tags, so that no
+// other write takes it) and interns v's programs, into st; false, changing
+// nothing, when there is no room for either.
+func (t *table4) reserve(k *bpfKey4, v *bpfFlowVal, st *stage4) bool {
 	base, tag := t.base(k)
 	f := t.free(base)
 	if f < 0 {
 		return false
 	}
-	var refs [slotsPerEntry]bpfRef4
 	for i := range v.Slot {
 		r := &v.Slot[i]
 		if r.ID == 0 {
+			st.refs[i] = bpfRef4{}
 			continue
 		}
 		p, ok := t.progs.intern(r)
 		if !ok {
 			for j := range i {
-				if refs[j].ID != 0 {
-					t.progs.release(refs[j].Prog)
+				if st.refs[j].ID != 0 {
+					t.progs.release(st.refs[j].Prog)
 				}
 			}
 			return false
 		}
-		refs[i] = bpfRef4{ID: r.ID, Scope: r.Scope, Gen: r.Gen, Counter: r.Counter, Prog: p, Prio: r.Prio}
+		st.refs[i] = bpfRef4{ID: r.ID, Scope: r.Scope, Gen: r.Gen, Counter: r.Counter, Prog: p, Prio: r.Prio}
 	}
-	old := t.find(k, base, tag)
+	st.old = int32(t.find(k, base, tag))
+	st.slot, st.key = uint32(f), *k
 	t.tags[f] = tag
-	s := t.slot(uint32(f))
+	return true
+}
+
+// write publishes st's slot and then retires the slot it replaces.
+func (t *table4) write(st *stage4) {
+	s := t.slot(st.slot)
 	seq := atomic.LoadUint32(&s.Seq)
-	s.Key = *k
-	s.Ref = refs
+	s.Key = st.key
+	s.Ref = st.refs
 	// The atomic store orders the stores above (and those of a program
 	// interned for it) before it: the program sees the new seq only with
 	// the key, the refs and their programs in place.
 	atomic.StoreUint32(&s.Seq, (seq+seqStep)&^3|seqValid)
-	if old >= 0 {
-		t.retire(uint32(old))
+	if st.old >= 0 {
+		t.retire(uint32(st.old))
 	}
-	return true
 }
+
+// commit makes the staged writes, in the order of their slots (a radix
+// sort of their indexes, a byte of the slot number at a time).
+func (t *table4) commit() {
+	n := len(t.staged)
+	if n == 0 {
+		return
+	}
+	if cap(t.order[0]) < n {
+		t.order[0], t.order[1] = make([]uint32, n), make([]uint32, n)
+	}
+	src, dst := t.order[0][:n], t.order[1][:n]
+	for i := range src {
+		src[i] = uint32(i)
+	}
+	for shift := uint(0); len(t.tags)>>shift > 1; shift += 8 {
+		var count [257]int
+		for _, i := range src {
+			count[(t.staged[i].slot>>shift)&0xff+1]++
+		}
+		for d := 1; d < 257; d++ {
+			count[d] += count[d-1]
+		}
+		for _, i := range src {
+			d := (t.staged[i].slot >> shift) & 0xff
+			dst[count[d]] = i
+			count[d]++
+		}
+		src, dst = dst, src
+	}
+	// Each publish is an atomic store, which x86 makes with a locked
+	// instruction: no later load starts before it completes, so a slot
+	// whose line is cold stalls the loop for a whole miss. The slots of
+	// a group are therefore read first, back to back, their misses
+	// overlapping, and written after.
+	for g := 0; g < n; g += commitGroup {
+		group := src[g:min(g+commitGroup, n)]
+		for _, i := range group {
+			t.warmed += atomic.LoadUint32(&t.slot(t.staged[i].slot).Seq)
+		}
+		for _, i := range group {
+			st := &t.staged[i]
+			t.stagedAt[st.slot/64] &^= 1 << (st.slot % 64)
+			t.write(st)
+		}
+	}
+	t.staged = t.staged[:0]
+}
+
+// commitGroup is how many slots commit reads ahead of writing them.
+const commitGroup = 16
 
 // retire empties slot i and then releases its programs: a program is
 // rewritten only once no published slot names it.
