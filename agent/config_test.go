@@ -88,6 +88,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"max_batch not a number", strings.Replace(goodConfig, "driver: softnic", "driver: xdp", 1) + "driver_options:\n  max_batch: lots\n", `c.yaml:13: driver_options.max_batch: "lots": want a whole number`},
 		{"negative max_batch", strings.Replace(goodConfig, "driver: softnic", "driver: tcflower", 1) + "driver_options:\n  max_rules: 64\n  max_batch: -4\n", `c.yaml:14: driver_options.max_batch: "-4"`},
 		{"max_rules above softnic's", goodConfig + "driver_options:\n  max_rules: 1073741824\n", "c.yaml:13: driver_options.max_rules: 1073741824 is above the softnic driver's maximum, 536870912"},
+		{"max_rules above xdp's", strings.Replace(goodConfig, "driver: softnic", "driver: xdp", 1) + "driver_options:\n  max_rules: 67108865\n", "c.yaml:13: driver_options.max_rules: 67108865 is above the xdp driver's maximum, 67108864"},
 		{"max_rules on remote", strings.Replace(goodConfig, "driver: softnic", "driver: remote", 1) + "driver_options:\n  max_rules: 64\n", "c.yaml:13: driver_options.max_rules: the remote driver has no such option"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

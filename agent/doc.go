@@ -22,7 +22,7 @@
 // Capabilities.MaxRules) and max_batch (the most operations of one Apply,
 // Capabilities.MaxBatch): whole numbers, 0 or absent for the driver's
 // default. A negative value, one above the driver's maximum (softnic's
-// max_rules: softnic.MostRules) or either option given to remote (whose
+// max_rules: softnic.MostRules; xdp's: xdp.MostRules) or either option given to remote (whose
 // table nicd's configuration sizes) is refused naming the field.
 // examples/vswitchd's vswitchd.example.yaml is a complete one.
 //

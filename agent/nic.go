@@ -137,7 +137,7 @@ var limitOptions = []string{"max_rules", "max_batch"}
 
 // limitMost is the largest value a driver takes for a limit option, where
 // the driver has one.
-var limitMost = map[string]map[string]int{"softnic": {"max_rules": softnic.MostRules}}
+var limitMost = map[string]map[string]int{"softnic": {"max_rules": softnic.MostRules}, "xdp": {"max_rules": xdp.MostRules}}
 
 // limitOption reads the limit option name of driver drv from opts (0 when
 // absent). Its error does not name the field; callers do.

@@ -66,6 +66,7 @@ type Config struct {
 	// mmapped array of MaxRules+2 programs of 160 bytes (together about
 	// 24 MB at the default, allocated and mapped at Open), and in its
 	// overflow, a hash of up to MaxRules entries allocated as they come.
+	// Open refuses a negative value or one above MostRules.
 	MaxRules int
 	// MaxScopes is the size of the active-generation array. Default 4096.
 	MaxScopes int
@@ -116,6 +117,11 @@ func (c *Config) withDefaults() Config {
 	}
 	return d
 }
+
+// MostRules is the largest Config.MaxRules Open takes: the kernel's map
+// sizes are 32-bit counts of entries (table4 holds 2*MaxRules slots), and at
+// this size table4 and progs4 alone map about 23 GiB.
+const MostRules = 1 << 26
 
 // DefaultMaxBatch bounds one Apply call unless Config.MaxBatch says
 // otherwise. Batches are written with BPF batch updates; the bound only

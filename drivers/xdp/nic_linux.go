@@ -79,6 +79,9 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 	if cfg.MaxBatch < 0 {
 		return nil, fmt.Errorf("xdp: MaxBatch %d is negative", cfg.MaxBatch)
 	}
+	if cfg.MaxRules < 0 || cfg.MaxRules > MostRules {
+		return nil, fmt.Errorf("xdp: MaxRules %d is outside 0..%d", cfg.MaxRules, MostRules)
+	}
 	c := cfg.withDefaults()
 	for _, p := range c.Ports {
 		if p.ID == 0 || p.ID >= MaxPorts {

@@ -51,6 +51,23 @@ func TestCapabilitiesMaxBatch(t *testing.T) {
 	}
 }
 
+// TestOpenMaxRulesRange: a negative Config.MaxRules, or one above
+// MostRules (whose maps' 32-bit sizes would wrap further on), fails Open
+// before anything is loaded, naming the field.
+func TestOpenMaxRulesRange(t *testing.T) {
+	requireRoot(t)
+	for _, v := range []int{-1, MostRules + 1} {
+		n, err := Open(context.Background(), Config{MaxRules: v, Ports: []PortConfig{{}}})
+		if err == nil {
+			n.Close()
+			t.Fatalf("Open took MaxRules %d", v)
+		}
+		if !strings.Contains(err.Error(), "MaxRules") {
+			t.Fatalf("Open with MaxRules %d: %v", v, err)
+		}
+	}
+}
+
 // TestOpenBadPort: a port ID out of range or an interface that does not
 // exist fails Open, and nothing stays loaded.
 func TestOpenBadPort(t *testing.T) {

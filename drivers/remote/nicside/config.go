@@ -12,6 +12,7 @@ import (
 
 	"github.com/nicpath/nicpath/drivers/remote"
 	"github.com/nicpath/nicpath/drivers/softnic"
+	"github.com/nicpath/nicpath/drivers/xdp"
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/securechan"
 )
@@ -191,7 +192,7 @@ func (c *Config) limits() []limit {
 	case c.Softnic != nil:
 		return []limit{{"softnic.max_rules", c.Softnic.MaxRules, softnic.MostRules}, {"softnic.max_batch", c.Softnic.MaxBatch, 0}}
 	case c.XDP != nil:
-		return []limit{{"xdp.max_rules", c.XDP.MaxRules, 0}, {"xdp.max_batch", c.XDP.MaxBatch, 0}}
+		return []limit{{"xdp.max_rules", c.XDP.MaxRules, xdp.MostRules}, {"xdp.max_batch", c.XDP.MaxBatch, 0}}
 	case c.TCFlower != nil:
 		return []limit{{"tcflower.max_rules", c.TCFlower.MaxRules, 0}, {"tcflower.max_batch", c.TCFlower.MaxBatch, 0}}
 	}

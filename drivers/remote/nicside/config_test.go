@@ -29,6 +29,7 @@ func TestConfigErrors(t *testing.T) {
 		{"driver: softnic\n" + base + strings.Replace(softnicSection, "device: dpu0", "device: dpu0\n  max_rules: 1073741824", 1), "softnic.max_rules: 1073741824 is above the softnic driver's maximum, 536870912"},
 		{"driver: xdp\n" + base + "xdp: {max_rules: -2, ports: [{name: p1}]}\n", "xdp.max_rules: -2"},
 		{"driver: xdp\n" + base + "xdp: {max_batch: -2, ports: [{name: p1}]}\n", "xdp.max_batch: -2"},
+		{"driver: xdp\n" + base + "xdp: {max_rules: 67108865, ports: [{name: p1}]}\n", "xdp.max_rules: 67108865 is above the xdp driver's maximum, 67108864"},
 		{"driver: tcflower\n" + base + "tcflower: {max_rules: -3, ports: [{name: p1}]}\n", "tcflower.max_rules: -3"},
 		{"driver: tcflower\n" + base + "tcflower: {max_batch: -3, ports: [{name: p1}]}\n", "tcflower.max_batch: -3"},
 	} {

@@ -43,7 +43,7 @@
 //
 // max_rules and max_batch left out or 0 are the driver's defaults; a
 // negative value, or one above the driver's maximum (softnic's max_rules:
-// softnic.MostRules), is refused naming the field, and nothing is served.
+// softnic.MostRules; xdp's: xdp.MostRules), is refused naming the field, and nothing is served.
 //
 // Serve serves until its context is done. A host that goes away changes
 // nothing on the NIC: it keeps forwarding on its rules until a host
