@@ -11,6 +11,7 @@ SUBMODULES ?= store/etcd directory/dht
 # The race detector and the VM tier are slow on two cores; this bounds the whole run.
 TEST_TIMEOUT ?= 45m
 FUZZTIME  ?= 30s
+FUZZMINIMIZETIME ?= 5s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: all test unit race benchsmoke fmtcheck vet lint bench bench-peers fuzz demo demo-tether deps generate
@@ -66,9 +67,10 @@ bench:
 bench-peers: deps
 	$(GO) run ./internal/benchfig -only peer. $(BENCHFLAGS)
 
-## fuzz: a short run of every fuzz target (FUZZTIME each).
+## fuzz: a short run of every fuzz target (FUZZTIME each, FUZZMINIMIZETIME at
+## most on minimizing each new input).
 fuzz:
-	@bash scripts/fuzz.sh $(FUZZTIME)
+	@bash scripts/fuzz.sh $(FUZZTIME) $(FUZZMINIMIZETIME)
 
 ## demo: the vswitch demo on an embedded default; no setup needed.
 ## NIC=remote runs each host's NIC in a nicd process of its own (over securechan).
