@@ -150,15 +150,7 @@ func benchSlowPathOnePair(b *testing.B) {
 	}
 	el := time.Since(start) - paused
 	cpu := cpuTime() - cpu0 - cpuPaused
-	b.ReportMetric(float64(b.N)/el.Seconds(), "flows/s")
-	if cpu > 0 {
-		// The figure that does not depend on what else the machine runs.
-		b.ReportMetric(float64(b.N)/cpu.Seconds(), "cpu_flows/s")
-		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu_ns/flow")
-	}
-	if timer.cpu > 0 {
-		b.ReportMetric(float64(timer.cpu.Nanoseconds())/float64(b.N), "apply_cpu_ns/flow")
-	}
+	reportFlowRates(b, el, cpu, timer.cpu)
 	if s := h.sw.Stats(); made > 0 && s.FlowsNIC != made {
 		b.Fatalf("%d of %d flows offloaded:\n%s", s.FlowsNIC, made, s)
 	}
