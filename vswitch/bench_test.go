@@ -94,6 +94,13 @@ type applyTimer struct {
 	cpu time.Duration
 }
 
+// wrap makes a the NIC's wrapper (a NIC factory's wrap function): a
+// times every Apply of n.
+func (a *applyTimer) wrap(n hal.NIC) hal.NIC {
+	a.NIC = n
+	return a
+}
+
 func (a *applyTimer) Apply(ctx context.Context, ops []hal.Op, res []hal.OpResult) error {
 	c0 := threadCPU()
 	err := a.NIC.Apply(ctx, ops, res)
@@ -112,10 +119,7 @@ func benchSlowPathOnePair(b *testing.B) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	timer := &applyTimer{}
-	wrap := func(n hal.NIC) hal.NIC {
-		timer.NIC = n
-		return timer
-	}
+	wrap := timer.wrap
 	h := newBenchHostOn(b, st, 0, wrap)
 	batch := make([]hal.Exception, 64)
 	for i := range batch {

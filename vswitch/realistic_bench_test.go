@@ -155,10 +155,7 @@ func benchSlowPathGrow(b *testing.B, memo bool) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	timer := &applyTimer{}
-	wrap := func(n hal.NIC) hal.NIC {
-		timer.NIC = n
-		return timer
-	}
+	wrap := timer.wrap
 	sw, soft := newRealisticHost(b, memo, wrap, nil)
 	defer func() { closeHost(sw, soft) }()
 	up, _ := soft.Port(realistic.uplink)
@@ -286,10 +283,7 @@ func benchSlowPathSteady(b *testing.B, memo bool) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	timer := &applyTimer{}
-	wrap := func(n hal.NIC) hal.NIC {
-		timer.NIC = n
-		return timer
-	}
+	wrap := timer.wrap
 	var clock int64 // nanoseconds: one per first packet
 	tune := func(c *Config) {
 		c.Clock = func() time.Time { return time.Unix(0, clock) }
