@@ -360,7 +360,7 @@ func BenchmarkLookupHot(b *testing.B) {
 	for i := 0; i < MaxBurst; i++ {
 		frame := make([]byte, benchFrameLen)
 		writeFlowFrame(frame, i*7%64)
-		if !parseFast(frame, pVM1, &bu.w[i], &bu.lays[i]) {
+		if !parseFast(frame, pVM1, &bu.w[i]) {
 			b.Fatal("the benchmark's frame is not one parseFast takes")
 		}
 	}
@@ -411,7 +411,7 @@ func BenchmarkLookupCold(b *testing.B) {
 			if pos++; pos == store.n {
 				pos = 0
 			}
-			if !parseFast(frame, pVM1, &bu.w[i], &bu.lays[i]) {
+			if !parseFast(frame, pVM1, &bu.w[i]) {
 				b.Fatal("the benchmark's frame is not one parseFast takes")
 			}
 			bu.fate[i], bu.best[i], bu.prio[i] = fatePending, noRule, -1

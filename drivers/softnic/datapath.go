@@ -38,6 +38,10 @@ type burst struct {
 	key  hal.FlowKey
 	vni  [MaxBurst]uint32
 	lays [MaxBurst]wire.Layout
+	// lazy[i]: parseFast took frame i and lays[i] is not filled: what
+	// needs the layout fills it first (fastLayout), from the frame as it
+	// arrived.
+	lazy [MaxBurst]bool
 	w    [MaxBurst]words
 	pk   [MaxBurst]words  // w packed by the tuple being probed
 	bkt  [MaxBurst]uint32 // the home bucket of the tuple being probed
@@ -199,10 +203,11 @@ func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset 
 		}
 		key, lay := &b.key, &b.lays[i]
 		frame := bufs[i][offset : offset+size]
-		if parseFast(frame, in.info.ID, &b.w[i], lay) {
-			b.fate[i], b.vni[i] = fatePending, 0
+		if parseFast(frame, in.info.ID, &b.w[i]) {
+			b.fate[i], b.vni[i], b.lazy[i] = fatePending, 0, true
 			continue
 		}
+		b.lazy[i] = false
 		err := wire.Parse(frame, in.info.ID, key, lay)
 		b.vni[i] = key.VNI
 		if key.TunKind != hal.EncapNone {
@@ -303,12 +308,21 @@ func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset
 		if b.sealed[i] {
 			buf, off, size = b.open[i], Headroom, b.osz[i]
 		}
-		if l := &b.lays[i]; p.macsOnly && l.Tunnel < 0 {
+		if p.macsOnly && (b.lazy[i] || b.lays[i].Tunnel < 0) {
 			// The common shape (MAC rewrites, an encapsulation, output)
 			// on a frame that is not tunnelled: execute's general path,
 			// with what cannot happen left out, here in the loop rather
-			// than behind a call per packet.
-			l3 := size - wire.EthHeaderLen - wire.VLANTagLen*l.VLANs
+			// than behind a call per packet. It reads the layout's
+			// Ethernet header and tags alone: for a frame parseFast took
+			// (lazy, no layout), the header is at 0 and the tag, if any,
+			// is in the words.
+			l2, tags := 0, 0
+			if !b.lazy[i] {
+				l2, tags = b.lays[i].L2, b.lays[i].VLANs
+			} else if b.w[i][wordEthType]>>vlanShift != 0 {
+				tags = 1
+			}
+			l3 := size - wire.EthHeaderLen - wire.VLANTagLen*tags
 			if p.encap != nil {
 				l3 = size + int(p.encapLen) - wire.EthHeaderLen
 			}
@@ -317,14 +331,16 @@ func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset
 				b.rule[i] = v.chunks[idx>>chunkShift].id(idx)
 				continue
 			}
-			frame := buf[off : off+size]
-			for si := range p.steps {
-				if st := &p.steps[si]; st.arg {
-					wire.SetEthDst(frame, l, macOfWord(b.arg[i]))
-				} else if st.kind == hal.ActionSetEthDst {
-					wire.SetEthDst(frame, l, st.mac)
-				} else {
-					wire.SetEthSrc(frame, l, st.mac)
+			if len(p.steps) > 0 { // not for a bare encapsulation
+				frame := buf[off : off+size]
+				for si := range p.steps {
+					if st := &p.steps[si]; st.arg {
+						setMAC(frame, l2, macOfWord(b.arg[i]))
+					} else if st.kind == hal.ActionSetEthDst {
+						setMAC(frame, l2, st.mac)
+					} else {
+						setMAC(frame, l2+6, st.mac)
+					}
 				}
 			}
 			start, end := off, off+size
@@ -337,7 +353,14 @@ func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset
 					h = flowHash(w)
 				}
 				var err error
-				if start, err = p.encap.Push(buf, start, end, h); err != nil {
+				if p.encapLen == wire.HeadroomVXLANIPv4 {
+					// VXLAN or Geneve over IPv4, the common tunnels:
+					// Push with the offsets as constants.
+					start, err = p.encap.PushUDP4(buf, start, end, h)
+				} else {
+					start, err = p.encap.Push(buf, start, end, h)
+				}
+				if err != nil {
 					b.fate[i], b.why[i] = fateDrop, hal.ReasonUnsupported
 					continue
 				}
@@ -416,58 +439,13 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	if ht.used == 0 {
 		return
 	}
-	nw := min(sh.n, numWords)
-	floor := int32(tab.maxPrio)
-	// The shape's first entryLineWords words, as byte offsets into a
-	// packet's words (newShape keeps every index below numWords, so
-	// wordAt reads inside them, without a bounds check per word), and
-	// their masks: with the words past nw masked to zero (pmask is zero
-	// there), the packing and the hash of a tuple of at most
-	// entryLineWords words are straight-line code, whatever nw.
-	o0, o1, o2, o3, o4 := wordOff(sh.idx[0]), wordOff(sh.idx[1]), wordOff(sh.idx[2]), wordOff(sh.idx[3]), wordOff(sh.idx[4])
-	m0, m1, m2, m3, m4 := sh.pmask[0], sh.pmask[1], sh.pmask[2], sh.pmask[3], sh.pmask[4]
-	// A v4 tuple leaves out words that only IPv4 packets are sure to
-	// hold as its rules do (v4Known): no other packet probes it. For
-	// any other tuple, want and etMask let every EtherType through.
-	want, etMask := uint64(0), uint64(0)
-	if sh.v4 {
-		want, etMask = uint64(hal.EtherTypeIPv4)<<ethTypeShift, ethTypeMask
-	}
-	k = min(k, MaxBurst)
-	nt, pfd := 0, 0
-	for i := range b.fate[:k] {
-		if b.fate[i] != fatePending || b.prio[i] > floor || b.w[i][wordEthType]&etMask != want {
-			continue
-		}
-		// The packet's words as this tuple sees them, packed like its
-		// rules' keys: hashed here, compared below without the masks.
-		// Words nw to entryLineWords stay zero, as in a packed rule
-		// key (see keyEqual); they add nothing to the hash.
-		w, pk := &b.w[i], &b.pk[i]
-		x0, x1, x2, x3, x4 := wordAt(w, o0)&m0, wordAt(w, o1)&m1, wordAt(w, o2)&m2, wordAt(w, o3)&m3, wordAt(w, o4)&m4
-		pk[0], pk[1], pk[2], pk[3], pk[4] = x0, x1, x2, x3, x4
-		h := uint64(hashSeed) + x0*wordMul[0] + bits.RotateLeft64(x1, 7)*wordMul[1] +
-			bits.RotateLeft64(x2, 14)*wordMul[2] + bits.RotateLeft64(x3, 21)*wordMul[3] +
-			bits.RotateLeft64(x4, 28)*wordMul[4]
-		for j := entryLineWords; j < nw; j++ {
-			x := w[sh.idx[j]] & sh.pmask[j]
-			pk[j] = x
-			h += bits.RotateLeft64(x, j*7) * wordMul[j]
-		}
-		sig := sigOf(finish(h))
-		bi := ht.home(sig)
-		b.sig[i], b.bkt[i] = sig, uint32(bi)
-		// nt counts at most k packets: the masks only let the compiler
-		// see that the indexes are in bounds.
-		b.pf[nt&(MaxBurst-1)] = uintptr(unsafe.Pointer(&ht.b[bi]))
-		b.todo[nt&(MaxBurst-1)] = uint8(i)
-		if nt++; nt-pfd == pfGroup {
-			prefetch.Lines(b.pf[pfd:nt])
-			pfd = nt
-		}
+	var nt int
+	if sh.exact4 {
+		nt = hashExact4(b, ht, int32(tab.maxPrio), k)
+	} else {
+		nt = hashTuple(b, sh, ht, int32(tab.maxPrio), k)
 	}
 	todo := b.todo[:nt]
-	prefetch.Lines(b.pf[pfd:nt])
 	// The buckets: the entries their signatures point to, and the next
 	// bucket of every chain that goes on.
 	npf, nnx, pfd := 0, 0, 0
@@ -545,6 +523,96 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		chainEntries(b, v, tab, nnx)
 	}
 	compare(b, v, tab, todo)
+}
+
+// hashTuple is lookup's first pass, for a tuple of any shape sh: every
+// packet of the first k that a rule of the tuple could still win (no
+// better priority found than floor, the tuple's best) is packed and
+// hashed, its home bucket asked for, and its index listed in b.todo. It
+// returns how many were.
+func hashTuple(b *burst, sh *tupleShape, ht *htab, floor int32, k int) int {
+	nw := min(sh.n, numWords)
+	// The shape's first entryLineWords words, as byte offsets into a
+	// packet's words (newShape keeps every index below numWords, so
+	// wordAt reads inside them, without a bounds check per word), and
+	// their masks: with the words past nw masked to zero (pmask is zero
+	// there), the packing and the hash of a tuple of at most
+	// entryLineWords words are straight-line code, whatever nw.
+	o0, o1, o2, o3, o4 := wordOff(sh.idx[0]), wordOff(sh.idx[1]), wordOff(sh.idx[2]), wordOff(sh.idx[3]), wordOff(sh.idx[4])
+	m0, m1, m2, m3, m4 := sh.pmask[0], sh.pmask[1], sh.pmask[2], sh.pmask[3], sh.pmask[4]
+	// A v4 tuple leaves out words that only IPv4 packets are sure to
+	// hold as its rules do (v4Known): no other packet probes it. For
+	// any other tuple, want and etMask let every EtherType through.
+	want, etMask := uint64(0), uint64(0)
+	if sh.v4 {
+		want, etMask = uint64(hal.EtherTypeIPv4)<<ethTypeShift, ethTypeMask
+	}
+	k = min(k, MaxBurst)
+	nt, pfd := 0, 0
+	for i := range b.fate[:k] {
+		if b.fate[i] != fatePending || b.prio[i] > floor || b.w[i][wordEthType]&etMask != want {
+			continue
+		}
+		// The packet's words as this tuple sees them, packed like its
+		// rules' keys: hashed here, compared below without the masks.
+		// Words nw to entryLineWords stay zero, as in a packed rule
+		// key (see keyEqual); they add nothing to the hash.
+		w, pk := &b.w[i], &b.pk[i]
+		x0, x1, x2, x3, x4 := wordAt(w, o0)&m0, wordAt(w, o1)&m1, wordAt(w, o2)&m2, wordAt(w, o3)&m3, wordAt(w, o4)&m4
+		pk[0], pk[1], pk[2], pk[3], pk[4] = x0, x1, x2, x3, x4
+		h := uint64(hashSeed) + x0*wordMul[0] + bits.RotateLeft64(x1, 7)*wordMul[1] +
+			bits.RotateLeft64(x2, 14)*wordMul[2] + bits.RotateLeft64(x3, 21)*wordMul[3] +
+			bits.RotateLeft64(x4, 28)*wordMul[4]
+		for j := entryLineWords; j < nw; j++ {
+			x := w[sh.idx[j]] & sh.pmask[j]
+			pk[j] = x
+			h += bits.RotateLeft64(x, j*7) * wordMul[j]
+		}
+		sig := sigOf(finish(h))
+		bi := ht.home(sig)
+		b.sig[i], b.bkt[i] = sig, uint32(bi)
+		// nt counts at most k packets: the masks only let the compiler
+		// see that the indexes are in bounds.
+		b.pf[nt&(MaxBurst-1)] = uintptr(unsafe.Pointer(&ht.b[bi]))
+		b.todo[nt&(MaxBurst-1)] = uint8(i)
+		if nt++; nt-pfd == pfGroup {
+			prefetch.Lines(b.pf[pfd:nt])
+			pfd = nt
+		}
+	}
+	prefetch.Lines(b.pf[pfd:nt])
+	return nt
+}
+
+// hashExact4 is hashTuple for an exact4 tuple, the words and masks
+// constants: the same packing, hash and todo list (TestHashExact4).
+func hashExact4(b *burst, ht *htab, floor int32, k int) int {
+	const want = uint64(hal.EtherTypeIPv4) << ethTypeShift
+	k = min(k, MaxBurst)
+	nt, pfd := 0, 0
+	for i := range b.fate[:k] {
+		w := &b.w[i]
+		if b.fate[i] != fatePending || b.prio[i] > floor || w[wordEthType]&ethTypeMask != want {
+			continue
+		}
+		x0, x1, x2, x3, x4 := w[5], w[8]&exact4Mask8, w[9], w[10], w[11]&exact4Mask11
+		pk := &b.pk[i]
+		pk[0], pk[1], pk[2], pk[3], pk[4] = x0, x1, x2, x3, x4
+		h := uint64(hashSeed) + x0*wordMul[0] + bits.RotateLeft64(x1, 7)*wordMul[1] +
+			bits.RotateLeft64(x2, 14)*wordMul[2] + bits.RotateLeft64(x3, 21)*wordMul[3] +
+			bits.RotateLeft64(x4, 28)*wordMul[4]
+		sig := sigOf(finish(h))
+		bi := ht.home(sig)
+		b.sig[i], b.bkt[i] = sig, uint32(bi)
+		b.pf[nt&(MaxBurst-1)] = uintptr(unsafe.Pointer(&ht.b[bi]))
+		b.todo[nt&(MaxBurst-1)] = uint8(i)
+		if nt++; nt-pfd == pfGroup {
+			prefetch.Lines(b.pf[pfd:nt])
+			pfd = nt
+		}
+	}
+	prefetch.Lines(b.pf[pfd:nt])
+	return nt
 }
 
 // pfGroup is how many prefetches lookup gathers before it sends them.
@@ -707,6 +775,11 @@ func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int)
 		return
 	}
 	l := &b.lays[i]
+	if b.lazy[i] {
+		// Before anything below changes the frame.
+		fastLayout(buf[offset:offset+size], l)
+		b.lazy[i] = false
+	}
 	tunnelled := l.Tunnel >= 0
 	start, end := offset, offset+size
 	tags := l.VLANs
@@ -795,6 +868,14 @@ func (n *NIC) execute(b *burst, i int, p *program, buf []byte, offset, size int)
 		return
 	}
 	b.fate[i], b.out[i], b.start[i], b.end[i] = fateOut, p.out, start, end
+}
+
+// setMAC writes m at frame[at:at+6]: wire.SetEthDst, with at the
+// layout's L2, and wire.SetEthSrc, with L2+6, without the layout.
+func setMAC(frame []byte, at int, m hal.MAC) {
+	if at >= 0 && at+6 <= len(frame) {
+		copy(frame[at:at+6], m[:])
+	}
 }
 
 // outerEnd is where the outer IP packet of a tunnelled frame ends: the

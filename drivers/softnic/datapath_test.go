@@ -263,3 +263,48 @@ func TestMissAndToHost(t *testing.T) {
 		t.Fatalf("port counters %+v", pc)
 	}
 }
+
+// TestMACRewriteLayouts: a rule of the common shape (MAC rewrites and an
+// output, executeBurst's own branch) on frames parseFast takes, whose
+// layout is never filled (the tag, if any, known from the words), and on
+// frames only wire.Parse takes (IPv4 options), whose layout is: the same
+// MACs written at the same place, and the same MTU verdict at the edge,
+// where a tag counted wrong would send a frame that does not fit or hold
+// back one that does.
+func TestMACRewriteLayouts(t *testing.T) {
+	n := newNIC(t, func(c *Config) { c.Ports[0].MTU = 9000; c.Ports[1].MTU = 1500 })
+	var m hal.Match
+	m.InPort(pVM1).IPDst(netip.PrefixFrom(caVM2, 32))
+	mustApply(t, n, hal.AddOp(hal.Rule{ID: 9, Match: m, Actions: []hal.Action{hal.SetEthDst(macVM2), hal.SetEthSrc(macGW),
+		hal.Output(pVM2)}}))
+	for _, vlan := range []uint16{0, 7} {
+		for _, opts := range [][]byte{nil, {1, 1, 1, 1}} {
+			// IP packets of 1500 bytes (they fit) and 1501 (they do not).
+			var frames [][]byte
+			for _, ipLen := range []int{1500, 1501} {
+				pay := ipLen - wire.IPv4HeaderLen - len(opts) - wire.UDPHeaderLen
+				frames = append(frames, wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macUp, VLAN: vlan, IPOptions: opts,
+					Src: caVM1, Dst: caVM2, Proto: hal.ProtoUDP, SrcPort: 1, DstPort: 2, Payload: make([]byte, pay)}))
+			}
+			var w words
+			if fast := parseFast(frames[0], pVM1, &w); fast != (opts == nil) {
+				t.Fatalf("vlan %d, options %v: parseFast took the frame: %v", vlan, opts, fast)
+			}
+			send(t, n, pVM1, frames...)
+			out := recvAll(t, n, pVM2)
+			if len(out) != 1 || len(out[0]) != len(frames[0]) {
+				t.Fatalf("vlan %d, options %v: vm2 got %d frames", vlan, opts, len(out))
+			}
+			want := append([]byte(nil), frames[0]...)
+			copy(want[0:6], macVM2[:])
+			copy(want[6:12], macGW[:])
+			if !bytes.Equal(out[0], want) {
+				t.Fatalf("vlan %d, options %v: frame\n% x\nwant\n% x", vlan, opts, out[0][:40], want[:40])
+			}
+			exc := readExc(t, n)
+			if len(exc) != 1 || exc[0].Reason != hal.ReasonMTU || exc[0].Rule != 9 || !bytes.Equal(exc[0].Frame(), frames[1]) {
+				t.Fatalf("vlan %d, options %v: exceptions %+v", vlan, opts, exc)
+			}
+		}
+	}
+}

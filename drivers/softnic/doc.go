@@ -52,8 +52,14 @@
 // where one bit for all sent 20% on. BenchmarkStage times
 // each stage of the datapath alone on cached rules. Frames of the common shape (Ethernet with at most one 802.1Q tag,
 // IPv4 without options, TCP or UDP) are keyed by a parse of softnic's own
-// straight into the lookup's words; every other frame goes through
-// hal/wire.Parse, whose result the short one reproduces (TestParseFast).
+// straight into the lookup's words, their layout (header offsets) filled
+// from the frame only when a program needs more of it than the words say
+// (the common MAC-rewrite, encapsulate, output program does not); every
+// other frame goes through hal/wire.Parse, whose result the short one
+// reproduces (TestParseFast). The mask of an exact IPv4 flow that is not
+// tunnelled (hal.Exact, as a vswitch offloads connections) is known in
+// advance: its table is hashed with the key words and masks as constants
+// (TestHashExact4), any other mask by a loop over the mask's own words.
 // Each rule is an entry of 64 bytes when its mask leaves at most five key
 // words to compare (a mapping's per-destination rule: in_port, source
 // MAC, EthType, addresses), 128 otherwise (an exact 5-tuple with tunnel

@@ -36,6 +36,7 @@ const (
 	wordIPMid     = 7
 	wordEthType   = 10
 	ethTypeShift  = 32
+	vlanShift     = 48 // FlowKey.VLAN in word 10
 	v4Mid         = 0xffff0000ffff0000
 	ethTypeMask   = 0xffff << ethTypeShift
 )
@@ -138,12 +139,32 @@ type tupleKey struct {
 // words it compares, and their masks, packed. v4 says that only IPv4
 // packets can match (the tuple's key is v4): the words it leaves out for
 // that are known for those packets alone.
+//
+// exact4 marks the shape of hal.Exact on an IPv4 key that is not
+// tunnelled, the flows a vswitch offloads: its words and masks are known
+// (exact4Idx, exact4Mask), and the lookup hashes such a tuple with them as
+// constants (hashExact4), not as ten values per tuple the loop must keep.
 type tupleShape struct {
-	v4    bool
-	n     int
-	idx   [numWords]uint8
-	pmask [numWords]uint64
+	v4     bool
+	exact4 bool
+	n      int
+	idx    [numWords]uint8
+	pmask  [numWords]uint64
 }
+
+// The packed words and masks of an exact4 shape: the IPv4 addresses; the
+// in-port (the VNI is not matched); the MACs; the rest of the destination
+// MAC, the EtherType and the tag; the ports, the protocol and the tunnel
+// kind (none).
+var (
+	exact4Idx  = [entryLineWords]uint8{5, 8, 9, 10, 11}
+	exact4Mask = [entryLineWords]uint64{^uint64(0), exact4Mask8, ^uint64(0), ^uint64(0), exact4Mask11}
+)
+
+const (
+	exact4Mask8  = 0xffffffff
+	exact4Mask11 = 0xffffffffffff
+)
 
 func newShape(tk *tupleKey) tupleShape {
 	s := tupleShape{v4: tk.v4}
@@ -155,6 +176,9 @@ func newShape(tk *tupleKey) tupleShape {
 		s.pmask[s.n] = tk.mask[i]
 		s.n++
 	}
+	s.exact4 = s.v4 && s.n == entryLineWords &&
+		[entryLineWords]uint8(s.idx[:entryLineWords]) == exact4Idx &&
+		[entryLineWords]uint64(s.pmask[:entryLineWords]) == exact4Mask
 	return s
 }
 

@@ -2,7 +2,11 @@ package softnic
 
 import (
 	"math/rand/v2"
+	"net/netip"
 	"testing"
+	"unsafe"
+
+	"github.com/nicpath/nicpath/hal"
 )
 
 // TestLaneMask holds laneMask to bucket.scan's gathering of the lanes' top
@@ -78,6 +82,102 @@ func TestWordAt(t *testing.T) {
 	for i := 0; i < numWords; i++ {
 		if got := wordAt(&w, wordOff(uint8(i))); got != w[i] {
 			t.Fatalf("word %d: wordAt %#x, want %#x", i, got, w[i])
+		}
+	}
+}
+
+// TestHashExact4: newShape marks exact4 the shape of hal.Exact on an IPv4
+// key that is not tunnelled, whatever the key's tag and protocol, and no
+// other; and for such a tuple hashExact4, with its words and masks as
+// constants, lists the same packets as hashTuple, with the same packed
+// words, signatures, home buckets and prefetches, which are those of the
+// rule keys (tupleShape.hashPacked): on bursts of random words, fates and
+// priorities, IPv4 and not.
+func TestHashExact4(t *testing.T) {
+	shapeOf := func(m hal.Match) tupleShape {
+		var tk tupleKey
+		var kw words
+		ruleKey(&m, &tk, &kw)
+		return newShape(&tk)
+	}
+	tagged, tcp := flowKey(3), flowKey(4)
+	tagged.VLAN = hal.VLANPresent | 12
+	tcp.Proto = hal.ProtoTCP
+	tun := flowKey(5)
+	tun.TunKind, tun.VNI = hal.EncapVXLAN, 5000
+	tun.TunSrc, tun.TunDst = hal.Addr16(paRem), hal.Addr16(paLocal)
+	six := flowKey(6)
+	six.EthType, six.IPSrc, six.IPDst = hal.EtherTypeIPv6, hal.Addr16(pa6Loc), hal.Addr16(pa6Rem)
+	portMask := hal.Exact(&tcp)
+	portMask.Mask.InPort = 0xffff
+	var mapping hal.Match
+	mapping.InPort(pVM1).EthSrc(macVM1).IPSrc(netip.PrefixFrom(caVM1, 32)).IPDst(hal.MustPrefix("198.18.0.1/32"))
+	k1 := flowKey(1)
+	for _, c := range []struct {
+		name   string
+		m      hal.Match
+		exact4 bool
+	}{{"exact", hal.Exact(&k1), true}, {"exact tagged", hal.Exact(&tagged), true}, {"exact tcp", hal.Exact(&tcp), true},
+		{"exact tunnelled", hal.Exact(&tun), false}, {"exact ipv6", hal.Exact(&six), false},
+		{"in-port mask", portMask, false}, {"mapping", mapping, false}} {
+		if got := shapeOf(c.m).exact4; got != c.exact4 {
+			t.Errorf("%s: exact4 %v, want %v", c.name, got, c.exact4)
+		}
+	}
+
+	sh := shapeOf(hal.Exact(&k1))
+	var ht htab
+	ht.init(1 << 10)
+	r := rand.New(rand.NewPCG(7, 8))
+	var b1, b2 burst
+	for round := 0; round < 2000; round++ {
+		k := 1 + r.IntN(MaxBurst)
+		for i := 0; i < MaxBurst; i++ {
+			var w words
+			for j := range w {
+				w[j] = r.Uint64()
+			}
+			switch r.IntN(3) {
+			case 0: // an IPv4 packet's words, as parseFast gives them
+				key := flowKey(r.IntN(1 << 20))
+				if r.IntN(2) == 0 {
+					key.VLAN = hal.VLANPresent | uint16(r.IntN(4096))
+				}
+				loadWords(&key, &w)
+			case 1: // IPv4, anything else at random
+				w[wordEthType] = w[wordEthType]&^ethTypeMask | uint64(hal.EtherTypeIPv4)<<ethTypeShift
+			}
+			b1.w[i], b2.w[i] = w, w
+			b1.fate[i] = fatePending
+			if r.IntN(8) == 0 {
+				b1.fate[i] = fateDrop
+			}
+			b1.prio[i] = int32(r.IntN(200)) - 1
+			b2.fate[i], b2.prio[i] = b1.fate[i], b1.prio[i]
+		}
+		floor := int32(r.IntN(150))
+		n1, n2 := hashExact4(&b1, &ht, floor, k), hashTuple(&b2, &sh, &ht, floor, k)
+		if n1 != n2 || string(b1.todo[:n1]) != string(b2.todo[:n2]) {
+			t.Fatalf("round %d: hashExact4 listed %v, hashTuple %v", round, b1.todo[:n1], b2.todo[:n2])
+		}
+		listed := 0
+		for i := 0; i < k; i++ {
+			if b1.fate[i] == fatePending && b1.prio[i] <= floor && uint16(b1.w[i][wordEthType]>>ethTypeShift) == hal.EtherTypeIPv4 {
+				listed++
+			}
+		}
+		if listed != n1 {
+			t.Fatalf("round %d: %d packets listed, %d could match", round, n1, listed)
+		}
+		for j, i := range b1.todo[:n1] {
+			pk := sh.pack(&b1.w[i])
+			sig := sigOf(sh.hashPacked(&pk))
+			if b1.pk[i] != b2.pk[i] || [entryLineWords]uint64(b1.pk[i][:entryLineWords]) != [entryLineWords]uint64(pk[:entryLineWords]) ||
+				b1.sig[i] != sig || b2.sig[i] != sig || b1.bkt[i] != uint32(ht.home(sig)) || b2.bkt[i] != b1.bkt[i] ||
+				b1.pf[j] != b2.pf[j] || b1.pf[j] != uintptr(unsafe.Pointer(&ht.b[b1.bkt[i]])) {
+				t.Fatalf("round %d, packet %d: hashExact4 %#x sig %#x bucket %d, hashTuple %#x sig %#x bucket %d, rule key %#x sig %#x",
+					round, i, b1.pk[i], b1.sig[i], b1.bkt[i], b2.pk[i], b2.sig[i], b2.bkt[i], pk, sig)
+			}
 		}
 	}
 }

@@ -244,7 +244,7 @@ func TestDenseTableFound(t *testing.T) {
 		for base := 0; base < 1<<15; base += MaxBurst {
 			for i := 0; i < MaxBurst; i++ {
 				writeFlowFrame(frames[i], base+i)
-				if !parseFast(frames[i], pVM1, &bu.w[i], &bu.lays[i]) {
+				if !parseFast(frames[i], pVM1, &bu.w[i]) {
 					t.Fatal("a flow's frame is not one parseFast takes")
 				}
 				bu.fate[i], bu.best[i], bu.prio[i] = fatePending, noRule, -1

@@ -14,21 +14,24 @@ import (
 )
 
 // checkParseFast fails t unless parseFast either declines frame or gives
-// exactly the words and layout that wire.Parse (and loadWords) give. It
-// reports whether parseFast took the frame.
+// exactly the words that wire.Parse (and loadWords) give, and fastLayout,
+// for a frame parseFast took, the layout wire.Parse gives. It reports
+// whether parseFast took the frame.
 func checkParseFast(t testing.TB, frame []byte, in hal.PortID) bool {
 	t.Helper()
 	var w words
 	var l wire.Layout
-	// Whatever parseFast leaves must not depend on what was there before.
+	// Whatever parseFast and fastLayout leave must not depend on what was
+	// there before.
 	for i := range w {
 		w[i] = 0xdeadbeefdeadbeef
 	}
 	l = wire.Layout{L2: 7, L3: 7, L4: 7, Payload: 7, End: 7, VLANs: 7, IPHdrLen: 7, EthType: 7, Proto: 7, Flags: 0x7f,
 		OuterL3: 7, OuterL4: 7, Tunnel: 7, OuterVLANs: 7, OuterEthType: 7, OuterFlags: 7}
-	if !parseFast(frame, in, &w, &l) {
+	if !parseFast(frame, in, &w) {
 		return false
 	}
+	fastLayout(frame, &l)
 	var k hal.FlowKey
 	var want wire.Layout
 	if err := wire.Parse(frame, in, &k, &want); err != nil {
@@ -40,7 +43,7 @@ func checkParseFast(t testing.TB, frame []byte, in hal.PortID) bool {
 		t.Fatalf("parseFast's words differ from wire.Parse's key %v:\n got %#x\nwant %#x\nframe % x", k, w, ww, frame)
 	}
 	if l != want {
-		t.Fatalf("parseFast's layout differs from wire.Parse's:\n got %+v\nwant %+v\nframe % x", l, want, frame)
+		t.Fatalf("fastLayout's layout differs from wire.Parse's:\n got %+v\nwant %+v\nframe % x", l, want, frame)
 	}
 	if got, want := flowHash(&w), wire.FlowHash(&k); got != want {
 		t.Fatalf("flow hash %#x, wire.FlowHash %#x", got, want)

@@ -11,7 +11,8 @@ import (
 // output to the uplink), with everything in the nearer caches: what each
 // stage costs in instructions, without the misses of a large table.
 //
-//   - parse: parseBurst, frames to words, layouts and fates;
+//   - parse: parseBurst, frames to words and fates (parseFast takes all
+//     of these frames, so no layout is filled);
 //   - lookup: the bulk lookup over every tuple (what LookupHot times, here
 //     from the words parse left);
 //   - execute: executeBurst, finding each hit's program and running it

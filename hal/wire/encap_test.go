@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"unsafe"
@@ -291,5 +292,60 @@ func TestHotLinesInsideTemplate(t *testing.T) {
 	if f != base || f+fn > h || EncapHotFields+HeadroomVXLANIPv4 > 64 {
 		t.Errorf("fields %#x+%d, headers at %#x (template at %#x): the fields and a VXLAN-over-IPv4 header take %d bytes, want them first and in 64",
 			f, fn, h, base, EncapHotFields+HeadroomVXLANIPv4)
+	}
+}
+
+// TestPushUDP4 holds PushUDP4 to Push for every kind of template (those of
+// VXLAN and Geneve without options over IPv4 its own way, the others
+// Push's), on frames of many lengths, at many offsets, and on the
+// arguments Push refuses: the same result, the same error, the same bytes
+// in the whole buffer.
+func TestPushUDP4(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	own := 0
+	for _, e := range encaps() {
+		tpl, err := NewEncapTemplate(&e.e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tpl.Len() == HeadroomVXLANIPv4 {
+			own++
+		}
+		for n := 0; n < 3000; n++ {
+			size := r.IntN(200)
+			limit := n%50 == 0
+			if limit {
+				// The whole buffer after the headroom, for outer IPv4 total
+				// lengths of 0xffff-1 to 0xffff+2.
+				size = 0xffff + EthHeaderLen - 1 + r.IntN(4)
+			}
+			buf := make([]byte, size)
+			for i := range buf {
+				buf[i] = byte(r.Uint32())
+			}
+			start, end := r.IntN(size+1), r.IntN(size+1)
+			switch k := r.IntN(8); {
+			case limit:
+				start, end = tpl.Len(), size
+			case k == 0:
+				start = -r.IntN(3)
+			case k == 1:
+				end = size + r.IntN(3)
+			case k < 7:
+				start = min(tpl.Len()+r.IntN(20), size)
+				end = start + r.IntN(size-start+1)
+			}
+			hash := r.Uint32()
+			a, b := append([]byte(nil), buf...), append([]byte(nil), buf...)
+			sa, ea := tpl.Push(a, start, end, hash)
+			sb, eb := tpl.PushUDP4(b, start, end, hash)
+			if sa != sb || ea != eb || !bytes.Equal(a, b) {
+				t.Fatalf("%s: buffer %d, frame %d-%d: Push %d, %v; PushUDP4 %d, %v (same bytes %v)",
+					e.name, size, start, end, sa, ea, sb, eb, bytes.Equal(a, b))
+			}
+		}
+	}
+	if own != 2 {
+		t.Fatalf("%d templates of PushUDP4's own length, want 2 (VXLAN and Geneve over IPv4)", own)
 	}
 }
