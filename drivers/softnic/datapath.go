@@ -201,13 +201,13 @@ func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset 
 			b.fate[i], b.why[i] = fateDrop, hal.ReasonMalformed
 			continue
 		}
-		key, lay := &b.key, &b.lays[i]
 		frame := bufs[i][offset : offset+size]
 		if parseFast(frame, in.info.ID, &b.w[i]) {
 			b.fate[i], b.vni[i], b.lazy[i] = fatePending, 0, true
 			continue
 		}
 		b.lazy[i] = false
+		key, lay := &b.key, &b.lays[i]
 		err := wire.Parse(frame, in.info.ID, key, lay)
 		b.vni[i] = key.VNI
 		if key.TunKind != hal.EncapNone {
