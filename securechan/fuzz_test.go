@@ -208,9 +208,11 @@ func FuzzSessionOpen(f *testing.F) {
 	f.Add(init)
 	f.Add([]byte{ProtocolVersion, frameData, flagInitiator, 0, 0, 0, 0, 0, 0, 0, 0, 1})
 	f.Add([]byte{ProtocolVersion, frameResp, 0, 0})
-	// One established pair for all inputs: a refused frame changes nothing
-	// (checked below) and an accepted one fails the test, so the sessions
-	// stay as they were from one input to the next.
+	// One established pair for all inputs (a handshake per input would
+	// cost more than the input): a refused frame changes nothing (checked
+	// below) and an accepted one fails the test, so the sessions stay as
+	// they were from one input to the next. The responder waiting for a
+	// handshake is new for every input.
 	a, b, _ := handshake(f, p)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		for _, s := range []*Session{NewResponder(p.nic), a, b} {
