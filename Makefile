@@ -70,7 +70,7 @@ bench-peers: deps
 ## fuzz: a short run of every fuzz target (FUZZTIME each, FUZZMINIMIZETIME at
 ## most on minimizing each new input).
 fuzz:
-	@bash scripts/fuzz.sh $(FUZZTIME) $(FUZZMINIMIZETIME)
+	@SUBMODULES="$(SUBMODULES)" bash scripts/fuzz.sh $(FUZZTIME) $(FUZZMINIMIZETIME)
 
 ## demo: the vswitch demo on an embedded default; no setup needed.
 ## NIC=remote runs each host's NIC in a nicd process of its own (over securechan).

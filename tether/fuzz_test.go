@@ -52,28 +52,32 @@ func FuzzAnchorReceive(f *testing.F) {
 	f.Add(make([]byte, 188), uint16(4))
 	aPub, aPriv := keys(f)
 	tPub, tPriv := keys(f)
-	delivered := 0
-	a, err := NewAnchor(nopConn{}, AnchorConfig{Key: aPriv, Peers: []Peer{{Name: "b", Key: tPub, VNI: 1}}, Logger: quiet(),
-		Deliver: func(string, uint32, []byte) { delivered++ }})
-	if err != nil {
-		f.Fatal(err)
-	}
-	// Establish a session in memory: the tether's Init and Confirm.
-	ini, _ := securechan.NewInitiator(&securechan.Config{PrivateKey: tPriv, PeerKeys: []securechan.PublicKey{aPub}, Datagram: true}, aPub)
 	real := netip.MustParseAddrPort("203.0.113.7:40000")
-	initMsg, _ := ini.Start()
-	ini.NextOutbound(nil)
-	a.Receive(initMsg, real, nil)
-	resp := nopLast
-	if _, err := ini.Open(nil, resp); err != nil {
-		f.Fatal(err)
-	}
-	confirm, _, _ := ini.NextOutbound(nil)
-	a.Receive(confirm, real, nil)
-	if ep, ok := a.Endpoint("b"); !ok || ep != real {
-		f.Fatalf("no session: %v", ep)
-	}
 	f.Fuzz(func(t *testing.T, b []byte, port uint16) {
+		// An anchor and a session of their own for every input, so that
+		// an input's path depends on the input alone: one anchor shared by
+		// all inputs carried into the next whatever the earlier ones left
+		// in its handshake and session state.
+		delivered := 0
+		a, err := NewAnchor(nopConn{}, AnchorConfig{Key: aPriv, Peers: []Peer{{Name: "b", Key: tPub, VNI: 1}}, Logger: quiet(),
+			Deliver: func(string, uint32, []byte) { delivered++ }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Establish a session in memory: the tether's Init and Confirm.
+		ini, _ := securechan.NewInitiator(&securechan.Config{PrivateKey: tPriv, PeerKeys: []securechan.PublicKey{aPub}, Datagram: true}, aPub)
+		initMsg, _ := ini.Start()
+		ini.NextOutbound(nil)
+		a.Receive(initMsg, real, nil)
+		resp := nopLast
+		if _, err := ini.Open(nil, resp); err != nil {
+			t.Fatal(err)
+		}
+		confirm, _, _ := ini.NextOutbound(nil)
+		a.Receive(confirm, real, nil)
+		if ep, ok := a.Endpoint("b"); !ok || ep != real {
+			t.Fatalf("no session: %v", ep)
+		}
 		from := netip.AddrPortFrom(netip.MustParseAddr("198.51.100.9"), port)
 		a.Receive(b, from, nil)
 		if ep, _ := a.Endpoint("b"); ep != real {

@@ -60,6 +60,11 @@ type topoOpts struct {
 	wrap func(host string, nic hal.NIC) hal.NIC
 	// crypto: each softnic opens sealed addresses (softnic.Config.Crypto).
 	crypto bool
+	// ringSize sizes each softnic's port rings and exception queue (0:
+	// softnic's defaults). A topology that carries a frame or two and is
+	// built again for each fuzz input needs few slots, and each slot of a
+	// 9000-byte port holds a frame's worth of memory.
+	ringSize int
 }
 
 func (o *topoOpts) portMTU(host, port string) int {
@@ -98,7 +103,8 @@ func newTopo(t testing.TB, st *policy.State, o topoOpts) *topo {
 			names = append(names, vm.Name)
 		}
 		pcs = append(pcs, softnic.PortConfig{Name: "uplink", Kind: hal.PortUplink, MAC: uplinkMAC, MTU: o.portMTU(h.Name, "uplink")})
-		soft, err := softnic.New(softnic.Config{Device: h.Name, Ports: pcs, MaxRules: o.maxRules, Disable: o.disable, Crypto: o.crypto})
+		soft, err := softnic.New(softnic.Config{Device: h.Name, Ports: pcs, MaxRules: o.maxRules, Disable: o.disable, Crypto: o.crypto,
+			RingSize: o.ringSize, ExceptionQueue: o.ringSize})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -487,6 +487,38 @@ func BenchmarkSealedOpenRoute(b *testing.B) {
 	benchSealedVsClear(b, newSealedBed(b), false)
 }
 
+// sealedFuzzBed is FuzzSealed's NIC, with crypto and rules on every stage,
+// and a sealer for vm1's registered key. FuzzSealed makes one per input and
+// sends it one frame, so its rings, exception queue and table are small.
+type sealedFuzzBed struct {
+	n      *NIC
+	sealer *securechan.Sealer
+	ports  []*Port
+}
+
+func newSealedFuzzBed(t testing.TB) *sealedFuzzBed {
+	n := newNIC(t, func(c *Config) {
+		c.RingSize, c.ExceptionQueue, c.MaxRules, c.Crypto = 8, 8, 64, true
+		c.SealKey = &securechan.PrivateKey{7}
+	})
+	catchAll(t, n)
+	var udp hal.Match
+	udp.IPDst(hal.MustPrefix("198.18.0.0/15")).Proto(hal.ProtoUDP)
+	mustApply(t, n, hal.AddOp(hal.Rule{ID: 200, Priority: 20, Match: udp, Actions: []hal.Action{hal.SetL4Dst(99),
+		hal.DecTTL(), hal.Count(), hal.EncapWith(vxlanTo(paRem, 5)), hal.Output(pUplink)}}))
+	vmPriv := securechan.PrivateKey{9}
+	if err := n.RegisterSealKey(context.Background(), pVM1, 1, vmPriv.Public()); err != nil {
+		t.Fatal(err)
+	}
+	// A zero nonce prefix, and the sealer's counter starts afresh: the same
+	// clear frame seals to the same bytes in every run.
+	sealer, err := securechan.NewSealer(vmPriv, n.SealPublicKey(), 1, bytes.NewReader(make([]byte, 16)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sealedFuzzBed{n: n, sealer: sealer, ports: []*Port{mustPort(t, n, pVM1), mustPort(t, n, pVM2), mustPort(t, n, pUplink)}}
+}
+
 // FuzzSealed seals arbitrary frames as vm1 (those SealFrame refuses are
 // sent as they are), optionally flips one byte of the result, and sends it
 // from vm1 to a NIC with crypto and rules on every stage. Promises: no
@@ -498,26 +530,16 @@ func FuzzSealed(f *testing.F) {
 	f.Add(udp4(caVM1, caRem, 1, 2, 0), uint16(50), byte(1))
 	f.Add(wire.Build(wire.FrameSpec{SrcMAC: macVM1, DstMAC: macGW, Src: pa6Loc, Dst: pa6Rem, Proto: hal.ProtoTCP, SrcPort: 3, DstPort: 4}), uint16(15), byte(7))
 	f.Add([]byte{}, uint16(0), byte(0))
-	n := newNIC(f, func(c *Config) {
-		c.RingSize, c.ExceptionQueue, c.Crypto = 64, 64, true
-		c.SealKey = &securechan.PrivateKey{7}
-	})
-	catchAll(f, n)
-	var udp hal.Match
-	udp.IPDst(hal.MustPrefix("198.18.0.0/15")).Proto(hal.ProtoUDP)
-	mustApply(f, n, hal.AddOp(hal.Rule{ID: 200, Priority: 20, Match: udp, Actions: []hal.Action{hal.SetL4Dst(99),
-		hal.DecTTL(), hal.Count(), hal.EncapWith(vxlanTo(paRem, 5)), hal.Output(pUplink)}}))
-	vmPriv := securechan.PrivateKey{9}
-	if err := n.RegisterSealKey(context.Background(), pVM1, 1, vmPriv.Public()); err != nil {
-		f.Fatal(err)
-	}
-	sealer, err := securechan.NewSealer(vmPriv, n.SealPublicKey(), 1, bytes.NewReader(make([]byte, 16)))
-	if err != nil {
-		f.Fatal(err)
-	}
-	ports := []*Port{mustPort(f, n, pVM1), mustPort(f, n, pVM2), mustPort(f, n, pUplink)}
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, clearFrame []byte, pos uint16, xor byte) {
+		// A NIC and a sealer of their own for every input, so that its
+		// outcome depends on the input alone. Shared by all inputs, they
+		// carried each input's history into the next: the sealer's nonce
+		// counter (the sealed bytes, and so the byte the input flips,
+		// changed from one run to the next) and the NIC's address learner
+		// (see FuzzProcess).
+		bed := newSealedFuzzBed(t)
+		n, sealer, ports := bed.n, bed.sealer, bed.ports
 		frame, err := sealer.SealFrame(nil, clearFrame)
 		sealedOK := err == nil
 		if !sealedOK {
