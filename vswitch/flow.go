@@ -500,10 +500,13 @@ const flowsPerSlab = 4096 / int(unsafe.Sizeof(flow{}))
 func (s *Switch) allocFlow() *flow {
 	if len(s.slab) == 0 {
 		var sl []flow
-		if n := len(s.spare); n > 0 {
-			sl = s.spare[n-1]
-			s.spare[n-1] = nil
-			s.spare = s.spare[:n-1]
+		if len(s.spare) > 0 {
+			// In the order the passes found them, which is the order
+			// they were first handed out in, so that the passes keep
+			// reading them in the order the heap first gave them.
+			sl = s.spare[0]
+			s.spare[0] = nil
+			s.spare = s.spare[1:]
 			clear(sl)
 		} else {
 			sl = make([]flow, flowsPerSlab)

@@ -11,8 +11,9 @@ import (
 )
 
 // TestSlabRecycling: a slab all of whose flows are dead comes back from
-// allocFlow, zeroed, only after the tableFlows pass that finds it and two
-// recycleSlabs (the ends of two Maintains); never while an activation can
+// allocFlow, zeroed, in the order the passes found them, only after the
+// tableFlows pass that finds it and two recycleSlabs (the ends of two
+// Maintains); never while an activation can
 // be rolled back; and a slab holding a flow that left the table without
 // dying (replaced under its key) never does.
 func TestSlabRecycling(t *testing.T) {
@@ -79,8 +80,11 @@ func TestSlabRecycling(t *testing.T) {
 		s.allocFlow()
 	}
 	got := map[int]int{}
-	for range 2 * flowsPerSlab {
+	for i := range 2 * flowsPerSlab {
 		f := s.allocFlow()
+		if i == 0 && f != slabs[0][0] {
+			t.Fatal("the first recycled flow is not the first of the first dead slab (spares go in the order found)")
+		}
 		if *f != (flow{}) {
 			t.Fatal("a recycled flow is not zero")
 		}
