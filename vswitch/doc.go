@@ -42,10 +42,13 @@
 // offloaded flow never reach the host. Flows with equal header operations
 // share one interned action list.
 //
-// The slow path allocates a flow per first packet, seventeen to a 4 KiB
-// slab (allocFlow), and nothing per packet of a known flow: verdicts, rules,
-// operations, results and frames live in memory the switch reuses
-// (TestSlowPathAllocs, TestHostPathNoAllocs). The flow cache is an
+// The slow path takes a flow per first packet from slabs of seventeen
+// (allocFlow), which it recycles once every flow of a slab is dead and a
+// whole Maintain has dropped every reference to them (at a steady table
+// size, first packets then allocate next to nothing), and allocates
+// nothing per packet of a known flow: verdicts, rules, operations, results
+// and frames live in memory the switch reuses (TestSlowPathAllocs,
+// TestHostPathNoAllocs, TestSlabRecycling). The flow cache is an
 // open-addressing table of 16-byte (hash, flow) slots (flowtable.go); a
 // batch's lookups are hashed and their first slots prefetched together,
 // then the CA→PA mapping slots of the packets without a flow, so that the

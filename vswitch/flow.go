@@ -481,24 +481,67 @@ func addrWord(a netip.Addr) uint64 {
 const flowsPerSlab = 4096 / int(unsafe.Sizeof(flow{}))
 
 // allocFlow returns a zero flow. Flows are allocated in slabs of
-// flowsPerSlab, handed out in order and never reused: every first packet
-// needed an allocation of its own, and the collector a mark of its own.
-// A flow that is removed stays in its slab, garbage with it once no flow
-// of the slab is referenced and a pass of tableFlows has found none of
-// its flows in the table (Switch.slabs lists it until then). A pointer
-// to a flow keeps its whole slab, which is what bounds the slab's size:
-// flows created together, by the same batches, mostly age together. A removed flow is never handed out
-// again, so whatever still points at it (a result in flight, a
-// connection's users) sees it dead, as it did when each flow was an
-// allocation of its own.
+// flowsPerSlab and handed out in order. A removed flow stays in its slab,
+// dead, so that whatever still points at it (a result in flight, a
+// connection's users, the lists Maintain cleans) sees it dead, as it did
+// when each flow was an allocation of its own.
+//
+// A slab all of whose flows are dead is recycled (recycleSlabs) once
+// nothing can point at them any more: a tableFlows pass finds it, and a
+// whole Maintain later (its age pass drops dead flows from every list
+// that keeps flows, its Apply settles every result) it is handed out
+// again, zeroed. Without that, every first packet allocated its share of
+// a slab, and the collector ran for the 4 KiB slabs the steady stream of
+// new flows made. A slab with a flow that left the table without dying
+// (replaced under its key) is never recycled; it goes to the collector.
+// A pointer to a flow keeps its whole slab, which is what bounds the
+// slab's size: flows created together, by the same batches, mostly age
+// together.
 func (s *Switch) allocFlow() *flow {
 	if len(s.slab) == 0 {
-		s.slab = make([]flow, flowsPerSlab)
-		s.slabs = append(s.slabs, s.slab)
+		var sl []flow
+		if len(s.spare) > 0 {
+			// In the order the passes found them, which is the order
+			// they were first handed out in, so that the passes keep
+			// reading them in the order the heap first gave them.
+			sl = s.spare[0]
+			s.spare[0] = nil
+			s.spare = s.spare[1:]
+			clear(sl)
+		} else {
+			sl = make([]flow, flowsPerSlab)
+		}
+		s.slab = sl
+		s.slabs = append(s.slabs, sl)
 	}
 	f := &s.slab[0]
 	s.slab = s.slab[1:]
 	return f
+}
+
+// recycleSlabs moves the slabs that tableFlows found dead before the
+// previous call to the spare list, from which allocFlow takes them, and
+// those found since to wait for the next call. Maintain calls it last:
+// between a slab's discovery and its reuse a whole Maintain has run, whose
+// age pass dropped the dead flows from the lists that keep flows (cross,
+// denied; connections and port-wildcard flows drop theirs at the removal)
+// and whose flush settled every operation in flight. An activation that
+// can still be rolled back keeps its flows (rollbackPoint.cross) until
+// Maintain retires it: until then nothing is recycled. Spares beyond the
+// number of slabs in use go to the collector.
+func (s *Switch) recycleSlabs() {
+	if len(s.rollback) == 0 {
+		s.spare = append(s.spare, s.cooling...)
+		clear(s.cooling)
+		s.cooling = s.cooling[:0]
+	}
+	s.cooling = append(s.cooling, s.emptied...)
+	clear(s.emptied)
+	s.emptied = s.emptied[:0]
+	if keep := len(s.slabs); len(s.spare) > keep {
+		clear(s.spare[keep:])
+		s.spare = s.spare[:keep]
+	}
 }
 
 // tableFlows yields every flow in the flow table, as s.flows.all does,
@@ -510,17 +553,19 @@ func (s *Switch) allocFlow() *flow {
 //
 // The pass also forgets the slabs that no longer hold a flow of the
 // table (but the one allocFlow hands out from), so that the list keeps
-// no slab from the collector.
+// no slab from the collector; those all of whose flows are dead wait in
+// s.emptied to be recycled (recycleSlabs).
 func (s *Switch) tableFlows() iter.Seq[*flow] {
 	return func(yield func(*flow) bool) {
 		slabs, n := s.slabs, len(s.slabs)
 		kept := 0
 		for i := 0; i < n; i++ {
 			sl := slabs[i]
-			live := false
+			live, dead := false, true
 			for k := range sl {
 				f := &sl[k]
 				if !f.inTable {
+					dead = dead && f.dead
 					continue
 				}
 				live = true
@@ -533,6 +578,8 @@ func (s *Switch) tableFlows() iter.Seq[*flow] {
 			if live || i == n-1 {
 				slabs[kept] = sl
 				kept++
+			} else if dead {
+				s.emptied = append(s.emptied, sl)
 			}
 		}
 		s.keepSlabs(slabs, kept, n, n)

@@ -220,8 +220,9 @@ func TestConnKeyPlainMemory(t *testing.T) {
 }
 
 // TestAllocFlow: the slab allocator hands out zero flows, each once:
-// across slabs no flow is handed out twice, so a pointer kept to a removed
-// flow never sees another flow in its place.
+// across slabs no flow is handed out twice (until its slab is recycled,
+// TestSlabRecycling), so a pointer kept to a removed flow never sees
+// another flow in its place.
 func TestAllocFlow(t *testing.T) {
 	if flowsPerSlab < 2 {
 		t.Fatalf("%d flows per slab", flowsPerSlab)

@@ -50,6 +50,7 @@ func (s *Switch) Maintain(ctx context.Context) error {
 	s.age(now, !ageFlows)
 	s.retryHost()
 	s.flush(ctx)
+	s.recycleSlabs()
 	return err
 }
 

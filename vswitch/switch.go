@@ -137,6 +137,10 @@ type Switch struct {
 	// current one last (tableFlows).
 	slab  []flow
 	slabs [][]flow
+	// Slabs whose flows are all dead, on their way back to allocFlow
+	// (recycleSlabs): found by tableFlows since the last Maintain, found
+	// before it, and ready.
+	emptied, cooling, spare [][]flow
 
 	// Per-batch scratch, reused.
 	pend    []pending
