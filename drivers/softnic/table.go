@@ -888,9 +888,15 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 			tab.ht = *src
 		}
 		mk := marks{add: hideBit(side), del: hideBit(1 - side)}
-		w.prefetchSlots(muts[:min(ahead, len(muts))])
+		// A sorted batch's buckets come in address order, which the
+		// hardware prefetches by itself: the software prefetch only
+		// cost (RuleOps, some 4% more operations per CPU second
+		// without it).
+		if !w.sorting {
+			w.prefetchSlots(muts[:min(ahead, len(muts))])
+		}
 		for i := range muts {
-			if i%ahead == 0 && i+ahead < len(muts) {
+			if !w.sorting && i%ahead == 0 && i+ahead < len(muts) {
 				w.prefetchSlots(muts[i+ahead : min(i+2*ahead, len(muts))])
 			}
 			if m := &muts[i]; !w.tupleByID[m.tup].fresh {
@@ -906,9 +912,11 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 		if w.sorting {
 			reorder = w.sizeForAdds(side, shared)
 		}
-		prefetchMutations(muts[:min(ahead, len(muts))], w.tupleByID, side, &w.pf)
+		if !w.sorting { // as above
+			prefetchMutations(muts[:min(ahead, len(muts))], w.tupleByID, side, &w.pf)
+		}
 		for i := range muts {
-			if i%ahead == 0 && i+ahead < len(muts) {
+			if !w.sorting && i%ahead == 0 && i+ahead < len(muts) {
 				// One group ahead: its buckets arrive while this one is done.
 				prefetchMutations(muts[i+ahead:min(i+2*ahead, len(muts))], w.tupleByID, side, &w.pf)
 			}
