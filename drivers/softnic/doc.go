@@ -84,7 +84,11 @@
 // readers until the switch, cleared (or turned into deleted slots) once
 // the old view has no reader. A burst therefore sees the rule set before
 // or after a whole Apply batch or Activate, never a mix, and Activate
-// costs the same whatever the number of rules.
+// costs the same whatever the number of rules. A large batch (4096
+// operations or more) makes its table changes in signature order, the
+// order of the home buckets, so that its passes over a table go through
+// the buckets in address order; the changes to one rule keep the batch's
+// order, and the table is sized for the batch's adds before them.
 //
 // # Cases
 //

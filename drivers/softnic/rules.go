@@ -74,7 +74,16 @@ type writerState struct {
 
 	// scratch of one batch, kept to avoid reallocating
 	muts []mutation
-	undo []undoRec
+	// sorting says that the batch's mutations are put in signature
+	// order (addMut); hist counts them by the sort's digits, addTuples
+	// holds the tuples they add to, mutsTmp is the sort's second buffer.
+	sorting   bool
+	hist      [2][256]uint32
+	addTuples []*tuple
+	mutsTmp   []mutation
+	// rebuilds counts the hash tables rebuilt (grow), for the tests.
+	rebuilds int
+	undo     []undoRec
 	// retired is the entries that leave the table in this batch and
 	// their programs: settle frees both without reading the entries again
 	// (cache misses, a large batch after).
@@ -244,6 +253,7 @@ func (n *NIC) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult, a
 	w.muts, w.undo, w.retired, w.carry, w.newProgs = w.muts[:0], w.undo[:0], w.retired[:0], w.carry[:0], w.newProgs[:0]
 	failed := false
 	w.batch++
+	w.sorting = len(ops) >= sortMin
 	// The prefetch pipeline (prepare): stage s of group g runs while
 	// group g-3+s is done, and the first line of each operation of group
 	// g is loaded while group g-3 is (prefetchOps).
@@ -270,6 +280,9 @@ func (n *NIC) apply(ctx context.Context, ops []hal.Op, results []hal.OpResult, a
 		return hal.Summarize(results)
 	}
 	if len(w.muts) > 0 {
+		if w.sorting {
+			w.sortMutations()
+		}
 		replica := false
 		w.publish(func(v *view, side int) {
 			w.applyMutations(v, side, w.muts, replica)
@@ -362,7 +375,7 @@ func (w *writerState) do(op *hal.Op, pre *preOp) error {
 			c.c[idx&(chunkSize-1)] = counter{}
 		}
 		t.addPrio(r.Priority)
-		w.muts = append(w.muts, mutation{t: t, sig: sigOf(h), idx: idx, add: true})
+		w.addMut(mutation{tup: t.id, sig: sigOf(h), idx: idx, add: true})
 		w.byID.set(r.ID, idx)
 		if op.Kind == hal.OpModify {
 			w.removeEntry(old)
@@ -393,7 +406,7 @@ func (w *writerState) removeEntry(idx uint32) {
 	t := w.tupleByID[e.tup]
 	t.delPrio(e.prio)
 	w.emptied = w.emptied || t.rules == 0
-	w.muts = append(w.muts, mutation{t: t, sig: sigOf(e.keyHash(&t.shape)), idx: idx})
+	w.addMut(mutation{tup: t.id, sig: sigOf(e.keyHash(&t.shape)), idx: idx})
 	w.retired = append(w.retired, [2]uint32{idx, e.prog})
 }
 
@@ -416,7 +429,8 @@ func (w *writerState) rollback() {
 			w.live++
 		}
 	}
-	w.muts, w.retired, w.carry = w.muts[:0], w.retired[:0], w.carry[:0]
+	w.dropMuts()
+	w.retired, w.carry = w.retired[:0], w.carry[:0]
 	w.dropEmptyTuples()
 }
 
@@ -459,7 +473,8 @@ func (w *writerState) settle() {
 		w.freeEntry(r[0])
 	}
 	w.dropEmptyTuples()
-	w.muts, w.retired, w.carry = w.muts[:0], w.retired[:0], w.carry[:0]
+	w.dropMuts()
+	w.retired, w.carry = w.retired[:0], w.carry[:0]
 }
 
 func (w *writerState) dropEmptyTuples() {

@@ -682,6 +682,9 @@ type tuple struct {
 	// switch, so that its changes are final at once. False between
 	// batches.
 	inBatch, fresh bool
+	// adds counts the adds of a sorting batch to the tuple until its table
+	// is sized for them (addMut, sizeForAdds); zero otherwise.
+	adds int
 }
 
 func (t *tuple) addPrio(p uint16) {
@@ -720,13 +723,139 @@ func (t *tuple) delPrio(p uint16) {
 	}
 }
 
-// mutation is one change to the hash tables.
+// mutation is one change to the hash tables: 16 bytes, since a large
+// batch's are written, sorted (addMut) and read twice (applyMutations).
 type mutation struct {
-	t   *tuple
 	sig uint32
 	idx uint32
+	pos uint32 // the slot it changed (htab.insert, htab.remove)
+	tup uint16 // its tuple's ID (writerState.tupleByID)
 	add bool
-	pos uint64 // the slot it changed (htab.insert, htab.remove)
+}
+
+// sortMin is the number of operations from which a batch puts its
+// mutations in signature order (addMut, sortMutations); a variable for
+// the tests.
+var sortMin = 4096
+
+// addMut records mutation m of the batch. A large batch's (w.sorting)
+// are then put in signature order (sortMutations), the order of their home
+// buckets in every table (htab.home is monotonic in the signature at any
+// table size): the two passes over the tables (applyMutations) go through
+// each table's buckets in address order, which the hardware's prefetchers
+// follow, instead of taking a cache miss anywhere in the table per
+// mutation. For them addMut counts the mutations by each of the sort's two
+// digits (w.hist) and each tuple's adds (tuple.adds, w.addTuples):
+// applyMutations sizes the tables for the adds first (sizeForAdds), since
+// inserts in signature order into a table that grows during the batch
+// would pile up in one run of full buckets ahead of its growth. Small
+// batches (the slow path's) keep their order: their buckets are few, and
+// the sort would cost more than it spares.
+func (w *writerState) addMut(m mutation) {
+	w.muts = append(w.muts, m)
+	if !w.sorting {
+		return
+	}
+	w.hist[0][m.sig>>sortShift0&0xff]++
+	w.hist[1][m.sig>>sortShift1&0xff]++
+	if m.add {
+		t := w.tupleByID[m.tup]
+		if t.adds == 0 {
+			w.addTuples = append(w.addTuples, t)
+		}
+		t.adds++
+	}
+}
+
+// The sort's digits: the signature's top 16 bits (of 31), 8 at a time.
+const (
+	sortShift0 = 15
+	sortShift1 = 23
+)
+
+// sortMutations puts a sorting batch's mutations in signature order (see
+// addMut): an LSD radix sort, two passes of 8 bits through w.mutsTmp, and
+// stable, so that the mutations of one key keep their order (an add then
+// the delete of one rule in a batch). Those of different keys, which find
+// their slots by entry index, may go in any order.
+func (w *writerState) sortMutations() {
+	muts := w.muts
+	if cap(w.mutsTmp) < len(muts) {
+		w.mutsTmp = make([]mutation, len(muts), cap(muts))
+	}
+	tmp := w.mutsTmp[:len(muts)]
+	lo, hi := &w.hist[0], &w.hist[1]
+	var sl, sh uint32
+	for d := range lo {
+		lo[d], sl = sl, sl+lo[d]
+		hi[d], sh = sh, sh+hi[d]
+	}
+	for i := range muts {
+		d := muts[i].sig >> sortShift0 & 0xff
+		tmp[lo[d]] = muts[i]
+		lo[d]++
+	}
+	for i := range tmp {
+		d := tmp[i].sig >> sortShift1 & 0xff
+		muts[hi[d]] = tmp[i]
+		hi[d]++
+	}
+	w.hist = [2][256]uint32{}
+}
+
+// dropMuts forgets the batch's mutations (rollback, settle).
+func (w *writerState) dropMuts() {
+	w.muts = w.muts[:0]
+	if !w.sorting {
+		return
+	}
+	w.hist = [2][256]uint32{}
+	for _, t := range w.addTuples {
+		t.adds = 0
+	}
+	w.addTuples = w.addTuples[:0]
+	w.sorting = false
+}
+
+// bucketsFor is the number of buckets, nb grown by halves, that holds n
+// slots within the maximum load.
+func bucketsFor(nb, n int) int {
+	for n*maxLoadDen > nb*8*maxLoadNum {
+		nb += nb / 2
+	}
+	return nb
+}
+
+// sizeForAdds makes the tables of the tuples that a sorting batch adds to
+// (w.addTuples) large enough for their adds at once (see addMut):
+// a new tuple's is made at its size, a table too small is grown as it
+// would be on the first add that finds it full, to a size that holds the
+// adds too. Deleted slots that the adds do not reuse may still have a table
+// rebuilt later in the batch, at its size.
+func (w *writerState) sizeForAdds(side int, shared marks) (reorder bool) {
+	for _, t := range w.addTuples {
+		adds := t.adds
+		t.adds = 0
+		tab := t.tabs[side]
+		if tab == nil {
+			tab = &tupleTab{tup: t, shape: &t.shape}
+			tab.ht.init(bucketsFor(8, adds))
+			t.tabs[side] = tab
+			t.fresh = true
+			reorder = true
+			continue
+		}
+		if (tab.ht.used+adds)*maxLoadDen > len(tab.ht.b)*8*maxLoadNum {
+			mk := shared
+			if t.fresh {
+				mk = marks{}
+			}
+			w.growFor(tab, mk, t.fresh, adds)
+			t.fresh = true
+		}
+	}
+	w.addTuples = w.addTuples[:0]
+	return reorder
 }
 
 // applyMutations changes view v (side) as muts say and reorders its tuples.
@@ -759,13 +888,19 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 			tab.ht = *src
 		}
 		mk := marks{add: hideBit(side), del: hideBit(1 - side)}
-		w.prefetchSlots(muts[:min(ahead, len(muts))])
+		// A sorted batch's buckets come in address order, which the
+		// hardware prefetches by itself: the software prefetch only
+		// cost (RuleOps, some 4% more operations per CPU second
+		// without it).
+		if !w.sorting {
+			w.prefetchSlots(muts[:min(ahead, len(muts))])
+		}
 		for i := range muts {
-			if i%ahead == 0 && i+ahead < len(muts) {
+			if !w.sorting && i%ahead == 0 && i+ahead < len(muts) {
 				w.prefetchSlots(muts[i+ahead : min(i+2*ahead, len(muts))])
 			}
-			if m := &muts[i]; !m.t.fresh {
-				m.t.tabs[side].ht.finalize(m.pos, m.idx, m.add, mk)
+			if m := &muts[i]; !w.tupleByID[m.tup].fresh {
+				w.tupleByID[m.tup].tabs[side].ht.finalize(uint64(m.pos), m.idx, m.add, mk)
 			}
 		}
 		for _, t := range w.batchTuples {
@@ -774,14 +909,19 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 	} else {
 		w.batchTuples = w.batchTuples[:0]
 		shared := marks{add: hideBit(1 - side), del: hideBit(side)}
-		prefetchMutations(muts[:min(ahead, len(muts))], side, &w.pf)
+		if w.sorting {
+			reorder = w.sizeForAdds(side, shared)
+		}
+		if !w.sorting { // as above
+			prefetchMutations(muts[:min(ahead, len(muts))], w.tupleByID, side, &w.pf)
+		}
 		for i := range muts {
-			if i%ahead == 0 && i+ahead < len(muts) {
+			if !w.sorting && i%ahead == 0 && i+ahead < len(muts) {
 				// One group ahead: its buckets arrive while this one is done.
-				prefetchMutations(muts[i+ahead:min(i+2*ahead, len(muts))], side, &w.pf)
+				prefetchMutations(muts[i+ahead:min(i+2*ahead, len(muts))], w.tupleByID, side, &w.pf)
 			}
 			m := &muts[i]
-			t := m.t
+			t := w.tupleByID[m.tup]
 			if !t.inBatch {
 				t.inBatch = true
 				w.batchTuples = append(w.batchTuples, t)
@@ -803,9 +943,10 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 					w.grow(tab, mk, t.fresh)
 					t.fresh, mk = true, marks{}
 				}
-				m.pos = tab.ht.insert(m.sig, m.idx|mk.add, !t.fresh)
+				m.pos = uint32(tab.ht.insert(m.sig, m.idx|mk.add, !t.fresh))
 			} else {
-				m.pos, _ = tab.ht.remove(m.sig, m.idx, mk)
+				pos, _ := tab.ht.remove(m.sig, m.idx, mk)
+				m.pos = uint32(pos)
 			}
 		}
 	}
@@ -851,11 +992,11 @@ func (w *writerState) applyMutations(v *view, side int, muts []mutation, replica
 // MaxBurst) in view side: with a large table each is a cache miss, and
 // without the prefetch they would come one mutation at a time. A table
 // that grows meanwhile only makes some prefetches useless.
-func prefetchMutations(muts []mutation, side int, pf *[MaxBurst]uintptr) {
+func prefetchMutations(muts []mutation, tuples []*tuple, side int, pf *[MaxBurst]uintptr) {
 	n := 0
 	for i := range muts {
 		m := &muts[i]
-		if tab := m.t.tabs[side]; tab != nil {
+		if tab := tuples[m.tup].tabs[side]; tab != nil {
 			pf[n] = uintptr(unsafe.Pointer(&tab.ht.b[tab.ht.home(m.sig)]))
 			n++
 		}
@@ -868,9 +1009,9 @@ func prefetchMutations(muts []mutation, side int, pf *[MaxBurst]uintptr) {
 func (w *writerState) prefetchSlots(muts []mutation) {
 	n := 0
 	for i := range muts {
-		if m := &muts[i]; !m.t.fresh {
+		if m := &muts[i]; !w.tupleByID[m.tup].fresh {
 			// Both views' headers agree by now: the first's is read.
-			ht := &m.t.tabs[0].ht
+			ht := &w.tupleByID[m.tup].tabs[0].ht
 			w.pf[n] = uintptr(unsafe.Pointer(&ht.b[m.pos>>3]))
 			n++
 		}
@@ -885,11 +1026,18 @@ func (w *writerState) prefetchSlots(muts []mutation) {
 // for the other view's readers, unless the batch made them (fresh): no
 // reader saw those.
 func (w *writerState) grow(tab *tupleTab, mk marks, fresh bool) {
+	w.growFor(tab, mk, fresh, 0)
+}
+
+// growFor is grow to a table that holds extra entries more too.
+func (w *writerState) growFor(tab *tupleTab, mk marks, fresh bool, extra int) {
+	w.rebuilds++
 	old := tab.ht
 	nb := len(old.b)
 	if old.used*2 >= nb*8*maxLoadNum/maxLoadDen {
 		nb += nb / 2
 	}
+	nb = bucketsFor(nb, old.used+extra+1)
 	tab.ht.init(nb)
 	for bi := range old.b {
 		b := &old.b[bi]

@@ -21,8 +21,20 @@ import (
 // with one cookie or several. After each batch: Dump holds exactly the
 // model's rules with their cookies and exact counts, and packets of sampled
 // flows come out with the MAC of the rule the model says wins (highest
-// priority, then lowest ID), or miss when the model has none.
+// priority, then lowest ID), or miss when the model has none. It runs
+// twice: with batches in the order they come (as below sortMin), and with
+// every batch's mutations in signature order (sortMin 1: addMut,
+// sortMutations, sizeForAdds), failed all-or-nothing batches included.
 func TestTableAgainstModel(t *testing.T) {
+	t.Run("order", testTableAgainstModel)
+	t.Run("sorted", func(t *testing.T) {
+		defer func(m int) { sortMin = m }(sortMin)
+		sortMin = 1
+		testTableAgainstModel(t)
+	})
+}
+
+func testTableAgainstModel(t *testing.T) {
 	n := newNIC(t, func(c *Config) { c.MaxRules = 1 << 14; c.RingSize = 1024; c.ExceptionQueue = 1024 })
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(20, 4))
