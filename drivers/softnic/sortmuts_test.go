@@ -24,7 +24,7 @@ func lookupFlows(t *testing.T, n *NIC, flows []int) []hal.RuleID {
 		k := min(len(flows), MaxBurst)
 		for i := 0; i < k; i++ {
 			writeFlowFrame(frames[i], flows[i])
-			if !parseFast(frames[i], pVM1, &bu.w[i], &bu.lays[i]) {
+			if !parseFast(frames[i], pVM1, &bu.w[i]) {
 				t.Fatal("a flow's frame is not one parseFast takes")
 			}
 			bu.fate[i], bu.best[i], bu.prio[i] = fatePending, noRule, -1
