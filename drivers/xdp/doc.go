@@ -103,7 +103,9 @@
 // can no longer fail, and makes the writes of up to 32768 reserved slots
 // together, in slot order, before it returns or before any operation on
 // one of their entries: a bulk load of random keys then walks the table
-// once from one end to the other rather than jumping about it. The program reads seq
+// once from one end to the other rather than jumping about it (a key that
+// overflows meanwhile goes to flows4 without cutting the run, unless a
+// reserved write would free a slot of its window). The program reads seq
 // before and after the key, the rules and the program it copies, and
 // searches again when it changed (a slot retired or reused under it); a
 // program is rewritten only once every slot naming it is retired. The loads are ordered by compiler

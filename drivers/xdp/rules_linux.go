@@ -30,7 +30,7 @@ func (n *NIC) validate(r *hal.Rule) error {
 	if err := hal.CheckRule(&n.caps, r); err != nil {
 		return err
 	}
-	return n.tab.validate(r)
+	return n.tab.validate(r, false)
 }
 
 // Apply runs a batch of operations; see hal.RuleTable. Adds are written
@@ -41,8 +41,47 @@ func (n *NIC) Apply(ctx context.Context, ops []hal.Op, results []hal.OpResult) e
 	if err := hal.CheckApply(ctx, &n.caps, n.closed, ops, results); err != nil {
 		return err
 	}
-	n.tab.apply(ops, results[:len(ops)], n.validate)
+	bc := batchCheck{n: n, c: hal.NewChecker(&n.caps)}
+	n.tab.apply(ops, results[:len(ops)], bc.check)
 	return hal.Summarize(results[:len(ops)])
+}
+
+// batchCheck is validate for the operations of one Apply, with the
+// answers it can carry from one rule to the next. A hal.Checker skips
+// the field checks for a mask that passed (the rules of a batch mostly
+// share one); and an action list equal (sameActions) to the last one
+// that passed every check, in a rule whose match has the same
+// hal.TraitsOf, passes the checks of actions again: hal's (so
+// CheckKnownActions) and the table's (its ports cannot change while the
+// NIC's mutex is held). Controllers give the flows toward one host one
+// list, so a bulk load checks each list about once. Every answer is
+// validate's, error for error.
+type batchCheck struct {
+	n      *NIC
+	c      *hal.Checker
+	acts   []hal.Action // the last list that passed; the caller's, unchanged until Apply returns
+	traits hal.ActionTraits
+}
+
+func (b *batchCheck) check(r *hal.Rule) error {
+	traits := hal.TraitsOf(&r.Match)
+	known := b.acts != nil && traits == b.traits && sameActions(r.Actions, b.acts)
+	var err error
+	if known {
+		err = b.c.CheckKnownActions(r)
+	} else {
+		err = b.c.Check(r)
+	}
+	if err != nil {
+		return err
+	}
+	if err := b.n.tab.validate(r, known); err != nil {
+		return err
+	}
+	if !known {
+		b.acts, b.traits = r.Actions, traits
+	}
+	return nil
 }
 
 // Dump reports every installed rule, with its counters when it counts.
@@ -125,6 +164,13 @@ func (b *mapBackend) put4(k *bpfKey, v *bpfFlowVal) error {
 	if _, ok := b.over[k4]; !ok && b.t4.put(&k4, v) {
 		return nil
 	}
+	return b.putOver(&k4, v)
+}
+
+// putOver writes an exact IPv4 entry into flows4, table4's overflow, and
+// then retires the slot of table4 that held it, if any.
+func (b *mapBackend) putOver(k *bpfKey4, v *bpfFlowVal) error {
+	k4 := *k
 	if len(b.over) == 0 {
 		// The program looks in flows4 from now on: before the entry
 		// is there.
@@ -148,11 +194,25 @@ func (b *mapBackend) put4(k *bpfKey, v *bpfFlowVal) error {
 
 // stage4 stages an exact IPv4 entry's write into table4 (see table4.stage)
 // when its window has room; otherwise it writes the entry now, as put4.
+// When the window is full and no staged write replaces an older version
+// of its entry, it writes the entry into flows4 without committing the
+// staged writes first: none of them is k's (the table stages a key only
+// while no write of it is pending), and committing would free no slot
+// (only the retirement of a replaced version does). A bulk load of 128k
+// rules overflows about 600 keys; committing at each cut the staged run
+// into short ones, written in little slot order, with a sort each.
 func (b *mapBackend) stage4(k *bpfKey, v *bpfFlowVal) (bool, error) {
 	k4 := key4(k)
-	if _, ok := b.over[k4]; !ok && b.t4.stage(&k4, v) {
-		return true, nil
+	if _, ok := b.over[k4]; !ok {
+		if b.t4.stage(&k4, v) {
+			return true, nil
+		}
+		if base, _ := b.t4.base(&k4); b.t4.free(base) < 0 && b.t4.stagedOld == 0 {
+			return false, b.putOver(&k4, v)
+		}
 	}
+	// In flows4 already, or room that committing may make: a slot that
+	// a replaced version frees, a program that it releases.
 	return false, b.put4(k, v)
 }
 

@@ -293,13 +293,19 @@ func newTable(driver string, maxEntries, maxScopes, maxCounters int, hasPort fun
 }
 
 // validate is the driver's own check after hal.CheckRule: what the program
-// cannot express, and the capacity that is already taken.
-func (t *table) validate(r *hal.Rule) error {
+// cannot express, and the capacity that is already taken. knownActions:
+// r's action list is equal to one that passed validate before, in the same
+// Apply (the ports it checks are the same), so the checks of the list
+// alone are left out.
+func (t *table) validate(r *hal.Rule, knownActions bool) error {
 	if int(r.Scope) >= t.maxScopes {
 		return hal.Unsupported(t.driver, "scope", "scope %d is beyond the %d scopes of the generation map", r.Scope, t.maxScopes)
 	}
 	var push, pop bool
 	for i := range r.Actions {
+		if knownActions {
+			break
+		}
 		a := &r.Actions[i]
 		// built only for a refusal: validate runs once per operation
 		field := func() string { return fmt.Sprintf("actions[%d] %s", i, a.Kind) }

@@ -51,8 +51,11 @@ type table4 struct {
 	// marks their slots, whose keys are not in the table yet (see keyAt).
 	staged   []stage4
 	stagedAt []uint64
-	order    [2][]uint32 // commit's radix sort
-	warmed   uint32      // the sum of what commit read ahead, kept so that the reads are made
+	// stagedOld counts the staged writes that retire an older version
+	// (old >= 0): committing them frees slots.
+	stagedOld int
+	order     [2][]uint32 // commit's radix sort
+	warmed    uint32      // the sum of what commit read ahead, kept so that the reads are made
 }
 
 // stage4 is a write of table4 reserved by stage: k→refs is published in
@@ -163,6 +166,9 @@ func (t *table4) put(k *bpfKey4, v *bpfFlowVal) bool {
 func (t *table4) stage(k *bpfKey4, v *bpfFlowVal) bool {
 	if t.stagedAt == nil {
 		t.stagedAt = make([]uint64, (len(t.tags)+63)/64)
+		// Room for a whole chunk at once: growing by appends copied
+		// megabytes of stage4s several times over a bulk load.
+		t.staged = make([]stage4, 0, min(stageChunk, len(t.tags)))
 	}
 	t.staged = append(t.staged, stage4{})
 	st := &t.staged[len(t.staged)-1]
@@ -171,6 +177,9 @@ func (t *table4) stage(k *bpfKey4, v *bpfFlowVal) bool {
 		return false
 	}
 	t.stagedAt[st.slot/64] |= 1 << (st.slot % 64)
+	if st.old >= 0 {
+		t.stagedOld++
+	}
 	return true
 }
 
@@ -254,11 +263,14 @@ func (t *table4) commit() {
 	// instruction: no later load starts before it completes, so a slot
 	// whose line is cold stalls the loop for a whole miss. The slots of
 	// a group are therefore read first, back to back, their misses
-	// overlapping, and written after.
+	// overlapping, and written after. A slot spans two or three cache
+	// lines: its first and its last are read (those between, if any, are
+	// whole lines of refs and only written).
 	for g := 0; g < n; g += commitGroup {
 		group := src[g:min(g+commitGroup, n)]
 		for _, i := range group {
-			t.warmed += atomic.LoadUint32(&t.slot(t.staged[i].slot).Seq)
+			s := t.slot(t.staged[i].slot)
+			t.warmed += atomic.LoadUint32(&s.Seq) + uint32(s.Ref[slotsPerEntry-1].Pad2)
 		}
 		for _, i := range group {
 			st := &t.staged[i]
@@ -267,6 +279,7 @@ func (t *table4) commit() {
 		}
 	}
 	t.staged = t.staged[:0]
+	t.stagedOld = 0
 }
 
 // commitGroup is how many slots commit reads ahead of writing them.

@@ -119,6 +119,38 @@ func TestTable4Overflow(t *testing.T) {
 	}
 }
 
+// TestTable4OverflowAfterReplace: an add that finds its window full while
+// a staged write in the same batch replaces an older version of an entry
+// of that window waits for the commit, which retires the old version and
+// frees its slot, and lands in table4, not in flows4 (a full window with no
+// replacement staged goes to flows4 without committing: TestTable4Overflow).
+func TestTable4OverflowAfterReplace(t *testing.T) {
+	n := openVirtual(t, Config{MaxRules: 64})
+	frames := sameWindow(t, n, probe4)
+	var ops []hal.Op
+	for i, f := range frames[:probe4-1] {
+		ops = append(ops, hal.AddOp(exactRule(t, hal.RuleID(i+1), pVM1, f, hal.Output(pVM2))))
+	}
+	mustApply(t, n, ops...) // the window holds probe4-1 entries: one slot is free
+	// A second rule on the entry of frames[0]: its new version takes the
+	// free slot. Then a new key of the window, which finds none free.
+	second := exactRule(t, 100, pVM1, frames[0], hal.Output(pUp))
+	second.Priority = 5
+	last := exactRule(t, 101, pVM1, frames[probe4-1], hal.Output(pVM2))
+	mustApply(t, n, hal.AddOp(second), hal.AddOp(last))
+	if four, flows := mapLens(t, n); four != probe4 || flows != 0 {
+		t.Fatalf("%d exact IPv4 entries in table4 and flows4, %d in flows; want %d, 0", four, flows, probe4)
+	}
+	if over := len(n.tab.be.(*mapBackend).over); over != 0 || overflowOn(t, n) {
+		t.Fatalf("%d entries in flows4 (flag %v), want none: the replaced version's slot was free after the commit",
+			over, overflowOn(t, n))
+	}
+	expectOutput(t, mustRun(t, n, pVM1, frames[0]), pUp, frames[0])
+	for _, f := range frames[1:] {
+		expectOutput(t, mustRun(t, n, pVM1, f), pVM2, f)
+	}
+}
+
 // TestTable4NeverMisses runs a frame through the program, without the
 // NIC's lock, while its rule is modified over and over (in table4; and,
 // with its window full, moved to flows4 and rewritten there): every run

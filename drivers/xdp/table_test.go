@@ -59,7 +59,7 @@ func prefixRule(id hal.RuleID, prio uint16, p string) hal.Rule {
 func applyT(t *testing.T, tab *table, ops ...hal.Op) []hal.OpResult {
 	t.Helper()
 	res := make([]hal.OpResult, len(ops))
-	tab.apply(ops, res, tab.validate)
+	tab.apply(ops, res, func(r *hal.Rule) error { return tab.validate(r, false) })
 	return res
 }
 
@@ -257,7 +257,7 @@ func BenchmarkTableApply(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		tab := newTable("test", batch, 16, batch+1, nil, nullBackend{})
-		tab.apply(ops, res, tab.validate)
+		tab.apply(ops, res, func(r *hal.Rule) error { return tab.validate(r, false) })
 		if err := hal.Summarize(res); err != nil {
 			b.Fatal(err)
 		}

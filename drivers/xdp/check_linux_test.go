@@ -1,0 +1,89 @@
+//go:build linux
+
+package xdp
+
+import (
+	"net/netip"
+	"testing"
+	"unsafe"
+
+	"github.com/nicpath/nicpath/hal"
+)
+
+// TestBatchCheck holds Apply's batch check to validate: over a run of rules
+// that share action lists (as equal lists in slices of their own) with
+// matches of other traits, scopes, shapes and ports, it gives validate's
+// answer for each rule, error for error; it carries a list over only once
+// the list passed (a refused list is checked again), and it does carry one
+// over (the check it leaves out is not made).
+func TestBatchCheck(t *testing.T) {
+	cfg := Config{MaxRules: 100, MaxScopes: 4}
+	n := &NIC{caps: baseCapabilities(&cfg)}
+	n.caps.MaxScopes = 4
+	n.tab = newTable(DriverName, 100, 4, 101, func(p hal.PortID) bool { return p < 3 }, nullBackend{})
+
+	tcp4 := func(sp uint16) hal.Match {
+		k := hal.FlowKey{InPort: 1, EthType: hal.EtherTypeIPv4, Proto: hal.ProtoTCP, L4Src: sp, L4Dst: 80,
+			IPSrc: hal.Addr16(netip.MustParseAddr("198.18.0.1")), IPDst: hal.Addr16(netip.MustParseAddr("198.18.0.2"))}
+		return hal.Exact(&k)
+	}
+	ip4 := func() hal.Match { // IPv4, any protocol: no L4 rewrite allowed
+		var m hal.Match
+		m.InPort(1)
+		m.IPDst(netip.MustParsePrefix("198.18.0.0/24"))
+		return m
+	}
+	tcp6 := func() hal.Match {
+		k := hal.FlowKey{InPort: 1, EthType: hal.EtherTypeIPv6, Proto: hal.ProtoTCP, L4Src: 1, L4Dst: 80,
+			IPSrc: hal.Addr16(netip.MustParseAddr("2001:db8::1")), IPDst: hal.Addr16(netip.MustParseAddr("2001:db8::2"))}
+		return hal.Exact(&k)
+	}
+	vx := hal.Encap{Kind: hal.EncapVXLAN, VNI: 7, Src: netip.MustParseAddr("198.18.1.1"), Dst: netip.MustParseAddr("198.18.1.2")}
+	encap := func() []hal.Action { return []hal.Action{hal.EncapWith(vx), hal.Output(2)} }
+	l4 := func(port hal.PortID) []hal.Action { return []hal.Action{hal.SetL4Src(8080), hal.Output(port)} }
+	badShape := tcp4(9)
+	badShape.Key.VNI = 1 << 25 // does not fit 24 bits; the traits are tcp4's
+	rules := []struct {
+		r  hal.Rule
+		ok bool
+	}{
+		{hal.Rule{ID: 1, Match: tcp4(1), Actions: encap()}, true},
+		{hal.Rule{ID: 2, Match: tcp4(2), Actions: encap()}, true},
+		{hal.Rule{ID: 3, Match: tcp4(3), Actions: encap(), Scope: 9}, false}, // beyond MaxScopes
+		{hal.Rule{ID: 4, Match: badShape, Actions: encap()}, false},
+		{hal.Rule{ID: 5, Match: tcp6(), Actions: encap()}, true}, // other traits
+		{hal.Rule{ID: 6, Match: tcp4(6), Actions: l4(2)}, true},
+		{hal.Rule{ID: 7, Match: ip4(), Actions: l4(2)}, false}, // the same list, no TCP/UDP pinned
+		{hal.Rule{ID: 8, Match: tcp4(8), Actions: l4(2)}, true},
+		{hal.Rule{ID: 9, Match: tcp4(9), Actions: l4(7)}, false},   // no port 7
+		{hal.Rule{ID: 10, Match: tcp4(10), Actions: l4(7)}, false}, // refused before: checked again
+		{hal.Rule{ID: 11, Match: tcp4(11), Actions: []hal.Action{hal.PushVLAN(3), hal.PopVLAN(), hal.Output(1)}}, false},
+		{hal.Rule{ID: 12, Match: tcp4(12), Actions: encap(), Generation: 2}, true},
+	}
+	bc := batchCheck{n: n, c: hal.NewChecker(&n.caps)}
+	for _, c := range rules {
+		want := n.validate(&c.r)
+		got := bc.check(&c.r)
+		if (want == nil) != c.ok {
+			t.Fatalf("rule %d: validate says %v; the case expects ok=%v", c.r.ID, want, c.ok)
+		}
+		if (got == nil) != (want == nil) || (got != nil && got.Error() != want.Error()) {
+			t.Fatalf("rule %d: batch check says %v, validate %v", c.r.ID, got, want)
+		}
+		switch c.r.ID {
+		case 2, 12:
+			// Carried over from rule 1 (12: its list again after others).
+			if c.r.ID == 2 && unsafe.SliceData(bc.acts) != unsafe.SliceData(rules[0].r.Actions) {
+				t.Fatal("rule 2's equal list was checked again rather than carried over")
+			}
+		case 8:
+			if unsafe.SliceData(bc.acts) != unsafe.SliceData(rules[5].r.Actions) {
+				t.Fatal("rule 8's equal list was checked again rather than carried over")
+			}
+		case 10:
+			if unsafe.SliceData(bc.acts) != unsafe.SliceData(rules[5].r.Actions) {
+				t.Fatal("a refused list became the list carried over")
+			}
+		}
+	}
+}
