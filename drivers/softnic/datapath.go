@@ -42,6 +42,11 @@ type burst struct {
 	// needs the layout fills it first (fastLayout), from the frame as it
 	// arrived.
 	lazy [MaxBurst]bool
+	// pre is the first tuple's table while parseBurst may ask for its
+	// buckets (process sets it inside the read section), else nil.
+	pre *htab
+	// preh[i]: parseBurst packed and hashed packet i for pre.
+	preh [MaxBurst]bool
 	w    [MaxBurst]words
 	pk   [MaxBurst]words  // w packed by the tuple being probed
 	bkt  [MaxBurst]uint32 // the home bucket of the tuple being probed
@@ -152,14 +157,21 @@ func (n *NIC) Process(port hal.PortID, bufs [][]byte, sizes []int, offset int) e
 // process runs one burst of at most MaxBurst frames.
 func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int) {
 	k := len(bufs)
-	// Parse every frame first: the keys are then ready for the bulk lookup.
-	rxBytes := n.parseBurst(b, in, bufs, sizes, offset)
-
 	s := n.rcu.enter()
 	v := &n.rcu.views[s]
+	// Parse every frame first: the keys are then ready for the bulk lookup.
+	// When the first tuple is exact4, parseBurst asks for each frame's home
+	// bucket in it as it goes (b.pre): the misses are then in flight while
+	// the rest of the burst is parsed, not only while it is hashed.
+	if len(v.tabs) > 0 && v.tabs[0].shape.exact4 && v.tabs[0].ht.used != 0 {
+		b.pre = &v.tabs[0].ht
+	}
+	rxBytes := n.parseBurst(b, in, bufs, sizes, offset)
+
 	for _, tab := range v.tabs {
 		n.lookup(b, v, tab, k)
 	}
+	b.pre = nil
 	// Execute, inside the read section: the rule counters belong to entries
 	// that a writer may reuse once no reader is left.
 	n.executeBurst(b, v, bufs, sizes, offset)
@@ -194,6 +206,7 @@ func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset 
 	maxIn := in.info.MTU + l2Allowance
 	var rxBytes uint64
 	b.anySealed = false
+	pre, npf, pfd := b.pre, 0, 0
 	for i, size := range sizes {
 		rxBytes += uint64(max(size, 0))
 		b.best[i], b.prio[i], b.rule[i], b.sealed[i] = noRule, -1, 0, false
@@ -204,9 +217,16 @@ func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset 
 		frame := bufs[i][offset : offset+size]
 		if parseFast(frame, in.info.ID, &b.w[i]) {
 			b.fate[i], b.vni[i], b.lazy[i] = fatePending, 0, true
+			if b.preh[i] = pre != nil; b.preh[i] {
+				b.pf[npf&(MaxBurst-1)] = hashExact4One(b, pre, i)
+				if npf++; npf-pfd == pfGroup/2 {
+					prefetch.Lines(b.pf[pfd:npf])
+					pfd = npf
+				}
+			}
 			continue
 		}
-		b.lazy[i] = false
+		b.lazy[i], b.preh[i] = false, false
 		key, lay := &b.key, &b.lays[i]
 		err := wire.Parse(frame, in.info.ID, key, lay)
 		b.vni[i] = key.VNI
@@ -247,6 +267,9 @@ func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset 
 		}
 		b.fate[i] = fatePending
 		loadWords(key, &b.w[i])
+	}
+	if pre != nil {
+		prefetch.Lines(b.pf[pfd:npf])
 	}
 	return rxBytes
 }
@@ -432,7 +455,9 @@ func parseReason(err error) hal.Reason {
 // together instead of one after the other. Prefetches go out in groups of
 // pfGroup as the pass goes, not all at its end: the first packets' lines
 // are then on their way while the rest are hashed, and arrive before the
-// next pass reads them.
+// next pass reads them. For the first tuple, when it is exact4,
+// parseBurst has already done most of the first pass (b.pre, b.preh),
+// further ahead of the bucket pass.
 func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	sh := tab.shape
 	ht := &tab.ht
@@ -441,7 +466,7 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	}
 	var nt int
 	if sh.exact4 {
-		nt = hashExact4(b, ht, int32(tab.maxPrio), k)
+		nt = hashExact4(b, ht, int32(tab.maxPrio), k, ht == b.pre)
 	} else {
 		nt = hashTuple(b, sh, ht, int32(tab.maxPrio), k)
 	}
@@ -586,33 +611,49 @@ func hashTuple(b *burst, sh *tupleShape, ht *htab, floor int32, k int) int {
 
 // hashExact4 is hashTuple for an exact4 tuple, the words and masks
 // constants: the same packing, hash and todo list (TestHashExact4).
-func hashExact4(b *burst, ht *htab, floor int32, k int) int {
+//
+// With pre (ht is the table parseBurst hashed for, b.pre), the packets
+// that parseBurst marked in b.preh are already packed and hashed, and
+// their buckets asked for: they are only listed.
+func hashExact4(b *burst, ht *htab, floor int32, k int, pre bool) int {
 	const want = uint64(hal.EtherTypeIPv4) << ethTypeShift
 	k = min(k, MaxBurst)
-	nt, pfd := 0, 0
+	nt, npf, pfd := 0, 0, 0
 	for i := range b.fate[:k] {
 		w := &b.w[i]
 		if b.fate[i] != fatePending || b.prio[i] > floor || w[wordEthType]&ethTypeMask != want {
 			continue
 		}
-		x0, x1, x2, x3, x4 := w[5], w[8]&exact4Mask8, w[9], w[10], w[11]&exact4Mask11
-		pk := &b.pk[i]
-		pk[0], pk[1], pk[2], pk[3], pk[4] = x0, x1, x2, x3, x4
-		h := uint64(hashSeed) + x0*wordMul[0] + bits.RotateLeft64(x1, 7)*wordMul[1] +
-			bits.RotateLeft64(x2, 14)*wordMul[2] + bits.RotateLeft64(x3, 21)*wordMul[3] +
-			bits.RotateLeft64(x4, 28)*wordMul[4]
-		sig := sigOf(finish(h))
-		bi := ht.home(sig)
-		b.sig[i], b.bkt[i] = sig, uint32(bi)
-		b.pf[nt&(MaxBurst-1)] = uintptr(unsafe.Pointer(&ht.b[bi]))
 		b.todo[nt&(MaxBurst-1)] = uint8(i)
-		if nt++; nt-pfd == pfGroup {
-			prefetch.Lines(b.pf[pfd:nt])
-			pfd = nt
+		nt++
+		if pre && b.preh[i] {
+			continue
+		}
+		b.pf[npf&(MaxBurst-1)] = hashExact4One(b, ht, i)
+		if npf++; npf-pfd == pfGroup {
+			prefetch.Lines(b.pf[pfd:npf])
+			pfd = npf
 		}
 	}
-	prefetch.Lines(b.pf[pfd:nt])
+	prefetch.Lines(b.pf[pfd:npf])
 	return nt
+}
+
+// hashExact4One packs and hashes packet i for an exact4 tuple of table
+// ht, records its signature and home bucket, and returns the bucket's
+// address to prefetch.
+func hashExact4One(b *burst, ht *htab, i int) uintptr {
+	i &= MaxBurst - 1
+	w, pk := &b.w[i], &b.pk[i]
+	x0, x1, x2, x3, x4 := w[5], w[8]&exact4Mask8, w[9], w[10], w[11]&exact4Mask11
+	pk[0], pk[1], pk[2], pk[3], pk[4] = x0, x1, x2, x3, x4
+	h := uint64(hashSeed) + x0*wordMul[0] + bits.RotateLeft64(x1, 7)*wordMul[1] +
+		bits.RotateLeft64(x2, 14)*wordMul[2] + bits.RotateLeft64(x3, 21)*wordMul[3] +
+		bits.RotateLeft64(x4, 28)*wordMul[4]
+	sig := sigOf(finish(h))
+	bi := ht.home(sig)
+	b.sig[i], b.bkt[i] = sig, uint32(bi)
+	return uintptr(unsafe.Pointer(&ht.b[bi]))
 }
 
 // pfGroup is how many prefetches lookup gathers before it sends them.
