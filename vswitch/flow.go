@@ -141,26 +141,22 @@ func shapeOf(k *hal.FlowKey, scoped bool) int {
 // flow is one unified flow: an exact key and one list of header operations.
 //
 // Every first packet makes one (allocFlow: in slabs), so it is kept small
-// (at most 240 bytes, seventeen to a 4 KiB slab; a test holds it there)
-// with its pointers first: the garbage collector reads the pointer words
-// of each and skips the rest. What few flows need lives in flowExtra.
+// (at most 240 bytes, seventeen to a 4 KiB slab; a test holds it there).
+// What few flows need lives in flowExtra.
+//
+// What Maintain's pass over every flow reads for each of them (tableFlows'
+// inTable and dead, readCounters' loc, rule IDs, last readings and
+// lastUsed) comes first, in the flow's first 48 bytes: the pass is bound
+// by memory bandwidth, and these fields spread over 96 bytes took two or
+// three cache lines of every flow; a test holds them together.
 type flow struct {
-	acts *actSet
-	// Shadow: the flow's actions for the next generation of its scope,
-	// installed inactive (shadowID) until ActivateShadow flips the scope.
-	shadow *actSet
-	scope  *scope
-	x      *flowExtra // nil until needed
-
-	key      hal.FlowKey
 	id       hal.RuleID // its rule on the NIC; 0 when not there
 	shadowID hal.RuleID
-	gen      hal.Generation
-
-	// What it derives from, for revalidation on policy changes.
-	tenant, srcVM, dstVM uint32
-	gateway              bool
-	routed               bool
+	// Last packet counts read from the rule and from the shadow rule, so
+	// that the totals below only grow by what is new (ruleB and shB are
+	// the byte counts, read only when these grow).
+	ruleP, shP uint64
+	lastUsed   int64
 
 	loc  Path
 	why  Why
@@ -172,15 +168,28 @@ type flow struct {
 	// wild: a port-wildcard flow (wildcard.go): its rule matches every
 	// connection between the same endpoints, whatever its ports.
 	wild bool
+	// What it derives from, for revalidation on policy changes.
+	gateway bool
+	routed  bool
+	gen     hal.Generation
+	tenant  uint32
+	srcVM   uint32
+	dstVM   uint32
 
-	created, lastUsed int64
+	acts *actSet
+	// Shadow: the flow's actions for the next generation of its scope,
+	// installed inactive (shadowID) until ActivateShadow flips the scope.
+	shadow *actSet
+	scope  *scope
+	x      *flowExtra // nil until needed
+
+	key hal.FlowKey
+
+	created int64
 	// Packets and bytes, in the host and on the NIC together (only their
 	// sum is reported).
-	pkts, bts uint64
-	// Last counter readings of the rule and of the shadow rule, so that the
-	// totals above only grow by what is new.
-	ruleP, ruleB uint64
-	shP, shB     uint64
+	pkts, bts  uint64
+	ruleB, shB uint64
 }
 
 // flowExtra is what only some flows have: tracked connections (stateful

@@ -207,6 +207,32 @@ func TestFlowSize(t *testing.T) {
 	}
 }
 
+// TestFlowPassFields holds what Maintain's pass over every flow reads
+// for each of them within a flow's first 48 bytes (see flow): the pass is
+// bound by memory bandwidth, and a field moved past them costs every flow
+// another cache line in every Maintain.
+func TestFlowPassFields(t *testing.T) {
+	var f flow
+	fields := []struct {
+		name      string
+		off, size uintptr
+	}{
+		{"id", unsafe.Offsetof(f.id), unsafe.Sizeof(f.id)},
+		{"shadowID", unsafe.Offsetof(f.shadowID), unsafe.Sizeof(f.shadowID)},
+		{"ruleP", unsafe.Offsetof(f.ruleP), unsafe.Sizeof(f.ruleP)},
+		{"shP", unsafe.Offsetof(f.shP), unsafe.Sizeof(f.shP)},
+		{"lastUsed", unsafe.Offsetof(f.lastUsed), unsafe.Sizeof(f.lastUsed)},
+		{"loc", unsafe.Offsetof(f.loc), unsafe.Sizeof(f.loc)},
+		{"dead", unsafe.Offsetof(f.dead), unsafe.Sizeof(f.dead)},
+		{"inTable", unsafe.Offsetof(f.inTable), unsafe.Sizeof(f.inTable)},
+	}
+	for _, fl := range fields {
+		if end := fl.off + fl.size; end > 48 {
+			t.Errorf("flow.%s ends at byte %d of a flow, past the first 48", fl.name, end)
+		}
+	}
+}
+
 // TestConnKeyPlainMemory: a connKey has no padding (its fields' sizes add
 // up to its size) and no pointers, so the connection table hashes and
 // compares it as plain memory.

@@ -107,8 +107,10 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 					f.bts += c.Bytes - *lb
 					f.lastUsed = now
 					touchConns(f, now)
+					*lp, *lb = c.Packets, c.Bytes
+				} else if c.Packets != *lp {
+					*lp, *lb = c.Packets, c.Bytes
 				}
-				*lp, *lb = c.Packets, c.Bytes
 			}
 		}
 		if ageIdle {
