@@ -104,7 +104,13 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 				if c.Packets > *lp {
 					s.countSpoofed(f, c.Packets-*lp)
 					f.pkts += c.Packets - *lp
-					f.bts += c.Bytes - *lb
+					// A counter that restarted (its rule installed
+					// again) can pass the old packet reading with fewer
+					// bytes than the old byte reading: count no bytes
+					// then rather than a wrapped difference.
+					if c.Bytes >= *lb {
+						f.bts += c.Bytes - *lb
+					}
 					f.lastUsed = now
 					touchConns(f, now)
 					*lp, *lb = c.Packets, c.Bytes
