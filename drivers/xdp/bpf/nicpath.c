@@ -32,8 +32,13 @@ int nicpath_xdp(struct xdp_md *ctx)
 		ps->rx_bytes += len;
 	}
 
-	struct flow_key key = {};
+	/* Only the key's scalar fields start zeroed. Its address fields
+	 * (64 bytes) are written by the parser for the frames that have them,
+	 * and a hit in table4 reads no others; the rest are zeroed below,
+	 * only before the full lookup, which reads the whole key. */
+	struct flow_key key;
 	struct pstate st = {};
+	__builtin_memset(&key.in_port, 0, sizeof(key) - __builtin_offsetof(struct flow_key, in_port));
 	key.in_port = port;
 	int r = parse_frame(ctx, &key, &st);
 	/* Malformed frames are dropped and counted, as softnic does: there is
@@ -53,6 +58,13 @@ int nicpath_xdp(struct xdp_md *ctx)
 		have = lookup4(&key, rp);
 		if (have == LOOKUP_FINAL)
 			goto found;
+	}
+	if (key.tun_kind == TUN_NONE) {
+		/* (A tunnelled frame's parse wrote its outer addresses and
+		 * zeroed the inner ones before the inner frame's parse.) */
+		__builtin_memset(key.tun_src, 0, 32);
+		if (key.eth_type != 0x0800 && key.eth_type != 0x86dd)
+			__builtin_memset(key.ip_src, 0, 32);
 	}
 	if (!lookup(&key, rp, have)) {
 		if (st.partial)
