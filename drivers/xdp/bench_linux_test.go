@@ -33,10 +33,12 @@ type progTestRun struct {
 }
 
 // testRun runs the program over frame repeat times, back to back on one
-// CPU, in the kernel's plain test-run loop (no live frames: this machine's
-// kernel refuses BPF_F_TEST_XDP_LIVE_FRAMES with EPERM, whatever the
-// program), and returns the kernel's average duration per run in
-// nanoseconds and the last verdict.
+// CPU, in the kernel's plain test-run loop, and returns the kernel's
+// average duration per run in nanoseconds and the last verdict. Not live
+// frames (BPF_F_TEST_XDP_LIVE_FRAMES, Linux 5.18 and later): a kernel may
+// refuse that mode whatever the program: a 6.18 kernel under lockdown
+// (integrity) did, with EPERM even for a bare return XDP_DROP; the plain
+// loop runs on every kernel that can test-run XDP.
 func testRun(fd int, frame []byte, repeat uint32) (ns, verdict uint32, err error) {
 	attr := progTestRun{ProgFD: uint32(fd), DataSizeIn: uint32(len(frame)),
 		DataIn: uint64(uintptr(unsafe.Pointer(&frame[0]))), Repeat: repeat}

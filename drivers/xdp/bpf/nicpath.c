@@ -32,8 +32,13 @@ int nicpath_xdp(struct xdp_md *ctx)
 		ps->rx_bytes += len;
 	}
 
-	struct flow_key key = {};
+	/* Only the key's scalar fields start zeroed. Its address fields
+	 * (64 bytes) are written by the parser for the frames that have them,
+	 * and a hit in table4 reads no others; the rest are zeroed below,
+	 * only before the full lookup, which reads the whole key. */
+	struct flow_key key;
 	struct pstate st = {};
+	__builtin_memset(&key.in_port, 0, sizeof(key) - __builtin_offsetof(struct flow_key, in_port));
 	key.in_port = port;
 	int r = parse_frame(ctx, &key, &st);
 	/* Malformed frames are dropped and counted, as softnic does: there is
@@ -53,6 +58,13 @@ int nicpath_xdp(struct xdp_md *ctx)
 		have = lookup4(&key, rp);
 		if (have == LOOKUP_FINAL)
 			goto found;
+	}
+	if (key.tun_kind == TUN_NONE) {
+		/* (A tunnelled frame's parse wrote its outer addresses and
+		 * zeroed the inner ones before the inner frame's parse.) */
+		__builtin_memset(key.tun_src, 0, 32);
+		if (key.eth_type != 0x0800 && key.eth_type != 0x86dd)
+			__builtin_memset(key.ip_src, 0, 32);
 	}
 	if (!lookup(&key, rp, have)) {
 		if (st.partial)
@@ -80,23 +92,30 @@ found:;
 	if (rp->terminal == TERM_TOHOST)
 		return to_host(ctx, rp->reason, key.vni, rp->id);
 
-	/* Checks that send the frame to the host as it arrived, before any
-	 * change: an expiring TTL, a frame too big for the egress port. */
-	if ((flags & ACT_DEC_TTL) && st.l3 && ttl_of(ctx, st.l3, st.v6) <= 1)
-		return to_host(ctx, R_TTL, key.vni, rp->id);
+	/* A rule that only encapsulates (and counts) skips the edits, their
+	 * checks and their length arithmetic: the common case of an offloaded
+	 * connection toward a remote host. */
 	__u32 out = rp->out_port;
 	__u32 final_len = len;
 	__u32 tagged = st.vlan_off ? 1 : 0;
-	__u32 decap_off = (flags & ACT_DECAP) ? st.inner : 0;
-	final_len -= decap_off;
-	__u32 pop = (flags & ACT_POP_VLAN) && st.vlan_off;
-	if (pop) {
-		final_len -= 4;
-		tagged = 0;
-	}
-	if (flags & ACT_PUSH_VLAN) {
-		final_len += 4;
-		tagged = 1;
+	__u32 decap_off = 0, pop = 0;
+	if (flags & ACT_EDITS) {
+		/* An expiring TTL sends the frame to the host as it arrived,
+		 * before any change, as a frame too big for the egress port
+		 * does below. */
+		if ((flags & ACT_DEC_TTL) && st.l3 && ttl_of(ctx, st.l3, st.v6) <= 1)
+			return to_host(ctx, R_TTL, key.vni, rp->id);
+		decap_off = (flags & ACT_DECAP) ? st.inner : 0;
+		final_len -= decap_off;
+		pop = (flags & ACT_POP_VLAN) && st.vlan_off;
+		if (pop) {
+			final_len -= 4;
+			tagged = 0;
+		}
+		if (flags & ACT_PUSH_VLAN) {
+			final_len += 4;
+			tagged = 1;
+		}
 	}
 	if (flags & ACT_ENCAP) {
 		final_len += rp->encap_len;
@@ -106,20 +125,22 @@ found:;
 	if (pc && pc->mtu && final_len > pc->mtu + 14 + 4 * tagged)
 		return to_host(ctx, R_MTU, key.vni, rp->id);
 
-	if (decap_off || pop) {
-		if (strip_head(ctx, decap_off, pop))
-			return drop(R_MALFORMED, rp->id);
-		__u32 moved = decap_off + (pop ? 4 : 0);
-		st.l3 = st.l3 ? st.l3 - moved : 0;
-		st.l4 = st.l4 ? st.l4 - moved : 0;
+	if (flags & ACT_EDITS) {
+		if (decap_off || pop) {
+			if (strip_head(ctx, decap_off, pop))
+				return drop(R_MALFORMED, rp->id);
+			__u32 moved = decap_off + (pop ? 4 : 0);
+			st.l3 = st.l3 ? st.l3 - moved : 0;
+			st.l4 = st.l4 ? st.l4 - moved : 0;
+		}
+		if (flags & (ACT_SET_ETH_SRC | ACT_SET_ETH_DST | ACT_SET_IP_SRC | ACT_SET_IP_DST |
+			     ACT_SET_L4_SRC | ACT_SET_L4_DST | ACT_DEC_TTL)) {
+			if (rewrite(ctx, rp, &st, key.proto))
+				return drop(R_MALFORMED, rp->id);
+		}
+		if ((flags & ACT_PUSH_VLAN) && push_vlan(ctx, rp->vlan_tci))
+			return drop(R_MTU, rp->id);
 	}
-	if (flags & (ACT_SET_ETH_SRC | ACT_SET_ETH_DST | ACT_SET_IP_SRC | ACT_SET_IP_DST |
-		     ACT_SET_L4_SRC | ACT_SET_L4_DST | ACT_DEC_TTL)) {
-		if (rewrite(ctx, rp, &st, key.proto))
-			return drop(R_MALFORMED, rp->id);
-	}
-	if ((flags & ACT_PUSH_VLAN) && push_vlan(ctx, rp->vlan_tci))
-		return drop(R_MTU, rp->id);
 	if (flags & ACT_ENCAP) {
 		/* 42 and 50: IPv4 outer headers; 62 and 70: IPv6 */
 		__u32 h = flow_hash(&key);

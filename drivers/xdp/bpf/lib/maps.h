@@ -32,6 +32,12 @@ enum tun_kind { TUN_NONE, TUN_VXLAN, TUN_GENEVE, TUN_NVGRE };
 #define ACT_ENCAP      (1 << 10)
 #define ACT_COUNT      (1 << 11)
 #define ACT_FIXED_FLOWID (1 << 12)
+/* The actions that edit the frame before encapsulation, or may send it to
+ * the host first (an expiring TTL): a rule without any takes the short
+ * path to the MTU check and the encapsulation. Every flag but ENCAP, COUNT
+ * and FIXED_FLOWID; a new action that changes the frame belongs here. */
+#define ACT_EDITS (ACT_DECAP | ACT_SET_ETH_SRC | ACT_SET_ETH_DST | ACT_SET_IP_SRC | ACT_SET_IP_DST | \
+		   ACT_SET_L4_SRC | ACT_SET_L4_DST | ACT_DEC_TTL | ACT_PUSH_VLAN | ACT_POP_VLAN)
 
 enum terminal { TERM_OUTPUT = 1, TERM_DROP, TERM_TOHOST };
 

@@ -22,6 +22,23 @@ static __always_inline void copy16(__u8 *dst, const void *src)
 	*(__u64 *)(dst + 8) = *(const __u64 *)(src + 8);
 }
 
+/* set_macs copies the frame's MAC addresses (destination, then source, at
+ * eth) into k's eth_src and eth_dst, which lie next to each other at an
+ * 8-byte boundary: one 8-byte store (the source and the destination's first
+ * two bytes) and one 4-byte store, the same words lookup4 loads for the
+ * compact key. Byte-wise copies took 12 loads and 5 narrow stores, and the
+ * wide loads that followed could not be forwarded from the narrow stores:
+ * each waited for them to reach the cache. */
+static __always_inline void set_macs(struct flow_key *k, const __u8 *eth)
+{
+	_Static_assert(__builtin_offsetof(struct flow_key, eth_src) % 8 == 0, "eth_src is 8-byte aligned");
+	_Static_assert(__builtin_offsetof(struct flow_key, eth_dst) ==
+			       __builtin_offsetof(struct flow_key, eth_src) + 6, "eth_dst follows eth_src");
+	*(__u64 *)k->eth_src = (__u64)*(const __u32 *)(eth + 6) | (__u64)*(const __u16 *)(eth + 10) << 32 |
+			       (__u64)*(const __u16 *)eth << 48;
+	*(__u32 *)(k->eth_dst + 2) = *(const __u32 *)(eth + 2);
+}
+
 /* GENEVE_MAX_OPTS bounds the options the program walks; a frame with more
  * goes to the host, which walks them all (hal/wire). Each option the
  * verifier follows costs it a pass over the loop body. */
@@ -77,8 +94,7 @@ static __always_inline int parse_one_inline(struct xdp_md *ctx, __u32 off, struc
 	__u8 *eth = data + off;
 	if ((void *)(eth + 14) > data_end || off + 14 > limit)
 		return R_MALFORMED;
-	__builtin_memcpy(k->eth_dst, eth, 6);
-	__builtin_memcpy(k->eth_src, eth + 6, 6);
+	set_macs(k, eth);
 	__u16 et = ntohs(*(__u16 *)(eth + 12));
 	off += 14;
 	/* Up to two tags (QinQ); the first is keyed, as hal/wire does. */
