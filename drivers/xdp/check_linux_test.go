@@ -4,6 +4,7 @@ package xdp
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
 	"unsafe"
 
@@ -84,6 +85,97 @@ func TestBatchCheck(t *testing.T) {
 			if unsafe.SliceData(bc.acts) != unsafe.SliceData(rules[5].r.Actions) {
 				t.Fatal("a refused list became the list carried over")
 			}
+		}
+	}
+}
+
+// TestKnownActions holds an add whose action list the batch check found
+// equal to the one the table kept and encoded last (taking that list and
+// encoding rather than comparing and encoding again) to the add that does
+// the work: the same batch, checked by validate alone, leaves the same
+// rules and writes the same entries, rule fields (ID, scope, generation,
+// priority, counter) and all. It also holds that the shortcut is taken,
+// and only for a list equal to the one last kept.
+func TestKnownActions(t *testing.T) {
+	vx := hal.Encap{Kind: hal.EncapVXLAN, VNI: 7, Src: netip.MustParseAddr("198.18.1.1"), Dst: netip.MustParseAddr("198.18.1.2")}
+	vy := vx
+	vy.VNI = 8
+	listA := func() []hal.Action { return []hal.Action{hal.EncapWith(vx), hal.Count(), hal.Output(2)} }
+	listB := func() []hal.Action { return []hal.Action{hal.EncapWith(vy), hal.Output(1)} }
+	rule := func(id hal.RuleID, prio uint16, scope hal.Scope, gen hal.Generation, acts []hal.Action) hal.Rule {
+		k := hal.FlowKey{InPort: 1, EthType: hal.EtherTypeIPv4, Proto: hal.ProtoTCP, L4Src: uint16(id), L4Dst: 80,
+			IPSrc: hal.Addr16(netip.MustParseAddr("198.18.0.1")), IPDst: hal.Addr16(netip.MustParseAddr("198.18.0.2"))}
+		return hal.Rule{ID: id, Priority: prio, Match: hal.Exact(&k), Actions: acts, Scope: scope, Generation: gen}
+	}
+	ops := []hal.Op{
+		hal.AddOp(rule(1, 1, 0, 1, listA())),
+		hal.AddOp(rule(2, 2, 1, 2, listA())), // known: rule 1's list
+		hal.AddOp(rule(3, 3, 2, 3, listA())), // known
+		hal.AddOp(rule(4, 4, 0, 1, listB())),
+		hal.AddOp(rule(5, 5, 3, 4, listB())),                  // known: rule 4's list
+		hal.AddOp(rule(6, 6, 1, 1, listA())),                  // not known: the check last carried listB
+		hal.AddOp(rule(7, 7, 1, 2, listA())),                  // known: rule 6's list, kept anew
+		{Kind: hal.OpModify, Rule: rule(5, 9, 3, 5, listB())}, // the check now carries listB
+		hal.AddOp(rule(9, 1, 0, 1, listA())),                  // not known; equal to the list kept, which stays
+		hal.AddOp(rule(10, 2, 0, 1, listA())),                 // equal to the check's list, not the one kept from it
+	}
+	wantKnown := []bool{false, true, true, false, true, false, true, false, false, false} // by operation
+
+	newTab := func() (*table, *fakeBackend) {
+		fb := &fakeBackend{entries: map[bpfKey]bpfFlowVal{}}
+		return newTable(DriverName, 100, 4, 101, func(p hal.PortID) bool { return p < 3 }, fb), fb
+	}
+	plain, plainBE := newTab()
+	res := make([]hal.OpResult, len(ops))
+	plain.apply(ops, res, func(r *hal.Rule) error { return plain.validate(r, false) })
+	for i := range res {
+		if res[i].Err != nil {
+			t.Fatalf("plain add %d: %v", ops[i].Rule.ID, res[i].Err)
+		}
+	}
+
+	cfg := Config{MaxRules: 100, MaxScopes: 4}
+	n := &NIC{caps: baseCapabilities(&cfg)}
+	n.caps.MaxScopes = 4
+	tab, be := newTab()
+	n.tab = tab
+	bc := batchCheck{n: n, c: hal.NewChecker(&n.caps)}
+	res = make([]hal.OpResult, len(ops))
+	checked := 0
+	tab.apply(ops, res, func(r *hal.Rule) error {
+		err := bc.check(r)
+		if tab.knownActs != wantKnown[checked] {
+			t.Errorf("operation %d (rule %d): known list %v, want %v", checked, r.ID, tab.knownActs, wantKnown[checked])
+		}
+		checked++
+		return err
+	})
+	if checked != len(ops) {
+		t.Fatalf("%d operations checked, want %d", checked, len(ops))
+	}
+	for i := range res {
+		if res[i].Err != nil {
+			t.Fatalf("add %d: %v", ops[i].Rule.ID, res[i].Err)
+		}
+	}
+	if tab.lastSrc != nil || tab.knownActs {
+		t.Fatal("the caller's list is still referenced after apply")
+	}
+	if len(be.entries) != len(ops)-1 || len(plainBE.entries) != len(ops)-1 {
+		t.Fatalf("%d and %d entries written, want %d", len(be.entries), len(plainBE.entries), len(ops)-1)
+	}
+	for k, v := range plainBE.entries {
+		if got, ok := be.entries[k]; !ok || got != v {
+			t.Fatalf("entry %+v: got %+v (present %v), want %+v", k, got.Slot[0], ok, v.Slot[0])
+		}
+	}
+	for _, op := range ops {
+		a, b := plain.rules.get(op.Rule.ID), tab.rules.get(op.Rule.ID)
+		if a == nil || b == nil {
+			t.Fatalf("rule %d not kept", op.Rule.ID)
+		}
+		if ra, rb := a.rule.full(), b.rule.full(); !reflect.DeepEqual(ra, rb) || a.enc != b.enc {
+			t.Fatalf("rule %d kept as %+v / %+v, want %+v / %+v", op.Rule.ID, rb, b.enc, ra, a.enc)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/nicpath/nicpath/hal"
@@ -64,6 +65,7 @@ type batchCheck struct {
 }
 
 func (b *batchCheck) check(r *hal.Rule) error {
+	b.n.tab.knownActs = false
 	traits := hal.TraitsOf(&r.Match)
 	known := b.acts != nil && traits == b.traits && sameActions(r.Actions, b.acts)
 	var err error
@@ -80,6 +82,10 @@ func (b *batchCheck) check(r *hal.Rule) error {
 	}
 	if !known {
 		b.acts, b.traits = r.Actions, traits
+	} else if src := b.n.tab.lastSrc; len(src) == len(b.acts) && unsafe.SliceData(src) == unsafe.SliceData(b.acts) {
+		// r's list is equal to b.acts, which is the list the table
+		// kept and encoded last: the add need not compare it again.
+		b.n.tab.knownActs = true
 	}
 	return nil
 }

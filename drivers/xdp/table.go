@@ -227,8 +227,17 @@ type table struct {
 	entrySlab []entryState
 	actSlab   []hal.Action
 	// lastActs is the action list kept for the previous rule, for the
-	// next rule with the same actions to share.
+	// next rule with the same actions to share. lastSrc is the caller's
+	// list it was copied from, in this Apply (nil outside one), and
+	// lastEnc that list's encoding (its action fields).
 	lastActs []hal.Action
+	lastSrc  []hal.Action
+	lastEnc  bpfRule
+	// knownActs: the rule about to be added has an action list equal to
+	// lastSrc, as the Apply's check found (batchCheck): add takes
+	// lastActs and lastEnc without comparing or encoding the list again.
+	// Whatever sets it is the check that runs just before the add.
+	knownActs bool
 	// warmed counts what warm found, so that its lookups have a use.
 	warmed int
 	ahead  aheadOps
@@ -495,8 +504,15 @@ func (t *table) detach(rs *ruleState) (empty bool) {
 // (modify replaces it, Dump copies it), and the rules of a bulk load mostly
 // share one (the flows toward one host), so this saves 150 bytes an
 // action on each rule of it.
-func (t *table) keepRule(r *hal.Rule, ms *maskState) keptRule {
+//
+// known: r's list is equal to lastSrc (so to lastActs). Otherwise, when
+// the list is copied, enc (r's encoding) becomes lastEnc.
+func (t *table) keepRule(r *hal.Rule, ms *maskState, known bool, enc *bpfRule) keptRule {
 	c := keep(r, ms)
+	if known {
+		c.Actions = t.lastActs
+		return c
+	}
 	n := len(r.Actions)
 	if n == 0 || n > actSlabChunk/8 {
 		c.Actions = hal.CloneActions(r.Actions)
@@ -520,7 +536,7 @@ func (t *table) keepRule(r *hal.Rule, ms *maskState) keptRule {
 		}
 	}
 	if shared {
-		t.lastActs = c.Actions
+		t.lastActs, t.lastSrc, t.lastEnc = c.Actions, r.Actions, *enc
 	}
 	return c
 }
@@ -715,6 +731,9 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 	for i := range ops {
 		results[i].Err = nil
 	}
+	// lastSrc is the caller's, which may change once Apply returns
+	t.lastSrc, t.knownActs = nil, false
+	defer func() { t.lastSrc, t.knownActs = nil, false }()
 	t.ahead.n = 0 // warm's work was for another batch
 	if t.rules.len() == 0 && len(ops) > 64 {
 		// An empty table about to take a big batch (a reload, a
@@ -925,10 +944,20 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 	// The entry's key and value are gathered now, while the rule is at
 	// hand: nothing changes the entry before the flush (an operation on
 	// a pending entry flushes first).
-	enc, err := encodeRuleCached(r, &t.encap)
-	if err != nil {
-		results[i].Err = hal.Unsupported(t.driver, "actions encap", "%v", err)
-		return
+	known := t.knownActs
+	t.knownActs = false
+	var enc bpfRule
+	if known {
+		// The same actions encode the same; the rest is the rule's
+		// (encodeRuleCached's first line).
+		enc = t.lastEnc
+		enc.ID, enc.Scope, enc.Gen, enc.Prio = uint64(r.ID), uint32(r.Scope), uint32(r.Generation), r.Priority
+	} else {
+		var err error
+		if enc, err = encodeRuleCached(r, &t.encap); err != nil {
+			results[i].Err = hal.Unsupported(t.driver, "actions encap", "%v", err)
+			return
+		}
 	}
 	key, mask := t.keys(i, r)
 	ms := t.findMask(&mask)
@@ -952,7 +981,7 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 		}
 	}
 	rs := t.newRuleState()
-	rs.rule, rs.enc = t.keepRule(r, ms), ruleEnc{Flags: enc.Flags}
+	rs.rule, rs.enc = t.keepRule(r, ms, known, &enc), ruleEnc{Flags: enc.Flags}
 	if err := t.attachFound(rs, key, mask, ms, e, h, ms != nil); err != nil {
 		*rs = ruleState{} // drop its references; the slot is not reused
 		results[i].Err = err
