@@ -202,6 +202,11 @@ func (s *Switch) place(f *flow) {
 	}
 	f.gen = gen
 	f.id = s.off.newID()
+	// A new rule counts from zero: the readings of a rule the flow had
+	// before (replaced under a new ID by an update) are no baseline for
+	// it, and kept they would hide its packets up to the old reading, and
+	// its use from the idle expiry.
+	f.ruleP, f.ruleB = 0, 0
 	f.loc = PathNone
 	s.off.queueRule(hal.OpAdd, f.id, &f.key, a, sc, gen, f.wild)
 	s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddPrimary})
@@ -238,6 +243,7 @@ func (s *Switch) placeShadow(f *flow) {
 		return
 	}
 	f.shadowID = s.off.newID()
+	f.shP, f.shB = 0, 0 // a new rule counts from zero, as in place
 	s.off.queueRule(hal.OpAdd, f.shadowID, &f.key, a, f.scope.id, gen, f.wild)
 	s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddShadow})
 }

@@ -545,3 +545,53 @@ func TestConnectionExpiryTakesItsOpener(t *testing.T) {
 	deliveredTo(t, tp.sendVM("va1", req), h2, "va2")
 	deliveredTo(t, tp.sendVM("va2", reply), h1, "va1")
 }
+
+// A flow whose rule is replaced under a new ID (an update that takes it
+// through the host and back does so) counts the new rule's packets from
+// zero: the old rule's reading is no baseline for them, and the flow stays
+// in use for the idle expiry.
+func TestReplacedRuleCountsFromZero(t *testing.T) {
+	tp := newTopo(t, smallPolicy(t, nil), topoOpts{exact: true})
+	h1, h2 := tp.byNm["h1"], tp.byNm["h2"]
+	p := udp(macVA1, macVA2, caVA1, caVA2, 1000, 53)
+	for range 6 {
+		deliveredTo(t, tp.sendVM("va1", p), h2, "va2")
+	}
+	ctx := context.Background()
+	if err := h1.sw.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fs := h1.sw.Flows()
+	if len(fs) != 1 || fs[0].Packets != 6 || fs[0].Path != PathNIC {
+		t.Fatalf("flows before the replacement: %+v", fs)
+	}
+	var f *flow
+	for fl := range h1.sw.tableFlows() {
+		f = fl
+	}
+	old := f.id
+	h1.sw.unplace(f)
+	h1.sw.place(f)
+	h1.sw.flush(ctx)
+	if f.id == 0 || f.id == old || f.loc != PathNIC {
+		t.Fatalf("the flow's rule was not replaced: ID %d (was %d), on %s", f.id, old, f.loc)
+	}
+	for range 3 {
+		deliveredTo(t, tp.sendVM("va1", p), h2, "va2")
+	}
+	if s := h1.sw.Stats(); s.Packets != 1 {
+		t.Fatalf("packets reached h1's host: %d exceptions", s.Packets)
+	}
+	used := f.lastUsed
+	tp.clock.Advance(time.Second)
+	if err := h1.sw.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fs = h1.sw.Flows()
+	if len(fs) != 1 || fs[0].Packets != 9 {
+		t.Fatalf("flows after 3 packets on the new rule: %+v, want 9 packets", fs)
+	}
+	if f.lastUsed == used {
+		t.Fatal("the new rule's packets did not count as use of the flow")
+	}
+}
