@@ -28,15 +28,21 @@ type Stats struct {
 	// cannot segment (see wire.Segmenter), a UDP segment over the port's
 	// MTU, or checksum offsets outside the frame.
 	RxDropped uint64
+	// ReturnedToHost is 1 once the binding stopped keeping an uplink's
+	// frames from the host's stack because the host's stack became able
+	// to use the interface (an address appeared on it, IPv6 came on; see
+	// TakesFromHost), 0 otherwise.
+	ReturnedToHost uint64
 }
 
 type counters struct {
-	rx, tx, rxErr, txErr, csum, gso, dropped atomic.Uint64
+	rx, tx, rxErr, txErr, csum, gso, dropped, toHost atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{RxFrames: c.rx.Load(), TxFrames: c.tx.Load(), RxErrors: c.rxErr.Load(), TxErrors: c.txErr.Load(),
-		RxCsum: c.csum.Load(), RxGSO: c.gso.Load(), RxDropped: c.dropped.Load()}
+		RxCsum: c.csum.Load(), RxGSO: c.gso.Load(), RxDropped: c.dropped.Load(),
+		ReturnedToHost: c.toHost.Load()}
 }
 
 // batch is how many frames move through the NIC in one Send or Recv: the

@@ -4,7 +4,6 @@ package afpacket
 
 import (
 	"errors"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -33,9 +32,10 @@ type Binding struct {
 	wait   *ringWaiter
 	log    *slog.Logger
 	c      counters
-	// fromHost keeps an uplink's frames from the host's stack (see
-	// takeFromHost); nil when it does not.
-	fromHost io.Closer
+	// fromHost keeps an uplink's frames from the host's stack until the
+	// host's stack can use the interface (see takeFromHost); nil when it
+	// never did.
+	fromHost *hostTake
 
 	// txMu serialises taking frames from the port's ring and writing
 	// them, between the binding's own writeLoop and the readers of other
@@ -95,7 +95,7 @@ func Bind(port *softnic.Port, ifname string, o Options) (*Binding, error) {
 	}
 	if port.Info().Kind == hal.PortUplink {
 		var whyNot string
-		b.fromHost, whyNot, err = takeFromHost(ifname, sock.Ifindex())
+		b.fromHost, whyNot, err = takeFromHost(ifname, sock.Ifindex(), b.log, &b.c.toHost)
 		switch {
 		case err != nil:
 			b.log.Warn("the host's stack goes on handling the uplink's frames", "err", err)
@@ -122,9 +122,10 @@ func (b *Binding) Interface() string { return b.ifname }
 func (b *Binding) Stats() Stats { return b.c.snapshot() }
 
 // TakesFromHost says whether the binding keeps the interface's frames from
-// the host's stack: an uplink the host's stack cannot use (see the
-// package doc).
-func (b *Binding) TakesFromHost() bool { return b.fromHost != nil }
+// the host's stack now: an uplink the host's stack cannot use (see the
+// package doc). It turns false for good when the host's stack becomes
+// able to use the interface (Stats.ReturnedToHost counts it).
+func (b *Binding) TakesFromHost() bool { return b.fromHost != nil && b.fromHost.takes() }
 
 // Close stops the binding and closes its socket.
 func (b *Binding) Close() error {

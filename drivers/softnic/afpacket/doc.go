@@ -90,8 +90,21 @@
 //     softirq: a tunnel packet for the uplink's MAC was routed (a route
 //     built and freed for it) and dropped. On any other interface, and on
 //     kernels without tcx (before 6.6), the host's stack sees the frames
-//     as before. An address added while the binding lives is not seen by
-//     the host's stack: the uplink should carry none.
+//     as before. While the drop is attached, the binding watches the
+//     interface (rtnetlink's address and IPv6 notifications, in its
+//     namespace) and detaches the drop as soon as the host's stack can use
+//     the interface: an address added to it (IPv4, or IPv6 of any scope),
+//     or IPv6 turned on (which brings a link-local address). From then on
+//     the host's stack sees the frames, as on an uplink bound with an
+//     address; TakesFromHost turns false, Stats.ReturnedToHost counts it
+//     and the binding logs why. The drop stays off when the address goes
+//     away again: a removal is most often half of a replacement (a
+//     renumbering, a DHCP renewal), and re-attaching would cut the host
+//     off for as long as the watch takes to see the new address; a new
+//     binding takes the frames again. Should the watch lose notifications
+//     (a full socket), the drop is detached as well, the safe side: the
+//     host's stack seeing the frames costs only CPU. Close stops the
+//     watch (no goroutine outlives it) and detaches the drop.
 //   - Close stops both directions and closes the socket; frames still in the
 //     port's ring stay there.
 //

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -221,4 +222,135 @@ func netInterface(name string) (int, error) {
 		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	return ifi.Index, nil
+}
+
+// watchers counts the goroutines takeFromHost started (its watch) that
+// are still running, in the whole process: those whose stack says they
+// were created by it, started or not yet.
+func watchers() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "\ncreated by github.com/nicpath/nicpath/drivers/softnic/afpacket.takeFromHost ")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// waitFor polls cond for up to 10 s and fails with what when it never
+// holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s: %s", what)
+		}
+	}
+}
+
+// An address added to an address-less uplink while it is bound gives the
+// interface back to the host's stack: the watch detaches the drop (counted
+// in Stats.ReturnedToHost), and the host answers a ping on that address,
+// where before it dropped every frame. IPv6 turned on does the same. A
+// binding closed with the drop attached, or after the watch lifted it,
+// leaves no program on the interface and no goroutine running.
+func TestUplinkReturnedToHostStack(t *testing.T) {
+	l := newLab(t, "hr")
+	host, wireNS := l.ns("h"), l.ns("w")
+	ipv6Off(t, host)
+	upMAC := hal.MustMAC("02:00:00:00:0e:11")
+	l.veth(wireNS, "up0p", host, "up0", upMAC)
+	l.veth(wireNS, "up1p", host, "up1", hal.MustMAC("02:00:00:00:0e:12"))
+	uplink := func(name string, mac hal.MAC) *Binding {
+		t.Helper()
+		nic, err := softnic.New(softnic.Config{Ports: []softnic.PortConfig{{Name: name, Kind: hal.PortUplink, MAC: mac, MTU: 1500}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nic.Close() })
+		return bind(t, host, nic, name)[0]
+	}
+	base := watchers()
+
+	b := uplink("up0", upMAC)
+	if !b.TakesFromHost() || tcxPrograms(t, host, "up0") != 1 || watchers() != base+1 {
+		t.Fatalf("bound without an address: TakesFromHost %v, %d programs on its tcx ingress, %d watchers; want true, 1, 1",
+			b.TakesFromHost(), tcxPrograms(t, host, "up0"), watchers()-base)
+	}
+	// The host's stack drops what it is sent while the drop is attached.
+	var sender *rawsock.Socket
+	err := nsexec.Do(nsPath(wireNS), func() (err error) {
+		sender, err = rawsock.Open("up0p", rawsock.Options{SendOnly: true})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sender.Close() })
+	f := wire.Build(wire.FrameSpec{SrcMAC: hal.MustMAC("02:00:00:00:0e:1f"), DstMAC: upMAC,
+		Src: netip.MustParseAddr("198.18.0.2"), Dst: netip.MustParseAddr("198.18.0.1"), Proto: hal.ProtoUDP,
+		SrcPort: 40000, DstPort: 4789, Payload: make([]byte, 64)})
+	in0, rx0 := ipIn(t, host), b.Stats().RxFrames
+	const frames = 10
+	for range frames {
+		if err := sender.Send(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the binding never took the frames", func() bool { return b.Stats().RxFrames >= rx0+frames })
+	if in := ipIn(t, host) - in0; in != 0 {
+		t.Fatalf("the host's stack received %d of the uplink's frames while the drop was attached", in)
+	}
+
+	// An address: the watch lifts the drop, and the host answers on it.
+	ip(t, "-n", host, "addr", "add", "198.18.0.1/24", "dev", "up0")
+	ip(t, "-n", wireNS, "addr", "add", "198.18.0.2/24", "dev", "up0p")
+	// The watch returns once it has detached the drop.
+	waitFor(t, "the watch never returned after the address was added", func() bool { return watchers() == base })
+	if b.TakesFromHost() || b.Stats().ReturnedToHost != 1 {
+		t.Fatalf("after the address: TakesFromHost %v, ReturnedToHost %d; want false, 1", b.TakesFromHost(), b.Stats().ReturnedToHost)
+	}
+	if n := tcxPrograms(t, host, "up0"); n != 0 {
+		t.Fatalf("%d programs on the uplink's tcx ingress after the address was added, want 0", n)
+	}
+	waitFor(t, "the host never answered a ping on the address added", func() bool {
+		return exec.Command("ip", "netns", "exec", wireNS, "ping", "-c1", "-W1", "198.18.0.1").Run() == nil
+	})
+	b.Close()
+	// Close has waited for the watch to return; the goroutine may still be
+	// on its way out, so allow it a moment. One blocked in
+	// its socket never leaves.
+	waitFor(t, "a watcher still runs after Close", func() bool { return watchers() == base })
+
+	// Closed with the drop attached: no program and no watcher is left.
+	b = uplink("up1", hal.MustMAC("02:00:00:00:0e:12"))
+	if !b.TakesFromHost() || watchers() != base+1 {
+		t.Fatalf("bound without an address: TakesFromHost %v, %d watchers; want true, 1", b.TakesFromHost(), watchers()-base)
+	}
+	b.Close()
+	if n := tcxPrograms(t, host, "up1"); n != 0 {
+		t.Fatalf("%d programs on the uplink's tcx ingress after Close, want 0", n)
+	}
+	waitFor(t, "the watcher still runs after Close", func() bool { return watchers() == base })
+	if b.Stats().ReturnedToHost != 0 {
+		t.Fatal("Close counted as the uplink returned to the host's stack")
+	}
+
+	// IPv6 turned on (a link-local address follows): the same.
+	b = uplink("up1", hal.MustMAC("02:00:00:00:0e:12"))
+	if !b.TakesFromHost() {
+		t.Fatal("bound again without an address: not TakesFromHost")
+	}
+	err = nsexec.Do(nsPath(host), func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/up1/disable_ipv6", []byte("0"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the watch never returned after IPv6 came on", func() bool { return watchers() == base })
+	if n := tcxPrograms(t, host, "up1"); b.TakesFromHost() || n != 0 || b.Stats().ReturnedToHost != 1 {
+		t.Fatalf("after IPv6 came on: TakesFromHost %v, %d programs, ReturnedToHost %d; want false, 0, 1",
+			b.TakesFromHost(), n, b.Stats().ReturnedToHost)
+	}
 }
