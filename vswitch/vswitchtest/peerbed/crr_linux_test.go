@@ -59,7 +59,8 @@ func TestMain(m *testing.M) {
 // futex and nanosleep wake-ups and epoll_ctl per socket, and net's own
 // setsockopt, getsockname and getpeername calls.) The goroutine is not
 // locked to its thread: with nothing else to run it stays there anyway,
-// and a locked one would hand its P to another thread at each crrYielder.yield.
+// and a locked one would hand its P to another thread at each yield (see
+// crrYielder).
 
 // crrServerMain listens on addr (the VM's address, port 0), prints the
 // address it listens on, and answers transactions until its standard
