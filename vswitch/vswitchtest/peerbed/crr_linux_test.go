@@ -7,15 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The CPS benchmark's load runs in processes of its own: the test binary
@@ -45,43 +46,200 @@ func TestMain(m *testing.M) {
 	}
 }
 
+// The load is lean, as netperf's TCP_CRR is, so that what it costs per
+// connection is the kernel's TCP work a connection needs and little else:
+// it is the same for every bed, and a heavy load would pull every ratio
+// towards 1. Each process runs one loop on one goroutine over one epoll
+// instance of its own, with non-blocking sockets and plain system calls:
+// no Go netpoller registration per socket, no goroutine parked and woken
+// per transaction, no deadline timers, no socket options or address
+// queries beyond the transaction's. (Measured with perf on the softnic
+// bed's client and server while they ran net.Dial/Accept with a goroutine
+// per transaction: about half of their CPU was Go's scheduler and poller,
+// futex and nanosleep wake-ups and epoll_ctl per socket, and net's own
+// setsockopt, getsockname and getpeername calls.) The goroutine is not
+// locked to its thread: with nothing else to run it stays there anyway,
+// and a locked one would hand its P to another thread at each yield (see
+// crrYielder).
+
 // crrServerMain listens on addr (the VM's address, port 0), prints the
 // address it listens on, and answers transactions until its standard
 // input ends: it accepts, reads the 1-byte request, writes a 1-byte
 // answer and closes (first, so that the clients keep no TIME_WAIT and
-// never run out of ports).
+// never run out of ports). A connection that sends nothing within
+// 2×crrTimeout is closed.
 func crrServerMain(addr string) int {
-	l, err := net.Listen("tcp4", addr)
+	lfd, sa, err := crrListen(addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fmt.Println(l.Addr())
-	go func() {
-		io.Copy(io.Discard, os.Stdin)
-		l.Close()
-	}()
-	var wg sync.WaitGroup
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(2 * crrTimeout))
-			var q [1]byte
-			if _, err := io.ReadFull(c, q[:]); err != nil {
-				return
-			}
-			c.Write([]byte{q[0] ^ 0xff})
-		}()
+	fmt.Printf("%s:%d\n", netip.AddrFrom4(sa.Addr), sa.Port)
+	if err := crrServe(lfd, 0); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	wg.Wait()
 	return 0
 }
+
+// crrListen opens a non-blocking listening socket on addr ("A.B.C.D:port")
+// and returns it with the address it is bound to.
+func crrListen(addr string) (int, *unix.SockaddrInet4, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4() {
+		return -1, nil, fmt.Errorf("CPS server address %q: want IPv4 address:port (%v)", addr, err)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, err
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}); err != nil {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("bind %s: %w", addr, err)
+	}
+	// The kernel caps the backlog at net.core.somaxconn.
+	if err := unix.Listen(fd, 4096); err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	return fd, got.(*unix.SockaddrInet4), nil
+}
+
+// crrServe answers transactions on the listening socket lfd until stop (a
+// pipe's reading end) ends or fails, then closes lfd and every connection.
+func crrServe(lfd, stop int) error {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(ep)
+	defer unix.Close(lfd)
+	// Event data: the listening socket and stop by their own fds (both
+	// level-triggered), a connection by its fd (edge-triggered: it is read
+	// until EAGAIN).
+	for _, fd := range []int{lfd, stop} {
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			return err
+		}
+	}
+	// since[fd] is when connection fd was accepted (0: not open), in
+	// nanoseconds of the loop's clock.
+	var since []int64
+	open := 0
+	defer func() {
+		for fd, t := range since {
+			if t != 0 {
+				unix.Close(fd)
+			}
+		}
+	}()
+	closeConn := func(fd int) {
+		unix.Close(fd)
+		since[fd] = 0
+		open--
+	}
+	events := make([]unix.EpollEvent, 64)
+	buf := make([]byte, 8)
+	t0 := time.Now()
+	lastSweep := int64(0)
+	var y crrYielder
+	for {
+		// Idle (another bed's turn), it sleeps until a connection comes.
+		timeout := -1
+		if open > 0 {
+			timeout = crrSweep
+		}
+		n, err := unix.EpollWait(ep, events, timeout)
+		if err != nil && err != unix.EINTR {
+			return err
+		}
+		tnow := time.Now()
+		y.yield(tnow)
+		now := int64(tnow.Sub(t0)) + 1
+		for _, ev := range events[:max(n, 0)] {
+			fd := int(ev.Fd)
+			switch fd {
+			case stop:
+				if k, err := unix.Read(stop, buf); k <= 0 && err != unix.EINTR && err != unix.EAGAIN {
+					return nil
+				}
+			case lfd:
+				for {
+					c, _, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+					if err != nil {
+						// EAGAIN: none left; a connection reset before
+						// it was accepted is not the server's failure.
+						break
+					}
+					if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, c, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c)}); err != nil {
+						unix.Close(c)
+						continue
+					}
+					if c >= len(since) {
+						since = append(since, make([]int64, c+1-len(since))...)
+					}
+					since[c] = now
+					open++
+				}
+			default:
+				if fd >= len(since) || since[fd] == 0 {
+					continue
+				}
+				k, err := unix.Read(fd, buf[:1])
+				if err == unix.EAGAIN {
+					continue
+				}
+				if k == 1 {
+					buf[0] ^= 0xff
+					// A write to a socket reset by then fails with EPIPE
+					// (Go ignores SIGPIPE on fds other than 1 and 2).
+					unix.Write(fd, buf[:1])
+				}
+				// Answered, or the client closed or reset: close first.
+				closeConn(fd)
+			}
+		}
+		if open > 0 && now-lastSweep >= int64(crrSweep)*int64(time.Millisecond) {
+			lastSweep = now
+			for fd, t := range since {
+				if t != 0 && now-t > int64(2*crrTimeout) {
+					closeConn(fd)
+				}
+			}
+		}
+	}
+}
+
+// crrYielder passes a load's loop through Go's scheduler every
+// crrYieldEvery. A goroutine that never does stays on one scheduling tick,
+// and after 10 ms of it Go's sysmon takes its P away at every system call
+// it finds it in (and signals its thread), from then on every 20 µs:
+// measured with perf, sysmon was a sixth of the load's CPU. A Gosched
+// at every wake-up instead wakes another thread each time (a fifth).
+type crrYielder struct{ last time.Time }
+
+// crrYieldEvery is well under sysmon's 10 ms.
+const crrYieldEvery = 2 * time.Millisecond
+
+func (y *crrYielder) yield(now time.Time) {
+	if now.Sub(y.last) >= crrYieldEvery {
+		y.last = now
+		runtime.Gosched()
+	}
+}
+
+// crrSweep is how often, in milliseconds, the load's loops look for
+// transactions past their time when no event comes sooner.
+const crrSweep = 50
 
 // crrClientMain runs transactions toward addr on command, one line of its
 // standard input each: "warm" completes one transaction (10 tries) and
@@ -89,12 +247,18 @@ func crrServerMain(addr string) int {
 // nanoseconds and answers "DONE FAILED ELAPSED_NS". It returns when its
 // input ends.
 func crrClientMain(addr string) int {
+	c, err := newCRRClient(addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer c.close()
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		f := strings.Fields(in.Text())
 		switch {
 		case len(f) == 1 && f[0] == "warm":
-			if err := warmCRR(addr); err != nil {
+			if err := c.warm(); err != nil {
 				fmt.Println(err)
 			} else {
 				fmt.Println("ok")
@@ -105,7 +269,11 @@ func crrClientMain(addr string) int {
 				fmt.Fprintln(os.Stderr, err)
 				return 2
 			}
-			done, failed, elapsed := runCRR(addr, time.Duration(ns))
+			done, failed, elapsed, err := c.run(crrWorkers, time.Duration(ns), -1, -1)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
 			fmt.Println(done, failed, elapsed.Nanoseconds())
 		default:
 			fmt.Fprintf(os.Stderr, "unknown command %q\n", in.Text())
@@ -115,66 +283,199 @@ func crrClientMain(addr string) int {
 	return 0
 }
 
-// runCRR runs connect-request-response transactions toward addr on
-// crrWorkers clients for d, and returns how many completed (connected, the
-// answer read, the server's close seen), how many failed, and the time
-// from the first connect to the last transaction's end.
-func runCRR(addr string, d time.Duration) (done, failed int64, elapsed time.Duration) {
-	var nDone, nFailed atomic.Int64
+// crrClient runs transactions toward one server from one epoll loop.
+type crrClient struct {
+	ep     int
+	to     unix.SockaddrInet4
+	events []unix.EpollEvent
+	slots  []crrSlot
+	buf    []byte
+	q      byte // the last request sent
+
+	// A run's counts: transactions completed and failed, and in flight.
+	done, failed int64
+	inFlight     int
+}
+
+// crrSlot is one client's transaction in flight.
+type crrSlot struct {
+	fd    int   // -1: none
+	state uint8 // crrConnecting, crrAnswer or crrEOF
+	q     byte  // the request
+	start time.Time
+}
+
+// A transaction's states: waiting for the connection (then it sends the
+// request), for the answer, and for the end of the stream.
+const (
+	crrConnecting = iota
+	crrAnswer
+	crrEOF
+)
+
+func newCRRClient(addr string) (*crrClient, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4() {
+		return nil, fmt.Errorf("CPS client address %q: want IPv4 address:port (%v)", addr, err)
+	}
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	return &crrClient{ep: ep, to: unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())},
+		events: make([]unix.EpollEvent, 64), buf: make([]byte, 8)}, nil
+}
+
+func (c *crrClient) close() { unix.Close(c.ep) }
+
+// warm completes one transaction, trying up to 10 times: the bed works,
+// and nothing of its setup is in the figure.
+func (c *crrClient) warm() error {
+	done, _, _, err := c.run(1, 10*crrTimeout, 1, 10)
+	if err != nil {
+		return err
+	}
+	if done == 0 {
+		return fmt.Errorf("10 transactions to %s:%d failed", netip.AddrFrom4(c.to.Addr), c.to.Port)
+	}
+	return nil
+}
+
+// run runs connect-request-response transactions on workers clients at
+// once for d (or until maxDone completed or maxFailed failed, when not
+// negative), and returns how many completed (connected, the answer read,
+// the server's close seen), how many failed (no connection, a wrong or
+// missing answer, or none within crrTimeout), and the time from the first
+// connect to the last transaction's end. A client starts its next
+// transaction as soon as one ends, until d has passed.
+func (c *crrClient) run(workers int, d time.Duration, maxDone, maxFailed int64) (done, failed int64, elapsed time.Duration, err error) {
 	start := time.Now()
 	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	for range crrWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d := net.Dialer{Timeout: crrTimeout}
-			buf := make([]byte, 8)
-			for i := byte(0); time.Now().Before(deadline); i++ {
-				if crr(&d, addr, i, buf) {
-					nDone.Add(1)
-				} else {
-					nFailed.Add(1)
-				}
-			}
-		}()
+	c.done, c.failed, c.inFlight = 0, 0, 0
+	more := func() bool {
+		return (maxDone < 0 || c.done < maxDone) && (maxFailed < 0 || c.failed < maxFailed) && time.Now().Before(deadline)
 	}
-	wg.Wait()
-	return nDone.Load(), nFailed.Load(), time.Since(start)
-}
-
-// warmCRR completes one transaction toward addr, trying up to 10 times:
-// the bed works, and nothing of its setup is in the figure.
-func warmCRR(addr string) error {
-	d := net.Dialer{Timeout: crrTimeout}
-	buf := make([]byte, 8)
-	for i := range byte(10) {
-		if crr(&d, addr, i, buf) {
-			return nil
+	c.slots = c.slots[:0]
+	for i := range workers {
+		c.slots = append(c.slots, crrSlot{fd: -1})
+		c.begin(i, more)
+	}
+	last := time.Now()
+	var y crrYielder
+	for c.inFlight > 0 {
+		n, err := unix.EpollWait(c.ep, c.events, crrSweep)
+		if err != nil && err != unix.EINTR {
+			c.abort()
+			return c.done, c.failed, 0, err
+		}
+		for _, ev := range c.events[:max(n, 0)] {
+			i := int(ev.Fd)
+			if c.slots[i].fd < 0 || c.step(&c.slots[i], ev.Events) {
+				continue
+			}
+			last = time.Now()
+			c.begin(i, more)
+		}
+		now := time.Now()
+		y.yield(now)
+		for i := range c.slots {
+			if s := &c.slots[i]; s.fd >= 0 && now.Sub(s.start) > crrTimeout {
+				c.finish(s, false)
+				last = now
+				c.begin(i, more)
+			}
 		}
 	}
-	return fmt.Errorf("10 transactions to %s failed", addr)
+	return c.done, c.failed, last.Sub(start), nil
 }
 
-// crr is one transaction: connect, send q, read the answer (q^0xff) and
-// the end of the stream, close.
-func crr(d *net.Dialer, addr string, q byte, buf []byte) bool {
-	c, err := d.Dial("tcp4", addr)
-	if err != nil {
-		return false
+// begin starts a transaction on slot i while more says so; a socket or
+// connect that fails at once counts as a failed transaction, and the next
+// one starts.
+func (c *crrClient) begin(i int, more func() bool) {
+	s := &c.slots[i]
+	for more() {
+		c.q++
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			c.failed++
+			continue
+		}
+		*s = crrSlot{fd: fd, q: c.q, start: time.Now()}
+		c.inFlight++
+		if err := unix.Connect(fd, &c.to); err != nil && err != unix.EINPROGRESS {
+			c.finish(s, false)
+			continue
+		}
+		// Edge-triggered: the connection's completion, the answer and the
+		// end of the stream each wake the loop once.
+		if err := unix.EpollCtl(c.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(i)}); err != nil {
+			c.finish(s, false)
+			continue
+		}
+		return
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(crrTimeout))
-	if _, err := c.Write([]byte{q}); err != nil {
-		return false
+}
+
+// step moves s on after the events ev: true while the transaction goes
+// on, false when it ended (counted, its socket closed).
+func (c *crrClient) step(s *crrSlot, ev uint32) bool {
+	if s.state == crrConnecting {
+		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return true
+		}
+		// A connect that failed fails the send.
+		c.buf[0] = s.q
+		if k, err := unix.Write(s.fd, c.buf[:1]); err != nil || k != 1 {
+			return c.finish(s, false)
+		}
+		s.state = crrAnswer
+		// The answer cannot have come yet: wait for its event.
+		return true
 	}
-	n, err := io.ReadFull(c, buf[:1])
-	if err != nil || n != 1 || buf[0] != q^0xff {
-		return false
+	for {
+		k, err := unix.Read(s.fd, c.buf)
+		switch {
+		case err == unix.EAGAIN:
+			return true
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return c.finish(s, false)
+		case s.state == crrAnswer:
+			if k != 1 || c.buf[0] != s.q^0xff {
+				return c.finish(s, false)
+			}
+			s.state = crrEOF
+		default:
+			// The server closes: the end of the stream and nothing else.
+			return c.finish(s, k == 0)
+		}
 	}
-	// The server closes: the end of the stream and nothing else.
-	n, err = c.Read(buf)
-	return n == 0 && err == io.EOF
+}
+
+// finish ends s's transaction, counted as ok or failed, and returns false.
+func (c *crrClient) finish(s *crrSlot, ok bool) bool {
+	unix.Close(s.fd)
+	s.fd = -1
+	c.inFlight--
+	if ok {
+		c.done++
+	} else {
+		c.failed++
+	}
+	return false
+}
+
+// abort closes every transaction in flight, uncounted.
+func (c *crrClient) abort() {
+	for i := range c.slots {
+		if s := &c.slots[i]; s.fd >= 0 {
+			unix.Close(s.fd)
+			s.fd = -1
+		}
+	}
+	c.inFlight = 0
 }
 
 // crrProc is one of the load's processes, seen from the benchmark: its

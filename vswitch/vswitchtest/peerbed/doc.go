@@ -38,6 +38,17 @@
 // hosts is what the peer benchmarks (make bench-peers: connections,
 // 64-byte frames and rules installed per second) compare nicpath with.
 //
+// The connections-per-second benchmark (BenchmarkPeerCPS) runs its load,
+// netperf's TCP_CRR (connect, a 1-byte request, a 1-byte answer, the
+// server closes first, the client reads the end of the stream; anything
+// else counts as failed), in processes of its own in the VMs' namespaces:
+// the test binary started again as a server in vm-b and a client in vm-a,
+// each one epoll loop over non-blocking sockets on one goroutine, the
+// client with 8 transactions in flight. The load is the same on every
+// bed; lean, it takes little CPU beside the datapath it measures (Go's
+// net.Dial/Accept, a goroutine per transaction, took about twice as much
+// per connection, half of it the scheduler's and poller's wake-ups).
+//
 // Config.ACLs adds ACLs to the bed's tenant (the VM tier checks stateful
 // inbound ACLs on tc-flower with them).
 //

@@ -126,10 +126,10 @@ func median(sorted []float64) float64 {
 	return (sorted[n/2-1] + sorted[n/2]) / 2
 }
 
-// crrWorkers is how many clients connect at once in a CPS turn: enough
-// that neither datapath waits on one connection's round trips (the
-// slow paths see several first packets at a time, as they do from many
-// VMs), few enough for two cores.
+// crrWorkers is how many transactions the CPS client keeps in flight in
+// a turn: enough that neither datapath waits on one connection's round
+// trips (the slow paths see several first packets at a time, as they do
+// from many VMs), few enough for two cores.
 const crrWorkers = 8
 
 // crrTurn is how long each bed gets in one turn of BenchmarkPeerCPS: short,
@@ -143,11 +143,15 @@ const crrTimeout = time.Second
 
 // BenchmarkPeerCPS is peer.cps_vs_ovs.<driver>: new TCP connections per
 // second end to end, from vm-a on host-a to vm-b on host-b, and the answer
-// back: crrWorkers clients each connect, send one byte, read the one-byte
-// answer and the server's close, and close (netperf's TCP_CRR). The
-// clients and the server are processes of their own in the VMs'
-// namespaces (see crrEnv), on every bed, so the load takes nothing from
-// nicpath's in-process vswitchds that it does not take from OVS's daemons.
+// back: the client keeps crrWorkers transactions in flight, each of which
+// connects, sends one byte, reads the one-byte answer and the server's
+// close, and closes (netperf's TCP_CRR). The client and the server are
+// processes of their own in the VMs' namespaces (see crrEnv), on every
+// bed, so the load takes nothing from nicpath's in-process vswitchds that
+// it does not take from OVS's daemons; each is one epoll loop over
+// non-blocking sockets on one goroutine, making no system call the
+// transaction does not need, so that the load's own CPU, the same on every
+// bed, stays small beside the datapaths' (see crrServerMain).
 // What a new connection costs each datapath depends on the policy: on the
 // bed's (no ACL) nicpath's port-wildcard rules and OVS's megaflows both
 // forward a connection between known endpoints without their slow path
