@@ -47,8 +47,9 @@ type table4 struct {
 	tags []uint16
 
 	// staged is the writes reserved (stage) but not yet made (commit):
-	// each has its free slot taken in tags and its programs interned, so
-	// that it can no longer fail. commit makes them in the order of their
+	// each has its free slot taken in tags, its programs interned and its
+	// second rule, if any, written into a side entry, so that it can no
+	// longer fail. commit makes them in the order of their
 	// slots: a bulk load of random keys then walks the table (a cold line
 	// and often a page of its own per key, on a table of the rules' size)
 	// from one end to the other instead of jumping about it. stagedAt
@@ -175,7 +176,8 @@ func (t *table4) free(base uint32) int {
 
 // put publishes k→v in a free slot of k's window and then retires the slot
 // that held k before, if any. It returns false, changing nothing, when the
-// window has no free slot or progs4 no room for a program of v.
+// window has no free slot, progs4 no room for a program of v, or sides4 no
+// free entry for v's second rule.
 func (t *table4) put(k *bpfKey4, v *bpfFlowVal) bool {
 	var st stage4
 	if !t.reserve(k, v, &st) {
