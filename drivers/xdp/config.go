@@ -62,13 +62,16 @@ type Config struct {
 	// MaxRules is the size of the flow hash (entries; each holds up to two
 	// rules with the same match). Default 65536. Exact rules of
 	// untunnelled IPv4 frames live in table4, an mmapped array of
-	// 2*MaxRules+8 slots of 104 bytes, with their actions in progs4, an
-	// mmapped array of MaxRules+2 programs of 160 bytes (together about
-	// 24 MB at the default, allocated and mapped at Open), and in its
-	// overflow, a hash of up to MaxRules entries allocated as they come.
-	// Open refuses a negative value or one above MostRules.
+	// 2*MaxRules+8 slots of 64 bytes, with their second rules (shadows,
+	// two priorities) in sides4, an mmapped array of MaxRules+2 of 32
+	// bytes, and their actions in progs4, an mmapped array of MaxRules+2
+	// programs of 160 bytes (together about 21 MB at the default,
+	// allocated and mapped at Open), and in its overflow, a hash of up
+	// to MaxRules entries allocated as they come. Open refuses a
+	// negative value or one above MostRules.
 	MaxRules int
-	// MaxScopes is the size of the active-generation array. Default 4096.
+	// MaxScopes is the size of the active-generation array. Default 4096;
+	// Open refuses a value above MostScopes.
 	MaxScopes int
 	// ExceptionBuffer is the per-CPU size, in bytes, of the exception ring
 	// (rounded up to pages). Default 1 MiB.
@@ -120,8 +123,23 @@ func (c *Config) withDefaults() Config {
 
 // MostRules is the largest Config.MaxRules Open takes: the kernel's map
 // sizes are 32-bit counts of entries (table4 holds 2*MaxRules slots), and at
-// this size table4 and progs4 alone map about 23 GiB.
+// this size table4, sides4 and progs4 alone map about 20 GiB.
 const MostRules = 1 << 26
+
+// MostScopes is the largest Config.MaxScopes Open takes: a table4 slot
+// holds its rule's scope in 16 bits, so that the slot is one cache line.
+const MostScopes = 1 << 16
+
+// scopesNote says why MaxScopes is bounded.
+const scopesNote = "scopes: at most 65536 (Config.MaxScopes, MostScopes): a rule's scope is 16 bits in table4's 64-byte slot"
+
+// checkScopes refuses a Config.MaxScopes Open cannot take.
+func checkScopes(maxScopes int) error {
+	if maxScopes > MostScopes {
+		return fmt.Errorf("xdp: MaxScopes %d is above %d: table4 holds a rule's scope in 16 bits", maxScopes, MostScopes)
+	}
+	return nil
+}
 
 // DefaultMaxBatch bounds one Apply call unless Config.MaxBatch says
 // otherwise. Batches are written with BPF batch updates; the bound only
@@ -166,6 +184,7 @@ func baseCapabilities(cfg *Config) hal.Capabilities {
 			"partial TCP/UDP checksums (a sender's checksum offload) are completed on every frame that leaves, to a port or to the host",
 			fmt.Sprintf("tunnel filter: at most %d addresses and groups per uplink", maxEPAddrs),
 			atomicBatchNote,
+			scopesNote,
 			sealedNote,
 		},
 	}

@@ -87,28 +87,32 @@
 // inlined array lookups, and looks no further when no other shape holds a
 // priority as high as the rule it found. An entry that finds its 8 slots
 // taken goes to flows4, a BPF hash under the same key (table4's overflow),
-// which the program reads only while it holds entries. A slot holds the
-// key and, per rule, its scope, generation, priority, ID and counter and
-// the index of its program: its actions, in progs4, an mmapped array of
-// programs interned by the driver (the flows a vswitch offloads toward one
-// host share one), so that a slot is 104 bytes and adding a rule whose
-// actions are already there writes nothing else. Each slot has a seq
-// word: the driver writes key and rules into a free slot (and a new
-// program into a free one of progs4), then publishes it with one atomic
-// store of seq, and never rewrites a published slot: a
-// new version of an entry is published in another slot (or in flows4)
-// before the old slot is retired, so a packet meets the old version, the
-// new one, or both, never a miss between them. Apply reserves an add's
-// slot (and interns its program) when it runs the add, so that the write
-// can no longer fail, and makes the writes of up to 32768 reserved slots
-// together, in slot order, before it returns or before any operation on
-// one of their entries: a bulk load of random keys then walks the table
-// once from one end to the other rather than jumping about it (a key that
-// overflows meanwhile goes to flows4 without cutting the run, unless a
-// reserved write would free a slot of its window). The program reads seq
-// before and after the key, the rules and the program it copies, and
-// searches again when it changed (a slot retired or reused under it); a
-// program is rewritten only once every slot naming it is retired. The loads are ordered by compiler
+// which the program reads only while it holds entries. A slot is one
+// 64-byte cache line: the key and the entry's first rule (its scope, in 16
+// bits, generation, priority, ID and counter and the index of its program:
+// its actions, in progs4, an mmapped array of programs interned by the
+// driver, so that the flows a vswitch offloads toward one host share one),
+// and the index of the entry's second rule, if any (a shadow, or a rule at
+// another priority), in sides4, an mmapped array of 32-byte entries: a hit
+// on a one-rule entry reads one line of table4, on a two-rule entry two,
+// and adding a rule whose actions are already there writes nothing else.
+// Each slot has a seq word: the driver writes key and rules into a free
+// slot (a new program into a free one of progs4, a second rule into a free
+// side entry), then publishes it with one atomic store of seq, and never
+// rewrites a published slot: a new version of an entry is published in
+// another slot (or in flows4) before the old slot is retired, so a packet
+// meets the old version, the new one, or both, never a miss between them.
+// Apply reserves an add's slot (and interns its program) when it runs the
+// add, so that the write can no longer fail, and makes the writes of up to
+// 32768 reserved slots together, in slot order, before it returns or
+// before any operation on one of their entries: a bulk load of random keys
+// then walks the table once from one end to the other rather than jumping
+// about it (a key that overflows meanwhile goes to flows4 without cutting
+// the run, unless a reserved write would free a slot of its window). The
+// program reads seq before and after the key, the rules (the side entry
+// too) and the program it copies, and searches again when it changed (a
+// slot retired or reused under it); a program or side entry is rewritten
+// only once every slot naming it is retired. The loads are ordered by compiler
 // barriers, which suffices on x86 (loads are not reordered with loads); a
 // weakly ordered CPU (arm64) would need load-acquire (BPF has it from
 // Linux 6.15).
@@ -229,7 +233,8 @@
 //	               Geneve without options)                   Geneve options
 //	Decaps         VXLAN, Geneve, NVGRE (IPv4 or IPv6 outer) the parser
 //	Counters       per rule (Count), per port, L2 bytes      per-CPU arrays
-//	Generations    yes, Config.MaxScopes scopes               the active_gen array
+//	Generations    yes, Config.MaxScopes scopes, at most        the active_gen array; table4
+//	               MostScopes (65536): Open refuses more     holds a scope in 16 bits
 //	ExceptionPath  yes (perf events), AtomicBatch no
 //	MaxBatch       Config.MaxBatch operations per Apply     Config (default DefaultMaxBatch, 1<<20)
 //	TunnelFilter   yes, 16 addresses and groups per uplink  the tun_eps map

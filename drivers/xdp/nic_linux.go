@@ -71,6 +71,7 @@ type NIC struct {
 	active map[hal.Scope]hal.Generation
 	t4mem  []byte // table4's mmap, unmapped by release
 	p4mem  []byte // progs4's mmap, likewise
+	s4mem  []byte // sides4's mmap, likewise
 }
 
 // Open loads the datapath, attaches it to every port of cfg and returns the
@@ -81,6 +82,9 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 	}
 	if cfg.MaxRules < 0 || cfg.MaxRules > MostRules {
 		return nil, fmt.Errorf("xdp: MaxRules %d is outside 0..%d", cfg.MaxRules, MostRules)
+	}
+	if err := checkScopes(cfg.MaxScopes); err != nil {
+		return nil, err
 	}
 	c := cfg.withDefaults()
 	for _, p := range c.Ports {
@@ -100,6 +104,11 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 	// published before its old one is retired.
 	progs4 := uint32(c.MaxRules + 2)
 	spec.Maps["progs4"].MaxEntries = progs4
+	// A side entry per entry with two rules at most, room for one's new
+	// version published before its old one is retired, and entry 0,
+	// which stands for none.
+	sides4 := uint32(c.MaxRules + 2)
+	spec.Maps["sides4"].MaxEntries = sides4
 	var seed [8]byte
 	if _, err := rand.Read(seed[:]); err != nil {
 		return nil, fmt.Errorf("xdp: table4 seed: %w", err)
@@ -146,6 +155,13 @@ func Open(ctx context.Context, cfg Config) (_ *NIC, err error) {
 	}
 	n.p4mem = pmem
 	t4.progs = newProgs4(pmem, progs4)
+	ssize := (int(sides4)*int(side4Size) + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
+	smem, err := unix.Mmap(n.maps["sides4"].FD(), 0, ssize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, fmt.Errorf("xdp: map sides4: %w", err)
+	}
+	n.s4mem = smem
+	t4.sides = newSides4(smem, sides4)
 	n.caps = baseCapabilities(&c)
 	n.caps.Device = ""
 	// Table sizes as the kernel created them, not as asked.
@@ -327,6 +343,10 @@ func (n *NIC) release() error {
 	if n.p4mem != nil {
 		unix.Munmap(n.p4mem)
 		n.p4mem = nil
+	}
+	if n.s4mem != nil {
+		unix.Munmap(n.s4mem)
+		n.s4mem = nil
 	}
 	for _, m := range n.maps {
 		m.Close()

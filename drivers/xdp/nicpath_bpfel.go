@@ -28,6 +28,7 @@ const (
 	nicpathMapReasonStats  = "reason_stats"
 	nicpathMapRuleCounters = "rule_counters"
 	nicpathMapScratch      = "scratch"
+	nicpathMapSides4       = "sides4"
 	nicpathMapTable4       = "table4"
 	nicpathMapTrace        = "trace"
 	nicpathMapTunEps       = "tun_eps"
@@ -100,6 +101,7 @@ type nicpathMapSpecs struct {
 	ReasonStats  *ebpf.MapSpec `ebpf:"reason_stats"`
 	RuleCounters *ebpf.MapSpec `ebpf:"rule_counters"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	Sides4       *ebpf.MapSpec `ebpf:"sides4"`
 	Table4       *ebpf.MapSpec `ebpf:"table4"`
 	Trace        *ebpf.MapSpec `ebpf:"trace"`
 	TunEps       *ebpf.MapSpec `ebpf:"tun_eps"`
@@ -148,6 +150,7 @@ type nicpathMaps struct {
 	ReasonStats  *ebpf.Map `ebpf:"reason_stats"`
 	RuleCounters *ebpf.Map `ebpf:"rule_counters"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
+	Sides4       *ebpf.Map `ebpf:"sides4"`
 	Table4       *ebpf.Map `ebpf:"table4"`
 	Trace        *ebpf.Map `ebpf:"trace"`
 	TunEps       *ebpf.Map `ebpf:"tun_eps"`
@@ -168,6 +171,7 @@ func (m *nicpathMaps) Close() error {
 		m.ReasonStats,
 		m.RuleCounters,
 		m.Scratch,
+		m.Sides4,
 		m.Table4,
 		m.Trace,
 		m.TunEps,

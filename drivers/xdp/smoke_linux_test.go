@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nicpath/nicpath/hal"
+	"github.com/nicpath/nicpath/hal/wire"
 )
 
 // TestCapabilities: what Open reports is what it created and attached.
@@ -65,6 +66,50 @@ func TestOpenMaxRulesRange(t *testing.T) {
 		if !strings.Contains(err.Error(), "MaxRules") {
 			t.Fatalf("Open with MaxRules %d: %v", v, err)
 		}
+	}
+}
+
+// TestOpenMaxScopesRange: a Config.MaxScopes above MostScopes (a table4
+// slot holds a rule's scope in 16 bits) fails Open before anything is
+// loaded, naming the field; MostScopes itself is taken, reported in
+// Capabilities with the note that says why it is the bound, and its last
+// scope works.
+func TestOpenMaxScopesRange(t *testing.T) {
+	requireRoot(t)
+	for _, v := range []int{MostScopes + 1, 1 << 20} {
+		n, err := Open(context.Background(), Config{MaxScopes: v, Ports: []PortConfig{{}}})
+		if err == nil {
+			n.Close()
+			t.Fatalf("Open took MaxScopes %d", v)
+		}
+		if !strings.Contains(err.Error(), "MaxScopes") {
+			t.Fatalf("Open with MaxScopes %d: %v", v, err)
+		}
+	}
+	n := openVirtual(t, Config{MaxRules: 16, MaxScopes: MostScopes})
+	c := n.Capabilities()
+	if c.MaxScopes != MostScopes || !strings.Contains(strings.Join(c.Notes, "\n"), scopesNote) {
+		t.Fatalf("capabilities:\n%s", c.String())
+	}
+	// The highest scope, in table4: its shadow (generation 0) inline and
+	// its live rule (generation 1) in a side entry.
+	last := hal.Scope(MostScopes - 1)
+	f := wire.Build(udp4(ca1, ca2, 1000, 2000))
+	shadow := exactRule(t, 1, pVM1, f, hal.Output(pVM2))
+	live := exactRule(t, 2, pVM1, f, hal.Output(pUp))
+	shadow.Scope, live.Scope, live.Generation = last, last, 1
+	mustApply(t, n, hal.AddOp(shadow), hal.AddOp(live))
+	if r := mustRun(t, n, pVM1, f); r.Verdict != VerdictOutput || r.Port != pVM2 {
+		t.Fatalf("generation 0 live: %+v", r)
+	}
+	if err := n.Activate(context.Background(), last, 1); err != nil {
+		t.Fatal(err)
+	}
+	if r := mustRun(t, n, pVM1, f); r.Verdict != VerdictOutput || r.Port != pUp {
+		t.Fatalf("generation 1 live: %+v", r)
+	}
+	if n.tab.be.(*mapBackend).t4.sides.used() != 1 {
+		t.Fatal("the two-rule entry is not in table4 with a side entry")
 	}
 }
 

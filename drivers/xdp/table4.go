@@ -24,17 +24,21 @@ import (
 // so a search that finds nothing sums the window's seq words again and
 // starts over when the sum moved (probe4 in bpf/lib/lookup.h).
 //
-// A slot holds the key and, per rule, what picking the better rule needs
-// and the index of the rule's program (its actions, in the array progs4):
-// 104 bytes, where the rules inline took 360. Programs are interned (see
-// progs4): the rules a vswitch offloads per connection mostly share the
-// actions of the flows toward one host, so an add writes one slot and no
-// program, and the table's memory is the slots, not the actions.
+// A slot is one cache line (64 bytes): the key, one rule inline (what
+// picking the better rule needs and the index of the rule's program, its
+// actions in the array progs4), and the index in the array sides4 of the
+// entry's second rule, if it has one (a shadow, or a rule at another
+// priority): a hit on a one-rule entry reads one line, on a two-rule entry
+// two. Programs are interned (see progs4): the rules a vswitch offloads
+// per connection mostly share the actions of the flows toward one host, so
+// an add writes one slot and no program, and the table's memory is the
+// slots, not the actions.
 type table4 struct {
 	mem   []byte // the array's values, slots+probe4 of slot4Size bytes
 	slots uint32 // base slots a key hashes to
 	seed  uint64
 	progs progs4
+	sides sides4
 	// tags mirrors the slots for the writer: 0 for a slot that holds
 	// nothing, else a tag of the hash of its key (never 0). A window's
 	// tags are one cache line of Go memory, where its slots' seq words
@@ -43,8 +47,9 @@ type table4 struct {
 	tags []uint16
 
 	// staged is the writes reserved (stage) but not yet made (commit):
-	// each has its free slot taken in tags and its programs interned, so
-	// that it can no longer fail. commit makes them in the order of their
+	// each has its free slot taken in tags, its programs interned and its
+	// second rule, if any, written into a side entry, so that it can no
+	// longer fail. commit makes them in the order of their
 	// slots: a bulk load of random keys then walks the table (a cold line
 	// and often a page of its own per key, on a table of the rules' size)
 	// from one end to the other instead of jumping about it. stagedAt
@@ -58,13 +63,15 @@ type table4 struct {
 	warmed    uint32      // the sum of what commit read ahead, kept so that the reads are made
 }
 
-// stage4 is a write of table4 reserved by stage: k→refs is published in
-// slot and then old, when not -1, is retired.
+// stage4 is a write of table4 reserved by stage: key→ref (and side, the
+// entry's second rule, already written into sides4; 0: none) is published
+// in slot and then old, when not -1, is retired.
 type stage4 struct {
 	slot uint32
 	old  int32
+	side uint32
 	key  bpfKey4
-	refs [slotsPerEntry]bpfRef4
+	ref  bpfRef4
 }
 
 const (
@@ -76,22 +83,40 @@ const (
 	hash4M  = 0x9E3779B97F4A7C15
 )
 
-// bpfRef4 is struct ref4: one rule of a table4 slot.
+// bpfRef4 is struct ref4: one rule of a table4 entry. Scope is 16 bits:
+// Open takes at most MostScopes scopes.
 type bpfRef4 struct {
-	ID                        uint64
-	Scope, Gen, Counter, Prog uint32
-	Prio, Pad                 uint16
-	Pad2                      uint32
+	ID                 uint64
+	Gen, Counter, Prog uint32
+	Scope, Prio        uint16
 }
 
-// bpfSlot4 is struct slot4.
+// bpfSlot4 is struct slot4: one cache line.
 type bpfSlot4 struct {
-	Seq, Pad uint32
-	Key      bpfKey4
-	Ref      [slotsPerEntry]bpfRef4
+	Seq  uint32
+	Side uint32 // index in sides4 of the entry's second rule; 0: none
+	Key  bpfKey4
+	Ref  bpfRef4
 }
 
-const slot4Size = unsafe.Sizeof(bpfSlot4{})
+// bpfSide4 is struct side4: the second rule of a two-rule entry.
+type bpfSide4 struct {
+	Ref bpfRef4
+	Pad uint64
+}
+
+const (
+	slot4Size = unsafe.Sizeof(bpfSlot4{})
+	side4Size = unsafe.Sizeof(bpfSide4{})
+)
+
+// A slot is one cache line, a side entry half of one.
+var (
+	_ [slot4Size - 64]byte
+	_ [64 - slot4Size]byte
+	_ [side4Size - 32]byte
+	_ [32 - side4Size]byte
+)
 
 // hash4 is the program's hash4 of k under seed.
 func hash4(k *bpfKey4, seed uint64) uint64 {
@@ -151,7 +176,8 @@ func (t *table4) free(base uint32) int {
 
 // put publishes k→v in a free slot of k's window and then retires the slot
 // that held k before, if any. It returns false, changing nothing, when the
-// window has no free slot or progs4 no room for a program of v.
+// window has no free slot, progs4 no room for a program of v, or sides4 no
+// free entry for v's second rule.
 func (t *table4) put(k *bpfKey4, v *bpfFlowVal) bool {
 	var st stage4
 	if !t.reserve(k, v, &st) {
@@ -184,46 +210,75 @@ func (t *table4) stage(k *bpfKey4, v *bpfFlowVal) bool {
 }
 
 // reserve takes a free slot of k's window for k→v (in tags, so that no
-// other write takes it) and interns v's programs, into st; false, changing
-// nothing, when there is no room for either.
+// other write takes it), interns v's programs and, for a second rule,
+// takes an entry of sides4 and writes the rule there, into st; false,
+// changing nothing, when there is no room for any of them. The first rule
+// of v that has one goes inline: a one-rule entry names no side entry,
+// whichever of v's two places holds its rule. A scope beyond 16 bits (which
+// Open's bound on MaxScopes rules out) is refused too: the entry goes to
+// flows4, which holds it whole.
 func (t *table4) reserve(k *bpfKey4, v *bpfFlowVal, st *stage4) bool {
 	base, tag := t.base(k)
 	f := t.free(base)
 	if f < 0 {
 		return false
 	}
+	var refs [slotsPerEntry]bpfRef4
+	n := 0
 	for i := range v.Slot {
 		r := &v.Slot[i]
 		if r.ID == 0 {
-			st.refs[i] = bpfRef4{}
 			continue
+		}
+		if r.Scope > 0xffff {
+			t.releaseRefs(refs[:n])
+			return false
 		}
 		p, ok := t.progs.intern(r)
 		if !ok {
-			for j := range i {
-				if st.refs[j].ID != 0 {
-					t.progs.release(st.refs[j].Prog)
-				}
-			}
+			t.releaseRefs(refs[:n])
 			return false
 		}
-		st.refs[i] = bpfRef4{ID: r.ID, Scope: r.Scope, Gen: r.Gen, Counter: r.Counter, Prog: p, Prio: r.Prio}
+		refs[n] = bpfRef4{ID: r.ID, Scope: uint16(r.Scope), Gen: r.Gen, Counter: r.Counter, Prog: p, Prio: r.Prio}
+		n++
 	}
+	st.side = 0
+	if n == 2 {
+		i, ok := t.sides.alloc()
+		if !ok {
+			t.releaseRefs(refs[:n])
+			return false
+		}
+		// Free: no published slot names it, so no reader reads it but
+		// one whose slot was retired since, which sees seq changed.
+		t.sides.side(i).Ref = refs[1]
+		st.side = i
+	}
+	st.ref = refs[0]
 	st.old = int32(t.find(k, base, tag))
 	st.slot, st.key = uint32(f), *k
 	t.tags[f] = tag
 	return true
 }
 
+// releaseRefs releases the programs of refs, which reserve interned.
+func (t *table4) releaseRefs(refs []bpfRef4) {
+	for i := range refs {
+		t.progs.release(refs[i].Prog)
+	}
+}
+
 // write publishes st's slot and then retires the slot it replaces.
 func (t *table4) write(st *stage4) {
 	s := t.slot(st.slot)
 	seq := atomic.LoadUint32(&s.Seq)
+	s.Side = st.side
 	s.Key = st.key
-	s.Ref = st.refs
+	s.Ref = st.ref
 	// The atomic store orders the stores above (and those of a program
-	// interned for it) before it: the program sees the new seq only with
-	// the key, the refs and their programs in place.
+	// interned and a side entry written for it) before it: the program
+	// sees the new seq only with the key, the rules and their programs
+	// in place.
 	atomic.StoreUint32(&s.Seq, (seq+seqStep)&^3|seqValid)
 	if st.old >= 0 {
 		t.retire(uint32(st.old))
@@ -262,15 +317,13 @@ func (t *table4) commit() {
 	// Each publish is an atomic store, which x86 makes with a locked
 	// instruction: no later load starts before it completes, so a slot
 	// whose line is cold stalls the loop for a whole miss. The slots of
-	// a group are therefore read first, back to back, their misses
-	// overlapping, and written after. A slot spans two or three cache
-	// lines: its first and its last are read (those between, if any, are
-	// whole lines of refs and only written).
+	// a group (a line each) are therefore read first, back to back, their
+	// misses overlapping, and written after.
 	for g := 0; g < n; g += commitGroup {
 		group := src[g:min(g+commitGroup, n)]
 		for _, i := range group {
 			s := t.slot(t.staged[i].slot)
-			t.warmed += atomic.LoadUint32(&s.Seq) + uint32(s.Ref[slotsPerEntry-1].Pad2)
+			t.warmed += atomic.LoadUint32(&s.Seq)
 		}
 		for _, i := range group {
 			st := &t.staged[i]
@@ -285,16 +338,18 @@ func (t *table4) commit() {
 // commitGroup is how many slots commit reads ahead of writing them.
 const commitGroup = 16
 
-// retire empties slot i and then releases its programs: a program is
-// rewritten only once no published slot names it.
+// retire empties slot i and then releases its programs and its side
+// entry: either is rewritten only once no published slot names it.
 func (t *table4) retire(i uint32) {
 	t.tags[i] = 0
 	s := t.slot(i)
 	atomic.StoreUint32(&s.Seq, (atomic.LoadUint32(&s.Seq)+seqStep)&^3)
-	for j := range s.Ref {
-		if s.Ref[j].ID != 0 {
-			t.progs.release(s.Ref[j].Prog)
-		}
+	if s.Ref.ID != 0 {
+		t.progs.release(s.Ref.Prog)
+	}
+	if s.Side != 0 {
+		t.progs.release(t.sides.side(s.Side).Ref.Prog)
+		t.sides.release(s.Side)
 	}
 }
 
@@ -379,3 +434,41 @@ func (p *progs4) release(i uint32) {
 		p.lastOK = false
 	}
 }
+
+// sides4 is the user-space side of the BPF array sides4: the second rules
+// of table4's two-rule entries, one entry per slot that names it. Entry 0
+// is never used (a slot's side 0: none). An entry is written before the
+// slot naming it is published and reused only after that slot was retired:
+// the reader, which reads it between its slot's two seq reads, notices.
+type sides4 struct {
+	mem  []byte // the array's values, max of side4Size bytes
+	max  uint32
+	free []uint32
+	next uint32
+}
+
+func newSides4(mem []byte, max uint32) sides4 { return sides4{mem: mem, max: max, next: 1} }
+
+func (s *sides4) side(i uint32) *bpfSide4 {
+	return (*bpfSide4)(unsafe.Pointer(&s.mem[uintptr(i)*side4Size]))
+}
+
+// alloc returns a free entry; false when there is none.
+func (s *sides4) alloc() (uint32, bool) {
+	if n := len(s.free); n > 0 {
+		i := s.free[n-1]
+		s.free = s.free[:n-1]
+		return i, true
+	}
+	if s.next < s.max {
+		s.next++
+		return s.next - 1, true
+	}
+	return 0, false
+}
+
+// release frees entry i, whose slot was retired.
+func (s *sides4) release(i uint32) { s.free = append(s.free, i) }
+
+// used is the number of entries allocated.
+func (s *sides4) used() int { return int(s.next) - 1 - len(s.free) }

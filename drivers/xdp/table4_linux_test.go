@@ -3,6 +3,7 @@
 package xdp
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -302,4 +303,116 @@ func TestTable4NeverTorn(t *testing.T) {
 		t.Fatal("every run missed")
 	}
 	t.Logf("%d runs over %d writes, none torn (%d missed)", r, writes.Load(), misses)
+}
+
+// TestTable4SideNeverTorn is TestTable4NeverTorn for the second rule of a
+// two-rule entry, the one a slot names in sides4: the entry holds a shadow
+// (generation 0, not live) and the live rule (generation 1), which is its
+// second and so lives in a side entry. The writer rewrites it through three
+// versions, and after each rewrites a second key's two-rule entry too, which
+// takes the side entry the first key's retired slot named (the free list is
+// last in, first out): a reader that went on reading a side entry after its
+// slot was retired would act on the other key's rule. Every run must act
+// on one version of the live rule whole: a VNI outside the key's versions
+// (the other key's, or the shadow's) is a foreign rule, a VNI of one
+// version with the MAC of another a torn one.
+func TestTable4SideNeverTorn(t *testing.T) {
+	n := openVirtual(t, Config{MaxRules: 64})
+	frames := [2][]byte{wire.Build(udp4(ca1, ca2, 1000, 2000)), wire.Build(udp4(ca1, ca2, 1000, 2001))}
+	// vals[k][v]: version v of key k's entry. The live rule of key 0
+	// carries VNI 100+v and MAC ..:1+v, key 1's 200+v and ..:0x11+v; both
+	// shadows VNI 99.
+	var vals [2][3]bpfFlowVal
+	var k4s [2]bpfKey4
+	for k, f := range frames {
+		for v := range 3 {
+			shadowEnc := vxlanTo
+			shadowEnc.VNI = 99
+			shadow := exactRule(t, hal.RuleID(10*k+1), pVM1, f, hal.SetEthDst(hal.MAC{0x02, 0, 0, 0, 0, 0xee}), hal.EncapWith(shadowEnc), hal.Output(pUp))
+			shadow.Scope, shadow.Generation = 1, 0
+			e := vxlanTo
+			e.VNI = uint32(100*(k+1) + v)
+			live := exactRule(t, hal.RuleID(10*k+2), pVM1, f, hal.SetEthDst(hal.MAC{0x02, 0, 0, 0, 0, byte(0x10*k + 1 + v)}), hal.EncapWith(e), hal.Output(pUp))
+			live.Scope, live.Generation = 1, 1
+			if v == 0 {
+				mustApply(t, n, hal.AddOp(shadow), hal.AddOp(live))
+			}
+			for s, r := range []hal.Rule{shadow, live} {
+				enc, err := encodeRule(&r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				vals[k][v].Slot[s] = enc
+			}
+		}
+		r0 := exactRule(t, 1, pVM1, f, hal.Output(pUp))
+		key, _ := matchKeys(&r0.Match)
+		markFlows4(&key)
+		k4s[k] = key4(&key)
+	}
+	if err := n.Activate(context.Background(), 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	t4 := n.tab.be.(*mapBackend).t4
+	if used := t4.sides.used(); used != 2 {
+		t.Fatalf("two two-rule entries use %d side entries", used)
+	}
+	prog := n.ports[pVM1].prog
+	var stop atomic.Bool
+	var writes atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		// The only writer of table4 while it runs.
+		defer wg.Done()
+		for i := 1; !stop.Load(); i++ {
+			for k := range k4s {
+				if !t4.put(&k4s[k], &vals[k][i%3]) {
+					t.Error("table4 refused a rewrite")
+					return
+				}
+			}
+			writes.Add(1)
+		}
+	}()
+	const runs = 20000
+	var torn, foreign, misses int
+	out := make([]byte, len(frames[0])+256)
+	deadline := time.Now().Add(time.Minute)
+	r := 0
+	for ; r < runs && time.Now().Before(deadline); r++ {
+		opts := &ebpf.RunOptions{Data: frames[0], DataOut: out}
+		ret, err := prog.Run(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := opts.DataOut
+		if ret != 4 || len(o) < 56 { // XDP_REDIRECT, encapsulated
+			misses++
+			continue
+		}
+		// The VNI at 46..48, the inner destination MAC at 50..55.
+		vni := uint32(o[46])<<16 | uint32(o[47])<<8 | uint32(o[48])
+		switch {
+		case vni < 100 || vni > 102:
+			foreign++
+		case o[55] != byte(vni-100+1):
+			torn++
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if writes.Load() == 0 {
+		t.Fatal("no write overlapped the runs")
+	}
+	if torn != 0 || foreign != 0 {
+		t.Fatalf("of %d runs over %d writes: %d acted on a torn rule, %d on a foreign one (%d missed)", r, writes.Load(), torn, foreign, misses)
+	}
+	if misses == r {
+		t.Fatal("every run missed")
+	}
+	if used := t4.sides.used(); used != 2 {
+		t.Fatalf("after the rewrites two two-rule entries use %d side entries", used)
+	}
+	t.Logf("%d runs over %d writes, none torn or foreign (%d missed)", r, writes.Load(), misses)
 }

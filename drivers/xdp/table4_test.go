@@ -10,7 +10,8 @@ import (
 func newTable4Mem(slots uint32, seed uint64) *table4 {
 	n := slots + probe4
 	return &table4{mem: make([]byte, uintptr(n)*slot4Size), slots: slots, seed: seed,
-		tags: make([]uint16, n), progs: newProgs4(make([]byte, uintptr(2*n)*bpfRuleSize), 2*n)}
+		tags: make([]uint16, n), progs: newProgs4(make([]byte, uintptr(2*n)*bpfRuleSize), 2*n),
+		sides: newSides4(make([]byte, uintptr(n)*side4Size), n)}
 }
 
 func val4(id uint64) *bpfFlowVal {
@@ -35,7 +36,7 @@ func published(t *testing.T, t4 *table4, k *bpfKey4) uint64 {
 		if id != 0 {
 			t.Fatalf("key %v is published in two slots", *k)
 		}
-		id = s.Ref[0].ID
+		id = s.Ref.ID
 	}
 	return id
 }
@@ -143,4 +144,84 @@ func TestTable4StagedTagCollision(t *testing.T) {
 	if got := published(t, t4, &a); got != 3 {
 		t.Fatalf("a published as %d, want 3", got)
 	}
+}
+
+// TestTable4Sides: an entry's first rule goes inline whichever of its two
+// places holds it, and only a two-rule entry takes a side entry, which it
+// gives back when its slot is retired (replaced or deleted) and not
+// before; a scope beyond 16 bits is refused, changing nothing, as is a
+// two-rule entry when sides4 is full.
+func TestTable4Sides(t *testing.T) {
+	t4 := newTable4Mem(64, 0x9abc)
+	t4.sides.max = 3 // entry 0 and two more
+	key := func(i int) *bpfKey4 {
+		return &bpfKey4{InPort: 1, IPSrc: [4]byte{198, 18, 0, 1}, IPDst: [4]byte{198, 19, 0, byte(i)}, L4Src: uint16(i), L4Dst: 80, Proto: 6}
+	}
+	two := func(id uint64) *bpfFlowVal {
+		var v bpfFlowVal
+		v.Slot[0] = bpfRule{ID: id, Scope: 3, Gen: 0, Prio: 1, OutPort: 1}
+		v.Slot[1] = bpfRule{ID: id + 1, Scope: 0xffff, Gen: 7, Prio: 2, OutPort: 2}
+		return &v
+	}
+	var second bpfFlowVal
+	second.Slot[1] = bpfRule{ID: 9, Scope: 5, Gen: 2, Prio: 4, OutPort: 3}
+	if !t4.put(key(0), &second) {
+		t.Fatal("put refused")
+	}
+	s := slotOf(t, t4, key(0))
+	if s.Side != 0 || s.Ref.ID != 9 || s.Ref.Scope != 5 || s.Ref.Gen != 2 || s.Ref.Prio != 4 || t4.sides.used() != 0 {
+		t.Fatalf("a rule in the second place: slot %+v, %d side entries", *s, t4.sides.used())
+	}
+	for i := 1; i <= 2; i++ {
+		if !t4.put(key(i), two(uint64(10*i))) {
+			t.Fatalf("put %d refused", i)
+		}
+		s := slotOf(t, t4, key(i))
+		sd := t4.sides.side(s.Side)
+		if s.Side == 0 || s.Ref.ID != uint64(10*i) || s.Ref.Scope != 3 || sd.Ref.ID != uint64(10*i+1) || sd.Ref.Scope != 0xffff || sd.Ref.Gen != 7 ||
+			t4.progs.prog(sd.Ref.Prog).OutPort != 2 || t4.progs.prog(s.Ref.Prog).OutPort != 1 {
+			t.Fatalf("two-rule entry %d: slot %+v, side %+v", i, *s, *sd)
+		}
+	}
+	if t4.sides.used() != 2 {
+		t.Fatalf("%d side entries used, want 2", t4.sides.used())
+	}
+	// sides4 is full: a new two-rule entry, and a new version of one
+	// (published before its old one is retired), are refused.
+	if t4.put(key(3), two(30)) || t4.put(key(1), two(40)) {
+		t.Fatal("a two-rule entry took a side entry from a full sides4")
+	}
+	if published(t, t4, key(3)) != 0 || published(t, t4, key(1)) != 10 || t4.sides.used() != 2 {
+		t.Fatal("a refused put changed the table")
+	}
+	// A one-rule version of a two-rule entry gives its side entry back.
+	if !t4.put(key(1), val4(50)) || t4.sides.used() != 1 || published(t, t4, key(1)) != 50 {
+		t.Fatalf("one-rule version: %d side entries", t4.sides.used())
+	}
+	if !t4.put(key(3), two(30)) || !t4.del(key(2)) || t4.sides.used() != 1 || !t4.del(key(3)) || t4.sides.used() != 0 {
+		t.Fatalf("after deletes: %d side entries", t4.sides.used())
+	}
+	var wide bpfFlowVal
+	wide.Slot[0] = bpfRule{ID: 60, Scope: 0x10000, OutPort: 1}
+	if t4.put(key(4), &wide) || published(t, t4, key(4)) != 0 {
+		t.Fatal("a scope beyond 16 bits went into table4")
+	}
+	var progs int
+	for _, r := range t4.progs.refs {
+		progs += int(r)
+	}
+	if progs != 2 { // key 0's and key 1's
+		t.Fatalf("%d program refs held, want 2", progs)
+	}
+}
+
+// slotOf is the slot holding k; it fails the test when none does.
+func slotOf(t *testing.T, t4 *table4, k *bpfKey4) *bpfSlot4 {
+	t.Helper()
+	base, tag := t4.base(k)
+	i := t4.find(k, base, tag)
+	if i < 0 {
+		t.Fatalf("no slot holds %v", *k)
+	}
+	return t4.slot(uint32(i))
 }

@@ -25,21 +25,30 @@ static __always_inline void best_of(struct flow_val *v, struct rule **best)
 	}
 }
 
-/* best_of4 is best_of over the rules of a table4 slot. */
+/* better4 makes ru *best when it is live and better, as best_of. */
+static __always_inline void better4(struct ref4 *ru, struct ref4 **best)
+{
+	if (!ru->id)
+		return;
+	__u32 scope = ru->scope;
+	__u32 *ag = bpf_map_lookup_elem(&active_gen, &scope);
+	if (!ag || *ag != ru->gen)
+		return;
+	struct ref4 *b = *best;
+	if (!b || ru->prio > b->prio || (ru->prio == b->prio && ru->id < b->id))
+		*best = ru;
+}
+
+/* best_of4 is best_of over the rules of a table4 slot: the one inline,
+ * and the one in sides4 that side names, if any. */
 static __always_inline void best_of4(struct slot4 *sl, struct ref4 **best)
 {
-#pragma unroll
-	for (int s = 0; s < 2; s++) {
-		struct ref4 *ru = &sl->ref[s];
-		if (!ru->id)
-			continue;
-		__u32 scope = ru->scope;
-		__u32 *ag = bpf_map_lookup_elem(&active_gen, &scope);
-		if (!ag || *ag != ru->gen)
-			continue;
-		struct ref4 *b = *best;
-		if (!b || ru->prio > b->prio || (ru->prio == b->prio && ru->id < b->id))
-			*best = ru;
+	better4(&sl->ref, best);
+	__u32 side = sl->side;
+	if (side) {
+		struct side4 *sd = bpf_map_lookup_elem(&sides4, &side);
+		if (sd)
+			better4(&sd->ref, best);
 	}
 }
 
@@ -72,9 +81,9 @@ static __always_inline __u64 hash4(__u64 w0, __u64 w1, __u64 w2, __u64 w3)
  * version may land in a slot the search has already passed while the old
  * one is retired before the search reaches it; so a search that finds
  * nothing reads every seq of the window again, and starts again if their
- * sum moved (a slot's seq only grows). The program a slot names is read
- * before the slot's seq is read again: user space rewrites a program only
- * after retiring every slot that names it. Loads are ordered as written
+ * sum moved (a slot's seq only grows). The side entry and the program a
+ * slot names are read before the slot's seq is read again: user space
+ * rewrites either only after retiring every slot that names it. Loads are ordered as written
  * (compiler barriers; x86 keeps loads in order). A function of its own:
  * the verifier walks it once, not once per path of the main program into
  * it (Debian's 6.1 kernel walked about 490k instructions of the program

@@ -215,36 +215,39 @@ struct {
 
 /* One slot of table4, the open-addressing table of exact IPv4 entries that
  * user space writes through an mmap, without a system call per rule. seq
- * says what the slot holds: SEQ_VALID when key and ref are a published
- * entry; every change to the slot (publish, retire) gives seq a new value
- * (its upper bits count the slot's changes), so a reader that finds seq
- * unchanged after reading key, ref and the programs ref names read one
- * version of them. A slot is never rewritten while it holds a published
- * entry: a new version of an entry is published in another slot (or in
- * flows4) before the old slot is retired, so a reader finds the old
- * version, the new one, or both. */
+ * says what the slot holds: SEQ_VALID when key, ref and side are a
+ * published entry; every change to the slot (publish, retire) gives seq a
+ * new value (its upper bits count the slot's changes), so a reader that
+ * finds seq unchanged after reading key, ref, the side entry side names
+ * and the programs they name read one version of them. A slot is never
+ * rewritten while it holds a published entry: a new version of an entry is
+ * published in another slot (or in flows4) before the old slot is retired,
+ * so a reader finds the old version, the new one, or both. */
 #define SEQ_VALID 2
 #define PROBE4 8   /* slots probed per key: base .. base+PROBE4-1 */
 
 /* One rule of a table4 entry: what picking the better live rule needs
  * (id, scope, generation, priority), its counter, and its program: the
- * index in progs4 of its actions. id 0: no rule. */
+ * index in progs4 of its actions. id 0: no rule. scope in 16 bits: the
+ * driver takes at most 65536 scopes (abi.go: MostScopes). */
 struct ref4 {
 	__u64 id;
-	__u32 scope;
 	__u32 gen;
 	__u32 counter;
 	__u32 prog;
+	__u16 scope;
 	__u16 prio;
-	__u16 pad;
-	__u32 pad2;
 };
 
+/* 64 bytes, one cache line (the array's values start on a page): the key,
+ * the entry's first rule inline, and side, the index in sides4 of its
+ * second rule (0: none), so that a hit on a one-rule entry reads one
+ * line and one on a shadow or two-priority entry two. */
 struct slot4 {
 	__u32 seq;
-	__u32 pad;
+	__u32 side;
 	struct flow_key4 key;
-	struct ref4 ref[2];
+	struct ref4 ref;
 };
 
 struct {
@@ -254,6 +257,25 @@ struct {
 	__uint(max_entries, 65536 + PROBE4); /* resized by the loader: slots4 + PROBE4 */
 	__uint(map_flags, BPF_F_MMAPABLE);
 } table4 SEC(".maps");
+
+/* The second rules of table4's two-rule entries, one per slot that names
+ * it; entry 0 is never used (side 0: none). 32 bytes, so that an entry
+ * never straddles two lines. User space writes an entry through an mmap
+ * before it publishes the slot naming it, and rewrites one only after
+ * retiring that slot: a reader that read an entry being rewritten sees its
+ * slot's seq changed. */
+struct side4 {
+	struct ref4 ref;
+	__u64 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct side4);
+	__uint(max_entries, 65536); /* resized by the loader: MaxRules + 2 */
+	__uint(map_flags, BPF_F_MMAPABLE);
+} sides4 SEC(".maps");
 
 /* The programs of table4's rules: a rule's actions (struct rule with id,
  * scope, gen, counter and prio zero: those are the ref's), interned, so
