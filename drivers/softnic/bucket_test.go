@@ -316,4 +316,32 @@ func TestEntryKeyHash(t *testing.T) {
 			}
 		}
 	}
+	// An exact4 shape's setPacked takes its words and masks as
+	// constants: it must store and hash what the general loop does.
+	ps := tupleShape{v4: true, exact4: true, n: entryLineWords}
+	copy(ps.idx[:], exact4Idx[:])
+	copy(ps.pmask[:], exact4Mask[:])
+	gen := ps
+	gen.exact4 = false
+	for range 200 {
+		var kw words
+		for j := range kw {
+			kw[j] = rng.Uint64()
+		}
+		var e1, e2 entry
+		for j := range e1.key {
+			e1.key[j], e2.key[j] = ^uint64(0), ^uint64(0)
+		}
+		h1, h2 := e1.setPacked(&gen, &kw), e2.setPacked(&ps, &kw)
+		want := gen.pack(&kw)
+		if h2 != h1 || h2 != gen.hashPacked(&want) {
+			t.Fatalf("exact4: setPacked hash %#x, general %#x, hashPacked %#x", h2, h1, gen.hashPacked(&want))
+		}
+		if e1 != e2 {
+			t.Fatalf("exact4: setPacked stored %x, general %x", e2.key, e1.key)
+		}
+		if got := e2.keyHash(&ps); got != h2 {
+			t.Fatalf("exact4: keyHash %#x, setPacked %#x", got, h2)
+		}
+	}
 }

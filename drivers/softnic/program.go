@@ -238,11 +238,29 @@ func quickActionsHash(acts []hal.Action) uint64 {
 		if a.Kind == hal.ActionOutput {
 			h += uint64(a.OutPort) << 8
 		} else if a.Kind == hal.ActionEncap {
-			d := a.Encap.Dst.As16()
-			h = h*31 + uint64(binary.LittleEndian.Uint32(d[12:])) + uint64(a.Encap.VNI)<<32
+			// The last four bytes of the destination: an IPv4
+			// address's through As4, kept in a 4-byte word. As16's
+			// array is built in two 8-byte stores and copied as one
+			// 16-byte load, which the store buffer cannot forward (a
+			// third of this function's time in profiles).
+			var d32 uint32
+			if a.Encap.Dst.Is4() {
+				d := a.Encap.Dst.As4()
+				d32 = binary.LittleEndian.Uint32(d[:])
+			} else {
+				d32 = addrLow32(a.Encap.Dst)
+			}
+			h = h*31 + uint64(d32) + uint64(a.Encap.VNI)<<32
 		}
 	}
 	return (h ^ h>>31) * hashMul1
+}
+
+// addrLow32 is the last four bytes of a's 16-byte form, read little
+// endian (quickActionsHash's for an address that is not IPv4).
+func addrLow32(a netip.Addr) uint32 {
+	d := a.As16()
+	return binary.LittleEndian.Uint32(d[12:])
 }
 
 // appendActionsKey appends to dst the action list acts as interning
