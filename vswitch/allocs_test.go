@@ -158,8 +158,8 @@ func TestRemoveFlowNoAllocs(t *testing.T) {
 		t.Errorf("%.2f allocations per removed flow, want 0", allocs)
 	}
 	for _, f := range flows[:next] {
-		if !f.dead || f.acts == nil || len(f.acts.acts) != 0 {
-			t.Fatalf("a removed flow: dead %v, actions %v", f.dead, f.acts)
+		if !f.h.dead || f.acts == nil || len(f.acts.acts) != 0 {
+			t.Fatalf("a removed flow: dead %v, actions %v", f.h.dead, f.acts)
 		}
 	}
 	if n := s.flows.Len(); n != len(flows)-next {

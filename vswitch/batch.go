@@ -194,7 +194,7 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 		p := &s.pend[i]
 		e := &batch[p.idx]
 		f := p.f
-		if (f == nil && s.flows.mayHavePut(p.hash)) || (f != nil && f.dead) {
+		if (f == nil && s.flows.mayHavePut(p.hash)) || (f != nil && f.h.dead) {
 			f = s.flows.getHashed(&p.key, p.hash)
 		}
 		p.f = nil
@@ -209,11 +209,11 @@ func (s *Switch) HandleBatch(ctx context.Context, batch []hal.Exception) error {
 				s.drop(DropTTL) // p.f stays nil: the packet is not executed
 				continue
 			}
-		} else if f.scope != nil && f.gen != f.scope.active && f.shadow == nil {
+		} else if f.scope != nil && f.h.gen != f.scope.active && f.shadow == nil {
 			// Created for a generation that is no longer live (a rollback
 			// came after it): walk the layers again before using it.
 			s.reflow(f, now, true)
-		} else if f.loc == PathNIC && e.Reason != hal.ReasonMTU {
+		} else if f.h.loc == PathNIC && e.Reason != hal.ReasonMTU {
 			// A packet of an offloaded flow reached the host: it raced the
 			// rule's installation, or the NIC lost the rule. Handle it here.
 			s.stats.hitOffloaded++

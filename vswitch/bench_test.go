@@ -185,19 +185,20 @@ func installFlowsToward(b testing.TB, h *benchHost, n int) {
 	if err := s.off.validate(a, &k, true, sc.id, sc.active, false); err != nil {
 		b.Fatal(err)
 	}
-	flows := make([]flow, n)
+	flows, hots := make([]flow, n), make([]flowHot, n)
 	for i := 0; i < n; i++ {
 		k.L4Src, k.L4Dst = uint16(i), uint16(1+i>>16)
 		f := &flows[i]
-		*f = flow{key: k, acts: a, shadow: sa, scope: sc, gen: sc.active, tenant: v.tenant, srcVM: v.srcVM, dstVM: v.dstVM}
+		*f = flow{h: &hots[i], key: k, acts: a, shadow: sa, scope: sc, tenant: v.tenant, srcVM: v.srcVM, dstVM: v.dstVM}
+		f.h.gen = sc.active
 		a.refs++
 		sa.refs++
 		s.flows.put(f)
-		f.id = s.off.newID()
-		s.off.ops = append(s.off.ops, hal.AddOp(s.off.rule(f.id, &k, a, sc.id, sc.active, false)))
+		f.h.id = s.off.newID()
+		s.off.ops = append(s.off.ops, hal.AddOp(s.off.rule(f.h.id, &k, a, sc.id, sc.active, false)))
 		s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddPrimary})
-		f.shadowID = s.off.newID()
-		s.off.ops = append(s.off.ops, hal.AddOp(s.off.rule(f.shadowID, &k, sa, sc.id, sc.active+1, false)))
+		f.h.shadowID = s.off.newID()
+		s.off.ops = append(s.off.ops, hal.AddOp(s.off.rule(f.h.shadowID, &k, sa, sc.id, sc.active+1, false)))
 		s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddShadow})
 		if len(s.off.ops) >= 1<<15 {
 			s.flush(ctx)

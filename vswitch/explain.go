@@ -139,7 +139,7 @@ func (s *Switch) ExplainFlow(id hal.RuleID) (Explanation, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for f := range s.flows.all() {
-		if f.id == id || f.shadowID == id {
+		if f.h.id == id || f.h.shadowID == id {
 			return s.explainKey(&f.key, 64), true
 		}
 	}
@@ -255,25 +255,25 @@ func (s *Switch) explainKey(k *hal.FlowKey, ttl uint8) Explanation {
 		fi := s.flowInfo(f, now)
 		e.Flow = &fi
 		e.Actions = fi.Actions
-		e.Where, e.Why = f.loc, f.why
+		e.Where, e.Why = f.h.loc, f.why
 		switch {
 		case f.failure() != nil && f.why == WhyNotSupported:
 			e.Detail = s.hostPathDetail(f.current(), k, f.failure())
 		case f.failure() != nil:
 			e.Detail = f.failure().Error()
-		case f.loc == PathNIC && covered:
-			e.Detail = fmt.Sprintf("covered by the port-wildcard rule %d (%s): another connection between the same endpoints made it, and the verdict does not depend on the ports", f.id, s.caps.Location)
-		case f.loc == PathNIC && f.wild:
-			e.Detail = fmt.Sprintf("offloaded as the port-wildcard rule %d (%s): every connection between the same endpoints uses it", f.id, s.caps.Location)
-		case f.loc == PathNIC:
-			e.Detail = fmt.Sprintf("offloaded as rule %d (%s)", f.id, s.caps.Location)
+		case f.h.loc == PathNIC && covered:
+			e.Detail = fmt.Sprintf("covered by the port-wildcard rule %d (%s): another connection between the same endpoints made it, and the verdict does not depend on the ports", f.h.id, s.caps.Location)
+		case f.h.loc == PathNIC && f.wild:
+			e.Detail = fmt.Sprintf("offloaded as the port-wildcard rule %d (%s): every connection between the same endpoints uses it", f.h.id, s.caps.Location)
+		case f.h.loc == PathNIC:
+			e.Detail = fmt.Sprintf("offloaded as rule %d (%s)", f.h.id, s.caps.Location)
 		case f.why == WhyPolicy:
 			e.Detail = "the policy hands these packets to the host"
 		case f.why == WhyNoOffload:
 			e.Detail = s.noOffloadDetail()
 		}
-		if covered && f.loc != PathNIC {
-			e.Detail += fmt.Sprintf(" (the port-wildcard flow of rule %d covers it)", f.id)
+		if covered && f.h.loc != PathNIC {
+			e.Detail += fmt.Sprintf(" (the port-wildcard flow of rule %d covers it)", f.h.id)
 		}
 		if f.current().key != actKeyOf(&v) {
 			e.Detail += " (the cached flow predates a change; it is revalidated on the next update)"
@@ -366,10 +366,10 @@ func (s *Switch) noOffloadDetail() string {
 func (s *Switch) countNIC() int {
 	n := 0
 	for f := range s.flows.all() {
-		if f.id != 0 {
+		if f.h.id != 0 {
 			n++
 		}
-		if f.shadowID != 0 {
+		if f.h.shadowID != 0 {
 			n++
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/hal/wire"
+	"github.com/nicpath/nicpath/internal/prefetch"
 	"github.com/nicpath/nicpath/policy"
 )
 
@@ -141,37 +142,20 @@ func shapeOf(k *hal.FlowKey, scoped bool) int {
 // flow is one unified flow: an exact key and one list of header operations.
 //
 // Every first packet makes one (allocFlow: in slabs), so it is kept small
-// (at most 240 bytes, seventeen to a 4 KiB slab; a test holds it there).
-// What few flows need lives in flowExtra.
-//
-// What Maintain's pass over every flow reads for each of them (tableFlows'
-// inTable and dead, readCounters' loc, rule IDs, last readings and
-// lastUsed) comes first, in the flow's first 48 bytes: the pass is bound
-// by memory bandwidth, and these fields spread over 96 bytes took two or
-// three cache lines of every flow; a test holds them together.
+// (192 bytes, three cache lines, with its 48-byte flowHot seventeen to a
+// 4 KiB slab; a test holds it there). What few flows need lives in
+// flowExtra.
 type flow struct {
-	id       hal.RuleID // its rule on the NIC; 0 when not there
-	shadowID hal.RuleID
-	// Last packet counts read from the rule and from the shadow rule, so
-	// that the totals below only grow by what is new (ruleB and shB are
-	// the byte counts, read only when these grow).
-	ruleP, shP uint64
-	lastUsed   int64
-
-	loc  Path
-	why  Why
-	dead bool // removed from the cache; results still in flight ignore it
-	// inTable: in the flow table (flowTable sets and clears it), which
-	// is how a scan in slab order (Switch.tableFlows) tells the table's
-	// flows from removed ones and from those not handed out yet.
-	inTable bool
+	// h holds what Maintain's pass over every flow reads (flowHot), in
+	// the flow's slab, beside those of the slab's other flows.
+	h   *flowHot
+	why Why
 	// wild: a port-wildcard flow (wildcard.go): its rule matches every
 	// connection between the same endpoints, whatever its ports.
 	wild bool
 	// What it derives from, for revalidation on policy changes.
 	gateway bool
 	routed  bool
-	gen     hal.Generation
 	tenant  uint32
 	srcVM   uint32
 	dstVM   uint32
@@ -190,6 +174,47 @@ type flow struct {
 	// sum is reported).
 	pkts, bts  uint64
 	ruleB, shB uint64
+}
+
+// flowHot is the part of a flow that Maintain's pass over every flow
+// reads for each of them (tableFlows' inTable and dead, readCounters'
+// loc, rule IDs, last readings and lastUsed). A slab keeps its flows'
+// flowHots together, apart from the flows (flowSlab): the pass is bound
+// by memory bandwidth, and it reads 48 bytes of every flow, where inside
+// the flows (a 232-byte stride) those 48 bytes took one or two cache
+// lines of every flow and the hardware's adjacent-line prefetch most of
+// the rest. (gen is here only because the flow has no room for it
+// within three lines; the pass does not read it.)
+type flowHot struct {
+	id       hal.RuleID // its rule on the NIC; 0 when not there
+	shadowID hal.RuleID
+	// Last packet counts read from the rule and from the shadow rule, so
+	// that the totals only grow by what is new (the flow's ruleB and shB
+	// are the byte counts, read only when these grow).
+	ruleP, shP uint64
+	lastUsed   int64
+	gen        hal.Generation
+	loc        Path
+	dead       bool // removed from the cache; results still in flight ignore it
+	// inTable: in the flow table (flowTable sets and clears it), which
+	// is how a scan in slab order (Switch.tableFlows) tells the table's
+	// flows from removed ones and from those not handed out yet.
+	inTable bool
+}
+
+// hotLines is how many cache lines a slab's flowHots take; hotAhead how
+// many slabs ahead of its reading tableFlows prefetches them.
+const (
+	hotLines = (int(unsafe.Sizeof([flowsPerSlab]flowHot{})) + 63) / 64
+	hotAhead = 2
+)
+
+// flowSlab is one allocation of flows (allocFlow), the flows first, each
+// in three whole cache lines (a 4 KiB size class is aligned to 4 KiB),
+// then their flowHots, in the same order.
+type flowSlab struct {
+	flows [flowsPerSlab]flow
+	hot   [flowsPerSlab]flowHot
 }
 
 // flowExtra is what only some flows have: tracked connections (stateful
@@ -226,7 +251,7 @@ func (f *flow) setFailure(err error) {
 // current returns the actions that are live for the flow: the shadow's
 // once the scope's active generation moved past the flow's own.
 func (f *flow) current() *actSet {
-	if f.shadow != nil && f.scope != nil && f.scope.active != f.gen {
+	if f.shadow != nil && f.scope != nil && f.scope.active != f.h.gen {
 		return f.shadow
 	}
 	return f.acts
@@ -486,8 +511,8 @@ func addrWord(a netip.Addr) uint64 {
 }
 
 // flowsPerSlab is how many flows one allocation holds: a 4,096-byte size
-// class's worth.
-const flowsPerSlab = 4096 / int(unsafe.Sizeof(flow{}))
+// class's worth, with their flowHots.
+const flowsPerSlab = 4096 / int(unsafe.Sizeof(flow{})+unsafe.Sizeof(flowHot{}))
 
 // allocFlow returns a zero flow. Flows are allocated in slabs of
 // flowsPerSlab and handed out in order. A removed flow stays in its slab,
@@ -507,8 +532,8 @@ const flowsPerSlab = 4096 / int(unsafe.Sizeof(flow{}))
 // slab's size: flows created together, by the same batches, mostly age
 // together.
 func (s *Switch) allocFlow() *flow {
-	if len(s.slab) == 0 {
-		var sl []flow
+	if s.slab == nil || s.slabNext == flowsPerSlab {
+		var sl *flowSlab
 		if len(s.spare) > 0 {
 			// In the order the passes found them, which is the order
 			// they were first handed out in, so that the passes keep
@@ -516,15 +541,17 @@ func (s *Switch) allocFlow() *flow {
 			sl = s.spare[0]
 			s.spare[0] = nil
 			s.spare = s.spare[1:]
-			clear(sl)
+			*sl = flowSlab{}
 		} else {
-			sl = make([]flow, flowsPerSlab)
+			sl = new(flowSlab)
 		}
-		s.slab = sl
+		s.slab, s.slabNext = sl, 0
 		s.slabs = append(s.slabs, sl)
 	}
-	f := &s.slab[0]
-	s.slab = s.slab[1:]
+	i := s.slabNext
+	s.slabNext++
+	f := &s.slab.flows[i]
+	f.h = &s.slab.hot[i]
 	return f
 }
 
@@ -564,21 +591,32 @@ func (s *Switch) recycleSlabs() {
 // table (but the one allocFlow hands out from), so that the list keeps
 // no slab from the collector; those all of whose flows are dead wait in
 // s.emptied to be recycled (recycleSlabs).
-func (s *Switch) tableFlows() iter.Seq[*flow] {
-	return func(yield func(*flow) bool) {
+func (s *Switch) tableFlows() iter.Seq2[*flow, *flowHot] {
+	return func(yield func(*flow, *flowHot) bool) {
 		slabs, n := s.slabs, len(s.slabs)
 		kept := 0
+		var ahead [hotLines]uintptr
 		for i := 0; i < n; i++ {
 			sl := slabs[i]
+			// Each slab is a page of its own, where the hardware's
+			// prefetcher starts again: the flowHots of the slab
+			// hotAhead slabs on load while these are read.
+			if j := i + hotAhead; j < n {
+				p := uintptr(unsafe.Pointer(&slabs[j].hot))
+				for l := range ahead {
+					ahead[l] = p + uintptr(l*64)
+				}
+				prefetch.Lines(ahead[:])
+			}
 			live, dead := false, true
-			for k := range sl {
-				f := &sl[k]
-				if !f.inTable {
-					dead = dead && f.dead
+			for k := range sl.hot {
+				h := &sl.hot[k]
+				if !h.inTable {
+					dead = dead && h.dead
 					continue
 				}
 				live = true
-				if !yield(f) {
+				if !yield(&sl.flows[k], h) {
 					// Keep this slab and the ones not looked at.
 					s.keepSlabs(slabs, kept, i, n)
 					return
@@ -598,7 +636,7 @@ func (s *Switch) tableFlows() iter.Seq[*flow] {
 // keepSlabs ends a tableFlows pass over slabs[:n]: slabs[:kept] are the
 // slabs kept of those looked at, slabs[from:n] those not looked at, and
 // s.slabs[n:] any that allocFlow added during the pass.
-func (s *Switch) keepSlabs(slabs [][]flow, kept, from, n int) {
+func (s *Switch) keepSlabs(slabs []*flowSlab, kept, from, n int) {
 	added := s.slabs[n:]
 	out := append(slabs[:kept], slabs[from:n]...)
 	out = append(out, added...)

@@ -185,8 +185,8 @@ func (t *flowTable) putHashed(f *flow, h uint64) {
 			continue
 		}
 		if s.h == h && s.f.key == f.key {
-			s.f.inTable = false
-			s.f, f.inTable = f, true
+			s.f.h.inTable = false
+			s.f, f.h.inTable = f, true
 			return
 		}
 	}
@@ -194,7 +194,7 @@ func (t *flowTable) putHashed(f *flow, h uint64) {
 		t.used++
 	}
 	free.h, free.f = h, f
-	f.inTable = true
+	f.h.inTable = true
 	t.n++
 }
 
@@ -214,7 +214,7 @@ func (t *flowTable) removeHashed(f *flow, h uint64) {
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := &t.slots[i]
 		if s.f == f {
-			s.f, f.inTable = nil, false
+			s.f, f.h.inTable = nil, false
 			if t.slots[(i+1)&t.mask].h == 0 {
 				// The end of a chain: no probe needs to pass this slot.
 				s.h = 0
@@ -265,7 +265,7 @@ func (t *flowTable) all() iter.Seq[*flow] {
 			f := slots[i].f
 			// A rebuild during the loop leaves it on the old slots, where
 			// flows removed since still appear: they are marked dead.
-			if f == nil || f.dead {
+			if f == nil || f.h.dead {
 				continue
 			}
 			if !yield(f) {

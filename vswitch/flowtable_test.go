@@ -31,13 +31,13 @@ func TestFlowTableAgainstMap(t *testing.T) {
 		k := keyOf(rng.IntN(3000))
 		switch rng.IntN(3) {
 		case 0:
-			f := &flow{key: k}
+			f := looseFlow(k)
 			tab.put(f)
 			ref[k] = f
 		case 1:
 			if f := ref[k]; f != nil {
 				tab.remove(f)
-				f.dead = true
+				f.h.dead = true
 				delete(ref, k)
 			}
 		}
@@ -67,32 +67,32 @@ func TestFlowTableIterateWhileChanging(t *testing.T) {
 	var tab flowTable
 	var all []*flow
 	for i := 0; i < 1000; i++ {
-		f := &flow{key: hal.FlowKey{InPort: 1, L4Src: uint16(i)}}
+		f := looseFlow(hal.FlowKey{InPort: 1, L4Src: uint16(i)})
 		tab.put(f)
 		all = append(all, f)
 	}
 	next := 1000
 	seen := map[*flow]bool{}
 	for f := range tab.all() {
-		if f.dead {
+		if f.h.dead {
 			t.Fatal("a removed flow was produced")
 		}
 		seen[f] = true
 		// Remove a flow not yet seen, if any, and add two.
 		for _, g := range all {
-			if !seen[g] && !g.dead && g != f {
+			if !seen[g] && !g.h.dead && g != f {
 				tab.remove(g)
-				g.dead = true
+				g.h.dead = true
 				break
 			}
 		}
 		for j := 0; j < 2; j++ {
-			tab.put(&flow{key: hal.FlowKey{InPort: 2, L4Src: uint16(next), L4Dst: uint16(next >> 16)}})
+			tab.put(looseFlow(hal.FlowKey{InPort: 2, L4Src: uint16(next), L4Dst: uint16(next >> 16)}))
 			next++
 		}
 	}
 	for _, g := range all {
-		if !g.dead && !seen[g] {
+		if !g.h.dead && !seen[g] {
 			t.Fatalf("flow %v, present throughout, was not produced", g.key)
 		}
 	}
@@ -115,7 +115,7 @@ func TestTableFlows(t *testing.T) {
 	}
 	remove := func(f *flow) {
 		s.flows.remove(f)
-		f.dead = true
+		f.h.dead = true
 	}
 	// The first five slabs emptied, and one flow in three of the rest.
 	for i, f := range all {
@@ -125,14 +125,14 @@ func TestTableFlows(t *testing.T) {
 	}
 	// A flow replaced by another with its key leaves the table.
 	replaced := all[len(all)-1]
-	if replaced.dead {
+	if replaced.h.dead {
 		t.Fatal("the last flow was removed")
 	}
 	nf := s.allocFlow()
 	nf.key = replaced.key
 	s.flows.put(nf)
-	if replaced.inTable || !nf.inTable {
-		t.Fatalf("after a put under its key: old flow in table %v, new %v", replaced.inTable, nf.inTable)
+	if replaced.h.inTable || !nf.h.inTable {
+		t.Fatalf("after a put under its key: old flow in table %v, new %v", replaced.h.inTable, nf.h.inTable)
 	}
 	check := func(when string) {
 		t.Helper()
@@ -165,7 +165,7 @@ func TestTableFlows(t *testing.T) {
 	// after its removal, and the rest still are.
 	odd := false
 	for f := range s.tableFlows() {
-		if f.dead {
+		if f.h.dead {
 			t.Fatal("a removed flow was yielded")
 		}
 		if odd {
@@ -198,39 +198,57 @@ func TestTableFlows(t *testing.T) {
 	check("after a stopped pass")
 }
 
-// TestFlowSize holds a flow within 240 bytes: every first packet makes
-// one, seventeen to a 4 KiB slab (allocFlow). Fields that few flows need
+// TestFlowSize holds a flow in three cache lines and its flowHot in 48
+// bytes: every first packet makes one of each, seventeen to a 4 KiB slab
+// (allocFlow), with each flow in whole lines. Fields that few flows need
 // belong in flowExtra.
 func TestFlowSize(t *testing.T) {
-	if sz := unsafe.Sizeof(flow{}); sz > 240 {
-		t.Errorf("a flow is %d bytes, more than 240", sz)
+	if sz := unsafe.Sizeof(flow{}); sz > 192 {
+		t.Errorf("a flow is %d bytes, more than 192", sz)
+	}
+	if sz := unsafe.Sizeof(flowHot{}); sz > 48 {
+		t.Errorf("a flowHot is %d bytes, more than 48", sz)
+	}
+	if flowsPerSlab < 17 {
+		t.Errorf("%d flows to a slab, fewer than 17", flowsPerSlab)
+	}
+	if sz := unsafe.Sizeof(flowSlab{}); sz > 4096 {
+		t.Errorf("a slab is %d bytes, more than 4 KiB", sz)
+	}
+	if off := unsafe.Offsetof(flowSlab{}.hot); off%64 != 0 {
+		t.Errorf("a slab's flowHots start at byte %d, not on a cache line", off)
 	}
 }
 
-// TestFlowPassFields holds what Maintain's pass over every flow reads
-// for each of them within a flow's first 48 bytes (see flow): the pass is
-// bound by memory bandwidth, and a field moved past them costs every flow
-// another cache line in every Maintain.
+// TestFlowPassFields: what Maintain's pass over every flow reads for each
+// of them is in its flowHot (see flowHot), which the pass reads without
+// the flow: the pass is bound by memory bandwidth, and a field moved to
+// the flow costs every flow another cache line or two in every Maintain.
+// A flow handed out points at its own flowHot in its slab.
 func TestFlowPassFields(t *testing.T) {
-	var f flow
-	fields := []struct {
-		name      string
-		off, size uintptr
-	}{
-		{"id", unsafe.Offsetof(f.id), unsafe.Sizeof(f.id)},
-		{"shadowID", unsafe.Offsetof(f.shadowID), unsafe.Sizeof(f.shadowID)},
-		{"ruleP", unsafe.Offsetof(f.ruleP), unsafe.Sizeof(f.ruleP)},
-		{"shP", unsafe.Offsetof(f.shP), unsafe.Sizeof(f.shP)},
-		{"lastUsed", unsafe.Offsetof(f.lastUsed), unsafe.Sizeof(f.lastUsed)},
-		{"loc", unsafe.Offsetof(f.loc), unsafe.Sizeof(f.loc)},
-		{"dead", unsafe.Offsetof(f.dead), unsafe.Sizeof(f.dead)},
-		{"inTable", unsafe.Offsetof(f.inTable), unsafe.Sizeof(f.inTable)},
-	}
-	for _, fl := range fields {
-		if end := fl.off + fl.size; end > 48 {
-			t.Errorf("flow.%s ends at byte %d of a flow, past the first 48", fl.name, end)
+	var s Switch
+	for range 2*flowsPerSlab + 1 {
+		f := s.allocFlow()
+		sl := s.slabs[len(s.slabs)-1]
+		i := s.slabNext - 1
+		if f != &sl.flows[i] || f.h != &sl.hot[i] {
+			t.Fatalf("flow %d of its slab does not point at the slab's flowHot %d", i, i)
 		}
 	}
+	// The fields themselves: flowHot's, by name, so that moving one back
+	// into flow fails to compile here.
+	h := flowHot{}
+	_ = []any{h.id, h.shadowID, h.ruleP, h.shP, h.lastUsed, h.loc, h.dead, h.inTable}
+}
+
+// looseFlow is a flow outside any slab, with its own flowHot.
+func looseFlow(k hal.FlowKey) *flow { return &flow{h: new(flowHot), key: k} }
+
+// zeroFlow reports whether f, and its flowHot, are zero (but for f.h).
+func zeroFlow(f *flow) bool {
+	g := *f
+	g.h = nil
+	return g == (flow{}) && *f.h == (flowHot{})
 }
 
 // TestConnKeyPlainMemory: a connKey has no padding (its fields' sizes add
@@ -261,11 +279,11 @@ func TestAllocFlow(t *testing.T) {
 			t.Fatalf("flow %d handed out twice", i)
 		}
 		seen[f] = true
-		if *f != (flow{}) {
+		if !zeroFlow(f) {
 			t.Fatalf("flow %d is not zero", i)
 		}
 		// A flow is written after it is handed out; the next must not see it.
-		f.key.L4Src, f.dead = uint16(i), true
+		f.key.L4Src, f.h.dead = uint16(i), true
 	}
 }
 
@@ -338,7 +356,7 @@ func TestFlowTablePutFilter(t *testing.T) {
 		tab.forgetPuts()
 		put := make([]uint64, 80)
 		for i := range put {
-			f := &flow{key: hal.FlowKey{InPort: 1, L4Src: uint16(round), L4Dst: uint16(i)}}
+			f := looseFlow(hal.FlowKey{InPort: 1, L4Src: uint16(round), L4Dst: uint16(i)})
 			put[i] = tab.hashKey(&f.key)
 			tab.putHashed(f, put[i])
 		}
@@ -354,7 +372,7 @@ func TestFlowTablePutFilter(t *testing.T) {
 			}
 		}
 		if round == 0 {
-			tab.putHashed(&flow{}, put[0])
+			tab.putHashed(looseFlow(hal.FlowKey{}), put[0])
 			others := 0
 			for range 1000 {
 				if tab.mayHavePut(rng.Uint64()) {

@@ -15,7 +15,7 @@ import (
 func (s *Switch) execute(inPort hal.PortID, frame []byte, l *wire.Layout, f *flow, now int64) {
 	f.pkts++
 	f.bts += uint64(len(frame))
-	f.lastUsed = now
+	f.h.lastUsed = now
 	touchConns(f, now)
 	a := f.current()
 	k := &a.key

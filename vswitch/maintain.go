@@ -3,6 +3,7 @@ package vswitch
 import (
 	"context"
 	"time"
+	"unsafe"
 
 	"github.com/nicpath/nicpath/hal"
 	"github.com/nicpath/nicpath/internal/prefetch"
@@ -13,6 +14,9 @@ import (
 // or three cache lines each, read again once the counters are in) stay
 // in the L2 cache.
 const counterChunk = 512
+
+// flowLines is how many cache lines a flow takes (TestFlowSize).
+const flowLines = int(unsafe.Sizeof(flow{})+63) / 64
 
 // retryPerMaintain bounds how many host flows (left there by a full table
 // or a driver error) one Maintain tries to offload again.
@@ -63,25 +67,29 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 	flowIdle := int64(s.cfg.FlowIdle)
 	if !s.counting {
 		if ageIdle {
-			for f := range s.tableFlows() {
-				s.ageFlow(f, now, flowIdle)
+			for f, h := range s.tableFlows() {
+				if now-h.lastUsed > flowIdle {
+					s.ageFlow(f, now, flowIdle)
+				}
 			}
 		}
 		return nil
 	}
 	type ref struct {
 		f      *flow
+		h      *flowHot // f.h, without reading f
 		shadow bool
 	}
 	ids := make([]hal.RuleID, 0, counterChunk)
 	refs := make([]ref, 0, counterChunk)
 	var idle []*flow
 	var hashes []uint64
-	var slots []uintptr
+	var slots, warm []uintptr
 	if ageIdle {
 		idle = make([]*flow, 0, counterChunk)
 		hashes = make([]uint64, 0, counterChunk)
 		slots = make([]uintptr, 0, counterChunk)
+		warm = make([]uintptr, 0, counterChunk*flowLines)
 	}
 	out := make([]hal.Counters, counterChunk)
 	var firstErr error
@@ -89,6 +97,10 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 		if len(ids) == 0 {
 			return
 		}
+		// The flows that look idle (unless their counters moved) are read
+		// in full by their removal: their lines load during RuleCounters.
+		prefetch.Lines(warm)
+		warm = warm[:0]
 		if err := s.nic.RuleCounters(ctx, ids, out[:len(ids)]); err != nil {
 			if firstErr == nil {
 				firstErr = err
@@ -96,10 +108,21 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 		} else {
 			for i, r := range refs {
 				c := out[i]
-				f := r.f
-				lp, lb := &f.ruleP, &f.ruleB
+				// Only h is read unless the rule's counters moved: the
+				// flow's own lines (the byte reading, the totals) are out
+				// of the cache.
+				h := r.h
+				lp := &h.ruleP
 				if r.shadow {
-					lp, lb = &f.shP, &f.shB
+					lp = &h.shP
+				}
+				if c.Packets == *lp {
+					continue
+				}
+				f := r.f
+				lb := &f.ruleB
+				if r.shadow {
+					lb = &f.shB
 				}
 				if c.Packets > *lp {
 					s.countSpoofed(f, c.Packets-*lp)
@@ -111,12 +134,11 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 					if c.Bytes >= *lb {
 						f.bts += c.Bytes - *lb
 					}
-					f.lastUsed = now
+					h.lastUsed = now
 					touchConns(f, now)
-					*lp, *lb = c.Packets, c.Bytes
-				} else if c.Packets != *lp {
-					*lp, *lb = c.Packets, c.Bytes
 				}
+				// Lower: the rule was installed again.
+				*lp, *lb = c.Packets, c.Bytes
 			}
 		}
 		if ageIdle {
@@ -125,17 +147,17 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 			// removals read them.
 			idle, hashes, slots = idle[:0], hashes[:0], slots[:0]
 			for _, r := range refs {
-				f := r.f
-				if f.dead || now-f.lastUsed <= flowIdle || len(idle) > 0 && idle[len(idle)-1] == f {
+				f, h := r.f, r.h
+				if h.dead || now-h.lastUsed <= flowIdle || len(idle) > 0 && idle[len(idle)-1] == f {
 					continue // a flow with a shadow rule is here twice, in a row
 				}
-				h := s.flows.hashKey(&f.key)
-				idle, hashes = append(idle, f), append(hashes, h)
-				slots = append(slots, s.flows.slotAddr(h))
+				hash := s.flows.hashKey(&f.key)
+				idle, hashes = append(idle, f), append(hashes, hash)
+				slots = append(slots, s.flows.slotAddr(hash))
 			}
 			prefetch.Lines(slots)
 			for i, f := range idle {
-				if f.dead {
+				if f.h.dead {
 					continue
 				}
 				s.removeFlowHashed(f, hashes[i])
@@ -144,21 +166,27 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 		}
 		ids, refs = ids[:0], refs[:0]
 	}
-	for f := range s.tableFlows() {
-		if f.loc != PathNIC || f.id == 0 && f.shadowID == 0 {
+	for f, h := range s.tableFlows() {
+		if h.loc != PathNIC || h.id == 0 && h.shadowID == 0 {
 			// No counters to read first.
-			if ageIdle {
+			if ageIdle && now-h.lastUsed > flowIdle {
 				s.ageFlow(f, now, flowIdle)
 			}
 			continue
 		}
-		if f.id != 0 {
-			ids = append(ids, f.id)
-			refs = append(refs, ref{f, false})
+		if ageIdle && now-h.lastUsed > flowIdle {
+			p := uintptr(unsafe.Pointer(f))
+			for l := range flowLines {
+				warm = append(warm, p+uintptr(l*64))
+			}
 		}
-		if f.shadowID != 0 {
-			ids = append(ids, f.shadowID)
-			refs = append(refs, ref{f, true})
+		if h.id != 0 {
+			ids = append(ids, h.id)
+			refs = append(refs, ref{f, h, false})
+		}
+		if h.shadowID != 0 {
+			ids = append(ids, h.shadowID)
+			refs = append(refs, ref{f, h, true})
 		}
 		if len(ids) >= counterChunk-1 {
 			do()
@@ -170,7 +198,7 @@ func (s *Switch) readCounters(ctx context.Context, now int64, ageIdle bool) erro
 
 // ageFlow removes f if it has been idle for flowIdle.
 func (s *Switch) ageFlow(f *flow, now, flowIdle int64) {
-	if now-f.lastUsed > flowIdle {
+	if now-f.h.lastUsed > flowIdle {
 		s.removeFlow(f)
 		s.stats.flowsAged++
 	}
@@ -189,21 +217,23 @@ func (s *Switch) age(now int64, flows bool) {
 		s.ct.remove(c.key)
 		s.stats.connsExpired++
 		for f := range c.users {
-			if !f.dead {
+			if !f.h.dead {
 				s.removeFlow(f)
 				s.stats.flowsAged++
 			}
 		}
 	}
 	if flows {
-		for f := range s.tableFlows() {
-			s.ageFlow(f, now, flowIdle)
+		for f, h := range s.tableFlows() {
+			if now-h.lastUsed > flowIdle {
+				s.ageFlow(f, now, flowIdle)
+			}
 		}
 	}
 	for vm, fs := range s.cross {
 		live := fs[:0]
 		for _, f := range fs {
-			if !f.dead {
+			if !f.h.dead {
 				live = append(live, f)
 			}
 		}
@@ -216,7 +246,7 @@ func (s *Switch) age(now int64, flows bool) {
 	for k, fs := range s.denied {
 		live := fs[:0]
 		for _, f := range fs {
-			if !f.dead {
+			if !f.h.dead {
 				live = append(live, f)
 			}
 		}
@@ -235,7 +265,7 @@ func (s *Switch) removeFlow(f *flow) { s.removeFlowHashed(f, s.flows.hashKey(&f.
 // table (hashKey).
 func (s *Switch) removeFlowHashed(f *flow, h uint64) {
 	s.flows.removeHashed(f, h)
-	f.dead = true
+	f.h.dead = true
 	s.unwild(f)
 	s.dropShadow(f)
 	s.unplace(f)
@@ -263,16 +293,16 @@ func (s *Switch) retryHost() {
 	// bound leaves flows for the next Maintain.
 	s.retryDue = false
 	n := 0
-	for f := range s.tableFlows() {
+	for f, h := range s.tableFlows() {
 		if n >= retryPerMaintain {
 			s.retryDue = true
 			return
 		}
-		if f.loc == PathHost && (f.why == WhyTableFull || f.why == WhyDeviceError) {
+		if h.loc == PathHost && (f.why == WhyTableFull || f.why == WhyDeviceError) {
 			n++
-			f.loc = PathNone
+			f.h.loc = PathNone
 			s.place(f)
-			if f.loc != PathHost {
+			if f.h.loc != PathHost {
 				s.placeShadow(f)
 			}
 		}
@@ -312,10 +342,10 @@ func (s *Switch) Flows() []FlowInfo {
 
 func (s *Switch) flowInfo(f *flow, now int64) FlowInfo {
 	fi := FlowInfo{
-		ID: f.id, Actions: f.current().acts, Path: f.loc, Why: f.why, Err: f.failure(), Wildcard: f.wild,
-		Gen: f.gen, ShadowID: f.shadowID,
+		ID: f.h.id, Actions: f.current().acts, Path: f.h.loc, Why: f.why, Err: f.failure(), Wildcard: f.wild,
+		Gen: f.h.gen, ShadowID: f.h.shadowID,
 		Packets: f.pkts, Bytes: f.bts,
-		Age: time.Duration(now - f.created), Idle: time.Duration(now - f.lastUsed),
+		Age: time.Duration(now - f.created), Idle: time.Duration(now - f.h.lastUsed),
 	}
 	s.off.match(&fi.Match, &f.key, f.wild)
 	if f.scope != nil {

@@ -410,7 +410,8 @@ func (s *Switch) answerFromVM(port hal.PortID, ans []byte, now int64) {
 		return
 	}
 	a := s.intern(actKeyOf(&v))
-	f := flow{key: k, acts: a, created: now, lastUsed: now}
+	hot := flowHot{lastUsed: now}
+	f := flow{h: &hot, key: k, acts: a, created: now}
 	// execute's own MTU check sees an ICMP error: if it does not fit, it is
 	// fragmented (an IPv4 answer has no DF) or dropped (an ICMPv6 error is
 	// never answered), so this does not recurse.

@@ -40,7 +40,7 @@ func (s *Switch) newFlowHashed(k *hal.FlowKey, h uint64, ttl uint8, now int64, r
 		}
 	}
 	f := s.allocFlow()
-	f.key, f.created, f.lastUsed = *k, now, now
+	f.key, f.created, f.h.lastUsed = *k, now, now
 	s.flows.putHashed(f, h)
 	s.stats.flowsCreated++
 	if wild {
@@ -156,7 +156,7 @@ func (s *Switch) openConn(f *flow, k connKey, now int64) {
 		if fs := s.denied[k]; len(fs) > 0 {
 			delete(s.denied, k)
 			for _, d := range fs {
-				if !d.dead {
+				if !d.h.dead {
 					s.refresh(d, now)
 				}
 			}
@@ -200,15 +200,15 @@ func (s *Switch) place(f *flow) {
 		s.toHost(f, whyOf(err), err)
 		return
 	}
-	f.gen = gen
-	f.id = s.off.newID()
+	f.h.gen = gen
+	f.h.id = s.off.newID()
 	// A new rule counts from zero: the readings of a rule the flow had
 	// before (replaced under a new ID by an update) are no baseline for
 	// it, and kept they would hide its packets up to the old reading, and
 	// its use from the idle expiry.
-	f.ruleP, f.ruleB = 0, 0
-	f.loc = PathNone
-	s.off.queueRule(hal.OpAdd, f.id, &f.key, a, sc, gen, f.wild)
+	f.h.ruleP, f.ruleB = 0, 0
+	f.h.loc = PathNone
+	s.off.queueRule(hal.OpAdd, f.h.id, &f.key, a, sc, gen, f.wild)
 	s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddPrimary})
 }
 
@@ -229,7 +229,7 @@ func (s *Switch) placeShadow(f *flow) {
 	a := s.intern(actKeyOf(&v))
 	s.release(f.shadow)
 	f.shadow = a
-	if !a.offload || f.loc == PathHost {
+	if !a.offload || f.h.loc == PathHost {
 		return
 	}
 	if f.wild && !wildVerdict(&f.key, anyPorts, &v) {
@@ -242,14 +242,14 @@ func (s *Switch) placeShadow(f *flow) {
 	if err := s.off.validate(a, &f.key, true, f.scope.id, gen, f.wild); err != nil {
 		return
 	}
-	f.shadowID = s.off.newID()
-	f.shP, f.shB = 0, 0 // a new rule counts from zero, as in place
-	s.off.queueRule(hal.OpAdd, f.shadowID, &f.key, a, f.scope.id, gen, f.wild)
+	f.h.shadowID = s.off.newID()
+	f.h.shP, f.shB = 0, 0 // a new rule counts from zero, as in place
+	s.off.queueRule(hal.OpAdd, f.h.shadowID, &f.key, a, f.scope.id, gen, f.wild)
 	s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddShadow})
 }
 
 func (s *Switch) toHost(f *flow, why Why, err error) {
-	f.loc, f.why = PathHost, why
+	f.h.loc, f.why = PathHost, why
 	if why == WhyTableFull || why == WhyDeviceError {
 		s.retryDue = true
 	}

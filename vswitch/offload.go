@@ -204,7 +204,7 @@ func (s *Switch) settle(op *hal.Op, ref opRef, err error) {
 	}
 	switch ref.purpose {
 	case opAddPrimary, opModPrimary:
-		if f.dead || f.id != op.Rule.ID {
+		if f.h.dead || f.h.id != op.Rule.ID {
 			return // the flow went away or moved on meanwhile
 		}
 		if err == nil {
@@ -213,7 +213,7 @@ func (s *Switch) settle(op *hal.Op, ref opRef, err error) {
 			} else {
 				s.stats.reprogrammed++
 			}
-			f.loc, f.why = PathNIC, WhyOffloaded
+			f.h.loc, f.why = PathNIC, WhyOffloaded
 			f.setFailure(nil)
 			return
 		}
@@ -223,25 +223,25 @@ func (s *Switch) settle(op *hal.Op, ref opRef, err error) {
 		}
 		if ref.purpose == opModPrimary {
 			// The old rule may still be there with stale actions: remove it.
-			s.off.queueDelete(f.id)
+			s.off.queueDelete(f.h.id)
 		}
-		f.id = 0
+		f.h.id = 0
 		s.toHost(f, whyOf(err), err)
-		if f.shadowID != 0 {
-			s.off.queueDelete(f.shadowID)
-			f.shadowID = 0
+		if f.h.shadowID != 0 {
+			s.off.queueDelete(f.h.shadowID)
+			f.h.shadowID = 0
 		}
 	case opAddShadow, opModShadow:
-		if f.dead || f.shadowID != op.Rule.ID {
+		if f.h.dead || f.h.shadowID != op.Rule.ID {
 			return
 		}
 		if err == nil {
 			return
 		}
 		if ref.purpose == opModShadow {
-			s.off.queueDelete(f.shadowID)
+			s.off.queueDelete(f.h.shadowID)
 		}
-		f.shadowID = 0
+		f.h.shadowID = 0
 	case opDelete:
 		if err != nil && !errors.Is(err, hal.ErrNotFound) {
 			s.needRecon = true

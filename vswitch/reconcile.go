@@ -52,11 +52,11 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 	var proFix []hal.Rule
 	byID := make(map[hal.RuleID]*flow, s.flows.Len())
 	for f := range s.flows.all() {
-		if f.id != 0 {
-			byID[f.id] = f
+		if f.h.id != 0 {
+			byID[f.h.id] = f
 		}
-		if f.shadowID != 0 {
-			byID[f.shadowID] = f
+		if f.h.shadowID != 0 {
+			byID[f.h.shadowID] = f
 		}
 	}
 	err := s.nic.Dump(ctx, func(ri *hal.RuleInfo) error {
@@ -77,12 +77,12 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 			return nil
 		}
 		f := byID[r.ID]
-		if f == nil || f.dead || (f.id != r.ID && f.shadowID != r.ID) {
+		if f == nil || f.h.dead || (f.h.id != r.ID && f.h.shadowID != r.ID) {
 			stale = append(stale, r.ID)
 			return nil
 		}
 		seen[r.ID] = true
-		shadow := f.shadowID == r.ID
+		shadow := f.h.shadowID == r.ID
 		if want := s.wanted(f, shadow); !sameRule(r, &want) {
 			fixes = append(fixes, fix{f, shadow})
 		}
@@ -121,22 +121,22 @@ func (s *Switch) reconcileLocked(ctx context.Context) (ReconcileReport, error) {
 		}
 	}
 	for f := range s.flows.all() {
-		if f.loc == PathNIC && f.id != 0 && !seen[f.id] {
+		if f.h.loc == PathNIC && f.h.id != 0 && !seen[f.h.id] {
 			r := s.wanted(f, false)
 			s.off.ops = append(s.off.ops, hal.AddOp(r))
 			s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddPrimary})
 			rep.Added++
 		}
-		if f.shadowID != 0 && !seen[f.shadowID] && f.loc == PathNIC {
+		if f.h.shadowID != 0 && !seen[f.h.shadowID] && f.h.loc == PathNIC {
 			r := s.wanted(f, true)
 			s.off.ops = append(s.off.ops, hal.AddOp(r))
 			s.off.refs = append(s.off.refs, opRef{f: f, purpose: opAddShadow})
 			rep.Added++
 		}
-		if f.loc == PathHost && f.why == WhyDeviceError && s.offloading() {
-			f.loc = PathNone
+		if f.h.loc == PathHost && f.why == WhyDeviceError && s.offloading() {
+			f.h.loc = PathNone
 			s.place(f)
-			if f.loc != PathHost {
+			if f.h.loc != PathHost {
 				s.placeShadow(f)
 			}
 			rep.Retried++
@@ -156,9 +156,9 @@ func (s *Switch) wanted(f *flow, shadow bool) hal.Rule {
 		sc = f.scope.id
 	}
 	if shadow {
-		return s.off.rule(f.shadowID, &f.key, f.shadow, sc, f.gen+1, f.wild)
+		return s.off.rule(f.h.shadowID, &f.key, f.shadow, sc, f.h.gen+1, f.wild)
 	}
-	return s.off.rule(f.id, &f.key, f.acts, sc, f.gen, f.wild)
+	return s.off.rule(f.h.id, &f.key, f.acts, sc, f.h.gen, f.wild)
 }
 
 // sameRule compares what matters of two rules; the cookie's epoch bits

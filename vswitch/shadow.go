@@ -80,7 +80,7 @@ func (s *Switch) reflowCross(ctx context.Context, fs []*flow) {
 	}
 	now := s.now()
 	for _, f := range fs {
-		if !f.dead {
+		if !f.h.dead {
 			s.reflow(f, now, false)
 		}
 	}
@@ -143,21 +143,21 @@ func (s *Switch) retire(now int64) {
 	clear(s.rollback)
 	s.retirePro()
 	for f := range s.flows.all() {
-		if f.scope == nil || f.gen == f.scope.active {
+		if f.scope == nil || f.h.gen == f.scope.active {
 			continue
 		}
-		if f.shadow != nil && (f.shadowID != 0 || f.loc != PathNIC) {
-			if f.id != 0 {
-				s.off.queueDelete(f.id)
+		if f.shadow != nil && (f.h.shadowID != 0 || f.h.loc != PathNIC) {
+			if f.h.id != 0 {
+				s.off.queueDelete(f.h.id)
 			}
 			s.release(f.acts)
 			f.acts, f.shadow = f.shadow, nil
-			f.id, f.shadowID = f.shadowID, 0
-			f.ruleP, f.ruleB = f.shP, f.shB
-			f.shP, f.shB = 0, 0
-			f.gen = f.scope.active
-			if f.id != 0 {
-				f.loc, f.why = PathNIC, WhyOffloaded
+			f.h.id, f.h.shadowID = f.h.shadowID, 0
+			f.h.ruleP, f.ruleB = f.h.shP, f.shB
+			f.h.shP, f.shB = 0, 0
+			f.h.gen = f.scope.active
+			if f.h.id != 0 {
+				f.h.loc, f.why = PathNIC, WhyOffloaded
 				f.setFailure(nil)
 			}
 			s.refresh(f, now) // dependencies and any change since the shadow was computed

@@ -38,9 +38,9 @@ func TestSlabRecycling(t *testing.T) {
 	for _, f := range slabs[2][1:] {
 		s.removeFlow(f)
 	}
-	nf := &flow{key: slabs[2][0].key}
+	nf := looseFlow(slabs[2][0].key)
 	s.flows.put(nf)
-	if slabs[2][0].inTable || slabs[2][0].dead {
+	if slabs[2][0].h.inTable || slabs[2][0].h.dead {
 		t.Fatal("the replaced flow should be out of the table and alive")
 	}
 	for range s.tableFlows() {
@@ -76,7 +76,7 @@ func TestSlabRecycling(t *testing.T) {
 	}
 	// Use up the current slab; the next flows come from the dead slabs,
 	// zeroed, and the pass lists their slabs again.
-	for len(s.slab) > 0 {
+	for s.slabNext < flowsPerSlab {
 		s.allocFlow()
 	}
 	got := map[int]int{}
@@ -85,7 +85,7 @@ func TestSlabRecycling(t *testing.T) {
 		if i == 0 && f != slabs[0][0] {
 			t.Fatal("the first recycled flow is not the first of the first dead slab (spares go in the order found)")
 		}
-		if *f != (flow{}) {
+		if !zeroFlow(f) {
 			t.Fatal("a recycled flow is not zero")
 		}
 		sl, ok := slabOf[f]
@@ -176,8 +176,8 @@ func checkFlowRefs(t *testing.T, s *Switch, deniedKey map[*flow]hal.FlowKey) {
 	defer s.mu.Unlock()
 	in := map[*flow]bool{}
 	for f := range s.flows.all() {
-		if f.dead || !f.inTable {
-			t.Fatalf("flow %v in the table: dead %v, inTable %v", f.key, f.dead, f.inTable)
+		if f.h.dead || !f.h.inTable {
+			t.Fatalf("flow %v in the table: dead %v, inTable %v", f.key, f.h.dead, f.h.inTable)
 		}
 		in[f] = true
 	}
@@ -192,7 +192,7 @@ func checkFlowRefs(t *testing.T, s *Switch, deniedKey map[*flow]hal.FlowKey) {
 	for _, c := range s.ct.conns {
 		for f := range c.users {
 			if !in[f] {
-				t.Fatalf("connection %v has a user not in the table (dead %v)", c.key, f.dead)
+				t.Fatalf("connection %v has a user not in the table (dead %v)", c.key, f.h.dead)
 			}
 			if f.x == nil || !has(f.x.opened, c) && !has(f.x.uses, c) {
 				t.Fatalf("connection %v has user %v, which does not record it", c.key, f.key)
@@ -216,10 +216,10 @@ func checkFlowRefs(t *testing.T, s *Switch, deniedKey map[*flow]hal.FlowKey) {
 	}
 	for k, fs := range s.denied {
 		for _, f := range fs {
-			if !f.dead && !in[f] {
+			if !f.h.dead && !in[f] {
 				t.Fatalf("denied list holds flow %v, alive but not in the table", f.key)
 			}
-			if want, ok := deniedKey[f]; ok && !f.dead && f.key != want {
+			if want, ok := deniedKey[f]; ok && !f.h.dead && f.key != want {
 				t.Fatalf("denied list %v: its flow %v became flow %v", k, want, f.key)
 			}
 			deniedKey[f] = f.key

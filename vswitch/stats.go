@@ -202,7 +202,7 @@ func (s *Switch) Stats() Stats {
 		}
 	}
 	for f := range s.flows.all() {
-		switch f.loc {
+		switch f.h.loc {
 		case PathNIC:
 			st.FlowsNIC++
 		case PathHost:

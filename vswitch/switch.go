@@ -132,15 +132,16 @@ type Switch struct {
 	learn    learnState // addresses the NIC learned (learned.go)
 	// Port-wildcard flows by their key without ports (wildcard.go).
 	wilds map[hal.FlowKey]*flow
-	// slab holds the flows allocFlow hands out next (flow.go); slabs
-	// every slab that holds a flow of the table, in allocation order, the
-	// current one last (tableFlows).
-	slab  []flow
-	slabs [][]flow
+	// slab holds the flows allocFlow hands out next (flow.go), from
+	// slabNext on; slabs every slab that holds a flow of the table, in
+	// allocation order, the current one last (tableFlows).
+	slab     *flowSlab
+	slabNext int
+	slabs    []*flowSlab
 	// Slabs whose flows are all dead, on their way back to allocFlow
 	// (recycleSlabs): found by tableFlows since the last Maintain, found
 	// before it, and ready.
-	emptied, cooling, spare [][]flow
+	emptied, cooling, spare []*flowSlab
 
 	// Per-batch scratch, reused.
 	pend    []pending

@@ -569,12 +569,12 @@ func TestReplacedRuleCountsFromZero(t *testing.T) {
 	for fl := range h1.sw.tableFlows() {
 		f = fl
 	}
-	old := f.id
+	old := f.h.id
 	h1.sw.unplace(f)
 	h1.sw.place(f)
 	h1.sw.flush(ctx)
-	if f.id == 0 || f.id == old || f.loc != PathNIC {
-		t.Fatalf("the flow's rule was not replaced: ID %d (was %d), on %s", f.id, old, f.loc)
+	if f.h.id == 0 || f.h.id == old || f.h.loc != PathNIC {
+		t.Fatalf("the flow's rule was not replaced: ID %d (was %d), on %s", f.h.id, old, f.h.loc)
 	}
 	for range 3 {
 		deliveredTo(t, tp.sendVM("va1", p), h2, "va2")
@@ -582,7 +582,7 @@ func TestReplacedRuleCountsFromZero(t *testing.T) {
 	if s := h1.sw.Stats(); s.Packets != 1 {
 		t.Fatalf("packets reached h1's host: %d exceptions", s.Packets)
 	}
-	used := f.lastUsed
+	used := f.h.lastUsed
 	tp.clock.Advance(time.Second)
 	if err := h1.sw.Maintain(ctx); err != nil {
 		t.Fatal(err)
@@ -591,7 +591,7 @@ func TestReplacedRuleCountsFromZero(t *testing.T) {
 	if len(fs) != 1 || fs[0].Packets != 9 {
 		t.Fatalf("flows after 3 packets on the new rule: %+v, want 9 packets", fs)
 	}
-	if f.lastUsed == used {
+	if f.h.lastUsed == used {
 		t.Fatal("the new rule's packets did not count as use of the flow")
 	}
 }

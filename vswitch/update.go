@@ -40,15 +40,15 @@ func (s *Switch) reflow(f *flow, now int64, force bool) {
 	}
 	s.stats.changed++
 	s.dropShadow(f)
-	if f.loc == PathNIC && f.id != 0 && f.acts.offload && s.offloading() {
+	if f.h.loc == PathNIC && f.h.id != 0 && f.acts.offload && s.offloading() {
 		var sc hal.Scope
 		gen := hal.Generation(0)
 		if f.scope != nil {
 			sc, gen = f.scope.id, f.scope.active
 		}
 		if err := s.off.validate(f.acts, &f.key, sc != 0, sc, gen, f.wild); err == nil {
-			f.gen = gen
-			s.off.queueRule(hal.OpModify, f.id, &f.key, f.acts, sc, gen, f.wild)
+			f.h.gen = gen
+			s.off.queueRule(hal.OpModify, f.h.id, &f.key, f.acts, sc, gen, f.wild)
 			s.off.refs = append(s.off.refs, opRef{f: f, purpose: opModPrimary})
 			s.placeShadow(f)
 			return
@@ -61,17 +61,17 @@ func (s *Switch) reflow(f *flow, now int64, force bool) {
 
 // unplace removes f's primary rule from the NIC (or cancels a pending add).
 func (s *Switch) unplace(f *flow) {
-	if f.id != 0 {
-		s.off.queueDelete(f.id)
-		f.id = 0
+	if f.h.id != 0 {
+		s.off.queueDelete(f.h.id)
+		f.h.id = 0
 	}
-	f.loc = PathNone
+	f.h.loc = PathNone
 }
 
 func (s *Switch) dropShadow(f *flow) {
-	if f.shadowID != 0 {
-		s.off.queueDelete(f.shadowID)
-		f.shadowID = 0
+	if f.h.shadowID != 0 {
+		s.off.queueDelete(f.h.shadowID)
+		f.h.shadowID = 0
 	}
 	s.release(f.shadow)
 	f.shadow = nil
@@ -90,7 +90,7 @@ func (s *Switch) reshadow(f *flow) {
 	}
 	var v verdict
 	s.classifyFlow(alt, &f.key, 64, &v)
-	if f.shadow != nil && f.shadow.key == actKeyOf(&v) && (f.shadowID != 0 || f.loc != PathNIC) {
+	if f.shadow != nil && f.shadow.key == actKeyOf(&v) && (f.h.shadowID != 0 || f.h.loc != PathNIC) {
 		return
 	}
 	s.dropShadow(f)
@@ -225,7 +225,7 @@ func (s *Switch) Update(ctx context.Context, st *policy.State) error {
 	}
 	d := s.dirtyOf(&ch)
 	for f := range s.flows.all() {
-		if f.scope != nil && flipped[f.scope.vm] && f.shadowID != 0 {
+		if f.scope != nil && flipped[f.scope.vm] && f.h.shadowID != 0 {
 			continue // already live in its new generation; Maintain retires the old one
 		}
 		switch {

@@ -80,7 +80,7 @@ func (s *Switch) coveringWild(k *hal.FlowKey, v *verdict) *flow {
 		return nil
 	}
 	w := s.wilds[wildKey(k)]
-	if w == nil || w.dead || w.current().key != actKeyOf(v) {
+	if w == nil || w.h.dead || w.current().key != actKeyOf(v) {
 		return nil
 	}
 	return w
