@@ -306,18 +306,22 @@ func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset
 	// Find every hit's program before executing any. compare asked for
 	// each program's line and its template's first (encapProgram) as it
 	// found the hits; the last line of the outer headers, when they run
-	// on past that one (all but VXLAN over IPv4), is asked for here.
-	npf := 0
-	for i := 0; i < k; i++ {
-		if b.fate[i] != fatePending || b.best[i] == noRule {
-			continue
+	// on past that one (all but VXLAN over IPv4), is asked for here: not
+	// on a NIC that has compiled no such program (n.encapTails), where
+	// the walk over the burst would find nothing.
+	if n.encapTails.Load() {
+		npf := 0
+		for i := 0; i < k; i++ {
+			if b.fate[i] != fatePending || b.best[i] == noRule {
+				continue
+			}
+			if p := b.prog[i]; p.encapTail { // compare's, with best
+				b.pf[npf] = p.encapLastLine()
+				npf++
+			}
 		}
-		if p := b.prog[i]; p.encapTail { // compare's, with best
-			b.pf[npf] = p.encapLastLine()
-			npf++
-		}
+		prefetch.Lines(b.pf[:npf])
 	}
-	prefetch.Lines(b.pf[:npf])
 
 	var lastCount uint32 = noRule
 	var cntPkts, cntBytes uint64
