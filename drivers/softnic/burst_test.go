@@ -227,6 +227,11 @@ func TestEncapProgramLayout(t *testing.T) {
 		}
 		oneLine("a program's hot fields", unsafe.Pointer(q), progHotBytes)
 	}
+	// Until a program with a tail is compiled, the execute pass does not
+	// look for one (NIC.encapTails).
+	if n.encapTails.Load() {
+		t.Fatal("encapTails set with VXLAN-over-IPv4 programs only")
+	}
 	// Outer IPv6 headers run on past the template's first line: the
 	// execute pass asks for their last line (encapTail).
 	for _, kind := range []hal.EncapKind{hal.EncapVXLAN, hal.EncapGeneve, hal.EncapNVGRE} {
@@ -239,6 +244,9 @@ func TestEncapProgramLayout(t *testing.T) {
 		a, last := uintptr(unsafe.Pointer(p.encap)), p.encapLastLine()
 		if !p.encapTail || last>>6 == a>>6 || last != a+wire.EncapHotFields+uintptr(p.encap.Len())-1 {
 			t.Fatalf("%v over IPv6: template at %#x, headers' last byte at %#x, encapTail %v", kind, a, last, p.encapTail)
+		}
+		if !n.encapTails.Load() {
+			t.Fatalf("%v over IPv6 compiled, encapTails not set", kind)
 		}
 	}
 }

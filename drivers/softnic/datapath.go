@@ -42,11 +42,14 @@ type burst struct {
 	// needs the layout fills it first (fastLayout), from the frame as it
 	// arrived.
 	lazy [MaxBurst]bool
-	// pre is the first tuple's table while parseBurst may ask for its
-	// buckets (process sets it inside the read section), else nil.
-	pre *htab
-	// preh[i]: parseBurst packed and hashed packet i for pre.
-	preh [MaxBurst]bool
+	// pre is the first tuple's table while parseBurst does the first
+	// pass of its lookup (process sets it inside the read section), else
+	// nil. parseBurst then leaves in todo[:preT] the packets of the burst
+	// that table probes, each packed and hashed for it, its home bucket
+	// asked for.
+	pre  *htab
+	preT int
+
 	w    [MaxBurst]words
 	pk   [MaxBurst]words  // w packed by the tuple being probed
 	bkt  [MaxBurst]uint32 // the home bucket of the tuple being probed
@@ -160,8 +163,8 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 	s := n.rcu.enter()
 	v := &n.rcu.views[s]
 	// Parse every frame first: the keys are then ready for the bulk lookup.
-	// When the first tuple is exact4, parseBurst asks for each frame's home
-	// bucket in it as it goes (b.pre): the misses are then in flight while
+	// When the first tuple is exact4, parseBurst does its lookup's first
+	// pass as it goes (b.pre): the bucket misses are then in flight while
 	// the rest of the burst is parsed, not only while it is hashed.
 	if len(v.tabs) > 0 && v.tabs[0].shape.exact4 && v.tabs[0].ht.used != 0 {
 		b.pre = &v.tabs[0].ht
@@ -198,6 +201,13 @@ func (n *NIC) process(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 
 // parseBurst parses the frames of a burst into b (their words, layouts and
 // fates) and returns the bytes they hold.
+//
+// With b.pre (the first tuple's table, exact4), it also does the first
+// pass of that table's lookup (hashExact4) as it goes: each frame that
+// table probes (every pending IPv4 frame: prio is -1 here, below any
+// rule's) is packed, hashed and listed in todo as soon as it is parsed,
+// and its home bucket asked for, so that the bucket misses are in flight
+// while later frames are parsed.
 func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset int) uint64 {
 	// At most MaxBurst (process's bursts are no longer), with sizes as
 	// long as bufs: the compiler then knows every index below in bounds.
@@ -206,7 +216,8 @@ func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset 
 	maxIn := in.info.MTU + l2Allowance
 	var rxBytes uint64
 	b.anySealed = false
-	pre, npf, pfd := b.pre, 0, 0
+	const want = uint64(hal.EtherTypeIPv4) << ethTypeShift
+	pre, nt, pfd := b.pre, 0, 0
 	for i, size := range sizes {
 		rxBytes += uint64(max(size, 0))
 		b.best[i], b.prio[i], b.rule[i], b.sealed[i] = noRule, -1, 0, false
@@ -217,61 +228,73 @@ func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset 
 		frame := bufs[i][offset : offset+size]
 		if parseFast(frame, in.info.ID, &b.w[i]) {
 			b.fate[i], b.vni[i], b.lazy[i] = fatePending, 0, true
-			if b.preh[i] = pre != nil; b.preh[i] {
-				b.pf[npf&(MaxBurst-1)] = hashExact4One(b, pre, i)
-				if npf++; npf-pfd == pfGroup/2 {
-					prefetch.Lines(b.pf[pfd:npf])
-					pfd = npf
-				}
-			}
+		} else if !n.parseSlow(b, in, i, frame) {
 			continue
 		}
-		b.lazy[i], b.preh[i] = false, false
-		key, lay := &b.key, &b.lays[i]
-		err := wire.Parse(frame, in.info.ID, key, lay)
-		b.vni[i] = key.VNI
-		if key.TunKind != hal.EncapNone {
-			// A tunnelled frame (parseFast takes none): one nil compare
-			// unless the port has a tunnel endpoint. Checked before
-			// anything else, a frame with broken inner headers included:
-			// frames for another endpoint are none of this NIC's business.
-			if f := in.tun.Load(); f != nil && !f.accepts(frame, &key.TunDst) {
-				b.fate[i], b.why[i] = fateDrop, hal.ReasonNotLocal
-				continue
-			}
-		}
-		if err != nil {
-			r := parseReason(err)
-			if r == hal.ReasonMalformed {
-				b.fate[i], b.why[i] = fateDrop, r
-			} else {
-				b.fate[i], b.why[i] = fateHost, r
-			}
+		if pre == nil || b.w[i][wordEthType]&ethTypeMask != want {
 			continue
 		}
-		if key.TunKind != hal.EncapNone && !n.caps.Decaps.Has(key.TunKind) {
-			b.fate[i], b.why[i] = fateHost, hal.ReasonUnsupported
-			continue
+		// hashExact4's listing, for this frame.
+		b.pf[nt&(MaxBurst-1)] = hashExact4One(b, pre, i)
+		b.todo[nt&(MaxBurst-1)] = uint8(i)
+		if nt++; nt-pfd == pfGroup/2 {
+			prefetch.Lines(b.pf[pfd:nt])
+			pfd = nt
 		}
-		if key.EthType == hal.EtherTypeSealed {
-			b.anySealed = true
-			ok := n.openSealed(b, in, i, frame)
-			b.vni[i] = key.VNI
-			if !ok {
-				continue
-			}
-			if b.fate[i] == fateSealedRoute {
-				loadWords(key, &b.w[i]) // the encapsulation's flow hash
-				continue
-			}
-		}
-		b.fate[i] = fatePending
-		loadWords(key, &b.w[i])
 	}
 	if pre != nil {
-		prefetch.Lines(b.pf[pfd:npf])
+		b.preT = nt
+		prefetch.Lines(b.pf[pfd:nt])
 	}
 	return rxBytes
+}
+
+// parseSlow is parseBurst's path for frame i, which parseFast did not
+// take: wire.Parse, tunnels, sealed frames. It reports whether the frame
+// is pending a lookup, its words in b.w[i].
+func (n *NIC) parseSlow(b *burst, in *Port, i int, frame []byte) bool {
+	b.lazy[i] = false
+	key, lay := &b.key, &b.lays[i]
+	err := wire.Parse(frame, in.info.ID, key, lay)
+	b.vni[i] = key.VNI
+	if key.TunKind != hal.EncapNone {
+		// A tunnelled frame (parseFast takes none): one nil compare
+		// unless the port has a tunnel endpoint. Checked before
+		// anything else, a frame with broken inner headers included:
+		// frames for another endpoint are none of this NIC's business.
+		if f := in.tun.Load(); f != nil && !f.accepts(frame, &key.TunDst) {
+			b.fate[i], b.why[i] = fateDrop, hal.ReasonNotLocal
+			return false
+		}
+	}
+	if err != nil {
+		r := parseReason(err)
+		if r == hal.ReasonMalformed {
+			b.fate[i], b.why[i] = fateDrop, r
+		} else {
+			b.fate[i], b.why[i] = fateHost, r
+		}
+		return false
+	}
+	if key.TunKind != hal.EncapNone && !n.caps.Decaps.Has(key.TunKind) {
+		b.fate[i], b.why[i] = fateHost, hal.ReasonUnsupported
+		return false
+	}
+	if key.EthType == hal.EtherTypeSealed {
+		b.anySealed = true
+		ok := n.openSealed(b, in, i, frame)
+		b.vni[i] = key.VNI
+		if !ok {
+			return false
+		}
+		if b.fate[i] == fateSealedRoute {
+			loadWords(key, &b.w[i]) // the encapsulation's flow hash
+			return false
+		}
+	}
+	b.fate[i] = fatePending
+	loadWords(key, &b.w[i])
+	return true
 }
 
 // executeBurst runs the program of every hit of the burst (lookup's
@@ -283,18 +306,22 @@ func (n *NIC) executeBurst(b *burst, v *view, bufs [][]byte, sizes []int, offset
 	// Find every hit's program before executing any. compare asked for
 	// each program's line and its template's first (encapProgram) as it
 	// found the hits; the last line of the outer headers, when they run
-	// on past that one (all but VXLAN over IPv4), is asked for here.
-	npf := 0
-	for i := 0; i < k; i++ {
-		if b.fate[i] != fatePending || b.best[i] == noRule {
-			continue
+	// on past that one (all but VXLAN over IPv4), is asked for here: not
+	// on a NIC that has compiled no such program (n.encapTails), where
+	// the walk over the burst would find nothing.
+	if n.encapTails.Load() {
+		npf := 0
+		for i := 0; i < k; i++ {
+			if b.fate[i] != fatePending || b.best[i] == noRule {
+				continue
+			}
+			if p := b.prog[i]; p.encapTail { // compare's, with best
+				b.pf[npf] = p.encapLastLine()
+				npf++
+			}
 		}
-		if p := b.prog[i]; p.encapTail { // compare's, with best
-			b.pf[npf] = p.encapLastLine()
-			npf++
-		}
+		prefetch.Lines(b.pf[:npf])
 	}
-	prefetch.Lines(b.pf[:npf])
 
 	var lastCount uint32 = noRule
 	var cntPkts, cntBytes uint64
@@ -456,8 +483,8 @@ func parseReason(err error) hal.Reason {
 // pfGroup as the pass goes, not all at its end: the first packets' lines
 // are then on their way while the rest are hashed, and arrive before the
 // next pass reads them. For the first tuple, when it is exact4,
-// parseBurst has already done most of the first pass (b.pre, b.preh),
-// further ahead of the bucket pass.
+// parseBurst has already done the first pass (b.pre), further ahead of
+// the bucket pass.
 func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 	sh := tab.shape
 	ht := &tab.ht
@@ -465,9 +492,12 @@ func (n *NIC) lookup(b *burst, v *view, tab *tupleTab, k int) {
 		return
 	}
 	var nt int
-	if sh.exact4 {
-		nt = hashExact4(b, ht, int32(tab.maxPrio), k, ht == b.pre)
-	} else {
+	switch {
+	case ht == b.pre:
+		nt = b.preT // parseBurst's first pass
+	case sh.exact4:
+		nt = hashExact4(b, ht, int32(tab.maxPrio), k)
+	default:
 		nt = hashTuple(b, sh, ht, int32(tab.maxPrio), k)
 	}
 	todo := b.todo[:nt]
@@ -611,31 +641,24 @@ func hashTuple(b *burst, sh *tupleShape, ht *htab, floor int32, k int) int {
 
 // hashExact4 is hashTuple for an exact4 tuple, the words and masks
 // constants: the same packing, hash and todo list (TestHashExact4).
-//
-// With pre (ht is the table parseBurst hashed for, b.pre), the packets
-// that parseBurst marked in b.preh are already packed and hashed, and
-// their buckets asked for: they are only listed.
-func hashExact4(b *burst, ht *htab, floor int32, k int, pre bool) int {
+// (For the first tuple, parseBurst does its work with b.pre.)
+func hashExact4(b *burst, ht *htab, floor int32, k int) int {
 	const want = uint64(hal.EtherTypeIPv4) << ethTypeShift
 	k = min(k, MaxBurst)
-	nt, npf, pfd := 0, 0, 0
+	nt, pfd := 0, 0
 	for i := range b.fate[:k] {
 		w := &b.w[i]
 		if b.fate[i] != fatePending || b.prio[i] > floor || w[wordEthType]&ethTypeMask != want {
 			continue
 		}
+		b.pf[nt&(MaxBurst-1)] = hashExact4One(b, ht, i)
 		b.todo[nt&(MaxBurst-1)] = uint8(i)
-		nt++
-		if pre && b.preh[i] {
-			continue
-		}
-		b.pf[npf&(MaxBurst-1)] = hashExact4One(b, ht, i)
-		if npf++; npf-pfd == pfGroup {
-			prefetch.Lines(b.pf[pfd:npf])
-			pfd = npf
+		if nt++; nt-pfd == pfGroup {
+			prefetch.Lines(b.pf[pfd:nt])
+			pfd = nt
 		}
 	}
-	prefetch.Lines(b.pf[pfd:npf])
+	prefetch.Lines(b.pf[pfd:nt])
 	return nt
 }
 

@@ -60,11 +60,12 @@
 // tunnelled (hal.Exact, as a vswitch offloads connections) is known in
 // advance: its table is hashed with the key words and masks as constants
 // (TestHashExact4), any other mask by a loop over the mask's own words.
-// When the first table probed is such a table, the parse hashes each
-// common-shape frame for it as it goes and asks for its home bucket then:
-// those misses are in flight while the rest of the burst is parsed, and
-// the lookup's first pass only lists the frames (the burst is parsed inside
-// the table's read section for that).
+// When the first table probed is such a table, the parse does its
+// lookup's first pass as it goes: it hashes and lists each IPv4 frame for
+// it, the frames wire.Parse takes included, and asks for its home bucket
+// then (TestParseBurstLists): those misses are in flight while the rest
+// of the burst is parsed (the burst is parsed inside the table's read
+// section for that).
 // Each rule is an entry of 64 bytes when its mask leaves at most five key
 // words to compare (a mapping's per-destination rule: in_port, source
 // MAC, EthType, addresses), 128 otherwise (an exact 5-tuple with tunnel

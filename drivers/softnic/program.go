@@ -203,7 +203,9 @@ func (n *NIC) compile(acts []hal.Action, arg int) (*program, error) {
 		p.encapLen = int32(p.encap.Len())
 		// The template never moves: its lines are known now.
 		t := uintptr(unsafe.Pointer(p.encap))
-		p.encapTail = p.encapLastLine()>>6 != t>>6
+		if p.encapTail = p.encapLastLine()>>6 != t>>6; p.encapTail {
+			n.encapTails.Store(true)
+		}
 	}
 	if p.term == hal.ActionOutput && p.out != nil {
 		p.outMTU = int32(p.out.info.MTU)

@@ -123,6 +123,9 @@ type NIC struct {
 	maxScopes int
 
 	closed atomic.Bool
+	// encapTails: some program compiled so far has program.encapTail
+	// (never cleared: it only has executeBurst look for such programs).
+	encapTails atomic.Bool
 
 	// rcu lets the datapath read the rule tables without locks; see table.go.
 	rcu leftRight
