@@ -32,9 +32,12 @@ import (
 // free, and their stack pulls the headers the buffer's linear part
 // lacks), 11 µs less in all. In perf, what fell in the binding's process
 // was scheduling (__schedule from 12% of its samples to 5%, Go's
-// findRunnable from 8% to 4.5%): a send on the ring has no rescheduling
-// point after each message as sendmmsg has, where a thread the frame had
-// woken took the processor from the sender in the middle of the call.
+// findRunnable from 8% to 4.5%). A send of several frames is common
+// there (most of the binding's sends under that load), and sendmmsg has a
+// rescheduling point after each message, where the VM's thread the first
+// frame woke took the processor before the next frame went; the ring's
+// send(2) puts every frame through before it returns. One sendmsg per
+// single frame (sendmmsg for the rest) measured no better than sendmmsg.
 type txRing struct {
 	sock      *rawsock.Socket
 	mem       []byte
