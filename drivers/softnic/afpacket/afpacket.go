@@ -16,7 +16,7 @@ type Stats struct {
 	RxFrames uint64 // frames handed to the port (each segment of a GSO super-frame counts one)
 	TxFrames uint64 // frames taken from the port and written to the interface
 	RxErrors uint64 // socket read errors other than timeouts
-	TxErrors uint64 // frames the interface refused (too long, link down, …)
+	TxErrors uint64 // frames the interface refused (too long, link down, dropped by a qdisc, …)
 	// RxCsum counts frames whose partial transport checksum the binding
 	// completed (the kernel's NEEDS_CSUM).
 	RxCsum uint64

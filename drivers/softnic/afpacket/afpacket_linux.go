@@ -28,10 +28,13 @@ type Binding struct {
 	// socket's waiter (the ring's epoll) was woken so, and looked away,
 	// for every frame the binding sent.
 	txSock *rawsock.Socket
-	ring   *rxRing // nil: frames are read with recvmsg
-	wait   *ringWaiter
-	log    *slog.Logger
-	c      counters
+	// txr is the transmit ring (see txRing), nil when the kernel refused
+	// it: frames that do not go through it go out on txSock.
+	txr  *txRing
+	ring *rxRing // nil: frames are read with recvmsg
+	wait *ringWaiter
+	log  *slog.Logger
+	c    counters
 	// fromHost keeps an uplink's frames from the host's stack until the
 	// host's stack can use the interface (see takeFromHost); nil when it
 	// never did.
@@ -80,6 +83,11 @@ func Bind(port *softnic.Port, ifname string, o Options) (*Binding, error) {
 	}
 	b := &Binding{port: port, ifname: ifname, sock: sock, txSock: txSock, done: make(chan struct{}), kick: make(chan struct{}, 1),
 		tx: newTransmitter(), log: log.With("port", port.Info().Name, "interface", ifname)}
+	if !testNoTxRing {
+		if b.txr, err = setupTxRing(ifname, port.Info().MTU); err != nil {
+			b.log.Warn("no transmit ring: frames are sent with sendmmsg", "err", err)
+		}
+	}
 	ring, err := (*rxRing)(nil), errors.New("the test asked for none")
 	if !testNoRing {
 		ring, err = setupRing(sock.FD(), port.Info().MTU)
@@ -115,6 +123,10 @@ func Bind(port *softnic.Port, ifname string, o Options) (*Binding, error) {
 // refuses the ring (tests of that path set it).
 var testNoRing bool
 
+// testNoTxRing has Bind send with sendmmsg alone, as it does when the
+// kernel refuses the transmit ring (tests of that path set it).
+var testNoTxRing bool
+
 // Interface is the bound interface's name.
 func (b *Binding) Interface() string { return b.ifname }
 
@@ -147,6 +159,9 @@ func (b *Binding) Close() error {
 		}
 		b.sock.Close()
 		b.txSock.Close()
+		if b.txr != nil {
+			b.txr.close()
+		}
 		b.txMu.Unlock()
 		if b.fromHost != nil {
 			b.fromHost.Close()
@@ -473,7 +488,17 @@ func (b *Binding) transmitLocked() int {
 	for i := 0; i < n; i++ {
 		t.out[i] = t.bufs[i][:t.sizes[i]]
 	}
-	for sent := 0; sent < n; {
+	sent := 0
+	if b.txr != nil {
+		put, k, refused, err := b.txr.send(t.out[:n])
+		sent = put
+		b.c.tx.Add(uint64(k))
+		if err != nil {
+			b.c.txErr.Add(uint64(refused))
+			b.log.Debug("write through the transmit ring", "err", err, "refused", refused)
+		}
+	}
+	for sent < n {
 		k, err := b.txSock.SendBatch(t.out[sent:n])
 		b.c.tx.Add(uint64(k))
 		sent += k

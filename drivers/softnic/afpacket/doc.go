@@ -60,11 +60,24 @@
 //     blocking system call, so an idle binding holds no thread. Should
 //     the kernel refuse the ring, frames are read with recvmsg, one call
 //     each.
-//   - Frames go out with sendmmsg, up to 64 per system call, on a socket
-//     of their own that receives nothing (no one waits on it, so the
-//     kernel wakes no one as it frees what was sent), with no address
-//     (the kernel takes the bound interface); receiving and sending
-//     allocate nothing.
+//   - Frames go out through a transmit ring (PACKET_TX_RING, TPACKET_V2,
+//     256 slots, 512 KiB per binding for a 1500-byte MTU) on a socket of their own that
+//     receives nothing (no one waits on it, so the kernel wakes no one as
+//     it frees what was sent): a batch is copied into the ring's slots and
+//     sent with one send(2) carrying no data. The frames take the path of
+//     any the socket sends: the interface's qdiscs apply and its taps (a
+//     tcpdump) see them; there is no PACKET_QDISC_BYPASS. A frame a qdisc
+//     drops (or the link refuses) counts in Stats.TxErrors and the frames
+//     after it go on, as with sendmmsg. A frame longer than the ring takes
+//     (over the interface's MTU at Bind, or a slot), one whose slot the
+//     kernel still holds, and every frame when the kernel refuses the ring
+//     go out with sendmmsg, up to 64 per call, on a second send-only
+//     socket, after those before them. Under peerbed's CPS load (nearly
+//     every send one frame) the ring took the binding's process from
+//     about 95 to 78 µs of CPU per connection against sendmmsg, while the
+//     receiving VMs' processes took about 7 µs more: a veth copies each
+//     ring frame out (a page), and the receiver pulls the headers into
+//     the buffer (see txRing). Receiving and sending allocate nothing.
 //   - The interface is put in promiscuous mode for the socket's lifetime
 //     (a membership, dropped when the socket closes), since a vport receives
 //     frames for addresses that are not the interface's.

@@ -31,11 +31,12 @@ func TestRingCarriesBurstsInOrderAndLongFrames(t *testing.T) {
 	burstsAndLongFrames(t, true)
 }
 
-// The same with recvmsg, the path of a kernel that refuses the ring.
+// The same with recvmsg and sendmmsg, the paths of a kernel that refuses
+// the rings.
 func TestRecvmsgCarriesBurstsInOrderAndLongFrames(t *testing.T) {
 	skipUnlessRoot(t)
-	testNoRing = true
-	defer func() { testNoRing = false }()
+	testNoRing, testNoTxRing = true, true
+	defer func() { testNoRing, testNoTxRing = false, false }()
 	burstsAndLongFrames(t, false)
 }
 
@@ -60,8 +61,8 @@ func burstsAndLongFrames(t *testing.T, ring bool) {
 	apply(t, nic, hal.Rule{ID: 1, Match: m, Actions: []hal.Action{hal.Output(2)}})
 	bs := bind(t, ns, nic, "vm0", "up0")
 	for _, b := range bs {
-		if ring != (b.ring != nil) || ring != (b.wait != nil) {
-			t.Fatalf("%s: receive ring %v, waiter in the Go poller %v; want %v", b.Interface(), b.ring != nil, b.wait != nil, ring)
+		if ring != (b.ring != nil) || ring != (b.wait != nil) || ring != (b.txr != nil) {
+			t.Fatalf("%s: receive ring %v, waiter in the Go poller %v, transmit ring %v; want %v", b.Interface(), b.ring != nil, b.wait != nil, b.txr != nil, ring)
 		}
 	}
 	var vmPeer, upPeer *rawsock.Socket
