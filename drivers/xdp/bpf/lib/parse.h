@@ -288,15 +288,6 @@ static __always_inline int parse_one_inline(struct xdp_md *ctx, __u32 off, struc
 	return 0;
 }
 
-/* parse_one is parse_one_inline verified once, on its own: the inner
- * frame of a tunnel. The outer frame, which every packet has, is parsed
- * inline in the main program, without a call and its return (each return
- * a mispredicted one under the SRSO mitigation of AMD CPUs, "Safe RET"). */
-__global int parse_one(struct xdp_md *ctx, __u32 off, struct flow_key *k, struct pstate *st, __u32 tunnels)
-{
-	return parse_one_inline(ctx, off, k, st, tunnels);
-}
-
 /* tunnel_local says whether the tunnelled frame whose outer headers k holds
  * (its destination MAC and IP) is for this port's tunnel endpoint: true
  * when the port has none. */
@@ -320,16 +311,19 @@ static __always_inline int tunnel_local(const struct flow_key *k)
 	return 0;
 }
 
-/* parse_frame parses the frame into k; a tunnelled frame's outer headers
- * become the tunnel fields and the rest of k describes the inner frame. */
-static __always_inline int parse_frame(struct xdp_md *ctx, struct flow_key *k, struct pstate *st)
+/* parse_inner takes a tunnelled frame on from its outer headers, which
+ * parse_frame parsed into k and st: it checks that the frame is for this
+ * port's tunnel endpoint, makes the outer addresses the tunnel's, and
+ * parses the inner frame into the rest of k. A function of its own,
+ * verified once: the inner parse and the endpoint search are explored from
+ * one state, not from every path of the outer parse, and the call is the
+ * one a tunnelled frame pays (the outer frame, which every packet has, is
+ * parsed inline in the main program, without a call and its return, each
+ * a mispredicted one under the SRSO mitigation of AMD CPUs, "Safe RET"). */
+__global int parse_inner(struct xdp_md *ctx, struct flow_key *k, struct pstate *st)
 {
 	if (!ctx || !k || !st)
 		return R_MALFORMED;
-	st->inner_end = ctx->data_end - ctx->data;
-	int r = parse_one_inline(ctx, 0, k, st, 1);
-	if (r != -1)
-		return r;
 	if (!tunnel_local(k))
 		return R_NOTLOCAL;
 	/* The outer addresses become the tunnel's; everything else of the key
@@ -355,8 +349,21 @@ static __always_inline int parse_frame(struct xdp_md *ctx, struct flow_key *k, s
 		st->outer_v6 = ov6;
 		st->partial = part & PARTIAL_OUTER;
 	}
-	r = parse_one(ctx, inner, k, st, 0);
+	int r = parse_one_inline(ctx, inner, k, st, 0);
 	return r == -1 ? R_UNSUPPORTED : r;
+}
+
+/* parse_frame parses the frame into k; a tunnelled frame's outer headers
+ * become the tunnel fields and the rest of k describes the inner frame. */
+static __always_inline int parse_frame(struct xdp_md *ctx, struct flow_key *k, struct pstate *st)
+{
+	if (!ctx || !k || !st)
+		return R_MALFORMED;
+	st->inner_end = ctx->data_end - ctx->data;
+	int r = parse_one_inline(ctx, 0, k, st, 1);
+	if (r != -1)
+		return r;
+	return parse_inner(ctx, k, st);
 }
 
 #endif
