@@ -117,6 +117,16 @@
 // weakly ordered CPU (arm64) would need load-acquire (BPF has it from
 // Linux 6.15).
 //
+// table4 and progs4 are in place from Open (the kernel maps an mmapped
+// array whole). The driver's own bookkeeping, its rule and entry indexes
+// and the chunks rules and entries are kept in, is Go memory made as Apply
+// needs it, about 300 bytes a rule. A bulk load writes it a rule at a
+// time, so each piece of 32 KiB or more is made present in one system
+// call when it is made (MADV_POPULATE_WRITE) rather than by a page fault
+// per 4 KiB page; the kernel's work per fresh page (allocating and
+// clearing it) remains, and is most of what a bulk load into fresh memory
+// spends in the kernel.
+//
 // Each hash entry holds two rule slots: the same match may exist in two
 // generations at once (the live rule and its shadow) or at two priorities.
 // A slot carries the rule's scope and generation; the program takes it only

@@ -42,7 +42,9 @@ func newEntryIndex(hint int) entryIndex {
 	for size < 2*hint {
 		size *= 2
 	}
-	return entryIndex{cells: make([]entryCell, size), seed: maphash.MakeSeed()}
+	x := entryIndex{cells: make([]entryCell, size), seed: maphash.MakeSeed()}
+	prefault(x.cells)
+	return x
 }
 
 func (x *entryIndex) hash(k *bpfKey) uint64 {
@@ -110,6 +112,7 @@ func (x *entryIndex) putHashed(h uint64, e *entryState) {
 func (x *entryIndex) grow() {
 	old := x.cells
 	x.cells = make([]entryCell, 2*len(old))
+	prefault(x.cells)
 	mask := uint64(len(x.cells) - 1)
 	for _, c := range old {
 		if c.e == nil {

@@ -32,7 +32,9 @@ func newRuleIndex(hint int) ruleIndex {
 	for size < 2*hint {
 		size *= 2
 	}
-	return ruleIndex{cells: make([]ruleCell, size)}
+	x := ruleIndex{cells: make([]ruleCell, size)}
+	prefault(x.cells)
+	return x
 }
 
 func (x *ruleIndex) home(id hal.RuleID) uint64 {
@@ -89,6 +91,7 @@ func (x *ruleIndex) grow() {
 		size = 16
 	}
 	x.cells, x.n = make([]ruleCell, size), 0
+	prefault(x.cells)
 	for i := range old {
 		if old[i].rs != nil {
 			x.put(old[i].id, old[i].rs)

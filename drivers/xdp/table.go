@@ -61,8 +61,17 @@ type keptRule struct {
 // same one, else its own copy (attach points it at its shape's when it
 // can), and r's action list, not copied.
 func keep(r *hal.Rule, ms *maskState) keptRule {
-	c := keptRule{ID: r.ID, Cookie: r.Cookie, Priority: r.Priority, Scope: r.Scope, Generation: r.Generation,
-		Key: r.Match.Key}
+	var c keptRule
+	keepInto(&c, r, ms)
+	return c
+}
+
+// keepInto is keep written into c, field by field: an add writes the rule
+// where the table keeps it, in its fresh ruleState, rather than building
+// it and copying it there.
+func keepInto(c *keptRule, r *hal.Rule, ms *maskState) {
+	c.ID, c.Cookie, c.Priority, c.Scope, c.Generation = r.ID, r.Cookie, r.Priority, r.Scope, r.Generation
+	c.Key = r.Match.Key
 	if ms != nil && ms.hmask == r.Match.Mask {
 		c.Mask = &ms.hmask
 	} else {
@@ -70,7 +79,6 @@ func keep(r *hal.Rule, ms *maskState) keptRule {
 		c.Mask = &m
 	}
 	c.Actions = r.Actions
-	return c
 }
 
 // cloneKeep is keep with a copy of r's actions.
@@ -497,7 +505,7 @@ func (t *table) detach(rs *ruleState) (empty bool) {
 	return empty
 }
 
-// keepRule copies r for the table, its actions taken from the action slab.
+// keepRule copies r into c for the table, its actions taken from the action slab.
 // The copy's action list is capped at its length, so nothing appended to it
 // could run into the next rule's actions. A list equal to the previous
 // rule's is that rule's list: the table never writes into a kept list
@@ -507,20 +515,20 @@ func (t *table) detach(rs *ruleState) (empty bool) {
 //
 // known: r's list is equal to lastSrc (so to lastActs). Otherwise, when
 // the list is copied, enc (r's encoding) becomes lastEnc.
-func (t *table) keepRule(r *hal.Rule, ms *maskState, known bool, enc *bpfRule) keptRule {
-	c := keep(r, ms)
+func (t *table) keepRule(c *keptRule, r *hal.Rule, ms *maskState, known bool, enc *bpfRule) {
+	keepInto(c, r, ms)
 	if known {
 		c.Actions = t.lastActs
-		return c
+		return
 	}
 	n := len(r.Actions)
 	if n == 0 || n > actSlabChunk/8 {
 		c.Actions = hal.CloneActions(r.Actions)
-		return c
+		return
 	}
 	if sameActions(r.Actions, t.lastActs) {
 		c.Actions = t.lastActs
-		return c
+		return
 	}
 	if len(t.actSlab) < n {
 		t.actSlab = make([]hal.Action, actSlabChunk)
@@ -538,7 +546,6 @@ func (t *table) keepRule(r *hal.Rule, ms *maskState, known bool, enc *bpfRule) k
 	if shared {
 		t.lastActs, t.lastSrc, t.lastEnc = c.Actions, r.Actions, *enc
 	}
-	return c
 }
 
 // sameActions reports whether a and b are the same actions, neither with
@@ -590,6 +597,7 @@ const (
 func (t *table) newEntryState() *entryState {
 	if len(t.entrySlab) == 0 {
 		t.entrySlab = make([]entryState, entrySlabChunk)
+		prefault(t.entrySlab)
 	}
 	e := &t.entrySlab[0]
 	t.entrySlab = t.entrySlab[1:]
@@ -741,6 +749,10 @@ func (t *table) apply(ops []hal.Op, results []hal.OpResult, check func(*hal.Rule
 		// step through the batch.
 		t.rules = newRuleIndex(len(ops))
 		t.entries = newEntryIndex(len(ops))
+		if _, ok := t.be.(stager4); ok && cap(t.staged) < min(len(ops), stageChunk) {
+			t.staged = make([]*entryState, 0, min(len(ops), stageChunk))
+			prefault(t.staged[:cap(t.staged)])
+		}
 	}
 	t.pend.grow(min(len(ops), t.chunk))
 	for i := range ops {
@@ -856,6 +868,7 @@ func (t *table) warm(first int, ops []hal.Op) {
 		k := a.key[i]
 		k.MaskID = m.id
 		a.h[i], a.maskID[i], a.hashed[i] = t.entries.hash(&k), m.id, true
+		a.shape[i] = m
 		if m.exact4 && w4 != nil {
 			// The window its entry will be written to: a cold
 			// line of a table of the rules' size.
@@ -884,7 +897,8 @@ type aheadOps struct {
 	ok       [warmAhead]bool // key and mask are the add's
 	key      [warmAhead]bpfKey
 	mask     [warmAhead]bpfKey
-	hashed   [warmAhead]bool // h is the hash of key under maskID
+	hashed   [warmAhead]bool // h is the hash of key under maskID, shape is mask's maskState
+	shape    [warmAhead]*maskState
 	maskID   [warmAhead]uint8
 	h        [warmAhead]uint64
 	keys4    [warmAhead]bpfKey // warm4's argument
@@ -896,6 +910,20 @@ func (t *table) keys(i int, r *hal.Rule) (key, mask bpfKey) {
 		return t.ahead.key[j], t.ahead.mask[j]
 	}
 	return matchKeys(&r.Match)
+}
+
+// shape is the state of mask shape mask, as findMask: the one warm found
+// for op i, which is mask's, when it is still in use (a shape with no
+// rules left is dropped, and a new one would be another maskState), and
+// else findMask's answer.
+func (t *table) shape(i int, mask *bpfKey) *maskState {
+	if j := i - t.ahead.first; j >= 0 && j < t.ahead.n && t.ahead.hashed[j] {
+		if m := t.ahead.shape[j]; m.refs > 0 {
+			t.lastMask = m
+			return m
+		}
+	}
+	return t.findMask(mask)
 }
 
 // entryHash is the entry index's hash of op i's key k (its mask ID set),
@@ -960,7 +988,7 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 		}
 	}
 	key, mask := t.keys(i, r)
-	ms := t.findMask(&mask)
+	ms := t.shape(i, &mask)
 	var e *entryState
 	var h uint64
 	if ms != nil {
@@ -981,7 +1009,8 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 		}
 	}
 	rs := t.newRuleState()
-	rs.rule, rs.enc = t.keepRule(r, ms, known, &enc), ruleEnc{Flags: enc.Flags}
+	t.keepRule(&rs.rule, r, ms, known, &enc)
+	rs.enc = ruleEnc{Flags: enc.Flags}
 	if err := t.attachFound(rs, key, mask, ms, e, h, ms != nil); err != nil {
 		*rs = ruleState{} // drop its references; the slot is not reused
 		results[i].Err = err
@@ -1035,6 +1064,7 @@ func (t *table) add(i int, r *hal.Rule, results []hal.OpResult) {
 func (t *table) newRuleState() *ruleState {
 	if len(t.slab) == 0 {
 		t.slab = make([]ruleState, ruleSlabChunk)
+		prefault(t.slab)
 	}
 	rs := &t.slab[0]
 	t.slab = t.slab[1:]

@@ -294,6 +294,8 @@ func (t *table4) commit() {
 	}
 	if cap(t.order[0]) < n {
 		t.order[0], t.order[1] = make([]uint32, n), make([]uint32, n)
+		prefault(t.order[0])
+		prefault(t.order[1])
 	}
 	src, dst := t.order[0][:n], t.order[1][:n]
 	for i := range src {

@@ -583,3 +583,48 @@ func TestKeptRuleSharesMask(t *testing.T) {
 		t.Fatal("a different mask shares the shape's")
 	}
 }
+
+// TestDroppedShapeNotReused: warm finds an add's mask shape ahead of the
+// batch's operations; an earlier operation that drops the shape (deletes
+// its last rule) must send the add to a live one (a new shape, or the one
+// an add between them made), never the dropped state, which is no longer
+// published.
+func TestDroppedShapeNotReused(t *testing.T) {
+	fb := &fakeBackend{entries: map[bpfKey]bpfFlowVal{}}
+	tab := newTable("test", 100, 16, 100, nil, fb)
+	// Two rules of one shape: the second finds the first's, which warm
+	// then offers to the adds of the next batch.
+	ids := []hal.RuleID{1, 2}
+	ops := []hal.Op{hal.AddOp(prefixRule(1, 1, "198.19.1.0/24")), hal.AddOp(prefixRule(2, 1, "198.19.2.0/24"))}
+	for round := range 3 {
+		for i, r := range applyT(t, tab, ops...) {
+			if r.Err != nil {
+				t.Fatalf("round %d op %d: %v", round, i, r.Err)
+			}
+		}
+		if tab.lastMask == nil {
+			t.Fatalf("round %d: no shape for warm to offer", round)
+		}
+		live := map[*maskState]bool{}
+		for _, ms := range tab.masks {
+			live[ms] = true
+		}
+		for id, rs := range tab.rules.all() {
+			if !live[rs.mask] {
+				t.Fatalf("round %d: rule %d attached to a shape that is not in use", round, id)
+			}
+			if v, ok := fb.entries[rs.bpfKey()]; !ok || v.Slot[0].ID != uint64(id) {
+				t.Fatalf("round %d: rule %d: no entry under its shape's ID", round, id)
+			}
+		}
+		if ms := fb.masks[fb.bank]; ms.N != 1 || len(tab.masks) != 1 || tab.rules.len() != 2 {
+			t.Fatalf("round %d: %d shapes published, %d kept, %d rules", round, ms.N, len(tab.masks), tab.rules.len())
+		}
+		// Next: delete both rules (the shape goes), add two of it again.
+		ops = []hal.Op{hal.DeleteOp(ids[0]), hal.DeleteOp(ids[1])}
+		for j := range ids {
+			ids[j] += 2
+			ops = append(ops, hal.AddOp(prefixRule(ids[j], 1, fmt.Sprintf("198.19.%d.0/24", ids[j]))))
+		}
+	}
+}
