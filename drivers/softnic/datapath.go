@@ -234,8 +234,19 @@ func (n *NIC) parseBurst(b *burst, in *Port, bufs [][]byte, sizes []int, offset 
 		if pre == nil || b.w[i][wordEthType]&ethTypeMask != want {
 			continue
 		}
-		// hashExact4's listing, for this frame.
-		b.pf[nt&(MaxBurst-1)] = hashExact4One(b, pre, i)
+		// hashExact4's listing, for this frame: hashExact4One written
+		// out (as a call, the loop's registers were saved and restored
+		// around it for every frame; Go keeps none across a call).
+		w, pk := &b.w[i], &b.pk[i]
+		x0, x1, x2, x3, x4 := w[5], w[8]&exact4Mask8, w[9], w[10], w[11]&exact4Mask11
+		pk[0], pk[1], pk[2], pk[3], pk[4] = x0, x1, x2, x3, x4
+		h := uint64(hashSeed) + x0*wordMul[0] + bits.RotateLeft64(x1, 7)*wordMul[1] +
+			bits.RotateLeft64(x2, 14)*wordMul[2] + bits.RotateLeft64(x3, 21)*wordMul[3] +
+			bits.RotateLeft64(x4, 28)*wordMul[4]
+		sig := sigOf(finish(h))
+		bi := pre.home(sig)
+		b.sig[i], b.bkt[i] = sig, uint32(bi)
+		b.pf[nt&(MaxBurst-1)] = uintptr(unsafe.Pointer(&pre.b[bi]))
 		b.todo[nt&(MaxBurst-1)] = uint8(i)
 		if nt++; nt-pfd == pfGroup/2 {
 			prefetch.Lines(b.pf[pfd:nt])
@@ -664,7 +675,8 @@ func hashExact4(b *burst, ht *htab, floor int32, k int) int {
 
 // hashExact4One packs and hashes packet i for an exact4 tuple of table
 // ht, records its signature and home bucket, and returns the bucket's
-// address to prefetch.
+// address to prefetch. parseBurst has its own copy, written out in its
+// loop (TestParseBurstLists holds the two to the same answers).
 func hashExact4One(b *burst, ht *htab, i int) uintptr {
 	i &= MaxBurst - 1
 	w, pk := &b.w[i], &b.pk[i]
@@ -1038,34 +1050,42 @@ func (n *NIC) deliver(b *burst, in *Port, bufs [][]byte, sizes []int, offset int
 			continue
 		}
 		p := b.out[i]
-		var pkts, bytes, full uint64
+		var bytes, full uint64
 		p.tx.mu.Lock()
-		wasEmpty := p.tx.n == 0
+		// p.tx.put(f) for each frame, with the copy in line (copyFrame;
+		// put itself would then be too large to be inlined) and the
+		// ring's fields held in locals across the loop: its stores
+		// (fate, the copy) would otherwise have each one read again.
+		r := &p.tx
+		slots, lens, head, n0 := r.slots, r.lens, r.head, r.n
+		rn := n0
 		for j := i; j < k; j++ {
 			if b.fate[j] != fateOut || b.out[j] != p {
 				continue
 			}
 			b.fate[j] = fateSent
-			f := bufs[j][b.start[j]:b.end[j]]
+			src := bufs[j]
 			if b.sealed[j] {
-				f = b.open[j][b.start[j]:b.end[j]]
+				src = b.open[j]
 			}
-			// p.tx.put(f), with the copy in line (copyFrame): put
-			// itself would then be too large to be inlined.
-			r := &p.tx
-			if r.n < len(r.slots) {
-				s := r.slot(r.n)
-				if dst := r.slots[s]; len(f) <= len(dst) {
+			f := src[b.start[j]:b.end[j]]
+			if rn < len(slots) {
+				s := head + rn // r.slot(rn)
+				if s >= len(slots) {
+					s -= len(slots)
+				}
+				if dst := slots[s]; len(f) <= len(dst) {
 					copyFrame(dst, f)
-					r.lens[s] = len(f)
-					r.n++
-					pkts++
+					lens[s] = len(f)
+					rn++
 					bytes += uint64(len(f))
 					continue
 				}
 			}
 			full++
 		}
+		r.n = rn
+		pkts, wasEmpty := uint64(rn-n0), n0 == 0
 		// Counted before the frames can be taken: whoever receives one
 		// finds it in the port's counters.
 		p.txPkts.Add(pkts)
