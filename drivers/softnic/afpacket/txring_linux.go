@@ -25,19 +25,19 @@ import (
 // on (skb_copy_ubufs: a page per frame), and the slot returns to user
 // space when the kernel frees or orphans that buffer.
 //
-// Measured under peerbed's CPS load, where nearly every send is one frame,
-// against sendmmsg on a socket of the same kind: the binding's process
-// took about a sixth less CPU per connection (95 to 78 µs), the
-// receiving VMs' processes about 7 µs more (the veth's page is theirs to
-// free, and their stack pulls the headers the buffer's linear part
-// lacks), 11 µs less in all. In perf, what fell in the binding's process
-// was scheduling (__schedule from 12% of its samples to 5%, Go's
-// findRunnable from 8% to 4.5%). A send of several frames is common
-// there (most of the binding's sends under that load), and sendmmsg has a
-// rescheduling point after each message, where the VM's thread the first
-// frame woke took the processor before the next frame went; the ring's
-// send(2) puts every frame through before it returns. One sendmsg per
-// single frame (sendmmsg for the rest) measured no better than sendmmsg.
+// Measured under peerbed's CPS load, against sendmmsg on a socket of the
+// same kind: the binding's process took about a sixth less CPU per
+// connection (95 to 78 µs), the receiving VMs' processes about 7 µs more
+// (the veth's page is theirs to free, and their stack pulls the headers
+// the buffer's linear part lacks), 11 µs less in all. In perf, what fell
+// in the binding's process was scheduling (__schedule from 12% of its
+// samples to 5%, Go's findRunnable from 8% to 4.5%). A send of several
+// frames is common there (most of the binding's sends under that load),
+// and sendmmsg has a rescheduling point after each message, where the VM's
+// thread the first frame woke took the processor before the next frame
+// went; the ring's send(2) puts every frame through before it returns. One
+// sendmsg per single frame (sendmmsg for the rest) measured no better than
+// sendmmsg.
 type txRing struct {
 	sock      *rawsock.Socket
 	mem       []byte
