@@ -61,24 +61,33 @@ const (
 	tpAlignment = 16
 )
 
+// ringGeometry lays out a ring of at least frames slots of at least need
+// bytes each (ringFrameSize at least, aligned): the slot's size, the
+// block's (a power-of-two multiple of ringBlockSize holding one slot at
+// least), slots per block and blocks.
+func ringGeometry(need, frames int) (frameSize, blockSize, perBlock, blocks int) {
+	frameSize = ringFrameSize
+	if need > frameSize {
+		frameSize = (need + tpAlignment - 1) &^ (tpAlignment - 1)
+	}
+	blockSize = ringBlockSize
+	for blockSize < frameSize {
+		blockSize *= 2
+	}
+	perBlock = blockSize / frameSize
+	blocks = (frames + perBlock - 1) / perBlock
+	return frameSize, blockSize, perBlock, blocks
+}
+
 // setupRing sets fd's receive ring up; the socket is bound and has
 // PACKET_VNET_HDR. Frames that arrived before the ring are dropped from
 // the socket's queue: from then on, the queue holds only the copies of
 // frames too long for a slot, in the ring's order.
 func setupRing(fd int, mtu int) (*rxRing, error) {
-	frameSize := ringFrameSize
 	// Room for the slot's headers, the virtio-net header, the largest
 	// frame of the port's MTU with two VLAN tags, and a tunnel's outer
 	// headers: beyond it, frames take the copy path.
-	if need := tpHdrLen + 32 + wire.VirtioNetHdrLen + mtu + 64 + 8; need > frameSize {
-		frameSize = (need + tpAlignment - 1) &^ (tpAlignment - 1)
-	}
-	blockSize := ringBlockSize
-	for blockSize < frameSize {
-		blockSize *= 2
-	}
-	perBlock := blockSize / frameSize
-	blocks := (ringFrames + perBlock - 1) / perBlock
+	frameSize, blockSize, perBlock, blocks := ringGeometry(tpHdrLen+32+wire.VirtioNetHdrLen+mtu+64+8, ringFrames)
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
 		return nil, fmt.Errorf("PACKET_VERSION: %w", err)
 	}

@@ -84,16 +84,7 @@ func setupTxRing(ifname string, mtu int) (*txRing, error) {
 	fd := s.FD()
 	// The port's frames: its MTU, an Ethernet header, two VLAN tags, a
 	// tunnel's outer headers.
-	frameSize := ringFrameSize
-	if need := txDataOff + mtu + 64 + 8; need > frameSize {
-		frameSize = (need + tpAlignment - 1) &^ (tpAlignment - 1)
-	}
-	blockSize := ringBlockSize
-	for blockSize < frameSize {
-		blockSize *= 2
-	}
-	perBlock := blockSize / frameSize
-	blocks := (txRingFrames + perBlock - 1) / perBlock
+	frameSize, blockSize, perBlock, blocks := ringGeometry(txDataOff+mtu+64+8, txRingFrames)
 	fail := func(what string, err error) (*txRing, error) {
 		s.Close()
 		return nil, fmt.Errorf("%s: %w", what, err)
